@@ -1,0 +1,65 @@
+"""flowlang: a flow interpreter for IVR and contact-center engines, with a compiled expression core.
+
+>>> import flowlang
+>>> flowlang.render('<<contact.emails[0]>>', {"contact": {"emails": ["ann@example.com"]}})
+'ann@example.com'
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BACKEND",
+    "Engine",
+    "FlowError",
+    "FlowFilterError",
+    "FlowLimitError",
+    "FlowSyntaxError",
+    "FlowUndefinedError",
+    "Limits",
+    "Reference",
+    "SourcePosition",
+    "Template",
+    "compile",
+    "render",
+]
+
+from collections.abc import Mapping
+from typing import Any
+
+from flowlang.engine import Engine, Template
+from flowlang.errors import (
+    FlowError,
+    FlowFilterError,
+    FlowLimitError,
+    FlowSyntaxError,
+    FlowUndefinedError,
+    SourcePosition,
+)
+from flowlang.expr.backends import DEFAULT_BACKEND
+from flowlang.expr.limits import Limits
+from flowlang.expr.references import Reference
+
+__version__ = "0.1.0"
+
+#: The evaluator this process uses by default: ``"cython"`` or ``"python"``.
+BACKEND: str = DEFAULT_BACKEND
+
+_default_engines: dict[str, Engine] = {}
+
+
+def _engine(syntax: str) -> Engine:
+    engine = _default_engines.get(syntax)
+    if engine is None:
+        engine = _default_engines.setdefault(syntax, Engine(syntax=syntax))
+    return engine
+
+
+def compile(source: str, *, syntax: str = "flowlang") -> Template:  # noqa: A001
+    """Compile a template with the default lenient engine for ``syntax`` (memoized)."""
+    engine = _default_engines.get(syntax) or _engine(syntax)
+    return engine.compile(source)
+
+
+def render(source: str, context: Mapping[str, Any], *, syntax: str = "flowlang") -> Any:
+    """Compile (memoized) and render a template against ``context``."""
+    return compile(source, syntax=syntax).render(context)

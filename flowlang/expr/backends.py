@@ -1,0 +1,62 @@
+"""Backends: choose between the Cython evaluator and its pure-Python twin.
+
+At import, ``FLOWLANG_NO_EXTENSIONS=1`` forces the Python backend and
+``FLOWLANG_REQUIRE_EXTENSIONS=1`` makes a missing compiled extension an ImportError.
+No other module reads the environment.
+"""
+
+from __future__ import annotations
+
+__all__ = ["AVAILABLE", "DEFAULT_BACKEND", "get_builder"]
+
+import os
+from collections.abc import Callable
+from types import ModuleType
+from typing import Any
+
+from flowlang.expr import ir, pyeval
+
+Builder = Callable[[ir.Node, int], Callable[[Any], Any]]
+
+
+def _flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no")
+
+
+def _load_extension() -> ModuleType | None:
+    if _flag("FLOWLANG_NO_EXTENSIONS"):
+        return None
+    try:
+        from flowlang import _cevaluator
+    except ImportError:
+        if _flag("FLOWLANG_REQUIRE_EXTENSIONS"):
+            raise ImportError(
+                "FLOWLANG_REQUIRE_EXTENSIONS is set but the compiled extension "
+                "flowlang._cevaluator could not be imported; build it with "
+                "'pip install -e .' (needs a C compiler)"
+            ) from None
+        return None
+    return _cevaluator
+
+
+_extension = _load_extension()
+
+#: The backends this process can use.
+AVAILABLE: tuple[str, ...] = ("cython", "python") if _extension is not None else ("python",)
+#: The backend engines use unless told otherwise.
+DEFAULT_BACKEND = AVAILABLE[0]
+
+
+def get_builder(name: str | None) -> tuple[str, Builder]:
+    """The backend called ``name`` (None for the default) and its IR-to-evaluator builder."""
+    chosen = DEFAULT_BACKEND if name is None else name
+    if chosen == "python":
+        return chosen, pyeval.build_evaluator
+    if chosen == "cython":
+        if _extension is None:
+            raise ValueError(
+                "the cython backend is not available in this process "
+                "(extension not built, or FLOWLANG_NO_EXTENSIONS is set)"
+            )
+        return chosen, _extension.build_evaluator  # type: ignore[no-any-return]
+    raise ValueError(f"unknown backend {name!r}; expected 'cython' or 'python'")

@@ -1,0 +1,239 @@
+"""Filters: the built-in pure functions applied with ``|``, and the registry of custom ones.
+
+A filter takes the piped value and its arguments and returns a new value. Built-in filters
+never raise: a value of a kind a filter does not handle gives null (see SPEC.md, "Filters").
+"""
+
+from __future__ import annotations
+
+__all__ = ["BUILTIN_FILTERS", "FilterSpec", "custom_filter_spec"]
+
+import inspect
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+from flowlang.expr.syntax import KEYWORDS, NAME_PATTERN
+from flowlang.expr.values import is_number, number_from_text, to_json, to_text
+
+
+@dataclass(frozen=True, slots=True)
+class FilterSpec:
+    """A filter: its function and how many arguments it takes after the piped value."""
+
+    name: str
+    function: Callable[..., Any]
+    min_args: int
+    max_args: int
+    builtin: bool = True
+
+
+def _is_empty(value: Any) -> bool:
+    return value is None or (isinstance(value, (str, list, tuple, Mapping)) and len(value) == 0)
+
+
+def default(value: Any, fallback: Any) -> Any:
+    """``fallback`` when the value is null or empty ("" or an empty list or map)."""
+    return fallback if _is_empty(value) else value
+
+
+def _string_filter(transform: Callable[[str], str]) -> Callable[[Any], Any]:
+    def apply(value: Any) -> Any:
+        if value is None or isinstance(value, (list, tuple, Mapping)):
+            return None
+        if isinstance(value, str) or is_number(value) or isinstance(value, bool):
+            return transform(to_text(value))
+        return None
+
+    return apply
+
+
+lower = _string_filter(str.lower)
+upper = _string_filter(str.upper)
+trim = _string_filter(str.strip)
+
+
+def length(value: Any) -> Any:
+    """Characters of a string, items of a list or map; 0 for null; null for other kinds."""
+    if value is None:
+        return 0
+    if isinstance(value, (str, list, tuple, Mapping)):
+        return len(value)
+    return None
+
+
+def join(value: Any, separator: Any = ", ") -> Any:
+    """The texts of a list's items joined by ``separator``; other values as their text."""
+    if value is None:
+        return None
+    separator_text = to_text(separator)
+    if isinstance(value, (list, tuple)):
+        return separator_text.join(to_text(item) for item in value)
+    return to_text(value)
+
+
+def first(value: Any) -> Any:
+    """The first item of a list or character of a string; null when empty or another kind."""
+    if isinstance(value, (list, tuple, str)) and len(value) > 0:
+        return value[0]
+    return None
+
+
+def last(value: Any) -> Any:
+    """The last item of a list or character of a string; null when empty or another kind."""
+    if isinstance(value, (list, tuple, str)) and len(value) > 0:
+        return value[-1]
+    return None
+
+
+def json(value: Any) -> str:
+    """Compact JSON text of the value."""
+    return to_json(value)
+
+
+def urlencode(value: Any) -> Any:
+    """Percent-encode a scalar's text (every reserved character); a map becomes a query string."""
+    if value is None:
+        return ""
+    if isinstance(value, Mapping):
+        return "&".join(
+            f"{quote(to_text(key), safe='')}={quote(to_text(item), safe='')}"
+            for key, item in value.items()
+        )
+    if isinstance(value, (list, tuple)):
+        return None
+    if isinstance(value, str) or isinstance(value, bool) or is_number(value):
+        return quote(to_text(value), safe="")
+    return None
+
+
+def number(value: Any) -> Any:
+    """A number from a number or from strict decimal text (``"42"``, ``"-3.5"``); else null."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return int.__int__(value)
+    if isinstance(value, float):
+        value = float.__float__(value)
+        return value if value == value and value not in (float("inf"), float("-inf")) else None
+    if isinstance(value, str):
+        return number_from_text(value)
+    return None
+
+
+def string(value: Any) -> str:
+    """The text of the value, as a template renders it (null is "")."""
+    return to_text(value)
+
+
+_TRUE_WORDS = frozenset(["true", "yes", "y", "on", "1"])
+
+
+def boolean(value: Any) -> bool:
+    """True for true, non-zero numbers and the words true/yes/y/on/1; every other value is false."""
+    if isinstance(value, bool):
+        return bool(value)
+    if is_number(value):
+        return bool(value == value and value != 0)
+    if isinstance(value, str):
+        return value.strip().lower() in _TRUE_WORDS
+    return False
+
+
+_PHONE_SEPARATORS = re.compile(r"[\s\-.()/\u00a0]+")
+_COUNTRY_CODE = re.compile(r"\+?([1-9][0-9]{0,2})")
+
+
+def e164(value: Any, country_code: Any = None) -> Any:
+    """Normalise a phone number to E.164 (``+14155550100``), or null when it cannot.
+
+    Separators (spaces, ``-``, ``.``, parentheses, ``/``) are dropped; a leading ``00`` is the
+    international prefix. A number without one is national: it needs ``country_code``
+    (``"1"``, ``"+44"``), and loses one leading trunk ``0``. The result has 7 to 15 digits and
+    does not start with 0. The country's own numbering plan is not checked.
+    """
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int) and value > 0:
+        text = int.__repr__(value)
+    elif isinstance(value, str):
+        text = _PHONE_SEPARATORS.sub("", value)
+    else:
+        return None
+    if text.startswith("+"):
+        digits = text[1:]
+    elif text.startswith("00"):
+        digits = text[2:]
+    else:
+        if country_code is None or isinstance(country_code, bool):
+            return None
+        code_match = _COUNTRY_CODE.fullmatch(to_text(country_code).strip())
+        if code_match is None:
+            return None
+        code = code_match.group(1)
+        if code == "1" and len(text) == 11 and text.startswith("1"):
+            digits = text
+        else:
+            digits = code + (text[1:] if text.startswith("0") else text)
+    if not (7 <= len(digits) <= 15 and digits.isascii() and digits.isdigit() and digits[0] != "0"):
+        return None
+    return "+" + digits
+
+
+def _spec(name: str, function: Callable[..., Any], min_args: int = 0, max_args: int = 0) -> FilterSpec:
+    return FilterSpec(name, function, min_args, max_args)
+
+
+BUILTIN_FILTERS: Mapping[str, FilterSpec] = {
+    spec.name: spec
+    for spec in (
+        _spec("default", default, 1, 1),
+        _spec("lower", lower),
+        _spec("upper", upper),
+        _spec("trim", trim),
+        _spec("length", length),
+        _spec("join", join, 0, 1),
+        _spec("first", first),
+        _spec("last", last),
+        _spec("json", json),
+        _spec("urlencode", urlencode),
+        _spec("number", number),
+        _spec("string", string),
+        _spec("boolean", boolean),
+        _spec("e164", e164, 0, 1),
+    )
+}
+
+
+def custom_filter_spec(name: str, function: Callable[..., Any]) -> FilterSpec:
+    """Check and describe a filter an application registers.
+
+    The name must be a plain name that is not a keyword or a built-in filter; the function takes
+    the piped value first. Its other parameters give the argument counts it accepts.
+    """
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name) or name in KEYWORDS:
+        raise ValueError(f"filter name {name!r} is not a valid name")
+    if name in BUILTIN_FILTERS:
+        raise ValueError(f"filter {name!r} is built in and cannot be replaced")
+    if not callable(function):
+        raise TypeError(f"filter {name!r} must be callable")
+    min_args, max_args = 0, 64
+    try:
+        parameters = list(inspect.signature(function).parameters.values())
+    except (TypeError, ValueError):
+        parameters = []
+    else:
+        positional = [
+            parameter
+            for parameter in parameters
+            if parameter.kind in (parameter.POSITIONAL_ONLY, parameter.POSITIONAL_OR_KEYWORD)
+        ]
+        if not positional and not any(p.kind is p.VAR_POSITIONAL for p in parameters):
+            raise TypeError(f"filter {name!r} must take the piped value as its first parameter")
+        required = [p for p in positional if p.default is p.empty]
+        min_args = max(0, len(required) - 1)
+        if not any(p.kind is p.VAR_POSITIONAL for p in parameters):
+            max_args = max(0, len(positional) - 1)
+    return FilterSpec(name, function, min_args, max_args, builtin=False)

@@ -1,0 +1,39 @@
+"""Limits: the bounds an Engine enforces on templates and rendered text."""
+
+from __future__ import annotations
+
+__all__ = ["Limits"]
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Bounds on what a template may contain and produce (defaults from SECURITY.md).
+
+    Source, depth and node limits are enforced while parsing, before any recursive pass over
+    the tree; the output limit while rendering.
+    """
+
+    #: characters in one expression (between the delimiters of one hole)
+    max_expression_length: int = 4096
+    #: characters in one whole template
+    max_template_length: int = 100_000
+    #: nesting depth of one expression (brackets, operators, filter arguments)
+    max_depth: int = 32
+    #: syntax-tree nodes in one expression
+    max_nodes: int = 10_000
+    #: characters in a rendered string (template text, or a string a filter builds)
+    max_output: int = 100_000
+
+    def __post_init__(self) -> None:
+        for name in (
+            "max_expression_length",
+            "max_template_length",
+            "max_depth",
+            "max_nodes",
+            "max_output",
+        ):
+            value = getattr(self, name)
+            if type(value) is not int or value < 1:
+                raise ValueError(f"Limits.{name} must be a positive integer, not {value!r}")

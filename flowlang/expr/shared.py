@@ -1,0 +1,89 @@
+"""Shared evaluation helpers: the cold paths both backends call, so their errors are identical.
+
+Strict-mode undefined errors, the application of a filter with its error and size checks, and
+the rendered-size limit live here once; the Cython backend imports this module.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "apply_filter",
+    "kind_name",
+    "output_too_long",
+    "undefined_error",
+]
+
+from collections.abc import Mapping
+from typing import Any
+
+from flowlang.errors import FlowFilterError, FlowLimitError, FlowUndefinedError
+from flowlang.expr.values import is_number
+
+
+def kind_name(value: Any) -> str:
+    """The kind of a value as SPEC.md names it."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if is_number(value):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    if isinstance(value, Mapping):
+        return "a map"
+    return "an opaque value"
+
+
+def undefined_error(
+    labels: tuple[str, ...],
+    segment_labels: tuple[str, ...],
+    position: int,
+    container: Any,
+    root: str | None,
+) -> FlowUndefinedError:
+    """The strict-mode error for a path that failed at segment ``position``.
+
+    ``position`` is -1 when the root name itself is missing from the context.
+    """
+    full = (labels[-1] + segment_labels[-1]) if labels else (root or "")
+    if position < 0:
+        return FlowUndefinedError(full, "", root or "", f"{root!r} is not in the context")
+    resolved, segment = labels[position], segment_labels[position]
+    if container is None:
+        reason = f"{resolved} is null"
+    elif isinstance(container, Mapping):
+        reason = f"{resolved} has no key {segment}"
+    elif isinstance(container, (list, tuple)):
+        reason = f"{resolved} has no item {segment} (it has {len(container)})"
+    else:
+        reason = f"{resolved} is {kind_name(container)}, not a map or a list"
+    return FlowUndefinedError(full, resolved, segment, reason)
+
+
+def output_too_long(limit: int) -> FlowLimitError:
+    """The error for rendered text longer than ``limit`` characters."""
+    return FlowLimitError(f"rendered text is longer than the limit of {limit} characters")
+
+
+def apply_filter(
+    name: str, function: Any, builtin: bool, value: Any, args: list[Any], limit: int
+) -> Any:
+    """Call one filter; a custom filter's exception becomes FlowFilterError, long text an error."""
+    if builtin:
+        result = function(value, *args)
+    else:
+        try:
+            result = function(value, *args)
+        except Exception as error:  # the application's code: report it, never crash the call
+            detail = str(error)
+            if len(detail) > 200:
+                detail = detail[:200] + "…"
+            raise FlowFilterError(
+                f"filter {name!r} raised {type(error).__name__}: {detail}"
+            ) from error
+    if type(result) is str and len(result) > limit:
+        raise output_too_long(limit)
+    return result
