@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-__all__ = ["Limits"]
+__all__ = ["MAX_DEPTH_CAP", "Limits"]
 
 from dataclasses import dataclass
+
+#: The largest nesting depth any configuration may allow.
+MAX_DEPTH_CAP = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,7 +22,7 @@ class Limits:
     max_expression_length: int = 4096
     #: characters in one whole template
     max_template_length: int = 100_000
-    #: nesting depth of one expression (brackets, operators, filter arguments)
+    #: nesting depth of one expression (brackets, operators, filter arguments); at most 100
     max_depth: int = 32
     #: syntax-tree nodes in one expression
     max_nodes: int = 10_000
@@ -37,3 +40,7 @@ class Limits:
             value = getattr(self, name)
             if type(value) is not int or value < 1:
                 raise ValueError(f"Limits.{name} must be a positive integer, not {value!r}")
+        if self.max_depth > MAX_DEPTH_CAP:
+            # Evaluation recurses once per level; the cap keeps every backend far from the
+            # C stack and from Python's recursion limit, whatever the configuration.
+            raise ValueError(f"Limits.max_depth is capped at {MAX_DEPTH_CAP}, not {self.max_depth}")

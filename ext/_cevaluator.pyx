@@ -1,0 +1,465 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, always_allow_keywords=False
+# cython: binding=False, embedsignature=False
+"""Cython backend: the compiled evaluator of lowered IR (the twin of flowlang.expr.pyeval).
+
+Node classes mirror the IR kinds one to one. Plain dicts, lists, strings and numbers take
+C-level fast paths; everything else goes through flowlang.expr.values and
+flowlang.expr.shared, the very functions the Python backend uses, so the two backends cannot
+disagree on a cold path. Recursion depth is bounded by Limits.max_depth (hard cap 100).
+"""
+
+from cpython.dict cimport PyDict_GetItem
+from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
+from cpython.object cimport PyObject
+
+from flowlang.expr import ir as _ir
+from flowlang.expr import values as _values
+from flowlang.expr.shared import apply_filter as _apply_filter
+from flowlang.expr.shared import output_too_long as _output_too_long
+from flowlang.expr.shared import undefined_error as _undefined_error
+
+cdef object MISSING = object()
+cdef object _lookup = _values.lookup
+cdef object _to_text = _values.to_text
+cdef object _int_text = _values.int_text
+cdef object _equals = _values.equals
+cdef object _order = _values.order
+cdef object _truthy = _values.truthy
+cdef object _contains = _values.contains
+cdef object _starts_with = _values.starts_with
+cdef object _ends_with = _values.ends_with
+
+cdef enum CompareOp:
+    OP_EQ, OP_NE, OP_LT, OP_LE, OP_GT, OP_GE, OP_IN, OP_NOT_IN, OP_CONTAINS, OP_NOT_CONTAINS, OP_STARTS, OP_ENDS
+
+cdef dict _OPERATORS = {
+    "==": OP_EQ, "!=": OP_NE, "<": OP_LT, "<=": OP_LE, ">": OP_GT, ">=": OP_GE,
+    "in": OP_IN, "not in": OP_NOT_IN, "contains": OP_CONTAINS, "not contains": OP_NOT_CONTAINS,
+    "starts_with": OP_STARTS, "ends_with": OP_ENDS,
+}
+cdef tuple _ORDER_TEXT = ("", "", "<", "<=", ">", ">=")
+
+
+# --- value semantics: fast paths, then the shared reference -------------------------------
+
+cdef inline bint _is_plain_number(object value):
+    cdef object kind = type(value)
+    return kind is int or kind is float
+
+
+cdef bint truthy(object value) except -1:
+    cdef object kind = type(value)
+    if value is None:
+        return False
+    if value is True:
+        return True
+    if value is False:
+        return False
+    if kind is str:
+        return len(<str>value) > 0
+    if kind is int or kind is float:
+        return value != 0
+    if kind is list:
+        return PyList_GET_SIZE(value) > 0
+    if kind is dict:
+        return len(<dict>value) > 0
+    return _truthy(value)
+
+
+cdef bint equals(object a, object b) except -1:
+    cdef object kind_a = type(a)
+    cdef object kind_b = type(b)
+    if kind_a is str and kind_b is str:
+        return <str>a == <str>b
+    if (kind_a is int or kind_a is float) and (kind_b is int or kind_b is float):
+        return a == b
+    if a is None:
+        return b is None
+    if b is None:
+        return False
+    return _equals(a, b)
+
+
+cdef bint order(int op, object a, object b) except -1:
+    if (_is_plain_number(a) and _is_plain_number(b)) or (type(a) is str and type(b) is str):
+        if op == OP_LT:
+            return a < b
+        if op == OP_LE:
+            return a <= b
+        if op == OP_GT:
+            return a > b
+        return a >= b
+    return _order(_ORDER_TEXT[op], a, b)
+
+
+cdef bint contains(object container, object item) except -1:
+    cdef Py_ssize_t position, size
+    if type(container) is str and type(item) is str:
+        return (<str>item) in (<str>container)
+    if type(container) is list:
+        size = PyList_GET_SIZE(container)
+        for position in range(size):
+            if equals(<object>PyList_GET_ITEM(container, position), item):
+                return True
+        return False
+    return _contains(container, item)
+
+
+cdef inline str text_of(object value):
+    """The text of a value in rendered text (shared rules; fast for str, int, bool, null)."""
+    cdef object kind = type(value)
+    if kind is str:
+        return <str>value
+    if value is None:
+        return ""
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if kind is int:
+        try:
+            return int.__repr__(value)
+        except ValueError:  # beyond Python's int-to-str digit limit
+            return _int_text(value)
+    return _to_text(value)
+
+
+# --- nodes ----------------------------------------------------------------------------------
+
+cdef class Node:
+    cdef object eval(self, object context):
+        raise NotImplementedError
+
+
+cdef class Const(Node):
+    cdef object value
+
+    def __cinit__(self, object value):
+        self.value = value
+
+    cdef object eval(self, object context):
+        return self.value
+
+
+cdef class Key:
+    """A static key, with fast lookups in exact dicts and lists."""
+    cdef object key
+    cdef object alternate
+    cdef bint has_index
+    cdef Py_ssize_t index
+
+    def __cinit__(self, object key, object alternate):
+        self.key = key
+        self.alternate = alternate
+        index = key if type(key) is int else alternate if type(alternate) is int else None
+        self.has_index = index is not None and -(2 ** 62) < index < 2 ** 62
+        self.index = index if self.has_index else 0
+
+    cdef inline object step(self, object container):
+        cdef PyObject* found
+        cdef Py_ssize_t size, position
+        if type(container) is dict:
+            found = PyDict_GetItem(container, self.key)
+            if found is NULL:
+                if self.alternate is None:
+                    return MISSING
+                found = PyDict_GetItem(container, self.alternate)
+                if found is NULL:
+                    return MISSING
+            return <object>found
+        if type(container) is list:
+            if not self.has_index:
+                return MISSING
+            size = PyList_GET_SIZE(container)
+            position = self.index
+            if position < 0:
+                position += size
+            if 0 <= position < size:
+                return <object>PyList_GET_ITEM(container, position)
+            return MISSING
+        present, value = _lookup(container, self.key)
+        return value if present else MISSING
+
+
+cdef inline object root_value(object context, object root):
+    cdef PyObject* found
+    if type(context) is dict:
+        found = PyDict_GetItem(context, root)
+        return MISSING if found is NULL else <object>found
+    present, value = _lookup(context, root)
+    return value if present else MISSING
+
+
+cdef class StaticPath(Node):
+    """A lenient path of static keys from a context root: the common case."""
+    cdef object root
+    cdef tuple keys
+
+    def __cinit__(self, object root, tuple keys):
+        self.root = root
+        self.keys = keys
+
+    cdef object eval(self, object context):
+        cdef object value = root_value(context, self.root)
+        cdef Key key
+        for key in self.keys:
+            if value is MISSING or value is None:
+                return None
+            value = key.step(value)
+        return None if value is MISSING else value
+
+
+cdef class Path(Node):
+    """Any path: computed keys, a computed base, or strict mode."""
+    cdef object root
+    cdef Node base
+    cdef tuple segments  # Key, or Node for a computed key
+    cdef bint strict
+    cdef tuple labels
+    cdef tuple segment_labels
+
+    def __cinit__(self, object root, Node base, tuple segments, bint strict, tuple labels,
+                  tuple segment_labels):
+        self.root = root
+        self.base = base
+        self.segments = segments
+        self.strict = strict
+        self.labels = labels
+        self.segment_labels = segment_labels
+
+    cdef object eval(self, object context):
+        cdef object value
+        cdef object found
+        cdef Py_ssize_t position = 0
+        if self.base is None:
+            value = root_value(context, self.root)
+            if value is MISSING:
+                if self.strict:
+                    raise _undefined_error(self.labels, self.segment_labels, -1, None, self.root)
+                return None
+        else:
+            value = self.base.eval(context)
+        for segment in self.segments:
+            if value is None:
+                if self.strict:
+                    raise _undefined_error(self.labels, self.segment_labels, position, value, self.root)
+                return None
+            if type(segment) is Key:
+                found = (<Key>segment).step(value)
+            else:
+                present, found = _lookup(value, (<Node>segment).eval(context))
+                if not present:
+                    found = MISSING
+            if found is MISSING:
+                if self.strict:
+                    raise _undefined_error(self.labels, self.segment_labels, position, value, self.root)
+                return None
+            value = found
+            position += 1
+        return value
+
+
+cdef class Concat(Node):
+    cdef tuple parts  # str for literal text, Node otherwise
+    cdef Py_ssize_t limit
+
+    def __cinit__(self, tuple parts, Py_ssize_t limit):
+        self.parts = parts
+        self.limit = limit
+
+    cdef object eval(self, object context):
+        cdef list pieces = []
+        cdef Py_ssize_t total = 0
+        cdef str text
+        for part in self.parts:
+            if type(part) is str:
+                text = <str>part
+            else:
+                text = text_of((<Node>part).eval(context))
+            total += len(text)
+            if total > self.limit:
+                raise _output_too_long(self.limit)
+            pieces.append(text)
+        return "".join(pieces)
+
+
+cdef class Not(Node):
+    cdef Node operand
+
+    def __cinit__(self, Node operand):
+        self.operand = operand
+
+    cdef object eval(self, object context):
+        return not truthy(self.operand.eval(context))
+
+
+cdef class And(Node):
+    cdef tuple operands
+
+    def __cinit__(self, tuple operands):
+        self.operands = operands
+
+    cdef object eval(self, object context):
+        cdef Node operand
+        for operand in self.operands:
+            if not truthy(operand.eval(context)):
+                return False
+        return True
+
+
+cdef class Or(Node):
+    cdef tuple operands
+
+    def __cinit__(self, tuple operands):
+        self.operands = operands
+
+    cdef object eval(self, object context):
+        cdef Node operand
+        for operand in self.operands:
+            if truthy(operand.eval(context)):
+                return True
+        return False
+
+
+cdef class Coalesce(Node):
+    cdef tuple operands
+
+    def __cinit__(self, tuple operands):
+        self.operands = operands
+
+    cdef object eval(self, object context):
+        cdef Node operand
+        cdef object value = None
+        for operand in self.operands:
+            value = operand.eval(context)
+            if value is not None:
+                return value
+        return value
+
+
+cdef class Compare(Node):
+    cdef int op
+    cdef Node left
+    cdef Node right
+
+    def __cinit__(self, int op, Node left, Node right):
+        self.op = op
+        self.left = left
+        self.right = right
+
+    cdef object eval(self, object context):
+        cdef object a = self.left.eval(context)
+        cdef object b = self.right.eval(context)
+        cdef int op = self.op
+        if op == OP_EQ:
+            return equals(a, b)
+        if op == OP_NE:
+            return not equals(a, b)
+        if op <= OP_GE:
+            return order(op, a, b)
+        if op == OP_IN:
+            return contains(b, a)
+        if op == OP_NOT_IN:
+            return not contains(b, a)
+        if op == OP_CONTAINS:
+            return contains(a, b)
+        if op == OP_NOT_CONTAINS:
+            return not contains(a, b)
+        if op == OP_STARTS:
+            if type(a) is str and type(b) is str:
+                return (<str>a).startswith(<str>b)
+            return bool(_starts_with(a, b))
+        if type(a) is str and type(b) is str:
+            return (<str>a).endswith(<str>b)
+        return bool(_ends_with(a, b))
+
+
+cdef class Pipe(Node):
+    cdef Node operand
+    cdef tuple filters  # (name, function, builtin, tuple of Node)
+    cdef Py_ssize_t limit
+
+    def __cinit__(self, Node operand, tuple filters, Py_ssize_t limit):
+        self.operand = operand
+        self.filters = filters
+        self.limit = limit
+
+    cdef object eval(self, object context):
+        cdef object value = self.operand.eval(context)
+        cdef list arguments
+        cdef Node arg
+        for name, function, builtin, args in self.filters:
+            arguments = [arg.eval(context) for arg in <tuple>args]
+            value = _apply_filter(name, function, builtin, value, arguments, self.limit)
+        return value
+
+
+cdef class MakeList(Node):
+    cdef tuple items
+
+    def __cinit__(self, tuple items):
+        self.items = items
+
+    cdef object eval(self, object context):
+        cdef Node item
+        return [item.eval(context) for item in self.items]
+
+
+cdef class Evaluator:
+    """Holds the root node; ``render`` is what Template.render is bound to."""
+    cdef Node root
+
+    def __cinit__(self, Node root):
+        self.root = root
+
+    def render(self, context):
+        """Evaluate against ``context``."""
+        return self.root.eval(context)
+
+
+# --- IR to nodes ----------------------------------------------------------------------------
+
+cdef Node build(object node, Py_ssize_t limit):
+    kind = type(node)
+    if kind is _ir.Const:
+        return Const(node.value)
+    if kind is _ir.Path:
+        static = all(type(segment) is _ir.StaticKey for segment in node.segments)
+        if static and node.base is None and not node.strict:
+            return StaticPath(node.root, tuple(Key(s.key, s.alternate) for s in node.segments))
+        segments = tuple(
+            Key(s.key, s.alternate) if type(s) is _ir.StaticKey else build(s.index, limit)
+            for s in node.segments
+        )
+        base = build(node.base, limit) if node.base is not None else None
+        return Path(node.root, base, segments, node.strict, node.labels, node.segment_labels)
+    if kind is _ir.Concat:
+        parts = tuple(
+            part.value if type(part) is _ir.Const and type(part.value) is str else build(part, limit)
+            for part in node.parts
+        )
+        return Concat(parts, limit)
+    if kind is _ir.Not:
+        return Not(build(node.operand, limit))
+    if kind is _ir.And:
+        return And(tuple(build(item, limit) for item in node.operands))
+    if kind is _ir.Or:
+        return Or(tuple(build(item, limit) for item in node.operands))
+    if kind is _ir.Coalesce:
+        return Coalesce(tuple(build(item, limit) for item in node.operands))
+    if kind is _ir.Compare:
+        return Compare(_OPERATORS[node.op], build(node.left, limit), build(node.right, limit))
+    if kind is _ir.Pipe:
+        filters = tuple(
+            (item.name, item.function, item.builtin, tuple(build(arg, limit) for arg in item.args))
+            for item in node.filters
+        )
+        return Pipe(build(node.operand, limit), filters, limit)
+    if kind is _ir.MakeList:
+        return MakeList(tuple(build(item, limit) for item in node.items))
+    raise TypeError(f"not an IR node: {node!r}")
+
+
+def build_evaluator(node, max_output):
+    """Compile lowered IR into a function of the context (a bound method, called fast)."""
+    return Evaluator(build(node, max_output)).render
