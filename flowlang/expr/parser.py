@@ -137,6 +137,9 @@ class _BuildAst(Transformer[Token, Any]):
     def root(self, children: list[Any]) -> ast.Path:
         token = children[0]
         start, end = _start(token), _end(token)
+        if str(token) in KEYWORDS:
+            # The contextual lexer reads a keyword as a NAME where the keyword cannot stand.
+            raise _LiteralError(f"{str(token)!r} is a keyword and cannot start a path", start, end)
         return ast.Path(ast.Root(str(token), start, end), (), start, end)
 
     def literal(self, children: list[Any]) -> ast.Literal:
@@ -391,6 +394,8 @@ def _token_error_message(error: UnexpectedToken) -> str:
         previous = _previous_value(error)
         if isinstance(previous, Token) and previous.type == "PIPE":
             return f"expected a filter name after '|', found {found}"
+        if error.token.type == "INT":
+            return f"expected a name after '.', found {found}; write [{error.token}] for an index"
         return f"expected a name after '.', found {found}"
     if error.token.type == "$END":
         return "unexpected end of the expression"

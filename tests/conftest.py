@@ -1,0 +1,35 @@
+"""Fixtures: every evaluation test runs on both backends through `backend` and `make_engine`."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import flowlang  # noqa: E402
+from flowlang.expr.backends import AVAILABLE  # noqa: E402
+
+BACKENDS = ("cython", "python")
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    """The name of a backend; the Cython one is skipped only where it is not available."""
+    if request.param not in AVAILABLE:
+        pytest.skip("the cython backend is not available in this process")
+    return str(request.param)
+
+
+@pytest.fixture
+def make_engine(backend: str) -> Callable[..., flowlang.Engine]:
+    """Build an Engine on the current backend with the given options."""
+
+    def make(**options: Any) -> flowlang.Engine:
+        return flowlang.Engine(backend=backend, **options)
+
+    return make
