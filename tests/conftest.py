@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -15,6 +16,12 @@ import flowlang  # noqa: E402
 from flowlang.expr.backends import AVAILABLE  # noqa: E402
 
 BACKENDS = ("cython", "python")
+
+# `--hypothesis-profile thorough` runs twenty times more examples (used to check the properties
+# after a change to the evaluators); the default keeps the suite fast.
+settings.register_profile("default", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("thorough", parent=settings.get_profile("default"), max_examples=2000)
+settings.load_profile("default")
 
 
 @pytest.fixture(params=BACKENDS)

@@ -339,17 +339,27 @@ def _key_text(key: Any) -> str:
     return to_json(key) if key is not None else "null"
 
 
+_WRITE, _EMIT, _LEAVE = 0, 1, 2
+
+
 def _to_json_slow(value: Any) -> str:
-    """Iterative JSON writer for what orjson refuses (huge integers, deep or cyclic data)."""
+    """Iterative JSON writer for what orjson refuses (huge integers, deep or cyclic data).
+
+    Linear in the size of the data: one set holds the containers being written, so a
+    container met again inside itself (a cycle) is written as null.
+    """
     out: list[str] = []
-    # Each work item is either a value to write or a literal string to emit.
-    work: list[tuple[bool, Any, frozenset[int]]] = [(False, value, frozenset())]
+    open_containers: set[int] = set()
+    work: list[tuple[int, Any]] = [(_WRITE, value)]
     while work:
-        is_literal, item, ancestors = work.pop()
-        if is_literal:
+        action, item = work.pop()
+        if action == _EMIT:
             out.append(item)
             continue
-        if isinstance(item, bool) or item is None:
+        if action == _LEAVE:
+            open_containers.discard(item)
+            continue
+        if item is None or isinstance(item, bool):
             out.append("null" if item is None else ("true" if item else "false"))
         elif isinstance(item, str):
             out.append(json_string(item))
@@ -358,26 +368,27 @@ def _to_json_slow(value: Any) -> str:
         elif isinstance(item, float):
             out.append(float_text(item) or "null")
         elif isinstance(item, (list, tuple, Mapping)):
-            if id(item) in ancestors:
+            if id(item) in open_containers:
                 out.append("null")
                 continue
-            inner = ancestors | {id(item)}
+            open_containers.add(id(item))
+            work.append((_LEAVE, id(item)))
             if isinstance(item, Mapping):
                 entries = list(item.items())
-                work.append((True, "}", ancestors))
+                work.append((_EMIT, "}"))
                 for position in range(len(entries) - 1, -1, -1):
                     key, element = entries[position]
-                    work.append((False, element, inner))
-                    prefix = "," if position else ""
-                    work.append((True, prefix + json_string(_key_text(key)) + ":", ancestors))
-                work.append((True, "{", ancestors))
+                    work.append((_WRITE, element))
+                    separator = "," if position else ""
+                    work.append((_EMIT, separator + json_string(_key_text(key)) + ":"))
+                work.append((_EMIT, "{"))
             else:
-                work.append((True, "]", ancestors))
+                work.append((_EMIT, "]"))
                 for position in range(len(item) - 1, -1, -1):
-                    work.append((False, item[position], inner))
+                    work.append((_WRITE, item[position]))
                     if position:
-                        work.append((True, ",", ancestors))
-                work.append((True, "[", ancestors))
+                        work.append((_EMIT, ","))
+                work.append((_EMIT, "["))
         else:
             out.append("null")
     return "".join(out)

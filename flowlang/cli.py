@@ -1,0 +1,98 @@
+"""Command line: ``flowlang eval`` renders templates against a JSON context.
+
+Exit status: 0 on success, 1 when evaluation fails (strict mode, a filter, a limit),
+2 for a syntax error or unusable input (the message names the place, with a caret).
+"""
+
+from __future__ import annotations
+
+__all__ = ["main"]
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+from flowlang import __version__
+from flowlang.engine import Engine
+from flowlang.errors import FlowError, FlowSyntaxError
+from flowlang.expr.backends import AVAILABLE
+from flowlang.expr.syntax import SYNTAXES
+from flowlang.expr.values import to_json
+
+EXIT_FAILED = 1
+EXIT_BAD_INPUT = 2
+
+
+class UsageError(Exception):
+    """Input the command cannot use; the message says which and why."""
+
+
+def _read_context(name: str | None, stdin: TextIO) -> Any:
+    if name is None:
+        return {}
+    label = "<stdin>" if name == "-" else name
+    try:
+        text = stdin.read() if name == "-" else open(name, encoding="utf-8").read()  # noqa: SIM115
+    except OSError as error:
+        raise UsageError(f"cannot read context {label}: {error.strerror}") from None
+    except UnicodeDecodeError as error:
+        raise UsageError(f"{label}: context is not UTF-8 text ({error.reason})") from None
+    try:
+        context = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise UsageError(f"{label}:{error.lineno}:{error.colno}: invalid JSON: {error.msg}") from None
+    except RecursionError:
+        raise UsageError(f"{label}: JSON nests too deeply") from None
+    if not isinstance(context, dict):
+        raise UsageError(f"{label}: the context must be a JSON object, not {type(context).__name__}")
+    return context
+
+
+def _eval(arguments: argparse.Namespace, stdout: TextIO, stdin: TextIO) -> int:
+    engine = Engine(syntax=arguments.syntax, strict=arguments.strict, backend=arguments.backend)
+    context = _read_context(arguments.context, stdin)
+    templates = [engine.compile(source) for source in arguments.templates]
+    for template in templates:
+        stdout.write(to_json(template.render(context)) + "\n")
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="flowlang", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--version", action="version", version=f"flowlang {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+    evaluate = commands.add_parser(
+        "eval",
+        help="render templates against a JSON context and print each value as JSON",
+        description="Render each TEMPLATE against the context and print its value as JSON, one per line.",
+    )
+    evaluate.add_argument("templates", nargs="+", metavar="TEMPLATE", help="a template, such as '<<contact.emails[0]>>'")
+    evaluate.add_argument("--context", metavar="FILE", help="JSON object with the roots (call, contact, ...); '-' reads standard input")
+    evaluate.add_argument("--syntax", choices=sorted(SYNTAXES), default="flowlang", help="delimiters: flowlang <<...>> or cloudtalk {{...}}")
+    evaluate.add_argument("--strict", action="store_true", help="fail on a path that does not resolve instead of null")
+    evaluate.add_argument("--backend", choices=AVAILABLE, default=None, help="evaluator (default: the compiled one when built)")
+    evaluate.set_defaults(handler=_eval)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, stdout: TextIO | None = None, stdin: TextIO | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    out = stdout or sys.stdout
+    arguments = _parser().parse_args(argv)
+    try:
+        return int(arguments.handler(arguments, out, stdin or sys.stdin))
+    except FlowSyntaxError as error:
+        print(f"flowlang: syntax error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except UsageError as error:
+        print(f"flowlang: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except FlowError as error:
+        print(f"flowlang: {type(error).__name__}: {error}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,121 @@
+"""Hypothesis strategies: syntax trees, templates and JSON-shaped contexts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import strategies as st
+
+from flowlang.expr import ast
+from flowlang.expr.filters import BUILTIN_FILTERS
+from flowlang.expr.syntax import KEYWORDS
+
+NAME_START = "abcxyzABC_"
+NAME_REST = NAME_START + "0123456789-"
+
+plain_names = st.builds(
+    lambda first, rest: first + rest,
+    st.sampled_from(NAME_START),
+    st.text(NAME_REST, max_size=6),
+).filter(lambda name: name not in KEYWORDS)
+member_names = plain_names | st.sampled_from(sorted(KEYWORDS))
+strings = st.text(st.characters(exclude_categories=("Cs",)), max_size=12)
+literal_values = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(10**30), max_value=10**30),
+    st.floats(allow_nan=False, allow_infinity=False),
+    strings,
+)
+literals = st.builds(ast.Literal, literal_values)
+roots = st.builds(ast.Root, plain_names)
+
+
+def _segments(children: st.SearchStrategy[Any], min_size: int) -> st.SearchStrategy[Any]:
+    segment = st.one_of(st.builds(ast.Member, member_names), st.builds(ast.Index, children))
+    return st.lists(segment, min_size=min_size, max_size=3).map(tuple)
+
+
+def _paths(children: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    from_root = st.builds(ast.Path, roots, _segments(children, 0))
+    # A path's base is never itself a path: the parser merges `(a.b).c` into `a.b.c`.
+    other_base = children.filter(lambda node: not isinstance(node, ast.Path))
+    from_value = st.builds(ast.Path, other_base, _segments(children, 1))
+    return from_root | from_value
+
+
+def _extend(children: st.SearchStrategy[Any], filter_call: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    operands = st.lists(children, min_size=2, max_size=3).map(tuple)
+    return st.one_of(
+        st.builds(ast.ListLiteral, st.lists(children, max_size=3).map(tuple)),
+        _paths(children),
+        st.builds(ast.Not, children),
+        st.builds(ast.BoolOp, st.sampled_from(["and", "or"]), operands),
+        st.builds(ast.Compare, st.sampled_from(ast.COMPARISON_OPERATORS), children, children),
+        st.builds(ast.Coalesce, operands),
+        st.builds(ast.Pipe, children, st.lists(filter_call(children), min_size=1, max_size=2).map(tuple)),
+    )
+
+
+def _any_filter(children: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    return st.builds(ast.FilterCall, plain_names, st.lists(children, max_size=2).map(tuple))
+
+
+def _builtin_filter(children: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    calls = [
+        st.builds(ast.FilterCall, st.just(spec.name), st.lists(children, min_size=spec.min_args, max_size=spec.max_args).map(tuple))
+        for spec in BUILTIN_FILTERS.values()
+    ]
+    return st.one_of(calls)
+
+
+def _leaves(root_names: st.SearchStrategy[str] | None) -> st.SearchStrategy[Any]:
+    if root_names is None:
+        return literals | st.builds(ast.Path, roots, st.just(()))
+    return literals | st.builds(ast.Path, st.builds(ast.Root, root_names), st.just(()))
+
+
+def expressions(max_leaves: int = 12) -> st.SearchStrategy[Any]:
+    """Any syntax tree the parser can produce (filters by any name)."""
+    return st.recursive(_leaves(None), lambda c: _extend(c, _any_filter), max_leaves=max_leaves)
+
+
+CONTEXT_KEYS = ["a", "b", "c", "0", "1", "x"]
+context_roots = st.sampled_from(["a", "b", "c", "missing"])
+_keys = st.sampled_from(CONTEXT_KEYS)
+_small_literals = st.one_of(
+    st.none(), st.booleans(), st.integers(-3, 3), st.sampled_from([0.5, -1.0, 2.0]),
+    st.sampled_from(["a", "b", "0", "1", "", "A b", "x", " 2 ", "true"]),
+)
+
+
+def evaluable_expressions(max_leaves: int = 10) -> st.SearchStrategy[Any]:
+    """Trees whose paths mostly hit the generated contexts and whose filters are built in."""
+    leaves = st.builds(ast.Literal, _small_literals) | st.builds(ast.Path, st.builds(ast.Root, context_roots), st.just(()))
+
+    def extend(children: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+        segment = st.one_of(
+            st.builds(ast.Member, st.sampled_from(["a", "b", "c", "x"])),
+            st.builds(ast.Index, st.builds(ast.Literal, st.one_of(_keys, st.integers(-3, 3)))),
+            st.builds(ast.Index, children),
+        )
+        path = st.builds(ast.Path, st.builds(ast.Root, context_roots), st.lists(segment, max_size=3).map(tuple))
+        return path | _extend(children, _builtin_filter)
+
+    return st.recursive(leaves, extend, max_leaves=max_leaves)
+
+
+json_scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=8),
+    st.sampled_from(["a", "b", "0", "1", "", "true", "12.5"]),
+)
+json_values = st.recursive(
+    json_scalars,
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(_keys | st.text(max_size=4), children, max_size=4),
+    max_leaves=20,
+)
+contexts = st.dictionaries(st.sampled_from(["a", "b", "c"]), json_values, max_size=3)
