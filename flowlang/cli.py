@@ -12,6 +12,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, TextIO
 
 from flowlang import __version__
@@ -34,7 +35,7 @@ def _read_context(name: str | None, stdin: TextIO) -> Any:
         return {}
     label = "<stdin>" if name == "-" else name
     try:
-        text = stdin.read() if name == "-" else open(name, encoding="utf-8").read()  # noqa: SIM115
+        text = stdin.read() if name == "-" else Path(name).read_text(encoding="utf-8")
     except OSError as error:
         raise UsageError(f"cannot read context {label}: {error.strerror}") from None
     except UnicodeDecodeError as error:
