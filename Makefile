@@ -1,0 +1,49 @@
+# The README's two commands: `make demo` and `make test`. Both create .venv on first use
+# (Python 3.11+, a C compiler for the Cython extension, and the package registry).
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+CONTEXT := examples/expressions/context.json
+
+.PHONY: setup demo test test-compiled test-python bench lint clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml setup.py ext/_cevaluator.pyx
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test,bench,dev]'
+	touch $(STAMP)
+
+# Evaluate the example templates against the example context, one per line.
+demo: $(STAMP)
+	@echo "flowlang $$($(BIN)/python -c 'import flowlang; print(flowlang.__version__, "backend:", flowlang.BACKEND)')"
+	@while IFS= read -r template; do \
+		printf '%s\n    => ' "$$template"; \
+		$(BIN)/flowlang eval "$$template" --context $(CONTEXT) || exit 1; \
+	done < examples/expressions/templates.txt
+
+# The whole suite twice: with the compiled evaluator required, then in pure-Python mode.
+# pytest's exit status 5 (no tests collected) is not a failure of the run itself.
+test: test-compiled test-python
+
+test-compiled: $(STAMP)
+	FLOWLANG_REQUIRE_EXTENSIONS=1 $(BIN)/python -m pytest; status=$$?; [ $$status -eq 0 ] || [ $$status -eq 5 ]
+
+test-python: $(STAMP)
+	FLOWLANG_NO_EXTENSIONS=1 $(BIN)/python -m pytest; status=$$?; [ $$status -eq 0 ] || [ $$status -eq 5 ]
+
+# Benchmarks (outside the default test run): ratios against a hand-written baseline and peers.
+bench: $(STAMP)
+	FLOWLANG_REQUIRE_EXTENSIONS=1 $(BIN)/python -m pytest benchmarks -p no:randomly --benchmark-only \
+		--benchmark-columns=median,iqr,ops --benchmark-sort=name --benchmark-group-by=group -q
+	$(BIN)/python benchmarks/report.py
+
+lint: $(STAMP)
+	$(BIN)/ruff check flowlang tests benchmarks
+	$(BIN)/mypy
+
+clean:
+	rm -rf $(VENV) build *.egg-info flowlang/*.so ext/*.c .pytest_cache .mypy_cache .ruff_cache .hypothesis .benchmarks
