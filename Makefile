@@ -37,8 +37,10 @@ test-python: $(STAMP)
 
 # Benchmarks (outside the default test run): ratios against a hand-written baseline and peers.
 bench: $(STAMP)
-	FLOWLANG_REQUIRE_EXTENSIONS=1 $(BIN)/python -m pytest benchmarks -p no:randomly --benchmark-only \
-		--benchmark-columns=median,iqr,ops --benchmark-sort=name --benchmark-group-by=group -q
+	mkdir -p .benchmarks
+	FLOWLANG_REQUIRE_EXTENSIONS=1 $(BIN)/python -m pytest benchmarks --benchmark-only \
+		--benchmark-columns=median,iqr,ops --benchmark-sort=name --benchmark-group-by=group -q \
+		--benchmark-json=.benchmarks/latest.json
 	$(BIN)/python benchmarks/report.py
 
 lint: $(STAMP)

@@ -1,0 +1,50 @@
+"""Print the benchmark table (ns per call and ratios) from the JSON of the last `make bench` run."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+DEFAULT = Path(__file__).resolve().parent.parent / ".benchmarks" / "latest.json"
+PEERS = ("jinja2", "liquid", "jmespath")
+
+
+def _ns(stats: dict[str, float], batch: int) -> float:
+    return stats["median"] / batch * 1e9
+
+
+def _fmt(ns: float) -> str:
+    return f"{ns / 1000:.1f} µs" if ns >= 10_000 else f"{ns:.0f} ns"
+
+
+def main(path: Path) -> int:
+    data = json.loads(path.read_text())
+    table: dict[str, dict[str, float]] = defaultdict(dict)
+    for bench in data["benchmarks"]:
+        info = bench["extra_info"]
+        table[info["workload"]][info["contender"]] = _ns(bench["stats"], info["batch"])
+    print(f"machine: {data['machine_info'].get('cpu', {}).get('brand_raw', '?')}, "
+          f"python {data['machine_info']['python_version']}, {data['datetime'][:19]}\n")
+    print("| workload | baseline | flowlang cython | ×baseline | flowlang python | jinja2 | liquid | jmespath | fastest peer ÷ cython |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for workload, row in sorted(table.items()):
+        if workload.startswith("W7"):
+            continue
+        cython = row["flowlang-cython"]
+        fastest_peer = min(row[peer] for peer in PEERS)
+        print(f"| {workload} | {_fmt(row['baseline'])} | {_fmt(cython)} | {cython / row['baseline']:.2f}× | "
+              f"{_fmt(row['flowlang-python'])} | {_fmt(row['jinja2'])} | {_fmt(row['liquid'])} | "
+              f"{_fmt(row['jmespath'])} | {fastest_peer / cython:.0f}× |")
+    print("\n| compile | flowlang cold | flowlang memoized | jinja2 | liquid | jmespath (cache purged) |")
+    print("|---|---|---|---|---|---|")
+    for workload, row in sorted(table.items()):
+        if workload.startswith("W7"):
+            print(f"| {workload} | {_fmt(row['flowlang-cold'])} | {_fmt(row['flowlang-memoized'])} | "
+                  f"{_fmt(row['jinja2'])} | {_fmt(row['liquid'])} | {_fmt(row['jmespath'])} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(Path(sys.argv[1]) if len(sys.argv) > 1 else DEFAULT))
