@@ -9,6 +9,16 @@ from pathlib import Path
 
 DEFAULT = Path(__file__).resolve().parent.parent / ".benchmarks" / "latest.json"
 PEERS = ("jinja2", "liquid", "jmespath")
+RENDER_COLUMNS = [
+    "workload", "baseline", "flowlang cython", "×baseline", "flowlang python",
+    "jinja2", "liquid", "jmespath", "fastest peer ÷ cython",
+]  # fmt: skip
+COMPILE_COLUMNS = ["compile", "flowlang cold", "flowlang memoized", "jinja2", "liquid",
+                   "jmespath (cache purged)"]  # fmt: skip
+
+
+def _row(cells: list[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
 
 
 def _ns(stats: dict[str, float], batch: int) -> float:
@@ -25,24 +35,28 @@ def main(path: Path) -> int:
     for bench in data["benchmarks"]:
         info = bench["extra_info"]
         table[info["workload"]][info["contender"]] = _ns(bench["stats"], info["batch"])
-    print(f"machine: {data['machine_info'].get('cpu', {}).get('brand_raw', '?')}, "
-          f"python {data['machine_info']['python_version']}, {data['datetime'][:19]}\n")
-    print("| workload | baseline | flowlang cython | ×baseline | flowlang python | jinja2 | liquid | jmespath | fastest peer ÷ cython |")
+    print(
+        f"machine: {data['machine_info'].get('cpu', {}).get('brand_raw', '?')}, "
+        f"python {data['machine_info']['python_version']}, {data['datetime'][:19]}\n"
+    )
+    print(_row(RENDER_COLUMNS))
     print("|---|---|---|---|---|---|---|---|---|")
     for workload, row in sorted(table.items()):
         if workload.startswith("W7"):
             continue
         cython = row["flowlang-cython"]
         fastest_peer = min(row[peer] for peer in PEERS)
-        print(f"| {workload} | {_fmt(row['baseline'])} | {_fmt(cython)} | {cython / row['baseline']:.2f}× | "
-              f"{_fmt(row['flowlang-python'])} | {_fmt(row['jinja2'])} | {_fmt(row['liquid'])} | "
-              f"{_fmt(row['jmespath'])} | {fastest_peer / cython:.0f}× |")
-    print("\n| compile | flowlang cold | flowlang memoized | jinja2 | liquid | jmespath (cache purged) |")
+        cells = [workload, _fmt(row["baseline"]), _fmt(cython), f"{cython / row['baseline']:.2f}×"]
+        cells += [_fmt(row[name]) for name in ("flowlang-python", *PEERS)]
+        print(_row([*cells, f"{fastest_peer / cython:.0f}×"]))
+    print("\n" + _row(COMPILE_COLUMNS))
     print("|---|---|---|---|---|---|")
     for workload, row in sorted(table.items()):
         if workload.startswith("W7"):
-            print(f"| {workload} | {_fmt(row['flowlang-cold'])} | {_fmt(row['flowlang-memoized'])} | "
-                  f"{_fmt(row['jinja2'])} | {_fmt(row['liquid'])} | {_fmt(row['jmespath'])} |")
+            print(
+                f"| {workload} | {_fmt(row['flowlang-cold'])} | {_fmt(row['flowlang-memoized'])} | "
+                f"{_fmt(row['jinja2'])} | {_fmt(row['liquid'])} | {_fmt(row['jmespath'])} |"
+            )
     return 0
 
 

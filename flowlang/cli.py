@@ -43,11 +43,15 @@ def _read_context(name: str | None, stdin: TextIO) -> Any:
     try:
         context = json.loads(text)
     except json.JSONDecodeError as error:
-        raise UsageError(f"{label}:{error.lineno}:{error.colno}: invalid JSON: {error.msg}") from None
+        raise UsageError(
+            f"{label}:{error.lineno}:{error.colno}: invalid JSON: {error.msg}"
+        ) from None
     except RecursionError:
         raise UsageError(f"{label}: JSON nests too deeply") from None
     if not isinstance(context, dict):
-        raise UsageError(f"{label}: the context must be a JSON object, not {type(context).__name__}")
+        raise UsageError(
+            f"{label}: the context must be a JSON object, not {type(context).__name__}"
+        )
     return context
 
 
@@ -61,24 +65,49 @@ def _eval(arguments: argparse.Namespace, stdout: TextIO, stdin: TextIO) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="flowlang", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = argparse.ArgumentParser(
+        prog="flowlang", description=__doc__.splitlines()[0] if __doc__ else None
+    )
     parser.add_argument("--version", action="version", version=f"flowlang {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     evaluate = commands.add_parser(
         "eval",
         help="render templates against a JSON context and print each value as JSON",
-        description="Render each TEMPLATE against the context and print its value as JSON, one per line.",
+        description="Render each TEMPLATE against the context; print each value as a JSON line.",
     )
-    evaluate.add_argument("templates", nargs="+", metavar="TEMPLATE", help="a template, such as '<<contact.emails[0]>>'")
-    evaluate.add_argument("--context", metavar="FILE", help="JSON object with the roots (call, contact, ...); '-' reads standard input")
-    evaluate.add_argument("--syntax", choices=sorted(SYNTAXES), default="flowlang", help="delimiters: flowlang <<...>> or cloudtalk {{...}}")
-    evaluate.add_argument("--strict", action="store_true", help="fail on a path that does not resolve instead of null")
-    evaluate.add_argument("--backend", choices=AVAILABLE, default=None, help="evaluator (default: the compiled one when built)")
+    evaluate.add_argument(
+        "templates",
+        nargs="+",
+        metavar="TEMPLATE",
+        help="a template, such as '<<contact.emails[0]>>'",
+    )
+    evaluate.add_argument(
+        "--context",
+        metavar="FILE",
+        help="JSON object with the roots (call, contact, ...); '-' reads standard input",
+    )
+    evaluate.add_argument(
+        "--syntax",
+        choices=sorted(SYNTAXES),
+        default="flowlang",
+        help="delimiters: flowlang <<...>> or cloudtalk {{...}}",
+    )
+    evaluate.add_argument(
+        "--strict", action="store_true", help="fail on a path that does not resolve instead of null"
+    )
+    evaluate.add_argument(
+        "--backend",
+        choices=AVAILABLE,
+        default=None,
+        help="evaluator (default: the compiled one when built)",
+    )
     evaluate.set_defaults(handler=_eval)
     return parser
 
 
-def main(argv: Sequence[str] | None = None, stdout: TextIO | None = None, stdin: TextIO | None = None) -> int:
+def main(
+    argv: Sequence[str] | None = None, stdout: TextIO | None = None, stdin: TextIO | None = None
+) -> int:
     """Run the command line; returns the exit status."""
     out = stdout or sys.stdout
     arguments = _parser().parse_args(argv)

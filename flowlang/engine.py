@@ -27,7 +27,7 @@ class Template:
     value (a list, a number, None); any other template returns a string.
     """
 
-    __slots__ = ("source", "syntax", "tree", "references", "backend", "render")
+    __slots__ = ("backend", "references", "render", "source", "syntax", "tree")
 
     source: str
     syntax: Syntax
@@ -120,7 +120,9 @@ class Engine:
             if position is not None:
                 raise error.with_position(position) from None
             raise
-        template = Template(source, self.syntax, tree, self.backend, self._build(lowered, self.limits.max_output))
+        template = Template(
+            source, self.syntax, tree, self.backend, self._build(lowered, self.limits.max_output)
+        )
         if self._cache_size:
             with self._lock:
                 if len(self._cache) >= self._cache_size:

@@ -58,11 +58,7 @@ def render_caret(line_text: str, line_number: int, column: int, width: int = 1) 
     width = max(1, min(width, len(shown) - start))
     number = str(line_number)
     gutter = " " * len(number)
-    return (
-        f"{gutter} |\n"
-        f"{number} | {shown}\n"
-        f"{gutter} | {' ' * start}{'^' * width}"
-    )
+    return f"{gutter} |\n{number} | {shown}\n{gutter} | {' ' * start}{'^' * width}"
 
 
 class FlowError(Exception):

@@ -12,8 +12,8 @@ from hypothesis import HealthCheck, settings
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-import flowlang  # noqa: E402
-from flowlang.expr.backends import AVAILABLE  # noqa: E402
+import flowlang
+from flowlang.expr.backends import AVAILABLE
 
 BACKENDS = ("cython", "python")
 

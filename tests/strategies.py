@@ -44,7 +44,9 @@ def _paths(children: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
     return from_root | from_value
 
 
-def _extend(children: st.SearchStrategy[Any], filter_call: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+def _extend(
+    children: st.SearchStrategy[Any], filter_call: st.SearchStrategy[Any]
+) -> st.SearchStrategy[Any]:
     operands = st.lists(children, min_size=2, max_size=3).map(tuple)
     return st.one_of(
         st.builds(ast.ListLiteral, st.lists(children, max_size=3).map(tuple)),
@@ -53,7 +55,9 @@ def _extend(children: st.SearchStrategy[Any], filter_call: st.SearchStrategy[Any
         st.builds(ast.BoolOp, st.sampled_from(["and", "or"]), operands),
         st.builds(ast.Compare, st.sampled_from(ast.COMPARISON_OPERATORS), children, children),
         st.builds(ast.Coalesce, operands),
-        st.builds(ast.Pipe, children, st.lists(filter_call(children), min_size=1, max_size=2).map(tuple)),
+        st.builds(
+            ast.Pipe, children, st.lists(filter_call(children), min_size=1, max_size=2).map(tuple)
+        ),
     )
 
 
@@ -63,7 +67,11 @@ def _any_filter(children: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
 
 def _builtin_filter(children: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
     calls = [
-        st.builds(ast.FilterCall, st.just(spec.name), st.lists(children, min_size=spec.min_args, max_size=spec.max_args).map(tuple))
+        st.builds(
+            ast.FilterCall,
+            st.just(spec.name),
+            st.lists(children, min_size=spec.min_args, max_size=spec.max_args).map(tuple),
+        )
         for spec in BUILTIN_FILTERS.values()
     ]
     return st.one_of(calls)
@@ -84,14 +92,19 @@ CONTEXT_KEYS = ["a", "b", "c", "0", "1", "x"]
 context_roots = st.sampled_from(["a", "b", "c", "missing"])
 _keys = st.sampled_from(CONTEXT_KEYS)
 _small_literals = st.one_of(
-    st.none(), st.booleans(), st.integers(-3, 3), st.sampled_from([0.5, -1.0, 2.0]),
+    st.none(),
+    st.booleans(),
+    st.integers(-3, 3),
+    st.sampled_from([0.5, -1.0, 2.0]),
     st.sampled_from(["a", "b", "0", "1", "", "A b", "x", " 2 ", "true"]),
 )
 
 
 def evaluable_expressions(max_leaves: int = 10) -> st.SearchStrategy[Any]:
     """Trees whose paths mostly hit the generated contexts and whose filters are built in."""
-    leaves = st.builds(ast.Literal, _small_literals) | st.builds(ast.Path, st.builds(ast.Root, context_roots), st.just(()))
+    leaves = st.builds(ast.Literal, _small_literals) | st.builds(
+        ast.Path, st.builds(ast.Root, context_roots), st.just(())
+    )
 
     def extend(children: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
         segment = st.one_of(
@@ -99,7 +112,9 @@ def evaluable_expressions(max_leaves: int = 10) -> st.SearchStrategy[Any]:
             st.builds(ast.Index, st.builds(ast.Literal, st.one_of(_keys, st.integers(-3, 3)))),
             st.builds(ast.Index, children),
         )
-        path = st.builds(ast.Path, st.builds(ast.Root, context_roots), st.lists(segment, max_size=3).map(tuple))
+        path = st.builds(
+            ast.Path, st.builds(ast.Root, context_roots), st.lists(segment, max_size=3).map(tuple)
+        )
         return path | _extend(children, _builtin_filter)
 
     return st.recursive(leaves, extend, max_leaves=max_leaves)
@@ -115,7 +130,10 @@ json_scalars = st.one_of(
 )
 json_values = st.recursive(
     json_scalars,
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(_keys | st.text(max_size=4), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(_keys | st.text(max_size=4), children, max_size=4)
+    ),
     max_leaves=20,
 )
 contexts = st.dictionaries(st.sampled_from(["a", "b", "c"]), json_values, max_size=3)

@@ -10,7 +10,7 @@ import yaml
 
 
 class JsonScalarLoader(yaml.SafeLoader):
-    """YAML whose plain scalars resolve as JSON would: no `yes`/`no` booleans, no octal, no dates."""
+    """YAML whose plain scalars resolve as in JSON: no `yes`/`no` booleans, octal or dates."""
 
 
 JsonScalarLoader.yaml_implicit_resolvers = {}
@@ -30,7 +30,7 @@ for _tag, _pattern, _first in (
 def load_yaml(path: Path) -> Any:
     """Load a YAML file with JSON scalars."""
     with path.open(encoding="utf-8") as handle:
-        return yaml.load(handle, Loader=JsonScalarLoader)  # noqa: S506 - a SafeLoader subclass
+        return yaml.load(handle, Loader=JsonScalarLoader)
 
 
 def same(actual: Any, expected: Any) -> bool:
@@ -40,5 +40,7 @@ def same(actual: Any, expected: Any) -> bool:
     if isinstance(actual, list):
         return len(actual) == len(expected) and all(map(same, actual, expected))
     if isinstance(actual, dict):
-        return actual.keys() == expected.keys() and all(same(actual[k], expected[k]) for k in actual)
+        return actual.keys() == expected.keys() and all(
+            same(actual[k], expected[k]) for k in actual
+        )
     return bool(actual == expected)

@@ -28,7 +28,9 @@ def test_engine_cache_is_bounded(make_engine: EngineFactory) -> None:
     engine.compile("<<b>>")
     engine.compile("<<c>>")
     assert engine.compile("<<a>>") is not a  # evicted, compiled again
-    assert make_engine(cache_size=0).compile("<<a>>") is not make_engine(cache_size=0).compile("<<a>>")
+    assert make_engine(cache_size=0).compile("<<a>>") is not make_engine(cache_size=0).compile(
+        "<<a>>"
+    )
 
 
 def test_template_attributes(make_engine: EngineFactory, backend: str) -> None:
@@ -43,7 +45,10 @@ def test_template_attributes(make_engine: EngineFactory, backend: str) -> None:
 
 
 def test_references_list_every_path_with_its_place(make_engine: EngineFactory) -> None:
-    source = '<<input[123].value ?? input[vars.step].value>> <<steps.lookup.response.body["tier"] | default(contact.type)>>'
+    source = (
+        "<<input[123].value ?? input[vars.step].value>> "
+        '<<steps.lookup.response.body["tier"] | default(contact.type)>>'
+    )
     references = make_engine().compile(source).references
     assert [reference.path for reference in references] == [
         ("input", 123, "value"),
@@ -52,7 +57,7 @@ def test_references_list_every_path_with_its_place(make_engine: EngineFactory) -
         ("steps", "lookup", "response", "body", "tier"),
         ("contact", "type"),
     ]
-    assert [str(reference) for reference in references][0] == "input[123].value"
+    assert str(references[0]) == "input[123].value"
     first = references[0]
     assert source[first.start : first.end] == "input[123].value"
     assert references[3].root == "steps"
@@ -101,7 +106,9 @@ def test_engine_options_are_checked() -> None:
 
 
 def test_syntax_error_names_file_line_column_step_and_field(make_engine: EngineFactory) -> None:
-    position = SourcePosition(filename="flows/billing.yaml", line=14, column=15, step="route", field="property")
+    position = SourcePosition(
+        filename="flows/billing.yaml", line=14, column=15, step="route", field="property"
+    )
     with pytest.raises(FlowSyntaxError) as caught:
         make_engine().compile('<<contact.custom_fields["Plan Tier">>', position=position)
     error = caught.value
@@ -153,4 +160,7 @@ def test_mapping_contexts_other_than_dict(make_engine: EngineFactory) -> None:
     from types import MappingProxyType
 
     context = MappingProxyType({"contact": MappingProxyType({"emails": ("a@x", "b@x")})})
-    assert make_engine().render("<<contact.emails[-1]>> <<contact.emails | length>>", context) == "b@x 2"
+    assert (
+        make_engine().render("<<contact.emails[-1]>> <<contact.emails | length>>", context)
+        == "b@x 2"
+    )

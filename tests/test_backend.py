@@ -16,7 +16,9 @@ def _flag(name: str) -> bool:
     return os.environ.get(name, "") not in ("", "0")
 
 
-@pytest.mark.skipif(not _flag("FLOWLANG_REQUIRE_EXTENSIONS"), reason="only where the extension is required")
+@pytest.mark.skipif(
+    not _flag("FLOWLANG_REQUIRE_EXTENSIONS"), reason="only where the extension is required"
+)
 def test_compiled_backend_is_loaded_when_required() -> None:
     import flowlang._cevaluator as compiled
 
@@ -37,7 +39,11 @@ def _backend_in_subprocess(**env: str) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("FLOWLANG_")}
     return subprocess.run(
         [sys.executable, "-c", "import flowlang; print(flowlang.BACKEND)"],
-        env={**clean, **env}, capture_output=True, text=True, timeout=60, check=False,
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
 
 
@@ -64,14 +70,22 @@ def test_require_extensions_fails_loudly_when_the_extension_cannot_load(tmp_path
     )
     clean = {k: v for k, v in os.environ.items() if not k.startswith("FLOWLANG_")}
     result = subprocess.run(
-        [sys.executable, "-c", code], env={**clean, "FLOWLANG_REQUIRE_EXTENSIONS": "1"},
-        capture_output=True, text=True, timeout=60, check=False,
+        [sys.executable, "-c", code],
+        env={**clean, "FLOWLANG_REQUIRE_EXTENSIONS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert result.returncode != 0
     assert "FLOWLANG_REQUIRE_EXTENSIONS is set" in result.stderr
     fallback = subprocess.run(
-        [sys.executable, "-c", code + "print(flowlang.BACKEND)"], env=clean,
-        capture_output=True, text=True, timeout=60, check=False,
+        [sys.executable, "-c", code + "print(flowlang.BACKEND)"],
+        env=clean,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert fallback.stdout.strip() == "python"
 

@@ -23,11 +23,20 @@ def run(*argv: str, stdin: str = "") -> tuple[int, str]:
 
 def test_eval_prints_values_as_json_lines() -> None:
     status, out = run(
-        "<<contact.emails[0]>>", "<<contact.tags>>", "<<contact.nope>>", "<<call.waiting_time > 60>>",
-        "--context", str(EXAMPLES / "context.json"),
+        "<<contact.emails[0]>>",
+        "<<contact.tags>>",
+        "<<contact.nope>>",
+        "<<call.waiting_time > 60>>",
+        "--context",
+        str(EXAMPLES / "context.json"),
     )
     assert status == 0
-    assert [json.loads(line) for line in out.splitlines()] == ["ann@example.com", ["Vip", "CampaignA"], None, True]
+    assert [json.loads(line) for line in out.splitlines()] == [
+        "ann@example.com",
+        ["Vip", "CampaignA"],
+        None,
+        True,
+    ]
 
 
 def test_eval_reads_the_context_from_standard_input() -> None:
@@ -35,7 +44,10 @@ def test_eval_reads_the_context_from_standard_input() -> None:
 
 
 def test_eval_cloudtalk_syntax() -> None:
-    assert run("{{a}} and <<a>>", "--syntax", "cloudtalk", "--context", "-", stdin='{"a": 1}') == (0, '"1 and <<a>>"\n')
+    assert run("{{a}} and <<a>>", "--syntax", "cloudtalk", "--context", "-", stdin='{"a": 1}') == (
+        0,
+        '"1 and <<a>>"\n',
+    )
 
 
 def test_eval_strict_fails_with_status_1(capsys: pytest.CaptureFixture[str]) -> None:
@@ -71,6 +83,10 @@ def test_missing_context_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixt
 def test_the_installed_command_runs() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "flowlang.cli", "eval", "<<x | upper>>", "--context", "-"],
-        input='{"x": "hi"}', capture_output=True, text=True, timeout=60, check=False,
+        input='{"x": "hi"}',
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert (result.returncode, result.stdout) == (0, '"HI"\n')

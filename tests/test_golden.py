@@ -28,7 +28,9 @@ def _cases() -> list[Any]:
 
 
 @pytest.mark.parametrize(("case", "options"), _cases())
-def test_golden(case: dict[str, Any], options: dict[str, Any], make_engine: Callable[..., flowlang.Engine]) -> None:
+def test_golden(
+    case: dict[str, Any], options: dict[str, Any], make_engine: Callable[..., flowlang.Engine]
+) -> None:
     engine = make_engine(**options)
     context = case.get("context", DEFAULT_CONTEXT)
     error = case.get("error")

@@ -20,16 +20,32 @@ EngineFactory = Callable[..., flowlang.Engine]
         ("<<" + "(" * 40 + "x" + ")" * 40 + ">>", "expression nests deeper than 32 levels"),
         ("<<" + "[" * 40 + "]" * 40 + ">>", "expression nests deeper than 32 levels"),
         ("<<" + "not " * 40 + "x>>", "expression nests deeper than 32 levels"),
-        ("<<" + "x | default(" * 40 + "1" + ")" * 40 + ">>", "expression nests deeper than 32 levels"),
+        (
+            "<<" + "x | default(" * 40 + "1" + ")" * 40 + ">>",
+            "expression nests deeper than 32 levels",
+        ),
         ("<<" + "(" * 3000 + ">>", "expression nests deeper than 32 levels"),
         ("<<" + "[" * 3000 + ">>", "expression nests deeper than 32 levels"),
         ("<<a" + "[0]" * 1000 + ">>", None),  # a long flat path is fine: it does not nest
         ("<<" + " and ".join(["a"] * 600) + ">>", None),  # flat operators do not nest either
         ("x" * 100_001, "template is longer than 100000 characters"),
     ],
-    ids=["long", "parens", "lists", "nots", "filter args", "unclosed parens", "unclosed lists", "flat path", "flat and", "huge text"],
+    ids=[
+        "long",
+        "parens",
+        "lists",
+        "nots",
+        "filter args",
+        "unclosed parens",
+        "unclosed lists",
+        "flat path",
+        "flat and",
+        "huge text",
+    ],
 )
-def test_limits_are_syntax_errors_never_recursion(source: str, message: str | None, make_engine: EngineFactory) -> None:
+def test_limits_are_syntax_errors_never_recursion(
+    source: str, message: str | None, make_engine: EngineFactory
+) -> None:
     engine = make_engine()
     if message is None:
         engine.compile(source).render({"a": [[[]]]})
@@ -43,7 +59,7 @@ def test_limits_are_syntax_errors_never_recursion(source: str, message: str | No
 def test_node_limit_counts_nodes(make_engine: EngineFactory) -> None:
     engine = make_engine(limits=Limits(max_nodes=50))
     engine.compile("<<[" + ", ".join(["1"] * 40) + "]>>")
-    with pytest.raises(FlowSyntaxError, match="more than 50 nodes"):
+    with pytest.raises(FlowSyntaxError, match=r"more than 50 nodes"):
         engine.compile("<<[" + ", ".join(["1"] * 60) + "]>>")
 
 
@@ -56,9 +72,11 @@ def test_limits_are_configurable(make_engine: EngineFactory) -> None:
         engine.compile("<<" + "a" * 21 + ">>")
 
 
-@pytest.mark.parametrize("bad", [{"max_depth": 101}, {"max_depth": 0}, {"max_output": -1}, {"max_nodes": 1.5}])
+@pytest.mark.parametrize(
+    "bad", [{"max_depth": 101}, {"max_depth": 0}, {"max_output": -1}, {"max_nodes": 1.5}]
+)
 def test_bad_limits_are_refused(bad: dict[str, Any]) -> None:
-    with pytest.raises(ValueError, match="Limits.max_"):
+    with pytest.raises(ValueError, match=r"Limits\.max_"):
         Limits(**bad)
 
 
@@ -103,7 +121,7 @@ def test_deep_and_cyclic_data_render_without_recursion(make_engine: EngineFactor
 
 def test_huge_integers_render_in_full(make_engine: EngineFactory) -> None:
     engine = make_engine()
-    big = 7 ** 12_000  # more digits than Python's int-to-str limit
+    big = 7**12_000  # more digits than Python's int-to-str limit
     digits = engine.render("n=<<n>>", {"n": big})[2:]
     assert len(digits) == len(str(big // 10**8000)) + 8000  # str() works below the limit
     assert digits[-100:] == str(big % 10**100).rjust(100, "0")

@@ -15,16 +15,63 @@ import flowlang
 from flowlang.expr import ast
 from flowlang.expr.backends import AVAILABLE
 from flowlang.expr.limits import Limits
-from flowlang.expr.parser import _parse_plain_path, _parse_with_lark, parse_expression, parse_template
+from flowlang.expr.parser import (
+    _parse_plain_path,
+    _parse_with_lark,
+    parse_expression,
+    parse_template,
+)
 from flowlang.expr.printer import print_expression, print_template
 from flowlang.expr.syntax import SYNTAXES
 
 LIMITS = Limits()
 FLOWLANG = SYNTAXES["flowlang"]
 TOKENS = [
-    "<<", ">>", "{{", "}}", "\\", "a", "b.c", "[", "]", "(", ")", "0", "-1", "2.5", '"', "'", "“", "”",
-    "‘", "’", ",", ".", "|", "??", "==", "!=", "<", "<=", ">", ">=", "and", "or", "not", "in",
-    "contains", "starts_with", "ends_with", "true", "null", "lower", "default(", " ", "\n", "é", "\x00",
+    "<<",
+    ">>",
+    "{{",
+    "}}",
+    "\\",
+    "a",
+    "b.c",
+    "[",
+    "]",
+    "(",
+    ")",
+    "0",
+    "-1",
+    "2.5",
+    '"',
+    "'",
+    "“",
+    "”",
+    "‘",
+    "’",
+    ",",
+    ".",
+    "|",
+    "??",
+    "==",
+    "!=",
+    "<",
+    "<=",
+    ">",
+    ">=",
+    "and",
+    "or",
+    "not",
+    "in",
+    "contains",
+    "starts_with",
+    "ends_with",
+    "true",
+    "null",
+    "lower",
+    "default(",
+    " ",
+    "\n",
+    "é",
+    "\x00",
 ]
 token_soup = st.lists(st.sampled_from(TOKENS), max_size=25).map("".join)
 
@@ -35,7 +82,7 @@ def _check_compiles_or_syntax_error(source: str, syntax: str) -> None:
     except flowlang.FlowSyntaxError as error:
         rendered = str(error)
         assert "^" in rendered and error.message in rendered
-        assert 1 <= error.line and 1 <= error.column
+        assert error.line >= 1 and error.column >= 1
         assert 0 <= error.offset <= len(source)
     else:
         assert template.source == source
@@ -63,8 +110,12 @@ def test_printed_expressions_parse_back_to_the_same_tree(tree: Any) -> None:
 
 def _templates(syntax_name: str) -> st.SearchStrategy[ast.TemplateTree]:
     opener = SYNTAXES[syntax_name].open
-    text = st.text(st.sampled_from(["a", " ", "\\", "<", ">", "{", "}", "é", "\n"]), min_size=1, max_size=8)
-    holes = expressions(max_leaves=4).filter(lambda tree: tree.depth <= LIMITS.max_depth).map(ast.Hole)
+    text = st.text(
+        st.sampled_from(["a", " ", "\\", "<", ">", "{", "}", "é", "\n"]), min_size=1, max_size=8
+    )
+    holes = (
+        expressions(max_leaves=4).filter(lambda tree: tree.depth <= LIMITS.max_depth).map(ast.Hole)
+    )
 
     def build(parts: list[Any], starts_with_text: bool) -> ast.TemplateTree:
         out: list[Any] = []
@@ -82,7 +133,9 @@ def _templates(syntax_name: str) -> st.SearchStrategy[ast.TemplateTree]:
 
 @pytest.mark.parametrize("syntax_name", sorted(SYNTAXES))
 @given(data=st.data())
-def test_printed_templates_parse_back_to_the_same_tree(syntax_name: str, data: st.DataObject) -> None:
+def test_printed_templates_parse_back_to_the_same_tree(
+    syntax_name: str, data: st.DataObject
+) -> None:
     syntax = SYNTAXES[syntax_name]
     tree = data.draw(_templates(syntax_name))
     text = print_template(tree, syntax)
@@ -90,9 +143,12 @@ def test_printed_templates_parse_back_to_the_same_tree(syntax_name: str, data: s
 
 
 simple_paths = st.builds(
-    lambda root, segments, spaces: spaces[0] + root + "".join(
-        f"{spaces[(i % 3) + 1]}{segment}" for i, segment in enumerate(segments)
-    ) + spaces[-1],
+    lambda root, segments, spaces: (
+        spaces[0]
+        + root
+        + "".join(f"{spaces[(i % 3) + 1]}{segment}" for i, segment in enumerate(segments))
+        + spaces[-1]
+    ),
     st.from_regex(r"[A-Za-z_][A-Za-z0-9_-]{0,5}", fullmatch=True),
     st.lists(
         st.one_of(
@@ -139,7 +195,12 @@ def _outcome(engine: flowlang.Engine, source: str, context: Any) -> tuple[str, A
 
 
 def _agree(left: Any, right: Any) -> bool:
-    if isinstance(left, float) and isinstance(right, float) and math.isnan(left) and math.isnan(right):
+    if (
+        isinstance(left, float)
+        and isinstance(right, float)
+        and math.isnan(left)
+        and math.isnan(right)
+    ):
         return True
     if isinstance(left, list) and isinstance(right, list):
         return len(left) == len(right) and all(map(_agree, left, right))
@@ -148,7 +209,9 @@ def _agree(left: Any, right: Any) -> bool:
     return same(left, right)
 
 
-needs_cython = pytest.mark.skipif("cython" not in AVAILABLE, reason="the cython backend is not available")
+needs_cython = pytest.mark.skipif(
+    "cython" not in AVAILABLE, reason="the cython backend is not available"
+)
 
 
 # Backend agreement is the property that guards the twin: it gets more examples than the rest.
@@ -171,7 +234,9 @@ def test_backends_agree(strict: bool, tree: Any, context: dict[str, Any]) -> Non
 
 @settings(max_examples=MANY)
 @given(evaluable_expressions(), contexts, st.sampled_from(["<<{}>>", "text <<{}>> text"]))
-def test_lenient_rendering_never_raises_on_json_contexts(tree: Any, context: dict[str, Any], shape: str) -> None:
+def test_lenient_rendering_never_raises_on_json_contexts(
+    tree: Any, context: dict[str, Any], shape: str
+) -> None:
     assume(tree.depth <= LIMITS.max_depth)
     template = flowlang.Engine(cache_size=0).compile(shape.format(print_expression(tree)))
     result = template.render(context)

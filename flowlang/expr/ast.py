@@ -11,8 +11,8 @@ from __future__ import annotations
 __all__ = [
     "COMPARISON_OPERATORS",
     "BoolOp",
-    "Compare",
     "Coalesce",
+    "Compare",
     "Expr",
     "FilterCall",
     "Hole",
@@ -29,7 +29,6 @@ __all__ = [
 ]
 
 from dataclasses import dataclass, field
-from typing import Union
 
 #: The comparison operators, in their canonical spelling.
 COMPARISON_OPERATORS = (
@@ -47,10 +46,10 @@ COMPARISON_OPERATORS = (
     "ends_with",
 )
 
-LiteralValue = Union[None, bool, int, float, str]
+LiteralValue = None | bool | int | float | str
 
 
-def _measure(*children: Expr | Segment | FilterCall) -> tuple[int, int]:
+def _measure(*children: Expr | Root | Segment | FilterCall) -> tuple[int, int]:
     depth = 0
     size = 1
     for child in children:
@@ -135,7 +134,7 @@ class Index:
         object.__setattr__(self, "size", size)
 
 
-Segment = Union[Member, Index]
+Segment = Member | Index
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,7 +256,7 @@ class Pipe:
         object.__setattr__(self, "size", size)
 
 
-Expr = Union[Literal, ListLiteral, Path, Not, BoolOp, Compare, Coalesce, Pipe]
+Expr = Literal | ListLiteral | Path | Not | BoolOp | Compare | Coalesce | Pipe
 
 
 @dataclass(frozen=True, slots=True)

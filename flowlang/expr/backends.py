@@ -9,6 +9,7 @@ from __future__ import annotations
 
 __all__ = ["AVAILABLE", "DEFAULT_BACKEND", "get_builder"]
 
+import importlib
 import os
 from collections.abc import Callable
 from types import ModuleType
@@ -27,7 +28,7 @@ def _load_extension() -> ModuleType | None:
     if _flag("FLOWLANG_NO_EXTENSIONS"):
         return None
     try:
-        from flowlang import _cevaluator
+        extension = importlib.import_module("flowlang._cevaluator")
     except ImportError:
         if _flag("FLOWLANG_REQUIRE_EXTENSIONS"):
             raise ImportError(
@@ -36,7 +37,7 @@ def _load_extension() -> ModuleType | None:
                 "'pip install -e .' (needs a C compiler)"
             ) from None
         return None
-    return _cevaluator
+    return extension
 
 
 _extension = _load_extension()
@@ -58,5 +59,6 @@ def get_builder(name: str | None) -> tuple[str, Builder]:
                 "the cython backend is not available in this process "
                 "(extension not built, or FLOWLANG_NO_EXTENSIONS is set)"
             )
-        return chosen, _extension.build_evaluator  # type: ignore[no-any-return]
+        builder: Builder = _extension.build_evaluator
+        return chosen, builder
     raise ValueError(f"unknown backend {name!r}; expected 'cython' or 'python'")

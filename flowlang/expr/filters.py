@@ -104,7 +104,7 @@ def urlencode(value: Any) -> Any:
         )
     if isinstance(value, (list, tuple)):
         return None
-    if isinstance(value, str) or isinstance(value, bool) or is_number(value):
+    if isinstance(value, (str, bool)) or is_number(value):
         return quote(to_text(value), safe="")
     return None
 
@@ -182,7 +182,9 @@ def e164(value: Any, country_code: Any = None) -> Any:
     return "+" + digits
 
 
-def _spec(name: str, function: Callable[..., Any], min_args: int = 0, max_args: int = 0) -> FilterSpec:
+def _spec(
+    name: str, function: Callable[..., Any], min_args: int = 0, max_args: int = 0
+) -> FilterSpec:
     return FilterSpec(name, function, min_args, max_args)
 
 

@@ -26,7 +26,7 @@ __all__ = [
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,4 +136,4 @@ class MakeList:
     items: tuple[Node, ...]
 
 
-Node = Union[Const, Path, Concat, Not, And, Or, Coalesce, Compare, Pipe, MakeList]
+Node = Const | Path | Concat | Not | And | Or | Coalesce | Compare | Pipe | MakeList

@@ -65,7 +65,12 @@ class _Lowering:
             label += segment_text
             segments.append(self.segment(segment))
         return ir.Path(
-            root, base, tuple(segments), self.strict and not soft, tuple(labels), tuple(segment_labels)
+            root,
+            base,
+            tuple(segments),
+            self.strict and not soft,
+            tuple(labels),
+            tuple(segment_labels),
         )
 
     def segment(self, segment: ast.Segment) -> ir.StaticKey | ir.DynamicKey:
@@ -84,7 +89,10 @@ class _Lowering:
             close = difflib.get_close_matches(call.name, list(self.filters), n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise FlowSyntaxError(
-                f"unknown filter {call.name!r}{hint}", self.source, call.start, call.start + len(call.name)
+                f"unknown filter {call.name!r}{hint}",
+                self.source,
+                call.start,
+                call.start + len(call.name),
             )
         count = len(call.args)
         if not spec.min_args <= count <= spec.max_args:

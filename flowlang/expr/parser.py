@@ -80,9 +80,15 @@ def decode_string(token_text: str, start: int) -> str:
         code = match.group(1)
         if len(code) == 5:
             char = chr(int(code[1:], 16))
-            if pending_high is not None and match.start() == position and "\udc00" <= char <= "\udfff":
+            if (
+                pending_high is not None
+                and match.start() == position
+                and "\udc00" <= char <= "\udfff"
+            ):
                 pieces.pop()  # the empty text between the two escapes
-                pieces[-1] = chr(0x10000 + ((ord(pending_high) - 0xD800) << 10) + (ord(char) - 0xDC00))
+                pieces[-1] = chr(
+                    0x10000 + ((ord(pending_high) - 0xD800) << 10) + (ord(char) - 0xDC00)
+                )
                 pending_high = None
                 position = match.end()
                 continue
@@ -116,14 +122,16 @@ _offset = threading.local()
 
 
 def _start(item: Any) -> int:
+    """Offset in the template where a token or node starts."""
     if isinstance(item, Token):
-        return int(item.start_pos) + _offset.value  # type: ignore[arg-type]
+        return int(item.start_pos or 0) + int(_offset.value)
     return int(item.start)
 
 
 def _end(item: Any) -> int:
+    """Offset in the template just past a token or node."""
     if isinstance(item, Token):
-        return int(item.end_pos) + _offset.value  # type: ignore[arg-type]
+        return int(item.end_pos or 0) + int(_offset.value)
     return int(item.end)
 
 
@@ -155,7 +163,7 @@ class _BuildAst(Transformer[Token, Any]):
             value = {"TRUE": True, "FALSE": False, "NULL": None}[kind]
         return ast.Literal(value, start, end)
 
-    def list(self, children: list[Any]) -> ast.ListLiteral:
+    def list_literal(self, children: list[Any]) -> ast.ListLiteral:
         items = children[1] if len(children) == 3 and children[1] is not None else ()
         return ast.ListLiteral(tuple(items), _start(children[0]), _end(children[-1]))
 
@@ -277,13 +285,13 @@ def _parse_plain_path(text: str, offset: int) -> ast.Path | None:
             digits = match.group(4)
             if digits is not None:
                 literal_start = match.start(4)
-                literal = ast.Literal(
-                    int(digits), offset + literal_start, offset + match.end(4)
-                )
+                literal = ast.Literal(int(digits), offset + literal_start, offset + match.end(4))
             else:
                 group = 5 if match.group(5) is not None else 6
                 literal = ast.Literal(
-                    match.group(group), offset + match.start(group) - 1, offset + match.end(group) + 1
+                    match.group(group),
+                    offset + match.start(group) - 1,
+                    offset + match.end(group) + 1,
                 )
             segments.append(ast.Index(literal, offset + match.start(3), offset + match.end(7)))
         position = match.end()
@@ -378,7 +386,11 @@ def _token_error_message(error: UnexpectedToken) -> str:
         if opened is not None:
             bracket, before = opened
             if bracket.type == "LSQB" and "RSQB" in expected:
-                what = "the index" if before is not None and not isinstance(before, Token) else "the list"
+                what = (
+                    "the index"
+                    if before is not None and not isinstance(before, Token)
+                    else "the list"
+                )
                 return f"expected ']' to close {what}, found {found}"
             if bracket.type == "LPAR" and "RPAR" in expected:
                 what = (
@@ -389,8 +401,23 @@ def _token_error_message(error: UnexpectedToken) -> str:
                 return f"expected ')' to close {what}, found {found}"
     if expected >= _EXPRESSION_STARTS:
         return f"expected an expression, found {found}"
-    if expected <= {"NAME", "TRUE", "FALSE", "NULL", "NOT", "AND", "OR", "IN", "CONTAINS",
-                    "STARTS_WITH", "ENDS_WITH"} and "NAME" in expected:
+    if (
+        expected
+        <= {
+            "NAME",
+            "TRUE",
+            "FALSE",
+            "NULL",
+            "NOT",
+            "AND",
+            "OR",
+            "IN",
+            "CONTAINS",
+            "STARTS_WITH",
+            "ENDS_WITH",
+        }
+        and "NAME" in expected
+    ):
         previous = _previous_value(error)
         if isinstance(previous, Token) and previous.type == "PIPE":
             return f"expected a filter name after '|', found {found}"
@@ -405,20 +432,28 @@ def _token_error_message(error: UnexpectedToken) -> str:
             f"unexpected '(' after {str(previous)!r}: "
             "filters are applied with '|', as in value | name(argument)"
         )
-    if error.token.type in ("EQ", "NE", "LT", "LE", "GT", "GE", "IN", "CONTAINS",
-                            "STARTS_WITH", "ENDS_WITH") and "$END" in expected:
+    if (
+        error.token.type
+        in ("EQ", "NE", "LT", "LE", "GT", "GE", "IN", "CONTAINS", "STARTS_WITH", "ENDS_WITH")
+        and "$END" in expected
+    ):
         return (
             f"unexpected {found}: a comparison takes one operator; "
             "use parentheses and 'and' to combine comparisons"
         )
     if _open_bracket(error) is None:
-        return f"unexpected {found}; expected an operator, '|' and a filter, or the end of the expression"
+        return (
+            f"unexpected {found}; expected an operator, '|' and a filter, "
+            "or the end of the expression"
+        )
     names = sorted({_TERMINAL_NAMES.get(name, name) for name in expected})
     listed = ", ".join(names[:8]) + (", …" if len(names) > 8 else "")
     return f"unexpected {found}; expected one of: {listed}"
 
 
-def _syntax_error(error: UnexpectedInput, source: str, offset: int, text_end: int) -> FlowSyntaxError:
+def _syntax_error(
+    error: UnexpectedInput, source: str, offset: int, text_end: int
+) -> FlowSyntaxError:
     """Turn a Lark error into a FlowSyntaxError that says what was expected, and where."""
     if isinstance(error, UnexpectedToken):
         token = error.token
@@ -432,7 +467,7 @@ def _syntax_error(error: UnexpectedInput, source: str, offset: int, text_end: in
         char = error.char
         hint = _CHARACTER_HINTS.get(char)
         message = f"unexpected character {char!r}" + (f"; {hint}" if hint else "")
-        return FlowSyntaxError(message, source, offset + error.pos_in_stream)
+        return FlowSyntaxError(message, source, offset + int(error.pos_in_stream or 0))
     return FlowSyntaxError(str(error).splitlines()[0], source, offset)  # pragma: no cover
 
 
@@ -462,7 +497,8 @@ def _parse_with_lark(source: str, text: str, start: int) -> ast.Expr:
     parser = _get_lark()
     _offset.value = start
     try:
-        return parser.parse(text)  # type: ignore[no-any-return]
+        tree: ast.Expr = parser.parse(text)  # type: ignore[assignment]
+        return tree
     except _LiteralError as error:
         raise FlowSyntaxError(error.message, source, error.start, error.end) from None
     except UnexpectedInput as error:
@@ -484,7 +520,9 @@ def _check_size(tree: ast.Expr, source: str, limits: Limits) -> None:
         if not deeper:
             break
         node = deeper[0]
-    raise FlowSyntaxError(f"expression nests deeper than {limits.max_depth} levels", source, node.start)
+    raise FlowSyntaxError(
+        f"expression nests deeper than {limits.max_depth} levels", source, node.start
+    )
 
 
 def _children(node: Any) -> tuple[Any, ...]:

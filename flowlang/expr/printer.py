@@ -13,7 +13,15 @@ from flowlang.expr.syntax import NAME_PATTERN, Syntax
 # Binding strength of each level of the grammar, loosest first.
 _OR, _AND, _NOT, _COMPARE, _COALESCE, _PIPE, _POSTFIX = range(1, 8)
 
-_STRING_ESCAPES = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t", "\b": "\\b", "\f": "\\f"}
+_STRING_ESCAPES = {
+    '"': '\\"',
+    "\\": "\\\\",
+    "\n": "\\n",
+    "\r": "\\r",
+    "\t": "\\t",
+    "\b": "\\b",
+    "\f": "\\f",
+}
 
 
 def print_string(value: str) -> str:

@@ -31,6 +31,9 @@ def _static_step(container: Any, key: Any, alternate: Any) -> Any:
         if value is _MISSING and alternate is not None:
             value = container.get(alternate, _MISSING)
         return value
+    if type(container) is list and type(key) is int:
+        size = len(container)
+        return container[key] if -size <= key < size else _MISSING
     found, value = lookup(container, key)
     return value if found else _MISSING
 
@@ -146,7 +149,8 @@ class _Builder:
 
     def build_Concat(self, node: ir.Concat) -> Evaluator:
         parts = tuple(
-            (part.value, None) if isinstance(part, ir.Const) and type(part.value) is str
+            (part.value, None)
+            if isinstance(part, ir.Const) and type(part.value) is str
             else (None, self.build(part))
             for part in node.parts
         )

@@ -153,7 +153,7 @@ def _scalar_equals(a: Any, b: Any) -> bool | None:
         return bool(a == b)
     a_str, b_str = isinstance(a, str), isinstance(b, str)
     if a_str and b_str:
-        return str.__eq__(a, b)  # type: ignore[no-any-return]
+        return str.__eq__(a, b) is True
     if a_num and b_str:
         number = number_from_text(b)
         return number is not None and bool(number == a)
@@ -172,7 +172,7 @@ def _scalar_equals(a: Any, b: Any) -> bool | None:
 
 
 def equals(a: Any, b: Any) -> bool:
-    """``a == b`` by the typed rules of SPEC.md; lists and maps compare deeply, without recursion."""
+    """``a == b`` by the typed rules of SPEC.md; lists and maps compare deeply, iteratively."""
     pending = [(a, b)]
     seen: set[tuple[int, int]] = set()
     while pending:
@@ -189,12 +189,12 @@ def equals(a: Any, b: Any) -> bool:
         if isinstance(left, (list, tuple)):
             if len(left) != len(right):
                 return False
-            pending.extend(zip(left, right))
+            pending.extend(zip(left, right, strict=True))
             continue
         try:
-            if len(left) != len(right) or set(left.keys()) != set(right.keys()):
+            if len(left) != len(right) or set(left) != set(right):
                 return False
-            pending.extend((left[key], right[key]) for key in left.keys())
+            pending.extend((left[key], right[key]) for key in left)
         except Exception:  # a broken custom Mapping is unequal to everything
             return False
     return True
@@ -278,7 +278,7 @@ def int_text(value: int) -> str:
 
 
 def float_text(value: float) -> str:
-    """Shortest round-trip text of a finite float (``2.5``, ``1e20``); empty for NaN and infinity."""
+    """Shortest round-trip text of a finite float (``2.5``, ``1e20``); "" for NaN and infinity."""
     value = float.__float__(value)
     if not math.isfinite(value):
         return ""
@@ -403,4 +403,6 @@ def json_string(text: str) -> str:
     try:
         return orjson.dumps(text).decode()
     except orjson.JSONEncodeError:
-        return _SURROGATE.sub(lambda match: f"\\u{ord(match.group()):04x}", json.dumps(text, ensure_ascii=False))
+        return _SURROGATE.sub(
+            lambda match: f"\\u{ord(match.group()):04x}", json.dumps(text, ensure_ascii=False)
+        )
