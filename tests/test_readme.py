@@ -14,14 +14,15 @@ def test_readme_python_example_runs_as_shown(capsys: Any) -> None:
     block = re.search(r"## Embedding from Python\n\n```python\n(.*?)```", text, re.DOTALL)
     assert block is not None
     namespace: dict[str, Any] = {}
-    exec(compile(block.group(1), "README.md", "exec"), namespace)  # noqa: S102
+    exec(compile(block.group(1), "README.md", "exec"), namespace)
     greeting = namespace["greeting"]
     assert greeting.render({"contact": {}, "vars": {"card": "4111111111111111"}}) == (
         "Hello caller, card ********1111"
     )
     printed = capsys.readouterr().out.splitlines()
     assert printed[0] == "14 50"
-    assert "--> flows/billing.yaml:14:50 (step 'route', field 'property')" in [line.strip() for line in printed]
+    stripped = [line.strip() for line in printed]
+    assert "--> flows/billing.yaml:14:50 (step 'route', field 'property')" in stripped
 
 
 def test_readme_lists_every_builtin_filter() -> None:

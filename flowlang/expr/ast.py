@@ -20,6 +20,7 @@ __all__ = [
     "ListLiteral",
     "Literal",
     "Member",
+    "Node",
     "Not",
     "Path",
     "Pipe",
@@ -49,24 +50,34 @@ COMPARISON_OPERATORS = (
 LiteralValue = None | bool | int | float | str
 
 
-def _measure(*children: Expr | Root | Segment | FilterCall) -> tuple[int, int]:
-    depth = 0
-    size = 1
-    for child in children:
-        depth = max(depth, child.depth)
-        size += child.size
-    return depth + 1, size
+@dataclass(frozen=True, slots=True)
+class Node:
+    """Base of every node: a span in the template text, and the depth and size of the subtree."""
+
+    start: int = field(default=0, compare=False, kw_only=True)
+    end: int = field(default=0, compare=False, kw_only=True)
+    depth: int = field(default=1, init=False, compare=False, repr=False)
+    size: int = field(default=1, init=False, compare=False, repr=False)
+
+    def children(self) -> tuple[Node, ...]:
+        """The nodes directly below this one, in source order."""
+        return ()
+
+    def __post_init__(self) -> None:
+        depth = 0
+        size = 1
+        for child in self.children():
+            depth = max(depth, child.depth)
+            size += child.size
+        object.__setattr__(self, "depth", depth + 1)
+        object.__setattr__(self, "size", size)
 
 
 @dataclass(frozen=True, slots=True)
-class Literal:
+class Literal(Node):
     """A constant: null, true, false, an integer, a decimal or a string."""
 
     value: LiteralValue
-    start: int = field(default=0, compare=False)
-    end: int = field(default=0, compare=False)
-    depth: int = field(default=1, init=False, compare=False, repr=False)
-    size: int = field(default=1, init=False, compare=False, repr=False)
 
     def __eq__(self, other: object) -> bool:
         # 1 == 1.0 == True in Python; literals of different types are different literals.
@@ -81,179 +92,116 @@ class Literal:
 
 
 @dataclass(frozen=True, slots=True)
-class ListLiteral:
+class ListLiteral(Node):
     """``[a, b, c]``."""
 
     items: tuple[Expr, ...]
-    start: int = field(default=0, compare=False)
-    end: int = field(default=0, compare=False)
-    depth: int = field(default=0, init=False, compare=False, repr=False)
-    size: int = field(default=0, init=False, compare=False, repr=False)
 
-    def __post_init__(self) -> None:
-        depth, size = _measure(*self.items)
-        object.__setattr__(self, "depth", depth)
-        object.__setattr__(self, "size", size)
+    def children(self) -> tuple[Node, ...]:
+        return self.items
 
 
 @dataclass(frozen=True, slots=True)
-class Root:
+class Root(Node):
     """The first name of a path: ``contact`` in ``contact.name``."""
 
     name: str
-    start: int = field(default=0, compare=False)
-    end: int = field(default=0, compare=False)
-    depth: int = field(default=1, init=False, compare=False, repr=False)
-    size: int = field(default=1, init=False, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
-class Member:
+class Member(Node):
     """``.name``: a key lookup written with a dot."""
 
     name: str
-    start: int = field(default=0, compare=False)
-    end: int = field(default=0, compare=False)
-    depth: int = field(default=1, init=False, compare=False, repr=False)
-    size: int = field(default=1, init=False, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
-class Index:
+class Index(Node):
     """``[expr]``: a key or index lookup."""
 
     index: Expr
-    start: int = field(default=0, compare=False)
-    end: int = field(default=0, compare=False)
-    depth: int = field(default=0, init=False, compare=False, repr=False)
-    size: int = field(default=0, init=False, compare=False, repr=False)
 
-    def __post_init__(self) -> None:
-        depth, size = _measure(self.index)
-        object.__setattr__(self, "depth", depth)
-        object.__setattr__(self, "size", size)
+    def children(self) -> tuple[Node, ...]:
+        return (self.index,)
 
 
 Segment = Member | Index
 
 
 @dataclass(frozen=True, slots=True)
-class Path:
+class Path(Node):
     """A base (a root name or a parenthesized expression) followed by lookups, kept flat."""
 
     base: Root | Expr
     segments: tuple[Segment, ...]
-    start: int = field(default=0, compare=False)
-    end: int = field(default=0, compare=False)
-    depth: int = field(default=0, init=False, compare=False, repr=False)
-    size: int = field(default=0, init=False, compare=False, repr=False)
 
-    def __post_init__(self) -> None:
-        # A flat chain of lookups adds one level, however long it is.
-        depth, size = _measure(self.base, *self.segments)
-        object.__setattr__(self, "depth", depth)
-        object.__setattr__(self, "size", size)
+    def children(self) -> tuple[Node, ...]:
+        return (self.base, *self.segments)
 
 
 @dataclass(frozen=True, slots=True)
-class Not:
+class Not(Node):
     """``not operand``."""
 
     operand: Expr
-    start: int = field(default=0, compare=False)
-    end: int = field(default=0, compare=False)
-    depth: int = field(default=0, init=False, compare=False, repr=False)
-    size: int = field(default=0, init=False, compare=False, repr=False)
 
-    def __post_init__(self) -> None:
-        depth, size = _measure(self.operand)
-        object.__setattr__(self, "depth", depth)
-        object.__setattr__(self, "size", size)
+    def children(self) -> tuple[Node, ...]:
+        return (self.operand,)
 
 
 @dataclass(frozen=True, slots=True)
-class BoolOp:
+class BoolOp(Node):
     """``a and b and c`` or ``a or b or c``, kept flat."""
 
     op: str
     operands: tuple[Expr, ...]
-    start: int = field(default=0, compare=False)
-    end: int = field(default=0, compare=False)
-    depth: int = field(default=0, init=False, compare=False, repr=False)
-    size: int = field(default=0, init=False, compare=False, repr=False)
 
-    def __post_init__(self) -> None:
-        depth, size = _measure(*self.operands)
-        object.__setattr__(self, "depth", depth)
-        object.__setattr__(self, "size", size)
+    def children(self) -> tuple[Node, ...]:
+        return self.operands
 
 
 @dataclass(frozen=True, slots=True)
-class Compare:
+class Compare(Node):
     """``left op right`` with one of :data:`COMPARISON_OPERATORS`."""
 
     op: str
     left: Expr
     right: Expr
-    start: int = field(default=0, compare=False)
-    end: int = field(default=0, compare=False)
-    depth: int = field(default=0, init=False, compare=False, repr=False)
-    size: int = field(default=0, init=False, compare=False, repr=False)
 
-    def __post_init__(self) -> None:
-        depth, size = _measure(self.left, self.right)
-        object.__setattr__(self, "depth", depth)
-        object.__setattr__(self, "size", size)
+    def children(self) -> tuple[Node, ...]:
+        return (self.left, self.right)
 
 
 @dataclass(frozen=True, slots=True)
-class Coalesce:
+class Coalesce(Node):
     """``a ?? b ?? c``: the first operand that is not null, kept flat."""
 
     operands: tuple[Expr, ...]
-    start: int = field(default=0, compare=False)
-    end: int = field(default=0, compare=False)
-    depth: int = field(default=0, init=False, compare=False, repr=False)
-    size: int = field(default=0, init=False, compare=False, repr=False)
 
-    def __post_init__(self) -> None:
-        depth, size = _measure(*self.operands)
-        object.__setattr__(self, "depth", depth)
-        object.__setattr__(self, "size", size)
+    def children(self) -> tuple[Node, ...]:
+        return self.operands
 
 
 @dataclass(frozen=True, slots=True)
-class FilterCall:
+class FilterCall(Node):
     """``| name`` or ``| name(arg, ...)``; ``x | f`` and ``x | f()`` are the same call."""
 
     name: str
     args: tuple[Expr, ...]
-    start: int = field(default=0, compare=False)
-    end: int = field(default=0, compare=False)
-    depth: int = field(default=0, init=False, compare=False, repr=False)
-    size: int = field(default=0, init=False, compare=False, repr=False)
 
-    def __post_init__(self) -> None:
-        depth, size = _measure(*self.args)
-        object.__setattr__(self, "depth", depth)
-        object.__setattr__(self, "size", size)
+    def children(self) -> tuple[Node, ...]:
+        return self.args
 
 
 @dataclass(frozen=True, slots=True)
-class Pipe:
+class Pipe(Node):
     """``operand | f | g(x)``, kept flat."""
 
     operand: Expr
     filters: tuple[FilterCall, ...]
-    start: int = field(default=0, compare=False)
-    end: int = field(default=0, compare=False)
-    depth: int = field(default=0, init=False, compare=False, repr=False)
-    size: int = field(default=0, init=False, compare=False, repr=False)
 
-    def __post_init__(self) -> None:
-        depth, size = _measure(self.operand, *self.filters)
-        object.__setattr__(self, "depth", depth)
-        object.__setattr__(self, "size", size)
+    def children(self) -> tuple[Node, ...]:
+        return (self.operand, *self.filters)
 
 
 Expr = Literal | ListLiteral | Path | Not | BoolOp | Compare | Coalesce | Pipe

@@ -148,7 +148,7 @@ class _BuildAst(Transformer[Token, Any]):
         if str(token) in KEYWORDS:
             # The contextual lexer reads a keyword as a NAME where the keyword cannot stand.
             raise _LiteralError(f"{str(token)!r} is a keyword and cannot start a path", start, end)
-        return ast.Path(ast.Root(str(token), start, end), (), start, end)
+        return ast.Path(ast.Root(str(token), start=start, end=end), (), start=start, end=end)
 
     def literal(self, children: list[Any]) -> ast.Literal:
         token = children[0]
@@ -161,11 +161,11 @@ class _BuildAst(Transformer[Token, Any]):
             value = decode_number(str(token), start)
         else:
             value = {"TRUE": True, "FALSE": False, "NULL": None}[kind]
-        return ast.Literal(value, start, end)
+        return ast.Literal(value, start=start, end=end)
 
     def list_literal(self, children: list[Any]) -> ast.ListLiteral:
         items = children[1] if len(children) == 3 and children[1] is not None else ()
-        return ast.ListLiteral(tuple(items), _start(children[0]), _end(children[-1]))
+        return ast.ListLiteral(tuple(items), start=_start(children[0]), end=_end(children[-1]))
 
     def list_items(self, children: list[Any]) -> tuple[Any, ...]:
         return _nodes(children)
@@ -178,7 +178,7 @@ class _BuildAst(Transformer[Token, Any]):
 
     def member(self, children: list[Any]) -> ast.Member:
         name = children[0]
-        return ast.Member(str(name), _start(name), _end(name))
+        return ast.Member(str(name), start=_start(name), end=_end(name))
 
     def keyword(self, children: list[Any]) -> Token:
         return children[0]  # type: ignore[no-any-return]
@@ -188,19 +188,21 @@ class _BuildAst(Transformer[Token, Any]):
         segment: ast.Segment
         if len(children) == 3:  # target . member
             member = children[2]
-            segment = ast.Member(member.name, _start(children[1]), member.end)
+            segment = ast.Member(member.name, start=_start(children[1]), end=member.end)
         else:  # target [ expression ]
-            segment = ast.Index(children[2], _start(children[1]), _end(children[3]))
+            segment = ast.Index(children[2], start=_start(children[1]), end=_end(children[3]))
         if isinstance(target, ast.Path):
-            return ast.Path(target.base, (*target.segments, segment), target.start, segment.end)
-        return ast.Path(target, (segment,), target.start, segment.end)
+            return ast.Path(
+                target.base, (*target.segments, segment), start=target.start, end=segment.end
+            )
+        return ast.Path(target, (segment,), start=target.start, end=segment.end)
 
     def not_expr(self, children: list[Any]) -> ast.Not:
-        return ast.Not(children[1], _start(children[0]), _end(children[1]))
+        return ast.Not(children[1], start=_start(children[0]), end=_end(children[1]))
 
     def _bool_op(self, op: str, children: list[Any]) -> ast.BoolOp:
         operands = _nodes(children)
-        return ast.BoolOp(op, operands, _start(operands[0]), _end(operands[-1]))
+        return ast.BoolOp(op, operands, start=_start(operands[0]), end=_end(operands[-1]))
 
     def and_expr(self, children: list[Any]) -> ast.BoolOp:
         return self._bool_op("and", children)
@@ -213,21 +215,21 @@ class _BuildAst(Transformer[Token, Any]):
 
     def comparison(self, children: list[Any]) -> ast.Compare:
         left, op, right = children
-        return ast.Compare(op, left, right, _start(left), _end(right))
+        return ast.Compare(op, left, right, start=_start(left), end=_end(right))
 
     def coalesce(self, children: list[Any]) -> ast.Coalesce:
         operands = _nodes(children)
-        return ast.Coalesce(operands, _start(operands[0]), _end(operands[-1]))
+        return ast.Coalesce(operands, start=_start(operands[0]), end=_end(operands[-1]))
 
     def filter(self, children: list[Any]) -> ast.FilterCall:
         name = children[0]
         args = children[2] if len(children) == 4 and children[2] is not None else ()
-        return ast.FilterCall(str(name), tuple(args), _start(name), _end(children[-1]))
+        return ast.FilterCall(str(name), tuple(args), start=_start(name), end=_end(children[-1]))
 
     def pipe(self, children: list[Any]) -> ast.Pipe:
         operand = children[0]
         filters = tuple(child for child in children[1:] if isinstance(child, ast.FilterCall))
-        return ast.Pipe(operand, filters, _start(operand), filters[-1].end)
+        return ast.Pipe(operand, filters, start=_start(operand), end=filters[-1].end)
 
 
 _parser_lock = threading.Lock()
@@ -269,7 +271,7 @@ def _parse_plain_path(text: str, offset: int) -> ast.Path | None:
     if match is None or match.group(1) in KEYWORDS:
         return None
     name = match.group(1)
-    root = ast.Root(name, offset + match.start(1), offset + match.end(1))
+    root = ast.Root(name, start=offset + match.start(1), end=offset + match.end(1))
     segments: list[ast.Segment] = []
     position = match.end()
     length = len(text)
@@ -279,27 +281,31 @@ def _parse_plain_path(text: str, offset: int) -> ast.Path | None:
             break
         if match.group(1):
             segments.append(
-                ast.Member(match.group(2), offset + match.start(1), offset + match.end(2))
+                ast.Member(match.group(2), start=offset + match.start(1), end=offset + match.end(2))
             )
         else:
             digits = match.group(4)
             if digits is not None:
                 literal_start = match.start(4)
-                literal = ast.Literal(int(digits), offset + literal_start, offset + match.end(4))
+                literal = ast.Literal(
+                    int(digits), start=offset + literal_start, end=offset + match.end(4)
+                )
             else:
                 group = 5 if match.group(5) is not None else 6
                 literal = ast.Literal(
                     match.group(group),
-                    offset + match.start(group) - 1,
-                    offset + match.end(group) + 1,
+                    start=offset + match.start(group) - 1,
+                    end=offset + match.end(group) + 1,
                 )
-            segments.append(ast.Index(literal, offset + match.start(3), offset + match.end(7)))
+            segments.append(
+                ast.Index(literal, start=offset + match.start(3), end=offset + match.end(7))
+            )
         position = match.end()
     trailing = _TRAILING_SPACE.match(text, position)
     if trailing is None or trailing.end() != length:
         return None
     end = segments[-1].end if segments else root.end
-    return ast.Path(root, tuple(segments), root.start, end)
+    return ast.Path(root, tuple(segments), start=root.start, end=end)
 
 
 # --- errors ---------------------------------------------------------------------------------
@@ -514,35 +520,15 @@ def _check_size(tree: ast.Expr, source: str, limits: Limits) -> None:
         )
     if tree.depth <= limits.max_depth:
         return
-    node: Any = tree
+    node: ast.Node = tree
     while True:  # walk down the deepest branch to the node that crosses the limit
-        deeper = [child for child in _children(node) if child.depth > limits.max_depth]
+        deeper = [child for child in node.children() if child.depth > limits.max_depth]
         if not deeper:
             break
         node = deeper[0]
     raise FlowSyntaxError(
         f"expression nests deeper than {limits.max_depth} levels", source, node.start
     )
-
-
-def _children(node: Any) -> tuple[Any, ...]:
-    if isinstance(node, ast.ListLiteral):
-        return node.items
-    if isinstance(node, ast.Path):
-        return (node.base, *node.segments)
-    if isinstance(node, ast.Index):
-        return (node.index,)
-    if isinstance(node, ast.Not):
-        return (node.operand,)
-    if isinstance(node, (ast.BoolOp, ast.Coalesce)):
-        return node.operands
-    if isinstance(node, ast.Compare):
-        return (node.left, node.right)
-    if isinstance(node, ast.Pipe):
-        return (node.operand, *node.filters)
-    if isinstance(node, ast.FilterCall):
-        return node.args
-    return ()
 
 
 def parse_template(source: str, syntax: Syntax, limits: Limits) -> ast.TemplateTree:

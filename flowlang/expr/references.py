@@ -5,7 +5,6 @@ from __future__ import annotations
 __all__ = ["Reference", "collect_references"]
 
 from dataclasses import dataclass, field
-from typing import Any
 
 from flowlang.expr import ast
 from flowlang.expr.printer import print_expression
@@ -48,26 +47,11 @@ def _element(segment: ast.Segment) -> PathElement:
 def collect_references(tree: ast.TemplateTree) -> tuple[Reference, ...]:
     """Every root-based path in the template, in source order (duplicates kept)."""
     found: list[Reference] = []
-    pending: list[Any] = [hole.expr for hole in reversed(tree.holes)]
+    pending: list[ast.Node] = [hole.expr for hole in reversed(tree.holes)]
     while pending:
         node = pending.pop()
-        children: tuple[Any, ...] = ()
-        if isinstance(node, ast.Path):
-            if isinstance(node.base, ast.Root):
-                path = (node.base.name, *(_element(segment) for segment in node.segments))
-                found.append(Reference(path, print_expression(node), node.start, node.end))
-            else:
-                children = (node.base,)
-            children += tuple(s.index for s in node.segments if isinstance(s, ast.Index))
-        elif isinstance(node, ast.ListLiteral):
-            children = node.items
-        elif isinstance(node, ast.Not):
-            children = (node.operand,)
-        elif isinstance(node, (ast.BoolOp, ast.Coalesce)):
-            children = node.operands
-        elif isinstance(node, ast.Compare):
-            children = (node.left, node.right)
-        elif isinstance(node, ast.Pipe):
-            children = (node.operand, *(arg for call in node.filters for arg in call.args))
-        pending.extend(reversed(children))
+        if isinstance(node, ast.Path) and isinstance(node.base, ast.Root):
+            path = (node.base.name, *(_element(segment) for segment in node.segments))
+            found.append(Reference(path, print_expression(node), node.start, node.end))
+        pending.extend(reversed(node.children()))
     return tuple(found)
