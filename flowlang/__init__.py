@@ -9,18 +9,30 @@ from __future__ import annotations
 
 __all__ = [
     "BACKEND",
+    "CompiledFlow",
     "Engine",
+    "EnvironmentSecrets",
+    "FlowDocumentError",
     "FlowError",
     "FlowFilterError",
     "FlowLimitError",
     "FlowSyntaxError",
     "FlowUndefinedError",
+    "Host",
     "Limits",
+    "MappingSecrets",
+    "RecordingHost",
     "Reference",
+    "RunResult",
+    "Runtime",
+    "RuntimeSettings",
     "SourcePosition",
     "Template",
+    "check_flow",
     "compile",
+    "load_flow",
     "render",
+    "run_sync",
 ]
 
 from collections.abc import Mapping
@@ -38,6 +50,11 @@ from flowlang.errors import (
 from flowlang.expr.backends import DEFAULT_BACKEND
 from flowlang.expr.limits import Limits
 from flowlang.expr.references import Reference
+from flowlang.flow import check_flow, load_flow
+from flowlang.flow.model import CompiledFlow, FlowDocumentError
+from flowlang.runtime.host import Host, RecordingHost
+from flowlang.runtime.runner import RunResult, Runtime, RuntimeSettings, run_sync
+from flowlang.runtime.secrets import EnvironmentSecrets, MappingSecrets
 
 __version__ = "0.1.0"
 

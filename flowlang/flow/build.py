@@ -1,0 +1,482 @@
+"""Build: check a flow document against the field table and compile every template once."""
+
+from __future__ import annotations
+
+__all__ = ["Branch", "Endpoint", "Row", "StepBuilder", "TemplateUse", "build_steps"]
+
+import difflib
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from flowlang.engine import Engine, Template
+from flowlang.errors import FlowSyntaxError, SourcePosition
+from flowlang.expr import ast
+from flowlang.flow.fields import CONDITION_OPERATORS, FIELDS, Field
+from flowlang.flow.model import FieldTree, Finding, Step, Value
+from flowlang.flow.source import Document, Pointer
+
+_DURATION = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s)?\s*$")
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+_ENDPOINT_PREFIX = re.compile(r"^(https?)://([^/?#\s]+)(?:[/?]|$)", re.IGNORECASE)
+_MAX_HEADERS = 50
+
+
+@dataclass(frozen=True)
+class TemplateUse:
+    """A template in a step, with the field it fills and where it was written."""
+
+    step: str
+    field: str
+    template: Template
+    position: SourcePosition
+
+
+@dataclass(frozen=True)
+class Row:
+    """One Condition Splitter row: property, operator and (for most operators) value."""
+
+    property: Value
+    operator: str
+    value: Value | None
+
+
+@dataclass(frozen=True)
+class Branch:
+    """A Condition Splitter branch: rows that must all hold, or one expression; and its target."""
+
+    rows: tuple[Row, ...]
+    expression: Template | None
+    next: str
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """An endpoint template split at its holes: fixed text and templates whose text is encoded."""
+
+    parts: tuple[str | Template, ...]
+    scheme: str
+    host: str
+
+
+class StepBuilder:
+    """Checks and compiles the fields of one document, collecting findings."""
+
+    def __init__(self, document: Document, engine: Engine) -> None:
+        self.document = document
+        self.engine = engine
+        self.findings: list[Finding] = []
+        self.templates: list[TemplateUse] = []
+
+    # --- reporting ------------------------------------------------------------------------
+
+    def error(self, message: str, pointer: Pointer, step: str | None = None, field: str | None = None,
+              *, key: bool = False) -> None:
+        position = self.document.key_position(pointer) if key else self.document.position(pointer)
+        position = SourcePosition(position.filename, position.line, position.column, step, field)
+        self.findings.append(Finding(message, position).with_caret(self.document.text))
+
+    # --- kinds ----------------------------------------------------------------------------
+
+    def template(self, raw: Any, pointer: Pointer, step: str, field: str) -> Template | None:
+        if isinstance(raw, bool) or raw is None or isinstance(raw, (list, dict)):
+            self.error(f"expected text, found {_kind(raw)}", pointer, step, field)
+            return None
+        text = raw if isinstance(raw, str) else str(raw)
+        position = self.document.position(pointer, step=step, field_name=field)
+        try:
+            template = self.engine.compile(text, position=position)
+        except FlowSyntaxError as error:
+            self.findings.append(Finding(error.message, error.position or position, detail=str(error)))
+            return None
+        self.templates.append(TemplateUse(step, field, template, position))
+        return template
+
+    def value(self, raw: Any, pointer: Pointer, step: str, field: str) -> Value | FieldTree | None:
+        """A field value: strings are templates, lists and maps are compiled item by item."""
+        if isinstance(raw, str):
+            template = self.template(raw, pointer, step, field)
+            return None if template is None else Value(template)
+        if isinstance(raw, dict):
+            return self.field_tree(raw, pointer, step, field)
+        if isinstance(raw, list):
+            items = [self.value(item, (*pointer, index), step, field) for index, item in enumerate(raw)]
+            if any(item is None for item in items):
+                return None
+            if all(isinstance(item, Value) and item.template is None for item in items):
+                return Value(None, [item.literal for item in items])  # type: ignore[union-attr]
+            return Value(_ListTemplate(tuple(items)))  # type: ignore[arg-type]
+        return Value(None, raw)
+
+    def field_tree(self, raw: Any, pointer: Pointer, step: str, field: str) -> FieldTree | None:
+        """Key/value entries whose dotted keys nest; ``a`` and ``a.b`` together are an error."""
+        if not isinstance(raw, dict):
+            self.error(f"expected key/value entries, found {_kind(raw)}", pointer, step, field)
+            return None
+        root: dict[str, Any] = {}
+        ok = True
+        for key, item in raw.items():
+            item_pointer = (*pointer, key)
+            parts = str(key).split(".")
+            if any(not part for part in parts):
+                self.error(f"key {str(key)!r} has an empty part", item_pointer, step, field, key=True)
+                ok = False
+                continue
+            compiled = self.value(item, item_pointer, step, field)
+            if compiled is None:
+                ok = False
+                continue
+            node = root
+            for depth, part in enumerate(parts):
+                last = depth == len(parts) - 1
+                existing = node.get(part)
+                if last:
+                    if existing is None:
+                        node[part] = _tree_to_dict(compiled) if isinstance(compiled, FieldTree) else compiled
+                    elif isinstance(existing, dict) and isinstance(compiled, FieldTree):
+                        conflict = _merge(existing, _tree_to_dict(compiled))
+                        if conflict:
+                            self.error(f"key {str(key)!r} conflicts with {conflict!r}", item_pointer, step,
+                                       field, key=True)
+                            ok = False
+                    else:
+                        prefix = ".".join(parts[: depth + 1])
+                        self.error(f"key {str(key)!r} conflicts with another entry for {prefix!r}",
+                                   item_pointer, step, field, key=True)
+                        ok = False
+                    break
+                if existing is None:
+                    node[part] = {}
+                elif not isinstance(existing, dict):
+                    prefix = ".".join(parts[: depth + 1])
+                    self.error(f"key {str(key)!r} conflicts with the value of {prefix!r}", item_pointer,
+                               step, field, key=True)
+                    ok = False
+                    break
+                node = node[part]
+        return _dict_to_tree(root) if ok else None
+
+    def duration(self, raw: Any, pointer: Pointer, step: str, name: str, spec: Field) -> float | None:
+        if isinstance(raw, (int, float)) and not isinstance(raw, bool):
+            seconds = float(raw)
+        else:
+            match = _DURATION.match(raw) if isinstance(raw, str) else None
+            if match is None:
+                self.error(f"expected a duration such as 3s or 500ms, found {raw!r}", pointer, step, name)
+                return None
+            seconds = float(match.group(1)) / (1000 if match.group(2) == "ms" else 1)
+        if spec.minimum is not None and spec.maximum is not None and not spec.minimum <= seconds <= spec.maximum:
+            self.error(f"{name} must be between {_seconds(spec.minimum)} and {_seconds(spec.maximum)}, "
+                       f"not {_seconds(seconds)}", pointer, step, name)
+            return None
+        return seconds
+
+    def scalar(self, raw: Any, pointer: Pointer, step: str, name: str, spec: Field) -> Any:
+        kind = spec.kind
+        if kind == "bool":
+            if not isinstance(raw, bool):
+                self.error(f"expected true or false, found {_kind(raw)}", pointer, step, name)
+                return None
+            return raw
+        if kind == "int":
+            if not isinstance(raw, int) or isinstance(raw, bool):
+                self.error(f"expected a whole number, found {_kind(raw)}", pointer, step, name)
+                return None
+            if spec.minimum is not None and spec.maximum is not None and not spec.minimum <= raw <= spec.maximum:
+                self.error(f"{name} must be between {spec.minimum:g} and {spec.maximum:g}, not {raw}",
+                           pointer, step, name)
+                return None
+            return raw
+        if kind == "enum":
+            text = str(raw).upper() if name == "method" and isinstance(raw, str) else raw
+            if text not in spec.choices:
+                self.error(f"{name} must be one of {', '.join(spec.choices)}, not {raw!r}", pointer, step, name)
+                return None
+            return text
+        if kind == "step":
+            if isinstance(raw, bool) or not isinstance(raw, (str, int)):
+                self.error(f"expected a step id, found {_kind(raw)}", pointer, step, name)
+                return None
+            return str(raw)
+        if kind == "key":
+            text = "" if raw is None else str(raw)
+            if len(text) > 1 or (text and text not in "0123456789*#"):
+                self.error(f"finish_on_key must be one of 0-9, * or #, or empty, not {raw!r}", pointer, step, name)
+                return None
+            return text
+        if kind == "pattern":
+            if not isinstance(raw, str):
+                self.error(f"expected a regular expression, found {_kind(raw)}", pointer, step, name)
+                return None
+            try:
+                return re.compile(raw)
+            except re.error as error:
+                self.error(f"invalid pattern: {error.msg}", pointer, step, name)
+                return None
+        raise AssertionError(kind)  # pragma: no cover
+
+    def headers(self, raw: Any, pointer: Pointer, step: str) -> tuple[tuple[str, Template], ...] | None:
+        if not isinstance(raw, dict):
+            self.error(f"expected header names and values, found {_kind(raw)}", pointer, step, "headers")
+            return None
+        if len(raw) > _MAX_HEADERS:
+            self.error(f"at most {_MAX_HEADERS} headers are allowed", pointer, step, "headers")
+            return None
+        out = []
+        for name, value in raw.items():
+            name_text = str(name)
+            if not _HEADER_NAME.match(name_text):
+                self.error(f"{name_text!r} is not a valid header name", (*pointer, name), step, "headers", key=True)
+                continue
+            template = self.template(value, (*pointer, name), step, f"headers.{name_text}")
+            if template is None:
+                continue
+            if not template.tree.holes:
+                from flowlang.runtime.http import header_value_problem
+
+                problem = header_value_problem(str(template.render({})))
+                if problem:
+                    self.error(f"header {name_text!r} {problem}", (*pointer, name), step, "headers")
+                    continue
+            out.append((name_text, template))
+        return tuple(out)
+
+    def endpoint(self, raw: Any, pointer: Pointer, step: str) -> Endpoint | None:
+        template = self.template(raw, pointer, step, "endpoint")
+        if template is None:
+            return None
+        parts = template.tree.parts
+        prefix = parts[0] if parts and isinstance(parts[0], str) else ""
+        match = _ENDPOINT_PREFIX.match(prefix)
+        if match is None:
+            self.error("an endpoint must start with fixed text https://host/ (the host cannot be templated)",
+                       pointer, step, "endpoint")
+            return None
+        pieces: list[str | Template] = []
+        for part in parts:
+            if isinstance(part, ast.Hole):
+                source = template.source[part.start : part.end]
+                pieces.append(self.engine.compile(source))
+            else:
+                pieces.append(part)
+        return Endpoint(tuple(pieces), match.group(1).lower(), match.group(2).lower())
+
+    def branches(self, raw: Any, pointer: Pointer, step: str) -> tuple[Branch, ...] | None:
+        if not isinstance(raw, list) or not raw:
+            self.error("expected a list of branches", pointer, step, "branches")
+            return None
+        out = []
+        for index, item in enumerate(raw):
+            where = (*pointer, index)
+            label = f"branches[{index}]"
+            if not isinstance(item, dict):
+                self.error(f"expected a branch (conditions or expression, and next), found {_kind(item)}",
+                           where, step, label)
+                continue
+            self.unknown_fields(item, {"conditions", "expression", "next"}, where, step, "branch")
+            target = self.scalar(item.get("next"), (*where, "next"), step, f"{label}.next", Field("step"))
+            if "next" not in item:
+                self.error("a branch needs next", where, step, label)
+            has_rows, has_expression = "conditions" in item, "expression" in item
+            if has_rows == has_expression:
+                self.error("a branch needs either conditions or expression", where, step, label)
+                continue
+            if has_expression:
+                expression = self.template(item["expression"], (*where, "expression"), step, f"{label}.expression")
+                if expression is not None and target is not None:
+                    out.append(Branch((), expression, target))
+                continue
+            rows = self.rows(item["conditions"], (*where, "conditions"), step, label)
+            if rows is not None and target is not None:
+                out.append(Branch(rows, None, target))
+        return tuple(out) if len(out) == len(raw) else None
+
+    def rows(self, raw: Any, pointer: Pointer, step: str, label: str) -> tuple[Row, ...] | None:
+        if not isinstance(raw, list) or not raw:
+            self.error("expected a list of conditions", pointer, step, f"{label}.conditions")
+            return None
+        rows = []
+        for index, item in enumerate(raw):
+            where = (*pointer, index)
+            field = f"{label}.conditions[{index}]"
+            if not isinstance(item, dict):
+                self.error(f"expected a condition (property, operator, value), found {_kind(item)}", where, step, field)
+                continue
+            self.unknown_fields(item, {"property", "operator", "value"}, where, step, "condition")
+            operator = item.get("operator")
+            if operator not in CONDITION_OPERATORS:
+                close = difflib.get_close_matches(str(operator), list(CONDITION_OPERATORS), n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                self.error(f"unknown operator {operator!r}{hint}", (*where, "operator"), step, field)
+                continue
+            if "property" not in item:
+                self.error("a condition needs a property", where, step, field)
+                continue
+            prop = self.value(item["property"], (*where, "property"), step, f"{field}.property")
+            takes_value = CONDITION_OPERATORS[operator]
+            value = None
+            if takes_value:
+                if "value" not in item:
+                    self.error(f"operator {operator!r} needs a value", where, step, field)
+                    continue
+                value = self.value(item["value"], (*where, "value"), step, f"{field}.value")
+                if value is None:
+                    continue
+            elif "value" in item:
+                self.error(f"operator {operator!r} takes no value", (*where, "value"), step, field)
+                continue
+            if isinstance(prop, Value) and (value is None or isinstance(value, Value)):
+                rows.append(Row(prop, operator, value))
+            elif prop is not None:
+                self.error("a property or value must be text or a scalar, not key/value entries", where, step, field)
+        return tuple(rows) if len(rows) == len(raw) else None
+
+    def unknown_fields(self, raw: dict[Any, Any], known: set[str], pointer: Pointer, step: str, what: str) -> None:
+        for name in raw:
+            if name not in known:
+                close = difflib.get_close_matches(str(name), sorted(known), n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                self.error(f"unknown field {str(name)!r} for {what}{hint}", (*pointer, name), step, str(name), key=True)
+
+    # --- steps ----------------------------------------------------------------------------
+
+    def step(self, step_id: str, raw: Any, pointer: Pointer) -> Step | None:
+        if not isinstance(raw, dict):
+            self.error(f"a step is key/value fields, found {_kind(raw)}", pointer, step_id)
+            return None
+        step_type = raw.get("type")
+        if step_type not in FIELDS:
+            close = difflib.get_close_matches(str(step_type), list(FIELDS), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else f"; expected one of {', '.join(FIELDS)}"
+            self.error(f"unknown step type {step_type!r}{hint}", (*pointer, "type") if "type" in raw else pointer,
+                       step_id, "type")
+            return None
+        table = FIELDS[step_type]
+        self.unknown_fields(raw, {"type", *table}, pointer, step_id, f"a {step_type} step")
+        before = len(self.findings)
+        fields: dict[str, Any] = {}
+        positions: dict[str, SourcePosition] = {}
+        for name, spec in table.items():
+            where = (*pointer, name)
+            positions[name] = self.document.position(where if name in raw else pointer, step=step_id,
+                                                     field_name=name)
+            if name not in raw:
+                if spec.required:
+                    self.error(f"a {step_type} step needs {name}", pointer, step_id, name)
+                fields[name] = _default_for(spec)
+                continue
+            fields[name] = self.field(spec, raw[name], where, step_id, name)
+        if step_type == "http_request":
+            self.http_rules(fields, raw, pointer, step_id)
+        if step_type == "collect_input" and fields.get("min_digits") and fields.get("max_digits"):
+            if fields["min_digits"] > fields["max_digits"]:
+                self.error("min_digits is larger than max_digits", (*pointer, "min_digits"), step_id, "min_digits")
+        if len(self.findings) > before:
+            return None
+        return Step(step_id, step_type, fields, self.document.position(pointer, step=step_id), positions)
+
+    def field(self, spec: Field, raw: Any, where: Pointer, step_id: str, name: str) -> Any:
+        kind = spec.kind
+        handlers: dict[str, Callable[[], Any]] = {
+            "template": lambda: self.endpoint(raw, where, step_id) if name == "endpoint"
+            else self.template(raw, where, step_id, name),
+            "duration": lambda: self.duration(raw, where, step_id, name, spec),
+            "headers": lambda: self.headers(raw, where, step_id),
+            "fields": lambda: self.field_tree(raw, where, step_id, name),
+            "branches": lambda: self.branches(raw, where, step_id),
+        }
+        handler = handlers.get(kind)
+        return handler() if handler is not None else self.scalar(raw, where, step_id, name, spec)
+
+    def http_rules(self, fields: dict[str, Any], raw: dict[str, Any], pointer: Pointer, step_id: str) -> None:
+        if fields.get("parse_response") and "on_failure" not in raw:
+            self.error("an http_request step that parses its response needs on_failure (the failover)",
+                       pointer, step_id, "on_failure")
+        body = fields.get("body")
+        if fields.get("method") == "GET" and body:
+            self.error("a GET request has no body; put parameters in the endpoint, where templated values "
+                       "are percent-encoded", (*pointer, "body"), step_id, "body")
+        if fields.get("on_timeout") is None:
+            fields["on_timeout"] = fields.get("on_failure")
+
+
+class _ListTemplate:
+    """A list whose items are templates or values, rendered item by item (duck-types Template)."""
+
+    def __init__(self, items: tuple[Value | FieldTree, ...]) -> None:
+        self.items = items
+
+    def render(self, context: Any) -> list[Any]:
+        return [item.render(context) if isinstance(item, Value) else item.build(context) for item in self.items]
+
+
+def _merge(into: dict[str, Any], extra: dict[str, Any]) -> str | None:
+    for key, value in extra.items():
+        existing = into.get(key)
+        if existing is None:
+            into[key] = value
+        elif isinstance(existing, dict) and isinstance(value, dict):
+            conflict = _merge(existing, value)
+            if conflict:
+                return f"{key}.{conflict}"
+        else:
+            return key
+    return None
+
+
+def _tree_to_dict(tree: FieldTree) -> dict[str, Any]:
+    return {key: _tree_to_dict(item) if isinstance(item, FieldTree) else item for key, item in tree.entries}
+
+
+def _dict_to_tree(node: dict[str, Any]) -> FieldTree:
+    return FieldTree(tuple((key, _dict_to_tree(item) if isinstance(item, dict) else item) for key, item in node.items()))
+
+
+def _default_for(spec: Field) -> Any:
+    """The compiled default of an absent field."""
+    if spec.kind == "fields":
+        return FieldTree(())
+    if spec.kind == "headers":
+        return ()
+    if spec.kind == "template" and spec.default is not None:
+        return Value(None, spec.default)
+    return spec.default
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "text"
+    if isinstance(value, list):
+        return "a list"
+    return "key/value entries"
+
+
+def _seconds(value: float) -> str:
+    return f"{value * 1000:g}ms" if value < 1 else f"{value:g}s"
+
+
+def build_steps(document: Document, engine: Engine) -> tuple[dict[str, Step], StepBuilder]:
+    """Check and compile the ``steps`` of a flow document (the top level is checked by the caller)."""
+    builder = StepBuilder(document, engine)
+    steps: dict[str, Step] = {}
+    raw_steps = document.data.get("steps")
+    if not isinstance(raw_steps, dict) or not raw_steps:
+        builder.error("a flow needs steps: a map of step id to step", ("steps",))
+        return steps, builder
+    for key, raw in raw_steps.items():
+        step_id = str(key)
+        if step_id in steps:
+            builder.error(f"step id {step_id!r} is given twice (as a number and as text)", ("steps", key),
+                          step_id, key=True)
+            continue
+        step = builder.step(step_id, raw, ("steps", key))
+        if step is not None:
+            steps[step_id] = step
+    return steps, builder

@@ -1,0 +1,141 @@
+"""Model: compiled flows — immutable steps whose templated fields are compiled once."""
+
+from __future__ import annotations
+
+__all__ = [
+    "CompiledFlow",
+    "FieldTree",
+    "Finding",
+    "FlowDocumentError",
+    "Step",
+    "Value",
+]
+
+import copy
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from flowlang.engine import Template
+from flowlang.errors import FlowError, SourcePosition, render_caret
+
+
+@dataclass(frozen=True, slots=True)
+class Value:
+    """A field value: a compiled template (strings) or a literal (other YAML values)."""
+
+    template: Template | None
+    literal: Any = None
+
+    def render(self, context: Mapping[str, Any]) -> Any:
+        """The value for one run; a literal list or map is copied, never shared."""
+        if self.template is not None:
+            return self.template.render(context)
+        if isinstance(self.literal, (list, dict)):
+            return copy.deepcopy(self.literal)
+        return self.literal
+
+
+@dataclass(frozen=True, slots=True)
+class FieldTree:
+    """Key/value entries whose dotted keys nest: ``customer.name`` -> ``{"customer": {"name": …}}``.
+
+    ``entries`` pairs each key with a Value or a nested FieldTree, in document order.
+    """
+
+    entries: tuple[tuple[str, Value | FieldTree], ...]
+
+    def build(self, context: Mapping[str, Any]) -> dict[str, Any]:
+        """A fresh dict for one run."""
+        return {
+            key: item.render(context) if type(item) is Value else item.build(context)  # type: ignore[union-attr]
+            for key, item in self.entries
+        }
+
+    def __bool__(self) -> bool:
+        return bool(self.entries)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One compiled step: its id, type, compiled fields, and where each field was written."""
+
+    id: str
+    type: str
+    fields: Mapping[str, Any]
+    position: SourcePosition
+    field_positions: Mapping[str, SourcePosition] = field(default_factory=dict)
+
+    def targets(self) -> dict[str, str]:
+        """The outgoing edges: field name (``next``, ``on_failure``, ``branches[0]`` …) to step id."""
+        out: dict[str, str] = {}
+        for name in ("next", "on_failure", "on_timeout", "on_no_input", "on_invalid", "otherwise"):
+            target = self.fields.get(name)
+            if target is not None:
+                out[name] = target
+        for index, branch in enumerate(self.fields.get("branches", ())):
+            out[f"branches[{index}]"] = branch.next
+        return out
+
+
+@dataclass(frozen=True)
+class CompiledFlow:
+    """A loaded, validated and compiled flow: immutable, shared by every run in the process."""
+
+    name: str
+    start: str
+    steps: Mapping[str, Step]
+    source: str
+    filename: str | None
+    fingerprint: str
+    warnings: tuple[Finding, ...] = ()
+
+    def step(self, step_id: str) -> Step:
+        """The step called ``step_id``."""
+        return self.steps[step_id]
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One problem in a document: what, where, and (for templates) the caret rendering."""
+
+    message: str
+    position: SourcePosition
+    severity: str = "error"
+    detail: str | None = None
+
+    def render(self) -> str:
+        """``error: message`` then the place and the caret, as in a compiler."""
+        if self.detail is not None:
+            return f"{self.severity}: {self.detail}"
+        where = f"{self.position.filename or '<flow>'}:{self.position.line}:{self.position.column}"
+        labels = []
+        if self.position.step is not None:
+            labels.append(f"step {self.position.step!r}")
+        if self.position.field is not None:
+            labels.append(f"field {self.position.field!r}")
+        if labels:
+            where += f" ({', '.join(labels)})"
+        return f"{self.severity}: {self.message}\n  --> {where}"
+
+    def with_caret(self, text: str) -> Finding:
+        """The same finding with the source line and a caret, taken from the document text."""
+        if self.detail is not None:
+            return self
+        lines = text.splitlines()
+        line = lines[self.position.line - 1] if 0 < self.position.line <= len(lines) else ""
+        caret = render_caret(line, self.position.line, self.position.column)
+        return Finding(self.message, self.position, self.severity, self.render().split(": ", 1)[1] + "\n" + caret)
+
+
+class FlowDocumentError(FlowError):
+    """A flow or workflow document with errors; ``findings`` lists every one of them."""
+
+    def __init__(self, findings: list[Finding]) -> None:
+        self.findings = findings
+        errors = [finding for finding in findings if finding.severity == "error"]
+        summary = f"{len(errors)} error{'s' if len(errors) != 1 else ''} in the document"
+        super().__init__(summary)
+
+    def __str__(self) -> str:
+        return "\n\n".join(finding.render() for finding in self.findings)

@@ -1,0 +1,1 @@
+"""Runtime: run compiled flows per call (scope, steps, HTTP, host, secrets, suspend and resume)."""

@@ -1,0 +1,50 @@
+"""Host: the engine that owns the call; the runtime tells it what to do at call-control steps."""
+
+from __future__ import annotations
+
+__all__ = ["Host", "Instruction", "RecordingHost"]
+
+from typing import Any, Protocol
+
+Instruction = dict[str, Any]
+
+
+class Host(Protocol):
+    """Call control handed to the IVR engine. Every method may be a no-op for a given host."""
+
+    async def say(self, text: str, *, step: str) -> None:
+        """Speak ``text`` to the caller."""
+
+    async def play(self, url: str, *, step: str) -> None:
+        """Play the audio at ``url``."""
+
+    async def transfer(self, target: str, *, step: str) -> None:
+        """Transfer the call to a queue, agent or number; the flow ends."""
+
+    async def voicemail(self, mailbox: str, *, step: str) -> None:
+        """Send the caller to voicemail; the flow ends."""
+
+    async def hangup(self, *, step: str) -> None:
+        """End the call; the flow ends."""
+
+
+class RecordingHost:
+    """A host that only records the instructions (the default, and what the CLI shows)."""
+
+    def __init__(self) -> None:
+        self.instructions: list[Instruction] = []
+
+    async def say(self, text: str, *, step: str) -> None:
+        self.instructions.append({"action": "say", "step": step, "text": text})
+
+    async def play(self, url: str, *, step: str) -> None:
+        self.instructions.append({"action": "play", "step": step, "url": url})
+
+    async def transfer(self, target: str, *, step: str) -> None:
+        self.instructions.append({"action": "transfer", "step": step, "target": target})
+
+    async def voicemail(self, mailbox: str, *, step: str) -> None:
+        self.instructions.append({"action": "voicemail", "step": step, "mailbox": mailbox})
+
+    async def hangup(self, *, step: str) -> None:
+        self.instructions.append({"action": "hangup", "step": step})

@@ -1,0 +1,132 @@
+"""Requests: turn an http_request step and a scope into a checked request, before any I/O.
+
+Templated endpoint values are percent-encoded (they cannot change the host, the path structure
+or the query), header values with CR, LF, NUL or non-ASCII characters are refused, and the body
+is built as a value and serialized once with orjson, refusing NaN, infinity, integers beyond
+64 bits and anything that is not JSON.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "PreparedRequest",
+    "RequestError",
+    "encode_body",
+    "header_value_problem",
+    "render_endpoint",
+]
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
+
+import orjson
+
+from flowlang.errors import FlowError
+from flowlang.expr.values import to_text
+
+MAX_HEADER_VALUE = 8 * 1024
+_INT64_MIN, _UINT64_MAX = -(2**63), 2**64 - 1
+
+
+class RequestError(FlowError):
+    """A request that cannot be sent as built (a bad header value, a body that is not JSON)."""
+
+
+@dataclass(frozen=True)
+class PreparedRequest:
+    """A request ready to send: nothing in it came from a template unchecked."""
+
+    method: str
+    url: str
+    headers: tuple[tuple[str, str], ...]
+    body: bytes | None = None
+    extensions: Mapping[str, Any] = field(default_factory=dict)
+
+
+def header_value_problem(value: str) -> str | None:
+    """Why a header value cannot be sent, or None when it can."""
+    if any(char in value for char in "\r\n\x00"):
+        return "contains a line break or NUL character"
+    if not value.isascii():
+        return "contains non-ASCII characters"
+    if len(value) > MAX_HEADER_VALUE:
+        return f"is longer than {MAX_HEADER_VALUE} characters"
+    return None
+
+
+def encode_component(value: Any) -> str:
+    """Percent-encode a templated value for any part of a URL: every reserved character escaped.
+
+    A value of only dots is encoded too, so that ``.`` and ``..`` never act as path segments.
+    """
+    text = to_text(value)
+    encoded = quote(text, safe="")
+    if encoded and set(encoded) == {"."}:
+        return "%2E" * len(encoded)
+    return encoded
+
+
+def render_endpoint(parts: tuple[Any, ...], context: Mapping[str, Any]) -> str:
+    """The URL of an endpoint: fixed text as written, each templated value percent-encoded."""
+    return "".join(part if type(part) is str else encode_component(part.render(context)) for part in parts)
+
+
+def _json_problem(value: Any) -> str | None:
+    """The first value in ``value`` that JSON cannot carry exactly, described; None if none."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        kind = type(item)
+        if kind is dict:
+            pending.extend(item.values())
+        elif kind is list:
+            pending.extend(item)
+        elif kind is float:
+            if not math.isfinite(item):
+                return f"{item!r} is not a JSON number"
+        elif kind is int:
+            if not _INT64_MIN <= item <= _UINT64_MAX:
+                return "an integer beyond 64 bits cannot be sent exactly"
+        elif kind is str or kind is bool or item is None:
+            continue
+        elif isinstance(item, (list, tuple)):
+            pending.extend(item)
+        elif isinstance(item, Mapping):
+            pending.extend(item.values())
+        elif not isinstance(item, (str, int, float)):
+            return f"a value of type {type(item).__name__} is not JSON"
+    return None
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return dict(value)
+    if isinstance(value, tuple):
+        return list(value)
+    raise TypeError(type(value).__name__)
+
+
+def encode_body(body: Any, limit: int) -> bytes:
+    """Serialize a body value once; raise RequestError when it is not exact JSON or too large."""
+    problem = _json_problem(body)
+    if problem is not None:
+        raise RequestError(f"the body cannot be sent: {problem}")
+    try:
+        data = orjson.dumps(body, default=_default, option=orjson.OPT_NON_STR_KEYS)
+    except (TypeError, orjson.JSONEncodeError) as error:
+        raise RequestError(f"the body cannot be sent: {error}") from None
+    if len(data) > limit:
+        raise RequestError(f"the body is {len(data)} bytes, more than the limit of {limit}")
+    return data
+
+
+def check_header(name: str, value: Any) -> str:
+    """The text of a header value, or RequestError saying why it cannot be sent."""
+    text = to_text(value)
+    problem = header_value_problem(text)
+    if problem is not None:
+        raise RequestError(f"header {name!r} {problem}")
+    return text

@@ -1,0 +1,298 @@
+"""Runner: run a compiled flow for one call, suspend at collect_input, resume from JSON state."""
+
+from __future__ import annotations
+
+__all__ = ["RunResult", "Runtime", "RuntimeSettings"]
+
+import asyncio
+import json
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from flowlang.errors import FlowError
+from flowlang.expr.values import to_json
+from flowlang.flow.model import CompiledFlow
+from flowlang.runtime.host import Host, Instruction, RecordingHost
+from flowlang.runtime.http import GuardedHttp, HttpSender, Resolver, system_resolver
+from flowlang.runtime.addresses import AddressPolicy
+from flowlang.runtime.requests import PreparedRequest
+from flowlang.runtime.secrets import EnvironmentSecrets, Redactor, SecretsProvider, SecretsView
+from flowlang.runtime.steps import EXECUTORS, Transition, apply_digits
+
+STATE_FORMAT = "flowlang.run/1"
+#: Roots the runtime owns; a context may not supply them (``vars`` may be seeded).
+RUNTIME_ROOTS = ("input", "steps", "secrets")
+
+
+class FlowStateError(FlowError):
+    """A state that cannot be resumed: another flow, a changed flow, or not waiting for input."""
+
+
+@dataclass(frozen=True)
+class RuntimeSettings:
+    """Limits and policy of a runtime (defaults from SECURITY.md)."""
+
+    allow_hosts: frozenset[str] = frozenset()
+    max_steps: int = 1000
+    max_same_step: int = 10
+    run_deadline: float = 60.0
+    http_timeout_cap: float = 10.0
+    connect_timeout: float = 3.0
+    max_response_body: int = 64 * 1024
+    max_request_body: int = 64 * 1024
+    max_redirects: int = 3
+
+
+@dataclass
+class RunResult:
+    """What a run came to.
+
+    ``status``: ``completed`` (a step without next), ``waiting_for_input`` (see ``awaiting``;
+    resume with ``state``), ``ended`` (transfer, voicemail or hangup) or ``failed`` (``error``).
+    ``trace`` has one entry per step; ``state`` is plain JSON, resumable in any process.
+    """
+
+    status: str
+    trace: list[dict[str, Any]]
+    instructions: list[Instruction]
+    state: dict[str, Any] | None = None
+    awaiting: dict[str, Any] | None = None
+    error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The result as plain JSON data."""
+        return {
+            "status": self.status,
+            "error": self.error,
+            "awaiting": self.awaiting,
+            "instructions": self.instructions,
+            "trace": self.trace,
+            "state": self.state,
+        }
+
+
+class Run:
+    """The per-call state of one run: scope, trace, counters. Never shared between calls."""
+
+    def __init__(self, runtime: Runtime, flow: CompiledFlow, data: dict[str, Any], steps_run: int = 0,
+                 streak: tuple[str | None, int] = (None, 0)) -> None:
+        self.runtime = runtime
+        self.flow = flow
+        self.redactor = Redactor()
+        self.scope: dict[str, Any] = data
+        self.scope["secrets"] = SecretsView(runtime.secrets, self.redactor)
+        self.trace: list[dict[str, Any]] = []
+        self.instructions: list[Instruction] = []
+        self.steps_run = steps_run
+        self.streak = streak
+
+    def redact(self, text: str) -> str:
+        """``text`` without any secret value this run has used."""
+        return self.redactor.text(text)
+
+    def request_summary(self, request: PreparedRequest) -> dict[str, Any]:
+        """Method, URL and headers of a request, secrets masked, for traces."""
+        return {
+            "method": request.method,
+            "url": self.redact(request.url),
+            "headers": {name: self.redact(value) for name, value in request.headers},
+            "body_bytes": len(request.body) if request.body is not None else 0,
+        }
+
+    async def instruct(self, action: str, step: str, **fields: Any) -> None:
+        """Record a call-control instruction and hand it to the host."""
+        self.instructions.append({"action": action, "step": step, **{k: self.redact(v) for k, v in fields.items()}})
+        host = self.runtime.host
+        if action == "hangup":
+            await host.hangup(step=step)
+        else:
+            await getattr(host, action)(*fields.values(), step=step)
+
+    def state(self, waiting_at: str) -> dict[str, Any]:
+        """Plain JSON that resumes this run, with secrets masked and the secrets root left out."""
+        data = {key: value for key, value in self.scope.items() if key != "secrets"}
+        plain = json.loads(to_json(data))
+        return {
+            "format": STATE_FORMAT,
+            "flow": self.flow.name,
+            "fingerprint": self.flow.fingerprint,
+            "waiting_at": waiting_at,
+            "steps_run": self.steps_run,
+            "streak": [self.streak[0], self.streak[1]],
+            "scope": self.redactor.data(plain),
+        }
+
+
+class Runtime:
+    """Runs compiled flows. One runtime serves many concurrent calls; close it to drain requests.
+
+    ``client``: the httpx.AsyncClient to send with (one is made, with certificate verification
+    and no proxies from the environment, when none is given). ``http``: a sender that replaces
+    the network entirely (recorded responses). ``host``: call control. ``secrets``: provider of
+    ``<<secrets.NAME>>`` (environment variables by default).
+    """
+
+    def __init__(self, *, client: httpx.AsyncClient | None = None, host: Host | None = None,
+                 secrets: SecretsProvider | None = None, settings: RuntimeSettings | None = None,
+                 resolver: Resolver | None = None, http: HttpSender | None = None) -> None:
+        self.settings = settings or RuntimeSettings()
+        self.host: Host = host or RecordingHost()
+        self.secrets: SecretsProvider = secrets or EnvironmentSecrets()
+        self._own_client = client is None and http is None
+        self._client = client
+        if http is None:
+            if client is None:
+                client = httpx.AsyncClient(trust_env=False, follow_redirects=False)
+                self._client = client
+            http = GuardedHttp(client, AddressPolicy(frozenset(h.lower() for h in self.settings.allow_hosts)),
+                               resolver or system_resolver, self.settings.connect_timeout,
+                               self.settings.max_redirects)
+        self.http: HttpSender = http
+        self._background: set[asyncio.Task[None]] = set()
+        #: Outcomes of requests sent with parse_response: false, in completion order.
+        self.background_results: list[dict[str, Any]] = []
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Runtime:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Wait for every request still in flight, then close the client if the runtime made it."""
+        while self._background:
+            await asyncio.gather(*list(self._background), return_exceptions=True)
+        if self._own_client and self._client is not None:
+            await self._client.aclose()
+
+    def send_in_background(self, run: Run, step_id: str, request: PreparedRequest, timeout: float,
+                           summary: dict[str, Any]) -> None:
+        """Send without waiting; the outcome is recorded in ``background_results``."""
+        redactor = run.redactor
+        flow_name = run.flow.name
+
+        async def send() -> None:
+            result = await self.http.send(request, timeout=timeout, max_body=self.settings.max_response_body,
+                                          follow_redirects=False)
+            self.background_results.append({
+                "flow": flow_name,
+                "step": step_id,
+                "outcome": result.outcome,
+                "status": result.status,
+                "error": redactor.text(result.error) if result.error else None,
+                "request": summary,
+            })
+
+        task = asyncio.get_running_loop().create_task(send())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    # --- running ----------------------------------------------------------------------------
+
+    async def start(self, flow: CompiledFlow, context: Mapping[str, Any] | None = None) -> RunResult:
+        """Run ``flow`` for one call from its start step."""
+        data: dict[str, Any] = {}
+        for key, value in (context or {}).items():
+            if key in RUNTIME_ROOTS:
+                raise ValueError(f"the context may not set {key!r}: the runtime owns it")
+            data[str(key)] = value
+        data.setdefault("vars", {})
+        if not isinstance(data["vars"], dict):
+            raise ValueError("vars must be a mapping")
+        data["vars"] = dict(data["vars"])
+        data["input"] = {}
+        data["steps"] = {}
+        run = Run(self, flow, data)
+        return await self._continue(run, flow.start)
+
+    async def resume(self, flow: CompiledFlow, state: Mapping[str, Any], digits: str | None) -> RunResult:
+        """Continue a run that waits for input, with the caller's digits (None: no input)."""
+        if not isinstance(state, Mapping) or state.get("format") != STATE_FORMAT:
+            raise FlowStateError("this is not a flowlang run state")
+        if state.get("flow") != flow.name or state.get("fingerprint") != flow.fingerprint:
+            raise FlowStateError(f"the state belongs to flow {state.get('flow')!r} as it was when the run "
+                                 "was suspended; the flow given is not that one")
+        step_id = state.get("waiting_at")
+        if step_id not in flow.steps or flow.steps[str(step_id)].type != "collect_input":
+            raise FlowStateError(f"the state is not waiting at a collect_input step ({step_id!r})")
+        scope = state.get("scope")
+        if not isinstance(scope, Mapping):
+            raise FlowStateError("the state has no scope")
+        data = json.loads(to_json(scope))
+        streak = state.get("streak") or [None, 0]
+        run = Run(self, flow, data, int(state.get("steps_run", 0)), (streak[0], int(streak[1])))
+        step = flow.steps[str(step_id)]
+        outcome, value, target = apply_digits(step, digits)
+        data.setdefault("input", {})[step.id] = {"value": value}
+        run.trace.append({"step": step.id, "type": step.type, "outcome": outcome, "duration_ms": 0.0,
+                          "detail": {"digits": len(value)}})
+        return await self._continue(run, target)
+
+    async def _continue(self, run: Run, step_id: str | None) -> RunResult:
+        try:
+            async with asyncio.timeout(self.settings.run_deadline):
+                return await self._loop(run, step_id)
+        except TimeoutError:
+            return self._failed(run, f"the run took longer than {self.settings.run_deadline:g}s")
+        except Exception as error:  # the one place an unexpected error becomes a failed run
+            return self._failed(run, f"{type(error).__name__}: {error}")
+
+    async def _loop(self, run: Run, step_id: str | None) -> RunResult:
+        settings = self.settings
+        while step_id is not None:
+            if run.steps_run >= settings.max_steps:
+                return self._failed(run, f"the run took more than {settings.max_steps} steps")
+            last, count = run.streak
+            count = count + 1 if last == step_id else 1
+            if count > settings.max_same_step:
+                return self._failed(run, f"step {step_id!r} ran more than {settings.max_same_step} times in a row")
+            run.streak = (step_id, count)
+            run.steps_run += 1
+            step = run.flow.steps[step_id]
+            started = time.perf_counter()
+            transition: Transition = await EXECUTORS[step.type](step, run)
+            run.trace.append({
+                "step": step.id,
+                "type": step.type,
+                "outcome": transition.outcome,
+                "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+                "detail": run.redactor.data(transition.detail),
+            })
+            if transition.kind == "wait":
+                return RunResult("waiting_for_input", run.trace, run.instructions, run.state(step.id),
+                                 transition.detail)
+            if transition.kind == "end":
+                return RunResult("ended", run.trace, run.instructions)
+            step_id = transition.target if transition.kind == "go" else None
+        return RunResult("completed", run.trace, run.instructions)
+
+    def _failed(self, run: Run, error: str) -> RunResult:
+        return RunResult("failed", run.trace, run.instructions, error=run.redact(error))
+
+    # --- synchronous convenience ------------------------------------------------------------
+
+
+def run_sync(flow: CompiledFlow, context: Mapping[str, Any] | None = None, *,
+             digits: list[str | None] | None = None, **runtime_options: Any) -> RunResult:
+    """Run a flow to its end in a fresh event loop, answering collect_input steps from ``digits``.
+
+    A convenience for scripts and tests; servers use :class:`Runtime` directly.
+    """
+
+    async def main() -> RunResult:
+        pending = list(digits or [])
+        async with Runtime(**runtime_options) as runtime:
+            result = await runtime.start(flow, context)
+            while result.status == "waiting_for_input" and pending:
+                trace = result.trace
+                result = await runtime.resume(flow, result.state or {}, pending.pop(0))
+                result.trace = trace + result.trace
+            return result
+
+    return asyncio.run(main())

@@ -1,0 +1,97 @@
+"""Secrets: values that flows name as ``<<secrets.NAME>>``, fetched late and redacted everywhere."""
+
+from __future__ import annotations
+
+__all__ = ["EnvironmentSecrets", "MappingSecrets", "Redactor", "SecretsProvider", "SecretsView"]
+
+import os
+import re
+from collections.abc import Iterator, Mapping
+from typing import Any, Protocol
+
+REDACTED = "[redacted]"
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
+
+
+class SecretsProvider(Protocol):
+    """Where secret values come from."""
+
+    def get(self, name: str) -> str | None:
+        """The value of secret ``name``, or None when there is none."""
+
+
+class EnvironmentSecrets:
+    """Secrets from environment variables: ``secrets.crm_token`` reads ``FLOWLANG_SECRET_CRM_TOKEN``."""
+
+    def __init__(self, prefix: str = "FLOWLANG_SECRET_", environ: Mapping[str, str] | None = None) -> None:
+        self.prefix = prefix
+        self.environ = os.environ if environ is None else environ
+
+    def get(self, name: str) -> str | None:
+        if not _NAME.match(name):
+            return None
+        return self.environ.get(self.prefix + name.upper().replace("-", "_"))
+
+
+class MappingSecrets:
+    """Secrets from a mapping (for tests and for applications with their own vault client)."""
+
+    def __init__(self, values: Mapping[str, str]) -> None:
+        self.values = dict(values)
+
+    def get(self, name: str) -> str | None:
+        return self.values.get(name)
+
+
+class Redactor:
+    """Remembers every secret value used in a run and masks it in any text or data."""
+
+    def __init__(self) -> None:
+        self.values: set[str] = set()
+
+    def add(self, value: str) -> None:
+        if value:
+            self.values.add(value)
+
+    def text(self, text: str) -> str:
+        """``text`` with every known secret value replaced by ``[redacted]``."""
+        for value in sorted(self.values, key=len, reverse=True):
+            if value in text:
+                text = text.replace(value, REDACTED)
+        return text
+
+    def data(self, value: Any) -> Any:
+        """A copy of JSON-shaped ``value`` with secrets masked in every string (keys included)."""
+        if not self.values:
+            return value
+        if isinstance(value, str):
+            return self.text(value)
+        if isinstance(value, Mapping):
+            return {self.text(str(key)): self.data(item) for key, item in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [self.data(item) for item in value]
+        return value
+
+
+class SecretsView(Mapping[str, str]):
+    """The ``secrets`` root of a scope: looks each name up on use and registers it for redaction."""
+
+    def __init__(self, provider: SecretsProvider, redactor: Redactor) -> None:
+        self._provider = provider
+        self._redactor = redactor
+
+    def __getitem__(self, name: str) -> str:
+        value = self._provider.get(name) if isinstance(name, str) else None
+        if value is None:
+            raise KeyError(name)
+        self._redactor.add(value)
+        return value
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and self._provider.get(name) is not None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(())  # secrets are never listed
+
+    def __len__(self) -> int:
+        return 0

@@ -1,0 +1,228 @@
+"""Steps: one executor per step type; each returns a Transition and never raises on bad data."""
+
+from __future__ import annotations
+
+__all__ = ["EXECUTORS", "Transition", "apply_digits", "condition_holds"]
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from flowlang.expr.filters import default as _default_filter
+from flowlang.expr.values import contains, ends_with, equals, order, starts_with, to_text, truthy
+from flowlang.flow.build import Branch, Endpoint, Row
+from flowlang.flow.model import FieldTree, Step
+from flowlang.runtime.requests import PreparedRequest, RequestError, check_header, encode_body, render_endpoint
+
+if TYPE_CHECKING:
+    from flowlang.runtime.runner import Run
+
+
+@dataclass
+class Transition:
+    """Where the run goes after a step: ``go`` to ``target``, ``wait`` for input, ``end``
+    (a call-control step handed the call over), or ``complete`` (no next step)."""
+
+    kind: str
+    target: str | None
+    outcome: str
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+def _go_or_complete(step: Step, outcome: str, detail: dict[str, Any] | None = None) -> Transition:
+    target = step.fields.get("next")
+    return Transition("go" if target else "complete", target, outcome, detail or {})
+
+
+def _is_empty(value: Any) -> bool:
+    return _default_filter(value, _EMPTY) is _EMPTY
+
+
+_EMPTY = object()
+
+_OPERATORS: dict[str, Callable[[Any, Any], bool]] = {
+    "equals": equals,
+    "not_equals": lambda a, b: not equals(a, b),
+    "contains": contains,
+    "not_contains": lambda a, b: not contains(a, b),
+    "starts_with": starts_with,
+    "ends_with": ends_with,
+    "greater_than": lambda a, b: order(">", a, b),
+    "greater_or_equal": lambda a, b: order(">=", a, b),
+    "less_than": lambda a, b: order("<", a, b),
+    "less_or_equal": lambda a, b: order("<=", a, b),
+    "is_empty": lambda a, _: _is_empty(a),
+    "is_not_empty": lambda a, _: not _is_empty(a),
+}
+
+
+def condition_holds(row: Row, scope: Mapping[str, Any]) -> tuple[bool, Any, Any]:
+    """Whether one row holds, with the property and value it compared."""
+    left = row.property.render(scope)
+    right = row.value.render(scope) if row.value is not None else None
+    return _OPERATORS[row.operator](left, right), left, right
+
+
+async def condition_splitter(step: Step, run: Run) -> Transition:
+    branches: tuple[Branch, ...] = step.fields["branches"]
+    for index, branch in enumerate(branches):
+        if branch.expression is not None:
+            value = branch.expression.render(run.scope)
+            if truthy(value):
+                return Transition("go", branch.next, f"branch {index}",
+                                  {"why": f"{branch.expression.source} is {to_text(value) or 'null'}"})
+            continue
+        reasons = []
+        for row in branch.rows:
+            holds, left, right = condition_holds(row, run.scope)
+            if not holds:
+                break
+            shown = "" if row.value is None else f" {to_text(right)!r}"
+            reasons.append(f"{to_text(left)!r} {row.operator}{shown}")
+        else:
+            return Transition("go", branch.next, f"branch {index}", {"why": "; ".join(reasons)})
+    return Transition("go", step.fields["otherwise"], "otherwise", {"why": "no branch held"})
+
+
+async def collect_input(step: Step, run: Run) -> Transition:
+    prompt = step.fields.get("prompt")
+    text = to_text(prompt.render(run.scope)) if prompt is not None else ""
+    awaiting = {
+        "step": step.id,
+        "prompt": text,
+        "max_digits": step.fields["max_digits"],
+        "min_digits": step.fields["min_digits"],
+        "finish_on_key": step.fields["finish_on_key"],
+        "timeout": step.fields["timeout"],
+    }
+    return Transition("wait", None, "waiting for input", awaiting)
+
+
+def apply_digits(step: Step, digits: str | None) -> tuple[str, str, str]:
+    """(outcome, value, target) for the digits a caller entered (None: nothing before the timeout)."""
+    on_no_input = step.fields["on_no_input"]
+    on_invalid = step.fields.get("on_invalid") or on_no_input
+    if digits is None or not isinstance(digits, str):
+        return "no input", "", on_no_input
+    if len(digits) > 256:
+        return "invalid", "", on_invalid
+    finish = step.fields["finish_on_key"]
+    if finish and finish in digits:
+        digits = digits[: digits.index(finish)]
+    if not digits:
+        return "no input", "", on_no_input
+    if any(char not in "0123456789*#" for char in digits):
+        return "invalid", "", on_invalid
+    if not step.fields["min_digits"] <= len(digits) <= step.fields["max_digits"]:
+        return "invalid", digits, on_invalid
+    pattern = step.fields.get("pattern")
+    if pattern is not None and pattern.fullmatch(digits) is None:
+        return "invalid", digits, on_invalid
+    return "collected", digits, step.fields["next"]
+
+
+def _deep_merge(into: dict[str, Any], extra: Mapping[str, Any]) -> None:
+    pending = [(into, extra)]
+    while pending:
+        target, source = pending.pop()
+        for key, value in source.items():
+            existing = target.get(key)
+            if isinstance(existing, dict) and isinstance(value, dict):
+                pending.append((existing, value))
+            else:
+                target[key] = value
+
+
+async def set_variables(step: Step, run: Run) -> Transition:
+    tree: FieldTree = step.fields["variables"]
+    values = tree.build(run.scope)
+    _deep_merge(run.scope["vars"], values)
+    return _go_or_complete(step, "set", {"variables": sorted(values)})
+
+
+async def say(step: Step, run: Run) -> Transition:
+    text = to_text(step.fields["text"].render(run.scope))
+    await run.instruct("say", step.id, text=text)
+    return _go_or_complete(step, "said")
+
+
+async def play(step: Step, run: Run) -> Transition:
+    url = to_text(step.fields["url"].render(run.scope))
+    await run.instruct("play", step.id, url=url)
+    return _go_or_complete(step, "played")
+
+
+async def transfer(step: Step, run: Run) -> Transition:
+    target = to_text(step.fields["target"].render(run.scope))
+    await run.instruct("transfer", step.id, target=target)
+    return Transition("end", None, "transferred", {"target": target})
+
+
+async def voicemail(step: Step, run: Run) -> Transition:
+    mailbox = to_text(step.fields["mailbox"].render(run.scope))
+    await run.instruct("voicemail", step.id, mailbox=mailbox)
+    return Transition("end", None, "voicemail", {"mailbox": mailbox})
+
+
+async def hangup(step: Step, run: Run) -> Transition:
+    await run.instruct("hangup", step.id)
+    return Transition("end", None, "hung up")
+
+
+def prepare_request(step: Step, scope: Mapping[str, Any], max_body: int) -> PreparedRequest:
+    """Render and check everything a request needs; RequestError when it cannot be sent."""
+    endpoint: Endpoint = step.fields["endpoint"]
+    url = render_endpoint(endpoint.parts, scope)
+    headers = [(name, check_header(name, template.render(scope))) for name, template in step.fields["headers"]]
+    body_tree: FieldTree = step.fields["body"]
+    body = None
+    if body_tree or step.fields["method"] in ("POST", "PUT", "PATCH"):
+        body = encode_body(body_tree.build(scope), max_body)
+        if not any(name.lower() == "content-type" for name, _ in headers):
+            headers.append(("Content-Type", "application/json"))
+    return PreparedRequest(step.fields["method"], url, tuple(headers), body)
+
+
+async def http_request(step: Step, run: Run) -> Transition:
+    settings = run.runtime.settings
+    try:
+        request = prepare_request(step, run.scope, settings.max_request_body)
+    except RequestError as error:
+        run.scope["steps"][step.id] = {"outcome": "invalid_request", "error": run.redact(str(error))}
+        return Transition("go", step.fields["on_failure"] or step.fields["next"], "invalid_request",
+                          {"error": run.redact(str(error))})
+    summary = run.request_summary(request)
+    timeout = min(step.fields["timeout"], settings.http_timeout_cap)
+    if not step.fields["parse_response"]:
+        run.runtime.send_in_background(run, step.id, request, timeout, summary)
+        run.scope["steps"][step.id] = {"outcome": "sent"}
+        return Transition("go", step.fields["next"], "sent", {"request": summary})
+    result = await run.runtime.http.send(request, timeout=timeout, max_body=settings.max_response_body,
+                                         follow_redirects=step.fields["follow_redirects"])
+    record: dict[str, Any] = {"outcome": result.outcome}
+    if result.response is not None and result.outcome in ("success", "http_error"):
+        record["response"] = result.response
+    if result.error is not None:
+        record["error"] = run.redact(result.error)
+    run.scope["steps"][step.id] = record
+    detail = {"request": summary, "status": result.status, "duration_ms": round(result.duration * 1000, 1)}
+    if result.error is not None:
+        detail["error"] = run.redact(result.error)
+    if result.outcome == "success":
+        return Transition("go", step.fields["next"], "success", detail)
+    if result.outcome == "timeout":
+        return Transition("go", step.fields["on_timeout"] or step.fields["on_failure"], "timeout", detail)
+    return Transition("go", step.fields["on_failure"], result.outcome, detail)
+
+
+EXECUTORS: dict[str, Callable[[Step, Run], Awaitable[Transition]]] = {
+    "http_request": http_request,
+    "condition_splitter": condition_splitter,
+    "collect_input": collect_input,
+    "set_variables": set_variables,
+    "say": say,
+    "play": play,
+    "transfer": transfer,
+    "voicemail": voicemail,
+    "hangup": hangup,
+}
