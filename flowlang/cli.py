@@ -1,6 +1,6 @@
-"""Command line: ``flowlang eval`` renders templates against a JSON context.
+"""Command line: ``flowlang eval``, ``flowlang run`` and ``flowlang check``.
 
-Exit status: 0 on success, 1 when evaluation fails (strict mode, a filter, a limit),
+Exit status: 0 on success; 1 when evaluation or a run fails, or ``check`` finds an error;
 2 for a syntax error or unusable input (the message names the place, with a caret).
 """
 
@@ -18,6 +18,9 @@ from typing import Any, TextIO
 from flowlang import __version__
 from flowlang.engine import Engine
 from flowlang.errors import FlowError, FlowSyntaxError
+from flowlang.flow import check_flow, load_flow
+from flowlang.flow.model import FlowDocumentError
+from flowlang.flow.source import DocumentError
 from flowlang.expr.backends import AVAILABLE
 from flowlang.expr.syntax import SYNTAXES
 from flowlang.expr.values import to_json
@@ -64,6 +67,45 @@ def _eval(arguments: argparse.Namespace, stdout: TextIO, stdin: TextIO) -> int:
     return 0
 
 
+def _check(arguments: argparse.Namespace, stdout: TextIO, stdin: TextIO) -> int:
+    errors = warnings = 0
+    for name in arguments.files:
+        try:
+            _, findings = check_flow(Path(name))
+        except DocumentError as error:
+            stdout.write(f"error: {error}\n\n")
+            errors += 1
+            continue
+        for finding in findings:
+            stdout.write(finding.render() + "\n\n")
+            if finding.severity == "error":
+                errors += 1
+            else:
+                warnings += 1
+    count = len(arguments.files)
+    stdout.write(f"{count} file{'s' if count != 1 else ''} checked: {errors} error{'s' if errors != 1 else ''}, "
+                 f"{warnings} warning{'s' if warnings != 1 else ''}\n")
+    return EXIT_FAILED if errors else 0
+
+
+def _run(arguments: argparse.Namespace, stdout: TextIO, stdin: TextIO) -> int:
+    from flowlang.runtime.console import run_from_command_line
+
+    try:
+        flow = load_flow(Path(arguments.flow))
+    except FlowDocumentError as error:
+        print(f"flowlang: {arguments.flow} has errors:\n\n{error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    context = _read_context(arguments.context, stdin)
+    inputs: dict[str, str | None] = {}
+    for item in arguments.input or []:
+        step, separator, digits = item.partition("=")
+        if not separator:
+            raise UsageError(f"--input takes STEP=DIGITS, not {item!r}")
+        inputs[step] = digits or None
+    return run_from_command_line(flow, context, inputs, arguments, stdout, stdin)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="flowlang", description=__doc__.splitlines()[0] if __doc__ else None
@@ -102,6 +144,25 @@ def _parser() -> argparse.ArgumentParser:
         help="evaluator (default: the compiled one when built)",
     )
     evaluate.set_defaults(handler=_eval)
+
+    run = commands.add_parser("run", help="run a call flow for one call and show each step",
+                              description="Run FLOW for one call; show each step, the branch taken and why, "
+                                          "the requests (secrets redacted) and the host instructions.")
+    run.add_argument("flow", metavar="FLOW", help="flow document (YAML or JSON)")
+    run.add_argument("--context", metavar="FILE", help="JSON object with call, contact, ...; '-' reads stdin")
+    run.add_argument("--input", action="append", metavar="STEP=DIGITS",
+                     help="digits the caller enters at a collect_input step (empty: no input); repeatable")
+    run.add_argument("--responses", metavar="FILE", help="recorded HTTP responses: run offline")
+    run.add_argument("--interactive", action="store_true", help="ask for digits in the terminal")
+    run.add_argument("--json", action="store_true", help="print the trace as JSON lines")
+    run.add_argument("--allow-host", action="append", default=[], metavar="HOST",
+                     help="let requests reach HOST even on loopback or a private network, and over http")
+    run.set_defaults(handler=_run)
+
+    check = commands.add_parser("check", help="validate flow documents",
+                                description="Check flow documents: schema, step graph, templates, data flow.")
+    check.add_argument("files", nargs="+", metavar="FILE")
+    check.set_defaults(handler=_check)
     return parser
 
 
@@ -116,7 +177,7 @@ def main(
     except FlowSyntaxError as error:
         print(f"flowlang: syntax error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except UsageError as error:
+    except (UsageError, DocumentError) as error:
         print(f"flowlang: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except FlowError as error:

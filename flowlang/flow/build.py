@@ -16,6 +16,7 @@ from flowlang.expr import ast
 from flowlang.flow.fields import CONDITION_OPERATORS, FIELDS, Field
 from flowlang.flow.model import FieldTree, Finding, Step, Value
 from flowlang.flow.source import Document, Pointer
+from flowlang.runtime.requests import header_value_problem
 
 _DURATION = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s)?\s*$")
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
@@ -233,8 +234,6 @@ class StepBuilder:
             if template is None:
                 continue
             if not template.tree.holes:
-                from flowlang.runtime.http import header_value_problem
-
                 problem = header_value_problem(str(template.render({})))
                 if problem:
                     self.error(f"header {name_text!r} {problem}", (*pointer, name), step, "headers")

@@ -19,6 +19,9 @@ class SecretsProvider(Protocol):
     def get(self, name: str) -> str | None:
         """The value of secret ``name``, or None when there is none."""
 
+    def describe(self, name: str) -> str:
+        """Where secret ``name`` is looked for, for error messages (never its value)."""
+
 
 class EnvironmentSecrets:
     """Secrets from environment variables: ``secrets.crm_token`` reads ``FLOWLANG_SECRET_CRM_TOKEN``."""
@@ -30,7 +33,14 @@ class EnvironmentSecrets:
     def get(self, name: str) -> str | None:
         if not _NAME.match(name):
             return None
-        return self.environ.get(self.prefix + name.upper().replace("-", "_"))
+        return self.environ.get(self.variable(name))
+
+    def variable(self, name: str) -> str:
+        """The environment variable that holds secret ``name``."""
+        return self.prefix + name.upper().replace("-", "_")
+
+    def describe(self, name: str) -> str:
+        return f"environment variable {self.variable(name)}"
 
 
 class MappingSecrets:
@@ -41,6 +51,9 @@ class MappingSecrets:
 
     def get(self, name: str) -> str | None:
         return self.values.get(name)
+
+    def describe(self, name: str) -> str:
+        return "the secrets mapping"
 
 
 class Redactor:
@@ -79,6 +92,8 @@ class SecretsView(Mapping[str, str]):
     def __init__(self, provider: SecretsProvider, redactor: Redactor) -> None:
         self._provider = provider
         self._redactor = redactor
+        #: Names looked up but not found since the last call to ``take_missing``.
+        self.missing: list[str] = []
 
     def __getitem__(self, name: str) -> str:
         value = self._provider.get(name) if isinstance(name, str) else None
@@ -88,7 +103,20 @@ class SecretsView(Mapping[str, str]):
         return value
 
     def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and self._provider.get(name) is not None
+        if not isinstance(name, str):
+            return False
+        if self._provider.get(name) is None:
+            self.missing.append(name)
+            return False
+        return True
+
+    def take_missing(self) -> str | None:
+        """A message naming the secrets that were missing since the last call, or None."""
+        names, self.missing = list(dict.fromkeys(self.missing)), []
+        if not names:
+            return None
+        where = "; ".join(f"{name!r} ({self._provider.describe(name)})" for name in names)
+        return f"secret {where} is not set"
 
     def __iter__(self) -> Iterator[str]:
         return iter(())  # secrets are never listed

@@ -185,8 +185,13 @@ def prepare_request(step: Step, scope: Mapping[str, Any], max_body: int) -> Prep
 
 async def http_request(step: Step, run: Run) -> Transition:
     settings = run.runtime.settings
+    secrets = run.scope["secrets"]
+    secrets.take_missing()
     try:
         request = prepare_request(step, run.scope, settings.max_request_body)
+        missing = secrets.take_missing()
+        if missing is not None:
+            raise RequestError(missing)
     except RequestError as error:
         run.scope["steps"][step.id] = {"outcome": "invalid_request", "error": run.redact(str(error))}
         return Transition("go", step.fields["on_failure"] or step.fields["next"], "invalid_request",

@@ -1,0 +1,101 @@
+"""Console: ``flowlang run`` — run one call in the terminal and show a readable (or JSON) trace."""
+
+from __future__ import annotations
+
+__all__ = ["run_from_command_line"]
+
+import argparse
+import asyncio
+import json
+from collections.abc import Mapping
+from typing import Any, TextIO
+
+from flowlang.flow.model import CompiledFlow
+from flowlang.runtime.recorded import load_recorded_responses
+from flowlang.runtime.runner import RunResult, Runtime, RuntimeSettings
+
+
+def _describe(entry: dict[str, Any]) -> list[str]:
+    """One readable line for a trace entry, plus detail lines."""
+    detail = entry.get("detail") or {}
+    head = f"  {entry['step']:<14} {entry['type']:<19} {entry['outcome']}"
+    lines = []
+    request = detail.get("request")
+    if request:
+        status = detail.get("status")
+        arrow = f" -> {status}" if status is not None else ""
+        head += f"  {request['method']} {request['url']}{arrow}"
+        for name, value in request.get("headers", {}).items():
+            lines.append(f"{'':<17}{name}: {value}")
+    for key in ("why", "error", "target", "mailbox"):
+        if key in detail:
+            lines.append(f"{'':<17}{key}: {detail[key]}")
+    if entry["type"] == "collect_input" and "digits" in detail:
+        lines.append(f"{'':<17}digits entered: {detail['digits']}")
+    return [head, *lines]
+
+
+def _print_result(result: RunResult, out: TextIO, as_json: bool) -> None:
+    """Print the steps and host instructions of one segment of a run (start, or one resume)."""
+    entries = result.trace
+    if as_json:
+        for entry in entries:
+            out.write(json.dumps({"event": "step", **entry}) + "\n")
+        for instruction in result.instructions:
+            out.write(json.dumps({"event": "instruction", **instruction}) + "\n")
+    else:
+        for entry in entries:
+            out.write("\n".join(_describe(entry)) + "\n")
+        for instruction in result.instructions:
+            fields = ", ".join(f"{key}={value!r}" for key, value in instruction.items() if key not in ("action", "step"))
+            out.write(f"  host <- {instruction['action']}({fields})\n")
+
+
+async def _main(flow: CompiledFlow, context: Mapping[str, Any], inputs: dict[str, str | None],
+                arguments: argparse.Namespace, out: TextIO, stdin: TextIO) -> int:
+    options: dict[str, Any] = {"settings": RuntimeSettings(allow_hosts=frozenset(arguments.allow_host))}
+    if arguments.responses:
+        options["http"] = load_recorded_responses(arguments.responses)
+    if not arguments.json:
+        out.write(f"flow {flow.name}" + (f" ({flow.filename})" if flow.filename else "") + "\n")
+    async with Runtime(**options) as runtime:
+        result = await runtime.start(flow, context)
+        _print_result(result, out, arguments.json)
+        while result.status == "waiting_for_input":
+            awaiting = result.awaiting or {}
+            step = awaiting.get("step")
+            if step in inputs:
+                digits = inputs.pop(step)
+            elif arguments.interactive:
+                prompt = awaiting.get("prompt") or f"digits for {step}"
+                out.write(f"  caller hears: {prompt}\n")
+                out.flush()
+                line = stdin.readline()
+                digits = line.strip() or None
+            else:
+                break
+            result = await runtime.resume(flow, result.state or {}, digits)
+            _print_result(result, out, arguments.json)
+    background = runtime.background_results
+    if arguments.json:
+        for item in background:
+            out.write(json.dumps({"event": "background_request", **item}) + "\n")
+        summary = {"event": "result", "status": result.status, "error": result.error, "awaiting": result.awaiting}
+        out.write(json.dumps(summary) + "\n")
+    else:
+        for item in background:
+            out.write(f"  background {item['step']}: {item['outcome']}"
+                      + (f" ({item['status']})" if item["status"] else "")
+                      + (f": {item['error']}" if item["error"] else "") + "\n")
+        ending = {"ended": "ended by a call-control step", "completed": "completed",
+                  "waiting_for_input": f"waiting for input at step {(result.awaiting or {}).get('step')!r} "
+                                       "(give it with --input STEP=DIGITS or --interactive)",
+                  "failed": f"failed: {result.error}"}[result.status]
+        out.write(f"result: {ending}\n")
+    return 1 if result.status == "failed" else 0
+
+
+def run_from_command_line(flow: CompiledFlow, context: Mapping[str, Any], inputs: dict[str, str | None],
+                          arguments: argparse.Namespace, out: TextIO, stdin: TextIO) -> int:
+    """Run ``flow`` for one call as ``flowlang run`` does; returns the exit status."""
+    return asyncio.run(_main(flow, context, inputs, arguments, out, stdin))
