@@ -58,7 +58,7 @@ def _unwrap(address: IPAddress) -> IPAddress:
 def refusal_reason(address: IPAddress) -> str | None:
     """Why ``address`` may not be contacted by default, or None when it is a public address."""
     inner = _unwrap(address)
-    for candidate in {address, inner}:
+    for candidate in (inner, address):  # the carried IPv4 address gives the precise reason
         if candidate in _METADATA:
             return "a cloud metadata address"
         if candidate.is_loopback:
