@@ -4,7 +4,6 @@ from __future__ import annotations
 
 __all__ = ["lower_template"]
 
-import difflib
 from collections.abc import Mapping
 
 from flowlang.errors import FlowSyntaxError
@@ -12,6 +11,7 @@ from flowlang.expr import ast, ir
 from flowlang.expr.filters import FilterSpec
 from flowlang.expr.printer import print_expression, print_segment
 from flowlang.expr.values import alternate_key
+from flowlang.suggest import did_you_mean
 
 
 class _Lowering:
@@ -86,10 +86,8 @@ class _Lowering:
     def filter(self, call: ast.FilterCall) -> ir.FilterApplication:
         spec = self.filters.get(call.name)
         if spec is None:
-            close = difflib.get_close_matches(call.name, list(self.filters), n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
             raise FlowSyntaxError(
-                f"unknown filter {call.name!r}{hint}",
+                f"unknown filter {call.name!r}{did_you_mean(call.name, self.filters)}",
                 self.source,
                 call.start,
                 call.start + len(call.name),

@@ -4,19 +4,19 @@ from __future__ import annotations
 
 __all__ = ["Branch", "Endpoint", "Row", "StepBuilder", "TemplateUse", "build_steps"]
 
-import difflib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from flowlang.engine import Engine, Template
-from flowlang.errors import FlowSyntaxError, SourcePosition
+from flowlang.errors import FlowSyntaxError, SourcePosition, line_and_column, render_caret
 from flowlang.expr import ast
 from flowlang.flow.fields import CONDITION_OPERATORS, FIELDS, Field
 from flowlang.flow.model import FieldTree, Finding, Step, Value
 from flowlang.flow.source import Document, Pointer
 from flowlang.runtime.requests import header_value_problem
+from flowlang.suggest import did_you_mean
 
 _DURATION = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s)?\s*$")
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
@@ -89,10 +89,23 @@ class StepBuilder:
         try:
             template = self.engine.compile(text, position=position)
         except FlowSyntaxError as error:
-            self.findings.append(Finding(error.message, error.position or position, detail=str(error)))
+            at = SourcePosition(position.filename, error.line, error.column, step, field)
+            self.findings.append(Finding(error.message, at, detail=self.template_error(error)))
             return None
         self.templates.append(TemplateUse(step, field, template, position))
         return template
+
+    def template_error(self, error: FlowSyntaxError) -> str:
+        """The error with the document's own line under the caret, when the template is on it."""
+        lines = self.document.text.splitlines()
+        file_line = lines[error.line - 1] if 0 < error.line <= len(lines) else ""
+        _, column_in_template, template_line = line_and_column(error.source, error.offset)
+        found = file_line.find(template_line) if template_line else -1
+        if found < 0:
+            return str(error)
+        caret = render_caret(file_line, error.line, found + column_in_template,
+                             max(1, min(error.end, len(error.source)) - error.offset))
+        return f"{error.message}\n  --> {error.location()}\n{caret}"
 
     def value(self, raw: Any, pointer: Pointer, step: str, field: str) -> Value | FieldTree | None:
         """A field value: strings are templates, lists and maps are compiled item by item."""
@@ -305,8 +318,7 @@ class StepBuilder:
             self.unknown_fields(item, {"property", "operator", "value"}, where, step, "condition")
             operator = item.get("operator")
             if operator not in CONDITION_OPERATORS:
-                close = difflib.get_close_matches(str(operator), list(CONDITION_OPERATORS), n=1)
-                hint = f"; did you mean {close[0]!r}?" if close else ""
+                hint = did_you_mean(operator, CONDITION_OPERATORS)
                 self.error(f"unknown operator {operator!r}{hint}", (*where, "operator"), step, field)
                 continue
             if "property" not in item:
@@ -334,8 +346,7 @@ class StepBuilder:
     def unknown_fields(self, raw: dict[Any, Any], known: set[str], pointer: Pointer, step: str, what: str) -> None:
         for name in raw:
             if name not in known:
-                close = difflib.get_close_matches(str(name), sorted(known), n=1)
-                hint = f"; did you mean {close[0]!r}?" if close else ""
+                hint = did_you_mean(name, sorted(known))
                 self.error(f"unknown field {str(name)!r} for {what}{hint}", (*pointer, name), step, str(name), key=True)
 
     # --- steps ----------------------------------------------------------------------------
@@ -346,8 +357,7 @@ class StepBuilder:
             return None
         step_type = raw.get("type")
         if step_type not in FIELDS:
-            close = difflib.get_close_matches(str(step_type), list(FIELDS), n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else f"; expected one of {', '.join(FIELDS)}"
+            hint = did_you_mean(step_type, FIELDS) or f"; expected one of {', '.join(FIELDS)}"
             self.error(f"unknown step type {step_type!r}{hint}", (*pointer, "type") if "type" in raw else pointer,
                        step_id, "type")
             return None
@@ -362,7 +372,7 @@ class StepBuilder:
                                                      field_name=name)
             if name not in raw:
                 if spec.required:
-                    self.error(f"a {step_type} step needs {name}", pointer, step_id, name)
+                    self.error(f"a {step_type} step needs {name}", pointer, step_id, name, key=True)
                 fields[name] = _default_for(spec)
                 continue
             fields[name] = self.field(spec, raw[name], where, step_id, name)
@@ -373,7 +383,9 @@ class StepBuilder:
                 self.error("min_digits is larger than max_digits", (*pointer, "min_digits"), step_id, "min_digits")
         if len(self.findings) > before:
             return None
-        return Step(step_id, step_type, fields, self.document.position(pointer, step=step_id), positions)
+        key_position = self.document.key_position(pointer)
+        position = SourcePosition(key_position.filename, key_position.line, key_position.column, step_id)
+        return Step(step_id, step_type, fields, position, positions)
 
     def field(self, spec: Field, raw: Any, where: Pointer, step_id: str, name: str) -> Any:
         kind = spec.kind
@@ -391,7 +403,7 @@ class StepBuilder:
     def http_rules(self, fields: dict[str, Any], raw: dict[str, Any], pointer: Pointer, step_id: str) -> None:
         if fields.get("parse_response") and "on_failure" not in raw:
             self.error("an http_request step that parses its response needs on_failure (the failover)",
-                       pointer, step_id, "on_failure")
+                       pointer, step_id, "on_failure", key=True)
         body = fields.get("body")
         if fields.get("method") == "GET" and body:
             self.error("a GET request has no body; put parameters in the endpoint, where templated values "

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 __all__ = ["validate_flow"]
 
-import difflib
 from collections.abc import Mapping
 
 from flowlang.errors import SourcePosition
 from flowlang.flow.build import TemplateUse
 from flowlang.flow.model import Finding, Step
+from flowlang.suggest import did_you_mean
 
 #: Fields in which a secret may be used: only what goes to the HTTP server.
 _SECRET_FIELDS = ("endpoint", "headers", "body")
@@ -68,14 +68,11 @@ def validate_flow(steps: Mapping[str, Step], start: str, start_position: SourceP
     """Every graph and data-flow problem of a flow whose steps compiled."""
     findings: list[Finding] = []
     if start not in steps:
-        close = difflib.get_close_matches(start, list(steps), n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        return [Finding(f"start step {start!r} does not exist{hint}", start_position)]
+        return [Finding(f"start step {start!r} does not exist{did_you_mean(start, steps)}", start_position)]
     for step in steps.values():
         for edge, target in step.targets().items():
             if target not in steps:
-                close = difflib.get_close_matches(target, list(steps), n=1)
-                hint = f"; did you mean {close[0]!r}?" if close else ""
+                hint = did_you_mean(target, steps)
                 field = edge.split("[")[0] if edge.startswith("branches") else edge
                 position = step.field_positions.get(field, step.position)
                 findings.append(Finding(f"{edge} goes to step {target!r}, which does not exist{hint}",
