@@ -1,0 +1,364 @@
+"""The runtime: every step type and outcome, guards, suspend and resume (also in another process)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import textwrap
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import flowlang
+from flowlang import Runtime, RuntimeSettings
+from flowlang.runtime.http import RecordedHttp, RecordedResponse
+from flowlang.runtime.runner import FlowStateError
+from flowlang.runtime.steps import apply_digits
+
+PIN_FLOW = """
+flow: pin
+start: ask
+steps:
+  ask:
+    type: collect_input
+    prompt: Enter your PIN for <<contact.name>>.
+    min_digits: 4
+    max_digits: 6
+    finish_on_key: "#"
+    pattern: "[0-9]+"
+    next: check
+    on_no_input: nothing
+    on_invalid: invalid
+  check:
+    type: condition_splitter
+    branches:
+      - conditions: [{property: "<<input.ask.value>>", operator: equals, value: "1234"}]
+        next: welcome
+    otherwise: wrong
+  welcome: {type: say, text: "Welcome <<contact.name>>, PIN <<input.ask.value>>."}
+  wrong: {type: transfer, target: "queue:security"}
+  nothing: {type: voicemail, mailbox: "pin-<<contact.name>>"}
+  invalid: {type: hangup}
+"""
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+async def start(flow: flowlang.CompiledFlow, context: dict[str, Any] | None = None,
+                **options: Any) -> flowlang.RunResult:
+    async with Runtime(http=RecordedHttp({}), **options) as runtime:
+        return await runtime.start(flow, context or {})
+
+
+def test_collect_input_suspends_and_resumes_in_a_fresh_runtime() -> None:
+    flow = flowlang.load_flow(PIN_FLOW)
+    first = run(start(flow, {"contact": {"name": "Ann"}}))
+    assert first.status == "waiting_for_input"
+    assert first.awaiting == {"step": "ask", "prompt": "Enter your PIN for Ann.", "max_digits": 6,
+                              "min_digits": 4, "finish_on_key": "#", "timeout": 5.0}
+    state = json.loads(json.dumps(first.state))  # plain JSON, as a host would store it
+
+    async def resume() -> flowlang.RunResult:
+        async with Runtime(http=RecordedHttp({})) as runtime:
+            return await runtime.resume(flowlang.load_flow(PIN_FLOW), state, "1234#")
+
+    second = run(resume())
+    assert second.status == "completed"
+    assert second.instructions == [{"action": "say", "step": "welcome", "text": "Welcome Ann, PIN 1234."}]
+    assert [entry["outcome"] for entry in second.trace] == ["collected", "branch 0", "said"]
+
+
+@pytest.mark.parametrize(
+    ("digits", "outcome", "action"),
+    [
+        ("1234#", "collected", "say"),
+        ("9999", "collected", "transfer"),
+        (None, "no input", "voicemail"),
+        ("#", "no input", "voicemail"),
+        ("12", "invalid", "hangup"),
+        ("1234567", "invalid", "hangup"),
+        ("12*4", "invalid", "hangup"),
+        ("12a4", "invalid", "hangup"),
+        ("١٢٣٤", "invalid", "hangup"),
+        ("1" * 10_000, "invalid", "hangup"),
+    ],
+)
+def test_collect_input_outcomes(digits: str | None, outcome: str, action: str) -> None:
+    flow = flowlang.load_flow(PIN_FLOW)
+
+    async def main() -> flowlang.RunResult:
+        async with Runtime(http=RecordedHttp({})) as runtime:
+            first = await runtime.start(flow, {"contact": {"name": "Ann"}})
+            return await runtime.resume(flow, first.state or {}, digits)
+
+    result = run(main())
+    assert result.trace[0]["outcome"] == outcome
+    assert result.instructions[-1]["action"] == action
+
+
+@given(st.one_of(st.none(), st.text(max_size=80)))
+def test_any_digits_from_the_host_are_handled(digits: str | None) -> None:
+    step = flowlang.load_flow(PIN_FLOW).steps["ask"]
+    outcome, value, target = apply_digits(step, digits)
+    assert outcome in ("collected", "no input", "invalid")
+    assert target in ("check", "nothing", "invalid")
+    assert outcome != "collected" or (4 <= len(value) <= 6 and value.isdigit())
+
+
+def test_resume_in_another_process() -> None:
+    flow = flowlang.load_flow(PIN_FLOW)
+    first = run(start(flow, {"contact": {"name": "Ann"}}))
+    script = textwrap.dedent(
+        """
+        import asyncio, json, sys
+        import flowlang
+        from flowlang.runtime.http import RecordedHttp
+        flow_text, state = sys.stdin.read().split("\\n---\\n")
+        async def main():
+            async with flowlang.Runtime(http=RecordedHttp({})) as runtime:
+                result = await runtime.resume(flowlang.load_flow(flow_text), json.loads(state), "1234")
+            print(json.dumps(result.to_json()))
+        asyncio.run(main())
+        """
+    )
+    child = subprocess.run([sys.executable, "-c", script], input=PIN_FLOW + "\n---\n" + json.dumps(first.state),
+                           capture_output=True, text=True, timeout=60, check=True)
+    result = json.loads(child.stdout)
+    assert result["status"] == "completed"
+    assert result["instructions"][0]["text"] == "Welcome Ann, PIN 1234."
+
+
+def test_resume_refuses_a_state_from_another_flow_or_a_changed_flow() -> None:
+    flow = flowlang.load_flow(PIN_FLOW)
+    state = run(start(flow, {"contact": {"name": "Ann"}})).state
+    changed = flowlang.load_flow(PIN_FLOW.replace("Welcome", "Hello"))
+
+    async def resume(target: flowlang.CompiledFlow, data: Any) -> flowlang.RunResult:
+        async with Runtime(http=RecordedHttp({})) as runtime:
+            return await runtime.resume(target, data, "1234")
+
+    with pytest.raises(FlowStateError, match="not that one"):
+        run(resume(changed, state))
+    with pytest.raises(FlowStateError, match="not a flowlang run state"):
+        run(resume(flow, {"hello": 1}))
+
+
+CONDITIONS = """
+flow: conditions
+start: split
+steps:
+  split:
+    type: condition_splitter
+    branches:
+      - conditions: [{property: "<<v>>", operator: "{op}", value: {value}}]
+        next: yes
+    otherwise: no
+  yes: {type: say, text: "yes"}
+  no: {type: say, text: "no"}
+"""
+
+
+@pytest.mark.parametrize(
+    ("op", "left", "value", "holds"),
+    [
+        ("equals", "gold", '"gold"', True), ("equals", "Gold", '"gold"', False), ("equals", 60, '"60"', True),
+        ("equals", False, "false", True), ("not_equals", "a", '"b"', True),
+        ("contains", ["Vip", "X"], '"Vip"', True), ("contains", "Smith", '"mit"', True),
+        ("not_contains", ["Vip"], '"Gold"', True), ("starts_with", "+44 20", '"+44"', True),
+        ("ends_with", "a@example.com", '"@example.com"', True),
+        ("greater_than", 75, "60", True), ("greater_than", "75", "60", True), ("greater_than", None, "60", False),
+        ("less_than", 5, "10", True), ("greater_or_equal", 60, "60", True), ("less_or_equal", 61, "60", False),
+    ],
+)
+def test_condition_splitter_operators(op: str, left: Any, value: str, holds: bool) -> None:
+    flow = flowlang.load_flow(CONDITIONS.replace("{op}", op).replace("{value}", value))
+    result = run(start(flow, {"v": left}))
+    assert result.instructions[0]["text"] == ("yes" if holds else "no")
+
+
+@pytest.mark.parametrize(("value", "empty"), [(None, True), ("", True), ([], True), ({}, True), ("x", False),
+                                              (0, False), (False, False)])
+def test_is_empty_and_is_not_empty(value: Any, empty: bool) -> None:
+    text = CONDITIONS.replace(', value: {value}', "").replace('"{op}"', "is_empty")
+    result = run(start(flowlang.load_flow(text), {"v": value}))
+    assert result.instructions[0]["text"] == ("yes" if empty else "no")
+    text = CONDITIONS.replace(', value: {value}', "").replace('"{op}"', "is_not_empty")
+    result = run(start(flowlang.load_flow(text), {"v": value}))
+    assert result.instructions[0]["text"] == ("no" if empty else "yes")
+
+
+def test_branches_are_tried_in_order_and_the_trace_says_why() -> None:
+    flow = flowlang.load_flow("""
+flow: order
+start: split
+steps:
+  split:
+    type: condition_splitter
+    branches:
+      - conditions:
+          - {property: "<<call.waiting_time>>", operator: greater_than, value: 60}
+          - {property: "<<contact.type>>", operator: equals, value: lead}
+        next: first
+      - expression: <<call.waiting_time > 30>>
+        next: second
+    otherwise: third
+  first: {type: hangup}
+  second: {type: hangup}
+  third: {type: hangup}
+""")
+    result = run(start(flow, {"call": {"waiting_time": 75}, "contact": {"type": "contact"}}))
+    entry = result.trace[0]
+    assert entry["outcome"] == "branch 1"
+    assert result.instructions == [{"action": "hangup", "step": "second"}]
+    assert entry["detail"]["why"] == "<<call.waiting_time > 30>> is true"
+
+
+def test_set_variables_nest_and_merge() -> None:
+    flow = flowlang.load_flow("""
+flow: vars
+start: one
+steps:
+  one:
+    type: set_variables
+    variables: {customer.id: "<<contact.id>>", customer.tier: gold, greeting: "Hi <<contact.name>>"}
+    next: two
+  two:
+    type: set_variables
+    variables: {customer.tier: platinum, count: 2}
+    next: say
+  say: {type: say, text: "<<vars | json>>"}
+""")
+    result = run(start(flow, {"contact": {"id": 7, "name": "Ann"}, "vars": {"seed": True}}))
+    assert json.loads(result.instructions[0]["text"]) == {
+        "seed": True, "customer": {"id": 7, "tier": "platinum"}, "greeting": "Hi Ann", "count": 2,
+    }
+
+
+def test_call_control_goes_to_the_host() -> None:
+    host = flowlang.RecordingHost()
+    flow = flowlang.load_flow("""
+flow: control
+start: a
+steps:
+  a: {type: say, text: "Hello <<contact.name>>", next: b}
+  b: {type: play, url: "https://media.example.com/hold.mp3", next: c}
+  c: {type: transfer, target: "agent:<<call.agent_id>>"}
+""")
+    result = run(start(flow, {"contact": {"name": "Ann"}, "call": {"agent_id": 42}}, host=host))
+    assert result.status == "ended"
+    assert host.instructions == result.instructions == [
+        {"action": "say", "step": "a", "text": "Hello Ann"},
+        {"action": "play", "step": "b", "url": "https://media.example.com/hold.mp3"},
+        {"action": "transfer", "step": "c", "target": "agent:42"},
+    ]
+
+
+LOOP = """
+flow: loop
+start: a
+steps:
+  a: {type: set_variables, variables: {x: 1}, next: b}
+  b: {type: set_variables, variables: {y: 1}, next: a}
+"""
+
+
+def test_guards_stop_endless_flows() -> None:
+    flow = flowlang.load_flow(LOOP)
+    result = run(start(flow, settings=RuntimeSettings(max_steps=50)))
+    assert result.status == "failed"
+    assert result.error == "the run took more than 50 steps"
+    assert len(result.trace) == 50
+    same = flowlang.load_flow("flow: s\nstart: a\nsteps:\n  a: {type: set_variables, variables: {x: 1}, next: a}\n")
+    result = run(start(same))
+    assert result.status == "failed" and result.error == "step 'a' ran more than 10 times in a row"
+
+
+def test_run_deadline() -> None:
+    flow = flowlang.load_flow("""
+flow: slow
+start: call
+steps:
+  call: {type: http_request, endpoint: "https://crm.example.com/slow", next: done, on_failure: done, timeout: 5s}
+  done: {type: hangup}
+""")
+    slow = RecordedHttp({("GET", "https://crm.example.com/slow"): RecordedResponse(200, {}, "x", delay=3)})
+
+    async def main() -> flowlang.RunResult:
+        async with Runtime(http=slow, settings=RuntimeSettings(run_deadline=0.2)) as runtime:
+            return await runtime.start(flow, {})
+
+    result = run(main())
+    assert result.status == "failed"
+    assert result.error == "the run took longer than 0.2s"
+
+
+def test_a_failing_host_fails_the_run_with_a_recorded_error() -> None:
+    class BrokenHost(flowlang.RecordingHost):
+        async def say(self, text: str, *, step: str) -> None:
+            raise RuntimeError("speech service down")
+
+    flow = flowlang.load_flow("flow: h\nstart: a\nsteps:\n  a: {type: say, text: hi}\n")
+    result = run(start(flow, host=BrokenHost()))
+    assert result.status == "failed"
+    assert result.error == "RuntimeError: speech service down"
+
+
+def test_the_context_may_not_set_runtime_roots() -> None:
+    flow = flowlang.load_flow("flow: h\nstart: a\nsteps:\n  a: {type: hangup}\n")
+    for root in ("input", "steps", "secrets"):
+        with pytest.raises(ValueError, match=f"may not set '{root}'"):
+            run(start(flow, {root: {}}))
+
+
+def test_state_never_holds_secret_values() -> None:
+    flow = flowlang.load_flow("""
+flow: s
+start: call
+steps:
+  call:
+    type: http_request
+    endpoint: https://crm.example.com/echo?key=<<secrets.key>>
+    next: ask
+    on_failure: ask
+  ask: {type: collect_input, next: done, on_no_input: done}
+  done: {type: hangup}
+""")
+    echo = RecordedHttp({("GET", "https://crm.example.com/echo?key=hunter2"):
+                         RecordedResponse(200, {}, {"echo": "key=hunter2"})})
+
+    async def main() -> flowlang.RunResult:
+        async with Runtime(http=echo, secrets=flowlang.MappingSecrets({"key": "hunter2"})) as runtime:
+            return await runtime.start(flow, {})
+
+    result = run(main())
+    assert result.status == "waiting_for_input"
+    dumped = json.dumps(result.to_json())
+    assert "hunter2" not in dumped
+    assert result.state["scope"]["steps"]["call"]["response"]["body"] == {"echo": "key=[redacted]"}
+
+
+def test_run_sync_convenience() -> None:
+    flow = flowlang.load_flow(PIN_FLOW)
+    result = flowlang.run_sync(flow, {"contact": {"name": "Ann"}}, digits=["1234"], http=RecordedHttp({}))
+    assert result.status == "completed"
+    assert [entry["step"] for entry in result.trace] == ["ask", "ask", "check", "welcome"]
+
+
+def test_compiled_flows_are_shared_by_concurrent_runs() -> None:
+    flow = flowlang.load_flow(PIN_FLOW)
+
+    async def main() -> list[flowlang.RunResult]:
+        async with Runtime(http=RecordedHttp({})) as runtime:
+            firsts = await asyncio.gather(*(runtime.start(flow, {"contact": {"name": f"c{n}"}}) for n in range(200)))
+            return list(await asyncio.gather(*(
+                runtime.resume(flow, first.state or {}, "1234") for first in firsts
+            )))
+
+    results = run(main())
+    assert [r.instructions[0]["text"] for r in results] == [f"Welcome c{n}, PIN 1234." for n in range(200)]
