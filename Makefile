@@ -6,8 +6,12 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 CONTEXT := examples/expressions/context.json
+FLOWS   := examples/flows
+# Demo-only secret values; real deployments set FLOWLANG_SECRET_* from their vault.
+DEMO_SECRETS := FLOWLANG_SECRET_CRM_TOKEN=demo-crm-token FLOWLANG_SECRET_BILLING_TOKEN=demo-billing-token \
+	FLOWLANG_SECRET_CALENDAR_KEY=demo-calendar-key
 
-.PHONY: setup demo test test-compiled test-python bench lint clean
+.PHONY: setup demo demo-expressions test test-compiled test-python bench lint clean
 
 setup: $(STAMP)
 
@@ -17,8 +21,14 @@ $(STAMP): pyproject.toml setup.py ext/_cevaluator.pyx
 	$(BIN)/python -m pip install --quiet -e '.[test,bench,dev]'
 	touch $(STAMP)
 
-# Evaluate the example templates against the example context, one per line.
+# Run the account-verification call flow offline: recorded HTTP responses, the caller's digits.
 demo: $(STAMP)
+	$(DEMO_SECRETS) $(BIN)/flowlang run $(FLOWS)/account_verification.yaml \
+		--context $(FLOWS)/account_verification.context.json \
+		--responses $(FLOWS)/account_verification.responses.yaml --input ask_account=12345678#
+
+# Evaluate the example templates against the example context, one per line.
+demo-expressions: $(STAMP)
 	@echo "flowlang $$($(BIN)/python -c 'import flowlang; print(flowlang.__version__, "backend:", flowlang.BACKEND)')"
 	@while IFS= read -r template; do \
 		printf '%s\n    => ' "$$template"; \
@@ -38,7 +48,7 @@ test-python: $(STAMP)
 # Benchmarks (outside the default test run): ratios against a hand-written baseline and peers.
 bench: $(STAMP)
 	mkdir -p .benchmarks
-	FLOWLANG_REQUIRE_EXTENSIONS=1 $(BIN)/python -m pytest benchmarks --benchmark-only \
+	FLOWLANG_REQUIRE_EXTENSIONS=1 $(BIN)/python -m pytest benchmarks/test_expressions.py benchmarks/test_flows.py --benchmark-only \
 		--benchmark-columns=median,iqr,ops --benchmark-sort=name --benchmark-group-by=group -q \
 		--benchmark-json=.benchmarks/latest.json
 	$(BIN)/python benchmarks/report.py
