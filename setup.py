@@ -18,6 +18,10 @@ extensions = cythonize(
 setup(
     packages=[*find_packages(include=["flowlang", "flowlang.*"]), "flowlang.grammar"],
     package_dir={"flowlang.grammar": "grammar"},
-    package_data={"flowlang": ["py.typed"], "flowlang.grammar": ["*.lark", "*.md"]},
+    package_data={
+        "flowlang": ["py.typed"],
+        "flowlang.flow": ["*.json"],
+        "flowlang.grammar": ["*.lark", "*.md"],
+    },
     ext_modules=extensions,
 )

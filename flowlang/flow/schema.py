@@ -1,0 +1,101 @@
+"""Schema: the JSON Schema of flow documents, generated from the field table.
+
+The shipped file ``flowlang/flow/flow.schema.json`` is this function's output; a test keeps it
+current. Editors use it for completion and checks; ``flowlang check`` goes further (graph, data
+flow, templates).
+"""
+
+from __future__ import annotations
+
+__all__ = ["SCHEMA_FILE", "flow_schema"]
+
+from pathlib import Path
+from typing import Any
+
+from flowlang.flow.fields import CONDITION_OPERATORS, FIELDS, Field
+
+SCHEMA_FILE = Path(__file__).with_name("flow.schema.json")
+_STEP_ID = {"type": ["string", "integer"]}
+_TEXT = {"type": ["string", "number"]}
+
+
+def _field_schema(spec: Field) -> dict[str, Any]:
+    kind = spec.kind
+    schema: dict[str, Any]
+    if kind == "template":
+        schema = dict(_TEXT)
+    elif kind == "step":
+        schema = dict(_STEP_ID)
+    elif kind == "duration":
+        schema = {"anyOf": [
+            {"type": "number", "minimum": spec.minimum, "maximum": spec.maximum},
+            {"type": "string", "pattern": r"^\s*[0-9]+(\.[0-9]+)?\s*(ms|s)?\s*$"},
+        ]}
+    elif kind == "bool":
+        schema = {"type": "boolean"}
+    elif kind == "int":
+        schema = {"type": "integer", "minimum": spec.minimum, "maximum": spec.maximum}
+    elif kind == "enum":
+        schema = {"enum": [*spec.choices, *(choice.lower() for choice in spec.choices)]}
+    elif kind == "headers":
+        schema = {"type": "object", "maxProperties": 50,
+                  "propertyNames": {"pattern": r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$"},
+                  "additionalProperties": _TEXT}
+    elif kind == "fields":
+        schema = {"type": "object", "propertyNames": {"pattern": r"^[^.]+(\.[^.]+)*$"}}
+    elif kind == "branches":
+        row = {"type": "object", "required": ["property", "operator"], "additionalProperties": False,
+               "properties": {"property": {}, "operator": {"enum": list(CONDITION_OPERATORS)}, "value": {}}}
+        schema = {"type": "array", "minItems": 1, "items": {"oneOf": [
+            {"type": "object", "required": ["conditions", "next"], "additionalProperties": False,
+             "properties": {"conditions": {"type": "array", "minItems": 1, "items": row}, "next": _STEP_ID}},
+            {"type": "object", "required": ["expression", "next"], "additionalProperties": False,
+             "properties": {"expression": _TEXT, "next": _STEP_ID}},
+        ]}}
+    elif kind == "key":
+        schema = {"type": ["string", "integer", "null"], "pattern": r"^[0-9*#]?$"}
+    elif kind == "pattern":
+        schema = {"type": "string", "format": "regex"}
+    else:  # pragma: no cover
+        raise AssertionError(kind)
+    if spec.description:
+        schema["description"] = spec.description
+    if spec.default is not None and kind not in ("headers", "fields"):
+        schema["default"] = spec.default
+    return schema
+
+
+def flow_schema() -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) of a flow document."""
+    step_rules = []
+    for step_type, table in FIELDS.items():
+        properties: dict[str, Any] = {"type": {"const": step_type}}
+        properties.update({name: _field_schema(spec) for name, spec in table.items()})
+        required = ["type", *(name for name, spec in table.items() if spec.required)]
+        step_rules.append({
+            "if": {"properties": {"type": {"const": step_type}}, "required": ["type"]},
+            "then": {"properties": properties, "required": required, "additionalProperties": False},
+        })
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": "https://flowlang.dev/schema/flow.schema.json",
+        "title": "flowlang call flow",
+        "type": "object",
+        "required": ["flow", "start", "steps"],
+        "additionalProperties": False,
+        "properties": {
+            "flow": {"type": "string", "minLength": 1, "description": "the flow's name"},
+            "description": {"type": "string"},
+            "start": {**_STEP_ID, "description": "the id of the first step"},
+            "steps": {
+                "type": "object",
+                "minProperties": 1,
+                "additionalProperties": {
+                    "type": "object",
+                    "required": ["type"],
+                    "properties": {"type": {"enum": list(FIELDS)}},
+                    "allOf": step_rules,
+                },
+            },
+        },
+    }
