@@ -44,6 +44,7 @@ class Received:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go out at once, without a delayed-ACK stall
     received: Received
     stop: threading.Event
 

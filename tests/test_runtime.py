@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 import flowlang
 from flowlang import Runtime, RuntimeSettings
+from flowlang.runtime.console import describe_why
 from flowlang.runtime.http import RecordedHttp, RecordedResponse
 from flowlang.runtime.runner import FlowStateError
 from flowlang.runtime.steps import apply_digits
@@ -216,7 +217,10 @@ steps:
     entry = result.trace[0]
     assert entry["outcome"] == "branch 1"
     assert result.instructions == [{"action": "hangup", "step": "second"}]
-    assert entry["detail"]["why"] == "<<call.waiting_time > 30>> is true"
+    assert entry["detail"] == {"expression": "<<call.waiting_time > 30>>", "value": True}
+    assert describe_why(entry["detail"]) == "<<call.waiting_time > 30>> is true"
+    first_branch_rows = run(start(flow, {"call": {"waiting_time": 75}, "contact": {"type": "lead"}}))
+    assert first_branch_rows.trace[0]["detail"] == {"rows": [[75, "greater_than", 60], ["lead", "equals", "lead"]]}
 
 
 def test_set_variables_nest_and_merge() -> None:

@@ -5,13 +5,14 @@ from __future__ import annotations
 __all__ = ["Branch", "Endpoint", "Row", "StepBuilder", "TemplateUse", "build_steps"]
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from flowlang.engine import Engine, Template
 from flowlang.errors import FlowSyntaxError, SourcePosition, line_and_column, render_caret
 from flowlang.expr import ast
+from flowlang.flow.conditions import OPERATORS
 from flowlang.flow.fields import CONDITION_OPERATORS, FIELDS, Field
 from flowlang.flow.model import FieldTree, Finding, Step, Value
 from flowlang.flow.source import Document, Pointer
@@ -41,6 +42,12 @@ class Row:
     property: Value
     operator: str
     value: Value | None
+
+    def holds(self, scope: Mapping[str, Any]) -> tuple[bool, Any, Any]:
+        """Whether the row holds, with the property and value it compared."""
+        left = self.property.render(scope)
+        right = self.value.render(scope) if self.value is not None else None
+        return OPERATORS[self.operator](left, right), left, right
 
 
 @dataclass(frozen=True)

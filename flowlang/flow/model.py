@@ -12,28 +12,44 @@ __all__ = [
 ]
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from flowlang.engine import Template
 from flowlang.errors import FlowError, SourcePosition, render_caret
 
 
+class Renderable(Protocol):
+    """Anything with ``render(context)``: a Template, or a list of values."""
+
+    def render(self, context: Mapping[str, Any]) -> Any: ...
+
+
+Render = Callable[[Mapping[str, Any]], Any]
+
+
+def _constant(value: Any) -> Render:
+    if isinstance(value, (list, dict)):
+        return lambda context: copy.deepcopy(value)  # a literal list or map is never shared
+    return lambda context: value
+
+
 @dataclass(frozen=True, slots=True)
 class Value:
-    """A field value: a compiled template (strings) or a literal (other YAML values)."""
+    """A field value: a compiled template (strings) or a literal (other YAML values).
 
-    template: Template | None
+    ``render(context)`` is bound once: straight to the compiled template's evaluator, or to a
+    function returning the literal (a fresh copy for lists and maps).
+    """
+
+    template: Renderable | None
     literal: Any = None
+    render: Render = field(init=False, repr=False, compare=False)
 
-    def render(self, context: Mapping[str, Any]) -> Any:
-        """The value for one run; a literal list or map is copied, never shared."""
-        if self.template is not None:
-            return self.template.render(context)
-        if isinstance(self.literal, (list, dict)):
-            return copy.deepcopy(self.literal)
-        return self.literal
+    def __post_init__(self) -> None:
+        render = self.template.render if self.template is not None else _constant(self.literal)
+        object.__setattr__(self, "render", render)
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,13 +60,15 @@ class FieldTree:
     """
 
     entries: tuple[tuple[str, Value | FieldTree], ...]
+    plan: tuple[tuple[str, Render], ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        plan = tuple((key, item.render if isinstance(item, Value) else item.build) for key, item in self.entries)
+        object.__setattr__(self, "plan", plan)
 
     def build(self, context: Mapping[str, Any]) -> dict[str, Any]:
         """A fresh dict for one run."""
-        return {
-            key: item.render(context) if type(item) is Value else item.build(context)  # type: ignore[union-attr]
-            for key, item in self.entries
-        }
+        return {key: render(context) for key, render in self.plan}
 
     def __bool__(self) -> bool:
         return bool(self.entries)

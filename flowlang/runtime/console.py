@@ -6,13 +6,26 @@ __all__ = ["run_from_command_line"]
 
 import argparse
 import asyncio
-import json
 from collections.abc import Mapping
 from typing import Any, TextIO
 
+from flowlang.expr.values import to_json, to_text
 from flowlang.flow.model import CompiledFlow
 from flowlang.runtime.recorded import load_recorded_responses
 from flowlang.runtime.runner import RunResult, Runtime, RuntimeSettings
+
+
+def describe_why(detail: Mapping[str, Any]) -> str | None:
+    """Why a Condition Splitter branch was taken, in words, from the trace's data."""
+    if "rows" in detail:
+        parts = []
+        for left, operator, right in detail["rows"]:
+            shown = "" if operator in ("is_empty", "is_not_empty") else f" {to_text(right)!r}"
+            parts.append(f"{to_text(left)!r} {operator}{shown}")
+        return "; ".join(parts)
+    if "expression" in detail:
+        return f"{detail['expression']} is {to_text(detail['value']) or 'null'}"
+    return None
 
 
 def _describe(entry: dict[str, Any]) -> list[str]:
@@ -27,7 +40,12 @@ def _describe(entry: dict[str, Any]) -> list[str]:
         head += f"  {request['method']} {request['url']}{arrow}"
         for name, value in request.get("headers", {}).items():
             lines.append(f"{'':<17}{name}: {value}")
-    for key in ("why", "error", "target", "mailbox"):
+    why = describe_why(detail)
+    if why is not None:
+        lines.append(f"{'':<17}why: {why}")
+    elif entry["outcome"] == "otherwise":
+        lines.append(f"{'':<17}why: no branch held")
+    for key in ("error", "target", "mailbox"):
         if key in detail:
             lines.append(f"{'':<17}{key}: {detail[key]}")
     if entry["type"] == "collect_input" and "digits" in detail:
@@ -40,9 +58,9 @@ def _print_result(result: RunResult, out: TextIO, as_json: bool) -> None:
     entries = result.trace
     if as_json:
         for entry in entries:
-            out.write(json.dumps({"event": "step", **entry}) + "\n")
+            out.write(to_json({"event": "step", **entry}) + "\n")
         for instruction in result.instructions:
-            out.write(json.dumps({"event": "instruction", **instruction}) + "\n")
+            out.write(to_json({"event": "instruction", **instruction}) + "\n")
     else:
         for entry in entries:
             out.write("\n".join(_describe(entry)) + "\n")
@@ -79,9 +97,9 @@ async def _main(flow: CompiledFlow, context: Mapping[str, Any], inputs: dict[str
     background = runtime.background_results
     if arguments.json:
         for item in background:
-            out.write(json.dumps({"event": "background_request", **item}) + "\n")
+            out.write(to_json({"event": "background_request", **item}) + "\n")
         summary = {"event": "result", "status": result.status, "error": result.error, "awaiting": result.awaiting}
-        out.write(json.dumps(summary) + "\n")
+        out.write(to_json(summary) + "\n")
     else:
         for item in background:
             out.write(f"  background {item['step']}: {item['outcome']}"

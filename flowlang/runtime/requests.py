@@ -111,13 +111,15 @@ def _default(value: Any) -> Any:
 
 def encode_body(body: Any, limit: int) -> bytes:
     """Serialize a body value once; raise RequestError when it is not exact JSON or too large."""
-    problem = _json_problem(body)
-    if problem is not None:
-        raise RequestError(f"the body cannot be sent: {problem}")
     try:
         data = orjson.dumps(body, default=_default, option=orjson.OPT_NON_STR_KEYS)
     except (TypeError, orjson.JSONEncodeError) as error:
-        raise RequestError(f"the body cannot be sent: {error}") from None
+        raise RequestError(f"the body cannot be sent: {_json_problem(body) or error}") from None
+    # orjson writes NaN and infinity as null: look closer only when a null was written.
+    if b"null" in data:
+        problem = _json_problem(body)
+        if problem is not None:
+            raise RequestError(f"the body cannot be sent: {problem}")
     if len(data) > limit:
         raise RequestError(f"the body is {len(data)} bytes, more than the limit of {limit}")
     return data

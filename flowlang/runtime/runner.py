@@ -21,7 +21,7 @@ from flowlang.runtime.http import GuardedHttp, HttpSender, Resolver, system_reso
 from flowlang.runtime.addresses import AddressPolicy
 from flowlang.runtime.requests import PreparedRequest
 from flowlang.runtime.secrets import EnvironmentSecrets, Redactor, SecretsProvider, SecretsView
-from flowlang.runtime.steps import EXECUTORS, Transition, apply_digits
+from flowlang.runtime.steps import ASYNC_EXECUTORS, SYNC_EXECUTORS, Transition, apply_digits
 
 STATE_FORMAT = "flowlang.run/1"
 #: Roots the runtime owns; a context may not supply them (``vars`` may be seeded).
@@ -245,6 +245,8 @@ class Runtime:
 
     async def _loop(self, run: Run, step_id: str | None) -> RunResult:
         settings = self.settings
+        redactor = run.redactor
+        perf_counter = time.perf_counter
         while step_id is not None:
             if run.steps_run >= settings.max_steps:
                 return self._failed(run, f"the run took more than {settings.max_steps} steps")
@@ -255,14 +257,20 @@ class Runtime:
             run.streak = (step_id, count)
             run.steps_run += 1
             step = run.flow.steps[step_id]
-            started = time.perf_counter()
-            transition: Transition = await EXECUTORS[step.type](step, run)
+            started = perf_counter()
+            run_step = SYNC_EXECUTORS.get(step.type)
+            transition: Transition = (
+                run_step(step, run) if run_step is not None else await ASYNC_EXECUTORS[step.type](step, run)
+            )
+            detail = transition.detail
+            if detail is not None and redactor.values:
+                detail = redactor.data(detail)
             run.trace.append({
-                "step": step.id,
+                "step": step_id,
                 "type": step.type,
                 "outcome": transition.outcome,
-                "duration_ms": round((time.perf_counter() - started) * 1000, 3),
-                "detail": run.redactor.data(transition.detail),
+                "duration_ms": (perf_counter() - started) * 1000.0,
+                "detail": detail,
             })
             if transition.kind == "wait":
                 return RunResult("waiting_for_input", run.trace, run.instructions, run.state(step.id),

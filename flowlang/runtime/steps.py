@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-__all__ = ["EXECUTORS", "Transition", "apply_digits", "condition_holds"]
+__all__ = ["ASYNC_EXECUTORS", "SYNC_EXECUTORS", "Transition", "apply_digits"]
 
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from flowlang.expr.filters import default as _default_filter
-from flowlang.expr.values import contains, ends_with, equals, order, starts_with, to_text, truthy
-from flowlang.flow.build import Branch, Endpoint, Row
+from flowlang.expr.values import to_text, truthy
+from flowlang.flow.build import Endpoint
 from flowlang.flow.model import FieldTree, Step
 from flowlang.runtime.requests import PreparedRequest, RequestError, check_header, encode_body, render_endpoint
 
@@ -18,73 +16,46 @@ if TYPE_CHECKING:
     from flowlang.runtime.runner import Run
 
 
-@dataclass
-class Transition:
+class Transition(NamedTuple):
     """Where the run goes after a step: ``go`` to ``target``, ``wait`` for input, ``end``
     (a call-control step handed the call over), or ``complete`` (no next step)."""
 
     kind: str
     target: str | None
     outcome: str
-    detail: dict[str, Any] = field(default_factory=dict)
+    detail: dict[str, Any] | None = None
 
 
 def _go_or_complete(step: Step, outcome: str, detail: dict[str, Any] | None = None) -> Transition:
     target = step.fields.get("next")
-    return Transition("go" if target else "complete", target, outcome, detail or {})
+    return Transition("go" if target else "complete", target, outcome, detail)
 
 
-def _is_empty(value: Any) -> bool:
-    return _default_filter(value, _EMPTY) is _EMPTY
+def condition_splitter(step: Step, run: Run) -> Transition:
+    """The first branch whose rows all hold (or whose expression is true), else ``otherwise``.
 
-
-_EMPTY = object()
-
-_OPERATORS: dict[str, Callable[[Any, Any], bool]] = {
-    "equals": equals,
-    "not_equals": lambda a, b: not equals(a, b),
-    "contains": contains,
-    "not_contains": lambda a, b: not contains(a, b),
-    "starts_with": starts_with,
-    "ends_with": ends_with,
-    "greater_than": lambda a, b: order(">", a, b),
-    "greater_or_equal": lambda a, b: order(">=", a, b),
-    "less_than": lambda a, b: order("<", a, b),
-    "less_or_equal": lambda a, b: order("<=", a, b),
-    "is_empty": lambda a, _: _is_empty(a),
-    "is_not_empty": lambda a, _: not _is_empty(a),
-}
-
-
-def condition_holds(row: Row, scope: Mapping[str, Any]) -> tuple[bool, Any, Any]:
-    """Whether one row holds, with the property and value it compared."""
-    left = row.property.render(scope)
-    right = row.value.render(scope) if row.value is not None else None
-    return _OPERATORS[row.operator](left, right), left, right
-
-
-async def condition_splitter(step: Step, run: Run) -> Transition:
-    branches: tuple[Branch, ...] = step.fields["branches"]
-    for index, branch in enumerate(branches):
+    The trace records why as data: the compared values, formatted only when shown.
+    """
+    scope = run.scope
+    for index, branch in enumerate(step.fields["branches"]):
         if branch.expression is not None:
-            value = branch.expression.render(run.scope)
+            value = branch.expression.render(scope)
             if truthy(value):
                 return Transition("go", branch.next, f"branch {index}",
-                                  {"why": f"{branch.expression.source} is {to_text(value) or 'null'}"})
+                                  {"expression": branch.expression.source, "value": value})
             continue
-        reasons = []
+        compared = []
         for row in branch.rows:
-            holds, left, right = condition_holds(row, run.scope)
+            holds, left, right = row.holds(scope)
             if not holds:
                 break
-            shown = "" if row.value is None else f" {to_text(right)!r}"
-            reasons.append(f"{to_text(left)!r} {row.operator}{shown}")
+            compared.append([left, row.operator, right])
         else:
-            return Transition("go", branch.next, f"branch {index}", {"why": "; ".join(reasons)})
-    return Transition("go", step.fields["otherwise"], "otherwise", {"why": "no branch held"})
+            return Transition("go", branch.next, f"branch {index}", {"rows": compared})
+    return Transition("go", step.fields["otherwise"], "otherwise", None)
 
 
-async def collect_input(step: Step, run: Run) -> Transition:
+def collect_input(step: Step, run: Run) -> Transition:
     prompt = step.fields.get("prompt")
     text = to_text(prompt.render(run.scope)) if prompt is not None else ""
     awaiting = {
@@ -121,23 +92,23 @@ def apply_digits(step: Step, digits: str | None) -> tuple[str, str, str]:
     return "collected", digits, step.fields["next"]
 
 
-def _deep_merge(into: dict[str, Any], extra: Mapping[str, Any]) -> None:
-    pending = [(into, extra)]
-    while pending:
-        target, source = pending.pop()
-        for key, value in source.items():
-            existing = target.get(key)
-            if isinstance(existing, dict) and isinstance(value, dict):
-                pending.append((existing, value))
-            else:
-                target[key] = value
+def merge_variables(variables: dict[str, Any], values: Mapping[str, Any]) -> None:
+    """Set ``values`` into ``variables``; nested maps merge copy-on-write, never in place,
+    so values an earlier trace entry refers to never change."""
+    for key, value in values.items():
+        existing = variables.get(key)
+        if isinstance(existing, dict) and isinstance(value, dict):
+            merged = dict(existing)
+            merge_variables(merged, value)
+            variables[key] = merged
+        else:
+            variables[key] = value
 
 
-async def set_variables(step: Step, run: Run) -> Transition:
-    tree: FieldTree = step.fields["variables"]
-    values = tree.build(run.scope)
-    _deep_merge(run.scope["vars"], values)
-    return _go_or_complete(step, "set", {"variables": sorted(values)})
+def set_variables(step: Step, run: Run) -> Transition:
+    values = step.fields["variables"].build(run.scope)
+    merge_variables(run.scope["vars"], values)
+    return _go_or_complete(step, "set", {"variables": list(values)})
 
 
 async def say(step: Step, run: Run) -> Transition:
@@ -220,11 +191,14 @@ async def http_request(step: Step, run: Run) -> Transition:
     return Transition("go", step.fields["on_failure"], result.outcome, detail)
 
 
-EXECUTORS: dict[str, Callable[[Step, Run], Awaitable[Transition]]] = {
-    "http_request": http_request,
+#: Steps without I/O run as plain calls; the others are awaited.
+SYNC_EXECUTORS: dict[str, Callable[[Step, Run], Transition]] = {
     "condition_splitter": condition_splitter,
     "collect_input": collect_input,
     "set_variables": set_variables,
+}
+ASYNC_EXECUTORS: dict[str, Callable[[Step, Run], Awaitable[Transition]]] = {
+    "http_request": http_request,
     "say": say,
     "play": play,
     "transfer": transfer,
