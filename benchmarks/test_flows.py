@@ -22,11 +22,11 @@ import pytest
 import trustme
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "tests"))
-from servers import Server, serve  # noqa: E402
+from servers import Server, serve
 
-import flowlang  # noqa: E402
-from flowlang.runtime.http import RecordedHttp  # noqa: E402
-from flowlang.runtime.requests import encode_body  # noqa: E402
+import flowlang
+from flowlang.runtime.http import RecordedHttp
+from flowlang.runtime.requests import encode_body
 
 BATCH = 100
 
@@ -46,8 +46,12 @@ BODY = {
 }
 CONTEXT = {
     "call": {"external_number": "+14155550100", "waiting_time": 75},
-    "contact": {"first_name": "Ann", "last_name": "Smith", "tags": ["Vip", "CampaignA"],
-                "custom_fields": {"MRR": 1200}},
+    "contact": {
+        "first_name": "Ann",
+        "last_name": "Smith",
+        "tags": ["Vip", "CampaignA"],
+        "custom_fields": {"MRR": 1200},
+    },
 }
 
 
@@ -63,20 +67,42 @@ def hand_written_body(ctx: dict[str, Any]) -> bytes:
     contact, call = _get(ctx, "contact"), _get(ctx, "call")
     first, last = _get(contact, "first_name"), _get(contact, "last_name")
     number, waited = _get(call, "external_number"), _get(call, "waiting_time")
-    return orjson.dumps({
-        "customer": {"firstname": first, "lastname": last, "tags": _get(contact, "tags"),
-                     "mrr": _get(_get(contact, "custom_fields"), "MRR"), "nickname": _get(contact, "nickname")},
-        "call": {"number": number, "waited": waited,
-                 "summary": f"Caller {_text(number)} waited {_text(waited)}s"},
-        "channel": "ivr",
-        "note": f"VIP {_text(first)} {_text(last)}",
-    })
+    return orjson.dumps(
+        {
+            "customer": {
+                "firstname": first,
+                "lastname": last,
+                "tags": _get(contact, "tags"),
+                "mrr": _get(_get(contact, "custom_fields"), "MRR"),
+                "nickname": _get(contact, "nickname"),
+            },
+            "call": {
+                "number": number,
+                "waited": waited,
+                "summary": f"Caller {_text(number)} waited {_text(waited)}s",
+            },
+            "channel": "ivr",
+            "note": f"VIP {_text(first)} {_text(last)}",
+        }
+    )
 
 
 def _body_tree() -> Any:
-    document = {"flow": "b", "start": "call", "steps": {"call": {
-        "type": "http_request", "method": "POST", "endpoint": "https://crm.example.com/x",
-        "parse_response": False, "body": BODY, "next": "end"}, "end": {"type": "hangup"}}}
+    document = {
+        "flow": "b",
+        "start": "call",
+        "steps": {
+            "call": {
+                "type": "http_request",
+                "method": "POST",
+                "endpoint": "https://crm.example.com/x",
+                "parse_response": False,
+                "body": BODY,
+                "next": "end",
+            },
+            "end": {"type": "hangup"},
+        },
+    }
     return flowlang.load_flow(json.dumps(document)).steps["call"].fields["body"]
 
 
@@ -101,19 +127,30 @@ def test_body(benchmark: Any, contender: str) -> None:
 
 # --- 2. interpreter overhead: 20 steps without I/O -------------------------------------------
 
+
 def twenty_step_flow() -> flowlang.CompiledFlow:
     steps: dict[str, Any] = {}
     for index in range(10):
-        steps[f"set{index}"] = {"type": "set_variables",
-                                "variables": {f"step{index}": "<<call.waiting_time>>", "last": index},
-                                "next": f"split{index}"}
+        steps[f"set{index}"] = {
+            "type": "set_variables",
+            "variables": {f"step{index}": "<<call.waiting_time>>", "last": index},
+            "next": f"split{index}",
+        }
         following = f"set{index + 1}" if index < 9 else "done"
         steps[f"split{index}"] = {
             "type": "condition_splitter",
-            "branches": [{"conditions": [{"property": "<<vars.last>>", "operator": "greater_than", "value": 100}],
-                          "next": "done"},
-                         {"expression": "<<contact.type == \"lead\" and call.waiting_time > 60>>",
-                          "next": following}],
+            "branches": [
+                {
+                    "conditions": [
+                        {"property": "<<vars.last>>", "operator": "greater_than", "value": 100}
+                    ],
+                    "next": "done",
+                },
+                {
+                    "expression": '<<contact.type == "lead" and call.waiting_time > 60>>',
+                    "next": following,
+                },
+            ],
             "otherwise": following,
         }
     steps["done"] = {"type": "say", "text": "<<vars.last>>"}
@@ -164,6 +201,7 @@ def test_interpreter(benchmark: Any, contender: str) -> None:
 
 # --- 3. HTTP step overhead against a bare httpx request ---------------------------------------
 
+
 @pytest.fixture(scope="module")
 def https_server() -> Iterator[Server]:
     with serve(trustme.CA()) as server:
@@ -179,12 +217,29 @@ def test_http_step(benchmark: Any, https_server: Server, contender: str) -> None
     async def resolver(host: str, port: int) -> list[str]:
         return ["127.0.0.1"]
 
-    runtime = flowlang.Runtime(client=client, resolver=resolver,
-                               settings=flowlang.RuntimeSettings(allow_hosts=frozenset({"crm.test"})))
-    flow = flowlang.load_flow(json.dumps({"flow": "h", "start": "call", "steps": {
-        "call": {"type": "http_request", "endpoint": url, "next": "done", "on_failure": "failed"},
-        "done": {"type": "say", "text": "<<steps.call.response.body.tier>>"},
-        "failed": {"type": "say", "text": "failed"}}}))
+    runtime = flowlang.Runtime(
+        client=client,
+        resolver=resolver,
+        settings=flowlang.RuntimeSettings(allow_hosts=frozenset({"crm.test"})),
+    )
+    flow = flowlang.load_flow(
+        json.dumps(
+            {
+                "flow": "h",
+                "start": "call",
+                "steps": {
+                    "call": {
+                        "type": "http_request",
+                        "endpoint": url,
+                        "next": "done",
+                        "on_failure": "failed",
+                    },
+                    "done": {"type": "say", "text": "<<steps.call.response.body.tier>>"},
+                    "failed": {"type": "say", "text": "failed"},
+                },
+            }
+        )
+    )
     bare = httpx.AsyncClient(verify=https_server.client_ssl_context(), trust_env=False)
     bare_url = https_server.url("127.0.0.1", "/json")
 
@@ -233,9 +288,18 @@ def test_concurrent_suspended_runs(benchmark: Any) -> None:
             tracemalloc.start()
             before = tracemalloc.get_traced_memory()[0]
             started = time.perf_counter()
-            waiting = await asyncio.gather(*(
-                runtime.start(flow, {"call": {"external_number": f"+1415555{n:04d}"}, "contact": {"name": f"c{n}"}})
-                for n in range(count)))
+            waiting = await asyncio.gather(
+                *(
+                    runtime.start(
+                        flow,
+                        {
+                            "call": {"external_number": f"+1415555{n:04d}"},
+                            "contact": {"name": f"c{n}"},
+                        },
+                    )
+                    for n in range(count)
+                )
+            )
             start_seconds = time.perf_counter() - started
             states = [result.state for result in waiting]
             del waiting
@@ -243,14 +307,22 @@ def test_concurrent_suspended_runs(benchmark: Any) -> None:
             held = tracemalloc.get_traced_memory()[0] - before
             tracemalloc.stop()
             started = time.perf_counter()
-            done = await asyncio.gather(*(runtime.resume(flow, state or {}, "1234") for state in states))
+            done = await asyncio.gather(
+                *(runtime.resume(flow, state or {}, "1234") for state in states)
+            )
             resume_seconds = time.perf_counter() - started
             assert all(result.status == "completed" for result in done)
             return start_seconds, resume_seconds, held / count
 
-    start_seconds, resume_seconds, per_run = benchmark.pedantic(lambda: asyncio.run(scenario()), rounds=1)
+    start_seconds, resume_seconds, per_run = benchmark.pedantic(
+        lambda: asyncio.run(scenario()), rounds=1
+    )
     benchmark.group = "F4 concurrency"
-    benchmark.extra_info.update(workload="F4 10k suspended", contender="flowlang", batch=1,
-                                starts_per_second=count / start_seconds,
-                                resumes_per_second=count / resume_seconds,
-                                bytes_per_suspended_run=per_run)
+    benchmark.extra_info.update(
+        workload="F4 10k suspended",
+        contender="flowlang",
+        batch=1,
+        starts_per_second=count / start_seconds,
+        resumes_per_second=count / resume_seconds,
+        bytes_per_suspended_run=per_run,
+    )

@@ -18,12 +18,12 @@ from typing import Any, TextIO
 from flowlang import __version__
 from flowlang.engine import Engine
 from flowlang.errors import FlowError, FlowSyntaxError
-from flowlang.flow import check_flow, load_flow
-from flowlang.flow.model import FlowDocumentError
-from flowlang.flow.source import DocumentError
 from flowlang.expr.backends import AVAILABLE
 from flowlang.expr.syntax import SYNTAXES
 from flowlang.expr.values import to_json
+from flowlang.flow import check_flow, load_flow
+from flowlang.flow.model import FlowDocumentError
+from flowlang.flow.source import DocumentError
 
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
@@ -67,6 +67,10 @@ def _eval(arguments: argparse.Namespace, stdout: TextIO, stdin: TextIO) -> int:
     return 0
 
 
+def _plural(count: int) -> str:
+    return "" if count == 1 else "s"
+
+
 def _check(arguments: argparse.Namespace, stdout: TextIO, stdin: TextIO) -> int:
     errors = warnings = 0
     for name in arguments.files:
@@ -83,8 +87,10 @@ def _check(arguments: argparse.Namespace, stdout: TextIO, stdin: TextIO) -> int:
             else:
                 warnings += 1
     count = len(arguments.files)
-    stdout.write(f"{count} file{'s' if count != 1 else ''} checked: {errors} error{'s' if errors != 1 else ''}, "
-                 f"{warnings} warning{'s' if warnings != 1 else ''}\n")
+    stdout.write(
+        f"{count} file{_plural(count)} checked: {errors} error{_plural(errors)}, "
+        f"{warnings} warning{_plural(warnings)}\n"
+    )
     return EXIT_FAILED if errors else 0
 
 
@@ -145,22 +151,39 @@ def _parser() -> argparse.ArgumentParser:
     )
     evaluate.set_defaults(handler=_eval)
 
-    run = commands.add_parser("run", help="run a call flow for one call and show each step",
-                              description="Run FLOW for one call; show each step, the branch taken and why, "
-                                          "the requests (secrets redacted) and the host instructions.")
+    run = commands.add_parser(
+        "run",
+        help="run a call flow for one call and show each step",
+        description="Run FLOW for one call; show each step, the branch taken and why, "
+        "the requests (secrets redacted) and the host instructions.",
+    )
     run.add_argument("flow", metavar="FLOW", help="flow document (YAML or JSON)")
-    run.add_argument("--context", metavar="FILE", help="JSON object with call, contact, ...; '-' reads stdin")
-    run.add_argument("--input", action="append", metavar="STEP=DIGITS",
-                     help="digits the caller enters at a collect_input step (empty: no input); repeatable")
+    run.add_argument(
+        "--context", metavar="FILE", help="JSON object with call, contact, ...; '-' reads stdin"
+    )
+    run.add_argument(
+        "--input",
+        action="append",
+        metavar="STEP=DIGITS",
+        help="digits the caller enters at a collect_input step (empty: no input); repeatable",
+    )
     run.add_argument("--responses", metavar="FILE", help="recorded HTTP responses: run offline")
     run.add_argument("--interactive", action="store_true", help="ask for digits in the terminal")
     run.add_argument("--json", action="store_true", help="print the trace as JSON lines")
-    run.add_argument("--allow-host", action="append", default=[], metavar="HOST",
-                     help="let requests reach HOST even on loopback or a private network, and over http")
+    run.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="HOST",
+        help="let requests reach HOST even on loopback or a private network, and over http",
+    )
     run.set_defaults(handler=_run)
 
-    check = commands.add_parser("check", help="validate flow documents",
-                                description="Check flow documents: schema, step graph, templates, data flow.")
+    check = commands.add_parser(
+        "check",
+        help="validate flow documents",
+        description="Check flow documents: schema, step graph, templates, data flow.",
+    )
     check.add_argument("files", nargs="+", metavar="FILE")
     check.set_defaults(handler=_check)
     return parser

@@ -9,7 +9,7 @@ from collections.abc import Iterable
 
 
 def did_you_mean(name: object, options: Iterable[str]) -> str:
-    """``"; did you mean 'x'?"`` for the closest option (or one that ``name`` begins), else ``""``."""
+    """``"; did you mean 'x'?"`` for the closest option (or one ``name`` begins), else ``""``."""
     text = str(name)
     choices = list(options)
     close = difflib.get_close_matches(text, choices, n=1)

@@ -51,8 +51,13 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, *args: Any) -> None:  # keep test output clean
         pass
 
-    def _send(self, status: int, body: bytes, content_type: str = "application/json",
-              extra: dict[str, str] | None = None) -> None:
+    def _send(
+        self,
+        status: int,
+        body: bytes,
+        content_type: str = "application/json",
+        extra: dict[str, str] | None = None,
+    ) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
@@ -115,7 +120,9 @@ class _Handler(BaseHTTPRequestHandler):
         elif path == "/deep-json":
             self._send(200, b"[" * 100 + b"]" * 100)
         elif path == "/reset":
-            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            self.connection.setsockopt(
+                socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
+            )
             self.connection.shutdown(socket.SHUT_RDWR)
             self.close_connection = True
         elif path == "/redirect":
@@ -146,7 +153,12 @@ class Server:
 
 
 @contextmanager
-def serve(ca: trustme.CA, *, tls: bool = True, names: tuple[str, ...] = ("crm.test", "other.test", "localhost")) -> Iterator[Server]:
+def serve(
+    ca: trustme.CA,
+    *,
+    tls: bool = True,
+    names: tuple[str, ...] = ("crm.test", "other.test", "localhost"),
+) -> Iterator[Server]:
     """Run a loopback server for the duration of the block, then stop it and its threads."""
     received = Received()
     stop = threading.Event()
@@ -157,7 +169,9 @@ def serve(ca: trustme.CA, *, tls: bool = True, names: tuple[str, ...] = ("crm.te
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ca.issue_cert(*names, "127.0.0.1").configure_cert(context)
         httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread = threading.Thread(
+        target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+    )
     thread.start()
     try:
         yield Server(httpd.server_address[1], received, ca, "https" if tls else "http")

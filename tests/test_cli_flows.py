@@ -20,8 +20,13 @@ def cli(*argv: str, stdin: str = "") -> tuple[int, str]:
 
 
 def example(name: str) -> list[str]:
-    return [str(FLOWS / f"{name}.yaml"), "--context", str(FLOWS / f"{name}.context.json"),
-            "--responses", str(FLOWS / f"{name}.responses.yaml")]
+    return [
+        str(FLOWS / f"{name}.yaml"),
+        "--context",
+        str(FLOWS / f"{name}.context.json"),
+        "--responses",
+        str(FLOWS / f"{name}.responses.yaml"),
+    ]
 
 
 @pytest.fixture(autouse=True)
@@ -33,7 +38,10 @@ def _secrets(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_run_shows_steps_branches_requests_and_the_host() -> None:
     status, out = cli("run", *example("vip_routing"))
     assert status == 0
-    assert "lookup         http_request        success  GET https://crm.example.com/api/contacts?phone=%2B14155550100 -> 200" in out
+    assert (
+        "lookup         http_request        success  GET https://crm.example.com/api/contacts?phone=%2B14155550100 -> 200"
+        in out
+    )
     assert "Authorization: Bearer [redacted]" in out and "secret-crm_token" not in out
     assert "why: 'gold' equals 'gold'" in out
     assert "host <- transfer(target='queue:vip')" in out
@@ -65,12 +73,18 @@ def test_run_json_lines() -> None:
     events = [json.loads(line) for line in out.splitlines()]
     assert status == 0
     assert [event["step"] for event in events if event["event"] == "step"] == [
-        "hours", "decide", "closed_message", "voicemail"]
+        "hours",
+        "decide",
+        "closed_message",
+        "voicemail",
+    ]
     assert events[-1] == {"event": "result", "status": "ended", "error": None, "awaiting": None}
     assert "secret-calendar_key" not in out
 
 
-def test_run_refuses_an_invalid_flow_with_status_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_run_refuses_an_invalid_flow_with_status_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("flow: t\nstart: a\nsteps:\n  a: {type: say, text: hi, next: b}\n")
     assert cli("run", str(bad))[0] == 2
@@ -78,7 +92,11 @@ def test_run_refuses_an_invalid_flow_with_status_2(tmp_path: Path, capsys: pytes
 
 
 def test_check_passes_the_examples() -> None:
-    files = [str(path) for path in sorted(FLOWS.glob("*.yaml")) if not path.name.endswith(".responses.yaml")]
+    files = [
+        str(path)
+        for path in sorted(FLOWS.glob("*.yaml"))
+        if not path.name.endswith(".responses.yaml")
+    ]
     status, out = cli("check", *files)
     assert (status, out) == (0, "3 files checked: 0 errors, 0 warnings\n")
 

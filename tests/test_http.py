@@ -31,7 +31,9 @@ def server(ca: trustme.CA) -> Iterator[Server]:
         yield running
 
 
-RESPONSE = "<<steps.call.outcome>> <<steps.call.response.status>> <<steps.call.response.body | json>>"
+RESPONSE = (
+    "<<steps.call.outcome>> <<steps.call.response.status>> <<steps.call.response.body | json>>"
+)
 
 
 def http_flow(step: Mapping[str, Any], seen: str = RESPONSE) -> flowlang.CompiledFlow:
@@ -47,9 +49,15 @@ def http_flow(step: Mapping[str, Any], seen: str = RESPONSE) -> flowlang.Compile
     return flowlang.load_flow(json.dumps(document))
 
 
-def run_flow(server: Server, flow: flowlang.CompiledFlow, context: Mapping[str, Any] | None = None,
-             *, names: Mapping[str, list[str]] | None = None, allow: tuple[str, ...] = ("crm.test",),
-             **settings: Any) -> tuple[flowlang.RunResult, Runtime]:
+def run_flow(
+    server: Server,
+    flow: flowlang.CompiledFlow,
+    context: Mapping[str, Any] | None = None,
+    *,
+    names: Mapping[str, list[str]] | None = None,
+    allow: tuple[str, ...] = ("crm.test",),
+    **settings: Any,
+) -> tuple[flowlang.RunResult, Runtime]:
     """Run on a runtime whose resolver maps test names to loopback."""
     table = {"crm.test": ["127.0.0.1"], **(names or {})}
 
@@ -60,8 +68,12 @@ def run_flow(server: Server, flow: flowlang.CompiledFlow, context: Mapping[str, 
 
     async def main() -> tuple[flowlang.RunResult, Runtime]:
         async with httpx.AsyncClient(verify=server.client_ssl_context(), trust_env=False) as client:
-            runtime = Runtime(client=client, resolver=resolver, secrets=MappingSecrets({"api_key": SECRET}),
-                              settings=RuntimeSettings(allow_hosts=frozenset(allow), **settings))
+            runtime = Runtime(
+                client=client,
+                resolver=resolver,
+                secrets=MappingSecrets({"api_key": SECRET}),
+                settings=RuntimeSettings(allow_hosts=frozenset(allow), **settings),
+            )
             async with runtime:
                 result = await runtime.start(flow, context or {})
             return result, runtime
@@ -81,10 +93,14 @@ def test_get_json_over_https_with_sni_and_certificate_checked(server: Server) ->
 
 
 def test_templated_values_are_encoded_and_cannot_change_the_url(server: Server) -> None:
-    flow = http_flow({
-        "endpoint": server.url("crm.test", "/echo/<<vars.id>>/<<vars.dots>>?q=<<vars.q>>&n=<<vars.n>>"),
-        "method": "GET",
-    })
+    flow = http_flow(
+        {
+            "endpoint": server.url(
+                "crm.test", "/echo/<<vars.id>>/<<vars.dots>>?q=<<vars.q>>&n=<<vars.n>>"
+            ),
+            "method": "GET",
+        }
+    )
     context = {"vars": {"id": "../admin/x y", "dots": "..", "q": "a&b=c#d", "n": 7}}
     result, _ = run_flow(server, flow, context)
     assert result.status == "completed", result.error
@@ -94,22 +110,30 @@ def test_templated_values_are_encoded_and_cannot_change_the_url(server: Server) 
 
 
 def test_post_body_keeps_types_and_dotted_keys_nest(server: Server) -> None:
-    flow = http_flow({
-        "endpoint": server.url("crm.test", "/echo"),
-        "method": "POST",
-        "headers": {"X-Caller": "<<call.external_number>>", "Authorization": "Bearer <<secrets.api_key>>"},
-        "body": {
-            "customer.firstname": "<<contact.first>>",
-            "customer.lastname": "Doe",
-            "tags": "<<contact.tags>>",
-            "count": "<<vars.n>>",
-            "missing": "<<contact.nope>>",
-            "note": "Caller <<call.external_number>> waited <<vars.n>>s",
-            "fixed": [1, "two", None],
-        },
-    })
-    context = {"call": {"external_number": "+14155550100"}, "contact": {"first": "John", "tags": ["Vip"]},
-               "vars": {"n": 3}}
+    flow = http_flow(
+        {
+            "endpoint": server.url("crm.test", "/echo"),
+            "method": "POST",
+            "headers": {
+                "X-Caller": "<<call.external_number>>",
+                "Authorization": "Bearer <<secrets.api_key>>",
+            },
+            "body": {
+                "customer.firstname": "<<contact.first>>",
+                "customer.lastname": "Doe",
+                "tags": "<<contact.tags>>",
+                "count": "<<vars.n>>",
+                "missing": "<<contact.nope>>",
+                "note": "Caller <<call.external_number>> waited <<vars.n>>s",
+                "fixed": [1, "two", None],
+            },
+        }
+    )
+    context = {
+        "call": {"external_number": "+14155550100"},
+        "contact": {"first": "John", "tags": ["Vip"]},
+        "vars": {"n": 3},
+    }
     result, _ = run_flow(server, flow, context)
     assert result.status == "completed", result.error
     request = server.received.requests[0]
@@ -161,7 +185,9 @@ def test_non_2xx_response_is_still_readable_on_the_failure_path(server: Server) 
 
 @pytest.mark.parametrize("path", ["/drip", "/silent"])
 def test_one_total_deadline_even_for_a_dripping_server(server: Server, path: str) -> None:
-    flow = http_flow({"endpoint": server.url("crm.test", path), "timeout": "800ms", "on_timeout": "timed_out"})
+    flow = http_flow(
+        {"endpoint": server.url("crm.test", path), "timeout": "800ms", "on_timeout": "timed_out"}
+    )
     started = time.monotonic()
     result, _ = run_flow(server, flow)
     elapsed = time.monotonic() - started
@@ -172,26 +198,34 @@ def test_one_total_deadline_even_for_a_dripping_server(server: Server, path: str
 
 def test_redirects_followed_only_when_asked_and_checked_per_hop(server: Server) -> None:
     follow = {"follow_redirects": True}
-    ok, _ = run_flow(server, http_flow({"endpoint": server.url("crm.test", "/redirect?to=/json"), **follow}))
+    ok, _ = run_flow(
+        server, http_flow({"endpoint": server.url("crm.test", "/redirect?to=/json"), **follow})
+    )
     assert ok.trace[0]["outcome"] == "success"
     downgrade = server.url("crm.test", "/redirect?to=http://crm.test/json")
     refused, _ = run_flow(server, http_flow({"endpoint": downgrade, **follow}))
     assert refused.trace[0]["outcome"] == "refused"
     assert "from https to http" in said(refused)
     to_private = server.url("crm.test", "/redirect?to=https://evil.test/echo")
-    guarded, _ = run_flow(server, http_flow({"endpoint": to_private, **follow}), names={"evil.test": ["10.0.0.5"]})
+    guarded, _ = run_flow(
+        server, http_flow({"endpoint": to_private, **follow}), names={"evil.test": ["10.0.0.5"]}
+    )
     assert guarded.trace[0]["outcome"] == "refused"
     assert "10.0.0.5, a private address" in said(guarded)
 
 
 def test_credentials_are_dropped_across_origins(server: Server) -> None:
     other = server.url("other.test", "/echo")
-    flow = http_flow({
-        "endpoint": server.url("crm.test", f"/redirect?to={other}"),
-        "follow_redirects": True,
-        "headers": {"Authorization": "Bearer <<secrets.api_key>>", "X-Kept": "yes"},
-    })
-    result, _ = run_flow(server, flow, names={"other.test": ["127.0.0.1"]}, allow=("crm.test", "other.test"))
+    flow = http_flow(
+        {
+            "endpoint": server.url("crm.test", f"/redirect?to={other}"),
+            "follow_redirects": True,
+            "headers": {"Authorization": "Bearer <<secrets.api_key>>", "X-Kept": "yes"},
+        }
+    )
+    result, _ = run_flow(
+        server, flow, names={"other.test": ["127.0.0.1"]}, allow=("crm.test", "other.test")
+    )
     assert result.trace[0]["outcome"] == "success"
     final = server.received.requests[-1]["headers"]
     assert "authorization" not in final and final["x-kept"] == "yes"
@@ -201,9 +235,21 @@ def test_credentials_are_dropped_across_origins(server: Server) -> None:
 @pytest.mark.parametrize(
     "addresses",
     [
-        ["127.0.0.1"], ["10.1.2.3"], ["192.168.1.1"], ["172.16.0.1"], ["169.254.169.254"], ["100.64.0.1"],
-        ["0.0.0.0"], ["::1"], ["fe80::1"], ["fc00::1"], ["::ffff:127.0.0.1"], ["64:ff9b::7f00:1"],
-        ["2002:7f00:1::1"], ["224.0.0.1"], ["8.8.8.8", "127.0.0.1"],
+        ["127.0.0.1"],
+        ["10.1.2.3"],
+        ["192.168.1.1"],
+        ["172.16.0.1"],
+        ["169.254.169.254"],
+        ["100.64.0.1"],
+        ["0.0.0.0"],
+        ["::1"],
+        ["fe80::1"],
+        ["fc00::1"],
+        ["::ffff:127.0.0.1"],
+        ["64:ff9b::7f00:1"],
+        ["2002:7f00:1::1"],
+        ["224.0.0.1"],
+        ["8.8.8.8", "127.0.0.1"],
     ],
     ids=lambda addresses: "+".join(addresses),
 )
@@ -214,7 +260,9 @@ def test_address_guard_refuses_by_resolved_address(server: Server, addresses: li
     assert server.received.requests == []
 
 
-@pytest.mark.parametrize("host", ["2130706433", "127.1", "0x7f.1", "017700000001", "[::ffff:127.0.0.1]", "127.0.0.1"])
+@pytest.mark.parametrize(
+    "host", ["2130706433", "127.1", "0x7f.1", "017700000001", "[::ffff:127.0.0.1]", "127.0.0.1"]
+)
 def test_address_guard_reads_every_literal_spelling(server: Server, host: str) -> None:
     flow = http_flow({"endpoint": server.url(host, "/json")})
     result, _ = run_flow(server, flow)
@@ -227,8 +275,11 @@ def test_plain_http_only_for_allow_listed_hosts(ca: trustme.CA) -> None:
     with serve(ca, tls=False) as plain:
         allowed, _ = run_flow(plain, http_flow({"endpoint": plain.url("crm.test", "/json")}))
         assert allowed.trace[0]["outcome"] == "success"
-        public, _ = run_flow(plain, http_flow({"endpoint": plain.url("public.test", "/json")}),
-                             names={"public.test": ["93.184.216.34"]})
+        public, _ = run_flow(
+            plain,
+            http_flow({"endpoint": plain.url("public.test", "/json")}),
+            names={"public.test": ["93.184.216.34"]},
+        )
         assert public.trace[0]["outcome"] == "refused"
         assert "plain http" in said(public)
         assert len(plain.received.requests) == 1
@@ -243,8 +294,12 @@ def test_a_certificate_from_another_authority_is_refused(ca: trustme.CA) -> None
 
 
 @pytest.mark.parametrize("value", ["x\r\nInjected: 1", "line\nbreak", "nul\x00", "café"])
-def test_header_values_with_line_breaks_or_non_ascii_are_refused_before_sending(server: Server, value: str) -> None:
-    flow = http_flow({"endpoint": server.url("crm.test", "/echo"), "headers": {"X-Value": "<<vars.v>>"}})
+def test_header_values_with_line_breaks_or_non_ascii_are_refused_before_sending(
+    server: Server, value: str
+) -> None:
+    flow = http_flow(
+        {"endpoint": server.url("crm.test", "/echo"), "headers": {"X-Value": "<<vars.v>>"}}
+    )
     result, _ = run_flow(server, flow, {"vars": {"v": value}})
     assert result.trace[0]["outcome"] == "invalid_request"
     assert "header 'X-Value'" in said(result)
@@ -253,24 +308,35 @@ def test_header_values_with_line_breaks_or_non_ascii_are_refused_before_sending(
 
 @pytest.mark.parametrize(
     ("value", "problem"),
-    [(float("nan"), "nan is not a JSON number"), (float("inf"), "inf is not a JSON number"),
-     (2**64, "beyond 64 bits")],
+    [
+        (float("nan"), "nan is not a JSON number"),
+        (float("inf"), "inf is not a JSON number"),
+        (2**64, "beyond 64 bits"),
+    ],
 )
-def test_bodies_that_json_cannot_carry_exactly_are_refused(server: Server, value: Any, problem: str) -> None:
-    flow = http_flow({"endpoint": server.url("crm.test", "/echo"), "method": "POST", "body": {"v": "<<vars.v>>"}})
+def test_bodies_that_json_cannot_carry_exactly_are_refused(
+    server: Server, value: Any, problem: str
+) -> None:
+    flow = http_flow(
+        {"endpoint": server.url("crm.test", "/echo"), "method": "POST", "body": {"v": "<<vars.v>>"}}
+    )
     result, _ = run_flow(server, flow, {"vars": {"v": value}})
     assert result.trace[0]["outcome"] == "invalid_request"
     assert problem in said(result)
     assert server.received.requests == []
 
 
-def test_secrets_never_reach_traces_errors_or_logs(server: Server, caplog: pytest.LogCaptureFixture) -> None:
+def test_secrets_never_reach_traces_errors_or_logs(
+    server: Server, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG)
-    flow = http_flow({
-        "endpoint": server.url("crm.test", "/silent?key=<<secrets.api_key>>"),
-        "headers": {"X-Key": "<<secrets.api_key>>"},
-        "timeout": "300ms",
-    })
+    flow = http_flow(
+        {
+            "endpoint": server.url("crm.test", "/silent?key=<<secrets.api_key>>"),
+            "headers": {"X-Key": "<<secrets.api_key>>"},
+            "timeout": "300ms",
+        }
+    )
     result, _ = run_flow(server, flow)
     assert result.trace[0]["outcome"] == "timeout"
     assert server.received.requests[0]["query"] == f"key={SECRET}"
@@ -280,8 +346,10 @@ def test_secrets_never_reach_traces_errors_or_logs(server: Server, caplog: pytes
 
 
 def test_fire_and_forget_moves_on_and_close_waits_for_the_request(server: Server) -> None:
-    flow = http_flow({"endpoint": server.url("crm.test", "/drip"), "parse_response": False, "timeout": "1s"},
-                     seen="<<steps.call.outcome>>")
+    flow = http_flow(
+        {"endpoint": server.url("crm.test", "/drip"), "parse_response": False, "timeout": "1s"},
+        seen="<<steps.call.outcome>>",
+    )
     started = time.monotonic()
     result, runtime = run_flow(server, flow)
     assert result.trace[0]["outcome"] == "sent"

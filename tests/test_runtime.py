@@ -51,8 +51,9 @@ def run(coro: Any) -> Any:
     return asyncio.run(coro)
 
 
-async def start(flow: flowlang.CompiledFlow, context: dict[str, Any] | None = None,
-                **options: Any) -> flowlang.RunResult:
+async def start(
+    flow: flowlang.CompiledFlow, context: dict[str, Any] | None = None, **options: Any
+) -> flowlang.RunResult:
     async with Runtime(http=RecordedHttp({}), **options) as runtime:
         return await runtime.start(flow, context or {})
 
@@ -61,8 +62,14 @@ def test_collect_input_suspends_and_resumes_in_a_fresh_runtime() -> None:
     flow = flowlang.load_flow(PIN_FLOW)
     first = run(start(flow, {"contact": {"name": "Ann"}}))
     assert first.status == "waiting_for_input"
-    assert first.awaiting == {"step": "ask", "prompt": "Enter your PIN for Ann.", "max_digits": 6,
-                              "min_digits": 4, "finish_on_key": "#", "timeout": 5.0}
+    assert first.awaiting == {
+        "step": "ask",
+        "prompt": "Enter your PIN for Ann.",
+        "max_digits": 6,
+        "min_digits": 4,
+        "finish_on_key": "#",
+        "timeout": 5.0,
+    }
     state = json.loads(json.dumps(first.state))  # plain JSON, as a host would store it
 
     async def resume() -> flowlang.RunResult:
@@ -71,7 +78,9 @@ def test_collect_input_suspends_and_resumes_in_a_fresh_runtime() -> None:
 
     second = run(resume())
     assert second.status == "completed"
-    assert second.instructions == [{"action": "say", "step": "welcome", "text": "Welcome Ann, PIN 1234."}]
+    assert second.instructions == [
+        {"action": "say", "step": "welcome", "text": "Welcome Ann, PIN 1234."}
+    ]
     assert [entry["outcome"] for entry in second.trace] == ["collected", "branch 0", "said"]
 
 
@@ -128,8 +137,14 @@ def test_resume_in_another_process() -> None:
         asyncio.run(main())
         """
     )
-    child = subprocess.run([sys.executable, "-c", script], input=PIN_FLOW + "\n---\n" + json.dumps(first.state),
-                           capture_output=True, text=True, timeout=60, check=True)
+    child = subprocess.run(
+        [sys.executable, "-c", script],
+        input=PIN_FLOW + "\n---\n" + json.dumps(first.state),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
     result = json.loads(child.stdout)
     assert result["status"] == "completed"
     assert result["instructions"][0]["text"] == "Welcome Ann, PIN 1234."
@@ -168,13 +183,22 @@ steps:
 @pytest.mark.parametrize(
     ("op", "left", "value", "holds"),
     [
-        ("equals", "gold", '"gold"', True), ("equals", "Gold", '"gold"', False), ("equals", 60, '"60"', True),
-        ("equals", False, "false", True), ("not_equals", "a", '"b"', True),
-        ("contains", ["Vip", "X"], '"Vip"', True), ("contains", "Smith", '"mit"', True),
-        ("not_contains", ["Vip"], '"Gold"', True), ("starts_with", "+44 20", '"+44"', True),
+        ("equals", "gold", '"gold"', True),
+        ("equals", "Gold", '"gold"', False),
+        ("equals", 60, '"60"', True),
+        ("equals", False, "false", True),
+        ("not_equals", "a", '"b"', True),
+        ("contains", ["Vip", "X"], '"Vip"', True),
+        ("contains", "Smith", '"mit"', True),
+        ("not_contains", ["Vip"], '"Gold"', True),
+        ("starts_with", "+44 20", '"+44"', True),
         ("ends_with", "a@example.com", '"@example.com"', True),
-        ("greater_than", 75, "60", True), ("greater_than", "75", "60", True), ("greater_than", None, "60", False),
-        ("less_than", 5, "10", True), ("greater_or_equal", 60, "60", True), ("less_or_equal", 61, "60", False),
+        ("greater_than", 75, "60", True),
+        ("greater_than", "75", "60", True),
+        ("greater_than", None, "60", False),
+        ("less_than", 5, "10", True),
+        ("greater_or_equal", 60, "60", True),
+        ("less_or_equal", 61, "60", False),
     ],
 )
 def test_condition_splitter_operators(op: str, left: Any, value: str, holds: bool) -> None:
@@ -183,13 +207,15 @@ def test_condition_splitter_operators(op: str, left: Any, value: str, holds: boo
     assert result.instructions[0]["text"] == ("yes" if holds else "no")
 
 
-@pytest.mark.parametrize(("value", "empty"), [(None, True), ("", True), ([], True), ({}, True), ("x", False),
-                                              (0, False), (False, False)])
+@pytest.mark.parametrize(
+    ("value", "empty"),
+    [(None, True), ("", True), ([], True), ({}, True), ("x", False), (0, False), (False, False)],
+)
 def test_is_empty_and_is_not_empty(value: Any, empty: bool) -> None:
-    text = CONDITIONS.replace(', value: {value}', "").replace('"{op}"', "is_empty")
+    text = CONDITIONS.replace(", value: {value}", "").replace('"{op}"', "is_empty")
     result = run(start(flowlang.load_flow(text), {"v": value}))
     assert result.instructions[0]["text"] == ("yes" if empty else "no")
-    text = CONDITIONS.replace(', value: {value}', "").replace('"{op}"', "is_not_empty")
+    text = CONDITIONS.replace(", value: {value}", "").replace('"{op}"', "is_not_empty")
     result = run(start(flowlang.load_flow(text), {"v": value}))
     assert result.instructions[0]["text"] == ("no" if empty else "yes")
 
@@ -219,8 +245,12 @@ steps:
     assert result.instructions == [{"action": "hangup", "step": "second"}]
     assert entry["detail"] == {"expression": "<<call.waiting_time > 30>>", "value": True}
     assert describe_why(entry["detail"]) == "<<call.waiting_time > 30>> is true"
-    first_branch_rows = run(start(flow, {"call": {"waiting_time": 75}, "contact": {"type": "lead"}}))
-    assert first_branch_rows.trace[0]["detail"] == {"rows": [[75, "greater_than", 60], ["lead", "equals", "lead"]]}
+    first_branch_rows = run(
+        start(flow, {"call": {"waiting_time": 75}, "contact": {"type": "lead"}})
+    )
+    assert first_branch_rows.trace[0]["detail"] == {
+        "rows": [[75, "greater_than", 60], ["lead", "equals", "lead"]]
+    }
 
 
 def test_set_variables_nest_and_merge() -> None:
@@ -240,7 +270,10 @@ steps:
 """)
     result = run(start(flow, {"contact": {"id": 7, "name": "Ann"}, "vars": {"seed": True}}))
     assert json.loads(result.instructions[0]["text"]) == {
-        "seed": True, "customer": {"id": 7, "tier": "platinum"}, "greeting": "Hi Ann", "count": 2,
+        "seed": True,
+        "customer": {"id": 7, "tier": "platinum"},
+        "greeting": "Hi Ann",
+        "count": 2,
     }
 
 
@@ -256,11 +289,15 @@ steps:
 """)
     result = run(start(flow, {"contact": {"name": "Ann"}, "call": {"agent_id": 42}}, host=host))
     assert result.status == "ended"
-    assert host.instructions == result.instructions == [
-        {"action": "say", "step": "a", "text": "Hello Ann"},
-        {"action": "play", "step": "b", "url": "https://media.example.com/hold.mp3"},
-        {"action": "transfer", "step": "c", "target": "agent:42"},
-    ]
+    assert (
+        host.instructions
+        == result.instructions
+        == [
+            {"action": "say", "step": "a", "text": "Hello Ann"},
+            {"action": "play", "step": "b", "url": "https://media.example.com/hold.mp3"},
+            {"action": "transfer", "step": "c", "target": "agent:42"},
+        ]
+    )
 
 
 LOOP = """
@@ -278,7 +315,9 @@ def test_guards_stop_endless_flows() -> None:
     assert result.status == "failed"
     assert result.error == "the run took more than 50 steps"
     assert len(result.trace) == 50
-    same = flowlang.load_flow("flow: s\nstart: a\nsteps:\n  a: {type: set_variables, variables: {x: 1}, next: a}\n")
+    same = flowlang.load_flow(
+        "flow: s\nstart: a\nsteps:\n  a: {type: set_variables, variables: {x: 1}, next: a}\n"
+    )
     result = run(start(same))
     assert result.status == "failed" and result.error == "step 'a' ran more than 10 times in a row"
 
@@ -291,7 +330,9 @@ steps:
   call: {type: http_request, endpoint: "https://crm.example.com/slow", next: done, on_failure: done, timeout: 5s}
   done: {type: hangup}
 """)
-    slow = RecordedHttp({("GET", "https://crm.example.com/slow"): RecordedResponse(200, {}, "x", delay=3)})
+    slow = RecordedHttp(
+        {("GET", "https://crm.example.com/slow"): RecordedResponse(200, {}, "x", delay=3)}
+    )
 
     async def main() -> flowlang.RunResult:
         async with Runtime(http=slow, settings=RuntimeSettings(run_deadline=0.2)) as runtime:
@@ -333,11 +374,18 @@ steps:
   ask: {type: collect_input, next: done, on_no_input: done}
   done: {type: hangup}
 """)
-    echo = RecordedHttp({("GET", "https://crm.example.com/echo?key=hunter2"):
-                         RecordedResponse(200, {}, {"echo": "key=hunter2"})})
+    echo = RecordedHttp(
+        {
+            ("GET", "https://crm.example.com/echo?key=hunter2"): RecordedResponse(
+                200, {}, {"echo": "key=hunter2"}
+            )
+        }
+    )
 
     async def main() -> flowlang.RunResult:
-        async with Runtime(http=echo, secrets=flowlang.MappingSecrets({"key": "hunter2"})) as runtime:
+        async with Runtime(
+            http=echo, secrets=flowlang.MappingSecrets({"key": "hunter2"})
+        ) as runtime:
             return await runtime.start(flow, {})
 
     result = run(main())
@@ -349,7 +397,9 @@ steps:
 
 def test_run_sync_convenience() -> None:
     flow = flowlang.load_flow(PIN_FLOW)
-    result = flowlang.run_sync(flow, {"contact": {"name": "Ann"}}, digits=["1234"], http=RecordedHttp({}))
+    result = flowlang.run_sync(
+        flow, {"contact": {"name": "Ann"}}, digits=["1234"], http=RecordedHttp({})
+    )
     assert result.status == "completed"
     assert [entry["step"] for entry in result.trace] == ["ask", "ask", "check", "welcome"]
 
@@ -359,10 +409,16 @@ def test_compiled_flows_are_shared_by_concurrent_runs() -> None:
 
     async def main() -> list[flowlang.RunResult]:
         async with Runtime(http=RecordedHttp({})) as runtime:
-            firsts = await asyncio.gather(*(runtime.start(flow, {"contact": {"name": f"c{n}"}}) for n in range(200)))
-            return list(await asyncio.gather(*(
-                runtime.resume(flow, first.state or {}, "1234") for first in firsts
-            )))
+            firsts = await asyncio.gather(
+                *(runtime.start(flow, {"contact": {"name": f"c{n}"}}) for n in range(200))
+            )
+            return list(
+                await asyncio.gather(
+                    *(runtime.resume(flow, first.state or {}, "1234") for first in firsts)
+                )
+            )
 
     results = run(main())
-    assert [r.instructions[0]["text"] for r in results] == [f"Welcome c{n}, PIN 1234." for n in range(200)]
+    assert [r.instructions[0]["text"] for r in results] == [
+        f"Welcome c{n}, PIN 1234." for n in range(200)
+    ]

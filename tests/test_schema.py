@@ -24,16 +24,33 @@ def test_shipped_schema_is_current() -> None:
     jsonschema.Draft202012Validator.check_schema(flow_schema())
 
 
-@pytest.mark.parametrize("path", sorted(p for p in EXAMPLES.glob("*.yaml") if ".responses" not in p.name),
-                         ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "path",
+    sorted(p for p in EXAMPLES.glob("*.yaml") if ".responses" not in p.name),
+    ids=lambda p: p.name,
+)
 def test_examples_match_the_schema(path: Path) -> None:
     VALIDATOR.validate(load_document(path).data)
 
 
 # Findings the schema cannot express: the graph, data flow, templates, and rules across fields.
-_BEYOND_SCHEMA = ("unreachable", "does not exist", "may not have", "is a say step", "does not parse",
-                  "expected ']'", "conflicts", "host cannot be templated", "GET request", "line break",
-                  "secrets may only", "needs on_failure", "needs a value", "duplicate key", "between")
+_BEYOND_SCHEMA = (
+    "unreachable",
+    "does not exist",
+    "may not have",
+    "is a say step",
+    "does not parse",
+    "expected ']'",
+    "conflicts",
+    "host cannot be templated",
+    "GET request",
+    "line break",
+    "secrets may only",
+    "needs on_failure",
+    "needs a value",
+    "duplicate key",
+    "between",
+)
 
 
 @pytest.mark.parametrize("case", CASES, ids=[case["name"] for case in CASES])
@@ -45,6 +62,8 @@ def test_schema_and_loader_agree(case: dict[str, Any]) -> None:
     schema_ok = VALIDATOR.is_valid(data)
     flow, _ = check_flow(case["flow"])
     if schema_ok:
-        assert flow is not None or any(word in error for error in case["errors"] for word in _BEYOND_SCHEMA)
+        assert flow is not None or any(
+            word in error for error in case["errors"] for word in _BEYOND_SCHEMA
+        )
     else:
         assert flow is None

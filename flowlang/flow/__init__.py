@@ -26,26 +26,35 @@ def _read(path_or_text: str | Path, filename: str | None) -> Document:
     return load_document(path_or_text, filename=filename)
 
 
-def check_flow(path_or_text: str | Path, *, engine: Engine | None = None,
-               filename: str | None = None) -> tuple[CompiledFlow | None, list[Finding]]:
+def check_flow(
+    path_or_text: str | Path, *, engine: Engine | None = None, filename: str | None = None
+) -> tuple[CompiledFlow | None, list[Finding]]:
     """Load and check a flow; return it (None when it has errors) and every finding."""
     engine = engine or Engine()
     document = _read(path_or_text, filename)
     data = document.data
     if not isinstance(data, dict):
-        return None, [Finding("a flow document is key/value fields (flow, start, steps)", document.position(()))
-                      .with_caret(document.text)]
+        return None, [
+            Finding(
+                "a flow document is key/value fields (flow, start, steps)", document.position(())
+            ).with_caret(document.text)
+        ]
     steps, builder = build_steps(document, engine)
     for key in data:
         if key not in _TOP_LEVEL:
-            builder.error(f"unknown top-level field {str(key)!r}; expected flow, start, steps, description",
-                          (key,), key=True)
+            builder.error(
+                f"unknown top-level field {str(key)!r}; expected flow, start, steps, description",
+                (key,),
+                key=True,
+            )
     name = data.get("flow")
     if not isinstance(name, str) or not name:
         builder.error("a flow needs a name: flow: <name>", ("flow",) if "flow" in data else ())
     start = data.get("start")
     if start is None or isinstance(start, bool) or not isinstance(start, (str, int)):
-        builder.error("a flow needs start: the id of its first step", ("start",) if "start" in data else ())
+        builder.error(
+            "a flow needs start: the id of its first step", ("start",) if "start" in data else ()
+        )
     findings = builder.findings
     if not findings:
         start_position = document.position(("start",), field_name="start")
@@ -55,13 +64,15 @@ def check_flow(path_or_text: str | Path, *, engine: Engine | None = None,
     if errors:
         return None, findings
     fingerprint = hashlib.sha256(document.text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
-    flow = CompiledFlow(str(name), str(start), steps, document.text, document.filename, fingerprint,
-                        tuple(findings))
+    flow = CompiledFlow(
+        str(name), str(start), steps, document.text, document.filename, fingerprint, tuple(findings)
+    )
     return flow, findings
 
 
-def load_flow(path_or_text: str | Path, *, engine: Engine | None = None,
-              filename: str | None = None) -> CompiledFlow:
+def load_flow(
+    path_or_text: str | Path, *, engine: Engine | None = None, filename: str | None = None
+) -> CompiledFlow:
     """Parse, validate and compile a flow (YAML or JSON, a path or the text itself).
 
     Raises FlowDocumentError listing every problem, each with file:line:column, step and field.

@@ -79,8 +79,15 @@ class StepBuilder:
 
     # --- reporting ------------------------------------------------------------------------
 
-    def error(self, message: str, pointer: Pointer, step: str | None = None, field: str | None = None,
-              *, key: bool = False) -> None:
+    def error(
+        self,
+        message: str,
+        pointer: Pointer,
+        step: str | None = None,
+        field: str | None = None,
+        *,
+        key: bool = False,
+    ) -> None:
         position = self.document.key_position(pointer) if key else self.document.position(pointer)
         position = SourcePosition(position.filename, position.line, position.column, step, field)
         self.findings.append(Finding(message, position).with_caret(self.document.text))
@@ -110,8 +117,12 @@ class StepBuilder:
         found = file_line.find(template_line) if template_line else -1
         if found < 0:
             return str(error)
-        caret = render_caret(file_line, error.line, found + column_in_template,
-                             max(1, min(error.end, len(error.source)) - error.offset))
+        caret = render_caret(
+            file_line,
+            error.line,
+            found + column_in_template,
+            max(1, min(error.end, len(error.source)) - error.offset),
+        )
         return f"{error.message}\n  --> {error.location()}\n{caret}"
 
     def value(self, raw: Any, pointer: Pointer, step: str, field: str) -> Value | FieldTree | None:
@@ -122,7 +133,9 @@ class StepBuilder:
         if isinstance(raw, dict):
             return self.field_tree(raw, pointer, step, field)
         if isinstance(raw, list):
-            items = [self.value(item, (*pointer, index), step, field) for index, item in enumerate(raw)]
+            items = [
+                self.value(item, (*pointer, index), step, field) for index, item in enumerate(raw)
+            ]
             if any(item is None for item in items):
                 return None
             if all(isinstance(item, Value) and item.template is None for item in items):
@@ -141,7 +154,9 @@ class StepBuilder:
             item_pointer = (*pointer, key)
             parts = str(key).split(".")
             if any(not part for part in parts):
-                self.error(f"key {str(key)!r} has an empty part", item_pointer, step, field, key=True)
+                self.error(
+                    f"key {str(key)!r} has an empty part", item_pointer, step, field, key=True
+                )
                 ok = False
                 continue
             compiled = self.value(item, item_pointer, step, field)
@@ -154,42 +169,72 @@ class StepBuilder:
                 existing = node.get(part)
                 if last:
                     if existing is None:
-                        node[part] = _tree_to_dict(compiled) if isinstance(compiled, FieldTree) else compiled
+                        node[part] = (
+                            _tree_to_dict(compiled) if isinstance(compiled, FieldTree) else compiled
+                        )
                     elif isinstance(existing, dict) and isinstance(compiled, FieldTree):
                         conflict = _merge(existing, _tree_to_dict(compiled))
                         if conflict:
-                            self.error(f"key {str(key)!r} conflicts with {conflict!r}", item_pointer, step,
-                                       field, key=True)
+                            self.error(
+                                f"key {str(key)!r} conflicts with {conflict!r}",
+                                item_pointer,
+                                step,
+                                field,
+                                key=True,
+                            )
                             ok = False
                     else:
                         prefix = ".".join(parts[: depth + 1])
-                        self.error(f"key {str(key)!r} conflicts with another entry for {prefix!r}",
-                                   item_pointer, step, field, key=True)
+                        self.error(
+                            f"key {str(key)!r} conflicts with another entry for {prefix!r}",
+                            item_pointer,
+                            step,
+                            field,
+                            key=True,
+                        )
                         ok = False
                     break
                 if existing is None:
                     node[part] = {}
                 elif not isinstance(existing, dict):
                     prefix = ".".join(parts[: depth + 1])
-                    self.error(f"key {str(key)!r} conflicts with the value of {prefix!r}", item_pointer,
-                               step, field, key=True)
+                    self.error(
+                        f"key {str(key)!r} conflicts with the value of {prefix!r}",
+                        item_pointer,
+                        step,
+                        field,
+                        key=True,
+                    )
                     ok = False
                     break
                 node = node[part]
         return _dict_to_tree(root) if ok else None
 
-    def duration(self, raw: Any, pointer: Pointer, step: str, name: str, spec: Field) -> float | None:
+    def duration(
+        self, raw: Any, pointer: Pointer, step: str, name: str, spec: Field
+    ) -> float | None:
         if isinstance(raw, (int, float)) and not isinstance(raw, bool):
             seconds = float(raw)
         else:
             match = _DURATION.match(raw) if isinstance(raw, str) else None
             if match is None:
-                self.error(f"expected a duration such as 3s or 500ms, found {raw!r}", pointer, step, name)
+                self.error(
+                    f"expected a duration such as 3s or 500ms, found {raw!r}", pointer, step, name
+                )
                 return None
             seconds = float(match.group(1)) / (1000 if match.group(2) == "ms" else 1)
-        if spec.minimum is not None and spec.maximum is not None and not spec.minimum <= seconds <= spec.maximum:
-            self.error(f"{name} must be between {_seconds(spec.minimum)} and {_seconds(spec.maximum)}, "
-                       f"not {_seconds(seconds)}", pointer, step, name)
+        if (
+            spec.minimum is not None
+            and spec.maximum is not None
+            and not spec.minimum <= seconds <= spec.maximum
+        ):
+            self.error(
+                f"{name} must be between {_seconds(spec.minimum)} and {_seconds(spec.maximum)}, "
+                f"not {_seconds(seconds)}",
+                pointer,
+                step,
+                name,
+            )
             return None
         return seconds
 
@@ -204,15 +249,28 @@ class StepBuilder:
             if not isinstance(raw, int) or isinstance(raw, bool):
                 self.error(f"expected a whole number, found {_kind(raw)}", pointer, step, name)
                 return None
-            if spec.minimum is not None and spec.maximum is not None and not spec.minimum <= raw <= spec.maximum:
-                self.error(f"{name} must be between {spec.minimum:g} and {spec.maximum:g}, not {raw}",
-                           pointer, step, name)
+            if (
+                spec.minimum is not None
+                and spec.maximum is not None
+                and not spec.minimum <= raw <= spec.maximum
+            ):
+                self.error(
+                    f"{name} must be between {spec.minimum:g} and {spec.maximum:g}, not {raw}",
+                    pointer,
+                    step,
+                    name,
+                )
                 return None
             return raw
         if kind == "enum":
             text = str(raw).upper() if name == "method" and isinstance(raw, str) else raw
             if text not in spec.choices:
-                self.error(f"{name} must be one of {', '.join(spec.choices)}, not {raw!r}", pointer, step, name)
+                self.error(
+                    f"{name} must be one of {', '.join(spec.choices)}, not {raw!r}",
+                    pointer,
+                    step,
+                    name,
+                )
                 return None
             return text
         if kind == "step":
@@ -223,12 +281,19 @@ class StepBuilder:
         if kind == "key":
             text = "" if raw is None else str(raw)
             if len(text) > 1 or (text and text not in "0123456789*#"):
-                self.error(f"finish_on_key must be one of 0-9, * or #, or empty, not {raw!r}", pointer, step, name)
+                self.error(
+                    f"finish_on_key must be one of 0-9, * or #, or empty, not {raw!r}",
+                    pointer,
+                    step,
+                    name,
+                )
                 return None
             return text
         if kind == "pattern":
             if not isinstance(raw, str):
-                self.error(f"expected a regular expression, found {_kind(raw)}", pointer, step, name)
+                self.error(
+                    f"expected a regular expression, found {_kind(raw)}", pointer, step, name
+                )
                 return None
             try:
                 return re.compile(raw)
@@ -237,9 +302,13 @@ class StepBuilder:
                 return None
         raise AssertionError(kind)  # pragma: no cover
 
-    def headers(self, raw: Any, pointer: Pointer, step: str) -> tuple[tuple[str, Template], ...] | None:
+    def headers(
+        self, raw: Any, pointer: Pointer, step: str
+    ) -> tuple[tuple[str, Template], ...] | None:
         if not isinstance(raw, dict):
-            self.error(f"expected header names and values, found {_kind(raw)}", pointer, step, "headers")
+            self.error(
+                f"expected header names and values, found {_kind(raw)}", pointer, step, "headers"
+            )
             return None
         if len(raw) > _MAX_HEADERS:
             self.error(f"at most {_MAX_HEADERS} headers are allowed", pointer, step, "headers")
@@ -248,7 +317,13 @@ class StepBuilder:
         for name, value in raw.items():
             name_text = str(name)
             if not _HEADER_NAME.match(name_text):
-                self.error(f"{name_text!r} is not a valid header name", (*pointer, name), step, "headers", key=True)
+                self.error(
+                    f"{name_text!r} is not a valid header name",
+                    (*pointer, name),
+                    step,
+                    "headers",
+                    key=True,
+                )
                 continue
             template = self.template(value, (*pointer, name), step, f"headers.{name_text}")
             if template is None:
@@ -269,8 +344,13 @@ class StepBuilder:
         prefix = parts[0] if parts and isinstance(parts[0], str) else ""
         match = _ENDPOINT_PREFIX.match(prefix)
         if match is None:
-            self.error("an endpoint must start with fixed text https://host/ (the host cannot be templated)",
-                       pointer, step, "endpoint")
+            self.error(
+                "an endpoint must start with fixed text https://host/ "
+                "(the host cannot be templated)",
+                pointer,
+                step,
+                "endpoint",
+            )
             return None
         pieces: list[str | Template] = []
         for part in parts:
@@ -290,11 +370,17 @@ class StepBuilder:
             where = (*pointer, index)
             label = f"branches[{index}]"
             if not isinstance(item, dict):
-                self.error(f"expected a branch (conditions or expression, and next), found {_kind(item)}",
-                           where, step, label)
+                self.error(
+                    f"expected a branch (conditions or expression, and next), found {_kind(item)}",
+                    where,
+                    step,
+                    label,
+                )
                 continue
             self.unknown_fields(item, {"conditions", "expression", "next"}, where, step, "branch")
-            target = self.scalar(item.get("next"), (*where, "next"), step, f"{label}.next", Field("step"))
+            target = self.scalar(
+                item.get("next"), (*where, "next"), step, f"{label}.next", Field("step")
+            )
             if "next" not in item:
                 self.error("a branch needs next", where, step, label)
             has_rows, has_expression = "conditions" in item, "expression" in item
@@ -302,7 +388,9 @@ class StepBuilder:
                 self.error("a branch needs either conditions or expression", where, step, label)
                 continue
             if has_expression:
-                expression = self.template(item["expression"], (*where, "expression"), step, f"{label}.expression")
+                expression = self.template(
+                    item["expression"], (*where, "expression"), step, f"{label}.expression"
+                )
                 if expression is not None and target is not None:
                     out.append(Branch((), expression, target))
                 continue
@@ -320,13 +408,20 @@ class StepBuilder:
             where = (*pointer, index)
             field = f"{label}.conditions[{index}]"
             if not isinstance(item, dict):
-                self.error(f"expected a condition (property, operator, value), found {_kind(item)}", where, step, field)
+                self.error(
+                    f"expected a condition (property, operator, value), found {_kind(item)}",
+                    where,
+                    step,
+                    field,
+                )
                 continue
             self.unknown_fields(item, {"property", "operator", "value"}, where, step, "condition")
             operator = item.get("operator")
             if operator not in CONDITION_OPERATORS:
                 hint = did_you_mean(operator, CONDITION_OPERATORS)
-                self.error(f"unknown operator {operator!r}{hint}", (*where, "operator"), step, field)
+                self.error(
+                    f"unknown operator {operator!r}{hint}", (*where, "operator"), step, field
+                )
                 continue
             if "property" not in item:
                 self.error("a condition needs a property", where, step, field)
@@ -347,14 +442,27 @@ class StepBuilder:
             if isinstance(prop, Value) and (value is None or isinstance(value, Value)):
                 rows.append(Row(prop, operator, value))
             elif prop is not None:
-                self.error("a property or value must be text or a scalar, not key/value entries", where, step, field)
+                self.error(
+                    "a property or value must be text or a scalar, not key/value entries",
+                    where,
+                    step,
+                    field,
+                )
         return tuple(rows) if len(rows) == len(raw) else None
 
-    def unknown_fields(self, raw: dict[Any, Any], known: set[str], pointer: Pointer, step: str, what: str) -> None:
+    def unknown_fields(
+        self, raw: dict[Any, Any], known: set[str], pointer: Pointer, step: str, what: str
+    ) -> None:
         for name in raw:
             if name not in known:
                 hint = did_you_mean(name, sorted(known))
-                self.error(f"unknown field {str(name)!r} for {what}{hint}", (*pointer, name), step, str(name), key=True)
+                self.error(
+                    f"unknown field {str(name)!r} for {what}{hint}",
+                    (*pointer, name),
+                    step,
+                    str(name),
+                    key=True,
+                )
 
     # --- steps ----------------------------------------------------------------------------
 
@@ -365,8 +473,12 @@ class StepBuilder:
         step_type = raw.get("type")
         if step_type not in FIELDS:
             hint = did_you_mean(step_type, FIELDS) or f"; expected one of {', '.join(FIELDS)}"
-            self.error(f"unknown step type {step_type!r}{hint}", (*pointer, "type") if "type" in raw else pointer,
-                       step_id, "type")
+            self.error(
+                f"unknown step type {step_type!r}{hint}",
+                (*pointer, "type") if "type" in raw else pointer,
+                step_id,
+                "type",
+            )
             return None
         table = FIELDS[step_type]
         self.unknown_fields(raw, {"type", *table}, pointer, step_id, f"a {step_type} step")
@@ -375,8 +487,9 @@ class StepBuilder:
         positions: dict[str, SourcePosition] = {}
         for name, spec in table.items():
             where = (*pointer, name)
-            positions[name] = self.document.position(where if name in raw else pointer, step=step_id,
-                                                     field_name=name)
+            positions[name] = self.document.position(
+                where if name in raw else pointer, step=step_id, field_name=name
+            )
             if name not in raw:
                 if spec.required:
                     self.error(f"a {step_type} step needs {name}", pointer, step_id, name, key=True)
@@ -385,20 +498,34 @@ class StepBuilder:
             fields[name] = self.field(spec, raw[name], where, step_id, name)
         if step_type == "http_request":
             self.http_rules(fields, raw, pointer, step_id)
-        if step_type == "collect_input" and fields.get("min_digits") and fields.get("max_digits"):
-            if fields["min_digits"] > fields["max_digits"]:
-                self.error("min_digits is larger than max_digits", (*pointer, "min_digits"), step_id, "min_digits")
+        if step_type == "collect_input":
+            self.digit_rules(fields, pointer, step_id)
         if len(self.findings) > before:
             return None
         key_position = self.document.key_position(pointer)
-        position = SourcePosition(key_position.filename, key_position.line, key_position.column, step_id)
+        position = SourcePosition(
+            key_position.filename, key_position.line, key_position.column, step_id
+        )
         return Step(step_id, step_type, fields, position, positions)
+
+    def digit_rules(self, fields: dict[str, Any], pointer: Pointer, step_id: str) -> None:
+        low, high = fields.get("min_digits"), fields.get("max_digits")
+        if isinstance(low, int) and isinstance(high, int) and low > high:
+            self.error(
+                "min_digits is larger than max_digits",
+                (*pointer, "min_digits"),
+                step_id,
+                "min_digits",
+            )
 
     def field(self, spec: Field, raw: Any, where: Pointer, step_id: str, name: str) -> Any:
         kind = spec.kind
         handlers: dict[str, Callable[[], Any]] = {
-            "template": lambda: self.endpoint(raw, where, step_id) if name == "endpoint"
-            else self.template(raw, where, step_id, name),
+            "template": lambda: (
+                self.endpoint(raw, where, step_id)
+                if name == "endpoint"
+                else self.template(raw, where, step_id, name)
+            ),
             "duration": lambda: self.duration(raw, where, step_id, name, spec),
             "headers": lambda: self.headers(raw, where, step_id),
             "fields": lambda: self.field_tree(raw, where, step_id, name),
@@ -407,14 +534,26 @@ class StepBuilder:
         handler = handlers.get(kind)
         return handler() if handler is not None else self.scalar(raw, where, step_id, name, spec)
 
-    def http_rules(self, fields: dict[str, Any], raw: dict[str, Any], pointer: Pointer, step_id: str) -> None:
+    def http_rules(
+        self, fields: dict[str, Any], raw: dict[str, Any], pointer: Pointer, step_id: str
+    ) -> None:
         if fields.get("parse_response") and "on_failure" not in raw:
-            self.error("an http_request step that parses its response needs on_failure (the failover)",
-                       pointer, step_id, "on_failure", key=True)
+            self.error(
+                "an http_request step that parses its response needs on_failure (the failover)",
+                pointer,
+                step_id,
+                "on_failure",
+                key=True,
+            )
         body = fields.get("body")
         if fields.get("method") == "GET" and body:
-            self.error("a GET request has no body; put parameters in the endpoint, where templated values "
-                       "are percent-encoded", (*pointer, "body"), step_id, "body")
+            self.error(
+                "a GET request has no body; put parameters in the endpoint, where templated values "
+                "are percent-encoded",
+                (*pointer, "body"),
+                step_id,
+                "body",
+            )
         if fields.get("on_timeout") is None:
             fields["on_timeout"] = fields.get("on_failure")
 
@@ -426,7 +565,10 @@ class _ListTemplate:
         self.items = items
 
     def render(self, context: Any) -> list[Any]:
-        return [item.render(context) if isinstance(item, Value) else item.build(context) for item in self.items]
+        return [
+            item.render(context) if isinstance(item, Value) else item.build(context)
+            for item in self.items
+        ]
 
 
 def _merge(into: dict[str, Any], extra: dict[str, Any]) -> str | None:
@@ -444,11 +586,19 @@ def _merge(into: dict[str, Any], extra: dict[str, Any]) -> str | None:
 
 
 def _tree_to_dict(tree: FieldTree) -> dict[str, Any]:
-    return {key: _tree_to_dict(item) if isinstance(item, FieldTree) else item for key, item in tree.entries}
+    return {
+        key: _tree_to_dict(item) if isinstance(item, FieldTree) else item
+        for key, item in tree.entries
+    }
 
 
 def _dict_to_tree(node: dict[str, Any]) -> FieldTree:
-    return FieldTree(tuple((key, _dict_to_tree(item) if isinstance(item, dict) else item) for key, item in node.items()))
+    return FieldTree(
+        tuple(
+            (key, _dict_to_tree(item) if isinstance(item, dict) else item)
+            for key, item in node.items()
+        )
+    )
 
 
 def _default_for(spec: Field) -> Any:
@@ -481,7 +631,7 @@ def _seconds(value: float) -> str:
 
 
 def build_steps(document: Document, engine: Engine) -> tuple[dict[str, Step], StepBuilder]:
-    """Check and compile the ``steps`` of a flow document (the top level is checked by the caller)."""
+    """Check and compile the ``steps`` of a flow document (the caller checks the top level)."""
     builder = StepBuilder(document, engine)
     steps: dict[str, Step] = {}
     raw_steps = document.data.get("steps")
@@ -491,8 +641,12 @@ def build_steps(document: Document, engine: Engine) -> tuple[dict[str, Step], St
     for key, raw in raw_steps.items():
         step_id = str(key)
         if step_id in steps:
-            builder.error(f"step id {step_id!r} is given twice (as a number and as text)", ("steps", key),
-                          step_id, key=True)
+            builder.error(
+                f"step id {step_id!r} is given twice (as a number and as text)",
+                ("steps", key),
+                step_id,
+                key=True,
+            )
             continue
         step = builder.step(step_id, raw, ("steps", key))
         if step is not None:

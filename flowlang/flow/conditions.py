@@ -1,4 +1,4 @@
-"""Conditions: the operators of Condition Splitter rows (and workflow conditions), on SPEC values."""
+"""Conditions: the operators of Condition Splitter rows and workflow conditions."""
 
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ package (flowlang.flow.schema), so the two cannot disagree.
 
 from __future__ import annotations
 
-__all__ = ["FIELDS", "STEP_TYPES", "Field", "HTTP_METHODS", "CONDITION_OPERATORS"]
+__all__ = ["CONDITION_OPERATORS", "FIELDS", "HTTP_METHODS", "STEP_TYPES", "Field"]
 
 from dataclasses import dataclass
 from typing import Any
@@ -16,7 +16,8 @@ from typing import Any
 class Field:
     """One field of a step: its kind, whether it is required, its default and bounds."""
 
-    kind: str  # template | value | step | duration | bool | int | enum | headers | fields | branches | key | pattern
+    #: template, value, step, duration, bool, int, enum, headers, fields, branches, key, pattern
+    kind: str
     required: bool = False
     default: Any = None
     minimum: float | None = None
@@ -48,19 +49,27 @@ _THEN = Field("step", description="the step that runs next; without it the run c
 
 FIELDS: dict[str, dict[str, Field]] = {
     "http_request": {
-        "endpoint": Field("template", required=True, description="https URL; templated values are percent-encoded"),
+        "endpoint": Field(
+            "template", required=True, description="https URL; templated values are percent-encoded"
+        ),
         "method": Field("enum", default="GET", choices=HTTP_METHODS),
         "headers": Field("headers", default={}, description="header name to templated value"),
         "body": Field("fields", default={}, description="JSON body; dotted keys nest"),
-        "parse_response": Field("bool", default=True, description="wait for the response and keep it"),
-        "timeout": Field("duration", default=8.0, minimum=0.05, maximum=10.0, description="total deadline"),
+        "parse_response": Field(
+            "bool", default=True, description="wait for the response and keep it"
+        ),
+        "timeout": Field(
+            "duration", default=8.0, minimum=0.05, maximum=10.0, description="total deadline"
+        ),
         "follow_redirects": Field("bool", default=False),
         "next": _NEXT,
         "on_failure": Field("step", description="required when parse_response is true"),
         "on_timeout": Field("step", description="defaults to on_failure"),
     },
     "condition_splitter": {
-        "branches": Field("branches", required=True, description="tried in order; the first that holds wins"),
+        "branches": Field(
+            "branches", required=True, description="tried in order; the first that holds wins"
+        ),
         "otherwise": Field("step", required=True, description="the failover branch"),
     },
     "collect_input": {
@@ -72,7 +81,9 @@ FIELDS: dict[str, dict[str, Field]] = {
         "pattern": Field("pattern", description="regular expression the digits must match"),
         "next": _NEXT,
         "on_no_input": Field("step", required=True, description="no digits before the timeout"),
-        "on_invalid": Field("step", description="digits that fail validation; defaults to on_no_input"),
+        "on_invalid": Field(
+            "step", description="digits that fail validation; defaults to on_no_input"
+        ),
     },
     "set_variables": {
         "variables": Field("fields", required=True, description="vars.* to set; dotted names nest"),

@@ -16,7 +16,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from flowlang.engine import Template
 from flowlang.errors import FlowError, SourcePosition, render_caret
 
 
@@ -63,7 +62,10 @@ class FieldTree:
     plan: tuple[tuple[str, Render], ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        plan = tuple((key, item.render if isinstance(item, Value) else item.build) for key, item in self.entries)
+        plan = tuple(
+            (key, item.render if isinstance(item, Value) else item.build)
+            for key, item in self.entries
+        )
         object.__setattr__(self, "plan", plan)
 
     def build(self, context: Mapping[str, Any]) -> dict[str, Any]:
@@ -85,7 +87,7 @@ class Step:
     field_positions: Mapping[str, SourcePosition] = field(default_factory=dict)
 
     def targets(self) -> dict[str, str]:
-        """The outgoing edges: field name (``next``, ``on_failure``, ``branches[0]`` …) to step id."""
+        """Outgoing edges: field name (``next``, ``on_failure``, ``branches[0]`` …) to step id."""
         out: dict[str, str] = {}
         for name in ("next", "on_failure", "on_timeout", "on_no_input", "on_invalid", "otherwise"):
             target = self.fields.get(name)
@@ -143,7 +145,12 @@ class Finding:
         lines = text.splitlines()
         line = lines[self.position.line - 1] if 0 < self.position.line <= len(lines) else ""
         caret = render_caret(line, self.position.line, self.position.column)
-        return Finding(self.message, self.position, self.severity, self.render().split(": ", 1)[1] + "\n" + caret)
+        return Finding(
+            self.message,
+            self.position,
+            self.severity,
+            self.render().split(": ", 1)[1] + "\n" + caret,
+        )
 
 
 class FlowDocumentError(FlowError):

@@ -27,10 +27,12 @@ def _field_schema(spec: Field) -> dict[str, Any]:
     elif kind == "step":
         schema = dict(_STEP_ID)
     elif kind == "duration":
-        schema = {"anyOf": [
-            {"type": "number", "minimum": spec.minimum, "maximum": spec.maximum},
-            {"type": "string", "pattern": r"^\s*[0-9]+(\.[0-9]+)?\s*(ms|s)?\s*$"},
-        ]}
+        schema = {
+            "anyOf": [
+                {"type": "number", "minimum": spec.minimum, "maximum": spec.maximum},
+                {"type": "string", "pattern": r"^\s*[0-9]+(\.[0-9]+)?\s*(ms|s)?\s*$"},
+            ]
+        }
     elif kind == "bool":
         schema = {"type": "boolean"}
     elif kind == "int":
@@ -38,20 +40,48 @@ def _field_schema(spec: Field) -> dict[str, Any]:
     elif kind == "enum":
         schema = {"enum": [*spec.choices, *(choice.lower() for choice in spec.choices)]}
     elif kind == "headers":
-        schema = {"type": "object", "maxProperties": 50,
-                  "propertyNames": {"pattern": r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$"},
-                  "additionalProperties": _TEXT}
+        schema = {
+            "type": "object",
+            "maxProperties": 50,
+            "propertyNames": {"pattern": r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$"},
+            "additionalProperties": _TEXT,
+        }
     elif kind == "fields":
         schema = {"type": "object", "propertyNames": {"pattern": r"^[^.]+(\.[^.]+)*$"}}
     elif kind == "branches":
-        row = {"type": "object", "required": ["property", "operator"], "additionalProperties": False,
-               "properties": {"property": {}, "operator": {"enum": list(CONDITION_OPERATORS)}, "value": {}}}
-        schema = {"type": "array", "minItems": 1, "items": {"oneOf": [
-            {"type": "object", "required": ["conditions", "next"], "additionalProperties": False,
-             "properties": {"conditions": {"type": "array", "minItems": 1, "items": row}, "next": _STEP_ID}},
-            {"type": "object", "required": ["expression", "next"], "additionalProperties": False,
-             "properties": {"expression": _TEXT, "next": _STEP_ID}},
-        ]}}
+        row = {
+            "type": "object",
+            "required": ["property", "operator"],
+            "additionalProperties": False,
+            "properties": {
+                "property": {},
+                "operator": {"enum": list(CONDITION_OPERATORS)},
+                "value": {},
+            },
+        }
+        schema = {
+            "type": "array",
+            "minItems": 1,
+            "items": {
+                "oneOf": [
+                    {
+                        "type": "object",
+                        "required": ["conditions", "next"],
+                        "additionalProperties": False,
+                        "properties": {
+                            "conditions": {"type": "array", "minItems": 1, "items": row},
+                            "next": _STEP_ID,
+                        },
+                    },
+                    {
+                        "type": "object",
+                        "required": ["expression", "next"],
+                        "additionalProperties": False,
+                        "properties": {"expression": _TEXT, "next": _STEP_ID},
+                    },
+                ]
+            },
+        }
     elif kind == "key":
         schema = {"type": ["string", "integer", "null"], "pattern": r"^[0-9*#]?$"}
     elif kind == "pattern":
@@ -72,10 +102,16 @@ def flow_schema() -> dict[str, Any]:
         properties: dict[str, Any] = {"type": {"const": step_type}}
         properties.update({name: _field_schema(spec) for name, spec in table.items()})
         required = ["type", *(name for name, spec in table.items() if spec.required)]
-        step_rules.append({
-            "if": {"properties": {"type": {"const": step_type}}, "required": ["type"]},
-            "then": {"properties": properties, "required": required, "additionalProperties": False},
-        })
+        step_rules.append(
+            {
+                "if": {"properties": {"type": {"const": step_type}}, "required": ["type"]},
+                "then": {
+                    "properties": properties,
+                    "required": required,
+                    "additionalProperties": False,
+                },
+            }
+        )
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": "https://flowlang.dev/schema/flow.schema.json",

@@ -58,7 +58,9 @@ class DocumentError(FlowError):
         self._caret = render_caret(line_text, position.line, position.column)
 
     def __str__(self) -> str:
-        where = f"{self.position.filename or '<document>'}:{self.position.line}:{self.position.column}"
+        where = (
+            f"{self.position.filename or '<document>'}:{self.position.line}:{self.position.column}"
+        )
         if self.position.step is not None:
             where += f" (step {self.position.step!r})"
         return f"{self.message}\n  --> {where}\n{self._caret}"
@@ -73,7 +75,9 @@ class Document:
     filename: str | None
     _marks: dict[Pointer, tuple[int, int, str | None]] = field(repr=False)
 
-    def position(self, pointer: Pointer, *, step: str | None = None, field_name: str | None = None) -> SourcePosition:
+    def position(
+        self, pointer: Pointer, *, step: str | None = None, field_name: str | None = None
+    ) -> SourcePosition:
         """The position of the value at ``pointer`` (or of its nearest enclosing value).
 
         For a quoted scalar the column is that of its first character after the quote, so
@@ -89,7 +93,9 @@ class Document:
 
     def key_position(self, pointer: Pointer) -> SourcePosition:
         """The position of the key naming the value at ``pointer``."""
-        line, column, _ = self._marks.get(("#key", *pointer), self._marks.get(pointer, (0, 0, None)))
+        line, column, _ = self._marks.get(
+            ("#key", *pointer), self._marks.get(pointer, (0, 0, None))
+        )
         return SourcePosition(self.filename, line + 1, column + 1)
 
 
@@ -104,17 +110,25 @@ def load_document(source: str | Path, *, filename: str | None = None) -> Documen
         try:
             raw = source.read_bytes()
         except OSError as error:
-            raise DocumentError(f"cannot read {source}: {error.strerror}", "", SourcePosition(filename)) from None
+            raise DocumentError(
+                f"cannot read {source}: {error.strerror}", "", SourcePosition(filename)
+            ) from None
         if len(raw) > _MAX_DOCUMENT:
-            raise DocumentError(f"document is larger than {_MAX_DOCUMENT} bytes", "", SourcePosition(filename))
+            raise DocumentError(
+                f"document is larger than {_MAX_DOCUMENT} bytes", "", SourcePosition(filename)
+            )
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as error:
-            raise DocumentError(f"document is not UTF-8 text ({error.reason})", "", SourcePosition(filename)) from None
+            raise DocumentError(
+                f"document is not UTF-8 text ({error.reason})", "", SourcePosition(filename)
+            ) from None
     else:
         text = source
         if len(text) > _MAX_DOCUMENT:
-            raise DocumentError(f"document is larger than {_MAX_DOCUMENT} characters", "", SourcePosition(filename))
+            raise DocumentError(
+                f"document is larger than {_MAX_DOCUMENT} characters", "", SourcePosition(filename)
+            )
     try:
         root = yaml.compose(text, Loader=_JsonScalarLoader)
     except yaml.MarkedYAMLError as error:
@@ -135,7 +149,9 @@ def load_document(source: str | Path, *, filename: str | None = None) -> Documen
     return Document(data, text, filename, marks)
 
 
-def _convert(root: Node, text: str, filename: str | None, marks: dict[Pointer, tuple[int, int, str | None]]) -> Any:
+def _convert(
+    root: Node, text: str, filename: str | None, marks: dict[Pointer, tuple[int, int, str | None]]
+) -> Any:
     """Turn composed YAML nodes into plain data without recursion, recording positions."""
     constructor = _JsonScalarLoader("")  # only used to construct scalar values
     result: list[Any] = [None]
@@ -146,41 +162,70 @@ def _convert(root: Node, text: str, filename: str | None, marks: dict[Pointer, t
         node, pointer, container, slot, depth = work.pop()
         mark = node.start_mark
         if depth > _MAX_DEPTH:
-            raise _error(f"document nests deeper than {_MAX_DEPTH} levels", text, filename, mark.line, mark.column)
+            raise _error(
+                f"document nests deeper than {_MAX_DEPTH} levels",
+                text,
+                filename,
+                mark.line,
+                mark.column,
+            )
         if id(node) in seen:  # an alias shares its anchor's node: refuse it, never expand it
             raise _error("aliases (*name) are not allowed", text, filename, mark.line, mark.column)
         seen.add(id(node))
         marks[pointer] = (mark.line, mark.column, getattr(node, "style", None))
         if isinstance(node, ScalarNode):
-            if node.tag not in {tag for tag, _, _ in _JSON_SCALARS} and node.tag != "tag:yaml.org,2002:str":
-                raise _error(f"tag {node.tag!r} is not allowed", text, filename, mark.line, mark.column)
+            if (
+                node.tag not in {tag for tag, _, _ in _JSON_SCALARS}
+                and node.tag != "tag:yaml.org,2002:str"
+            ):
+                raise _error(
+                    f"tag {node.tag!r} is not allowed", text, filename, mark.line, mark.column
+                )
             value = constructor.construct_object(node, deep=False)
             if isinstance(value, float) and value in (float("inf"), float("-inf")):
                 raise _error("number is out of range", text, filename, mark.line, mark.column)
             container[slot] = value
         elif isinstance(node, SequenceNode):
             if node.tag != "tag:yaml.org,2002:seq":
-                raise _error(f"tag {node.tag!r} is not allowed", text, filename, mark.line, mark.column)
+                raise _error(
+                    f"tag {node.tag!r} is not allowed", text, filename, mark.line, mark.column
+                )
             items: list[Any] = [None] * len(node.value)
             container[slot] = items
             for index, child in enumerate(node.value):
                 work.append((child, (*pointer, index), items, index, depth + 1))
         elif isinstance(node, MappingNode):
             if node.tag != "tag:yaml.org,2002:map":
-                raise _error(f"tag {node.tag!r} is not allowed", text, filename, mark.line, mark.column)
+                raise _error(
+                    f"tag {node.tag!r} is not allowed", text, filename, mark.line, mark.column
+                )
             mapping: dict[Any, Any] = {}
             container[slot] = mapping
             for key_node, value_node in node.value:
                 key_mark = key_node.start_mark
                 if key_node.tag == "tag:yaml.org,2002:merge":
-                    raise _error("merge keys (<<) are not allowed", text, filename, key_mark.line, key_mark.column)
+                    raise _error(
+                        "merge keys (<<) are not allowed",
+                        text,
+                        filename,
+                        key_mark.line,
+                        key_mark.column,
+                    )
                 if not isinstance(key_node, ScalarNode):
-                    raise _error("a key must be a plain value", text, filename, key_mark.line, key_mark.column)
+                    raise _error(
+                        "a key must be a plain value",
+                        text,
+                        filename,
+                        key_mark.line,
+                        key_mark.column,
+                    )
                 key = constructor.construct_object(key_node, deep=False)
                 if isinstance(key, float) or key is None or isinstance(key, bool):
                     key = key_node.value  # keys stay text unless they are integers
                 if key in mapping:
-                    raise _error(f"duplicate key {key!r}", text, filename, key_mark.line, key_mark.column)
+                    raise _error(
+                        f"duplicate key {key!r}", text, filename, key_mark.line, key_mark.column
+                    )
                 mapping[key] = None
                 marks[("#key", *pointer, key)] = (key_mark.line, key_mark.column, None)
                 work.append((value_node, (*pointer, key), mapping, key, depth + 1))

@@ -58,31 +58,55 @@ def _reference_position(use: TemplateUse, offset: int) -> SourcePosition:
     position = use.position
     text = use.template.source[:offset]
     if "\n" in text:
-        return SourcePosition(position.filename, position.line + text.count("\n"),
-                              offset - text.rfind("\n"), position.step, position.field)
-    return SourcePosition(position.filename, position.line, position.column + offset, position.step, position.field)
+        return SourcePosition(
+            position.filename,
+            position.line + text.count("\n"),
+            offset - text.rfind("\n"),
+            position.step,
+            position.field,
+        )
+    return SourcePosition(
+        position.filename, position.line, position.column + offset, position.step, position.field
+    )
 
 
-def validate_flow(steps: Mapping[str, Step], start: str, start_position: SourcePosition,
-                  templates: list[TemplateUse]) -> list[Finding]:
+def validate_flow(
+    steps: Mapping[str, Step],
+    start: str,
+    start_position: SourcePosition,
+    templates: list[TemplateUse],
+) -> list[Finding]:
     """Every graph and data-flow problem of a flow whose steps compiled."""
     findings: list[Finding] = []
     if start not in steps:
-        return [Finding(f"start step {start!r} does not exist{did_you_mean(start, steps)}", start_position)]
+        return [
+            Finding(
+                f"start step {start!r} does not exist{did_you_mean(start, steps)}", start_position
+            )
+        ]
     for step in steps.values():
         for edge, target in step.targets().items():
             if target not in steps:
                 hint = did_you_mean(target, steps)
                 field = edge.split("[")[0] if edge.startswith("branches") else edge
                 position = step.field_positions.get(field, step.position)
-                findings.append(Finding(f"{edge} goes to step {target!r}, which does not exist{hint}",
-                                        SourcePosition(position.filename, position.line, position.column,
-                                                       step.id, edge)))
+                findings.append(
+                    Finding(
+                        f"{edge} goes to step {target!r}, which does not exist{hint}",
+                        SourcePosition(
+                            position.filename, position.line, position.column, step.id, edge
+                        ),
+                    )
+                )
     facts = _facts_at_entry(steps, start)
     for step_id, entry in facts.items():
         if entry is None:
-            findings.append(Finding(f"step {step_id!r} is unreachable from the start step {start!r}",
-                                    steps[step_id].position))
+            findings.append(
+                Finding(
+                    f"step {step_id!r} is unreachable from the start step {start!r}",
+                    steps[step_id].position,
+                )
+            )
     for use in templates:
         entry = facts.get(use.step)
         if entry is None:
@@ -91,17 +115,27 @@ def validate_flow(steps: Mapping[str, Step], start: str, start_position: SourceP
             problem = _check_reference(reference.path, use, steps, entry)
             if problem is not None:
                 message, severity = problem
-                findings.append(Finding(f"{reference}: {message}", _reference_position(use, reference.start),
-                                        severity))
+                findings.append(
+                    Finding(
+                        f"{reference}: {message}",
+                        _reference_position(use, reference.start),
+                        severity,
+                    )
+                )
     return findings
 
 
-def _check_reference(path: tuple[object, ...], use: TemplateUse, steps: Mapping[str, Step],
-                     entry: set[str]) -> tuple[str, str] | None:
+def _check_reference(
+    path: tuple[object, ...], use: TemplateUse, steps: Mapping[str, Step], entry: set[str]
+) -> tuple[str, str] | None:
     root = path[0]
     if root == "secrets":
         if not use.field.startswith(_SECRET_FIELDS) or steps[use.step].type != "http_request":
-            return ("secrets may only be used in the endpoint, headers and body of an http_request step", "error")
+            return (
+                "secrets may only be used in the endpoint, headers and body of an "
+                "http_request step",
+                "error",
+            )
         return None
     if root not in ("input", "steps") or len(path) < 2:
         return None
@@ -127,9 +161,17 @@ def _check_reference(path: tuple[object, ...], use: TemplateUse, steps: Mapping[
             return (f"step {target_id!r} may not have run on every path to this step", "error")
         return None
     if step.type != "http_request" or not step.fields.get("parse_response"):
-        return (f"step {target_id!r} does not parse a response (an http_request with parse_response: true "
-                "does)", "error")
+        return (
+            f"step {target_id!r} does not parse a response "
+            "(an http_request with parse_response: true "
+            "does)",
+            "error",
+        )
     if f"response:{target_id}" not in entry:
-        return (f"step {target_id!r} may not have succeeded on every path to this step (it is read after "
-                "its failure edge, or before it runs)", "error")
+        return (
+            f"step {target_id!r} may not have succeeded on every path to this step "
+            "(it is read after "
+            "its failure edge, or before it runs)",
+            "error",
+        )
     return None

@@ -31,7 +31,11 @@ def literal_address(host: str) -> IPAddress | None:
         return ipaddress.ip_address(text)
     except ValueError:
         pass
-    if text and all(char in "0123456789abcdefxABCDEFX." for char in text) and any(c.isdigit() for c in text):
+    if (
+        text
+        and all(char in "0123456789abcdefxABCDEFX." for char in text)
+        and any(c.isdigit() for c in text)
+    ):
         try:
             return ipaddress.IPv4Address(socket.inet_aton(text))
         except OSError:

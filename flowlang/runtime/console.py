@@ -65,13 +65,25 @@ def _print_result(result: RunResult, out: TextIO, as_json: bool) -> None:
         for entry in entries:
             out.write("\n".join(_describe(entry)) + "\n")
         for instruction in result.instructions:
-            fields = ", ".join(f"{key}={value!r}" for key, value in instruction.items() if key not in ("action", "step"))
+            fields = ", ".join(
+                f"{key}={value!r}"
+                for key, value in instruction.items()
+                if key not in ("action", "step")
+            )
             out.write(f"  host <- {instruction['action']}({fields})\n")
 
 
-async def _main(flow: CompiledFlow, context: Mapping[str, Any], inputs: dict[str, str | None],
-                arguments: argparse.Namespace, out: TextIO, stdin: TextIO) -> int:
-    options: dict[str, Any] = {"settings": RuntimeSettings(allow_hosts=frozenset(arguments.allow_host))}
+async def _main(
+    flow: CompiledFlow,
+    context: Mapping[str, Any],
+    inputs: dict[str, str | None],
+    arguments: argparse.Namespace,
+    out: TextIO,
+    stdin: TextIO,
+) -> int:
+    options: dict[str, Any] = {
+        "settings": RuntimeSettings(allow_hosts=frozenset(arguments.allow_host))
+    }
     if arguments.responses:
         options["http"] = load_recorded_responses(arguments.responses)
     if not arguments.json:
@@ -98,22 +110,40 @@ async def _main(flow: CompiledFlow, context: Mapping[str, Any], inputs: dict[str
     if arguments.json:
         for item in background:
             out.write(to_json({"event": "background_request", **item}) + "\n")
-        summary = {"event": "result", "status": result.status, "error": result.error, "awaiting": result.awaiting}
+        summary = {
+            "event": "result",
+            "status": result.status,
+            "error": result.error,
+            "awaiting": result.awaiting,
+        }
         out.write(to_json(summary) + "\n")
     else:
         for item in background:
-            out.write(f"  background {item['step']}: {item['outcome']}"
-                      + (f" ({item['status']})" if item["status"] else "")
-                      + (f": {item['error']}" if item["error"] else "") + "\n")
-        ending = {"ended": "ended by a call-control step", "completed": "completed",
-                  "waiting_for_input": f"waiting for input at step {(result.awaiting or {}).get('step')!r} "
-                                       "(give it with --input STEP=DIGITS or --interactive)",
-                  "failed": f"failed: {result.error}"}[result.status]
+            out.write(
+                f"  background {item['step']}: {item['outcome']}"
+                + (f" ({item['status']})" if item["status"] else "")
+                + (f": {item['error']}" if item["error"] else "")
+                + "\n"
+            )
+        waiting_at = (result.awaiting or {}).get("step")
+        ending = {
+            "ended": "ended by a call-control step",
+            "completed": "completed",
+            "waiting_for_input": f"waiting for input at step {waiting_at!r} "
+            "(give it with --input STEP=DIGITS or --interactive)",
+            "failed": f"failed: {result.error}",
+        }[result.status]
         out.write(f"result: {ending}\n")
     return 1 if result.status == "failed" else 0
 
 
-def run_from_command_line(flow: CompiledFlow, context: Mapping[str, Any], inputs: dict[str, str | None],
-                          arguments: argparse.Namespace, out: TextIO, stdin: TextIO) -> int:
+def run_from_command_line(
+    flow: CompiledFlow,
+    context: Mapping[str, Any],
+    inputs: dict[str, str | None],
+    arguments: argparse.Namespace,
+    out: TextIO,
+    stdin: TextIO,
+) -> int:
     """Run ``flow`` for one call as ``flowlang run`` does; returns the exit status."""
     return asyncio.run(_main(flow, context, inputs, arguments, out, stdin))

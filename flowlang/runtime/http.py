@@ -73,8 +73,9 @@ class HttpResult:
 class HttpSender(Protocol):
     """Sends prepared requests; the runtime's only way to the network."""
 
-    async def send(self, request: PreparedRequest, *, timeout: float, max_body: int,
-                   follow_redirects: bool) -> HttpResult:
+    async def send(
+        self, request: PreparedRequest, *, timeout: float, max_body: int, follow_redirects: bool
+    ) -> HttpResult:
         """Send ``request`` within ``timeout`` seconds in total."""
 
 
@@ -92,7 +93,7 @@ def _json_depth_ok(value: Any) -> bool:
 
 
 def decode_body(content: bytes, content_type: str) -> tuple[str, Any]:
-    """``("success", value)`` with JSON parsed (text when not JSON), or ``("invalid_json", error)``."""
+    """``("success", value)``, JSON parsed or else text; or ``("invalid_json", error)``."""
     media = content_type.split(";")[0].strip().lower()
     says_json = media == "application/json" or media.endswith("+json")
     if says_json or (not media and content.lstrip()[:1] in (b"{", b"[")):
@@ -103,7 +104,10 @@ def decode_body(content: bytes, content_type: str) -> tuple[str, Any]:
                 return "invalid_json", f"the response is not valid JSON: {error}"
         else:
             if not _json_depth_ok(value):
-                return "invalid_json", f"the response JSON nests deeper than {MAX_JSON_DEPTH} levels"
+                return (
+                    "invalid_json",
+                    f"the response JSON nests deeper than {MAX_JSON_DEPTH} levels",
+                )
             return "success", value
     charset = "utf-8"
     for parameter in content_type.split(";")[1:]:
@@ -127,17 +131,23 @@ def _headers(response: httpx.Response) -> dict[str, str]:
 class GuardedHttp:
     """The real network, behind the address guard (see the module docstring)."""
 
-    def __init__(self, client: httpx.AsyncClient, policy: AddressPolicy,
-                 resolver: Resolver = system_resolver, connect_timeout: float = 3.0,
-                 max_redirects: int = 3) -> None:
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        policy: AddressPolicy,
+        resolver: Resolver = system_resolver,
+        connect_timeout: float = 3.0,
+        max_redirects: int = 3,
+    ) -> None:
         self.client = client
         self.policy = policy
         self.resolver = resolver
         self.connect_timeout = connect_timeout
         self.max_redirects = max_redirects
 
-    async def send(self, request: PreparedRequest, *, timeout: float, max_body: int,
-                   follow_redirects: bool) -> HttpResult:
+    async def send(
+        self, request: PreparedRequest, *, timeout: float, max_body: int, follow_redirects: bool
+    ) -> HttpResult:
         started = time.perf_counter()
         try:
             async with asyncio.timeout(timeout):
@@ -147,7 +157,9 @@ class GuardedHttp:
         result.duration = time.perf_counter() - started
         return result
 
-    async def _exchange(self, request: PreparedRequest, max_body: int, follow_redirects: bool) -> HttpResult:
+    async def _exchange(
+        self, request: PreparedRequest, max_body: int, follow_redirects: bool
+    ) -> HttpResult:
         current = request
         for _hop in range(self.max_redirects + 1):
             url = httpx.URL(current.url)
@@ -156,8 +168,9 @@ class GuardedHttp:
                 return HttpResult("refused", error=refusal)
             assert target is not None
             try:
-                response = await self.client.send(self._build(current, url, target), stream=True,
-                                                  follow_redirects=False)
+                response = await self.client.send(
+                    self._build(current, url, target), stream=True, follow_redirects=False
+                )
             except httpx.TimeoutException:
                 return HttpResult("timeout", error=f"timed out connecting to {url.host}")
             except (httpx.TransportError, OSError) as error:
@@ -167,8 +180,13 @@ class GuardedHttp:
                     location = response.headers.get("location", "")
                     status = response.status_code
                     if not follow_redirects:
-                        return HttpResult("http_error", status, _headers(response), None,
-                                          f"redirect {status} to {location!r} (redirects are off)")
+                        return HttpResult(
+                            "http_error",
+                            status,
+                            _headers(response),
+                            None,
+                            f"redirect {status} to {location!r} (redirects are off)",
+                        )
                     next_request = self._redirect(current, url, location)
                     if isinstance(next_request, str):
                         return HttpResult("refused", status, _headers(response), None, next_request)
@@ -186,7 +204,10 @@ class GuardedHttp:
         if scheme not in ("https", "http"):
             return f"scheme {scheme!r} is not allowed", None
         if scheme == "http" and not self.policy.is_allowed_host(host):
-            return f"plain http to {host} is not allowed (https only, except allow-listed hosts)", None
+            return (
+                f"plain http to {host} is not allowed (https only, except allow-listed hosts)",
+                None,
+            )
         literal = literal_address(host)
         if literal is not None:
             addresses = [literal]
@@ -219,18 +240,31 @@ class GuardedHttp:
         if url.scheme == "https" and literal_address(url.host) is None:
             extensions["sni_hostname"] = url.host
         headers = [("host", host_header), *request.headers]
-        return httpx.Request(request.method, connect_url, headers=headers, content=request.body,
-                             extensions=extensions)
+        return httpx.Request(
+            request.method,
+            connect_url,
+            headers=headers,
+            content=request.body,
+            extensions=extensions,
+        )
 
-    def _redirect(self, request: PreparedRequest, url: httpx.URL, location: str) -> PreparedRequest | str:
+    def _redirect(
+        self, request: PreparedRequest, url: httpx.URL, location: str
+    ) -> PreparedRequest | str:
         if not location:
             return "a redirect without a Location header"
         target = httpx.URL(urljoin(str(url), location))
         if url.scheme == "https" and target.scheme != "https":
             return f"a redirect from https to {target.scheme} ({target}) is refused"
         same_origin = (target.scheme, target.host, target.port) == (url.scheme, url.host, url.port)
-        headers = request.headers if same_origin else tuple(
-            (name, value) for name, value in request.headers if name.lower() not in _CREDENTIAL_HEADERS
+        headers = (
+            request.headers
+            if same_origin
+            else tuple(
+                (name, value)
+                for name, value in request.headers
+                if name.lower() not in _CREDENTIAL_HEADERS
+            )
         )
         return PreparedRequest(request.method, str(target), headers, request.body)
 
@@ -238,28 +272,45 @@ class GuardedHttp:
         headers = _headers(response)
         declared = response.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > max_body:
-            return HttpResult("too_large", response.status_code, headers, None,
-                              f"the response declares {declared} bytes, more than the limit of {max_body}")
+            return HttpResult(
+                "too_large",
+                response.status_code,
+                headers,
+                None,
+                f"the response declares {declared} bytes, more than the limit of {max_body}",
+            )
         chunks = []
         size = 0
         try:
             async for chunk in response.aiter_bytes():
                 size += len(chunk)
                 if size > max_body:
-                    return HttpResult("too_large", response.status_code, headers, None,
-                                      f"the response is larger than the limit of {max_body} bytes")
+                    return HttpResult(
+                        "too_large",
+                        response.status_code,
+                        headers,
+                        None,
+                        f"the response is larger than the limit of {max_body} bytes",
+                    )
                 chunks.append(chunk)
         except httpx.TimeoutException:
-            return HttpResult("timeout", response.status_code, headers, None, "timed out reading the response")
+            return HttpResult(
+                "timeout", response.status_code, headers, None, "timed out reading the response"
+            )
         except (httpx.TransportError, httpx.DecodingError) as error:
-            return HttpResult("connection_error", response.status_code, headers, None,
-                              f"{type(error).__name__}: {error}")
+            return HttpResult(
+                "connection_error",
+                response.status_code,
+                headers,
+                None,
+                f"{type(error).__name__}: {error}",
+            )
         outcome, body = decode_body(b"".join(chunks), response.headers.get("content-type", ""))
         if outcome != "success":
             return HttpResult(outcome, response.status_code, headers, None, str(body))
         status_outcome = "success" if 200 <= response.status_code < 300 else "http_error"
-        error = None if status_outcome == "success" else f"HTTP {response.status_code}"
-        return HttpResult(status_outcome, response.status_code, headers, body, error)
+        problem = None if status_outcome == "success" else f"HTTP {response.status_code}"
+        return HttpResult(status_outcome, response.status_code, headers, body, problem)
 
 
 @dataclass(frozen=True)
@@ -279,22 +330,38 @@ class RecordedHttp:
         self.responses = dict(responses)
         self.requests: list[PreparedRequest] = []
 
-    async def send(self, request: PreparedRequest, *, timeout: float, max_body: int,
-                   follow_redirects: bool) -> HttpResult:
+    async def send(
+        self, request: PreparedRequest, *, timeout: float, max_body: int, follow_redirects: bool
+    ) -> HttpResult:
         self.requests.append(request)
         recorded = self.responses.get((request.method, request.url))
         if recorded is None:
-            return HttpResult("connection_error", error=f"no recorded response for {request.method} {request.url}")
+            return HttpResult(
+                "connection_error", error=f"no recorded response for {request.method} {request.url}"
+            )
         if recorded.delay > timeout:
             await asyncio.sleep(timeout)
-            return HttpResult("timeout", error=f"no complete response within {timeout:g}s", duration=timeout)
+            return HttpResult(
+                "timeout", error=f"no complete response within {timeout:g}s", duration=timeout
+            )
         await asyncio.sleep(recorded.delay)
         headers = {name.lower(): value for name, value in recorded.headers.items()}
         body = recorded.body
         raw = body.encode() if isinstance(body, str) else orjson.dumps(body)
         if len(raw) > max_body:
-            return HttpResult("too_large", recorded.status, headers, None,
-                              f"the response is larger than the limit of {max_body} bytes")
+            return HttpResult(
+                "too_large",
+                recorded.status,
+                headers,
+                None,
+                f"the response is larger than the limit of {max_body} bytes",
+            )
         outcome = "success" if 200 <= recorded.status < 300 else "http_error"
-        return HttpResult(outcome, recorded.status, headers, body,
-                          None if outcome == "success" else f"HTTP {recorded.status}", recorded.delay)
+        return HttpResult(
+            outcome,
+            recorded.status,
+            headers,
+            body,
+            None if outcome == "success" else f"HTTP {recorded.status}",
+            recorded.delay,
+        )

@@ -27,10 +27,13 @@ def load_recorded_responses(path: str | Path) -> RecordedHttp:
     document = load_document(Path(path))
     entries = document.data
     if not isinstance(entries, list):
-        raise DocumentError("a responses file is a list of responses", document.text, document.position(()))
+        raise DocumentError(
+            "a responses file is a list of responses", document.text, document.position(())
+        )
     responses = {}
     for index, entry in enumerate(entries):
-        def fail(message: str, key: str | None = None) -> DocumentError:
+
+        def fail(message: str, key: str | None = None, index: int = index) -> DocumentError:
             pointer = (index, key) if key is not None else (index,)
             position: SourcePosition = document.position(pointer)
             return DocumentError(message, document.text, position)
@@ -51,7 +54,9 @@ def load_recorded_responses(path: str | Path) -> RecordedHttp:
         if not isinstance(delay, (int, float)) or isinstance(delay, bool) or not 0 <= delay <= 60:
             raise fail("delay must be a number of seconds from 0 to 60", "delay")
         body = entry.get("body", "")
-        if "content-type" not in {str(name).lower() for name in headers} and not isinstance(body, str):
+        if "content-type" not in {str(name).lower() for name in headers} and not isinstance(
+            body, str
+        ):
             headers = {**headers, "content-type": "application/json"}
         responses[(method.upper(), url.strip())] = RecordedResponse(
             status, {str(k): str(v) for k, v in headers.items()}, body, float(delay)

@@ -71,7 +71,9 @@ def encode_component(value: Any) -> str:
 
 def render_endpoint(parts: tuple[Any, ...], context: Mapping[str, Any]) -> str:
     """The URL of an endpoint: fixed text as written, each templated value percent-encoded."""
-    return "".join(part if type(part) is str else encode_component(part.render(context)) for part in parts)
+    return "".join(
+        part if type(part) is str else encode_component(part.render(context)) for part in parts
+    )
 
 
 def _json_problem(value: Any) -> str | None:

@@ -8,7 +8,7 @@ import asyncio
 import json
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -16,9 +16,9 @@ import httpx
 from flowlang.errors import FlowError
 from flowlang.expr.values import to_json
 from flowlang.flow.model import CompiledFlow
+from flowlang.runtime.addresses import AddressPolicy
 from flowlang.runtime.host import Host, Instruction, RecordingHost
 from flowlang.runtime.http import GuardedHttp, HttpSender, Resolver, system_resolver
-from flowlang.runtime.addresses import AddressPolicy
 from flowlang.runtime.requests import PreparedRequest
 from flowlang.runtime.secrets import EnvironmentSecrets, Redactor, SecretsProvider, SecretsView
 from flowlang.runtime.steps import ASYNC_EXECUTORS, SYNC_EXECUTORS, Transition, apply_digits
@@ -78,8 +78,14 @@ class RunResult:
 class Run:
     """The per-call state of one run: scope, trace, counters. Never shared between calls."""
 
-    def __init__(self, runtime: Runtime, flow: CompiledFlow, data: dict[str, Any], steps_run: int = 0,
-                 streak: tuple[str | None, int] = (None, 0)) -> None:
+    def __init__(
+        self,
+        runtime: Runtime,
+        flow: CompiledFlow,
+        data: dict[str, Any],
+        steps_run: int = 0,
+        streak: tuple[str | None, int] = (None, 0),
+    ) -> None:
         self.runtime = runtime
         self.flow = flow
         self.redactor = Redactor()
@@ -105,7 +111,9 @@ class Run:
 
     async def instruct(self, action: str, step: str, **fields: Any) -> None:
         """Record a call-control instruction and hand it to the host."""
-        self.instructions.append({"action": action, "step": step, **{k: self.redact(v) for k, v in fields.items()}})
+        self.instructions.append(
+            {"action": action, "step": step, **{k: self.redact(v) for k, v in fields.items()}}
+        )
         host = self.runtime.host
         if action == "hangup":
             await host.hangup(step=step)
@@ -136,9 +144,16 @@ class Runtime:
     ``<<secrets.NAME>>`` (environment variables by default).
     """
 
-    def __init__(self, *, client: httpx.AsyncClient | None = None, host: Host | None = None,
-                 secrets: SecretsProvider | None = None, settings: RuntimeSettings | None = None,
-                 resolver: Resolver | None = None, http: HttpSender | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        client: httpx.AsyncClient | None = None,
+        host: Host | None = None,
+        secrets: SecretsProvider | None = None,
+        settings: RuntimeSettings | None = None,
+        resolver: Resolver | None = None,
+        http: HttpSender | None = None,
+    ) -> None:
         self.settings = settings or RuntimeSettings()
         self.host: Host = host or RecordingHost()
         self.secrets: SecretsProvider = secrets or EnvironmentSecrets()
@@ -148,9 +163,13 @@ class Runtime:
             if client is None:
                 client = httpx.AsyncClient(trust_env=False, follow_redirects=False)
                 self._client = client
-            http = GuardedHttp(client, AddressPolicy(frozenset(h.lower() for h in self.settings.allow_hosts)),
-                               resolver or system_resolver, self.settings.connect_timeout,
-                               self.settings.max_redirects)
+            http = GuardedHttp(
+                client,
+                AddressPolicy(frozenset(h.lower() for h in self.settings.allow_hosts)),
+                resolver or system_resolver,
+                self.settings.connect_timeout,
+                self.settings.max_redirects,
+            )
         self.http: HttpSender = http
         self._background: set[asyncio.Task[None]] = set()
         #: Outcomes of requests sent with parse_response: false, in completion order.
@@ -171,23 +190,35 @@ class Runtime:
         if self._own_client and self._client is not None:
             await self._client.aclose()
 
-    def send_in_background(self, run: Run, step_id: str, request: PreparedRequest, timeout: float,
-                           summary: dict[str, Any]) -> None:
+    def send_in_background(
+        self,
+        run: Run,
+        step_id: str,
+        request: PreparedRequest,
+        timeout: float,
+        summary: dict[str, Any],
+    ) -> None:
         """Send without waiting; the outcome is recorded in ``background_results``."""
         redactor = run.redactor
         flow_name = run.flow.name
 
         async def send() -> None:
-            result = await self.http.send(request, timeout=timeout, max_body=self.settings.max_response_body,
-                                          follow_redirects=False)
-            self.background_results.append({
-                "flow": flow_name,
-                "step": step_id,
-                "outcome": result.outcome,
-                "status": result.status,
-                "error": redactor.text(result.error) if result.error else None,
-                "request": summary,
-            })
+            result = await self.http.send(
+                request,
+                timeout=timeout,
+                max_body=self.settings.max_response_body,
+                follow_redirects=False,
+            )
+            self.background_results.append(
+                {
+                    "flow": flow_name,
+                    "step": step_id,
+                    "outcome": result.outcome,
+                    "status": result.status,
+                    "error": redactor.text(result.error) if result.error else None,
+                    "request": summary,
+                }
+            )
 
         task = asyncio.get_running_loop().create_task(send())
         self._background.add(task)
@@ -195,7 +226,9 @@ class Runtime:
 
     # --- running ----------------------------------------------------------------------------
 
-    async def start(self, flow: CompiledFlow, context: Mapping[str, Any] | None = None) -> RunResult:
+    async def start(
+        self, flow: CompiledFlow, context: Mapping[str, Any] | None = None
+    ) -> RunResult:
         """Run ``flow`` for one call from its start step."""
         data: dict[str, Any] = {}
         for key, value in (context or {}).items():
@@ -211,13 +244,17 @@ class Runtime:
         run = Run(self, flow, data)
         return await self._continue(run, flow.start)
 
-    async def resume(self, flow: CompiledFlow, state: Mapping[str, Any], digits: str | None) -> RunResult:
+    async def resume(
+        self, flow: CompiledFlow, state: Mapping[str, Any], digits: str | None
+    ) -> RunResult:
         """Continue a run that waits for input, with the caller's digits (None: no input)."""
         if not isinstance(state, Mapping) or state.get("format") != STATE_FORMAT:
             raise FlowStateError("this is not a flowlang run state")
         if state.get("flow") != flow.name or state.get("fingerprint") != flow.fingerprint:
-            raise FlowStateError(f"the state belongs to flow {state.get('flow')!r} as it was when the run "
-                                 "was suspended; the flow given is not that one")
+            raise FlowStateError(
+                f"the state belongs to flow {state.get('flow')!r} as it was when the run "
+                "was suspended; the flow given is not that one"
+            )
         step_id = state.get("waiting_at")
         if step_id not in flow.steps or flow.steps[str(step_id)].type != "collect_input":
             raise FlowStateError(f"the state is not waiting at a collect_input step ({step_id!r})")
@@ -230,8 +267,15 @@ class Runtime:
         step = flow.steps[str(step_id)]
         outcome, value, target = apply_digits(step, digits)
         data.setdefault("input", {})[step.id] = {"value": value}
-        run.trace.append({"step": step.id, "type": step.type, "outcome": outcome, "duration_ms": 0.0,
-                          "detail": {"digits": len(value)}})
+        run.trace.append(
+            {
+                "step": step.id,
+                "type": step.type,
+                "outcome": outcome,
+                "duration_ms": 0.0,
+                "detail": {"digits": len(value)},
+            }
+        )
         return await self._continue(run, target)
 
     async def _continue(self, run: Run, step_id: str | None) -> RunResult:
@@ -253,28 +297,39 @@ class Runtime:
             last, count = run.streak
             count = count + 1 if last == step_id else 1
             if count > settings.max_same_step:
-                return self._failed(run, f"step {step_id!r} ran more than {settings.max_same_step} times in a row")
+                return self._failed(
+                    run, f"step {step_id!r} ran more than {settings.max_same_step} times in a row"
+                )
             run.streak = (step_id, count)
             run.steps_run += 1
             step = run.flow.steps[step_id]
             started = perf_counter()
             run_step = SYNC_EXECUTORS.get(step.type)
             transition: Transition = (
-                run_step(step, run) if run_step is not None else await ASYNC_EXECUTORS[step.type](step, run)
+                run_step(step, run)
+                if run_step is not None
+                else await ASYNC_EXECUTORS[step.type](step, run)
             )
             detail = transition.detail
             if detail is not None and redactor.values:
                 detail = redactor.data(detail)
-            run.trace.append({
-                "step": step_id,
-                "type": step.type,
-                "outcome": transition.outcome,
-                "duration_ms": (perf_counter() - started) * 1000.0,
-                "detail": detail,
-            })
+            run.trace.append(
+                {
+                    "step": step_id,
+                    "type": step.type,
+                    "outcome": transition.outcome,
+                    "duration_ms": (perf_counter() - started) * 1000.0,
+                    "detail": detail,
+                }
+            )
             if transition.kind == "wait":
-                return RunResult("waiting_for_input", run.trace, run.instructions, run.state(step.id),
-                                 transition.detail)
+                return RunResult(
+                    "waiting_for_input",
+                    run.trace,
+                    run.instructions,
+                    run.state(step.id),
+                    transition.detail,
+                )
             if transition.kind == "end":
                 return RunResult("ended", run.trace, run.instructions)
             step_id = transition.target if transition.kind == "go" else None
@@ -286,8 +341,13 @@ class Runtime:
     # --- synchronous convenience ------------------------------------------------------------
 
 
-def run_sync(flow: CompiledFlow, context: Mapping[str, Any] | None = None, *,
-             digits: list[str | None] | None = None, **runtime_options: Any) -> RunResult:
+def run_sync(
+    flow: CompiledFlow,
+    context: Mapping[str, Any] | None = None,
+    *,
+    digits: list[str | None] | None = None,
+    **runtime_options: Any,
+) -> RunResult:
     """Run a flow to its end in a fresh event loop, answering collect_input steps from ``digits``.
 
     A convenience for scripts and tests; servers use :class:`Runtime` directly.

@@ -24,9 +24,11 @@ class SecretsProvider(Protocol):
 
 
 class EnvironmentSecrets:
-    """Secrets from environment variables: ``secrets.crm_token`` reads ``FLOWLANG_SECRET_CRM_TOKEN``."""
+    """Secrets from the environment: ``secrets.crm_token`` is ``FLOWLANG_SECRET_CRM_TOKEN``."""
 
-    def __init__(self, prefix: str = "FLOWLANG_SECRET_", environ: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self, prefix: str = "FLOWLANG_SECRET_", environ: Mapping[str, str] | None = None
+    ) -> None:
         self.prefix = prefix
         self.environ = os.environ if environ is None else environ
 

@@ -10,7 +10,13 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from flowlang.expr.values import to_text, truthy
 from flowlang.flow.build import Endpoint
 from flowlang.flow.model import FieldTree, Step
-from flowlang.runtime.requests import PreparedRequest, RequestError, check_header, encode_body, render_endpoint
+from flowlang.runtime.requests import (
+    PreparedRequest,
+    RequestError,
+    check_header,
+    encode_body,
+    render_endpoint,
+)
 
 if TYPE_CHECKING:
     from flowlang.runtime.runner import Run
@@ -41,8 +47,12 @@ def condition_splitter(step: Step, run: Run) -> Transition:
         if branch.expression is not None:
             value = branch.expression.render(scope)
             if truthy(value):
-                return Transition("go", branch.next, f"branch {index}",
-                                  {"expression": branch.expression.source, "value": value})
+                return Transition(
+                    "go",
+                    branch.next,
+                    f"branch {index}",
+                    {"expression": branch.expression.source, "value": value},
+                )
             continue
         compared = []
         for row in branch.rows:
@@ -70,7 +80,7 @@ def collect_input(step: Step, run: Run) -> Transition:
 
 
 def apply_digits(step: Step, digits: str | None) -> tuple[str, str, str]:
-    """(outcome, value, target) for the digits a caller entered (None: nothing before the timeout)."""
+    """(outcome, value, target) for the digits a caller entered (None: none before the timeout)."""
     on_no_input = step.fields["on_no_input"]
     on_invalid = step.fields.get("on_invalid") or on_no_input
     if digits is None or not isinstance(digits, str):
@@ -144,7 +154,10 @@ def prepare_request(step: Step, scope: Mapping[str, Any], max_body: int) -> Prep
     """Render and check everything a request needs; RequestError when it cannot be sent."""
     endpoint: Endpoint = step.fields["endpoint"]
     url = render_endpoint(endpoint.parts, scope)
-    headers = [(name, check_header(name, template.render(scope))) for name, template in step.fields["headers"]]
+    headers = [
+        (name, check_header(name, template.render(scope)))
+        for name, template in step.fields["headers"]
+    ]
     body_tree: FieldTree = step.fields["body"]
     body = None
     if body_tree or step.fields["method"] in ("POST", "PUT", "PATCH"):
@@ -164,30 +177,47 @@ async def http_request(step: Step, run: Run) -> Transition:
         if missing is not None:
             raise RequestError(missing)
     except RequestError as error:
-        run.scope["steps"][step.id] = {"outcome": "invalid_request", "error": run.redact(str(error))}
-        return Transition("go", step.fields["on_failure"] or step.fields["next"], "invalid_request",
-                          {"error": run.redact(str(error))})
+        run.scope["steps"][step.id] = {
+            "outcome": "invalid_request",
+            "error": run.redact(str(error)),
+        }
+        return Transition(
+            "go",
+            step.fields["on_failure"] or step.fields["next"],
+            "invalid_request",
+            {"error": run.redact(str(error))},
+        )
     summary = run.request_summary(request)
     timeout = min(step.fields["timeout"], settings.http_timeout_cap)
     if not step.fields["parse_response"]:
         run.runtime.send_in_background(run, step.id, request, timeout, summary)
         run.scope["steps"][step.id] = {"outcome": "sent"}
         return Transition("go", step.fields["next"], "sent", {"request": summary})
-    result = await run.runtime.http.send(request, timeout=timeout, max_body=settings.max_response_body,
-                                         follow_redirects=step.fields["follow_redirects"])
+    result = await run.runtime.http.send(
+        request,
+        timeout=timeout,
+        max_body=settings.max_response_body,
+        follow_redirects=step.fields["follow_redirects"],
+    )
     record: dict[str, Any] = {"outcome": result.outcome}
     if result.response is not None and result.outcome in ("success", "http_error"):
         record["response"] = result.response
     if result.error is not None:
         record["error"] = run.redact(result.error)
     run.scope["steps"][step.id] = record
-    detail = {"request": summary, "status": result.status, "duration_ms": round(result.duration * 1000, 1)}
+    detail: dict[str, Any] = {
+        "request": summary,
+        "status": result.status,
+        "duration_ms": round(result.duration * 1000, 1),
+    }
     if result.error is not None:
         detail["error"] = run.redact(result.error)
     if result.outcome == "success":
         return Transition("go", step.fields["next"], "success", detail)
     if result.outcome == "timeout":
-        return Transition("go", step.fields["on_timeout"] or step.fields["on_failure"], "timeout", detail)
+        return Transition(
+            "go", step.fields["on_timeout"] or step.fields["on_failure"], "timeout", detail
+        )
     return Transition("go", step.fields["on_failure"], result.outcome, detail)
 
 
