@@ -463,3 +463,39 @@ cdef Node build(object node, Py_ssize_t limit):
 def build_evaluator(node, max_output):
     """Compile lowered IR into a function of the context (a bound method, called fast)."""
     return Evaluator(build(node, max_output)).render
+
+
+# --- request bodies -------------------------------------------------------------------------
+
+from libc.math cimport isfinite
+
+
+def first_non_finite(value):
+    """The first NaN or infinity inside JSON-shaped ``value`` (a float), or None.
+
+    The compiled twin of flowlang.runtime.requests.first_non_finite: orjson writes NaN and
+    infinity as null, so bodies are scanned for them; iterative, so depth is no concern.
+    """
+    cdef list pending = [value]
+    cdef object item
+    cdef object kind
+    while pending:
+        item = pending.pop()
+        kind = type(item)
+        if kind is str or kind is int or item is None or kind is bool:
+            continue
+        if kind is float:
+            if not isfinite(<double>item):
+                return item
+        elif kind is dict:
+            pending.extend((<dict>item).values())
+        elif kind is list:
+            pending.extend(<list>item)
+        elif isinstance(item, (list, tuple)):
+            pending.extend(item)
+        elif isinstance(item, float):
+            if not isfinite(float(item)):
+                return item
+        elif hasattr(item, "values") and hasattr(item, "keys"):
+            pending.extend(item.values())
+    return None

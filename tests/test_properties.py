@@ -249,3 +249,15 @@ def test_any_json_value_renders_as_text_and_json(value: Any) -> None:
     text = flowlang.render("v=<<a>>", {"a": value})
     assert text.startswith("v=")
     flowlang.render("<<a | json>>", {"a": value})
+
+
+@needs_cython
+@given(json_values)
+def test_body_scan_twins_agree(value: Any) -> None:
+    from flowlang import _cevaluator  # type: ignore[attr-defined]
+    from flowlang.runtime.requests import first_non_finite
+
+    python, compiled = first_non_finite(value), _cevaluator.first_non_finite(value)
+    assert (python is None) == (compiled is None)
+    if python is not None:
+        assert repr(python) == repr(compiled)

@@ -7,7 +7,7 @@ No other module reads the environment.
 
 from __future__ import annotations
 
-__all__ = ["AVAILABLE", "DEFAULT_BACKEND", "get_builder"]
+__all__ = ["AVAILABLE", "DEFAULT_BACKEND", "compiled_helper", "get_builder"]
 
 import importlib
 import os
@@ -62,3 +62,11 @@ def get_builder(name: str | None) -> tuple[str, Builder]:
         builder: Builder = _extension.build_evaluator
         return chosen, builder
     raise ValueError(f"unknown backend {name!r}; expected 'cython' or 'python'")
+
+
+def compiled_helper(name: str, fallback: Callable[..., Any]) -> Callable[..., Any]:
+    """The extension's compiled twin of ``fallback`` when the extension is in use, else ``fallback``."""
+    if _extension is None:
+        return fallback
+    helper: Callable[..., Any] = getattr(_extension, name)
+    return helper

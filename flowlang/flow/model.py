@@ -59,21 +59,41 @@ class FieldTree:
     """
 
     entries: tuple[tuple[str, Value | FieldTree], ...]
-    plan: tuple[tuple[str, Render], ...] = field(init=False, repr=False, compare=False)
+    #: ``build(context)``: a fresh dict for one run (one generated function, no loop).
+    build: Render = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        plan = tuple(
-            (key, item.render if isinstance(item, Value) else item.build)
-            for key, item in self.entries
-        )
-        object.__setattr__(self, "plan", plan)
-
-    def build(self, context: Mapping[str, Any]) -> dict[str, Any]:
-        """A fresh dict for one run."""
-        return {key: render(context) for key, render in self.plan}
+        object.__setattr__(self, "build", _compile_tree(self))
 
     def __bool__(self) -> bool:
         return bool(self.entries)
+
+
+def _compile_tree(tree: FieldTree) -> Render:
+    """Generate ``def build(context): return {key: r0(context), "nested": {…}}`` for a tree.
+
+    Keys enter the code only as ``repr`` of a str (always a plain literal) and renders only as
+    default arguments, so document text never becomes code.
+    """
+    renders: list[Render] = []
+
+    def expression(node: FieldTree) -> str:
+        items = []
+        for key, item in node.entries:
+            if isinstance(item, FieldTree):
+                value = expression(item)
+            else:
+                renders.append(item.render)
+                value = f"r{len(renders) - 1}(context)"
+            items.append(f"{str(key)!r}: {value}")
+        return "{" + ", ".join(items) + "}"
+
+    body = expression(tree)
+    parameters = "".join(f", r{index}=r{index}" for index in range(len(renders)))
+    namespace: dict[str, Any] = {f"r{index}": render for index, render in enumerate(renders)}
+    exec(f"def build(context{parameters}):\n    return {body}\n", namespace)
+    built: Render = namespace["build"]
+    return built
 
 
 @dataclass(frozen=True)

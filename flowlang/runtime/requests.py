@@ -25,10 +25,10 @@ from urllib.parse import quote
 import orjson
 
 from flowlang.errors import FlowError
+from flowlang.expr.backends import compiled_helper
 from flowlang.expr.values import to_text
 
 MAX_HEADER_VALUE = 8 * 1024
-_INT64_MIN, _UINT64_MAX = -(2**63), 2**64 - 1
 
 
 class RequestError(FlowError):
@@ -76,31 +76,34 @@ def render_endpoint(parts: tuple[Any, ...], context: Mapping[str, Any]) -> str:
     )
 
 
-def _json_problem(value: Any) -> str | None:
-    """The first value in ``value`` that JSON cannot carry exactly, described; None if none."""
+def first_non_finite(value: Any) -> float | None:
+    """The first NaN or infinity inside JSON-shaped ``value``, or None (iterative).
+
+    ``flowlang._cevaluator.first_non_finite`` is its compiled twin; a property test keeps the
+    two equal.
+    """
     pending = [value]
     while pending:
         item = pending.pop()
         kind = type(item)
-        if kind is dict:
-            pending.extend(item.values())
-        elif kind is list:
-            pending.extend(item)
-        elif kind is float:
-            if not math.isfinite(item):
-                return f"{item!r} is not a JSON number"
-        elif kind is int:
-            if not _INT64_MIN <= item <= _UINT64_MAX:
-                return "an integer beyond 64 bits cannot be sent exactly"
-        elif kind is str or kind is bool or item is None:
+        if kind is str or kind is int or item is None or kind is bool:
             continue
-        elif isinstance(item, (list, tuple)):
+        if kind is float:
+            if not math.isfinite(item):
+                return float(item)
+        elif kind is dict:
+            pending.extend(item.values())
+        elif kind is list or isinstance(item, (list, tuple)):
             pending.extend(item)
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                return float(item)
         elif isinstance(item, Mapping):
             pending.extend(item.values())
-        elif not isinstance(item, (str, int, float)):
-            return f"a value of type {type(item).__name__} is not JSON"
     return None
+
+
+_scan_non_finite = compiled_helper("first_non_finite", first_non_finite)
 
 
 def _default(value: Any) -> Any:
@@ -108,20 +111,23 @@ def _default(value: Any) -> Any:
         return dict(value)
     if isinstance(value, tuple):
         return list(value)
-    raise TypeError(type(value).__name__)
+    raise TypeError(f"a value of type {type(value).__name__} is not JSON")
 
 
 def encode_body(body: Any, limit: int) -> bytes:
     """Serialize a body value once; raise RequestError when it is not exact JSON or too large."""
     try:
         data = orjson.dumps(body, default=_default, option=orjson.OPT_NON_STR_KEYS)
-    except (TypeError, orjson.JSONEncodeError) as error:
-        raise RequestError(f"the body cannot be sent: {_json_problem(body) or error}") from None
+    except orjson.JSONEncodeError as error:
+        reason = (
+            "an integer beyond 64 bits cannot be sent exactly" if "64-bit" in str(error) else error
+        )
+        raise RequestError(f"the body cannot be sent: {reason}") from None
     # orjson writes NaN and infinity as null: look closer only when a null was written.
     if b"null" in data:
-        problem = _json_problem(body)
-        if problem is not None:
-            raise RequestError(f"the body cannot be sent: {problem}")
+        bad = _scan_non_finite(body)
+        if bad is not None:
+            raise RequestError(f"the body cannot be sent: {bad!r} is not a JSON number")
     if len(data) > limit:
         raise RequestError(f"the body is {len(data)} bytes, more than the limit of {limit}")
     return data
