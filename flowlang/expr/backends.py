@@ -65,7 +65,7 @@ def get_builder(name: str | None) -> tuple[str, Builder]:
 
 
 def compiled_helper(name: str, fallback: Callable[..., Any]) -> Callable[..., Any]:
-    """The extension's compiled twin of ``fallback`` when the extension is in use, else ``fallback``."""
+    """The compiled twin of ``fallback`` when the extension is in use, else ``fallback``."""
     if _extension is None:
         return fallback
     helper: Callable[..., Any] = getattr(_extension, name)
