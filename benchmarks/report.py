@@ -32,9 +32,11 @@ def _fmt(ns: float) -> str:
 def main(path: Path) -> int:
     data = json.loads(path.read_text())
     table: dict[str, dict[str, float]] = defaultdict(dict)
+    extras: dict[str, dict[str, float]] = {}
     for bench in data["benchmarks"]:
         info = bench["extra_info"]
         table[info["workload"]][info["contender"]] = _ns(bench["stats"], info["batch"])
+        extras[info["workload"]] = info
     print(
         f"machine: {data['machine_info'].get('cpu', {}).get('brand_raw', '?')}, "
         f"python {data['machine_info']['python_version']}, {data['datetime'][:19]}\n"
@@ -42,7 +44,7 @@ def main(path: Path) -> int:
     print(_row(RENDER_COLUMNS))
     print("|---|---|---|---|---|---|---|---|---|")
     for workload, row in sorted(table.items()):
-        if workload.startswith("W7"):
+        if not workload.startswith("W") or workload.startswith("W7"):
             continue
         cython = row["flowlang-cython"]
         fastest_peer = min(row[peer] for peer in PEERS)
@@ -57,6 +59,20 @@ def main(path: Path) -> int:
                 f"| {workload} | {_fmt(row['flowlang-cold'])} | {_fmt(row['flowlang-memoized'])} | "
                 f"{_fmt(row['jinja2'])} | {_fmt(row['liquid'])} | {_fmt(row['jmespath'])} |"
             )
+    print("\n" + _row(["flow workload", "hand-written", "flowlang", "ratio"]))
+    print("|---|---|---|---|")
+    for workload, row in sorted(table.items()):
+        if workload.startswith("F") and "baseline" in row:
+            ours, theirs = row["flowlang"], row["baseline"]
+            print(_row([workload, _fmt(theirs), _fmt(ours), f"{ours / theirs:.2f}×"]))
+    concurrency = extras.get("F4 10k suspended")
+    if concurrency:
+        print(
+            f"\n10,000 concurrent runs suspended at collect_input: "
+            f"{concurrency['starts_per_second']:,.0f} starts/s, "
+            f"{concurrency['resumes_per_second']:,.0f} resumes/s, "
+            f"{concurrency['bytes_per_suspended_run'] / 1024:.1f} KiB per suspended run"
+        )
     return 0
 
 

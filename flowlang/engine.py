@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from flowlang.errors import FlowSyntaxError, SourcePosition
-from flowlang.expr import ast
+from flowlang.expr import ast, ir
 from flowlang.expr.backends import get_builder
 from flowlang.expr.filters import BUILTIN_FILTERS, FilterSpec, custom_filter_spec
 from flowlang.expr.limits import Limits
@@ -27,13 +27,15 @@ class Template:
     value (a list, a number, None); any other template returns a string.
     """
 
-    __slots__ = ("backend", "references", "render", "source", "syntax", "tree")
+    __slots__ = ("backend", "lowered", "references", "render", "source", "syntax", "tree")
 
     source: str
     syntax: Syntax
     tree: ast.TemplateTree
     references: tuple[Reference, ...]
     backend: str
+    #: The lowered IR, for composing templates into larger compiled units (flow conditions).
+    lowered: ir.Node
     #: Evaluate the template against a context; see the class docstring.
     render: Callable[[Mapping[str, Any]], Any]
 
@@ -44,6 +46,7 @@ class Template:
         tree: ast.TemplateTree,
         backend: str,
         evaluator: Callable[[Mapping[str, Any]], Any],
+        lowered: ir.Node,
     ) -> None:
         object.__setattr__(self, "source", source)
         object.__setattr__(self, "syntax", syntax)
@@ -51,6 +54,7 @@ class Template:
         object.__setattr__(self, "references", collect_references(tree))
         object.__setattr__(self, "backend", backend)
         object.__setattr__(self, "render", evaluator)
+        object.__setattr__(self, "lowered", lowered)
 
     @property
     def is_expression(self) -> bool:
@@ -120,15 +124,18 @@ class Engine:
             if position is not None:
                 raise error.with_position(position) from None
             raise
-        template = Template(
-            source, self.syntax, tree, self.backend, self._build(lowered, self.limits.max_output)
-        )
+        evaluator = self._build(lowered, self.limits.max_output)
+        template = Template(source, self.syntax, tree, self.backend, evaluator, lowered)
         if self._cache_size:
             with self._lock:
                 if len(self._cache) >= self._cache_size:
                     self._cache.pop(next(iter(self._cache)))
                 self._cache[source] = template
         return template
+
+    def build(self, node: ir.Node) -> Callable[[Mapping[str, Any]], Any]:
+        """An evaluator for IR composed from compiled templates' ``lowered`` IR."""
+        return self._build(node, self.limits.max_output)
 
     def render(self, source: str, context: Mapping[str, Any]) -> Any:
         """Compile ``source`` (memoized) and render it against ``context``."""

@@ -422,3 +422,44 @@ def test_compiled_flows_are_shared_by_concurrent_runs() -> None:
     assert [r.instructions[0]["text"] for r in results] == [
         f"Welcome c{n}, PIN 1234." for n in range(200)
     ]
+
+
+@given(
+    st.sampled_from(
+        sorted(__import__("flowlang.flow.conditions", fromlist=["OPERATORS"]).OPERATORS)
+    ),
+    st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(-3, 3),
+        st.sampled_from(["", "1", "a", "ab", " 2 "]),
+        st.lists(st.sampled_from(["a", 1, None]), max_size=2),
+        st.just({}),
+        st.just({"a": 1}),
+    ),
+    st.one_of(st.none(), st.booleans(), st.integers(-3, 3), st.sampled_from(["", "1", "a", "b"])),
+)
+def test_compiled_rows_agree_with_row_by_row(operator: str, left: Any, right: Any) -> None:
+    unary = operator in ("is_empty", "is_not_empty")
+    row = {
+        "property": "<<left>>",
+        "operator": operator,
+        **({} if unary else {"value": "<<right>>"}),
+    }
+    document = {
+        "flow": "c",
+        "start": "s",
+        "steps": {
+            "s": {
+                "type": "condition_splitter",
+                "branches": [{"conditions": [row], "next": "y"}],
+                "otherwise": "n",
+            },
+            "y": {"type": "hangup"},
+            "n": {"type": "hangup"},
+        },
+    }
+    branch = flowlang.load_flow(json.dumps(document)).steps["s"].fields["branches"][0]
+    scope = {"left": left, "right": right}
+    assert branch.test is not None
+    assert bool(branch.test(scope)) == branch.rows[0].holds(scope)[0]

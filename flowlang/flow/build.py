@@ -12,7 +12,7 @@ from typing import Any
 from flowlang.engine import Engine, Template
 from flowlang.errors import FlowSyntaxError, SourcePosition, line_and_column, render_caret
 from flowlang.expr import ast
-from flowlang.flow.conditions import OPERATORS
+from flowlang.flow.conditions import OPERATORS, compile_rows
 from flowlang.flow.fields import CONDITION_OPERATORS, FIELDS, Field
 from flowlang.flow.model import FieldTree, Finding, Step, Value
 from flowlang.flow.source import Document, Pointer
@@ -57,6 +57,9 @@ class Branch:
     rows: tuple[Row, ...]
     expression: Template | None
     next: str
+    #: The rows compiled into one evaluator (None when they cannot be; then each row is tested
+    #: on its own, with the same semantics).
+    test: Callable[[Mapping[str, Any]], Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -396,7 +399,7 @@ class StepBuilder:
                 continue
             rows = self.rows(item["conditions"], (*where, "conditions"), step, label)
             if rows is not None and target is not None:
-                out.append(Branch(rows, None, target))
+                out.append(Branch(rows, None, target, compile_rows(rows, self.engine)))
         return tuple(out) if len(out) == len(raw) else None
 
     def rows(self, raw: Any, pointer: Pointer, step: str, label: str) -> tuple[Row, ...] | None:

@@ -54,6 +54,19 @@ def condition_splitter(step: Step, run: Run) -> Transition:
                     {"expression": branch.expression.source, "value": value},
                 )
             continue
+        test = branch.test
+        if test is not None:
+            if not test(scope):
+                continue
+            compared = [
+                [
+                    row.property.render(scope),
+                    row.operator,
+                    row.value.render(scope) if row.value else None,
+                ]
+                for row in branch.rows
+            ]
+            return Transition("go", branch.next, f"branch {index}", {"rows": compared})
         compared = []
         for row in branch.rows:
             holds, left, right = row.holds(scope)
