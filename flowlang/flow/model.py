@@ -129,6 +129,9 @@ class CompiledFlow:
     filename: str | None
     fingerprint: str
     warnings: tuple[Finding, ...] = ()
+    #: Derived data that users of the flow prepare once (the runtime's step plan); never part
+    #: of the flow's meaning.
+    prepared: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def step(self, step_id: str) -> Step:
         """The step called ``step_id``."""

@@ -21,7 +21,7 @@ from flowlang.runtime.host import Host, Instruction, RecordingHost
 from flowlang.runtime.http import GuardedHttp, HttpSender, Resolver, system_resolver
 from flowlang.runtime.requests import PreparedRequest
 from flowlang.runtime.secrets import EnvironmentSecrets, Redactor, SecretsProvider, SecretsView
-from flowlang.runtime.steps import ASYNC_EXECUTORS, SYNC_EXECUTORS, Transition, apply_digits
+from flowlang.runtime.steps import StepPlan, Transition, apply_digits, plan_flow
 
 STATE_FORMAT = "flowlang.run/1"
 #: Roots the runtime owns; a context may not supply them (``vars`` may be seeded).
@@ -289,60 +289,75 @@ class Runtime:
     async def _loop(self, run: Run, step_id: str | None) -> RunResult:
         """Run steps until the run waits, ends, completes or fails.
 
-        The run deadline is checked between steps; steps that wait on I/O (HTTP, the host) run
-        under an asyncio deadline for the time that is left, so steps without I/O pay nothing.
+        Steps that wait on I/O (HTTP, the host) run under an asyncio deadline for the time left
+        in the run; steps without I/O are plain calls, and a run of them is bounded by the step
+        limits. Counters live in locals and are written back to the run on every exit.
         """
         settings = self.settings
         redactor = run.redactor
+        trace = run.trace
         perf_counter = time.perf_counter
-        clock = asyncio.get_running_loop().time
-        deadline = clock() + settings.run_deadline
-        while step_id is not None:
-            if clock() > deadline:
-                raise TimeoutError
-            if run.steps_run >= settings.max_steps:
-                return self._failed(run, f"the run took more than {settings.max_steps} steps")
-            last, count = run.streak
-            count = count + 1 if last == step_id else 1
-            if count > settings.max_same_step:
-                return self._failed(
-                    run, f"step {step_id!r} ran more than {settings.max_same_step} times in a row"
+        deadline = asyncio.get_running_loop().time() + settings.run_deadline
+        plan: StepPlan | None = run.flow.prepared.get("plan")
+        if plan is None:
+            plan = run.flow.prepared.setdefault("plan", plan_flow(run.flow.steps))
+        max_steps, max_same = settings.max_steps, settings.max_same_step
+        steps_run = run.steps_run
+        last, count = run.streak
+        started = perf_counter()
+        try:
+            while step_id is not None:
+                if steps_run >= max_steps:
+                    return self._failed(run, f"the run took more than {max_steps} steps")
+                if step_id == last:
+                    count += 1
+                    if count > max_same:
+                        return self._failed(
+                            run, f"step {step_id!r} ran more than {max_same} times in a row"
+                        )
+                else:
+                    last, count = step_id, 1
+                steps_run += 1
+                step, run_step, execute = plan[step_id]
+                transition: Transition
+                if run_step is not None:
+                    transition = run_step(run)
+                else:
+                    assert execute is not None
+                    async with asyncio.timeout_at(deadline):
+                        transition = await execute(step, run)
+                kind, target, outcome, detail = transition
+                if detail is not None and redactor.values:
+                    detail = redactor.data(detail)
+                finished = perf_counter()
+                trace.append(
+                    {
+                        "step": step_id,
+                        "type": step.type,
+                        "outcome": outcome,
+                        "duration_ms": (finished - started) * 1000.0,
+                        "detail": detail,
+                    }
                 )
-            run.streak = (step_id, count)
-            run.steps_run += 1
-            step = run.flow.steps[step_id]
-            started = perf_counter()
-            run_step = SYNC_EXECUTORS.get(step.type)
-            transition: Transition
-            if run_step is not None:
-                transition = run_step(step, run)
-            else:
-                async with asyncio.timeout_at(deadline):
-                    transition = await ASYNC_EXECUTORS[step.type](step, run)
-            detail = transition.detail
-            if detail is not None and redactor.values:
-                detail = redactor.data(detail)
-            run.trace.append(
-                {
-                    "step": step_id,
-                    "type": step.type,
-                    "outcome": transition.outcome,
-                    "duration_ms": (perf_counter() - started) * 1000.0,
-                    "detail": detail,
-                }
-            )
-            if transition.kind == "wait":
-                return RunResult(
-                    "waiting_for_input",
-                    run.trace,
-                    run.instructions,
-                    run.state(step.id),
-                    transition.detail,
-                )
-            if transition.kind == "end":
-                return RunResult("ended", run.trace, run.instructions)
-            step_id = transition.target if transition.kind == "go" else None
-        return RunResult("completed", run.trace, run.instructions)
+                started = finished
+                if kind == "go":
+                    step_id = target
+                    continue
+                run.steps_run, run.streak = steps_run, (last, count)
+                if kind == "wait":
+                    return RunResult(
+                        "waiting_for_input",
+                        trace,
+                        run.instructions,
+                        run.state(step_id),
+                        transition[3],
+                    )
+                if kind == "end":
+                    return RunResult("ended", trace, run.instructions)
+                break
+            return RunResult("completed", trace, run.instructions)
+        finally:
+            run.steps_run, run.streak = steps_run, (last, count)
 
     def _failed(self, run: Run, error: str) -> RunResult:
         return RunResult("failed", run.trace, run.instructions, error=run.redact(error))

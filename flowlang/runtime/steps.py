@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
-__all__ = ["ASYNC_EXECUTORS", "SYNC_EXECUTORS", "Transition", "apply_digits"]
+__all__ = [
+    "ASYNC_EXECUTORS",
+    "SYNC_PLANNERS",
+    "StepPlan",
+    "Transition",
+    "apply_digits",
+    "plan_flow",
+]
 
 from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from flowlang.expr.values import to_text, truthy
 from flowlang.flow.build import Endpoint
@@ -22,60 +29,58 @@ if TYPE_CHECKING:
     from flowlang.runtime.runner import Run
 
 
-class Transition(NamedTuple):
-    """Where the run goes after a step: ``go`` to ``target``, ``wait`` for input, ``end``
-    (a call-control step handed the call over), or ``complete`` (no next step)."""
-
-    kind: str
-    target: str | None
-    outcome: str
-    detail: dict[str, Any] | None = None
+#: Where the run goes after a step, as ``(kind, target, outcome, detail)``: kind ``go`` (to
+#: ``target``), ``wait`` (for input), ``end`` (a call-control step handed the call over) or
+#: ``complete`` (no next step). A plain tuple: steps return one on every call.
+Transition: TypeAlias = tuple[str, str | None, str, dict[str, Any] | None]
 
 
 def _go_or_complete(step: Step, outcome: str, detail: dict[str, Any] | None = None) -> Transition:
     target = step.fields.get("next")
-    return Transition("go" if target else "complete", target, outcome, detail)
+    return ("go" if target else "complete", target, outcome, detail)
 
 
-def condition_splitter(step: Step, run: Run) -> Transition:
+def plan_condition_splitter(step: Step) -> Callable[[Run], Transition]:
     """The first branch whose rows all hold (or whose expression is true), else ``otherwise``.
 
     The trace records why as data: the compared values, formatted only when shown.
     """
-    scope = run.scope
-    for index, branch in enumerate(step.fields["branches"]):
-        if branch.expression is not None:
-            value = branch.expression.render(scope)
-            if truthy(value):
-                return Transition(
-                    "go",
-                    branch.next,
-                    f"branch {index}",
-                    {"expression": branch.expression.source, "value": value},
-                )
-            continue
-        test = branch.test
-        if test is not None:
-            if not test(scope):
-                continue
-            compared = [
-                [
-                    row.property.render(scope),
-                    row.operator,
-                    row.value.render(scope) if row.value else None,
-                ]
-                for row in branch.rows
-            ]
-            return Transition("go", branch.next, f"branch {index}", {"rows": compared})
-        compared = []
-        for row in branch.rows:
-            holds, left, right = row.holds(scope)
-            if not holds:
-                break
-            compared.append([left, row.operator, right])
-        else:
-            return Transition("go", branch.next, f"branch {index}", {"rows": compared})
-    return Transition("go", step.fields["otherwise"], "otherwise", None)
+    branches = [
+        (branch.test, branch.expression, branch.next, f"branch {index}", branch.rows)
+        for index, branch in enumerate(step.fields["branches"])
+    ]
+    otherwise = step.fields["otherwise"]
+
+    def run_step(run: Run) -> Transition:
+        scope = run.scope
+        for test, expression, target, label, rows in branches:
+            if expression is not None:
+                value = expression.render(scope)
+                if truthy(value):
+                    return ("go", target, label, {"expression": expression.source, "value": value})
+            elif test is not None:
+                if test(scope):
+                    compared = [
+                        [
+                            row.property.render(scope),
+                            row.operator,
+                            row.value.render(scope) if row.value else None,
+                        ]
+                        for row in rows
+                    ]
+                    return ("go", target, label, {"rows": compared})
+            else:
+                compared = []
+                for row in rows:
+                    holds, left, right = row.holds(scope)
+                    if not holds:
+                        break
+                    compared.append([left, row.operator, right])
+                else:
+                    return ("go", target, label, {"rows": compared})
+        return ("go", otherwise, "otherwise", None)
+
+    return run_step
 
 
 def collect_input(step: Step, run: Run) -> Transition:
@@ -89,7 +94,7 @@ def collect_input(step: Step, run: Run) -> Transition:
         "finish_on_key": step.fields["finish_on_key"],
         "timeout": step.fields["timeout"],
     }
-    return Transition("wait", None, "waiting for input", awaiting)
+    return ("wait", None, "waiting for input", awaiting)
 
 
 def apply_digits(step: Step, digits: str | None) -> tuple[str, str, str]:
@@ -128,10 +133,31 @@ def merge_variables(variables: dict[str, Any], values: Mapping[str, Any]) -> Non
             variables[key] = value
 
 
-def set_variables(step: Step, run: Run) -> Transition:
-    values = step.fields["variables"].build(run.scope)
-    merge_variables(run.scope["vars"], values)
-    return _go_or_complete(step, "set", {"variables": list(values)})
+def plan_set_variables(step: Step) -> Callable[[Run], Transition]:
+    """Set ``vars.*``; nested maps merge copy-on-write."""
+    build = step.fields["variables"].build
+    names = [key for key, _ in step.fields["variables"].entries]
+    target = step.fields.get("next")
+    kind = "go" if target else "complete"
+
+    def run_step(run: Run) -> Transition:
+        variables = run.scope["vars"]
+        for key, value in build(run.scope).items():
+            existing = variables.get(key)
+            if type(value) is dict and type(existing) is dict:
+                merged = dict(existing)
+                merge_variables(merged, value)
+                variables[key] = merged
+            else:
+                variables[key] = value
+        return (kind, target, "set", {"variables": names})
+
+    return run_step
+
+
+def plan_collect_input(step: Step) -> Callable[[Run], Transition]:
+    """Suspend the run until the host brings the caller's digits."""
+    return lambda run: collect_input(step, run)
 
 
 async def say(step: Step, run: Run) -> Transition:
@@ -149,18 +175,18 @@ async def play(step: Step, run: Run) -> Transition:
 async def transfer(step: Step, run: Run) -> Transition:
     target = to_text(step.fields["target"].render(run.scope))
     await run.instruct("transfer", step.id, target=target)
-    return Transition("end", None, "transferred", {"target": target})
+    return ("end", None, "transferred", {"target": target})
 
 
 async def voicemail(step: Step, run: Run) -> Transition:
     mailbox = to_text(step.fields["mailbox"].render(run.scope))
     await run.instruct("voicemail", step.id, mailbox=mailbox)
-    return Transition("end", None, "voicemail", {"mailbox": mailbox})
+    return ("end", None, "voicemail", {"mailbox": mailbox})
 
 
 async def hangup(step: Step, run: Run) -> Transition:
     await run.instruct("hangup", step.id)
-    return Transition("end", None, "hung up")
+    return ("end", None, "hung up", None)
 
 
 def prepare_request(step: Step, scope: Mapping[str, Any], max_body: int) -> PreparedRequest:
@@ -194,7 +220,7 @@ async def http_request(step: Step, run: Run) -> Transition:
             "outcome": "invalid_request",
             "error": run.redact(str(error)),
         }
-        return Transition(
+        return (
             "go",
             step.fields["on_failure"] or step.fields["next"],
             "invalid_request",
@@ -205,7 +231,7 @@ async def http_request(step: Step, run: Run) -> Transition:
     if not step.fields["parse_response"]:
         run.runtime.send_in_background(run, step.id, request, timeout, summary)
         run.scope["steps"][step.id] = {"outcome": "sent"}
-        return Transition("go", step.fields["next"], "sent", {"request": summary})
+        return ("go", step.fields["next"], "sent", {"request": summary})
     result = await run.runtime.http.send(
         request,
         timeout=timeout,
@@ -226,19 +252,17 @@ async def http_request(step: Step, run: Run) -> Transition:
     if result.error is not None:
         detail["error"] = run.redact(result.error)
     if result.outcome == "success":
-        return Transition("go", step.fields["next"], "success", detail)
+        return ("go", step.fields["next"], "success", detail)
     if result.outcome == "timeout":
-        return Transition(
-            "go", step.fields["on_timeout"] or step.fields["on_failure"], "timeout", detail
-        )
-    return Transition("go", step.fields["on_failure"], result.outcome, detail)
+        return ("go", step.fields["on_timeout"] or step.fields["on_failure"], "timeout", detail)
+    return ("go", step.fields["on_failure"], result.outcome, detail)
 
 
-#: Steps without I/O run as plain calls; the others are awaited.
-SYNC_EXECUTORS: dict[str, Callable[[Step, Run], Transition]] = {
-    "condition_splitter": condition_splitter,
-    "collect_input": collect_input,
-    "set_variables": set_variables,
+#: Steps without I/O are planned once per flow into plain calls; the others are awaited.
+SYNC_PLANNERS: dict[str, Callable[[Step], Callable[[Run], Transition]]] = {
+    "condition_splitter": plan_condition_splitter,
+    "collect_input": plan_collect_input,
+    "set_variables": plan_set_variables,
 }
 ASYNC_EXECUTORS: dict[str, Callable[[Step, Run], Awaitable[Transition]]] = {
     "http_request": http_request,
@@ -248,3 +272,22 @@ ASYNC_EXECUTORS: dict[str, Callable[[Step, Run], Awaitable[Transition]]] = {
     "voicemail": voicemail,
     "hangup": hangup,
 }
+
+
+#: For each step: the step, and either its planned plain call or its awaited executor.
+StepPlan: TypeAlias = (
+    "dict[str, tuple[Step, Callable[[Run], Transition] | None, "
+    "Callable[[Step, Run], Awaitable[Transition]] | None]]"
+)
+
+
+def plan_flow(steps: Mapping[str, Step]) -> StepPlan:
+    """Prepare every step of a flow once (targets, builders and labels bound in closures)."""
+    plan: StepPlan = {}
+    for step_id, step in steps.items():
+        planner = SYNC_PLANNERS.get(step.type)
+        if planner is not None:
+            plan[step_id] = (step, planner(step), None)
+        else:
+            plan[step_id] = (step, None, ASYNC_EXECUTORS[step.type])
+    return plan
