@@ -73,6 +73,13 @@ def main(path: Path) -> int:
             f"{concurrency['resumes_per_second']:,.0f} resumes/s, "
             f"{concurrency['bytes_per_suspended_run'] / 1024:.1f} KiB per suspended run"
         )
+    slow = extras.get("F5 2k on slow endpoint")
+    if slow:
+        print(
+            f"2,000 concurrent runs each waiting 0.2 s on a loopback endpoint (50 in flight): "
+            f"{slow['runs_per_second']:,.0f} runs/s, peak "
+            f"{slow['peak_bytes_per_run'] / 1024:.1f} KiB per run"
+        )
     return 0
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
+import resource
 import sys
 import time
 import tracemalloc
@@ -325,4 +326,99 @@ def test_concurrent_suspended_runs(benchmark: Any) -> None:
         starts_per_second=count / start_seconds,
         resumes_per_second=count / resume_seconds,
         bytes_per_suspended_run=per_run,
+    )
+
+
+SLOW = """
+flow: slow
+start: call
+steps:
+  call:
+    type: http_request
+    endpoint: http://slow.test:{port}/account?n=<<call.n>>
+    timeout: 10s
+    next: done
+    on_failure: failed
+  done: {type: say, text: "<<steps.call.response.body.n>>"}
+  failed: {type: say, text: "failed <<steps.call.error>>"}
+"""
+
+
+async def _slow_server(delay: float) -> asyncio.Server:
+    """A minimal HTTP/1.1 loopback server that answers every request after ``delay`` seconds."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                target = head.split(b" ", 2)[1]
+                await asyncio.sleep(delay)
+                body = b'{"n": "' + target.rsplit(b"=", 1)[-1] + b'"}'
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
+                    + str(len(body)).encode()
+                    + b"\r\n\r\n"
+                    + body
+                )
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            writer.close()
+
+    return await asyncio.start_server(handle, "127.0.0.1", 0, backlog=4096)
+
+
+def test_concurrent_runs_waiting_on_a_slow_endpoint(benchmark: Any) -> None:
+    """2,000 runs at once, each waiting 0.2 s on a loopback endpoint, 50 requests in flight.
+
+    Not 10,000: httpcore's pool spends CPU quadratic in its size on every event
+    (encode/httpcore#1035), which caps this machine near 500 requests/s in one process, so
+    10,000 simultaneous requests cannot all finish within the 10 s in-call deadline.
+    """
+    count, delay, in_flight = 2_000, 0.2, 50
+
+    async def scenario() -> tuple[float, float]:
+        server = await _slow_server(delay)
+        port = server.sockets[0].getsockname()[1]
+        flow = flowlang.load_flow(SLOW.replace("{port}", str(port)))
+
+        async def resolver(host: str, port: int) -> list[str]:
+            return ["127.0.0.1"]
+
+        limits = httpx.Limits(max_connections=in_flight, max_keepalive_connections=in_flight)
+        async with httpx.AsyncClient(limits=limits, trust_env=False) as client:
+            runtime = flowlang.Runtime(
+                client=client,
+                resolver=resolver,
+                settings=flowlang.RuntimeSettings(
+                    allow_hosts=frozenset({"slow.test"}),
+                    run_deadline=120,
+                    max_requests_in_flight=in_flight,
+                ),
+            )
+            gc.collect()
+            rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB, peak so far
+            started = time.perf_counter()
+            results = await asyncio.gather(
+                *(runtime.start(flow, {"call": {"n": n}}) for n in range(count))
+            )
+            seconds = time.perf_counter() - started
+            peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) * 1024
+            await runtime.aclose()
+        server.close()
+        await server.wait_closed()
+        said = [result.instructions[0]["text"] for result in results]
+        assert said == [str(n) for n in range(count)], said[:3]
+        return seconds, peak / count
+
+    seconds, per_run = benchmark.pedantic(lambda: asyncio.run(scenario()), rounds=1)
+    benchmark.group = "F5 concurrency, slow endpoint"
+    benchmark.extra_info.update(
+        workload="F5 2k on slow endpoint",
+        contender="flowlang",
+        batch=1,
+        runs_per_second=count / seconds,
+        seconds=seconds,
+        peak_bytes_per_run=per_run,
     )

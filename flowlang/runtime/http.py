@@ -138,19 +138,24 @@ class GuardedHttp:
         resolver: Resolver = system_resolver,
         connect_timeout: float = 3.0,
         max_redirects: int = 3,
+        max_in_flight: int = 100,
     ) -> None:
         self.client = client
         self.policy = policy
         self.resolver = resolver
         self.connect_timeout = connect_timeout
         self.max_redirects = max_redirects
+        # Requests beyond this wait here, in a FIFO queue that costs O(1) per request, instead
+        # of in httpcore's pool, whose assignment pass is quadratic in queued requests
+        # (encode/httpcore#1035): thousands of concurrent calls would otherwise stall.
+        self._in_flight = asyncio.Semaphore(max_in_flight)
 
     async def send(
         self, request: PreparedRequest, *, timeout: float, max_body: int, follow_redirects: bool
     ) -> HttpResult:
         started = time.perf_counter()
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(timeout), self._in_flight:
                 result = await self._exchange(request, max_body, follow_redirects)
         except TimeoutError:
             result = HttpResult("timeout", error=f"no complete response within {timeout:g}s")

@@ -45,6 +45,9 @@ class RuntimeSettings:
     max_response_body: int = 64 * 1024
     max_request_body: int = 64 * 1024
     max_redirects: int = 3
+    #: Requests sent at once; more wait in the runtime's queue (within their deadline). Match
+    #: the client's pool size (httpx's default pool holds 100 connections).
+    max_requests_in_flight: int = 100
 
 
 @dataclass
@@ -169,6 +172,7 @@ class Runtime:
                 resolver or system_resolver,
                 self.settings.connect_timeout,
                 self.settings.max_redirects,
+                self.settings.max_requests_in_flight,
             )
         self.http: HttpSender = http
         self._background: set[asyncio.Task[None]] = set()
