@@ -364,23 +364,39 @@ class StepBuilder:
                 pieces.append(part)
         return Endpoint(tuple(pieces), match.group(1).lower(), match.group(2).lower())
 
-    def branches(self, raw: Any, pointer: Pointer, step: str) -> tuple[Branch, ...] | None:
+    def entries(
+        self, raw: Any, pointer: Pointer, step: str, label: str, noun: str, known: set[str]
+    ) -> list[tuple[Pointer, str, dict[str, Any]]] | None:
+        """The maps of a non-empty list (``branches``, ``conditions``), each checked for its kind
+        and unknown fields; None when ``raw`` is not such a list. Bad items are reported and left
+        out, so a caller compares the count with ``len(raw)``."""
         if not isinstance(raw, list) or not raw:
-            self.error("expected a list of branches", pointer, step, "branches")
+            self.error(f"expected a list of {noun}s", pointer, step, label)
             return None
         out = []
         for index, item in enumerate(raw):
             where = (*pointer, index)
-            label = f"branches[{index}]"
+            item_label = f"{label}[{index}]"
             if not isinstance(item, dict):
                 self.error(
-                    f"expected a branch (conditions or expression, and next), found {_kind(item)}",
+                    f"expected a {noun} ({', '.join(sorted(known))}), found {_kind(item)}",
                     where,
                     step,
-                    label,
+                    item_label,
                 )
                 continue
-            self.unknown_fields(item, {"conditions", "expression", "next"}, where, step, "branch")
+            self.unknown_fields(item, known, where, step, noun)
+            out.append((where, item_label, item))
+        return out
+
+    def branches(self, raw: Any, pointer: Pointer, step: str) -> tuple[Branch, ...] | None:
+        items = self.entries(
+            raw, pointer, step, "branches", "branch", {"conditions", "expression", "next"}
+        )
+        if items is None:
+            return None
+        out = []
+        for where, label, item in items:
             target = self.scalar(
                 item.get("next"), (*where, "next"), step, f"{label}.next", Field("step")
             )
@@ -403,22 +419,18 @@ class StepBuilder:
         return tuple(out) if len(out) == len(raw) else None
 
     def rows(self, raw: Any, pointer: Pointer, step: str, label: str) -> tuple[Row, ...] | None:
-        if not isinstance(raw, list) or not raw:
-            self.error("expected a list of conditions", pointer, step, f"{label}.conditions")
+        items = self.entries(
+            raw,
+            pointer,
+            step,
+            f"{label}.conditions",
+            "condition",
+            {"property", "operator", "value"},
+        )
+        if items is None:
             return None
         rows = []
-        for index, item in enumerate(raw):
-            where = (*pointer, index)
-            field = f"{label}.conditions[{index}]"
-            if not isinstance(item, dict):
-                self.error(
-                    f"expected a condition (property, operator, value), found {_kind(item)}",
-                    where,
-                    step,
-                    field,
-                )
-                continue
-            self.unknown_fields(item, {"property", "operator", "value"}, where, step, "condition")
+        for where, field, item in items:
             operator = item.get("operator")
             if operator not in CONDITION_OPERATORS:
                 hint = did_you_mean(operator, CONDITION_OPERATORS)
