@@ -261,3 +261,15 @@ def test_body_scan_twins_agree(value: Any) -> None:
     assert (python is None) == (compiled is None)
     if python is not None:
         assert repr(python) == repr(compiled)
+
+
+@needs_cython
+@pytest.mark.parametrize("depth", [1, 63, 64, 65, 500])
+def test_body_scan_twins_agree_on_deep_data(depth: int) -> None:
+    from flowlang import _cevaluator  # type: ignore[attr-defined]
+    from flowlang.runtime.requests import first_non_finite
+
+    value: Any = float("-inf")
+    for level in range(depth):
+        value = {"k": [value, "x"]} if level % 2 else [1, value]
+    assert repr(_cevaluator.first_non_finite(value)) == repr(first_non_finite(value)) == "-inf"

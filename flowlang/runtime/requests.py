@@ -114,20 +114,29 @@ def _default(value: Any) -> Any:
     raise TypeError(f"a value of type {type(value).__name__} is not JSON")
 
 
+def _encode_unusual(body: Any, error: Exception) -> bytes:
+    """Serialize a body orjson refused with plain options: non-string keys, or a real problem."""
+    if "64-bit" in str(error):
+        raise RequestError(
+            "the body cannot be sent: an integer beyond 64 bits cannot be sent exactly"
+        )
+    try:
+        return orjson.dumps(body, default=_default, option=orjson.OPT_NON_STR_KEYS)
+    except orjson.JSONEncodeError as again:
+        too_big = "64-bit" in str(again)
+        reason = "an integer beyond 64 bits cannot be sent exactly" if too_big else again
+        raise RequestError(f"the body cannot be sent: {reason}") from None
+
+
 def encode_body(body: Any, limit: int) -> bytes:
     """Serialize a body value once; raise RequestError when it is not exact JSON or too large."""
     try:
-        data = orjson.dumps(body, default=_default, option=orjson.OPT_NON_STR_KEYS)
+        data = orjson.dumps(body, default=_default)
     except orjson.JSONEncodeError as error:
-        reason = (
-            "an integer beyond 64 bits cannot be sent exactly" if "64-bit" in str(error) else error
-        )
-        raise RequestError(f"the body cannot be sent: {reason}") from None
-    # orjson writes NaN and infinity as null: look closer only when a null was written.
-    if b"null" in data:
-        bad = _scan_non_finite(body)
-        if bad is not None:
-            raise RequestError(f"the body cannot be sent: {bad!r} is not a JSON number")
+        data = _encode_unusual(body, error)
+    bad = _scan_non_finite(body)  # orjson writes NaN and infinity as null: refuse them instead
+    if bad is not None:
+        raise RequestError(f"the body cannot be sent: {bad!r} is not a JSON number")
     if len(data) > limit:
         raise RequestError(f"the body is {len(data)} bytes, more than the limit of {limit}")
     return data
