@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,3 +41,14 @@ def make_engine(backend: str) -> Callable[..., flowlang.Engine]:
         return flowlang.Engine(backend=backend, **options)
 
     return make
+
+
+@pytest.fixture(autouse=True)
+def _no_secret_in_logs(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
+    """SECURITY.md: fail any test whose logs contain a secret value a run has used."""
+    caplog.set_level(logging.DEBUG)
+    yield
+    from flowlang.runtime.secrets import _REGISTRY
+
+    leaked = [value for value in list(_REGISTRY) if value in caplog.text]
+    assert not leaked, f"secret values appear in the logs: {len(leaked)}"

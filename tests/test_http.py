@@ -356,3 +356,15 @@ def test_fire_and_forget_moves_on_and_close_waits_for_the_request(server: Server
     assert result.status == "completed"
     assert runtime.background_results and runtime.background_results[0]["outcome"] == "timeout"
     assert time.monotonic() - started >= 0.9  # closing the runtime waited for the request
+
+
+def test_secrets_in_urls_are_redacted_from_library_logs(
+    server: Server, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    flow = http_flow({"endpoint": server.url("crm.test", "/json?key=<<secrets.api_key>>")})
+    result, _ = run_flow(server, flow)
+    assert result.trace[0]["outcome"] == "success"
+    assert server.received.requests[0]["query"] == f"key={SECRET}"
+    assert "HTTP Request: GET" in caplog.text  # httpx did log the request line
+    assert SECRET not in caplog.text

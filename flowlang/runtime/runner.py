@@ -20,7 +20,13 @@ from flowlang.runtime.addresses import AddressPolicy
 from flowlang.runtime.host import Host, Instruction, RecordingHost
 from flowlang.runtime.http import GuardedHttp, HttpSender, Resolver, system_resolver
 from flowlang.runtime.requests import PreparedRequest
-from flowlang.runtime.secrets import EnvironmentSecrets, Redactor, SecretsProvider, SecretsView
+from flowlang.runtime.secrets import (
+    EnvironmentSecrets,
+    Redactor,
+    SecretsProvider,
+    SecretsView,
+    install_log_redaction,
+)
 from flowlang.runtime.steps import StepPlan, Transition, apply_digits, plan_flow
 
 STATE_FORMAT = "flowlang.run/1"
@@ -158,6 +164,7 @@ class Runtime:
         http: HttpSender | None = None,
     ) -> None:
         self.settings = settings or RuntimeSettings()
+        install_log_redaction()
         self.host: Host = host or RecordingHost()
         self.secrets: SecretsProvider = secrets or EnvironmentSecrets()
         self._own_client = client is None and http is None

@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
-__all__ = ["EnvironmentSecrets", "MappingSecrets", "Redactor", "SecretsProvider", "SecretsView"]
+__all__ = [
+    "EnvironmentSecrets",
+    "MappingSecrets",
+    "Redactor",
+    "SecretsProvider",
+    "SecretsView",
+    "install_log_redaction",
+]
 
+import logging
 import os
 import re
+import threading
 from collections.abc import Iterator, Mapping
 from typing import Any, Protocol
 
@@ -58,6 +67,49 @@ class MappingSecrets:
         return "the secrets mapping"
 
 
+#: Every secret value any run in this process has used (most recent last, at most
+#: _REGISTRY_SIZE), so that libraries' own logs can be masked too.
+_REGISTRY: dict[str, None] = {}
+_REGISTRY_SIZE = 10_000
+_REGISTRY_LOCK = threading.Lock()
+
+
+def _register(value: str) -> None:
+    with _REGISTRY_LOCK:
+        _REGISTRY.pop(value, None)
+        _REGISTRY[value] = None
+        if len(_REGISTRY) > _REGISTRY_SIZE:
+            del _REGISTRY[next(iter(_REGISTRY))]
+
+
+class _LibraryLogRedaction(logging.Filter):
+    """Masks secret values in records of libraries that log URLs (httpx logs every request line)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if _REGISTRY:
+            message = record.getMessage()
+            with _REGISTRY_LOCK:
+                values = sorted(
+                    (value for value in _REGISTRY if value in message), key=len, reverse=True
+                )
+            if values:
+                for value in values:
+                    message = message.replace(value, REDACTED)
+                record.msg, record.args = message, None
+        return True
+
+
+_LOG_FILTER = _LibraryLogRedaction()
+
+
+def install_log_redaction(names: tuple[str, ...] = ("httpx", "httpcore")) -> None:
+    """Put the secret-masking filter on the loggers of the HTTP libraries (idempotent)."""
+    for name in names:
+        logger = logging.getLogger(name)
+        if _LOG_FILTER not in logger.filters:
+            logger.addFilter(_LOG_FILTER)
+
+
 class Redactor:
     """Remembers every secret value used in a run and masks it in any text or data."""
 
@@ -67,6 +119,7 @@ class Redactor:
     def add(self, value: str) -> None:
         if value:
             self.values.add(value)
+            _register(value)
 
     def text(self, text: str) -> str:
         """``text`` with every known secret value replaced by ``[redacted]``."""
