@@ -151,66 +151,33 @@ class StepBuilder:
         if not isinstance(raw, dict):
             self.error(f"expected key/value entries, found {_kind(raw)}", pointer, step, field)
             return None
-        root: dict[str, Any] = {}
+        entries = []
         ok = True
         for key, item in raw.items():
-            item_pointer = (*pointer, key)
-            parts = str(key).split(".")
-            if any(not part for part in parts):
-                self.error(
-                    f"key {str(key)!r} has an empty part", item_pointer, step, field, key=True
-                )
-                ok = False
-                continue
-            compiled = self.value(item, item_pointer, step, field)
+            compiled = self.value(item, (*pointer, key), step, field)
             if compiled is None:
                 ok = False
+            else:
+                entries.append((str(key), compiled, (*pointer, key)))
+        tree = self.nest(entries, step, field)
+        return tree if ok else None
+
+    def nest(
+        self, entries: list[tuple[str, Value | FieldTree, Pointer]], step: str, field: str
+    ) -> FieldTree | None:
+        """Build the nested tree of dotted keys; report empty parts and conflicting keys."""
+        root: dict[str, Any] = {}
+        ok = True
+        for key, compiled, item_pointer in entries:
+            parts = key.split(".")
+            if any(not part for part in parts):
+                self.error(f"key {key!r} has an empty part", item_pointer, step, field, key=True)
+                ok = False
                 continue
-            node = root
-            for depth, part in enumerate(parts):
-                last = depth == len(parts) - 1
-                existing = node.get(part)
-                if last:
-                    if existing is None:
-                        node[part] = (
-                            _tree_to_dict(compiled) if isinstance(compiled, FieldTree) else compiled
-                        )
-                    elif isinstance(existing, dict) and isinstance(compiled, FieldTree):
-                        conflict = _merge(existing, _tree_to_dict(compiled))
-                        if conflict:
-                            self.error(
-                                f"key {str(key)!r} conflicts with {conflict!r}",
-                                item_pointer,
-                                step,
-                                field,
-                                key=True,
-                            )
-                            ok = False
-                    else:
-                        prefix = ".".join(parts[: depth + 1])
-                        self.error(
-                            f"key {str(key)!r} conflicts with another entry for {prefix!r}",
-                            item_pointer,
-                            step,
-                            field,
-                            key=True,
-                        )
-                        ok = False
-                    break
-                if existing is None:
-                    node[part] = {}
-                elif not isinstance(existing, dict):
-                    prefix = ".".join(parts[: depth + 1])
-                    self.error(
-                        f"key {str(key)!r} conflicts with the value of {prefix!r}",
-                        item_pointer,
-                        step,
-                        field,
-                        key=True,
-                    )
-                    ok = False
-                    break
-                node = node[part]
+            problem = _insert(root, parts, compiled)
+            if problem is not None:
+                self.error(f"key {key!r} conflicts with {problem}", item_pointer, step, field, key=True)
+                ok = False
         return _dict_to_tree(root) if ok else None
 
     def duration(
@@ -365,7 +332,7 @@ class StepBuilder:
         return Endpoint(tuple(pieces), match.group(1).lower(), match.group(2).lower())
 
     def entries(
-        self, raw: Any, pointer: Pointer, step: str, label: str, noun: str, known: set[str]
+        self, raw: Any, pointer: Pointer, step: str, label: str, noun: str, known: set[str] | None
     ) -> list[tuple[Pointer, str, dict[str, Any]]] | None:
         """The maps of a non-empty list (``branches``, ``conditions``), each checked for its kind
         and unknown fields; None when ``raw`` is not such a list. Bad items are reported and left
@@ -378,14 +345,11 @@ class StepBuilder:
             where = (*pointer, index)
             item_label = f"{label}[{index}]"
             if not isinstance(item, dict):
-                self.error(
-                    f"expected a {noun} ({', '.join(sorted(known))}), found {_kind(item)}",
-                    where,
-                    step,
-                    item_label,
-                )
+                fields = f" ({', '.join(sorted(known))})" if known else ""
+                self.error(f"expected a {noun}{fields}, found {_kind(item)}", where, step, item_label)
                 continue
-            self.unknown_fields(item, known, where, step, noun)
+            if known is not None:
+                self.unknown_fields(item, known, where, step, noun)
             out.append((where, item_label, item))
         return out
 
@@ -481,36 +445,53 @@ class StepBuilder:
 
     # --- steps ----------------------------------------------------------------------------
 
-    def step(self, step_id: str, raw: Any, pointer: Pointer) -> Step | None:
+    def typed_fields(
+        self,
+        owner: str,
+        raw: Any,
+        pointer: Pointer,
+        tables: Mapping[str, Mapping[str, Field]],
+        noun: str,
+        common: Mapping[str, Field] | None = None,
+    ) -> tuple[str, dict[str, Any], dict[str, SourcePosition]] | None:
+        """Check and compile a map whose ``type`` picks its field table (a step, an action).
+
+        ``common`` fields are allowed for every type. Returns the type, the compiled fields and
+        where each was written; None when anything was wrong (the findings say what).
+        """
         if not isinstance(raw, dict):
-            self.error(f"a step is key/value fields, found {_kind(raw)}", pointer, step_id)
+            self.error(f"a {noun} is key/value fields, found {_kind(raw)}", pointer, owner)
             return None
-        step_type = raw.get("type")
-        if step_type not in FIELDS:
-            hint = did_you_mean(step_type, FIELDS) or f"; expected one of {', '.join(FIELDS)}"
-            self.error(
-                f"unknown step type {step_type!r}{hint}",
-                (*pointer, "type") if "type" in raw else pointer,
-                step_id,
-                "type",
-            )
+        kind = raw.get("type")
+        if kind not in tables:
+            hint = did_you_mean(kind, tables) or f"; expected one of {', '.join(tables)}"
+            where = (*pointer, "type") if "type" in raw else pointer
+            self.error(f"unknown {noun} type {kind!r}{hint}", where, owner, "type")
             return None
-        table = FIELDS[step_type]
-        self.unknown_fields(raw, {"type", *table}, pointer, step_id, f"a {step_type} step")
+        table = {**(common or {}), **tables[kind]}
+        self.unknown_fields(raw, {"type", *table}, pointer, owner, f"a {kind} {noun}")
         before = len(self.findings)
         fields: dict[str, Any] = {}
         positions: dict[str, SourcePosition] = {}
         for name, spec in table.items():
             where = (*pointer, name)
             positions[name] = self.document.position(
-                where if name in raw else pointer, step=step_id, field_name=name
+                where if name in raw else pointer, step=owner, field_name=name
             )
             if name not in raw:
                 if spec.required:
-                    self.error(f"a {step_type} step needs {name}", pointer, step_id, name, key=True)
+                    self.error(f"a {kind} {noun} needs {name}", pointer, owner, name, key=True)
                 fields[name] = _default_for(spec)
                 continue
-            fields[name] = self.field(spec, raw[name], where, step_id, name)
+            fields[name] = self.field(spec, raw[name], where, owner, name)
+        return (kind, fields, positions) if len(self.findings) == before else None
+
+    def step(self, step_id: str, raw: Any, pointer: Pointer) -> Step | None:
+        found = self.typed_fields(step_id, raw, pointer, FIELDS, "step")
+        if found is None:
+            return None
+        step_type, fields, positions = found
+        before = len(self.findings)
         if step_type == "http_request":
             self.http_rules(fields, raw, pointer, step_id)
         if step_type == "collect_input":
@@ -584,6 +565,28 @@ class _ListTemplate:
             item.render(context) if isinstance(item, Value) else item.build(context)
             for item in self.items
         ]
+
+
+def _insert(root: dict[str, Any], parts: list[str], compiled: Value | FieldTree) -> str | None:
+    """Put ``compiled`` at ``parts`` in the nested dict; a description of the conflict, or None."""
+    node = root
+    for depth, part in enumerate(parts):
+        prefix = ".".join(parts[: depth + 1])
+        existing = node.get(part)
+        if depth == len(parts) - 1:
+            if existing is None:
+                node[part] = _tree_to_dict(compiled) if isinstance(compiled, FieldTree) else compiled
+                return None
+            if isinstance(existing, dict) and isinstance(compiled, FieldTree):
+                conflict = _merge(existing, _tree_to_dict(compiled))
+                return None if conflict is None else repr(conflict)
+            return f"another entry for {prefix!r}"
+        if existing is None:
+            node[part] = {}
+        elif not isinstance(existing, dict):
+            return f"the value of {prefix!r}"
+        node = node[part]
+    return None  # pragma: no cover - parts is never empty
 
 
 def _merge(into: dict[str, Any], extra: dict[str, Any]) -> str | None:

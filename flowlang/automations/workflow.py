@@ -1,0 +1,274 @@
+"""Workflow: load a workflow automation document, check it, and compile it once.
+
+A workflow has a trigger (an event type), optional conditions (rows that must all hold, or one
+expression) evaluated by the compiled core, and actions that run in order. Templates see
+``event`` (the event: ``event.id``, ``event.type``, ``event.properties.*``), ``actions``
+(``actions.<name>.result`` of earlier actions) and ``secrets``.
+"""
+
+from __future__ import annotations
+
+__all__ = ["Action", "CompiledWorkflow", "check_workflow", "load_workflow"]
+
+import hashlib
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from flowlang.automations.fields import ACTION_COMMON, ACTION_FIELDS, FORMATS
+from flowlang.automations.triggers import RECORDING_UPLOADED, TRIGGERS
+from flowlang.engine import Engine, Template
+from flowlang.errors import SourcePosition
+from flowlang.expr.syntax import KEYWORDS, NAME_PATTERN
+from flowlang.flow.build import StepBuilder, TemplateUse
+from flowlang.flow.conditions import compile_rows
+from flowlang.flow.fields import Field
+from flowlang.flow.model import FieldTree, Finding, FlowDocumentError, Value
+from flowlang.flow.source import Document, Pointer, load_document
+from flowlang.suggest import did_you_mean
+
+_TOP_LEVEL = {"workflow", "trigger", "description", "conditions", "expression", "actions"}
+#: Roots a workflow's templates may read.
+_ROOTS = ("event", "actions", "secrets")
+#: Fields of each action type where a secret may be used (what goes to the provider).
+_SECRET_FIELDS = {
+    "api_request": ("endpoint", "headers", "values"),
+    "send_sms": ("auth",),
+    "slack_notification": ("token",),
+    "transcribe_recording": (),
+}
+
+
+@dataclass(frozen=True)
+class Formatted:
+    """A value converted to an api_request format (``number``, ``string``, ``boolean``, ``auto``)."""
+
+    key: str
+    format: str
+    value: Value
+
+    def render(self, context: Mapping[str, Any]) -> Any:
+        from flowlang.automations.formats import convert
+
+        return convert(self.key, self.format, self.value.render(context))
+
+
+@dataclass(frozen=True)
+class Action:
+    """One compiled action: name, type, compiled fields, and where each field was written."""
+
+    name: str
+    type: str
+    fields: Mapping[str, Any]
+    position: SourcePosition
+    field_positions: Mapping[str, SourcePosition] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CompiledWorkflow:
+    """A loaded, checked and compiled workflow: immutable, shared by every dispatch."""
+
+    name: str
+    trigger: str
+    condition: Callable[[Mapping[str, Any]], Any] | None
+    actions: tuple[Action, ...]
+    source: str
+    filename: str | None
+    fingerprint: str
+    warnings: tuple[Finding, ...] = ()
+
+    def matches(self, event: Mapping[str, Any]) -> bool:
+        """Whether ``event`` (already of this trigger) meets the conditions."""
+        return self.condition is None or bool(self.condition({"event": event}))
+
+
+class WorkflowBuilder(StepBuilder):
+    """The step builder, with the field kinds of actions: names, values lists and SMS auth."""
+
+    def field(self, spec: Field, raw: Any, where: Pointer, step_id: str, name: str) -> Any:
+        if spec.kind == "name":
+            if not isinstance(raw, str) or not NAME_PATTERN.fullmatch(raw) or raw in KEYWORDS:
+                self.error(f"an action name is a plain name (letters, digits, _ and -), not {raw!r}",
+                           where, step_id, name)
+                return None
+            return raw
+        if spec.kind == "values":
+            return self.values(raw, where, step_id)
+        if spec.kind == "auth":
+            return self.auth(raw, where, step_id)
+        return super().field(spec, raw, where, step_id, name)
+
+    def values(self, raw: Any, pointer: Pointer, owner: str) -> FieldTree | None:
+        """``[{key, value, format}]``: the body of an api_request; dotted keys nest."""
+        items = self.entries(raw, pointer, owner, "values", "value", {"key", "value", "format"})
+        if items is None:
+            return None
+        entries: list[tuple[str, Value | FieldTree, Pointer]] = []
+        for where, label, item in items:
+            key = item.get("key")
+            if not isinstance(key, (str, int)) or isinstance(key, bool) or str(key) == "":
+                self.error("a value needs a key (text)", where, owner, label)
+                continue
+            fmt = item.get("format", "auto")
+            if fmt not in FORMATS:
+                hint = did_you_mean(fmt, FORMATS)
+                self.error(f"format must be one of {', '.join(FORMATS)}, not {fmt!r}{hint}",
+                           (*where, "format"), owner, label)
+                continue
+            if "value" not in item:
+                self.error("a value needs a value", where, owner, label)
+                continue
+            compiled = self.value(item["value"], (*where, "value"), owner, f"{label}.value")
+            if isinstance(compiled, Value):
+                entries.append((str(key), Value(Formatted(str(key), fmt, compiled)), (*where, "key")))
+            elif compiled is not None:
+                self.error("a value is text or a scalar, not key/value entries", where, owner, label)
+        if len(entries) != len(raw):
+            return None
+        return self.nest(entries, owner, "values")
+
+    def auth(self, raw: Any, pointer: Pointer, owner: str) -> dict[str, Template] | None:
+        """``{key_id, key_secret}`` for the SMS provider's basic authentication."""
+        if not isinstance(raw, dict):
+            self.error("auth is key_id and key_secret", pointer, owner, "auth")
+            return None
+        self.unknown_fields(raw, {"key_id", "key_secret"}, pointer, owner, "auth")
+        out = {}
+        for part in ("key_id", "key_secret"):
+            if part not in raw:
+                self.error(f"auth needs {part}", pointer, owner, "auth", key=True)
+                continue
+            template = self.template(raw[part], (*pointer, part), owner, f"auth.{part}")
+            if template is not None:
+                out[part] = template
+        return out if len(out) == 2 else None
+
+
+def _read(path_or_text: str | Path, filename: str | None) -> Document:
+    if isinstance(path_or_text, Path):
+        return load_document(path_or_text, filename=filename)
+    looks_like_path = "\n" not in path_or_text and not path_or_text.lstrip().startswith("{")
+    if looks_like_path and os.path.isfile(path_or_text):
+        return load_document(Path(path_or_text), filename=filename)
+    return load_document(path_or_text, filename=filename)
+
+
+def _reference_findings(builder: WorkflowBuilder, trigger: str, actions: list[Action],
+                        uses: list[TemplateUse]) -> list[Finding]:
+    """Reads of roots a workflow does not have, of properties its trigger does not carry, of
+    results of actions that do not run before, and secrets outside provider credentials."""
+    order = {action.name: index for index, action in enumerate(actions)}
+    types = {action.name: action.type for action in actions}
+    known = TRIGGERS.get(trigger)
+    findings = []
+    for use in uses:
+        for reference in use.template.references:
+            path = reference.path
+            position = SourcePosition(use.position.filename, use.position.line,
+                                      use.position.column + reference.start, use.step, use.field)
+            root = path[0]
+            problem: tuple[str, str] | None = None
+            if root not in _ROOTS:
+                problem = (f"a workflow reads only {', '.join(_ROOTS)}; {root!r} is not there", "error")
+            elif root == "secrets":
+                owner_type = types.get(use.step)
+                allowed = _SECRET_FIELDS.get(owner_type or "", ())
+                if not use.field.startswith(allowed) or not allowed:
+                    problem = ("secrets may only be used where the provider needs them: an api_request's "
+                               "endpoint, headers and values, send_sms auth, the slack token", "error")
+            elif root == "event" and len(path) >= 3 and path[1] == "properties" and known is not None:
+                prop = path[2]
+                if isinstance(prop, str) and prop not in known:
+                    problem = (f"trigger {trigger!r} does not carry property {prop!r}"
+                               f"{did_you_mean(prop, sorted(known))}", "warning")
+            elif root == "actions" and len(path) >= 2:
+                target = path[1]
+                if use.step == "<conditions>":
+                    problem = ("conditions run before any action: actions are not available here", "error")
+                elif not isinstance(target, str) or target not in order:
+                    problem = (f"there is no action {target!r}{did_you_mean(target, order)}", "error")
+                elif order[target] >= order.get(use.step, -1):
+                    problem = (f"action {target!r} does not run before this one", "error")
+            if problem is not None:
+                findings.append(Finding(f"{reference}: {problem[0]}", position, problem[1]))
+    return findings
+
+
+def check_workflow(path_or_text: str | Path, *, engine: Engine | None = None,
+                   filename: str | None = None) -> tuple[CompiledWorkflow | None, list[Finding]]:
+    """Load and check a workflow; return it (None when it has errors) and every finding."""
+    engine = engine or Engine()
+    document = _read(path_or_text, filename)
+    builder = WorkflowBuilder(document, engine)
+    data = document.data
+    if not isinstance(data, dict):
+        builder.error("a workflow document is key/value fields (workflow, trigger, actions)", ())
+        return None, builder.findings
+    for key in data:
+        if key not in _TOP_LEVEL:
+            builder.error(f"unknown top-level field {str(key)!r}{did_you_mean(key, sorted(_TOP_LEVEL))}",
+                          (key,), key=True)
+    name = data.get("workflow")
+    if not isinstance(name, str) or not name:
+        builder.error("a workflow needs a name: workflow: <name>", ("workflow",) if "workflow" in data else ())
+    trigger = data.get("trigger")
+    if not isinstance(trigger, str) or not trigger:
+        builder.error("a workflow needs a trigger: the event type it runs on",
+                      ("trigger",) if "trigger" in data else ())
+        trigger = ""
+    condition: Callable[[Mapping[str, Any]], Any] | None = None
+    if "conditions" in data and "expression" in data:
+        builder.error("give conditions or expression, not both", ("expression",), key=True)
+    elif "conditions" in data:
+        rows = builder.rows(data["conditions"], ("conditions",), "<conditions>", "conditions")
+        if rows is not None:
+            condition = compile_rows(rows, engine)
+            if condition is None:  # pragma: no cover - every row form lowers
+                builder.error("these conditions cannot be compiled", ("conditions",))
+    elif "expression" in data:
+        template = builder.template(data["expression"], ("expression",), "<conditions>", "expression")
+        if template is not None:
+            condition = template.render
+    actions: list[Action] = []
+    raw_actions = data.get("actions")
+    items = builder.entries(raw_actions, ("actions",), "<workflow>", "actions", "action", None)
+    seen: set[str] = set()
+    for where, _, item in items or []:
+        owner = str(item.get("name", f"actions[{where[-1]}]"))
+        found = builder.typed_fields(owner, item, where, ACTION_FIELDS, "action", ACTION_COMMON)
+        if found is None:
+            continue
+        action_type, fields, positions = found
+        if owner in seen:
+            builder.error(f"action name {owner!r} is used twice", (*where, "name"), owner, "name")
+            continue
+        seen.add(owner)
+        if action_type == "transcribe_recording" and trigger != RECORDING_UPLOADED:
+            builder.error(f"transcribe_recording needs the trigger {RECORDING_UPLOADED!r}, not {trigger!r}",
+                          (*where, "type"), owner, "type")
+            continue
+        actions.append(Action(owner, action_type, fields, document.position(where, step=owner), positions))
+    findings = list(builder.findings)
+    if not findings:
+        findings = [finding.with_caret(document.text)
+                    for finding in _reference_findings(builder, trigger, actions, builder.templates)]
+    if any(finding.severity == "error" for finding in findings):
+        return None, findings
+    fingerprint = hashlib.sha256(document.text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    workflow = CompiledWorkflow(str(name), trigger, condition, tuple(actions), document.text,
+                                document.filename, fingerprint, tuple(findings))
+    return workflow, findings
+
+
+def load_workflow(path_or_text: str | Path, *, engine: Engine | None = None,
+                  filename: str | None = None) -> CompiledWorkflow:
+    """Parse, check and compile a workflow (YAML or JSON, a path or the text itself).
+
+    Raises FlowDocumentError listing every problem, each with file:line:column.
+    """
+    workflow, findings = check_workflow(path_or_text, engine=engine, filename=filename)
+    if workflow is None:
+        raise FlowDocumentError(findings)
+    return workflow
