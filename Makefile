@@ -48,7 +48,8 @@ test-python: $(STAMP)
 # Benchmarks (outside the default test run): ratios against a hand-written baseline and peers.
 bench: $(STAMP)
 	mkdir -p .benchmarks
-	FLOWLANG_REQUIRE_EXTENSIONS=1 $(BIN)/python -m pytest benchmarks/test_expressions.py benchmarks/test_flows.py --benchmark-only \
+	FLOWLANG_REQUIRE_EXTENSIONS=1 $(BIN)/python -m pytest benchmarks/test_expressions.py benchmarks/test_flows.py \
+		benchmarks/test_automations.py --benchmark-only \
 		--benchmark-columns=median,iqr,ops --benchmark-sort=name --benchmark-group-by=group -q \
 		--benchmark-json=.benchmarks/latest.json
 	$(BIN)/python benchmarks/report.py

@@ -62,7 +62,7 @@ def main(path: Path) -> int:
     print("\n" + _row(["flow workload", "hand-written", "flowlang", "ratio"]))
     print("|---|---|---|---|")
     for workload, row in sorted(table.items()):
-        if workload.startswith("F") and "baseline" in row:
+        if workload.startswith(("F", "A")) and "baseline" in row:
             ours, theirs = row["flowlang"], row["baseline"]
             print(_row([workload, _fmt(theirs), _fmt(ours), f"{ours / theirs:.2f}×"]))
     concurrency = extras.get("F4 10k suspended")
@@ -72,6 +72,12 @@ def main(path: Path) -> int:
             f"{concurrency['starts_per_second']:,.0f} starts/s, "
             f"{concurrency['resumes_per_second']:,.0f} resumes/s, "
             f"{concurrency['bytes_per_suspended_run'] / 1024:.1f} KiB per suspended run"
+        )
+    matching = table.get("A1 matching 1k workflows x 100k events")
+    if matching:
+        print(
+            f"\nmatching, 1,000 workflows: {1e9 / matching['flowlang']:,.0f} events/s "
+            f"(hand-written {1e9 / matching['baseline']:,.0f} events/s)"
         )
     slow = extras.get("F5 2k on slow endpoint")
     if slow:

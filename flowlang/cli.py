@@ -16,14 +16,15 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from flowlang import __version__
+from flowlang.automations import check_workflow
 from flowlang.engine import Engine
 from flowlang.errors import FlowError, FlowSyntaxError
 from flowlang.expr.backends import AVAILABLE
 from flowlang.expr.syntax import SYNTAXES
 from flowlang.expr.values import to_json
 from flowlang.flow import check_flow, load_flow
-from flowlang.flow.model import FlowDocumentError
-from flowlang.flow.source import DocumentError
+from flowlang.flow.model import Finding, FlowDocumentError
+from flowlang.flow.source import DocumentError, load_document
 
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
@@ -67,6 +68,14 @@ def _eval(arguments: argparse.Namespace, stdout: TextIO, stdin: TextIO) -> int:
     return 0
 
 
+def check_document(path: Path) -> tuple[object, list[Finding]]:
+    """Check a flow or a workflow document (a workflow has a top-level ``workflow`` key)."""
+    data = load_document(path).data
+    if isinstance(data, dict) and "workflow" in data:
+        return check_workflow(path)
+    return check_flow(path)
+
+
 def _plural(count: int) -> str:
     return "" if count == 1 else "s"
 
@@ -75,7 +84,7 @@ def _check(arguments: argparse.Namespace, stdout: TextIO, stdin: TextIO) -> int:
     errors = warnings = 0
     for name in arguments.files:
         try:
-            _, findings = check_flow(Path(name))
+            _, findings = check_document(Path(name))
         except DocumentError as error:
             stdout.write(f"error: {error}\n\n")
             errors += 1
@@ -182,7 +191,7 @@ def _parser() -> argparse.ArgumentParser:
     check = commands.add_parser(
         "check",
         help="validate flow documents",
-        description="Check flow documents: schema, step graph, templates, data flow.",
+        description="Check flow and workflow documents: fields, step graph, templates, data flow.",
     )
     check.add_argument("files", nargs="+", metavar="FILE")
     check.set_defaults(handler=_check)

@@ -25,7 +25,8 @@ class Automations:
 
     def match(self, event: Mapping[str, Any]) -> list[CompiledWorkflow]:
         """The workflows whose trigger is the event's type and whose conditions hold."""
-        candidates = self._by_trigger.get(event.get("type")) if isinstance(event, Mapping) else None
+        kind = event.get("type") if isinstance(event, Mapping) else None
+        candidates = self._by_trigger.get(kind) if isinstance(kind, str) else None
         if not candidates:
             return []
         scope = {"event": event}

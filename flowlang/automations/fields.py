@@ -12,7 +12,9 @@ SPEECH_MODELS = ("default", "command_and_search", "phone_call", "video")
 
 #: Fields every action has.
 ACTION_COMMON: dict[str, Field] = {
-    "name": Field("name", required=True, description="unique in the workflow; actions.<name>.result"),
+    "name": Field(
+        "name", required=True, description="unique in the workflow; actions.<name>.result"
+    ),
     "stop_on_failure": Field("bool", default=True, description="a failure stops the later actions"),
 }
 
@@ -21,7 +23,9 @@ ACTION_FIELDS: dict[str, dict[str, Field]] = {
         "endpoint": Field("template", required=True, description="https URL; values are encoded"),
         "method": Field("enum", default="POST", choices=HTTP_METHODS),
         "headers": Field("headers", default={}),
-        "values": Field("values", default=[], description="key, value and format of each body entry"),
+        "values": Field(
+            "values", default=[], description="key, value and format of each body entry"
+        ),
         "timeout": Field("duration", default=15.0, minimum=0.05, maximum=30.0),
     },
     "send_sms": {

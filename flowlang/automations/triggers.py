@@ -6,11 +6,22 @@ A workflow may name any trigger (applications send their own events); for a know
 
 from __future__ import annotations
 
-__all__ = ["TRIGGERS", "RECORDING_UPLOADED"]
+__all__ = ["RECORDING_UPLOADED", "TRIGGERS"]
 
 _CALL = (
-    "call_id", "uuid", "direction", "external_number", "internal_number", "name", "contact_id",
-    "agent_id", "agent_email", "started_at", "waiting_time", "is_vip", "tags",
+    "call_id",
+    "uuid",
+    "direction",
+    "external_number",
+    "internal_number",
+    "name",
+    "contact_id",
+    "agent_id",
+    "agent_email",
+    "started_at",
+    "waiting_time",
+    "is_vip",
+    "tags",
 )
 
 RECORDING_UPLOADED = "recording.uploaded"
@@ -23,12 +34,43 @@ TRIGGERS: dict[str, frozenset[str]] = {
     "call.modified": frozenset((*_CALL, "changes")),
     "call.ended": frozenset((*_CALL, "answered", "ended_at", "duration", "talking_time", "reason")),
     "call.raised_hand": frozenset((*_CALL, "raised_by")),
-    "sms.received": frozenset(("message_id", "sender", "recipient", "text", "contact_id", "name", "received_at")),
+    "sms.received": frozenset(
+        ("message_id", "sender", "recipient", "text", "contact_id", "name", "received_at")
+    ),
     "sms.sent": frozenset(("message_id", "sender", "recipient", "text", "agent_id", "sent_at")),
-    RECORDING_UPLOADED: frozenset((*_CALL, "recording_id", "recording_url", "duration", "language")),
-    "contact.created": frozenset(("contact_id", "name", "title", "company", "industry", "emails",
-                                  "phone_numbers", "tags", "type", "custom_fields", "is_vip")),
-    "contact.updated": frozenset(("contact_id", "name", "title", "company", "industry", "emails",
-                                  "phone_numbers", "tags", "type", "custom_fields", "is_vip", "changes")),
+    RECORDING_UPLOADED: frozenset(
+        (*_CALL, "recording_id", "recording_url", "duration", "language")
+    ),
+    "contact.created": frozenset(
+        (
+            "contact_id",
+            "name",
+            "title",
+            "company",
+            "industry",
+            "emails",
+            "phone_numbers",
+            "tags",
+            "type",
+            "custom_fields",
+            "is_vip",
+        )
+    ),
+    "contact.updated": frozenset(
+        (
+            "contact_id",
+            "name",
+            "title",
+            "company",
+            "industry",
+            "emails",
+            "phone_numbers",
+            "tags",
+            "type",
+            "custom_fields",
+            "is_vip",
+            "changes",
+        )
+    ),
     "contact.deleted": frozenset(("contact_id", "name")),
 }

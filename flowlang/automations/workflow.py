@@ -43,7 +43,7 @@ _SECRET_FIELDS = {
 
 @dataclass(frozen=True)
 class Formatted:
-    """A value converted to an api_request format (``number``, ``string``, ``boolean``, ``auto``)."""
+    """A value converted to an api_request format: ``number``, ``string``, ``boolean``, ``auto``."""
 
     key: str
     format: str
@@ -90,8 +90,12 @@ class WorkflowBuilder(StepBuilder):
     def field(self, spec: Field, raw: Any, where: Pointer, step_id: str, name: str) -> Any:
         if spec.kind == "name":
             if not isinstance(raw, str) or not NAME_PATTERN.fullmatch(raw) or raw in KEYWORDS:
-                self.error(f"an action name is a plain name (letters, digits, _ and -), not {raw!r}",
-                           where, step_id, name)
+                self.error(
+                    f"an action name is a plain name (letters, digits, _ and -), not {raw!r}",
+                    where,
+                    step_id,
+                    name,
+                )
                 return None
             return raw
         if spec.kind == "values":
@@ -114,17 +118,25 @@ class WorkflowBuilder(StepBuilder):
             fmt = item.get("format", "auto")
             if fmt not in FORMATS:
                 hint = did_you_mean(fmt, FORMATS)
-                self.error(f"format must be one of {', '.join(FORMATS)}, not {fmt!r}{hint}",
-                           (*where, "format"), owner, label)
+                self.error(
+                    f"format must be one of {', '.join(FORMATS)}, not {fmt!r}{hint}",
+                    (*where, "format"),
+                    owner,
+                    label,
+                )
                 continue
             if "value" not in item:
                 self.error("a value needs a value", where, owner, label)
                 continue
             compiled = self.value(item["value"], (*where, "value"), owner, f"{label}.value")
             if isinstance(compiled, Value):
-                entries.append((str(key), Value(Formatted(str(key), fmt, compiled)), (*where, "key")))
+                entries.append(
+                    (str(key), Value(Formatted(str(key), fmt, compiled)), (*where, "key"))
+                )
             elif compiled is not None:
-                self.error("a value is text or a scalar, not key/value entries", where, owner, label)
+                self.error(
+                    "a value is text or a scalar, not key/value entries", where, owner, label
+                )
         if len(entries) != len(raw):
             return None
         return self.nest(entries, owner, "values")
@@ -155,8 +167,9 @@ def _read(path_or_text: str | Path, filename: str | None) -> Document:
     return load_document(path_or_text, filename=filename)
 
 
-def _reference_findings(builder: WorkflowBuilder, trigger: str, actions: list[Action],
-                        uses: list[TemplateUse]) -> list[Finding]:
+def _reference_findings(
+    builder: WorkflowBuilder, trigger: str, actions: list[Action], uses: list[TemplateUse]
+) -> list[Finding]:
     """Reads of roots a workflow does not have, of properties its trigger does not carry, of
     results of actions that do not run before, and secrets outside provider credentials."""
     order = {action.name: index for index, action in enumerate(actions)}
@@ -166,29 +179,51 @@ def _reference_findings(builder: WorkflowBuilder, trigger: str, actions: list[Ac
     for use in uses:
         for reference in use.template.references:
             path = reference.path
-            position = SourcePosition(use.position.filename, use.position.line,
-                                      use.position.column + reference.start, use.step, use.field)
+            position = SourcePosition(
+                use.position.filename,
+                use.position.line,
+                use.position.column + reference.start,
+                use.step,
+                use.field,
+            )
             root = path[0]
             problem: tuple[str, str] | None = None
             if root not in _ROOTS:
-                problem = (f"a workflow reads only {', '.join(_ROOTS)}; {root!r} is not there", "error")
+                problem = (
+                    f"a workflow reads only {', '.join(_ROOTS)}; {root!r} is not there",
+                    "error",
+                )
             elif root == "secrets":
                 owner_type = types.get(use.step)
                 allowed = _SECRET_FIELDS.get(owner_type or "", ())
                 if not use.field.startswith(allowed) or not allowed:
-                    problem = ("secrets may only be used where the provider needs them: an api_request's "
-                               "endpoint, headers and values, send_sms auth, the slack token", "error")
-            elif root == "event" and len(path) >= 3 and path[1] == "properties" and known is not None:
+                    problem = (
+                        "secrets may only be used where the provider needs them: an api_request's "
+                        "endpoint, headers and values, send_sms auth, the slack token",
+                        "error",
+                    )
+            elif (
+                root == "event" and len(path) >= 3 and path[1] == "properties" and known is not None
+            ):
                 prop = path[2]
                 if isinstance(prop, str) and prop not in known:
-                    problem = (f"trigger {trigger!r} does not carry property {prop!r}"
-                               f"{did_you_mean(prop, sorted(known))}", "warning")
+                    problem = (
+                        f"trigger {trigger!r} does not carry property {prop!r}"
+                        f"{did_you_mean(prop, sorted(known))}",
+                        "warning",
+                    )
             elif root == "actions" and len(path) >= 2:
                 target = path[1]
                 if use.step == "<conditions>":
-                    problem = ("conditions run before any action: actions are not available here", "error")
+                    problem = (
+                        "conditions run before any action: actions are not available here",
+                        "error",
+                    )
                 elif not isinstance(target, str) or target not in order:
-                    problem = (f"there is no action {target!r}{did_you_mean(target, order)}", "error")
+                    problem = (
+                        f"there is no action {target!r}{did_you_mean(target, order)}",
+                        "error",
+                    )
                 elif order[target] >= order.get(use.step, -1):
                     problem = (f"action {target!r} does not run before this one", "error")
             if problem is not None:
@@ -196,8 +231,9 @@ def _reference_findings(builder: WorkflowBuilder, trigger: str, actions: list[Ac
     return findings
 
 
-def check_workflow(path_or_text: str | Path, *, engine: Engine | None = None,
-                   filename: str | None = None) -> tuple[CompiledWorkflow | None, list[Finding]]:
+def check_workflow(
+    path_or_text: str | Path, *, engine: Engine | None = None, filename: str | None = None
+) -> tuple[CompiledWorkflow | None, list[Finding]]:
     """Load and check a workflow; return it (None when it has errors) and every finding."""
     engine = engine or Engine()
     document = _read(path_or_text, filename)
@@ -208,15 +244,22 @@ def check_workflow(path_or_text: str | Path, *, engine: Engine | None = None,
         return None, builder.findings
     for key in data:
         if key not in _TOP_LEVEL:
-            builder.error(f"unknown top-level field {str(key)!r}{did_you_mean(key, sorted(_TOP_LEVEL))}",
-                          (key,), key=True)
+            builder.error(
+                f"unknown top-level field {str(key)!r}{did_you_mean(key, sorted(_TOP_LEVEL))}",
+                (key,),
+                key=True,
+            )
     name = data.get("workflow")
     if not isinstance(name, str) or not name:
-        builder.error("a workflow needs a name: workflow: <name>", ("workflow",) if "workflow" in data else ())
+        builder.error(
+            "a workflow needs a name: workflow: <name>", ("workflow",) if "workflow" in data else ()
+        )
     trigger = data.get("trigger")
     if not isinstance(trigger, str) or not trigger:
-        builder.error("a workflow needs a trigger: the event type it runs on",
-                      ("trigger",) if "trigger" in data else ())
+        builder.error(
+            "a workflow needs a trigger: the event type it runs on",
+            ("trigger",) if "trigger" in data else (),
+        )
         trigger = ""
     condition: Callable[[Mapping[str, Any]], Any] | None = None
     if "conditions" in data and "expression" in data:
@@ -228,7 +271,9 @@ def check_workflow(path_or_text: str | Path, *, engine: Engine | None = None,
             if condition is None:  # pragma: no cover - every row form lowers
                 builder.error("these conditions cannot be compiled", ("conditions",))
     elif "expression" in data:
-        template = builder.template(data["expression"], ("expression",), "<conditions>", "expression")
+        template = builder.template(
+            data["expression"], ("expression",), "<conditions>", "expression"
+        )
         if template is not None:
             condition = template.render
     actions: list[Action] = []
@@ -246,24 +291,41 @@ def check_workflow(path_or_text: str | Path, *, engine: Engine | None = None,
             continue
         seen.add(owner)
         if action_type == "transcribe_recording" and trigger != RECORDING_UPLOADED:
-            builder.error(f"transcribe_recording needs the trigger {RECORDING_UPLOADED!r}, not {trigger!r}",
-                          (*where, "type"), owner, "type")
+            builder.error(
+                f"transcribe_recording needs the trigger {RECORDING_UPLOADED!r}, not {trigger!r}",
+                (*where, "type"),
+                owner,
+                "type",
+            )
             continue
-        actions.append(Action(owner, action_type, fields, document.position(where, step=owner), positions))
+        actions.append(
+            Action(owner, action_type, fields, document.position(where, step=owner), positions)
+        )
     findings = list(builder.findings)
     if not findings:
-        findings = [finding.with_caret(document.text)
-                    for finding in _reference_findings(builder, trigger, actions, builder.templates)]
+        findings = [
+            finding.with_caret(document.text)
+            for finding in _reference_findings(builder, trigger, actions, builder.templates)
+        ]
     if any(finding.severity == "error" for finding in findings):
         return None, findings
     fingerprint = hashlib.sha256(document.text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
-    workflow = CompiledWorkflow(str(name), trigger, condition, tuple(actions), document.text,
-                                document.filename, fingerprint, tuple(findings))
+    workflow = CompiledWorkflow(
+        str(name),
+        trigger,
+        condition,
+        tuple(actions),
+        document.text,
+        document.filename,
+        fingerprint,
+        tuple(findings),
+    )
     return workflow, findings
 
 
-def load_workflow(path_or_text: str | Path, *, engine: Engine | None = None,
-                  filename: str | None = None) -> CompiledWorkflow:
+def load_workflow(
+    path_or_text: str | Path, *, engine: Engine | None = None, filename: str | None = None
+) -> CompiledWorkflow:
     """Parse, check and compile a workflow (YAML or JSON, a path or the text itself).
 
     Raises FlowDocumentError listing every problem, each with file:line:column.

@@ -176,7 +176,9 @@ class StepBuilder:
                 continue
             problem = _insert(root, parts, compiled)
             if problem is not None:
-                self.error(f"key {key!r} conflicts with {problem}", item_pointer, step, field, key=True)
+                self.error(
+                    f"key {key!r} conflicts with {problem}", item_pointer, step, field, key=True
+                )
                 ok = False
         return _dict_to_tree(root) if ok else None
 
@@ -346,7 +348,9 @@ class StepBuilder:
             item_label = f"{label}[{index}]"
             if not isinstance(item, dict):
                 fields = f" ({', '.join(sorted(known))})" if known else ""
-                self.error(f"expected a {noun}{fields}, found {_kind(item)}", where, step, item_label)
+                self.error(
+                    f"expected a {noun}{fields}, found {_kind(item)}", where, step, item_label
+                )
                 continue
             if known is not None:
                 self.unknown_fields(item, known, where, step, noun)
@@ -463,7 +467,7 @@ class StepBuilder:
             self.error(f"a {noun} is key/value fields, found {_kind(raw)}", pointer, owner)
             return None
         kind = raw.get("type")
-        if kind not in tables:
+        if not isinstance(kind, str) or kind not in tables:
             hint = did_you_mean(kind, tables) or f"; expected one of {', '.join(tables)}"
             where = (*pointer, "type") if "type" in raw else pointer
             self.error(f"unknown {noun} type {kind!r}{hint}", where, owner, "type")
@@ -575,7 +579,9 @@ def _insert(root: dict[str, Any], parts: list[str], compiled: Value | FieldTree)
         existing = node.get(part)
         if depth == len(parts) - 1:
             if existing is None:
-                node[part] = _tree_to_dict(compiled) if isinstance(compiled, FieldTree) else compiled
+                node[part] = (
+                    _tree_to_dict(compiled) if isinstance(compiled, FieldTree) else compiled
+                )
                 return None
             if isinstance(existing, dict) and isinstance(compiled, FieldTree):
                 conflict = _merge(existing, _tree_to_dict(compiled))
