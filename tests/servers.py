@@ -16,6 +16,7 @@ One threaded server per test plays the CRM and its faults by path:
 | /deep-json | JSON nested 100 levels |
 | /reset | closes the connection without a response |
 | /redirect?to=URL | 302 to URL |
+| /script/NAME... | the next scripted response for NAME (status, headers, body), then 200 `{}` |
 """
 
 from __future__ import annotations
@@ -37,9 +38,18 @@ import trustme
 
 @dataclass
 class Received:
-    """What a server received: every request, in order."""
+    """What a server received: every request, in order; and scripted responses by name."""
 
     requests: list[dict[str, Any]] = field(default_factory=list)
+    scripts: dict[str, list[tuple[int, dict[str, str], Any]]] = field(default_factory=dict)
+
+    def script(self, name: str, *responses: tuple[int, dict[str, str], Any]) -> None:
+        """Answer the next requests to /script/NAME with these (status, headers, body)."""
+        self.scripts.setdefault(name, []).extend(responses)
+
+    def to(self, name: str) -> list[dict[str, Any]]:
+        """The requests that reached /script/NAME (any sub-path)."""
+        return [r for r in self.requests if r["path"].startswith(f"/script/{name}")]
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -125,6 +135,13 @@ class _Handler(BaseHTTPRequestHandler):
             )
             self.connection.shutdown(socket.SHUT_RDWR)
             self.close_connection = True
+        elif path.startswith("/script/"):
+            name = path.split("/")[2]
+            queue = self.received.scripts.get(name) or []
+            status, headers, payload = queue.pop(0) if queue else (200, {}, {})
+            body = payload.encode() if isinstance(payload, str) else json.dumps(payload).encode()
+            kind = "text/plain" if isinstance(payload, str) else "application/json"
+            self._send(status, body, kind, extra=headers)
         elif path == "/redirect":
             target = parse_qs(parts.query).get("to", ["/json"])[0]
             self._send(302, b"{}", extra={"Location": target})

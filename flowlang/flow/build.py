@@ -627,7 +627,7 @@ def _dict_to_tree(node: dict[str, Any]) -> FieldTree:
 
 def _default_for(spec: Field) -> Any:
     """The compiled default of an absent field."""
-    if spec.kind == "fields":
+    if spec.kind in ("fields", "values"):
         return FieldTree(())
     if spec.kind == "headers":
         return ()

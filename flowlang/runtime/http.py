@@ -15,6 +15,7 @@ __all__ = [
     "HttpSender",
     "RecordedHttp",
     "Resolver",
+    "guarded_sender",
     "system_resolver",
 ]
 
@@ -370,3 +371,23 @@ class RecordedHttp:
             None if outcome == "success" else f"HTTP {recorded.status}",
             recorded.delay,
         )
+
+
+def guarded_sender(
+    client: httpx.AsyncClient | None,
+    allow_hosts: frozenset[str],
+    resolver: Resolver | None,
+    connect_timeout: float,
+    max_redirects: int,
+    max_in_flight: int,
+) -> tuple[GuardedHttp, httpx.AsyncClient | None]:
+    """The guarded sender over ``client``, or over a new client (returned, for the caller to
+    close) with certificate verification on and no proxies from the environment."""
+    own = None
+    if client is None:
+        own = client = httpx.AsyncClient(trust_env=False, follow_redirects=False)
+    policy = AddressPolicy(frozenset(host.lower() for host in allow_hosts))
+    sender = GuardedHttp(
+        client, policy, resolver or system_resolver, connect_timeout, max_redirects, max_in_flight
+    )
+    return sender, own

@@ -16,9 +16,8 @@ import httpx
 from flowlang.errors import FlowError
 from flowlang.expr.values import to_json
 from flowlang.flow.model import CompiledFlow
-from flowlang.runtime.addresses import AddressPolicy
 from flowlang.runtime.host import Host, Instruction, RecordingHost
-from flowlang.runtime.http import GuardedHttp, HttpSender, Resolver, system_resolver
+from flowlang.runtime.http import HttpSender, Resolver, guarded_sender
 from flowlang.runtime.requests import PreparedRequest
 from flowlang.runtime.secrets import (
     EnvironmentSecrets,
@@ -167,16 +166,12 @@ class Runtime:
         install_log_redaction()
         self.host: Host = host or RecordingHost()
         self.secrets: SecretsProvider = secrets or EnvironmentSecrets()
-        self._own_client = client is None and http is None
-        self._client = client
+        self._own_client: httpx.AsyncClient | None = None
         if http is None:
-            if client is None:
-                client = httpx.AsyncClient(trust_env=False, follow_redirects=False)
-                self._client = client
-            http = GuardedHttp(
+            http, self._own_client = guarded_sender(
                 client,
-                AddressPolicy(frozenset(h.lower() for h in self.settings.allow_hosts)),
-                resolver or system_resolver,
+                self.settings.allow_hosts,
+                resolver,
                 self.settings.connect_timeout,
                 self.settings.max_redirects,
                 self.settings.max_requests_in_flight,
@@ -198,8 +193,8 @@ class Runtime:
         """Wait for every request still in flight, then close the client if the runtime made it."""
         while self._background:
             await asyncio.gather(*list(self._background), return_exceptions=True)
-        if self._own_client and self._client is not None:
-            await self._client.aclose()
+        if self._own_client is not None:
+            await self._own_client.aclose()
 
     def send_in_background(
         self,

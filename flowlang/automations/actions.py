@@ -1,0 +1,193 @@
+"""Actions: build each action's request and read its provider's answer.
+
+One HTTP layer serves call flows and automations: requests are PreparedRequests sent through
+the same guarded sender. Provider base URLs are configurable, so tests and staging point them
+at loopback impersonations.
+"""
+
+from __future__ import annotations
+
+__all__ = ["ActionError", "Providers", "interpret", "prepare_action"]
+
+import base64
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from flowlang.automations.workflow import Action
+from flowlang.errors import FlowError
+from flowlang.expr.values import to_text
+from flowlang.runtime.http import HttpResult
+from flowlang.runtime.requests import (
+    PreparedRequest,
+    RequestError,
+    check_header,
+    encode_body,
+    render_endpoint,
+)
+
+_E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
+#: Slack errors worth retrying (others are permanent: a bad channel or token stays bad).
+_SLACK_RETRYABLE = frozenset(
+    {"ratelimited", "fatal_error", "internal_error", "request_timeout", "service_unavailable"}
+)
+
+
+class ActionError(FlowError):
+    """An action that cannot be performed as written for this event (not worth retrying)."""
+
+
+@dataclass(frozen=True)
+class Providers:
+    """Where the SMS, Slack and speech-to-text APIs live (loopback in tests and demos)."""
+
+    sms_base_url: str = "https://sms.example.com/v1"
+    slack_base_url: str = "https://slack.com/api"
+    speech_base_url: str = "https://speech.googleapis.com/v1"
+    #: The secret holding the speech API key (sent as X-Goog-Api-Key).
+    speech_key_secret: str = "speech_api_key"
+
+
+def _text(value: Any) -> str:
+    return to_text(value)
+
+
+def _phone(name: str, value: Any) -> str:
+    text = _text(value).strip()
+    if not _E164.match(text):
+        raise ActionError(f"{name} must be an E.164 number such as +14155550100, not {text!r}")
+    return text
+
+
+def _json_request(
+    url: str, headers: list[tuple[str, str]], body: Any, limit: int
+) -> PreparedRequest:
+    headers = [*headers, ("Content-Type", "application/json")]
+    return PreparedRequest("POST", url, tuple(headers), encode_body(body, limit))
+
+
+def prepare_action(
+    action: Action, scope: Mapping[str, Any], providers: Providers, key: str, limit: int
+) -> PreparedRequest:
+    """The request for one action and one event; ActionError or RequestError when it cannot be."""
+    fields = action.fields
+    idempotency = [("Idempotency-Key", key)]
+    if action.type == "api_request":
+        url = render_endpoint(fields["endpoint"].parts, scope)
+        headers = [
+            (name, check_header(name, template.render(scope)))
+            for name, template in fields["headers"]
+        ]
+        headers += idempotency
+        method = fields["method"]
+        if method == "GET" and fields["values"]:
+            raise ActionError("a GET request has no body; put values in the endpoint")
+        if method == "GET":
+            return PreparedRequest(method, url, tuple(headers))
+        return PreparedRequest(
+            method,
+            url,
+            tuple([*headers, ("Content-Type", "application/json")]),
+            encode_body(fields["values"].build(scope), limit),
+        )
+    if action.type == "send_sms":
+        auth = fields["auth"]
+        credentials = (
+            f"{_text(auth['key_id'].render(scope))}:{_text(auth['key_secret'].render(scope))}"
+        )
+        token = base64.b64encode(credentials.encode()).decode()
+        message: dict[str, Any] = {
+            "sender": _phone("sender", fields["sender"].render(scope)),
+            "recipient": _phone("recipient", fields["recipient"].render(scope)),
+            "text": _text(fields["text"].render(scope)),
+        }
+        return _json_request(
+            f"{providers.sms_base_url}/messages",
+            [("Authorization", f"Basic {token}"), *idempotency],
+            message,
+            limit,
+        )
+    if action.type == "slack_notification":
+        token = check_header("Authorization", f"Bearer {_text(fields['token'].render(scope))}")
+        post: dict[str, Any] = {
+            "channel": _text(fields["channel"].render(scope)),
+            "text": _text(fields["text"].render(scope)),
+            "mrkdwn": bool(fields["use_markdown"]),
+        }
+        for name in ("icon_emoji", "icon_url"):
+            if fields.get(name) is not None:
+                post[name] = _text(fields[name].render(scope))
+        return _json_request(
+            f"{providers.slack_base_url}/chat.postMessage",
+            [("Authorization", token), *idempotency],
+            post,
+            limit,
+        )
+    # transcribe_recording
+    event = scope.get("event") or {}
+    properties = event.get("properties") if isinstance(event, Mapping) else None
+    uri = properties.get("recording_url") if isinstance(properties, Mapping) else None
+    if not isinstance(uri, str) or not uri:
+        raise ActionError("the recording.uploaded event has no recording_url")
+    secrets = scope["secrets"]
+    api_key = secrets.get(providers.speech_key_secret)
+    if api_key is None:
+        raise RequestError(f"secret {providers.speech_key_secret!r} is not set")
+    recognize: dict[str, Any] = {
+        "config": {
+            "languageCode": _text(fields["language"].render(scope)),
+            "model": fields["model"],
+            "useEnhanced": bool(fields["enhanced"]),
+        },
+        "audio": {"uri": uri},
+    }
+    return _json_request(
+        f"{providers.speech_base_url}/speech:recognize",
+        [("X-Goog-Api-Key", check_header("X-Goog-Api-Key", api_key)), *idempotency],
+        recognize,
+        limit,
+    )
+
+
+def interpret(action: Action, result: HttpResult) -> tuple[str, Any, str | None]:
+    """``(outcome, action result, error)``: outcome is delivered, retry or failed.
+
+    The result of an api_request is the response body (JSON parsed, else text); of Slack,
+    ``ok``, ``ts`` and ``channel``; of a transcription, ``transcript`` and ``confidence``.
+    """
+    status = result.status
+    if result.outcome in ("timeout", "connection_error"):
+        return "retry", None, result.error
+    if status is not None and (status in (408, 425, 429) or 500 <= status < 600):
+        return "retry", None, result.error or f"HTTP {status}"
+    if result.outcome != "success":
+        return "failed", None, result.error
+    body = result.body
+    if action.type == "slack_notification":
+        if not isinstance(body, Mapping) or body.get("ok") is not True:
+            code = body.get("error", "unknown_error") if isinstance(body, Mapping) else "not_json"
+            outcome = "retry" if code in _SLACK_RETRYABLE else "failed"
+            return outcome, None, f"Slack answered ok: false ({code})"
+        return "delivered", {"ok": True, "ts": body.get("ts"), "channel": body.get("channel")}, None
+    if action.type == "transcribe_recording":
+        results = body.get("results", []) if isinstance(body, Mapping) else []
+        pieces, confidences = [], []
+        for item in results if isinstance(results, list) else []:
+            alternatives = item.get("alternatives") if isinstance(item, Mapping) else None
+            if (
+                isinstance(alternatives, list)
+                and alternatives
+                and isinstance(alternatives[0], Mapping)
+            ):
+                pieces.append(_text(alternatives[0].get("transcript")))
+                confidence = alternatives[0].get("confidence")
+                if isinstance(confidence, (int, float)):
+                    confidences.append(float(confidence))
+        confidence_mean = sum(confidences) / len(confidences) if confidences else None
+        return (
+            "delivered",
+            {"transcript": " ".join(p for p in pieces if p), "confidence": confidence_mean},
+            None,
+        )
+    return "delivered", body, None
