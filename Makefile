@@ -24,8 +24,8 @@ $(STAMP): pyproject.toml setup.py ext/_cevaluator.pyx
 # Run the account-verification call flow offline: recorded HTTP responses, the caller's digits.
 demo: $(STAMP)
 	$(DEMO_SECRETS) $(BIN)/flowlang run $(FLOWS)/account_verification.yaml \
-		--context $(FLOWS)/account_verification.context.json \
-		--responses $(FLOWS)/account_verification.responses.yaml --input ask_account=12345678#
+		--context $(FLOWS)/data/account_verification.context.json \
+		--responses $(FLOWS)/data/account_verification.responses.yaml --input ask_account=12345678#
 
 # Evaluate the example templates against the example context, one per line.
 demo-expressions: $(STAMP)

@@ -121,6 +121,24 @@ def _run(arguments: argparse.Namespace, stdout: TextIO, stdin: TextIO) -> int:
     return run_from_command_line(flow, context, inputs, arguments, stdout, stdin)
 
 
+def _automate(arguments: argparse.Namespace, stdout: TextIO, stdin: TextIO) -> int:
+    from flowlang.automations.console import automate_from_command_line
+
+    try:
+        return automate_from_command_line(arguments, stdout, stdin)
+    except (OSError, ValueError) as error:
+        raise UsageError(str(error)) from None
+
+
+def _replay(arguments: argparse.Namespace, stdout: TextIO, stdin: TextIO) -> int:
+    from flowlang.automations.console import replay_from_command_line
+
+    try:
+        return replay_from_command_line(arguments, stdout)
+    except (OSError, ValueError) as error:
+        raise UsageError(str(error)) from None
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="flowlang", description=__doc__.splitlines()[0] if __doc__ else None
@@ -195,6 +213,42 @@ def _parser() -> argparse.ArgumentParser:
     )
     check.add_argument("files", nargs="+", metavar="FILE")
     check.set_defaults(handler=_check)
+
+    automate = commands.add_parser(
+        "automate",
+        help="process a stream of events with workflow automations",
+        description="Run the matching workflows for each event of EVENTS (JSON lines), delivering "
+        "every action at least once; end with a summary.",
+    )
+    automate.add_argument("workflows", nargs="+", metavar="WORKFLOW")
+    automate.add_argument(
+        "--events", required=True, metavar="FILE", help="JSON lines; '-' reads stdin"
+    )
+    automate.add_argument(
+        "--responses",
+        metavar="FILE",
+        help="recorded HTTP responses: run offline, retries in simulated time",
+    )
+    automate.add_argument(
+        "--dead-letter",
+        default="flowlang-deadletter.jsonl",
+        metavar="FILE",
+        help="where undeliverable actions are kept (default: %(default)s)",
+    )
+    automate.add_argument("--allow-host", action="append", default=[], metavar="HOST")
+    automate.add_argument("--json", action="store_true", help="one JSON line per event")
+    automate.set_defaults(handler=_automate)
+
+    replay = commands.add_parser(
+        "replay",
+        help="retry the actions kept in a dead-letter file",
+        description="Retry each record of DEADLETTER with its idempotency key; "
+        "what fails again stays in the file.",
+    )
+    replay.add_argument("dead_letter", metavar="DEADLETTER")
+    replay.add_argument("--responses", metavar="FILE", help="recorded HTTP responses: run offline")
+    replay.add_argument("--allow-host", action="append", default=[], metavar="HOST")
+    replay.set_defaults(handler=_replay)
     return parser
 
 

@@ -23,9 +23,9 @@ def example(name: str) -> list[str]:
     return [
         str(FLOWS / f"{name}.yaml"),
         "--context",
-        str(FLOWS / f"{name}.context.json"),
+        str(FLOWS / "data" / f"{name}.context.json"),
         "--responses",
-        str(FLOWS / f"{name}.responses.yaml"),
+        str(FLOWS / "data" / f"{name}.responses.yaml"),
     ]
 
 

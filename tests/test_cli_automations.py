@@ -1,0 +1,137 @@
+"""`flowlang automate` and `flowlang replay` on the examples, offline."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from flowlang.cli import main
+
+EXAMPLES = Path(__file__).parent.parent / "examples" / "workflows"
+WORKFLOWS = [str(path) for path in sorted(EXAMPLES.glob("*.yaml"))]
+SECRETS = {
+    "CRM_BASIC": "crm-basic-9f2c",
+    "SMS_KEY_ID": "sms-id-41aa",
+    "SMS_KEY_SECRET": "sms-secret-77bd",
+    "SLACK_TOKEN": "xoxb-slack-5e1f",
+    "SPEECH_API_KEY": "speech-key-90c3",
+    "CRM_TOKEN": "crm-token-2d8e",
+}
+
+
+@pytest.fixture(autouse=True)
+def _secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in SECRETS.items():
+        monkeypatch.setenv(f"FLOWLANG_SECRET_{name}", value)
+
+
+def cli(*argv: str, stdin: str = "") -> tuple[int, str]:
+    out = io.StringIO()
+    return main(list(argv), stdout=out, stdin=io.StringIO(stdin)), out.getvalue()
+
+
+def test_automate_examples_offline(tmp_path: Path) -> None:
+    dead = tmp_path / "dead.jsonl"
+    status, out = cli(
+        "automate",
+        *WORKFLOWS,
+        "--events",
+        str(EXAMPLES / "data" / "events.jsonl"),
+        "--responses",
+        str(EXAMPLES / "data" / "responses.yaml"),
+        "--dead-letter",
+        str(dead),
+    )
+    assert status == 0
+    assert (
+        "events 6, duplicates 1, matched 4; actions delivered 6 (retried 0), dead-lettered 1, skipped 2"
+        in out
+    )
+    assert "value of 'call.waited' is not a number: 'n/a'" in out
+    [record] = [json.loads(line) for line in dead.read_text().splitlines()]
+    assert record["action"] == "log_in_crm" and record["then"] == ["text_back", "tell_team"]
+    assert not any(value in out + dead.read_text() for value in SECRETS.values())
+
+
+def test_retries_run_in_simulated_time_offline(tmp_path: Path) -> None:
+    responses = tmp_path / "responses.yaml"
+    responses.write_text(
+        "- request: POST https://slack.com/api/chat.postMessage\n  status: 503\n  body: {}\n"
+    )
+    events = '{"id": "v1", "type": "contact.updated", "properties": {"name": "Cid", "tags": ["Vip"], "changes": {"tags": ["Vip"]}}}\n'
+    status, out = cli(
+        "automate",
+        str(EXAMPLES / "vip_contact_updated.yaml"),
+        "--events",
+        "-",
+        "--responses",
+        str(responses),
+        "--dead-letter",
+        str(tmp_path / "dead.jsonl"),
+        stdin=events,
+    )
+    assert status == 0
+    assert "dead-lettered 1" in out
+    waited = float(out.split("retries waited ")[1].split("s of simulated time")[0].replace(",", ""))
+    assert (
+        0.9 * sum((5, 300, 1800, 7200, 18000, 36000, 36000))
+        <= waited
+        <= 1.1 * sum((5, 300, 1800, 7200, 18000, 36000, 36000))
+    )
+
+
+def test_replay_delivers_and_empties_the_file(tmp_path: Path) -> None:
+    dead = tmp_path / "dead.jsonl"
+    cli(
+        "automate",
+        *WORKFLOWS,
+        "--events",
+        str(EXAMPLES / "data" / "events.jsonl"),
+        "--responses",
+        str(EXAMPLES / "data" / "responses.yaml"),
+        "--dead-letter",
+        str(dead),
+    )
+    record = json.loads(dead.read_text())
+    record["event"]["properties"]["waiting_time"] = 61  # the data was fixed upstream
+    dead.write_text(json.dumps(record) + "\n")
+    status, out = cli("replay", str(dead), "--responses", str(EXAMPLES / "data" / "responses.yaml"))
+    assert (status, out) == (
+        0,
+        "replayed 1 records: delivered 3, dead-lettered again 0, skipped 0\n",
+    )
+    assert dead.read_text() == ""
+
+
+def test_replay_keeps_what_fails_again(tmp_path: Path) -> None:
+    dead = tmp_path / "dead.jsonl"
+    cli(
+        "automate",
+        *WORKFLOWS,
+        "--events",
+        str(EXAMPLES / "data" / "events.jsonl"),
+        "--responses",
+        str(EXAMPLES / "data" / "responses.yaml"),
+        "--dead-letter",
+        str(dead),
+    )
+    status, out = cli("replay", str(dead), "--responses", str(EXAMPLES / "data" / "responses.yaml"))
+    assert status == 1 and "dead-lettered again 1" in out
+    assert len(dead.read_text().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("events", "message"),
+    [
+        ('{"id": 1, "type": "x"}\n', "<stdin>:1: an event is an object with an id and a type"),
+        ('{"id": "a", "type": \n', "<stdin>:1:21: invalid JSON"),
+    ],
+)
+def test_bad_event_lines_name_the_line(
+    events: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, _ = cli("automate", WORKFLOWS[0], "--events", "-", stdin=events)
+    assert status == 2 and message in capsys.readouterr().err
