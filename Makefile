@@ -9,9 +9,11 @@ CONTEXT := examples/expressions/context.json
 FLOWS   := examples/flows
 # Demo-only secret values; real deployments set FLOWLANG_SECRET_* from their vault.
 DEMO_SECRETS := FLOWLANG_SECRET_CRM_TOKEN=demo-crm-token FLOWLANG_SECRET_BILLING_TOKEN=demo-billing-token \
-	FLOWLANG_SECRET_CALENDAR_KEY=demo-calendar-key
+	FLOWLANG_SECRET_CALENDAR_KEY=demo-calendar-key FLOWLANG_SECRET_CRM_BASIC=demo-crm-basic \
+	FLOWLANG_SECRET_SMS_KEY_ID=demo-sms-id FLOWLANG_SECRET_SMS_KEY_SECRET=demo-sms-secret \
+	FLOWLANG_SECRET_SLACK_TOKEN=demo-slack-token FLOWLANG_SECRET_SPEECH_API_KEY=demo-speech-key
 
-.PHONY: setup demo demo-expressions test test-compiled test-python bench lint clean
+.PHONY: setup demo demo-expressions demo-automations test test-compiled test-python bench lint clean
 
 setup: $(STAMP)
 
@@ -26,6 +28,12 @@ demo: $(STAMP)
 	$(DEMO_SECRETS) $(BIN)/flowlang run $(FLOWS)/account_verification.yaml \
 		--context $(FLOWS)/data/account_verification.context.json \
 		--responses $(FLOWS)/data/account_verification.responses.yaml --input ask_account=12345678#
+
+# Process the example event stream with the example workflows, offline.
+demo-automations: $(STAMP)
+	$(DEMO_SECRETS) $(BIN)/flowlang automate examples/workflows/*.yaml \
+		--events examples/workflows/data/events.jsonl --responses examples/workflows/data/responses.yaml \
+		--dead-letter .venv/demo-deadletter.jsonl
 
 # Evaluate the example templates against the example context, one per line.
 demo-expressions: $(STAMP)
