@@ -52,3 +52,20 @@ def _no_secret_in_logs(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
 
     leaked = [value for value in list(_REGISTRY) if value in caplog.text]
     assert not leaked, f"secret values appear in the logs: {len(leaked)}"
+
+
+@pytest.fixture(scope="module")
+def ca() -> Any:
+    """A certificate authority made at test time (trustme), trusted by the test clients."""
+    import trustme
+
+    return trustme.CA()
+
+
+@pytest.fixture
+def server(ca: Any) -> Iterator[Any]:
+    """A loopback HTTPS server (tests/servers.py), stopped after the test."""
+    from servers import serve
+
+    with serve(ca) as running:
+        yield running

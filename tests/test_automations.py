@@ -5,14 +5,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
-import trustme
-from servers import Server, serve
+from servers import Server
 
 from flowlang import MappingSecrets
 from flowlang.automations import (
@@ -47,17 +44,6 @@ class FakeClock:
         self.waits.append(seconds)
         self.current += seconds
         await asyncio.sleep(0)
-
-
-@pytest.fixture(scope="module")
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture
-def server(ca: trustme.CA) -> Iterator[Server]:
-    with serve(ca) as running:
-        yield running
 
 
 MISSED_CALL = """

@@ -6,7 +6,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import httpx
@@ -18,17 +18,6 @@ import flowlang
 from flowlang import MappingSecrets, Runtime, RuntimeSettings
 
 SECRET = "s3cr3t-token-value"
-
-
-@pytest.fixture(scope="module")
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture
-def server(ca: trustme.CA) -> Iterator[Server]:
-    with serve(ca) as running:
-        yield running
 
 
 RESPONSE = (

@@ -24,6 +24,20 @@ _CALL = (
     "tags",
 )
 
+_CONTACT = (
+    "contact_id",
+    "name",
+    "title",
+    "company",
+    "industry",
+    "emails",
+    "phone_numbers",
+    "tags",
+    "type",
+    "custom_fields",
+    "is_vip",
+)
+
 RECORDING_UPLOADED = "recording.uploaded"
 
 #: Trigger name to the properties its events carry.
@@ -41,36 +55,7 @@ TRIGGERS: dict[str, frozenset[str]] = {
     RECORDING_UPLOADED: frozenset(
         (*_CALL, "recording_id", "recording_url", "duration", "language")
     ),
-    "contact.created": frozenset(
-        (
-            "contact_id",
-            "name",
-            "title",
-            "company",
-            "industry",
-            "emails",
-            "phone_numbers",
-            "tags",
-            "type",
-            "custom_fields",
-            "is_vip",
-        )
-    ),
-    "contact.updated": frozenset(
-        (
-            "contact_id",
-            "name",
-            "title",
-            "company",
-            "industry",
-            "emails",
-            "phone_numbers",
-            "tags",
-            "type",
-            "custom_fields",
-            "is_vip",
-            "changes",
-        )
-    ),
+    "contact.created": frozenset(_CONTACT),
+    "contact.updated": frozenset((*_CONTACT, "changes")),
     "contact.deleted": frozenset(("contact_id", "name")),
 }

@@ -11,7 +11,6 @@ from __future__ import annotations
 __all__ = ["Action", "CompiledWorkflow", "check_workflow", "load_workflow"]
 
 import hashlib
-import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +25,7 @@ from flowlang.flow.build import StepBuilder, TemplateUse
 from flowlang.flow.conditions import compile_rows
 from flowlang.flow.fields import Field
 from flowlang.flow.model import FieldTree, Finding, FlowDocumentError, Value
-from flowlang.flow.source import Document, Pointer, load_document
+from flowlang.flow.source import Pointer, read_document
 from flowlang.suggest import did_you_mean
 
 _TOP_LEVEL = {"workflow", "trigger", "description", "conditions", "expression", "actions"}
@@ -158,15 +157,6 @@ class WorkflowBuilder(StepBuilder):
         return out if len(out) == 2 else None
 
 
-def _read(path_or_text: str | Path, filename: str | None) -> Document:
-    if isinstance(path_or_text, Path):
-        return load_document(path_or_text, filename=filename)
-    looks_like_path = "\n" not in path_or_text and not path_or_text.lstrip().startswith("{")
-    if looks_like_path and os.path.isfile(path_or_text):
-        return load_document(Path(path_or_text), filename=filename)
-    return load_document(path_or_text, filename=filename)
-
-
 def _reference_findings(
     builder: WorkflowBuilder, trigger: str, actions: list[Action], uses: list[TemplateUse]
 ) -> list[Finding]:
@@ -236,7 +226,7 @@ def check_workflow(
 ) -> tuple[CompiledWorkflow | None, list[Finding]]:
     """Load and check a workflow; return it (None when it has errors) and every finding."""
     engine = engine or Engine()
-    document = _read(path_or_text, filename)
+    document = read_document(path_or_text, filename)
     builder = WorkflowBuilder(document, engine)
     data = document.data
     if not isinstance(data, dict):

@@ -5,25 +5,15 @@ from __future__ import annotations
 __all__ = ["CompiledFlow", "FlowDocumentError", "load_flow"]
 
 import hashlib
-import os
 from pathlib import Path
 
 from flowlang.engine import Engine
 from flowlang.flow.build import build_steps
 from flowlang.flow.model import CompiledFlow, Finding, FlowDocumentError
-from flowlang.flow.source import Document, load_document
+from flowlang.flow.source import read_document
 from flowlang.flow.validate import validate_flow
 
 _TOP_LEVEL = {"flow", "start", "steps", "description"}
-
-
-def _read(path_or_text: str | Path, filename: str | None) -> Document:
-    if isinstance(path_or_text, Path):
-        return load_document(path_or_text, filename=filename)
-    looks_like_path = "\n" not in path_or_text and not path_or_text.lstrip().startswith("{")
-    if looks_like_path and os.path.isfile(path_or_text):
-        return load_document(Path(path_or_text), filename=filename)
-    return load_document(path_or_text, filename=filename)
 
 
 def check_flow(
@@ -31,7 +21,7 @@ def check_flow(
 ) -> tuple[CompiledFlow | None, list[Finding]]:
     """Load and check a flow; return it (None when it has errors) and every finding."""
     engine = engine or Engine()
-    document = _read(path_or_text, filename)
+    document = read_document(path_or_text, filename)
     data = document.data
     if not isinstance(data, dict):
         return None, [

@@ -7,8 +7,9 @@ anchors, aliases, merge keys and tags are refused: a flow document is data, writ
 
 from __future__ import annotations
 
-__all__ = ["Document", "DocumentError", "Pointer", "load_document"]
+__all__ = ["Document", "DocumentError", "Pointer", "load_document", "read_document"]
 
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -232,3 +233,13 @@ def _convert(
         else:  # pragma: no cover - compose yields only these three kinds
             raise _error("unsupported YAML node", text, filename, mark.line, mark.column)
     return result[0]
+
+
+def read_document(path_or_text: str | Path, filename: str | None = None) -> Document:
+    """Read a document given as a Path, as a path string (one line naming a file), or as text."""
+    if isinstance(path_or_text, Path):
+        return load_document(path_or_text, filename=filename)
+    looks_like_path = "\n" not in path_or_text and not path_or_text.lstrip().startswith("{")
+    if looks_like_path and os.path.isfile(path_or_text):
+        return load_document(Path(path_or_text), filename=filename)
+    return load_document(path_or_text, filename=filename)
