@@ -235,6 +235,20 @@ def _parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="where undeliverable actions are kept (default: %(default)s)",
     )
+    automate.add_argument(
+        "--journal",
+        default="flowlang-journal.jsonl",
+        metavar="FILE",
+        help="what was done, to resume an interrupted run and skip events seen "
+        "before (default: %(default)s)",
+    )
+    automate.add_argument(
+        "--concurrency",
+        type=int,
+        default=8,
+        metavar="N",
+        help="events processed at once (default: %(default)s)",
+    )
     automate.add_argument("--allow-host", action="append", default=[], metavar="HOST")
     automate.add_argument("--json", action="store_true", help="one JSON line per event")
     automate.set_defaults(handler=_automate)

@@ -16,7 +16,7 @@ One threaded server per test plays the CRM and its faults by path:
 | /deep-json | JSON nested 100 levels |
 | /reset | closes the connection without a response |
 | /redirect?to=URL | 302 to URL |
-| /script/NAME... | the next scripted response for NAME (status, headers, body), then 200 `{}` |
+| /script/NAME... | the next scripted response for NAME (status, headers, body; status 0 hangs), then 200 `{}` |
 """
 
 from __future__ import annotations
@@ -139,6 +139,9 @@ class _Handler(BaseHTTPRequestHandler):
             name = path.split("/")[2]
             queue = self.received.scripts.get(name) or []
             status, headers, payload = queue.pop(0) if queue else (200, {}, {})
+            if status == 0:  # hang: accept the request and never answer
+                self.stop.wait(30)
+                return
             body = payload.encode() if isinstance(payload, str) else json.dumps(payload).encode()
             kind = "text/plain" if isinstance(payload, str) else "application/json"
             self._send(status, body, kind, extra=headers)

@@ -12,6 +12,8 @@ from flowlang.cli import main
 
 EXAMPLES = Path(__file__).parent.parent / "examples" / "workflows"
 WORKFLOWS = [str(path) for path in sorted(EXAMPLES.glob("*.yaml"))]
+EVENTS = str(EXAMPLES / "data" / "events.jsonl")
+RESPONSES = str(EXAMPLES / "data" / "responses.yaml")
 SECRETS = {
     "CRM_BASIC": "crm-basic-9f2c",
     "SMS_KEY_ID": "sms-id-41aa",
@@ -33,27 +35,44 @@ def cli(*argv: str, stdin: str = "") -> tuple[int, str]:
     return main(list(argv), stdout=out, stdin=io.StringIO(stdin)), out.getvalue()
 
 
-def test_automate_examples_offline(tmp_path: Path) -> None:
-    dead = tmp_path / "dead.jsonl"
-    status, out = cli(
+def automate(
+    tmp: Path, *workflows: str, events: str = EVENTS, responses: str = RESPONSES, stdin: str = ""
+) -> tuple[int, str]:
+    """Run `flowlang automate` with the journal and dead letters kept in ``tmp``."""
+    return cli(
         "automate",
-        *WORKFLOWS,
+        *workflows,
         "--events",
-        str(EXAMPLES / "data" / "events.jsonl"),
+        events,
         "--responses",
-        str(EXAMPLES / "data" / "responses.yaml"),
+        responses,
         "--dead-letter",
-        str(dead),
+        str(tmp / "dead.jsonl"),
+        "--journal",
+        str(tmp / "journal.jsonl"),
+        stdin=stdin,
     )
+
+
+def test_automate_examples_offline(tmp_path: Path) -> None:
+    status, out = automate(tmp_path, *WORKFLOWS)
     assert status == 0
     assert (
         "events 6, duplicates 1, matched 4; actions delivered 6 (retried 0), dead-lettered 1, skipped 2"
         in out
     )
     assert "value of 'call.waited' is not a number: 'n/a'" in out
-    [record] = [json.loads(line) for line in dead.read_text().splitlines()]
+    dead = (tmp_path / "dead.jsonl").read_text()
+    [record] = [json.loads(line) for line in dead.splitlines()]
     assert record["action"] == "log_in_crm" and record["then"] == ["text_back", "tell_team"]
-    assert not any(value in out + dead.read_text() for value in SECRETS.values())
+    assert not any(value in out + dead for value in SECRETS.values())
+
+
+def test_events_seen_before_are_not_run_again(tmp_path: Path) -> None:
+    automate(tmp_path, *WORKFLOWS)
+    status, out = automate(tmp_path, *WORKFLOWS)  # the same stream, fed again
+    assert status == 0
+    assert "events 6, duplicates 6, matched 0; actions delivered 0" in out
 
 
 def test_retries_run_in_simulated_time_offline(tmp_path: Path) -> None:
@@ -62,43 +81,27 @@ def test_retries_run_in_simulated_time_offline(tmp_path: Path) -> None:
         "- request: POST https://slack.com/api/chat.postMessage\n  status: 503\n  body: {}\n"
     )
     events = '{"id": "v1", "type": "contact.updated", "properties": {"name": "Cid", "tags": ["Vip"], "changes": {"tags": ["Vip"]}}}\n'
-    status, out = cli(
-        "automate",
+    status, out = automate(
+        tmp_path,
         str(EXAMPLES / "vip_contact_updated.yaml"),
-        "--events",
-        "-",
-        "--responses",
-        str(responses),
-        "--dead-letter",
-        str(tmp_path / "dead.jsonl"),
+        events="-",
+        responses=str(responses),
         stdin=events,
     )
     assert status == 0
     assert "dead-lettered 1" in out
     waited = float(out.split("retries waited ")[1].split("s of simulated time")[0].replace(",", ""))
-    assert (
-        0.9 * sum((5, 300, 1800, 7200, 18000, 36000, 36000))
-        <= waited
-        <= 1.1 * sum((5, 300, 1800, 7200, 18000, 36000, 36000))
-    )
+    planned = sum((5, 300, 1800, 7200, 18000, 36000, 36000))
+    assert 0.9 * planned <= waited <= 1.1 * planned
 
 
 def test_replay_delivers_and_empties_the_file(tmp_path: Path) -> None:
+    automate(tmp_path, *WORKFLOWS)
     dead = tmp_path / "dead.jsonl"
-    cli(
-        "automate",
-        *WORKFLOWS,
-        "--events",
-        str(EXAMPLES / "data" / "events.jsonl"),
-        "--responses",
-        str(EXAMPLES / "data" / "responses.yaml"),
-        "--dead-letter",
-        str(dead),
-    )
     record = json.loads(dead.read_text())
     record["event"]["properties"]["waiting_time"] = 61  # the data was fixed upstream
     dead.write_text(json.dumps(record) + "\n")
-    status, out = cli("replay", str(dead), "--responses", str(EXAMPLES / "data" / "responses.yaml"))
+    status, out = cli("replay", str(dead), "--responses", RESPONSES)
     assert (status, out) == (
         0,
         "replayed 1 records: delivered 3, dead-lettered again 0, skipped 0\n",
@@ -107,18 +110,9 @@ def test_replay_delivers_and_empties_the_file(tmp_path: Path) -> None:
 
 
 def test_replay_keeps_what_fails_again(tmp_path: Path) -> None:
+    automate(tmp_path, *WORKFLOWS)
     dead = tmp_path / "dead.jsonl"
-    cli(
-        "automate",
-        *WORKFLOWS,
-        "--events",
-        str(EXAMPLES / "data" / "events.jsonl"),
-        "--responses",
-        str(EXAMPLES / "data" / "responses.yaml"),
-        "--dead-letter",
-        str(dead),
-    )
-    status, out = cli("replay", str(dead), "--responses", str(EXAMPLES / "data" / "responses.yaml"))
+    status, out = cli("replay", str(dead), "--responses", RESPONSES)
     assert status == 1 and "dead-lettered again 1" in out
     assert len(dead.read_text().splitlines()) == 1
 
@@ -131,7 +125,7 @@ def test_replay_keeps_what_fails_again(tmp_path: Path) -> None:
     ],
 )
 def test_bad_event_lines_name_the_line(
-    events: str, message: str, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, events: str, message: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    status, _ = cli("automate", WORKFLOWS[0], "--events", "-", stdin=events)
+    status, _ = automate(tmp_path, WORKFLOWS[0], events="-", stdin=events)
     assert status == 2 and message in capsys.readouterr().err

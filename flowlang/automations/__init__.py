@@ -9,6 +9,7 @@ __all__ = [
     "Delivery",
     "DeliverySettings",
     "DispatchResult",
+    "Journal",
     "Providers",
     "check_workflow",
     "load_workflow",
@@ -21,5 +22,6 @@ from flowlang.automations.dispatch import (
     Delivery,
     DeliverySettings,
     DispatchResult,
+    Journal,
 )
 from flowlang.automations.workflow import CompiledWorkflow, check_workflow, load_workflow

@@ -14,7 +14,14 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, TextIO
 
-from flowlang.automations.dispatch import Automations, DeadLetterStore, Delivery, DeliverySettings
+from flowlang.automations.dispatch import (
+    Automations,
+    DeadLetterStore,
+    Delivery,
+    DeliverySettings,
+    DispatchResult,
+    Journal,
+)
 from flowlang.automations.workflow import load_workflow
 from flowlang.runtime.recorded import load_recorded_responses
 
@@ -61,9 +68,12 @@ def _events(path: str, stdin: TextIO) -> list[dict[str, Any]]:
 
 
 def _automations(
-    arguments: argparse.Namespace, workflows: list[Any], store: DeadLetterStore
+    arguments: argparse.Namespace,
+    workflows: list[Any],
+    store: DeadLetterStore,
+    journal: Journal | None = None,
 ) -> tuple[Automations, SimulatedClock | None]:
-    options: dict[str, Any] = {"dead_letters": store}
+    options: dict[str, Any] = {"dead_letters": store, "journal": journal}
     clock = None
     if arguments.responses:
         options["http"] = load_recorded_responses(arguments.responses)
@@ -96,37 +106,57 @@ async def _automate(arguments: argparse.Namespace, out: TextIO, stdin: TextIO) -
     workflows = [load_workflow(Path(name)) for name in arguments.workflows]
     events = _events(arguments.events, stdin)
     store = DeadLetterStore(Path(arguments.dead_letter))
-    automations, clock = _automations(arguments, workflows, store)
+    journal = Journal(Path(arguments.journal))
+    automations, clock = _automations(arguments, workflows, store, journal)
     counts: Counter[str] = Counter()
-    async with automations:
-        for position, event in enumerate(events, 1):
-            result = await automations.dispatch(event)
-            counts["events"] += 1
-            counts["duplicates"] += result.duplicate
-            counts["matched"] += len(result.matched)
-            _tally(counts, result.deliveries)
-            if arguments.json:
-                out.write(
-                    json.dumps(
-                        {
-                            "event": result.event_id,
-                            "duplicate": result.duplicate,
-                            "matched": result.matched,
-                            "deliveries": [vars(d) for d in result.deliveries],
-                        },
-                        default=str,
-                    )
-                    + "\n"
+
+    def report(result: DispatchResult) -> None:
+        counts["events"] += 1
+        counts["duplicates"] += result.duplicate
+        counts["matched"] += len(result.matched)
+        _tally(counts, result.deliveries)
+        if arguments.json:
+            out.write(
+                json.dumps(
+                    {
+                        "event": result.event_id,
+                        "duplicate": result.duplicate,
+                        "matched": result.matched,
+                        "deliveries": [vars(d) for d in result.deliveries],
+                    },
+                    default=str,
                 )
-            else:
-                for delivery in result.deliveries:
-                    if delivery.outcome != "delivered":
-                        out.write(
-                            f"  {result.event_id} {delivery.workflow}/{delivery.action}: "
-                            f"{delivery.outcome} ({delivery.error})\n"
-                        )
-            if position % PROGRESS_EVERY == 0:
-                print(f"flowlang: {position} of {len(events)} events", file=sys.stderr, flush=True)
+                + "\n"
+            )
+            return
+        for delivery in result.deliveries:
+            if delivery.outcome != "delivered":
+                out.write(
+                    f"  {result.event_id} {delivery.workflow}/{delivery.action}: "
+                    f"{delivery.outcome} ({delivery.error})\n"
+                )
+
+    async with automations:
+        resumed = await automations.resume()
+        if resumed:
+            out.write(
+                f"resumed {len(resumed)} unfinished event{'s' if len(resumed) != 1 else ''} "
+                f"from {arguments.journal}\n"
+            )
+        for result in resumed:
+            report(result)
+        slots = asyncio.Semaphore(max(1, arguments.concurrency))
+        done = 0
+
+        async def one(event: dict[str, Any]) -> None:
+            nonlocal done
+            async with slots:
+                report(await automations.dispatch(event))
+            done += 1
+            if done % PROGRESS_EVERY == 0:
+                print(f"flowlang: {done} of {len(events)} events", file=sys.stderr, flush=True)
+
+        await asyncio.gather(*(one(event) for event in events))
     out.write(_summary(counts, clock) + "\n")
     if counts["dead_lettered"]:
         out.write(

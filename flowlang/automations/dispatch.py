@@ -17,6 +17,7 @@ __all__ = [
     "Delivery",
     "DeliverySettings",
     "DispatchResult",
+    "Journal",
     "SystemClock",
 ]
 
@@ -114,6 +115,34 @@ class DispatchResult:
     deliveries: list[Delivery] = field(default_factory=list)
 
 
+class Journal:
+    """What dispatches have done, appended as it happens, so an interrupted run resumes.
+
+    Records: ``event`` (accepted), ``settled`` (an action delivered, dead-lettered or skipped,
+    with its result), ``workflow_done`` and ``done``. A torn last line (a crash while writing)
+    is ignored.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def write(self, record: dict[str, Any]) -> None:
+        with self.path.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+            handle.flush()
+
+    def records(self) -> list[dict[str, Any]]:
+        if not self.path.exists():
+            return []
+        out = []
+        for line in self.path.read_text(encoding="utf-8").splitlines():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue  # a line torn by a crash
+        return out
+
+
 class DeadLetterStore:
     """Actions kept for replay, one JSON object per line (appended; rewritten by replay)."""
 
@@ -187,6 +216,7 @@ class Automations:
         clock: Clock | None = None,
         dead_letters: DeadLetterStore | None = None,
         rng: random.Random | None = None,
+        journal: Journal | None = None,
     ) -> None:
         self.workflows = tuple(workflows)
         self._by_trigger: dict[str, list[CompiledWorkflow]] = {}
@@ -206,7 +236,33 @@ class Automations:
         self._in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
+        self.journal = journal
+        self._unfinished: dict[str, dict[str, Any]] = {}
+        if journal is not None:
+            self._load_journal(journal)
         install_log_redaction()
+
+    def _load_journal(self, journal: Journal) -> None:
+        """Remember every journaled event (so it is not run twice) and what is unfinished."""
+        for record in journal.records():
+            kind = record.get("kind")
+            if kind == "event":
+                event = record.get("event") or {}
+                event_id = str(event.get("id"))
+                self._seen.setdefault(event_id, self.clock.now())
+                self._seen_order.append((self._seen[event_id], event_id))
+                self._unfinished[event_id] = {"event": event, "settled": {}, "done": set()}
+            elif kind in ("settled", "workflow_done", "done"):
+                state = self._unfinished.get(str(record.get("event_id")))
+                if state is None:
+                    continue
+                if kind == "settled":
+                    key = (record.get("workflow"), record.get("action"))
+                    state["settled"][key] = (record.get("outcome"), record.get("result"))
+                elif kind == "workflow_done":
+                    state["done"].add(record.get("workflow"))
+                else:
+                    del self._unfinished[str(record.get("event_id"))]
 
     @property
     def http(self) -> HttpSender:
@@ -256,18 +312,56 @@ class Automations:
             raise ValueError("an event needs an id (text) so that it is delivered once")
         if self._is_duplicate(event_id):
             return DispatchResult(event_id, duplicate=True)
+        if self.journal is not None:
+            self.journal.write({"kind": "event", "event": _plain(event)})
+        return await self._dispatch(event, event_id, {})
+
+    async def _dispatch(
+        self, event: Mapping[str, Any], event_id: str, progress: Mapping[str, Any]
+    ) -> DispatchResult:
+        """Run the matching workflows, skipping what ``progress`` (from the journal) settled."""
         workflows = self.match(event)
         result = DispatchResult(event_id, matched=[w.name for w in workflows])
+        settled = progress.get("settled", {})
         self._in_flight += 1
         self._idle.clear()
         try:
             for workflow in workflows:
-                result.deliveries += await self._run_workflow(workflow, event, {}, 0)
+                if workflow.name in progress.get("done", ()):
+                    continue
+                results: dict[str, Any] = {}
+                start = 0
+                for index, action in enumerate(workflow.actions):
+                    outcome = settled.get((workflow.name, action.name))
+                    if outcome is None:
+                        break
+                    if outcome[0] != "delivered":
+                        start = len(workflow.actions)  # it stopped the workflow, or was kept
+                        break
+                    results[action.name] = outcome[1]
+                    start = index + 1
+                result.deliveries += await self._run_workflow(workflow, event, results, start)
+                self._record(
+                    {"kind": "workflow_done", "event_id": event_id, "workflow": workflow.name}
+                )
+            self._record({"kind": "done", "event_id": event_id})
         finally:
             self._in_flight -= 1
             if self._in_flight == 0:
                 self._idle.set()
         return result
+
+    def _record(self, record: dict[str, Any]) -> None:
+        if self.journal is not None:
+            self.journal.write(record)
+
+    async def resume(self) -> list[DispatchResult]:
+        """Finish the events the journal shows unfinished (an interrupted run), in order."""
+        pending, self._unfinished = self._unfinished, {}
+        return [
+            await self._dispatch(state["event"], event_id, state)
+            for event_id, state in pending.items()
+        ]
 
     async def _run_workflow(
         self,
@@ -288,6 +382,16 @@ class Automations:
             action = actions[index]
             delivery = await self._deliver(workflow, action, scope, redactor, str(event["id"]))
             deliveries.append(delivery)
+            self._record(
+                {
+                    "kind": "settled",
+                    "event_id": str(event["id"]),
+                    "workflow": workflow.name,
+                    "action": action.name,
+                    "outcome": delivery.outcome,
+                    "result": redactor.data(_plain(delivery.result)),
+                }
+            )
             if delivery.outcome == "delivered":
                 results[action.name] = delivery.result
                 scope["actions"][action.name] = {"result": delivery.result}
