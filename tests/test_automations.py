@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from servers import Server
 
 from flowlang import MappingSecrets
@@ -384,3 +385,30 @@ actions:
 
     done, waited = asyncio.run(main())
     assert done and waited >= 0.5
+
+
+def test_a_provider_timeout_is_retried_after_at_least_a_minute(server: Server) -> None:
+    workflow = """
+workflow: slow
+trigger: call.ended
+actions:
+  - {name: call, type: api_request, endpoint: "https://crm.test:{port}/script/crm/x", timeout: 300ms}
+"""
+    server.received.script("crm", (0, {}, {}), (201, {}, {"id": 3}))
+    clock = FakeClock()
+    [result], _ = run(server, [workflow], [event()], clock=clock)
+    assert result.deliveries[0].outcome == "delivered" and result.deliveries[0].attempts == 2
+    assert clock.waits[0] >= 60
+
+
+@pytest.mark.parametrize(
+    ("header", "seconds"),
+    [("120", 120.0), ("Wed, 21 Oct 2015 07:28:00 GMT", 3600.0), ("soon", None), ("", None)],
+)
+def test_retry_after_reads_seconds_and_http_dates(header: str, seconds: float | None) -> None:
+    from email.utils import parsedate_to_datetime
+
+    from flowlang.automations.dispatch import retry_after_seconds
+
+    now = parsedate_to_datetime("Wed, 21 Oct 2015 06:28:00 GMT").timestamp()
+    assert retry_after_seconds(header, now) == seconds

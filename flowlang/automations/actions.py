@@ -10,11 +10,11 @@ from __future__ import annotations
 __all__ = ["ActionError", "Providers", "interpret", "prepare_action"]
 
 import base64
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from flowlang.automations.fields import E164
 from flowlang.automations.workflow import Action
 from flowlang.errors import FlowError
 from flowlang.expr.values import to_text
@@ -27,7 +27,6 @@ from flowlang.runtime.requests import (
     render_endpoint,
 )
 
-_E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
 #: Slack errors worth retrying (others are permanent: a bad channel or token stays bad).
 _SLACK_RETRYABLE = frozenset(
     {"ratelimited", "fatal_error", "internal_error", "request_timeout", "service_unavailable"}
@@ -55,7 +54,7 @@ def _text(value: Any) -> str:
 
 def _phone(name: str, value: Any) -> str:
     text = _text(value).strip()
-    if not _E164.match(text):
+    if not E164.match(text):
         raise ActionError(f"{name} must be an E.164 number such as +14155550100, not {text!r}")
     return text
 

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-__all__ = ["ACTION_COMMON", "ACTION_FIELDS", "FORMATS", "SPEECH_MODELS"]
+__all__ = ["ACTION_COMMON", "ACTION_FIELDS", "E164", "FORMATS", "SPEECH_MODELS"]
+
+import re
 
 from flowlang.flow.fields import HTTP_METHODS, Field
+
+#: A phone number in E.164: +, then 7 to 15 digits, not starting with 0.
+E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
 
 #: Formats of api_request values, as the seed defines them.
 FORMATS = ("number", "string", "boolean", "auto")

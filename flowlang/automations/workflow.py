@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from flowlang.automations.fields import ACTION_COMMON, ACTION_FIELDS, FORMATS
+from flowlang.automations.fields import ACTION_COMMON, ACTION_FIELDS, E164, FORMATS
 from flowlang.automations.triggers import RECORDING_UPLOADED, TRIGGERS
 from flowlang.engine import Engine, Template
 from flowlang.errors import SourcePosition
@@ -221,6 +221,26 @@ def _reference_findings(
     return findings
 
 
+def _numbers_ok(
+    builder: WorkflowBuilder, fields: Mapping[str, Any], where: Pointer, owner: str
+) -> bool:
+    """Constant SMS numbers are checked now (templated ones when the action runs)."""
+    ok = True
+    for name in ("sender", "recipient"):
+        template = fields.get(name)
+        if isinstance(template, Template) and not template.tree.holes:
+            number = str(template.render({})).strip()
+            if not E164.match(number):
+                builder.error(
+                    f"{name} must be an E.164 number such as +14155550100, not {number!r}",
+                    (*where, name),
+                    owner,
+                    name,
+                )
+                ok = False
+    return ok
+
+
 def check_workflow(
     path_or_text: str | Path, *, engine: Engine | None = None, filename: str | None = None
 ) -> tuple[CompiledWorkflow | None, list[Finding]]:
@@ -287,6 +307,8 @@ def check_workflow(
                 owner,
                 "type",
             )
+            continue
+        if action_type == "send_sms" and not _numbers_ok(builder, fields, where, owner):
             continue
         actions.append(
             Action(owner, action_type, fields, document.position(where, step=owner), positions)
