@@ -463,3 +463,18 @@ def test_compiled_rows_agree_with_row_by_row(operator: str, left: Any, right: An
     scope = {"left": left, "right": right}
     assert branch.test is not None
     assert bool(branch.test(scope)) == branch.rows[0].holds(scope)[0]
+
+
+def test_a_slow_host_cannot_stretch_the_run_past_its_deadline() -> None:
+    class SlowHost(flowlang.RecordingHost):
+        async def say(self, text: str, *, step: str) -> None:
+            await asyncio.sleep(0.15)
+            await super().say(text, step=step)
+
+    flow = flowlang.load_flow(
+        "flow: h\nstart: a\nsteps:\n  a: {type: say, text: one, next: b}\n"
+        "  b: {type: say, text: two, next: c}\n  c: {type: say, text: three}\n"
+    )
+    result = run(start(flow, host=SlowHost(), settings=RuntimeSettings(run_deadline=0.2)))
+    assert result.status == "failed" and result.error == "the run took longer than 0.2s"
+    assert [entry["step"] for entry in result.trace] == ["a", "b"]

@@ -295,15 +295,17 @@ class Runtime:
     async def _loop(self, run: Run, step_id: str | None) -> RunResult:
         """Run steps until the run waits, ends, completes or fails.
 
-        Steps that wait on I/O (HTTP, the host) run under an asyncio deadline for the time left
-        in the run; steps without I/O are plain calls, and a run of them is bounded by the step
-        limits. Counters live in locals and are written back to the run on every exit.
+        HTTP steps run under an asyncio deadline for the time left in the run; host calls are
+        awaited directly; the deadline is checked before every step that waits; steps without
+        I/O are plain calls, bounded by the step limits. Counters live in locals and are written back
+        to the run on every exit.
         """
         settings = self.settings
         redactor = run.redactor
         trace = run.trace
         perf_counter = time.perf_counter
-        deadline = asyncio.get_running_loop().time() + settings.run_deadline
+        loop_time = asyncio.get_running_loop().time
+        deadline = loop_time() + settings.run_deadline
         plan: StepPlan | None = run.flow.prepared.get("plan")
         if plan is None:
             plan = run.flow.prepared.setdefault("plan", plan_flow(run.flow.steps))
@@ -330,7 +332,12 @@ class Runtime:
                     transition = run_step(run)
                 else:
                     assert execute is not None
-                    async with asyncio.timeout_at(deadline):
+                    if loop_time() > deadline:
+                        raise TimeoutError
+                    if step.type == "http_request":  # network I/O runs under the run's deadline
+                        async with asyncio.timeout_at(deadline):
+                            transition = await execute(step, run)
+                    else:  # the host's own awaitable
                         transition = await execute(step, run)
                 kind, target, outcome, detail = transition
                 if detail is not None and redactor.values:
