@@ -297,8 +297,8 @@ class Runtime:
 
         HTTP steps run under an asyncio deadline for the time left in the run; host calls are
         awaited directly; the deadline is checked before every step that waits; steps without
-        I/O are plain calls, bounded by the step limits. Counters live in locals and are written back
-        to the run on every exit.
+        I/O are plain calls, bounded by the step limits. Counters live in locals and are
+        written back to the run on every exit.
         """
         settings = self.settings
         redactor = run.redactor
