@@ -293,32 +293,21 @@ cdef class Not(Node):
         return not truthy(self.operand.eval(context))
 
 
-cdef class And(Node):
+cdef class Truth(Node):
+    """``and`` (stop at the first false operand) or ``or`` (stop at the first true one)."""
     cdef tuple operands
+    cdef bint stop_on
 
-    def __cinit__(self, tuple operands):
+    def __cinit__(self, tuple operands, bint stop_on):
         self.operands = operands
+        self.stop_on = stop_on
 
     cdef object eval(self, object context):
         cdef Node operand
         for operand in self.operands:
-            if not truthy(operand.eval(context)):
-                return False
-        return True
-
-
-cdef class Or(Node):
-    cdef tuple operands
-
-    def __cinit__(self, tuple operands):
-        self.operands = operands
-
-    cdef object eval(self, object context):
-        cdef Node operand
-        for operand in self.operands:
-            if truthy(operand.eval(context)):
-                return True
-        return False
+            if truthy(operand.eval(context)) == self.stop_on:
+                return self.stop_on
+        return not self.stop_on
 
 
 cdef class Coalesce(Node):
@@ -441,10 +430,8 @@ cdef Node build(object node, Py_ssize_t limit):
         return Concat(parts, limit)
     if kind is _ir.Not:
         return Not(build(node.operand, limit))
-    if kind is _ir.And:
-        return And(tuple(build(item, limit) for item in node.operands))
-    if kind is _ir.Or:
-        return Or(tuple(build(item, limit) for item in node.operands))
+    if kind is _ir.And or kind is _ir.Or:
+        return Truth(tuple(build(item, limit) for item in node.operands), kind is _ir.Or)
     if kind is _ir.Coalesce:
         return Coalesce(tuple(build(item, limit) for item in node.operands))
     if kind is _ir.Compare:

@@ -176,26 +176,22 @@ class _Builder:
         return lambda context: not truthy(operand(context))
 
     def build_And(self, node: ir.And) -> Evaluator:
-        operands = tuple(self.build(item) for item in node.operands)
-
-        def all_true(context: Any) -> bool:
-            for operand in operands:
-                if not truthy(operand(context)):
-                    return False
-            return True
-
-        return all_true
+        return self._truth(node.operands, stop_on=False)
 
     def build_Or(self, node: ir.Or) -> Evaluator:
-        operands = tuple(self.build(item) for item in node.operands)
+        return self._truth(node.operands, stop_on=True)
 
-        def any_true(context: Any) -> bool:
+    def _truth(self, items: tuple[ir.Node, ...], stop_on: bool) -> Evaluator:
+        """``and`` stops at the first false operand, ``or`` at the first true one."""
+        operands = tuple(self.build(item) for item in items)
+
+        def first(context: Any) -> bool:
             for operand in operands:
-                if truthy(operand(context)):
-                    return True
-            return False
+                if truthy(operand(context)) is stop_on:
+                    return stop_on
+            return not stop_on
 
-        return any_true
+        return first
 
     def build_Coalesce(self, node: ir.Coalesce) -> Evaluator:
         operands = tuple(self.build(item) for item in node.operands)
