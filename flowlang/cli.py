@@ -11,7 +11,7 @@ __all__ = ["main"]
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -121,22 +121,18 @@ def _run(arguments: argparse.Namespace, stdout: TextIO, stdin: TextIO) -> int:
     return run_from_command_line(flow, context, inputs, arguments, stdout, stdin)
 
 
-def _automate(arguments: argparse.Namespace, stdout: TextIO, stdin: TextIO) -> int:
-    from flowlang.automations.console import automate_from_command_line
+def _automations_command(name: str) -> Callable[[argparse.Namespace, TextIO, TextIO], int]:
+    """The handler of ``flowlang automate`` or ``replay``: unusable files become usage errors."""
 
-    try:
-        return automate_from_command_line(arguments, stdout, stdin)
-    except (OSError, ValueError) as error:
-        raise UsageError(str(error)) from None
+    def handler(arguments: argparse.Namespace, stdout: TextIO, stdin: TextIO) -> int:
+        from flowlang.automations import console
 
+        try:
+            return int(getattr(console, name)(arguments, stdout, stdin))
+        except (OSError, ValueError) as error:
+            raise UsageError(str(error)) from None
 
-def _replay(arguments: argparse.Namespace, stdout: TextIO, stdin: TextIO) -> int:
-    from flowlang.automations.console import replay_from_command_line
-
-    try:
-        return replay_from_command_line(arguments, stdout)
-    except (OSError, ValueError) as error:
-        raise UsageError(str(error)) from None
+    return handler
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -251,7 +247,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     automate.add_argument("--allow-host", action="append", default=[], metavar="HOST")
     automate.add_argument("--json", action="store_true", help="one JSON line per event")
-    automate.set_defaults(handler=_automate)
+    automate.set_defaults(handler=_automations_command("automate_from_command_line"))
 
     replay = commands.add_parser(
         "replay",
@@ -262,7 +258,7 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("dead_letter", metavar="DEADLETTER")
     replay.add_argument("--responses", metavar="FILE", help="recorded HTTP responses: run offline")
     replay.add_argument("--allow-host", action="append", default=[], metavar="HOST")
-    replay.set_defaults(handler=_replay)
+    replay.set_defaults(handler=_automations_command("replay_from_command_line"))
     return parser
 
 

@@ -193,6 +193,6 @@ def automate_from_command_line(arguments: argparse.Namespace, out: TextIO, stdin
     return asyncio.run(_automate(arguments, out, stdin))
 
 
-def replay_from_command_line(arguments: argparse.Namespace, out: TextIO) -> int:
+def replay_from_command_line(arguments: argparse.Namespace, out: TextIO, stdin: TextIO) -> int:
     """``flowlang replay``: retry the dead letters of a file; 1 when some fail again."""
     return asyncio.run(_replay(arguments, out))

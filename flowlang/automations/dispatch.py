@@ -38,7 +38,7 @@ import httpx
 from flowlang.automations.actions import ActionError, Providers, interpret, prepare_action
 from flowlang.automations.formats import ValueFormatError
 from flowlang.automations.workflow import CompiledWorkflow, load_workflow
-from flowlang.expr.values import to_json
+from flowlang.expr.values import plain_json
 from flowlang.runtime.http import HttpSender, Resolver, guarded_sender
 from flowlang.runtime.requests import RequestError
 from flowlang.runtime.secrets import (
@@ -192,10 +192,6 @@ def retry_after_seconds(value: str | None, now: float) -> float | None:
         return None
 
 
-def _plain(value: Any) -> Any:
-    return json.loads(to_json(value))
-
-
 class Automations:
     """Workflows indexed by trigger; matches events and delivers their actions.
 
@@ -313,7 +309,7 @@ class Automations:
         if self._is_duplicate(event_id):
             return DispatchResult(event_id, duplicate=True)
         if self.journal is not None:
-            self.journal.write({"kind": "event", "event": _plain(event)})
+            self.journal.write({"kind": "event", "event": plain_json(event)})
         return await self._dispatch(event, event_id, {})
 
     async def _dispatch(
@@ -389,7 +385,7 @@ class Automations:
                     "workflow": workflow.name,
                     "action": action.name,
                     "outcome": delivery.outcome,
-                    "result": redactor.data(_plain(delivery.result)),
+                    "result": redactor.data(plain_json(delivery.result)),
                 }
             )
             if delivery.outcome == "delivered":
@@ -409,10 +405,10 @@ class Automations:
                     "workflow_fingerprint": workflow.fingerprint,
                     "workflow_file": workflow.filename,
                     "workflow_source": workflow.source,
-                    "event": redactor.data(_plain(event)),
+                    "event": redactor.data(plain_json(event)),
                     "action": action.name,
                     "then": remaining,
-                    "results": redactor.data(_plain(results)),
+                    "results": redactor.data(plain_json(results)),
                     "idempotency_key": idempotency_key(
                         str(event["id"]), workflow.name, action.name
                     ),

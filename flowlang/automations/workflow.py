@@ -10,7 +10,6 @@ from __future__ import annotations
 
 __all__ = ["Action", "CompiledWorkflow", "check_workflow", "load_workflow"]
 
-import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -321,7 +320,7 @@ def check_workflow(
         ]
     if any(finding.severity == "error" for finding in findings):
         return None, findings
-    fingerprint = hashlib.sha256(document.text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    fingerprint = document.fingerprint
     workflow = CompiledWorkflow(
         str(name),
         trigger,

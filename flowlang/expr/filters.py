@@ -6,7 +6,7 @@ never raise: a value of a kind a filter does not handle gives null (see SPEC.md,
 
 from __future__ import annotations
 
-__all__ = ["BUILTIN_FILTERS", "FilterSpec", "custom_filter_spec"]
+__all__ = ["BUILTIN_FILTERS", "FilterSpec", "custom_filter_spec", "is_empty"]
 
 import inspect
 import re
@@ -30,13 +30,14 @@ class FilterSpec:
     builtin: bool = True
 
 
-def _is_empty(value: Any) -> bool:
+def is_empty(value: Any) -> bool:
+    """Null, "", an empty list or an empty map (``0`` and ``false`` are not empty)."""
     return value is None or (isinstance(value, (str, list, tuple, Mapping)) and len(value) == 0)
 
 
 def default(value: Any, fallback: Any) -> Any:
     """``fallback`` when the value is null or empty ("" or an empty list or map)."""
-    return fallback if _is_empty(value) else value
+    return fallback if is_empty(value) else value
 
 
 def _string_filter(transform: Callable[[str], str]) -> Callable[[Any], Any]:

@@ -8,7 +8,7 @@ import math
 from decimal import Decimal
 
 from flowlang.expr import ast
-from flowlang.expr.syntax import NAME_PATTERN, Syntax
+from flowlang.expr.syntax import Syntax
 
 # Binding strength of each level of the grammar, loosest first.
 _OR, _AND, _NOT, _COMPARE, _COALESCE, _PIPE, _POSTFIX = range(1, 8)
@@ -142,8 +142,3 @@ def _escape_text(text: str, syntax: Syntax) -> str:
         out[-1] = previous + "\\" * (len(previous) - len(previous.rstrip("\\")))
         out.append("\\" + syntax.open + piece)
     return "".join(out)
-
-
-def is_plain_name(name: str) -> bool:
-    """Whether ``name`` can be written after a dot."""
-    return NAME_PATTERN.fullmatch(name) is not None

@@ -20,6 +20,7 @@ __all__ = [
     "lookup",
     "number_from_text",
     "order",
+    "plain_json",
     "starts_with",
     "to_json",
     "to_text",
@@ -319,6 +320,11 @@ def _orjson_default(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return list(value)
     return None
+
+
+def plain_json(value: Any) -> Any:
+    """A copy of ``value`` made only of JSON types (the rules of :func:`to_json`)."""
+    return json.loads(to_json(value))
 
 
 def to_json(value: Any) -> str:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 __all__ = ["CompiledFlow", "FlowDocumentError", "load_flow"]
 
-import hashlib
 from pathlib import Path
 
 from flowlang.engine import Engine
@@ -53,7 +52,7 @@ def check_flow(
     errors = [finding for finding in findings if finding.severity == "error"]
     if errors:
         return None, findings
-    fingerprint = hashlib.sha256(document.text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    fingerprint = document.fingerprint
     flow = CompiledFlow(
         str(name), str(start), steps, document.text, document.filename, fingerprint, tuple(findings)
     )

@@ -9,21 +9,8 @@ from typing import Any
 
 from flowlang.engine import Engine, Template
 from flowlang.expr import ir
-from flowlang.expr.filters import BUILTIN_FILTERS
+from flowlang.expr.filters import BUILTIN_FILTERS, is_empty
 from flowlang.expr.values import contains, ends_with, equals, order, starts_with
-
-
-def is_empty(value: Any) -> bool:
-    """Null, "", an empty list or an empty map (``0`` and ``false`` are not empty)."""
-    if value is None:
-        return True
-    if isinstance(value, (str, list, tuple, dict)):
-        return len(value) == 0
-    try:
-        return hasattr(value, "keys") and len(value) == 0
-    except TypeError:
-        return False
-
 
 #: Operator name to test of (property, value); the value is None for the unary ones.
 OPERATORS: dict[str, Callable[[Any, Any], bool]] = {

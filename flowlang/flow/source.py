@@ -9,6 +9,7 @@ from __future__ import annotations
 
 __all__ = ["Document", "DocumentError", "Pointer", "load_document", "read_document"]
 
+import hashlib
 import os
 import re
 from dataclasses import dataclass, field
@@ -75,6 +76,11 @@ class Document:
     text: str
     filename: str | None
     _marks: dict[Pointer, tuple[int, int, str | None]] = field(repr=False)
+
+    @property
+    def fingerprint(self) -> str:
+        """A short hash of the text: a resumed run or replay checks it is the same document."""
+        return hashlib.sha256(self.text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
 
     def position(
         self, pointer: Pointer, *, step: str | None = None, field_name: str | None = None

@@ -5,7 +5,6 @@ from __future__ import annotations
 __all__ = ["RunResult", "Runtime", "RuntimeSettings"]
 
 import asyncio
-import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -14,7 +13,7 @@ from typing import Any
 import httpx
 
 from flowlang.errors import FlowError
-from flowlang.expr.values import to_json
+from flowlang.expr.values import plain_json
 from flowlang.flow.model import CompiledFlow
 from flowlang.runtime.host import Host, Instruction, RecordingHost
 from flowlang.runtime.http import HttpSender, Resolver, guarded_sender
@@ -131,7 +130,7 @@ class Run:
     def state(self, waiting_at: str) -> dict[str, Any]:
         """Plain JSON that resumes this run, with secrets masked and the secrets root left out."""
         data = {key: value for key, value in self.scope.items() if key != "secrets"}
-        plain = json.loads(to_json(data))
+        plain = plain_json(data)
         return {
             "format": STATE_FORMAT,
             "flow": self.flow.name,
@@ -267,7 +266,7 @@ class Runtime:
         scope = state.get("scope")
         if not isinstance(scope, Mapping):
             raise FlowStateError("the state has no scope")
-        data = json.loads(to_json(scope))
+        data = plain_json(scope)
         streak = state.get("streak") or [None, 0]
         run = Run(self, flow, data, int(state.get("steps_run", 0)), (streak[0], int(streak[1])))
         step = flow.steps[str(step_id)]

@@ -141,15 +141,7 @@ def plan_set_variables(step: Step) -> Callable[[Run], Transition]:
     kind = "go" if target else "complete"
 
     def run_step(run: Run) -> Transition:
-        variables = run.scope["vars"]
-        for key, value in build(run.scope).items():
-            existing = variables.get(key)
-            if type(value) is dict and type(existing) is dict:
-                merged = dict(existing)
-                merge_variables(merged, value)
-                variables[key] = merged
-            else:
-                variables[key] = value
+        merge_variables(run.scope["vars"], build(run.scope))
         return (kind, target, "set", {"variables": names})
 
     return run_step
