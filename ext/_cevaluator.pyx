@@ -513,3 +513,4 @@ def first_non_finite(value):
     infinity as null, so bodies are scanned); a property test keeps the two equal.
     """
     return _scan(value, 0)
+include "_runner.pxi"

@@ -7,7 +7,13 @@ No other module reads the environment.
 
 from __future__ import annotations
 
-__all__ = ["AVAILABLE", "DEFAULT_BACKEND", "compiled_helper", "get_builder"]
+__all__ = [
+    "AVAILABLE",
+    "DEFAULT_BACKEND",
+    "compiled_helper",
+    "get_builder",
+    "resolve_backend",
+]
 
 import importlib
 import os
@@ -48,25 +54,36 @@ AVAILABLE: tuple[str, ...] = ("cython", "python") if _extension is not None else
 DEFAULT_BACKEND = AVAILABLE[0]
 
 
+def resolve_backend(name: str | None) -> str:
+    """The backend called ``name`` (None: the default), checked against what this process has."""
+    chosen = DEFAULT_BACKEND if name is None else name
+    if chosen == "cython" and _extension is None:
+        raise ValueError(
+            "the cython backend is not available in this process "
+            "(extension not built, or FLOWLANG_NO_EXTENSIONS is set)"
+        )
+    if chosen not in ("cython", "python"):
+        raise ValueError(f"unknown backend {name!r}; expected 'cython' or 'python'")
+    return chosen
+
+
 def get_builder(name: str | None) -> tuple[str, Builder]:
     """The backend called ``name`` (None for the default) and its IR-to-evaluator builder."""
-    chosen = DEFAULT_BACKEND if name is None else name
-    if chosen == "python":
+    chosen = resolve_backend(name)
+    if chosen == "python" or _extension is None:
         return chosen, pyeval.build_evaluator
-    if chosen == "cython":
-        if _extension is None:
-            raise ValueError(
-                "the cython backend is not available in this process "
-                "(extension not built, or FLOWLANG_NO_EXTENSIONS is set)"
-            )
-        builder: Builder = _extension.build_evaluator
-        return chosen, builder
-    raise ValueError(f"unknown backend {name!r}; expected 'cython' or 'python'")
+    builder: Builder = _extension.build_evaluator
+    return chosen, builder
 
 
-def compiled_helper(name: str, fallback: Callable[..., Any]) -> Callable[..., Any]:
-    """The compiled twin of ``fallback`` when the extension is in use, else ``fallback``."""
-    if _extension is None:
+def compiled_helper(
+    name: str, fallback: Callable[..., Any], backend: str | None = None
+) -> Callable[..., Any]:
+    """The compiled twin of ``fallback`` on the ``cython`` backend, else ``fallback`` itself.
+
+    ``backend`` None means the process default.
+    """
+    if resolve_backend(backend) == "python" or _extension is None:
         return fallback
     helper: Callable[..., Any] = getattr(_extension, name)
     return helper

@@ -5,7 +5,6 @@ from __future__ import annotations
 __all__ = ["RunResult", "Runtime", "RuntimeSettings"]
 
 import asyncio
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -13,11 +12,14 @@ from typing import Any
 import httpx
 
 from flowlang.errors import FlowError
+from flowlang.expr.backends import compiled_helper, resolve_backend
 from flowlang.expr.values import plain_json
 from flowlang.flow.model import CompiledFlow
 from flowlang.runtime.host import Host, Instruction, RecordingHost
 from flowlang.runtime.http import HttpSender, Resolver, guarded_sender
+from flowlang.runtime.loop import run_loop
 from flowlang.runtime.requests import PreparedRequest
+from flowlang.runtime.results import RunResult, TraceRow
 from flowlang.runtime.secrets import (
     EnvironmentSecrets,
     Redactor,
@@ -25,7 +27,7 @@ from flowlang.runtime.secrets import (
     SecretsView,
     install_log_redaction,
 )
-from flowlang.runtime.steps import StepPlan, Transition, apply_digits, plan_flow
+from flowlang.runtime.steps import StepPlan, apply_digits, plan_flow
 
 STATE_FORMAT = "flowlang.run/1"
 #: Roots the runtime owns; a context may not supply them (``vars`` may be seeded).
@@ -54,36 +56,19 @@ class RuntimeSettings:
     max_requests_in_flight: int = 100
 
 
-@dataclass
-class RunResult:
-    """What a run came to.
-
-    ``status``: ``completed`` (a step without next), ``waiting_for_input`` (see ``awaiting``;
-    resume with ``state``), ``ended`` (transfer, voicemail or hangup) or ``failed`` (``error``).
-    ``trace`` has one entry per step; ``state`` is plain JSON, resumable in any process.
-    """
-
-    status: str
-    trace: list[dict[str, Any]]
-    instructions: list[Instruction]
-    state: dict[str, Any] | None = None
-    awaiting: dict[str, Any] | None = None
-    error: str | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        """The result as plain JSON data."""
-        return {
-            "status": self.status,
-            "error": self.error,
-            "awaiting": self.awaiting,
-            "instructions": self.instructions,
-            "trace": self.trace,
-            "state": self.state,
-        }
-
-
 class Run:
     """The per-call state of one run: scope, trace, counters. Never shared between calls."""
+
+    __slots__ = (
+        "flow",
+        "instructions",
+        "redactor",
+        "runtime",
+        "scope",
+        "steps_run",
+        "streak",
+        "trace",
+    )
 
     def __init__(
         self,
@@ -98,7 +83,7 @@ class Run:
         self.redactor = Redactor()
         self.scope: dict[str, Any] = data
         self.scope["secrets"] = SecretsView(runtime.secrets, self.redactor)
-        self.trace: list[dict[str, Any]] = []
+        self.trace: list[TraceRow] = []
         self.instructions: list[Instruction] = []
         self.steps_run = steps_run
         self.streak = streak
@@ -127,6 +112,10 @@ class Run:
         else:
             await getattr(host, action)(*fields.values(), step=step)
 
+    def failed(self, error: str) -> RunResult:
+        """The result of a run that cannot go on, with ``error`` masked."""
+        return RunResult("failed", self.trace, self.instructions, error=self.redact(error))
+
     def state(self, waiting_at: str) -> dict[str, Any]:
         """Plain JSON that resumes this run, with secrets masked and the secrets root left out."""
         data = {key: value for key, value in self.scope.items() if key != "secrets"}
@@ -142,13 +131,18 @@ class Run:
         }
 
 
+def _python_plan(plan: StepPlan) -> StepPlan:
+    return plan
+
+
 class Runtime:
     """Runs compiled flows. One runtime serves many concurrent calls; close it to drain requests.
 
     ``client``: the httpx.AsyncClient to send with (one is made, with certificate verification
     and no proxies from the environment, when none is given). ``http``: a sender that replaces
     the network entirely (recorded responses). ``host``: call control. ``secrets``: provider of
-    ``<<secrets.NAME>>`` (environment variables by default).
+    ``<<secrets.NAME>>`` (environment variables by default). ``backend``: which twin of the
+    step loop runs, ``cython`` or ``python`` (None: the process default, as for templates).
     """
 
     def __init__(
@@ -160,8 +154,14 @@ class Runtime:
         settings: RuntimeSettings | None = None,
         resolver: Resolver | None = None,
         http: HttpSender | None = None,
+        backend: str | None = None,
     ) -> None:
         self.settings = settings or RuntimeSettings()
+        #: The step loop: the compiled twin (``cython``) or the Python one; None for the default.
+        self.backend = resolve_backend(backend)
+        self._run_loop = compiled_helper("run_loop", run_loop, self.backend)
+        self._compile_plan = compiled_helper("compile_plan", _python_plan, self.backend)
+        self._plan_key = f"plan:{self.backend}"
         install_log_redaction()
         self.host: Host = host or RecordingHost()
         self.secrets: SecretsProvider = secrets or EnvironmentSecrets()
@@ -272,107 +272,25 @@ class Runtime:
         step = flow.steps[str(step_id)]
         outcome, value, target = apply_digits(step, digits)
         data.setdefault("input", {})[step.id] = {"value": value}
-        run.trace.append(
-            {
-                "step": step.id,
-                "type": step.type,
-                "outcome": outcome,
-                "duration_ms": 0.0,
-                "detail": {"digits": len(value)},
-            }
-        )
+        run.trace.append((step.id, step.type, outcome, 0.0, {"digits": len(value)}))
         return await self._continue(run, target)
 
     async def _continue(self, run: Run, step_id: str | None) -> RunResult:
         try:
-            return await self._loop(run, step_id)
+            result: RunResult = await self._run_loop(self, run, self._plan(run.flow), step_id)
+            return result
         except TimeoutError:
-            return self._failed(run, f"the run took longer than {self.settings.run_deadline:g}s")
+            return run.failed(f"the run took longer than {self.settings.run_deadline:g}s")
         except Exception as error:  # the one place an unexpected error becomes a failed run
-            return self._failed(run, f"{type(error).__name__}: {error}")
+            return run.failed(f"{type(error).__name__}: {error}")
 
-    async def _loop(self, run: Run, step_id: str | None) -> RunResult:
-        """Run steps until the run waits, ends, completes or fails.
-
-        HTTP steps run under an asyncio deadline for the time left in the run; host calls are
-        awaited directly; the deadline is checked before every step that waits; steps without
-        I/O are plain calls, bounded by the step limits. Counters live in locals and are
-        written back to the run on every exit.
-        """
-        settings = self.settings
-        redactor = run.redactor
-        trace = run.trace
-        perf_counter = time.perf_counter
-        loop_time = asyncio.get_running_loop().time
-        deadline = loop_time() + settings.run_deadline
-        plan: StepPlan | None = run.flow.prepared.get("plan")
+    def _plan(self, flow: CompiledFlow) -> Any:
+        """The flow's step plan for this runtime's loop, made once per flow and loop."""
+        plan = flow.prepared.get(self._plan_key)
         if plan is None:
-            plan = run.flow.prepared.setdefault("plan", plan_flow(run.flow.steps))
-        max_steps, max_same = settings.max_steps, settings.max_same_step
-        steps_run = run.steps_run
-        last, count = run.streak
-        started = perf_counter()
-        try:
-            while step_id is not None:
-                if steps_run >= max_steps:
-                    return self._failed(run, f"the run took more than {max_steps} steps")
-                if step_id == last:
-                    count += 1
-                    if count > max_same:
-                        return self._failed(
-                            run, f"step {step_id!r} ran more than {max_same} times in a row"
-                        )
-                else:
-                    last, count = step_id, 1
-                steps_run += 1
-                step, run_step, execute = plan[step_id]
-                transition: Transition
-                if run_step is not None:
-                    transition = run_step(run)
-                else:
-                    assert execute is not None
-                    if loop_time() > deadline:
-                        raise TimeoutError
-                    if step.type == "http_request":  # network I/O runs under the run's deadline
-                        async with asyncio.timeout_at(deadline):
-                            transition = await execute(step, run)
-                    else:  # the host's own awaitable
-                        transition = await execute(step, run)
-                kind, target, outcome, detail = transition
-                if detail is not None and redactor.values:
-                    detail = redactor.data(detail)
-                finished = perf_counter()
-                trace.append(
-                    {
-                        "step": step_id,
-                        "type": step.type,
-                        "outcome": outcome,
-                        "duration_ms": (finished - started) * 1000.0,
-                        "detail": detail,
-                    }
-                )
-                started = finished
-                if kind == "go":
-                    step_id = target
-                    continue
-                run.steps_run, run.streak = steps_run, (last, count)
-                if kind == "wait":
-                    return RunResult(
-                        "waiting_for_input",
-                        trace,
-                        run.instructions,
-                        run.state(step_id),
-                        transition[3],
-                    )
-                if kind == "end":
-                    return RunResult("ended", trace, run.instructions)
-                break
-            return RunResult("completed", trace, run.instructions)
-        finally:
-            run.steps_run, run.streak = steps_run, (last, count)
-
-    def _failed(self, run: Run, error: str) -> RunResult:
-        return RunResult("failed", run.trace, run.instructions, error=run.redact(error))
+            plan = self._compile_plan(plan_flow(flow.steps))
+            plan = flow.prepared.setdefault(self._plan_key, plan)
+        return plan
 
     # --- synchronous convenience ------------------------------------------------------------
 

@@ -8,6 +8,9 @@ __all__ = [
     "StepPlan",
     "Transition",
     "apply_digits",
+    "compared_rows",
+    "holding_rows",
+    "merge_variables",
     "plan_flow",
 ]
 
@@ -15,7 +18,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 from flowlang.expr.values import to_text, truthy
-from flowlang.flow.build import Endpoint
+from flowlang.flow.build import Endpoint, Row
 from flowlang.flow.model import FieldTree, Step
 from flowlang.runtime.requests import (
     PreparedRequest,
@@ -40,6 +43,29 @@ def _go_or_complete(step: Step, outcome: str, detail: dict[str, Any] | None = No
     return ("go" if target else "complete", target, outcome, detail)
 
 
+def compared_rows(rows: tuple[Row, ...], scope: Mapping[str, Any]) -> list[list[Any]]:
+    """The values each row of a taken branch compared, for the trace."""
+    return [
+        [
+            row.property.render(scope),
+            row.operator,
+            row.value.render(scope) if row.value else None,
+        ]
+        for row in rows
+    ]
+
+
+def holding_rows(rows: tuple[Row, ...], scope: Mapping[str, Any]) -> list[list[Any]] | None:
+    """Rows that could not be compiled, tested one by one: what they compared when all hold."""
+    compared = []
+    for row in rows:
+        holds, left, right = row.holds(scope)
+        if not holds:
+            return None
+        compared.append([left, row.operator, right])
+    return compared
+
+
 def plan_condition_splitter(step: Step) -> Callable[[Run], Transition]:
     """The first branch whose rows all hold (or whose expression is true), else ``otherwise``.
 
@@ -60,23 +86,10 @@ def plan_condition_splitter(step: Step) -> Callable[[Run], Transition]:
                     return ("go", target, label, {"expression": expression.source, "value": value})
             elif test is not None:
                 if test(scope):
-                    compared = [
-                        [
-                            row.property.render(scope),
-                            row.operator,
-                            row.value.render(scope) if row.value else None,
-                        ]
-                        for row in rows
-                    ]
-                    return ("go", target, label, {"rows": compared})
+                    return ("go", target, label, {"rows": compared_rows(rows, scope)})
             else:
-                compared = []
-                for row in rows:
-                    holds, left, right = row.holds(scope)
-                    if not holds:
-                        break
-                    compared.append([left, row.operator, right])
-                else:
+                compared = holding_rows(rows, scope)
+                if compared is not None:
                     return ("go", target, label, {"rows": compared})
         return ("go", otherwise, "otherwise", None)
 
@@ -142,7 +155,7 @@ def plan_set_variables(step: Step) -> Callable[[Run], Transition]:
 
     def run_step(run: Run) -> Transition:
         merge_variables(run.scope["vars"], build(run.scope))
-        return (kind, target, "set", {"variables": names})
+        return (kind, target, "set", {"variables": list(names)})
 
     return run_step
 

@@ -1,0 +1,82 @@
+"""Results: what a run came to, with its trace kept as compact rows until it is read."""
+
+from __future__ import annotations
+
+__all__ = ["RunResult", "TraceRow", "trace_entry"]
+
+from typing import Any, TypeAlias
+
+from flowlang.runtime.host import Instruction
+
+#: One step of a trace as the loop records it: ``(step, type, outcome, duration_ms, detail)``.
+#: A tuple costs a fraction of a dict; rows become dicts only when a result's trace is read.
+TraceRow: TypeAlias = tuple[str, str, str, float, "dict[str, Any] | None"]
+
+
+def trace_entry(row: TraceRow) -> dict[str, Any]:
+    """The readable form of a trace row."""
+    step, kind, outcome, duration_ms, detail = row
+    return {
+        "step": step,
+        "type": kind,
+        "outcome": outcome,
+        "duration_ms": duration_ms,
+        "detail": detail,
+    }
+
+
+class RunResult:
+    """What a run came to.
+
+    ``status``: ``completed`` (a step without next), ``waiting_for_input`` (see ``awaiting``;
+    resume with ``state``), ``ended`` (transfer, voicemail or hangup) or ``failed`` (``error``).
+    ``trace`` has one entry per step (``step``, ``type``, ``outcome``, ``duration_ms``,
+    ``detail``), built from the loop's rows the first time it is read; ``state`` is plain JSON,
+    resumable in any process.
+    """
+
+    __slots__ = ("_entries", "_rows", "awaiting", "error", "instructions", "state", "status")
+
+    def __init__(
+        self,
+        status: str,
+        rows: list[TraceRow],
+        instructions: list[Instruction],
+        state: dict[str, Any] | None = None,
+        awaiting: dict[str, Any] | None = None,
+        error: str | None = None,
+    ) -> None:
+        self.status = status
+        self._rows = rows
+        self._entries: list[dict[str, Any]] | None = None
+        self.instructions = instructions
+        self.state = state
+        self.awaiting = awaiting
+        self.error = error
+
+    @property
+    def trace(self) -> list[dict[str, Any]]:
+        """One dict per step run, in order."""
+        if self._entries is None:
+            self._entries = [trace_entry(row) for row in self._rows]
+        return self._entries
+
+    @trace.setter
+    def trace(self, entries: list[dict[str, Any]]) -> None:
+        self._entries = entries
+
+    def to_json(self) -> dict[str, Any]:
+        """The result as plain JSON data."""
+        return {
+            "status": self.status,
+            "error": self.error,
+            "awaiting": self.awaiting,
+            "instructions": self.instructions,
+            "trace": self.trace,
+            "state": self.state,
+        }
+
+    def __repr__(self) -> str:
+        detail = f", error={self.error!r}" if self.error else ""
+        steps = len(self._rows if self._entries is None else self._entries)
+        return f"<RunResult {self.status} after {steps} steps{detail}>"
