@@ -7,22 +7,32 @@
 
 import asyncio as _asyncio
 
+from cpython.time cimport monotonic as _monotonic
 from cpython.time cimport perf_counter as _perf_counter
 
 cdef object _RunResult = None
 cdef object _compared_rows = None
 cdef object _holding_rows = None
+cdef dict _HOST_ACTIONS = None
 
 
 cdef void _import_runtime() except *:
     """The runtime's Python helpers, imported on first use (at load it would be circular)."""
-    global _RunResult, _compared_rows, _holding_rows
+    global _RunResult, _compared_rows, _holding_rows, _HOST_ACTIONS
     from flowlang.runtime.results import RunResult
-    from flowlang.runtime.steps import compared_rows, holding_rows
+    from flowlang.runtime.steps import HOST_ACTIONS, compared_rows, holding_rows
     _RunResult, _compared_rows, _holding_rows = RunResult, compared_rows, holding_rows
+    _HOST_ACTIONS = HOST_ACTIONS
 
 
-cdef class Renderer:
+cdef class Part:
+    """Something that gives a value for a scope: a field's render, a constant, a field tree."""
+
+    cdef object call(self, object scope):
+        raise NotImplementedError
+
+
+cdef class Renderer(Part):
     """A field's render: the node of a compiled template, else the Python callable."""
     cdef Node node
     cdef object render
@@ -34,10 +44,83 @@ cdef class Renderer:
         else:
             self.render = render
 
-    cdef inline object call(self, object scope):
+    cdef object call(self, object scope):
         if self.node is not None:
             return self.node.eval(scope)
         return self.render(scope)
+
+
+cdef class Constant(Part):
+    cdef object value
+
+    def __cinit__(self, object value):
+        self.value = value
+
+    cdef object call(self, object scope):
+        return self.value
+
+
+cdef class TreeBuilder(Part):
+    """Twin of the generated ``build`` of flowlang.flow.model.FieldTree: a fresh dict per call,
+    keys in document order, nested trees built inline."""
+    cdef tuple keys
+    cdef tuple parts
+
+    def __cinit__(self, tuple keys, tuple parts):
+        self.keys = keys
+        self.parts = parts
+
+    cdef object call(self, object scope):
+        cdef dict built = {}
+        cdef Py_ssize_t index
+        cdef Part part
+        for index in range(len(self.keys)):
+            part = <Part>self.parts[index]
+            built[self.keys[index]] = part.call(scope)
+        return built
+
+    def __call__(self, scope):
+        return self.call(scope)
+
+
+def build_tree(tree):
+    """The compiled ``build`` of a FieldTree (entries: key and Value, or key and FieldTree)."""
+    parts = []
+    for key, item in tree.entries:
+        if getattr(item, "entries", None) is not None:  # a nested FieldTree, compiled first
+            nested = item.build
+            parts.append(nested if type(nested) is TreeBuilder else Renderer(nested))
+        elif item.template is None and type(item.literal) not in (list, dict):
+            parts.append(Constant(item.literal))
+        else:  # templates; list and map literals, copied on every call
+            parts.append(Renderer(item.render))
+    return TreeBuilder(tuple(str(key) for key, _ in tree.entries), tuple(parts))
+
+
+cdef enum Go:
+    GO_ON, WAIT, END, COMPLETE
+
+cdef dict _KINDS = {"go": GO_ON, "wait": WAIT, "end": END, "complete": COMPLETE}
+
+
+cdef class Transit:
+    """Where a step sends the run: the loop's one reused record, in place of a tuple per step
+    (the Python twin's ``(kind, target, outcome, detail)``)."""
+    cdef Go kind
+    cdef object target
+    cdef object outcome
+    cdef object detail
+
+    cdef inline void set(self, Go kind, object target, object outcome, object detail):
+        self.kind = kind
+        self.target = target
+        self.outcome = outcome
+        self.detail = detail
+
+    cdef void take(self, tuple transition) except *:
+        """A transition returned by a Python executor."""
+        kind, self.target, self.outcome, self.detail = transition
+        self.kind = <Go><int>_KINDS[kind]
 
 
 cdef class PlannedStep:
@@ -57,38 +140,53 @@ cdef class PlannedStep:
         self.waits = run_step is None
         self.http = self.kind == "http_request"
 
-    cdef object plain(self, object run, object scope):
-        return self.run_step(run)
+    cdef void plain(self, object run, object scope, Transit out) except *:
+        out.take(self.run_step(run))
 
 
 cdef void merge_variables(object variables, object values) except *:
     """Twin of flowlang.runtime.steps.merge_variables: nested maps merge copy-on-write."""
-    for key, value in values.items():
-        existing = variables.get(key)
-        if isinstance(existing, dict) and isinstance(value, dict):
-            merged = dict(existing)
-            merge_variables(merged, value)
-            variables[key] = merged
+    cdef PyObject* found
+    cdef Py_ssize_t position = 0
+    cdef PyObject* key
+    cdef PyObject* value
+    if type(variables) is not dict or type(values) is not dict:
+        for key_object, value_object in values.items():
+            existing = variables.get(key_object)
+            if isinstance(existing, dict) and isinstance(value_object, dict):
+                merged = dict(existing)
+                merge_variables(merged, value_object)
+                variables[key_object] = merged
+            else:
+                variables[key_object] = value_object
+        return
+    while PyDict_Next(values, &position, &key, &value):
+        found = PyDict_GetItem(variables, <object>key)
+        if found is not NULL and isinstance(<object>found, dict) and isinstance(<object>value, dict):
+            merged = dict(<object>found)
+            merge_variables(merged, <object>value)
+            (<dict>variables)[<object>key] = merged
         else:
-            variables[key] = value
+            (<dict>variables)[<object>key] = <object>value
 
 
 cdef class SetVariablesStep(PlannedStep):
-    cdef object build
+    cdef Part build
     cdef list names
     cdef object target
-    cdef str transition
+    cdef Go transition
 
     def __cinit__(self, object step, object run_step, object execute, *args):
         tree = step.fields["variables"]
-        self.build = tree.build
+        build = tree.build
+        self.build = build if type(build) is TreeBuilder else Renderer(build)
         self.names = [key for key, _ in tree.entries]
         self.target = step.fields.get("next")
-        self.transition = "go" if self.target else "complete"
+        self.transition = GO_ON if self.target else COMPLETE
 
-    cdef object plain(self, object run, object scope):
-        merge_variables(scope["vars"], self.build(scope))
-        return (self.transition, self.target, "set", {"variables": list(self.names)})
+    cdef void plain(self, object run, object scope, Transit out) except *:
+        merge_variables(scope["vars"], self.build.call(scope))
+        out.set(self.transition, self.target, "set", {"variables": list(self.names)})
 
 
 cdef class PlannedBranch:
@@ -119,23 +217,49 @@ cdef class SplitterStep(PlannedStep):
         )
         self.otherwise = step.fields["otherwise"]
 
-    cdef object plain(self, object run, object scope):
+    cdef void plain(self, object run, object scope, Transit out) except *:
         cdef PlannedBranch branch
         for branch in self.branches:
             if branch.expression is not None:
                 value = branch.expression.call(scope)
                 if truthy(value):
-                    return ("go", branch.target, branch.label,
+                    out.set(GO_ON, branch.target, branch.label,
                             {"expression": branch.source, "value": value})
+                    return
             elif branch.test is not None:
                 if branch.test.call(scope):
-                    return ("go", branch.target, branch.label,
+                    out.set(GO_ON, branch.target, branch.label,
                             {"rows": _compared_rows(branch.rows, scope)})
+                    return
             else:
                 compared = _holding_rows(branch.rows, scope)
                 if compared is not None:
-                    return ("go", branch.target, branch.label, {"rows": compared})
-        return ("go", self.otherwise, "otherwise", None)
+                    out.set(GO_ON, branch.target, branch.label, {"rows": compared})
+                    return
+        out.set(GO_ON, self.otherwise, "otherwise", None)
+
+
+cdef class HostStep(PlannedStep):
+    """Twin of flowlang.runtime.steps.host_action: say, play, transfer, voicemail, hangup."""
+    cdef object field
+    cdef object outcome
+    cdef bint ends
+    cdef Renderer value
+    cdef object target
+
+    def __cinit__(self, object step, object run_step, object execute, *args):
+        self.field, self.outcome, self.ends = _HOST_ACTIONS[step.type]
+        if self.field is not None:
+            self.value = Renderer(step.fields[self.field].render)
+        self.target = step.fields.get("next")
+
+    cdef void done(self, object value, Transit out):
+        if self.field is None:
+            out.set(END, None, self.outcome, None)
+        elif self.ends:
+            out.set(END, None, self.outcome, {self.field: value})
+        else:
+            out.set(GO_ON if self.target else COMPLETE, self.target, self.outcome, None)
 
 
 def compile_plan(plan):
@@ -148,6 +272,8 @@ def compile_plan(plan):
             compiled[step_id] = SetVariablesStep(step, run_step, execute)
         elif step.type == "condition_splitter":
             compiled[step_id] = SplitterStep(step, run_step, execute)
+        elif step.type in _HOST_ACTIONS:
+            compiled[step_id] = HostStep(step, run_step, execute)
         else:
             compiled[step_id] = PlannedStep(step, run_step, execute)
     return compiled
@@ -156,15 +282,18 @@ def compile_plan(plan):
 async def run_loop(runtime, run, dict plan, step_id):
     """Twin of flowlang.runtime.loop.run_loop over a plan from ``compile_plan``."""
     cdef PlannedStep planned
+    cdef HostStep host_step
+    cdef Transit out = Transit()
     cdef Py_ssize_t steps_run, count, max_steps, max_same
-    cdef double started, finished
-    cdef tuple transition
+    cdef double started, finished, began, run_deadline
     cdef list trace = run.trace
     cdef object scope = run.scope
+    cdef list instructions = run.instructions
+    host = runtime.host
     settings = runtime.settings
     secret_values = run.redactor.values
-    loop_time = _asyncio.get_running_loop().time
-    deadline = loop_time() + settings.run_deadline
+    began = _monotonic()
+    run_deadline = settings.run_deadline
     max_steps, max_same = settings.max_steps, settings.max_same_step
     steps_run = run.steps_run
     last, count = run.streak
@@ -182,32 +311,48 @@ async def run_loop(runtime, run, dict plan, step_id):
             steps_run += 1
             planned = <PlannedStep>plan[step_id]
             if not planned.waits:
-                transition = planned.plain(run, scope)
+                planned.plain(run, scope, out)
             else:
-                if loop_time() > deadline:
+                if _monotonic() - began > run_deadline:
                     raise TimeoutError
                 if planned.http:  # network I/O runs under the run's deadline
-                    async with _asyncio.timeout_at(deadline):
-                        transition = await planned.execute(planned.step, run)
-                else:  # the host's own awaitable
-                    transition = await planned.execute(planned.step, run)
-            kind, target, outcome, detail = transition
+                    async with _asyncio.timeout(began + run_deadline - _monotonic()):
+                        out.take(await planned.execute(planned.step, run))
+                elif type(planned) is HostStep:  # recorded, then the host's own awaitable
+                    host_step = <HostStep>planned
+                    if host_step.field is None:
+                        value = None
+                        instructions.append({"action": planned.kind, "step": step_id})
+                        await host.hangup(step=step_id)
+                    else:
+                        value = text_of(host_step.value.call(scope))
+                        instructions.append(
+                            {"action": planned.kind, "step": step_id,
+                             host_step.field: run.redact(value) if secret_values else value}
+                        )
+                        await getattr(host, planned.kind)(value, step=step_id)
+                    host_step.done(value, out)
+                else:
+                    out.take(await planned.execute(planned.step, run))
+            detail = out.detail
             if detail is not None and secret_values:
                 detail = run.redactor.data(detail)
             finished = _perf_counter()
-            trace.append((step_id, planned.kind, outcome, (finished - started) * 1000.0, detail))
+            trace.append((step_id, planned.kind, out.outcome, (finished - started) * 1000.0, detail))
             started = finished
-            if kind == "go":
-                step_id = target
+            if out.kind == GO_ON:
+                step_id = out.target
                 continue
             run.steps_run, run.streak = steps_run, (last, count)
-            if kind == "wait":
+            if out.kind == WAIT:
                 return _RunResult(
-                    "waiting_for_input", trace, run.instructions, run.state(step_id), transition[3]
+                    "waiting_for_input", trace, run.instructions, run.state(step_id), out.detail
                 )
-            if kind == "end":
+            if out.kind == END:
                 return _RunResult("ended", trace, run.instructions)
             break
         return _RunResult("completed", trace, run.instructions)
+    except Exception as error:
+        return run.broken(error)
     finally:
         run.steps_run, run.streak = steps_run, (last, count)

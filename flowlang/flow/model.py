@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from flowlang.errors import FlowError, SourcePosition, render_caret
+from flowlang.expr.backends import compiled_helper
 
 
 class Renderable(Protocol):
@@ -63,14 +64,16 @@ class FieldTree:
     build: Render = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "build", _compile_tree(self))
+        object.__setattr__(self, "build", _build_tree(self))
 
     def __bool__(self) -> bool:
         return bool(self.entries)
 
 
-def _compile_tree(tree: FieldTree) -> Render:
-    """Generate ``def build(context): return {key: r0(context), "nested": {…}}`` for a tree.
+def generated_build(tree: FieldTree) -> Render:
+    """The Python twin of the compiled tree builder (``build_tree`` in ext/_runner.pxi).
+
+    Generate ``def build(context): return {key: r0(context), "nested": {…}}`` for a tree.
 
     Keys enter the code only as ``repr`` of a str (always a plain literal) and renders only as
     default arguments, so document text never becomes code.
@@ -94,6 +97,9 @@ def _compile_tree(tree: FieldTree) -> Render:
     exec(f"def build(context{parameters}):\n    return {body}\n", namespace)
     built: Render = namespace["build"]
     return built
+
+
+_build_tree: Callable[[FieldTree], Render] = compiled_helper("build_tree", generated_build)
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["Host", "Instruction", "RecordingHost"]
+__all__ = ["Host", "Instruction", "NullHost", "RecordingHost"]
 
 from typing import Any, Protocol
 
@@ -28,8 +28,27 @@ class Host(Protocol):
         """End the call; the flow ends."""
 
 
+class NullHost:
+    """The default host: does nothing (each RunResult lists the instructions of its run)."""
+
+    async def say(self, text: str, *, step: str) -> None:
+        pass
+
+    async def play(self, url: str, *, step: str) -> None:
+        pass
+
+    async def transfer(self, target: str, *, step: str) -> None:
+        pass
+
+    async def voicemail(self, mailbox: str, *, step: str) -> None:
+        pass
+
+    async def hangup(self, *, step: str) -> None:
+        pass
+
+
 class RecordingHost:
-    """A host that only records the instructions (the default, and what the CLI shows)."""
+    """A host that records every instruction it is given, across runs (tests, demos)."""
 
     def __init__(self) -> None:
         self.instructions: list[Instruction] = []

@@ -23,13 +23,15 @@ if TYPE_CHECKING:
 
 
 async def run_loop(runtime: Runtime, run: Run, plan: StepPlan, step_id: str | None) -> RunResult:
-    """Run steps from ``step_id``; counters are written back to the run on every exit."""
+    """Run steps from ``step_id`` to a result; never raises (an exception fails the run).
+
+    Counters are written back to the run on every exit.
+    """
     settings = runtime.settings
     secret_values = run.redactor.values
     trace: list[TraceRow] = run.trace
-    perf_counter = time.perf_counter
-    loop_time = asyncio.get_running_loop().time
-    deadline = loop_time() + settings.run_deadline
+    perf_counter, monotonic = time.perf_counter, time.monotonic
+    began, run_deadline = monotonic(), settings.run_deadline
     max_steps, max_same = settings.max_steps, settings.max_same_step
     steps_run = run.steps_run
     last, count = run.streak
@@ -51,10 +53,10 @@ async def run_loop(runtime: Runtime, run: Run, plan: StepPlan, step_id: str | No
                 transition = run_step(run)
             else:
                 assert execute is not None
-                if loop_time() > deadline:
+                if monotonic() - began > run_deadline:
                     raise TimeoutError
                 if step.type == "http_request":  # network I/O runs under the run's deadline
-                    async with asyncio.timeout_at(deadline):
+                    async with asyncio.timeout(began + run_deadline - monotonic()):
                         transition = await execute(step, run)
                 else:  # the host's own awaitable
                     transition = await execute(step, run)
@@ -77,5 +79,7 @@ async def run_loop(runtime: Runtime, run: Run, plan: StepPlan, step_id: str | No
                 return RunResult("ended", trace, run.instructions)
             break
         return RunResult("completed", trace, run.instructions)
+    except Exception as error:
+        return run.broken(error)
     finally:
         run.steps_run, run.streak = steps_run, (last, count)

@@ -15,7 +15,7 @@ from flowlang.errors import FlowError
 from flowlang.expr.backends import compiled_helper, resolve_backend
 from flowlang.expr.values import plain_json
 from flowlang.flow.model import CompiledFlow
-from flowlang.runtime.host import Host, Instruction, RecordingHost
+from flowlang.runtime.host import Host, Instruction, NullHost
 from flowlang.runtime.http import HttpSender, Resolver, guarded_sender
 from flowlang.runtime.loop import run_loop
 from flowlang.runtime.requests import PreparedRequest
@@ -101,20 +101,31 @@ class Run:
             "body_bytes": len(request.body) if request.body is not None else 0,
         }
 
-    async def instruct(self, action: str, step: str, **fields: Any) -> None:
-        """Record a call-control instruction and hand it to the host."""
-        self.instructions.append(
-            {"action": action, "step": step, **{k: self.redact(v) for k, v in fields.items()}}
-        )
+    async def instruct(
+        self, action: str, step: str, field: str | None = None, value: str = ""
+    ) -> None:
+        """Record a call-control instruction (secrets masked) and hand it to the host.
+
+        ``field`` names the one argument of the action (``text`` for say …); None for hangup.
+        """
         host = self.runtime.host
-        if action == "hangup":
+        if field is None:
+            self.instructions.append({"action": action, "step": step})
             await host.hangup(step=step)
         else:
-            await getattr(host, action)(*fields.values(), step=step)
+            self.instructions.append({"action": action, "step": step, field: self.redact(value)})
+            await getattr(host, action)(value, step=step)
 
     def failed(self, error: str) -> RunResult:
         """The result of a run that cannot go on, with ``error`` masked."""
         return RunResult("failed", self.trace, self.instructions, error=self.redact(error))
+
+    def broken(self, error: Exception) -> RunResult:
+        """The result of a run stopped by an exception: its deadline, or anything unexpected
+        (the one place where one becomes a failed run)."""
+        if isinstance(error, TimeoutError):
+            return self.failed(f"the run took longer than {self.runtime.settings.run_deadline:g}s")
+        return self.failed(f"{type(error).__name__}: {error}")
 
     def state(self, waiting_at: str) -> dict[str, Any]:
         """Plain JSON that resumes this run, with secrets masked and the secrets root left out."""
@@ -163,7 +174,7 @@ class Runtime:
         self._compile_plan = compiled_helper("compile_plan", _python_plan, self.backend)
         self._plan_key = f"plan:{self.backend}"
         install_log_redaction()
-        self.host: Host = host or RecordingHost()
+        self.host: Host = host or NullHost()
         self.secrets: SecretsProvider = secrets or EnvironmentSecrets()
         self._own_client: httpx.AsyncClient | None = None
         if http is None:
@@ -247,7 +258,8 @@ class Runtime:
         data["input"] = {}
         data["steps"] = {}
         run = Run(self, flow, data)
-        return await self._continue(run, flow.start)
+        result: RunResult = await self._run_loop(self, run, self._plan(flow), flow.start)
+        return result
 
     async def resume(
         self, flow: CompiledFlow, state: Mapping[str, Any], digits: str | None
@@ -273,16 +285,8 @@ class Runtime:
         outcome, value, target = apply_digits(step, digits)
         data.setdefault("input", {})[step.id] = {"value": value}
         run.trace.append((step.id, step.type, outcome, 0.0, {"digits": len(value)}))
-        return await self._continue(run, target)
-
-    async def _continue(self, run: Run, step_id: str | None) -> RunResult:
-        try:
-            result: RunResult = await self._run_loop(self, run, self._plan(run.flow), step_id)
-            return result
-        except TimeoutError:
-            return run.failed(f"the run took longer than {self.settings.run_deadline:g}s")
-        except Exception as error:  # the one place an unexpected error becomes a failed run
-            return run.failed(f"{type(error).__name__}: {error}")
+        result: RunResult = await self._run_loop(self, run, self._plan(flow), target)
+        return result
 
     def _plan(self, flow: CompiledFlow) -> Any:
         """The flow's step plan for this runtime's loop, made once per flow and loop."""

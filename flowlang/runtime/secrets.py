@@ -113,6 +113,8 @@ def install_log_redaction(names: tuple[str, ...] = ("httpx", "httpcore")) -> Non
 class Redactor:
     """Remembers every secret value used in a run and masks it in any text or data."""
 
+    __slots__ = ("values",)
+
     def __init__(self) -> None:
         self.values: set[str] = set()
 
@@ -123,6 +125,8 @@ class Redactor:
 
     def text(self, text: str) -> str:
         """``text`` with every known secret value replaced by ``[redacted]``."""
+        if not self.values:
+            return text
         for value in sorted(self.values, key=len, reverse=True):
             if value in text:
                 text = text.replace(value, REDACTED)
@@ -143,6 +147,8 @@ class Redactor:
 
 class SecretsView(Mapping[str, str]):
     """The ``secrets`` root of a scope: looks each name up on use and registers it for redaction."""
+
+    __slots__ = ("_provider", "_redactor", "missing")
 
     def __init__(self, provider: SecretsProvider, redactor: Redactor) -> None:
         self._provider = provider

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 __all__ = [
     "ASYNC_EXECUTORS",
+    "HOST_ACTIONS",
     "SYNC_PLANNERS",
     "StepPlan",
     "Transition",
@@ -165,33 +166,28 @@ def plan_collect_input(step: Step) -> Callable[[Run], Transition]:
     return lambda run: collect_input(step, run)
 
 
-async def say(step: Step, run: Run) -> Transition:
-    text = to_text(step.fields["text"].render(run.scope))
-    await run.instruct("say", step.id, text=text)
-    return _go_or_complete(step, "said")
+#: Call-control steps: the field whose text goes to the host (None: the action takes none),
+#: the outcome, and whether the run ends there (the call is the host's from then on).
+HOST_ACTIONS: dict[str, tuple[str | None, str, bool]] = {
+    "say": ("text", "said", False),
+    "play": ("url", "played", False),
+    "transfer": ("target", "transferred", True),
+    "voicemail": ("mailbox", "voicemail", True),
+    "hangup": (None, "hung up", True),
+}
 
 
-async def play(step: Step, run: Run) -> Transition:
-    url = to_text(step.fields["url"].render(run.scope))
-    await run.instruct("play", step.id, url=url)
-    return _go_or_complete(step, "played")
-
-
-async def transfer(step: Step, run: Run) -> Transition:
-    target = to_text(step.fields["target"].render(run.scope))
-    await run.instruct("transfer", step.id, target=target)
-    return ("end", None, "transferred", {"target": target})
-
-
-async def voicemail(step: Step, run: Run) -> Transition:
-    mailbox = to_text(step.fields["mailbox"].render(run.scope))
-    await run.instruct("voicemail", step.id, mailbox=mailbox)
-    return ("end", None, "voicemail", {"mailbox": mailbox})
-
-
-async def hangup(step: Step, run: Run) -> Transition:
-    await run.instruct("hangup", step.id)
-    return ("end", None, "hung up", None)
+async def host_action(step: Step, run: Run) -> Transition:
+    """Tell the host what to do (say, play, transfer, voicemail, hangup), then go on or end."""
+    field, outcome, ends = HOST_ACTIONS[step.type]
+    if field is None:
+        await run.instruct(step.type, step.id)
+        return ("end", None, outcome, None)
+    value = to_text(step.fields[field].render(run.scope))
+    await run.instruct(step.type, step.id, field, value)
+    if ends:
+        return ("end", None, outcome, {field: value})
+    return _go_or_complete(step, outcome)
 
 
 def prepare_request(step: Step, scope: Mapping[str, Any], max_body: int) -> PreparedRequest:
@@ -271,11 +267,7 @@ SYNC_PLANNERS: dict[str, Callable[[Step], Callable[[Run], Transition]]] = {
 }
 ASYNC_EXECUTORS: dict[str, Callable[[Step, Run], Awaitable[Transition]]] = {
     "http_request": http_request,
-    "say": say,
-    "play": play,
-    "transfer": transfer,
-    "voicemail": voicemail,
-    "hangup": hangup,
+    **{action: host_action for action in HOST_ACTIONS},
 }
 
 
