@@ -126,6 +126,15 @@ cdef inline str text_of(object value):
 
 # --- nodes ----------------------------------------------------------------------------------
 
+from sys import intern as _intern
+
+
+cdef inline object _interned(object key):
+    """Keys and roots are interned, so that looking them up in dicts whose keys are interned
+    too (literals, other fields of the same flow) compares pointers, not text."""
+    return _intern(key) if type(key) is str else key
+
+
 cdef class Node:
     cdef object eval(self, object context):
         raise NotImplementedError
@@ -149,8 +158,8 @@ cdef class Key:
     cdef Py_ssize_t index
 
     def __cinit__(self, object key, object alternate):
-        self.key = key
-        self.alternate = alternate
+        self.key = _interned(key)
+        self.alternate = _interned(alternate)
         index = key if type(key) is int else alternate if type(alternate) is int else None
         self.has_index = index is not None and -(2 ** 62) < index < 2 ** 62
         self.index = index if self.has_index else 0
@@ -196,7 +205,7 @@ cdef class StaticPath(Node):
     cdef tuple keys
 
     def __cinit__(self, object root, tuple keys):
-        self.root = root
+        self.root = _interned(root)
         self.keys = keys
 
     cdef object eval(self, object context):
@@ -220,7 +229,7 @@ cdef class Path(Node):
 
     def __cinit__(self, object root, Node base, tuple segments, bint strict, tuple labels,
                   tuple segment_labels):
-        self.root = root
+        self.root = _interned(root)
         self.base = base
         self.segments = segments
         self.strict = strict

@@ -94,7 +94,54 @@ def build_tree(tree):
             parts.append(Constant(item.literal))
         else:  # templates; list and map literals, copied on every call
             parts.append(Renderer(item.render))
-    return TreeBuilder(tuple(str(key) for key, _ in tree.entries), tuple(parts))
+    return TreeBuilder(tuple(_intern(str(key)) for key, _ in tree.entries), tuple(parts))
+
+
+cdef tuple _RUNTIME_ROOTS = ("input", "steps", "secrets")
+
+
+def new_scope(context):
+    """Twin of flowlang.runtime.loop.new_scope."""
+    cdef dict data = dict(context) if context else {}
+    for key in data:
+        if type(key) is not str:
+            data = {str(key): value for key, value in data.items()}
+            break
+    for root in _RUNTIME_ROOTS:
+        if root in data:
+            raise ValueError(f"the context may not set {root!r}: the runtime owns it")
+    variables = data.get("vars")
+    if variables is None:
+        data["vars"] = {}
+    elif isinstance(variables, dict):
+        data["vars"] = dict(variables)
+    else:
+        raise ValueError("vars must be a mapping")
+    data["input"] = {}
+    data["steps"] = {}
+    return data
+
+
+cdef class RunFields:
+    """Twin of flowlang.runtime.loop.RunFields: the fields of a run, read by the loop in C."""
+    cdef public object runtime
+    cdef public object flow
+    cdef public dict scope
+    cdef public object redactor
+    cdef public list trace
+    cdef public list instructions
+    cdef public object steps_run
+    cdef public object streak
+
+    def __init__(self, runtime, flow, dict scope, secrets, steps_run=0, streak=(None, 0)):
+        self.runtime = runtime
+        self.flow = flow
+        self.scope = scope
+        self.redactor = scope["secrets"] = secrets
+        self.trace = []
+        self.instructions = []
+        self.steps_run = steps_run
+        self.streak = streak
 
 
 cdef enum Go:
@@ -181,7 +228,7 @@ cdef class SetVariablesStep(PlannedStep):
         build = tree.build
         self.build = build if type(build) is TreeBuilder else Renderer(build)
         self.names = [key for key, _ in tree.entries]
-        self.target = step.fields.get("next")
+        self.target = _interned(step.fields.get("next"))
         self.transition = GO_ON if self.target else COMPLETE
 
     cdef void plain(self, object run, object scope, Transit out) except *:
@@ -202,7 +249,7 @@ cdef class PlannedBranch:
         if branch.expression is not None:
             self.expression = Renderer(branch.expression.render)
             self.source = branch.expression.source
-        self.target = branch.next
+        self.target = _interned(branch.next)
         self.label = f"branch {index}"
         self.rows = branch.rows
 
@@ -215,7 +262,7 @@ cdef class SplitterStep(PlannedStep):
         self.branches = tuple(
             PlannedBranch(branch, index) for index, branch in enumerate(step.fields["branches"])
         )
-        self.otherwise = step.fields["otherwise"]
+        self.otherwise = _interned(step.fields["otherwise"])
 
     cdef void plain(self, object run, object scope, Transit out) except *:
         cdef PlannedBranch branch
@@ -251,7 +298,7 @@ cdef class HostStep(PlannedStep):
         self.field, self.outcome, self.ends = _HOST_ACTIONS[step.type]
         if self.field is not None:
             self.value = Renderer(step.fields[self.field].render)
-        self.target = step.fields.get("next")
+        self.target = _interned(step.fields.get("next"))
 
     cdef void done(self, object value, Transit out):
         if self.field is None:
@@ -268,6 +315,7 @@ def compile_plan(plan):
         _import_runtime()
     compiled = {}
     for step_id, (step, run_step, execute) in plan.items():
+        step_id = _interned(step_id)
         if step.type == "set_variables":
             compiled[step_id] = SetVariablesStep(step, run_step, execute)
         elif step.type == "condition_splitter":
@@ -279,7 +327,7 @@ def compile_plan(plan):
     return compiled
 
 
-async def run_loop(runtime, run, dict plan, step_id):
+async def run_loop(runtime, RunFields run, dict plan, step_id):
     """Twin of flowlang.runtime.loop.run_loop over a plan from ``compile_plan``."""
     cdef PlannedStep planned
     cdef HostStep host_step
@@ -290,11 +338,9 @@ async def run_loop(runtime, run, dict plan, step_id):
     cdef object scope = run.scope
     cdef list instructions = run.instructions
     host = runtime.host
-    settings = runtime.settings
-    secret_values = run.redactor.values
+    secret_values = run.redactor.used
     began = _monotonic()
-    run_deadline = settings.run_deadline
-    max_steps, max_same = settings.max_steps, settings.max_same_step
+    max_steps, max_same, run_deadline = runtime.loop_limits
     steps_run = run.steps_run
     last, count = run.streak
     started = _perf_counter()
@@ -343,8 +389,8 @@ async def run_loop(runtime, run, dict plan, step_id):
             if out.kind == GO_ON:
                 step_id = out.target
                 continue
-            run.steps_run, run.streak = steps_run, (last, count)
-            if out.kind == WAIT:
+            if out.kind == WAIT:  # the counters go into the state, to carry on with
+                run.steps_run, run.streak = steps_run, (last, count)
                 return _RunResult(
                     "waiting_for_input", trace, run.instructions, run.state(step_id), out.detail
                 )
@@ -354,5 +400,3 @@ async def run_loop(runtime, run, dict plan, step_id):
         return _RunResult("completed", trace, run.instructions)
     except Exception as error:
         return run.broken(error)
-    finally:
-        run.steps_run, run.streak = steps_run, (last, count)

@@ -366,11 +366,11 @@ class Automations:
         results: dict[str, Any],
         start: int,
     ) -> list[Delivery]:
-        redactor = Redactor()
+        redactor = SecretsView(self.secrets)
         scope: dict[str, Any] = {
             "event": event,
             "actions": {name: {"result": value} for name, value in results.items()},
-            "secrets": SecretsView(self.secrets, redactor),
+            "secrets": redactor,
         }
         deliveries = []
         actions = workflow.actions

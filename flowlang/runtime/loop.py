@@ -9,30 +9,93 @@ time left.
 
 from __future__ import annotations
 
-__all__ = ["run_loop"]
+__all__ = ["RUNTIME_ROOTS", "RunFields", "new_scope", "run_loop"]
 
 import asyncio
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
+from flowlang.runtime.host import Instruction
 from flowlang.runtime.results import RunResult, TraceRow
+from flowlang.runtime.secrets import SecretsView
 from flowlang.runtime.steps import StepPlan, Transition
 
 if TYPE_CHECKING:
+    from flowlang.flow.model import CompiledFlow
     from flowlang.runtime.runner import Run, Runtime
+
+#: Roots the runtime owns; a context may not supply them (``vars`` may be seeded).
+RUNTIME_ROOTS = ("input", "steps", "secrets")
+
+
+def new_scope(context: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The scope a run starts with: the context's roots (keys as text), a copy of ``vars``,
+    and empty ``input`` and ``steps``. ValueError for a context the runtime cannot take."""
+    data = dict(context) if context else {}
+    for key in data:
+        if type(key) is not str:
+            data = {str(key): value for key, value in data.items()}
+            break
+    for root in RUNTIME_ROOTS:
+        if root in data:
+            raise ValueError(f"the context may not set {root!r}: the runtime owns it")
+    variables = data.get("vars")
+    if variables is None:
+        data["vars"] = {}
+    elif isinstance(variables, dict):
+        data["vars"] = dict(variables)
+    else:
+        raise ValueError("vars must be a mapping")
+    data["input"] = {}
+    data["steps"] = {}
+    return data
+
+
+class RunFields:
+    """What the step loop reads and writes of one run (``Run`` adds the methods); the compiled
+    twin keeps these fields in C. ``scope["secrets"]`` is set to ``secrets``."""
+
+    __slots__ = (
+        "flow",
+        "instructions",
+        "redactor",
+        "runtime",
+        "scope",
+        "steps_run",
+        "streak",
+        "trace",
+    )
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        flow: CompiledFlow,
+        scope: dict[str, Any],
+        secrets: SecretsView,
+        steps_run: int = 0,
+        streak: tuple[str | None, int] = (None, 0),
+    ) -> None:
+        self.runtime = runtime
+        self.flow = flow
+        self.scope = scope
+        self.redactor = scope["secrets"] = secrets
+        self.trace: list[TraceRow] = []
+        self.instructions: list[Instruction] = []
+        self.steps_run = steps_run
+        self.streak = streak
 
 
 async def run_loop(runtime: Runtime, run: Run, plan: StepPlan, step_id: str | None) -> RunResult:
     """Run steps from ``step_id`` to a result; never raises (an exception fails the run).
 
-    Counters are written back to the run on every exit.
+    The step counters are written back to the run when it waits (they go into its state).
     """
-    settings = runtime.settings
-    secret_values = run.redactor.values
+    secret_values = run.redactor.used
     trace: list[TraceRow] = run.trace
     perf_counter, monotonic = time.perf_counter, time.monotonic
-    began, run_deadline = monotonic(), settings.run_deadline
-    max_steps, max_same = settings.max_steps, settings.max_same_step
+    began = monotonic()
+    max_steps, max_same, run_deadline = runtime.loop_limits
     steps_run = run.steps_run
     last, count = run.streak
     started = perf_counter()
@@ -69,8 +132,8 @@ async def run_loop(runtime: Runtime, run: Run, plan: StepPlan, step_id: str | No
             if kind == "go":
                 step_id = target
                 continue
-            run.steps_run, run.streak = steps_run, (last, count)
-            if kind == "wait":
+            if kind == "wait":  # the counters go into the state, to carry on with
+                run.steps_run, run.streak = steps_run, (last, count)
                 awaiting = transition[3]  # the host is told the prompt itself; the trace is masked
                 return RunResult(
                     "waiting_for_input", trace, run.instructions, run.state(step_id), awaiting
@@ -81,5 +144,3 @@ async def run_loop(runtime: Runtime, run: Run, plan: StepPlan, step_id: str | No
         return RunResult("completed", trace, run.instructions)
     except Exception as error:
         return run.broken(error)
-    finally:
-        run.steps_run, run.streak = steps_run, (last, count)

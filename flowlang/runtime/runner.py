@@ -5,9 +5,9 @@ from __future__ import annotations
 __all__ = ["RunResult", "Runtime", "RuntimeSettings"]
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -15,14 +15,13 @@ from flowlang.errors import FlowError
 from flowlang.expr.backends import compiled_helper, resolve_backend
 from flowlang.expr.values import plain_json
 from flowlang.flow.model import CompiledFlow
-from flowlang.runtime.host import Host, Instruction, NullHost
+from flowlang.runtime.host import Host, NullHost
 from flowlang.runtime.http import HttpSender, Resolver, guarded_sender
-from flowlang.runtime.loop import run_loop
+from flowlang.runtime.loop import RunFields, new_scope, run_loop
 from flowlang.runtime.requests import PreparedRequest
-from flowlang.runtime.results import RunResult, TraceRow
+from flowlang.runtime.results import RunResult
 from flowlang.runtime.secrets import (
     EnvironmentSecrets,
-    Redactor,
     SecretsProvider,
     SecretsView,
     install_log_redaction,
@@ -30,8 +29,6 @@ from flowlang.runtime.secrets import (
 from flowlang.runtime.steps import StepPlan, apply_digits, plan_flow
 
 STATE_FORMAT = "flowlang.run/1"
-#: Roots the runtime owns; a context may not supply them (``vars`` may be seeded).
-RUNTIME_ROOTS = ("input", "steps", "secrets")
 
 
 class FlowStateError(FlowError):
@@ -56,37 +53,20 @@ class RuntimeSettings:
     max_requests_in_flight: int = 100
 
 
-class Run:
-    """The per-call state of one run: scope, trace, counters. Never shared between calls."""
+if TYPE_CHECKING:
+    _RunBase = RunFields
+else:  # the fields in C when the extension is in use
+    _RunBase = compiled_helper("RunFields", RunFields)
+_new_scope = compiled_helper("new_scope", new_scope)
 
-    __slots__ = (
-        "flow",
-        "instructions",
-        "redactor",
-        "runtime",
-        "scope",
-        "steps_run",
-        "streak",
-        "trace",
-    )
 
-    def __init__(
-        self,
-        runtime: Runtime,
-        flow: CompiledFlow,
-        data: dict[str, Any],
-        steps_run: int = 0,
-        streak: tuple[str | None, int] = (None, 0),
-    ) -> None:
-        self.runtime = runtime
-        self.flow = flow
-        self.redactor = Redactor()
-        self.scope: dict[str, Any] = data
-        self.scope["secrets"] = SecretsView(runtime.secrets, self.redactor)
-        self.trace: list[TraceRow] = []
-        self.instructions: list[Instruction] = []
-        self.steps_run = steps_run
-        self.streak = streak
+class Run(_RunBase):
+    """The per-call state of one run: scope, trace, counters. Never shared between calls.
+
+    ``Run(runtime, flow, scope, SecretsView(...), steps_run, streak)``.
+    """
+
+    __slots__ = ()
 
     def redact(self, text: str) -> str:
         """``text`` without any secret value this run has used."""
@@ -173,6 +153,12 @@ class Runtime:
         self._run_loop = compiled_helper("run_loop", run_loop, self.backend)
         self._compile_plan = compiled_helper("compile_plan", _python_plan, self.backend)
         self._plan_key = f"plan:{self.backend}"
+        #: What the step loop reads of the settings: step limits and the run's deadline.
+        self.loop_limits = (
+            self.settings.max_steps,
+            self.settings.max_same_step,
+            self.settings.run_deadline,
+        )
         install_log_redaction()
         self.host: Host = host or NullHost()
         self.secrets: SecretsProvider = secrets or EnvironmentSecrets()
@@ -242,29 +228,27 @@ class Runtime:
 
     # --- running ----------------------------------------------------------------------------
 
-    async def start(
+    def start(
         self, flow: CompiledFlow, context: Mapping[str, Any] | None = None
-    ) -> RunResult:
-        """Run ``flow`` for one call from its start step."""
-        data: dict[str, Any] = {}
-        for key, value in (context or {}).items():
-            if key in RUNTIME_ROOTS:
-                raise ValueError(f"the context may not set {key!r}: the runtime owns it")
-            data[str(key)] = value
-        data.setdefault("vars", {})
-        if not isinstance(data["vars"], dict):
-            raise ValueError("vars must be a mapping")
-        data["vars"] = dict(data["vars"])
-        data["input"] = {}
-        data["steps"] = {}
-        run = Run(self, flow, data)
-        result: RunResult = await self._run_loop(self, run, self._plan(flow), flow.start)
-        return result
+    ) -> Coroutine[Any, Any, RunResult]:
+        """Run ``flow`` for one call from its start step (await the result).
 
-    async def resume(
+        A context that is not usable (it sets a root the runtime owns, or ``vars`` is not a
+        mapping) raises ValueError at once, before anything runs.
+        """
+        run = Run(self, flow, _new_scope(context), SecretsView(self.secrets))
+        running: Coroutine[Any, Any, RunResult] = self._run_loop(
+            self, run, self._plan(flow), flow.start
+        )
+        return running
+
+    def resume(
         self, flow: CompiledFlow, state: Mapping[str, Any], digits: str | None
-    ) -> RunResult:
-        """Continue a run that waits for input, with the caller's digits (None: no input)."""
+    ) -> Coroutine[Any, Any, RunResult]:
+        """Continue a run that waits for input, with the caller's digits (None: no input).
+
+        A state that cannot be resumed raises FlowStateError at once, before anything runs.
+        """
         if not isinstance(state, Mapping) or state.get("format") != STATE_FORMAT:
             raise FlowStateError("this is not a flowlang run state")
         if state.get("flow") != flow.name or state.get("fingerprint") != flow.fingerprint:
@@ -279,14 +263,23 @@ class Runtime:
         if not isinstance(scope, Mapping):
             raise FlowStateError("the state has no scope")
         data = plain_json(scope)
-        streak = state.get("streak") or [None, 0]
-        run = Run(self, flow, data, int(state.get("steps_run", 0)), (streak[0], int(streak[1])))
+        for root in ("vars", "input", "steps"):
+            if not isinstance(data.setdefault(root, {}), dict):
+                raise FlowStateError(f"the state's {root} is not a mapping")
+        try:
+            streak = state.get("streak") or [None, 0]
+            counters = int(state.get("steps_run", 0)), (streak[0], int(streak[1]))
+        except (TypeError, ValueError, IndexError, KeyError):
+            raise FlowStateError("the state's step counters are not numbers") from None
+        run = Run(self, flow, data, SecretsView(self.secrets), *counters)
         step = flow.steps[str(step_id)]
         outcome, value, target = apply_digits(step, digits)
-        data.setdefault("input", {})[step.id] = {"value": value}
+        data["input"][step.id] = {"value": value}
         run.trace.append((step.id, step.type, outcome, 0.0, {"digits": len(value)}))
-        result: RunResult = await self._run_loop(self, run, self._plan(flow), target)
-        return result
+        running: Coroutine[Any, Any, RunResult] = self._run_loop(
+            self, run, self._plan(flow), target
+        )
+        return running
 
     def _plan(self, flow: CompiledFlow) -> Any:
         """The flow's step plan for this runtime's loop, made once per flow and loop."""

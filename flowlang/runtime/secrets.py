@@ -113,28 +113,29 @@ def install_log_redaction(names: tuple[str, ...] = ("httpx", "httpcore")) -> Non
 class Redactor:
     """Remembers every secret value used in a run and masks it in any text or data."""
 
-    __slots__ = ("values",)
+    __slots__ = ("used",)
 
     def __init__(self) -> None:
-        self.values: set[str] = set()
+        #: The secret values used so far.
+        self.used: set[str] = set()
 
     def add(self, value: str) -> None:
         if value:
-            self.values.add(value)
+            self.used.add(value)
             _register(value)
 
     def text(self, text: str) -> str:
         """``text`` with every known secret value replaced by ``[redacted]``."""
-        if not self.values:
+        if not self.used:
             return text
-        for value in sorted(self.values, key=len, reverse=True):
+        for value in sorted(self.used, key=len, reverse=True):
             if value in text:
                 text = text.replace(value, REDACTED)
         return text
 
     def data(self, value: Any) -> Any:
         """A copy of JSON-shaped ``value`` with secrets masked in every string (keys included)."""
-        if not self.values:
+        if not self.used:
             return value
         if isinstance(value, str):
             return self.text(value)
@@ -145,14 +146,15 @@ class Redactor:
         return value
 
 
-class SecretsView(Mapping[str, str]):
-    """The ``secrets`` root of a scope: looks each name up on use and registers it for redaction."""
+class SecretsView(Redactor, Mapping[str, str]):
+    """The ``secrets`` root of a scope: looks each name up on use, and is the redactor that
+    masks every value so used (one per run or event)."""
 
-    __slots__ = ("_provider", "_redactor", "missing")
+    __slots__ = ("_provider", "missing")
 
-    def __init__(self, provider: SecretsProvider, redactor: Redactor) -> None:
+    def __init__(self, provider: SecretsProvider) -> None:
+        self.used: set[str] = set()  # Redactor's one field, set here: one per run, kept cheap
         self._provider = provider
-        self._redactor = redactor
         #: Names looked up but not found since the last call to ``take_missing``.
         self.missing: list[str] = []
 
@@ -160,7 +162,7 @@ class SecretsView(Mapping[str, str]):
         value = self._provider.get(name) if isinstance(name, str) else None
         if value is None:
             raise KeyError(name)
-        self._redactor.add(value)
+        self.add(value)
         return value
 
     def __contains__(self, name: object) -> bool:
