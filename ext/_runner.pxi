@@ -8,7 +8,7 @@
 import asyncio as _asyncio
 
 from cpython.time cimport monotonic as _monotonic
-from cpython.time cimport perf_counter as _perf_counter
+from cpython.time cimport perf_counter_ns as _perf_counter_ns
 
 cdef object _RunResult = None
 cdef object _compared_rows = None
@@ -333,7 +333,8 @@ async def run_loop(runtime, RunFields run, dict plan, step_id):
     cdef HostStep host_step
     cdef Transit out = Transit()
     cdef Py_ssize_t steps_run, count, max_steps, max_same
-    cdef double started, finished, began, run_deadline
+    cdef double began, run_deadline
+    cdef long long started, finished
     cdef list trace = run.trace
     cdef object scope = run.scope
     cdef list instructions = run.instructions
@@ -343,7 +344,7 @@ async def run_loop(runtime, RunFields run, dict plan, step_id):
     max_steps, max_same, run_deadline = runtime.loop_limits
     steps_run = run.steps_run
     last, count = run.streak
-    started = _perf_counter()
+    started = _perf_counter_ns()
     try:
         while step_id is not None:
             if steps_run >= max_steps:
@@ -383,8 +384,8 @@ async def run_loop(runtime, RunFields run, dict plan, step_id):
             detail = out.detail
             if detail is not None and secret_values:
                 detail = run.redactor.data(detail)
-            finished = _perf_counter()
-            trace.append((step_id, planned.kind, out.outcome, (finished - started) * 1000.0, detail))
+            finished = _perf_counter_ns()
+            trace.append((step_id, planned.kind, out.outcome, (finished - started) / 1e6, detail))
             started = finished
             if out.kind == GO_ON:
                 step_id = out.target

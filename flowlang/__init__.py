@@ -21,6 +21,7 @@ __all__ = [
     "Host",
     "Limits",
     "MappingSecrets",
+    "NullHost",
     "RecordingHost",
     "Reference",
     "RunResult",
@@ -52,7 +53,7 @@ from flowlang.expr.limits import Limits
 from flowlang.expr.references import Reference
 from flowlang.flow import check_flow, load_flow
 from flowlang.flow.model import CompiledFlow, FlowDocumentError
-from flowlang.runtime.host import Host, RecordingHost
+from flowlang.runtime.host import Host, NullHost, RecordingHost
 from flowlang.runtime.runner import RunResult, Runtime, RuntimeSettings, run_sync
 from flowlang.runtime.secrets import EnvironmentSecrets, MappingSecrets
 

@@ -6,7 +6,7 @@ import math
 from typing import Any
 
 import pytest
-from hypothesis import assume, given, settings
+from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 from strategies import contexts, evaluable_expressions, expressions, json_values
 from support import same
@@ -252,6 +252,8 @@ def test_any_json_value_renders_as_text_and_json(value: Any) -> None:
 
 
 @needs_cython
+@example([float("inf"), float("nan")])  # both are found; the first in document order wins
+@example({"a": [1.5, {"b": float("-inf")}], "c": float("nan")})
 @given(json_values)
 def test_body_scan_twins_agree(value: Any) -> None:
     from flowlang import _cevaluator  # type: ignore[attr-defined]

@@ -165,6 +165,81 @@ def test_resume_refuses_a_state_from_another_flow_or_a_changed_flow() -> None:
         run(resume(flow, {"hello": 1}))
 
 
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"scope": {"vars": [1], "contact": {}}}, "the state's vars is not a mapping"),
+        ({"scope": {"input": "x"}}, "the state's input is not a mapping"),
+        ({"scope": {"steps": 3}}, "the state's steps is not a mapping"),
+        ({"steps_run": "many"}, "counters are not numbers"),
+        ({"streak": ["ask"]}, "counters are not numbers"),
+        ({"waiting_at": "check"}, "not waiting at a collect_input step"),
+        ({"scope": None}, "the state has no scope"),
+    ],
+)
+def test_resume_refuses_a_tampered_state_at_once(change: dict[str, Any], message: str) -> None:
+    flow = flowlang.load_flow(PIN_FLOW)
+    state = {**run(start(flow, {"contact": {"name": "Ann"}})).state, **change}
+
+    async def main() -> None:
+        async with Runtime(http=RecordedHttp({})) as runtime:
+            with pytest.raises(FlowStateError, match=message):
+                runtime.resume(flow, state, "1234")  # raised before anything is awaited
+
+    run(main())
+
+
+def test_a_context_the_runtime_cannot_take_is_refused_before_anything_runs() -> None:
+    flow = flowlang.load_flow(PIN_FLOW)
+
+    async def main() -> None:
+        async with Runtime(http=RecordedHttp({})) as runtime:
+            with pytest.raises(ValueError, match="vars must be a mapping"):
+                runtime.start(flow, {"vars": [1]})
+            with pytest.raises(ValueError, match="may not set 'steps'"):
+                runtime.start(flow, {"steps": {}})
+
+    run(main())
+
+
+def test_the_trace_is_built_when_read_and_can_be_replaced() -> None:
+    flow = flowlang.load_flow(PIN_FLOW)
+    result = run(start(flow, {"contact": {"name": "Ann"}}))
+    assert repr(result) == "<RunResult waiting_for_input after 1 steps>"
+    first = result.trace
+    assert first is result.trace  # built once
+    assert first == [
+        {
+            "step": "ask",
+            "type": "collect_input",
+            "outcome": "waiting for input",
+            "duration_ms": first[0]["duration_ms"],
+            "detail": result.awaiting,
+        }
+    ]
+    assert isinstance(first[0]["duration_ms"], float) and first[0]["duration_ms"] >= 0
+    result.trace = []
+    assert result.to_json()["trace"] == []
+
+
+def test_the_default_host_keeps_nothing_between_runs() -> None:
+    flow = flowlang.load_flow(PIN_FLOW)
+
+    async def main() -> list[flowlang.RunResult]:
+        async with Runtime(http=RecordedHttp({})) as runtime:
+            assert isinstance(runtime.host, flowlang.NullHost)
+            results = []
+            for name in ("Ann", "Bob"):
+                waiting = await runtime.start(flow, {"contact": {"name": name}})
+                results.append(await runtime.resume(flow, waiting.state or {}, "1234"))
+            assert not hasattr(runtime.host, "instructions")
+            return results
+
+    ann, bob = run(main())
+    assert [i["text"] for i in ann.instructions] == ["Welcome Ann, PIN 1234."]
+    assert [i["text"] for i in bob.instructions] == ["Welcome Bob, PIN 1234."]
+
+
 CONDITIONS = """
 flow: conditions
 start: split

@@ -93,12 +93,12 @@ async def run_loop(runtime: Runtime, run: Run, plan: StepPlan, step_id: str | No
     """
     secret_values = run.redactor.used
     trace: list[TraceRow] = run.trace
-    perf_counter, monotonic = time.perf_counter, time.monotonic
+    perf_counter_ns, monotonic = time.perf_counter_ns, time.monotonic
     began = monotonic()
     max_steps, max_same, run_deadline = runtime.loop_limits
     steps_run = run.steps_run
     last, count = run.streak
-    started = perf_counter()
+    started = perf_counter_ns()
     try:
         while step_id is not None:
             if steps_run >= max_steps:
@@ -126,8 +126,8 @@ async def run_loop(runtime: Runtime, run: Run, plan: StepPlan, step_id: str | No
             kind, target, outcome, detail = transition
             if detail is not None and secret_values:
                 detail = run.redactor.data(detail)
-            finished = perf_counter()
-            trace.append((step_id, step.type, outcome, (finished - started) * 1000.0, detail))
+            finished = perf_counter_ns()
+            trace.append((step_id, step.type, outcome, (finished - started) / 1e6, detail))
             started = finished
             if kind == "go":
                 step_id = target

@@ -82,7 +82,7 @@ def first_non_finite(value: Any) -> float | None:
     ``flowlang._cevaluator.first_non_finite`` is its compiled twin; a property test keeps the
     two equal.
     """
-    pending = [value]
+    pending = [value]  # a stack: children go on reversed, so they come off in document order
     while pending:
         item = pending.pop()
         kind = type(item)
@@ -92,14 +92,14 @@ def first_non_finite(value: Any) -> float | None:
             if not math.isfinite(item):
                 return float(item)
         elif kind is dict:
-            pending.extend(item.values())
+            pending.extend(reversed(item.values()))
         elif kind is list or isinstance(item, (list, tuple)):
-            pending.extend(item)
+            pending.extend(reversed(item))
         elif isinstance(item, float):
             if not math.isfinite(item):
                 return float(item)
         elif isinstance(item, Mapping):
-            pending.extend(item.values())
+            pending.extend(reversed(list(item.values())))
     return None
 
 

@@ -1,0 +1,285 @@
+"""The step loop's twins: the compiled loop (ext/_runner.pxi) and the Python one
+(flowlang/runtime/loop.py) give the same results, traces, instructions and states on generated
+flows; and the compiled helpers they rest on agree with their Python twins."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import math
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from strategies import json_values
+from support import same
+
+import flowlang
+from flowlang.expr.backends import AVAILABLE, compiled_helper
+from flowlang.flow.model import generated_build
+from flowlang.runtime.http import RecordedHttp, RecordedResponse
+from flowlang.runtime.loop import new_scope
+
+needs_cython = pytest.mark.skipif(
+    "cython" not in AVAILABLE, reason="the cython backend is not available"
+)
+MANY = max(300, settings.default.max_examples)
+
+TEMPLATES = [
+    "<<vars.a>>",
+    "<<vars.b>>",
+    "<<vars.c>>",
+    "<<a>>",
+    "<<a.x>>",
+    "<<a[0]>>",
+    "<<vars.a ?? a>>",
+    "<<a | length>>",
+    "text <<vars.b>> and <<a.x>>",
+    "<<vars.a == 1>>",
+    "<<vars.c.d>>",
+]
+LITERALS: list[Any] = [1, 0, -2.5, "x", "", True, None, [1, "y"], {"k": [2]}]
+VALUES = st.sampled_from(TEMPLATES) | st.sampled_from(LITERALS)
+ROW_VALUES = st.sampled_from(TEMPLATES) | st.sampled_from(LITERALS[:7])  # text or scalars
+EXPRESSIONS = [
+    "<<vars.a == 1>>",
+    "<<a and vars.b>>",
+    "<<vars.a > 0 or a.x == 'x'>>",
+    "<<not vars.c>>",
+    "<<a | length > 1>>",
+    "<<vars.missing>>",
+]
+OPERATORS = [
+    "equals",
+    "not_equals",
+    "contains",
+    "not_contains",
+    "starts_with",
+    "ends_with",
+    "greater_than",
+    "less_than",
+    "is_empty",
+    "is_not_empty",
+]
+CONTINUING = ["set_variables", "condition_splitter", "say", "play", "collect_input", "http"]
+ENDING = ["transfer", "voicemail", "hangup"]
+RECORDED_URL = "https://crm.example.com/lookup?a=1"
+
+
+def _step(draw: Any, kind: str, following: str | None, ids: list[str]) -> dict[str, Any]:
+    anywhere = st.sampled_from(ids)
+    if kind == "set_variables":
+        keys = st.sampled_from(["a", "b", "c", "c.d", "c.e", "n.m.o"])
+        variables = draw(st.dictionaries(keys, VALUES, min_size=1, max_size=3))
+        if "c" in variables and any(key.startswith("c.") for key in variables):
+            del variables["c"]  # `c` and `c.d` together is a load-time error
+        step: dict[str, Any] = {"type": kind, "variables": variables}
+    elif kind == "condition_splitter":
+        branches = []
+        for _ in range(draw(st.integers(1, 3))):
+            if draw(st.booleans()):
+                branches.append(
+                    {"expression": draw(st.sampled_from(EXPRESSIONS)), "next": draw(anywhere)}
+                )
+            else:
+                rows = []
+                for _ in range(draw(st.integers(1, 2))):
+                    row = {
+                        "property": draw(st.sampled_from(TEMPLATES)),
+                        "operator": draw(st.sampled_from(OPERATORS)),
+                    }
+                    if row["operator"] not in ("is_empty", "is_not_empty"):
+                        row["value"] = draw(ROW_VALUES)
+                    rows.append(row)
+                branches.append({"conditions": rows, "next": draw(anywhere)})
+        return {"type": kind, "branches": branches, "otherwise": following or draw(anywhere)}
+    elif kind in ("say", "play", "transfer", "voicemail"):
+        field = {"say": "text", "play": "url", "transfer": "target", "voicemail": "mailbox"}[kind]
+        step = {"type": kind, field: draw(st.sampled_from(TEMPLATES))}
+    elif kind == "collect_input":
+        step = {"type": kind, "prompt": draw(st.sampled_from(TEMPLATES)), "max_digits": 4}
+        step["on_no_input"] = draw(anywhere)
+    elif kind == "http":
+        step = {
+            "type": "http_request",
+            "endpoint": "https://crm.example.com/lookup?a=<<vars.a>>",
+            "headers": {"Authorization": "Bearer <<secrets.token>>"},
+            "on_failure": draw(anywhere),
+        }
+    else:
+        step = {"type": kind}
+    if following is not None:
+        step["next"] = following
+    return step
+
+
+@st.composite
+def flows(draw: Any) -> dict[str, Any]:
+    """Flows whose steps all lie on one chain (so every step is reachable); branches, failure
+    and no-input routes may go anywhere, loops included."""
+    count = draw(st.integers(1, 7))
+    ids = [f"s{index}" for index in range(count)]
+    steps = {}
+    for index, step_id in enumerate(ids):
+        last = index == count - 1
+        kind = draw(st.sampled_from(CONTINUING + ENDING if last else CONTINUING))
+        following = None if last or kind in ENDING else ids[index + 1]
+        if kind in ("collect_input", "http") and following is None:
+            following = ids[0]
+        steps[step_id] = _step(draw, kind, following, ids)
+    return {"flow": "generated", "start": "s0", "steps": steps}
+
+
+contexts = st.fixed_dictionaries(
+    {"a": json_values},
+    optional={"vars": st.dictionaries(st.sampled_from(["a", "b", "c"]), json_values, max_size=3)},
+)
+
+
+def _outcome(result: flowlang.RunResult) -> dict[str, Any]:
+    trace = [
+        {key: value for key, value in entry.items() if key != "duration_ms"}
+        for entry in result.trace
+    ]
+    return {
+        "status": result.status,
+        "error": result.error,
+        "awaiting": result.awaiting,
+        "instructions": result.instructions,
+        "trace": trace,
+        "state": result.state,
+    }
+
+
+def _run_both(
+    flow: flowlang.CompiledFlow, context: dict[str, Any], digits: list[str | None]
+) -> list[Any]:
+    async def run(backend: str) -> list[dict[str, Any]]:
+        recorded = {("GET", RECORDED_URL): RecordedResponse(200, {}, {"tier": "gold"})}
+        settings = flowlang.RuntimeSettings(max_steps=40, max_same_step=4)
+        outcomes = []
+        async with flowlang.Runtime(
+            http=RecordedHttp(recorded),
+            settings=settings,
+            secrets=flowlang.MappingSecrets({"token": "x"}),  # "x" is masked wherever it shows
+            backend=backend,
+        ) as runtime:
+            result = await runtime.start(flow, copy.deepcopy(context))
+            outcomes.append(_outcome(result))
+            for entered in digits:
+                if result.status != "waiting_for_input" or result.state is None:
+                    break
+                state = json.loads(json.dumps(result.state))  # as if stored and read back
+                result = await runtime.resume(flow, state, entered)
+                outcomes.append(_outcome(result))
+        return outcomes
+
+    return [asyncio.run(run("cython")), asyncio.run(run("python"))]
+
+
+def _agree(left: Any, right: Any) -> bool:
+    if isinstance(left, float) and isinstance(right, float) and math.isnan(left):
+        return math.isnan(right)
+    if isinstance(left, list) and isinstance(right, list):
+        return len(left) == len(right) and all(map(_agree, left, right))
+    if isinstance(left, dict) and isinstance(right, dict):
+        return left.keys() == right.keys() and all(_agree(left[k], right[k]) for k in left)
+    return same(left, right)
+
+
+@needs_cython
+@settings(max_examples=MANY)
+@given(
+    flows(), contexts, st.lists(st.sampled_from(["12", "1#", "", None, "x", "12345"]), max_size=3)
+)
+def test_both_loops_run_generated_flows_alike(
+    document: dict[str, Any], context: dict[str, Any], digits: list[str | None]
+) -> None:
+    flow = flowlang.load_flow(json.dumps(document))
+    compiled, python = _run_both(flow, context, digits)
+    assert _agree(compiled, python), (compiled, python)
+
+
+@needs_cython
+def test_both_loops_stop_at_the_same_guard() -> None:
+    looping = {
+        "flow": "loop",
+        "start": "a",
+        "steps": {
+            "a": {"type": "set_variables", "variables": {"a": 1}, "next": "b"},
+            "b": {
+                "type": "condition_splitter",
+                "branches": [{"expression": "<<vars.never>>", "next": "a"}],
+                "otherwise": "a",
+            },
+        },
+    }
+    for document in (looping,):
+        flow = flowlang.load_flow(json.dumps(document))
+        compiled, python = _run_both(flow, {"a": 1}, [])
+        assert compiled == python
+        assert compiled[0]["status"] == "failed"
+        assert "more than 40 steps" in compiled[0]["error"]
+
+
+# --- the compiled helpers the loop rests on -------------------------------------------------
+
+TREE_KEYS = st.sampled_from(["a", "b", "c.d", "c.e", "f.g.h", "1", "x y"])
+
+
+@needs_cython
+@settings(max_examples=MANY)
+@given(st.dictionaries(TREE_KEYS, VALUES, min_size=1, max_size=5), contexts)
+def test_field_tree_builders_agree(entries: dict[str, Any], context: dict[str, Any]) -> None:
+    if "c.d" in entries or "c.e" in entries:
+        entries.pop("c", None)
+    document = {
+        "flow": "tree",
+        "start": "s",
+        "steps": {"s": {"type": "set_variables", "variables": entries}},
+    }
+    tree = flowlang.load_flow(json.dumps(document)).steps["s"].fields["variables"]
+    scope = {"vars": context.get("vars", {}), "a": context["a"]}
+    compiled, python = tree.build, generated_build(tree)
+    assert type(compiled).__name__ == "TreeBuilder"
+    first, second = compiled(scope), python(scope)
+    assert _agree(first, second)
+    assert list(first) == list(second)  # keys in document order
+    again = compiled(scope)
+    for key, value in entries.items():  # literal lists and maps are fresh on every call
+        if isinstance(value, (list, dict)) and "." not in key:
+            assert again[key] == value and again[key] is not first[key]
+
+
+@needs_cython
+@pytest.mark.parametrize(
+    "context",
+    [
+        None,
+        {},
+        {"call": {"n": 1}},
+        {"vars": {"a": 1}, "x": 2},
+        {1: "one", "b": 2},
+        {"vars": None},
+        {"vars": [1]},
+        {"input": {}},
+        {"a": 1, "steps": {}},
+        {"secrets": {"k": "v"}},
+    ],
+)
+def test_new_scope_twins_agree(context: Any) -> None:
+    compiled = compiled_helper("new_scope", new_scope, "cython")
+    assert compiled is not new_scope
+
+    def outcome(make: Any) -> Any:
+        try:
+            return make(copy.deepcopy(context))
+        except ValueError as error:
+            return f"ValueError: {error}"
+
+    assert outcome(compiled) == outcome(new_scope)
+    if isinstance(context, dict) and isinstance(context.get("vars"), dict):
+        scope = compiled(context)
+        assert scope["vars"] == context["vars"] and scope["vars"] is not context["vars"]
