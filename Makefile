@@ -17,7 +17,7 @@ DEMO_SECRETS := FLOWLANG_SECRET_CRM_TOKEN=demo-crm-token FLOWLANG_SECRET_BILLING
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml setup.py ext/_cevaluator.pyx
+$(STAMP): pyproject.toml setup.py ext/_cevaluator.pyx ext/_runner.pxi
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test,bench,dev]'

@@ -63,8 +63,11 @@ def main(path: Path) -> int:
     print("|---|---|---|---|")
     for workload, row in sorted(table.items()):
         if workload.startswith(("F", "A")) and "baseline" in row:
-            ours, theirs = row["flowlang"], row["baseline"]
-            print(_row([workload, _fmt(theirs), _fmt(ours), f"{ours / theirs:.2f}×"]))
+            theirs = row["baseline"]
+            for contender in sorted(name for name in row if name.startswith("flowlang")):
+                ours = row[contender]
+                label = workload + contender.removeprefix("flowlang").replace("-", " ")
+                print(_row([label, _fmt(theirs), _fmt(ours), f"{ours / theirs:.2f}×"]))
     concurrency = extras.get("F4 10k suspended")
     if concurrency:
         print(

@@ -172,15 +172,23 @@ async def hand_written_flow(ctx: dict[str, Any]) -> str:
     return str(variables["last"])
 
 
-@pytest.mark.parametrize("contender", ["baseline", "flowlang"])
+@pytest.mark.parametrize(
+    "contender", ["baseline", "flowlang", "flowlang-trace-read", "flowlang-python-loop"]
+)
 def test_interpreter(benchmark: Any, contender: str) -> None:
+    """``flowlang``: the compiled loop, the trace left unread (it is built when read);
+    ``flowlang-trace-read`` also reads it; ``flowlang-python-loop`` runs the Python twin."""
     flow = twenty_step_flow()
     context = {"call": {"waiting_time": 75}, "contact": {"type": "lead"}}
     loop = asyncio.new_event_loop()
-    runtime = flowlang.Runtime(http=RecordedHttp({}))
+    backend = "python" if contender == "flowlang-python-loop" else None
+    runtime = flowlang.Runtime(http=RecordedHttp({}), backend=backend)
+    read_trace = contender == "flowlang-trace-read"
 
     async def ours() -> str:
         result = await runtime.start(flow, context)
+        if read_trace:
+            assert len(result.trace) == 21
         return str(result.instructions[0]["text"])
 
     async def theirs() -> str:

@@ -97,6 +97,18 @@ def build_tree(tree):
     return TreeBuilder(tuple(_intern(str(key)) for key, _ in tree.entries), tuple(parts))
 
 
+def trace_entries(list rows):
+    """Twin of flowlang.runtime.results.trace_entries."""
+    cdef list entries = []
+    cdef tuple row
+    for row in rows:
+        entries.append(
+            {"step": row[0], "type": row[1], "outcome": row[2], "duration_ms": row[3],
+             "detail": row[4]}
+        )
+    return entries
+
+
 cdef tuple _RUNTIME_ROOTS = ("input", "steps", "secrets")
 
 

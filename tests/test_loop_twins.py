@@ -21,6 +21,7 @@ from flowlang.expr.backends import AVAILABLE, compiled_helper
 from flowlang.flow.model import generated_build
 from flowlang.runtime.http import RecordedHttp, RecordedResponse
 from flowlang.runtime.loop import new_scope
+from flowlang.runtime.results import trace_entries
 
 needs_cython = pytest.mark.skipif(
     "cython" not in AVAILABLE, reason="the cython backend is not available"
@@ -283,3 +284,24 @@ def test_new_scope_twins_agree(context: Any) -> None:
     if isinstance(context, dict) and isinstance(context.get("vars"), dict):
         scope = compiled(context)
         assert scope["vars"] == context["vars"] and scope["vars"] is not context["vars"]
+
+
+@needs_cython
+@given(
+    st.lists(
+        st.tuples(
+            st.text(max_size=3),
+            st.sampled_from(["say", "set_variables"]),
+            st.text(max_size=3),
+            st.floats(0, 10),
+            st.none() | st.dictionaries(st.text(max_size=2), json_values, max_size=2),
+        ),
+        max_size=5,
+    )
+)
+def test_trace_entry_twins_agree(rows: list[Any]) -> None:
+    compiled = compiled_helper("trace_entries", trace_entries, "cython")
+    assert compiled is not trace_entries
+    built, expected = compiled(rows), trace_entries(rows)
+    assert _agree(built, expected)
+    assert all(entry["detail"] is row[4] for entry, row in zip(built, rows, strict=True))
