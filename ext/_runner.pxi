@@ -229,8 +229,19 @@ cdef void merge_variables(object variables, object values) except *:
             (<dict>variables)[<object>key] = <object>value
 
 
+cdef bint _reads_vars(object value):
+    template = value.template
+    return template is not None and any(ref.root == "vars" for ref in template.references)
+
+
 cdef class SetVariablesStep(PlannedStep):
+    """Twin of flowlang.runtime.steps.plan_set_variables: render every value, then merge.
+
+    When the values are flat and none reads ``vars``, each is merged as soon as it is rendered
+    (no intermediate dict): nothing can tell the two orders apart.
+    """
     cdef Part build
+    cdef TreeBuilder direct
     cdef list names
     cdef object target
     cdef Go transition
@@ -239,12 +250,30 @@ cdef class SetVariablesStep(PlannedStep):
         tree = step.fields["variables"]
         build = tree.build
         self.build = build if type(build) is TreeBuilder else Renderer(build)
+        flat = all(getattr(item, "entries", None) is None for _, item in tree.entries)
+        if type(build) is TreeBuilder and flat:
+            if not any(_reads_vars(item) for _, item in tree.entries):
+                self.direct = <TreeBuilder>build
         self.names = [key for key, _ in tree.entries]
         self.target = _interned(step.fields.get("next"))
         self.transition = GO_ON if self.target else COMPLETE
 
     cdef void plain(self, object run, object scope, Transit out) except *:
-        merge_variables(scope["vars"], self.build.call(scope))
+        cdef Py_ssize_t index
+        cdef PyObject* found
+        variables = scope["vars"]
+        if self.direct is not None and type(variables) is dict:
+            for index in range(len(self.direct.keys)):
+                key = self.direct.keys[index]
+                value = (<Part>self.direct.parts[index]).call(scope)
+                found = PyDict_GetItem(variables, key)
+                if found is not NULL and isinstance(<object>found, dict) and isinstance(value, dict):
+                    merged = dict(<object>found)
+                    merge_variables(merged, value)
+                    value = merged
+                (<dict>variables)[key] = value
+        else:
+            merge_variables(variables, self.build.call(scope))
         out.set(self.transition, self.target, "set", {"variables": list(self.names)})
 
 
