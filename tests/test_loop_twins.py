@@ -305,3 +305,37 @@ def test_trace_entry_twins_agree(rows: list[Any]) -> None:
     built, expected = compiled(rows), trace_entries(rows)
     assert _agree(built, expected)
     assert all(entry["detail"] is row[4] for entry, row in zip(built, rows, strict=True))
+
+
+@needs_cython
+@pytest.mark.parametrize("backend", ["cython", "python"])
+def test_set_variables_merges_maps_and_renders_before_writing(backend: str) -> None:
+    document = {
+        "flow": "merge",
+        "start": "first",
+        "steps": {
+            "first": {  # flat, reads no vars: the compiled loop writes as it renders
+                "type": "set_variables",
+                "variables": {"c": "<<m>>", "n": "<<a>>"},
+                "next": "second",
+            },
+            "second": {  # reads vars: every value is rendered before any is written
+                "type": "set_variables",
+                "variables": {"n": 5, "old": "<<vars.n>>", "c.y": "<<vars.c.x>>"},
+                "next": "done",
+            },
+            "done": {"type": "say", "text": "<<vars.c>> <<vars.old>>"},
+        },
+    }
+    flow = flowlang.load_flow(json.dumps(document))
+    seeded = {"c": {"x": 1}}
+
+    async def main() -> flowlang.RunResult:
+        async with flowlang.Runtime(http=RecordedHttp({}), backend=backend) as runtime:
+            return await runtime.start(flow, {"a": 7, "m": {"k": [2]}, "vars": seeded})
+
+    result = asyncio.run(main())
+    assert result.status == "completed"
+    assert json.loads(result.instructions[0]["text"].split(" ")[0]) == {"x": 1, "k": [2], "y": 1}
+    assert result.instructions[0]["text"].endswith(" 7")
+    assert seeded == {"c": {"x": 1}}  # the context's maps are never written to
