@@ -220,14 +220,13 @@ def https_server() -> Iterator[Server]:
 @pytest.mark.parametrize("contender", ["baseline", "flowlang"])
 def test_http_step(benchmark: Any, https_server: Server, contender: str) -> None:
     loop = asyncio.new_event_loop()
-    client = httpx.AsyncClient(verify=https_server.client_ssl_context(), trust_env=False)
     url = https_server.url("crm.test", "/json")
 
     async def resolver(host: str, port: int) -> list[str]:
         return ["127.0.0.1"]
 
     runtime = flowlang.Runtime(
-        client=client,
+        ssl_context=https_server.client_ssl_context(),
         resolver=resolver,
         settings=flowlang.RuntimeSettings(allow_hosts=frozenset({"crm.test"})),
     )
@@ -270,7 +269,7 @@ def test_http_step(benchmark: Any, https_server: Server, contender: str) -> None
     benchmark.group = "F3 HTTP step"
     benchmark.extra_info.update(workload="F3 HTTP step", contender=contender, batch=20)
     benchmark.pedantic(lambda: loop.run_until_complete(batch()), rounds=15, warmup_rounds=2)
-    loop.run_until_complete(client.aclose())
+    loop.run_until_complete(runtime.aclose())
     loop.run_until_complete(bare.aclose())
     loop.close()
 
@@ -406,35 +405,32 @@ def test_concurrent_runs_waiting_on_a_slow_endpoint(benchmark: Any) -> None:
         async def resolver(host: str, port: int) -> list[str]:
             return ["127.0.0.1"]
 
-        limits = httpx.Limits(max_connections=in_flight, max_keepalive_connections=in_flight)
-        async with httpx.AsyncClient(limits=limits, trust_env=False) as client:
-            runtime = flowlang.Runtime(
-                client=client,
-                resolver=resolver,
-                settings=flowlang.RuntimeSettings(
-                    allow_hosts=frozenset({"slow.test"}),
-                    run_deadline=120,
-                    max_requests_in_flight=in_flight,
-                ),
-            )
-            gc.collect()
-            rss_before = _rss()
-            highest = [rss_before]
+        runtime = flowlang.Runtime(
+            resolver=resolver,
+            settings=flowlang.RuntimeSettings(
+                allow_hosts=frozenset({"slow.test"}),
+                run_deadline=120,
+                max_requests_in_flight=in_flight,
+            ),
+        )
+        gc.collect()
+        rss_before = _rss()
+        highest = [rss_before]
 
-            async def sample() -> None:
-                while True:
-                    highest[0] = max(highest[0], _rss())
-                    await asyncio.sleep(0.05)
+        async def sample() -> None:
+            while True:
+                highest[0] = max(highest[0], _rss())
+                await asyncio.sleep(0.05)
 
-            sampler = asyncio.create_task(sample())
-            started = time.perf_counter()
-            results = await asyncio.gather(
-                *(runtime.start(flow, {"call": {"n": n}}) for n in range(count))
-            )
-            seconds = time.perf_counter() - started
-            sampler.cancel()
-            peak = highest[0] - rss_before
-            await runtime.aclose()
+        sampler = asyncio.create_task(sample())
+        started = time.perf_counter()
+        results = await asyncio.gather(
+            *(runtime.start(flow, {"call": {"n": n}}) for n in range(count))
+        )
+        seconds = time.perf_counter() - started
+        sampler.cancel()
+        peak = highest[0] - rss_before
+        await runtime.aclose()
         server.close()
         await server.wait_closed()
         said = [result.instructions[0]["text"] for result in results]

@@ -229,9 +229,13 @@ cdef void merge_variables(object variables, object values) except *:
             (<dict>variables)[<object>key] = <object>value
 
 
-cdef bint _reads_vars(object value):
+cdef bint _may_read_vars(object value):
+    """Whether rendering ``value`` may read ``vars`` (lists of values count as yes)."""
     template = value.template
-    return template is not None and any(ref.root == "vars" for ref in template.references)
+    if template is None:
+        return False
+    references = getattr(template, "references", None)
+    return references is None or any(ref.root == "vars" for ref in references)
 
 
 cdef class SetVariablesStep(PlannedStep):
@@ -252,7 +256,7 @@ cdef class SetVariablesStep(PlannedStep):
         self.build = build if type(build) is TreeBuilder else Renderer(build)
         flat = all(getattr(item, "entries", None) is None for _, item in tree.entries)
         if type(build) is TreeBuilder and flat:
-            if not any(_reads_vars(item) for _, item in tree.entries):
+            if not any(_may_read_vars(item) for _, item in tree.entries):
                 self.direct = <TreeBuilder>build
         self.names = [key for key, _ in tree.entries]
         self.target = _interned(step.fields.get("next"))

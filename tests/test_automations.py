@@ -8,7 +8,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from servers import Server
 
@@ -100,28 +99,27 @@ def run(
         return ["127.0.0.1"]
 
     async def main() -> tuple[list[Any], Automations]:
-        async with httpx.AsyncClient(verify=server.client_ssl_context(), trust_env=False) as client:
-            base = f"https://crm.test:{server.port}/script"
-            settings = DeliverySettings(
-                allow_hosts=frozenset({"crm.test"}),
-                providers=Providers(
-                    sms_base_url=f"{base}/sms",
-                    slack_base_url=f"{base}/slack",
-                    speech_base_url=f"{base}/speech",
-                ),
-            )
-            automations = Automations(
-                compiled,
-                settings=settings,
-                client=client,
-                resolver=resolver,
-                secrets=MappingSecrets(SECRETS),
-                clock=clock or FakeClock(),
-                dead_letters=dead_letters,
-            )
-            async with automations:
-                results = [await automations.dispatch(item) for item in events]
-            return results, automations
+        base = f"https://crm.test:{server.port}/script"
+        settings = DeliverySettings(
+            allow_hosts=frozenset({"crm.test"}),
+            providers=Providers(
+                sms_base_url=f"{base}/sms",
+                slack_base_url=f"{base}/slack",
+                speech_base_url=f"{base}/speech",
+            ),
+        )
+        automations = Automations(
+            compiled,
+            settings=settings,
+            ssl_context=server.client_ssl_context(),
+            resolver=resolver,
+            secrets=MappingSecrets(SECRETS),
+            clock=clock or FakeClock(),
+            dead_letters=dead_letters,
+        )
+        async with automations:
+            results = [await automations.dispatch(item) for item in events]
+        return results, automations
 
     return asyncio.run(main())
 
@@ -236,20 +234,19 @@ def test_replay_delivers_with_the_same_idempotency_key(server: Server, tmp_path:
         return ["127.0.0.1"]
 
     async def replay() -> list[Any]:
-        async with httpx.AsyncClient(verify=server.client_ssl_context(), trust_env=False) as client:
-            base = f"https://crm.test:{server.port}/script"
-            settings = DeliverySettings(
-                allow_hosts=frozenset({"crm.test"}),
-                providers=Providers(sms_base_url=f"{base}/sms", slack_base_url=f"{base}/slack"),
-            )
-            automations = Automations(
-                [],
-                settings=settings,
-                client=client,
-                resolver=resolver,
-                secrets=MappingSecrets(SECRETS),
-                clock=FakeClock(),
-            )
+        base = f"https://crm.test:{server.port}/script"
+        settings = DeliverySettings(
+            allow_hosts=frozenset({"crm.test"}),
+            providers=Providers(sms_base_url=f"{base}/sms", slack_base_url=f"{base}/slack"),
+        )
+        async with Automations(
+            [],
+            settings=settings,
+            ssl_context=server.client_ssl_context(),
+            resolver=resolver,
+            secrets=MappingSecrets(SECRETS),
+            clock=FakeClock(),
+        ) as automations:
             return await automations.replay(record)
 
     deliveries = asyncio.run(replay())
@@ -369,19 +366,18 @@ actions:
         return ["127.0.0.1"]
 
     async def main() -> tuple[bool, float]:
-        async with httpx.AsyncClient(verify=server.client_ssl_context(), trust_env=False) as client:
-            automations = Automations(
-                [workflow],
-                settings=DeliverySettings(allow_hosts=frozenset({"crm.test"}), schedule=(0,)),
-                client=client,
-                resolver=resolver,
-                clock=FakeClock(),
-            )
-            task = asyncio.create_task(automations.dispatch(event()))
-            await asyncio.sleep(0.1)
-            started = asyncio.get_running_loop().time()
-            await automations.aclose()
-            return task.done(), asyncio.get_running_loop().time() - started
+        automations = Automations(
+            [workflow],
+            settings=DeliverySettings(allow_hosts=frozenset({"crm.test"}), schedule=(0,)),
+            ssl_context=server.client_ssl_context(),
+            resolver=resolver,
+            clock=FakeClock(),
+        )
+        task = asyncio.create_task(automations.dispatch(event()))
+        await asyncio.sleep(0.1)
+        started = asyncio.get_running_loop().time()
+        await automations.aclose()
+        return task.done(), asyncio.get_running_loop().time() - started
 
     done, waited = asyncio.run(main())
     assert done and waited >= 0.5

@@ -9,7 +9,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-import httpx
+import httpcore
 import pytest
 import trustme
 from servers import Server, serve
@@ -56,16 +56,15 @@ def run_flow(
         return table[host]
 
     async def main() -> tuple[flowlang.RunResult, Runtime]:
-        async with httpx.AsyncClient(verify=server.client_ssl_context(), trust_env=False) as client:
-            runtime = Runtime(
-                client=client,
-                resolver=resolver,
-                secrets=MappingSecrets({"api_key": SECRET}),
-                settings=RuntimeSettings(allow_hosts=frozenset(allow), **settings),
-            )
-            async with runtime:
-                result = await runtime.start(flow, context or {})
-            return result, runtime
+        runtime = Runtime(
+            ssl_context=server.client_ssl_context(),
+            resolver=resolver,
+            secrets=MappingSecrets({"api_key": SECRET}),
+            settings=RuntimeSettings(allow_hosts=frozenset(allow), **settings),
+        )
+        async with runtime:
+            result = await runtime.start(flow, context or {})
+        return result, runtime
 
     return asyncio.run(main())
 
@@ -282,6 +281,69 @@ def test_a_certificate_from_another_authority_is_refused(ca: trustme.CA) -> None
     assert "CERTIFICATE_VERIFY_FAILED" in said(result)
 
 
+def test_a_connection_only_carries_requests_for_the_name_its_certificate_was_checked_for(
+    server: Server,
+) -> None:
+    """Two names on one address (a shared hosting IP): the certificate covers crm.test only.
+    The request to tenant.test must not ride on crm.test's pooled connection."""
+    document = {
+        "flow": "two-names",
+        "start": "first",
+        "steps": {
+            "first": {
+                "type": "http_request",
+                "endpoint": server.url("crm.test", "/json"),
+                "next": "second",
+                "on_failure": "second",
+            },
+            "second": {
+                "type": "http_request",
+                "endpoint": server.url("tenant.test", "/json"),
+                "headers": {"Authorization": "Bearer <<secrets.api_key>>"},
+                "next": "done",
+                "on_failure": "done",
+            },
+            "done": {"type": "say", "text": "<<steps.second.outcome>> <<steps.second.error>>"},
+        },
+    }
+    result, _ = run_flow(
+        server,
+        flowlang.load_flow(json.dumps(document)),
+        names={"tenant.test": ["127.0.0.1"]},
+        allow=("crm.test", "tenant.test"),
+    )
+    assert [entry["outcome"] for entry in result.trace[:2]] == ["success", "connection_error"]
+    assert "CERTIFICATE_VERIFY_FAILED" in said(result)
+    assert len(server.received.requests) == 1  # the credentials for tenant.test never left
+
+
+def test_the_connection_pool_is_the_guarded_one() -> None:
+    """The transport rebuilds httpx's pool with the vetted-address backend; an httpx upgrade
+    that changed where the pool lives would make this fail rather than silently bypass it."""
+    from flowlang.runtime.http import guarded_sender
+    from flowlang.runtime.transport import VettedAddresses
+
+    sender = guarded_sender(None, frozenset(), None, 3.0, 3, 10)
+    pool = sender.transport._pool
+    assert pool._network_backend is sender.transport.addresses
+    assert isinstance(sender.transport.addresses, VettedAddresses)
+    asyncio.run(sender.aclose())
+
+
+def test_a_name_without_a_vetted_address_is_never_connected() -> None:
+    from flowlang.runtime.transport import VettedAddresses
+
+    async def main() -> str:
+        addresses = VettedAddresses()
+        try:
+            await addresses.connect_tcp("crm.test", 443)
+        except httpcore.ConnectError as error:
+            return str(error)
+        return "connected"
+
+    assert asyncio.run(main()) == "no vetted address for crm.test:443"
+
+
 @pytest.mark.parametrize("value", ["x\r\nInjected: 1", "line\nbreak", "nul\x00", "café"])
 def test_header_values_with_line_breaks_or_non_ascii_are_refused_before_sending(
     server: Server, value: str
@@ -355,5 +417,5 @@ def test_secrets_in_urls_are_redacted_from_library_logs(
     result, _ = run_flow(server, flow)
     assert result.trace[0]["outcome"] == "success"
     assert server.received.requests[0]["query"] == f"key={SECRET}"
-    assert "HTTP Request: GET" in caplog.text  # httpx did log the request line
+    assert "httpcore.http11" in caplog.text  # the HTTP library did log the exchange
     assert SECRET not in caplog.text

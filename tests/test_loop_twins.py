@@ -11,7 +11,7 @@ import math
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from strategies import json_values
 from support import same
@@ -192,6 +192,15 @@ def _agree(left: Any, right: Any) -> bool:
 
 @needs_cython
 @settings(max_examples=MANY)
+@example(  # a list value: rendered item by item, so it may read vars
+    {
+        "flow": "f",
+        "start": "s0",
+        "steps": {"s0": {"type": "set_variables", "variables": {"a": [1]}}},
+    },
+    {"a": None},
+    [],
+)
 @given(
     flows(), contexts, st.lists(st.sampled_from(["12", "1#", "", None, "x", "12345"]), max_size=3)
 )

@@ -25,6 +25,7 @@ import asyncio
 import hashlib
 import json
 import random
+import ssl
 import time
 from collections import deque
 from collections.abc import Iterable, Mapping
@@ -33,13 +34,11 @@ from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-import httpx
-
 from flowlang.automations.actions import ActionError, Providers, interpret, prepare_action
 from flowlang.automations.formats import ValueFormatError
 from flowlang.automations.workflow import CompiledWorkflow, load_workflow
 from flowlang.expr.values import plain_json
-from flowlang.runtime.http import HttpSender, Resolver, guarded_sender
+from flowlang.runtime.http import GuardedHttp, HttpSender, Resolver, guarded_sender
 from flowlang.runtime.requests import RequestError
 from flowlang.runtime.secrets import (
     EnvironmentSecrets,
@@ -195,7 +194,7 @@ def retry_after_seconds(value: str | None, now: float) -> float | None:
 class Automations:
     """Workflows indexed by trigger; matches events and delivers their actions.
 
-    ``client``/``http``/``resolver`` as for :class:`flowlang.Runtime` (one HTTP layer, one set
+    ``ssl_context``/``http``/``resolver`` as for :class:`flowlang.Runtime` (one HTTP layer, one set
     of safety rules); ``secrets`` provides ``<<secrets.NAME>>``; ``clock`` times retries;
     ``dead_letters`` keeps what could not be delivered.
     """
@@ -205,7 +204,7 @@ class Automations:
         workflows: Iterable[CompiledWorkflow],
         *,
         settings: DeliverySettings | None = None,
-        client: httpx.AsyncClient | None = None,
+        ssl_context: ssl.SSLContext | None = None,
         http: HttpSender | None = None,
         resolver: Resolver | None = None,
         secrets: SecretsProvider | None = None,
@@ -223,9 +222,9 @@ class Automations:
         self.clock: Clock = clock or SystemClock()
         self.dead_letters = dead_letters or DeadLetterStore()
         self.rng = rng or random.Random()
-        self._own_client: httpx.AsyncClient | None = None
+        self._own_http: GuardedHttp | None = None
         self._http = http
-        self._client = client
+        self._ssl_context = ssl_context
         self._resolver = resolver
         self._seen: dict[str, float] = {}
         self._seen_order: deque[tuple[float, str]] = deque()
@@ -262,11 +261,11 @@ class Automations:
 
     @property
     def http(self) -> HttpSender:
-        """The sender, made on first use (it needs a running event loop for its client)."""
+        """The sender, made on first use."""
         if self._http is None:
             s = self.settings
-            self._http, self._own_client = guarded_sender(
-                self._client,
+            self._http = self._own_http = guarded_sender(
+                self._ssl_context,
                 s.allow_hosts,
                 self._resolver,
                 s.connect_timeout,
@@ -519,10 +518,10 @@ class Automations:
         return await self._run_workflow(trimmed, event, results, start)
 
     async def aclose(self) -> None:
-        """Wait for every dispatch in flight, then close the client if one was made here."""
+        """Wait for every dispatch in flight, then close the connections if they were made here."""
         await self._idle.wait()
-        if self._own_client is not None:
-            await self._own_client.aclose()
+        if self._own_http is not None:
+            await self._own_http.aclose()
 
     async def __aenter__(self) -> Automations:
         return self

@@ -1,10 +1,12 @@
 """HTTP: send prepared requests safely and turn what comes back into data and an outcome.
 
 ``GuardedHttp`` resolves the host once through an injectable resolver, checks every resolved
-address against the AddressPolicy, connects to exactly the checked address (the Host header and
-TLS SNI keep the name, so certificates are verified against it), bounds the whole exchange by
+address against the AddressPolicy, connects to exactly a checked address (through
+``GuardedTransport``: the URL, the Host header, TLS SNI and the connection pool keep the name,
+so a certificate is verified for every name a connection carries), bounds the whole exchange by
 one deadline, streams the body with a byte counter, and follows redirects only when asked,
-checking every hop again. ``RecordedHttp`` answers from recorded responses, for offline runs.
+checking every hop again. No client is involved: no cookies, hooks or environment settings.
+``RecordedHttp`` answers from recorded responses, for offline runs.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ __all__ = [
 
 import asyncio
 import ipaddress
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -32,6 +35,7 @@ import orjson
 
 from flowlang.runtime.addresses import AddressPolicy, literal_address
 from flowlang.runtime.requests import PreparedRequest
+from flowlang.runtime.transport import GuardedTransport
 
 Resolver = Callable[[str, int], Awaitable[list[str]]]
 
@@ -130,18 +134,18 @@ def _headers(response: httpx.Response) -> dict[str, str]:
 
 
 class GuardedHttp:
-    """The real network, behind the address guard (see the module docstring)."""
+    """The real network, behind the address guard (see the module docstring). Close it."""
 
     def __init__(
         self,
-        client: httpx.AsyncClient,
         policy: AddressPolicy,
+        ssl_context: ssl.SSLContext | None = None,
         resolver: Resolver = system_resolver,
         connect_timeout: float = 3.0,
         max_redirects: int = 3,
         max_in_flight: int = 100,
     ) -> None:
-        self.client = client
+        self.transport = GuardedTransport(ssl_context, max_in_flight)
         self.policy = policy
         self.resolver = resolver
         self.connect_timeout = connect_timeout
@@ -150,6 +154,10 @@ class GuardedHttp:
         # of in httpcore's pool, whose assignment pass is quadratic in queued requests
         # (encode/httpcore#1035): thousands of concurrent calls would otherwise stall.
         self._in_flight = asyncio.Semaphore(max_in_flight)
+
+    async def aclose(self) -> None:
+        """Close every pooled connection."""
+        await self.transport.aclose()
 
     async def send(
         self, request: PreparedRequest, *, timeout: float, max_body: int, follow_redirects: bool
@@ -174,9 +182,9 @@ class GuardedHttp:
                 return HttpResult("refused", error=refusal)
             assert target is not None
             try:
-                response = await self.client.send(
-                    self._build(current, url, target), stream=True, follow_redirects=False
-                )
+                built = self._build(current, url, target)
+                response = await self.transport.handle_async_request(built)
+                response.request = built
             except httpx.TimeoutException:
                 return HttpResult("timeout", error=f"timed out connecting to {url.host}")
             except (httpx.TransportError, OSError) as error:
@@ -237,19 +245,16 @@ class GuardedHttp:
         return None, str(addresses[0])
 
     def _build(self, request: PreparedRequest, url: httpx.URL, address: str) -> httpx.Request:
-        host_header = url.netloc.decode("ascii")
-        connect_host = f"[{address}]" if ":" in address else address
-        connect_url = url.copy_with(host=connect_host.strip("[]"))
+        """The request to send, its name's connections bound to ``address`` from now on."""
+        port = url.port or (443 if url.scheme == "https" else 80)
+        self.transport.addresses.vet(url.raw_host.decode("ascii"), port, address)
         extensions: dict[str, Any] = {
             "timeout": {"connect": self.connect_timeout, "read": None, "write": None, "pool": None},
         }
-        if url.scheme == "https" and literal_address(url.host) is None:
-            extensions["sni_hostname"] = url.host
-        headers = [("host", host_header), *request.headers]
         return httpx.Request(
             request.method,
-            connect_url,
-            headers=headers,
+            url,
+            headers=request.headers,
             content=request.body,
             extensions=extensions,
         )
@@ -374,20 +379,21 @@ class RecordedHttp:
 
 
 def guarded_sender(
-    client: httpx.AsyncClient | None,
+    ssl_context: ssl.SSLContext | None,
     allow_hosts: frozenset[str],
     resolver: Resolver | None,
     connect_timeout: float,
     max_redirects: int,
     max_in_flight: int,
-) -> tuple[GuardedHttp, httpx.AsyncClient | None]:
-    """The guarded sender over ``client``, or over a new client (returned, for the caller to
-    close) with certificate verification on and no proxies from the environment."""
-    own = None
-    if client is None:
-        own = client = httpx.AsyncClient(trust_env=False, follow_redirects=False)
+) -> GuardedHttp:
+    """The guarded sender (certificates checked against ``ssl_context``, or the default CA
+    bundle when None); close it with ``aclose``."""
     policy = AddressPolicy(frozenset(host.lower() for host in allow_hosts))
-    sender = GuardedHttp(
-        client, policy, resolver or system_resolver, connect_timeout, max_redirects, max_in_flight
+    return GuardedHttp(
+        policy,
+        ssl_context,
+        resolver or system_resolver,
+        connect_timeout,
+        max_redirects,
+        max_in_flight,
     )
-    return sender, own

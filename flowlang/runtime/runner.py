@@ -5,18 +5,17 @@ from __future__ import annotations
 __all__ = ["RunResult", "Runtime", "RuntimeSettings"]
 
 import asyncio
+import ssl
 from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-
-import httpx
 
 from flowlang.errors import FlowError
 from flowlang.expr.backends import compiled_helper, resolve_backend
 from flowlang.expr.values import plain_json
 from flowlang.flow.model import CompiledFlow
 from flowlang.runtime.host import Host, NullHost
-from flowlang.runtime.http import HttpSender, Resolver, guarded_sender
+from flowlang.runtime.http import GuardedHttp, HttpSender, Resolver, guarded_sender
 from flowlang.runtime.loop import RunFields, new_scope, run_loop
 from flowlang.runtime.requests import PreparedRequest
 from flowlang.runtime.results import RunResult
@@ -48,8 +47,8 @@ class RuntimeSettings:
     max_response_body: int = 64 * 1024
     max_request_body: int = 64 * 1024
     max_redirects: int = 3
-    #: Requests sent at once; more wait in the runtime's queue (within their deadline). Match
-    #: the client's pool size (httpx's default pool holds 100 connections).
+    #: Requests sent at once (also the connection pool's size); more wait in the runtime's
+    #: queue, within their deadline.
     max_requests_in_flight: int = 100
 
 
@@ -129,9 +128,10 @@ def _python_plan(plan: StepPlan) -> StepPlan:
 class Runtime:
     """Runs compiled flows. One runtime serves many concurrent calls; close it to drain requests.
 
-    ``client``: the httpx.AsyncClient to send with (one is made, with certificate verification
-    and no proxies from the environment, when none is given). ``http``: a sender that replaces
-    the network entirely (recorded responses). ``host``: call control. ``secrets``: provider of
+    ``ssl_context``: the certificate authorities to trust (the default CA bundle when None);
+    the runtime makes its own connections (HTTP/1.1, certificates verified, no proxies or
+    settings from the environment, pooled per host name). ``http``: a sender that replaces the
+    network entirely (recorded responses). ``host``: call control. ``secrets``: provider of
     ``<<secrets.NAME>>`` (environment variables by default). ``backend``: which twin of the
     step loop runs, ``cython`` or ``python`` (None: the process default, as for templates).
     """
@@ -139,7 +139,7 @@ class Runtime:
     def __init__(
         self,
         *,
-        client: httpx.AsyncClient | None = None,
+        ssl_context: ssl.SSLContext | None = None,
         host: Host | None = None,
         secrets: SecretsProvider | None = None,
         settings: RuntimeSettings | None = None,
@@ -162,10 +162,10 @@ class Runtime:
         install_log_redaction()
         self.host: Host = host or NullHost()
         self.secrets: SecretsProvider = secrets or EnvironmentSecrets()
-        self._own_client: httpx.AsyncClient | None = None
+        self._own_http: GuardedHttp | None = None
         if http is None:
-            http, self._own_client = guarded_sender(
-                client,
+            http = self._own_http = guarded_sender(
+                ssl_context,
                 self.settings.allow_hosts,
                 resolver,
                 self.settings.connect_timeout,
@@ -186,11 +186,11 @@ class Runtime:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Wait for every request still in flight, then close the client if the runtime made it."""
+        """Wait for every request still in flight, then close the connections."""
         while self._background:
             await asyncio.gather(*list(self._background), return_exceptions=True)
-        if self._own_client is not None:
-            await self._own_client.aclose()
+        if self._own_http is not None:
+            await self._own_http.aclose()
 
     def send_in_background(
         self,
