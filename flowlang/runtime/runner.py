@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from flowlang.errors import FlowError
 from flowlang.expr.backends import compiled_helper, resolve_backend
 from flowlang.expr.values import plain_json
-from flowlang.flow.model import CompiledFlow
+from flowlang.flow.model import CompiledFlow, Step
 from flowlang.runtime.host import Host, NullHost
 from flowlang.runtime.http import GuardedHttp, HttpSender, Resolver, guarded_sender
 from flowlang.runtime.loop import RunFields, new_scope, run_loop
@@ -262,24 +262,34 @@ class Runtime:
         scope = state.get("scope")
         if not isinstance(scope, Mapping):
             raise FlowStateError("the state has no scope")
-        data = plain_json(scope)
         for root in ("vars", "input", "steps"):
-            if not isinstance(data.setdefault(root, {}), dict):
+            if not isinstance(scope.get(root, {}), Mapping):
                 raise FlowStateError(f"the state's {root} is not a mapping")
         try:
             streak = state.get("streak") or [None, 0]
             counters = int(state.get("steps_run", 0)), (streak[0], int(streak[1]))
         except (TypeError, ValueError, IndexError, KeyError):
             raise FlowStateError("the state's step counters are not numbers") from None
+        return self._resume(flow, flow.steps[str(step_id)], scope, counters, digits)
+
+    async def _resume(
+        self,
+        flow: CompiledFlow,
+        step: Step,
+        scope: Mapping[str, Any],
+        counters: tuple[int, tuple[Any, int]],
+        digits: str | None,
+    ) -> RunResult:
+        """The resumed run; its scope is copied only when it runs (many may be gathered)."""
+        data = plain_json(scope)
+        for root in ("vars", "input", "steps"):
+            data.setdefault(root, {})
         run = Run(self, flow, data, SecretsView(self.secrets), *counters)
-        step = flow.steps[str(step_id)]
         outcome, value, target = apply_digits(step, digits)
         data["input"][step.id] = {"value": value}
         run.trace.append((step.id, step.type, outcome, 0.0, {"digits": len(value)}))
-        running: Coroutine[Any, Any, RunResult] = self._run_loop(
-            self, run, self._plan(flow), target
-        )
-        return running
+        result: RunResult = await self._run_loop(self, run, self._plan(flow), target)
+        return result
 
     def _plan(self, flow: CompiledFlow) -> Any:
         """The flow's step plan for this runtime's loop, made once per flow and loop."""
