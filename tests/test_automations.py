@@ -408,3 +408,19 @@ def test_retry_after_reads_seconds_and_http_dates(header: str, seconds: float | 
 
     now = parsedate_to_datetime("Wed, 21 Oct 2015 06:28:00 GMT").timestamp()
     assert retry_after_seconds(header, now) == seconds
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"schedule": ()}, "schedule needs at least one attempt"),
+        ({"schedule": (0, -5)}, "DeliverySettings.schedule must be seconds, zero or more"),
+        ({"jitter": float("nan")}, "jitter must be seconds, zero or more"),
+        ({"timeout": 0}, "timeout must be seconds, more than zero"),
+        ({"max_requests_in_flight": 0}, "max_requests_in_flight must be a positive integer"),
+        ({"max_response_body": -1}, "max_response_body must be an integer of at least 0"),
+    ],
+)
+def test_delivery_settings_out_of_range_are_refused(options: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        DeliverySettings(**options)

@@ -175,6 +175,9 @@ def test_resume_refuses_a_state_from_another_flow_or_a_changed_flow() -> None:
         ({"streak": ["ask"]}, "counters are not numbers"),
         ({"waiting_at": "check"}, "not waiting at a collect_input step"),
         ({"scope": None}, "the state has no scope"),
+        ({"steps_run": 2**70}, "counters are out of range"),
+        ({"streak": ["ask", -1]}, "counters are out of range"),
+        ({"streak": [["ask"], 1]}, "counters are out of range"),
     ],
 )
 def test_resume_refuses_a_tampered_state_at_once(change: dict[str, Any], message: str) -> None:
@@ -553,3 +556,25 @@ def test_a_slow_host_cannot_stretch_the_run_past_its_deadline() -> None:
     result = run(start(flow, host=SlowHost(), settings=RuntimeSettings(run_deadline=0.2)))
     assert result.status == "failed" and result.error == "the run took longer than 0.2s"
     assert [entry["step"] for entry in result.trace] == ["a", "b"]
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"max_steps": 0}, "RuntimeSettings.max_steps must be a positive integer, not 0"),
+        ({"max_steps": True}, "max_steps must be a positive integer, not True"),
+        ({"max_same_step": 2**70}, "max_same_step must be a positive integer"),
+        ({"max_requests_in_flight": 0}, "max_requests_in_flight must be a positive integer"),
+        ({"max_redirects": -1}, "max_redirects must be an integer of at least 0, not -1"),
+        ({"run_deadline": float("nan")}, "run_deadline must be seconds, more than zero"),
+        ({"connect_timeout": 0}, "connect_timeout must be seconds, more than zero, not 0"),
+        ({"http_timeout_cap": "8s"}, "http_timeout_cap must be seconds"),
+    ],
+)
+def test_runtime_settings_out_of_range_are_refused(options: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message.replace("(", r"\(")):
+        RuntimeSettings(**options)
+
+
+def test_runtime_settings_accept_no_run_deadline_at_all() -> None:
+    assert RuntimeSettings(run_deadline=float("inf"), max_redirects=0).max_redirects == 0

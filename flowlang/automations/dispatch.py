@@ -47,6 +47,7 @@ from flowlang.runtime.secrets import (
     SecretsView,
     install_log_redaction,
 )
+from flowlang.settings import check_counts, check_durations
 
 DEAD_LETTER_FORMAT = "flowlang.deadletter/1"
 
@@ -90,6 +91,16 @@ class DeliverySettings:
     max_requests_in_flight: int = 100
     allow_hosts: frozenset[str] = frozenset()
     providers: Providers = field(default_factory=Providers)
+
+    def __post_init__(self) -> None:
+        check_counts(self, ("max_requests_in_flight",))
+        check_counts(self, ("max_response_body", "max_request_body", "max_redirects"), 0)
+        check_durations(self, ("timeout", "timeout_cap", "connect_timeout", "dedup_window"))
+        check_durations(
+            self, ("schedule", "jitter", "throttled_minimum", "max_retry_after"), zero=True
+        )
+        if not self.schedule:
+            raise ValueError("DeliverySettings.schedule needs at least one attempt")
 
 
 @dataclass

@@ -6,6 +6,8 @@ __all__ = ["MAX_DEPTH_CAP", "Limits"]
 
 from dataclasses import dataclass
 
+from flowlang.settings import check_counts
+
 #: The largest nesting depth any configuration may allow.
 MAX_DEPTH_CAP = 100
 
@@ -30,16 +32,16 @@ class Limits:
     max_output: int = 100_000
 
     def __post_init__(self) -> None:
-        for name in (
-            "max_expression_length",
-            "max_template_length",
-            "max_depth",
-            "max_nodes",
-            "max_output",
-        ):
-            value = getattr(self, name)
-            if type(value) is not int or value < 1:
-                raise ValueError(f"Limits.{name} must be a positive integer, not {value!r}")
+        check_counts(
+            self,
+            (
+                "max_expression_length",
+                "max_template_length",
+                "max_depth",
+                "max_nodes",
+                "max_output",
+            ),
+        )
         if self.max_depth > MAX_DEPTH_CAP:
             # Evaluation recurses once per level; the cap keeps every backend far from the
             # C stack and from Python's recursion limit, whatever the configuration.

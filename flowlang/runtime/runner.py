@@ -26,6 +26,7 @@ from flowlang.runtime.secrets import (
     install_log_redaction,
 )
 from flowlang.runtime.steps import StepPlan, apply_digits, plan_flow
+from flowlang.settings import MAX_COUNT, check_counts, check_durations
 
 STATE_FORMAT = "flowlang.run/1"
 
@@ -50,6 +51,11 @@ class RuntimeSettings:
     #: Requests sent at once (also the connection pool's size); more wait in the runtime's
     #: queue, within their deadline.
     max_requests_in_flight: int = 100
+
+    def __post_init__(self) -> None:
+        check_counts(self, ("max_steps", "max_same_step", "max_requests_in_flight"))
+        check_counts(self, ("max_response_body", "max_request_body", "max_redirects"), 0)
+        check_durations(self, ("run_deadline", "http_timeout_cap", "connect_timeout"))
 
 
 if TYPE_CHECKING:
@@ -270,6 +276,11 @@ class Runtime:
             counters = int(state.get("steps_run", 0)), (streak[0], int(streak[1]))
         except (TypeError, ValueError, IndexError, KeyError):
             raise FlowStateError("the state's step counters are not numbers") from None
+        steps_run, (last, count) = counters
+        if not (0 <= steps_run <= MAX_COUNT and 0 <= count <= MAX_COUNT) or not (
+            last is None or isinstance(last, str)
+        ):
+            raise FlowStateError("the state's step counters are out of range")
         return self._resume(flow, flow.steps[str(step_id)], scope, counters, digits)
 
     async def _resume(
