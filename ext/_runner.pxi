@@ -1,9 +1,11 @@
 # Included by _cevaluator.pyx, so that steps call expression nodes directly (no Python call).
 #
-# The compiled twin of flowlang.runtime.loop and of the planners of the two steps without I/O
-# (set_variables, condition_splitter) in flowlang.runtime.steps. Cold paths (rows that could not
-# be compiled, the rows of a taken branch, results, failures) call the very Python functions the
-# twin uses. A property test runs generated flows through both loops and compares everything.
+# The compiled twins of the runtime's hot path: the step loop (flowlang.runtime.loop), the
+# steps without I/O and the call-control steps (flowlang.runtime.steps), field trees
+# (flowlang.flow.model.generated_build), a run's fields and new scope (flowlang.runtime.loop)
+# and trace entries (flowlang.runtime.results). Cold paths (rows that could not be compiled, the
+# rows of a taken branch, HTTP, results, failures) call the very Python functions the twins use.
+# Property tests run generated flows through both loops and compare everything.
 
 import asyncio as _asyncio
 
