@@ -36,6 +36,7 @@ from typing import Any, Protocol
 
 from flowlang.automations.actions import ActionError, Providers, interpret, prepare_action
 from flowlang.automations.formats import ValueFormatError
+from flowlang.automations.journal import Journal, JournalState, summarize
 from flowlang.automations.workflow import CompiledWorkflow, load_workflow
 from flowlang.expr.values import plain_json
 from flowlang.runtime.http import GuardedHttp, HttpSender, Resolver, guarded_sender
@@ -123,34 +124,6 @@ class DispatchResult:
     duplicate: bool = False
     matched: list[str] = field(default_factory=list)
     deliveries: list[Delivery] = field(default_factory=list)
-
-
-class Journal:
-    """What dispatches have done, appended as it happens, so an interrupted run resumes.
-
-    Records: ``event`` (accepted), ``settled`` (an action delivered, dead-lettered or skipped,
-    with its result), ``workflow_done`` and ``done``. A torn last line (a crash while writing)
-    is ignored.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def write(self, record: dict[str, Any]) -> None:
-        with self.path.open("a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-            handle.flush()
-
-    def records(self) -> list[dict[str, Any]]:
-        if not self.path.exists():
-            return []
-        out = []
-        for line in self.path.read_text(encoding="utf-8").splitlines():
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue  # a line torn by a crash
-        return out
 
 
 class DeadLetterStore:
@@ -249,26 +222,31 @@ class Automations:
         install_log_redaction()
 
     def _load_journal(self, journal: Journal) -> None:
-        """Remember every journaled event (so it is not run twice) and what is unfinished."""
-        for record in journal.records():
-            kind = record.get("kind")
-            if kind == "event":
-                event = record.get("event") or {}
-                event_id = str(event.get("id"))
-                self._seen.setdefault(event_id, self.clock.now())
-                self._seen_order.append((self._seen[event_id], event_id))
-                self._unfinished[event_id] = {"event": event, "settled": {}, "done": set()}
-            elif kind in ("settled", "workflow_done", "done"):
-                state = self._unfinished.get(str(record.get("event_id")))
-                if state is None:
-                    continue
-                if kind == "settled":
+        """Remember the journaled events still inside the duplicate window (so they are not run
+        twice) and what is unfinished; then compact the journal to just that."""
+        state = self._compact_journal(journal)
+        for event_id, at in sorted(state.seen.items(), key=lambda item: item[1]):
+            self._seen[event_id] = at
+            self._seen_order.append((at, event_id))
+        for event_id, records in state.unfinished.items():
+            progress: dict[str, Any] = {
+                "event": records[0].get("event") or {},
+                "settled": {},
+                "done": set(),
+            }
+            for record in records[1:]:
+                if record.get("kind") == "settled":
                     key = (record.get("workflow"), record.get("action"))
-                    state["settled"][key] = (record.get("outcome"), record.get("result"))
-                elif kind == "workflow_done":
-                    state["done"].add(record.get("workflow"))
+                    progress["settled"][key] = (record.get("outcome"), record.get("result"))
                 else:
-                    del self._unfinished[str(record.get("event_id"))]
+                    progress["done"].add(record.get("workflow"))
+            self._unfinished[event_id] = progress
+
+    def _compact_journal(self, journal: Journal) -> JournalState:
+        """Rewrite the journal with what still matters (synchronous: no dispatch interleaves)."""
+        state = summarize(journal.records(), self.clock.now(), self.settings.dedup_window)
+        journal.rewrite(state.kept)
+        return state
 
     @property
     def http(self) -> HttpSender:
@@ -318,8 +296,7 @@ class Automations:
             raise ValueError("an event needs an id (text) so that it is delivered once")
         if self._is_duplicate(event_id):
             return DispatchResult(event_id, duplicate=True)
-        if self.journal is not None:
-            self.journal.write({"kind": "event", "event": plain_json(event)})
+        self._record({"kind": "event", "event": plain_json(event), "at": self.clock.now()})
         return await self._dispatch(event, event_id, {})
 
     async def _dispatch(
@@ -360,6 +337,8 @@ class Automations:
     def _record(self, record: dict[str, Any]) -> None:
         if self.journal is not None:
             self.journal.write(record)
+            if self.journal.due():
+                self._compact_journal(self.journal)
 
     async def resume(self) -> list[DispatchResult]:
         """Finish the events the journal shows unfinished (an interrupted run), in order."""
