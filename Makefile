@@ -29,11 +29,14 @@ demo: $(STAMP)
 		--context $(FLOWS)/data/account_verification.context.json \
 		--responses $(FLOWS)/data/account_verification.responses.yaml --input ask_account=12345678#
 
-# Process the example event stream with the example workflows, offline.
+# Process the example event stream with the example workflows, offline. A fresh journal and
+# dead-letter file each time, so the demo shows the same run every time (a kept journal would
+# make every event a duplicate).
 demo-automations: $(STAMP)
+	rm -f .venv/demo-deadletter.jsonl .venv/demo-journal.jsonl
 	$(DEMO_SECRETS) $(BIN)/flowlang automate examples/workflows/*.yaml \
 		--events examples/workflows/data/events.jsonl --responses examples/workflows/data/responses.yaml \
-		--dead-letter .venv/demo-deadletter.jsonl
+		--dead-letter .venv/demo-deadletter.jsonl --journal .venv/demo-journal.jsonl
 
 # Evaluate the example templates against the example context, one per line.
 demo-expressions: $(STAMP)
