@@ -27,42 +27,27 @@ cdef void _import_runtime() except *:
     _HOST_ACTIONS = HOST_ACTIONS
 
 
-cdef class Part:
-    """Something that gives a value for a scope: a field's render, a constant, a field tree."""
-
-    cdef object call(self, object scope):
-        raise NotImplementedError
-
-
-cdef class Renderer(Part):
-    """A field's render: the node of a compiled template, else the Python callable."""
-    cdef Node node
+cdef class PythonCall(Node):
+    """A field whose render is not a compiled template (a list of values, a literal to copy,
+    a template of the Python backend): called as Python."""
     cdef object render
 
     def __cinit__(self, object render):
-        owner = getattr(render, "__self__", None)
-        if type(owner) is Evaluator:
-            self.node = (<Evaluator>owner).root
-        else:
-            self.render = render
+        self.render = render
 
-    cdef object call(self, object scope):
-        if self.node is not None:
-            return self.node.eval(scope)
-        return self.render(scope)
+    cdef object eval(self, object context):
+        return self.render(context)
 
 
-cdef class Constant(Part):
-    cdef object value
-
-    def __cinit__(self, object value):
-        self.value = value
-
-    cdef object call(self, object scope):
-        return self.value
+cdef Node node_of(object render):
+    """The node that renders a field: the root of a compiled template, else a PythonCall."""
+    owner = getattr(render, "__self__", None)
+    if type(owner) is Evaluator:
+        return (<Evaluator>owner).root
+    return PythonCall(render)
 
 
-cdef class TreeBuilder(Part):
+cdef class TreeBuilder(Node):
     """Twin of the generated ``build`` of flowlang.flow.model.FieldTree: a fresh dict per call,
     keys in document order, nested trees built inline."""
     cdef tuple keys
@@ -72,17 +57,15 @@ cdef class TreeBuilder(Part):
         self.keys = keys
         self.parts = parts
 
-    cdef object call(self, object scope):
+    cdef object eval(self, object scope):
         cdef dict built = {}
         cdef Py_ssize_t index
-        cdef Part part
         for index in range(len(self.keys)):
-            part = <Part>self.parts[index]
-            built[self.keys[index]] = part.call(scope)
+            built[self.keys[index]] = (<Node>self.parts[index]).eval(scope)
         return built
 
     def __call__(self, scope):
-        return self.call(scope)
+        return self.eval(scope)
 
 
 def build_tree(tree):
@@ -91,11 +74,11 @@ def build_tree(tree):
     for key, item in tree.entries:
         if getattr(item, "entries", None) is not None:  # a nested FieldTree, compiled first
             nested = item.build
-            parts.append(nested if type(nested) is TreeBuilder else Renderer(nested))
+            parts.append(nested if type(nested) is TreeBuilder else node_of(nested))
         elif item.template is None and type(item.literal) not in (list, dict):
-            parts.append(Constant(item.literal))
+            parts.append(Const(item.literal))
         else:  # templates; list and map literals, copied on every call
-            parts.append(Renderer(item.render))
+            parts.append(node_of(item.render))
     return TreeBuilder(tuple(_intern(str(key)) for key, _ in tree.entries), tuple(parts))
 
 
@@ -246,7 +229,7 @@ cdef class SetVariablesStep(PlannedStep):
     When the values are flat and none reads ``vars``, each is merged as soon as it is rendered
     (no intermediate dict): nothing can tell the two orders apart.
     """
-    cdef Part build
+    cdef Node build
     cdef TreeBuilder direct
     cdef list names
     cdef object target
@@ -255,7 +238,7 @@ cdef class SetVariablesStep(PlannedStep):
     def __cinit__(self, object step, object run_step, object execute, *args):
         tree = step.fields["variables"]
         build = tree.build
-        self.build = build if type(build) is TreeBuilder else Renderer(build)
+        self.build = build if type(build) is TreeBuilder else node_of(build)
         flat = all(getattr(item, "entries", None) is None for _, item in tree.entries)
         if type(build) is TreeBuilder and flat:
             if not any(_may_read_vars(item) for _, item in tree.entries):
@@ -271,7 +254,7 @@ cdef class SetVariablesStep(PlannedStep):
         if self.direct is not None and type(variables) is dict:
             for index in range(len(self.direct.keys)):
                 key = self.direct.keys[index]
-                value = (<Part>self.direct.parts[index]).call(scope)
+                value = (<Node>self.direct.parts[index]).eval(scope)
                 found = PyDict_GetItem(variables, key)
                 if found is not NULL and isinstance(<object>found, dict) and isinstance(value, dict):
                     merged = dict(<object>found)
@@ -279,22 +262,22 @@ cdef class SetVariablesStep(PlannedStep):
                     value = merged
                 (<dict>variables)[key] = value
         else:
-            merge_variables(variables, self.build.call(scope))
+            merge_variables(variables, self.build.eval(scope))
         out.set(self.transition, self.target, "set", {"variables": list(self.names)})
 
 
 cdef class PlannedBranch:
-    cdef Renderer test
-    cdef Renderer expression
+    cdef Node test
+    cdef Node expression
     cdef object source
     cdef object target
     cdef str label
     cdef tuple rows
 
     def __cinit__(self, object branch, Py_ssize_t index):
-        self.test = Renderer(branch.test) if branch.test is not None else None
+        self.test = node_of(branch.test) if branch.test is not None else None
         if branch.expression is not None:
-            self.expression = Renderer(branch.expression.render)
+            self.expression = node_of(branch.expression.render)
             self.source = branch.expression.source
         self.target = _interned(branch.next)
         self.label = f"branch {index}"
@@ -315,13 +298,13 @@ cdef class SplitterStep(PlannedStep):
         cdef PlannedBranch branch
         for branch in self.branches:
             if branch.expression is not None:
-                value = branch.expression.call(scope)
+                value = branch.expression.eval(scope)
                 if truthy(value):
                     out.set(GO_ON, branch.target, branch.label,
                             {"expression": branch.source, "value": value})
                     return
             elif branch.test is not None:
-                if branch.test.call(scope):
+                if branch.test.eval(scope):
                     out.set(GO_ON, branch.target, branch.label,
                             {"rows": _compared_rows(branch.rows, scope)})
                     return
@@ -338,13 +321,13 @@ cdef class HostStep(PlannedStep):
     cdef object field
     cdef object outcome
     cdef bint ends
-    cdef Renderer value
+    cdef Node value
     cdef object target
 
     def __cinit__(self, object step, object run_step, object execute, *args):
         self.field, self.outcome, self.ends = _HOST_ACTIONS[step.type]
         if self.field is not None:
-            self.value = Renderer(step.fields[self.field].render)
+            self.value = node_of(step.fields[self.field].render)
         self.target = _interned(step.fields.get("next"))
 
     cdef void done(self, object value, Transit out):
@@ -419,7 +402,7 @@ async def run_loop(runtime, RunFields run, dict plan, step_id):
                         instructions.append({"action": planned.kind, "step": step_id})
                         await host.hangup(step=step_id)
                     else:
-                        value = text_of(host_step.value.call(scope))
+                        value = text_of(host_step.value.eval(scope))
                         instructions.append(
                             {"action": planned.kind, "step": step_id,
                              host_step.field: run.redact(value) if secret_values else value}

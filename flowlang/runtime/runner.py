@@ -29,6 +29,8 @@ from flowlang.runtime.steps import StepPlan, apply_digits, plan_flow
 from flowlang.settings import MAX_COUNT, check_counts, check_durations
 
 STATE_FORMAT = "flowlang.run/1"
+#: Roots a state's scope carries that must be maps (absent ones start empty).
+STATE_ROOTS = ("vars", "input", "steps")
 
 
 class FlowStateError(FlowError):
@@ -268,7 +270,7 @@ class Runtime:
         scope = state.get("scope")
         if not isinstance(scope, Mapping):
             raise FlowStateError("the state has no scope")
-        for root in ("vars", "input", "steps"):
+        for root in STATE_ROOTS:
             if not isinstance(scope.get(root, {}), Mapping):
                 raise FlowStateError(f"the state's {root} is not a mapping")
         try:
@@ -293,7 +295,7 @@ class Runtime:
     ) -> RunResult:
         """The resumed run; its scope is copied only when it runs (many may be gathered)."""
         data = plain_json(scope)
-        for root in ("vars", "input", "steps"):
+        for root in STATE_ROOTS:
             data.setdefault(root, {})
         run = Run(self, flow, data, SecretsView(self.secrets), *counters)
         outcome, value, target = apply_digits(step, digits)

@@ -39,11 +39,6 @@ if TYPE_CHECKING:
 Transition: TypeAlias = tuple[str, str | None, str, dict[str, Any] | None]
 
 
-def _go_or_complete(step: Step, outcome: str, detail: dict[str, Any] | None = None) -> Transition:
-    target = step.fields.get("next")
-    return ("go" if target else "complete", target, outcome, detail)
-
-
 def compared_rows(rows: tuple[Row, ...], scope: Mapping[str, Any]) -> list[list[Any]]:
     """The values each row of a taken branch compared, for the trace."""
     return [
@@ -187,7 +182,8 @@ async def host_action(step: Step, run: Run) -> Transition:
     await run.instruct(step.type, step.id, field, value)
     if ends:
         return ("end", None, outcome, {field: value})
-    return _go_or_complete(step, outcome)
+    target = step.fields.get("next")
+    return ("go" if target else "complete", target, outcome, None)
 
 
 def prepare_request(step: Step, scope: Mapping[str, Any], max_body: int) -> PreparedRequest:
