@@ -299,6 +299,12 @@ class GuardedHttp:
             url = httpx.URL(current.url)
         except (httpx.InvalidURL, UnicodeError, ValueError) as error:
             return HttpResult("invalid_request", error=f"not a valid URL: {error}")
+        if url.userinfo:
+            return HttpResult("invalid_request", error="a URL cannot carry credentials")
+        if url.port is not None and not 1 <= url.port <= 65535:
+            return HttpResult(
+                "invalid_request", error=f"port {url.port} is not a number from 1 to 65535"
+            )
         for _hop in range(self.max_redirects + 1):
             refusal, target = await self._target(url)
             if refusal is not None:
