@@ -41,7 +41,12 @@ import orjson
 
 from flowlang.runtime import secrets as _secrets
 from flowlang.runtime.addresses import AddressPolicy, literal_address
-from flowlang.runtime.requests import DEFAULT_PORTS, PreparedRequest, origin_of
+from flowlang.runtime.requests import (
+    DEFAULT_PORTS,
+    PreparedRequest,
+    origin_of,
+    sent_origin_problem,
+)
 from flowlang.runtime.transport import GuardedTransport
 
 Resolver = Callable[[str, int], Awaitable[list[str]]]
@@ -299,13 +304,10 @@ class GuardedHttp:
             url = httpx.URL(current.url)
         except (httpx.InvalidURL, UnicodeError, ValueError) as error:
             return HttpResult("invalid_request", error=f"not a valid URL: {error}")
-        if url.userinfo:
-            return HttpResult("invalid_request", error="a URL cannot carry credentials")
-        if url.port is not None and not 1 <= url.port <= 65535:
-            return HttpResult(
-                "invalid_request", error=f"port {url.port} is not a number from 1 to 65535"
-            )
         for _hop in range(self.max_redirects + 1):
+            problem = sent_origin_problem(current.url, url)
+            if problem is not None:
+                return HttpResult("invalid_request", error=problem)
             refusal, target = await self._target(url)
             if refusal is not None:
                 return HttpResult("refused", error=refusal)
@@ -445,7 +447,7 @@ class GuardedHttp:
         if refusal is not None:
             return failed("invalid_response", refusal)
         declared = response.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > max_body:
+        if declared and declared.isascii() and declared.isdigit() and int(declared) > max_body:
             return failed(
                 "too_large",
                 f"the response declares {declared} bytes, more than the limit of {max_body}",

@@ -1,11 +1,12 @@
 """Requests: turn an http_request step and a scope into a checked request, before any I/O.
 
 The scheme, host and port of an endpoint are fixed text, checked strictly at load
-(``origin_of``); templated endpoint values are percent-encoded (they cannot change the host, the
-path structure or the query), and the rendered URL is parsed again and must name the origin
-checked at load. Header values with control characters other than tab, or non-ASCII characters,
-are refused, and the body is built as a value and serialized once with orjson, refusing NaN,
-infinity, integers beyond 64 bits and anything that is not JSON.
+(``origin_of``); templated endpoint values are percent-encoded (they cannot change the host,
+the path structure or the query), and the sender checks that the origin httpx reads in the URL
+is the one its text names (``sent_origin_problem``). Header values with control characters
+other than tab, or non-ASCII characters, are refused, and the body is built as a value and
+serialized once with orjson, refusing NaN, infinity, integers beyond 64 bits and anything that
+is not JSON.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ __all__ = [
     "header_value_problem",
     "origin_of",
     "render_endpoint",
+    "sent_origin_problem",
     "url_origin",
 ]
 
@@ -145,12 +147,41 @@ def url_origin(url: str) -> Origin:
         raise ValueError(f"not a valid URL ({error})") from None
 
 
+#: ``scheme://authority`` texts longer than this are checked without being remembered.
+_CACHED_ORIGIN_TEXT = 512
+
+
 @lru_cache(maxsize=4096)
-def _fixed_origin(prefix: str) -> Origin | None:
+def _cached_origin(head: str) -> Origin | str:
     try:
-        return origin_of(prefix)[0]
-    except ValueError:
-        return None
+        return origin_of(head)[0]
+    except ValueError as error:
+        return str(error)
+
+
+def _origin_or_problem(head: str) -> Origin | str:
+    """The origin of ``scheme://authority`` text, or why it has none (remembered when short)."""
+    if len(head) > _CACHED_ORIGIN_TEXT:
+        return _cached_origin.__wrapped__(head)
+    return _cached_origin(head)
+
+
+def sent_origin_problem(url: str, parsed: httpx.URL) -> str | None:
+    """Why ``url`` cannot be sent as ``parsed`` (httpx's reading of it): its authority text is
+    not well formed, or httpx reads another scheme, host or port in it than the text names."""
+    start = url.find("://")
+    found = _AUTHORITY_END.search(url, start + 3) if start >= 0 else None
+    expected = _origin_or_problem(url[: found.start()] if found is not None else url)
+    if isinstance(expected, str):
+        return expected
+    scheme = parsed.scheme
+    actual = (scheme, parsed.host, parsed.port or DEFAULT_PORTS.get(scheme, 0))
+    if actual != expected:
+        return (
+            f"the URL would go to {actual[0]}://{actual[1]}:{actual[2]}, not to "
+            f"{expected.scheme}://{expected.host}:{expected.port} as written"
+        )
+    return None
 
 
 # --- endpoints ----------------------------------------------------------------------------
@@ -177,28 +208,21 @@ def encode_component(value: Any) -> str:
 def render_endpoint(parts: tuple[Any, ...], context: Mapping[str, Any]) -> str:
     """The URL of an endpoint: fixed text as written, each templated value percent-encoded.
 
-    The load checked that the first part fixes the scheme, host and port; the rendered URL is
-    parsed again and must name that same origin (RequestError otherwise), so no value and no
-    parser quirk can send the request, or its credentials, anywhere else.
+    The first part must be fixed text holding the scheme, host, port and the character that
+    ends them (checked at load, and here again: RequestError otherwise), so the URL's origin is
+    the one checked at load; the sender then checks that httpx reads that same origin in it.
     """
-    if len(parts) == 1 and type(parts[0]) is str:
-        return parts[0]  # fixed text, checked at load
-    url = "".join(
+    first = parts[0] if parts else None
+    if type(first) is not str:
+        raise RequestError("the endpoint does not start with a fixed https://host/")
+    if len(parts) == 1:
+        return first
+    start = first.find("://")
+    if start < 0 or _AUTHORITY_END.search(first, start + 3) is None:
+        raise RequestError("the endpoint's host and port are not fixed text ended by '/', '?', '#'")
+    return "".join(
         part if type(part) is str else encode_component(part.render(context)) for part in parts
     )
-    expected = _fixed_origin(parts[0]) if parts and type(parts[0]) is str else None
-    if expected is None:
-        raise RequestError("the endpoint does not start with a fixed https://host/")
-    try:
-        sent = url_origin(url)
-    except ValueError as error:
-        raise RequestError(f"the endpoint is {error}") from None
-    if sent != expected:
-        raise RequestError(
-            f"the endpoint would go to {sent.scheme}://{sent.host}:{sent.port}, not to "
-            f"{expected.scheme}://{expected.host}:{expected.port} as written"
-        )
-    return url
 
 
 def first_non_finite(value: Any) -> float | None:
