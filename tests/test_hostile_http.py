@@ -7,9 +7,12 @@ and certificates that do not verify. Every server is on loopback and stopped aft
 from __future__ import annotations
 
 import asyncio
+import codecs
+import encodings
 import gzip
 import ipaddress
 import json
+import pkgutil
 import socket
 import threading
 import tracemalloc
@@ -48,7 +51,21 @@ from flowlang.runtime.requests import (
     url_origin,
 )
 
+
+def _has_codec(name: str) -> bool:
+    try:
+        codecs.lookup(name)
+    except LookupError:
+        return False
+    return True
+
+
 SECRET = "hostile-secret-value"
+_TEXT_CODECS = {
+    codecs.lookup(module.name).name
+    for module in pkgutil.iter_modules(encodings.__path__)
+    if module.name not in ("aliases", "mbcs", "oem", "cp65001") and _has_codec(module.name)
+}
 LIMIT = 64 * 1024
 
 
@@ -729,6 +746,35 @@ def test_send_is_total_but_cancellation_propagates() -> None:
     )
     with pytest.raises(asyncio.CancelledError):
         asyncio.run(main(cancelled))
+
+
+@pytest.mark.parametrize(
+    "header",
+    [("X-V", "a\nb"), ("X-V", "a\x00b"), ("X-V", "\u20ac"), ("X V", "v"), ("X-V", "\ud800")],
+)
+def test_a_header_no_check_caught_is_a_permanent_invalid_request(header: tuple[str, str]) -> None:
+    """Requests built by an application (or a provider action) that skipped the header checks:
+    the sender refuses what h11 cannot write, permanently, never as a retryable failure."""
+    with raw_server({"/x": response(200, {}, b"{}")}) as server:
+        result = send(server.url("/x"), headers=(header,))
+        assert result.outcome == "invalid_request", result
+        assert server.requests == []
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.sampled_from(sorted(_TEXT_CODECS)),
+    st.binary(max_size=64),
+    st.sampled_from(["text/plain", "text/html", ""]),
+)
+def test_no_charset_raises_or_yields_text_that_is_not_unicode(
+    codec: str, body: bytes, media: str
+) -> None:
+    outcome, value = decode_body(body, f"{media}; charset={codec}")
+    if outcome == "success" and isinstance(value, str):
+        value.encode("utf-8")  # no lone surrogate: the text can go anywhere a str goes
+    else:
+        assert outcome in ("invalid_response", "invalid_json", "success")
 
 
 # --- 14. TLS failures are permanent ----------------------------------------------------------

@@ -314,10 +314,15 @@ class GuardedHttp:
             assert target is not None
             try:
                 built = self._build(current, url, target)
+            except (UnicodeError, ValueError, TypeError) as error:
+                return HttpResult("invalid_request", error=f"the request cannot be sent: {error}")
+            try:
                 response = await self.transport.handle_async_request(built)
                 response.request = built
             except httpx.TimeoutException:
                 return HttpResult("timeout", error=f"timed out connecting to {url.host}")
+            except httpx.LocalProtocolError as error:  # a header h11 will not write: permanent
+                return HttpResult("invalid_request", error=f"the request cannot be sent: {error}")
             except (httpx.TransportError, OSError) as error:
                 outcome = "tls_error" if _tls_failure(error) else "connection_error"
                 return HttpResult(outcome, error=f"{type(error).__name__}: {error}")
