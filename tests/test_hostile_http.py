@@ -41,7 +41,13 @@ from flowlang.runtime.addresses import (
     AddressPolicy,
     refusal_reason,
 )
-from flowlang.runtime.http import GuardedHttp, HttpResult, decode_body
+from flowlang.runtime.http import (
+    GuardedHttp,
+    HttpResult,
+    _Inflater,
+    _TooLargeError,
+    decode_body,
+)
 from flowlang.runtime.requests import (
     PreparedRequest,
     RequestError,
@@ -477,6 +483,48 @@ def test_raw_bytes_count_too_even_when_they_inflate_to_nothing() -> None:
     with raw_server({"/x": response(200, {"Content-Encoding": "gzip"}, empty_members)}) as server:
         result = send(server.url("/x"))
     assert result.outcome == "too_large"
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(st.binary(max_size=3000), min_size=1, max_size=3),
+    st.sampled_from(["gzip", "deflate", "raw-deflate"]),
+    st.integers(min_value=1, max_value=500),
+    st.integers(min_value=0, max_value=9000),
+)
+def test_inflating_in_any_chunking_gives_the_data_or_stops_at_the_limit(
+    members: list[bytes], coding: str, chunk: int, limit: int
+) -> None:
+    if coding == "gzip":
+        encoded = b"".join(gzip.compress(member) for member in members)
+        data = b"".join(members)
+    else:
+        data = members[0]
+        encoded = zlib.compress(data)
+        encoded = encoded[2:-4] if coding == "raw-deflate" else encoded
+    inflater = _Inflater("gzip" if coding == "gzip" else "deflate", limit)
+    out: list[bytes] = []
+    try:
+        for start in range(0, len(encoded), chunk):
+            out.extend(inflater.feed(encoded[start : start + chunk]))
+    except _TooLargeError:
+        assert len(data) > limit
+        return
+    assert b"".join(out) == data and len(data) <= limit
+    assert inflater.complete
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.binary(max_size=200), st.sampled_from(["gzip", "deflate"]))
+def test_garbage_never_inflates_to_more_than_the_limit_or_raises_anything_but_zlib_error(
+    garbage: bytes, coding: str
+) -> None:
+    inflater = _Inflater(coding, 1000)
+    try:
+        produced = sum(len(piece) for piece in inflater.feed(garbage))
+    except (zlib.error, _TooLargeError):
+        return
+    assert produced <= 1000
 
 
 def test_a_bomb_in_a_flow_takes_the_failure_edge() -> None:

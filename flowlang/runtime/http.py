@@ -206,28 +206,22 @@ class _Inflater:
         self.gzip = coding == "gzip"
         self.limit = limit
         self.size = 0
-        self.raw_deflate = False
-        self.started = False
-        self.decoder = self._new()
-
-    def _new(self) -> Any:
-        if self.gzip:
-            return zlib.decompressobj(16 + zlib.MAX_WBITS)
-        return zlib.decompressobj(-zlib.MAX_WBITS if self.raw_deflate else zlib.MAX_WBITS)
+        self.head = b""
+        self.decoder: Any = zlib.decompressobj(16 + zlib.MAX_WBITS) if self.gzip else None
 
     def feed(self, data: bytes) -> list[bytes]:
-        """The bytes ``data`` inflates to; _TooLargeError past the limit, zlib.error when broken."""
+        """The bytes ``data`` inflates to; _TooLargeError past the limit, zlib.error when
+        broken."""
+        if self.decoder is None:  # deflate: zlib-wrapped, or raw as some servers send it
+            data = self.head + data
+            if len(data) < 2:
+                self.head = data
+                return []
+            wrapped = data[0] & 0x0F == 8 and ((data[0] << 8) | data[1]) % 31 == 0
+            self.decoder = zlib.decompressobj(zlib.MAX_WBITS if wrapped else -zlib.MAX_WBITS)
         out = []
         while data:
-            try:
-                piece = self.decoder.decompress(data, self.limit - self.size + 1)
-            except zlib.error:
-                if self.gzip or self.started or self.raw_deflate:
-                    raise
-                self.raw_deflate = True  # "deflate" sent without its zlib wrapper, as some do
-                self.decoder = self._new()
-                continue
-            self.started = True
+            piece = self.decoder.decompress(data, self.limit - self.size + 1)
             self.size += len(piece)
             if self.size > self.limit:
                 raise _TooLargeError
@@ -238,12 +232,13 @@ class _Inflater:
                 if data and not self.gzip:
                     raise zlib.error("data after the end of the deflate stream")
                 if data:  # concatenated gzip members
-                    self.decoder = self._new()
+                    self.decoder = zlib.decompressobj(16 + zlib.MAX_WBITS)
         return out
 
     @property
     def complete(self) -> bool:
-        return bool(self.decoder.eof)
+        """Whether the compressed stream ended properly."""
+        return self.decoder is not None and bool(self.decoder.eof)
 
 
 def _headers(response: httpx.Response) -> dict[str, str]:
