@@ -202,13 +202,18 @@ def test_redirects_followed_only_when_asked_and_checked_per_hop(server: Server) 
     assert "10.0.0.5, a private address" in said(guarded)
 
 
-def test_credentials_are_dropped_across_origins(server: Server) -> None:
+def test_only_harmless_headers_go_across_origins(server: Server) -> None:
     other = server.url("other.test", "/echo")
     flow = http_flow(
         {
             "endpoint": server.url("crm.test", f"/redirect?to={other}"),
             "follow_redirects": True,
-            "headers": {"Authorization": "Bearer <<secrets.api_key>>", "X-Kept": "yes"},
+            "headers": {
+                "Authorization": "Bearer <<secrets.api_key>>",
+                "X-Api-Key": "fixed-key",
+                "Accept": "application/json",
+                "User-Agent": "agent <<secrets.api_key>>",
+            },
         }
     )
     result, _ = run_flow(
@@ -216,8 +221,11 @@ def test_credentials_are_dropped_across_origins(server: Server) -> None:
     )
     assert result.trace[0]["outcome"] == "success"
     final = server.received.requests[-1]["headers"]
-    assert "authorization" not in final and final["x-kept"] == "yes"
-    assert server.received.requests[0]["headers"]["authorization"] == f"Bearer {SECRET}"
+    assert "authorization" not in final and "x-api-key" not in final
+    assert "user-agent" not in final  # on the safe list, but it carried a secret
+    assert final["accept"] == "application/json"
+    first = server.received.requests[0]["headers"]
+    assert first["authorization"] == f"Bearer {SECRET}" and first["x-api-key"] == "fixed-key"
 
 
 @pytest.mark.parametrize(
@@ -277,7 +285,7 @@ def test_a_certificate_from_another_authority_is_refused(ca: trustme.CA) -> None
     with serve(trustme.CA()) as impostor:
         impostor.ca = ca  # the client trusts only the test CA
         result, _ = run_flow(impostor, http_flow({"endpoint": impostor.url("crm.test", "/json")}))
-    assert result.trace[0]["outcome"] == "connection_error"
+    assert result.trace[0]["outcome"] == "tls_error"
     assert "CERTIFICATE_VERIFY_FAILED" in said(result)
 
 
@@ -312,7 +320,7 @@ def test_a_connection_only_carries_requests_for_the_name_its_certificate_was_che
         names={"tenant.test": ["127.0.0.1"]},
         allow=("crm.test", "tenant.test"),
     )
-    assert [entry["outcome"] for entry in result.trace[:2]] == ["success", "connection_error"]
+    assert [entry["outcome"] for entry in result.trace[:2]] == ["success", "tls_error"]
     assert "CERTIFICATE_VERIFY_FAILED" in said(result)
     assert len(server.received.requests) == 1  # the credentials for tenant.test never left
 

@@ -16,12 +16,12 @@ from flowlang.flow.conditions import OPERATORS, compile_rows
 from flowlang.flow.fields import CONDITION_OPERATORS, FIELDS, Field
 from flowlang.flow.model import FieldTree, Finding, Step, Value
 from flowlang.flow.source import Document, Pointer
-from flowlang.runtime.requests import header_value_problem
+from flowlang.runtime.requests import header_value_problem, origin_of
 from flowlang.suggest import did_you_mean
 
 _DURATION = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s)?\s*$")
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
-_ENDPOINT_PREFIX = re.compile(r"^(https?)://([^/?#\s]+)(?:[/?]|$)", re.IGNORECASE)
+_ENDPOINT_PREFIX = re.compile(r"https?://", re.IGNORECASE)
 _MAX_HEADERS = 50
 
 
@@ -309,13 +309,15 @@ class StepBuilder:
         return tuple(out)
 
     def endpoint(self, raw: Any, pointer: Pointer, step: str) -> Endpoint | None:
+        """The endpoint, whose scheme, host, port and the character ending them ('/', '?', '#'
+        or the end) are fixed text: no value can send the request anywhere else."""
         template = self.template(raw, pointer, step, "endpoint")
         if template is None:
             return None
         parts = template.tree.parts
         prefix = parts[0] if parts and isinstance(parts[0], str) else ""
-        match = _ENDPOINT_PREFIX.match(prefix)
-        if match is None:
+        scheme = _ENDPOINT_PREFIX.match(prefix)
+        if scheme is None or (len(parts) > 1 and len(prefix) == scheme.end()):
             self.error(
                 "an endpoint must start with fixed text https://host/ "
                 "(the host cannot be templated)",
@@ -324,6 +326,21 @@ class StepBuilder:
                 "endpoint",
             )
             return None
+        if len(parts) > 1 and not any(char in prefix[scheme.end() :] for char in "/?#"):
+            self.endpoint_error(
+                "the host and port of an endpoint must be fixed text, ended by a fixed '/', '?' "
+                "or '#' before any <<...>> (the host cannot be templated)",
+                pointer,
+                step,
+                template,
+                len(template.source) if isinstance(parts[1], str) else parts[1].start,
+            )
+            return None
+        try:
+            origin, _ = origin_of(prefix)
+        except ValueError as error:
+            self.endpoint_error(f"invalid endpoint: {error}", pointer, step, template, scheme.end())
+            return None
         pieces: list[str | Template] = []
         for part in parts:
             if isinstance(part, ast.Hole):
@@ -331,7 +348,20 @@ class StepBuilder:
                 pieces.append(self.engine.compile(source))
             else:
                 pieces.append(part)
-        return Endpoint(tuple(pieces), match.group(1).lower(), match.group(2).lower())
+        return Endpoint(tuple(pieces), origin.scheme, origin.host)
+
+    def endpoint_error(
+        self, message: str, pointer: Pointer, step: str, template: Template, offset: int
+    ) -> None:
+        """Report ``message`` with the caret at ``offset`` in the endpoint when the document
+        holds the endpoint verbatim on its line, else at the start of the value."""
+        at = self.document.position(pointer, step=step, field_name="endpoint")
+        lines = self.document.text.splitlines()
+        line = lines[at.line - 1] if 0 < at.line <= len(lines) else ""
+        start = at.column - 1
+        if line[start : start + offset] == template.source[:offset]:
+            at = SourcePosition(at.filename, at.line, at.column + offset, step, "endpoint")
+        self.findings.append(Finding(message, at).with_caret(self.document.text))
 
     def entries(
         self, raw: Any, pointer: Pointer, step: str, label: str, noun: str, known: set[str] | None

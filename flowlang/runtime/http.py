@@ -4,8 +4,12 @@
 address against the AddressPolicy, connects to exactly a checked address (through
 ``GuardedTransport``: the URL, the Host header, TLS SNI and the connection pool keep the name,
 so a certificate is verified for every name a connection carries), bounds the whole exchange by
-one deadline, streams the body with a byte counter, and follows redirects only when asked,
-checking every hop again. No client is involved: no cookies, hooks or environment settings.
+one deadline, and follows redirects only when asked, checking every hop again (across origins
+only a few harmless headers and never a body go along). It asks for ``gzip, deflate`` only,
+reads the raw body and inflates it itself, counting the bytes both before and after inflating
+against the limit, and refuses any other or stacked content coding. ``send`` is total: whatever
+goes wrong in one exchange is an HttpResult with a failure outcome, never an exception (except
+cancellation). No client is involved: no cookies, hooks or environment settings.
 ``RecordedHttp`` answers from recorded responses, for offline runs.
 """
 
@@ -22,9 +26,11 @@ __all__ = [
 ]
 
 import asyncio
+import codecs
 import ipaddress
 import ssl
 import time
+import zlib
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -33,15 +39,34 @@ from urllib.parse import urljoin
 import httpx
 import orjson
 
+from flowlang.runtime import secrets as _secrets
 from flowlang.runtime.addresses import AddressPolicy, literal_address
-from flowlang.runtime.requests import PreparedRequest
+from flowlang.runtime.requests import (
+    DEFAULT_PORTS,
+    PreparedRequest,
+    origin_of,
+    sent_origin_problem,
+)
 from flowlang.runtime.transport import GuardedTransport
 
 Resolver = Callable[[str, int], Awaitable[list[str]]]
 
 #: Nesting allowed in a parsed JSON response.
 MAX_JSON_DEPTH = 64
-_CREDENTIAL_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
+#: What every request asks for: the only content codings ``_Inflater`` decodes.
+ACCEPT_ENCODING = "gzip, deflate"
+#: The headers a redirect to another origin keeps (when none of them carries a secret).
+CROSS_ORIGIN_HEADERS = frozenset({"accept", "accept-language", "user-agent"})
+#: Headers that describe a body: dropped with the body when a redirect turns into a GET.
+_BODY_HEADERS = frozenset(
+    {"content-type", "content-length", "content-encoding", "content-language", "transfer-encoding"}
+)
+#: Text codecs Python knows that are not character sets (they raise, or transform the text).
+_NOT_CHARSETS = frozenset(
+    {"idna", "punycode", "undefined", "unicode-escape", "raw-unicode-escape", "utf-7"}
+)
+#: SSL errors that are an interrupted connection rather than a failed handshake or certificate.
+_TRANSIENT_SSL = (ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLSyscallError)
 
 
 async def system_resolver(host: str, port: int) -> list[str]:
@@ -56,8 +81,11 @@ class HttpResult:
     """What one request came to.
 
     ``outcome`` is ``success`` (2xx) or a failure: ``http_error`` (any other status),
-    ``timeout``, ``connection_error``, ``refused`` (address guard, scheme or redirect rules),
-    ``too_large``, ``invalid_json`` or ``invalid_request``.
+    ``timeout``, ``connection_error``, ``tls_error`` (a certificate that does not verify or
+    another failed TLS handshake: permanent), ``refused`` (address guard, scheme or redirect
+    rules), ``too_large``, ``invalid_json``, ``invalid_response`` (a response that cannot be
+    read: an unasked or broken content coding, a charset that is no character set, anything
+    unexpected) or ``invalid_request``.
     """
 
     outcome: str
@@ -120,9 +148,97 @@ def decode_body(content: bytes, content_type: str) -> tuple[str, Any]:
         if name.strip().lower() == "charset" and value.strip():
             charset = value.strip().strip('"')
     try:
-        return "success", content.decode(charset, errors="replace")
-    except LookupError:
+        codec = codecs.lookup(charset)
+    except (LookupError, ValueError, TypeError):  # a name Python does not know: read as UTF-8
         return "success", content.decode("utf-8", errors="replace")
+    if not codec._is_text_encoding or codec.name in _NOT_CHARSETS:
+        return "invalid_response", f"the response charset {charset!r} is not a character set"
+    try:
+        return "success", content.decode(codec.name, errors="replace")
+    except Exception as error:  # any codec failure is a bad response
+        return "invalid_response", f"the response cannot be decoded as {charset!r}: {error}"
+
+
+def _tls_failure(error: BaseException) -> bool:
+    """Whether ``error`` comes from a certificate or TLS handshake failure (not a reset)."""
+    current: BaseException | None = error
+    for _ in range(8):  # the cause chain: httpx error <- httpcore error <- ssl error
+        if current is None:
+            return False
+        if isinstance(current, ssl.SSLError) and not isinstance(current, _TRANSIENT_SSL):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def _carries_secret(value: str) -> bool:
+    """Whether a header value holds a secret value some run has used."""
+    registry = getattr(_secrets, "_REGISTRY", None) or {}
+    return any(secret in value for secret in list(registry))
+
+
+def _content_coding(response: httpx.Response) -> tuple[str | None, str | None]:
+    """``(coding, None)``: ``gzip``, ``deflate`` or None (identity); or ``(None, refusal)``."""
+    codings = [
+        item.strip().lower()
+        for value in response.headers.get_list("content-encoding")
+        for item in value.split(",")
+    ]
+    codings = [item for item in codings if item and item != "identity"]
+    if not codings:
+        return None, None
+    if len(codings) > 1:
+        return None, f"stacked content codings ({', '.join(codings)}) are refused"
+    coding = {"x-gzip": "gzip"}.get(codings[0], codings[0])
+    if coding not in ("gzip", "deflate"):
+        return None, f"content coding {codings[0]!r} was not asked for ({ACCEPT_ENCODING})"
+    return coding, None
+
+
+class _TooLargeError(Exception):
+    """The inflated body passed the limit."""
+
+
+class _Inflater:
+    """Inflates gzip or deflate data with zlib, never producing more than ``limit`` bytes."""
+
+    def __init__(self, coding: str, limit: int) -> None:
+        self.gzip = coding == "gzip"
+        self.limit = limit
+        self.size = 0
+        self.head = b""
+        self.decoder: Any = zlib.decompressobj(16 + zlib.MAX_WBITS) if self.gzip else None
+
+    def feed(self, data: bytes) -> list[bytes]:
+        """The bytes ``data`` inflates to; _TooLargeError past the limit, zlib.error when
+        broken."""
+        if self.decoder is None:  # deflate: zlib-wrapped, or raw as some servers send it
+            data = self.head + data
+            if len(data) < 2:
+                self.head = data
+                return []
+            wrapped = data[0] & 0x0F == 8 and ((data[0] << 8) | data[1]) % 31 == 0
+            self.decoder = zlib.decompressobj(zlib.MAX_WBITS if wrapped else -zlib.MAX_WBITS)
+        out = []
+        while data:
+            piece = self.decoder.decompress(data, self.limit - self.size + 1)
+            self.size += len(piece)
+            if self.size > self.limit:
+                raise _TooLargeError
+            out.append(piece)
+            data = self.decoder.unconsumed_tail
+            if self.decoder.eof:
+                data = self.decoder.unused_data
+                if data and not self.gzip:
+                    raise zlib.error("data after the end of the deflate stream")
+                if data:  # concatenated gzip members
+                    self.decoder = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        return out
+
+    @property
+    def complete(self) -> bool:
+        """Whether the compressed stream ended properly."""
+        return self.decoder is not None and bool(self.decoder.eof)
 
 
 def _headers(response: httpx.Response) -> dict[str, str]:
@@ -168,6 +284,10 @@ class GuardedHttp:
                 result = await self._exchange(request, max_body, follow_redirects)
         except TimeoutError:
             result = HttpResult("timeout", error=f"no complete response within {timeout:g}s")
+        except Exception as error:  # one bad exchange fails its step, no more
+            result = HttpResult(
+                "invalid_response", error=f"the exchange failed: {type(error).__name__}: {error}"
+            )
         result.duration = time.perf_counter() - started
         return result
 
@@ -175,20 +295,32 @@ class GuardedHttp:
         self, request: PreparedRequest, max_body: int, follow_redirects: bool
     ) -> HttpResult:
         current = request
-        for _hop in range(self.max_redirects + 1):
+        try:
             url = httpx.URL(current.url)
+        except (httpx.InvalidURL, UnicodeError, ValueError) as error:
+            return HttpResult("invalid_request", error=f"not a valid URL: {error}")
+        for _hop in range(self.max_redirects + 1):
+            problem = sent_origin_problem(current.url, url)
+            if problem is not None:
+                return HttpResult("invalid_request", error=problem)
             refusal, target = await self._target(url)
             if refusal is not None:
                 return HttpResult("refused", error=refusal)
             assert target is not None
             try:
                 built = self._build(current, url, target)
+            except (UnicodeError, ValueError, TypeError) as error:
+                return HttpResult("invalid_request", error=f"the request cannot be sent: {error}")
+            try:
                 response = await self.transport.handle_async_request(built)
                 response.request = built
             except httpx.TimeoutException:
                 return HttpResult("timeout", error=f"timed out connecting to {url.host}")
+            except httpx.LocalProtocolError as error:  # a header h11 will not write: permanent
+                return HttpResult("invalid_request", error=f"the request cannot be sent: {error}")
             except (httpx.TransportError, OSError) as error:
-                return HttpResult("connection_error", error=f"{type(error).__name__}: {error}")
+                outcome = "tls_error" if _tls_failure(error) else "connection_error"
+                return HttpResult(outcome, error=f"{type(error).__name__}: {error}")
             try:
                 if response.is_redirect:
                     location = response.headers.get("location", "")
@@ -201,10 +333,10 @@ class GuardedHttp:
                             None,
                             f"redirect {status} to {location!r} (redirects are off)",
                         )
-                    next_request = self._redirect(current, url, location)
+                    next_request = self._redirect(current, url, location, status)
                     if isinstance(next_request, str):
                         return HttpResult("refused", status, _headers(response), None, next_request)
-                    current = next_request
+                    current, url = next_request
                     continue
                 return await self._read(response, max_body)
             finally:
@@ -227,8 +359,8 @@ class GuardedHttp:
             addresses = [literal]
         else:
             try:
-                resolved = await self.resolver(host, url.port or (443 if scheme == "https" else 80))
-            except (OSError, UnicodeError) as error:
+                resolved = await self.resolver(host, url.port or DEFAULT_PORTS[scheme])
+            except (OSError, UnicodeError, ValueError) as error:
                 return f"cannot resolve {host}: {error}", None
             addresses = []
             for text in resolved:
@@ -246,82 +378,110 @@ class GuardedHttp:
 
     def _build(self, request: PreparedRequest, url: httpx.URL, address: str) -> httpx.Request:
         """The request to send, its name's connections bound to ``address`` from now on."""
-        port = url.port or (443 if url.scheme == "https" else 80)
+        port = url.port or DEFAULT_PORTS[url.scheme]
         self.transport.addresses.vet(url.raw_host.decode("ascii"), port, address)
         extensions: dict[str, Any] = {
             "timeout": {"connect": self.connect_timeout, "read": None, "write": None, "pool": None},
         }
+        headers = [item for item in request.headers if item[0].lower() != "accept-encoding"]
+        headers.append(("Accept-Encoding", ACCEPT_ENCODING))
         return httpx.Request(
             request.method,
             url,
-            headers=request.headers,
+            headers=headers,
             content=request.body,
             extensions=extensions,
         )
 
     def _redirect(
-        self, request: PreparedRequest, url: httpx.URL, location: str
-    ) -> PreparedRequest | str:
+        self, request: PreparedRequest, url: httpx.URL, location: str, status: int
+    ) -> tuple[PreparedRequest, httpx.URL] | str:
+        """The next request (fetch's rules), or why the redirect is refused."""
         if not location:
             return "a redirect without a Location header"
-        target = httpx.URL(urljoin(str(url), location))
+        try:
+            joined = urljoin(str(url), location)
+            origin_of(joined)  # strict: a port in range, no credentials, a well-formed host
+            target = httpx.URL(joined)
+        except (ValueError, httpx.InvalidURL, UnicodeError) as error:
+            return f"a redirect to {location!r} is refused: {self._invalid_host(location, error)}"
         if url.scheme == "https" and target.scheme != "https":
             return f"a redirect from https to {target.scheme} ({target}) is refused"
+        method, body, headers = request.method, request.body, request.headers
+        if (status == 303 and method != "HEAD") or (status in (301, 302) and method == "POST"):
+            method, body = "GET", None
+            headers = tuple(item for item in headers if item[0].lower() not in _BODY_HEADERS)
         same_origin = (target.scheme, target.host, target.port) == (url.scheme, url.host, url.port)
-        headers = (
-            request.headers
-            if same_origin
-            else tuple(
+        if not same_origin:
+            if body is not None:
+                return (
+                    f"a {status} redirect to another origin ({target.scheme}://{target.host}) "
+                    "would resend the request body; refused"
+                )
+            headers = tuple(
                 (name, value)
-                for name, value in request.headers
-                if name.lower() not in _CREDENTIAL_HEADERS
+                for name, value in headers
+                if name.lower() in CROSS_ORIGIN_HEADERS and not _carries_secret(value)
             )
-        )
-        return PreparedRequest(request.method, str(target), headers, request.body)
+        return PreparedRequest(method, str(target), headers, body), target
+
+    def _invalid_host(self, location: str, error: Exception) -> str:
+        """Why a Location is not a valid URL; a legacy IPv4 spelling of a refused address
+        (``https://0177.0.0.1/``) is named as the address it spells."""
+        host = location.partition("://")[2].split("/", 1)[0].rsplit("@", 1)[-1].split(":")[0]
+        literal = literal_address(host) if host else None
+        if literal is not None:
+            refusal = self.policy.check(host, literal)
+            if refusal is not None:
+                return refusal
+        return str(error)
 
     async def _read(self, response: httpx.Response, max_body: int) -> HttpResult:
         headers = _headers(response)
+        status = response.status_code
+
+        def failed(outcome: str, error: str) -> HttpResult:
+            return HttpResult(outcome, status, headers, None, error)
+
+        coding, refusal = _content_coding(response)
+        if refusal is not None:
+            return failed("invalid_response", refusal)
         declared = response.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > max_body:
-            return HttpResult(
+        if declared and declared.isascii() and declared.isdigit() and int(declared) > max_body:
+            return failed(
                 "too_large",
-                response.status_code,
-                headers,
-                None,
                 f"the response declares {declared} bytes, more than the limit of {max_body}",
             )
-        chunks = []
+        inflater = _Inflater(coding, max_body) if coding is not None else None
+        chunks: list[bytes] = []
         size = 0
+        too_large = f"the response is larger than the limit of {max_body} bytes"
         try:
-            async for chunk in response.aiter_bytes():
+            async for chunk in response.aiter_raw():  # as sent: httpx inflates nothing
                 size += len(chunk)
                 if size > max_body:
-                    return HttpResult(
-                        "too_large",
-                        response.status_code,
-                        headers,
-                        None,
-                        f"the response is larger than the limit of {max_body} bytes",
-                    )
-                chunks.append(chunk)
+                    return failed("too_large", too_large)
+                if inflater is None:
+                    chunks.append(chunk)
+                else:
+                    chunks.extend(inflater.feed(chunk))
         except httpx.TimeoutException:
-            return HttpResult(
-                "timeout", response.status_code, headers, None, "timed out reading the response"
-            )
-        except (httpx.TransportError, httpx.DecodingError) as error:
-            return HttpResult(
-                "connection_error",
-                response.status_code,
-                headers,
-                None,
-                f"{type(error).__name__}: {error}",
-            )
+            return failed("timeout", "timed out reading the response")
+        except _TooLargeError:
+            return failed("too_large", f"{too_large} (inflated)")
+        except zlib.error as error:
+            return failed("invalid_response", f"the {coding} response body is broken: {error}")
+        except (httpx.TransportError, OSError) as error:
+            outcome = "tls_error" if _tls_failure(error) else "connection_error"
+            return failed(outcome, f"{type(error).__name__}: {error}")
+        if inflater is not None and size and not inflater.complete:
+            return failed("invalid_response", f"the {coding} response body is truncated")
         outcome, body = decode_body(b"".join(chunks), response.headers.get("content-type", ""))
         if outcome != "success":
-            return HttpResult(outcome, response.status_code, headers, None, str(body))
-        status_outcome = "success" if 200 <= response.status_code < 300 else "http_error"
-        problem = None if status_outcome == "success" else f"HTTP {response.status_code}"
-        return HttpResult(status_outcome, response.status_code, headers, body, problem)
+            return failed(outcome, str(body))
+        status_outcome = "success" if 200 <= status < 300 else "http_error"
+        problem = None if status_outcome == "success" else f"HTTP {status}"
+        return HttpResult(status_outcome, status, headers, body, problem)
 
 
 @dataclass(frozen=True)
