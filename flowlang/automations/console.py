@@ -298,9 +298,13 @@ def _rewrite_without(path: Path, consumed: Counter[bytes], added: list[str]) -> 
 
 
 def _dead_letters(path: Path) -> Iterator[tuple[int, bytes, dict[str, Any] | str]]:
-    """``(line number, line, record or why it is not one)`` for each line of a dead-letter file."""
+    """``(line number, line, record or why it is not one)`` for each line the dead-letter file
+    had when this began (what is appended meanwhile is left for the next replay)."""
     with path.open("rb") as handle:
+        size = os.fstat(handle.fileno()).st_size
         for number, raw in bounded_lines(handle, MAX_RECORD_BYTES):
+            if handle.tell() > size:
+                return
             if raw is None:
                 yield number, b"", f"{path}:{number}: longer than {MAX_RECORD_BYTES} bytes"
             elif raw.strip():

@@ -474,8 +474,8 @@ class Automations:
             for used in redactor.used - self.redactor.used:
                 self.redactor.add(used)
             deliveries.append(delivery)
-            value = delivery.result
-            delivery.result = shown = redactor.data(plain_json(value))
+            value = delivery.result  # plain JSON (see _attempt)
+            delivery.result = shown = redactor.data(value)
             if delivery.outcome == "delivered":
                 self._settle(event_id, workflow.name, action.name, "delivered", shown)
                 results[action.name] = value
@@ -566,7 +566,7 @@ class Automations:
             request, timeout=timeout, max_body=settings.max_response_body, follow_redirects=False
         )
         outcome, value, error = interpret(action, sent)
-        return outcome, value, error or sent.outcome, sent
+        return outcome, plain_json(value), error or sent.outcome, sent
 
     async def _deliver(
         self,
