@@ -43,6 +43,7 @@ from flowlang.automations.journal import Journal, JournalState, summarize
 from flowlang.automations.records import (
     MAX_EVENT_BYTES,
     MAX_EVENT_DEPTH,
+    MAX_RECORD_BYTES,
     EventError,
     RecordError,
     check_event,
@@ -647,9 +648,7 @@ class Automations:
             raise ValueError("its then is not a list of action names")
         if not isinstance(results, dict):
             raise ValueError("its results are not an object")
-        event = check_event(
-            record.get("event"), self.settings.max_event_depth, self.settings.max_event_bytes
-        )
+        event = check_event(record.get("event"), self.settings.max_event_depth, MAX_RECORD_BYTES)
         workflow = load_workflow(source, filename=filename)
         names = [action.name for action in workflow.actions]
         if action_name not in names:
