@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -411,6 +412,26 @@ def test_any_json_written_as_a_record_reads_back_the_same(value: Any) -> None:
     assert decode_record(line[:-1].encode("ascii")) == record
 
 
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(value=JSON)
+def test_any_json_in_an_event_goes_through_the_journal_and_dead_letters_unchanged(
+    value: Any,
+) -> None:
+    event = {"id": "evt-\ud800", "type": "call.ended", "properties": {"v": value}}
+    with tempfile.TemporaryDirectory() as directory:
+        folder = Path(directory)
+        journal = Journal(folder / "journal.jsonl")
+        journal.write({"kind": "event", "event": event, "at": 1.0})
+        store = DeadLetterStore(folder / "dead.jsonl")
+        store.add({"format": "flowlang.deadletter/1", "event": event})
+        journal.close()
+        reread = Journal(folder / "journal.jsonl")
+        assert reread.records() == [{"kind": "event", "event": event, "at": 1.0}]
+        assert reread.problems == []
+        reread.close()
+        assert DeadLetterStore.read(folder / "dead.jsonl") == [store.records[0]]
+
+
 def test_the_strategy_makes_lone_surrogates() -> None:
     found = find(st.text(ANY_CHARACTER), lambda text: any(0xD800 <= ord(c) < 0xE000 for c in text))
     assert decode_record(encode_record({"s": found})[:-1].encode()) == {"s": found}
@@ -650,7 +671,7 @@ def test_two_workflows_with_one_name_are_a_load_error_naming_both_places(
 def test_a_workflow_text_is_never_taken_for_a_path(tmp_path: Path) -> None:
     path = tmp_path / "wf.yaml"
     path.write_text(TWO)
-    with pytest.raises(FlowDocumentError, match="key/value fields"):
+    with pytest.raises(FlowDocumentError, match="to read a file, pass path="):
         load_workflow(str(path))
     assert load_workflow(path=str(path)).name == "two"
     assert load_workflow(path).name == "two"

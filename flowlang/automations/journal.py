@@ -13,6 +13,7 @@ from __future__ import annotations
 
 __all__ = ["Journal", "JournalLockedError", "JournalState", "summarize"]
 
+import contextlib
 import math
 import os
 from collections.abc import Iterable
@@ -74,7 +75,8 @@ class Journal:
             self._lock = None
 
     def __del__(self) -> None:
-        self.close()
+        with contextlib.suppress(Exception):  # at exit, the process ending releases it anyway
+            self.close()
 
     def write(self, record: dict[str, Any]) -> None:
         """Append one record (ASCII JSON: whatever is written reads back)."""

@@ -282,7 +282,14 @@ def check_workflow(
     builder = WorkflowBuilder(document, engine)
     data = document.data
     if not isinstance(data, dict):
-        builder.error("a workflow document is key/value fields (workflow, trigger, actions)", ())
+        hint = (
+            " (this is the text itself: to read a file, pass path=)"
+            if isinstance(data, str)
+            else ""
+        )
+        builder.error(
+            f"a workflow document is key/value fields (workflow, trigger, actions){hint}", ()
+        )
         return None, builder.findings
     for key in data:
         if key not in _TOP_LEVEL:
