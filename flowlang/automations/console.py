@@ -1,4 +1,13 @@
-"""Console: ``flowlang automate`` (process a stream of events) and ``flowlang replay``."""
+"""Console: ``flowlang automate`` (process a stream of events) and ``flowlang replay``.
+
+``automate`` reads events as JSON lines, each line with a bound (a line that is not an event is
+reported with file:line and skipped; one that never ends, such as ``/dev/zero``, ends the
+stream), and holds the journal's lock for the run. Exit status: 0; 1 when an action's dead
+letter could not be written or an event failed (both stay unfinished in the journal and run
+again next time); 2 for unusable input (workflow errors, two workflows with one name, a journal
+in use, bad event lines). ``replay`` removes from the dead-letter file only the records it
+replayed, under the lock appends take, so records appended meanwhile stay.
+"""
 
 from __future__ import annotations
 

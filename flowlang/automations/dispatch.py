@@ -6,7 +6,13 @@ and timeouts wait at least a minute. Every attempt carries the same Idempotency-
 (event id, workflow, action), so retries and replays never act twice on a receiver that honours
 it. An action that fails for good or exhausts its retries goes to the dead-letter store with what
 replay needs (the workflow's text, the event, earlier results; secrets only as references), and
-is never dropped. An event id seen again within the window is not run twice.
+is never dropped: its dead letter is written before the journal marks it settled. An event id
+seen again within the window is not run twice.
+
+Nothing an event or a server does ends a dispatch: an event is checked at the door (an id, at
+most 64 levels deep and 1 MiB as JSON; EventError otherwise), and any unexpected exception while
+preparing, sending or reading an action is a failed attempt, retried and then dead-lettered.
+Workflow names are unique in a set (they make the idempotency keys).
 """
 
 from __future__ import annotations
