@@ -892,3 +892,20 @@ def test_a_secret_echoed_by_a_server_stays_out_of_json_output_and_dead_letters(
     journal = (tmp_path / "journal.jsonl").read_text()
     assert TOKEN not in out + dead + journal
     assert "[redacted]" in json.dumps(line["deliveries"][0]["result"])
+
+
+def test_text_output_never_sends_escape_sequences_or_lone_surrogates(tmp_path: Path) -> None:
+    (tmp_path / "wf.yaml").write_text(TWO)
+    (tmp_path / "responses.yaml").write_text(
+        "- {request: POST https://crm.example.com/first, status: 404, body: {}}\n"
+        "- {request: POST https://crm.example.com/second, status: 200, body: {}}\n"
+    )
+    (tmp_path / "events.jsonl").write_text(
+        '{"id": "evt-\\u001b]52;c;aGk=\\u0007-\\ud800", "type": "call.ended"}\n'
+    )
+    command = _automate_command(tmp_path, "--responses", str(tmp_path / "responses.yaml"))
+    process = subprocess.run(command, capture_output=True, timeout=120, env=CLEAN_ENV)
+    assert process.returncode == 0, process.stderr
+    out = process.stdout.decode("utf-8")  # strict: no lone surrogate reached the stream
+    assert "\x1b" not in out and "\x07" not in out
+    assert "evt-\\x1b]52;c;aGk=\\x07-\\ud800 two/first: dead_lettered" in out

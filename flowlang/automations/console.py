@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import sys
 from collections import Counter
 from collections.abc import Iterator
@@ -136,8 +137,18 @@ def _summary(counts: Counter[str], clock: SimulatedClock | None) -> str:
     return text
 
 
+#: Characters a terminal must not receive raw from an event or a server: controls other than
+#: newline and tab (escape sequences), and lone surrogates (which no encoding can write).
+_UNPRINTABLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def _printable(text: str) -> str:
+    """``text`` with unprintable characters written as escapes (``\\x1b``, ``\\ud800``)."""
+    return _UNPRINTABLE.sub(lambda match: ascii(match.group())[1:-1], text)
+
+
 def _warn(message: str) -> None:
-    print(f"flowlang: {message}", file=sys.stderr, flush=True)
+    print(f"flowlang: {_printable(message)}", file=sys.stderr, flush=True)
 
 
 def _load_workflows(names: list[str]) -> list[Any]:
@@ -184,7 +195,7 @@ async def _automate_stream(
     counts: Counter[str] = Counter()
 
     def write(text: str) -> None:
-        out.write(redactor.text(text))
+        out.write(_printable(redactor.text(text)))
 
     def report(result: DispatchResult) -> None:
         counts["events"] += 1
