@@ -1,4 +1,13 @@
-"""Console: ``flowlang automate`` (process a stream of events) and ``flowlang replay``."""
+"""Console: ``flowlang automate`` (process a stream of events) and ``flowlang replay``.
+
+``automate`` reads events as JSON lines, each line with a bound (a line that is not an event is
+reported with file:line and skipped; one that never ends, such as ``/dev/zero``, ends the
+stream), and holds the journal's lock for the run. Exit status: 0; 1 when an action's dead
+letter could not be written or an event failed (both stay unfinished in the journal and run
+again next time); 2 for unusable input (workflow errors, two workflows with one name, a journal
+in use, bad event lines). ``replay`` removes from the dead-letter file only the records it
+replayed, under the lock appends take, so records appended meanwhile stay.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +17,12 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import sys
-import tempfile
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TextIO
+from typing import IO, Any, TextIO
 
 from flowlang.automations.dispatch import (
     Automations,
@@ -21,11 +31,29 @@ from flowlang.automations.dispatch import (
     DeliverySettings,
     DispatchResult,
     Journal,
+    file_lock,
 )
-from flowlang.automations.workflow import load_workflow
+from flowlang.automations.records import (
+    MAX_EVENT_BYTES,
+    MAX_RECORD_BYTES,
+    EventError,
+    RecordError,
+    bounded_lines,
+    decode_record,
+    encode_record,
+)
+from flowlang.automations.workflow import check_unique_names, load_workflow
+from flowlang.flow.model import FlowDocumentError
 from flowlang.runtime.recorded import load_recorded_responses
+from flowlang.runtime.secrets import Redactor
 
 PROGRESS_EVERY = 1000
+#: An events line is at most this long (an event of MAX_EVENT_BYTES, written with spaces).
+MAX_EVENT_LINE = 2 * MAX_EVENT_BYTES
+#: A line longer than this without a newline ends the stream (it is not JSON lines).
+MAX_SKIP = 64 * MAX_EVENT_BYTES
+#: Events read (and parsed) per hop to the reading thread.
+READ_BATCH = 256
 
 
 class SimulatedClock:
@@ -44,27 +72,34 @@ class SimulatedClock:
         self.waited += seconds
 
 
-def _events(path: str, stdin: TextIO) -> list[dict[str, Any]]:
-    label = "<stdin>" if path == "-" else path
-    text = stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
-    events = []
-    for number, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
+def _events(stream: IO[Any], label: str) -> Iterator[tuple[dict[str, Any] | None, str | None]]:
+    """``(event, None)`` for each event line, ``(None, "file:line: why")`` for each bad one.
+    Lines are read with a bound; one that never ends (``/dev/zero``) raises LineTooLongError."""
+    for number, raw in bounded_lines(stream, MAX_EVENT_LINE, MAX_SKIP):
+        if raw is None:
+            yield None, f"{label}:{number}: line is longer than {MAX_EVENT_LINE} bytes"
+            continue
+        if not raw.strip():
             continue
         try:
-            item = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{label}:{number}:{error.colno}: invalid JSON: {error.msg}") from None
-        if (
-            not isinstance(item, dict)
-            or not isinstance(item.get("id"), str)
-            or not isinstance(item.get("type"), str)
-        ):
-            raise ValueError(
-                f"{label}:{number}: an event is an object with an id and a type (text)"
-            )
-        events.append(item)
-    return events
+            item = decode_record(raw)
+        except RecordError as error:
+            yield None, error.where(label, number)
+            continue
+        if not isinstance(item.get("id"), str) or not isinstance(item.get("type"), str):
+            yield None, f"{label}:{number}: an event is an object with an id and a type (text)"
+            continue
+        yield item, f"{label}:{number}"
+
+
+def _batches(
+    events: Iterator[tuple[dict[str, Any] | None, str | None]],
+) -> Iterator[list[tuple[dict[str, Any] | None, str | None]]]:
+    while True:
+        batch = [item for _, item in zip(range(READ_BATCH), events, strict=False)]
+        if not batch:
+            return
+        yield batch
 
 
 def _automations(
@@ -102,90 +137,238 @@ def _summary(counts: Counter[str], clock: SimulatedClock | None) -> str:
     return text
 
 
+#: Characters a terminal must not receive raw from an event or a server: controls other than
+#: newline and tab (escape sequences), and lone surrogates (which no encoding can write).
+_UNPRINTABLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def _printable(text: str) -> str:
+    """``text`` with unprintable characters written as escapes (``\\x1b``, ``\\ud800``)."""
+    return _UNPRINTABLE.sub(lambda match: ascii(match.group())[1:-1], text)
+
+
+def _warn(message: str) -> None:
+    print(f"flowlang: {_printable(message)}", file=sys.stderr, flush=True)
+
+
+def _load_workflows(names: list[str]) -> list[Any]:
+    """The workflows of the files named (FlowDocumentError when one has errors, or when two
+    share a name)."""
+    workflows = [load_workflow(path=name) for name in names]
+    check_unique_names(workflows)
+    return workflows
+
+
 async def _automate(arguments: argparse.Namespace, out: TextIO, stdin: TextIO) -> int:
-    workflows = [load_workflow(Path(name)) for name in arguments.workflows]
-    events = _events(arguments.events, stdin)
+    try:
+        workflows = _load_workflows(arguments.workflows)
+    except FlowDocumentError as error:
+        _warn(f"the workflows have errors:\n\n{error}")
+        return 2
+    label = "<stdin>" if arguments.events == "-" else arguments.events
+    if arguments.events == "-":
+        return await _automate_stream(
+            arguments, workflows, getattr(stdin, "buffer", stdin), label, out
+        )
+    with open(arguments.events, "rb") as stream:
+        return await _automate_stream(arguments, workflows, stream, label, out)
+
+
+async def _automate_stream(
+    arguments: argparse.Namespace,
+    workflows: list[Any],
+    stream: IO[Any],
+    label: str,
+    out: TextIO,
+) -> int:
+    """Process the events of ``stream`` as they are read: a bad line is reported and skipped
+    (exit 2 at the end); an action whose dead letter could not be written, or an event that
+    failed, is reported (exit 1)."""
     store = DeadLetterStore(Path(arguments.dead_letter))
     journal = Journal(Path(arguments.journal))
-    automations, clock = _automations(arguments, workflows, store, journal)
+    try:
+        automations, clock = _automations(arguments, workflows, store, journal)
+    except BaseException:
+        journal.close()
+        raise
+    redactor: Redactor = automations.redactor
     counts: Counter[str] = Counter()
+
+    def write(text: str) -> None:
+        out.write(_printable(redactor.text(text)))
 
     def report(result: DispatchResult) -> None:
         counts["events"] += 1
         counts["duplicates"] += result.duplicate
         counts["matched"] += len(result.matched)
         _tally(counts, result.deliveries)
+        for message in result.errors:
+            counts["failed"] += 1
+            _warn(redactor.text(f"event {result.event_id}: {message}"))
         if arguments.json:
-            out.write(
-                json.dumps(
-                    {
-                        "event": result.event_id,
-                        "duplicate": result.duplicate,
-                        "matched": result.matched,
-                        "deliveries": [vars(d) for d in result.deliveries],
-                    },
-                    default=str,
-                )
-                + "\n"
-            )
+            line = {
+                "event": result.event_id,
+                "duplicate": result.duplicate,
+                "matched": result.matched,
+                "deliveries": [vars(d) for d in result.deliveries],
+                "errors": result.errors,
+            }
+            out.write(json.dumps(redactor.data(line), default=str) + "\n")
             return
         for delivery in result.deliveries:
             if delivery.outcome != "delivered":
-                out.write(
+                write(
                     f"  {result.event_id} {delivery.workflow}/{delivery.action}: "
                     f"{delivery.outcome} ({delivery.error})\n"
                 )
 
+    def refused(message: str) -> None:
+        counts["refused"] += 1
+        _warn(redactor.text(message))
+
+    fatal: str | None = None
     async with automations:
+        for problem in journal.problems:
+            _warn(problem)
         resumed = await automations.resume()
         if resumed:
-            out.write(
+            write(
                 f"resumed {len(resumed)} unfinished event{'s' if len(resumed) != 1 else ''} "
                 f"from {arguments.journal}\n"
             )
         for result in resumed:
             report(result)
         slots = asyncio.Semaphore(max(1, arguments.concurrency))
+        tasks: set[asyncio.Task[None]] = set()
         done = 0
 
-        async def one(event: dict[str, Any]) -> None:
+        async def one(event: dict[str, Any], where: str) -> None:
             nonlocal done
-            async with slots:
+            try:
                 report(await automations.dispatch(event))
+            except EventError as error:
+                refused(f"{where}: {error}")
+            except Exception as error:
+                counts["failed"] += 1
+                _warn(redactor.text(f"{where}: {type(error).__name__}: {error}"))
+            finally:
+                slots.release()
             done += 1
             if done % PROGRESS_EVERY == 0:
-                print(f"flowlang: {done} of {len(events)} events", file=sys.stderr, flush=True)
+                _warn(f"{done} events")
 
-        await asyncio.gather(*(one(event) for event in events))
-    out.write(_summary(counts, clock) + "\n")
+        reader = _batches(_events(stream, label))
+        try:
+            while (batch := await asyncio.to_thread(next, reader, None)) is not None:
+                for event, where in batch:
+                    if event is None:
+                        refused(str(where))
+                        continue
+                    await slots.acquire()
+                    task = asyncio.create_task(one(event, str(where)))
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
+        except ValueError as error:  # a line that never ends: stop reading, finish the rest
+            fatal = f"{label}: {error}"
+        await asyncio.gather(*tasks)
+    write(_summary(counts, clock) + "\n")
     if counts["dead_lettered"]:
-        out.write(
+        write(
             f"dead letters kept in {arguments.dead_letter}; retry them with: flowlang replay "
             f"{arguments.dead_letter}\n"
         )
-    return 0
+    if fatal is not None:
+        _warn(fatal)
+        return 2
+    if counts["unsaved"] or counts["failed"]:
+        _warn(
+            f"{counts['unsaved']} action(s) could not be dead-lettered and {counts['failed']} "
+            "event(s) failed: they stay unfinished in the journal and run again on the next run"
+        )
+        return 1
+    return 2 if counts["refused"] else 0
+
+
+def _rewrite_without(path: Path, consumed: Counter[bytes], added: list[str]) -> None:
+    """Under the dead-letter lock, rewrite ``path`` without one copy of each ``consumed`` line
+    (what replay took) and with ``added`` appended; whatever else is there (lines appended by
+    a ``flowlang automate`` meanwhile, lines that are not records) is kept as it is."""
+    with file_lock(path):
+        temporary = path.with_name(f"{path.name}.{os.getpid()}.replaying")
+        with path.open("rb") as source, temporary.open("wb") as target:
+            while line := source.readline(MAX_RECORD_BYTES + 1):
+                if line.endswith(b"\n") or len(line) <= MAX_RECORD_BYTES:
+                    key = line.rstrip(b"\r\n")
+                    if consumed[key] > 0:
+                        consumed[key] -= 1
+                    else:
+                        target.write(line if line.endswith(b"\n") else line + b"\n")
+                    continue
+                target.write(line)  # an overlong line: copied a chunk at a time
+                while rest := source.readline(MAX_RECORD_BYTES):
+                    target.write(rest)
+                    if rest.endswith(b"\n"):
+                        break
+                else:
+                    target.write(b"\n")
+            target.write("".join(added).encode("ascii"))
+            target.flush()
+            os.fsync(target.fileno())
+        os.replace(temporary, path)
+
+
+def _dead_letters(path: Path) -> Iterator[tuple[int, bytes, dict[str, Any] | str]]:
+    """``(line number, line, record or why it is not one)`` for each line the dead-letter file
+    had when this began (what is appended meanwhile is left for the next replay)."""
+    with path.open("rb") as handle:
+        size = os.fstat(handle.fileno()).st_size
+        for number, raw in bounded_lines(handle, MAX_RECORD_BYTES):
+            if handle.tell() > size:
+                return
+            if raw is None:
+                yield number, b"", f"{path}:{number}: longer than {MAX_RECORD_BYTES} bytes"
+            elif raw.strip():
+                try:
+                    yield number, raw, decode_record(raw)
+                except RecordError as error:
+                    yield number, raw, error.where(str(path), number)
 
 
 async def _replay(arguments: argparse.Namespace, out: TextIO) -> int:
+    """Replay each record; then remove from the file exactly the records replayed (under the
+    lock that appends take) and append those that failed again. A record that cannot be
+    replayed is reported with its line and left in the file."""
     path = Path(arguments.dead_letter)
-    records = DeadLetterStore.read(path)
     again = DeadLetterStore()
     automations, _ = _automations(arguments, [], again)
+    redactor = automations.redactor
     counts: Counter[str] = Counter()
+    consumed: Counter[bytes] = Counter()
+    problems = 0
     async with automations:
-        for record in records:
-            _tally(counts, await automations.replay(record))
-    remaining = "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in again.records)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(handle, "w", encoding="utf-8") as file:
-        file.write(remaining)
-    os.replace(temporary, path)
-    counts["events"] = len(records)
+        for number, raw, record in _dead_letters(path):
+            counts["records"] += 1
+            if isinstance(record, str):
+                problems += 1
+                _warn(f"{record}: skipped (left in the file)")
+                continue
+            try:
+                deliveries = await automations.replay(record)
+            except (ValueError, FlowDocumentError) as error:
+                problems += 1
+                _warn(redactor.text(f"{path}:{number}: cannot replay: {error} (left in the file)"))
+                continue
+            _tally(counts, deliveries)
+            consumed[raw] += 1
+    if consumed or again.records:
+        _rewrite_without(path, consumed, [encode_record(record) for record in again.records])
     out.write(
-        f"replayed {len(records)} records: delivered {counts['delivered']}, "
-        f"dead-lettered again {counts['dead_lettered']}, skipped {counts['skipped']}\n"
+        redactor.text(
+            f"replayed {counts['records']} records: delivered {counts['delivered']}, "
+            f"dead-lettered again {counts['dead_lettered']}, skipped {counts['skipped']}\n"
+        )
     )
-    return 1 if again.records else 0
+    return 1 if again.records or problems else 0
 
 
 def automate_from_command_line(arguments: argparse.Namespace, out: TextIO, stdin: TextIO) -> int:

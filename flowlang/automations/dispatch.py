@@ -6,7 +6,13 @@ and timeouts wait at least a minute. Every attempt carries the same Idempotency-
 (event id, workflow, action), so retries and replays never act twice on a receiver that honours
 it. An action that fails for good or exhausts its retries goes to the dead-letter store with what
 replay needs (the workflow's text, the event, earlier results; secrets only as references), and
-is never dropped. An event id seen again within the window is not run twice.
+is never dropped: its dead letter is written before the journal marks it settled. An event id
+seen again within the window is not run twice.
+
+Nothing an event or a server does ends a dispatch: an event is checked at the door (an id, at
+most 64 levels deep and 1 MiB as JSON; EventError otherwise), and any unexpected exception while
+preparing, sending or reading an action is a failed attempt, retried and then dead-lettered.
+Workflow names are unique in a set (they make the idempotency keys).
 """
 
 from __future__ import annotations
@@ -17,18 +23,21 @@ __all__ = [
     "Delivery",
     "DeliverySettings",
     "DispatchResult",
+    "EventError",
     "Journal",
     "SystemClock",
 ]
 
 import asyncio
 import hashlib
-import json
+import math
+import os
 import random
 import ssl
 import time
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from pathlib import Path
@@ -37,9 +46,19 @@ from typing import Any, Protocol
 from flowlang.automations.actions import ActionError, Providers, interpret, prepare_action
 from flowlang.automations.formats import ValueFormatError
 from flowlang.automations.journal import Journal, JournalState, summarize
-from flowlang.automations.workflow import CompiledWorkflow, load_workflow
+from flowlang.automations.records import (
+    MAX_EVENT_BYTES,
+    MAX_EVENT_DEPTH,
+    MAX_RECORD_BYTES,
+    EventError,
+    RecordError,
+    check_event,
+    encode_record,
+    read_records,
+)
+from flowlang.automations.workflow import CompiledWorkflow, check_unique_names, load_workflow
 from flowlang.expr.values import plain_json
-from flowlang.runtime.http import GuardedHttp, HttpSender, Resolver, guarded_sender
+from flowlang.runtime.http import GuardedHttp, HttpResult, HttpSender, Resolver, guarded_sender
 from flowlang.runtime.requests import RequestError
 from flowlang.runtime.secrets import (
     EnvironmentSecrets,
@@ -50,7 +69,14 @@ from flowlang.runtime.secrets import (
 )
 from flowlang.settings import check_counts, check_durations
 
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX: no lock
+    fcntl = None  # type: ignore[assignment]
+
 DEAD_LETTER_FORMAT = "flowlang.deadletter/1"
+#: The longest error text kept for an unexpected exception.
+_MAX_ERROR = 500
 
 
 class Clock(Protocol):
@@ -90,11 +116,13 @@ class DeliverySettings:
     max_request_body: int = 1024 * 1024
     max_redirects: int = 3
     max_requests_in_flight: int = 100
+    max_event_depth: int = MAX_EVENT_DEPTH
+    max_event_bytes: int = MAX_EVENT_BYTES
     allow_hosts: frozenset[str] = frozenset()
     providers: Providers = field(default_factory=Providers)
 
     def __post_init__(self) -> None:
-        check_counts(self, ("max_requests_in_flight",))
+        check_counts(self, ("max_requests_in_flight", "max_event_depth", "max_event_bytes"))
         check_counts(self, ("max_response_body", "max_request_body", "max_redirects"), 0)
         check_durations(self, ("timeout", "timeout_cap", "connect_timeout", "dedup_window"))
         check_durations(
@@ -110,7 +138,9 @@ class Delivery:
 
     workflow: str
     action: str
-    outcome: str  # delivered | dead_lettered | skipped
+    #: delivered | dead_lettered | skipped, or unsaved: failed, and its dead letter could not be
+    #: written, so it stays unsettled in the journal and runs again on the next run
+    outcome: str
     attempts: int = 0
     error: str | None = None
     result: Any = None
@@ -124,34 +154,52 @@ class DispatchResult:
     duplicate: bool = False
     matched: list[str] = field(default_factory=list)
     deliveries: list[Delivery] = field(default_factory=list)
+    #: Workflows that could not be considered (a condition that failed), one message each.
+    errors: list[str] = field(default_factory=list)
+
+
+@contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """Hold the exclusive lock ``<path>.lock`` (waiting for it): appends and replay's rewrite of
+    a dead-letter file take turns."""
+    if fcntl is None:  # pragma: no cover
+        yield
+        return
+    lock = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(lock)
 
 
 class DeadLetterStore:
-    """Actions kept for replay, one JSON object per line (appended; rewritten by replay)."""
+    """Actions kept for replay, one ASCII JSON object per line (appended under ``<path>.lock``,
+    so a concurrent ``flowlang replay`` never erases one)."""
 
     def __init__(self, path: Path | None = None) -> None:
         self.path = path
         self.records: list[dict[str, Any]] = []
 
     def add(self, record: dict[str, Any]) -> None:
-        self.records.append(record)
+        """Keep ``record``; OSError or RecordError when the file cannot take it."""
         if self.path is not None:
-            with self.path.open("a", encoding="utf-8") as handle:
-                handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+            line = encode_record(record)
+            with file_lock(self.path), self.path.open("a", encoding="ascii") as handle:
+                handle.write(line)
+                handle.flush()
+        self.records.append(record)
+
+    @staticmethod
+    def load(path: Path) -> tuple[list[tuple[int, dict[str, Any]]], list[str]]:
+        """The records of a dead-letter file with their line numbers, and ``file:line: why`` for
+        each line that is not a record (skipped)."""
+        return read_records(path)
 
     @staticmethod
     def read(path: Path) -> list[dict[str, Any]]:
-        """The records of a dead-letter file."""
-        records = []
-        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            if line.strip():
-                try:
-                    records.append(json.loads(line))
-                except json.JSONDecodeError as error:
-                    raise ValueError(
-                        f"{path}:{number}: not a dead-letter record ({error.msg})"
-                    ) from None
-        return records
+        """The records of a dead-letter file (lines that are not records are skipped)."""
+        return [record for _, record in read_records(path)[0]]
 
 
 def idempotency_key(event_id: str, workflow: str, action: str) -> str:
@@ -162,17 +210,30 @@ def idempotency_key(event_id: str, workflow: str, action: str) -> str:
     return digest.hexdigest()[:32]
 
 
-def retry_after_seconds(value: str | None, now: float) -> float | None:
-    """A Retry-After header (seconds or an HTTP date) as seconds from now, or None."""
-    if not value:
+def retry_after_seconds(value: Any, now: float) -> float | None:
+    """A Retry-After header (seconds or an HTTP date) as seconds from now, or None when it is
+    absent or absurd (never raises: the value comes from a server)."""
+    if not value or not isinstance(value, str) or len(value) > 64:
         return None
     text = value.strip()
-    if text.isascii() and text.isdigit():
-        return float(text)
     try:
-        return max(0.0, parsedate_to_datetime(text).timestamp() - now)
-    except (TypeError, ValueError, IndexError):
+        if text.isascii() and text.isdigit():
+            seconds = float(text)
+        else:
+            seconds = parsedate_to_datetime(text).timestamp() - now
+    except Exception:
         return None
+    return max(0.0, seconds) if math.isfinite(seconds) else None
+
+
+def _describe(problem: BaseException) -> str:
+    """``Type: message`` of an unexpected exception, short, even if its ``str`` fails."""
+    try:
+        text = str(problem)
+    except Exception:
+        text = "(unprintable)"
+    text = f"{type(problem).__name__}: {text}"
+    return text if len(text) <= _MAX_ERROR else text[:_MAX_ERROR] + "…"
 
 
 class Automations:
@@ -198,6 +259,7 @@ class Automations:
         journal: Journal | None = None,
     ) -> None:
         self.workflows = tuple(workflows)
+        check_unique_names(self.workflows)
         self._by_trigger: dict[str, list[CompiledWorkflow]] = {}
         for workflow in self.workflows:
             self._by_trigger.setdefault(workflow.trigger, []).append(workflow)
@@ -206,6 +268,8 @@ class Automations:
         self.clock: Clock = clock or SystemClock()
         self.dead_letters = dead_letters or DeadLetterStore()
         self.rng = rng or random.Random()
+        #: Every secret value any action used: what the caller's output must be passed through.
+        self.redactor = Redactor()
         self._own_http: GuardedHttp | None = None
         self._http = http
         self._ssl_context = ssl_context
@@ -229,17 +293,24 @@ class Automations:
             self._seen[event_id] = at
             self._seen_order.append((at, event_id))
         for event_id, records in state.unfinished.items():
-            progress: dict[str, Any] = {
-                "event": records[0].get("event") or {},
-                "settled": {},
-                "done": set(),
-            }
+            event = records[0].get("event") if records else None
+            try:
+                event = check_event(event, self.settings.max_event_depth, 2**62)
+            except EventError as error:
+                journal.problems.append(f"{journal.path}: unfinished event {event_id!r}: {error}")
+                continue
+            if event["id"] != event_id:
+                continue
+            progress: dict[str, Any] = {"event": event, "settled": {}, "done": set()}
             for record in records[1:]:
-                if record.get("kind") == "settled":
-                    key = (record.get("workflow"), record.get("action"))
-                    progress["settled"][key] = (record.get("outcome"), record.get("result"))
-                else:
-                    progress["done"].add(record.get("workflow"))
+                workflow, action = record.get("workflow"), record.get("action")
+                if not isinstance(workflow, str):
+                    continue
+                if record.get("kind") == "settled" and isinstance(action, str):
+                    outcome = record.get("outcome")
+                    progress["settled"][(workflow, action)] = (outcome, record.get("result"))
+                elif record.get("kind") == "workflow_done":
+                    progress["done"].add(workflow)
             self._unfinished[event_id] = progress
 
     def _compact_journal(self, journal: Journal) -> JournalState:
@@ -290,44 +361,68 @@ class Automations:
     # --- delivery ---------------------------------------------------------------------------
 
     async def dispatch(self, event: Mapping[str, Any]) -> DispatchResult:
-        """Run every matching workflow for ``event``; returns when each action has settled."""
-        event_id = event.get("id") if isinstance(event, Mapping) else None
-        if not isinstance(event_id, str) or not event_id:
-            raise ValueError("an event needs an id (text) so that it is delivered once")
+        """Run every matching workflow for ``event``; returns when each action has settled.
+
+        EventError (a ValueError) for an event refused at the door: no id, nested deeper than
+        ``max_event_depth`` or larger than ``max_event_bytes`` as JSON. Nothing an action does
+        raises here: an unexpected exception is a failed attempt.
+        """
+        settings = self.settings
+        plain = check_event(event, settings.max_event_depth, settings.max_event_bytes)
+        event_id: str = plain["id"]
         if self._is_duplicate(event_id):
             return DispatchResult(event_id, duplicate=True)
-        self._record({"kind": "event", "event": plain_json(event), "at": self.clock.now()})
-        return await self._dispatch(event, event_id, {})
+        self._record({"kind": "event", "event": plain, "at": self.clock.now()})
+        return await self._dispatch(plain, event_id, {})
+
+    def _matching(self, event: Mapping[str, Any], result: DispatchResult) -> list[CompiledWorkflow]:
+        """:meth:`match`, and if a condition raises, each workflow on its own: one whose
+        condition fails is reported in ``result.errors`` and not run."""
+        try:
+            return self.match(event)
+        except Exception:
+            pass
+        kind = event.get("type")
+        matched = []
+        for workflow in self._by_trigger.get(kind, ()) if isinstance(kind, str) else ():
+            try:
+                if workflow.condition is None or workflow.condition({"event": event}):
+                    matched.append(workflow)
+            except Exception as problem:
+                result.errors.append(
+                    f"workflow {workflow.name!r}: its conditions failed: {_describe(problem)}"
+                )
+        return matched
 
     async def _dispatch(
         self, event: Mapping[str, Any], event_id: str, progress: Mapping[str, Any]
     ) -> DispatchResult:
         """Run the matching workflows, skipping what ``progress`` (from the journal) settled."""
-        workflows = self.match(event)
-        result = DispatchResult(event_id, matched=[w.name for w in workflows])
+        result = DispatchResult(event_id)
+        workflows = self._matching(event, result)
+        result.matched = [w.name for w in workflows]
         settled = progress.get("settled", {})
+        finished = True
         self._in_flight += 1
         self._idle.clear()
         try:
             for workflow in workflows:
                 if workflow.name in progress.get("done", ()):
                     continue
-                results: dict[str, Any] = {}
-                start = 0
-                for index, action in enumerate(workflow.actions):
-                    outcome = settled.get((workflow.name, action.name))
-                    if outcome is None:
-                        break
-                    if outcome[0] != "delivered":
-                        start = len(workflow.actions)  # it stopped the workflow, or was kept
-                        break
-                    results[action.name] = outcome[1]
-                    start = index + 1
-                result.deliveries += await self._run_workflow(workflow, event, results, start)
-                self._record(
-                    {"kind": "workflow_done", "event_id": event_id, "workflow": workflow.name}
-                )
-            self._record({"kind": "done", "event_id": event_id})
+                earlier = {
+                    action.name: settled[(workflow.name, action.name)]
+                    for action in workflow.actions
+                    if (workflow.name, action.name) in settled
+                }
+                deliveries, done = await self._run_workflow(workflow, event, {}, 0, earlier)
+                result.deliveries += deliveries
+                if done:
+                    self._record(
+                        {"kind": "workflow_done", "event_id": event_id, "workflow": workflow.name}
+                    )
+                finished = finished and done
+            if finished:
+                self._record({"kind": "done", "event_id": event_id})
         finally:
             self._in_flight -= 1
             if self._in_flight == 0:
@@ -354,7 +449,15 @@ class Automations:
         event: Mapping[str, Any],
         results: dict[str, Any],
         start: int,
-    ) -> list[Delivery]:
+        settled: Mapping[str, tuple[Any, Any]] | None = None,
+    ) -> tuple[list[Delivery], bool]:
+        """Deliver the actions from ``start`` on, in order, except those ``settled`` (from the
+        journal); returns the deliveries and whether every action settled.
+
+        Only a failed action with ``stop_on_failure`` stops the rest. A failed action's dead
+        letter is written before the journal marks it settled; when it cannot be written the
+        action (and what follows) stays unsettled, to run again on the next run.
+        """
         redactor = SecretsView(self.secrets)
         scope: dict[str, Any] = {
             "event": event,
@@ -363,55 +466,114 @@ class Automations:
         }
         deliveries = []
         actions = workflow.actions
+        event_id = str(event["id"])
         for index in range(start, len(actions)):
             action = actions[index]
-            delivery = await self._deliver(workflow, action, scope, redactor, str(event["id"]))
-            deliveries.append(delivery)
-            self._record(
-                {
-                    "kind": "settled",
-                    "event_id": str(event["id"]),
-                    "workflow": workflow.name,
-                    "action": action.name,
-                    "outcome": delivery.outcome,
-                    "result": redactor.data(plain_json(delivery.result)),
-                }
-            )
-            if delivery.outcome == "delivered":
-                results[action.name] = delivery.result
-                scope["actions"][action.name] = {"result": delivery.result}
+            earlier = settled.get(action.name) if settled else None
+            if earlier is not None:
+                if earlier[0] == "delivered":
+                    results[action.name] = earlier[1]
+                    scope["actions"][action.name] = {"result": earlier[1]}
+                elif action.fields["stop_on_failure"]:
+                    break  # it stopped the rest; its dead letter names them
                 continue
-            remaining = (
-                [later.name for later in actions[index + 1 :]]
-                if action.fields["stop_on_failure"]
-                else []
-            )
-            self.dead_letters.add(
-                {
-                    "format": DEAD_LETTER_FORMAT,
-                    "recorded_at": self.clock.now(),
-                    "workflow": workflow.name,
-                    "workflow_fingerprint": workflow.fingerprint,
-                    "workflow_file": workflow.filename,
-                    "workflow_source": workflow.source,
-                    "event": redactor.data(plain_json(event)),
-                    "action": action.name,
-                    "then": remaining,
-                    "results": redactor.data(plain_json(results)),
-                    "idempotency_key": idempotency_key(
-                        str(event["id"]), workflow.name, action.name
-                    ),
-                    "attempts": delivery.attempts,
-                    "error": delivery.error,
-                }
-            )
-            if action.fields["stop_on_failure"]:
+            delivery = await self._deliver(workflow, action, scope, redactor, event_id)
+            for used in redactor.used - self.redactor.used:
+                self.redactor.add(used)
+            deliveries.append(delivery)
+            value = delivery.result  # plain JSON (see _attempt)
+            delivery.result = shown = redactor.data(value)
+            if delivery.outcome == "delivered":
+                self._settle(event_id, workflow.name, action.name, "delivered", shown)
+                results[action.name] = value
+                scope["actions"][action.name] = {"result": value}
+                continue
+            stop = bool(action.fields["stop_on_failure"])
+            remaining = [later.name for later in actions[index + 1 :]] if stop else []
+            try:
+                self.dead_letters.add(
+                    self._dead_letter(workflow, action, event, results, redactor, delivery)
+                    | {"then": remaining}
+                )
+            except (OSError, RecordError) as error:
+                delivery.outcome = "unsaved"
+                delivery.error = (
+                    f"{delivery.error}; its dead letter could not be written "
+                    f"({redactor.text(_describe(error))}): it stays unsettled and runs again "
+                    "on the next run"
+                )
+                return deliveries, False
+            self._settle(event_id, workflow.name, action.name, delivery.outcome, None)
+            if stop:
                 deliveries += [
                     Delivery(workflow.name, name, "skipped", error=f"after {action.name} failed")
                     for name in remaining
                 ]
                 break
-        return deliveries
+        return deliveries, True
+
+    def _settle(self, event_id: str, workflow: str, action: str, outcome: str, result: Any) -> None:
+        """Journal an action as settled (its result only if the line stays readable)."""
+        record = {
+            "kind": "settled",
+            "event_id": event_id,
+            "workflow": workflow,
+            "action": action,
+            "outcome": outcome,
+            "result": result,
+        }
+        try:
+            self._record(record)
+        except RecordError:
+            self._record(record | {"result": None, "result_dropped": "too large to journal"})
+
+    def _dead_letter(
+        self,
+        workflow: CompiledWorkflow,
+        action: Any,
+        event: Mapping[str, Any],
+        results: Mapping[str, Any],
+        redactor: Redactor,
+        delivery: Delivery,
+    ) -> dict[str, Any]:
+        """What replay needs: the workflow's text, the event, earlier results (redacted)."""
+        return {
+            "format": DEAD_LETTER_FORMAT,
+            "recorded_at": self.clock.now(),
+            "workflow": workflow.name,
+            "workflow_fingerprint": workflow.fingerprint,
+            "workflow_file": workflow.filename,
+            "workflow_source": workflow.source,
+            "event": redactor.data(plain_json(event)),
+            "action": action.name,
+            "then": [],
+            "results": redactor.data(plain_json(results)),
+            "idempotency_key": idempotency_key(str(event["id"]), workflow.name, action.name),
+            "attempts": delivery.attempts,
+            "error": delivery.error,
+        }
+
+    async def _attempt(
+        self, action: Any, scope: dict[str, Any], key: str, timeout: float
+    ) -> tuple[str, Any, str | None, HttpResult | None]:
+        """One attempt: ``(outcome, result, error, response)``; outcome as :func:`interpret`."""
+        settings = self.settings
+        secrets = scope["secrets"]
+        secrets.take_missing()
+        try:
+            request = prepare_action(
+                action, scope, settings.providers, key, settings.max_request_body
+            )
+            missing = secrets.take_missing()
+            if missing is not None:
+                raise RequestError(missing)
+        except (ActionError, RequestError, ValueFormatError) as problem:
+            return "failed", None, f"{action.name}: {problem}", None
+        sent = await self.http.send(
+            request, timeout=timeout, max_body=settings.max_response_body, follow_redirects=False
+        )
+        outcome, value, error = interpret(action, sent)
+        return outcome, plain_json(value), error or sent.outcome, sent
 
     async def _deliver(
         self,
@@ -421,9 +583,9 @@ class Automations:
         redactor: Redactor,
         event_id: str,
     ) -> Delivery:
+        """Attempt ``action`` on the schedule; any unexpected exception is a failed attempt."""
         settings = self.settings
         key = idempotency_key(event_id, workflow.name, action.name)
-        timeout = min(action.fields.get("timeout", settings.timeout), settings.timeout_cap)
         error: str | None = None
         attempts = 0
         wait = 0.0
@@ -431,41 +593,28 @@ class Automations:
             if attempt:
                 await self.clock.sleep(wait)
             attempts += 1
-            secrets = scope["secrets"]
-            secrets.take_missing()
+            sent: HttpResult | None = None
             try:
-                request = prepare_action(
-                    action, scope, settings.providers, key, settings.max_request_body
-                )
-                missing = secrets.take_missing()
-                if missing is not None:
-                    raise RequestError(missing)
-            except (ActionError, RequestError, ValueFormatError) as problem:
-                return Delivery(
-                    workflow.name,
-                    action.name,
-                    "dead_lettered",
-                    attempts,
-                    redactor.text(f"{action.name}: {problem}"),
-                )
-            sent = await self.http.send(
-                request,
-                timeout=timeout,
-                max_body=settings.max_response_body,
-                follow_redirects=False,
-            )
-            outcome, value, error = interpret(action, sent)
+                timeout = min(action.fields.get("timeout", settings.timeout), settings.timeout_cap)
+                outcome, value, error, sent = await self._attempt(action, scope, key, timeout)
+            except Exception as problem:
+                outcome, value = "retry", None
+                error = f"{action.name}: unexpected error: {_describe(problem)}"
             if outcome == "delivered":
                 return Delivery(workflow.name, action.name, "delivered", attempts, None, value)
-            error = redactor.text(error or sent.outcome)
-            if outcome == "failed" or attempt + 1 >= len(settings.schedule):
+            error = redactor.text(str(error))
+            if outcome != "retry" or attempt + 1 >= len(settings.schedule):
                 break
-            wait = self._next_wait(
-                settings.schedule[attempt + 1],
-                sent.status,
-                sent.outcome,
-                sent.headers.get("retry-after"),
-            )
+            planned = settings.schedule[attempt + 1]
+            try:
+                wait = self._next_wait(
+                    planned,
+                    sent.status if sent is not None else None,
+                    sent.outcome if sent is not None else "error",
+                    sent.headers.get("retry-after") if sent is not None else None,
+                )
+            except Exception:
+                wait = planned
         return Delivery(workflow.name, action.name, "dead_lettered", attempts, error)
 
     def _next_wait(
@@ -485,17 +634,33 @@ class Automations:
     # --- replay and shutdown ----------------------------------------------------------------
 
     async def replay(self, record: Mapping[str, Any]) -> list[Delivery]:
-        """Retry a dead-letter record: its action, then the actions it stopped."""
-        if record.get("format") != DEAD_LETTER_FORMAT:
+        """Retry a dead-letter record: its action, then the actions it stopped.
+
+        A record is data, checked before use: ValueError naming what is wrong, or
+        FlowDocumentError when its workflow text (always text, never a path) does not load.
+        """
+        if not isinstance(record, Mapping) or record.get("format") != DEAD_LETTER_FORMAT:
             raise ValueError("this is not a flowlang dead-letter record")
-        workflow = load_workflow(
-            str(record["workflow_source"]), filename=record.get("workflow_file")
-        )
+        source, filename = record.get("workflow_source"), record.get("workflow_file")
+        action_name, then = record.get("action"), record.get("then") or []
+        results = record.get("results") or {}
+        if not isinstance(source, str):
+            raise ValueError("its workflow_source is not the workflow's text")
+        if filename is not None and not isinstance(filename, str):
+            raise ValueError("its workflow_file is not text")
+        if not isinstance(action_name, str):
+            raise ValueError("its action is not a name")
+        if not isinstance(then, list) or not all(isinstance(name, str) for name in then):
+            raise ValueError("its then is not a list of action names")
+        if not isinstance(results, dict):
+            raise ValueError("its results are not an object")
+        event = check_event(record.get("event"), self.settings.max_event_depth, MAX_RECORD_BYTES)
+        workflow = load_workflow(source, filename=filename)
         names = [action.name for action in workflow.actions]
-        start = names.index(str(record["action"]))
-        results = dict(record.get("results") or {})
-        event = dict(record["event"])
-        last = start + 1 + len(record.get("then") or [])
+        if action_name not in names:
+            raise ValueError(f"its workflow has no action {action_name!r}")
+        start = names.index(action_name)
+        last = start + 1 + len(then)
         trimmed = CompiledWorkflow(
             workflow.name,
             workflow.trigger,
@@ -505,11 +670,18 @@ class Automations:
             workflow.filename,
             workflow.fingerprint,
         )
-        return await self._run_workflow(trimmed, event, results, start)
+        deliveries, _ = await self._run_workflow(trimmed, event, dict(results), start)
+        return deliveries
+
+    def close_journal(self) -> None:
+        """Release the journal's lock (after this, nothing more is journaled)."""
+        if self.journal is not None:
+            self.journal.close()
 
     async def aclose(self) -> None:
         """Wait for every dispatch in flight, then close the connections if they were made here."""
         await self._idle.wait()
+        self.close_journal()
         if self._own_http is not None:
             await self._own_http.aclose()
 

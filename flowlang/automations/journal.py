@@ -2,17 +2,18 @@
 
 Records, one JSON object per line: ``event`` (accepted, with the time ``at``), ``settled`` (an
 action delivered, dead-lettered or skipped, with its result), ``workflow_done``, ``done``, and
-``seen`` (a finished event, kept only for the duplicate window). A torn last line (a crash while
-writing) is ignored. Compaction keeps every record of an unfinished event and one ``seen`` line
+``seen`` (a finished event, kept only for the duplicate window). Lines are ASCII JSON, so what is
+written reads back; a line that does not (a torn last line after a crash, say) is reported and
+skipped. Compaction keeps every record of an unfinished event and one ``seen`` line
 per finished event still inside the duplicate window; it rewrites the file atomically (a new
 file, synced, then renamed over the old one), so a crash leaves the old journal or the new one.
 """
 
 from __future__ import annotations
 
-__all__ = ["Journal", "JournalState", "summarize"]
+__all__ = ["Journal", "JournalLockedError", "JournalState", "summarize"]
 
-import json
+import contextlib
 import math
 import os
 from collections.abc import Iterable
@@ -20,39 +21,76 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from flowlang.automations.records import encode_record, read_records
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX: no lock
+    fcntl = None  # type: ignore[assignment]
+
 #: Lines appended before the first compaction; later, when appends pass the lines last kept.
 COMPACT_AFTER = 10_000
 
 
+class JournalLockedError(OSError):
+    """Another process (or another Journal in this one) writes this journal."""
+
+
 class Journal:
-    """An append-only file of dispatch records (see the module docstring)."""
+    """An append-only file of dispatch records (see the module docstring).
+
+    A journal has one writer: making a Journal takes an exclusive lock on ``<path>.lock``
+    (without waiting; JournalLockedError when it is held), released by :meth:`close`.
+    Lines that cannot be read are skipped and listed in :attr:`problems` (``file:line: why``).
+    """
 
     def __init__(self, path: Path, compact_after: int = COMPACT_AFTER) -> None:
         self.path = path
         self.compact_after = compact_after
         self._appended = 0
         self._kept = 0
+        #: Lines skipped when the journal was last read, each ``file:line: why``.
+        self.problems: list[str] = []
+        self._lock: int | None = None
+        self._take_lock()
+
+    def _take_lock(self) -> None:
+        if fcntl is None:  # pragma: no cover
+            return
+        lock = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(lock)
+            raise JournalLockedError(
+                f"journal {self.path} is in use by another flowlang automate "
+                f"(one writer per journal; {self.path}.lock is held)"
+            ) from None
+        self._lock = lock
+
+    def close(self) -> None:
+        """Release the lock (the journal is not written after this)."""
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):  # at exit, the process ending releases it anyway
+            self.close()
 
     def write(self, record: dict[str, Any]) -> None:
-        """Append one record."""
-        with self.path.open("a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+        """Append one record (ASCII JSON: whatever is written reads back)."""
+        line = encode_record(record)
+        with self.path.open("a", encoding="ascii") as handle:
+            handle.write(line)
             handle.flush()
         self._appended += 1
 
     def records(self) -> list[dict[str, Any]]:
-        """Every readable record, in order."""
-        if not self.path.exists():
-            return []
-        out = []
-        for line in self.path.read_text(encoding="utf-8").splitlines():
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line torn by a crash
-            if isinstance(record, dict):
-                out.append(record)
-        return out
+        """Every readable record, in order; bad lines (a torn last line, say) are skipped and
+        listed in :attr:`problems`."""
+        found, self.problems = read_records(self.path)
+        return [record for _, record in found]
 
     def due(self) -> bool:
         """Whether enough has been appended since the last rewrite to compact (amortized O(1))."""
@@ -60,9 +98,9 @@ class Journal:
 
     def rewrite(self, records: Iterable[dict[str, Any]]) -> None:
         """Replace the file with ``records``, atomically."""
-        lines = [json.dumps(record, ensure_ascii=False) + "\n" for record in records]
+        lines = [encode_record(record) for record in records]
         temporary = self.path.with_name(self.path.name + ".compacting")
-        with temporary.open("w", encoding="utf-8") as handle:
+        with temporary.open("w", encoding="ascii") as handle:
             handle.writelines(lines)
             handle.flush()
             os.fsync(handle.fileno())

@@ -8,9 +8,16 @@ expression) evaluated by the compiled core, and actions that run in order. Templ
 
 from __future__ import annotations
 
-__all__ = ["Action", "CompiledWorkflow", "check_workflow", "load_workflow"]
+__all__ = [
+    "Action",
+    "CompiledWorkflow",
+    "check_unique_names",
+    "check_workflow",
+    "load_workflow",
+]
 
-from collections.abc import Callable, Mapping
+import os
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +31,7 @@ from flowlang.flow.build import StepBuilder, TemplateUse
 from flowlang.flow.conditions import compile_rows
 from flowlang.flow.fields import Field
 from flowlang.flow.model import FieldTree, Finding, FlowDocumentError, Value
-from flowlang.flow.source import Pointer, read_document
+from flowlang.flow.source import Document, Pointer, load_document
 from flowlang.suggest import did_you_mean
 
 _TOP_LEVEL = {"workflow", "trigger", "description", "conditions", "expression", "actions"}
@@ -76,6 +83,8 @@ class CompiledWorkflow:
     filename: str | None
     fingerprint: str
     warnings: tuple[Finding, ...] = ()
+    #: Where the name is written (``workflow: <name>``).
+    position: SourcePosition | None = None
 
     def matches(self, event: Mapping[str, Any]) -> bool:
         """Whether ``event`` (already of this trigger) meets the conditions."""
@@ -240,16 +249,47 @@ def _numbers_ok(
     return ok
 
 
+def _read(
+    text: str | Path | None, path: str | os.PathLike[str] | None, filename: str | None
+) -> Document:
+    """The document: ``text`` is always the document itself (a Path object aside, which is a
+    file); a file is read only when the caller says so with ``path``."""
+    if (text is None) == (path is None):
+        raise TypeError("give the workflow's text, or path=, not both")
+    if path is not None:
+        return load_document(Path(path), filename=filename)
+    if isinstance(text, Path):
+        return load_document(text, filename=filename)
+    if not isinstance(text, str):
+        raise TypeError(f"a workflow's text is str, not {type(text).__name__}")
+    return load_document(text, filename=filename)
+
+
 def check_workflow(
-    path_or_text: str | Path, *, engine: Engine | None = None, filename: str | None = None
+    text: str | Path | None = None,
+    *,
+    path: str | os.PathLike[str] | None = None,
+    engine: Engine | None = None,
+    filename: str | None = None,
 ) -> tuple[CompiledWorkflow | None, list[Finding]]:
-    """Load and check a workflow; return it (None when it has errors) and every finding."""
+    """Load and check a workflow; return it (None when it has errors) and every finding.
+
+    ``text`` is the document (YAML or JSON): a str is never taken for a file name. Read a file
+    with ``path=`` (or by passing a :class:`pathlib.Path`).
+    """
     engine = engine or Engine()
-    document = read_document(path_or_text, filename)
+    document = _read(text, path, filename)
     builder = WorkflowBuilder(document, engine)
     data = document.data
     if not isinstance(data, dict):
-        builder.error("a workflow document is key/value fields (workflow, trigger, actions)", ())
+        hint = (
+            " (this is the text itself: to read a file, pass path=)"
+            if isinstance(data, str)
+            else ""
+        )
+        builder.error(
+            f"a workflow document is key/value fields (workflow, trigger, actions){hint}", ()
+        )
         return None, builder.findings
     for key in data:
         if key not in _TOP_LEVEL:
@@ -330,18 +370,50 @@ def check_workflow(
         document.filename,
         fingerprint,
         tuple(findings),
+        document.position(("workflow",)),
     )
     return workflow, findings
 
 
 def load_workflow(
-    path_or_text: str | Path, *, engine: Engine | None = None, filename: str | None = None
+    text: str | Path | None = None,
+    *,
+    path: str | os.PathLike[str] | None = None,
+    engine: Engine | None = None,
+    filename: str | None = None,
 ) -> CompiledWorkflow:
-    """Parse, check and compile a workflow (YAML or JSON, a path or the text itself).
+    """Parse, check and compile a workflow: ``text`` is the document itself (YAML or JSON);
+    ``path=`` (or a :class:`pathlib.Path`) reads a file. A str is never taken for a file name.
 
     Raises FlowDocumentError listing every problem, each with file:line:column.
     """
-    workflow, findings = check_workflow(path_or_text, engine=engine, filename=filename)
+    workflow, findings = check_workflow(text, path=path, engine=engine, filename=filename)
     if workflow is None:
         raise FlowDocumentError(findings)
     return workflow
+
+
+def _where(position: SourcePosition | None) -> str:
+    if position is None:
+        return "<document>"
+    return f"{position.filename or '<document>'}:{position.line}:{position.column}"
+
+
+def check_unique_names(workflows: Iterable[CompiledWorkflow]) -> None:
+    """FlowDocumentError when two workflows of one set share a name (they would share
+    idempotency keys, and a receiver that honours them would keep only the first)."""
+    first: dict[str, CompiledWorkflow] = {}
+    findings = []
+    for workflow in workflows:
+        earlier = first.setdefault(workflow.name, workflow)
+        if earlier is not workflow:
+            findings.append(
+                Finding(
+                    f"workflow name {workflow.name!r} is used twice: at {_where(earlier.position)}"
+                    f" and at {_where(workflow.position)}; names must be unique (they make "
+                    "the idempotency keys)",
+                    workflow.position or SourcePosition(workflow.filename),
+                )
+            )
+    if findings:
+        raise FlowDocumentError(findings)
