@@ -180,7 +180,10 @@ def everything(result: flowlang.RunResult) -> str:
     )
 
 
-def test_a_percent_encoded_secret_is_masked_in_the_trace_url(server: Server, backend: str) -> None:
+def test_a_percent_encoded_secret_is_masked_in_the_trace_url(
+    server: Server, backend: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
     flow = echo_flow(server, "/echo?key=<<secrets.api_key>>")
     [result] = run_on(server, flow, backend)
     assert server.received.requests[0]["query"] == "key=" + quote(SECRET, safe="")
@@ -189,6 +192,8 @@ def test_a_percent_encoded_secret_is_masked_in_the_trace_url(server: Server, bac
     assert request["headers"]["X-Key"] == REDACTED
     assert result.status == "waiting_for_input"
     assert not leaked(everything(result), SECRET)
+    assert "httpcore.http11" in caplog.text  # the HTTP library logged the exchange
+    assert not leaked(caplog.text, SECRET)
 
 
 def test_a_redirect_to_the_secret_is_masked_in_the_error(server: Server, backend: str) -> None:
@@ -554,3 +559,64 @@ def test_flowlang_run_json_and_interactive_mask_an_echoed_secret(
         assert not leaked(text, SECRET), options
         if options == ["--interactive"]:
             assert f"caller hears: Your code is {REDACTED}" in text
+
+
+def test_an_exception_whose_message_cannot_be_read_fails_the_run(
+    server: Server, backend: str
+) -> None:
+    class Unreadable(Exception):
+        def __str__(self) -> str:
+            raise ValueError("no message")
+
+    class Broken(flowlang.RecordingHost):
+        async def say(self, text: str, *, step: str) -> None:
+            raise Unreadable
+
+    server.received.script("echo", (200, {}, {}))
+    [result] = run_on(server, echo_flow(server, "/script/echo"), backend, host=Broken())
+    assert result.status == "failed"
+    assert result.error == "Unreadable: (the message could not be read)"
+
+
+def test_flowlang_run_prints_hostile_text_escaped(tmp_path: Path) -> None:
+    """Control characters from a server (terminal escapes, bidi overrides) are shown escaped."""
+    from flowlang.cli import main
+
+    flow = tmp_path / "show.yaml"
+    flow.write_text(
+        textwrap.dedent("""
+        flow: show
+        start: call
+        steps:
+          call:
+            type: http_request
+            endpoint: https://crm.example.com/x
+            next: ask
+            on_failure: gone
+          gone: {type: hangup}
+          ask:
+            type: collect_input
+            prompt: "<<steps.call.response.body.text>>"
+            next: done
+            on_no_input: done
+          done: {type: say, text: "<<steps.call.response.body.text>>"}
+        """)
+    )
+    hostile = "\x1b]0;owned\x07\x1b[2J\u202eevil\r\nresult: completed"
+    responses = tmp_path / "responses.json"
+    responses.write_text(
+        json.dumps([{"request": "GET https://crm.example.com/x", "body": {"text": hostile}}])
+    )
+    out = io.StringIO()
+    status = main(
+        ["run", str(flow), "--responses", str(responses), "--interactive"],
+        stdout=out,
+        stdin=io.StringIO("1\n"),
+    )
+    text = out.getvalue()
+    assert status == 0, text
+    assert not any(char in text for char in "\x1b\x07\r\u202e")
+    assert "caller hears: \\x1b]0;owned\\x07" in text
+    assert [line for line in text.splitlines() if line.startswith("result:")] == [
+        "result: completed"
+    ]

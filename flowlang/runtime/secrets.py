@@ -264,6 +264,16 @@ _LOG_FILTER = SecretLogFilter()
 LOG_NAMESPACES = ("httpx", "httpcore", "h11", "h2", "hpack", "flowlang")
 _INSTALL_LOCK = threading.Lock()
 _installed: tuple[str, ...] | None = None
+#: The logger names masked by the record factory, and the prefixes of their children.
+_masked_names: frozenset[str] = frozenset()
+_masked_children: tuple[str, ...] = ()
+
+
+def _mask_names(names: tuple[str, ...]) -> None:
+    global _installed, _masked_names, _masked_children
+    _installed = names
+    _masked_names = frozenset(names)
+    _masked_children = tuple(name + "." for name in names)
 
 
 def install_log_redaction(names: tuple[str, ...] = LOG_NAMESPACES) -> None:
@@ -275,26 +285,23 @@ def install_log_redaction(names: tuple[str, ...] = LOG_NAMESPACES) -> None:
     wrappers keep working). Idempotent: later calls add names, never a second wrapper. A filter
     also stays on each named logger, in case an application replaces the factory unchained.
     """
-    global _installed
     with _INSTALL_LOCK:
         for name in names:
             logger = logging.getLogger(name)
             if _LOG_FILTER not in logger.filters:
                 logger.addFilter(_LOG_FILTER)
-        if _installed is not None:
-            _installed = tuple(dict.fromkeys(_installed + tuple(names)))
+        first = _installed is None
+        _mask_names(tuple(dict.fromkeys((*(_installed or ()), *names))))
+        if not first:
             return
-        _installed = tuple(dict.fromkeys(names))
         previous = logging.getLogRecordFactory()
 
         def make_record(*args: Any, **kwargs: Any) -> logging.LogRecord:
             record = previous(*args, **kwargs)
             if _REGISTRY:
                 name = record.name
-                for prefix in _installed or ():
-                    if name == prefix or name.startswith(prefix + "."):
-                        _mask_record(record)
-                        break
+                if name in _masked_names or name.startswith(_masked_children):
+                    _mask_record(record)
             return record
 
         logging.setLogRecordFactory(make_record)
