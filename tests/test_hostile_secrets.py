@@ -564,18 +564,18 @@ def test_flowlang_run_json_and_interactive_mask_an_echoed_secret(
 def test_an_exception_whose_message_cannot_be_read_fails_the_run(
     server: Server, backend: str
 ) -> None:
-    class Unreadable(Exception):
+    class UnreadableError(Exception):
         def __str__(self) -> str:
             raise ValueError("no message")
 
     class Broken(flowlang.RecordingHost):
         async def say(self, text: str, *, step: str) -> None:
-            raise Unreadable
+            raise UnreadableError
 
     server.received.script("echo", (200, {}, {}))
     [result] = run_on(server, echo_flow(server, "/script/echo"), backend, host=Broken())
     assert result.status == "failed"
-    assert result.error == "Unreadable: (the message could not be read)"
+    assert result.error == "UnreadableError: (the message could not be read)"
 
 
 def test_flowlang_run_prints_hostile_text_escaped(tmp_path: Path) -> None:

@@ -14,7 +14,6 @@ from flowlang.flow.model import CompiledFlow
 from flowlang.runtime.recorded import load_recorded_responses
 from flowlang.runtime.runner import RunResult, Runtime, RuntimeSettings
 
-
 #: Characters that a terminal acts on (C0 and C1 controls but tab, DEL, bidirectional
 #: overrides): shown escaped, so that data from a server or a caller cannot move the cursor,
 #: retitle the window or reorder what is shown.
