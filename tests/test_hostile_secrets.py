@@ -57,6 +57,8 @@ def produced_forms(value: str) -> list[str]:
         json.dumps(value, ensure_ascii=False)[1:-1],
         repr(value)[1:-1],
         repr(raw)[2:-1],
+        quote(json.dumps(value)[1:-1], safe=""),  # JSON text in a URL
+        repr(json.dumps(value)[1:-1])[1:-1],  # JSON text in an exception message
     ]
     return [form for form in forms if form]
 

@@ -109,33 +109,49 @@ def _base64_cores(data: bytes) -> list[str]:
 
 
 def _repr_bodies(text: str) -> list[str]:
-    """``repr`` of ``text`` without its quotes, in both quoting styles Python may choose."""
-    return [repr(text)[1:-1], repr('"' + text)[2:-1]]
-
-
-def _form_makers(value: str) -> list[Callable[[], list[str]]]:
-    encoded = value.encode("utf-8", "surrogatepass")
+    """``repr`` of ``text`` (and of its UTF-8 bytes) without the quotes, in both quoting
+    styles Python may choose."""
+    encoded = text.encode("utf-8", "surrogatepass")
     return [
-        lambda: [quote(value, safe=""), quote(value), quote_plus(value)],
-        lambda: [json.dumps(value)[1:-1], json.dumps(value, ensure_ascii=False)[1:-1]],
-        lambda: [json.dumps(value)[1:-1].replace("/", "\\/")],  # servers that escape slashes
-        lambda: _repr_bodies(value),
-        lambda: [repr(encoded)[2:-1], repr(b'"' + encoded)[3:-1]],
-        lambda: _base64_cores(encoded),
+        repr(text)[1:-1],
+        repr('"' + text)[2:-1],
+        repr(encoded)[2:-1],
+        repr(b'"' + encoded)[3:-1],
     ]
+
+
+def _json_bodies(text: str) -> list[str]:
+    """JSON string escapes of ``text`` without the quotes: ASCII or not, ``/`` escaped or not."""
+    ascii_only = json.dumps(text)[1:-1]
+    return [ascii_only, json.dumps(text, ensure_ascii=False)[1:-1], ascii_only.replace("/", "\\/")]
+
+
+#: How URLs (percent-encoding) and exception messages (repr) write a text.
+_WRITERS: tuple[Callable[[str], list[str]], ...] = (
+    lambda text: [quote(text, safe=""), quote(text), quote_plus(text)],
+    _repr_bodies,
+)
+
+
+def _guarded(make: Callable[[str], list[str]], text: str) -> list[str]:
+    try:
+        return make(text)
+    except (UnicodeError, ValueError):  # a lone surrogate: the runtime cannot write it either
+        return []
 
 
 @lru_cache(maxsize=4096)
 def secret_forms(value: str) -> tuple[str, ...]:
-    """Every form of secret ``value`` to mask, longest first (each form once)."""
-    forms = {value}
-    for make in _form_makers(value):
-        try:
-            made = make()
-        except (UnicodeError, ValueError):  # a lone surrogate: the runtime cannot write it
-            continue
-        forms.update(made)
-    for form in list(forms):  # percent-escapes as a server may echo them
+    """Every form of secret ``value`` to mask, longest first (each form once): the value and
+    its JSON escapes, each as is, percent-encoded or repr'd; base64 stretches; and
+    percent-escapes with lower-case hex, as a server may echo them."""
+    texts = {value, *_guarded(_json_bodies, value)}
+    forms = set(texts)
+    for text in texts:
+        for write in _WRITERS:
+            forms.update(_guarded(write, text))
+    forms.update(_guarded(lambda text: _base64_cores(text.encode()), value))
+    for form in list(forms):
         if "%" in form:
             forms.add(_PERCENT.sub(lambda match: match.group().lower(), form))
     forms.discard("")
