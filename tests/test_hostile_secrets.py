@@ -320,6 +320,35 @@ def test_redaction_keeps_the_shape_and_leaves_no_secret(data: Any) -> None:
         assert text != SHORT
 
 
+MANY = [f"tenant-{index}-key+/{index * 7919}" for index in range(12)]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.text(max_size=6) | st.sampled_from([form for v in MANY for form in produced_forms(v)]),
+        max_size=6,
+    )
+)
+def test_text_keeps_no_form_and_the_index_agrees(pieces: list[str]) -> None:
+    """Masking leaves no form of any secret; with many secrets a text is scanned through an
+    index of the forms' starts, which must mask exactly what the plain scan masks."""
+    from flowlang.runtime.secrets import _Masks
+
+    class Unindexed(_Masks):
+        INDEXED = 10**6
+
+    text = "".join(pieces)
+    indexed = _Masks(MANY)
+    assert indexed.index is not None
+    masked = indexed.mask(text)
+    assert not leaked(masked, *MANY), masked
+    assert masked == redactor_for(*MANY).text(text)
+    plain = Unindexed(MANY)
+    assert plain.index is None
+    assert plain.mask(text) == masked
+
+
 def test_short_secrets_are_masked_only_as_whole_values() -> None:
     redactor = redactor_for("ab", "x")
     data = {"ab": "ab", "cabbage": ["cabbage", "x", 1, True, None], "x": {"n": 12.5}}
