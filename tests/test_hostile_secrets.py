@@ -99,10 +99,23 @@ def test_basic_credentials_built_from_a_secret_are_masked(key_id: str) -> None:
     assert kept <= prefix + 4  # at most a character of the secret's edges on each side
 
 
-def test_short_secret_forms_are_not_substrings() -> None:
+def test_short_secrets_are_judged_once_trimmed() -> None:
     assert MIN_SUBSTRING == 4
-    assert secret_forms("ab") == ("ab",)
-    assert all(len(form) >= len("a+b") for form in secret_forms("a+b"))
+    redactor = redactor_for("ab", " cd\n", "wxyz")
+    assert redactor.text("cabbage, scd, AB") == "cabbage, scd, AB"
+    assert [redactor.text(text) for text in ("ab", "AB", "cd", " cd\n", "%20cd%0A")] == [REDACTED] * 5
+    assert redactor.text("the wxyz key, WXYZ") == f"the {REDACTED} key, {REDACTED}"
+
+
+@pytest.mark.parametrize("flt", ["trim", "lower", "upper"])
+def test_what_text_filters_make_of_a_secret_is_masked(flt: str) -> None:
+    secret = " MiXed+Key/Value==\n"
+    made = getattr(str, {"trim": "strip"}.get(flt, flt))(secret)
+    redactor = redactor_for(secret)
+    for form in [*produced_forms(made), quote(quote(made, safe=""), safe="")]:
+        masked = redactor.text(f"x={form}&y=1")
+        assert form.strip() not in masked, form
+    assert secret_forms(secret)[0]  # longest first, never empty
 
 
 def echo_flow(server: Server, endpoint: str, **step: Any) -> flowlang.CompiledFlow:
@@ -335,18 +348,20 @@ def test_text_keeps_no_form_and_the_index_agrees(pieces: list[str]) -> None:
     index of the forms' starts, which must mask exactly what the plain scan masks."""
     from flowlang.runtime.secrets import _Masks
 
+    class Indexed(_Masks):
+        INDEXED = 0
+
     class Unindexed(_Masks):
         INDEXED = 10**6
 
     text = "".join(pieces)
-    indexed = _Masks(MANY)
+    indexed = Indexed(MANY)
     assert indexed.index is not None
     masked = indexed.mask(text)
     assert not leaked(masked, *MANY), masked
-    assert masked == redactor_for(*MANY).text(text)
     plain = Unindexed(MANY)
     assert plain.index is None
-    assert plain.mask(text) == masked
+    assert plain.mask(text) == masked == redactor_for(*MANY).text(text)
 
 
 def test_short_secrets_are_masked_only_as_whole_values() -> None:

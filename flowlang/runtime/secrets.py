@@ -37,8 +37,9 @@ from typing import Any, Protocol
 from urllib.parse import quote, quote_plus
 
 REDACTED = "[redacted]"
-#: Secrets shorter than this are masked only where a whole string equals one of their forms:
-#: masking ``"ab"`` inside every text would destroy traces and say which letters it holds.
+#: Secrets shorter than this (once trimmed) are masked only where a whole string equals one
+#: of their forms: masking ``"ab"`` inside every text would destroy traces and say which
+#: letters it holds.
 MIN_SUBSTRING = 4
 #: Base64 stretches shorter than this are not masked inside text (too likely by chance).
 MIN_BASE64 = 8
@@ -140,17 +141,39 @@ def _guarded(make: Callable[[str], list[str]], text: str) -> list[str]:
         return []
 
 
+def _variants(value: str) -> set[str]:
+    """``value`` and what the ``trim``, ``lower`` and ``upper`` filters make of it."""
+    stripped = value.strip()
+    variants = {value, stripped, value.lower(), value.upper(), stripped.lower(), stripped.upper()}
+    variants.discard("")
+    return variants
+
+
+def _percent_twice(text: str) -> list[str]:
+    """``urlencode`` in an endpoint hole, which percent-encodes again."""
+    return [quote(quote(text, safe=""), safe="")]
+
+
 @lru_cache(maxsize=4096)
 def secret_forms(value: str) -> tuple[str, ...]:
-    """Every form of secret ``value`` to mask, longest first (each form once): the value and
-    its JSON escapes, each as is, percent-encoded or repr'd; base64 stretches; and
-    percent-escapes with lower-case hex, as a server may echo them."""
-    texts = {value, *_guarded(_json_bodies, value)}
+    """Every form of secret ``value`` to mask, longest first (each form once).
+
+    The value and what the text filters make of it; their JSON escapes; each of these as is,
+    percent-encoded (once or twice) or repr'd; base64 stretches; and percent-escapes with
+    lower-case hex, as a server may echo them.
+    """
+    variants = _variants(value)
+    texts = set(variants)
+    for variant in variants:
+        texts.update(_guarded(_json_bodies, variant))
     forms = set(texts)
     for text in texts:
         for write in _WRITERS:
             forms.update(_guarded(write, text))
-    forms.update(_guarded(lambda text: _base64_cores(text.encode()), value))
+    for variant in variants:
+        forms.update(_guarded(_percent_twice, variant))
+    for variant in {value, value.strip()}:  # Basic credentials: as given, or trimmed
+        forms.update(_guarded(lambda text: _base64_cores(text.encode()), variant))
     for form in list(forms):
         if "%" in form:
             forms.add(_PERCENT.sub(lambda match: match.group().lower(), form))
@@ -158,30 +181,64 @@ def secret_forms(value: str) -> tuple[str, ...]:
     return tuple(sorted(forms, key=lambda form: (-len(form), form)))
 
 
+_ALNUM_RUN = re.compile(f"[A-Za-z0-9]{{{MIN_SUBSTRING},}}")
+
+
+@lru_cache(maxsize=4096)
+def _substring_groups(value: str) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """The forms of a secret that is not short to look for inside text, grouped by an anchor
+    each contains: a text without the anchor holds none of its forms, so a few anchors are
+    looked for instead of every form. Anchors: the longest ASCII letter-and-digit run of each
+    variant (which percent-encoding, JSON and repr leave alone); a form without one is its own.
+    Forms that hold another form are left out (finding the shorter one is enough)."""
+    forms = [form for form in secret_forms(value) if len(form) >= MIN_SUBSTRING]
+    forms = [
+        form
+        for index, form in enumerate(forms)
+        if not any(other in form for other in forms[index + 1 :] if len(other) < len(form))
+    ]
+    anchors = sorted(
+        {max(runs, key=len) for runs in map(_ALNUM_RUN.findall, _variants(value)) if runs},
+        key=lambda anchor: (-len(anchor), anchor),
+    )
+    groups: dict[str, list[str]] = {}
+    for form in forms:
+        anchor = next((anchor for anchor in anchors if anchor in form), form)
+        groups.setdefault(anchor, []).append(form)
+    return tuple((anchor, tuple(members)) for anchor, members in groups.items())
+
+
+def is_short(value: str) -> bool:
+    """Whether ``value`` (or what ``trim`` makes of it) is too short to mask inside text."""
+    return len(value.strip()) < MIN_SUBSTRING
+
+
 class _Masks:
     """The compiled forms of a set of secret values: what to find and how to replace it."""
 
-    __slots__ = ("index", "substrings", "whole")
+    __slots__ = ("groups", "index", "whole")
 
-    #: With more forms than this, a text is scanned once through an index of their starts.
-    INDEXED = 48
+    #: With more anchors than this, a text is scanned once through an index of the forms'
+    #: starts (a process's registry of many secrets) instead of looking for each anchor.
+    INDEXED = 100
 
     def __init__(self, values: Any) -> None:
         whole: set[str] = set()
-        substrings: set[str] = set()
+        groups: dict[str, set[str]] = {}
         for value in values:
-            forms = secret_forms(value)
-            if len(value) < MIN_SUBSTRING:
-                whole.update(forms)
-            else:
-                substrings.update(form for form in forms if len(form) >= MIN_SUBSTRING)
+            if is_short(value):
+                whole.update(secret_forms(value))
+                continue
+            for anchor, forms in _substring_groups(value):
+                groups.setdefault(anchor, set()).update(forms)
         self.whole = frozenset(whole)
-        self.substrings = tuple(sorted(substrings, key=lambda form: (-len(form), form)))
+        self.groups = tuple((anchor, tuple(forms)) for anchor, forms in groups.items())
         self.index: dict[str, tuple[str, ...]] | None = None
-        if len(self.substrings) > self.INDEXED:
-            index: dict[str, list[str]] = {}
-            for form in self.substrings:
-                index.setdefault(form[:MIN_SUBSTRING], []).append(form)
+        if len(self.groups) > self.INDEXED:
+            index: dict[str, set[str]] = {}
+            for _, forms in self.groups:
+                for form in forms:
+                    index.setdefault(form[:MIN_SUBSTRING], set()).add(form)
             self.index = {start: tuple(forms) for start, forms in index.items()}
 
     def found(self, text: str) -> list[str] | None:
@@ -190,16 +247,23 @@ class _Masks:
             return []
         index = self.index
         if index is None:
-            hits = [form for form in self.substrings if form in text]
+            hits = [
+                form
+                for anchor, forms in self.groups
+                if anchor in text
+                for form in forms
+                if form in text
+            ]
         else:
-            seen: set[str] = set()
+            hits = []
             get = index.get
             for start in range(len(text) - MIN_SUBSTRING + 1):
                 candidates = get(text[start : start + MIN_SUBSTRING])
                 if candidates is not None:
-                    seen.update(form for form in candidates if text.startswith(form, start))
-            hits = sorted(seen, key=lambda form: (-len(form), form))
-        return hits or None
+                    hits.extend(form for form in candidates if text.startswith(form, start))
+        if not hits:
+            return None
+        return sorted(set(hits), key=lambda form: (-len(form), form))
 
     def mask(self, text: str) -> str:
         hits = self.found(text)
