@@ -1,11 +1,12 @@
 """Secrets: values that flows name as ``<<secrets.NAME>>``, fetched late and redacted everywhere.
 
 Redaction works on text, in every form the runtime or the libraries it drives write a value:
-as is, percent-encoded (as endpoints and redirects carry it), JSON-escaped, as a Python
-``repr`` of text or bytes (exception messages, httpcore's logs) and inside base64 (HTTP Basic
-credentials). Masking text rather than the holes of templates also covers a secret that a
-server echoes back. Policy (see :data:`MIN_SUBSTRING`): a secret of fewer than four characters
-is masked only where a whole string equals it; longer ones are masked wherever they occur.
+as is or as the ``trim``, ``lower`` and ``upper`` filters make it; percent-encoded (as
+endpoints, ``urlencode`` and redirects carry it); JSON-escaped; as a Python ``repr`` of text or
+bytes (exception messages, httpcore's logs); and inside base64 (HTTP Basic credentials).
+Masking text rather than the holes of templates also covers a secret that a server echoes
+back. Policy (see :data:`MIN_SUBSTRING`): a secret of fewer than four characters once trimmed
+is masked only where a whole string equals one of its forms; longer ones wherever they occur.
 :meth:`Redactor.data` replaces only inside string values: keys, numbers, booleans and the shape
 of the data never change.
 """
@@ -402,7 +403,7 @@ class Redactor:
         self._masks: _Masks | None = None
 
     def add(self, value: str) -> None:
-        if value and isinstance(value, str) and value not in self.used:
+        if isinstance(value, str) and value and value not in self.used:
             self.used.add(value)
             self._masks = None
             _register(value)
