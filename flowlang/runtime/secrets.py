@@ -96,9 +96,13 @@ class MappingSecrets:
 # --- the forms of a value ---------------------------------------------------------------------
 
 
+_URLSAFE = str.maketrans("+/", "-_")
+
+
 def _base64_cores(data: bytes) -> list[str]:
     """For each of the three alignments in a base64 stream (``user:secret`` in Basic
-    credentials puts the secret at any), the characters that depend on ``data`` alone."""
+    credentials puts the secret at any), the characters that depend on ``data`` alone; in
+    the standard and the URL-safe alphabet."""
     cores = []
     for shift in range(3):
         padded = b"\0" * shift + data
@@ -106,7 +110,7 @@ def _base64_cores(data: bytes) -> list[str]:
         first = -(-8 * shift // 6)  # the first character whose six bits all come from data
         core = encoded[first : 8 * len(padded) // 6]
         if len(core) >= MIN_BASE64:
-            cores.append(core)
+            cores += [core, core.translate(_URLSAFE)]
     return cores
 
 
@@ -341,8 +345,9 @@ class SecretLogFilter(logging.Filter):
 
 _LOG_FILTER = SecretLogFilter()
 #: Logger names (with their children) whose records are masked as they are made: the HTTP
-#: stack flowlang drives, and flowlang itself.
-LOG_NAMESPACES = ("httpx", "httpcore", "h11", "h2", "hpack", "flowlang")
+#: stack flowlang drives, flowlang itself, and asyncio (it logs exceptions of tasks that
+#: nobody awaited, with their messages).
+LOG_NAMESPACES = ("httpx", "httpcore", "h11", "h2", "hpack", "flowlang", "asyncio")
 _INSTALL_LOCK = threading.Lock()
 _installed: tuple[str, ...] | None = None
 #: The logger names masked by the record factory, and the prefixes of their children.
