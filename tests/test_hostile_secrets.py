@@ -86,6 +86,13 @@ def test_every_produced_form_is_masked_inside_text(secret: str) -> None:
         assert masked.startswith("GET https://crm.test/x?key=") and masked.endswith(".")
 
 
+def test_percent_escapes_in_any_case_are_one_form() -> None:
+    redactor = redactor_for(SECRET, "ab%2bcd%2F")
+    assert redactor.text("k3y%2bwith%2Fslash%3dend!") == f"{REDACTED}!"
+    assert redactor.text("x ab%2Bcd%2f y") == f"x {REDACTED} y"
+    assert redactor.text(f"{SECRET}{SECRET} {SECRET}") == f"{REDACTED} {REDACTED}"
+
+
 @pytest.mark.parametrize("key_id", ["", "A", "AC", "AC1", "AC12", "AC123"])
 def test_basic_credentials_built_from_a_secret_are_masked(key_id: str) -> None:
     """send_sms builds ``Basic base64(key_id:key_secret)``: whatever the key id's length (so

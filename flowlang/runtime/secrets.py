@@ -45,7 +45,21 @@ MIN_SUBSTRING = 4
 #: Base64 stretches shorter than this are not masked inside text (too likely by chance).
 MIN_BASE64 = 8
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
-_PERCENT = re.compile(r"%[0-9A-F]{2}")
+#: A percent-escape with a lower-case hex digit (``%2b``): texts and forms are compared with
+#: every escape upper-cased, which keeps their length, so that ``%2b``, ``%2B`` and ``%2F``
+#: mixed in any way are one form.
+_LOWER_ESCAPE = re.compile(r"%(?:[a-f][0-9A-Fa-f]|[0-9A-F][a-f])")
+
+
+def _upper_escape(match: re.Match[str]) -> str:
+    return match.group().upper()
+
+
+def _normal(text: str) -> str:
+    """``text`` with its percent-escapes upper-cased (same length, same positions)."""
+    if "%" not in text:
+        return text
+    return _LOWER_ESCAPE.sub(_upper_escape, text)
 
 
 class SecretsProvider(Protocol):
@@ -164,8 +178,8 @@ def secret_forms(value: str) -> tuple[str, ...]:
     """Every form of secret ``value`` to mask, longest first (each form once).
 
     The value and what the text filters make of it; their JSON escapes; each of these as is,
-    percent-encoded (once or twice) or repr'd; base64 stretches; and percent-escapes with
-    lower-case hex, as a server may echo them.
+    percent-encoded (once or twice) or repr'd; and base64 stretches. (Percent-escapes with
+    lower-case hex, as a server may echo them, are matched by comparing upper-cased.)
     """
     variants = _variants(value)
     texts = set(variants)
@@ -179,9 +193,6 @@ def secret_forms(value: str) -> tuple[str, ...]:
         forms.update(_guarded(_percent_twice, variant))
     for variant in {value, value.strip()}:  # Basic credentials: as given, or trimmed
         forms.update(_guarded(lambda text: _base64_cores(text.encode()), variant))
-    for form in list(forms):
-        if "%" in form:
-            forms.add(_PERCENT.sub(lambda match: match.group().lower(), form))
     forms.discard("")
     return tuple(sorted(forms, key=lambda form: (-len(form), form)))
 
@@ -196,14 +207,19 @@ def _substring_groups(value: str) -> tuple[tuple[str, tuple[str, ...]], ...]:
     looked for instead of every form. Anchors: the longest ASCII letter-and-digit run of each
     variant (which percent-encoding, JSON and repr leave alone); a form without one is its own.
     Forms that hold another form are left out (finding the shorter one is enough)."""
-    forms = [form for form in secret_forms(value) if len(form) >= MIN_SUBSTRING]
+    forms = list(dict.fromkeys(_normal(form) for form in secret_forms(value)))
+    forms = [form for form in forms if len(form) >= MIN_SUBSTRING]
     forms = [
         form
         for index, form in enumerate(forms)
         if not any(other in form for other in forms[index + 1 :] if len(other) < len(form))
     ]
     anchors = sorted(
-        {max(runs, key=len) for runs in map(_ALNUM_RUN.findall, _variants(value)) if runs},
+        {
+            max(runs, key=len)
+            for runs in (_ALNUM_RUN.findall(_normal(variant)) for variant in _variants(value))
+            if runs
+        },
         key=lambda anchor: (-len(anchor), anchor),
     )
     groups: dict[str, list[str]] = {}
@@ -232,7 +248,7 @@ class _Masks:
         groups: dict[str, set[str]] = {}
         for value in values:
             if is_short(value):
-                whole.update(secret_forms(value))
+                whole.update(map(_normal, secret_forms(value)))
                 continue
             for anchor, forms in _substring_groups(value):
                 groups.setdefault(anchor, set()).update(forms)
@@ -247,38 +263,61 @@ class _Masks:
             self.index = {start: tuple(forms) for start, forms in index.items()}
 
     def found(self, text: str) -> list[str] | None:
-        """The forms in ``text``, longest first ([] for a whole match), or None for none."""
-        if text in self.whole:
+        """The forms in ``text`` (compared with its escapes upper-cased), longest first; []
+        when the whole text is a form; None when it holds none."""
+        probe = _normal(text)
+        if probe in self.whole:
             return []
+        return self._hits(probe)
+
+    def _hits(self, probe: str) -> list[str] | None:
         index = self.index
         if index is None:
             hits = [
                 form
                 for anchor, forms in self.groups
-                if anchor in text
+                if anchor in probe
                 for form in forms
-                if form in text
+                if form in probe
             ]
         else:
             hits = []
             get = index.get
-            for start in range(len(text) - MIN_SUBSTRING + 1):
-                candidates = get(text[start : start + MIN_SUBSTRING])
+            for start in range(len(probe) - MIN_SUBSTRING + 1):
+                candidates = get(probe[start : start + MIN_SUBSTRING])
                 if candidates is not None:
-                    hits.extend(form for form in candidates if text.startswith(form, start))
+                    hits.extend(form for form in candidates if probe.startswith(form, start))
         if not hits:
             return None
         return sorted(set(hits), key=lambda form: (-len(form), form))
 
     def mask(self, text: str) -> str:
-        hits = self.found(text)
+        """``text`` with every stretch that is a form replaced by ``[redacted]`` (overlapping
+        or adjacent stretches as one)."""
+        probe = _normal(text)
+        if probe in self.whole:
+            return REDACTED
+        hits = self._hits(probe)
         if hits is None:
             return text
-        if not hits:
-            return REDACTED
+        spans = []
         for form in hits:
-            text = text.replace(form, REDACTED)
-        return text
+            start = probe.find(form)
+            while start != -1:
+                spans.append((start, start + len(form)))
+                start = probe.find(form, start + 1)
+        spans.sort()
+        pieces = []
+        kept = 0  # text before this position is written out
+        begin, end = spans[0]
+        for start, stop in spans[1:]:
+            if start <= end:
+                end = max(end, stop)
+                continue
+            pieces += [text[kept:begin], REDACTED]
+            kept, (begin, end) = end, (start, stop)
+        pieces += [text[kept:begin], REDACTED, text[end:]]
+        return "".join(pieces)
 
 
 # --- the process-wide registry and library logs -----------------------------------------------
