@@ -422,8 +422,8 @@ async def run_loop(runtime, RunFields run, dict plan, step_id):
                 continue
             if out.kind == WAIT:  # the counters go into the state, to carry on with
                 run.steps_run, run.streak = steps_run, (last, count)
-                return _RunResult(
-                    "waiting_for_input", trace, run.instructions, run.state(step_id), out.detail
+                return _RunResult(  # awaiting is the masked detail: it is output too
+                    "waiting_for_input", trace, run.instructions, run.state(step_id), detail
                 )
             if out.kind == END:
                 return _RunResult("ended", trace, run.instructions)

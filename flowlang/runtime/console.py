@@ -14,6 +14,25 @@ from flowlang.flow.model import CompiledFlow
 from flowlang.runtime.recorded import load_recorded_responses
 from flowlang.runtime.runner import RunResult, Runtime, RuntimeSettings
 
+#: Characters that a terminal acts on (C0 and C1 controls but tab, DEL, bidirectional
+#: overrides): shown escaped, so that data from a server or a caller cannot move the cursor,
+#: retitle the window or reorder what is shown.
+_UNSAFE = {
+    code: f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+    for code in (
+        *range(0x00, 0x09),
+        *range(0x0A, 0x20),
+        *range(0x7F, 0xA0),
+        *range(0x202A, 0x202F),
+        *range(0x2066, 0x206A),
+    )
+}
+
+
+def _shown(text: str) -> str:
+    """``text`` safe to print on a terminal: one line, control characters escaped."""
+    return text.translate(_UNSAFE)
+
 
 def describe_why(detail: Mapping[str, Any]) -> str | None:
     """Why a Condition Splitter branch was taken, in words, from the trace's data."""
@@ -63,14 +82,14 @@ def _print_result(result: RunResult, out: TextIO, as_json: bool) -> None:
             out.write(to_json({"event": "instruction", **instruction}) + "\n")
     else:
         for entry in entries:
-            out.write("\n".join(_describe(entry)) + "\n")
+            out.write("\n".join(_shown(line) for line in _describe(entry)) + "\n")
         for instruction in result.instructions:
             fields = ", ".join(
                 f"{key}={value!r}"
                 for key, value in instruction.items()
                 if key not in ("action", "step")
             )
-            out.write(f"  host <- {instruction['action']}({fields})\n")
+            out.write(_shown(f"  host <- {instruction['action']}({fields})") + "\n")
 
 
 async def _main(
@@ -87,7 +106,8 @@ async def _main(
     if arguments.responses:
         options["http"] = load_recorded_responses(arguments.responses)
     if not arguments.json:
-        out.write(f"flow {flow.name}" + (f" ({flow.filename})" if flow.filename else "") + "\n")
+        where = f" ({flow.filename})" if flow.filename else ""
+        out.write(_shown(f"flow {flow.name}{where}") + "\n")
     async with Runtime(**options) as runtime:
         result = await runtime.start(flow, context)
         _print_result(result, out, arguments.json)
@@ -98,7 +118,7 @@ async def _main(
                 digits = inputs.pop(step)
             elif arguments.interactive:
                 prompt = awaiting.get("prompt") or f"digits for {step}"
-                out.write(f"  caller hears: {prompt}\n")
+                out.write(_shown(f"  caller hears: {prompt}") + "\n")
                 out.flush()
                 line = stdin.readline()
                 digits = line.strip() or None
@@ -120,9 +140,11 @@ async def _main(
     else:
         for item in background:
             out.write(
-                f"  background {item['step']}: {item['outcome']}"
-                + (f" ({item['status']})" if item["status"] else "")
-                + (f": {item['error']}" if item["error"] else "")
+                _shown(
+                    f"  background {item['step']}: {item['outcome']}"
+                    + (f" ({item['status']})" if item["status"] else "")
+                    + (f": {item['error']}" if item["error"] else "")
+                )
                 + "\n"
             )
         waiting_at = (result.awaiting or {}).get("step")
@@ -133,7 +155,7 @@ async def _main(
             "(give it with --input STEP=DIGITS or --interactive)",
             "failed": f"failed: {result.error}",
         }[result.status]
-        out.write(f"result: {ending}\n")
+        out.write(_shown(f"result: {ending}") + "\n")
     return 1 if result.status == "failed" else 0
 
 

@@ -10,7 +10,12 @@ Instruction = dict[str, Any]
 
 
 class Host(Protocol):
-    """Call control handed to the IVR engine. Every method may be a no-op for a given host."""
+    """Call control handed to the IVR engine. Every method may be a no-op for a given host.
+
+    The host is given the real text (the caller must hear it); what a run records of it
+    (``RunResult.instructions``, the trace) has every secret value the run used masked. A
+    collect_input prompt reaches the engine only through ``RunResult.awaiting``, and is masked.
+    """
 
     async def say(self, text: str, *, step: str) -> None:
         """Speak ``text`` to the caller."""

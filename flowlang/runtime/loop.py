@@ -134,9 +134,8 @@ async def run_loop(runtime: Runtime, run: Run, plan: StepPlan, step_id: str | No
                 continue
             if kind == "wait":  # the counters go into the state, to carry on with
                 run.steps_run, run.streak = steps_run, (last, count)
-                awaiting = transition[3]  # the host is told the prompt itself; the trace is masked
-                return RunResult(
-                    "waiting_for_input", trace, run.instructions, run.state(step_id), awaiting
+                return RunResult(  # awaiting is the masked detail: it is output too
+                    "waiting_for_input", trace, run.instructions, run.state(step_id), detail
                 )
             if kind == "end":
                 return RunResult("ended", trace, run.instructions)

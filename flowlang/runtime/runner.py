@@ -112,7 +112,11 @@ class Run(_RunBase):
         (the one place where one becomes a failed run)."""
         if isinstance(error, TimeoutError):
             return self.failed(f"the run took longer than {self.runtime.settings.run_deadline:g}s")
-        return self.failed(f"{type(error).__name__}: {error}")
+        try:
+            message = str(error)
+        except Exception:  # an embedding application's exception whose message cannot be read
+            message = "(the message could not be read)"
+        return self.failed(f"{type(error).__name__}: {message}")
 
     def state(self, waiting_at: str) -> dict[str, Any]:
         """Plain JSON that resumes this run, with secrets masked and the secrets root left out."""
