@@ -18,12 +18,12 @@ from support import same
 
 import flowlang
 from flowlang.expr.backends import AVAILABLE, compiled_helper
+from flowlang.expr.values import to_json
 from flowlang.flow.model import generated_build
 from flowlang.runtime.http import RecordedHttp, RecordedResponse
-from flowlang.expr.values import to_json
 from flowlang.runtime.loop import new_scope
-from flowlang.runtime.state import measure
 from flowlang.runtime.results import trace_entries
+from flowlang.runtime.state import measure
 
 needs_cython = pytest.mark.skipif(
     "cython" not in AVAILABLE, reason="the cython backend is not available"
@@ -331,9 +331,11 @@ odd_values = st.recursive(
         st.text(max_size=4),
         st.sampled_from([object(), b"x", (1, 2), 2**64, -(2**63) - 1, "\ud800", _Broken()]),
     ),
-    lambda children: st.lists(children, max_size=3)
-    | st.lists(children, max_size=3).map(tuple)
-    | st.dictionaries(st.text(max_size=3) | st.integers() | st.none(), children, max_size=3),
+    lambda children: (
+        st.lists(children, max_size=3)
+        | st.lists(children, max_size=3).map(tuple)
+        | st.dictionaries(st.text(max_size=3) | st.integers() | st.none(), children, max_size=3)
+    ),
     max_leaves=12,
 )
 
