@@ -70,7 +70,7 @@ cdef inline Py_ssize_t _text_size(object text) except? -100:
     return _py_text_size(text)
 
 
-cdef Py_ssize_t _int_size(object value) except? -100:
+cdef inline Py_ssize_t _int_size(object value) except? -100:
     cdef int overflow = 0
     PyLong_AsLongLongAndOverflow(value, &overflow)
     if overflow == 0:
@@ -136,33 +136,51 @@ cdef Py_ssize_t _measure_list(object value, Py_ssize_t depth, Py_ssize_t budget,
 
 
 cdef Py_ssize_t _measure_map(object value, Py_ssize_t depth, Py_ssize_t budget, bint strict) except? -100:
-    cdef Py_ssize_t size = 2, child, key_size
+    cdef Py_ssize_t size = 2, position = 0
+    cdef PyObject* key_ref
+    cdef PyObject* item_ref
     if depth <= 0:
         return TOO_DEEP
-    if type(value) is dict:
-        entries = (<dict>value).items()
-    else:
-        try:
-            entries = list(value.items())
-        except Exception:  # a mapping that cannot be read
-            return BAD_KIND
+    if type(value) is dict:  # no copy: strong references to each entry while it is measured
+        while PyDict_Next(value, &position, &key_ref, &item_ref):
+            key = <object>key_ref
+            item = <object>item_ref
+            size = _measure_entry(key, item, size, depth, budget, strict)
+            if size < 0:
+                return size
+        return size if size <= budget else TOO_LARGE
+    try:
+        entries = list(value.items())
+    except Exception:  # a mapping that cannot be read
+        return BAD_KIND
     for key, item in entries:
-        if isinstance(key, str):
-            key_size = _text_size(key)
-            if key_size < 0:
-                return key_size
-        elif strict:
-            return BAD_KEY
-        else:
-            key_size = 8
-        size += key_size + 2
-        child = _measure(item, depth - 1, budget - size, strict)
-        if child < 0:
-            return child
-        size += child
-        if size > budget:
-            return TOO_LARGE
+        size = _measure_entry(key, item, size, depth, budget, strict)
+        if size < 0:
+            return size
     return size if size <= budget else TOO_LARGE
+
+
+cdef inline Py_ssize_t _measure_entry(
+    object key, object item, Py_ssize_t size, Py_ssize_t depth, Py_ssize_t budget, bint strict
+) except? -100:
+    """``size`` with one entry of a map added, or a code."""
+    cdef Py_ssize_t key_size, child
+    if type(key) is str or isinstance(key, str):
+        key_size = _text_size(key)
+        if key_size < 0:
+            return key_size
+    elif strict:
+        return BAD_KEY
+    else:
+        key_size = 8
+    size += key_size + 2
+    child = _measure(item, depth - 1, budget - size, strict)
+    if child < 0:
+        return child
+    size += child
+    if size > budget:
+        return TOO_LARGE
+    return size
 
 
 def measure_data(value, Py_ssize_t depth, Py_ssize_t budget, bint strict):
@@ -409,29 +427,35 @@ cdef class SetVariablesStep(PlannedStep):
         self.step_id = step.id
         self.transition = GO_ON if self.target else COMPLETE
 
-    cdef void store(self, RunFields run, dict variables, object key, object value) except *:
-        """Twin of the loop body of flowlang.runtime.steps.store_variables."""
+    cdef object store(self, RunFields run, dict variables, object key, object value):
+        """Twin of the loop body of flowlang.runtime.steps.store_variables: None when stored,
+        else the DataLimitError to raise."""
         cdef PyObject* found = PyDict_GetItem(variables, key)
         cdef Py_ssize_t size, old, total
-        existing = <object>found if found is not NULL else None
-        if found is not NULL and isinstance(existing, dict) and isinstance(value, dict):
-            merged = dict(existing)
-            merge_variables(merged, value)
-            value = merged
-        size = _measure(value, run.max_depth - 1, run.max_value, False)
-        if size < 0:
-            raise _DataLimitError(
-                _variable_problem(self.step_id, key, value, run.runtime.data_limits)
-            )
         if found is NULL:
+            size = _measure(value, run.max_depth - 1, run.max_value, False)
+            if size < 0:
+                return self.refused(run, key, value)
             total = run.data_size + size + (len(key) + 2 if isinstance(key, str) else 8) + 2
         else:
+            existing = <object>found
+            if isinstance(existing, dict) and isinstance(value, dict):
+                merged = dict(existing)
+                merge_variables(merged, value)
+                value = merged
+            size = _measure(value, run.max_depth - 1, run.max_value, False)
+            if size < 0:
+                return self.refused(run, key, value)
             old = _measure(existing, run.max_depth, run.max_state, False)
             total = run.data_size + size - (old if old > 0 else 0)
         if total > run.max_state:
-            raise _DataLimitError(_state_full(self.step_id, f"vars.{key}", run.max_state))
+            return _DataLimitError(_state_full(self.step_id, f"vars.{key}", run.max_state))
         run.data_size = total
         variables[key] = value
+        return None
+
+    cdef object refused(self, RunFields run, object key, object value):
+        return _DataLimitError(_variable_problem(self.step_id, key, value, run.runtime.data_limits))
 
     cdef void plain(self, object run, object scope, Transit out) except *:
         cdef Py_ssize_t index, rest
@@ -441,15 +465,16 @@ cdef class SetVariablesStep(PlannedStep):
         elif self.direct is not None:
             for index in range(len(self.direct.keys)):
                 value = (<Node>self.direct.parts[index]).eval(scope)
-                try:
-                    self.store(<RunFields>run, <dict>variables, self.direct.keys[index], value)
-                except BaseException:
+                refused = self.store(<RunFields>run, <dict>variables, self.direct.keys[index], value)
+                if refused is not None:  # the rest are rendered first, as in the Python twin
                     for rest in range(index + 1, len(self.direct.keys)):
                         (<Node>self.direct.parts[rest]).eval(scope)
-                    raise
+                    raise refused
         else:
             for key, value in self.build.eval(scope).items():
-                self.store(<RunFields>run, <dict>variables, key, value)
+                refused = self.store(<RunFields>run, <dict>variables, key, value)
+                if refused is not None:
+                    raise refused
         out.set(self.transition, self.target, "set", {"variables": list(self.names)})
 
 

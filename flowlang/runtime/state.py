@@ -383,9 +383,12 @@ def _read(
     limits: tuple[int, int, int],
     measure_data: Any,
 ) -> Resumable:
-    if not isinstance(given, Mapping):
+    if type(given) is dict:
+        state: dict[Any, Any] = given
+    elif isinstance(given, Mapping):
+        state = dict(given.items())  # one read of a foreign mapping
+    else:
         raise FlowStateError("this is not a flowlang run state")
-    state = dict(given.items())
     form = state.get("format")
     if type(form) is not str or form != STATE_FORMAT:
         if type(form) is str and form.startswith("flowlang.run/"):
