@@ -37,7 +37,9 @@ __all__ = [
 import base64
 import hashlib
 import hmac
+import itertools
 import math
+import os
 import re
 import secrets
 import threading
@@ -103,7 +105,14 @@ def measure(
     a flow makes) other values count as the null they become. ``trail`` collects the path to
     the problem, innermost first. The compiled twin (ext/_runner.pxi) gives the same answers.
     """
-    if isinstance(value, str):
+    kind = type(value)
+    if kind is int:  # the common kinds first, by exact type
+        size = 8 if INT_MIN <= value <= INT_MAX else BAD_INT
+    elif kind is str:
+        size = _text_size(value)
+    elif kind is dict or kind is list:
+        return _measure_container(value, depth, budget, strict, trail)
+    elif isinstance(value, str):
         size = _text_size(value)
     elif value is None or isinstance(value, bool):
         size = 5
@@ -324,9 +333,23 @@ class MemoryResumeGuard:
             return True
 
 
+#: Run ids: a random prefix per process (renewed in a forked child) and a counter; unique
+#: without a system call per run (what makes a state unforgeable is its signature).
+_run_ids: list[Any] = []
+
+
+def _renew_run_ids() -> None:
+    _run_ids[:] = [secrets.token_urlsafe(12), itertools.count(1)]
+
+
+_renew_run_ids()
+os.register_at_fork(after_in_child=_renew_run_ids)
+
+
 def new_run_id() -> str:
-    """A fresh random run id (128 bits)."""
-    return secrets.token_urlsafe(16)
+    """A fresh run id, unique across processes (a random 96-bit prefix and a counter)."""
+    prefix, counter = _run_ids
+    return f"{prefix}.{next(counter):x}"
 
 
 # --- making and reading states -----------------------------------------------------------------

@@ -22,6 +22,7 @@ __all__ = [
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeAlias
 
+from flowlang.expr.backends import compiled_helper
 from flowlang.expr.values import to_text, truthy
 from flowlang.flow.build import Endpoint, Row
 from flowlang.flow.model import FieldTree, Step
@@ -32,7 +33,14 @@ from flowlang.runtime.requests import (
     encode_body,
     render_endpoint,
 )
-from flowlang.runtime.state import DataLimitError, data_problem, measure, valid_text
+from flowlang.runtime.state import (
+    INT_MAX,
+    INT_MIN,
+    DataLimitError,
+    data_problem,
+    measure,
+    valid_text,
+)
 
 if TYPE_CHECKING:
     from flowlang.runtime.runner import Run
@@ -148,6 +156,8 @@ def merge_variables(variables: dict[str, Any], values: Mapping[str, Any]) -> Non
 
 
 _ABSENT: Any = object()
+#: The compiled twin when the extension is built (as for new_scope and a run's fields).
+_measure = compiled_helper("measure_data", measure)
 
 
 def _key_size(key: Any) -> int:
@@ -169,7 +179,7 @@ def grown(run: Run, step_id: str, where: str, existing: Any, key: Any, size: int
     if existing is _ABSENT:
         total = run.data_size + size + _key_size(key) + 2
     else:
-        total = run.data_size + size - max(measure(existing, max_depth, max_state, False), 0)
+        total = run.data_size + size - max(_measure(existing, max_depth, max_state, False), 0)
     if total > max_state:
         raise DataLimitError(state_full(step_id, where, max_state))
     return total
@@ -195,25 +205,40 @@ def store_variables(run: Run, step_id: str, values: Mapping[str, Any]) -> None:
     the run's data limits before it is stored: DataLimitError names the step and variable."""
     variables = run.scope["vars"]
     limits = run.runtime.data_limits
-    max_value, _, max_depth = limits
-    for key, given in values.items():
-        value = given
-        existing = variables.get(key, _ABSENT)
-        if isinstance(existing, dict) and isinstance(value, dict):
-            value = dict(existing)
-            merge_variables(value, given)
-        size = measure(value, max_depth - 1, max_value, False)
-        if size < 0:
-            raise DataLimitError(variable_problem(step_id, key, value, limits))
-        run.data_size = grown(run, step_id, f"vars.{key}", existing, key, size)
-        variables[key] = value
+    max_value, max_state, max_depth = limits
+    total = run.data_size
+    try:
+        for key, given in values.items():
+            value = given
+            existing = variables.get(key, _ABSENT)
+            if isinstance(existing, dict) and isinstance(value, dict):
+                value = dict(existing)
+                merge_variables(value, given)
+            if type(value) is int and INT_MIN <= value <= INT_MAX:  # the common case, inline
+                size = 8
+            else:
+                size = _measure(value, max_depth - 1, max_value, False)
+                if size < 0:
+                    raise DataLimitError(variable_problem(step_id, key, value, limits))
+            if existing is _ABSENT:
+                after = total + size + _key_size(key) + 2
+            elif type(existing) is int and INT_MIN <= existing <= INT_MAX:
+                after = total + size - 8
+            else:
+                after = total + size - max(_measure(existing, max_depth, max_state, False), 0)
+            if after > max_state:
+                raise DataLimitError(state_full(step_id, f"vars.{key}", max_state))
+            total = after
+            variables[key] = value
+    finally:
+        run.data_size = total
 
 
 def store_record(run: Run, step_id: str, root: str, record: dict[str, Any]) -> None:
     """Store a step's record as ``<root>.<step id>`` within the run's data limits."""
     container = run.scope[root]
     _, max_state, max_depth = run.runtime.data_limits
-    size = measure(record, max_depth - 1, max_state, False)
+    size = _measure(record, max_depth - 1, max_state, False)
     where = f"{root}.{step_id}"
     if size < 0:
         problem = data_problem(
