@@ -402,3 +402,35 @@ def test_set_variables_merges_maps_and_renders_before_writing(backend: str) -> N
     assert json.loads(result.instructions[0]["text"].split(" ")[0]) == {"x": 1, "k": [2], "y": 1}
     assert result.instructions[0]["text"].endswith(" 7")
     assert seeded == {"c": {"x": 1}}  # the context's maps are never written to
+
+
+@needs_cython
+@pytest.mark.parametrize(
+    "variables",
+    [
+        {"a": "<<contact.big>>", "b": "<<contact.long>><<contact.long>>"},  # refused, then error
+        {"a": "<<contact.big>>", "b": "<<contact.long>>"},  # refused
+        {"a": "<<contact.long>>", "b": "<<contact.long>>", "c": "<<contact.long>>"},  # state full
+        {"a": {"b": "<<contact.big>>"}},  # nested: built first, then refused
+        {"a": "<<[vars.a, vars.a]>>"},  # reads vars: built first
+    ],
+)
+def test_both_loops_refuse_values_alike(variables: dict[str, Any]) -> None:
+    document = {
+        "flow": "refuse",
+        "start": "s",
+        "steps": {"s": {"type": "set_variables", "variables": variables}},
+    }
+    flow = flowlang.load_flow(json.dumps(document))
+    context = {"contact": {"big": list(range(8_000)), "long": "x" * 60_000}, "vars": {"a": [1]}}
+
+    async def run(backend: str) -> dict[str, Any]:
+        settings = flowlang.RuntimeSettings(max_state_size=150_000)
+        async with flowlang.Runtime(
+            http=RecordedHttp({}), settings=settings, backend=backend
+        ) as runtime:
+            return _outcome(await runtime.start(flow, copy.deepcopy(context)))
+
+    compiled, python = asyncio.run(run("cython")), asyncio.run(run("python"))
+    assert compiled == python
+    assert compiled["status"] in ("failed", "completed")
