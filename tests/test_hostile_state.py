@@ -780,3 +780,21 @@ def test_a_response_the_state_cannot_hold_takes_the_failure_edge(loop: str) -> N
 def test_data_limit_settings_are_checked(field: str, value: Any) -> None:
     with pytest.raises(ValueError, match=field):
         RuntimeSettings(**{field: value})
+
+
+def test_the_command_line_refuses_such_a_context_with_a_message(
+    tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import io
+
+    from flowlang.cli import main
+
+    flow_file = tmp_path / "flow.yaml"
+    flow_file.write_text(VIP_FLOW)
+    context_file = tmp_path / "context.json"
+    context_file.write_text(json.dumps({"contact": _nested(300)}))
+    out = io.StringIO()
+    status = main(["run", str(flow_file), "--context", str(context_file)], out, io.StringIO())
+    assert status == 2
+    assert "contact.a.a" in capsys.readouterr().err
+    assert "Traceback" not in out.getvalue()

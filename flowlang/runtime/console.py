@@ -6,6 +6,7 @@ __all__ = ["run_from_command_line"]
 
 import argparse
 import asyncio
+import sys
 from collections.abc import Mapping
 from typing import Any, TextIO
 
@@ -89,7 +90,12 @@ async def _main(
     if not arguments.json:
         out.write(f"flow {flow.name}" + (f" ({flow.filename})" if flow.filename else "") + "\n")
     async with Runtime(**options) as runtime:
-        result = await runtime.start(flow, context)
+        try:
+            running = runtime.start(flow, context)
+        except ValueError as error:  # a context the runtime cannot take: refused at the door
+            sys.stderr.write(f"flowlang: {error}\n")
+            return 2
+        result = await running
         _print_result(result, out, arguments.json)
         while result.status == "waiting_for_input":
             awaiting = result.awaiting or {}
