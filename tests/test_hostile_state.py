@@ -798,3 +798,35 @@ def test_the_command_line_refuses_such_a_context_with_a_message(
     assert status == 2
     assert "contact.a.a" in capsys.readouterr().err
     assert "Traceback" not in out.getvalue()
+
+
+def test_a_flow_cannot_read_a_state_key() -> None:
+    flow = flowlang.load_flow(
+        """
+flow: leak
+start: send
+steps:
+  send:
+    type: http_request
+    endpoint: "https://crm.example.com/lookup"
+    headers: {X-Leak: "<<secrets.STATE_KEY_NEW>>", X-Also: "<<secrets.state-key-new>>"}
+    next: done
+    on_failure: done
+  done: {type: hangup}
+"""
+    )
+    http = recorded()
+
+    async def main() -> flowlang.RunResult:
+        environ = {"FLOWLANG_SECRET_STATE_KEY_NEW": KEY_NEW}
+        async with Runtime(
+            http=http,
+            secrets=flowlang.EnvironmentSecrets(environ=environ),
+            settings=RuntimeSettings(state_keys=("STATE_KEY_NEW",)),
+        ) as rt:
+            return await rt.start(flow, {})
+
+    result = run(main())
+    assert result.trace[0]["outcome"] == "invalid_request"
+    assert "is not set" in result.trace[0]["detail"]["error"]
+    assert http.requests == []

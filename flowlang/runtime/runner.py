@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 __all__ = [
+    "STATE_FORMAT",
+    "STATE_ROOTS",
     "FlowStateError",
     "MemoryResumeGuard",
     "ResumeGuard",
@@ -48,8 +50,6 @@ from flowlang.runtime.state import (
 )
 from flowlang.runtime.steps import StepPlan, apply_digits, plan_flow
 from flowlang.settings import check_counts, check_durations, check_names
-
-__all__ += ["STATE_FORMAT", "STATE_ROOTS"]
 
 
 @dataclass(frozen=True)
@@ -166,6 +166,22 @@ class Run(_RunBase):
         )
 
 
+class _WithoutStateKeys:
+    """The secrets a flow may read: the provider's, except any that holds a state key (a flow
+    that could read one could send it away and then forge states)."""
+
+    def __init__(self, provider: SecretsProvider, hidden: frozenset[str]) -> None:
+        self._provider = provider
+        self._hidden = hidden
+
+    def get(self, name: str) -> str | None:
+        value = self._provider.get(name)
+        return None if value in self._hidden else value
+
+    def describe(self, name: str) -> str:
+        return self._provider.describe(name)
+
+
 def _python_plan(plan: StepPlan) -> StepPlan:
     return plan
 
@@ -216,13 +232,14 @@ class Runtime:
         )
         install_log_redaction()
         self.host: Host = host or NullHost()
-        self.secrets: SecretsProvider = secrets or EnvironmentSecrets()
+        provider: SecretsProvider = secrets or EnvironmentSecrets()
+        self.secrets: SecretsProvider = provider
         #: The keys that sign and verify states (None: states are not signed).
-        self.state_keys: StateKeys | None = (
-            StateKeys.from_provider(self.settings.state_keys, self.secrets)
-            if self.settings.state_keys
-            else None
-        )
+        self.state_keys: StateKeys | None = None
+        if self.settings.state_keys:
+            self.state_keys = StateKeys.from_provider(self.settings.state_keys, provider)
+            hidden = frozenset(provider.get(name) or "" for name in self.settings.state_keys)
+            self.secrets = _WithoutStateKeys(provider, hidden)
         self.resume_guard: ResumeGuard = resume_guard or MemoryResumeGuard()
         self._own_http: GuardedHttp | None = None
         if http is None:
