@@ -406,6 +406,12 @@ MALFORMED = [
     ("run_id", 7),
     ("run_id", "x" * 101),
     ("run_id", ["a"]),
+    ("suspended_at", None),
+    ("suspended_at", 1.5),
+    ("suspended_at", math.inf),
+    ("suspended_at", 10**30),
+    ("suspended_at", -(10**30)),
+    ("suspended_at", "now"),
     ("format", ["flowlang.run/2"]),
     ("format", "flowlang.run/1"),
     ("format", {"a": 1}),
@@ -830,3 +836,26 @@ steps:
     assert result.trace[0]["outcome"] == "invalid_request"
     assert "is not set" in result.trace[0]["detail"]["error"]
     assert http.requests == []
+
+
+@pytest.mark.parametrize(
+    ("age", "message"),
+    [(3_601, r"the state expired: it was suspended 36\d\ds ago"), (-301, "in the future")],
+)
+def test_an_expired_state_is_refused(age: int, message: str) -> None:
+    flow = flowlang.load_flow(VIP_FLOW)
+
+    async def main() -> None:
+        async with runtime(("STATE_KEY_NEW",)) as signer:
+            fresh = await suspend(signer)
+        keys = StateKeys([KEY_NEW])
+        old = keys.sign({**fresh, "suspended_at": fresh["suspended_at"] - age})
+        async with runtime(("STATE_KEY_NEW",)) as rt:
+            with pytest.raises(FlowStateError, match=message):
+                rt.resume(flow, old, "1234")
+            assert (await rt.resume(flow, fresh, "1234")).status == "waiting_for_input"
+        async with runtime(("STATE_KEY_NEW",), max_state_age=float("inf")) as patient:
+            if age > 0:
+                assert (await patient.resume(flow, old, "1234")).status == "waiting_for_input"
+
+    run(main())

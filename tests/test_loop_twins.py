@@ -157,11 +157,11 @@ def _outcome(result: flowlang.RunResult) -> dict[str, Any]:
 
 
 def _same_run(state: dict[str, Any] | None) -> dict[str, Any] | None:
-    """A state without its random run id (checked to be there)."""
+    """A state without its random run id and its time (checked to be there)."""
     if state is None:
         return None
-    assert isinstance(state["run_id"], str)
-    return {key: value for key, value in state.items() if key != "run_id"}
+    assert isinstance(state["run_id"], str) and isinstance(state["suspended_at"], int)
+    return {key: value for key, value in state.items() if key not in ("run_id", "suspended_at")}
 
 
 def _run_both(

@@ -78,12 +78,16 @@ class RuntimeSettings:
     #: first signs, any verifies. Empty: states are not signed (keep them where no caller
     #: can edit them).
     state_keys: tuple[str, ...] = ()
+    #: Seconds a state may wait to be resumed (its ``suspended_at``); older ones are refused.
+    max_state_age: float = 3600.0
 
     def __post_init__(self) -> None:
         check_counts(self, ("max_steps", "max_same_step", "max_requests_in_flight"))
         check_counts(self, ("max_response_body", "max_request_body", "max_redirects"), 0)
         check_counts(self, ("max_value_size", "max_state_size", "max_data_depth"))
-        check_durations(self, ("run_deadline", "http_timeout_cap", "connect_timeout"))
+        check_durations(
+            self, ("run_deadline", "http_timeout_cap", "connect_timeout", "max_state_age")
+        )
         check_names(self, ("state_keys",))
         if self.max_data_depth > MAX_DATA_DEPTH_CAP:
             raise ValueError(
@@ -334,7 +338,9 @@ class Runtime:
         the data limits, unsigned or altered (with state keys), or already resumed (each
         suspension is resumed once: the resume guard claims its ``run_id`` and ``seq``).
         """
-        point = read_state(state, flow, self.state_keys, self.data_limits, _measure)
+        point = read_state(
+            state, flow, self.state_keys, self.data_limits, _measure, self.settings.max_state_age
+        )
         if not self.resume_guard.claim(point.run_id, point.seq):
             raise FlowStateError(
                 f"this state was already resumed (run {point.run_id!r}, suspension "

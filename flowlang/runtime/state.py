@@ -10,7 +10,8 @@ state given to resume; nothing can fail later, when the run suspends.
 With state keys (``RuntimeSettings.state_keys``) every state is signed (HMAC-SHA256 over its
 canonical JSON, the key's id in ``key_id``) and a state that is unsigned, altered or signed
 with an unknown key is refused. Every suspension carries ``run_id`` (random, one per run) and
-``seq`` (1, 2, … per suspension of that run); a resume guard lets each be resumed once.
+``seq`` (1, 2, … per suspension of that run) and ``suspended_at`` (Unix seconds); a resume
+guard lets each be resumed once, and a state older than ``max_state_age`` is refused.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ import os
 import re
 import secrets
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
@@ -372,6 +374,7 @@ def make_state(
         "fingerprint": flow.fingerprint,
         "run_id": run_id,
         "seq": seq,
+        "suspended_at": int(time.time()),
         "waiting_at": waiting_at,
         "steps_run": steps_run,
         "streak": [last, count],
@@ -399,12 +402,17 @@ def _count(value: Any) -> int:
     return value
 
 
+#: How far in the future a state's ``suspended_at`` may be (clocks of two machines differ).
+CLOCK_SKEW = 300
+
+
 def _read(
     given: Any,
     flow: CompiledFlow,
     keys: StateKeys | None,
     limits: tuple[int, int, int],
     measure_data: Any,
+    max_age: float,
 ) -> Resumable:
     if type(given) is dict:
         state: dict[Any, Any] = given
@@ -441,6 +449,17 @@ def _read(
         raise FlowStateError("the state has no run id")
     if type(seq) is not int or not 1 <= seq <= MAX_COUNT:
         raise FlowStateError("the state's suspension number (seq) is not a positive integer")
+    suspended_at = state.get("suspended_at")
+    if type(suspended_at) is not int:
+        raise FlowStateError("the state has no suspension time (suspended_at)")
+    age = time.time() - suspended_at
+    if age > max_age:
+        raise FlowStateError(
+            f"the state expired: it was suspended {age:.0f}s ago "
+            f"(RuntimeSettings.max_state_age is {max_age:g}s)"
+        )
+    if age < -CLOCK_SKEW:
+        raise FlowStateError("the state's suspension time is in the future")
     streak: Any = state.get("streak")
     if type(streak) not in (list, tuple) or len(streak) != 2:
         raise FlowStateError("the state's step counters are not numbers")
@@ -478,14 +497,16 @@ def read_state(
     keys: StateKeys | None,
     limits: tuple[int, int, int],
     measure_data: Any = measure,
+    max_age: float = math.inf,
 ) -> Resumable:
-    """Check a state against ``flow`` (and its signature when there are ``keys``).
+    """Check a state against ``flow`` (and its signature when there are ``keys``), its age
+    (at most ``max_age`` seconds) and its data (``limits``: value size, state size, depth).
 
     Every problem is a FlowStateError, whatever the state holds: a hostile mapping or value
     that raises anything else while being read is reported as one too.
     """
     try:
-        return _read(state, flow, keys, limits, measure_data)
+        return _read(state, flow, keys, limits, measure_data, max_age)
     except FlowStateError:
         raise
     except Exception as error:  # the one place a bad state becomes an error
