@@ -68,6 +68,8 @@ INT_MIN, INT_MAX = -(2**63), 2**64 - 1
 #: Codes ``measure`` returns instead of a size.
 TOO_DEEP, TOO_LARGE, BAD_INT, BAD_TEXT, BAD_KIND, BAD_KEY, BAD_NUMBER = range(-1, -8, -1)
 _SURROGATE = re.compile("[\ud800-\udfff]")
+#: What a run id is made of (safe as a key in any store a resume guard uses).
+_RUN_ID = re.compile(r"[A-Za-z0-9_.-]{1,100}")
 _SIGNING_DOMAIN = STATE_FORMAT.encode() + b"\0"
 
 
@@ -445,8 +447,8 @@ def _read(
         shown_step = step_id[:80] if type(step_id) is str else type(step_id).__name__
         raise FlowStateError(f"the state is not waiting at a collect_input step ({shown_step!r})")
     run_id, seq = state.get("run_id"), state.get("seq")
-    if type(run_id) is not str or not 0 < len(run_id) <= 100:
-        raise FlowStateError("the state has no run id")
+    if type(run_id) is not str or _RUN_ID.fullmatch(run_id) is None:
+        raise FlowStateError("the state has no run id (1 to 100 of A-Z a-z 0-9 _ - .)")
     if type(seq) is not int or not 1 <= seq <= MAX_COUNT:
         raise FlowStateError("the state's suspension number (seq) is not a positive integer")
     suspended_at = state.get("suspended_at")
