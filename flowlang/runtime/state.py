@@ -9,7 +9,7 @@ state given to resume; nothing can fail later, when the run suspends.
 
 With state keys (``RuntimeSettings.state_keys``) every state is signed (HMAC-SHA256 over its
 canonical JSON, the key's id in ``key_id``) and a state that is unsigned, altered or signed
-with an unknown key is refused. Every suspension carries ``run_id`` (random, one per run) and
+with an unknown key is refused. Every suspension carries ``run_id`` (unique, one per run),
 ``seq`` (1, 2, … per suspension of that run) and ``suspended_at`` (Unix seconds); a resume
 guard lets each be resumed once, and a state older than ``max_state_age`` is refused.
 """
