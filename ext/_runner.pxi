@@ -9,22 +9,183 @@
 
 import asyncio as _asyncio
 
+from cpython.long cimport PyLong_AsLongLongAndOverflow
 from cpython.time cimport monotonic as _monotonic
 from cpython.time cimport perf_counter_ns as _perf_counter_ns
+
+cdef extern from "Python.h":
+    Py_UCS4 PyUnicode_MAX_CHAR_VALUE(object)
 
 cdef object _RunResult = None
 cdef object _compared_rows = None
 cdef object _holding_rows = None
 cdef dict _HOST_ACTIONS = None
+cdef object _DataLimitError = None
+cdef object _variable_problem = None
+cdef object _state_full = None
+cdef object _context_problem = None
+cdef object _store_variables = None
+cdef object _py_text_size = None
+cdef object _Mapping = None
 
 
 cdef void _import_runtime() except *:
     """The runtime's Python helpers, imported on first use (at load it would be circular)."""
-    global _RunResult, _compared_rows, _holding_rows, _HOST_ACTIONS
+    global _RunResult, _compared_rows, _holding_rows, _HOST_ACTIONS, _DataLimitError
+    global _variable_problem, _state_full, _context_problem, _store_variables, _py_text_size
+    global _Mapping
+    from collections.abc import Mapping
+    from flowlang.runtime.loop import context_problem
     from flowlang.runtime.results import RunResult
-    from flowlang.runtime.steps import HOST_ACTIONS, compared_rows, holding_rows
+    from flowlang.runtime.state import DataLimitError, _text_size
+    from flowlang.runtime.steps import (
+        HOST_ACTIONS, compared_rows, holding_rows, state_full, store_variables, variable_problem
+    )
     _RunResult, _compared_rows, _holding_rows = RunResult, compared_rows, holding_rows
     _HOST_ACTIONS = HOST_ACTIONS
+    _DataLimitError, _variable_problem, _state_full = DataLimitError, variable_problem, state_full
+    _context_problem, _store_variables, _py_text_size = context_problem, store_variables, _text_size
+    _Mapping = Mapping
+
+
+# --- run data: the twin of flowlang.runtime.state.measure ----------------------------------------
+
+cdef enum:
+    TOO_DEEP = -1
+    TOO_LARGE = -2
+    BAD_INT = -3
+    BAD_TEXT = -4
+    BAD_KIND = -5
+    BAD_KEY = -6
+    BAD_NUMBER = -7
+
+cdef object _INT_MAX = 2**64 - 1
+
+
+cdef inline Py_ssize_t _text_size(object text) except? -100:
+    if PyUnicode_MAX_CHAR_VALUE(text) < 0xD800:
+        return len(text) + 2
+    if _py_text_size is None:
+        _import_runtime()
+    return _py_text_size(text)
+
+
+cdef inline Py_ssize_t _int_size(object value) except? -100:
+    cdef int overflow = 0
+    PyLong_AsLongLongAndOverflow(value, &overflow)
+    if overflow == 0:
+        return 8
+    if overflow > 0 and value <= _INT_MAX:
+        return 8
+    return BAD_INT
+
+
+cdef Py_ssize_t _measure(object value, Py_ssize_t depth, Py_ssize_t budget, bint strict) except? -100:
+    """Twin of flowlang.runtime.state.measure (without the trail: the error path asks it)."""
+    cdef object kind = type(value)
+    cdef Py_ssize_t size
+    if kind is str:
+        size = _text_size(value)
+    elif value is None or kind is bool:
+        size = 5
+    elif kind is int:
+        size = _int_size(value)
+    elif kind is float:
+        size = BAD_NUMBER if strict and not isfinite(<double>value) else 8
+    elif kind is dict:
+        return _measure_map(value, depth, budget, strict)
+    elif kind is list or kind is tuple:
+        return _measure_list(value, depth, budget, strict)
+    elif isinstance(value, str):
+        size = _text_size(value)
+    elif isinstance(value, bool):
+        size = 5
+    elif isinstance(value, int):
+        size = _int_size(value)
+    elif isinstance(value, float):
+        size = BAD_NUMBER if strict and not isfinite(<double>value) else 8
+    elif isinstance(value, (list, tuple)):
+        return _measure_list(value, depth, budget, strict)
+    elif isinstance(value, dict):
+        return _measure_map(value, depth, budget, strict)
+    elif strict:
+        return BAD_KIND
+    else:
+        if _Mapping is None:
+            _import_runtime()
+        if isinstance(value, _Mapping):
+            return _measure_map(value, depth, budget, strict)
+        size = 5
+    if size < 0 or size <= budget:
+        return size
+    return TOO_LARGE
+
+
+cdef Py_ssize_t _measure_list(object value, Py_ssize_t depth, Py_ssize_t budget, bint strict) except? -100:
+    cdef Py_ssize_t size = 2, child
+    if depth <= 0:
+        return TOO_DEEP
+    for item in value:
+        child = _measure(item, depth - 1, budget - size - 1, strict)
+        if child < 0:
+            return child
+        size += child + 1
+        if size > budget:
+            return TOO_LARGE
+    return size if size <= budget else TOO_LARGE
+
+
+cdef Py_ssize_t _measure_map(object value, Py_ssize_t depth, Py_ssize_t budget, bint strict) except? -100:
+    cdef Py_ssize_t size = 2, position = 0
+    cdef PyObject* key_ref
+    cdef PyObject* item_ref
+    if depth <= 0:
+        return TOO_DEEP
+    if type(value) is dict:  # no copy: strong references to each entry while it is measured
+        while PyDict_Next(value, &position, &key_ref, &item_ref):
+            key = <object>key_ref
+            item = <object>item_ref
+            size = _measure_entry(key, item, size, depth, budget, strict)
+            if size < 0:
+                return size
+        return size if size <= budget else TOO_LARGE
+    try:
+        entries = list(value.items())
+    except Exception:  # a mapping that cannot be read
+        return BAD_KIND
+    for key, item in entries:
+        size = _measure_entry(key, item, size, depth, budget, strict)
+        if size < 0:
+            return size
+    return size if size <= budget else TOO_LARGE
+
+
+cdef inline Py_ssize_t _measure_entry(
+    object key, object item, Py_ssize_t size, Py_ssize_t depth, Py_ssize_t budget, bint strict
+) except? -100:
+    """``size`` with one entry of a map added, or a code."""
+    cdef Py_ssize_t key_size, child
+    if type(key) is str or isinstance(key, str):
+        key_size = _text_size(key)
+        if key_size < 0:
+            return key_size
+    elif strict:
+        return BAD_KEY
+    else:
+        key_size = 8
+    size += key_size + 2
+    child = _measure(item, depth - 1, budget - size, strict)
+    if child < 0:
+        return child
+    size += child
+    if size > budget:
+        return TOO_LARGE
+    return size
+
+
+def measure_data(value, Py_ssize_t depth, Py_ssize_t budget, bint strict):
+    """Twin of flowlang.runtime.state.measure (its first four arguments)."""
+    return _measure(value, depth, budget, strict)
 
 
 cdef class PythonCall(Node):
@@ -97,8 +258,9 @@ def trace_entries(list rows):
 cdef tuple _RUNTIME_ROOTS = ("input", "steps", "secrets")
 
 
-def new_scope(context):
+def new_scope(context, tuple limits):
     """Twin of flowlang.runtime.loop.new_scope."""
+    cdef Py_ssize_t size
     cdef dict data = dict(context) if context else {}
     for key in data:
         if type(key) is not str:
@@ -116,7 +278,12 @@ def new_scope(context):
         raise ValueError("vars must be a mapping")
     data["input"] = {}
     data["steps"] = {}
-    return data
+    size = _measure(data, <Py_ssize_t>limits[2] + 1, limits[1], False)
+    if size < 0:
+        if _context_problem is None:
+            _import_runtime()
+        raise ValueError(_context_problem(data, limits))
+    return data, size
 
 
 cdef class RunFields:
@@ -129,8 +296,13 @@ cdef class RunFields:
     cdef public list instructions
     cdef public object steps_run
     cdef public object streak
+    cdef public object run_id
+    cdef public object seq
+    cdef public Py_ssize_t data_size
+    cdef Py_ssize_t max_value, max_state, max_depth
 
-    def __init__(self, runtime, flow, dict scope, secrets, steps_run=0, streak=(None, 0)):
+    def __init__(self, runtime, flow, dict scope, secrets, steps_run=0, streak=(None, 0),
+                 run_id=None, seq=0, Py_ssize_t data_size=0):
         self.runtime = runtime
         self.flow = flow
         self.scope = scope
@@ -139,6 +311,10 @@ cdef class RunFields:
         self.instructions = []
         self.steps_run = steps_run
         self.streak = streak
+        self.run_id = run_id
+        self.seq = seq
+        self.data_size = data_size
+        self.max_value, self.max_state, self.max_depth = runtime.data_limits
 
 
 cdef enum Go:
@@ -224,15 +400,18 @@ cdef bint _may_read_vars(object value):
 
 
 cdef class SetVariablesStep(PlannedStep):
-    """Twin of flowlang.runtime.steps.plan_set_variables: render every value, then merge.
+    """Twin of flowlang.runtime.steps.plan_set_variables: render every value, then store each
+    within the run's data limits (flowlang.runtime.steps.store_variables).
 
-    When the values are flat and none reads ``vars``, each is merged as soon as it is rendered
-    (no intermediate dict): nothing can tell the two orders apart.
+    When the values are flat and none reads ``vars``, each is stored as soon as it is rendered
+    (no intermediate dict): nothing can tell the two orders apart (a value refused renders the
+    rest first, so that an error among them comes first, as in the Python twin).
     """
     cdef Node build
     cdef TreeBuilder direct
     cdef list names
     cdef object target
+    cdef object step_id
     cdef Go transition
 
     def __cinit__(self, object step, object run_step, object execute, *args):
@@ -245,24 +424,57 @@ cdef class SetVariablesStep(PlannedStep):
                 self.direct = <TreeBuilder>build
         self.names = [key for key, _ in tree.entries]
         self.target = _interned(step.fields.get("next"))
+        self.step_id = step.id
         self.transition = GO_ON if self.target else COMPLETE
 
-    cdef void plain(self, object run, object scope, Transit out) except *:
-        cdef Py_ssize_t index
-        cdef PyObject* found
-        variables = scope["vars"]
-        if self.direct is not None and type(variables) is dict:
-            for index in range(len(self.direct.keys)):
-                key = self.direct.keys[index]
-                value = (<Node>self.direct.parts[index]).eval(scope)
-                found = PyDict_GetItem(variables, key)
-                if found is not NULL and isinstance(<object>found, dict) and isinstance(value, dict):
-                    merged = dict(<object>found)
-                    merge_variables(merged, value)
-                    value = merged
-                (<dict>variables)[key] = value
+    cdef object store(self, RunFields run, dict variables, object key, object value):
+        """Twin of the loop body of flowlang.runtime.steps.store_variables: None when stored,
+        else the DataLimitError to raise."""
+        cdef PyObject* found = PyDict_GetItem(variables, key)
+        cdef Py_ssize_t size, old, total
+        if found is NULL:
+            size = _measure(value, run.max_depth - 1, run.max_value, False)
+            if size < 0:
+                return self.refused(run, key, value)
+            total = run.data_size + size + (len(key) + 2 if isinstance(key, str) else 8) + 2
         else:
-            merge_variables(variables, self.build.eval(scope))
+            existing = <object>found
+            if isinstance(existing, dict) and isinstance(value, dict):
+                merged = dict(existing)
+                merge_variables(merged, value)
+                value = merged
+            size = _measure(value, run.max_depth - 1, run.max_value, False)
+            if size < 0:
+                return self.refused(run, key, value)
+            old = _measure(existing, run.max_depth, run.max_state, False)
+            total = run.data_size + size - (old if old > 0 else 0)
+        if total > run.max_state:
+            return _DataLimitError(_state_full(self.step_id, f"vars.{key}", run.max_state))
+        run.data_size = total
+        variables[key] = value
+        return None
+
+    cdef object refused(self, RunFields run, object key, object value):
+        return _DataLimitError(_variable_problem(self.step_id, key, value, run.runtime.data_limits))
+
+    cdef void plain(self, object run, object scope, Transit out) except *:
+        cdef Py_ssize_t index, rest
+        variables = scope["vars"]
+        if type(variables) is not dict:
+            _store_variables(run, self.step_id, self.build.eval(scope))
+        elif self.direct is not None:
+            for index in range(len(self.direct.keys)):
+                value = (<Node>self.direct.parts[index]).eval(scope)
+                refused = self.store(<RunFields>run, <dict>variables, self.direct.keys[index], value)
+                if refused is not None:  # the rest are rendered first, as in the Python twin
+                    for rest in range(index + 1, len(self.direct.keys)):
+                        (<Node>self.direct.parts[rest]).eval(scope)
+                    raise refused
+        else:
+            for key, value in self.build.eval(scope).items():
+                refused = self.store(<RunFields>run, <dict>variables, key, value)
+                if refused is not None:
+                    raise refused
         out.set(self.transition, self.target, "set", {"variables": list(self.names)})
 
 
@@ -430,4 +642,6 @@ async def run_loop(runtime, RunFields run, dict plan, step_id):
             break
         return _RunResult("completed", trace, run.instructions)
     except Exception as error:
+        if isinstance(error, _DataLimitError):
+            return run.failed(str(error))
         return run.broken(error)

@@ -16,18 +16,22 @@ __all__ = [
     "FlowError",
     "FlowFilterError",
     "FlowLimitError",
+    "FlowStateError",
     "FlowSyntaxError",
     "FlowUndefinedError",
     "Host",
     "Limits",
     "MappingSecrets",
+    "MemoryResumeGuard",
     "NullHost",
     "RecordingHost",
     "Reference",
+    "ResumeGuard",
     "RunResult",
     "Runtime",
     "RuntimeSettings",
     "SourcePosition",
+    "StateKeys",
     "Template",
     "check_flow",
     "compile",
@@ -56,6 +60,7 @@ from flowlang.flow.model import CompiledFlow, FlowDocumentError
 from flowlang.runtime.host import Host, NullHost, RecordingHost
 from flowlang.runtime.runner import RunResult, Runtime, RuntimeSettings, run_sync
 from flowlang.runtime.secrets import EnvironmentSecrets, MappingSecrets
+from flowlang.runtime.state import FlowStateError, MemoryResumeGuard, ResumeGuard, StateKeys
 
 __version__ = "0.1.0"
 

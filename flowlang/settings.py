@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["MAX_COUNT", "check_counts", "check_durations"]
+__all__ = ["MAX_COUNT", "check_counts", "check_durations", "check_names"]
 
 import math
 from typing import Any
@@ -36,3 +36,13 @@ def check_durations(settings: Any, names: tuple[str, ...], *, zero: bool = False
                 raise ValueError(
                     f"{type(settings).__name__}.{name} must be seconds, {bound}, not {value!r}"
                 )
+
+
+def check_names(settings: Any, names: tuple[str, ...]) -> None:
+    """ValueError unless each named field is a tuple of non-empty texts."""
+    for name in names:
+        value = getattr(settings, name)
+        if type(value) is not tuple or not all(type(item) is str and item for item in value):
+            raise ValueError(
+                f"{type(settings).__name__}.{name} must be a tuple of names, not {value!r}"
+            )

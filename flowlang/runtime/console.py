@@ -6,6 +6,7 @@ __all__ = ["run_from_command_line"]
 
 import argparse
 import asyncio
+import sys
 from collections.abc import Mapping
 from typing import Any, TextIO
 
@@ -109,7 +110,12 @@ async def _main(
         where = f" ({flow.filename})" if flow.filename else ""
         out.write(_shown(f"flow {flow.name}{where}") + "\n")
     async with Runtime(**options) as runtime:
-        result = await runtime.start(flow, context)
+        try:
+            running = runtime.start(flow, context)
+        except ValueError as error:  # a context the runtime cannot take: refused at the door
+            sys.stderr.write(f"flowlang: {error}\n")
+            return 2
+        result = await running
         _print_result(result, out, arguments.json)
         while result.status == "waiting_for_input":
             awaiting = result.awaiting or {}

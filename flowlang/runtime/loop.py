@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from flowlang.runtime.host import Instruction
 from flowlang.runtime.results import RunResult, TraceRow
 from flowlang.runtime.secrets import SecretsView
+from flowlang.runtime.state import DataLimitError, data_problem, measure
 from flowlang.runtime.steps import StepPlan, Transition
 
 if TYPE_CHECKING:
@@ -29,9 +30,17 @@ if TYPE_CHECKING:
 RUNTIME_ROOTS = ("input", "steps", "secrets")
 
 
-def new_scope(context: Mapping[str, Any] | None) -> dict[str, Any]:
+def new_scope(
+    context: Mapping[str, Any] | None, limits: tuple[int, int, int]
+) -> tuple[dict[str, Any], int]:
     """The scope a run starts with: the context's roots (keys as text), a copy of ``vars``,
-    and empty ``input`` and ``steps``. ValueError for a context the runtime cannot take."""
+    and empty ``input`` and ``steps``; and its size (see flowlang.runtime.state.measure).
+
+    ValueError for a context the runtime cannot take: one that sets a root the runtime owns,
+    whose ``vars`` is not a mapping, or whose data a state could not carry (nested deeper than
+    ``max_data_depth``, larger than ``max_state_size``, an integer beyond 64 bits, text with
+    a lone surrogate).
+    """
     data = dict(context) if context else {}
     for key in data:
         if type(key) is not str:
@@ -49,7 +58,26 @@ def new_scope(context: Mapping[str, Any] | None) -> dict[str, Any]:
         raise ValueError("vars must be a mapping")
     data["input"] = {}
     data["steps"] = {}
-    return data
+    _, max_state, max_depth = limits
+    size = measure(data, max_depth + 1, max_state, False)
+    if size < 0:
+        raise ValueError(context_problem(data, limits))
+    return data, size
+
+
+def context_problem(data: dict[str, Any], limits: tuple[int, int, int]) -> str:
+    """Why a context's data cannot go into a run (both twins of new_scope use it)."""
+    _, max_state, max_depth = limits
+    problem = data_problem(
+        data,
+        max_depth + 1,
+        max_state,
+        False,
+        root="",
+        depth_limit=max_depth,
+        size_limit=f"{max_state} bytes (RuntimeSettings.max_state_size)",
+    )
+    return f"the context cannot go into a run: {problem}"
 
 
 class RunFields:
@@ -57,11 +85,14 @@ class RunFields:
     twin keeps these fields in C. ``scope["secrets"]`` is set to ``secrets``."""
 
     __slots__ = (
+        "data_size",
         "flow",
         "instructions",
         "redactor",
+        "run_id",
         "runtime",
         "scope",
+        "seq",
         "steps_run",
         "streak",
         "trace",
@@ -75,6 +106,9 @@ class RunFields:
         secrets: SecretsView,
         steps_run: int = 0,
         streak: tuple[str | None, int] = (None, 0),
+        run_id: str | None = None,
+        seq: int = 0,
+        data_size: int = 0,
     ) -> None:
         self.runtime = runtime
         self.flow = flow
@@ -84,6 +118,11 @@ class RunFields:
         self.instructions: list[Instruction] = []
         self.steps_run = steps_run
         self.streak = streak
+        #: The run's id (made at its first suspension) and how many times it suspended.
+        self.run_id = run_id
+        self.seq = seq
+        #: About the size of the run's data as JSON (kept up to date as steps write).
+        self.data_size = data_size
 
 
 async def run_loop(runtime: Runtime, run: Run, plan: StepPlan, step_id: str | None) -> RunResult:
@@ -141,5 +180,7 @@ async def run_loop(runtime: Runtime, run: Run, plan: StepPlan, step_id: str | No
                 return RunResult("ended", trace, run.instructions)
             break
         return RunResult("completed", trace, run.instructions)
+    except DataLimitError as error:
+        return run.failed(str(error))
     except Exception as error:
         return run.broken(error)

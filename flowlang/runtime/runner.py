@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
-__all__ = ["RunResult", "Runtime", "RuntimeSettings"]
+__all__ = [
+    "STATE_FORMAT",
+    "STATE_ROOTS",
+    "FlowStateError",
+    "MemoryResumeGuard",
+    "ResumeGuard",
+    "RunResult",
+    "Runtime",
+    "RuntimeSettings",
+    "StateKeys",
+]
 
 import asyncio
 import ssl
@@ -10,10 +20,9 @@ from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from flowlang.errors import FlowError
 from flowlang.expr.backends import compiled_helper, resolve_backend
 from flowlang.expr.values import plain_json
-from flowlang.flow.model import CompiledFlow, Step
+from flowlang.flow.model import CompiledFlow
 from flowlang.runtime.host import Host, NullHost
 from flowlang.runtime.http import GuardedHttp, HttpSender, Resolver, guarded_sender
 from flowlang.runtime.loop import RunFields, new_scope, run_loop
@@ -25,16 +34,22 @@ from flowlang.runtime.secrets import (
     SecretsView,
     install_log_redaction,
 )
+from flowlang.runtime.state import (
+    MAX_DATA_DEPTH_CAP,
+    STATE_FORMAT,
+    STATE_ROOTS,
+    FlowStateError,
+    MemoryResumeGuard,
+    Resumable,
+    ResumeGuard,
+    StateKeys,
+    make_state,
+    measure,
+    new_run_id,
+    read_state,
+)
 from flowlang.runtime.steps import StepPlan, apply_digits, plan_flow
-from flowlang.settings import MAX_COUNT, check_counts, check_durations
-
-STATE_FORMAT = "flowlang.run/1"
-#: Roots a state's scope carries that must be maps (absent ones start empty).
-STATE_ROOTS = ("vars", "input", "steps")
-
-
-class FlowStateError(FlowError):
-    """A state that cannot be resumed: another flow, a changed flow, or not waiting for input."""
+from flowlang.settings import check_counts, check_durations, check_names
 
 
 @dataclass(frozen=True)
@@ -53,11 +68,32 @@ class RuntimeSettings:
     #: Requests sent at once (also the connection pool's size); more wait in the runtime's
     #: queue, within their deadline.
     max_requests_in_flight: int = 100
+    #: About the largest size (bytes of compact JSON) of one value a set_variables step stores.
+    max_value_size: int = 64 * 1024
+    #: About the largest size of a run's data (context, vars, inputs, step records): its state.
+    max_state_size: int = 512 * 1024
+    #: How deep lists and maps may nest under a root of the scope (``contact``, ``vars`` …).
+    max_data_depth: int = 100
+    #: Names of the secrets (from the runtime's provider) that sign states, newest first: the
+    #: first signs, any verifies. Empty: states are not signed (keep them where no caller
+    #: can edit them).
+    state_keys: tuple[str, ...] = ()
+    #: Seconds a state may wait to be resumed (its ``suspended_at``); older ones are refused.
+    max_state_age: float = 3600.0
 
     def __post_init__(self) -> None:
         check_counts(self, ("max_steps", "max_same_step", "max_requests_in_flight"))
         check_counts(self, ("max_response_body", "max_request_body", "max_redirects"), 0)
-        check_durations(self, ("run_deadline", "http_timeout_cap", "connect_timeout"))
+        check_counts(self, ("max_value_size", "max_state_size", "max_data_depth"))
+        check_durations(
+            self, ("run_deadline", "http_timeout_cap", "connect_timeout", "max_state_age")
+        )
+        check_names(self, ("state_keys",))
+        if self.max_data_depth > MAX_DATA_DEPTH_CAP:
+            raise ValueError(
+                f"RuntimeSettings.max_data_depth is capped at {MAX_DATA_DEPTH_CAP}, "
+                f"not {self.max_data_depth}"
+            )
 
 
 if TYPE_CHECKING:
@@ -65,6 +101,7 @@ if TYPE_CHECKING:
 else:  # the fields in C when the extension is in use
     _RunBase = compiled_helper("RunFields", RunFields)
 _new_scope = compiled_helper("new_scope", new_scope)
+_measure = compiled_helper("measure_data", measure)
 
 
 class Run(_RunBase):
@@ -119,18 +156,38 @@ class Run(_RunBase):
         return self.failed(f"{type(error).__name__}: {message}")
 
     def state(self, waiting_at: str) -> dict[str, Any]:
-        """Plain JSON that resumes this run, with secrets masked and the secrets root left out."""
+        """Plain JSON that resumes this run, with secrets masked and the secrets root left out;
+        signed when the runtime has state keys. Each call is the run's next suspension."""
         data = {key: value for key, value in self.scope.items() if key != "secrets"}
         plain = plain_json(data)
-        return {
-            "format": STATE_FORMAT,
-            "flow": self.flow.name,
-            "fingerprint": self.flow.fingerprint,
-            "waiting_at": waiting_at,
-            "steps_run": self.steps_run,
-            "streak": [self.streak[0], self.streak[1]],
-            "scope": self.redactor.data(plain),
-        }
+        if self.run_id is None:
+            self.run_id = new_run_id()
+        self.seq += 1
+        return make_state(
+            self.flow,
+            waiting_at,
+            self.run_id,
+            self.seq,
+            (self.steps_run, (self.streak[0], self.streak[1])),
+            self.redactor.data(plain),
+            self.runtime.state_keys,
+        )
+
+
+class _WithoutStateKeys:
+    """The secrets a flow may read: the provider's, except any that holds a state key (a flow
+    that could read one could send it away and then forge states)."""
+
+    def __init__(self, provider: SecretsProvider, hidden: frozenset[str]) -> None:
+        self._provider = provider
+        self._hidden = hidden
+
+    def get(self, name: str) -> str | None:
+        value = self._provider.get(name)
+        return None if value in self._hidden else value
+
+    def describe(self, name: str) -> str:
+        return self._provider.describe(name)
 
 
 def _python_plan(plan: StepPlan) -> StepPlan:
@@ -144,8 +201,11 @@ class Runtime:
     the runtime makes its own connections (HTTP/1.1, certificates verified, no proxies or
     settings from the environment, pooled per host name). ``http``: a sender that replaces the
     network entirely (recorded responses). ``host``: call control. ``secrets``: provider of
-    ``<<secrets.NAME>>`` (environment variables by default). ``backend``: which twin of the
-    step loop runs, ``cython`` or ``python`` (None: the process default, as for templates).
+    ``<<secrets.NAME>>`` (environment variables by default; also the state keys that
+    ``settings.state_keys`` names). ``backend``: which twin of the step loop runs, ``cython``
+    or ``python`` (None: the process default, as for templates). ``resume_guard``: where
+    resumed suspensions are remembered, so that each state is resumed once (by default in
+    this process: :class:`MemoryResumeGuard`).
     """
 
     def __init__(
@@ -158,6 +218,7 @@ class Runtime:
         resolver: Resolver | None = None,
         http: HttpSender | None = None,
         backend: str | None = None,
+        resume_guard: ResumeGuard | None = None,
     ) -> None:
         self.settings = settings or RuntimeSettings()
         #: The step loop: the compiled twin (``cython``) or the Python one; None for the default.
@@ -171,9 +232,23 @@ class Runtime:
             self.settings.max_same_step,
             self.settings.run_deadline,
         )
+        #: What steps read of the data limits: value size, state size, nesting depth.
+        self.data_limits = (
+            self.settings.max_value_size,
+            self.settings.max_state_size,
+            self.settings.max_data_depth,
+        )
         install_log_redaction()
         self.host: Host = host or NullHost()
-        self.secrets: SecretsProvider = secrets or EnvironmentSecrets()
+        provider: SecretsProvider = secrets or EnvironmentSecrets()
+        self.secrets: SecretsProvider = provider
+        #: The keys that sign and verify states (None: states are not signed).
+        self.state_keys: StateKeys | None = None
+        if self.settings.state_keys:
+            self.state_keys = StateKeys.from_provider(self.settings.state_keys, provider)
+            hidden = frozenset(provider.get(name) or "" for name in self.settings.state_keys)
+            self.secrets = _WithoutStateKeys(provider, hidden)
+        self.resume_guard: ResumeGuard = resume_guard or MemoryResumeGuard()
         self._own_http: GuardedHttp | None = None
         if http is None:
             http = self._own_http = guarded_sender(
@@ -245,10 +320,13 @@ class Runtime:
     ) -> Coroutine[Any, Any, RunResult]:
         """Run ``flow`` for one call from its start step (await the result).
 
-        A context that is not usable (it sets a root the runtime owns, or ``vars`` is not a
-        mapping) raises ValueError at once, before anything runs.
+        A context that is not usable (it sets a root the runtime owns, ``vars`` is not a
+        mapping, or its data is beyond what a state carries: see RuntimeSettings'
+        ``max_data_depth`` and ``max_state_size``) raises ValueError at once, before anything
+        runs.
         """
-        run = Run(self, flow, _new_scope(context), SecretsView(self.secrets))
+        scope, size = _new_scope(context, self.data_limits)
+        run = Run(self, flow, scope, SecretsView(self.secrets), 0, (None, 0), None, 0, size)
         running: Coroutine[Any, Any, RunResult] = self._run_loop(
             self, run, self._plan(flow), flow.start
         )
@@ -259,51 +337,43 @@ class Runtime:
     ) -> Coroutine[Any, Any, RunResult]:
         """Continue a run that waits for input, with the caller's digits (None: no input).
 
-        A state that cannot be resumed raises FlowStateError at once, before anything runs.
+        A state that cannot be resumed raises FlowStateError at once, before anything runs:
+        malformed, from another or a changed flow, not waiting at a collect_input step, beyond
+        the data limits, unsigned or altered (with state keys), or already resumed (each
+        suspension is resumed once: the resume guard claims its ``run_id`` and ``seq``).
         """
-        if not isinstance(state, Mapping) or state.get("format") != STATE_FORMAT:
-            raise FlowStateError("this is not a flowlang run state")
-        if state.get("flow") != flow.name or state.get("fingerprint") != flow.fingerprint:
+        point = read_state(
+            state, flow, self.state_keys, self.data_limits, _measure, self.settings.max_state_age
+        )
+        if not self.resume_guard.claim(point.run_id, point.seq):
             raise FlowStateError(
-                f"the state belongs to flow {state.get('flow')!r} as it was when the run "
-                "was suspended; the flow given is not that one"
+                f"this state was already resumed (run {point.run_id!r}, suspension "
+                f"{point.seq}); a state may be resumed once"
             )
-        step_id = state.get("waiting_at")
-        if step_id not in flow.steps or flow.steps[str(step_id)].type != "collect_input":
-            raise FlowStateError(f"the state is not waiting at a collect_input step ({step_id!r})")
-        scope = state.get("scope")
-        if not isinstance(scope, Mapping):
-            raise FlowStateError("the state has no scope")
-        for root in STATE_ROOTS:
-            if not isinstance(scope.get(root, {}), Mapping):
-                raise FlowStateError(f"the state's {root} is not a mapping")
-        try:
-            streak = state.get("streak") or [None, 0]
-            counters = int(state.get("steps_run", 0)), (streak[0], int(streak[1]))
-        except (TypeError, ValueError, IndexError, KeyError):
-            raise FlowStateError("the state's step counters are not numbers") from None
-        steps_run, (last, count) = counters
-        if not (0 <= steps_run <= MAX_COUNT and 0 <= count <= MAX_COUNT) or not (
-            last is None or isinstance(last, str)
-        ):
-            raise FlowStateError("the state's step counters are out of range")
-        return self._resume(flow, flow.steps[str(step_id)], scope, counters, digits)
+        return self._resume(flow, point, digits)
 
-    async def _resume(
-        self,
-        flow: CompiledFlow,
-        step: Step,
-        scope: Mapping[str, Any],
-        counters: tuple[int, tuple[Any, int]],
-        digits: str | None,
-    ) -> RunResult:
+    async def _resume(self, flow: CompiledFlow, point: Resumable, digits: str | None) -> RunResult:
         """The resumed run; its scope is copied only when it runs (many may be gathered)."""
-        data = plain_json(scope)
+        step = point.step
+        data = plain_json(point.scope)
+        size = point.data_size
         for root in STATE_ROOTS:
-            data.setdefault(root, {})
-        run = Run(self, flow, data, SecretsView(self.secrets), *counters)
+            if root not in data:
+                data[root] = {}
+                size += len(root) + 6
+        run = Run(
+            self,
+            flow,
+            data,
+            SecretsView(self.secrets),
+            *point.counters,
+            point.run_id,
+            point.seq,
+            size,
+        )
         outcome, value, target = apply_digits(step, digits)
         data["input"][step.id] = {"value": value}
+        run.data_size += len(step.id) + len(value) + 16  # at most; digits are few
         run.trace.append((step.id, step.type, outcome, 0.0, {"digits": len(value)}))
         result: RunResult = await self._run_loop(self, run, self._plan(flow), target)
         return result

@@ -13,11 +13,16 @@ __all__ = [
     "holding_rows",
     "merge_variables",
     "plan_flow",
+    "state_full",
+    "store_record",
+    "store_variables",
+    "variable_problem",
 ]
 
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeAlias
 
+from flowlang.expr.backends import compiled_helper
 from flowlang.expr.values import to_text, truthy
 from flowlang.flow.build import Endpoint, Row
 from flowlang.flow.model import FieldTree, Step
@@ -27,6 +32,14 @@ from flowlang.runtime.requests import (
     check_header,
     encode_body,
     render_endpoint,
+)
+from flowlang.runtime.state import (
+    INT_MAX,
+    INT_MIN,
+    DataLimitError,
+    data_problem,
+    measure,
+    valid_text,
 )
 
 if TYPE_CHECKING:
@@ -142,15 +155,116 @@ def merge_variables(variables: dict[str, Any], values: Mapping[str, Any]) -> Non
             variables[key] = value
 
 
+_ABSENT: Any = object()
+#: The compiled twin when the extension is built (as for new_scope and a run's fields).
+_measure = compiled_helper("measure_data", measure)
+
+
+def _key_size(key: Any) -> int:
+    return len(key) + 2 if isinstance(key, str) else 8
+
+
+def state_full(step_id: str, where: str, max_state: int) -> str:
+    """The message of a step whose write would take the run's data past ``max_state``."""
+    return (
+        f"step {step_id!r} cannot set {where}: the run's data would be larger than "
+        f"{max_state} bytes (RuntimeSettings.max_state_size)"
+    )
+
+
+def grown(run: Run, step_id: str, where: str, existing: Any, key: Any, size: int) -> int:
+    """The run's data size once ``existing`` (or nothing) is replaced by a value of ``size``
+    under ``key``; DataLimitError past ``max_state_size``."""
+    _, max_state, max_depth = run.runtime.data_limits
+    if existing is _ABSENT:
+        total = run.data_size + size + _key_size(key) + 2
+    else:
+        total = run.data_size + size - max(_measure(existing, max_depth, max_state, False), 0)
+    if total > max_state:
+        raise DataLimitError(state_full(step_id, where, max_state))
+    return total
+
+
+def variable_problem(step_id: str, key: str, value: Any, limits: tuple[int, int, int]) -> str:
+    """Why ``value`` cannot be stored as ``vars.<key>`` (both loops' message)."""
+    max_value, _, max_depth = limits
+    problem = data_problem(
+        value,
+        max_depth - 1,
+        max_value,
+        False,
+        root=f"vars.{key}",
+        depth_limit=max_depth,
+        size_limit=f"{max_value} bytes (RuntimeSettings.max_value_size)",
+    )
+    return f"step {step_id!r} cannot set vars.{key}: {problem}"
+
+
+def store_variables(run: Run, step_id: str, values: Mapping[str, Any]) -> None:
+    """Set ``values`` into ``vars`` (nested maps merge copy-on-write), each checked against
+    the run's data limits before it is stored: DataLimitError names the step and variable."""
+    variables = run.scope["vars"]
+    limits = run.runtime.data_limits
+    max_value, max_state, max_depth = limits
+    total = run.data_size
+    try:
+        for key, given in values.items():
+            value = given
+            existing = variables.get(key, _ABSENT)
+            if isinstance(existing, dict) and isinstance(value, dict):
+                value = dict(existing)
+                merge_variables(value, given)
+            if type(value) is int and INT_MIN <= value <= INT_MAX:  # the common case, inline
+                size = 8
+            else:
+                size = _measure(value, max_depth - 1, max_value, False)
+                if size < 0:
+                    raise DataLimitError(variable_problem(step_id, key, value, limits))
+            if existing is _ABSENT:
+                after = total + size + _key_size(key) + 2
+            elif type(existing) is int and INT_MIN <= existing <= INT_MAX:
+                after = total + size - 8
+            else:
+                after = total + size - max(_measure(existing, max_depth, max_state, False), 0)
+            if after > max_state:
+                raise DataLimitError(state_full(step_id, f"vars.{key}", max_state))
+            total = after
+            variables[key] = value
+    finally:
+        run.data_size = total
+
+
+def store_record(run: Run, step_id: str, root: str, record: dict[str, Any]) -> None:
+    """Store a step's record as ``<root>.<step id>`` within the run's data limits."""
+    container = run.scope[root]
+    _, max_state, max_depth = run.runtime.data_limits
+    size = _measure(record, max_depth - 1, max_state, False)
+    where = f"{root}.{step_id}"
+    if size < 0:
+        problem = data_problem(
+            record,
+            max_depth - 1,
+            max_state,
+            False,
+            root=where,
+            depth_limit=max_depth,
+            size_limit=f"{max_state} bytes (RuntimeSettings.max_state_size)",
+        )
+        raise DataLimitError(f"step {step_id!r} cannot set {where}: {problem}")
+    run.data_size = grown(run, step_id, where, container.get(step_id, _ABSENT), step_id, size)
+    container[step_id] = record
+
+
 def plan_set_variables(step: Step) -> Callable[[Run], Transition]:
-    """Set ``vars.*``; nested maps merge copy-on-write."""
+    """Set ``vars.*``; nested maps merge copy-on-write; values within the data limits."""
     build = step.fields["variables"].build
     names = [key for key, _ in step.fields["variables"].entries]
     target = step.fields.get("next")
     kind = "go" if target else "complete"
+    step_id = step.id
 
     def run_step(run: Run) -> Transition:
-        merge_variables(run.scope["vars"], build(run.scope))
+        store_variables(run, step_id, build(run.scope))
         return (kind, target, "set", {"variables": list(names)})
 
     return run_step
@@ -213,21 +327,19 @@ async def http_request(step: Step, run: Run) -> Transition:
         if missing is not None:
             raise RequestError(missing)
     except RequestError as error:
-        run.scope["steps"][step.id] = {
-            "outcome": "invalid_request",
-            "error": run.redact(str(error)),
-        }
+        message = valid_text(run.redact(str(error)))
+        store_record(run, step.id, "steps", {"outcome": "invalid_request", "error": message})
         return (
             "go",
             step.fields["on_failure"] or step.fields["next"],
             "invalid_request",
-            {"error": run.redact(str(error))},
+            {"error": message},
         )
     summary = run.request_summary(request)
     timeout = min(step.fields["timeout"], settings.http_timeout_cap)
     if not step.fields["parse_response"]:
         run.runtime.send_in_background(run, step.id, request, timeout, summary)
-        run.scope["steps"][step.id] = {"outcome": "sent"}
+        store_record(run, step.id, "steps", {"outcome": "sent"})
         return ("go", step.fields["next"], "sent", {"request": summary})
     result = await run.runtime.http.send(
         request,
@@ -238,16 +350,22 @@ async def http_request(step: Step, run: Run) -> Transition:
     record: dict[str, Any] = {"outcome": result.outcome}
     if result.response is not None and result.outcome in ("success", "http_error"):
         record["response"] = result.response
-    if result.error is not None:
-        record["error"] = run.redact(result.error)
-    run.scope["steps"][step.id] = record
+    failure = valid_text(run.redact(result.error)) if result.error is not None else None
+    if failure is not None:
+        record["error"] = failure
     detail: dict[str, Any] = {
         "request": summary,
         "status": result.status,
         "duration_ms": round(result.duration * 1000, 1),
     }
-    if result.error is not None:
-        detail["error"] = run.redact(result.error)
+    if failure is not None:
+        detail["error"] = failure
+    try:
+        store_record(run, step.id, "steps", record)
+    except DataLimitError as refused:  # the response cannot be kept: the step fails
+        detail["error"] = str(refused)
+        store_record(run, step.id, "steps", {"outcome": "too_large", "error": str(refused)})
+        return ("go", step.fields["on_failure"], "too_large", detail)
     if result.outcome == "success":
         return ("go", step.fields["next"], "success", detail)
     if result.outcome == "timeout":
