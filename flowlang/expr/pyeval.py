@@ -8,15 +8,15 @@ from collections.abc import Callable
 from typing import Any
 
 from flowlang.expr import ir
-from flowlang.expr.shared import apply_filter, output_too_long, undefined_error
+from flowlang.expr.shared import apply_filter, limited_text, output_too_long, undefined_error
 from flowlang.expr.values import (
     contains,
+    dict_get,
     ends_with,
     equals,
     lookup,
     order,
     starts_with,
-    to_text,
     truthy,
 )
 
@@ -25,11 +25,18 @@ _MISSING = object()
 
 
 def _static_step(container: Any, key: Any, alternate: Any) -> Any:
-    """One static lookup; ``_MISSING`` when absent. Plain dicts take the fast way."""
+    """One static lookup; ``_MISSING`` when absent. Plain dicts take the fast way.
+
+    A stored key whose ``__eq__`` raises on a hash collision means missing (values.dict_get),
+    as in the compiled twin.
+    """
     if type(container) is dict:
-        value = container.get(key, _MISSING)
+        try:
+            value = container.get(key, _MISSING)
+        except Exception:
+            value = _MISSING
         if value is _MISSING and alternate is not None:
-            value = container.get(alternate, _MISSING)
+            value = dict_get(container, alternate, _MISSING)
         return value
     if type(container) is list and type(key) is int:
         size = len(container)
@@ -40,7 +47,7 @@ def _static_step(container: Any, key: Any, alternate: Any) -> Any:
 
 def _root_value(context: Any, root: str) -> Any:
     if type(context) is dict:
-        return context.get(root, _MISSING)
+        return dict_get(context, root, _MISSING)
     found, value = lookup(context, root)
     return value if found else _MISSING
 
@@ -162,7 +169,7 @@ class _Builder:
             for text, evaluate in parts:
                 if evaluate is not None:
                     value = evaluate(context)
-                    text = value if type(value) is str else to_text(value)
+                    text = value if type(value) is str else limited_text(value, limit)
                 total += len(text)  # type: ignore[arg-type]
                 if total > limit:
                     raise output_too_long(limit)
