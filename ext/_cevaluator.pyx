@@ -500,18 +500,23 @@ from cpython.dict cimport PyDict_Next
 from libc.math cimport isfinite
 
 cdef int _SCAN_DEPTH = 64
+#: Containers the compiled scan visits before it hands the value to the twin: a list holding
+#: one sublist twice, 40 times over, has 2**40 paths; the twin visits each container once.
+cdef Py_ssize_t _SCAN_CONTAINERS = 100_000
 #: _scan's answer when it met something only the Python twin handles.
 cdef object _ASK_PYTHON = object()
 
 
-cdef object _scan(object item, int depth):
+cdef object _scan(object item, int depth, Py_ssize_t* budget):
     """NaN or infinity inside plain dicts and lists, recursively to a bounded depth.
 
     This walk runs no Python code at all (exact types only; children are owned by their
     containers, which nothing can change meanwhile), so it cannot meet a container changed under
     it. At anything deeper or of another kind it gives up with _ASK_PYTHON, and the caller
     scans the whole value with the Python twin: the result is the twin's by construction, even
-    when a subclass or a custom Mapping runs code that changes the data while it is read.
+    when a subclass or a custom Mapping runs code that changes the data while it is read. So
+    does a value with more than _SCAN_CONTAINERS containers (shared sublists are walked at
+    every use here; the twin walks each container once).
     """
     cdef Py_ssize_t position = 0
     cdef Py_ssize_t index, size
@@ -524,15 +529,16 @@ cdef object _scan(object item, int depth):
         return None if isfinite(<double>item) else item
     if kind is str or kind is int or item is None or kind is bool:
         return None
-    if depth >= _SCAN_DEPTH:
+    if depth >= _SCAN_DEPTH or budget[0] <= 0:
         return _ASK_PYTHON
+    budget[0] -= 1
     if kind is dict:
         while PyDict_Next(item, &position, &key, &value):
             child = <object>value
             kind = type(child)
             if kind is str or kind is int or child is None or kind is bool:
                 continue
-            found = _scan(child, depth + 1)
+            found = _scan(child, depth + 1, budget)
             if found is not None:
                 return found
         return None
@@ -543,7 +549,7 @@ cdef object _scan(object item, int depth):
             kind = type(child)
             if kind is str or kind is int or child is None or kind is bool:
                 continue
-            found = _scan(child, depth + 1)
+            found = _scan(child, depth + 1, budget)
             if found is not None:
                 return found
         return None
@@ -556,7 +562,8 @@ def first_non_finite(value):
     The compiled twin of flowlang.runtime.requests.first_non_finite (orjson writes NaN and
     infinity as null, so bodies are scanned); a property test keeps the two equal.
     """
-    found = _scan(value, 0)
+    cdef Py_ssize_t budget = _SCAN_CONTAINERS
+    found = _scan(value, 0, &budget)
     if found is _ASK_PYTHON:
         from flowlang.runtime.requests import first_non_finite as python_scan
         return python_scan(value)
