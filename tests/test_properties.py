@@ -8,7 +8,13 @@ from typing import Any
 import pytest
 from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
-from strategies import contexts, evaluable_expressions, expressions, json_values
+from strategies import (
+    contexts,
+    evaluable_expressions,
+    expressions,
+    hostile_contexts,
+    json_values,
+)
 from support import same
 
 import flowlang
@@ -230,6 +236,27 @@ def test_backends_agree(strict: bool, tree: Any, context: dict[str, Any]) -> Non
         python = _outcome(flowlang.Engine(backend="python", strict=strict), template, context)
         assert cython[0] == python[0], (cython, python)
         assert _agree(cython[1], python[1]), (cython, python)
+
+
+def _same_value(left: Any, right: Any) -> bool:
+    """The same object, or equal by repr (hostile values must never be compared with ==)."""
+    return left is right or repr(left) == repr(right)
+
+
+@needs_cython
+@pytest.mark.parametrize("strict", [False, True])
+@settings(max_examples=300, deadline=None)
+@given(evaluable_expressions(), hostile_contexts)
+def test_backends_agree_on_hostile_values(strict: bool, tree: Any, context: dict[str, Any]) -> None:
+    """Subclasses whose overrides raise, containers whose code raises, raising dict keys: both
+    backends give the same value or the same FlowError, and nothing else escapes."""
+    assume(tree.depth <= LIMITS.max_depth)
+    source = "<<" + print_expression(tree) + ">>"
+    for template in (source, "x " + source):
+        cython = _outcome(flowlang.Engine(backend="cython", strict=strict), template, context)
+        python = _outcome(flowlang.Engine(backend="python", strict=strict), template, context)
+        assert cython[0] == python[0], (cython, python)
+        assert _same_value(cython[1], python[1]), (cython, python)
 
 
 @settings(max_examples=MANY)
