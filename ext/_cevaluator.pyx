@@ -146,7 +146,7 @@ from sys import intern as _intern
 
 cdef int _lookup_failed() except -1:
     """After a NULL from PyDict_GetItemWithError: an error raised by a key's ``__eq__`` or
-    ``__hash__`` (an ``Exception``) means "missing", as in the twin (values.dict_get); other
+    ``__hash__`` (an ``Exception``) means "missing", as in the twin (pyeval._static_step); other
     errors (KeyboardInterrupt) propagate. Returns 0 for missing."""
     if PyErr_Occurred() is NULL:
         return 0

@@ -11,7 +11,6 @@ from flowlang.expr import ir
 from flowlang.expr.shared import apply_filter, limited_text, output_too_long, undefined_error
 from flowlang.expr.values import (
     contains,
-    dict_get,
     ends_with,
     equals,
     lookup,
@@ -27,8 +26,8 @@ _MISSING = object()
 def _static_step(container: Any, key: Any, alternate: Any) -> Any:
     """One static lookup; ``_MISSING`` when absent. Plain dicts take the fast way.
 
-    A stored key whose ``__eq__`` raises on a hash collision means missing (values.dict_get),
-    as in the compiled twin.
+    A stored key whose ``__eq__`` raises on a hash collision means missing, as in the compiled
+    twin (values.py, "Hostile values").
     """
     if type(container) is dict:
         try:
@@ -36,7 +35,10 @@ def _static_step(container: Any, key: Any, alternate: Any) -> Any:
         except Exception:
             value = _MISSING
         if value is _MISSING and alternate is not None:
-            value = dict_get(container, alternate, _MISSING)
+            try:
+                value = container.get(alternate, _MISSING)
+            except Exception:
+                value = _MISSING
         return value
     if type(container) is list and type(key) is int:
         size = len(container)
@@ -47,7 +49,10 @@ def _static_step(container: Any, key: Any, alternate: Any) -> Any:
 
 def _root_value(context: Any, root: str) -> Any:
     if type(context) is dict:
-        return dict_get(context, root, _MISSING)
+        try:  # a stored key's raising __eq__: missing (inline: the hottest lookup here)
+            return context.get(root, _MISSING)
+        except Exception:
+            return _MISSING
     found, value = lookup(context, root)
     return value if found else _MISSING
 

@@ -63,9 +63,6 @@ class OutputTooLong(Exception):  # noqa: N818 - raised as FlowLimitError by the 
     """Internal: a text being built would pass the rendered-size limit."""
 
 
-_PLAIN_SCALARS = frozenset([int, float, str, bool, type(None)])
-
-
 def _plain(value: Any) -> Any:
     """An int, float or str subclass as its exact base type (no override runs); others as is."""
     kind = type(value)
@@ -157,17 +154,6 @@ def lookup(container: Any, key: Any) -> tuple[bool, Any]:
     return False, None
 
 
-def dict_get(container: dict[Any, Any], key: Any, missing: Any) -> Any:
-    """``container.get(key, missing)`` where a stored key's raising ``__eq__`` means missing.
-
-    The twin of the compiled evaluator's lookup in exact dicts.
-    """
-    try:
-        return container.get(key, missing)
-    except Exception:
-        return missing
-
-
 def truthy(value: Any) -> bool:
     """Truth in conditions: null, false, 0, "" and empty lists and maps are false."""
     if value is None:
@@ -225,34 +211,30 @@ def equals(a: Any, b: Any) -> bool:
 
     When a container's own code raises, the two values are equal only if they are the same.
     """
-    try:
-        return _equals(a, b)
-    except Exception:
-        return a is b
-
-
-def _equals(a: Any, b: Any) -> bool:
     pending = [(a, b)]
     seen: set[tuple[int, int]] = set()
-    while pending:
-        left, right = pending.pop()
-        verdict = _scalar_equals(left, right)
-        if verdict is False:
-            return False
-        if verdict is True:
-            continue
-        pair = (id(left), id(right))
-        if pair in seen:
-            continue
-        seen.add(pair)
-        if isinstance(left, (list, tuple)):
-            if len(left) != len(right):
+    try:
+        while pending:
+            left, right = pending.pop()
+            verdict = _scalar_equals(left, right)
+            if verdict is False:
                 return False
-            pending.extend(zip(left, right, strict=True))
-            continue
-        if len(left) != len(right) or set(left) != set(right):
-            return False
-        pending.extend((left[key], right[key]) for key in left)
+            if verdict is True:
+                continue
+            pair = (id(left), id(right))
+            if pair in seen:
+                continue
+            seen.add(pair)
+            if isinstance(left, (list, tuple)):
+                if len(left) != len(right):
+                    return False
+                pending.extend(zip(left, right, strict=True))
+                continue
+            if len(left) != len(right) or set(left) != set(right):
+                return False
+            pending.extend((left[key], right[key]) for key in left)
+    except Exception:
+        return a is b
     return True
 
 
@@ -261,9 +243,11 @@ def order(op: str, a: Any, b: Any) -> bool:
 
     Any other pair, and anything with null, is unordered: the comparison is false.
     """
-    if type(a) not in _PLAIN_SCALARS:
+    kind = type(a)
+    if kind is not int and kind is not float and kind is not str:
         a = _plain(a)
-    if type(b) not in _PLAIN_SCALARS:
+    kind = type(b)
+    if kind is not int and kind is not float and kind is not str:
         b = _plain(b)
     a_num, b_num = is_number(a), is_number(b)
     if a_num and not b_num and isinstance(b, str):
