@@ -3,7 +3,7 @@
 An input is a template, optionally followed by NUL and JSON data (put in the context as
 ``x``; NaN and Infinity allowed). The context is the golden one plus hostile values (NaN,
 infinity, a 5,000-digit integer, lone surrogates, deep and cyclic data, a list sharing one
-sublist 2**17 times). Each template renders lenient and strict on both backends; the outcomes
+sublist 2**17 times, subclasses whose overrides raise, custom and broken Mappings). Each template renders lenient and strict on both backends; the outcomes
 (value, or error class and message) must be equal and only FlowError may escape.
 Run: python tests/fuzz/fuzz_evaluator.py CORPUS_DIR
 """
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import atheris
@@ -21,6 +22,41 @@ with atheris.instrument_imports():
     import flowlang
     from flowlang.errors import FlowError
     from flowlang.expr.backends import AVAILABLE
+
+
+def _refuse(*args: Any) -> Any:
+    raise RuntimeError("hostile")
+
+
+class _Int(int):
+    __eq__ = __lt__ = __gt__ = __le__ = __ge__ = __bool__ = __str__ = _refuse  # type: ignore[assignment]
+    __hash__ = int.__hash__
+
+
+class _Str(str):
+    __eq__ = __contains__ = __lt__ = strip = lower = upper = startswith = _refuse  # type: ignore[assignment]
+    __hash__ = str.__hash__
+
+
+class _BrokenList(list):  # type: ignore[type-arg]
+    __iter__ = __len__ = __getitem__ = _refuse  # type: ignore[assignment]
+
+
+class _Map(Mapping[str, Any]):
+    def __init__(self, data: dict[str, Any], broken: bool) -> None:
+        self.data, self.broken = data, broken
+
+    def __getitem__(self, key: str) -> Any:
+        return _refuse() if self.broken else self.data[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return _refuse() if self.broken else iter(self.data)
+
+    def __len__(self) -> int:
+        return _refuse() if self.broken else len(self.data)
+
+    def __repr__(self) -> str:
+        return f"_Map({self.data!r}, {self.broken})"
 
 
 def _hostile_context() -> dict[str, Any]:
@@ -44,6 +80,15 @@ def _hostile_context() -> dict[str, Any]:
         "shared": shared,
         "long": "é" * 60_000,
         "numbers": ["42", " 7 ", "-0.5", "1e3", "٣"],
+        "objects": {
+            "int": _Int(61),
+            "str": _Str("lead 42"),
+            "list": _BrokenList([1, "a"]),
+            "map": _Map({"a": 1, "b": [2.5]}, broken=False),
+            "broken": _Map({"a": 1}, broken=True),
+            "tuple": (1, "a", None),
+            "opaque": object(),
+        },
     }
     return context
 
