@@ -331,6 +331,15 @@ class _LyingStr(str):
     def __lt__(self, other: object) -> bool:
         raise _BoomError("__lt__")
 
+    def __len__(self) -> int:
+        raise _BoomError("__len__")
+
+    def __getitem__(self, index: Any) -> str:
+        raise _BoomError("__getitem__")
+
+    def lower(self) -> str:
+        raise _BoomError("lower")
+
     __hash__ = str.__hash__
 
 
@@ -354,7 +363,12 @@ class _BrokenMap(Mapping[str, Any]):
 
 
 def test_number_and_string_subclasses_are_read_as_their_base_type() -> None:
-    context = {"n": _LyingInt(61), "s": _LyingStr("lead 42"), "t": _LyingStr(" 42 ")}
+    context = {
+        "n": _LyingInt(61),
+        "s": _LyingStr("lead 42"),
+        "t": _LyingStr(" 42 "),
+        "p": _LyingStr("+1 (415) 555-0100"),
+    }
     assert _on_every_backend("<<n == 61>>", context) == ("ok", True)
     assert _on_every_backend("<<n > 60 and n < 62>>", context) == ("ok", True)
     assert _on_every_backend("<<n in [1, 61]>>", context) == ("ok", True)
@@ -363,6 +377,14 @@ def test_number_and_string_subclasses_are_read_as_their_base_type() -> None:
     assert _on_every_backend("<<s < 'm'>>", context) == ("ok", True)
     assert _on_every_backend("<<t == 42>>", context) == ("ok", True)  # number text, no .strip()
     assert _on_every_backend("<<s starts_with 'lead'>>", context) == ("ok", True)
+    assert _on_every_backend("<<not s>>", context) == ("ok", False)
+    assert _on_every_backend("<<s | length>>", context) == ("ok", 7)
+    assert _on_every_backend("<<s | first>><<s | last>>", context) == ("ok", "l2")
+    assert _on_every_backend("<<s | upper>>", context) == ("ok", "LEAD 42")
+    assert _on_every_backend("<<n | boolean>>", context) == ("ok", True)
+    assert _on_every_backend("<<s | boolean>>", context) == ("ok", False)
+    assert _on_every_backend("<<p | e164>>", context) == ("ok", "+14155550100")
+    assert _on_every_backend("<<n | number>>", context) == ("ok", 61)
 
 
 def test_containers_whose_code_raises_behave_as_opaque() -> None:

@@ -18,7 +18,14 @@ from typing import Any
 from urllib.parse import quote
 
 from flowlang.expr.syntax import KEYWORDS, NAME_PATTERN
-from flowlang.expr.values import OutputTooLong, is_number, number_from_text, to_json, to_text
+from flowlang.expr.values import (
+    OutputTooLong,
+    is_number,
+    number_from_text,
+    plain_scalar,
+    to_json,
+    to_text,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +75,9 @@ def length(value: Any) -> Any:
     """Characters of a string, items of a list or map; 0 for null; null for other kinds."""
     if value is None:
         return 0
-    if isinstance(value, (str, list, tuple, Mapping)):
+    if isinstance(value, str):
+        return str.__len__(value)  # a subclass's override never runs (SPEC.md, "Values")
+    if isinstance(value, (list, tuple, Mapping)):
         return len(value)
     return None
 
@@ -100,14 +109,18 @@ def join(value: Any, separator: Any = ", ", *, limit: int | None = None) -> Any:
 
 def first(value: Any) -> Any:
     """The first item of a list or character of a string; null when empty or another kind."""
-    if isinstance(value, (list, tuple, str)) and len(value) > 0:
+    if isinstance(value, str):
+        return str.__getitem__(value, 0) if str.__len__(value) else None
+    if isinstance(value, (list, tuple)) and len(value) > 0:
         return value[0]
     return None
 
 
 def last(value: Any) -> Any:
     """The last item of a list or character of a string; null when empty or another kind."""
-    if isinstance(value, (list, tuple, str)) and len(value) > 0:
+    if isinstance(value, str):
+        return str.__getitem__(value, -1) if str.__len__(value) else None
+    if isinstance(value, (list, tuple)) and len(value) > 0:
         return value[-1]
     return None
 
@@ -180,9 +193,11 @@ def boolean(value: Any) -> bool:
     if isinstance(value, bool):
         return bool(value)
     if is_number(value):
+        value = plain_scalar(value)
         return bool(value == value and value != 0)
     if isinstance(value, str):
-        return value.strip().lower() in _TRUE_WORDS
+        text = str.strip(value)
+        return len(text) <= 5 and text.lower() in _TRUE_WORDS  # no copy of a long text
     return False
 
 
@@ -205,7 +220,7 @@ def e164(value: Any, country_code: Any = None) -> Any:
             return None
         text = int.__repr__(value)
     elif isinstance(value, str):
-        text = _PHONE_SEPARATORS.sub("", value)
+        text = _PHONE_SEPARATORS.sub("", str.__str__(value))
     else:
         return None
     if text.startswith("+"):

@@ -31,6 +31,7 @@ __all__ = [
     "number_from_text",
     "order",
     "plain_json",
+    "plain_scalar",
     "starts_with",
     "to_json",
     "to_text",
@@ -63,7 +64,7 @@ class OutputTooLong(Exception):  # noqa: N818 - raised as FlowLimitError by the 
     """Internal: a text being built would pass the rendered-size limit."""
 
 
-def _plain(value: Any) -> Any:
+def plain_scalar(value: Any) -> Any:
     """An int, float or str subclass as its exact base type (no override runs); others as is."""
     kind = type(value)
     if kind is int or kind is float or kind is str:
@@ -161,8 +162,10 @@ def truthy(value: Any) -> bool:
     if value is True or value is False:
         return value
     if isinstance(value, (int, float)):
-        return bool(_plain(value) != 0)
-    if isinstance(value, (str, list, tuple, Mapping)):
+        return bool(plain_scalar(value) != 0)
+    if isinstance(value, str):
+        return str.__len__(value) > 0
+    if isinstance(value, (list, tuple, Mapping)):
         try:
             return len(value) > 0
         except Exception:  # a container whose own code raised: opaque, so true
@@ -185,16 +188,16 @@ def _scalar_equals(a: Any, b: Any) -> bool | None:
         return False
     a_num, b_num = isinstance(a, (int, float)), isinstance(b, (int, float))
     if a_num and b_num:
-        return bool(_plain(a) == _plain(b))
+        return bool(plain_scalar(a) == plain_scalar(b))
     a_str, b_str = isinstance(a, str), isinstance(b, str)
     if a_str and b_str:
         return str.__eq__(a, b) is True
     if a_num and b_str:
         number = number_from_text(b)
-        return number is not None and bool(number == _plain(a))
+        return number is not None and bool(number == plain_scalar(a))
     if b_num and a_str:
         number = number_from_text(a)
-        return number is not None and bool(number == _plain(b))
+        return number is not None and bool(number == plain_scalar(b))
     a_list, b_list = isinstance(a, (list, tuple)), isinstance(b, (list, tuple))
     if a_list and b_list:
         return None
@@ -245,10 +248,10 @@ def order(op: str, a: Any, b: Any) -> bool:
     """
     kind = type(a)
     if kind is not int and kind is not float and kind is not str:
-        a = _plain(a)
+        a = plain_scalar(a)
     kind = type(b)
     if kind is not int and kind is not float and kind is not str:
-        b = _plain(b)
+        b = plain_scalar(b)
     a_num, b_num = is_number(a), is_number(b)
     if a_num and not b_num and isinstance(b, str):
         b, b_num = number_from_text(b), True
