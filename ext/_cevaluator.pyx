@@ -136,6 +136,20 @@ cdef inline str text_of(object value, Py_ssize_t limit=-1):
             return _int_text(value)
     if limit < 0:
         return _to_text(value)
+    return _container_text(value, limit)
+
+
+cdef str _container_text(object value, Py_ssize_t limit):
+    """shared.limited_text, with the measure of exact lists and dicts done here in C."""
+    cdef PyObject* path[64]
+    cdef Py_ssize_t total
+    cdef object kind = type(value)
+    if kind is list or kind is dict:
+        total = _json_total(value, 0, limit, 0, path)
+        if total > limit:
+            raise _output_too_long(limit)
+        if total >= 0:
+            return _to_text(value)
     return _limited_text(value, limit)
 
 
@@ -568,4 +582,105 @@ def first_non_finite(value):
         from flowlang.runtime.requests import first_non_finite as python_scan
         return python_scan(value)
     return found
+# --- the rendered-size limit: JSON length, measured before the JSON is built ---------------
+
+from cpython.long cimport PyLong_AsLongLongAndOverflow
+from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_GET_SIZE
+from cpython.unicode cimport PyUnicode_Check, PyUnicode_GET_LENGTH
+
+cdef int _JSON_DEPTH = 64
+
+
+cdef Py_ssize_t _digits_at_least(object value) except -1:
+    """values._int_digits_at_least for an exact int, without Python calls for 64-bit ones."""
+    cdef int overflow = 0
+    cdef long long number = PyLong_AsLongLongAndOverflow(value, &overflow)
+    cdef unsigned long long magnitude
+    cdef Py_ssize_t bits = 0
+    if overflow == 0:
+        magnitude = (<unsigned long long>(-(number + 1)) + 1) if number < 0 else <unsigned long long>number
+        while magnitude:
+            bits += 1
+            magnitude >>= 1
+    else:
+        bits = value.bit_length()
+    bits = (bits * 3) // 10
+    return bits if bits > 1 else 1
+
+
+cdef Py_ssize_t _json_total(object item, Py_ssize_t total, Py_ssize_t limit, int depth,
+                            PyObject** path) except -2:
+    """``total`` plus the lower bound values.json_length_exceeds counts for ``item``.
+
+    Exact built-in types only, so no Python code runs and nothing changes under the walk;
+    returns as soon as the total passes ``limit``, and -1 (ask the Python twin, which starts
+    over) at any other kind or deeper than _JSON_DEPTH. ``path`` holds the containers being
+    walked: one met again inside itself counts as the null it is written as.
+    """
+    cdef object kind = type(item)
+    cdef Py_ssize_t position = 0
+    cdef Py_ssize_t index, size
+    cdef PyObject* key
+    cdef PyObject* value
+    cdef int level
+    if kind is str:
+        return total + PyUnicode_GET_LENGTH(item) + 2
+    if item is None or kind is bool:
+        return total + 4
+    if kind is int:
+        return total + _digits_at_least(item)
+    if kind is float:
+        return total + 3
+    if kind is not list and kind is not dict and kind is not tuple:
+        return -1
+    for level in range(depth):
+        if path[level] == <PyObject*>item:
+            return total + 4
+    if depth >= _JSON_DEPTH:
+        return -1
+    path[depth] = <PyObject*>item
+    if kind is dict:
+        size = len(<dict>item)
+        total += 1 + (size if size > 1 else 1)
+        while total <= limit and PyDict_Next(item, &position, &key, &value):
+            if PyUnicode_Check(<object>key):
+                total += PyUnicode_GET_LENGTH(<object>key) + 3
+            else:
+                total += 4
+            total = _json_total(<object>value, total, limit, depth + 1, path)
+            if total < 0:
+                return -1
+        return total
+    if kind is list:
+        size = PyList_GET_SIZE(item)
+        total += 1 + (size if size > 1 else 1)
+        index = 0
+        while total <= limit and index < size:
+            total = _json_total(<object>PyList_GET_ITEM(item, index), total, limit, depth + 1, path)
+            if total < 0:
+                return -1
+            index += 1
+        return total
+    size = PyTuple_GET_SIZE(item)
+    total += 1 + (size if size > 1 else 1)
+    index = 0
+    while total <= limit and index < size:
+        total = _json_total(<object>PyTuple_GET_ITEM(item, index), total, limit, depth + 1, path)
+        if total < 0:
+            return -1
+        index += 1
+    return total
+
+
+def json_length_exceeds(value, Py_ssize_t limit):
+    """The compiled twin of flowlang.expr.values.json_length_exceeds (same answer always: it
+    counts the same lower bound, and hands anything but exact built-in types to the twin)."""
+    cdef PyObject* path[64]
+    cdef Py_ssize_t total = _json_total(value, 0, limit, 0, path)
+    if total < 0:
+        from flowlang.expr.values import json_length_exceeds as python_twin
+        return python_twin(value, limit)
+    return total > limit
+
+
 include "_runner.pxi"

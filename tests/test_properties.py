@@ -302,3 +302,37 @@ def test_body_scan_twins_agree_on_deep_data(depth: int) -> None:
     for level in range(depth):
         value = {"k": [value, "x"]} if level % 2 else [1, value]
     assert repr(_cevaluator.first_non_finite(value)) == repr(first_non_finite(value)) == "-inf"
+
+
+@needs_cython
+@example([[1, "ab"], {"k": [2**70, None]}], 0)
+@example({"a": {"b": (1.5, True)}, 7: "x"}, 20)
+@given(json_values | st.lists(json_values, max_size=3).map(tuple), st.integers(0, 120))
+def test_json_length_twins_agree(value: Any, limit: int) -> None:
+    """The compiled measure of JSON text (the rendered-size limit) gives the twin's answer, and
+    a value it lets through is written in at most a few times the limit."""
+    from flowlang import _cevaluator  # type: ignore[attr-defined]
+    from flowlang.expr.values import json_length_exceeds, to_json
+
+    python = json_length_exceeds(value, limit)
+    assert _cevaluator.json_length_exceeds(value, limit) is python
+    text = to_json(value)
+    assert python or len(text) <= 12 * max(limit, 1) + 24
+    if len(text) <= limit:
+        assert not python  # a lower bound: never refuses what fits
+
+
+@needs_cython
+@pytest.mark.parametrize("depth", [1, 63, 64, 65, 300])
+def test_json_length_twins_agree_on_deep_and_cyclic_data(depth: int) -> None:
+    from flowlang import _cevaluator  # type: ignore[attr-defined]
+    from flowlang.expr.values import json_length_exceeds
+
+    value: Any = ["leaf"]
+    for level in range(depth):
+        value = {"k": [value, "x"]} if level % 2 else (1, value)
+    cycle: list[Any] = [value]
+    cycle.append(cycle)
+    for limit in (0, 5, 50, 500, 5000):
+        for item in (value, cycle):
+            assert _cevaluator.json_length_exceeds(item, limit) is json_length_exceeds(item, limit)

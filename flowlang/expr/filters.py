@@ -98,8 +98,8 @@ def join(value: Any, separator: Any = ", ", *, limit: int | None = None) -> Any:
     texts: list[str] = []
     total = -len(separator_text)
     step = len(separator_text)
-    for item in list(value):
-        text = to_text(item, limit)
+    for item in value:
+        text = item if type(item) is str else to_text(item, limit)
         total += step + len(text)
         if total > limit:
             raise OutputTooLong

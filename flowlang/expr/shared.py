@@ -99,8 +99,13 @@ def apply_filter(
     (a custom Mapping, a list subclass) may, and that is reported like a custom filter's error.
     """
     try:
-        if builtin and function in TEXT_BUILDERS:
-            result = function(value, *args, limit=limit)
+        if builtin and function in TEXT_BUILDERS:  # spelled out: no *args call on the hot path
+            if not args:
+                result = function(value, limit=limit)
+            elif len(args) == 1:
+                result = function(value, args[0], limit=limit)
+            else:
+                result = function(value, *args, limit=limit)
         else:
             result = function(value, *args)
     except OutputTooLong:

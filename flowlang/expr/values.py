@@ -41,7 +41,7 @@ __all__ = [
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import orjson
@@ -399,8 +399,10 @@ def to_json(value: Any, limit: int | None = None) -> str:
     text): a walk bounded by ``limit`` steps measures a lower bound first. What it lets through
     is at most a small multiple of ``limit`` (escapes, long numbers); callers check the result.
     """
-    if limit is not None and json_length_exceeds(value, limit):
-        raise OutputTooLong
+    if limit is not None:
+        exceeds = _length_exceeds_helper or _length_exceeds
+        if exceeds(value, limit):
+            raise OutputTooLong
     try:
         return orjson.dumps(value, default=_orjson_default, option=_ORJSON_OPTIONS).decode()
     except (TypeError, orjson.JSONEncodeError):
@@ -444,7 +446,7 @@ def json_length_exceeds(value: Any, limit: int) -> bool:
             open_containers.discard(item[1])
             continue
         if isinstance(item, str):
-            total += len(item) + 2
+            total += str.__len__(item) + 2
         elif item is None or isinstance(item, bool):
             total += 4
         elif isinstance(item, int):
@@ -462,7 +464,7 @@ def json_length_exceeds(value: Any, limit: int) -> bool:
                 work.append((leave, identity))
                 if isinstance(item, Mapping):
                     for key, element in entries:
-                        total += (len(key) if isinstance(key, str) else 1) + 3
+                        total += (str.__len__(key) if isinstance(key, str) else 1) + 3
                         work.append(element)
                 else:
                     work.extend(entries)
@@ -471,6 +473,19 @@ def json_length_exceeds(value: Any, limit: int) -> bool:
         if total > limit:
             return True
     return False
+
+
+def _length_exceeds(value: Any, limit: int) -> bool:
+    """json_length_exceeds, compiled where the process has the extension (the same answer)."""
+    global _length_exceeds_helper
+    if _length_exceeds_helper is None:
+        from flowlang.expr.backends import compiled_helper  # not at import: a cycle
+
+        _length_exceeds_helper = compiled_helper("json_length_exceeds", json_length_exceeds)
+    return bool(_length_exceeds_helper(value, limit))
+
+
+_length_exceeds_helper: Callable[[Any, int], bool] | None = None
 
 
 class _Leave:
