@@ -13,7 +13,7 @@ DEMO_SECRETS := FLOWLANG_SECRET_CRM_TOKEN=demo-crm-token FLOWLANG_SECRET_BILLING
 	FLOWLANG_SECRET_SMS_KEY_ID=demo-sms-id FLOWLANG_SECRET_SMS_KEY_SECRET=demo-sms-secret \
 	FLOWLANG_SECRET_SLACK_TOKEN=demo-slack-token FLOWLANG_SECRET_SPEECH_API_KEY=demo-speech-key
 
-.PHONY: setup demo demo-expressions demo-automations test test-compiled test-python bench lint clean
+.PHONY: setup demo demo-expressions demo-automations test test-compiled test-python bench fuzz lint clean
 
 setup: $(STAMP)
 
@@ -64,6 +64,33 @@ bench: $(STAMP)
 		--benchmark-columns=median,iqr,ops --benchmark-sort=name --benchmark-group-by=group -q \
 		--benchmark-json=.benchmarks/latest.json
 	$(BIN)/python benchmarks/report.py
+
+# Coverage-guided fuzzing (atheris, the `fuzz` extra) of the scanner and parser, the document
+# loader and the compiled evaluator against its Python twin: FUZZ_SECONDS each (default 60).
+# Seeds come from tests/golden and the example documents; the corpus grows in .venv/fuzz/corpus
+# and an input that breaks the contract is saved in .venv/fuzz/findings (rerun a harness with
+# that file as its argument to reproduce it).
+FUZZ_SECONDS ?= 60
+FUZZ_DIR     := $(VENV)/fuzz
+FUZZ_STAMP   := $(VENV)/.fuzz-installed
+
+$(FUZZ_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/python -m pip install --quiet $$($(BIN)/python -c "import tomllib; \
+		print(*tomllib.load(open('pyproject.toml', 'rb'))['project']['optional-dependencies']['fuzz'])")
+	touch $(FUZZ_STAMP)
+
+fuzz: $(FUZZ_STAMP)
+	rm -rf $(FUZZ_DIR)/seed
+	$(BIN)/python tests/fuzz/common.py $(FUZZ_DIR)/seed
+	for target in parser documents evaluator; do \
+		dict=expressions; [ $$target = documents ] && dict=documents; \
+		mkdir -p $(FUZZ_DIR)/corpus/$$target $(FUZZ_DIR)/findings; \
+		echo "== fuzz_$$target ($(FUZZ_SECONDS) s)"; \
+		FLOWLANG_REQUIRE_EXTENSIONS=1 $(BIN)/python tests/fuzz/fuzz_$$target.py \
+			-max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+			-dict=tests/fuzz/$$dict.dict -artifact_prefix=$(FUZZ_DIR)/findings/$$target- \
+			$(FUZZ_DIR)/corpus/$$target $(FUZZ_DIR)/seed/$$target || exit 1; \
+	done
 
 lint: $(STAMP)
 	$(BIN)/ruff check flowlang tests benchmarks

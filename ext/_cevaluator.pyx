@@ -8,13 +8,19 @@ flowlang.expr.shared, the very functions the Python backend uses, so the two bac
 disagree on a cold path. Recursion depth is bounded by Limits.max_depth (hard cap 100).
 """
 
-from cpython.dict cimport PyDict_GetItem
+from cpython.dict cimport PyDict_GetItem  # used by _runner.pxi
+from cpython.exc cimport PyErr_Clear, PyErr_ExceptionMatches, PyErr_Occurred
 from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
 from cpython.object cimport PyObject
+
+cdef extern from "Python.h":
+    # No ``except`` clause: NULL is either "missing" or an error that _lookup_failed sorts out.
+    PyObject* PyDict_GetItemWithError(object mapping, object key)
 
 from flowlang.expr import ir as _ir
 from flowlang.expr import values as _values
 from flowlang.expr.shared import apply_filter as _apply_filter
+from flowlang.expr.shared import limited_text as _limited_text
 from flowlang.expr.shared import output_too_long as _output_too_long
 from flowlang.expr.shared import undefined_error as _undefined_error
 
@@ -93,20 +99,27 @@ cdef bint order(int op, object a, object b) except -1:
 
 
 cdef bint contains(object container, object item) except -1:
-    cdef Py_ssize_t position, size
+    cdef Py_ssize_t position = 0
+    cdef object element
     if type(container) is str and type(item) is str:
         return (<str>item) in (<str>container)
     if type(container) is list:
-        size = PyList_GET_SIZE(container)
-        for position in range(size):
-            if equals(<object>PyList_GET_ITEM(container, position), item):
+        # equals() may run code of a value (a custom Mapping, a subclass) that changes this
+        # list: read the size every turn and hold a strong reference to the element compared,
+        # exactly like Python's list iterator in the twin.
+        while position < PyList_GET_SIZE(container):
+            element = <object>PyList_GET_ITEM(container, position)
+            if equals(element, item):
                 return True
+            position += 1
         return False
     return _contains(container, item)
 
 
-cdef inline str text_of(object value):
-    """The text of a value in rendered text (shared rules; fast for str, int, bool, null)."""
+cdef inline str text_of(object value, Py_ssize_t limit=-1):
+    """The text of a value in rendered text (shared rules; fast for str, int, bool, null); the
+    JSON of a list or map is refused before it is built when it would pass ``limit`` (-1: no
+    limit)."""
     cdef object kind = type(value)
     if kind is str:
         return <str>value
@@ -121,12 +134,49 @@ cdef inline str text_of(object value):
             return int.__repr__(value)
         except ValueError:  # beyond Python's int-to-str digit limit
             return _int_text(value)
-    return _to_text(value)
+    if limit < 0:
+        return _to_text(value)
+    return _container_text(value, limit)
+
+
+cdef str _container_text(object value, Py_ssize_t limit):
+    """shared.limited_text, with the measure of exact lists and dicts done here in C."""
+    cdef PyObject* path[64]
+    cdef Py_ssize_t total
+    cdef object kind = type(value)
+    if kind is list or kind is dict:
+        total = _json_total(value, 0, limit, 0, path)
+        if total > limit:
+            raise _output_too_long(limit)
+        if total >= 0:
+            return _to_text(value)
+    return _limited_text(value, limit)
 
 
 # --- nodes ----------------------------------------------------------------------------------
 
 from sys import intern as _intern
+
+
+cdef int _lookup_failed() except -1:
+    """After a NULL from PyDict_GetItemWithError: an error raised by a key's ``__eq__`` or
+    ``__hash__`` (an ``Exception``) means "missing", as in the twin (pyeval._static_step); other
+    errors (KeyboardInterrupt) propagate. Returns 0 for missing."""
+    if PyErr_Occurred() is NULL:
+        return 0
+    if PyErr_ExceptionMatches(Exception):
+        PyErr_Clear()
+        return 0
+    return -1
+
+
+cdef inline object dict_get(object mapping, object key):
+    """``mapping[key]`` of an exact dict, or MISSING (also when a key's dunder raised)."""
+    cdef PyObject* found = PyDict_GetItemWithError(mapping, key)
+    if found is NULL:
+        _lookup_failed()
+        return MISSING
+    return <object>found
 
 
 cdef inline object _interned(object key):
@@ -168,13 +218,12 @@ cdef class Key:
         cdef PyObject* found
         cdef Py_ssize_t size, position
         if type(container) is dict:
-            found = PyDict_GetItem(container, self.key)
+            found = PyDict_GetItemWithError(container, self.key)
             if found is NULL:
+                _lookup_failed()
                 if self.alternate is None:
                     return MISSING
-                found = PyDict_GetItem(container, self.alternate)
-                if found is NULL:
-                    return MISSING
+                return dict_get(container, self.alternate)
             return <object>found
         if type(container) is list:
             if not self.has_index:
@@ -191,10 +240,8 @@ cdef class Key:
 
 
 cdef inline object root_value(object context, object root):
-    cdef PyObject* found
     if type(context) is dict:
-        found = PyDict_GetItem(context, root)
-        return MISSING if found is NULL else <object>found
+        return dict_get(context, root)
     present, value = _lookup(context, root)
     return value if present else MISSING
 
@@ -284,7 +331,7 @@ cdef class Concat(Node):
             if type(part) is str:
                 text = <str>part
             else:
-                text = text_of((<Node>part).eval(context))
+                text = text_of((<Node>part).eval(context), self.limit)
             total += len(text)
             if total > self.limit:
                 raise _output_too_long(self.limit)
@@ -467,17 +514,24 @@ from cpython.dict cimport PyDict_Next
 from libc.math cimport isfinite
 
 cdef int _SCAN_DEPTH = 64
+#: Containers the compiled scan visits before it hands the value to the twin: a list holding
+#: one sublist twice, 40 times over, has 2**40 paths; the twin visits each container once.
+cdef Py_ssize_t _SCAN_CONTAINERS = 100_000
+#: _scan's answer when it met something only the Python twin handles.
+cdef object _ASK_PYTHON = object()
 
 
-cdef object _python_scan(object item):
-    """The Python twin, imported on first use (importing it at load would be circular)."""
-    from flowlang.runtime.requests import first_non_finite as python_scan
-    return python_scan(item)
+cdef object _scan(object item, int depth, Py_ssize_t* budget):
+    """NaN or infinity inside plain dicts and lists, recursively to a bounded depth.
 
-
-cdef object _scan(object item, int depth):
-    """NaN or infinity inside plain dicts and lists, recursively to a bounded depth; anything
-    deeper or of another kind goes to the iterative Python twin."""
+    This walk runs no Python code at all (exact types only; children are owned by their
+    containers, which nothing can change meanwhile), so it cannot meet a container changed under
+    it. At anything deeper or of another kind it gives up with _ASK_PYTHON, and the caller
+    scans the whole value with the Python twin: the result is the twin's by construction, even
+    when a subclass or a custom Mapping runs code that changes the data while it is read. So
+    does a value with more than _SCAN_CONTAINERS containers (shared sublists are walked at
+    every use here; the twin walks each container once).
+    """
     cdef Py_ssize_t position = 0
     cdef Py_ssize_t index, size
     cdef PyObject* key
@@ -489,15 +543,16 @@ cdef object _scan(object item, int depth):
         return None if isfinite(<double>item) else item
     if kind is str or kind is int or item is None or kind is bool:
         return None
-    if depth >= _SCAN_DEPTH:
-        return _python_scan(item)
+    if depth >= _SCAN_DEPTH or budget[0] <= 0:
+        return _ASK_PYTHON
+    budget[0] -= 1
     if kind is dict:
         while PyDict_Next(item, &position, &key, &value):
             child = <object>value
             kind = type(child)
             if kind is str or kind is int or child is None or kind is bool:
                 continue
-            found = _scan(child, depth + 1)
+            found = _scan(child, depth + 1, budget)
             if found is not None:
                 return found
         return None
@@ -508,11 +563,11 @@ cdef object _scan(object item, int depth):
             kind = type(child)
             if kind is str or kind is int or child is None or kind is bool:
                 continue
-            found = _scan(child, depth + 1)
+            found = _scan(child, depth + 1, budget)
             if found is not None:
                 return found
         return None
-    return _python_scan(item)
+    return _ASK_PYTHON
 
 
 def first_non_finite(value):
@@ -521,5 +576,111 @@ def first_non_finite(value):
     The compiled twin of flowlang.runtime.requests.first_non_finite (orjson writes NaN and
     infinity as null, so bodies are scanned); a property test keeps the two equal.
     """
-    return _scan(value, 0)
+    cdef Py_ssize_t budget = _SCAN_CONTAINERS
+    found = _scan(value, 0, &budget)
+    if found is _ASK_PYTHON:
+        from flowlang.runtime.requests import first_non_finite as python_scan
+        return python_scan(value)
+    return found
+# --- the rendered-size limit: JSON length, measured before the JSON is built ---------------
+
+from cpython.long cimport PyLong_AsLongLongAndOverflow
+from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_GET_SIZE
+from cpython.unicode cimport PyUnicode_Check, PyUnicode_GET_LENGTH
+
+cdef int _JSON_DEPTH = 64
+
+
+cdef Py_ssize_t _digits_at_least(object value) except -1:
+    """values._int_digits_at_least for an exact int, without Python calls for 64-bit ones."""
+    cdef int overflow = 0
+    cdef long long number = PyLong_AsLongLongAndOverflow(value, &overflow)
+    cdef unsigned long long magnitude
+    cdef Py_ssize_t bits = 0
+    if overflow == 0:
+        magnitude = (<unsigned long long>(-(number + 1)) + 1) if number < 0 else <unsigned long long>number
+        while magnitude:
+            bits += 1
+            magnitude >>= 1
+    else:
+        bits = value.bit_length()
+    bits = (bits * 3) // 10
+    return bits if bits > 1 else 1
+
+
+cdef Py_ssize_t _json_total(object item, Py_ssize_t total, Py_ssize_t limit, int depth,
+                            PyObject** path) except -2:
+    """``total`` plus the lower bound values.json_length_exceeds counts for ``item``.
+
+    Exact built-in types only, so no Python code runs and nothing changes under the walk;
+    returns as soon as the total passes ``limit``, and -1 (ask the Python twin, which starts
+    over) at any other kind or deeper than _JSON_DEPTH. ``path`` holds the containers being
+    walked: one met again inside itself counts as the null it is written as.
+    """
+    cdef object kind = type(item)
+    cdef Py_ssize_t position = 0
+    cdef Py_ssize_t index, size
+    cdef PyObject* key
+    cdef PyObject* value
+    cdef int level
+    if kind is str:
+        return total + PyUnicode_GET_LENGTH(item) + 2
+    if item is None or kind is bool:
+        return total + 4
+    if kind is int:
+        return total + _digits_at_least(item)
+    if kind is float:
+        return total + 3
+    if kind is not list and kind is not dict and kind is not tuple:
+        return -1
+    for level in range(depth):
+        if path[level] == <PyObject*>item:
+            return total + 4
+    if depth >= _JSON_DEPTH:
+        return -1
+    path[depth] = <PyObject*>item
+    if kind is dict:
+        size = len(<dict>item)
+        total += 1 + (size if size > 1 else 1)
+        while total <= limit and PyDict_Next(item, &position, &key, &value):
+            if PyUnicode_Check(<object>key):
+                total += PyUnicode_GET_LENGTH(<object>key) + 3
+            else:
+                total += 4
+            total = _json_total(<object>value, total, limit, depth + 1, path)
+            if total < 0:
+                return -1
+        return total
+    if kind is list:
+        size = PyList_GET_SIZE(item)
+        total += 1 + (size if size > 1 else 1)
+        index = 0
+        while total <= limit and index < size:
+            total = _json_total(<object>PyList_GET_ITEM(item, index), total, limit, depth + 1, path)
+            if total < 0:
+                return -1
+            index += 1
+        return total
+    size = PyTuple_GET_SIZE(item)
+    total += 1 + (size if size > 1 else 1)
+    index = 0
+    while total <= limit and index < size:
+        total = _json_total(<object>PyTuple_GET_ITEM(item, index), total, limit, depth + 1, path)
+        if total < 0:
+            return -1
+        index += 1
+    return total
+
+
+def json_length_exceeds(value, Py_ssize_t limit):
+    """The compiled twin of flowlang.expr.values.json_length_exceeds (same answer always: it
+    counts the same lower bound, and hands anything but exact built-in types to the twin)."""
+    cdef PyObject* path[64]
+    cdef Py_ssize_t total = _json_total(value, 0, limit, 0, path)
+    if total < 0:
+        from flowlang.expr.values import json_length_exceeds as python_twin
+        return python_twin(value, limit)
+    return total > limit
+
+
 include "_runner.pxi"

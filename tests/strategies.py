@@ -1,7 +1,8 @@
-"""Hypothesis strategies: syntax trees, templates and JSON-shaped contexts."""
+"""Hypothesis strategies: syntax trees, templates, JSON-shaped and hostile contexts."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from hypothesis import strategies as st
@@ -137,3 +138,110 @@ json_values = st.recursive(
     max_leaves=20,
 )
 contexts = st.dictionaries(st.sampled_from(["a", "b", "c"]), json_values, max_size=3)
+
+
+# --- hostile values: what only an embedding application can put in a context ------------------
+
+
+class HostileError(Exception):
+    """Raised by every overridden method of the hostile classes below."""
+
+
+def _refuse(*args: Any, **kwargs: Any) -> Any:
+    raise HostileError("refused")
+
+
+class RaisingInt(int):
+    """An int whose comparison and conversion overrides raise (the base type's never run)."""
+
+    __eq__ = __ne__ = __lt__ = __le__ = __gt__ = __ge__ = __bool__ = __str__ = _refuse  # type: ignore[assignment]
+    __hash__ = int.__hash__
+
+
+class RaisingFloat(float):
+    __eq__ = __ne__ = __lt__ = __le__ = __gt__ = __ge__ = __bool__ = __str__ = _refuse  # type: ignore[assignment]
+    __hash__ = float.__hash__
+
+
+class RaisingStr(str):
+    """A str whose overrides raise; as a dict key its ``__eq__`` raises on a hash match."""
+
+    __eq__ = __ne__ = __lt__ = __contains__ = _refuse  # type: ignore[assignment]
+    strip = lower = upper = startswith = endswith = _refuse  # type: ignore[assignment]
+    __hash__ = str.__hash__
+
+
+class BrokenList(list):  # type: ignore[type-arg]
+    """A list whose own iteration, length and items raise (its repr still works)."""
+
+    __iter__ = __len__ = __getitem__ = __contains__ = __reversed__ = _refuse  # type: ignore[assignment]
+
+
+class BrokenMap(Mapping[Any, Any]):
+    def __init__(self, data: dict[Any, Any]) -> None:
+        self.data = data
+
+    __getitem__ = __iter__ = __len__ = __contains__ = items = keys = values = _refuse  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"BrokenMap({self.data!r})"
+
+
+class FineMap(Mapping[Any, Any]):
+    """A well-behaved custom Mapping (read through its methods)."""
+
+    def __init__(self, data: dict[Any, Any]) -> None:
+        self.data = data
+
+    def __getitem__(self, key: Any) -> Any:
+        return self.data[key]
+
+    def __iter__(self) -> Any:
+        return iter(self.data)
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __repr__(self) -> str:
+        return f"FineMap({self.data!r})"
+
+
+class Opaque:
+    __eq__ = __bool__ = __str__ = __len__ = __iter__ = _refuse  # type: ignore[assignment]
+    __hash__ = object.__hash__
+
+
+def _hostile_dicts(
+    keys: st.SearchStrategy[Any], values: st.SearchStrategy[Any], max_size: int
+) -> st.SearchStrategy[dict[Any, Any]]:
+    """Dicts whose keys may be RaisingStr: keys are told apart by their plain text (building
+    the dict then compares no two keys, whose hashes differ)."""
+    return st.lists(
+        st.tuples(keys, values), max_size=max_size, unique_by=lambda pair: str.__str__(pair[0])
+    ).map(dict)
+
+
+hostile_scalars = st.one_of(
+    json_scalars,
+    st.integers(-3, 3).map(RaisingInt),
+    st.sampled_from([0.5, -1.0, float("nan")]).map(RaisingFloat),
+    st.sampled_from(["a", "b", "0", "1", "", " 2 ", "true"]).map(RaisingStr),
+    st.builds(Opaque),
+)
+hostile_values = st.recursive(
+    hostile_scalars,
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.lists(children, max_size=3).map(tuple)
+        | st.lists(children, max_size=3).map(BrokenList)
+        | _hostile_dicts(_keys | _keys.map(RaisingStr), children, max_size=4)
+        | st.dictionaries(_keys, children, max_size=3).map(FineMap)
+        | st.dictionaries(_keys, children, max_size=3).map(BrokenMap)
+    ),
+    max_leaves=16,
+)
+hostile_contexts = _hostile_dicts(
+    st.sampled_from(["a", "b", "c"]) | st.sampled_from(["a", "b"]).map(RaisingStr),
+    hostile_values,
+    max_size=3,
+)

@@ -8,7 +8,13 @@ from typing import Any
 import pytest
 from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
-from strategies import contexts, evaluable_expressions, expressions, json_values
+from strategies import (
+    contexts,
+    evaluable_expressions,
+    expressions,
+    hostile_contexts,
+    json_values,
+)
 from support import same
 
 import flowlang
@@ -232,6 +238,27 @@ def test_backends_agree(strict: bool, tree: Any, context: dict[str, Any]) -> Non
         assert _agree(cython[1], python[1]), (cython, python)
 
 
+def _same_value(left: Any, right: Any) -> bool:
+    """The same object, or equal by repr (hostile values must never be compared with ==)."""
+    return left is right or repr(left) == repr(right)
+
+
+@needs_cython
+@pytest.mark.parametrize("strict", [False, True])
+@settings(max_examples=300, deadline=None)
+@given(evaluable_expressions(), hostile_contexts)
+def test_backends_agree_on_hostile_values(strict: bool, tree: Any, context: dict[str, Any]) -> None:
+    """Subclasses whose overrides raise, containers whose code raises, raising dict keys: both
+    backends give the same value or the same FlowError, and nothing else escapes."""
+    assume(tree.depth <= LIMITS.max_depth)
+    source = "<<" + print_expression(tree) + ">>"
+    for template in (source, "x " + source):
+        cython = _outcome(flowlang.Engine(backend="cython", strict=strict), template, context)
+        python = _outcome(flowlang.Engine(backend="python", strict=strict), template, context)
+        assert cython[0] == python[0], (cython, python)
+        assert _same_value(cython[1], python[1]), (cython, python)
+
+
 @settings(max_examples=MANY)
 @given(evaluable_expressions(), contexts, st.sampled_from(["<<{}>>", "text <<{}>> text"]))
 def test_lenient_rendering_never_raises_on_json_contexts(
@@ -275,3 +302,37 @@ def test_body_scan_twins_agree_on_deep_data(depth: int) -> None:
     for level in range(depth):
         value = {"k": [value, "x"]} if level % 2 else [1, value]
     assert repr(_cevaluator.first_non_finite(value)) == repr(first_non_finite(value)) == "-inf"
+
+
+@needs_cython
+@example([[1, "ab"], {"k": [2**70, None]}], 0)
+@example({"a": {"b": (1.5, True)}, 7: "x"}, 20)
+@given(json_values | st.lists(json_values, max_size=3).map(tuple), st.integers(0, 120))
+def test_json_length_twins_agree(value: Any, limit: int) -> None:
+    """The compiled measure of JSON text (the rendered-size limit) gives the twin's answer, and
+    a value it lets through is written in at most a few times the limit."""
+    from flowlang import _cevaluator  # type: ignore[attr-defined]
+    from flowlang.expr.values import json_length_exceeds, to_json
+
+    python = json_length_exceeds(value, limit)
+    assert _cevaluator.json_length_exceeds(value, limit) is python
+    text = to_json(value)
+    assert python or len(text) <= 12 * max(limit, 1) + 24
+    if len(text) <= limit:
+        assert not python  # a lower bound: never refuses what fits
+
+
+@needs_cython
+@pytest.mark.parametrize("depth", [1, 63, 64, 65, 300])
+def test_json_length_twins_agree_on_deep_and_cyclic_data(depth: int) -> None:
+    from flowlang import _cevaluator  # type: ignore[attr-defined]
+    from flowlang.expr.values import json_length_exceeds
+
+    value: Any = ["leaf"]
+    for level in range(depth):
+        value = {"k": [value, "x"]} if level % 2 else (1, value)
+    cycle: list[Any] = [value]
+    cycle.append(cycle)
+    for limit in (0, 5, 50, 500, 5000):
+        for item in (value, cycle):
+            assert _cevaluator.json_length_exceeds(item, limit) is json_length_exceeds(item, limit)

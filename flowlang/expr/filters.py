@@ -1,12 +1,14 @@
 """Filters: the built-in pure functions applied with ``|``, and the registry of custom ones.
 
 A filter takes the piped value and its arguments and returns a new value. Built-in filters
-never raise: a value of a kind a filter does not handle gives null (see SPEC.md, "Filters").
+never raise on JSON-shaped data: a value of a kind a filter does not handle gives null (see
+SPEC.md, "Filters"). The filters that build text (:data:`TEXT_BUILDERS`) also take the
+rendered-size limit as ``limit=`` and raise OutputTooLong *before* building text past it.
 """
 
 from __future__ import annotations
 
-__all__ = ["BUILTIN_FILTERS", "FilterSpec", "custom_filter_spec", "is_empty"]
+__all__ = ["BUILTIN_FILTERS", "TEXT_BUILDERS", "FilterSpec", "custom_filter_spec", "is_empty"]
 
 import inspect
 import re
@@ -16,7 +18,14 @@ from typing import Any
 from urllib.parse import quote
 
 from flowlang.expr.syntax import KEYWORDS, NAME_PATTERN
-from flowlang.expr.values import is_number, number_from_text, to_json, to_text
+from flowlang.expr.values import (
+    OutputTooLong,
+    is_number,
+    number_from_text,
+    plain_scalar,
+    to_json,
+    to_text,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,73 +49,120 @@ def default(value: Any, fallback: Any) -> Any:
     return fallback if is_empty(value) else value
 
 
-def _string_filter(transform: Callable[[str], str]) -> Callable[[Any], Any]:
-    def apply(value: Any) -> Any:
+def _string_filter(transform: Callable[[str], str], grows: bool) -> Callable[..., Any]:
+    """A filter of a scalar's text; ``grows``: the result is never shorter than its input."""
+
+    def apply(value: Any, *, limit: int | None = None) -> Any:
         if value is None or isinstance(value, (list, tuple, Mapping)):
             return None
         if isinstance(value, str) or is_number(value) or isinstance(value, bool):
-            return transform(to_text(value))
+            text = to_text(value)
+            if grows and limit is not None and len(text) > limit:
+                raise OutputTooLong
+            return transform(text)
         return None
 
     return apply
 
 
-lower = _string_filter(str.lower)
-upper = _string_filter(str.upper)
-trim = _string_filter(str.strip)
+# Full case mappings turn one character into one to three: never shorter.
+lower = _string_filter(str.lower, grows=True)
+upper = _string_filter(str.upper, grows=True)
+trim = _string_filter(str.strip, grows=False)
 
 
 def length(value: Any) -> Any:
     """Characters of a string, items of a list or map; 0 for null; null for other kinds."""
     if value is None:
         return 0
-    if isinstance(value, (str, list, tuple, Mapping)):
+    if isinstance(value, str):
+        return str.__len__(value)  # a subclass's override never runs (SPEC.md, "Values")
+    if isinstance(value, (list, tuple, Mapping)):
         return len(value)
     return None
 
 
-def join(value: Any, separator: Any = ", ") -> Any:
-    """The texts of a list's items joined by ``separator``; other values as their text."""
+def join(value: Any, separator: Any = ", ", *, limit: int | None = None) -> Any:
+    """The texts of a list's items joined by ``separator``; other values as their text.
+
+    With ``limit``, the length is added up item by item and OutputTooLong raised before the
+    joined text (or any item's text) would pass it.
+    """
     if value is None:
         return None
-    separator_text = to_text(separator)
-    if isinstance(value, (list, tuple)):
+    separator_text = to_text(separator, limit)
+    if not isinstance(value, (list, tuple)):
+        return to_text(value, limit)
+    if limit is None:
         return separator_text.join(to_text(item) for item in value)
-    return to_text(value)
+    texts: list[str] = []
+    total = -len(separator_text)
+    step = len(separator_text)
+    for item in value:
+        text = item if type(item) is str else to_text(item, limit)
+        total += step + len(text)
+        if total > limit:
+            raise OutputTooLong
+        texts.append(text)
+    return separator_text.join(texts)
 
 
 def first(value: Any) -> Any:
     """The first item of a list or character of a string; null when empty or another kind."""
-    if isinstance(value, (list, tuple, str)) and len(value) > 0:
+    if isinstance(value, str):
+        return str.__getitem__(value, 0) if str.__len__(value) else None
+    if isinstance(value, (list, tuple)) and len(value) > 0:
         return value[0]
     return None
 
 
 def last(value: Any) -> Any:
     """The last item of a list or character of a string; null when empty or another kind."""
-    if isinstance(value, (list, tuple, str)) and len(value) > 0:
+    if isinstance(value, str):
+        return str.__getitem__(value, -1) if str.__len__(value) else None
+    if isinstance(value, (list, tuple)) and len(value) > 0:
         return value[-1]
     return None
 
 
-def json(value: Any) -> str:
+def json(value: Any, *, limit: int | None = None) -> str:
     """Compact JSON text of the value."""
-    return to_json(value)
+    return to_json(value, limit)
 
 
-def urlencode(value: Any) -> Any:
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _quoted(value: Any, limit: int | None) -> str:
+    """Percent-encoded text of a value; encoding never shortens, so a text past ``limit`` is
+    refused before it is encoded."""
+    text = to_text(value, limit)
+    if limit is not None and len(text) > limit:
+        raise OutputTooLong
+    try:
+        return quote(text, safe="")
+    except UnicodeEncodeError:  # a lone surrogate: UTF-8 cannot carry it
+        return quote(_SURROGATE.sub("\ufffd", text), safe="")
+
+
+def urlencode(value: Any, *, limit: int | None = None) -> Any:
     """Percent-encode a scalar's text (every reserved character); a map becomes a query string."""
     if value is None:
         return ""
     if isinstance(value, Mapping):
-        return "&".join(
-            f"{quote(to_text(key), safe='')}={quote(to_text(item), safe='')}"
-            for key, item in value.items()
-        )
+        parts: list[str] = []
+        total = -1
+        for key, item in list(value.items()):
+            part = f"{_quoted(key, limit)}={_quoted(item, limit)}"
+            total += 1 + len(part)
+            if limit is not None and total > limit:
+                raise OutputTooLong
+            parts.append(part)
+        return "&".join(parts)
     if isinstance(value, (list, tuple)):
         return None
     if isinstance(value, (str, bool)) or is_number(value):
-        return quote(to_text(value), safe="")
+        return _quoted(value, limit)
     return None
 
 
@@ -124,9 +180,9 @@ def number(value: Any) -> Any:
     return None
 
 
-def string(value: Any) -> str:
+def string(value: Any, *, limit: int | None = None) -> str:
     """The text of the value, as a template renders it (null is "")."""
-    return to_text(value)
+    return to_text(value, limit)
 
 
 _TRUE_WORDS = frozenset(["true", "yes", "y", "on", "1"])
@@ -137,9 +193,11 @@ def boolean(value: Any) -> bool:
     if isinstance(value, bool):
         return bool(value)
     if is_number(value):
+        value = plain_scalar(value)
         return bool(value == value and value != 0)
     if isinstance(value, str):
-        return value.strip().lower() in _TRUE_WORDS
+        text = str.strip(value)
+        return len(text) <= 5 and text.lower() in _TRUE_WORDS  # no copy of a long text
     return False
 
 
@@ -158,9 +216,11 @@ def e164(value: Any, country_code: Any = None) -> Any:
     if isinstance(value, bool):
         return None
     if isinstance(value, int) and value > 0:
+        if int.bit_length(value) > 64:  # more than 15 digits: never a phone number
+            return None
         text = int.__repr__(value)
     elif isinstance(value, str):
-        text = _PHONE_SEPARATORS.sub("", value)
+        text = _PHONE_SEPARATORS.sub("", str.__str__(value))
     else:
         return None
     if text.startswith("+"):
@@ -208,6 +268,12 @@ BUILTIN_FILTERS: Mapping[str, FilterSpec] = {
         _spec("e164", e164, 0, 1),
     )
 }
+
+
+#: The built-in filters that build text: called with ``limit=`` (the rendered-size limit).
+TEXT_BUILDERS: frozenset[Callable[..., Any]] = frozenset(
+    [lower, upper, trim, join, json, urlencode, string]
+)
 
 
 def custom_filter_spec(name: str, function: Callable[..., Any]) -> FilterSpec:

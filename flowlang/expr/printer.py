@@ -25,16 +25,24 @@ _STRING_ESCAPES = {
 
 
 def print_string(value: str) -> str:
-    """A double-quoted string literal; control characters and surrogates are escaped."""
+    """A double-quoted string literal; control characters and surrogates are escaped.
+
+    The one exception: a low surrogate right after a high one is written as itself, because
+    the two escapes side by side would read back as one character (a UTF-16 pair).
+    """
     out = ['"']
+    previous = ""
     for char in value:
         escaped = _STRING_ESCAPES.get(char)
         if escaped is not None:
             out.append(escaped)
+        elif "\udc00" <= char <= "\udfff" and "\ud800" <= previous <= "\udbff":
+            out.append(char)
         elif char < " " or "\ud800" <= char <= "\udfff" or char == "\x7f":
             out.append(f"\\u{ord(char):04x}")
         else:
             out.append(char)
+        previous = char
     out.append('"')
     return "".join(out)
 

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from flowlang.expr import ir
-from flowlang.expr.shared import apply_filter, output_too_long, undefined_error
+from flowlang.expr.shared import apply_filter, limited_text, output_too_long, undefined_error
 from flowlang.expr.values import (
     contains,
     ends_with,
@@ -16,7 +16,6 @@ from flowlang.expr.values import (
     lookup,
     order,
     starts_with,
-    to_text,
     truthy,
 )
 
@@ -25,11 +24,21 @@ _MISSING = object()
 
 
 def _static_step(container: Any, key: Any, alternate: Any) -> Any:
-    """One static lookup; ``_MISSING`` when absent. Plain dicts take the fast way."""
+    """One static lookup; ``_MISSING`` when absent. Plain dicts take the fast way.
+
+    A stored key whose ``__eq__`` raises on a hash collision means missing, as in the compiled
+    twin (values.py, "Hostile values").
+    """
     if type(container) is dict:
-        value = container.get(key, _MISSING)
+        try:
+            value = container.get(key, _MISSING)
+        except Exception:
+            value = _MISSING
         if value is _MISSING and alternate is not None:
-            value = container.get(alternate, _MISSING)
+            try:
+                value = container.get(alternate, _MISSING)
+            except Exception:
+                value = _MISSING
         return value
     if type(container) is list and type(key) is int:
         size = len(container)
@@ -40,7 +49,10 @@ def _static_step(container: Any, key: Any, alternate: Any) -> Any:
 
 def _root_value(context: Any, root: str) -> Any:
     if type(context) is dict:
-        return context.get(root, _MISSING)
+        try:  # a stored key's raising __eq__: missing (inline: the hottest lookup here)
+            return context.get(root, _MISSING)
+        except Exception:
+            return _MISSING
     found, value = lookup(context, root)
     return value if found else _MISSING
 
@@ -162,7 +174,7 @@ class _Builder:
             for text, evaluate in parts:
                 if evaluate is not None:
                     value = evaluate(context)
-                    text = value if type(value) is str else to_text(value)
+                    text = value if type(value) is str else limited_text(value, limit)
                 total += len(text)  # type: ignore[arg-type]
                 if total > limit:
                     raise output_too_long(limit)

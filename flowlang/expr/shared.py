@@ -9,6 +9,7 @@ from __future__ import annotations
 __all__ = [
     "apply_filter",
     "kind_name",
+    "limited_text",
     "output_too_long",
     "undefined_error",
 ]
@@ -17,7 +18,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from flowlang.errors import FlowFilterError, FlowLimitError, FlowUndefinedError
-from flowlang.expr.values import is_number
+from flowlang.expr.filters import TEXT_BUILDERS
+from flowlang.expr.values import OutputTooLong, is_number, to_text
 
 
 def kind_name(value: Any) -> str:
@@ -68,22 +70,48 @@ def output_too_long(limit: int) -> FlowLimitError:
     return FlowLimitError(f"rendered text is longer than the limit of {limit} characters")
 
 
+def limited_text(value: Any, limit: int) -> str:
+    """The text of a value in rendered text; a list or map whose JSON would pass ``limit`` is
+    refused (FlowLimitError) before that JSON is built."""
+    try:
+        return to_text(value, limit)
+    except OutputTooLong:
+        raise output_too_long(limit) from None
+
+
+def _filter_error(name: str, error: Exception) -> FlowFilterError:
+    try:
+        detail = str(error)
+    except Exception:  # an exception whose own __str__ raises
+        detail = "(no message)"
+    if len(detail) > 200:
+        detail = detail[:200] + "…"
+    return FlowFilterError(f"filter {name!r} raised {type(error).__name__}: {detail}")
+
+
 def apply_filter(
     name: str, function: Any, builtin: bool, value: Any, args: list[Any], limit: int
 ) -> Any:
-    """Call one filter; a custom filter's exception becomes FlowFilterError, long text an error."""
-    if builtin:
-        result = function(value, *args)
-    else:
-        try:
+    """Call one filter; its exception becomes FlowFilterError, text past ``limit`` FlowLimitError.
+
+    Built-in filters that build text get ``limit`` and stop before building past it. A
+    built-in filter raises nothing on JSON-shaped data; the code of a hostile value it reads
+    (a custom Mapping, a list subclass) may, and that is reported like a custom filter's error.
+    """
+    try:
+        if builtin and function in TEXT_BUILDERS:  # spelled out: no *args call on the hot path
+            if not args:
+                result = function(value, limit=limit)
+            elif len(args) == 1:
+                result = function(value, args[0], limit=limit)
+            else:
+                result = function(value, *args, limit=limit)
+        else:
             result = function(value, *args)
-        except Exception as error:  # the application's code: report it, never crash the call
-            detail = str(error)
-            if len(detail) > 200:
-                detail = detail[:200] + "…"
-            raise FlowFilterError(
-                f"filter {name!r} raised {type(error).__name__}: {detail}"
-            ) from error
+    except OutputTooLong:
+        raise output_too_long(limit) from None
+    except Exception as error:  # never crash the call
+        raise _filter_error(name, error) from error
     if type(result) is str and len(result) > limit:
         raise output_too_long(limit)
     return result

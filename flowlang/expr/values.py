@@ -7,20 +7,31 @@ for everything else, so both backends share one definition.
 Kinds: null (None), boolean (bool), number (int or float, never bool), string (str),
 list (list or tuple), map (any Mapping). Anything else is *opaque*: it passes through lookups
 and ``??`` unchanged, is true, equals only itself, and renders as empty text (null in JSON).
+
+Hostile values (only an embedding application can put them in a context): numbers and strings
+of subclasses are read through the base type's own methods, so their overrides never run.
+A container's own code (a custom Mapping, a list subclass, a dict key's ``__eq__``/``__hash__``)
+may run; when it raises an ``Exception`` the value behaves as opaque *for that operation*: a
+lookup finds nothing, it equals only itself, it is unordered, contains nothing, is true and is
+written as null. Both backends follow this rule (the compiled one calls this module for
+everything but exact built-in types).
 """
 
 from __future__ import annotations
 
 __all__ = [
+    "OutputTooLong",
     "contains",
     "ends_with",
     "equals",
     "is_number",
+    "json_length_exceeds",
     "json_string",
     "lookup",
     "number_from_text",
     "order",
     "plain_json",
+    "plain_scalar",
     "starts_with",
     "to_json",
     "to_text",
@@ -30,7 +41,7 @@ __all__ = [
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import orjson
@@ -49,6 +60,24 @@ MAX_NUMBER_TEXT = 40
 _ASCII_SPACE = " \t\r\n"
 
 
+class OutputTooLong(Exception):  # noqa: N818 - raised as FlowLimitError by the evaluators
+    """Internal: a text being built would pass the rendered-size limit."""
+
+
+def plain_scalar(value: Any) -> Any:
+    """An int, float or str subclass as its exact base type (no override runs); others as is."""
+    kind = type(value)
+    if kind is int or kind is float or kind is str:
+        return value
+    if isinstance(value, float):
+        return float.__float__(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return int.__int__(value)
+    if isinstance(value, str):
+        return str.__str__(value)
+    return value
+
+
 def is_number(value: Any) -> bool:
     """True for int and float values, but not for booleans."""
     return isinstance(value, (int, float)) and not isinstance(value, bool)
@@ -60,7 +89,7 @@ def number_from_text(text: str) -> int | float | None:
     No underscores, no exponent, no ``nan``/``inf``, no non-ASCII digits, at most
     :data:`MAX_NUMBER_TEXT` characters after trimming ASCII white space.
     """
-    text = text.strip(_ASCII_SPACE)
+    text = str.strip(text, _ASCII_SPACE)
     if len(text) > MAX_NUMBER_TEXT or not _NUMBER_TEXT.fullmatch(text):
         return None
     if "." in text:
@@ -116,9 +145,12 @@ def lookup(container: Any, key: Any) -> tuple[bool, Any]:
             key = canonical_int_text(key)
             if key is None:
                 return False, None
-        size = len(container)
-        if -size <= key < size:
-            return True, container[key]
+        try:
+            size = len(container)
+            if -size <= key < size:
+                return True, container[key]
+        except Exception:  # a list subclass whose own code raised: missing
+            return False, None
         return False, None
     return False, None
 
@@ -129,10 +161,15 @@ def truthy(value: Any) -> bool:
         return False
     if value is True or value is False:
         return value
-    if isinstance(value, (str, list, tuple, Mapping)):
-        return len(value) > 0
     if isinstance(value, (int, float)):
-        return value != 0
+        return bool(plain_scalar(value) != 0)
+    if isinstance(value, str):
+        return str.__len__(value) > 0
+    if isinstance(value, (list, tuple, Mapping)):
+        try:
+            return len(value) > 0
+        except Exception:  # a container whose own code raised: opaque, so true
+            return True
     return True
 
 
@@ -145,22 +182,22 @@ def _scalar_equals(a: Any, b: Any) -> bool | None:
         if a_bool and b_bool:
             return bool(a) is bool(b)
         if a_bool and isinstance(b, str):
-            return b == ("true" if a else "false")
+            return str.__eq__(b, "true" if a else "false") is True
         if b_bool and isinstance(a, str):
-            return a == ("true" if b else "false")
+            return str.__eq__(a, "true" if b else "false") is True
         return False
     a_num, b_num = isinstance(a, (int, float)), isinstance(b, (int, float))
     if a_num and b_num:
-        return bool(a == b)
+        return bool(plain_scalar(a) == plain_scalar(b))
     a_str, b_str = isinstance(a, str), isinstance(b, str)
     if a_str and b_str:
         return str.__eq__(a, b) is True
     if a_num and b_str:
         number = number_from_text(b)
-        return number is not None and bool(number == a)
+        return number is not None and bool(number == plain_scalar(a))
     if b_num and a_str:
         number = number_from_text(a)
-        return number is not None and bool(number == b)
+        return number is not None and bool(number == plain_scalar(b))
     a_list, b_list = isinstance(a, (list, tuple)), isinstance(b, (list, tuple))
     if a_list and b_list:
         return None
@@ -173,31 +210,34 @@ def _scalar_equals(a: Any, b: Any) -> bool | None:
 
 
 def equals(a: Any, b: Any) -> bool:
-    """``a == b`` by the typed rules of SPEC.md; lists and maps compare deeply, iteratively."""
+    """``a == b`` by the typed rules of SPEC.md; lists and maps compare deeply, iteratively.
+
+    When a container's own code raises, the two values are equal only if they are the same.
+    """
     pending = [(a, b)]
     seen: set[tuple[int, int]] = set()
-    while pending:
-        left, right = pending.pop()
-        verdict = _scalar_equals(left, right)
-        if verdict is False:
-            return False
-        if verdict is True:
-            continue
-        pair = (id(left), id(right))
-        if pair in seen:
-            continue
-        seen.add(pair)
-        if isinstance(left, (list, tuple)):
-            if len(left) != len(right):
+    try:
+        while pending:
+            left, right = pending.pop()
+            verdict = _scalar_equals(left, right)
+            if verdict is False:
                 return False
-            pending.extend(zip(left, right, strict=True))
-            continue
-        try:
+            if verdict is True:
+                continue
+            pair = (id(left), id(right))
+            if pair in seen:
+                continue
+            seen.add(pair)
+            if isinstance(left, (list, tuple)):
+                if len(left) != len(right):
+                    return False
+                pending.extend(zip(left, right, strict=True))
+                continue
             if len(left) != len(right) or set(left) != set(right):
                 return False
             pending.extend((left[key], right[key]) for key in left)
-        except Exception:  # a broken custom Mapping is unequal to everything
-            return False
+    except Exception:
+        return a is b
     return True
 
 
@@ -206,6 +246,12 @@ def order(op: str, a: Any, b: Any) -> bool:
 
     Any other pair, and anything with null, is unordered: the comparison is false.
     """
+    kind = type(a)
+    if kind is not int and kind is not float and kind is not str:
+        a = plain_scalar(a)
+    kind = type(b)
+    if kind is not int and kind is not float and kind is not str:
+        b = plain_scalar(b)
     a_num, b_num = is_number(a), is_number(b)
     if a_num and not b_num and isinstance(b, str):
         b, b_num = number_from_text(b), True
@@ -239,9 +285,12 @@ def contains(container: Any, item: Any) -> bool:
     """``container contains item``: substring of a string, element of a list, key of a map."""
     if isinstance(container, str):
         needle = _text_of_scalar(item)
-        return needle is not None and needle in container
+        return needle is not None and str.__contains__(container, needle)
     if isinstance(container, (list, tuple)):
-        return any(equals(element, item) for element in container)
+        try:  # a list is read by index with its size read each turn, as the compiled twin does
+            return any(equals(element, item) for element in container)
+        except Exception:  # a list subclass whose own iteration raised: contains nothing
+            return False
     if isinstance(container, Mapping):
         found, _ = lookup(container, item)
         return found
@@ -286,8 +335,12 @@ def float_text(value: float) -> str:
     return orjson.dumps(value).decode()
 
 
-def to_text(value: Any) -> str:
-    """The text of a value in a rendered template: null is empty, lists and maps are JSON."""
+def to_text(value: Any, limit: int | None = None) -> str:
+    """The text of a value in a rendered template: null is empty, lists and maps are JSON.
+
+    With ``limit``, the JSON of a list or map longer than ``limit`` characters raises
+    :class:`OutputTooLong` before it is built (see :func:`to_json`).
+    """
     if isinstance(value, str):
         return str.__str__(value)
     if value is None:
@@ -301,24 +354,32 @@ def to_text(value: Any) -> str:
     if isinstance(value, float):
         return float_text(value)
     if isinstance(value, (list, tuple, Mapping)):
-        return to_json(value)
+        return to_json(value, limit)
     return ""
 
 
+class _NeedsPython(Exception):  # noqa: N818 - control flow inside to_json only
+    """Raised inside orjson's ``default`` to hand a value to the Python writer."""
+
+
 def _orjson_default(value: Any) -> Any:
-    """Called by orjson for what it does not serialize itself; opaque values become null."""
-    if isinstance(value, str):
+    """Called by orjson for what it does not serialize itself.
+
+    Runs no code of the value: orjson iterates its containers through borrowed references, so
+    code that changed one of them meanwhile (a custom Mapping's ``items`` clearing its parent)
+    would crash the process. Scalars of subclasses are read with their base type's methods;
+    containers that are not exact dicts and lists are refused here, and :func:`to_json` writes
+    the whole value with :func:`_to_json_slow`, which works on snapshots. Opaque values are null.
+    """
+    kind = type(value)
+    if issubclass(kind, str):
         return str.__str__(value)
-    if isinstance(value, bool):
-        return bool(value)
-    if isinstance(value, int):
+    if issubclass(kind, int):
         return int.__int__(value)
-    if isinstance(value, float):
+    if issubclass(kind, float):
         return float.__float__(value)
-    if isinstance(value, Mapping):
-        return dict(value.items())
-    if isinstance(value, (list, tuple)):
-        return list(value)
+    if issubclass(kind, (list, tuple, dict)) or issubclass(kind, Mapping):
+        raise _NeedsPython
     return None
 
 
@@ -327,76 +388,178 @@ def plain_json(value: Any) -> Any:
     return json.loads(to_json(value))
 
 
-def to_json(value: Any) -> str:
+def to_json(value: Any, limit: int | None = None) -> str:
     """Compact JSON text of a value (keys in insertion order, non-string keys as strings).
 
     NaN, infinity and opaque values are written as null; integers of any size are written in
     full; deep or cyclic data is written without recursion (a cycle becomes null).
+
+    With ``limit``, text surely longer than ``limit`` characters raises :class:`OutputTooLong`
+    before it is built (a list holding one big value many times is small in memory and huge as
+    text): a walk bounded by ``limit`` steps measures a lower bound first. What it lets through
+    is at most a small multiple of ``limit`` (escapes, long numbers); callers check the result.
     """
+    if limit is not None:
+        exceeds = _length_exceeds_helper or _length_exceeds
+        if exceeds(value, limit):
+            raise OutputTooLong
     try:
         return orjson.dumps(value, default=_orjson_default, option=_ORJSON_OPTIONS).decode()
     except (TypeError, orjson.JSONEncodeError):
-        return _to_json_slow(value)
+        return _to_json_slow(value, limit)
 
 
-def _key_text(key: Any) -> str:
+def _entries(item: Any) -> list[Any] | None:
+    """A snapshot of a list's items or a map's ``(key, value)`` pairs; None when its code raised."""
+    try:
+        if type(item) is list or type(item) is tuple:
+            return list(item)
+        if type(item) is dict:
+            return list(item.items())
+        if isinstance(item, Mapping):
+            return [(key, element) for key, element in item.items()]
+        return list(item)
+    except Exception:
+        return None
+
+
+def _int_digits_at_least(value: int) -> int:
+    """A lower bound of the characters of an integer's decimal text (without building it)."""
+    return max(1, (int.bit_length(value) * 3) // 10)
+
+
+def json_length_exceeds(value: Any, limit: int) -> bool:
+    """Whether :func:`to_json` of ``value`` is surely longer than ``limit`` characters.
+
+    Counts a lower bound of the text without building it. Every step adds at least one
+    character and the walk stops past ``limit``, so it takes at most about ``limit`` steps
+    whatever the data (shared sublists are counted at each use, as they are written; a
+    container inside itself counts as the ``null`` it is written as).
+    """
+    total = 0
+    open_containers: set[int] = set()
+    work: list[Any] = [value]
+    leave = _LEAVE_MARK
+    while work:
+        item = work.pop()
+        if type(item) is tuple and len(item) == 2 and item[0] is leave:
+            open_containers.discard(item[1])
+            continue
+        if isinstance(item, str):
+            total += str.__len__(item) + 2
+        elif item is None or isinstance(item, bool):
+            total += 4
+        elif isinstance(item, int):
+            total += _int_digits_at_least(item)
+        elif isinstance(item, float):
+            total += 3
+        elif isinstance(item, (list, tuple, Mapping)):
+            identity = id(item)
+            entries = None if identity in open_containers else _entries(item)
+            if entries is None:
+                total += 4
+            else:
+                total += 1 + max(1, len(entries))  # brackets and commas
+                open_containers.add(identity)
+                work.append((leave, identity))
+                if isinstance(item, Mapping):
+                    for key, element in entries:
+                        total += (str.__len__(key) if isinstance(key, str) else 1) + 3
+                        work.append(element)
+                else:
+                    work.extend(entries)
+        else:
+            total += 4
+        if total > limit:
+            return True
+    return False
+
+
+def _length_exceeds(value: Any, limit: int) -> bool:
+    """json_length_exceeds, compiled where the process has the extension (the same answer)."""
+    global _length_exceeds_helper
+    if _length_exceeds_helper is None:
+        from flowlang.expr.backends import compiled_helper  # not at import: a cycle
+
+        _length_exceeds_helper = compiled_helper("json_length_exceeds", json_length_exceeds)
+    return bool(_length_exceeds_helper(value, limit))
+
+
+_length_exceeds_helper: Callable[[Any, int], bool] | None = None
+
+
+class _Leave:
+    """Marks the end of a container in json_length_exceeds's work list."""
+
+
+_LEAVE_MARK = _Leave()
+
+
+def _key_text(key: Any, limit: int | None = None) -> str:
     if isinstance(key, str):
         return str.__str__(key)
-    return to_json(key) if key is not None else "null"
+    return to_json(key, limit) if key is not None else "null"
 
 
 _WRITE, _EMIT, _LEAVE = 0, 1, 2
 
 
-def _to_json_slow(value: Any) -> str:
+def _to_json_slow(value: Any, limit: int | None = None) -> str:
     """Iterative JSON writer for what orjson refuses (huge integers, deep or cyclic data).
 
     Linear in the size of the data: one set holds the containers being written, so a
-    container met again inside itself (a cycle) is written as null.
+    container met again inside itself (a cycle) is written as null, and so is a container whose
+    own code raised. With ``limit``, raises :class:`OutputTooLong` as soon as the text written
+    passes it.
     """
     out: list[str] = []
+    written = 0
+    bound = -1 if limit is None else limit
     open_containers: set[int] = set()
     work: list[tuple[int, Any]] = [(_WRITE, value)]
     while work:
         action, item = work.pop()
-        if action == _EMIT:
-            out.append(item)
-            continue
         if action == _LEAVE:
             open_containers.discard(item)
             continue
-        if item is None or isinstance(item, bool):
-            out.append("null" if item is None else ("true" if item else "false"))
+        if action == _EMIT:
+            text = item
+        elif item is None or isinstance(item, bool):
+            text = "null" if item is None else ("true" if item else "false")
         elif isinstance(item, str):
-            out.append(json_string(item))
+            text = json_string(item)
         elif isinstance(item, int):
-            out.append(int_text(item))
+            text = int_text(item)
         elif isinstance(item, float):
-            out.append(float_text(item) or "null")
+            text = float_text(item) or "null"
         elif isinstance(item, (list, tuple, Mapping)):
-            if id(item) in open_containers:
-                out.append("null")
-                continue
-            open_containers.add(id(item))
-            work.append((_LEAVE, id(item)))
-            if isinstance(item, Mapping):
-                entries = list(item.items())
-                work.append((_EMIT, "}"))
-                for position in range(len(entries) - 1, -1, -1):
-                    key, element = entries[position]
-                    work.append((_WRITE, element))
-                    separator = "," if position else ""
-                    work.append((_EMIT, separator + json_string(_key_text(key)) + ":"))
-                work.append((_EMIT, "{"))
+            entries = None if id(item) in open_containers else _entries(item)
+            if entries is None:
+                text = "null"
             else:
-                work.append((_EMIT, "]"))
-                for position in range(len(item) - 1, -1, -1):
-                    work.append((_WRITE, item[position]))
-                    if position:
-                        work.append((_EMIT, ","))
-                work.append((_EMIT, "["))
+                open_containers.add(id(item))
+                work.append((_LEAVE, id(item)))
+                if isinstance(item, Mapping):
+                    work.append((_EMIT, "}"))
+                    for position in range(len(entries) - 1, -1, -1):
+                        key, element = entries[position]
+                        work.append((_WRITE, element))
+                        separator = "," if position else ""
+                        work.append((_EMIT, separator + json_string(_key_text(key, limit)) + ":"))
+                    text = "{"
+                else:
+                    work.append((_EMIT, "]"))
+                    for position in range(len(entries) - 1, -1, -1):
+                        work.append((_WRITE, entries[position]))
+                        if position:
+                            work.append((_EMIT, ","))
+                    text = "["
         else:
-            out.append("null")
+            text = "null"
+        written += len(text)
+        if written > bound >= 0:
+            raise OutputTooLong
+        out.append(text)
     return "".join(out)
 
 

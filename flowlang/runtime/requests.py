@@ -232,11 +232,20 @@ def first_non_finite(value: Any) -> float | None:
     two equal.
     """
     pending = [value]  # a stack: children go on reversed, so they come off in document order
+    # Each container is read once: a cycle ends, and a shared sublist is not read again (its
+    # first reading already found what it holds). ``kept`` keeps the ids from being reused.
+    seen: set[int] = set()
+    kept: list[Any] = []
     while pending:
         item = pending.pop()
         kind = type(item)
         if kind is str or kind is int or item is None or kind is bool:
             continue
+        if kind is not float and not isinstance(item, float):
+            if id(item) in seen:
+                continue
+            seen.add(id(item))
+            kept.append(item)
         if kind is float:
             if not math.isfinite(item):
                 return float(item)
