@@ -39,7 +39,6 @@ from urllib.parse import urljoin
 import httpx
 import orjson
 
-from flowlang.runtime import secrets as _secrets
 from flowlang.runtime.addresses import AddressPolicy, literal_address
 from flowlang.runtime.requests import (
     DEFAULT_PORTS,
@@ -47,6 +46,7 @@ from flowlang.runtime.requests import (
     origin_of,
     sent_origin_problem,
 )
+from flowlang.runtime.secrets import holds_secret
 from flowlang.runtime.transport import GuardedTransport
 
 Resolver = Callable[[str, int], Awaitable[list[str]]]
@@ -169,12 +169,6 @@ def _tls_failure(error: BaseException) -> bool:
             return True
         current = current.__cause__ or current.__context__
     return False
-
-
-def _carries_secret(value: str) -> bool:
-    """Whether a header value holds a secret value some run has used."""
-    registry = getattr(_secrets, "_REGISTRY", None) or {}
-    return any(secret in value for secret in list(registry))
 
 
 def _content_coding(response: httpx.Response) -> tuple[str | None, str | None]:
@@ -421,7 +415,7 @@ class GuardedHttp:
             headers = tuple(
                 (name, value)
                 for name, value in headers
-                if name.lower() in CROSS_ORIGIN_HEADERS and not _carries_secret(value)
+                if name.lower() in CROSS_ORIGIN_HEADERS and not holds_secret(value)
             )
         return PreparedRequest(method, str(target), headers, body), target
 

@@ -22,6 +22,7 @@ __all__ = [
     "SecretLogFilter",
     "SecretsProvider",
     "SecretsView",
+    "holds_secret",
     "install_log_redaction",
     "secret_forms",
 ]
@@ -348,6 +349,12 @@ def _process_masks() -> _Masks:
         with _REGISTRY_LOCK:
             masks = _registry_masks = _Masks(list(_REGISTRY))
     return masks
+
+
+def holds_secret(text: str) -> bool:
+    """Whether ``text`` holds, in any form :func:`secret_forms` lists, a secret value some run
+    in this process has used."""
+    return _process_masks().found(text) is not None
 
 
 def _mask_record(record: logging.LogRecord) -> None:
