@@ -13,7 +13,7 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 from flowlang import __version__
 from flowlang.automations import check_workflow
@@ -69,11 +69,13 @@ def _eval(arguments: argparse.Namespace, stdout: TextIO, stdin: TextIO) -> int:
 
 
 def check_document(path: Path) -> tuple[object, list[Finding]]:
-    """Check a flow or a workflow document (a workflow has a top-level ``workflow`` key)."""
-    data = load_document(path).data
-    if isinstance(data, dict) and "workflow" in data:
-        return check_workflow(path)
-    return check_flow(path)
+    """Check a flow or a workflow document (a workflow has a top-level ``workflow`` key);
+    the file is read and parsed once."""
+    document = load_document(path)
+    if isinstance(document.data, dict) and "workflow" in document.data:
+        # check_workflow reads its argument with read_document, which takes a Document as is.
+        return check_workflow(cast(Path, document))
+    return check_flow(document)
 
 
 def _plural(count: int) -> str:

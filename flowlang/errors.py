@@ -8,10 +8,14 @@ __all__ = [
     "FlowLimitError",
     "FlowSyntaxError",
     "FlowUndefinedError",
+    "SourceLines",
     "SourcePosition",
     "render_caret",
+    "source_lines",
 ]
 
+import re
+from bisect import bisect_right
 from dataclasses import dataclass
 
 #: Source lines longer than this are shown as a window around the caret.
@@ -59,6 +63,59 @@ def render_caret(line_text: str, line_number: int, column: int, width: int = 1) 
     number = str(line_number)
     gutter = " " * len(number)
     return f"{gutter} |\n{number} | {shown}\n{gutter} | {' ' * start}{'^' * width}"
+
+
+#: Line breaks as YAML counts them (CR LF, CR, LF, NEL, LS, PS), so line numbers agree.
+_BREAK = re.compile("\r\n|[\r\n\x85\u2028\u2029]")
+
+
+class SourceLines:
+    """A text split into lines once: a line's text by number, the line of an offset by bisection.
+
+    Findings of a large document render their carets from one of these, never by splitting the
+    text again for each finding.
+    """
+
+    __slots__ = ("_ends", "_starts", "text")
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        starts, ends = [0], []
+        for match in _BREAK.finditer(text):
+            ends.append(match.start())
+            starts.append(match.end())
+        ends.append(len(text))
+        self._starts = starts
+        self._ends = ends
+
+    def __len__(self) -> int:
+        return len(self._starts)
+
+    def line(self, number: int) -> str:
+        """The text of the 1-based line ``number`` (empty outside the text)."""
+        if not 0 < number <= len(self._starts):
+            return ""
+        return self.text[self._starts[number - 1] : self._ends[number - 1]]
+
+    def locate(self, offset: int) -> tuple[int, int]:
+        """The 1-based line and column of the character at ``offset``."""
+        offset = max(0, min(offset, len(self.text)))
+        index = bisect_right(self._starts, offset) - 1
+        return index + 1, offset - self._starts[index] + 1
+
+
+_last_lines: SourceLines | None = None
+
+
+def source_lines(text: str) -> SourceLines:
+    """The lines of ``text``; the last text's lines are kept, so that calls for each finding of
+    one document split it once."""
+    global _last_lines
+    cached = _last_lines
+    if cached is not None and cached.text is text:
+        return cached
+    cached = _last_lines = SourceLines(text)
+    return cached
 
 
 class FlowError(Exception):

@@ -210,7 +210,7 @@ def _reference_findings(
                     )
                 elif not isinstance(target, str) or target not in order:
                     problem = (
-                        f"there is no action {target!r}{did_you_mean(target, order)}",
+                        f"there is no action {target!r}{builder.hint(target, order)}",
                         "error",
                     )
                 elif order[target] >= order.get(use.step, -1):

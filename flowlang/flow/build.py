@@ -5,7 +5,7 @@ from __future__ import annotations
 __all__ = ["Branch", "Endpoint", "Row", "StepBuilder", "TemplateUse", "build_steps"]
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,6 +13,7 @@ from flowlang.engine import Engine, Template
 from flowlang.errors import FlowSyntaxError, SourcePosition, line_and_column, render_caret
 from flowlang.expr import ast
 from flowlang.flow.conditions import OPERATORS, compile_rows
+from flowlang.flow.digits import DigitPattern, PatternError
 from flowlang.flow.fields import CONDITION_OPERATORS, FIELDS, Field
 from flowlang.flow.model import FieldTree, Finding, Step, Value
 from flowlang.flow.source import Document, Pointer
@@ -23,6 +24,9 @@ _DURATION = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s)?\s*$")
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 _ENDPOINT_PREFIX = re.compile(r"^(https?)://([^/?#\s]+)(?:[/?]|$)", re.IGNORECASE)
 _MAX_HEADERS = 50
+#: "Did you mean" hints per document: a document with thousands of mistakes gets hints on the
+#: first ones only (each hint compares a name with up to hundreds of options).
+MAX_HINTS = 100
 
 
 @dataclass(frozen=True)
@@ -79,6 +83,7 @@ class StepBuilder:
         self.engine = engine
         self.findings: list[Finding] = []
         self.templates: list[TemplateUse] = []
+        self._hints = MAX_HINTS
 
     # --- reporting ------------------------------------------------------------------------
 
@@ -93,7 +98,14 @@ class StepBuilder:
     ) -> None:
         position = self.document.key_position(pointer) if key else self.document.position(pointer)
         position = SourcePosition(position.filename, position.line, position.column, step, field)
-        self.findings.append(Finding(message, position).with_caret(self.document.text))
+        self.findings.append(Finding(message, position).with_caret(self.document.lines))
+
+    def hint(self, name: object, options: Iterable[str]) -> str:
+        """``did_you_mean`` while this document's budget of hints lasts, then ``""``."""
+        if self._hints <= 0:
+            return ""
+        self._hints -= 1
+        return did_you_mean(name, options)
 
     # --- kinds ----------------------------------------------------------------------------
 
@@ -114,8 +126,7 @@ class StepBuilder:
 
     def template_error(self, error: FlowSyntaxError) -> str:
         """The error with the document's own line under the caret, when the template is on it."""
-        lines = self.document.text.splitlines()
-        file_line = lines[error.line - 1] if 0 < error.line <= len(lines) else ""
+        file_line = self.document.lines.line(error.line)
         _, column_in_template, template_line = line_and_column(error.source, error.offset)
         found = file_line.find(template_line) if template_line else -1
         if found < 0:
@@ -268,9 +279,9 @@ class StepBuilder:
                 )
                 return None
             try:
-                return re.compile(raw)
-            except re.error as error:
-                self.error(f"invalid pattern: {error.msg}", pointer, step, name)
+                return DigitPattern(raw)
+            except PatternError as error:
+                self.error(f"invalid pattern: {error}", pointer, step, name)
                 return None
         raise AssertionError(kind)  # pragma: no cover
 
@@ -401,7 +412,7 @@ class StepBuilder:
         for where, field, item in items:
             operator = item.get("operator")
             if operator not in CONDITION_OPERATORS:
-                hint = did_you_mean(operator, CONDITION_OPERATORS)
+                hint = self.hint(operator, CONDITION_OPERATORS)
                 self.error(
                     f"unknown operator {operator!r}{hint}", (*where, "operator"), step, field
                 )
@@ -438,7 +449,7 @@ class StepBuilder:
     ) -> None:
         for name in raw:
             if name not in known:
-                hint = did_you_mean(name, sorted(known))
+                hint = self.hint(name, sorted(known))
                 self.error(
                     f"unknown field {str(name)!r} for {what}{hint}",
                     (*pointer, name),
@@ -468,7 +479,7 @@ class StepBuilder:
             return None
         kind = raw.get("type")
         if not isinstance(kind, str) or kind not in tables:
-            hint = did_you_mean(kind, tables) or f"; expected one of {', '.join(tables)}"
+            hint = self.hint(kind, tables) or f"; expected one of {', '.join(tables)}"
             where = (*pointer, "type") if "type" in raw else pointer
             self.error(f"unknown {noun} type {kind!r}{hint}", where, owner, "type")
             return None
