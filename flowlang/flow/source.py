@@ -90,10 +90,15 @@ class DocumentError(FlowError):
         super().__init__(message)
         self.message = message
         self.position = position
-        lines = source_lines(text) if isinstance(text, str) else text
-        self._caret = render_caret(lines.line(position.line), position.line, position.column)
+        #: None for a document that could not be read (no text, so no line to show).
+        self._caret: str | None = None
+        if text:
+            lines = source_lines(text) if isinstance(text, str) else text
+            self._caret = render_caret(lines.line(position.line), position.line, position.column)
 
     def __str__(self) -> str:
+        if self._caret is None:
+            return f"{self.message}\n  --> {self.position.filename or '<document>'}"
         where = (
             f"{self.position.filename or '<document>'}:{self.position.line}:{self.position.column}"
         )
