@@ -84,8 +84,7 @@ def say_chain(count: int) -> str:
     """``count`` say steps, each going to the next: the smallest steps a long chain can have."""
     parts = ["flow: chain\nstart: s0\nsteps:\n"]
     parts.extend(
-        f"  s{index}: {{type: say, text: hello, next: s{index + 1}}}\n"
-        for index in range(count)
+        f"  s{index}: {{type: say, text: hello, next: s{index + 1}}}\n" for index in range(count)
     )
     parts.append(f"  s{count}: {{type: hangup}}\n")
     return "".join(parts)

@@ -109,6 +109,7 @@ class _Parser:
     def __init__(self, source: str) -> None:
         self.source = source
         self.at = 0
+        self.names: set[str] = set()
 
     def peek(self, ahead: int = 0) -> str:
         index = self.at + ahead
@@ -217,6 +218,9 @@ class _Parser:
                 name = self.source[self.at + 3 : close] if close != -1 else ""
                 if not name.isidentifier():
                     raise self.fail("bad group name", start)
+                if name in self.names:
+                    raise self.fail(f"redefinition of group name {name!r}", start)
+                self.names.add(name)
                 self.at = close + 1
             else:
                 raise self.fail(
