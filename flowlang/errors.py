@@ -50,19 +50,27 @@ def line_and_column(source: str, offset: int) -> tuple[int, int, str]:
 
 def render_caret(line_text: str, line_number: int, column: int, width: int = 1) -> str:
     """Render one source line with a caret (or underline of ``width``) under ``column``."""
-    shown = line_text.replace("\t", " ")
-    start = column - 1
-    if len(shown) > _WINDOW:
-        left = max(0, start - _WINDOW // 2)
-        right = min(len(shown), left + _WINDOW)
+    return _caret(line_text, 0, len(line_text), line_number, column, width)
+
+
+def _caret(text: str, start: int, end: int, line_number: int, column: int, width: int) -> str:
+    """``render_caret`` for the line ``text[start:end]``, copying no more of it than is shown
+    (a one-line JSON document is megabytes long)."""
+    length = end - start
+    first = column - 1
+    if length > _WINDOW:
+        left = max(0, first - _WINDOW // 2)
+        right = min(length, left + _WINDOW)
         prefix = "…" if left > 0 else ""
-        suffix = "…" if right < len(shown) else ""
-        shown = prefix + shown[left:right] + suffix
-        start = start - left + len(prefix)
-    width = max(1, min(width, len(shown) - start))
+        suffix = "…" if right < length else ""
+        shown = prefix + text[start + left : start + right].replace("\t", " ") + suffix
+        first = first - left + len(prefix)
+    else:
+        shown = text[start:end].replace("\t", " ")
+    width = max(1, min(width, len(shown) - first))
     number = str(line_number)
     gutter = " " * len(number)
-    return f"{gutter} |\n{number} | {shown}\n{gutter} | {' ' * start}{'^' * width}"
+    return f"{gutter} |\n{number} | {shown}\n{gutter} | {' ' * first}{'^' * width}"
 
 
 #: Line breaks as YAML counts them (CR LF, CR, LF, NEL, LS, PS), so line numbers agree.
@@ -96,6 +104,25 @@ class SourceLines:
         if not 0 < number <= len(self._starts):
             return ""
         return self.text[self._starts[number - 1] : self._ends[number - 1]]
+
+    def caret(self, number: int, column: int, width: int = 1) -> str:
+        """``render_caret`` of line ``number``, without copying the whole line."""
+        if not 0 < number <= len(self._starts):
+            return _caret("", 0, 0, number, column, width)
+        return _caret(
+            self.text, self._starts[number - 1], self._ends[number - 1], number, column, width
+        )
+
+    def find(self, number: int, needle: str, begin: int = 0, end: int | None = None) -> int:
+        """The offset of ``needle`` in line ``number`` between offsets ``begin`` and ``end``
+        of that line (-1: not there), without copying the line."""
+        if not needle or not 0 < number <= len(self._starts):
+            return -1
+        start, stop = self._starts[number - 1], self._ends[number - 1]
+        if end is not None:
+            stop = min(stop, start + end)
+        found = self.text.find(needle, start + max(0, begin), stop)
+        return found - start if found != -1 else -1
 
     def locate(self, offset: int) -> tuple[int, int]:
         """The 1-based line and column of the character at ``offset``."""

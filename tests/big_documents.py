@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 __all__ = [
     "bad_lines_flow",
     "chained_flow",
     "chained_flow_of_size",
     "chained_workflow",
+    "one_line_json_flow",
     "say_chain",
 ]
 
@@ -88,3 +91,13 @@ def say_chain(count: int) -> str:
     )
     parts.append(f"  s{count}: {{type: hangup}}\n")
     return "".join(parts)
+
+
+def one_line_json_flow(count: int) -> str:
+    """A JSON flow on one line: ``count`` steps, each with an unknown field and a template that
+    does not compile (two findings per step, all on line 1)."""
+    steps = {
+        f"s{index}": {"type": "say", "text": f"hi <<contact.name{index}", "bad": index}
+        for index in range(count)
+    }
+    return json.dumps({"flow": "t", "start": "s0", "steps": steps})

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from big_documents import bad_lines_flow, say_chain
+from big_documents import bad_lines_flow, one_line_json_flow, say_chain
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -369,3 +369,48 @@ def test_positions_point_at_values_keys_and_quoted_text() -> None:
     )
     assert document.position(("a", "c", 1)).column == 10
     assert document.position(("a", "missing")).line == 2  # the nearest enclosing value
+
+
+def _dotted_flow(parts: int) -> str:
+    key = ".".join(["a"] * parts)
+    return (
+        "flow: t\nstart: s\nsteps:\n  s:\n    type: set_variables\n    variables:\n"
+        f"      ? {key}\n      : 1\n"
+    )
+
+
+def test_dotted_keys_nest_at_most_64_levels() -> None:
+    """A key of 1,000 dotted parts was a RecursionError (100,000 parts: 66 s, then the same)."""
+    flow, findings = check_flow(_dotted_flow(1000))
+    assert flow is None
+    [finding] = findings
+    assert "nests deeper than 64 levels" in finding.message
+    assert (finding.position.line, finding.position.field) == (7, "variables")
+    flow = flowlang.load_flow(_dotted_flow(64))
+    built = flow.steps["s"].fields["variables"].build({})
+    for _ in range(63):
+        built = built["a"]
+    assert built == {"a": 1}
+
+
+def test_findings_on_a_one_line_document_copy_only_what_they_show(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A JSON document is one line of up to 4 MiB: a caret shows a window of it, and neither
+    rendering nor finding the template copies or scans the whole line per finding."""
+
+    def whole_line(self: Any, number: int) -> str:
+        raise AssertionError("a finding copied a whole line")
+
+    monkeypatch.setattr(flowlang.errors.SourceLines, "line", whole_line)
+    flow, findings = check_flow(one_line_json_flow(2000))
+    assert flow is None and len(findings) == 4000
+    unknown, unclosed = findings[-2:]
+    assert unknown.message == "unknown field 'bad' for a say step"
+    assert unclosed.message == "expected '>>' to close the expression opened here"
+    assert (
+        unclosed.detail is not None and '"hi <<contact.name1999", "bad": 1999}' in unclosed.detail
+    )
+    assert all(
+        len(line) < 200 for finding in findings for line in (finding.detail or "").split("\n")
+    )

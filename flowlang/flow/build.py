@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from flowlang.engine import Engine, Template
-from flowlang.errors import FlowSyntaxError, SourcePosition, line_and_column, render_caret
+from flowlang.errors import FlowSyntaxError, SourcePosition, line_and_column
 from flowlang.expr import ast
 from flowlang.flow.conditions import OPERATORS, compile_rows
 from flowlang.flow.digits import DigitPattern, PatternError
@@ -27,6 +27,8 @@ _MAX_HEADERS = 50
 #: "Did you mean" hints per document: a document with thousands of mistakes gets hints on the
 #: first ones only (each hint compares a name with up to hundreds of options).
 MAX_HINTS = 100
+#: The deepest a field tree (``body``, ``variables``) nests, dotted key parts included.
+MAX_FIELD_DEPTH = 64
 
 
 @dataclass(frozen=True)
@@ -125,14 +127,18 @@ class StepBuilder:
         return template
 
     def template_error(self, error: FlowSyntaxError) -> str:
-        """The error with the document's own line under the caret, when the template is on it."""
-        file_line = self.document.lines.line(error.line)
+        """The error with the document's own line under the caret, when the template is on it.
+
+        The template's line is looked for near where the error says it is, not along the whole
+        document line (a one-line JSON document is megabytes long).
+        """
+        lines = self.document.lines
         _, column_in_template, template_line = line_and_column(error.source, error.offset)
-        found = file_line.find(template_line) if template_line else -1
+        near = max(0, error.column - column_in_template - 256)
+        found = lines.find(error.line, template_line, near, near + 512 + 2 * len(template_line))
         if found < 0:
             return str(error)
-        caret = render_caret(
-            file_line,
+        caret = lines.caret(
             error.line,
             found + column_in_template,
             max(1, min(error.end, len(error.source)) - error.offset),
@@ -183,6 +189,18 @@ class StepBuilder:
             parts = key.split(".")
             if any(not part for part in parts):
                 self.error(f"key {key!r} has an empty part", item_pointer, step, field, key=True)
+                ok = False
+                continue
+            depth = len(parts) + (_tree_depth(compiled) if isinstance(compiled, FieldTree) else 0)
+            if depth > MAX_FIELD_DEPTH:
+                self.error(
+                    f"key {_shorten(key)} nests deeper than {MAX_FIELD_DEPTH} levels "
+                    "(its dotted parts and the entries under it)",
+                    item_pointer,
+                    step,
+                    field,
+                    key=True,
+                )
                 ok = False
                 continue
             problem = _insert(root, parts, compiled)
@@ -586,8 +604,8 @@ def _insert(root: dict[str, Any], parts: list[str], compiled: Value | FieldTree)
     """Put ``compiled`` at ``parts`` in the nested dict; a description of the conflict, or None."""
     node = root
     for depth, part in enumerate(parts):
-        prefix = ".".join(parts[: depth + 1])
         existing = node.get(part)
+        prefix = ".".join(parts[: depth + 1]) if existing is not None else ""
         if depth == len(parts) - 1:
             if existing is None:
                 node[part] = (
@@ -618,6 +636,18 @@ def _merge(into: dict[str, Any], extra: dict[str, Any]) -> str | None:
         else:
             return key
     return None
+
+
+def _tree_depth(tree: FieldTree) -> int:
+    """How deep a field tree nests (trees are built bounded, so this recursion is too)."""
+    return 1 + max(
+        (_tree_depth(item) for _, item in tree.entries if isinstance(item, FieldTree)), default=0
+    )
+
+
+def _shorten(text: str) -> str:
+    """``repr`` of a name, cut to a readable length for a message."""
+    return repr(text) if len(text) <= 80 else repr(text[:77] + "...")
 
 
 def _tree_to_dict(tree: FieldTree) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from flowlang.errors import FlowError, SourceLines, SourcePosition, render_caret, source_lines
+from flowlang.errors import FlowError, SourceLines, SourcePosition, source_lines
 from flowlang.expr.backends import compiled_helper
 
 
@@ -173,8 +173,7 @@ class Finding:
         if self.detail is not None:
             return self
         lines = source_lines(text) if isinstance(text, str) else text
-        line = lines.line(self.position.line)
-        caret = render_caret(line, self.position.line, self.position.column)
+        caret = lines.caret(self.position.line, self.position.column)
         return Finding(
             self.message,
             self.position,

@@ -36,7 +36,7 @@ from yaml.events import (
 )
 from yaml.nodes import ScalarNode
 
-from flowlang.errors import FlowError, SourceLines, SourcePosition, render_caret, source_lines
+from flowlang.errors import FlowError, SourceLines, SourcePosition, source_lines
 
 _CParser: Any
 try:  # libyaml's parser, when PyYAML was built with it: the same events, far faster
@@ -94,7 +94,7 @@ class DocumentError(FlowError):
         self._caret: str | None = None
         if text:
             lines = source_lines(text) if isinstance(text, str) else text
-            self._caret = render_caret(lines.line(position.line), position.line, position.column)
+            self._caret = lines.caret(position.line, position.column)
 
     def __str__(self) -> str:
         if self._caret is None:
