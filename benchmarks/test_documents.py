@@ -54,12 +54,9 @@ def _table(request: pytest.FixtureRequest) -> Iterator[None]:
             f"| {name} | {row['bytes'] / 1e6:.2f} MB | {row['count']:,.0f} | "
             f"{row['seconds']:.2f} s | {row['peak'] / 1e6:.0f} MB |"
         )
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    for line in lines:
-        if reporter is not None:
-            reporter.write_line(line)
-        else:  # pragma: no cover
-            print(line)
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+    with capture.global_and_fixture_disabled():
+        print("\n".join(lines))
 
 
 def _peak(check: Callable[[str], Any], text: str) -> int:
