@@ -54,8 +54,9 @@ MAX_COUNT = 64
 #: The most automaton states a pattern may compile to (the cost of one symbol, at most).
 MAX_STATES = 1024
 _MAX_GROUP_DEPTH = 32
-#: Memoized steps per pattern (set of states, symbol) -> set of states.
-_MAX_MEMO = 4096
+#: Memoized steps per pattern, (set of states, symbol) -> set of states: at most this many
+#: state bits in all (a few tens of kilobytes), and at most 4,096 steps.
+_MEMO_BITS = 1 << 18
 
 # Automaton state kinds.
 _CHAR, _SPLIT, _BEGIN, _END, _MATCH = range(5)
@@ -348,6 +349,7 @@ class DigitPattern:
         "_first",
         "_kinds",
         "_memo",
+        "_memo_size",
         "_second",
         "_start",
         "_symbols",
@@ -379,6 +381,7 @@ class DigitPattern:
             for symbol, bit in _BIT.items()
         }
         self._memo: dict[tuple[int, str, bool], int] = {}
+        self._memo_size = min(4096, _MEMO_BITS // len(builder.kinds))
         #: States visited while following empty moves since the pattern was compiled (a
         #: measure of work: at most (symbols + 1) x states per match).
         self.visits = 0
@@ -429,7 +432,7 @@ class DigitPattern:
                 seeds.append(first[low.bit_length() - 1])
                 moving ^= low
             found = self._closure(seeds, False, at_end)
-            if len(memo) < _MAX_MEMO:
+            if len(memo) < self._memo_size:
                 memo[key] = found
         return found
 
