@@ -26,7 +26,7 @@ from flowlang.expr.syntax import SYNTAXES
 from flowlang.expr.values import to_json
 from flowlang.flow import check_flow, load_flow
 from flowlang.flow.model import Finding, FlowDocumentError
-from flowlang.flow.source import MAX_DOCUMENT, DocumentError, load_document
+from flowlang.flow.source import MAX_DOCUMENT, DocumentError, load_document, paused_collector
 
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
@@ -111,11 +111,12 @@ def _eval(arguments: argparse.Namespace, stdout: TextIO, stdin: TextIO) -> int:
 def check_document(path: Path, text: str | None = None) -> tuple[object, list[Finding]]:
     """Check a flow or a workflow document (a workflow has a top-level ``workflow`` key);
     the file (or ``text``, read from it already) is parsed once."""
-    document = load_document(path) if text is None else load_document(text, filename=str(path))
-    if isinstance(document.data, dict) and "workflow" in document.data:
-        # check_workflow reads its argument with read_document, which takes a Document as is.
-        return check_workflow(cast(Path, document))
-    return check_flow(document)
+    with paused_collector():
+        document = load_document(path) if text is None else load_document(text, filename=str(path))
+        if isinstance(document.data, dict) and "workflow" in document.data:
+            # check_workflow reads its argument with read_document: a Document is taken as is.
+            return check_workflow(cast(Path, document))
+        return check_flow(document)
 
 
 def _plural(count: int) -> str:

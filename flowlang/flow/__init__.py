@@ -9,7 +9,7 @@ from pathlib import Path
 from flowlang.engine import Engine
 from flowlang.flow.build import build_steps
 from flowlang.flow.model import CompiledFlow, Finding, FlowDocumentError
-from flowlang.flow.source import Document, read_document
+from flowlang.flow.source import Document, paused_collector, read_document
 from flowlang.flow.validate import validate_flow
 
 _TOP_LEVEL = {"flow", "start", "steps", "description"}
@@ -22,7 +22,13 @@ def check_flow(
     filename: str | None = None,
 ) -> tuple[CompiledFlow | None, list[Finding]]:
     """Load and check a flow; return it (None when it has errors) and every finding."""
-    engine = engine or Engine()
+    with paused_collector():
+        return _check_flow(path_or_text, engine or Engine(), filename)
+
+
+def _check_flow(
+    path_or_text: str | Path | Document, engine: Engine, filename: str | None
+) -> tuple[CompiledFlow | None, list[Finding]]:
     document = read_document(path_or_text, filename)
     data = document.data
     if not isinstance(data, dict):
