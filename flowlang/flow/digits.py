@@ -347,6 +347,7 @@ class DigitPattern:
     __slots__ = (
         "_accepts",
         "_first",
+        "_initial",
         "_kinds",
         "_memo",
         "_memo_size",
@@ -385,6 +386,11 @@ class DigitPattern:
         #: States visited while following empty moves since the pattern was compiled (a
         #: measure of work: at most (symbols + 1) x states per match).
         self.visits = 0
+        #: The states before the first symbol: of a non-empty input, of the empty one.
+        self._initial = (
+            self._closure([start], True, False),
+            self._closure([start], True, True),
+        )
 
     @property
     def states(self) -> int:
@@ -439,12 +445,17 @@ class DigitPattern:
     def fullmatch(self, digits: str) -> bool:
         """Whether the whole of ``digits`` matches (False for any symbol a caller cannot enter)."""
         size = len(digits)
-        states = self._closure([self._start], True, size == 0)
+        states = self._initial[size == 0]
         accepts = self._accepts
+        memo = self._memo
+        last = size - 1
         for index, symbol in enumerate(digits):
-            if symbol not in accepts:
-                return False
-            states = self._step(states, symbol, index + 1 == size)
+            found = memo.get((states, symbol, index == last))
+            if found is None:
+                if symbol not in accepts:
+                    return False
+                found = self._step(states, symbol, index == last)
+            states = found
             if not states:
                 return False
         return bool(states & 1)
