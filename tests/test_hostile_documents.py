@@ -422,3 +422,21 @@ def test_findings_on_a_one_line_document_copy_only_what_they_show(
     assert all(
         len(line) < 200 for finding in findings for line in (finding.detail or "").split("\n")
     )
+
+
+def test_the_collector_is_paused_only_while_a_document_is_checked() -> None:
+    import gc
+
+    assert gc.isenabled()
+    with pytest.raises(DocumentError):
+        check_flow("a: [1\n")
+    assert gc.isenabled()
+    flow, _ = check_flow(say_chain(3))
+    assert flow is not None and gc.isenabled()
+    gc.disable()
+    try:
+        with source.paused_collector():
+            assert not gc.isenabled()
+        assert not gc.isenabled()  # an application's choice is left alone
+    finally:
+        gc.enable()
