@@ -40,7 +40,7 @@ from yaml.events import (
 )
 from yaml.nodes import ScalarNode
 
-from flowlang.errors import FlowError, SourceLines, SourcePosition, source_lines
+from flowlang.errors import FlowError, SourceLines, SourcePosition
 
 _CParser: Any
 try:  # libyaml's parser, when PyYAML was built with it: the same events, far faster
@@ -97,7 +97,7 @@ class DocumentError(FlowError):
         #: None for a document that could not be read (no text, so no line to show).
         self._caret: str | None = None
         if text:
-            lines = source_lines(text) if isinstance(text, str) else text
+            lines = SourceLines(text) if isinstance(text, str) else text  # one per document
             self._caret = lines.caret(position.line, position.column)
 
     def __str__(self) -> str:
