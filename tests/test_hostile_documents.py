@@ -440,3 +440,21 @@ def test_the_collector_is_paused_only_while_a_document_is_checked() -> None:
         assert not gc.isenabled()  # an application's choice is left alone
     finally:
         gc.enable()
+
+
+def test_workflow_hints_are_budgeted() -> None:
+    """2,000 reads of actions that do not exist, each compared with 2,000 action names."""
+    from flowlang.automations import check_workflow
+
+    parts = ["workflow: w\ntrigger: call.ended\nactions:\n"]
+    parts += [
+        f"  - name: a{index}\n    type: api_request\n    method: POST\n"
+        f"    endpoint: https://crm.example.com/x\n"
+        f"    values:\n      - key: k\n        value: <<actions.b{index}.result>>\n"
+        for index in range(2000)
+    ]
+    workflow, findings = check_workflow("".join(parts))
+    assert workflow is None and len(findings) == 2000
+    hinted = [finding for finding in findings if "did you mean" in finding.message]
+    assert 0 < len(hinted) <= 100
+    assert re.search(r"there is no action 'b(\d+)'; did you mean 'a\1'\?$", hinted[0].message)

@@ -25,7 +25,6 @@ from flowlang.flow.conditions import compile_rows
 from flowlang.flow.fields import Field
 from flowlang.flow.model import FieldTree, Finding, FlowDocumentError, Value
 from flowlang.flow.source import Pointer, read_document
-from flowlang.suggest import did_you_mean
 
 _TOP_LEVEL = {"workflow", "trigger", "description", "conditions", "expression", "actions"}
 #: Roots a workflow's templates may read.
@@ -115,7 +114,7 @@ class WorkflowBuilder(StepBuilder):
                 continue
             fmt = item.get("format", "auto")
             if fmt not in FORMATS:
-                hint = did_you_mean(fmt, FORMATS)
+                hint = self.hint(fmt, FORMATS)
                 self.error(
                     f"format must be one of {', '.join(FORMATS)}, not {fmt!r}{hint}",
                     (*where, "format"),
@@ -198,7 +197,7 @@ def _reference_findings(
                 if isinstance(prop, str) and prop not in known:
                     problem = (
                         f"trigger {trigger!r} does not carry property {prop!r}"
-                        f"{did_you_mean(prop, sorted(known))}",
+                        f"{builder.hint(prop, sorted(known))}",
                         "warning",
                     )
             elif root == "actions" and len(path) >= 2:
@@ -254,7 +253,7 @@ def check_workflow(
     for key in data:
         if key not in _TOP_LEVEL:
             builder.error(
-                f"unknown top-level field {str(key)!r}{did_you_mean(key, sorted(_TOP_LEVEL))}",
+                f"unknown top-level field {str(key)!r}{builder.hint(key, sorted(_TOP_LEVEL))}",
                 (key,),
                 key=True,
             )
