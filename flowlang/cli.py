@@ -1,7 +1,9 @@
 """Command line: ``flowlang eval``, ``flowlang run`` and ``flowlang check``.
 
 Exit status: 0 on success; 1 when evaluation or a run fails, or ``check`` finds an error;
-2 for a syntax error or unusable input (the message names the place, with a caret).
+2 for a syntax error or unusable input (the message names the place, with a caret): a file
+that cannot be read, is not UTF-8, or is larger than the document limit (4 MiB; files are read
+up to the limit only, so ``/dev/zero`` or an endless pipe ends with this message).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from flowlang.expr.syntax import SYNTAXES
 from flowlang.expr.values import to_json
 from flowlang.flow import check_flow, load_flow
 from flowlang.flow.model import Finding, FlowDocumentError
-from flowlang.flow.source import DocumentError, load_document
+from flowlang.flow.source import MAX_DOCUMENT, DocumentError, load_document, paused_collector
 
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
@@ -34,18 +36,56 @@ class UsageError(Exception):
     """Input the command cannot use; the message says which and why."""
 
 
+def read_input(name: str, stdin: TextIO, what: str, *, dash_is_stdin: bool = True) -> str:
+    """The UTF-8 text of file ``name`` (``-``: standard input), read with the document limit.
+
+    At most ``MAX_DOCUMENT`` + 1 bytes are read, so ``/dev/zero``, a FIFO or an endless pipe
+    ends with a message instead of exhausting memory.
+    """
+    from_stdin = name == "-" and dash_is_stdin
+    label = "<stdin>" if from_stdin else name
+    raw: bytes | str
+    try:
+        if from_stdin:
+            buffer = getattr(stdin, "buffer", None)
+            source: Any = buffer if buffer is not None else stdin
+            raw = source.read(MAX_DOCUMENT + 1)
+        else:
+            with open(name, "rb") as stream:
+                raw = stream.read(MAX_DOCUMENT + 1)
+    except OSError as error:
+        raise UsageError(f"cannot read {what} {label}: {error.strerror or error}") from None
+    except UnicodeDecodeError as error:  # a text stream without a byte buffer
+        raise UsageError(f"{label}: {what} is not UTF-8 text ({error.reason})") from None
+    if len(raw) > MAX_DOCUMENT:
+        raise UsageError(f"{label}: {what} is larger than {MAX_DOCUMENT} bytes")
+    if isinstance(raw, str):
+        return raw
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise UsageError(
+            f"{label}: {what} is not UTF-8 text ({error.reason} at byte {error.start})"
+        ) from None
+
+
 def _read_context(name: str | None, stdin: TextIO) -> Any:
     if name is None:
         return {}
     label = "<stdin>" if name == "-" else name
+    text = read_input(name, stdin, "context")
+
+    def whole_number(digits: str) -> int:
+        try:
+            return int(digits)
+        except ValueError:  # more digits than Python converts (sys.get_int_max_str_digits)
+            raise UsageError(
+                f"{label}: a number in the context has {len(digits)} digits, more than "
+                f"{sys.get_int_max_str_digits()}"
+            ) from None
+
     try:
-        text = stdin.read() if name == "-" else Path(name).read_text(encoding="utf-8")
-    except OSError as error:
-        raise UsageError(f"cannot read context {label}: {error.strerror}") from None
-    except UnicodeDecodeError as error:
-        raise UsageError(f"{label}: context is not UTF-8 text ({error.reason})") from None
-    try:
-        context = json.loads(text)
+        context = json.loads(text, parse_int=whole_number)
     except json.JSONDecodeError as error:
         raise UsageError(
             f"{label}:{error.lineno}:{error.colno}: invalid JSON: {error.msg}"
@@ -68,12 +108,14 @@ def _eval(arguments: argparse.Namespace, stdout: TextIO, stdin: TextIO) -> int:
     return 0
 
 
-def check_document(path: Path) -> tuple[object, list[Finding]]:
-    """Check a flow or a workflow document (a workflow has a top-level ``workflow`` key)."""
-    data = load_document(path).data
-    if isinstance(data, dict) and "workflow" in data:
-        return check_workflow(path)
-    return check_flow(path)
+def check_document(path: Path, text: str | None = None) -> tuple[object, list[Finding]]:
+    """Check a flow or a workflow document (a workflow has a top-level ``workflow`` key);
+    the file (or ``text``, read from it already) is parsed once."""
+    with paused_collector():
+        document = load_document(path) if text is None else load_document(text, filename=str(path))
+        if isinstance(document.data, dict) and "workflow" in document.data:
+            return check_workflow(document)
+        return check_flow(document)
 
 
 def _plural(count: int) -> str:
@@ -81,10 +123,15 @@ def _plural(count: int) -> str:
 
 
 def _check(arguments: argparse.Namespace, stdout: TextIO, stdin: TextIO) -> int:
-    errors = warnings = 0
+    errors = warnings = unreadable = 0
     for name in arguments.files:
         try:
-            _, findings = check_document(Path(name))
+            text = read_input(name, stdin, "document", dash_is_stdin=False)
+            _, findings = check_document(Path(name), text)
+        except UsageError as error:
+            stdout.write(f"error: {error}\n\n")
+            unreadable += 1
+            continue
         except DocumentError as error:
             stdout.write(f"error: {error}\n\n")
             errors += 1
@@ -96,18 +143,22 @@ def _check(arguments: argparse.Namespace, stdout: TextIO, stdin: TextIO) -> int:
             else:
                 warnings += 1
     count = len(arguments.files)
+    problems = errors + unreadable
     stdout.write(
-        f"{count} file{_plural(count)} checked: {errors} error{_plural(errors)}, "
+        f"{count} file{_plural(count)} checked: {problems} error{_plural(problems)}, "
         f"{warnings} warning{_plural(warnings)}\n"
     )
+    if unreadable:
+        return EXIT_BAD_INPUT
     return EXIT_FAILED if errors else 0
 
 
 def _run(arguments: argparse.Namespace, stdout: TextIO, stdin: TextIO) -> int:
     from flowlang.runtime.console import run_from_command_line
 
-    try:
-        flow = load_flow(Path(arguments.flow))
+    text = read_input(arguments.flow, stdin, "flow", dash_is_stdin=False)
+    try:  # the text read, never a path named by it
+        flow = load_flow(load_document(text, filename=arguments.flow))
     except FlowDocumentError as error:
         print(f"flowlang: {arguments.flow} has errors:\n\n{error}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -8,10 +8,14 @@ __all__ = [
     "FlowLimitError",
     "FlowSyntaxError",
     "FlowUndefinedError",
+    "SourceLines",
     "SourcePosition",
     "render_caret",
+    "source_lines",
 ]
 
+import re
+from bisect import bisect_right
 from dataclasses import dataclass
 
 #: Source lines longer than this are shown as a window around the caret.
@@ -46,19 +50,99 @@ def line_and_column(source: str, offset: int) -> tuple[int, int, str]:
 
 def render_caret(line_text: str, line_number: int, column: int, width: int = 1) -> str:
     """Render one source line with a caret (or underline of ``width``) under ``column``."""
-    shown = line_text.replace("\t", " ")
-    start = column - 1
-    if len(shown) > _WINDOW:
-        left = max(0, start - _WINDOW // 2)
-        right = min(len(shown), left + _WINDOW)
+    return _caret(line_text, 0, len(line_text), line_number, column, width)
+
+
+def _caret(text: str, start: int, end: int, line_number: int, column: int, width: int) -> str:
+    """``render_caret`` for the line ``text[start:end]``, copying no more of it than is shown
+    (a one-line JSON document is megabytes long)."""
+    length = end - start
+    first = column - 1
+    if length > _WINDOW:
+        left = max(0, first - _WINDOW // 2)
+        right = min(length, left + _WINDOW)
         prefix = "…" if left > 0 else ""
-        suffix = "…" if right < len(shown) else ""
-        shown = prefix + shown[left:right] + suffix
-        start = start - left + len(prefix)
-    width = max(1, min(width, len(shown) - start))
+        suffix = "…" if right < length else ""
+        shown = prefix + text[start + left : start + right].replace("\t", " ") + suffix
+        first = first - left + len(prefix)
+    else:
+        shown = text[start:end].replace("\t", " ")
+    width = max(1, min(width, len(shown) - first))
     number = str(line_number)
     gutter = " " * len(number)
-    return f"{gutter} |\n{number} | {shown}\n{gutter} | {' ' * start}{'^' * width}"
+    return f"{gutter} |\n{number} | {shown}\n{gutter} | {' ' * first}{'^' * width}"
+
+
+#: Line breaks as YAML counts them (CR LF, CR, LF, NEL, LS, PS), so line numbers agree.
+_BREAK = re.compile("\r\n|[\r\n\x85\u2028\u2029]")
+
+
+class SourceLines:
+    """A text split into lines once: a line's text by number, the line of an offset by bisection.
+
+    Findings of a large document render their carets from one of these, never by splitting the
+    text again for each finding.
+    """
+
+    __slots__ = ("_ends", "_starts", "text")
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        starts, ends = [0], []
+        for match in _BREAK.finditer(text):
+            ends.append(match.start())
+            starts.append(match.end())
+        ends.append(len(text))
+        self._starts = starts
+        self._ends = ends
+
+    def __len__(self) -> int:
+        return len(self._starts)
+
+    def line(self, number: int) -> str:
+        """The text of the 1-based line ``number`` (empty outside the text)."""
+        if not 0 < number <= len(self._starts):
+            return ""
+        return self.text[self._starts[number - 1] : self._ends[number - 1]]
+
+    def caret(self, number: int, column: int, width: int = 1) -> str:
+        """``render_caret`` of line ``number``, without copying the whole line."""
+        if not 0 < number <= len(self._starts):
+            return _caret("", 0, 0, number, column, width)
+        return _caret(
+            self.text, self._starts[number - 1], self._ends[number - 1], number, column, width
+        )
+
+    def find(self, number: int, needle: str, begin: int = 0, end: int | None = None) -> int:
+        """The offset of ``needle`` in line ``number`` between offsets ``begin`` and ``end``
+        of that line (-1: not there), without copying the line."""
+        if not needle or not 0 < number <= len(self._starts):
+            return -1
+        start, stop = self._starts[number - 1], self._ends[number - 1]
+        if end is not None:
+            stop = min(stop, start + end)
+        found = self.text.find(needle, start + max(0, begin), stop)
+        return found - start if found != -1 else -1
+
+    def locate(self, offset: int) -> tuple[int, int]:
+        """The 1-based line and column of the character at ``offset``."""
+        offset = max(0, min(offset, len(self.text)))
+        index = bisect_right(self._starts, offset) - 1
+        return index + 1, offset - self._starts[index] + 1
+
+
+_last_lines: SourceLines | None = None
+
+
+def source_lines(text: str) -> SourceLines:
+    """The lines of ``text``; the last text's lines are kept, so that calls for each finding of
+    one document split it once."""
+    global _last_lines
+    cached = _last_lines
+    if cached is not None and cached.text is text:
+        return cached
+    cached = _last_lines = SourceLines(text)
+    return cached
 
 
 class FlowError(Exception):

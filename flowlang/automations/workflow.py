@@ -32,7 +32,6 @@ from flowlang.flow.conditions import compile_rows
 from flowlang.flow.fields import Field
 from flowlang.flow.model import FieldTree, Finding, FlowDocumentError, Value
 from flowlang.flow.source import Document, Pointer, load_document
-from flowlang.suggest import did_you_mean
 
 _TOP_LEVEL = {"workflow", "trigger", "description", "conditions", "expression", "actions"}
 #: Roots a workflow's templates may read.
@@ -124,7 +123,7 @@ class WorkflowBuilder(StepBuilder):
                 continue
             fmt = item.get("format", "auto")
             if fmt not in FORMATS:
-                hint = did_you_mean(fmt, FORMATS)
+                hint = self.hint(fmt, FORMATS)
                 self.error(
                     f"format must be one of {', '.join(FORMATS)}, not {fmt!r}{hint}",
                     (*where, "format"),
@@ -207,7 +206,7 @@ def _reference_findings(
                 if isinstance(prop, str) and prop not in known:
                     problem = (
                         f"trigger {trigger!r} does not carry property {prop!r}"
-                        f"{did_you_mean(prop, sorted(known))}",
+                        f"{builder.hint(prop, sorted(known))}",
                         "warning",
                     )
             elif root == "actions" and len(path) >= 2:
@@ -219,7 +218,7 @@ def _reference_findings(
                     )
                 elif not isinstance(target, str) or target not in order:
                     problem = (
-                        f"there is no action {target!r}{did_you_mean(target, order)}",
+                        f"there is no action {target!r}{builder.hint(target, order)}",
                         "error",
                     )
                 elif order[target] >= order.get(use.step, -1):
@@ -250,12 +249,17 @@ def _numbers_ok(
 
 
 def _read(
-    text: str | Path | None, path: str | os.PathLike[str] | None, filename: str | None
+    text: str | Path | Document | None,
+    path: str | os.PathLike[str] | None,
+    filename: str | None,
 ) -> Document:
     """The document: ``text`` is always the document itself (a Path object aside, which is a
-    file); a file is read only when the caller says so with ``path``."""
+    file; a Document already read is taken as is); a file is read only when the caller says so
+    with ``path``."""
     if (text is None) == (path is None):
         raise TypeError("give the workflow's text, or path=, not both")
+    if isinstance(text, Document):
+        return text
     if path is not None:
         return load_document(Path(path), filename=filename)
     if isinstance(text, Path):
@@ -266,7 +270,7 @@ def _read(
 
 
 def check_workflow(
-    text: str | Path | None = None,
+    text: str | Path | Document | None = None,
     *,
     path: str | os.PathLike[str] | None = None,
     engine: Engine | None = None,
@@ -294,7 +298,7 @@ def check_workflow(
     for key in data:
         if key not in _TOP_LEVEL:
             builder.error(
-                f"unknown top-level field {str(key)!r}{did_you_mean(key, sorted(_TOP_LEVEL))}",
+                f"unknown top-level field {str(key)!r}{builder.hint(key, sorted(_TOP_LEVEL))}",
                 (key,),
                 key=True,
             )

@@ -9,24 +9,33 @@ from pathlib import Path
 from flowlang.engine import Engine
 from flowlang.flow.build import build_steps
 from flowlang.flow.model import CompiledFlow, Finding, FlowDocumentError
-from flowlang.flow.source import read_document
+from flowlang.flow.source import Document, paused_collector, read_document
 from flowlang.flow.validate import validate_flow
 
 _TOP_LEVEL = {"flow", "start", "steps", "description"}
 
 
 def check_flow(
-    path_or_text: str | Path, *, engine: Engine | None = None, filename: str | None = None
+    path_or_text: str | Path | Document,
+    *,
+    engine: Engine | None = None,
+    filename: str | None = None,
 ) -> tuple[CompiledFlow | None, list[Finding]]:
     """Load and check a flow; return it (None when it has errors) and every finding."""
-    engine = engine or Engine()
+    with paused_collector():
+        return _check_flow(path_or_text, engine or Engine(), filename)
+
+
+def _check_flow(
+    path_or_text: str | Path | Document, engine: Engine, filename: str | None
+) -> tuple[CompiledFlow | None, list[Finding]]:
     document = read_document(path_or_text, filename)
     data = document.data
     if not isinstance(data, dict):
         return None, [
             Finding(
                 "a flow document is key/value fields (flow, start, steps)", document.position(())
-            ).with_caret(document.text)
+            ).with_caret(document.lines)
         ]
     steps, builder = build_steps(document, engine)
     for key in data:
@@ -48,7 +57,7 @@ def check_flow(
     if not findings:
         start_position = document.position(("start",), field_name="start")
         found = validate_flow(steps, str(start), start_position, builder.templates)
-        findings = [finding.with_caret(document.text) for finding in found]
+        findings = [finding.with_caret(document.lines) for finding in found]
     errors = [finding for finding in findings if finding.severity == "error"]
     if errors:
         return None, findings
@@ -60,7 +69,10 @@ def check_flow(
 
 
 def load_flow(
-    path_or_text: str | Path, *, engine: Engine | None = None, filename: str | None = None
+    path_or_text: str | Path | Document,
+    *,
+    engine: Engine | None = None,
+    filename: str | None = None,
 ) -> CompiledFlow:
     """Parse, validate and compile a flow (YAML or JSON, a path or the text itself).
 

@@ -5,14 +5,15 @@ from __future__ import annotations
 __all__ = ["Branch", "Endpoint", "Row", "StepBuilder", "TemplateUse", "build_steps"]
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from flowlang.engine import Engine, Template
-from flowlang.errors import FlowSyntaxError, SourcePosition, line_and_column, render_caret
+from flowlang.errors import FlowSyntaxError, SourcePosition, line_and_column
 from flowlang.expr import ast
 from flowlang.flow.conditions import OPERATORS, compile_rows
+from flowlang.flow.digits import DigitPattern, PatternError
 from flowlang.flow.fields import CONDITION_OPERATORS, FIELDS, Field
 from flowlang.flow.model import FieldTree, Finding, Step, Value
 from flowlang.flow.source import Document, Pointer
@@ -23,6 +24,11 @@ _DURATION = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s)?\s*$")
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 _ENDPOINT_PREFIX = re.compile(r"https?://", re.IGNORECASE)
 _MAX_HEADERS = 50
+#: "Did you mean" hints per document: a document with thousands of mistakes gets hints on the
+#: first ones only (each hint compares a name with up to hundreds of options).
+MAX_HINTS = 100
+#: The deepest a field tree (``body``, ``variables``) nests, dotted key parts included.
+MAX_FIELD_DEPTH = 64
 
 
 @dataclass(frozen=True)
@@ -79,6 +85,7 @@ class StepBuilder:
         self.engine = engine
         self.findings: list[Finding] = []
         self.templates: list[TemplateUse] = []
+        self._hints = MAX_HINTS
 
     # --- reporting ------------------------------------------------------------------------
 
@@ -93,7 +100,14 @@ class StepBuilder:
     ) -> None:
         position = self.document.key_position(pointer) if key else self.document.position(pointer)
         position = SourcePosition(position.filename, position.line, position.column, step, field)
-        self.findings.append(Finding(message, position).with_caret(self.document.text))
+        self.findings.append(Finding(message, position).with_caret(self.document.lines))
+
+    def hint(self, name: object, options: Iterable[str]) -> str:
+        """``did_you_mean`` while this document's budget of hints lasts, then ``""``."""
+        if self._hints <= 0:
+            return ""
+        self._hints -= 1
+        return did_you_mean(name, options)
 
     # --- kinds ----------------------------------------------------------------------------
 
@@ -113,15 +127,18 @@ class StepBuilder:
         return template
 
     def template_error(self, error: FlowSyntaxError) -> str:
-        """The error with the document's own line under the caret, when the template is on it."""
-        lines = self.document.text.splitlines()
-        file_line = lines[error.line - 1] if 0 < error.line <= len(lines) else ""
+        """The error with the document's own line under the caret, when the template is on it.
+
+        The template's line is looked for near where the error says it is, not along the whole
+        document line (a one-line JSON document is megabytes long).
+        """
+        lines = self.document.lines
         _, column_in_template, template_line = line_and_column(error.source, error.offset)
-        found = file_line.find(template_line) if template_line else -1
+        near = max(0, error.column - column_in_template - 256)
+        found = lines.find(error.line, template_line, near, near + 512 + 2 * len(template_line))
         if found < 0:
             return str(error)
-        caret = render_caret(
-            file_line,
+        caret = lines.caret(
             error.line,
             found + column_in_template,
             max(1, min(error.end, len(error.source)) - error.offset),
@@ -172,6 +189,18 @@ class StepBuilder:
             parts = key.split(".")
             if any(not part for part in parts):
                 self.error(f"key {key!r} has an empty part", item_pointer, step, field, key=True)
+                ok = False
+                continue
+            depth = len(parts) + (_tree_depth(compiled) if isinstance(compiled, FieldTree) else 0)
+            if depth > MAX_FIELD_DEPTH:
+                self.error(
+                    f"key {_shorten(key)} nests deeper than {MAX_FIELD_DEPTH} levels "
+                    "(its dotted parts and the entries under it)",
+                    item_pointer,
+                    step,
+                    field,
+                    key=True,
+                )
                 ok = False
                 continue
             problem = _insert(root, parts, compiled)
@@ -268,9 +297,9 @@ class StepBuilder:
                 )
                 return None
             try:
-                return re.compile(raw)
-            except re.error as error:
-                self.error(f"invalid pattern: {error.msg}", pointer, step, name)
+                return DigitPattern(raw)
+            except PatternError as error:
+                self.error(f"invalid pattern: {error}", pointer, step, name)
                 return None
         raise AssertionError(kind)  # pragma: no cover
 
@@ -431,7 +460,7 @@ class StepBuilder:
         for where, field, item in items:
             operator = item.get("operator")
             if operator not in CONDITION_OPERATORS:
-                hint = did_you_mean(operator, CONDITION_OPERATORS)
+                hint = self.hint(operator, CONDITION_OPERATORS)
                 self.error(
                     f"unknown operator {operator!r}{hint}", (*where, "operator"), step, field
                 )
@@ -468,7 +497,7 @@ class StepBuilder:
     ) -> None:
         for name in raw:
             if name not in known:
-                hint = did_you_mean(name, sorted(known))
+                hint = self.hint(name, sorted(known))
                 self.error(
                     f"unknown field {str(name)!r} for {what}{hint}",
                     (*pointer, name),
@@ -498,7 +527,7 @@ class StepBuilder:
             return None
         kind = raw.get("type")
         if not isinstance(kind, str) or kind not in tables:
-            hint = did_you_mean(kind, tables) or f"; expected one of {', '.join(tables)}"
+            hint = self.hint(kind, tables) or f"; expected one of {', '.join(tables)}"
             where = (*pointer, "type") if "type" in raw else pointer
             self.error(f"unknown {noun} type {kind!r}{hint}", where, owner, "type")
             return None
@@ -605,8 +634,8 @@ def _insert(root: dict[str, Any], parts: list[str], compiled: Value | FieldTree)
     """Put ``compiled`` at ``parts`` in the nested dict; a description of the conflict, or None."""
     node = root
     for depth, part in enumerate(parts):
-        prefix = ".".join(parts[: depth + 1])
         existing = node.get(part)
+        prefix = ".".join(parts[: depth + 1]) if existing is not None else ""
         if depth == len(parts) - 1:
             if existing is None:
                 node[part] = (
@@ -637,6 +666,18 @@ def _merge(into: dict[str, Any], extra: dict[str, Any]) -> str | None:
         else:
             return key
     return None
+
+
+def _tree_depth(tree: FieldTree) -> int:
+    """How deep a field tree nests (trees are built bounded, so this recursion is too)."""
+    return 1 + max(
+        (_tree_depth(item) for _, item in tree.entries if isinstance(item, FieldTree)), default=0
+    )
+
+
+def _shorten(text: str) -> str:
+    """``repr`` of a name, cut to a readable length for a message."""
+    return repr(text) if len(text) <= 80 else repr(text[:77] + "...")
 
 
 def _tree_to_dict(tree: FieldTree) -> dict[str, Any]:

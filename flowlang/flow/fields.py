@@ -78,7 +78,11 @@ FIELDS: dict[str, dict[str, Field]] = {
         "min_digits": Field("int", default=1, minimum=1, maximum=64),
         "finish_on_key": Field("key", default="#", description="one of 0-9 * #, or empty for none"),
         "timeout": Field("duration", default=5.0, minimum=0.5, maximum=60.0),
-        "pattern": Field("pattern", description="regular expression the digits must match"),
+        "pattern": Field(
+            "pattern",
+            description="regular expression the digits must match: literals 0-9 * #, classes, "
+            "groups, |, ?, *, +, {m,n} (counts at most 64); matched in linear time",
+        ),
         "next": _NEXT,
         "on_no_input": Field("step", required=True, description="no digits before the timeout"),
         "on_invalid": Field(

@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from flowlang.errors import FlowError, SourcePosition, render_caret
+from flowlang.errors import FlowError, SourceLines, SourcePosition, source_lines
 from flowlang.expr.backends import compiled_helper
 
 
@@ -167,13 +167,13 @@ class Finding:
             where += f" ({', '.join(labels)})"
         return f"{self.severity}: {self.message}\n  --> {where}"
 
-    def with_caret(self, text: str) -> Finding:
-        """The same finding with the source line and a caret, taken from the document text."""
+    def with_caret(self, text: str | SourceLines) -> Finding:
+        """The same finding with the source line and a caret, taken from the document text
+        (or its lines, split once)."""
         if self.detail is not None:
             return self
-        lines = text.splitlines()
-        line = lines[self.position.line - 1] if 0 < self.position.line <= len(lines) else ""
-        caret = render_caret(line, self.position.line, self.position.column)
+        lines = source_lines(text) if isinstance(text, str) else text
+        caret = lines.caret(self.position.line, self.position.column)
         return Finding(
             self.message,
             self.position,

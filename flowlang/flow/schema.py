@@ -12,6 +12,7 @@ __all__ = ["SCHEMA_FILE", "flow_schema"]
 from pathlib import Path
 from typing import Any
 
+from flowlang.flow.digits import MAX_PATTERN
 from flowlang.flow.fields import CONDITION_OPERATORS, FIELDS, Field
 
 SCHEMA_FILE = Path(__file__).with_name("flow.schema.json")
@@ -85,7 +86,7 @@ def _field_schema(spec: Field) -> dict[str, Any]:
     elif kind == "key":
         schema = {"type": ["string", "integer", "null"], "pattern": r"^[0-9*#]?$"}
     elif kind == "pattern":
-        schema = {"type": "string", "format": "regex"}
+        schema = {"type": "string", "format": "regex", "maxLength": MAX_PATTERN}
     else:  # pragma: no cover
         raise AssertionError(kind)
     if spec.description:

@@ -7,36 +7,74 @@ anchors, aliases, merge keys and tags are refused: a flow document is data, writ
 
 from __future__ import annotations
 
-__all__ = ["Document", "DocumentError", "Pointer", "load_document", "read_document"]
+__all__ = [
+    "MAX_DOCUMENT",
+    "Document",
+    "DocumentError",
+    "Pointer",
+    "decode_document",
+    "load_document",
+    "paused_collector",
+    "read_document",
+]
 
+import gc
 import hashlib
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import yaml
-from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+from yaml.events import (
+    AliasEvent,
+    MappingEndEvent,
+    ScalarEvent,
+    SequenceEndEvent,
+    SequenceStartEvent,
+    StreamEndEvent,
+)
+from yaml.nodes import ScalarNode
 
-from flowlang.errors import FlowError, SourcePosition, render_caret
+from flowlang.errors import FlowError, SourceLines, SourcePosition
+
+_CParser: Any
+try:  # libyaml's parser, when PyYAML was built with it: the same events, far faster
+    from yaml._yaml import CParser as _CParser
+except ImportError:  # pragma: no cover - the wheels on PyPI include libyaml
+    _CParser = None
 
 #: The path of a value inside a document: keys and list indexes from the top.
 Pointer = tuple[str | int, ...]
 
-_MAX_DOCUMENT = 4 * 1024 * 1024
+#: The largest document read, in bytes (a file) or characters (text).
+MAX_DOCUMENT = 4 * 1024 * 1024
+#: The deepest nesting of lists and maps.
 _MAX_DEPTH = 64
+#: The most digits of a whole number (Python refuses to read more than 4,300).
+MAX_INTEGER_DIGITS = 1000
+
+_STR, _INT, _FLOAT = "tag:yaml.org,2002:str", "tag:yaml.org,2002:int", "tag:yaml.org,2002:float"
+_BOOL, _NULL, _MERGE = "tag:yaml.org,2002:bool", "tag:yaml.org,2002:null", "tag:yaml.org,2002:merge"
+_SEQ, _MAP = "tag:yaml.org,2002:seq", "tag:yaml.org,2002:map"
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 _JSON_SCALARS = [
-    ("tag:yaml.org,2002:bool", re.compile(r"^(?:true|false)$"), list("tf")),
-    ("tag:yaml.org,2002:null", re.compile(r"^(?:null|)$"), ["n", ""]),
-    ("tag:yaml.org,2002:int", re.compile(r"^-?(?:0|[1-9][0-9]*)$"), list("-0123456789")),
+    (_BOOL, re.compile(r"^(?:true|false)$"), list("tf")),
+    (_NULL, re.compile(r"^(?:null|)$"), ["n", ""]),
+    (_INT, re.compile(r"^-?(?:0|[1-9][0-9]*)$"), list("-0123456789")),
     (
-        "tag:yaml.org,2002:float",
+        _FLOAT,
         re.compile(r"^-?(?:0|[1-9][0-9]*)(?:\.[0-9]+(?:[eE][-+]?[0-9]+)?|[eE][-+]?[0-9]+)$"),
         list("-0123456789"),
     ),
 ]
+#: A scalar with an explicit JSON tag (``!!int 12``) must be written as JSON writes it.
+_JSON_PATTERNS = {tag: pattern for tag, pattern, _ in _JSON_SCALARS}
 
 
 class _JsonScalarLoader(yaml.SafeLoader):
@@ -46,20 +84,25 @@ class _JsonScalarLoader(yaml.SafeLoader):
 _JsonScalarLoader.yaml_implicit_resolvers = {}
 for _tag, _pattern, _first in _JSON_SCALARS:
     _JsonScalarLoader.add_implicit_resolver(_tag, _pattern, _first)
+_RESOLVER = _JsonScalarLoader("")
 
 
 class DocumentError(FlowError):
     """A document that cannot be read; ``str()`` names file:line:column with a caret."""
 
-    def __init__(self, message: str, text: str, position: SourcePosition) -> None:
+    def __init__(self, message: str, text: str | SourceLines, position: SourcePosition) -> None:
         super().__init__(message)
         self.message = message
         self.position = position
-        lines = text.splitlines() or [""]
-        line_text = lines[position.line - 1] if 0 < position.line <= len(lines) else ""
-        self._caret = render_caret(line_text, position.line, position.column)
+        #: None for a document that could not be read (no text, so no line to show).
+        self._caret: str | None = None
+        if text:
+            lines = SourceLines(text) if isinstance(text, str) else text  # one per document
+            self._caret = lines.caret(position.line, position.column)
 
     def __str__(self) -> str:
+        if self._caret is None:
+            return f"{self.message}\n  --> {self.position.filename or '<document>'}"
         where = (
             f"{self.position.filename or '<document>'}:{self.position.line}:{self.position.column}"
         )
@@ -75,12 +118,18 @@ class Document:
     data: Any
     text: str
     filename: str | None
-    _marks: dict[Pointer, tuple[int, int, str | None]] = field(repr=False)
+    #: Pointer (and ``("#key", *pointer)`` for keys) to a packed position (see ``_pack``).
+    _marks: dict[Pointer, int] = field(repr=False)
 
     @property
     def fingerprint(self) -> str:
         """A short hash of the text: a resumed run or replay checks it is the same document."""
         return hashlib.sha256(self.text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+    @cached_property
+    def lines(self) -> SourceLines:
+        """The document's lines, split once (for carets under findings)."""
+        return SourceLines(self.text)
 
     def position(
         self, pointer: Pointer, *, step: str | None = None, field_name: str | None = None
@@ -93,156 +142,250 @@ class Document:
         probe = pointer
         while probe not in self._marks and probe:
             probe = probe[:-1]
-        line, column, style = self._marks.get(probe, (0, 0, None))
-        if style in ('"', "'"):
-            column += 1
+        packed = self._marks.get(probe, 0)
+        line, column = packed >> 25, (packed >> 1 & 0xFFFFFF) + (packed & 1)
         return SourcePosition(self.filename, line + 1, column + 1, step, field_name)
 
     def key_position(self, pointer: Pointer) -> SourcePosition:
         """The position of the key naming the value at ``pointer``."""
-        line, column, _ = self._marks.get(
-            ("#key", *pointer), self._marks.get(pointer, (0, 0, None))
-        )
-        return SourcePosition(self.filename, line + 1, column + 1)
+        packed = self._marks.get(("#key", *pointer), self._marks.get(pointer, 0))
+        return SourcePosition(self.filename, (packed >> 25) + 1, (packed >> 1 & 0xFFFFFF) + 1)
 
 
 def _error(message: str, text: str, filename: str | None, line: int, column: int) -> DocumentError:
     return DocumentError(message, text, SourcePosition(filename, line + 1, column + 1))
 
 
+def _read_limited(path: Path, filename: str) -> bytes:
+    """At most the document limit plus one byte of ``path`` (a file, FIFO or device)."""
+    try:
+        with path.open("rb") as stream:
+            return stream.read(MAX_DOCUMENT + 1)
+    except OSError as error:
+        raise DocumentError(
+            f"cannot read {path}: {error.strerror or error}", "", SourcePosition(filename)
+        ) from None
+
+
+def decode_document(raw: bytes, filename: str | None) -> str:
+    """The UTF-8 text of a document's bytes, within the size limit (DocumentError if not)."""
+    if len(raw) > MAX_DOCUMENT:
+        raise DocumentError(
+            f"document is larger than {MAX_DOCUMENT} bytes", "", SourcePosition(filename)
+        )
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = raw.count(b"\n", 0, error.start) + 1
+        raise DocumentError(
+            f"document is not UTF-8 text ({error.reason} at byte {error.start}, line {line})",
+            "",
+            SourcePosition(filename),
+        ) from None
+
+
 def load_document(source: str | Path, *, filename: str | None = None) -> Document:
-    """Read a flow or workflow document from a path or from its text."""
+    """Read a flow or workflow document from a path or from its text.
+
+    A path is read up to the size limit only (``/dev/zero`` and FIFOs end with an error).
+    """
     if isinstance(source, Path):
         filename = filename or str(source)
-        try:
-            raw = source.read_bytes()
-        except OSError as error:
-            raise DocumentError(
-                f"cannot read {source}: {error.strerror}", "", SourcePosition(filename)
-            ) from None
-        if len(raw) > _MAX_DOCUMENT:
-            raise DocumentError(
-                f"document is larger than {_MAX_DOCUMENT} bytes", "", SourcePosition(filename)
-            )
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as error:
-            raise DocumentError(
-                f"document is not UTF-8 text ({error.reason})", "", SourcePosition(filename)
-            ) from None
+        text = decode_document(_read_limited(source, filename), filename)
     else:
         text = source
-        if len(text) > _MAX_DOCUMENT:
+        if len(text) > MAX_DOCUMENT:
             raise DocumentError(
-                f"document is larger than {_MAX_DOCUMENT} characters", "", SourcePosition(filename)
+                f"document is larger than {MAX_DOCUMENT} characters", "", SourcePosition(filename)
             )
-    try:
-        root = yaml.compose(text, Loader=_JsonScalarLoader)
-    except yaml.MarkedYAMLError as error:
-        mark = error.problem_mark or error.context_mark
-        problem = error.problem or error.context or "invalid YAML"
-        line, column = (mark.line, mark.column) if mark is not None else (0, 0)
-        raise _error(f"invalid YAML: {problem}", text, filename, line, column) from None
-    except yaml.YAMLError as error:  # pragma: no cover - PyYAML marks its errors
-        raise DocumentError(f"invalid YAML: {error}", text, SourcePosition(filename)) from None
-    except RecursionError:  # PyYAML's composer recurses once per nesting level
-        raise DocumentError(
-            f"document nests deeper than {_MAX_DEPTH} levels", text, SourcePosition(filename)
-        ) from None
-    if root is None:
-        raise DocumentError("document is empty", text, SourcePosition(filename))
-    marks: dict[Pointer, tuple[int, int, str | None]] = {}
-    data = _convert(root, text, filename, marks)
+    marks: dict[Pointer, int] = {}
+    data = _Composer(text, filename, marks).document()
     return Document(data, text, filename, marks)
 
 
-def _convert(
-    root: Node, text: str, filename: str | None, marks: dict[Pointer, tuple[int, int, str | None]]
-) -> Any:
-    """Turn composed YAML nodes into plain data without recursion, recording positions."""
-    constructor = _JsonScalarLoader("")  # only used to construct scalar values
-    result: list[Any] = [None]
-    # Each work item: node, pointer, container to fill, key in that container, depth.
-    work: list[tuple[Node, Pointer, Any, Any, int]] = [(root, (), result, 0, 0)]
-    seen: set[int] = set()
-    while work:
-        node, pointer, container, slot, depth = work.pop()
-        mark = node.start_mark
-        if depth > _MAX_DEPTH:
+def _parser(text: str) -> Any:
+    """An event parser of ``text``: libyaml's when PyYAML has it (fast), else PyYAML's own.
+
+    Either way events are read one at a time: nothing in the parser recurses.
+    """
+    if _CParser is not None and not _SURROGATE.search(text):
+        return _CParser(text)
+    return _JsonScalarLoader(text)
+
+
+class _Composer:
+    """Turn parser events straight into plain data, recording the position of every value.
+
+    No node tree is built and nothing recurses; anchors' aliases, tags other than the JSON ones,
+    duplicate keys and nesting deeper than the limit are refused as they are met.
+    """
+
+    def __init__(self, text: str, filename: str | None, marks: dict[Pointer, int]) -> None:
+        self.text = text
+        self.filename = filename
+        self.marks = marks
+
+    def fail(self, message: str, mark: Any) -> DocumentError:
+        return _error(message, self.text, self.filename, mark.line, mark.column)
+
+    def document(self) -> Any:
+        try:
+            parser = _parser(self.text)
+            try:
+                parser.get_event()  # stream start
+                if parser.check_event(StreamEndEvent):
+                    raise DocumentError(
+                        "document is empty", self.text, SourcePosition(self.filename)
+                    )
+                parser.get_event()  # document start
+                data = self.compose(parser)
+                parser.get_event()  # document end
+                if not parser.check_event(StreamEndEvent):
+                    raise self.fail(
+                        "a file holds one document: found a second one (---)",
+                        parser.peek_event().start_mark,
+                    )
+            finally:
+                parser.dispose()
+        except yaml.MarkedYAMLError as error:
+            mark = error.problem_mark or error.context_mark
+            problem = error.problem or error.context or "invalid YAML"
+            line, column = (mark.line, mark.column) if mark is not None else (0, 0)
             raise _error(
-                f"document nests deeper than {_MAX_DEPTH} levels",
-                text,
-                filename,
-                mark.line,
-                mark.column,
+                f"invalid YAML: {problem}", self.text, self.filename, line, column
+            ) from None
+        except yaml.YAMLError as error:  # a reader error: a character YAML does not allow
+            raise DocumentError(
+                f"invalid YAML: {error}", self.text, SourcePosition(self.filename)
+            ) from None
+        return data
+
+    def compose(self, parser: Any) -> Any:
+        """Read the events of the document's root value into plain data."""
+        marks = self.marks
+        root: dict[int, Any] = {0: None}
+        # The enclosing collections: (container, its pointer, the slot being filled) each.
+        stack: list[tuple[Any, Pointer, Any]] = []
+        container: Any = root
+        pointer: Pointer = ()
+        slot: Any = 0  # a dict's key (None: a key comes next), a list's index
+        while True:
+            event = parser.get_event()
+            kind = type(event)
+            if kind is MappingEndEvent or kind is SequenceEndEvent:
+                container, pointer, slot = stack.pop()
+            else:
+                mark = event.start_mark
+                if kind is AliasEvent:
+                    raise self.fail("aliases (*name) are not allowed", mark)
+                if slot is None:  # the key of a mapping entry
+                    if kind is not ScalarEvent:
+                        raise self.fail("a key must be a plain value", mark)
+                    key = self.key(event)
+                    if key in container:
+                        raise self.fail(f"duplicate key {key!r}", mark)
+                    marks[("#key", *pointer, key)] = _pack(mark, None)
+                    slot = key
+                    continue
+                where = (*pointer, slot) if stack else ()
+                if len(stack) > _MAX_DEPTH:
+                    raise self.fail(f"document nests deeper than {_MAX_DEPTH} levels", mark)
+                if kind is ScalarEvent:
+                    marks[where] = _pack(mark, event.style)
+                    value = self.scalar(event)
+                else:
+                    is_list = kind is SequenceStartEvent
+                    if event.tag not in (None, "!", _SEQ if is_list else _MAP):
+                        raise self.fail(f"tag {event.tag!r} is not allowed", mark)
+                    marks[where] = _pack(mark, None)
+                    value = [] if is_list else {}
+                if type(container) is list:
+                    container.append(value)
+                else:
+                    container[slot] = value
+                if kind is not ScalarEvent:
+                    stack.append((container, pointer, slot))
+                    container, pointer = value, where
+                    slot = 0 if type(value) is list else None
+                    continue
+            if not stack:
+                return root[0]
+            slot = None if type(container) is dict else slot + 1
+
+    def key(self, event: Any) -> Any:
+        """A mapping key: text, or an integer (other scalars keep their text)."""
+        key = self.scalar(event)
+        if isinstance(key, float) or key is None or isinstance(key, bool):
+            return event.value
+        return key
+
+    def scalar(self, event: Any) -> Any:
+        """The value of a scalar: JSON's types only, read without PyYAML's constructors."""
+        tag = event.tag
+        value: str = event.value
+        if tag is None or tag == "!":
+            tag = _RESOLVER.resolve(ScalarNode, value, event.implicit)  # type: ignore[no-untyped-call]
+        if tag == _STR:
+            return value
+        if tag == _MERGE:
+            raise self.fail("merge keys (<<) are not allowed", event.start_mark)
+        pattern = _JSON_PATTERNS.get(tag)
+        if pattern is None:
+            raise self.fail(f"tag {tag!r} is not allowed", event.start_mark)
+        if not pattern.fullmatch(value):
+            raise self.fail(
+                f"{value[:40]!r} is not a valid {tag.rsplit(':', 1)[-1]}", event.start_mark
             )
-        if id(node) in seen:  # an alias shares its anchor's node: refuse it, never expand it
-            raise _error("aliases (*name) are not allowed", text, filename, mark.line, mark.column)
-        seen.add(id(node))
-        marks[pointer] = (mark.line, mark.column, getattr(node, "style", None))
-        if isinstance(node, ScalarNode):
-            if (
-                node.tag not in {tag for tag, _, _ in _JSON_SCALARS}
-                and node.tag != "tag:yaml.org,2002:str"
-            ):
-                raise _error(
-                    f"tag {node.tag!r} is not allowed", text, filename, mark.line, mark.column
+        if tag == _INT:
+            if len(value) > MAX_INTEGER_DIGITS:
+                raise self.fail(
+                    f"a whole number has at most {MAX_INTEGER_DIGITS} digits "
+                    "(quote it to keep it as text)",
+                    event.start_mark,
                 )
-            value = constructor.construct_object(node, deep=False)
-            if isinstance(value, float) and value in (float("inf"), float("-inf")):
-                raise _error("number is out of range", text, filename, mark.line, mark.column)
-            container[slot] = value
-        elif isinstance(node, SequenceNode):
-            if node.tag != "tag:yaml.org,2002:seq":
-                raise _error(
-                    f"tag {node.tag!r} is not allowed", text, filename, mark.line, mark.column
-                )
-            items: list[Any] = [None] * len(node.value)
-            container[slot] = items
-            for index, child in enumerate(node.value):
-                work.append((child, (*pointer, index), items, index, depth + 1))
-        elif isinstance(node, MappingNode):
-            if node.tag != "tag:yaml.org,2002:map":
-                raise _error(
-                    f"tag {node.tag!r} is not allowed", text, filename, mark.line, mark.column
-                )
-            mapping: dict[Any, Any] = {}
-            container[slot] = mapping
-            for key_node, value_node in node.value:
-                key_mark = key_node.start_mark
-                if key_node.tag == "tag:yaml.org,2002:merge":
-                    raise _error(
-                        "merge keys (<<) are not allowed",
-                        text,
-                        filename,
-                        key_mark.line,
-                        key_mark.column,
-                    )
-                if not isinstance(key_node, ScalarNode):
-                    raise _error(
-                        "a key must be a plain value",
-                        text,
-                        filename,
-                        key_mark.line,
-                        key_mark.column,
-                    )
-                key = constructor.construct_object(key_node, deep=False)
-                if isinstance(key, float) or key is None or isinstance(key, bool):
-                    key = key_node.value  # keys stay text unless they are integers
-                if key in mapping:
-                    raise _error(
-                        f"duplicate key {key!r}", text, filename, key_mark.line, key_mark.column
-                    )
-                mapping[key] = None
-                marks[("#key", *pointer, key)] = (key_mark.line, key_mark.column, None)
-                work.append((value_node, (*pointer, key), mapping, key, depth + 1))
-        else:  # pragma: no cover - compose yields only these three kinds
-            raise _error("unsupported YAML node", text, filename, mark.line, mark.column)
-    return result[0]
+            return int(value)
+        if tag == _FLOAT:
+            number = float(value)
+            if number in (float("inf"), float("-inf")):
+                raise self.fail("number is out of range", event.start_mark)
+            return number
+        if tag == _BOOL:
+            return value == "true"
+        return None
 
 
-def read_document(path_or_text: str | Path, filename: str | None = None) -> Document:
-    """Read a document given as a Path, as a path string (one line naming a file), or as text."""
+def _pack(mark: Any, style: str | None) -> int:
+    """A position as one int (line, column, and whether the scalar is quoted): a big document
+    has one per value, so they are kept small."""
+    line: int = mark.line
+    column: int = mark.column
+    return (line << 24 | column) << 1 | (style in ('"', "'"))
+
+
+@contextmanager
+def paused_collector() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector while a document is loaded and checked.
+
+    Checking a large document creates hundreds of thousands of objects that all live on (the
+    compiled flow); every full collection walks all of them again, which was half the time of
+    a 4 MiB document. Nothing a check creates needs collecting promptly. The collector is
+    enabled again at the end unless it was already disabled (then it is left alone).
+    """
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+def read_document(path_or_text: str | Path | Document, filename: str | None = None) -> Document:
+    """Read a document given as a Path, as a path string (one line naming a file), or as text
+    (a Document already read is returned as it is)."""
+    if isinstance(path_or_text, Document):
+        return path_or_text
     if isinstance(path_or_text, Path):
         return load_document(path_or_text, filename=filename)
     looks_like_path = "\n" not in path_or_text and not path_or_text.lstrip().startswith("{")

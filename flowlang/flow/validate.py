@@ -4,67 +4,185 @@ Data flow is a forward must-analysis over the step graph: a fact holds at a step
 on every path from the start. Facts are ``ran:X`` (step X finished), ``input:X`` (collect_input X
 stored its value: on every outcome) and ``response:X`` (http_request X succeeded, so its response
 is there: only on its ``next`` edge).
+
+A fact that holds on every path to a step is a dominance question, so the analysis is the
+dominator tree of the step graph, not a set of facts per step (which grows with the square of
+the steps): ``ran:X`` holds at S when X strictly dominates S, and ``response:X`` when the
+``next`` edge of X does (the edge gets a node of its own). The tree is built by Lengauer and
+Tarjan's algorithm, without recursion, in about linear time in steps plus edges; each check is
+then two comparisons of DFS numbers.
 """
 
 from __future__ import annotations
 
-__all__ = ["validate_flow"]
+__all__ = ["Dominance", "validate_flow"]
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
-from flowlang.errors import SourcePosition
+from flowlang.errors import SourceLines, SourcePosition
 from flowlang.flow.build import TemplateUse
 from flowlang.flow.model import Finding, Step
 from flowlang.suggest import did_you_mean
 
 #: Fields in which a secret may be used: only what goes to the HTTP server.
 _SECRET_FIELDS = ("endpoint", "headers", "body")
+#: "Did you mean" hints per document: each looks at many step ids, so a document with
+#: thousands of bad targets gets hints on the first ones only.
+_MAX_HINTS = 50
 
 
-def _edge_facts(step: Step, edge: str) -> set[str]:
-    facts = {f"ran:{step.id}"}
-    if step.type == "collect_input":
-        facts.add(f"input:{step.id}")
-    if step.type == "http_request" and step.fields.get("parse_response") and edge == "next":
-        facts.add(f"response:{step.id}")
-    return facts
+def dominator_tree(successors: list[list[int]]) -> list[int]:
+    """The immediate dominator of each node reachable from node 0 (itself for 0; -1 when
+    unreachable), by Lengauer and Tarjan's algorithm with path compression, iteratively."""
+    count = len(successors)
+    # 1. Depth-first numbering from the root.
+    number = [-1] * count
+    vertex: list[int] = []
+    parent: list[int] = []
+    stack = [(0, -1)]
+    while stack:
+        node, from_number = stack.pop()
+        if number[node] != -1:
+            continue
+        number[node] = len(vertex)
+        vertex.append(node)
+        parent.append(from_number)
+        here = number[node]
+        for target in reversed(successors[node]):
+            if number[target] == -1:
+                stack.append((target, here))
+    reached = len(vertex)
+    predecessors: list[list[int]] = [[] for _ in range(reached)]
+    for node in vertex:
+        source = number[node]
+        for target in successors[node]:
+            predecessors[number[target]].append(source)
+    # 2. Semidominators, then immediate dominators, in DFS numbers.
+    semi = list(range(reached))
+    label = list(range(reached))
+    ancestor = [-1] * reached
+    idom = [0] * reached
+    bucket: list[list[int]] = [[] for _ in range(reached)]
+
+    def evaluate(node: int) -> int:
+        if ancestor[node] == -1:
+            return node
+        path = []
+        while ancestor[ancestor[node]] != -1:
+            path.append(node)
+            node = ancestor[node]
+        for item in reversed(path):
+            up = ancestor[item]
+            if semi[label[up]] < semi[label[item]]:
+                label[item] = label[up]
+            ancestor[item] = ancestor[up]
+        return label[path[0]] if path else label[node]
+
+    for current in range(reached - 1, 0, -1):
+        for source in predecessors[current]:
+            found = evaluate(source)
+            if semi[found] < semi[current]:
+                semi[current] = semi[found]
+        bucket[semi[current]].append(current)
+        above = parent[current]
+        ancestor[current] = above
+        for waiting in bucket[above]:
+            found = evaluate(waiting)
+            idom[waiting] = found if semi[found] < semi[waiting] else above
+        bucket[above] = []
+    for current in range(1, reached):
+        if idom[current] != semi[current]:
+            idom[current] = idom[idom[current]]
+    out = [-1] * count
+    for current in range(reached):
+        out[vertex[current]] = vertex[idom[current]]
+    return out
 
 
-def _facts_at_entry(steps: Mapping[str, Step], start: str) -> dict[str, set[str] | None]:
-    """For each reachable step, the facts that hold on entry (None: not reachable)."""
-    facts: dict[str, set[str] | None] = {step_id: None for step_id in steps}
-    facts[start] = set()
-    pending = [start]
-    while pending:
-        step_id = pending.pop()
-        step = steps[step_id]
-        entry = facts[step_id]
-        assert entry is not None
-        for edge, target in step.targets().items():
-            if target not in steps:
+class Dominance:
+    """Dominance in a graph of nodes 0..n-1 from root 0: ``dominates(a, b)`` in constant time."""
+
+    def __init__(self, successors: list[list[int]]) -> None:
+        idom = dominator_tree(successors)
+        count = len(successors)
+        children: list[list[int]] = [[] for _ in range(count)]
+        for node in range(1, count):
+            if idom[node] != -1:
+                children[idom[node]].append(node)
+        self.reachable = [parent != -1 for parent in idom]
+        self._enter = [-1] * count
+        self._leave = [-1] * count
+        clock = 0
+        stack = [(0, False)]
+        while stack:
+            node, done = stack.pop()
+            if done:
+                self._leave[node] = clock
+                clock += 1
                 continue
-            out = entry | _edge_facts(step, edge)
-            current = facts[target]
-            updated = out if current is None else (current & out)
-            if target == start:
-                updated = set()
-            if current != updated:
-                facts[target] = updated
-                pending.append(target)
-    return facts
+            self._enter[node] = clock
+            clock += 1
+            stack.append((node, True))
+            stack.extend((child, False) for child in children[node])
+
+    def dominates(self, above: int, below: int) -> bool:
+        """Whether every path from the root to ``below`` passes ``above`` (reachable nodes)."""
+        return self._enter[above] <= self._enter[below] and self._leave[below] <= self._leave[above]
 
 
-def _reference_position(use: TemplateUse, offset: int) -> SourcePosition:
+class _Facts:
+    """The facts that hold on entry to each step, answered from the dominator tree."""
+
+    def __init__(self, steps: Mapping[str, Step], start: str) -> None:
+        ids = [start, *(step_id for step_id in steps if step_id != start)]
+        self.index = {step_id: position for position, step_id in enumerate(ids)}
+        successors: list[list[int]] = [[] for _ in ids]
+        #: For an http_request that parses its response: the node on its ``next`` edge.
+        self.success_edge: dict[str, int] = {}
+        for step_id in ids:
+            step = steps[step_id]
+            source = self.index[step_id]
+            for edge, target in step.targets().items():
+                if target not in self.index:
+                    continue
+                if (
+                    edge == "next"
+                    and step.type == "http_request"
+                    and step.fields.get("parse_response")
+                ):
+                    middle = len(successors)
+                    successors.append([self.index[target]])
+                    successors[source].append(middle)
+                    self.success_edge[step_id] = middle
+                else:
+                    successors[source].append(self.index[target])
+        self.dominance = Dominance(successors)
+
+    def reachable(self, step_id: str) -> bool:
+        return self.dominance.reachable[self.index[step_id]]
+
+    def ran(self, before: str, at: str) -> bool:
+        """Whether step ``before`` finished on every path to step ``at``."""
+        if before == at or before not in self.index:
+            return False
+        return self.dominance.dominates(self.index[before], self.index[at])
+
+    def succeeded(self, before: str, at: str) -> bool:
+        """Whether step ``before`` took its ``next`` (success) edge on every path to ``at``."""
+        middle = self.success_edge.get(before)
+        return middle is not None and self.dominance.dominates(middle, self.index[at])
+
+
+def _reference_position(
+    use: TemplateUse, offset: int, lines: Callable[[], SourceLines]
+) -> SourcePosition:
     position = use.position
-    text = use.template.source[:offset]
-    if "\n" in text:
-        return SourcePosition(
-            position.filename,
-            position.line + text.count("\n"),
-            offset - text.rfind("\n"),
-            position.step,
-            position.field,
-        )
+    if "\n" in use.template.source:
+        line, column = lines().locate(offset)
+        if line > 1:
+            return SourcePosition(
+                position.filename, position.line + line - 1, column, position.step, position.field
+            )
     return SourcePosition(
         position.filename, position.line, position.column + offset, position.step, position.field
     )
@@ -78,47 +196,55 @@ def validate_flow(
 ) -> list[Finding]:
     """Every graph and data-flow problem of a flow whose steps compiled."""
     findings: list[Finding] = []
+    hints = [_MAX_HINTS]
+
+    def hint(name: str) -> str:
+        if hints[0] <= 0:
+            return ""
+        hints[0] -= 1
+        return did_you_mean(name, steps)
+
     if start not in steps:
-        return [
-            Finding(
-                f"start step {start!r} does not exist{did_you_mean(start, steps)}", start_position
-            )
-        ]
+        return [Finding(f"start step {start!r} does not exist{hint(start)}", start_position)]
     for step in steps.values():
         for edge, target in step.targets().items():
             if target not in steps:
-                hint = did_you_mean(target, steps)
                 field = edge.split("[")[0] if edge.startswith("branches") else edge
                 position = step.field_positions.get(field, step.position)
                 findings.append(
                     Finding(
-                        f"{edge} goes to step {target!r}, which does not exist{hint}",
+                        f"{edge} goes to step {target!r}, which does not exist{hint(target)}",
                         SourcePosition(
                             position.filename, position.line, position.column, step.id, edge
                         ),
                     )
                 )
-    facts = _facts_at_entry(steps, start)
-    for step_id, entry in facts.items():
-        if entry is None:
+    facts = _Facts(steps, start)
+    for step_id, step in steps.items():
+        if not facts.reachable(step_id):
             findings.append(
                 Finding(
-                    f"step {step_id!r} is unreachable from the start step {start!r}",
-                    steps[step_id].position,
+                    f"step {step_id!r} is unreachable from the start step {start!r}", step.position
                 )
             )
     for use in templates:
-        entry = facts.get(use.step)
-        if entry is None:
+        if not facts.reachable(use.step):
             continue
+        split: list[SourceLines] = []
+
+        def lines(use: TemplateUse = use, split: list[SourceLines] = split) -> SourceLines:
+            if not split:
+                split.append(SourceLines(use.template.source))
+            return split[0]
+
         for reference in use.template.references:
-            problem = _check_reference(reference.path, use, steps, entry)
+            problem = _check_reference(reference.path, use, steps, facts)
             if problem is not None:
                 message, severity = problem
                 findings.append(
                     Finding(
                         f"{reference}: {message}",
-                        _reference_position(use, reference.start),
+                        _reference_position(use, reference.start, lines),
                         severity,
                     )
                 )
@@ -126,7 +252,7 @@ def validate_flow(
 
 
 def _check_reference(
-    path: tuple[object, ...], use: TemplateUse, steps: Mapping[str, Step], entry: set[str]
+    path: tuple[object, ...], use: TemplateUse, steps: Mapping[str, Step], facts: _Facts
 ) -> tuple[str, str] | None:
     root = path[0]
     if root == "secrets":
@@ -149,7 +275,7 @@ def _check_reference(
             return (f"there is no step {target_id!r}", "error")
         if step.type != "collect_input":
             return (f"step {target_id!r} is a {step.type} step, not collect_input", "error")
-        if f"input:{target_id}" not in entry:
+        if not facts.ran(target_id, use.step):
             return (f"step {target_id!r} may not have run on every path to this step", "error")
         return None
     if len(path) < 3 or path[2] not in ("response", "outcome"):
@@ -157,7 +283,7 @@ def _check_reference(
     if step is None:
         return (f"there is no step {target_id!r}", "error")
     if path[2] == "outcome":
-        if f"ran:{target_id}" not in entry:
+        if not facts.ran(target_id, use.step):
             return (f"step {target_id!r} may not have run on every path to this step", "error")
         return None
     if step.type != "http_request" or not step.fields.get("parse_response"):
@@ -167,7 +293,7 @@ def _check_reference(
             "does)",
             "error",
         )
-    if f"response:{target_id}" not in entry:
+    if not facts.succeeded(target_id, use.step):
         return (
             f"step {target_id!r} may not have succeeded on every path to this step "
             "(it is read after "

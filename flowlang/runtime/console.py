@@ -126,7 +126,7 @@ async def _main(
                 prompt = awaiting.get("prompt") or f"digits for {step}"
                 out.write(_shown(f"  caller hears: {prompt}") + "\n")
                 out.flush()
-                line = stdin.readline()
+                line = stdin.readline(1024)  # bounded: a caller enters at most 64 digits
                 digits = line.strip() or None
             else:
                 break

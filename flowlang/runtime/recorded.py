@@ -28,7 +28,7 @@ def load_recorded_responses(path: str | Path) -> RecordedHttp:
     entries = document.data
     if not isinstance(entries, list):
         raise DocumentError(
-            "a responses file is a list of responses", document.text, document.position(())
+            "a responses file is a list of responses", document.lines, document.position(())
         )
     responses = {}
     for index, entry in enumerate(entries):
@@ -36,7 +36,7 @@ def load_recorded_responses(path: str | Path) -> RecordedHttp:
         def fail(message: str, key: str | None = None, index: int = index) -> DocumentError:
             pointer = (index, key) if key is not None else (index,)
             position: SourcePosition = document.position(pointer)
-            return DocumentError(message, document.text, position)
+            return DocumentError(message, document.lines, position)
 
         if not isinstance(entry, dict):
             raise fail("a response is key/value fields: request, status, headers, body")

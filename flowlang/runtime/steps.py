@@ -136,8 +136,8 @@ def apply_digits(step: Step, digits: str | None) -> tuple[str, str, str]:
         return "invalid", "", on_invalid
     if not step.fields["min_digits"] <= len(digits) <= step.fields["max_digits"]:
         return "invalid", digits, on_invalid
-    pattern = step.fields.get("pattern")
-    if pattern is not None and pattern.fullmatch(digits) is None:
+    pattern = step.fields.get("pattern")  # a DigitPattern: linear time, whatever it says
+    if pattern is not None and not pattern.fullmatch(digits):
         return "invalid", digits, on_invalid
     return "collected", digits, step.fields["next"]
 

@@ -1,0 +1,460 @@
+"""Hostile documents: patterns that backtrack, documents that grow checks quadratically, and
+YAML that used to escape as an exception. Runs on both backends (`make test` runs it twice)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+from big_documents import bad_lines_flow, one_line_json_flow, say_chain
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import flowlang
+import flowlang.errors
+import flowlang.flow.source as source
+from flowlang.flow import check_flow
+from flowlang.flow.build import Branch
+from flowlang.flow.digits import MAX_STATES, DigitPattern, PatternError
+from flowlang.flow.model import Step
+from flowlang.flow.source import DocumentError, load_document
+from flowlang.flow.validate import _Facts, dominator_tree
+from flowlang.runtime.steps import apply_digits
+
+ROOT = Path(__file__).parent.parent
+
+
+# --- 16. collect_input patterns match in linear time -------------------------------------
+
+
+def pattern_flow(pattern: str) -> str:
+    return textwrap.dedent(
+        f"""\
+        flow: pin
+        start: ask
+        steps:
+          ask:
+            type: collect_input
+            max_digits: 64
+            pattern: {json.dumps(pattern)}
+            next: done
+            on_no_input: done
+            on_invalid: invalid
+          done: {{type: hangup}}
+          invalid: {{type: hangup}}
+        """
+    )
+
+
+@pytest.mark.parametrize("pattern", ["(1+)+2", "(1*)*2", "(1|1)*2", "(1|11)*2", "((1+)+)+2"])
+def test_backtracking_patterns_cost_linear_work(pattern: str) -> None:
+    """Exponential for a backtracking engine (`(1+)+2` with 27 digits blocked for 3 s); here
+    each digit visits each state at most once."""
+    flow = flowlang.load_flow(pattern_flow(pattern))
+    step = flow.steps["ask"]
+    compiled = step.fields["pattern"]
+    assert isinstance(compiled, DigitPattern)
+    before = compiled.visits
+    assert apply_digits(step, "1" * 64) == ("invalid", "1" * 64, "invalid")
+    assert compiled.visits - before <= 65 * compiled.states
+    assert apply_digits(step, "1" * 63 + "2") == ("collected", "1" * 63 + "2", "done")
+
+
+def test_work_per_match_is_bounded_by_digits_times_states() -> None:
+    """A fresh pattern (nothing memoized) on 64 digits, for the largest pattern allowed."""
+    pattern = DigitPattern("(" + "[0-9]?" * 60 + "#)*[0-9*]{0,64}")
+    assert pattern.states <= MAX_STATES
+    assert not pattern.fullmatch("1" * 63 + "x")
+    pattern.visits = 0
+    pattern.fullmatch("1#" * 32)
+    assert pattern.visits <= 65 * pattern.states
+
+
+@pytest.mark.parametrize(
+    ("pattern", "message"),
+    [
+        ("(1)\\1", "backreferences and numeric escapes are not supported at position 3"),
+        ("(?=1)1", "only (...), (?:...) and (?P<name>...) groups are supported"),
+        ("(?<!2)1", "only (...), (?:...) and (?P<name>...) groups are supported"),
+        ("(?i)1", "only (...), (?:...) and (?P<name>...) groups are supported"),
+        ("(1+)++2", "possessive quantifiers are not supported at position 5"),
+        ("\\b1", "escape \\b is not supported at position 0"),
+        ("[0-9]{65}", "a count is at most 64"),
+        ("1{3,2}", "min repeat greater than max repeat"),
+        ("abc", "'a' is never entered by a caller (only 0-9, * and #) at position 0"),
+        ("1**", "multiple repeat at position 2"),
+        ("*1", "nothing to repeat at position 0"),
+        ("(1", "missing ), unterminated subpattern at position 0"),
+        ("1)", "unbalanced parenthesis at position 1"),
+        ("[12", "unterminated character set at position 0"),
+        ("(" * 40 + "1" + ")" * 40, "groups nest deeper than 32 levels"),
+        ("([0-9]{1,64}){1,64}", "pattern is too complex (more than 1024 states)"),
+        ("1" * 1025, "a pattern is at most 1024 characters"),
+    ],
+)
+def test_unsupported_patterns_are_refused_at_load(pattern: str, message: str) -> None:
+    flow, findings = check_flow(pattern_flow(pattern), filename="pin.yaml")
+    assert flow is None
+    [finding] = findings
+    assert message in finding.message
+    assert finding.message.startswith("invalid pattern: ")
+    assert (finding.position.line, finding.position.step, finding.position.field) == (
+        7,
+        "ask",
+        "pattern",
+    )
+
+
+def test_pattern_syntax_errors_never_escape() -> None:
+    """Any text at all: a DigitPattern or a PatternError, nothing else."""
+    for text in ["", "\\", "[", "[]", "[^]", "{", "{1}", "1{", "1{,}", "(?P<1>1)", "(?P<a", "\x00"]:
+        with contextlib.suppress(PatternError):
+            assert DigitPattern(text).fullmatch("1") in (True, False)
+
+
+# Patterns of the supported subset, built from pieces, and checked against Python's `re`.
+_ATOMS = st.sampled_from(
+    [
+        *["0", "1", "2", "#", "\\*", "\\#", ".", "\\d", "\\D", "\\w", "\\W", "\\s", "\\S"],
+        *["[0-2]", "[^1]", "[*#]", "[]1]", "[1-]", "[-1]", "[\\d#]", "[^\\d]", "[#-0]", "[a-z1]"],
+        *["^", "$", "\\A", "\\Z", "()"],
+    ]
+)
+_QUANTIFIERS = st.sampled_from(
+    ["", "", "", "?", "*", "+", "{2}", "{0,2}", "{1,}", "{,2}", "{,}", "*?", "+?", "??", "{1,3}?"]
+)
+
+
+def _patterns() -> st.SearchStrategy[str]:
+    def extend(children: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
+        quantified = st.tuples(children, _QUANTIFIERS).map(lambda pair: f"(?:{pair[0]}){pair[1]}")
+        grouped = children.map(lambda inner: f"({inner})")
+        named = children.map(lambda inner: f"(?P<g>{inner})")
+        sequence = st.lists(children, min_size=2, max_size=3).map("".join)
+        either = st.lists(children, min_size=2, max_size=3).map("|".join)
+        return quantified | grouped | named | sequence | either
+
+    leaves = st.tuples(_ATOMS, _QUANTIFIERS).map(
+        lambda pair: pair[0] if pair[0] in ("^", "$", "\\A", "\\Z") else pair[0] + pair[1]
+    )
+    return st.recursive(leaves, extend, max_leaves=6)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_patterns(), st.lists(st.text("0123456789*#", max_size=7), min_size=1, max_size=6))
+def test_the_matcher_agrees_with_python_re(pattern: str, inputs: list[str]) -> None:
+    try:
+        re.compile(pattern)
+    except re.error:  # such as a group name used twice: refused by both
+        with pytest.raises(PatternError):
+            DigitPattern(pattern)
+        return
+    compiled = DigitPattern(pattern)
+    for digits in [*inputs, "", "1", "12", "#", "*"]:
+        expected = re.fullmatch(pattern, digits) is not None
+        assert compiled.fullmatch(digits) == expected, (pattern, digits)
+
+
+def test_only_symbols_a_caller_can_enter_ever_match() -> None:
+    assert not DigitPattern(".*").fullmatch("12a")
+    assert not DigitPattern("[^1]").fullmatch("\n")
+    assert DigitPattern(".*").fullmatch("12*#")
+
+
+# --- 18. checking grows linearly -----------------------------------------------------------
+
+
+def _set_analysis(steps: dict[str, Step], start: str) -> dict[str, set[str] | None]:
+    """The facts of the old analysis: a set of facts per step, intersected to a fixpoint."""
+
+    def edge_facts(step: Step, edge: str) -> set[str]:
+        facts = {f"ran:{step.id}"}
+        if step.type == "collect_input":
+            facts.add(f"input:{step.id}")
+        if step.type == "http_request" and step.fields.get("parse_response") and edge == "next":
+            facts.add(f"response:{step.id}")
+        return facts
+
+    facts: dict[str, set[str] | None] = {step_id: None for step_id in steps}
+    facts[start] = set()
+    pending = [start]
+    while pending:
+        step_id = pending.pop()
+        entry = facts[step_id]
+        assert entry is not None
+        for edge, target in steps[step_id].targets().items():
+            if target not in steps:
+                continue
+            out = entry | edge_facts(steps[step_id], edge)
+            current = facts[target]
+            updated = set() if target == start else out if current is None else current & out
+            if current != updated:
+                facts[target] = updated
+                pending.append(target)
+    return facts
+
+
+_EDGES = {
+    "collect_input": ("next", "on_no_input", "on_invalid"),
+    "http_request": ("next", "on_failure", "on_timeout"),
+    "set_variables": ("next",),
+    "condition_splitter": ("otherwise",),
+}
+
+
+@st.composite
+def _graphs(draw: st.DrawFn) -> dict[str, Step]:
+    count = draw(st.integers(1, 9))
+    ids = [f"s{index}" for index in range(count)]
+    targets = st.sampled_from([*ids, None, "missing"])
+    steps = {}
+    for step_id in ids:
+        kind = draw(st.sampled_from(sorted(_EDGES)))
+        fields: dict[str, Any] = {edge: draw(targets) for edge in _EDGES[kind]}
+        if kind == "http_request":
+            fields["parse_response"] = draw(st.booleans())
+        if kind == "condition_splitter":
+            nexts = draw(st.lists(st.sampled_from(ids), max_size=2))
+            fields["branches"] = tuple(Branch((), None, target) for target in nexts)
+        steps[step_id] = Step(step_id, kind, fields, flowlang.SourcePosition())
+    return steps
+
+
+@settings(max_examples=400, deadline=None)
+@given(_graphs(), st.data())
+def test_dominance_answers_what_the_set_analysis_did(steps: dict[str, Step], data: Any) -> None:
+    start = data.draw(st.sampled_from(sorted(steps)))
+    expected = _set_analysis(steps, start)
+    facts = _Facts(steps, start)
+    for at, entry in expected.items():
+        assert facts.reachable(at) == (entry is not None)
+        if entry is None:
+            continue
+        for before, step in steps.items():
+            assert facts.ran(before, at) == (f"ran:{before}" in entry), (before, at)
+            assert facts.succeeded(before, at) == (f"response:{before}" in entry), (before, at)
+            if step.type == "collect_input":
+                assert facts.ran(before, at) == (f"input:{before}" in entry)
+
+
+def test_dominator_tree_of_a_long_chain_and_a_wide_fan() -> None:
+    """No recursion: a chain of 100,000 nodes, and a node with 100,000 successors."""
+    chain = [[index + 1] for index in range(99_999)] + [[]]
+    idom = dominator_tree(chain)
+    assert idom[0] == 0 and idom[99_999] == 99_998
+    fan = [list(range(1, 100_001)), *([[100_001]] * 100_000), []]
+    assert dominator_tree(fan)[100_001] == 0
+
+
+def test_twenty_thousand_steps_check_in_bounded_memory(tmp_path: Path) -> None:
+    """20,000 chained steps: the per-step fact sets made this 9.3 GB; now the whole process,
+    interpreter included, stays under 300 MB. A fresh process (its peak is its own), with its
+    address space limited, so that a regression fails instead of exhausting the machine."""
+    path = tmp_path / "chain.yaml"
+    path.write_text(say_chain(20_000))
+    program = textwrap.dedent(
+        f"""\
+        import resource, sys
+        resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))
+        from flowlang.flow import check_flow
+        flow, findings = check_flow({str(path)!r})
+        assert flow is not None and findings == [], findings[:3]
+        print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, timeout=300, check=False
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert int(result.stdout) < 300
+
+
+def test_forty_thousand_bad_lines_split_the_text_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every finding used to split the whole document again to show its line (54 s)."""
+    splits = []
+    original = flowlang.errors.SourceLines.__init__
+
+    def counting(self: Any, text: str) -> None:
+        splits.append(len(text))
+        original(self, text)
+
+    monkeypatch.setattr(flowlang.errors.SourceLines, "__init__", counting)
+    flow, findings = check_flow(bad_lines_flow(40_000))
+    assert flow is None and len(findings) == 40_000
+    assert "unknown field 'bad_field_39999' for a hangup step" in findings[-1].message
+    assert "bad_field_39999: 39999" in (findings[-1].detail or "")
+    assert len(splits) == 1
+
+
+def test_did_you_mean_hints_are_budgeted() -> None:
+    """3,000 bad targets among 3,000 steps: a hint compares a name with every step id, so only
+    the first ones get a hint."""
+    lines = ["flow: t\nstart: s0\nsteps:\n"]
+    lines += [
+        f"  s{index}: {{type: say, text: hi, next: s{index + 1}x}}\n" for index in range(3000)
+    ]
+    flow, findings = check_flow("".join(lines))
+    assert flow is None and len(findings) == 3000 + 2999  # each target, each unreachable step
+    hinted = [finding for finding in findings if "did you mean" in finding.message]
+    assert 0 < len(hinted) <= 50
+    assert hinted[0].message.endswith("which does not exist; did you mean 's1'?")
+
+
+# --- documents that escaped as exceptions ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("a: " + "1" * 5000 + "\n", "a whole number has at most 1000 digits"),
+        ("a: !!int abc\n", "'abc' is not a valid int"),
+        ("a: !!int ''\n", "'' is not a valid int"),
+        ("a: !!int 1:" + "1:" * 200_000 + "1\n", "is not a valid int"),
+        ("a: !!float .nan\n", "'.nan' is not a valid float"),
+        ("a: !!bool yes\n", "'yes' is not a valid bool"),
+        ("a: 1e999\n", "number is out of range"),
+        ("a: [" * 1_000_000, "document nests deeper than 64 levels"),
+        ("a: 1\n---\nb: 2\n", "a file holds one document: found a second one"),
+        ("a: !!set {x}\n", "tag 'tag:yaml.org,2002:set' is not allowed"),
+        ("a: !!merge <<\n", "merge keys (<<) are not allowed"),
+        ("a: \ud800\n", "invalid YAML"),
+        ("? [a]\n: 1\n", "a key must be a plain value"),
+        ("a: 1\na: 2\n", "duplicate key 'a'"),
+    ],
+)
+def test_hostile_yaml_is_a_document_error(text: str, message: str) -> None:
+    with pytest.raises(DocumentError) as caught:
+        load_document(text, filename="x.yaml")
+    assert message in str(caught.value)
+    assert "x.yaml" in str(caught.value)
+
+
+_YAML_PIECES = st.sampled_from(
+    [
+        *["a: 1\n", "b: 'x'\n", 'c: "y"\n', "d: [1, 'two', {e: f}]\n", "g:\n  - h\n  - 'i'\n"],
+        *["j: {k: [l, m]}\n", "n: |\n  text\n", "o: null\n", "p: -1.5e3\n", "q: é€\n"],
+        *["r: 1\r\n", 's: "x\ty"\n', "t: x\u2029", "u: 'a\n\n  b'\n", "v: [1,\n 2]\n"],
+    ]
+)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(_YAML_PIECES, min_size=1, max_size=8, unique=True))
+def test_libyaml_and_the_python_parser_give_the_same_data_and_positions(pieces: list[str]) -> None:
+    text = "".join(pieces)
+
+    def outcome() -> Any:
+        try:
+            document = load_document(text)
+        except DocumentError as error:
+            return str(error).splitlines()[1]  # the place (messages differ in wording)
+        return document.data, document._marks
+
+    fast = outcome()
+    original = source._CParser
+    try:
+        source._CParser = None
+        slow = outcome()
+    finally:
+        source._CParser = original
+    assert fast == slow
+
+
+def test_positions_point_at_values_keys_and_quoted_text() -> None:
+    document = load_document("a:\n  b: 'quoted'\n  c: [1, 2]\n", filename="x.yaml")
+    assert document.data == {"a": {"b": "quoted", "c": [1, 2]}}
+    assert (document.position(("a", "b")).line, document.position(("a", "b")).column) == (2, 7)
+    assert (document.key_position(("a", "c")).line, document.key_position(("a", "c")).column) == (
+        3,
+        3,
+    )
+    assert document.position(("a", "c", 1)).column == 10
+    assert document.position(("a", "missing")).line == 2  # the nearest enclosing value
+
+
+def _dotted_flow(parts: int) -> str:
+    key = ".".join(["a"] * parts)
+    return (
+        "flow: t\nstart: s\nsteps:\n  s:\n    type: set_variables\n    variables:\n"
+        f"      ? {key}\n      : 1\n"
+    )
+
+
+def test_dotted_keys_nest_at_most_64_levels() -> None:
+    """A key of 1,000 dotted parts was a RecursionError (100,000 parts: 66 s, then the same)."""
+    flow, findings = check_flow(_dotted_flow(1000))
+    assert flow is None
+    [finding] = findings
+    assert "nests deeper than 64 levels" in finding.message
+    assert (finding.position.line, finding.position.field) == (7, "variables")
+    flow = flowlang.load_flow(_dotted_flow(64))
+    built = flow.steps["s"].fields["variables"].build({})
+    for _ in range(63):
+        built = built["a"]
+    assert built == {"a": 1}
+
+
+def test_findings_on_a_one_line_document_copy_only_what_they_show(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A JSON document is one line of up to 4 MiB: a caret shows a window of it, and neither
+    rendering nor finding the template copies or scans the whole line per finding."""
+
+    def whole_line(self: Any, number: int) -> str:
+        raise AssertionError("a finding copied a whole line")
+
+    monkeypatch.setattr(flowlang.errors.SourceLines, "line", whole_line)
+    flow, findings = check_flow(one_line_json_flow(2000))
+    assert flow is None and len(findings) == 4000
+    unknown, unclosed = findings[-2:]
+    assert unknown.message == "unknown field 'bad' for a say step"
+    assert unclosed.message == "expected '>>' to close the expression opened here"
+    assert (
+        unclosed.detail is not None and '"hi <<contact.name1999", "bad": 1999}' in unclosed.detail
+    )
+    assert all(
+        len(line) < 200 for finding in findings for line in (finding.detail or "").split("\n")
+    )
+
+
+def test_the_collector_is_paused_only_while_a_document_is_checked() -> None:
+    import gc
+
+    assert gc.isenabled()
+    with pytest.raises(DocumentError):
+        check_flow("a: [1\n")
+    assert gc.isenabled()
+    flow, _ = check_flow(say_chain(3))
+    assert flow is not None and gc.isenabled()
+    gc.disable()
+    try:
+        with source.paused_collector():
+            assert not gc.isenabled()
+        assert not gc.isenabled()  # an application's choice is left alone
+    finally:
+        gc.enable()
+
+
+def test_workflow_hints_are_budgeted() -> None:
+    """2,000 reads of actions that do not exist, each compared with 2,000 action names."""
+    from flowlang.automations import check_workflow
+
+    parts = ["workflow: w\ntrigger: call.ended\nactions:\n"]
+    parts += [
+        f"  - name: a{index}\n    type: api_request\n    method: POST\n"
+        f"    endpoint: https://crm.example.com/x\n"
+        f"    values:\n      - key: k\n        value: <<actions.b{index}.result>>\n"
+        for index in range(2000)
+    ]
+    workflow, findings = check_workflow("".join(parts))
+    assert workflow is None and len(findings) == 2000
+    hinted = [finding for finding in findings if "did you mean" in finding.message]
+    assert 0 < len(hinted) <= 100
+    assert re.search(r"there is no action 'b(\d+)'; did you mean 'a\1'\?$", hinted[0].message)
