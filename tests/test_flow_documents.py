@@ -10,6 +10,7 @@ from support import load_yaml
 
 import flowlang
 from flowlang.flow import check_flow
+from flowlang.flow.model import FlowDocumentError
 from flowlang.flow.source import DocumentError
 
 CASES = load_yaml(Path(__file__).parent / "flow_cases" / "invalid_flows.yaml")["cases"]
@@ -75,3 +76,16 @@ def test_examples_are_valid() -> None:
             continue
         flow, findings = check_flow(path)
         assert flow is not None and findings == [], (path, [f.render() for f in findings])
+
+
+def test_a_flow_text_is_never_taken_for_a_path(tmp_path: Path) -> None:
+    """Issue 8 item 13's rule for flows too: a str is the document; a file is read only when
+    the caller says so (path= or a Path), so text from elsewhere never opens a local file."""
+    path = tmp_path / "flow.yaml"
+    path.write_text("flow: f\nstart: a\nsteps:\n  a: {type: hangup}\n")
+    with pytest.raises(FlowDocumentError, match="to read a file, pass path="):
+        flowlang.load_flow(str(path))
+    assert flowlang.load_flow(path=str(path)).name == "f"
+    assert flowlang.load_flow(path).name == "f"
+    with pytest.raises(TypeError):
+        flowlang.load_flow("flow: f", path=str(path))

@@ -264,7 +264,7 @@ def test_twenty_thousand_steps_check_in_bounded_memory(tmp_path: Path) -> None:
         import resource, sys
         resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))
         from flowlang.flow import check_flow
-        flow, findings = check_flow({str(path)!r})
+        flow, findings = check_flow(path={str(path)!r})
         assert flow is not None and findings == [], findings[:3]
         print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
         """

@@ -31,7 +31,7 @@ from flowlang.flow.build import StepBuilder, TemplateUse
 from flowlang.flow.conditions import compile_rows
 from flowlang.flow.fields import Field
 from flowlang.flow.model import FieldTree, Finding, FlowDocumentError, Value
-from flowlang.flow.source import Document, Pointer, load_document
+from flowlang.flow.source import Document, Pointer, read_document, text_not_path_hint
 
 _TOP_LEVEL = {"workflow", "trigger", "description", "conditions", "expression", "actions"}
 #: Roots a workflow's templates may read.
@@ -248,27 +248,6 @@ def _numbers_ok(
     return ok
 
 
-def _read(
-    text: str | Path | Document | None,
-    path: str | os.PathLike[str] | None,
-    filename: str | None,
-) -> Document:
-    """The document: ``text`` is always the document itself (a Path object aside, which is a
-    file; a Document already read is taken as is); a file is read only when the caller says so
-    with ``path``."""
-    if (text is None) == (path is None):
-        raise TypeError("give the workflow's text, or path=, not both")
-    if isinstance(text, Document):
-        return text
-    if path is not None:
-        return load_document(Path(path), filename=filename)
-    if isinstance(text, Path):
-        return load_document(text, filename=filename)
-    if not isinstance(text, str):
-        raise TypeError(f"a workflow's text is str, not {type(text).__name__}")
-    return load_document(text, filename=filename)
-
-
 def check_workflow(
     text: str | Path | Document | None = None,
     *,
@@ -282,17 +261,14 @@ def check_workflow(
     with ``path=`` (or by passing a :class:`pathlib.Path`).
     """
     engine = engine or Engine()
-    document = _read(text, path, filename)
+    document = read_document(text, path, filename)
     builder = WorkflowBuilder(document, engine)
     data = document.data
     if not isinstance(data, dict):
-        hint = (
-            " (this is the text itself: to read a file, pass path=)"
-            if isinstance(data, str)
-            else ""
-        )
         builder.error(
-            f"a workflow document is key/value fields (workflow, trigger, actions){hint}", ()
+            "a workflow document is key/value fields (workflow, trigger, actions)"
+            + text_not_path_hint(data),
+            (),
         )
         return None, builder.findings
     for key in data:

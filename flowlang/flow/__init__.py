@@ -4,37 +4,42 @@ from __future__ import annotations
 
 __all__ = ["CompiledFlow", "FlowDocumentError", "load_flow"]
 
+import os
 from pathlib import Path
 
 from flowlang.engine import Engine
 from flowlang.flow.build import build_steps
 from flowlang.flow.model import CompiledFlow, Finding, FlowDocumentError
-from flowlang.flow.source import Document, paused_collector, read_document
+from flowlang.flow.source import Document, paused_collector, read_document, text_not_path_hint
 from flowlang.flow.validate import validate_flow
 
 _TOP_LEVEL = {"flow", "start", "steps", "description"}
 
 
 def check_flow(
-    path_or_text: str | Path | Document,
+    text: str | Path | Document | None = None,
     *,
+    path: str | os.PathLike[str] | None = None,
     engine: Engine | None = None,
     filename: str | None = None,
 ) -> tuple[CompiledFlow | None, list[Finding]]:
-    """Load and check a flow; return it (None when it has errors) and every finding."""
+    """Load and check a flow; return it (None when it has errors) and every finding.
+
+    ``text`` is the document (YAML or JSON): a str is never taken for a file name. Read a file
+    with ``path=`` (or by passing a :class:`pathlib.Path`).
+    """
     with paused_collector():
-        return _check_flow(path_or_text, engine or Engine(), filename)
+        return _check_flow(read_document(text, path, filename), engine or Engine())
 
 
-def _check_flow(
-    path_or_text: str | Path | Document, engine: Engine, filename: str | None
-) -> tuple[CompiledFlow | None, list[Finding]]:
-    document = read_document(path_or_text, filename)
+def _check_flow(document: Document, engine: Engine) -> tuple[CompiledFlow | None, list[Finding]]:
     data = document.data
     if not isinstance(data, dict):
         return None, [
             Finding(
-                "a flow document is key/value fields (flow, start, steps)", document.position(())
+                "a flow document is key/value fields (flow, start, steps)"
+                + text_not_path_hint(data),
+                document.position(()),
             ).with_caret(document.lines)
         ]
     steps, builder = build_steps(document, engine)
@@ -69,16 +74,18 @@ def _check_flow(
 
 
 def load_flow(
-    path_or_text: str | Path | Document,
+    text: str | Path | Document | None = None,
     *,
+    path: str | os.PathLike[str] | None = None,
     engine: Engine | None = None,
     filename: str | None = None,
 ) -> CompiledFlow:
-    """Parse, validate and compile a flow (YAML or JSON, a path or the text itself).
+    """Parse, validate and compile a flow (YAML or JSON): its text, or a file read with
+    ``path=`` (or given as a :class:`pathlib.Path`).
 
     Raises FlowDocumentError listing every problem, each with file:line:column, step and field.
     """
-    flow, findings = check_flow(path_or_text, engine=engine, filename=filename)
+    flow, findings = check_flow(text, path=path, engine=engine, filename=filename)
     if flow is None:
         raise FlowDocumentError(findings)
     return flow

@@ -381,14 +381,27 @@ def paused_collector() -> Iterator[None]:
         gc.enable()
 
 
-def read_document(path_or_text: str | Path | Document, filename: str | None = None) -> Document:
-    """Read a document given as a Path, as a path string (one line naming a file), or as text
-    (a Document already read is returned as it is)."""
-    if isinstance(path_or_text, Document):
-        return path_or_text
-    if isinstance(path_or_text, Path):
-        return load_document(path_or_text, filename=filename)
-    looks_like_path = "\n" not in path_or_text and not path_or_text.lstrip().startswith("{")
-    if looks_like_path and os.path.isfile(path_or_text):
-        return load_document(Path(path_or_text), filename=filename)
-    return load_document(path_or_text, filename=filename)
+def read_document(
+    text: str | Path | Document | None = None,
+    path: str | os.PathLike[str] | None = None,
+    filename: str | None = None,
+) -> Document:
+    """The document a caller gave: ``text`` is always the document itself (a str is never
+    taken for a file name; a :class:`~pathlib.Path` is a file, a Document already read is taken
+    as is); a file is read only when the caller says so with ``path``."""
+    if (text is None) == (path is None):
+        raise TypeError("give the document's text, or path=, not both")
+    if path is not None:
+        return load_document(Path(path), filename=filename)
+    if isinstance(text, Document):
+        return text
+    if isinstance(text, Path):
+        return load_document(text, filename=filename)
+    if not isinstance(text, str):
+        raise TypeError(f"a document's text is str, not {type(text).__name__}")
+    return load_document(text, filename=filename)
+
+
+def text_not_path_hint(data: Any) -> str:
+    """A hint for a document that is one plain string: it was probably meant as a file name."""
+    return " (this is the text itself: to read a file, pass path=)" if isinstance(data, str) else ""
