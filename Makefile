@@ -13,7 +13,7 @@ DEMO_SECRETS := FLOWLANG_SECRET_CRM_TOKEN=demo-crm-token FLOWLANG_SECRET_BILLING
 	FLOWLANG_SECRET_SMS_KEY_ID=demo-sms-id FLOWLANG_SECRET_SMS_KEY_SECRET=demo-sms-secret \
 	FLOWLANG_SECRET_SLACK_TOKEN=demo-slack-token FLOWLANG_SECRET_SPEECH_API_KEY=demo-speech-key
 
-.PHONY: setup demo demo-expressions demo-automations test test-compiled test-python bench fuzz lint clean
+.PHONY: setup demo demo-expressions demo-automations test test-compiled test-python bench bench-documents fuzz lint clean
 
 setup: $(STAMP)
 
@@ -64,6 +64,12 @@ bench: $(STAMP)
 		--benchmark-columns=median,iqr,ops --benchmark-sort=name --benchmark-group-by=group -q \
 		--benchmark-json=.benchmarks/latest.json
 	$(BIN)/python benchmarks/report.py
+	$(MAKE) --no-print-directory bench-documents
+
+# Loading and checking documents as they grow (time and peak memory; the README's curve).
+bench-documents: $(STAMP)
+	FLOWLANG_REQUIRE_EXTENSIONS=1 $(BIN)/python -m pytest benchmarks/test_documents.py \
+		--benchmark-only -q -s
 
 # Coverage-guided fuzzing (atheris, the `fuzz` extra) of the scanner and parser, the document
 # loader and the compiled evaluator against its Python twin: FUZZ_SECONDS each (default 60).
