@@ -1,7 +1,8 @@
-"""Test helpers: YAML with JSON scalars only, and typed deep equality."""
+"""Test helpers: YAML with JSON scalars only, typed deep equality, and a fake clock."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 from pathlib import Path
 from typing import Any
@@ -44,3 +45,19 @@ def same(actual: Any, expected: Any) -> bool:
             same(actual[k], expected[k]) for k in actual
         )
     return bool(actual == expected)
+
+
+class FakeClock:
+    """Time that moves only when a retry waits; every wait is recorded."""
+
+    def __init__(self) -> None:
+        self.current = 1_800_000_000.0
+        self.waits: list[float] = []
+
+    def now(self) -> float:
+        return self.current
+
+    async def sleep(self, seconds: float) -> None:
+        self.waits.append(seconds)
+        self.current += seconds
+        await asyncio.sleep(0)

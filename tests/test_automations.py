@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from servers import Server
+from support import FakeClock
 
 from flowlang import MappingSecrets
 from flowlang.automations import (
@@ -30,20 +31,6 @@ SECRETS = {
 SCHEDULE = (0, 5, 300, 1800, 7200, 18000, 36000, 36000)
 
 
-class FakeClock:
-    """Time that moves only when a retry waits; every wait is recorded."""
-
-    def __init__(self) -> None:
-        self.current = 1_800_000_000.0
-        self.waits: list[float] = []
-
-    def now(self) -> float:
-        return self.current
-
-    async def sleep(self, seconds: float) -> None:
-        self.waits.append(seconds)
-        self.current += seconds
-        await asyncio.sleep(0)
 
 
 MISSED_CALL = """

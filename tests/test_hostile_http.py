@@ -29,6 +29,7 @@ import trustme
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from servers import Server, serve
+from support import FakeClock
 
 import flowlang
 from flowlang import MappingSecrets, Runtime, RuntimeSettings
@@ -853,18 +854,6 @@ def ssl_context_trusting(ca: trustme.CA) -> Any:
     return context
 
 
-class _Clock:
-    def __init__(self) -> None:
-        self.current = 1_800_000_000.0
-        self.waits: list[float] = []
-
-    def now(self) -> float:
-        return self.current
-
-    async def sleep(self, seconds: float) -> None:
-        self.waits.append(seconds)
-        self.current += seconds
-        await asyncio.sleep(0)
 
 
 def test_an_untrusted_certificate_is_dead_lettered_at_once(ca: trustme.CA, tmp_path: Path) -> None:
@@ -873,7 +862,7 @@ def test_an_untrusted_certificate_is_dead_lettered_at_once(ca: trustme.CA, tmp_p
         "    endpoint: https://crm.test:{port}/script/crm/x\n"
         '    headers: {{Authorization: "Bearer <<secrets.api_key>>"}}\n'
     )
-    clock = _Clock()
+    clock = FakeClock()
     store = DeadLetterStore(tmp_path / "dead.jsonl")
     with serve(trustme.CA()) as impostor:
 
