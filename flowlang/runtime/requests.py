@@ -38,9 +38,11 @@ import orjson
 
 from flowlang.errors import FlowError
 from flowlang.expr.backends import compiled_helper
-from flowlang.expr.values import json_length_exceeds, to_text
+from flowlang.expr.values import OutputTooLong, json_length_exceeds, to_text
 
 MAX_HEADER_VALUE = 8 * 1024
+#: A list or map in an endpoint is refused when its JSON text would be longer than this.
+MAX_ENDPOINT_VALUE = 100_000
 
 
 class RequestError(FlowError):
@@ -193,7 +195,12 @@ def encode_component(value: Any) -> str:
     A value of only dots is encoded too, so that ``.`` and ``..`` never act as path segments.
     Text that is not valid Unicode (a lone surrogate) cannot be encoded: RequestError.
     """
-    text = to_text(value)
+    try:
+        text = to_text(value, MAX_ENDPOINT_VALUE)
+    except OutputTooLong:  # a list or map whose JSON would be longer: refused before it is built
+        raise RequestError(
+            f"a templated endpoint value is longer than {MAX_ENDPOINT_VALUE} characters"
+        ) from None
     try:
         encoded = quote(text, safe="")
     except UnicodeEncodeError:
@@ -421,7 +428,11 @@ def encode_body(body: Any, limit: int) -> bytes:
 
 def check_header(name: str, value: Any) -> str:
     """The text of a header value, or RequestError saying why it cannot be sent."""
-    text = to_text(value)
+    try:
+        text = to_text(value, MAX_HEADER_VALUE)
+    except OutputTooLong:  # a list or map whose JSON would be longer: refused before it is built
+        too_long = f"header {name!r} is longer than {MAX_HEADER_VALUE} characters"
+        raise RequestError(too_long) from None
     problem = header_value_problem(text)
     if problem is not None:
         raise RequestError(f"header {name!r} {problem}")
