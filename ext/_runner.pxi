@@ -28,15 +28,16 @@ cdef object _store_variables = None
 cdef object _py_text_size = None
 cdef object _Mapping = None
 cdef object _text_limit = None
+cdef object _key_text = None
 
 
 cdef void _import_runtime() except *:
     """The runtime's Python helpers, imported on first use (at load it would be circular)."""
     global _RunResult, _compared_rows, _holding_rows, _HOST_ACTIONS, _DataLimitError
     global _variable_problem, _state_full, _context_problem, _store_variables, _py_text_size
-    global _Mapping, _text_limit
+    global _Mapping, _text_limit, _key_text
     from collections.abc import Mapping
-    from flowlang.runtime.loop import context_problem
+    from flowlang.runtime.loop import context_problem, key_text
     from flowlang.runtime.results import RunResult
     from flowlang.runtime.state import DataLimitError, _text_size
     from flowlang.runtime.steps import (
@@ -47,7 +48,7 @@ cdef void _import_runtime() except *:
     _HOST_ACTIONS = HOST_ACTIONS
     _DataLimitError, _variable_problem, _state_full = DataLimitError, variable_problem, state_full
     _context_problem, _store_variables, _py_text_size = context_problem, store_variables, _text_size
-    _Mapping, _text_limit = Mapping, text_limit
+    _Mapping, _text_limit, _key_text = Mapping, text_limit, key_text
 
 
 # --- run data: the twin of flowlang.runtime.state.measure ----------------------------------------
@@ -272,7 +273,9 @@ def new_scope(context, tuple limits):
     cdef dict data = dict(context) if context else {}
     for key in data:
         if type(key) is not str:
-            data = {str(key): value for key, value in data.items()}
+            if _key_text is None:
+                _import_runtime()
+            data = {_key_text(key): value for key, value in data.items()}
             break
     for root in _RUNTIME_ROOTS:
         if root in data:

@@ -335,3 +335,34 @@ def test_both_loops_run_generated_flows_alike_on_hostile_contexts(
     ValueError of a refused context (anything else fails the test)."""
     flow = flowlang.load_flow(json.dumps(document))
     _both(flow, context, digits)
+
+
+class _LoudKey(str):
+    """A str key whose own text conversion raises (only str's is used)."""
+
+    def __str__(self) -> str:
+        raise RuntimeError("never called")
+
+    __hash__ = str.__hash__
+
+
+@pytest.mark.parametrize(
+    ("context", "refused"),
+    [
+        ({_LoudKey("c"): 1, "d": 2}, None),
+        ({RaisingInt(7): 1, None: 2, 1.5: 3}, None),
+        ({Opaque(): 1}, "a context key must be text or a number, not Opaque"),
+        ({(1, 2): 1}, "a context key must be text or a number, not tuple"),
+    ],
+    ids=["str-subclass", "numbers", "opaque", "tuple"],
+)
+def test_context_keys_become_text_without_running_their_code(
+    context: dict[Any, Any], refused: str | None
+) -> None:
+    flow = _flow({"s0": {"type": "say", "text": "<<c>> <<7>>"}})
+    for backend in AVAILABLE:
+        outcome = _run(backend, flow, context)
+        if refused is None:
+            assert outcome[0][0] == "completed", outcome
+        else:
+            assert outcome == [["refused", refused]]

@@ -9,7 +9,7 @@ time left.
 
 from __future__ import annotations
 
-__all__ = ["RUNTIME_ROOTS", "RunFields", "new_scope", "run_loop"]
+__all__ = ["RUNTIME_ROOTS", "RunFields", "key_text", "new_scope", "run_loop"]
 
 import asyncio
 import time
@@ -44,7 +44,7 @@ def new_scope(
     data = dict(context) if context else {}
     for key in data:
         if type(key) is not str:
-            data = {str(key): value for key, value in data.items()}
+            data = {key_text(key): value for key, value in data.items()}
             break
     for root in RUNTIME_ROOTS:
         if root in data:
@@ -63,6 +63,21 @@ def new_scope(
     if size < 0:
         raise ValueError(context_problem(data, limits))
     return data, size
+
+
+def key_text(key: Any) -> str:
+    """A context key as text: null, booleans and numbers as Python spells them, a subclass of
+    str, int or float read with its base type (no override runs); ValueError for any other
+    key (its own ``__str__`` is never called)."""
+    if isinstance(key, str):
+        return str.__str__(key)
+    if key is None or isinstance(key, bool):
+        return str(key)
+    if isinstance(key, int):
+        return int.__repr__(int.__int__(key))
+    if isinstance(key, float):
+        return float.__repr__(float.__float__(key))
+    raise ValueError(f"a context key must be text or a number, not {type(key).__name__}")
 
 
 def context_problem(data: dict[str, Any], limits: tuple[int, int, int]) -> str:
