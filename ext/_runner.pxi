@@ -145,15 +145,12 @@ cdef Py_ssize_t _measure_list(object value, Py_ssize_t depth, Py_ssize_t budget,
 
 
 cdef Py_ssize_t _measure_map(object value, Py_ssize_t depth, Py_ssize_t budget, bint strict) except? -100:
-    cdef Py_ssize_t size = 2, position = 0
-    cdef PyObject* key_ref
-    cdef PyObject* item_ref
+    cdef Py_ssize_t size = 2
     if depth <= 0:
         return TOO_DEEP
-    if type(value) is dict:  # no copy: strong references to each entry while it is measured
-        while PyDict_Next(value, &position, &key_ref, &item_ref):
-            key = <object>key_ref
-            item = <object>item_ref
+    if type(value) is dict:  # no copy: strong references to each entry while it is measured;
+        # a size change meanwhile (a custom Mapping's code) raises RuntimeError, as in the twin
+        for key, item in (<dict>value).items():
             size = _measure_entry(key, item, size, depth, budget, strict)
             if size < 0:
                 return size

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import textwrap
 import tracemalloc
+from collections.abc import Mapping
 from typing import Any
 
 import pytest
@@ -366,3 +367,47 @@ def test_context_keys_become_text_without_running_their_code(
             assert outcome[0][0] == "completed", outcome
         else:
             assert outcome == [["refused", refused]]
+
+
+def _changing_parent(grow: bool) -> dict[str, Any]:
+    """A dict holding a Mapping whose items() changes that dict: a new key (its size changes)
+    or a later value replaced by a large one (same size)."""
+    parent: dict[str, Any] = {"a": 1}
+
+    class Changer(Mapping[str, Any]):
+        def __getitem__(self, key: str) -> Any:
+            return 1
+
+        def __iter__(self) -> Any:
+            return iter(["k"])
+
+        def __len__(self) -> int:
+            return 1
+
+        def items(self) -> Any:
+            if grow:
+                parent["zz"] = 1
+            else:
+                parent["z"] = "x" * 5000
+            return [("k", 1)]
+
+    parent["m"] = Changer()
+    parent["z"] = 0
+    return parent
+
+
+@needs_cython
+@pytest.mark.parametrize("grow", [True, False], ids=["size-changes", "value-changes"])
+def test_measure_twins_agree_when_a_map_changes_its_parent_while_measured(grow: bool) -> None:
+    from flowlang.expr.backends import compiled_helper
+
+    compiled = compiled_helper("measure_data", measure)
+
+    def outcome(function: Any) -> Any:
+        try:
+            return function(_changing_parent(grow), 5, 1000, False)
+        except RuntimeError as error:
+            return f"RuntimeError: {error}"
+
+    assert outcome(compiled) == outcome(measure)
+    assert (outcome(measure) == -2) if not grow else "changed size" in outcome(measure)

@@ -156,10 +156,13 @@ def _measure_container(
             if size > budget:
                 return TOO_LARGE
         return size if size <= budget else TOO_LARGE
-    try:
-        entries = list(value.items())
-    except Exception:  # a mapping that cannot be read
-        return BAD_KIND
+    if type(value) is dict:  # read live, as the compiled twin reads it: a size change meanwhile
+        entries: Any = value.items()  # (a custom Mapping's code) raises RuntimeError in both
+    else:
+        try:
+            entries = list(value.items())
+        except Exception:  # a mapping that cannot be read
+            return BAD_KIND
     for key, item in entries:
         if isinstance(key, str):
             key_size = _text_size(key)
