@@ -375,7 +375,7 @@ cdef class PlannedStep:
 cdef object _ABSENT = object()
 
 
-cdef inline object _variable(object variables, object key):
+cdef inline object _variable(dict variables, object key):
     """Twin of flowlang.runtime.steps.lookup_variable: ``variables.get(key)`` as a strong
     reference, or _ABSENT when missing or when a key's ``__eq__``/``__hash__`` raised (a raising
     key is missing, grammar/SPEC.md §2)."""
@@ -385,7 +385,7 @@ cdef inline object _variable(object variables, object key):
         return _ABSENT
 
 
-cdef void merge_variables(object variables, object values) except *:
+cdef void merge_variables(dict variables, object values) except *:
     """Twin of flowlang.runtime.steps.merge_variables: nested maps merge copy-on-write.
 
     The entries of ``values`` are read once into a list first: looking a key up, copying or
