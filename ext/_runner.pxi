@@ -29,15 +29,16 @@ cdef object _py_text_size = None
 cdef object _Mapping = None
 cdef object _text_limit = None
 cdef object _key_text = None
+cdef object _unreadable_context = None
 
 
 cdef void _import_runtime() except *:
     """The runtime's Python helpers, imported on first use (at load it would be circular)."""
     global _RunResult, _compared_rows, _holding_rows, _HOST_ACTIONS, _DataLimitError
     global _variable_problem, _state_full, _context_problem, _store_variables, _py_text_size
-    global _Mapping, _text_limit, _key_text
+    global _Mapping, _text_limit, _key_text, _unreadable_context
     from collections.abc import Mapping
-    from flowlang.runtime.loop import context_problem, key_text
+    from flowlang.runtime.loop import context_problem, key_text, unreadable_context
     from flowlang.runtime.results import RunResult
     from flowlang.runtime.state import DataLimitError, _text_size
     from flowlang.runtime.steps import (
@@ -49,6 +50,7 @@ cdef void _import_runtime() except *:
     _DataLimitError, _variable_problem, _state_full = DataLimitError, variable_problem, state_full
     _context_problem, _store_variables, _py_text_size = context_problem, store_variables, _text_size
     _Mapping, _text_limit, _key_text = Mapping, text_limit, key_text
+    _unreadable_context = unreadable_context
 
 
 # --- run data: the twin of flowlang.runtime.state.measure ----------------------------------------
@@ -286,7 +288,12 @@ def new_scope(context, tuple limits):
         raise ValueError("vars must be a mapping")
     data["input"] = {}
     data["steps"] = {}
-    size = _measure(data, <Py_ssize_t>limits[2] + 1, limits[1], False)
+    try:
+        size = _measure(data, <Py_ssize_t>limits[2] + 1, limits[1], False)
+    except Exception as error:  # a custom Mapping's code changed the data while it was read
+        if _context_problem is None:
+            _import_runtime()
+        raise ValueError(_unreadable_context(error)) from None
     if size < 0:
         if _context_problem is None:
             _import_runtime()

@@ -411,3 +411,15 @@ def test_measure_twins_agree_when_a_map_changes_its_parent_while_measured(grow: 
 
     assert outcome(compiled) == outcome(measure)
     assert (outcome(measure) == -2) if not grow else "changed size" in outcome(measure)
+
+
+@pytest.mark.parametrize("grow", [True, False], ids=["size-changes", "value-changes"])
+def test_a_context_that_changes_while_it_is_read_is_refused_or_taken_alike(grow: bool) -> None:
+    flow = _flow({"s0": {"type": "say", "text": "<<contact.z>>"}})
+    outcomes = [_run(backend, flow, {"contact": _changing_parent(grow)}) for backend in AVAILABLE]
+    assert all(outcome == outcomes[0] for outcome in outcomes)
+    if grow:
+        expected = "the context cannot go into a run: reading it raised RuntimeError"
+        assert outcomes[0] == [["refused", expected]]
+    else:
+        assert outcomes[0][0][0] == "completed"

@@ -59,7 +59,10 @@ def new_scope(
     data["input"] = {}
     data["steps"] = {}
     _, max_state, max_depth = limits
-    size = measure(data, max_depth + 1, max_state, False)
+    try:
+        size = measure(data, max_depth + 1, max_state, False)
+    except Exception as error:  # a custom Mapping's code changed the data while it was read
+        raise ValueError(unreadable_context(error)) from None
     if size < 0:
         raise ValueError(context_problem(data, limits))
     return data, size
@@ -78,6 +81,11 @@ def key_text(key: Any) -> str:
     if isinstance(key, float):
         return float.__repr__(float.__float__(key))
     raise ValueError(f"a context key must be text or a number, not {type(key).__name__}")
+
+
+def unreadable_context(error: Exception) -> str:
+    """The message for a context whose reading raised (both twins of new_scope use it)."""
+    return f"the context cannot go into a run: reading it raised {type(error).__name__}"
 
 
 def context_problem(data: dict[str, Any], limits: tuple[int, int, int]) -> str:
