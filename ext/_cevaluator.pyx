@@ -8,7 +8,6 @@ flowlang.expr.shared, the very functions the Python backend uses, so the two bac
 disagree on a cold path. Recursion depth is bounded by Limits.max_depth (hard cap 100).
 """
 
-from cpython.dict cimport PyDict_GetItem  # used by _runner.pxi
 from cpython.exc cimport PyErr_Clear, PyErr_ExceptionMatches, PyErr_Occurred
 from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
 from cpython.object cimport PyObject

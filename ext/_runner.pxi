@@ -27,25 +27,30 @@ cdef object _context_problem = None
 cdef object _store_variables = None
 cdef object _py_text_size = None
 cdef object _Mapping = None
+cdef object _text_limit = None
+cdef object _key_text = None
+cdef object _unreadable_context = None
 
 
 cdef void _import_runtime() except *:
     """The runtime's Python helpers, imported on first use (at load it would be circular)."""
     global _RunResult, _compared_rows, _holding_rows, _HOST_ACTIONS, _DataLimitError
     global _variable_problem, _state_full, _context_problem, _store_variables, _py_text_size
-    global _Mapping
+    global _Mapping, _text_limit, _key_text, _unreadable_context
     from collections.abc import Mapping
-    from flowlang.runtime.loop import context_problem
+    from flowlang.runtime.loop import context_problem, key_text, unreadable_context
     from flowlang.runtime.results import RunResult
     from flowlang.runtime.state import DataLimitError, _text_size
     from flowlang.runtime.steps import (
-        HOST_ACTIONS, compared_rows, holding_rows, state_full, store_variables, variable_problem
+        HOST_ACTIONS, compared_rows, holding_rows, state_full, store_variables, text_limit,
+        variable_problem
     )
     _RunResult, _compared_rows, _holding_rows = RunResult, compared_rows, holding_rows
     _HOST_ACTIONS = HOST_ACTIONS
     _DataLimitError, _variable_problem, _state_full = DataLimitError, variable_problem, state_full
     _context_problem, _store_variables, _py_text_size = context_problem, store_variables, _text_size
-    _Mapping = Mapping
+    _Mapping, _text_limit, _key_text = Mapping, text_limit, key_text
+    _unreadable_context = unreadable_context
 
 
 # --- run data: the twin of flowlang.runtime.state.measure ----------------------------------------
@@ -63,8 +68,9 @@ cdef object _INT_MAX = 2**64 - 1
 
 
 cdef inline Py_ssize_t _text_size(object text) except? -100:
+    """A str or a subclass (read as str: no override runs)."""
     if PyUnicode_MAX_CHAR_VALUE(text) < 0xD800:
-        return len(text) + 2
+        return PyUnicode_GET_LENGTH(text) + 2
     if _py_text_size is None:
         _import_runtime()
     return _py_text_size(text)
@@ -75,7 +81,7 @@ cdef inline Py_ssize_t _int_size(object value) except? -100:
     PyLong_AsLongLongAndOverflow(value, &overflow)
     if overflow == 0:
         return 8
-    if overflow > 0 and value <= _INT_MAX:
+    if overflow > 0 and int.__int__(value) <= _INT_MAX:  # a subclass's __le__ never runs
         return 8
     return BAD_INT
 
@@ -125,6 +131,11 @@ cdef Py_ssize_t _measure_list(object value, Py_ssize_t depth, Py_ssize_t budget,
     cdef Py_ssize_t size = 2, child
     if depth <= 0:
         return TOO_DEEP
+    if type(value) is not list and type(value) is not tuple:  # a subclass: its own code runs
+        try:
+            value = list(value)
+        except Exception:  # a list that cannot be read
+            return BAD_KIND
     for item in value:
         child = _measure(item, depth - 1, budget - size - 1, strict)
         if child < 0:
@@ -136,15 +147,12 @@ cdef Py_ssize_t _measure_list(object value, Py_ssize_t depth, Py_ssize_t budget,
 
 
 cdef Py_ssize_t _measure_map(object value, Py_ssize_t depth, Py_ssize_t budget, bint strict) except? -100:
-    cdef Py_ssize_t size = 2, position = 0
-    cdef PyObject* key_ref
-    cdef PyObject* item_ref
+    cdef Py_ssize_t size = 2
     if depth <= 0:
         return TOO_DEEP
-    if type(value) is dict:  # no copy: strong references to each entry while it is measured
-        while PyDict_Next(value, &position, &key_ref, &item_ref):
-            key = <object>key_ref
-            item = <object>item_ref
+    if type(value) is dict:  # no copy: strong references to each entry while it is measured;
+        # a size change meanwhile (a custom Mapping's code) raises RuntimeError, as in the twin
+        for key, item in (<dict>value).items():
             size = _measure_entry(key, item, size, depth, budget, strict)
             if size < 0:
                 return size
@@ -264,7 +272,9 @@ def new_scope(context, tuple limits):
     cdef dict data = dict(context) if context else {}
     for key in data:
         if type(key) is not str:
-            data = {str(key): value for key, value in data.items()}
+            if _key_text is None:
+                _import_runtime()
+            data = {_key_text(key): value for key, value in data.items()}
             break
     for root in _RUNTIME_ROOTS:
         if root in data:
@@ -278,7 +288,12 @@ def new_scope(context, tuple limits):
         raise ValueError("vars must be a mapping")
     data["input"] = {}
     data["steps"] = {}
-    size = _measure(data, <Py_ssize_t>limits[2] + 1, limits[1], False)
+    try:
+        size = _measure(data, <Py_ssize_t>limits[2] + 1, limits[1], False)
+    except Exception as error:  # a custom Mapping's code changed the data while it was read
+        if _context_problem is None:
+            _import_runtime()
+        raise ValueError(_unreadable_context(error)) from None
     if size < 0:
         if _context_problem is None:
             _import_runtime()
@@ -364,30 +379,32 @@ cdef class PlannedStep:
         out.take(self.run_step(run))
 
 
-cdef void merge_variables(object variables, object values) except *:
-    """Twin of flowlang.runtime.steps.merge_variables: nested maps merge copy-on-write."""
-    cdef PyObject* found
-    cdef Py_ssize_t position = 0
-    cdef PyObject* key
-    cdef PyObject* value
-    if type(variables) is not dict or type(values) is not dict:
-        for key_object, value_object in values.items():
-            existing = variables.get(key_object)
-            if isinstance(existing, dict) and isinstance(value_object, dict):
-                merged = dict(existing)
-                merge_variables(merged, value_object)
-                variables[key_object] = merged
-            else:
-                variables[key_object] = value_object
-        return
-    while PyDict_Next(values, &position, &key, &value):
-        found = PyDict_GetItem(variables, <object>key)
-        if found is not NULL and isinstance(<object>found, dict) and isinstance(<object>value, dict):
-            merged = dict(<object>found)
-            merge_variables(merged, <object>value)
-            (<dict>variables)[<object>key] = merged
+cdef object _ABSENT = object()
+
+
+cdef inline object _variable(dict variables, object key):
+    """Twin of flowlang.runtime.steps.lookup_variable: ``variables.get(key)`` as a strong
+    reference, or _ABSENT when missing or when a key's ``__eq__``/``__hash__`` raised (a raising
+    key is missing, grammar/SPEC.md §2)."""
+    try:
+        return variables.get(key, _ABSENT)
+    except Exception:
+        return _ABSENT
+
+
+cdef void merge_variables(dict variables, object values) except *:
+    """Twin of flowlang.runtime.steps.merge_variables: nested maps merge copy-on-write.
+
+    The entries of ``values`` are read once into a list first: looking a key up, copying or
+    merging may run a hostile key's or map's code, which must not change what is being read."""
+    for key, value in list(values.items()):
+        existing = _variable(variables, key)
+        if isinstance(existing, dict) and isinstance(value, dict):
+            merged = dict(existing)
+            merge_variables(merged, value)
+            variables[key] = merged
         else:
-            (<dict>variables)[<object>key] = <object>value
+            variables[key] = value
 
 
 cdef bint _may_read_vars(object value):
@@ -430,15 +447,14 @@ cdef class SetVariablesStep(PlannedStep):
     cdef object store(self, RunFields run, dict variables, object key, object value):
         """Twin of the loop body of flowlang.runtime.steps.store_variables: None when stored,
         else the DataLimitError to raise."""
-        cdef PyObject* found = PyDict_GetItem(variables, key)
         cdef Py_ssize_t size, old, total
-        if found is NULL:
+        existing = _variable(variables, key)
+        if existing is _ABSENT:
             size = _measure(value, run.max_depth - 1, run.max_value, False)
             if size < 0:
                 return self.refused(run, key, value)
             total = run.data_size + size + (len(key) + 2 if isinstance(key, str) else 8) + 2
         else:
-            existing = <object>found
             if isinstance(existing, dict) and isinstance(value, dict):
                 merged = dict(existing)
                 merge_variables(merged, value)
@@ -534,12 +550,14 @@ cdef class HostStep(PlannedStep):
     cdef object outcome
     cdef bint ends
     cdef Node value
+    cdef Py_ssize_t limit
     cdef object target
 
     def __cinit__(self, object step, object run_step, object execute, *args):
         self.field, self.outcome, self.ends = _HOST_ACTIONS[step.type]
         if self.field is not None:
             self.value = node_of(step.fields[self.field].render)
+            self.limit = _text_limit(step.fields[self.field])
         self.target = _interned(step.fields.get("next"))
 
     cdef void done(self, object value, Transit out):
@@ -614,7 +632,7 @@ async def run_loop(runtime, RunFields run, dict plan, step_id):
                         instructions.append({"action": planned.kind, "step": step_id})
                         await host.hangup(step=step_id)
                     else:
-                        value = text_of(host_step.value.eval(scope))
+                        value = text_of(host_step.value.eval(scope), host_step.limit)
                         instructions.append(
                             {"action": planned.kind, "step": step_id,
                              host_step.field: run.redact(value) if secret_values else value}

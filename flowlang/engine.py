@@ -18,6 +18,8 @@ from flowlang.expr.parser import parse_template
 from flowlang.expr.references import Reference, collect_references
 from flowlang.expr.syntax import Syntax, get_syntax
 
+_DEFAULT_MAX_OUTPUT = Limits().max_output
+
 
 class Template:
     """A compiled template: immutable, safe to share across threads and asyncio tasks.
@@ -27,7 +29,16 @@ class Template:
     value (a list, a number, None); any other template returns a string.
     """
 
-    __slots__ = ("backend", "lowered", "references", "render", "source", "syntax", "tree")
+    __slots__ = (
+        "backend",
+        "lowered",
+        "max_output",
+        "references",
+        "render",
+        "source",
+        "syntax",
+        "tree",
+    )
 
     source: str
     syntax: Syntax
@@ -38,6 +49,8 @@ class Template:
     lowered: ir.Node
     #: Evaluate the template against a context; see the class docstring.
     render: Callable[[Mapping[str, Any]], Any]
+    #: The engine's Limits.max_output: callers that turn a native value into text use it too.
+    max_output: int
 
     def __init__(
         self,
@@ -47,6 +60,7 @@ class Template:
         backend: str,
         evaluator: Callable[[Mapping[str, Any]], Any],
         lowered: ir.Node,
+        max_output: int = _DEFAULT_MAX_OUTPUT,
     ) -> None:
         object.__setattr__(self, "source", source)
         object.__setattr__(self, "syntax", syntax)
@@ -55,6 +69,7 @@ class Template:
         object.__setattr__(self, "backend", backend)
         object.__setattr__(self, "render", evaluator)
         object.__setattr__(self, "lowered", lowered)
+        object.__setattr__(self, "max_output", max_output)
 
     @property
     def is_expression(self) -> bool:
@@ -125,7 +140,9 @@ class Engine:
                 raise error.with_position(position) from None
             raise
         evaluator = self._build(lowered, self.limits.max_output)
-        template = Template(source, self.syntax, tree, self.backend, evaluator, lowered)
+        template = Template(
+            source, self.syntax, tree, self.backend, evaluator, lowered, self.limits.max_output
+        )
         if self._cache_size:
             with self._lock:
                 if len(self._cache) >= self._cache_size:

@@ -151,16 +151,27 @@ def _refuse(*args: Any, **kwargs: Any) -> Any:
     raise HostileError("refused")
 
 
+def _pretty(self: Any, printer: Any, cycle: bool) -> None:
+    """Hypothesis prints a failing example with this (its own list and dict printers would
+    iterate and call the overrides, and a crash there hides the real failure): the class name
+    and the plain repr, which runs none of the overrides."""
+    text = repr(self)
+    name = type(self).__name__
+    printer.text(text if text.startswith(name) else f"{name}({text})")
+
+
 class RaisingInt(int):
     """An int whose comparison and conversion overrides raise (the base type's never run)."""
 
     __eq__ = __ne__ = __lt__ = __le__ = __gt__ = __ge__ = __bool__ = __str__ = _refuse  # type: ignore[assignment]
     __hash__ = int.__hash__
+    _repr_pretty_ = _pretty
 
 
 class RaisingFloat(float):
     __eq__ = __ne__ = __lt__ = __le__ = __gt__ = __ge__ = __bool__ = __str__ = _refuse  # type: ignore[assignment]
     __hash__ = float.__hash__
+    _repr_pretty_ = _pretty
 
 
 class RaisingStr(str):
@@ -169,12 +180,14 @@ class RaisingStr(str):
     __eq__ = __ne__ = __lt__ = __contains__ = _refuse  # type: ignore[assignment]
     strip = lower = upper = startswith = endswith = _refuse  # type: ignore[assignment]
     __hash__ = str.__hash__
+    _repr_pretty_ = _pretty
 
 
 class BrokenList(list):  # type: ignore[type-arg]
     """A list whose own iteration, length and items raise (its repr still works)."""
 
     __iter__ = __len__ = __getitem__ = __contains__ = __reversed__ = _refuse  # type: ignore[assignment]
+    _repr_pretty_ = _pretty
 
 
 class BrokenMap(Mapping[Any, Any]):
@@ -185,6 +198,8 @@ class BrokenMap(Mapping[Any, Any]):
 
     def __repr__(self) -> str:
         return f"BrokenMap({self.data!r})"
+
+    _repr_pretty_ = _pretty
 
 
 class FineMap(Mapping[Any, Any]):
@@ -205,10 +220,13 @@ class FineMap(Mapping[Any, Any]):
     def __repr__(self) -> str:
         return f"FineMap({self.data!r})"
 
+    _repr_pretty_ = _pretty
+
 
 class Opaque:
     __eq__ = __bool__ = __str__ = __len__ = __iter__ = _refuse  # type: ignore[assignment]
     __hash__ = object.__hash__
+    _repr_pretty_ = _pretty
 
 
 def _hostile_dicts(

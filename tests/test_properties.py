@@ -9,6 +9,7 @@ import pytest
 from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 from strategies import (
+    BrokenList,
     contexts,
     evaluable_expressions,
     expressions,
@@ -246,6 +247,13 @@ def _same_value(left: Any, right: Any) -> bool:
 @needs_cython
 @pytest.mark.parametrize("strict", [False, True])
 @settings(max_examples=300, deadline=None)
+# Strict: the undefined error's message read the length of a list whose __len__ raises.
+@example(ast.Path(ast.Root("a"), (ast.Member("a"),)), {"a": BrokenList([])})
+@example(ast.Path(ast.Root("a"), (ast.Index(ast.Literal(5)),)), {"a": BrokenList([1])})
+@example(
+    ast.Path(ast.Root("a"), (ast.Member("b"), ast.Index(ast.Literal(0)))),
+    {"a": {"b": BrokenList([[]])}},
+)
 @given(evaluable_expressions(), hostile_contexts)
 def test_backends_agree_on_hostile_values(strict: bool, tree: Any, context: dict[str, Any]) -> None:
     """Subclasses whose overrides raise, containers whose code raises, raising dict keys: both

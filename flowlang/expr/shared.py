@@ -39,6 +39,15 @@ def kind_name(value: Any) -> str:
     return "an opaque value"
 
 
+def _length_note(container: list[Any] | tuple[Any, ...]) -> str:
+    """How many items a list has, for a message; a list subclass whose ``__len__`` raises
+    (hostile, only from an embedding application) must not turn the error into a crash."""
+    try:
+        return f"it has {len(container)}"
+    except Exception:
+        return "its length cannot be read"
+
+
 def undefined_error(
     labels: tuple[str, ...],
     segment_labels: tuple[str, ...],
@@ -59,7 +68,7 @@ def undefined_error(
     elif isinstance(container, Mapping):
         reason = f"{resolved} has no key {segment}"
     elif isinstance(container, (list, tuple)):
-        reason = f"{resolved} has no item {segment} (it has {len(container)})"
+        reason = f"{resolved} has no item {segment} ({_length_note(container)})"
     else:
         reason = f"{resolved} is {kind_name(container)}, not a map or a list"
     return FlowUndefinedError(full, resolved, segment, reason)

@@ -9,7 +9,7 @@ time left.
 
 from __future__ import annotations
 
-__all__ = ["RUNTIME_ROOTS", "RunFields", "new_scope", "run_loop"]
+__all__ = ["RUNTIME_ROOTS", "RunFields", "key_text", "new_scope", "run_loop"]
 
 import asyncio
 import time
@@ -44,7 +44,7 @@ def new_scope(
     data = dict(context) if context else {}
     for key in data:
         if type(key) is not str:
-            data = {str(key): value for key, value in data.items()}
+            data = {key_text(key): value for key, value in data.items()}
             break
     for root in RUNTIME_ROOTS:
         if root in data:
@@ -59,10 +59,33 @@ def new_scope(
     data["input"] = {}
     data["steps"] = {}
     _, max_state, max_depth = limits
-    size = measure(data, max_depth + 1, max_state, False)
+    try:
+        size = measure(data, max_depth + 1, max_state, False)
+    except Exception as error:  # a custom Mapping's code changed the data while it was read
+        raise ValueError(unreadable_context(error)) from None
     if size < 0:
         raise ValueError(context_problem(data, limits))
     return data, size
+
+
+def key_text(key: Any) -> str:
+    """A context key as text: null, booleans and numbers as Python spells them, a subclass of
+    str, int or float read with its base type (no override runs); ValueError for any other
+    key (its own ``__str__`` is never called)."""
+    if isinstance(key, str):
+        return str.__str__(key)
+    if key is None or isinstance(key, bool):
+        return str(key)
+    if isinstance(key, int):
+        return int.__repr__(int.__int__(key))
+    if isinstance(key, float):
+        return float.__repr__(float.__float__(key))
+    raise ValueError(f"a context key must be text or a number, not {type(key).__name__}")
+
+
+def unreadable_context(error: Exception) -> str:
+    """The message for a context whose reading raised (both twins of new_scope use it)."""
+    return f"the context cannot go into a run: reading it raised {type(error).__name__}"
 
 
 def context_problem(data: dict[str, Any], limits: tuple[int, int, int]) -> str:

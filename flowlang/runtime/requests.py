@@ -38,9 +38,11 @@ import orjson
 
 from flowlang.errors import FlowError
 from flowlang.expr.backends import compiled_helper
-from flowlang.expr.values import to_text
+from flowlang.expr.values import OutputTooLong, json_length_exceeds, to_text
 
 MAX_HEADER_VALUE = 8 * 1024
+#: A list or map in an endpoint is refused when its JSON text would be longer than this.
+MAX_ENDPOINT_VALUE = 100_000
 
 
 class RequestError(FlowError):
@@ -193,7 +195,12 @@ def encode_component(value: Any) -> str:
     A value of only dots is encoded too, so that ``.`` and ``..`` never act as path segments.
     Text that is not valid Unicode (a lone surrogate) cannot be encoded: RequestError.
     """
-    text = to_text(value)
+    try:
+        text = to_text(value, MAX_ENDPOINT_VALUE)
+    except OutputTooLong:  # a list or map whose JSON would be longer: refused before it is built
+        raise RequestError(
+            f"a templated endpoint value is longer than {MAX_ENDPOINT_VALUE} characters"
+        ) from None
     try:
         encoded = quote(text, safe="")
     except UnicodeEncodeError:
@@ -262,39 +269,158 @@ def first_non_finite(value: Any) -> float | None:
 
 
 _scan_non_finite = compiled_helper("first_non_finite", first_non_finite)
+_length_exceeds = compiled_helper("json_length_exceeds", json_length_exceeds)
+#: orjson writes only exact JSON types with these options: anything else goes to the default.
+_EXACT_ONLY = (
+    orjson.OPT_PASSTHROUGH_SUBCLASS
+    | orjson.OPT_PASSTHROUGH_DATETIME
+    | orjson.OPT_PASSTHROUGH_DATACLASS
+)
 
 
-def _default(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return dict(value)
-    if isinstance(value, tuple):
-        return list(value)
-    raise TypeError(f"a value of type {type(value).__name__} is not JSON")
+class _NotExact(Exception):  # noqa: N818 - control flow inside encode_body only
+    """Raised by orjson's default: the body holds something other than exact JSON types."""
 
 
-def _encode_unusual(body: Any, error: Exception) -> bytes:
-    """Serialize a body orjson refused with plain options: non-string keys, or a real problem."""
-    if "64-bit" in str(error):
-        raise RequestError(
-            "the body cannot be sent: an integer beyond 64 bits cannot be sent exactly"
-        )
+def _not_exact(value: Any) -> Any:
+    raise _NotExact  # runs no code of the value: orjson walks borrowed references
+
+
+#: The integers JSON carries exactly here (orjson's range: signed and unsigned 64-bit).
+_INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
+_BEYOND_64_BITS = "an integer beyond 64 bits cannot be sent exactly"
+_CLOSE = object()  # marks the end of a container in _plain_body's work list
+
+
+def _body_error(reason: str) -> RequestError:
+    return RequestError(f"the body cannot be sent: {reason}")
+
+
+def _plain_scalar(item: Any) -> tuple[Any, int] | None:
+    """A JSON scalar as its exact type and a lower bound of its text length; None otherwise.
+
+    Subclasses are read with their base type's methods (no override runs); NaN, infinity and
+    integers beyond 64 bits raise RequestError.
+    """
+    if item is None or item is True or item is False:
+        return item, 4
+    if isinstance(item, str):
+        text = str.__str__(item)
+        return text, len(text) + 2
+    if isinstance(item, int) and not isinstance(item, bool):
+        number = int.__int__(item)
+        if not _INT_MIN <= number <= _INT_MAX:
+            raise _body_error(_BEYOND_64_BITS)
+        return number, 1
+    if isinstance(item, float):
+        real = float.__float__(item)
+        if not math.isfinite(real):
+            raise _body_error(f"{real!r} is not a JSON number")
+        return real, 3
+    return None
+
+
+def _snapshot(item: Any) -> list[Any]:
+    """A list's items or a map's ``(key, value)`` pairs, read once.
+
+    Built-in containers and their subclasses are read with the base type's methods; a custom
+    Mapping's own code runs here, on this snapshot only (nothing else is walking meanwhile),
+    and its exception is a RequestError.
+    """
+    if isinstance(item, list):
+        return list.copy(item)
+    if isinstance(item, tuple):
+        return list(tuple.__iter__(item))
+    if isinstance(item, dict):
+        return list(dict.items(item))
     try:
-        return orjson.dumps(body, default=_default, option=orjson.OPT_NON_STR_KEYS)
-    except orjson.JSONEncodeError as again:
-        too_big = "64-bit" in str(again)
-        reason = "an integer beyond 64 bits cannot be sent exactly" if too_big else again
-        raise RequestError(f"the body cannot be sent: {reason}") from None
+        return [(key, value) for key, value in item.items()]
+    except Exception as error:
+        raise _body_error(
+            f"reading a {type(item).__name__} raised {type(error).__name__}"
+        ) from None
+
+
+def _plain_body(body: Any, limit: int) -> Any:
+    """A copy of ``body`` made only of exact JSON types, or RequestError (iterative).
+
+    Each container is read once per place it appears, into a snapshot (so no value's code runs
+    while a serializer walks borrowed references); a lower bound of the JSON text is counted on
+    the way and the walk stops past ``limit`` bytes, so a list holding one big sublist many times
+    is refused before its text is built. A container inside itself is refused.
+    """
+    first = _plain_scalar(body)
+    if first is not None:
+        return first[0]
+    total = 0
+    root: list[Any] = []
+    # Work items: (value, target list or dict, key) to copy ``value`` into ``target``; or
+    # (_CLOSE, id) when a container's items are all copied.
+    work: list[tuple[Any, Any, Any]] = [(body, root, None)]
+    open_ids: set[int] = set()
+    while work:
+        item, target, key = work.pop()
+        if item is _CLOSE:
+            open_ids.discard(target)
+            continue
+        scalar = _plain_scalar(item)
+        if scalar is not None:
+            copy, size = scalar
+        elif isinstance(item, (list, tuple, Mapping)):
+            if id(item) in open_ids:
+                raise _body_error("a list or map contains itself")
+            entries = _snapshot(item)
+            size = 1 + max(1, len(entries))
+            open_ids.add(id(item))
+            work.append((_CLOSE, id(item), None))
+            if isinstance(item, Mapping):
+                copy = {}
+                for entry_key, value in reversed(entries):
+                    plain_key = _plain_scalar(entry_key)
+                    if plain_key is None:
+                        name = type(entry_key).__name__
+                        raise _body_error(f"a key of type {name} is not JSON")
+                    size += plain_key[1] + 1
+                    work.append((value, copy, plain_key[0]))
+            else:
+                copy = [None] * len(entries)
+                for position in range(len(entries) - 1, -1, -1):
+                    work.append((entries[position], copy, position))
+        else:
+            raise _body_error(f"a value of type {type(item).__name__} is not JSON")
+        total += size
+        if total > limit:
+            raise RequestError(f"the body is more than the limit of {limit} bytes")
+        if key is None and target is root:
+            root.append(copy)
+        else:
+            target[key] = copy
+    return root[0]
 
 
 def encode_body(body: Any, limit: int) -> bytes:
-    """Serialize a body value once; raise RequestError when it is not exact JSON or too large."""
+    """Serialize a body value; raise RequestError when it is not exact JSON or too large.
+
+    A body of exact JSON types only is measured (a lower bound, without building the text),
+    written by orjson (which runs no value code with these options) and scanned for NaN and
+    infinity. Anything else, or any problem, is copied into exact JSON types first
+    (:func:`_plain_body`: no value code runs during serialization, NaN, infinity and integers
+    beyond 64 bits are refused, and a body surely longer than ``limit`` is refused before its
+    text is built); orjson writes the copy.
+    """
+    if not _length_exceeds(body, limit):  # fast path: only exact types, nothing to refuse
+        try:
+            data = orjson.dumps(body, default=_not_exact, option=_EXACT_ONLY)
+        except (_NotExact, TypeError, orjson.JSONEncodeError):
+            pass
+        else:
+            if len(data) <= limit and _scan_non_finite(body) is None:
+                return data
+    plain = _plain_body(body, limit)  # the rules, and the error that says which one failed
     try:
-        data = orjson.dumps(body, default=_default)
-    except orjson.JSONEncodeError as error:
-        data = _encode_unusual(body, error)
-    bad = _scan_non_finite(body)  # orjson writes NaN and infinity as null: refuse them instead
-    if bad is not None:
-        raise RequestError(f"the body cannot be sent: {bad!r} is not a JSON number")
+        data = orjson.dumps(plain, option=orjson.OPT_NON_STR_KEYS)
+    except orjson.JSONEncodeError as error:  # e.g. deeper than orjson writes
+        raise _body_error(str(error)) from None
     if len(data) > limit:
         raise RequestError(f"the body is {len(data)} bytes, more than the limit of {limit}")
     return data
@@ -302,7 +428,11 @@ def encode_body(body: Any, limit: int) -> bytes:
 
 def check_header(name: str, value: Any) -> str:
     """The text of a header value, or RequestError saying why it cannot be sent."""
-    text = to_text(value)
+    try:
+        text = to_text(value, MAX_HEADER_VALUE)
+    except OutputTooLong:  # a list or map whose JSON would be longer: refused before it is built
+        too_long = f"header {name!r} is longer than {MAX_HEADER_VALUE} characters"
+        raise RequestError(too_long) from None
     problem = header_value_problem(text)
     if problem is not None:
         raise RequestError(f"header {name!r} {problem}")

@@ -93,8 +93,9 @@ def valid_text(text: str) -> str:
 
 
 def _text_size(text: str) -> int:
-    if text.isascii() or _SURROGATE.search(text) is None:
-        return len(text) + 2
+    """A str or a subclass (read with str's methods: no override runs)."""
+    if str.isascii(text) or _SURROGATE.search(text) is None:
+        return str.__len__(text) + 2
     return BAD_TEXT
 
 
@@ -121,7 +122,7 @@ def measure(
     elif value is None or isinstance(value, bool):
         size = 5
     elif isinstance(value, int):
-        size = 8 if INT_MIN <= value <= INT_MAX else BAD_INT
+        size = 8 if INT_MIN <= int.__int__(value) <= INT_MAX else BAD_INT  # no override runs
     elif isinstance(value, float):
         size = BAD_NUMBER if strict and not math.isfinite(value) else 8
     elif isinstance(value, (dict, list, tuple)) or (not strict and isinstance(value, Mapping)):
@@ -140,6 +141,11 @@ def _measure_container(
         return TOO_DEEP
     size = 2
     if isinstance(value, (list, tuple)):
+        if type(value) is not list and type(value) is not tuple:  # a subclass: its code runs
+            try:
+                value = list(value)
+            except Exception:  # a list that cannot be read
+                return BAD_KIND
         for index, item in enumerate(value):
             child = measure(item, depth - 1, budget - size - 1, strict, trail)
             if child < 0:
@@ -150,10 +156,13 @@ def _measure_container(
             if size > budget:
                 return TOO_LARGE
         return size if size <= budget else TOO_LARGE
-    try:
-        entries = list(value.items())
-    except Exception:  # a mapping that cannot be read
-        return BAD_KIND
+    if type(value) is dict:  # read live, as the compiled twin reads it: a size change meanwhile
+        entries: Any = value.items()  # (a custom Mapping's code) raises RuntimeError in both
+    else:
+        try:
+            entries = list(value.items())
+        except Exception:  # a mapping that cannot be read
+            return BAD_KIND
     for key, item in entries:
         if isinstance(key, str):
             key_size = _text_size(key)

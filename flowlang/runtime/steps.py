@@ -23,7 +23,9 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 from flowlang.expr.backends import compiled_helper
-from flowlang.expr.values import to_text, truthy
+from flowlang.expr.limits import Limits
+from flowlang.expr.shared import limited_text
+from flowlang.expr.values import truthy
 from flowlang.flow.build import Endpoint, Row
 from flowlang.flow.model import FieldTree, Step
 from flowlang.runtime.requests import (
@@ -107,7 +109,7 @@ def plan_condition_splitter(step: Step) -> Callable[[Run], Transition]:
 
 def collect_input(step: Step, run: Run) -> Transition:
     prompt = step.fields.get("prompt")
-    text = to_text(prompt.render(run.scope)) if prompt is not None else ""
+    text = limited_text(prompt.render(run.scope), text_limit(prompt)) if prompt is not None else ""
     awaiting = {
         "step": step.id,
         "prompt": text,
@@ -142,11 +144,21 @@ def apply_digits(step: Step, digits: str | None) -> tuple[str, str, str]:
     return "collected", digits, step.fields["next"]
 
 
+def lookup_variable(variables: dict[str, Any], key: Any, default: Any = None) -> Any:
+    """``variables.get(key, default)``; ``default`` too when a key's ``__eq__`` or ``__hash__``
+    raised (a raising key is missing, grammar/SPEC.md §2; as the compiled twin reads it)."""
+    try:
+        return variables.get(key, default)
+    except Exception:
+        return default
+
+
 def merge_variables(variables: dict[str, Any], values: Mapping[str, Any]) -> None:
     """Set ``values`` into ``variables``; nested maps merge copy-on-write, never in place,
-    so values an earlier trace entry refers to never change."""
-    for key, value in values.items():
-        existing = variables.get(key)
+    so values an earlier trace entry refers to never change. The entries of ``values`` are read
+    once first: a lookup, copy or merge may run a hostile key's or map's code."""
+    for key, value in list(values.items()):
+        existing = lookup_variable(variables, key)
         if isinstance(existing, dict) and isinstance(value, dict):
             merged = dict(existing)
             merge_variables(merged, value)
@@ -210,7 +222,10 @@ def store_variables(run: Run, step_id: str, values: Mapping[str, Any]) -> None:
     try:
         for key, given in values.items():
             value = given
-            existing = variables.get(key, _ABSENT)
+            try:  # lookup_variable, inline on the hot path
+                existing = variables.get(key, _ABSENT)
+            except Exception:
+                existing = _ABSENT
             if isinstance(existing, dict) and isinstance(value, dict):
                 value = dict(existing)
                 merge_variables(value, given)
@@ -286,13 +301,23 @@ HOST_ACTIONS: dict[str, tuple[str | None, str, bool]] = {
 }
 
 
+_DEFAULT_MAX_OUTPUT = Limits().max_output
+
+
+def text_limit(value: Any) -> int:
+    """The longest text a host action's field may render: its engine's ``max_output`` (the
+    limit its template text already has; a list or map is refused before its JSON is built)."""
+    template = getattr(value, "template", value)  # a field is a Template or a Value
+    return getattr(template, "max_output", None) or _DEFAULT_MAX_OUTPUT
+
+
 async def host_action(step: Step, run: Run) -> Transition:
     """Tell the host what to do (say, play, transfer, voicemail, hangup), then go on or end."""
     field, outcome, ends = HOST_ACTIONS[step.type]
     if field is None:
         await run.instruct(step.type, step.id)
         return ("end", None, outcome, None)
-    value = to_text(step.fields[field].render(run.scope))
+    value = limited_text(step.fields[field].render(run.scope), text_limit(step.fields[field]))
     await run.instruct(step.type, step.id, field, value)
     if ends:
         return ("end", None, outcome, {field: value})
