@@ -300,17 +300,25 @@ json_data = st.recursive(
 )
 
 
-def same_shape(before: Any, after: Any) -> bool:
-    """Same types everywhere, same keys, same list lengths; numbers and booleans unchanged."""
+def same_shape(before: Any, after: Any, masks: Any) -> bool:
+    """Same types everywhere, same number of entries, same list lengths; numbers and booleans
+    unchanged; a key changes only where it held a secret, and then into its masked text (with
+    a number when that name was taken)."""
     pending = [(before, after)]
     while pending:
         left, right = pending.pop()
         if type(left) is not type(right):
             return False
         if isinstance(left, dict):
-            if list(left) != list(right):
+            if len(left) != len(right):
                 return False
-            pending.extend((left[key], right[key]) for key in left)
+            for key, name in zip(left, right, strict=True):
+                if masks.found(key) is None:
+                    if name != key:
+                        return False
+                elif not (name == masks.mask(key) or name.startswith(masks.mask(key) + " ")):
+                    return False
+            pending.extend(zip(left.values(), right.values(), strict=True))
         elif isinstance(left, list):
             if len(left) != len(right):
                 return False
@@ -321,12 +329,14 @@ def same_shape(before: Any, after: Any) -> bool:
 
 
 def string_values(data: Any) -> Iterator[str]:
+    """Every string value and every key inside ``data``."""
     pending = [data]
     while pending:
         item = pending.pop()
         if isinstance(item, str):
             yield item
         elif isinstance(item, dict):
+            pending.extend(item)
             pending.extend(item.values())
         elif isinstance(item, list):
             pending.extend(item)
@@ -336,9 +346,10 @@ def string_values(data: Any) -> Iterator[str]:
 @given(json_data)
 def test_redaction_keeps_the_shape_and_leaves_no_secret(data: Any) -> None:
     original = json.loads(json.dumps(data))
-    masked = redactor_for(LONG, SHORT).data(data)
+    redactor = redactor_for(LONG, SHORT)
+    masked = redactor.data(data)
     assert data == original  # the input is never changed in place
-    assert same_shape(data, masked)
+    assert same_shape(data, masked, redactor._compiled())
     for text in string_values(masked):
         assert not leaked(text, LONG), text
         assert text != SHORT
@@ -379,22 +390,59 @@ def test_short_secrets_are_masked_only_as_whole_values() -> None:
     redactor = redactor_for("ab", "x")
     data = {"ab": "ab", "cabbage": ["cabbage", "x", 1, True, None], "x": {"n": 12.5}}
     assert redactor.data(data) == {
-        "ab": REDACTED,
+        REDACTED: REDACTED,
         "cabbage": ["cabbage", REDACTED, 1, True, None],
-        "x": {"n": 12.5},
+        f"{REDACTED} 2": {"n": 12.5},
+    }
+    assert redactor.data({"grab": "a box", "AB": 1, "ab": 2, " ab ": 3}) == {
+        "grab": "a box",
+        REDACTED: 1,
+        f"{REDACTED} 2": 2,
+        " ab ": 3,  # not a form of the secret (as a value it stays too)
     }
     assert redactor.text("grab a box") == "grab a box"
     assert redactor.text("ab") == REDACTED
 
 
-def test_keys_numbers_and_booleans_are_never_touched() -> None:
+def test_numbers_and_booleans_are_never_touched_keys_are_masked_as_values() -> None:
     redactor = redactor_for("1234", "true-secret")
-    data = {"1234": 1234, "true-secret": True, "pin 1234": ["pin 1234", 12345.0]}
+    data = {"1234": 1234, "true-secret": True, "pin 1234": ["pin 1234", 12345.0], 1234: False}
     assert redactor.data(data) == {
-        "1234": 1234,
-        "true-secret": True,
-        "pin 1234": [f"pin {REDACTED}", 12345.0],
+        REDACTED: 1234,
+        f"{REDACTED} 2": True,
+        f"pin {REDACTED}": [f"pin {REDACTED}", 12345.0],
+        1234: False,
     }
+
+
+def test_masked_keys_never_merge_entries_and_are_named_the_same_each_time() -> None:
+    """Items 23/26: a secret a server echoes as a map key is masked; keys that meet take
+    ``[redacted] 2``, ``[redacted] 3``... in the map's order, after the keys that stay."""
+    redactor = redactor_for(LONG)
+    data = {
+        LONG: 1,
+        "[redacted] 2": 2,  # a key that held no secret keeps its name
+        quote(LONG, safe=""): 3,
+        f"x-{LONG}": 4,
+        f"x-{LONG.upper()}": 5,
+        REDACTED: 6,
+        "plain": 7,
+    }
+    masked = redactor.data(data)
+    assert masked == {
+        f"{REDACTED} 3": 1,
+        "[redacted] 2": 2,
+        f"{REDACTED} 4": 3,
+        f"x-{REDACTED}": 4,
+        f"x-{REDACTED} 2": 5,
+        REDACTED: 6,
+        "plain": 7,
+    }
+    assert list(masked.values()) == list(data.values())
+    assert redactor.data(dict(data)) == masked
+    clean = {"a": {"b": [1, {"c": "d"}]}}
+    assert redactor.data(clean) is clean
+    assert redactor.data({"deep": [{f"k{LONG}": None}]}) == {"deep": [{f"k{REDACTED}": None}]}
 
 
 @pytest.mark.parametrize("depth", [3000, 20_000])
@@ -552,6 +600,74 @@ def test_an_echoed_secret_reaches_no_output_of_a_run(server: Server, backend: st
     assert resumed.status == "ended"
     for result in (first, resumed):
         assert not leaked(everything(result), SECRET, ODD)
+
+
+#: A token a server can echo in a header name (only token characters).
+TOKEN = "sk_live_4f9a8b7c6d5e"
+
+
+def test_a_secret_echoed_as_a_header_name_or_a_body_key_reaches_no_output(
+    server: Server, backend: str
+) -> None:
+    """Items 23/26: a server that rejects the token by naming it (``X-Rejected-<token>: 1``,
+    ``{"<token>": "unknown key"}``): masked in the trace, the state and the resumed run."""
+    headers = {f"X-Rejected-{TOKEN}": "1", TOKEN: "2"}
+    server.received.script("echo", (401, headers, {TOKEN: "unknown key", "error": "bad"}))
+    flow = echo_flow(server, "/script/echo")
+    first, resumed = run_on(server, flow, backend, secret=TOKEN, digits=["12"])
+    assert first.status == "waiting_for_input" and resumed.status == "ended"
+    assert first.state is not None
+    response = first.state["scope"]["steps"]["call"]["response"]
+    assert response["status"] == 401
+    assert response["headers"][f"x-rejected-{REDACTED}"] == "1"
+    assert response["headers"][REDACTED] == "2"
+    assert response["body"] == {REDACTED: "unknown key", "error": "bad"}
+    for result in (first, resumed):
+        assert not leaked(everything(result), TOKEN)
+
+
+def test_automate_json_masks_a_secret_echoed_as_a_body_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Items 23/26: the CRM echoes the bearer token as a JSON key: not in ``automate --json``,
+    nor in the journal."""
+    from flowlang.cli import main
+
+    examples = Path(__file__).parent.parent / "examples" / "workflows"
+    token = "tok_3f9a8b7c6d"
+    monkeypatch.setenv("FLOWLANG_SECRET_CRM_TOKEN", token)
+    monkeypatch.setenv("FLOWLANG_SECRET_SPEECH_API_KEY", "key12345")
+    responses = (examples / "data" / "responses.yaml").read_text()
+    assert "body: {id: note-1}" in responses
+    (tmp_path / "responses.yaml").write_text(
+        responses.replace("body: {id: note-1}", f'body: {{{token}: "unknown token"}}')
+    )
+    events = (examples / "data" / "events.jsonl").read_text().splitlines()
+    (tmp_path / "events.jsonl").write_text(
+        "\n".join(line for line in events if "recording.uploaded" in line) + "\n"
+    )
+    out = io.StringIO()
+    status = main(
+        [
+            "automate",
+            str(examples / "recording_transcription.yaml"),
+            "--events",
+            str(tmp_path / "events.jsonl"),
+            "--responses",
+            str(tmp_path / "responses.yaml"),
+            "--journal",
+            str(tmp_path / "journal.jsonl"),
+            "--dead-letter",
+            str(tmp_path / "dead.jsonl"),
+            "--json",
+        ],
+        stdout=out,
+    )
+    text = out.getvalue()
+    assert status == 0, text
+    assert f'{{"{REDACTED}": "unknown token"}}' in text
+    written = "".join(path.read_text() for path in tmp_path.glob("*.jsonl"))
+    assert not leaked(text + written, token)
 
 
 def test_an_exception_with_a_secret_fails_the_run_masked(server: Server, backend: str) -> None:

@@ -345,6 +345,116 @@ def test_a_refused_state_is_not_consumed() -> None:
     run(main())
 
 
+class HostileDigits(str):
+    """A str whose own methods raise (and count that they ran)."""
+
+    calls = 0
+
+    def _raise(self, *args: Any) -> Any:
+        HostileDigits.calls += 1
+        raise RuntimeError("boom")
+
+    __len__ = __contains__ = __iter__ = __getitem__ = __eq__ = __hash__ = _raise
+    index = find = strip = __str__ = _raise
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+@pytest.mark.parametrize(
+    "digits",
+    [1234, 12.5, b"1234", ["1"], {"d": "1"}, object()],
+    ids=["int", "float", "bytes", "list", "dict", "object"],
+)
+def test_digits_that_are_not_text_are_refused_before_the_claim(digits: Any, loop: str) -> None:
+    """Items 20/28: a TypeError at once, before the resume guard claims the state, which stays
+    resumable."""
+    flow = flowlang.load_flow(VIP_FLOW)
+
+    async def main() -> None:
+        async with runtime(backend=loop) as rt:
+            state = await suspend(rt)
+            with pytest.raises(TypeError, match="resume: digits must be a str or None"):
+                rt.resume(flow, state, digits)
+            assert (await rt.resume(flow, state, "1234")).status == "waiting_for_input"
+
+    run(main())
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_a_str_subclass_is_read_as_its_text_and_none_of_its_code_runs(loop: str) -> None:
+    """Items 20/28: a subclass whose ``__len__`` (and every other method) raises resumes as
+    the plain digits; before, the exception escaped after the claim and used the state up."""
+    flow = flowlang.load_flow(VIP_FLOW)
+    HostileDigits.calls = 0
+
+    async def main() -> None:
+        async with runtime(backend=loop) as rt:
+            state = await suspend(rt)
+            resumed = await rt.resume(flow, state, HostileDigits("1234"))
+            assert resumed.status == "waiting_for_input", resumed.error
+            assert resumed.awaiting is not None and resumed.awaiting["step"] == "ask_menu"
+            assert resumed.state is not None
+            assert resumed.state["scope"]["input"]["ask_pin"] == {"value": "1234"}
+            assert type(resumed.state["scope"]["input"]["ask_pin"]["value"]) is str
+            wrong = await rt.resume(flow, await suspend(rt), HostileDigits("12#"))
+            assert wrong.status == "ended" and wrong.trace[0]["outcome"] == "invalid"
+
+    run(main())
+    assert HostileDigits.calls == 0
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+@pytest.mark.parametrize(
+    "digits", ["1" * 10_000_000, "\ud800", "12\x00", "\uff11\uff12\uff13\uff14", "12 34"]
+)
+def test_text_that_is_not_digits_takes_the_invalid_edge(digits: str, loop: str) -> None:
+    flow = flowlang.load_flow(VIP_FLOW)
+
+    async def main() -> None:
+        async with runtime(backend=loop) as rt:
+            result = await rt.resume(flow, await suspend(rt), digits)
+            assert result.status == "ended"
+            assert result.trace[0] == {
+                "step": "ask_pin",
+                "type": "collect_input",
+                "outcome": "invalid",
+                "duration_ms": 0.0,
+                "detail": {"digits": 0},
+            }
+
+    run(main())
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_what_can_fail_in_a_resume_fails_before_the_claim(
+    loop: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Items 20/28: preparing the flow's plan happens before the claim (a failure leaves the
+    state resumable); after the claim a failure fails the run, never escapes."""
+    flow = flowlang.load_flow(VIP_FLOW)
+
+    def broken(*args: Any) -> Any:
+        raise RuntimeError("boom")
+
+    async def main() -> None:
+        async with runtime(backend=loop) as rt:
+            state = await suspend(rt)
+            with monkeypatch.context() as patch:
+                patch.setattr(Runtime, "_plan", broken)
+                with pytest.raises(RuntimeError, match="boom"):
+                    rt.resume(flow, state, "1234")
+            with monkeypatch.context() as patch:
+                patch.setattr("flowlang.runtime.runner.plain_json", broken)
+                failed = await rt.resume(flow, copy.deepcopy(state), "1234")
+            assert failed.status == "failed"
+            assert failed.error == (
+                "the run could not be resumed (RuntimeError while resuming at step 'ask_pin')"
+            )
+            with pytest.raises(FlowStateError, match="already resumed"):
+                rt.resume(flow, state, "1234")
+
+    run(main())
+
+
 def test_the_memory_guard_is_bounded() -> None:
     guard = MemoryResumeGuard(capacity=3)
     assert guard.claim("a", 1) and not guard.claim("a", 1) and guard.claim("a", 2)

@@ -337,45 +337,64 @@ class Runtime:
     ) -> Coroutine[Any, Any, RunResult]:
         """Continue a run that waits for input, with the caller's digits (None: no input).
 
-        A state that cannot be resumed raises FlowStateError at once, before anything runs:
-        malformed, from another or a changed flow, not waiting at a collect_input step, beyond
-        the data limits, unsigned or altered (with state keys), or already resumed (each
-        suspension is resumed once: the resume guard claims its ``run_id`` and ``seq``).
+        ``digits`` that are neither a str nor None raise TypeError at once (a str subclass is
+        read as the plain text it holds: its own methods never run). A state that cannot be
+        resumed raises FlowStateError at once, before anything runs: malformed, from another or
+        a changed flow, not waiting at a collect_input step, beyond the data limits, unsigned
+        or altered (with state keys), or already resumed (each suspension is resumed once: the
+        resume guard claims its ``run_id`` and ``seq``). Everything that can fail is done before
+        the claim; after it only the run, which never raises.
         """
+        if digits is not None:
+            if not isinstance(digits, str):
+                raise TypeError(
+                    f"resume: digits must be a str or None, not {type(digits).__name__}"
+                )
+            digits = str.__str__(digits)  # a plain copy of a subclass, made in C
         point = read_state(
             state, flow, self.state_keys, self.data_limits, _measure, self.settings.max_state_age
         )
+        entered = apply_digits(point.step, digits)
+        plan = self._plan(flow)
         if not self.resume_guard.claim(point.run_id, point.seq):
             raise FlowStateError(
                 f"this state was already resumed (run {point.run_id!r}, suspension "
                 f"{point.seq}); a state may be resumed once"
             )
-        return self._resume(flow, point, digits)
+        return self._resume(flow, point, entered, plan)
 
-    async def _resume(self, flow: CompiledFlow, point: Resumable, digits: str | None) -> RunResult:
-        """The resumed run; its scope is copied only when it runs (many may be gathered)."""
+    async def _resume(
+        self, flow: CompiledFlow, point: Resumable, entered: tuple[str, str, str], plan: Any
+    ) -> RunResult:
+        """The resumed run of a claimed state; its scope is copied only when it runs (many may
+        be gathered). Never raises: the state and digits were checked before the claim, and
+        should anything still fail the run fails (the state is used up either way)."""
         step = point.step
-        data = plain_json(point.scope)
-        size = point.data_size
-        for root in STATE_ROOTS:
-            if root not in data:
-                data[root] = {}
-                size += len(root) + 6
-        run = Run(
-            self,
-            flow,
-            data,
-            SecretsView(self.secrets),
-            *point.counters,
-            point.run_id,
-            point.seq,
-            size,
-        )
-        outcome, value, target = apply_digits(step, digits)
-        data["input"][step.id] = {"value": value}
-        run.data_size += len(step.id) + len(value) + 16  # at most; digits are few
-        run.trace.append((step.id, step.type, outcome, 0.0, {"digits": len(value)}))
-        result: RunResult = await self._run_loop(self, run, self._plan(flow), target)
+        outcome, value, target = entered
+        try:
+            data = plain_json(point.scope)
+            size = point.data_size
+            for root in STATE_ROOTS:
+                if root not in data:
+                    data[root] = {}
+                    size += len(root) + 6
+            run = Run(
+                self,
+                flow,
+                data,
+                SecretsView(self.secrets),
+                *point.counters,
+                point.run_id,
+                point.seq,
+                size,
+            )
+            data["input"][step.id] = {"value": value}
+            run.data_size += len(step.id) + len(value) + 16  # at most; digits are few
+            run.trace.append((step.id, step.type, outcome, 0.0, {"digits": len(value)}))
+        except Exception as error:
+            reason = f"{type(error).__name__} while resuming at step {step.id!r}"
+            return RunResult("failed", [], [], error=f"the run could not be resumed ({reason})")
+        result: RunResult = await self._run_loop(self, run, plan, target)
         return result
 
     def _plan(self, flow: CompiledFlow) -> Any:

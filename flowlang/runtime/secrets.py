@@ -7,8 +7,9 @@ bytes (exception messages, httpcore's logs); and inside base64 (HTTP Basic crede
 Masking text rather than the holes of templates also covers a secret that a server echoes
 back. Policy (see :data:`MIN_SUBSTRING`): a secret of fewer than four characters once trimmed
 is masked only where a whole string equals one of its forms; longer ones wherever they occur.
-:meth:`Redactor.data` replaces only inside string values: keys, numbers, booleans and the shape
-of the data never change.
+:meth:`Redactor.data` masks string values and string keys by the same rule (a server may echo a
+secret as a header name or a JSON key); numbers, booleans, the number of entries of every map
+and list never change: masked keys that meet another key take a suffix (``[redacted] 2``).
 """
 
 from __future__ import annotations
@@ -472,11 +473,12 @@ class Redactor:
         return self._compiled().mask(text)
 
     def data(self, value: Any) -> Any:
-        """JSON-shaped ``value`` with secrets masked inside its string values.
+        """JSON-shaped ``value`` with secrets masked inside its string values and string keys.
 
-        Keys, numbers, booleans and the shape never change. ``value`` itself comes back when it
-        holds no secret; else a copy (maps as dicts, sequences as lists). Iterative: any depth;
-        a container met twice (shared or cyclic) is copied once.
+        Numbers, booleans, types and the number of entries of every map and list never change;
+        a key changes only where it held a secret (see :func:`_masked_keys`). ``value`` itself
+        comes back when it holds no secret; else a copy (maps as dicts, sequences as lists).
+        Iterative: any depth; a container met twice (shared or cyclic) is copied once.
         """
         if not self.used:
             return value
@@ -488,37 +490,64 @@ class Redactor:
         return _masked_copy(value, masks)
 
 
-def _children(item: Any) -> Any:
-    """The values inside a container, or None when ``item`` is not one."""
-    if isinstance(item, Mapping):
-        return item.values()
-    if isinstance(item, (list, tuple)):
-        return item
-    return None
-
-
 def _holds_secret(value: Any, masks: _Masks) -> bool:
-    """Whether any string value inside ``value`` holds a secret (iterative, each container
-    once)."""
+    """Whether any string value or string key inside ``value`` holds a secret (iterative, each
+    container once)."""
     pending = [value]
     seen: set[int] = set()
+    found = masks.found
     while pending:
         item = pending.pop()
         if isinstance(item, str):
-            if masks.found(item) is not None:
+            if found(item) is not None:
                 return True
             continue
-        children = _children(item)
-        if children is None or id(item) in seen:
-            continue
-        seen.add(id(item))
-        pending.extend(children)
+        if isinstance(item, Mapping):
+            if id(item) in seen:
+                continue
+            seen.add(id(item))
+            for key in item:
+                if isinstance(key, str) and found(key) is not None:
+                    return True
+            pending.extend(item.values())
+        elif isinstance(item, (list, tuple)) and id(item) not in seen:
+            seen.add(id(item))
+            pending.extend(item)
     return False
 
 
+def _masked_keys(keys: list[Any], masks: _Masks) -> list[Any]:
+    """The keys of one map with secrets masked in its string keys (by the rule of values).
+
+    A key that held no secret keeps its name. A masked key that meets another key of the map
+    takes the first free name of ``"<masked> 2"``, ``"<masked> 3"``... in the map's order, so
+    the map keeps every entry and the names are the same each time.
+    """
+    renamed: dict[int, str] = {}
+    for index, key in enumerate(keys):
+        if isinstance(key, str):
+            masked = masks.mask(key)
+            if masked != key:
+                renamed[index] = masked
+    if not renamed:
+        return keys
+    taken = {key for index, key in enumerate(keys) if index not in renamed}
+    last: dict[str, int] = {}  # the last suffix given to each masked name
+    names = list(keys)
+    for index, base in renamed.items():
+        name, number = base, last.get(base, 1)
+        while name in taken:
+            number += 1
+            name = f"{base} {number}"
+        last[base] = number
+        taken.add(name)
+        names[index] = name
+    return names
+
+
 def _masked_copy(value: Any, masks: _Masks) -> Any:
-    """A copy of ``value`` with its string values masked (iterative; shared containers and
-    cycles copied once, as they were)."""
+    """A copy of ``value`` with its string values and keys masked (iterative; shared
+    containers and cycles copied once, as they were)."""
     copies: dict[int, Any] = {}
 
     def copy_of(item: Any) -> tuple[Any, bool]:
@@ -539,10 +568,12 @@ def _masked_copy(value: Any, masks: _Masks) -> Any:
     while pending:
         original, made = pending.pop()
         if isinstance(made, dict):
-            for key, item in original.items():
-                made[key], fill = copy_of(item)
+            entries = list(original.items())
+            names = _masked_keys([key for key, _ in entries], masks)
+            for name, (_, item) in zip(names, entries, strict=True):
+                made[name], fill = copy_of(item)
                 if fill:
-                    pending.append((item, made[key]))
+                    pending.append((item, made[name]))
         else:
             for item in original:
                 copied, fill = copy_of(item)

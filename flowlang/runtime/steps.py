@@ -122,11 +122,17 @@ def collect_input(step: Step, run: Run) -> Transition:
 
 
 def apply_digits(step: Step, digits: str | None) -> tuple[str, str, str]:
-    """(outcome, value, target) for the digits a caller entered (None: none before the timeout)."""
+    """(outcome, value, target) for the digits a caller entered (None: none before the timeout).
+
+    Never raises and runs no code of the caller's: a str subclass is read as the plain text it
+    holds; anything that is not a str is no input (``Runtime.resume`` refuses it before).
+    """
     on_no_input = step.fields["on_no_input"]
     on_invalid = step.fields.get("on_invalid") or on_no_input
     if digits is None or not isinstance(digits, str):
         return "no input", "", on_no_input
+    if type(digits) is not str:
+        digits = str.__str__(digits)  # a plain copy, made in C
     if len(digits) > 256:
         return "invalid", "", on_invalid
     finish = step.fields["finish_on_key"]
