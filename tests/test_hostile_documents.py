@@ -417,6 +417,74 @@ def test_did_you_mean_hints_are_budgeted() -> None:
     assert hinted[0].message.endswith("which does not exist; did you mean 's1'?")
 
 
+def _duration_flow(timeout: str) -> str:
+    return (
+        "flow: slow\nstart: ask\nsteps:\n  ask:\n    type: collect_input\n    prompt: hi\n"
+        f"    timeout: {json.dumps(timeout)}\n    next: bye\n    on_no_input: bye\n"
+        "  bye: {type: hangup}\n"
+    )
+
+
+def test_a_duration_is_checked_in_linear_time_and_shown_short() -> None:
+    """`1<spaces>x`: the duration regex backtracked between its two `\\s*` (60,000 spaces:
+    12 s; a 4 MiB document: about a day). In a subprocess, so a regression fails on the
+    timeout; the message shows the start of the value, not a megabyte of it."""
+    script = textwrap.dedent(
+        f"""\
+        from flowlang.flow import check_flow
+        for filler in (" ", "\\t", "0"):
+            flow, findings = check_flow({_duration_flow("1")!r}.replace(
+                '"1"', '"1' + filler * 1_000_000 + 'x"'))
+            assert flow is None
+            [finding] = findings
+            assert len(finding.message) < 300, len(finding.message)
+            print(finding.message)
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    first, second, third = done.stdout.splitlines()
+    assert first.startswith("expected a duration such as 3s or 500ms, found '1      ")
+    assert first.endswith("...'") and second.endswith("...'") and third.endswith("...'")
+
+
+_OLD_DURATION = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s)?\s*$")
+
+
+def _schema_patterns(node: Any) -> list[str]:
+    """Every ``pattern`` in a JSON Schema."""
+    if isinstance(node, dict):
+        found = [node["pattern"]] if isinstance(node.get("pattern"), str) else []
+        return found + [text for value in node.values() for text in _schema_patterns(value)]
+    if isinstance(node, list):
+        return [text for value in node for text in _schema_patterns(value)]
+    return []
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(" \t\n\x0b\x1c\x85\xa0\u2028\u30001.0ms", max_size=12))
+def test_durations_read_as_before_and_as_the_schema_says(text: str) -> None:
+    """The same texts are durations, with the same values, as with the old regex; the JSON
+    Schema's (unambiguous) pattern accepts exactly those."""
+    from flowlang.flow.schema import flow_schema
+
+    [schema_pattern] = {p for p in _schema_patterns(flow_schema()) if "(ms|s)" in p}
+    flow, findings = check_flow(_duration_flow(text))
+    old = _OLD_DURATION.match(text)
+    assert (re.search(schema_pattern, text) is not None) == (old is not None)
+    if old is None:
+        assert flow is None and "expected a duration" in findings[0].message
+        return
+    value = float(old.group(1)) / (1000 if old.group(2) == "ms" else 1)
+    if 0.5 <= value <= 60:
+        assert flow is not None, findings
+        assert flow.steps["ask"].fields["timeout"] == value
+    else:
+        assert flow is None and "timeout must be between" in findings[0].message
+
+
 # --- documents that escaped as exceptions ------------------------------------------------
 
 
