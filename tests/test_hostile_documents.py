@@ -4,6 +4,7 @@ YAML that used to escape as an exception. Runs on both backends (`make test` run
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import re
 import subprocess
@@ -95,7 +96,8 @@ def test_work_per_match_is_bounded_by_digits_times_states() -> None:
         ("1)", "unbalanced parenthesis at position 1"),
         ("[12", "unterminated character set at position 0"),
         ("(" * 40 + "1" + ")" * 40, "groups nest deeper than 32 levels"),
-        ("([0-9]{1,64}){1,64}", "pattern is too complex (more than 1024 states)"),
+        ("([0-9]{1,64}){1,64}", "pattern is too complex (more than 256 states)"),
+        ("1?" * 200, "pattern is too complex (more than 256 states)"),
         ("1" * 1025, "a pattern is at most 1024 characters"),
     ],
 )
@@ -166,6 +168,114 @@ def test_only_symbols_a_caller_can_enter_ever_match() -> None:
     assert not DigitPattern(".*").fullmatch("12a")
     assert not DigitPattern("[^1]").fullmatch("\n")
     assert DigitPattern(".*").fullmatch("12*#")
+
+
+def _nested_empty_repeats(levels: int) -> str:
+    pattern = "()"
+    for _ in range(levels):
+        pattern = "(?:" + pattern + "){64}"
+    return pattern
+
+
+def test_repeats_of_empty_groups_compile_in_bounded_work() -> None:
+    """`(?:(?:()){64}){64}`...: an empty group built no state, so the state cap never tripped
+    while the builder expanded it 64**k times (k=5, 77 characters: about 15 minutes). Run in a
+    subprocess so that a regression fails on the timeout instead of hanging the suite."""
+    script = textwrap.dedent(
+        f"""\
+        import flowlang
+        from flowlang.flow.digits import DigitPattern
+        for levels in (5, 6, 12):
+            pattern = "()"
+            for _ in range(levels):
+                pattern = "(?:" + pattern + "){{64}}"
+            compiled = DigitPattern(pattern)
+            assert compiled.states <= 2, compiled.states
+            assert compiled.fullmatch("") and not compiled.fullmatch("1")
+        compiled = DigitPattern("(?:(?:(?:^|$|()){{64}}){{64}}1){{32}}")
+        assert compiled.fullmatch("1" * 32) and not compiled.fullmatch("1" * 31)
+        flow = flowlang.load_flow({pattern_flow(_nested_empty_repeats(5))!r})
+        print("ok", flow.steps["ask"].fields["pattern"].states)
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.startswith("ok ")
+
+
+def test_the_builder_counts_its_work_not_only_its_states() -> None:
+    """The last line of defence: a tree whose expansion builds no state still stops, early."""
+    from flowlang.flow import digits
+
+    tree: Any = digits._Sequence(())
+    for _ in range(4):
+        tree = digits._Repeat(tree, 64, 64)
+    builder = digits._Builder()
+    with pytest.raises(PatternError, match="more than 4096 construction steps"):
+        builder.build(tree, 0)
+    assert builder.steps == digits.MAX_BUILD_STEPS + 1 == 4097
+    assert len(builder.kinds) == 1
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    [
+        "(?:^){2}1",
+        "1(?:$){3}",
+        "(?:$)*1",
+        "(?:^|$){3}",
+        "(?:^|$)?1",
+        "(?:()|1){3}",
+        "()*1",
+        "(?:(?:){5}|2){2}",
+        "(?:1|2|3){2}",
+        "(?:\\d|\\*|#)+",
+        "(?:1|2|^)+",
+        "(?:1|$){2}",
+        "1{0}2",
+        "(?:1){1}",
+        "(?:1|(?:2|3)){1,2}",
+        "(?:|1)*",
+        "(?:^1|2$){0,2}",
+    ],
+)
+def test_the_normal_form_keeps_the_meaning(pattern: str) -> None:
+    """Every input up to 4 symbols over 1 2 #, against Python's ``re``."""
+    compiled = DigitPattern(pattern)
+    for size in range(5):
+        for symbols in itertools.product("12#", repeat=size):
+            digits = "".join(symbols)
+            assert compiled.fullmatch(digits) == bool(re.fullmatch(pattern, digits)), digits
+
+
+@pytest.mark.parametrize(
+    ("pattern", "states"),
+    [
+        ("[0-9]{8}", 9),
+        ("[0-9]{8,12}", 17),
+        ("(1|2|3)", 2),
+        ("\\d{4}#?", 7),
+        ("[0-9]{4,6}#", 10),
+        ("\\d{0,64}", 129),
+        ("[0-9*]{4,64}#?", 127),
+        ("(?:\\d|\\*){0,64}", 129),
+        ("(?:1|2|3|4|5|6|7|8){0,64}", 129),
+        ("(?:\\d\\*?){1,64}", 256),
+        ("[0-9]{4}(?:\\*[0-9]{4}){0,12}", 77),
+        ("(?:[0-9]{3}\\*?)*", 7),
+    ],
+)
+def test_real_keypad_patterns_fit_the_state_cap(pattern: str, states: int) -> None:
+    """PINs, account numbers, menus and the widest counted forms fit 256 states; the cost of
+    one fresh 64-digit match is then at most 65 x 256 state visits."""
+    compiled = DigitPattern(pattern)
+    assert compiled.states == states <= MAX_STATES == 256
+    for digits in ("1" * 64, "1*" * 32, "12345678"):
+        compiled.visits = 0
+        assert compiled.fullmatch(digits) == bool(re.fullmatch(pattern, digits))
+        assert compiled.visits <= 65 * MAX_STATES
 
 
 # --- 18. checking grows linearly -----------------------------------------------------------
@@ -305,6 +415,74 @@ def test_did_you_mean_hints_are_budgeted() -> None:
     hinted = [finding for finding in findings if "did you mean" in finding.message]
     assert 0 < len(hinted) <= 50
     assert hinted[0].message.endswith("which does not exist; did you mean 's1'?")
+
+
+def _duration_flow(timeout: str) -> str:
+    return (
+        "flow: slow\nstart: ask\nsteps:\n  ask:\n    type: collect_input\n    prompt: hi\n"
+        f"    timeout: {json.dumps(timeout)}\n    next: bye\n    on_no_input: bye\n"
+        "  bye: {type: hangup}\n"
+    )
+
+
+def test_a_duration_is_checked_in_linear_time_and_shown_short() -> None:
+    """`1<spaces>x`: the duration regex backtracked between its two `\\s*` (60,000 spaces:
+    12 s; a 4 MiB document: about a day). In a subprocess, so a regression fails on the
+    timeout; the message shows the start of the value, not a megabyte of it."""
+    script = textwrap.dedent(
+        f"""\
+        from flowlang.flow import check_flow
+        for filler in (" ", "\\t", "0"):
+            flow, findings = check_flow({_duration_flow("1")!r}.replace(
+                '"1"', '"1' + filler * 1_000_000 + 'x"'))
+            assert flow is None
+            [finding] = findings
+            assert len(finding.message) < 300, len(finding.message)
+            print(finding.message)
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    first, second, third = done.stdout.splitlines()
+    assert first.startswith("expected a duration such as 3s or 500ms, found '1      ")
+    assert first.endswith("...'") and second.endswith("...'") and third.endswith("...'")
+
+
+_OLD_DURATION = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s)?\s*$")
+
+
+def _schema_patterns(node: Any) -> list[str]:
+    """Every ``pattern`` in a JSON Schema."""
+    if isinstance(node, dict):
+        found = [node["pattern"]] if isinstance(node.get("pattern"), str) else []
+        return found + [text for value in node.values() for text in _schema_patterns(value)]
+    if isinstance(node, list):
+        return [text for value in node for text in _schema_patterns(value)]
+    return []
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(" \t\n\x0b\x1c\x85\xa0\u2028\u30001.0ms", max_size=12))
+def test_durations_read_as_before_and_as_the_schema_says(text: str) -> None:
+    """The same texts are durations, with the same values, as with the old regex; the JSON
+    Schema's (unambiguous) pattern accepts exactly those."""
+    from flowlang.flow.schema import flow_schema
+
+    [schema_pattern] = {p for p in _schema_patterns(flow_schema()) if "(ms|s)" in p}
+    flow, findings = check_flow(_duration_flow(text))
+    old = _OLD_DURATION.match(text)
+    assert (re.search(schema_pattern, text) is not None) == (old is not None)
+    if old is None:
+        assert flow is None and "expected a duration" in findings[0].message
+        return
+    value = float(old.group(1)) / (1000 if old.group(2) == "ms" else 1)
+    if 0.5 <= value <= 60:
+        assert flow is not None, findings
+        assert flow.steps["ask"].fields["timeout"] == value
+    else:
+        assert flow is None and "timeout must be between" in findings[0].message
 
 
 # --- documents that escaped as exceptions ------------------------------------------------

@@ -20,7 +20,9 @@ from flowlang.flow.source import Document, Pointer
 from flowlang.runtime.requests import header_value_problem, origin_of
 from flowlang.suggest import did_you_mean
 
-_DURATION = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s)?\s*$")
+#: A duration, matched after stripping the text (one run of white space, so no backtracking
+#: between two ``\s*``: that was quadratic in the spaces).
+_DURATION = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*(ms|s)?")
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 _ENDPOINT_PREFIX = re.compile(r"https?://", re.IGNORECASE)
 _MAX_HEADERS = 50
@@ -217,10 +219,11 @@ class StepBuilder:
         if isinstance(raw, (int, float)) and not isinstance(raw, bool):
             seconds = float(raw)
         else:
-            match = _DURATION.match(raw) if isinstance(raw, str) else None
+            match = _DURATION.fullmatch(raw.strip()) if isinstance(raw, str) else None
             if match is None:
+                found = _shorten(raw) if isinstance(raw, str) else _kind(raw)
                 self.error(
-                    f"expected a duration such as 3s or 500ms, found {raw!r}", pointer, step, name
+                    f"expected a duration such as 3s or 500ms, found {found}", pointer, step, name
                 )
                 return None
             seconds = float(match.group(1)) / (1000 if match.group(2) == "ms" else 1)

@@ -31,7 +31,7 @@ def _field_schema(spec: Field) -> dict[str, Any]:
         schema = {
             "anyOf": [
                 {"type": "number", "minimum": spec.minimum, "maximum": spec.maximum},
-                {"type": "string", "pattern": r"^\s*[0-9]+(\.[0-9]+)?\s*(ms|s)?\s*$"},
+                {"type": "string", "pattern": r"^\s*[0-9]+(\.[0-9]+)?(\s*(ms|s))?\s*$"},
             ]
         }
     elif kind == "bool":
