@@ -82,10 +82,10 @@ def main(path: Path) -> int:
             f"\nmatching, 1,000 workflows: {1e9 / matching['flowlang']:,.0f} events/s "
             f"(hand-written {1e9 / matching['baseline']:,.0f} events/s)"
         )
-    slow = extras.get("F5 2k on slow endpoint")
+    slow = extras.get("F5 1k on slow endpoint")
     if slow:
         print(
-            f"2,000 concurrent runs each waiting 0.2 s on a loopback endpoint (50 in flight): "
+            f"1,000 concurrent runs each waiting 0.2 s on a loopback endpoint (50 in flight): "
             f"{slow['runs_per_second']:,.0f} runs/s, peak "
             f"{slow['peak_bytes_per_run'] / 1024:.1f} KiB per run"
         )
