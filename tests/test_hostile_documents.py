@@ -636,3 +636,29 @@ def test_workflow_hints_are_budgeted() -> None:
     hinted = [finding for finding in findings if "did you mean" in finding.message]
     assert 0 < len(hinted) <= 100
     assert re.search(r"there is no action 'b(\d+)'; did you mean 'a\1'\?$", hinted[0].message)
+
+
+@pytest.mark.parametrize(
+    "field",
+    # a YAML key longer than 1,024 characters must be an explicit one (? key : value)
+    ["method: {}", "finish_on_key: {}", "timeout: {}", "headers:\n      ? {} y\n      : x"],
+)
+def test_messages_show_long_document_values_cut(field: str) -> None:
+    """A 100,000-character value in a field is named in its message cut to a readable length,
+    never whole (a finding per such field would otherwise copy the document into the report)."""
+    long_value = "X" * 100_000
+    step_type = "collect_input" if "finish" in field or "timeout" in field else "http_request"
+    extra = (
+        "prompt: hi\n    on_no_input: a\n    next: a"
+        if step_type == "collect_input"
+        else "endpoint: https://crm.example.com/x\n    on_failure: a\n    next: a"
+    )
+    text = (
+        f"flow: f\nstart: s\nsteps:\n  s:\n    type: {step_type}\n    {extra}\n"
+        f"    {field.format(long_value)}\n  a: {{type: hangup}}\n"
+    )
+    flow, findings = check_flow(text)
+    assert flow is None and findings
+    assert all(len(finding.message) < 400 for finding in findings), [
+        len(finding.message) for finding in findings
+    ]

@@ -221,7 +221,7 @@ class StepBuilder:
         else:
             match = _DURATION.fullmatch(raw.strip()) if isinstance(raw, str) else None
             if match is None:
-                found = _shorten(raw) if isinstance(raw, str) else _kind(raw)
+                found = _shown(raw)
                 self.error(
                     f"expected a duration such as 3s or 500ms, found {found}", pointer, step, name
                 )
@@ -270,7 +270,7 @@ class StepBuilder:
             text = str(raw).upper() if name == "method" and isinstance(raw, str) else raw
             if text not in spec.choices:
                 self.error(
-                    f"{name} must be one of {', '.join(spec.choices)}, not {raw!r}",
+                    f"{name} must be one of {', '.join(spec.choices)}, not {_shown(raw)}",
                     pointer,
                     step,
                     name,
@@ -286,7 +286,7 @@ class StepBuilder:
             text = "" if raw is None else str(raw)
             if len(text) > 1 or (text and text not in "0123456789*#"):
                 self.error(
-                    f"finish_on_key must be one of 0-9, * or #, or empty, not {raw!r}",
+                    f"finish_on_key must be one of 0-9, * or #, or empty, not {_shown(raw)}",
                     pointer,
                     step,
                     name,
@@ -322,7 +322,7 @@ class StepBuilder:
             name_text = str(name)
             if not _HEADER_NAME.match(name_text):
                 self.error(
-                    f"{name_text!r} is not a valid header name",
+                    f"{_shorten(name_text)} is not a valid header name",
                     (*pointer, name),
                     step,
                     "headers",
@@ -681,6 +681,12 @@ def _tree_depth(tree: FieldTree) -> int:
 def _shorten(text: str) -> str:
     """``repr`` of a name, cut to a readable length for a message."""
     return repr(text) if len(text) <= 80 else repr(text[:77] + "...")
+
+
+def _shown(raw: Any) -> str:
+    """A document value as a message shows it: text cut to a readable length, anything else
+    by its kind (a whole number may have a thousand digits)."""
+    return _shorten(raw) if isinstance(raw, str) else _kind(raw)
 
 
 def _tree_to_dict(tree: FieldTree) -> dict[str, Any]:
