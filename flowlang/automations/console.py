@@ -32,6 +32,7 @@ from flowlang.automations.dispatch import (
     DispatchResult,
     Journal,
     file_lock,
+    shown_error,
 )
 from flowlang.automations.records import (
     MAX_EVENT_BYTES,
@@ -204,14 +205,16 @@ async def _automate_stream(
         _tally(counts, result.deliveries)
         for message in result.errors:
             counts["failed"] += 1
-            _warn(redactor.text(f"event {result.event_id}: {message}"))
-        if arguments.json:
+            _warn(str(shown_error(redactor, f"event {result.event_id}: {message}")))
+        if arguments.json:  # errors masked, then shortened (never the other way round)
             line = {
                 "event": result.event_id,
                 "duplicate": result.duplicate,
                 "matched": result.matched,
-                "deliveries": [vars(d) for d in result.deliveries],
-                "errors": result.errors,
+                "deliveries": [
+                    vars(d) | {"error": shown_error(redactor, d.error)} for d in result.deliveries
+                ],
+                "errors": [shown_error(redactor, message) for message in result.errors],
             }
             out.write(json.dumps(redactor.data(line), default=str) + "\n")
             return
@@ -219,12 +222,12 @@ async def _automate_stream(
             if delivery.outcome != "delivered":
                 write(
                     f"  {result.event_id} {delivery.workflow}/{delivery.action}: "
-                    f"{delivery.outcome} ({delivery.error})\n"
+                    f"{delivery.outcome} ({shown_error(redactor, delivery.error)})\n"
                 )
 
     def refused(message: str) -> None:
         counts["refused"] += 1
-        _warn(redactor.text(message))
+        _warn(str(shown_error(redactor, message)))
 
     fatal: str | None = None
     async with automations:
@@ -250,7 +253,7 @@ async def _automate_stream(
                 refused(f"{where}: {error}")
             except Exception as error:
                 counts["failed"] += 1
-                _warn(redactor.text(f"{where}: {type(error).__name__}: {error}"))
+                _warn(str(shown_error(redactor, f"{where}: {type(error).__name__}: {error}")))
             finally:
                 slots.release()
             done += 1
@@ -356,7 +359,8 @@ async def _replay(arguments: argparse.Namespace, out: TextIO) -> int:
                 deliveries = await automations.replay(record)
             except (ValueError, FlowDocumentError) as error:
                 problems += 1
-                _warn(redactor.text(f"{path}:{number}: cannot replay: {error} (left in the file)"))
+                message = f"{path}:{number}: cannot replay: {error} (left in the file)"
+                _warn(str(shown_error(redactor, message)))
                 continue
             _tally(counts, deliveries)
             consumed[raw] += 1

@@ -31,6 +31,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
 
+from flowlang.expr.shared import carried_text
 from flowlang.expr.values import plain_json
 
 #: An event nests at most this deep (the depth of JSON the HTTP layer accepts).
@@ -177,7 +178,7 @@ def check_event(
     event_id = event.get("id")
     if not isinstance(event_id, str) or not event_id:
         raise EventError("an event needs an id (text) so that it is delivered once")
-    shown = ascii(event_id[:80])
+    shown = carried_text(ascii(event_id))  # whole: the output masks it, then shortens it
     if nests_deeper_than(event, depth):
         raise EventError(f"event {shown} nests deeper than {depth} levels")
     plain: dict[str, Any] = plain_json(event)

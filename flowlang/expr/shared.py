@@ -7,10 +7,14 @@ the rendered-size limit live here once; the Cython backend imports this module.
 from __future__ import annotations
 
 __all__ = [
+    "MAX_CARRIED_TEXT",
+    "MAX_SHOWN_ERROR",
     "apply_filter",
+    "carried_text",
     "kind_name",
     "limited_text",
     "output_too_long",
+    "shorten",
     "undefined_error",
 ]
 
@@ -20,6 +24,28 @@ from typing import Any
 from flowlang.errors import FlowFilterError, FlowLimitError, FlowUndefinedError
 from flowlang.expr.filters import TEXT_BUILDERS
 from flowlang.expr.values import OutputTooLong, is_number, to_text
+
+
+#: The longest text an error carries from data (a value, another exception's message). Longer
+#: text is not cut but left out (its length is said): a cut before masking would leave the
+#: prefix of a secret that crosses it unmasked.
+MAX_CARRIED_TEXT = 1024 * 1024
+
+
+#: The longest error text shown in output (a run's error, a dead letter's), after masking.
+MAX_SHOWN_ERROR = 2000
+
+
+def carried_text(text: str, limit: int = MAX_CARRIED_TEXT) -> str:
+    """``text`` whole for an error to carry, or a note of its length when it passes ``limit``
+    (never a prefix: secrets are masked later, on the whole text)."""
+    return text if len(text) <= limit else f"(a text of {len(text)} characters, not shown)"
+
+
+def shorten(masked: str, limit: int) -> str:
+    """``masked`` cut to ``limit`` characters and ``…``: only for output whose secrets are
+    already masked (mask first, then cut: a cut secret is no longer recognized)."""
+    return masked if len(masked) <= limit else masked[:limit] + "…"
 
 
 def kind_name(value: Any) -> str:
@@ -84,9 +110,8 @@ def _filter_error(name: str, error: Exception) -> FlowFilterError:
         detail = str(error)
     except Exception:  # an exception whose own __str__ raises
         detail = "(no message)"
-    if len(detail) > 200:
-        detail = detail[:200] + "…"
-    return FlowFilterError(f"filter {name!r} raised {type(error).__name__}: {detail}")
+    # whole (the run masks it, then shortens it): see carried_text
+    return FlowFilterError(f"filter {name!r} raised {type(error).__name__}: {carried_text(detail)}")
 
 
 def apply_filter(
