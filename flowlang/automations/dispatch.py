@@ -54,6 +54,7 @@ from flowlang.automations.records import (
     EventError,
     RecordError,
     check_event,
+    check_record_file,
     encode_record,
     read_records,
 )
@@ -178,6 +179,8 @@ class DeadLetterStore:
     so a concurrent ``flowlang replay`` never erases one)."""
 
     def __init__(self, path: Path | None = None) -> None:
+        if path is not None:
+            check_record_file(path, "dead-letter file")  # before a lock is made next to it
         self.path = path
         self.records: list[dict[str, Any]] = []
 

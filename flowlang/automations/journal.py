@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from flowlang.automations.records import encode_record, read_records
+from flowlang.automations.records import check_record_file, encode_record, read_records
 
 try:
     import fcntl
@@ -40,7 +40,8 @@ class Journal:
     """An append-only file of dispatch records (see the module docstring).
 
     A journal has one writer: making a Journal takes an exclusive lock on ``<path>.lock``
-    (without waiting; JournalLockedError when it is held), released by :meth:`close`.
+    (without waiting; JournalLockedError when it is held), released by :meth:`close`. A path
+    that is not a regular file (``/dev/zero``, a FIFO) is refused first (RecordFileError).
     Lines that cannot be read are skipped and listed in :attr:`problems` (``file:line: why``).
     """
 
@@ -52,6 +53,7 @@ class Journal:
         #: Lines skipped when the journal was last read, each ``file:line: why``.
         self.problems: list[str] = []
         self._lock: int | None = None
+        check_record_file(path, "journal")  # before a lock is made next to it
         self._take_lock()
 
     def _take_lock(self) -> None:

@@ -25,7 +25,6 @@ from flowlang.errors import FlowFilterError, FlowLimitError, FlowUndefinedError
 from flowlang.expr.filters import TEXT_BUILDERS
 from flowlang.expr.values import OutputTooLong, is_number, to_text
 
-
 #: The longest text an error carries from data (a value, another exception's message). Longer
 #: text is not cut but left out (its length is said): a cut before masking would leave the
 #: prefix of a secret that crosses it unmasked.
