@@ -36,16 +36,11 @@ from flowlang.automations import (
     load_workflow,
 )
 from flowlang.automations import console as automations_console
+from flowlang.automations import records as records_module
 from flowlang.automations.formats import ValueFormatError
-from flowlang.automations.records import (
-    EventError,
-    LineTooLongError,
-    RecordFileError,
-    check_event,
-    read_records,
-)
+from flowlang.automations.records import EventError, LineTooLongError, check_event, read_records
 from flowlang.cli import main
-from flowlang.expr.shared import MAX_SHOWN_ERROR, shorten
+from flowlang.expr import shared
 from flowlang.runtime.http import HttpResult
 from flowlang.runtime.requests import PreparedRequest
 
@@ -94,8 +89,8 @@ def boom(value: Any) -> Any:
 
 
 def test_shorten_cuts_only_long_text() -> None:
-    assert shorten("abc", 3) == "abc"
-    assert shorten("abcd", 3) == "abc…"
+    assert shared.shorten("abc", 3) == "abc"
+    assert shared.shorten("abcd", 3) == "abc…"
 
 
 def test_a_filter_error_carries_the_whole_value(make_engine: Callable[..., Engine]) -> None:
@@ -116,7 +111,7 @@ def test_a_huge_filter_message_is_left_out_not_cut(make_engine: Callable[..., En
 @pytest.mark.parametrize("padding", [0, 150, 190, 1990])
 def test_a_long_secret_in_a_flow_error_is_masked_before_the_cut(backend: str, padding: int) -> None:
     """A filter error holding a secret longer than the old 200-character cut, at offsets that
-    straddle the cuts (200 in the filter error, MAX_SHOWN_ERROR in the run's error)."""
+    straddle the cuts (200 in the filter error, shared.MAX_SHOWN_ERROR in the run's error)."""
     engine = Engine(backend=backend, strict=True, filters={"boom": boom})
     flow = flowlang.load_flow(
         "flow: f\nstart: s\nsteps:\n  s:\n    type: http_request\n"
@@ -138,7 +133,7 @@ def test_a_long_secret_in_a_flow_error_is_masked_before_the_cut(backend: str, pa
     result = asyncio.run(run())
     assert result.status == "failed"
     assert result.error is not None and "[redacted]" in result.error
-    assert len(result.error) <= MAX_SHOWN_ERROR + 1
+    assert len(result.error) <= shared.MAX_SHOWN_ERROR + 1
     everything = json.dumps(result.to_json()) + repr(result)
     assert leaked(LONG, everything) == []
 
@@ -253,7 +248,7 @@ def test_an_unexpected_error_holding_a_long_secret_is_masked_before_the_cut(
     assert delivery.error is not None and "[redacted]" in delivery.error
     assert leaked(LONG, delivery.error) == []
     [record] = DeadLetterStore.read(dead)
-    assert "[redacted]" in record["error"] and len(record["error"]) <= MAX_SHOWN_ERROR + 1
+    assert "[redacted]" in record["error"] and len(record["error"]) <= shared.MAX_SHOWN_ERROR + 1
     assert leaked(LONG, dead.read_text()) == []
 
 
@@ -347,10 +342,10 @@ RECORDS = st.fixed_dictionaries(
 
 @settings(max_examples=150, deadline=None)
 @given(st.lists(RECORDS, max_size=6))
-def test_no_journal_content_ends_a_load(records: list[dict[str, Any]]) -> None:
+def test_no_journal_content_ends_a_load(lines: list[dict[str, Any]]) -> None:
     with __import__("tempfile").TemporaryDirectory() as folder:
         path = Path(folder) / "journal.jsonl"
-        path.write_text("".join(json.dumps(record) + "\n" for record in records))
+        path.write_text("".join(json.dumps(record) + "\n" for record in lines))
         journal = Journal(path)
         try:
             engine = Automations([], journal=journal)
@@ -431,9 +426,9 @@ def test_a_line_that_never_ends_refuses_the_file(tmp_path: Path) -> None:
     path.write_bytes(json.dumps(GOOD).encode() + b"\n" + b"\0" * 20_000)
     with pytest.raises(LineTooLongError, match=f"{path}:2 goes on past 5000 bytes"):
         read_records(path, limit=100, max_skip=5000)
-    records, problems = read_records(path, limit=100, max_skip=50_000)
-    assert [record for _, record in records] == [GOOD] and "longer than 100" in problems[0]
-    with pytest.raises(RecordFileError):
+    found, problems = read_records(path, limit=100, max_skip=50_000)
+    assert [record for _, record in found] == [GOOD] and "longer than 100" in problems[0]
+    with pytest.raises(records_module.RecordFileError):
         read_records(Path("/dev/zero"))
 
 
