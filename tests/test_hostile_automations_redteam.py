@@ -331,7 +331,7 @@ RECORDS = st.fixed_dictionaries(
     optional={
         "event": st.fixed_dictionaries({"id": JSONS | st.text(min_size=1)}) | JSONS,
         "event_id": JSONS | st.sampled_from(["a", "b"]),
-        "at": JSONS,
+        "at": st.sampled_from([10**400, -(10**400), 2**63, 1e308, -1.5]) | JSONS,
         "workflow": JSONS | st.just("w"),
         "action": JSONS | st.just("a"),
         "outcome": JSONS | st.sampled_from(["delivered", "dead_lettered"]),
