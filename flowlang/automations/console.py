@@ -52,6 +52,7 @@ from flowlang.automations.records import (
     encode_record,
 )
 from flowlang.automations.workflow import check_unique_names, load_workflow
+from flowlang.expr.shared import whole_text
 from flowlang.flow.model import FlowDocumentError
 from flowlang.runtime.recorded import load_recorded_responses
 from flowlang.runtime.secrets import Redactor
@@ -266,7 +267,8 @@ async def _automate_stream(
                 refused(f"{where}: {error}")
             except Exception as error:
                 counts["failed"] += 1
-                _warn(str(shown_error(redactor, f"{where}: {type(error).__name__}: {error}")))
+                message = f"{where}: {type(error).__name__}: {whole_text(error)}"
+                _warn(str(shown_error(redactor, message)))
             finally:
                 slots.release()
             done += 1

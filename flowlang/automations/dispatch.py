@@ -59,7 +59,7 @@ from flowlang.automations.records import (
     read_records,
 )
 from flowlang.automations.workflow import CompiledWorkflow, check_unique_names, load_workflow
-from flowlang.expr.shared import MAX_SHOWN_ERROR, carried_text, shorten
+from flowlang.expr.shared import MAX_SHOWN_ERROR, carried_text, shorten, whole_text
 from flowlang.expr.values import plain_json
 from flowlang.runtime.http import GuardedHttp, HttpResult, HttpSender, Resolver, guarded_sender
 from flowlang.runtime.requests import RequestError
@@ -233,7 +233,7 @@ def _describe(problem: BaseException) -> str:
     """``Type: message`` of an unexpected exception, even if its ``str`` fails. Whole (see
     carried_text): outputs mask it first, then shorten it (:func:`shown_error`)."""
     try:
-        text = str(problem)
+        text = whole_text(problem)
     except Exception:
         text = "(unprintable)"
     return f"{type(problem).__name__}: {carried_text(text)}"

@@ -16,6 +16,7 @@ __all__ = [
     "output_too_long",
     "shorten",
     "undefined_error",
+    "whole_text",
 ]
 
 from collections.abc import Mapping
@@ -104,13 +105,29 @@ def limited_text(value: Any, limit: int) -> str:
         raise output_too_long(limit) from None
 
 
+#: A filter error's message shows at most this much of what the filter raised; the error keeps
+#: the whole text in ``whole`` for outputs that mask it, then cut it (:func:`whole_text`).
+FILTER_DETAIL = 200
+
+
 def _filter_error(name: str, error: Exception) -> FlowFilterError:
     try:
         detail = str(error)
     except Exception:  # an exception whose own __str__ raises
         detail = "(no message)"
-    # whole (the run masks it, then shortens it): see carried_text
-    return FlowFilterError(f"filter {name!r} raised {type(error).__name__}: {carried_text(detail)}")
+    head = f"filter {name!r} raised {type(error).__name__}: "
+    shown = detail if len(detail) <= FILTER_DETAIL else detail[:FILTER_DETAIL] + "…"
+    problem = FlowFilterError(head + shown)
+    problem.__dict__["whole"] = head + carried_text(detail)
+    return problem
+
+
+def whole_text(error: BaseException) -> str:
+    """The whole message of ``error``, for an output that masks it and then shortens it: its
+    ``whole`` when it keeps one (its ``str`` is cut, for readers without a redactor: a cut secret
+    would escape masking), else ``str(error)``."""
+    whole = error.__dict__.get("whole") if hasattr(error, "__dict__") else None
+    return whole if isinstance(whole, str) else str(error)
 
 
 def apply_filter(
