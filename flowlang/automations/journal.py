@@ -163,7 +163,7 @@ def record_problem(record: Mapping[str, Any]) -> str | None:
     kind = record.get("kind")
     fields = _TEXT_FIELDS.get(kind) if isinstance(kind, str) else None
     if fields is None:
-        return f"not a journal record (kind {ascii(kind)[:40]})"
+        return f"not a journal record (its kind, {type(kind).__name__}, is not one flowlang writes)"
     for name in fields:
         value = record.get(name)
         if not isinstance(value, str) or not value:
