@@ -4,6 +4,7 @@ process does may end the run, lose an action, or leak a secret (issue 8, items 6
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import io
 import json
 import os
@@ -373,7 +374,7 @@ def test_bad_journal_lines_are_reported_and_skipped(tmp_path: Path) -> None:
 
 def test_bounded_lines_never_hold_a_long_line() -> None:
     stream = io.BytesIO(b"short\n" + b"x" * 10_000 + b"\nafter\nlast")
-    assert list(bounded_lines(stream, 100)) == [
+    assert list(bounded_lines(stream, 100, max_skip=20_000)) == [
         (1, b"short"),
         (2, None),
         (3, b"after"),
@@ -549,20 +550,25 @@ def test_a_kill_at_the_dead_letter_write_loses_nothing(tmp_path: Path) -> None:
         (tmp_path / "wf.yaml").write_text(SCRIPTED.replace("{port}", str(server.port)))
         (tmp_path / "events.jsonl").write_text(json.dumps(call(1)) + "\n")
         server.received.script("first", (404, {}, {}), (404, {}, {}))
-        os.mkfifo(tmp_path / "dead.jsonl")  # opening it to append blocks: the process stops there
-        first = subprocess.Popen(
-            _automate_command(tmp_path),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            env=CLEAN_ENV,
-            start_new_session=True,
-        )
+        # the append lock is held here: the process stops at the dead-letter write, waiting
+        held = os.open(tmp_path / "dead.jsonl.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(held, fcntl.LOCK_EX)
         try:
-            _wait_for(lambda: "/script/first" in _paths(server.received.requests))
-            time.sleep(0.5)  # it is now waiting to write the dead letter
+            first = subprocess.Popen(
+                _automate_command(tmp_path),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                env=CLEAN_ENV,
+                start_new_session=True,
+            )
+            try:
+                _wait_for(lambda: "/script/first" in _paths(server.received.requests))
+                time.sleep(0.5)  # it is now waiting to write the dead letter
+            finally:
+                _kill(first)
         finally:
-            _kill(first)
-        (tmp_path / "dead.jsonl").unlink()
+            os.close(held)
+        assert not (tmp_path / "dead.jsonl").exists()
         second = subprocess.run(
             _automate_command(tmp_path), capture_output=True, text=True, timeout=60, env=CLEAN_ENV
         )
@@ -579,7 +585,6 @@ def test_an_unwritable_dead_letter_file_keeps_the_action_for_the_next_run(tmp_pa
         "- {request: POST https://crm.example.com/second, status: 200, body: {}}\n"
     )
     (tmp_path / "events.jsonl").write_text(json.dumps(call(1)) + "\n")
-    (tmp_path / "blocked").mkdir()
 
     def automate(dead: Path) -> tuple[int, str]:
         return cli(
@@ -595,7 +600,7 @@ def test_an_unwritable_dead_letter_file_keeps_the_action_for_the_next_run(tmp_pa
             str(dead),
         )
 
-    status, out = automate(tmp_path / "blocked")  # a directory: cannot be appended to
+    status, out = automate(tmp_path / "missing" / "dead.jsonl")  # no such folder: not written
     assert status == 1
     assert "its dead letter could not be written" in out and "unsaved" in out
     status, out = automate(tmp_path / "dead.jsonl")

@@ -6,7 +6,11 @@ stream), and holds the journal's lock for the run. Exit status: 0; 1 when an act
 letter could not be written or an event failed (both stay unfinished in the journal and run
 again next time); 2 for unusable input (workflow errors, two workflows with one name, a journal
 in use, bad event lines). ``replay`` removes from the dead-letter file only the records it
-replayed, under the lock appends take, so records appended meanwhile stay.
+replayed, under the lock appends take, so records appended meanwhile stay; one replay at a time
+per file (``<file>.replay.lock``, held for the whole replay; a second one exits 2). A journal or
+dead-letter path that is not a regular file is refused (exit 2) before a lock is made next to
+it, and every line is read with a bound: a line that goes on past MAX_RECORD_SKIP bytes ends
+the reading (exit 2). Errors are masked, then shortened (MAX_SHOWN_ERROR characters).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import re
 import sys
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, TextIO
 
@@ -32,20 +37,30 @@ from flowlang.automations.dispatch import (
     DispatchResult,
     Journal,
     file_lock,
+    shown_error,
 )
 from flowlang.automations.records import (
     MAX_EVENT_BYTES,
     MAX_RECORD_BYTES,
+    MAX_RECORD_SKIP,
     EventError,
+    LineTooLongError,
     RecordError,
     bounded_lines,
+    check_record_file,
     decode_record,
     encode_record,
 )
 from flowlang.automations.workflow import check_unique_names, load_workflow
+from flowlang.expr.shared import whole_text
 from flowlang.flow.model import FlowDocumentError
 from flowlang.runtime.recorded import load_recorded_responses
 from flowlang.runtime.secrets import Redactor
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX: no lock
+    fcntl = None  # type: ignore[assignment]
 
 PROGRESS_EVERY = 1000
 #: An events line is at most this long (an event of MAX_EVENT_BYTES, written with spaces).
@@ -204,14 +219,16 @@ async def _automate_stream(
         _tally(counts, result.deliveries)
         for message in result.errors:
             counts["failed"] += 1
-            _warn(redactor.text(f"event {result.event_id}: {message}"))
-        if arguments.json:
+            _warn(str(shown_error(redactor, f"event {result.event_id}: {message}")))
+        if arguments.json:  # errors masked, then shortened (never the other way round)
             line = {
                 "event": result.event_id,
                 "duplicate": result.duplicate,
                 "matched": result.matched,
-                "deliveries": [vars(d) for d in result.deliveries],
-                "errors": result.errors,
+                "deliveries": [
+                    vars(d) | {"error": shown_error(redactor, d.error)} for d in result.deliveries
+                ],
+                "errors": [shown_error(redactor, message) for message in result.errors],
             }
             out.write(json.dumps(redactor.data(line), default=str) + "\n")
             return
@@ -219,12 +236,12 @@ async def _automate_stream(
             if delivery.outcome != "delivered":
                 write(
                     f"  {result.event_id} {delivery.workflow}/{delivery.action}: "
-                    f"{delivery.outcome} ({delivery.error})\n"
+                    f"{delivery.outcome} ({shown_error(redactor, delivery.error)})\n"
                 )
 
     def refused(message: str) -> None:
         counts["refused"] += 1
-        _warn(redactor.text(message))
+        _warn(str(shown_error(redactor, message)))
 
     fatal: str | None = None
     async with automations:
@@ -250,7 +267,8 @@ async def _automate_stream(
                 refused(f"{where}: {error}")
             except Exception as error:
                 counts["failed"] += 1
-                _warn(redactor.text(f"{where}: {type(error).__name__}: {error}"))
+                message = f"{where}: {type(error).__name__}: {whole_text(error)}"
+                _warn(str(shown_error(redactor, message)))
             finally:
                 slots.release()
             done += 1
@@ -322,7 +340,7 @@ def _dead_letters(path: Path) -> Iterator[tuple[int, bytes, dict[str, Any] | str
     had when this began (what is appended meanwhile is left for the next replay)."""
     with path.open("rb") as handle:
         size = os.fstat(handle.fileno()).st_size
-        for number, raw in bounded_lines(handle, MAX_RECORD_BYTES):
+        for number, raw in bounded_lines(handle, MAX_RECORD_BYTES, MAX_RECORD_SKIP, str(path)):
             if handle.tell() > size:
                 return
             if raw is None:
@@ -334,32 +352,72 @@ def _dead_letters(path: Path) -> Iterator[tuple[int, bytes, dict[str, Any] | str
                     yield number, raw, error.where(str(path), number)
 
 
+class ReplayInProgressError(OSError):
+    """Another ``flowlang replay`` is replaying this dead-letter file."""
+
+
+@contextmanager
+def replay_lock(path: Path) -> Iterator[None]:
+    """Hold ``<path>.replay.lock`` for a whole replay, without waiting (ReplayInProgressError
+    when it is held): one replay at a time per file, so no record is delivered twice. Appends
+    take the other, short lock (``<path>.lock``) and are not held up by a replay."""
+    if fcntl is None:  # pragma: no cover
+        yield
+        return
+    lock = os.open(f"{path}.replay.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise ReplayInProgressError(
+                f"dead-letter file {path} is being replayed by another flowlang replay "
+                f"(one replay at a time; {path}.replay.lock is held): try again when it ends"
+            ) from None
+        yield
+    finally:
+        os.close(lock)
+
+
 async def _replay(arguments: argparse.Namespace, out: TextIO) -> int:
-    """Replay each record; then remove from the file exactly the records replayed (under the
-    lock that appends take) and append those that failed again. A record that cannot be
-    replayed is reported with its line and left in the file."""
+    """Replay each record, one replay at a time per file; then remove from the file exactly
+    the records replayed (under the lock that appends take) and append those that failed
+    again. A record that cannot be replayed is reported with its line and left in the file;
+    a line that never ends stops the reading (what was replayed is still removed; exit 2)."""
     path = Path(arguments.dead_letter)
+    check_record_file(path, "dead-letter file")  # before a lock is made next to it
+    if not path.exists():
+        raise FileNotFoundError(f"dead-letter file {path} does not exist")
+    with replay_lock(path):
+        return await _replay_locked(arguments, path, out)
+
+
+async def _replay_locked(arguments: argparse.Namespace, path: Path, out: TextIO) -> int:
     again = DeadLetterStore()
     automations, _ = _automations(arguments, [], again)
     redactor = automations.redactor
     counts: Counter[str] = Counter()
     consumed: Counter[bytes] = Counter()
     problems = 0
+    fatal: str | None = None
     async with automations:
-        for number, raw, record in _dead_letters(path):
-            counts["records"] += 1
-            if isinstance(record, str):
-                problems += 1
-                _warn(f"{record}: skipped (left in the file)")
-                continue
-            try:
-                deliveries = await automations.replay(record)
-            except (ValueError, FlowDocumentError) as error:
-                problems += 1
-                _warn(redactor.text(f"{path}:{number}: cannot replay: {error} (left in the file)"))
-                continue
-            _tally(counts, deliveries)
-            consumed[raw] += 1
+        try:
+            for number, raw, record in _dead_letters(path):
+                counts["records"] += 1
+                if isinstance(record, str):
+                    problems += 1
+                    _warn(f"{record}: skipped (left in the file)")
+                    continue
+                try:
+                    deliveries = await automations.replay(record)
+                except (ValueError, FlowDocumentError) as error:
+                    problems += 1
+                    message = f"{path}:{number}: cannot replay: {error} (left in the file)"
+                    _warn(str(shown_error(redactor, message)))
+                    continue
+                _tally(counts, deliveries)
+                consumed[raw] += 1
+        except LineTooLongError as error:
+            fatal = str(error)
     if consumed or again.records:
         _rewrite_without(path, consumed, [encode_record(record) for record in again.records])
     out.write(
@@ -368,6 +426,9 @@ async def _replay(arguments: argparse.Namespace, out: TextIO) -> int:
             f"dead-lettered again {counts['dead_lettered']}, skipped {counts['skipped']}\n"
         )
     )
+    if fatal is not None:
+        _warn(fatal)
+        return 2
     return 1 if again.records or problems else 0
 
 

@@ -26,6 +26,7 @@ __all__ = [
     "EventError",
     "Journal",
     "SystemClock",
+    "shown_error",
 ]
 
 import asyncio
@@ -53,10 +54,12 @@ from flowlang.automations.records import (
     EventError,
     RecordError,
     check_event,
+    check_record_file,
     encode_record,
     read_records,
 )
 from flowlang.automations.workflow import CompiledWorkflow, check_unique_names, load_workflow
+from flowlang.expr.shared import MAX_SHOWN_ERROR, carried_text, shorten, whole_text
 from flowlang.expr.values import plain_json
 from flowlang.runtime.http import GuardedHttp, HttpResult, HttpSender, Resolver, guarded_sender
 from flowlang.runtime.requests import RequestError
@@ -75,8 +78,6 @@ except ImportError:  # pragma: no cover - not POSIX: no lock
     fcntl = None  # type: ignore[assignment]
 
 DEAD_LETTER_FORMAT = "flowlang.deadletter/1"
-#: The longest error text kept for an unexpected exception.
-_MAX_ERROR = 500
 
 
 class Clock(Protocol):
@@ -178,6 +179,8 @@ class DeadLetterStore:
     so a concurrent ``flowlang replay`` never erases one)."""
 
     def __init__(self, path: Path | None = None) -> None:
+        if path is not None:
+            check_record_file(path, "dead-letter file")  # before a lock is made next to it
         self.path = path
         self.records: list[dict[str, Any]] = []
 
@@ -227,13 +230,18 @@ def retry_after_seconds(value: Any, now: float) -> float | None:
 
 
 def _describe(problem: BaseException) -> str:
-    """``Type: message`` of an unexpected exception, short, even if its ``str`` fails."""
+    """``Type: message`` of an unexpected exception, even if its ``str`` fails. Whole (see
+    carried_text): outputs mask it first, then shorten it (:func:`shown_error`)."""
     try:
-        text = str(problem)
+        text = whole_text(problem)
     except Exception:
         text = "(unprintable)"
-    text = f"{type(problem).__name__}: {text}"
-    return text if len(text) <= _MAX_ERROR else text[:_MAX_ERROR] + "…"
+    return f"{type(problem).__name__}: {carried_text(text)}"
+
+
+def shown_error(redactor: Redactor, text: str | None) -> str | None:
+    """An error as output shows it: masked by ``redactor``, then cut to MAX_SHOWN_ERROR."""
+    return None if text is None else shorten(redactor.text(text), MAX_SHOWN_ERROR)
 
 
 class Automations:
@@ -550,7 +558,7 @@ class Automations:
             "results": redactor.data(plain_json(results)),
             "idempotency_key": idempotency_key(str(event["id"]), workflow.name, action.name),
             "attempts": delivery.attempts,
-            "error": delivery.error,
+            "error": shown_error(self.redactor, delivery.error),  # ⊇ this run's secrets
         }
 
     async def _attempt(

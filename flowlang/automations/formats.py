@@ -19,16 +19,16 @@ from typing import Any
 
 from flowlang.errors import FlowError
 from flowlang.expr.filters import boolean
+from flowlang.expr.shared import carried_text
 from flowlang.expr.values import is_number, number_from_text, to_text
 
 
 class ValueFormatError(FlowError):
-    """A value that does not convert to its format; says which key and what value."""
+    """A value that does not convert to its format; says which key and what value (the whole
+    value: it is masked, then shortened, where it is output; see carried_text)."""
 
     def __init__(self, key: str, fmt: str, value: Any) -> None:
-        shown = to_text(value)
-        if len(shown) > 80:
-            shown = shown[:80] + "…"
+        shown = carried_text(to_text(value))
         super().__init__(f"value of {key!r} is not a {fmt}: {shown!r}")
         self.key = key
         self.format = fmt

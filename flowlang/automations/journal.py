@@ -11,17 +11,17 @@ file, synced, then renamed over the old one), so a crash leaves the old journal 
 
 from __future__ import annotations
 
-__all__ = ["Journal", "JournalLockedError", "JournalState", "summarize"]
+__all__ = ["Journal", "JournalLockedError", "JournalState", "record_problem", "summarize"]
 
 import contextlib
 import math
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from flowlang.automations.records import encode_record, read_records
+from flowlang.automations.records import check_record_file, encode_record, read_records
 
 try:
     import fcntl
@@ -40,7 +40,8 @@ class Journal:
     """An append-only file of dispatch records (see the module docstring).
 
     A journal has one writer: making a Journal takes an exclusive lock on ``<path>.lock``
-    (without waiting; JournalLockedError when it is held), released by :meth:`close`.
+    (without waiting; JournalLockedError when it is held), released by :meth:`close`. A path
+    that is not a regular file (``/dev/zero``, a FIFO) is refused first (RecordFileError).
     Lines that cannot be read are skipped and listed in :attr:`problems` (``file:line: why``).
     """
 
@@ -52,6 +53,7 @@ class Journal:
         #: Lines skipped when the journal was last read, each ``file:line: why``.
         self.problems: list[str] = []
         self._lock: int | None = None
+        check_record_file(path, "journal")  # before a lock is made next to it
         self._take_lock()
 
     def _take_lock(self) -> None:
@@ -87,10 +89,17 @@ class Journal:
         self._appended += 1
 
     def records(self) -> list[dict[str, Any]]:
-        """Every readable record, in order; bad lines (a torn last line, say) are skipped and
-        listed in :attr:`problems`."""
+        """Every readable record, in order; bad lines (a torn last line, a field of the wrong
+        type or out of range, say) are skipped and listed in :attr:`problems`."""
         found, self.problems = read_records(self.path)
-        return [record for _, record in found]
+        kept = []
+        for number, record in found:
+            why = record_problem(record)
+            if why is None:
+                kept.append(record)
+            else:
+                self.problems.append(f"{self.path}:{number}: {why} (skipped)")
+        return kept
 
     def due(self) -> bool:
         """Whether enough has been appended since the last rewrite to compact (amortized O(1))."""
@@ -125,9 +134,54 @@ class JournalState:
     kept: list[dict[str, Any]]
 
 
+#: A record's time is a number of at most this magnitude (seconds; exact as a float).
+MAX_TIME = 2**53
+#: The outcomes a ``settled`` record may have.
+SETTLED_OUTCOMES = frozenset({"delivered", "dead_lettered", "skipped"})
+#: The fields of each kind of record that must be non-empty text.
+_TEXT_FIELDS = {
+    "event": (),
+    "seen": ("event_id",),
+    "settled": ("event_id", "workflow", "action", "outcome"),
+    "workflow_done": ("event_id", "workflow"),
+    "done": ("event_id",),
+}
+
+
+def _is_time(value: Any) -> bool:
+    """Whether ``value`` is a usable time: an int or float (not a bool), finite, in range.
+    (No conversion: ``math.isfinite`` of a 400-digit int raises OverflowError.)"""
+    if type(value) is int:
+        return -MAX_TIME <= value <= MAX_TIME
+    return type(value) is float and math.isfinite(value) and -MAX_TIME <= value <= MAX_TIME
+
+
+def record_problem(record: Mapping[str, Any]) -> str | None:
+    """Why a journal record cannot be used (a kind, field type or range that flowlang never
+    writes), or None when it can. A missing ``at`` is allowed (older journals): it counts as
+    now."""
+    kind = record.get("kind")
+    fields = _TEXT_FIELDS.get(kind) if isinstance(kind, str) else None
+    if fields is None:
+        return f"not a journal record (its kind, {type(kind).__name__}, is not one flowlang writes)"
+    for name in fields:
+        value = record.get(name)
+        if not isinstance(value, str) or not value:
+            return f"its {name} is not text ({type(value).__name__})"
+    if kind == "event":
+        event = record.get("event")
+        if not isinstance(event, Mapping) or not isinstance(event.get("id"), str):
+            return "its event is not an object with an id (text)"
+    if kind == "settled" and record["outcome"] not in SETTLED_OUTCOMES:
+        return "its outcome is not one of " + ", ".join(sorted(SETTLED_OUTCOMES))
+    if "at" in record and not _is_time(record["at"]):
+        return f"its at is not a time (a number of at most {MAX_TIME} in size)"
+    return None
+
+
 def _time(value: Any, now: float) -> float:
     """A record's time; missing, invalid or later than ``now`` (another clock) counts as now."""
-    if type(value) in (int, float) and math.isfinite(value) and value <= now:
+    if _is_time(value) and value <= now:
         return float(value)
     return now
 
@@ -136,6 +190,8 @@ def summarize(records: Iterable[dict[str, Any]], now: float, window: float) -> J
     """Read records in order into events; finished ones older than ``window`` are forgotten."""
     events: dict[str, _Event] = {}
     for record in records:
+        if not isinstance(record, Mapping) or record_problem(record) is not None:
+            continue  # Journal.records reports these; a summary never acts on them
         kind = record.get("kind")
         if kind == "event":
             event = record.get("event")

@@ -15,11 +15,14 @@ __all__ = [
     "MAX_EVENT_DEPTH",
     "MAX_RECORD_BYTES",
     "MAX_RECORD_DEPTH",
+    "MAX_RECORD_SKIP",
     "EventError",
     "LineTooLongError",
     "RecordError",
+    "RecordFileError",
     "bounded_lines",
     "check_event",
+    "check_record_file",
     "decode_record",
     "encode_record",
     "nests_deeper_than",
@@ -27,10 +30,13 @@ __all__ = [
 ]
 
 import json
+import os
+import stat
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
 
+from flowlang.expr.shared import carried_text
 from flowlang.expr.values import plain_json
 
 #: An event nests at most this deep (the depth of JSON the HTTP layer accepts).
@@ -39,6 +45,9 @@ MAX_EVENT_DEPTH = 64
 MAX_EVENT_BYTES = 1024 * 1024
 #: A journal or dead-letter line is at most this many bytes (written and read).
 MAX_RECORD_BYTES = 64 * 1024 * 1024
+#: A journal or dead-letter line longer than MAX_RECORD_BYTES is skipped up to this many bytes;
+#: past it (a file of zeros, say) the file is refused: it is not JSON lines.
+MAX_RECORD_SKIP = 2 * MAX_RECORD_BYTES
 #: A journal or dead-letter record nests at most this deep (an event or result plus wrappers).
 MAX_RECORD_DEPTH = 2 * MAX_EVENT_DEPTH + 8
 _CHUNK = 1024 * 1024
@@ -64,6 +73,25 @@ class EventError(ValueError):
 
 class LineTooLongError(ValueError):
     """A stream whose line goes on past the skip limit (such as /dev/zero): not JSON lines."""
+
+
+class RecordFileError(ValueError):
+    """A journal or dead-letter path that is not a regular file (a device, FIFO, directory)."""
+
+
+def check_record_file(path: Path, what: str) -> None:
+    """RecordFileError unless ``path`` is a regular file or does not exist yet: checked before
+    a lock is made next to it or it is read (``/dev/zero`` never ends, a FIFO blocks)."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return
+    except OSError as error:
+        raise RecordFileError(f"{what} {path} cannot be used: {error.strerror}") from None
+    if not stat.S_ISREG(mode):
+        raise RecordFileError(
+            f"{what} {path} is not a regular file (a device, FIFO or directory): refused"
+        )
 
 
 def nests_deeper_than(value: Any, limit: int) -> bool:
@@ -116,10 +144,11 @@ def decode_record(raw: bytes, depth: int = MAX_RECORD_DEPTH) -> dict[str, Any]:
 
 
 def bounded_lines(
-    stream: IO[Any], limit: int, max_skip: int | None = None
+    stream: IO[Any], limit: int, max_skip: int, label: str | None = None
 ) -> Iterator[tuple[int, bytes | None]]:
     """``(line number, line without its newline)``; None for a line longer than ``limit`` bytes,
-    which is skipped in chunks. LineTooLongError once a line goes past ``max_skip`` bytes."""
+    which is skipped in chunks. LineTooLongError (naming ``label``, when given) once a line goes
+    past ``max_skip`` bytes: every read has a bound (``/dev/zero`` ends too)."""
     number = 0
     while True:
         chunk = stream.readline(limit + 1)
@@ -136,26 +165,31 @@ def bounded_lines(
             if not chunk or chunk[-1:] in ("\n", b"\n"):
                 break
             skipped += len(chunk)
-            if max_skip is not None and skipped > max_skip:
+            if skipped > max_skip:
+                where = f"{label}:" if label is not None else "line "
                 raise LineTooLongError(
-                    f"line {number} goes on past {max_skip} bytes without a newline: not JSON lines"
+                    f"{where}{number} goes on past {max_skip} bytes without a newline: "
+                    "not JSON lines (refused)"
                 )
         yield number, None
 
 
 def read_records(
-    path: Path, limit: int = MAX_RECORD_BYTES
+    path: Path, limit: int = MAX_RECORD_BYTES, max_skip: int = MAX_RECORD_SKIP
 ) -> tuple[list[tuple[int, dict[str, Any]]], list[str]]:
     """The records of a JSON-lines file with their line numbers, and a message per bad line
-    (``file:line: why``). A missing file has none. A torn last line is reported like any other."""
+    (``file:line: why``). A missing file has none. A torn last line is reported like any other.
+    RecordFileError for a path that is not a regular file; LineTooLongError (naming the file)
+    for a line that goes on past ``max_skip`` bytes."""
     records: list[tuple[int, dict[str, Any]]] = []
     problems: list[str] = []
+    check_record_file(path, "file")
     try:
         handle = path.open("rb")
     except FileNotFoundError:
         return records, problems
     with handle:
-        for number, raw in bounded_lines(handle, limit):
+        for number, raw in bounded_lines(handle, limit, max_skip, label=str(path)):
             if raw is None:
                 problems.append(f"{path}:{number}: skipped: longer than {limit} bytes")
                 continue
@@ -177,7 +211,7 @@ def check_event(
     event_id = event.get("id")
     if not isinstance(event_id, str) or not event_id:
         raise EventError("an event needs an id (text) so that it is delivered once")
-    shown = ascii(event_id[:80])
+    shown = carried_text(ascii(event_id))  # whole: the output masks it, then shortens it
     if nests_deeper_than(event, depth):
         raise EventError(f"event {shown} nests deeper than {depth} levels")
     plain: dict[str, Any] = plain_json(event)

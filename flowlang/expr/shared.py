@@ -7,11 +7,16 @@ the rendered-size limit live here once; the Cython backend imports this module.
 from __future__ import annotations
 
 __all__ = [
+    "MAX_CARRIED_TEXT",
+    "MAX_SHOWN_ERROR",
     "apply_filter",
+    "carried_text",
     "kind_name",
     "limited_text",
     "output_too_long",
+    "shorten",
     "undefined_error",
+    "whole_text",
 ]
 
 from collections.abc import Mapping
@@ -20,6 +25,27 @@ from typing import Any
 from flowlang.errors import FlowFilterError, FlowLimitError, FlowUndefinedError
 from flowlang.expr.filters import TEXT_BUILDERS
 from flowlang.expr.values import OutputTooLong, is_number, to_text
+
+#: The longest text an error carries from data (a value, another exception's message). Longer
+#: text is not cut but left out (its length is said): a cut before masking would leave the
+#: prefix of a secret that crosses it unmasked.
+MAX_CARRIED_TEXT = 1024 * 1024
+
+
+#: The longest error text shown in output (a run's error, a dead letter's), after masking.
+MAX_SHOWN_ERROR = 2000
+
+
+def carried_text(text: str, limit: int = MAX_CARRIED_TEXT) -> str:
+    """``text`` whole for an error to carry, or a note of its length when it passes ``limit``
+    (never a prefix: secrets are masked later, on the whole text)."""
+    return text if len(text) <= limit else f"(a text of {len(text)} characters, not shown)"
+
+
+def shorten(masked: str, limit: int) -> str:
+    """``masked`` cut to ``limit`` characters and ``…``: only for output whose secrets are
+    already masked (mask first, then cut: a cut secret is no longer recognized)."""
+    return masked if len(masked) <= limit else masked[:limit] + "…"
 
 
 def kind_name(value: Any) -> str:
@@ -88,14 +114,29 @@ def limited_text(value: Any, limit: int) -> str:
         raise output_too_long(limit) from None
 
 
+#: A filter error's message shows at most this much of what the filter raised; the error keeps
+#: the whole text in ``whole`` for outputs that mask it, then cut it (:func:`whole_text`).
+FILTER_DETAIL = 200
+
+
 def _filter_error(name: str, error: Exception) -> FlowFilterError:
     try:
         detail = str(error)
     except Exception:  # an exception whose own __str__ raises
         detail = "(no message)"
-    if len(detail) > 200:
-        detail = detail[:200] + "…"
-    return FlowFilterError(f"filter {name!r} raised {type(error).__name__}: {detail}")
+    head = f"filter {name!r} raised {type(error).__name__}: "
+    shown = detail if len(detail) <= FILTER_DETAIL else detail[:FILTER_DETAIL] + "…"
+    problem = FlowFilterError(head + shown)
+    problem.__dict__["whole"] = head + carried_text(detail)
+    return problem
+
+
+def whole_text(error: BaseException) -> str:
+    """The whole message of ``error``, for an output that masks it and then shortens it: its
+    ``whole`` when it keeps one (its ``str`` is cut, for readers without a redactor: a cut secret
+    would escape masking), else ``str(error)``."""
+    whole = error.__dict__.get("whole") if hasattr(error, "__dict__") else None
+    return whole if isinstance(whole, str) else str(error)
 
 
 def apply_filter(

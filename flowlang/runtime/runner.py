@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from flowlang.expr.backends import compiled_helper, resolve_backend
+from flowlang.expr.shared import MAX_SHOWN_ERROR, shorten, whole_text
 from flowlang.expr.values import plain_json
 from flowlang.flow.model import CompiledFlow
 from flowlang.runtime.host import Host, NullHost
@@ -141,8 +142,10 @@ class Run(_RunBase):
             await getattr(host, action)(value, step=step)
 
     def failed(self, error: str) -> RunResult:
-        """The result of a run that cannot go on, with ``error`` masked."""
-        return RunResult("failed", self.trace, self.instructions, error=self.redact(error))
+        """The result of a run that cannot go on, with ``error`` masked, then shortened to
+        MAX_SHOWN_ERROR characters (in that order: a cut secret would not be masked)."""
+        shown = shorten(self.redact(error), MAX_SHOWN_ERROR)
+        return RunResult("failed", self.trace, self.instructions, error=shown)
 
     def broken(self, error: Exception) -> RunResult:
         """The result of a run stopped by an exception: its deadline, or anything unexpected
@@ -150,7 +153,7 @@ class Run(_RunBase):
         if isinstance(error, TimeoutError):
             return self.failed(f"the run took longer than {self.runtime.settings.run_deadline:g}s")
         try:
-            message = str(error)
+            message = whole_text(error)  # whole: failed() masks it, then shortens it
         except Exception:  # an embedding application's exception whose message cannot be read
             message = "(the message could not be read)"
         return self.failed(f"{type(error).__name__}: {message}")

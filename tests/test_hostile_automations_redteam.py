@@ -1,0 +1,501 @@
+"""Hostile-input suite for the red-team findings on automations (issue 8, items 8, 11/15, 22,
+23): mask first then cut, journal fields checked, bounded reads and paths, one replay at a time.
+
+Every evaluation here runs on the backend the process uses; the suite runs once with
+FLOWLANG_NO_EXTENSIONS=1 and once with FLOWLANG_REQUIRE_EXTENSIONS=1 (``make test``), and the
+flow tests also take the ``backend`` fixture.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trustme
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from servers import serve
+
+import flowlang
+from flowlang import Engine, MappingSecrets, Runtime, RuntimeSettings
+from flowlang.automations import (
+    Automations,
+    DeadLetterStore,
+    DeliverySettings,
+    Journal,
+    load_workflow,
+)
+from flowlang.automations import console as automations_console
+from flowlang.automations import records as records_module
+from flowlang.automations.formats import ValueFormatError
+from flowlang.automations.records import EventError, LineTooLongError, check_event, read_records
+from flowlang.cli import main
+from flowlang.expr import shared
+from flowlang.runtime.http import HttpResult
+from flowlang.runtime.requests import PreparedRequest
+
+#: A JWT of 120 characters, as in the red-team reproducer.
+JWT = (
+    "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJjcm0tc2VydmljZSIsInNjb3BlIjoiYWRtaW4ifQ."
+    "q1w2e3r4t5y6u7i8o9p0a1s2d3f4g5h6"
+)
+#: A secret longer than every cut the code had (80, 200, 500 characters).
+LONG = "sk_live_" + "".join(f"{n:04d}Zq" for n in range(100))  # 608 characters
+
+
+def leaked(secret: str, text: str, piece: int = 16) -> list[str]:
+    """Every stretch of ``piece`` characters of ``secret`` found in ``text``."""
+    return [
+        secret[start : start + piece]
+        for start in range(0, len(secret) - piece + 1)
+        if secret[start : start + piece] in text
+    ]
+
+
+def cli(*argv: str) -> tuple[int, str]:
+    out = io.StringIO()
+    return main(list(argv), stdout=out, stdin=io.StringIO("")), out.getvalue()
+
+
+def flowlang_command(*argv: str) -> list[str]:
+    return [sys.executable, "-m", "flowlang.cli", *argv]
+
+
+def no_responses(folder: Path) -> str:
+    """A recorded-responses file with none (an offline run that sends nothing)."""
+    path = folder / "none.yaml"
+    path.write_text("[]\n")
+    return str(path)
+
+
+CLEAN_ENV = {k: v for k, v in os.environ.items() if not k.startswith("FLOWLANG_SECRET_")}
+
+
+# --- item 23: mask first, then cut ----------------------------------------------------------
+
+
+def boom(value: Any) -> Any:
+    raise ValueError(f"cannot use {value}")
+
+
+def test_shorten_cuts_only_long_text() -> None:
+    assert shared.shorten("abc", 3) == "abc"
+    assert shared.shorten("abcd", 3) == "abc…"
+
+
+def test_a_filter_error_keeps_the_whole_value(make_engine: Callable[..., Engine]) -> None:
+    engine = make_engine(filters={"boom": boom})
+    with pytest.raises(flowlang.FlowError) as caught:
+        engine.render("<<value | boom>>", {"value": LONG})
+    assert LONG in shared.whole_text(caught.value)  # whole: a run masks it, then cuts it
+    assert len(str(caught.value)) < 300  # shown cut, for readers without a redactor
+
+
+def test_a_huge_filter_message_is_left_out_not_cut(make_engine: Callable[..., Engine]) -> None:
+    engine = make_engine(filters={"boom": boom}, limits=flowlang.Limits(max_output=10**7))
+    with pytest.raises(flowlang.FlowError) as caught:
+        engine.render("<<value | boom>>", {"value": "x" * (2 * 1024 * 1024)})
+    whole = shared.whole_text(caught.value)
+    assert "characters, not shown" in whole and len(whole) < 200
+
+
+@pytest.mark.parametrize("padding", [0, 150, 190, 1990])
+def test_a_long_secret_in_a_flow_error_is_masked_before_the_cut(backend: str, padding: int) -> None:
+    """A filter error holding a secret longer than the old 200-character cut, at offsets that
+    straddle the cuts (200 in the filter error, shared.MAX_SHOWN_ERROR in the run's error)."""
+    engine = Engine(backend=backend, strict=True, filters={"boom": boom})
+    flow = flowlang.load_flow(
+        "flow: f\nstart: s\nsteps:\n  s:\n    type: http_request\n"
+        "    endpoint: https://crm.test/x\n"
+        f"    headers: {{X-Key: '{'p' * padding}<<secrets.api_key | boom>>'}}\n"
+        "    next: e\n    on_failure: e\n  e: {type: hangup}\n",
+        engine=engine,
+    )
+
+    async def run() -> flowlang.RunResult:
+        runtime = Runtime(
+            secrets=MappingSecrets({"api_key": LONG}),
+            settings=RuntimeSettings(allow_hosts=frozenset({"crm.test"})),
+            backend=backend,
+        )
+        async with runtime:
+            return await runtime.start(flow, {})
+
+    result = asyncio.run(run())
+    assert result.status == "failed"
+    assert result.error is not None and "[redacted]" in result.error
+    assert len(result.error) <= shared.MAX_SHOWN_ERROR + 1
+    everything = json.dumps(result.to_json()) + repr(result)
+    assert leaked(LONG, everything) == []
+
+
+def test_a_value_format_error_carries_the_whole_value() -> None:
+    assert JWT in str(ValueFormatError("score", "number", JWT))
+
+
+def test_an_event_error_names_the_whole_id() -> None:
+    deep: Any = "x"
+    for _ in range(100):
+        deep = [deep]
+    with pytest.raises(EventError) as caught:
+        check_event({"id": LONG, "type": "t", "deep": deep})
+    assert ascii(LONG) in str(caught.value)
+
+
+SCORE = """
+workflow: wf
+trigger: call.missed
+actions:
+  - name: note
+    type: api_request
+    endpoint: https://crm.example.com/api/activities
+    headers: {Authorization: "Bearer <<secrets.crm_token>>"}
+    values:
+      - {key: score, value: "<<secrets.crm_token>>", format: number}
+"""
+
+
+@pytest.mark.parametrize("as_json", [True, False])
+def test_a_long_secret_in_a_value_format_error_is_masked_everywhere(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    as_json: bool,
+) -> None:
+    """The red-team reproducer: a 120-character JWT as a number showed its first 80
+    characters in --json, the summary and the dead letter."""
+    monkeypatch.setenv("FLOWLANG_SECRET_CRM_TOKEN", JWT)
+    (tmp_path / "wf.yaml").write_text(SCORE)
+    (tmp_path / "events.jsonl").write_text('{"id": "e1", "type": "call.missed"}\n')
+    (tmp_path / "responses.yaml").write_text(
+        "- {request: POST https://crm.example.com/api/activities, status: 200, body: {}}\n"
+    )
+    status, out = cli(
+        "automate",
+        str(tmp_path / "wf.yaml"),
+        "--events",
+        str(tmp_path / "events.jsonl"),
+        "--responses",
+        str(tmp_path / "responses.yaml"),
+        "--journal",
+        str(tmp_path / "j.jsonl"),
+        "--dead-letter",
+        str(tmp_path / "d.jsonl"),
+        *(["--json"] if as_json else []),
+    )
+    assert status == 0
+    written = out + capsys.readouterr().err
+    written += (tmp_path / "d.jsonl").read_text() + (tmp_path / "j.jsonl").read_text()
+    assert "[redacted]" in written and "not a number" in written
+    assert leaked(JWT, written) == []
+
+
+CUSTOM = """
+workflow: custom
+trigger: call.ended
+actions:
+  - name: send
+    type: api_request
+    endpoint: https://crm.example.com/send
+    headers: {X-Key: "{pad}<<secrets.crm_token | boom>>"}
+"""
+
+
+@pytest.mark.parametrize("padding", [0, 420, 1950])
+def test_an_unexpected_error_holding_a_long_secret_is_masked_before_the_cut(
+    tmp_path: Path, padding: int
+) -> None:
+    """An unexpected exception (here a filter's) whose message holds a secret across the old
+    500-character cut and the output's MAX_SHOWN_ERROR: the delivery and the dead letter."""
+    workflow = load_workflow(
+        CUSTOM.replace("{pad}", "p" * padding), engine=Engine(filters={"boom": boom})
+    )
+    sent: list[PreparedRequest] = []
+
+    class Http:
+        async def send(self, request: PreparedRequest, **_: Any) -> HttpResult:
+            sent.append(request)
+            return HttpResult("success", 200, {}, {})
+
+    class Clock:
+        def now(self) -> float:
+            return 1_800_000_000.0
+
+        async def sleep(self, seconds: float) -> None:
+            return None
+
+    dead = tmp_path / "dead.jsonl"
+    engine = Automations(
+        [workflow],
+        settings=DeliverySettings(schedule=(0, 1)),
+        http=Http(),
+        secrets=MappingSecrets({"crm_token": LONG}),
+        clock=Clock(),
+        dead_letters=DeadLetterStore(dead),
+    )
+    result = asyncio.run(engine.dispatch({"id": "e1", "type": "call.ended"}))
+    [delivery] = result.deliveries
+    assert delivery.outcome == "dead_lettered" and not sent
+    assert delivery.error is not None and "[redacted]" in delivery.error
+    assert leaked(LONG, delivery.error) == []
+    [record] = DeadLetterStore.read(dead)
+    assert "[redacted]" in record["error"] and len(record["error"]) <= shared.MAX_SHOWN_ERROR + 1
+    assert leaked(LONG, dead.read_text()) == []
+
+
+# --- item 8: every journal field is type- and range-checked ----------------------------------
+
+GOOD = {"kind": "event", "event": {"id": "good", "type": "x"}, "at": 1.0}
+HOSTILE_RECORDS: list[Any] = [
+    '{"kind":"event","event":{"id":"old","type":"x"},"at":1' + "0" * 400 + "}",
+    '{"kind":"event","event":{"id":"old","type":"x"},"at":-1' + "0" * 400 + "}",
+    '{"kind":"seen","event_id":"old","at":1' + "0" * 400 + "}",
+    '{"kind":"seen","event_id":"old","at":1e400}',
+    {"kind": "seen", "event_id": "old", "at": True},
+    {"kind": "seen", "event_id": "old", "at": "yesterday"},
+    {"kind": "seen", "event_id": 10**300, "at": 1.0},
+    {"kind": "seen", "event_id": {"a": [1]}, "at": 1.0},
+    {"kind": "event", "event": {"id": 5, "type": "x"}, "at": 1.0},
+    {"kind": "event", "event": [1, 2], "at": 1.0},
+    {"kind": "done", "event_id": ["good"]},
+    {"kind": "settled", "event_id": "good", "workflow": ["w"], "action": "a", "outcome": "x"},
+    {"kind": "settled", "event_id": "good", "workflow": "w", "action": "a", "outcome": 7},
+    {"kind": "workflow_done", "event_id": "good", "workflow": 10**300},
+    {"kind": ["event"]},
+    {"kind": "unknown"},
+]
+
+
+@pytest.mark.parametrize("bad", HOSTILE_RECORDS, ids=range(len(HOSTILE_RECORDS)))
+def test_a_hostile_journal_record_is_reported_and_skipped(tmp_path: Path, bad: Any) -> None:
+    path = tmp_path / "journal.jsonl"
+    line = bad if isinstance(bad, str) else json.dumps(bad)
+    path.write_text(json.dumps(GOOD) + "\n" + line + "\n")
+    journal = Journal(path)
+    engine = Automations([], journal=journal, settings=DeliverySettings(dedup_window=10.0))
+    assert any(f"{path}:2:" in problem for problem in journal.problems), journal.problems
+    assert "good" in engine._unfinished  # the good record before it still counts
+    journal.close()
+
+
+def test_automate_on_a_journal_with_a_400_digit_time_goes_on(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The red-team reproducer: every later automate crashed with OverflowError."""
+    journal = tmp_path / "j.jsonl"
+    journal.write_text(HOSTILE_RECORDS[0] + "\n")
+    (tmp_path / "wf.yaml").write_text(SCORE.replace("<<secrets.crm_token>>", "1"))
+    (tmp_path / "events.jsonl").write_text('{"id": "e1", "type": "call.missed"}\n')
+    (tmp_path / "responses.yaml").write_text(
+        "- {request: POST https://crm.example.com/api/activities, status: 200, body: {}}\n"
+    )
+    for _ in range(2):  # and the run after it
+        status, out = cli(
+            "automate",
+            str(tmp_path / "wf.yaml"),
+            "--events",
+            str(tmp_path / "events.jsonl"),
+            "--responses",
+            str(tmp_path / "responses.yaml"),
+            "--journal",
+            str(journal),
+            "--dead-letter",
+            str(tmp_path / "d.jsonl"),
+        )
+        assert status == 0, out
+    assert "its at is not a time" in capsys.readouterr().err
+
+
+JSONS = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(10**400), max_value=10**400)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=5),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=3), children, max_size=3)
+    ),
+    max_leaves=8,
+)
+RECORDS = st.fixed_dictionaries(
+    {"kind": st.sampled_from(["event", "seen", "settled", "workflow_done", "done"]) | JSONS},
+    optional={
+        "event": st.fixed_dictionaries({"id": JSONS | st.text(min_size=1)}) | JSONS,
+        "event_id": JSONS | st.sampled_from(["a", "b"]),
+        "at": st.sampled_from([10**400, -(10**400), 2**63, 1e308, -1.5]) | JSONS,
+        "workflow": JSONS | st.just("w"),
+        "action": JSONS | st.just("a"),
+        "outcome": JSONS | st.sampled_from(["delivered", "dead_lettered"]),
+        "result": JSONS,
+    },
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(RECORDS, max_size=6))
+def test_no_journal_content_ends_a_load(lines: list[dict[str, Any]]) -> None:
+    with __import__("tempfile").TemporaryDirectory() as folder:
+        path = Path(folder) / "journal.jsonl"
+        path.write_text("".join(json.dumps(record) + "\n" for record in lines))
+        journal = Journal(path)
+        try:
+            engine = Automations([], journal=journal)
+            asyncio.run(engine.resume())
+        finally:
+            journal.close()
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"action": 10**400},
+        {"then": 10**300},
+        {"results": [1, 2]},
+        {"event": {"id": 10**300, "type": "x"}},
+        {"workflow_source": 10**300},
+        {"workflow_file": ["a"]},
+    ],
+)
+def test_a_hostile_dead_letter_record_is_left_in_the_file(
+    tmp_path: Path, fields: dict[str, Any]
+) -> None:
+    record = {
+        "format": "flowlang.deadletter/1",
+        "workflow_source": "workflow: w\ntrigger: x\nactions:\n"
+        "  - {name: a, type: api_request, endpoint: 'https://crm.example.com/a'}\n",
+        "action": "a",
+        "event": {"id": "e", "type": "x"},
+    } | fields
+    dead = tmp_path / "dead.jsonl"
+    dead.write_text(json.dumps(record) + "\n")
+    status, _ = cli("replay", str(dead), "--responses", no_responses(tmp_path))
+    assert status == 1
+    assert json.loads(dead.read_text()) == json.loads(json.dumps(record))
+
+
+# --- item 22: bounded reads, regular files only ----------------------------------------------
+
+
+def _run(argv: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, capture_output=True, text=True, timeout=60, env=CLEAN_ENV, cwd=cwd)
+
+
+def test_replay_of_dev_zero_is_refused_at_once(tmp_path: Path) -> None:
+    existed = Path("/dev/zero.replay.lock").exists()
+    process = _run(flowlang_command("replay", "/dev/zero"), tmp_path)
+    assert process.returncode == 2
+    assert "/dev/zero is not a regular file" in process.stderr
+    assert existed or not Path("/dev/zero.replay.lock").exists()
+
+
+@pytest.mark.parametrize("kind", ["fifo", "directory"])
+@pytest.mark.parametrize("option", ["--journal", "--dead-letter"])
+def test_automate_refuses_a_journal_or_dead_letter_path_that_is_not_a_file(
+    tmp_path: Path, kind: str, option: str
+) -> None:
+    """A FIFO blocked the run forever (and a lock was made next to it)."""
+    target = tmp_path / "target"
+    if kind == "fifo":
+        os.mkfifo(target)
+    else:
+        target.mkdir()
+    (tmp_path / "wf.yaml").write_text(SCORE.replace("<<secrets.crm_token>>", "1"))
+    (tmp_path / "events.jsonl").write_text('{"id": "e1", "type": "call.missed"}\n')
+    paths = {"--journal": str(tmp_path / "j.jsonl"), "--dead-letter": str(tmp_path / "d.jsonl")}
+    paths[option] = str(target)
+    argv = ["automate", str(tmp_path / "wf.yaml"), "--events", str(tmp_path / "events.jsonl")]
+    for name, value in paths.items():
+        argv += [name, value]
+    process = _run(flowlang_command(*argv, "--responses", no_responses(tmp_path)), tmp_path)
+    assert process.returncode == 2
+    assert "is not a regular file" in process.stderr
+    assert not Path(f"{target}.lock").exists()
+
+
+def test_a_line_that_never_ends_refuses_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "journal.jsonl"
+    path.write_bytes(json.dumps(GOOD).encode() + b"\n" + b"\0" * 20_000)
+    with pytest.raises(LineTooLongError, match=f"{path}:2 goes on past 5000 bytes"):
+        read_records(path, limit=100, max_skip=5000)
+    found, problems = read_records(path, limit=100, max_skip=50_000)
+    assert [record for _, record in found] == [GOOD] and "longer than 100" in problems[0]
+    with pytest.raises(records_module.RecordFileError):
+        read_records(Path("/dev/zero"))
+
+
+def test_replay_stops_at_a_line_that_never_ends(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(automations_console, "MAX_RECORD_BYTES", 100)
+    monkeypatch.setattr(automations_console, "MAX_RECORD_SKIP", 5000)
+    dead = tmp_path / "dead.jsonl"
+    dead.write_bytes(b"\n" + b"\0" * 20_000)
+    status, _ = cli("replay", str(dead), "--responses", no_responses(tmp_path))
+    assert status == 2
+    assert "goes on past 5000 bytes" in capsys.readouterr().err
+    assert dead.stat().st_size == 20_001  # left as it was
+
+
+# --- items 11/15: one replay at a time per dead-letter file ----------------------------------
+
+SCRIPTED = """
+workflow: scripted
+trigger: call.ended
+actions:
+  - {name: first, type: api_request, endpoint: "http://127.0.0.1:{port}/script/first"}
+"""
+
+
+def test_a_second_replay_of_one_file_is_refused_and_appends_go_on(tmp_path: Path) -> None:
+    """Two real replays: the second exits 2 while the first holds the file; the first's
+    request is the only one; an append (what automate does) is not held up meanwhile."""
+    dead = tmp_path / "dead.jsonl"
+    with serve(trustme.CA(), tls=False) as server:
+        workflow = load_workflow(SCRIPTED.replace("{port}", str(server.port)))
+
+        class Refusing:
+            async def send(self, request: PreparedRequest, **_: Any) -> HttpResult:
+                return HttpResult("http_error", 404, {}, {}, "HTTP 404")
+
+        engine = Automations([workflow], http=Refusing(), dead_letters=DeadLetterStore(dead))
+        for number in (1, 2):
+            asyncio.run(engine.dispatch({"id": f"e{number}", "type": "call.ended"}))
+        assert len(DeadLetterStore.read(dead)) == 2
+        server.received.script("first", (0, {}, {}))  # the first replay hangs in its request
+        replay = flowlang_command("replay", str(dead), "--allow-host", "127.0.0.1")
+        first = subprocess.Popen(
+            replay,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=CLEAN_ENV,
+            start_new_session=True,
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while not server.received.requests and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert server.received.requests, "the first replay did not send"
+            second = subprocess.run(
+                replay, capture_output=True, text=True, timeout=60, env=CLEAN_ENV
+            )
+            began = time.monotonic()
+            DeadLetterStore(dead).add({"format": "flowlang.deadletter/1", "note": "appended"})
+            assert time.monotonic() - began < 5  # the append lock is not the replay's
+            requests = len(server.received.requests)
+        finally:
+            os.killpg(first.pid, signal.SIGKILL)
+            first.wait(timeout=30)
+    assert second.returncode == 2, second.stdout + second.stderr
+    assert "is being replayed by another flowlang replay" in second.stderr
+    assert requests == 1
+    assert len(DeadLetterStore.read(dead)) == 3  # the killed replay removed nothing
