@@ -972,3 +972,14 @@ def test_an_expired_state_is_refused(age: int, message: str) -> None:
                 assert (await patient.resume(flow, old, "1234")).status == "waiting_for_input"
 
     run(main())
+
+
+def test_a_long_key_is_never_shown_as_a_prefix_in_a_refusal() -> None:
+    """A refusal names the path of the bad value; a key longer than 40 characters (it could be
+    a secret a server echoed as a key) is named by its length, never cut to a prefix."""
+    from flowlang.runtime.state import _path
+
+    key = "k" * 39 + "SECRETSECRETSECRET"
+    path = _path("vars", [0, key])
+    assert "kkkk" not in path and f"<a key of {len(key)} characters>" in path
+    assert _path("vars", ["short"]) == "vars.short"

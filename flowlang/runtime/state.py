@@ -189,7 +189,11 @@ def _measure_container(
 def _path(root: str, trail: list[Any]) -> str:
     parts = [root]
     for key in reversed(trail[-12:] if len(trail) > 12 else trail):
-        parts.append(f"[{key}]" if type(key) is int else f".{str(key)[:40]}")
+        if type(key) is int:
+            parts.append(f"[{key}]")
+        else:  # a long key is never cut to a prefix: it could be a secret's
+            text = str(key)
+            parts.append(f".{text}" if len(text) <= 40 else f".<a key of {len(text)} characters>")
     text = "".join(parts).lstrip(".")
     return text + ("…" if len(trail) > 12 else "")
 
