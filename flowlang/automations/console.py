@@ -25,7 +25,6 @@ import re
 import sys
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, TextIO
 
@@ -39,6 +38,7 @@ from flowlang.automations.dispatch import (
     file_lock,
     shown_error,
 )
+from flowlang.automations.locks import FileLock
 from flowlang.automations.records import (
     MAX_EVENT_BYTES,
     MAX_RECORD_BYTES,
@@ -56,11 +56,6 @@ from flowlang.expr.shared import whole_text
 from flowlang.flow.model import FlowDocumentError
 from flowlang.runtime.recorded import load_recorded_responses
 from flowlang.runtime.secrets import Redactor
-
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - not POSIX: no lock
-    fcntl = None  # type: ignore[assignment]
 
 PROGRESS_EVERY = 1000
 #: An events line is at most this long (an event of MAX_EVENT_BYTES, written with spaces).
@@ -356,26 +351,18 @@ class ReplayInProgressError(OSError):
     """Another ``flowlang replay`` is replaying this dead-letter file."""
 
 
-@contextmanager
-def replay_lock(path: Path) -> Iterator[None]:
+def replay_lock(path: Path) -> FileLock:
     """Hold ``<path>.replay.lock`` for a whole replay, without waiting (ReplayInProgressError
     when it is held): one replay at a time per file, so no record is delivered twice. Appends
     take the other, short lock (``<path>.lock``) and are not held up by a replay."""
-    if fcntl is None:  # pragma: no cover
-        yield
-        return
-    lock = os.open(f"{path}.replay.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            raise ReplayInProgressError(
-                f"dead-letter file {path} is being replayed by another flowlang replay "
-                f"(one replay at a time; {path}.replay.lock is held): try again when it ends"
-            ) from None
-        yield
-    finally:
-        os.close(lock)
+    return FileLock(
+        f"{path}.replay.lock",
+        wait=False,
+        busy=lambda: ReplayInProgressError(
+            f"dead-letter file {path} is being replayed by another flowlang replay "
+            f"(one replay at a time; {path}.replay.lock is held): try again when it ends"
+        ),
+    )
 
 
 async def _replay(arguments: argparse.Namespace, out: TextIO) -> int:

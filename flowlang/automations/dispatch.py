@@ -32,13 +32,11 @@ __all__ = [
 import asyncio
 import hashlib
 import math
-import os
 import random
 import ssl
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from pathlib import Path
@@ -47,6 +45,7 @@ from typing import Any, Protocol
 from flowlang.automations.actions import ActionError, Providers, interpret, prepare_action
 from flowlang.automations.formats import ValueFormatError
 from flowlang.automations.journal import Journal, JournalState, summarize
+from flowlang.automations.locks import FileLock
 from flowlang.automations.records import (
     MAX_EVENT_BYTES,
     MAX_EVENT_DEPTH,
@@ -71,11 +70,6 @@ from flowlang.runtime.secrets import (
     install_log_redaction,
 )
 from flowlang.settings import check_counts, check_durations
-
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - not POSIX: no lock
-    fcntl = None  # type: ignore[assignment]
 
 DEAD_LETTER_FORMAT = "flowlang.deadletter/1"
 
@@ -159,19 +153,10 @@ class DispatchResult:
     errors: list[str] = field(default_factory=list)
 
 
-@contextmanager
-def file_lock(path: Path) -> Iterator[None]:
+def file_lock(path: Path) -> FileLock:
     """Hold the exclusive lock ``<path>.lock`` (waiting for it): appends and replay's rewrite of
     a dead-letter file take turns."""
-    if fcntl is None:  # pragma: no cover
-        yield
-        return
-    lock = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(lock)
+    return FileLock(f"{path}.lock", wait=True)
 
 
 class DeadLetterStore:

@@ -21,12 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from flowlang.automations.locks import FileLock
 from flowlang.automations.records import check_record_file, encode_record, read_records
-
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - not POSIX: no lock
-    fcntl = None  # type: ignore[assignment]
 
 #: Lines appended before the first compaction; later, when appends pass the lines last kept.
 COMPACT_AFTER = 10_000
@@ -52,28 +48,23 @@ class Journal:
         self._kept = 0
         #: Lines skipped when the journal was last read, each ``file:line: why``.
         self.problems: list[str] = []
-        self._lock: int | None = None
+        self._lock: FileLock | None = None
         check_record_file(path, "journal")  # before a lock is made next to it
         self._take_lock()
 
     def _take_lock(self) -> None:
-        if fcntl is None:  # pragma: no cover
-            return
-        lock = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(lock)
-            raise JournalLockedError(
-                f"journal {self.path} is in use by another flowlang automate "
-                f"(one writer per journal; {self.path}.lock is held)"
-            ) from None
-        self._lock = lock
+        self._lock = FileLock(f"{self.path}.lock", wait=False, busy=self._locked_error)
+
+    def _locked_error(self) -> JournalLockedError:
+        return JournalLockedError(
+            f"journal {self.path} is in use by another flowlang automate "
+            f"(one writer per journal; {self.path}.lock is held)"
+        )
 
     def close(self) -> None:
         """Release the lock (the journal is not written after this)."""
         if self._lock is not None:
-            os.close(self._lock)
+            self._lock.close()
             self._lock = None
 
     def __del__(self) -> None:
