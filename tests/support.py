@@ -1,13 +1,24 @@
-"""Test helpers: YAML with JSON scalars only, typed deep equality, and a fake clock."""
+"""Test helpers: YAML with JSON scalars only, typed deep equality, a fake clock, the command line
+run in this process or in a child (its own session, killed as a group), and waiting, bounded."""
 
 from __future__ import annotations
 
 import asyncio
+import io
+import os
 import re
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from flowlang.cli import main
 
 
 class JsonScalarLoader(yaml.SafeLoader):
@@ -61,3 +72,100 @@ class FakeClock:
         self.waits.append(seconds)
         self.current += seconds
         await asyncio.sleep(0)
+
+
+def cli(*argv: str, stdin: str = "") -> tuple[int, str]:
+    """Run the flowlang command line in this process: its exit status and what it printed."""
+    out = io.StringIO()
+    return main(list(argv), stdout=out, stdin=io.StringIO(stdin)), out.getvalue()
+
+
+def automate_argv(
+    tmp: Path,
+    *,
+    workflows: Sequence[Path] = (),
+    responses: bool = True,
+    journal: str | Path = "journal.jsonl",
+    dead_letter: str | Path = "dead.jsonl",
+) -> list[str]:
+    """``automate`` on the files of the folder ``tmp``: the workflows (``wf.yaml`` when none are
+    given), ``events.jsonl``, ``responses.yaml`` (when ``responses``), the journal and the
+    dead-letter file (names in ``tmp``, or paths)."""
+    return [
+        "automate",
+        *(str(path) for path in workflows or [tmp / "wf.yaml"]),
+        "--events",
+        str(tmp / "events.jsonl"),
+        *(["--responses", str(tmp / "responses.yaml")] if responses else []),
+        "--journal",
+        str(tmp / journal),
+        "--dead-letter",
+        str(tmp / dead_letter),
+    ]
+
+
+def automate_command(tmp: Path, *extra: str) -> list[str]:
+    """``flowlang automate`` as a child process on the files of ``tmp`` (no recorded responses:
+    it talks to a loopback server), one event at a time."""
+    return [
+        sys.executable,
+        "-m",
+        "flowlang.cli",
+        *automate_argv(tmp, responses=False),
+        "--allow-host",
+        "127.0.0.1",
+        "--concurrency",
+        "1",
+        *extra,
+    ]
+
+
+def clean_env() -> dict[str, str]:
+    """This environment without the secrets (``FLOWLANG_SECRET_*``) a test may have set."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("FLOWLANG_SECRET_")}
+
+
+def start_automate(tmp: Path) -> subprocess.Popen[bytes]:
+    """Start :func:`automate_command` in its own session (stop it with :func:`kill_group`)."""
+    return subprocess.Popen(
+        automate_command(tmp),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=clean_env(),
+        start_new_session=True,
+    )
+
+
+def run_automate(tmp: Path) -> subprocess.CompletedProcess[str]:
+    """Run :func:`automate_command` to its end (at most a minute)."""
+    return subprocess.run(
+        automate_command(tmp), capture_output=True, text=True, timeout=60, env=clean_env()
+    )
+
+
+def wait_for(condition: Callable[[], bool], seconds: float = 30, why: str = "timed out") -> None:
+    """Wait, polling, until ``condition`` holds; fail with ``why`` after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert condition(), why
+
+
+def kill_group(process: subprocess.Popen[bytes]) -> None:
+    """Kill a child started in its own session, with all it started, and reap it."""
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=30)
+
+
+def run_python(code: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` (dedented) in a fresh interpreter in its own session: a crash fails the
+    test instead of ending pytest."""
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=dict(os.environ),
+        start_new_session=True,
+        check=False,
+    )

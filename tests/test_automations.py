@@ -31,8 +31,6 @@ SECRETS = {
 SCHEDULE = (0, 5, 300, 1800, 7200, 18000, 36000, 36000)
 
 
-
-
 MISSED_CALL = """
 workflow: missed-call
 trigger: call.ended

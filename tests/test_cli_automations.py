@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 
 import pytest
-
-from flowlang.cli import main
+from support import cli
 
 EXAMPLES = Path(__file__).parent.parent / "examples" / "workflows"
 WORKFLOWS = [str(path) for path in sorted(EXAMPLES.glob("*.yaml"))]
@@ -28,11 +26,6 @@ SECRETS = {
 def _secrets(monkeypatch: pytest.MonkeyPatch) -> None:
     for name, value in SECRETS.items():
         monkeypatch.setenv(f"FLOWLANG_SECRET_{name}", value)
-
-
-def cli(*argv: str, stdin: str = "") -> tuple[int, str]:
-    out = io.StringIO()
-    return main(list(argv), stdout=out, stdin=io.StringIO(stdin)), out.getvalue()
 
 
 def automate(

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import trustme
 from servers import serve
+from support import kill_group, run_automate, start_automate, wait_for
 
 WORKFLOW = """
 workflow: three-steps
@@ -27,26 +23,6 @@ EVENTS = (
 )
 
 
-def _command(tmp: Path) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "flowlang.cli",
-        "automate",
-        str(tmp / "wf.yaml"),
-        "--events",
-        str(tmp / "events.jsonl"),
-        "--journal",
-        str(tmp / "journal.jsonl"),
-        "--dead-letter",
-        str(tmp / "dead.jsonl"),
-        "--allow-host",
-        "127.0.0.1",
-        "--concurrency",
-        "1",
-    ]
-
-
 def _keys(requests: list[dict[str, Any]], name: str) -> list[str]:
     return [r["headers"]["idempotency-key"] for r in requests if r["path"] == f"/script/{name}"]
 
@@ -58,25 +34,17 @@ def test_a_killed_run_resumes_without_losing_or_repeating_actions(tmp_path: Path
         server.received.script(
             "second", (0, {}, {})
         )  # the first run hangs on evt-1's second action
-        clean = {k: v for k, v in os.environ.items() if not k.startswith("FLOWLANG_SECRET_")}
-        first = subprocess.Popen(
-            _command(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=clean
-        )
-        deadline = time.monotonic() + 30
-        while not _keys(server.received.requests, "second") and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert _keys(server.received.requests, "second"), (
-            "the first run never reached the second action"
-        )
-        first.send_signal(signal.SIGKILL)
-        first.wait(timeout=30)
-        first.stdout.close()  # type: ignore[union-attr]
-        first.stderr.close()  # type: ignore[union-attr]
+        first = start_automate(tmp_path)
+        try:
+            wait_for(
+                lambda: bool(_keys(server.received.requests, "second")),
+                why="the first run never reached the second action",
+            )
+        finally:
+            kill_group(first)
         hung_key = _keys(server.received.requests, "second")[0]
 
-        second = subprocess.run(
-            _command(tmp_path), capture_output=True, text=True, timeout=60, env=clean
-        )
+        second = run_automate(tmp_path)
 
     assert second.returncode == 0, second.stderr
     assert "resumed 1 unfinished event" in second.stdout

@@ -8,9 +8,7 @@ import fcntl
 import io
 import json
 import os
-import signal
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -22,6 +20,17 @@ import trustme
 from hypothesis import HealthCheck, find, given, settings
 from hypothesis import strategies as st
 from servers import serve
+from support import (
+    FakeClock,
+    automate_argv,
+    automate_command,
+    clean_env,
+    cli,
+    kill_group,
+    run_automate,
+    start_automate,
+    wait_for,
+)
 
 from flowlang import MappingSecrets
 from flowlang.automations import (
@@ -41,7 +50,6 @@ from flowlang.automations.records import (
     decode_record,
     encode_record,
 )
-from flowlang.cli import main
 from flowlang.flow.model import FlowDocumentError
 from flowlang.runtime.http import HttpResult
 from flowlang.runtime.requests import PreparedRequest
@@ -70,17 +78,6 @@ actions:
     endpoint: https://crm.example.com/api/store
     headers: {Authorization: "Bearer <<secrets.crm_token>>"}
 """
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.current = 1_800_000_000.0
-
-    def now(self) -> float:
-        return self.current
-
-    async def sleep(self, seconds: float) -> None:
-        self.current += seconds
 
 
 Answer = Callable[[PreparedRequest], "HttpResult | BaseException"]
@@ -131,11 +128,6 @@ def automations(
 
 def call(number: int | str, **properties: Any) -> dict[str, Any]:
     return {"id": f"evt-{number}", "type": "call.ended", "properties": properties}
-
-
-def cli(*argv: str, stdin: str = "") -> tuple[int, str]:
-    out = io.StringIO()
-    return main(list(argv), stdout=out, stdin=io.StringIO(stdin)), out.getvalue()
 
 
 # --- item 7: an unexpected exception is a failed attempt ------------------------------------
@@ -261,20 +253,7 @@ def test_cli_an_exception_in_one_event_ends_neither_this_run_nor_the_next(
 
     monkeypatch.setattr(dispatch_module, "interpret", interpret)
     monkeypatch.setattr(dispatch_module, "prepare_action", prepare)
-    argv = [
-        "automate",
-        str(tmp_path / "wf.yaml"),
-        "--events",
-        str(tmp_path / "events.jsonl"),
-        "--responses",
-        str(tmp_path / "responses.yaml"),
-        "--journal",
-        str(tmp_path / "journal.jsonl"),
-        "--dead-letter",
-        str(tmp_path / "dead.jsonl"),
-        "--concurrency",
-        "1",
-    ]
+    argv = [*automate_argv(tmp_path), "--concurrency", "1"]
     status, out = cli(*argv)
     assert status == 0, out
     assert "events 3, duplicates 0, matched 3; actions delivered 6 (retried 1)" in out
@@ -466,44 +445,9 @@ def test_resume_runs_the_action_after_a_failure_that_does_not_stop(tmp_path: Pat
     assert [request.url for request in http.sent] == ["https://crm.example.com/second"]
 
 
-def _automate_command(tmp: Path, *extra: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "flowlang.cli",
-        "automate",
-        str(tmp / "wf.yaml"),
-        "--events",
-        str(tmp / "events.jsonl"),
-        "--journal",
-        str(tmp / "journal.jsonl"),
-        "--dead-letter",
-        str(tmp / "dead.jsonl"),
-        "--allow-host",
-        "127.0.0.1",
-        "--concurrency",
-        "1",
-        *extra,
-    ]
-
-
 def _paths(requests: list[dict[str, Any]]) -> list[str]:
     return [request["path"] for request in requests]
 
-
-def _wait_for(condition: Callable[[], bool], seconds: float = 30) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert condition(), "timed out"
-
-
-def _kill(process: subprocess.Popen[bytes]) -> None:
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait(timeout=30)
-
-
-CLEAN_ENV = {k: v for k, v in os.environ.items() if not k.startswith("FLOWLANG_SECRET_")}
 
 SCRIPTED = """
 workflow: scripted
@@ -522,20 +466,12 @@ def test_a_kill_while_the_action_after_a_non_stopping_failure_is_in_flight_loses
         (tmp_path / "events.jsonl").write_text(json.dumps(call(1)) + "\n")
         server.received.script("first", (404, {}, {}))  # fails for good: dead-lettered at once
         server.received.script("second", (0, {}, {}))  # hangs: the process is killed here
-        first = subprocess.Popen(
-            _automate_command(tmp_path),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            env=CLEAN_ENV,
-            start_new_session=True,
-        )
+        first = start_automate(tmp_path)
         try:
-            _wait_for(lambda: "/script/second" in _paths(server.received.requests))
+            wait_for(lambda: "/script/second" in _paths(server.received.requests))
         finally:
-            _kill(first)
-        second = subprocess.run(
-            _automate_command(tmp_path), capture_output=True, text=True, timeout=60, env=CLEAN_ENV
-        )
+            kill_group(first)
+        second = run_automate(tmp_path)
     assert second.returncode == 0, second.stderr
     assert _paths(server.received.requests).count("/script/second") == 2
     assert _paths(server.received.requests).count("/script/first") == 1  # not repeated
@@ -554,24 +490,16 @@ def test_a_kill_at_the_dead_letter_write_loses_nothing(tmp_path: Path) -> None:
         held = os.open(tmp_path / "dead.jsonl.lock", os.O_RDWR | os.O_CREAT, 0o600)
         fcntl.flock(held, fcntl.LOCK_EX)
         try:
-            first = subprocess.Popen(
-                _automate_command(tmp_path),
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                env=CLEAN_ENV,
-                start_new_session=True,
-            )
+            first = start_automate(tmp_path)
             try:
-                _wait_for(lambda: "/script/first" in _paths(server.received.requests))
+                wait_for(lambda: "/script/first" in _paths(server.received.requests))
                 time.sleep(0.5)  # it is now waiting to write the dead letter
             finally:
-                _kill(first)
+                kill_group(first)
         finally:
             os.close(held)
         assert not (tmp_path / "dead.jsonl").exists()
-        second = subprocess.run(
-            _automate_command(tmp_path), capture_output=True, text=True, timeout=60, env=CLEAN_ENV
-        )
+        second = run_automate(tmp_path)
     assert second.returncode == 0, second.stderr
     [record] = DeadLetterStore.read(tmp_path / "dead.jsonl")
     assert record["action"] == "first"
@@ -587,18 +515,7 @@ def test_an_unwritable_dead_letter_file_keeps_the_action_for_the_next_run(tmp_pa
     (tmp_path / "events.jsonl").write_text(json.dumps(call(1)) + "\n")
 
     def automate(dead: Path) -> tuple[int, str]:
-        return cli(
-            "automate",
-            str(tmp_path / "wf.yaml"),
-            "--events",
-            str(tmp_path / "events.jsonl"),
-            "--responses",
-            str(tmp_path / "responses.yaml"),
-            "--journal",
-            str(tmp_path / "journal.jsonl"),
-            "--dead-letter",
-            str(dead),
-        )
+        return cli(*automate_argv(tmp_path, dead_letter=dead))
 
     status, out = automate(tmp_path / "missing" / "dead.jsonl")  # no such folder: not written
     assert status == 1
@@ -653,15 +570,9 @@ def test_two_workflows_with_one_name_are_a_load_error_naming_both_places(
     (tmp_path / "b.yaml").write_text("# the same name\n" + TWO)
     (tmp_path / "events.jsonl").write_text(json.dumps(call(1)) + "\n")
     status, _ = cli(
-        "automate",
-        str(tmp_path / "a.yaml"),
-        str(tmp_path / "b.yaml"),
-        "--events",
-        str(tmp_path / "events.jsonl"),
-        "--journal",
-        str(tmp_path / "journal.jsonl"),
-        "--dead-letter",
-        str(tmp_path / "dead.jsonl"),
+        *automate_argv(
+            tmp_path, workflows=[tmp_path / "a.yaml", tmp_path / "b.yaml"], responses=False
+        )
     )
     err = capsys.readouterr().err
     assert status == 2
@@ -740,24 +651,12 @@ def test_a_second_automate_on_the_same_journal_exits_2(tmp_path: Path) -> None:
         (tmp_path / "wf.yaml").write_text(SCRIPTED.replace("{port}", str(server.port)))
         (tmp_path / "events.jsonl").write_text(json.dumps(call(1)) + "\n")
         server.received.script("first", (0, {}, {}))  # the first process holds on
-        first = subprocess.Popen(
-            _automate_command(tmp_path),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            env=CLEAN_ENV,
-            start_new_session=True,
-        )
+        first = start_automate(tmp_path)
         try:
-            _wait_for(lambda: "/script/first" in _paths(server.received.requests))
-            second = subprocess.run(
-                _automate_command(tmp_path),
-                capture_output=True,
-                text=True,
-                timeout=60,
-                env=CLEAN_ENV,
-            )
+            wait_for(lambda: "/script/first" in _paths(server.received.requests))
+            second = run_automate(tmp_path)
         finally:
-            _kill(first)
+            kill_group(first)
     assert second.returncode == 2
     assert "is in use by another flowlang automate" in second.stderr
     assert _paths(server.received.requests).count("/script/first") == 1
@@ -801,9 +700,9 @@ def test_an_absurd_retry_after_is_capped_in_the_schedule() -> None:
 
 def test_automate_events_from_dev_zero_ends_with_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "wf.yaml").write_text(TWO)
-    command = _automate_command(tmp_path)
+    command = automate_command(tmp_path)
     command[command.index("--events") + 1] = "/dev/zero"
-    process = subprocess.run(command, capture_output=True, text=True, timeout=120, env=CLEAN_ENV)
+    process = subprocess.run(command, capture_output=True, text=True, timeout=120, env=clean_env())
     assert process.returncode == 2
     assert "/dev/zero: line 1 goes on past" in process.stderr and "not JSON lines" in process.stderr
     assert "Traceback" not in process.stderr
@@ -835,19 +734,7 @@ def test_bad_event_lines_are_reported_and_the_stream_goes_on(
         + b"\n"
     )
     (tmp_path / "events.jsonl").write_bytes(events)
-    status, out = cli(
-        "automate",
-        str(tmp_path / "wf.yaml"),
-        "--events",
-        str(tmp_path / "events.jsonl"),
-        "--responses",
-        str(tmp_path / "responses.yaml"),
-        "--journal",
-        str(tmp_path / "journal.jsonl"),
-        "--dead-letter",
-        str(tmp_path / "dead.jsonl"),
-        "--json",
-    )
+    status, out = cli(*automate_argv(tmp_path), "--json")
     err = capsys.readouterr().err
     assert status == 2
     delivered = [json.loads(line)["event"] for line in out.splitlines() if line.startswith("{")]
@@ -877,19 +764,7 @@ def test_a_secret_echoed_by_a_server_stays_out_of_json_output_and_dead_letters(
         f"  body: {{error: 'bad token {TOKEN}'}}\n"
     )
     (tmp_path / "events.jsonl").write_text(json.dumps(call(1)) + "\n")
-    status, out = cli(
-        "automate",
-        str(tmp_path / "wf.yaml"),
-        "--events",
-        str(tmp_path / "events.jsonl"),
-        "--responses",
-        str(tmp_path / "responses.yaml"),
-        "--journal",
-        str(tmp_path / "journal.jsonl"),
-        "--dead-letter",
-        str(tmp_path / "dead.jsonl"),
-        "--json",
-    )
+    status, out = cli(*automate_argv(tmp_path), "--json")
     assert status == 0, out
     [line] = [json.loads(text) for text in out.splitlines() if text.startswith("{")]
     assert [d["outcome"] for d in line["deliveries"]] == ["delivered", "dead_lettered"]
@@ -908,8 +783,8 @@ def test_text_output_never_sends_escape_sequences_or_lone_surrogates(tmp_path: P
     (tmp_path / "events.jsonl").write_text(
         '{"id": "evt-\\u001b]52;c;aGk=\\u0007-\\ud800", "type": "call.ended"}\n'
     )
-    command = _automate_command(tmp_path, "--responses", str(tmp_path / "responses.yaml"))
-    process = subprocess.run(command, capture_output=True, timeout=120, env=CLEAN_ENV)
+    command = automate_command(tmp_path, "--responses", str(tmp_path / "responses.yaml"))
+    process = subprocess.run(command, capture_output=True, timeout=120, env=clean_env())
     assert process.returncode == 0, process.stderr
     out = process.stdout.decode("utf-8")  # strict: no lone surrogate reached the stream
     assert "\x1b" not in out and "\x07" not in out

@@ -9,7 +9,6 @@ flow tests also take the ``backend`` fixture.
 from __future__ import annotations
 
 import asyncio
-import io
 import json
 import os
 import signal
@@ -25,6 +24,7 @@ import trustme
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from servers import serve
+from support import automate_argv, cli
 
 import flowlang
 from flowlang import Engine, MappingSecrets, Runtime, RuntimeSettings
@@ -39,7 +39,6 @@ from flowlang.automations import console as automations_console
 from flowlang.automations import records as records_module
 from flowlang.automations.formats import ValueFormatError
 from flowlang.automations.records import EventError, LineTooLongError, check_event, read_records
-from flowlang.cli import main
 from flowlang.expr import shared
 from flowlang.runtime.http import HttpResult
 from flowlang.runtime.requests import PreparedRequest
@@ -60,11 +59,6 @@ def leaked(secret: str, text: str, piece: int = 16) -> list[str]:
         for start in range(0, len(secret) - piece + 1)
         if secret[start : start + piece] in text
     ]
-
-
-def cli(*argv: str) -> tuple[int, str]:
-    out = io.StringIO()
-    return main(list(argv), stdout=out, stdin=io.StringIO("")), out.getvalue()
 
 
 def flowlang_command(*argv: str) -> list[str]:
@@ -181,16 +175,7 @@ def test_a_long_secret_in_a_value_format_error_is_masked_everywhere(
         "- {request: POST https://crm.example.com/api/activities, status: 200, body: {}}\n"
     )
     status, out = cli(
-        "automate",
-        str(tmp_path / "wf.yaml"),
-        "--events",
-        str(tmp_path / "events.jsonl"),
-        "--responses",
-        str(tmp_path / "responses.yaml"),
-        "--journal",
-        str(tmp_path / "j.jsonl"),
-        "--dead-letter",
-        str(tmp_path / "d.jsonl"),
+        *automate_argv(tmp_path, journal="j.jsonl", dead_letter="d.jsonl"),
         *(["--json"] if as_json else []),
     )
     assert status == 0
@@ -300,18 +285,7 @@ def test_automate_on_a_journal_with_a_400_digit_time_goes_on(
         "- {request: POST https://crm.example.com/api/activities, status: 200, body: {}}\n"
     )
     for _ in range(2):  # and the run after it
-        status, out = cli(
-            "automate",
-            str(tmp_path / "wf.yaml"),
-            "--events",
-            str(tmp_path / "events.jsonl"),
-            "--responses",
-            str(tmp_path / "responses.yaml"),
-            "--journal",
-            str(journal),
-            "--dead-letter",
-            str(tmp_path / "d.jsonl"),
-        )
+        status, out = cli(*automate_argv(tmp_path, journal=journal, dead_letter="d.jsonl"))
         assert status == 0, out
     assert "its at is not a time" in capsys.readouterr().err
 

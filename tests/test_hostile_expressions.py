@@ -13,15 +13,13 @@ import ast
 import contextlib
 import json
 import math
-import os
-import subprocess
-import sys
 import textwrap
 import tracemalloc
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import pytest
+from support import run_python
 
 import flowlang
 from flowlang import FlowError, FlowFilterError, FlowLimitError, FlowSyntaxError, Limits
@@ -86,16 +84,7 @@ _PRELUDE = textwrap.dedent(
 
 def _run_isolated(body: str) -> Any:
     """Run ``body`` after the prelude in a subprocess; its last stdout line, parsed as JSON."""
-    script = _PRELUDE + textwrap.dedent(body)
-    result = subprocess.run(
-        [sys.executable, "-c", script],
-        env=dict(os.environ),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        start_new_session=True,
-    )
+    result = run_python(_PRELUDE + textwrap.dedent(body))
     assert result.returncode == 0, (
         f"subprocess died with {result.returncode} (negative: a signal, -11 is a segfault)\n"
         f"{result.stderr[-2000:]}"

@@ -854,8 +854,6 @@ def ssl_context_trusting(ca: trustme.CA) -> Any:
     return context
 
 
-
-
 def test_an_untrusted_certificate_is_dead_lettered_at_once(ca: trustme.CA, tmp_path: Path) -> None:
     workflow = (
         "workflow: w\ntrigger: call.ended\nactions:\n  - name: log\n    type: api_request\n"

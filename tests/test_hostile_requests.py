@@ -5,10 +5,6 @@ never builds text past the limit, and ends in bytes or a RequestError."""
 from __future__ import annotations
 
 import math
-import os
-import subprocess
-import sys
-import textwrap
 import tracemalloc
 from collections.abc import Mapping
 from typing import Any
@@ -27,27 +23,15 @@ from strategies import (
     hostile_values,
     json_values,
 )
+from support import run_python
 
 from flowlang.runtime.requests import RequestError, _plain_body, encode_body
 
 LIMIT = 64 * 1024
 
 
-def _in_subprocess(code: str) -> subprocess.CompletedProcess[str]:
-    """Run ``code`` in a fresh interpreter (a crash fails the test instead of ending pytest)."""
-    return subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=dict(os.environ),
-        start_new_session=True,
-        check=False,
-    )
-
-
 def test_a_mapping_that_clears_its_parent_list_does_not_crash_the_process() -> None:
-    result = _in_subprocess(
+    result = run_python(
         """
         from collections.abc import Mapping
         shared = [[n] for n in range(50)]
@@ -61,14 +45,15 @@ def test_a_mapping_that_clears_its_parent_list_does_not_crash_the_process() -> N
             print(encode_body({"items": shared}, 10**7)[:10].decode())
         except RequestError as error:
             print("refused", error)
-        """
+        """,
+        timeout=60,
     )
     assert result.returncode == 0, (result.returncode, result.stderr[-2000:])
     assert result.stdout.startswith(('{"items":', "refused"))
 
 
 def test_a_mapping_that_clears_a_dict_it_is_in_does_not_crash_the_process() -> None:
-    result = _in_subprocess(
+    result = run_python(
         """
         from collections.abc import Mapping
         parent = {str(n): [n] for n in range(50)}
@@ -83,7 +68,8 @@ def test_a_mapping_that_clears_a_dict_it_is_in_does_not_crash_the_process() -> N
             print(encode_body(parent, 10**7)[:1].decode())
         except RequestError as error:
             print("refused", error)
-        """
+        """,
+        timeout=60,
     )
     assert result.returncode == 0, (result.returncode, result.stderr[-2000:])
     assert result.stdout.startswith(("{", "refused"))

@@ -7,10 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import subprocess
-import sys
-import textwrap
 import tracemalloc
 from collections.abc import Mapping
 from typing import Any
@@ -28,6 +25,7 @@ from strategies import (
     _hostile_dicts,
     hostile_values,
 )
+from support import run_python
 from test_loop_twins import flows
 
 import flowlang
@@ -39,19 +37,6 @@ needs_cython = pytest.mark.skipif(
     "cython" not in AVAILABLE, reason="the cython backend is not available"
 )
 RECORDED_URL = "https://crm.example.com/lookup?a=1"
-
-
-def _in_subprocess(code: str) -> subprocess.CompletedProcess[str]:
-    """Run ``code`` in a fresh interpreter (a crash fails the test instead of ending pytest)."""
-    return subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=dict(os.environ),
-        start_new_session=True,
-        check=False,
-    )
 
 
 _RUN_BOTH = """
@@ -81,7 +66,7 @@ def _both_lines(result: subprocess.CompletedProcess[str]) -> list[Any]:
 def test_a_key_whose_hash_empties_the_map_being_merged_does_not_crash() -> None:
     """merge_variables held borrowed references into the map it read while a key's __hash__
     ran; the key's code emptied that map (exit 139 before the fix)."""
-    result = _in_subprocess(
+    result = run_python(
         _RUN_BOTH
         + """
 def make_context():
@@ -113,7 +98,7 @@ run_both({"flow": "f", "start": "s0", "steps": {
 def test_a_map_copy_that_empties_the_map_being_merged_does_not_crash() -> None:
     """Copying the existing map (a dict subclass whose keys() runs code) emptied the map whose
     value was held by a borrowed reference."""
-    result = _in_subprocess(
+    result = run_python(
         _RUN_BOTH
         + """
 def make_context():

@@ -26,6 +26,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from servers import Server
+from support import automate_argv, cli
 
 import flowlang
 from flowlang import MappingSecrets, Runtime, RuntimeSettings
@@ -631,8 +632,6 @@ def test_automate_json_masks_a_secret_echoed_as_a_body_key(
 ) -> None:
     """Items 23/26: the CRM echoes the bearer token as a JSON key: not in ``automate --json``,
     nor in the journal."""
-    from flowlang.cli import main
-
     examples = Path(__file__).parent.parent / "examples" / "workflows"
     token = "tok_3f9a8b7c6d"
     monkeypatch.setenv("FLOWLANG_SECRET_CRM_TOKEN", token)
@@ -646,24 +645,9 @@ def test_automate_json_masks_a_secret_echoed_as_a_body_key(
     (tmp_path / "events.jsonl").write_text(
         "\n".join(line for line in events if "recording.uploaded" in line) + "\n"
     )
-    out = io.StringIO()
-    status = main(
-        [
-            "automate",
-            str(examples / "recording_transcription.yaml"),
-            "--events",
-            str(tmp_path / "events.jsonl"),
-            "--responses",
-            str(tmp_path / "responses.yaml"),
-            "--journal",
-            str(tmp_path / "journal.jsonl"),
-            "--dead-letter",
-            str(tmp_path / "dead.jsonl"),
-            "--json",
-        ],
-        stdout=out,
+    status, text = cli(
+        *automate_argv(tmp_path, workflows=[examples / "recording_transcription.yaml"]), "--json"
     )
-    text = out.getvalue()
     assert status == 0, text
     assert f'{{"{REDACTED}": "unknown token"}}' in text
     written = "".join(path.read_text() for path in tmp_path.glob("*.jsonl"))
