@@ -584,8 +584,11 @@ def first_non_finite(value):
 # --- the rendered-size limit: JSON length, measured before the JSON is built ---------------
 
 from cpython.long cimport PyLong_AsLongLongAndOverflow
-from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_GET_SIZE
 from cpython.unicode cimport PyUnicode_Check, PyUnicode_GET_LENGTH
+
+cdef extern from "Python.h":
+    Py_ssize_t PySequence_Fast_GET_SIZE(object sequence)  # a list or a tuple: no check
+    PyObject** PySequence_Fast_ITEMS(object sequence)
 
 cdef int _JSON_DEPTH = 64
 
@@ -619,6 +622,7 @@ cdef Py_ssize_t _json_total(object item, Py_ssize_t total, Py_ssize_t limit, int
     cdef object kind = type(item)
     cdef Py_ssize_t position = 0
     cdef Py_ssize_t index, size
+    cdef PyObject** items
     cdef PyObject* key
     cdef PyObject* value
     cdef int level
@@ -650,21 +654,13 @@ cdef Py_ssize_t _json_total(object item, Py_ssize_t total, Py_ssize_t limit, int
             if total < 0:
                 return -1
         return total
-    if kind is list:
-        size = PyList_GET_SIZE(item)
-        total += 1 + (size if size > 1 else 1)
-        index = 0
-        while total <= limit and index < size:
-            total = _json_total(<object>PyList_GET_ITEM(item, index), total, limit, depth + 1, path)
-            if total < 0:
-                return -1
-            index += 1
-        return total
-    size = PyTuple_GET_SIZE(item)
+    # a list or a tuple: one walk over its item array (nothing changes it under the walk)
+    size = PySequence_Fast_GET_SIZE(item)
+    items = PySequence_Fast_ITEMS(item)
     total += 1 + (size if size > 1 else 1)
     index = 0
     while total <= limit and index < size:
-        total = _json_total(<object>PyTuple_GET_ITEM(item, index), total, limit, depth + 1, path)
+        total = _json_total(<object>items[index], total, limit, depth + 1, path)
         if total < 0:
             return -1
         index += 1
