@@ -169,3 +169,13 @@ def run_python(code: str, timeout: float = 120) -> subprocess.CompletedProcess[s
         start_new_session=True,
         check=False,
     )
+
+
+def schema_patterns(node: Any) -> list[str]:
+    """Every ``pattern`` in a JSON Schema."""
+    if isinstance(node, dict):
+        found = [node["pattern"]] if isinstance(node.get("pattern"), str) else []
+        return found + [text for value in node.values() for text in schema_patterns(value)]
+    if isinstance(node, list):
+        return [text for value in node for text in schema_patterns(value)]
+    return []

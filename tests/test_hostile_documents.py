@@ -17,6 +17,7 @@ import pytest
 from big_documents import bad_lines_flow, one_line_json_flow, say_chain
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support import schema_patterns
 
 import flowlang
 import flowlang.errors
@@ -453,16 +454,6 @@ def test_a_duration_is_checked_in_linear_time_and_shown_short() -> None:
 _OLD_DURATION = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s)?\s*$")
 
 
-def _schema_patterns(node: Any) -> list[str]:
-    """Every ``pattern`` in a JSON Schema."""
-    if isinstance(node, dict):
-        found = [node["pattern"]] if isinstance(node.get("pattern"), str) else []
-        return found + [text for value in node.values() for text in _schema_patterns(value)]
-    if isinstance(node, list):
-        return [text for value in node for text in _schema_patterns(value)]
-    return []
-
-
 @settings(max_examples=300, deadline=None)
 @given(st.text(" \t\n\x0b\x1c\x85\xa0\u2028\u30001.0ms", max_size=12))
 def test_durations_read_as_before_and_as_the_schema_says(text: str) -> None:
@@ -470,7 +461,7 @@ def test_durations_read_as_before_and_as_the_schema_says(text: str) -> None:
     Schema's (unambiguous) pattern accepts exactly those."""
     from flowlang.flow.schema import flow_schema
 
-    [schema_pattern] = {p for p in _schema_patterns(flow_schema()) if "(ms|s)" in p}
+    [schema_pattern] = {p for p in schema_patterns(flow_schema()) if "(ms|s)" in p}
     flow, findings = check_flow(_duration_flow(text))
     old = _OLD_DURATION.match(text)
     assert (re.search(schema_pattern, text) is not None) == (old is not None)

@@ -723,19 +723,21 @@ def test_public_addresses_pass(address: str) -> None:
     assert refusal_reason(ipaddress.ip_address(address)) is None
 
 
+async def _get_public(resolver: Any) -> HttpResult:
+    """GET https://public.test/x through a GuardedHttp that resolves with ``resolver``."""
+    sender = GuardedHttp(AddressPolicy(), None, resolver)
+    try:
+        request = PreparedRequest("GET", "https://public.test/x", ())
+        return await sender.send(request, timeout=2, max_body=LIMIT, follow_redirects=False)
+    finally:
+        await sender.aclose()
+
+
 def test_a_site_local_answer_is_refused_before_connecting() -> None:
     async def resolver(host: str, port: int) -> list[str]:
         return ["fec0::1"]
 
-    async def main() -> HttpResult:
-        sender = GuardedHttp(AddressPolicy(), None, resolver)
-        try:
-            request = PreparedRequest("GET", "https://public.test/x", ())
-            return await sender.send(request, timeout=2, max_body=LIMIT, follow_redirects=False)
-        finally:
-            await sender.aclose()
-
-    result = asyncio.run(main())
+    result = asyncio.run(_get_public(resolver))
     assert result.outcome == "refused" and "site-local" in str(result.error)
 
 
@@ -783,20 +785,12 @@ def test_send_is_total_but_cancellation_propagates() -> None:
     async def cancelled(host: str, port: int) -> list[str]:
         raise asyncio.CancelledError
 
-    async def main(resolver: Any) -> HttpResult:
-        sender = GuardedHttp(AddressPolicy(), None, resolver)
-        try:
-            request = PreparedRequest("GET", "https://public.test/x", ())
-            return await sender.send(request, timeout=2, max_body=LIMIT, follow_redirects=False)
-        finally:
-            await sender.aclose()
-
-    result = asyncio.run(main(broken))
+    result = asyncio.run(_get_public(broken))
     assert result.outcome == "invalid_response" and "RuntimeError: resolver bug" in str(
         result.error
     )
     with pytest.raises(asyncio.CancelledError):
-        asyncio.run(main(cancelled))
+        asyncio.run(_get_public(cancelled))
 
 
 @pytest.mark.parametrize(

@@ -166,8 +166,10 @@ def run_on(
     secret: str = SECRET,
     host: Any = None,
     digits: list[str | None] | None = None,
+    secrets: dict[str, str] | None = None,
 ) -> list[flowlang.RunResult]:
-    """Start ``flow`` (then resume it with ``digits``) on a loopback runtime."""
+    """Start ``flow`` (then resume it with ``digits``) on a loopback runtime whose secrets are
+    ``secrets`` (``api_key`` = ``secret`` when not given)."""
 
     async def resolver(host: str, port: int) -> list[str]:
         return ["127.0.0.1"]
@@ -176,7 +178,7 @@ def run_on(
         runtime = Runtime(
             ssl_context=server.client_ssl_context(),
             resolver=resolver,
-            secrets=MappingSecrets({"api_key": secret}),
+            secrets=MappingSecrets(secrets or {"api_key": secret}),
             settings=RuntimeSettings(allow_hosts=frozenset({"crm.test", "other.test"})),
             backend=backend,
             host=host,
@@ -575,24 +577,9 @@ def test_an_echoed_secret_reaches_no_output_of_a_run(server: Server, backend: st
     server.received.script("echo", (200, {"X-Echo": SECRET, "X-Odd": quote(ODD)}, body))
     # the run sends secrets.odd too, so that the redactor knows it
     flow = echo_flow(server, "/script/echo", method="POST", body={"o": "<<secrets.odd>>"})
-
-    async def resolver(host: str, port: int) -> list[str]:
-        return ["127.0.0.1"]
-
-    async def main() -> list[flowlang.RunResult]:
-        runtime = Runtime(
-            ssl_context=server.client_ssl_context(),
-            resolver=resolver,
-            secrets=MappingSecrets({"api_key": SECRET, "odd": ODD}),
-            settings=RuntimeSettings(allow_hosts=frozenset({"crm.test"})),
-            backend=backend,
-        )
-        async with runtime:
-            first = await runtime.start(flow, {})
-            state = json.loads(json.dumps(first.state))
-            return [first, await runtime.resume(flow, state, "12")]
-
-    first, resumed = asyncio.run(main())
+    first, resumed = run_on(
+        server, flow, backend, digits=["12"], secrets={"api_key": SECRET, "odd": ODD}
+    )
     assert first.status == "waiting_for_input"
     assert first.awaiting is not None and REDACTED in first.awaiting["prompt"]
     assert REDACTED in first.instructions[0]["text"]

@@ -225,16 +225,25 @@ needs_cython = pytest.mark.skipif(
 MANY = max(500, settings.default.max_examples)
 
 
+def _outcomes_on_both(strict: bool, tree: Any, context: dict[str, Any]) -> list[tuple[Any, Any]]:
+    """The cython and the python outcome of ``tree``, as a whole template and inside text."""
+    assume(tree.depth <= LIMITS.max_depth)
+    source = "<<" + print_expression(tree) + ">>"
+    return [
+        (
+            _outcome(flowlang.Engine(backend="cython", strict=strict), template, context),
+            _outcome(flowlang.Engine(backend="python", strict=strict), template, context),
+        )
+        for template in (source, "x " + source)
+    ]
+
+
 @needs_cython
 @pytest.mark.parametrize("strict", [False, True])
 @settings(max_examples=MANY)
 @given(evaluable_expressions(), contexts)
 def test_backends_agree(strict: bool, tree: Any, context: dict[str, Any]) -> None:
-    assume(tree.depth <= LIMITS.max_depth)
-    source = "<<" + print_expression(tree) + ">>"
-    for template in (source, "x " + source):
-        cython = _outcome(flowlang.Engine(backend="cython", strict=strict), template, context)
-        python = _outcome(flowlang.Engine(backend="python", strict=strict), template, context)
+    for cython, python in _outcomes_on_both(strict, tree, context):
         assert cython[0] == python[0], (cython, python)
         assert _agree(cython[1], python[1]), (cython, python)
 
@@ -258,11 +267,7 @@ def _same_value(left: Any, right: Any) -> bool:
 def test_backends_agree_on_hostile_values(strict: bool, tree: Any, context: dict[str, Any]) -> None:
     """Subclasses whose overrides raise, containers whose code raises, raising dict keys: both
     backends give the same value or the same FlowError, and nothing else escapes."""
-    assume(tree.depth <= LIMITS.max_depth)
-    source = "<<" + print_expression(tree) + ">>"
-    for template in (source, "x " + source):
-        cython = _outcome(flowlang.Engine(backend="cython", strict=strict), template, context)
-        python = _outcome(flowlang.Engine(backend="python", strict=strict), template, context)
+    for cython, python in _outcomes_on_both(strict, tree, context):
         assert cython[0] == python[0], (cython, python)
         assert _same_value(cython[1], python[1]), (cython, python)
 

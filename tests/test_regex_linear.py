@@ -25,6 +25,7 @@ import textwrap
 from typing import Any
 
 import pytest
+from support import schema_patterns
 
 import flowlang
 from flowlang.expr.parser import _get_lark
@@ -107,15 +108,6 @@ def _module_patterns() -> dict[str, re.Pattern[str]]:
     return found
 
 
-def _schema_patterns(node: Any) -> list[str]:
-    if isinstance(node, dict):
-        found = [node["pattern"]] if isinstance(node.get("pattern"), str) else []
-        return found + [text for value in node.values() for text in _schema_patterns(value)]
-    if isinstance(node, list):
-        return [text for value in node for text in _schema_patterns(value)]
-    return []
-
-
 def _lark_patterns() -> dict[str, tuple[str, int]]:
     """Each terminal of the expression grammar: its regex and flags."""
     out = {}
@@ -135,7 +127,7 @@ def _cases() -> list[tuple[str, str, int, tuple[str, ...]]]:
     cases = []
     for source, pattern in sorted(_module_patterns().items()):
         cases.append((ascii(source)[:60], source, pattern.flags, _uses(source) or ()))
-    for source in sorted(set(_schema_patterns(flow_schema()))):
+    for source in sorted(set(schema_patterns(flow_schema()))):
         cases.append((f"schema:{ascii(source)[:52]}", source, 0, _uses(source) or ()))
     for name, (source, flags) in sorted(_lark_patterns().items()):
         cases.append((name, source, flags, _LARK_USE))
