@@ -766,3 +766,93 @@ def test_flowlang_run_prints_hostile_text_escaped(tmp_path: Path) -> None:
     assert [line for line in text.splitlines() if line.startswith("result:")] == [
         "result: completed"
     ]
+
+
+def two_suspension_flow(server: Server) -> flowlang.CompiledFlow:
+    """``auth`` sends the token, the run suspends, then ``echo`` (which sends no secret) gets
+    the token back in a body and a header, says it, and suspends again."""
+    seen = "<<steps.echo | json>>"
+    document = {
+        "flow": "late",
+        "start": "auth",
+        "steps": {
+            "auth": {
+                "type": "http_request",
+                "method": "POST",
+                "endpoint": server.url("crm.test", "/script/auth"),
+                "headers": {"Authorization": "Bearer <<secrets.crm_token>>"},
+                "next": "ask",
+                "on_failure": "ask",
+            },
+            "ask": {"type": "collect_input", "prompt": "PIN?", "next": "echo",
+                    "on_no_input": "echo"},
+            "echo": {
+                "type": "http_request",
+                "endpoint": server.url("crm.test", "/script/echo"),
+                "next": "tell",
+                "on_failure": "tell",
+            },
+            "tell": {"type": "say", "text": f"heard {seen}", "next": "again"},
+            "again": {"type": "collect_input", "prompt": f"after {seen}", "next": "done",
+                      "on_no_input": "done"},
+            "done": {"type": "transfer", "target": f"queue:{seen}"},
+        },
+    }
+    return flowlang.load_flow(json.dumps(document))
+
+
+def test_a_secret_sent_before_a_suspension_and_echoed_after_it_is_masked(
+    server: Server, backend: str
+) -> None:
+    """Item 26: the state names (never holds) the secrets used; the resumed run masks them."""
+    server.received.script("auth", (200, {}, {"ok": True}))
+    echoed = {"token": SECRET, "auth": f"Bearer {SECRET}"}
+    server.received.script("echo", (200, {"X-Echo": SECRET}, echoed))
+    flow = two_suspension_flow(server)
+    first, resumed, last = run_on(
+        server, flow, backend, digits=["12", "3"], secrets={"crm_token": SECRET}
+    )
+    assert first.state is not None and first.state["secrets_used"] == ["crm_token"]
+    assert resumed.status == "waiting_for_input" and last.status == "ended"
+    assert resumed.state is not None and resumed.state["secrets_used"] == ["crm_token"]
+    echo = resumed.state["scope"]["steps"]["echo"]["response"]
+    assert echo["headers"]["x-echo"] == REDACTED
+    assert echo["body"] == {"token": REDACTED, "auth": f"Bearer {REDACTED}"}
+    for result in (first, resumed, last):
+        assert not leaked(everything(result), SECRET)
+
+
+def test_a_secret_the_provider_no_longer_has_is_skipped_on_resume(backend: str) -> None:
+    """Item 26: a name in ``secrets_used`` the provider lost does not fail the resume."""
+    from flowlang.runtime.http import RecordedHttp, RecordedResponse
+
+    document = {
+        "flow": "gone",
+        "start": "call",
+        "steps": {
+            "call": {
+                "type": "http_request",
+                "endpoint": "https://crm.example.com/a",
+                "headers": {"X-Key": "<<secrets.api_key>>"},
+                "next": "ask",
+                "on_failure": "ask",
+            },
+            "ask": {"type": "collect_input", "prompt": "PIN?", "next": "done",
+                    "on_no_input": "done"},
+            "done": {"type": "hangup"},
+        },
+    }
+    flow = flowlang.load_flow(json.dumps(document))
+    http = RecordedHttp({("GET", "https://crm.example.com/a"): RecordedResponse(200, {}, {})})
+    provider = MappingSecrets({"api_key": SECRET})
+
+    async def main() -> list[flowlang.RunResult]:
+        async with Runtime(http=http, secrets=provider, backend=backend) as rt:
+            first = await rt.start(flow, {})
+            assert first.state is not None
+            provider.values.clear()
+            return [first, await rt.resume(flow, json.loads(json.dumps(first.state)), "1")]
+
+    first, resumed = asyncio.run(main())
+    assert first.state is not None and first.state["secrets_used"] == ["api_key"]
+    assert resumed.status == "ended", resumed.error

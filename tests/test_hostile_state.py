@@ -144,6 +144,7 @@ def test_a_signed_state_resumes_and_carries_its_key_id() -> None:
         pytest.param(lambda s: s.update(steps_run=0), id="counters"),
         pytest.param(lambda s: s["scope"].update(contact={"name": "x"}), id="new-root"),
         pytest.param(lambda s: s.update(extra=1), id="added-field"),
+        pytest.param(lambda s: s.update(secrets_used=["other"]), id="secrets-used"),
         pytest.param(lambda s: s.update(signature=s["signature"][:-2] + "AA"), id="signature"),
         pytest.param(lambda s: s.update(signature="é" * 43), id="signature-not-ascii"),
     ],
@@ -550,6 +551,19 @@ MALFORMED = [
     ("scope", {"contact": {"n": object()}}),
     ("scope", {"contact": Raising()}),
     ("scope", {"contact": {"n": "x" * 600_000}}),
+    ("secrets_used", None),
+    ("secrets_used", "crm_token"),
+    ("secrets_used", {"crm_token": 1}),
+    ("secrets_used", [1]),
+    ("secrets_used", [""]),
+    ("secrets_used", ["a b"]),
+    ("secrets_used", ["a\n"]),
+    ("secrets_used", ["1abc"]),
+    ("secrets_used", ["\u00e9"]),
+    ("secrets_used", ["x" * 101]),
+    ("secrets_used", ["a", "a"]),
+    ("secrets_used", [f"n{i}" for i in range(65)]),
+    ("secrets_used", [["a"]]),
 ]
 
 

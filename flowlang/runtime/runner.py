@@ -174,6 +174,7 @@ class Run(_RunBase):
             (self.steps_run, (self.streak[0], self.streak[1])),
             self.redactor.data(plain),
             self.runtime.state_keys,
+            list(self.redactor.names),
         )
 
 
@@ -391,6 +392,8 @@ class Runtime:
                 point.seq,
                 size,
             )
+            # the secrets sent before the suspension: a later response may echo them
+            run.redactor.recall(point.secrets_used)
             data["input"][step.id] = {"value": value}
             run.data_size += len(step.id) + len(value) + 16  # at most; digits are few
             run.trace.append((step.id, step.type, outcome, 0.0, {"digits": len(value)}))

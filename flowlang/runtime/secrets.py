@@ -15,6 +15,8 @@ and list never change: masked keys that meet another key take a suffix (``[redac
 from __future__ import annotations
 
 __all__ = [
+    "MAX_SECRETS_USED",
+    "MAX_SECRET_NAME",
     "MIN_SUBSTRING",
     "REDACTED",
     "EnvironmentSecrets",
@@ -25,6 +27,7 @@ __all__ = [
     "SecretsView",
     "holds_secret",
     "install_log_redaction",
+    "is_secret_name",
     "secret_forms",
 ]
 
@@ -34,7 +37,7 @@ import logging
 import os
 import re
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from functools import lru_cache
 from typing import Any, Protocol
 from urllib.parse import quote, quote_plus
@@ -47,6 +50,20 @@ MIN_SUBSTRING = 4
 #: Base64 stretches shorter than this are not masked inside text (too likely by chance).
 MIN_BASE64 = 8
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
+#: How many secret names a run's state carries (``secrets_used``), and how long each may be.
+MAX_SECRETS_USED = 64
+MAX_SECRET_NAME = 100
+
+
+def is_secret_name(name: object) -> bool:
+    """Whether ``name`` is a secret name a state may carry (``A-Z a-z 0-9 _ -``, not starting
+    with a digit or ``-``, at most MAX_SECRET_NAME characters)."""
+    return (
+        type(name) is str
+        and 0 < len(name) <= MAX_SECRET_NAME
+        and name.isascii()
+        and _NAME.fullmatch(name) is not None
+    )
 #: A percent-escape with a lower-case hex digit (``%2b``): texts and forms are compared with
 #: every escape upper-cased, which keeps their length, so that ``%2b``, ``%2B`` and ``%2F``
 #: mixed in any way are one form.
@@ -587,7 +604,7 @@ class SecretsView(Redactor, Mapping[str, str]):
     """The ``secrets`` root of a scope: looks each name up on use, and is the redactor that
     masks every value so used (one per run or event)."""
 
-    __slots__ = ("_provider", "missing")
+    __slots__ = ("_provider", "missing", "names")
 
     def __init__(self, provider: SecretsProvider) -> None:
         self.used: set[str] = set()  # Redactor's fields, set here: one per run, kept cheap
@@ -595,13 +612,28 @@ class SecretsView(Redactor, Mapping[str, str]):
         self._provider = provider
         #: Names looked up but not found since the last call to ``take_missing``.
         self.missing: list[str] = []
+        #: Names of the secrets used (a state carries them, so that a resumed run masks what
+        #: was sent before the suspension): at most MAX_SECRETS_USED, each a valid name.
+        self.names: set[str] = set()
 
     def __getitem__(self, name: str) -> str:
         value = self._provider.get(name) if isinstance(name, str) else None
         if value is None:
             raise KeyError(name)
         self.add(value)
+        names = self.names
+        if name not in names and len(names) < MAX_SECRETS_USED and is_secret_name(name):
+            names.add(name)
         return value
+
+    def recall(self, names: Iterable[str]) -> None:
+        """Use the secrets ``names`` (of an earlier part of the run) again, so that their
+        values are masked; a name the provider no longer has is skipped."""
+        for name in names:
+            try:
+                self[name]
+            except KeyError:
+                continue
 
     def __contains__(self, name: object) -> bool:
         if not isinstance(name, str):

@@ -52,6 +52,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 import orjson
 
 from flowlang.errors import FlowError, FlowLimitError
+from flowlang.runtime.secrets import MAX_SECRETS_USED, is_secret_name
 from flowlang.settings import MAX_COUNT
 
 if TYPE_CHECKING:
@@ -380,8 +381,10 @@ def make_state(
     counters: tuple[int, tuple[str | None, int]],
     scope: dict[str, Any],
     keys: StateKeys | None,
+    secrets_used: list[str] | None = None,
 ) -> dict[str, Any]:
-    """The state of a run suspended at ``waiting_at`` (``scope`` already plain and masked)."""
+    """The state of a run suspended at ``waiting_at`` (``scope`` already plain and masked;
+    ``secrets_used``: the names, never the values, of the secrets the run has used)."""
     steps_run, (last, count) = counters
     state = {
         "format": STATE_FORMAT,
@@ -394,6 +397,7 @@ def make_state(
         "steps_run": steps_run,
         "streak": [last, count],
         "scope": scope,
+        "secrets_used": sorted(secrets_used or ()),
     }
     return keys.sign(state) if keys is not None else state
 
@@ -407,6 +411,8 @@ class Resumable(NamedTuple):
     run_id: str
     seq: int
     data_size: int
+    #: Names of the secrets the run used before it was suspended (to be masked again).
+    secrets_used: tuple[str, ...] = ()
 
 
 def _count(value: Any) -> int:
@@ -503,7 +509,21 @@ def _read(
             size_limit=f"{max_state} bytes (RuntimeSettings.max_state_size)",
         )
         raise FlowStateError(f"the state cannot be resumed: {problem}")
-    return Resumable(flow.steps[step_id], scope, (steps_run, (last, count)), run_id, seq, size)
+    secrets_used = _secret_names(state.get("secrets_used", []))
+    return Resumable(
+        flow.steps[step_id], scope, (steps_run, (last, count)), run_id, seq, size, secrets_used
+    )
+
+
+def _secret_names(value: Any) -> tuple[str, ...]:
+    """The ``secrets_used`` of a state: a list of at most MAX_SECRETS_USED distinct names."""
+    if type(value) is not list or len(value) > MAX_SECRETS_USED:
+        raise FlowStateError(
+            f"the state's secrets_used is not a list of at most {MAX_SECRETS_USED} secret names"
+        )
+    if not all(is_secret_name(name) for name in value) or len(set(value)) != len(value):
+        raise FlowStateError("the state's secrets_used holds something that is not a secret name")
+    return tuple(value)
 
 
 def read_state(
