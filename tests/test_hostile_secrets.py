@@ -856,3 +856,41 @@ def test_a_secret_the_provider_no_longer_has_is_skipped_on_resume(backend: str) 
     first, resumed = asyncio.run(main())
     assert first.state is not None and first.state["secrets_used"] == ["api_key"]
     assert resumed.status == "ended", resumed.error
+
+
+def test_a_background_sender_that_raises_leaves_a_masked_failed_result(backend: str) -> None:
+    """A custom sender's exception for a ``parse_response: false`` request is recorded in
+    ``background_results`` (masked), not lost with the task."""
+
+    class Raising:
+        async def send(self, request: Any, **_: Any) -> Any:
+            raise RuntimeError(f"cannot send {dict(request.headers)!r}")
+
+    document = {
+        "flow": "bg",
+        "start": "call",
+        "steps": {
+            "call": {
+                "type": "http_request",
+                "endpoint": "https://crm.example.com/a",
+                "headers": {"X-Key": "<<secrets.api_key>>"},
+                "parse_response": False,
+                "next": "done",
+            },
+            "done": {"type": "hangup"},
+        },
+    }
+    flow = flowlang.load_flow(json.dumps(document))
+
+    async def main() -> tuple[flowlang.RunResult, list[dict[str, Any]]]:
+        rt = Runtime(http=Raising(), secrets=MappingSecrets({"api_key": SECRET}), backend=backend)
+        async with rt:
+            result = await rt.start(flow, {})
+        return result, rt.background_results
+
+    result, background = asyncio.run(main())
+    assert result.status == "ended", result.error
+    [entry] = background
+    assert entry["outcome"] == "connection_error" and entry["step"] == "call"
+    assert "RuntimeError" in entry["error"] and REDACTED in entry["error"]
+    assert not leaked(json.dumps(background), SECRET)

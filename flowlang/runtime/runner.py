@@ -296,22 +296,37 @@ class Runtime:
         flow_name = run.flow.name
 
         async def send() -> None:
-            result = await self.http.send(
-                request,
-                timeout=timeout,
-                max_body=self.settings.max_response_body,
-                follow_redirects=False,
-            )
-            self.background_results.append(
-                {
-                    "flow": flow_name,
-                    "step": step_id,
-                    "outcome": result.outcome,
-                    "status": result.status,
-                    "error": redactor.text(result.error) if result.error else None,
-                    "request": summary,
-                }
-            )
+            outcome: str = "connection_error"
+            status: int | None = None
+            error: str | None
+            try:
+                result = await self.http.send(
+                    request,
+                    timeout=timeout,
+                    max_body=self.settings.max_response_body,
+                    follow_redirects=False,
+                )
+                outcome, status, error = result.outcome, result.status, result.error
+            except asyncio.CancelledError:
+                error = "the request was cancelled"
+                raise
+            except Exception as failure:  # a custom sender's bug: recorded, never lost
+                try:
+                    message = whole_text(failure)
+                except Exception:
+                    message = "(the message could not be read)"
+                error = f"the sender raised {type(failure).__name__}: {message}"
+            finally:
+                self.background_results.append(
+                    {
+                        "flow": flow_name,
+                        "step": step_id,
+                        "outcome": outcome,
+                        "status": status,
+                        "error": shorten(redactor.text(error), MAX_SHOWN_ERROR) if error else None,
+                        "request": summary,
+                    }
+                )
 
         task = asyncio.get_running_loop().create_task(send())
         self._background.add(task)
