@@ -473,3 +473,75 @@ def test_a_second_replay_of_one_file_is_refused_and_appends_go_on(tmp_path: Path
     assert "is being replayed by another flowlang replay" in second.stderr
     assert requests == 1
     assert len(DeadLetterStore.read(dead)) == 3  # the killed replay removed nothing
+
+
+# --- 17 class: action and format texts are measured before they are built -------------------
+
+
+#: A list whose JSON is about 2 GB: one sublist of 10,000 items, shared 20,000 times.
+def _huge() -> list[Any]:
+    inner = ["x" * 8] * 10_000
+    return [inner] * 20_000
+
+
+BIG_ACTIONS = """
+workflow: big
+trigger: call.missed
+actions:
+  - name: sms
+    type: send_sms
+    sender: "+14155550100"
+    recipient: "+14155550101"
+    text: "<<event.big>>"
+    auth: {key_id: "id", key_secret: "secret"}
+  - name: slack
+    type: slack_notification
+    token: "<<event.big>>"
+    channel: "#support"
+    text: "hi"
+  - name: note
+    type: api_request
+    endpoint: https://crm.example.com/api/activities
+    values:
+      - {key: note, value: "<<event.big>>", format: string}
+"""
+
+
+@pytest.mark.parametrize("index", [0, 1, 2])
+def test_a_huge_list_in_an_action_field_is_refused_before_its_text_is_built(index: int) -> None:
+    """A list or map whose text would pass the request-body limit is an ActionError (or a
+    ValueFormatError): a failure, never a retry, in bounded memory."""
+    import tracemalloc
+
+    from flowlang.automations.actions import ActionError, Providers, prepare_action
+    from flowlang.runtime.secrets import SecretsView
+
+    workflow = load_workflow(BIG_ACTIONS)
+    action = workflow.actions[index]
+    scope = {"event": {"big": _huge()}, "actions": {}, "secrets": SecretsView(MappingSecrets({}))}
+    tracemalloc.start()
+    try:
+        with pytest.raises((ActionError, ValueFormatError), match="longer than"):
+            prepare_action(action, scope, Providers(), "key", 1024 * 1024)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 * 1024 * 1024
+
+
+def test_a_value_format_error_on_a_huge_list_is_bounded() -> None:
+    import tracemalloc
+
+    from flowlang.automations.formats import convert
+
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueFormatError, match="not shown"):
+            convert("score", "number", _huge())
+        with pytest.raises(ValueFormatError, match="longer than"):
+            convert("note", "string", _huge())
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 * 1024 * 1024
+    assert convert("note", "string", [1, "a"]) == '[1,"a"]'

@@ -17,7 +17,7 @@ from typing import Any
 from flowlang.automations.fields import E164
 from flowlang.automations.workflow import Action
 from flowlang.errors import FlowError
-from flowlang.expr.values import to_text
+from flowlang.expr.values import OutputTooLong, to_text
 from flowlang.runtime.http import HttpResult
 from flowlang.runtime.requests import (
     PreparedRequest,
@@ -48,12 +48,17 @@ class Providers:
     speech_key_secret: str = "speech_api_key"
 
 
-def _text(value: Any) -> str:
-    return to_text(value)
+def _text(name: str, value: Any, limit: int) -> str:
+    """The text of field ``name``; ActionError when a list or map would make it longer than
+    ``limit`` characters (measured before the text is built)."""
+    try:
+        return to_text(value, limit)
+    except OutputTooLong:
+        raise ActionError(f"{name} is longer than {limit} characters") from None
 
 
-def _phone(name: str, value: Any) -> str:
-    text = _text(value).strip()
+def _phone(name: str, value: Any, limit: int) -> str:
+    text = _text(name, value, limit).strip()
     if not E164.match(text):
         raise ActionError(f"{name} must be an E.164 number such as +14155550100, not {text!r}")
     return text
@@ -93,13 +98,14 @@ def prepare_action(
     if action.type == "send_sms":
         auth = fields["auth"]
         credentials = (
-            f"{_text(auth['key_id'].render(scope))}:{_text(auth['key_secret'].render(scope))}"
+            f"{_text('auth.key_id', auth['key_id'].render(scope), limit)}:"
+            f"{_text('auth.key_secret', auth['key_secret'].render(scope), limit)}"
         )
         token = base64.b64encode(credentials.encode()).decode()
         message: dict[str, Any] = {
-            "sender": _phone("sender", fields["sender"].render(scope)),
-            "recipient": _phone("recipient", fields["recipient"].render(scope)),
-            "text": _text(fields["text"].render(scope)),
+            "sender": _phone("sender", fields["sender"].render(scope), limit),
+            "recipient": _phone("recipient", fields["recipient"].render(scope), limit),
+            "text": _text("text", fields["text"].render(scope), limit),
         }
         return _json_request(
             f"{providers.sms_base_url}/messages",
@@ -108,15 +114,16 @@ def prepare_action(
             limit,
         )
     if action.type == "slack_notification":
-        token = check_header("Authorization", f"Bearer {_text(fields['token'].render(scope))}")
+        token_text = _text("token", fields["token"].render(scope), limit)
+        token = check_header("Authorization", f"Bearer {token_text}")
         post: dict[str, Any] = {
-            "channel": _text(fields["channel"].render(scope)),
-            "text": _text(fields["text"].render(scope)),
+            "channel": _text("channel", fields["channel"].render(scope), limit),
+            "text": _text("text", fields["text"].render(scope), limit),
             "mrkdwn": bool(fields["use_markdown"]),
         }
         for name in ("icon_emoji", "icon_url"):
             if fields.get(name) is not None:
-                post[name] = _text(fields[name].render(scope))
+                post[name] = _text(name, fields[name].render(scope), limit)
         return _json_request(
             f"{providers.slack_base_url}/chat.postMessage",
             [("Authorization", token), *idempotency],
@@ -135,7 +142,7 @@ def prepare_action(
         raise RequestError(f"secret {providers.speech_key_secret!r} is not set")
     recognize: dict[str, Any] = {
         "config": {
-            "languageCode": _text(fields["language"].render(scope)),
+            "languageCode": _text("language", fields["language"].render(scope), limit),
             "model": fields["model"],
             "useEnhanced": bool(fields["enhanced"]),
         },
@@ -179,7 +186,7 @@ def interpret(action: Action, result: HttpResult) -> tuple[str, Any, str | None]
                 and alternatives
                 and isinstance(alternatives[0], Mapping)
             ):
-                pieces.append(_text(alternatives[0].get("transcript")))
+                pieces.append(to_text(alternatives[0].get("transcript")))  # a parsed response
                 confidence = alternatives[0].get("confidence")
                 if isinstance(confidence, (int, float)):
                     confidences.append(float(confidence))

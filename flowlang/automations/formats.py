@@ -12,32 +12,53 @@
 
 from __future__ import annotations
 
-__all__ = ["ValueFormatError", "convert"]
+__all__ = ["MAX_STRING_VALUE", "ValueFormatError", "convert"]
 
 import math
 from typing import Any
 
 from flowlang.errors import FlowError
 from flowlang.expr.filters import boolean
-from flowlang.expr.shared import carried_text
-from flowlang.expr.values import is_number, number_from_text, to_text
+from flowlang.expr.limits import Limits
+from flowlang.expr.shared import MAX_CARRIED_TEXT, carried_text
+from flowlang.expr.values import OutputTooLong, is_number, number_from_text, to_text
+
+#: The longest text a ``string`` conversion builds (the engine's default ``max_output``): a
+#: list or map whose JSON would be longer is refused before its text is built.
+MAX_STRING_VALUE = Limits().max_output
 
 
 class ValueFormatError(FlowError):
     """A value that does not convert to its format; says which key and what value (the whole
-    value: it is masked, then shortened, where it is output; see carried_text)."""
+    value: it is masked, then shortened, where it is output; see carried_text). With
+    ``limit``: the value's text would be longer than ``limit`` characters."""
 
-    def __init__(self, key: str, fmt: str, value: Any) -> None:
-        shown = carried_text(to_text(value))
-        super().__init__(f"value of {key!r} is not a {fmt}: {shown!r}")
+    def __init__(self, key: str, fmt: str, value: Any, limit: int | None = None) -> None:
+        if limit is not None:
+            message = f"value of {key!r} is longer than {limit} characters as a {fmt}"
+        else:
+            message = f"value of {key!r} is not a {fmt}: {_shown(value)!r}"
+        super().__init__(message)
         self.key = key
         self.format = fmt
 
 
-def convert(key: str, fmt: str, value: Any) -> Any:
-    """``value`` in format ``fmt``; ValueFormatError when it does not convert."""
+def _shown(value: Any) -> str:
+    """The text of ``value`` for an error message, never built beyond MAX_CARRIED_TEXT."""
+    try:
+        return carried_text(to_text(value, MAX_CARRIED_TEXT))
+    except OutputTooLong:
+        return f"(a list or map of more than {MAX_CARRIED_TEXT} characters, not shown)"
+
+
+def convert(key: str, fmt: str, value: Any, limit: int = MAX_STRING_VALUE) -> Any:
+    """``value`` in format ``fmt``; ValueFormatError when it does not convert (or, as a
+    ``string``, its text would be longer than ``limit`` characters)."""
     if fmt == "string":
-        return to_text(value)
+        try:
+            return to_text(value, limit)
+        except OutputTooLong:  # measured before it is built
+            raise ValueFormatError(key, fmt, value, limit) from None
     if fmt == "boolean":
         return boolean(value)
     if fmt == "number":
