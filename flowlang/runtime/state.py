@@ -12,6 +12,9 @@ canonical JSON, the key's id in ``key_id``) and a state that is unsigned, altere
 with an unknown key is refused. Every suspension carries ``run_id`` (unique, one per run),
 ``seq`` (1, 2, … per suspension of that run) and ``suspended_at`` (Unix seconds); a resume
 guard lets each be resumed once, and a state older than ``max_state_age`` is refused.
+``secrets_used`` names (never holds) the secrets the run has used, at most MAX_SECRETS_USED:
+the resumed run looks them up again, so that a value sent before the suspension and echoed
+after it is masked.
 """
 
 from __future__ import annotations
