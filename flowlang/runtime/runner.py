@@ -105,6 +105,16 @@ _new_scope = compiled_helper("new_scope", new_scope)
 _measure = compiled_helper("measure_data", measure)
 
 
+def _described(error: Exception) -> str:
+    """``Type: message`` of an exception, its message whole (the output masks it, then shortens
+    it); an embedding application's exception whose message cannot be read says so."""
+    try:
+        message = whole_text(error)
+    except Exception:
+        message = "(the message could not be read)"
+    return f"{type(error).__name__}: {message}"
+
+
 class Run(_RunBase):
     """The per-call state of one run: scope, trace, counters. Never shared between calls.
 
@@ -152,11 +162,7 @@ class Run(_RunBase):
         (the one place where one becomes a failed run)."""
         if isinstance(error, TimeoutError):
             return self.failed(f"the run took longer than {self.runtime.settings.run_deadline:g}s")
-        try:
-            message = whole_text(error)  # whole: failed() masks it, then shortens it
-        except Exception:  # an embedding application's exception whose message cannot be read
-            message = "(the message could not be read)"
-        return self.failed(f"{type(error).__name__}: {message}")
+        return self.failed(_described(error))
 
     def state(self, waiting_at: str) -> dict[str, Any]:
         """Plain JSON that resumes this run, with secrets masked and the secrets root left out;
@@ -311,11 +317,7 @@ class Runtime:
                 error = "the request was cancelled"
                 raise
             except Exception as failure:  # a custom sender's bug: recorded, never lost
-                try:
-                    message = whole_text(failure)
-                except Exception:
-                    message = "(the message could not be read)"
-                error = f"the sender raised {type(failure).__name__}: {message}"
+                error = f"the sender raised {_described(failure)}"
             finally:
                 self.background_results.append(
                     {
