@@ -98,7 +98,7 @@ def context_problem(data: dict[str, Any], limits: tuple[int, int, int]) -> str:
         False,
         root="",
         depth_limit=max_depth,
-        size_limit=f"{max_state} bytes (RuntimeSettings.max_state_size)",
+        setting="max_state_size",
     )
     return f"the context cannot go into a run: {problem}"
 

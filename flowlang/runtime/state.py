@@ -210,10 +210,11 @@ def data_problem(
     *,
     root: str,
     depth_limit: int,
-    size_limit: str,
+    setting: str,
 ) -> str:
     """Why ``measure`` refused ``value`` (found at ``root``): the problem and the path to it
-    (``contact.a[0]``), in words; ``depth_limit`` and ``size_limit`` name the limits."""
+    (``contact.a[0]``), in words; ``depth_limit`` names the depth limit, ``setting`` the
+    RuntimeSettings field whose value ``budget`` is."""
     trail: list[Any] = []
     code = measure(value, depth, budget, strict, trail)
     where = _path(root, trail) or "the value"
@@ -221,7 +222,7 @@ def data_problem(
     if code == TOO_DEEP:
         return f"{where} nests deeper than {depth_limit} levels (RuntimeSettings.max_data_depth)"
     if code == TOO_LARGE:  # where the budget ran out says little: name the whole
-        return f"{root or 'its data'} is larger than {size_limit}"
+        return f"{root or 'its data'} is larger than {budget} bytes (RuntimeSettings.{setting})"
     if code == BAD_INT:
         return f"{head}an integer outside the 64-bit range (-2**63 to 2**64-1)"
     if code == BAD_TEXT:
@@ -509,7 +510,7 @@ def _read(
             True,
             root="scope",
             depth_limit=max_depth,
-            size_limit=f"{max_state} bytes (RuntimeSettings.max_state_size)",
+            setting="max_state_size",
         )
         raise FlowStateError(f"the state cannot be resumed: {problem}")
     secrets_used = _secret_names(state.get("secrets_used", []))

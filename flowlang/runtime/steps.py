@@ -203,19 +203,21 @@ def grown(run: Run, step_id: str, where: str, existing: Any, key: Any, size: int
     return total
 
 
+def stored_problem(
+    step_id: str, where: str, value: Any, budget: int, setting: str, max_depth: int
+) -> str:
+    """Why step ``step_id`` cannot store ``value`` at ``where`` (one level under a root, at most
+    ``budget`` bytes: the RuntimeSettings field ``setting``)."""
+    problem = data_problem(
+        value, max_depth - 1, budget, False, root=where, depth_limit=max_depth, setting=setting
+    )
+    return f"step {step_id!r} cannot set {where}: {problem}"
+
+
 def variable_problem(step_id: str, key: str, value: Any, limits: tuple[int, int, int]) -> str:
     """Why ``value`` cannot be stored as ``vars.<key>`` (both loops' message)."""
     max_value, _, max_depth = limits
-    problem = data_problem(
-        value,
-        max_depth - 1,
-        max_value,
-        False,
-        root=f"vars.{key}",
-        depth_limit=max_depth,
-        size_limit=f"{max_value} bytes (RuntimeSettings.max_value_size)",
-    )
-    return f"step {step_id!r} cannot set vars.{key}: {problem}"
+    return stored_problem(step_id, f"vars.{key}", value, max_value, "max_value_size", max_depth)
 
 
 def store_variables(run: Run, step_id: str, values: Mapping[str, Any]) -> None:
@@ -262,16 +264,8 @@ def store_record(run: Run, step_id: str, root: str, record: dict[str, Any]) -> N
     size = _measure(record, max_depth - 1, max_state, False)
     where = f"{root}.{step_id}"
     if size < 0:
-        problem = data_problem(
-            record,
-            max_depth - 1,
-            max_state,
-            False,
-            root=where,
-            depth_limit=max_depth,
-            size_limit=f"{max_state} bytes (RuntimeSettings.max_state_size)",
-        )
-        raise DataLimitError(f"step {step_id!r} cannot set {where}: {problem}")
+        problem = stored_problem(step_id, where, record, max_state, "max_state_size", max_depth)
+        raise DataLimitError(problem)
     run.data_size = grown(run, step_id, where, container.get(step_id, _ABSENT), step_id, size)
     container[step_id] = record
 
