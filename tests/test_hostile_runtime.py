@@ -62,13 +62,29 @@ def _both_lines(result: subprocess.CompletedProcess[str]) -> list[Any]:
     return [json.loads(line) for line in lines]
 
 
+def _merge_c_into_vars_m(make_context: str, text: str) -> list[Any]:
+    """The result (the same on both loops) of a flow that sets ``vars.m`` to ``c`` from the
+    context ``make_context`` (source of a function) makes, then says ``text``."""
+    flow = {
+        "flow": "f",
+        "start": "s0",
+        "steps": {
+            "s0": SET_M,
+            "s1": {"type": "say", "text": text},
+        },
+    }
+    result = run_python(_RUN_BOTH + make_context + f"\nrun_both({flow!r}, make_context)\n")
+    compiled, python = _both_lines(result)
+    assert compiled == python
+    return compiled
+
+
 @needs_cython
 def test_a_key_whose_hash_empties_the_map_being_merged_does_not_crash() -> None:
     """merge_variables held borrowed references into the map it read while a key's __hash__
     ran; the key's code emptied that map (exit 139 before the fix)."""
-    result = run_python(
-        _RUN_BOTH
-        + """
+    compiled = _merge_c_into_vars_m(
+        """
 def make_context():
     victim = {}
     class K(str):
@@ -78,15 +94,9 @@ def make_context():
     victim[K("x")] = {"deep": [1, 2, 3]}
     victim.update({f"k{n}": [n] * 5 for n in range(20)})
     return {"c": victim, "vars": {"m": {"x": {"a": 1}}}}
-
-run_both({"flow": "f", "start": "s0", "steps": {
-    "s0": {"type": "set_variables", "variables": {"m": "<<c>>"}, "next": "s1"},
-    "s1": {"type": "say", "text": "<<vars.m | length>> <<vars.m.x.a>> <<vars.m.x.deep>>"}}},
-    make_context)
-"""
+""",
+        "<<vars.m | length>> <<vars.m.x.a>> <<vars.m.x.deep>>",
     )
-    compiled, python = _both_lines(result)
-    assert compiled == python
     assert compiled == [
         "completed",
         None,
@@ -98,9 +108,8 @@ run_both({"flow": "f", "start": "s0", "steps": {
 def test_a_map_copy_that_empties_the_map_being_merged_does_not_crash() -> None:
     """Copying the existing map (a dict subclass whose keys() runs code) emptied the map whose
     value was held by a borrowed reference."""
-    result = run_python(
-        _RUN_BOTH
-        + """
+    compiled = _merge_c_into_vars_m(
+        """
 def make_context():
     incoming = {"x": {"y": [2] * 50}}
     incoming.update({f"k{n}": [n] * 5 for n in range(20)})
@@ -111,15 +120,9 @@ def make_context():
             incoming.clear()
             return dict.keys(self)
     return {"c": incoming, "vars": {"m": {"x": D({"z": 1})}}}
-
-run_both({"flow": "f", "start": "s0", "steps": {
-    "s0": {"type": "set_variables", "variables": {"m": "<<c>>"}, "next": "s1"},
-    "s1": {"type": "say", "text": "<<vars.m | length>> <<vars.m.x.z>> <<vars.m.x.y | length>>"}}},
-    make_context)
-"""
+""",
+        "<<vars.m | length>> <<vars.m.x.z>> <<vars.m.x.y | length>>",
     )
-    compiled, python = _both_lines(result)
-    assert compiled == python
     assert compiled == ["completed", None, [{"action": "say", "step": "s1", "text": "21 1 50"}]]
 
 
