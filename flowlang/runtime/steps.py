@@ -190,19 +190,6 @@ def state_full(step_id: str, where: str, max_state: int) -> str:
     )
 
 
-def grown(run: Run, step_id: str, where: str, existing: Any, key: Any, size: int) -> int:
-    """The run's data size once ``existing`` (or nothing) is replaced by a value of ``size``
-    under ``key``; DataLimitError past ``max_state_size``."""
-    _, max_state, max_depth = run.runtime.data_limits
-    if existing is _ABSENT:
-        total = run.data_size + size + _key_size(key) + 2
-    else:
-        total = run.data_size + size - max(_measure(existing, max_depth, max_state, False), 0)
-    if total > max_state:
-        raise DataLimitError(state_full(step_id, where, max_state))
-    return total
-
-
 def stored_problem(
     step_id: str, where: str, value: Any, budget: int, setting: str, max_depth: int
 ) -> str:
@@ -266,7 +253,14 @@ def store_record(run: Run, step_id: str, root: str, record: dict[str, Any]) -> N
     if size < 0:
         problem = stored_problem(step_id, where, record, max_state, "max_state_size", max_depth)
         raise DataLimitError(problem)
-    run.data_size = grown(run, step_id, where, container.get(step_id, _ABSENT), step_id, size)
+    existing = container.get(step_id, _ABSENT)
+    if existing is _ABSENT:
+        total = run.data_size + size + _key_size(step_id) + 2
+    else:
+        total = run.data_size + size - max(_measure(existing, max_depth, max_state, False), 0)
+    if total > max_state:
+        raise DataLimitError(state_full(step_id, where, max_state))
+    run.data_size = total
     container[step_id] = record
 
 
