@@ -112,6 +112,23 @@ async def suspend(rt: Runtime, context: dict[str, Any] | None = None) -> dict[st
     return stored(result.state)
 
 
+def refused_after(change: Any, message: str) -> list[str]:
+    """Suspend the VIP flow on a runtime with a state key, ``change`` the state, and check that
+    resuming it raises FlowStateError matching ``message``; the methods of the requests sent."""
+    flow = flowlang.load_flow(VIP_FLOW)
+    http = recorded()
+
+    async def main() -> None:
+        async with runtime(("STATE_KEY_NEW",), http) as rt:
+            state = await suspend(rt)
+            change(state)
+            with pytest.raises(FlowStateError, match=message):
+                rt.resume(flow, state, "1234")
+
+    run(main())
+    return [request.method for request in http.requests]
+
+
 # --- 27: signed states --------------------------------------------------------------------------
 
 
@@ -150,18 +167,7 @@ def test_a_signed_state_resumes_and_carries_its_key_id() -> None:
     ],
 )
 def test_a_runtime_with_a_key_refuses_an_altered_state(edit: Any) -> None:
-    flow = flowlang.load_flow(VIP_FLOW)
-
-    async def main() -> None:
-        http = recorded()
-        async with runtime(("STATE_KEY_NEW",), http) as rt:
-            state = await suspend(rt)
-            edit(state)
-            with pytest.raises(FlowStateError, match="altered"):
-                rt.resume(flow, state, "1234")
-        assert [request.method for request in http.requests] == ["GET"]
-
-    run(main())
+    assert refused_after(edit, "altered") == ["GET"]
 
 
 def test_without_a_key_an_edited_state_is_trusted_which_is_why_keys_exist() -> None:
@@ -189,16 +195,7 @@ def test_without_a_key_an_edited_state_is_trusted_which_is_why_keys_exist() -> N
     ],
 )
 def test_unsigned_states_and_unknown_key_ids_are_refused(change: Any, message: str) -> None:
-    flow = flowlang.load_flow(VIP_FLOW)
-
-    async def main() -> None:
-        async with runtime(("STATE_KEY_NEW",)) as rt:
-            state = await suspend(rt)
-            change(state)
-            with pytest.raises(FlowStateError, match=message):
-                rt.resume(flow, state, "1234")
-
-    run(main())
+    refused_after(change, message)
 
 
 def test_an_unsigned_state_is_refused_by_a_runtime_with_a_key() -> None:
