@@ -45,7 +45,6 @@ from flowlang.runtime.state import (
     ResumeGuard,
     StateKeys,
     make_state,
-    measure,
     new_run_id,
     read_state,
 )
@@ -102,7 +101,6 @@ if TYPE_CHECKING:
 else:  # the fields in C when the extension is in use
     _RunBase = compiled_helper("RunFields", RunFields)
 _new_scope = compiled_helper("new_scope", new_scope)
-_measure = compiled_helper("measure_data", measure)
 
 
 def _described(error: Exception) -> str:
@@ -373,7 +371,7 @@ class Runtime:
                 )
             digits = str.__str__(digits)  # a plain copy of a subclass, made in C
         point = read_state(
-            state, flow, self.state_keys, self.data_limits, _measure, self.settings.max_state_age
+            state, flow, self.state_keys, self.data_limits, self.settings.max_state_age
         )
         entered = apply_digits(point.step, digits)
         plan = self._plan(flow)

@@ -33,6 +33,7 @@ __all__ = [
     "data_problem",
     "make_state",
     "measure",
+    "measure_data",
     "new_run_id",
     "read_state",
     "valid_text",
@@ -55,6 +56,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 import orjson
 
 from flowlang.errors import FlowError, FlowLimitError
+from flowlang.expr.backends import compiled_helper
 from flowlang.runtime.secrets import MAX_SECRETS_USED, is_secret_name
 from flowlang.settings import MAX_COUNT
 
@@ -188,6 +190,10 @@ def _measure_container(
         if size > budget:
             return TOO_LARGE
     return size if size <= budget else TOO_LARGE
+
+
+#: ``measure`` without ``trail``: its compiled twin where the extension is built (steps, states).
+measure_data = compiled_helper("measure_data", measure)
 
 
 def _path(root: str, trail: list[Any]) -> str:
@@ -436,7 +442,6 @@ def _read(
     flow: CompiledFlow,
     keys: StateKeys | None,
     limits: tuple[int, int, int],
-    measure_data: Any,
     max_age: float,
 ) -> Resumable:
     if type(given) is dict:
@@ -535,7 +540,6 @@ def read_state(
     flow: CompiledFlow,
     keys: StateKeys | None,
     limits: tuple[int, int, int],
-    measure_data: Any = measure,
     max_age: float = math.inf,
 ) -> Resumable:
     """Check a state against ``flow`` (and its signature when there are ``keys``), its age
@@ -545,7 +549,7 @@ def read_state(
     that raises anything else while being read is reported as one too.
     """
     try:
-        return _read(state, flow, keys, limits, measure_data, max_age)
+        return _read(state, flow, keys, limits, max_age)
     except FlowStateError:
         raise
     except Exception as error:  # the one place a bad state becomes an error

@@ -22,7 +22,6 @@ __all__ = [
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeAlias
 
-from flowlang.expr.backends import compiled_helper
 from flowlang.expr.limits import Limits
 from flowlang.expr.shared import limited_text
 from flowlang.expr.values import truthy
@@ -40,7 +39,7 @@ from flowlang.runtime.state import (
     INT_MIN,
     DataLimitError,
     data_problem,
-    measure,
+    measure_data,
     valid_text,
 )
 
@@ -174,8 +173,6 @@ def merge_variables(variables: dict[str, Any], values: Mapping[str, Any]) -> Non
 
 
 _ABSENT: Any = object()
-#: The compiled twin when the extension is built (as for new_scope and a run's fields).
-_measure = compiled_helper("measure_data", measure)
 
 
 def _key_size(key: Any) -> int:
@@ -227,7 +224,7 @@ def store_variables(run: Run, step_id: str, values: Mapping[str, Any]) -> None:
             if type(value) is int and INT_MIN <= value <= INT_MAX:  # the common case, inline
                 size = 8
             else:
-                size = _measure(value, max_depth - 1, max_value, False)
+                size = measure_data(value, max_depth - 1, max_value, False)
                 if size < 0:
                     raise DataLimitError(variable_problem(step_id, key, value, limits))
             if existing is _ABSENT:
@@ -235,7 +232,7 @@ def store_variables(run: Run, step_id: str, values: Mapping[str, Any]) -> None:
             elif type(existing) is int and INT_MIN <= existing <= INT_MAX:
                 after = total + size - 8
             else:
-                after = total + size - max(_measure(existing, max_depth, max_state, False), 0)
+                after = total + size - max(measure_data(existing, max_depth, max_state, False), 0)
             if after > max_state:
                 raise DataLimitError(state_full(step_id, f"vars.{key}", max_state))
             total = after
@@ -248,7 +245,7 @@ def store_record(run: Run, step_id: str, root: str, record: dict[str, Any]) -> N
     """Store a step's record as ``<root>.<step id>`` within the run's data limits."""
     container = run.scope[root]
     _, max_state, max_depth = run.runtime.data_limits
-    size = _measure(record, max_depth - 1, max_state, False)
+    size = measure_data(record, max_depth - 1, max_state, False)
     where = f"{root}.{step_id}"
     if size < 0:
         problem = stored_problem(step_id, where, record, max_state, "max_state_size", max_depth)
@@ -257,7 +254,7 @@ def store_record(run: Run, step_id: str, root: str, record: dict[str, Any]) -> N
     if existing is _ABSENT:
         total = run.data_size + size + _key_size(step_id) + 2
     else:
-        total = run.data_size + size - max(_measure(existing, max_depth, max_state, False), 0)
+        total = run.data_size + size - max(measure_data(existing, max_depth, max_state, False), 0)
     if total > max_state:
         raise DataLimitError(state_full(step_id, where, max_state))
     run.data_size = total
