@@ -388,12 +388,11 @@ class StepBuilder:
         """Report ``message`` with the caret at ``offset`` in the endpoint when the document
         holds the endpoint verbatim on its line, else at the start of the value."""
         at = self.document.position(pointer, step=step, field_name="endpoint")
-        lines = self.document.text.splitlines()
-        line = lines[at.line - 1] if 0 < at.line <= len(lines) else ""
+        line = self.document.lines.line(at.line)
         start = at.column - 1
         if line[start : start + offset] == template.source[:offset]:
             at = SourcePosition(at.filename, at.line, at.column + offset, step, "endpoint")
-        self.findings.append(Finding(message, at).with_caret(self.document.text))
+        self.findings.append(Finding(message, at).with_caret(self.document.lines))
 
     def entries(
         self, raw: Any, pointer: Pointer, step: str, label: str, noun: str, known: set[str] | None
