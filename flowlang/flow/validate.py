@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping
 from flowlang.errors import SourceLines, SourcePosition
 from flowlang.flow.build import TemplateUse
 from flowlang.flow.model import Finding, Step
-from flowlang.suggest import did_you_mean
+from flowlang.suggest import HintBudget
 
 #: Fields in which a secret may be used: only what goes to the HTTP server.
 _SECRET_FIELDS = ("endpoint", "headers", "body")
@@ -196,16 +196,10 @@ def validate_flow(
 ) -> list[Finding]:
     """Every graph and data-flow problem of a flow whose steps compiled."""
     findings: list[Finding] = []
-    hints = [_MAX_HINTS]
-
-    def hint(name: str) -> str:
-        if hints[0] <= 0:
-            return ""
-        hints[0] -= 1
-        return did_you_mean(name, steps)
+    hint = HintBudget(_MAX_HINTS)
 
     if start not in steps:
-        return [Finding(f"start step {start!r} does not exist{hint(start)}", start_position)]
+        return [Finding(f"start step {start!r} does not exist{hint(start, steps)}", start_position)]
     for step in steps.values():
         for edge, target in step.targets().items():
             if target not in steps:
@@ -213,7 +207,8 @@ def validate_flow(
                 position = step.field_positions.get(field, step.position)
                 findings.append(
                     Finding(
-                        f"{edge} goes to step {target!r}, which does not exist{hint(target)}",
+                        f"{edge} goes to step {target!r}, which does not exist"
+                        f"{hint(target, steps)}",
                         SourcePosition(
                             position.filename, position.line, position.column, step.id, edge
                         ),
