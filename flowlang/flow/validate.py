@@ -17,7 +17,7 @@ from __future__ import annotations
 
 __all__ = ["Dominance", "validate_flow"]
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
 from flowlang.errors import SourceLines, SourcePosition
 from flowlang.flow.build import TemplateUse
@@ -173,12 +173,12 @@ class _Facts:
         return middle is not None and self.dominance.dominates(middle, self.index[at])
 
 
-def _reference_position(
-    use: TemplateUse, offset: int, lines: Callable[[], SourceLines]
-) -> SourcePosition:
+def _reference_position(use: TemplateUse, offset: int, lines: SourceLines | None) -> SourcePosition:
+    """Where ``offset`` of the template sits in the document; ``lines``: the template's lines
+    when it has more than one, else None."""
     position = use.position
-    if "\n" in use.template.source:
-        line, column = lines().locate(offset)
+    if lines is not None:
+        line, column = lines.locate(offset)
         if line > 1:
             return SourcePosition(
                 position.filename, position.line + line - 1, column, position.step, position.field
@@ -225,17 +225,14 @@ def validate_flow(
     for use in templates:
         if not facts.reachable(use.step):
             continue
-        split: list[SourceLines] = []
-
-        def lines(use: TemplateUse = use, split: list[SourceLines] = split) -> SourceLines:
-            if not split:
-                split.append(SourceLines(use.template.source))
-            return split[0]
-
+        source = use.template.source
+        lines: SourceLines | None = None  # split at the first finding of a multi-line template
         for reference in use.template.references:
             problem = _check_reference(reference.path, use, steps, facts)
             if problem is not None:
                 message, severity = problem
+                if lines is None and "\n" in source:
+                    lines = SourceLines(source)
                 findings.append(
                     Finding(
                         f"{reference}: {message}",
