@@ -26,7 +26,13 @@ from flowlang.expr.syntax import SYNTAXES
 from flowlang.expr.values import to_json
 from flowlang.flow import check_flow, load_flow
 from flowlang.flow.model import Finding, FlowDocumentError
-from flowlang.flow.source import MAX_DOCUMENT, DocumentError, load_document, paused_collector
+from flowlang.flow.source import (
+    MAX_DOCUMENT,
+    DocumentError,
+    load_document,
+    paused_collector,
+    read_limited,
+)
 
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
@@ -39,8 +45,8 @@ class UsageError(Exception):
 def read_input(name: str, stdin: TextIO, what: str, *, dash_is_stdin: bool = True) -> str:
     """The UTF-8 text of file ``name`` (``-``: standard input), read with the document limit.
 
-    At most ``MAX_DOCUMENT`` + 1 bytes are read, so ``/dev/zero``, a FIFO or an endless pipe
-    ends with a message instead of exhausting memory.
+    At most ``MAX_DOCUMENT`` + 1 bytes are read (:func:`read_limited`, as for a document), so
+    ``/dev/zero``, a FIFO or an endless pipe ends with a message instead of exhausting memory.
     """
     from_stdin = name == "-" and dash_is_stdin
     label = "<stdin>" if from_stdin else name
@@ -48,11 +54,10 @@ def read_input(name: str, stdin: TextIO, what: str, *, dash_is_stdin: bool = Tru
     try:
         if from_stdin:
             buffer = getattr(stdin, "buffer", None)
-            source: Any = buffer if buffer is not None else stdin
-            raw = source.read(MAX_DOCUMENT + 1)
+            raw = read_limited(buffer) if buffer is not None else read_limited(stdin)
         else:
             with open(name, "rb") as stream:
-                raw = stream.read(MAX_DOCUMENT + 1)
+                raw = read_limited(stream)
     except OSError as error:
         raise UsageError(f"cannot read {what} {label}: {error.strerror or error}") from None
     except UnicodeDecodeError as error:  # a text stream without a byte buffer

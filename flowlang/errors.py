@@ -11,7 +11,6 @@ __all__ = [
     "SourceLines",
     "SourcePosition",
     "render_caret",
-    "source_lines",
 ]
 
 import re
@@ -129,20 +128,6 @@ class SourceLines:
         offset = max(0, min(offset, len(self.text)))
         index = bisect_right(self._starts, offset) - 1
         return index + 1, offset - self._starts[index] + 1
-
-
-_last_lines: SourceLines | None = None
-
-
-def source_lines(text: str) -> SourceLines:
-    """The lines of ``text``; the last text's lines are kept, so that calls for each finding of
-    one document split it once."""
-    global _last_lines
-    cached = _last_lines
-    if cached is not None and cached.text is text:
-        return cached
-    cached = _last_lines = SourceLines(text)
-    return cached
 
 
 class FlowError(Exception):

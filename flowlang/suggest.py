@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["did_you_mean"]
+__all__ = ["HintBudget", "did_you_mean"]
 
 import difflib
 from collections.abc import Iterable
@@ -39,3 +39,20 @@ def did_you_mean(name: object, options: Iterable[str]) -> str:
     if not close and text:
         close = [option for option in choices if option.startswith(text)][:1] or starting
     return f"; did you mean {close[0]!r}?" if close else ""
+
+
+class HintBudget:
+    """``did_you_mean`` for the first ``budget`` calls, then ``""``: a document with thousands
+    of mistakes gets hints on the first ones only (each hint compares a name with many options).
+    """
+
+    __slots__ = ("left",)
+
+    def __init__(self, budget: int) -> None:
+        self.left = budget
+
+    def __call__(self, name: object, options: Iterable[str]) -> str:
+        if self.left <= 0:
+            return ""
+        self.left -= 1
+        return did_you_mean(name, options)

@@ -335,7 +335,7 @@ def check_workflow(
     findings = list(builder.findings)
     if not findings:
         findings = [
-            finding.with_caret(document.text)
+            finding.with_caret(document.lines)
             for finding in _reference_findings(builder, trigger, actions, builder.templates)
         ]
     if any(finding.severity == "error" for finding in findings):

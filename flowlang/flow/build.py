@@ -5,7 +5,7 @@ from __future__ import annotations
 __all__ = ["Branch", "Endpoint", "Row", "StepBuilder", "TemplateUse", "build_steps"]
 
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,7 +18,7 @@ from flowlang.flow.fields import CONDITION_OPERATORS, FIELDS, Field
 from flowlang.flow.model import FieldTree, Finding, Step, Value
 from flowlang.flow.source import Document, Pointer
 from flowlang.runtime.requests import header_value_problem, origin_of
-from flowlang.suggest import did_you_mean
+from flowlang.suggest import HintBudget
 
 #: A duration, matched after stripping the text (one run of white space, so no backtracking
 #: between two ``\s*``: that was quadratic in the spaces).
@@ -87,7 +87,8 @@ class StepBuilder:
         self.engine = engine
         self.findings: list[Finding] = []
         self.templates: list[TemplateUse] = []
-        self._hints = MAX_HINTS
+        #: ``did_you_mean`` while this document's budget of hints lasts, then ``""``.
+        self.hint = HintBudget(MAX_HINTS)
 
     # --- reporting ------------------------------------------------------------------------
 
@@ -103,13 +104,6 @@ class StepBuilder:
         position = self.document.key_position(pointer) if key else self.document.position(pointer)
         position = SourcePosition(position.filename, position.line, position.column, step, field)
         self.findings.append(Finding(message, position).with_caret(self.document.lines))
-
-    def hint(self, name: object, options: Iterable[str]) -> str:
-        """``did_you_mean`` while this document's budget of hints lasts, then ``""``."""
-        if self._hints <= 0:
-            return ""
-        self._hints -= 1
-        return did_you_mean(name, options)
 
     # --- kinds ----------------------------------------------------------------------------
 
@@ -388,12 +382,11 @@ class StepBuilder:
         """Report ``message`` with the caret at ``offset`` in the endpoint when the document
         holds the endpoint verbatim on its line, else at the start of the value."""
         at = self.document.position(pointer, step=step, field_name="endpoint")
-        lines = self.document.text.splitlines()
-        line = lines[at.line - 1] if 0 < at.line <= len(lines) else ""
+        line = self.document.lines.line(at.line)
         start = at.column - 1
         if line[start : start + offset] == template.source[:offset]:
             at = SourcePosition(at.filename, at.line, at.column + offset, step, "endpoint")
-        self.findings.append(Finding(message, at).with_caret(self.document.text))
+        self.findings.append(Finding(message, at).with_caret(self.document.lines))
 
     def entries(
         self, raw: Any, pointer: Pointer, step: str, label: str, noun: str, known: set[str] | None

@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from flowlang.errors import FlowError, SourceLines, SourcePosition, source_lines
+from flowlang.errors import FlowError, SourceLines, SourcePosition
 from flowlang.expr.backends import compiled_helper
 
 
@@ -172,7 +172,7 @@ class Finding:
         (or its lines, split once)."""
         if self.detail is not None:
             return self
-        lines = source_lines(text) if isinstance(text, str) else text
+        lines = SourceLines(text) if isinstance(text, str) else text
         caret = lines.caret(self.position.line, self.position.column)
         return Finding(
             self.message,

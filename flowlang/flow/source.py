@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, AnyStr
 
 import yaml
 from yaml.events import (
@@ -156,11 +156,17 @@ def _error(message: str, text: str, filename: str | None, line: int, column: int
     return DocumentError(message, text, SourcePosition(filename, line + 1, column + 1))
 
 
+def read_limited(stream: IO[AnyStr]) -> AnyStr:
+    """At most the document limit plus one byte (or character) of ``stream``: a file, FIFO,
+    device or endless pipe ends here, and a result longer than ``MAX_DOCUMENT`` is too large."""
+    return stream.read(MAX_DOCUMENT + 1)
+
+
 def _read_limited(path: Path, filename: str) -> bytes:
     """At most the document limit plus one byte of ``path`` (a file, FIFO or device)."""
     try:
         with path.open("rb") as stream:
-            return stream.read(MAX_DOCUMENT + 1)
+            return read_limited(stream)
     except OSError as error:
         raise DocumentError(
             f"cannot read {path}: {error.strerror or error}", "", SourcePosition(filename)

@@ -17,12 +17,12 @@ from __future__ import annotations
 
 __all__ = ["Dominance", "validate_flow"]
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
 from flowlang.errors import SourceLines, SourcePosition
 from flowlang.flow.build import TemplateUse
 from flowlang.flow.model import Finding, Step
-from flowlang.suggest import did_you_mean
+from flowlang.suggest import HintBudget
 
 #: Fields in which a secret may be used: only what goes to the HTTP server.
 _SECRET_FIELDS = ("endpoint", "headers", "body")
@@ -173,12 +173,12 @@ class _Facts:
         return middle is not None and self.dominance.dominates(middle, self.index[at])
 
 
-def _reference_position(
-    use: TemplateUse, offset: int, lines: Callable[[], SourceLines]
-) -> SourcePosition:
+def _reference_position(use: TemplateUse, offset: int, lines: SourceLines | None) -> SourcePosition:
+    """Where ``offset`` of the template sits in the document; ``lines``: the template's lines
+    when it has more than one, else None."""
     position = use.position
-    if "\n" in use.template.source:
-        line, column = lines().locate(offset)
+    if lines is not None:
+        line, column = lines.locate(offset)
         if line > 1:
             return SourcePosition(
                 position.filename, position.line + line - 1, column, position.step, position.field
@@ -196,16 +196,10 @@ def validate_flow(
 ) -> list[Finding]:
     """Every graph and data-flow problem of a flow whose steps compiled."""
     findings: list[Finding] = []
-    hints = [_MAX_HINTS]
-
-    def hint(name: str) -> str:
-        if hints[0] <= 0:
-            return ""
-        hints[0] -= 1
-        return did_you_mean(name, steps)
+    hint = HintBudget(_MAX_HINTS)
 
     if start not in steps:
-        return [Finding(f"start step {start!r} does not exist{hint(start)}", start_position)]
+        return [Finding(f"start step {start!r} does not exist{hint(start, steps)}", start_position)]
     for step in steps.values():
         for edge, target in step.targets().items():
             if target not in steps:
@@ -213,7 +207,8 @@ def validate_flow(
                 position = step.field_positions.get(field, step.position)
                 findings.append(
                     Finding(
-                        f"{edge} goes to step {target!r}, which does not exist{hint(target)}",
+                        f"{edge} goes to step {target!r}, which does not exist"
+                        f"{hint(target, steps)}",
                         SourcePosition(
                             position.filename, position.line, position.column, step.id, edge
                         ),
@@ -230,17 +225,14 @@ def validate_flow(
     for use in templates:
         if not facts.reachable(use.step):
             continue
-        split: list[SourceLines] = []
-
-        def lines(use: TemplateUse = use, split: list[SourceLines] = split) -> SourceLines:
-            if not split:
-                split.append(SourceLines(use.template.source))
-            return split[0]
-
+        source = use.template.source
+        lines: SourceLines | None = None  # split at the first finding of a multi-line template
         for reference in use.template.references:
             problem = _check_reference(reference.path, use, steps, facts)
             if problem is not None:
                 message, severity = problem
+                if lines is None and "\n" in source:
+                    lines = SourceLines(source)
                 findings.append(
                     Finding(
                         f"{reference}: {message}",
