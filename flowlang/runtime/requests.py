@@ -251,21 +251,18 @@ def first_non_finite(value: Any) -> float | None:
         kind = type(item)
         if kind is str or kind is int or item is None or kind is bool:
             continue
-        if kind is not float and not isinstance(item, float):
-            if id(item) in seen:
-                continue
-            seen.add(id(item))
-            kept.append(item)
-        if kind is float:
+        if kind is float or isinstance(item, float):
             if not math.isfinite(item):
                 return float(item)
-        elif kind is dict:
+            continue
+        if id(item) in seen:
+            continue
+        seen.add(id(item))
+        kept.append(item)
+        if kind is dict:
             pending.extend(reversed(item.values()))
         elif kind is list or isinstance(item, (list, tuple)):
             pending.extend(reversed(item))
-        elif isinstance(item, float):
-            if not math.isfinite(item):
-                return float(item)
         elif isinstance(item, Mapping):
             pending.extend(reversed(list(item.values())))
     return None
