@@ -822,27 +822,34 @@ def test_a_secret_sent_before_a_suspension_and_echoed_after_it_is_masked(
         assert not leaked(everything(result), SECRET)
 
 
+def key_header_flow(
+    name: str, call: dict[str, Any], **steps: dict[str, Any]
+) -> flowlang.CompiledFlow:
+    """A flow whose first step ``call`` sends ``secrets.api_key`` in a header to
+    https://crm.example.com/a (``call`` adds to that step), then ``steps``, then ``done``."""
+    request = {
+        "type": "http_request",
+        "endpoint": "https://crm.example.com/a",
+        "headers": {"X-Key": "<<secrets.api_key>>"},
+        **call,
+    }
+    document = {
+        "flow": name,
+        "start": "call",
+        "steps": {"call": request, **steps, "done": {"type": "hangup"}},
+    }
+    return flowlang.load_flow(json.dumps(document))
+
+
 def test_a_secret_the_provider_no_longer_has_is_skipped_on_resume(backend: str) -> None:
     """Item 26: a name in ``secrets_used`` the provider lost does not fail the resume."""
     from flowlang.runtime.http import RecordedHttp, RecordedResponse
 
-    document = {
-        "flow": "gone",
-        "start": "call",
-        "steps": {
-            "call": {
-                "type": "http_request",
-                "endpoint": "https://crm.example.com/a",
-                "headers": {"X-Key": "<<secrets.api_key>>"},
-                "next": "ask",
-                "on_failure": "ask",
-            },
-            "ask": {"type": "collect_input", "prompt": "PIN?", "next": "done",
-                    "on_no_input": "done"},
-            "done": {"type": "hangup"},
-        },
-    }
-    flow = flowlang.load_flow(json.dumps(document))
+    flow = key_header_flow(
+        "gone",
+        {"next": "ask", "on_failure": "ask"},
+        ask={"type": "collect_input", "prompt": "PIN?", "next": "done", "on_no_input": "done"},
+    )
     http = RecordedHttp({("GET", "https://crm.example.com/a"): RecordedResponse(200, {}, {})})
     provider = MappingSecrets({"api_key": SECRET})
 
@@ -866,21 +873,7 @@ def test_a_background_sender_that_raises_leaves_a_masked_failed_result(backend: 
         async def send(self, request: Any, **_: Any) -> Any:
             raise RuntimeError(f"cannot send {dict(request.headers)!r}")
 
-    document = {
-        "flow": "bg",
-        "start": "call",
-        "steps": {
-            "call": {
-                "type": "http_request",
-                "endpoint": "https://crm.example.com/a",
-                "headers": {"X-Key": "<<secrets.api_key>>"},
-                "parse_response": False,
-                "next": "done",
-            },
-            "done": {"type": "hangup"},
-        },
-    }
-    flow = flowlang.load_flow(json.dumps(document))
+    flow = key_header_flow("bg", {"parse_response": False, "next": "done"})
 
     async def main() -> tuple[flowlang.RunResult, list[dict[str, Any]]]:
         rt = Runtime(http=Raising(), secrets=MappingSecrets({"api_key": SECRET}), backend=backend)

@@ -363,7 +363,7 @@ class StepBuilder:
             )
             return None
         try:
-            origin, _ = origin_of(prefix)
+            origin = origin_of(prefix)
         except ValueError as error:
             self.endpoint_error(f"invalid endpoint: {error}", pointer, step, template, scheme.end())
             return None

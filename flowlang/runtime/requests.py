@@ -123,9 +123,9 @@ def _authority_problem(authority: str) -> str | None:
     return None
 
 
-def origin_of(url: str) -> tuple[Origin, int]:
-    """The origin of an absolute http(s) URL, checked strictly, and the index of the character
-    that ends its authority (``len(url)`` when none does); ValueError saying what is wrong."""
+def origin_of(url: str) -> Origin:
+    """The origin of an absolute http(s) URL, checked strictly; ValueError saying what is
+    wrong."""
     scheme, separator, _ = url.partition("://")
     scheme = scheme.lower()
     if not separator or scheme not in DEFAULT_PORTS:
@@ -136,17 +136,21 @@ def origin_of(url: str) -> tuple[Origin, int]:
     problem = _authority_problem(url[start:end])
     if problem is not None:
         raise ValueError(problem)
-    return url_origin(url[:end] + "/"), end
+    return url_origin(url[:end] + "/")
 
 
 def url_origin(url: str) -> Origin:
     """The origin the sender (httpx) reads in ``url``; ValueError when it cannot read one."""
     try:
-        parsed = httpx.URL(url)
-        scheme = parsed.scheme
-        return Origin(scheme, parsed.host, parsed.port or DEFAULT_PORTS.get(scheme, 0))
+        return _parsed_origin(httpx.URL(url))
     except (httpx.InvalidURL, UnicodeError, ValueError) as error:
         raise ValueError(f"not a valid URL ({error})") from None
+
+
+def _parsed_origin(parsed: httpx.URL) -> Origin:
+    """The origin in httpx's reading of a URL, the default port filled in."""
+    scheme = parsed.scheme
+    return Origin(scheme, parsed.host, parsed.port or DEFAULT_PORTS.get(scheme, 0))
 
 
 #: ``scheme://authority`` texts longer than this are checked without being remembered.
@@ -156,7 +160,7 @@ _CACHED_ORIGIN_TEXT = 512
 @lru_cache(maxsize=4096)
 def _cached_origin(head: str) -> Origin | str:
     try:
-        return origin_of(head)[0]
+        return origin_of(head)
     except ValueError as error:
         return str(error)
 
@@ -176,11 +180,10 @@ def sent_origin_problem(url: str, parsed: httpx.URL) -> str | None:
     expected = _origin_or_problem(url[: found.start()] if found is not None else url)
     if isinstance(expected, str):
         return expected
-    scheme = parsed.scheme
-    actual = (scheme, parsed.host, parsed.port or DEFAULT_PORTS.get(scheme, 0))
+    actual = _parsed_origin(parsed)
     if actual != expected:
         return (
-            f"the URL would go to {actual[0]}://{actual[1]}:{actual[2]}, not to "
+            f"the URL would go to {actual.scheme}://{actual.host}:{actual.port}, not to "
             f"{expected.scheme}://{expected.host}:{expected.port} as written"
         )
     return None
@@ -248,21 +251,18 @@ def first_non_finite(value: Any) -> float | None:
         kind = type(item)
         if kind is str or kind is int or item is None or kind is bool:
             continue
-        if kind is not float and not isinstance(item, float):
-            if id(item) in seen:
-                continue
-            seen.add(id(item))
-            kept.append(item)
-        if kind is float:
+        if kind is float or isinstance(item, float):
             if not math.isfinite(item):
                 return float(item)
-        elif kind is dict:
+            continue
+        if id(item) in seen:
+            continue
+        seen.add(id(item))
+        kept.append(item)
+        if kind is dict:
             pending.extend(reversed(item.values()))
         elif kind is list or isinstance(item, (list, tuple)):
             pending.extend(reversed(item))
-        elif isinstance(item, float):
-            if not math.isfinite(item):
-                return float(item)
         elif isinstance(item, Mapping):
             pending.extend(reversed(list(item.values())))
     return None
