@@ -179,12 +179,6 @@ class DeadLetterStore:
         self.records.append(record)
 
     @staticmethod
-    def load(path: Path) -> tuple[list[tuple[int, dict[str, Any]]], list[str]]:
-        """The records of a dead-letter file with their line numbers, and ``file:line: why`` for
-        each line that is not a record (skipped)."""
-        return read_records(path)
-
-    @staticmethod
     def read(path: Path) -> list[dict[str, Any]]:
         """The records of a dead-letter file (lines that are not records are skipped)."""
         return [record for _, record in read_records(path)[0]]
