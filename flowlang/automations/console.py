@@ -46,9 +46,8 @@ from flowlang.automations.records import (
     EventError,
     LineTooLongError,
     RecordError,
-    bounded_lines,
     check_record_file,
-    decode_record,
+    decoded_lines,
     encode_record,
 )
 from flowlang.automations.workflow import check_unique_names, load_workflow
@@ -85,16 +84,12 @@ class SimulatedClock:
 def _events(stream: IO[Any], label: str) -> Iterator[tuple[dict[str, Any] | None, str | None]]:
     """``(event, None)`` for each event line, ``(None, "file:line: why")`` for each bad one.
     Lines are read with a bound; one that never ends (``/dev/zero``) raises LineTooLongError."""
-    for number, raw in bounded_lines(stream, MAX_EVENT_LINE, MAX_SKIP):
-        if raw is None:
+    for number, _, item in decoded_lines(stream, MAX_EVENT_LINE, MAX_SKIP):
+        if item is None:
             yield None, f"{label}:{number}: line is longer than {MAX_EVENT_LINE} bytes"
             continue
-        if not raw.strip():
-            continue
-        try:
-            item = decode_record(raw)
-        except RecordError as error:
-            yield None, error.where(label, number)
+        if isinstance(item, RecordError):
+            yield None, item.where(label, number)
             continue
         if not isinstance(item.get("id"), str) or not isinstance(item.get("type"), str):
             yield None, f"{label}:{number}: an event is an object with an id and a type (text)"
@@ -335,16 +330,16 @@ def _dead_letters(path: Path) -> Iterator[tuple[int, bytes, dict[str, Any] | str
     had when this began (what is appended meanwhile is left for the next replay)."""
     with path.open("rb") as handle:
         size = os.fstat(handle.fileno()).st_size
-        for number, raw in bounded_lines(handle, MAX_RECORD_BYTES, MAX_RECORD_SKIP, str(path)):
+        lines = decoded_lines(handle, MAX_RECORD_BYTES, MAX_RECORD_SKIP, str(path))
+        for number, raw, record in lines:
             if handle.tell() > size:
                 return
             if raw is None:
                 yield number, b"", f"{path}:{number}: longer than {MAX_RECORD_BYTES} bytes"
-            elif raw.strip():
-                try:
-                    yield number, raw, decode_record(raw)
-                except RecordError as error:
-                    yield number, raw, error.where(str(path), number)
+            elif isinstance(record, RecordError):
+                yield number, raw, record.where(str(path), number)
+            elif record is not None:
+                yield number, raw, record
 
 
 class ReplayInProgressError(OSError):
