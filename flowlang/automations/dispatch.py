@@ -280,24 +280,20 @@ class Automations:
             self._seen[event_id] = at
             self._seen_order.append((at, event_id))
         for event_id, records in state.unfinished.items():
-            event = records[0].get("event") if records else None
+            # summarize keys each unfinished event by its id and lists its event record
+            # first, then only settled and workflow_done records, all checked by record_problem
             try:
-                event = check_event(event, self.settings.max_event_depth, 2**62)
+                event = check_event(records[0]["event"], self.settings.max_event_depth, 2**62)
             except EventError as error:
                 journal.problems.append(f"{journal.path}: unfinished event {event_id!r}: {error}")
                 continue
-            if event["id"] != event_id:
-                continue
             progress: dict[str, Any] = {"event": event, "settled": {}, "done": set()}
             for record in records[1:]:
-                workflow, action = record.get("workflow"), record.get("action")
-                if not isinstance(workflow, str):
-                    continue
-                if record.get("kind") == "settled" and isinstance(action, str):
-                    outcome = record.get("outcome")
-                    progress["settled"][(workflow, action)] = (outcome, record.get("result"))
-                elif record.get("kind") == "workflow_done":
-                    progress["done"].add(workflow)
+                if record["kind"] == "settled":
+                    key = (record["workflow"], record["action"])
+                    progress["settled"][key] = (record["outcome"], record.get("result"))
+                else:
+                    progress["done"].add(record["workflow"])
             self._unfinished[event_id] = progress
 
     def _compact_journal(self, journal: Journal) -> JournalState:

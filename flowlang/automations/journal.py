@@ -183,18 +183,17 @@ def summarize(records: Iterable[dict[str, Any]], now: float, window: float) -> J
     for record in records:
         if not isinstance(record, Mapping) or record_problem(record) is not None:
             continue  # Journal.records reports these; a summary never acts on them
-        kind = record.get("kind")
+        kind = record["kind"]  # from here on, the fields record_problem checked are text
         if kind == "event":
-            event = record.get("event")
-            event_id = str(event.get("id")) if isinstance(event, dict) else "None"
+            event_id = record["event"]["id"]
             events.pop(event_id, None)  # accepted again after its window: the latest counts
             events[event_id] = _Event(_time(record.get("at"), now), [record])
         elif kind == "seen":
-            event_id = str(record.get("event_id"))
+            event_id = record["event_id"]
             events.pop(event_id, None)
             events[event_id] = _Event(_time(record.get("at"), now), done=True)
-        elif kind in ("settled", "workflow_done", "done"):
-            entry = events.get(str(record.get("event_id")))
+        else:  # settled, workflow_done, done
+            entry = events.get(record["event_id"])
             if entry is None or entry.done:
                 continue
             if kind == "done":
