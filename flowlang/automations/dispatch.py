@@ -52,6 +52,7 @@ from flowlang.automations.records import (
     MAX_RECORD_BYTES,
     EventError,
     RecordError,
+    append_line,
     check_event,
     check_record_file,
     encode_record,
@@ -173,9 +174,8 @@ class DeadLetterStore:
         """Keep ``record``; OSError or RecordError when the file cannot take it."""
         if self.path is not None:
             line = encode_record(record)
-            with file_lock(self.path), self.path.open("a", encoding="ascii") as handle:
-                handle.write(line)
-                handle.flush()
+            with file_lock(self.path):
+                append_line(self.path, line)
         self.records.append(record)
 
     @staticmethod

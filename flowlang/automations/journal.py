@@ -22,7 +22,12 @@ from pathlib import Path
 from typing import Any
 
 from flowlang.automations.locks import FileLock
-from flowlang.automations.records import check_record_file, encode_record, read_records
+from flowlang.automations.records import (
+    append_line,
+    check_record_file,
+    encode_record,
+    read_records,
+)
 
 #: Lines appended before the first compaction; later, when appends pass the lines last kept.
 COMPACT_AFTER = 10_000
@@ -73,10 +78,7 @@ class Journal:
 
     def write(self, record: dict[str, Any]) -> None:
         """Append one record (ASCII JSON: whatever is written reads back)."""
-        line = encode_record(record)
-        with self.path.open("a", encoding="ascii") as handle:
-            handle.write(line)
-            handle.flush()
+        append_line(self.path, encode_record(record))
         self._appended += 1
 
     def records(self) -> list[dict[str, Any]]:

@@ -20,6 +20,7 @@ __all__ = [
     "LineTooLongError",
     "RecordError",
     "RecordFileError",
+    "append_line",
     "bounded_lines",
     "check_event",
     "check_record_file",
@@ -121,6 +122,14 @@ def encode_record(record: Mapping[str, Any], limit: int = MAX_RECORD_BYTES) -> s
     if len(line) >= limit:
         raise RecordError(f"is larger than {limit} bytes")
     return line + "\n"
+
+
+def append_line(path: Path, line: str) -> None:
+    """Append ``line`` (from :func:`encode_record`) to ``path``, flushed; OSError when the file
+    cannot take it."""
+    with path.open("a", encoding="ascii") as handle:
+        handle.write(line)
+        handle.flush()
 
 
 def decode_record(raw: bytes, depth: int = MAX_RECORD_DEPTH) -> dict[str, Any]:
