@@ -156,6 +156,11 @@ def _warn(message: str) -> None:
     print(f"flowlang: {_printable(message)}", file=sys.stderr, flush=True)
 
 
+def _warn_shown(redactor: Redactor, message: str) -> None:
+    """Warn with ``message`` as output shows errors: masked, then shortened (shown_error)."""
+    _warn(str(shown_error(redactor, message)))
+
+
 def _load_workflows(names: list[str]) -> list[Any]:
     """The workflows of the files named (FlowDocumentError when one has errors, or when two
     share a name)."""
@@ -209,7 +214,7 @@ async def _automate_stream(
         _tally(counts, result.deliveries)
         for message in result.errors:
             counts["failed"] += 1
-            _warn(str(shown_error(redactor, f"event {result.event_id}: {message}")))
+            _warn_shown(redactor, f"event {result.event_id}: {message}")
         if arguments.json:  # errors masked, then shortened (never the other way round)
             line = {
                 "event": result.event_id,
@@ -231,7 +236,7 @@ async def _automate_stream(
 
     def refused(message: str) -> None:
         counts["refused"] += 1
-        _warn(str(shown_error(redactor, message)))
+        _warn_shown(redactor, message)
 
     fatal: str | None = None
     async with automations:
@@ -258,7 +263,7 @@ async def _automate_stream(
             except Exception as error:
                 counts["failed"] += 1
                 message = f"{where}: {type(error).__name__}: {whole_text(error)}"
-                _warn(str(shown_error(redactor, message)))
+                _warn_shown(redactor, message)
             finally:
                 slots.release()
             done += 1
@@ -394,7 +399,7 @@ async def _replay_locked(arguments: argparse.Namespace, path: Path, out: TextIO)
                 except (ValueError, FlowDocumentError) as error:
                     problems += 1
                     message = f"{path}:{number}: cannot replay: {error} (left in the file)"
-                    _warn(str(shown_error(redactor, message)))
+                    _warn_shown(redactor, message)
                     continue
                 _tally(counts, deliveries)
                 consumed[raw] += 1
