@@ -55,10 +55,7 @@ class Journal:
         self.problems: list[str] = []
         self._lock: FileLock | None = None
         check_record_file(path, "journal")  # before a lock is made next to it
-        self._take_lock()
-
-    def _take_lock(self) -> None:
-        self._lock = FileLock(f"{self.path}.lock", wait=False, busy=self._locked_error)
+        self._lock = FileLock(f"{path}.lock", wait=False, busy=self._locked_error)
 
     def _locked_error(self) -> JournalLockedError:
         return JournalLockedError(
