@@ -35,6 +35,7 @@ from flowlang.automations.dispatch import (
     DeliverySettings,
     DispatchResult,
     Journal,
+    describe_error,
     file_lock,
     shown_error,
 )
@@ -51,7 +52,6 @@ from flowlang.automations.records import (
     encode_record,
 )
 from flowlang.automations.workflow import check_unique_names, load_workflow
-from flowlang.expr.shared import whole_text
 from flowlang.flow.model import FlowDocumentError
 from flowlang.runtime.recorded import load_recorded_responses
 from flowlang.runtime.secrets import Redactor
@@ -262,8 +262,7 @@ async def _automate_stream(
                 refused(f"{where}: {error}")
             except Exception as error:
                 counts["failed"] += 1
-                message = f"{where}: {type(error).__name__}: {whole_text(error)}"
-                _warn_shown(redactor, message)
+                _warn_shown(redactor, f"{where}: {describe_error(error)}")
             finally:
                 slots.release()
             done += 1

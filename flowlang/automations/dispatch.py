@@ -26,6 +26,7 @@ __all__ = [
     "EventError",
     "Journal",
     "SystemClock",
+    "describe_error",
     "shown_error",
 ]
 
@@ -208,7 +209,7 @@ def retry_after_seconds(value: Any, now: float) -> float | None:
     return max(0.0, seconds) if math.isfinite(seconds) else None
 
 
-def _describe(problem: BaseException) -> str:
+def describe_error(problem: BaseException) -> str:
     """``Type: message`` of an unexpected exception, even if its ``str`` fails. Whole (see
     carried_text): outputs mask it first, then shorten it (:func:`shown_error`)."""
     try:
@@ -373,7 +374,7 @@ class Automations:
                     matched.append(workflow)
             except Exception as problem:
                 result.errors.append(
-                    f"workflow {workflow.name!r}: its conditions failed: {_describe(problem)}"
+                    f"workflow {workflow.name!r}: its conditions failed: {describe_error(problem)}"
                 )
         return matched
 
@@ -482,7 +483,7 @@ class Automations:
                 delivery.outcome = "unsaved"
                 delivery.error = (
                     f"{delivery.error}; its dead letter could not be written "
-                    f"({redactor.text(_describe(error))}): it stays unsettled and runs again "
+                    f"({redactor.text(describe_error(error))}): it stays unsettled and runs again "
                     "on the next run"
                 )
                 return deliveries, False
@@ -582,7 +583,7 @@ class Automations:
                 outcome, value, error, sent = await self._attempt(action, scope, key, timeout)
             except Exception as problem:
                 outcome, value = "retry", None
-                error = f"{action.name}: unexpected error: {_describe(problem)}"
+                error = f"{action.name}: unexpected error: {describe_error(problem)}"
             if outcome == "delivered":
                 return Delivery(workflow.name, action.name, "delivered", attempts, None, value)
             error = redactor.text(str(error))
