@@ -326,8 +326,7 @@ class Automations:
         candidates = self._by_trigger.get(kind) if isinstance(kind, str) else None
         if not candidates:
             return []
-        scope = {"event": event}
-        return [w for w in candidates if w.condition is None or w.condition(scope)]
+        return [w for w in candidates if w.matches(event)]
 
     def _is_duplicate(self, event_id: str) -> bool:
         now = self.clock.now()
@@ -370,7 +369,7 @@ class Automations:
         matched = []
         for workflow in self._by_trigger.get(kind, ()) if isinstance(kind, str) else ():
             try:
-                if workflow.condition is None or workflow.condition({"event": event}):
+                if workflow.matches(event):
                     matched.append(workflow)
             except Exception as problem:
                 result.errors.append(
