@@ -31,6 +31,7 @@ __all__ = [
 ]
 
 import asyncio
+import dataclasses
 import hashlib
 import math
 import random
@@ -644,15 +645,7 @@ class Automations:
             raise ValueError(f"its workflow has no action {action_name!r}")
         start = names.index(action_name)
         last = start + 1 + len(then)
-        trimmed = CompiledWorkflow(
-            workflow.name,
-            workflow.trigger,
-            workflow.condition,
-            workflow.actions[:last],
-            workflow.source,
-            workflow.filename,
-            workflow.fingerprint,
-        )
+        trimmed = dataclasses.replace(workflow, actions=workflow.actions[:last])
         deliveries, _ = await self._run_workflow(trimmed, event, dict(results), start)
         return deliveries
 
