@@ -24,7 +24,7 @@ import trustme
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from servers import serve
-from support import automate_argv, cli
+from support import automate_argv, clean_env, cli
 
 import flowlang
 from flowlang import Engine, MappingSecrets, Runtime, RuntimeSettings
@@ -70,9 +70,6 @@ def no_responses(folder: Path) -> str:
     path = folder / "none.yaml"
     path.write_text("[]\n")
     return str(path)
-
-
-CLEAN_ENV = {k: v for k, v in os.environ.items() if not k.startswith("FLOWLANG_SECRET_")}
 
 
 # --- item 23: mask first, then cut ----------------------------------------------------------
@@ -361,7 +358,9 @@ def test_a_hostile_dead_letter_record_is_left_in_the_file(
 
 
 def _run(argv: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(argv, capture_output=True, text=True, timeout=60, env=CLEAN_ENV, cwd=cwd)
+    return subprocess.run(
+        argv, capture_output=True, text=True, timeout=60, env=clean_env(), cwd=cwd
+    )
 
 
 def test_replay_of_dev_zero_is_refused_at_once(tmp_path: Path) -> None:
@@ -451,7 +450,7 @@ def test_a_second_replay_of_one_file_is_refused_and_appends_go_on(tmp_path: Path
             replay,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
-            env=CLEAN_ENV,
+            env=clean_env(),
             start_new_session=True,
         )
         try:
@@ -460,7 +459,7 @@ def test_a_second_replay_of_one_file_is_refused_and_appends_go_on(tmp_path: Path
                 time.sleep(0.05)
             assert server.received.requests, "the first replay did not send"
             second = subprocess.run(
-                replay, capture_output=True, text=True, timeout=60, env=CLEAN_ENV
+                replay, capture_output=True, text=True, timeout=60, env=clean_env()
             )
             began = time.monotonic()
             DeadLetterStore(dead).add({"format": "flowlang.deadletter/1", "note": "appended"})

@@ -35,6 +35,7 @@ from flowlang.automations.dispatch import (
     DeliverySettings,
     DispatchResult,
     Journal,
+    describe_error,
     file_lock,
     shown_error,
 )
@@ -46,13 +47,11 @@ from flowlang.automations.records import (
     EventError,
     LineTooLongError,
     RecordError,
-    bounded_lines,
     check_record_file,
-    decode_record,
+    decoded_lines,
     encode_record,
 )
 from flowlang.automations.workflow import check_unique_names, load_workflow
-from flowlang.expr.shared import whole_text
 from flowlang.flow.model import FlowDocumentError
 from flowlang.runtime.recorded import load_recorded_responses
 from flowlang.runtime.secrets import Redactor
@@ -85,16 +84,12 @@ class SimulatedClock:
 def _events(stream: IO[Any], label: str) -> Iterator[tuple[dict[str, Any] | None, str | None]]:
     """``(event, None)`` for each event line, ``(None, "file:line: why")`` for each bad one.
     Lines are read with a bound; one that never ends (``/dev/zero``) raises LineTooLongError."""
-    for number, raw in bounded_lines(stream, MAX_EVENT_LINE, MAX_SKIP):
-        if raw is None:
+    for number, _, item in decoded_lines(stream, MAX_EVENT_LINE, MAX_SKIP):
+        if item is None:
             yield None, f"{label}:{number}: line is longer than {MAX_EVENT_LINE} bytes"
             continue
-        if not raw.strip():
-            continue
-        try:
-            item = decode_record(raw)
-        except RecordError as error:
-            yield None, error.where(label, number)
+        if isinstance(item, RecordError):
+            yield None, item.where(label, number)
             continue
         if not isinstance(item.get("id"), str) or not isinstance(item.get("type"), str):
             yield None, f"{label}:{number}: an event is an object with an id and a type (text)"
@@ -161,6 +156,11 @@ def _warn(message: str) -> None:
     print(f"flowlang: {_printable(message)}", file=sys.stderr, flush=True)
 
 
+def _warn_shown(redactor: Redactor, message: str) -> None:
+    """Warn with ``message`` as output shows errors: masked, then shortened (shown_error)."""
+    _warn(str(shown_error(redactor, message)))
+
+
 def _load_workflows(names: list[str]) -> list[Any]:
     """The workflows of the files named (FlowDocumentError when one has errors, or when two
     share a name)."""
@@ -214,7 +214,7 @@ async def _automate_stream(
         _tally(counts, result.deliveries)
         for message in result.errors:
             counts["failed"] += 1
-            _warn(str(shown_error(redactor, f"event {result.event_id}: {message}")))
+            _warn_shown(redactor, f"event {result.event_id}: {message}")
         if arguments.json:  # errors masked, then shortened (never the other way round)
             line = {
                 "event": result.event_id,
@@ -236,7 +236,7 @@ async def _automate_stream(
 
     def refused(message: str) -> None:
         counts["refused"] += 1
-        _warn(str(shown_error(redactor, message)))
+        _warn_shown(redactor, message)
 
     fatal: str | None = None
     async with automations:
@@ -262,8 +262,7 @@ async def _automate_stream(
                 refused(f"{where}: {error}")
             except Exception as error:
                 counts["failed"] += 1
-                message = f"{where}: {type(error).__name__}: {whole_text(error)}"
-                _warn(str(shown_error(redactor, message)))
+                _warn_shown(redactor, f"{where}: {describe_error(error)}")
             finally:
                 slots.release()
             done += 1
@@ -335,16 +334,16 @@ def _dead_letters(path: Path) -> Iterator[tuple[int, bytes, dict[str, Any] | str
     had when this began (what is appended meanwhile is left for the next replay)."""
     with path.open("rb") as handle:
         size = os.fstat(handle.fileno()).st_size
-        for number, raw in bounded_lines(handle, MAX_RECORD_BYTES, MAX_RECORD_SKIP, str(path)):
+        lines = decoded_lines(handle, MAX_RECORD_BYTES, MAX_RECORD_SKIP, str(path))
+        for number, raw, record in lines:
             if handle.tell() > size:
                 return
             if raw is None:
                 yield number, b"", f"{path}:{number}: longer than {MAX_RECORD_BYTES} bytes"
-            elif raw.strip():
-                try:
-                    yield number, raw, decode_record(raw)
-                except RecordError as error:
-                    yield number, raw, error.where(str(path), number)
+            elif isinstance(record, RecordError):
+                yield number, raw, record.where(str(path), number)
+            elif record is not None:
+                yield number, raw, record
 
 
 class ReplayInProgressError(OSError):
@@ -399,7 +398,7 @@ async def _replay_locked(arguments: argparse.Namespace, path: Path, out: TextIO)
                 except (ValueError, FlowDocumentError) as error:
                     problems += 1
                     message = f"{path}:{number}: cannot replay: {error} (left in the file)"
-                    _warn(str(shown_error(redactor, message)))
+                    _warn_shown(redactor, message)
                     continue
                 _tally(counts, deliveries)
                 consumed[raw] += 1

@@ -26,10 +26,12 @@ __all__ = [
     "EventError",
     "Journal",
     "SystemClock",
+    "describe_error",
     "shown_error",
 ]
 
 import asyncio
+import dataclasses
 import hashlib
 import math
 import random
@@ -52,6 +54,7 @@ from flowlang.automations.records import (
     MAX_RECORD_BYTES,
     EventError,
     RecordError,
+    append_line,
     check_event,
     check_record_file,
     encode_record,
@@ -173,16 +176,9 @@ class DeadLetterStore:
         """Keep ``record``; OSError or RecordError when the file cannot take it."""
         if self.path is not None:
             line = encode_record(record)
-            with file_lock(self.path), self.path.open("a", encoding="ascii") as handle:
-                handle.write(line)
-                handle.flush()
+            with file_lock(self.path):
+                append_line(self.path, line)
         self.records.append(record)
-
-    @staticmethod
-    def load(path: Path) -> tuple[list[tuple[int, dict[str, Any]]], list[str]]:
-        """The records of a dead-letter file with their line numbers, and ``file:line: why`` for
-        each line that is not a record (skipped)."""
-        return read_records(path)
 
     @staticmethod
     def read(path: Path) -> list[dict[str, Any]]:
@@ -214,7 +210,7 @@ def retry_after_seconds(value: Any, now: float) -> float | None:
     return max(0.0, seconds) if math.isfinite(seconds) else None
 
 
-def _describe(problem: BaseException) -> str:
+def describe_error(problem: BaseException) -> str:
     """``Type: message`` of an unexpected exception, even if its ``str`` fails. Whole (see
     carried_text): outputs mask it first, then shorten it (:func:`shown_error`)."""
     try:
@@ -286,24 +282,20 @@ class Automations:
             self._seen[event_id] = at
             self._seen_order.append((at, event_id))
         for event_id, records in state.unfinished.items():
-            event = records[0].get("event") if records else None
+            # summarize keys each unfinished event by its id and lists its event record
+            # first, then only settled and workflow_done records, all checked by record_problem
             try:
-                event = check_event(event, self.settings.max_event_depth, 2**62)
+                event = check_event(records[0]["event"], self.settings.max_event_depth, 2**62)
             except EventError as error:
                 journal.problems.append(f"{journal.path}: unfinished event {event_id!r}: {error}")
                 continue
-            if event["id"] != event_id:
-                continue
             progress: dict[str, Any] = {"event": event, "settled": {}, "done": set()}
             for record in records[1:]:
-                workflow, action = record.get("workflow"), record.get("action")
-                if not isinstance(workflow, str):
-                    continue
-                if record.get("kind") == "settled" and isinstance(action, str):
-                    outcome = record.get("outcome")
-                    progress["settled"][(workflow, action)] = (outcome, record.get("result"))
-                elif record.get("kind") == "workflow_done":
-                    progress["done"].add(workflow)
+                if record["kind"] == "settled":
+                    key = (record["workflow"], record["action"])
+                    progress["settled"][key] = (record["outcome"], record.get("result"))
+                else:
+                    progress["done"].add(record["workflow"])
             self._unfinished[event_id] = progress
 
     def _compact_journal(self, journal: Journal) -> JournalState:
@@ -335,8 +327,7 @@ class Automations:
         candidates = self._by_trigger.get(kind) if isinstance(kind, str) else None
         if not candidates:
             return []
-        scope = {"event": event}
-        return [w for w in candidates if w.condition is None or w.condition(scope)]
+        return [w for w in candidates if w.matches(event)]
 
     def _is_duplicate(self, event_id: str) -> bool:
         now = self.clock.now()
@@ -379,11 +370,11 @@ class Automations:
         matched = []
         for workflow in self._by_trigger.get(kind, ()) if isinstance(kind, str) else ():
             try:
-                if workflow.condition is None or workflow.condition({"event": event}):
+                if workflow.matches(event):
                     matched.append(workflow)
             except Exception as problem:
                 result.errors.append(
-                    f"workflow {workflow.name!r}: its conditions failed: {_describe(problem)}"
+                    f"workflow {workflow.name!r}: its conditions failed: {describe_error(problem)}"
                 )
         return matched
 
@@ -492,7 +483,7 @@ class Automations:
                 delivery.outcome = "unsaved"
                 delivery.error = (
                     f"{delivery.error}; its dead letter could not be written "
-                    f"({redactor.text(_describe(error))}): it stays unsettled and runs again "
+                    f"({redactor.text(describe_error(error))}): it stays unsettled and runs again "
                     "on the next run"
                 )
                 return deliveries, False
@@ -592,7 +583,7 @@ class Automations:
                 outcome, value, error, sent = await self._attempt(action, scope, key, timeout)
             except Exception as problem:
                 outcome, value = "retry", None
-                error = f"{action.name}: unexpected error: {_describe(problem)}"
+                error = f"{action.name}: unexpected error: {describe_error(problem)}"
             if outcome == "delivered":
                 return Delivery(workflow.name, action.name, "delivered", attempts, None, value)
             error = redactor.text(str(error))
@@ -654,15 +645,7 @@ class Automations:
             raise ValueError(f"its workflow has no action {action_name!r}")
         start = names.index(action_name)
         last = start + 1 + len(then)
-        trimmed = CompiledWorkflow(
-            workflow.name,
-            workflow.trigger,
-            workflow.condition,
-            workflow.actions[:last],
-            workflow.source,
-            workflow.filename,
-            workflow.fingerprint,
-        )
+        trimmed = dataclasses.replace(workflow, actions=workflow.actions[:last])
         deliveries, _ = await self._run_workflow(trimmed, event, dict(results), start)
         return deliveries
 

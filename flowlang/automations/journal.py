@@ -22,7 +22,12 @@ from pathlib import Path
 from typing import Any
 
 from flowlang.automations.locks import FileLock
-from flowlang.automations.records import check_record_file, encode_record, read_records
+from flowlang.automations.records import (
+    append_line,
+    check_record_file,
+    encode_record,
+    read_records,
+)
 
 #: Lines appended before the first compaction; later, when appends pass the lines last kept.
 COMPACT_AFTER = 10_000
@@ -50,10 +55,7 @@ class Journal:
         self.problems: list[str] = []
         self._lock: FileLock | None = None
         check_record_file(path, "journal")  # before a lock is made next to it
-        self._take_lock()
-
-    def _take_lock(self) -> None:
-        self._lock = FileLock(f"{self.path}.lock", wait=False, busy=self._locked_error)
+        self._lock = FileLock(f"{path}.lock", wait=False, busy=self._locked_error)
 
     def _locked_error(self) -> JournalLockedError:
         return JournalLockedError(
@@ -73,10 +75,7 @@ class Journal:
 
     def write(self, record: dict[str, Any]) -> None:
         """Append one record (ASCII JSON: whatever is written reads back)."""
-        line = encode_record(record)
-        with self.path.open("a", encoding="ascii") as handle:
-            handle.write(line)
-            handle.flush()
+        append_line(self.path, encode_record(record))
         self._appended += 1
 
     def records(self) -> list[dict[str, Any]]:
@@ -183,18 +182,17 @@ def summarize(records: Iterable[dict[str, Any]], now: float, window: float) -> J
     for record in records:
         if not isinstance(record, Mapping) or record_problem(record) is not None:
             continue  # Journal.records reports these; a summary never acts on them
-        kind = record.get("kind")
+        kind = record["kind"]  # from here on, the fields record_problem checked are text
         if kind == "event":
-            event = record.get("event")
-            event_id = str(event.get("id")) if isinstance(event, dict) else "None"
+            event_id = record["event"]["id"]
             events.pop(event_id, None)  # accepted again after its window: the latest counts
             events[event_id] = _Event(_time(record.get("at"), now), [record])
         elif kind == "seen":
-            event_id = str(record.get("event_id"))
+            event_id = record["event_id"]
             events.pop(event_id, None)
             events[event_id] = _Event(_time(record.get("at"), now), done=True)
-        elif kind in ("settled", "workflow_done", "done"):
-            entry = events.get(str(record.get("event_id")))
+        else:  # settled, workflow_done, done
+            entry = events.get(record["event_id"])
             if entry is None or entry.done:
                 continue
             if kind == "done":

@@ -20,10 +20,12 @@ __all__ = [
     "LineTooLongError",
     "RecordError",
     "RecordFileError",
+    "append_line",
     "bounded_lines",
     "check_event",
     "check_record_file",
     "decode_record",
+    "decoded_lines",
     "encode_record",
     "nests_deeper_than",
     "read_records",
@@ -122,6 +124,14 @@ def encode_record(record: Mapping[str, Any], limit: int = MAX_RECORD_BYTES) -> s
     return line + "\n"
 
 
+def append_line(path: Path, line: str) -> None:
+    """Append ``line`` (from :func:`encode_record`) to ``path``, flushed; OSError when the file
+    cannot take it."""
+    with path.open("a", encoding="ascii") as handle:
+        handle.write(line)
+        handle.flush()
+
+
 def decode_record(raw: bytes, depth: int = MAX_RECORD_DEPTH) -> dict[str, Any]:
     """The object of one line; RecordError saying what is wrong with it."""
     try:
@@ -174,6 +184,22 @@ def bounded_lines(
         yield number, None
 
 
+def decoded_lines(
+    stream: IO[Any], limit: int, max_skip: int, label: str | None = None
+) -> Iterator[tuple[int, bytes | None, dict[str, Any] | RecordError | None]]:
+    """``(line number, line, its object or why it is not one)`` for each line that is not
+    blank, read as :func:`bounded_lines` reads them; ``(number, None, None)`` for a line longer
+    than ``limit`` bytes (skipped). The one reader of journal, dead-letter and event lines."""
+    for number, raw in bounded_lines(stream, limit, max_skip, label):
+        if raw is None:
+            yield number, None, None
+        elif raw.strip():
+            try:
+                yield number, raw, decode_record(raw)
+            except RecordError as error:
+                yield number, raw, error
+
+
 def read_records(
     path: Path, limit: int = MAX_RECORD_BYTES, max_skip: int = MAX_RECORD_SKIP
 ) -> tuple[list[tuple[int, dict[str, Any]]], list[str]]:
@@ -189,16 +215,13 @@ def read_records(
     except FileNotFoundError:
         return records, problems
     with handle:
-        for number, raw in bounded_lines(handle, limit, max_skip, label=str(path)):
-            if raw is None:
+        for number, _, record in decoded_lines(handle, limit, max_skip, str(path)):
+            if record is None:
                 problems.append(f"{path}:{number}: skipped: longer than {limit} bytes")
-                continue
-            if not raw.strip():
-                continue
-            try:
-                records.append((number, decode_record(raw)))
-            except RecordError as error:
-                problems.append(f"{error.where(str(path), number)} (skipped)")
+            elif isinstance(record, RecordError):
+                problems.append(f"{record.where(str(path), number)} (skipped)")
+            else:
+                records.append((number, record))
     return records, problems
 
 
