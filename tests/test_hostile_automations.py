@@ -789,3 +789,22 @@ def test_text_output_never_sends_escape_sequences_or_lone_surrogates(tmp_path: P
     out = process.stdout.decode("utf-8")  # strict: no lone surrogate reached the stream
     assert "\x1b" not in out and "\x07" not in out
     assert "evt-\\x1b]52;c;aGk=\\x07-\\ud800 two/first: dead_lettered" in out
+
+
+def test_text_output_escapes_bidirectional_overrides(tmp_path: Path) -> None:
+    """An event id with U+202E (right-to-left override) or U+2066 would reorder what the
+    terminal shows of the line; it is printed as an escape, as `flowlang run` does."""
+    (tmp_path / "wf.yaml").write_text(TWO)
+    (tmp_path / "responses.yaml").write_text(
+        "- {request: POST https://crm.example.com/first, status: 404, body: {}}\n"
+        "- {request: POST https://crm.example.com/second, status: 200, body: {}}\n"
+    )
+    (tmp_path / "events.jsonl").write_text(
+        '{"id": "evt-\\u202egpj.exe-\\u2066x", "type": "call.ended"}\n'
+    )
+    command = automate_command(tmp_path, "--responses", str(tmp_path / "responses.yaml"))
+    process = subprocess.run(command, capture_output=True, timeout=120, env=clean_env())
+    assert process.returncode == 0, process.stderr
+    out = process.stdout.decode("utf-8")
+    assert "\u202e" not in out and "\u2066" not in out
+    assert "evt-\\u202egpj.exe-\\u2066x two/first: dead_lettered" in out

@@ -143,12 +143,14 @@ def _summary(counts: Counter[str], clock: SimulatedClock | None) -> str:
 
 
 #: Characters a terminal must not receive raw from an event or a server: controls other than
-#: newline and tab (escape sequences), and lone surrogates (which no encoding can write).
-_UNPRINTABLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
+#: newline and tab (escape sequences), bidirectional overrides and isolates (which reorder what
+#: the terminal shows), and lone surrogates (which no encoding can write).
+_UNPRINTABLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
 
 
 def _printable(text: str) -> str:
-    """``text`` with unprintable characters written as escapes (``\\x1b``, ``\\ud800``)."""
+    """``text`` with unprintable characters written as escapes (``\\x1b``, ``\\u202e``,
+    ``\\ud800``)."""
     return _UNPRINTABLE.sub(lambda match: ascii(match.group())[1:-1], text)
 
 
