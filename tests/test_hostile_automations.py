@@ -40,7 +40,6 @@ from flowlang.automations import (
     Journal,
     load_workflow,
 )
-from flowlang.automations import console as automations_console
 from flowlang.automations import dispatch as dispatch_module
 from flowlang.automations.dispatch import EventError, retry_after_seconds
 from flowlang.automations.journal import JournalLockedError
@@ -50,6 +49,7 @@ from flowlang.automations.records import (
     decode_record,
     encode_record,
 )
+from flowlang.cli import automate_console as automations_console
 from flowlang.flow.model import FlowDocumentError
 from flowlang.runtime.http import HttpResult
 from flowlang.runtime.requests import PreparedRequest

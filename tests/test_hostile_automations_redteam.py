@@ -35,10 +35,10 @@ from flowlang.automations import (
     Journal,
     load_workflow,
 )
-from flowlang.automations import console as automations_console
 from flowlang.automations import records as records_module
 from flowlang.automations.formats import ValueFormatError
 from flowlang.automations.records import EventError, LineTooLongError, check_event, read_records
+from flowlang.cli import automate_console as automations_console
 from flowlang.expr import shared
 from flowlang.runtime.http import HttpResult
 from flowlang.runtime.requests import PreparedRequest

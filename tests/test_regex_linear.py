@@ -73,7 +73,6 @@ USES: dict[str, tuple[str, ...]] = {
     r"[+-]?[0-9]+(?:\.[0-9]+)?": ("fullmatch",),
     r"[A-Za-z_][A-Za-z0-9_-]*": ("fullmatch", "match"),
     # flowlang/automations
-    "[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ud800-\udfff]": ("finditer",),
     r"^\+[1-9][0-9]{6,14}$": ("match",),
 }
 #: Sources too long to key by hand: the fast-path segment of expressions.

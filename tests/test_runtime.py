@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 import flowlang
 from flowlang import Runtime, RuntimeSettings
-from flowlang.runtime.console import describe_why
+from flowlang.cli.run_console import describe_why
 from flowlang.runtime.http import RecordedHttp, RecordedResponse
 from flowlang.runtime.runner import FlowStateError
 from flowlang.runtime.steps import apply_digits

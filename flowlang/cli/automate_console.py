@@ -21,7 +21,6 @@ import argparse
 import asyncio
 import json
 import os
-import re
 import sys
 from collections import Counter
 from collections.abc import Iterator
@@ -52,6 +51,7 @@ from flowlang.automations.records import (
     encode_record,
 )
 from flowlang.automations.workflow import check_unique_names, load_workflow
+from flowlang.cli.terminal import printable
 from flowlang.flow.model import FlowDocumentError
 from flowlang.runtime.recorded import load_recorded_responses
 from flowlang.runtime.secrets import Redactor
@@ -142,20 +142,8 @@ def _summary(counts: Counter[str], clock: SimulatedClock | None) -> str:
     return text
 
 
-#: Characters a terminal must not receive raw from an event or a server: controls other than
-#: newline and tab (escape sequences), bidirectional overrides and isolates (which reorder what
-#: the terminal shows), and lone surrogates (which no encoding can write).
-_UNPRINTABLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
-
-
-def _printable(text: str) -> str:
-    """``text`` with unprintable characters written as escapes (``\\x1b``, ``\\u202e``,
-    ``\\ud800``)."""
-    return _UNPRINTABLE.sub(lambda match: ascii(match.group())[1:-1], text)
-
-
 def _warn(message: str) -> None:
-    print(f"flowlang: {_printable(message)}", file=sys.stderr, flush=True)
+    print(f"flowlang: {printable(message)}", file=sys.stderr, flush=True)
 
 
 def _warn_shown(redactor: Redactor, message: str) -> None:
@@ -207,7 +195,7 @@ async def _automate_stream(
     counts: Counter[str] = Counter()
 
     def write(text: str) -> None:
-        out.write(_printable(redactor.text(text)))
+        out.write(printable(redactor.text(text)))
 
     def report(result: DispatchResult) -> None:
         counts["events"] += 1

@@ -10,29 +10,11 @@ import sys
 from collections.abc import Mapping
 from typing import Any, TextIO
 
+from flowlang.cli.terminal import printable
 from flowlang.expr.values import to_json, to_text
 from flowlang.flow.model import CompiledFlow
 from flowlang.runtime.recorded import load_recorded_responses
 from flowlang.runtime.runner import RunResult, Runtime, RuntimeSettings
-
-#: Characters that a terminal acts on (C0 and C1 controls but tab, DEL, bidirectional
-#: overrides): shown escaped, so that data from a server or a caller cannot move the cursor,
-#: retitle the window or reorder what is shown.
-_UNSAFE = {
-    code: f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
-    for code in (
-        *range(0x00, 0x09),
-        *range(0x0A, 0x20),
-        *range(0x7F, 0xA0),
-        *range(0x202A, 0x202F),
-        *range(0x2066, 0x206A),
-    )
-}
-
-
-def _shown(text: str) -> str:
-    """``text`` safe to print on a terminal: one line, control characters escaped."""
-    return text.translate(_UNSAFE)
 
 
 def describe_why(detail: Mapping[str, Any]) -> str | None:
@@ -83,14 +65,16 @@ def _print_result(result: RunResult, out: TextIO, as_json: bool) -> None:
             out.write(to_json({"event": "instruction", **instruction}) + "\n")
     else:
         for entry in entries:
-            out.write("\n".join(_shown(line) for line in _describe(entry)) + "\n")
+            lines = (printable(line, one_line=True) for line in _describe(entry))
+            out.write("\n".join(lines) + "\n")
         for instruction in result.instructions:
             fields = ", ".join(
                 f"{key}={value!r}"
                 for key, value in instruction.items()
                 if key not in ("action", "step")
             )
-            out.write(_shown(f"  host <- {instruction['action']}({fields})") + "\n")
+            shown = f"  host <- {instruction['action']}({fields})"
+            out.write(printable(shown, one_line=True) + "\n")
 
 
 async def _main(
@@ -108,7 +92,7 @@ async def _main(
         options["http"] = load_recorded_responses(arguments.responses)
     if not arguments.json:
         where = f" ({flow.filename})" if flow.filename else ""
-        out.write(_shown(f"flow {flow.name}{where}") + "\n")
+        out.write(printable(f"flow {flow.name}{where}", one_line=True) + "\n")
     async with Runtime(**options) as runtime:
         try:
             running = runtime.start(flow, context)
@@ -124,7 +108,7 @@ async def _main(
                 digits = inputs.pop(step)
             elif arguments.interactive:
                 prompt = awaiting.get("prompt") or f"digits for {step}"
-                out.write(_shown(f"  caller hears: {prompt}") + "\n")
+                out.write(printable(f"  caller hears: {prompt}", one_line=True) + "\n")
                 out.flush()
                 line = stdin.readline(1024)  # bounded: a caller enters at most 64 digits
                 digits = line.strip() or None
@@ -146,10 +130,11 @@ async def _main(
     else:
         for item in background:
             out.write(
-                _shown(
+                printable(
                     f"  background {item['step']}: {item['outcome']}"
                     + (f" ({item['status']})" if item["status"] else "")
-                    + (f": {item['error']}" if item["error"] else "")
+                    + (f": {item['error']}" if item["error"] else ""),
+                    one_line=True,
                 )
                 + "\n"
             )
@@ -161,7 +146,7 @@ async def _main(
             "(give it with --input STEP=DIGITS or --interactive)",
             "failed": f"failed: {result.error}",
         }[result.status]
-        out.write(_shown(f"result: {ending}") + "\n")
+        out.write(printable(f"result: {ending}", one_line=True) + "\n")
     return 1 if result.status == "failed" else 0
 
 
