@@ -60,6 +60,7 @@ from flowlang.automations.records import (
     encode_record,
     read_records,
 )
+from flowlang.automations.speech import SpeechSettings, transcribe
 from flowlang.automations.workflow import CompiledWorkflow, check_unique_names, load_workflow
 from flowlang.expr.shared import MAX_SHOWN_ERROR, carried_text, shorten, whole_text
 from flowlang.expr.values import plain_json
@@ -118,6 +119,8 @@ class DeliverySettings:
     max_event_bytes: int = MAX_EVENT_BYTES
     allow_hosts: frozenset[str] = frozenset()
     providers: Providers = field(default_factory=Providers)
+    #: Recording size, long-running polling and its deadline (see flowlang.automations.speech).
+    speech: SpeechSettings = field(default_factory=SpeechSettings)
 
     def __post_init__(self) -> None:
         check_counts(self, ("max_requests_in_flight", "max_event_depth", "max_event_bytes"))
@@ -270,6 +273,8 @@ class Automations:
         self._idle.set()
         self.journal = journal
         self._unfinished: dict[str, dict[str, Any]] = {}
+        #: Long-running speech operations by idempotency key, so a retry polls the same one.
+        self._speech_operations: dict[str, str] = {}
         if journal is not None:
             self._load_journal(journal)
         install_log_redaction()
@@ -544,6 +549,8 @@ class Automations:
         settings = self.settings
         secrets = scope["secrets"]
         secrets.take_missing()
+        if action.type == "transcribe_recording":
+            return await self._transcribe(action, scope, key, timeout)
         try:
             request = prepare_action(
                 action, scope, settings.providers, key, settings.max_request_body
@@ -558,6 +565,29 @@ class Automations:
         )
         outcome, value, error = interpret(action, sent)
         return outcome, plain_json(value), error or sent.outcome, sent
+
+    async def _transcribe(
+        self, action: Any, scope: dict[str, Any], key: str, timeout: float
+    ) -> tuple[str, Any, str | None, HttpResult | None]:
+        """One transcription attempt: fetch, recognize, poll (flowlang.automations.speech)."""
+        providers = self.settings.providers
+        api_key = scope["secrets"].get(providers.speech_key_secret)
+        if api_key is None:
+            name = providers.speech_key_secret
+            return "failed", None, f"{action.name}: secret {name!r} is not set", None
+        outcome, value, error, sent = await transcribe(
+            action,
+            scope,
+            self.http,
+            base_url=providers.speech_base_url,
+            api_key=api_key,
+            settings=self.settings.speech,
+            key=key,
+            timeout=timeout,
+            clock=self.clock,
+            operations=self._speech_operations,
+        )
+        return outcome, plain_json(value), error, sent
 
     async def _deliver(
         self,
