@@ -114,10 +114,12 @@ class Speech:
 
 @pytest.fixture
 def speech(ca: Any) -> Iterator[Speech]:
-    with serve_google_speech(ca, API_KEY) as (gport, google):
-        with serve_recordings(ca) as (rport, store):
-            store.authorization = f"Bearer {RECORDINGS_TOKEN}"
-            yield Speech(ca, gport, google, rport, store)
+    with (
+        serve_google_speech(ca, API_KEY) as (gport, google),
+        serve_recordings(ca) as (rport, store),
+    ):
+        store.authorization = f"Bearer {RECORDINGS_TOKEN}"
+        yield Speech(ca, gport, google, rport, store)
 
 
 def recording(url: str, number: int = 1, **properties: Any) -> dict[str, Any]:
@@ -255,7 +257,7 @@ def test_an_operation_that_never_finishes_is_bounded_and_its_retry_polls_the_sam
     speech.google.objects["gs://calls/slow.wav"] = 300
     speech.google.mode = "never"
     limits = SpeechSettings(max_polls=4, operation_deadline=3600)
-    results, dead, clock = speech.run(
+    results, _dead, clock = speech.run(
         [recording("gs://calls/slow.wav", duration=300)], PLAIN, speech=limits, schedule=(0, 5)
     )
     delivery = only(results)
