@@ -460,3 +460,54 @@ def test_workflow_checks_of_transcription_fields(extra: str, expected: str) -> N
     with pytest.raises(FlowDocumentError) as raised:
         load_workflow(PLAIN + extra)
     assert expected in str(raised.value)
+
+
+def run_recorded(responses: dict[tuple[str, str], Any], event: dict[str, Any]) -> Any:
+    """PLAIN against recorded responses (no network): for answers no impersonation gives."""
+    from flowlang.runtime.http import RecordedHttp, RecordedResponse
+
+    recorded = RecordedHttp(
+        {
+            key: RecordedResponse(200, {"content-type": kind}, body)
+            for key, (kind, body) in responses.items()
+        }
+    )
+
+    async def main() -> Any:
+        async with Automations(
+            [load_workflow(PLAIN)],
+            settings=DeliverySettings(schedule=(0,)),
+            http=recorded,
+            secrets=MappingSecrets(SECRETS),
+            clock=FakeClock(),
+        ) as automations:
+            return await automations.dispatch(event)
+
+    return only([asyncio.run(main())])
+
+
+GOOGLE = "https://speech.googleapis.com/v1"
+
+
+@pytest.mark.parametrize(
+    ("method", "answer", "expected"),
+    [
+        ("longrunningrecognize", ("application/json", {"name": "../../admin"}), "no operation name"),
+        ("longrunningrecognize", ("application/json", ["not", "an", "operation"]), "no operation name"),
+        ("recognize", ("text/plain", "<html>proxy error</html>"), "not a recognition response"),
+    ],
+)  # fmt: skip
+def test_garbage_from_google_fails_clearly(method: str, answer: Any, expected: str) -> None:
+    duration = 95 if method == "longrunningrecognize" else 20
+    delivery = run_recorded(
+        {("POST", f"{GOOGLE}/speech:{method}"): answer},
+        recording("gs://calls/a.wav", duration=duration),
+    )
+    assert delivery.outcome == "dead_lettered" and expected in delivery.error
+
+
+def test_a_recording_url_to_a_refused_address_is_refused_by_the_guard(speech: Speech) -> None:
+    results, _, _ = speech.run([recording(f"https://2130706433:{speech.rport}/c.wav")], PLAIN)
+    delivery = only(results)
+    assert delivery.outcome == "dead_lettered" and "127.0.0.1" in delivery.error
+    assert speech.store.requests == []

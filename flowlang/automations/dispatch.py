@@ -12,7 +12,9 @@ seen again within the window is not run twice.
 Nothing an event or a server does ends a dispatch: an event is checked at the door (an id, at
 most 64 levels deep and 1 MiB as JSON; EventError otherwise), and any unexpected exception while
 preparing, sending or reading an action is a failed attempt, retried and then dead-lettered.
-Workflow names are unique in a set (they make the idempotency keys).
+Workflow names are unique in a set (they make the idempotency keys). A transcription is one
+attempt of several requests (fetch, recognize, polls: flowlang.automations.speech) with the
+same outcomes and retries.
 """
 
 from __future__ import annotations

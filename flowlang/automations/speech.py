@@ -67,9 +67,13 @@ class SpeechSettings:
     poll_interval: float = 1.0
     max_poll_interval: float = 30.0
     max_polls: int = 60
+    #: Google's answers (a long recording's transcript with its alternatives).
+    max_response_bytes: int = 4 * 1024 * 1024
 
     def __post_init__(self) -> None:
-        check_counts(self, ("max_recording_bytes", "max_request_bytes", "max_polls"))
+        check_counts(
+            self, ("max_recording_bytes", "max_request_bytes", "max_polls", "max_response_bytes")
+        )
         check_durations(
             self, ("sync_seconds", "operation_deadline", "poll_interval", "max_poll_interval")
         )
@@ -289,7 +293,10 @@ class _Transcription:
             payload,
         )
         return await self.http.send(
-            request, timeout=self.timeout, max_body=1024 * 1024, follow_redirects=False
+            request,
+            timeout=self.timeout,
+            max_body=self.settings.max_response_bytes,
+            follow_redirects=False,
         )
 
     def settle(self, sent: HttpResult) -> None:
@@ -319,7 +326,10 @@ class _Transcription:
             await self.clock.sleep(min(wait, remaining))
             wait = min(wait * 2, settings.max_poll_interval)
             last = await self.http.send(
-                request, timeout=self.timeout, max_body=1024 * 1024, follow_redirects=False
+                request,
+                timeout=self.timeout,
+                max_body=self.settings.max_response_bytes,
+                follow_redirects=False,
             )
             if _retryable(last):
                 continue  # the operation goes on; ask again
@@ -378,6 +388,8 @@ class _Transcription:
         if sent.status == 400 and "uri" in audio and _TOO_LONG_SYNC in _google_error(sent):
             return await self.long_running(body)
         self.settle(sent)
+        if not isinstance(sent.body, Mapping):
+            raise _Failed("failed", "Google's answer is not a recognition response", sent)
         return results_of(sent.body), sent
 
 
