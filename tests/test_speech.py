@@ -511,3 +511,60 @@ def test_a_recording_url_to_a_refused_address_is_refused_by_the_guard(speech: Sp
     delivery = only(results)
     assert delivery.outcome == "dead_lettered" and "127.0.0.1" in delivery.error
     assert speech.store.requests == []
+
+
+def test_a_resumed_run_polls_the_operation_the_interrupted_run_started(
+    speech: Speech, tmp_path: Any
+) -> None:
+    """A run stopped while polling leaves the operation in the journal; the next run polls it
+    and does not start (and pay for) another."""
+    from pathlib import Path
+
+    from flowlang.automations import Journal
+
+    speech.google.objects["gs://calls/c-77.wav"] = 95
+    speech.google.mode = "never"
+    path = Path(tmp_path) / "journal.jsonl"
+    event = recording("gs://calls/c-77.wav", duration=95)
+    base = f"https://speech.test:{speech.gport}/v1"
+
+    async def resolver(host: str, port: int) -> list[str]:
+        return ["127.0.0.1"]
+
+    def automations(journal: Journal) -> Automations:
+        context = ssl.create_default_context()
+        speech.ca.configure_trust(context)
+        settings = DeliverySettings(
+            allow_hosts=HOSTS,
+            providers=Providers(speech_base_url=base),
+            speech=SpeechSettings(max_polls=100_000, operation_deadline=10**6),
+        )
+        return Automations(
+            [load_workflow(PLAIN)],
+            settings=settings,
+            ssl_context=context,
+            resolver=resolver,
+            secrets=MappingSecrets(SECRETS),
+            clock=FakeClock(),
+            journal=journal,
+        )
+
+    async def interrupted() -> None:
+        async with automations(Journal(path)) as first:
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(first.dispatch(event), 1.0)  # stopped mid-polling
+
+    asyncio.run(interrupted())
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    [operation] = [r for r in records if r["kind"] == "operation"]
+    assert not any(r["kind"] == "settled" for r in records)
+    speech.google.mode = "normal"
+    speech.google.operations[operation["name"]]["polls"] = 10**6  # finished meanwhile
+
+    async def resumed() -> list[Any]:
+        async with automations(Journal(path)) as second:
+            return await second.resume()
+
+    [result] = asyncio.run(resumed())
+    assert only([result]).outcome == "delivered", only([result]).error
+    assert len(google_bodies(speech.google, ":longrunningrecognize")) == 1

@@ -275,7 +275,8 @@ class Automations:
         self._idle.set()
         self.journal = journal
         self._unfinished: dict[str, dict[str, Any]] = {}
-        #: Long-running speech operations by idempotency key, so a retry polls the same one.
+        #: Long-running speech operations by idempotency key, so a retry (or, through the
+        #: journal, the next run) polls the same one.
         self._speech_operations: dict[str, str] = {}
         if journal is not None:
             self._load_journal(journal)
@@ -301,6 +302,8 @@ class Automations:
                 if record["kind"] == "settled":
                     key = (record["workflow"], record["action"])
                     progress["settled"][key] = (record["outcome"], record.get("result"))
+                elif record["kind"] == "operation":  # resumed: poll it, do not start another
+                    self._speech_operations[record["key"]] = record["name"]
                 else:
                     progress["done"].add(record["workflow"])
             self._unfinished[event_id] = progress
@@ -573,6 +576,7 @@ class Automations:
     ) -> tuple[str, Any, str | None, HttpResult | None]:
         """One transcription attempt: fetch, recognize, poll (flowlang.automations.speech)."""
         providers = self.settings.providers
+        event_id = str(scope["event"]["id"])
         api_key = scope["secrets"].get(providers.speech_key_secret)
         if api_key is None:
             name = providers.speech_key_secret
@@ -588,6 +592,9 @@ class Automations:
             timeout=timeout,
             clock=self.clock,
             operations=self._speech_operations,
+            started=lambda name: self._record(
+                {"kind": "operation", "event_id": event_id, "key": key, "name": name}
+            ),
         )
         return outcome, plain_json(value), error, sent
 

@@ -18,8 +18,9 @@ So:
   that says to store such recordings in Cloud Storage.
 
 An operation that outlives its deadline is a retryable timeout: the operation's name is kept
-(in memory, by idempotency key) so the retry polls it again instead of starting another. A
-process that stops forgets it; the rerun starts a new operation (Google bills it again).
+by idempotency key, so the retry polls it again instead of starting another, and journaled (an
+``operation`` record), so a run that resumes an interrupted event polls it too. Without a
+journal, a process that stops forgets it and the rerun starts a new operation.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from __future__ import annotations
 __all__ = ["SpeechSettings", "transcribe"]
 
 import base64
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -176,8 +177,10 @@ class _Transcription:
         timeout: float,
         clock: Clock,
         operations: MutableMapping[str, str],
+        started: Callable[[str], None] | None = None,
     ) -> None:
         self.action, self.scope, self.http = action, scope, http
+        self.started = started
         self.base_url, self.settings, self.key = base_url, settings, key
         self.timeout, self.clock, self.operations = timeout, clock, operations
         self.auth = [("X-Goog-Api-Key", check_header("X-Goog-Api-Key", api_key))]
@@ -307,6 +310,8 @@ class _Transcription:
 
     async def long_running(self, body: dict[str, Any]) -> tuple[dict[str, Any], HttpResult]:
         name = self.operations.get(self.key)
+        if name is not None and (not name or set(name) - _NAME_CHARACTERS):
+            name = None  # not one Google gave (a journal edited by hand): start anew
         last: HttpResult | None = None
         if name is None:
             last = await self.post("longrunningrecognize", body)
@@ -315,6 +320,8 @@ class _Transcription:
             if not isinstance(name, str) or not name or set(name) - _NAME_CHARACTERS:
                 raise _Failed("failed", "Google's long-running answer has no operation name", last)
             self.operations[self.key] = name
+            if self.started is not None:
+                self.started(name)
         settings = self.settings
         deadline = self.clock.now() + settings.operation_deadline
         wait = settings.poll_interval
@@ -405,11 +412,14 @@ async def transcribe(
     timeout: float,
     clock: Clock,
     operations: MutableMapping[str, str],
+    started: Callable[[str], None] | None = None,
 ) -> tuple[str, Any, str | None, HttpResult | None]:
     """One attempt: ``(outcome, result, error, last response)`` as dispatch's attempts are;
-    the result is ``{"transcript", "confidence"}``."""
+    the result is ``{"transcript", "confidence"}``. ``operations`` holds long-running
+    operation names by idempotency key (polled again instead of started anew); ``started``
+    hears each new one (the dispatcher journals it)."""
     attempt = _Transcription(
-        action, scope, http, base_url, api_key, settings, key, timeout, clock, operations
+        action, scope, http, base_url, api_key, settings, key, timeout, clock, operations, started
     )
     try:
         result, sent = await attempt.run()
