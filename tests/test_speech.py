@@ -568,3 +568,13 @@ def test_a_resumed_run_polls_the_operation_the_interrupted_run_started(
     [result] = asyncio.run(resumed())
     assert only([result]).outcome == "delivered", only([result]).error
     assert len(google_bodies(speech.google, ":longrunningrecognize")) == 1
+
+
+def test_the_largest_recording_accepted_fits_googles_request_limit(speech: Speech) -> None:
+    audio = wav_bytes(40.5, rate=44100, channels=2, tone=False)  # 7.1 MB, under 7 MiB
+    assert len(audio) <= SpeechSettings().max_recording_bytes
+    speech.store.files["/big.wav"] = ("audio/wav", audio)
+    results, _, _ = speech.run([recording(speech.url("/big.wav"))], PLAIN)
+    assert only(results).outcome == "delivered", only(results).error  # Google takes 10 MB
+    [sent] = [r for r in speech.google.requests if r["path"].endswith(":recognize")]
+    assert 9_000_000 < len(sent["body"]) <= 10 * 1024 * 1024
