@@ -12,7 +12,9 @@ __all__ = [
     "Journal",
     "Providers",
     "check_workflow",
+    "check_workflow_text",
     "load_workflow",
+    "load_workflow_text",
 ]
 
 from flowlang.automations.actions import Providers
@@ -24,4 +26,10 @@ from flowlang.automations.dispatch import (
     DispatchResult,
     Journal,
 )
-from flowlang.automations.workflow import CompiledWorkflow, check_workflow, load_workflow
+from flowlang.automations.workflow import (
+    CompiledWorkflow,
+    check_workflow,
+    check_workflow_text,
+    load_workflow,
+    load_workflow_text,
+)
