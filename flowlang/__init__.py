@@ -34,8 +34,10 @@ __all__ = [
     "StateKeys",
     "Template",
     "check_flow",
+    "check_flow_text",
     "compile",
     "load_flow",
+    "load_flow_text",
     "render",
     "run_sync",
 ]
@@ -55,7 +57,7 @@ from flowlang.errors import (
 from flowlang.expr.backends import DEFAULT_BACKEND
 from flowlang.expr.limits import Limits
 from flowlang.expr.references import Reference
-from flowlang.flow import check_flow, load_flow
+from flowlang.flow import check_flow, check_flow_text, load_flow, load_flow_text
 from flowlang.flow.model import CompiledFlow, FlowDocumentError
 from flowlang.runtime.host import Host, NullHost, RecordingHost
 from flowlang.runtime.runner import RunResult, Runtime, RuntimeSettings, run_sync

@@ -30,7 +30,7 @@ from flowlang.automations import (
     DeadLetterStore,
     DeliverySettings,
     Providers,
-    load_workflow,
+    load_workflow_text,
 )
 from flowlang.automations.speech import SpeechSettings
 from flowlang.flow.model import FlowDocumentError
@@ -82,7 +82,7 @@ class Speech:
         schedule: tuple[float, ...] = (0,),
         secrets: dict[str, str] | None = None,
     ) -> tuple[list[Any], DeadLetterStore, FakeClock]:
-        compiled = load_workflow(workflow.replace("{rport}", str(self.rport)))
+        compiled = load_workflow_text(workflow.replace("{rport}", str(self.rport)))
         clock = clock or FakeClock()
         dead = DeadLetterStore()
 
@@ -458,7 +458,7 @@ def test_explicit_encoding_and_rate_describe_headerless_audio(speech: Speech) ->
 )  # fmt: skip
 def test_workflow_checks_of_transcription_fields(extra: str, expected: str) -> None:
     with pytest.raises(FlowDocumentError) as raised:
-        load_workflow(PLAIN + extra)
+        load_workflow_text(PLAIN + extra)
     assert expected in str(raised.value)
 
 
@@ -475,7 +475,7 @@ def run_recorded(responses: dict[tuple[str, str], Any], event: dict[str, Any]) -
 
     async def main() -> Any:
         async with Automations(
-            [load_workflow(PLAIN)],
+            [load_workflow_text(PLAIN)],
             settings=DeliverySettings(schedule=(0,)),
             http=recorded,
             secrets=MappingSecrets(SECRETS),
@@ -540,7 +540,7 @@ def test_a_resumed_run_polls_the_operation_the_interrupted_run_started(
             speech=SpeechSettings(max_polls=100_000, operation_deadline=10**6),
         )
         return Automations(
-            [load_workflow(PLAIN)],
+            [load_workflow_text(PLAIN)],
             settings=settings,
             ssl_context=context,
             resolver=resolver,

@@ -13,7 +13,7 @@ from servers import Server
 from support import FakeClock
 
 from flowlang import MappingSecrets
-from flowlang.automations import Automations, DeliverySettings, Providers, load_workflow
+from flowlang.automations import Automations, DeliverySettings, Providers, load_workflow_text
 from flowlang.automations.actions import check_provider_url
 from flowlang.runtime.requests import origin_of
 
@@ -107,7 +107,7 @@ def test_a_provider_from_the_environment_is_where_actions_go(server: Server) -> 
             allow_hosts=frozenset({"crm.test"}), providers=Providers.from_environment(environ)
         )
         async with Automations(
-            [load_workflow(SMS)],
+            [load_workflow_text(SMS)],
             settings=settings,
             ssl_context=server.client_ssl_context(),
             resolver=resolver,

@@ -14,7 +14,9 @@ __all__ = [
     "SpeechSettings",
     "check_provider_url",
     "check_workflow",
+    "check_workflow_text",
     "load_workflow",
+    "load_workflow_text",
 ]
 
 from flowlang.automations.actions import Providers, check_provider_url
@@ -27,4 +29,10 @@ from flowlang.automations.dispatch import (
     Journal,
 )
 from flowlang.automations.speech import SpeechSettings
-from flowlang.automations.workflow import CompiledWorkflow, check_workflow, load_workflow
+from flowlang.automations.workflow import (
+    CompiledWorkflow,
+    check_workflow,
+    check_workflow_text,
+    load_workflow,
+    load_workflow_text,
+)

@@ -63,7 +63,11 @@ from flowlang.automations.records import (
     read_records,
 )
 from flowlang.automations.speech import SpeechSettings, transcribe
-from flowlang.automations.workflow import CompiledWorkflow, check_unique_names, load_workflow
+from flowlang.automations.workflow import (
+    CompiledWorkflow,
+    check_unique_names,
+    load_workflow_text,
+)
 from flowlang.expr.shared import MAX_SHOWN_ERROR, carried_text, shorten, whole_text
 from flowlang.expr.values import plain_json
 from flowlang.runtime.http import GuardedHttp, HttpResult, HttpSender, Resolver, guarded_sender
@@ -678,7 +682,7 @@ class Automations:
         if not isinstance(results, dict):
             raise ValueError("its results are not an object")
         event = check_event(record.get("event"), self.settings.max_event_depth, MAX_RECORD_BYTES)
-        workflow = load_workflow(source, filename=filename)
+        workflow = load_workflow_text(source, name=filename)
         names = [action.name for action in workflow.actions]
         if action_name not in names:
             raise ValueError(f"its workflow has no action {action_name!r}")

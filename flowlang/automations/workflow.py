@@ -13,13 +13,14 @@ __all__ = [
     "CompiledWorkflow",
     "check_unique_names",
     "check_workflow",
+    "check_workflow_text",
     "load_workflow",
+    "load_workflow_text",
 ]
 
 import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from flowlang.automations.fields import ACTION_COMMON, ACTION_FIELDS, E164, FORMATS
@@ -31,7 +32,13 @@ from flowlang.flow.build import StepBuilder, TemplateUse
 from flowlang.flow.conditions import compile_rows
 from flowlang.flow.fields import Field
 from flowlang.flow.model import FieldTree, Finding, FlowDocumentError, Value
-from flowlang.flow.source import Document, Pointer, read_document, text_not_path_hint
+from flowlang.flow.source import (
+    Document,
+    Pointer,
+    read_document_file,
+    read_document_text,
+    text_not_path_hint,
+)
 from flowlang.runtime.requests import origin_of
 
 _TOP_LEVEL = {"workflow", "trigger", "description", "conditions", "expression", "actions"}
@@ -289,19 +296,23 @@ def _recording_origin_ok(
 
 
 def check_workflow(
-    text: str | Path | Document | None = None,
-    *,
-    path: str | os.PathLike[str] | None = None,
-    engine: Engine | None = None,
-    filename: str | None = None,
+    path: str | os.PathLike[str] | Document, *, engine: Engine | None = None
 ) -> tuple[CompiledWorkflow | None, list[Finding]]:
-    """Load and check a workflow; return it (None when it has errors) and every finding.
+    """Load and check the workflow in file ``path`` (YAML or JSON; a str is always a path);
+    return it (None when it has errors) and every finding."""
+    return _check_workflow(read_document_file(path), engine or Engine())
 
-    ``text`` is the document (YAML or JSON): a str is never taken for a file name. Read a file
-    with ``path=`` (or by passing a :class:`pathlib.Path`).
-    """
-    engine = engine or Engine()
-    document = read_document(text, path, filename)
+
+def check_workflow_text(
+    text: str, *, name: str | None = None, engine: Engine | None = None
+) -> tuple[CompiledWorkflow | None, list[Finding]]:
+    """:func:`check_workflow` for a document given as text; ``name`` labels it in messages."""
+    return _check_workflow(read_document_text(text, name), engine or Engine())
+
+
+def _check_workflow(
+    document: Document, engine: Engine
+) -> tuple[CompiledWorkflow | None, list[Finding]]:
     builder = WorkflowBuilder(document, engine)
     data = document.data
     if not isinstance(data, dict):
@@ -400,18 +411,25 @@ def check_workflow(
 
 
 def load_workflow(
-    text: str | Path | None = None,
-    *,
-    path: str | os.PathLike[str] | None = None,
-    engine: Engine | None = None,
-    filename: str | None = None,
+    path: str | os.PathLike[str] | Document, *, engine: Engine | None = None
 ) -> CompiledWorkflow:
-    """Parse, check and compile a workflow: ``text`` is the document itself (YAML or JSON);
-    ``path=`` (or a :class:`pathlib.Path`) reads a file. A str is never taken for a file name.
+    """Parse, check and compile the workflow in file ``path`` (YAML or JSON; a str is always a
+    path; see :func:`load_workflow_text` for a document's text).
 
     Raises FlowDocumentError listing every problem, each with file:line:column.
     """
-    workflow, findings = check_workflow(text, path=path, engine=engine, filename=filename)
+    return _compiled(check_workflow(path, engine=engine))
+
+
+def load_workflow_text(
+    text: str, *, name: str | None = None, engine: Engine | None = None
+) -> CompiledWorkflow:
+    """:func:`load_workflow` for a document given as text; ``name`` labels it in messages."""
+    return _compiled(check_workflow_text(text, name=name, engine=engine))
+
+
+def _compiled(checked: tuple[CompiledWorkflow | None, list[Finding]]) -> CompiledWorkflow:
+    workflow, findings = checked
     if workflow is None:
         raise FlowDocumentError(findings)
     return workflow
