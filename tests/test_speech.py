@@ -578,3 +578,19 @@ def test_the_largest_recording_accepted_fits_googles_request_limit(speech: Speec
     assert only(results).outcome == "delivered", only(results).error  # Google takes 10 MB
     [sent] = [r for r in speech.google.requests if r["path"].endswith(":recognize")]
     assert 9_000_000 < len(sent["body"]) <= 10 * 1024 * 1024
+
+
+@pytest.mark.parametrize("duration", ["n/a", 10**400, -5, True, "1e9"])
+def test_a_declared_duration_that_is_not_seconds_fails_clearly(
+    speech: Speech, duration: Any
+) -> None:
+    results, _, _ = speech.run([recording("gs://calls/a.wav", duration=duration)], PLAIN)
+    delivery = only(results)
+    assert delivery.outcome == "dead_lettered" and delivery.attempts == 1
+    assert "event.properties.duration is not a number of seconds" in delivery.error
+
+
+def test_an_https_recording_with_a_header_ignores_a_bad_declared_duration(speech: Speech) -> None:
+    speech.store.files["/c.wav"] = ("audio/wav", wav_bytes(1))
+    results, _, _ = speech.run([recording(speech.url("/c.wav"), duration="n/a")], PLAIN)
+    assert only(results).outcome == "delivered", only(results).error

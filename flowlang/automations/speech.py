@@ -129,6 +129,8 @@ def _duration(value: Any, where: str) -> float | None:
         return None
     if isinstance(value, bool):
         raise _Failed("failed", f"{where} is not a number of seconds")
+    if isinstance(value, int) and not 0 <= value < 10**7:
+        raise _Failed("failed", f"{where} is not a number of seconds: {value!r}")
     if isinstance(value, (int, float)):
         seconds = float(value)
     else:
@@ -367,16 +369,15 @@ class _Transcription:
 
     async def run(self) -> tuple[dict[str, Any], HttpResult]:
         url = self.recording_url()
-        declared = self.declared_duration()
         facts: AudioFacts | None = None
         if url[:5].lower() == "gs://":
             _check_gs(url)
             audio: dict[str, Any] = {"uri": url}
-            duration = declared
+            duration = self.declared_duration()
         elif url[:8].lower() == "https://" or url[:7].lower() == "http://":
             data = await self.fetch(url)
             facts = self.facts(data)
-            duration = facts.duration if facts.duration is not None else declared
+            duration = facts.duration if facts.duration is not None else self.declared_duration()
             limit = self.settings.sync_seconds
             if duration is not None and duration > limit:
                 raise _Failed(
