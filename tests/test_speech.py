@@ -594,3 +594,14 @@ def test_an_https_recording_with_a_header_ignores_a_bad_declared_duration(speech
     speech.store.files["/c.wav"] = ("audio/wav", wav_bytes(1))
     results, _, _ = speech.run([recording(speech.url("/c.wav"), duration="n/a")], PLAIN)
     assert only(results).outcome == "delivered", only(results).error
+
+
+def test_a_header_value_that_cannot_be_sent_fails_permanently(speech: Speech) -> None:
+    results, _, _ = speech.run(
+        [recording(speech.url("/private/c.wav"))],
+        schedule=(0, 5),
+        secrets={**SECRETS, "recordings_token": "abc\r\nX-Injected: 1"},
+    )
+    delivery = only(results)
+    assert delivery.outcome == "dead_lettered" and delivery.attempts == 1
+    assert "line break" in delivery.error and speech.store.requests == []

@@ -419,11 +419,23 @@ async def transcribe(
     the result is ``{"transcript", "confidence"}``. ``operations`` holds long-running
     operation names by idempotency key (polled again instead of started anew); ``started``
     hears each new one (the dispatcher journals it)."""
-    attempt = _Transcription(
-        action, scope, http, base_url, api_key, settings, key, timeout, clock, operations, started
-    )
     try:
+        attempt = _Transcription(
+            action,
+            scope,
+            http,
+            base_url,
+            api_key,
+            settings,
+            key,
+            timeout,
+            clock,
+            operations,
+            started,
+        )
         result, sent = await attempt.run()
     except _Failed as failed:
         return failed.outcome, None, f"{action.name}: {failed.error}", failed.sent
+    except RequestError as problem:  # a header value that cannot be sent: permanent
+        return "failed", None, f"{action.name}: {problem}", None
     return "delivered", result, None, sent
