@@ -32,8 +32,8 @@ EXIT_PIPE_CLOSED = 141
 #: The contract in words, for every command's ``--help`` and the README.
 EXIT_STATUSES = """exit status:
   0    success
-  1    the work found problems: findings (check), a failed run or evaluation,
-       dead letters written (automate, replay)
+  1    the work found problems: errors found by check (warnings alone: 0),
+       a failed run or evaluation, dead letters written (automate, replay)
   2    bad usage or unreadable input: a missing or unreadable file, not UTF-8,
        too large, invalid JSON or document, a template syntax error
   130  interrupted (Ctrl-C); 141: the output pipe was closed (| head)"""

@@ -100,9 +100,11 @@ def _text(reports: Sequence[Report], files: int, colours: Colours) -> str:
     chunks = []
     for report in reports:
         head, _, rest = printable(report.text).partition(": ")
-        lines = [colours.paint(head, report.severity) + ": " + colours.paint(
-            rest.split("\n", 1)[0], "strong"
-        )]
+        lines = [
+            colours.paint(head, report.severity)
+            + ": "
+            + colours.paint(rest.split("\n", 1)[0], "strong")
+        ]
         for line in rest.split("\n")[1:]:
             if line.strip().startswith("|") and line.strip("| ").strip("^") == "":
                 gutter, bar, carets = line.partition("|")
@@ -116,7 +118,9 @@ def _text(reports: Sequence[Report], files: int, colours: Colours) -> str:
         f"{_plural(counts['files'], 'file')} checked: "
         + colours.paint(_plural(counts["errors"], "error"), "error" if counts["errors"] else "good")
         + ", "
-        + colours.paint(_plural(counts["warnings"], "warning"), "warning" if counts["warnings"] else "good")
+        + colours.paint(
+            _plural(counts["warnings"], "warning"), "warning" if counts["warnings"] else "good"
+        )
         + "\n"
     )
     return "".join(chunks)
@@ -166,7 +170,9 @@ def _github(reports: Sequence[Report], files: int, colours: Colours) -> str:
         if where:
             title += f" ({', '.join(where)})"
         properties.append(("title", title))
-        shown = ",".join(f"{name}={escape_property(printable(value))}" for name, value in properties)
+        shown = ",".join(
+            f"{name}={escape_property(printable(value))}" for name, value in properties
+        )
         lines.append(f"::{report.severity} {shown}::{escape_data(printable(report.message))}\n")
     return "".join(lines)
 
