@@ -38,10 +38,7 @@ from flowlang.errors import (
 )
 from flowlang.flow.source import DocumentError
 
-_DESCRIPTION = (
-    "flowlang: render templates, run and check call flows, and process events with workflow "
-    "automations."
-)
+_DESCRIPTION = "flowlang: render templates, run and check call flows, automate events."
 
 #: What failed, in words, for the errors ``main`` reports (never a Python class name).
 _FAILURES: tuple[tuple[type[FlowError], str], ...] = (
@@ -62,7 +59,11 @@ def _parser() -> argparse.ArgumentParser:
         "--version", action="version", version=f"flowlang {__version__}", help="show the version"
     )
     commands = parser.add_subparsers(
-        dest="command", required=True, metavar="COMMAND", title="commands"
+        dest="command",
+        required=True,
+        metavar="COMMAND",
+        title="commands",
+        help="flowlang COMMAND --help tells more",
     )
     add_eval_command(commands)
     add_run_command(commands)
@@ -126,7 +127,8 @@ def main(
         return EXIT_PIPE_CLOSED
     except KeyboardInterrupt:
         try:
-            sys.stderr.write("\nflowlang: interrupted\n")
+            fresh_line = "\n" if sys.stderr.isatty() else ""  # after the terminal's ^C
+            sys.stderr.write(f"{fresh_line}flowlang: interrupted\n")
             sys.stderr.flush()
         except OSError:
             pass

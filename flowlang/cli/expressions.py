@@ -27,7 +27,7 @@ def add_eval_command(commands: Any) -> None:
     """Add ``eval`` to the subcommands ``commands`` (argparse's subparsers action)."""
     evaluate = commands.add_parser(
         "eval",
-        help="render templates against a JSON context and print each value as JSON",
+        help="render templates against a JSON context: one JSON value per line",
         description="Render each TEMPLATE against the context; print each value as a JSON line.",
         epilog=EXIT_STATUSES,
         formatter_class=argparse.RawDescriptionHelpFormatter,

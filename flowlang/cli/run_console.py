@@ -143,9 +143,9 @@ def _print_result(
 
 def _ask(prompt: str, stdin: TextIO, talk: TextIO) -> str | None:
     """Say what the caller hears on ``talk`` and read the digits, one bounded line."""
-    talk.write(printable(f"  caller hears: {prompt}", one_line=True) + "\n")
-    talk.flush()
     with _interruptible():
+        talk.write(printable(f"  caller hears: {prompt}", one_line=True) + "\n")
+        talk.flush()
         line = stdin.readline(1024)  # bounded: a caller enters at most 64 digits
     return line.strip() or None
 
