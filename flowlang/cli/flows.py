@@ -30,6 +30,11 @@ from flowlang.flow.model import CompiledFlow, Finding, FlowDocumentError
 from flowlang.flow.source import DocumentError, load_document, paused_collector
 
 
+#: Output is written in pieces of this many characters: one huge write to a pipe that closes
+#: part way is cut without an error, so the next piece is what reports the closed pipe.
+_CHUNK = 16384
+
+
 def check_document(
     path: Path, text: str | None = None, engine: Engine | None = None
 ) -> tuple[object, list[Finding]]:
@@ -66,7 +71,9 @@ def _check(arguments: argparse.Namespace, stdout: TextIO, stdin: TextIO) -> int:
             continue
         reports.extend(Report.of_finding(label, finding) for finding in findings)
     colours = Colours.for_stream(stdout) if arguments.format == "text" else Colours(False)
-    stdout.write(render_reports(reports, len(arguments.files), arguments.format, colours))
+    text = render_reports(reports, len(arguments.files), arguments.format, colours)
+    for start in range(0, len(text), _CHUNK):  # a closed pipe shows on the next chunk
+        stdout.write(text[start : start + _CHUNK])
     if unreadable:
         return EXIT_BAD_INPUT
     return EXIT_FAILED if any(report.severity == "error" for report in reports) else EXIT_OK
