@@ -29,7 +29,6 @@ from flowlang.flow import check_flow, load_flow_text
 from flowlang.flow.model import CompiledFlow, Finding, FlowDocumentError
 from flowlang.flow.source import DocumentError, load_document, paused_collector
 
-
 #: Output is written in pieces of this many characters: one huge write to a pipe that closes
 #: part way is cut without an error, so the next piece is what reports the closed pipe.
 _CHUNK = 16384
