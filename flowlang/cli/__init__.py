@@ -29,6 +29,7 @@ from flowlang.cli.inputs import (
     EXIT_STATUSES,
     UsageError,
 )
+from flowlang.cli.terminal import printable
 from flowlang.errors import (
     FlowError,
     FlowFilterError,
@@ -89,13 +90,13 @@ def _run(argv: Sequence[str] | None, out: TextIO, stdin: TextIO) -> int:
     try:
         return int(arguments.handler(arguments, out, stdin))
     except FlowSyntaxError as error:
-        print(f"flowlang: syntax error: {error}", file=sys.stderr)
+        print(printable(f"flowlang: syntax error: {error}"), file=sys.stderr)
         return EXIT_BAD_INPUT
     except (UsageError, DocumentError) as error:
-        print(f"flowlang: {error}", file=sys.stderr)
+        print(printable(f"flowlang: {error}"), file=sys.stderr)
         return EXIT_BAD_INPUT
     except FlowError as error:
-        print(f"flowlang: {_failure(error)}: {error}", file=sys.stderr)
+        print(printable(f"flowlang: {_failure(error)}: {error}"), file=sys.stderr)
         return EXIT_FAILED
 
 

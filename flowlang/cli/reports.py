@@ -11,6 +11,7 @@ from __future__ import annotations
 __all__ = ["FORMATS", "RULES", "Report", "render_reports"]
 
 import json
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, metadata
@@ -33,6 +34,11 @@ _PYPI = "https://pypi.org/project/flowlang/"
 SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
 
 
+def _after(rendered: str, message: str) -> str:
+    """The lines a rendering adds after ``message``: the place, the source line, the caret."""
+    return rendered[len(message) :] if rendered.startswith(message) else ""
+
+
 @dataclass(frozen=True)
 class Report:
     """One thing ``check`` reports about one file, with its place when it has one."""
@@ -44,8 +50,8 @@ class Report:
     column: int | None = None
     step: str | None = None
     field: str | None = None
-    #: The rendering with the source line and the caret (the text format).
-    text: str = ""
+    #: What the text format shows after the message: the place, the source line, the caret.
+    context: str = ""
 
     @property
     def severity(self) -> str:
@@ -54,6 +60,7 @@ class Report:
     @classmethod
     def of_finding(cls, file: str, finding: Finding) -> Report:
         position = finding.position
+        rendered = finding.render().split(": ", 1)[1]  # after "error: " or "warning: "
         return cls(
             file,
             "error" if finding.severity == "error" else "warning",
@@ -62,7 +69,7 @@ class Report:
             position.column,
             position.step,
             position.field,
-            finding.render(),
+            _after(rendered, finding.message),
         )
 
     @classmethod
@@ -78,12 +85,12 @@ class Report:
             position.column if placed else None,
             position.step,
             None,
-            f"error: {error}",
+            _after(str(error), error.message),
         )
 
     @classmethod
     def unreadable(cls, file: str, message: str) -> Report:
-        return cls(file, "unreadable", message, text=f"error: {message}")
+        return cls(file, "unreadable", message)
 
 
 def _plural(count: int, noun: str) -> str:
@@ -99,13 +106,13 @@ def summary(reports: Sequence[Report], files: int) -> dict[str, int]:
 def _text(reports: Sequence[Report], files: int, colours: Colours) -> str:
     chunks = []
     for report in reports:
-        head, _, rest = printable(report.text).partition(": ")
         lines = [
-            colours.paint(head, report.severity)
+            colours.paint(report.severity, report.severity)
             + ": "
-            + colours.paint(rest.split("\n", 1)[0], "strong")
+            + colours.paint(printable(report.message, one_line=True), "strong")
         ]
-        for line in rest.split("\n")[1:]:
+        for line in report.context.split("\n")[1:]:
+            line = printable(line, one_line=True)
             if line.strip().startswith("|") and line.strip("| ").strip("^") == "":
                 gutter, bar, carets = line.partition("|")
                 line = gutter + bar + colours.paint(carets, "caret")
@@ -127,7 +134,7 @@ def _text(reports: Sequence[Report], files: int, colours: Colours) -> str:
 
 
 def _safe(text: str | None) -> str | None:
-    return None if text is None else printable(text)
+    return None if text is None else printable(text, one_line=True)
 
 
 def _json(reports: Sequence[Report], files: int, colours: Colours) -> str:
@@ -171,16 +178,20 @@ def _github(reports: Sequence[Report], files: int, colours: Colours) -> str:
             title += f" ({', '.join(where)})"
         properties.append(("title", title))
         shown = ",".join(
-            f"{name}={escape_property(printable(value))}" for name, value in properties
+            f"{name}={escape_property(_safe(value) or '')}" for name, value in properties
         )
-        lines.append(f"::{report.severity} {shown}::{escape_data(printable(report.message))}\n")
+        lines.append(f"::{report.severity} {shown}::{escape_data(_safe(report.message) or '')}\n")
     return "".join(lines)
 
 
 def artifact_uri(file: str) -> str:
     """A SARIF ``artifactLocation.uri`` for a file name: a relative URI reference (``/``
     separators, percent-encoded), or a ``file://`` URI for an absolute path."""
-    encoded = quote(file.replace("\\", "/"), safe="/")
+    try:
+        raw = os.fsencode(file)  # a name that is not UTF-8 keeps its bytes (surrogateescape)
+    except UnicodeEncodeError:
+        raw = file.encode("utf-8", "backslashreplace")
+    encoded = quote(raw.replace(b"\\", b"/"), safe="/")
     return f"file://{encoded}" if file.startswith("/") else encoded
 
 
@@ -189,7 +200,7 @@ def _sarif_result(report: Report) -> dict[str, object]:
         "ruleId": report.rule,
         "ruleIndex": _RULE_IDS.index(report.rule),
         "level": report.severity,
-        "message": {"text": printable(report.message)},
+        "message": {"text": printable(report.message, one_line=True)},
     }
     if report.file != "<stdin>":
         physical: dict[str, object] = {"artifactLocation": {"uri": artifact_uri(report.file)}}
@@ -197,7 +208,7 @@ def _sarif_result(report: Report) -> dict[str, object]:
             physical["region"] = {"startLine": report.line, "startColumn": report.column}
         result["locations"] = [{"physicalLocation": physical}]
     properties = {
-        key: printable(value)
+        key: printable(value, one_line=True)
         for key, value in (("step", report.step), ("field", report.field))
         if value is not None
     }
