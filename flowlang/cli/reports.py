@@ -34,9 +34,12 @@ _PYPI = "https://pypi.org/project/flowlang/"
 SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
 
 
-def _after(rendered: str, message: str) -> str:
-    """The lines a rendering adds after ``message``: the place, the source line, the caret."""
-    return rendered[len(message) :] if rendered.startswith(message) else ""
+def _after(rendered: str, message: str, file: str) -> str:
+    """The lines a rendering adds after ``message``: the place, the source line, the caret;
+    the file's name made printable on one line (a name may hold a newline)."""
+    after = rendered[len(message) :] if rendered.startswith(message) else ""
+    shown = printable(file, one_line=True)
+    return after.replace(file, shown) if shown != file else after
 
 
 @dataclass(frozen=True)
@@ -69,7 +72,7 @@ class Report:
             position.column,
             position.step,
             position.field,
-            _after(rendered, finding.message),
+            _after(rendered, finding.message, position.filename or file),
         )
 
     @classmethod
@@ -85,7 +88,7 @@ class Report:
             position.column if placed else None,
             position.step,
             None,
-            _after(str(error), error.message),
+            _after(str(error), error.message, position.filename or file),
         )
 
     @classmethod
