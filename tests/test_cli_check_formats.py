@@ -9,12 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support import cli
 
 from flowlang import check_flow, check_flow_text
 from flowlang.automations import check_workflow_text
 from flowlang.cli.reports import RULES, artifact_uri, escape_data, escape_property
 from flowlang.engine import Engine
-from tests.support import cli
 
 BROKEN = (
     "flow: t\nstart: a\nsteps:\n"

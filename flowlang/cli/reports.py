@@ -117,8 +117,10 @@ def _text(reports: Sequence[Report], files: int, colours: Colours) -> str:
         for line in report.context.split("\n")[1:]:
             line = printable(line, one_line=True)
             if line.strip().startswith("|") and line.strip("| ").strip("^") == "":
-                gutter, bar, carets = line.partition("|")
-                line = gutter + bar + colours.paint(carets, "caret")
+                gutter, bar, under = line.partition("|")
+                carets = under.lstrip(" ")
+                line = gutter + bar + under[: len(under) - len(carets)]
+                line += colours.paint(carets, "caret")
             elif line.lstrip().startswith("-->"):
                 line = colours.paint(line, "muted")
             lines.append(line)
@@ -227,10 +229,11 @@ def information_uri() -> str:
     except PackageNotFoundError:  # pragma: no cover - run from a bare checkout
         return _PYPI
     for entry in meta.get_all("Project-URL") or []:
-        label, _, url = entry.partition(",")
+        label, _, url = str(entry).partition(",")
         if label.strip().lower() in ("homepage", "home", "source", "repository") and url.strip():
             return url.strip()
-    return meta.get("Home-page") or _PYPI
+    home = meta.get_all("Home-page") or []
+    return str(home[0]) if home else _PYPI
 
 
 def _sarif(reports: Sequence[Report], files: int, colours: Colours) -> str:
