@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from flowlang.cli.reports import FORMATS, Report, render_reports
 from flowlang.cli.terminal import Colours, printable
@@ -238,3 +240,22 @@ def test_hostile_document_and_file_names_through_the_command(tmp_path: Path) -> 
             assert all(line.startswith("::error ") for line in out.splitlines())
         if output_format in ("json", "sarif"):
             json.loads(out)
+
+
+@given(text=st.text(max_size=60), output_format=st.sampled_from(sorted(FORMATS)))
+@settings(max_examples=200, deadline=None)
+def test_any_text_in_a_finding_is_escaped(text: str, output_format: str) -> None:
+    """Whatever a document's text holds, every format writes strict UTF-8 with no character a
+    terminal acts on, one line per GitHub command, and JSON that gives the shown text back."""
+    report = Report(text or "x", "warning", text, 2, 3, text, text)
+    out = render_reports([report], 1, output_format, Colours(False))
+    out.encode("utf-8")
+    assert not UNSAFE.search(out)
+    if output_format == "github":
+        assert out.count("\n") == 1 and out.startswith("::warning ")
+    elif output_format == "json":
+        assert json.loads(out)["findings"][0]["message"] == printable(text, one_line=True)
+    elif output_format == "sarif":
+        assert json.loads(out)["runs"][0]["results"][0]["message"]["text"] == printable(
+            text, one_line=True
+        )
