@@ -148,7 +148,7 @@ def add_run_command(commands: Any) -> None:
     run = commands.add_parser(
         "run",
         help="run a call flow for one call and show each step",
-        description="Run FLOW for one call; show each step, the branch taken and why, "
+        description="Run FLOW for one call; show each step, the branch taken and why,\n"
         "the requests (secrets redacted) and the host instructions.",
         epilog=f"{_SECRETS_HELP}\n\n{EXIT_STATUSES}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
