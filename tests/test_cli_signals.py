@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from servers import Server
 
 FLOWS = Path(__file__).parent.parent / "examples" / "flows"
 
@@ -167,6 +168,31 @@ def test_ctrl_c_while_check_waits_on_a_fifo(tmp_path: Path) -> None:
             time.sleep(0.05)
         else:
             pytest.skip("cannot see the child block on the FIFO")
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=60)
+        assert process.stderr is not None
+        err = process.stderr.read().decode()
+    assert process.returncode == 130
+    assert err == "flowlang: interrupted\n"
+
+
+def test_ctrl_c_while_run_waits_for_a_server(server: Server, tmp_path: Path) -> None:
+    """The event loop's own handler cancels the run; the command still ends with 130."""
+    flow = tmp_path / "silent.yaml"
+    flow.write_text(
+        "flow: t\nstart: get\nsteps:\n  get:\n    type: http_request\n"
+        f"    endpoint: {server.url('127.0.0.1', '/silent')}\n"
+        "    method: GET\n    timeout: 8s\n    next: bye\n    on_failure: bye\n"
+        "  bye: {type: hangup}\n"
+    )
+    pem = tmp_path / "ca.pem"
+    server.ca.cert_pem.write_to_path(str(pem))
+    argv = ["run", str(flow), "--allow-host", "127.0.0.1", "--ca-file", str(pem)]
+    with child(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as process:
+        deadline = time.monotonic() + 60
+        while not server.received.requests and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert server.received.requests, "the request never arrived"
         process.send_signal(signal.SIGINT)
         process.wait(timeout=60)
         assert process.stderr is not None
