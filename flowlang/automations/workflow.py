@@ -393,6 +393,7 @@ def _check_workflow(
             finding.with_caret(document.lines)
             for finding in _reference_findings(builder, trigger, actions, builder.templates)
         ]
+    findings += builder.warnings
     if any(finding.severity == "error" for finding in findings):
         return None, findings
     fingerprint = document.fingerprint
