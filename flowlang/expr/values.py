@@ -4,12 +4,16 @@ This module is the reference for grammar/SPEC.md, "Values". The Python backend c
 directly; the Cython backend has compiled fast paths for the common kinds and calls this module
 for everything else, so both backends share one definition.
 
-Kinds: null (None), boolean (bool), number (int or float, never bool), string (str),
-list (list or tuple), map (any Mapping). Anything else is *opaque*: it passes through lookups
-and ``??`` unchanged, is true, equals only itself, and renders as empty text (null in JSON).
+Kinds: null (None), boolean (bool), number (int, float or Decimal, never bool), string (str),
+date (``date``, ``datetime`` or ``time``, written in ISO 8601), list (list or tuple), map (any
+Mapping). Anything else is *opaque*: it passes through lookups and ``??`` unchanged, is true,
+equals only itself, and renders as empty text (null in JSON).
 
 Hostile values (only an embedding application can put them in a context): numbers and strings
-of subclasses are read through the base type's own methods, so their overrides never run.
+and dates of subclasses are read through the base type's own methods (a Decimal or a date is
+first copied into its exact type), so their overrides never run. The one piece of a date's
+own code that may run is the ``utcoffset`` of a time zone that is not ``datetime.timezone`` or
+``zoneinfo.ZoneInfo``, and it runs only outside compiled or orjson walks.
 A container's own code (a custom Mapping, a list subclass, a dict key's ``__eq__``/``__hash__``)
 may run; when it raises an ``Exception`` the value behaves as opaque *for that operation*: a
 lookup finds nothing, it equals only itself, it is unordered, contains nothing, is true and is
@@ -22,8 +26,11 @@ from __future__ import annotations
 __all__ = [
     "OutputTooLong",
     "contains",
+    "date_text",
+    "decimal_text",
     "ends_with",
     "equals",
+    "is_date",
     "is_number",
     "json_length_exceeds",
     "json_string",
@@ -42,7 +49,10 @@ import json
 import math
 import re
 from collections.abc import Callable, Mapping
+from datetime import date, datetime, time, timezone
+from decimal import MAX_EMAX, MAX_PREC, MIN_EMIN, Context, Decimal
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import orjson
 
@@ -65,7 +75,7 @@ class OutputTooLong(Exception):  # noqa: N818 - raised as FlowLimitError by the 
 
 
 def plain_scalar(value: Any) -> Any:
-    """An int, float or str subclass as its exact base type (no override runs); others as is."""
+    """A number, string or date of a subclass as its exact base type (no override runs)."""
     kind = type(value)
     if kind is int or kind is float or kind is str:
         return value
@@ -75,12 +85,174 @@ def plain_scalar(value: Any) -> Any:
         return int.__int__(value)
     if isinstance(value, str):
         return str.__str__(value)
+    if isinstance(value, Decimal):
+        return value if kind is Decimal else Decimal(value)  # copies the digits, runs no code
+    if isinstance(value, (date, time)):
+        return _exact_date(value)
     return value
 
 
 def is_number(value: Any) -> bool:
-    """True for int and float values, but not for booleans."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    """True for int, float and Decimal values, but not for booleans."""
+    return isinstance(value, (int, float, Decimal)) and not isinstance(value, bool)
+
+
+def is_date(value: Any) -> bool:
+    """True for ``date``, ``datetime`` and ``time`` values (the kind SPEC.md calls date)."""
+    return isinstance(value, (date, time))
+
+
+# --- decimals ---------------------------------------------------------------------------------
+
+#: Decimals whose adjusted exponent (the power of ten of their first digit) is within this bound
+#: are written positionally (``100``, ``0.0010``); beyond, in scientific notation (``1E+5000``),
+#: so that a small value never becomes a huge text.
+MAX_DECIMAL_EXPONENT = 1000
+#: An integer of at most this many bits (about 4,300 digits, Python's own limit for reading
+#: digits) is compared with a decimal exactly; a longer one only when their sizes differ.
+_EXACT_INT_BITS = 14_300
+#: Comparisons of decimals in a context of our own: exact, no traps, whatever the application
+#: set in its thread's context.
+_EXACT = Context(prec=MAX_PREC, Emax=MAX_EMAX, Emin=MIN_EMIN, capitals=1, traps=[], flags=[])
+
+
+def decimal_text(value: Decimal) -> str | None:
+    """The text of a finite Decimal: positional with all its digits (``12.50``, ``100`` for
+    ``1E+2``, ``0.0000001``) when its adjusted exponent is within :data:`MAX_DECIMAL_EXPONENT`,
+    else scientific (``1E+1000000000``); None for NaN and infinity."""
+    if type(value) is not Decimal:
+        value = Decimal(value)
+    if not value.is_finite():
+        return None
+    if -MAX_DECIMAL_EXPONENT <= value.adjusted() <= MAX_DECIMAL_EXPONENT:
+        return format(value, "f")
+    return _EXACT.to_sci_string(value)
+
+
+def _decimal_of(value: Any) -> Decimal | None:
+    """A plain number as a Decimal for comparing with one: a float as its shortest text (the
+    number as written), so ``0.1`` meets ``Decimal("0.1")``; None for NaN."""
+    if isinstance(value, Decimal):
+        value = value if type(value) is Decimal else Decimal(value)
+        return None if value.is_nan() else value
+    if isinstance(value, float):
+        value = float.__float__(value)
+        if value != value:
+            return None
+        return Decimal(float.__repr__(value))  # "inf" and "-inf" read as infinities
+    return Decimal(value)
+
+
+def _int_digits_at_most(value: int) -> int:
+    """An upper bound of the digits of an integer's decimal text (without building it)."""
+    return (int.bit_length(value) * 30103) // 100000 + 1
+
+
+def _decimal_int_compare(number: Decimal, whole: int) -> int | None:
+    """The sign of ``number - whole`` for an integer too long to convert quickly; None when
+    the two are of the same size (then both are longer than 4,300 digits: unordered)."""
+    if number.is_infinite():
+        return -1 if number.is_signed() else 1
+    negative = number.is_signed() and not number.is_zero()
+    if negative != (whole < 0):
+        return -1 if negative else 1
+    sign = -1 if negative else 1
+    digits = 0 if number.is_zero() else number.adjusted() + 1  # digits before the point
+    if digits < _int_digits_at_least(whole):
+        return -sign
+    if digits > _int_digits_at_most(whole):
+        return sign
+    return None
+
+
+def _number_compare(a: Any, b: Any) -> int | None:
+    """The sign of ``a - b`` for two numbers at least one of which is a Decimal; None when
+    unordered (NaN, or two numbers too long to compare quickly)."""
+    if isinstance(b, int) and int.bit_length(b) > _EXACT_INT_BITS:
+        number = _decimal_of(a)
+        return None if number is None else _decimal_int_compare(number, int.__int__(b))
+    if isinstance(a, int) and int.bit_length(a) > _EXACT_INT_BITS:
+        number = _decimal_of(b)
+        result = None if number is None else _decimal_int_compare(number, int.__int__(a))
+        return None if result is None else -result
+    left, right = _decimal_of(a), _decimal_of(b)
+    if left is None or right is None:
+        return None
+    return int(_EXACT.compare(left, right))
+
+
+def _text_decimal(text: str) -> Decimal | None:
+    """Strict number text (SPEC.md section 8) as an exact Decimal, or None."""
+    text = str.strip(text, _ASCII_SPACE)
+    if len(text) > MAX_NUMBER_TEXT or not _NUMBER_TEXT.fullmatch(text):
+        return None
+    return Decimal(text)
+
+
+# --- dates --------------------------------------------------------------------------------
+
+_YEAR, _MONTH, _DAY = date.year.__get__, date.month.__get__, date.day.__get__
+_HOUR, _MINUTE, _SECOND = datetime.hour.__get__, datetime.minute.__get__, datetime.second.__get__
+_MICROSECOND, _FOLD = datetime.microsecond.__get__, datetime.fold.__get__
+_ZONE = datetime.tzinfo.__get__
+_T_HOUR, _T_MINUTE, _T_SECOND = time.hour.__get__, time.minute.__get__, time.second.__get__
+_T_MICROSECOND, _T_FOLD, _T_ZONE = time.microsecond.__get__, time.fold.__get__, time.tzinfo.__get__
+
+
+def _exact_date(value: Any) -> Any:
+    """A date, datetime or time of a subclass copied into its exact type through the base
+    type's field readers (its properties and methods never run)."""
+    kind = type(value)
+    if kind is date or kind is datetime or kind is time:
+        return value
+    if isinstance(value, datetime):
+        return datetime(
+            _YEAR(value), _MONTH(value), _DAY(value), _HOUR(value), _MINUTE(value),
+            _SECOND(value), _MICROSECOND(value), _ZONE(value), fold=_FOLD(value),
+        )  # fmt: skip
+    if isinstance(value, date):
+        return date(_YEAR(value), _MONTH(value), _DAY(value))
+    return time(
+        _T_HOUR(value), _T_MINUTE(value), _T_SECOND(value), _T_MICROSECOND(value),
+        _T_ZONE(value), fold=_T_FOLD(value),
+    )  # fmt: skip
+
+
+def _zone_runs_code(value: Any) -> bool:
+    """Whether reading a date's offset would run code of its own: a time zone other than
+    ``datetime.timezone`` and ``zoneinfo.ZoneInfo`` (exact types, the standard library's)."""
+    if isinstance(value, datetime):
+        zone = _ZONE(value)
+    elif isinstance(value, time):
+        zone = _T_ZONE(value)
+    else:
+        return False
+    return zone is not None and type(zone) is not timezone and type(zone) is not ZoneInfo
+
+
+def date_text(value: Any) -> str | None:
+    """ISO 8601 text of a date (``2026-12-01``), datetime (``2026-12-01T09:30:00``, with
+    ``.ffffff`` when it has microseconds and ``+01:00`` when it has a time zone) or time
+    (``09:30:00``); None when its time zone's own code raised."""
+    value = _exact_date(value)
+    try:
+        return str(value.isoformat())
+    except Exception:  # a time zone whose utcoffset raised or returned nonsense
+        return None
+
+
+def _date_compare(a: Any, b: Any) -> int | None:
+    """The order of two dates of one kind (naive with naive, aware with aware by instant);
+    None when unordered (different kinds, or a time zone's code raised)."""
+    a, b = _exact_date(a), _exact_date(b)
+    if type(a) is not type(b):
+        return None
+    try:
+        if a == b:
+            return 0
+        return -1 if a < b else 1
+    except Exception:  # naive against aware, or a time zone's code raised
+        return None
 
 
 def number_from_text(text: str) -> int | float | None:
@@ -170,6 +342,8 @@ def truthy(value: Any) -> bool:
             return len(value) > 0
         except Exception:  # a container whose own code raised: opaque, so true
             return True
+    if isinstance(value, Decimal):
+        return not Decimal.is_zero(value)  # NaN is true, as a float NaN is
     return True
 
 
@@ -186,18 +360,25 @@ def _scalar_equals(a: Any, b: Any) -> bool | None:
         if b_bool and isinstance(a, str):
             return str.__eq__(a, "true" if b else "false") is True
         return False
-    a_num, b_num = isinstance(a, (int, float)), isinstance(b, (int, float))
+    a_num, b_num = isinstance(a, _NUMBERS), isinstance(b, _NUMBERS)
     if a_num and b_num:
+        if isinstance(a, Decimal) or isinstance(b, Decimal):
+            return _number_compare(a, b) == 0
         return bool(plain_scalar(a) == plain_scalar(b))
     a_str, b_str = isinstance(a, str), isinstance(b, str)
     if a_str and b_str:
         return str.__eq__(a, b) is True
     if a_num and b_str:
-        number = number_from_text(b)
-        return number is not None and bool(number == plain_scalar(a))
+        return _equals_text(a, b)
     if b_num and a_str:
-        number = number_from_text(a)
-        return number is not None and bool(number == plain_scalar(b))
+        return _equals_text(b, a)
+    a_date, b_date = isinstance(a, (date, time)), isinstance(b, (date, time))
+    if a_date or b_date:
+        if a_date and b_date:
+            return _date_compare(a, b) == 0
+        if a_str or b_str:
+            return str.__eq__(date_text(a if a_date else b), b if a_date else a) is True
+        return False
     a_list, b_list = isinstance(a, (list, tuple)), isinstance(b, (list, tuple))
     if a_list and b_list:
         return None
@@ -207,6 +388,18 @@ def _scalar_equals(a: Any, b: Any) -> bool | None:
     if a_num or b_num or a_str or b_str or a_list or b_list or a_map or b_map:
         return False
     return a is b
+
+
+_NUMBERS = (int, float, Decimal)
+
+
+def _equals_text(number: Any, text: str) -> bool:
+    """A number equals a string that reads as the same number (a decimal reads it exactly)."""
+    if isinstance(number, Decimal):
+        exact = _text_decimal(text)
+        return exact is not None and _number_compare(number, exact) == 0
+    parsed = number_from_text(text)
+    return parsed is not None and bool(parsed == plain_scalar(number))
 
 
 def equals(a: Any, b: Any) -> bool:
@@ -254,13 +447,19 @@ def order(op: str, a: Any, b: Any) -> bool:
         b = plain_scalar(b)
     a_num, b_num = is_number(a), is_number(b)
     if a_num and not b_num and isinstance(b, str):
-        b, b_num = number_from_text(b), True
+        b, b_num = (_text_decimal if type(a) is Decimal else number_from_text)(b), True
         if b is None:
             return False
     elif b_num and not a_num and isinstance(a, str):
-        a, a_num = number_from_text(a), True
+        a, a_num = (_text_decimal if type(b) is Decimal else number_from_text)(a), True
         if a is None:
             return False
+    if a_num and b_num and (type(a) is Decimal or type(b) is Decimal):
+        sign = _number_compare(a, b)
+        return sign is not None and _SIGN_TESTS[op](sign)
+    if type(a) in _DATE_TYPES and type(b) in _DATE_TYPES:
+        sign = _date_compare(a, b)
+        return sign is not None and _SIGN_TESTS[op](sign)
     if not ((a_num and b_num) or (isinstance(a, str) and isinstance(b, str))):
         return False
     if op == "<":
@@ -272,12 +471,24 @@ def order(op: str, a: Any, b: Any) -> bool:
     return bool(a >= b)
 
 
+_DATE_TYPES = frozenset([date, datetime, time])
+_SIGN_TESTS: dict[str, Callable[[int], bool]] = {
+    "<": lambda sign: sign < 0,
+    "<=": lambda sign: sign <= 0,
+    ">": lambda sign: sign > 0,
+    ">=": lambda sign: sign >= 0,
+}
+
+
 def _text_of_scalar(value: Any) -> str | None:
-    """The text of a string or number for the string operators, or None for other kinds."""
+    """The text of a string, number or date for the string operators, or None for other kinds
+    (and for a date whose time zone's code raised)."""
     if isinstance(value, str):
         return str.__str__(value)
     if is_number(value):
         return to_text(value)
+    if isinstance(value, (date, time)):
+        return date_text(value)
     return None
 
 
@@ -355,6 +566,10 @@ def to_text(value: Any, limit: int | None = None) -> str:
         return float_text(value)
     if isinstance(value, (list, tuple, Mapping)):
         return to_json(value, limit)
+    if isinstance(value, Decimal):
+        return decimal_text(value) or ""
+    if isinstance(value, (date, time)):
+        return date_text(value) or ""
     return ""
 
 
@@ -380,6 +595,13 @@ def _orjson_default(value: Any) -> Any:
         return float.__float__(value)
     if issubclass(kind, (list, tuple, dict)) or issubclass(kind, Mapping):
         raise _NeedsPython
+    if issubclass(kind, Decimal):
+        text = decimal_text(value)
+        return None if text is None else orjson.Fragment(text)
+    if issubclass(kind, (date, time)):
+        if _zone_runs_code(value):
+            raise _NeedsPython
+        return date_text(value)
     return None
 
 
@@ -392,7 +614,7 @@ def to_json(value: Any, limit: int | None = None) -> str:
     """Compact JSON text of a value (keys in insertion order, non-string keys as strings).
 
     NaN, infinity and opaque values are written as null; integers of any size are written in
-    full; deep or cyclic data is written without recursion (a cycle becomes null).
+    full, decimals as numbers with their text (:func:`decimal_text`), dates as ISO 8601 strings; deep or cyclic data is written without recursion (a cycle becomes null).
 
     With ``limit``, text surely longer than ``limit`` characters raises :class:`OutputTooLong`
     before it is built (a list holding one big value many times is small in memory and huge as
@@ -453,6 +675,8 @@ def json_length_exceeds(value: Any, limit: int) -> bool:
             total += _int_digits_at_least(item)
         elif isinstance(item, float):
             total += 3
+        elif isinstance(item, Decimal):
+            total += len(decimal_text(item) or "null")  # as long as its digits, at most
         elif isinstance(item, (list, tuple, Mapping)):
             identity = id(item)
             entries = None if identity in open_containers else _entries(item)
@@ -532,6 +756,11 @@ def _to_json_slow(value: Any, limit: int | None = None) -> str:
             text = int_text(item)
         elif isinstance(item, float):
             text = float_text(item) or "null"
+        elif isinstance(item, Decimal):
+            text = decimal_text(item) or "null"
+        elif isinstance(item, (date, time)):
+            shown = date_text(item)
+            text = "null" if shown is None else json_string(shown)
         elif isinstance(item, (list, tuple, Mapping)):
             entries = None if id(item) in open_containers else _entries(item)
             if entries is None:
