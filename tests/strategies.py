@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import date, datetime, time, timedelta, timezone, tzinfo
+from datetime import UTC, date, datetime, time, timedelta, timezone, tzinfo
 from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -153,13 +153,11 @@ decimals = st.one_of(
         Decimal
     ),
 )
-_zones = st.sampled_from(
-    [None, timezone.utc, timezone(timedelta(hours=-5)), ZoneInfo("Europe/Rome")]
-)
+_zones = st.sampled_from([None, UTC, timezone(timedelta(hours=-5)), ZoneInfo("Europe/Rome")])
 dates = st.one_of(
     st.dates(),
     st.datetimes(timezones=_zones),
-    st.times(timezones=st.sampled_from([None, timezone.utc])),
+    st.times(timezones=st.sampled_from([None, UTC])),
     st.sampled_from([date(2026, 12, 1), datetime(2026, 12, 1, 9, 30), time(9, 30)]),
 )
 rich_scalars = st.one_of(json_scalars, decimals, dates)

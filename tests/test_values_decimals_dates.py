@@ -7,7 +7,7 @@ import json
 import math
 import tracemalloc
 from collections.abc import Callable
-from datetime import date, datetime, time, timedelta, timezone, tzinfo
+from datetime import UTC, date, datetime, time, timedelta, timezone, tzinfo
 from decimal import Decimal, localcontext
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -32,7 +32,7 @@ CONTEXT: dict[str, Any] = {
     "due": date(2026, 12, 1),
     "at": datetime(2026, 12, 1, 9, 30),
     "at_ms": datetime(2026, 12, 1, 9, 30, 0, 250000),
-    "at_utc": datetime(2026, 12, 1, 9, 30, tzinfo=timezone.utc),
+    "at_utc": datetime(2026, 12, 1, 9, 30, tzinfo=UTC),
     "at_rome": datetime(2026, 12, 1, 10, 30, tzinfo=ZoneInfo("Europe/Rome")),
     "at_ny": datetime(2026, 12, 1, 4, 31, tzinfo=timezone(timedelta(hours=-5))),
     "opens": time(9, 0),
@@ -53,7 +53,10 @@ CASES = [
     ("<<balance>>", Decimal("12.50")),
     ("<<due>>", date(2026, 12, 1)),
     # JSON: decimals as numbers with their digits, dates as strings, NaN as null
-    ("<<[balance, hundred, nan, due, at_utc] | json>>", '[12.50,100,null,"2026-12-01","2026-12-01T09:30:00+00:00"]'),
+    (
+        "<<[balance, hundred, nan, due, at_utc] | json>>",
+        '[12.50,100,null,"2026-12-01","2026-12-01T09:30:00+00:00"]',
+    ),
     # numbers compare as numbers (a float as the number it was written as)
     ("<<balance == 12.5>>", True),
     ("<<balance == '12.5'>>", True),
@@ -145,12 +148,12 @@ def test_saved_state_json_carries_decimals_and_dates_as_json() -> None:
 # --- hostile: huge decimals, subclasses whose overrides raise, time zones that run code -------
 
 
-class Refused(Exception):
+class RefusedError(Exception):
     pass
 
 
 def _refuse(*args: Any, **kwargs: Any) -> Any:
-    raise Refused("an override ran")
+    raise RefusedError("an override ran")
 
 
 class LyingDatetime(datetime):
@@ -172,7 +175,7 @@ class RaisingZone(tzinfo):
 
 def test_subclass_overrides_never_run(make_engine: EngineFactory) -> None:
     context = {
-        "d": LyingDatetime(2026, 12, 1, 9, 30, tzinfo=timezone.utc),
+        "d": LyingDatetime(2026, 12, 1, 9, 30, tzinfo=UTC),
         "n": LyingDecimal("12.50"),
     }
     engine = make_engine()
@@ -250,7 +253,9 @@ HUGE_INTEGER = 7**1_200_000  # a million digits
         "<<n | upper>>",
     ],
 )
-@pytest.mark.parametrize("n", [HUGE_DIGITS, HUGE_EXPONENT, HUGE_NEGATIVE], ids=["digits", "exp", "neg"])
+@pytest.mark.parametrize(
+    "n", [HUGE_DIGITS, HUGE_EXPONENT, HUGE_NEGATIVE], ids=["digits", "exp", "neg"]
+)
 def test_huge_decimals_stay_bounded(make_engine: EngineFactory, template: str, n: Decimal) -> None:
     """A million digits, or an exponent of a billion: either the text (as long as the digits,
     never as long as the exponent) or a limit error; comparisons with huge integers answer
@@ -278,7 +283,13 @@ def test_huge_decimal_texts_are_short_when_the_exponent_is_huge() -> None:
 
 def test_huge_decimals_and_integers_compare_by_size(make_engine: EngineFactory) -> None:
     engine = make_engine()
-    context = {"d": HUGE_EXPONENT, "i": HUGE_INTEGER, "small": Decimal("12.5"), "same": Decimal(10**5000), "ten": 10**5000}
+    context = {
+        "d": HUGE_EXPONENT,
+        "i": HUGE_INTEGER,
+        "small": Decimal("12.5"),
+        "same": Decimal(10**5000),
+        "ten": 10**5000,
+    }
     assert engine.render("<<d > i and i > small and small < i>>", context) is True
     assert engine.render("<<-1 < d and d != i>>", context) is True
     # Two numbers of more than 4,300 digits and about the same size are unordered (SPEC.md).

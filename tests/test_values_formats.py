@@ -3,7 +3,7 @@ its key and its value (also beyond 64 bits), masked when it is a secret."""
 
 from __future__ import annotations
 
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -58,7 +58,7 @@ def test_auto_never_changes_the_text_of_a_string(text: str) -> None:
         (Decimal("1E+2"), 100),
         (Decimal("0.1234567890123456789"), "0.1234567890123456789"),
         (date(2026, 12, 1), "2026-12-01"),
-        (datetime(2026, 12, 1, 9, 30, tzinfo=timezone.utc), "2026-12-01T09:30:00+00:00"),
+        (datetime(2026, 12, 1, 9, 30, tzinfo=UTC), "2026-12-01T09:30:00+00:00"),
         ([1, "02"], [1, "02"]),
         (None, None),
     ],
@@ -113,7 +113,12 @@ def test_every_bad_number_names_key_and_value(value: Any, message: str) -> None:
 
 @pytest.mark.parametrize(
     ("value", "expected"),
-    [(Decimal("12.50"), 12.5), (Decimal("-3"), -3), (Decimal("0.1"), 0.1), ("2" * 19, 2 * 10**18 + int("2" * 18))],
+    [
+        (Decimal("12.50"), 12.5),
+        (Decimal("-3"), -3),
+        (Decimal("0.1"), 0.1),
+        ("2" * 19, 2 * 10**18 + int("2" * 18)),
+    ],
 )
 def test_number_converts_decimals_exactly(value: Any, expected: Any) -> None:
     result = convert("k", "number", value)

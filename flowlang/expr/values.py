@@ -377,7 +377,8 @@ def _scalar_equals(a: Any, b: Any) -> bool | None:
         if a_date and b_date:
             return _date_compare(a, b) == 0
         if a_str or b_str:
-            return str.__eq__(date_text(a if a_date else b), b if a_date else a) is True
+            text = date_text(a if a_date else b)
+            return text is not None and str.__eq__(text, b if a_date else a) is True
         return False
     a_list, b_list = isinstance(a, (list, tuple)), isinstance(b, (list, tuple))
     if a_list and b_list:
@@ -614,7 +615,8 @@ def to_json(value: Any, limit: int | None = None) -> str:
     """Compact JSON text of a value (keys in insertion order, non-string keys as strings).
 
     NaN, infinity and opaque values are written as null; integers of any size are written in
-    full, decimals as numbers with their text (:func:`decimal_text`), dates as ISO 8601 strings; deep or cyclic data is written without recursion (a cycle becomes null).
+    full, decimals as numbers with their text (:func:`decimal_text`), dates as ISO 8601
+    strings; deep or cyclic data is written without recursion (a cycle becomes null).
 
     With ``limit``, text surely longer than ``limit`` characters raises :class:`OutputTooLong`
     before it is built (a list holding one big value many times is small in memory and huge as
