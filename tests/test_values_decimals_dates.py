@@ -294,3 +294,13 @@ def test_huge_decimals_and_integers_compare_by_size(make_engine: EngineFactory) 
     assert engine.render("<<-1 < d and d != i>>", context) is True
     # Two numbers of more than 4,300 digits and about the same size are unordered (SPEC.md).
     assert engine.render("<<same == ten or same < ten or same > ten>>", context) is False
+
+
+def test_json_of_decimals_without_orjson_fragment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """orjson before Fragment: the Python writer writes decimals, with the same text."""
+    from flowlang.expr import values
+
+    expected = to_json([Decimal("12.50"), {"a": Decimal("1E+2")}, Decimal("NaN")])
+    monkeypatch.setattr(values, "_FRAGMENT", None)
+    assert to_json([Decimal("12.50"), {"a": Decimal("1E+2")}, Decimal("NaN")]) == expected
+    assert expected == '[12.50,{"a":100},null]'

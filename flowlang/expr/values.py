@@ -578,6 +578,10 @@ class _NeedsPython(Exception):  # noqa: N818 - control flow inside to_json only
     """Raised inside orjson's ``default`` to hand a value to the Python writer."""
 
 
+#: Raw JSON text inside orjson's output (a decimal's digits); None in an orjson without it.
+_FRAGMENT: Callable[[str], Any] | None = getattr(orjson, "Fragment", None)
+
+
 def _orjson_default(value: Any) -> Any:
     """Called by orjson for what it does not serialize itself.
 
@@ -598,7 +602,11 @@ def _orjson_default(value: Any) -> Any:
         raise _NeedsPython
     if issubclass(kind, Decimal):
         text = decimal_text(value)
-        return None if text is None else orjson.Fragment(text)
+        if text is None:
+            return None
+        if _FRAGMENT is None:
+            raise _NeedsPython  # an orjson without Fragment: the Python writer writes it
+        return _FRAGMENT(text)
     if issubclass(kind, (date, time)):
         if _zone_runs_code(value):
             raise _NeedsPython
