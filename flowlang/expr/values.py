@@ -49,12 +49,21 @@ import json
 import math
 import re
 from collections.abc import Callable, Mapping
-from datetime import date, datetime, time, timezone
-from decimal import MAX_EMAX, MAX_PREC, MIN_EMIN, Context, Decimal
+from datetime import date, datetime, time
+from decimal import Decimal
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import orjson
+
+from flowlang.expr.decimals_dates import (
+    date_compare,
+    date_text,
+    decimal_text,
+    exact_date,
+    int_digits_at_least,
+    number_compare,
+    zone_runs_code,
+)
 
 _ORJSON_OPTIONS = (
     orjson.OPT_NON_STR_KEYS
@@ -88,7 +97,7 @@ def plain_scalar(value: Any) -> Any:
     if isinstance(value, Decimal):
         return value if kind is Decimal else Decimal(value)  # copies the digits, runs no code
     if isinstance(value, (date, time)):
-        return _exact_date(value)
+        return exact_date(value)
     return value
 
 
@@ -102,157 +111,12 @@ def is_date(value: Any) -> bool:
     return isinstance(value, (date, time))
 
 
-# --- decimals ---------------------------------------------------------------------------------
-
-#: Decimals whose adjusted exponent (the power of ten of their first digit) is within this bound
-#: are written positionally (``100``, ``0.0010``); beyond, in scientific notation (``1E+5000``),
-#: so that a small value never becomes a huge text.
-MAX_DECIMAL_EXPONENT = 1000
-#: An integer of at most this many bits (about 4,300 digits, Python's own limit for reading
-#: digits) is compared with a decimal exactly; a longer one only when their sizes differ.
-_EXACT_INT_BITS = 14_300
-#: Comparisons of decimals in a context of our own: exact, no traps, whatever the application
-#: set in its thread's context.
-_EXACT = Context(prec=MAX_PREC, Emax=MAX_EMAX, Emin=MIN_EMIN, capitals=1, traps=[], flags=[])
-
-
-def decimal_text(value: Decimal) -> str | None:
-    """The text of a finite Decimal: positional with all its digits (``12.50``, ``100`` for
-    ``1E+2``, ``0.0000001``) when its adjusted exponent is within :data:`MAX_DECIMAL_EXPONENT`,
-    else scientific (``1E+1000000000``); None for NaN and infinity."""
-    if type(value) is not Decimal:
-        value = Decimal(value)
-    if not value.is_finite():
-        return None
-    if -MAX_DECIMAL_EXPONENT <= value.adjusted() <= MAX_DECIMAL_EXPONENT:
-        return format(value, "f")
-    return _EXACT.to_sci_string(value)
-
-
-def _decimal_of(value: Any) -> Decimal | None:
-    """A plain number as a Decimal for comparing with one: a float as its shortest text (the
-    number as written), so ``0.1`` meets ``Decimal("0.1")``; None for NaN."""
-    if isinstance(value, Decimal):
-        value = value if type(value) is Decimal else Decimal(value)
-        return None if value.is_nan() else value
-    if isinstance(value, float):
-        value = float.__float__(value)
-        if value != value:
-            return None
-        return Decimal(float.__repr__(value))  # "inf" and "-inf" read as infinities
-    return Decimal(value)
-
-
-def _int_digits_at_most(value: int) -> int:
-    """An upper bound of the digits of an integer's decimal text (without building it)."""
-    return (int.bit_length(value) * 30103) // 100000 + 1
-
-
-def _decimal_int_compare(number: Decimal, whole: int) -> int | None:
-    """The sign of ``number - whole`` for an integer too long to convert quickly; None when
-    the two are of the same size (then both are longer than 4,300 digits: unordered)."""
-    if number.is_infinite():
-        return -1 if number.is_signed() else 1
-    negative = number.is_signed() and not number.is_zero()
-    if negative != (whole < 0):
-        return -1 if negative else 1
-    sign = -1 if negative else 1
-    digits = 0 if number.is_zero() else number.adjusted() + 1  # digits before the point
-    if digits < _int_digits_at_least(whole):
-        return -sign
-    if digits > _int_digits_at_most(whole):
-        return sign
-    return None
-
-
-def _number_compare(a: Any, b: Any) -> int | None:
-    """The sign of ``a - b`` for two numbers at least one of which is a Decimal; None when
-    unordered (NaN, or two numbers too long to compare quickly)."""
-    if isinstance(b, int) and int.bit_length(b) > _EXACT_INT_BITS:
-        number = _decimal_of(a)
-        return None if number is None else _decimal_int_compare(number, int.__int__(b))
-    if isinstance(a, int) and int.bit_length(a) > _EXACT_INT_BITS:
-        number = _decimal_of(b)
-        result = None if number is None else _decimal_int_compare(number, int.__int__(a))
-        return None if result is None else -result
-    left, right = _decimal_of(a), _decimal_of(b)
-    if left is None or right is None:
-        return None
-    return int(_EXACT.compare(left, right))
-
-
 def _text_decimal(text: str) -> Decimal | None:
     """Strict number text (SPEC.md section 8) as an exact Decimal, or None."""
     text = str.strip(text, _ASCII_SPACE)
     if len(text) > MAX_NUMBER_TEXT or not _NUMBER_TEXT.fullmatch(text):
         return None
     return Decimal(text)
-
-
-# --- dates --------------------------------------------------------------------------------
-
-_YEAR, _MONTH, _DAY = date.year.__get__, date.month.__get__, date.day.__get__
-_HOUR, _MINUTE, _SECOND = datetime.hour.__get__, datetime.minute.__get__, datetime.second.__get__
-_MICROSECOND, _FOLD = datetime.microsecond.__get__, datetime.fold.__get__
-_ZONE = datetime.tzinfo.__get__
-_T_HOUR, _T_MINUTE, _T_SECOND = time.hour.__get__, time.minute.__get__, time.second.__get__
-_T_MICROSECOND, _T_FOLD, _T_ZONE = time.microsecond.__get__, time.fold.__get__, time.tzinfo.__get__
-
-
-def _exact_date(value: Any) -> Any:
-    """A date, datetime or time of a subclass copied into its exact type through the base
-    type's field readers (its properties and methods never run)."""
-    kind = type(value)
-    if kind is date or kind is datetime or kind is time:
-        return value
-    if isinstance(value, datetime):
-        return datetime(
-            _YEAR(value), _MONTH(value), _DAY(value), _HOUR(value), _MINUTE(value),
-            _SECOND(value), _MICROSECOND(value), _ZONE(value), fold=_FOLD(value),
-        )  # fmt: skip
-    if isinstance(value, date):
-        return date(_YEAR(value), _MONTH(value), _DAY(value))
-    return time(
-        _T_HOUR(value), _T_MINUTE(value), _T_SECOND(value), _T_MICROSECOND(value),
-        _T_ZONE(value), fold=_T_FOLD(value),
-    )  # fmt: skip
-
-
-def _zone_runs_code(value: Any) -> bool:
-    """Whether reading a date's offset would run code of its own: a time zone other than
-    ``datetime.timezone`` and ``zoneinfo.ZoneInfo`` (exact types, the standard library's)."""
-    if isinstance(value, datetime):
-        zone = _ZONE(value)
-    elif isinstance(value, time):
-        zone = _T_ZONE(value)
-    else:
-        return False
-    return zone is not None and type(zone) is not timezone and type(zone) is not ZoneInfo
-
-
-def date_text(value: Any) -> str | None:
-    """ISO 8601 text of a date (``2026-12-01``), datetime (``2026-12-01T09:30:00``, with
-    ``.ffffff`` when it has microseconds and ``+01:00`` when it has a time zone) or time
-    (``09:30:00``); None when its time zone's own code raised."""
-    value = _exact_date(value)
-    try:
-        return str(value.isoformat())
-    except Exception:  # a time zone whose utcoffset raised or returned nonsense
-        return None
-
-
-def _date_compare(a: Any, b: Any) -> int | None:
-    """The order of two dates of one kind (naive with naive, aware with aware by instant);
-    None when unordered (different kinds, or a time zone's code raised)."""
-    a, b = _exact_date(a), _exact_date(b)
-    if type(a) is not type(b):
-        return None
-    try:
-        if a == b:
-            return 0
-        return -1 if a < b else 1
-    except Exception:  # naive against aware, or a time zone's code raised
-        return None
 
 
 def number_from_text(text: str) -> int | float | None:
@@ -363,7 +227,7 @@ def _scalar_equals(a: Any, b: Any) -> bool | None:
     a_num, b_num = isinstance(a, _NUMBERS), isinstance(b, _NUMBERS)
     if a_num and b_num:
         if isinstance(a, Decimal) or isinstance(b, Decimal):
-            return _number_compare(a, b) == 0
+            return number_compare(a, b) == 0
         return bool(plain_scalar(a) == plain_scalar(b))
     a_str, b_str = isinstance(a, str), isinstance(b, str)
     if a_str and b_str:
@@ -375,7 +239,7 @@ def _scalar_equals(a: Any, b: Any) -> bool | None:
     a_date, b_date = isinstance(a, (date, time)), isinstance(b, (date, time))
     if a_date or b_date:
         if a_date and b_date:
-            return _date_compare(a, b) == 0
+            return date_compare(a, b) == 0
         if a_str or b_str:
             text = date_text(a if a_date else b)
             return text is not None and str.__eq__(text, b if a_date else a) is True
@@ -398,7 +262,7 @@ def _equals_text(number: Any, text: str) -> bool:
     """A number equals a string that reads as the same number (a decimal reads it exactly)."""
     if isinstance(number, Decimal):
         exact = _text_decimal(text)
-        return exact is not None and _number_compare(number, exact) == 0
+        return exact is not None and number_compare(number, exact) == 0
     parsed = number_from_text(text)
     return parsed is not None and bool(parsed == plain_scalar(number))
 
@@ -456,10 +320,10 @@ def order(op: str, a: Any, b: Any) -> bool:
         if a is None:
             return False
     if a_num and b_num and (type(a) is Decimal or type(b) is Decimal):
-        sign = _number_compare(a, b)
+        sign = number_compare(a, b)
         return sign is not None and _SIGN_TESTS[op](sign)
     if type(a) in _DATE_TYPES and type(b) in _DATE_TYPES:
-        sign = _date_compare(a, b)
+        sign = date_compare(a, b)
         return sign is not None and _SIGN_TESTS[op](sign)
     if not ((a_num and b_num) or (isinstance(a, str) and isinstance(b, str))):
         return False
@@ -608,7 +472,7 @@ def _orjson_default(value: Any) -> Any:
             raise _NeedsPython  # an orjson without Fragment: the Python writer writes it
         return _FRAGMENT(text)
     if issubclass(kind, (date, time)):
-        if _zone_runs_code(value):
+        if zone_runs_code(value):
             raise _NeedsPython
         return date_text(value)
     return None
@@ -655,11 +519,6 @@ def _entries(item: Any) -> list[Any] | None:
         return None
 
 
-def _int_digits_at_least(value: int) -> int:
-    """A lower bound of the characters of an integer's decimal text (without building it)."""
-    return max(1, (int.bit_length(value) * 3) // 10)
-
-
 def json_length_exceeds(value: Any, limit: int) -> bool:
     """Whether :func:`to_json` of ``value`` is surely longer than ``limit`` characters.
 
@@ -682,7 +541,7 @@ def json_length_exceeds(value: Any, limit: int) -> bool:
         elif item is None or isinstance(item, bool):
             total += 4
         elif isinstance(item, int):
-            total += _int_digits_at_least(item)
+            total += int_digits_at_least(item)
         elif isinstance(item, float):
             total += 3
         elif isinstance(item, Decimal):
