@@ -8,6 +8,8 @@ import math
 import textwrap
 import tracemalloc
 from collections.abc import Mapping
+from datetime import UTC, date, datetime, time
+from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -113,6 +115,35 @@ def test_hostile_values_are_sent_as_their_plain_json(body: Any, sent: Any) -> No
     assert orjson.loads(encode_body(body, LIMIT)) == sent
 
 
+class LoudDecimal(Decimal):
+    def __str__(self) -> str:
+        raise HostileError("ran")
+
+
+class LoudDate(datetime):
+    def isoformat(self, *args: Any, **kwargs: Any) -> str:
+        raise HostileError("ran")
+
+
+def test_decimals_and_dates_are_sent_as_numbers_and_iso_text() -> None:
+    """Issue 9: a context's Decimal is a JSON number with exactly its digits and a date is its
+    ISO 8601 text (grammar/SPEC.md), as they render; overrides of subclasses never run."""
+    body = {
+        "balance": Decimal("12.50"),
+        "big": Decimal("1E+2"),
+        "tiny": LoudDecimal("0.0000001"),
+        "due": date(2026, 12, 1),
+        "at": LoudDate(2026, 12, 1, 9, 30, tzinfo=UTC),
+        "opens": time(9, 30, 15, 250),
+    }
+    data = encode_body(body, LIMIT)
+    assert data == (
+        b'{"balance":12.50,"big":100,"tiny":0.0000001,"due":"2026-12-01",'
+        b'"at":"2026-12-01T09:30:00+00:00","opens":"09:30:15.000250"}'
+    )
+    assert orjson.loads(data)["balance"] == 12.5
+
+
 def _self_containing() -> list[Any]:
     looped: list[Any] = [1]
     looped.append(looped)
@@ -130,6 +161,9 @@ def _self_containing() -> list[Any]:
         ({"a": RaisingInt(-(2**63) - 1)}, "beyond 64 bits"),
         ({(1, 2): "tuple key"}, "a key of type tuple is not JSON"),
         (_self_containing(), "contains itself"),
+        ({"a": Decimal("NaN")}, "is not a JSON number"),
+        ({"a": [Decimal("-Infinity")]}, "is not a JSON number"),
+        ({"a": Decimal("1E+100000")}, "exponent beyond 1000"),
     ],
 )
 def test_what_json_cannot_carry_exactly_is_a_request_error(body: Any, problem: str) -> None:

@@ -29,6 +29,8 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import date, time
+from decimal import Decimal
 from functools import lru_cache
 from typing import Any, NamedTuple
 from urllib.parse import quote
@@ -38,6 +40,7 @@ import orjson
 
 from flowlang.errors import FlowError
 from flowlang.expr.backends import compiled_helper
+from flowlang.expr.decimals_dates import MAX_DECIMAL_EXPONENT, date_text, decimal_text
 from flowlang.expr.values import OutputTooLong, json_length_exceeds, to_text
 
 MAX_HEADER_VALUE = 8 * 1024
@@ -317,7 +320,27 @@ def _plain_scalar(item: Any) -> tuple[Any, int] | None:
         if not math.isfinite(real):
             raise _body_error(f"{real!r} is not a JSON number")
         return real, 3
+    if isinstance(item, Decimal):
+        return _decimal_scalar(item)
+    if isinstance(item, (date, time)):  # datetime is a date
+        iso = date_text(item)
+        if iso is None:
+            raise _body_error("a date whose time zone fails is not JSON")
+        return iso, len(iso) + 2
     return None
+
+
+def _decimal_scalar(item: Decimal) -> tuple[Any, int]:
+    """A Decimal as a JSON number with exactly its digits (``12.50``), written as is."""
+    exact = item if type(item) is Decimal else Decimal(item)  # no override runs
+    if not exact.is_finite():
+        raise _body_error("a decimal that is not a number or is infinite is not a JSON number")
+    if abs(exact.adjusted()) > MAX_DECIMAL_EXPONENT:
+        raise _body_error(
+            f"a decimal with an exponent beyond {MAX_DECIMAL_EXPONENT} is not sent as a number"
+        )
+    text = decimal_text(exact) or ""
+    return orjson.Fragment(text), len(text)
 
 
 def _snapshot(item: Any) -> list[Any]:
