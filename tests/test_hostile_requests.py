@@ -19,6 +19,7 @@ from strategies import (
     BrokenList,
     BrokenMap,
     FineMap,
+    HostileError,
     Opaque,
     RaisingFloat,
     RaisingInt,
