@@ -20,7 +20,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml setup.py ext/_cevaluator.pyx ext/_runner.pxi
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,bench,dev]'
+	$(BIN)/python -m pip install --quiet -e . --group test --group bench --group dev
 	touch $(STAMP)
 
 # Run the account-verification call flow offline: recorded HTTP responses, the caller's digits.
@@ -99,7 +99,7 @@ fuzz: $(FUZZ_STAMP)
 	done
 
 lint: $(STAMP)
-	$(BIN)/ruff check flowlang tests benchmarks
+	$(BIN)/ruff check flowlang tests benchmarks setup.py
 	$(BIN)/mypy
 
 clean:

@@ -31,27 +31,26 @@ def _flag(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no")
 
 
-class BuildFailed(Exception):
+class ExtensionBuildError(Exception):
     """The compiled extension could not be built (the reason is the message)."""
 
 
 class OptionalBuildExt(build_ext):
-    """Cythonize and compile, turning a missing Cython or compiler into BuildFailed."""
+    """Cythonize and compile, turning a missing Cython or compiler into ExtensionBuildError."""
 
     def run(self) -> None:
         try:
             super().run()
         except PlatformError as error:  # no compiler for this platform at all
-            raise BuildFailed(str(error)) from error
+            raise ExtensionBuildError(str(error)) from error
 
     def build_extension(self, ext: Extension) -> None:
         try:
             from Cython.Build import cythonize
         except ImportError as error:
-            raise BuildFailed("Cython is not installed") from error
-        ext.sources = cythonize(
-            [ext], compiler_directives={"language_level": "3"}, quiet=True
-        )[0].sources
+            raise ExtensionBuildError("Cython is not installed") from error
+        (cythonized,) = cythonize([ext], compiler_directives={"language_level": "3"}, quiet=True)
+        ext.sources = cythonized.sources
         if not _flag("FLOWLANG_DEBUG_BUILD") and self.compiler.compiler_type == "unix":
             ext.extra_compile_args = [*ext.extra_compile_args, "-g0"]
             if sys.platform.startswith("linux"):
@@ -59,7 +58,7 @@ class OptionalBuildExt(build_ext):
         try:
             super().build_extension(ext)
         except (CCompilerError, ExecError, PlatformError) as error:
-            raise BuildFailed(str(error)) from error
+            raise ExtensionBuildError(str(error)) from error
 
 
 def _setup(with_extension: bool) -> None:
@@ -85,7 +84,7 @@ def main() -> None:
         return
     try:
         _setup(with_extension=True)
-    except BuildFailed as failure:
+    except ExtensionBuildError as failure:
         if _flag("FLOWLANG_REQUIRE_EXTENSIONS"):
             sys.exit(
                 f"error: FLOWLANG_REQUIRE_EXTENSIONS is set and the compiled extension "
