@@ -58,7 +58,10 @@ class OptionalBuildExt(build_ext):
         try:
             super().build_extension(ext)
         except (CCompilerError, ExecError, PlatformError) as error:
-            raise ExtensionBuildError(str(error)) from error
+            compiler = " ".join(getattr(self.compiler, "compiler_so", [])[:1]) or "the C compiler"
+            missing = "No such file" in str(error)
+            what = "was not found" if missing else "failed; its output is above"
+            raise ExtensionBuildError(f"{compiler} {what}") from error
 
 
 def _setup(with_extension: bool) -> None:

@@ -83,7 +83,8 @@ class PurePythonWarning(RuntimeWarning):
 
     Given once per process, when the backend is chosen (the first template compiled, or the
     first read of ``flowlang.BACKEND``); never when ``FLOWLANG_NO_EXTENSIONS=1`` asks for the
-    pure-Python backend. Filter it by category (``-W ignore::flowlang.PurePythonWarning``).
+    pure-Python backend. ``import flowlang`` chooses no backend, so right after it
+    ``warnings.filterwarnings("ignore", category=flowlang.PurePythonWarning)`` silences it.
     """
 
 

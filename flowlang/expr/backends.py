@@ -18,9 +18,10 @@ __all__ = [
 
 import importlib
 import os
+import sys
 import warnings
 from collections.abc import Callable
-from types import ModuleType
+from types import FrameType, ModuleType
 from typing import Any
 
 from flowlang import PurePythonWarning
@@ -31,6 +32,23 @@ Builder = Callable[[ir.Node, int], Callable[[Any], Any]]
 
 def _flag(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no")
+
+
+def _first_caller_outside() -> int:
+    """The stacklevel, for a warning given here, of the first frame outside flowlang and the
+    import machinery: the line of the embedder's code that made flowlang choose a backend."""
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    level = 1
+    frame: FrameType | None = sys._getframe(2)  # 2: the caller of _load_extension
+    while frame is not None:
+        filename = frame.f_code.co_filename
+        if "importlib" in filename and "_bootstrap" in filename:
+            frame = frame.f_back  # warnings.warn does not count these frames either
+            continue
+        if not filename.startswith(package):
+            break
+        level, frame = level + 1, frame.f_back
+    return level + 1
 
 
 def _load_extension() -> ModuleType | None:
@@ -51,7 +69,7 @@ def _load_extension() -> ModuleType | None:
             "pure-Python backend; reinstall with a C compiler and the Python headers, or set "
             "FLOWLANG_NO_EXTENSIONS=1 to choose the pure-Python backend without this warning",
             PurePythonWarning,
-            stacklevel=2,
+            stacklevel=_first_caller_outside(),
         )
         return None
     return extension
