@@ -63,7 +63,6 @@ DIST_DIR := $(VENV)/dist
 
 dist-check: $(STAMP)
 	rm -rf $(DIST_DIR)
-	$(BIN)/python -m build --outdir $(DIST_DIR) .
 	$(BIN)/python .ci/dist_check.py $(DIST_DIR)
 
 # Benchmarks (outside the default test run): ratios against a hand-written baseline and peers.

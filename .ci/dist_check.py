@@ -3,10 +3,11 @@ outside the checkout, and smoke-test the installed package there.
 
     python .ci/dist_check.py DIST_DIR
 
-DIST_DIR holds what `python -m build` made (the wheel is built from the sdist, in an isolated
-environment). The wheel must carry the compiled extension, stripped; installing from the sdist
-must build it again from source (pip, build isolation: the proof that the sdist builds
-anywhere a compiler is). Needs the package registry (dependencies, build requirements).
+`python -m build` (isolated) makes the sdist, then the wheel from the sdist, in DIST_DIR. The
+wheel must carry the compiled extension, stripped. Installing from the sdist builds it again
+from source (pip, build isolation: the proof that the sdist builds anywhere a compiler is);
+the two installs run side by side. Needs the package registry (dependencies, build
+requirements).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import sys
 import tempfile
 import time
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -121,35 +123,33 @@ def smoke(venv: Path, where: Path) -> None:
     assert out == "ann@x.org\n", out
 
 
-def install(label: str, artifact: Path, scratch: Path) -> None:
+def install(label: str, artifact: Path, scratch: Path) -> str:
     began = time.monotonic()
     venv = scratch / f"venv-{label}"
     run([sys.executable, "-m", "venv", str(venv)], cwd=scratch)
-    run(
-        [
-            str(venv / "bin/python"),
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--no-cache-dir",
-            str(artifact),
-        ],
-        cwd=scratch,
-    )
+    pip = [str(venv / "bin/python"), "-m", "pip", "install", "--quiet", "--no-cache-dir"]
+    run([*pip, str(artifact)], cwd=scratch)
     smoke(venv, scratch)
     elapsed = time.monotonic() - began
-    print(f"installed from the {label} in a fresh venv and smoke-tested: {elapsed:.0f} s")
+    return f"installed from the {label} in a fresh venv and smoke-tested: {elapsed:.0f} s"
 
 
 def main() -> None:
     dist = Path(sys.argv[1]).resolve()
+    began = time.monotonic()
+    run([sys.executable, "-m", "build", "--outdir", str(dist), str(ROOT)], cwd=ROOT)
+    print(f"python -m build (sdist, then the wheel from it): {time.monotonic() - began:.0f} s")
     (sdist,) = dist.glob("flowlang-*.tar.gz")
     (wheel,) = dist.glob("flowlang-*.whl")
     check_wheel(wheel)
-    with tempfile.TemporaryDirectory(prefix="flowlang-dist-check-") as scratch:
-        install("wheel", wheel, Path(scratch))
-        install("sdist", sdist, Path(scratch))
+    scratch = tempfile.TemporaryDirectory(prefix="flowlang-dist-check-")
+    with scratch, ThreadPoolExecutor(2) as pool:
+        jobs = [
+            pool.submit(install, label, artifact, Path(scratch.name))
+            for label, artifact in (("wheel", wheel), ("sdist", sdist))
+        ]
+        for job in jobs:
+            print(job.result())
 
 
 if __name__ == "__main__":
