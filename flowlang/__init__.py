@@ -49,6 +49,7 @@ __all__ = [
 ]
 
 import importlib
+import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -87,6 +88,11 @@ class PurePythonWarning(RuntimeWarning):
     ``warnings.filterwarnings("ignore", category=flowlang.PurePythonWarning)`` silences it.
     """
 
+
+if "FLOWLANG_REQUIRE_EXTENSIONS" in os.environ:
+    # Asked to require the compiled extension (CI): choose the backend now, so that a missing
+    # extension is an ImportError at `import flowlang` rather than at first use.
+    importlib.import_module("flowlang.expr.backends")
 
 #: Where each public name lives: imported on first use, then kept in this module.
 _LAZY: dict[str, str] = {
