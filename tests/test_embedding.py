@@ -12,6 +12,8 @@ import sys
 import textwrap
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import flowlang
 
@@ -81,6 +83,15 @@ def test_an_unknown_name_is_an_attribute_error() -> None:
     assert not hasattr(flowlang, "__wrapped__")
     with pytest.raises(ImportError):
         exec("from flowlang import nothing_here", {})
+
+
+@given(st.text(max_size=40))
+def test_any_other_name_is_an_attribute_error_naming_it(name: str) -> None:
+    if name in flowlang.__all__ or name in vars(flowlang):
+        return
+    with pytest.raises(AttributeError) as raised:
+        getattr(flowlang, name)
+    assert repr(name) in str(raised.value)
 
 
 def test_a_missing_extension_warns_once_by_a_category_one_can_filter() -> None:
