@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from flowlang.automations import Automations, load_workflow
+from flowlang.automations import Automations, load_workflow_text
 from flowlang.automations.triggers import TRIGGERS
 
 WORKFLOWS, EVENTS = 1_000, 100_000
@@ -117,7 +117,7 @@ class HandWritten:
 def scenario() -> tuple[Automations, HandWritten, list[dict[str, Any]]]:
     rng = random.Random(20261121)
     specs = _workflows(rng)
-    automations = Automations(load_workflow(_document(i, t, c)) for i, (t, c) in enumerate(specs))
+    automations = Automations(load_workflow_text(_document(i, t, c)) for i, (t, c) in enumerate(specs))
     return automations, HandWritten(specs), _events(rng)
 
 

@@ -23,7 +23,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent.parent / "tests"))
 from big_documents import bad_lines_flow, chained_flow, chained_flow_of_size, chained_workflow
 
-from flowlang.automations import check_workflow
+from flowlang.automations import check_workflow_text
 from flowlang.flow import check_flow
 from flowlang.flow.source import MAX_DOCUMENT, paused_collector
 
@@ -31,7 +31,7 @@ from flowlang.flow.source import MAX_DOCUMENT, paused_collector
 def _check_workflow(text: str) -> Any:
     """check_workflow as `flowlang check` calls it (the collector paused)."""
     with paused_collector():
-        return check_workflow(text)
+        return check_workflow_text(text)
 
 
 CASES: dict[str, tuple[Callable[[], str], Callable[[str], Any], int]] = {

@@ -104,7 +104,7 @@ def _body_tree() -> Any:
             "end": {"type": "hangup"},
         },
     }
-    return flowlang.load_flow(json.dumps(document)).steps["call"].fields["body"]
+    return flowlang.load_flow_text(json.dumps(document)).steps["call"].fields["body"]
 
 
 @pytest.mark.parametrize("contender", ["baseline", "flowlang"])
@@ -155,7 +155,7 @@ def twenty_step_flow() -> flowlang.CompiledFlow:
             "otherwise": following,
         }
     steps["done"] = {"type": "say", "text": "<<vars.last>>"}
-    return flowlang.load_flow(json.dumps({"flow": "twenty", "start": "set0", "steps": steps}))
+    return flowlang.load_flow_text(json.dumps({"flow": "twenty", "start": "set0", "steps": steps}))
 
 
 async def hand_written_flow(ctx: dict[str, Any]) -> str:
@@ -230,7 +230,7 @@ def test_http_step(benchmark: Any, https_server: Server, contender: str) -> None
         resolver=resolver,
         settings=flowlang.RuntimeSettings(allow_hosts=frozenset({"crm.test"})),
     )
-    flow = flowlang.load_flow(
+    flow = flowlang.load_flow_text(
         json.dumps(
             {
                 "flow": "h",
@@ -287,7 +287,7 @@ steps:
 
 def test_concurrent_suspended_runs(benchmark: Any) -> None:
     """10,000 runs started at once, all suspended at collect_input, then all resumed."""
-    flow = flowlang.load_flow(COLLECT)
+    flow = flowlang.load_flow_text(COLLECT)
     count = 10_000
 
     async def scenario() -> tuple[float, float, float]:
@@ -402,7 +402,7 @@ def test_concurrent_runs_waiting_on_a_slow_endpoint(benchmark: Any) -> None:
     async def scenario() -> tuple[float, float]:
         server = await _slow_server(delay)
         port = server.sockets[0].getsockname()[1]
-        flow = flowlang.load_flow(SLOW.replace("{port}", str(port)))
+        flow = flowlang.load_flow_text(SLOW.replace("{port}", str(port)))
 
         async def resolver(host: str, port: int) -> list[str]:
             return ["127.0.0.1"]

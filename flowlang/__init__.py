@@ -54,7 +54,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from flowlang.automations import load_workflow
+    from flowlang.automations import load_workflow, load_workflow_text
     from flowlang.engine import Engine, Template
     from flowlang.errors import (
         FlowError,
@@ -66,7 +66,7 @@ if TYPE_CHECKING:
     )
     from flowlang.expr.limits import Limits
     from flowlang.expr.references import Reference
-    from flowlang.flow import check_flow, load_flow
+    from flowlang.flow import check_flow, check_flow_text, load_flow, load_flow_text
     from flowlang.flow.model import CompiledFlow, FlowDocumentError
     from flowlang.runtime.host import Host, NullHost, RecordingHost
     from flowlang.runtime.runner import RunResult, Runtime, RuntimeSettings, run_sync

@@ -18,7 +18,7 @@ from flowlang.automations import (
     DeadLetterStore,
     DeliverySettings,
     Providers,
-    load_workflow,
+    load_workflow_text,
 )
 
 SECRETS = {
@@ -78,7 +78,7 @@ def run(
     dead_letters: DeadLetterStore | None = None,
     clock: FakeClock | None = None,
 ) -> tuple[list[Any], Automations]:
-    compiled = [load_workflow(text.replace("{port}", str(server.port))) for text in workflows]
+    compiled = [load_workflow_text(text.replace("{port}", str(server.port))) for text in workflows]
 
     async def resolver(host: str, port: int) -> list[str]:
         return ["127.0.0.1"]
@@ -338,7 +338,7 @@ def test_transcription_result_feeds_the_next_action(server: Server) -> None:
 
 
 def test_shutdown_waits_for_actions_in_flight(server: Server) -> None:
-    workflow = load_workflow(
+    workflow = load_workflow_text(
         """
 workflow: slow
 trigger: call.ended

@@ -9,7 +9,7 @@ import pytest
 from support import load_yaml
 
 import flowlang
-from flowlang.flow import check_flow
+from flowlang.flow import check_flow, check_flow_text
 from flowlang.flow.model import FlowDocumentError
 from flowlang.flow.source import DocumentError
 
@@ -24,7 +24,7 @@ def _summary(finding: Any) -> str:
 @pytest.mark.parametrize("case", CASES, ids=[case["name"] for case in CASES])
 def test_flow_findings(case: dict[str, Any]) -> None:
     try:
-        flow, findings = check_flow(case["flow"], filename="flow.yaml")
+        flow, findings = check_flow_text(case["flow"], name="flow.yaml")
     except DocumentError as error:
         findings = [error]
         flow = None
@@ -41,7 +41,7 @@ def test_flow_findings(case: dict[str, Any]) -> None:
 def test_load_flow_raises_with_every_finding() -> None:
     text = "flow: t\nstart: a\nsteps:\n  a: {type: say, text: hi, next: nowhere}\n  b: {type: hangup}\n"
     with pytest.raises(flowlang.FlowDocumentError) as caught:
-        flowlang.load_flow(text, filename="flows/t.yaml")
+        flowlang.load_flow_text(text, name="flows/t.yaml")
     rendered = str(caught.value)
     assert "flows/t.yaml:4:34 (step 'a', field 'next')" in rendered
     assert "flows/t.yaml:5:3 (step 'b')" in rendered
@@ -50,7 +50,7 @@ def test_load_flow_raises_with_every_finding() -> None:
 
 def test_json_documents_load_like_yaml() -> None:
     text = '{"flow": "t", "start": "a", "steps": {"a": {"type": "say", "text": "hi <<contact.name>>"}}}'
-    flow = flowlang.load_flow(text)
+    flow = flowlang.load_flow_text(text)
     assert flow.steps["a"].fields["text"].render({"contact": {"name": "Ann"}}) == "hi Ann"
 
 
@@ -66,7 +66,7 @@ def test_json_documents_load_like_yaml() -> None:
 )
 def test_hostile_documents_are_refused_with_a_position(text: str, message: str) -> None:
     with pytest.raises(DocumentError) as caught:
-        flowlang.load_flow(text)
+        flowlang.load_flow_text(text)
     assert message in str(caught.value)
 
 
@@ -78,14 +78,25 @@ def test_examples_are_valid() -> None:
         assert flow is not None and findings == [], (path, [f.render() for f in findings])
 
 
-def test_a_flow_text_is_never_taken_for_a_path(tmp_path: Path) -> None:
-    """Issue 8 item 13's rule for flows too: a str is the document; a file is read only when
-    the caller says so (path= or a Path), so text from elsewhere never opens a local file."""
+def test_paths_and_texts_are_separate_calls(tmp_path: Path) -> None:
+    """Issue 9: ``load_flow`` reads a file (a str is a path, as for ``open``) and
+    ``load_flow_text`` parses text, so a typo in a path is a missing file, never a confusing
+    document error, and text from elsewhere never opens a local file."""
     path = tmp_path / "flow.yaml"
     path.write_text("flow: f\nstart: a\nsteps:\n  a: {type: hangup}\n")
-    with pytest.raises(FlowDocumentError, match="to read a file, pass path="):
-        flowlang.load_flow(str(path))
-    assert flowlang.load_flow(path=str(path)).name == "f"
+    assert flowlang.load_flow(str(path)).name == "f"
     assert flowlang.load_flow(path).name == "f"
+    assert flowlang.load_flow_text(path.read_text()).name == "f"
+    typo = str(tmp_path / "flwo.yaml")
+    with pytest.raises(DocumentError, match=r"cannot read .*flwo\.yaml: No such file"):
+        flowlang.load_flow(typo)
+    with pytest.raises(FlowDocumentError, match="to read a file, use load_flow"):
+        flowlang.load_flow_text(str(path))
+    with pytest.raises(ValueError, match="not a file name: use load_flow_text"):
+        flowlang.load_flow("flow: f\nstart: a\n")
     with pytest.raises(TypeError):
-        flowlang.load_flow("flow: f", path=str(path))
+        flowlang.load_flow_text(path)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        flowlang.load_flow(b"flow.yaml")  # type: ignore[arg-type]
+    flow = flowlang.load_flow_text(path.read_text(), name="flows/named.yaml")
+    assert flow.filename == "flows/named.yaml"

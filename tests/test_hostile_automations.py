@@ -39,6 +39,7 @@ from flowlang.automations import (
     DeliverySettings,
     Journal,
     load_workflow,
+    load_workflow_text,
 )
 from flowlang.automations import dispatch as dispatch_module
 from flowlang.automations.dispatch import EventError, retry_after_seconds
@@ -51,6 +52,7 @@ from flowlang.automations.records import (
 )
 from flowlang.cli import automate_console as automations_console
 from flowlang.flow.model import FlowDocumentError
+from flowlang.flow.source import DocumentError
 from flowlang.runtime.http import HttpResult
 from flowlang.runtime.requests import PreparedRequest
 
@@ -114,7 +116,7 @@ def automations(
     http = FakeHttp(answer)
     return (
         Automations(
-            [load_workflow(text) for text in workflows],
+            [load_workflow_text(text) for text in workflows],
             settings=DeliverySettings(schedule=SCHEDULE),
             http=http,
             secrets=MappingSecrets({"crm_token": TOKEN}),
@@ -201,7 +203,7 @@ def test_cancellation_still_propagates() -> None:
                 raise AssertionError("unreachable")
 
         engine = Automations(
-            [load_workflow(TWO)], http=Hanging(ok), clock=FakeClock(), secrets=MappingSecrets({})
+            [load_workflow_text(TWO)], http=Hanging(ok), clock=FakeClock(), secrets=MappingSecrets({})
         )
         task = asyncio.create_task(engine.dispatch(call(1)))
         await asyncio.wait_for(started.wait(), 5)
@@ -578,7 +580,7 @@ def test_two_workflows_with_one_name_are_a_load_error_naming_both_places(
     assert status == 2
     assert f"{tmp_path / 'a.yaml'}:2:11" in err and f"{tmp_path / 'b.yaml'}:3:11" in err
     with pytest.raises(FlowDocumentError, match="used twice"):
-        Automations([load_workflow(TWO), load_workflow(TWO)])
+        Automations([load_workflow_text(TWO), load_workflow_text(TWO)])
 
 
 # --- item 13: replay trusts no record; a document is never a path ----------------------------
@@ -587,12 +589,14 @@ def test_two_workflows_with_one_name_are_a_load_error_naming_both_places(
 def test_a_workflow_text_is_never_taken_for_a_path(tmp_path: Path) -> None:
     path = tmp_path / "wf.yaml"
     path.write_text(TWO)
-    with pytest.raises(FlowDocumentError, match="to read a file, pass path="):
-        load_workflow(str(path))
-    assert load_workflow(path=str(path)).name == "two"
+    with pytest.raises(FlowDocumentError, match="to read a file, use load_flow or load_workflow"):
+        load_workflow_text(str(path))
+    assert load_workflow(str(path)).name == "two"
     assert load_workflow(path).name == "two"
+    with pytest.raises(DocumentError, match="No such file"):
+        load_workflow(str(tmp_path / "ww.yaml"))
     with pytest.raises(TypeError):
-        load_workflow(TWO, path=str(path))
+        load_workflow_text(path)  # type: ignore[arg-type]
 
 
 def test_replay_reports_malformed_records_and_never_reads_a_path(

@@ -33,7 +33,7 @@ from flowlang.automations import (
     DeadLetterStore,
     DeliverySettings,
     Journal,
-    load_workflow,
+    load_workflow_text,
 )
 from flowlang.automations import records as records_module
 from flowlang.automations.formats import ValueFormatError
@@ -105,7 +105,7 @@ def test_a_long_secret_in_a_flow_error_is_masked_before_the_cut(backend: str, pa
     """A filter error holding a secret longer than the old 200-character cut, at offsets that
     straddle the cuts (200 in the filter error, shared.MAX_SHOWN_ERROR in the run's error)."""
     engine = Engine(backend=backend, strict=True, filters={"boom": boom})
-    flow = flowlang.load_flow(
+    flow = flowlang.load_flow_text(
         "flow: f\nstart: s\nsteps:\n  s:\n    type: http_request\n"
         "    endpoint: https://crm.test/x\n"
         f"    headers: {{X-Key: '{'p' * padding}<<secrets.api_key | boom>>'}}\n"
@@ -199,7 +199,7 @@ def test_an_unexpected_error_holding_a_long_secret_is_masked_before_the_cut(
 ) -> None:
     """An unexpected exception (here a filter's) whose message holds a secret across the old
     500-character cut and the output's MAX_SHOWN_ERROR: the delivery and the dead letter."""
-    workflow = load_workflow(
+    workflow = load_workflow_text(
         CUSTOM.replace("{pad}", "p" * padding), engine=Engine(filters={"boom": boom})
     )
     sent: list[PreparedRequest] = []
@@ -434,7 +434,7 @@ def test_a_second_replay_of_one_file_is_refused_and_appends_go_on(tmp_path: Path
     request is the only one; an append (what automate does) is not held up meanwhile."""
     dead = tmp_path / "dead.jsonl"
     with serve(trustme.CA(), tls=False) as server:
-        workflow = load_workflow(SCRIPTED.replace("{port}", str(server.port)))
+        workflow = load_workflow_text(SCRIPTED.replace("{port}", str(server.port)))
 
         class Refusing:
             async def send(self, request: PreparedRequest, **_: Any) -> HttpResult:
@@ -515,7 +515,7 @@ def test_a_huge_list_in_an_action_field_is_refused_before_its_text_is_built(inde
     from flowlang.automations.actions import ActionError, Providers, prepare_action
     from flowlang.runtime.secrets import SecretsView
 
-    workflow = load_workflow(BIG_ACTIONS)
+    workflow = load_workflow_text(BIG_ACTIONS)
     action = workflow.actions[index]
     scope = {"event": {"big": _huge()}, "actions": {}, "secrets": SecretsView(MappingSecrets({}))}
     tracemalloc.start()

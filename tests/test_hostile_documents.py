@@ -22,7 +22,7 @@ from support import schema_patterns
 import flowlang
 import flowlang.errors
 import flowlang.flow.source as source
-from flowlang.flow import check_flow
+from flowlang.flow import check_flow_text
 from flowlang.flow.build import Branch
 from flowlang.flow.digits import MAX_STATES, DigitPattern, PatternError
 from flowlang.flow.model import Step
@@ -59,7 +59,7 @@ def pattern_flow(pattern: str) -> str:
 def test_backtracking_patterns_cost_linear_work(pattern: str) -> None:
     """Exponential for a backtracking engine (`(1+)+2` with 27 digits blocked for 3 s); here
     each digit visits each state at most once."""
-    flow = flowlang.load_flow(pattern_flow(pattern))
+    flow = flowlang.load_flow_text(pattern_flow(pattern))
     step = flow.steps["ask"]
     compiled = step.fields["pattern"]
     assert isinstance(compiled, DigitPattern)
@@ -103,7 +103,7 @@ def test_work_per_match_is_bounded_by_digits_times_states() -> None:
     ],
 )
 def test_unsupported_patterns_are_refused_at_load(pattern: str, message: str) -> None:
-    flow, findings = check_flow(pattern_flow(pattern), filename="pin.yaml")
+    flow, findings = check_flow_text(pattern_flow(pattern), name="pin.yaml")
     assert flow is None
     [finding] = findings
     assert message in finding.message
@@ -195,7 +195,7 @@ def test_repeats_of_empty_groups_compile_in_bounded_work() -> None:
             assert compiled.fullmatch("") and not compiled.fullmatch("1")
         compiled = DigitPattern("(?:(?:(?:^|$|()){{64}}){{64}}1){{32}}")
         assert compiled.fullmatch("1" * 32) and not compiled.fullmatch("1" * 31)
-        flow = flowlang.load_flow({pattern_flow(_nested_empty_repeats(5))!r})
+        flow = flowlang.load_flow_text({pattern_flow(_nested_empty_repeats(5))!r})
         print("ok", flow.steps["ask"].fields["pattern"].states)
         """
     )
@@ -375,7 +375,7 @@ def test_twenty_thousand_steps_check_in_bounded_memory(tmp_path: Path) -> None:
         import resource, sys
         resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))
         from flowlang.flow import check_flow
-        flow, findings = check_flow(path={str(path)!r})
+        flow, findings = check_flow({str(path)!r})
         assert flow is not None and findings == [], findings[:3]
         # VmHWM is this program's own peak: getrusage's ru_maxrss also counts the forked
         # parent's pages from before exec (a large pytest process), so it would measure pytest.
@@ -400,7 +400,7 @@ def test_forty_thousand_bad_lines_split_the_text_once(monkeypatch: pytest.Monkey
         original(self, text)
 
     monkeypatch.setattr(flowlang.errors.SourceLines, "__init__", counting)
-    flow, findings = check_flow(bad_lines_flow(40_000))
+    flow, findings = check_flow_text(bad_lines_flow(40_000))
     assert flow is None and len(findings) == 40_000
     assert "unknown field 'bad_field_39999' for a hangup step" in findings[-1].message
     assert "bad_field_39999: 39999" in (findings[-1].detail or "")
@@ -414,7 +414,7 @@ def test_did_you_mean_hints_are_budgeted() -> None:
     lines += [
         f"  s{index}: {{type: say, text: hi, next: s{index + 1}x}}\n" for index in range(3000)
     ]
-    flow, findings = check_flow("".join(lines))
+    flow, findings = check_flow_text("".join(lines))
     assert flow is None and len(findings) == 3000 + 2999  # each target, each unreachable step
     hinted = [finding for finding in findings if "did you mean" in finding.message]
     assert 0 < len(hinted) <= 50
@@ -435,9 +435,9 @@ def test_a_duration_is_checked_in_linear_time_and_shown_short() -> None:
     timeout; the message shows the start of the value, not a megabyte of it."""
     script = textwrap.dedent(
         f"""\
-        from flowlang.flow import check_flow
+        from flowlang.flow import check_flow_text
         for filler in (" ", "\\t", "0"):
-            flow, findings = check_flow({_duration_flow("1")!r}.replace(
+            flow, findings = check_flow_text({_duration_flow("1")!r}.replace(
                 '"1"', '"1' + filler * 1_000_000 + 'x"'))
             assert flow is None
             [finding] = findings
@@ -465,7 +465,7 @@ def test_durations_read_as_before_and_as_the_schema_says(text: str) -> None:
     from flowlang.flow.schema import flow_schema
 
     [schema_pattern] = {p for p in schema_patterns(flow_schema()) if "(ms|s)" in p}
-    flow, findings = check_flow(_duration_flow(text))
+    flow, findings = check_flow_text(_duration_flow(text))
     old = _OLD_DURATION.match(text)
     assert (re.search(schema_pattern, text) is not None) == (old is not None)
     if old is None:
@@ -561,12 +561,12 @@ def _dotted_flow(parts: int) -> str:
 
 def test_dotted_keys_nest_at_most_64_levels() -> None:
     """A key of 1,000 dotted parts was a RecursionError (100,000 parts: 66 s, then the same)."""
-    flow, findings = check_flow(_dotted_flow(1000))
+    flow, findings = check_flow_text(_dotted_flow(1000))
     assert flow is None
     [finding] = findings
     assert "nests deeper than 64 levels" in finding.message
     assert (finding.position.line, finding.position.field) == (7, "variables")
-    flow = flowlang.load_flow(_dotted_flow(64))
+    flow = flowlang.load_flow_text(_dotted_flow(64))
     built = flow.steps["s"].fields["variables"].build({})
     for _ in range(63):
         built = built["a"]
@@ -583,7 +583,7 @@ def test_findings_on_a_one_line_document_copy_only_what_they_show(
         raise AssertionError("a finding copied a whole line")
 
     monkeypatch.setattr(flowlang.errors.SourceLines, "line", whole_line)
-    flow, findings = check_flow(one_line_json_flow(2000))
+    flow, findings = check_flow_text(one_line_json_flow(2000))
     assert flow is None and len(findings) == 4000
     unknown, unclosed = findings[-2:]
     assert unknown.message == "unknown field 'bad' for a say step"
@@ -601,9 +601,9 @@ def test_the_collector_is_paused_only_while_a_document_is_checked() -> None:
 
     assert gc.isenabled()
     with pytest.raises(DocumentError):
-        check_flow("a: [1\n")
+        check_flow_text("a: [1\n")
     assert gc.isenabled()
-    flow, _ = check_flow(say_chain(3))
+    flow, _ = check_flow_text(say_chain(3))
     assert flow is not None and gc.isenabled()
     gc.disable()
     try:
@@ -616,7 +616,7 @@ def test_the_collector_is_paused_only_while_a_document_is_checked() -> None:
 
 def test_workflow_hints_are_budgeted() -> None:
     """2,000 reads of actions that do not exist, each compared with 2,000 action names."""
-    from flowlang.automations import check_workflow
+    from flowlang.automations import check_workflow_text
 
     parts = ["workflow: w\ntrigger: call.ended\nactions:\n"]
     parts += [
@@ -625,7 +625,7 @@ def test_workflow_hints_are_budgeted() -> None:
         f"    values:\n      - key: k\n        value: <<actions.b{index}.result>>\n"
         for index in range(2000)
     ]
-    workflow, findings = check_workflow("".join(parts))
+    workflow, findings = check_workflow_text("".join(parts))
     assert workflow is None and len(findings) == 2000
     hinted = [finding for finding in findings if "did you mean" in finding.message]
     assert 0 < len(hinted) <= 100
@@ -651,7 +651,7 @@ def test_messages_show_long_document_values_cut(field: str) -> None:
         f"flow: f\nstart: s\nsteps:\n  s:\n    type: {step_type}\n    {extra}\n"
         f"    {field.format(long_value)}\n  a: {{type: hangup}}\n"
     )
-    flow, findings = check_flow(text)
+    flow, findings = check_flow_text(text)
     assert flow is None and findings
     assert all(len(finding.message) < 400 for finding in findings), [
         len(finding.message) for finding in findings

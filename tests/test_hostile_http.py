@@ -33,7 +33,12 @@ from support import FakeClock
 
 import flowlang
 from flowlang import MappingSecrets, Runtime, RuntimeSettings
-from flowlang.automations import Automations, DeadLetterStore, DeliverySettings, load_workflow
+from flowlang.automations import (
+    Automations,
+    DeadLetterStore,
+    DeliverySettings,
+    load_workflow_text,
+)
 from flowlang.flow.build import Endpoint
 from flowlang.runtime.addresses import (
     IPV4_REFUSED,
@@ -204,7 +209,7 @@ def http_flow(step: Mapping[str, Any]) -> flowlang.CompiledFlow:
             "failed": {"type": "say", "text": "failed <<steps.call.outcome>>"},
         },
     }
-    return flowlang.load_flow(json.dumps(document))
+    return flowlang.load_flow_text(json.dumps(document))
 
 
 def took_failure_edge(result: flowlang.RunResult, outcome: str) -> str:
@@ -224,7 +229,7 @@ def load_errors(endpoint: str) -> str:
         f"    endpoint: {endpoint}\n    next: end\n    on_failure: end\n  end: {{type: hangup}}\n"
     )
     with pytest.raises(flowlang.FlowDocumentError) as caught:
-        flowlang.load_flow(text, filename="t.yaml")
+        flowlang.load_flow_text(text, name="t.yaml")
     return str(caught.value)
 
 
@@ -292,7 +297,7 @@ def test_automation_endpoints_have_the_same_rule() -> None:
         "    endpoint: https://crm.example.com<<event.id>>/x\n"
     )
     with pytest.raises(flowlang.FlowDocumentError) as caught:
-        load_workflow(text)
+        load_workflow_text(text)
     assert "the host and port of an endpoint must be fixed text" in str(caught.value)
 
 
@@ -860,7 +865,7 @@ def test_an_untrusted_certificate_is_dead_lettered_at_once(ca: trustme.CA, tmp_p
 
         async def main() -> Any:
             automations = Automations(
-                [load_workflow(workflow.format(port=impostor.port))],
+                [load_workflow_text(workflow.format(port=impostor.port))],
                 settings=DeliverySettings(allow_hosts=frozenset({"crm.test"})),
                 ssl_context=ssl_context_trusting(ca),
                 resolver=_resolve_loopback,

@@ -45,7 +45,7 @@ import flowlang
 from flowlang.runtime.http import RecordedHttp
 
 def run_both(document, make_context):
-    flow = flowlang.load_flow(json.dumps(document))
+    flow = flowlang.load_flow_text(json.dumps(document))
     async def run(backend):
         async with flowlang.Runtime(http=RecordedHttp({}), backend=backend) as runtime:
             result = await runtime.start(flow, make_context())
@@ -127,7 +127,7 @@ def make_context():
 
 
 def _flow(steps: dict[str, Any]) -> flowlang.CompiledFlow:
-    return flowlang.load_flow(json.dumps({"flow": "f", "start": "s0", "steps": steps}))
+    return flowlang.load_flow_text(json.dumps({"flow": "f", "start": "s0", "steps": steps}))
 
 
 def _run(
@@ -272,7 +272,7 @@ def test_host_text_is_refused_past_the_output_limit_before_it_is_built(
 def test_a_flow_engine_with_a_higher_output_limit_lets_longer_host_text_through() -> None:
     engine = flowlang.Engine(limits=flowlang.Limits(max_output=3_000_000))
     document = {"flow": "f", "start": "s0", "steps": {"s0": {"type": "say", "text": _HUGE}}}
-    flow = flowlang.load_flow(json.dumps(document), engine=engine)
+    flow = flowlang.load_flow_text(json.dumps(document), engine=engine)
     for backend in AVAILABLE:
         outcome = _run(backend, flow, {"c": _BIG})
         assert outcome[0][0] == "completed", outcome[0][:2]
@@ -322,7 +322,7 @@ def test_both_loops_run_generated_flows_alike_on_hostile_contexts(
 ) -> None:
     """Same results, traces, instructions and states; the only exception start raises is the
     ValueError of a refused context (anything else fails the test)."""
-    flow = flowlang.load_flow(json.dumps(document))
+    flow = flowlang.load_flow_text(json.dumps(document))
     _both(flow, context, digits)
 
 

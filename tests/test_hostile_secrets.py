@@ -156,7 +156,7 @@ def echo_flow(server: Server, endpoint: str, **step: Any) -> flowlang.CompiledFl
             "done": {"type": "transfer", "target": "queue:<<steps.call | json>>"},
         },
     }
-    return flowlang.load_flow(json.dumps(document))
+    return flowlang.load_flow_text(json.dumps(document))
 
 
 def run_on(
@@ -239,9 +239,14 @@ def test_a_redirect_to_the_secret_is_masked_in_the_error(server: Server, backend
 
 
 def test_a_redirect_error_in_a_dead_letter_is_masked(server: Server, tmp_path: Path) -> None:
-    from flowlang.automations import Automations, DeadLetterStore, DeliverySettings, load_workflow
+    from flowlang.automations import (
+        Automations,
+        DeadLetterStore,
+        DeliverySettings,
+        load_workflow_text,
+    )
 
-    workflow = load_workflow(
+    workflow = load_workflow_text(
         textwrap.dedent(f"""
         workflow: leaky
         trigger: call.ended
@@ -798,7 +803,7 @@ def two_suspension_flow(server: Server) -> flowlang.CompiledFlow:
             "done": {"type": "transfer", "target": f"queue:{seen}"},
         },
     }
-    return flowlang.load_flow(json.dumps(document))
+    return flowlang.load_flow_text(json.dumps(document))
 
 
 def test_a_secret_sent_before_a_suspension_and_echoed_after_it_is_masked(
@@ -838,7 +843,7 @@ def key_header_flow(
         "start": "call",
         "steps": {"call": request, **steps, "done": {"type": "hangup"}},
     }
-    return flowlang.load_flow(json.dumps(document))
+    return flowlang.load_flow_text(json.dumps(document))
 
 
 def test_a_secret_the_provider_no_longer_has_is_skipped_on_resume(backend: str) -> None:

@@ -106,7 +106,7 @@ def stored(state: Any) -> Any:
 
 
 async def suspend(rt: Runtime, context: dict[str, Any] | None = None) -> dict[str, Any]:
-    result = await rt.start(flowlang.load_flow(VIP_FLOW), context or {})
+    result = await rt.start(flowlang.load_flow_text(VIP_FLOW), context or {})
     assert result.status == "waiting_for_input", result.error
     assert result.state is not None
     return stored(result.state)
@@ -115,7 +115,7 @@ async def suspend(rt: Runtime, context: dict[str, Any] | None = None) -> dict[st
 def refused_after(change: Any, message: str) -> list[str]:
     """Suspend the VIP flow on a runtime with a state key, ``change`` the state, and check that
     resuming it raises FlowStateError matching ``message``; the methods of the requests sent."""
-    flow = flowlang.load_flow(VIP_FLOW)
+    flow = flowlang.load_flow_text(VIP_FLOW)
     http = recorded()
 
     async def main() -> None:
@@ -133,7 +133,7 @@ def refused_after(change: Any, message: str) -> list[str]:
 
 
 def test_a_signed_state_resumes_and_carries_its_key_id() -> None:
-    flow = flowlang.load_flow(VIP_FLOW)
+    flow = flowlang.load_flow_text(VIP_FLOW)
 
     async def main() -> None:
         async with runtime(("STATE_KEY_NEW",)) as rt:
@@ -171,7 +171,7 @@ def test_a_runtime_with_a_key_refuses_an_altered_state(edit: Any) -> None:
 
 
 def test_without_a_key_an_edited_state_is_trusted_which_is_why_keys_exist() -> None:
-    flow = flowlang.load_flow(VIP_FLOW)
+    flow = flowlang.load_flow_text(VIP_FLOW)
 
     async def main() -> None:
         async with runtime() as rt:
@@ -199,7 +199,7 @@ def test_unsigned_states_and_unknown_key_ids_are_refused(change: Any, message: s
 
 
 def test_an_unsigned_state_is_refused_by_a_runtime_with_a_key() -> None:
-    flow = flowlang.load_flow(VIP_FLOW)
+    flow = flowlang.load_flow_text(VIP_FLOW)
 
     async def main() -> None:
         async with runtime() as plain:
@@ -212,7 +212,7 @@ def test_an_unsigned_state_is_refused_by_a_runtime_with_a_key() -> None:
 
 
 def test_key_rotation_the_newest_key_signs_and_any_verifies() -> None:
-    flow = flowlang.load_flow(VIP_FLOW)
+    flow = flowlang.load_flow_text(VIP_FLOW)
 
     async def main() -> None:
         async with runtime(("STATE_KEY_OLD",)) as before:
@@ -260,7 +260,7 @@ def test_the_signature_covers_a_canonical_form() -> None:
 
 
 def test_resuming_the_same_state_twice_runs_once() -> None:
-    flow = flowlang.load_flow(VIP_FLOW)
+    flow = flowlang.load_flow_text(VIP_FLOW)
 
     async def main() -> None:
         http = recorded()
@@ -280,7 +280,7 @@ def test_resuming_the_same_state_twice_runs_once() -> None:
 
 
 def test_concurrent_resumes_of_one_state_run_once() -> None:
-    flow = flowlang.load_flow(VIP_FLOW)
+    flow = flowlang.load_flow_text(VIP_FLOW)
 
     async def main() -> None:
         http = recorded()
@@ -314,7 +314,7 @@ class SharedStore:
 
 
 def test_a_shared_guard_refuses_a_second_resume_in_another_runtime() -> None:
-    flow = flowlang.load_flow(VIP_FLOW)
+    flow = flowlang.load_flow_text(VIP_FLOW)
     store = SharedStore()
 
     async def main() -> None:
@@ -331,7 +331,7 @@ def test_a_shared_guard_refuses_a_second_resume_in_another_runtime() -> None:
 
 
 def test_a_refused_state_is_not_consumed() -> None:
-    flow = flowlang.load_flow(VIP_FLOW)
+    flow = flowlang.load_flow_text(VIP_FLOW)
 
     async def main() -> None:
         async with runtime() as rt:
@@ -365,7 +365,7 @@ class HostileDigits(str):
 def test_digits_that_are_not_text_are_refused_before_the_claim(digits: Any, loop: str) -> None:
     """Items 20/28: a TypeError at once, before the resume guard claims the state, which stays
     resumable."""
-    flow = flowlang.load_flow(VIP_FLOW)
+    flow = flowlang.load_flow_text(VIP_FLOW)
 
     async def main() -> None:
         async with runtime(backend=loop) as rt:
@@ -381,7 +381,7 @@ def test_digits_that_are_not_text_are_refused_before_the_claim(digits: Any, loop
 def test_a_str_subclass_is_read_as_its_text_and_none_of_its_code_runs(loop: str) -> None:
     """Items 20/28: a subclass whose ``__len__`` (and every other method) raises resumes as
     the plain digits; before, the exception escaped after the claim and used the state up."""
-    flow = flowlang.load_flow(VIP_FLOW)
+    flow = flowlang.load_flow_text(VIP_FLOW)
     HostileDigits.calls = 0
 
     async def main() -> None:
@@ -405,7 +405,7 @@ def test_a_str_subclass_is_read_as_its_text_and_none_of_its_code_runs(loop: str)
     "digits", ["1" * 10_000_000, "\ud800", "12\x00", "\uff11\uff12\uff13\uff14", "12 34"]
 )
 def test_text_that_is_not_digits_takes_the_invalid_edge(digits: str, loop: str) -> None:
-    flow = flowlang.load_flow(VIP_FLOW)
+    flow = flowlang.load_flow_text(VIP_FLOW)
 
     async def main() -> None:
         async with runtime(backend=loop) as rt:
@@ -428,7 +428,7 @@ def test_what_can_fail_in_a_resume_fails_before_the_claim(
 ) -> None:
     """Items 20/28: preparing the flow's plan happens before the claim (a failure leaves the
     state resumable); after the claim a failure fails the run, never escapes."""
-    flow = flowlang.load_flow(VIP_FLOW)
+    flow = flowlang.load_flow_text(VIP_FLOW)
 
     def broken(*args: Any) -> Any:
         raise RuntimeError("boom")
@@ -567,7 +567,7 @@ MALFORMED = [
 @pytest.mark.parametrize("loop", LOOPS)
 @pytest.mark.parametrize(("field", "value"), MALFORMED, ids=lambda v: type(v).__name__)
 def test_every_malformed_state_is_a_flow_state_error(field: str, value: Any, loop: str) -> None:
-    flow = flowlang.load_flow(VIP_FLOW)
+    flow = flowlang.load_flow_text(VIP_FLOW)
 
     async def main() -> None:
         async with runtime(backend=loop) as rt:
@@ -581,7 +581,7 @@ def test_every_malformed_state_is_a_flow_state_error(field: str, value: Any, loo
 
 @pytest.mark.parametrize("state", [None, [], "state", 3, Raising(), {"format": "x"}])
 def test_things_that_are_not_states_are_flow_state_errors(state: Any) -> None:
-    flow = flowlang.load_flow(VIP_FLOW)
+    flow = flowlang.load_flow_text(VIP_FLOW)
     rt = runtime()
     with pytest.raises(FlowStateError):
         rt.resume(flow, state, "1234")
@@ -651,7 +651,7 @@ def _base_state(loop: str) -> Any:
 def test_any_mutation_of_a_state_resumes_or_is_refused_before_anything_runs(
     loop: str, data: st.DataObject, mutations: int
 ) -> None:
-    flow = flowlang.load_flow(VIP_FLOW)
+    flow = flowlang.load_flow_text(VIP_FLOW)
     state = _base_state(loop)
     for _ in range(mutations):
         path = data.draw(st.sampled_from(_paths(state)))
@@ -720,7 +720,7 @@ def _nested(levels: int, leaf: Any = "x") -> Any:
 def test_a_context_a_state_could_not_carry_is_refused_at_start(
     context: dict[str, Any], message: str, loop: str, with_secret: bool
 ) -> None:
-    flow = flowlang.load_flow(SECRET_FLOW if with_secret else SECRET_FLOW.replace("secrets.", ""))
+    flow = flowlang.load_flow_text(SECRET_FLOW if with_secret else SECRET_FLOW.replace("secrets.", ""))
 
     async def main() -> None:
         async with Runtime(
@@ -735,7 +735,7 @@ def test_a_context_a_state_could_not_carry_is_refused_at_start(
 @pytest.mark.parametrize("loop", LOOPS)
 @pytest.mark.parametrize("signed", [False, True])
 def test_data_at_the_limits_suspends_and_resumes(loop: str, signed: bool) -> None:
-    flow = flowlang.load_flow(SECRET_FLOW)
+    flow = flowlang.load_flow_text(SECRET_FLOW)
     context = {
         "contact": {"name": "Ann", "big": 2**64 - 1, "small": -(2**63), "deep": _nested(98)},
         "vars": {"deep": _nested(98, [1])},  # vars is a level: 1 + 98 + the list = 100
@@ -762,7 +762,7 @@ def test_data_at_the_limits_suspends_and_resumes(loop: str, signed: bool) -> Non
 
 @pytest.mark.parametrize("loop", LOOPS)
 def test_values_a_flow_nests_deeper_fail_the_step_not_the_suspension(loop: str) -> None:
-    flow = flowlang.load_flow(
+    flow = flowlang.load_flow_text(
         """
 flow: nest
 start: wrap
@@ -815,7 +815,7 @@ DOUBLING = {
 
 @pytest.mark.parametrize("loop", LOOPS)
 def test_thirty_doubling_steps_fail_clearly_within_bounded_memory(loop: str) -> None:
-    flow = flowlang.load_flow(json.dumps(DOUBLING))
+    flow = flowlang.load_flow_text(json.dumps(DOUBLING))
 
     async def main() -> flowlang.RunResult:
         async with runtime(backend=loop) as rt:
@@ -846,7 +846,7 @@ def test_the_whole_run_data_is_bounded(loop: str) -> None:
         }
         for index in range(20)
     }
-    flow = flowlang.load_flow(json.dumps({"flow": "many", "start": "s0", "steps": steps}))
+    flow = flowlang.load_flow_text(json.dumps({"flow": "many", "start": "s0", "steps": steps}))
 
     async def main() -> flowlang.RunResult:
         async with runtime(backend=loop, max_value_size=1_000, max_state_size=5_000) as rt:
@@ -870,7 +870,7 @@ def test_overwriting_a_value_gives_its_room_back(loop: str) -> None:
         }
         for index in range(30)
     }
-    flow = flowlang.load_flow(json.dumps({"flow": "same", "start": "s0", "steps": steps}))
+    flow = flowlang.load_flow_text(json.dumps({"flow": "same", "start": "s0", "steps": steps}))
 
     async def main() -> flowlang.RunResult:
         async with runtime(backend=loop, max_value_size=1_000, max_state_size=3_000) as rt:
@@ -882,7 +882,7 @@ def test_overwriting_a_value_gives_its_room_back(loop: str) -> None:
 
 @pytest.mark.parametrize("loop", LOOPS)
 def test_a_response_the_state_cannot_hold_takes_the_failure_edge(loop: str) -> None:
-    flow = flowlang.load_flow(VIP_FLOW)
+    flow = flowlang.load_flow_text(VIP_FLOW)
     http = RecordedHttp({("GET", LOOKUP): RecordedResponse(200, {}, {"tier": "x" * 3_000})})
 
     async def main() -> flowlang.RunResult:
@@ -931,7 +931,7 @@ def test_the_command_line_refuses_such_a_context_with_a_message(
 
 
 def test_a_flow_cannot_read_a_state_key() -> None:
-    flow = flowlang.load_flow(
+    flow = flowlang.load_flow_text(
         """
 flow: leak
 start: send
@@ -967,7 +967,7 @@ steps:
     [(3_601, r"the state expired: it was suspended 36\d\ds ago"), (-301, "in the future")],
 )
 def test_an_expired_state_is_refused(age: int, message: str) -> None:
-    flow = flowlang.load_flow(VIP_FLOW)
+    flow = flowlang.load_flow_text(VIP_FLOW)
 
     async def main() -> None:
         async with runtime(("STATE_KEY_NEW",)) as signer:

@@ -35,7 +35,7 @@ def http_flow(step: Mapping[str, Any], seen: str = RESPONSE) -> flowlang.Compile
     if "on_timeout" in step:
         steps["timed_out"] = {"type": "say", "text": "timeout <<steps.call.error>>"}
     document = {"flow": "http-test", "start": "call", "steps": steps}
-    return flowlang.load_flow(json.dumps(document))
+    return flowlang.load_flow_text(json.dumps(document))
 
 
 def run_flow(
@@ -316,7 +316,7 @@ def test_a_connection_only_carries_requests_for_the_name_its_certificate_was_che
     }
     result, _ = run_flow(
         server,
-        flowlang.load_flow(json.dumps(document)),
+        flowlang.load_flow_text(json.dumps(document)),
         names={"tenant.test": ["127.0.0.1"]},
         allow=("crm.test", "tenant.test"),
     )

@@ -220,7 +220,7 @@ def _agree(left: Any, right: Any) -> bool:
 def test_both_loops_run_generated_flows_alike(
     document: dict[str, Any], context: dict[str, Any], digits: list[str | None]
 ) -> None:
-    flow = flowlang.load_flow(json.dumps(document))
+    flow = flowlang.load_flow_text(json.dumps(document))
     compiled, python = _run_both(flow, context, digits)
     assert _agree(compiled, python), (compiled, python)
 
@@ -240,7 +240,7 @@ def test_both_loops_stop_at_the_same_guard() -> None:
         },
     }
     for document in (looping,):
-        flow = flowlang.load_flow(json.dumps(document))
+        flow = flowlang.load_flow_text(json.dumps(document))
         compiled, python = _run_both(flow, {"a": 1}, [])
         assert compiled == python
         assert compiled[0]["status"] == "failed"
@@ -263,7 +263,7 @@ def test_field_tree_builders_agree(entries: dict[str, Any], context: dict[str, A
         "start": "s",
         "steps": {"s": {"type": "set_variables", "variables": entries}},
     }
-    tree = flowlang.load_flow(json.dumps(document)).steps["s"].fields["variables"]
+    tree = flowlang.load_flow_text(json.dumps(document)).steps["s"].fields["variables"]
     scope = {"vars": context.get("vars", {}), "a": context["a"]}
     compiled, python = tree.build, generated_build(tree)
     assert type(compiled).__name__ == "TreeBuilder"
@@ -390,7 +390,7 @@ def test_set_variables_merges_maps_and_renders_before_writing(backend: str) -> N
             "done": {"type": "say", "text": "<<vars.c>> <<vars.old>>"},
         },
     }
-    flow = flowlang.load_flow(json.dumps(document))
+    flow = flowlang.load_flow_text(json.dumps(document))
     seeded = {"c": {"x": 1}}
 
     async def main() -> flowlang.RunResult:
@@ -421,7 +421,7 @@ def test_both_loops_refuse_values_alike(variables: dict[str, Any]) -> None:
         "start": "s",
         "steps": {"s": {"type": "set_variables", "variables": variables}},
     }
-    flow = flowlang.load_flow(json.dumps(document))
+    flow = flowlang.load_flow_text(json.dumps(document))
     context = {"contact": {"big": list(range(8_000)), "long": "x" * 60_000}, "vars": {"a": [1]}}
 
     async def run(backend: str) -> dict[str, Any]:

@@ -59,7 +59,7 @@ async def start(
 
 
 def test_collect_input_suspends_and_resumes_in_a_fresh_runtime() -> None:
-    flow = flowlang.load_flow(PIN_FLOW)
+    flow = flowlang.load_flow_text(PIN_FLOW)
     first = run(start(flow, {"contact": {"name": "Ann"}}))
     assert first.status == "waiting_for_input"
     assert first.awaiting == {
@@ -74,7 +74,7 @@ def test_collect_input_suspends_and_resumes_in_a_fresh_runtime() -> None:
 
     async def resume() -> flowlang.RunResult:
         async with Runtime(http=RecordedHttp({})) as runtime:
-            return await runtime.resume(flowlang.load_flow(PIN_FLOW), state, "1234#")
+            return await runtime.resume(flowlang.load_flow_text(PIN_FLOW), state, "1234#")
 
     second = run(resume())
     assert second.status == "completed"
@@ -100,7 +100,7 @@ def test_collect_input_suspends_and_resumes_in_a_fresh_runtime() -> None:
     ],
 )
 def test_collect_input_outcomes(digits: str | None, outcome: str, action: str) -> None:
-    flow = flowlang.load_flow(PIN_FLOW)
+    flow = flowlang.load_flow_text(PIN_FLOW)
 
     async def main() -> flowlang.RunResult:
         async with Runtime(http=RecordedHttp({})) as runtime:
@@ -114,7 +114,7 @@ def test_collect_input_outcomes(digits: str | None, outcome: str, action: str) -
 
 @given(st.one_of(st.none(), st.text(max_size=80)))
 def test_any_digits_from_the_host_are_handled(digits: str | None) -> None:
-    step = flowlang.load_flow(PIN_FLOW).steps["ask"]
+    step = flowlang.load_flow_text(PIN_FLOW).steps["ask"]
     outcome, value, target = apply_digits(step, digits)
     assert outcome in ("collected", "no input", "invalid")
     assert target in ("check", "nothing", "invalid")
@@ -122,7 +122,7 @@ def test_any_digits_from_the_host_are_handled(digits: str | None) -> None:
 
 
 def test_resume_in_another_process() -> None:
-    flow = flowlang.load_flow(PIN_FLOW)
+    flow = flowlang.load_flow_text(PIN_FLOW)
     first = run(start(flow, {"contact": {"name": "Ann"}}))
     script = textwrap.dedent(
         """
@@ -132,7 +132,7 @@ def test_resume_in_another_process() -> None:
         flow_text, state = sys.stdin.read().split("\\n---\\n")
         async def main():
             async with flowlang.Runtime(http=RecordedHttp({})) as runtime:
-                result = await runtime.resume(flowlang.load_flow(flow_text), json.loads(state), "1234")
+                result = await runtime.resume(flowlang.load_flow_text(flow_text), json.loads(state), "1234")
             print(json.dumps(result.to_json()))
         asyncio.run(main())
         """
@@ -151,9 +151,9 @@ def test_resume_in_another_process() -> None:
 
 
 def test_resume_refuses_a_state_from_another_flow_or_a_changed_flow() -> None:
-    flow = flowlang.load_flow(PIN_FLOW)
+    flow = flowlang.load_flow_text(PIN_FLOW)
     state = run(start(flow, {"contact": {"name": "Ann"}})).state
-    changed = flowlang.load_flow(PIN_FLOW.replace("Welcome", "Hello"))
+    changed = flowlang.load_flow_text(PIN_FLOW.replace("Welcome", "Hello"))
 
     async def resume(target: flowlang.CompiledFlow, data: Any) -> flowlang.RunResult:
         async with Runtime(http=RecordedHttp({})) as runtime:
@@ -181,7 +181,7 @@ def test_resume_refuses_a_state_from_another_flow_or_a_changed_flow() -> None:
     ],
 )
 def test_resume_refuses_a_tampered_state_at_once(change: dict[str, Any], message: str) -> None:
-    flow = flowlang.load_flow(PIN_FLOW)
+    flow = flowlang.load_flow_text(PIN_FLOW)
     state = {**run(start(flow, {"contact": {"name": "Ann"}})).state, **change}
 
     async def main() -> None:
@@ -193,7 +193,7 @@ def test_resume_refuses_a_tampered_state_at_once(change: dict[str, Any], message
 
 
 def test_a_context_the_runtime_cannot_take_is_refused_before_anything_runs() -> None:
-    flow = flowlang.load_flow(PIN_FLOW)
+    flow = flowlang.load_flow_text(PIN_FLOW)
 
     async def main() -> None:
         async with Runtime(http=RecordedHttp({})) as runtime:
@@ -206,7 +206,7 @@ def test_a_context_the_runtime_cannot_take_is_refused_before_anything_runs() -> 
 
 
 def test_the_trace_is_built_when_read_and_can_be_replaced() -> None:
-    flow = flowlang.load_flow(PIN_FLOW)
+    flow = flowlang.load_flow_text(PIN_FLOW)
     result = run(start(flow, {"contact": {"name": "Ann"}}))
     assert repr(result) == "<RunResult waiting_for_input after 1 steps>"
     first = result.trace
@@ -226,7 +226,7 @@ def test_the_trace_is_built_when_read_and_can_be_replaced() -> None:
 
 
 def test_the_default_host_keeps_nothing_between_runs() -> None:
-    flow = flowlang.load_flow(PIN_FLOW)
+    flow = flowlang.load_flow_text(PIN_FLOW)
 
     async def main() -> list[flowlang.RunResult]:
         async with Runtime(http=RecordedHttp({})) as runtime:
@@ -280,7 +280,7 @@ steps:
     ],
 )
 def test_condition_splitter_operators(op: str, left: Any, value: str, holds: bool) -> None:
-    flow = flowlang.load_flow(CONDITIONS.replace("{op}", op).replace("{value}", value))
+    flow = flowlang.load_flow_text(CONDITIONS.replace("{op}", op).replace("{value}", value))
     result = run(start(flow, {"v": left}))
     assert result.instructions[0]["text"] == ("yes" if holds else "no")
 
@@ -291,15 +291,15 @@ def test_condition_splitter_operators(op: str, left: Any, value: str, holds: boo
 )
 def test_is_empty_and_is_not_empty(value: Any, empty: bool) -> None:
     text = CONDITIONS.replace(", value: {value}", "").replace('"{op}"', "is_empty")
-    result = run(start(flowlang.load_flow(text), {"v": value}))
+    result = run(start(flowlang.load_flow_text(text), {"v": value}))
     assert result.instructions[0]["text"] == ("yes" if empty else "no")
     text = CONDITIONS.replace(", value: {value}", "").replace('"{op}"', "is_not_empty")
-    result = run(start(flowlang.load_flow(text), {"v": value}))
+    result = run(start(flowlang.load_flow_text(text), {"v": value}))
     assert result.instructions[0]["text"] == ("no" if empty else "yes")
 
 
 def test_branches_are_tried_in_order_and_the_trace_says_why() -> None:
-    flow = flowlang.load_flow("""
+    flow = flowlang.load_flow_text("""
 flow: order
 start: split
 steps:
@@ -332,7 +332,7 @@ steps:
 
 
 def test_set_variables_nest_and_merge() -> None:
-    flow = flowlang.load_flow("""
+    flow = flowlang.load_flow_text("""
 flow: vars
 start: one
 steps:
@@ -357,7 +357,7 @@ steps:
 
 def test_call_control_goes_to_the_host() -> None:
     host = flowlang.RecordingHost()
-    flow = flowlang.load_flow("""
+    flow = flowlang.load_flow_text("""
 flow: control
 start: a
 steps:
@@ -388,12 +388,12 @@ steps:
 
 
 def test_guards_stop_endless_flows() -> None:
-    flow = flowlang.load_flow(LOOP)
+    flow = flowlang.load_flow_text(LOOP)
     result = run(start(flow, settings=RuntimeSettings(max_steps=50)))
     assert result.status == "failed"
     assert result.error == "the run took more than 50 steps"
     assert len(result.trace) == 50
-    same = flowlang.load_flow(
+    same = flowlang.load_flow_text(
         "flow: s\nstart: a\nsteps:\n  a: {type: set_variables, variables: {x: 1}, next: a}\n"
     )
     result = run(start(same))
@@ -401,7 +401,7 @@ def test_guards_stop_endless_flows() -> None:
 
 
 def test_run_deadline() -> None:
-    flow = flowlang.load_flow("""
+    flow = flowlang.load_flow_text("""
 flow: slow
 start: call
 steps:
@@ -426,21 +426,21 @@ def test_a_failing_host_fails_the_run_with_a_recorded_error() -> None:
         async def say(self, text: str, *, step: str) -> None:
             raise RuntimeError("speech service down")
 
-    flow = flowlang.load_flow("flow: h\nstart: a\nsteps:\n  a: {type: say, text: hi}\n")
+    flow = flowlang.load_flow_text("flow: h\nstart: a\nsteps:\n  a: {type: say, text: hi}\n")
     result = run(start(flow, host=BrokenHost()))
     assert result.status == "failed"
     assert result.error == "RuntimeError: speech service down"
 
 
 def test_the_context_may_not_set_runtime_roots() -> None:
-    flow = flowlang.load_flow("flow: h\nstart: a\nsteps:\n  a: {type: hangup}\n")
+    flow = flowlang.load_flow_text("flow: h\nstart: a\nsteps:\n  a: {type: hangup}\n")
     for root in ("input", "steps", "secrets"):
         with pytest.raises(ValueError, match=f"may not set '{root}'"):
             run(start(flow, {root: {}}))
 
 
 def test_state_never_holds_secret_values() -> None:
-    flow = flowlang.load_flow("""
+    flow = flowlang.load_flow_text("""
 flow: s
 start: call
 steps:
@@ -474,7 +474,7 @@ steps:
 
 
 def test_run_sync_convenience() -> None:
-    flow = flowlang.load_flow(PIN_FLOW)
+    flow = flowlang.load_flow_text(PIN_FLOW)
     result = flowlang.run_sync(
         flow, {"contact": {"name": "Ann"}}, digits=["1234"], http=RecordedHttp({})
     )
@@ -483,7 +483,7 @@ def test_run_sync_convenience() -> None:
 
 
 def test_compiled_flows_are_shared_by_concurrent_runs() -> None:
-    flow = flowlang.load_flow(PIN_FLOW)
+    flow = flowlang.load_flow_text(PIN_FLOW)
 
     async def main() -> list[flowlang.RunResult]:
         async with Runtime(http=RecordedHttp({})) as runtime:
@@ -537,7 +537,7 @@ def test_compiled_rows_agree_with_row_by_row(operator: str, left: Any, right: An
             "n": {"type": "hangup"},
         },
     }
-    branch = flowlang.load_flow(json.dumps(document)).steps["s"].fields["branches"][0]
+    branch = flowlang.load_flow_text(json.dumps(document)).steps["s"].fields["branches"][0]
     scope = {"left": left, "right": right}
     assert branch.test is not None
     assert bool(branch.test(scope)) == branch.rows[0].holds(scope)[0]
@@ -549,7 +549,7 @@ def test_a_slow_host_cannot_stretch_the_run_past_its_deadline() -> None:
             await asyncio.sleep(0.15)
             await super().say(text, step=step)
 
-    flow = flowlang.load_flow(
+    flow = flowlang.load_flow_text(
         "flow: h\nstart: a\nsteps:\n  a: {type: say, text: one, next: b}\n"
         "  b: {type: say, text: two, next: c}\n  c: {type: say, text: three}\n"
     )

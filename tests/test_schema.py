@@ -10,7 +10,7 @@ import jsonschema
 import pytest
 from support import load_yaml
 
-from flowlang.flow import check_flow
+from flowlang.flow import check_flow_text
 from flowlang.flow.schema import SCHEMA_FILE, flow_schema
 from flowlang.flow.source import load_document
 
@@ -60,7 +60,7 @@ def test_schema_and_loader_agree(case: dict[str, Any]) -> None:
     except Exception:
         pytest.skip("not readable as a document")
     schema_ok = VALIDATOR.is_valid(data)
-    flow, _ = check_flow(case["flow"])
+    flow, _ = check_flow_text(case["flow"])
     if schema_ok:
         assert flow is not None or any(
             word in error for error in case["errors"] for word in _BEYOND_SCHEMA

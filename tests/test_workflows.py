@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from support import load_yaml
 
-from flowlang.automations import Automations, check_workflow, load_workflow
+from flowlang.automations import Automations, check_workflow, check_workflow_text, load_workflow
 from flowlang.automations.formats import ValueFormatError, convert
 from flowlang.cli import main
 
@@ -19,7 +19,7 @@ EXAMPLES = Path(__file__).parent.parent / "examples" / "workflows"
 
 @pytest.mark.parametrize("case", CASES, ids=[case["name"] for case in CASES])
 def test_workflow_findings(case: dict[str, Any]) -> None:
-    workflow, findings = check_workflow(case["workflow"], filename="wf.yaml")
+    workflow, findings = check_workflow_text(case["workflow"], name="wf.yaml")
     summaries = [
         f"{f.severity} {f.position.line}:{f.position.column} {f.message.splitlines()[0]}"
         for f in findings

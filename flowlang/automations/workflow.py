@@ -13,13 +13,14 @@ __all__ = [
     "CompiledWorkflow",
     "check_unique_names",
     "check_workflow",
+    "check_workflow_text",
     "load_workflow",
+    "load_workflow_text",
 ]
 
 import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from flowlang.automations.fields import ACTION_COMMON, ACTION_FIELDS, E164, FORMATS
@@ -31,7 +32,14 @@ from flowlang.flow.build import StepBuilder, TemplateUse
 from flowlang.flow.conditions import compile_rows
 from flowlang.flow.fields import Field
 from flowlang.flow.model import FieldTree, Finding, FlowDocumentError, Value
-from flowlang.flow.source import Document, Pointer, read_document, text_not_path_hint
+from flowlang.flow.source import (
+    Document,
+    Pointer,
+    read_document_file,
+    read_document_text,
+    text_not_path_hint,
+)
+from flowlang.runtime.requests import origin_of
 
 _TOP_LEVEL = {"workflow", "trigger", "description", "conditions", "expression", "actions"}
 #: Roots a workflow's templates may read.
@@ -41,7 +49,7 @@ _SECRET_FIELDS = {
     "api_request": ("endpoint", "headers", "values"),
     "send_sms": ("auth",),
     "slack_notification": ("token",),
-    "transcribe_recording": (),
+    "transcribe_recording": ("headers",),
 }
 
 
@@ -196,7 +204,8 @@ def _reference_findings(
                 if not use.field.startswith(allowed) or not allowed:
                     problem = (
                         "secrets may only be used where the provider needs them: an api_request's "
-                        "endpoint, headers and values, send_sms auth, the slack token",
+                        "endpoint, headers and values, send_sms auth, the slack token, a "
+                        "transcription's headers",
                         "error",
                     )
             elif (
@@ -248,20 +257,62 @@ def _numbers_ok(
     return ok
 
 
-def check_workflow(
-    text: str | Path | Document | None = None,
-    *,
-    path: str | os.PathLike[str] | None = None,
-    engine: Engine | None = None,
-    filename: str | None = None,
-) -> tuple[CompiledWorkflow | None, list[Finding]]:
-    """Load and check a workflow; return it (None when it has errors) and every finding.
+def _recording_origin_ok(
+    builder: WorkflowBuilder, fields: dict[str, Any], where: Pointer, owner: str
+) -> bool:
+    """A transcription's headers (credentials) go only to a fixed origin: ``recording_origin``
+    is plain ``https://host[:port]`` text, required with headers. Kept as an origin string."""
+    template = fields.get("recording_origin")
+    if template is None:
+        if fields.get("headers"):
+            builder.error(
+                "headers for the recording server need recording_origin (the fixed "
+                "https://host they may be sent to)",
+                (*where, "headers"),
+                owner,
+                "headers",
+            )
+            return False
+        return True
+    text = str(template.render({})) if not template.tree.holes else ""
+    try:
+        origin = origin_of(text) if text else None
+    except ValueError as error:
+        origin, problem = None, str(error)
+    else:
+        problem = "it must be fixed text (no <<...>>)"
+    if origin is None or text.rstrip("/").count("/") != 2:
+        builder.error(
+            f"recording_origin is https://host[:port] only: {problem}"
+            if origin is None
+            else "recording_origin is https://host[:port] only, without a path",
+            (*where, "recording_origin"),
+            owner,
+            "recording_origin",
+        )
+        return False
+    fields["recording_origin"] = origin
+    return True
 
-    ``text`` is the document (YAML or JSON): a str is never taken for a file name. Read a file
-    with ``path=`` (or by passing a :class:`pathlib.Path`).
-    """
-    engine = engine or Engine()
-    document = read_document(text, path, filename)
+
+def check_workflow(
+    path: str | os.PathLike[str] | Document, *, engine: Engine | None = None
+) -> tuple[CompiledWorkflow | None, list[Finding]]:
+    """Load and check the workflow in file ``path`` (YAML or JSON; a str is always a path);
+    return it (None when it has errors) and every finding."""
+    return _check_workflow(read_document_file(path), engine or Engine())
+
+
+def check_workflow_text(
+    text: str, *, name: str | None = None, engine: Engine | None = None
+) -> tuple[CompiledWorkflow | None, list[Finding]]:
+    """:func:`check_workflow` for a document given as text; ``name`` labels it in messages."""
+    return _check_workflow(read_document_text(text, name), engine or Engine())
+
+
+def _check_workflow(
+    document: Document, engine: Engine
+) -> tuple[CompiledWorkflow | None, list[Finding]]:
     builder = WorkflowBuilder(document, engine)
     data = document.data
     if not isinstance(data, dict):
@@ -329,6 +380,10 @@ def check_workflow(
             continue
         if action_type == "send_sms" and not _numbers_ok(builder, fields, where, owner):
             continue
+        if action_type == "transcribe_recording" and not _recording_origin_ok(
+            builder, fields, where, owner
+        ):
+            continue
         actions.append(
             Action(owner, action_type, fields, document.position(where, step=owner), positions)
         )
@@ -356,18 +411,25 @@ def check_workflow(
 
 
 def load_workflow(
-    text: str | Path | None = None,
-    *,
-    path: str | os.PathLike[str] | None = None,
-    engine: Engine | None = None,
-    filename: str | None = None,
+    path: str | os.PathLike[str] | Document, *, engine: Engine | None = None
 ) -> CompiledWorkflow:
-    """Parse, check and compile a workflow: ``text`` is the document itself (YAML or JSON);
-    ``path=`` (or a :class:`pathlib.Path`) reads a file. A str is never taken for a file name.
+    """Parse, check and compile the workflow in file ``path`` (YAML or JSON; a str is always a
+    path; see :func:`load_workflow_text` for a document's text).
 
     Raises FlowDocumentError listing every problem, each with file:line:column.
     """
-    workflow, findings = check_workflow(text, path=path, engine=engine, filename=filename)
+    return _compiled(check_workflow(path, engine=engine))
+
+
+def load_workflow_text(
+    text: str, *, name: str | None = None, engine: Engine | None = None
+) -> CompiledWorkflow:
+    """:func:`load_workflow` for a document given as text; ``name`` labels it in messages."""
+    return _compiled(check_workflow_text(text, name=name, engine=engine))
+
+
+def _compiled(checked: tuple[CompiledWorkflow | None, list[Finding]]) -> CompiledWorkflow:
+    workflow, findings = checked
     if workflow is None:
         raise FlowDocumentError(findings)
     return workflow

@@ -19,12 +19,9 @@ from flowlang import __version__
 from flowlang.cli.automations import add_automate_command, add_replay_command
 from flowlang.cli.expressions import add_eval_command
 from flowlang.cli.flows import add_check_command, add_run_command
-from flowlang.cli.inputs import UsageError
+from flowlang.cli.inputs import EXIT_BAD_INPUT, EXIT_FAILED, UsageError
 from flowlang.errors import FlowError, FlowSyntaxError
 from flowlang.flow.source import DocumentError
-
-EXIT_FAILED = 1
-EXIT_BAD_INPUT = 2
 
 
 def _parser() -> argparse.ArgumentParser:

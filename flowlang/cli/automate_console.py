@@ -154,7 +154,7 @@ def _warn_shown(redactor: Redactor, message: str) -> None:
 def _load_workflows(names: list[str]) -> list[Any]:
     """The workflows of the files named (FlowDocumentError when one has errors, or when two
     share a name)."""
-    workflows = [load_workflow(path=name) for name in names]
+    workflows = [load_workflow(name) for name in names]
     check_unique_names(workflows)
     return workflows
 

@@ -10,13 +10,10 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from flowlang.automations import check_workflow
-from flowlang.cli.inputs import UsageError, read_context, read_input
+from flowlang.cli.inputs import EXIT_BAD_INPUT, EXIT_FAILED, UsageError, read_context, read_input
 from flowlang.flow import check_flow, load_flow
 from flowlang.flow.model import Finding, FlowDocumentError
 from flowlang.flow.source import DocumentError, load_document, paused_collector
-
-EXIT_FAILED = 1
-EXIT_BAD_INPUT = 2
 
 
 def check_document(path: Path, text: str | None = None) -> tuple[object, list[Finding]]:

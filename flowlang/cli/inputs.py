@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
-__all__ = ["UsageError", "read_context", "read_input"]
+__all__ = ["EXIT_BAD_INPUT", "EXIT_FAILED", "EXIT_OK", "UsageError", "read_context", "read_input"]
 
 import json
 import sys
 from typing import Any, TextIO
 
 from flowlang.flow.source import MAX_DOCUMENT, read_limited
+
+#: The exit-code contract of every command: success; the work found problems (findings, a
+#: failed run, dead letters written); bad usage or unreadable input.
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_BAD_INPUT = 2
 
 
 class UsageError(Exception):

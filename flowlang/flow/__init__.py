@@ -2,34 +2,47 @@
 
 from __future__ import annotations
 
-__all__ = ["CompiledFlow", "FlowDocumentError", "load_flow"]
+__all__ = [
+    "CompiledFlow",
+    "FlowDocumentError",
+    "check_flow",
+    "check_flow_text",
+    "load_flow",
+    "load_flow_text",
+]
 
 import os
-from pathlib import Path
 
 from flowlang.engine import Engine
 from flowlang.flow.build import build_steps
 from flowlang.flow.model import CompiledFlow, Finding, FlowDocumentError
-from flowlang.flow.source import Document, paused_collector, read_document, text_not_path_hint
+from flowlang.flow.source import (
+    Document,
+    paused_collector,
+    read_document_file,
+    read_document_text,
+    text_not_path_hint,
+)
 from flowlang.flow.validate import validate_flow
 
 _TOP_LEVEL = {"flow", "start", "steps", "description"}
 
 
 def check_flow(
-    text: str | Path | Document | None = None,
-    *,
-    path: str | os.PathLike[str] | None = None,
-    engine: Engine | None = None,
-    filename: str | None = None,
+    path: str | os.PathLike[str] | Document, *, engine: Engine | None = None
 ) -> tuple[CompiledFlow | None, list[Finding]]:
-    """Load and check a flow; return it (None when it has errors) and every finding.
-
-    ``text`` is the document (YAML or JSON): a str is never taken for a file name. Read a file
-    with ``path=`` (or by passing a :class:`pathlib.Path`).
-    """
+    """Load and check the flow in file ``path`` (YAML or JSON; a str is always a path); return
+    the flow (None when it has errors) and every finding."""
     with paused_collector():
-        return _check_flow(read_document(text, path, filename), engine or Engine())
+        return _check_flow(read_document_file(path), engine or Engine())
+
+
+def check_flow_text(
+    text: str, *, name: str | None = None, engine: Engine | None = None
+) -> tuple[CompiledFlow | None, list[Finding]]:
+    """:func:`check_flow` for a document given as text; ``name`` labels it in messages."""
+    with paused_collector():
+        return _check_flow(read_document_text(text, name), engine or Engine())
 
 
 def _check_flow(document: Document, engine: Engine) -> tuple[CompiledFlow | None, list[Finding]]:
@@ -74,18 +87,26 @@ def _check_flow(document: Document, engine: Engine) -> tuple[CompiledFlow | None
 
 
 def load_flow(
-    text: str | Path | Document | None = None,
-    *,
-    path: str | os.PathLike[str] | None = None,
-    engine: Engine | None = None,
-    filename: str | None = None,
+    path: str | os.PathLike[str] | Document, *, engine: Engine | None = None
 ) -> CompiledFlow:
-    """Parse, validate and compile a flow (YAML or JSON): its text, or a file read with
-    ``path=`` (or given as a :class:`pathlib.Path`).
+    """Parse, validate and compile the flow in file ``path`` (YAML or JSON; a str is always a
+    path, as in ``open``; see :func:`load_flow_text` for a document's text).
 
-    Raises FlowDocumentError listing every problem, each with file:line:column, step and field.
+    Raises FlowDocumentError listing every problem, each with file:line:column, step and field;
+    a file that cannot be read or parsed raises another FlowError that names it.
     """
-    flow, findings = check_flow(text, path=path, engine=engine, filename=filename)
+    return _compiled(check_flow(path, engine=engine))
+
+
+def load_flow_text(
+    text: str, *, name: str | None = None, engine: Engine | None = None
+) -> CompiledFlow:
+    """:func:`load_flow` for a document given as text; ``name`` labels it in messages."""
+    return _compiled(check_flow_text(text, name=name, engine=engine))
+
+
+def _compiled(checked: tuple[CompiledFlow | None, list[Finding]]) -> CompiledFlow:
+    flow, findings = checked
     if flow is None:
         raise FlowDocumentError(findings)
     return flow

@@ -15,7 +15,8 @@ __all__ = [
     "decode_document",
     "load_document",
     "paused_collector",
-    "read_document",
+    "read_document_file",
+    "read_document_text",
 ]
 
 import gc
@@ -387,27 +388,35 @@ def paused_collector() -> Iterator[None]:
         gc.enable()
 
 
-def read_document(
-    text: str | Path | Document | None = None,
-    path: str | os.PathLike[str] | None = None,
-    filename: str | None = None,
-) -> Document:
-    """The document a caller gave: ``text`` is always the document itself (a str is never
-    taken for a file name; a :class:`~pathlib.Path` is a file, a Document already read is taken
-    as is); a file is read only when the caller says so with ``path``."""
-    if (text is None) == (path is None):
-        raise TypeError("give the document's text, or path=, not both")
-    if path is not None:
-        return load_document(Path(path), filename=filename)
-    if isinstance(text, Document):
-        return text
-    if isinstance(text, Path):
-        return load_document(text, filename=filename)
+def read_document_file(source: str | os.PathLike[str] | Document) -> Document:
+    """The document in file ``source`` (a str is always a path), or ``source`` itself when it
+    is a Document already read. A missing file is a DocumentError that names it; a str that
+    spans lines is a document's text given by mistake (ValueError)."""
+    if isinstance(source, Document):
+        return source
+    if not isinstance(source, (str, os.PathLike)):
+        raise TypeError(f"a document's path is a str or a path, not {type(source).__name__}")
+    name = os.fspath(source)
+    if not isinstance(name, str):
+        raise TypeError("a document's path is a str or a path, not bytes")
+    if "\n" in name or name.lstrip().startswith("{"):
+        raise ValueError(
+            "this is a document's text, not a file name: use load_flow_text or "
+            "load_workflow_text (or check_flow_text, check_workflow_text) for text"
+        )
+    return load_document(Path(name))
+
+
+def read_document_text(text: str, name: str | None) -> Document:
+    """The document whose text is ``text`` (never taken for a file name), named ``name`` in
+    messages."""
     if not isinstance(text, str):
-        raise TypeError(f"a document's text is str, not {type(text).__name__}")
-    return load_document(text, filename=filename)
+        raise TypeError(f"a document's text is a str, not {type(text).__name__}")
+    return load_document(text, filename=name)
 
 
 def text_not_path_hint(data: Any) -> str:
     """A hint for a document that is one plain string: it was probably meant as a file name."""
-    return " (this is the text itself: to read a file, pass path=)" if isinstance(data, str) else ""
+    if not isinstance(data, str):
+        return ""
+    return " (this is the text itself: to read a file, use load_flow or load_workflow)"

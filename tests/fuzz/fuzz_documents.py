@@ -13,7 +13,7 @@ import atheris
 
 with atheris.instrument_imports():
     from flowlang.errors import FlowError
-    from flowlang.flow import load_flow
+    from flowlang.flow import load_flow_text
     from flowlang.flow.source import load_document
 
 
@@ -28,7 +28,7 @@ def one_input(data: bytes) -> None:
         return
     # A newline keeps the text from being taken for a file name (one line naming a file).
     with contextlib.suppress(FlowError):
-        load_flow(text + "\n")
+        load_flow_text(text + "\n")
 
 
 def main() -> None:
