@@ -13,14 +13,14 @@ DEMO_SECRETS := FLOWLANG_SECRET_CRM_TOKEN=demo-crm-token FLOWLANG_SECRET_BILLING
 	FLOWLANG_SECRET_SMS_KEY_ID=demo-sms-id FLOWLANG_SECRET_SMS_KEY_SECRET=demo-sms-secret \
 	FLOWLANG_SECRET_SLACK_TOKEN=demo-slack-token FLOWLANG_SECRET_SPEECH_API_KEY=demo-speech-key
 
-.PHONY: setup demo demo-expressions demo-automations test test-compiled test-python bench bench-documents fuzz lint clean
+.PHONY: setup demo demo-expressions demo-automations test test-compiled test-python dist-check bench bench-documents fuzz lint clean
 
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml setup.py ext/_cevaluator.pyx ext/_runner.pxi
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,bench,dev]'
+	$(BIN)/python -m pip install --quiet -e . --group test --group bench --group dev
 	touch $(STAMP)
 
 # Run the account-verification call flow offline: recorded HTTP responses, the caller's digits.
@@ -56,6 +56,15 @@ test-compiled: $(STAMP)
 test-python: $(STAMP)
 	FLOWLANG_NO_EXTENSIONS=1 $(BIN)/python -m pytest; status=$$?; [ $$status -eq 0 ] || [ $$status -eq 5 ]
 
+# Build the sdist and, from it, the wheel (`python -m build`, isolated: needs the package
+# registry), then install each in a fresh venv outside the checkout and smoke-test it there
+# (commands, the compiled core, a flow run offline). CI runs it after `make test`.
+DIST_DIR := $(VENV)/dist
+
+dist-check: $(STAMP)
+	rm -rf $(DIST_DIR)
+	$(BIN)/python .ci/dist_check.py $(DIST_DIR)
+
 # Benchmarks (outside the default test run): ratios against a hand-written baseline and peers.
 bench: $(STAMP)
 	mkdir -p .benchmarks
@@ -81,8 +90,7 @@ FUZZ_DIR     := $(VENV)/fuzz
 FUZZ_STAMP   := $(VENV)/.fuzz-installed
 
 $(FUZZ_STAMP): $(STAMP) pyproject.toml
-	$(BIN)/python -m pip install --quiet $$($(BIN)/python -c "import tomllib; \
-		print(*tomllib.load(open('pyproject.toml', 'rb'))['project']['optional-dependencies']['fuzz'])")
+	$(BIN)/python -m pip install --quiet --group fuzz
 	touch $(FUZZ_STAMP)
 
 fuzz: $(FUZZ_STAMP)
@@ -99,8 +107,8 @@ fuzz: $(FUZZ_STAMP)
 	done
 
 lint: $(STAMP)
-	$(BIN)/ruff check flowlang tests benchmarks
+	$(BIN)/ruff check flowlang tests benchmarks setup.py .ci/dist_check.py
 	$(BIN)/mypy
 
 clean:
-	rm -rf $(VENV) build *.egg-info flowlang/*.so ext/*.c .pytest_cache .mypy_cache .ruff_cache .hypothesis .benchmarks
+	rm -rf $(VENV) build dist *.egg-info flowlang/*.so ext/*.c .pytest_cache .mypy_cache .ruff_cache .hypothesis .benchmarks

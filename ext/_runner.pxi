@@ -7,8 +7,6 @@
 # rows of a taken branch, HTTP, results, failures) call the very Python functions the twins use.
 # Property tests run generated flows through both loops and compare everything.
 
-import asyncio as _asyncio
-
 from cpython.long cimport PyLong_AsLongLongAndOverflow
 from cpython.time cimport monotonic as _monotonic
 from cpython.time cimport perf_counter_ns as _perf_counter_ns
@@ -623,7 +621,10 @@ async def run_loop(runtime, RunFields run, dict plan, step_id):
                 if _monotonic() - began > run_deadline:
                     raise TimeoutError
                 if planned.http:  # network I/O runs under the run's deadline
-                    async with _asyncio.timeout(began + run_deadline - _monotonic()):
+                    # asyncio is not imported when the module loads: a process that only
+                    # renders templates never pays for it (the runtime has loaded it by now).
+                    import asyncio
+                    async with asyncio.timeout(began + run_deadline - _monotonic()):
                         out.take(await planned.execute(planned.step, run))
                 elif type(planned) is HostStep:  # recorded, then the host's own awaitable
                     host_step = <HostStep>planned

@@ -3,6 +3,9 @@
 >>> import flowlang
 >>> flowlang.render('<<contact.emails[0]>>', {"contact": {"emails": ["ann@example.com"]}})
 'ann@example.com'
+
+Public names are imported on first use (module ``__getattr__``), so a process that only
+renders templates never loads the runtime (asyncio, httpx, yaml).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ __all__ = [
     "MappingSecrets",
     "MemoryResumeGuard",
     "NullHost",
+    "PurePythonWarning",
     "RecordingHost",
     "Reference",
     "ResumeGuard",
@@ -38,36 +42,116 @@ __all__ = [
     "compile",
     "load_flow",
     "load_flow_text",
+    "load_workflow",
+    "load_workflow_text",
     "render",
     "run_sync",
 ]
 
+import importlib
+import os
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from flowlang.engine import Engine, Template
-from flowlang.errors import (
-    FlowError,
-    FlowFilterError,
-    FlowLimitError,
-    FlowSyntaxError,
-    FlowUndefinedError,
-    SourcePosition,
-)
-from flowlang.expr.backends import DEFAULT_BACKEND
-from flowlang.expr.limits import Limits
-from flowlang.expr.references import Reference
-from flowlang.flow import check_flow, check_flow_text, load_flow, load_flow_text
-from flowlang.flow.model import CompiledFlow, FlowDocumentError
-from flowlang.runtime.host import Host, NullHost, RecordingHost
-from flowlang.runtime.runner import RunResult, Runtime, RuntimeSettings, run_sync
-from flowlang.runtime.secrets import EnvironmentSecrets, MappingSecrets
-from flowlang.runtime.state import FlowStateError, MemoryResumeGuard, ResumeGuard, StateKeys
+if TYPE_CHECKING:
+    from flowlang.automations import load_workflow, load_workflow_text
+    from flowlang.engine import Engine, Template
+    from flowlang.errors import (
+        FlowError,
+        FlowFilterError,
+        FlowLimitError,
+        FlowSyntaxError,
+        FlowUndefinedError,
+        SourcePosition,
+    )
+    from flowlang.expr.limits import Limits
+    from flowlang.expr.references import Reference
+    from flowlang.flow import check_flow, check_flow_text, load_flow, load_flow_text
+    from flowlang.flow.model import CompiledFlow, FlowDocumentError
+    from flowlang.runtime.host import Host, NullHost, RecordingHost
+    from flowlang.runtime.runner import RunResult, Runtime, RuntimeSettings, run_sync
+    from flowlang.runtime.secrets import EnvironmentSecrets, MappingSecrets
+    from flowlang.runtime.state import FlowStateError, MemoryResumeGuard, ResumeGuard, StateKeys
+
+    #: The evaluator this process uses by default: ``"cython"`` or ``"python"``.
+    BACKEND: str
 
 __version__ = "0.1.0"
 
-#: The evaluator this process uses by default: ``"cython"`` or ``"python"``.
-BACKEND: str = DEFAULT_BACKEND
+
+class PurePythonWarning(RuntimeWarning):
+    """The compiled extension is missing, so the slower pure-Python backend is used.
+
+    Given once per process, when the backend is chosen (the first template compiled, or the
+    first read of ``flowlang.BACKEND``); never when ``FLOWLANG_NO_EXTENSIONS=1`` asks for the
+    pure-Python backend. ``import flowlang`` chooses no backend, so right after it
+    ``warnings.filterwarnings("ignore", category=flowlang.PurePythonWarning)`` silences it.
+    """
+
+
+if "FLOWLANG_REQUIRE_EXTENSIONS" in os.environ:
+    # Asked to require the compiled extension (CI): choose the backend now, so that a missing
+    # extension is an ImportError at `import flowlang` rather than at first use.
+    importlib.import_module("flowlang.expr.backends")
+
+#: Where each public name lives: imported on first use, then kept in this module.
+_LAZY: dict[str, str] = {
+    "CompiledFlow": "flowlang.flow.model",
+    "Engine": "flowlang.engine",
+    "EnvironmentSecrets": "flowlang.runtime.secrets",
+    "FlowDocumentError": "flowlang.flow.model",
+    "FlowError": "flowlang.errors",
+    "FlowFilterError": "flowlang.errors",
+    "FlowLimitError": "flowlang.errors",
+    "FlowStateError": "flowlang.runtime.state",
+    "FlowSyntaxError": "flowlang.errors",
+    "FlowUndefinedError": "flowlang.errors",
+    "Host": "flowlang.runtime.host",
+    "Limits": "flowlang.expr.limits",
+    "MappingSecrets": "flowlang.runtime.secrets",
+    "MemoryResumeGuard": "flowlang.runtime.state",
+    "NullHost": "flowlang.runtime.host",
+    "RecordingHost": "flowlang.runtime.host",
+    "Reference": "flowlang.expr.references",
+    "ResumeGuard": "flowlang.runtime.state",
+    "RunResult": "flowlang.runtime.runner",
+    "Runtime": "flowlang.runtime.runner",
+    "RuntimeSettings": "flowlang.runtime.runner",
+    "SourcePosition": "flowlang.errors",
+    "StateKeys": "flowlang.runtime.state",
+    "Template": "flowlang.engine",
+    "check_flow": "flowlang.flow",
+    "check_flow_text": "flowlang.flow",
+    "load_flow": "flowlang.flow",
+    "load_flow_text": "flowlang.flow",
+    "load_workflow": "flowlang.automations",
+    "load_workflow_text": "flowlang.automations",
+    "run_sync": "flowlang.runtime.runner",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name == "BACKEND":
+        from flowlang.expr.backends import DEFAULT_BACKEND
+
+        value: Any = DEFAULT_BACKEND
+    else:
+        module = _LAZY.get(name)
+        if module is None:
+            raise AttributeError(f"module 'flowlang' has no attribute {name!r}")
+        try:
+            value = getattr(importlib.import_module(module), name)
+        except AttributeError:
+            raise AttributeError(
+                f"module 'flowlang' has no attribute {name!r} ({module} does not define it)"
+            ) from None
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
 
 _default_engines: dict[str, Engine] = {}
 
@@ -75,6 +159,8 @@ _default_engines: dict[str, Engine] = {}
 def _engine(syntax: str) -> Engine:
     engine = _default_engines.get(syntax)
     if engine is None:
+        from flowlang.engine import Engine
+
         engine = _default_engines.setdefault(syntax, Engine(syntax=syntax))
     return engine
 

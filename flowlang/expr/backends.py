@@ -1,8 +1,9 @@
 """Backends: choose between the Cython evaluator and its pure-Python twin.
 
 At import, ``FLOWLANG_NO_EXTENSIONS=1`` forces the Python backend and
-``FLOWLANG_REQUIRE_EXTENSIONS=1`` makes a missing compiled extension an ImportError.
-No other module reads the environment.
+``FLOWLANG_REQUIRE_EXTENSIONS=1`` makes a missing compiled extension an ImportError. Without
+either, a missing extension gives one :class:`flowlang.PurePythonWarning` and the Python
+backend. No other module reads the environment.
 """
 
 from __future__ import annotations
@@ -17,10 +18,13 @@ __all__ = [
 
 import importlib
 import os
+import sys
+import warnings
 from collections.abc import Callable
-from types import ModuleType
+from types import FrameType, ModuleType
 from typing import Any
 
+from flowlang import PurePythonWarning
 from flowlang.expr import ir, pyeval
 
 Builder = Callable[[ir.Node, int], Callable[[Any], Any]]
@@ -30,18 +34,43 @@ def _flag(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no")
 
 
+def _first_caller_outside() -> int:
+    """The stacklevel, for a warning given here, of the first frame outside flowlang and the
+    import machinery: the line of the embedder's code that made flowlang choose a backend."""
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    level = 1
+    frame: FrameType | None = sys._getframe(2)  # 2: the caller of _load_extension
+    while frame is not None:
+        filename = frame.f_code.co_filename
+        if "importlib" in filename and "_bootstrap" in filename:
+            frame = frame.f_back  # warnings.warn does not count these frames either
+            continue
+        if not filename.startswith(package):
+            break
+        level, frame = level + 1, frame.f_back
+    return level + 1
+
+
 def _load_extension() -> ModuleType | None:
     if _flag("FLOWLANG_NO_EXTENSIONS"):
         return None
     try:
         extension = importlib.import_module("flowlang._cevaluator")
-    except ImportError:
+    except ImportError as error:
         if _flag("FLOWLANG_REQUIRE_EXTENSIONS"):
             raise ImportError(
                 "FLOWLANG_REQUIRE_EXTENSIONS is set but the compiled extension "
                 "flowlang._cevaluator could not be imported; build it with "
                 "'pip install -e .' (needs a C compiler)"
             ) from None
+        reason = str(error).splitlines()[0] if str(error) else "not built"
+        warnings.warn(
+            f"flowlang's compiled extension is not available ({reason}): using the slower "
+            "pure-Python backend; reinstall with a C compiler and the Python headers, or set "
+            "FLOWLANG_NO_EXTENSIONS=1 to choose the pure-Python backend without this warning",
+            PurePythonWarning,
+            stacklevel=_first_caller_outside(),
+        )
         return None
     return extension
 
