@@ -223,8 +223,9 @@ _SCALARS = (
 )
 _VALUES = st.recursive(
     _SCALARS,
-    lambda children: st.lists(children, max_size=5)
-    | st.dictionaries(st.text(max_size=8), children, max_size=5),
+    lambda children: (
+        st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=8), children, max_size=5)
+    ),
     max_leaves=40,
 )
 _LAYOUTS = st.sampled_from(
@@ -331,7 +332,9 @@ def test_escapes_decode_as_json_loads_or_are_refused_when_lone(parts: list[str])
         assert lone is None and data == [expected]
 
 
-_JSONISH = st.text(alphabet='{}[]",:0123456789-+.eE truefalsnulNaIiy\t\n\r\\/u\ud83d\x85', max_size=60)
+_JSONISH = st.text(
+    alphabet='{}[]",:0123456789-+.eE truefalsnulNaIiy\t\n\r\\/u\ud83d\x85', max_size=60
+)
 
 
 @settings(max_examples=1000, deadline=None)

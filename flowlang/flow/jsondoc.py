@@ -82,9 +82,7 @@ class _Scanner:
         line, column = self._lines.locate(offset)
         kind = JsonSyntaxError if syntax else DocumentError
         prefix = "invalid JSON: " if syntax else ""
-        return kind(
-            prefix + message, self._lines, SourcePosition(self.filename, line, column)
-        )
+        return kind(prefix + message, self._lines, SourcePosition(self.filename, line, column))
 
     def unexpected(self, offset: int, expected: str) -> DocumentError:
         text = self.text
@@ -150,9 +148,7 @@ class _Scanner:
             # --- one value at pos, then what follows it ---
             where = (*pointer, slot) if stack else ()
             if len(stack) > MAX_DEPTH:
-                raise self.fail(
-                    f"document nests deeper than {MAX_DEPTH} levels", pos, syntax=False
-                )
+                raise self.fail(f"document nests deeper than {MAX_DEPTH} levels", pos, syntax=False)
             char = text[pos] if pos < size else ""
             value: Any
             if char == '"':
