@@ -99,7 +99,7 @@ def test_a_dropped_version_is_a_clear_error_and_can_be_added_back() -> None:
             state = (await runtime.start(V1)).state or {}
             await runtime.start(V2)
             await runtime.start(V3)  # the bound drops v1, the least recently used
-            assert versions.fingerprints() == [V2.fingerprint, V3.fingerprint]
+            assert versions.fingerprints("account") == [V2.fingerprint, V3.fingerprint]
             with pytest.raises(FlowStateError) as caught:
                 await runtime.resume(V3, state, "5")
             message = str(caught.value)
@@ -122,8 +122,25 @@ def test_the_bound_drops_the_least_recently_used_version() -> None:
     assert len(versions) == 2 and versions.get(V2.fingerprint) is None
     versions.add(V1)  # the most recent already: nothing changes
     versions.add(V2)
-    assert versions.fingerprints() == [V1.fingerprint, V2.fingerprint]
+    assert versions.fingerprints("account") == [V1.fingerprint, V2.fingerprint]
+    assert versions.fingerprints("nothing") == []
     assert FlowVersions().capacity == DEFAULT_FLOW_VERSIONS == 16
+
+
+def test_versions_of_other_flows_never_push_one_out() -> None:
+    """The bound is per flow: a process serving many flows keeps the old versions of each."""
+    versions = FlowVersions(capacity=2)
+    versions.add(V1)
+    versions.add(V2)
+    others = [
+        flowlang.load_flow_text(FLOW.replace("flow: account", f"flow: f{n}")) for n in range(5)
+    ]
+    for other in others:
+        versions.add(other)
+    assert versions.fingerprints("account") == [V1.fingerprint, V2.fingerprint]
+    assert len(versions) == 7
+    versions.add(V3)
+    assert V1.fingerprint not in versions and len(versions) == 7
 
 
 @pytest.mark.parametrize("capacity", [0, -1, 1.5, True, "3"])

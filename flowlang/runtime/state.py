@@ -465,8 +465,8 @@ def _version(
         raise FlowStateError(
             f"the state belongs to version {shown_version!r} of flow {name[:80]!r}, which is no "
             f"longer kept (FlowVersions keeps the {versions.capacity} most recently used "
-            "versions): this call cannot resume; add that version with FlowVersions.add, or "
-            "keep more of them (FlowVersions(capacity=...))"
+            "versions of each flow): this call cannot resume; add that version with "
+            "FlowVersions.add, or keep more of them (FlowVersions(capacity=...))"
         )
     return kept
 

@@ -16,49 +16,57 @@ DEFAULT_FLOW_VERSIONS = 16
 
 
 class FlowVersions:
-    """Compiled flows kept by fingerprint (a hash of the document's text), at most ``capacity``.
+    """Compiled flows kept by fingerprint (a hash of the document's text): at most
+    ``capacity`` versions of each flow (by its ``flow:`` name).
 
     Give one to a runtime (``Runtime(flow_versions=FlowVersions())``): every flow a call starts
     on is kept, and a call suspended on one version of a flow resumes on that version after the
-    flow was edited and reloaded, while new calls start on the new one. The least recently used
-    version (added, started on or resumed on) is dropped when a new one would pass
-    ``capacity``; a call waiting on a dropped version cannot resume (FlowStateError, naming the
-    version). Versions another process started calls on can be added with :meth:`add`.
+    flow was edited and reloaded, while new calls start on the new one. When a flow has more
+    than ``capacity`` versions, its least recently used one (added, started on or resumed on)
+    is dropped; versions of other flows never push one out. A call waiting on a dropped version
+    cannot resume (FlowStateError, naming the version). Versions another process started calls
+    on can be added with :meth:`add`.
 
     Safe to share between runtimes and threads. A state only selects among the versions kept
     here, and only after its signature is checked: it never makes anything load.
     """
 
-    __slots__ = ("_flows", "_latest", "_lock", "capacity")
+    __slots__ = ("_by_name", "_flows", "_latest", "_lock", "capacity")
 
     def __init__(self, capacity: int = DEFAULT_FLOW_VERSIONS) -> None:
         if type(capacity) is not int or capacity < 1:
             raise ValueError(f"FlowVersions capacity must be a positive integer, not {capacity!r}")
         self.capacity = capacity
-        self._flows: OrderedDict[str, CompiledFlow] = OrderedDict()
+        self._flows: dict[str, CompiledFlow] = {}
+        #: Each flow name's fingerprints, least recently used first.
+        self._by_name: dict[str, OrderedDict[str, None]] = {}
         self._lock = threading.Lock()
         #: The most recently used flow, never dropped (a start on it again needs no lock).
         self._latest: CompiledFlow | None = None
 
     def add(self, flow: CompiledFlow) -> CompiledFlow:
-        """Keep ``flow`` (as the most recently used version) and return it."""
+        """Keep ``flow`` (as the most recently used version of its flow) and return it."""
         if self._latest is flow:
             return flow
+        fingerprint = flow.fingerprint
         with self._lock:
-            self._flows[flow.fingerprint] = flow
-            self._flows.move_to_end(flow.fingerprint)
-            while len(self._flows) > self.capacity:
-                self._flows.popitem(last=False)
+            self._flows[fingerprint] = flow
+            versions = self._by_name.setdefault(flow.name, OrderedDict())
+            versions[fingerprint] = None
+            versions.move_to_end(fingerprint)
+            while len(versions) > self.capacity:
+                dropped, _ = versions.popitem(last=False)
+                del self._flows[dropped]
             self._latest = flow
         return flow
 
     def get(self, fingerprint: str) -> CompiledFlow | None:
-        """The version whose fingerprint is ``fingerprint`` (now the most recently used), or
-        None when it is not kept."""
+        """The version whose fingerprint is ``fingerprint`` (now the most recently used of its
+        flow), or None when it is not kept."""
         with self._lock:
             flow = self._flows.get(fingerprint)
             if flow is not None:
-                self._flows.move_to_end(fingerprint)
+                self._by_name[flow.name].move_to_end(fingerprint)
                 self._latest = flow
             return flow
 
@@ -68,7 +76,7 @@ class FlowVersions:
     def __len__(self) -> int:
         return len(self._flows)
 
-    def fingerprints(self) -> list[str]:
-        """The fingerprints kept, least recently used first."""
+    def fingerprints(self, name: str) -> list[str]:
+        """The fingerprints of the versions of flow ``name`` kept, least recently used first."""
         with self._lock:
-            return list(self._flows)
+            return list(self._by_name.get(name, ()))
