@@ -313,13 +313,18 @@ def test_json_marks_match_the_yaml_readers(value: Any) -> None:
 _ESCAPES = st.sampled_from(
     ["\\ud83d", "\\ude00", "\\uD83D\\uDE00", "\\u0000", "\\n", "\\\\", '\\"', "\\/", "\\u00e9"]
 )
+#: Pieces of a string's body: text (written as json.dumps writes it) or an escape as is.
+_PIECES = st.lists(
+    st.text(max_size=3).map(lambda text: json.dumps(text)[1:-1]) | _ESCAPES, max_size=8
+)
 
 
 @settings(max_examples=300, deadline=None)
-@given(parts=st.lists(st.text(max_size=3) | _ESCAPES, max_size=8))
-def test_escapes_decode_as_json_loads_or_are_refused_when_lone(parts: list[str]) -> None:
-    body = "".join(json.dumps(part)[1:-1] if not part.startswith("\\") else part for part in parts)
-    text = f'["{body}"]'
+@given(pieces=_PIECES)
+@example(pieces=["\\\\", "ud83d"])  # an escaped backslash, then text: no escape at all
+@example(pieces=["\\ud83d", "\\ud83d", "\\ude00"])
+def test_escapes_decode_as_json_loads_or_are_refused_when_lone(pieces: list[str]) -> None:
+    text = '["' + "".join(pieces) + '"]'
     expected = json.loads(text)[0]
     lone = re.search("[\ud800-\udfff]", expected)
     try:
