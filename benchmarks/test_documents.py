@@ -1,9 +1,11 @@
 """Document benchmarks: load and check time and peak memory as documents grow (issue 8, item 18).
 
 Chained-step flows of 1k, 5k and 20k steps, the longest chained flow within the 4 MiB document
-limit, a flow with 40,000 bad lines (one finding each) and a workflow of 20,000 actions. Each is
-timed (load + check, the median of a few rounds) and then checked once more under tracemalloc
-for its peak; a table is printed at the end. Outside `make test` and `make bench`:
+limit (as YAML, and the same flow as JSON), a flow with 40,000 bad lines (one finding each) and
+a workflow of 20,000 actions. Each is timed (load + check, the median of a few rounds) and then
+checked once more under tracemalloc for its peak; a table is printed at the end. Loading alone
+(no check) is timed for the 4 MiB flow as YAML and as JSON, the same data. Outside `make test`
+and `make bench`:
 
     FLOWLANG_REQUIRE_EXTENSIONS=1 .venv/bin/python -m pytest benchmarks/test_documents.py \\
         --benchmark-only -q -s
@@ -12,6 +14,7 @@ for its peak; a table is printed at the end. Outside `make test` and `make bench
 from __future__ import annotations
 
 import gc
+import json
 import sys
 import tracemalloc
 from collections.abc import Callable, Iterator
@@ -24,8 +27,8 @@ sys.path.insert(0, str(Path(__file__).parent.parent / "tests"))
 from big_documents import bad_lines_flow, chained_flow, chained_flow_of_size, chained_workflow
 
 from flowlang.automations import check_workflow_text
-from flowlang.flow import check_flow
-from flowlang.flow.source import MAX_DOCUMENT, paused_collector
+from flowlang.flow import check_flow_text
+from flowlang.flow.source import MAX_DOCUMENT, load_document, paused_collector
 
 
 def _check_workflow(text: str) -> Any:
@@ -34,13 +37,28 @@ def _check_workflow(text: str) -> Any:
         return check_workflow_text(text)
 
 
+def _as_json(yaml_text: str) -> str:
+    """The same document as compact JSON (what a generator or an editor's export writes)."""
+    return json.dumps(load_document(yaml_text).data)
+
+
+def _load(text: str) -> Any:
+    with paused_collector():
+        return load_document(text)
+
+
 CASES: dict[str, tuple[Callable[[], str], Callable[[str], Any], int]] = {
     # name: (document maker, checker, expected findings)
-    "flow, 1k steps": (lambda: chained_flow(1_000), check_flow, 0),
-    "flow, 5k steps": (lambda: chained_flow(5_000), check_flow, 0),
-    "flow, 20k steps": (lambda: chained_flow(20_000), check_flow, 0),
-    "flow at the 4 MiB limit": (lambda: chained_flow_of_size(MAX_DOCUMENT), check_flow, 0),
-    "flow, 40k bad lines": (lambda: bad_lines_flow(40_000), check_flow, 40_000),
+    "flow, 1k steps": (lambda: chained_flow(1_000), check_flow_text, 0),
+    "flow, 5k steps": (lambda: chained_flow(5_000), check_flow_text, 0),
+    "flow, 20k steps": (lambda: chained_flow(20_000), check_flow_text, 0),
+    "flow at the 4 MiB limit": (lambda: chained_flow_of_size(MAX_DOCUMENT), check_flow_text, 0),
+    "the same flow as JSON": (
+        lambda: _as_json(chained_flow_of_size(MAX_DOCUMENT)),
+        check_flow_text,
+        0,
+    ),
+    "flow, 40k bad lines": (lambda: bad_lines_flow(40_000), check_flow_text, 40_000),
     "workflow, 20k actions": (lambda: chained_workflow(20_000), _check_workflow, 0),
 }
 RESULTS: dict[str, dict[str, float]] = {}
@@ -49,7 +67,7 @@ RESULTS: dict[str, dict[str, float]] = {}
 @pytest.fixture(scope="module", autouse=True)
 def _table(request: pytest.FixtureRequest) -> Iterator[None]:
     yield
-    if not RESULTS:
+    if not RESULTS and not LOADS:
         return
     lines = [
         "",
@@ -60,6 +78,11 @@ def _table(request: pytest.FixtureRequest) -> Iterator[None]:
         lines.append(
             f"| {name} | {row['bytes'] / 1e6:.2f} MB | {row['count']:,.0f} | "
             f"{row['seconds']:.2f} s | {row['peak'] / 1e6:.0f} MB |"
+        )
+    if len(LOADS) == 2:
+        lines.append(
+            f"\nload only, the 4 MiB flow: YAML {LOADS['yaml']:.2f} s, JSON {LOADS['json']:.2f} s "
+            f"(JSON / YAML {LOADS['json'] / LOADS['yaml']:.2f})"
         )
     capture = request.config.pluginmanager.get_plugin("capturemanager")
     with capture.global_and_fixture_disabled():
@@ -84,7 +107,7 @@ def test_load_and_check(benchmark: Any, name: str) -> None:
     result, findings = benchmark.pedantic(check, args=(text,), rounds=rounds, iterations=1)
     assert len(findings) == expected
     assert (result is None) == bool(expected)
-    steps = text.count("\n    type: ")
+    steps = len(result.steps) if result is not None else 0
     benchmark.group = "D documents"
     benchmark.extra_info.update(workload=name, bytes=len(text.encode()))
     RESULTS[name] = {
@@ -93,3 +116,19 @@ def test_load_and_check(benchmark: Any, name: str) -> None:
         "seconds": benchmark.stats.stats.median,
         "peak": _peak(check, text),
     }
+
+
+LOADS: dict[str, float] = {}
+
+
+@pytest.mark.parametrize("form", ["yaml", "json"])
+def test_load_only(benchmark: Any, form: str) -> None:
+    """Reading the 4 MiB flow into data and positions, without checking it: YAML (libyaml's
+    events) against JSON (the JSON reader), the same data."""
+    text = chained_flow_of_size(MAX_DOCUMENT)
+    if form == "json":
+        text = _as_json(text)
+    document = benchmark.pedantic(_load, args=(text,), rounds=3, iterations=1)
+    assert len(document.data["steps"]) > 20_000
+    benchmark.group = "D document load"
+    LOADS[form] = benchmark.stats.stats.median

@@ -41,6 +41,19 @@ USES: dict[str, tuple[str, ...]] = {
     r"^(?:null|)$": ("match",),
     r"^-?(?:0|[1-9][0-9]*)$": ("match",),
     r"^-?(?:0|[1-9][0-9]*)(?:\.[0-9]+(?:[eE][-+]?[0-9]+)?|[eE][-+]?[0-9]+)$": ("match",),
+    # flowlang/flow/source.py: does a text look like JSON (its first character)
+    "\ufeff?[ \t\n\r]*[\\[{]": ("match",),
+    # flowlang/flow/jsondoc.py: the JSON scanner matches at one position each time
+    r"[ \t\n\r]*": ("match",),
+    r'(?:[^"\\\x00-\x1f]++|\\["\\/bfnrt]|\\u[0-9A-Fa-f]{4})*+': ("match",),
+    r"[ \t\n\r]*+(?:(?P<comma>,)[ \t\n\r]*+)?+": ("match",),
+    (
+        r"(-?(?:0|[1-9][0-9]*+)(\.[0-9]++)?+([eE][-+]?[0-9]++)?+)"
+        r"[ \t\n\r]*+(?:(?P<comma>,)[ \t\n\r]*+)?+"
+    ): ("match",),
+    r'"([^"\\\x00-\x1f]*+)"[ \t\n\r]*+:[ \t\n\r]*+': ("match",),
+    r'"([^"\\\x00-\x1f]*+)"[ \t\n\r]*+(?:(?P<comma>,)[ \t\n\r]*+)?+': ("match",),
+    r"\\(?:u([0-9A-Fa-f]{4})|(.))": ("finditer",),
     # flowlang/flow/build.py
     r"([0-9]+(?:\.[0-9]+)?)\s*(ms|s)?": ("fullmatch",),
     r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$": ("match", "search"),

@@ -40,7 +40,9 @@ def check_flow(
 def check_flow_text(
     text: str, *, name: str | None = None, engine: Engine | None = None
 ) -> tuple[CompiledFlow | None, list[Finding]]:
-    """:func:`check_flow` for a document given as text; ``name`` labels it in messages."""
+    """:func:`check_flow` for a document given as text; ``name`` labels it in messages (a name
+    ending in ``.json`` reads it as JSON only; otherwise JSON or YAML by its first character,
+    as for files)."""
     with paused_collector():
         return _check_flow(read_document_text(text, name), engine or Engine())
 
@@ -91,7 +93,9 @@ def load_flow(
     path: str | os.PathLike[str] | Document, *, engine: Engine | None = None
 ) -> CompiledFlow:
     """Parse, validate and compile the flow in file ``path`` (YAML or JSON; a str is always a
-    path, as in ``open``; see :func:`load_flow_text` for a document's text).
+    path, as in ``open``; see :func:`load_flow_text` for a document's text). A file named
+    ``*.json`` is JSON; any other is JSON when its first character is ``{`` or ``[`` and it
+    reads as JSON, else YAML.
 
     Raises FlowDocumentError listing every problem, each with file:line:column, step and field;
     a file that cannot be read or parsed raises another FlowError that names it.

@@ -1,5 +1,14 @@
 """Source: read a YAML or JSON document into plain data, keeping the position of every value.
 
+Which reader: a document whose name ends in ``.json`` (any case) is JSON, read by the JSON
+reader (``flowlang.flow.jsondoc``) only. Any other document whose first character other than
+blanks (and a byte order mark) is ``{`` or ``[`` is read as JSON first; if it is not JSON at all
+(a syntax error: YAML's flow style, ``{flow: x}``, is not JSON) it is read as YAML, and if that
+fails too the error shown is the one found further into the text (JSON's when both are at the
+same place). A JSON text with a value a document refuses (a duplicate key, a lone surrogate,
+NaN, a number beyond the limits) is refused as JSON: it is not read again as YAML. Everything
+else is YAML.
+
 YAML is read with JSON-compatible scalars only: `true`/`false`/`null`, JSON numbers, and
 everything else a string (`no`, `0123`, `12:30` and `2026-01-01` stay strings). Duplicate keys,
 anchors, aliases, merge keys and tags are refused: a flow document is data, written by hand.
@@ -8,11 +17,14 @@ anchors, aliases, merge keys and tags are refused: a flow document is data, writ
 from __future__ import annotations
 
 __all__ = [
+    "MAX_DEPTH",
     "MAX_DOCUMENT",
+    "MAX_INTEGER_DIGITS",
     "Document",
     "DocumentError",
     "Pointer",
     "decode_document",
+    "integer_digit_limit",
     "load_document",
     "paused_collector",
     "read_document_file",
@@ -23,6 +35,7 @@ import gc
 import hashlib
 import os
 import re
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -55,7 +68,7 @@ Pointer = tuple[str | int, ...]
 #: The largest document read, in bytes (a file) or characters (text).
 MAX_DOCUMENT = 4 * 1024 * 1024
 #: The deepest nesting of lists and maps.
-_MAX_DEPTH = 64
+MAX_DEPTH = 64
 #: The most digits of a whole number (Python refuses to read more than 4,300).
 MAX_INTEGER_DIGITS = 1000
 
@@ -63,6 +76,8 @@ _STR, _INT, _FLOAT = "tag:yaml.org,2002:str", "tag:yaml.org,2002:int", "tag:yaml
 _BOOL, _NULL, _MERGE = "tag:yaml.org,2002:bool", "tag:yaml.org,2002:null", "tag:yaml.org,2002:merge"
 _SEQ, _MAP = "tag:yaml.org,2002:seq", "tag:yaml.org,2002:map"
 _SURROGATE = re.compile("[\ud800-\udfff]")
+#: A text that may be JSON: its first character other than blanks opens an object or array.
+_JSON_START = re.compile("\ufeff?[ \t\n\r]*[\\[{]")
 
 _JSON_SCALARS = [
     (_BOOL, re.compile(r"^(?:true|false)$"), list("tf")),
@@ -195,6 +210,7 @@ def load_document(source: str | Path, *, filename: str | None = None) -> Documen
     """Read a flow or workflow document from a path or from its text.
 
     A path is read up to the size limit only (``/dev/zero`` and FIFOs end with an error).
+    JSON or YAML: see the module's docstring.
     """
     if isinstance(source, Path):
         filename = filename or str(source)
@@ -206,8 +222,36 @@ def load_document(source: str | Path, *, filename: str | None = None) -> Documen
                 f"document is larger than {MAX_DOCUMENT} characters", "", SourcePosition(filename)
             )
     marks: dict[Pointer, int] = {}
-    data = _Composer(text, filename, marks).document()
+    if filename is not None and filename[-5:].lower() == ".json":
+        data = _read_json(text, filename, marks)
+    elif _JSON_START.match(text):
+        data = _json_else_yaml(text, filename, marks)
+    else:
+        data = _Composer(text, filename, marks).document()
     return Document(data, text, filename, marks)
+
+
+def _read_json(text: str, filename: str | None, marks: dict[Pointer, int]) -> Any:
+    from flowlang.flow.jsondoc import read_json  # imports this module: loaded when first needed
+
+    return read_json(text, filename, marks)
+
+
+def _json_else_yaml(text: str, filename: str | None, marks: dict[Pointer, int]) -> Any:
+    """The data of a text that looks like JSON: JSON's, or YAML's when it is not JSON at all."""
+    from flowlang.flow.jsondoc import JsonSyntaxError, read_json
+
+    try:
+        return read_json(text, filename, marks)
+    except JsonSyntaxError as json_error:
+        marks.clear()
+        try:
+            return _Composer(text, filename, marks).document()
+        except DocumentError as yaml_error:
+            json_at, yaml_at = json_error.position, yaml_error.position
+            if (yaml_at.line, yaml_at.column) > (json_at.line, json_at.column):
+                raise yaml_error from None
+            raise json_error from None
 
 
 def _parser(text: str) -> Any:
@@ -295,8 +339,8 @@ class _Composer:
                     slot = key
                     continue
                 where = (*pointer, slot) if stack else ()
-                if len(stack) > _MAX_DEPTH:
-                    raise self.fail(f"document nests deeper than {_MAX_DEPTH} levels", mark)
+                if len(stack) > MAX_DEPTH:
+                    raise self.fail(f"document nests deeper than {MAX_DEPTH} levels", mark)
                 if kind is ScalarEvent:
                     marks[where] = _pack(mark, event.style)
                     value = self.scalar(event)
@@ -344,10 +388,10 @@ class _Composer:
                 f"{value[:40]!r} is not a valid {tag.rsplit(':', 1)[-1]}", event.start_mark
             )
         if tag == _INT:
-            if len(value) > MAX_INTEGER_DIGITS:
+            limit = integer_digit_limit()
+            if len(value.lstrip("-")) > limit:
                 raise self.fail(
-                    f"a whole number has at most {MAX_INTEGER_DIGITS} digits "
-                    "(quote it to keep it as text)",
+                    f"a whole number has at most {limit} digits (quote it to keep it as text)",
                     event.start_mark,
                 )
             return int(value)
@@ -359,6 +403,13 @@ class _Composer:
         if tag == _BOOL:
             return value == "true"
         return None
+
+
+def integer_digit_limit() -> int:
+    """The most digits of a whole number in a document: ``MAX_INTEGER_DIGITS``, or fewer when
+    the process lowered Python's own limit (``sys.set_int_max_str_digits``)."""
+    python_limit = sys.get_int_max_str_digits()
+    return min(MAX_INTEGER_DIGITS, python_limit) if python_limit else MAX_INTEGER_DIGITS
 
 
 def _pack(mark: Any, style: str | None) -> int:

@@ -6,6 +6,7 @@ __all__ = [
     "STATE_FORMAT",
     "STATE_ROOTS",
     "FlowStateError",
+    "FlowVersions",
     "MemoryResumeGuard",
     "ResumeGuard",
     "RunResult",
@@ -49,6 +50,7 @@ from flowlang.runtime.state import (
     read_state,
 )
 from flowlang.runtime.steps import StepPlan, apply_digits, plan_flow
+from flowlang.runtime.versions import FlowVersions
 from flowlang.settings import check_counts, check_durations, check_names
 
 
@@ -213,7 +215,9 @@ class Runtime:
     ``settings.state_keys`` names). ``backend``: which twin of the step loop runs, ``cython``
     or ``python`` (None: the process default, as for templates). ``resume_guard``: where
     resumed suspensions are remembered, so that each state is resumed once (by default in
-    this process: :class:`MemoryResumeGuard`).
+    this process: :class:`MemoryResumeGuard`). ``flow_versions``: where the flows calls start
+    on are kept by fingerprint, so that a call resumes on the version it started on after the
+    flow is edited (None: a state of another version is refused).
     """
 
     def __init__(
@@ -227,8 +231,11 @@ class Runtime:
         http: HttpSender | None = None,
         backend: str | None = None,
         resume_guard: ResumeGuard | None = None,
+        flow_versions: FlowVersions | None = None,
     ) -> None:
         self.settings = settings or RuntimeSettings()
+        #: Versions of flows kept by fingerprint (every flow a call starts on is added).
+        self.flow_versions = flow_versions
         #: The step loop: the compiled twin (``cython``) or the Python one; None for the default.
         self.backend = resolve_backend(backend)
         self._run_loop = compiled_helper("run_loop", run_loop, self.backend)
@@ -345,6 +352,8 @@ class Runtime:
         runs.
         """
         scope, size = _new_scope(context, self.data_limits)
+        if self.flow_versions is not None:
+            self.flow_versions.add(flow)
         run = Run(self, flow, scope, SecretsView(self.secrets), 0, (None, 0), None, 0, size)
         running: Coroutine[Any, Any, RunResult] = self._run_loop(
             self, run, self._plan(flow), flow.start
@@ -363,6 +372,10 @@ class Runtime:
         or altered (with state keys), or already resumed (each suspension is resumed once: the
         resume guard claims its ``run_id`` and ``seq``). Everything that can fail is done before
         the claim; after it only the run, which never raises.
+
+        With ``flow_versions``, a state of another version of ``flow`` (the same flow name, an
+        edited text) resumes on the version it was suspended on when that version is kept;
+        when it is no longer kept, FlowStateError says so and names the version.
         """
         if digits is not None:
             if not isinstance(digits, str):
@@ -371,8 +384,14 @@ class Runtime:
                 )
             digits = str.__str__(digits)  # a plain copy of a subclass, made in C
         point = read_state(
-            state, flow, self.state_keys, self.data_limits, self.settings.max_state_age
+            state,
+            flow,
+            self.state_keys,
+            self.data_limits,
+            self.settings.max_state_age,
+            self.flow_versions,
         )
+        flow = point.flow
         entered = apply_digits(point.step, digits)
         plan = self._plan(flow)
         if not self.resume_guard.claim(point.run_id, point.seq):

@@ -63,6 +63,7 @@ from flowlang.settings import MAX_COUNT
 if TYPE_CHECKING:
     from flowlang.flow.model import CompiledFlow, Step
     from flowlang.runtime.secrets import SecretsProvider
+    from flowlang.runtime.versions import FlowVersions
 
 STATE_FORMAT = "flowlang.run/2"
 #: Roots a state's scope carries that must be maps (absent ones start empty).
@@ -413,8 +414,10 @@ def make_state(
 
 
 class Resumable(NamedTuple):
-    """What a checked state resumes: the step, its scope and counters, its suspension."""
+    """What a checked state resumes: the flow version and step, its scope and counters, its
+    suspension."""
 
+    flow: CompiledFlow
     step: Step
     scope: dict[str, Any]
     counters: tuple[int, tuple[str | None, int]]
@@ -437,12 +440,44 @@ def _count(value: Any) -> int:
 CLOCK_SKEW = 300
 
 
+def _version(
+    flow: CompiledFlow, name: Any, fingerprint: Any, versions: FlowVersions | None
+) -> CompiledFlow:
+    """The version of ``flow`` a state names: ``flow`` itself, or the kept version whose
+    fingerprint the state carries (FlowStateError when there is none)."""
+    if type(name) is not str or name != flow.name:
+        shown = name[:80] if type(name) is str else None
+        raise FlowStateError(
+            f"the state belongs to flow {shown!r}; the flow given is not that one "
+            f"({flow.name[:80]!r})"
+        )
+    if fingerprint == flow.fingerprint:
+        return flow
+    shown_version = fingerprint[:16] if type(fingerprint) is str else "?"
+    if versions is None:
+        raise FlowStateError(
+            f"the state belongs to version {shown_version!r} of flow {name[:80]!r}, as it was "
+            "when the run was suspended; the flow given is not that one (to resume calls on "
+            "the version they started on, give the runtime a FlowVersions)"
+        )
+    kept = versions.get(fingerprint) if type(fingerprint) is str else None
+    if kept is None or kept.name != name:
+        raise FlowStateError(
+            f"the state belongs to version {shown_version!r} of flow {name[:80]!r}, which is no "
+            f"longer kept (FlowVersions keeps the {versions.capacity} most recently used "
+            "versions of each flow): this call cannot resume; add that version with "
+            "FlowVersions.add, or keep more of them (FlowVersions(capacity=...))"
+        )
+    return kept
+
+
 def _read(
     given: Any,
     flow: CompiledFlow,
     keys: StateKeys | None,
     limits: tuple[int, int, int],
     max_age: float,
+    versions: FlowVersions | None,
 ) -> Resumable:
     if type(given) is dict:
         state: dict[Any, Any] = given
@@ -459,13 +494,7 @@ def _read(
         raise FlowStateError("this is not a flowlang run state")
     if keys is not None:
         keys.verify(state)
-    name, fingerprint = state.get("flow"), state.get("fingerprint")
-    if type(name) is not str or name != flow.name or fingerprint != flow.fingerprint:
-        shown = name[:80] if type(name) is str else None
-        raise FlowStateError(
-            f"the state belongs to flow {shown!r} as it was when the run "
-            "was suspended; the flow given is not that one"
-        )
+    flow = _version(flow, state.get("flow"), state.get("fingerprint"), versions)
     step_id = state.get("waiting_at")
     if (
         type(step_id) is not str
@@ -520,7 +549,14 @@ def _read(
         raise FlowStateError(f"the state cannot be resumed: {problem}")
     secrets_used = _secret_names(state.get("secrets_used", []))
     return Resumable(
-        flow.steps[step_id], scope, (steps_run, (last, count)), run_id, seq, size, secrets_used
+        flow,
+        flow.steps[step_id],
+        scope,
+        (steps_run, (last, count)),
+        run_id,
+        seq,
+        size,
+        secrets_used,
     )
 
 
@@ -541,15 +577,19 @@ def read_state(
     keys: StateKeys | None,
     limits: tuple[int, int, int],
     max_age: float = math.inf,
+    versions: FlowVersions | None = None,
 ) -> Resumable:
     """Check a state against ``flow`` (and its signature when there are ``keys``), its age
     (at most ``max_age`` seconds) and its data (``limits``: value size, state size, depth).
+
+    A state of another version of ``flow`` (its fingerprint differs) resumes on that version
+    when ``versions`` keeps it; the version is chosen after the signature is checked.
 
     Every problem is a FlowStateError, whatever the state holds: a hostile mapping or value
     that raises anything else while being read is reported as one too.
     """
     try:
-        return _read(state, flow, keys, limits, max_age)
+        return _read(state, flow, keys, limits, max_age, versions)
     except FlowStateError:
         raise
     except Exception as error:  # the one place a bad state becomes an error
