@@ -22,6 +22,7 @@ __all__ = [
     "FlowStateError",
     "FlowSyntaxError",
     "FlowUndefinedError",
+    "FlowVersions",
     "Host",
     "Limits",
     "MappingSecrets",
@@ -72,6 +73,7 @@ if TYPE_CHECKING:
     from flowlang.runtime.runner import RunResult, Runtime, RuntimeSettings, run_sync
     from flowlang.runtime.secrets import EnvironmentSecrets, MappingSecrets
     from flowlang.runtime.state import FlowStateError, MemoryResumeGuard, ResumeGuard, StateKeys
+    from flowlang.runtime.versions import FlowVersions
 
     #: The evaluator this process uses by default: ``"cython"`` or ``"python"``.
     BACKEND: str
@@ -110,6 +112,7 @@ _LAZY: dict[str, str] = {
     "Limits": "flowlang.expr.limits",
     "MappingSecrets": "flowlang.runtime.secrets",
     "MemoryResumeGuard": "flowlang.runtime.state",
+    "FlowVersions": "flowlang.runtime.versions",
     "NullHost": "flowlang.runtime.host",
     "RecordingHost": "flowlang.runtime.host",
     "Reference": "flowlang.expr.references",

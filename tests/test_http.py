@@ -406,6 +406,38 @@ def test_secrets_never_reach_traces_errors_or_logs(
     assert "key=[redacted]" in everything
 
 
+def test_a_long_lived_runtime_keeps_only_the_latest_background_outcomes() -> None:
+    """One runtime serves a whole process (README): its record of background requests is
+    bounded (the most recent BACKGROUND_RESULTS_KEPT), so memory does not grow with calls."""
+    from flowlang.runtime.http import HttpResult
+    from flowlang.runtime.runner import BACKGROUND_RESULTS_KEPT
+
+    class Instant:
+        sent = 0
+
+        async def send(self, request: Any, **_: Any) -> HttpResult:
+            Instant.sent += 1
+            return HttpResult("success", status=200 + Instant.sent % 2)
+
+    flow = http_flow(
+        {"endpoint": "https://crm.example.com/log", "parse_response": False},
+        seen="<<steps.call.outcome>>",
+    )
+    extra = 25
+
+    async def many_calls() -> Runtime:
+        async with Runtime(http=Instant()) as runtime:
+            for _ in range(BACKGROUND_RESULTS_KEPT + extra):
+                assert (await runtime.start(flow, {})).status == "completed"
+                await asyncio.sleep(0)
+        return runtime
+
+    runtime = asyncio.run(many_calls())
+    assert Instant.sent == BACKGROUND_RESULTS_KEPT + extra
+    assert len(runtime.background_results) == BACKGROUND_RESULTS_KEPT
+    assert runtime.background_results[-1]["status"] == 200 + Instant.sent % 2
+
+
 def test_fire_and_forget_moves_on_and_close_waits_for_the_request(server: Server) -> None:
     flow = http_flow(
         {"endpoint": server.url("crm.test", "/drip"), "parse_response": False, "timeout": "1s"},

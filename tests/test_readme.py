@@ -120,6 +120,38 @@ def running_flows(block: Block, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
     assert [entry["status"] for entry in made[0].background_results] == [201] * 3
 
 
+FLOW_V1 = """\
+flow: pin
+start: ask
+steps:
+  ask: {type: collect_input, prompt: "Your PIN?", max_digits: 4, next: thanks, on_no_input: bye}
+  thanks: {type: say, text: "Thanks, version one", next: bye}
+  bye: {type: hangup}
+"""
+
+
+def resuming_across_edits(block: Block, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                          capsys: Any) -> None:
+    namespace: dict[str, Any] = {"flowlang": flowlang}
+    run_block(block, namespace)
+    v1 = flowlang.load_flow_text(FLOW_V1)
+    v2 = flowlang.load_flow_text(FLOW_V1.replace("version one", "version two"))
+
+    async def calls() -> tuple[Any, Any, Any]:
+        waiting = await namespace["on_call"](v1, {})
+        assert waiting.status == "waiting_for_input", waiting.error
+        # The flow is edited and reloaded while the caller types: the call ends on v1.
+        resumed = await namespace["on_digits"](v2, waiting.state, "1234")
+        fresh = await namespace["on_call"](v2, {})
+        return waiting, resumed, fresh
+
+    _, resumed, fresh = asyncio.run(calls())
+    assert resumed.status == "ended", resumed.error
+    said = [i["text"] for i in resumed.instructions if i["action"] == "say"]
+    assert said == ["Thanks, version one"], resumed.instructions
+    assert fresh.state is not None and v2.fingerprint[:16] in json.dumps(fresh.state)
+
+
 def automations(block: Block, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: Any) -> None:
     import flowlang.automations
 
@@ -151,6 +183,7 @@ def automations(block: Block, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, c
 Harness = Callable[[Block, pytest.MonkeyPatch, Path, Any], None]
 HARNESSES: dict[str, Harness] = {
     "Running flows from Python": running_flows,
+    "Resuming across flow edits": resuming_across_edits,
     "Workflow automations": automations,
     "Embedding from Python": embedding,
 }

@@ -17,6 +17,7 @@ __all__ = [
 
 import asyncio
 import ssl
+from collections import deque
 from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -52,6 +53,9 @@ from flowlang.runtime.state import (
 from flowlang.runtime.steps import StepPlan, apply_digits, plan_flow
 from flowlang.runtime.versions import FlowVersions
 from flowlang.settings import check_counts, check_durations, check_names
+
+#: How many background request outcomes a runtime keeps (the most recent).
+BACKGROUND_RESULTS_KEPT = 1000
 
 
 @dataclass(frozen=True)
@@ -276,8 +280,9 @@ class Runtime:
             )
         self.http: HttpSender = http
         self._background: set[asyncio.Task[None]] = set()
-        #: Outcomes of requests sent with parse_response: false, in completion order.
-        self.background_results: list[dict[str, Any]] = []
+        #: Outcomes of the last BACKGROUND_RESULTS_KEPT requests sent with parse_response:
+        #: false, in completion order (older ones drop off: one runtime serves a whole process).
+        self.background_results: deque[dict[str, Any]] = deque(maxlen=BACKGROUND_RESULTS_KEPT)
 
     # --- lifecycle --------------------------------------------------------------------------
 
