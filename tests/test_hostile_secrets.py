@@ -884,7 +884,7 @@ def test_a_background_sender_that_raises_leaves_a_masked_failed_result(backend: 
         rt = Runtime(http=Raising(), secrets=MappingSecrets({"api_key": SECRET}), backend=backend)
         async with rt:
             result = await rt.start(flow, {})
-        return result, rt.background_results
+        return result, list(rt.background_results)
 
     result, background = asyncio.run(main())
     assert result.status == "ended", result.error
