@@ -203,6 +203,7 @@ class _AutomateRun:
             real_time=not arguments.responses,
         )
         self.redactor = Redactor()
+        self.request_log: Any = None
 
     # --- output ------------------------------------------------------------------------------
 
@@ -239,6 +240,8 @@ class _AutomateRun:
 
     def report(self, result: DispatchResult) -> None:
         counts, redactor = self.counts, self.redactor
+        if isinstance(self.request_log, list):
+            self.request_log.clear()  # memory stays bounded on a stream that never ends
         counts["events"] += 1
         counts["duplicates"] += result.duplicate
         counts["matched"] += len(result.matched)
@@ -261,6 +264,7 @@ class _AutomateRun:
                 "errors": [shown_error(redactor, message) for message in result.errors],
             }
             self.out.write(json.dumps(redactor.data(line), default=str) + "\n")
+            self.out.flush()  # a line per event as it ends, also into a pipe
             return
         for delivery in result.deliveries:
             if delivery.outcome != "delivered":
@@ -269,6 +273,8 @@ class _AutomateRun:
                     f"  {result.event_id} {delivery.workflow}/{delivery.action}: "
                     f"{outcome} ({shown_error(redactor, delivery.error)})\n"
                 )
+        if result.deliveries:
+            self.out.flush()
 
     def refused(self, message: str) -> None:
         self.counts["refused"] += 1
@@ -323,6 +329,8 @@ class _AutomateRun:
             journal.close()
             raise
         self.redactor = automations.redactor
+        if arguments.responses:  # the recorded sender's log of requests: not kept by a run
+            self.request_log = getattr(automations.http, "requests", None)
         async with automations:
             for problem in journal.problems:
                 _warn(problem)
