@@ -61,7 +61,13 @@ from flowlang.automations.records import (
 )
 from flowlang.automations.workflow import check_unique_names, load_workflow
 from flowlang.cli.automate_progress import Progress, WatchedClock
-from flowlang.cli.event_stream import EventItem, EventReader, read_events
+from flowlang.cli.event_stream import (
+    DescriptorLines,
+    EventItem,
+    EventReader,
+    read_events,
+    readable_lines,
+)
 from flowlang.cli.inputs import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, UsageError
 from flowlang.cli.terminal import Colours, printable
 from flowlang.cli.trust import trusted_authorities
@@ -355,7 +361,9 @@ class _AutomateRun:
         #: Each task in flight, with its event and whether its dispatch began.
         tasks: dict[asyncio.Task[None], tuple[dict[str, Any], list[bool]]] = {}
         pending: deque[EventItem] = deque()
-        reader = EventReader(read_events(stream, label))
+        lines = readable_lines(stream)
+        source = lines if isinstance(lines, DescriptorLines) else None
+        reader = EventReader(read_events(lines, label), source=source)
 
         async def one(event: dict[str, Any], where: str, began: list[bool]) -> None:
             began[0] = True  # dispatch journals the event before its first wait

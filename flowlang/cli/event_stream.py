@@ -4,14 +4,18 @@ The reading thread blocks on the stream (a file, a pipe that pauses, a stream th
 ends); the event loop gets, at each hop, every event read so far: a batch never waits to fill.
 At most ``capacity`` events (and ``max_bytes`` of their lines) wait between the two, so memory
 stays bounded however long the stream runs. The thread is a daemon: a run interrupted while
-the stream is silent ends without waiting for another line.
+the stream is silent ends without waiting for another line. It reads with ``os.read`` on a
+descriptor of its own (:class:`DescriptorLines`), not through ``sys.stdin``'s buffered reader,
+whose lock a daemon thread blocked in a read would hold when the interpreter shuts down.
 """
 
 from __future__ import annotations
 
-__all__ = ["EventReader", "read_events"]
+__all__ = ["DescriptorLines", "EventReader", "read_events", "readable_lines"]
 
 import asyncio
+import contextlib
+import os
 import threading
 from collections import deque
 from collections.abc import Iterator
@@ -26,6 +30,56 @@ MAX_SKIP = 64 * MAX_EVENT_BYTES
 
 #: What the reader yields: (the event or None, "file:line" or why the line is not an event, size).
 EventItem = tuple[dict[str, Any] | None, str, int]
+
+
+class DescriptorLines:
+    """``readline(limit)`` over a file descriptor it owns, with ``os.read``: each read returns
+    what is there (a pipe that pauses is not waited on to fill a buffer) and holds no lock."""
+
+    CHUNK = 1 << 16
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self._buffer = b""
+        self._start = 0
+        self._scanned = 0
+        self._ended = False
+
+    def readline(self, limit: int = -1) -> bytes:
+        """The next line with its newline, at most ``limit`` bytes of it; b"" at the end."""
+        while True:
+            buffer, start = self._buffer, self._start
+            stop = len(buffer) if limit < 0 else min(len(buffer), start + limit)
+            newline = buffer.find(b"\n", max(start, self._scanned), stop)
+            if newline >= 0 or (limit >= 0 and stop - start >= limit):
+                end = newline + 1 if newline >= 0 else stop
+                self._start = self._scanned = end
+                return buffer[start:end]
+            if self._ended:
+                self._start = self._scanned = len(buffer)
+                return buffer[start:]
+            self._scanned = stop
+            data = os.read(self.fd, self.CHUNK)
+            if not data:
+                self._ended = True
+                continue
+            self._buffer = buffer[start:] + data
+            self._scanned -= start
+            self._start = 0
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            os.close(self.fd)
+
+
+def readable_lines(stream: Any) -> Any:
+    """What the reading thread reads: a :class:`DescriptorLines` on a copy of ``stream``'s
+    descriptor when it has one (a file, a pipe, standard input), else ``stream`` itself."""
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError):  # io.StringIO and the like
+        return stream
+    return DescriptorLines(os.dup(fd))
 
 
 def read_events(stream: IO[Any], label: str) -> Iterator[EventItem]:
@@ -44,16 +98,19 @@ def read_events(stream: IO[Any], label: str) -> Iterator[EventItem]:
 
 
 class EventReader:
-    """Runs ``items`` on a daemon thread; :meth:`batch` returns what it has read so far."""
+    """Runs ``items`` on a daemon thread; :meth:`batch` returns what it has read so far.
+    ``source``, when given, is closed when the thread ends."""
 
     def __init__(
         self,
         items: Iterator[tuple[Any, ...]],
         *,
+        source: DescriptorLines | None = None,
         capacity: int = 256,
         max_bytes: int = 16 * 1024 * 1024,
     ) -> None:
         self._items = items
+        self._source = source  # closed by the thread when it is done with it
         self._capacity = capacity
         self._max_bytes = max_bytes
         self._buffer: deque[tuple[Any, ...]] = deque()
@@ -92,6 +149,9 @@ class EventReader:
                     self._wake()
         except BaseException as error:  # handed to the event loop, raised there
             self._error = error
+        finally:
+            if self._source is not None:
+                self._source.close()
         with self._lock:
             self._ended = True
         self._wake()
