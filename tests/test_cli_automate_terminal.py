@@ -34,7 +34,8 @@ def _event(number: int) -> bytes:
 
 
 def _read_until(fd: int, pattern: str, seconds: float = 60) -> str:
-    """What ``fd`` (a pty's master side) shows until ``pattern`` (a regex) appears."""
+    """What ``fd`` (a pty's master side) shows until ``pattern`` (a regex, matched without
+    colours) appears."""
     seen = b""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -47,7 +48,7 @@ def _read_until(fd: int, pattern: str, seconds: float = 60) -> str:
             if not chunk:
                 break
             seen += chunk
-            if re.search(pattern, seen.decode("utf-8", "replace")):
+            if re.search(pattern, re.sub(r"\x1b\[[0-9;]*m", "", seen.decode("utf-8", "replace"))):
                 break
     return seen.decode("utf-8", "replace")
 
