@@ -270,9 +270,7 @@ def test_help_documents_every_option_and_the_exit_codes(
     assert stop.value.code == 0
     text = capsys.readouterr().out
     commands = next(
-        action
-        for action in _parser()._actions
-        if isinstance(action, argparse._SubParsersAction)
+        action for action in _parser()._actions if isinstance(action, argparse._SubParsersAction)
     )
     actions = commands.choices[command]._actions
     assert len(actions) >= 5

@@ -36,9 +36,7 @@ def _requests(received: Received) -> Counter[str]:
 
 def _keys(received: Received, name: str) -> set[str]:
     return {
-        r["headers"]["idempotency-key"]
-        for r in received.requests
-        if r["path"] == f"/script/{name}"
+        r["headers"]["idempotency-key"] for r in received.requests if r["path"] == f"/script/{name}"
     }
 
 
@@ -107,8 +105,7 @@ def test_ctrl_c_keeps_the_journal_and_the_same_command_resumes_it(
         journal = tmp_path / "journal.jsonl"
         assert status == 130, err
         assert err.endswith(
-            f"flowlang: interrupted; journal kept at {journal}: rerun the same command to "
-            "resume\n"
+            f"flowlang: interrupted; journal kept at {journal}: rerun the same command to resume\n"
         ), err
         assert "Traceback" not in err
         assert "evt-1 two/first: attempt 1 retry (HTTP 503); next attempt in 120s" in err
@@ -168,7 +165,7 @@ def test_ctrl_c_during_replay_keeps_the_dead_letters(tmp_path: Path) -> None:
         first = _start(replay, subprocess.DEVNULL)
         try:
             wait_for(lambda: _requests(server.received)["evt-2-first"] == 2, why="no replay")
-            status, out, err = _interrupt(first)
+            status, _, err = _interrupt(first)
         finally:
             if first.poll() is None:
                 first.kill()

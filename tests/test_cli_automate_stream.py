@@ -41,7 +41,9 @@ def _lines(stream: IO[bytes], into: queue.Queue[bytes | None]) -> None:
 
 
 @contextmanager
-def automate(tmp: Path, stdin: Any) -> Iterator[tuple[subprocess.Popen[bytes], queue.Queue[bytes | None]]]:
+def automate(
+    tmp: Path, stdin: Any
+) -> Iterator[tuple[subprocess.Popen[bytes], queue.Queue[bytes | None]]]:
     """``flowlang automate --events - --json`` offline, reading ``stdin``; its stdout lines
     arrive in the queue (None at the end). The process is killed if still running at the end."""
     (tmp / "wf.yaml").write_text(WORKFLOW)

@@ -116,10 +116,15 @@ def test_on_a_terminal_progress_shows_events_deliveries_and_waiting_retries(
     plain = re.sub(r"\x1b\[[0-9;]*m", "", shown)
     assert "\r\x1b[Kevents 0 read, 0 done; 0 delivered; waiting for events" in plain
     assert "events 1 read, 1 done; 1 delivered; waiting for events" in plain
-    due = re.search(r"events 2 read, 1 done; 1 delivered; waiting for 1 retry, next at (\S+)", plain)
+    due = re.search(
+        r"events 2 read, 1 done; 1 delivered; waiting for 1 retry, next at (\S+)", plain
+    )
     assert due is not None, plain
     expected = time.strftime("%H:%M", time.localtime(time.time() + 3600))  # about an hour on
-    assert due.group(1)[:5] in (expected, time.strftime("%H:%M", time.localtime(time.time() + 3540)))
+    assert due.group(1)[:5] in (
+        expected,
+        time.strftime("%H:%M", time.localtime(time.time() + 3540)),
+    )
     assert "\x1b[1;33mwaiting for 1 retry" in shown  # colour on a terminal
     # the message starts on a clean line: the status line is erased first
     assert "\r\x1b[Kflowlang: interrupted; journal kept at" in shown

@@ -57,7 +57,10 @@ def test_with_the_ca_file_it_is_delivered_and_replay_takes_it_too(
     status, out = cli(
         "replay", str(tmp_path / "dead.jsonl"), "--allow-host", "127.0.0.1", "--ca-file", str(pem)
     )
-    assert (status, out) == (0, "replayed 1 records: delivered 1, dead-lettered again 0, skipped 0\n")
+    assert (status, out) == (
+        0,
+        "replayed 1 records: delivered 1, dead-lettered again 0, skipped 0\n",
+    )
     (tmp_path / "journal.jsonl").unlink()
     status, line = _automate(tmp_path, server, "--ca-file", str(other), "--ca-file", str(pem))
     assert status == 0
@@ -68,7 +71,11 @@ def test_with_the_ca_file_it_is_delivered_and_replay_takes_it_too(
 
 @pytest.mark.parametrize(
     ("content", "message"),
-    [(None, "no such file"), (b"not a certificate\n", "is unusable"), (b"\xff" * 64, "is unusable")],
+    [
+        (None, "no such file"),
+        (b"not a certificate\n", "is unusable"),
+        (b"\xff" * 64, "is unusable"),
+    ],
     ids=["missing", "not-pem", "binary"],
 )
 def test_an_unusable_ca_file_exits_2_before_any_work(

@@ -32,6 +32,7 @@ __all__ = [
 ]
 
 import asyncio
+import contextlib
 import dataclasses
 import hashlib
 import math
@@ -620,7 +621,8 @@ class Automations:
                 return Delivery(workflow.name, action.name, "delivered", attempts, None, value)
             error = redactor.text(str(error))
             if outcome != "retry" or attempt + 1 >= len(settings.schedule):
-                self._tell(Attempt(event_id, workflow.name, action.name, attempts, "failed", error))
+                failed = Attempt(event_id, workflow.name, action.name, attempts, "failed", error)
+                self._tell(failed)
                 break
             planned = settings.schedule[attempt + 1]
             try:
@@ -632,16 +634,15 @@ class Automations:
                 )
             except Exception:
                 wait = planned
-            self._tell(Attempt(event_id, workflow.name, action.name, attempts, outcome, error, wait))
+            retry = Attempt(event_id, workflow.name, action.name, attempts, outcome, error, wait)
+            self._tell(retry)
         return Delivery(workflow.name, action.name, "dead_lettered", attempts, error)
 
     def _tell(self, attempt: Attempt) -> None:
         """Report ``attempt`` to ``on_attempt``; nothing it does ends a delivery."""
         if self.on_attempt is not None:
-            try:
+            with contextlib.suppress(Exception):
                 self.on_attempt(attempt)
-            except Exception:
-                pass
 
     def _next_wait(
         self, planned: float, status: int | None, outcome: str, retry_after: str | None

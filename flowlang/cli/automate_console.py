@@ -26,6 +26,7 @@ __all__ = ["EXIT_INTERRUPTED", "automate_from_command_line", "replay_from_comman
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import ssl
@@ -354,7 +355,9 @@ class _AutomateRun:
         resumed = await automations.resume()
         if resumed:
             plural = "s" if len(resumed) != 1 else ""
-            self.note(f"resumed {len(resumed)} unfinished event{plural} from {self.arguments.journal}")
+            self.note(
+                f"resumed {len(resumed)} unfinished event{plural} from {self.arguments.journal}"
+            )
         for result in resumed:
             self.report(result)
         slots = asyncio.Semaphore(max(1, self.arguments.concurrency))
@@ -408,11 +411,9 @@ class _AutomateRun:
                 if not began[0]:
                     unstarted.append(event)
             await asyncio.gather(*tasks, return_exceptions=True)
-            for event in unstarted:
-                try:
+            for event in unstarted:  # one refused at the door would be refused next time too
+                with contextlib.suppress(EventError, OSError, RecordError):
                     automations.accept(event)
-                except (EventError, OSError, RecordError):
-                    pass  # refused at the door: it would be refused next time too
             raise
         return fatal
 
@@ -554,9 +555,7 @@ def automate_from_command_line(arguments: argparse.Namespace, out: TextIO, stdin
     try:
         return asyncio.run(_automate(arguments, out, stdin))
     except KeyboardInterrupt:
-        _warn(
-            f"interrupted; journal kept at {arguments.journal}: rerun the same command to resume"
-        )
+        _warn(f"interrupted; journal kept at {arguments.journal}: rerun the same command to resume")
         return EXIT_INTERRUPTED
 
 

@@ -126,18 +126,18 @@ class EventReader:
         self._thread.start()
 
     def _wake(self) -> None:
-        try:
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting any more
             self._loop.call_soon_threadsafe(self._ready.set)
-        except RuntimeError:  # the loop has closed: nobody is waiting any more
-            pass
 
     def _run(self) -> None:
         try:
             for item in self._items:
                 size = int(item[-1])
                 with self._lock:
-                    while self._buffer and not self._stopped and (
-                        len(self._buffer) >= self._capacity or self._bytes >= self._max_bytes
+                    while (
+                        self._buffer
+                        and not self._stopped
+                        and (len(self._buffer) >= self._capacity or self._bytes >= self._max_bytes)
                     ):
                         self._lock.wait()
                     if self._stopped:
