@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import UTC, date, datetime, time, timedelta, timezone, tzinfo
+from decimal import Decimal
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from hypothesis import strategies as st
 
@@ -98,6 +101,7 @@ _small_literals = st.one_of(
     st.integers(-3, 3),
     st.sampled_from([0.5, -1.0, 2.0]),
     st.sampled_from(["a", "b", "0", "1", "", "A b", "x", " 2 ", "true"]),
+    st.sampled_from(["12.50", "2026-12-01", "2026-12-01T09:30:00", "09:30:00", "1E+2"]),
 )
 
 
@@ -138,6 +142,32 @@ json_values = st.recursive(
     max_leaves=20,
 )
 contexts = st.dictionaries(st.sampled_from(["a", "b", "c"]), json_values, max_size=3)
+
+
+# --- decimals and dates: values an application reads from a database ---------------------------
+
+decimals = st.one_of(
+    st.decimals(allow_nan=True, allow_infinity=True),
+    st.decimals(places=2, min_value=-1000, max_value=1000),
+    st.sampled_from(["12.50", "1E+2", "-0", "0.000", "1E-7", "1E+5000", "sNaN", "-Infinity"]).map(
+        Decimal
+    ),
+)
+_zones = st.sampled_from([None, UTC, timezone(timedelta(hours=-5)), ZoneInfo("Europe/Rome")])
+dates = st.one_of(
+    st.dates(),
+    st.datetimes(timezones=_zones),
+    st.times(timezones=st.sampled_from([None, UTC])),
+    st.sampled_from([date(2026, 12, 1), datetime(2026, 12, 1, 9, 30), time(9, 30)]),
+)
+rich_scalars = st.one_of(json_scalars, decimals, dates)
+rich_values = st.recursive(
+    rich_scalars,
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(_keys, children, max_size=3),
+    max_leaves=12,
+)
+#: Contexts of JSON values, decimals and dates (Python's date, datetime and time).
+rich_contexts = st.dictionaries(st.sampled_from(["a", "b", "c"]), rich_values, max_size=3)
 
 
 # --- hostile values: what only an embedding application can put in a context ------------------
@@ -223,6 +253,41 @@ class FineMap(Mapping[Any, Any]):
     _repr_pretty_ = _pretty
 
 
+class RaisingDecimal(Decimal):
+    """A Decimal whose text, comparison and conversion overrides raise."""
+
+    __eq__ = __ne__ = __lt__ = __le__ = __gt__ = __ge__ = __bool__ = __str__ = _refuse  # type: ignore[assignment]
+    __format__ = __float__ = __int__ = is_zero = is_nan = adjusted = as_tuple = _refuse  # type: ignore[assignment]
+    __hash__ = Decimal.__hash__
+    _repr_pretty_ = _pretty
+
+
+class RaisingDatetime(datetime):
+    """A datetime whose text, comparison and field overrides raise."""
+
+    __eq__ = __ne__ = __lt__ = __le__ = __gt__ = __ge__ = __str__ = __format__ = _refuse  # type: ignore[assignment]
+    isoformat = utcoffset = replace = strftime = timetuple = toordinal = _refuse  # type: ignore[assignment]
+    year = month = day = hour = tzinfo = property(_refuse)  # type: ignore[assignment]
+    __hash__ = object.__hash__  # datetime's own hash calls the (raising) utcoffset
+    _repr_pretty_ = _pretty
+
+
+class RaisingDate(date):
+    __eq__ = __lt__ = __str__ = __format__ = isoformat = _refuse  # type: ignore[assignment]
+    year = month = day = property(_refuse)  # type: ignore[assignment]
+    __hash__ = object.__hash__
+    _repr_pretty_ = _pretty
+
+
+class RaisingZone(tzinfo):
+    """A time zone whose own code raises: the datetime behaves as opaque where it is read."""
+
+    utcoffset = dst = tzname = _refuse  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return "RaisingZone()"
+
+
 class Opaque:
     __eq__ = __bool__ = __str__ = __len__ = __iter__ = _refuse  # type: ignore[assignment]
     __hash__ = object.__hash__
@@ -245,6 +310,15 @@ hostile_scalars = st.one_of(
     st.sampled_from([0.5, -1.0, float("nan")]).map(RaisingFloat),
     st.sampled_from(["a", "b", "0", "1", "", " 2 ", "true"]).map(RaisingStr),
     st.builds(Opaque),
+    decimals,
+    dates,
+    st.sampled_from(["12.50", "0", "NaN", "1E+2"]).map(RaisingDecimal),
+    st.sampled_from([(2026, 12, 1), (2026, 12, 1, 9, 30), (2026, 1, 2, 3, 4, 5, 6)]).map(
+        lambda fields: RaisingDatetime(*fields)
+    ),
+    st.builds(RaisingDate, st.just(2026), st.just(12), st.just(1)),
+    # built, not st.just: hypothesis hashes a constant, and an aware datetime's hash asks its zone
+    st.builds(lambda: datetime(2026, 12, 1, 9, 30, tzinfo=RaisingZone())),
 )
 hostile_values = st.recursive(
     hostile_scalars,

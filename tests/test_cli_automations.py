@@ -51,7 +51,7 @@ def test_automate_examples_offline(tmp_path: Path) -> None:
     status, out = automate(tmp_path, *WORKFLOWS)
     assert status == 1  # a dead letter was written
     assert (
-        "events 6, duplicates 1, matched 4; actions delivered 6 (retried 0), dead-lettered 1, skipped 2"
+        "events 7, duplicates 1, matched 5; actions delivered 8 (retried 0), dead-lettered 1, skipped 2"
         in out
     )
     assert "value of 'call.waited' is not a number: 'n/a'" in out
@@ -65,7 +65,7 @@ def test_events_seen_before_are_not_run_again(tmp_path: Path) -> None:
     automate(tmp_path, *WORKFLOWS)
     status, out = automate(tmp_path, *WORKFLOWS)  # the same stream, fed again
     assert status == 0
-    assert "events 6, duplicates 6, matched 0; actions delivered 0" in out
+    assert "events 7, duplicates 7, matched 0; actions delivered 0" in out
 
 
 def test_retries_run_in_simulated_time_offline(tmp_path: Path) -> None:

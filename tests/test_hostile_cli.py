@@ -5,7 +5,9 @@ each case ends quickly."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -13,6 +15,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from flowlang.cli.reports import FORMATS, Report, render_reports
+from flowlang.cli.terminal import Colours, printable
+from flowlang.errors import SourcePosition
+from flowlang.flow.model import Finding
 
 FLOWS = Path(__file__).parent.parent / "examples" / "flows"
 FLOW = str(FLOWS / "account_verification.yaml")
@@ -148,3 +157,105 @@ def test_interactive_digits_are_read_in_bounded_lines() -> None:
     assert result.returncode == 0, result.stderr[-500:]
     assert "ask_account    collect_input       invalid" in result.stdout
     assert result.stdout.rstrip().endswith("result: ended by a call-control step")
+
+
+# --- outside text in check's formats ----------------------------------------------------------
+
+#: Text a document or a file name can carry: a workflow command after a newline, a percent
+#: escape, terminal escapes (erase the screen, retitle the window), bidirectional overrides and
+#: isolates, a lone surrogate, a carriage return and a NUL.
+HOSTILE = "x\n::error file=a,line=1::pwned %0A\x1b[2J\x1b]0;t\x07\u202e\u2067\ud800\r\x00y"
+#: What none of the formats may write raw.
+UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+
+
+def hostile_reports() -> list[Report]:
+    """A finding whose file name, message, step and field are hostile, with the caret under a
+    hostile source line; and an unreadable file of that name."""
+    one_line = HOSTILE.replace("\n", " ").replace("\r", " ")
+    document = f"a: 1\nb: 2\nc: {one_line}\n"
+    position = SourcePosition(HOSTILE, 3, 7, HOSTILE, HOSTILE)
+    finding = Finding(HOSTILE, position).with_caret(document)
+    return [
+        Report.of_finding(HOSTILE, finding),
+        Report.unreadable(HOSTILE, f"cannot read document {HOSTILE}"),
+    ]
+
+
+@pytest.mark.parametrize("output_format", sorted(FORMATS))
+@pytest.mark.parametrize("colour", [False, True], ids=["plain", "colour"])
+def test_every_format_escapes_outside_text(output_format: str, colour: bool) -> None:
+    out = render_reports(hostile_reports(), 1, output_format, Colours(colour))
+    out.encode("utf-8")  # strictly: no lone surrogate survives
+    without_colour = re.sub("\x1b\\[[0-9;]*m", "", out) if output_format == "text" else out
+    assert not UNSAFE.search(without_colour), ascii(UNSAFE.search(without_colour))
+    assert "\\x1b[2J" in out and "\\u202e" in out and "\\ud800" in out  # shown, as escapes
+    if output_format == "github":
+        lines = out.splitlines()
+        assert len(lines) == 2 and all(line.startswith("::error ") for line in lines)
+        assert "%250A" in out  # the document's own "%0A" stays text
+        command, properties = lines[0].split("::")[1].split(" ", 1)  # up to the message
+        assert command == "error"
+        keys = [item.split("=", 1)[0] for item in properties.split(",")]
+        assert keys == ["file", "line", "col", "title"]
+        assert "line=3,col=7" in properties and "%3A%3Aerror file=a%2Cline=1" in properties
+    elif output_format == "text":
+        assert not any(line.startswith("::") for line in out.splitlines())
+    else:
+        document = json.loads(out)
+        if output_format == "json":
+            assert document["findings"][0]["message"] == printable(HOSTILE, one_line=True)
+        else:
+            result = document["runs"][0]["results"][0]
+            assert result["message"]["text"] == printable(HOSTILE, one_line=True)
+            uri = result["locations"][0]["physicalLocation"]["artifactLocation"]["uri"]
+            assert re.fullmatch(r"[A-Za-z0-9._~:/%!$&'()*+,;=@-]+", uri)
+
+
+def test_hostile_document_and_file_names_through_the_command(tmp_path: Path) -> None:
+    """A real file whose name and keys carry escapes, a bidi override in a value (YAML allows
+    it raw), and a file name that is not UTF-8, in every format, in a child process."""
+    name = os.fsencode(tmp_path) + b"/evil\x1b[31m\xff\n::error::%0A.yaml"
+    with open(name, "wb") as stream:
+        stream.write(
+            b'flow: t\nstart: a\n"k\\e[2J\\n::error::x %0A": 1\nsteps:\n'
+            b'  a: {type: say, text: "hi \xe2\x80\xae<<1 +>>", next: a}\n'
+        )
+    for output_format in sorted(FORMATS):
+        result = subprocess.run(
+            [sys.executable, "-m", "flowlang.cli", "check", "--format", output_format, name],
+            capture_output=True,
+            timeout=120,
+            check=False,
+            start_new_session=True,
+        )
+        assert result.returncode == 1, result.stderr[-500:]
+        out = result.stdout.decode("utf-8")  # strictly UTF-8
+        assert not UNSAFE.search(out), (output_format, ascii(out))
+        assert "\\x1b[2J" in out  # the key, in every message
+        if output_format == "text":
+            assert "\\u202e" in out  # the source line under the caret
+            assert not any(line.startswith("::") for line in out.splitlines())
+        if output_format == "github":
+            assert all(line.startswith("::error ") for line in out.splitlines())
+        if output_format in ("json", "sarif"):
+            json.loads(out)
+
+
+@given(text=st.text(max_size=60), output_format=st.sampled_from(sorted(FORMATS)))
+@settings(max_examples=200, deadline=None)
+def test_any_text_in_a_finding_is_escaped(text: str, output_format: str) -> None:
+    """Whatever a document's text holds, every format writes strict UTF-8 with no character a
+    terminal acts on, one line per GitHub command, and JSON that gives the shown text back."""
+    report = Report(text or "x", "warning", text, 2, 3, text, text)
+    out = render_reports([report], 1, output_format, Colours(False))
+    out.encode("utf-8")
+    assert not UNSAFE.search(out)
+    if output_format == "github":
+        assert out.count("\n") == 1 and out.startswith("::warning ")
+    elif output_format == "json":
+        assert json.loads(out)["findings"][0]["message"] == printable(text, one_line=True)
+    elif output_format == "sarif":
+        assert json.loads(out)["runs"][0]["results"][0]["message"]["text"] == printable(
+            text, one_line=True
+        )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -15,6 +16,7 @@ from strategies import (
     expressions,
     hostile_contexts,
     json_values,
+    rich_contexts,
 )
 from support import same
 
@@ -209,6 +211,8 @@ def _agree(left: Any, right: Any) -> bool:
         and math.isnan(right)
     ):
         return True
+    if isinstance(left, Decimal) and isinstance(right, Decimal):
+        return type(left) is type(right) and repr(left) == repr(right)  # NaN: never ==
     if isinstance(left, list) and isinstance(right, list):
         return len(left) == len(right) and all(map(_agree, left, right))
     if isinstance(left, dict) and isinstance(right, dict):
@@ -270,6 +274,25 @@ def test_backends_agree_on_hostile_values(strict: bool, tree: Any, context: dict
     for cython, python in _outcomes_on_both(strict, tree, context):
         assert cython[0] == python[0], (cython, python)
         assert _same_value(cython[1], python[1]), (cython, python)
+
+
+@needs_cython
+@pytest.mark.parametrize("strict", [False, True])
+@settings(max_examples=MANY)
+@example(ast.Compare("<", ast.Path(ast.Root("a"), ()), ast.Literal(1)), {"a": Decimal("sNaN")})
+@example(
+    ast.Compare("==", ast.Path(ast.Root("a"), ()), ast.Path(ast.Root("b"), ())),
+    {"a": Decimal("1E+5000"), "b": 10**5000},
+)
+@given(evaluable_expressions(), rich_contexts)
+def test_backends_agree_on_decimals_and_dates(
+    strict: bool, tree: Any, context: dict[str, Any]
+) -> None:
+    """Contexts with Decimals, dates, datetimes (naive and aware) and times: same value or
+    same error on both backends."""
+    for cython, python in _outcomes_on_both(strict, tree, context):
+        assert cython[0] == python[0], (cython, python)
+        assert _agree(cython[1], python[1]), (cython, python)
 
 
 @settings(max_examples=MANY)

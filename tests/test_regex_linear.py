@@ -62,9 +62,6 @@ USES: dict[str, tuple[str, ...]] = {
     r"[A-Za-z0-9_.-]{1,100}": ("fullmatch",),
     # flowlang/errors.py
     "\r\n|[\r\n\x85\u2028\u2029]": ("finditer",),
-    # flowlang/expr/filters.py
-    r"[\s\-.()/\u00a0]+": ("finditer",),
-    r"\+?([1-9][0-9]{0,2})": ("fullmatch",),
     # flowlang/expr/parser.py: escapes, the fast path for plain paths
     r"\\(u[0-9A-Fa-f]{4}|.)": ("finditer",),
     r"\s*([A-Za-z_][A-Za-z0-9_-]*)": ("match",),

@@ -11,13 +11,15 @@ __all__ = [
     "DispatchResult",
     "Journal",
     "Providers",
+    "SpeechSettings",
+    "check_provider_url",
     "check_workflow",
     "check_workflow_text",
     "load_workflow",
     "load_workflow_text",
 ]
 
-from flowlang.automations.actions import Providers
+from flowlang.automations.actions import Providers, check_provider_url
 from flowlang.automations.dispatch import (
     Automations,
     DeadLetterStore,
@@ -26,6 +28,7 @@ from flowlang.automations.dispatch import (
     DispatchResult,
     Journal,
 )
+from flowlang.automations.speech import SpeechSettings
 from flowlang.automations.workflow import (
     CompiledWorkflow,
     check_workflow,

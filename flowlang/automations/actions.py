@@ -7,10 +7,18 @@ at loopback impersonations.
 
 from __future__ import annotations
 
-__all__ = ["ActionError", "Providers", "interpret", "prepare_action"]
+__all__ = [
+    "PROVIDER_VARIABLES",
+    "ActionError",
+    "Providers",
+    "check_provider_url",
+    "interpret",
+    "prepare_action",
+]
 
 import base64
-from collections.abc import Mapping
+import dataclasses
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,9 +29,10 @@ from flowlang.expr.values import OutputTooLong, to_text
 from flowlang.runtime.http import HttpResult
 from flowlang.runtime.requests import (
     PreparedRequest,
-    RequestError,
     check_header,
     encode_body,
+    header_value_problem,
+    origin_of,
     render_endpoint,
 )
 
@@ -37,6 +46,53 @@ class ActionError(FlowError):
     """An action that cannot be performed as written for this event (not worth retrying)."""
 
 
+#: The environment variables that point each provider elsewhere (a sandbox, a region).
+PROVIDER_VARIABLES = {
+    "sms_base_url": "FLOWLANG_SMS_URL",
+    "slack_base_url": "FLOWLANG_SLACK_URL",
+    "speech_base_url": "FLOWLANG_SPEECH_URL",
+}
+_MAX_PROVIDER_URL = 2048
+
+
+def check_provider_url(
+    name: str, url: str, *, allow_hosts: frozenset[str] | Iterable[str] = frozenset()
+) -> str:
+    """``url`` as a provider base URL (without a trailing ``/``); ValueError naming ``name``
+    (a variable or option) when it is not an absolute https URL with a fixed origin.
+
+    Plain http only for a host in ``allow_hosts``, as the runtime's own rule; no credentials,
+    query, fragment or template; the address guard still judges the address on every send.
+    """
+    if not isinstance(url, str):
+        raise ValueError(f"{name} must be a URL such as https://api.example.com/v1")
+    text = url.strip()
+    if not text or len(text) > _MAX_PROVIDER_URL:
+        raise ValueError(
+            f"{name} must be a URL such as https://api.example.com/v1"
+            if not text
+            else f"{name} is longer than {_MAX_PROVIDER_URL} characters"
+        )
+    problem = header_value_problem(text)
+    if problem is not None:
+        raise ValueError(f"{name} {problem}")
+    try:
+        origin = origin_of(text)
+    except ValueError as error:
+        raise ValueError(f"{name}: {error} (for example https://api.example.com/v1)") from None
+    if any(mark in text for mark in ("?", "#", "<<", ">>", "{{", "}}", " ")):
+        raise ValueError(
+            f"{name} is a base URL: scheme, host, optional port and path, without a query, "
+            "fragment, space or template"
+        )
+    allowed = {host.lower() for host in allow_hosts}
+    if origin.scheme != "https" and origin.host.lower() not in allowed:
+        raise ValueError(
+            f"{name} must use https ({origin.host} is not an allowed host for plain http)"
+        )
+    return text.rstrip("/")
+
+
 @dataclass(frozen=True)
 class Providers:
     """Where the SMS, Slack and speech-to-text APIs live (loopback in tests and demos)."""
@@ -46,6 +102,23 @@ class Providers:
     speech_base_url: str = "https://speech.googleapis.com/v1"
     #: The secret holding the speech API key (sent as X-Goog-Api-Key).
     speech_key_secret: str = "speech_api_key"
+
+    @classmethod
+    def from_environment(
+        cls,
+        environ: Mapping[str, str],
+        *,
+        allow_hosts: frozenset[str] | Iterable[str] = frozenset(),
+    ) -> Providers:
+        """The defaults, with each base URL that FLOWLANG_SMS_URL, FLOWLANG_SLACK_URL or
+        FLOWLANG_SPEECH_URL sets (checked by :func:`check_provider_url`; ValueError naming the
+        variable). An empty variable counts as unset."""
+        changes = {}
+        for field_name, variable in PROVIDER_VARIABLES.items():
+            value = environ.get(variable)
+            if value:
+                changes[field_name] = check_provider_url(variable, value, allow_hosts=allow_hosts)
+        return dataclasses.replace(cls(), **changes)
 
 
 def _text(name: str, value: Any, limit: int) -> str:
@@ -130,37 +203,14 @@ def prepare_action(
             post,
             limit,
         )
-    # transcribe_recording
-    event = scope.get("event") or {}
-    properties = event.get("properties") if isinstance(event, Mapping) else None
-    uri = properties.get("recording_url") if isinstance(properties, Mapping) else None
-    if not isinstance(uri, str) or not uri:
-        raise ActionError("the recording.uploaded event has no recording_url")
-    secrets = scope["secrets"]
-    api_key = secrets.get(providers.speech_key_secret)
-    if api_key is None:
-        raise RequestError(f"secret {providers.speech_key_secret!r} is not set")
-    recognize: dict[str, Any] = {
-        "config": {
-            "languageCode": _text("language", fields["language"].render(scope), limit),
-            "model": fields["model"],
-            "useEnhanced": bool(fields["enhanced"]),
-        },
-        "audio": {"uri": uri},
-    }
-    return _json_request(
-        f"{providers.speech_base_url}/speech:recognize",
-        [("X-Goog-Api-Key", check_header("X-Goog-Api-Key", api_key)), *idempotency],
-        recognize,
-        limit,
-    )
+    raise ActionError(f"{action.type} is not a single request (see flowlang.automations.speech)")
 
 
 def interpret(action: Action, result: HttpResult) -> tuple[str, Any, str | None]:
     """``(outcome, action result, error)``: outcome is delivered, retry or failed.
 
     The result of an api_request is the response body (JSON parsed, else text); of Slack,
-    ``ok``, ``ts`` and ``channel``; of a transcription, ``transcript`` and ``confidence``.
+    ``ok``, ``ts`` and ``channel``.
     """
     status = result.status
     if result.outcome in ("timeout", "connection_error"):
@@ -176,24 +226,4 @@ def interpret(action: Action, result: HttpResult) -> tuple[str, Any, str | None]
             outcome = "retry" if code in _SLACK_RETRYABLE else "failed"
             return outcome, None, f"Slack answered ok: false ({code})"
         return "delivered", {"ok": True, "ts": body.get("ts"), "channel": body.get("channel")}, None
-    if action.type == "transcribe_recording":
-        results = body.get("results", []) if isinstance(body, Mapping) else []
-        pieces, confidences = [], []
-        for item in results if isinstance(results, list) else []:
-            alternatives = item.get("alternatives") if isinstance(item, Mapping) else None
-            if (
-                isinstance(alternatives, list)
-                and alternatives
-                and isinstance(alternatives[0], Mapping)
-            ):
-                pieces.append(to_text(alternatives[0].get("transcript")))  # a parsed response
-                confidence = alternatives[0].get("confidence")
-                if isinstance(confidence, (int, float)):
-                    confidences.append(float(confidence))
-        confidence_mean = sum(confidences) / len(confidences) if confidences else None
-        return (
-            "delivered",
-            {"transcript": " ".join(p for p in pieces if p), "confidence": confidence_mean},
-            None,
-        )
     return "delivered", body, None

@@ -12,7 +12,9 @@ seen again within the window is not run twice.
 Nothing an event or a server does ends a dispatch: an event is checked at the door (an id, at
 most 64 levels deep and 1 MiB as JSON; EventError otherwise), and any unexpected exception while
 preparing, sending or reading an action is a failed attempt, retried and then dead-lettered.
-Workflow names are unique in a set (they make the idempotency keys).
+Workflow names are unique in a set (they make the idempotency keys). A transcription is one
+attempt of several requests (fetch, recognize, polls: flowlang.automations.speech) with the
+same outcomes and retries.
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ from flowlang.automations.records import (
     encode_record,
     read_records,
 )
+from flowlang.automations.speech import SpeechSettings, transcribe
 from flowlang.automations.workflow import (
     CompiledWorkflow,
     check_unique_names,
@@ -124,6 +127,8 @@ class DeliverySettings:
     max_event_bytes: int = MAX_EVENT_BYTES
     allow_hosts: frozenset[str] = frozenset()
     providers: Providers = field(default_factory=Providers)
+    #: Recording size, long-running polling and its deadline (see flowlang.automations.speech).
+    speech: SpeechSettings = field(default_factory=SpeechSettings)
 
     def __post_init__(self) -> None:
         check_counts(self, ("max_requests_in_flight", "max_event_depth", "max_event_bytes"))
@@ -294,6 +299,9 @@ class Automations:
         self.journal = journal
         self.on_attempt = on_attempt
         self._unfinished: dict[str, dict[str, Any]] = {}
+        #: Long-running speech operations by idempotency key, so a retry (or, through the
+        #: journal, the next run) polls the same one.
+        self._speech_operations: dict[str, str] = {}
         if journal is not None:
             self._load_journal(journal)
         install_log_redaction()
@@ -318,6 +326,8 @@ class Automations:
                 if record["kind"] == "settled":
                     key = (record["workflow"], record["action"])
                     progress["settled"][key] = (record["outcome"], record.get("result"))
+                elif record["kind"] == "operation":  # resumed: poll it, do not start another
+                    self._speech_operations[record["key"]] = record["name"]
                 else:
                     progress["done"].add(record["workflow"])
             self._unfinished[event_id] = progress
@@ -576,6 +586,8 @@ class Automations:
         settings = self.settings
         secrets = scope["secrets"]
         secrets.take_missing()
+        if action.type == "transcribe_recording":
+            return await self._transcribe(action, scope, key, timeout)
         try:
             request = prepare_action(
                 action, scope, settings.providers, key, settings.max_request_body
@@ -590,6 +602,33 @@ class Automations:
         )
         outcome, value, error = interpret(action, sent)
         return outcome, plain_json(value), error or sent.outcome, sent
+
+    async def _transcribe(
+        self, action: Any, scope: dict[str, Any], key: str, timeout: float
+    ) -> tuple[str, Any, str | None, HttpResult | None]:
+        """One transcription attempt: fetch, recognize, poll (flowlang.automations.speech)."""
+        providers = self.settings.providers
+        event_id = str(scope["event"]["id"])
+        api_key = scope["secrets"].get(providers.speech_key_secret)
+        if api_key is None:
+            name = providers.speech_key_secret
+            return "failed", None, f"{action.name}: secret {name!r} is not set", None
+        outcome, value, error, sent = await transcribe(
+            action,
+            scope,
+            self.http,
+            base_url=providers.speech_base_url,
+            api_key=api_key,
+            settings=self.settings.speech,
+            key=key,
+            timeout=timeout,
+            clock=self.clock,
+            operations=self._speech_operations,
+            started=lambda name: self._record(
+                {"kind": "operation", "event_id": event_id, "key": key, "name": name}
+            ),
+        )
+        return outcome, plain_json(value), error, sent
 
     async def _deliver(
         self,

@@ -6,6 +6,7 @@ __all__ = ["ACTION_COMMON", "ACTION_FIELDS", "E164", "FORMATS", "SPEECH_MODELS"]
 
 import re
 
+from flowlang.automations.audio import ENCODINGS
 from flowlang.flow.fields import HTTP_METHODS, Field
 
 #: A phone number in E.164: +, then 7 to 15 digits, not starting with 0.
@@ -51,5 +52,22 @@ ACTION_FIELDS: dict[str, dict[str, Field]] = {
         "language": Field("template", default="en-US"),
         "model": Field("enum", default="phone_call", choices=SPEECH_MODELS),
         "enhanced": Field("bool", default=False),
+        "recording_url": Field(
+            "template", description="https:// or gs:// URL; default event.properties.recording_url"
+        ),
+        "recording_origin": Field(
+            "template", description="fixed https://host[:port] that headers may be sent to"
+        ),
+        "headers": Field(
+            "headers", default={}, description="sent to recording_origin only (credentials)"
+        ),
+        "encoding": Field("enum", choices=ENCODINGS, description="default: from the header"),
+        "sample_rate": Field("int", minimum=8000, maximum=48000, description="Hz"),
+        "duration": Field(
+            "template", description="seconds; default the header, else event.properties.duration"
+        ),
+        "timeout": Field(
+            "duration", default=15.0, minimum=0.05, maximum=30.0, description="per request"
+        ),
     },
 }

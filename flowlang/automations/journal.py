@@ -1,7 +1,9 @@
 """Journal: what dispatches have done, appended as it happens and compacted as it grows.
 
 Records, one JSON object per line: ``event`` (accepted, with the time ``at``), ``settled`` (an
-action delivered, dead-lettered or skipped, with its result), ``workflow_done``, ``done``, and
+action delivered, dead-lettered or skipped, with its result), ``operation`` (a long-running
+speech operation an action started: its ``name`` by idempotency ``key``), ``workflow_done``,
+``done``, and
 ``seen`` (a finished event, kept only for the duplicate window). Lines are ASCII JSON, so what is
 written reads back; a line that does not (a torn last line after a crash, say) is reported and
 skipped. Compaction keeps every record of an unfinished event and one ``seen`` line
@@ -133,6 +135,7 @@ _TEXT_FIELDS = {
     "event": (),
     "seen": ("event_id",),
     "settled": ("event_id", "workflow", "action", "outcome"),
+    "operation": ("event_id", "key", "name"),
     "workflow_done": ("event_id", "workflow"),
     "done": ("event_id",),
 }
@@ -191,7 +194,7 @@ def summarize(records: Iterable[dict[str, Any]], now: float, window: float) -> J
             event_id = record["event_id"]
             events.pop(event_id, None)
             events[event_id] = _Event(_time(record.get("at"), now), done=True)
-        else:  # settled, workflow_done, done
+        else:  # settled, operation, workflow_done, done
             entry = events.get(record["event_id"])
             if entry is None or entry.done:
                 continue

@@ -39,6 +39,7 @@ from flowlang.flow.source import (
     read_document_text,
     text_not_path_hint,
 )
+from flowlang.runtime.requests import origin_of
 
 _TOP_LEVEL = {"workflow", "trigger", "description", "conditions", "expression", "actions"}
 #: Roots a workflow's templates may read.
@@ -48,7 +49,7 @@ _SECRET_FIELDS = {
     "api_request": ("endpoint", "headers", "values"),
     "send_sms": ("auth",),
     "slack_notification": ("token",),
-    "transcribe_recording": (),
+    "transcribe_recording": ("headers",),
 }
 
 
@@ -203,7 +204,8 @@ def _reference_findings(
                 if not use.field.startswith(allowed) or not allowed:
                     problem = (
                         "secrets may only be used where the provider needs them: an api_request's "
-                        "endpoint, headers and values, send_sms auth, the slack token",
+                        "endpoint, headers and values, send_sms auth, the slack token, a "
+                        "transcription's headers",
                         "error",
                     )
             elif (
@@ -253,6 +255,44 @@ def _numbers_ok(
                 )
                 ok = False
     return ok
+
+
+def _recording_origin_ok(
+    builder: WorkflowBuilder, fields: dict[str, Any], where: Pointer, owner: str
+) -> bool:
+    """A transcription's headers (credentials) go only to a fixed origin: ``recording_origin``
+    is plain ``https://host[:port]`` text, required with headers. Kept as an origin string."""
+    template = fields.get("recording_origin")
+    if template is None:
+        if fields.get("headers"):
+            builder.error(
+                "headers for the recording server need recording_origin (the fixed "
+                "https://host they may be sent to)",
+                (*where, "headers"),
+                owner,
+                "headers",
+            )
+            return False
+        return True
+    text = str(template.render({})) if not template.tree.holes else ""
+    try:
+        origin = origin_of(text) if text else None
+    except ValueError as error:
+        origin, problem = None, str(error)
+    else:
+        problem = "it must be fixed text (no <<...>>)"
+    if origin is None or text.rstrip("/").count("/") != 2:
+        builder.error(
+            f"recording_origin is https://host[:port] only: {problem}"
+            if origin is None
+            else "recording_origin is https://host[:port] only, without a path",
+            (*where, "recording_origin"),
+            owner,
+            "recording_origin",
+        )
+        return False
+    fields["recording_origin"] = origin
+    return True
 
 
 def check_workflow(
@@ -340,6 +380,10 @@ def _check_workflow(
             continue
         if action_type == "send_sms" and not _numbers_ok(builder, fields, where, owner):
             continue
+        if action_type == "transcribe_recording" and not _recording_origin_ok(
+            builder, fields, where, owner
+        ):
+            continue
         actions.append(
             Action(owner, action_type, fields, document.position(where, step=owner), positions)
         )
@@ -349,6 +393,7 @@ def _check_workflow(
             finding.with_caret(document.lines)
             for finding in _reference_findings(builder, trigger, actions, builder.templates)
         ]
+    findings += builder.warnings
     if any(finding.severity == "error" for finding in findings):
         return None, findings
     fingerprint = document.fingerprint

@@ -7,7 +7,7 @@ __all__ = ["add_eval_command"]
 import argparse
 from typing import Any, TextIO
 
-from flowlang.cli.inputs import read_context
+from flowlang.cli.inputs import EXIT_OK, EXIT_STATUSES, read_context
 from flowlang.engine import Engine
 from flowlang.expr.backends import AVAILABLE
 from flowlang.expr.syntax import SYNTAXES
@@ -20,15 +20,17 @@ def _eval(arguments: argparse.Namespace, stdout: TextIO, stdin: TextIO) -> int:
     templates = [engine.compile(source) for source in arguments.templates]
     for template in templates:
         stdout.write(to_json(template.render(context)) + "\n")
-    return 0
+    return EXIT_OK
 
 
 def add_eval_command(commands: Any) -> None:
     """Add ``eval`` to the subcommands ``commands`` (argparse's subparsers action)."""
     evaluate = commands.add_parser(
         "eval",
-        help="render templates against a JSON context and print each value as JSON",
+        help="render templates against a JSON context: one JSON value per line",
         description="Render each TEMPLATE against the context; print each value as a JSON line.",
+        epilog=EXIT_STATUSES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     evaluate.add_argument(
         "templates",

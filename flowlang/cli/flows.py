@@ -2,82 +2,145 @@
 
 from __future__ import annotations
 
-__all__ = ["add_check_command", "add_run_command", "check_document"]
+__all__ = ["add_check_command", "add_run_command", "check_document", "parse_inputs"]
 
 import argparse
 import sys
+from collections import deque
 from pathlib import Path
 from typing import Any, TextIO
 
 from flowlang.automations import check_workflow
-from flowlang.cli.inputs import EXIT_BAD_INPUT, EXIT_FAILED, UsageError, read_context, read_input
-from flowlang.flow import check_flow, load_flow
-from flowlang.flow.model import Finding, FlowDocumentError
+from flowlang.cli.inputs import (
+    EXIT_BAD_INPUT,
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_STATUSES,
+    UsageError,
+    read_context,
+    read_input,
+)
+from flowlang.cli.reports import FORMATS, Report, render_reports
+from flowlang.cli.terminal import Colours, printable
+from flowlang.cli.trust import trusted_authorities
+from flowlang.engine import Engine
+from flowlang.expr.syntax import SYNTAXES
+from flowlang.flow import check_flow, load_flow_text
+from flowlang.flow.model import CompiledFlow, Finding, FlowDocumentError
 from flowlang.flow.source import DocumentError, load_document, paused_collector
 
+#: Output is written in pieces of this many characters: one huge write to a pipe that closes
+#: part way is cut without an error, so the next piece is what reports the closed pipe.
+_CHUNK = 16384
 
-def check_document(path: Path, text: str | None = None) -> tuple[object, list[Finding]]:
+
+def check_document(
+    path: Path, text: str | None = None, engine: Engine | None = None
+) -> tuple[object, list[Finding]]:
     """Check a flow or a workflow document (a workflow has a top-level ``workflow`` key);
     the file (or ``text``, read from it already) is parsed once."""
     with paused_collector():
         document = load_document(path) if text is None else load_document(text, filename=str(path))
         if isinstance(document.data, dict) and "workflow" in document.data:
-            return check_workflow(document)
-        return check_flow(document)
+            return check_workflow(document, engine=engine)
+        return check_flow(document, engine=engine)
 
 
-def _plural(count: int) -> str:
-    return "" if count == 1 else "s"
+def _label(name: str) -> str:
+    return "<stdin>" if name == "-" else name
 
 
 def _check(arguments: argparse.Namespace, stdout: TextIO, stdin: TextIO) -> int:
-    errors = warnings = unreadable = 0
+    if arguments.files.count("-") > 1:
+        raise UsageError("standard input ('-') can be read once only")
+    engine = Engine(syntax=arguments.syntax)
+    reports: list[Report] = []
+    unreadable = False
     for name in arguments.files:
+        label = _label(name)
         try:
-            text = read_input(name, stdin, "document", dash_is_stdin=False)
-            _, findings = check_document(Path(name), text)
+            text = read_input(name, stdin, "document")
+            _, findings = check_document(Path(label), text, engine)
         except UsageError as error:
-            stdout.write(f"error: {error}\n\n")
-            unreadable += 1
+            reports.append(Report.unreadable(label, str(error)))
+            unreadable = True
             continue
         except DocumentError as error:
-            stdout.write(f"error: {error}\n\n")
-            errors += 1
+            reports.append(Report.of_document_error(label, error))
             continue
-        for finding in findings:
-            stdout.write(finding.render() + "\n\n")
-            if finding.severity == "error":
-                errors += 1
-            else:
-                warnings += 1
-    count = len(arguments.files)
-    problems = errors + unreadable
-    stdout.write(
-        f"{count} file{_plural(count)} checked: {problems} error{_plural(problems)}, "
-        f"{warnings} warning{_plural(warnings)}\n"
-    )
+        reports.extend(Report.of_finding(label, finding) for finding in findings)
+    colours = Colours.for_stream(stdout) if arguments.format == "text" else Colours(False)
+    text = render_reports(reports, len(arguments.files), arguments.format, colours)
+    for start in range(0, len(text), _CHUNK):  # a closed pipe shows on the next chunk
+        stdout.write(text[start : start + _CHUNK])
     if unreadable:
         return EXIT_BAD_INPUT
-    return EXIT_FAILED if errors else 0
+    return EXIT_FAILED if any(report.severity == "error" for report in reports) else EXIT_OK
+
+
+def parse_inputs(items: list[str], flow: CompiledFlow) -> dict[str, deque[str | None]]:
+    """``--input STEP=DIGITS`` items: the answers for each collect_input step, in order.
+
+    A step that is not a collect_input step of ``flow`` is a usage error naming the steps that
+    are."""
+    collecting = [step.id for step in flow.steps.values() if step.type == "collect_input"]
+    inputs: dict[str, deque[str | None]] = {}
+    for item in items:
+        step, separator, digits = item.partition("=")
+        if not separator:
+            raise UsageError(f"--input takes STEP=DIGITS, not {printable(repr(item))}")
+        if step not in collecting:
+            known = ", ".join(repr(name) for name in collecting) or "none"
+            raise UsageError(
+                f"--input {printable(repr(step), one_line=True)}: the flow has no collect_input "
+                f"step of that name (its collect_input steps: {known})"
+            )
+        inputs.setdefault(step, deque()).append(digits or None)
+    return inputs
 
 
 def _run(arguments: argparse.Namespace, stdout: TextIO, stdin: TextIO) -> int:
     from flowlang.cli.run_console import run_from_command_line
 
-    text = read_input(arguments.flow, stdin, "flow", dash_is_stdin=False)
+    readers = [
+        option
+        for option, value in (("FLOW", arguments.flow), ("--context", arguments.context))
+        if value == "-"
+    ]
+    if arguments.interactive and readers:
+        readers.append("--interactive")
+    if len(readers) > 1:
+        raise UsageError(
+            f"{' and '.join(readers)} cannot all read standard input: give a file for all but one"
+        )
+    label = _label(arguments.flow)
+    text = read_input(arguments.flow, stdin, "flow")
     try:  # the text read, never a path named by it
-        flow = load_flow(load_document(text, filename=arguments.flow))
+        flow = load_flow_text(text, name=label, engine=Engine(syntax=arguments.syntax))
     except FlowDocumentError as error:
-        print(f"flowlang: {arguments.flow} has errors:\n\n{error}", file=sys.stderr)
+        print(printable(f"flowlang: {label} has errors:\n\n{error}"), file=sys.stderr)
         return EXIT_BAD_INPUT
     context = read_context(arguments.context, stdin)
-    inputs: dict[str, str | None] = {}
-    for item in arguments.input or []:
-        step, separator, digits = item.partition("=")
-        if not separator:
-            raise UsageError(f"--input takes STEP=DIGITS, not {item!r}")
-        inputs[step] = digits or None
-    return run_from_command_line(flow, context, inputs, arguments, stdout, stdin)
+    inputs = parse_inputs(arguments.input or [], flow)
+    ssl_context = trusted_authorities(arguments.ca_file)
+    return run_from_command_line(flow, context, inputs, arguments, stdout, stdin, ssl_context)
+
+
+_SECRETS_HELP = """secrets:
+  A flow names secrets as <<secrets.NAME>>; flowlang run reads each from the
+  environment variable FLOWLANG_SECRET_<NAME> (upper case, '-' as '_'), for
+  example FLOWLANG_SECRET_CRM_TOKEN for <<secrets.crm_token>>. Secrets are
+  redacted in the trace. A secret that is not set fails its step and is
+  named on standard error."""
+
+
+def _add_syntax(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--syntax",
+        choices=sorted(SYNTAXES),
+        default="flowlang",
+        help="template delimiters: flowlang <<...>> (default) or cloudtalk {{...}}",
+    )
 
 
 def add_run_command(commands: Any) -> None:
@@ -85,10 +148,14 @@ def add_run_command(commands: Any) -> None:
     run = commands.add_parser(
         "run",
         help="run a call flow for one call and show each step",
-        description="Run FLOW for one call; show each step, the branch taken and why, "
+        description="Run FLOW for one call; show each step, the branch taken and why,\n"
         "the requests (secrets redacted) and the host instructions.",
+        epilog=f"{_SECRETS_HELP}\n\n{EXIT_STATUSES}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    run.add_argument("flow", metavar="FLOW", help="flow document (YAML or JSON)")
+    run.add_argument(
+        "flow", metavar="FLOW", help="flow document (YAML or JSON); '-' reads standard input"
+    )
     run.add_argument(
         "--context", metavar="FILE", help="JSON object with call, contact, ...; '-' reads stdin"
     )
@@ -96,11 +163,27 @@ def add_run_command(commands: Any) -> None:
         "--input",
         action="append",
         metavar="STEP=DIGITS",
-        help="digits the caller enters at a collect_input step (empty: no input); repeatable",
+        help="digits the caller enters at the collect_input step STEP (empty: no input); "
+        "repeat it for one step to answer its prompts in order",
     )
     run.add_argument("--responses", metavar="FILE", help="recorded HTTP responses: run offline")
-    run.add_argument("--interactive", action="store_true", help="ask for digits in the terminal")
-    run.add_argument("--json", action="store_true", help="print the trace as JSON lines")
+    run.add_argument(
+        "--interactive",
+        action="store_true",
+        help="ask for digits in the terminal (on standard error with --json)",
+    )
+    run.add_argument(
+        "--json", action="store_true", help="print the trace as JSON lines, and nothing else"
+    )
+    _add_syntax(run)
+    run.add_argument(
+        "--ca-file",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="trust the certificate authorities in FILE (PEM) too; repeatable. SSL_CERT_FILE "
+        "or SSL_CERT_DIR replace the default bundle",
+    )
     run.add_argument(
         "--allow-host",
         action="append",
@@ -115,8 +198,23 @@ def add_check_command(commands: Any) -> None:
     """Add ``check`` to the subcommands ``commands`` (argparse's subparsers action)."""
     check = commands.add_parser(
         "check",
-        help="validate flow documents",
+        help="validate flow and workflow documents",
         description="Check flow and workflow documents: fields, step graph, templates, data flow.",
+        epilog=EXIT_STATUSES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    check.add_argument("files", nargs="+", metavar="FILE")
+    check.add_argument(
+        "files",
+        nargs="+",
+        metavar="FILE",
+        help="flow or workflow documents (YAML or JSON); '-' reads standard input",
+    )
+    check.add_argument(
+        "--format",
+        choices=list(FORMATS),
+        default="text",
+        help="text (default); json: one JSON document; github: GitHub Actions annotations; "
+        "sarif: SARIF 2.1.0",
+    )
+    _add_syntax(check)
     check.set_defaults(handler=_check)

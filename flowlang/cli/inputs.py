@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
-__all__ = ["EXIT_BAD_INPUT", "EXIT_FAILED", "EXIT_OK", "UsageError", "read_context", "read_input"]
+__all__ = [
+    "EXIT_BAD_INPUT",
+    "EXIT_FAILED",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "EXIT_PIPE_CLOSED",
+    "EXIT_STATUSES",
+    "UsageError",
+    "read_context",
+    "read_input",
+]
 
 import json
 import sys
@@ -15,6 +25,18 @@ from flowlang.flow.source import MAX_DOCUMENT, read_limited
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
+#: Ctrl-C, and a closed output pipe (``| head``): as a shell reports SIGINT and SIGPIPE.
+EXIT_INTERRUPTED = 130
+EXIT_PIPE_CLOSED = 141
+
+#: The contract in words, for every command's ``--help`` and the README.
+EXIT_STATUSES = """exit status:
+  0    success
+  1    the work found problems: errors found by check (warnings alone: 0),
+       a failed run or evaluation, dead letters written (automate, replay)
+  2    bad usage or unreadable input: a missing or unreadable file, not UTF-8,
+       too large, invalid JSON or document, a template syntax error
+  130  interrupted (Ctrl-C); 141: the output pipe was closed (| head)"""
 
 
 class UsageError(Exception):

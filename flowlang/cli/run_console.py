@@ -6,15 +6,61 @@ __all__ = ["run_from_command_line"]
 
 import argparse
 import asyncio
+import signal
+import ssl
 import sys
-from collections.abc import Mapping
+import threading
+from collections import deque
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from types import FrameType
 from typing import Any, TextIO
 
-from flowlang.cli.terminal import printable
+from flowlang.cli.inputs import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
+from flowlang.cli.terminal import Colours, printable
 from flowlang.expr.values import to_json, to_text
 from flowlang.flow.model import CompiledFlow
 from flowlang.runtime.recorded import load_recorded_responses
 from flowlang.runtime.runner import RunResult, Runtime, RuntimeSettings
+from flowlang.runtime.secrets import EnvironmentSecrets
+
+#: Step outcomes shown as good or bad news (the others are plain: branches, digits).
+_GOOD_OUTCOMES = frozenset({"success", "completed", "valid", "ended"})
+_BAD_OUTCOMES = frozenset(
+    {"failure", "failed", "timeout", "invalid_request", "tls_error", "error", "invalid"}
+)
+
+
+class NoticedSecrets(EnvironmentSecrets):
+    """Secrets from the environment that remember which names were asked for but not set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.missing: dict[str, None] = {}
+
+    def get(self, name: str) -> str | None:
+        value = super().get(name)
+        if value is None and isinstance(name, str) and len(self.missing) < 100:
+            self.missing[name] = None
+        return value
+
+
+def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+@contextmanager
+def _interruptible() -> Iterator[None]:
+    """Ctrl-C raises KeyboardInterrupt at once while the block blocks (reading a line): the
+    event loop's own handler would only cancel the task, which waits for the line."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, _raise_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def describe_why(detail: Mapping[str, Any]) -> str | None:
@@ -55,8 +101,25 @@ def _describe(entry: dict[str, Any]) -> list[str]:
     return [head, *lines]
 
 
-def _print_result(result: RunResult, out: TextIO, as_json: bool) -> None:
+def _paint_outcome(head: str, entry: Mapping[str, Any], colours: Colours) -> str:
+    """The head line of a step (already printable) with its outcome painted good or bad."""
+    outcome = str(entry["outcome"])
+    role = "good" if outcome in _GOOD_OUTCOMES else "bad" if outcome in _BAD_OUTCOMES else None
+    if role is None or not colours.enabled:
+        return head
+    prefix = printable(f"  {entry['step']:<14} {entry['type']:<19} ", one_line=True)
+    shown = printable(outcome, one_line=True)
+    if not head.startswith(prefix + shown):
+        return head
+    at = len(prefix)
+    return head[:at] + colours.paint(shown, role) + head[at + len(shown) :]
+
+
+def _print_result(
+    result: RunResult, out: TextIO, as_json: bool, colours: Colours | None = None
+) -> None:
     """Print the steps and host instructions of one segment of a run (start, or one resume)."""
+    colours = colours or Colours(False)
     entries = result.trace
     if as_json:
         for entry in entries:
@@ -65,8 +128,9 @@ def _print_result(result: RunResult, out: TextIO, as_json: bool) -> None:
             out.write(to_json({"event": "instruction", **instruction}) + "\n")
     else:
         for entry in entries:
-            lines = (printable(line, one_line=True) for line in _describe(entry))
-            out.write("\n".join(lines) + "\n")
+            head, *rest = (printable(line, one_line=True) for line in _describe(entry))
+            head = _paint_outcome(head, entry, colours)
+            out.write("\n".join([head, *rest]) + "\n")
         for instruction in result.instructions:
             fields = ", ".join(
                 f"{key}={value!r}"
@@ -77,19 +141,44 @@ def _print_result(result: RunResult, out: TextIO, as_json: bool) -> None:
             out.write(printable(shown, one_line=True) + "\n")
 
 
+def _ask(prompt: str, stdin: TextIO, talk: TextIO) -> str | None:
+    """Say what the caller hears on ``talk`` and read the digits, one bounded line."""
+    with _interruptible():
+        talk.write(printable(f"  caller hears: {prompt}", one_line=True) + "\n")
+        talk.flush()
+        line = stdin.readline(1024)  # bounded: a caller enters at most 64 digits
+    return line.strip() or None
+
+
+def _report_missing_secrets(secrets: NoticedSecrets) -> None:
+    """Name each secret the run asked for but the environment lacks, one line each."""
+    for name in secrets.missing:
+        shown = printable(name, one_line=True)
+        sys.stderr.write(
+            f"flowlang: secret {shown!r} is not set: set the environment variable "
+            f"{printable(secrets.variable(name), one_line=True)}\n"
+        )
+
+
 async def _main(
     flow: CompiledFlow,
     context: Mapping[str, Any],
-    inputs: dict[str, str | None],
+    inputs: Mapping[str, deque[str | None]],
     arguments: argparse.Namespace,
     out: TextIO,
     stdin: TextIO,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> int:
+    secrets = NoticedSecrets()
     options: dict[str, Any] = {
-        "settings": RuntimeSettings(allow_hosts=frozenset(arguments.allow_host))
+        "settings": RuntimeSettings(allow_hosts=frozenset(arguments.allow_host)),
+        "secrets": secrets,
+        "ssl_context": ssl_context,
     }
     if arguments.responses:
         options["http"] = load_recorded_responses(arguments.responses)
+    colours = Colours(False) if arguments.json else Colours.for_stream(out)
+    talk = sys.stderr if arguments.json else out  # --json: stdout carries JSON lines only
     if not arguments.json:
         where = f" ({flow.filename})" if flow.filename else ""
         out.write(printable(f"flow {flow.name}{where}", one_line=True) + "\n")
@@ -97,25 +186,22 @@ async def _main(
         try:
             running = runtime.start(flow, context)
         except ValueError as error:  # a context the runtime cannot take: refused at the door
-            sys.stderr.write(f"flowlang: {error}\n")
-            return 2
+            sys.stderr.write(printable(f"flowlang: {error}") + "\n")
+            return EXIT_BAD_INPUT
         result = await running
-        _print_result(result, out, arguments.json)
+        _print_result(result, out, arguments.json, colours)
         while result.status == "waiting_for_input":
             awaiting = result.awaiting or {}
             step = awaiting.get("step")
-            if step in inputs:
-                digits = inputs.pop(step)
+            answers = inputs.get(step) if isinstance(step, str) else None
+            if answers:
+                digits = answers.popleft()
             elif arguments.interactive:
-                prompt = awaiting.get("prompt") or f"digits for {step}"
-                out.write(printable(f"  caller hears: {prompt}", one_line=True) + "\n")
-                out.flush()
-                line = stdin.readline(1024)  # bounded: a caller enters at most 64 digits
-                digits = line.strip() or None
+                digits = _ask(awaiting.get("prompt") or f"digits for {step}", stdin, talk)
             else:
                 break
             result = await runtime.resume(flow, result.state or {}, digits)
-            _print_result(result, out, arguments.json)
+            _print_result(result, out, arguments.json, colours)
     background = runtime.background_results
     if arguments.json:
         for item in background:
@@ -146,17 +232,28 @@ async def _main(
             "(give it with --input STEP=DIGITS or --interactive)",
             "failed": f"failed: {result.error}",
         }[result.status]
-        out.write(printable(f"result: {ending}", one_line=True) + "\n")
-    return 1 if result.status == "failed" else 0
+        role = "bad" if result.status == "failed" else "good"
+        out.write("result: " + colours.paint(printable(ending, one_line=True), role) + "\n")
+    _report_missing_secrets(secrets)
+    return EXIT_FAILED if result.status == "failed" else EXIT_OK
 
 
 def run_from_command_line(
     flow: CompiledFlow,
     context: Mapping[str, Any],
-    inputs: dict[str, str | None],
+    inputs: Mapping[str, deque[str | None]] | Mapping[str, str | None],
     arguments: argparse.Namespace,
     out: TextIO,
     stdin: TextIO,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> int:
-    """Run ``flow`` for one call as ``flowlang run`` does; returns the exit status."""
-    return asyncio.run(_main(flow, context, inputs, arguments, out, stdin))
+    """Run ``flow`` for one call as ``flowlang run`` does; returns the exit status.
+
+    ``inputs`` gives each collect_input step its answers in order (a single answer per step is
+    taken too); ``ssl_context`` the certificate authorities to trust (the default bundle when
+    None)."""
+    answers = {
+        step: value if isinstance(value, deque) else deque([value])
+        for step, value in inputs.items()
+    }
+    return asyncio.run(_main(flow, context, answers, arguments, out, stdin, ssl_context))

@@ -14,12 +14,14 @@ import inspect
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 from urllib.parse import quote
 
 from flowlang.expr.syntax import KEYWORDS, NAME_PATTERN
 from flowlang.expr.values import (
     OutputTooLong,
+    is_date,
     is_number,
     number_from_text,
     plain_scalar,
@@ -55,7 +57,7 @@ def _string_filter(transform: Callable[[str], str], grows: bool) -> Callable[...
     def apply(value: Any, *, limit: int | None = None) -> Any:
         if value is None or isinstance(value, (list, tuple, Mapping)):
             return None
-        if isinstance(value, str) or is_number(value) or isinstance(value, bool):
+        if isinstance(value, str) or is_number(value) or isinstance(value, bool) or is_date(value):
             text = to_text(value)
             if grows and limit is not None and len(text) > limit:
                 raise OutputTooLong
@@ -161,7 +163,7 @@ def urlencode(value: Any, *, limit: int | None = None) -> Any:
         return "&".join(parts)
     if isinstance(value, (list, tuple)):
         return None
-    if isinstance(value, (str, bool)) or is_number(value):
+    if isinstance(value, (str, bool)) or is_number(value) or is_date(value):
         return _quoted(value, limit)
     return None
 
@@ -175,6 +177,9 @@ def number(value: Any) -> Any:
     if isinstance(value, float):
         value = float.__float__(value)
         return value if value == value and value not in (float("inf"), float("-inf")) else None
+    if isinstance(value, Decimal):
+        value = plain_scalar(value)
+        return value if value.is_finite() else None
     if isinstance(value, str):
         return number_from_text(value)
     return None
@@ -192,6 +197,8 @@ def boolean(value: Any) -> bool:
     """True for true, non-zero numbers and the words true/yes/y/on/1; every other value is false."""
     if isinstance(value, bool):
         return bool(value)
+    if isinstance(value, Decimal):
+        return not Decimal.is_nan(value) and not Decimal.is_zero(value)
     if is_number(value):
         value = plain_scalar(value)
         return bool(value == value and value != 0)
@@ -201,46 +208,75 @@ def boolean(value: Any) -> bool:
     return False
 
 
-_PHONE_SEPARATORS = re.compile(r"[\s\-.()/\u00a0]+")
-_COUNTRY_CODE = re.compile(r"\+?([1-9][0-9]{0,2})")
+#: What a phone number may contain besides ASCII digits and one leading ``+``.
+_PHONE_SEPARATORS = frozenset(" \t-.()/\u00a0")
+#: The longest text ``e164`` reads (longer text is no phone number, and is not parsed).
+MAX_PHONE_TEXT = 64
+_DIGITS = frozenset("0123456789")
 
 
-def e164(value: Any, country_code: Any = None) -> Any:
-    """Normalise a phone number to E.164 (``+14155550100``), or null when it cannot.
+def _phone_region(region: Any) -> str | None:
+    """The region a national number is read in: a two-letter code (``"IT"``, any case) or a
+    country calling code (``"39"``, ``"+39"``, ``39``: its main region); None when unknown."""
+    import phonenumbers  # only when e164 runs: importing it costs time
 
-    Separators (spaces, ``-``, ``.``, parentheses, ``/``) are dropped; a leading ``00`` is the
-    international prefix. A number without one is national: it needs ``country_code``
-    (``"1"``, ``"+44"``), and loses one leading trunk ``0``. The result has 7 to 15 digits and
-    does not start with 0. The country's own numbering plan is not checked.
+    if isinstance(region, int) and not isinstance(region, bool) and 0 < region < 1000:
+        code = int.__repr__(region)
+    elif isinstance(region, str) and str.__len__(region) <= 4:
+        code = str.strip(str.__str__(region)).upper()
+    else:
+        return None
+    if len(code) == 2 and code.isascii() and code.isalpha():
+        return code if code in phonenumbers.SUPPORTED_REGIONS else None
+    code = code.removeprefix("+")
+    if not (1 <= len(code) <= 3 and code.isascii() and code.isdigit() and code[0] != "0"):
+        return None
+    main: str = phonenumbers.region_code_for_country_code(int(code))
+    return main if main in phonenumbers.SUPPORTED_REGIONS else None
+
+
+def e164(value: Any, region: Any = None) -> Any:
+    """A valid phone number in E.164 (``+390212345678``), or null (SPEC.md section 9).
+
+    The text may hold ASCII digits, separators (spaces, ``-``, ``.``, ``(``, ``)``, ``/``) and
+    one leading ``+``; it is read by the ``phonenumbers`` library, with the numbering plan of
+    ``region`` (``"IT"``, or a calling code such as ``"39"``) for a number without ``+``, and
+    must be a valid number of its country. Without a region only ``+`` and ``00`` numbers are
+    read. Anything else, or text of more than :data:`MAX_PHONE_TEXT` characters, gives null.
     """
     if isinstance(value, bool):
         return None
-    if isinstance(value, int) and value > 0:
-        if int.bit_length(value) > 64:  # more than 15 digits: never a phone number
+    if isinstance(value, int):
+        if not 0 < value < 2**64:
             return None
-        text = int.__repr__(value)
+        text = int.__repr__(int.__int__(value))
     elif isinstance(value, str):
-        text = _PHONE_SEPARATORS.sub("", str.__str__(value))
+        if str.__len__(value) > MAX_PHONE_TEXT:
+            return None
+        text = str.strip(str.__str__(value), " \t\u00a0")
     else:
         return None
-    if text.startswith("+"):
-        digits = text[1:]
-    elif text.startswith("00"):
-        digits = text[2:]
-    else:
-        if country_code is None or isinstance(country_code, bool):
-            return None
-        code_match = _COUNTRY_CODE.fullmatch(to_text(country_code).strip())
-        if code_match is None:
-            return None
-        code = code_match.group(1)
-        if code == "1" and len(text) == 11 and text.startswith("1"):
-            digits = text
-        else:
-            digits = code + (text[1:] if text.startswith("0") else text)
-    if not (7 <= len(digits) <= 15 and digits.isascii() and digits.isdigit() and digits[0] != "0"):
+    body = text[1:] if text.startswith("+") else text
+    if not body or any(char not in _DIGITS and char not in _PHONE_SEPARATORS for char in body):
         return None
-    return "+" + digits
+    if region is not None:
+        region = _phone_region(region)
+        if region is None:
+            return None
+    elif not text.startswith("+"):
+        if not text.startswith("00"):
+            return None  # a national number, and no region to read it in
+        text = "+" + text[2:]
+    import phonenumbers
+
+    try:
+        number = phonenumbers.parse(text, region)
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_valid_number(number):
+        return None
+    result: str = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    return result
 
 
 def _spec(

@@ -4,12 +4,16 @@ This module is the reference for grammar/SPEC.md, "Values". The Python backend c
 directly; the Cython backend has compiled fast paths for the common kinds and calls this module
 for everything else, so both backends share one definition.
 
-Kinds: null (None), boolean (bool), number (int or float, never bool), string (str),
-list (list or tuple), map (any Mapping). Anything else is *opaque*: it passes through lookups
-and ``??`` unchanged, is true, equals only itself, and renders as empty text (null in JSON).
+Kinds: null (None), boolean (bool), number (int, float or Decimal, never bool), string (str),
+date (``date``, ``datetime`` or ``time``, written in ISO 8601), list (list or tuple), map (any
+Mapping). Anything else is *opaque*: it passes through lookups and ``??`` unchanged, is true,
+equals only itself, and renders as empty text (null in JSON).
 
 Hostile values (only an embedding application can put them in a context): numbers and strings
-of subclasses are read through the base type's own methods, so their overrides never run.
+and dates of subclasses are read through the base type's own methods (a Decimal or a date is
+first copied into its exact type), so their overrides never run. The one piece of a date's
+own code that may run is the ``utcoffset`` of a time zone that is not ``datetime.timezone`` or
+``zoneinfo.ZoneInfo``, and it runs only outside compiled or orjson walks.
 A container's own code (a custom Mapping, a list subclass, a dict key's ``__eq__``/``__hash__``)
 may run; when it raises an ``Exception`` the value behaves as opaque *for that operation*: a
 lookup finds nothing, it equals only itself, it is unordered, contains nothing, is true and is
@@ -22,8 +26,11 @@ from __future__ import annotations
 __all__ = [
     "OutputTooLong",
     "contains",
+    "date_text",
+    "decimal_text",
     "ends_with",
     "equals",
+    "is_date",
     "is_number",
     "json_length_exceeds",
     "json_string",
@@ -42,9 +49,21 @@ import json
 import math
 import re
 from collections.abc import Callable, Mapping
+from datetime import date, datetime, time
+from decimal import Decimal
 from typing import Any
 
 import orjson
+
+from flowlang.expr.decimals_dates import (
+    date_compare,
+    date_text,
+    decimal_text,
+    exact_date,
+    int_digits_at_least,
+    number_compare,
+    zone_runs_code,
+)
 
 _ORJSON_OPTIONS = (
     orjson.OPT_NON_STR_KEYS
@@ -65,7 +84,7 @@ class OutputTooLong(Exception):  # noqa: N818 - raised as FlowLimitError by the 
 
 
 def plain_scalar(value: Any) -> Any:
-    """An int, float or str subclass as its exact base type (no override runs); others as is."""
+    """A number, string or date of a subclass as its exact base type (no override runs)."""
     kind = type(value)
     if kind is int or kind is float or kind is str:
         return value
@@ -75,12 +94,29 @@ def plain_scalar(value: Any) -> Any:
         return int.__int__(value)
     if isinstance(value, str):
         return str.__str__(value)
+    if isinstance(value, Decimal):
+        return value if kind is Decimal else Decimal(value)  # copies the digits, runs no code
+    if isinstance(value, (date, time)):
+        return exact_date(value)
     return value
 
 
 def is_number(value: Any) -> bool:
-    """True for int and float values, but not for booleans."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    """True for int, float and Decimal values, but not for booleans."""
+    return isinstance(value, (int, float, Decimal)) and not isinstance(value, bool)
+
+
+def is_date(value: Any) -> bool:
+    """True for ``date``, ``datetime`` and ``time`` values (the kind SPEC.md calls date)."""
+    return isinstance(value, (date, time))
+
+
+def _text_decimal(text: str) -> Decimal | None:
+    """Strict number text (SPEC.md section 8) as an exact Decimal, or None."""
+    text = str.strip(text, _ASCII_SPACE)
+    if len(text) > MAX_NUMBER_TEXT or not _NUMBER_TEXT.fullmatch(text):
+        return None
+    return Decimal(text)
 
 
 def number_from_text(text: str) -> int | float | None:
@@ -170,6 +206,8 @@ def truthy(value: Any) -> bool:
             return len(value) > 0
         except Exception:  # a container whose own code raised: opaque, so true
             return True
+    if isinstance(value, Decimal):
+        return not Decimal.is_zero(value)  # NaN is true, as a float NaN is
     return True
 
 
@@ -186,18 +224,26 @@ def _scalar_equals(a: Any, b: Any) -> bool | None:
         if b_bool and isinstance(a, str):
             return str.__eq__(a, "true" if b else "false") is True
         return False
-    a_num, b_num = isinstance(a, (int, float)), isinstance(b, (int, float))
+    a_num, b_num = isinstance(a, _NUMBERS), isinstance(b, _NUMBERS)
     if a_num and b_num:
+        if isinstance(a, Decimal) or isinstance(b, Decimal):
+            return number_compare(a, b) == 0
         return bool(plain_scalar(a) == plain_scalar(b))
     a_str, b_str = isinstance(a, str), isinstance(b, str)
     if a_str and b_str:
         return str.__eq__(a, b) is True
     if a_num and b_str:
-        number = number_from_text(b)
-        return number is not None and bool(number == plain_scalar(a))
+        return _equals_text(a, b)
     if b_num and a_str:
-        number = number_from_text(a)
-        return number is not None and bool(number == plain_scalar(b))
+        return _equals_text(b, a)
+    a_date, b_date = isinstance(a, (date, time)), isinstance(b, (date, time))
+    if a_date or b_date:
+        if a_date and b_date:
+            return date_compare(a, b) == 0
+        if a_str or b_str:
+            text = date_text(a if a_date else b)
+            return text is not None and str.__eq__(text, b if a_date else a) is True
+        return False
     a_list, b_list = isinstance(a, (list, tuple)), isinstance(b, (list, tuple))
     if a_list and b_list:
         return None
@@ -207,6 +253,18 @@ def _scalar_equals(a: Any, b: Any) -> bool | None:
     if a_num or b_num or a_str or b_str or a_list or b_list or a_map or b_map:
         return False
     return a is b
+
+
+_NUMBERS = (int, float, Decimal)
+
+
+def _equals_text(number: Any, text: str) -> bool:
+    """A number equals a string that reads as the same number (a decimal reads it exactly)."""
+    if isinstance(number, Decimal):
+        exact = _text_decimal(text)
+        return exact is not None and number_compare(number, exact) == 0
+    parsed = number_from_text(text)
+    return parsed is not None and bool(parsed == plain_scalar(number))
 
 
 def equals(a: Any, b: Any) -> bool:
@@ -254,13 +312,19 @@ def order(op: str, a: Any, b: Any) -> bool:
         b = plain_scalar(b)
     a_num, b_num = is_number(a), is_number(b)
     if a_num and not b_num and isinstance(b, str):
-        b, b_num = number_from_text(b), True
+        b, b_num = (_text_decimal if type(a) is Decimal else number_from_text)(b), True
         if b is None:
             return False
     elif b_num and not a_num and isinstance(a, str):
-        a, a_num = number_from_text(a), True
+        a, a_num = (_text_decimal if type(b) is Decimal else number_from_text)(a), True
         if a is None:
             return False
+    if a_num and b_num and (type(a) is Decimal or type(b) is Decimal):
+        sign = number_compare(a, b)
+        return sign is not None and _SIGN_TESTS[op](sign)
+    if type(a) in _DATE_TYPES and type(b) in _DATE_TYPES:
+        sign = date_compare(a, b)
+        return sign is not None and _SIGN_TESTS[op](sign)
     if not ((a_num and b_num) or (isinstance(a, str) and isinstance(b, str))):
         return False
     if op == "<":
@@ -272,12 +336,24 @@ def order(op: str, a: Any, b: Any) -> bool:
     return bool(a >= b)
 
 
+_DATE_TYPES = frozenset([date, datetime, time])
+_SIGN_TESTS: dict[str, Callable[[int], bool]] = {
+    "<": lambda sign: sign < 0,
+    "<=": lambda sign: sign <= 0,
+    ">": lambda sign: sign > 0,
+    ">=": lambda sign: sign >= 0,
+}
+
+
 def _text_of_scalar(value: Any) -> str | None:
-    """The text of a string or number for the string operators, or None for other kinds."""
+    """The text of a string, number or date for the string operators, or None for other kinds
+    (and for a date whose time zone's code raised)."""
     if isinstance(value, str):
         return str.__str__(value)
     if is_number(value):
         return to_text(value)
+    if isinstance(value, (date, time)):
+        return date_text(value)
     return None
 
 
@@ -355,11 +431,19 @@ def to_text(value: Any, limit: int | None = None) -> str:
         return float_text(value)
     if isinstance(value, (list, tuple, Mapping)):
         return to_json(value, limit)
+    if isinstance(value, Decimal):
+        return decimal_text(value) or ""
+    if isinstance(value, (date, time)):
+        return date_text(value) or ""
     return ""
 
 
 class _NeedsPython(Exception):  # noqa: N818 - control flow inside to_json only
     """Raised inside orjson's ``default`` to hand a value to the Python writer."""
+
+
+#: Raw JSON text inside orjson's output (a decimal's digits); None in an orjson without it.
+_FRAGMENT: Callable[[str], Any] | None = getattr(orjson, "Fragment", None)
 
 
 def _orjson_default(value: Any) -> Any:
@@ -380,6 +464,17 @@ def _orjson_default(value: Any) -> Any:
         return float.__float__(value)
     if issubclass(kind, (list, tuple, dict)) or issubclass(kind, Mapping):
         raise _NeedsPython
+    if issubclass(kind, Decimal):
+        text = decimal_text(value)
+        if text is None:
+            return None
+        if _FRAGMENT is None:
+            raise _NeedsPython  # an orjson without Fragment: the Python writer writes it
+        return _FRAGMENT(text)
+    if issubclass(kind, (date, time)):
+        if zone_runs_code(value):
+            raise _NeedsPython
+        return date_text(value)
     return None
 
 
@@ -392,7 +487,8 @@ def to_json(value: Any, limit: int | None = None) -> str:
     """Compact JSON text of a value (keys in insertion order, non-string keys as strings).
 
     NaN, infinity and opaque values are written as null; integers of any size are written in
-    full; deep or cyclic data is written without recursion (a cycle becomes null).
+    full, decimals as numbers with their text (:func:`decimal_text`), dates as ISO 8601
+    strings; deep or cyclic data is written without recursion (a cycle becomes null).
 
     With ``limit``, text surely longer than ``limit`` characters raises :class:`OutputTooLong`
     before it is built (a list holding one big value many times is small in memory and huge as
@@ -423,11 +519,6 @@ def _entries(item: Any) -> list[Any] | None:
         return None
 
 
-def _int_digits_at_least(value: int) -> int:
-    """A lower bound of the characters of an integer's decimal text (without building it)."""
-    return max(1, (int.bit_length(value) * 3) // 10)
-
-
 def json_length_exceeds(value: Any, limit: int) -> bool:
     """Whether :func:`to_json` of ``value`` is surely longer than ``limit`` characters.
 
@@ -450,9 +541,11 @@ def json_length_exceeds(value: Any, limit: int) -> bool:
         elif item is None or isinstance(item, bool):
             total += 4
         elif isinstance(item, int):
-            total += _int_digits_at_least(item)
+            total += int_digits_at_least(item)
         elif isinstance(item, float):
             total += 3
+        elif isinstance(item, Decimal):
+            total += len(decimal_text(item) or "null")  # as long as its digits, at most
         elif isinstance(item, (list, tuple, Mapping)):
             identity = id(item)
             entries = None if identity in open_containers else _entries(item)
@@ -532,6 +625,11 @@ def _to_json_slow(value: Any, limit: int | None = None) -> str:
             text = int_text(item)
         elif isinstance(item, float):
             text = float_text(item) or "null"
+        elif isinstance(item, Decimal):
+            text = decimal_text(item) or "null"
+        elif isinstance(item, (date, time)):
+            shown = date_text(item)
+            text = "null" if shown is None else json_string(shown)
         elif isinstance(item, (list, tuple, Mapping)):
             entries = None if id(item) in open_containers else _entries(item)
             if entries is None:

@@ -76,6 +76,7 @@ def _check_flow(document: Document, engine: Engine) -> tuple[CompiledFlow | None
         start_position = document.position(("start",), field_name="start")
         found = validate_flow(steps, str(start), start_position, builder.templates)
         findings = [finding.with_caret(document.lines) for finding in found]
+    findings = findings + builder.warnings
     errors = [finding for finding in findings if finding.severity == "error"]
     if errors:
         return None, findings

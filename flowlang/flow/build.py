@@ -29,6 +29,8 @@ _MAX_HEADERS = 50
 #: "Did you mean" hints per document: a document with thousands of mistakes gets hints on the
 #: first ones only (each hint compares a name with up to hundreds of options).
 MAX_HINTS = 100
+#: ``{{...}}`` warnings per document (one per template at most).
+MAX_BRACE_WARNINGS = 100
 #: The deepest a field tree (``body``, ``variables``) nests, dotted key parts included.
 MAX_FIELD_DEPTH = 64
 
@@ -87,6 +89,8 @@ class StepBuilder:
         self.engine = engine
         self.findings: list[Finding] = []
         self.templates: list[TemplateUse] = []
+        #: Warnings that do not stop the checks that follow (``findings`` holds errors).
+        self.warnings: list[Finding] = []
         #: ``did_you_mean`` while this document's budget of hints lasts, then ``""``.
         self.hint = HintBudget(MAX_HINTS)
 
@@ -120,7 +124,51 @@ class StepBuilder:
             self.findings.append(Finding(error.message, at, detail=self.template_error(error)))
             return None
         self.templates.append(TemplateUse(step, field, template, position))
+        self.literal_braces(template, pointer, step, field)
         return template
+
+    def literal_braces(self, template: Template, pointer: Pointer, step: str, field: str) -> None:
+        """Warn about ``{{...}}`` in the literal text of a template in the default syntax: it
+        is sent as those characters (a CloudTalk document is read with the cloudtalk syntax)."""
+        if self.engine.syntax.name != "flowlang" or len(self.warnings) >= MAX_BRACE_WARNINGS:
+            return
+        source = template.source
+        start = 0
+        for hole in (*template.tree.holes, None):
+            end = hole.start if hole is not None else len(source)
+            opening = source.find("{{", start, end)
+            closing = source.find("}}", opening + 2, end) if opening >= 0 else -1
+            if closing >= 0:
+                found = source[opening : closing + 2]
+                inner = found[2:-2].strip()
+                advice = f"write <<{inner}>>" if 0 < len(inner) <= 80 else "write <<...>>"
+                self.warnings.append(
+                    Finding(
+                        f"{_shorten(found)} is sent as literal text: templates in this syntax "
+                        f"are written <<...>> ({advice}, or read a CloudTalk document with the "
+                        "cloudtalk syntax: --syntax cloudtalk)",
+                        self.place_in_value(pointer, step, field, source, opening),
+                        "warning",
+                    ).with_caret(self.document.lines)
+                )
+                return
+            if hole is not None:
+                start = hole.end
+
+    def place_in_value(
+        self, pointer: Pointer, step: str, field: str, source: str, offset: int
+    ) -> SourcePosition:
+        """Where ``source[offset]`` is in the document when the value is written verbatim on
+        its first line (plain or quoted), else where the value starts."""
+        at = self.document.position(pointer, step=step, field_name=field)
+        if "\n" in source[:offset]:
+            return at
+        line = self.document.lines.line(at.line)
+        for shift in (0, 1):  # a plain value, or one after its opening quote
+            first = at.column - 1 + shift
+            if line[first : first + offset] == source[:offset]:
+                return SourcePosition(at.filename, at.line, at.column + shift + offset, step, field)
+        return at
 
     def template_error(self, error: FlowSyntaxError) -> str:
         """The error with the document's own line under the caret, when the template is on it.

@@ -16,6 +16,7 @@ cancellation). No client is involved: no cookies, hooks or environment settings.
 from __future__ import annotations
 
 __all__ = [
+    "RAW_BODY",
     "GuardedHttp",
     "HttpResult",
     "HttpSender",
@@ -51,6 +52,9 @@ from flowlang.runtime.transport import GuardedTransport
 
 Resolver = Callable[[str, int], Awaitable[list[str]]]
 
+#: A PreparedRequest extension: a 2xx body comes back as the bytes received (a recording),
+#: neither parsed nor decoded.
+RAW_BODY = "flowlang.raw_body"
 #: Nesting allowed in a parsed JSON response.
 MAX_JSON_DEPTH = 64
 #: What every request asks for: the only content codings ``_Inflater`` decodes.
@@ -332,7 +336,7 @@ class GuardedHttp:
                         return HttpResult("refused", status, _headers(response), None, next_request)
                     current, url = next_request
                     continue
-                return await self._read(response, max_body)
+                return await self._read(response, max_body, bool(request.extensions.get(RAW_BODY)))
             finally:
                 await response.aclose()
         return HttpResult("refused", error=f"more than {self.max_redirects} redirects")
@@ -430,7 +434,7 @@ class GuardedHttp:
                 return refusal
         return str(error)
 
-    async def _read(self, response: httpx.Response, max_body: int) -> HttpResult:
+    async def _read(self, response: httpx.Response, max_body: int, raw: bool) -> HttpResult:
         headers = _headers(response)
         status = response.status_code
 
@@ -470,7 +474,10 @@ class GuardedHttp:
             return failed(outcome, f"{type(error).__name__}: {error}")
         if inflater is not None and size and not inflater.complete:
             return failed("invalid_response", f"the {coding} response body is truncated")
-        outcome, body = decode_body(b"".join(chunks), response.headers.get("content-type", ""))
+        content = b"".join(chunks)
+        if raw and 200 <= status < 300:
+            return HttpResult("success", status, headers, content)
+        outcome, body = decode_body(content, response.headers.get("content-type", ""))
         if outcome != "success":
             return failed(outcome, str(body))
         status_outcome = "success" if 200 <= status < 300 else "http_error"
@@ -480,7 +487,7 @@ class GuardedHttp:
 
 @dataclass(frozen=True)
 class RecordedResponse:
-    """A recorded response: status, headers and body (JSON value or text)."""
+    """A recorded response: status, headers and body (JSON value, text, or bytes)."""
 
     status: int
     headers: Mapping[str, str]
@@ -512,7 +519,12 @@ class RecordedHttp:
         await asyncio.sleep(recorded.delay)
         headers = {name.lower(): value for name, value in recorded.headers.items()}
         body = recorded.body
-        raw = body.encode() if isinstance(body, str) else orjson.dumps(body)
+        if isinstance(body, bytes):
+            raw = body
+        else:
+            raw = body.encode() if isinstance(body, str) else orjson.dumps(body)
+        if request.extensions.get(RAW_BODY) and 200 <= recorded.status < 300:
+            body = raw
         if len(raw) > max_body:
             return HttpResult(
                 "too_large",

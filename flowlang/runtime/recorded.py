@@ -6,6 +6,9 @@
   headers: {content-type: application/json}
   body: {tier: gold}
   delay: 0.2          # seconds; longer than the step's timeout gives a timeout
+- request: GET https://recordings.example.com/c-77.flac
+  headers: {content-type: audio/flac}
+  body_base64: ZkxhQwAAACI...   # binary bodies (a recording), in base64
 ```
 """
 
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 __all__ = ["load_recorded_responses"]
 
+import base64
 from pathlib import Path
 
 from flowlang.errors import SourcePosition
@@ -54,10 +58,19 @@ def load_recorded_responses(path: str | Path) -> RecordedHttp:
         if not isinstance(delay, (int, float)) or isinstance(delay, bool) or not 0 <= delay <= 60:
             raise fail("delay must be a number of seconds from 0 to 60", "delay")
         body = entry.get("body", "")
+        if "body_base64" in entry:
+            encoded = entry["body_base64"]
+            if "body" in entry or not isinstance(encoded, str):
+                raise fail("body_base64 is base64 text, instead of body", "body_base64")
+            try:
+                body = base64.b64decode("".join(encoded.split()), validate=True)
+            except ValueError:
+                raise fail("body_base64 is not valid base64", "body_base64") from None
         if "content-type" not in {str(name).lower() for name in headers} and not isinstance(
             body, str
         ):
-            headers = {**headers, "content-type": "application/json"}
+            kind = "application/octet-stream" if isinstance(body, bytes) else "application/json"
+            headers = {**headers, "content-type": kind}
         responses[(method.upper(), url.strip())] = RecordedResponse(
             status, {str(k): str(v) for k, v in headers.items()}, body, float(delay)
         )
