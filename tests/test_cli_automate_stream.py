@@ -10,7 +10,7 @@ import sys
 import textwrap
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import IO, Any
 
@@ -154,3 +154,49 @@ def test_a_long_stream_that_stays_open_keeps_memory_bounded(
         if generator.poll() is None:
             generator.kill()
         generator.wait(timeout=30)
+
+
+def test_a_closed_output_pipe_ends_the_run_quietly_and_keeps_the_journal(tmp_path: Path) -> None:
+    """`| head -2` on a stream that never ends: automate stops (141) instead of processing on
+    into a closed pipe, without a traceback; what it accepted is in the journal."""
+    (tmp_path / "wf.yaml").write_text(WORKFLOW)
+    (tmp_path / "responses.yaml").write_text(RESPONSES)
+    argv = automate_argv(tmp_path)
+    argv[argv.index("--events") + 1] = "-"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "flowlang.cli", *argv, "--json"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=clean_env(),
+        start_new_session=True,
+    )
+    try:
+        assert process.stdin is not None and process.stdout is not None
+        process.stdin.write(call(1) + call(2))
+        process.stdin.flush()
+        assert json.loads(process.stdout.readline())["kind"] == "event"
+        process.stdout.close()  # the reader goes away
+        for number in range(3, 200):  # more events, until automate stops reading
+            try:
+                process.stdin.write(call(number))
+                process.stdin.flush()
+            except BrokenPipeError:
+                break
+            if process.poll() is not None:
+                break
+        status = process.wait(timeout=60)
+        assert process.stderr is not None
+        err = process.stderr.read().decode()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=30)
+        for stream in (process.stdin, process.stderr):
+            if stream is not None:
+                with suppress(BrokenPipeError):
+                    stream.close()
+    assert status == 141, err
+    assert "Traceback" not in err
+    journal = (tmp_path / "journal.jsonl").read_text()
+    assert '"evt-1"' in journal and '"evt-2"' in journal

@@ -22,7 +22,7 @@ the reading (exit 2). Errors are masked, then shortened (MAX_SHOWN_ERROR charact
 
 from __future__ import annotations
 
-__all__ = ["EXIT_INTERRUPTED", "automate_from_command_line", "replay_from_command_line"]
+__all__ = ["automate_from_command_line", "replay_from_command_line"]
 
 import argparse
 import asyncio
@@ -69,15 +69,18 @@ from flowlang.cli.event_stream import (
     read_events,
     readable_lines,
 )
-from flowlang.cli.inputs import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, UsageError
+from flowlang.cli.inputs import (
+    EXIT_BAD_INPUT,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    UsageError,
+)
 from flowlang.cli.terminal import Colours, printable
 from flowlang.cli.trust import trusted_authorities
 from flowlang.flow.model import FlowDocumentError
 from flowlang.runtime.recorded import load_recorded_responses
 from flowlang.runtime.secrets import Redactor
-
-#: The exit status of a run interrupted by Ctrl-C (128 + SIGINT, as shells report it).
-EXIT_INTERRUPTED = 130
 
 
 class SimulatedClock:
@@ -211,6 +214,8 @@ class _AutomateRun:
         )
         self.redactor = Redactor()
         self.request_log: Any = None
+        #: What ended the run from inside an event's task (output that cannot be written).
+        self.failure: BaseException | None = None
 
     # --- output ------------------------------------------------------------------------------
 
@@ -371,7 +376,7 @@ class _AutomateRun:
         async def one(event: dict[str, Any], where: str, began: list[bool]) -> None:
             began[0] = True  # dispatch journals the event before its first wait
             try:
-                self.report(await automations.dispatch(event))
+                result = await automations.dispatch(event)
             except EventError as error:
                 self.progress.done += 1
                 self.refused(f"{where}: {error}")
@@ -379,8 +384,19 @@ class _AutomateRun:
                 self.counts["failed"] += 1
                 self.progress.done += 1
                 self.warn(f"{where}: {describe_error(error)}")
+            else:
+                self.report(result)  # what output raises (a closed pipe) ends the run
             finally:
                 slots.release()
+
+        run = asyncio.current_task()
+
+        def ended(task: asyncio.Task[None]) -> None:
+            tasks.pop(task, None)
+            if not task.cancelled() and task.exception() is not None and self.failure is None:
+                self.failure = task.exception()
+                if run is not None:
+                    run.cancel()
 
         fatal: str | None = None
         try:
@@ -399,7 +415,7 @@ class _AutomateRun:
                         began = [False]
                         task = asyncio.create_task(one(event, where, began))
                         tasks[task] = (event, began)
-                        task.add_done_callback(tasks.pop)
+                        task.add_done_callback(ended)
             except ValueError as error:  # a line that never ends: stop reading, finish the rest
                 fatal = f"{label}: {error}"
             self.progress.input_ended = True
@@ -414,6 +430,8 @@ class _AutomateRun:
             for event in unstarted:  # one refused at the door would be refused next time too
                 with contextlib.suppress(EventError, OSError, RecordError):
                     automations.accept(event)
+            if self.failure is not None:  # the output failed, not the user's Ctrl-C
+                raise self.failure from None
             raise
         return fatal
 

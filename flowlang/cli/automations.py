@@ -19,6 +19,7 @@ exit status:
        an unreadable file, an unusable --ca-file
   130  interrupted (Ctrl-C): the journal keeps what was not finished; rerun the same
        command to resume
+  141  the output pipe was closed (| head); the journal keeps what was not finished
 
 output:
   text: a line per action not delivered, then a summary; -q leaves out the summary and
@@ -42,6 +43,7 @@ exit status:
        never ends, an unusable --ca-file
   130  interrupted (Ctrl-C): what was not replayed stays in the file; rerun the same
        command to resume
+  141  the output pipe was closed (| head)
 """
 
 
@@ -73,6 +75,8 @@ def _automations_command(name: str) -> Callable[[argparse.Namespace, TextIO, Tex
 
         try:
             return int(getattr(console, name)(arguments, stdout, stdin))
+        except BrokenPipeError:  # the output was closed (| head): main ends quietly
+            raise
         except (OSError, ValueError) as error:
             raise UsageError(str(error)) from None
 
