@@ -19,6 +19,7 @@ import trustme
 from servers import serve
 from support import automate_argv, clean_env
 
+from flowlang.automations.dispatch import Attempt
 from flowlang.cli.automate_progress import Progress
 
 WORKFLOW = """
@@ -192,8 +193,15 @@ def test_the_line_is_drawn_only_when_it_changes_and_cleared_before_other_output(
     progress.clear()
     progress.clear()  # already clear: nothing written
     assert stream.getvalue().count("\r\x1b[K") == 3
-    progress.waits[0] = time.time() + 86400 * 3  # not today: the date is shown
-    assert re.search(r"next at \d{4}-\d\d-\d\d \d\d:\d\d:\d\d$", progress.text())
+    progress.attempted(Attempt("evt-1", "wf", "post", 1, "retry", "HTTP 503", 86400 * 3))
+    assert re.search(r"next at \d{4}-\d\d-\d\d \d\d:\d\d:\d\d$", progress.text())  # not today
+    progress.attempted(Attempt("evt-2", "wf", "post", 1, "retry", "HTTP 503", 60))
+    assert "waiting for 2 retries, next at " in progress.text()
+    progress.now = lambda: time.time() + 120  # evt-2's retry is being attempted: not waiting
+    assert "waiting for 1 retry, next at " in progress.text()
+    progress.event_done("evt-1")
+    progress.attempted(Attempt("evt-2", "wf", "post", 2, "delivered"))
+    assert "waiting for" not in progress.text()
     silent = _Terminal()
     Progress(silent, enabled=False, real_time=True).draw()
     assert silent.getvalue() == ""

@@ -44,7 +44,6 @@ from flowlang.automations.dispatch import (
     DeliverySettings,
     DispatchResult,
     Journal,
-    SystemClock,
     describe_error,
     file_lock,
     shown_error,
@@ -61,7 +60,7 @@ from flowlang.automations.records import (
     encode_record,
 )
 from flowlang.automations.workflow import check_unique_names, load_workflow
-from flowlang.cli.automate_progress import Progress, WatchedClock
+from flowlang.cli.automate_progress import Progress
 from flowlang.cli.event_stream import (
     DescriptorLines,
     EventItem,
@@ -104,7 +103,6 @@ def _automations(
     workflows: list[Any],
     store: DeadLetterStore,
     journal: Journal | None = None,
-    progress: Progress | None = None,
     on_attempt: Any = None,
 ) -> tuple[Automations, SimulatedClock | None]:
     """The automations of a run: recorded responses and simulated time with ``--responses``,
@@ -115,9 +113,7 @@ def _automations(
     if arguments.responses:
         options["http"] = load_recorded_responses(arguments.responses)
         clock = SimulatedClock()
-    if progress is not None:
-        options["clock"] = WatchedClock(clock or SystemClock(), progress)
-    elif clock is not None:
+    if clock is not None:
         options["clock"] = clock
     settings = DeliverySettings(allow_hosts=frozenset(arguments.allow_host))
     automations = Automations(workflows, settings=settings, ssl_context=ssl_context, **options)
@@ -239,7 +235,9 @@ class _AutomateRun:
         _warn_shown(self.redactor, message, self.progress)
 
     def attempt(self, attempt: Attempt) -> None:
-        """``-v``: one line on standard error per delivery attempt."""
+        """Every delivery attempt: progress notes its retry; ``-v`` writes a line on standard
+        error."""
+        self.progress.attempted(attempt)
         if not self.arguments.verbose:
             return
         text = f"{attempt.event_id} {attempt.workflow}/{attempt.action}: attempt {attempt.number} "
@@ -259,6 +257,7 @@ class _AutomateRun:
         counts["matched"] += len(result.matched)
         _tally(counts, result.deliveries)
         self.progress.done += 1
+        self.progress.event_done(result.event_id)
         self.progress.delivered = counts["delivered"]
         self.progress.dead_lettered = counts["dead_lettered"]
         for message in result.errors:
@@ -335,12 +334,13 @@ class _AutomateRun:
         journal = Journal(Path(arguments.journal))
         try:
             automations, clock = _automations(
-                arguments, self.workflows, store, journal, self.progress, self.attempt
+                arguments, self.workflows, store, journal, self.attempt
             )
         except BaseException:
             journal.close()
             raise
         self.redactor = automations.redactor
+        self.progress.now = automations.clock.now
         if arguments.responses:  # the recorded sender's log of requests: not kept by a run
             self.request_log = getattr(automations.http, "requests", None)
         async with automations:

@@ -9,16 +9,16 @@ When standard error is not a terminal, or with ``-q``, nothing is drawn.
 
 from __future__ import annotations
 
-__all__ = ["REDRAW_EVERY", "Progress", "WatchedClock"]
+__all__ = ["REDRAW_EVERY", "Progress"]
 
 import asyncio
 import contextlib
-import itertools
 import shutil
 import time
+from collections.abc import Callable
 from typing import TextIO
 
-from flowlang.automations.dispatch import Clock
+from flowlang.automations.dispatch import Attempt
 from flowlang.cli.terminal import Colours
 
 #: Seconds between two redraws of the status line, at least.
@@ -35,8 +35,30 @@ class Progress:
         self.colours = Colours.for_stream(stream)
         self.read = self.done = self.delivered = self.dead_lettered = 0
         self.input_ended = False
-        #: When each waiting retry is due (clock seconds), by a token per wait.
-        self.waits: dict[int, float] = {}
+        #: The clock the retries wait on (the automations' clock: simulated when offline).
+        self.now: Callable[[], float] = time.time
+        #: When the next attempt of each action whose last one asked for a retry is due.
+        self.retries: dict[tuple[str, str, str], float] = {}
+        self._shown = ""
+        self._task: asyncio.Task[None] | None = None
+
+    def attempted(self, attempt: Attempt) -> None:
+        """Note an attempt: a retry is due ``retry_in`` seconds from now; else none is."""
+        key = (attempt.event_id, attempt.workflow, attempt.action)
+        if attempt.retry_in is not None:
+            self.retries[key] = self.now() + attempt.retry_in
+        else:
+            self.retries.pop(key, None)
+
+    def event_done(self, event_id: str | None) -> None:
+        """Forget the retries of an event that ended."""
+        for key in [key for key in self.retries if key[0] == event_id]:
+            del self.retries[key]
+
+    def waiting(self) -> list[float]:
+        """When each retry still waiting is due (one being attempted is not waiting)."""
+        now = self.now()
+        return [due for due in self.retries.values() if due > now]
         self._shown = ""
         self._task: asyncio.Task[None] | None = None
 
@@ -45,11 +67,12 @@ class Progress:
         parts = [f"events {self.read} read, {self.done} done", f"{self.delivered} delivered"]
         if self.dead_lettered:
             parts.append(f"{self.dead_lettered} dead-lettered")
-        if self.waits:
-            count = len(self.waits)
+        waits = self.waiting()
+        if waits:
+            count = len(waits)
             waiting = f"waiting for {count} {'retry' if count == 1 else 'retries'}"
             if self.real_time:
-                waiting += f", next at {_clock_time(min(self.waits.values()))}"
+                waiting += f", next at {_clock_time(min(waits))}"
             parts.append(waiting)
         elif not self.input_ended and self.read == self.done:
             parts.append("waiting for events")
@@ -117,24 +140,3 @@ def _clock_time(at: float) -> str:
     if time.strftime("%Y-%m-%d", moment) == time.strftime("%Y-%m-%d"):
         return time.strftime("%H:%M:%S", moment)
     return time.strftime("%Y-%m-%d %H:%M:%S", moment)
-
-
-class WatchedClock:
-    """``clock`` that tells ``progress`` which retries are waiting, and until when (the
-    automations wait on their clock only between attempts)."""
-
-    def __init__(self, clock: Clock, progress: Progress) -> None:
-        self.clock = clock
-        self.progress = progress
-        self._tokens = itertools.count()
-
-    def now(self) -> float:
-        return self.clock.now()
-
-    async def sleep(self, seconds: float) -> None:
-        token = next(self._tokens)
-        self.progress.waits[token] = self.clock.now() + seconds
-        try:
-            await self.clock.sleep(seconds)
-        finally:
-            del self.progress.waits[token]
