@@ -59,8 +59,6 @@ class Progress:
         """When each retry still waiting is due (one being attempted is not waiting)."""
         now = self.now()
         return [due for due in self.retries.values() if due > now]
-        self._shown = ""
-        self._task: asyncio.Task[None] | None = None
 
     def text(self) -> str:
         """The status line (plain, no colour)."""
