@@ -8,18 +8,16 @@ import argparse
 from collections.abc import Callable
 from typing import Any, TextIO
 
-from flowlang.cli.inputs import UsageError
+from flowlang.cli.inputs import EXIT_STATUSES, UsageError
 
-AUTOMATE_EPILOG = """\
-exit status:
-  0    every event was handled and every action delivered
-  1    the work found problems: an action was dead-lettered, an event failed, or a dead
-       letter could not be written (it stays unfinished in the journal)
-  2    bad usage or unusable input: workflow errors, bad event lines, a journal in use,
-       an unreadable file, an unusable --ca-file
-  130  interrupted (Ctrl-C): the journal keeps what was not finished; rerun the same
-       command to resume
-  141  the output pipe was closed (| head); the journal keeps what was not finished
+AUTOMATE_EPILOG = EXIT_STATUSES + """
+
+for automate:
+  1    an action was dead-lettered, an event failed, or a dead letter could not be
+       written (it stays unfinished in the journal)
+  2    workflow errors, bad event lines, a journal in use, an unreadable file, an
+       unusable --ca-file (bad input outranks problems found)
+  130  the journal keeps what was not finished: rerun the same command to resume
 
 output:
   text: a line per action not delivered, then a summary; -q leaves out the summary and
@@ -35,15 +33,14 @@ output:
   Warnings, notes, -v's attempts and progress (on a terminal) go to stderr.
 """
 
-REPLAY_EPILOG = """\
-exit status:
+REPLAY_EPILOG = EXIT_STATUSES + """
+
+for replay:
   0    every record was replayed and delivered; the file is left without them
   1    records remain in the file: they failed again, or cannot be replayed
-  2    bad usage or unusable input: no such file, another replay in progress, a line that
-       never ends, an unusable --ca-file
-  130  interrupted (Ctrl-C): what was not replayed stays in the file; rerun the same
-       command to resume
-  141  the output pipe was closed (| head)
+  2    no such file, another replay in progress, a line that never ends, an unusable
+       --ca-file
+  130  what was not replayed stays in the file: rerun the same command to resume
 """
 
 
