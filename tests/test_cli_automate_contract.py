@@ -279,3 +279,19 @@ def test_help_documents_every_option_and_the_exit_codes(
         assert f"\n  {code}" in text
     if command == "automate":
         assert '{"kind": "summary"' in text and "--ca-file FILE" in text
+
+
+def test_a_workflow_that_is_not_utf8_exits_2_and_a_dead_letter_line_that_is_not_stays(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    setup(tmp_path)
+    (tmp_path / "wf.yaml").write_bytes(WORKFLOW.replace("two", "caf\xe9").encode("latin-1"))
+    status, out = run(tmp_path)
+    err = capsys.readouterr().err
+    assert (status, out) == (2, "") and "not UTF-8" in err and "wf.yaml" in err
+    dead = tmp_path / "dead.jsonl"
+    dead.write_bytes(b'{"a": "caf\xe9"}\n')
+    status, _ = cli("replay", str(dead))
+    err = capsys.readouterr().err
+    assert status == 1 and f"{dead}:1: not UTF-8" in err  # it remains in the file
+    assert dead.read_bytes() == b'{"a": "caf\xe9"}\n'
