@@ -363,6 +363,7 @@ class _AutomateRun:
             self.note(
                 f"resumed {len(resumed)} unfinished event{plural} from {self.arguments.journal}"
             )
+        self.progress.read += len(resumed)
         for result in resumed:
             self.report(result)
         slots = asyncio.Semaphore(max(1, self.arguments.concurrency))
