@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import suppress
 from pathlib import Path
 
 import pytest
@@ -108,7 +109,8 @@ def test_on_a_terminal_progress_shows_events_deliveries_and_waiting_retries(
                     process.wait(timeout=30)
                 for stream in (process.stdin, process.stdout):
                     if stream is not None:
-                        stream.close()
+                        with suppress(OSError):  # a pipe the process no longer reads
+                            stream.close()
         finally:
             os.close(master)
             if slave >= 0:
@@ -165,7 +167,8 @@ def test_no_progress_into_a_pipe_or_with_quiet(tmp_path: Path, how: str) -> None
                     process.wait(timeout=30)
                 for stream in (process.stdin, process.stdout, process.stderr):
                     if stream is not None:
-                        stream.close()
+                        with suppress(OSError):  # a pipe the process no longer reads
+                            stream.close()
         finally:
             os.close(master)
             if slave >= 0:
