@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 from collections import Counter
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,17 @@ def _start(argv: list[str], stdin: Any) -> subprocess.Popen[bytes]:
         env=clean_env(),
         start_new_session=True,
     )
+
+
+def _reap(process: subprocess.Popen[bytes]) -> None:
+    """Kill ``process`` if it still runs, wait for it and close its pipes."""
+    if process.poll() is None:
+        process.kill()
+    process.wait(timeout=30)
+    for stream in (process.stdin, process.stdout, process.stderr):
+        if stream is not None:
+            with suppress(OSError):
+                stream.close()
 
 
 def _interrupt(process: subprocess.Popen[bytes]) -> tuple[int, str, str]:
@@ -99,9 +111,7 @@ def test_ctrl_c_keeps_the_journal_and_the_same_command_resumes_it(
             )
             status, _, err = _interrupt(first)
         finally:
-            if first.poll() is None:
-                first.kill()
-                first.wait(timeout=30)
+            _reap(first)
         journal = tmp_path / "journal.jsonl"
         assert status == 130, err
         assert err.endswith(
@@ -167,9 +177,7 @@ def test_ctrl_c_during_replay_keeps_the_dead_letters(tmp_path: Path) -> None:
             wait_for(lambda: _requests(server.received)["evt-2-first"] == 2, why="no replay")
             status, _, err = _interrupt(first)
         finally:
-            if first.poll() is None:
-                first.kill()
-                first.wait(timeout=30)
+            _reap(first)
         assert status == 130, err
         assert err == (
             f"flowlang: interrupted; dead letters kept in {dead}: rerun the same command to "
