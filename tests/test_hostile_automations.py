@@ -502,7 +502,7 @@ def test_a_kill_at_the_dead_letter_write_loses_nothing(tmp_path: Path) -> None:
             os.close(held)
         assert not (tmp_path / "dead.jsonl").exists()
         second = run_automate(tmp_path)
-    assert second.returncode == 0, second.stderr
+    assert second.returncode == 1, second.stderr  # 1: a dead letter was written
     [record] = DeadLetterStore.read(tmp_path / "dead.jsonl")
     assert record["action"] == "first"
     assert _paths(server.received.requests).count("/script/second") == 1
@@ -523,7 +523,7 @@ def test_an_unwritable_dead_letter_file_keeps_the_action_for_the_next_run(tmp_pa
     assert status == 1
     assert "its dead letter could not be written" in out and "unsaved" in out
     status, out = automate(tmp_path / "dead.jsonl")
-    assert status == 0 and "resumed 1 unfinished event" in out
+    assert status == 1 and "resumed 1 unfinished event" in out  # 1: dead-lettered
     [record] = DeadLetterStore.read(tmp_path / "dead.jsonl")
     assert record["action"] == "first"
 
@@ -741,7 +741,8 @@ def test_bad_event_lines_are_reported_and_the_stream_goes_on(
     status, out = cli(*automate_argv(tmp_path), "--json")
     err = capsys.readouterr().err
     assert status == 2
-    delivered = [json.loads(line)["event"] for line in out.splitlines() if line.startswith("{")]
+    lines = [json.loads(line) for line in out.splitlines()]
+    delivered = [line["event"] for line in lines if line["kind"] == "event"]
     assert sorted(delivered) == ["evt-2", "evt-7"]
     for line in (1, 3, 4, 5, 6):
         assert f"events.jsonl:{line}" in err, (line, err)
@@ -769,8 +770,8 @@ def test_a_secret_echoed_by_a_server_stays_out_of_json_output_and_dead_letters(
     )
     (tmp_path / "events.jsonl").write_text(json.dumps(call(1)) + "\n")
     status, out = cli(*automate_argv(tmp_path), "--json")
-    assert status == 0, out
-    [line] = [json.loads(text) for text in out.splitlines() if text.startswith("{")]
+    assert status == 1, out  # 1: dead-lettered
+    [line] = [json.loads(text) for text in out.splitlines() if '"kind": "event"' in text]
     assert [d["outcome"] for d in line["deliveries"]] == ["delivered", "dead_lettered"]
     dead = (tmp_path / "dead.jsonl").read_text()
     journal = (tmp_path / "journal.jsonl").read_text()
@@ -789,7 +790,7 @@ def test_text_output_never_sends_escape_sequences_or_lone_surrogates(tmp_path: P
     )
     command = automate_command(tmp_path, "--responses", str(tmp_path / "responses.yaml"))
     process = subprocess.run(command, capture_output=True, timeout=120, env=clean_env())
-    assert process.returncode == 0, process.stderr
+    assert process.returncode == 1, process.stderr  # 1: dead-lettered
     out = process.stdout.decode("utf-8")  # strict: no lone surrogate reached the stream
     assert "\x1b" not in out and "\x07" not in out
     assert "evt-\\x1b]52;c;aGk=\\x07-\\ud800 two/first: dead_lettered" in out
@@ -808,7 +809,7 @@ def test_text_output_escapes_bidirectional_overrides(tmp_path: Path) -> None:
     )
     command = automate_command(tmp_path, "--responses", str(tmp_path / "responses.yaml"))
     process = subprocess.run(command, capture_output=True, timeout=120, env=clean_env())
-    assert process.returncode == 0, process.stderr
+    assert process.returncode == 1, process.stderr  # 1: dead-lettered
     out = process.stdout.decode("utf-8")
     assert "\u202e" not in out and "\u2066" not in out
     assert "evt-\\u202egpj.exe-\\u2066x two/first: dead_lettered" in out

@@ -175,7 +175,7 @@ def test_a_long_secret_in_a_value_format_error_is_masked_everywhere(
         *automate_argv(tmp_path, journal="j.jsonl", dead_letter="d.jsonl"),
         *(["--json"] if as_json else []),
     )
-    assert status == 0
+    assert status == 1  # 1: dead-lettered
     written = out + capsys.readouterr().err
     written += (tmp_path / "d.jsonl").read_text() + (tmp_path / "j.jsonl").read_text()
     assert "[redacted]" in written and "not a number" in written

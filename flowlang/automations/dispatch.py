@@ -20,6 +20,7 @@ same outcomes and retries.
 from __future__ import annotations
 
 __all__ = [
+    "Attempt",
     "Automations",
     "DeadLetterStore",
     "Delivery",
@@ -33,6 +34,7 @@ __all__ = [
 ]
 
 import asyncio
+import contextlib
 import dataclasses
 import hashlib
 import math
@@ -40,7 +42,7 @@ import random
 import ssl
 import time
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from pathlib import Path
@@ -165,6 +167,21 @@ class DispatchResult:
     errors: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class Attempt:
+    """One delivery attempt, as reported to the ``on_attempt`` callback of :class:`Automations`
+    (``error`` masked with the workflow's secrets, whole)."""
+
+    event_id: str
+    workflow: str
+    action: str
+    number: int
+    #: delivered | retry (``retry_in`` seconds from now) | failed (for good, or out of attempts)
+    outcome: str
+    error: str | None = None
+    retry_in: float | None = None
+
+
 def file_lock(path: Path) -> FileLock:
     """Hold the exclusive lock ``<path>.lock`` (waiting for it): appends and replay's rewrite of
     a dead-letter file take turns."""
@@ -239,7 +256,8 @@ class Automations:
 
     ``ssl_context``/``http``/``resolver`` as for :class:`flowlang.Runtime` (one HTTP layer, one set
     of safety rules); ``secrets`` provides ``<<secrets.NAME>>``; ``clock`` times retries;
-    ``dead_letters`` keeps what could not be delivered.
+    ``dead_letters`` keeps what could not be delivered; ``on_attempt`` is told of every
+    delivery attempt (:class:`Attempt`; what it raises is ignored).
     """
 
     def __init__(
@@ -255,6 +273,7 @@ class Automations:
         dead_letters: DeadLetterStore | None = None,
         rng: random.Random | None = None,
         journal: Journal | None = None,
+        on_attempt: Callable[[Attempt], None] | None = None,
     ) -> None:
         self.workflows = tuple(workflows)
         check_unique_names(self.workflows)
@@ -278,6 +297,7 @@ class Automations:
         self._idle = asyncio.Event()
         self._idle.set()
         self.journal = journal
+        self.on_attempt = on_attempt
         self._unfinished: dict[str, dict[str, Any]] = {}
         #: Long-running speech operations by idempotency key, so a retry (or, through the
         #: journal, the next run) polls the same one.
@@ -365,13 +385,21 @@ class Automations:
         ``max_event_depth`` or larger than ``max_event_bytes`` as JSON. Nothing an action does
         raises here: an unexpected exception is a failed attempt.
         """
+        plain = self.accept(event)
+        if plain is None:
+            return DispatchResult(str(event["id"]), duplicate=True)
+        return await self._dispatch(plain, plain["id"], {})
+
+    def accept(self, event: Mapping[str, Any]) -> dict[str, Any] | None:
+        """Check ``event`` and journal it as accepted, without running it (:meth:`dispatch`
+        runs it; an accepted event not run to its end is resumed by the next run): the event as
+        plain JSON, or None for a duplicate. EventError as for :meth:`dispatch`."""
         settings = self.settings
         plain = check_event(event, settings.max_event_depth, settings.max_event_bytes)
-        event_id: str = plain["id"]
-        if self._is_duplicate(event_id):
-            return DispatchResult(event_id, duplicate=True)
+        if self._is_duplicate(plain["id"]):
+            return None
         self._record({"kind": "event", "event": plain, "at": self.clock.now()})
-        return await self._dispatch(plain, event_id, {})
+        return plain
 
     def _matching(self, event: Mapping[str, Any], result: DispatchResult) -> list[CompiledWorkflow]:
         """:meth:`match`, and if a condition raises, each workflow on its own: one whose
@@ -628,9 +656,12 @@ class Automations:
                 outcome, value = "retry", None
                 error = f"{action.name}: unexpected error: {describe_error(problem)}"
             if outcome == "delivered":
+                self._tell(Attempt(event_id, workflow.name, action.name, attempts, outcome))
                 return Delivery(workflow.name, action.name, "delivered", attempts, None, value)
             error = redactor.text(str(error))
             if outcome != "retry" or attempt + 1 >= len(settings.schedule):
+                failed = Attempt(event_id, workflow.name, action.name, attempts, "failed", error)
+                self._tell(failed)
                 break
             planned = settings.schedule[attempt + 1]
             try:
@@ -642,7 +673,15 @@ class Automations:
                 )
             except Exception:
                 wait = planned
+            retry = Attempt(event_id, workflow.name, action.name, attempts, outcome, error, wait)
+            self._tell(retry)
         return Delivery(workflow.name, action.name, "dead_lettered", attempts, error)
+
+    def _tell(self, attempt: Attempt) -> None:
+        """Report ``attempt`` to ``on_attempt``; nothing it does ends a delivery."""
+        if self.on_attempt is not None:
+            with contextlib.suppress(Exception):
+                self.on_attempt(attempt)
 
     def _next_wait(
         self, planned: float, status: int | None, outcome: str, retry_after: str | None

@@ -1,13 +1,20 @@
 """Console: ``flowlang automate`` (process a stream of events) and ``flowlang replay``.
 
-``automate`` reads events as JSON lines, each line with a bound (a line that is not an event is
-reported with file:line and skipped; one that never ends, such as ``/dev/zero``, ends the
-stream), and holds the journal's lock for the run. Exit status: 0; 1 when an action's dead
-letter could not be written or an event failed (both stay unfinished in the journal and run
-again next time); 2 for unusable input (workflow errors, two workflows with one name, a journal
-in use, bad event lines). ``replay`` removes from the dead-letter file only the records it
-replayed, under the lock appends take, so records appended meanwhile stay; one replay at a time
-per file (``<file>.replay.lock``, held for the whole replay; a second one exits 2). A journal or
+``automate`` reads events as JSON lines as they arrive (:mod:`flowlang.cli.event_stream`; a line
+that is not an event is reported with file:line and skipped; one that never ends, such as
+``/dev/zero``, ends the stream), and holds the journal's lock for the run. Results go to
+standard output (text, or JSON lines with ``--json``: one per event and a summary line last);
+warnings, notes, ``-v``'s attempts and the progress line go to standard error.
+
+Exit status (both commands): 0 success; 1 the work found problems (an action dead-lettered,
+an event failed, a dead letter that could not be written; for ``replay``, records that remain
+in the file); 2 bad usage or unusable input (workflow errors, two workflows with one name, a
+journal in use, bad event lines, an unusable ``--ca-file``); 130 interrupted (Ctrl-C): the
+journal or dead-letter file keeps everything not finished, and the same command resumes.
+
+``replay`` removes from the dead-letter file only the records it replayed, under the lock
+appends take, so records appended meanwhile stay; one replay at a time per file
+(``<file>.replay.lock``, held for the whole replay; a second one exits 2). A journal or
 dead-letter path that is not a regular file is refused (exit 2) before a lock is made next to
 it, and every line is read with a bound: a line that goes on past MAX_RECORD_SKIP bytes ends
 the reading (exit 2). Errors are masked, then shortened (MAX_SHOWN_ERROR characters).
@@ -19,15 +26,18 @@ __all__ = ["automate_from_command_line", "replay_from_command_line"]
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
+import ssl
 import sys
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any, TextIO
 
 from flowlang.automations.dispatch import (
+    Attempt,
     Automations,
     DeadLetterStore,
     Delivery,
@@ -40,7 +50,6 @@ from flowlang.automations.dispatch import (
 )
 from flowlang.automations.locks import FileLock
 from flowlang.automations.records import (
-    MAX_EVENT_BYTES,
     MAX_RECORD_BYTES,
     MAX_RECORD_SKIP,
     EventError,
@@ -51,18 +60,26 @@ from flowlang.automations.records import (
     encode_record,
 )
 from flowlang.automations.workflow import check_unique_names, load_workflow
-from flowlang.cli.terminal import printable
+from flowlang.cli.automate_progress import Progress
+from flowlang.cli.event_stream import (
+    DescriptorLines,
+    EventItem,
+    EventReader,
+    read_events,
+    readable_lines,
+)
+from flowlang.cli.inputs import (
+    EXIT_BAD_INPUT,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    UsageError,
+)
+from flowlang.cli.terminal import Colours, printable
+from flowlang.cli.trust import trusted_authorities
 from flowlang.flow.model import FlowDocumentError
 from flowlang.runtime.recorded import load_recorded_responses
 from flowlang.runtime.secrets import Redactor
-
-PROGRESS_EVERY = 1000
-#: An events line is at most this long (an event of MAX_EVENT_BYTES, written with spaces).
-MAX_EVENT_LINE = 2 * MAX_EVENT_BYTES
-#: A line longer than this without a newline ends the stream (it is not JSON lines).
-MAX_SKIP = 64 * MAX_EVENT_BYTES
-#: Events read (and parsed) per hop to the reading thread.
-READ_BATCH = 256
 
 
 class SimulatedClock:
@@ -81,46 +98,26 @@ class SimulatedClock:
         self.waited += seconds
 
 
-def _events(stream: IO[Any], label: str) -> Iterator[tuple[dict[str, Any] | None, str | None]]:
-    """``(event, None)`` for each event line, ``(None, "file:line: why")`` for each bad one.
-    Lines are read with a bound; one that never ends (``/dev/zero``) raises LineTooLongError."""
-    for number, _, item in decoded_lines(stream, MAX_EVENT_LINE, MAX_SKIP):
-        if item is None:
-            yield None, f"{label}:{number}: line is longer than {MAX_EVENT_LINE} bytes"
-            continue
-        if isinstance(item, RecordError):
-            yield None, item.where(label, number)
-            continue
-        if not isinstance(item.get("id"), str) or not isinstance(item.get("type"), str):
-            yield None, f"{label}:{number}: an event is an object with an id and a type (text)"
-            continue
-        yield item, f"{label}:{number}"
-
-
-def _batches(
-    events: Iterator[tuple[dict[str, Any] | None, str | None]],
-) -> Iterator[list[tuple[dict[str, Any] | None, str | None]]]:
-    while True:
-        batch = [item for _, item in zip(range(READ_BATCH), events, strict=False)]
-        if not batch:
-            return
-        yield batch
-
-
 def _automations(
     arguments: argparse.Namespace,
     workflows: list[Any],
     store: DeadLetterStore,
     journal: Journal | None = None,
+    on_attempt: Any = None,
 ) -> tuple[Automations, SimulatedClock | None]:
-    options: dict[str, Any] = {"dead_letters": store, "journal": journal}
-    clock = None
+    """The automations of a run: recorded responses and simulated time with ``--responses``,
+    else the network with the certificate authorities of ``--ca-file``."""
+    ssl_context: ssl.SSLContext | None = trusted_authorities(arguments.ca_file)
+    options: dict[str, Any] = {"dead_letters": store, "journal": journal, "on_attempt": on_attempt}
+    clock: SimulatedClock | None = None
     if arguments.responses:
         options["http"] = load_recorded_responses(arguments.responses)
         clock = SimulatedClock()
+    if clock is not None:
         options["clock"] = clock
     settings = DeliverySettings(allow_hosts=frozenset(arguments.allow_host))
-    return Automations(workflows, settings=settings, **options), clock
+    automations = Automations(workflows, settings=settings, ssl_context=ssl_context, **options)
+    return automations, clock
 
 
 def _tally(counts: Counter[str], deliveries: list[Delivery]) -> None:
@@ -142,13 +139,30 @@ def _summary(counts: Counter[str], clock: SimulatedClock | None) -> str:
     return text
 
 
-def _warn(message: str) -> None:
+#: The counts of the JSON summary line, in order.
+SUMMARY_COUNTS = (
+    "events",
+    "duplicates",
+    "matched",
+    "delivered",
+    "retried",
+    "dead_lettered",
+    "skipped",
+    "unsaved",
+    "failed",
+    "refused",
+)
+
+
+def _warn(message: str, progress: Progress | None = None) -> None:
+    if progress is not None:
+        progress.clear()
     print(f"flowlang: {printable(message)}", file=sys.stderr, flush=True)
 
 
-def _warn_shown(redactor: Redactor, message: str) -> None:
+def _warn_shown(redactor: Redactor, message: str, progress: Progress | None = None) -> None:
     """Warn with ``message`` as output shows errors: masked, then shortened (shown_error)."""
-    _warn(str(shown_error(redactor, message)))
+    _warn(str(shown_error(redactor, message)), progress)
 
 
 def _load_workflows(names: list[str]) -> list[Any]:
@@ -164,49 +178,94 @@ async def _automate(arguments: argparse.Namespace, out: TextIO, stdin: TextIO) -
         workflows = _load_workflows(arguments.workflows)
     except FlowDocumentError as error:
         _warn(f"the workflows have errors:\n\n{error}")
-        return 2
-    label = "<stdin>" if arguments.events == "-" else arguments.events
+        return EXIT_BAD_INPUT
+    trusted_authorities(arguments.ca_file)  # an unusable file is a usage error before any work
     if arguments.events == "-":
-        return await _automate_stream(
-            arguments, workflows, getattr(stdin, "buffer", stdin), label, out
-        )
-    with open(arguments.events, "rb") as stream:
-        return await _automate_stream(arguments, workflows, stream, label, out)
-
-
-async def _automate_stream(
-    arguments: argparse.Namespace,
-    workflows: list[Any],
-    stream: IO[Any],
-    label: str,
-    out: TextIO,
-) -> int:
-    """Process the events of ``stream`` as they are read: a bad line is reported and skipped
-    (exit 2 at the end); an action whose dead letter could not be written, or an event that
-    failed, is reported (exit 1)."""
-    store = DeadLetterStore(Path(arguments.dead_letter))
-    journal = Journal(Path(arguments.journal))
+        run = _AutomateRun(arguments, workflows, out)
+        return await run.process(getattr(stdin, "buffer", stdin), "<stdin>")
     try:
-        automations, clock = _automations(arguments, workflows, store, journal)
-    except BaseException:
-        journal.close()
-        raise
-    redactor: Redactor = automations.redactor
-    counts: Counter[str] = Counter()
+        stream = open(arguments.events, "rb")  # noqa: SIM115 (closed below)
+    except OSError as error:
+        raise UsageError(
+            f"cannot read events file {arguments.events}: {error.strerror or error}"
+        ) from None
+    with stream:
+        return await _AutomateRun(arguments, workflows, out).process(stream, arguments.events)
 
-    def write(text: str) -> None:
-        out.write(printable(redactor.text(text)))
 
-    def report(result: DispatchResult) -> None:
+class _AutomateRun:
+    """One ``flowlang automate`` run: dispatches events, reports them, keeps the counts."""
+
+    def __init__(self, arguments: argparse.Namespace, workflows: list[Any], out: TextIO) -> None:
+        self.arguments = arguments
+        self.workflows = workflows
+        self.out = out
+        self.quiet: bool = arguments.quiet
+        self.counts: Counter[str] = Counter()
+        self.colours = Colours.for_stream(out)
+        self.progress = Progress(
+            sys.stderr,
+            enabled=not self.quiet and _is_terminal(sys.stderr),
+            real_time=not arguments.responses,
+        )
+        self.redactor = Redactor()
+        self.request_log: Any = None
+        #: What ended the run from inside an event's task (output that cannot be written).
+        self.failure: BaseException | None = None
+
+    # --- output ------------------------------------------------------------------------------
+
+    def write(self, text: str) -> None:
+        """Write to standard output (masked, made printable)."""
+        if _is_terminal(self.out):
+            self.progress.clear()
+        self.out.write(printable(self.redactor.text(text)))
+
+    def note(self, text: str) -> None:
+        """A note about the run (not with -q): on standard output, or standard error with
+        --json (standard output has only JSON lines then)."""
+        if self.quiet:
+            return
+        if self.arguments.json:
+            _warn(self.redactor.text(text), self.progress)
+        else:
+            self.write(text + "\n")
+
+    def warn(self, message: str) -> None:
+        _warn_shown(self.redactor, message, self.progress)
+
+    def attempt(self, attempt: Attempt) -> None:
+        """Every delivery attempt: progress notes its retry; ``-v`` writes a line on standard
+        error."""
+        self.progress.attempted(attempt)
+        if not self.arguments.verbose:
+            return
+        text = f"{attempt.event_id} {attempt.workflow}/{attempt.action}: attempt {attempt.number} "
+        text += attempt.outcome
+        if attempt.error:
+            text += f" ({shown_error(self.redactor, attempt.error)})"
+        if attempt.retry_in is not None:
+            text += f"; next attempt in {attempt.retry_in:,.0f}s"
+        _warn(text, self.progress)
+
+    def report(self, result: DispatchResult) -> None:
+        counts, redactor = self.counts, self.redactor
+        if isinstance(self.request_log, list):
+            self.request_log.clear()  # memory stays bounded on a stream that never ends
         counts["events"] += 1
         counts["duplicates"] += result.duplicate
         counts["matched"] += len(result.matched)
         _tally(counts, result.deliveries)
+        self.progress.done += 1
+        self.progress.event_done(result.event_id)
+        self.progress.delivered = counts["delivered"]
+        self.progress.dead_lettered = counts["dead_lettered"]
         for message in result.errors:
             counts["failed"] += 1
-            _warn_shown(redactor, f"event {result.event_id}: {message}")
-        if arguments.json:  # errors masked, then shortened (never the other way round)
+            self.warn(f"event {result.event_id}: {message}")
+        if self.arguments.json:  # errors masked, then shortened (never the other way round)
             line = {
+                "kind": "event",
                 "event": result.event_id,
                 "duplicate": result.duplicate,
                 "matched": result.matched,
@@ -215,80 +274,174 @@ async def _automate_stream(
                 ],
                 "errors": [shown_error(redactor, message) for message in result.errors],
             }
-            out.write(json.dumps(redactor.data(line), default=str) + "\n")
+            self.out.write(json.dumps(redactor.data(line), default=str) + "\n")
+            self.out.flush()  # a line per event as it ends, also into a pipe
             return
         for delivery in result.deliveries:
             if delivery.outcome != "delivered":
-                write(
+                outcome = self.colours.paint(delivery.outcome, "bad")
+                self.write(
                     f"  {result.event_id} {delivery.workflow}/{delivery.action}: "
-                    f"{delivery.outcome} ({shown_error(redactor, delivery.error)})\n"
+                    f"{outcome} ({shown_error(redactor, delivery.error)})\n"
                 )
+        if result.deliveries:
+            self.out.flush()
 
-    def refused(message: str) -> None:
-        counts["refused"] += 1
-        _warn_shown(redactor, message)
+    def refused(self, message: str) -> None:
+        self.counts["refused"] += 1
+        self.warn(message)
 
-    fatal: str | None = None
-    async with automations:
-        for problem in journal.problems:
-            _warn(problem)
+    def finish(self, clock: SimulatedClock | None, fatal: str | None) -> int:
+        """Write the summary; the exit status."""
+        counts, arguments = self.counts, self.arguments
+        if fatal is not None:
+            _warn(fatal)
+            status = EXIT_BAD_INPUT
+        elif counts["refused"]:
+            status = EXIT_BAD_INPUT
+        elif counts["unsaved"] or counts["failed"] or counts["dead_lettered"]:
+            status = EXIT_FAILED
+        else:
+            status = EXIT_OK
+        if counts["unsaved"] or counts["failed"]:
+            _warn(
+                f"{counts['unsaved']} action(s) could not be dead-lettered and {counts['failed']} "
+                "event(s) failed: they stay unfinished in the journal and run again on the next run"
+            )
+        dead_letters = arguments.dead_letter if counts["dead_lettered"] else None
+        if arguments.json:
+            line: dict[str, Any] = {"kind": "summary"}
+            line |= {name: counts[name] for name in SUMMARY_COUNTS}
+            line["simulated_wait"] = clock.waited if clock is not None else None
+            line["dead_letter_file"] = dead_letters
+            line["exit"] = status
+            self.out.write(json.dumps(line) + "\n")
+        elif not self.quiet:
+            self.write(_summary(counts, clock) + "\n")
+        if dead_letters is not None:
+            self.note(
+                f"dead letters kept in {dead_letters}; retry them with: flowlang replay "
+                f"{dead_letters}"
+            )
+        return status
+
+    # --- the run -----------------------------------------------------------------------------
+
+    async def process(self, stream: IO[Any], label: str) -> int:
+        """Process the events of ``stream`` as they are read, then write the summary."""
+        arguments = self.arguments
+        store = DeadLetterStore(Path(arguments.dead_letter))
+        journal = Journal(Path(arguments.journal))
+        try:
+            automations, clock = _automations(
+                arguments, self.workflows, store, journal, self.attempt
+            )
+        except BaseException:
+            journal.close()
+            raise
+        self.redactor = automations.redactor
+        self.progress.now = automations.clock.now
+        if arguments.responses:  # the recorded sender's log of requests: not kept by a run
+            self.request_log = getattr(automations.http, "requests", None)
+        async with automations:
+            for problem in journal.problems:
+                _warn(problem)
+            self.progress.start()
+            try:
+                fatal = await self._run(automations, stream, label)
+            finally:
+                await self.progress.stop()
+        return self.finish(clock, fatal)
+
+    async def _run(self, automations: Automations, stream: IO[Any], label: str) -> str | None:
+        """Resume what the journal left unfinished, then dispatch the events of ``stream``;
+        ``file:line: why`` when a line that never ends stopped the reading. Interrupted, it
+        journals every event read and not started, so that the next run resumes it."""
         resumed = await automations.resume()
         if resumed:
-            write(
-                f"resumed {len(resumed)} unfinished event{'s' if len(resumed) != 1 else ''} "
-                f"from {arguments.journal}\n"
+            plural = "s" if len(resumed) != 1 else ""
+            self.note(
+                f"resumed {len(resumed)} unfinished event{plural} from {self.arguments.journal}"
             )
+        self.progress.read += len(resumed)
         for result in resumed:
-            report(result)
-        slots = asyncio.Semaphore(max(1, arguments.concurrency))
-        tasks: set[asyncio.Task[None]] = set()
-        done = 0
+            self.report(result)
+        slots = asyncio.Semaphore(max(1, self.arguments.concurrency))
+        #: Each task in flight, with its event and whether its dispatch began.
+        tasks: dict[asyncio.Task[None], tuple[dict[str, Any], list[bool]]] = {}
+        pending: deque[EventItem] = deque()
+        lines = readable_lines(stream)
+        source = lines if isinstance(lines, DescriptorLines) else None
+        reader = EventReader(read_events(lines, label), source=source)
 
-        async def one(event: dict[str, Any], where: str) -> None:
-            nonlocal done
+        async def one(event: dict[str, Any], where: str, began: list[bool]) -> None:
+            began[0] = True  # dispatch journals the event before its first wait
             try:
-                report(await automations.dispatch(event))
+                result = await automations.dispatch(event)
             except EventError as error:
-                refused(f"{where}: {error}")
+                self.progress.done += 1
+                self.refused(f"{where}: {error}")
             except Exception as error:
-                counts["failed"] += 1
-                _warn_shown(redactor, f"{where}: {describe_error(error)}")
+                self.counts["failed"] += 1
+                self.progress.done += 1
+                self.warn(f"{where}: {describe_error(error)}")
+            else:
+                self.report(result)  # what output raises (a closed pipe) ends the run
             finally:
                 slots.release()
-            done += 1
-            if done % PROGRESS_EVERY == 0:
-                _warn(f"{done} events")
 
-        reader = _batches(_events(stream, label))
+        run = asyncio.current_task()
+
+        def ended(task: asyncio.Task[None]) -> None:
+            tasks.pop(task, None)
+            if not task.cancelled() and task.exception() is not None and self.failure is None:
+                self.failure = task.exception()
+                if run is not None:
+                    run.cancel()
+
+        fatal: str | None = None
         try:
-            while (batch := await asyncio.to_thread(next, reader, None)) is not None:
-                for event, where in batch:
-                    if event is None:
-                        refused(str(where))
-                        continue
-                    await slots.acquire()
-                    task = asyncio.create_task(one(event, str(where)))
-                    tasks.add(task)
-                    task.add_done_callback(tasks.discard)
-        except ValueError as error:  # a line that never ends: stop reading, finish the rest
-            fatal = f"{label}: {error}"
-        await asyncio.gather(*tasks)
-    write(_summary(counts, clock) + "\n")
-    if counts["dead_lettered"]:
-        write(
-            f"dead letters kept in {arguments.dead_letter}; retry them with: flowlang replay "
-            f"{arguments.dead_letter}\n"
-        )
-    if fatal is not None:
-        _warn(fatal)
-        return 2
-    if counts["unsaved"] or counts["failed"]:
-        _warn(
-            f"{counts['unsaved']} action(s) could not be dead-lettered and {counts['failed']} "
-            "event(s) failed: they stay unfinished in the journal and run again on the next run"
-        )
-        return 1
-    return 2 if counts["refused"] else 0
+            try:
+                while (batch := await reader.batch()) is not None:
+                    pending.extend(batch)
+                    self.progress.read += sum(1 for item in batch if item[0] is not None)
+                    while pending:
+                        event, where, _ = pending[0]
+                        if event is None:
+                            pending.popleft()
+                            self.refused(where)
+                            continue
+                        await slots.acquire()
+                        pending.popleft()
+                        began = [False]
+                        task = asyncio.create_task(one(event, where, began))
+                        tasks[task] = (event, began)
+                        task.add_done_callback(ended)
+            except ValueError as error:  # a line that never ends: stop reading, finish the rest
+                fatal = f"{label}: {error}"
+            self.progress.input_ended = True
+            await asyncio.gather(*tasks)
+        except BaseException:  # interrupted (Ctrl-C cancels the run): keep what was read
+            unstarted = [item[0] for item in [*pending, *reader.stop()] if item[0] is not None]
+            for task, (event, began) in list(tasks.items()):
+                task.cancel()
+                if not began[0]:
+                    unstarted.append(event)
+            await asyncio.gather(*tasks, return_exceptions=True)
+            for event in unstarted:  # one refused at the door would be refused next time too
+                with contextlib.suppress(EventError, OSError, RecordError):
+                    automations.accept(event)
+            if self.failure is not None:  # the output failed, not the user's Ctrl-C
+                raise self.failure from None
+            raise
+        return fatal
+
+
+def _is_terminal(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
 
 
 def _rewrite_without(path: Path, consumed: Counter[bytes], added: list[str]) -> None:
@@ -376,8 +529,10 @@ async def _replay_locked(arguments: argparse.Namespace, path: Path, out: TextIO)
     problems = 0
     fatal: str | None = None
     async with automations:
+        mark = 0
         try:
             for number, raw, record in _dead_letters(path):
+                mark = len(again.records)
                 counts["records"] += 1
                 if isinstance(record, str):
                     problems += 1
@@ -394,8 +549,13 @@ async def _replay_locked(arguments: argparse.Namespace, path: Path, out: TextIO)
                 consumed[raw] += 1
         except LineTooLongError as error:
             fatal = str(error)
-    if consumed or again.records:
-        _rewrite_without(path, consumed, [encode_record(record) for record in again.records])
+        except BaseException:  # interrupted: the record being replayed stays whole in the file
+            del again.records[mark:]
+            raise
+        finally:  # what was replayed leaves the file, what failed again joins it
+            if consumed or again.records:
+                added = [encode_record(record) for record in again.records]
+                _rewrite_without(path, consumed, added)
     out.write(
         redactor.text(
             f"replayed {counts['records']} records: delivered {counts['delivered']}, "
@@ -404,15 +564,27 @@ async def _replay_locked(arguments: argparse.Namespace, path: Path, out: TextIO)
     )
     if fatal is not None:
         _warn(fatal)
-        return 2
-    return 1 if again.records or problems else 0
+        return EXIT_BAD_INPUT
+    return EXIT_FAILED if again.records or problems else EXIT_OK
 
 
 def automate_from_command_line(arguments: argparse.Namespace, out: TextIO, stdin: TextIO) -> int:
-    """``flowlang automate``: returns the exit status."""
-    return asyncio.run(_automate(arguments, out, stdin))
+    """``flowlang automate``: returns the exit status (EXIT_INTERRUPTED after Ctrl-C, saying
+    that the journal keeps what was not finished)."""
+    try:
+        return asyncio.run(_automate(arguments, out, stdin))
+    except KeyboardInterrupt:
+        _warn(f"interrupted; journal kept at {arguments.journal}: rerun the same command to resume")
+        return EXIT_INTERRUPTED
 
 
 def replay_from_command_line(arguments: argparse.Namespace, out: TextIO, stdin: TextIO) -> int:
-    """``flowlang replay``: retry the dead letters of a file; 1 when some fail again."""
-    return asyncio.run(_replay(arguments, out))
+    """``flowlang replay``: retry the dead letters of a file; 1 when some remain in it."""
+    try:
+        return asyncio.run(_replay(arguments, out))
+    except KeyboardInterrupt:
+        _warn(
+            f"interrupted; dead letters kept in {arguments.dead_letter}: rerun the same command "
+            "to resume"
+        )
+        return EXIT_INTERRUPTED

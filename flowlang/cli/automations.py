@@ -8,7 +8,60 @@ import argparse
 from collections.abc import Callable
 from typing import Any, TextIO
 
-from flowlang.cli.inputs import UsageError
+from flowlang.cli.inputs import EXIT_STATUSES, UsageError
+
+AUTOMATE_EPILOG = EXIT_STATUSES + """
+
+for automate:
+  1    an action was dead-lettered, an event failed, or a dead letter could not be
+       written (it stays unfinished in the journal)
+  2    workflow errors, bad event lines, a journal in use, an unreadable file, an
+       unusable --ca-file (bad input outranks problems found)
+  130  the journal keeps what was not finished: rerun the same command to resume
+
+output:
+  text: a line per action not delivered, then a summary; -q leaves out the summary and
+    notes (errors only).
+  --json: only JSON lines on stdout: one per event
+    {"kind": "event", "event": ID, "duplicate": BOOL, "matched": [WORKFLOW...],
+     "deliveries": [{"workflow", "action", "outcome", "attempts", "error", "result"}...],
+     "errors": [TEXT...]}
+  and a last one
+    {"kind": "summary", "events", "duplicates", "matched", "delivered", "retried",
+     "dead_lettered", "skipped", "unsaved", "failed", "refused": COUNT,
+     "simulated_wait": SECONDS|null, "dead_letter_file": PATH|null, "exit": STATUS}
+  Warnings, notes, -v's attempts and progress (on a terminal) go to stderr.
+"""
+
+REPLAY_EPILOG = EXIT_STATUSES + """
+
+for replay:
+  0    every record was replayed and delivered; the file is left without them
+  1    records remain in the file: they failed again, or cannot be replayed
+  2    no such file, another replay in progress, a line that never ends, an unusable
+       --ca-file
+  130  what was not replayed stays in the file: rerun the same command to resume
+"""
+
+
+def _add_network_options(parser: argparse.ArgumentParser) -> None:
+    """``--allow-host`` and ``--ca-file``: which servers actions may reach, and trust."""
+    parser.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="HOST",
+        help="let actions reach HOST (a name or IP, exactly) even at a private or loopback "
+        "address, and over plain http (repeatable; for tests and local demos)",
+    )
+    parser.add_argument(
+        "--ca-file",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="also trust the certificate authorities in FILE (PEM; repeatable; "
+        "SSL_CERT_FILE replaces the default bundle)",
+    )
 
 
 def _automations_command(name: str) -> Callable[[argparse.Namespace, TextIO, TextIO], int]:
@@ -19,6 +72,8 @@ def _automations_command(name: str) -> Callable[[argparse.Namespace, TextIO, Tex
 
         try:
             return int(getattr(console, name)(arguments, stdout, stdin))
+        except BrokenPipeError:  # the output was closed (| head): main ends quietly
+            raise
         except (OSError, ValueError) as error:
             raise UsageError(str(error)) from None
 
@@ -30,12 +85,19 @@ def add_automate_command(commands: Any) -> None:
     automate = commands.add_parser(
         "automate",
         help="process a stream of events with workflow automations",
-        description="Run the matching workflows for each event of EVENTS (JSON lines), delivering "
-        "every action at least once; end with a summary.",
+        description="Run the matching workflows for each event of EVENTS (JSON lines),\n"
+        "delivering every action at least once; end with a summary.",
+        epilog=AUTOMATE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    automate.add_argument("workflows", nargs="+", metavar="WORKFLOW")
     automate.add_argument(
-        "--events", required=True, metavar="FILE", help="JSON lines; '-' reads stdin"
+        "workflows", nargs="+", metavar="WORKFLOW", help="workflow documents (YAML or JSON)"
+    )
+    automate.add_argument(
+        "--events",
+        required=True,
+        metavar="FILE",
+        help="events as JSON lines; '-' reads standard input as events arrive (it may never end)",
     )
     automate.add_argument(
         "--responses",
@@ -62,8 +124,19 @@ def add_automate_command(commands: Any) -> None:
         metavar="N",
         help="events processed at once (default: %(default)s)",
     )
-    automate.add_argument("--allow-host", action="append", default=[], metavar="HOST")
-    automate.add_argument("--json", action="store_true", help="one JSON line per event")
+    _add_network_options(automate)
+    automate.add_argument(
+        "--json",
+        action="store_true",
+        help="only JSON lines on standard output: one per event, then a summary line",
+    )
+    loudness = automate.add_mutually_exclusive_group()
+    loudness.add_argument(
+        "-q", "--quiet", action="store_true", help="print only errors (no summary, no progress)"
+    )
+    loudness.add_argument(
+        "-v", "--verbose", action="store_true", help="show each delivery attempt on stderr"
+    )
     automate.set_defaults(handler=_automations_command("automate_from_command_line"))
 
 
@@ -72,10 +145,14 @@ def add_replay_command(commands: Any) -> None:
     replay = commands.add_parser(
         "replay",
         help="retry the actions kept in a dead-letter file",
-        description="Retry each record of DEADLETTER with its idempotency key; "
+        description="Retry each record of DEADLETTER with its idempotency key;\n"
         "what fails again stays in the file.",
+        epilog=REPLAY_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    replay.add_argument("dead_letter", metavar="DEADLETTER")
+    replay.add_argument(
+        "dead_letter", metavar="DEADLETTER", help="a dead-letter file written by flowlang automate"
+    )
     replay.add_argument("--responses", metavar="FILE", help="recorded HTTP responses: run offline")
-    replay.add_argument("--allow-host", action="append", default=[], metavar="HOST")
+    _add_network_options(replay)
     replay.set_defaults(handler=_automations_command("replay_from_command_line"))

@@ -1,0 +1,207 @@
+"""Ctrl-C during `flowlang automate` and `replay`: a short message saying what is safe, exit
+130, and nothing lost: the same command, run again, delivers every action, each with the same
+idempotency key as before (real processes, SIGINT, a loopback server)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from collections import Counter
+from contextlib import suppress
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trustme
+from servers import Received, serve
+from support import automate_argv, clean_env, wait_for
+
+WORKFLOW = """
+workflow: two
+trigger: call.ended
+actions:
+  - {name: first, type: api_request, endpoint: "http://127.0.0.1:{port}/script/<<event.id>>-first", timeout: 20s}
+  - {name: second, type: api_request, endpoint: "http://127.0.0.1:{port}/script/<<event.id>>-second", timeout: 20s}
+"""
+EVENTS = "".join(
+    json.dumps({"id": f"evt-{n}", "type": "call.ended", "properties": {}}) + "\n"
+    for n in range(1, 7)
+)
+
+
+def _requests(received: Received) -> Counter[str]:
+    return Counter(r["path"].removeprefix("/script/") for r in received.requests)
+
+
+def _keys(received: Received, name: str) -> set[str]:
+    return {
+        r["headers"]["idempotency-key"] for r in received.requests if r["path"] == f"/script/{name}"
+    }
+
+
+def _start(argv: list[str], stdin: Any) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "flowlang.cli", *argv],
+        stdin=stdin,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=clean_env(),
+        start_new_session=True,
+    )
+
+
+def _reap(process: subprocess.Popen[bytes]) -> None:
+    """Kill ``process`` if it still runs, wait for it and close its pipes."""
+    if process.poll() is None:
+        process.kill()
+    process.wait(timeout=30)
+    for stream in (process.stdin, process.stdout, process.stderr):
+        if stream is not None:
+            with suppress(OSError):
+                stream.close()
+
+
+def _interrupt(process: subprocess.Popen[bytes]) -> tuple[int, str, str]:
+    """SIGINT, then wait (bounded) for the process to end: its status, stdout and stderr."""
+    process.send_signal(signal.SIGINT)
+    try:
+        out, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=30)
+    return process.returncode, out.decode(), err.decode()
+
+
+@pytest.mark.parametrize("source", ["file", "open-pipe"])
+def test_ctrl_c_keeps_the_journal_and_the_same_command_resumes_it(
+    tmp_path: Path, source: str
+) -> None:
+    """Three events at once: evt-1 waits for a retry (Retry-After: 120), evt-2 and evt-4 hang
+    in flight, evt-3 is delivered, evt-5 and evt-6 are read but wait for a slot. After Ctrl-C,
+    the same command delivers every action; each action that reached the server is sent again
+    only when its attempt had not finished, and always with its key."""
+    with serve(trustme.CA(), tls=False) as server:
+        (tmp_path / "wf.yaml").write_text(WORKFLOW.replace("{port}", str(server.port)))
+        (tmp_path / "events.jsonl").write_text(EVENTS)
+        server.received.script("evt-1-first", (503, {"Retry-After": "120"}, {}))
+        server.received.script("evt-2-first", (0, {}, {}))
+        server.received.script("evt-4-first", (0, {}, {}))
+        argv = [
+            *automate_argv(tmp_path, responses=False),
+            "--allow-host",
+            "127.0.0.1",
+            "--concurrency",
+            "3",
+            "-v",
+        ]
+        if source == "open-pipe":
+            argv[argv.index("--events") + 1] = "-"
+        first = _start(argv, subprocess.PIPE if source == "open-pipe" else subprocess.DEVNULL)
+        try:
+            if first.stdin is not None:
+                first.stdin.write(EVENTS.encode())  # and the pipe stays open
+                first.stdin.flush()
+            wanted = ("evt-1-first", "evt-2-first", "evt-3-second", "evt-4-first")
+            wait_for(
+                lambda: all(_requests(server.received)[name] for name in wanted),
+                why=f"the first run never got going: {_requests(server.received)}",
+            )
+            status, _, err = _interrupt(first)
+        finally:
+            _reap(first)
+        journal = tmp_path / "journal.jsonl"
+        assert status == 130, err
+        assert err.endswith(
+            f"flowlang: interrupted; journal kept at {journal}: rerun the same command to resume\n"
+        ), err
+        assert "Traceback" not in err
+        assert "evt-1 two/first: attempt 1 retry (HTTP 503); next attempt in 120s" in err
+
+        second = subprocess.run(
+            [sys.executable, "-m", "flowlang.cli", *argv],
+            input=EVENTS.encode() if source == "open-pipe" else None,
+            capture_output=True,
+            timeout=120,
+            env=clean_env(),
+        )
+        out = second.stdout.decode()
+        assert second.returncode == 0, second.stderr.decode()
+        assert "resumed 5 unfinished events" in out
+        assert "events 11, duplicates 6, matched 5; actions delivered 10 (retried 0)" in out
+
+        sent = _requests(server.received)
+        assert sent == {
+            # an attempt that had not finished is sent again
+            "evt-1-first": 2,
+            "evt-2-first": 2,
+            "evt-4-first": 2,
+            # whatever was delivered is not
+            "evt-1-second": 1,
+            "evt-2-second": 1,
+            "evt-3-first": 1,
+            "evt-3-second": 1,
+            "evt-4-second": 1,
+            "evt-5-first": 1,
+            "evt-5-second": 1,
+            "evt-6-first": 1,
+            "evt-6-second": 1,
+        }
+        for name in sent:
+            assert len(_keys(server.received, name)) == 1, name  # one key per action
+
+
+def test_ctrl_c_during_replay_keeps_the_dead_letters(tmp_path: Path) -> None:
+    with serve(trustme.CA(), tls=False) as server:
+        (tmp_path / "wf.yaml").write_text(WORKFLOW.replace("{port}", str(server.port)))
+        (tmp_path / "events.jsonl").write_text(EVENTS[: EVENTS.index("evt-4") - 8])
+        for number in (1, 2, 3):
+            server.received.script(f"evt-{number}-first", (404, {}, {}))
+        argv = [*automate_argv(tmp_path, responses=False), "--allow-host", "127.0.0.1"]
+        made = subprocess.run(
+            [sys.executable, "-m", "flowlang.cli", *argv],
+            capture_output=True,
+            timeout=120,
+            env=clean_env(),
+        )
+        assert made.returncode == 1, made.stderr.decode()
+        dead = tmp_path / "dead.jsonl"
+        assert len(dead.read_text().splitlines()) == 3
+
+        server.received.script("evt-2-first", (0, {}, {}))  # replay hangs on the second
+        replay = ["replay", str(dead), "--allow-host", "127.0.0.1"]
+        first = _start(replay, subprocess.DEVNULL)
+        try:
+            wait_for(lambda: _requests(server.received)["evt-2-first"] == 2, why="no replay")
+            status, _, err = _interrupt(first)
+        finally:
+            _reap(first)
+        assert status == 130, err
+        assert err == (
+            f"flowlang: interrupted; dead letters kept in {dead}: rerun the same command to "
+            "resume\n"
+        )
+        left = [json.loads(line)["event"]["id"] for line in dead.read_text().splitlines()]
+        assert left == ["evt-2", "evt-3"]  # evt-1 was replayed and left the file
+
+        second = subprocess.run(
+            [sys.executable, "-m", "flowlang.cli", *replay],
+            capture_output=True,
+            timeout=120,
+            env=clean_env(),
+        )
+        assert second.returncode == 0, second.stderr.decode()
+        assert dead.read_text() == ""
+        sent = _requests(server.received)
+        assert sent == {
+            "evt-1-first": 2,
+            "evt-1-second": 1,
+            "evt-2-first": 3,
+            "evt-2-second": 1,
+            "evt-3-first": 2,
+            "evt-3-second": 1,
+        }
+        for name in sent:
+            assert len(_keys(server.received, name)) == 1, name
