@@ -27,6 +27,7 @@ __all__ = ["automate_from_command_line", "replay_from_command_line"]
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import ssl
@@ -36,6 +37,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any, TextIO
 
+from flowlang.automations.actions import Providers, check_provider_url
 from flowlang.automations.dispatch import (
     Attempt,
     Automations,
@@ -61,6 +63,7 @@ from flowlang.automations.records import (
 )
 from flowlang.automations.workflow import check_unique_names, load_workflow
 from flowlang.cli.automate_progress import Progress
+from flowlang.cli.automations import PROVIDER_OPTIONS
 from flowlang.cli.event_stream import (
     DescriptorLines,
     EventItem,
@@ -115,9 +118,24 @@ def _automations(
         clock = SimulatedClock()
     if clock is not None:
         options["clock"] = clock
-    settings = DeliverySettings(allow_hosts=frozenset(arguments.allow_host))
+    allow_hosts = frozenset(arguments.allow_host)
+    settings = DeliverySettings(
+        allow_hosts=allow_hosts, providers=_providers(arguments, allow_hosts)
+    )
     automations = Automations(workflows, settings=settings, ssl_context=ssl_context, **options)
     return automations, clock
+
+
+def _providers(arguments: argparse.Namespace, allow_hosts: frozenset[str]) -> Providers:
+    """The providers' base URLs: each ``--*-url`` option, else its environment variable, else
+    the provider's own (ValueError naming the option or variable: a usage error)."""
+    providers = Providers.from_environment(os.environ, allow_hosts=allow_hosts)
+    changes = {
+        field: check_provider_url(option, value, allow_hosts=allow_hosts)
+        for field, (option, _) in PROVIDER_OPTIONS.items()
+        if (value := getattr(arguments, field, None))
+    }
+    return dataclasses.replace(providers, **changes)
 
 
 def _tally(counts: Counter[str], deliveries: list[Delivery]) -> None:

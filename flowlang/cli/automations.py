@@ -8,9 +8,12 @@ import argparse
 from collections.abc import Callable
 from typing import Any, TextIO
 
+from flowlang.automations.actions import PROVIDER_VARIABLES
 from flowlang.cli.inputs import EXIT_STATUSES, UsageError
 
-AUTOMATE_EPILOG = EXIT_STATUSES + """
+AUTOMATE_EPILOG = (
+    EXIT_STATUSES
+    + """
 
 for automate:
   1    an action was dead-lettered, an event failed, or a dead letter could not be
@@ -32,8 +35,11 @@ output:
      "simulated_wait": SECONDS|null, "dead_letter_file": PATH|null, "exit": STATUS}
   Warnings, notes, -v's attempts and progress (on a terminal) go to stderr.
 """
+)
 
-REPLAY_EPILOG = EXIT_STATUSES + """
+REPLAY_EPILOG = (
+    EXIT_STATUSES
+    + """
 
 for replay:
   0    every record was replayed and delivered; the file is left without them
@@ -42,6 +48,7 @@ for replay:
        --ca-file
   130  what was not replayed stays in the file: rerun the same command to resume
 """
+)
 
 
 def _add_network_options(parser: argparse.ArgumentParser) -> None:
@@ -62,6 +69,22 @@ def _add_network_options(parser: argparse.ArgumentParser) -> None:
         help="also trust the certificate authorities in FILE (PEM; repeatable; "
         "SSL_CERT_FILE replaces the default bundle)",
     )
+    for field, (option, what) in PROVIDER_OPTIONS.items():
+        parser.add_argument(
+            option,
+            dest=field,
+            metavar="URL",
+            help=f"base URL of the {what} API, for a sandbox or a regional endpoint "
+            f"(default: ${PROVIDER_VARIABLES[field]}, else the provider's own)",
+        )
+
+
+#: The option that sets each provider's base URL (a Providers field), and what it names.
+PROVIDER_OPTIONS = {
+    "sms_base_url": ("--sms-url", "SMS"),
+    "slack_base_url": ("--slack-url", "Slack"),
+    "speech_base_url": ("--speech-url", "speech-to-text"),
+}
 
 
 def _automations_command(name: str) -> Callable[[argparse.Namespace, TextIO, TextIO], int]:
