@@ -156,15 +156,6 @@ def test_each_command_help_states_the_exit_statuses(command: str) -> None:
     assert EXIT_STATUSES in result.stdout
 
 
-#: Options without help in files this suite does not own (reported to their owner).
-KNOWN_WITHOUT_HELP = {
-    ("automate", "workflows"),
-    ("automate", "allow_host"),
-    ("replay", "allow_host"),
-    ("replay", "dead_letter"),
-}
-
-
 @pytest.mark.parametrize("command", COMMANDS)
 def test_every_option_of_every_command_has_help(command: str) -> None:
     parser = subparsers(_parser())[command]
@@ -173,10 +164,7 @@ def test_every_option_of_every_command_has_help(command: str) -> None:
         for action in parser._actions
         if not action.help or action.help == argparse.SUPPRESS
     }
-    unexpected = missing - KNOWN_WITHOUT_HELP
-    assert not unexpected, f"options without help: {sorted(unexpected)}"
-    if missing:
-        pytest.xfail(f"known gap, owned by the automations console: {sorted(missing)}")
+    assert not missing, f"options without help: {sorted(missing)}"
 
 
 def test_top_level_options_have_help() -> None:
