@@ -31,12 +31,15 @@ demo: $(STAMP)
 
 # Process the example event stream with the example workflows, offline. A fresh journal and
 # dead-letter file each time, so the demo shows the same run every time (a kept journal would
-# make every event a duplicate).
+# make every event a duplicate). One example event carries bad data on purpose, so the run ends
+# with a dead letter and exit status 1 ("the work found problems"): the demo expects exactly that.
 demo-automations: $(STAMP)
 	rm -f .venv/demo-deadletter.jsonl .venv/demo-journal.jsonl
 	$(DEMO_SECRETS) $(BIN)/flowlang automate examples/workflows/*.yaml \
 		--events examples/workflows/data/events.jsonl --responses examples/workflows/data/responses.yaml \
-		--dead-letter .venv/demo-deadletter.jsonl --journal .venv/demo-journal.jsonl
+		--dead-letter .venv/demo-deadletter.jsonl --journal .venv/demo-journal.jsonl; \
+		status=$$?; [ $$status -eq 1 ] && echo "(exit status 1: a dead letter was written, as this demo intends)"; \
+		[ $$status -le 1 ]
 
 # Evaluate the example templates against the example context, one per line.
 demo-expressions: $(STAMP)

@@ -83,7 +83,7 @@ def test_retries_run_in_simulated_time_offline(tmp_path: Path) -> None:
     )
     assert status == 1
     assert "dead-lettered 1" in out
-    waited = float(out.split("retries waited ")[1].split("s of simulated time")[0].replace(",", ""))
+    waited = float(out.split("; waited ")[1].split("s of simulated time")[0].replace(",", ""))
     planned = sum((5, 300, 1800, 7200, 18000, 36000, 36000))
     assert 0.9 * planned <= waited <= 1.1 * planned
 

@@ -153,7 +153,7 @@ def _summary(counts: Counter[str], clock: SimulatedClock | None) -> str:
         f"dead-lettered {counts['dead_lettered']}, skipped {counts['skipped']}"
     )
     if clock is not None and clock.waited:
-        text += f"; retries waited {clock.waited:,.0f}s of simulated time"
+        text += f"; waited {clock.waited:,.0f}s of simulated time (retry delays, speech polling)"
     return text
 
 
