@@ -497,7 +497,7 @@ class RecordedResponse:
 
 
 #: Requests a RecordedHttp keeps for inspection (the latest).
-RECORDED_REQUESTS_KEPT = 1000
+RECORDED_REQUESTS_KEPT = 64
 
 
 class RecordedHttp:
