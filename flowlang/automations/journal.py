@@ -136,15 +136,15 @@ class Journal:
         self, now: float, window: float, limit: int, *, remember: bool = False
     ) -> JournalState:
         """Rewrite the file, atomically, with every record of each unfinished event and a
-        ``seen`` line for each of the last ``limit`` finished events accepted within ``window``
-        seconds of ``now``. The file is read twice, a line at a time, and the kept lines are
+        ``seen`` line for each of the last finished events accepted within ``window`` seconds
+        of ``now``, at most ``limit`` events in all (unfinished ones are never dropped). The file is read twice, a line at a time, and the kept lines are
         written as they are read: memory holds one small entry per event the compacted journal
         keeps, never its records. With ``remember``, the state says which events are duplicates
         and lists the unfinished events' records (to resume them); otherwise both are empty."""
         ledger = _Ledger(now, window, limit)
         for number, _, record in self._lines(report=True):
             ledger.add(number, record)
-        ledger.trim(limit)
+        ledger.trim(max(limit - len(ledger.open), 0))  # limit counts unfinished ones too
         unfinished: dict[str, list[dict[str, Any]]] = {}
         with self._replacing() as write:
             for number, raw, record in self._lines(report=False):
@@ -247,51 +247,44 @@ def _event_id(record: Mapping[str, Any]) -> str:
     return event_id
 
 
-#: In a compaction's ledger, the line of an event that is done (lines are numbered from 1).
-FINISHED = 0
-
-
 class _Ledger:
-    """What the first pass of a compaction learns, in the order events were accepted: for each
-    event id, when it was accepted and the line of its latest ``event`` record, or FINISHED.
-    Finished events outside the window are dropped as they are read, and the oldest finished
-    ones beyond ``limit`` in batches (a quarter of ``limit`` at a time), so it holds at most
-    about 1.25 × ``limit`` finished events besides the unfinished ones."""
+    """What the first pass of a compaction learns: when each event was accepted, in the order
+    accepted, and for the unfinished ones the line of their latest ``event`` record. Finished
+    events outside the window are dropped as they are read, and the oldest finished ones beyond
+    ``limit`` in batches (a quarter of ``limit`` at a time), so it holds at most about
+    1.25 × ``limit`` finished events besides the unfinished ones (one float each)."""
 
     def __init__(self, now: float, window: float, limit: int) -> None:
         self.now, self.window, self.limit = now, window, limit
-        self.events: OrderedDict[str, tuple[float, int]] = OrderedDict()
-        self.done = 0
+        self.accepted: OrderedDict[str, float] = OrderedDict()
+        self.open: dict[str, int] = {}
+
+    @property
+    def done(self) -> int:
+        """How many finished events it holds."""
+        return len(self.accepted) - len(self.open)
 
     def add(self, number: int, record: Mapping[str, Any]) -> None:
         """Learn from the usable record on line ``number``."""
         kind = record["kind"]
         event_id = _event_id(record)
         if kind in ("event", "seen"):  # accepted (again, after its window: the latest counts)
-            self._forget(event_id)
+            self.accepted.pop(event_id, None)
+            self.open.pop(event_id, None)
             at = _time(record.get("at"), self.now)
             if kind == "event":
-                self.events[event_id] = (at, number)
+                self.accepted[event_id] = at
+                self.open[event_id] = number
             elif self.now - at < self.window:
-                self.events[event_id] = (at, FINISHED)
+                self.accepted[event_id] = at
                 self._finished_one()
-        elif kind == "done":
-            entry = self.events.get(event_id)
-            if entry is None or entry[1] == FINISHED:
-                return
-            if self.now - entry[0] < self.window:
-                self.events[event_id] = (entry[0], FINISHED)  # keeps its place
-                self._finished_one()
+        elif kind == "done" and self.open.pop(event_id, None) is not None:
+            if self.now - self.accepted[event_id] < self.window:
+                self._finished_one()  # it keeps its place
             else:
-                del self.events[event_id]
-
-    def _forget(self, event_id: str) -> None:
-        entry = self.events.pop(event_id, None)
-        if entry is not None and entry[1] == FINISHED:
-            self.done -= 1
+                del self.accepted[event_id]
 
     def _finished_one(self) -> None:
-        self.done += 1
         if self.done > self.limit + self.limit // 4:
             self.trim(self.limit)
 
@@ -301,14 +294,13 @@ class _Ledger:
         if excess <= 0:
             return
         oldest = []
-        for event_id, (_, line) in self.events.items():
-            if line == FINISHED:
+        for event_id in self.accepted:
+            if event_id not in self.open:
                 oldest.append(event_id)
                 if len(oldest) == excess:
                     break
         for event_id in oldest:
-            del self.events[event_id]
-        self.done -= len(oldest)
+            del self.accepted[event_id]
 
     def unfinished_since(self, number: int, record: Mapping[str, Any]) -> str | None:
         """The event id of the record on line ``number`` when compaction keeps it: a record of an
@@ -316,25 +308,20 @@ class _Ledger:
         if record["kind"] in ("seen", "done"):
             return None
         event_id = _event_id(record)
-        entry = self.events.get(event_id)
-        if entry is None or entry[1] == FINISHED or number < entry[1]:
-            return None
-        return event_id
+        start = self.open.get(event_id)
+        return event_id if start is not None and number >= start else None
 
     def finished(self) -> Iterator[tuple[str, float]]:
         """``(id, accepted at)`` of each finished event kept, oldest accepted first."""
-        for event_id, (at, line) in self.events.items():
-            if line == FINISHED:
+        for event_id, at in self.accepted.items():
+            if event_id not in self.open:
                 yield event_id, at
 
     def seen(self) -> dict[str, float]:
         """The duplicates: finished events when accepted, unfinished ones as now; oldest first."""
-        return dict(
-            sorted(
-                ((i, at if line == FINISHED else self.now) for i, (at, line) in self.events.items()),
-                key=lambda item: item[1],
-            )
-        )
+        now, open_ = self.now, self.open
+        pairs = ((i, now if i in open_ else at) for i, at in self.accepted.items())
+        return dict(sorted(pairs, key=lambda item: item[1]))
 
 
 def summarize(
@@ -350,7 +337,7 @@ def summarize(
     ledger = _Ledger(now, window, limit)
     for number, record in numbered:
         ledger.add(number, record)
-    ledger.trim(limit)
+    ledger.trim(max(limit - len(ledger.open), 0))
     unfinished: dict[str, list[dict[str, Any]]] = {}
     for number, record in numbered:
         event_id = ledger.unfinished_since(number, record)
