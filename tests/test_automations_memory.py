@@ -153,7 +153,7 @@ def reference(
     finished = [(i, e[0]) for i, e in events.items() if e[2] and now - e[0] < window]
     unfinished = {i: e[1] for i, e in events.items() if not e[2]}
     room = max(limit - len(unfinished), 0)  # the cap counts unfinished events too
-    return finished[len(finished) - room :] if room else [], unfinished
+    return finished[max(len(finished) - room, 0) :] if room else [], unfinished
 
 
 IDS = st.sampled_from(["a", "b", "c", "d", "e", "f"])
