@@ -57,9 +57,7 @@ def duplicates(automations: Automations, ids: list[str]) -> list[bool]:
 
 def test_the_cap_forgets_the_oldest_event_ids_first() -> None:
     clock = Clock()
-    remembered = Automations(
-        [], settings=DeliverySettings(max_remembered_events=3), clock=clock
-    )
+    remembered = Automations([], settings=DeliverySettings(max_remembered_events=3), clock=clock)
     for number in range(5):
         clock.current += 1
         assert duplicates(remembered, [f"e{number}"]) == [False]

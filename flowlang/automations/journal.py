@@ -137,10 +137,13 @@ class Journal:
     ) -> JournalState:
         """Rewrite the file, atomically, with every record of each unfinished event and a
         ``seen`` line for each of the last finished events accepted within ``window`` seconds
-        of ``now``, at most ``limit`` events in all (unfinished ones are never dropped). The file is read twice, a line at a time, and the kept lines are
-        written as they are read: memory holds one small entry per event the compacted journal
-        keeps, never its records. With ``remember``, the state says which events are duplicates
-        and lists the unfinished events' records (to resume them); otherwise both are empty."""
+        of ``now``: at most ``limit`` events in all (unfinished ones are never dropped).
+
+        The file is read twice, a bounded line at a time, and kept lines are written as they
+        are read: memory holds a small entry per event (about 1.25 × ``limit`` at most, plus
+        the unfinished ones), never the records. With ``remember``, the state says which
+        events are duplicates and lists the unfinished events' records (to resume them);
+        otherwise both are empty."""
         ledger = _Ledger(now, window, limit)
         for number, _, record in self._lines(report=True):
             ledger.add(number, record)
