@@ -7,7 +7,10 @@ and timeouts wait at least a minute. Every attempt carries the same Idempotency-
 it. An action that fails for good or exhausts its retries goes to the dead-letter store with what
 replay needs (the workflow's text, the event, earlier results; secrets only as references), and
 is never dropped: its dead letter is written before the journal marks it settled. An event id
-seen again within the window is not run twice.
+seen again within the window is not run twice; of the events finished, the last
+``max_remembered_events`` are remembered (memory and journal are bounded by it, not by how long
+the stream runs): an event id older than that may run again, which at-least-once delivery with
+idempotency keys already allows.
 
 Nothing an event or a server does ends a dispatch: an event is checked at the door (an id, at
 most 64 levels deep and 1 MiB as JSON; EventError otherwise), and any unexpected exception while
@@ -41,7 +44,7 @@ import math
 import random
 import ssl
 import time
-from collections import deque
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
@@ -50,7 +53,7 @@ from typing import Any, Protocol
 
 from flowlang.automations.actions import ActionError, Providers, interpret, prepare_action
 from flowlang.automations.formats import ValueFormatError
-from flowlang.automations.journal import Journal, JournalState, summarize
+from flowlang.automations.journal import Journal, JournalState
 from flowlang.automations.locks import FileLock
 from flowlang.automations.records import (
     MAX_EVENT_BYTES,
@@ -84,6 +87,9 @@ from flowlang.runtime.secrets import (
 from flowlang.settings import check_counts, check_durations
 
 DEAD_LETTER_FORMAT = "flowlang.deadletter/1"
+#: Event ids remembered for duplicate detection, by default: about 13 MB in memory and 5 MB of
+#: journal (short ids), a day's window at more than one event a second, hours at 10 a second.
+MAX_REMEMBERED_EVENTS = 100_000
 
 
 class Clock(Protocol):
@@ -116,6 +122,8 @@ class DeliverySettings:
     throttled_minimum: float = 60.0
     max_retry_after: float = 36000.0
     dedup_window: float = 86400.0
+    #: At most this many event ids are remembered for the window (oldest forgotten first).
+    max_remembered_events: int = MAX_REMEMBERED_EVENTS
     timeout: float = 15.0
     timeout_cap: float = 30.0
     connect_timeout: float = 5.0
@@ -131,7 +139,15 @@ class DeliverySettings:
     speech: SpeechSettings = field(default_factory=SpeechSettings)
 
     def __post_init__(self) -> None:
-        check_counts(self, ("max_requests_in_flight", "max_event_depth", "max_event_bytes"))
+        check_counts(
+            self,
+            (
+                "max_requests_in_flight",
+                "max_event_depth",
+                "max_event_bytes",
+                "max_remembered_events",
+            ),
+        )
         check_counts(self, ("max_response_body", "max_request_body", "max_redirects"), 0)
         check_durations(self, ("timeout", "timeout_cap", "connect_timeout", "dedup_window"))
         check_durations(
@@ -291,8 +307,8 @@ class Automations:
         self._http = http
         self._ssl_context = ssl_context
         self._resolver = resolver
-        self._seen: dict[str, float] = {}
-        self._seen_order: deque[tuple[float, str]] = deque()
+        #: Event ids accepted, oldest first, with when (see _is_duplicate).
+        self._seen: OrderedDict[str, float] = OrderedDict()
         self._in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -309,10 +325,9 @@ class Automations:
     def _load_journal(self, journal: Journal) -> None:
         """Remember the journaled events still inside the duplicate window (so they are not run
         twice) and what is unfinished; then compact the journal to just that."""
-        state = self._compact_journal(journal)
-        for event_id, at in sorted(state.seen.items(), key=lambda item: item[1]):
-            self._seen[event_id] = at
-            self._seen_order.append((at, event_id))
+        state = self._compact_journal(journal, remember=True)
+        self._seen.update(state.seen)  # oldest first
+        self._forget_beyond(self.settings.max_remembered_events)
         for event_id, records in state.unfinished.items():
             # summarize keys each unfinished event by its id and lists its event record
             # first, then only settled and workflow_done records, all checked by record_problem
@@ -332,11 +347,15 @@ class Automations:
                     progress["done"].add(record["workflow"])
             self._unfinished[event_id] = progress
 
-    def _compact_journal(self, journal: Journal) -> JournalState:
+    def _compact_journal(self, journal: Journal, remember: bool = False) -> JournalState:
         """Rewrite the journal with what still matters (synchronous: no dispatch interleaves)."""
-        state = summarize(journal.records(), self.clock.now(), self.settings.dedup_window)
-        journal.rewrite(state.kept)
-        return state
+        settings = self.settings
+        return journal.compact(
+            self.clock.now(),
+            settings.dedup_window,
+            settings.max_remembered_events,
+            remember=remember,
+        )
 
     @property
     def http(self) -> HttpSender:
@@ -364,17 +383,27 @@ class Automations:
         return [w for w in candidates if w.matches(event)]
 
     def _is_duplicate(self, event_id: str) -> bool:
+        """Whether ``event_id`` was accepted within the window (and is still remembered); if
+        not, it is remembered now. One dict entry per id, oldest first: ids leave when the
+        window passes them or, beyond ``max_remembered_events``, oldest first."""
         now = self.clock.now()
-        window = self.settings.dedup_window
-        while self._seen_order and self._seen_order[0][0] < now - window:
-            seen_at, old = self._seen_order.popleft()
-            if self._seen.get(old) == seen_at:
-                del self._seen[old]
-        if event_id in self._seen:
+        seen = self._seen
+        horizon = now - self.settings.dedup_window
+        while seen:
+            oldest, at = next(iter(seen.items()))
+            if at >= horizon:
+                break
+            del seen[oldest]
+        if event_id in seen:
             return True
-        self._seen[event_id] = now
-        self._seen_order.append((now, event_id))
+        seen[event_id] = now
+        self._forget_beyond(self.settings.max_remembered_events)
         return False
+
+    def _forget_beyond(self, limit: int) -> None:
+        """Forget the oldest remembered event ids beyond ``limit``."""
+        while len(self._seen) > limit:
+            self._seen.popitem(last=False)
 
     # --- delivery ---------------------------------------------------------------------------
 

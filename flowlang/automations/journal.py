@@ -7,8 +7,11 @@ speech operation an action started: its ``name`` by idempotency ``key``), ``work
 ``seen`` (a finished event, kept only for the duplicate window). Lines are ASCII JSON, so what is
 written reads back; a line that does not (a torn last line after a crash, say) is reported and
 skipped. Compaction keeps every record of an unfinished event and one ``seen`` line
-per finished event still inside the duplicate window; it rewrites the file atomically (a new
-file, synced, then renamed over the old one), so a crash leaves the old journal or the new one.
+per finished event still inside the duplicate window, for at most the last
+``DeliverySettings.max_remembered_events`` finished events; it streams the file (two passes,
+a bounded line at a time, kept lines written as they are read) and replaces it atomically (a
+new file, synced, then renamed over the old one), so a crash leaves the old journal or the new
+one.
 """
 
 from __future__ import annotations
@@ -18,17 +21,21 @@ __all__ = ["Journal", "JournalLockedError", "JournalState", "record_problem", "s
 import contextlib
 import math
 import os
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from flowlang.automations.locks import FileLock
 from flowlang.automations.records import (
+    MAX_RECORD_BYTES,
+    MAX_RECORD_SKIP,
+    RecordError,
     append_line,
     check_record_file,
+    decoded_lines,
     encode_record,
-    read_records,
 )
 
 #: Lines appended before the first compaction; later, when appends pass the lines last kept.
@@ -81,49 +88,107 @@ class Journal:
         self._appended += 1
 
     def records(self) -> list[dict[str, Any]]:
-        """Every readable record, in order; bad lines (a torn last line, a field of the wrong
-        type or out of range, say) are skipped and listed in :attr:`problems`."""
-        found, self.problems = read_records(self.path)
-        kept = []
-        for number, record in found:
-            why = record_problem(record)
-            if why is None:
-                kept.append(record)
-            else:
-                self.problems.append(f"{self.path}:{number}: {why} (skipped)")
-        return kept
+        """Every readable record, in order (the whole file in memory: for inspection; compaction
+        streams instead); bad lines (a torn last line, a field of the wrong type or out of
+        range, say) are skipped and listed in :attr:`problems`."""
+        return [record for _, _, record in self._lines(report=True)]
+
+    def _lines(self, report: bool) -> Iterator[tuple[int, bytes, dict[str, Any]]]:
+        """``(line number, line, record)`` of each usable record, read one bounded line at a
+        time; with ``report``, :attr:`problems` is made anew with the lines skipped.
+        RecordFileError or LineTooLongError (naming the file) as for :func:`read_records`."""
+        if report:
+            self.problems = []
+        check_record_file(self.path, "journal")
+        try:
+            handle = self.path.open("rb")
+        except FileNotFoundError:
+            return
+        label = str(self.path)
+        with handle:
+            for number, raw, record in decoded_lines(
+                handle, MAX_RECORD_BYTES, MAX_RECORD_SKIP, label
+            ):
+                if raw is None or record is None:
+                    why = f"{label}:{number}: skipped: longer than {MAX_RECORD_BYTES} bytes"
+                elif isinstance(record, RecordError):
+                    why = f"{record.where(label, number)} (skipped)"
+                else:
+                    problem = record_problem(record)
+                    if problem is None:
+                        yield number, raw, record
+                        continue
+                    why = f"{label}:{number}: {problem} (skipped)"
+                if report:
+                    self.problems.append(why)
 
     def due(self) -> bool:
         """Whether enough has been appended since the last rewrite to compact (amortized O(1))."""
         return self._appended > max(self.compact_after, self._kept)
 
-    def rewrite(self, records: Iterable[dict[str, Any]]) -> None:
-        """Replace the file with ``records``, atomically."""
-        lines = [encode_record(record) for record in records]
+    def rewrite(self, records: Iterable[Mapping[str, Any]]) -> None:
+        """Replace the file with ``records``, atomically (each is written as it comes)."""
+        with self._replacing() as write:
+            for record in records:
+                write(encode_record(record).encode("ascii"))
+
+    def compact(
+        self, now: float, window: float, limit: int, *, remember: bool = False
+    ) -> JournalState:
+        """Rewrite the file, atomically, with every record of each unfinished event and a
+        ``seen`` line for each of the last finished events accepted within ``window`` seconds
+        of ``now``: at most ``limit`` events in all (unfinished ones are never dropped).
+
+        The file is read twice, a bounded line at a time, and kept lines are written as they
+        are read: memory holds a small entry per event (about 1.25 × ``limit`` at most, plus
+        the unfinished ones), never the records. With ``remember``, the state says which
+        events are duplicates and lists the unfinished events' records (to resume them);
+        otherwise both are empty."""
+        ledger = _Ledger(now, window, limit)
+        for number, _, record in self._lines(report=True):
+            ledger.add(number, record)
+        ledger.trim(max(limit - len(ledger.open), 0))  # limit counts unfinished ones too
+        unfinished: dict[str, list[dict[str, Any]]] = {}
+        with self._replacing() as write:
+            for number, raw, record in self._lines(report=False):
+                event_id = ledger.unfinished_since(number, record)
+                if event_id is not None:
+                    write(raw + b"\n")
+                    if remember:
+                        unfinished.setdefault(event_id, []).append(record)
+            for event_id, at in ledger.finished():
+                write(encode_record({"kind": "seen", "event_id": event_id, "at": at}).encode())
+        return JournalState(ledger.seen() if remember else {}, unfinished, self._kept)
+
+    @contextlib.contextmanager
+    def _replacing(self) -> Iterator[Callable[[bytes], None]]:
+        """A writer of lines to ``<path>.compacting``, synced and renamed over the journal when
+        the block ends without an exception (a crash leaves the old journal or the new one)."""
         temporary = self.path.with_name(self.path.name + ".compacting")
-        with temporary.open("w", encoding="ascii") as handle:
-            handle.writelines(lines)
+        count = 0
+        with temporary.open("wb") as handle:
+
+            def write(line: bytes) -> None:
+                nonlocal count
+                handle.write(line)
+                count += 1
+
+            yield write
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, self.path)
-        self._appended, self._kept = 0, len(lines)
-
-
-@dataclass
-class _Event:
-    at: float
-    records: list[dict[str, Any]] = field(default_factory=list)
-    done: bool = False
+        self._appended, self._kept = 0, count
 
 
 @dataclass
 class JournalState:
-    """What a journal says: when each event was accepted, which are unfinished (with their
-    records, in order), and the records compaction keeps."""
+    """What a journal says: which events are duplicates (id → when accepted, oldest first; an
+    unfinished one counts as now), the unfinished events with their records in order, and how
+    many records compaction kept."""
 
     seen: dict[str, float]
     unfinished: dict[str, list[dict[str, Any]]]
-    kept: list[dict[str, Any]]
+    kept: int
 
 
 #: A record's time is a number of at most this magnitude (seconds; exact as a float).
@@ -179,38 +244,107 @@ def _time(value: Any, now: float) -> float:
     return now
 
 
-def summarize(records: Iterable[dict[str, Any]], now: float, window: float) -> JournalState:
-    """Read records in order into events; finished ones older than ``window`` are forgotten."""
-    events: dict[str, _Event] = {}
-    for record in records:
-        if not isinstance(record, Mapping) or record_problem(record) is not None:
-            continue  # Journal.records reports these; a summary never acts on them
-        kind = record["kind"]  # from here on, the fields record_problem checked are text
-        if kind == "event":
-            event_id = record["event"]["id"]
-            events.pop(event_id, None)  # accepted again after its window: the latest counts
-            events[event_id] = _Event(_time(record.get("at"), now), [record])
-        elif kind == "seen":
-            event_id = record["event_id"]
-            events.pop(event_id, None)
-            events[event_id] = _Event(_time(record.get("at"), now), done=True)
-        else:  # settled, operation, workflow_done, done
-            entry = events.get(record["event_id"])
-            if entry is None or entry.done:
-                continue
-            if kind == "done":
-                entry.done, entry.records = True, []
+def _event_id(record: Mapping[str, Any]) -> str:
+    """The id of the event a usable record (see :func:`record_problem`) is about."""
+    event_id: str = record["event"]["id"] if record["kind"] == "event" else record["event_id"]
+    return event_id
+
+
+class _Ledger:
+    """What the first pass of a compaction learns: when each event was accepted, in the order
+    accepted, and for the unfinished ones the line of their latest ``event`` record. Finished
+    events outside the window are dropped as they are read, and the oldest finished ones beyond
+    ``limit`` in batches (a quarter of ``limit`` at a time), so it holds at most about
+    1.25 × ``limit`` finished events besides the unfinished ones (one float each)."""
+
+    def __init__(self, now: float, window: float, limit: int) -> None:
+        self.now, self.window, self.limit = now, window, limit
+        self.accepted: OrderedDict[str, float] = OrderedDict()
+        self.open: dict[str, int] = {}
+
+    @property
+    def done(self) -> int:
+        """How many finished events it holds."""
+        return len(self.accepted) - len(self.open)
+
+    def add(self, number: int, record: Mapping[str, Any]) -> None:
+        """Learn from the usable record on line ``number``."""
+        kind = record["kind"]
+        event_id = _event_id(record)
+        if kind in ("event", "seen"):  # accepted (again, after its window: the latest counts)
+            self.accepted.pop(event_id, None)
+            self.open.pop(event_id, None)
+            at = _time(record.get("at"), self.now)
+            if kind == "event":
+                self.accepted[event_id] = at
+                self.open[event_id] = number
+            elif self.now - at < self.window:
+                self.accepted[event_id] = at
+                self._finished_one()
+        elif kind == "done" and self.open.pop(event_id, None) is not None:
+            if self.now - self.accepted[event_id] < self.window:
+                self._finished_one()  # it keeps its place
             else:
-                entry.records.append(record)
-    seen: dict[str, float] = {}
+                del self.accepted[event_id]
+
+    def _finished_one(self) -> None:
+        if self.done > self.limit + self.limit // 4:
+            self.trim(self.limit)
+
+    def trim(self, limit: int) -> None:
+        """Forget the oldest finished events beyond ``limit``."""
+        excess = self.done - limit
+        if excess <= 0:
+            return
+        oldest = []
+        for event_id in self.accepted:
+            if event_id not in self.open:
+                oldest.append(event_id)
+                if len(oldest) == excess:
+                    break
+        for event_id in oldest:
+            del self.accepted[event_id]
+
+    def unfinished_since(self, number: int, record: Mapping[str, Any]) -> str | None:
+        """The event id of the record on line ``number`` when compaction keeps it: a record of an
+        unfinished event from its latest ``event`` record on."""
+        if record["kind"] in ("seen", "done"):
+            return None
+        event_id = _event_id(record)
+        start = self.open.get(event_id)
+        return event_id if start is not None and number >= start else None
+
+    def finished(self) -> Iterator[tuple[str, float]]:
+        """``(id, accepted at)`` of each finished event kept, oldest accepted first."""
+        for event_id, at in self.accepted.items():
+            if event_id not in self.open:
+                yield event_id, at
+
+    def seen(self) -> dict[str, float]:
+        """The duplicates: finished events when accepted, unfinished ones as now; oldest first."""
+        now, open_ = self.now, self.open
+        pairs = ((i, now if i in open_ else at) for i, at in self.accepted.items())
+        return dict(sorted(pairs, key=lambda item: item[1]))
+
+
+def summarize(
+    records: Iterable[Mapping[str, Any]], now: float, window: float, limit: int = 2**62
+) -> JournalState:
+    """What compaction would make of ``records`` (in memory; :meth:`Journal.compact` streams a
+    file): unusable records are ignored."""
+    numbered = [
+        (number, record)
+        for number, record in enumerate(records, 1)
+        if isinstance(record, Mapping) and record_problem(record) is None
+    ]
+    ledger = _Ledger(now, window, limit)
+    for number, record in numbered:
+        ledger.add(number, record)
+    ledger.trim(max(limit - len(ledger.open), 0))
     unfinished: dict[str, list[dict[str, Any]]] = {}
-    kept: list[dict[str, Any]] = []
-    for event_id, entry in events.items():
-        if not entry.done:  # unfinished: everything, whatever its age; a duplicate until done
-            seen[event_id] = now
-            unfinished[event_id] = entry.records
-            kept.extend(entry.records)
-        elif now - entry.at < window:
-            seen[event_id] = entry.at
-            kept.append({"kind": "seen", "event_id": event_id, "at": entry.at})
-    return JournalState(seen, unfinished, kept)
+    for number, record in numbered:
+        event_id = ledger.unfinished_since(number, record)
+        if event_id is not None:
+            unfinished.setdefault(event_id, []).append(dict(record))
+    kept = sum(len(kept) for kept in unfinished.values()) + ledger.done
+    return JournalState(ledger.seen(), unfinished, kept)

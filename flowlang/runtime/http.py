@@ -17,6 +17,7 @@ from __future__ import annotations
 
 __all__ = [
     "RAW_BODY",
+    "RECORDED_REQUESTS_KEPT",
     "GuardedHttp",
     "HttpResult",
     "HttpSender",
@@ -495,17 +496,25 @@ class RecordedResponse:
     delay: float = 0.0
 
 
+#: Requests a RecordedHttp keeps for inspection (the latest).
+RECORDED_REQUESTS_KEPT = 64
+
+
 class RecordedHttp:
     """Answers requests from recordings matched by method and URL; no network at all."""
 
     def __init__(self, responses: Mapping[tuple[str, str], RecordedResponse]) -> None:
         self.responses = dict(responses)
+        #: The last RECORDED_REQUESTS_KEPT requests sent, oldest first (a long offline run
+        #: keeps no more).
         self.requests: list[PreparedRequest] = []
 
     async def send(
         self, request: PreparedRequest, *, timeout: float, max_body: int, follow_redirects: bool
     ) -> HttpResult:
         self.requests.append(request)
+        if len(self.requests) > RECORDED_REQUESTS_KEPT:
+            del self.requests[0]
         recorded = self.responses.get((request.method, request.url))
         if recorded is None:
             return HttpResult(
