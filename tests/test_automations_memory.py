@@ -246,3 +246,23 @@ def test_memory_stays_bounded_on_a_long_stream(tmp_path: Path) -> None:
         if generator.poll() is None:
             generator.kill()
         generator.wait(timeout=30)
+
+
+def test_a_file_backed_dead_letter_store_keeps_only_recent_records_in_memory(
+    tmp_path: Path,
+) -> None:
+    """The file holds every dead letter; memory holds the last RECENT_DEAD_LETTERS, so a
+    never-ending stream whose deliveries keep failing does not grow the process."""
+    from flowlang.automations.dispatch import RECENT_DEAD_LETTERS, DeadLetterStore
+
+    store = DeadLetterStore(tmp_path / "dead.jsonl")
+    total = RECENT_DEAD_LETTERS + 50
+    for number in range(total):
+        store.add({"event": {"id": f"e{number}"}, "action": "a"})
+    assert len(store.records) == RECENT_DEAD_LETTERS
+    assert store.records[-1]["event"]["id"] == f"e{total - 1}"
+    assert len(DeadLetterStore.read(tmp_path / "dead.jsonl")) == total
+    in_memory = DeadLetterStore()
+    for number in range(total):
+        in_memory.add({"event": {"id": f"e{number}"}})
+    assert len(in_memory.records) == total  # without a file, memory is the only place

@@ -44,8 +44,8 @@ import math
 import random
 import ssl
 import time
-from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterable, Mapping, MutableSequence
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from pathlib import Path
@@ -204,6 +204,10 @@ def file_lock(path: Path) -> FileLock:
     return FileLock(f"{path}.lock", wait=True)
 
 
+#: How many dead letters a file-backed store also keeps in memory (the most recent).
+RECENT_DEAD_LETTERS = 100
+
+
 class DeadLetterStore:
     """Actions kept for replay, one ASCII JSON object per line (appended under ``<path>.lock``,
     so a concurrent ``flowlang replay`` never erases one)."""
@@ -212,7 +216,11 @@ class DeadLetterStore:
         if path is not None:
             check_record_file(path, "dead-letter file")  # before a lock is made next to it
         self.path = path
-        self.records: list[dict[str, Any]] = []
+        #: Every record of a store in memory; of a file-backed store, only the most recent
+        #: RECENT_DEAD_LETTERS (the file has them all), so an endless stream stays bounded.
+        self.records: MutableSequence[dict[str, Any]] = (
+            [] if path is None else deque(maxlen=RECENT_DEAD_LETTERS)
+        )
 
     def add(self, record: dict[str, Any]) -> None:
         """Keep ``record``; OSError or RecordError when the file cannot take it."""
