@@ -82,13 +82,14 @@ def test_every_command_keeps_the_exit_status_contract(
     elif case == "missing file":
         argv = argv_with_file(command, str(tmp_path / "nope.yaml"), tmp_path)
     else:
-        if command in ("automate", "replay"):
-            pytest.skip("automate's and replay's own files: tested by their owner")
         latin = tmp_path / "latin.yaml"
         latin.write_bytes(b'{"a": "caf\xe9"}\n')
         argv = argv_with_file(command, str(latin), tmp_path)
     result = flowlang(*argv)
-    assert result.returncode == 2, (result.stdout[-500:], result.stderr[-500:])
+    # replay reads its file line by line: a line that is not UTF-8 is a record it cannot
+    # replay, left in the file (1: the work found problems); the file itself was readable.
+    expected = 1 if (command, case) == ("replay", "not UTF-8") else 2
+    assert result.returncode == expected, (result.stdout[-500:], result.stderr[-500:])
     shown = result.stdout + result.stderr
     if case == "missing file":
         assert "nope.yaml" in shown
