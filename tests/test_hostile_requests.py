@@ -143,6 +143,9 @@ def test_decimals_and_dates_are_sent_as_numbers_and_iso_text() -> None:
         b'"at":"2026-12-01T09:30:00+00:00","opens":"09:30:15.000250"}'
     )
     assert orjson.loads(data)["balance"] == 12.5
+    # As keys they are their text, as the json filter writes them (found by review).
+    keys = {Decimal("1.50"): 1, date(2026, 12, 1): 2, LoudDecimal("2"): 3}
+    assert encode_body(keys, LIMIT) == b'{"1.50":1,"2026-12-01":2,"2":3}'
 
 
 def _self_containing() -> list[Any]:

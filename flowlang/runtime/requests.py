@@ -403,8 +403,11 @@ def _plain_body(body: Any, limit: int) -> Any:
                     if plain_key is None:
                         name = type(entry_key).__name__
                         raise _body_error(f"a key of type {name} is not JSON")
+                    key_value = plain_key[0]
+                    if isinstance(key_value, orjson.Fragment):  # a Decimal key: its text
+                        key_value = decimal_text(Decimal(entry_key))
                     size += plain_key[1] + 1
-                    work.append((value, copy, plain_key[0]))
+                    work.append((value, copy, key_value))
             else:
                 copy = [None] * len(entries)
                 for position in range(len(entries) - 1, -1, -1):
