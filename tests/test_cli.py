@@ -66,7 +66,7 @@ def test_syntax_error_prints_the_caret_and_exits_2(capsys: pytest.CaptureFixture
     ("stdin", "message"),
     [
         ('{"a": ', "<stdin>:1:7: invalid JSON"),
-        ("[1, 2]", "the context must be a JSON object, not list"),
+        ("[1, 2]", "the context must be a JSON object, not a list"),
         ("[" * 100_000, "JSON nests too deeply"),
     ],
 )

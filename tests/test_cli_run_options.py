@@ -203,6 +203,23 @@ def test_an_unusable_ca_file_exits_2(
     assert f"certificate authority file {pem}" in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize("kind", ["fifo", "directory", "device"])
+def test_a_ca_file_that_is_not_a_regular_file_exits_2_at_once(
+    kind: str, https_flow: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A FIFO without a writer would block the loader forever (found by review)."""
+    path = tmp_path / "ca"
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "directory":
+        path.mkdir()
+    else:
+        path = Path("/dev/zero")
+    assert cli("run", str(https_flow), "--ca-file", str(path))[0] == 2
+    err = capsys.readouterr().err
+    assert f"certificate authority file {path}" in err and "Traceback" not in err
+
+
 # --- colour -------------------------------------------------------------------------------------
 
 

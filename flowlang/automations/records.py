@@ -38,7 +38,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
 
-from flowlang.expr.shared import carried_text
+from flowlang.expr.shared import carried_text, kind_name
 from flowlang.expr.values import plain_json
 
 #: An event nests at most this deep (the depth of JSON the HTTP layer accepts).
@@ -147,7 +147,7 @@ def decode_record(raw: bytes, depth: int = MAX_RECORD_DEPTH) -> dict[str, Any]:
     except ValueError as error:  # an integer too long to convert, for one
         raise RecordError(f"invalid JSON: {error}") from None
     if not isinstance(value, dict):
-        raise RecordError(f"not a JSON object but {type(value).__name__}")
+        raise RecordError(f"not a JSON object but {kind_name(value)}")
     if nests_deeper_than(value, depth):
         raise RecordError(f"nests deeper than {depth} levels")
     return value

@@ -179,8 +179,9 @@ def _warn(message: str, progress: Progress | None = None) -> None:
 
 
 def _warn_shown(redactor: Redactor, message: str, progress: Progress | None = None) -> None:
-    """Warn with ``message`` as output shows errors: masked, then shortened (shown_error)."""
-    _warn(str(shown_error(redactor, message)), progress)
+    """Warn with ``message`` as output shows errors: masked, then shortened (shown_error), on
+    one line (it quotes outside text)."""
+    _warn(printable(str(shown_error(redactor, message)), one_line=True), progress)
 
 
 def _load_workflows(names: list[str]) -> list[Any]:
@@ -233,11 +234,13 @@ class _AutomateRun:
 
     # --- output ------------------------------------------------------------------------------
 
-    def write(self, text: str) -> None:
-        """Write to standard output (masked, made printable)."""
+    def write(self, text: str, painted: str = "") -> None:
+        """Write ``text`` to standard output, masked and made printable: each of its lines stays
+        one line (a newline inside outside text is escaped by the caller's one-line pieces).
+        ``painted`` (colour codes around text already made safe) is written as is before it."""
         if _is_terminal(self.out):
             self.progress.clear()
-        self.out.write(printable(self.redactor.text(text)))
+        self.out.write(painted + printable(self.redactor.text(text)))
 
     def note(self, text: str) -> None:
         """A note about the run (not with -q): on standard output, or standard error with
@@ -250,7 +253,7 @@ class _AutomateRun:
             self.write(text + "\n")
 
     def warn(self, message: str) -> None:
-        _warn_shown(self.redactor, message, self.progress)
+        _warn_shown(self.redactor, message, self.progress)  # one line: outside text in it
 
     def attempt(self, attempt: Attempt) -> None:
         """Every delivery attempt: progress notes its retry; ``-v`` writes a line on standard
@@ -264,7 +267,7 @@ class _AutomateRun:
             text += f" ({shown_error(self.redactor, attempt.error)})"
         if attempt.retry_in is not None:
             text += f"; next attempt in {attempt.retry_in:,.0f}s"
-        _warn(text, self.progress)
+        _warn(printable(text, one_line=True), self.progress)
 
     def report(self, result: DispatchResult) -> None:
         counts, redactor = self.counts, self.redactor
@@ -297,11 +300,13 @@ class _AutomateRun:
             return
         for delivery in result.deliveries:
             if delivery.outcome != "delivered":
+                # Ids, names and errors come from events, documents and servers: each is one
+                # line; only the outcome is painted, after the rest was made safe.
+                where = f"  {result.event_id} {delivery.workflow}/{delivery.action}: "
+                error = str(shown_error(redactor, delivery.error))
+                safe_where = printable(redactor.text(where), one_line=True)
                 outcome = self.colours.paint(delivery.outcome, "bad")
-                self.write(
-                    f"  {result.event_id} {delivery.workflow}/{delivery.action}: "
-                    f"{outcome} ({shown_error(redactor, delivery.error)})\n"
-                )
+                self.write(f" ({printable(error, one_line=True)})\n", safe_where + outcome)
         if result.deliveries:
             self.out.flush()
 

@@ -18,6 +18,7 @@ import json
 import sys
 from typing import Any, TextIO
 
+from flowlang.expr.shared import kind_name
 from flowlang.flow.source import MAX_DOCUMENT, read_limited
 
 #: The exit-code contract of every command: success; the work found problems (findings, a
@@ -37,6 +38,7 @@ EXIT_STATUSES = """exit status:
   2    bad usage or unreadable input: a missing or unreadable file, not UTF-8,
        too large, invalid JSON or document, a template syntax error
   130  interrupted (Ctrl-C); 141: the output pipe was closed (| head)"""
+
 
 
 class UsageError(Exception):
@@ -101,6 +103,6 @@ def read_context(name: str | None, stdin: TextIO) -> Any:
         raise UsageError(f"{label}: JSON nests too deeply") from None
     if not isinstance(context, dict):
         raise UsageError(
-            f"{label}: the context must be a JSON object, not {type(context).__name__}"
+            f"{label}: the context must be a JSON object, not {kind_name(context)}"
         )
     return context

@@ -12,6 +12,7 @@ __all__ = ["trusted_authorities"]
 
 import os
 import ssl
+import stat
 from collections.abc import Mapping
 
 import certifi
@@ -21,6 +22,13 @@ from flowlang.cli.inputs import UsageError
 
 def _load(context: ssl.SSLContext, *, cafile: str | None = None, capath: str | None = None) -> None:
     what = cafile or capath
+    if cafile is not None:
+        try:
+            regular = stat.S_ISREG(os.stat(cafile).st_mode)
+        except OSError:
+            regular = True  # missing or unreadable: said below, by the loader
+        if not regular:  # a FIFO would block forever, a device never end
+            raise UsageError(f"certificate authority file {cafile} is not a regular file")
     try:
         context.load_verify_locations(cafile=cafile, capath=capath)
     except FileNotFoundError:
