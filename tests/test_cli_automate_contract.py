@@ -144,8 +144,19 @@ def test_exit_2_for_unreadable_files(
         ["automate", "--events", "-"],
         ["automate", "wf.yaml", "--events", "-", "-q", "-v"],
         ["automate", "wf.yaml", "--events", "-", "--concurrency", "many"],
+        ["automate", "wf.yaml", "--events", "-", "--concurrency", "0"],
+        ["automate", "wf.yaml", "--events", "-", "--concurrency", "-5"],
+        ["automate", "wf.yaml", "--events", "-", "--concurrency", "99999999999999999999"],
     ],
-    ids=["no-events", "no-workflow", "quiet-and-verbose", "concurrency-not-a-number"],
+    ids=[
+        "no-events",
+        "no-workflow",
+        "quiet-and-verbose",
+        "concurrency-not-a-number",
+        "concurrency-zero",
+        "concurrency-negative",
+        "concurrency-huge",
+    ],
 )
 def test_exit_2_for_bad_usage(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as stop:

@@ -51,6 +51,23 @@ for replay:
 )
 
 
+#: The most events ``automate`` processes at once.
+MAX_CONCURRENCY = 1000
+
+
+def _events_at_once(text: str) -> int:
+    """``--concurrency``: a whole number from 1 to MAX_CONCURRENCY (else a usage error)."""
+    try:
+        number = int(text)
+    except ValueError:
+        number = 0
+    if not 1 <= number <= MAX_CONCURRENCY:
+        raise argparse.ArgumentTypeError(
+            f"a whole number from 1 to {MAX_CONCURRENCY}, not {text!r}"
+        )
+    return number
+
+
 def _add_network_options(parser: argparse.ArgumentParser) -> None:
     """``--allow-host`` and ``--ca-file``: which servers actions may reach, and trust."""
     parser.add_argument(
@@ -142,10 +159,10 @@ def add_automate_command(commands: Any) -> None:
     )
     automate.add_argument(
         "--concurrency",
-        type=int,
+        type=_events_at_once,
         default=8,
         metavar="N",
-        help="events processed at once (default: %(default)s)",
+        help=f"events processed at once, 1 to {MAX_CONCURRENCY} (default: %(default)s)",
     )
     _add_network_options(automate)
     automate.add_argument(
