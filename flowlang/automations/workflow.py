@@ -31,7 +31,7 @@ from flowlang.expr.syntax import KEYWORDS, NAME_PATTERN
 from flowlang.flow.build import StepBuilder, TemplateUse
 from flowlang.flow.conditions import compile_rows
 from flowlang.flow.fields import Field
-from flowlang.flow.model import FieldTree, Finding, FlowDocumentError, Value
+from flowlang.flow.model import FieldTree, Finding, FlowDocumentError, Value, compiled_or_raise
 from flowlang.flow.source import (
     Document,
     Pointer,
@@ -419,21 +419,14 @@ def load_workflow(
 
     Raises FlowDocumentError listing every problem, each with file:line:column.
     """
-    return _compiled(check_workflow(path, engine=engine))
+    return compiled_or_raise(check_workflow(path, engine=engine))
 
 
 def load_workflow_text(
     text: str, *, name: str | None = None, engine: Engine | None = None
 ) -> CompiledWorkflow:
     """:func:`load_workflow` for a document given as text; ``name`` labels it in messages."""
-    return _compiled(check_workflow_text(text, name=name, engine=engine))
-
-
-def _compiled(checked: tuple[CompiledWorkflow | None, list[Finding]]) -> CompiledWorkflow:
-    workflow, findings = checked
-    if workflow is None:
-        raise FlowDocumentError(findings)
-    return workflow
+    return compiled_or_raise(check_workflow_text(text, name=name, engine=engine))
 
 
 def _where(position: SourcePosition | None) -> str:

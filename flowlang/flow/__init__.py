@@ -15,7 +15,7 @@ import os
 
 from flowlang.engine import Engine
 from flowlang.flow.build import build_steps
-from flowlang.flow.model import CompiledFlow, Finding, FlowDocumentError
+from flowlang.flow.model import CompiledFlow, Finding, FlowDocumentError, compiled_or_raise
 from flowlang.flow.source import (
     Document,
     paused_collector,
@@ -100,18 +100,11 @@ def load_flow(
     Raises FlowDocumentError listing every problem, each with file:line:column, step and field;
     a file that cannot be read or parsed raises another FlowError that names it.
     """
-    return _compiled(check_flow(path, engine=engine))
+    return compiled_or_raise(check_flow(path, engine=engine))
 
 
 def load_flow_text(
     text: str, *, name: str | None = None, engine: Engine | None = None
 ) -> CompiledFlow:
     """:func:`load_flow` for a document given as text; ``name`` labels it in messages."""
-    return _compiled(check_flow_text(text, name=name, engine=engine))
-
-
-def _compiled(checked: tuple[CompiledFlow | None, list[Finding]]) -> CompiledFlow:
-    flow, findings = checked
-    if flow is None:
-        raise FlowDocumentError(findings)
-    return flow
+    return compiled_or_raise(check_flow_text(text, name=name, engine=engine))

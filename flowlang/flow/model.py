@@ -14,7 +14,7 @@ __all__ = [
 import copy
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from flowlang.errors import FlowError, SourceLines, SourcePosition
 from flowlang.expr.backends import compiled_helper
@@ -193,3 +193,14 @@ class FlowDocumentError(FlowError):
 
     def __str__(self) -> str:
         return "\n\n".join(finding.render() for finding in self.findings)
+
+
+_Compiled = TypeVar("_Compiled")
+
+
+def compiled_or_raise(checked: tuple[_Compiled | None, list[Finding]]) -> _Compiled:
+    """The compiled document of a check, or FlowDocumentError with every finding."""
+    document, findings = checked
+    if document is None:
+        raise FlowDocumentError(findings)
+    return document

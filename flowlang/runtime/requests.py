@@ -332,6 +332,12 @@ def _plain_scalar(item: Any) -> tuple[Any, int] | None:
 
 def _decimal_scalar(item: Decimal) -> tuple[Any, int]:
     """A Decimal as a JSON number with exactly its digits (``12.50``), written as is."""
+    text = _decimal_text(item)
+    return orjson.Fragment(text), len(text)
+
+
+def _decimal_text(item: Decimal) -> str:
+    """The exact digits of a finite Decimal of a sensible exponent; RequestError otherwise."""
     exact = item if type(item) is Decimal else Decimal(item)  # no override runs
     if not exact.is_finite():
         raise _body_error("a decimal that is not a number or is infinite is not a JSON number")
@@ -339,8 +345,7 @@ def _decimal_scalar(item: Decimal) -> tuple[Any, int]:
         raise _body_error(
             f"a decimal with an exponent beyond {MAX_DECIMAL_EXPONENT} is not sent as a number"
         )
-    text = decimal_text(exact) or ""
-    return orjson.Fragment(text), len(text)
+    return decimal_text(exact) or ""
 
 
 def _snapshot(item: Any) -> list[Any]:
@@ -399,15 +404,16 @@ def _plain_body(body: Any, limit: int) -> Any:
             if isinstance(item, Mapping):
                 copy = {}
                 for entry_key, value in reversed(entries):
-                    plain_key = _plain_scalar(entry_key)
+                    if isinstance(entry_key, Decimal):  # a key is text: its digits
+                        digits = _decimal_text(entry_key)
+                        plain_key: tuple[Any, int] | None = (digits, len(digits) + 2)
+                    else:
+                        plain_key = _plain_scalar(entry_key)
                     if plain_key is None:
                         name = type(entry_key).__name__
                         raise _body_error(f"a key of type {name} is not JSON")
-                    key_value = plain_key[0]
-                    if isinstance(key_value, orjson.Fragment):  # a Decimal key: its text
-                        key_value = decimal_text(Decimal(entry_key))
                     size += plain_key[1] + 1
-                    work.append((value, copy, key_value))
+                    work.append((value, copy, plain_key[0]))
             else:
                 copy = [None] * len(entries)
                 for position in range(len(entries) - 1, -1, -1):
