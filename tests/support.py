@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import os
 import re
 import signal
@@ -58,11 +59,15 @@ def same(actual: Any, expected: Any) -> bool:
     return bool(actual == expected)
 
 
+#: Where FakeClock's time starts.
+NOW = 1_800_000_000.0
+
+
 class FakeClock:
     """Time that moves only when a retry waits; every wait is recorded."""
 
     def __init__(self) -> None:
-        self.current = 1_800_000_000.0
+        self.current = NOW
         self.waits: list[float] = []
 
     def now(self) -> float:
@@ -72,6 +77,16 @@ class FakeClock:
         self.waits.append(seconds)
         self.current += seconds
         await asyncio.sleep(0)
+
+
+def read_json_lines(path: Path) -> list[dict[str, Any]]:
+    """The records of a JSON-lines file (a journal, a dead-letter file)."""
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def write_json_lines(path: Path, records: list[dict[str, Any]]) -> None:
+    """Write ``records`` as JSON lines."""
+    path.write_text("".join(json.dumps(record) + "\n" for record in records), encoding="utf-8")
 
 
 def cli(*argv: str, stdin: str = "") -> tuple[int, str]:

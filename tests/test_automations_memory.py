@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support import NOW, FakeClock, read_json_lines, write_json_lines
 from test_cli_automate_stream import GENERATOR, automate, next_line
 
 from flowlang.automations import Automations, DeliverySettings, Journal
@@ -22,26 +23,6 @@ from flowlang.automations.dispatch import MAX_REMEMBERED_EVENTS
 from flowlang.automations.journal import summarize
 
 DAY = 86_400.0
-NOW = 1_800_000_000.0
-
-
-class Clock:
-    def __init__(self, now: float = NOW) -> None:
-        self.current = now
-
-    def now(self) -> float:
-        return self.current
-
-    async def sleep(self, seconds: float) -> None:
-        self.current += seconds
-
-
-def lines(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
-
-
-def write(path: Path, records: list[dict[str, Any]]) -> None:
-    path.write_text("".join(json.dumps(record) + "\n" for record in records), encoding="utf-8")
 
 
 def event(event_id: str, at: float) -> dict[str, Any]:
@@ -56,7 +37,7 @@ def duplicates(automations: Automations, ids: list[str]) -> list[bool]:
 
 
 def test_the_cap_forgets_the_oldest_event_ids_first() -> None:
-    clock = Clock()
+    clock = FakeClock()
     remembered = Automations([], settings=DeliverySettings(max_remembered_events=3), clock=clock)
     for number in range(5):
         clock.current += 1
@@ -68,7 +49,7 @@ def test_the_cap_forgets_the_oldest_event_ids_first() -> None:
 
 
 def test_the_window_still_forgets_before_the_cap() -> None:
-    clock = Clock()
+    clock = FakeClock()
     settings = DeliverySettings(dedup_window=60, max_remembered_events=100)
     automations = Automations([], settings=settings, clock=clock)
     assert duplicates(automations, ["a", "b"]) == [False, False]
@@ -78,7 +59,7 @@ def test_the_window_still_forgets_before_the_cap() -> None:
 
 def test_the_journal_keeps_at_most_the_cap_after_compaction(tmp_path: Path) -> None:
     path = tmp_path / "journal.jsonl"
-    clock = Clock()
+    clock = FakeClock()
     settings = DeliverySettings(max_remembered_events=5)
     automations = Automations(
         [], settings=settings, journal=Journal(path, compact_after=10), clock=clock
@@ -86,10 +67,12 @@ def test_the_journal_keeps_at_most_the_cap_after_compaction(tmp_path: Path) -> N
     for number in range(60):
         clock.current += 1
         assert duplicates(automations, [f"e{number}"]) == [False]
-        assert len(lines(path)) <= 10 + 1 + 2 * 5  # appended since compaction + what it kept
+        assert (
+            len(read_json_lines(path)) <= 10 + 1 + 2 * 5
+        )  # appended since compaction + what it kept
     automations.close_journal()
     later = Automations([], settings=settings, journal=Journal(path), clock=clock)
-    assert lines(path) == [
+    assert read_json_lines(path) == [
         {"kind": "seen", "event_id": f"e{n}", "at": NOW + n + 1} for n in range(55, 60)
     ]
     assert duplicates(later, ["e59", "e55", "e54"]) == [True, True, False]
@@ -103,7 +86,7 @@ def test_a_journal_from_before_the_cap_is_cut_to_it_with_unfinished_events_kept(
     (non-ASCII UTF-8): compaction keeps the newest seen lines and copies the rest whole."""
     path = tmp_path / "journal.jsonl"
     records = [{"kind": "seen", "event_id": f"s{n}", "at": NOW - 5000 + n} for n in range(5000)]
-    write(path, records[:2500])
+    write_json_lines(path, records[:2500])
     unfinished = '{"kind": "event", "event": {"id": "open", "type": "x", "name": "Zoë"}, "at": 1}'
     with path.open("a", encoding="utf-8") as handle:
         handle.write(unfinished + "\n")
@@ -111,8 +94,8 @@ def test_a_journal_from_before_the_cap_is_cut_to_it_with_unfinished_events_kept(
         handle.write("".join(json.dumps(record) + "\n" for record in records[2500:]))
     settings = DeliverySettings(max_remembered_events=100)
     journal = Journal(path)
-    automations = Automations([], settings=settings, journal=journal, clock=Clock())
-    kept = lines(path)
+    automations = Automations([], settings=settings, journal=journal, clock=FakeClock())
+    kept = read_json_lines(path)
     assert kept[0] == json.loads(unfinished)
     assert kept[1:] == records[-99:]  # the cap counts the unfinished event too
     assert len(journal.problems) == 1 and ":2502:" in journal.problems[0]
@@ -177,13 +160,13 @@ def test_streaming_compaction_keeps_what_the_plain_reading_keeps(
     finished, unfinished = reference(records, NOW, window, limit)
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "journal.jsonl"
-        write(path, records)
+        write_json_lines(path, records)
         journal = Journal(path)
         try:
             state = journal.compact(NOW, window, limit, remember=True)
-            kept = lines(path)
+            kept = read_json_lines(path)
             again = journal.compact(NOW, window, limit, remember=True)  # idempotent
-            assert lines(path) == kept and again.seen == state.seen
+            assert read_json_lines(path) == kept and again.seen == state.seen
         finally:
             journal.close()
     seen_lines = [(r["event_id"], r["at"]) for r in kept if r["kind"] == "seen"]
@@ -240,7 +223,7 @@ def test_memory_stays_bounded_on_a_long_stream(tmp_path: Path) -> None:
             assert process.wait(timeout=60) == 0
         assert summary["events"] == STREAM_EVENTS and summary["exit"] == 0
         assert peak < PEAK_BOUND, f"peak memory {peak / 2**20:.0f} MiB"
-        journal = lines(tmp_path / "journal.jsonl")
+        journal = read_json_lines(tmp_path / "journal.jsonl")
         assert len(journal) <= 2 * STREAM_EVENTS + 1  # compacted as it grew
     finally:
         if generator.poll() is None:

@@ -4,34 +4,15 @@ event or forgetting a duplicate inside the window."""
 from __future__ import annotations
 
 import asyncio
-import json
 from pathlib import Path
 from typing import Any
+
+from support import NOW, FakeClock, read_json_lines, write_json_lines
 
 from flowlang.automations import Automations, DeliverySettings, Journal
 from flowlang.automations.journal import summarize
 
 DAY = 86_400.0
-NOW = 1_800_000_000.0
-
-
-class Clock:
-    def __init__(self, now: float = NOW) -> None:
-        self.current = now
-
-    def now(self) -> float:
-        return self.current
-
-    async def sleep(self, seconds: float) -> None:
-        self.current += seconds
-
-
-def lines(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
-
-
-def write(path: Path, records: list[dict[str, Any]]) -> None:
-    path.write_text("".join(json.dumps(record) + "\n" for record in records), encoding="utf-8")
 
 
 def event(event_id: str, at: float | None) -> dict[str, Any]:
@@ -53,7 +34,7 @@ def test_loading_keeps_unfinished_events_and_the_window_and_forgets_the_rest(
         "outcome": "delivered",
         "result": {"id": 1},
     }
-    write(
+    write_json_lines(
         path,
         [
             event("old", NOW - 2 * DAY),
@@ -69,8 +50,8 @@ def test_loading_keeps_unfinished_events_and_the_window_and_forgets_the_rest(
     )
     with path.open("a", encoding="utf-8") as handle:
         handle.write('{"kind": "done", "event_')  # torn by a crash
-    automations = Automations([], journal=Journal(path), clock=Clock())
-    assert lines(path) == [
+    automations = Automations([], journal=Journal(path), clock=FakeClock())
+    assert read_json_lines(path) == [
         event("open", NOW - 3 * DAY),
         settled,
         {"kind": "seen", "event_id": "recent", "at": NOW - 3600},
@@ -88,7 +69,7 @@ def test_the_journal_stays_bounded_while_duplicates_inside_the_window_are_still_
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "journal.jsonl"
-    clock = Clock()
+    clock = FakeClock()
     settings = DeliverySettings(dedup_window=DAY)
     automations = Automations(
         [], settings=settings, journal=Journal(path, compact_after=50), clock=clock
@@ -133,8 +114,8 @@ def test_a_summary_counts_an_event_accepted_again_after_its_window_once() -> Non
 
 def test_a_crash_while_compacting_leaves_a_whole_journal(tmp_path: Path) -> None:
     path = tmp_path / "journal.jsonl"
-    write(path, [event("a", NOW), {"kind": "done", "event_id": "a"}])
+    write_json_lines(path, [event("a", NOW), {"kind": "done", "event_id": "a"}])
     (tmp_path / "journal.jsonl.compacting").write_text('{"kind": "seen", "ev', encoding="utf-8")
-    Automations([], journal=Journal(path), clock=Clock())  # the stale partial file is replaced
-    assert lines(path) == [{"kind": "seen", "event_id": "a", "at": NOW}]
+    Automations([], journal=Journal(path), clock=FakeClock())  # the stale partial file is replaced
+    assert read_json_lines(path) == [{"kind": "seen", "event_id": "a", "at": NOW}]
     assert not (tmp_path / "journal.jsonl.compacting").exists()
