@@ -26,8 +26,8 @@ sys.path.insert(0, str(Path(__file__).parent.parent / "tests"))
 from servers import Server, serve
 
 import flowlang
+from flowlang.http_rules import encode_body
 from flowlang.runtime.http import RecordedHttp
-from flowlang.runtime.requests import encode_body
 
 BATCH = 100
 

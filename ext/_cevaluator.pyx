@@ -572,13 +572,13 @@ cdef object _scan(object item, int depth, Py_ssize_t* budget):
 def first_non_finite(value):
     """The first NaN or infinity inside JSON-shaped ``value`` (a float), or None.
 
-    The compiled twin of flowlang.runtime.requests.first_non_finite (orjson writes NaN and
+    The compiled twin of flowlang.http_rules.first_non_finite (orjson writes NaN and
     infinity as null, so bodies are scanned); a property test keeps the two equal.
     """
     cdef Py_ssize_t budget = _SCAN_CONTAINERS
     found = _scan(value, 0, &budget)
     if found is _ASK_PYTHON:
-        from flowlang.runtime.requests import first_non_finite as python_scan
+        from flowlang.http_rules import first_non_finite as python_scan
         return python_scan(value)
     return found
 # --- the rendered-size limit: JSON length, measured before the JSON is built ---------------

@@ -1,7 +1,7 @@
 # Included by _cevaluator.pyx, so that steps call expression nodes directly (no Python call).
 #
 # The compiled twins of the runtime's hot path: the step loop (flowlang.runtime.loop), the
-# steps without I/O and the call-control steps (flowlang.runtime.steps), field trees
+# steps without I/O and the call-control steps (flowlang.kinds), field trees
 # (flowlang.flow.model.generated_build), a run's fields and new scope (flowlang.runtime.loop)
 # and trace entries (flowlang.runtime.results). Cold paths (rows that could not be compiled, the
 # rows of a taken branch, HTTP, results, failures) call the very Python functions the twins use.
@@ -17,7 +17,6 @@ cdef extern from "Python.h":
 cdef object _RunResult = None
 cdef object _compared_rows = None
 cdef object _holding_rows = None
-cdef dict _HOST_ACTIONS = None
 cdef object _DataLimitError = None
 cdef object _variable_problem = None
 cdef object _state_full = None
@@ -32,26 +31,25 @@ cdef object _unreadable_context = None
 
 cdef void _import_runtime() except *:
     """The runtime's Python helpers, imported on first use (at load it would be circular)."""
-    global _RunResult, _compared_rows, _holding_rows, _HOST_ACTIONS, _DataLimitError
+    global _RunResult, _compared_rows, _holding_rows, _DataLimitError
     global _variable_problem, _state_full, _context_problem, _store_variables, _py_text_size
     global _Mapping, _text_limit, _key_text, _unreadable_context
     from collections.abc import Mapping
     from flowlang.runtime.loop import context_problem, key_text, unreadable_context
     from flowlang.runtime.results import RunResult
-    from flowlang.runtime.state import DataLimitError, _text_size
-    from flowlang.runtime.steps import (
-        HOST_ACTIONS, compared_rows, holding_rows, state_full, store_variables, text_limit,
-        variable_problem
+    from flowlang.kinds.call_control import text_limit
+    from flowlang.kinds.condition_splitter import compared_rows, holding_rows
+    from flowlang.rundata import (
+        DataLimitError, _text_size, state_full, store_variables, variable_problem
     )
     _RunResult, _compared_rows, _holding_rows = RunResult, compared_rows, holding_rows
-    _HOST_ACTIONS = HOST_ACTIONS
     _DataLimitError, _variable_problem, _state_full = DataLimitError, variable_problem, state_full
     _context_problem, _store_variables, _py_text_size = context_problem, store_variables, _text_size
     _Mapping, _text_limit, _key_text = Mapping, text_limit, key_text
     _unreadable_context = unreadable_context
 
 
-# --- run data: the twin of flowlang.runtime.state.measure ----------------------------------------
+# --- run data: the twin of flowlang.rundata.measure ----------------------------------------
 
 cdef enum:
     TOO_DEEP = -1
@@ -85,7 +83,7 @@ cdef inline Py_ssize_t _int_size(object value) except? -100:
 
 
 cdef Py_ssize_t _measure(object value, Py_ssize_t depth, Py_ssize_t budget, bint strict) except? -100:
-    """Twin of flowlang.runtime.state.measure (without the trail: the error path asks it)."""
+    """Twin of flowlang.rundata.measure (without the trail: the error path asks it)."""
     cdef object kind = type(value)
     cdef Py_ssize_t size
     if kind is str:
@@ -190,7 +188,7 @@ cdef inline Py_ssize_t _measure_entry(
 
 
 def measure_data(value, Py_ssize_t depth, Py_ssize_t budget, bint strict):
-    """Twin of flowlang.runtime.state.measure (its first four arguments)."""
+    """Twin of flowlang.rundata.measure (its first four arguments)."""
     return _measure(value, depth, budget, strict)
 
 
@@ -371,7 +369,7 @@ cdef class PlannedStep:
         self.run_step = run_step
         self.execute = execute
         self.waits = run_step is None
-        self.http = self.kind == "http_request"
+        self.http = step.kind.network
 
     cdef void plain(self, object run, object scope, Transit out) except *:
         out.take(self.run_step(run))
@@ -381,7 +379,7 @@ cdef object _ABSENT = object()
 
 
 cdef inline object _variable(dict variables, object key):
-    """Twin of flowlang.runtime.steps.lookup_variable: ``variables.get(key)`` as a strong
+    """Twin of flowlang.rundata.lookup_variable: ``variables.get(key)`` as a strong
     reference, or _ABSENT when missing or when a key's ``__eq__``/``__hash__`` raised (a raising
     key is missing, grammar/SPEC.md §2)."""
     try:
@@ -391,7 +389,7 @@ cdef inline object _variable(dict variables, object key):
 
 
 cdef void merge_variables(dict variables, object values) except *:
-    """Twin of flowlang.runtime.steps.merge_variables: nested maps merge copy-on-write.
+    """Twin of flowlang.rundata.merge_variables: nested maps merge copy-on-write.
 
     The entries of ``values`` are read once into a list first: looking a key up, copying or
     merging may run a hostile key's or map's code, which must not change what is being read."""
@@ -415,8 +413,8 @@ cdef bint _may_read_vars(object value):
 
 
 cdef class SetVariablesStep(PlannedStep):
-    """Twin of flowlang.runtime.steps.plan_set_variables: render every value, then store each
-    within the run's data limits (flowlang.runtime.steps.store_variables).
+    """Twin of flowlang.kinds.set_variables.plan_set_variables: render every value, then store each
+    within the run's data limits (flowlang.rundata.store_variables).
 
     When the values are flat and none reads ``vars``, each is stored as soon as it is rendered
     (no intermediate dict): nothing can tell the two orders apart (a value refused renders the
@@ -443,7 +441,7 @@ cdef class SetVariablesStep(PlannedStep):
         self.transition = GO_ON if self.target else COMPLETE
 
     cdef object store(self, RunFields run, dict variables, object key, object value):
-        """Twin of the loop body of flowlang.runtime.steps.store_variables: None when stored,
+        """Twin of the loop body of flowlang.rundata.store_variables: None when stored,
         else the DataLimitError to raise."""
         cdef Py_ssize_t size, old, total
         existing = _variable(variables, key)
@@ -543,7 +541,7 @@ cdef class SplitterStep(PlannedStep):
 
 
 cdef class HostStep(PlannedStep):
-    """Twin of flowlang.runtime.steps.host_action: say, play, transfer, voicemail, hangup."""
+    """Twin of flowlang.kinds.call_control.run_host_action: say, play, transfer, voicemail, hangup."""
     cdef object field
     cdef object outcome
     cdef bint ends
@@ -552,7 +550,8 @@ cdef class HostStep(PlannedStep):
     cdef object target
 
     def __cinit__(self, object step, object run_step, object execute, *args):
-        self.field, self.outcome, self.ends = _HOST_ACTIONS[step.type]
+        action = step.kind.host
+        self.field, self.outcome, self.ends = action.field, action.outcome, action.ends
         if self.field is not None:
             self.value = node_of(step.fields[self.field].render)
             self.limit = _text_limit(step.fields[self.field])
@@ -567,21 +566,23 @@ cdef class HostStep(PlannedStep):
             out.set(GO_ON if self.target else COMPLETE, self.target, self.outcome, None)
 
 
+#: The compiled twins of step kinds, by the name a kind gives in ``twin``.
+cdef dict _TWINS = {
+    "SetVariablesStep": SetVariablesStep,
+    "SplitterStep": SplitterStep,
+    "HostStep": HostStep,
+}
+
+
 def compile_plan(plan):
-    """The compiled form of a step plan from flowlang.runtime.steps.plan_flow."""
+    """The compiled form of a step plan from flowlang.runtime.plan.plan_flow."""
     if _RunResult is None:
         _import_runtime()
     compiled = {}
     for step_id, (step, run_step, execute) in plan.items():
-        step_id = _interned(step_id)
-        if step.type == "set_variables":
-            compiled[step_id] = SetVariablesStep(step, run_step, execute)
-        elif step.type == "condition_splitter":
-            compiled[step_id] = SplitterStep(step, run_step, execute)
-        elif step.type in _HOST_ACTIONS:
-            compiled[step_id] = HostStep(step, run_step, execute)
-        else:
-            compiled[step_id] = PlannedStep(step, run_step, execute)
+        twin = step.kind.twin
+        planned = PlannedStep if twin is None else _TWINS[twin]
+        compiled[_interned(step_id)] = planned(step, run_step, execute)
     return compiled
 
 

@@ -67,7 +67,7 @@ if TYPE_CHECKING:
     )
     from flowlang.expr.limits import Limits
     from flowlang.expr.references import Reference
-    from flowlang.flow import check_flow, check_flow_text, load_flow, load_flow_text
+    from flowlang.flow.load import check_flow, check_flow_text, load_flow, load_flow_text
     from flowlang.flow.model import CompiledFlow, FlowDocumentError
     from flowlang.runtime.host import Host, NullHost, RecordingHost
     from flowlang.runtime.runner import RunResult, Runtime, RuntimeSettings, run_sync
@@ -123,10 +123,10 @@ _LAZY: dict[str, str] = {
     "SourcePosition": "flowlang.errors",
     "StateKeys": "flowlang.runtime.state",
     "Template": "flowlang.engine",
-    "check_flow": "flowlang.flow",
-    "check_flow_text": "flowlang.flow",
-    "load_flow": "flowlang.flow",
-    "load_flow_text": "flowlang.flow",
+    "check_flow": "flowlang.flow.load",
+    "check_flow_text": "flowlang.flow.load",
+    "load_flow": "flowlang.flow.load",
+    "load_flow_text": "flowlang.flow.load",
     "load_workflow": "flowlang.automations",
     "load_workflow_text": "flowlang.automations",
     "run_sync": "flowlang.runtime.runner",

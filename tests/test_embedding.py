@@ -18,8 +18,17 @@ from hypothesis import strategies as st
 
 import flowlang
 
-RUNTIME_MODULES = ("asyncio", "httpx", "httpcore", "anyio", "yaml", "ssl",
-                   "flowlang.runtime", "flowlang.flow", "flowlang.automations")
+RUNTIME_MODULES = (
+    "asyncio",
+    "httpx",
+    "httpcore",
+    "anyio",
+    "yaml",
+    "ssl",
+    "flowlang.runtime",
+    "flowlang.flow",
+    "flowlang.automations",
+)
 BLOCK_EXTENSION = """
 import sys
 class _Block:
@@ -32,8 +41,14 @@ sys.meta_path.insert(0, _Block())
 
 def _python(code: str, *options: str, **env: str) -> subprocess.CompletedProcess[str]:
     base = {k: v for k, v in os.environ.items() if not k.startswith("FLOWLANG_")}
-    return subprocess.run([sys.executable, *options, "-c", textwrap.dedent(code)], capture_output=True,
-                          text=True, timeout=120, env={**base, **env}, check=False)
+    return subprocess.run(
+        [sys.executable, *options, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**base, **env},
+        check=False,
+    )
 
 
 @pytest.mark.parametrize("mode", ["cython", "python"])
@@ -41,7 +56,8 @@ def test_rendering_loads_no_runtime_module(mode: str) -> None:
     # The extension is built here, so it is the default; FLOWLANG_REQUIRE_EXTENSIONS would load
     # the expression core at import (on purpose: a missing extension fails there).
     env = {} if mode == "cython" else {"FLOWLANG_NO_EXTENSIONS": "1"}
-    ran = _python("""
+    ran = _python(
+        """
         import json, sys
         import flowlang
         after_import = sorted(m for m in sys.modules if m.startswith("flowlang"))
@@ -53,7 +69,11 @@ def test_rendering_loads_no_runtime_module(mode: str) -> None:
             flowlang.BACKEND,
         ]
         print(json.dumps({"values": values, "after_import": after_import, "modules": sorted(sys.modules)}))
-    """, "-W", "error", **env)
+    """,
+        "-W",
+        "error",
+        **env,
+    )
     assert ran.returncode == 0, ran.stderr
     report = json.loads(ran.stdout)
     assert report["values"] == ["ann@example.com", "Hi ANN, 3", [1], 2, mode]
@@ -91,7 +111,9 @@ def test_any_other_name_is_an_attribute_error_naming_it(name: str) -> None:
 
 
 def test_a_missing_extension_warns_once_by_a_category_one_can_filter() -> None:
-    probe = BLOCK_EXTENSION + """
+    probe = (
+        BLOCK_EXTENSION
+        + """
 import json, warnings
 import flowlang
 with warnings.catch_warnings(record=True) as caught:
@@ -101,6 +123,7 @@ with warnings.catch_warnings(record=True) as caught:
     backend = flowlang.BACKEND
 print(json.dumps([backend, [[w.category.__name__, str(w.message), w.filename] for w in caught]]))
 """
+    )
     ran = _python(probe)
     assert ran.returncode == 0, ran.stderr
     backend, caught = json.loads(ran.stdout)
@@ -112,36 +135,64 @@ print(json.dumps([backend, [[w.category.__name__, str(w.message), w.filename] fo
     assert filename == "<string>", "the warning points at the embedder's line, not at flowlang"
 
     # `import flowlang` chooses no backend yet: an embedder filters the category right after it.
-    quiet = _python(BLOCK_EXTENSION + """
+    quiet = _python(
+        BLOCK_EXTENSION
+        + """
 import warnings, flowlang
 warnings.filterwarnings("ignore", category=flowlang.PurePythonWarning)
 flowlang.render('<<a>>', {})
-""", "-W", "error")
+""",
+        "-W",
+        "error",
+    )
     assert quiet.returncode == 0 and quiet.stderr == "", quiet.stderr
     loud = _python(BLOCK_EXTENSION + "import flowlang; flowlang.render('<<a>>', {})", "-W", "error")
     assert loud.returncode == 1 and "PurePythonWarning" in loud.stderr
 
 
 def test_asking_for_the_python_backend_does_not_warn() -> None:
-    ran = _python(BLOCK_EXTENSION + "import flowlang; print(flowlang.render('<<a>>', {'a': 1}), flowlang.BACKEND)",
-                  "-W", "error", FLOWLANG_NO_EXTENSIONS="1")
+    ran = _python(
+        BLOCK_EXTENSION
+        + "import flowlang; print(flowlang.render('<<a>>', {'a': 1}), flowlang.BACKEND)",
+        "-W",
+        "error",
+        FLOWLANG_NO_EXTENSIONS="1",
+    )
     assert (ran.returncode, ran.stdout, ran.stderr) == (0, "1 python\n", "")
 
 
 def test_requiring_the_extension_when_it_is_missing_fails_at_import() -> None:
     ran = _python(BLOCK_EXTENSION + "import flowlang", FLOWLANG_REQUIRE_EXTENSIONS="1")
     assert ran.returncode == 1
-    assert "ImportError: FLOWLANG_REQUIRE_EXTENSIONS is set but the compiled extension" in ran.stderr
+    assert (
+        "ImportError: FLOWLANG_REQUIRE_EXTENSIONS is set but the compiled extension" in ran.stderr
+    )
     assert "PurePythonWarning" not in ran.stderr
 
 
 def test_python_dash_m_flowlang_is_the_command_line() -> None:
-    version = subprocess.run([sys.executable, "-m", "flowlang", "--version"], capture_output=True,
-                             text=True, timeout=120, check=False)
+    version = subprocess.run(
+        [sys.executable, "-m", "flowlang", "--version"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert (version.returncode, version.stdout) == (0, f"flowlang {flowlang.__version__}\n")
-    evaluated = subprocess.run([sys.executable, "-m", "flowlang", "eval", "<<a | length>>", "--context", "-"],
-                               input='{"a": [1, 2]}', capture_output=True, text=True, timeout=120, check=False)
+    evaluated = subprocess.run(
+        [sys.executable, "-m", "flowlang", "eval", "<<a | length>>", "--context", "-"],
+        input='{"a": [1, 2]}',
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert (evaluated.returncode, evaluated.stdout) == (0, "2\n"), evaluated.stderr
-    bad = subprocess.run([sys.executable, "-m", "flowlang", "eval", "<<a[>>"], capture_output=True,
-                         text=True, timeout=120, check=False)
+    bad = subprocess.run(
+        [sys.executable, "-m", "flowlang", "eval", "<<a[>>"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert bad.returncode == 2 and "Traceback" not in bad.stderr

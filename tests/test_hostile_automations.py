@@ -53,8 +53,8 @@ from flowlang.automations.records import (
 from flowlang.cli import automate_console as automations_console
 from flowlang.flow.model import FlowDocumentError
 from flowlang.flow.source import DocumentError
+from flowlang.http_rules import PreparedRequest
 from flowlang.runtime.http import HttpResult
-from flowlang.runtime.requests import PreparedRequest
 
 SCHEDULE = (0, 5, 300)
 TOKEN = "tok+en/with=chars-8f3a"
@@ -203,7 +203,10 @@ def test_cancellation_still_propagates() -> None:
                 raise AssertionError("unreachable")
 
         engine = Automations(
-            [load_workflow_text(TWO)], http=Hanging(ok), clock=FakeClock(), secrets=MappingSecrets({})
+            [load_workflow_text(TWO)],
+            http=Hanging(ok),
+            clock=FakeClock(),
+            secrets=MappingSecrets({}),
         )
         task = asyncio.create_task(engine.dispatch(call(1)))
         await asyncio.wait_for(started.wait(), 5)

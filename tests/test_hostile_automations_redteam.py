@@ -40,8 +40,8 @@ from flowlang.automations.formats import ValueFormatError
 from flowlang.automations.records import EventError, LineTooLongError, check_event, read_records
 from flowlang.cli import automate_console as automations_console
 from flowlang.expr import shared
+from flowlang.http_rules import PreparedRequest
 from flowlang.runtime.http import HttpResult
-from flowlang.runtime.requests import PreparedRequest
 
 #: A JWT of 120 characters, as in the red-team reproducer.
 JWT = (

@@ -23,12 +23,13 @@ import flowlang
 import flowlang.errors
 import flowlang.flow.source as source
 from flowlang.flow import check_flow_text
-from flowlang.flow.build import Branch
 from flowlang.flow.digits import MAX_STATES, DigitPattern, PatternError
-from flowlang.flow.model import Step
+from flowlang.flow.fields import field_edges
+from flowlang.flow.model import Branch, Step
 from flowlang.flow.source import DocumentError, load_document
 from flowlang.flow.validate import _Facts, dominator_tree
-from flowlang.runtime.steps import apply_digits
+from flowlang.kinds.collect_input import apply_digits
+from flowlang.kinds.registry import STEP_KINDS
 
 ROOT = Path(__file__).parent.parent
 
@@ -287,10 +288,9 @@ def _set_analysis(steps: dict[str, Step], start: str) -> dict[str, set[str] | No
 
     def edge_facts(step: Step, edge: str) -> set[str]:
         facts = {f"ran:{step.id}"}
-        if step.type == "collect_input":
+        if step.kind.takes_input:
             facts.add(f"input:{step.id}")
-        if step.type == "http_request" and step.fields.get("parse_response") and edge == "next":
-            facts.add(f"response:{step.id}")
+        facts.update(f"{fact}:{step.id}" for fact in step.kind.edge_facts(step).get(edge, ()))
         return facts
 
     facts: dict[str, set[str] | None] = {step_id: None for step_id in steps}
@@ -312,29 +312,32 @@ def _set_analysis(steps: dict[str, Step], start: str) -> dict[str, set[str] | No
     return facts
 
 
-_EDGES = {
-    "collect_input": ("next", "on_no_input", "on_invalid"),
-    "http_request": ("next", "on_failure", "on_timeout"),
-    "set_variables": ("next",),
-    "condition_splitter": ("otherwise",),
-}
-
-
 @st.composite
 def _graphs(draw: st.DrawFn) -> dict[str, Step]:
+    """Random step graphs over every registered kind, each edge field drawn."""
     count = draw(st.integers(1, 9))
     ids = [f"s{index}" for index in range(count)]
     targets = st.sampled_from([*ids, None, "missing"])
     steps = {}
     for step_id in ids:
-        kind = draw(st.sampled_from(sorted(_EDGES)))
-        fields: dict[str, Any] = {edge: draw(targets) for edge in _EDGES[kind]}
-        if kind == "http_request":
-            fields["parse_response"] = draw(st.booleans())
-        if kind == "condition_splitter":
-            nexts = draw(st.lists(st.sampled_from(ids), max_size=2))
-            fields["branches"] = tuple(Branch((), None, target) for target in nexts)
-        steps[step_id] = Step(step_id, kind, fields, flowlang.SourcePosition())
+        kind = STEP_KINDS[draw(st.sampled_from(sorted(STEP_KINDS)))]
+        fields: dict[str, Any] = {"parse_response": draw(st.booleans())}
+        for name in kind.edge_fields:
+            spec = kind.fields[name]
+            if spec.kind == "branches":
+                nexts = draw(st.lists(st.sampled_from(ids), max_size=2))
+                fields[name] = tuple(Branch((), None, target) for target in nexts)
+            elif spec.kind == "options":
+                keys = draw(st.lists(st.sampled_from("12*"), max_size=3, unique=True))
+                fields[name] = {key: draw(st.sampled_from(ids)) for key in keys}
+            else:
+                fields[name] = draw(targets)
+        edges = tuple(
+            edge
+            for name in kind.edge_fields
+            for edge in field_edges(name, kind.fields[name], fields[name])
+        )
+        steps[step_id] = Step(step_id, kind, fields, flowlang.SourcePosition(), {}, edges)
     return steps
 
 
@@ -350,8 +353,9 @@ def test_dominance_answers_what_the_set_analysis_did(steps: dict[str, Step], dat
             continue
         for before, step in steps.items():
             assert facts.ran(before, at) == (f"ran:{before}" in entry), (before, at)
-            assert facts.succeeded(before, at) == (f"response:{before}" in entry), (before, at)
-            if step.type == "collect_input":
+            holds = facts.holds("response", before, at)
+            assert holds == (f"response:{before}" in entry), (before, at)
+            if step.kind.takes_input:
                 assert facts.ran(before, at) == (f"input:{before}" in entry)
 
 

@@ -39,7 +39,15 @@ from flowlang.automations import (
     DeliverySettings,
     load_workflow_text,
 )
-from flowlang.flow.build import Endpoint
+from flowlang.flow.model import Endpoint
+from flowlang.http_rules import (
+    PreparedRequest,
+    RequestError,
+    header_value_problem,
+    render_endpoint,
+    sent_origin_problem,
+    url_origin,
+)
 from flowlang.runtime.addresses import (
     IPV4_REFUSED,
     IPV6_ALLOWED,
@@ -53,14 +61,6 @@ from flowlang.runtime.http import (
     _Inflater,
     _TooLargeError,
     decode_body,
-)
-from flowlang.runtime.requests import (
-    PreparedRequest,
-    RequestError,
-    header_value_problem,
-    render_endpoint,
-    sent_origin_problem,
-    url_origin,
 )
 
 

@@ -29,7 +29,7 @@ from strategies import (
 )
 from support import run_python
 
-from flowlang.runtime.requests import RequestError, _plain_body, encode_body
+from flowlang.http_rules import RequestError, _plain_body, encode_body
 
 LIMIT = 64 * 1024
 
@@ -68,7 +68,7 @@ def test_a_mapping_that_changes_its_parent_does_not_crash_the_process(
         + textwrap.dedent(setup)
         + textwrap.dedent(
             """
-            from flowlang.runtime.requests import RequestError, encode_body
+            from flowlang.http_rules import RequestError, encode_body
             try:
                 print(encode_body(body, 10**7)[:head].decode())
             except RequestError as error:

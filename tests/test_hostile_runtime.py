@@ -30,8 +30,8 @@ from test_loop_twins import flows
 
 import flowlang
 from flowlang.expr.backends import AVAILABLE
+from flowlang.rundata import measure
 from flowlang.runtime.http import RecordedHttp, RecordedResponse
-from flowlang.runtime.state import measure
 
 needs_cython = pytest.mark.skipif(
     "cython" not in AVAILABLE, reason="the cython backend is not available"

@@ -789,8 +789,12 @@ def two_suspension_flow(server: Server) -> flowlang.CompiledFlow:
                 "next": "ask",
                 "on_failure": "ask",
             },
-            "ask": {"type": "collect_input", "prompt": "PIN?", "next": "echo",
-                    "on_no_input": "echo"},
+            "ask": {
+                "type": "collect_input",
+                "prompt": "PIN?",
+                "next": "echo",
+                "on_no_input": "echo",
+            },
             "echo": {
                 "type": "http_request",
                 "endpoint": server.url("crm.test", "/script/echo"),
@@ -798,8 +802,12 @@ def two_suspension_flow(server: Server) -> flowlang.CompiledFlow:
                 "on_failure": "tell",
             },
             "tell": {"type": "say", "text": f"heard {seen}", "next": "again"},
-            "again": {"type": "collect_input", "prompt": f"after {seen}", "next": "done",
-                      "on_no_input": "done"},
+            "again": {
+                "type": "collect_input",
+                "prompt": f"after {seen}",
+                "next": "done",
+                "on_no_input": "done",
+            },
             "done": {"type": "transfer", "target": f"queue:{seen}"},
         },
     }

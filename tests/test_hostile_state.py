@@ -336,7 +336,7 @@ def test_a_refused_state_is_not_consumed() -> None:
     async def main() -> None:
         async with runtime() as rt:
             state = await suspend(rt)
-            with pytest.raises(FlowStateError, match="collect_input"):
+            with pytest.raises(FlowStateError, match="not waiting at a step that takes input"):
                 rt.resume(flow, {**state, "waiting_at": "lookup"}, "1234")
             assert (await rt.resume(flow, state, "1234")).status == "waiting_for_input"
 
@@ -720,7 +720,9 @@ def _nested(levels: int, leaf: Any = "x") -> Any:
 def test_a_context_a_state_could_not_carry_is_refused_at_start(
     context: dict[str, Any], message: str, loop: str, with_secret: bool
 ) -> None:
-    flow = flowlang.load_flow_text(SECRET_FLOW if with_secret else SECRET_FLOW.replace("secrets.", ""))
+    flow = flowlang.load_flow_text(
+        SECRET_FLOW if with_secret else SECRET_FLOW.replace("secrets.", "")
+    )
 
     async def main() -> None:
         async with Runtime(
@@ -988,7 +990,7 @@ def test_an_expired_state_is_refused(age: int, message: str) -> None:
 def test_a_long_key_is_never_shown_as_a_prefix_in_a_refusal() -> None:
     """A refusal names the path of the bad value; a key longer than 40 characters (it could be
     a secret a server echoed as a key) is named by its length, never cut to a prefix."""
-    from flowlang.runtime.state import _path
+    from flowlang.rundata import _path
 
     key = "k" * 39 + "SECRETSECRETSECRET"
     path = _path("vars", [0, key])

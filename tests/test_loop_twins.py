@@ -20,10 +20,10 @@ import flowlang
 from flowlang.expr.backends import AVAILABLE, compiled_helper
 from flowlang.expr.values import to_json
 from flowlang.flow.model import generated_build
+from flowlang.rundata import measure
 from flowlang.runtime.http import RecordedHttp, RecordedResponse
 from flowlang.runtime.loop import new_scope
 from flowlang.runtime.results import trace_entries
-from flowlang.runtime.state import measure
 
 needs_cython = pytest.mark.skipif(
     "cython" not in AVAILABLE, reason="the cython backend is not available"

@@ -29,8 +29,23 @@ BUILD_TIMEOUT = 300
 # What a source checkout has that the sdist leaves out, on purpose: CI wiring, git's settings.
 NOT_SHIPPED = (".ci/", ".gitignore")
 # Build output and caches: never part of a source tree that is copied or shipped.
-JUNK = (".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", "*.so", "*.c", "*.py[cod]",
-        ".pytest_cache", ".mypy_cache", ".ruff_cache", ".hypothesis", ".benchmarks", "flowlang-*.jsonl")
+JUNK = (
+    ".git",
+    ".venv",
+    "build",
+    "dist",
+    "*.egg-info",
+    "__pycache__",
+    "*.so",
+    "*.c",
+    "*.py[cod]",
+    ".pytest_cache",
+    ".mypy_cache",
+    ".ruff_cache",
+    ".hypothesis",
+    ".benchmarks",
+    "flowlang-*.jsonl",
+)
 WARNING = "WARNING: flowlang's compiled extension could not be built"
 
 
@@ -52,14 +67,20 @@ def _source_files() -> list[str]:
     if (REPO / ".git").exists():
         listed = subprocess.run(
             ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-            cwd=REPO, capture_output=True, text=True, check=True, timeout=60,
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
         ).stdout.splitlines()
         return sorted(name for name in listed if (REPO / name).is_file())
     ignore = shutil.ignore_patterns(*JUNK)
     files = []
     for folder, dirs, names in os.walk(REPO):
         dirs[:] = sorted(set(dirs) - ignore(folder, dirs))
-        files += [str(Path(folder, name).relative_to(REPO)) for name in set(names) - ignore(folder, names)]
+        files += [
+            str(Path(folder, name).relative_to(REPO)) for name in set(names) - ignore(folder, names)
+        ]
     return sorted(files)
 
 
@@ -70,8 +91,21 @@ def _build_env(**extra: str) -> dict[str, str]:
 
 def _build(source: Path, out: Path, kind: str, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "build", f"--{kind}", "--no-isolation", "--outdir", str(out), str(source)],
-        capture_output=True, text=True, timeout=BUILD_TIMEOUT, env=_build_env(**env), check=False,
+        [
+            sys.executable,
+            "-m",
+            "build",
+            f"--{kind}",
+            "--no-isolation",
+            "--outdir",
+            str(out),
+            str(source),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=BUILD_TIMEOUT,
+        env=_build_env(**env),
+        check=False,
     )
 
 
@@ -105,12 +139,26 @@ def _wheel_names(out: Path) -> list[str]:
     return sorted(path.name for path in out.glob("*.whl"))
 
 
-def test_sdist_ships_what_builds_and_tests_the_package(sdist: Path, source_files: list[str]) -> None:
+def test_sdist_ships_what_builds_and_tests_the_package(
+    sdist: Path, source_files: list[str]
+) -> None:
     with tarfile.open(sdist) as archive:
         shipped = {name.split("/", 1)[1] for name in archive.getnames() if "/" in name}
-    for needed in ("ext/_cevaluator.pyx", "ext/_runner.pxi", "grammar/flowlang.lark", "grammar/SPEC.md",
-                   "README.md", "LICENSE", "SECURITY.md", "MANIFEST.in", "setup.py", "pyproject.toml",
-                   "tests/conftest.py", "tests/golden/rendering.yaml", "examples/flows/vip_routing.yaml"):
+    for needed in (
+        "ext/_cevaluator.pyx",
+        "ext/_runner.pxi",
+        "grammar/flowlang.lark",
+        "grammar/SPEC.md",
+        "README.md",
+        "LICENSE",
+        "SECURITY.md",
+        "MANIFEST.in",
+        "setup.py",
+        "pyproject.toml",
+        "tests/conftest.py",
+        "tests/golden/rendering.yaml",
+        "examples/flows/vip_routing.yaml",
+    ):
         assert needed in shipped, needed
     missing = {name for name in source_files if not name.startswith(NOT_SHIPPED)} - shipped
     assert not missing, f"in the source tree but not in the sdist: {sorted(missing)}"
@@ -126,8 +174,12 @@ def test_sdist_metadata_has_license_classifiers_and_urls(sdist: Path) -> None:
     assert metadata["License-Expression"] == "MIT"
     assert metadata.get_all("License-File") == ["LICENSE"]
     classifiers = metadata.get_all("Classifier") or []
-    for classifier in ("Programming Language :: Python :: 3.11", "Programming Language :: Python :: 3.13",
-                       "Typing :: Typed", "Topic :: Communications :: Telephony"):
+    for classifier in (
+        "Programming Language :: Python :: 3.11",
+        "Programming Language :: Python :: 3.13",
+        "Typing :: Typed",
+        "Topic :: Communications :: Telephony",
+    ):
         assert classifier in classifiers
     urls = dict(url.split(", ", 1) for url in metadata.get_all("Project-URL") or [])
     assert urls["Issues"] == "https://github.com/flowlang/flowlang/issues"
@@ -136,7 +188,9 @@ def test_sdist_metadata_has_license_classifiers_and_urls(sdist: Path) -> None:
     assert metadata.get_all("Provides-Extra") is None
 
 
-def test_without_a_compiler_the_build_warns_and_makes_a_pure_wheel(sdist: Path, tmp_path: Path) -> None:
+def test_without_a_compiler_the_build_warns_and_makes_a_pure_wheel(
+    sdist: Path, tmp_path: Path
+) -> None:
     source = _unpacked(sdist, tmp_path)
     built = _build(source, tmp_path / "out", "wheel", CC="/bin/false")
     output = built.stdout + built.stderr
@@ -157,23 +211,46 @@ def test_without_a_compiler_the_build_warns_and_makes_a_pure_wheel(sdist: Path, 
     probe = "import flowlang; print(flowlang.__file__); print(flowlang.render('<<a>>', {'a': 1}), flowlang.BACKEND)"
     path = os.pathsep.join([str(tmp_path / "installed"), sysconfig.get_paths()["purelib"]])
     env = _build_env(PYTHONPATH=path)
-    ran = subprocess.run([sys.executable, "-S", "-c", probe], capture_output=True, text=True,
-                         env=env, cwd=tmp_path, timeout=120, check=False)
+    ran = subprocess.run(
+        [sys.executable, "-S", "-c", probe],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=120,
+        check=False,
+    )
     assert ran.returncode == 0, ran.stderr
-    assert ran.stdout.splitlines() == [str(tmp_path / "installed" / "flowlang" / "__init__.py"), "1 python"]
+    assert ran.stdout.splitlines() == [
+        str(tmp_path / "installed" / "flowlang" / "__init__.py"),
+        "1 python",
+    ]
     assert ran.stderr.count("PurePythonWarning") == 1, ran.stderr
-    quiet = subprocess.run([sys.executable, "-S", "-W", "error", "-c", probe], capture_output=True, text=True,
-                           env={**env, "FLOWLANG_NO_EXTENSIONS": "1"}, cwd=tmp_path, timeout=120, check=False)
+    quiet = subprocess.run(
+        [sys.executable, "-S", "-W", "error", "-c", probe],
+        capture_output=True,
+        text=True,
+        env={**env, "FLOWLANG_NO_EXTENSIONS": "1"},
+        cwd=tmp_path,
+        timeout=120,
+        check=False,
+    )
     assert quiet.returncode == 0 and quiet.stderr == "", quiet.stderr
 
 
-def test_required_extension_without_a_compiler_fails_and_says_how_to_fix(sdist: Path, tmp_path: Path) -> None:
+def test_required_extension_without_a_compiler_fails_and_says_how_to_fix(
+    sdist: Path, tmp_path: Path
+) -> None:
     source = _unpacked(sdist, tmp_path)
-    built = _build(source, tmp_path / "out", "wheel", CC="/nonexistent/cc", FLOWLANG_REQUIRE_EXTENSIONS="1")
+    built = _build(
+        source, tmp_path / "out", "wheel", CC="/nonexistent/cc", FLOWLANG_REQUIRE_EXTENSIONS="1"
+    )
     output = built.stdout + built.stderr
     assert built.returncode != 0, output
     assert _wheel_names(tmp_path / "out") == []
-    (message,) = [line for line in output.splitlines() if "FLOWLANG_REQUIRE_EXTENSIONS is set" in line]
+    (message,) = [
+        line for line in output.splitlines() if "FLOWLANG_REQUIRE_EXTENSIONS is set" in line
+    ]
     assert "/nonexistent/cc" in message
     for advice in ("apt install gcc python3-dev", "FLOWLANG_NO_EXTENSIONS=1"):
         assert advice in message

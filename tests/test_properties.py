@@ -320,7 +320,7 @@ def test_any_json_value_renders_as_text_and_json(value: Any) -> None:
 @given(json_values)
 def test_body_scan_twins_agree(value: Any) -> None:
     from flowlang import _cevaluator  # type: ignore[attr-defined]
-    from flowlang.runtime.requests import first_non_finite
+    from flowlang.http_rules import first_non_finite
 
     python, compiled = first_non_finite(value), _cevaluator.first_non_finite(value)
     assert (python is None) == (compiled is None)
@@ -332,7 +332,7 @@ def test_body_scan_twins_agree(value: Any) -> None:
 @pytest.mark.parametrize("depth", [1, 63, 64, 65, 500])
 def test_body_scan_twins_agree_on_deep_data(depth: int) -> None:
     from flowlang import _cevaluator  # type: ignore[attr-defined]
-    from flowlang.runtime.requests import first_non_finite
+    from flowlang.http_rules import first_non_finite
 
     value: Any = float("-inf")
     for level in range(depth):

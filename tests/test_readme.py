@@ -52,8 +52,14 @@ def python_blocks() -> list[Block]:
         previous = before.rstrip("\n").rsplit("\n", 1)[-1]
         mark = NOT_RUN.match(previous)
         line = before.count("\n") + 2
-        blocks.append(Block(headings[-1] if headings else "", line, match.group(1),
-                            mark.group(1) if mark else None))
+        blocks.append(
+            Block(
+                headings[-1] if headings else "",
+                line,
+                match.group(1),
+                mark.group(1) if mark else None,
+            )
+        )
     return blocks
 
 
@@ -80,11 +86,15 @@ def embedding(block: Block, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, cap
     assert "--> flows/billing.yaml:14:50 (step 'route', field 'property')" in stripped
 
 
-def running_flows(block: Block, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: Any) -> None:
+def running_flows(
+    block: Block, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: Any
+) -> None:
     monkeypatch.chdir(ROOT)
     monkeypatch.setenv("FLOWLANG_SECRET_BILLING_TOKEN", "readme-billing-token")
     monkeypatch.setenv("FLOWLANG_SECRET_CRM_TOKEN", "readme-crm-token")
-    recorded = load_recorded_responses(ROOT / "examples/flows/data/account_verification.responses.yaml")
+    recorded = load_recorded_responses(
+        ROOT / "examples/flows/data/account_verification.responses.yaml"
+    )
     made: list[flowlang.Runtime] = []
 
     class OfflineRuntime(flowlang.Runtime):  # the README's arguments, and recorded responses
@@ -102,7 +112,9 @@ def running_flows(block: Block, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
     host = flowlang.RecordingHost()
     namespace: dict[str, Any] = {"ivr_host": host, "saved": {}, "collect_digits": collect_digits}
     run_block(block, namespace)
-    context = json.loads((ROOT / "examples/flows/data/account_verification.context.json").read_text())
+    context = json.loads(
+        (ROOT / "examples/flows/data/account_verification.context.json").read_text()
+    )
 
     async def process_lifetime() -> list[Any]:
         calls = [namespace["handle_call"](f"call-{n}", context) for n in range(3)]
@@ -130,8 +142,9 @@ steps:
 """
 
 
-def resuming_across_edits(block: Block, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
-                          capsys: Any) -> None:
+def resuming_across_edits(
+    block: Block, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: Any
+) -> None:
     namespace: dict[str, Any] = {"flowlang": flowlang}
     run_block(block, namespace)
     v1 = flowlang.load_flow_text(FLOW_V1)
@@ -175,7 +188,9 @@ def automations(block: Block, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, c
     result = namespace["result"]
     assert result.matched == ["missed-call-follow-up"], result.errors
     assert [(d.action, d.outcome) for d in result.deliveries] == [
-        ("log_in_crm", "delivered"), ("tell_team", "delivered")], result.deliveries
+        ("log_in_crm", "delivered"),
+        ("tell_team", "delivered"),
+    ], result.deliveries
     assert result.deliveries[1].result["ok"] is True
     assert not (tmp_path / "dead.jsonl").exists() or (tmp_path / "dead.jsonl").read_text() == ""
 
@@ -194,8 +209,9 @@ def _block_id(block: Block) -> str:
 
 
 @pytest.mark.parametrize("block", python_blocks(), ids=_block_id)
-def test_every_python_block_runs(block: Block, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
-                                 capsys: Any) -> None:
+def test_every_python_block_runs(
+    block: Block, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: Any
+) -> None:
     code = block.compiled()  # a syntax error fails here, for marked blocks too
     if block.not_run:
         assert code is not None and block.not_run.strip()
@@ -203,13 +219,16 @@ def test_every_python_block_runs(block: Block, monkeypatch: pytest.MonkeyPatch, 
     harness = HARNESSES.get(block.section)
     assert harness is not None, (
         f"README.md:{block.line}: a python block under {block.section!r} that no test runs; "
-        "give it a harness in tests/test_readme.py or mark it <!-- not run: reason -->")
+        "give it a harness in tests/test_readme.py or mark it <!-- not run: reason -->"
+    )
     harness(block, monkeypatch, tmp_path, capsys)
 
 
 def test_the_blocks_are_found() -> None:
     sections = [block.section for block in python_blocks()]
-    assert len(sections) == len(set(sections)), "one python block per section (harnesses are by section)"
+    assert len(sections) == len(set(sections)), (
+        "one python block per section (harnesses are by section)"
+    )
     assert set(HARNESSES) <= set(sections), "a harness for a section without a python block"
 
 

@@ -66,7 +66,7 @@ USES: dict[str, tuple[str, ...]] = {
     r"^[A-Za-z_][A-Za-z0-9_-]*$": ("match",),
     r"%(?:[a-f][0-9A-Fa-f]|[0-9A-F][a-f])": ("finditer",),
     r"[A-Za-z0-9]{4,}": ("finditer",),  # f"...{{{MIN_SUBSTRING},}}", with findall
-    # flowlang/runtime/requests.py
+    # flowlang/http_rules.py
     "[\x00-\x08\x0a-\x1f\x7f]": ("search",),
     r"[/?#]": ("search",),
     r"[\w.-]+": ("fullmatch",),

@@ -16,9 +16,9 @@ from hypothesis import strategies as st
 import flowlang
 from flowlang import Runtime, RuntimeSettings
 from flowlang.cli.run_console import describe_why
+from flowlang.kinds.collect_input import apply_digits
 from flowlang.runtime.http import RecordedHttp, RecordedResponse
 from flowlang.runtime.runner import FlowStateError
-from flowlang.runtime.steps import apply_digits
 
 PIN_FLOW = """
 flow: pin
@@ -173,7 +173,7 @@ def test_resume_refuses_a_state_from_another_flow_or_a_changed_flow() -> None:
         ({"scope": {"steps": 3}}, "the state's steps is not a mapping"),
         ({"steps_run": "many"}, "counters are not numbers"),
         ({"streak": ["ask"]}, "counters are not numbers"),
-        ({"waiting_at": "check"}, "not waiting at a collect_input step"),
+        ({"waiting_at": "check"}, "not waiting at a step that takes input"),
         ({"scope": None}, "the state has no scope"),
         ({"steps_run": 2**70}, "counters are out of range"),
         ({"streak": ["ask", -1]}, "counters are out of range"),

@@ -15,7 +15,7 @@ from support import FakeClock
 from flowlang import MappingSecrets
 from flowlang.automations import Automations, DeliverySettings, Providers, load_workflow_text
 from flowlang.automations.actions import check_provider_url
-from flowlang.runtime.requests import origin_of
+from flowlang.http_rules import origin_of
 
 
 def test_unset_or_empty_variables_keep_the_defaults() -> None:

@@ -26,8 +26,7 @@ from flowlang.automations.fields import E164
 from flowlang.automations.workflow import Action
 from flowlang.errors import FlowError
 from flowlang.expr.values import OutputTooLong, to_text
-from flowlang.runtime.http import HttpResult
-from flowlang.runtime.requests import (
+from flowlang.http_rules import (
     PreparedRequest,
     check_header,
     encode_body,
@@ -35,6 +34,7 @@ from flowlang.runtime.requests import (
     origin_of,
     render_endpoint,
 )
+from flowlang.runtime.http import HttpResult
 
 #: Slack errors worth retrying (others are permanent: a bad channel or token stays bad).
 _SLACK_RETRYABLE = frozenset(

@@ -75,8 +75,8 @@ from flowlang.automations.workflow import (
 )
 from flowlang.expr.shared import MAX_SHOWN_ERROR, carried_text, shorten, whole_text
 from flowlang.expr.values import plain_json
+from flowlang.http_rules import RequestError
 from flowlang.runtime.http import GuardedHttp, HttpResult, HttpSender, Resolver, guarded_sender
-from flowlang.runtime.requests import RequestError
 from flowlang.runtime.secrets import (
     EnvironmentSecrets,
     Redactor,

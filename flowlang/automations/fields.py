@@ -26,7 +26,7 @@ ACTION_COMMON: dict[str, Field] = {
 
 ACTION_FIELDS: dict[str, dict[str, Field]] = {
     "api_request": {
-        "endpoint": Field("template", required=True, description="https URL; values are encoded"),
+        "endpoint": Field("endpoint", required=True, description="https URL; values are encoded"),
         "method": Field("enum", default="POST", choices=HTTP_METHODS),
         "headers": Field("headers", default={}),
         "values": Field(

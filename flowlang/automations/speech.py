@@ -34,14 +34,14 @@ from typing import Any, Protocol
 
 from flowlang.automations.audio import AudioError, AudioFacts, describe_audio
 from flowlang.expr.values import OutputTooLong, to_text
-from flowlang.runtime.http import RAW_BODY, HttpResult, HttpSender
-from flowlang.runtime.requests import (
+from flowlang.http_rules import (
     PreparedRequest,
     RequestError,
     check_header,
     encode_body,
     origin_of,
 )
+from flowlang.runtime.http import RAW_BODY, HttpResult, HttpSender
 from flowlang.settings import check_counts, check_durations
 
 #: Media types a recording may be served as (none at all is allowed too: the bytes decide).

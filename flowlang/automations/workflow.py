@@ -39,7 +39,7 @@ from flowlang.flow.source import (
     read_document_text,
     text_not_path_hint,
 )
-from flowlang.runtime.requests import origin_of
+from flowlang.http_rules import origin_of
 
 _TOP_LEVEL = {"workflow", "trigger", "description", "conditions", "expression", "actions"}
 #: Roots a workflow's templates may read.

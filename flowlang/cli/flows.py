@@ -25,7 +25,7 @@ from flowlang.cli.terminal import Colours, printable
 from flowlang.cli.trust import trusted_authorities
 from flowlang.engine import Engine
 from flowlang.expr.syntax import SYNTAXES
-from flowlang.flow import check_flow, load_flow_text
+from flowlang.flow.load import check_flow, load_flow_text
 from flowlang.flow.model import CompiledFlow, Finding, FlowDocumentError
 from flowlang.flow.source import DocumentError, load_document, paused_collector
 
@@ -83,7 +83,7 @@ def parse_inputs(items: list[str], flow: CompiledFlow) -> dict[str, deque[str | 
 
     A step that is not a collect_input step of ``flow`` is a usage error naming the steps that
     are."""
-    collecting = [step.id for step in flow.steps.values() if step.type == "collect_input"]
+    collecting = [step.id for step in flow.steps.values() if step.kind.takes_input]
     inputs: dict[str, deque[str | None]] = {}
     for item in items:
         step, separator, digits = item.partition("=")

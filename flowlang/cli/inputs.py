@@ -40,7 +40,6 @@ EXIT_STATUSES = """exit status:
   130  interrupted (Ctrl-C); 141: the output pipe was closed (| head)"""
 
 
-
 class UsageError(Exception):
     """Input the command cannot use; the message says which and why."""
 
@@ -102,7 +101,5 @@ def read_context(name: str | None, stdin: TextIO) -> Any:
     except RecursionError:
         raise UsageError(f"{label}: JSON nests too deeply") from None
     if not isinstance(context, dict):
-        raise UsageError(
-            f"{label}: the context must be a JSON object, not {kind_name(context)}"
-        )
+        raise UsageError(f"{label}: the context must be a JSON object, not {kind_name(context)}")
     return context

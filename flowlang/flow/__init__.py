@@ -1,4 +1,8 @@
-"""Flows: load a call-flow document, check it, and compile it into an immutable CompiledFlow."""
+"""Flows: call-flow documents, loaded, checked and compiled (see flowlang.flow.load).
+
+The names below are imported on first use, so that a module of this package (the model, the
+field declarations) can be imported without loading the step kinds and the builder.
+"""
 
 from __future__ import annotations
 
@@ -11,100 +15,25 @@ __all__ = [
     "load_flow_text",
 ]
 
-import os
+import importlib
+from typing import TYPE_CHECKING, Any
 
-from flowlang.engine import Engine
-from flowlang.flow.build import build_steps
-from flowlang.flow.model import CompiledFlow, Finding, FlowDocumentError, compiled_or_raise
-from flowlang.flow.source import (
-    Document,
-    paused_collector,
-    read_document_file,
-    read_document_text,
-    text_not_path_hint,
-)
-from flowlang.flow.validate import validate_flow
+if TYPE_CHECKING:
+    from flowlang.flow.load import check_flow, check_flow_text, load_flow, load_flow_text
+    from flowlang.flow.model import CompiledFlow, FlowDocumentError
 
-_TOP_LEVEL = {"flow", "start", "steps", "description"}
-
-
-def check_flow(
-    path: str | os.PathLike[str] | Document, *, engine: Engine | None = None
-) -> tuple[CompiledFlow | None, list[Finding]]:
-    """Load and check the flow in file ``path`` (YAML or JSON; a str is always a path); return
-    the flow (None when it has errors) and every finding."""
-    with paused_collector():
-        return _check_flow(read_document_file(path), engine or Engine())
+_HOMES = {
+    "CompiledFlow": "flowlang.flow.model",
+    "FlowDocumentError": "flowlang.flow.model",
+    "check_flow": "flowlang.flow.load",
+    "check_flow_text": "flowlang.flow.load",
+    "load_flow": "flowlang.flow.load",
+    "load_flow_text": "flowlang.flow.load",
+}
 
 
-def check_flow_text(
-    text: str, *, name: str | None = None, engine: Engine | None = None
-) -> tuple[CompiledFlow | None, list[Finding]]:
-    """:func:`check_flow` for a document given as text; ``name`` labels it in messages (a name
-    ending in ``.json`` reads it as JSON only; otherwise JSON or YAML by its first character,
-    as for files)."""
-    with paused_collector():
-        return _check_flow(read_document_text(text, name), engine or Engine())
-
-
-def _check_flow(document: Document, engine: Engine) -> tuple[CompiledFlow | None, list[Finding]]:
-    data = document.data
-    if not isinstance(data, dict):
-        return None, [
-            Finding(
-                "a flow document is key/value fields (flow, start, steps)"
-                + text_not_path_hint(data),
-                document.position(()),
-            ).with_caret(document.lines)
-        ]
-    steps, builder = build_steps(document, engine)
-    for key in data:
-        if key not in _TOP_LEVEL:
-            builder.error(
-                f"unknown top-level field {str(key)!r}; expected flow, start, steps, description",
-                (key,),
-                key=True,
-            )
-    name = data.get("flow")
-    if not isinstance(name, str) or not name:
-        builder.error("a flow needs a name: flow: <name>", ("flow",) if "flow" in data else ())
-    start = data.get("start")
-    if start is None or isinstance(start, bool) or not isinstance(start, (str, int)):
-        builder.error(
-            "a flow needs start: the id of its first step", ("start",) if "start" in data else ()
-        )
-    findings = builder.findings
-    if not findings:
-        start_position = document.position(("start",), field_name="start")
-        found = validate_flow(steps, str(start), start_position, builder.templates)
-        findings = [finding.with_caret(document.lines) for finding in found]
-    findings = findings + builder.warnings
-    errors = [finding for finding in findings if finding.severity == "error"]
-    if errors:
-        return None, findings
-    fingerprint = document.fingerprint
-    flow = CompiledFlow(
-        str(name), str(start), steps, document.text, document.filename, fingerprint, tuple(findings)
-    )
-    return flow, findings
-
-
-def load_flow(
-    path: str | os.PathLike[str] | Document, *, engine: Engine | None = None
-) -> CompiledFlow:
-    """Parse, validate and compile the flow in file ``path`` (YAML or JSON; a str is always a
-    path, as in ``open``; see :func:`load_flow_text` for a document's text). A file named
-    ``*.json`` is JSON; any other is JSON when its first character is ``{`` or ``[`` and it
-    reads as JSON, else YAML.
-
-    Raises FlowDocumentError listing every problem, each with file:line:column, step and field;
-    a file that cannot be read or parsed raises another FlowError that names it.
-    """
-    return compiled_or_raise(check_flow(path, engine=engine))
-
-
-def load_flow_text(
-    text: str, *, name: str | None = None, engine: Engine | None = None
-) -> CompiledFlow:
-    """:func:`load_flow` for a document given as text; ``name`` labels it in messages."""
-    return compiled_or_raise(check_flow_text(text, name=name, engine=engine))
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'flowlang.flow' has no attribute {name!r}")
+    return getattr(importlib.import_module(home), name)

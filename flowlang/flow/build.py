@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["Branch", "Endpoint", "Row", "StepBuilder", "TemplateUse", "build_steps"]
+__all__ = ["StepBuilder", "TemplateUse", "build_steps"]
 
 import re
 from collections.abc import Callable, Mapping
@@ -12,12 +12,13 @@ from typing import Any
 from flowlang.engine import Engine, Template
 from flowlang.errors import FlowSyntaxError, SourcePosition, line_and_column
 from flowlang.expr import ast
-from flowlang.flow.conditions import OPERATORS, compile_rows
+from flowlang.flow.conditions import compile_rows
 from flowlang.flow.digits import DigitPattern, PatternError
-from flowlang.flow.fields import CONDITION_OPERATORS, FIELDS, Field
-from flowlang.flow.model import FieldTree, Finding, Step, Value
+from flowlang.flow.fields import CONDITION_OPERATORS, Field, field_edges
+from flowlang.flow.model import Branch, Endpoint, FieldTree, Finding, Row, Step, Value
 from flowlang.flow.source import Document, Pointer
-from flowlang.runtime.requests import header_value_problem, origin_of
+from flowlang.http_rules import header_value_problem, origin_of
+from flowlang.kinds.registry import STEP_KINDS
 from flowlang.suggest import HintBudget
 
 #: A duration, matched after stripping the text (one run of white space, so no backtracking
@@ -26,6 +27,10 @@ _DURATION = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*(ms|s)?")
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 _ENDPOINT_PREFIX = re.compile(r"https?://", re.IGNORECASE)
 _MAX_HEADERS = 50
+#: The keys a caller can press.
+_KEYS = "0123456789*#"
+#: The field table of each step kind.
+_STEP_FIELDS = {name: kind.fields for name, kind in STEP_KINDS.items()}
 #: "Did you mean" hints per document: a document with thousands of mistakes gets hints on the
 #: first ones only (each hint compares a name with up to hundreds of options).
 MAX_HINTS = 100
@@ -43,42 +48,6 @@ class TemplateUse:
     field: str
     template: Template
     position: SourcePosition
-
-
-@dataclass(frozen=True)
-class Row:
-    """One Condition Splitter row: property, operator and (for most operators) value."""
-
-    property: Value
-    operator: str
-    value: Value | None
-
-    def holds(self, scope: Mapping[str, Any]) -> tuple[bool, Any, Any]:
-        """Whether the row holds, with the property and value it compared."""
-        left = self.property.render(scope)
-        right = self.value.render(scope) if self.value is not None else None
-        return OPERATORS[self.operator](left, right), left, right
-
-
-@dataclass(frozen=True)
-class Branch:
-    """A Condition Splitter branch: rows that must all hold, or one expression; and its target."""
-
-    rows: tuple[Row, ...]
-    expression: Template | None
-    next: str
-    #: The rows compiled into one evaluator (None when they cannot be; then each row is tested
-    #: on its own, with the same semantics).
-    test: Callable[[Mapping[str, Any]], Any] | None = None
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    """An endpoint template split at its holes: fixed text and templates whose text is encoded."""
-
-    parts: tuple[str | Template, ...]
-    scheme: str
-    host: str
 
 
 class StepBuilder:
@@ -326,7 +295,7 @@ class StepBuilder:
             return str(raw)
         if kind == "key":
             text = "" if raw is None else str(raw)
-            if len(text) > 1 or (text and text not in "0123456789*#"):
+            if len(text) > 1 or (text and text not in _KEYS):
                 self.error(
                     f"finish_on_key must be one of 0-9, * or #, or empty, not {_shown(raw)}",
                     pointer,
@@ -594,41 +563,35 @@ class StepBuilder:
         return (kind, fields, positions) if len(self.findings) == before else None
 
     def step(self, step_id: str, raw: Any, pointer: Pointer) -> Step | None:
-        found = self.typed_fields(step_id, raw, pointer, FIELDS, "step")
+        found = self.typed_fields(step_id, raw, pointer, _STEP_FIELDS, "step")
         if found is None:
             return None
         step_type, fields, positions = found
+        kind = STEP_KINDS[step_type]
         before = len(self.findings)
-        if step_type == "http_request":
-            self.http_rules(fields, raw, pointer, step_id)
-        if step_type == "collect_input":
-            self.digit_rules(fields, pointer, step_id)
+        if kind.check is not None:
+            kind.check(self, fields, raw, pointer, step_id)
         if len(self.findings) > before:
             return None
         key_position = self.document.key_position(pointer)
         position = SourcePosition(
             key_position.filename, key_position.line, key_position.column, step_id
         )
-        return Step(step_id, step_type, fields, position, positions)
-
-    def digit_rules(self, fields: dict[str, Any], pointer: Pointer, step_id: str) -> None:
-        low, high = fields.get("min_digits"), fields.get("max_digits")
-        if isinstance(low, int) and isinstance(high, int) and low > high:
-            self.error(
-                "min_digits is larger than max_digits",
-                (*pointer, "min_digits"),
-                step_id,
-                "min_digits",
-            )
+        edges = tuple(
+            edge
+            for name in kind.edge_fields
+            for edge in field_edges(name, kind.fields[name], fields.get(name))
+        )
+        return Step(step_id, kind, fields, position, positions, edges)
 
     def field(self, spec: Field, raw: Any, where: Pointer, step_id: str, name: str) -> Any:
         kind = spec.kind
+        if kind == "custom" and spec.parse is not None:
+            return spec.parse(self, raw, where, step_id, name)
         handlers: dict[str, Callable[[], Any]] = {
-            "template": lambda: (
-                self.endpoint(raw, where, step_id)
-                if name == "endpoint"
-                else self.template(raw, where, step_id, name)
-            ),
+            "template": lambda: self.template(raw, where, step_id, name),
+            "endpoint": lambda: self.endpoint(raw, where, step_id),
+            "options": lambda: self.options(raw, where, step_id, name),
             "duration": lambda: self.duration(raw, where, step_id, name, spec),
             "headers": lambda: self.headers(raw, where, step_id),
             "fields": lambda: self.field_tree(raw, where, step_id, name),
@@ -637,28 +600,36 @@ class StepBuilder:
         handler = handlers.get(kind)
         return handler() if handler is not None else self.scalar(raw, where, step_id, name, spec)
 
-    def http_rules(
-        self, fields: dict[str, Any], raw: dict[str, Any], pointer: Pointer, step_id: str
-    ) -> None:
-        if fields.get("parse_response") and "on_failure" not in raw:
+    def options(self, raw: Any, pointer: Pointer, step: str, name: str) -> dict[str, str] | None:
+        """A map from one key the caller presses (0-9, * or #) to the step it leads to."""
+        if not isinstance(raw, dict) or not raw:
             self.error(
-                "an http_request step that parses its response needs on_failure (the failover)",
+                f"expected keys (0-9, * or #) and the steps they lead to, found {_kind(raw)}",
                 pointer,
-                step_id,
-                "on_failure",
-                key=True,
+                step,
+                name,
             )
-        body = fields.get("body")
-        if fields.get("method") == "GET" and body:
-            self.error(
-                "a GET request has no body; put parameters in the endpoint, where templated values "
-                "are percent-encoded",
-                (*pointer, "body"),
-                step_id,
-                "body",
-            )
-        if fields.get("on_timeout") is None:
-            fields["on_timeout"] = fields.get("on_failure")
+            return None
+        out: dict[str, str] = {}
+        for key, target in raw.items():
+            text = str(key)
+            where = (*pointer, key)
+            if len(text) != 1 or text not in _KEYS or isinstance(key, bool):
+                self.error(
+                    f"an option is one key: 0-9, * or #, not {_shown(text)}",
+                    where,
+                    step,
+                    f"{name}[{text}]" if len(text) == 1 else name,
+                    key=True,
+                )
+                continue
+            if text in out:
+                self.error(f"option {text!r} is given twice", where, step, name, key=True)
+                continue
+            chosen = self.scalar(target, where, step, f"{name}[{text}]", Field("step"))
+            if chosen is not None:
+                out[text] = chosen
+        return out if len(out) == len(raw) else None
 
 
 class _ListTemplate:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 __all__ = [
+    "Branch",
     "CompiledFlow",
+    "Endpoint",
     "FieldTree",
     "Finding",
     "FlowDocumentError",
+    "Row",
     "Step",
     "Value",
 ]
@@ -14,10 +17,15 @@ __all__ = [
 import copy
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from flowlang.errors import FlowError, SourceLines, SourcePosition
 from flowlang.expr.backends import compiled_helper
+from flowlang.flow.conditions import OPERATORS
+
+if TYPE_CHECKING:
+    from flowlang.engine import Template
+    from flowlang.kinds.base import StepKind
 
 
 class Renderable(Protocol):
@@ -103,25 +111,61 @@ _build_tree: Callable[[FieldTree], Render] = compiled_helper("build_tree", gener
 
 
 @dataclass(frozen=True)
+class Row:
+    """One Condition Splitter row: property, operator and (for most operators) value."""
+
+    property: Value
+    operator: str
+    value: Value | None
+
+    def holds(self, scope: Mapping[str, Any]) -> tuple[bool, Any, Any]:
+        """Whether the row holds, with the property and value it compared."""
+        left = self.property.render(scope)
+        right = self.value.render(scope) if self.value is not None else None
+        return OPERATORS[self.operator](left, right), left, right
+
+
+@dataclass(frozen=True)
+class Branch:
+    """A Condition Splitter branch: rows that must all hold, or one expression; and its target."""
+
+    rows: tuple[Row, ...]
+    expression: Template | None
+    next: str
+    #: The rows compiled into one evaluator (None when they cannot be; then each row is tested
+    #: on its own, with the same semantics).
+    test: Callable[[Mapping[str, Any]], Any] | None = None
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """An endpoint template split at its holes: fixed text and templates whose text is encoded."""
+
+    parts: tuple[str | Template, ...]
+    scheme: str
+    host: str
+
+
+@dataclass(frozen=True)
 class Step:
-    """One compiled step: its id, type, compiled fields, and where each field was written."""
+    """One compiled step: its id, kind, compiled fields, where each field was written, and its
+    edges (from the kind's edge fields, in table order)."""
 
     id: str
-    type: str
+    kind: StepKind
     fields: Mapping[str, Any]
     position: SourcePosition
     field_positions: Mapping[str, SourcePosition] = field(default_factory=dict)
+    edges: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def type(self) -> str:
+        """The kind's name, as documents write it (``http_request`` …)."""
+        return self.kind.name
 
     def targets(self) -> dict[str, str]:
-        """Outgoing edges: field name (``next``, ``on_failure``, ``branches[0]`` …) to step id."""
-        out: dict[str, str] = {}
-        for name in ("next", "on_failure", "on_timeout", "on_no_input", "on_invalid", "otherwise"):
-            target = self.fields.get(name)
-            if target is not None:
-                out[name] = target
-        for index, branch in enumerate(self.fields.get("branches", ())):
-            out[f"branches[{index}]"] = branch.next
-        return out
+        """Outgoing edges: label (``next``, ``on_failure``, ``branches[0]`` …) to step id."""
+        return dict(self.edges)
 
 
 @dataclass(frozen=True)

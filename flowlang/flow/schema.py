@@ -1,4 +1,4 @@
-"""Schema: the JSON Schema of flow documents, generated from the field table.
+"""Schema: the JSON Schema of flow documents, generated from the step kinds' field tables.
 
 The shipped file ``flowlang/flow/flow.schema.json`` is this function's output; a test keeps it
 current. Editors use it for completion and checks; ``flowlang check`` goes further (graph, data
@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from flowlang.flow.digits import MAX_PATTERN
-from flowlang.flow.fields import CONDITION_OPERATORS, FIELDS, Field
+from flowlang.flow.fields import CONDITION_OPERATORS, Field
+from flowlang.kinds.registry import STEP_KINDS
 
 SCHEMA_FILE = Path(__file__).with_name("flow.schema.json")
 _STEP_ID = {"type": ["string", "integer"]}
@@ -23,8 +24,17 @@ _TEXT = {"type": ["string", "number"]}
 def _field_schema(spec: Field) -> dict[str, Any]:
     kind = spec.kind
     schema: dict[str, Any]
-    if kind == "template":
+    if kind in ("template", "endpoint"):
         schema = dict(_TEXT)
+    elif kind == "custom" and spec.schema is not None:
+        schema = dict(spec.schema)
+    elif kind == "options":
+        schema = {
+            "type": "object",
+            "minProperties": 1,
+            "propertyNames": {"pattern": "^[0-9*#]$"},
+            "additionalProperties": _STEP_ID,
+        }
     elif kind == "step":
         schema = dict(_STEP_ID)
     elif kind == "duration":
@@ -99,8 +109,13 @@ def _field_schema(spec: Field) -> dict[str, Any]:
 def flow_schema() -> dict[str, Any]:
     """The JSON Schema (draft 2020-12) of a flow document."""
     step_rules = []
-    for step_type, table in FIELDS.items():
-        properties: dict[str, Any] = {"type": {"const": step_type}}
+    sections: dict[str, Any] = {}
+    for step_type, step_kind in STEP_KINDS.items():
+        table = step_kind.fields
+        sections.update(step_kind.sections)
+        properties: dict[str, Any] = {
+            "type": {"const": step_type, "description": step_kind.summary}
+        }
         properties.update({name: _field_schema(spec) for name, spec in table.items()})
         required = ["type", *(name for name, spec in table.items() if spec.required)]
         step_rules.append(
@@ -130,9 +145,10 @@ def flow_schema() -> dict[str, Any]:
                 "additionalProperties": {
                     "type": "object",
                     "required": ["type"],
-                    "properties": {"type": {"enum": list(FIELDS)}},
+                    "properties": {"type": {"enum": list(STEP_KINDS)}},
                     "allOf": step_rules,
                 },
             },
+            **sections,
         },
     }

@@ -1,16 +1,16 @@
 """Validate: the step graph (targets, reachability) and data flow (what is certain to exist).
 
 Data flow is a forward must-analysis over the step graph: a fact holds at a step when it holds
-on every path from the start. Facts are ``ran:X`` (step X finished), ``input:X`` (collect_input X
-stored its value: on every outcome) and ``response:X`` (http_request X succeeded, so its response
-is there: only on its ``next`` edge).
+on every path from the start. Facts are ``ran:X`` (step X finished; a step whose kind takes
+input stored ``input.X`` on every outcome) and the facts a step's kind makes true on some of its
+edges (``response:X``: http_request X succeeded, so its response is there: on its ``next`` edge).
 
 A fact that holds on every path to a step is a dominance question, so the analysis is the
 dominator tree of the step graph, not a set of facts per step (which grows with the square of
 the steps): ``ran:X`` holds at S when X strictly dominates S, and ``response:X`` when the
-``next`` edge of X does (the edge gets a node of its own). The tree is built by Lengauer and
-Tarjan's algorithm, without recursion, in about linear time in steps plus edges; each check is
-then two comparisons of DFS numbers.
+edge of X that makes it does (such an edge gets a node of its own). The tree is built by
+Lengauer and Tarjan's algorithm, without recursion, in about linear time in steps plus edges;
+each check is then two comparisons of DFS numbers.
 """
 
 from __future__ import annotations
@@ -22,10 +22,11 @@ from collections.abc import Mapping
 from flowlang.errors import SourceLines, SourcePosition
 from flowlang.flow.build import TemplateUse
 from flowlang.flow.model import Finding, Step
+from flowlang.kinds.registry import STEP_KINDS
 from flowlang.suggest import HintBudget
 
-#: Fields in which a secret may be used: only what goes to the HTTP server.
-_SECRET_FIELDS = ("endpoint", "headers", "body")
+#: The kinds whose steps store ``input.<id>``, for messages.
+_INPUT_KINDS = " and ".join(name for name, kind in STEP_KINDS.items() if kind.takes_input)
 #: "Did you mean" hints per document: each looks at many step ids, so a document with
 #: thousands of bad targets gets hints on the first ones only.
 _MAX_HINTS = 50
@@ -137,23 +138,22 @@ class _Facts:
         ids = [start, *(step_id for step_id in steps if step_id != start)]
         self.index = {step_id: position for position, step_id in enumerate(ids)}
         successors: list[list[int]] = [[] for _ in ids]
-        #: For an http_request that parses its response: the node on its ``next`` edge.
-        self.success_edge: dict[str, int] = {}
+        #: For each (step, fact) its kind makes true on an edge: the node on that edge.
+        self.fact_edges: dict[tuple[str, str], int] = {}
         for step_id in ids:
             step = steps[step_id]
             source = self.index[step_id]
+            facts = step.kind.edge_facts(step)
             for edge, target in step.targets().items():
                 if target not in self.index:
                     continue
-                if (
-                    edge == "next"
-                    and step.type == "http_request"
-                    and step.fields.get("parse_response")
-                ):
+                made = facts.get(edge)
+                if made:
                     middle = len(successors)
                     successors.append([self.index[target]])
                     successors[source].append(middle)
-                    self.success_edge[step_id] = middle
+                    for fact in made:
+                        self.fact_edges[(step_id, fact)] = middle
                 else:
                     successors[source].append(self.index[target])
         self.dominance = Dominance(successors)
@@ -167,9 +167,9 @@ class _Facts:
             return False
         return self.dominance.dominates(self.index[before], self.index[at])
 
-    def succeeded(self, before: str, at: str) -> bool:
-        """Whether step ``before`` took its ``next`` (success) edge on every path to ``at``."""
-        middle = self.success_edge.get(before)
+    def holds(self, fact: str, before: str, at: str) -> bool:
+        """Whether step ``before`` took an edge that makes ``fact`` on every path to ``at``."""
+        middle = self.fact_edges.get((before, fact))
         return middle is not None and self.dominance.dominates(middle, self.index[at])
 
 
@@ -248,7 +248,8 @@ def _check_reference(
 ) -> tuple[str, str] | None:
     root = path[0]
     if root == "secrets":
-        if not use.field.startswith(_SECRET_FIELDS) or steps[use.step].type != "http_request":
+        allowed = steps[use.step].kind.secret_fields
+        if not allowed or not use.field.startswith(allowed):
             return (
                 "secrets may only be used in the endpoint, headers and body of an "
                 "http_request step",
@@ -265,8 +266,12 @@ def _check_reference(
     if root == "input":
         if step is None:
             return (f"there is no step {target_id!r}", "error")
-        if step.type != "collect_input":
-            return (f"step {target_id!r} is a {step.type} step, not collect_input", "error")
+        if not step.kind.takes_input:
+            return (
+                f"step {target_id!r} is a {step.type} step, which takes no input "
+                f"({_INPUT_KINDS} steps do)",
+                "error",
+            )
         if not facts.ran(target_id, use.step):
             return (f"step {target_id!r} may not have run on every path to this step", "error")
         return None
@@ -278,14 +283,14 @@ def _check_reference(
         if not facts.ran(target_id, use.step):
             return (f"step {target_id!r} may not have run on every path to this step", "error")
         return None
-    if step.type != "http_request" or not step.fields.get("parse_response"):
+    if not any("response" in made for made in step.kind.edge_facts(step).values()):
         return (
             f"step {target_id!r} does not parse a response "
             "(an http_request with parse_response: true "
             "does)",
             "error",
         )
-    if not facts.succeeded(target_id, use.step):
+    if not facts.holds("response", target_id, use.step):
         return (
             f"step {target_id!r} may not have succeeded on every path to this step "
             "(it is read after "

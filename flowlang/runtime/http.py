@@ -41,13 +41,13 @@ from urllib.parse import urljoin
 import httpx
 import orjson
 
-from flowlang.runtime.addresses import AddressPolicy, literal_address
-from flowlang.runtime.requests import (
+from flowlang.http_rules import (
     DEFAULT_PORTS,
     PreparedRequest,
     origin_of,
     sent_origin_problem,
 )
+from flowlang.runtime.addresses import AddressPolicy, literal_address
 from flowlang.runtime.secrets import holds_secret
 from flowlang.runtime.transport import GuardedTransport
 

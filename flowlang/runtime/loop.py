@@ -16,11 +16,12 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from flowlang.kinds.base import Transition
+from flowlang.rundata import DataLimitError, data_problem, measure
 from flowlang.runtime.host import Instruction
+from flowlang.runtime.plan import StepPlan
 from flowlang.runtime.results import RunResult, TraceRow
 from flowlang.runtime.secrets import SecretsView
-from flowlang.runtime.state import DataLimitError, data_problem, measure
-from flowlang.runtime.steps import StepPlan, Transition
 
 if TYPE_CHECKING:
     from flowlang.flow.model import CompiledFlow
@@ -34,7 +35,7 @@ def new_scope(
     context: Mapping[str, Any] | None, limits: tuple[int, int, int]
 ) -> tuple[dict[str, Any], int]:
     """The scope a run starts with: the context's roots (keys as text), a copy of ``vars``,
-    and empty ``input`` and ``steps``; and its size (see flowlang.runtime.state.measure).
+    and empty ``input`` and ``steps``; and its size (see flowlang.rundata.measure).
 
     ValueError for a context the runtime cannot take: one that sets a root the runtime owns,
     whose ``vars`` is not a mapping, or whose data a state could not carry (nested deeper than
@@ -180,7 +181,7 @@ async def run_loop(runtime: Runtime, run: Run, plan: StepPlan, step_id: str | No
                 assert execute is not None
                 if monotonic() - began > run_deadline:
                     raise TimeoutError
-                if step.type == "http_request":  # network I/O runs under the run's deadline
+                if step.kind.network:  # network I/O runs under the run's deadline
                     async with asyncio.timeout(began + run_deadline - monotonic()):
                         transition = await execute(step, run)
                 else:  # the host's own awaitable

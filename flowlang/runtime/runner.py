@@ -26,10 +26,12 @@ from flowlang.expr.backends import compiled_helper, resolve_backend
 from flowlang.expr.shared import MAX_SHOWN_ERROR, shorten, whole_text
 from flowlang.expr.values import plain_json
 from flowlang.flow.model import CompiledFlow
+from flowlang.http_rules import PreparedRequest
+from flowlang.rundata import MAX_DATA_DEPTH_CAP
 from flowlang.runtime.host import Host, NullHost
 from flowlang.runtime.http import GuardedHttp, HttpSender, Resolver, guarded_sender
 from flowlang.runtime.loop import RunFields, new_scope, run_loop
-from flowlang.runtime.requests import PreparedRequest
+from flowlang.runtime.plan import StepPlan, plan_flow
 from flowlang.runtime.results import RunResult
 from flowlang.runtime.secrets import (
     EnvironmentSecrets,
@@ -38,7 +40,6 @@ from flowlang.runtime.secrets import (
     install_log_redaction,
 )
 from flowlang.runtime.state import (
-    MAX_DATA_DEPTH_CAP,
     STATE_FORMAT,
     STATE_ROOTS,
     FlowStateError,
@@ -50,7 +51,6 @@ from flowlang.runtime.state import (
     new_run_id,
     read_state,
 )
-from flowlang.runtime.steps import StepPlan, apply_digits, plan_flow
 from flowlang.runtime.versions import FlowVersions
 from flowlang.settings import check_counts, check_durations, check_names
 
@@ -373,7 +373,7 @@ class Runtime:
         ``digits`` that are neither a str nor None raise TypeError at once (a str subclass is
         read as the plain text it holds: its own methods never run). A state that cannot be
         resumed raises FlowStateError at once, before anything runs: malformed, from another or
-        a changed flow, not waiting at a collect_input step, beyond the data limits, unsigned
+        a changed flow, not waiting at a step that takes input, beyond the data limits, unsigned
         or altered (with state keys), or already resumed (each suspension is resumed once: the
         resume guard claims its ``run_id`` and ``seq``). Everything that can fail is done before
         the claim; after it only the run, which never raises.
@@ -397,7 +397,9 @@ class Runtime:
             self.flow_versions,
         )
         flow = point.flow
-        entered = apply_digits(point.step, digits)
+        resume_step = point.step.kind.resume
+        assert resume_step is not None  # read_state checked the step takes input
+        entered = resume_step(point.step, digits)
         plan = self._plan(flow)
         if not self.resume_guard.claim(point.run_id, point.seq):
             raise FlowStateError(

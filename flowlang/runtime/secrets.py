@@ -64,6 +64,8 @@ def is_secret_name(name: object) -> bool:
         and name.isascii()
         and _NAME.fullmatch(name) is not None
     )
+
+
 #: A percent-escape with a lower-case hex digit (``%2b``): texts and forms are compared with
 #: every escape upper-cased, which keeps their length, so that ``%2b``, ``%2B`` and ``%2F``
 #: mixed in any way are one form.

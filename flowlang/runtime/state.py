@@ -20,23 +20,17 @@ after it is masked.
 from __future__ import annotations
 
 __all__ = [
-    "MAX_DATA_DEPTH_CAP",
     "STATE_FORMAT",
     "STATE_ROOTS",
-    "DataLimitError",
     "FlowStateError",
     "MemoryResumeGuard",
     "Resumable",
     "ResumeGuard",
     "StateKeys",
     "canonical_state",
-    "data_problem",
     "make_state",
-    "measure",
-    "measure_data",
     "new_run_id",
     "read_state",
-    "valid_text",
 ]
 
 import base64
@@ -55,8 +49,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import orjson
 
-from flowlang.errors import FlowError, FlowLimitError
-from flowlang.expr.backends import compiled_helper
+from flowlang.errors import FlowError
+from flowlang.rundata import data_problem, measure_data
 from flowlang.runtime.secrets import MAX_SECRETS_USED, is_secret_name
 from flowlang.settings import MAX_COUNT
 
@@ -68,13 +62,6 @@ if TYPE_CHECKING:
 STATE_FORMAT = "flowlang.run/2"
 #: Roots a state's scope carries that must be maps (absent ones start empty).
 STATE_ROOTS = ("vars", "input", "steps")
-#: The deepest ``max_data_depth`` may be (a state must stay within what orjson writes).
-MAX_DATA_DEPTH_CAP = 200
-#: Integers run data may hold: what every JSON library here reads back as the same integer.
-INT_MIN, INT_MAX = -(2**63), 2**64 - 1
-#: Codes ``measure`` returns instead of a size.
-TOO_DEEP, TOO_LARGE, BAD_INT, BAD_TEXT, BAD_KIND, BAD_KEY, BAD_NUMBER = range(-1, -8, -1)
-_SURROGATE = re.compile("[\ud800-\udfff]")
 #: What a run id is made of (safe as a key in any store a resume guard uses).
 _RUN_ID = re.compile(r"[A-Za-z0-9_.-]{1,100}")
 _SIGNING_DOMAIN = STATE_FORMAT.encode() + b"\0"
@@ -83,164 +70,6 @@ _SIGNING_DOMAIN = STATE_FORMAT.encode() + b"\0"
 class FlowStateError(FlowError):
     """A state that cannot be resumed: malformed, altered, unsigned, from another or a changed
     flow, not waiting for input, or already resumed."""
-
-
-class DataLimitError(FlowLimitError):
-    """Run data beyond a limit of the runtime (a value, the whole state, nesting, a number)."""
-
-
-# --- measuring run data ------------------------------------------------------------------------
-
-
-def valid_text(text: str) -> str:
-    """``text`` with any lone surrogate (which UTF-8 and JSON readers refuse) replaced by U+FFFD."""
-    if text.isascii() or _SURROGATE.search(text) is None:
-        return text
-    return _SURROGATE.sub("\ufffd", text)
-
-
-def _text_size(text: str) -> int:
-    """A str or a subclass (read with str's methods: no override runs)."""
-    if str.isascii(text) or _SURROGATE.search(text) is None:
-        return str.__len__(text) + 2
-    return BAD_TEXT
-
-
-def measure(
-    value: Any, depth: int, budget: int, strict: bool, trail: list[Any] | None = None
-) -> int:
-    """About the size of ``value`` as compact JSON, or a negative code for the first problem.
-
-    ``depth``: how many levels of lists and maps it may nest; ``budget``: the largest size
-    accepted (the walk stops there, so shared or huge data costs at most ``budget`` steps).
-    ``strict`` (states): only JSON types, text keys, finite numbers; else (contexts, values
-    a flow makes) other values count as the null they become. ``trail`` collects the path to
-    the problem, innermost first. The compiled twin (ext/_runner.pxi) gives the same answers.
-    """
-    kind = type(value)
-    if kind is int:  # the common kinds first, by exact type
-        size = 8 if INT_MIN <= value <= INT_MAX else BAD_INT
-    elif kind is str:
-        size = _text_size(value)
-    elif kind is dict or kind is list:
-        return _measure_container(value, depth, budget, strict, trail)
-    elif isinstance(value, str):
-        size = _text_size(value)
-    elif value is None or isinstance(value, bool):
-        size = 5
-    elif isinstance(value, int):
-        size = 8 if INT_MIN <= int.__int__(value) <= INT_MAX else BAD_INT  # no override runs
-    elif isinstance(value, float):
-        size = BAD_NUMBER if strict and not math.isfinite(value) else 8
-    elif isinstance(value, (dict, list, tuple)) or (not strict and isinstance(value, Mapping)):
-        return _measure_container(value, depth, budget, strict, trail)
-    elif strict:
-        return BAD_KIND
-    else:
-        size = 5
-    return size if size < 0 or size <= budget else TOO_LARGE
-
-
-def _measure_container(
-    value: Any, depth: int, budget: int, strict: bool, trail: list[Any] | None
-) -> int:
-    if depth <= 0:
-        return TOO_DEEP
-    size = 2
-    if isinstance(value, (list, tuple)):
-        if type(value) is not list and type(value) is not tuple:  # a subclass: its code runs
-            try:
-                value = list(value)
-            except Exception:  # a list that cannot be read
-                return BAD_KIND
-        for index, item in enumerate(value):
-            child = measure(item, depth - 1, budget - size - 1, strict, trail)
-            if child < 0:
-                if trail is not None:
-                    trail.append(index)
-                return child
-            size += child + 1
-            if size > budget:
-                return TOO_LARGE
-        return size if size <= budget else TOO_LARGE
-    if type(value) is dict:  # read live, as the compiled twin reads it: a size change meanwhile
-        entries: Any = value.items()  # (a custom Mapping's code) raises RuntimeError in both
-    else:
-        try:
-            entries = list(value.items())
-        except Exception:  # a mapping that cannot be read
-            return BAD_KIND
-    for key, item in entries:
-        if isinstance(key, str):
-            key_size = _text_size(key)
-            if key_size < 0:
-                if trail is not None:
-                    trail.append(key)
-                return key_size
-        elif strict:
-            return BAD_KEY
-        else:
-            key_size = 8
-        size += key_size + 2
-        child = measure(item, depth - 1, budget - size, strict, trail)
-        if child < 0:
-            if trail is not None:
-                trail.append(key)
-            return child
-        size += child
-        if size > budget:
-            return TOO_LARGE
-    return size if size <= budget else TOO_LARGE
-
-
-#: ``measure`` without ``trail``: its compiled twin where the extension is built (steps, states).
-measure_data = compiled_helper("measure_data", measure)
-
-
-def _path(root: str, trail: list[Any]) -> str:
-    parts = [root]
-    for key in reversed(trail[-12:] if len(trail) > 12 else trail):
-        if type(key) is int:
-            parts.append(f"[{key}]")
-        else:  # a long key is never cut to a prefix: it could be a secret's
-            text = str(key)
-            parts.append(f".{text}" if len(text) <= 40 else f".<a key of {len(text)} characters>")
-    text = "".join(parts).lstrip(".")
-    return text + ("…" if len(trail) > 12 else "")
-
-
-def data_problem(
-    value: Any,
-    depth: int,
-    budget: int,
-    strict: bool,
-    *,
-    root: str,
-    depth_limit: int,
-    setting: str,
-) -> str:
-    """Why ``measure`` refused ``value`` (found at ``root``): the problem and the path to it
-    (``contact.a[0]``), in words; ``depth_limit`` names the depth limit, ``setting`` the
-    RuntimeSettings field whose value ``budget`` is."""
-    trail: list[Any] = []
-    code = measure(value, depth, budget, strict, trail)
-    where = _path(root, trail) or "the value"
-    head = where + ": "
-    if code == TOO_DEEP:
-        return f"{where} nests deeper than {depth_limit} levels (RuntimeSettings.max_data_depth)"
-    if code == TOO_LARGE:  # where the budget ran out says little: name the whole
-        return f"{root or 'its data'} is larger than {budget} bytes (RuntimeSettings.{setting})"
-    if code == BAD_INT:
-        return f"{head}an integer outside the 64-bit range (-2**63 to 2**64-1)"
-    if code == BAD_TEXT:
-        return f"{head}text with a lone surrogate (not valid Unicode)"
-    if code == BAD_KEY:
-        return f"{head}a map key that is not text"
-    if code == BAD_NUMBER:
-        return f"{head}a number that is not finite"
-    if code == BAD_KIND:
-        return f"{head}a value that is not JSON data"
-    return "no problem"  # pragma: no cover - called only after measure refused the value
 
 
 # --- signing ------------------------------------------------------------------------------------
@@ -499,10 +328,12 @@ def _read(
     if (
         type(step_id) is not str
         or step_id not in flow.steps
-        or flow.steps[step_id].type != "collect_input"
+        or not flow.steps[step_id].kind.takes_input
     ):
         shown_step = step_id[:80] if type(step_id) is str else type(step_id).__name__
-        raise FlowStateError(f"the state is not waiting at a collect_input step ({shown_step!r})")
+        raise FlowStateError(
+            f"the state is not waiting at a step that takes input ({shown_step!r})"
+        )
     run_id, seq = state.get("run_id"), state.get("seq")
     if type(run_id) is not str or _RUN_ID.fullmatch(run_id) is None:
         raise FlowStateError("the state has no run id (1 to 100 of A-Z a-z 0-9 _ - .)")

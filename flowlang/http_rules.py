@@ -1,4 +1,4 @@
-"""Requests: turn an http_request step and a scope into a checked request, before any I/O.
+"""HTTP rules: what an outbound request may be, shared by documents and the runtime.
 
 The scheme, host and port of an endpoint are fixed text, checked strictly at load
 (``origin_of``); templated endpoint values are percent-encoded (they cannot change the host,

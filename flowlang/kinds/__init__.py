@@ -1,0 +1,1 @@
+"""Step kinds: one module per kind (fields, edges, facts, checks, executor); see registry.py."""

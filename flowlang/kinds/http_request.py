@@ -1,0 +1,157 @@
+"""HTTP Request: send a request to a fixed https origin and keep (or ignore) its response."""
+
+from __future__ import annotations
+
+__all__ = ["KIND", "prepare_request", "send_request"]
+
+from collections.abc import Mapping
+from typing import Any
+
+from flowlang.flow.fields import HTTP_METHODS, NEXT, Field
+from flowlang.flow.model import Endpoint, FieldTree, Step
+from flowlang.flow.source import Pointer
+from flowlang.http_rules import (
+    PreparedRequest,
+    RequestError,
+    check_header,
+    encode_body,
+    render_endpoint,
+)
+from flowlang.kinds.base import Checker, RunView, StepKind, Transition
+from flowlang.rundata import DataLimitError, store_record, valid_text
+
+#: Methods whose request carries a body even when it has no fields (``{}``).
+_BODY_METHODS = ("POST", "PUT", "PATCH")
+
+
+def prepare_request(step: Step, scope: Mapping[str, Any], max_body: int) -> PreparedRequest:
+    """Render and check everything a request needs; RequestError when it cannot be sent."""
+    endpoint: Endpoint = step.fields["endpoint"]
+    url = render_endpoint(endpoint.parts, scope)
+    headers = [
+        (name, check_header(name, template.render(scope)))
+        for name, template in step.fields["headers"]
+    ]
+    body_tree: FieldTree = step.fields["body"]
+    body = None
+    if body_tree or step.fields["method"] in _BODY_METHODS:
+        body = encode_body(body_tree.build(scope), max_body)
+        if not any(name.lower() == "content-type" for name, _ in headers):
+            headers.append(("Content-Type", "application/json"))
+    return PreparedRequest(step.fields["method"], url, tuple(headers), body)
+
+
+async def send_request(step: Step, run: RunView) -> Transition:
+    """Send the step's request; keep the outcome (and response) in ``steps.<id>``."""
+    settings = run.runtime.settings
+    secrets = run.scope["secrets"]
+    secrets.take_missing()
+    try:
+        request = prepare_request(step, run.scope, settings.max_request_body)
+        missing = secrets.take_missing()
+        if missing is not None:
+            raise RequestError(missing)
+    except RequestError as error:
+        message = valid_text(run.redact(str(error)))
+        store_record(run, step.id, "steps", {"outcome": "invalid_request", "error": message})
+        return (
+            "go",
+            step.fields["on_failure"] or step.fields["next"],
+            "invalid_request",
+            {"error": message},
+        )
+    summary = run.request_summary(request)
+    timeout = min(step.fields["timeout"], settings.http_timeout_cap)
+    if not step.fields["parse_response"]:
+        run.runtime.send_in_background(run, step.id, request, timeout, summary)
+        store_record(run, step.id, "steps", {"outcome": "sent"})
+        return ("go", step.fields["next"], "sent", {"request": summary})
+    result = await run.runtime.http.send(
+        request,
+        timeout=timeout,
+        max_body=settings.max_response_body,
+        follow_redirects=step.fields["follow_redirects"],
+    )
+    record: dict[str, Any] = {"outcome": result.outcome}
+    if result.response is not None and result.outcome in ("success", "http_error"):
+        record["response"] = result.response
+    failure = valid_text(run.redact(result.error)) if result.error is not None else None
+    if failure is not None:
+        record["error"] = failure
+    detail: dict[str, Any] = {
+        "request": summary,
+        "status": result.status,
+        "duration_ms": round(result.duration * 1000, 1),
+    }
+    if failure is not None:
+        detail["error"] = failure
+    try:
+        store_record(run, step.id, "steps", record)
+    except DataLimitError as refused:  # the response cannot be kept: the step fails
+        detail["error"] = str(refused)
+        store_record(run, step.id, "steps", {"outcome": "too_large", "error": str(refused)})
+        return ("go", step.fields["on_failure"], "too_large", detail)
+    if result.outcome == "success":
+        return ("go", step.fields["next"], "success", detail)
+    if result.outcome == "timeout":
+        return ("go", step.fields["on_timeout"] or step.fields["on_failure"], "timeout", detail)
+    return ("go", step.fields["on_failure"], result.outcome, detail)
+
+
+def check_request(
+    checker: Checker, fields: dict[str, Any], raw: dict[str, Any], pointer: Pointer, step_id: str
+) -> None:
+    """A step that parses its response needs on_failure; a GET has no body; on_timeout
+    defaults to on_failure."""
+    if fields.get("parse_response") and "on_failure" not in raw:
+        checker.error(
+            "an http_request step that parses its response needs on_failure (the failover)",
+            pointer,
+            step_id,
+            "on_failure",
+            key=True,
+        )
+    if fields.get("method") == "GET" and fields.get("body"):
+        checker.error(
+            "a GET request has no body; put parameters in the endpoint, where templated values "
+            "are percent-encoded",
+            (*pointer, "body"),
+            step_id,
+            "body",
+        )
+    if fields.get("on_timeout") is None:
+        fields["on_timeout"] = fields.get("on_failure")
+
+
+def response_facts(step: Step) -> Mapping[str, frozenset[str]]:
+    """The response is kept only on the success (``next``) edge of a step that parses it."""
+    return {"next": frozenset({"response"})} if step.fields.get("parse_response") else {}
+
+
+KIND = StepKind(
+    "http_request",
+    "call an HTTP API and branch on the outcome",
+    {
+        "endpoint": Field(
+            "endpoint", required=True, description="https URL; templated values are percent-encoded"
+        ),
+        "method": Field("enum", default="GET", choices=HTTP_METHODS),
+        "headers": Field("headers", default={}, description="header name to templated value"),
+        "body": Field("fields", default={}, description="JSON body; dotted keys nest"),
+        "parse_response": Field(
+            "bool", default=True, description="wait for the response and keep it"
+        ),
+        "timeout": Field(
+            "duration", default=8.0, minimum=0.05, maximum=10.0, description="total deadline"
+        ),
+        "follow_redirects": Field("bool", default=False),
+        "next": NEXT,
+        "on_failure": Field("step", description="required when parse_response is true"),
+        "on_timeout": Field("step", description="defaults to on_failure"),
+    },
+    edge_facts=response_facts,
+    secret_fields=("endpoint", "headers", "body"),
+    network=True,
+    check=check_request,
+    execute=send_request,
+)

@@ -1,0 +1,49 @@
+"""Registry: every step kind, one line each; the only place that lists them.
+
+Adding a step kind: its module under flowlang/kinds/ (defining ``KIND``) and its line below.
+"""
+
+from __future__ import annotations
+
+__all__ = ["STEP_KINDS", "step_kind"]
+
+import importlib
+from collections.abc import Iterable, Mapping
+from types import MappingProxyType
+
+from flowlang.kinds.base import StepKind
+
+#: The modules of the step kinds under flowlang/kinds/, in the order the reference lists them.
+_KIND_MODULES = (
+    "http_request",
+    "condition_splitter",
+    "collect_input",
+    "set_variables",
+    "say",
+    "play",
+    "transfer",
+    "voicemail",
+    "hangup",
+)
+
+
+def _by_name(names: Iterable[str]) -> Mapping[str, StepKind]:
+    kinds: dict[str, StepKind] = {}
+    for name in names:
+        module = importlib.import_module(f"flowlang.kinds.{name}")
+        kind = getattr(module, "KIND", None)
+        if not isinstance(kind, StepKind):
+            raise TypeError(f"{module.__name__} defines no KIND (a StepKind)")
+        if kind.name in kinds:
+            raise TypeError(f"step kind {kind.name!r} is registered twice")
+        kinds[kind.name] = kind
+    return MappingProxyType(kinds)
+
+
+#: Every step kind by the name documents write in ``type:``, in the order the reference lists them.
+STEP_KINDS: Mapping[str, StepKind] = _by_name(_KIND_MODULES)
+
+
+def step_kind(name: str) -> StepKind:
+    """The kind called ``name``; KeyError when there is none."""
+    return STEP_KINDS[name]

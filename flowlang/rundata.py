@@ -1,0 +1,332 @@
+"""Run data: measure what a run holds, and store into it within the runtime's data limits.
+
+Run data is what a state carries: plain JSON (text keys, valid Unicode, integers within 64
+bits, finite numbers), nested at most ``max_data_depth`` levels under each root, about
+``max_state_size`` bytes in all. ``measure`` sizes a value as compact JSON without building
+it; the store functions keep a run's running total (``run.data_size``) as steps write
+``vars`` and step records. The compiled twins live in ext/_runner.pxi.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BAD_INT",
+    "BAD_KEY",
+    "BAD_KIND",
+    "BAD_NUMBER",
+    "BAD_TEXT",
+    "INT_MAX",
+    "INT_MIN",
+    "MAX_DATA_DEPTH_CAP",
+    "TOO_DEEP",
+    "TOO_LARGE",
+    "DataLimitError",
+    "data_problem",
+    "lookup_variable",
+    "measure",
+    "measure_data",
+    "merge_variables",
+    "state_full",
+    "store_record",
+    "store_variables",
+    "stored_problem",
+    "valid_text",
+    "variable_problem",
+]
+
+import math
+import re
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from flowlang.errors import FlowLimitError
+from flowlang.expr.backends import compiled_helper
+
+#: The deepest ``max_data_depth`` may be (a state must stay within what orjson writes).
+MAX_DATA_DEPTH_CAP = 200
+#: Integers run data may hold: what every JSON library here reads back as the same integer.
+INT_MIN, INT_MAX = -(2**63), 2**64 - 1
+#: Codes ``measure`` returns instead of a size.
+TOO_DEEP, TOO_LARGE, BAD_INT, BAD_TEXT, BAD_KIND, BAD_KEY, BAD_NUMBER = range(-1, -8, -1)
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+class RunData(Protocol):
+    """What the store functions read and write of a run: its scope, its data size, and the
+    runtime's ``data_limits`` (value size, state size, nesting depth)."""
+
+    scope: dict[str, Any]
+    data_size: int
+
+    @property
+    def runtime(self) -> Any: ...
+
+
+class DataLimitError(FlowLimitError):
+    """Run data beyond a limit of the runtime (a value, the whole state, nesting, a number)."""
+
+
+def valid_text(text: str) -> str:
+    """``text`` with any lone surrogate (which UTF-8 and JSON readers refuse) replaced by U+FFFD."""
+    if text.isascii() or _SURROGATE.search(text) is None:
+        return text
+    return _SURROGATE.sub("\ufffd", text)
+
+
+def _text_size(text: str) -> int:
+    """A str or a subclass (read with str's methods: no override runs)."""
+    if str.isascii(text) or _SURROGATE.search(text) is None:
+        return str.__len__(text) + 2
+    return BAD_TEXT
+
+
+def measure(
+    value: Any, depth: int, budget: int, strict: bool, trail: list[Any] | None = None
+) -> int:
+    """About the size of ``value`` as compact JSON, or a negative code for the first problem.
+
+    ``depth``: how many levels of lists and maps it may nest; ``budget``: the largest size
+    accepted (the walk stops there, so shared or huge data costs at most ``budget`` steps).
+    ``strict`` (states): only JSON types, text keys, finite numbers; else (contexts, values
+    a flow makes) other values count as the null they become. ``trail`` collects the path to
+    the problem, innermost first. The compiled twin (ext/_runner.pxi) gives the same answers.
+    """
+    kind = type(value)
+    if kind is int:  # the common kinds first, by exact type
+        size = 8 if INT_MIN <= value <= INT_MAX else BAD_INT
+    elif kind is str:
+        size = _text_size(value)
+    elif kind is dict or kind is list:
+        return _measure_container(value, depth, budget, strict, trail)
+    elif isinstance(value, str):
+        size = _text_size(value)
+    elif value is None or isinstance(value, bool):
+        size = 5
+    elif isinstance(value, int):
+        size = 8 if INT_MIN <= int.__int__(value) <= INT_MAX else BAD_INT  # no override runs
+    elif isinstance(value, float):
+        size = BAD_NUMBER if strict and not math.isfinite(value) else 8
+    elif isinstance(value, (dict, list, tuple)) or (not strict and isinstance(value, Mapping)):
+        return _measure_container(value, depth, budget, strict, trail)
+    elif strict:
+        return BAD_KIND
+    else:
+        size = 5
+    return size if size < 0 or size <= budget else TOO_LARGE
+
+
+def _measure_container(
+    value: Any, depth: int, budget: int, strict: bool, trail: list[Any] | None
+) -> int:
+    if depth <= 0:
+        return TOO_DEEP
+    size = 2
+    if isinstance(value, (list, tuple)):
+        if type(value) is not list and type(value) is not tuple:  # a subclass: its code runs
+            try:
+                value = list(value)
+            except Exception:  # a list that cannot be read
+                return BAD_KIND
+        for index, item in enumerate(value):
+            child = measure(item, depth - 1, budget - size - 1, strict, trail)
+            if child < 0:
+                if trail is not None:
+                    trail.append(index)
+                return child
+            size += child + 1
+            if size > budget:
+                return TOO_LARGE
+        return size if size <= budget else TOO_LARGE
+    if type(value) is dict:  # read live, as the compiled twin reads it: a size change meanwhile
+        entries: Any = value.items()  # (a custom Mapping's code) raises RuntimeError in both
+    else:
+        try:
+            entries = list(value.items())
+        except Exception:  # a mapping that cannot be read
+            return BAD_KIND
+    for key, item in entries:
+        if isinstance(key, str):
+            key_size = _text_size(key)
+            if key_size < 0:
+                if trail is not None:
+                    trail.append(key)
+                return key_size
+        elif strict:
+            return BAD_KEY
+        else:
+            key_size = 8
+        size += key_size + 2
+        child = measure(item, depth - 1, budget - size, strict, trail)
+        if child < 0:
+            if trail is not None:
+                trail.append(key)
+            return child
+        size += child
+        if size > budget:
+            return TOO_LARGE
+    return size if size <= budget else TOO_LARGE
+
+
+#: ``measure`` without ``trail``: its compiled twin where the extension is built (steps, states).
+measure_data = compiled_helper("measure_data", measure)
+
+
+def _path(root: str, trail: list[Any]) -> str:
+    parts = [root]
+    for key in reversed(trail[-12:] if len(trail) > 12 else trail):
+        if type(key) is int:
+            parts.append(f"[{key}]")
+        else:  # a long key is never cut to a prefix: it could be a secret's
+            text = str(key)
+            parts.append(f".{text}" if len(text) <= 40 else f".<a key of {len(text)} characters>")
+    text = "".join(parts).lstrip(".")
+    return text + ("…" if len(trail) > 12 else "")
+
+
+def data_problem(
+    value: Any,
+    depth: int,
+    budget: int,
+    strict: bool,
+    *,
+    root: str,
+    depth_limit: int,
+    setting: str,
+) -> str:
+    """Why ``measure`` refused ``value`` (found at ``root``): the problem and the path to it
+    (``contact.a[0]``), in words; ``depth_limit`` names the depth limit, ``setting`` the
+    RuntimeSettings field whose value ``budget`` is."""
+    trail: list[Any] = []
+    code = measure(value, depth, budget, strict, trail)
+    where = _path(root, trail) or "the value"
+    head = where + ": "
+    if code == TOO_DEEP:
+        return f"{where} nests deeper than {depth_limit} levels (RuntimeSettings.max_data_depth)"
+    if code == TOO_LARGE:  # where the budget ran out says little: name the whole
+        return f"{root or 'its data'} is larger than {budget} bytes (RuntimeSettings.{setting})"
+    if code == BAD_INT:
+        return f"{head}an integer outside the 64-bit range (-2**63 to 2**64-1)"
+    if code == BAD_TEXT:
+        return f"{head}text with a lone surrogate (not valid Unicode)"
+    if code == BAD_KEY:
+        return f"{head}a map key that is not text"
+    if code == BAD_NUMBER:
+        return f"{head}a number that is not finite"
+    if code == BAD_KIND:
+        return f"{head}a value that is not JSON data"
+    return "no problem"  # pragma: no cover - called only after measure refused the value
+
+
+# --- storing into a run -------------------------------------------------------------------------
+
+
+def lookup_variable(variables: dict[str, Any], key: Any, default: Any = None) -> Any:
+    """``variables.get(key, default)``; ``default`` too when a key's ``__eq__`` or ``__hash__``
+    raised (a raising key is missing, grammar/SPEC.md §2; as the compiled twin reads it)."""
+    try:
+        return variables.get(key, default)
+    except Exception:
+        return default
+
+
+def merge_variables(variables: dict[str, Any], values: Mapping[str, Any]) -> None:
+    """Set ``values`` into ``variables``; nested maps merge copy-on-write, never in place,
+    so values an earlier trace entry refers to never change. The entries of ``values`` are read
+    once first: a lookup, copy or merge may run a hostile key's or map's code."""
+    for key, value in list(values.items()):
+        existing = lookup_variable(variables, key)
+        if isinstance(existing, dict) and isinstance(value, dict):
+            merged = dict(existing)
+            merge_variables(merged, value)
+            variables[key] = merged
+        else:
+            variables[key] = value
+
+
+_ABSENT: Any = object()
+
+
+def _key_size(key: Any) -> int:
+    return len(key) + 2 if isinstance(key, str) else 8
+
+
+def state_full(step_id: str, where: str, max_state: int) -> str:
+    """The message of a step whose write would take the run's data past ``max_state``."""
+    return (
+        f"step {step_id!r} cannot set {where}: the run's data would be larger than "
+        f"{max_state} bytes (RuntimeSettings.max_state_size)"
+    )
+
+
+def stored_problem(
+    step_id: str, where: str, value: Any, budget: int, setting: str, max_depth: int
+) -> str:
+    """Why step ``step_id`` cannot store ``value`` at ``where`` (one level under a root, at most
+    ``budget`` bytes: the RuntimeSettings field ``setting``)."""
+    problem = data_problem(
+        value, max_depth - 1, budget, False, root=where, depth_limit=max_depth, setting=setting
+    )
+    return f"step {step_id!r} cannot set {where}: {problem}"
+
+
+def variable_problem(step_id: str, key: str, value: Any, limits: tuple[int, int, int]) -> str:
+    """Why ``value`` cannot be stored as ``vars.<key>`` (both loops' message)."""
+    max_value, _, max_depth = limits
+    return stored_problem(step_id, f"vars.{key}", value, max_value, "max_value_size", max_depth)
+
+
+def store_variables(run: RunData, step_id: str, values: Mapping[str, Any]) -> None:
+    """Set ``values`` into ``vars`` (nested maps merge copy-on-write), each checked against
+    the run's data limits before it is stored: DataLimitError names the step and variable."""
+    variables = run.scope["vars"]
+    limits = run.runtime.data_limits
+    max_value, max_state, max_depth = limits
+    total = run.data_size
+    try:
+        for key, given in values.items():
+            value = given
+            try:  # lookup_variable, inline on the hot path
+                existing = variables.get(key, _ABSENT)
+            except Exception:
+                existing = _ABSENT
+            if isinstance(existing, dict) and isinstance(value, dict):
+                value = dict(existing)
+                merge_variables(value, given)
+            if type(value) is int and INT_MIN <= value <= INT_MAX:  # the common case, inline
+                size = 8
+            else:
+                size = measure_data(value, max_depth - 1, max_value, False)
+                if size < 0:
+                    raise DataLimitError(variable_problem(step_id, key, value, limits))
+            if existing is _ABSENT:
+                after = total + size + _key_size(key) + 2
+            elif type(existing) is int and INT_MIN <= existing <= INT_MAX:
+                after = total + size - 8
+            else:
+                after = total + size - max(measure_data(existing, max_depth, max_state, False), 0)
+            if after > max_state:
+                raise DataLimitError(state_full(step_id, f"vars.{key}", max_state))
+            total = after
+            variables[key] = value
+    finally:
+        run.data_size = total
+
+
+def store_record(run: RunData, step_id: str, root: str, record: dict[str, Any]) -> None:
+    """Store a step's record as ``<root>.<step id>`` within the run's data limits."""
+    container = run.scope[root]
+    _, max_state, max_depth = run.runtime.data_limits
+    size = measure_data(record, max_depth - 1, max_state, False)
+    where = f"{root}.{step_id}"
+    if size < 0:
+        problem = stored_problem(step_id, where, record, max_state, "max_state_size", max_depth)
+        raise DataLimitError(problem)
+    existing = container.get(step_id, _ABSENT)
+    if existing is _ABSENT:
+        total = run.data_size + size + _key_size(step_id) + 2
+    else:
+        total = run.data_size + size - max(measure_data(existing, max_depth, max_state, False), 0)
+    if total > max_state:
+        raise DataLimitError(state_full(step_id, where, max_state))
+    run.data_size = total
+    container[step_id] = record

@@ -1,0 +1,31 @@
+"""Plan: each step of a flow prepared once for the step loop, from its kind."""
+
+from __future__ import annotations
+
+__all__ = ["StepPlan", "plan_flow"]
+
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeAlias
+
+from flowlang.flow.model import Step
+from flowlang.kinds.base import Transition
+from flowlang.kinds.call_control import run_host_action
+
+#: For each step: the step, and either its planned plain call or its awaited executor.
+StepPlan: TypeAlias = (
+    "dict[str, tuple[Step, Callable[[Any], Transition] | None, "
+    "Callable[[Step, Any], Awaitable[Transition]] | None]]"
+)
+
+
+def plan_flow(steps: Mapping[str, Step]) -> StepPlan:
+    """Prepare every step of a flow once: steps without I/O become plain calls (targets,
+    builders and labels bound in closures); the others are awaited."""
+    plan: StepPlan = {}
+    for step_id, step in steps.items():
+        kind = step.kind
+        if kind.plan is not None:
+            plan[step_id] = (step, kind.plan(step), None)
+        else:
+            plan[step_id] = (step, None, kind.execute or run_host_action)
+    return plan
