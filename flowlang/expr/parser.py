@@ -25,6 +25,9 @@ from flowlang.expr.limits import Limits
 from flowlang.expr.scanner import HoleSpan, scan_template
 from flowlang.expr.syntax import KEYWORDS, Syntax
 
+#: Lark token types the error messages look at (names from grammar/flowlang.lark).
+_END, _INT, _LPAR, _LSQB, _NAME, _PIPE = "$END", "INT", "LPAR", "LSQB", "NAME", "PIPE"
+
 GRAMMAR_FILE = "flowlang.lark"
 
 
@@ -357,7 +360,7 @@ _CHARACTER_HINTS = {
 
 
 def _describe_found(token: Token) -> str:
-    if token.type == "$END":
+    if token.type == _END:
         return "the end of the expression"
     return f"{str(token)!r}"
 
@@ -370,7 +373,7 @@ def _open_bracket(error: UnexpectedToken) -> tuple[Token, Any] | None:
     stack = interactive.parser_state.value_stack
     for position in range(len(stack) - 1, -1, -1):
         item = stack[position]
-        if isinstance(item, Token) and item.type in ("LSQB", "LPAR"):
+        if isinstance(item, Token) and item.type in (_LSQB, _LPAR):
             before = stack[position - 1] if position > 0 else None
             return item, before
     return None
@@ -391,17 +394,17 @@ def _token_error_message(error: UnexpectedToken) -> str:
         opened = _open_bracket(error)
         if opened is not None:
             bracket, before = opened
-            if bracket.type == "LSQB" and "RSQB" in expected:
+            if bracket.type == _LSQB and "RSQB" in expected:
                 what = (
                     "the index"
                     if before is not None and not isinstance(before, Token)
                     else "the list"
                 )
                 return f"expected ']' to close {what}, found {found}"
-            if bracket.type == "LPAR" and "RPAR" in expected:
+            if bracket.type == _LPAR and "RPAR" in expected:
                 what = (
                     "the filter arguments"
-                    if isinstance(before, Token) and before.type == "NAME"
+                    if isinstance(before, Token) and before.type == _NAME
                     else "the parentheses"
                 )
                 return f"expected ')' to close {what}, found {found}"
@@ -425,15 +428,15 @@ def _token_error_message(error: UnexpectedToken) -> str:
         and "NAME" in expected
     ):
         previous = _previous_value(error)
-        if isinstance(previous, Token) and previous.type == "PIPE":
+        if isinstance(previous, Token) and previous.type == _PIPE:
             return f"expected a filter name after '|', found {found}"
-        if error.token.type == "INT":
+        if error.token.type == _INT:
             return f"expected a name after '.', found {found}; write [{error.token}] for an index"
         return f"expected a name after '.', found {found}"
-    if error.token.type == "$END":
+    if error.token.type == _END:
         return "unexpected end of the expression"
     previous = _previous_value(error)
-    if error.token.type == "LPAR" and isinstance(previous, Token) and previous.type == "NAME":
+    if error.token.type == _LPAR and isinstance(previous, Token) and previous.type == _NAME:
         return (
             f"unexpected '(' after {str(previous)!r}: "
             "filters are applied with '|', as in value | name(argument)"
@@ -464,7 +467,7 @@ def _syntax_error(
     if isinstance(error, UnexpectedToken):
         token = error.token
         message = _token_error_message(error)
-        if token.type == "$END":
+        if token.type == _END:
             return FlowSyntaxError(message, source, text_end)
         token_start = offset + int(token.start_pos or 0)
         token_end = offset + int(token.end_pos or 0)
