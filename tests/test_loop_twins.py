@@ -19,7 +19,10 @@ from support import same
 import flowlang
 from flowlang.expr.backends import AVAILABLE, compiled_helper
 from flowlang.expr.values import to_json
+from flowlang.flow.fields import Field
 from flowlang.flow.model import generated_build
+from flowlang.kinds.base import StepKind
+from flowlang.kinds.registry import STEP_KINDS
 from flowlang.rundata import measure
 from flowlang.runtime.http import RecordedHttp, RecordedResponse
 from flowlang.runtime.loop import new_scope
@@ -66,70 +69,102 @@ OPERATORS = [
     "is_empty",
     "is_not_empty",
 ]
-CONTINUING = ["set_variables", "condition_splitter", "say", "play", "collect_input", "http"]
-ENDING = ["transfer", "voicemail", "hangup"]
 RECORDED_URL = "https://crm.example.com/lookup?a=1"
 
 
-def _step(draw: Any, kind: str, following: str | None, ids: list[str]) -> dict[str, Any]:
+def _variables(draw: Any) -> dict[str, Any]:
+    keys = st.sampled_from(["a", "b", "c", "c.d", "c.e", "n.m.o"])
+    variables = draw(st.dictionaries(keys, VALUES, min_size=1, max_size=3))
+    if "c" in variables and any(key.startswith("c.") for key in variables):
+        del variables["c"]  # `c` and `c.d` together is a load-time error
+    return variables
+
+
+def _branches(draw: Any, anywhere: Any, following: str) -> list[dict[str, Any]]:
+    branches = []
+    for _ in range(draw(st.integers(1, 3))):
+        if draw(st.booleans()):
+            branches.append(
+                {"expression": draw(st.sampled_from(EXPRESSIONS)), "next": draw(anywhere)}
+            )
+        else:
+            rows = []
+            for _ in range(draw(st.integers(1, 2))):
+                row = {
+                    "property": draw(st.sampled_from(TEMPLATES)),
+                    "operator": draw(st.sampled_from(OPERATORS)),
+                }
+                if row["operator"] not in ("is_empty", "is_not_empty"):
+                    row["value"] = draw(ROW_VALUES)
+                rows.append(row)
+            branches.append({"conditions": rows, "next": draw(anywhere)})
+    branches[draw(st.integers(0, len(branches) - 1))]["next"] = following
+    return branches
+
+
+#: How a value of each field kind is drawn (edge kinds are drawn from the flow's step ids).
+FIELD_VALUES: dict[str, Any] = {
+    "template": lambda draw, spec: draw(st.sampled_from(TEMPLATES)),
+    "endpoint": lambda draw, spec: "https://crm.example.com/lookup?a=<<vars.a>>",
+    "headers": lambda draw, spec: {"Authorization": "Bearer <<secrets.token>>"},
+    "fields": lambda draw, spec: _variables(draw),
+}
+
+
+def _value(draw: Any, kind: StepKind, name: str, spec: Field) -> Any:
+    if spec.examples:
+        return draw(st.sampled_from(spec.examples))
+    make = FIELD_VALUES.get(spec.kind)
+    assert make is not None, f"{kind.name}.{name}: a {spec.kind} field needs Field.examples"
+    return make(draw, spec)
+
+
+def _edge(draw: Any, spec: Field, target: str, anywhere: Any) -> Any:
+    if spec.kind == "branches":
+        return _branches(draw, anywhere, target)
+    if spec.kind == "options":
+        keys = draw(st.lists(st.sampled_from("0123456789*#"), min_size=1, max_size=3, unique=True))
+        return {key: target if index == 0 else draw(anywhere) for index, key in enumerate(keys)}
+    return target
+
+
+def _step(draw: Any, kind: StepKind, following: str | None, ids: list[str]) -> dict[str, Any]:
+    """A step of any registered kind: its required fields (and optional ones that give
+    examples) drawn by field kind; every edge set, ``following`` on its way on (``next``, or
+    its first edge) so that the chain reaches every step."""
     anywhere = st.sampled_from(ids)
-    if kind == "set_variables":
-        keys = st.sampled_from(["a", "b", "c", "c.d", "c.e", "n.m.o"])
-        variables = draw(st.dictionaries(keys, VALUES, min_size=1, max_size=3))
-        if "c" in variables and any(key.startswith("c.") for key in variables):
-            del variables["c"]  # `c` and `c.d` together is a load-time error
-        step: dict[str, Any] = {"type": kind, "variables": variables}
-    elif kind == "condition_splitter":
-        branches = []
-        for _ in range(draw(st.integers(1, 3))):
-            if draw(st.booleans()):
-                branches.append(
-                    {"expression": draw(st.sampled_from(EXPRESSIONS)), "next": draw(anywhere)}
-                )
-            else:
-                rows = []
-                for _ in range(draw(st.integers(1, 2))):
-                    row = {
-                        "property": draw(st.sampled_from(TEMPLATES)),
-                        "operator": draw(st.sampled_from(OPERATORS)),
-                    }
-                    if row["operator"] not in ("is_empty", "is_not_empty"):
-                        row["value"] = draw(ROW_VALUES)
-                    rows.append(row)
-                branches.append({"conditions": rows, "next": draw(anywhere)})
-        return {"type": kind, "branches": branches, "otherwise": following or draw(anywhere)}
-    elif kind in ("say", "play", "transfer", "voicemail"):
-        field = {"say": "text", "play": "url", "transfer": "target", "voicemail": "mailbox"}[kind]
-        step = {"type": kind, field: draw(st.sampled_from(TEMPLATES))}
-    elif kind == "collect_input":
-        step = {"type": kind, "prompt": draw(st.sampled_from(TEMPLATES)), "max_digits": 4}
-        step["on_no_input"] = draw(anywhere)
-    elif kind == "http":
-        step = {
-            "type": "http_request",
-            "endpoint": "https://crm.example.com/lookup?a=<<vars.a>>",
-            "headers": {"Authorization": "Bearer <<secrets.token>>"},
-            "on_failure": draw(anywhere),
-        }
-    else:
-        step = {"type": kind}
-    if following is not None:
-        step["next"] = following
+    step: dict[str, Any] = {"type": kind.name}
+    for name, spec in kind.fields.items():
+        if not spec.is_edge and (spec.required or (spec.examples and draw(st.booleans()))):
+            step[name] = _value(draw, kind, name, spec)
+    edges = kind.edge_fields
+    onward = "next" if "next" in edges else edges[0] if edges else None
+    for name in edges:
+        target = following if name == onward else draw(anywhere)
+        if target is not None:
+            step[name] = _edge(draw, kind.fields[name], target, anywhere)
+        elif kind.fields[name].required:
+            step[name] = _edge(draw, kind.fields[name], ids[0], anywhere)
     return step
+
+
+def _ends_the_run(kind: StepKind) -> bool:
+    return not kind.edge_fields
 
 
 @st.composite
 def flows(draw: Any) -> dict[str, Any]:
-    """Flows whose steps all lie on one chain (so every step is reachable); branches, failure
-    and no-input routes may go anywhere, loops included."""
+    """Flows of steps of every registered kind, all on one chain (so every step is reachable);
+    branches, options, failure and no-input routes may go anywhere, loops included."""
     count = draw(st.integers(1, 7))
     ids = [f"s{index}" for index in range(count)]
+    continuing = sorted(name for name, kind in STEP_KINDS.items() if not _ends_the_run(kind))
     steps = {}
     for index, step_id in enumerate(ids):
         last = index == count - 1
-        kind = draw(st.sampled_from(CONTINUING + ENDING if last else CONTINUING))
-        following = None if last or kind in ENDING else ids[index + 1]
-        if kind in ("collect_input", "http") and following is None:
+        kind = STEP_KINDS[draw(st.sampled_from(sorted(STEP_KINDS) if last else continuing))]
+        following = None if last else ids[index + 1]
+        if following is None and kind.fields.get("next", Field("step")).required:
             following = ids[0]
         steps[step_id] = _step(draw, kind, following, ids)
     return {"flow": "generated", "start": "s0", "steps": steps}
@@ -201,6 +236,21 @@ def _agree(left: Any, right: Any) -> bool:
     if isinstance(left, dict) and isinstance(right, dict):
         return left.keys() == right.keys() and all(_agree(left[k], right[k]) for k in left)
     return same(left, right)
+
+
+@pytest.mark.parametrize("name", list(STEP_KINDS))
+@settings(max_examples=25)
+@given(data=st.data())
+def test_every_registered_kind_is_drawn_into_loadable_flows(name: str, data: Any) -> None:
+    """The generated flows reach every kind in the registry: each draws valid steps."""
+    kind = STEP_KINDS[name]
+    following = None if _ends_the_run(kind) else "s1"
+    ids = ["s0", "s1"] if following else ["s0"]
+    steps = {"s0": data.draw(st.composite(lambda draw: _step(draw, kind, following, ids))())}
+    if following:
+        steps["s1"] = {"type": "hangup"}
+    flow = flowlang.load_flow_text(json.dumps({"flow": "f", "start": "s0", "steps": steps}))
+    assert flow.steps["s0"].kind is kind
 
 
 @needs_cython

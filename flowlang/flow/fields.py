@@ -43,6 +43,9 @@ class Field:
     parse: Callable[..., Any] | None = None
     #: For ``custom`` fields: the JSON Schema of the value.
     schema: Mapping[str, Any] | None = None
+    #: Valid values, shown in the JSON Schema (``examples``) and drawn by the generated flows
+    #: of the twin tests (a ``custom`` field needs them).
+    examples: tuple[Any, ...] = ()
 
     @property
     def is_edge(self) -> bool:

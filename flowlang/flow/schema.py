@@ -101,6 +101,8 @@ def _field_schema(spec: Field) -> dict[str, Any]:
         raise AssertionError(kind)
     if spec.description:
         schema["description"] = spec.description
+    if spec.examples:
+        schema["examples"] = list(spec.examples)
     if spec.default is not None and kind not in ("headers", "fields"):
         schema["default"] = spec.default
     return schema
