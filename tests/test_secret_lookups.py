@@ -8,6 +8,8 @@ from collections import Counter
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from flowlang import Engine, load_flow_text
 from flowlang.expr.backends import AVAILABLE
@@ -116,3 +118,25 @@ def test_a_use_sees_each_name_once_and_the_view_masks_what_it_found() -> None:
     assert use.problem() == "secret 'b' (vault entry b) is not set"
     assert view.text("x alpha-secret y") == "x [redacted] y" and view.names == {"a"}
     assert view.use({"secrets": view})[1].problem() is None  # a new use starts clean
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    reads=st.lists(st.sampled_from(["a", "b", "c", "d", 7, None]), max_size=30),
+    known=st.sets(st.sampled_from(["a", "b", "c", "d"])),
+)
+def test_a_use_looks_each_name_up_at_most_once_and_returns_the_missing_in_order(
+    reads: list[Any], known: set[str]
+) -> None:
+    provider = CountingSecrets({name: f"value-of-{name}" for name in known})
+    view = SecretsView(provider)
+    _, use = view.use({"secrets": view})
+    for name in reads:
+        found = name in use
+        assert found == (name in known)
+        if found:
+            assert use[name] == f"value-of-{name}"
+    names = [name for name in reads if isinstance(name, str)]
+    assert dict(provider.lookups) == dict.fromkeys(names, 1)
+    assert use.missing == [name for name in dict.fromkeys(names) if name not in known]
+    assert (use.problem() is None) == (not use.missing)
