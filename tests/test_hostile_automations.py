@@ -161,7 +161,7 @@ def test_an_unexpected_exception_in_an_action_is_a_failed_attempt_then_a_dead_le
         return real_interpret(action, sent)
 
     def prepare(action: Any, scope: Any, *args: Any) -> Any:
-        if where == "prepare" and scope["event"]["id"] == "evt-bad" and action.name == "first":
+        if where == "prepare" and scope["event"]["id"] == "evt-bad" and action.id == "first":
             raise TypeError("a bug in prepare")
         return real_prepare(action, scope, *args)
 
@@ -251,7 +251,7 @@ def test_cli_an_exception_in_one_event_ends_neither_this_run_nor_the_next(
         return real_prepare(action, scope, *args)
 
     def interpret(action: Any, sent: HttpResult) -> Any:
-        if state["event"] == "evt-bad" and action.name == "first" and not state["raised"]:
+        if state["event"] == "evt-bad" and action.id == "first" and not state["raised"]:
             state["raised"] = 1
             raise ZeroDivisionError("boom")
         return real_interpret(action, sent)

@@ -54,6 +54,7 @@ from typing import Any, Protocol
 from flowlang.automations.actions import ActionError, Providers, interpret, prepare_action
 from flowlang.automations.formats import ValueFormatError
 from flowlang.automations.journal import Journal, JournalState
+from flowlang.automations.kinds.base import Action, AttemptContext
 from flowlang.automations.locks import FileLock
 from flowlang.automations.records import (
     MAX_EVENT_BYTES,
@@ -67,7 +68,7 @@ from flowlang.automations.records import (
     encode_record,
     read_records,
 )
-from flowlang.automations.speech import SpeechSettings, transcribe
+from flowlang.automations.speech import SpeechSettings
 from flowlang.automations.workflow import (
     CompiledWorkflow,
     check_unique_names,
@@ -76,7 +77,8 @@ from flowlang.automations.workflow import (
 from flowlang.expr.shared import MAX_SHOWN_ERROR, carried_text, shorten, whole_text
 from flowlang.expr.values import plain_json
 from flowlang.http_rules import RequestError
-from flowlang.runtime.http import GuardedHttp, HttpResult, HttpSender, Resolver, guarded_sender
+from flowlang.runtime.http import GuardedHttp, HttpResult, HttpSender, Resolver
+from flowlang.runtime.http_settings import HttpSettings
 from flowlang.runtime.secrets import (
     EnvironmentSecrets,
     Redactor,
@@ -112,9 +114,10 @@ class SystemClock:
         await asyncio.sleep(seconds)
 
 
-@dataclass(frozen=True)
-class DeliverySettings:
-    """Retry schedule, limits and providers for automations (defaults from SECURITY.md)."""
+@dataclass(frozen=True, kw_only=True)
+class DeliverySettings(HttpSettings):
+    """Retry schedule, limits and providers for automations (defaults from SECURITY.md): the
+    HTTP ones of :class:`HttpSettings`, with an automation's defaults, and these."""
 
     #: Delay before each attempt: immediately, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h.
     schedule: tuple[float, ...] = (0, 5, 300, 1800, 7200, 18000, 36000, 36000)
@@ -125,31 +128,21 @@ class DeliverySettings:
     #: At most this many event ids are remembered for the window (oldest forgotten first).
     max_remembered_events: int = MAX_REMEMBERED_EVENTS
     timeout: float = 15.0
+    #: The longest deadline an action's ``timeout`` may ask for.
     timeout_cap: float = 30.0
     connect_timeout: float = 5.0
     max_response_body: int = 1024 * 1024
     max_request_body: int = 1024 * 1024
-    max_redirects: int = 3
-    max_requests_in_flight: int = 100
     max_event_depth: int = MAX_EVENT_DEPTH
     max_event_bytes: int = MAX_EVENT_BYTES
-    allow_hosts: frozenset[str] = frozenset()
     providers: Providers = field(default_factory=Providers)
     #: Recording size, long-running polling and its deadline (see flowlang.automations.speech).
     speech: SpeechSettings = field(default_factory=SpeechSettings)
 
     def __post_init__(self) -> None:
-        check_counts(
-            self,
-            (
-                "max_requests_in_flight",
-                "max_event_depth",
-                "max_event_bytes",
-                "max_remembered_events",
-            ),
-        )
-        check_counts(self, ("max_response_body", "max_request_body", "max_redirects"), 0)
-        check_durations(self, ("timeout", "timeout_cap", "connect_timeout", "dedup_window"))
+        super().__post_init__()
+        check_counts(self, ("max_event_depth", "max_event_bytes", "max_remembered_events"))
+        check_durations(self, ("timeout", "timeout_cap", "dedup_window"))
         check_durations(
             self, ("schedule", "jitter", "throttled_minimum", "max_retry_after"), zero=True
         )
@@ -369,15 +362,7 @@ class Automations:
     def http(self) -> HttpSender:
         """The sender, made on first use."""
         if self._http is None:
-            s = self.settings
-            self._http = self._own_http = guarded_sender(
-                self._ssl_context,
-                s.allow_hosts,
-                self._resolver,
-                s.connect_timeout,
-                s.max_redirects,
-                s.max_requests_in_flight,
-            )
+            self._http = self._own_http = self.settings.sender(self._ssl_context, self._resolver)
         return self._http
 
     # --- matching ---------------------------------------------------------------------------
@@ -473,9 +458,9 @@ class Automations:
                 if workflow.name in progress.get("done", ()):
                     continue
                 earlier = {
-                    action.name: settled[(workflow.name, action.name)]
+                    action.id: settled[(workflow.name, action.id)]
                     for action in workflow.actions
-                    if (workflow.name, action.name) in settled
+                    if (workflow.name, action.id) in settled
                 }
                 deliveries, done = await self._run_workflow(workflow, event, {}, 0, earlier)
                 result.deliveries += deliveries
@@ -532,11 +517,11 @@ class Automations:
         event_id = str(event["id"])
         for index in range(start, len(actions)):
             action = actions[index]
-            earlier = settled.get(action.name) if settled else None
+            earlier = settled.get(action.id) if settled else None
             if earlier is not None:
                 if earlier[0] == "delivered":
-                    results[action.name] = earlier[1]
-                    scope["actions"][action.name] = {"result": earlier[1]}
+                    results[action.id] = earlier[1]
+                    scope["actions"][action.id] = {"result": earlier[1]}
                 elif action.fields["stop_on_failure"]:
                     break  # it stopped the rest; its dead letter names them
                 continue
@@ -547,12 +532,12 @@ class Automations:
             value = delivery.result  # plain JSON (see _attempt)
             delivery.result = shown = redactor.data(value)
             if delivery.outcome == "delivered":
-                self._settle(event_id, workflow.name, action.name, "delivered", shown)
-                results[action.name] = value
-                scope["actions"][action.name] = {"result": value}
+                self._settle(event_id, workflow.name, action.id, "delivered", shown)
+                results[action.id] = value
+                scope["actions"][action.id] = {"result": value}
                 continue
             stop = bool(action.fields["stop_on_failure"])
-            remaining = [later.name for later in actions[index + 1 :]] if stop else []
+            remaining = [later.id for later in actions[index + 1 :]] if stop else []
             try:
                 self.dead_letters.add(
                     self._dead_letter(workflow, action, event, results, redactor, delivery)
@@ -566,10 +551,10 @@ class Automations:
                     "on the next run"
                 )
                 return deliveries, False
-            self._settle(event_id, workflow.name, action.name, delivery.outcome, None)
+            self._settle(event_id, workflow.name, action.id, delivery.outcome, None)
             if stop:
                 deliveries += [
-                    Delivery(workflow.name, name, "skipped", error=f"after {action.name} failed")
+                    Delivery(workflow.name, name, "skipped", error=f"after {action.id} failed")
                     for name in remaining
                 ]
                 break
@@ -593,7 +578,7 @@ class Automations:
     def _dead_letter(
         self,
         workflow: CompiledWorkflow,
-        action: Any,
+        action: Action,
         event: Mapping[str, Any],
         results: Mapping[str, Any],
         redactor: Redactor,
@@ -608,55 +593,46 @@ class Automations:
             "workflow_file": workflow.filename,
             "workflow_source": workflow.source,
             "event": redactor.data(plain_json(event)),
-            "action": action.name,
+            "action": action.id,
             "then": [],
             "results": redactor.data(plain_json(results)),
-            "idempotency_key": idempotency_key(str(event["id"]), workflow.name, action.name),
+            "idempotency_key": idempotency_key(str(event["id"]), workflow.name, action.id),
             "attempts": delivery.attempts,
             "error": shown_error(self.redactor, delivery.error),  # ⊇ this run's secrets
         }
 
     async def _attempt(
-        self, action: Any, scope: dict[str, Any], key: str, timeout: float
+        self, action: Action, scope: dict[str, Any], key: str, timeout: float
     ) -> tuple[str, Any, str | None, HttpResult | None]:
         """One attempt: ``(outcome, result, error, response)``; outcome as :func:`interpret`."""
         settings = self.settings
-        secrets = scope["secrets"]
-        secrets.take_missing()
-        if action.type == "transcribe_recording":
-            return await self._transcribe(action, scope, key, timeout)
+        perform = action.kind.perform
+        if perform is not None:
+            outcome, value, error, sent = await perform(
+                action, scope, self._attempt_context(scope, key, timeout)
+            )
+            return outcome, plain_json(value), error, sent
         try:
             request = prepare_action(
                 action, scope, settings.providers, key, settings.max_request_body
             )
-            missing = secrets.take_missing()
-            if missing is not None:
-                raise RequestError(missing)
         except (ActionError, RequestError, ValueFormatError) as problem:
-            return "failed", None, f"{action.name}: {problem}", None
+            return "failed", None, f"{action.id}: {problem}", None
         sent = await self.http.send(
             request, timeout=timeout, max_body=settings.max_response_body, follow_redirects=False
         )
         outcome, value, error = interpret(action, sent)
         return outcome, plain_json(value), error or sent.outcome, sent
 
-    async def _transcribe(
-        self, action: Any, scope: dict[str, Any], key: str, timeout: float
-    ) -> tuple[str, Any, str | None, HttpResult | None]:
-        """One transcription attempt: fetch, recognize, poll (flowlang.automations.speech)."""
-        providers = self.settings.providers
+    def _attempt_context(
+        self, scope: Mapping[str, Any], key: str, timeout: float
+    ) -> AttemptContext:
+        """What an action of several requests may use for one attempt."""
         event_id = str(scope["event"]["id"])
-        api_key = scope["secrets"].get(providers.speech_key_secret)
-        if api_key is None:
-            name = providers.speech_key_secret
-            return "failed", None, f"{action.name}: secret {name!r} is not set", None
-        outcome, value, error, sent = await transcribe(
-            action,
-            scope,
-            self.http,
-            base_url=providers.speech_base_url,
-            api_key=api_key,
-            settings=self.settings.speech,
+        return AttemptContext(
+            http=self.http,
+            providers=self.settings.providers,
+            speech=self.settings.speech,
             key=key,
             timeout=timeout,
             clock=self.clock,
@@ -665,19 +641,18 @@ class Automations:
                 {"kind": "operation", "event_id": event_id, "key": key, "name": name}
             ),
         )
-        return outcome, plain_json(value), error, sent
 
     async def _deliver(
         self,
         workflow: CompiledWorkflow,
-        action: Any,
+        action: Action,
         scope: dict[str, Any],
         redactor: Redactor,
         event_id: str,
     ) -> Delivery:
         """Attempt ``action`` on the schedule; any unexpected exception is a failed attempt."""
         settings = self.settings
-        key = idempotency_key(event_id, workflow.name, action.name)
+        key = idempotency_key(event_id, workflow.name, action.id)
         error: str | None = None
         attempts = 0
         wait = 0.0
@@ -691,13 +666,13 @@ class Automations:
                 outcome, value, error, sent = await self._attempt(action, scope, key, timeout)
             except Exception as problem:
                 outcome, value = "retry", None
-                error = f"{action.name}: unexpected error: {describe_error(problem)}"
+                error = f"{action.id}: unexpected error: {describe_error(problem)}"
             if outcome == "delivered":
-                self._tell(Attempt(event_id, workflow.name, action.name, attempts, outcome))
-                return Delivery(workflow.name, action.name, "delivered", attempts, None, value)
+                self._tell(Attempt(event_id, workflow.name, action.id, attempts, outcome))
+                return Delivery(workflow.name, action.id, "delivered", attempts, None, value)
             error = redactor.text(str(error))
             if outcome != "retry" or attempt + 1 >= len(settings.schedule):
-                failed = Attempt(event_id, workflow.name, action.name, attempts, "failed", error)
+                failed = Attempt(event_id, workflow.name, action.id, attempts, "failed", error)
                 self._tell(failed)
                 break
             planned = settings.schedule[attempt + 1]
@@ -710,9 +685,9 @@ class Automations:
                 )
             except Exception:
                 wait = planned
-            retry = Attempt(event_id, workflow.name, action.name, attempts, outcome, error, wait)
+            retry = Attempt(event_id, workflow.name, action.id, attempts, outcome, error, wait)
             self._tell(retry)
-        return Delivery(workflow.name, action.name, "dead_lettered", attempts, error)
+        return Delivery(workflow.name, action.id, "dead_lettered", attempts, error)
 
     def _tell(self, attempt: Attempt) -> None:
         """Report ``attempt`` to ``on_attempt``; nothing it does ends a delivery."""
@@ -759,7 +734,7 @@ class Automations:
             raise ValueError("its results are not an object")
         event = check_event(record.get("event"), self.settings.max_event_depth, MAX_RECORD_BYTES)
         workflow = load_workflow_text(source, name=filename)
-        names = [action.name for action in workflow.actions]
+        names = [action.id for action in workflow.actions]
         if action_name not in names:
             raise ValueError(f"its workflow has no action {action_name!r}")
         start = names.index(action_name)

@@ -16,7 +16,7 @@
 
 from __future__ import annotations
 
-__all__ = ["MAX_STRING_VALUE", "ValueFormatError", "auto_value", "convert"]
+__all__ = ["FORMATS", "MAX_STRING_VALUE", "ValueFormatError", "auto_value", "convert"]
 
 import math
 from decimal import Decimal
@@ -36,6 +36,9 @@ from flowlang.expr.values import (
     plain_scalar,
     to_text,
 )
+
+#: The formats of api_request values.
+FORMATS = ("number", "string", "boolean", "auto")
 
 #: The longest text a ``string`` conversion builds (the engine's default ``max_output``): a
 #: list or map whose JSON would be longer is refused before its text is built.

@@ -42,6 +42,7 @@ from flowlang.http_rules import (
     origin_of,
 )
 from flowlang.runtime.http import RAW_BODY, HttpResult, HttpSender
+from flowlang.runtime.secrets import SecretUse
 from flowlang.settings import check_counts, check_durations
 
 #: Media types a recording may be served as (none at all is allowed too: the bytes decide).
@@ -227,14 +228,15 @@ class _Transcription:
                     f"recording_origin {allowed.scheme}://{allowed.host}:{allowed.port}: its "
                     "headers are not sent there",
                 )
-            headers += [
-                (name, check_header(name, _text(f"headers.{name}", template.render(self.scope))))
-                for name, template in fields["headers"]
-            ]
-            take_missing = getattr(self.scope.get("secrets"), "take_missing", None)
-            missing = take_missing() if take_missing is not None else None
-            if missing is not None:
-                raise _Failed("failed", missing)
+            secrets = self.scope.get("secrets")
+            try:
+                for name, template in fields["headers"]:
+                    value = _text(f"headers.{name}", template.render(self.scope))
+                    headers.append((name, check_header(name, value)))
+            finally:  # a missing secret is what went wrong, whatever it broke
+                missing = secrets.problem() if isinstance(secrets, SecretUse) else None
+                if missing is not None:
+                    raise _Failed("failed", missing)
         request = PreparedRequest("GET", url, tuple(headers), extensions={RAW_BODY: True})
         limit = self.settings.max_recording_bytes
         sent = await self.http.send(
@@ -435,7 +437,7 @@ async def transcribe(
         )
         result, sent = await attempt.run()
     except _Failed as failed:
-        return failed.outcome, None, f"{action.name}: {failed.error}", failed.sent
+        return failed.outcome, None, f"{action.id}: {failed.error}", failed.sent
     except RequestError as problem:  # a header value that cannot be sent: permanent
-        return "failed", None, f"{action.name}: {problem}", None
+        return "failed", None, f"{action.id}: {problem}", None
     return "delivered", result, None, sent

@@ -20,11 +20,13 @@ __all__ = [
 
 import os
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from flowlang.automations.fields import ACTION_COMMON, ACTION_FIELDS, E164, FORMATS
-from flowlang.automations.triggers import RECORDING_UPLOADED, TRIGGERS
+from flowlang.automations.formats import FORMATS, convert
+from flowlang.automations.kinds.base import COMMON_FIELDS, Action, ActionKind
+from flowlang.automations.kinds.registry import ACTION_KINDS
+from flowlang.automations.triggers import TRIGGERS
 from flowlang.engine import Engine, Template
 from flowlang.errors import SourcePosition
 from flowlang.expr.syntax import KEYWORDS, NAME_PATTERN
@@ -39,17 +41,13 @@ from flowlang.flow.source import (
     read_document_text,
     text_not_path_hint,
 )
-from flowlang.http_rules import origin_of
 
 _TOP_LEVEL = {"workflow", "trigger", "description", "conditions", "expression", "actions"}
 #: Roots a workflow's templates may read.
 _ROOTS = ("event", "actions", "secrets")
-#: Fields of each action type where a secret may be used (what goes to the provider).
-_SECRET_FIELDS = {
-    "api_request": ("endpoint", "headers", "values"),
-    "send_sms": ("auth",),
-    "slack_notification": ("token",),
-    "transcribe_recording": ("headers",),
+#: The field table of each action kind: its own fields after the common ones.
+_TABLES: Mapping[str, Mapping[str, Field]] = {
+    name: {**COMMON_FIELDS, **kind.fields} for name, kind in ACTION_KINDS.items()
 }
 
 
@@ -62,20 +60,7 @@ class Formatted:
     value: Value
 
     def render(self, context: Mapping[str, Any]) -> Any:
-        from flowlang.automations.formats import convert
-
         return convert(self.key, self.format, self.value.render(context))
-
-
-@dataclass(frozen=True)
-class Action:
-    """One compiled action: name, type, compiled fields, and where each field was written."""
-
-    name: str
-    type: str
-    fields: Mapping[str, Any]
-    position: SourcePosition
-    field_positions: Mapping[str, SourcePosition] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -172,13 +157,32 @@ class WorkflowBuilder(StepBuilder):
         return out if len(out) == 2 else None
 
 
+def _secret_problem(kind: ActionKind | None, field: str) -> tuple[str, str] | None:
+    """Why a template of ``field`` (of an action of ``kind``, None: the conditions) may not read
+    ``secrets``, or None: only the kind's secret fields go to the provider."""
+    allowed = kind.secret_fields if kind is not None else ()
+    if allowed and field.split(".", 1)[0].split("[", 1)[0] in allowed:
+        return None
+    where = (
+        f"in a {kind.name} action: {_spoken(allowed)}"
+        if kind is not None and allowed
+        else "in the fields that go to a provider"
+    )
+    return f"secrets may only be used where the provider needs them ({where})", "error"
+
+
+def _spoken(names: tuple[str, ...]) -> str:
+    """``a``, ``a and b``, ``a, b and c``."""
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+
 def _reference_findings(
     builder: WorkflowBuilder, trigger: str, actions: list[Action], uses: list[TemplateUse]
 ) -> list[Finding]:
     """Reads of roots a workflow does not have, of properties its trigger does not carry, of
     results of actions that do not run before, and secrets outside provider credentials."""
-    order = {action.name: index for index, action in enumerate(actions)}
-    types = {action.name: action.type for action in actions}
+    order = {action.id: index for index, action in enumerate(actions)}
+    kinds = {action.id: action.kind for action in actions}
     known = TRIGGERS.get(trigger)
     findings = []
     for use in uses:
@@ -199,15 +203,7 @@ def _reference_findings(
                     "error",
                 )
             elif root == "secrets":
-                owner_type = types.get(use.step)
-                allowed = _SECRET_FIELDS.get(owner_type or "", ())
-                if not use.field.startswith(allowed) or not allowed:
-                    problem = (
-                        "secrets may only be used where the provider needs them: an api_request's "
-                        "endpoint, headers and values, send_sms auth, the slack token, a "
-                        "transcription's headers",
-                        "error",
-                    )
+                problem = _secret_problem(kinds.get(use.step), use.field)
             elif (
                 root == "event" and len(path) >= 3 and path[1] == "properties" and known is not None
             ):
@@ -235,64 +231,6 @@ def _reference_findings(
             if problem is not None:
                 findings.append(Finding(f"{reference}: {problem[0]}", position, problem[1]))
     return findings
-
-
-def _numbers_ok(
-    builder: WorkflowBuilder, fields: Mapping[str, Any], where: Pointer, owner: str
-) -> bool:
-    """Constant SMS numbers are checked now (templated ones when the action runs)."""
-    ok = True
-    for name in ("sender", "recipient"):
-        template = fields.get(name)
-        if isinstance(template, Template) and not template.tree.holes:
-            number = str(template.render({})).strip()
-            if not E164.match(number):
-                builder.error(
-                    f"{name} must be an E.164 number such as +14155550100, not {number!r}",
-                    (*where, name),
-                    owner,
-                    name,
-                )
-                ok = False
-    return ok
-
-
-def _recording_origin_ok(
-    builder: WorkflowBuilder, fields: dict[str, Any], where: Pointer, owner: str
-) -> bool:
-    """A transcription's headers (credentials) go only to a fixed origin: ``recording_origin``
-    is plain ``https://host[:port]`` text, required with headers. Kept as an origin string."""
-    template = fields.get("recording_origin")
-    if template is None:
-        if fields.get("headers"):
-            builder.error(
-                "headers for the recording server need recording_origin (the fixed "
-                "https://host they may be sent to)",
-                (*where, "headers"),
-                owner,
-                "headers",
-            )
-            return False
-        return True
-    text = str(template.render({})) if not template.tree.holes else ""
-    try:
-        origin = origin_of(text) if text else None
-    except ValueError as error:
-        origin, problem = None, str(error)
-    else:
-        problem = "it must be fixed text (no <<...>>)"
-    if origin is None or text.rstrip("/").count("/") != 2:
-        builder.error(
-            f"recording_origin is https://host[:port] only: {problem}"
-            if origin is None
-            else "recording_origin is https://host[:port] only, without a path",
-            (*where, "recording_origin"),
-            owner,
-            "recording_origin",
-        )
-        return False
-    fields["recording_origin"] = origin
-    return True
 
 
 def check_workflow(
@@ -362,7 +300,7 @@ def _check_workflow(
     seen: set[str] = set()
     for where, _, item in items or []:
         owner = str(item.get("name", f"actions[{where[-1]}]"))
-        found = builder.typed_fields(owner, item, where, ACTION_FIELDS, "action", ACTION_COMMON)
+        found = builder.typed_fields(owner, item, where, _TABLES, "action")
         if found is None:
             continue
         action_type, fields, positions = found
@@ -370,23 +308,21 @@ def _check_workflow(
             builder.error(f"action name {owner!r} is used twice", (*where, "name"), owner, "name")
             continue
         seen.add(owner)
-        if action_type == "transcribe_recording" and trigger != RECORDING_UPLOADED:
+        kind = ACTION_KINDS[action_type]
+        if kind.trigger is not None and trigger != kind.trigger:
             builder.error(
-                f"transcribe_recording needs the trigger {RECORDING_UPLOADED!r}, not {trigger!r}",
+                f"{kind.name} needs the trigger {kind.trigger!r}, not {trigger!r}",
                 (*where, "type"),
                 owner,
                 "type",
             )
             continue
-        if action_type == "send_sms" and not _numbers_ok(builder, fields, where, owner):
+        before = len(builder.findings)
+        if kind.check is not None:
+            kind.check(builder, fields, item, where, owner)
+        if len(builder.findings) > before:
             continue
-        if action_type == "transcribe_recording" and not _recording_origin_ok(
-            builder, fields, where, owner
-        ):
-            continue
-        actions.append(
-            Action(owner, action_type, fields, document.position(where, step=owner), positions)
-        )
+        actions.append(Action(owner, kind, fields, document.position(where, step=owner), positions))
     findings = list(builder.findings)
     if not findings:
         findings = [

@@ -17,15 +17,22 @@ __all__ = [
 import copy
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from flowlang.errors import FlowError, SourceLines, SourcePosition
 from flowlang.expr.backends import compiled_helper
 from flowlang.flow.conditions import OPERATORS
 
 if TYPE_CHECKING:
+    from typing_extensions import TypeVar as DefaultingTypeVar
+
     from flowlang.engine import Template
-    from flowlang.kinds.base import StepKind
+    from flowlang.kinds.base import Kind, StepKind
+
+    #: The kind of a Step: a flow's StepKind unless said otherwise (``Step[ActionKind]``).
+    K = DefaultingTypeVar("K", bound=Kind, default=StepKind, covariant=True)
+else:
+    K = TypeVar("K")
 
 
 class Renderable(Protocol):
@@ -147,12 +154,13 @@ class Endpoint:
 
 
 @dataclass(frozen=True)
-class Step:
+class Step(Generic[K]):
     """One compiled step: its id, kind, compiled fields, where each field was written, and its
-    edges (from the kind's edge fields, in table order)."""
+    edges (from the kind's edge fields, in table order). A workflow action is a Step of its
+    action kind (``Step[ActionKind]``: its id is the action's name; it has no edges)."""
 
     id: str
-    kind: StepKind
+    kind: K
     fields: Mapping[str, Any]
     position: SourcePosition
     field_positions: Mapping[str, SourcePosition] = field(default_factory=dict)

@@ -3,7 +3,9 @@
 A step kind is one module under ``flowlang/kinds/`` that defines ``KIND`` (a :class:`StepKind`)
 and one line in ``flowlang/kinds/registry.py``. Everything else reads the registry: the field
 table and JSON Schema, ``Step.targets``, the builder and validator, both step loops and the
-compiled plan. No other code tests a step's type name.
+compiled plan. No other code tests a step's type name. A workflow action kind
+(``flowlang.automations.kinds``) shares the :class:`Kind` base: a flow step and a workflow
+action are both a ``Step`` of their kind.
 """
 
 from __future__ import annotations
@@ -11,15 +13,19 @@ from __future__ import annotations
 __all__ = [
     "Checker",
     "HostAction",
+    "Kind",
     "RunView",
     "StepKind",
     "Transition",
     "no_facts",
+    "registered",
 ]
 
-from collections.abc import Awaitable, Callable, Mapping
+import importlib
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, TypeVar
 
 from flowlang.flow.fields import Field
 
@@ -101,7 +107,26 @@ def no_facts(step: Step) -> Mapping[str, frozenset[str]]:
 
 
 @dataclass(frozen=True)
-class StepKind:
+class Kind:
+    """What every kind of unit declares (a flow step, a workflow action): its name as documents
+    write it in ``type:``, a one-line summary, its field table, the fields whose templates may
+    read ``secrets`` (what goes to a server only) and its load-time check."""
+
+    name: str
+    summary: str
+    fields: Mapping[str, Field]
+    #: Fields whose templates may read ``secrets`` (what goes to an HTTP server only).
+    secret_fields: tuple[str, ...] = ()
+    check: Check | None = None
+
+    def __post_init__(self) -> None:
+        unknown = [name for name in self.secret_fields if name not in self.fields]
+        if unknown:
+            raise TypeError(f"kind {self.name!r}: secret fields {unknown} are not fields")
+
+
+@dataclass(frozen=True)
+class StepKind(Kind):
     """One kind of step: everything the loader, the checker and both loops need to know.
 
     Exactly one way to run it: ``plan`` (planned once per flow into a plain call: steps without
@@ -110,19 +135,13 @@ class StepKind:
     ``resume`` reads the caller's entry; its value is ``input.<step id>`` on every outcome.
     """
 
-    name: str
-    summary: str
-    fields: Mapping[str, Field]
     #: Facts the step makes true on an edge beyond ``ran`` (it finished): ``response`` (its
     #: HTTP response is kept in ``steps.<id>.response``), per edge field name.
     edge_facts: Callable[[Step], Mapping[str, frozenset[str]]] = no_facts
     #: Whether the step stores ``input.<id>`` (and suspends the run for it).
     takes_input: bool = False
-    #: Fields whose templates may read ``secrets`` (what goes to an HTTP server only).
-    secret_fields: tuple[str, ...] = ()
     #: Whether the step does network I/O (it runs under the run's deadline).
     network: bool = False
-    check: Check | None = None
     plan: Planner | None = None
     execute: Executor | None = None
     host: HostAction | None = None
@@ -133,6 +152,7 @@ class StepKind:
     sections: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         ways = [way for way in (self.plan, self.execute, self.host) if way is not None]
         if len(ways) != 1:
             raise TypeError(
@@ -143,11 +163,26 @@ class StepKind:
             raise TypeError(f"step kind {self.name!r} takes input: it needs plan and resume")
         if self.network and self.execute is None:
             raise TypeError(f"step kind {self.name!r} does network I/O: it needs execute")
-        unknown = [name for name in self.secret_fields if name not in self.fields]
-        if unknown:
-            raise TypeError(f"step kind {self.name!r}: secret fields {unknown} are not fields")
 
     @property
     def edge_fields(self) -> tuple[str, ...]:
         """The fields that lead to other steps, in table order."""
         return tuple(name for name, spec in self.fields.items() if spec.is_edge)
+
+
+KindT = TypeVar("KindT", bound=Kind)
+
+
+def registered(package: str, modules: Iterable[str], kind_type: type[KindT]) -> Mapping[str, KindT]:
+    """The kinds that the modules ``package.<module>`` define as ``KIND``, by name, in order;
+    TypeError for a module without one (of ``kind_type``) or a name registered twice."""
+    kinds: dict[str, KindT] = {}
+    for name in modules:
+        module = importlib.import_module(f"{package}.{name}")
+        kind = getattr(module, "KIND", None)
+        if not isinstance(kind, kind_type):
+            raise TypeError(f"{module.__name__} defines no KIND (a {kind_type.__name__})")
+        if kind.name in kinds:
+            raise TypeError(f"{kind_type.__name__} {kind.name!r} is registered twice")
+        kinds[kind.name] = kind
+    return MappingProxyType(kinds)

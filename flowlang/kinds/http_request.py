@@ -25,7 +25,22 @@ _BODY_METHODS = ("POST", "PUT", "PATCH")
 
 
 def prepare_request(step: Step, scope: Mapping[str, Any], max_body: int) -> PreparedRequest:
-    """Render and check everything a request needs; RequestError when it cannot be sent."""
+    """Render and check everything a request needs; RequestError when it cannot be sent,
+    naming the secrets it reads that are not set (each looked up once: ``secrets.use``)."""
+    scope, secrets = scope["secrets"].use(scope)
+    try:
+        request = _build_request(step, scope, max_body)
+    except RequestError:
+        if secrets.missing:  # what a missing secret broke: name the secret
+            raise RequestError(secrets.problem()) from None
+        raise
+    problem = secrets.problem()
+    if problem is not None:
+        raise RequestError(problem)
+    return request
+
+
+def _build_request(step: Step, scope: Mapping[str, Any], max_body: int) -> PreparedRequest:
     endpoint: Endpoint = step.fields["endpoint"]
     url = render_endpoint(endpoint.parts, scope)
     headers = [
@@ -44,13 +59,8 @@ def prepare_request(step: Step, scope: Mapping[str, Any], max_body: int) -> Prep
 async def send_request(step: Step, run: RunView) -> Transition:
     """Send the step's request; keep the outcome (and response) in ``steps.<id>``."""
     settings = run.runtime.settings
-    secrets = run.scope["secrets"]
-    secrets.take_missing()
     try:
         request = prepare_request(step, run.scope, settings.max_request_body)
-        missing = secrets.take_missing()
-        if missing is not None:
-            raise RequestError(missing)
     except RequestError as error:
         message = valid_text(run.redact(str(error)))
         store_record(run, step.id, "steps", {"outcome": "invalid_request", "error": message})

@@ -7,11 +7,9 @@ from __future__ import annotations
 
 __all__ = ["STEP_KINDS", "step_kind"]
 
-import importlib
 from collections.abc import Iterable, Mapping
-from types import MappingProxyType
 
-from flowlang.kinds.base import StepKind
+from flowlang.kinds.base import StepKind, registered
 
 #: The modules of the step kinds under flowlang/kinds/, in the order the reference lists them.
 _KIND_MODULES = (
@@ -28,16 +26,7 @@ _KIND_MODULES = (
 
 
 def _by_name(names: Iterable[str]) -> Mapping[str, StepKind]:
-    kinds: dict[str, StepKind] = {}
-    for name in names:
-        module = importlib.import_module(f"flowlang.kinds.{name}")
-        kind = getattr(module, "KIND", None)
-        if not isinstance(kind, StepKind):
-            raise TypeError(f"{module.__name__} defines no KIND (a StepKind)")
-        if kind.name in kinds:
-            raise TypeError(f"step kind {kind.name!r} is registered twice")
-        kinds[kind.name] = kind
-    return MappingProxyType(kinds)
+    return registered("flowlang.kinds", names, StepKind)
 
 
 #: Every step kind by the name documents write in ``type:``, in the order the reference lists them.

@@ -29,7 +29,8 @@ from flowlang.flow.model import CompiledFlow
 from flowlang.http_rules import PreparedRequest
 from flowlang.rundata import MAX_DATA_DEPTH_CAP
 from flowlang.runtime.host import Host, NullHost
-from flowlang.runtime.http import GuardedHttp, HttpSender, Resolver, guarded_sender
+from flowlang.runtime.http import GuardedHttp, HttpSender, Resolver
+from flowlang.runtime.http_settings import HttpSettings
 from flowlang.runtime.loop import RunFields, new_scope, run_loop
 from flowlang.runtime.plan import StepPlan, plan_flow
 from flowlang.runtime.results import RunResult
@@ -58,22 +59,17 @@ from flowlang.settings import check_counts, check_durations, check_names
 BACKGROUND_RESULTS_KEPT = 1000
 
 
-@dataclass(frozen=True)
-class RuntimeSettings:
-    """Limits and policy of a runtime (defaults from SECURITY.md)."""
+@dataclass(frozen=True, kw_only=True)
+class RuntimeSettings(HttpSettings):
+    """Limits and policy of a runtime (defaults from SECURITY.md): the HTTP ones of
+    :class:`HttpSettings` (allow_hosts, connect_timeout, body limits, redirects, requests in
+    flight) with their defaults, and these."""
 
-    allow_hosts: frozenset[str] = frozenset()
     max_steps: int = 1000
     max_same_step: int = 10
     run_deadline: float = 60.0
+    #: The longest deadline an http_request step may ask for.
     http_timeout_cap: float = 10.0
-    connect_timeout: float = 3.0
-    max_response_body: int = 64 * 1024
-    max_request_body: int = 64 * 1024
-    max_redirects: int = 3
-    #: Requests sent at once (also the connection pool's size); more wait in the runtime's
-    #: queue, within their deadline.
-    max_requests_in_flight: int = 100
     #: About the largest size (bytes of compact JSON) of one value a set_variables step stores.
     max_value_size: int = 64 * 1024
     #: About the largest size of a run's data (context, vars, inputs, step records): its state.
@@ -88,12 +84,10 @@ class RuntimeSettings:
     max_state_age: float = 3600.0
 
     def __post_init__(self) -> None:
-        check_counts(self, ("max_steps", "max_same_step", "max_requests_in_flight"))
-        check_counts(self, ("max_response_body", "max_request_body", "max_redirects"), 0)
+        super().__post_init__()
+        check_counts(self, ("max_steps", "max_same_step"))
         check_counts(self, ("max_value_size", "max_state_size", "max_data_depth"))
-        check_durations(
-            self, ("run_deadline", "http_timeout_cap", "connect_timeout", "max_state_age")
-        )
+        check_durations(self, ("run_deadline", "http_timeout_cap", "max_state_age"))
         check_names(self, ("state_keys",))
         if self.max_data_depth > MAX_DATA_DEPTH_CAP:
             raise ValueError(
@@ -270,14 +264,7 @@ class Runtime:
         self.resume_guard: ResumeGuard = resume_guard or MemoryResumeGuard()
         self._own_http: GuardedHttp | None = None
         if http is None:
-            http = self._own_http = guarded_sender(
-                ssl_context,
-                self.settings.allow_hosts,
-                resolver,
-                self.settings.connect_timeout,
-                self.settings.max_redirects,
-                self.settings.max_requests_in_flight,
-            )
+            http = self._own_http = self.settings.sender(ssl_context, resolver)
         self.http: HttpSender = http
         self._background: set[asyncio.Task[None]] = set()
         #: Outcomes of the last BACKGROUND_RESULTS_KEPT requests sent with parse_response:

@@ -23,6 +23,7 @@ __all__ = [
     "MappingSecrets",
     "Redactor",
     "SecretLogFilter",
+    "SecretUse",
     "SecretsProvider",
     "SecretsView",
     "holds_secret",
@@ -604,53 +605,105 @@ def _masked_copy(value: Any, masks: _Masks) -> Any:
 
 class SecretsView(Redactor, Mapping[str, str]):
     """The ``secrets`` root of a scope: looks each name up on use, and is the redactor that
-    masks every value so used (one per run or event)."""
+    masks every value so used (one per run or event). A request is prepared with a
+    :class:`SecretUse` of it (:meth:`use`): one provider lookup per name and use,
+    the missing names returned by the preparation."""
 
-    __slots__ = ("_provider", "missing", "names")
+    __slots__ = ("_provider", "names")
 
     def __init__(self, provider: SecretsProvider) -> None:
         self.used: set[str] = set()  # Redactor's fields, set here: one per run, kept cheap
         self._masks = None
         self._provider = provider
-        #: Names looked up but not found since the last call to ``take_missing``.
-        self.missing: list[str] = []
         #: Names of the secrets used (a state carries them, so that a resumed run masks what
         #: was sent before the suspension): at most MAX_SECRETS_USED, each a valid name.
         self.names: set[str] = set()
 
-    def __getitem__(self, name: str) -> str:
-        value = self._provider.get(name) if isinstance(name, str) else None
+    def lookup(self, name: object) -> str | None:
+        """The value of secret ``name`` (one provider lookup; masked from now on), or None."""
+        if not isinstance(name, str):
+            return None
+        value = self._provider.get(name)
         if value is None:
-            raise KeyError(name)
+            return None
         self.add(value)
         names = self.names
         if name not in names and len(names) < MAX_SECRETS_USED and is_secret_name(name):
             names.add(name)
         return value
 
+    def describe(self, name: str) -> str:
+        """Where secret ``name`` is looked for (the provider's words)."""
+        return self._provider.describe(name)
+
+    def __getitem__(self, name: str) -> str:
+        value = self.lookup(name)
+        if value is None:
+            raise KeyError(name)
+        return value
+
+    def use(self, scope: Mapping[str, Any]) -> tuple[dict[str, Any], SecretUse]:
+        """A copy of ``scope`` (its roots, not their data) whose ``secrets`` is a fresh
+        :class:`SecretUse` of this view, and that use: render one request with the copy, then
+        ask the use what was missing."""
+        use = SecretUse(self)
+        return {**scope, "secrets": use}, use
+
     def recall(self, names: Iterable[str]) -> None:
         """Use the secrets ``names`` (of an earlier part of the run) again, so that their
         values are masked; a name the provider no longer has is skipped."""
         for name in names:
-            try:
-                self[name]
-            except KeyError:
-                continue
+            self.lookup(name)
 
     def __contains__(self, name: object) -> bool:
-        if not isinstance(name, str):
-            return False
-        if self._provider.get(name) is None:
-            self.missing.append(name)
-            return False
-        return True
+        return self.lookup(name) is not None
 
-    def take_missing(self) -> str | None:
-        """A message naming the secrets that were missing since the last call, or None."""
-        names, self.missing = list(dict.fromkeys(self.missing)), []
-        if not names:
+    def __iter__(self) -> Iterator[str]:
+        return iter(())  # secrets are never listed
+
+    def __len__(self) -> int:
+        return 0
+
+
+class SecretUse(Mapping[str, str]):
+    """The ``secrets`` of one use (one request being prepared): each name is looked up once
+    through its :class:`SecretsView` however often the templates read it (the evaluator asks
+    ``in`` then ``[]``), and the names that were missing are kept for the preparation to
+    return (:attr:`missing`, :meth:`problem`)."""
+
+    __slots__ = ("_found", "_view", "missing")
+
+    def __init__(self, view: SecretsView) -> None:
+        self._view = view
+        self._found: dict[str, str | None] = {}
+        #: Names read but not found, in first-use order.
+        self.missing: list[str] = []
+
+    def _fetch(self, name: object) -> str | None:
+        if not isinstance(name, str):
             return None
-        where = "; ".join(f"{name!r} ({self._provider.describe(name)})" for name in names)
+        found = self._found
+        if name in found:
+            return found[name]
+        value = found[name] = self._view.lookup(name)
+        if value is None:
+            self.missing.append(name)
+        return value
+
+    def __getitem__(self, name: str) -> str:
+        value = self._fetch(name)
+        if value is None:
+            raise KeyError(name)
+        return value
+
+    def __contains__(self, name: object) -> bool:
+        return self._fetch(name) is not None
+
+    def problem(self) -> str | None:
+        """A message naming the missing secrets and where each was looked for, or None."""
+        if not self.missing:
+            return None
+        where = "; ".join(f"{name!r} ({self._view.describe(name)})" for name in self.missing)
         return f"secret {where} is not set"
 
     def __iter__(self) -> Iterator[str]:

@@ -1,0 +1,1 @@
+"""Action kinds: one module per workflow action kind, listed in ``registry.py``."""

@@ -1,0 +1,69 @@
+"""api_request: send the event's values as JSON to any https endpoint."""
+
+from __future__ import annotations
+
+__all__ = ["KIND"]
+
+from collections.abc import Mapping
+from typing import Any
+
+from flowlang.automations.kinds.base import Action, ActionKind, delivered
+from flowlang.automations.providers import Providers
+from flowlang.flow.fields import HTTP_METHODS, Field
+from flowlang.flow.source import Pointer
+from flowlang.http_rules import PreparedRequest, check_header, encode_body, render_endpoint
+from flowlang.kinds.base import Checker
+
+
+def check_api_request(
+    checker: Checker, fields: dict[str, Any], raw: dict[str, Any], pointer: Pointer, owner: str
+) -> None:
+    """A GET request has no body."""
+    if fields.get("method") == "GET" and fields.get("values"):
+        checker.error(
+            "a GET request has no body; put values in the endpoint, where templated values are "
+            "percent-encoded",
+            (*pointer, "values"),
+            owner,
+            "values",
+        )
+
+
+def prepare(
+    action: Action, scope: Mapping[str, Any], providers: Providers, key: str, limit: int
+) -> PreparedRequest:
+    """The request: the endpoint, the headers, the Idempotency-Key and the values as JSON."""
+    fields = action.fields
+    url = render_endpoint(fields["endpoint"].parts, scope)
+    headers = [
+        (name, check_header(name, template.render(scope))) for name, template in fields["headers"]
+    ]
+    headers.append(("Idempotency-Key", key))
+    method = fields["method"]
+    if method == "GET":  # without values (checked when the workflow loads)
+        return PreparedRequest(method, url, tuple(headers))
+    return PreparedRequest(
+        method,
+        url,
+        (*headers, ("Content-Type", "application/json")),
+        encode_body(fields["values"].build(scope), limit),
+    )
+
+
+KIND = ActionKind(
+    "api_request",
+    "send values as JSON to an https endpoint; the result is the response body",
+    {
+        "endpoint": Field("endpoint", required=True, description="https URL; values are encoded"),
+        "method": Field("enum", default="POST", choices=HTTP_METHODS),
+        "headers": Field("headers", default={}),
+        "values": Field(
+            "values", default=[], description="key, value and format of each body entry"
+        ),
+        "timeout": Field("duration", default=15.0, minimum=0.05, maximum=30.0),
+    },
+    secret_fields=("endpoint", "headers", "values"),
+    check=check_api_request,
+    prepare=prepare,
+    interpret=delivered,
+)
