@@ -24,7 +24,7 @@ from typing import Any
 
 from flowlang.automations.fields import E164
 from flowlang.automations.workflow import Action
-from flowlang.errors import FlowError
+from flowlang.errors import ActionError
 from flowlang.expr.values import OutputTooLong, to_text
 from flowlang.http_rules import (
     PreparedRequest,
@@ -40,10 +40,6 @@ from flowlang.runtime.http import HttpResult
 _SLACK_RETRYABLE = frozenset(
     {"ratelimited", "fatal_error", "internal_error", "request_timeout", "service_unavailable"}
 )
-
-
-class ActionError(FlowError):
-    """An action that cannot be performed as written for this event (not worth retrying)."""
 
 
 #: The environment variables that point each provider elsewhere (a sandbox, a region).
