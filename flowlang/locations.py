@@ -196,7 +196,7 @@ _SIMPLE_ESCAPES = {
     "P": "\u2029",
 }
 _CODE_LENGTHS = {"x": 2, "u": 4, "U": 8}
-_HEX = re.compile("[0-9A-Fa-f]+")
+_HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
 
 
 class _Reader:
@@ -308,11 +308,12 @@ class _Reader:
         length = _CODE_LENGTHS.get(code)
         if length is not None:
             digits = text[at + 2 : at + 2 + length]
-            if len(digits) == length and _HEX.fullmatch(digits):
+            if len(digits) == length and _is_hex(digits):
                 value = int(digits, 16)
                 self.pos = at + 2 + length
                 low = text[self.pos : self.pos + 6]
-                if 0xD800 <= value < 0xDC00 and low[:2] == "\\u" and _HEX.fullmatch(low[2:]):
+                pair = len(low) == 6 and low[:2] == "\\u" and _is_hex(low[2:])
+                if 0xD800 <= value < 0xDC00 and pair:
                     second = int(low[2:], 16)
                     if 0xDC00 <= second < 0xE000:  # a surrogate pair (JSON): one character
                         value = 0x10000 + (value - 0xD800 << 10) + (second - 0xDC00)
@@ -394,6 +395,11 @@ class _Reader:
             breaks.append((found, at))
 
 
+def _is_hex(digits: str) -> bool:
+    """Whether ``digits`` is one or more hexadecimal digits."""
+    return bool(digits) and all(char in _HEX_DIGITS for char in digits)
+
+
 def _block_indent(text: str, pos: int, value: str) -> int | None:
     """The indentation of a block scalar's content starting at ``pos``: its first line with
     text less what the value keeps of that line's leading spaces."""
@@ -401,12 +407,13 @@ def _block_indent(text: str, pos: int, value: str) -> int | None:
     rest = value[kept:]
     value_line = rest.split("\n", 1)[0]
     value_lead = len(value_line) - len(value_line.lstrip(" "))
-    match = re.compile(r"([ \t]*)(?:\r\n|[\r\n\x85\u2028\u2029])").match
-    while pos < len(text):
-        blank = match(text, pos)
-        if blank is None:
+    while pos < len(text):  # leading blank lines (blanks, then a break)
+        end = pos
+        while end < len(text) and text[end] in " \t":
+            end += 1
+        if end >= len(text) or text[end] not in _BREAKS:
             break
-        pos = blank.end()
+        pos = end + (2 if text.startswith("\r\n", end) else 1)
     lead = 0
     while pos + lead < len(text) and text[pos + lead] == " ":
         lead += 1

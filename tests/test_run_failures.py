@@ -192,3 +192,35 @@ def test_the_run_command_shows_the_place(tmp_path: Path) -> None:
         "  |       ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^",
     ]
     assert any("failed" in line and "hello" in line for line in lines[:at])
+
+
+@pytest.mark.parametrize("loop", AVAILABLE)
+def test_a_failure_in_a_huge_one_line_document_shows_a_window(loop: str) -> None:
+    filler = {
+        f"s{index}": {"type": "say", "text": "x" * 200, "next": f"s{index + 1}"}
+        for index in range(2000)
+    }
+    filler["s1999"].pop("next")
+    steps = {"a": {"type": "say", "text": "y" * 5000 + "<<x.y>>", "next": "s0"}, **filler}
+    text = json.dumps({"flow": "t", "start": "a", "steps": steps})
+    assert len(text) > 400_000 and "\n" not in text
+    flow = load_flow_text(text, name="flow.json", engine=Engine(backend=loop, strict=True))
+    result = run_sync(flow, {}, backend=loop, host=RecordingHost())
+    assert result.error is not None
+    head, place, gutter, line, marker = result.error.split("\n")
+    assert place == "  --> flow.json:1:5071 (step 'a', field 'text')"
+    assert len(line) < 120 and line.startswith("1 | …")
+    assert line[marker.index("^") : marker.index("^") + 3] == "x.y"
+
+
+@pytest.mark.parametrize("loop", AVAILABLE)
+def test_a_flow_without_its_document_names_the_field(loop: str) -> None:
+    import dataclasses
+
+    text = "flow: t\nstart: a\nsteps:\n  a:\n    type: say\n    text: '<<x.y>>'\n"
+    flow = load_flow_text(text, name="flow.yaml", engine=Engine(backend=loop, strict=True))
+    bare = dataclasses.replace(flow, source="", prepared={})
+    result = run_sync(bare, {}, backend=loop, host=RecordingHost())
+    assert result.error is not None
+    assert result.error.split("\n")[1:] == ["  --> flow.yaml:6:12 (step 'a', field 'text')"]
+    assert _failed_row(result)["detail"]["field"] == "text"

@@ -162,9 +162,9 @@ def _pointer_of(document: Document, step_id: str, field: str, text: str) -> Poin
     steps = document.data.get("steps") if isinstance(document.data, dict) else None
     if not isinstance(steps, dict):
         return None
-    key = next((key for key in steps if str(key) == step_id), None)
+    key: str | int | None = next((key for key in steps if str(key) == step_id), None)
     raw = steps.get(key) if key is not None else None
-    if not isinstance(raw, dict) or field not in raw:
+    if key is None or not isinstance(raw, dict) or field not in raw:
         return None
     stack: list[tuple[Pointer, Any]] = [(("steps", key, field), raw[field])]
     searched = 0
