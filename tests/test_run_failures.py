@@ -207,7 +207,7 @@ def test_a_failure_in_a_huge_one_line_document_shows_a_window(loop: str) -> None
     flow = load_flow_text(text, name="flow.json", engine=Engine(backend=loop, strict=True))
     result = run_sync(flow, {}, backend=loop, host=RecordingHost())
     assert result.error is not None
-    head, place, gutter, line, marker = result.error.split("\n")
+    _, place, _, line, marker = result.error.split("\n")
     assert place == "  --> flow.json:1:5071 (step 'a', field 'text')"
     assert len(line) < 120 and line.startswith("1 | …")
     assert line[marker.index("^") : marker.index("^") + 3] == "x.y"
