@@ -1,5 +1,5 @@
 """The location model: offsets inside a template map onto the document for every way a scalar
-is written (golden cases in tests/golden/locations.yaml, and a property over generated text)."""
+is written (golden cases in tests/flow_cases/locations.yaml, and a property over generated text)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from flowlang.flow.load import check_flow_text
 from flowlang.flow.source import load_document
 from flowlang.locations import ScalarMap, SourceLines, SourcePosition, render_place
 
-GOLDEN = Path(__file__).parent / "golden" / "locations.yaml"
+GOLDEN = Path(__file__).parent / "flow_cases" / "locations.yaml"
 CASES: list[dict[str, Any]] = yaml.safe_load(GOLDEN.read_text(encoding="utf-8"))["cases"]
 
 

@@ -147,7 +147,7 @@ def test_a_strict_failure_in_a_json_document(loop: str) -> None:
 
 
 @pytest.mark.parametrize("loop", AVAILABLE)
-def test_a_failure_outside_the_templates_names_the_step(loop: str) -> None:
+def test_a_data_limit_keeps_its_message_and_leaves_a_row(loop: str) -> None:
     text = (
         "flow: t\nstart: keep\nsteps:\n  keep:\n    type: set_variables\n"
         "    variables: {big: '<<contact.big>>'}\n"
@@ -156,16 +156,29 @@ def test_a_failure_outside_the_templates_names_the_step(loop: str) -> None:
     settings = RuntimeSettings(max_value_size=1024)
     result = run_sync(flow, {"contact": {"big": "x" * 2000}}, backend=loop, settings=settings)
     assert result.status == "failed"
-    assert result.error is not None
-    assert result.error.split("\n")[1:] == [
-        "  --> flow.yaml:4:3 (step 'keep')",
-        "  |",
-        "4 |   keep:",
-        "  |   ^",
-    ]
+    assert result.error == (
+        "step 'keep' cannot set vars.big: vars.big is larger than 1024 bytes "
+        "(RuntimeSettings.max_value_size)"
+    )
     row = _failed_row(result)
     assert (row["step"], row["type"]) == ("keep", "set_variables")
-    assert "field" not in row["detail"]
+    assert row["detail"] == {"error": result.error}
+
+
+@pytest.mark.parametrize("loop", AVAILABLE)
+def test_a_host_exception_names_no_place_but_leaves_a_row(loop: str) -> None:
+    class BrokenHost(RecordingHost):
+        async def say(self, text: str, *, step: str) -> None:
+            raise RuntimeError("the host is down")
+
+    flow = load_flow_text(
+        "flow: t\nstart: a\nsteps:\n  a: {type: say, text: hi}\n",
+        name="flow.yaml",
+        engine=Engine(backend=loop),
+    )
+    result = run_sync(flow, {}, backend=loop, host=BrokenHost())
+    assert result.error == "RuntimeError: the host is down"
+    assert _failed_row(result)["detail"] == {"error": "RuntimeError: the host is down"}
 
 
 def test_the_run_command_shows_the_place(tmp_path: Path) -> None:

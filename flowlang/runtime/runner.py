@@ -175,8 +175,8 @@ class Run(_RunBase):
         """
         if step_id is None:
             return RunResult("failed", self.trace, self.instructions, error=self._shown(error))
-        # The place of a flow's error (a template's, a data limit's); not of a deadline or a
-        # host's own exception, which no text of the document caused.
+        # The place of a template's error; not of a host's own exception, which no text of
+        # the document caused.
         found = failure_place(self.flow, step_id, self.scope, cause) if placed else None
         detail: dict[str, Any] = {"error": self._shown(error)}
         if found is not None:
@@ -200,9 +200,10 @@ class Run(_RunBase):
             deadline = self.runtime.settings.run_deadline
             # No row: the deadline may have passed between two steps.
             return self.failed(f"the run took longer than {deadline:g}s")
-        message = str(error) if isinstance(error, DataLimitError) else _described(error)
-        placed = isinstance(error, FlowError)
-        return self.failed(message, step_id, elapsed_ms, error, placed=placed)
+        if isinstance(error, DataLimitError):  # its message names the step and the variable
+            return self.failed(str(error), step_id, elapsed_ms, error, placed=False)
+        placed = isinstance(error, FlowError)  # a template's: its field and place
+        return self.failed(_described(error), step_id, elapsed_ms, error, placed=placed)
 
     def state(self, waiting_at: str) -> dict[str, Any]:
         """Plain JSON that resumes this run, with secrets masked and the secrets root left out;
