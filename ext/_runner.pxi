@@ -661,7 +661,5 @@ async def run_loop(runtime, RunFields run, dict plan, step_id):
                 return _RunResult("ended", trace, run.instructions)
             break
         return _RunResult("completed", trace, run.instructions)
-    except Exception as error:
-        if isinstance(error, _DataLimitError):
-            return run.failed(str(error))
-        return run.broken(error)
+    except Exception as error:  # the step that ran, its field and place: found now
+        return run.broken(error, step_id, (_perf_counter_ns() - started) / 1e6)

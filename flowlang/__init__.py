@@ -12,9 +12,14 @@ from __future__ import annotations
 
 __all__ = [
     "BACKEND",
+    "ActionError",
+    "AudioError",
     "CompiledFlow",
+    "DataLimitError",
+    "DocumentError",
     "Engine",
     "EnvironmentSecrets",
+    "EventError",
     "FlowDocumentError",
     "FlowError",
     "FlowFilterError",
@@ -24,13 +29,22 @@ __all__ = [
     "FlowUndefinedError",
     "FlowVersions",
     "Host",
+    "JournalLockedError",
+    "JsonSyntaxError",
     "Limits",
+    "LineTooLongError",
     "MappingSecrets",
     "MemoryResumeGuard",
     "NullHost",
+    "OutputTooLong",
+    "PatternError",
     "PurePythonWarning",
+    "RecordError",
+    "RecordFileError",
     "RecordingHost",
     "Reference",
+    "ReplayInProgressError",
+    "RequestError",
     "ResumeGuard",
     "RunResult",
     "Runtime",
@@ -38,6 +52,8 @@ __all__ = [
     "SourcePosition",
     "StateKeys",
     "Template",
+    "UsageError",
+    "ValueFormatError",
     "check_flow",
     "check_flow_text",
     "compile",
@@ -58,37 +74,46 @@ if TYPE_CHECKING:
     from flowlang.automations import load_workflow, load_workflow_text
     from flowlang.engine import Engine, Template
     from flowlang.errors import (
+        ActionError,
+        AudioError,
+        DataLimitError,
+        DocumentError,
+        EventError,
+        FlowDocumentError,
         FlowError,
         FlowFilterError,
         FlowLimitError,
+        FlowStateError,
         FlowSyntaxError,
         FlowUndefinedError,
+        JournalLockedError,
+        JsonSyntaxError,
+        LineTooLongError,
+        OutputTooLong,
+        PatternError,
+        PurePythonWarning,
+        RecordError,
+        RecordFileError,
+        ReplayInProgressError,
+        RequestError,
         SourcePosition,
+        UsageError,
+        ValueFormatError,
     )
     from flowlang.expr.limits import Limits
     from flowlang.expr.references import Reference
     from flowlang.flow.load import check_flow, check_flow_text, load_flow, load_flow_text
-    from flowlang.flow.model import CompiledFlow, FlowDocumentError
+    from flowlang.flow.model import CompiledFlow
     from flowlang.runtime.host import Host, NullHost, RecordingHost
     from flowlang.runtime.runner import RunResult, Runtime, RuntimeSettings, run_sync
     from flowlang.runtime.secrets import EnvironmentSecrets, MappingSecrets
-    from flowlang.runtime.state import FlowStateError, MemoryResumeGuard, ResumeGuard, StateKeys
+    from flowlang.runtime.state import MemoryResumeGuard, ResumeGuard, StateKeys
     from flowlang.runtime.versions import FlowVersions
 
     #: The evaluator this process uses by default: ``"cython"`` or ``"python"``.
     BACKEND: str
 
 __version__ = "0.1.0"
-
-
-class PurePythonWarning(RuntimeWarning):
-    """The compiled extension is missing, so the slower pure-Python backend is used.
-
-    Given once per process, when the backend is chosen (the first template compiled, or the
-    first read of ``flowlang.BACKEND``); never when ``FLOWLANG_NO_EXTENSIONS=1`` asks for the
-    pure-Python backend. ``import flowlang`` chooses no backend, so right after it
-    ``warnings.filterwarnings("ignore", category=flowlang.PurePythonWarning)`` silences it.
-    """
 
 
 if "FLOWLANG_REQUIRE_EXTENSIONS" in os.environ:
@@ -98,16 +123,34 @@ if "FLOWLANG_REQUIRE_EXTENSIONS" in os.environ:
 
 #: Where each public name lives: imported on first use, then kept in this module.
 _LAZY: dict[str, str] = {
-    "CompiledFlow": "flowlang.flow.model",
-    "Engine": "flowlang.engine",
-    "EnvironmentSecrets": "flowlang.runtime.secrets",
-    "FlowDocumentError": "flowlang.flow.model",
+    "ActionError": "flowlang.errors",
+    "AudioError": "flowlang.errors",
+    "DataLimitError": "flowlang.errors",
+    "DocumentError": "flowlang.errors",
+    "EventError": "flowlang.errors",
+    "FlowDocumentError": "flowlang.errors",
     "FlowError": "flowlang.errors",
     "FlowFilterError": "flowlang.errors",
     "FlowLimitError": "flowlang.errors",
-    "FlowStateError": "flowlang.runtime.state",
+    "FlowStateError": "flowlang.errors",
     "FlowSyntaxError": "flowlang.errors",
     "FlowUndefinedError": "flowlang.errors",
+    "JournalLockedError": "flowlang.errors",
+    "JsonSyntaxError": "flowlang.errors",
+    "LineTooLongError": "flowlang.errors",
+    "OutputTooLong": "flowlang.errors",
+    "PatternError": "flowlang.errors",
+    "PurePythonWarning": "flowlang.errors",
+    "RecordError": "flowlang.errors",
+    "RecordFileError": "flowlang.errors",
+    "ReplayInProgressError": "flowlang.errors",
+    "RequestError": "flowlang.errors",
+    "SourcePosition": "flowlang.errors",
+    "UsageError": "flowlang.errors",
+    "ValueFormatError": "flowlang.errors",
+    "CompiledFlow": "flowlang.flow.model",
+    "Engine": "flowlang.engine",
+    "EnvironmentSecrets": "flowlang.runtime.secrets",
     "Host": "flowlang.runtime.host",
     "Limits": "flowlang.expr.limits",
     "MappingSecrets": "flowlang.runtime.secrets",
@@ -120,7 +163,6 @@ _LAZY: dict[str, str] = {
     "RunResult": "flowlang.runtime.runner",
     "Runtime": "flowlang.runtime.runner",
     "RuntimeSettings": "flowlang.runtime.runner",
-    "SourcePosition": "flowlang.errors",
     "StateKeys": "flowlang.runtime.state",
     "Template": "flowlang.engine",
     "check_flow": "flowlang.flow.load",

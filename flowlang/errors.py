@@ -1,133 +1,49 @@
-"""Errors: the exception classes of flowlang and the caret rendering of source positions."""
+"""Errors: every exception class of flowlang (and its one warning), each rendering its place."""
 
 from __future__ import annotations
 
 __all__ = [
+    "ActionError",
+    "AudioError",
+    "DataLimitError",
+    "DocumentError",
+    "EventError",
+    "FlowDocumentError",
     "FlowError",
     "FlowFilterError",
     "FlowLimitError",
+    "FlowStateError",
     "FlowSyntaxError",
     "FlowUndefinedError",
+    "JournalLockedError",
+    "JsonSyntaxError",
+    "LineTooLongError",
+    "OutputTooLong",
+    "PatternError",
+    "PurePythonWarning",
+    "RecordError",
+    "RecordFileError",
+    "ReplayInProgressError",
+    "RequestError",
     "SourceLines",
     "SourcePosition",
+    "UsageError",
+    "ValueFormatError",
     "render_caret",
 ]
 
-import re
-from bisect import bisect_right
-from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-#: Source lines longer than this are shown as a window around the caret.
-_WINDOW = 100
+from flowlang.locations import (
+    SourceLines,
+    SourcePosition,
+    place_label,
+    render_caret,
+    render_place,
+)
 
-
-@dataclass(frozen=True, slots=True)
-class SourcePosition:
-    """Where a piece of source text sits in a larger document (a file, a step, a field).
-
-    ``line`` and ``column`` (1-based) locate the first character of the text in the document;
-    positions inside the text are shifted by them when errors are rendered.
-    """
-
-    filename: str | None = None
-    line: int = 1
-    column: int = 1
-    step: str | None = None
-    field: str | None = None
-
-
-def line_and_column(source: str, offset: int) -> tuple[int, int, str]:
-    """Return the 1-based line, the 1-based column and the text of the line at ``offset``."""
-    offset = max(0, min(offset, len(source)))
-    line_start = source.rfind("\n", 0, offset) + 1
-    line_end = source.find("\n", offset)
-    if line_end == -1:
-        line_end = len(source)
-    line = source.count("\n", 0, offset) + 1
-    return line, offset - line_start + 1, source[line_start:line_end]
-
-
-def render_caret(line_text: str, line_number: int, column: int, width: int = 1) -> str:
-    """Render one source line with a caret (or underline of ``width``) under ``column``."""
-    return _caret(line_text, 0, len(line_text), line_number, column, width)
-
-
-def _caret(text: str, start: int, end: int, line_number: int, column: int, width: int) -> str:
-    """``render_caret`` for the line ``text[start:end]``, copying no more of it than is shown
-    (a one-line JSON document is megabytes long)."""
-    length = end - start
-    first = column - 1
-    if length > _WINDOW:
-        left = max(0, first - _WINDOW // 2)
-        right = min(length, left + _WINDOW)
-        prefix = "…" if left > 0 else ""
-        suffix = "…" if right < length else ""
-        shown = prefix + text[start + left : start + right].replace("\t", " ") + suffix
-        first = first - left + len(prefix)
-    else:
-        shown = text[start:end].replace("\t", " ")
-    width = max(1, min(width, len(shown) - first))
-    number = str(line_number)
-    gutter = " " * len(number)
-    return f"{gutter} |\n{number} | {shown}\n{gutter} | {' ' * first}{'^' * width}"
-
-
-#: Line breaks as YAML counts them (CR LF, CR, LF, NEL, LS, PS), so line numbers agree.
-_BREAK = re.compile("\r\n|[\r\n\x85\u2028\u2029]")
-
-
-class SourceLines:
-    """A text split into lines once: a line's text by number, the line of an offset by bisection.
-
-    Findings of a large document render their carets from one of these, never by splitting the
-    text again for each finding.
-    """
-
-    __slots__ = ("_ends", "_starts", "text")
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-        starts, ends = [0], []
-        for match in _BREAK.finditer(text):
-            ends.append(match.start())
-            starts.append(match.end())
-        ends.append(len(text))
-        self._starts = starts
-        self._ends = ends
-
-    def __len__(self) -> int:
-        return len(self._starts)
-
-    def line(self, number: int) -> str:
-        """The text of the 1-based line ``number`` (empty outside the text)."""
-        if not 0 < number <= len(self._starts):
-            return ""
-        return self.text[self._starts[number - 1] : self._ends[number - 1]]
-
-    def caret(self, number: int, column: int, width: int = 1) -> str:
-        """``render_caret`` of line ``number``, without copying the whole line."""
-        if not 0 < number <= len(self._starts):
-            return _caret("", 0, 0, number, column, width)
-        return _caret(
-            self.text, self._starts[number - 1], self._ends[number - 1], number, column, width
-        )
-
-    def find(self, number: int, needle: str, begin: int = 0, end: int | None = None) -> int:
-        """The offset of ``needle`` in line ``number`` between offsets ``begin`` and ``end``
-        of that line (-1: not there), without copying the line."""
-        if not needle or not 0 < number <= len(self._starts):
-            return -1
-        start, stop = self._starts[number - 1], self._ends[number - 1]
-        if end is not None:
-            stop = min(stop, start + end)
-        found = self.text.find(needle, start + max(0, begin), stop)
-        return found - start if found != -1 else -1
-
-    def locate(self, offset: int) -> tuple[int, int]:
-        """The 1-based line and column of the character at ``offset``."""
-        offset = max(0, min(offset, len(self.text)))
-        index = bisect_right(self._starts, offset) - 1
-        return index + 1, offset - self._starts[index] + 1
+if TYPE_CHECKING:
+    from flowlang.flow.model import Finding
 
 
 class FlowError(Exception):
@@ -156,37 +72,64 @@ class FlowSyntaxError(FlowError):
         self.offset = max(0, min(offset, len(source)))
         self.end = self.offset + 1 if end is None else max(end, self.offset + 1)
         self.position = position
-        line, column, self.source_line = line_and_column(source, self.offset)
-        if position is not None:
+        template = SourceLines(source)
+        line, column = template.locate(self.offset)
+        if position is not None:  # text written verbatim from ``position`` (see placed_at)
             if line == 1:
                 column += position.column - 1
             line += position.line - 1
         self.line = line
         self.column = column
+        #: The document's lines and the underline's width, once placed in a document.
+        self._document: tuple[SourceLines, int] | None = None
+
+    @property
+    def source_line(self) -> str:
+        """The template's own line holding the offending text."""
+        template = SourceLines(self.source)
+        return template.line(template.locate(self.offset)[0])
 
     def with_position(self, position: SourcePosition) -> FlowSyntaxError:
         """Return the same error placed inside a document at ``position``."""
         return FlowSyntaxError(self.message, self.source, self.offset, self.end, position)
 
+    def placed_at(self, at: SourcePosition, lines: SourceLines, width: int) -> FlowSyntaxError:
+        """The same error at ``at``: where the offending text is written in the document whose
+        ``lines`` are given (rendered with the document's own line, ``width`` underlined)."""
+        error = FlowSyntaxError(self.message, self.source, self.offset, self.end, at)
+        error.line, error.column = at.line, at.column
+        error._document = (lines, width)
+        return error
+
+    def place(self) -> SourcePosition:
+        """Where the error is: file, line, column, step and field."""
+        position = self.position or SourcePosition()
+        return SourcePosition(
+            position.filename, self.line, self.column, position.step, position.field
+        )
+
     def location(self) -> str:
         """The ``file:line:column (step 'id', field 'name')`` label of this error."""
-        position = self.position or SourcePosition()
-        where = f"{position.filename or '<template>'}:{self.line}:{self.column}"
-        details = []
-        if position.step is not None:
-            details.append(f"step {position.step!r}")
-        if position.field is not None:
-            details.append(f"field {position.field!r}")
-        return f"{where} ({', '.join(details)})" if details else where
+        return place_label(self.place(), "<template>")
 
     def __str__(self) -> str:
-        _, column, _ = line_and_column(self.source, self.offset)
+        if self._document is not None:
+            lines, width = self._document
+            return render_place(self.message, self.place(), lines, width)
+        template = SourceLines(self.source)
+        line, column = template.locate(self.offset)
         width = min(self.end, len(self.source)) - self.offset
         if "\n" in self.source[self.offset : self.offset + max(width, 0)]:
             width = 1
-        caret = render_caret(self.source_line, self.line, column, width)
-        # The caret line shows the template line; its column is the column inside that line.
-        return f"{self.message}\n  --> {self.location()}\n{caret}"
+        # The caret line shows the template's line, numbered as the document's.
+        return render_place(
+            self.message,
+            self.place(),
+            template,
+            width,
+            default="<template>",
+            caret_at=(line, column),
+        )
 
 
 class FlowUndefinedError(FlowError):
@@ -210,3 +153,156 @@ class FlowLimitError(FlowError):
 
 class FlowFilterError(FlowError):
     """A filter registered by the application raised an exception."""
+
+
+# --- running flows ---------------------------------------------------------------------------
+
+
+class FlowStateError(FlowError):
+    """A state that cannot be resumed: malformed, altered, unsigned, from another or a changed
+    flow, not waiting for input, or already resumed."""
+
+
+class DataLimitError(FlowLimitError):
+    """Run data beyond a limit of the runtime (a value, the whole state, nesting, a number)."""
+
+
+class RequestError(FlowError):
+    """A request that cannot be sent as built (a bad header value, a body that is not JSON)."""
+
+
+class OutputTooLong(Exception):  # noqa: N818 - raised as FlowLimitError by the evaluators
+    """Internal: a text being built would pass the rendered-size limit."""
+
+
+# --- documents -------------------------------------------------------------------------------
+
+
+class DocumentError(FlowError):
+    """A document that cannot be read; ``str()`` names file:line:column with a caret."""
+
+    def __init__(self, message: str, text: str | SourceLines, position: SourcePosition) -> None:
+        super().__init__(message)
+        self.message = message
+        self.position = position
+        #: The document's lines; None for one that could not be read (no line to show).
+        self.lines: SourceLines | None = None
+        if text:
+            self.lines = SourceLines(text) if isinstance(text, str) else text  # one per document
+
+    def __str__(self) -> str:
+        position = self.position
+        if self.lines is None:
+            position = SourcePosition(position.filename, 0, 0, position.step, position.field)
+        return render_place(self.message, position, self.lines, default="<document>")
+
+
+class JsonSyntaxError(DocumentError):
+    """Text that is not JSON at all (as opposed to JSON with a value a document refuses)."""
+
+
+class FlowDocumentError(FlowError):
+    """A flow or workflow document with errors; ``findings`` lists every one of them."""
+
+    def __init__(self, findings: list[Finding]) -> None:
+        self.findings = findings
+        errors = [finding for finding in findings if finding.severity == "error"]
+        summary = f"{len(errors)} error{'s' if len(errors) != 1 else ''} in the document"
+        super().__init__(summary)
+
+    def __str__(self) -> str:
+        return "\n\n".join(finding.render() for finding in self.findings)
+
+
+class PatternError(ValueError):
+    """A pattern outside the supported syntax; ``offset`` is where in the pattern."""
+
+    def __init__(self, message: str, offset: int) -> None:
+        super().__init__(f"{message} at position {offset}")
+        self.message = message
+        self.offset = offset
+
+
+# --- the command line --------------------------------------------------------------------------
+
+
+class UsageError(Exception):
+    """Input the command cannot use; the message says which and why."""
+
+
+class ReplayInProgressError(OSError):
+    """Another ``flowlang replay`` is replaying this dead-letter file."""
+
+
+# --- workflow automations ----------------------------------------------------------------------
+
+
+class RecordError(ValueError):
+    """A record that cannot be written or read back; the message says why (``column``: where
+    in the line, when known)."""
+
+    def __init__(self, message: str, column: int | None = None) -> None:
+        super().__init__(message)
+        self.column = column
+
+    def where(self, label: str, line: int) -> str:
+        """``label:line[:column]: message``."""
+        column = f":{self.column}" if self.column is not None else ""
+        return f"{label}:{line}{column}: {self}"
+
+
+class EventError(ValueError):
+    """An event refused at the door (no id, too deep, too large); the message says why."""
+
+
+class LineTooLongError(ValueError):
+    """A stream whose line goes on past the skip limit (such as /dev/zero): not JSON lines."""
+
+
+class RecordFileError(ValueError):
+    """A journal or dead-letter path that is not a regular file (a device, FIFO, directory)."""
+
+
+class AudioError(FlowError):
+    """A recording whose format cannot be sent as it is (names the field that would fix it)."""
+
+
+class ActionError(FlowError):
+    """An action that cannot be performed as written for this event (not worth retrying)."""
+
+
+class ValueFormatError(FlowError):
+    """A value that does not convert to its format; says which key and what value (the whole
+    value: it is masked, then shortened, where it is output; see carried_text). With
+    ``limit``: the value's text would be longer than ``limit`` characters. ``reason`` replaces
+    "is not a {fmt}" (a number JSON cannot carry exactly, for one)."""
+
+    def __init__(
+        self, key: str, fmt: str, value: Any, limit: int | None = None, reason: str | None = None
+    ) -> None:
+        from flowlang.automations.formats import _shown  # the masking rules live there
+
+        if limit is not None:
+            message = f"value of {key!r} is longer than {limit} characters as a {fmt}"
+        else:
+            message = f"value of {key!r} {reason or f'is not a {fmt}'}: {_shown(value)!r}"
+        super().__init__(message)
+        self.key = key
+        self.format = fmt
+
+
+class JournalLockedError(OSError):
+    """Another process (or another Journal in this one) writes this journal."""
+
+
+# --- warnings ----------------------------------------------------------------------------------
+
+
+class PurePythonWarning(RuntimeWarning):
+    """The compiled extension is missing, so the slower pure-Python backend is used.
+
+    Given once per process, when the backend is chosen (the first template compiled, or the
+    first read of ``flowlang.BACKEND``); never when ``FLOWLANG_NO_EXTENSIONS=1`` asks for the
+    pure-Python backend. ``import flowlang`` chooses no backend, so right after it
+    ``warnings.filterwarnings("ignore", category=flowlang.PurePythonWarning)`` silences it.
+    """

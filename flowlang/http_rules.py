@@ -38,7 +38,7 @@ from urllib.parse import quote
 import httpx
 import orjson
 
-from flowlang.errors import FlowError
+from flowlang.errors import RequestError
 from flowlang.expr.backends import compiled_helper
 from flowlang.expr.decimals_dates import MAX_DECIMAL_EXPONENT, date_text, decimal_text
 from flowlang.expr.values import OutputTooLong, json_length_exceeds, to_text
@@ -46,10 +46,6 @@ from flowlang.expr.values import OutputTooLong, json_length_exceeds, to_text
 MAX_HEADER_VALUE = 8 * 1024
 #: A list or map in an endpoint is refused when its JSON text would be longer than this.
 MAX_ENDPOINT_VALUE = 100_000
-
-
-class RequestError(FlowError):
-    """A request that cannot be sent as built (a bad header value, a body that is not JSON)."""
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,7 @@ import re
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from flowlang.errors import FlowLimitError
+from flowlang.errors import DataLimitError
 from flowlang.expr.backends import compiled_helper
 
 #: The deepest ``max_data_depth`` may be (a state must stay within what orjson writes).
@@ -60,10 +60,6 @@ class RunData(Protocol):
 
     @property
     def runtime(self) -> Any: ...
-
-
-class DataLimitError(FlowLimitError):
-    """Run data beyond a limit of the runtime (a value, the whole state, nesting, a number)."""
 
 
 def valid_text(text: str) -> str:

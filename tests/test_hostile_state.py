@@ -785,7 +785,8 @@ steps:
             "step 'wrap' cannot set vars.x: vars.x[0][0][0][0][0][0][0][0][0][0][0][0]… "
             "nests deeper than 100 levels (RuntimeSettings.max_data_depth)"
         )
-        assert len(result.trace) == 2 * 99
+        assert len(result.trace) == 2 * 99 + 1  # and the failing step's row
+        assert result.trace[-1]["outcome"] == "failed"
 
     run(main())
 
@@ -834,7 +835,8 @@ def test_thirty_doubling_steps_fail_clearly_within_bounded_memory(loop: str) -> 
         "step 'd12' cannot set vars.x: vars.x is larger than 65536 bytes "
         "(RuntimeSettings.max_value_size)"
     )
-    assert len(result.trace) == 12
+    assert len(result.trace) == 13  # and the failing step's row
+    assert result.trace[-1]["step"] == "d12"
     assert peak < 8 * 1024 * 1024, peak
 
 

@@ -59,7 +59,6 @@ def test_every_kind_is_complete() -> None:
         assert len(runs) == 1, name
 
 
-@pytest.mark.xfail(strict=True, reason="automation actions are being made kinds (actions branch)")
 def test_only_the_registry_and_kinds_know_step_type_names() -> None:
     """No code outside flowlang/kinds tests a step's type name (the issue's grep)."""
     offenders = []

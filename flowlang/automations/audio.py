@@ -13,7 +13,7 @@ __all__ = ["ENCODINGS", "AudioError", "AudioFacts", "describe_audio"]
 import struct
 from dataclasses import dataclass
 
-from flowlang.errors import FlowError
+from flowlang.errors import AudioError
 
 #: Encodings a workflow may name (Google v1; MP3 only through v1p1beta1 or a newer endpoint).
 ENCODINGS = (
@@ -36,10 +36,6 @@ _WAV_PCM, _WAV_MULAW, _WAV_EXTENSIBLE = 1, 7, 0xFFFE
 _MAX_CHUNKS = 64
 #: A WAV data size that means "unknown" (written by recorders that stream).
 _UNKNOWN_SIZES = (0, 0xFFFFFFFF)
-
-
-class AudioError(FlowError):
-    """A recording whose format cannot be sent as it is (names the field that would fix it)."""
 
 
 @dataclass(frozen=True)

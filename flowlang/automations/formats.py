@@ -22,7 +22,7 @@ import math
 from decimal import Decimal
 from typing import Any
 
-from flowlang.errors import FlowError
+from flowlang.errors import ValueFormatError
 from flowlang.expr.filters import boolean
 from flowlang.expr.limits import Limits
 from flowlang.expr.shared import MAX_CARRIED_TEXT, carried_text
@@ -48,24 +48,6 @@ INT_MIN, INT_MAX = -(2**63), 2**64 - 1
 #: An integer longer than this many bits is not written into an error message (its digits
 #: would take long to build); the message says its size instead.
 _SHOWN_INT_BITS = 14_000
-
-
-class ValueFormatError(FlowError):
-    """A value that does not convert to its format; says which key and what value (the whole
-    value: it is masked, then shortened, where it is output; see carried_text). With
-    ``limit``: the value's text would be longer than ``limit`` characters. ``reason`` replaces
-    "is not a {fmt}" (a number JSON cannot carry exactly, for one)."""
-
-    def __init__(
-        self, key: str, fmt: str, value: Any, limit: int | None = None, reason: str | None = None
-    ) -> None:
-        if limit is not None:
-            message = f"value of {key!r} is longer than {limit} characters as a {fmt}"
-        else:
-            message = f"value of {key!r} {reason or f'is not a {fmt}'}: {_shown(value)!r}"
-        super().__init__(message)
-        self.key = key
-        self.format = fmt
 
 
 def _shown(value: Any) -> str:

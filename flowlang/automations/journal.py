@@ -37,13 +37,10 @@ from flowlang.automations.records import (
     decoded_lines,
     encode_record,
 )
+from flowlang.errors import JournalLockedError
 
 #: Lines appended before the first compaction; later, when appends pass the lines last kept.
 COMPACT_AFTER = 10_000
-
-
-class JournalLockedError(OSError):
-    """Another process (or another Journal in this one) writes this journal."""
 
 
 class Journal:

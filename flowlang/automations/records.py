@@ -38,6 +38,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
 
+from flowlang.errors import EventError, LineTooLongError, RecordError, RecordFileError
 from flowlang.expr.shared import carried_text, kind_name
 from flowlang.expr.values import plain_json
 
@@ -53,32 +54,6 @@ MAX_RECORD_SKIP = 2 * MAX_RECORD_BYTES
 #: A journal or dead-letter record nests at most this deep (an event or result plus wrappers).
 MAX_RECORD_DEPTH = 2 * MAX_EVENT_DEPTH + 8
 _CHUNK = 1024 * 1024
-
-
-class RecordError(ValueError):
-    """A record that cannot be written or read back; the message says why (``column``: where
-    in the line, when known)."""
-
-    def __init__(self, message: str, column: int | None = None) -> None:
-        super().__init__(message)
-        self.column = column
-
-    def where(self, label: str, line: int) -> str:
-        """``label:line[:column]: message``."""
-        column = f":{self.column}" if self.column is not None else ""
-        return f"{label}:{line}{column}: {self}"
-
-
-class EventError(ValueError):
-    """An event refused at the door (no id, too deep, too large); the message says why."""
-
-
-class LineTooLongError(ValueError):
-    """A stream whose line goes on past the skip limit (such as /dev/zero): not JSON lines."""
-
-
-class RecordFileError(ValueError):
-    """A journal or dead-letter path that is not a regular file (a device, FIFO, directory)."""
 
 
 def check_record_file(path: Path, what: str) -> None:

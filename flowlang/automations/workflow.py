@@ -188,13 +188,7 @@ def _reference_findings(
     for use in uses:
         for reference in use.template.references:
             path = reference.path
-            position = SourcePosition(
-                use.position.filename,
-                use.position.line,
-                use.position.column + reference.start,
-                use.step,
-                use.field,
-            )
+            position, width = use.place(reference.start, reference.end)
             root = path[0]
             problem: tuple[str, str] | None = None
             if root not in _ROOTS:
@@ -229,7 +223,9 @@ def _reference_findings(
                 elif order[target] >= order.get(use.step, -1):
                     problem = (f"action {target!r} does not run before this one", "error")
             if problem is not None:
-                findings.append(Finding(f"{reference}: {problem[0]}", position, problem[1]))
+                findings.append(
+                    Finding(f"{reference}: {problem[0]}", position, problem[1], width=width)
+                )
     return findings
 
 

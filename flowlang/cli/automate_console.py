@@ -80,6 +80,7 @@ from flowlang.cli.inputs import (
 )
 from flowlang.cli.terminal import Colours, printable
 from flowlang.cli.trust import trusted_authorities
+from flowlang.errors import ReplayInProgressError
 from flowlang.flow.model import FlowDocumentError
 from flowlang.runtime.recorded import load_recorded_responses
 from flowlang.runtime.secrets import Redactor
@@ -510,10 +511,6 @@ def _dead_letters(path: Path) -> Iterator[tuple[int, bytes, dict[str, Any] | str
                 yield number, raw, record.where(str(path), number)
             elif record is not None:
                 yield number, raw, record
-
-
-class ReplayInProgressError(OSError):
-    """Another ``flowlang replay`` is replaying this dead-letter file."""
 
 
 def replay_lock(path: Path) -> FileLock:

@@ -18,6 +18,7 @@ import json
 import sys
 from typing import Any, TextIO
 
+from flowlang.errors import UsageError
 from flowlang.expr.shared import kind_name
 from flowlang.flow.source import MAX_DOCUMENT, read_limited
 
@@ -38,10 +39,6 @@ EXIT_STATUSES = """exit status:
   2    bad usage or unreadable input: a missing or unreadable file, not UTF-8,
        too large, invalid JSON or document, a template syntax error
   130  interrupted (Ctrl-C); 141: the output pipe was closed (| head)"""
-
-
-class UsageError(Exception):
-    """Input the command cannot use; the message says which and why."""
 
 
 def read_input(name: str, stdin: TextIO, what: str, *, dash_is_stdin: bool = True) -> str:

@@ -224,16 +224,21 @@ async def _main(
                 )
                 + "\n"
             )
+        # A run-time failure's first line, then its place and caret (when it has them).
+        error_head, _, error_place = (result.error or "").partition("\n")
         waiting_at = (result.awaiting or {}).get("step")
         ending = {
             "ended": "ended by a call-control step",
             "completed": "completed",
             "waiting_for_input": f"waiting for input at step {waiting_at!r} "
             "(give it with --input STEP=DIGITS or --interactive)",
-            "failed": f"failed: {result.error}",
+            "failed": f"failed: {error_head}",
         }[result.status]
         role = "bad" if result.status == "failed" else "good"
         out.write("result: " + colours.paint(printable(ending, one_line=True), role) + "\n")
+        if result.status == "failed" and error_place:
+            for line in error_place.split("\n"):
+                out.write(printable(line, one_line=True) + "\n")
     _report_missing_secrets(secrets)
     return EXIT_FAILED if result.status == "failed" else EXIT_OK
 

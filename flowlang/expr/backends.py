@@ -24,7 +24,7 @@ from collections.abc import Callable
 from types import FrameType, ModuleType
 from typing import Any
 
-from flowlang import PurePythonWarning
+from flowlang.errors import PurePythonWarning
 from flowlang.expr import ir, pyeval
 
 Builder = Callable[[ir.Node, int], Callable[[Any], Any]]

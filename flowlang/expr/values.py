@@ -55,6 +55,7 @@ from typing import Any
 
 import orjson
 
+from flowlang.errors import OutputTooLong
 from flowlang.expr.decimals_dates import (
     date_compare,
     date_text,
@@ -77,10 +78,6 @@ _NUMBER_TEXT = re.compile(r"[+-]?[0-9]+(?:\.[0-9]+)?")
 #: The longest text (after trimming) that is read as a number.
 MAX_NUMBER_TEXT = 40
 _ASCII_SPACE = " \t\r\n"
-
-
-class OutputTooLong(Exception):  # noqa: N818 - raised as FlowLimitError by the evaluators
-    """Internal: a text being built would pass the rendered-size limit."""
 
 
 def plain_scalar(value: Any) -> Any:

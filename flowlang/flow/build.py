@@ -4,13 +4,14 @@ from __future__ import annotations
 
 __all__ = ["StepBuilder", "TemplateUse", "build_steps"]
 
+import dataclasses
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from flowlang.engine import Engine, Template
-from flowlang.errors import FlowSyntaxError, SourcePosition, line_and_column
+from flowlang.errors import FlowSyntaxError, SourcePosition
 from flowlang.expr import ast
 from flowlang.flow.conditions import compile_rows
 from flowlang.flow.digits import DigitPattern, PatternError
@@ -48,6 +49,24 @@ class TemplateUse:
     field: str
     template: Template
     position: SourcePosition
+    #: The document and the template's pointer in it (to place offsets inside the template).
+    document: Document | None = dataclasses.field(default=None, repr=False, compare=False)
+    pointer: Pointer = ()
+
+    def place(self, begin: int, end: int | None = None) -> tuple[SourcePosition, int]:
+        """Where ``template.source[begin:end]`` is written in the document, and the width to
+        underline (see ``Document.place``)."""
+        if self.document is None:
+            at = self.position
+            return SourcePosition(at.filename, at.line, at.column + begin, at.step, at.field), 1
+        return self.document.place(
+            self.pointer,
+            self.template.source,
+            begin,
+            end,
+            step=self.step,
+            field_name=self.field,
+        )
 
 
 class StepBuilder:
@@ -89,10 +108,13 @@ class StepBuilder:
         try:
             template = self.engine.compile(text, position=position)
         except FlowSyntaxError as error:
-            at = SourcePosition(position.filename, error.line, error.column, step, field)
-            self.findings.append(Finding(error.message, at, detail=self.template_error(error)))
+            at, width = self.document.place(
+                pointer, text, error.offset, error.end, step=step, field_name=field
+            )
+            placed = error.placed_at(at, self.document.lines, width)
+            self.findings.append(Finding(error.message, at, detail=str(placed)))
             return None
-        self.templates.append(TemplateUse(step, field, template, position))
+        self.templates.append(TemplateUse(step, field, template, position, self.document, pointer))
         self.literal_braces(template, pointer, step, field)
         return template
 
@@ -111,52 +133,22 @@ class StepBuilder:
                 found = source[opening : closing + 2]
                 inner = found[2:-2].strip()
                 advice = f"write <<{inner}>>" if 0 < len(inner) <= 80 else "write <<...>>"
+                at, width = self.document.place(
+                    pointer, source, opening, closing + 2, step=step, field_name=field
+                )
                 self.warnings.append(
                     Finding(
                         f"{_shorten(found)} is sent as literal text: templates in this syntax "
                         f"are written <<...>> ({advice}, or read a CloudTalk document with the "
                         "cloudtalk syntax: --syntax cloudtalk)",
-                        self.place_in_value(pointer, step, field, source, opening),
+                        at,
                         "warning",
+                        width=width,
                     ).with_caret(self.document.lines)
                 )
                 return
             if hole is not None:
                 start = hole.end
-
-    def place_in_value(
-        self, pointer: Pointer, step: str, field: str, source: str, offset: int
-    ) -> SourcePosition:
-        """Where ``source[offset]`` is in the document when the value is written verbatim on
-        its first line (plain or quoted), else where the value starts."""
-        at = self.document.position(pointer, step=step, field_name=field)
-        if "\n" in source[:offset]:
-            return at
-        line = self.document.lines.line(at.line)
-        for shift in (0, 1):  # a plain value, or one after its opening quote
-            first = at.column - 1 + shift
-            if line[first : first + offset] == source[:offset]:
-                return SourcePosition(at.filename, at.line, at.column + shift + offset, step, field)
-        return at
-
-    def template_error(self, error: FlowSyntaxError) -> str:
-        """The error with the document's own line under the caret, when the template is on it.
-
-        The template's line is looked for near where the error says it is, not along the whole
-        document line (a one-line JSON document is megabytes long).
-        """
-        lines = self.document.lines
-        _, column_in_template, template_line = line_and_column(error.source, error.offset)
-        near = max(0, error.column - column_in_template - 256)
-        found = lines.find(error.line, template_line, near, near + 512 + 2 * len(template_line))
-        if found < 0:
-            return str(error)
-        caret = lines.caret(
-            error.line,
-            found + column_in_template,
-            max(1, min(error.end, len(error.source)) - error.offset),
-        )
-        return f"{error.message}\n  --> {error.location()}\n{caret}"
 
     def value(self, raw: Any, pointer: Pointer, step: str, field: str) -> Value | FieldTree | None:
         """A field value: strings are templates, lists and maps are compiled item by item."""
@@ -396,14 +388,11 @@ class StepBuilder:
     def endpoint_error(
         self, message: str, pointer: Pointer, step: str, template: Template, offset: int
     ) -> None:
-        """Report ``message`` with the caret at ``offset`` in the endpoint when the document
-        holds the endpoint verbatim on its line, else at the start of the value."""
-        at = self.document.position(pointer, step=step, field_name="endpoint")
-        line = self.document.lines.line(at.line)
-        start = at.column - 1
-        if line[start : start + offset] == template.source[:offset]:
-            at = SourcePosition(at.filename, at.line, at.column + offset, step, "endpoint")
-        self.findings.append(Finding(message, at).with_caret(self.document.lines))
+        """Report ``message`` with the caret at ``offset`` in the endpoint."""
+        at, width = self.document.place(
+            pointer, template.source, offset, step=step, field_name="endpoint"
+        )
+        self.findings.append(Finding(message, at, width=width).with_caret(self.document.lines))
 
     def entries(
         self, raw: Any, pointer: Pointer, step: str, label: str, noun: str, known: set[str] | None

@@ -44,6 +44,8 @@ __all__ = [
 
 from dataclasses import dataclass
 
+from flowlang.errors import PatternError
+
 #: The symbols a caller can enter, in the order of their bits in a symbol set.
 SYMBOLS = "0123456789*#"
 _BIT = {symbol: 1 << index for index, symbol in enumerate(SYMBOLS)}
@@ -78,15 +80,6 @@ _MEMO_BITS = 1 << 18
 
 # Automaton state kinds.
 _CHAR, _SPLIT, _BEGIN, _END, _MATCH = range(5)
-
-
-class PatternError(ValueError):
-    """A pattern outside the supported syntax; ``offset`` is where in the pattern."""
-
-    def __init__(self, message: str, offset: int) -> None:
-        super().__init__(f"{message} at position {offset}")
-        self.message = message
-        self.offset = offset
 
 
 # --- syntax tree ---------------------------------------------------------------------------

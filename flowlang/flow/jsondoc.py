@@ -20,13 +20,8 @@ __all__ = ["JsonSyntaxError", "read_json"]
 import re
 from typing import Any
 
-from flowlang.errors import SourceLines, SourcePosition
+from flowlang.errors import JsonSyntaxError, SourceLines, SourcePosition
 from flowlang.flow.source import MAX_DEPTH, DocumentError, Pointer, integer_digit_limit
-
-
-class JsonSyntaxError(DocumentError):
-    """Text that is not JSON at all (as opposed to JSON with a value a document refuses)."""
-
 
 _SPACE = re.compile(r"[ \t\n\r]*")
 #: A string up to its closing quote: plain characters and JSON's escapes, nothing else.

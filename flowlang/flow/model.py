@@ -19,9 +19,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
-from flowlang.errors import FlowError, SourceLines, SourcePosition
+from flowlang.errors import FlowDocumentError, SourceLines, SourcePosition
 from flowlang.expr.backends import compiled_helper
 from flowlang.flow.conditions import OPERATORS
+from flowlang.locations import render_place
 
 if TYPE_CHECKING:
     from typing_extensions import TypeVar as DefaultingTypeVar
@@ -198,26 +199,20 @@ class CompiledFlow:
 
 @dataclass(frozen=True)
 class Finding:
-    """One problem in a document: what, where, and (for templates) the caret rendering."""
+    """One problem in a document: what, where, and (once placed in the document's text) the
+    rendering with the document's line and a caret ``width`` wide."""
 
     message: str
     position: SourcePosition
     severity: str = "error"
     detail: str | None = None
+    width: int = 1
 
     def render(self) -> str:
         """``error: message`` then the place and the caret, as in a compiler."""
         if self.detail is not None:
             return f"{self.severity}: {self.detail}"
-        where = f"{self.position.filename or '<flow>'}:{self.position.line}:{self.position.column}"
-        labels = []
-        if self.position.step is not None:
-            labels.append(f"step {self.position.step!r}")
-        if self.position.field is not None:
-            labels.append(f"field {self.position.field!r}")
-        if labels:
-            where += f" ({', '.join(labels)})"
-        return f"{self.severity}: {self.message}\n  --> {where}"
+        return f"{self.severity}: {render_place(self.message, self.position)}"
 
     def with_caret(self, text: str | SourceLines) -> Finding:
         """The same finding with the source line and a caret, taken from the document text
@@ -225,26 +220,8 @@ class Finding:
         if self.detail is not None:
             return self
         lines = SourceLines(text) if isinstance(text, str) else text
-        caret = lines.caret(self.position.line, self.position.column)
-        return Finding(
-            self.message,
-            self.position,
-            self.severity,
-            self.render().split(": ", 1)[1] + "\n" + caret,
-        )
-
-
-class FlowDocumentError(FlowError):
-    """A flow or workflow document with errors; ``findings`` lists every one of them."""
-
-    def __init__(self, findings: list[Finding]) -> None:
-        self.findings = findings
-        errors = [finding for finding in findings if finding.severity == "error"]
-        summary = f"{len(errors)} error{'s' if len(errors) != 1 else ''} in the document"
-        super().__init__(summary)
-
-    def __str__(self) -> str:
-        return "\n\n".join(finding.render() for finding in self.findings)
+        detail = render_place(self.message, self.position, lines, self.width)
+        return Finding(self.message, self.position, self.severity, detail, self.width)
 
 
 _Compiled = TypeVar("_Compiled")

@@ -54,7 +54,8 @@ from yaml.events import (
 )
 from yaml.nodes import ScalarNode
 
-from flowlang.errors import FlowError, SourceLines, SourcePosition
+from flowlang.errors import DocumentError, SourceLines, SourcePosition
+from flowlang.locations import ScalarMap
 
 _CParser: Any
 try:  # libyaml's parser, when PyYAML was built with it: the same events, far faster
@@ -103,30 +104,6 @@ for _tag, _pattern, _first in _JSON_SCALARS:
 _RESOLVER = _JsonScalarLoader("")
 
 
-class DocumentError(FlowError):
-    """A document that cannot be read; ``str()`` names file:line:column with a caret."""
-
-    def __init__(self, message: str, text: str | SourceLines, position: SourcePosition) -> None:
-        super().__init__(message)
-        self.message = message
-        self.position = position
-        #: None for a document that could not be read (no text, so no line to show).
-        self._caret: str | None = None
-        if text:
-            lines = SourceLines(text) if isinstance(text, str) else text  # one per document
-            self._caret = lines.caret(position.line, position.column)
-
-    def __str__(self) -> str:
-        if self._caret is None:
-            return f"{self.message}\n  --> {self.position.filename or '<document>'}"
-        where = (
-            f"{self.position.filename or '<document>'}:{self.position.line}:{self.position.column}"
-        )
-        if self.position.step is not None:
-            where += f" (step {self.position.step!r})"
-        return f"{self.message}\n  --> {where}\n{self._caret}"
-
-
 @dataclass(frozen=True)
 class Document:
     """The data of a document and where each value came from."""
@@ -136,6 +113,10 @@ class Document:
     filename: str | None
     #: Pointer (and ``("#key", *pointer)`` for keys) to a packed position (see ``_pack``).
     _marks: dict[Pointer, int] = field(repr=False)
+    #: Scalar maps built on the error path (see ``scalar_map``), by pointer.
+    _scalars: dict[Pointer, tuple[str, ScalarMap]] = field(
+        default_factory=dict, repr=False, compare=False
+    )
 
     @property
     def fingerprint(self) -> str:
@@ -161,6 +142,34 @@ class Document:
         packed = self._marks.get(probe, 0)
         line, column = packed >> 25, (packed >> 1 & 0xFFFFFF) + (packed & 1)
         return SourcePosition(self.filename, line + 1, column + 1, step, field_name)
+
+    def scalar_map(self, pointer: Pointer, value: str) -> ScalarMap:
+        """Where each character of the text ``value`` at ``pointer`` is written (built on first
+        use, then kept: the error path of a template asks for it)."""
+        found = self._scalars.get(pointer)
+        if found is None or found[0] is not value:
+            packed = self._marks.get(pointer, 0)
+            start = self.lines.offset((packed >> 25) + 1, (packed >> 1 & 0xFFFFFF) + 1)
+            found = self._scalars[pointer] = (value, ScalarMap(self.text, start, value))
+        return found[1]
+
+    def place(
+        self,
+        pointer: Pointer,
+        value: str,
+        begin: int,
+        end: int | None = None,
+        *,
+        step: str | None = None,
+        field_name: str | None = None,
+    ) -> tuple[SourcePosition, int]:
+        """Where ``value[begin:end]`` (``value``: the text at ``pointer``) is written: its
+        position in the document and the width to underline on that line."""
+        if pointer not in self._marks:
+            return self.position(pointer, step=step, field_name=field_name), 1
+        scalar = self.scalar_map(pointer, value)
+        line, column, width = scalar.span(begin, begin + 1 if end is None else end, self.lines)
+        return SourcePosition(self.filename, line, column, step, field_name), width
 
     def key_position(self, pointer: Pointer) -> SourcePosition:
         """The position of the key naming the value at ``pointer``."""

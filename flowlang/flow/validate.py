@@ -19,7 +19,7 @@ __all__ = ["Dominance", "validate_flow"]
 
 from collections.abc import Mapping
 
-from flowlang.errors import SourceLines, SourcePosition
+from flowlang.errors import SourcePosition
 from flowlang.flow.build import TemplateUse
 from flowlang.flow.model import Finding, Step
 from flowlang.kinds.registry import STEP_KINDS
@@ -173,21 +173,6 @@ class _Facts:
         return middle is not None and self.dominance.dominates(middle, self.index[at])
 
 
-def _reference_position(use: TemplateUse, offset: int, lines: SourceLines | None) -> SourcePosition:
-    """Where ``offset`` of the template sits in the document; ``lines``: the template's lines
-    when it has more than one, else None."""
-    position = use.position
-    if lines is not None:
-        line, column = lines.locate(offset)
-        if line > 1:
-            return SourcePosition(
-                position.filename, position.line + line - 1, column, position.step, position.field
-            )
-    return SourcePosition(
-        position.filename, position.line, position.column + offset, position.step, position.field
-    )
-
-
 def validate_flow(
     steps: Mapping[str, Step],
     start: str,
@@ -225,21 +210,12 @@ def validate_flow(
     for use in templates:
         if not facts.reachable(use.step):
             continue
-        source = use.template.source
-        lines: SourceLines | None = None  # split at the first finding of a multi-line template
         for reference in use.template.references:
             problem = _check_reference(reference.path, use, steps, facts)
             if problem is not None:
                 message, severity = problem
-                if lines is None and "\n" in source:
-                    lines = SourceLines(source)
-                findings.append(
-                    Finding(
-                        f"{reference}: {message}",
-                        _reference_position(use, reference.start, lines),
-                        severity,
-                    )
-                )
+                at, width = use.place(reference.start, reference.end)
+                findings.append(Finding(f"{reference}: {message}", at, severity, width=width))
     return findings
 
 

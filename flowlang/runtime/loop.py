@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from flowlang.kinds.base import Transition
-from flowlang.rundata import DataLimitError, data_problem, measure
+from flowlang.rundata import data_problem, measure
 from flowlang.runtime.host import Instruction
 from flowlang.runtime.plan import StepPlan
 from flowlang.runtime.results import RunResult, TraceRow
@@ -204,7 +204,5 @@ async def run_loop(runtime: Runtime, run: Run, plan: StepPlan, step_id: str | No
                 return RunResult("ended", trace, run.instructions)
             break
         return RunResult("completed", trace, run.instructions)
-    except DataLimitError as error:
-        return run.failed(str(error))
-    except Exception as error:
-        return run.broken(error)
+    except Exception as error:  # the step that ran, its field and place: found now
+        return run.broken(error, step_id, (perf_counter_ns() - started) / 1e6)

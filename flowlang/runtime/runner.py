@@ -22,12 +22,14 @@ from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from flowlang.errors import DataLimitError, FlowError
 from flowlang.expr.backends import compiled_helper, resolve_backend
 from flowlang.expr.shared import MAX_SHOWN_ERROR, shorten, whole_text
 from flowlang.expr.values import plain_json
 from flowlang.flow.model import CompiledFlow
 from flowlang.http_rules import PreparedRequest
 from flowlang.rundata import MAX_DATA_DEPTH_CAP
+from flowlang.runtime.failures import failure_place
 from flowlang.runtime.host import Host, NullHost
 from flowlang.runtime.http import GuardedHttp, HttpSender, Resolver
 from flowlang.runtime.http_settings import HttpSettings
@@ -149,18 +151,53 @@ class Run(_RunBase):
             self.instructions.append({"action": action, "step": step, field: self.redact(value)})
             await getattr(host, action)(value, step=step)
 
-    def failed(self, error: str) -> RunResult:
+    def failed(
+        self,
+        error: str,
+        step_id: str | None = None,
+        elapsed_ms: float = 0.0,
+        cause: BaseException | None = None,
+        placed: bool = True,
+    ) -> RunResult:
         """The result of a run that cannot go on, with ``error`` masked, then shortened to
-        MAX_SHOWN_ERROR characters (in that order: a cut secret would not be masked)."""
-        shown = shorten(self.redact(error), MAX_SHOWN_ERROR)
-        return RunResult("failed", self.trace, self.instructions, error=shown)
+        MAX_SHOWN_ERROR characters (in that order: a cut secret would not be masked).
 
-    def broken(self, error: Exception) -> RunResult:
+        ``step_id``: the step that was running. Its field and place (``--> file:line:column
+        (step, field)`` and the caret under the failing text) are found now, on the error path
+        only (unless not ``placed``), and a ``failed`` trace row is added for it (``elapsed_ms``
+        long).
+        """
+        if step_id is None:
+            return RunResult("failed", self.trace, self.instructions, error=self._shown(error))
+        # The place of a template's error; not of a host's own exception, which no text of
+        # the document caused.
+        found = failure_place(self.flow, step_id, self.scope, cause) if placed else None
+        detail: dict[str, Any] = {"error": self._shown(error)}
+        if found is not None:
+            if found.field is not None:
+                detail["field"] = found.field
+            error = f"{error}\n{found.place}"
+        step = self.flow.steps.get(step_id)
+        kind = step.type if step is not None else ""
+        self.trace.append((step_id, kind, "failed", elapsed_ms, detail))
+        return RunResult("failed", self.trace, self.instructions, error=self._shown(error))
+
+    def _shown(self, error: str) -> str:
+        return shorten(self.redact(error), MAX_SHOWN_ERROR)
+
+    def broken(
+        self, error: Exception, step_id: str | None = None, elapsed_ms: float = 0.0
+    ) -> RunResult:
         """The result of a run stopped by an exception: its deadline, or anything unexpected
-        (the one place where one becomes a failed run)."""
+        (the one place where one becomes a failed run); ``step_id``: the step that ran."""
         if isinstance(error, TimeoutError):
-            return self.failed(f"the run took longer than {self.runtime.settings.run_deadline:g}s")
-        return self.failed(_described(error))
+            deadline = self.runtime.settings.run_deadline
+            # No row: the deadline may have passed between two steps.
+            return self.failed(f"the run took longer than {deadline:g}s")
+        if isinstance(error, DataLimitError):  # its message names the step and the variable
+            return self.failed(str(error), step_id, elapsed_ms, error, placed=False)
+        placed = isinstance(error, FlowError)  # a template's: its field and place
+        return self.failed(_described(error), step_id, elapsed_ms, error, placed=placed)
 
     def state(self, waiting_at: str) -> dict[str, Any]:
         """Plain JSON that resumes this run, with secrets masked and the secrets root left out;

@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import orjson
 
-from flowlang.errors import FlowError
+from flowlang.errors import FlowStateError
 from flowlang.rundata import data_problem, measure_data
 from flowlang.runtime.secrets import MAX_SECRETS_USED, is_secret_name
 from flowlang.settings import MAX_COUNT
@@ -65,11 +65,6 @@ STATE_ROOTS = ("vars", "input", "steps")
 #: What a run id is made of (safe as a key in any store a resume guard uses).
 _RUN_ID = re.compile(r"[A-Za-z0-9_.-]{1,100}")
 _SIGNING_DOMAIN = STATE_FORMAT.encode() + b"\0"
-
-
-class FlowStateError(FlowError):
-    """A state that cannot be resumed: malformed, altered, unsigned, from another or a changed
-    flow, not waiting for input, or already resumed."""
 
 
 # --- signing ------------------------------------------------------------------------------------

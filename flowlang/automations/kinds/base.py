@@ -33,7 +33,7 @@ from typing import Any, TypeAlias
 
 from flowlang.automations.providers import Providers
 from flowlang.automations.speech import Clock, SpeechSettings
-from flowlang.errors import FlowError
+from flowlang.errors import ActionError
 from flowlang.expr.values import OutputTooLong, to_text
 from flowlang.flow.fields import Field
 from flowlang.flow.model import Step
@@ -51,10 +51,6 @@ COMMON_FIELDS: Mapping[str, Field] = {
     ),
     "stop_on_failure": Field("bool", default=True, description="a failure stops the later actions"),
 }
-
-
-class ActionError(FlowError):
-    """An action that cannot be performed as written for this event (not worth retrying)."""
 
 
 #: What an attempt came to: ``(outcome, result, error)``; outcome is delivered, retry or failed.
