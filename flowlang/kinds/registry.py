@@ -17,6 +17,7 @@ from flowlang.kinds.base import StepKind
 _KIND_MODULES = (
     "http_request",
     "condition_splitter",
+    "business_hours",
     "collect_input",
     "set_variables",
     "say",
