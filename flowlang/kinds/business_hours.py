@@ -34,7 +34,11 @@ def plan_business_hours(step: Step) -> Callable[[RunView], Transition]:
     ``holiday``, or ``closed`` without it); the trace says the local time, zone and why."""
     schedule: Schedule = step.fields["schedule"]
     closed = step.fields["closed"]
-    targets = {"open": step.fields["open"], "closed": closed, "holiday": step.fields["holiday"] or closed}
+    targets = {
+        "open": step.fields["open"],
+        "closed": closed,
+        "holiday": step.fields["holiday"] or closed,
+    }
 
     def run_step(run: RunView) -> Transition:
         outcome, detail = schedule.decide(run.runtime.clock())

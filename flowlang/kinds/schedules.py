@@ -23,6 +23,7 @@ __all__ = [
 ]
 
 import functools
+import itertools
 import zoneinfo
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -138,8 +139,15 @@ class Schedule:
                 f"the runtime's clock gave {type(instant).__name__} {str(instant)[:40]!r}, "
                 "not an aware datetime"
             )
-        local = instant.astimezone(self.zone)
-        outcome, why = self._decide(local.date(), local.hour * 3600 + local.minute * 60 + local.second)
+        try:
+            local = instant.astimezone(self.zone)
+        except (OverflowError, ValueError):
+            raise ValueError(
+                f"the time {instant.isoformat()} is out of range in {self.zone.key}"
+            ) from None
+        outcome, why = self._decide(
+            local.date(), local.hour * 3600 + local.minute * 60 + local.second
+        )
         shown = f"{WEEKDAYS[local.weekday()]} {local.strftime('%Y-%m-%d %H:%M:%S')}"
         detail = {
             "schedule": self.name,
@@ -169,7 +177,9 @@ class Schedule:
             carried = previous.hours if previous is not None else self.weekly[before.weekday()]
             for interval in carried:
                 if seconds < interval.end - _DAY:
-                    source = previous.label() if previous is not None else WEEKDAYS[before.weekday()]
+                    source = (
+                        previous.label() if previous is not None else WEEKDAYS[before.weekday()]
+                    )
                     return "open", f"{source} {interval.text} (from the day before)"
         return "closed", f"no interval on {weekday} holds"
 
@@ -240,7 +250,8 @@ class ScheduleReader:
         error = self.checker.error
         if not isinstance(raw, dict):
             error(
-                f"a schedule is key/value fields (time_zone, weekly, exceptions), found {kind_name(raw)}",
+                "a schedule is key/value fields (time_zone, weekly, exceptions), "
+                f"found {kind_name(raw)}",
                 pointer,
                 step,
                 field,
@@ -262,13 +273,19 @@ class ScheduleReader:
             if needed not in raw:
                 error(f"a schedule needs {needed}", pointer, step, field, key=True)
                 ok = False
-        zone = self.zone(raw["time_zone"], (*pointer, "time_zone"), step, field) if (
-            "time_zone" in raw
-        ) else None
-        weekly = self.weekly(raw["weekly"], (*pointer, "weekly"), step, field) if (
-            "weekly" in raw
-        ) else None
-        exceptions = self.exceptions(raw.get("exceptions", []), (*pointer, "exceptions"), step, field)
+        zone = (
+            self.zone(raw["time_zone"], (*pointer, "time_zone"), step, field)
+            if ("time_zone" in raw)
+            else None
+        )
+        weekly = (
+            self.weekly(raw["weekly"], (*pointer, "weekly"), step, field)
+            if ("weekly" in raw)
+            else None
+        )
+        exceptions = self.exceptions(
+            raw.get("exceptions", []), (*pointer, "exceptions"), step, field
+        )
         if not ok or zone is None or weekly is None or exceptions is None:
             return None
         return Schedule(name, zone, weekly, exceptions)
@@ -327,7 +344,12 @@ class ScheduleReader:
     ) -> dict[date, DatedException] | None:
         error = self.checker.error
         if not isinstance(raw, list):
-            error(f"exceptions is a list of dated exceptions, found {kind_name(raw)}", pointer, step, field)
+            error(
+                f"exceptions is a list of dated exceptions, found {kind_name(raw)}",
+                pointer,
+                step,
+                field,
+            )
             return None
         if len(raw) > MAX_EXCEPTIONS:
             error(
@@ -361,7 +383,8 @@ class ScheduleReader:
         error = self.checker.error
         if not isinstance(raw, dict):
             error(
-                f"an exception is key/value fields (date, closed or hours, name), found {kind_name(raw)}",
+                "an exception is key/value fields (date, closed or hours, name), "
+                f"found {kind_name(raw)}",
                 pointer,
                 step,
                 field,
@@ -439,7 +462,7 @@ class ScheduleReader:
         error = self.checker.error
         if not isinstance(raw, list) or (not raw and not allow_empty):
             error(
-                f"expected a list of intervals such as [\"09:00-17:00\"], found {_shown(raw)}",
+                f'expected a list of intervals such as ["09:00-17:00"], found {_shown(raw)}',
                 pointer,
                 step,
                 field,
@@ -463,7 +486,7 @@ class ScheduleReader:
             return None
         ordered = sorted(found, key=lambda pair: pair[0].start)
         ok = True
-        for (first, _), (second, where) in zip(ordered, ordered[1:], strict=False):
+        for (first, _), (second, where) in itertools.pairwise(ordered):
             if second.start < first.end:
                 error(f"interval {second.text} overlaps {first.text}", where, step, field)
                 ok = False
