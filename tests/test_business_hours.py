@@ -603,3 +603,10 @@ def test_run_now_refuses_a_naive_or_malformed_time_with_status_2(
     assert (status, out) == (2, "")
     assert message in err and "--now" in err and "Traceback" not in err
     assert len(err) < 500
+
+
+def test_the_schedules_section_is_checked_when_only_inline_schedules_are_used() -> None:
+    document = json.loads(flow_text({"time_zone": "UTC", "weekly": {}}, named=False))
+    document["schedules"] = {"spare": {"time_zone": "UTC", "weekly": {"monday": ["9-17"]}}}
+    [found] = errors(json.dumps(document))
+    assert "malformed interval '9-17'" in found and "field 'schedules.spare'" in found

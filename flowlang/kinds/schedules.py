@@ -195,7 +195,9 @@ class ScheduleReader:
     # --- the section and the field --------------------------------------------------------
 
     def field(self, raw: Any, pointer: Pointer, step: str, name: str) -> Schedule | None:
-        """A step's ``schedule``: a name from ``schedules``, or an inline schedule."""
+        """A step's ``schedule``: a name from ``schedules``, or an inline schedule (the section
+        is checked either way, once)."""
+        named = self.section()
         if isinstance(raw, dict):
             return self.schedule(None, raw, pointer, step, name)
         if not isinstance(raw, str):
@@ -207,7 +209,6 @@ class ScheduleReader:
                 name,
             )
             return None
-        named = self.section()
         if raw not in named:
             hint = did_you_mean(raw, named) if named else "; the document has no schedules"
             self.checker.error(f"unknown schedule {_shorten(raw)}{hint}", pointer, step, name)
