@@ -4,6 +4,7 @@ brute-force reference; load errors with their place; hostile schedules; ``flowla
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import zoneinfo
 from datetime import UTC, date, datetime, time, timedelta
@@ -610,3 +611,13 @@ def test_the_schedules_section_is_checked_when_only_inline_schedules_are_used() 
     document["schedules"] = {"spare": {"time_zone": "UTC", "weekly": {"monday": ["9-17"]}}}
     [found] = errors(json.dumps(document))
     assert "malformed interval '9-17'" in found and "field 'schedules.spare'" in found
+
+
+def test_checking_documents_keeps_no_reader_alive() -> None:
+    from flowlang.kinds import business_hours
+
+    text = flow_text({"time_zone": "UTC", "weekly": {}})
+    for _ in range(20):
+        check_flow_text(text, name="t.yaml")
+    gc.collect()
+    assert len(business_hours._READERS) == 0

@@ -24,6 +24,7 @@ __all__ = [
 
 import functools
 import itertools
+import weakref
 import zoneinfo
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -118,6 +119,7 @@ class DatedException:
     name: str
 
     def label(self) -> str:
+        """``exception 2026-12-24 (Christmas Eve)``, for the trace."""
         return f"exception {self.date.isoformat()}" + (f" ({self.name})" if self.name else "")
 
 
@@ -189,8 +191,18 @@ class ScheduleReader:
     named schedule checked once, its errors reported once), inline schedules per step."""
 
     def __init__(self, checker: Checker) -> None:
-        self.checker = checker
+        #: Held weakly: readers are kept per checker in a weak map, which a strong reference
+        #: from the value to its key would never empty.
+        self._checker = weakref.ref(checker)
         self.named: dict[str, Schedule | None] | None = None
+
+    @property
+    def checker(self) -> Checker:
+        """The checker this reader reports through (alive while it reads)."""
+        checker = self._checker()
+        if checker is None:  # pragma: no cover - a reader is used only by its checker
+            raise RuntimeError("the document's checker is gone")
+        return checker
 
     # --- the section and the field --------------------------------------------------------
 
