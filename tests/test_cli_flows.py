@@ -69,11 +69,13 @@ def test_run_interactive_reads_digits_from_the_terminal() -> None:
 
 
 def test_run_json_lines() -> None:
-    status, out = cli("run", *example("after_hours"), "--json")
+    saturday_night = "2026-11-21T22:15:00+01:00"  # the office is closed
+    status, out = cli("run", *example("after_hours"), "--json", "--now", saturday_night)
     events = [json.loads(line) for line in out.splitlines()]
     assert status == 0
     assert [event["step"] for event in events if event["event"] == "step"] == [
         "hours",
+        "on_call",
         "decide",
         "closed_message",
         "voicemail",

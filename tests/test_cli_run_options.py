@@ -143,6 +143,8 @@ def test_a_missing_secret_is_named_on_standard_error(
         str(FLOWS / "data" / "after_hours.context.json"),
         "--responses",
         str(FLOWS / "data" / "after_hours.responses.yaml"),
+        "--now",
+        "2026-11-21T22:15:00+01:00",  # closed: the on-call service is asked
     )
     assert status == 0
     assert "invalid_request" in out

@@ -62,6 +62,9 @@ USES: dict[str, tuple[str, ...]] = {
     r"^\s*[0-9]+(\.[0-9]+)?(\s*(ms|s))?\s*$": ("search",),
     r"^[^.]+(\.[^.]+)*$": ("search",),
     r"^[0-9*#]?$": ("search",),
+    # flowlang/kinds/schedules.py (business_hours intervals and exception dates, schema only)
+    r"^([01][0-9]|2[0-3]):[0-5][0-9]-(([01][0-9]|2[0-3]):[0-5][0-9]|24:00)$": ("search",),
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$": ("search",),
     # flowlang/runtime/secrets.py
     r"^[A-Za-z_][A-Za-z0-9_-]*$": ("match",),
     r"%(?:[a-f][0-9A-Fa-f]|[0-9A-F][a-f])": ("finditer",),

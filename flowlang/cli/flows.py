@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
-__all__ = ["add_check_command", "add_run_command", "check_document", "parse_inputs"]
+__all__ = [
+    "add_check_command",
+    "add_run_command",
+    "check_document",
+    "parse_inputs",
+    "parse_now",
+]
 
 import argparse
 import sys
 from collections import deque
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -113,6 +120,7 @@ def _run(arguments: argparse.Namespace, stdout: TextIO, stdin: TextIO) -> int:
         raise UsageError(
             f"{' and '.join(readers)} cannot all read standard input: give a file for all but one"
         )
+    arguments.now = parse_now(arguments.now)
     label = _label(arguments.flow)
     text = read_input(arguments.flow, stdin, "flow")
     try:  # the text read, never a path named by it
@@ -124,6 +132,33 @@ def _run(arguments: argparse.Namespace, stdout: TextIO, stdin: TextIO) -> int:
     inputs = parse_inputs(arguments.input or [], flow)
     ssl_context = trusted_authorities(arguments.ca_file)
     return run_from_command_line(flow, context, inputs, arguments, stdout, stdin, ssl_context)
+
+
+def parse_now(text: str | None) -> datetime | None:
+    """``--now``: an ISO 8601 time with its UTC offset (``2026-12-24T10:00:00+01:00``), or None
+    when not given; a naive or malformed time is a usage error."""
+    if text is None:
+        return None
+    shown = printable(text[:64], one_line=True)
+    try:
+        moment = datetime.fromisoformat(text) if len(text) <= 64 else None
+    except ValueError:
+        moment = None
+    if moment is None:
+        raise UsageError(
+            f"--now {shown!r} is not a time: write ISO 8601 with the UTC offset, such as "
+            "2026-12-24T10:00:00+01:00"
+        )
+    if moment.utcoffset() is None:
+        raise UsageError(
+            f"--now {shown!r} has no UTC offset: add one, such as {moment.isoformat()}+01:00 "
+            "or Z for UTC"
+        )
+    try:
+        moment.astimezone(UTC)
+    except (OverflowError, ValueError):
+        raise UsageError(f"--now {shown!r} is out of range") from None
+    return moment
 
 
 _SECRETS_HELP = """secrets:
@@ -167,6 +202,12 @@ def add_run_command(commands: Any) -> None:
         "repeat it for one step to answer its prompts in order",
     )
     run.add_argument("--responses", metavar="FILE", help="recorded HTTP responses: run offline")
+    run.add_argument(
+        "--now",
+        metavar="TIME",
+        help="the time of the call for business_hours steps: ISO 8601 with the UTC offset, "
+        "such as 2026-12-24T10:00:00+01:00 (default: now)",
+    )
     run.add_argument(
         "--interactive",
         action="store_true",

@@ -64,7 +64,10 @@ def _interruptible() -> Iterator[None]:
 
 
 def describe_why(detail: Mapping[str, Any]) -> str | None:
-    """Why a Condition Splitter branch was taken, in words, from the trace's data."""
+    """Why a step went where it went, in words, from the trace's data: a Condition Splitter's
+    compared values, or the ``why`` a step wrote itself (business_hours)."""
+    if isinstance(detail.get("why"), str):
+        return str(detail["why"])
     if "rows" in detail:
         parts = []
         for left, operator, right in detail["rows"]:
@@ -177,6 +180,9 @@ async def _main(
     }
     if arguments.responses:
         options["http"] = load_recorded_responses(arguments.responses)
+    now = getattr(arguments, "now", None)
+    if now is not None:  # --now: the clock stands still at that time
+        options["clock"] = lambda: now
     colours = Colours(False) if arguments.json else Colours.for_stream(out)
     talk = sys.stderr if arguments.json else out  # --json: stdout carries JSON lines only
     if not arguments.json:

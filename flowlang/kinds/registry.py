@@ -15,6 +15,7 @@ from flowlang.kinds.base import StepKind, registered
 _KIND_MODULES = (
     "http_request",
     "condition_splitter",
+    "business_hours",
     "collect_input",
     "set_variables",
     "say",

@@ -18,8 +18,10 @@ __all__ = [
 import asyncio
 import ssl
 from collections import deque
-from collections.abc import Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from flowlang.errors import DataLimitError, FlowError
@@ -252,7 +254,8 @@ class Runtime:
     resumed suspensions are remembered, so that each state is resumed once (by default in
     this process: :class:`MemoryResumeGuard`). ``flow_versions``: where the flows calls start
     on are kept by fingerprint, so that a call resumes on the version it started on after the
-    flow is edited (None: a state of another version is refused).
+    flow is edited (None: a state of another version is refused). ``clock``: what time it is
+    for the steps that read it (a callable returning an aware datetime; now in UTC when None).
     """
 
     def __init__(
@@ -267,8 +270,11 @@ class Runtime:
         backend: str | None = None,
         resume_guard: ResumeGuard | None = None,
         flow_versions: FlowVersions | None = None,
+        clock: Callable[[], datetime] | None = None,
     ) -> None:
         self.settings = settings or RuntimeSettings()
+        #: The time steps read (business_hours): an aware datetime, now in UTC by default.
+        self.clock: Callable[[], datetime] = clock or partial(datetime.now, UTC)
         #: Versions of flows kept by fingerprint (every flow a call starts on is added).
         self.flow_versions = flow_versions
         #: The step loop: the compiled twin (``cython``) or the Python one; None for the default.

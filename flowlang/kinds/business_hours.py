@@ -1,0 +1,78 @@
+"""Business Hours: route the call by a schedule's opening hours at the runtime's clock."""
+
+from __future__ import annotations
+
+__all__ = ["KIND", "parse_schedule", "plan_business_hours"]
+
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+from flowlang.flow.fields import Field
+from flowlang.flow.model import Step
+from flowlang.flow.source import Pointer
+from flowlang.kinds.base import Checker, RunView, StepKind, Transition
+from flowlang.kinds.schedules import MAX_SCHEDULES, SCHEDULE_SCHEMA, Schedule, ScheduleReader
+
+#: The schedule reader of each document being checked (one per checker): the ``schedules``
+#: section is read once per document, however many steps name its schedules.
+_READERS: weakref.WeakKeyDictionary[Any, ScheduleReader] = weakref.WeakKeyDictionary()
+
+
+def parse_schedule(
+    checker: Checker, raw: Any, pointer: Pointer, step_id: str, name: str
+) -> Schedule | None:
+    """The ``schedule`` field: a name from the document's ``schedules``, or an inline one."""
+    reader = _READERS.get(checker)
+    if reader is None:
+        reader = _READERS[checker] = ScheduleReader(checker)
+    return reader.field(raw, pointer, step_id, name)
+
+
+def plan_business_hours(step: Step) -> Callable[[RunView], Transition]:
+    """Decide by the schedule at the runtime's clock: ``open``, ``closed`` or ``holiday`` (to
+    ``holiday``, or ``closed`` without it); the trace says the local time, zone and why."""
+    schedule: Schedule = step.fields["schedule"]
+    closed = step.fields["closed"]
+    targets = {
+        "open": step.fields["open"],
+        "closed": closed,
+        "holiday": step.fields["holiday"] or closed,
+    }
+
+    def run_step(run: RunView) -> Transition:
+        outcome, detail = schedule.decide(run.runtime.clock())
+        return ("go", targets[outcome], outcome, detail)
+
+    return run_step
+
+
+KIND = StepKind(
+    "business_hours",
+    "route the call by opening hours: open, closed or holiday",
+    {
+        "schedule": Field(
+            "custom",
+            required=True,
+            description="a name from the document's schedules, or a schedule written inline",
+            parse=parse_schedule,
+            schema={"anyOf": [{"type": "string", "minLength": 1}, SCHEDULE_SCHEMA]},
+        ),
+        "open": Field("step", required=True, description="inside the opening hours"),
+        "closed": Field("step", required=True, description="outside the opening hours"),
+        "holiday": Field(
+            "step",
+            description="on a dated exception: closed all day, or outside its special hours; "
+            "defaults to closed",
+        ),
+    },
+    plan=plan_business_hours,
+    sections={
+        "schedules": {
+            "type": "object",
+            "maxProperties": MAX_SCHEDULES,
+            "additionalProperties": SCHEDULE_SCHEMA,
+            "description": "opening hours by name, shared by business_hours steps",
+        }
+    },
+)
