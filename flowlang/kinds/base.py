@@ -11,6 +11,8 @@ from __future__ import annotations
 __all__ = [
     "Checker",
     "HostAction",
+    "Resume",
+    "Resumed",
     "RunView",
     "StepKind",
     "Transition",
@@ -81,8 +83,15 @@ Check: TypeAlias = Callable[["Checker", dict[str, Any], dict[str, Any], "Pointer
 Planner: TypeAlias = Callable[["Step"], Callable[[Any], Transition]]
 #: A step awaited on every run (network I/O, the host).
 Executor: TypeAlias = Callable[["Step", Any], Awaitable[Transition]]
-#: How a step that waits for input reads what the caller entered: ``(outcome, value, target)``.
-Resume: TypeAlias = Callable[["Step", "str | None"], tuple[str, str, str]]
+#: What a step that waits for input makes of the caller's entry: ``(outcome, record, target,
+#: detail)``: the record stored as ``input.<step id>`` (its ``value`` is what the flow reads),
+#: the step that runs next (the step itself to wait again), the detail of its trace row.
+Resumed: TypeAlias = tuple[str, dict[str, Any], str, dict[str, Any] | None]
+#: How a step that waits for input reads what the caller entered: ``resume(step, digits,
+#: previous)``, where ``previous`` is the step's record in the suspended run's data
+#: (``input.<step id>``, None when absent). ValueError for a previous record the step cannot
+#: have written (a state edited by hand): the runtime refuses that state.
+Resume: TypeAlias = Callable[["Step", "str | None", Any], Resumed]
 
 
 @dataclass(frozen=True)
@@ -107,7 +116,7 @@ class StepKind:
     Exactly one way to run it: ``plan`` (planned once per flow into a plain call: steps without
     I/O), ``execute`` (awaited: network I/O when ``network``), or ``host`` (a call-control
     instruction). A kind that ``takes_input`` suspends the run (its plan returns ``wait``) and
-    ``resume`` reads the caller's entry; its value is ``input.<step id>`` on every outcome.
+    ``resume`` reads the caller's entry into the record ``input.<step id>`` (on every outcome).
     """
 
     name: str

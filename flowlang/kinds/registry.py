@@ -18,6 +18,7 @@ _KIND_MODULES = (
     "http_request",
     "condition_splitter",
     "collect_input",
+    "menu",
     "set_variables",
     "say",
     "play",
