@@ -66,7 +66,7 @@ OPERATORS = [
     "is_empty",
     "is_not_empty",
 ]
-CONTINUING = ["set_variables", "condition_splitter", "say", "play", "collect_input", "http"]
+CONTINUING = ["set_variables", "condition_splitter", "say", "play", "collect_input", "menu", "http"]
 ENDING = ["transfer", "voicemail", "hangup"]
 RECORDED_URL = "https://crm.example.com/lookup?a=1"
 
@@ -104,6 +104,17 @@ def _step(draw: Any, kind: str, following: str | None, ids: list[str]) -> dict[s
     elif kind == "collect_input":
         step = {"type": kind, "prompt": draw(st.sampled_from(TEMPLATES)), "max_digits": 4}
         step["on_no_input"] = draw(anywhere)
+    elif kind == "menu":  # goes on by its options and fallback (it has no next)
+        options = {"1": following or draw(anywhere), "*": draw(anywhere)}
+        prompt = draw(st.sampled_from(["say", "play"]))
+        return {
+            "type": kind,
+            prompt: draw(st.sampled_from(TEMPLATES)),
+            "options": options,
+            "max_attempts": draw(st.integers(1, 3)),
+            "invalid_message": draw(st.sampled_from(TEMPLATES)),
+            "fallback": draw(anywhere),
+        }
     elif kind == "http":
         step = {
             "type": "http_request",
@@ -129,7 +140,7 @@ def flows(draw: Any) -> dict[str, Any]:
         last = index == count - 1
         kind = draw(st.sampled_from(CONTINUING + ENDING if last else CONTINUING))
         following = None if last or kind in ENDING else ids[index + 1]
-        if kind in ("collect_input", "http") and following is None:
+        if kind in ("collect_input", "menu", "http") and following is None:
             following = ids[0]
         steps[step_id] = _step(draw, kind, following, ids)
     return {"flow": "generated", "start": "s0", "steps": steps}
@@ -215,7 +226,9 @@ def _agree(left: Any, right: Any) -> bool:
     [],
 )
 @given(
-    flows(), contexts, st.lists(st.sampled_from(["12", "1#", "", None, "x", "12345"]), max_size=3)
+    flows(),
+    contexts,
+    st.lists(st.sampled_from(["12", "1#", "", None, "x", "12345", "1", "*", "9"]), max_size=3),
 )
 def test_both_loops_run_generated_flows_alike(
     document: dict[str, Any], context: dict[str, Any], digits: list[str | None]
