@@ -62,6 +62,7 @@ USES: dict[str, tuple[str, ...]] = {
     r"^\s*[0-9]+(\.[0-9]+)?(\s*(ms|s))?\s*$": ("search",),
     r"^[^.]+(\.[^.]+)*$": ("search",),
     r"^[0-9*#]?$": ("search",),
+    r"^[0-9*#]$": ("search",),  # the keys of a menu's options (propertyNames)
     # flowlang/runtime/secrets.py
     r"^[A-Za-z_][A-Za-z0-9_-]*$": ("match",),
     r"%(?:[a-f][0-9A-Fa-f]|[0-9A-F][a-f])": ("finditer",),
