@@ -78,8 +78,8 @@ def test_unknown_input_step_is_a_usage_error(
 ) -> None:
     assert cli("run", str(retry), "--input", "aks=1234")[0] == 2
     err = capsys.readouterr().err
-    assert "--input 'aks': the flow has no collect_input step of that name" in err
-    assert "(its collect_input steps: 'ask', 'other')" in err
+    assert "--input 'aks': the flow has no step of that name that takes input" in err
+    assert "(collect_input and menu steps do; its steps that take input: 'ask', 'other')" in err
     assert cli("run", str(retry), "--input", "again=1")[0] == 2  # a say step, not collect_input
     assert cli("run", str(retry), "--input", "1234")[0] == 2
     assert "--input takes STEP=DIGITS, not '1234'" in capsys.readouterr().err

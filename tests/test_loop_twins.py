@@ -133,9 +133,11 @@ def _step(draw: Any, kind: StepKind, following: str | None, ids: list[str]) -> d
     examples) drawn by field kind; every edge set, ``following`` on its way on (``next``, or
     its first edge) so that the chain reaches every step."""
     anywhere = st.sampled_from(ids)
-    step: dict[str, Any] = {"type": kind.name}
+    step: dict[str, Any] = {"type": kind.name, **kind.sample}
     for name, spec in kind.fields.items():
-        if not spec.is_edge and (spec.required or (spec.examples and draw(st.booleans()))):
+        if name in step or spec.is_edge:
+            continue
+        if spec.required or (spec.examples and draw(st.booleans())):
             step[name] = _value(draw, kind, name, spec)
     edges = kind.edge_fields
     onward = "next" if "next" in edges else edges[0] if edges else None
@@ -265,7 +267,9 @@ def test_every_registered_kind_is_drawn_into_loadable_flows(name: str, data: Any
     [],
 )
 @given(
-    flows(), contexts, st.lists(st.sampled_from(["12", "1#", "", None, "x", "12345"]), max_size=3)
+    flows(),
+    contexts,
+    st.lists(st.sampled_from(["12", "1#", "", None, "x", "12345", "1", "*", "9"]), max_size=3),
 )
 def test_both_loops_run_generated_flows_alike(
     document: dict[str, Any], context: dict[str, Any], digits: list[str | None]

@@ -65,6 +65,7 @@ USES: dict[str, tuple[str, ...]] = {
     # flowlang/kinds/schedules.py (business_hours intervals and exception dates, schema only)
     r"^([01][0-9]|2[0-3]):[0-5][0-9]-(([01][0-9]|2[0-3]):[0-5][0-9]|24:00)$": ("search",),
     r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$": ("search",),
+    r"^[0-9*#]$": ("search",),  # the keys of a menu's options (propertyNames)
     # flowlang/runtime/secrets.py
     r"^[A-Za-z_][A-Za-z0-9_-]*$": ("match",),
     r"%(?:[a-f][0-9A-Fa-f]|[0-9A-F][a-f])": ("finditer",),

@@ -35,10 +35,13 @@ from flowlang.expr.syntax import SYNTAXES
 from flowlang.flow.load import check_flow, load_flow_text
 from flowlang.flow.model import CompiledFlow, Finding, FlowDocumentError
 from flowlang.flow.source import DocumentError, load_document, paused_collector
+from flowlang.kinds.registry import STEP_KINDS
 
 #: Output is written in pieces of this many characters: one huge write to a pipe that closes
 #: part way is cut without an error, so the next piece is what reports the closed pipe.
 _CHUNK = 16384
+#: The kinds of step that take input (``--input`` answers them), for messages.
+_INPUT_KINDS = " and ".join(name for name, kind in STEP_KINDS.items() if kind.takes_input)
 
 
 def check_document(
@@ -86,10 +89,10 @@ def _check(arguments: argparse.Namespace, stdout: TextIO, stdin: TextIO) -> int:
 
 
 def parse_inputs(items: list[str], flow: CompiledFlow) -> dict[str, deque[str | None]]:
-    """``--input STEP=DIGITS`` items: the answers for each collect_input step, in order.
+    """``--input STEP=DIGITS`` items: the answers for each step that takes input, in order.
 
-    A step that is not a collect_input step of ``flow`` is a usage error naming the steps that
-    are."""
+    A step of ``flow`` that takes no input (or no step at all) is a usage error naming the
+    steps that do."""
     collecting = [step.id for step in flow.steps.values() if step.kind.takes_input]
     inputs: dict[str, deque[str | None]] = {}
     for item in items:
@@ -99,8 +102,9 @@ def parse_inputs(items: list[str], flow: CompiledFlow) -> dict[str, deque[str | 
         if step not in collecting:
             known = ", ".join(repr(name) for name in collecting) or "none"
             raise UsageError(
-                f"--input {printable(repr(step), one_line=True)}: the flow has no collect_input "
-                f"step of that name (its collect_input steps: {known})"
+                f"--input {printable(repr(step), one_line=True)}: the flow has no step of "
+                f"that name that takes input ({_INPUT_KINDS} steps do; its steps that take "
+                f"input: {known})"
             )
         inputs.setdefault(step, deque()).append(digits or None)
     return inputs
@@ -198,7 +202,8 @@ def add_run_command(commands: Any) -> None:
         "--input",
         action="append",
         metavar="STEP=DIGITS",
-        help="digits the caller enters at the collect_input step STEP (empty: no input); "
+        help=f"digits the caller enters at step STEP, a step that takes input ({_INPUT_KINDS}; "
+        "empty: no input); "
         "repeat it for one step to answer its prompts in order",
     )
     run.add_argument("--responses", metavar="FILE", help="recorded HTTP responses: run offline")

@@ -25,9 +25,9 @@ from flowlang.runtime.runner import RunResult, Runtime, RuntimeSettings
 from flowlang.runtime.secrets import EnvironmentSecrets
 
 #: Step outcomes shown as good or bad news (the others are plain: branches, digits).
-_GOOD_OUTCOMES = frozenset({"success", "completed", "valid", "ended"})
+_GOOD_OUTCOMES = frozenset({"success", "completed", "valid", "ended", "chosen"})
 _BAD_OUTCOMES = frozenset(
-    {"failure", "failed", "timeout", "invalid_request", "tls_error", "error", "invalid"}
+    {"failure", "failed", "timeout", "invalid_request", "tls_error", "error", "invalid", "fallback"}
 )
 
 
@@ -99,9 +99,25 @@ def _describe(entry: dict[str, Any]) -> list[str]:
     for key in ("error", "target", "mailbox"):
         if key in detail:
             lines.append(f"{'':<17}{key}: {detail[key]}")
-    if entry["type"] == "collect_input" and "digits" in detail:
-        lines.append(f"{'':<17}digits entered: {detail['digits']}")
+    lines.extend(f"{'':<17}{line}" for line in _describe_input(detail))
     return [head, *lines]
+
+
+def _describe_input(detail: Mapping[str, Any]) -> list[str]:
+    """What a step that takes input shows of a try: the digits entered (how many), the key
+    pressed at a menu, which try it is, and what a fallback came after."""
+    lines = []
+    if "digits" in detail:
+        lines.append(f"digits entered: {detail['digits']}")
+    if "key" in detail:
+        key = detail["key"]
+        lines.append(f"key pressed: {key}" if key is not None else "pressed: not one key")
+    if "attempt" in detail and "max_attempts" in detail:
+        after = f" (after {detail['after']})" if "after" in detail else ""
+        lines.append(f"try {detail['attempt']} of {detail['max_attempts']}{after}")
+    if detail.get("prompt_url"):
+        lines.append(f"plays: {detail['prompt_url']}")
+    return lines
 
 
 def _paint_outcome(head: str, entry: Mapping[str, Any], colours: Colours) -> str:
@@ -151,6 +167,15 @@ def _ask(prompt: str, stdin: TextIO, talk: TextIO) -> str | None:
         talk.flush()
         line = stdin.readline(1024)  # bounded: a caller enters at most 64 digits
     return line.strip() or None
+
+
+def _heard(awaiting: Mapping[str, Any], step: Any) -> str:
+    """What the caller hears before entering digits: the prompt said, then the recording
+    played (a menu's ``play``), or a plain request for digits when there is neither."""
+    heard = [str(awaiting.get("prompt") or "")]
+    if awaiting.get("prompt_url"):
+        heard.append(f"[plays {awaiting['prompt_url']}]")
+    return " ".join(part for part in heard if part) or f"digits for {step}"
 
 
 def _report_missing_secrets(secrets: NoticedSecrets) -> None:
@@ -203,7 +228,7 @@ async def _main(
             if answers:
                 digits = answers.popleft()
             elif arguments.interactive:
-                digits = _ask(awaiting.get("prompt") or f"digits for {step}", stdin, talk)
+                digits = _ask(_heard(awaiting, step), stdin, talk)
             else:
                 break
             result = await runtime.resume(flow, result.state or {}, digits)
@@ -260,7 +285,7 @@ def run_from_command_line(
 ) -> int:
     """Run ``flow`` for one call as ``flowlang run`` does; returns the exit status.
 
-    ``inputs`` gives each collect_input step its answers in order (a single answer per step is
+    ``inputs`` gives each step that takes input its answers in order (a single answer per step is
     taken too); ``ssl_context`` the certificate authorities to trust (the default bundle when
     None)."""
     answers = {

@@ -592,8 +592,9 @@ class StepBuilder:
     def options(self, raw: Any, pointer: Pointer, step: str, name: str) -> dict[str, str] | None:
         """A map from one key the caller presses (0-9, * or #) to the step it leads to."""
         if not isinstance(raw, dict) or not raw:
+            found = "no option" if isinstance(raw, dict) else _kind(raw)
             self.error(
-                f"expected keys (0-9, * or #) and the steps they lead to, found {_kind(raw)}",
+                f"expected keys (0-9, * or #) and the steps they lead to, found {found}",
                 pointer,
                 step,
                 name,

@@ -188,7 +188,7 @@ def validate_flow(
     for step in steps.values():
         for edge, target in step.targets().items():
             if target not in steps:
-                field = edge.split("[")[0] if edge.startswith("branches") else edge
+                field = edge.split("[")[0]  # branches[0], options[1]: where the field is
                 position = step.field_positions.get(field, step.position)
                 findings.append(
                     Finding(

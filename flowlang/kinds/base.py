@@ -14,6 +14,8 @@ __all__ = [
     "Checker",
     "HostAction",
     "Kind",
+    "Resume",
+    "Resumed",
     "RunView",
     "StepKind",
     "Transition",
@@ -87,8 +89,15 @@ Check: TypeAlias = Callable[["Checker", dict[str, Any], dict[str, Any], "Pointer
 Planner: TypeAlias = Callable[["Step"], Callable[[Any], Transition]]
 #: A step awaited on every run (network I/O, the host).
 Executor: TypeAlias = Callable[["Step", Any], Awaitable[Transition]]
-#: How a step that waits for input reads what the caller entered: ``(outcome, value, target)``.
-Resume: TypeAlias = Callable[["Step", "str | None"], tuple[str, str, str]]
+#: What a step that waits for input makes of the caller's entry: ``(outcome, record, target,
+#: detail)``: the record stored as ``input.<step id>`` (its ``value`` is what the flow reads),
+#: the step that runs next (the step itself to wait again), the detail of its trace row.
+Resumed: TypeAlias = tuple[str, dict[str, Any], str, dict[str, Any] | None]
+#: How a step that waits for input reads what the caller entered: ``resume(step, digits,
+#: previous)``, where ``previous`` is the step's record in the suspended run's data
+#: (``input.<step id>``, None when absent). ValueError for a previous record the step cannot
+#: have written (a state edited by hand): the runtime refuses that state.
+Resume: TypeAlias = Callable[["Step", "str | None", Any], Resumed]
 
 
 @dataclass(frozen=True)
@@ -132,7 +141,7 @@ class StepKind(Kind):
     Exactly one way to run it: ``plan`` (planned once per flow into a plain call: steps without
     I/O), ``execute`` (awaited: network I/O when ``network``), or ``host`` (a call-control
     instruction). A kind that ``takes_input`` suspends the run (its plan returns ``wait``) and
-    ``resume`` reads the caller's entry; its value is ``input.<step id>`` on every outcome.
+    ``resume`` reads the caller's entry into the record ``input.<step id>`` (on every outcome).
     """
 
     #: Facts the step makes true on an edge beyond ``ran`` (it finished): ``response`` (its
@@ -148,6 +157,9 @@ class StepKind(Kind):
     resume: Resume | None = None
     #: The name of the step's compiled twin in the extension (None: the plan is called as is).
     twin: str | None = None
+    #: The fields of a minimal valid step of this kind, edges aside (a menu needs ``say`` or
+    #: ``play``): drawn into the generated flows of the twin tests.
+    sample: Mapping[str, Any] = field(default_factory=dict)
     #: Top-level sections of a document this kind reads (``schedules``), with their JSON Schema.
     sections: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 

@@ -57,6 +57,14 @@ KIND = StepKind(
             description="a name from the document's schedules, or a schedule written inline",
             parse=parse_schedule,
             schema={"anyOf": [{"type": "string", "minLength": 1}, SCHEDULE_SCHEMA]},
+            examples=(
+                {"time_zone": "Europe/Prague", "weekly": {"monday": ["09:00-17:00"]}},
+                {
+                    "time_zone": "America/New_York",
+                    "weekly": {"friday": ["22:00-02:00"], "sunday": ["00:00-24:00"]},
+                    "exceptions": [{"date": "2026-12-25", "closed": True}],
+                },
+            ),
         ),
         "open": Field("step", required=True, description="inside the opening hours"),
         "closed": Field("step", required=True, description="outside the opening hours"),

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-__all__ = ["KIND", "apply_digits", "awaiting_digits", "plan_collect_input"]
+__all__ = [
+    "KIND",
+    "apply_digits",
+    "awaiting_digits",
+    "entered_digits",
+    "plan_collect_input",
+    "resume_collect_input",
+]
 
 from collections.abc import Callable
 from typing import Any
@@ -11,7 +18,7 @@ from flowlang.expr.shared import limited_text
 from flowlang.flow.fields import NEXT, Field
 from flowlang.flow.model import Step
 from flowlang.flow.source import Pointer
-from flowlang.kinds.base import Checker, RunView, StepKind, Transition
+from flowlang.kinds.base import Checker, Resumed, RunView, StepKind, Transition
 from flowlang.kinds.call_control import text_limit
 
 
@@ -75,6 +82,13 @@ def apply_digits(step: Step, digits: str | None) -> tuple[str, str, str]:
     return "collected", entered, step.fields["next"]
 
 
+def resume_collect_input(step: Step, digits: str | None, previous: Any) -> Resumed:
+    """The record ``{"value": digits}`` of the caller's entry and where it leads (the previous
+    record plays no part: each visit collects afresh); the trace shows how many digits."""
+    outcome, value, target = apply_digits(step, digits)
+    return outcome, {"value": value}, target, {"digits": len(value)}
+
+
 def check_digit_rules(
     checker: Checker, fields: dict[str, Any], raw: dict[str, Any], pointer: Pointer, step_id: str
 ) -> None:
@@ -109,5 +123,5 @@ KIND = StepKind(
     takes_input=True,
     check=check_digit_rules,
     plan=plan_collect_input,
-    resume=apply_digits,
+    resume=resume_collect_input,
 )

@@ -17,6 +17,7 @@ _KIND_MODULES = (
     "condition_splitter",
     "business_hours",
     "collect_input",
+    "menu",
     "set_variables",
     "say",
     "play",

@@ -30,7 +30,8 @@ from flowlang.expr.shared import MAX_SHOWN_ERROR, shorten, whole_text
 from flowlang.expr.values import plain_json
 from flowlang.flow.model import CompiledFlow
 from flowlang.http_rules import PreparedRequest
-from flowlang.rundata import MAX_DATA_DEPTH_CAP
+from flowlang.kinds.base import Resumed
+from flowlang.rundata import MAX_DATA_DEPTH_CAP, store_record
 from flowlang.runtime.failures import failure_place
 from flowlang.runtime.host import Host, NullHost
 from flowlang.runtime.http import GuardedHttp, HttpSender, Resolver
@@ -427,9 +428,15 @@ class Runtime:
             self.flow_versions,
         )
         flow = point.flow
-        resume_step = point.step.kind.resume
+        step = point.step
+        resume_step = step.kind.resume
         assert resume_step is not None  # read_state checked the step takes input
-        entered = resume_step(point.step, digits)
+        try:  # the step's record before this entry (a menu counts its tries in it)
+            entered = resume_step(step, digits, point.scope.get("input", {}).get(step.id))
+        except ValueError as error:
+            raise FlowStateError(
+                f"the state cannot be resumed at step {step.id[:80]!r}: {error}"
+            ) from None
         plan = self._plan(flow)
         if not self.resume_guard.claim(point.run_id, point.seq):
             raise FlowStateError(
@@ -439,13 +446,13 @@ class Runtime:
         return self._resume(flow, point, entered, plan)
 
     async def _resume(
-        self, flow: CompiledFlow, point: Resumable, entered: tuple[str, str, str], plan: Any
+        self, flow: CompiledFlow, point: Resumable, entered: Resumed, plan: Any
     ) -> RunResult:
         """The resumed run of a claimed state; its scope is copied only when it runs (many may
         be gathered). Never raises: the state and digits were checked before the claim, and
         should anything still fail the run fails (the state is used up either way)."""
         step = point.step
-        outcome, value, target = entered
+        outcome, record, target, detail = entered
         try:
             data = plain_json(point.scope)
             size = point.data_size
@@ -465,9 +472,10 @@ class Runtime:
             )
             # the secrets sent before the suspension: a later response may echo them
             run.redactor.recall(point.secrets_used)
-            data["input"][step.id] = {"value": value}
-            run.data_size += len(step.id) + len(value) + 16  # at most; digits are few
-            run.trace.append((step.id, step.type, outcome, 0.0, {"digits": len(value)}))
+            store_record(run, step.id, "input", record)  # measured, within the data limits
+            run.trace.append((step.id, step.type, outcome, 0.0, detail))
+        except DataLimitError as error:
+            return RunResult("failed", [], [], error=shorten(str(error), MAX_SHOWN_ERROR))
         except Exception as error:
             reason = f"{type(error).__name__} while resuming at step {step.id!r}"
             return RunResult("failed", [], [], error=f"the run could not be resumed ({reason})")
