@@ -17,7 +17,7 @@ DEMO_SECRETS := FLOWLANG_SECRET_CRM_TOKEN=demo-crm-token FLOWLANG_SECRET_BILLING
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml setup.py ext/_cevaluator.pyx ext/_runner.pxi
+$(STAMP): pyproject.toml setup.py ext/_expr.pyx ext/_runtime.pyx ext/flowlang._expr.pxd
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e . --group test --group bench --group dev
@@ -114,4 +114,4 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info flowlang/*.so ext/*.c .pytest_cache .mypy_cache .ruff_cache .hypothesis .benchmarks
+	rm -rf $(VENV) build dist *.egg-info flowlang/*.so ext/*.c ext/*.html .pytest_cache .mypy_cache .ruff_cache .hypothesis .benchmarks

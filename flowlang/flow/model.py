@@ -68,18 +68,22 @@ class FieldTree:
     """
 
     entries: tuple[tuple[str, Value | FieldTree], ...]
+    #: The backend of the engine that compiled the tree's templates (None: the process
+    #: default): ``build`` is its twin, compiled on ``cython``.
+    backend: str | None = field(default=None, repr=False, compare=False)
     #: ``build(context)``: a fresh dict for one run (one generated function, no loop).
     build: Render = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "build", _build_tree(self))
+        builder = compiled_helper("build_tree", generated_build, self.backend)
+        object.__setattr__(self, "build", builder(self))
 
     def __bool__(self) -> bool:
         return bool(self.entries)
 
 
 def generated_build(tree: FieldTree) -> Render:
-    """The Python twin of the compiled tree builder (``build_tree`` in ext/_runner.pxi).
+    """The Python twin of the compiled tree builder (``build_tree`` in ext/_expr.pyx).
 
     Generate ``def build(context): return {key: r0(context), "nested": {…}}`` for a tree.
 
@@ -105,9 +109,6 @@ def generated_build(tree: FieldTree) -> Render:
     exec(f"def build(context{parameters}):\n    return {body}\n", namespace)
     built: Render = namespace["build"]
     return built
-
-
-_build_tree: Callable[[FieldTree], Render] = compiled_helper("build_tree", generated_build)
 
 
 @dataclass(frozen=True)

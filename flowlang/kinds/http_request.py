@@ -24,8 +24,13 @@ from flowlang.rundata import DataLimitError, store_record, valid_text
 _BODY_METHODS = ("POST", "PUT", "PATCH")
 
 
-def prepare_request(step: Step, scope: Mapping[str, Any], max_body: int) -> PreparedRequest:
-    """Render and check everything a request needs; RequestError when it cannot be sent."""
+def prepare_request(
+    step: Step, scope: Mapping[str, Any], max_body: int, twins: Any = None
+) -> PreparedRequest:
+    """Render and check everything a request needs; RequestError when it cannot be sent.
+
+    ``twins``: the runtime's (``runtime.twins``) for the body's checks; None: the Python ones.
+    """
     endpoint: Endpoint = step.fields["endpoint"]
     url = render_endpoint(endpoint.parts, scope)
     headers = [
@@ -35,7 +40,15 @@ def prepare_request(step: Step, scope: Mapping[str, Any], max_body: int) -> Prep
     body_tree: FieldTree = step.fields["body"]
     body = None
     if body_tree or step.fields["method"] in _BODY_METHODS:
-        body = encode_body(body_tree.build(scope), max_body)
+        if twins is None:
+            body = encode_body(body_tree.build(scope), max_body)
+        else:
+            body = encode_body(
+                body_tree.build(scope),
+                max_body,
+                exceeds=twins.json_length_exceeds,
+                scan=twins.first_non_finite,
+            )
         if not any(name.lower() == "content-type" for name, _ in headers):
             headers.append(("Content-Type", "application/json"))
     return PreparedRequest(step.fields["method"], url, tuple(headers), body)
@@ -47,7 +60,7 @@ async def send_request(step: Step, run: RunView) -> Transition:
     secrets = run.scope["secrets"]
     secrets.take_missing()
     try:
-        request = prepare_request(step, run.scope, settings.max_request_body)
+        request = prepare_request(step, run.scope, settings.max_request_body, run.runtime.twins)
         missing = secrets.take_missing()
         if missing is not None:
             raise RequestError(missing)

@@ -50,7 +50,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 import orjson
 
 from flowlang.errors import FlowError
-from flowlang.rundata import data_problem, measure_data
+from flowlang.rundata import data_problem, measure
 from flowlang.runtime.secrets import MAX_SECRETS_USED, is_secret_name
 from flowlang.settings import MAX_COUNT
 
@@ -366,7 +366,7 @@ def _read(
         if type(scope.get(root, {})) is not dict:
             raise FlowStateError(f"the state's {root} is not a mapping")
     _, max_state, max_depth = limits
-    size = measure_data(scope, max_depth + 1, max_state, True)
+    size = measure(scope, max_depth + 1, max_state, True)
     if size < 0:
         problem = data_problem(
             scope,
