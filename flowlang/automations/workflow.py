@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from flowlang.automations.fields import ACTION_COMMON, ACTION_FIELDS, E164, FORMATS
+from flowlang.automations.formats import convert
 from flowlang.automations.triggers import RECORDING_UPLOADED, TRIGGERS
 from flowlang.engine import Engine, Template
 from flowlang.errors import SourcePosition
@@ -62,8 +63,6 @@ class Formatted:
     value: Value
 
     def render(self, context: Mapping[str, Any]) -> Any:
-        from flowlang.automations.formats import convert
-
         return convert(self.key, self.format, self.value.render(context))
 
 

@@ -25,7 +25,6 @@ from flowlang.flow.conditions import OPERATORS
 
 if TYPE_CHECKING:
     from flowlang.engine import Template
-    from flowlang.kinds.base import StepKind
 
 
 class Renderable(Protocol):
@@ -153,7 +152,8 @@ class Step:
     edges (from the kind's edge fields, in table order)."""
 
     id: str
-    kind: StepKind
+    #: The step's flowlang.kinds.base.StepKind (typed loosely: the kinds sit above the model).
+    kind: Any
     fields: Mapping[str, Any]
     position: SourcePosition
     field_positions: Mapping[str, SourcePosition] = field(default_factory=dict)
@@ -162,7 +162,8 @@ class Step:
     @property
     def type(self) -> str:
         """The kind's name, as documents write it (``http_request`` …)."""
-        return self.kind.name
+        name: str = self.kind.name
+        return name
 
     def targets(self) -> dict[str, str]:
         """Outgoing edges: label (``next``, ``on_failure``, ``branches[0]`` …) to step id."""

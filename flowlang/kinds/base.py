@@ -19,13 +19,11 @@ __all__ = [
 
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
+from typing import Any, Protocol, TypeAlias
 
 from flowlang.flow.fields import Field
-
-if TYPE_CHECKING:
-    from flowlang.flow.model import Step
-    from flowlang.flow.source import Document, Pointer
+from flowlang.flow.model import Step
+from flowlang.flow.source import Document, Pointer
 
 
 #: Where the run goes after a step, as ``(kind, target, outcome, detail)``: kind ``go`` (to
