@@ -211,9 +211,10 @@ def _agree_new_scope(compiled: Any, python: Any) -> None:
         {"big": "x" * 20_000},
     ]
     for context in contexts:
-        assert _outcome(lambda: compiled(context, limits)) == _outcome(
-            lambda: python(context, limits)
-        ), context
+        outcomes = [
+            _outcome(functools.partial(twin, context, limits)) for twin in (compiled, python)
+        ]
+        assert outcomes[0] == outcomes[1], context
 
 
 def _agree_trace_entries(compiled: Any, python: Any) -> None:
@@ -251,8 +252,13 @@ def _loop_results(backend: str) -> list[Any]:
             first = await runtime.start(flow, {"contact": {"id": 7}})
             second = await runtime.resume(flow, first.state or {}, "12")
             return [
-                (result.status, result.error, result.instructions, result.awaiting)
-                + tuple((row["step"], row["type"], row["outcome"]) for row in result.trace)
+                (
+                    result.status,
+                    result.error,
+                    result.instructions,
+                    result.awaiting,
+                    *((row["step"], row["type"], row["outcome"]) for row in result.trace),
+                )
                 for result in (first, second)
             ]
 
@@ -379,8 +385,8 @@ def _reachable(*roots: Any, limit: int = 200_000) -> Iterator[Any]:
 
 def _filled(cell: Any) -> bool:
     try:
-        cell.cell_contents
-    except ValueError:
+        _ = cell.cell_contents
+    except ValueError:  # an empty cell
         return False
     return True
 

@@ -25,7 +25,6 @@ from flowlang.flow.fields import Field
 from flowlang.flow.model import Step
 from flowlang.flow.source import Document, Pointer
 
-
 #: Where the run goes after a step, as ``(kind, target, outcome, detail)``: kind ``go`` (to
 #: ``target``), ``wait`` (for input), ``end`` (a call-control step handed the call over) or
 #: ``complete`` (no next step). A plain tuple: steps return one on every call.
