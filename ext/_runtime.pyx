@@ -232,7 +232,7 @@ def new_scope(context, tuple limits):
 
 
 cdef class RunFields:
-    """Twin of flowlang.runtime.loop.RunFields: the fields of a run, read by the loop in C."""
+    """Twin of flowlang.runtime.run.RunFields: the fields of a run, read by the loop in C."""
     cdef public object runtime
     cdef public object flow
     cdef public dict scope

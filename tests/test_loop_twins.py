@@ -1,4 +1,4 @@
-"""The step loop's twins: the compiled loop (ext/_runner.pxi) and the Python one
+"""The step loop's twins: the compiled loop (ext/_runtime.pyx) and the Python one
 (flowlang/runtime/loop.py) give the same results, traces, instructions and states on generated
 flows; and the compiled helpers they rest on agree with their Python twins."""
 

@@ -32,7 +32,7 @@ Transition: TypeAlias = tuple[str, str | None, str, dict[str, Any] | None]
 
 
 class RunView(Protocol):
-    """What a step's executor reads and writes of one run (``flowlang.runtime.runner.Run``)."""
+    """What a step's executor reads and writes of one run (``flowlang.runtime.run.Run``)."""
 
     scope: dict[str, Any]
     data_size: int
