@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["Run", "RunFields", "RunMethods", "described"]
+__all__ = ["Run", "RunFields", "RunMethods"]
 
 from typing import TYPE_CHECKING, Any
 
@@ -61,7 +61,7 @@ class RunFields:
         self.data_size = data_size
 
 
-def described(error: Exception) -> str:
+def _described(error: Exception) -> str:
     """``Type: message`` of an exception, its message whole (the output masks it, then shortens
     it); an embedding application's exception whose message cannot be read says so."""
     try:
@@ -122,7 +122,7 @@ class RunMethods(_Fields):
         (the one place where one becomes a failed run)."""
         if isinstance(error, TimeoutError):
             return self.failed(f"the run took longer than {self.runtime.settings.run_deadline:g}s")
-        return self.failed(described(error))
+        return self.failed(_described(error))
 
     def state(self, waiting_at: str) -> dict[str, Any]:
         """Plain JSON that resumes this run, with secrets masked and the secrets root left out;

@@ -32,7 +32,7 @@ from flowlang.runtime.host import Host, NullHost
 from flowlang.runtime.http import GuardedHttp, HttpSender, Resolver, guarded_sender
 from flowlang.runtime.plan import plan_flow
 from flowlang.runtime.results import RunResult
-from flowlang.runtime.run import Run, described
+from flowlang.runtime.run import Run, _described
 from flowlang.runtime.secrets import (
     EnvironmentSecrets,
     SecretsProvider,
@@ -239,7 +239,7 @@ class Runtime:
                 error = "the request was cancelled"
                 raise
             except Exception as failure:  # a custom sender's bug: recorded, never lost
-                error = f"the sender raised {described(failure)}"
+                error = f"the sender raised {_described(failure)}"
             finally:
                 self.background_results.append(
                     {
