@@ -416,7 +416,7 @@ def test_a_python_engine_and_runtime_reach_no_object_of_the_extension() -> None:
             return runtime, run, result, runtime._plan(flow)
 
     runtime, run, result, plan = asyncio.run(main())
-    assert _extension_objects(flow, plan, run, result, twins_of, runtime.twins) == []
+    assert _extension_objects(flow, plan, run, result, twins_of, runtime) == []
     assert type(run).__mro__[1:] == runtime_twins("python").run_class.__mro__[1:]
     assert result.trace and type(result).entries_of is python_twin("trace_entries")
     # the same walk finds the compiled objects of a cython engine and runtime
