@@ -309,6 +309,7 @@ class Runtime:
             self.data_limits,
             self.settings.max_state_age,
             self.flow_versions,
+            self.twins.measure_data,
         )
         flow = point.flow
         resume_step = point.step.kind.resume

@@ -44,7 +44,7 @@ import secrets
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import orjson
@@ -307,6 +307,7 @@ def _read(
     limits: tuple[int, int, int],
     max_age: float,
     versions: FlowVersions | None,
+    measure_data: Callable[[Any, int, int, bool], int],
 ) -> Resumable:
     if type(given) is dict:
         state: dict[Any, Any] = given
@@ -366,7 +367,7 @@ def _read(
         if type(scope.get(root, {})) is not dict:
             raise FlowStateError(f"the state's {root} is not a mapping")
     _, max_state, max_depth = limits
-    size = measure(scope, max_depth + 1, max_state, True)
+    size = measure_data(scope, max_depth + 1, max_state, True)
     if size < 0:
         problem = data_problem(
             scope,
@@ -409,9 +410,12 @@ def read_state(
     limits: tuple[int, int, int],
     max_age: float = math.inf,
     versions: FlowVersions | None = None,
+    measure_data: Callable[[Any, int, int, bool], int] = measure,
 ) -> Resumable:
     """Check a state against ``flow`` (and its signature when there are ``keys``), its age
-    (at most ``max_age`` seconds) and its data (``limits``: value size, state size, depth).
+    (at most ``max_age`` seconds) and its data (``limits``: value size, state size, depth;
+    ``measure_data``: flowlang.rundata.measure or its compiled twin, a runtime's
+    ``twins.measure_data``).
 
     A state of another version of ``flow`` (its fingerprint differs) resumes on that version
     when ``versions`` keeps it; the version is chosen after the signature is checked.
@@ -420,7 +424,7 @@ def read_state(
     that raises anything else while being read is reported as one too.
     """
     try:
-        return _read(state, flow, keys, limits, max_age, versions)
+        return _read(state, flow, keys, limits, max_age, versions, measure_data)
     except FlowStateError:
         raise
     except Exception as error:  # the one place a bad state becomes an error
