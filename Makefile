@@ -13,11 +13,11 @@ DEMO_SECRETS := FLOWLANG_SECRET_CRM_TOKEN=demo-crm-token FLOWLANG_SECRET_BILLING
 	FLOWLANG_SECRET_SMS_KEY_ID=demo-sms-id FLOWLANG_SECRET_SMS_KEY_SECRET=demo-sms-secret \
 	FLOWLANG_SECRET_SLACK_TOKEN=demo-slack-token FLOWLANG_SECRET_SPEECH_API_KEY=demo-speech-key
 
-.PHONY: setup demo demo-expressions demo-automations test test-compiled test-python dist-check bench bench-documents fuzz lint clean
+.PHONY: setup demo demo-expressions demo-automations test test-compiled test-python dist-check bench bench-f2 bench-documents fuzz lint clean
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml setup.py ext/_cevaluator.pyx ext/_runner.pxi
+$(STAMP): pyproject.toml setup.py ext/_expr.pyx ext/_runtime.pyx ext/flowlang._expr.pxd
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e . --group test --group bench --group dev
@@ -78,6 +78,15 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/report.py
 	$(MAKE) --no-print-directory bench-documents
 
+# F2 alone (the 20-step flow on the compiled loop, with its trace read, and all in Python),
+# against the hand-written baseline in one run: the README's F2 rows.
+bench-f2: $(STAMP)
+	mkdir -p .benchmarks
+	FLOWLANG_REQUIRE_EXTENSIONS=1 $(BIN)/python -m pytest benchmarks/test_flows.py -k test_interpreter \
+		--benchmark-only --benchmark-columns=median,iqr,ops --benchmark-sort=name -q \
+		--benchmark-json=.benchmarks/f2.json
+	$(BIN)/python benchmarks/report.py .benchmarks/f2.json
+
 # Loading and checking documents as they grow (time and peak memory; the README's curve).
 bench-documents: $(STAMP)
 	FLOWLANG_REQUIRE_EXTENSIONS=1 $(BIN)/python -m pytest benchmarks/test_documents.py \
@@ -114,4 +123,4 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info flowlang/*.so ext/*.c .pytest_cache .mypy_cache .ruff_cache .hypothesis .benchmarks
+	rm -rf $(VENV) build dist *.egg-info flowlang/*.so ext/*.c ext/*.html .pytest_cache .mypy_cache .ruff_cache .hypothesis .benchmarks

@@ -1,4 +1,8 @@
-"""Build wiring only: the Cython evaluator in ext/ (optional) and grammar/ as flowlang.grammar.
+"""Build wiring only: the Cython modules in ext/ (optional) and grammar/ as flowlang.grammar.
+
+The compiled extension is two modules, one per layer: ``flowlang._expr`` (ext/_expr.pyx, its
+declarations in ext/flowlang._expr.pxd) and ``flowlang._runtime`` (ext/_runtime.pyx, which
+cimports the first).
 
 Metadata, dependencies and tool settings live in pyproject.toml. Environment at build time:
 
@@ -67,7 +71,12 @@ class OptionalBuildExt(build_ext):
 def _setup(with_extension: bool) -> None:
     options: dict[str, Any] = {}
     if with_extension:
-        options["ext_modules"] = [Extension("flowlang._cevaluator", ["ext/_cevaluator.pyx"])]
+        options["ext_modules"] = [
+            Extension("flowlang._expr", ["ext/_expr.pyx"], depends=["ext/flowlang._expr.pxd"]),
+            Extension(
+                "flowlang._runtime", ["ext/_runtime.pyx"], depends=["ext/flowlang._expr.pxd"]
+            ),
+        ]
         options["cmdclass"] = {"build_ext": OptionalBuildExt}
     setup(
         packages=[*find_packages(include=["flowlang", "flowlang.*"]), "flowlang.grammar"],
@@ -90,8 +99,9 @@ def main() -> None:
     except ExtensionBuildError as failure:
         if _flag("FLOWLANG_REQUIRE_EXTENSIONS"):
             sys.exit(
-                f"error: FLOWLANG_REQUIRE_EXTENSIONS is set and the compiled extension "
-                f"flowlang._cevaluator could not be built ({failure}); to fix: {FIX}"
+                "error: FLOWLANG_REQUIRE_EXTENSIONS is set and the compiled extension "
+                f"(flowlang._expr, flowlang._runtime) could not be built ({failure}); "
+                f"to fix: {FIX}"
             )
         print(
             f"WARNING: flowlang's compiled extension could not be built ({failure}); "

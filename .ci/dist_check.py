@@ -60,10 +60,11 @@ def check_wheel(wheel: Path) -> None:
     if "none-any" in tag or "linux" not in tag:
         sys.exit(f"dist-check: the wheel is tagged {tag}, not for this platform: no extension?")
     with zipfile.ZipFile(wheel) as archive:
-        compiled = [name for name in archive.namelist() if name.endswith(".so")]
-        if len(compiled) != 1:
-            sys.exit(f"dist-check: expected one compiled module in {wheel.name}, found {compiled}")
-        data = archive.read(compiled[0])
+        compiled = sorted(name for name in archive.namelist() if name.endswith(".so"))
+        found = [name.split("/")[-1].split(".")[0] for name in compiled]
+        if found != ["_expr", "_runtime"]:
+            sys.exit(f"dist-check: expected _expr and _runtime in {wheel.name}, found {compiled}")
+        binaries = {name: archive.read(name) for name in compiled}
         for needed in (
             "flowlang/grammar/flowlang.lark",
             "flowlang/py.typed",
@@ -71,9 +72,10 @@ def check_wheel(wheel: Path) -> None:
         ):
             if needed not in archive.namelist():
                 sys.exit(f"dist-check: {needed} is missing from {wheel.name}")
-    if b".debug_info" in data or b".symtab" in data:
-        sys.exit(f"dist-check: {compiled[0]} carries debug information or a symbol table")
-    print(f"wheel {wheel.name}: {compiled[0]} {len(data):,} bytes, stripped")
+    for name, data in binaries.items():
+        if b".debug_info" in data or b".symtab" in data:
+            sys.exit(f"dist-check: {name} carries debug information or a symbol table")
+        print(f"wheel {wheel.name}: {name} {len(data):,} bytes, stripped")
 
 
 def smoke(venv: Path, where: Path) -> None:

@@ -129,7 +129,7 @@ def test_body(benchmark: Any, contender: str) -> None:
 # --- 2. interpreter overhead: 20 steps without I/O -------------------------------------------
 
 
-def twenty_step_flow() -> flowlang.CompiledFlow:
+def twenty_step_flow(backend: str | None = None) -> flowlang.CompiledFlow:
     steps: dict[str, Any] = {}
     for index in range(10):
         steps[f"set{index}"] = {
@@ -155,7 +155,8 @@ def twenty_step_flow() -> flowlang.CompiledFlow:
             "otherwise": following,
         }
     steps["done"] = {"type": "say", "text": "<<vars.last>>"}
-    return flowlang.load_flow_text(json.dumps({"flow": "twenty", "start": "set0", "steps": steps}))
+    document = json.dumps({"flow": "twenty", "start": "set0", "steps": steps})
+    return flowlang.load_flow_text(document, engine=flowlang.Engine(backend=backend))
 
 
 async def hand_written_flow(ctx: dict[str, Any]) -> str:
@@ -177,11 +178,13 @@ async def hand_written_flow(ctx: dict[str, Any]) -> str:
 )
 def test_interpreter(benchmark: Any, contender: str) -> None:
     """``flowlang``: the compiled loop, the trace left unread (it is built when read);
-    ``flowlang-trace-read`` also reads it; ``flowlang-python-loop`` runs the Python twin."""
-    flow = twenty_step_flow()
+    ``flowlang-trace-read`` also reads it; ``flowlang-python-loop`` is all Python: the flow's
+    templates and field trees (``Engine(backend="python")``) and the step loop
+    (``Runtime(backend="python")``)."""
+    backend = "python" if contender == "flowlang-python-loop" else None
+    flow = twenty_step_flow(backend)
     context = {"call": {"waiting_time": 75}, "contact": {"type": "lead"}}
     loop = asyncio.new_event_loop()
-    backend = "python" if contender == "flowlang-python-loop" else None
     runtime = flowlang.Runtime(http=RecordedHttp({}), backend=backend)
     read_trace = contender == "flowlang-trace-read"
 

@@ -27,7 +27,7 @@ __all__ = [
 import ipaddress
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, time
 from decimal import Decimal
@@ -39,9 +39,8 @@ import httpx
 import orjson
 
 from flowlang.errors import RequestError
-from flowlang.expr.backends import compiled_helper
 from flowlang.expr.decimals_dates import MAX_DECIMAL_EXPONENT, date_text, decimal_text
-from flowlang.expr.values import OutputTooLong, json_length_exceeds, to_text
+from flowlang.expr.values import OutputTooLong, first_non_finite, json_length_exceeds, to_text
 
 MAX_HEADER_VALUE = 8 * 1024
 #: A list or map in an endpoint is refused when its JSON text would be longer than this.
@@ -234,41 +233,6 @@ def render_endpoint(parts: tuple[Any, ...], context: Mapping[str, Any]) -> str:
     )
 
 
-def first_non_finite(value: Any) -> float | None:
-    """The first NaN or infinity inside JSON-shaped ``value``, or None (iterative).
-
-    ``flowlang._cevaluator.first_non_finite`` is its compiled twin; a property test keeps the
-    two equal.
-    """
-    pending = [value]  # a stack: children go on reversed, so they come off in document order
-    # Each container is read once: a cycle ends, and a shared sublist is not read again (its
-    # first reading already found what it holds). ``kept`` keeps the ids from being reused.
-    seen: set[int] = set()
-    kept: list[Any] = []
-    while pending:
-        item = pending.pop()
-        kind = type(item)
-        if kind is str or kind is int or item is None or kind is bool:
-            continue
-        if kind is float or isinstance(item, float):
-            if not math.isfinite(item):
-                return float(item)
-            continue
-        if id(item) in seen:
-            continue
-        seen.add(id(item))
-        kept.append(item)
-        if kind is dict:
-            pending.extend(reversed(item.values()))
-        elif kind is list or isinstance(item, (list, tuple)):
-            pending.extend(reversed(item))
-        elif isinstance(item, Mapping):
-            pending.extend(reversed(list(item.values())))
-    return None
-
-
-_scan_non_finite = compiled_helper("first_non_finite", first_non_finite)
-_length_exceeds = compiled_helper("json_length_exceeds", json_length_exceeds)
 #: orjson writes only exact JSON types with these options: anything else goes to the default.
 _EXACT_ONLY = (
     orjson.OPT_PASSTHROUGH_SUBCLASS
@@ -426,7 +390,13 @@ def _plain_body(body: Any, limit: int) -> Any:
     return root[0]
 
 
-def encode_body(body: Any, limit: int) -> bytes:
+def encode_body(
+    body: Any,
+    limit: int,
+    *,
+    exceeds: Callable[[Any, int], bool] = json_length_exceeds,
+    scan: Callable[[Any], float | None] = first_non_finite,
+) -> bytes:
     """Serialize a body value; raise RequestError when it is not exact JSON or too large.
 
     A body of exact JSON types only is measured (a lower bound, without building the text),
@@ -434,15 +404,16 @@ def encode_body(body: Any, limit: int) -> bytes:
     infinity. Anything else, or any problem, is copied into exact JSON types first
     (:func:`_plain_body`: no value code runs during serialization, NaN, infinity and integers
     beyond 64 bits are refused, and a body surely longer than ``limit`` is refused before its
-    text is built); orjson writes the copy.
+    text is built); orjson writes the copy. ``exceeds`` and ``scan``: json_length_exceeds and
+    first_non_finite, or their compiled twins (a runtime passes those of its backend).
     """
-    if not _length_exceeds(body, limit):  # fast path: only exact types, nothing to refuse
+    if not exceeds(body, limit):  # fast path: only exact types, nothing to refuse
         try:
             data = orjson.dumps(body, default=_not_exact, option=_EXACT_ONLY)
         except (_NotExact, TypeError, orjson.JSONEncodeError):
             pass
         else:
-            if len(data) <= limit and _scan_non_finite(body) is None:
+            if len(data) <= limit and scan(body) is None:
                 return data
     plain = _plain_body(body, limit)  # the rules, and the error that says which one failed
     try:

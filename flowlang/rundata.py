@@ -4,7 +4,8 @@ Run data is what a state carries: plain JSON (text keys, valid Unicode, integers
 bits, finite numbers), nested at most ``max_data_depth`` levels under each root, about
 ``max_state_size`` bytes in all. ``measure`` sizes a value as compact JSON without building
 it; the store functions keep a run's running total (``run.data_size``) as steps write
-``vars`` and step records. The compiled twins live in ext/_runner.pxi.
+``vars`` and step records. The compiled twins live in ext/_runtime.pyx;
+the store functions measure with the one of the run's runtime (``runtime.twins.measure_data``).
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ __all__ = [
     "data_problem",
     "lookup_variable",
     "measure",
-    "measure_data",
     "merge_variables",
     "state_full",
     "store_record",
@@ -40,7 +40,6 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 from flowlang.errors import DataLimitError
-from flowlang.expr.backends import compiled_helper
 
 #: The deepest ``max_data_depth`` may be (a state must stay within what orjson writes).
 MAX_DATA_DEPTH_CAP = 200
@@ -85,7 +84,7 @@ def measure(
     accepted (the walk stops there, so shared or huge data costs at most ``budget`` steps).
     ``strict`` (states): only JSON types, text keys, finite numbers; else (contexts, values
     a flow makes) other values count as the null they become. ``trail`` collects the path to
-    the problem, innermost first. The compiled twin (ext/_runner.pxi) gives the same answers.
+    the problem, innermost first. The compiled twin (ext/_runtime.pyx) gives the same answers.
     """
     kind = type(value)
     if kind is int:  # the common kinds first, by exact type
@@ -161,10 +160,6 @@ def _measure_container(
         if size > budget:
             return TOO_LARGE
     return size if size <= budget else TOO_LARGE
-
-
-#: ``measure`` without ``trail``: its compiled twin where the extension is built (steps, states).
-measure_data = compiled_helper("measure_data", measure)
 
 
 def _path(root: str, trail: list[Any]) -> str:
@@ -275,8 +270,10 @@ def store_variables(run: RunData, step_id: str, values: Mapping[str, Any]) -> No
     """Set ``values`` into ``vars`` (nested maps merge copy-on-write), each checked against
     the run's data limits before it is stored: DataLimitError names the step and variable."""
     variables = run.scope["vars"]
-    limits = run.runtime.data_limits
+    runtime = run.runtime
+    limits = runtime.data_limits
     max_value, max_state, max_depth = limits
+    measure_data = runtime.twins.measure_data
     total = run.data_size
     try:
         for key, given in values.items():
@@ -311,7 +308,9 @@ def store_variables(run: RunData, step_id: str, values: Mapping[str, Any]) -> No
 def store_record(run: RunData, step_id: str, root: str, record: dict[str, Any]) -> None:
     """Store a step's record as ``<root>.<step id>`` within the run's data limits."""
     container = run.scope[root]
-    _, max_state, max_depth = run.runtime.data_limits
+    runtime = run.runtime
+    _, max_state, max_depth = runtime.data_limits
+    measure_data = runtime.twins.measure_data
     size = measure_data(record, max_depth - 1, max_state, False)
     where = f"{root}.{step_id}"
     if size < 0:

@@ -20,7 +20,7 @@ def _flag(name: str) -> bool:
     not _flag("FLOWLANG_REQUIRE_EXTENSIONS"), reason="only where the extension is required"
 )
 def test_compiled_backend_is_loaded_when_required() -> None:
-    import flowlang._cevaluator as compiled
+    import flowlang._expr as compiled
 
     assert flowlang.BACKEND == "cython"
     assert compiled.__file__ is not None and compiled.__file__.endswith((".so", ".pyd"))
@@ -64,7 +64,7 @@ def test_require_extensions_fails_loudly_when_the_extension_cannot_load(tmp_path
         "import sys\n"
         "class Hide:\n"
         "    def find_spec(self, name, path=None, target=None):\n"
-        "        if name == 'flowlang._cevaluator': raise ImportError('hidden')\n"
+        "        if name == 'flowlang._runtime': raise ImportError('hidden')\n"
         "sys.meta_path.insert(0, Hide())\n"
         "import flowlang\n"
     )

@@ -186,10 +186,10 @@ def test_body_scan_survives_containers_changed_while_scanned() -> None:
     # inside a dict empties that dict, while the compiled scan walks them.
     results = _run_isolated(
         """
-        from flowlang.http_rules import first_non_finite as python_scan
+        from flowlang.expr.values import first_non_finite as python_scan
         scans = {"python": python_scan}
         if "cython" in AVAILABLE:
-            from flowlang._cevaluator import first_non_finite as compiled_scan
+            from flowlang._expr import first_non_finite as compiled_scan
             scans["cython"] = compiled_scan
 
         def in_list():
@@ -616,10 +616,10 @@ def test_body_scan_ends_on_cyclic_and_shared_data() -> None:
     results = _run_isolated(
         """
         import time
-        from flowlang.http_rules import first_non_finite as python_scan
+        from flowlang.expr.values import first_non_finite as python_scan
         scans = {"python": python_scan}
         if "cython" in AVAILABLE:
-            from flowlang._cevaluator import first_non_finite as compiled_scan
+            from flowlang._expr import first_non_finite as compiled_scan
             scans["cython"] = compiled_scan
         cycle = [1.0, {"k": 2.0}]
         cycle.append(cycle)

@@ -1,6 +1,6 @@
 """Hostile contexts through the step loops: objects only an embedding application can put in a
 context (keys whose hash or comparison runs code, maps that change their parents, subclasses
-whose overrides raise). Both loops (the compiled one, ext/_runner.pxi, and the Python one)
+whose overrides raise). Both loops (the compiled one, ext/_runtime.pyx, and the Python one)
 give the same result or the same failure, and nothing crashes the process."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The step loop's twins: the compiled loop (ext/_runner.pxi) and the Python one
+"""The step loop's twins: the compiled loop (ext/_runtime.pyx) and the Python one
 (flowlang/runtime/loop.py) give the same results, traces, instructions and states on generated
 flows; and the compiled helpers they rest on agree with their Python twins."""
 
@@ -8,6 +8,7 @@ import asyncio
 import copy
 import json
 import math
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -201,8 +202,20 @@ def _same_run(state: dict[str, Any] | None) -> dict[str, Any] | None:
     return {key: value for key, value in state.items() if key not in ("run_id", "suspended_at")}
 
 
+#: Instants the generated runs happen at (one clock for both loops): a Monday morning in
+#: Europe, a Sunday night, Christmas Day.
+INSTANTS = [
+    datetime(2026, 12, 7, 9, 30, tzinfo=UTC),
+    datetime(2026, 12, 6, 2, 0, tzinfo=UTC),
+    datetime(2026, 12, 25, 12, 0, tzinfo=UTC),
+]
+
+
 def _run_both(
-    flow: flowlang.CompiledFlow, context: dict[str, Any], digits: list[str | None]
+    flow: flowlang.CompiledFlow,
+    context: dict[str, Any],
+    digits: list[str | None],
+    now: datetime = INSTANTS[0],
 ) -> list[Any]:
     async def run(backend: str) -> list[dict[str, Any]]:
         recorded = {("GET", RECORDED_URL): RecordedResponse(200, {}, {"tier": "gold"})}
@@ -213,6 +226,7 @@ def _run_both(
             settings=settings,
             secrets=flowlang.MappingSecrets({"token": "x"}),  # "x" is masked wherever it shows
             backend=backend,
+            clock=lambda: now,
         ) as runtime:
             try:
                 result = await runtime.start(flow, copy.deepcopy(context))
@@ -265,17 +279,19 @@ def test_every_registered_kind_is_drawn_into_loadable_flows(name: str, data: Any
     },
     {"a": None},
     [],
+    INSTANTS[0],
 )
 @given(
     flows(),
     contexts,
     st.lists(st.sampled_from(["12", "1#", "", None, "x", "12345", "1", "*", "9"]), max_size=3),
+    st.sampled_from(INSTANTS),
 )
 def test_both_loops_run_generated_flows_alike(
-    document: dict[str, Any], context: dict[str, Any], digits: list[str | None]
+    document: dict[str, Any], context: dict[str, Any], digits: list[str | None], now: datetime
 ) -> None:
     flow = flowlang.load_flow_text(json.dumps(document))
-    compiled, python = _run_both(flow, context, digits)
+    compiled, python = _run_both(flow, context, digits, now)
     assert _agree(compiled, python), (compiled, python)
 
 

@@ -145,8 +145,9 @@ def test_sdist_ships_what_builds_and_tests_the_package(
     with tarfile.open(sdist) as archive:
         shipped = {name.split("/", 1)[1] for name in archive.getnames() if "/" in name}
     for needed in (
-        "ext/_cevaluator.pyx",
-        "ext/_runner.pxi",
+        "ext/_expr.pyx",
+        "ext/flowlang._expr.pxd",
+        "ext/_runtime.pyx",
         "grammar/flowlang.lark",
         "grammar/SPEC.md",
         "README.md",
@@ -263,5 +264,6 @@ def test_no_extensions_build_is_pure_and_never_compiles(sdist: Path, tmp_path: P
     output = built.stdout + built.stderr
     assert built.returncode == 0, output
     assert _wheel_names(tmp_path / "out") == ["flowlang-0.1.0-py3-none-any.whl"]
-    assert WARNING not in output and "_cevaluator" not in output
+    assert WARNING not in output
+    assert "_expr.pyx" not in output and "_runtime.pyx" not in output
     assert not list(source.glob("ext/*.c")), "Cython ran for a pure build"

@@ -319,10 +319,10 @@ def test_any_json_value_renders_as_text_and_json(value: Any) -> None:
 @example({"a": [1.5, {"b": float("-inf")}], "c": float("nan")})
 @given(json_values)
 def test_body_scan_twins_agree(value: Any) -> None:
-    from flowlang import _cevaluator  # type: ignore[attr-defined]
-    from flowlang.http_rules import first_non_finite
+    from flowlang import _expr  # type: ignore[attr-defined]
+    from flowlang.expr.values import first_non_finite
 
-    python, compiled = first_non_finite(value), _cevaluator.first_non_finite(value)
+    python, compiled = first_non_finite(value), _expr.first_non_finite(value)
     assert (python is None) == (compiled is None)
     if python is not None:
         assert repr(python) == repr(compiled)
@@ -331,13 +331,13 @@ def test_body_scan_twins_agree(value: Any) -> None:
 @needs_cython
 @pytest.mark.parametrize("depth", [1, 63, 64, 65, 500])
 def test_body_scan_twins_agree_on_deep_data(depth: int) -> None:
-    from flowlang import _cevaluator  # type: ignore[attr-defined]
-    from flowlang.http_rules import first_non_finite
+    from flowlang import _expr  # type: ignore[attr-defined]
+    from flowlang.expr.values import first_non_finite
 
     value: Any = float("-inf")
     for level in range(depth):
         value = {"k": [value, "x"]} if level % 2 else [1, value]
-    assert repr(_cevaluator.first_non_finite(value)) == repr(first_non_finite(value)) == "-inf"
+    assert repr(_expr.first_non_finite(value)) == repr(first_non_finite(value)) == "-inf"
 
 
 @needs_cython
@@ -347,11 +347,11 @@ def test_body_scan_twins_agree_on_deep_data(depth: int) -> None:
 def test_json_length_twins_agree(value: Any, limit: int) -> None:
     """The compiled measure of JSON text (the rendered-size limit) gives the twin's answer, and
     a value it lets through is written in at most a few times the limit."""
-    from flowlang import _cevaluator  # type: ignore[attr-defined]
+    from flowlang import _expr  # type: ignore[attr-defined]
     from flowlang.expr.values import json_length_exceeds, to_json
 
     python = json_length_exceeds(value, limit)
-    assert _cevaluator.json_length_exceeds(value, limit) is python
+    assert _expr.json_length_exceeds(value, limit) is python
     text = to_json(value)
     assert python or len(text) <= 12 * max(limit, 1) + 24
     if len(text) <= limit:
@@ -361,7 +361,7 @@ def test_json_length_twins_agree(value: Any, limit: int) -> None:
 @needs_cython
 @pytest.mark.parametrize("depth", [1, 63, 64, 65, 300])
 def test_json_length_twins_agree_on_deep_and_cyclic_data(depth: int) -> None:
-    from flowlang import _cevaluator  # type: ignore[attr-defined]
+    from flowlang import _expr  # type: ignore[attr-defined]
     from flowlang.expr.values import json_length_exceeds
 
     value: Any = ["leaf"]
@@ -371,4 +371,4 @@ def test_json_length_twins_agree_on_deep_and_cyclic_data(depth: int) -> None:
     cycle.append(cycle)
     for limit in (0, 5, 50, 500, 5000):
         for item in (value, cycle):
-            assert _cevaluator.json_length_exceeds(item, limit) is json_length_exceeds(item, limit)
+            assert _expr.json_length_exceeds(item, limit) is json_length_exceeds(item, limit)

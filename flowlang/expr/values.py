@@ -30,6 +30,7 @@ __all__ = [
     "decimal_text",
     "ends_with",
     "equals",
+    "first_non_finite",
     "is_date",
     "is_number",
     "json_length_exceeds",
@@ -492,10 +493,8 @@ def to_json(value: Any, limit: int | None = None) -> str:
     text): a walk bounded by ``limit`` steps measures a lower bound first. What it lets through
     is at most a small multiple of ``limit`` (escapes, long numbers); callers check the result.
     """
-    if limit is not None:
-        exceeds = _length_exceeds_helper or _length_exceeds
-        if exceeds(value, limit):
-            raise OutputTooLong
+    if limit is not None and json_length_exceeds(value, limit):
+        raise OutputTooLong
     try:
         return orjson.dumps(value, default=_orjson_default, option=_ORJSON_OPTIONS).decode()
     except (TypeError, orjson.JSONEncodeError):
@@ -565,17 +564,38 @@ def json_length_exceeds(value: Any, limit: int) -> bool:
     return False
 
 
-def _length_exceeds(value: Any, limit: int) -> bool:
-    """json_length_exceeds, compiled where the process has the extension (the same answer)."""
-    global _length_exceeds_helper
-    if _length_exceeds_helper is None:
-        from flowlang.expr.backends import compiled_helper  # not at import: a cycle
+def first_non_finite(value: Any) -> float | None:
+    """The first NaN or infinity inside JSON-shaped ``value``, or None (iterative).
 
-        _length_exceeds_helper = compiled_helper("json_length_exceeds", json_length_exceeds)
-    return bool(_length_exceeds_helper(value, limit))
-
-
-_length_exceeds_helper: Callable[[Any, int], bool] | None = None
+    ``flowlang._expr.first_non_finite`` is its compiled twin (request bodies are scanned: orjson
+    writes NaN and infinity as null); a property test keeps the
+    two equal.
+    """
+    pending = [value]  # a stack: children go on reversed, so they come off in document order
+    # Each container is read once: a cycle ends, and a shared sublist is not read again (its
+    # first reading already found what it holds). ``kept`` keeps the ids from being reused.
+    seen: set[int] = set()
+    kept: list[Any] = []
+    while pending:
+        item = pending.pop()
+        kind = type(item)
+        if kind is str or kind is int or item is None or kind is bool:
+            continue
+        if kind is float or isinstance(item, float):
+            if not math.isfinite(item):
+                return float(item)
+            continue
+        if id(item) in seen:
+            continue
+        seen.add(id(item))
+        kept.append(item)
+        if kind is dict:
+            pending.extend(reversed(item.values()))
+        elif kind is list or isinstance(item, (list, tuple)):
+            pending.extend(reversed(item))
+        elif isinstance(item, Mapping):
+            pending.extend(reversed(list(item.values())))
+    return None
 
 
 class _Leave:

@@ -214,7 +214,7 @@ class StepBuilder:
                     f"key {key!r} conflicts with {problem}", item_pointer, step, field, key=True
                 )
                 ok = False
-        return _dict_to_tree(root) if ok else None
+        return _dict_to_tree(root, self.engine.backend) if ok else None
 
     def duration(
         self, raw: Any, pointer: Pointer, step: str, name: str, spec: Field
@@ -546,7 +546,7 @@ class StepBuilder:
             if name not in raw:
                 if spec.required:
                     self.error(f"a {kind} {noun} needs {name}", pointer, owner, name, key=True)
-                fields[name] = _default_for(spec)
+                fields[name] = _default_for(spec, self.engine.backend)
                 continue
             fields[name] = self.field(spec, raw[name], where, owner, name)
         return (kind, fields, positions) if len(self.findings) == before else None
@@ -698,19 +698,20 @@ def _tree_to_dict(tree: FieldTree) -> dict[str, Any]:
     }
 
 
-def _dict_to_tree(node: dict[str, Any]) -> FieldTree:
+def _dict_to_tree(node: dict[str, Any], backend: str) -> FieldTree:
     return FieldTree(
         tuple(
-            (key, _dict_to_tree(item) if isinstance(item, dict) else item)
+            (key, _dict_to_tree(item, backend) if isinstance(item, dict) else item)
             for key, item in node.items()
-        )
+        ),
+        backend,
     )
 
 
-def _default_for(spec: Field) -> Any:
-    """The compiled default of an absent field."""
+def _default_for(spec: Field, backend: str) -> Any:
+    """The compiled default of an absent field (a field tree built by ``backend``)."""
     if spec.kind in ("fields", "values"):
-        return FieldTree(())
+        return FieldTree((), backend)
     if spec.kind == "headers":
         return ()
     if spec.kind == "template" and spec.default is not None:

@@ -28,10 +28,10 @@ if TYPE_CHECKING:
     from typing_extensions import TypeVar as DefaultingTypeVar
 
     from flowlang.engine import Template
-    from flowlang.kinds.base import Kind, StepKind
 
-    #: The kind of a Step: a flow's StepKind unless said otherwise (``Step[ActionKind]``).
-    K = DefaultingTypeVar("K", bound=Kind, default=StepKind, covariant=True)
+    #: The kind of a Step: a flowlang.kinds StepKind or an automations ActionKind
+    #: (``Step[ActionKind]``); unsaid, Any (the kinds sit above the model: no import of them).
+    K = DefaultingTypeVar("K", default=Any, covariant=True)
 else:
     K = TypeVar("K")
 
@@ -76,18 +76,22 @@ class FieldTree:
     """
 
     entries: tuple[tuple[str, Value | FieldTree], ...]
+    #: The backend of the engine that compiled the tree's templates (None: the process
+    #: default): ``build`` is its twin, compiled on ``cython``.
+    backend: str | None = field(default=None, repr=False, compare=False)
     #: ``build(context)``: a fresh dict for one run (one generated function, no loop).
     build: Render = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "build", _build_tree(self))
+        builder = compiled_helper("build_tree", generated_build, self.backend)
+        object.__setattr__(self, "build", builder(self))
 
     def __bool__(self) -> bool:
         return bool(self.entries)
 
 
 def generated_build(tree: FieldTree) -> Render:
-    """The Python twin of the compiled tree builder (``build_tree`` in ext/_runner.pxi).
+    """The Python twin of the compiled tree builder (``build_tree`` in ext/_expr.pyx).
 
     Generate ``def build(context): return {key: r0(context), "nested": {…}}`` for a tree.
 
@@ -113,9 +117,6 @@ def generated_build(tree: FieldTree) -> Render:
     exec(f"def build(context{parameters}):\n    return {body}\n", namespace)
     built: Render = namespace["build"]
     return built
-
-
-_build_tree: Callable[[FieldTree], Render] = compiled_helper("build_tree", generated_build)
 
 
 @dataclass(frozen=True)
@@ -170,7 +171,9 @@ class Step(Generic[K]):
     @property
     def type(self) -> str:
         """The kind's name, as documents write it (``http_request`` …)."""
-        return self.kind.name
+        kind: Any = self.kind
+        name: str = kind.name
+        return name
 
     def targets(self) -> dict[str, str]:
         """Outgoing edges: label (``next``, ``on_failure``, ``branches[0]`` …) to step id."""

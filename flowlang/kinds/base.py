@@ -27,14 +27,11 @@ import importlib
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, TypeVar
+from typing import Any, Protocol, TypeAlias, TypeVar
 
 from flowlang.flow.fields import Field
-
-if TYPE_CHECKING:
-    from flowlang.flow.model import Step
-    from flowlang.flow.source import Document, Pointer
-
+from flowlang.flow.model import Step
+from flowlang.flow.source import Document, Pointer
 
 #: Where the run goes after a step, as ``(kind, target, outcome, detail)``: kind ``go`` (to
 #: ``target``), ``wait`` (for input), ``end`` (a call-control step handed the call over) or
@@ -43,7 +40,7 @@ Transition: TypeAlias = tuple[str, str | None, str, dict[str, Any] | None]
 
 
 class RunView(Protocol):
-    """What a step's executor reads and writes of one run (``flowlang.runtime.runner.Run``)."""
+    """What a step's executor reads and writes of one run (``flowlang.runtime.run.Run``)."""
 
     scope: dict[str, Any]
     data_size: int

@@ -24,12 +24,17 @@ from flowlang.rundata import DataLimitError, store_record, valid_text
 _BODY_METHODS = ("POST", "PUT", "PATCH")
 
 
-def prepare_request(step: Step, scope: Mapping[str, Any], max_body: int) -> PreparedRequest:
+def prepare_request(
+    step: Step, scope: Mapping[str, Any], max_body: int, twins: Any = None
+) -> PreparedRequest:
     """Render and check everything a request needs; RequestError when it cannot be sent,
-    naming the secrets it reads that are not set (each looked up once: ``secrets.use``)."""
+    naming the secrets it reads that are not set (each looked up once: ``secrets.use``).
+
+    ``twins``: the runtime's (``runtime.twins``) for the body's checks; None: the Python ones.
+    """
     scope, secrets = scope["secrets"].use(scope)
     try:
-        request = _build_request(step, scope, max_body)
+        request = _build_request(step, scope, max_body, twins)
     except RequestError:
         if secrets.missing:  # what a missing secret broke: name the secret
             raise RequestError(secrets.problem()) from None
@@ -40,7 +45,9 @@ def prepare_request(step: Step, scope: Mapping[str, Any], max_body: int) -> Prep
     return request
 
 
-def _build_request(step: Step, scope: Mapping[str, Any], max_body: int) -> PreparedRequest:
+def _build_request(
+    step: Step, scope: Mapping[str, Any], max_body: int, twins: Any
+) -> PreparedRequest:
     endpoint: Endpoint = step.fields["endpoint"]
     url = render_endpoint(endpoint.parts, scope)
     headers = [
@@ -50,7 +57,15 @@ def _build_request(step: Step, scope: Mapping[str, Any], max_body: int) -> Prepa
     body_tree: FieldTree = step.fields["body"]
     body = None
     if body_tree or step.fields["method"] in _BODY_METHODS:
-        body = encode_body(body_tree.build(scope), max_body)
+        if twins is None:
+            body = encode_body(body_tree.build(scope), max_body)
+        else:
+            body = encode_body(
+                body_tree.build(scope),
+                max_body,
+                exceeds=twins.json_length_exceeds,
+                scan=twins.first_non_finite,
+            )
         if not any(name.lower() == "content-type" for name, _ in headers):
             headers.append(("Content-Type", "application/json"))
     return PreparedRequest(step.fields["method"], url, tuple(headers), body)
@@ -60,7 +75,7 @@ async def send_request(step: Step, run: RunView) -> Transition:
     """Send the step's request; keep the outcome (and response) in ``steps.<id>``."""
     settings = run.runtime.settings
     try:
-        request = prepare_request(step, run.scope, settings.max_request_body)
+        request = prepare_request(step, run.scope, settings.max_request_body, run.runtime.twins)
     except RequestError as error:
         message = valid_text(run.redact(str(error)))
         store_record(run, step.id, "steps", {"outcome": "invalid_request", "error": message})

@@ -1,7 +1,7 @@
 """Loop: run the steps of one call until it waits, ends, completes or fails (the Python twin).
 
-``flowlang._cevaluator`` holds the compiled twin (``compile_plan`` and ``run_loop``, from
-ext/_runner.pxi); a property test runs generated flows through both and compares results and
+``flowlang._runtime`` holds the compiled twin (``compile_plan`` and ``run_loop``, from
+ext/_runtime.pyx); a property test runs generated flows through both and compares results and
 traces. Steps without I/O are plain calls bounded by the step limits; the run's deadline is
 checked before every step that waits, and HTTP steps run under an asyncio deadline for the
 time left.
@@ -9,23 +9,25 @@ time left.
 
 from __future__ import annotations
 
-__all__ = ["RUNTIME_ROOTS", "RunFields", "key_text", "new_scope", "run_loop"]
+__all__ = [
+    "RUNTIME_ROOTS",
+    "context_problem",
+    "key_text",
+    "new_scope",
+    "run_loop",
+    "unreadable_context",
+]
 
 import asyncio
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from flowlang.kinds.base import Transition
 from flowlang.rundata import data_problem, measure
-from flowlang.runtime.host import Instruction
 from flowlang.runtime.plan import StepPlan
 from flowlang.runtime.results import RunResult, TraceRow
-from flowlang.runtime.secrets import SecretsView
-
-if TYPE_CHECKING:
-    from flowlang.flow.model import CompiledFlow
-    from flowlang.runtime.runner import Run, Runtime
+from flowlang.runtime.run import Run
 
 #: Roots the runtime owns; a context may not supply them (``vars`` may be seeded).
 RUNTIME_ROOTS = ("input", "steps", "secrets")
@@ -104,52 +106,7 @@ def context_problem(data: dict[str, Any], limits: tuple[int, int, int]) -> str:
     return f"the context cannot go into a run: {problem}"
 
 
-class RunFields:
-    """What the step loop reads and writes of one run (``Run`` adds the methods); the compiled
-    twin keeps these fields in C. ``scope["secrets"]`` is set to ``secrets``."""
-
-    __slots__ = (
-        "data_size",
-        "flow",
-        "instructions",
-        "redactor",
-        "run_id",
-        "runtime",
-        "scope",
-        "seq",
-        "steps_run",
-        "streak",
-        "trace",
-    )
-
-    def __init__(
-        self,
-        runtime: Runtime,
-        flow: CompiledFlow,
-        scope: dict[str, Any],
-        secrets: SecretsView,
-        steps_run: int = 0,
-        streak: tuple[str | None, int] = (None, 0),
-        run_id: str | None = None,
-        seq: int = 0,
-        data_size: int = 0,
-    ) -> None:
-        self.runtime = runtime
-        self.flow = flow
-        self.scope = scope
-        self.redactor = scope["secrets"] = secrets
-        self.trace: list[TraceRow] = []
-        self.instructions: list[Instruction] = []
-        self.steps_run = steps_run
-        self.streak = streak
-        #: The run's id (made at its first suspension) and how many times it suspended.
-        self.run_id = run_id
-        self.seq = seq
-        #: About the size of the run's data as JSON (kept up to date as steps write).
-        self.data_size = data_size
-
-
-async def run_loop(runtime: Runtime, run: Run, plan: StepPlan, step_id: str | None) -> RunResult:
+async def run_loop(runtime: Any, run: Run, plan: StepPlan, step_id: str | None) -> RunResult:
     """Run steps from ``step_id`` to a result; never raises (an exception fails the run).
 
     The step counters are written back to the run when it waits (they go into its state).

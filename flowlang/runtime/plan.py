@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["StepPlan", "plan_flow"]
+__all__ = ["StepPlan", "keep_plan", "plan_flow"]
 
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeAlias
@@ -28,4 +28,9 @@ def plan_flow(steps: Mapping[str, Step]) -> StepPlan:
             plan[step_id] = (step, kind.plan(step), None)
         else:
             plan[step_id] = (step, None, kind.execute or run_host_action)
+    return plan
+
+
+def keep_plan(plan: StepPlan) -> StepPlan:
+    """The Python twin of the compiled ``compile_plan``: the Python loop runs the plan as it is."""
     return plan

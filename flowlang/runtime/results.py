@@ -6,7 +6,6 @@ __all__ = ["RunResult", "TraceRow", "trace_entries"]
 
 from typing import Any, TypeAlias
 
-from flowlang.expr.backends import compiled_helper
 from flowlang.runtime.host import Instruction
 
 #: One step of a trace as the loop records it: ``(step, type, outcome, duration_ms, detail)``.
@@ -22,9 +21,6 @@ def trace_entries(rows: list[TraceRow]) -> list[dict[str, Any]]:
     ]
 
 
-_trace_entries = compiled_helper("trace_entries", trace_entries)
-
-
 class RunResult:
     """What a run came to.
 
@@ -36,6 +32,10 @@ class RunResult:
     """
 
     __slots__ = ("_entries", "_rows", "awaiting", "error", "instructions", "state", "status")
+
+    #: Builds the trace's dicts from the rows (the compiled loop's results use the compiled
+    #: twin of trace_entries).
+    entries_of = staticmethod(trace_entries)
 
     def __init__(
         self,
@@ -58,7 +58,7 @@ class RunResult:
     def trace(self) -> list[dict[str, Any]]:
         """One dict per step run, in order."""
         if self._entries is None:
-            self._entries = _trace_entries(self._rows)
+            self._entries = self.entries_of(self._rows)
         return self._entries
 
     @trace.setter

@@ -22,23 +22,22 @@ from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from flowlang.errors import DataLimitError, FlowError
-from flowlang.expr.backends import compiled_helper, resolve_backend
-from flowlang.expr.shared import MAX_SHOWN_ERROR, shorten, whole_text
+from flowlang.errors import DataLimitError
+from flowlang.expr.backends import resolve_backend
+from flowlang.expr.shared import MAX_SHOWN_ERROR, shorten
 from flowlang.expr.values import plain_json
 from flowlang.flow.model import CompiledFlow
 from flowlang.http_rules import PreparedRequest
 from flowlang.kinds.base import Resumed
 from flowlang.rundata import MAX_DATA_DEPTH_CAP, store_record
-from flowlang.runtime.failures import failure_place
 from flowlang.runtime.host import Host, NullHost
 from flowlang.runtime.http import GuardedHttp, HttpSender, Resolver
 from flowlang.runtime.http_settings import HttpSettings
-from flowlang.runtime.loop import RunFields, new_scope, run_loop
-from flowlang.runtime.plan import StepPlan, plan_flow
+from flowlang.runtime.plan import plan_flow
 from flowlang.runtime.results import RunResult
+from flowlang.runtime.run import Run, _described
 from flowlang.runtime.secrets import (
     EnvironmentSecrets,
     SecretsProvider,
@@ -53,10 +52,9 @@ from flowlang.runtime.state import (
     Resumable,
     ResumeGuard,
     StateKeys,
-    make_state,
-    new_run_id,
     read_state,
 )
+from flowlang.runtime.twins import RuntimeTwins, runtime_twins
 from flowlang.runtime.versions import FlowVersions
 from flowlang.settings import check_counts, check_durations, check_names
 
@@ -101,127 +99,6 @@ class RuntimeSettings(HttpSettings):
             )
 
 
-if TYPE_CHECKING:
-    _RunBase = RunFields
-else:  # the fields in C when the extension is in use
-    _RunBase = compiled_helper("RunFields", RunFields)
-_new_scope = compiled_helper("new_scope", new_scope)
-
-
-def _described(error: Exception) -> str:
-    """``Type: message`` of an exception, its message whole (the output masks it, then shortens
-    it); an embedding application's exception whose message cannot be read says so."""
-    try:
-        message = whole_text(error)
-    except Exception:
-        message = "(the message could not be read)"
-    return f"{type(error).__name__}: {message}"
-
-
-class Run(_RunBase):
-    """The per-call state of one run: scope, trace, counters. Never shared between calls.
-
-    ``Run(runtime, flow, scope, SecretsView(...), steps_run, streak)``.
-    """
-
-    __slots__ = ()
-
-    def redact(self, text: str) -> str:
-        """``text`` without any secret value this run has used."""
-        return self.redactor.text(text)
-
-    def request_summary(self, request: PreparedRequest) -> dict[str, Any]:
-        """Method, URL and headers of a request, secrets masked, for traces."""
-        return {
-            "method": request.method,
-            "url": self.redact(request.url),
-            "headers": {name: self.redact(value) for name, value in request.headers},
-            "body_bytes": len(request.body) if request.body is not None else 0,
-        }
-
-    async def instruct(
-        self, action: str, step: str, field: str | None = None, value: str = ""
-    ) -> None:
-        """Record a call-control instruction (secrets masked) and hand it to the host.
-
-        ``field`` names the one argument of the action (``text`` for say …); None for hangup.
-        """
-        host = self.runtime.host
-        if field is None:
-            self.instructions.append({"action": action, "step": step})
-            await host.hangup(step=step)
-        else:
-            self.instructions.append({"action": action, "step": step, field: self.redact(value)})
-            await getattr(host, action)(value, step=step)
-
-    def failed(
-        self,
-        error: str,
-        step_id: str | None = None,
-        elapsed_ms: float = 0.0,
-        cause: BaseException | None = None,
-        placed: bool = True,
-    ) -> RunResult:
-        """The result of a run that cannot go on, with ``error`` masked, then shortened to
-        MAX_SHOWN_ERROR characters (in that order: a cut secret would not be masked).
-
-        ``step_id``: the step that was running. Its field and place (``--> file:line:column
-        (step, field)`` and the caret under the failing text) are found now, on the error path
-        only (unless not ``placed``), and a ``failed`` trace row is added for it (``elapsed_ms``
-        long).
-        """
-        if step_id is None:
-            return RunResult("failed", self.trace, self.instructions, error=self._shown(error))
-        # The place of a template's error; not of a host's own exception, which no text of
-        # the document caused.
-        found = failure_place(self.flow, step_id, self.scope, cause) if placed else None
-        detail: dict[str, Any] = {"error": self._shown(error)}
-        if found is not None:
-            if found.field is not None:
-                detail["field"] = found.field
-            error = f"{error}\n{found.place}"
-        step = self.flow.steps.get(step_id)
-        kind = step.type if step is not None else ""
-        self.trace.append((step_id, kind, "failed", elapsed_ms, detail))
-        return RunResult("failed", self.trace, self.instructions, error=self._shown(error))
-
-    def _shown(self, error: str) -> str:
-        return shorten(self.redact(error), MAX_SHOWN_ERROR)
-
-    def broken(
-        self, error: Exception, step_id: str | None = None, elapsed_ms: float = 0.0
-    ) -> RunResult:
-        """The result of a run stopped by an exception: its deadline, or anything unexpected
-        (the one place where one becomes a failed run); ``step_id``: the step that ran."""
-        if isinstance(error, TimeoutError):
-            deadline = self.runtime.settings.run_deadline
-            # No row: the deadline may have passed between two steps.
-            return self.failed(f"the run took longer than {deadline:g}s")
-        if isinstance(error, DataLimitError):  # its message names the step and the variable
-            return self.failed(str(error), step_id, elapsed_ms, error, placed=False)
-        placed = isinstance(error, FlowError)  # a template's: its field and place
-        return self.failed(_described(error), step_id, elapsed_ms, error, placed=placed)
-
-    def state(self, waiting_at: str) -> dict[str, Any]:
-        """Plain JSON that resumes this run, with secrets masked and the secrets root left out;
-        signed when the runtime has state keys. Each call is the run's next suspension."""
-        data = {key: value for key, value in self.scope.items() if key != "secrets"}
-        plain = plain_json(data)
-        if self.run_id is None:
-            self.run_id = new_run_id()
-        self.seq += 1
-        return make_state(
-            self.flow,
-            waiting_at,
-            self.run_id,
-            self.seq,
-            (self.steps_run, (self.streak[0], self.streak[1])),
-            self.redactor.data(plain),
-            self.runtime.state_keys,
-            list(self.redactor.names),
-        )
-
-
 class _WithoutStateKeys:
     """The secrets a flow may read: the provider's, except any that holds a state key (a flow
     that could read one could send it away and then forge states)."""
@@ -236,10 +113,6 @@ class _WithoutStateKeys:
 
     def describe(self, name: str) -> str:
         return self._provider.describe(name)
-
-
-def _python_plan(plan: StepPlan) -> StepPlan:
-    return plan
 
 
 class Runtime:
@@ -280,8 +153,11 @@ class Runtime:
         self.flow_versions = flow_versions
         #: The step loop: the compiled twin (``cython``) or the Python one; None for the default.
         self.backend = resolve_backend(backend)
-        self._run_loop = compiled_helper("run_loop", run_loop, self.backend)
-        self._compile_plan = compiled_helper("compile_plan", _python_plan, self.backend)
+        #: Everything the step loop runs, of this backend only (compiled, or all Python).
+        self.twins: RuntimeTwins = runtime_twins(self.backend)
+        self._run_loop = self.twins.run_loop
+        self._compile_plan = self.twins.compile_plan
+        self._run_class: type[Run] = self.twins.run_class
         self._plan_key = f"plan:{self.backend}"
         #: What the step loop reads of the settings: step limits and the run's deadline.
         self.loop_limits = (
@@ -387,10 +263,12 @@ class Runtime:
         ``max_data_depth`` and ``max_state_size``) raises ValueError at once, before anything
         runs.
         """
-        scope, size = _new_scope(context, self.data_limits)
+        scope, size = self.twins.new_scope(context, self.data_limits)
         if self.flow_versions is not None:
             self.flow_versions.add(flow)
-        run = Run(self, flow, scope, SecretsView(self.secrets), 0, (None, 0), None, 0, size)
+        run = self._run_class(
+            self, flow, scope, SecretsView(self.secrets), 0, (None, 0), None, 0, size
+        )
         running: Coroutine[Any, Any, RunResult] = self._run_loop(
             self, run, self._plan(flow), flow.start
         )
@@ -426,6 +304,7 @@ class Runtime:
             self.data_limits,
             self.settings.max_state_age,
             self.flow_versions,
+            self.twins.measure_data,
         )
         flow = point.flow
         step = point.step
@@ -460,7 +339,7 @@ class Runtime:
                 if root not in data:
                     data[root] = {}
                     size += len(root) + 6
-            run = Run(
+            run = self._run_class(
                 self,
                 flow,
                 data,

@@ -44,13 +44,13 @@ import secrets
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import orjson
 
 from flowlang.errors import FlowStateError
-from flowlang.rundata import data_problem, measure_data
+from flowlang.rundata import data_problem, measure
 from flowlang.runtime.secrets import MAX_SECRETS_USED, is_secret_name
 from flowlang.settings import MAX_COUNT
 
@@ -302,6 +302,7 @@ def _read(
     limits: tuple[int, int, int],
     max_age: float,
     versions: FlowVersions | None,
+    measure_data: Callable[[Any, int, int, bool], int],
 ) -> Resumable:
     if type(given) is dict:
         state: dict[Any, Any] = given
@@ -404,9 +405,12 @@ def read_state(
     limits: tuple[int, int, int],
     max_age: float = math.inf,
     versions: FlowVersions | None = None,
+    measure_data: Callable[[Any, int, int, bool], int] = measure,
 ) -> Resumable:
     """Check a state against ``flow`` (and its signature when there are ``keys``), its age
-    (at most ``max_age`` seconds) and its data (``limits``: value size, state size, depth).
+    (at most ``max_age`` seconds) and its data (``limits``: value size, state size, depth;
+    ``measure_data``: flowlang.rundata.measure or its compiled twin, a runtime's
+    ``twins.measure_data``).
 
     A state of another version of ``flow`` (its fingerprint differs) resumes on that version
     when ``versions`` keeps it; the version is chosen after the signature is checked.
@@ -415,7 +419,7 @@ def read_state(
     that raises anything else while being read is reported as one too.
     """
     try:
-        return _read(state, flow, keys, limits, max_age, versions)
+        return _read(state, flow, keys, limits, max_age, versions, measure_data)
     except FlowStateError:
         raise
     except Exception as error:  # the one place a bad state becomes an error

@@ -1,52 +1,45 @@
-# Included by _cevaluator.pyx, so that steps call expression nodes directly (no Python call).
-#
-# The compiled twins of the runtime's hot path: the step loop (flowlang.runtime.loop), the
-# steps without I/O and the call-control steps (flowlang.kinds), field trees
-# (flowlang.flow.model.generated_build), a run's fields and new scope (flowlang.runtime.loop)
-# and trace entries (flowlang.runtime.results). Cold paths (rows that could not be compiled, the
-# rows of a taken branch, HTTP, results, failures) call the very Python functions the twins use.
-# Property tests run generated flows through both loops and compare everything.
+# cython: language_level=3, boundscheck=False, wraparound=False, always_allow_keywords=False
+# cython: binding=False, embedsignature=False
+"""Compiled runtime (flowlang._runtime): the twins of the step loop's hot path.
+
+The step loop (flowlang.runtime.loop), the steps without I/O and the call-control steps
+(flowlang.kinds), a run's fields (flowlang.runtime.run) and new scope (flowlang.runtime.loop),
+run data sizes (flowlang.rundata.measure) and trace entries (flowlang.runtime.results). Steps
+call expression nodes directly: the node types come from the expression module
+(ext/flowlang._expr.pxd), no Python call per node. Cold paths (rows that could not be compiled,
+the rows of a taken branch, HTTP, results, failures) call the very Python functions the twins
+use, imported below when this module loads (every one of them sits below the runtime's top
+module, which is what loads this one). Property tests run generated flows through both loops and
+compare everything; flowlang.expr.backends.ACCELERATORS lists the twins.
+"""
 
 from cpython.long cimport PyLong_AsLongLongAndOverflow
 from cpython.time cimport monotonic as _monotonic
 from cpython.time cimport perf_counter_ns as _perf_counter_ns
+from cpython.unicode cimport PyUnicode_GET_LENGTH
+from libc.math cimport isfinite
+
+from flowlang._expr cimport Node, TreeBuilder, _interned, node_of, text_of, truthy
 
 cdef extern from "Python.h":
     Py_UCS4 PyUnicode_MAX_CHAR_VALUE(object)
 
-cdef object _RunResult = None
-cdef object _compared_rows = None
-cdef object _holding_rows = None
-cdef object _DataLimitError = None
-cdef object _variable_problem = None
-cdef object _state_full = None
-cdef object _context_problem = None
-cdef object _store_variables = None
-cdef object _py_text_size = None
-cdef object _Mapping = None
-cdef object _text_limit = None
-cdef object _key_text = None
-cdef object _unreadable_context = None
+from collections.abc import Mapping as _Mapping
 
+from flowlang.kinds.call_control import text_limit as _text_limit
+from flowlang.kinds.condition_splitter import compared_rows as _compared_rows
+from flowlang.kinds.condition_splitter import holding_rows as _holding_rows
+from flowlang.rundata import DataLimitError as _DataLimitError
+from flowlang.rundata import _text_size as _py_text_size
+from flowlang.rundata import state_full as _state_full
+from flowlang.rundata import store_variables as _store_variables
+from flowlang.rundata import variable_problem as _variable_problem
+from flowlang.runtime.loop import context_problem as _context_problem
+from flowlang.runtime.loop import key_text as _key_text
+from flowlang.runtime.loop import unreadable_context as _unreadable_context
+from flowlang.runtime.results import RunResult as _PythonRunResult
 
-cdef void _import_runtime() except *:
-    """The runtime's Python helpers, imported on first use (at load it would be circular)."""
-    global _RunResult, _compared_rows, _holding_rows, _DataLimitError
-    global _variable_problem, _state_full, _context_problem, _store_variables, _py_text_size
-    global _Mapping, _text_limit, _key_text, _unreadable_context
-    from collections.abc import Mapping
-    from flowlang.runtime.loop import context_problem, key_text, unreadable_context
-    from flowlang.runtime.results import RunResult
-    from flowlang.kinds.call_control import text_limit
-    from flowlang.kinds.condition_splitter import compared_rows, holding_rows
-    from flowlang.rundata import (
-        DataLimitError, _text_size, state_full, store_variables, variable_problem
-    )
-    _RunResult, _compared_rows, _holding_rows = RunResult, compared_rows, holding_rows
-    _DataLimitError, _variable_problem, _state_full = DataLimitError, variable_problem, state_full
-    _context_problem, _store_variables, _py_text_size = context_problem, store_variables, _text_size
-    _Mapping, _text_limit, _key_text = Mapping, text_limit, key_text
-    _unreadable_context = unreadable_context
+__all__ = ["RunFields", "compile_plan", "measure_data", "new_scope", "run_loop", "trace_entries"]
 
 
 # --- run data: the twin of flowlang.rundata.measure ----------------------------------------
@@ -67,8 +60,6 @@ cdef inline Py_ssize_t _text_size(object text) except? -100:
     """A str or a subclass (read as str: no override runs)."""
     if PyUnicode_MAX_CHAR_VALUE(text) < 0xD800:
         return PyUnicode_GET_LENGTH(text) + 2
-    if _py_text_size is None:
-        _import_runtime()
     return _py_text_size(text)
 
 
@@ -113,8 +104,6 @@ cdef Py_ssize_t _measure(object value, Py_ssize_t depth, Py_ssize_t budget, bint
     elif strict:
         return BAD_KIND
     else:
-        if _Mapping is None:
-            _import_runtime()
         if isinstance(value, _Mapping):
             return _measure_map(value, depth, budget, strict)
         size = 5
@@ -192,61 +181,6 @@ def measure_data(value, Py_ssize_t depth, Py_ssize_t budget, bint strict):
     return _measure(value, depth, budget, strict)
 
 
-cdef class PythonCall(Node):
-    """A field whose render is not a compiled template (a list of values, a literal to copy,
-    a template of the Python backend): called as Python."""
-    cdef object render
-
-    def __cinit__(self, object render):
-        self.render = render
-
-    cdef object eval(self, object context):
-        return self.render(context)
-
-
-cdef Node node_of(object render):
-    """The node that renders a field: the root of a compiled template, else a PythonCall."""
-    owner = getattr(render, "__self__", None)
-    if type(owner) is Evaluator:
-        return (<Evaluator>owner).root
-    return PythonCall(render)
-
-
-cdef class TreeBuilder(Node):
-    """Twin of the generated ``build`` of flowlang.flow.model.FieldTree: a fresh dict per call,
-    keys in document order, nested trees built inline."""
-    cdef tuple keys
-    cdef tuple parts
-
-    def __cinit__(self, tuple keys, tuple parts):
-        self.keys = keys
-        self.parts = parts
-
-    cdef object eval(self, object scope):
-        cdef dict built = {}
-        cdef Py_ssize_t index
-        for index in range(len(self.keys)):
-            built[self.keys[index]] = (<Node>self.parts[index]).eval(scope)
-        return built
-
-    def __call__(self, scope):
-        return self.eval(scope)
-
-
-def build_tree(tree):
-    """The compiled ``build`` of a FieldTree (entries: key and Value, or key and FieldTree)."""
-    parts = []
-    for key, item in tree.entries:
-        if getattr(item, "entries", None) is not None:  # a nested FieldTree, compiled first
-            nested = item.build
-            parts.append(nested if type(nested) is TreeBuilder else node_of(nested))
-        elif item.template is None and type(item.literal) not in (list, dict):
-            parts.append(Const(item.literal))
-        else:  # templates; list and map literals, copied on every call
-            parts.append(node_of(item.render))
-    return TreeBuilder(tuple(_intern(str(key)) for key, _ in tree.entries), tuple(parts))
-
-
 def trace_entries(list rows):
     """Twin of flowlang.runtime.results.trace_entries."""
     cdef list entries = []
@@ -259,6 +193,12 @@ def trace_entries(list rows):
     return entries
 
 
+#: The loop's results: a RunResult whose trace dicts are built by trace_entries above.
+cdef object _RunResult = type(
+    "RunResult", (_PythonRunResult,), {"__slots__": (), "entries_of": staticmethod(trace_entries)}
+)
+
+
 cdef tuple _RUNTIME_ROOTS = ("input", "steps", "secrets")
 
 
@@ -268,8 +208,6 @@ def new_scope(context, tuple limits):
     cdef dict data = dict(context) if context else {}
     for key in data:
         if type(key) is not str:
-            if _key_text is None:
-                _import_runtime()
             data = {_key_text(key): value for key, value in data.items()}
             break
     for root in _RUNTIME_ROOTS:
@@ -287,18 +225,14 @@ def new_scope(context, tuple limits):
     try:
         size = _measure(data, <Py_ssize_t>limits[2] + 1, limits[1], False)
     except Exception as error:  # a custom Mapping's code changed the data while it was read
-        if _context_problem is None:
-            _import_runtime()
         raise ValueError(_unreadable_context(error)) from None
     if size < 0:
-        if _context_problem is None:
-            _import_runtime()
         raise ValueError(_context_problem(data, limits))
     return data, size
 
 
 cdef class RunFields:
-    """Twin of flowlang.runtime.loop.RunFields: the fields of a run, read by the loop in C."""
+    """Twin of flowlang.runtime.run.RunFields: the fields of a run, read by the loop in C."""
     cdef public object runtime
     cdef public object flow
     cdef public dict scope
@@ -576,8 +510,6 @@ cdef dict _TWINS = {
 
 def compile_plan(plan):
     """The compiled form of a step plan from flowlang.runtime.plan.plan_flow."""
-    if _RunResult is None:
-        _import_runtime()
     compiled = {}
     for step_id, (step, run_step, execute) in plan.items():
         twin = step.kind.twin

@@ -1,7 +1,10 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, always_allow_keywords=False
 # cython: binding=False, embedsignature=False
-"""Cython backend: the compiled evaluator of lowered IR (the twin of flowlang.expr.pyeval).
+"""Compiled expressions (flowlang._expr): the evaluator of lowered IR (the twin of
+flowlang.expr.pyeval), field trees (flowlang.flow.model.generated_build) and the JSON walks
+of values (flowlang.expr.values: json_length_exceeds, first_non_finite).
 
+ext/flowlang._expr.pxd declares the node types, so that the compiled runtime calls nodes in C.
 Node classes mirror the IR kinds one to one. Plain dicts, lists, strings and numbers take
 C-level fast paths; everything else goes through flowlang.expr.values and
 flowlang.expr.shared, the very functions the Python backend uses, so the two backends cannot
@@ -22,6 +25,8 @@ from flowlang.expr.shared import apply_filter as _apply_filter
 from flowlang.expr.shared import limited_text as _limited_text
 from flowlang.expr.shared import output_too_long as _output_too_long
 from flowlang.expr.shared import undefined_error as _undefined_error
+
+__all__ = ["build_evaluator", "build_tree", "first_non_finite", "json_length_exceeds"]
 
 cdef object MISSING = object()
 cdef object _lookup = _values.lookup
@@ -115,7 +120,7 @@ cdef bint contains(object container, object item) except -1:
     return _contains(container, item)
 
 
-cdef inline str text_of(object value, Py_ssize_t limit=-1):
+cdef str text_of(object value, Py_ssize_t limit=-1):
     """The text of a value in rendered text (shared rules; fast for str, int, bool, null); the
     JSON of a list or map is refused before it is built when it would pass ``limit`` (-1: no
     limit)."""
@@ -178,13 +183,15 @@ cdef inline object dict_get(object mapping, object key):
     return <object>found
 
 
-cdef inline object _interned(object key):
+cdef object _interned(object key):
     """Keys and roots are interned, so that looking them up in dicts whose keys are interned
     too (literals, other fields of the same flow) compares pointers, not text."""
     return _intern(key) if type(key) is str else key
 
 
 cdef class Node:
+    """A compiled IR node: ``eval`` computes its value in a context."""
+
     cdef object eval(self, object context):
         raise NotImplementedError
 
@@ -507,6 +514,61 @@ def build_evaluator(node, max_output):
     return Evaluator(build(node, max_output)).render
 
 
+# --- field trees ---------------------------------------------------------------------------
+
+cdef class PythonCall(Node):
+    """A field whose render is not a compiled template (a list of values, a literal to copy,
+    a template of the Python backend): called as Python."""
+    cdef object render
+
+    def __cinit__(self, object render):
+        self.render = render
+
+    cdef object eval(self, object context):
+        return self.render(context)
+
+
+cdef Node node_of(object render):
+    """The node that renders a field: the root of a compiled template, else a PythonCall."""
+    owner = getattr(render, "__self__", None)
+    if type(owner) is Evaluator:
+        return (<Evaluator>owner).root
+    return PythonCall(render)
+
+
+cdef class TreeBuilder(Node):
+    """Twin of the generated ``build`` of flowlang.flow.model.FieldTree: a fresh dict per call,
+    keys in document order, nested trees built inline."""
+
+    def __cinit__(self, tuple keys, tuple parts):
+        self.keys = keys
+        self.parts = parts
+
+    cdef object eval(self, object scope):
+        cdef dict built = {}
+        cdef Py_ssize_t index
+        for index in range(len(self.keys)):
+            built[self.keys[index]] = (<Node>self.parts[index]).eval(scope)
+        return built
+
+    def __call__(self, scope):
+        return self.eval(scope)
+
+
+def build_tree(tree):
+    """The compiled ``build`` of a FieldTree (entries: key and Value, or key and FieldTree)."""
+    parts = []
+    for key, item in tree.entries:
+        if getattr(item, "entries", None) is not None:  # a nested FieldTree, compiled first
+            nested = item.build
+            parts.append(nested if type(nested) is TreeBuilder else node_of(nested))
+        elif item.template is None and type(item.literal) not in (list, dict):
+            parts.append(Const(item.literal))
+        else:  # templates; list and map literals, copied on every call
+            parts.append(node_of(item.render))
+    return TreeBuilder(tuple(_intern(str(key)) for key, _ in tree.entries), tuple(parts))
+
+
 # --- request bodies -------------------------------------------------------------------------
 
 from cpython.dict cimport PyDict_Next
@@ -572,14 +634,13 @@ cdef object _scan(object item, int depth, Py_ssize_t* budget):
 def first_non_finite(value):
     """The first NaN or infinity inside JSON-shaped ``value`` (a float), or None.
 
-    The compiled twin of flowlang.http_rules.first_non_finite (orjson writes NaN and
+    The compiled twin of flowlang.expr.values.first_non_finite (orjson writes NaN and
     infinity as null, so bodies are scanned); a property test keeps the two equal.
     """
     cdef Py_ssize_t budget = _SCAN_CONTAINERS
     found = _scan(value, 0, &budget)
     if found is _ASK_PYTHON:
-        from flowlang.http_rules import first_non_finite as python_scan
-        return python_scan(value)
+        return _values.first_non_finite(value)
     return found
 # --- the rendered-size limit: JSON length, measured before the JSON is built ---------------
 
@@ -673,9 +734,6 @@ def json_length_exceeds(value, Py_ssize_t limit):
     cdef PyObject* path[64]
     cdef Py_ssize_t total = _json_total(value, 0, limit, 0, path)
     if total < 0:
-        from flowlang.expr.values import json_length_exceeds as python_twin
-        return python_twin(value, limit)
+        return _values.json_length_exceeds(value, limit)
     return total > limit
 
-
-include "_runner.pxi"
