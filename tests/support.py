@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from flowlang.cli import main
@@ -194,3 +195,30 @@ def schema_patterns(node: Any) -> list[str]:
     if isinstance(node, list):
         return [text for value in node for text in schema_patterns(value)]
     return []
+
+
+def kind_case_files(folder: Path) -> dict[str, Path]:
+    """The golden case files of a folder of kinds (``tests/golden/kinds``, ``.../actions``),
+    by kind name (the file's stem)."""
+    return {path.stem: path for path in sorted(folder.glob("*.yaml"))}
+
+
+def kind_cases(folder: Path) -> list[Any]:
+    """Every case of every file in ``folder`` as a pytest param named ``kind: case name``; each
+    file says which kind it is (``kind:``), and has cases."""
+    params = []
+    for stem, path in kind_case_files(folder).items():
+        document = load_yaml(path)
+        assert document.get("kind") == stem, f"{path.name}: kind must be {stem!r}"
+        assert document.get("cases"), f"{path.name} has no cases"
+        for case in document["cases"]:
+            params.append(pytest.param(case, id=f"{stem}: {case['name']}"))
+    return params
+
+
+def registered_without_cases(folder: Path, registry: Any) -> tuple[list[str], list[str]]:
+    """Kinds of ``registry`` without a case file in ``folder``, and case files of no kind."""
+    files = kind_case_files(folder)
+    return [name for name in registry if name not in files], [
+        stem for stem in files if stem not in registry
+    ]

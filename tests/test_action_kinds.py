@@ -33,7 +33,7 @@ from typing import Any
 
 import pytest
 import yaml
-from support import FakeClock, load_yaml
+from support import FakeClock, kind_cases, registered_without_cases
 
 from flowlang.automations import Automations, DeliverySettings, load_workflow_text
 from flowlang.automations.kinds.base import (
@@ -69,20 +69,6 @@ class CountingSecrets:
         return "the secrets mapping"
 
 
-def _files() -> dict[str, Path]:
-    return {path.stem: path for path in sorted(GOLDEN.glob("*.yaml"))}
-
-
-def _cases() -> list[Any]:
-    params = []
-    for stem, path in _files().items():
-        document = load_yaml(path)
-        assert document.get("kind") == stem, f"{path.name}: kind must be {stem!r}"
-        for case in document["cases"]:
-            params.append(pytest.param(case, id=f"{stem}: {case['name']}"))
-    return params
-
-
 def run_case(
     case: dict[str, Any], tmp_path: Path
 ) -> tuple[Any, list[PreparedRequest], Counter[str]]:
@@ -104,7 +90,7 @@ def run_case(
     return result, list(http.requests), secrets.lookups
 
 
-@pytest.mark.parametrize("case", _cases())
+@pytest.mark.parametrize("case", kind_cases(GOLDEN))
 def test_action_golden(case: dict[str, Any], tmp_path: Path) -> None:
     result, requests, lookups = run_case(case, tmp_path)
     expect = case["expect"]
@@ -133,9 +119,7 @@ def test_action_golden(case: dict[str, Any], tmp_path: Path) -> None:
 
 
 def test_every_registered_action_kind_has_golden_cases() -> None:
-    files = _files()
-    assert [name for name in ACTION_KINDS if name not in files] == []
-    assert [stem for stem in files if stem not in ACTION_KINDS] == [], "a case file of no kind"
+    assert registered_without_cases(GOLDEN, ACTION_KINDS) == ([], [])
 
 
 # --- the registry drives the loader -----------------------------------------------------------

@@ -33,7 +33,7 @@ from typing import Any
 
 import pytest
 import yaml
-from support import load_yaml
+from support import kind_cases, registered_without_cases
 
 from flowlang import Engine, load_flow_text
 from flowlang.expr.backends import AVAILABLE
@@ -46,20 +46,6 @@ from flowlang.runtime.secrets import MappingSecrets
 KINDS = Path(__file__).parent / "golden" / "kinds"
 #: The most waits a case may answer (every loop in a test is bounded).
 MAX_WAITS = 20
-
-
-def _files() -> dict[str, Path]:
-    return {path.stem: path for path in sorted(KINDS.glob("*.yaml"))}
-
-
-def _cases() -> list[Any]:
-    params = []
-    for stem, path in _files().items():
-        document = load_yaml(path)
-        assert document.get("kind") == stem, f"{path.name}: kind must be {stem!r}"
-        for case in document["cases"]:
-            params.append(pytest.param(case, id=f"{stem}: {case['name']}"))
-    return params
 
 
 def run_case(case: dict[str, Any], loop: str, tmp_path: Path) -> Any:
@@ -96,7 +82,7 @@ def run_case(case: dict[str, Any], loop: str, tmp_path: Path) -> Any:
 
 
 @pytest.mark.parametrize("loop", AVAILABLE)
-@pytest.mark.parametrize("case", _cases())
+@pytest.mark.parametrize("case", kind_cases(KINDS))
 def test_kind_golden(case: dict[str, Any], loop: str, tmp_path: Path) -> None:
     result, told = run_case(case, loop, tmp_path)
     expect = case["expect"]
@@ -112,9 +98,4 @@ def test_kind_golden(case: dict[str, Any], loop: str, tmp_path: Path) -> None:
 
 
 def test_every_registered_kind_has_golden_cases() -> None:
-    files = _files()
-    missing = [name for name in STEP_KINDS if name not in files]
-    assert not missing, f"kinds without tests/golden/kinds/<kind>.yaml: {missing}"
-    assert not [stem for stem in files if stem not in STEP_KINDS], "a case file of no kind"
-    for path in files.values():
-        assert load_yaml(path)["cases"], f"{path.name} has no cases"
+    assert registered_without_cases(KINDS, STEP_KINDS) == ([], [])

@@ -119,6 +119,19 @@ print(json.dumps(out))
 """
 
 
+def _python(copy_home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """Python run with the package copy in ``copy_home`` first on the path."""
+    return subprocess.run(
+        [sys.executable, *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(copy_home)},
+        cwd=copy_home,
+        timeout=120,
+        check=False,
+    )
+
+
 def test_a_new_kind_is_one_module_and_one_registry_line(tmp_path: Path) -> None:
     """Copy the package, add flowlang/kinds/note.py and its line in registry.py, nothing else:
     the kind loads, is checked, is in the JSON Schema, and runs on every step loop."""
@@ -133,16 +146,7 @@ def test_a_new_kind_is_one_module_and_one_registry_line(tmp_path: Path) -> None:
     flow_file.write_text(NOTE_FLOW, encoding="utf-8")
     script = tmp_path / "run_note.py"
     script.write_text(RUN_NOTE, encoding="utf-8")
-    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
-    done = subprocess.run(
-        [sys.executable, str(script), str(flow_file)],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-        timeout=120,
-        check=False,
-    )
+    done = _python(tmp_path, str(script), str(flow_file))
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout)
     assert out["schema"] is True
@@ -150,27 +154,11 @@ def test_a_new_kind_is_one_module_and_one_registry_line(tmp_path: Path) -> None:
     for backend, (status, trace) in out["runs"].items():
         assert status == "ended", backend
         assert trace == [["first", "noted", {"text": "caller c-1"}], ["bye", "hung up", None]]
-    checked = subprocess.run(
-        [sys.executable, "-m", "flowlang", "check", str(flow_file)],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-        timeout=120,
-        check=False,
-    )
+    checked = _python(tmp_path, "-m", "flowlang", "check", str(flow_file))
     assert checked.returncode == 0, checked.stdout + checked.stderr
     bad = tmp_path / "bad.yaml"
     bad.write_text(NOTE_FLOW.replace('text: "caller <<call.id>>", ', ""), encoding="utf-8")
-    refused = subprocess.run(
-        [sys.executable, "-m", "flowlang", "check", str(bad)],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-        timeout=120,
-        check=False,
-    )
+    refused = _python(tmp_path, "-m", "flowlang", "check", str(bad))
     assert refused.returncode == 1
     assert "a note step needs text" in refused.stdout
     assert textwrap.dedent("bad.yaml:4:") in refused.stdout

@@ -256,15 +256,22 @@ class ScheduleReader:
 
     # --- one schedule ---------------------------------------------------------------------
 
-    def schedule(
-        self, name: str | None, raw: Any, pointer: Pointer, step: str | None, field: str
-    ) -> Schedule | None:
-        """One schedule map: None (after reporting) when anything is wrong."""
+    def known_fields(
+        self,
+        raw: Any,
+        known: Any,
+        noun: str,
+        listing: str,
+        pointer: Pointer,
+        step: str | None,
+        field: str,
+    ) -> bool | None:
+        """Whether the map ``raw`` has only ``known`` fields (each unknown one reported, with a
+        suggestion); None, after reporting, when ``raw`` is not a map at all."""
         error = self.checker.error
         if not isinstance(raw, dict):
             error(
-                "a schedule is key/value fields (time_zone, weekly, exceptions), "
-                f"found {kind_name(raw)}",
+                f"{noun} is key/value fields ({listing}), found {kind_name(raw)}",
                 pointer,
                 step,
                 field,
@@ -272,16 +279,34 @@ class ScheduleReader:
             return None
         ok = True
         for key in raw:
-            if key not in _SCHEDULE_FIELDS:
-                hint = did_you_mean(key, _SCHEDULE_FIELDS)
+            if key not in known:
+                hint = did_you_mean(key, known)
                 error(
-                    f"unknown field {_shorten(str(key))} for a schedule{hint}",
+                    f"unknown field {_shorten(str(key))} for {noun}{hint}",
                     (*pointer, key),
                     step,
                     field,
                     key=True,
                 )
                 ok = False
+        return ok
+
+    def schedule(
+        self, name: str | None, raw: Any, pointer: Pointer, step: str | None, field: str
+    ) -> Schedule | None:
+        """One schedule map: None (after reporting) when anything is wrong."""
+        error = self.checker.error
+        ok = self.known_fields(
+            raw,
+            _SCHEDULE_FIELDS,
+            "a schedule",
+            "time_zone, weekly, exceptions",
+            pointer,
+            step,
+            field,
+        )
+        if ok is None:
+            return None
         for needed in ("time_zone", "weekly"):
             if needed not in raw:
                 error(f"a schedule needs {needed}", pointer, step, field, key=True)
@@ -394,27 +419,17 @@ class ScheduleReader:
         self, raw: Any, pointer: Pointer, step: str | None, field: str
     ) -> DatedException | None:
         error = self.checker.error
-        if not isinstance(raw, dict):
-            error(
-                "an exception is key/value fields (date, closed or hours, name), "
-                f"found {kind_name(raw)}",
-                pointer,
-                step,
-                field,
-            )
+        ok = self.known_fields(
+            raw,
+            _EXCEPTION_FIELDS,
+            "an exception",
+            "date, closed or hours, name",
+            pointer,
+            step,
+            field,
+        )
+        if ok is None:
             return None
-        ok = True
-        for key in raw:
-            if key not in _EXCEPTION_FIELDS:
-                hint = did_you_mean(key, _EXCEPTION_FIELDS)
-                error(
-                    f"unknown field {_shorten(str(key))} for an exception{hint}",
-                    (*pointer, key),
-                    step,
-                    field,
-                    key=True,
-                )
-                ok = False
         day = self.date(raw["date"], (*pointer, "date"), step, field) if "date" in raw else None
         if "date" not in raw:
             error("an exception needs a date (YYYY-MM-DD)", pointer, step, field, key=True)
