@@ -32,7 +32,8 @@ __all__ = [
     "render_caret",
 ]
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import Protocol
 
 from flowlang.locations import (
     SourceLines,
@@ -42,8 +43,14 @@ from flowlang.locations import (
     render_place,
 )
 
-if TYPE_CHECKING:
-    from flowlang.flow.model import Finding
+
+class _Finding(Protocol):
+    """What FlowDocumentError reads of a finding (flowlang.flow.model.Finding)."""
+
+    @property
+    def severity(self) -> str: ...
+
+    def render(self) -> str: ...
 
 
 class FlowError(Exception):
@@ -204,7 +211,7 @@ class JsonSyntaxError(DocumentError):
 class FlowDocumentError(FlowError):
     """A flow or workflow document with errors; ``findings`` lists every one of them."""
 
-    def __init__(self, findings: list[Finding]) -> None:
+    def __init__(self, findings: Sequence[_Finding]) -> None:
         self.findings = findings
         errors = [finding for finding in findings if finding.severity == "error"]
         summary = f"{len(errors)} error{'s' if len(errors) != 1 else ''} in the document"
@@ -278,14 +285,13 @@ class ValueFormatError(FlowError):
     "is not a {fmt}" (a number JSON cannot carry exactly, for one)."""
 
     def __init__(
-        self, key: str, fmt: str, value: Any, limit: int | None = None, reason: str | None = None
+        self, key: str, fmt: str, shown: str, limit: int | None = None, reason: str | None = None
     ) -> None:
-        from flowlang.automations.formats import _shown  # the masking rules live there
-
+        # ``shown``: the value as a message may show it (flowlang.automations.formats._shown)
         if limit is not None:
             message = f"value of {key!r} is longer than {limit} characters as a {fmt}"
         else:
-            message = f"value of {key!r} {reason or f'is not a {fmt}'}: {_shown(value)!r}"
+            message = f"value of {key!r} {reason or f'is not a {fmt}'}: {shown!r}"
         super().__init__(message)
         self.key = key
         self.format = fmt

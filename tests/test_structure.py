@@ -26,6 +26,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
         (
             "flowlang",
             "flowlang.errors",
+            "flowlang.locations",
             "flowlang.settings",
             "flowlang.suggest",
             "flowlang.expr.*",
@@ -42,6 +43,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "flowlang.flow.fields",
             "flowlang.flow.source",
             "flowlang.flow.jsondoc",
+            "flowlang.flow.pointers",
             "flowlang.flow.digits",
             "flowlang.flow.conditions",
         ),
@@ -79,10 +81,6 @@ LAZY_ALLOWED: dict[tuple[str, str], str] = {
         "a command loads only its own console (the runtime, httpx) when it runs"
     ),
     ("flowlang.expr.filters", "phonenumbers"): "optional heavy import: only when e164 runs",
-    ("flowlang.flow.source", "flowlang.flow.jsondoc"): (
-        "KNOWN GAP: a circle (jsondoc imports source's DocumentError, Pointer, MAX_DEPTH); "
-        "left to the rewrite of both readers for issue 10 item 2 (one location model)"
-    ),
 }
 #: Package __init__ modules whose TYPE_CHECKING block only types their lazy table of names.
 LAZY_TABLES = frozenset({"flowlang", "flowlang.flow", "flowlang.automations"})

@@ -73,11 +73,11 @@ def _json_number(key: str, fmt: str, value: Any) -> Any:
     value = plain_scalar(value)
     if isinstance(value, int):
         if not INT_MIN <= value <= INT_MAX:
-            raise ValueFormatError(key, fmt, value, reason=_BEYOND_64_BITS)
+            raise ValueFormatError(key, fmt, _shown(value), reason=_BEYOND_64_BITS)
         return value
     if isinstance(value, float):
         if not math.isfinite(value):
-            raise ValueFormatError(key, fmt, value, reason=_NOT_FINITE)
+            raise ValueFormatError(key, fmt, _shown(value), reason=_NOT_FINITE)
         return value
     exact = _decimal_number(value)
     if exact is None:
@@ -87,7 +87,7 @@ def _json_number(key: str, fmt: str, value: Any) -> Any:
             reason = _BEYOND_64_BITS
         else:
             reason = "has more digits than a JSON number carries exactly"
-        raise ValueFormatError(key, fmt, value, reason=reason)
+        raise ValueFormatError(key, fmt, _shown(value), reason=reason)
     return exact
 
 
@@ -147,7 +147,7 @@ def convert(key: str, fmt: str, value: Any, limit: int = MAX_STRING_VALUE) -> An
         try:
             return to_text(value, limit)
         except OutputTooLong:  # measured before it is built
-            raise ValueFormatError(key, fmt, value, limit) from None
+            raise ValueFormatError(key, fmt, _shown(value), limit) from None
     if fmt == "boolean":
         return boolean(value)
     if fmt == "number":
@@ -157,7 +157,7 @@ def convert(key: str, fmt: str, value: Any, limit: int = MAX_STRING_VALUE) -> An
             return _json_number(key, fmt, value)
         number = number_from_text(value) if isinstance(value, str) else None
         if number is None:
-            raise ValueFormatError(key, fmt, value)
+            raise ValueFormatError(key, fmt, _shown(value))
         return _json_number(key, fmt, number)
     converted = auto_value(value)
     if isinstance(converted, int) and not isinstance(converted, bool):

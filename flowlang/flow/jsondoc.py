@@ -20,8 +20,8 @@ __all__ = ["JsonSyntaxError", "read_json"]
 import re
 from typing import Any
 
-from flowlang.errors import JsonSyntaxError, SourceLines, SourcePosition
-from flowlang.flow.source import MAX_DEPTH, DocumentError, Pointer, integer_digit_limit
+from flowlang.errors import DocumentError, JsonSyntaxError, SourceLines, SourcePosition
+from flowlang.flow.pointers import MAX_DEPTH, Pointer, integer_digit_limit
 
 _SPACE = re.compile(r"[ \t\n\r]*")
 #: A string up to its closing quote: plain characters and JSON's escapes, nothing else.

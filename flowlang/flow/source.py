@@ -35,7 +35,6 @@ import gc
 import hashlib
 import os
 import re
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -55,6 +54,13 @@ from yaml.events import (
 from yaml.nodes import ScalarNode
 
 from flowlang.errors import DocumentError, SourceLines, SourcePosition
+from flowlang.flow.jsondoc import JsonSyntaxError, read_json
+from flowlang.flow.pointers import (
+    MAX_DEPTH,
+    MAX_INTEGER_DIGITS,
+    Pointer,
+    integer_digit_limit,
+)
 from flowlang.locations import ScalarMap
 
 _CParser: Any
@@ -64,14 +70,9 @@ except ImportError:  # pragma: no cover - the wheels on PyPI include libyaml
     _CParser = None
 
 #: The path of a value inside a document: keys and list indexes from the top.
-Pointer = tuple[str | int, ...]
 
 #: The largest document read, in bytes (a file) or characters (text).
 MAX_DOCUMENT = 4 * 1024 * 1024
-#: The deepest nesting of lists and maps.
-MAX_DEPTH = 64
-#: The most digits of a whole number (Python refuses to read more than 4,300).
-MAX_INTEGER_DIGITS = 1000
 
 _STR, _INT, _FLOAT = "tag:yaml.org,2002:str", "tag:yaml.org,2002:int", "tag:yaml.org,2002:float"
 _BOOL, _NULL, _MERGE = "tag:yaml.org,2002:bool", "tag:yaml.org,2002:null", "tag:yaml.org,2002:merge"
@@ -241,15 +242,11 @@ def load_document(source: str | Path, *, filename: str | None = None) -> Documen
 
 
 def _read_json(text: str, filename: str | None, marks: dict[Pointer, int]) -> Any:
-    from flowlang.flow.jsondoc import read_json  # imports this module: loaded when first needed
-
     return read_json(text, filename, marks)
 
 
 def _json_else_yaml(text: str, filename: str | None, marks: dict[Pointer, int]) -> Any:
     """The data of a text that looks like JSON: JSON's, or YAML's when it is not JSON at all."""
-    from flowlang.flow.jsondoc import JsonSyntaxError, read_json
-
     try:
         return read_json(text, filename, marks)
     except JsonSyntaxError as json_error:
@@ -412,13 +409,6 @@ class _Composer:
         if tag == _BOOL:
             return value == "true"
         return None
-
-
-def integer_digit_limit() -> int:
-    """The most digits of a whole number in a document: ``MAX_INTEGER_DIGITS``, or fewer when
-    the process lowered Python's own limit (``sys.set_int_max_str_digits``)."""
-    python_limit = sys.get_int_max_str_digits()
-    return min(MAX_INTEGER_DIGITS, python_limit) if python_limit else MAX_INTEGER_DIGITS
 
 
 def _pack(mark: Any, style: str | None) -> int:
