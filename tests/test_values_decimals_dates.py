@@ -3,6 +3,7 @@ dates as ISO 8601, on both backends; hostile forms of them stay bounded and run 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import tracemalloc
@@ -331,3 +332,26 @@ def test_numbers_with_a_decimal_are_totally_ordered(a: Decimal, b: Any) -> None:
     assert order("<=", a, b) == (less or same)
     assert order(">=", a, b) == (more or same)
     assert (order("<", b, a), equals(b, a), order(">", b, a)) == (more, same, less)
+
+
+@pytest.mark.parametrize("loop", AVAILABLE)
+def test_a_decimal_beyond_a_float_is_null_in_a_state_that_resumes(loop: str) -> None:
+    """A state is plain JSON with finite numbers: Decimal("1E+5000") in the context cannot
+    become Infinity there (no JSON reader takes it back); it is null, and the run resumes."""
+    flow = flowlang.load_flow_text(
+        "flow: f\nstart: ask\nsteps:\n"
+        "  ask: {type: collect_input, next: bye, on_no_input: bye}\n"
+        "  bye: {type: hangup}\n",
+        engine=flowlang.Engine(backend=loop),
+    )
+
+    async def main() -> tuple[Any, Any]:
+        async with flowlang.Runtime(backend=loop) as runtime:
+            started = await runtime.start(flow, {"a": [Decimal("1E+5000"), Decimal("-1E+400")]})
+            state = json.loads(json.dumps(started.state, allow_nan=False))
+            resumed = await runtime.resume(flow, state, "1")
+            return state, resumed
+
+    state, resumed = asyncio.run(main())
+    assert state["scope"]["a"] == [None, None]
+    assert resumed.status == "ended"

@@ -476,9 +476,17 @@ def _orjson_default(value: Any) -> Any:
     return None
 
 
+def _finite_float(text: str) -> float | None:
+    """A JSON number's float, or None (null) for one beyond a float's range (the digits of a
+    huge Decimal): plain JSON carries finite numbers only."""
+    number = float(text)
+    return number if math.isfinite(number) else None
+
+
 def plain_json(value: Any) -> Any:
-    """A copy of ``value`` made only of JSON types (the rules of :func:`to_json`)."""
-    return json.loads(to_json(value))
+    """A copy of ``value`` made only of JSON types (the rules of :func:`to_json`); a number
+    beyond a float's range (a Decimal such as ``1E+5000``) is null, as a non-finite float is."""
+    return json.loads(to_json(value), parse_float=_finite_float)
 
 
 def to_json(value: Any, limit: int | None = None) -> str:
