@@ -336,8 +336,9 @@ def test_numbers_with_a_decimal_are_totally_ordered(a: Decimal, b: Any) -> None:
 
 @pytest.mark.parametrize("loop", AVAILABLE)
 def test_a_decimal_beyond_a_float_is_null_in_a_state_that_resumes(loop: str) -> None:
-    """A state is plain JSON with finite numbers: Decimal("1E+5000") in the context cannot
-    become Infinity there (no JSON reader takes it back); it is null, and the run resumes."""
+    """A state is plain JSON with finite numbers and 64-bit integers: Decimal("1E+5000") in the
+    context cannot become Infinity there (no JSON reader takes it back) but null, the digits of
+    a Decimal beyond 64 bits the nearest float; and the run resumes."""
     flow = flowlang.load_flow_text(
         "flow: f\nstart: ask\nsteps:\n"
         "  ask: {type: collect_input, next: bye, on_no_input: bye}\n"
@@ -347,11 +348,14 @@ def test_a_decimal_beyond_a_float_is_null_in_a_state_that_resumes(loop: str) -> 
 
     async def main() -> tuple[Any, Any]:
         async with flowlang.Runtime(backend=loop) as runtime:
-            started = await runtime.start(flow, {"a": [Decimal("1E+5000"), Decimal("-1E+400")]})
+            context = {
+                "a": [Decimal("1E+5000"), Decimal("-1E+400"), Decimal("12345678901234567890123")]
+            }
+            started = await runtime.start(flow, context)
             state = json.loads(json.dumps(started.state, allow_nan=False))
             resumed = await runtime.resume(flow, state, "1")
             return state, resumed
 
     state, resumed = asyncio.run(main())
-    assert state["scope"]["a"] == [None, None]
+    assert state["scope"]["a"] == [None, None, 1.2345678901234568e22]
     assert resumed.status == "ended"

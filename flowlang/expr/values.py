@@ -483,10 +483,20 @@ def _finite_float(text: str) -> float | None:
     return number if math.isfinite(number) else None
 
 
+def _json_int(text: str) -> int | float | None:
+    """A JSON whole number as an int within 64 bits (what every JSON reader takes back
+    exactly), else as the nearest float, or null beyond a float's range (a Decimal's digits)."""
+    number = int(text)
+    if -(2**63) <= number <= 2**64 - 1:
+        return number
+    return _finite_float(text)
+
+
 def plain_json(value: Any) -> Any:
-    """A copy of ``value`` made only of JSON types (the rules of :func:`to_json`); a number
-    beyond a float's range (a Decimal such as ``1E+5000``) is null, as a non-finite float is."""
-    return json.loads(to_json(value), parse_float=_finite_float)
+    """A copy of ``value`` made only of JSON types (the rules of :func:`to_json`), as a state
+    carries them: a whole number beyond 64 bits (a Decimal's digits) is the nearest float, and
+    a number beyond a float's range (``Decimal("1E+5000")``) is null, as a non-finite float is."""
+    return json.loads(to_json(value), parse_float=_finite_float, parse_int=_json_int)
 
 
 def to_json(value: Any, limit: int | None = None) -> str:
