@@ -621,3 +621,45 @@ def test_checking_documents_keeps_no_reader_alive() -> None:
         check_flow_text(text, name="t.yaml")
     gc.collect()
     assert len(business_hours._READERS) == 0
+
+
+def test_schedules_no_step_reads_are_checked_all_the_same() -> None:
+    text = (
+        "flow: t\nstart: o\nschedules:\n"
+        "  unused: {time_zone: UTC, wekly: {}}\n"
+        "steps:\n  o: {type: hangup}\n"
+    )
+    flow, findings = check_flow_text(text, name="unused.yaml")
+    assert flow is None
+    rendered = [finding.render() for finding in findings]
+    assert any(
+        "unknown field 'wekly' for a schedule; did you mean 'weekly'?" in r for r in rendered
+    )
+    assert any("unused.yaml:4:" in r for r in rendered)
+
+
+@pytest.mark.parametrize(
+    "zone", ["localtime", "posixrules", "Factory", "posix/Europe/Prague", "right/Europe/Prague"]
+)
+def test_zones_whose_meaning_depends_on_the_host_are_refused(zone: str) -> None:
+    """A document means the same hours on every machine: no host zone, no copy trees."""
+    flow, findings = check_flow_text(flow_text({"time_zone": zone, "weekly": {}}))
+    assert flow is None
+    assert any(f"unknown time zone {zone!r}" in finding.message for finding in findings)
+
+
+def test_did_you_mean_hints_have_a_budget_per_document() -> None:
+    """Each zone hint compares a name with hundreds: a document with thousands of unknown zones
+    gets hints on the first ones only (checking stays linear in the document)."""
+    steps = "".join(
+        f"  s{index}: {{type: business_hours, schedule: {{time_zone: Europe/Pragu{index}, "
+        f"weekly: {{}}}}, open: s{index + 1}, closed: s{index + 1}}}\n"
+        for index in range(300)
+    )
+    text = f"flow: t\nstart: s0\nsteps:\n{steps}  s300: {{type: hangup}}\n"
+    flow, findings = check_flow_text(text)
+    assert flow is None
+    zones = [finding for finding in findings if "unknown time zone" in finding.message]
+    assert len(zones) == 300
+    hinted = [finding for finding in zones if "did you mean" in finding.message]
+    assert 0 < len(hinted) <= 100

@@ -66,6 +66,9 @@ def _check_flow(document: Document, engine: Engine) -> tuple[CompiledFlow | None
             ).with_caret(document.lines)
         ]
     steps, builder = build_steps(document, engine)
+    for kind in STEP_KINDS.values():  # sections no step read are checked all the same
+        if kind.read_sections is not None and any(section in data for section in kind.sections):
+            kind.read_sections(builder)
     for key in data:
         if key not in _TOP_LEVEL:
             builder.error(

@@ -32,6 +32,7 @@ from typing import Any, Protocol, TypeAlias, TypeVar
 from flowlang.flow.fields import Field
 from flowlang.flow.model import Step
 from flowlang.flow.source import Document, Pointer
+from flowlang.suggest import HintBudget
 
 #: Where the run goes after a step, as ``(kind, target, outcome, detail)``: kind ``go`` (to
 #: ``target``), ``wait`` (for input), ``end`` (a call-control step handed the call over) or
@@ -63,10 +64,14 @@ class RunView(Protocol):
 
 
 class Checker(Protocol):
-    """What a kind's load-time check may use of the document builder."""
+    """What a kind's load-time check may use of the document builder: the document, error
+    reporting, and the document's budget of "did you mean" hints."""
 
     @property
     def document(self) -> Document: ...
+
+    @property
+    def hint(self) -> HintBudget: ...
 
     def error(
         self,
@@ -159,6 +164,9 @@ class StepKind(Kind):
     sample: Mapping[str, Any] = field(default_factory=dict)
     #: Top-level sections of a document this kind reads (``schedules``), with their JSON Schema.
     sections: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    #: Checks those sections once per document that has them, whether or not a step of the
+    #: kind reads them (``read_sections(checker)``, reporting through ``checker.error``).
+    read_sections: Callable[[Checker], None] | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()

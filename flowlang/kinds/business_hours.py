@@ -23,10 +23,20 @@ def parse_schedule(
     checker: Checker, raw: Any, pointer: Pointer, step_id: str, name: str
 ) -> Schedule | None:
     """The ``schedule`` field: a name from the document's ``schedules``, or an inline one."""
+    return _reader(checker).field(raw, pointer, step_id, name)
+
+
+def read_schedules(checker: Checker) -> None:
+    """Check the document's ``schedules`` (once), also when no step reads them."""
+    _reader(checker).section()
+
+
+def _reader(checker: Checker) -> ScheduleReader:
+    """The document's schedule reader (one per checker: each schedule is read once)."""
     reader = _READERS.get(checker)
     if reader is None:
         reader = _READERS[checker] = ScheduleReader(checker)
-    return reader.field(raw, pointer, step_id, name)
+    return reader
 
 
 def plan_business_hours(step: Step) -> Callable[[RunView], Transition]:
@@ -75,6 +85,7 @@ KIND = StepKind(
         ),
     },
     plan=plan_business_hours,
+    read_sections=read_schedules,
     sections={
         "schedules": {
             "type": "object",

@@ -34,7 +34,7 @@ from typing import Any
 from flowlang.expr.shared import kind_name
 from flowlang.flow.source import Pointer
 from flowlang.kinds.base import Checker
-from flowlang.suggest import did_you_mean
+from flowlang.suggest import HintBudget
 
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 #: Intervals in one day (weekly or an exception's hours): every half hour its own interval.
@@ -222,7 +222,7 @@ class ScheduleReader:
             )
             return None
         if raw not in named:
-            hint = did_you_mean(raw, named) if named else "; the document has no schedules"
+            hint = self.checker.hint(raw, named) if named else "; the document has no schedules"
             self.checker.error(f"unknown schedule {_shorten(raw)}{hint}", pointer, step, name)
             return None
         return named[raw]  # None when it has errors: reported once, where it is defined
@@ -280,7 +280,7 @@ class ScheduleReader:
         ok = True
         for key in raw:
             if key not in known:
-                hint = did_you_mean(key, known)
+                hint = self.checker.hint(key, known)
                 error(
                     f"unknown field {_shorten(str(key))} for {noun}{hint}",
                     (*pointer, key),
@@ -344,7 +344,10 @@ class ScheduleReader:
         found = _zone(raw) if _zone_like(raw) else None
         if found is None:
             self.checker.error(
-                f"unknown time zone {_shorten(raw)}{_zone_hint(raw)}", pointer, step, field
+                f"unknown time zone {_shorten(raw)}{_zone_hint(raw, self.checker.hint)}",
+                pointer,
+                step,
+                field,
             )
         return found
 
@@ -364,7 +367,7 @@ class ScheduleReader:
         for key, item in raw.items():
             day = str(key)
             if day not in WEEKDAYS or not isinstance(key, str):
-                hint = did_you_mean(day.lower(), WEEKDAYS) or "; expected monday..sunday"
+                hint = self.checker.hint(day.lower(), WEEKDAYS) or "; expected monday..sunday"
                 self.checker.error(
                     f"unknown weekday {_shorten(day)}{hint}", (*pointer, key), step, field, key=True
                 )
@@ -580,8 +583,17 @@ def _zone_like(name: str) -> bool:
     return all(part and not part.startswith((".", "-")) for part in name.split("/"))
 
 
+#: Names zoneinfo loads whose meaning depends on the host (its own zone, its default rules, a
+#: placeholder) or that are copies of the canonical zones for other purposes: refused, so that
+#: one document means the same hours on every machine.
+_HOST_ZONES = frozenset({"localtime", "posixrules", "Factory"})
+_HOST_ZONE_TREES = ("posix/", "right/")
+
+
 @functools.lru_cache(maxsize=256)
 def _zone(name: str) -> zoneinfo.ZoneInfo | None:
+    if name in _HOST_ZONES or name.startswith(_HOST_ZONE_TREES):
+        return None
     try:
         return zoneinfo.ZoneInfo(name)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
@@ -589,22 +601,31 @@ def _zone(name: str) -> zoneinfo.ZoneInfo | None:
 
 
 @functools.lru_cache(maxsize=1)
-def _zone_names() -> tuple[str, ...]:
-    return tuple(sorted(zoneinfo.available_timezones()))
+def _zone_names() -> tuple[dict[str, str], dict[str, tuple[str, ...]], tuple[str, ...]]:
+    """The canonical zone names: by their casefolded text, by casefolded area, and all."""
+    names = sorted(
+        name
+        for name in zoneinfo.available_timezones()
+        if name not in _HOST_ZONES and not name.startswith(_HOST_ZONE_TREES)
+    )
+    areas: dict[str, list[str]] = {}
+    for name in names:
+        areas.setdefault(name.split("/", 1)[0].casefold(), []).append(name)
+    folded = {name.casefold(): name for name in names}
+    return folded, {area: tuple(group) for area, group in areas.items()}, tuple(names)
 
 
-def _zone_hint(name: str) -> str:
-    """``"; did you mean 'Europe/Prague'?"``: a name that differs in case, else a close one."""
-    if len(name) > MAX_ZONE_NAME:
+def _zone_hint(name: str, hint: HintBudget) -> str:
+    """``"; did you mean 'Europe/Prague'?"``: a name that differs in case, else a close one;
+    nothing once the document's budget of hints is spent (each compares many names)."""
+    if len(name) > MAX_ZONE_NAME or hint.left <= 0:
         return ""
-    names = _zone_names()
-    folded = name.casefold()
-    same = [option for option in names if option.casefold() == folded]
-    if same:
-        return f"; did you mean {same[0]!r}?"
-    area = name.split("/", 1)[0].casefold()
-    nearby = [option for option in names if option.split("/", 1)[0].casefold() == area]
-    return did_you_mean(name, nearby or names)
+    folded, areas, names = _zone_names()
+    same = folded.get(name.casefold())
+    if same is not None:
+        hint.left -= 1
+        return f"; did you mean {same!r}?"
+    return hint(name, areas.get(name.split("/", 1)[0].casefold()) or names)
 
 
 def _label(name: str) -> str:
