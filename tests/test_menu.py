@@ -588,3 +588,16 @@ def test_a_run_ends_at_the_first_valid_key_within_its_tries_else_at_fallback(
     assert results[-1].instructions == [{"action": "say", "step": expected, "text": expected}]
     tries = len(results) - 1
     assert tries == (tried.index(chosen) + 1 if chosen is not None else attempts)
+
+
+@pytest.mark.parametrize("loop", AVAILABLE)
+def test_hearing_a_menu_again_and_again_never_trips_the_same_step_guard(loop: str) -> None:
+    """max_same_step stops loops that never wait; a caller's answer resets it: eight `*`
+    (hear it again), then nine wrong keys with max_attempts 10, then a valid one."""
+    many = MENU.replace("max_attempts: 3", "max_attempts: 10")
+    results = run(["*"] * 8 + ["9"] * 9 + ["1"], many, loop)
+    assert results[-1].status == "completed", results[-1].error
+    assert results[-1].instructions[-1]["text"] == "Sales: 1 after 10"
+    fallback = run(["9"] * 10, many, loop)
+    assert fallback[-1].status == "ended"
+    assert fallback[-1].trace[-2]["outcome"] == "fallback"

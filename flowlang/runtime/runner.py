@@ -339,12 +339,16 @@ class Runtime:
                 if root not in data:
                     data[root] = {}
                     size += len(root) + 6
+            # The count of steps goes on; the same-step guard, which stops a loop that never
+            # waits, starts again: the caller answered in between (a menu heard again).
+            steps_run, _ = point.counters
             run = self._run_class(
                 self,
                 flow,
                 data,
                 SecretsView(self.secrets),
-                *point.counters,
+                steps_run,
+                (None, 0),
                 point.run_id,
                 point.seq,
                 size,
