@@ -405,7 +405,7 @@ _BAD_MENUS = [
     (
         "option to a missing step",
         'say: Hi\n    options: {"1": nowhere}\n    fallback: b',
-        "7:14 options[1] goes to step 'nowhere', which does not exist",
+        "7:20 options[1] goes to step 'nowhere', which does not exist",
     ),
     (
         "fallback to a missing step",

@@ -543,6 +543,12 @@ class StepBuilder:
             positions[name] = self.document.position(
                 where if name in raw else pointer, step=owner, field_name=name
             )
+            if spec.kind == "options" and isinstance(raw.get(name), dict):
+                for key in raw[name]:  # each option's own place, for its edge's findings
+                    label = f"{name}[{key}]"
+                    positions[label] = self.document.position(
+                        (*where, key), step=owner, field_name=label
+                    )
             if name not in raw:
                 if spec.required:
                     self.error(f"a {kind} {noun} needs {name}", pointer, owner, name, key=True)

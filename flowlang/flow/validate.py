@@ -25,8 +25,17 @@ from flowlang.flow.model import Finding, Step
 from flowlang.kinds.registry import STEP_KINDS
 from flowlang.suggest import HintBudget
 
-#: The kinds whose steps store ``input.<id>``, for messages.
+#: The kinds whose steps store ``input.<id>``, and those that keep ``steps.<id>``, for messages.
 _INPUT_KINDS = " and ".join(name for name, kind in STEP_KINDS.items() if kind.takes_input)
+_RECORD_KINDS = " and ".join(name for name, kind in STEP_KINDS.items() if kind.keeps_record)
+#: Where secrets may be used, for messages: the fields each kind sends to a server.
+_SECRET_PLACES = "; ".join(
+    f"the {', '.join(kind.secret_fields[:-1])} and {kind.secret_fields[-1]} of {name} steps"
+    if len(kind.secret_fields) > 1
+    else f"the {kind.secret_fields[0]} of {name} steps"
+    for name, kind in STEP_KINDS.items()
+    if kind.secret_fields
+)
 #: "Did you mean" hints per document: each looks at many step ids, so a document with
 #: thousands of bad targets gets hints on the first ones only.
 _MAX_HINTS = 50
@@ -188,8 +197,10 @@ def validate_flow(
     for step in steps.values():
         for edge, target in step.targets().items():
             if target not in steps:
-                field = edge.split("[")[0]  # branches[0], options[1]: where the field is
-                position = step.field_positions.get(field, step.position)
+                field = edge.split("[")[0]  # branches[0], options[1]: in the field
+                position = step.field_positions.get(
+                    edge, step.field_positions.get(field, step.position)
+                )
                 findings.append(
                     Finding(
                         f"{edge} goes to step {target!r}, which does not exist"
@@ -224,13 +235,9 @@ def _check_reference(
 ) -> tuple[str, str] | None:
     root = path[0]
     if root == "secrets":
-        allowed = steps[use.step].kind.secret_fields
-        if not allowed or not use.field.startswith(allowed):
-            return (
-                "secrets may only be used in the endpoint, headers and body of an "
-                "http_request step",
-                "error",
-            )
+        field = use.field.split(".", 1)[0].split("[", 1)[0]  # headers.X, body.a.b: the field
+        if field not in steps[use.step].kind.secret_fields:
+            return (f"secrets may only be used in {_SECRET_PLACES}", "error")
         return None
     if root not in ("input", "steps") or len(path) < 2:
         return None
@@ -255,6 +262,12 @@ def _check_reference(
         return None
     if step is None:
         return (f"there is no step {target_id!r}", "error")
+    if not step.kind.keeps_record:
+        return (
+            f"step {target_id!r} is a {step.type} step, which keeps no steps.{target_id} "
+            f"record ({_RECORD_KINDS} steps do)",
+            "error",
+        )
     if path[2] == "outcome":
         if not facts.ran(target_id, use.step):
             return (f"step {target_id!r} may not have run on every path to this step", "error")

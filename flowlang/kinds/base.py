@@ -151,6 +151,8 @@ class StepKind(Kind):
     edge_facts: Callable[[Step], Mapping[str, frozenset[str]]] = no_facts
     #: Whether the step stores ``input.<id>`` (and suspends the run for it).
     takes_input: bool = False
+    #: Whether the step keeps a record in ``steps.<id>`` (``outcome``, ``response`` …).
+    keeps_record: bool = False
     #: Whether the step does network I/O (it runs under the run's deadline).
     network: bool = False
     plan: Planner | None = None

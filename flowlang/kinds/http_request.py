@@ -175,6 +175,7 @@ KIND = StepKind(
         "on_timeout": Field("step", description="defaults to on_failure"),
     },
     edge_facts=response_facts,
+    keeps_record=True,
     secret_fields=("endpoint", "headers", "body"),
     network=True,
     check=check_request,
