@@ -29,6 +29,7 @@ from collections.abc import Mapping as _Mapping
 from flowlang.kinds.call_control import text_limit as _text_limit
 from flowlang.kinds.condition_splitter import compared_rows as _compared_rows
 from flowlang.kinds.condition_splitter import holding_rows as _holding_rows
+from flowlang.kinds.registry import STEP_KINDS as _STEP_KINDS
 from flowlang.rundata import DataLimitError as _DataLimitError
 from flowlang.rundata import _text_size as _py_text_size
 from flowlang.rundata import state_full as _state_full
@@ -492,10 +493,8 @@ cdef class HostStep(PlannedStep):
         self.target = _interned(step.fields.get("next"))
 
     cdef void done(self, object value, Transit out):
-        if self.field is None:
-            out.set(END, None, self.outcome, None)
-        elif self.ends:
-            out.set(END, None, self.outcome, {self.field: value})
+        if self.ends:
+            out.set(END, None, self.outcome, None if self.field is None else {self.field: value})
         else:
             out.set(GO_ON if self.target else COMPLETE, self.target, self.outcome, None)
 
@@ -506,6 +505,24 @@ cdef dict _TWINS = {
     "SplitterStep": SplitterStep,
     "HostStep": HostStep,
 }
+
+
+def _check_step_twins():
+    """Every registered kind that names a compiled twin names one of these: a kind with a
+    twin this module lacks is an error when the module loads, not a KeyError mid-run."""
+    unknown = [
+        f"{name} (twin {kind.twin!r})"
+        for name, kind in _STEP_KINDS.items()
+        if kind.twin is not None and kind.twin not in _TWINS
+    ]
+    if unknown:
+        raise ImportError(
+            "step kinds name compiled twins that flowlang._runtime does not have: "
+            + ", ".join(unknown) + f"; it has {', '.join(sorted(_TWINS))}"
+        )
+
+
+_check_step_twins()
 
 
 def compile_plan(plan):
@@ -564,7 +581,7 @@ async def run_loop(runtime, RunFields run, dict plan, step_id):
                     if host_step.field is None:
                         value = None
                         instructions.append({"action": planned.kind, "step": step_id})
-                        await host.hangup(step=step_id)
+                        await getattr(host, planned.kind)(step=step_id)
                     else:
                         value = text_of(host_step.value.eval(scope), host_step.limit)
                         instructions.append(

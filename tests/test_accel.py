@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_kind_golden import _cases, run_case
+from support import kind_cases
+from test_kind_golden import KINDS, run_case
 
 import flowlang
 from flowlang import Engine, load_flow_text
@@ -438,7 +439,7 @@ def extension_raises(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.setattr(importlib.import_module(entry.module), name, refuse)
 
 
-@pytest.mark.parametrize("case", _cases())
+@pytest.mark.parametrize("case", kind_cases(KINDS))
 def test_every_golden_case_runs_with_the_extension_refusing_all_calls(
     case: dict[str, Any], tmp_path: Path, extension_raises: None
 ) -> None:

@@ -92,11 +92,22 @@ KIND = StepKind(
 )
 '''
 
+HOLD_KIND = '''\
+"""Hold: put the caller on hold (a call-control instruction without a value), then go on."""
+
+from flowlang.flow.fields import THEN
+from flowlang.kinds.base import HostAction
+from flowlang.kinds.call_control import host_kind
+
+KIND = host_kind("hold", "put the caller on hold", {"next": THEN}, HostAction(None, "held", False))
+'''
+
 NOTE_FLOW = """\
 flow: noted
 start: first
 steps:
-  first: {type: note, text: "caller <<call.id>>", next: bye}
+  first: {type: note, text: "caller <<call.id>>", next: wait}
+  wait: {type: hold, next: bye}
   bye: {type: hangup}
 """
 
@@ -106,14 +117,24 @@ import flowlang
 from flowlang.expr.backends import AVAILABLE
 from flowlang.flow.schema import flow_schema
 
+class Host:
+    def __init__(self):
+        self.told = []
+    async def hold(self, *, step):
+        self.told.append(["hold", step])
+    async def hangup(self, *, step):
+        self.told.append(["hangup", step])
+
 flow = flowlang.load_flow(sys.argv[1])
 out = {"schema": "note" in flow_schema()["properties"]["steps"]["additionalProperties"]
        ["properties"]["type"]["enum"], "runs": {}}
 for backend in AVAILABLE:
     async def main():
-        async with flowlang.Runtime(backend=backend) as runtime:
+        host = Host()
+        async with flowlang.Runtime(backend=backend, host=host) as runtime:
             result = await runtime.start(flow, {"call": {"id": "c-1"}})
-            return [result.status, [(r["step"], r["outcome"], r["detail"]) for r in result.trace]]
+            trace = [(r["step"], r["outcome"], r["detail"]) for r in result.trace]
+            return [result.status, trace, host.told]
     out["runs"][backend] = asyncio.run(main())
 print(json.dumps(out))
 """
@@ -133,15 +154,19 @@ def _python(copy_home: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_a_new_kind_is_one_module_and_one_registry_line(tmp_path: Path) -> None:
-    """Copy the package, add flowlang/kinds/note.py and its line in registry.py, nothing else:
-    the kind loads, is checked, is in the JSON Schema, and runs on every step loop."""
+    """Copy the package, add flowlang/kinds/note.py (a step without I/O) and hold.py (a
+    call-control step without a value that goes on), their lines in registry.py, nothing
+    else: each loads, is checked, is in the JSON Schema, and runs on every step loop."""
     copy = tmp_path / "flowlang"
     shutil.copytree(PACKAGE, copy, ignore=shutil.ignore_patterns("__pycache__"))
     (copy / "kinds" / "note.py").write_text(NOTE_KIND, encoding="utf-8")
+    (copy / "kinds" / "hold.py").write_text(HOLD_KIND, encoding="utf-8")
     registry = copy / "kinds" / "registry.py"
     text = registry.read_text(encoding="utf-8")
     assert '    "hangup",\n)' in text
-    registry.write_text(text.replace('    "hangup",\n)', '    "hangup",\n    "note",\n)'))
+    registry.write_text(
+        text.replace('    "hangup",\n)', '    "hangup",\n    "note",\n    "hold",\n)')
+    )
     flow_file = tmp_path / "noted.yaml"
     flow_file.write_text(NOTE_FLOW, encoding="utf-8")
     script = tmp_path / "run_note.py"
@@ -151,9 +176,14 @@ def test_a_new_kind_is_one_module_and_one_registry_line(tmp_path: Path) -> None:
     out = json.loads(done.stdout)
     assert out["schema"] is True
     assert out["runs"], "no step loop ran"
-    for backend, (status, trace) in out["runs"].items():
+    for backend, (status, trace, told) in out["runs"].items():
         assert status == "ended", backend
-        assert trace == [["first", "noted", {"text": "caller c-1"}], ["bye", "hung up", None]]
+        assert trace == [
+            ["first", "noted", {"text": "caller c-1"}],
+            ["wait", "held", None],
+            ["bye", "hung up", None],
+        ]
+        assert told == [["hold", "wait"], ["hangup", "bye"]]  # the host's method of each kind
     checked = _python(tmp_path, "-m", "flowlang", "check", str(flow_file))
     assert checked.returncode == 0, checked.stdout + checked.stderr
     bad = tmp_path / "bad.yaml"

@@ -28,17 +28,20 @@ async def run_host_action(step: Step, run: RunView) -> Transition:
     action = step.kind.host
     assert action is not None
     field, outcome, ends = action.field, action.outcome, action.ends
+    value = ""
     if field is None:
         await run.instruct(step.type, step.id)
-        return ("end", None, outcome, None)
-    value = limited_text(step.fields[field].render(run.scope), text_limit(step.fields[field]))
-    await run.instruct(step.type, step.id, field, value)
+    else:
+        value = limited_text(step.fields[field].render(run.scope), text_limit(step.fields[field]))
+        await run.instruct(step.type, step.id, field, value)
     if ends:
-        return ("end", None, outcome, {field: value})
+        return ("end", None, outcome, None if field is None else {field: value})
     target = step.fields.get("next")
     return ("go" if target else "complete", target, outcome, None)
 
 
 def host_kind(name: str, summary: str, fields: Mapping[str, Field], action: HostAction) -> StepKind:
-    """A call-control kind: its instruction is recorded, then awaited on the host."""
+    """A call-control kind: its instruction is recorded, then awaited on the host's method of
+    the kind's name (``host.say(text, step=...)``, ``host.hangup(step=...)``): a new
+    call-control kind is also a method of flowlang.runtime.host.Host."""
     return StepKind(name, summary, fields, host=action, twin="HostStep")

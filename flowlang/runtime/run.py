@@ -103,12 +103,13 @@ class RunMethods(_Fields):
     ) -> None:
         """Record a call-control instruction (secrets masked) and hand it to the host.
 
-        ``field`` names the one argument of the action (``text`` for say …); None for hangup.
+        ``field`` names the one argument of the action (``text`` for say …); None for one that
+        takes none (hangup). The host's method is the action's name.
         """
         host = self.runtime.host
         if field is None:
             self.instructions.append({"action": action, "step": step})
-            await host.hangup(step=step)
+            await getattr(host, action)(step=step)
         else:
             self.instructions.append({"action": action, "step": step, field: self.redact(value)})
             await getattr(host, action)(value, step=step)
