@@ -237,3 +237,44 @@ def test_a_flow_without_its_document_names_the_field(loop: str) -> None:
     assert result.error is not None
     assert result.error.split("\n")[1:] == ["  --> flow.yaml:6:12 (step 'a', field 'text')"]
     assert _failed_row(result)["detail"]["field"] == "text"
+
+
+@pytest.mark.parametrize("loop", AVAILABLE)
+def test_a_byte_order_mark_counts_in_no_column(loop: str) -> None:
+    """A document that starts with U+FEFF: the caret is under the failing text on line 1."""
+    text = "\ufeff{flow: t, start: a, steps: {a: {type: say, text: 'hi <<contact.nope>>'}}}\n"
+    result = _run(text, loop, {"contact": {}}, strict=True)
+    assert "--> flow.yaml:1:56 (step 'a', field 'text')" in (result.error or "")
+    assert result.error is not None and result.error.endswith("^" * 12)
+
+
+@pytest.mark.parametrize("loop", AVAILABLE)
+def test_a_long_message_never_pushes_the_place_out(loop: str) -> None:
+    def shout(value: Any) -> Any:
+        raise ValueError("y" * 5000)
+
+    text = "flow: t\nstart: a\nsteps:\n  a: {type: say, text: '<<contact.name | shout>>'}\n"
+    flow = load_flow_text(
+        text, name="flow.yaml", engine=Engine(backend=loop, filters={"shout": shout})
+    )
+    result = run_sync(flow, {"contact": {"name": "x"}}, backend=loop)
+    assert result.status == "failed"
+    assert "--> flow.yaml:4:" in (result.error or "")
+    assert (result.error or "").rstrip().endswith("^")
+
+
+def test_a_flow_that_fails_again_and_again_is_read_again_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from flowlang.runtime import failures
+
+    reads = []
+    original = failures.load_document
+    monkeypatch.setattr(
+        failures, "load_document", lambda *a, **k: reads.append(1) or original(*a, **k)
+    )
+    text = "flow: t\nstart: a\nsteps:\n  a: {type: say, text: 'Dear <<contact.nope>>'}\n"
+    flow = load_flow_text(text, name="flow.yaml", engine=Engine(strict=True))
+    for _ in range(3):
+        assert run_sync(flow, {"contact": {}}).status == "failed"
+    assert len(reads) == 1

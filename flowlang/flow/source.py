@@ -231,6 +231,8 @@ def load_document(source: str | Path, *, filename: str | None = None) -> Documen
             raise DocumentError(
                 f"document is larger than {MAX_DOCUMENT} characters", "", SourcePosition(filename)
             )
+    if text.startswith("\ufeff"):  # a byte order mark: no column of the document counts it
+        text = text[1:]
     marks: dict[Pointer, int] = {}
     if filename is not None and filename[-5:].lower() == ".json":
         data = _read_json(text, filename, marks)

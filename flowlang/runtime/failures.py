@@ -82,13 +82,18 @@ def _step_place(flow: CompiledFlow, step: Step) -> str:
 
 
 def _document(flow: CompiledFlow) -> Document | None:
-    """The flow's document read again (error path only); None for a flow without one."""
+    """The flow's document, read again on the first failure that needs it and kept with the
+    flow (its derived data): a flow that fails often is read once. None without a source."""
     if not flow.source:
         return None
-    try:
-        return load_document(flow.source, filename=flow.filename)
-    except Exception:
-        return None
+    kept = flow.prepared.get("document")
+    if kept is None:
+        try:
+            kept = load_document(flow.source, filename=flow.filename)
+        except Exception:
+            kept = False  # unreadable (it was read once): never tried again
+        kept = flow.prepared.setdefault("document", kept)
+    return kept or None
 
 
 def _failing_template(

@@ -135,15 +135,17 @@ class RunMethods(_Fields):
         # The place of a template's error; not of a host's own exception, which no text of
         # the document caused.
         found = failure_place(self.flow, step_id, self.scope, cause) if placed else None
-        detail: dict[str, Any] = {"error": self._shown(error)}
+        shown = self._shown(error)
+        detail: dict[str, Any] = {"error": shown}
         if found is not None:
             if found.field is not None:
                 detail["field"] = found.field
-            error = f"{error}\n{found.place}"
+            # the message is shortened alone: a long one never pushes the place out
+            shown = f"{shown}\n{self.redact(found.place)}"
         step = self.flow.steps.get(step_id)
         kind = step.type if step is not None else ""
         self.trace.append((step_id, kind, "failed", elapsed_ms, detail))
-        return RunResult("failed", self.trace, self.instructions, error=self._shown(error))
+        return RunResult("failed", self.trace, self.instructions, error=shown)
 
     def _shown(self, error: str) -> str:
         return shorten(self.redact(error), MAX_SHOWN_ERROR)
