@@ -13,7 +13,7 @@ DEMO_SECRETS := FLOWLANG_SECRET_CRM_TOKEN=demo-crm-token FLOWLANG_SECRET_BILLING
 	FLOWLANG_SECRET_SMS_KEY_ID=demo-sms-id FLOWLANG_SECRET_SMS_KEY_SECRET=demo-sms-secret \
 	FLOWLANG_SECRET_SLACK_TOKEN=demo-slack-token FLOWLANG_SECRET_SPEECH_API_KEY=demo-speech-key
 
-.PHONY: setup demo demo-expressions demo-automations test test-compiled test-python dist-check bench bench-f2 bench-documents fuzz lint clean
+.PHONY: schema setup demo demo-expressions demo-automations test test-compiled test-python dist-check bench bench-f2 bench-documents fuzz lint clean
 
 setup: $(STAMP)
 
@@ -80,6 +80,10 @@ bench: $(STAMP)
 
 # F2 alone (the 20-step flow on the compiled loop, with its trace read, and all in Python),
 # against the hand-written baseline in one run: the README's F2 rows.
+# Write the shipped JSON Schema of flows again (after adding or changing a step kind).
+schema: $(STAMP)
+	$(BIN)/python -c "from flowlang.flow.schema import write_schema; write_schema()"
+
 bench-f2: $(STAMP)
 	mkdir -p .benchmarks
 	FLOWLANG_REQUIRE_EXTENSIONS=1 $(BIN)/python -m pytest benchmarks/test_flows.py -k test_interpreter \

@@ -7,8 +7,9 @@ flow, templates).
 
 from __future__ import annotations
 
-__all__ = ["SCHEMA_FILE", "flow_schema"]
+__all__ = ["SCHEMA_FILE", "flow_schema", "write_schema"]
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -154,3 +155,8 @@ def flow_schema() -> dict[str, Any]:
             **sections,
         },
     }
+
+
+def write_schema() -> None:
+    """Write the shipped schema file again (``make schema``; after adding a step kind)."""
+    SCHEMA_FILE.write_text(json.dumps(flow_schema(), indent=2) + "\n", encoding="utf-8")
