@@ -39,6 +39,7 @@ _BEYOND_SCHEMA = (
     "does not exist",
     "may not have",
     "is a say step",
+    "keeps no steps",
     "does not parse",
     "expected ']'",
     "conflicts",

@@ -41,6 +41,7 @@ __all__ = [
     "plain_json",
     "plain_scalar",
     "starts_with",
+    "state_json",
     "to_json",
     "to_text",
     "truthy",
@@ -476,27 +477,32 @@ def _orjson_default(value: Any) -> Any:
     return None
 
 
+def plain_json(value: Any) -> Any:
+    """A copy of ``value`` made only of JSON types (the rules of :func:`to_json`)."""
+    return json.loads(to_json(value))
+
+
 def _finite_float(text: str) -> float | None:
-    """A JSON number's float, or None (null) for one beyond a float's range (the digits of a
-    huge Decimal): plain JSON carries finite numbers only."""
+    """A JSON number's float, or None (null) for one beyond a float's range."""
     number = float(text)
     return number if math.isfinite(number) else None
 
 
-def _json_int(text: str) -> int | float | None:
+def _exact_int(text: str) -> int | float | None:
     """A JSON whole number as an int within 64 bits (what every JSON reader takes back
-    exactly), else as the nearest float, or null beyond a float's range (a Decimal's digits)."""
+    exactly), else as the nearest float, or null beyond a float's range."""
     number = int(text)
     if -(2**63) <= number <= 2**64 - 1:
         return number
     return _finite_float(text)
 
 
-def plain_json(value: Any) -> Any:
-    """A copy of ``value`` made only of JSON types (the rules of :func:`to_json`), as a state
-    carries them: a whole number beyond 64 bits (a Decimal's digits) is the nearest float, and
-    a number beyond a float's range (``Decimal("1E+5000")``) is null, as a non-finite float is."""
-    return json.loads(to_json(value), parse_float=_finite_float, parse_int=_json_int)
+def state_json(value: Any) -> Any:
+    """:func:`plain_json` as a run's state carries it: a whole number beyond 64 bits (a
+    Decimal's digits) is the nearest float, and a number beyond a float's range
+    (``Decimal("1E+5000")``) is null, as a non-finite float is; so every JSON reader takes the
+    state back."""
+    return json.loads(to_json(value), parse_float=_finite_float, parse_int=_exact_int)
 
 
 def to_json(value: Any, limit: int | None = None) -> str:

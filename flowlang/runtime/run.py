@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from flowlang.errors import DataLimitError, FlowError
 from flowlang.expr.shared import MAX_SHOWN_ERROR, shorten, whole_text
-from flowlang.expr.values import plain_json
+from flowlang.expr.values import state_json
 from flowlang.flow.model import CompiledFlow
 from flowlang.http_rules import PreparedRequest
 from flowlang.runtime.failures import failure_place
@@ -168,7 +168,7 @@ class RunMethods(_Fields):
         """Plain JSON that resumes this run, with secrets masked and the secrets root left out;
         signed when the runtime has state keys. Each call is the run's next suspension."""
         data = {key: value for key, value in self.scope.items() if key != "secrets"}
-        plain = plain_json(data)
+        plain = state_json(data)
         if self.run_id is None:
             self.run_id = new_run_id()
         self.seq += 1
