@@ -25,6 +25,7 @@ __all__ = [
 ]
 
 import re
+import unicodedata
 from bisect import bisect_right
 from dataclasses import dataclass
 
@@ -104,7 +105,22 @@ def _caret(text: str, start: int, end: int, line_number: int, column: int, width
     width = max(1, min(width, len(shown) - first))
     number = str(line_number)
     gutter = " " * len(number)
-    return f"{gutter} |\n{number} | {shown}\n{gutter} | {' ' * first}{'^' * width}"
+    indent = _display_width(shown[:first])  # on screen: wide characters take two cells
+    marks = max(1, _display_width(shown[first : first + width]))
+    return f"{gutter} |\n{number} | {shown}\n{gutter} | {' ' * indent}{'^' * marks}"
+
+
+def _display_width(text: str) -> int:
+    """How many terminal cells ``text`` takes: East Asian wide and full-width characters two,
+    combining marks and zero-width format characters none, others one."""
+    if text.isascii():
+        return len(text)
+    cells = 0
+    for char in text:
+        if unicodedata.combining(char) or unicodedata.category(char) in ("Mn", "Me", "Cf"):
+            continue
+        cells += 2 if unicodedata.east_asian_width(char) in ("W", "F") else 1
+    return cells
 
 
 #: Line breaks as YAML counts them (CR LF, CR, LF, NEL, LS, PS), so line numbers agree.

@@ -141,3 +141,17 @@ def test_workflow_references_in_block_scalars_are_placed() -> None:
     assert found, [finding.render() for finding in findings]
     assert (found[0].position.line, found[0].position.column) == (10, 9)
     assert found[0].render().endswith("\n   |         ^^^^^^^^^^^^^^^^^^^^^")
+
+
+@pytest.mark.parametrize(
+    ("before", "cells"),
+    [("abc", 3), ("日本語", 6), ("e\u0301e\u0301", 2), ("\u200bx", 1), ("😀", 2)],
+)
+def test_the_caret_stands_under_its_character_on_screen(before: str, cells: int) -> None:
+    """The caret's indent is the display width of what precedes it: wide characters take two
+    cells, combining marks and zero-width characters none."""
+    from flowlang.locations import render_caret
+
+    text = f"{before}<<x.>>"
+    rendered = render_caret(text, 1, len(before) + 1, 2)
+    assert rendered.splitlines()[-1] == "  | " + " " * cells + "^^"
