@@ -65,12 +65,13 @@ async def perform(
 ) -> tuple[str, Any, str | None, HttpResult | None]:
     """One attempt: the speech API key (the providers' secret), then fetch, recognize, poll."""
     providers = context.providers
-    secrets = scope["secrets"]
-    api_key = secrets.get(providers.speech_key_secret)
+    # One use for the attempt: the API key and the headers' secrets, each looked up once
+    # (missing ones in the headers fail the fetch).
+    scope, secrets = scope["secrets"].use(scope)
+    name = providers.speech_key_secret
+    api_key = secrets.get(name)
     if api_key is None:
-        name = providers.speech_key_secret
         return "failed", None, f"{action.id}: secret {name!r} is not set", None
-    scope, _ = secrets.use(scope)  # the headers' secrets: missing ones fail the fetch
     return await transcribe(
         action,
         scope,
