@@ -39,6 +39,7 @@ import httpx
 import orjson
 
 from flowlang.errors import RequestError
+from flowlang.expr.backends import compiled_helper
 from flowlang.expr.decimals_dates import MAX_DECIMAL_EXPONENT, date_text, decimal_text
 from flowlang.expr.values import OutputTooLong, first_non_finite, json_length_exceeds, to_text
 
@@ -390,12 +391,21 @@ def _plain_body(body: Any, limit: int) -> Any:
     return root[0]
 
 
+@lru_cache(maxsize=1)
+def _default_body_walks() -> tuple[Callable[[Any, int], bool], Callable[[Any], float | None]]:
+    """The body walks of the process's default backend, chosen on first use."""
+    return (
+        compiled_helper("json_length_exceeds", json_length_exceeds),
+        compiled_helper("first_non_finite", first_non_finite),
+    )
+
+
 def encode_body(
     body: Any,
     limit: int,
     *,
-    exceeds: Callable[[Any, int], bool] = json_length_exceeds,
-    scan: Callable[[Any], float | None] = first_non_finite,
+    exceeds: Callable[[Any, int], bool] | None = None,
+    scan: Callable[[Any], float | None] | None = None,
 ) -> bytes:
     """Serialize a body value; raise RequestError when it is not exact JSON or too large.
 
@@ -405,8 +415,11 @@ def encode_body(
     (:func:`_plain_body`: no value code runs during serialization, NaN, infinity and integers
     beyond 64 bits are refused, and a body surely longer than ``limit`` is refused before its
     text is built); orjson writes the copy. ``exceeds`` and ``scan``: json_length_exceeds and
-    first_non_finite, or their compiled twins (a runtime passes those of its backend).
+    first_non_finite, or their compiled twins (a runtime passes those of its backend); None:
+    those of the process's default backend (automations, which have no backend of their own).
     """
+    if exceeds is None or scan is None:
+        exceeds, scan = _default_body_walks()
     if not exceeds(body, limit):  # fast path: only exact types, nothing to refuse
         try:
             data = orjson.dumps(body, default=_not_exact, option=_EXACT_ONLY)

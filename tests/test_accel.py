@@ -454,3 +454,18 @@ def test_the_python_backend_runs_the_small_flow_with_the_extension_refusing(
     assert first[:2] == ("waiting_for_input", None)
     assert second[:2] == ("ended", None)
     assert flowlang.Engine(backend="python").compile("<<a>>").render({"a": 1}) == 1
+
+
+def test_a_body_encoded_without_a_runtime_uses_the_process_default_walks() -> None:
+    """Automations (no backend of their own) encode bodies with the default backend's walks:
+    compiled where the extension is in use (the F1 benchmark measures this path)."""
+    from flowlang.expr.backends import DEFAULT_BACKEND
+    from flowlang.expr.values import first_non_finite, json_length_exceeds
+    from flowlang.http_rules import _default_body_walks
+
+    exceeds, scan = _default_body_walks()
+    if DEFAULT_BACKEND == "python":
+        assert (exceeds, scan) == (json_length_exceeds, first_non_finite)
+    else:
+        assert exceeds is not json_length_exceeds and scan is not first_non_finite
+        assert type(exceeds).__module__ != "flowlang.expr.values"
