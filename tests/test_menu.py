@@ -601,3 +601,25 @@ def test_hearing_a_menu_again_and_again_never_trips_the_same_step_guard(loop: st
     fallback = run(["9"] * 10, many, loop)
     assert fallback[-1].status == "ended"
     assert fallback[-1].trace[-2]["outcome"] == "fallback"
+
+
+@pytest.mark.parametrize(
+    ("prompt", "valid"),
+    [
+        ({}, False),
+        ({"say": "x"}, True),
+        ({"play": "https://m.example.com/a.mp3"}, True),
+        ({"say": "x", "play": "https://m.example.com/a.mp3"}, False),
+    ],
+)
+def test_the_json_schema_wants_exactly_one_prompt_as_the_loader_does(
+    prompt: dict[str, str], valid: bool
+) -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    from flowlang.flow.schema import flow_schema
+
+    menu = {"type": "menu", "options": {"1": "b"}, "fallback": "b", **prompt}
+    document = {"flow": "f", "start": "m", "steps": {"m": menu, "b": {"type": "hangup"}}}
+    assert jsonschema.Draft202012Validator(flow_schema()).is_valid(document) is valid
+    flow, _ = check_flow_text(json.dumps(document))
+    assert (flow is not None) is valid

@@ -128,6 +128,7 @@ def flow_schema() -> dict[str, Any]:
                     "properties": properties,
                     "required": required,
                     "additionalProperties": False,
+                    **step_kind.schema_rules,
                 },
             }
         )

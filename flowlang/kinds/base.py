@@ -161,6 +161,9 @@ class StepKind(Kind):
     resume: Resume | None = None
     #: The name of the step's compiled twin in the extension (None: the plan is called as is).
     twin: str | None = None
+    #: JSON Schema rules across the kind's fields, added to its step's schema (a menu needs
+    #: exactly one of ``say`` and ``play``: ``oneOf``); the kind's check enforces the same.
+    schema_rules: Mapping[str, Any] = field(default_factory=dict)
     #: The fields of a minimal valid step of this kind, edges aside (a menu needs ``say`` or
     #: ``play``): drawn into the generated flows of the twin tests.
     sample: Mapping[str, Any] = field(default_factory=dict)

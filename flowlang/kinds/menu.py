@@ -183,6 +183,7 @@ KIND = StepKind(
     },
     takes_input=True,
     sample={"say": "For sales press 1, for support press 2."},
+    schema_rules={"oneOf": [{"required": ["say"]}, {"required": ["play"]}]},
     check=check_menu,
     plan=plan_menu,
     resume=resume_menu,
