@@ -35,16 +35,11 @@ def prepare_action(
     prepare = action.kind.prepare
     if prepare is None:
         raise ActionError(f"a {action.type} action is not a single request")
-    scope, secrets = scope["secrets"].use(scope)
-    try:
-        request = prepare(action, scope, providers, key, limit)
-    except (ActionError, RequestError, ValueFormatError):
-        if secrets.missing:  # what a missing secret broke: name the secret
-            raise RequestError(secrets.problem()) from None
-        raise
-    problem = secrets.problem()
-    if problem is not None:
-        raise RequestError(problem)
+    request: PreparedRequest = scope["secrets"].prepare(
+        scope,
+        lambda used: prepare(action, used, providers, key, limit),
+        (ActionError, RequestError, ValueFormatError),
+    )
     return request
 
 

@@ -32,16 +32,9 @@ def prepare_request(
 
     ``twins``: the runtime's (``runtime.twins``) for the body's checks; None: the Python ones.
     """
-    scope, secrets = scope["secrets"].use(scope)
-    try:
-        request = _build_request(step, scope, max_body, twins)
-    except RequestError:
-        if secrets.missing:  # what a missing secret broke: name the secret
-            raise RequestError(secrets.problem()) from None
-        raise
-    problem = secrets.problem()
-    if problem is not None:
-        raise RequestError(problem)
+    request: PreparedRequest = scope["secrets"].prepare(
+        scope, lambda used: _build_request(step, used, max_body, twins), (RequestError,)
+    )
     return request
 
 

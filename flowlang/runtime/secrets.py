@@ -40,8 +40,13 @@ import re
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from functools import lru_cache
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 from urllib.parse import quote, quote_plus
+
+from flowlang.errors import RequestError
+
+#: What a preparation builds with one use of the secrets (a request).
+_Built = TypeVar("_Built")
 
 REDACTED = "[redacted]"
 #: Secrets shorter than this (once trimmed) are masked only where a whole string equals one
@@ -648,6 +653,27 @@ class SecretsView(Redactor, Mapping[str, str]):
         ask the use what was missing."""
         use = SecretUse(self)
         return {**scope, "secrets": use}, use
+
+    def prepare(
+        self,
+        scope: Mapping[str, Any],
+        build: Callable[[Mapping[str, Any]], _Built],
+        failures: tuple[type[Exception], ...],
+    ) -> _Built:
+        """``build(scope)`` with one :meth:`use` of the secrets (each looked up once), the
+        missing ones returned as a RequestError that names them: also when what a missing
+        secret broke raised one of ``failures`` first."""
+        scope, use = self.use(scope)
+        try:
+            built = build(scope)
+        except failures:
+            if use.missing:  # what a missing secret broke: name the secret
+                raise RequestError(use.problem()) from None
+            raise
+        problem = use.problem()
+        if problem is not None:
+            raise RequestError(problem)
+        return built
 
     def recall(self, names: Iterable[str]) -> None:
         """Use the secrets ``names`` (of an earlier part of the run) again, so that their
