@@ -60,12 +60,23 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ),
     ("runtime", ("flowlang.runtime.*",)),
     ("automations", ("flowlang.automations.*",)),
+    # Pictures of flows and workflows, and flow tests with coverage: they read documents, runs
+    # and automations, and only the command line reads them.
+    ("tools", ("flowlang.graph.*", "flowlang.testing.*")),
     ("cli", ("flowlang.cli.*", "flowlang.__main__")),
 )
 #: Layers of one rank that may not import each other: loading a document needs no runtime,
 #: and the runtime runs compiled flows without the loader.
 SIBLINGS = {"loading": 3, "runtime": 3}
-RANKS = {"ground": 0, "documents": 1, "kinds": 2, "automations": 4, "cli": 5, **SIBLINGS}
+RANKS = {
+    "ground": 0,
+    "documents": 1,
+    "kinds": 2,
+    "automations": 4,
+    "tools": 5,
+    "cli": 6,
+    **SIBLINGS,
+}
 
 #: Imports inside functions that are allowed, by module and imported module, with the reason.
 LAZY_ALLOWED: dict[tuple[str, str], str] = {

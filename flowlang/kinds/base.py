@@ -11,6 +11,7 @@ action are both a ``Step`` of their kind.
 from __future__ import annotations
 
 __all__ = [
+    "END",
     "Checker",
     "HostAction",
     "Kind",
@@ -19,6 +20,7 @@ __all__ = [
     "RunView",
     "StepKind",
     "Transition",
+    "next_or_end",
     "no_facts",
     "registered",
 ]
@@ -117,6 +119,24 @@ def no_facts(step: Step) -> Mapping[str, frozenset[str]]:
     return {}
 
 
+#: The edge label of a run that ends or completes at a step (a hangup, a say without next).
+END = "end"
+
+#: The edge a step took, from its trace row: ``(step, outcome, detail)`` to a label of
+#: ``step.targets()``, :data:`END` when the run ended or completed there, or None when the row
+#: took no edge (the step waits for input, or asks again).
+OutcomeEdge: TypeAlias = Callable[[Step, str, "Mapping[str, Any] | None"], "str | None"]
+
+
+def next_or_end(step: Step, outcome: str, detail: Mapping[str, Any] | None) -> str | None:
+    """The edge of a kind with one way on (the default): ``next``, or :data:`END` when the kind
+    ends the run (a call-control step that hands the call over) or the step has no ``next``."""
+    host = getattr(step.kind, "host", None)
+    if host is not None and host.ends:
+        return END
+    return "next" if step.fields.get("next") else END
+
+
 @dataclass(frozen=True)
 class Kind:
     """What every kind of unit declares (a flow step, a workflow action): its name as documents
@@ -149,6 +169,8 @@ class StepKind(Kind):
     #: Facts the step makes true on an edge beyond ``ran`` (it finished): ``response`` (its
     #: HTTP response is kept in ``steps.<id>.response``), per edge field name.
     edge_facts: Callable[[Step], Mapping[str, frozenset[str]]] = no_facts
+    #: Which edge a trace row of the step took (pictures of a run, coverage): see OutcomeEdge.
+    outcome_edge: OutcomeEdge = next_or_end
     #: Whether the step stores ``input.<id>`` (and suspends the run for it).
     takes_input: bool = False
     #: Whether the step keeps a record in ``steps.<id>`` (``outcome``, ``response`` …).

@@ -5,7 +5,7 @@ from __future__ import annotations
 __all__ = ["KIND", "parse_schedule", "plan_business_hours"]
 
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from flowlang.flow.fields import Field
@@ -57,6 +57,13 @@ def plan_business_hours(step: Step) -> Callable[[RunView], Transition]:
     return run_step
 
 
+def hours_edge(step: Step, outcome: str, detail: Mapping[str, Any] | None) -> str | None:
+    """The edge of the outcome's name (``holiday`` falls to ``closed`` when the step has none)."""
+    if outcome == "holiday" and not step.fields.get("holiday"):
+        return "closed"
+    return outcome if outcome in ("open", "closed", "holiday") else None
+
+
 KIND = StepKind(
     "business_hours",
     "route the call by opening hours: open, closed or holiday",
@@ -84,6 +91,7 @@ KIND = StepKind(
             "defaults to closed",
         ),
     },
+    outcome_edge=hours_edge,
     plan=plan_business_hours,
     read_sections=read_schedules,
     sections={

@@ -11,14 +11,14 @@ __all__ = [
     "resume_collect_input",
 ]
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from flowlang.expr.shared import limited_text
 from flowlang.flow.fields import NEXT, Field
 from flowlang.flow.model import Step
 from flowlang.flow.source import Pointer
-from flowlang.kinds.base import Checker, Resumed, RunView, StepKind, Transition
+from flowlang.kinds.base import END, Checker, Resumed, RunView, StepKind, Transition
 from flowlang.kinds.call_control import text_limit
 
 
@@ -89,6 +89,16 @@ def resume_collect_input(step: Step, digits: str | None, previous: Any) -> Resum
     return outcome, {"value": value}, target, {"digits": len(value)}
 
 
+def digits_edge(step: Step, outcome: str, detail: Mapping[str, Any] | None) -> str | None:
+    """``next`` for digits collected; ``on_no_input``; ``on_invalid`` (or ``on_no_input`` when
+    the step has none); no edge while the step waits."""
+    if outcome == "collected":
+        return "next" if step.fields.get("next") else END
+    if outcome == "invalid" and step.fields.get("on_invalid"):
+        return "on_invalid"
+    return "on_no_input" if outcome in ("no input", "invalid") else None
+
+
 def check_digit_rules(
     checker: Checker, fields: dict[str, Any], raw: dict[str, Any], pointer: Pointer, step_id: str
 ) -> None:
@@ -122,6 +132,7 @@ KIND = StepKind(
     },
     takes_input=True,
     check=check_digit_rules,
+    outcome_edge=digits_edge,
     plan=plan_collect_input,
     resume=resume_collect_input,
 )

@@ -66,6 +66,13 @@ def plan_condition_splitter(step: Step) -> Callable[[RunView], Transition]:
     return run_step
 
 
+def branch_edge(step: Step, outcome: str, detail: Mapping[str, Any] | None) -> str | None:
+    """``branches[i]`` for the outcome ``branch i``; ``otherwise``."""
+    if outcome.startswith("branch "):
+        return f"branches[{outcome[7:]}]"
+    return outcome if outcome == "otherwise" else None
+
+
 KIND = StepKind(
     "condition_splitter",
     "route the call by conditions on its data",
@@ -75,6 +82,7 @@ KIND = StepKind(
         ),
         "otherwise": Field("step", required=True, description="the failover branch"),
     },
+    outcome_edge=branch_edge,
     plan=plan_condition_splitter,
     twin="SplitterStep",
 )

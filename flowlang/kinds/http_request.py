@@ -17,7 +17,7 @@ from flowlang.http_rules import (
     encode_body,
     render_endpoint,
 )
-from flowlang.kinds.base import Checker, RunView, StepKind, Transition
+from flowlang.kinds.base import END, Checker, RunView, StepKind, Transition
 from flowlang.rundata import DataLimitError, store_record, valid_text
 
 #: Methods whose request carries a body even when it has no fields (``{}``).
@@ -146,6 +146,16 @@ def response_facts(step: Step) -> Mapping[str, frozenset[str]]:
     return {"next": frozenset({"response"})} if step.fields.get("parse_response") else {}
 
 
+def request_edge(step: Step, outcome: str, detail: Mapping[str, Any] | None) -> str | None:
+    """``next`` on success (or once sent in the background); ``on_timeout`` for a timeout when
+    the step has one; ``on_failure`` for every other outcome."""
+    if outcome in ("success", "sent"):
+        return "next" if step.fields.get("next") else END
+    if outcome == "timeout" and step.fields.get("on_timeout"):
+        return "on_timeout"
+    return "on_failure" if step.fields.get("on_failure") else None
+
+
 KIND = StepKind(
     "http_request",
     "call an HTTP API and branch on the outcome",
@@ -168,6 +178,7 @@ KIND = StepKind(
         "on_timeout": Field("step", description="defaults to on_failure"),
     },
     edge_facts=response_facts,
+    outcome_edge=request_edge,
     keeps_record=True,
     secret_fields=("endpoint", "headers", "body"),
     network=True,

@@ -12,7 +12,7 @@ __all__ = [
     "tries_before",
 ]
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from flowlang.expr.shared import limited_text
@@ -122,6 +122,14 @@ def resume_menu(step: Step, digits: str | None, previous: Any) -> Resumed:
     return outcome, {"value": "", "attempts": tries, "outcome": outcome}, step.id, detail
 
 
+def menu_edge(step: Step, outcome: str, detail: Mapping[str, Any] | None) -> str | None:
+    """``options[key]`` for the key chosen; ``fallback``; no edge while the menu waits or asks
+    again."""
+    if outcome == "chosen" and detail is not None:
+        return f"options[{detail.get('key')}]"
+    return "fallback" if outcome == "fallback" else None
+
+
 def check_menu(
     checker: Checker, fields: dict[str, Any], raw: dict[str, Any], pointer: Pointer, step_id: str
 ) -> None:
@@ -186,5 +194,6 @@ KIND = StepKind(
     schema_rules={"oneOf": [{"required": ["say"]}, {"required": ["play"]}]},
     check=check_menu,
     plan=plan_menu,
+    outcome_edge=menu_edge,
     resume=resume_menu,
 )
