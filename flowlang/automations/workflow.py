@@ -45,6 +45,8 @@ from flowlang.flow.source import (
 _TOP_LEVEL = {"workflow", "trigger", "description", "conditions", "expression", "actions"}
 #: Roots a workflow's templates may read.
 _ROOTS = ("event", "actions", "secrets")
+#: The owner named in the findings of the conditions (no action has this name).
+_CONDITIONS = "<conditions>"
 #: The field table of each action kind: its own fields after the common ones.
 _TABLES: Mapping[str, Mapping[str, Field]] = {
     name: {**COMMON_FIELDS, **kind.fields} for name, kind in ACTION_KINDS.items()
@@ -102,6 +104,50 @@ class WorkflowBuilder(StepBuilder):
         if spec.kind == "auth":
             return self.auth(raw, where, step_id)
         return super().field(spec, raw, where, step_id, name)
+
+    def action_fields(
+        self, owner: str, raw: dict[str, Any], pointer: Pointer
+    ) -> tuple[ActionKind | None, dict[str, Any], dict[str, SourcePosition]]:
+        """Check and compile the fields of one action, each on its own: the action's kind
+        (None when its type is unknown: then only the common fields are checked), its compiled
+        fields (None for a field with errors) and where each was written."""
+        type_name = raw.get("type")
+        kind = ACTION_KINDS.get(type_name) if isinstance(type_name, str) else None
+        if kind is None:
+            hint = (
+                self.hint(type_name, ACTION_KINDS) or f"; expected one of {', '.join(ACTION_KINDS)}"
+            )
+            where = (*pointer, "type") if "type" in raw else pointer
+            self.error(f"unknown action type {type_name!r}{hint}", where, owner, "type")
+            table = COMMON_FIELDS
+        else:
+            table = _TABLES[kind.name]
+            self.unknown_fields(raw, {"type", *table}, pointer, owner, f"a {kind.name} action")
+        fields: dict[str, Any] = {}
+        positions: dict[str, SourcePosition] = {}
+        for name, spec in table.items():
+            where = (*pointer, name)
+            positions[name] = self.document.position(
+                where if name in raw else pointer, step=owner, field_name=name
+            )
+            if name in raw:
+                fields[name] = self.field(spec, raw[name], where, owner, name)
+                continue
+            if spec.required:
+                noun = f"a {kind.name} action" if kind is not None else "an action"
+                self.error(f"{noun} needs {name}", pointer, owner, name, key=True)
+            fields[name] = self.default(spec)
+        return kind, fields, positions
+
+    def default(self, spec: Field) -> Any:
+        """The compiled value of an absent field: its default."""
+        if spec.kind in ("fields", "values"):
+            return FieldTree((), self.engine.backend)
+        if spec.kind == "headers":
+            return ()
+        if spec.kind == "template" and spec.default is not None:
+            return Value(None, spec.default)
+        return spec.default
 
     def values(self, raw: Any, pointer: Pointer, owner: str) -> FieldTree | None:
         """``[{key, value, format}]``: the body of an api_request; dotted keys nest."""
@@ -177,13 +223,17 @@ def _spoken(names: tuple[str, ...]) -> str:
 
 
 def _reference_findings(
-    builder: WorkflowBuilder, trigger: str, actions: list[Action], uses: list[TemplateUse]
+    builder: WorkflowBuilder,
+    trigger: str | None,
+    actions: Mapping[str, tuple[int, ActionKind | None]],
+    uses: list[TemplateUse],
 ) -> list[Finding]:
     """Reads of roots a workflow does not have, of properties its trigger does not carry, of
-    results of actions that do not run before, and secrets outside provider credentials."""
-    order = {action.id: index for index, action in enumerate(actions)}
-    kinds = {action.id: action.kind for action in actions}
-    known = TRIGGERS.get(trigger)
+    results of actions that do not run before, and secrets outside provider credentials.
+
+    ``actions``: every action written with a name, by name: its place in the list and its kind
+    (None when its type is unknown), whether or not it has errors of its own."""
+    known = TRIGGERS.get(trigger) if trigger is not None else None
     findings = []
     for use in uses:
         for reference in use.template.references:
@@ -197,7 +247,8 @@ def _reference_findings(
                     "error",
                 )
             elif root == "secrets":
-                problem = _secret_problem(kinds.get(use.step), use.field)
+                owner = actions.get(use.step)
+                problem = _secret_problem(owner[1] if owner else None, use.field)
             elif (
                 root == "event" and len(path) >= 3 and path[1] == "properties" and known is not None
             ):
@@ -210,17 +261,17 @@ def _reference_findings(
                     )
             elif root == "actions" and len(path) >= 2:
                 target = path[1]
-                if use.step == "<conditions>":
+                if use.step == _CONDITIONS:
                     problem = (
                         "conditions run before any action: actions are not available here",
                         "error",
                     )
-                elif not isinstance(target, str) or target not in order:
+                elif not isinstance(target, str) or target not in actions:
                     problem = (
-                        f"there is no action {target!r}{builder.hint(target, order)}",
+                        f"there is no action {target!r}{builder.hint(target, actions)}",
                         "error",
                     )
-                elif order[target] >= order.get(use.step, -1):
+                elif actions[target][0] >= actions.get(use.step, (-1, None))[0]:
                     problem = (f"action {target!r} does not run before this one", "error")
             if problem is not None:
                 findings.append(
@@ -247,6 +298,7 @@ def check_workflow_text(
 def _check_workflow(
     document: Document, engine: Engine
 ) -> tuple[CompiledWorkflow | None, list[Finding]]:
+    """Every check runs, whatever the others found: one fault never hides another."""
     builder = WorkflowBuilder(document, engine)
     data = document.data
     if not isinstance(data, dict):
@@ -274,61 +326,20 @@ def _check_workflow(
             "a workflow needs a trigger: the event type it runs on",
             ("trigger",) if "trigger" in data else (),
         )
-        trigger = ""
-    condition: Callable[[Mapping[str, Any]], Any] | None = None
-    if "conditions" in data and "expression" in data:
-        builder.error("give conditions or expression, not both", ("expression",), key=True)
-    elif "conditions" in data:
-        rows = builder.rows(data["conditions"], ("conditions",), "<conditions>", "conditions")
-        if rows is not None:
-            condition = compile_rows(rows, engine)
-            if condition is None:  # pragma: no cover - every row form lowers
-                builder.error("these conditions cannot be compiled", ("conditions",))
-    elif "expression" in data:
-        template = builder.template(
-            data["expression"], ("expression",), "<conditions>", "expression"
-        )
-        if template is not None:
-            condition = template.render
-    actions: list[Action] = []
-    raw_actions = data.get("actions")
-    items = builder.entries(raw_actions, ("actions",), "<workflow>", "actions", "action", None)
-    seen: set[str] = set()
-    for where, _, item in items or []:
-        owner = str(item.get("name", f"actions[{where[-1]}]"))
-        found = builder.typed_fields(owner, item, where, _TABLES, "action")
-        if found is None:
-            continue
-        action_type, fields, positions = found
-        if owner in seen:
-            builder.error(f"action name {owner!r} is used twice", (*where, "name"), owner, "name")
-            continue
-        seen.add(owner)
-        kind = ACTION_KINDS[action_type]
-        if kind.trigger is not None and trigger != kind.trigger:
-            builder.error(
-                f"{kind.name} needs the trigger {kind.trigger!r}, not {trigger!r}",
-                (*where, "type"),
-                owner,
-                "type",
-            )
-            continue
-        before = len(builder.findings)
-        if kind.check is not None:
-            kind.check(builder, fields, item, where, owner)
-        if len(builder.findings) > before:
-            continue
-        actions.append(Action(owner, kind, fields, document.position(where, step=owner), positions))
-    findings = list(builder.findings)
-    if not findings:
-        findings = [
+        trigger = None
+    condition = _condition(builder, data)
+    actions, names = _actions(builder, data, trigger)
+    findings = [
+        *builder.findings,
+        *(
             finding.with_caret(document.lines)
-            for finding in _reference_findings(builder, trigger, actions, builder.templates)
-        ]
-    findings += builder.warnings
-    if any(finding.severity == "error" for finding in findings):
+            for finding in _reference_findings(builder, trigger, names, builder.templates)
+        ),
+        *builder.warnings,
+    ]
+    findings = _in_document_order(findings)
+    if trigger is None or any(finding.severity == "error" for finding in findings):
         return None, findings
-    fingerprint = document.fingerprint
     workflow = CompiledWorkflow(
         str(name),
         trigger,
@@ -336,11 +347,86 @@ def _check_workflow(
         tuple(actions),
         document.text,
         document.filename,
-        fingerprint,
+        document.fingerprint,
         tuple(findings),
         document.position(("workflow",)),
     )
     return workflow, findings
+
+
+def _in_document_order(findings: Iterable[Finding]) -> list[Finding]:
+    """Findings sorted by where they are written (stable: one place keeps the order found),
+    each once."""
+    seen: set[tuple[str, str, int, int]] = set()
+    unique = []
+    for finding in findings:
+        at = finding.position
+        identity = (finding.severity, finding.message, at.line, at.column)
+        if identity not in seen:
+            seen.add(identity)
+            unique.append(finding)
+    return sorted(unique, key=lambda finding: (finding.position.line, finding.position.column))
+
+
+def _condition(
+    builder: WorkflowBuilder, data: dict[str, Any]
+) -> Callable[[Mapping[str, Any]], Any] | None:
+    """The compiled conditions (rows or one expression), None when there are none; both forms
+    are checked even when a document (wrongly) gives both."""
+    condition: Callable[[Mapping[str, Any]], Any] | None = None
+    both = "conditions" in data and "expression" in data
+    if both:
+        builder.error("give conditions or expression, not both", ("expression",), key=True)
+    if "conditions" in data:
+        rows = builder.rows(data["conditions"], ("conditions",), _CONDITIONS, "conditions")
+        if rows is not None:
+            condition = compile_rows(rows, builder.engine)
+            if condition is None:  # pragma: no cover - every row form lowers
+                builder.error("these conditions cannot be compiled", ("conditions",))
+    if "expression" in data:
+        template = builder.template(data["expression"], ("expression",), _CONDITIONS, "expression")
+        if template is not None:
+            condition = template.render
+    return None if both else condition
+
+
+def _actions(
+    builder: WorkflowBuilder, data: dict[str, Any], trigger: str | None
+) -> tuple[list[Action], dict[str, tuple[int, ActionKind | None]]]:
+    """The compiled actions (those without errors) and every action by its name (the first
+    of a name): its place and kind, for the checks of templates that read ``actions``.
+
+    ``trigger``: None when the workflow has none (actions are not checked against it then)."""
+    document = builder.document
+    actions: list[Action] = []
+    names: dict[str, tuple[int, ActionKind | None]] = {}
+    items = builder.entries(
+        data.get("actions"), ("actions",), "<workflow>", "actions", "action", None
+    )
+    for index, (where, _, item) in enumerate(items or []):
+        owner = str(item.get("name", f"actions[{where[-1]}]"))
+        before = len(builder.findings)
+        kind, fields, positions = builder.action_fields(owner, item, where)
+        if owner in names:
+            builder.error(f"action name {owner!r} is used twice", (*where, "name"), owner, "name")
+        else:
+            names[owner] = (index, kind)
+        if kind is None:
+            continue
+        if kind.trigger is not None and trigger is not None and trigger != kind.trigger:
+            builder.error(
+                f"{kind.name} needs the trigger {kind.trigger!r}, not {trigger!r}",
+                (*where, "type"),
+                owner,
+                "type",
+            )
+        if kind.check is not None:
+            kind.check(builder, fields, item, where, owner)
+        if len(builder.findings) == before:
+            actions.append(
+                Action(owner, kind, fields, document.position(where, step=owner), positions)
+            )
+    return actions, names
 
 
 def load_workflow(

@@ -7,7 +7,17 @@ flow, templates).
 
 from __future__ import annotations
 
-__all__ = ["SCHEMA_FILE", "flow_schema", "write_schema"]
+__all__ = [
+    "SCHEMA_FILE",
+    "STEP_ID",
+    "TEXT",
+    "annotated",
+    "condition_row",
+    "field_schema",
+    "flow_schema",
+    "schema_text",
+    "write_schema",
+]
 
 import json
 from pathlib import Path
@@ -18,15 +28,43 @@ from flowlang.flow.fields import CONDITION_OPERATORS, Field
 from flowlang.kinds.registry import STEP_KINDS
 
 SCHEMA_FILE = Path(__file__).with_name("flow.schema.json")
-_STEP_ID = {"type": ["string", "integer"]}
-_TEXT = {"type": ["string", "number"]}
+#: A step id: text or a whole number.
+STEP_ID = {"type": ["string", "integer"]}
+#: A template: text, or a number written as one.
+TEXT = {"type": ["string", "number"]}
 
 
-def _field_schema(spec: Field) -> dict[str, Any]:
+def condition_row() -> dict[str, Any]:
+    """One condition row: ``{property, operator, value}``."""
+    return {
+        "type": "object",
+        "required": ["property", "operator"],
+        "additionalProperties": False,
+        "properties": {
+            "property": {},
+            "operator": {"enum": list(CONDITION_OPERATORS)},
+            "value": {},
+        },
+    }
+
+
+def annotated(schema: dict[str, Any], spec: Field) -> dict[str, Any]:
+    """``schema`` with the field's description, examples and default (for editors)."""
+    if spec.description:
+        schema["description"] = spec.description
+    if spec.examples:
+        schema["examples"] = list(spec.examples)
+    if spec.default is not None and spec.kind not in ("headers", "fields", "values"):
+        schema["default"] = spec.default
+    return schema
+
+
+def field_schema(spec: Field) -> dict[str, Any]:
+    """The JSON Schema of a field of one of the common field kinds."""
     kind = spec.kind
     schema: dict[str, Any]
     if kind in ("template", "endpoint"):
-        schema = dict(_TEXT)
+        schema = dict(TEXT)
     elif kind == "custom" and spec.schema is not None:
         schema = dict(spec.schema)
     elif kind == "options":
@@ -34,10 +72,10 @@ def _field_schema(spec: Field) -> dict[str, Any]:
             "type": "object",
             "minProperties": 1,
             "propertyNames": {"pattern": "^[0-9*#]$"},
-            "additionalProperties": _STEP_ID,
+            "additionalProperties": STEP_ID,
         }
     elif kind == "step":
-        schema = dict(_STEP_ID)
+        schema = dict(STEP_ID)
     elif kind == "duration":
         schema = {
             "anyOf": [
@@ -56,21 +94,12 @@ def _field_schema(spec: Field) -> dict[str, Any]:
             "type": "object",
             "maxProperties": 50,
             "propertyNames": {"pattern": r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$"},
-            "additionalProperties": _TEXT,
+            "additionalProperties": TEXT,
         }
     elif kind == "fields":
         schema = {"type": "object", "propertyNames": {"pattern": r"^[^.]+(\.[^.]+)*$"}}
     elif kind == "branches":
-        row = {
-            "type": "object",
-            "required": ["property", "operator"],
-            "additionalProperties": False,
-            "properties": {
-                "property": {},
-                "operator": {"enum": list(CONDITION_OPERATORS)},
-                "value": {},
-            },
-        }
+        row = condition_row()
         schema = {
             "type": "array",
             "minItems": 1,
@@ -82,14 +111,14 @@ def _field_schema(spec: Field) -> dict[str, Any]:
                         "additionalProperties": False,
                         "properties": {
                             "conditions": {"type": "array", "minItems": 1, "items": row},
-                            "next": _STEP_ID,
+                            "next": STEP_ID,
                         },
                     },
                     {
                         "type": "object",
                         "required": ["expression", "next"],
                         "additionalProperties": False,
-                        "properties": {"expression": _TEXT, "next": _STEP_ID},
+                        "properties": {"expression": TEXT, "next": STEP_ID},
                     },
                 ]
             },
@@ -100,13 +129,7 @@ def _field_schema(spec: Field) -> dict[str, Any]:
         schema = {"type": "string", "format": "regex", "maxLength": MAX_PATTERN}
     else:  # pragma: no cover
         raise AssertionError(kind)
-    if spec.description:
-        schema["description"] = spec.description
-    if spec.examples:
-        schema["examples"] = list(spec.examples)
-    if spec.default is not None and kind not in ("headers", "fields"):
-        schema["default"] = spec.default
-    return schema
+    return annotated(schema, spec)
 
 
 def flow_schema() -> dict[str, Any]:
@@ -119,7 +142,7 @@ def flow_schema() -> dict[str, Any]:
         properties: dict[str, Any] = {
             "type": {"const": step_type, "description": step_kind.summary}
         }
-        properties.update({name: _field_schema(spec) for name, spec in table.items()})
+        properties.update({name: field_schema(spec) for name, spec in table.items()})
         required = ["type", *(name for name, spec in table.items() if spec.required)]
         step_rules.append(
             {
@@ -142,7 +165,7 @@ def flow_schema() -> dict[str, Any]:
         "properties": {
             "flow": {"type": "string", "minLength": 1, "description": "the flow's name"},
             "description": {"type": "string"},
-            "start": {**_STEP_ID, "description": "the id of the first step"},
+            "start": {**STEP_ID, "description": "the id of the first step"},
             "steps": {
                 "type": "object",
                 "minProperties": 1,
@@ -158,6 +181,11 @@ def flow_schema() -> dict[str, Any]:
     }
 
 
+def schema_text(schema: dict[str, Any]) -> str:
+    """A schema as its shipped file holds it."""
+    return json.dumps(schema, indent=2) + "\n"
+
+
 def write_schema() -> None:
     """Write the shipped schema file again (``make schema``; after adding a step kind)."""
-    SCHEMA_FILE.write_text(json.dumps(flow_schema(), indent=2) + "\n", encoding="utf-8")
+    SCHEMA_FILE.write_text(schema_text(flow_schema()), encoding="utf-8")

@@ -14,15 +14,19 @@ from flowlang.flow.source import Pointer
 from flowlang.http_rules import PreparedRequest, check_header, encode_body, render_endpoint
 from flowlang.kinds.base import Checker
 
+#: Methods whose requests carry no body (common servers ignore or refuse one).
+BODYLESS = ("GET", "DELETE")
+
 
 def check_api_request(
     checker: Checker, fields: dict[str, Any], raw: dict[str, Any], pointer: Pointer, owner: str
 ) -> None:
-    """A GET request has no body."""
-    if fields.get("method") == "GET" and fields.get("values"):
+    """A GET or DELETE request has no body (its ``values``)."""
+    method = fields.get("method")
+    if method in BODYLESS and raw.get("values"):
         checker.error(
-            "a GET request has no body; put values in the endpoint, where templated values are "
-            "percent-encoded",
+            f"a {method} request has no body; put values in the endpoint, where templated values "
+            "are percent-encoded",
             (*pointer, "values"),
             owner,
             "values",
@@ -40,7 +44,7 @@ def prepare(
     ]
     headers.append(("Idempotency-Key", key))
     method = fields["method"]
-    if method == "GET":  # without values (checked when the workflow loads)
+    if method in BODYLESS:  # without values (checked when the workflow loads)
         return PreparedRequest(method, url, tuple(headers))
     return PreparedRequest(
         method,

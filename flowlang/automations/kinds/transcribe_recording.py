@@ -30,7 +30,7 @@ def check_recording_origin(
     """The headers (credentials) go only to a fixed origin: ``recording_origin`` is plain
     ``https://host[:port]`` text, required with headers. Kept as an origin."""
     template = fields.get("recording_origin")
-    if template is None:
+    if "recording_origin" not in raw:
         if fields.get("headers"):
             checker.error(
                 "headers for the recording server need recording_origin (the fixed "
@@ -39,6 +39,8 @@ def check_recording_origin(
                 owner,
                 "headers",
             )
+        return
+    if template is None:  # reported already
         return
     text = str(template.render({})) if not template.tree.holes else ""
     try:
