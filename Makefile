@@ -80,9 +80,11 @@ bench: $(STAMP)
 
 # F2 alone (the 20-step flow on the compiled loop, with its trace read, and all in Python),
 # against the hand-written baseline in one run: the README's F2 rows.
-# Write the shipped JSON Schema of flows again (after adding or changing a step kind).
+# Write the shipped JSON Schemas of flows and workflows again (after adding or changing a step
+# or action kind).
 schema: $(STAMP)
 	$(BIN)/python -c "from flowlang.flow.schema import write_schema; write_schema()"
+	$(BIN)/python -c "from flowlang.automations.schema import write_schema; write_schema()"
 
 bench-f2: $(STAMP)
 	mkdir -p .benchmarks

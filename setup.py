@@ -84,6 +84,7 @@ def _setup(with_extension: bool) -> None:
         package_data={
             "flowlang": ["py.typed"],
             "flowlang.flow": ["*.json"],
+            "flowlang.automations": ["*.json"],
             "flowlang.grammar": ["*.lark", "*.md"],
         },
         **options,

@@ -68,6 +68,8 @@ def check_wheel(wheel: Path) -> None:
         for needed in (
             "flowlang/grammar/flowlang.lark",
             "flowlang/py.typed",
+            "flowlang/flow/flow.schema.json",  # the JSON Schemas editors are pointed at
+            "flowlang/automations/workflow.schema.json",
             "flowlang-0.1.0.dist-info/licenses/LICENSE",
         ):
             if needed not in archive.namelist():

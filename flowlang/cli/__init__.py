@@ -29,6 +29,7 @@ from flowlang.cli.inputs import (
     EXIT_STATUSES,
     UsageError,
 )
+from flowlang.cli.schemas import add_schema_command
 from flowlang.cli.terminal import printable
 from flowlang.errors import (
     FlowError,
@@ -71,6 +72,7 @@ def _parser() -> argparse.ArgumentParser:
     add_check_command(commands)
     add_automate_command(commands)
     add_replay_command(commands)
+    add_schema_command(commands)
     for command in commands.choices.values():
         if command.epilog is None:  # automate and replay: the contract in their help too
             command.epilog = EXIT_STATUSES

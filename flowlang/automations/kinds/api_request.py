@@ -58,16 +58,46 @@ KIND = ActionKind(
     "api_request",
     "send values as JSON to an https endpoint; the result is the response body",
     {
-        "endpoint": Field("endpoint", required=True, description="https URL; values are encoded"),
+        "endpoint": Field(
+            "endpoint",
+            required=True,
+            description="https URL; values are encoded",
+            examples=(
+                "https://crm.example.com/api/activities",
+                "https://crm.example.com/api/contacts/<<event.properties.contact_id>>",
+            ),
+        ),
         "method": Field("enum", default="POST", choices=HTTP_METHODS),
-        "headers": Field("headers", default={}),
+        "headers": Field(
+            "headers", default={}, examples=({"Authorization": "Bearer <<secrets.crm_token>>"},)
+        ),
         "values": Field(
-            "values", default=[], description="key, value and format of each body entry"
+            "values",
+            default=[],
+            description="key, value and format of each body entry (not with GET or DELETE)",
+            examples=(
+                [
+                    {
+                        "key": "contactName",
+                        "value": "<<event.properties.name>>",
+                        "format": "string",
+                    },
+                    {"key": "call.waited", "value": "<<event.properties.waiting_time>>"},
+                ],
+            ),
         ),
         "timeout": Field("duration", default=15.0, minimum=0.05, maximum=30.0),
     },
     secret_fields=("endpoint", "headers", "values"),
     check=check_api_request,
+    schema_rules={
+        "not": {
+            "required": ["method", "values"],
+            "properties": {
+                "method": {"enum": [*BODYLESS, *(method.lower() for method in BODYLESS)]}
+            },
+        }
+    },
     prepare=prepare,
     interpret=delivered,
 )

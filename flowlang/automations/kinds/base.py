@@ -28,7 +28,7 @@ __all__ = [
 
 import re
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
 from flowlang.automations.providers import Providers
@@ -47,7 +47,10 @@ E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
 #: Fields every action has, before its kind's own.
 COMMON_FIELDS: Mapping[str, Field] = {
     "name": Field(
-        "name", required=True, description="unique in the workflow; actions.<name>.result"
+        "name",
+        required=True,
+        description="unique in the workflow; actions.<name>.result",
+        examples=("log_in_crm", "tell_team"),
     ),
     "stop_on_failure": Field("bool", default=True, description="a failure stops the later actions"),
 }
@@ -99,6 +102,9 @@ class ActionKind(Kind):
     interpret: Interpret | None = None
     perform: Perform | None = None
     trigger: str | None = None
+    #: JSON Schema rules across the kind's fields, added to its action's schema (a GET has no
+    #: ``values``); the kind's check enforces the same.
+    schema_rules: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -70,10 +70,24 @@ KIND = ActionKind(
     "send_sms",
     "send a text message; the result is the provider's answer",
     {
-        "sender": Field("template", required=True, description="E.164 number"),
-        "recipient": Field("template", required=True, description="E.164 number"),
-        "text": Field("template", required=True),
-        "auth": Field("auth", required=True, description="key_id and key_secret"),
+        "sender": Field(
+            "template", required=True, description="E.164 number", examples=("+14155550100",)
+        ),
+        "recipient": Field(
+            "template",
+            required=True,
+            description="E.164 number",
+            examples=("<<event.properties.external_number>>", "+14155550123"),
+        ),
+        "text": Field("template", required=True, examples=("Sorry we missed your call.",)),
+        "auth": Field(
+            "auth",
+            required=True,
+            description="key_id and key_secret",
+            examples=(
+                {"key_id": "<<secrets.sms_key_id>>", "key_secret": "<<secrets.sms_key_secret>>"},
+            ),
+        ),
     },
     secret_fields=("auth",),
     check=check_numbers,

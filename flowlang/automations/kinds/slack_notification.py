@@ -57,11 +57,13 @@ KIND = ActionKind(
     "slack_notification",
     "post a message to a Slack channel; the result is ok, ts and channel",
     {
-        "token": Field("template", required=True),
-        "channel": Field("template", required=True),
-        "text": Field("template", required=True),
-        "icon_emoji": Field("template"),
-        "icon_url": Field("template"),
+        "token": Field("template", required=True, examples=("<<secrets.slack_token>>",)),
+        "channel": Field("template", required=True, examples=("#support",)),
+        "text": Field(
+            "template", required=True, examples=("Missed call from <<event.properties.name>>",)
+        ),
+        "icon_emoji": Field("template", examples=(":telephone_receiver:",)),
+        "icon_url": Field("template", examples=("https://example.com/icon.png",)),
         "use_markdown": Field("bool", default=True),
     },
     secret_fields=("token",),

@@ -97,18 +97,29 @@ KIND = ActionKind(
         "model": Field("enum", default="phone_call", choices=SPEECH_MODELS),
         "enhanced": Field("bool", default=False),
         "recording_url": Field(
-            "template", description="https:// or gs:// URL; default event.properties.recording_url"
+            "template",
+            description="https:// or gs:// URL; default event.properties.recording_url",
+            examples=("<<event.properties.recording_url>>", "gs://recordings/call.wav"),
         ),
         "recording_origin": Field(
-            "template", description="fixed https://host[:port] that headers may be sent to"
+            "template",
+            description="fixed https://host[:port] that headers may be sent to",
+            examples=("https://recordings.example.com",),
         ),
         "headers": Field(
-            "headers", default={}, description="sent to recording_origin only (credentials)"
+            "headers",
+            default={},
+            description="sent to recording_origin only (credentials)",
+            examples=({"Authorization": "Bearer <<secrets.recordings_token>>"},),
         ),
         "encoding": Field("enum", choices=ENCODINGS, description="default: from the header"),
-        "sample_rate": Field("int", minimum=8000, maximum=48000, description="Hz"),
+        "sample_rate": Field(
+            "int", minimum=8000, maximum=48000, description="Hz", examples=(8000, 16000)
+        ),
         "duration": Field(
-            "template", description="seconds; default the header, else event.properties.duration"
+            "template",
+            description="seconds; default the header, else event.properties.duration",
+            examples=("<<event.properties.duration>>", "42"),
         ),
         "timeout": Field(
             "duration", default=15.0, minimum=0.05, maximum=30.0, description="per request"
@@ -116,6 +127,10 @@ KIND = ActionKind(
     },
     secret_fields=("headers",),
     check=check_recording_origin,
+    schema_rules={
+        "if": {"required": ["headers"], "properties": {"headers": {"minProperties": 1}}},
+        "then": {"required": ["recording_origin"]},
+    },
     perform=perform,
     trigger=RECORDING_UPLOADED,
 )

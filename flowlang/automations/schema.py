@@ -1,0 +1,198 @@
+"""Schema: the JSON Schema of workflow documents, generated from the action kinds' field tables.
+
+The shipped file ``flowlang/automations/workflow.schema.json`` is this function's output; a test
+keeps it current. It is built from the declarations the loader reads (the action kinds, their
+fields and rules across fields, the condition operators, the value formats, the known
+triggers), so the two cannot disagree; ``flowlang check`` goes further (templates, references
+between actions, duplicate names).
+"""
+
+from __future__ import annotations
+
+__all__ = ["SCHEMA_FILE", "workflow_schema", "write_schema"]
+
+from pathlib import Path
+from typing import Any
+
+from flowlang.automations.formats import FORMATS
+from flowlang.automations.kinds.base import COMMON_FIELDS
+from flowlang.automations.kinds.registry import ACTION_KINDS
+from flowlang.automations.triggers import TRIGGERS
+from flowlang.expr.syntax import KEYWORDS, NAME_PATTERN
+from flowlang.flow.fields import CONDITION_OPERATORS, Field
+from flowlang.flow.schema import TEXT, annotated, condition_row, field_schema, schema_text
+
+SCHEMA_FILE = Path(__file__).with_name("workflow.schema.json")
+#: A value a template or a condition may hold: anything but key/value entries.
+_SCALAR_OR_LIST = {"type": ["string", "number", "boolean", "null", "array"]}
+#: A dotted key (``call.waited``): no empty part.
+_DOTTED_KEY = r"^[^.]+(\.[^.]+)*$"
+
+
+def _values_schema() -> dict[str, Any]:
+    """``values``: the body entries of an api_request, each a key, a value and a format."""
+    entry = {
+        "type": "object",
+        "required": ["key", "value"],
+        "additionalProperties": False,
+        "properties": {
+            "key": {"type": ["string", "integer"], "minLength": 1, "pattern": _DOTTED_KEY},
+            "value": dict(_SCALAR_OR_LIST),
+            "format": {"enum": list(FORMATS), "default": "auto"},
+        },
+    }
+    return {"type": "array", "minItems": 1, "items": entry}
+
+
+def _action_field_schema(spec: Field) -> dict[str, Any]:
+    """The schema of one field of an action: the field kinds of actions, else the common
+    ones."""
+    if spec.kind == "name":
+        return annotated(
+            {
+                "type": "string",
+                "pattern": f"^{NAME_PATTERN.pattern}$",
+                "not": {"enum": sorted(KEYWORDS)},
+            },
+            spec,
+        )
+    if spec.kind == "values":
+        return annotated(_values_schema(), spec)
+    if spec.kind == "auth":
+        parts = ("key_id", "key_secret")
+        return annotated(
+            {
+                "type": "object",
+                "required": list(parts),
+                "additionalProperties": False,
+                "properties": {part: dict(TEXT) for part in parts},
+            },
+            spec,
+        )
+    return field_schema(spec)
+
+
+def _condition_schema() -> dict[str, Any]:
+    """One condition row; an operator that takes a value needs one, the others take none."""
+    row = condition_row()
+    row["properties"] = {
+        **row["properties"],
+        "property": dict(_SCALAR_OR_LIST),
+        "value": dict(_SCALAR_OR_LIST),
+    }
+    takes = [name for name, needs in CONDITION_OPERATORS.items() if needs]
+    takes_none = [name for name, needs in CONDITION_OPERATORS.items() if not needs]
+    row["allOf"] = [
+        {
+            "if": {"properties": {"operator": {"enum": takes}}, "required": ["operator"]},
+            "then": {"required": ["value"]},
+        },
+        {
+            "if": {"properties": {"operator": {"enum": takes_none}}, "required": ["operator"]},
+            "then": {"not": {"required": ["value"]}},
+        },
+    ]
+    return row
+
+
+def _action_schema() -> dict[str, Any]:
+    """One action: its ``type`` picks the fields (the common ones and the kind's own)."""
+    rules = []
+    for type_name, kind in ACTION_KINDS.items():
+        table = {**COMMON_FIELDS, **kind.fields}
+        properties: dict[str, Any] = {"type": {"const": type_name, "description": kind.summary}}
+        properties.update({name: _action_field_schema(spec) for name, spec in table.items()})
+        required = ["type", *(name for name, spec in table.items() if spec.required)]
+        rules.append(
+            {
+                "if": {"properties": {"type": {"const": type_name}}, "required": ["type"]},
+                "then": {
+                    "properties": properties,
+                    "required": required,
+                    "additionalProperties": False,
+                    **kind.schema_rules,
+                },
+            }
+        )
+    return {
+        "type": "object",
+        "required": ["type"],
+        "properties": {"type": {"enum": list(ACTION_KINDS)}},
+        "allOf": rules,
+    }
+
+
+def _trigger_rules() -> list[dict[str, Any]]:
+    """An action kind that runs on one trigger only makes the workflow's trigger that one."""
+    return [
+        {
+            "if": {
+                "required": ["actions"],
+                "properties": {
+                    "actions": {
+                        "contains": {
+                            "type": "object",
+                            "required": ["type"],
+                            "properties": {"type": {"const": type_name}},
+                        }
+                    }
+                },
+            },
+            "then": {"properties": {"trigger": {"const": kind.trigger}}},
+        }
+        for type_name, kind in ACTION_KINDS.items()
+        if kind.trigger is not None
+    ]
+
+
+def workflow_schema() -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) of a workflow document."""
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": "https://flowlang.dev/schema/workflow.schema.json",
+        "title": "flowlang workflow automation",
+        "type": "object",
+        "required": ["workflow", "trigger", "actions"],
+        "additionalProperties": False,
+        "properties": {
+            "workflow": {
+                "type": "string",
+                "minLength": 1,
+                "description": "the workflow's name, unique in a set (it makes the "
+                "idempotency keys)",
+            },
+            "description": {"type": "string"},
+            "trigger": {
+                "type": "string",
+                "minLength": 1,
+                "description": "the event type the workflow runs on (known ones, or an "
+                "application's own)",
+                "examples": list(TRIGGERS),
+            },
+            "conditions": {
+                "type": "array",
+                "minItems": 1,
+                "items": _condition_schema(),
+                "description": "rows that must all hold (or give expression)",
+            },
+            "expression": {
+                **TEXT,
+                "description": "one condition that must hold (or give conditions)",
+                "examples": ["<<event.properties.waiting_time > 60>>"],
+            },
+            "actions": {
+                "type": "array",
+                "minItems": 1,
+                "items": _action_schema(),
+                "description": "run in order; templates read event, actions.<name>.result and "
+                "secrets",
+            },
+        },
+        "not": {"required": ["conditions", "expression"]},
+        "allOf": _trigger_rules(),
+    }
+
+
+def write_schema() -> None:
+    """Write the shipped schema file again (``make schema``; after adding an action kind)."""
+    SCHEMA_FILE.write_text(schema_text(workflow_schema()), encoding="utf-8")
