@@ -29,6 +29,7 @@ from support import schema_patterns
 
 import flowlang
 from flowlang.expr.parser import _get_lark
+from flowlang.automations.schema import workflow_schema
 from flowlang.flow.schema import flow_schema
 
 # How each pattern is called: "match" (at one position), "fullmatch", "search" (one result,
@@ -58,7 +59,8 @@ USES: dict[str, tuple[str, ...]] = {
     r"([0-9]+(?:\.[0-9]+)?)\s*(ms|s)?": ("fullmatch",),
     r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$": ("match", "search"),
     r"https?://": ("match",),
-    # flowlang/flow/schema.py (JSON Schema, checked by editors and jsonschema with search)
+    # flowlang/flow/schema.py and flowlang/automations/schema.py (JSON Schema, checked by editors
+    # and jsonschema with search)
     r"^\s*[0-9]+(\.[0-9]+)?(\s*(ms|s))?\s*$": ("search",),
     r"^[^.]+(\.[^.]+)*$": ("search",),
     r"^[0-9*#]?$": ("search",),
@@ -67,7 +69,8 @@ USES: dict[str, tuple[str, ...]] = {
     r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$": ("search",),
     r"^[0-9*#]$": ("search",),  # the keys of a menu's options (propertyNames)
     # flowlang/runtime/secrets.py
-    r"^[A-Za-z_][A-Za-z0-9_-]*$": ("match",),
+    # (and flowlang/automations/schema.py: an action's name, the expression NAME_PATTERN)
+    r"^[A-Za-z_][A-Za-z0-9_-]*$": ("match", "search"),
     r"%(?:[a-f][0-9A-Fa-f]|[0-9A-F][a-f])": ("finditer",),
     r"[A-Za-z0-9]{4,}": ("finditer",),  # f"...{{{MIN_SUBSTRING},}}", with findall
     # flowlang/http_rules.py
@@ -140,7 +143,7 @@ def _cases() -> list[tuple[str, str, int, tuple[str, ...]]]:
     cases = []
     for source, pattern in sorted(_module_patterns().items()):
         cases.append((ascii(source)[:60], source, pattern.flags, _uses(source) or ()))
-    for source in sorted(set(schema_patterns(flow_schema()))):
+    for source in sorted(set(schema_patterns(flow_schema()) + schema_patterns(workflow_schema()))):
         cases.append((f"schema:{ascii(source)[:52]}", source, 0, _uses(source) or ()))
     for name, (source, flags) in sorted(_lark_patterns().items()):
         cases.append((name, source, flags, _LARK_USE))

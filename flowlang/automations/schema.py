@@ -44,7 +44,7 @@ def _values_schema() -> dict[str, Any]:
     return {"type": "array", "minItems": 1, "items": entry}
 
 
-def _action_field_schema(spec: Field) -> dict[str, Any]:
+def _action_field_schema(spec: Field, name: str) -> dict[str, Any]:
     """The schema of one field of an action: the field kinds of actions, else the common
     ones."""
     if spec.kind == "name":
@@ -69,7 +69,7 @@ def _action_field_schema(spec: Field) -> dict[str, Any]:
             },
             spec,
         )
-    return field_schema(spec)
+    return field_schema(spec, name)
 
 
 def _condition_schema() -> dict[str, Any]:
@@ -101,7 +101,7 @@ def _action_schema() -> dict[str, Any]:
     for type_name, kind in ACTION_KINDS.items():
         table = {**COMMON_FIELDS, **kind.fields}
         properties: dict[str, Any] = {"type": {"const": type_name, "description": kind.summary}}
-        properties.update({name: _action_field_schema(spec) for name, spec in table.items()})
+        properties.update({name: _action_field_schema(spec, name) for name, spec in table.items()})
         required = ["type", *(name for name, spec in table.items() if spec.required)]
         rules.append(
             {
@@ -174,6 +174,16 @@ def workflow_schema() -> dict[str, Any]:
                 "minItems": 1,
                 "items": _condition_schema(),
                 "description": "rows that must all hold (or give expression)",
+                "examples": [
+                    [
+                        {
+                            "property": "<<event.properties.answered>>",
+                            "operator": "equals",
+                            "value": False,
+                        },
+                        {"property": "<<event.properties.tags>>", "operator": "is_not_empty"},
+                    ]
+                ],
             },
             "expression": {
                 **TEXT,

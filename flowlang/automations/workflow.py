@@ -122,7 +122,7 @@ class WorkflowBuilder(StepBuilder):
             table = COMMON_FIELDS
         else:
             table = _TABLES[kind.name]
-            self.unknown_fields(raw, {"type", *table}, pointer, owner, f"a {kind.name} action")
+            self.unknown_fields(raw, {"type", *table}, pointer, owner, _a(kind.name, "action"))
         fields: dict[str, Any] = {}
         positions: dict[str, SourcePosition] = {}
         for name, spec in table.items():
@@ -134,7 +134,7 @@ class WorkflowBuilder(StepBuilder):
                 fields[name] = self.field(spec, raw[name], where, owner, name)
                 continue
             if spec.required:
-                noun = f"a {kind.name} action" if kind is not None else "an action"
+                noun = _a(kind.name if kind is not None else "", "action")
                 self.error(f"{noun} needs {name}", pointer, owner, name, key=True)
             fields[name] = self.default(spec)
         return kind, fields, positions
@@ -217,6 +217,12 @@ def _secret_problem(kind: ActionKind | None, field: str) -> tuple[str, str] | No
     return f"secrets may only be used where the provider needs them ({where})", "error"
 
 
+def _a(*words: str) -> str:
+    """``a send_sms action``, ``an api_request action``: the words after the right article."""
+    phrase = " ".join(word for word in words if word)
+    return f"{'an' if phrase[:1] in tuple('aeiou') else 'a'} {phrase}"
+
+
 def _spoken(names: tuple[str, ...]) -> str:
     """``a``, ``a and b``, ``a, b and c``."""
     return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
@@ -225,14 +231,16 @@ def _spoken(names: tuple[str, ...]) -> str:
 def _reference_findings(
     builder: WorkflowBuilder,
     trigger: str | None,
-    actions: Mapping[str, tuple[int, ActionKind | None]],
+    names: Mapping[str, int],
+    kinds: Mapping[int, ActionKind | None],
     uses: list[TemplateUse],
 ) -> list[Finding]:
     """Reads of roots a workflow does not have, of properties its trigger does not carry, of
     results of actions that do not run before, and secrets outside provider credentials.
 
-    ``actions``: every action written with a name, by name: its place in the list and its kind
-    (None when its type is unknown), whether or not it has errors of its own."""
+    ``names``: the place in the list of every action by its name (the first of a name);
+    ``kinds``: the kind of every action by its place (None: its type is unknown), whether or
+    not the action has errors of its own."""
     known = TRIGGERS.get(trigger) if trigger is not None else None
     findings = []
     for use in uses:
@@ -240,6 +248,8 @@ def _reference_findings(
             path = reference.path
             position, width = use.place(reference.start, reference.end)
             root = path[0]
+            # The place of the action the template is in (None: the conditions).
+            place = use.pointer[1] if use.pointer[:1] == ("actions",) else None
             problem: tuple[str, str] | None = None
             if root not in _ROOTS:
                 problem = (
@@ -247,8 +257,8 @@ def _reference_findings(
                     "error",
                 )
             elif root == "secrets":
-                owner = actions.get(use.step)
-                problem = _secret_problem(owner[1] if owner else None, use.field)
+                kind = kinds.get(place) if isinstance(place, int) else None
+                problem = _secret_problem(kind, use.field)
             elif (
                 root == "event" and len(path) >= 3 and path[1] == "properties" and known is not None
             ):
@@ -261,17 +271,17 @@ def _reference_findings(
                     )
             elif root == "actions" and len(path) >= 2:
                 target = path[1]
-                if use.step == _CONDITIONS:
+                if not isinstance(place, int):
                     problem = (
                         "conditions run before any action: actions are not available here",
                         "error",
                     )
-                elif not isinstance(target, str) or target not in actions:
+                elif not isinstance(target, str) or target not in names:
                     problem = (
-                        f"there is no action {target!r}{builder.hint(target, actions)}",
+                        f"there is no action {target!r}{builder.hint(target, names)}",
                         "error",
                     )
-                elif actions[target][0] >= actions.get(use.step, (-1, None))[0]:
+                elif names[target] >= place:
                     problem = (f"action {target!r} does not run before this one", "error")
             if problem is not None:
                 findings.append(
@@ -328,13 +338,11 @@ def _check_workflow(
         )
         trigger = None
     condition = _condition(builder, data)
-    actions, names = _actions(builder, data, trigger)
+    actions, names, kinds = _actions(builder, data, trigger)
+    references = _reference_findings(builder, trigger, names, kinds, builder.templates)
     findings = [
         *builder.findings,
-        *(
-            finding.with_caret(document.lines)
-            for finding in _reference_findings(builder, trigger, names, builder.templates)
-        ),
+        *(finding.with_caret(document.lines) for finding in references),
         *builder.warnings,
     ]
     findings = _in_document_order(findings)
@@ -392,14 +400,16 @@ def _condition(
 
 def _actions(
     builder: WorkflowBuilder, data: dict[str, Any], trigger: str | None
-) -> tuple[list[Action], dict[str, tuple[int, ActionKind | None]]]:
-    """The compiled actions (those without errors) and every action by its name (the first
-    of a name): its place and kind, for the checks of templates that read ``actions``.
+) -> tuple[list[Action], dict[str, int], dict[int, ActionKind | None]]:
+    """The compiled actions (those without errors), the place of every action by its name (the
+    first of a name) and the kind of every action by its place (None: an unknown type), for the
+    checks of the templates.
 
     ``trigger``: None when the workflow has none (actions are not checked against it then)."""
     document = builder.document
     actions: list[Action] = []
-    names: dict[str, tuple[int, ActionKind | None]] = {}
+    names: dict[str, int] = {}
+    kinds: dict[int, ActionKind | None] = {}
     items = builder.entries(
         data.get("actions"), ("actions",), "<workflow>", "actions", "action", None
     )
@@ -407,10 +417,11 @@ def _actions(
         owner = str(item.get("name", f"actions[{where[-1]}]"))
         before = len(builder.findings)
         kind, fields, positions = builder.action_fields(owner, item, where)
+        kinds[index] = kind
         if owner in names:
             builder.error(f"action name {owner!r} is used twice", (*where, "name"), owner, "name")
         else:
-            names[owner] = (index, kind)
+            names[owner] = index
         if kind is None:
             continue
         if kind.trigger is not None and trigger is not None and trigger != kind.trigger:
@@ -426,7 +437,7 @@ def _actions(
             actions.append(
                 Action(owner, kind, fields, document.position(where, step=owner), positions)
             )
-    return actions, names
+    return actions, names, kinds
 
 
 def load_workflow(

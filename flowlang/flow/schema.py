@@ -59,8 +59,8 @@ def annotated(schema: dict[str, Any], spec: Field) -> dict[str, Any]:
     return schema
 
 
-def field_schema(spec: Field) -> dict[str, Any]:
-    """The JSON Schema of a field of one of the common field kinds."""
+def field_schema(spec: Field, name: str = "") -> dict[str, Any]:
+    """The JSON Schema of field ``name`` of one of the common field kinds."""
     kind = spec.kind
     schema: dict[str, Any]
     if kind in ("template", "endpoint"):
@@ -88,7 +88,9 @@ def field_schema(spec: Field) -> dict[str, Any]:
     elif kind == "int":
         schema = {"type": "integer", "minimum": spec.minimum, "maximum": spec.maximum}
     elif kind == "enum":
-        schema = {"enum": [*spec.choices, *(choice.lower() for choice in spec.choices)]}
+        # The loader reads a method in any case (flowlang.flow.build), other choices as written.
+        lower = [choice.lower() for choice in spec.choices] if name == "method" else []
+        schema = {"enum": [*spec.choices, *lower]}
     elif kind == "headers":
         schema = {
             "type": "object",
@@ -142,7 +144,7 @@ def flow_schema() -> dict[str, Any]:
         properties: dict[str, Any] = {
             "type": {"const": step_type, "description": step_kind.summary}
         }
-        properties.update({name: field_schema(spec) for name, spec in table.items()})
+        properties.update({name: field_schema(spec, name) for name, spec in table.items()})
         required = ["type", *(name for name, spec in table.items() if spec.required)]
         step_rules.append(
             {

@@ -1,0 +1,211 @@
+"""The shipped JSON Schema of workflows is current, accepts every example, agrees with the loader
+both ways, and `flowlang schema` prints both schemas shipped in the package."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from support import load_yaml
+
+import flowlang
+from flowlang.automations import check_workflow_text, load_workflow_text
+from flowlang.automations.schema import SCHEMA_FILE, workflow_schema
+from flowlang.cli import main
+from flowlang.flow.schema import SCHEMA_FILE as FLOW_SCHEMA_FILE
+from flowlang.flow.schema import flow_schema
+from flowlang.flow.source import DocumentError, load_document
+
+ROOT = Path(__file__).parent.parent
+EXAMPLES = ROOT / "examples" / "workflows"
+CASES = load_yaml(Path(__file__).parent / "flow_cases" / "invalid_workflows.yaml")["cases"]
+PLANTED = Path(__file__).parent / "flow_cases" / "planted_workflows"
+SCHEMA = workflow_schema()
+VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)
+
+
+def test_shipped_schema_is_current() -> None:
+    assert json.loads(SCHEMA_FILE.read_text()) == SCHEMA
+    jsonschema.Draft202012Validator.check_schema(SCHEMA)
+
+
+@pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.yaml")), ids=lambda p: p.name)
+def test_examples_match_the_schema(path: Path) -> None:
+    VALIDATOR.validate(load_document(path).data)
+
+
+# Findings the schema cannot express: templates and what they read, references between actions,
+# names unique in the list, and fixed values a template field must hold.
+_BEYOND_SCHEMA = (
+    "expected a filter",
+    "expected an expression",
+    "does not parse",
+    "does not run before",
+    "there is no action",
+    "is not there",
+    "not available here",
+    "secrets may only",
+    "is used twice",
+    "E.164",
+    "recording_origin is https",
+    "host cannot be templated",
+    "must be fixed text",
+    "invalid endpoint",
+    "line break",
+    "is not a valid header",
+)
+
+
+def _documents() -> list[Any]:
+    params = [pytest.param(case["workflow"], id=case["name"]) for case in CASES]
+    for path in sorted(PLANTED.glob("*.yaml")):
+        if not path.name.endswith(".expected.yaml"):
+            params.append(pytest.param(path.read_text(), id=f"planted: {path.stem}"))
+    return params
+
+
+@pytest.mark.parametrize("text", _documents())
+def test_schema_and_loader_agree(text: str) -> None:
+    """What the loader refuses, the schema refuses (unless only for reasons beyond a schema);
+    what the schema refuses, the loader refuses."""
+    try:
+        data = load_document(text).data
+    except DocumentError:
+        pytest.skip("not readable as a document")
+    errors = [f.message for f in check_workflow_text(text)[1] if f.severity == "error"]
+    if VALIDATOR.is_valid(data):
+        assert not errors or all(
+            any(word in error for word in _BEYOND_SCHEMA) for error in errors
+        ), errors
+    else:
+        assert errors, [error.message for error in VALIDATOR.iter_errors(data)]
+
+
+def test_schema_refuses_a_body_on_get_and_delete() -> None:
+    action = {"name": "a", "type": "api_request", "endpoint": "https://crm.example.com/x"}
+    values = [{"key": "k", "value": "v"}]
+    for method in ("GET", "get", "DELETE", "delete"):
+        document = {
+            "workflow": "w",
+            "trigger": "call.ended",
+            "actions": [{**action, "method": method, "values": values}],
+        }
+        assert not VALIDATOR.is_valid(document), method
+        del document["actions"][0]["values"]
+        assert VALIDATOR.is_valid(document), method
+
+
+# --- documents the schema accepts load: drawn from the schema's own examples ---------------
+
+
+def _from_schema(node: Mapping[str, Any]) -> st.SearchStrategy[Any]:
+    """A value of a field, drawn from what its schema offers an editor: examples, the enum, a
+    const, the default, or true and false."""
+    if "examples" in node:
+        return st.sampled_from(node["examples"])
+    if "enum" in node:
+        return st.sampled_from(node["enum"])
+    if "const" in node:
+        return st.just(node["const"])
+    if "default" in node:
+        return st.just(node["default"])
+    if node.get("type") == "boolean":
+        return st.booleans()
+    raise AssertionError(f"a field offers no value to draw: {node}")  # pragma: no cover
+
+
+def _action_schemas() -> list[dict[str, Any]]:
+    return [rule["then"] for rule in SCHEMA["properties"]["actions"]["items"]["allOf"]]
+
+
+@st.composite
+def _action(draw: st.DrawFn, then: dict[str, Any], index: int) -> dict[str, Any]:
+    action = {}
+    for name, node in then["properties"].items():
+        if name in then["required"] or draw(st.booleans()):
+            action[name] = draw(_from_schema(node))
+    action["name"] = f"{action['name']}_{index}"  # names are unique in a workflow
+    return action
+
+
+@st.composite
+def _workflows(draw: st.DrawFn) -> dict[str, Any]:
+    top = SCHEMA["properties"]
+    kinds = draw(st.lists(st.sampled_from(_action_schemas()), min_size=1, max_size=4))
+    document: dict[str, Any] = {
+        "workflow": "drawn",
+        "trigger": draw(_from_schema(top["trigger"])),
+        "actions": [draw(_action(then, index)) for index, then in enumerate(kinds)],
+    }
+    condition = draw(st.sampled_from(["conditions", "expression", None]))
+    if condition is not None:
+        document[condition] = draw(_from_schema(top[condition]))
+    return document
+
+
+@settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.filter_too_much, HealthCheck.too_slow],
+)
+@given(document=_workflows())
+def test_what_the_schema_accepts_loads(document: dict[str, Any]) -> None:
+    if not VALIDATOR.is_valid(document):
+        return  # the schema's rules across fields refused the draw (a GET with values ...)
+    workflow = load_workflow_text(json.dumps(document), name="drawn.json")
+    assert [action.id for action in workflow.actions] == [a["name"] for a in document["actions"]]
+
+
+def test_draws_reach_every_action_kind_and_optional_field() -> None:
+    """The strategy above is not vacuous: every action kind has an example for every field."""
+    for then in _action_schemas():
+        for node in then["properties"].values():
+            assert isinstance(_from_schema(node), st.SearchStrategy)
+
+
+# --- flowlang schema -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("document", "path", "generated"),
+    [("flow", FLOW_SCHEMA_FILE, flow_schema()), ("workflow", SCHEMA_FILE, SCHEMA)],
+)
+def test_schema_command_prints_the_shipped_schema(
+    document: str, path: Path, generated: dict[str, Any]
+) -> None:
+    out = io.StringIO()
+    assert main(["schema", document], stdout=out) == 0
+    assert out.getvalue() == path.read_text(encoding="utf-8")
+    assert json.loads(out.getvalue()) == generated
+    located = io.StringIO()
+    assert main(["schema", document, "--path"], stdout=located) == 0
+    shown = Path(located.getvalue().removesuffix("\n"))
+    assert shown == path and shown.is_file()
+    assert shown.is_relative_to(Path(flowlang.__file__).parent)
+
+
+def test_schema_command_refuses_other_documents(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        main(["schema", "steps\x1b[31m"])
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err
+    assert "invalid choice" in err and "Traceback" not in err
+
+
+def test_schema_command_names_a_missing_file(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from flowlang.cli import schemas
+
+    monkeypatch.setitem(schemas.SCHEMAS, "workflow", tmp_path / "workflow.schema.json")
+    assert main(["schema", "workflow"], stdout=io.StringIO()) == 2
+    err = capsys.readouterr().err
+    assert "the workflow schema is missing from the installed package" in err
+    assert str(tmp_path) in err and "Traceback" not in err
