@@ -28,8 +28,8 @@ import pytest
 from support import schema_patterns
 
 import flowlang
-from flowlang.expr.parser import _get_lark
 from flowlang.automations.schema import workflow_schema
+from flowlang.expr.parser import _get_lark
 from flowlang.flow.schema import flow_schema
 
 # How each pattern is called: "match" (at one position), "fullmatch", "search" (one result,
