@@ -98,6 +98,14 @@ def smoke(venv: Path, where: Path) -> None:
         cwd=where,
         env=env,
     )
+    for document in ("flow", "workflow"):  # the shipped schema files, read from the install
+        schema = run([str(bin_dir / "flowlang"), "schema", document], cwd=where, env=env)
+        assert (
+            schema.startswith("{")
+            and f'"$id": "https://flowlang.dev/schema/{document}.schema.json"' in schema
+        ), schema[:200]
+        located = run([str(bin_dir / "flowlang"), "schema", document, "--path"], cwd=where, env=env)
+        assert located.startswith(str(venv)), located
     trace = run(
         [
             str(bin_dir / "flowlang"),

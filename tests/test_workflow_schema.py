@@ -209,3 +209,38 @@ def test_schema_command_names_a_missing_file(
     err = capsys.readouterr().err
     assert "the workflow schema is missing from the installed package" in err
     assert str(tmp_path) in err and "Traceback" not in err
+
+
+def _editor_support() -> str:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("\n### Editor support\n", 1)[1]
+    return section.split("\n## ", 1)[0]
+
+
+def test_readme_editor_support_is_true(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The commands the README shows run and write the files its settings name."""
+    text = _editor_support()
+    commands = text.split("```sh\n", 1)[1].split("```", 1)[0]
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".vscode").mkdir()
+    ran = 0
+    for line in commands.splitlines():
+        words = line.split("#", 1)[0].split()
+        assert words[0] == "flowlang", line
+        target = words[words.index(">") + 1] if ">" in words else None
+        argv = words[1 : words.index(">")] if target else words[1:]
+        out = io.StringIO()
+        assert main(argv, stdout=out) == 0, line
+        if target:
+            Path(target).write_text(out.getvalue(), encoding="utf-8")
+        ran += 1
+    assert ran == 3
+    settings = json.loads(text.split("```json\n", 1)[1].split("```", 1)[0])
+    for schema_file, globs in settings["yaml.schemas"].items():
+        document = json.loads((tmp_path / schema_file).read_text())
+        assert document["title"].startswith("flowlang") and globs
+    modeline = text.split("```yaml\n", 1)[1].splitlines()[0]
+    relative = modeline.removeprefix("# yaml-language-server: $schema=")
+    assert (tmp_path / "workflows" / relative).resolve() == tmp_path / ".vscode" / (
+        "workflow.schema.json"
+    )
