@@ -164,3 +164,19 @@ def _prepare(action: Any, *args: Any) -> Any:
 
 def _scope() -> dict[str, Any]:
     return {"event": {"id": "e1", "type": "call.ended", "properties": {}}, "actions": {}}
+
+
+def test_thousands_of_faults_are_each_reported_once_in_order() -> None:
+    """A hostile document: 1,500 actions with two faults each, and every one of them reported
+    (the did-you-mean hints stop after a budget; the findings do not)."""
+    count = 1_500
+    actions = [
+        f"{{name: a{index}, type: api_request, endpoint: 'https://crm.example.com/x', "
+        f"method: GET, values: [{{key: k, value: v}}], timout: 3}}"
+        for index in range(count)
+    ]
+    errors = _errors_at(_workflow(actions))
+    assert len(errors) == 2 * count
+    assert [line for line, _ in errors] == [4 + index // 2 for index in range(2 * count)]
+    assert all("GET request has no body" in message for message in [m for _, m in errors][::2])
+    assert all("unknown field 'timout'" in message for message in [m for _, m in errors][1::2])
