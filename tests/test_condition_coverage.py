@@ -1,0 +1,251 @@
+"""Condition coverage (flowlang.testing.conditions): every row of every condition_splitter
+branch, and every branch written as one expression, seen true and seen false over runs; through
+the runtime's ``plan_wrapper``, on the Python loop only, without changing any run."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from test_loop_twins import INSTANTS, RECORDED_URL, _outcome, contexts, flows
+
+import flowlang
+from flowlang.expr.backends import AVAILABLE
+from flowlang.graph.model import flow_graph
+from flowlang.runtime.http import RecordedHttp, RecordedResponse
+from flowlang.runtime.runner import run_sync
+from flowlang.testing.conditions import ConditionCoverage, MissingCondition
+
+#: Hand-counted: three branches of a splitter (two rows, an expression, one row) and a second
+#: splitter reached only through ``otherwise``.
+ROUTING = """\
+flow: routing
+start: route
+steps:
+  route:
+    type: condition_splitter
+    branches:
+      - conditions:
+          - {property: "<<vars.tier>>", operator: equals, value: gold}
+          - {property: "<<vars.age>>", operator: greater_than, value: 30}
+        next: gold
+      - expression: <<vars.age < 18>>
+        next: young
+      - conditions:
+          - {property: "<<vars.name>>", operator: is_not_empty}
+        next: named
+    otherwise: again
+  again:
+    type: condition_splitter
+    branches:
+      - conditions:
+          - {property: "<<vars.tier>>", operator: starts_with, value: s}
+        next: named
+    otherwise: done
+  gold: {type: say, text: gold, next: done}
+  young: {type: say, text: young, next: done}
+  named: {type: say, text: named, next: done}
+  done: {type: hangup}
+"""
+
+R0 = ("route", 0, 0, "<<vars.tier>> equals gold")
+R1 = ("route", 0, 1, "<<vars.age>> greater_than 30")
+EXPR = ("route", 1, None, "<<vars.age < 18>>")
+NAME = ("route", 2, 0, "<<vars.name>> is_not_empty")
+AGAIN = ("again", 0, 0, "<<vars.tier>> starts_with s")
+
+
+def _missing(*rows: tuple[tuple[Any, ...], str]) -> list[MissingCondition]:
+    return [MissingCondition(*where, missing) for where, missing in rows]  # type: ignore[arg-type]
+
+
+def _covered(flow: flowlang.CompiledFlow, *variables: dict[str, Any]) -> ConditionCoverage:
+    coverage = ConditionCoverage(flow_graph(flow))
+    for seeded in variables:
+        run_sync(flow, {"vars": seeded}, **coverage.runtime_options())
+    return coverage
+
+
+@pytest.fixture(scope="module")
+def routing() -> flowlang.CompiledFlow:
+    return flowlang.load_flow_text(ROUTING)
+
+
+def test_no_run_misses_every_outcome(routing: flowlang.CompiledFlow) -> None:
+    coverage = ConditionCoverage(flow_graph(routing))
+    assert coverage.ratio == (0, 10)
+    assert [(item.step, item.branch, item.row) for item in coverage.missing()] == [
+        (step, branch, row)
+        for step, branch, row, _ in (R0, R1, EXPR, NAME, AGAIN)
+        for _ in ("true", "false")
+    ]
+
+
+def test_a_visit_evaluates_every_row_of_every_branch(routing: flowlang.CompiledFlow) -> None:
+    # Branch 0 holds, so the run never tests branch 1 or 2, nor the second splitter: coverage
+    # still sees every row of ``route``; ``again`` was not visited.
+    coverage = _covered(routing, {"tier": "gold", "age": 40, "name": "Ann"})
+    assert coverage.missing() == _missing(
+        (R0, "false"),
+        (R1, "false"),
+        (EXPR, "true"),
+        (NAME, "false"),
+        (AGAIN, "true"),
+        (AGAIN, "false"),
+    )
+    assert coverage.ratio == (4, 10)
+
+
+def test_outcomes_add_up_over_runs(routing: flowlang.CompiledFlow) -> None:
+    coverage = _covered(
+        routing,
+        {"tier": "gold", "age": 40, "name": "Ann"},  # R0 T, R1 T, EXPR F, NAME T
+        {"tier": "silver", "age": 10, "name": ""},  # R0 F, R1 F, EXPR T, NAME F
+        {"tier": "bronze", "age": 20},  # all false: on to ``again``, AGAIN F
+    )
+    assert coverage.missing() == _missing((AGAIN, "true"))
+    assert coverage.ratio == (9, 10)
+    counts = {(c.step, c.branch, c.row): (c.true, c.false, c.raised) for c in coverage.conditions}
+    assert counts == {
+        ("route", 0, 0): (1, 2, 0),
+        ("route", 0, 1): (1, 2, 0),
+        ("route", 1, None): (1, 2, 0),
+        ("route", 2, 0): (1, 2, 0),
+        ("again", 0, 0): (0, 1, 0),
+    }
+    more = _covered(routing, {"tier": "silver", "age": 20})
+    assert more.missing() == _missing(
+        (R0, "true"), (R1, "true"), (EXPR, "true"), (NAME, "true"), (AGAIN, "false")
+    )
+
+
+def test_json_and_table_name_what_is_missing(routing: flowlang.CompiledFlow) -> None:
+    coverage = _covered(routing, {"tier": "gold", "age": 40, "name": "Ann"})
+    report = coverage.to_json()
+    assert json.loads(json.dumps(report)) == report
+    assert (report["seen"], report["possible"], report["percent"]) == (4, 10, 40.0)
+    assert report["missing"][0] == {
+        "step": "route",
+        "branch": 0,
+        "row": 0,
+        "text": "<<vars.tier>> equals gold",
+        "missing": "false",
+    }
+    assert [c["true"] for c in report["conditions"]] == [1, 1, 0, 1, 0]
+    lines = coverage.table().splitlines()
+    assert lines[0] == "conditions 4/10 outcomes (40.0%)"
+    assert lines[1:] == [
+        "  route branches[0] row 0: <<vars.tier>> equals gold  never false",
+        "  route branches[0] row 1: <<vars.age>> greater_than 30  never false",
+        "  route branches[1] expression: <<vars.age < 18>>  never true",
+        "  route branches[2] row 0: <<vars.name>> is_not_empty  never false",
+        "  again branches[0] row 0: <<vars.tier>> starts_with s  never true nor false",
+    ]
+
+
+def test_a_flow_without_conditions_is_fully_covered() -> None:
+    flow = flowlang.load_flow_text("flow: f\nstart: a\nsteps:\n  a: {type: hangup}\n")
+    coverage = _covered(flow, {})
+    assert (coverage.ratio, coverage.missing()) == ((0, 0), [])
+    assert coverage.to_json()["percent"] == 100.0
+
+
+def test_runs_of_another_flow_are_not_counted(routing: flowlang.CompiledFlow) -> None:
+    coverage = ConditionCoverage(flow_graph(routing))
+    other = flowlang.load_flow_text(ROUTING.replace("flow: routing", "flow: other"))
+    run_sync(other, {"vars": {"tier": "gold", "age": 40}}, **coverage.runtime_options())
+    assert coverage.ratio == (0, 10)
+    # the same flow loaded again (another object, the same document) is counted
+    again = flowlang.load_flow_text(ROUTING)
+    run_sync(again, {"vars": {"tier": "gold", "age": 40}}, **coverage.runtime_options())
+    assert coverage.ratio == (4, 10)  # R0 T, R1 T, EXPR F, NAME F
+
+
+# --- the seam: Runtime(plan_wrapper=...) on the Python loop only -------------------------------
+
+
+@pytest.mark.skipif("cython" not in AVAILABLE, reason="the cython backend is not available")
+def test_the_compiled_loop_refuses_a_plan_wrapper(routing: flowlang.CompiledFlow) -> None:
+    coverage = ConditionCoverage(flow_graph(routing))
+    options = {**coverage.runtime_options(), "backend": "cython"}
+    with pytest.raises(ValueError, match=r"Python loop only.*backend='python'"):
+        flowlang.Runtime(**options)
+
+
+def test_runtime_options_ask_for_the_python_loop(routing: flowlang.CompiledFlow) -> None:
+    coverage = ConditionCoverage(flow_graph(routing))
+    runtime = flowlang.Runtime(**coverage.runtime_options())
+    assert runtime.backend == "python"
+    asyncio.run(runtime.aclose())
+
+
+def test_a_wrapped_plan_stays_with_its_runtime(routing: flowlang.CompiledFlow) -> None:
+    # The flow is shared by every runtime: a runtime without the wrapper runs the plain plan.
+    coverage = ConditionCoverage(flow_graph(routing))
+    run_sync(routing, {"vars": {"tier": "gold"}}, **coverage.runtime_options())
+    seen = coverage.ratio
+    run_sync(routing, {"vars": {"tier": "silver"}}, backend="python")
+    assert coverage.ratio == seen
+
+
+# --- the wrapper changes nothing: generated flows, random contexts ------------------------------
+
+
+def _runs(
+    flow: flowlang.CompiledFlow,
+    context: dict[str, Any],
+    digits: list[str | None],
+    options: dict[str, Any],
+) -> list[dict[str, Any]]:
+    """One call's legs (start, then a resume per digits), as the loop twins' test compares."""
+
+    async def run() -> list[dict[str, Any]]:
+        recorded = {("GET", RECORDED_URL): RecordedResponse(200, {}, {"tier": "gold"})}
+        outcomes = []
+        async with flowlang.Runtime(
+            http=RecordedHttp(recorded),
+            settings=flowlang.RuntimeSettings(max_steps=40, max_same_step=4),
+            secrets=flowlang.MappingSecrets({"token": "x"}),
+            clock=lambda: INSTANTS[0],
+            **options,
+        ) as runtime:
+            try:
+                result = await runtime.start(flow, copy.deepcopy(context))
+            except ValueError as error:
+                return [{"refused": str(error)}]
+            outcomes.append(_outcome(result))
+            for entered in digits:
+                if result.status != "waiting_for_input" or result.state is None:
+                    break
+                state = json.loads(json.dumps(result.state))
+                result = await runtime.resume(flow, state, entered)
+                outcomes.append(_outcome(result))
+        return outcomes
+
+    return asyncio.run(run())
+
+
+@settings(max_examples=200)
+@given(
+    flows(),
+    contexts,
+    st.lists(st.sampled_from(["12", "1#", "", None, "x", "1", "9"]), max_size=3),
+)
+def test_the_wrapper_does_not_change_a_run(
+    document: dict[str, Any], context: dict[str, Any], digits: list[str | None]
+) -> None:
+    flow = flowlang.load_flow_text(json.dumps(document))
+    coverage = ConditionCoverage(flow_graph(flow))
+    plain = _runs(flow, context, digits, {"backend": "python"})
+    observed = _runs(flow, context, digits, coverage.runtime_options())
+    assert repr(observed) == repr(plain)  # repr: NaN in a trace equals itself
+    seen, possible = coverage.ratio
+    assert 0 <= seen <= possible == 2 * len(coverage.conditions)
+    for count in coverage.conditions:  # every condition of a splitter, at each visit
+        visits = sum(entry["step"] == count.step for leg in plain for entry in leg.get("trace", []))
+        assert count.true + count.false + count.raised == visits
