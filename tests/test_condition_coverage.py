@@ -166,6 +166,55 @@ def test_runs_of_another_flow_are_not_counted(routing: flowlang.CompiledFlow) ->
     assert coverage.ratio == (4, 10)  # R0 T, R1 T, EXPR F, NAME F
 
 
+# --- rows that raise: neither true nor false, the run unchanged --------------------------------
+
+
+def _boom(value: Any) -> Any:
+    raise RuntimeError("the filter failed")
+
+
+def _both(flow: flowlang.CompiledFlow, seeded: dict[str, Any]) -> tuple[Any, ConditionCoverage]:
+    """The run without and with the wrapper (asserted alike), and the coverage."""
+    coverage = ConditionCoverage(flow_graph(flow))
+    plain = _outcome(run_sync(flow, {"vars": seeded}, backend="python"))
+    observed = _outcome(run_sync(flow, {"vars": seeded}, **coverage.runtime_options()))
+    assert observed == plain
+    return plain, coverage
+
+
+def _counts(coverage: ConditionCoverage) -> list[tuple[int, int, int]]:
+    return [(count.true, count.false, count.raised) for count in coverage.conditions]
+
+
+def test_strict_mode_rows_that_raise_are_noted_raised() -> None:
+    flow = flowlang.load_flow_text(ROUTING, engine=flowlang.Engine(strict=True))
+    # Branch 0 holds: the run never reads vars.name, which is undefined; coverage does.
+    plain, coverage = _both(flow, {"tier": "gold", "age": 40})
+    assert plain["status"] == "ended"
+    assert _counts(coverage) == [(1, 0, 0), (1, 0, 0), (0, 1, 0), (0, 0, 1), (0, 0, 0)]
+    assert (
+        "  route branches[2] row 0: <<vars.name>> is_not_empty  never true nor false, raised 1x"
+        in coverage.table().splitlines()
+    )
+    # Row 0 is false, so the run skips row 1 and fails at the expression (vars.age undefined):
+    # the same failure with the wrapper; coverage saw R0 false and three raised.
+    plain, coverage = _both(flow, {"tier": "silver"})
+    assert plain["status"] == "failed" and "age" in plain["error"]
+    assert _counts(coverage) == [(0, 1, 0), (0, 0, 1), (0, 0, 1), (0, 0, 1), (0, 0, 0)]
+    assert coverage.ratio == (1, 10)
+
+
+def test_a_failing_filter_is_noted_raised() -> None:
+    text = ROUTING.replace('"<<vars.name>>"', '"<<vars.name | boom>>"')
+    flow = flowlang.load_flow_text(text, engine=flowlang.Engine(filters={"boom": _boom}))
+    plain, coverage = _both(flow, {"tier": "gold", "age": 40, "name": "Ann"})
+    assert plain["status"] == "ended"  # branch 0 held: the failing row was never run
+    assert _counts(coverage)[3] == (0, 0, 1)
+    plain, coverage = _both(flow, {"tier": "x", "age": 20, "name": "Ann"})
+    assert plain["status"] == "failed" and "boom" in plain["error"]
+    assert _counts(coverage) == [(0, 1, 0), (0, 1, 0), (0, 1, 0), (0, 0, 1), (0, 0, 0)]
+
+
 # --- the seam: Runtime(plan_wrapper=...) on the Python loop only -------------------------------
 
 
@@ -249,3 +298,19 @@ def test_the_wrapper_does_not_change_a_run(
     for count in coverage.conditions:  # every condition of a splitter, at each visit
         visits = sum(entry["step"] == count.step for leg in plain for entry in leg.get("trace", []))
         assert count.true + count.false + count.raised == visits
+    for step_id in {count.step for count in coverage.conditions}:
+        _agrees_with_the_step(step_id, coverage, plain)
+
+
+def _agrees_with_the_step(
+    step_id: str, coverage: ConditionCoverage, legs: list[dict[str, Any]]
+) -> None:
+    """A splitter run once, no condition raising: the branch it took is the first whose
+    conditions coverage saw all true (``otherwise`` when none): both evaluated alike."""
+    entries = [entry for leg in legs for entry in leg.get("trace", []) if entry["step"] == step_id]
+    counts = [count for count in coverage.conditions if count.step == step_id]
+    if len(entries) != 1 or any(count.raised for count in counts):
+        return
+    branches = sorted({count.branch for count in counts})
+    holding = [b for b in branches if all(c.true for c in counts if c.branch == b)]
+    assert entries[0]["outcome"] == (f"branch {holding[0]}" if holding else "otherwise")
