@@ -314,3 +314,79 @@ def _agrees_with_the_step(
     branches = sorted({count.branch for count in counts})
     holding = [b for b in branches if all(c.true for c in counts if c.branch == b)]
     assert entries[0]["outcome"] == (f"branch {holding[0]}" if holding else "otherwise")
+
+
+# --- hostile: huge, deep, control characters ---------------------------------------------------
+
+
+def _splitter(branches: list[dict[str, Any]]) -> str:
+    return json.dumps(
+        {
+            "flow": "hostile",
+            "start": "route",
+            "steps": {
+                "route": {"type": "condition_splitter", "branches": branches, "otherwise": "end"},
+                "end": {"type": "hangup"},
+            },
+        }
+    )
+
+
+def test_ten_thousand_rows_are_each_counted_at_each_visit() -> None:
+    # 100 branches of 100 rows: row r of every branch compares vars.n with r (true for r < n).
+    branches = [
+        {
+            "conditions": [
+                {"property": "<<vars.n>>", "operator": "greater_than", "value": row}
+                for row in range(100)
+            ],
+            "next": "end",
+        }
+        for _ in range(100)
+    ]
+    flow = flowlang.load_flow_text(_splitter(branches))
+    coverage = _covered(flow, {"n": 50})
+    assert len(coverage.conditions) == 10_000
+    assert coverage.ratio == (10_000, 20_000)
+    assert [count.true for count in coverage.conditions[:100]] == [1] * 50 + [0] * 50
+    assert len(coverage.missing()) == 10_000
+    both_ends = _covered(flow, {"n": 0}, {"n": 100})
+    assert both_ends.ratio == (20_000, 20_000) and both_ends.missing() == []
+    assert len(coverage.table().splitlines()) == 10_001
+
+
+def test_a_deep_expression_is_evaluated_or_noted_raised() -> None:
+    depth = 95
+    expression = "<<" + "(" * depth + "vars.a == 1" + ")" * depth + ">>"
+    nots = "<<" + "not " * 90 + "vars.a>>"
+    engine = flowlang.Engine(limits=flowlang.Limits(max_depth=100))
+    flow = flowlang.load_flow_text(
+        _splitter([{"expression": expression, "next": "end"}, {"expression": nots, "next": "end"}]),
+        engine=engine,
+    )
+    plain, coverage = _both(flow, {"a": 1})
+    assert plain["trace"][0]["outcome"] == "branch 0"
+    assert _counts(coverage) == [(1, 0, 0), (1, 0, 0)]  # not × 90 of 1: true
+
+
+def test_condition_text_is_shown_as_text() -> None:
+    hostile = "\x1b[31mred\x07\u202etxt\n" + "long " * 40
+    flow = flowlang.load_flow_text(
+        _splitter(
+            [
+                {
+                    "conditions": [
+                        {"property": "<<vars.a>>", "operator": "equals", "value": hostile}
+                    ],
+                    "next": "end",
+                }
+            ]
+        )
+    )
+    coverage = _covered(flow, {"a": "x"})
+    assert coverage.conditions[0].text == f"<<vars.a>> equals {hostile}"  # whole in JSON
+    assert coverage.to_json()["conditions"][0]["text"] == coverage.conditions[0].text
+    line = coverage.table().splitlines()[1]
+    assert "\x1b" not in line and "\x07" not in line and "\u202e" not in line
+    assert "\\x1b[31mred\\x07\\u202etxt\\n" in line
+    assert line.endswith("…  never true") and len(line) < 120
