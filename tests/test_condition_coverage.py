@@ -18,6 +18,7 @@ import flowlang
 from flowlang.expr.backends import AVAILABLE
 from flowlang.graph.model import flow_graph
 from flowlang.runtime.http import RecordedHttp, RecordedResponse
+from flowlang.runtime.plan import plan_flow
 from flowlang.runtime.runner import run_sync
 from flowlang.testing.conditions import ConditionCoverage, MissingCondition
 
@@ -164,6 +165,18 @@ def test_runs_of_another_flow_are_not_counted(routing: flowlang.CompiledFlow) ->
     again = flowlang.load_flow_text(ROUTING)
     run_sync(again, {"vars": {"tier": "gold", "age": 40}}, **coverage.runtime_options())
     assert coverage.ratio == (4, 10)  # R0 T, R1 T, EXPR F, NAME F
+    # another version of the flow (a row edited) is not counted against this one
+    edited = flowlang.load_flow_text(ROUTING.replace("value: gold", "value: platinum"))
+    run_sync(edited, {"vars": {"tier": "silver", "age": 20}}, **coverage.runtime_options())
+    assert coverage.ratio == (5, 10)  # only ``again`` (unchanged) counted: AGAIN T
+
+
+def test_a_wrapped_plan_is_a_new_plan(routing: flowlang.CompiledFlow) -> None:
+    plan = plan_flow(routing.steps)
+    before = dict(plan)
+    wrapped = ConditionCoverage(flow_graph(routing)).wrap_plan(routing, plan)
+    assert plan == before
+    assert [step for step in wrapped if wrapped[step] is not plan[step]] == ["route", "again"]
 
 
 # --- rows that raise: neither true nor false, the run unchanged --------------------------------

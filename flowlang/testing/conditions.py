@@ -101,9 +101,16 @@ def _branches(step: Step[Any]) -> list[Branch]:
     return found
 
 
-def _shape(branches: Sequence[Branch]) -> tuple[int | None, ...]:
-    """Rows per branch (None: an expression): what must match for counts to line up."""
-    return tuple(None if branch.expression is not None else len(branch.rows) for branch in branches)
+def _conditions(branches: Sequence[Branch]) -> list[tuple[int, int | None, str]]:
+    """Each condition of the branches: its branch, its row (None: the branch's expression)
+    and its text, in order; a run is counted only against a step whose list is the same."""
+    found: list[tuple[int, int | None, str]] = []
+    for index, branch in enumerate(branches):
+        if branch.expression is not None:
+            found.append((index, None, str(getattr(branch.expression, "source", ""))))
+        else:
+            found.extend((index, row, _row_text(item)) for row, item in enumerate(branch.rows))
+    return found
 
 
 Test = Callable[[Mapping[str, Any]], Any]
@@ -141,32 +148,23 @@ class ConditionCoverage:
     :meth:`table`.
 
     Each outcome of each condition counts: a row (or a branch's expression) is covered when it
-    was seen true and seen false, two outcomes each. Runs of another flow (another name, or a
-    splitter whose branches are not shaped as in ``graph``) are not counted.
+    was seen true and seen false, two outcomes each. Runs of another flow are not counted:
+    another name, or (another version of the flow) a splitter whose conditions differ.
     """
 
     def __init__(self, graph: FlowGraph) -> None:
         self.graph = graph
         #: Every condition, in step, branch and row order.
         self.conditions: list[ConditionCount] = []
-        #: For each step that tests conditions: its branches' shape and its conditions.
-        self._by_step: dict[str, tuple[tuple[int | None, ...], list[ConditionCount]]] = {}
+        #: For each step that tests conditions: what they are, and their counts.
+        self._by_step: dict[str, tuple[list[tuple[int, int | None, str]], list[ConditionCount]]]
+        self._by_step = {}
         for step_id, step in graph.steps.items():
-            branches = _branches(step)
-            if not branches:
-                continue
-            counts: list[ConditionCount] = []
-            for index, branch in enumerate(branches):
-                if branch.expression is not None:
-                    source = str(getattr(branch.expression, "source", ""))
-                    counts.append(ConditionCount(step_id, index, None, source))
-                else:
-                    counts.extend(
-                        ConditionCount(step_id, index, number, _row_text(row))
-                        for number, row in enumerate(branch.rows)
-                    )
-            self._by_step[step_id] = (_shape(branches), counts)
-            self.conditions.extend(counts)
+            found = _conditions(_branches(step))
+            if found:
+                counts = [ConditionCount(step_id, *condition) for condition in found]
+                self._by_step[step_id] = (found, counts)
+                self.conditions.extend(counts)
 
     # --- the seam -------------------------------------------------------------------------
 
@@ -176,20 +174,22 @@ class ConditionCoverage:
         return {"backend": "python", "plan_wrapper": self.wrap_plan}
 
     def wrap_plan(self, flow: CompiledFlow, plan: StepPlan) -> StepPlan:
-        """The plan with each splitter step of this flow wrapped: every condition evaluated and
-        counted before the step runs as planned (a :data:`~flowlang.runtime.plan.PlanWrapper`)."""
+        """A new plan with each splitter step of this flow wrapped: every condition evaluated
+        and counted before the step runs as planned (a
+        :data:`~flowlang.runtime.plan.PlanWrapper`). ``plan`` itself is left as it is."""
+        wrapped = dict(plan)
         if flow.name != self.graph.name:
-            return plan
-        for step_id, (shape, counts) in self._by_step.items():
+            return wrapped
+        for step_id, (found, counts) in self._by_step.items():
             planned = plan.get(step_id)
             if planned is None:
                 continue
             step, run_step, execute = planned
             branches = _branches(step)
-            if run_step is None or _shape(branches) != shape:
+            if run_step is None or _conditions(branches) != found:
                 continue
-            plan[step_id] = (step, _observed(run_step, _tests(branches), counts), execute)
-        return plan
+            wrapped[step_id] = (step, _observed(run_step, _tests(branches), counts), execute)
+        return wrapped
 
     # --- the results ----------------------------------------------------------------------
 
