@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,12 +16,16 @@ from hypothesis import strategies as st
 from test_loop_twins import INSTANTS, RECORDED_URL, _outcome, contexts, flows
 
 import flowlang
-from flowlang.expr.backends import AVAILABLE
+from flowlang.expr.backends import AVAILABLE, resolve_backend
 from flowlang.graph.model import flow_graph
 from flowlang.runtime.http import RecordedHttp, RecordedResponse
 from flowlang.runtime.plan import plan_flow
 from flowlang.runtime.runner import run_sync
-from flowlang.testing.conditions import ConditionCoverage, MissingCondition
+from flowlang.testing.conditions import (
+    ConditionCoverage,
+    MissingCondition,
+    WorkflowConditionCoverage,
+)
 
 #: Hand-counted: three branches of a splitter (two rows, an expression, one row) and a second
 #: splitter reached only through ``otherwise``.
@@ -195,7 +200,7 @@ def _both(flow: flowlang.CompiledFlow, seeded: dict[str, Any]) -> tuple[Any, Con
     return plain, coverage
 
 
-def _counts(coverage: ConditionCoverage) -> list[tuple[int, int, int]]:
+def _counts(coverage: ConditionCoverage | WorkflowConditionCoverage) -> list[tuple[int, int, int]]:
     return [(count.true, count.false, count.raised) for count in coverage.conditions]
 
 
@@ -237,6 +242,9 @@ def test_the_compiled_loop_refuses_a_plan_wrapper(routing: flowlang.CompiledFlow
     options = {**coverage.runtime_options(), "backend": "cython"}
     with pytest.raises(ValueError, match=r"Python loop only.*backend='python'"):
         flowlang.Runtime(**options)
+    if resolve_backend(None) == "cython":  # the process default: refused as well
+        with pytest.raises(ValueError, match="Python loop only"):
+            flowlang.Runtime(plan_wrapper=coverage.wrap_plan)
 
 
 def test_runtime_options_ask_for_the_python_loop(routing: flowlang.CompiledFlow) -> None:
@@ -403,3 +411,65 @@ def test_condition_text_is_shown_as_text() -> None:
     assert "\x1b" not in line and "\x07" not in line and "\u202e" not in line
     assert "\\x1b[31mred\\x07\\u202etxt\\n" in line
     assert line.endswith("…  never true") and len(line) < 120
+
+
+# --- workflows: their conditions are one branch, counted per event ------------------------------
+
+VIP_UPDATED = Path(__file__).parent.parent / "examples" / "workflows" / "vip_contact_updated.yaml"
+
+
+def _event(**properties: Any) -> dict[str, Any]:
+    return {"id": "e1", "type": "contact.updated", "properties": properties}
+
+
+def test_a_workflows_rows_are_each_counted_per_event() -> None:
+    workflow = flowlang.load_workflow(VIP_UPDATED)
+    coverage = WorkflowConditionCoverage(workflow)
+    assert coverage.ratio == (0, 4)
+    # The first row fails: the dispatcher's match stops there; coverage reads the second too.
+    event = _event(tags=["Lead"], changes={"tags": ["Lead"]})
+    assert not workflow.matches(event)
+    assert coverage.add(event)
+    assert _counts(coverage) == [(0, 1, 0), (1, 0, 0)]
+    assert not coverage.add({"id": "e2", "type": "call.ended", "properties": {}})  # not its trigger
+    assert coverage.add(_event(tags=["Vip"], changes={}))
+    assert _counts(coverage) == [(1, 1, 0), (1, 1, 0)]
+    assert coverage.missing() == []
+    assert coverage.to_json()["workflow"] == "vip-contact-updated"
+    assert coverage.table().splitlines() == ["conditions 4/4 outcomes (100.0%)"]
+
+
+def test_a_workflow_expression_and_a_row_that_raises() -> None:
+    text = (
+        "workflow: w\ntrigger: contact.updated\n"
+        "expression: <<event.properties.score | boom > 3>>\n"
+        "actions:\n  - {name: a, type: slack_notification, token: t, channel: c, text: x}\n"
+    )
+    engine = flowlang.Engine(filters={"boom": lambda value: value if value else _boom(value)})
+    workflow = flowlang.load_workflow_text(text, engine=engine)
+    coverage = WorkflowConditionCoverage(workflow)
+    for score in (5, 1, None):
+        coverage.add(_event(score=score))
+    assert _counts(coverage) == [(1, 1, 1)]
+    assert coverage.table().splitlines()[1:] == [
+        "  expression: <<event.properties.score | boom > 3>>  covered, raised 1x"
+    ]
+
+
+@settings(max_examples=100)
+@given(
+    st.fixed_dictionaries(
+        {"tags": st.lists(st.sampled_from(["Vip", "Lead", "vip"]), max_size=2)},
+        optional={
+            "changes": st.fixed_dictionaries(
+                {}, optional={"tags": st.sampled_from([[], ["Vip"], "", None])}
+            )
+        },
+    )
+)
+def test_coverage_agrees_with_the_dispatchers_match(properties: dict[str, Any]) -> None:
+    workflow = flowlang.load_workflow(VIP_UPDATED)
+    coverage = WorkflowConditionCoverage(workflow)
+    event = _event(**properties)
+    coverage.add(event)
+    assert workflow.matches(event) == all(count.true for count in coverage.conditions)

@@ -18,13 +18,19 @@ Steps that test conditions are found by their fields (a field holding
 
 from __future__ import annotations
 
-__all__ = ["ConditionCount", "ConditionCoverage", "MissingCondition"]
+__all__ = [
+    "ConditionCount",
+    "ConditionCoverage",
+    "MissingCondition",
+    "WorkflowConditionCoverage",
+]
 
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from flowlang.automations.workflow import CompiledWorkflow
 from flowlang.expr.values import truthy
 from flowlang.flow.model import Branch, CompiledFlow, Row, Step, Value
 from flowlang.graph.model import FlowGraph
@@ -130,6 +136,13 @@ def _expression_test(render: Callable[[Mapping[str, Any]], Any]) -> Test:
     return holds
 
 
+def _bool_test(render: Callable[[Mapping[str, Any]], Any]) -> Test:
+    def holds(scope: Mapping[str, Any]) -> bool:
+        return bool(render(scope))
+
+    return holds
+
+
 def _tests(branches: Sequence[Branch]) -> list[Test]:
     """One test per condition, in the order of :meth:`ConditionCoverage.conditions`."""
     tests: list[Test] = []
@@ -142,69 +155,27 @@ def _tests(branches: Sequence[Branch]) -> list[Test]:
     return tests
 
 
-class ConditionCoverage:
-    """Condition coverage of one flow over many runs: give every runtime that runs the flow
-    :meth:`runtime_options`, then read :meth:`missing`, :attr:`ratio`, :meth:`to_json` or
-    :meth:`table`.
+class _Conditions:
+    """Counts of conditions and what is read of them: the missing outcomes, the ratio, JSON
+    and the table (a flow's, or a workflow's)."""
 
-    Each outcome of each condition counts: a row (or a branch's expression) is covered when it
-    was seen true and seen false, two outcomes each. Runs of another flow are not counted:
-    another name, or (another version of the flow) a splitter whose conditions differ.
-    """
+    #: ``flow`` or ``workflow``: the key of the name in :meth:`to_json`.
+    document = "flow"
 
-    def __init__(self, graph: FlowGraph) -> None:
-        self.graph = graph
+    def __init__(self, name: str) -> None:
+        self.name = name
         #: Every condition, in step, branch and row order.
         self.conditions: list[ConditionCount] = []
-        #: For each step that tests conditions: what they are, and their counts.
-        self._by_step: dict[str, tuple[list[tuple[int, int | None, str]], list[ConditionCount]]]
-        self._by_step = {}
-        for step_id, step in graph.steps.items():
-            found = _conditions(_branches(step))
-            if found:
-                counts = [ConditionCount(step_id, *condition) for condition in found]
-                self._by_step[step_id] = (found, counts)
-                self.conditions.extend(counts)
-
-    # --- the seam -------------------------------------------------------------------------
-
-    def runtime_options(self) -> dict[str, Any]:
-        """Keyword arguments for :class:`flowlang.Runtime` (merge them into yours): the
-        Python loop and the plan wrapper that counts this flow's conditions."""
-        return {"backend": "python", "plan_wrapper": self.wrap_plan}
-
-    def wrap_plan(self, flow: CompiledFlow, plan: StepPlan) -> StepPlan:
-        """A new plan with each splitter step of this flow wrapped: every condition evaluated
-        and counted before the step runs as planned (a
-        :data:`~flowlang.runtime.plan.PlanWrapper`). ``plan`` itself is left as it is."""
-        wrapped = dict(plan)
-        if flow.name != self.graph.name:
-            return wrapped
-        for step_id, (found, counts) in self._by_step.items():
-            planned = plan.get(step_id)
-            if planned is None:
-                continue
-            step, run_step, execute = planned
-            branches = _branches(step)
-            if run_step is None or _conditions(branches) != found:
-                continue
-            wrapped[step_id] = (step, _observed(run_step, _tests(branches), counts), execute)
-        return wrapped
-
-    # --- the results ----------------------------------------------------------------------
 
     def missing(self) -> list[MissingCondition]:
         """The outcomes no run saw, in step, branch and row order (``true`` before ``false``)."""
         missing: list[MissingCondition] = []
         for count in self.conditions:
+            where = (count.step, count.branch, count.row, count.text)
             if not count.true:
-                missing.append(
-                    MissingCondition(count.step, count.branch, count.row, count.text, "true")
-                )
+                missing.append(MissingCondition(*where, "true"))
             if not count.false:
-                missing.append(
-                    MissingCondition(count.step, count.branch, count.row, count.text, "false")
-                )
+                missing.append(MissingCondition(*where, "false"))
         return missing
 
     @property
@@ -217,7 +188,7 @@ class ConditionCoverage:
         """Plain JSON for ``coverage.json``: the ratio, every condition's counts, the missing."""
         seen, possible = self.ratio
         return {
-            "flow": self.graph.name,
+            self.document: self.name,
             "seen": seen,
             "possible": possible,
             "percent": _percent(seen, possible),
@@ -245,13 +216,100 @@ class ConditionCoverage:
             ]
             if not lacks and not count.raised:
                 continue
-            where = f"branches[{count.branch}]"
-            where += " expression" if count.row is None else f" row {count.row}"
             note = f"never {' nor '.join(lacks)}" if lacks else "covered"
             if count.raised:
                 note += f", raised {count.raised}x"
-            lines.append(f"  {count.step} {where}: {_shown(count.text)}  {note}")
+            lines.append(f"  {self._where(count)}: {_shown(count.text)}  {note}")
         return "\n".join(lines) + "\n"
+
+    def _where(self, count: ConditionCount) -> str:
+        """Where a condition is written, for the table."""
+        where = f"{count.step} branches[{count.branch}]"
+        return where + (" expression" if count.row is None else f" row {count.row}")
+
+
+class ConditionCoverage(_Conditions):
+    """Condition coverage of one flow over many runs: give every runtime that runs the flow
+    :meth:`runtime_options`, then read :meth:`missing`, :attr:`ratio`, :meth:`to_json` or
+    :meth:`table`.
+
+    Each outcome of each condition counts: a row (or a branch's expression) is covered when it
+    was seen true and seen false, two outcomes each. Runs of another flow are not counted:
+    another name, or (another version of the flow) a splitter whose conditions differ.
+    """
+
+    def __init__(self, graph: FlowGraph) -> None:
+        super().__init__(graph.name)
+        self.graph = graph
+        #: For each step that tests conditions: what they are, and their counts.
+        self._by_step: dict[str, tuple[list[tuple[int, int | None, str]], list[ConditionCount]]]
+        self._by_step = {}
+        for step_id, step in graph.steps.items():
+            found = _conditions(_branches(step))
+            if found:
+                counts = [ConditionCount(step_id, *condition) for condition in found]
+                self._by_step[step_id] = (found, counts)
+                self.conditions.extend(counts)
+
+    def runtime_options(self) -> dict[str, Any]:
+        """Keyword arguments for :class:`flowlang.Runtime` (merge them into yours): the
+        Python loop and the plan wrapper that counts this flow's conditions."""
+        return {"backend": "python", "plan_wrapper": self.wrap_plan}
+
+    def wrap_plan(self, flow: CompiledFlow, plan: StepPlan) -> StepPlan:
+        """A new plan with each splitter step of this flow wrapped: every condition evaluated
+        and counted before the step runs as planned (a
+        :data:`~flowlang.runtime.plan.PlanWrapper`). ``plan`` itself is left as it is."""
+        wrapped = dict(plan)
+        if flow.name != self.graph.name:
+            return wrapped
+        for step_id, (found, counts) in self._by_step.items():
+            planned = plan.get(step_id)
+            if planned is None:
+                continue
+            step, run_step, execute = planned
+            branches = _branches(step)
+            if run_step is None or _conditions(branches) != found:
+                continue
+            wrapped[step_id] = (step, _observed(run_step, _tests(branches), counts), execute)
+        return wrapped
+
+
+class WorkflowConditionCoverage(_Conditions):
+    """Condition coverage of a workflow's conditions (its rows, or its one expression) over
+    the events of its tests: :meth:`add` each event a test dispatches. A workflow's conditions
+    are one branch (``step`` ``<conditions>``, ``branch`` 0). Matching an event changes
+    nothing, so no runtime seam is needed: each condition is evaluated on its own as the
+    dispatcher's match would (an expression's value read with ``bool``)."""
+
+    document = "workflow"
+    #: The ``step`` of a workflow's conditions (as the checker's messages name them).
+    STEP = "<conditions>"
+
+    def __init__(self, workflow: CompiledWorkflow) -> None:
+        super().__init__(workflow.name)
+        self.workflow = workflow
+        tests: list[Test] = []
+        if workflow.expression is not None:
+            self.conditions.append(
+                ConditionCount(self.STEP, 0, None, str(workflow.expression.source))
+            )
+            tests.append(_bool_test(workflow.expression.render))
+        for number, row in enumerate(workflow.rows):
+            self.conditions.append(ConditionCount(self.STEP, 0, number, _row_text(row)))
+            tests.append(_row_test(row))
+        self._pairs = list(zip(tests, self.conditions, strict=True))
+
+    def add(self, event: Mapping[str, Any]) -> bool:
+        """Count the conditions for ``event``; False (nothing counted) when the event is not of
+        the workflow's trigger (the dispatcher would not test it)."""
+        if not isinstance(event, Mapping) or event.get("type") != self.workflow.trigger:
+            return False
+        _count(self._pairs, {"event": event})
+        return True
+
+    def _where(self, count: ConditionCount) -> str:
+        return "expression" if count.row is None else f"conditions[{count.row}]"
 
 
 def _observed(
@@ -261,20 +319,24 @@ def _observed(
     pairs = list(zip(tests, counts, strict=True))
 
     def observed(run: Any) -> Any:
-        scope = {**run.scope, "secrets": _NO_SECRETS}
-        for test, count in pairs:
-            try:
-                holds = bool(test(scope))
-            except Exception:  # strict mode, a failing filter: neither true nor false
-                count.raised += 1
-                continue
-            if holds:
-                count.true += 1
-            else:
-                count.false += 1
+        _count(pairs, {**run.scope, "secrets": _NO_SECRETS})
         return run_step(run)
 
     return observed
+
+
+def _count(pairs: list[tuple[Test, ConditionCount]], scope: Mapping[str, Any]) -> None:
+    """Evaluate each condition on its own and count its outcome."""
+    for test, count in pairs:
+        try:
+            holds = bool(test(scope))
+        except Exception:  # strict mode, a failing filter: neither true nor false
+            count.raised += 1
+            continue
+        if holds:
+            count.true += 1
+        else:
+            count.false += 1
 
 
 def _percent(seen: int, possible: int) -> float:
