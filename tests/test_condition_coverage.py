@@ -473,3 +473,14 @@ def test_coverage_agrees_with_the_dispatchers_match(properties: dict[str, Any]) 
     event = _event(**properties)
     coverage.add(event)
     assert workflow.matches(event) == all(count.true for count in coverage.conditions)
+
+
+def test_conditions_cannot_read_secrets() -> None:
+    # What lets the wrapper evaluate rows with no ``secrets`` root: the run's redactor (which
+    # masks every secret looked up) is never touched by coverage.
+    text = ROUTING.replace('"<<vars.name>>"', '"<<secrets.token>>"').replace(
+        "<<vars.age < 18>>", "<<secrets.token == 'x'>>"
+    )
+    with pytest.raises(flowlang.FlowDocumentError) as caught:
+        flowlang.load_flow_text(text)
+    assert str(caught.value).count("secrets may only be used in") == 2

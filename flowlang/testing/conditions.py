@@ -14,6 +14,9 @@ as without the wrapper).
 
 Steps that test conditions are found by their fields (a field holding
 :class:`~flowlang.flow.model.Branch` values), not by their type's name.
+
+A workflow's conditions are one branch: :class:`WorkflowConditionCoverage` counts them per
+event (matching an event changes nothing, so it needs no seam).
 """
 
 from __future__ import annotations
