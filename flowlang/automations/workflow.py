@@ -20,7 +20,7 @@ __all__ = [
 
 import os
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from flowlang.automations.formats import FORMATS, convert
@@ -33,7 +33,14 @@ from flowlang.expr.syntax import KEYWORDS, NAME_PATTERN
 from flowlang.flow.build import StepBuilder, TemplateUse
 from flowlang.flow.conditions import compile_rows
 from flowlang.flow.fields import Field
-from flowlang.flow.model import FieldTree, Finding, FlowDocumentError, Value, compiled_or_raise
+from flowlang.flow.model import (
+    FieldTree,
+    Finding,
+    FlowDocumentError,
+    Row,
+    Value,
+    compiled_or_raise,
+)
 from flowlang.flow.source import (
     Document,
     Pointer,
@@ -79,6 +86,10 @@ class CompiledWorkflow:
     warnings: tuple[Finding, ...] = ()
     #: Where the name is written (``workflow: <name>``).
     position: SourcePosition | None = None
+    #: The conditions as written, rows or one expression (``condition`` is what runs): what
+    #: condition coverage (flowlang.testing.conditions) evaluates one by one.
+    rows: tuple[Row, ...] = field(default=(), compare=False, repr=False)
+    expression: Template | None = field(default=None, compare=False, repr=False)
 
     def matches(self, event: Mapping[str, Any]) -> bool:
         """Whether ``event`` (already of this trigger) meets the conditions."""
@@ -337,7 +348,7 @@ def _check_workflow(
             ("trigger",) if "trigger" in data else (),
         )
         trigger = None
-    condition = _condition(builder, data)
+    condition, rows, template = _condition(builder, data)
     actions, names, kinds = _actions(builder, data, trigger)
     references = _reference_findings(builder, trigger, names, kinds, builder.templates)
     findings = [
@@ -358,6 +369,8 @@ def _check_workflow(
         document.fingerprint,
         tuple(findings),
         document.position(("workflow",)),
+        rows or (),
+        template,
     )
     return workflow, findings
 
@@ -378,10 +391,12 @@ def _in_document_order(findings: Iterable[Finding]) -> list[Finding]:
 
 def _condition(
     builder: WorkflowBuilder, data: dict[str, Any]
-) -> Callable[[Mapping[str, Any]], Any] | None:
-    """The compiled conditions (rows or one expression), None when there are none; both forms
-    are checked even when a document (wrongly) gives both."""
+) -> tuple[Callable[[Mapping[str, Any]], Any] | None, tuple[Row, ...] | None, Template | None]:
+    """The compiled conditions (None when there are none) and the rows or expression they were
+    compiled from; both forms are checked even when a document (wrongly) gives both."""
     condition: Callable[[Mapping[str, Any]], Any] | None = None
+    rows: tuple[Row, ...] | None = None
+    template: Template | None = None
     both = "conditions" in data and "expression" in data
     if both:
         builder.error("give conditions or expression, not both", ("expression",), key=True)
@@ -395,7 +410,7 @@ def _condition(
         template = builder.template(data["expression"], ("expression",), _CONDITIONS, "expression")
         if template is not None:
             condition = template.render
-    return None if both else condition
+    return (None if both else condition), rows, template
 
 
 def _actions(

@@ -1,0 +1,1 @@
+"""Testing flows: test files, runs of their cases, and coverage (edges, conditions)."""
