@@ -28,9 +28,7 @@ from flowlang.graph.picture import Picture, flow_picture
 from flowlang.graph.svg import Marks, clean_text, picture_svg, xml_text
 
 #: The page may load nothing: inline style and script only, images only as data: URLs.
-CSP = (
-    "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src data:"
-)
+CSP = "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src data:"
 #: Longest text of one value shown in a step's detail (the rest is cut, with an ellipsis).
 MAX_VALUE = 2000
 #: Path numbers written beside one edge (a loop taken more often shows the first ones and …).
@@ -214,7 +212,9 @@ def _entry_rows(entry: Mapping[str, Any]) -> Rows:
         rows.append(("request", f"{_shown(request.get('method'))} {_shown(request.get('url'))}"))
         headers = request.get("headers")
         if isinstance(headers, Mapping):
-            rows.extend((f"header {_shown(name)}", _shown(value)) for name, value in headers.items())
+            rows.extend(
+                (f"header {_shown(name)}", _shown(value)) for name, value in headers.items()
+            )
         rows.extend(
             (f"request {_shown(key)}", _shown(value))
             for key, value in request.items()
@@ -225,12 +225,18 @@ def _entry_rows(entry: Mapping[str, Any]) -> Rows:
         rows.append(("why", _cut(why)))
     if "attempt" in detail and "max_attempts" in detail:
         after = f" (after {_shown(detail['after'])})" if "after" in detail else ""
-        rows.append(("try", f"{_shown(detail['attempt'])} of {_shown(detail['max_attempts'])}{after}"))
+        rows.append(
+            ("try", f"{_shown(detail['attempt'])} of {_shown(detail['max_attempts'])}{after}")
+        )
     for key, name in _NAMED.items():
         if key in detail:
             rows.append((name, _shown(detail[key])))
     for key, value in detail.items():
-        if key not in _NAMED and key not in _SKIPPED and key not in ("attempt", "max_attempts", "after"):
+        if (
+            key not in _NAMED
+            and key not in _SKIPPED
+            and key not in ("attempt", "max_attempts", "after")
+        ):
             rows.append((_shown(key), _shown(value)))
     if raw is not None and not isinstance(raw, Mapping):
         rows.append(("detail", _shown(raw)))
@@ -301,7 +307,9 @@ def run_page(
         if step in node_of:
             section = _Section("host instructions", [_instruction_rows(item) for item in items])
             sections.setdefault(node_of[step], []).append(section)
-    visited = {node_of[str(entry.get("step"))] for entry in trace if str(entry.get("step")) in node_of}
+    visited = {
+        node_of[str(entry.get("step"))] for entry in trace if str(entry.get("step")) in node_of
+    }
     node_classes = {
         at: ("visited" if at in visited else "unvisited")
         for at, node in enumerate(picture.nodes)
@@ -325,10 +333,16 @@ def run_page(
         '<h2>Steps in order</h2><ol class="steps" data-picture="0">' + "".join(steps) + "</ol>"
     )
     if instructions:
-        listing += '<h2>Host instructions</h2><ul class="instructions">' + "".join(
-            "<li>" + xml_text(": ".join(part for part in _instruction_rows(item) if part)) + "</li>"
-            for item in instructions
-        ) + "</ul>"
+        listing += (
+            '<h2>Host instructions</h2><ul class="instructions">'
+            + "".join(
+                "<li>"
+                + xml_text(": ".join(part for part in _instruction_rows(item) if part))
+                + "</li>"
+                for item in instructions
+            )
+            + "</ul>"
+        )
     return _page(
         title if title is not None else f"{graph.name}: one call",
         summary,
@@ -367,8 +381,8 @@ def _coverage_shown(coverage: Coverage) -> tuple[_Shown, tuple[int, int, int, in
                 node_classes[at] = "unrun"
         elif node.key != "start" and at not in reached:
             node_classes[at] = "unrun"
-    for at, edge in enumerate(picture.edges):
-        if edge.edge is None:
+    for at, arrow in enumerate(picture.edges):
+        if arrow.edge is None:
             ran = coverage.step_hits.get(graph.start, 0) > 0
             edge_classes[at] = "covered" if ran else "uncovered"
     steps_run = sum(1 for step in graph.steps if coverage.step_hits.get(step, 0))

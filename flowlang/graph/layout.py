@@ -21,6 +21,7 @@ from __future__ import annotations
 __all__ = ["FONT_SIZE", "WRAP", "EdgeRoute", "GroupBox", "Layout", "NodeBox", "layout"]
 
 from dataclasses import dataclass
+from itertools import pairwise
 
 from flowlang.graph.picture import Picture
 
@@ -187,9 +188,7 @@ class _Group:
         while ready:
             node = ready.pop()
             for target in succ[node]:
-                self.items[target].layer = max(
-                    self.items[target].layer, self.items[node].layer + 1
-                )
+                self.items[target].layer = max(self.items[target].layer, self.items[node].layer + 1)
                 incoming[target] -= 1
                 if incoming[target] == 0:
                     ready.append(target)
@@ -220,7 +219,7 @@ class _Group:
         for number, chain in self.chains.items():
             if number in self.lanes:
                 continue
-            for upper, lower in zip(chain, chain[1:], strict=False):
+            for upper, lower in pairwise(chain):
                 self.items[upper].neighbours("down").append(lower)
                 self.items[lower].neighbours("up").append(upper)
 
@@ -286,7 +285,7 @@ class _Group:
             else:
                 wanted.append(item.x)
         pushed: list[float] = []  # each as far left as it wants, pushed right by the others
-        for at, index in enumerate(layer):
+        for at in range(len(layer)):
             floor = pushed[-1] + items[layer[at - 1]].width + NODE_GAP if at else wanted[0]
             pushed.append(max(wanted[at], floor))
         pulled = wanted[:]  # each as far right as it wants, pushed left by the others
@@ -303,7 +302,7 @@ def _sizes(picture: Picture) -> tuple[list[tuple[str, ...]], list[tuple[float, f
     sizes = [
         (
             max(MIN_WIDTH, max(len(line) for line in text) * CHAR_WIDTH + 2 * PAD_X),
-            len(text) * LINE_HEIGHT + 2 * PAD_Y,
+            float(len(text) * LINE_HEIGHT + 2 * PAD_Y),
         )
         for text in lines
     ]
@@ -343,10 +342,12 @@ def layout(picture: Picture) -> Layout:
         group.rank(inner[id(group)])
         group.order()
         width, tops = group.place()
-        for local, node in enumerate(group.nodes):
+        for local, member in enumerate(group.nodes):
             item = group.items[local]
             x, y = left + item.x, top + tops[item.layer]
-            boxes.append(NodeBox(picture.nodes[node].key, x, y, item.width, item.height, lines[node]))
+            boxes.append(
+                NodeBox(picture.nodes[member].key, x, y, item.width, item.height, lines[member])
+            )
         body = tops[-1] - LAYER_GAP
         for number, chain in group.chains.items():
             if number in group.lanes:
@@ -355,7 +356,10 @@ def layout(picture: Picture) -> Layout:
             bends = [
                 (left + group.items[i].x + DUMMY_WIDTH / 2, top + tops[group.items[i].layer] + dy)
                 for i in chain[1:-1]
-                for dy in (0.0, tops[group.items[i].layer + 1] - LAYER_GAP - tops[group.items[i].layer])
+                for dy in (
+                    0.0,
+                    tops[group.items[i].layer + 1] - LAYER_GAP - tops[group.items[i].layer],
+                )
             ]
             if number in group.reversed:
                 bends.reverse()
@@ -363,7 +367,9 @@ def layout(picture: Picture) -> Layout:
         width += LANE_GAP * (group.lane_count + 1) if group.lane_count else 0
         if titled:
             frames.append(
-                GroupBox(name, left - MARGIN / 2, MARGIN / 2, width + MARGIN, body + GROUP_TITLE + MARGIN)
+                GroupBox(
+                    name, left - MARGIN / 2, MARGIN / 2, width + MARGIN, body + GROUP_TITLE + MARGIN
+                )
             )
         height = max(height, top + body)
         left += width + GROUP_GAP
@@ -424,6 +430,12 @@ def _route(source: NodeBox, target: NodeBox, way: _Way, shift: float) -> EdgeRou
         points = [start, (way.lane, start[1]), (way.lane, end[1]), end]
         return _finish(points, (way.lane + 4, (start[1] + end[1]) / 2))
     below = target.y > source.y
+    if not below and not way.bends:  # one layer up: round the right sides, clear of the rest
+        side = max(right, target.x + target.width) + 16 + abs(shift)
+        start = (right, source.y + source.height / 2)
+        end = (target.x + target.width, target.y + target.height / 2)
+        points = [start, (side, start[1]), (side, end[1]), end]
+        return _finish(points, (side + 4, (start[1] + end[1]) / 2))
     start = (source.x + source.width / 2 + shift, source.y + (source.height if below else 0.0))
     end = (target.x + target.width / 2 + shift, target.y + (0.0 if below else target.height))
     points = [start, *way.bends, end]

@@ -68,6 +68,7 @@ def _points(points: tuple[tuple[float, float], ...]) -> str:
 
 def _shape(shape: str, box: NodeBox) -> str:
     x, y, w, h = box.x, box.y, box.width, box.height
+    corners: tuple[tuple[float, float], ...]
     if shape == "input":
         corners = ((x + 8, y), (x + w, y), (x + w - 8, y + h), (x, y + h))
         return f'<polygon points="{_points(corners)}"/>'
@@ -104,7 +105,7 @@ def _label(box: NodeBox) -> str:
     first = box.y + box.height / 2 - (len(box.lines) - 1) * LINE_HEIGHT / 2 + FONT_SIZE * 0.35
     spans = "".join(
         f'<tspan x="{centre}" y="{_number(round(first + at * LINE_HEIGHT, 1))}"'
-        f'{" class=" + chr(34) + "head" + chr(34) if at == 0 else ""}>{xml_text(line)}</tspan>'
+        f"{' class=' + chr(34) + 'head' + chr(34) if at == 0 else ''}>{xml_text(line)}</tspan>"
         for at, line in enumerate(box.lines)
     )
     return f"<text>{spans}</text>"
@@ -169,7 +170,9 @@ def picture_svg(
         css = "edge" + (" failure" if edge.failure else "")
         extra = marks.edge_classes.get(at)
         css += f" {extra}" if extra else ""
-        parts.append(_edge(at, route, edge.label, css, edge.edge, marks.edge_notes.get(at, ""), ids))
+        parts.append(
+            _edge(at, route, edge.label, css, edge.edge, marks.edge_notes.get(at, ""), ids)
+        )
     for at, (node, box) in enumerate(zip(picture.nodes, laid.nodes, strict=True)):
         css = f"node shape-{node.shape if node.shape in SHAPES else 'step'}"
         extra = marks.node_classes.get(at)
