@@ -392,15 +392,16 @@ def layout(picture: Picture) -> Layout:
 
 
 def _twins(picture: Picture) -> list[float]:
-    """For each edge, how far to shift it sideways so that edges between the same two nodes
-    stay apart (0 for an edge with no twin)."""
+    """For each edge, where it runs among the edges between the same two nodes: from -1 (first)
+    to 1 (last); 0 for an edge with no twin."""
     pairs: dict[tuple[str, str], list[int]] = {}
     for number, edge in enumerate(picture.edges):
         pairs.setdefault((edge.source, edge.target), []).append(number)
     shift = [0.0] * len(picture.edges)
     for numbers in pairs.values():
+        half = (len(numbers) - 1) / 2
         for at, number in enumerate(numbers):
-            shift[number] = (at - (len(numbers) - 1) / 2) * 10.0
+            shift[number] = (at - half) / half if half else 0.0
     return shift
 
 
@@ -420,18 +421,21 @@ def _route(source: NodeBox, target: NodeBox, way: _Way, shift: float) -> EdgeRou
     """The polyline of an edge: out of the source's bottom (top, when it goes up), through its
     bends, into the target's top (bottom); a loop round the right side; a lane down the side."""
     right = source.x + source.width
+    # twins apart, but on the sides of their nodes
+    side_shift = shift * min(8.0, min(source.height, target.height) / 2 - 8)
+    shift *= min(12.0, min(source.width, target.width) / 2 - 6)
     if source.key == target.key:
-        mid = source.y + source.height / 2 + shift
+        mid = source.y + source.height / 2 + side_shift
         points = [(right, mid - 6), (right + 18, mid - 6), (right + 18, mid + 6), (right, mid + 6)]
         return _finish(points, (right + 22, mid))
     if way.lane is not None:
-        start = (right, source.y + source.height / 2 + shift)
-        end = (target.x + target.width, target.y + target.height / 2 + shift)
+        start = (right, source.y + source.height / 2 + side_shift)
+        end = (target.x + target.width, target.y + target.height / 2 + side_shift)
         points = [start, (way.lane, start[1]), (way.lane, end[1]), end]
         return _finish(points, (way.lane + 4, (start[1] + end[1]) / 2))
     below = target.y > source.y
     if not below and not way.bends:  # one layer up: round the right sides, clear of the rest
-        side = max(right, target.x + target.width) + 16 + abs(shift)
+        side = max(right, target.x + target.width) + 16 + abs(side_shift)
         start = (right, source.y + source.height / 2)
         end = (target.x + target.width, target.y + target.height / 2)
         points = [start, (side, start[1]), (side, end[1]), end]

@@ -40,7 +40,10 @@ _UNSAFE = dict.fromkeys(
 def clean_text(text: str) -> str:
     """``text`` with the characters a page must not hold (control characters but tab and
     newline, bidirectional controls, lone surrogates, non-characters) as U+FFFD."""
-    return str(text).translate(_UNSAFE)
+    text = str(text)
+    if text.isascii() and text.isprintable():  # the common case, without a translation
+        return text
+    return text.translate(_UNSAFE)
 
 
 def xml_text(text: str) -> str:
