@@ -13,12 +13,12 @@ import dataclasses
 import io
 import json
 import re
-import sys
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
 import pytest
+from big_documents import chained_flow
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -31,9 +31,6 @@ from flowlang.graph.model import Coverage, flow_graph
 from flowlang.graph.picture import SHAPES, Picture, PictureEdge, PictureNode, flow_picture
 from flowlang.graph.svg import clean_text, picture_svg
 from flowlang.runtime.recorded import load_recorded_responses
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from big_documents import chained_flow  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples" / "flows"
@@ -244,8 +241,8 @@ def test_any_picture_lays_out_without_overlaps_and_with_edges_touching_their_nod
     boxes = laid["nodes"]
     assert [box["key"] for box in boxes] == [node.key for node in picture.nodes]
     for box in boxes:
-        assert 0 <= box["x"] and box["x"] + box["width"] <= laid["width"] + 0.11
-        assert 0 <= box["y"] and box["y"] + box["height"] <= laid["height"] + 0.11
+        assert box["x"] >= 0 and box["x"] + box["width"] <= laid["width"] + 0.11
+        assert box["y"] >= 0 and box["y"] + box["height"] <= laid["height"] + 0.11
     for a, first in enumerate(boxes):
         for second in boxes[a + 1 :]:
             apart = (
