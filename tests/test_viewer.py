@@ -333,7 +333,7 @@ def test_a_run_page_numbers_the_path_in_order_and_holds_each_steps_detail() -> N
         if tag == "g" and "data-flow-edge" in attrs and "taken" in str(attrs["class"]):
             notes[str(attrs["data-flow-edge"])] = ""
     assert set(notes) == {str(edge.index) for edge in path}
-    numbers = [data for where, data in page.texts if where == "text" and data.isdigit()]
+    numbers = [data for where, data in page.texts if where == "tspan" and data.isdigit()]
     assert sorted(int(number) for number in numbers) == list(range(1, len(path) + 1))
     data = page.data()
     nodes = data["pictures"][0]["nodes"]
@@ -505,7 +505,7 @@ def test_a_coverage_page_shows_covered_and_missing_edges_with_counts() -> None:
     summary = page.text()
     assert f"steps {steps_run}/{len(graph.steps)}" in summary
     assert f"edges {edges_run}/{len(graph.edges)}" in summary
-    notes = [data for where, data in page.texts if where == "text" and data.startswith("×")]
+    notes = [data for where, data in page.texts if where == "tspan" and data.startswith("×")]
     assert sorted(notes) == sorted(f"×{coverage.edge_hits[int(k)]}" for k in covered)
     unrun = [attrs for attrs in page.all("g") if "unrun" in str(attrs.get("class"))]
     titles = [page.data()["pictures"][0]["nodes"][int(str(a["data-node"]))]["title"] for a in unrun]

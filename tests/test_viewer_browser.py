@@ -157,7 +157,7 @@ def test_a_run_page_draws_the_path_and_a_click_opens_a_steps_detail(
     assert page.locator("svg.flowlang-graph g.node").count() == len(picture.nodes)
     assert page.locator("svg.flowlang-graph g[data-edge]").count() == len(picture.edges)
     path = graph.path(trace)
-    notes = page.locator("g.edge.taken text.note").all_text_contents()
+    notes = page.locator("g.edge.taken tspan.note").all_text_contents()
     assert sorted(int(note) for note in notes) == list(range(1, len(path) + 1))
     verify = next(at for at, node in enumerate(picture.nodes) if node.step == "verify")
     page.locator(f'svg [data-node="{verify}"]').click()
