@@ -417,6 +417,30 @@ def test_hostile_step_ids_and_trace_text_appear_only_as_text() -> None:
         assert json.dumps(clean_text(text))[1:-1] in dumped
 
 
+def test_huge_and_deep_trace_values_are_cut_not_fatal() -> None:
+    flow = load_flow(EXAMPLES / "vip_routing.yaml")
+    graph = flow_graph(flow)
+    deep: list[Any] = []
+    for _ in range(50_000):
+        deep = [deep]
+    circular: dict[str, Any] = {}
+    circular["self"] = circular
+    trace = [
+        {
+            "step": flow.start,
+            "type": "http_request",
+            "outcome": "x" * 1_000_000,
+            "detail": {"deep": deep, "circular": circular, "body": "y" * 1_000_000},
+        }
+    ]
+    text = run_page(graph, trace, status="failed", instructions=["z" * 1_000_000])
+    assert len(text.encode()) < 200_000
+    page = Page(text)
+    rows = dict(page.data()["pictures"][0]["nodes"][1]["sections"][0]["rows"])
+    assert rows["outcome"].endswith("…") and len(rows["outcome"]) == 2000
+    assert rows["deep"] == "…" and rows["circular"] == "…"
+
+
 @settings(max_examples=200, deadline=None)
 @given(
     st.recursive(

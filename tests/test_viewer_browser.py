@@ -62,9 +62,14 @@ def _processes_using(marker: str) -> list[int]:
 
 def _stop_groups(marker: str) -> None:
     """Stop the process group of every browser process left with our profile."""
+    ours = os.getpgid(0)
     for pid in _processes_using(marker):
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(os.getpgid(pid), signal.SIGKILL)
+            group = os.getpgid(pid)
+            if group != ours:  # Playwright starts the browser in a group of its own
+                os.killpg(group, signal.SIGKILL)
+            else:
+                os.kill(pid, signal.SIGKILL)
 
 
 class Browser:
