@@ -273,7 +273,7 @@ class _Group:
 
     def _settle(self, layer: list[int], towards: str) -> None:
         """Move a layer's items towards the centres of their neighbours, keeping their order
-        and the gap between them (a push right, then a pull back left)."""
+        and the gap between them: the mean of the overlaps pushed right and pushed left."""
         items = self.items
         wanted = []
         for index in layer:
