@@ -131,7 +131,11 @@ def _shape(step: Step[Any], ways: Iterable[FlowEdge]) -> str:
 def source_text(value: Any) -> str:
     """The text a document wrote for a compiled value: a template's source, with its
     delimiters left out when it is one hole (``<<call.waiting_time > 60>>`` shows as
-    ``call.waiting_time > 60``); a literal as written (``true``, ``42``)."""
+    ``call.waiting_time > 60``); an endpoint as written; a literal as written (``true``,
+    ``42``)."""
+    parts = getattr(value, "parts", None)
+    if isinstance(parts, tuple):
+        return "".join(str(getattr(part, "source", part)) for part in parts)
     template = getattr(value, "template", value)
     source = getattr(template, "source", None)
     if source is not None:
