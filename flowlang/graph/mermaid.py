@@ -63,15 +63,17 @@ LINK_STYLES: Mapping[str, str] = {
 def encode_label(label: str) -> str:
     """The text of a quoted Mermaid label (without the quotes) that shows ``label`` as
     :func:`label_lines` draws it: entity codes for the characters Mermaid reads, lines joined
-    by ``<br/>``; a single space for an empty label."""
+    by ``<br/>``; a single space for a label with no text."""
+    drawn = label_lines(label)
+    if not "".join(drawn).strip():
+        return " "
     lines = []
-    for line in label_lines(label):
+    for line in drawn:
         encoded = "".join(_ENTITIES.get(char, char) for char in line)
         for word in _PREPROCESSED:
             encoded = encoded.replace(word, f"#{ord(word[0])};{word[1:]}")
         lines.append(encoded)
-    text = "<br/>".join(lines)
-    return text if text.strip() else " "
+    return "<br/>".join(lines)
 
 
 def _shape(shape: str) -> str:
