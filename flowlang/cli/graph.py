@@ -50,7 +50,9 @@ A document with errors is not drawn: its findings are shown as check shows
 them, and the status is 1."""
 
 
-def pictures_of(flows: Sequence[CompiledFlow], workflows: Sequence[CompiledWorkflow]) -> list[Picture]:
+def pictures_of(
+    flows: Sequence[CompiledFlow], workflows: Sequence[CompiledWorkflow]
+) -> list[Picture]:
     """One picture per flow, then one of all the workflows together (when there are any)."""
     pictures = [flow_picture(flow_graph(flow)) for flow in flows]
     if workflows:
@@ -94,7 +96,7 @@ def _render(output_format: str, pictures: list[Picture]) -> str:
         return to_mermaid(pictures[0])
     if output_format == "dot":
         return to_dot(pictures[0])
-    from flowlang.graph.html import graph_page  # the viewer's page: only for --format html
+    from flowlang.graph.html import graph_page  # type: ignore[import-not-found,unused-ignore]
 
     title = pictures[0].title if len(pictures) == 1 else "flows and workflows"
     page: str = graph_page(pictures, title=title)

@@ -38,9 +38,7 @@ def quote(text: str) -> str:
 def quote_label(label: str) -> str:
     """A quoted DOT label that shows ``label`` as :func:`label_lines` draws it."""
     lines = [line.replace("&", "&amp;") for line in label_lines(label)]
-    return '"' + "\\n".join(
-        line.replace("\\", "\\\\").replace('"', '\\"') for line in lines
-    ) + '"'
+    return '"' + "\\n".join(line.replace("\\", "\\\\").replace('"', '\\"') for line in lines) + '"'
 
 
 def _edge(edge: PictureEdge, ids: Mapping[str, str], taken: set[int], missed: set[int]) -> str:

@@ -6,7 +6,9 @@ and in a label every character that Mermaid, the HTML it renders or its preproce
 read is written as an entity code (``#35;`` for ``#``, ``#quot;`` …): ``"`` would close the
 label, ``<``/``>``/``&`` would be HTML, a backtick starts a Markdown string, ``%`` could start a
 comment or an ``%%{init}%%`` directive (read anywhere in the text), ``$$`` math, ``|`` an edge
-text. A label is drawn as :func:`~flowlang.graph.picture.label_lines` gives it (one line per
+text, ``ﬂ`` and ``¶`` Mermaid's own stand-ins for entity codes; and ``style`` or ``classDef``
+(a line holding them loses its last ``;`` in Mermaid's preprocessing) gets a code for its first
+letter. A label is drawn as :func:`~flowlang.graph.picture.label_lines` gives it (one line per
 line, control characters as stand-ins, shortened), its lines joined by ``<br/>``.
 """
 
@@ -31,6 +33,10 @@ _ENTITIES: Mapping[str, str] = {
     "|": "#124;",
     "$": "#36;",
     "\\": "#92;",
+    # Mermaid stands its entity codes in for these (``ﬂ°°35¶ß``) and turns them back into
+    # HTML entities afterwards: as text they would become ``&`` and ``;``.
+    "\ufb02": "#64258;",
+    "\u00b6": "#182;",
 }
 #: Words Mermaid's preprocessing reads in a line holding ``:``, ``#`` and ``;`` (it cuts the
 #: line's last ``;``, which ends an entity code): their first letter is written as a code.

@@ -39,7 +39,9 @@ MAX_LINES = 4
 #: Longest test of a branch on an arrow, and detail of an action in its box.
 MAX_DETAIL = 60
 #: Characters that may reorder the text around them when shown (bidirectional controls).
-_BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+_BIDI_CONTROLS = frozenset(
+    "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+)
 
 
 @dataclass(frozen=True)
@@ -128,9 +130,9 @@ def _shape(step: Step[Any], ways: Iterable[FlowEdge]) -> str:
     return "step"
 
 
-def source_text(value: Any) -> str:
-    """The text a document wrote for a compiled value: a template's source, with its
-    delimiters left out when it is one hole (``<<call.waiting_time > 60>>`` shows as
+def source_text(value: Any, *, bare: bool = True) -> str:
+    """The text a document wrote for a compiled value: a template's source (with ``bare``, its
+    delimiters left out when it is one hole: ``<<call.waiting_time > 60>>`` shows as
     ``call.waiting_time > 60``); an endpoint as written; a literal as written (``true``,
     ``42``)."""
     parts = getattr(value, "parts", None)
@@ -140,7 +142,7 @@ def source_text(value: Any) -> str:
     source = getattr(template, "source", None)
     if source is not None:
         syntax = getattr(template, "syntax", None)
-        if syntax is not None and getattr(template, "is_expression", False):
+        if bare and syntax is not None and getattr(template, "is_expression", False):
             inner = str(source).strip()
             if inner.startswith(syntax.open) and inner.endswith(syntax.close):
                 return inner[len(syntax.open) : len(inner) - len(syntax.close)].strip()

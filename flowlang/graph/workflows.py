@@ -11,7 +11,14 @@ from typing import Any
 
 from flowlang.automations.workflow import Action, CompiledWorkflow
 from flowlang.flow.source import DocumentError, read_document_text
-from flowlang.graph.picture import MAX_DETAIL, Picture, PictureEdge, PictureNode, shorten, source_text
+from flowlang.graph.picture import (
+    MAX_DETAIL,
+    Picture,
+    PictureEdge,
+    PictureNode,
+    shorten,
+    source_text,
+)
 
 #: The field kinds shown in an action's box (where it sends, and what): not credentials,
 #: headers, body entries, switches or numbers.
@@ -35,7 +42,7 @@ def _action_label(action: Action) -> str:
         ):
             continue
         value = action.fields.get(name)
-        text = source_text(value) if value is not None else ""
+        text = source_text(value, bare=False) if value is not None else ""
         if text:
             lines.append(shorten(f"{name}: {text}", MAX_DETAIL))
     return "\n".join(lines)
