@@ -22,6 +22,7 @@ import xml.etree.ElementTree as ElementTree
 from collections.abc import Sequence
 from pathlib import Path
 
+import big_documents
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -30,6 +31,7 @@ from flowlang.automations.workflow import load_workflow
 from flowlang.cli import main
 from flowlang.cli.inputs import EXIT_STATUSES
 from flowlang.flow.load import load_flow, load_flow_text
+from flowlang.flow.source import MAX_DOCUMENT
 from flowlang.graph.dot import to_dot
 from flowlang.graph.mermaid import to_mermaid
 from flowlang.graph.model import flow_graph
@@ -460,6 +462,64 @@ def test_hostile_step_ids_are_drawn_as_text_end_to_end(tmp_path: Path) -> None:
     assert drawn == ["start", *flow.steps, "end"]
     titles = [text.text for text in svg.iter(f"{_SVG}text")]
     assert flow.name in titles
+
+
+HOSTILE_WORKFLOW = """\
+workflow: 'end" %%{init: {"theme": "dark"}}%% <b>x</b> \\l ﬂ°°60¶ß'
+trigger: call.ended
+expression: '<<event.properties.note == "a|b" and event.properties.x == "#quot;">>'
+actions:
+  - name: tell
+    type: slack_notification
+    token: "<<secrets.slack_token>>"
+    channel: "#a|b"
+    text: '"quoted" <script>alert(1)</script> `x` $$y$$ style:#x;'
+"""
+
+
+def test_a_hostile_workflow_with_warnings_is_drawn_as_text(tmp_path: Path) -> None:
+    path = tmp_path / "hostile.yaml"
+    path.write_text(HOSTILE_WORKFLOW, encoding="utf-8")
+    workflow = load_workflow(path)
+    assert workflow.warnings  # properties the trigger does not carry: drawn all the same
+    action = workflow.actions[0]
+    mermaid = flowlang("graph", str(path))
+    assert mermaid.returncode == 0, mermaid.stderr
+    nodes, arrows, titles = tokenize(mermaid.stdout.decode("utf-8"))
+    assert titles == [workflow.name]
+    assert list(nodes.values())[2].split("\n") == [
+        "tell (slack_notification)",
+        "channel: #a|b",
+        "text: " + action.fields["text"].source,
+    ]
+    assert "secrets" not in mermaid.stdout.decode("utf-8")
+    dot = flowlang("graph", str(path), "--format", "dot")
+    svg = graphviz(dot.stdout.decode("utf-8"))
+    assert list(svg_texts(svg, "cluster").values()) == [workflow.name]
+    assert list(svg_texts(svg, "node").values()) == list(nodes.values())
+
+
+def test_cloudtalk_templates_are_drawn_with_syntax_cloudtalk(tmp_path: Path) -> None:
+    path = tmp_path / "cloudtalk.yaml"
+    path.write_text(
+        "flow: ct\nstart: route\nsteps:\n  route:\n    type: condition_splitter\n"
+        "    branches:\n      - {expression: '{{call.waiting_time > 60}}', next: done}\n"
+        "    otherwise: done\n  done: {type: hangup}\n",
+        encoding="utf-8",
+    )
+    status, chart = graph(str(path), "--syntax", "cloudtalk")
+    assert status == 0
+    _, arrows, _ = tokenize(chart)
+    assert ("n1", "-->", "0: call.waiting_time > 60", "n2") in arrows
+
+
+def test_a_huge_flow_is_drawn_whole() -> None:
+    text = big_documents.chained_flow_of_size(MAX_DOCUMENT // 4)  # a quarter of the limit
+    flow = load_flow_text(text)
+    picture = flow_picture(flow_graph(flow))
+    nodes, arrows, _ = tokenize(to_mermaid(picture))
+    assert len(nodes) == len(picture.nodes) and len(arrows) == len(flow_graph(flow).edges) + 1
+    assert to_dot(picture).count(" -> ") == len(arrows)
 
 
 def test_output_goes_to_a_file_with_o(tmp_path: Path) -> None:
