@@ -487,6 +487,7 @@ def test_a_hostile_workflow_with_warnings_is_drawn_as_text(tmp_path: Path) -> No
     assert mermaid.returncode == 0, mermaid.stderr
     nodes, arrows, titles = tokenize(mermaid.stdout.decode("utf-8"))
     assert titles == [workflow.name]
+    assert arrows == [("n0", "-->", "", "n1"), ("n1", "-->", "all hold", "n2")]
     assert list(nodes.values())[2].split("\n") == [
         "tell (slack_notification)",
         "channel: #a|b",
