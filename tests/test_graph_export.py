@@ -9,6 +9,7 @@ text). The README's Mermaid pictures are the current output for their examples.
 
 from __future__ import annotations
 
+import argparse
 import difflib
 import importlib.util
 import io
@@ -28,7 +29,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from flowlang.automations.workflow import load_workflow
-from flowlang.cli import main
+from flowlang.cli import _parser, main
 from flowlang.cli.inputs import EXIT_STATUSES
 from flowlang.flow.load import load_flow, load_flow_text
 from flowlang.flow.source import MAX_DOCUMENT
@@ -590,6 +591,11 @@ def test_graph_help_states_the_exit_statuses_and_every_option_has_help() -> None
     assert EXIT_STATUSES in result.stdout.decode("utf-8")
     for option in ("--format", "-o", "--syntax"):
         assert option in result.stdout.decode("utf-8")
+    commands = next(
+        action for action in _parser()._actions if isinstance(action, argparse._SubParsersAction)
+    )
+    parser = commands.choices["graph"]
+    assert all(action.help for action in parser._actions)
 
 
 @pytest.mark.skipif(not HAS_HTML, reason="flowlang.graph.html (the viewer) is not merged yet")

@@ -29,8 +29,8 @@ from flowlang.graph.model import FlowEdge, FlowGraph
 from flowlang.kinds.base import END
 
 #: Node shapes: an ordinary step, one that asks the caller (input), one that chooses a way
-#: (decision), one that calls a server (request), a call-control step (host), and the start
-#: and end of a run (terminal).
+#: (decision), one that calls a server (request), a call-control step that hands the call
+#: over (host), and the start and end of a run (terminal).
 SHAPES = ("step", "input", "decision", "request", "host", "terminal")
 #: Longest line of label text drawn (longer text is cut, with an ellipsis).
 MAX_LABEL = 80
@@ -85,8 +85,9 @@ def shorten(text: str, limit: int = MAX_LABEL) -> str:
 
 def _visible(char: str) -> str:
     """``char``, or a visible stand-in when drawing it could hide or reorder text: a control
-    character as its Unicode control picture (U+2400 …), a lone surrogate, a bidirectional
-    control or a noncharacter as U+FFFD."""
+    character as its Unicode control picture (U+2400 …); a lone surrogate, a bidirectional
+    control or a code point Unicode does not assign (this Python's Unicode version) as
+    U+FFFD."""
     code = ord(char)
     if code < 0x20:
         return chr(0x2400 + code)
