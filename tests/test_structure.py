@@ -92,9 +92,6 @@ LAZY_ALLOWED: dict[tuple[str, str], str] = {
         "a command loads only its own console (the runtime, httpx) when it runs"
     ),
     ("flowlang.expr.filters", "phonenumbers"): "optional heavy import: only when e164 runs",
-    ("flowlang.cli.graph", "flowlang.graph.html"): (
-        "the viewer's page (branch viewer) until it is merged: then a module-level import"
-    ),
 }
 #: Package __init__ modules whose TYPE_CHECKING block only types their lazy table of names.
 LAZY_TABLES = frozenset({"flowlang", "flowlang.flow", "flowlang.automations"})

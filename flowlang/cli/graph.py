@@ -27,6 +27,7 @@ from flowlang.expr.syntax import SYNTAXES
 from flowlang.flow.model import CompiledFlow
 from flowlang.flow.source import DocumentError
 from flowlang.graph.dot import to_dot
+from flowlang.graph.html import graph_page
 from flowlang.graph.mermaid import to_mermaid
 from flowlang.graph.model import flow_graph
 from flowlang.graph.picture import Picture, flow_picture
@@ -96,11 +97,8 @@ def _render(output_format: str, pictures: list[Picture]) -> str:
         return to_mermaid(pictures[0])
     if output_format == "dot":
         return to_dot(pictures[0])
-    from flowlang.graph.html import graph_page  # type: ignore[import-not-found,unused-ignore]
-
     title = pictures[0].title if len(pictures) == 1 else "flows and workflows"
-    page: str = graph_page(pictures, title=title)
-    return page
+    return graph_page(pictures, title=title)
 
 
 def _write(text: str, output: str, stdout: TextIO) -> None:
