@@ -333,7 +333,7 @@ def test_a_run_page_numbers_the_path_in_order_and_holds_each_steps_detail() -> N
         if tag == "g" and "data-flow-edge" in attrs and "taken" in str(attrs["class"]):
             notes[str(attrs["data-flow-edge"])] = ""
     assert set(notes) == {str(edge.index) for edge in path}
-    numbers = [data for where, data in page.texts if where == "text" and data.isdigit()]
+    numbers = [data for where, data in page.texts if where == "tspan" and data.isdigit()]
     assert sorted(int(number) for number in numbers) == list(range(1, len(path) + 1))
     data = page.data()
     nodes = data["pictures"][0]["nodes"]
@@ -415,6 +415,30 @@ def test_hostile_step_ids_and_trace_text_appear_only_as_text() -> None:
     dumped = json.dumps(run.data())
     for text in HOSTILE[:4]:
         assert json.dumps(clean_text(text))[1:-1] in dumped
+
+
+def test_huge_and_deep_trace_values_are_cut_not_fatal() -> None:
+    flow = load_flow(EXAMPLES / "vip_routing.yaml")
+    graph = flow_graph(flow)
+    deep: list[Any] = []
+    for _ in range(50_000):
+        deep = [deep]
+    circular: dict[str, Any] = {}
+    circular["self"] = circular
+    trace = [
+        {
+            "step": flow.start,
+            "type": "http_request",
+            "outcome": "x" * 1_000_000,
+            "detail": {"deep": deep, "circular": circular, "body": "y" * 1_000_000},
+        }
+    ]
+    text = run_page(graph, trace, status="failed", instructions=["z" * 1_000_000])
+    assert len(text.encode()) < 200_000
+    page = Page(text)
+    rows = dict(page.data()["pictures"][0]["nodes"][1]["sections"][0]["rows"])
+    assert rows["outcome"].endswith("…") and len(rows["outcome"]) == 2000
+    assert rows["deep"] == "…" and rows["circular"] == "…"
 
 
 @settings(max_examples=200, deadline=None)
@@ -505,7 +529,7 @@ def test_a_coverage_page_shows_covered_and_missing_edges_with_counts() -> None:
     summary = page.text()
     assert f"steps {steps_run}/{len(graph.steps)}" in summary
     assert f"edges {edges_run}/{len(graph.edges)}" in summary
-    notes = [data for where, data in page.texts if where == "text" and data.startswith("×")]
+    notes = [data for where, data in page.texts if where == "tspan" and data.startswith("×")]
     assert sorted(notes) == sorted(f"×{coverage.edge_hits[int(k)]}" for k in covered)
     unrun = [attrs for attrs in page.all("g") if "unrun" in str(attrs.get("class"))]
     titles = [page.data()["pictures"][0]["nodes"][int(str(a["data-node"]))]["title"] for a in unrun]

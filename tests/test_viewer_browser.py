@@ -62,9 +62,14 @@ def _processes_using(marker: str) -> list[int]:
 
 def _stop_groups(marker: str) -> None:
     """Stop the process group of every browser process left with our profile."""
+    ours = os.getpgid(0)
     for pid in _processes_using(marker):
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(os.getpgid(pid), signal.SIGKILL)
+            group = os.getpgid(pid)
+            if group != ours:  # Playwright starts the browser in a group of its own
+                os.killpg(group, signal.SIGKILL)
+            else:
+                os.kill(pid, signal.SIGKILL)
 
 
 class Browser:
@@ -157,7 +162,7 @@ def test_a_run_page_draws_the_path_and_a_click_opens_a_steps_detail(
     assert page.locator("svg.flowlang-graph g.node").count() == len(picture.nodes)
     assert page.locator("svg.flowlang-graph g[data-edge]").count() == len(picture.edges)
     path = graph.path(trace)
-    notes = page.locator("g.edge.taken text.note").all_text_contents()
+    notes = page.locator("g.edge.taken tspan.note").all_text_contents()
     assert sorted(int(note) for note in notes) == list(range(1, len(path) + 1))
     verify = next(at for at, node in enumerate(picture.nodes) if node.step == "verify")
     page.locator(f'svg [data-node="{verify}"]').click()

@@ -273,7 +273,7 @@ class _Group:
 
     def _settle(self, layer: list[int], towards: str) -> None:
         """Move a layer's items towards the centres of their neighbours, keeping their order
-        and the gap between them (a push right, then a pull back left)."""
+        and the gap between them: the mean of the overlaps pushed right and pushed left."""
         items = self.items
         wanted = []
         for index in layer:
@@ -375,8 +375,19 @@ def layout(picture: Picture) -> Layout:
         left += width + GROUP_GAP
     by_key = {box.key: box for box in boxes}
     twins = _twins(picture)
+    seen: dict[str, int] = {}
+    sibling = []  # each edge's place among the edges leaving its source
+    for edge in picture.edges:
+        sibling.append(seen.get(edge.source, 0))
+        seen[edge.source] = sibling[-1] + 1
     routes = tuple(
-        _route(by_key[edge.source], by_key[edge.target], ways.get(number, _Way()), twins[number])
+        _route(
+            by_key[edge.source],
+            by_key[edge.target],
+            ways.get(number, _Way()),
+            twins[number],
+            sibling[number] % 2,
+        )
         if edge.source in by_key and edge.target in by_key
         else EdgeRoute((), (0.0, 0.0))
         for number, edge in enumerate(picture.edges)
@@ -417,9 +428,10 @@ def _rounded_frame(frame: GroupBox) -> GroupBox:
     )
 
 
-def _route(source: NodeBox, target: NodeBox, way: _Way, shift: float) -> EdgeRoute:
+def _route(source: NodeBox, target: NodeBox, way: _Way, shift: float, odd: int) -> EdgeRoute:
     """The polyline of an edge: out of the source's bottom (top, when it goes up), through its
-    bends, into the target's top (bottom); a loop round the right side; a lane down the side."""
+    bends, into the target's top (bottom); a loop round the right side; a lane down the side.
+    ``odd``: the text of every other edge of a source sits higher, clear of its neighbour's."""
     right = source.x + source.width
     # twins apart, but on the sides of their nodes
     side_shift = shift * min(8.0, min(source.height, target.height) / 2 - 8)
@@ -447,13 +459,13 @@ def _route(source: NodeBox, target: NodeBox, way: _Way, shift: float) -> EdgeRou
         middle = (start[1] + end[1]) / 2
         points = [start, (start[0], middle), (end[0], middle), end]
         # the text on the last leg: the legs of one source's edges share the middle row
-        return _finish(points, (end[0], (middle + end[1]) / 2))
+        return _finish(points, (end[0], end[1] - 6 - 12 * odd))
     if len(points) % 2:
         label = points[len(points) // 2]
     else:
         a, b = points[len(points) // 2 - 1], points[len(points) // 2]
         label = ((a[0] + b[0]) / 2, (a[1] + b[1]) / 2)
-    return _finish(points, label)
+    return _finish(points, (label[0], label[1] + 12 * odd))
 
 
 def _finish(points: list[tuple[float, float]], label: tuple[float, float]) -> EdgeRoute:
