@@ -21,6 +21,7 @@ from flowlang import __version__
 from flowlang.cli.automations import add_automate_command, add_replay_command
 from flowlang.cli.expressions import add_eval_command
 from flowlang.cli.flows import add_check_command, add_run_command
+from flowlang.cli.graph import add_graph_command
 from flowlang.cli.inputs import (
     EXIT_BAD_INPUT,
     EXIT_FAILED,
@@ -72,6 +73,7 @@ def _parser() -> argparse.ArgumentParser:
     add_check_command(commands)
     add_automate_command(commands)
     add_replay_command(commands)
+    add_graph_command(commands)
     add_schema_command(commands)
     for command in commands.choices.values():
         if command.epilog is None:  # automate and replay: the contract in their help too

@@ -6,20 +6,42 @@ label is any text a document holds.
 
 from __future__ import annotations
 
-__all__ = ["SHAPES", "Picture", "PictureEdge", "PictureNode", "flow_picture"]
+__all__ = [
+    "MAX_LABEL",
+    "MAX_LINES",
+    "SHAPES",
+    "Picture",
+    "PictureEdge",
+    "PictureNode",
+    "flow_picture",
+    "label_lines",
+    "shorten",
+    "source_text",
+]
 
+import unicodedata
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from flowlang.flow.model import Step
-from flowlang.graph.model import FlowGraph
+from flowlang.graph.model import FlowEdge, FlowGraph
+from flowlang.kinds.base import END
 
 #: Node shapes: an ordinary step, one that asks the caller (input), one that chooses a way
-#: (decision), one that calls a server (request), a call-control step (host), and the start
-#: and end of a run (terminal).
+#: (decision), one that calls a server (request), a call-control step that hands the call
+#: over (host), and the start and end of a run (terminal).
 SHAPES = ("step", "input", "decision", "request", "host", "terminal")
-#: Longest label text drawn from a document (longer text is cut, with an ellipsis).
+#: Longest line of label text drawn (longer text is cut, with an ellipsis).
 MAX_LABEL = 80
+#: Most lines of one label drawn (the last one drawn ends with an ellipsis when more are cut).
+MAX_LINES = 4
+#: Longest test of a branch on an arrow, and detail of an action in its box.
+MAX_DETAIL = 60
+#: Characters that may reorder the text around them when shown (bidirectional controls).
+_BIDI_CONTROLS = frozenset(
+    "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+)
 
 
 @dataclass(frozen=True)
@@ -61,31 +83,83 @@ def shorten(text: str, limit: int = MAX_LABEL) -> str:
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
-def _shape(step: Step[Any]) -> str:
+def _visible(char: str) -> str:
+    """``char``, or a visible stand-in when drawing it could hide or reorder text: a control
+    character as its Unicode control picture (U+2400 …); a lone surrogate, a bidirectional
+    control or a code point Unicode does not assign (this Python's Unicode version) as
+    U+FFFD."""
+    code = ord(char)
+    if code < 0x20:
+        return chr(0x2400 + code)
+    if code == 0x7F:
+        return "\u2421"
+    category = unicodedata.category(char)
+    if category in ("Cc", "Cs", "Cn") or char in _BIDI_CONTROLS:
+        return "\ufffd"
+    return char
+
+
+def label_lines(label: str) -> list[str]:
+    """The lines a renderer draws for ``label``: its ``\\n``-separated lines, each on one line
+    (other line breaks and runs of blanks are one space), with control characters, lone
+    surrogates and bidirectional controls shown as stand-ins, each cut to :data:`MAX_LABEL`
+    characters and at most :data:`MAX_LINES` lines. Renderers draw exactly these lines and
+    escape them, so that any text shows as itself."""
+    lines = [
+        shorten("".join(_visible(char) if not char.isspace() else " " for char in line))
+        for line in str(label).split("\n")
+    ]
+    if len(lines) > MAX_LINES:
+        lines = lines[:MAX_LINES]
+        lines[-1] = shorten(lines[-1] + " …")
+    return lines
+
+
+def _shape(step: Step[Any], ways: Iterable[FlowEdge]) -> str:
+    """Input, request, decision (a step whose ways on are chosen: branches, open/closed), a
+    call-control step that hands the call over (host), else an ordinary step."""
     kind = step.kind
     if kind.takes_input:
         return "input"
     if kind.network:
         return "request"
-    if getattr(kind, "host", None) is not None:
-        return "host"
-    if len(kind.edge_fields) > 2:
+    if any(not way.failure and way.label not in ("next", END) for way in ways):
         return "decision"
+    host = getattr(kind, "host", None)
+    if host is not None and host.ends:
+        return "host"
     return "step"
 
 
-def _source(value: Any) -> str:
+def source_text(value: Any, *, bare: bool = True) -> str:
+    """The text a document wrote for a compiled value: a template's source (with ``bare``, its
+    delimiters left out when it is one hole: ``<<call.waiting_time > 60>>`` shows as
+    ``call.waiting_time > 60``); an endpoint as written; a literal as written (``true``,
+    ``42``)."""
+    parts = getattr(value, "parts", None)
+    if isinstance(parts, tuple):
+        return "".join(str(getattr(part, "source", part)) for part in parts)
     template = getattr(value, "template", value)
     source = getattr(template, "source", None)
     if source is not None:
+        syntax = getattr(template, "syntax", None)
+        if bare and syntax is not None and getattr(template, "is_expression", False):
+            inner = str(source).strip()
+            if inner.startswith(syntax.open) and inner.endswith(syntax.close):
+                return inner[len(syntax.open) : len(inner) - len(syntax.close)].strip()
         return str(source)
     literal = getattr(value, "literal", value)
-    return "" if literal is None else str(literal)
+    if literal is None:
+        return ""
+    if isinstance(literal, bool):
+        return "true" if literal else "false"
+    return str(literal)
 
 
 def _edge_label(step: Step[Any], label: str) -> str:
-    """What an arrow says: nothing for ``next``, the key of a menu option, a branch's test."""
-    if label == "next":
+    """What an arrow says: nothing for ``next`` or an end, the key of a menu option, a branch's
+    test (shortened)."""
+    if label in ("next", END):
         return ""
     if label.startswith("options["):
         return f"key {label[8:-1]}"
@@ -93,17 +167,19 @@ def _edge_label(step: Step[Any], label: str) -> str:
         index = int(label[9:-1])
         branch = step.fields["branches"][index]
         if branch.expression is not None:
-            test = _source(branch.expression)
+            tests = [source_text(branch.expression)]
         else:
-            test = " and ".join(
+            tests = [
                 " ".join(
                     part
-                    for part in (_source(row.property), row.operator, _source(row.value))
+                    for part in (source_text(row.property), row.operator, source_text(row.value))
                     if part
                 )
                 for row in branch.rows
-            )
-        return shorten(f"{index}: {test}")
+            ]
+        lines = [f"{index}: {tests[0]}" if tests else str(index)]
+        lines += [f"and {test}" for test in tests[1:]]
+        return "\n".join(shorten(line, MAX_DETAIL) for line in lines)
     return label
 
 
@@ -117,7 +193,11 @@ def flow_picture(graph: FlowGraph) -> Picture:
     for step_id, step in graph.steps.items():
         nodes.append(
             PictureNode(
-                keys[step_id], f"{shorten(step_id)}\n{step.type}", _shape(step), None, step_id
+                keys[step_id],
+                f"{shorten(step_id)}\n{step.type}",
+                _shape(step, graph.by_step.get(step_id, {}).values()),
+                None,
+                step_id,
             )
         )
     for edge in graph.edges:
