@@ -30,6 +30,7 @@ from flowlang.cli.inputs import (
     UsageError,
 )
 from flowlang.cli.terminal import printable
+from flowlang.cli.testing import add_test_command
 from flowlang.errors import (
     FlowError,
     FlowFilterError,
@@ -71,6 +72,7 @@ def _parser() -> argparse.ArgumentParser:
     add_check_command(commands)
     add_automate_command(commands)
     add_replay_command(commands)
+    add_test_command(commands)
     for command in commands.choices.values():
         if command.epilog is None:  # automate and replay: the contract in their help too
             command.epilog = EXIT_STATUSES
