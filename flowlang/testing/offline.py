@@ -13,7 +13,7 @@ from __future__ import annotations
 __all__ = ["VirtualClock", "VirtualHttp"]
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 
 from flowlang.http_rules import PreparedRequest
 from flowlang.runtime.http import HttpResult, RecordedHttp, RecordedResponse
@@ -57,11 +57,12 @@ class VirtualHttp(RecordedHttp):
             request, timeout=timeout, max_body=max_body, follow_redirects=follow_redirects
         )
 
-    @property
-    def unused(self) -> list[str]:
-        """``METHOD URL`` of each recording no request asked for."""
+    def unused(self, among: Collection[tuple[str, str]]) -> list[str]:
+        """``METHOD URL`` of each recording of ``among`` that no request asked for."""
         return [
-            f"{method} {url}" for method, url in self.responses if (method, url) not in self.used
+            f"{method} {url}"
+            for method, url in self.responses
+            if (method, url) in among and (method, url) not in self.used
         ]
 
 

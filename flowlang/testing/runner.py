@@ -175,7 +175,7 @@ async def run_flow_case(
         done.error = done.legs[-1].error
     done.requests = [shown_request(request, done.redactor) for request in http.sent]
     done.missing = http.missing
-    done.unused = http.unused
+    done.unused = http.unused(case.own_responses)
     done.unused_inputs = [f"{step} ({len(left)} left)" for step, left in answers.items() if left]
     return done
 
@@ -206,5 +206,5 @@ async def run_workflow_case(workflows: Sequence[CompiledWorkflow], case: Case) -
     await _bounded(run(), done)
     done.requests = [shown_request(request, done.redactor) for request in http.sent]
     done.missing = http.missing
-    done.unused = http.unused
+    done.unused = http.unused(case.own_responses)
     return done

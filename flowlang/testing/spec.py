@@ -79,6 +79,9 @@ class Case:
     event: dict[str, Any] | None
     #: Expectations by key, with ``{matches: ...}`` already compiled to TextPattern.
     expect: dict[str, Any]
+    #: The recordings the case gives itself (an unused one is a warning; the defaults' are
+    #: shared by every case, so not).
+    own_responses: frozenset[tuple[str, str]] = frozenset()
 
     @property
     def pointer(self) -> Pointer:
@@ -308,6 +311,7 @@ def read_cases_file(path: Path, text: str | None = None) -> CasesFile:
                 responses={**base.responses, **own.responses},
                 event=_merged(base.event or {}, own.event) if own.event is not None else base.event,
                 expect=reader.expect(raw["expect"], (*pointer, "expect"), expect_keys),
+                own_responses=frozenset(own.responses),
             )
         )
     return CasesFile(path, document, flow, workflows, tuple(read))
