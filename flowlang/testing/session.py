@@ -190,6 +190,10 @@ class Session:
             warnings = [f"recorded response not used: {item}" for item in done.unused] + warnings
         return CaseOutcome(cases_file, case, done, failures, warnings)
 
+    def run_case_now(self, cases_file: CasesFile, case: Case) -> CaseOutcome:
+        """:meth:`run_case` in an event loop of its own (the pytest plugin's items)."""
+        return asyncio.run(self.run_case(cases_file, case))
+
     def run_file(self, path: Path) -> FileOutcome:
         """Read a test file and run its (selected) cases, in order."""
         outcome = self.read(path)
