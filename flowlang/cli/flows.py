@@ -221,6 +221,12 @@ def add_run_command(commands: Any) -> None:
     run.add_argument(
         "--json", action="store_true", help="print the trace as JSON lines, and nothing else"
     )
+    run.add_argument(
+        "--html",
+        metavar="FILE",
+        help="also write the call as a web page to FILE: the flow with the path taken, "
+        "numbered, and each step's detail on a click (one file, loads nothing)",
+    )
     _add_syntax(run)
     run.add_argument(
         "--ca-file",

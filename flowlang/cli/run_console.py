@@ -16,10 +16,12 @@ from contextlib import contextmanager
 from types import FrameType
 from typing import Any, TextIO
 
-from flowlang.cli.inputs import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
+from flowlang.cli.inputs import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, UsageError
 from flowlang.cli.terminal import Colours, printable
 from flowlang.expr.values import to_json, to_text
 from flowlang.flow.model import CompiledFlow
+from flowlang.graph.html import run_page
+from flowlang.graph.model import flow_graph
 from flowlang.runtime.recorded import load_recorded_responses
 from flowlang.runtime.runner import RunResult, Runtime, RuntimeSettings
 from flowlang.runtime.secrets import EnvironmentSecrets
@@ -228,6 +230,7 @@ async def _main(
             return EXIT_BAD_INPUT
         result = await running
         _print_result(result, out, arguments.json, colours)
+        trace, instructions = list(result.trace), list(result.instructions)
         while result.status == "waiting_for_input":
             awaiting = result.awaiting or {}
             step = awaiting.get("step")
@@ -240,6 +243,8 @@ async def _main(
                 break
             result = await runtime.resume(flow, result.state or {}, digits)
             _print_result(result, out, arguments.json, colours)
+            trace.extend(result.trace)
+            instructions.extend(result.instructions)
     background = runtime.background_results
     if arguments.json:
         for item in background:
@@ -278,7 +283,22 @@ async def _main(
             for line in error_place.split("\n"):
                 out.write(printable(line, one_line=True) + "\n")
     _report_missing_secrets(secrets)
+    html = getattr(arguments, "html", None)
+    if html is not None:
+        _write_page(
+            html, run_page(flow_graph(flow), trace, status=result.status, instructions=instructions)
+        )
     return EXIT_FAILED if result.status == "failed" else EXIT_OK
+
+
+def _write_page(name: str, page: str) -> None:
+    """Write ``--html``'s page (the whole call: every leg of the run) to file ``name``."""
+    try:
+        with open(name, "wb") as stream:
+            stream.write(page.encode("utf-8"))
+    except OSError as error:
+        shown = printable(name, one_line=True)
+        raise UsageError(f"cannot write --html {shown}: {error.strerror or error}") from None
 
 
 def run_from_command_line(
