@@ -22,6 +22,7 @@ from flowlang.cli.inputs import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, EXIT_STATU
 from flowlang.cli.run_console import print_result
 from flowlang.cli.terminal import Colours, printable
 from flowlang.expr.backends import AVAILABLE
+from flowlang.graph.html import coverage_page
 from flowlang.testing.coverage import coverage_json, coverage_table, edge_ratio, percent
 from flowlang.testing.report import delivery_lines, failure_lines
 from flowlang.testing.session import CaseOutcome, FileOutcome, Session, find_test_files
@@ -81,15 +82,7 @@ def _write_file(name: str, text: str, option: str) -> None:
 
 
 def _coverage_page(session: Session) -> str:
-    try:
-        from flowlang.graph.html import coverage_page  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
-        raise UsageError(
-            "--coverage-html needs the HTML viewer (flowlang.graph.html), which this build "
-            "does not have yet"
-        ) from None
-    page: str = coverage_page(list(session.flows.values()), title="flowlang test coverage")
-    return page
+    return coverage_page(list(session.flows.values()), title="flowlang test coverage")
 
 
 def _summary(files: list[FileOutcome], colours: Colours) -> tuple[str, int, int]:
