@@ -20,7 +20,7 @@ __all__ = [
 
 import os
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from flowlang.automations.formats import FORMATS, convert
@@ -33,7 +33,14 @@ from flowlang.expr.syntax import KEYWORDS, NAME_PATTERN
 from flowlang.flow.build import StepBuilder, TemplateUse
 from flowlang.flow.conditions import compile_rows
 from flowlang.flow.fields import Field
-from flowlang.flow.model import FieldTree, Finding, FlowDocumentError, Value, compiled_or_raise
+from flowlang.flow.model import (
+    FieldTree,
+    Finding,
+    FlowDocumentError,
+    Row,
+    Value,
+    compiled_or_raise,
+)
 from flowlang.flow.source import (
     Document,
     Pointer,
@@ -77,6 +84,10 @@ class CompiledWorkflow:
     warnings: tuple[Finding, ...] = ()
     #: Where the name is written (``workflow: <name>``).
     position: SourcePosition | None = None
+    #: The conditions as written, rows or one expression (``condition`` is what runs): what
+    #: condition coverage (flowlang.testing.conditions) evaluates one by one.
+    rows: tuple[Row, ...] = field(default=(), compare=False, repr=False)
+    expression: Template | None = field(default=None, compare=False, repr=False)
 
     def matches(self, event: Mapping[str, Any]) -> bool:
         """Whether ``event`` (already of this trigger) meets the conditions."""
@@ -276,6 +287,8 @@ def _check_workflow(
         )
         trigger = ""
     condition: Callable[[Mapping[str, Any]], Any] | None = None
+    rows: tuple[Row, ...] | None = None
+    template: Template | None = None
     if "conditions" in data and "expression" in data:
         builder.error("give conditions or expression, not both", ("expression",), key=True)
     elif "conditions" in data:
@@ -339,6 +352,8 @@ def _check_workflow(
         fingerprint,
         tuple(findings),
         document.position(("workflow",)),
+        rows or (),
+        template,
     )
     return workflow, findings
 

@@ -119,9 +119,7 @@ def test_from_command_line(arguments: argparse.Namespace, out: TextIO) -> int:
     except (ValueError, OSError) as error:
         raise UsageError(printable(str(error), one_line=True)) from None
     session = Session(
-        backend="python" if conditions else backend,
-        strict=arguments.strict,
-        keyword=arguments.keyword,
+        backend=backend, strict=arguments.strict, keyword=arguments.keyword, conditions=conditions
     )
     colours = Colours.for_stream(out)
     files: list[FileOutcome] = []
@@ -172,8 +170,19 @@ def _coverage(
         out.write("\ncoverage\n")
         for line in coverage_table(session.flows, session.workflows):
             out.write(printable(line, one_line=True) + "\n")
+        counted = [*session.flow_conditions.items(), *session.workflow_conditions.items()]
+        for name, conditions in counted:
+            out.write(f"\n{printable(name, one_line=True)}: " + conditions.table())
     if arguments.coverage_json:
         data: dict[str, Any] = coverage_json(session.flows, session.workflows)
+        if session.conditions:
+            data["conditions"] = [
+                {"file": name, **conditions.to_json()}
+                for name, conditions in [
+                    *session.flow_conditions.items(),
+                    *session.workflow_conditions.items(),
+                ]
+            ]
         _write_file(arguments.coverage_json, json.dumps(data, indent=2) + "\n", "--coverage-json")
     if arguments.coverage_html:
         _write_file(arguments.coverage_html, _coverage_page(session), "--coverage-html")

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-__all__ = ["StepPlan", "keep_plan", "plan_flow"]
+__all__ = ["PlanWrapper", "StepPlan", "keep_plan", "plan_flow"]
 
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeAlias
 
-from flowlang.flow.model import Step
+from flowlang.flow.model import CompiledFlow, Step
 from flowlang.kinds.base import Transition
 from flowlang.kinds.call_control import run_host_action
 
@@ -16,6 +16,12 @@ StepPlan: TypeAlias = (
     "dict[str, tuple[Step, Callable[[Any], Transition] | None, "
     "Callable[[Step, Any], Awaitable[Transition]] | None]]"
 )
+
+#: A runtime's ``plan_wrapper`` (Python loop only): given a flow and a copy of its step plan
+#: once per flow and runtime, it returns the plan the loop runs. It may wrap a step's plain
+#: call to inspect the run before or after the step (flowlang.testing's condition coverage
+#: does); it must not change what any step does.
+PlanWrapper: TypeAlias = "Callable[[CompiledFlow, StepPlan], StepPlan]"
 
 
 def plan_flow(steps: Mapping[str, Step]) -> StepPlan:

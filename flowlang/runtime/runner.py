@@ -35,7 +35,7 @@ from flowlang.rundata import MAX_DATA_DEPTH_CAP, store_record
 from flowlang.runtime.host import Host, NullHost
 from flowlang.runtime.http import GuardedHttp, HttpSender, Resolver
 from flowlang.runtime.http_settings import HttpSettings
-from flowlang.runtime.plan import plan_flow
+from flowlang.runtime.plan import PlanWrapper, plan_flow
 from flowlang.runtime.results import RunResult
 from flowlang.runtime.run import Run, _described
 from flowlang.runtime.secrets import (
@@ -130,6 +130,15 @@ class Runtime:
     on are kept by fingerprint, so that a call resumes on the version it started on after the
     flow is edited (None: a state of another version is refused). ``clock``: what time it is
     for the steps that read it (a callable returning an aware datetime; now in UTC when None).
+
+    ``plan_wrapper``: inspection for tools, on the Python loop only (a
+    :data:`~flowlang.runtime.plan.PlanWrapper`). It is given each flow's step plan once per
+    flow and runtime and returns the plan this runtime's loop runs: a step's plain call may
+    be wrapped to look at the run before or after it (flowlang.testing's condition coverage
+    evaluates every row of a condition_splitter so). The loop itself is unchanged, and runs
+    without a wrapper pay nothing. A runtime whose loop is the compiled one refuses it
+    (ValueError): the compiled plan replaces steps with their compiled twins, which a wrapper
+    would never see; ask for ``backend="python"``.
     """
 
     def __init__(
@@ -145,6 +154,7 @@ class Runtime:
         resume_guard: ResumeGuard | None = None,
         flow_versions: FlowVersions | None = None,
         clock: Callable[[], datetime] | None = None,
+        plan_wrapper: PlanWrapper | None = None,
     ) -> None:
         self.settings = settings or RuntimeSettings()
         #: The time steps read (business_hours): an aware datetime, now in UTC by default.
@@ -159,6 +169,14 @@ class Runtime:
         self._compile_plan = self.twins.compile_plan
         self._run_class: type[Run] = self.twins.run_class
         self._plan_key = f"plan:{self.backend}"
+        if plan_wrapper is not None and not self.twins.wraps_plans:
+            raise ValueError(
+                f"plan_wrapper runs on the Python loop only, not on backend {self.backend!r}: "
+                "pass backend='python'"
+            )
+        self._plan_wrapper = plan_wrapper
+        #: The wrapped plans of this runtime, by flow (kept here: a flow is shared by runtimes).
+        self._wrapped_plans: dict[int, tuple[CompiledFlow, Any]] = {}
         #: What the step loop reads of the settings: step limits and the run's deadline.
         self.loop_limits = (
             self.settings.max_steps,
@@ -371,6 +389,12 @@ class Runtime:
         if plan is None:
             plan = self._compile_plan(plan_flow(flow.steps))
             plan = flow.prepared.setdefault(self._plan_key, plan)
+        if self._plan_wrapper is not None:
+            wrapped = self._wrapped_plans.get(id(flow))
+            if wrapped is None or wrapped[0] is not flow:
+                wrapped = (flow, self._plan_wrapper(flow, dict(plan)))
+                self._wrapped_plans[id(flow)] = wrapped
+            plan = wrapped[1]
         return plan
 
     # --- synchronous convenience ------------------------------------------------------------

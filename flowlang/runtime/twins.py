@@ -39,6 +39,10 @@ class RuntimeTwins:
     #: The request-body walks (flowlang.http_rules.encode_body).
     json_length_exceeds: Callable[[Any, int], bool]
     first_non_finite: Callable[[Any], float | None]
+    #: Whether the loop calls the plan's plain calls as planned, so that a runtime's
+    #: ``plan_wrapper`` can wrap them: the Python loop only (the compiled plan replaces steps
+    #: with their compiled twins, which a wrapper would never see).
+    wraps_plans: bool
 
 
 def _twins(backend: str) -> RuntimeTwins:
@@ -46,15 +50,17 @@ def _twins(backend: str) -> RuntimeTwins:
     run_class: type[Any] = Run
     if fields is not RunFields:  # the methods over the compiled fields
         run_class = type("Run", (RunMethods, fields), {"__slots__": (), "__doc__": Run.__doc__})
+    compile_plan = compiled_helper("compile_plan", keep_plan, backend)
     return RuntimeTwins(
         backend,
         run_class,
         compiled_helper("new_scope", new_scope, backend),
         compiled_helper("run_loop", run_loop, backend),
-        compiled_helper("compile_plan", keep_plan, backend),
+        compile_plan,
         compiled_helper("measure_data", measure, backend),
         compiled_helper("json_length_exceeds", json_length_exceeds, backend),
         compiled_helper("first_non_finite", first_non_finite, backend),
+        compile_plan is keep_plan,
     )
 
 

@@ -60,6 +60,8 @@ class CaseRun:
     unused: list[str] = field(default_factory=list)
     unused_inputs: list[str] = field(default_factory=list)
     dispatch: DispatchResult | None = None
+    #: The event a workflow case dispatched (with its id).
+    event: dict[str, Any] | None = None
     #: Why the case could not run to its end (stuck, refused context or event), or None.
     broken: str | None = None
     redactor: Redactor = field(default_factory=Redactor)
@@ -186,6 +188,7 @@ async def run_workflow_case(workflows: Sequence[CompiledWorkflow], case: Case) -
     http = VirtualHttp(case.responses)
     event = dict(case.event or {})
     event.setdefault("id", f"case-{case.index + 1}")
+    done.event = event
 
     async def run() -> None:
         automations = Automations(

@@ -20,6 +20,7 @@ from flowlang.flow.load import load_flow
 from flowlang.flow.model import CompiledFlow
 from flowlang.flow.source import DocumentError
 from flowlang.graph.model import Coverage, FlowGraph, flow_graph
+from flowlang.testing.conditions import ConditionCoverage, WorkflowConditionCoverage
 from flowlang.testing.coverage import WorkflowCoverage
 from flowlang.testing.expect import Failure, check_flow_case, check_workflow_case
 from flowlang.testing.runner import CaseRun, run_flow_case, run_workflow_case
@@ -83,12 +84,22 @@ class FileOutcome:
 
 class Session:
     """Runs test files: ``backend`` picks the step loop, ``strict`` makes unused recordings
-    and inputs failures, ``keyword`` keeps the cases whose name holds it (any case)."""
+    and inputs failures, ``keyword`` keeps the cases whose name holds it (any case),
+    ``conditions`` counts condition coverage too (flows then run on the Python loop)."""
 
     def __init__(
-        self, *, backend: str | None = None, strict: bool = False, keyword: str | None = None
+        self,
+        *,
+        backend: str | None = None,
+        strict: bool = False,
+        keyword: str | None = None,
+        conditions: bool = False,
     ) -> None:
-        self.backend = backend
+        self.backend = "python" if conditions else backend
+        self.conditions = conditions
+        #: Condition coverage by flow file, and by workflow (when ``conditions``).
+        self.flow_conditions: dict[str, ConditionCoverage] = {}
+        self.workflow_conditions: dict[str, WorkflowConditionCoverage] = {}
         self.strict = strict
         self.keyword = keyword.casefold() if keyword else None
         #: Coverage by flow file and by workflow (file and name), in the order first tested.
@@ -139,6 +150,9 @@ class Session:
                 graph = flow_graph(flow)
                 self._graphs[str(path)] = graph
                 self.flows.setdefault(str(path), Coverage(graph))
+                if self.conditions:
+                    counted = self.flow_conditions[str(path)] = ConditionCoverage(graph)
+                    self.runtime_options[str(path)] = counted.runtime_options()
         return self._flows[key]
 
     def _workflow(self, path: Path) -> CompiledWorkflow | str:
@@ -150,7 +164,10 @@ class Session:
                 self._workflows[key] = f"{path} has errors:\n\n{error}"
             else:
                 self._workflows[key] = workflow
-                self.workflows.setdefault(f"{path} ({workflow.name})", WorkflowCoverage(workflow))
+                name = f"{path} ({workflow.name})"
+                self.workflows.setdefault(name, WorkflowCoverage(workflow))
+                if self.conditions:
+                    self.workflow_conditions[name] = WorkflowConditionCoverage(workflow)
         return self._workflows[key]
 
     def workflows_of(self, cases_file: CasesFile) -> list[CompiledWorkflow]:
@@ -183,6 +200,9 @@ class Session:
             deliveries = done.dispatch.deliveries if done.dispatch else []
             for coverage_of in self.workflows.values():
                 coverage_of.add(deliveries)
+            if done.event is not None:
+                for counted in self.workflow_conditions.values():
+                    counted.add(done.event)
             warnings = []
         if self.strict:  # unused recordings and inputs are failures then, not warnings
             warnings = []
