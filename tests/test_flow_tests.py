@@ -15,7 +15,6 @@ import pytest
 
 from flowlang.cli import main
 from flowlang.expr.backends import AVAILABLE
-from flowlang.testing.coverage import edge_name
 from flowlang.testing.session import Session
 from flowlang.testing.spec import read_cases_file
 
@@ -174,22 +173,36 @@ def test_unused_recordings_and_inputs_warn_and_fail_with_strict(tmp_path: Path) 
     assert "recorded response not used: GET https://api.example.com/never (--strict)" in out
 
 
-def test_a_delay_beyond_the_timeout_is_a_timeout_without_waiting(tmp_path: Path) -> None:
-    # 60 s recorded delays against a 4 s timeout: virtual time, so the case finishes at once
-    # (the wall-time bound of a case would fail it otherwise); the runtime's outcome and error.
-    flow, tests = _copy_example(tmp_path, "account_verification")
+def test_a_delay_beyond_the_timeout_is_a_timeout_without_waiting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Recorded delays of 60 s against a 4 s timeout and of 3 s within it: virtual time, so
+    # nothing sleeps; the runtime's own outcome and error for the timeout.
+    _, tests = _copy_example(tmp_path, "account_verification")
     cases_file = read_cases_file(tests)
-    (case,) = [c for c in cases_file.cases if "slow" in c.name]
-    slow = {key: type(r)(r.status, r.headers, r.body, 60.0) for key, r in case.responses.items()}
+    slept: list[float] = []
+    real_sleep = asyncio.sleep
+
+    async def noted_sleep(seconds: float, *args: Any) -> Any:
+        slept.append(seconds)
+        return await real_sleep(0, *args)
+
+    monkeypatch.setattr(asyncio, "sleep", noted_sleep)
     session = Session()
     session.read(tests)
-    outcome = asyncio.run(
-        session.run_case(cases_file, type(case)(**{**case.__dict__, "responses": slow}))
-    )
-    assert outcome.passed, outcome.failures
-    verify = [e for e in outcome.run.trace if e["step"] == "verify"]
-    assert verify[0]["outcome"] == "timeout"
-    assert verify[0]["detail"]["error"] == "no complete response within 4s"
+    (case,) = [c for c in cases_file.cases if "slow" in c.name]
+    for delay, outcome_of_verify in ((60.0, "timeout"), (3.0, "success")):
+        responses = {
+            key: type(r)(r.status, r.headers, r.body, delay) for key, r in case.responses.items()
+        }
+        changed = type(case)(**{**case.__dict__, "responses": responses})
+        outcome = asyncio.run(session.run_case(cases_file, changed))
+        verify = [e for e in outcome.run.trace if e["step"] == "verify"]
+        assert verify[0]["outcome"] == outcome_of_verify
+        if outcome_of_verify == "timeout":
+            assert verify[0]["detail"]["error"] == "no complete response within 4s"
+    assert verify[0]["detail"]["duration_ms"] == 3000.0
+    assert [seconds for seconds in slept if seconds > 0] == []
 
 
 def test_a_flow_that_does_not_load_shows_its_findings_and_exits_1(tmp_path: Path) -> None:
