@@ -120,7 +120,7 @@ class _Checker:
         self.failures.append(Failure(f"expect.{key}", message, pointer, expected, actual))
 
     def known_step(self, graph: FlowGraph, step: Any, pointer: Pointer, key: str) -> bool:
-        if isinstance(step, str) and step in graph.steps:
+        if isinstance(step, TextPattern) or (isinstance(step, str) and step in graph.steps):
             return True
         self.fail(
             key,
@@ -209,9 +209,10 @@ def check_flow_case(done: CaseRun, graph: FlowGraph, *, strict: bool = False) ->
         for number, step in enumerate(expect["path_includes"]):
             if not checker.known_step(graph, step, (*at, "path_includes", number), "path_includes"):
                 continue
-            try:
-                position = path.index(step, position) + 1
-            except ValueError:
+            found = next((n for n in range(position, len(path)) if same(step, path[n])), None)
+            if found is not None:
+                position = found + 1
+            else:
                 checker.fail(
                     "path_includes",
                     f"step {step!r} is not on the path (in this order)",
@@ -236,7 +237,7 @@ def check_flow_case(done: CaseRun, graph: FlowGraph, *, strict: bool = False) ->
         graph, expect["ends_at"], (*at, "ends_at"), "ends_at"
     ):
         last = path[-1] if path else None
-        if last != expect["ends_at"]:
+        if not same(expect["ends_at"], last):
             checker.fail(
                 "ends_at", "the run ends at another step", (*at, "ends_at"), expect["ends_at"], last
             )
