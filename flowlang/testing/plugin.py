@@ -82,7 +82,7 @@ class FlowTestFile(pytest.File):
         for case in cases_file.cases:
             yield FlowCaseItem.from_parent(self, name=case.name, cases_file=cases_file, case=case)
 
-    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException]) -> Any:
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
         if isinstance(excinfo.value, FlowTestError):
             return _printable(str(excinfo.value))
         return super().repr_failure(excinfo)
@@ -106,7 +106,7 @@ class FlowCaseItem(pytest.Item):
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
         if isinstance(excinfo.value, FlowCaseError):
             return str(excinfo.value)
-        return super().repr_failure(excinfo)
+        return super().repr_failure(excinfo, style)
 
     def reportinfo(self) -> tuple[Path, int | None, str]:
         position = self.cases_file.document.position(self.case.pointer)

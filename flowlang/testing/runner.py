@@ -55,7 +55,8 @@ class CaseRun:
     error: str | None = None
     variables: dict[str, Any] | None = None
     background: list[dict[str, Any]] = field(default_factory=list)
-    requests: list[dict[str, Any]] = field(default_factory=list)
+    #: The requests sent, as sent (see :attr:`requests`).
+    sent: list[PreparedRequest] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
     unused: list[str] = field(default_factory=list)
     unused_inputs: list[str] = field(default_factory=list)
@@ -65,6 +66,14 @@ class CaseRun:
     #: Why the case could not run to its end (stuck, refused context or event), or None.
     broken: str | None = None
     redactor: Redactor = field(default_factory=Redactor)
+    _shown: list[dict[str, Any]] | None = field(default=None, repr=False)
+
+    @property
+    def requests(self) -> list[dict[str, Any]]:
+        """The requests sent, as compared and shown (secrets redacted; made when first read)."""
+        if self._shown is None:
+            self._shown = [shown_request(request, self.redactor) for request in self.sent]
+        return self._shown
 
 
 class _ObservedRuntime(Runtime):
@@ -175,7 +184,7 @@ async def run_flow_case(
     if done.legs:
         done.status = done.legs[-1].status
         done.error = done.legs[-1].error
-    done.requests = [shown_request(request, done.redactor) for request in http.sent]
+    done.sent = http.sent
     done.missing = http.missing
     done.unused = http.unused(case.own_responses)
     done.unused_inputs = [f"{step} ({len(left)} left)" for step, left in answers.items() if left]
@@ -207,7 +216,7 @@ async def run_workflow_case(workflows: Sequence[CompiledWorkflow], case: Case) -
                 done.broken = f"the event is refused: {error}"
 
     await _bounded(run(), done)
-    done.requests = [shown_request(request, done.redactor) for request in http.sent]
+    done.sent = http.sent
     done.missing = http.missing
     done.unused = http.unused(case.own_responses)
     return done
