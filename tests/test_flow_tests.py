@@ -268,3 +268,24 @@ def test_condition_coverage_is_reported_on_request(tmp_path: Path) -> None:
         )[0]
         == 2
     )
+
+
+def _readme_section() -> str:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    return text.split("\n## Testing flows\n", 1)[1].split("\n## ", 1)[0]
+
+
+def test_the_readme_test_file_passes_and_its_failure_is_shown_as_printed(tmp_path: Path) -> None:
+    section = _readme_section()
+    found = re.search(r"```yaml\n(.*?)```", section, re.DOTALL)
+    assert found is not None
+    shutil.copy(EXAMPLES / "flows" / "account_verification.yaml", tmp_path)
+    tests = tmp_path / "account_verification.test.yaml"
+    tests.write_text(found.group(1))
+    assert _test(str(tests), "--strict")[0] == 0
+    shown = re.search(r"```\n(step 4 differs\n.*?)```", section, re.DOTALL)
+    assert shown is not None
+    tests.write_text(found.group(1).replace("check, balance_due,", "check, all_paid,"))
+    status, out = _test(str(tests))
+    assert status == 1
+    assert shown.group(1).replace("--> ", f"--> {tmp_path}/") in out
