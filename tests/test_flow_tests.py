@@ -289,3 +289,18 @@ def test_the_readme_test_file_passes_and_its_failure_is_shown_as_printed(tmp_pat
     status, out = _test(str(tests))
     assert status == 1
     assert shown.group(1).replace("--> ", f"--> {tmp_path}/") in out
+
+
+def test_one_flow_named_two_ways_is_covered_as_one(tmp_path: Path) -> None:
+    (tmp_path / "sub").mkdir()
+    shutil.copy(CASES / "hand_counted.yaml", tmp_path / "hand_counted.yaml")
+    text = (CASES / "hand_counted.cases.yaml").read_text()
+    (tmp_path / "a.test.yaml").write_text(text)
+    (tmp_path / "sub" / "b.test.yaml").write_text(
+        text.replace("flow: hand_counted.yaml", "flow: ../sub/../hand_counted.yaml")
+    )
+    session = Session()
+    for path in (tmp_path / "a.test.yaml", tmp_path / "sub" / "b.test.yaml"):
+        assert all(case.passed for case in session.run_file(path).cases)
+    (coverage,) = session.flows.values()
+    assert coverage.step_hits["bye"] == 4

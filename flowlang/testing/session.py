@@ -107,6 +107,8 @@ class Session:
         self.workflows: dict[str, WorkflowCoverage] = {}
         self._flows: dict[Path, CompiledFlow | str] = {}
         self._graphs: dict[str, FlowGraph] = {}
+        #: The name coverage is kept under, by resolved path: the path as first written.
+        self._names: dict[Path, str] = {}
         self._workflows: dict[Path, CompiledWorkflow | str] = {}
         #: Extra keyword arguments for the runtime of each flow (by file), such as condition
         #: coverage's.
@@ -147,12 +149,12 @@ class Session:
                 self._flows[key] = f"{path} has errors:\n\n{error}"
             else:
                 self._flows[key] = flow
-                graph = flow_graph(flow)
-                self._graphs[str(path)] = graph
-                self.flows.setdefault(str(path), Coverage(graph))
+                name = self._names[key] = str(path)
+                graph = self._graphs[name] = flow_graph(flow)
+                self.flows[name] = Coverage(graph)
                 if self.conditions:
-                    counted = self.flow_conditions[str(path)] = ConditionCoverage(graph)
-                    self.runtime_options[str(path)] = counted.runtime_options()
+                    counted = self.flow_conditions[name] = ConditionCoverage(graph)
+                    self.runtime_options[name] = counted.runtime_options()
         return self._flows[key]
 
     def _workflow(self, path: Path) -> CompiledWorkflow | str:
@@ -184,15 +186,14 @@ class Session:
     async def run_case(self, cases_file: CasesFile, case: Case) -> CaseOutcome:
         """Run one case of a file already read (and loaded) and add it to the coverage."""
         if cases_file.flow is not None:
-            flow = self._flows[cases_file.flow.resolve()]
+            key = cases_file.flow.resolve()
+            flow = self._flows[key]
             assert isinstance(flow, CompiledFlow)
-            name = str(cases_file.flow)
-            graph = self._graphs.get(name) or flow_graph(flow)
+            name = self._names[key]
+            graph = self._graphs[name]
             done = await run_flow_case(flow, case, self.backend, self.runtime_options.get(name, {}))
             failures = check_flow_case(done, graph, strict=self.strict)
-            coverage = self.flows.get(name)
-            if coverage is not None:
-                coverage.add(done.trace)
+            self.flows[name].add(done.trace)
             warnings = [f"inputs not used: {step}" for step in done.unused_inputs]
         else:
             done = await run_workflow_case(self.workflows_of(cases_file), case)

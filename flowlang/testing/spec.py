@@ -335,6 +335,8 @@ class _Case:
                     "inputs are for flows: workflows take an event", (*pointer, "inputs")
                 )
             self.inputs = reader.inputs(raw["inputs"], (*pointer, "inputs"))
+        if "now" in raw and not flow:
+            raise reader.fail("now is for flows (business_hours steps)", (*pointer, "now"))
         self.now = reader.now(raw["now"], (*pointer, "now")) if "now" in raw else None
         self.responses = (
             read_responses(reader.document, (*pointer, "responses"), strict=True)
