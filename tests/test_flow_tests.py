@@ -304,3 +304,11 @@ def test_one_flow_named_two_ways_is_covered_as_one(tmp_path: Path) -> None:
         assert all(case.passed for case in session.run_file(path).cases)
     (coverage,) = session.flows.values()
     assert coverage.step_hits["bye"] == 4
+
+
+def test_the_examples_see_every_condition_true_and_false() -> None:
+    status, out = _test(str(EXAMPLES), "--coverage=conditions")
+    assert status == 0
+    found = re.findall(r": conditions (\d+)/(\d+) outcomes", out)
+    assert len(found) == 7  # four flows, three workflows
+    assert all(seen == possible for seen, possible in found), out
