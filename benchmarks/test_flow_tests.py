@@ -29,7 +29,8 @@ CASES = 1000
 def thousand_cases(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("bench")
     shutil.copy(EXAMPLES / "account_verification.yaml", folder / "account_verification.yaml")
-    data: dict[str, Any] = load_document(EXAMPLES / "account_verification.test.yaml").data
+    data: dict[str, Any] = load_document(EXAMPLES / "tests" / "account_verification.test.yaml").data
+    data["flow"] = "account_verification.yaml"
     examples = data["cases"]
     data["cases"] = [
         {**examples[number % len(examples)], "name": f"case {number}"} for number in range(CASES)

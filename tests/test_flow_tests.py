@@ -130,10 +130,12 @@ def test_a_request_without_a_recording_fails_even_where_the_flow_has_a_failure_w
 
 
 def _copy_example(tmp_path: Path, name: str) -> tuple[Path, Path]:
+    """A copy of an example flow and its test file (in tests/ beside it, as in examples/)."""
     flow = tmp_path / f"{name}.yaml"
     shutil.copy(EXAMPLES / "flows" / f"{name}.yaml", flow)
-    tests = tmp_path / f"{name}.test.yaml"
-    shutil.copy(EXAMPLES / "flows" / f"{name}.test.yaml", tests)
+    (tmp_path / "tests").mkdir(exist_ok=True)
+    tests = tmp_path / "tests" / f"{name}.test.yaml"
+    shutil.copy(EXAMPLES / "flows" / "tests" / f"{name}.test.yaml", tests)
     return flow, tests
 
 
@@ -280,7 +282,8 @@ def test_the_readme_test_file_passes_and_its_failure_is_shown_as_printed(tmp_pat
     found = re.search(r"```yaml\n(.*?)```", section, re.DOTALL)
     assert found is not None
     shutil.copy(EXAMPLES / "flows" / "account_verification.yaml", tmp_path)
-    tests = tmp_path / "account_verification.test.yaml"
+    (tmp_path / "tests").mkdir()
+    tests = tmp_path / "tests" / "account_verification.test.yaml"
     tests.write_text(found.group(1))
     assert _test(str(tests), "--strict")[0] == 0
     shown = re.search(r"```\n(step 4 differs\n.*?)```", section, re.DOTALL)
@@ -288,7 +291,7 @@ def test_the_readme_test_file_passes_and_its_failure_is_shown_as_printed(tmp_pat
     tests.write_text(found.group(1).replace("check, balance_due,", "check, all_paid,"))
     status, out = _test(str(tests))
     assert status == 1
-    assert shown.group(1).replace("--> ", f"--> {tmp_path}/") in out
+    assert shown.group(1).replace("--> examples/flows/", f"--> {tmp_path}/") in out
 
 
 def test_one_flow_named_two_ways_is_covered_as_one(tmp_path: Path) -> None:

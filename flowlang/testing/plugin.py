@@ -25,14 +25,6 @@ SUFFIX = ".test.yaml"
 _SESSION = pytest.StashKey["Session"]()
 
 
-class FlowTestError(Exception):
-    """A test file that cannot be read, or what it tests does not load (shown as is)."""
-
-
-class FlowCaseError(Exception):
-    """A case that failed: the report, as ``flowlang test`` prints it."""
-
-
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("flowlang", "flow tests (*.test.yaml)")
     group.addoption(
@@ -73,19 +65,17 @@ class FlowTestFile(pytest.File):
 
     def collect(self) -> Iterator[pytest.Item]:
         outcome = _session(self.config).read(self.path)
+        # CollectError: pytest shows its message alone, without a traceback.
         if outcome.error is not None:
-            raise FlowTestError(f"the test file cannot be read:\n{outcome.error}")
+            raise self.CollectError(_printable(f"the test file cannot be read:\n{outcome.error}"))
         if outcome.load_error is not None:
-            raise FlowTestError(f"what the test file tests does not load:\n{outcome.load_error}")
+            raise self.CollectError(
+                _printable(f"what the test file tests does not load:\n{outcome.load_error}")
+            )
         cases_file = outcome.cases_file
         assert cases_file is not None
         for case in cases_file.cases:
             yield FlowCaseItem.from_parent(self, name=case.name, cases_file=cases_file, case=case)
-
-    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
-        if isinstance(excinfo.value, FlowTestError):
-            return _printable(str(excinfo.value))
-        return super().repr_failure(excinfo)
 
 
 class FlowCaseItem(pytest.Item):
@@ -101,12 +91,7 @@ class FlowCaseItem(pytest.Item):
 
         outcome = _session(self.config).run_case_now(self.cases_file, self.case)
         if outcome.failures:
-            raise FlowCaseError(case_report(outcome))
-
-    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
-        if isinstance(excinfo.value, FlowCaseError):
-            return str(excinfo.value)
-        return super().repr_failure(excinfo, style)
+            pytest.fail(case_report(outcome), pytrace=False)  # the report alone, no traceback
 
     def reportinfo(self) -> tuple[Path, int | None, str]:
         position = self.cases_file.document.position(self.case.pointer)
