@@ -219,13 +219,15 @@ def test_a_flow_that_does_not_load_shows_its_findings_and_exits_1(tmp_path: Path
     assert "nowhere" in out and "broken.yaml:4:" in out
 
 
-def test_folders_are_searched_for_test_files_only(tmp_path: Path) -> None:
+def test_folders_are_searched_for_test_files_only(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     shutil.copy(CASES / "hand_counted.yaml", tmp_path / "hand_counted.yaml")
     shutil.copy(CASES / "hand_counted.cases.yaml", tmp_path / "hand.cases.yaml")
     (tmp_path / ".hidden").mkdir()
     shutil.copy(CASES / "failing.cases.yaml", tmp_path / ".hidden" / "x.test.yaml")
-    status, out = _test(str(tmp_path))
-    assert status == 0 and "0 passed in 0 file(s)" in out
+    assert _test(str(tmp_path))[0] == 2  # nothing to test: a usage error, not a pass
+    assert "no test files (*.test.yaml) in" in capsys.readouterr().err
     shutil.copy(CASES / "hand_counted.cases.yaml", tmp_path / "hand.test.yaml")
     status, out = _test(str(tmp_path))
     assert status == 0 and "2 passed in 1 file(s)" in out

@@ -6,7 +6,8 @@ failure as ``check`` shows a finding (the place in the test file with a caret, t
 and actual values) with the trace of that case as ``flowlang run`` prints it, then a summary
 line and, with ``--coverage``, the table. Exit status: 0 when every case passed (and the
 coverage reached ``--fail-under``); 1 when a case failed, a flow or workflow did not load (its
-findings are shown) or coverage fell short; 2 for bad usage or a test file that cannot be read.
+findings are shown) or coverage fell short; 2 for bad usage, no test file found, or a test
+file that cannot be read.
 """
 
 from __future__ import annotations
@@ -118,6 +119,9 @@ def test_from_command_line(arguments: argparse.Namespace, out: TextIO) -> int:
         ) from None
     except (ValueError, OSError) as error:
         raise UsageError(printable(str(error), one_line=True)) from None
+    if not paths:
+        where = ", ".join(arguments.paths or ["."])
+        raise UsageError(f"no test files (*.test.yaml) in {printable(where, one_line=True)}")
     session = Session(
         backend=backend, strict=arguments.strict, keyword=arguments.keyword, conditions=conditions
     )
