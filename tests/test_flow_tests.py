@@ -317,3 +317,19 @@ def test_the_examples_see_every_condition_true_and_false() -> None:
     found = re.findall(r": conditions (\d+)/(\d+) outcomes", out)
     assert len(found) == 7  # four flows, three workflows
     assert all(seen == possible for seen, possible in found), out
+
+
+def test_the_readme_command_lines_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import shlex
+
+    block = re.search(r"```sh\n(.*?)```", _readme_section(), re.DOTALL)
+    assert block is not None
+    monkeypatch.chdir(ROOT)
+    lines = [shlex.split(line, comments=True) for line in block.group(1).splitlines()]
+    assert len(lines) >= 4
+    for words in lines:
+        assert words[:2] == ["flowlang", "test"], words
+        arguments = [str(tmp_path / w) if w.startswith("coverage.") else w for w in words[2:]]
+        status, out = _test(*arguments)
+        assert status == 0, (words, out[-1500:])
+    assert (tmp_path / "coverage.json").exists() and (tmp_path / "coverage.html").exists()
