@@ -65,8 +65,8 @@ def _shown(value: Any) -> str:
         return _cut(value)
     try:
         return _cut(json.dumps(value, ensure_ascii=False, sort_keys=True, default=str))
-    except (TypeError, ValueError):
-        return _cut(repr(value))
+    except (TypeError, ValueError, RecursionError):
+        return _cut(repr(value)[:MAX_VALUE] if not isinstance(value, list | dict) else "…")
 
 
 @dataclass
@@ -293,9 +293,9 @@ def run_page(
             heading = f"step {order} of the call: {_shown(entry.get('outcome'))}"
             sections.setdefault(at, []).append(_Section(heading, _entry_rows(entry)))
         button = (
-            f'<button type="button" data-node="{at}">{xml_text(step)}</button>'
+            f'<button type="button" data-node="{at}">{xml_text(_cut(step, 200))}</button>'
             if at is not None
-            else xml_text(step)
+            else xml_text(_cut(step, 200))
         )
         outcome = xml_text(_shown(entry.get("outcome")))
         steps.append(f'<li>{button} <span class="outcome">{outcome}</span></li>')

@@ -273,7 +273,7 @@ class _Group:
 
     def _settle(self, layer: list[int], towards: str) -> None:
         """Move a layer's items towards the centres of their neighbours, keeping their order
-        and the gap between them (a push right, then a pull back left)."""
+        and the gap between them: the mean of the overlaps pushed right and pushed left."""
         items = self.items
         wanted = []
         for index in layer:
@@ -375,8 +375,19 @@ def layout(picture: Picture) -> Layout:
         left += width + GROUP_GAP
     by_key = {box.key: box for box in boxes}
     twins = _twins(picture)
+    seen: dict[str, int] = {}
+    sibling = []  # each edge's place among the edges leaving its source
+    for edge in picture.edges:
+        sibling.append(seen.get(edge.source, 0))
+        seen[edge.source] = sibling[-1] + 1
     routes = tuple(
-        _route(by_key[edge.source], by_key[edge.target], ways.get(number, _Way()), twins[number])
+        _route(
+            by_key[edge.source],
+            by_key[edge.target],
+            ways.get(number, _Way()),
+            twins[number],
+            sibling[number] % 2,
+        )
         if edge.source in by_key and edge.target in by_key
         else EdgeRoute((), (0.0, 0.0))
         for number, edge in enumerate(picture.edges)
@@ -392,15 +403,16 @@ def layout(picture: Picture) -> Layout:
 
 
 def _twins(picture: Picture) -> list[float]:
-    """For each edge, how far to shift it sideways so that edges between the same two nodes
-    stay apart (0 for an edge with no twin)."""
+    """For each edge, where it runs among the edges between the same two nodes: from -1 (first)
+    to 1 (last); 0 for an edge with no twin."""
     pairs: dict[tuple[str, str], list[int]] = {}
     for number, edge in enumerate(picture.edges):
         pairs.setdefault((edge.source, edge.target), []).append(number)
     shift = [0.0] * len(picture.edges)
     for numbers in pairs.values():
+        half = (len(numbers) - 1) / 2
         for at, number in enumerate(numbers):
-            shift[number] = (at - (len(numbers) - 1) / 2) * 10.0
+            shift[number] = (at - half) / half if half else 0.0
     return shift
 
 
@@ -416,22 +428,26 @@ def _rounded_frame(frame: GroupBox) -> GroupBox:
     )
 
 
-def _route(source: NodeBox, target: NodeBox, way: _Way, shift: float) -> EdgeRoute:
+def _route(source: NodeBox, target: NodeBox, way: _Way, shift: float, odd: int) -> EdgeRoute:
     """The polyline of an edge: out of the source's bottom (top, when it goes up), through its
-    bends, into the target's top (bottom); a loop round the right side; a lane down the side."""
+    bends, into the target's top (bottom); a loop round the right side; a lane down the side.
+    ``odd``: the text of every other edge of a source sits higher, clear of its neighbour's."""
     right = source.x + source.width
+    # twins apart, but on the sides of their nodes
+    side_shift = shift * min(8.0, min(source.height, target.height) / 2 - 8)
+    shift *= min(12.0, min(source.width, target.width) / 2 - 6)
     if source.key == target.key:
-        mid = source.y + source.height / 2 + shift
+        mid = source.y + source.height / 2 + side_shift
         points = [(right, mid - 6), (right + 18, mid - 6), (right + 18, mid + 6), (right, mid + 6)]
         return _finish(points, (right + 22, mid))
     if way.lane is not None:
-        start = (right, source.y + source.height / 2 + shift)
-        end = (target.x + target.width, target.y + target.height / 2 + shift)
+        start = (right, source.y + source.height / 2 + side_shift)
+        end = (target.x + target.width, target.y + target.height / 2 + side_shift)
         points = [start, (way.lane, start[1]), (way.lane, end[1]), end]
         return _finish(points, (way.lane + 4, (start[1] + end[1]) / 2))
     below = target.y > source.y
     if not below and not way.bends:  # one layer up: round the right sides, clear of the rest
-        side = max(right, target.x + target.width) + 16 + abs(shift)
+        side = max(right, target.x + target.width) + 16 + abs(side_shift)
         start = (right, source.y + source.height / 2)
         end = (target.x + target.width, target.y + target.height / 2)
         points = [start, (side, start[1]), (side, end[1]), end]
@@ -443,13 +459,13 @@ def _route(source: NodeBox, target: NodeBox, way: _Way, shift: float) -> EdgeRou
         middle = (start[1] + end[1]) / 2
         points = [start, (start[0], middle), (end[0], middle), end]
         # the text on the last leg: the legs of one source's edges share the middle row
-        return _finish(points, (end[0], (middle + end[1]) / 2))
+        return _finish(points, (end[0], end[1] - 6 - 12 * odd))
     if len(points) % 2:
         label = points[len(points) // 2]
     else:
         a, b = points[len(points) // 2 - 1], points[len(points) // 2]
         label = ((a[0] + b[0]) / 2, (a[1] + b[1]) / 2)
-    return _finish(points, label)
+    return _finish(points, (label[0], label[1] + 12 * odd))
 
 
 def _finish(points: list[tuple[float, float]], label: tuple[float, float]) -> EdgeRoute:

@@ -54,6 +54,7 @@ ol.steps .outcome{color:#57606a}
 .edge.taken polyline{stroke:#0969da;stroke-width:2.6}
 .edge.covered polyline{stroke:#1a7f37;stroke-width:2.4;stroke-dasharray:none}
 .edge.covered .note{fill:#1a7f37}
+.edge.uncovered .note{fill:#cf222e}
 .edge.uncovered polyline{stroke:#cf222e;stroke-dasharray:6 4}
 .arrow-plain{fill:#8c959f}.arrow-taken{fill:#0969da}.arrow-covered{fill:#1a7f37}
 .arrow-uncovered{fill:#cf222e}

@@ -40,7 +40,10 @@ _UNSAFE = dict.fromkeys(
 def clean_text(text: str) -> str:
     """``text`` with the characters a page must not hold (control characters but tab and
     newline, bidirectional controls, lone surrogates, non-characters) as U+FFFD."""
-    return str(text).translate(_UNSAFE)
+    text = str(text)
+    if text.isascii() and text.isprintable():  # the common case, without a translation
+        return text
+    return text.translate(_UNSAFE)
 
 
 def xml_text(text: str) -> str:
@@ -125,14 +128,12 @@ def _edge(
     x, y = route.label_at
     if label:
         parts.append(f"<title>{xml_text(label)}</title>")
-        parts.append(
-            f'<text class="label" x="{_number(x + 4)}" y="{_number(y - 3)}">'
-            f"{xml_text(shorten(label, EDGE_LABEL))}</text>"
-        )
-    if note:
-        parts.append(
-            f'<text class="note" x="{_number(x + 4)}" y="{_number(y + 11)}">{xml_text(note)}</text>'
-        )
+    if label or note:
+        spans = f"<tspan>{xml_text(shorten(label, EDGE_LABEL))}</tspan>" if label else ""
+        if note:
+            gap = ' dx="4"' if label else ""
+            spans += f'<tspan class="note"{gap}>{xml_text(note)}</tspan>'
+        parts.append(f'<text x="{_number(x + 4)}" y="{_number(y)}">{spans}</text>')
     parts.append("</g>")
     return "".join(parts)
 
