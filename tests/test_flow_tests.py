@@ -333,3 +333,17 @@ def test_the_readme_command_lines_run(tmp_path: Path, monkeypatch: pytest.Monkey
         status, out = _test(*arguments)
         assert status == 0, (words, out[-1500:])
     assert (tmp_path / "coverage.json").exists() and (tmp_path / "coverage.html").exists()
+
+
+def test_inputs_for_a_step_that_takes_none_fail_with_a_hint(tmp_path: Path) -> None:
+    shutil.copy(CASES / "hand_counted.yaml", tmp_path / "hand_counted.yaml")
+    tests = tmp_path / "x.test.yaml"
+    tests.write_text(
+        "flow: hand_counted.yaml\ncases:\n  - name: typo\n    inputs: {ak: null, lookup: '1'}\n"
+        "    expect: {}\n"
+    )
+    status, out = _test(str(tests))
+    assert status == 1
+    assert "the flow has no step 'ak' that takes input; did you mean 'ask'?" in out
+    assert "the flow has no step 'lookup' that takes input" in out
+    assert "x.test.yaml:4:" in out

@@ -191,6 +191,14 @@ def check_flow_case(done: CaseRun, graph: FlowGraph, *, strict: bool = False) ->
     checker = _Checker(done)
     checker.general(strict)
     expect, at = done.case.expect, checker.at
+    asking = [step_id for step_id, step in graph.steps.items() if step.kind.takes_input]
+    for step in done.case.inputs:
+        if step not in asking:
+            hint = did_you_mean(step, asking)
+            message = f"the flow has no step {step[:80]!r} that takes input{hint}"
+            checker.failures.append(
+                Failure("inputs", message, (*done.case.pointer, "inputs", step))
+            )
     path = run_path(graph, done.trace)
     if done.status == "failed" and expect.get("status") != "failed":
         checker.fail(
