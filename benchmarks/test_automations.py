@@ -117,7 +117,9 @@ class HandWritten:
 def scenario() -> tuple[Automations, HandWritten, list[dict[str, Any]]]:
     rng = random.Random(20261121)
     specs = _workflows(rng)
-    automations = Automations(load_workflow_text(_document(i, t, c)) for i, (t, c) in enumerate(specs))
+    automations = Automations(
+        load_workflow_text(_document(i, t, c)) for i, (t, c) in enumerate(specs)
+    )
     return automations, HandWritten(specs), _events(rng)
 
 

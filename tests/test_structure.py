@@ -63,7 +63,8 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     # Pictures of flows and workflows, and flow tests with coverage: they read documents, runs
     # and automations, and only the command line reads them.
     ("tools", ("flowlang.graph.*", "flowlang.testing.*")),
-    ("cli", ("flowlang.cli.*", "flowlang.__main__")),
+    # The pytest plugin is a front end like the command line: it shows failures as it does.
+    ("cli", ("flowlang.cli.*", "flowlang.__main__", "flowlang.testing.plugin")),
 )
 #: Layers of one rank that may not import each other: loading a document needs no runtime,
 #: and the runtime runs compiled flows without the loader.
@@ -92,6 +93,16 @@ LAZY_ALLOWED: dict[tuple[str, str], str] = {
         "a command loads only its own console (the runtime, httpx) when it runs"
     ),
     ("flowlang.expr.filters", "phonenumbers"): "optional heavy import: only when e164 runs",
+    ("flowlang.testing.plugin", "flowlang.testing.session"): (
+        "pytest loads its plugins at start-up: flowlang's loader and runtime only once a flow "
+        "test file is collected"
+    ),
+    ("flowlang.testing.plugin", "flowlang.cli.testing"): (
+        "the same: a failed case's report (as flowlang test prints it) when a case fails"
+    ),
+    ("flowlang.testing.plugin", "flowlang.cli.terminal"): (
+        "the same: a test file's error made safe for the terminal when one cannot be read"
+    ),
 }
 #: Package __init__ modules whose TYPE_CHECKING block only types their lazy table of names.
 LAZY_TABLES = frozenset({"flowlang", "flowlang.flow", "flowlang.automations"})

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["run_from_command_line"]
+__all__ = ["print_result", "run_from_command_line"]
 
 import argparse
 import asyncio
@@ -160,6 +160,13 @@ def _print_result(
             )
             shown = f"  host <- {instruction['action']}({fields})"
             out.write(printable(shown, one_line=True) + "\n")
+
+
+def print_result(result: RunResult, out: TextIO, colours: Colours | None = None) -> None:
+    """Print one leg of a run (a start or a resume) as ``flowlang run`` does: its steps, with
+    why each went where it went, and its host instructions (``flowlang test`` shows a failed
+    case's trace with it)."""
+    _print_result(result, out, False, colours)
 
 
 def _ask(prompt: str, stdin: TextIO, talk: TextIO) -> str | None:

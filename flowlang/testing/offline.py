@@ -1,0 +1,79 @@
+"""Offline, on virtual time: requests answered from a case's recordings without sleeping, and
+a clock that moves only when something waits.
+
+:class:`VirtualHttp` answers as :class:`~flowlang.runtime.http.RecordedHttp` does (the same
+results, the same messages), except that a delay is not slept: a recording slower than the
+step's timeout is a timeout at once, a faster one answers at once with its delay as the
+duration. It notes the requests that had no recording (a case fails on them, even where the
+flow would take ``on_failure``) and the recordings never asked for.
+"""
+
+from __future__ import annotations
+
+__all__ = ["VirtualClock", "VirtualHttp"]
+
+import dataclasses
+from collections.abc import Collection, Mapping
+
+from flowlang.http_rules import PreparedRequest
+from flowlang.runtime.http import HttpResult, RecordedHttp, RecordedResponse
+
+#: The most requests one case may send before it fails (a loop of requests ends there).
+MAX_CASE_REQUESTS = 1000
+
+
+class VirtualHttp(RecordedHttp):
+    """Recorded responses on virtual time, keeping every request of the case."""
+
+    def __init__(self, responses: Mapping[tuple[str, str], RecordedResponse]) -> None:
+        super().__init__({key: dataclasses.replace(r, delay=0.0) for key, r in responses.items()})
+        self.delays = {key: response.delay for key, response in responses.items()}
+        #: Every request sent, in order (at most MAX_CASE_REQUESTS).
+        self.sent: list[PreparedRequest] = []
+        #: ``METHOD URL`` of each request that had no recording, in order.
+        self.missing: list[str] = []
+        self.used: set[tuple[str, str]] = set()
+
+    async def send(
+        self, request: PreparedRequest, *, timeout: float, max_body: int, follow_redirects: bool
+    ) -> HttpResult:
+        if len(self.sent) < MAX_CASE_REQUESTS:
+            self.sent.append(request)
+        key = (request.method, request.url)
+        if key not in self.responses:
+            self.missing.append(f"{request.method} {request.url}")
+        else:
+            self.used.add(key)
+            delay = self.delays[key]
+            if delay > timeout:  # as RecordedHttp: a timeout after the step's timeout
+                return HttpResult(
+                    "timeout", error=f"no complete response within {timeout:g}s", duration=timeout
+                )
+            result = await super().send(
+                request, timeout=timeout, max_body=max_body, follow_redirects=follow_redirects
+            )
+            return dataclasses.replace(result, duration=delay)
+        return await super().send(
+            request, timeout=timeout, max_body=max_body, follow_redirects=follow_redirects
+        )
+
+    def unused(self, among: Collection[tuple[str, str]]) -> list[str]:
+        """``METHOD URL`` of each recording of ``among`` that no request asked for."""
+        return [
+            f"{method} {url}"
+            for method, url in self.responses
+            if (method, url) in among and (method, url) not in self.used
+        ]
+
+
+class VirtualClock:
+    """Time for automations' retry schedules in a case: sleeping moves the clock, at once."""
+
+    def __init__(self, start: float = 1_700_000_000.0) -> None:
+        self.current = start
+
+    def now(self) -> float:
+        return self.current
+
+    async def sleep(self, seconds: float) -> None:
+        self.current += max(0.0, seconds)
