@@ -604,11 +604,16 @@ async def run_loop(runtime, RunFields run, dict plan, step_id):
             if out.kind == WAIT:  # the counters go into the state, to carry on with
                 run.steps_run, run.streak = steps_run, (last, count)
                 return _RunResult(  # awaiting is the masked detail: it is output too
-                    "waiting_for_input", trace, run.instructions, run.state(step_id), detail
+                    "waiting_for_input",
+                    trace,
+                    run.instructions,
+                    run.state(step_id),
+                    detail,
+                    variables=run.scope.get("vars"),
                 )
             if out.kind == END:
-                return _RunResult("ended", trace, run.instructions)
+                return _RunResult("ended", trace, run.instructions, variables=run.scope.get("vars"))
             break
-        return _RunResult("completed", trace, run.instructions)
+        return _RunResult("completed", trace, run.instructions, variables=run.scope.get("vars"))
     except Exception as error:  # the step that ran, its field and place: found now
         return run.broken(error, step_id, (_perf_counter_ns() - started) / 1e6)

@@ -191,6 +191,7 @@ def _outcome(result: flowlang.RunResult) -> dict[str, Any]:
         "instructions": result.instructions,
         "trace": trace,
         "state": _same_run(result.state),
+        "variables": result.variables,
     }
 
 

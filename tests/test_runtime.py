@@ -578,3 +578,22 @@ def test_runtime_settings_out_of_range_are_refused(options: dict[str, Any], mess
 
 def test_runtime_settings_accept_no_run_deadline_at_all() -> None:
     assert RuntimeSettings(run_deadline=float("inf"), max_redirects=0).max_redirects == 0
+
+
+def test_a_result_carries_the_variables_where_the_run_stopped() -> None:
+    flow = flowlang.load_flow_text(
+        "flow: v\nstart: a\nsteps:\n"
+        "  a: {type: set_variables, variables: {n: 2, who: <<call.id>>}, next: b}\n"
+        "  b: {type: collect_input, next: c, on_no_input: c}\n"
+        "  c: {type: set_variables, variables: {m: <<input.b.value>>}}\n"
+    )
+
+    async def main() -> list[Any]:
+        async with flowlang.Runtime() as runtime:
+            waiting = await runtime.start(flow, {"call": {"id": "c-1"}})
+            done = await runtime.resume(flow, waiting.state or {}, "42")
+            return [waiting.variables, done.status, done.variables]
+
+    waiting, status, variables = asyncio.run(main())
+    assert waiting == {"n": 2, "who": "c-1"}
+    assert status == "completed" and variables == {"n": 2, "who": "c-1", "m": "42"}

@@ -155,11 +155,16 @@ async def run_loop(runtime: Any, run: Run, plan: StepPlan, step_id: str | None) 
             if kind == "wait":  # the counters go into the state, to carry on with
                 run.steps_run, run.streak = steps_run, (last, count)
                 return RunResult(  # awaiting is the masked detail: it is output too
-                    "waiting_for_input", trace, run.instructions, run.state(step_id), detail
+                    "waiting_for_input",
+                    trace,
+                    run.instructions,
+                    run.state(step_id),
+                    detail,
+                    variables=run.scope.get("vars"),
                 )
             if kind == "end":
-                return RunResult("ended", trace, run.instructions)
+                return RunResult("ended", trace, run.instructions, variables=run.scope.get("vars"))
             break
-        return RunResult("completed", trace, run.instructions)
+        return RunResult("completed", trace, run.instructions, variables=run.scope.get("vars"))
     except Exception as error:  # the step that ran, its field and place: found now
         return run.broken(error, step_id, (perf_counter_ns() - started) / 1e6)

@@ -28,10 +28,20 @@ class RunResult:
     resume with ``state``), ``ended`` (transfer, voicemail or hangup) or ``failed`` (``error``).
     ``trace`` has one entry per step (``step``, ``type``, ``outcome``, ``duration_ms``,
     ``detail``), built from the loop's rows the first time it is read; ``state`` is plain JSON,
-    resumable in any process.
+    resumable in any process; ``variables`` are the run's ``vars`` where it stopped (what a
+    host or a flow test reads after the run; never shared with another run).
     """
 
-    __slots__ = ("_entries", "_rows", "awaiting", "error", "instructions", "state", "status")
+    __slots__ = (
+        "_entries",
+        "_rows",
+        "awaiting",
+        "error",
+        "instructions",
+        "state",
+        "status",
+        "variables",
+    )
 
     #: Builds the trace's dicts from the rows (the compiled loop's results use the compiled
     #: twin of trace_entries).
@@ -45,6 +55,7 @@ class RunResult:
         state: dict[str, Any] | None = None,
         awaiting: dict[str, Any] | None = None,
         error: str | None = None,
+        variables: dict[str, Any] | None = None,
     ) -> None:
         self.status = status
         self._rows = rows
@@ -53,6 +64,7 @@ class RunResult:
         self.state = state
         self.awaiting = awaiting
         self.error = error
+        self.variables = variables
 
     @property
     def trace(self) -> list[dict[str, Any]]:

@@ -131,7 +131,13 @@ class RunMethods(_Fields):
         long).
         """
         if step_id is None:
-            return RunResult("failed", self.trace, self.instructions, error=self._shown(error))
+            return RunResult(
+                "failed",
+                self.trace,
+                self.instructions,
+                error=self._shown(error),
+                variables=self.scope.get("vars"),
+            )
         # The place of a template's error; not of a host's own exception, which no text of
         # the document caused.
         found = failure_place(self.flow, step_id, self.scope, cause) if placed else None
@@ -145,7 +151,9 @@ class RunMethods(_Fields):
         step = self.flow.steps.get(step_id)
         kind = step.type if step is not None else ""
         self.trace.append((step_id, kind, "failed", elapsed_ms, detail))
-        return RunResult("failed", self.trace, self.instructions, error=shown)
+        return RunResult(
+            "failed", self.trace, self.instructions, error=shown, variables=self.scope.get("vars")
+        )
 
     def _shown(self, error: str) -> str:
         return shorten(self.redact(error), MAX_SHOWN_ERROR)

@@ -76,26 +76,6 @@ class CaseRun:
         return self._shown
 
 
-class _ObservedRuntime(Runtime):
-    """A runtime that keeps the variables of its last run segment (``vars`` at the end)."""
-
-    def __init__(self, **options: Any) -> None:
-        super().__init__(**options)
-        self.last_vars: dict[str, Any] | None = None
-        loop = self._run_loop
-
-        async def observed(runtime: Runtime, run: Any, plan: Any, start: Any) -> RunResult:
-            try:
-                result: RunResult = await loop(runtime, run, plan, start)
-            finally:
-                scope = getattr(run, "scope", None)
-                if isinstance(scope, dict) and isinstance(scope.get("vars"), dict):
-                    self.last_vars = dict(scope["vars"])
-            return result
-
-        self._run_loop = observed
-
-
 def _redactor(case: Case) -> Redactor:
     redactor = Redactor()
     for value in case.secrets.values():
@@ -155,7 +135,7 @@ async def run_flow_case(
         options["clock"] = lambda: now
 
     async def run() -> None:
-        runtime = _ObservedRuntime(**options)
+        runtime = Runtime(**options)
         async with runtime:
             try:
                 result = await runtime.start(flow, case.context)
@@ -174,7 +154,7 @@ async def run_flow_case(
                     done.broken = f"the run could not be resumed: {error}"
                     return
                 done.legs.append(result)
-            done.variables = runtime.last_vars
+            done.variables = result.variables
         done.background = list(runtime.background_results)
 
     await _bounded(run(), done)
