@@ -50,8 +50,13 @@ def check_document(
     """Check a flow or a workflow document (a workflow has a top-level ``workflow`` key);
     the file (or ``text``, read from it already) is parsed once."""
     with paused_collector():
-        document = load_document(path) if text is None else load_document(text, filename=str(path))
+        document = (
+            load_document(path, keep_duplicates=True)
+            if text is None
+            else load_document(text, filename=str(path), keep_duplicates=True)
+        )
         if isinstance(document.data, dict) and "workflow" in document.data:
+            document.refuse_duplicates()  # a workflow's reader reports the first one
             return check_workflow(document, engine=engine)
         return check_flow(document, engine=engine)
 
