@@ -15,7 +15,7 @@ plain DocumentError: the text is JSON, and wrong.
 
 from __future__ import annotations
 
-__all__ = ["DuplicateKeys", "first_line", "JsonSyntaxError", "read_json"]
+__all__ = ["DuplicateKeys", "JsonSyntaxError", "first_line", "read_json"]
 
 import re
 from typing import Any
