@@ -390,7 +390,7 @@ class StepBuilder:
                 0,
             )
             return None
-        problem = _fixed_text_problem(template)
+        problem = _fixed_text_problem(template) or _host_problem(origin.host, scheme.end())
         if problem is not None:
             self.endpoint_error(
                 f"invalid endpoint: {problem[0]}", pointer, step, template, problem[1]
@@ -849,6 +849,24 @@ def _raw_edges(table: Mapping[str, Field], raw: Mapping[Any, Any]) -> tuple[tupl
 #: A stand-in for each templated value when the fixed text of an endpoint is checked (values
 #: are percent-encoded, so any value reads as plain characters there).
 _HOLE_STAND_IN = "0"
+
+
+def _host_problem(host: str, offset: int) -> tuple[str, int] | None:
+    """Why a host name cannot be looked up (an empty label, a label or name too long, a label
+    starting or ending with '-'), with ``offset`` to point at; None for a good one or an IP."""
+    if host.startswith("[") or ":" in host or not host:
+        return None
+    labels = host[:-1].split(".") if host.endswith(".") else host.split(".")
+    if len(host) > 253:
+        return f"the host name is longer than 253 characters ({len(host)})", offset
+    for label in labels:
+        if not label:
+            return f"the host name {_shorten(host)} has an empty label (two dots)", offset
+        if len(label) > 63:
+            return f"a label of the host name is longer than 63 characters ({len(label)})", offset
+        if label.startswith("-") or label.endswith("-"):
+            return f"the host name label {_shorten(label)} starts or ends with '-'", offset
+    return None
 
 
 def _fixed_text_problem(template: Template) -> tuple[str, int] | None:
