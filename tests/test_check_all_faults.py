@@ -233,10 +233,8 @@ def test_a_url_the_sender_refuses_at_run_time_takes_on_failure(backend: str) -> 
     flow = flowlang.load_flow_text(text)
     result = _run(flow, backend, None, {"contact": {"name": "a" * 70_000}})
     assert result.status == "completed"
-    assert [(row["step"], row["outcome"]) for row in result.trace][0] == (
-        "call",
-        "invalid_request",
-    )
+    first = result.trace[0]
+    assert (first["step"], first["outcome"]) == ("call", "invalid_request")
     assert "URL too long" in result.trace[0]["detail"]["error"]
     assert result.instructions[0]["text"] == "invalid_request"
 

@@ -83,6 +83,8 @@ class StepBuilder:
         self.hint = HintBudget(MAX_HINTS)
         #: The steps that did not build (kept as graph nodes: see :func:`build_steps`).
         self.broken: set[str] = set()
+        #: Those of them whose edges may not all be known (an unknown type, a wrong edge field).
+        self.open_ended: set[str] = set()
         #: Hosts an endpoint may reach with plain http (a run's ``allow_hosts``; none: https).
         self.http_hosts: frozenset[str] = frozenset()
 
@@ -611,6 +613,7 @@ class StepBuilder:
                 for name in _ANY_EDGE_FIELDS
                 if name in raw_fields
             }
+            self.open_ended.add(step_id)
             return Step(step_id, UNKNOWN_KIND, {}, position, positions, edges), False
         step_type, fields, positions, ok = found
         kind = STEP_KINDS[step_type]
@@ -627,6 +630,11 @@ class StepBuilder:
         else:  # the edges that did build, and those a failed field still names plainly
             table = {name: kind.fields[name] for name in kind.edge_fields}
             edges = _raw_edges(table, raw)
+            if any(
+                fields.get(name) is None and (name in raw or spec.required)
+                for name, spec in table.items()
+            ):
+                self.open_ended.add(step_id)
         return Step(step_id, kind, fields, position, positions, edges), ok
 
     def field(self, spec: Field, raw: Any, where: Pointer, step_id: str, name: str) -> Any:

@@ -118,6 +118,7 @@ def _check_flow(
         start_position,
         builder.templates,
         broken=builder.broken,
+        open_ended=builder.open_ended,
         strict=engine.strict,
     )
     findings = in_document_order(

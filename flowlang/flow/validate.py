@@ -260,12 +260,13 @@ def _names(ids: list[str]) -> str:
 
 
 def _loops(
-    steps: Mapping[str, Step], broken: AbstractSet[str], reachable: Callable[[str], bool]
+    steps: Mapping[str, Step], open_ended: AbstractSet[str], reachable: Callable[[str], bool]
 ) -> list[Finding]:
     """A finding for each set of steps the run could never leave: a strongly connected set of
     steps (a step leading to itself, or a cycle) that no edge leaves, where no step takes input
-    (the caller could change the path), can end the run, or has faults (its edges are not all
-    known). Only sets the run can reach (``reachable``)."""
+    (the caller could change the path), can end the run, or is ``open_ended`` (a fault in its
+    type or edge fields: its edges are not all known). Only sets the run can reach
+    (``reachable``)."""
     ids = list(steps)
     order = {step_id: position for position, step_id in enumerate(ids)}
     successors = [
@@ -284,7 +285,7 @@ def _loops(
         for step_id in members:
             step = steps[step_id]
             if (
-                step_id in broken
+                step_id in open_ended
                 or step.kind.takes_input
                 or _can_end(step)
                 or any(target not in members for target in step.targets().values())
@@ -323,11 +324,12 @@ def validate_flow(
     templates: list[TemplateUse],
     *,
     broken: AbstractSet[str] = frozenset(),
+    open_ended: AbstractSet[str] = frozenset(),
     strict: bool = False,
 ) -> list[Finding]:
     """Every graph and data-flow problem of a flow, also when some of its steps have faults
     (``broken``: they are nodes all the same, with the edges that built; their templates that
-    compiled are checked). Without a known ``start`` (None: it is missing or not a step id)
+    compiled are checked; ``open_ended``: those whose edges may not all be known). Without a known ``start`` (None: it is missing or not a step id)
     reachability and data flow cannot be checked; targets and loops still are. ``strict``: the
     engine's templates fail on a missing path (so a condition row does not guard one)."""
     findings: list[Finding] = []
@@ -354,7 +356,7 @@ def validate_flow(
                     )
                 )
     if start is None or start not in steps:
-        return findings + _loops(steps, broken, lambda step_id: True)
+        return findings + _loops(steps, open_ended, lambda step_id: True)
     facts = _Facts(steps, start)
     for step_id, step in steps.items():
         if not facts.reachable(step_id):
@@ -363,7 +365,7 @@ def validate_flow(
                     f"step {step_id!r} is unreachable from the start step {start!r}", step.position
                 )
             )
-    findings.extend(_loops(steps, broken, facts.reachable))
+    findings.extend(_loops(steps, open_ended, facts.reachable))
     for use in templates:
         if not facts.reachable(use.step):
             continue
