@@ -83,7 +83,7 @@ class DuplicateKeys:
         self._stand_ins.clear()
 
 
-def first_line(marks: dict[Pointer, int], pointer: Pointer, key: object) -> int | None:
+def first_line(marks: dict[Pointer, int], pointer: Pointer, key: str | int) -> int | None:
     """The line (1-based) where ``key`` of the map at ``pointer`` was first written."""
     packed = marks.get(("#key", *pointer, key))
     return None if packed is None else (packed >> 25) + 1

@@ -327,11 +327,13 @@ def validate_flow(
     open_ended: AbstractSet[str] = frozenset(),
     strict: bool = False,
 ) -> list[Finding]:
-    """Every graph and data-flow problem of a flow, also when some of its steps have faults
-    (``broken``: they are nodes all the same, with the edges that built; their templates that
-    compiled are checked; ``open_ended``: those whose edges may not all be known). Without a known ``start`` (None: it is missing or not a step id)
-    reachability and data flow cannot be checked; targets and loops still are. ``strict``: the
-    engine's templates fail on a missing path (so a condition row does not guard one)."""
+    """Every graph and data-flow problem of a flow, also when some of its steps have faults.
+
+    ``broken``: steps with faults, nodes all the same with the edges that built (their
+    templates that compiled are checked); ``open_ended``: those whose edges may not all be
+    known. Without a known ``start`` (None: missing or not a step id) reachability and data
+    flow cannot be checked; targets and loops still are. ``strict``: the engine's templates
+    fail on a missing path (so a condition row does not guard one)."""
     findings: list[Finding] = []
     hint = HintBudget(_MAX_HINTS)
 
@@ -369,7 +371,7 @@ def validate_flow(
     for use in templates:
         if not facts.reachable(use.step):
             continue
-        guarded = _guarded_paths(use.template.tree)
+        guarded: set[tuple[int, int]] | None = _guarded_paths(use.template.tree)
         if not strict and _is_row_property(use.field):
             guarded = None  # a row compares a missing value as null
         for reference in use.template.references:
