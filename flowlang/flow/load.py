@@ -112,15 +112,17 @@ def _check_flow(
     else:
         start_id = str(start)
     start_position = document.position(("start",), field_name="start")
-    found = validate_flow(
-        steps,
-        start_id,
-        start_position,
-        builder.templates,
-        broken=builder.broken,
-        open_ended=builder.open_ended,
-        strict=engine.strict,
-    )
+    found: list[Finding] = []
+    if steps:  # without steps, the fault that says so is all there is to say
+        found = validate_flow(
+            steps,
+            start_id,
+            start_position,
+            builder.templates,
+            broken=builder.broken,
+            open_ended=builder.open_ended,
+            strict=engine.strict,
+        )
     findings = in_document_order(
         [
             *duplicates,
