@@ -397,3 +397,17 @@ def test_a_planted_fault_hides_no_finding_of_the_clean_flow(
     assert len(faulty) > len(clean)
     places = [(item.position.line or 0, item.position.column or 0) for item in faulty]
     assert places == sorted(places)
+
+
+def test_a_kinds_own_checks_run_beside_a_field_fault() -> None:
+    text = (
+        "flow: t\nstart: a\nsteps:\n  a:\n    type: http_request\n"
+        "    endpoint: https://x.example.com/\n    timeout: banana\n    body: {a: 1}\n"
+        "    next: b\n  b: {type: hangup}\n"
+    )
+    _, findings = check_flow_text(text)
+    assert [(finding.position.line, finding.position.field) for finding in findings] == [
+        (4, "on_failure"),  # needs on_failure
+        (7, "timeout"),
+        (8, "body"),  # a GET has no body
+    ]

@@ -617,10 +617,10 @@ class StepBuilder:
             return Step(step_id, UNKNOWN_KIND, {}, position, positions, edges), False
         step_type, fields, positions, ok = found
         kind = STEP_KINDS[step_type]
-        if ok and kind.check is not None:
+        if kind.check is not None:  # also beside other faults (None in a wrong field)
             before = len(self.findings)
             kind.check(self, fields, raw, pointer, step_id)
-            ok = len(self.findings) == before
+            ok = ok and len(self.findings) == before
         if ok:
             edges = tuple(
                 edge
