@@ -85,8 +85,9 @@ class StepBuilder:
         self.broken: set[str] = set()
         #: Those of them whose edges may not all be known (an unknown type, a wrong edge field).
         self.open_ended: set[str] = set()
-        #: Hosts an endpoint may reach with plain http (a run's ``allow_hosts``; none: https).
-        self.http_hosts: frozenset[str] = frozenset()
+        #: Hosts an endpoint may reach with plain http (a flow run's ``allow_hosts``; empty:
+        #: https only). None: not checked here (a workflow's run decides).
+        self.http_hosts: frozenset[str] | None = None
 
     # --- reporting ------------------------------------------------------------------------
 
@@ -382,7 +383,8 @@ class StepBuilder:
         except ValueError as error:
             self.endpoint_error(f"invalid endpoint: {error}", pointer, step, template, scheme.end())
             return None
-        if origin.scheme != "https" and origin.host.lower().strip("[]") not in self.http_hosts:
+        hosts = self.http_hosts
+        if hosts is not None and origin.scheme != "https" and origin.host.strip("[]") not in hosts:
             self.endpoint_error(
                 f"plain http to {origin.host} is not allowed: an endpoint must use https:// "
                 "(the runtime refuses plain http except to hosts it is told to allow)",
