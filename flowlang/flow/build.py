@@ -821,12 +821,20 @@ class UnknownKind:
 
 
 UNKNOWN_KIND = UnknownKind()
-#: The edge fields of every kind by name (the first kind's declaration of a name).
-_ANY_EDGE_FIELDS: dict[str, Field] = {}
-for _kind_fields in _STEP_FIELDS.values():
-    for _name, _spec in _kind_fields.items():
-        if _spec.is_edge:
-            _ANY_EDGE_FIELDS.setdefault(_name, _spec)
+
+
+def _edge_fields_of_every_kind() -> dict[str, Field]:
+    """The edge fields of every kind by name (the first kind's declaration of a name)."""
+    found: dict[str, Field] = {}
+    for table in _STEP_FIELDS.values():
+        for name, spec in table.items():
+            if spec.is_edge:
+                found.setdefault(name, spec)
+    return found
+
+
+#: Where a step of an unknown type may lead: its fields named as any kind's edge fields.
+_ANY_EDGE_FIELDS = _edge_fields_of_every_kind()
 
 
 def _step_id(raw: Any) -> str | None:
