@@ -1,8 +1,10 @@
 """Document benchmarks: load and check time and peak memory as documents grow (issue 8, item 18).
 
 Chained-step flows of 1k, 5k and 20k steps, the longest chained flow within the 4 MiB document
-limit (as YAML, and the same flow as JSON), a flow with 40,000 bad lines (one finding each) and
-a workflow of 20,000 actions. Each is timed (load + check, the median of a few rounds) and then
+limit (as YAML, and the same flow as JSON), a flow with 40,000 bad lines (one finding each), the
+largest flows the limit allows of small steps in one loop with no way out (one finding: the
+graph checks over every step) and of small steps with two faults each (every fault reported, the
+graph still checked), and a workflow of 20,000 actions. Each is timed (load + check, the median of a few rounds) and then
 checked once more under tracemalloc for its peak; a table is printed at the end. Loading alone
 (no check) is timed for the 4 MiB flow as YAML and as JSON, the same data. Outside `make test`
 and `make bench`:
@@ -13,6 +15,7 @@ and `make bench`:
 
 from __future__ import annotations
 
+import functools
 import gc
 import json
 import sys
@@ -47,6 +50,51 @@ def _load(text: str) -> Any:
         return load_document(text)
 
 
+def _ring(count: int) -> str:
+    """``count`` small steps, each leading to the next and the last to the first: one loop with
+    no way out (one finding), the graph checks (reachability, loops) over every step."""
+    parts = ["flow: ring\nstart: s0\nsteps:\n"]
+    parts.extend(
+        f"  s{index}: {{type: set_variables, variables: {{a: 1}}, next: s{(index + 1) % count}}}\n"
+        for index in range(count)
+    )
+    return "".join(parts)
+
+
+def _faulty_chain(count: int) -> str:
+    """``count`` chained steps with two faults each (a template that does not compile, an
+    unknown field): every step is still a node, so the graph checks run over all of them."""
+    parts = ["flow: faults\nstart: s0\nsteps:\n"]
+    parts.extend(
+        f"  s{index}: {{type: say, text: 'hi <<x', bogus: 1, next: s{index + 1}}}\n"
+        for index in range(count)
+    )
+    parts.append(f"  s{count}: {{type: hangup}}\n")
+    return "".join(parts)
+
+
+def _largest(make: Callable[[int], str]) -> tuple[str, int]:
+    """The largest document ``make(count)`` within the document limit, and its count."""
+    low, high = 1, MAX_DOCUMENT // 20
+    while low < high:
+        middle = (low + high + 1) // 2
+        if len(make(middle).encode()) <= MAX_DOCUMENT:
+            low = middle
+        else:
+            high = middle - 1
+    return make(low), low
+
+
+@functools.cache
+def _largest_ring() -> tuple[str, int]:
+    return _largest(_ring)
+
+
+@functools.cache
+def _largest_faulty_chain() -> tuple[str, int]:
+    return _largest(_faulty_chain)
+
+
 CASES: dict[str, tuple[Callable[[], str], Callable[[str], Any], int]] = {
     # name: (document maker, checker, expected findings)
     "flow, 1k steps": (lambda: chained_flow(1_000), check_flow_text, 0),
@@ -59,6 +107,12 @@ CASES: dict[str, tuple[Callable[[], str], Callable[[str], Any], int]] = {
         0,
     ),
     "flow, 40k bad lines": (lambda: bad_lines_flow(40_000), check_flow_text, 40_000),
+    "4 MiB flow, one loop over every step": (lambda: _largest_ring()[0], check_flow_text, 1),
+    "4 MiB flow, two faults in every step": (
+        lambda: _largest_faulty_chain()[0],
+        check_flow_text,
+        2 * _largest_faulty_chain()[1],
+    ),
     "workflow, 20k actions": (lambda: chained_workflow(20_000), _check_workflow, 0),
 }
 RESULTS: dict[str, dict[str, float]] = {}

@@ -19,7 +19,7 @@ from flowlang.engine import Engine
 BROKEN = (
     "flow: t\nstart: a\nsteps:\n"
     "  a: {type: say, text: 'Hi <<contact.name', next: b}\n"
-    "  b: {type: say, text: 'Bye', next: b}\n"
+    "  b: {type: say, text: 'Bye'}\n"
 )
 
 
@@ -195,8 +195,13 @@ def test_literal_braces_are_a_warning_with_their_place() -> None:
 def test_literal_braces_do_not_hide_the_errors_found_later() -> None:
     text = BRACES.replace("next: b}", "next: nowhere}")
     _, findings = check_flow_text(text)
-    assert [f.severity for f in findings][-2:] == ["warning", "warning"]
-    assert "goes to step 'nowhere', which does not exist" in findings[0].message
+    assert [(f.severity, f.position.line) for f in findings] == [
+        ("warning", 4),
+        ("error", 4),
+        ("error", 5),  # b is unreachable now
+        ("warning", 7),
+    ]
+    assert "goes to step 'nowhere', which does not exist" in findings[1].message
 
 
 def test_cloudtalk_syntax_reads_braces_as_templates(tmp_path: Path) -> None:

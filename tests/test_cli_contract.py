@@ -112,7 +112,10 @@ def test_run_and_check_agree_on_a_missing_file_and_check_says_1_for_errors(
 def test_the_failures_of_the_work_exit_1(tmp_path: Path) -> None:
     assert flowlang("eval", "<<a.b>>", "--strict", "--context", "-", stdin=b"{}").returncode == 1
     flow = tmp_path / "loops.yaml"
-    flow.write_text("flow: t\nstart: a\nsteps:\n  a: {type: say, text: hi, next: a}\n")
+    flow.write_text(  # a way out the run never takes: check refuses a loop without one
+        "flow: t\nstart: a\nsteps:\n  a: {type: condition_splitter, otherwise: a, "
+        "branches: [{expression: '<<vars.never>>', next: b}]}\n  b: {type: hangup}\n"
+    )
     result = flowlang("run", str(flow))
     assert result.returncode == 1
     assert "result: failed: step 'a' ran more than 10 times in a row" in result.stdout

@@ -115,4 +115,9 @@ def test_check_reports_every_problem_and_exits_1(tmp_path: Path) -> None:
     assert status == 1
     assert "bad.yaml:4:28 (step 'a', field 'text')" in out
     assert "expected '>>' to close the expression opened here" in out
-    assert out.rstrip().endswith("1 file checked: 1 error, 0 warnings")
+    # the fault in a's text hides nothing beyond it: b's read and c's place are checked too
+    assert "bad.yaml:5:27 (step 'b', field 'text')" in out
+    assert "step 'c' is a hangup step, which takes no input" in out
+    assert "step 'c' is unreachable from the start step 'a'" in out
+    assert out.index("bad.yaml:4:28") < out.index("bad.yaml:5:27") < out.index("bad.yaml:6:3")
+    assert out.rstrip().endswith("1 file checked: 3 errors, 0 warnings")

@@ -773,8 +773,9 @@ steps:
   again:
     type: condition_splitter
     branches: [{expression: "<<true>>", next: wrap}]
-    otherwise: wrap
-"""
+    otherwise: done
+  done: {type: hangup}
+"""  # done: a way out never taken (check refuses a loop without one)
     )
 
     async def main() -> None:

@@ -127,7 +127,9 @@ def test_a_json_flow_file_names_file_line_column_with_a_caret(tmp_path: Path) ->
     assert (unreachable.position.line, unreachable.position.column) == (6, 3)
     path.write_text(text.replace("name>>", "name"))
     flow, findings = check_flow(path)
-    (unclosed,) = findings
+    unclosed, target, unreachable = findings  # the step with a fault is still a graph node
+    assert target.message.startswith("next goes to step 'mian'")
+    assert unreachable.message.startswith("step 'main' is unreachable")
     assert unclosed.message.startswith("expected '>>' to close the expression")
     assert (unclosed.position.line, unclosed.position.column) == (5, 36)
     rendered = unclosed.render()

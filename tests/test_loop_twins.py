@@ -155,10 +155,22 @@ def _ends_the_run(kind: StepKind) -> bool:
     return not kind.edge_fields
 
 
-@st.composite
-def flows(draw: Any) -> dict[str, Any]:
+def _loadable(document: dict[str, Any]) -> bool:
+    """Whether the check accepts the document (it refuses a loop with no way out: no step in
+    it takes input or can end the run, and no edge leaves it)."""
+    return flowlang.check_flow_text(json.dumps(document))[0] is not None
+
+
+def flows() -> st.SearchStrategy[dict[str, Any]]:
     """Flows of steps of every registered kind, all on one chain (so every step is reachable);
-    branches, options, failure and no-input routes may go anywhere, loops included."""
+    branches, options, failure and no-input routes may go anywhere, loops included (those with
+    a way out: the check refuses the others)."""
+    return _flows().filter(_loadable)
+
+
+@st.composite
+def _flows(draw: Any) -> dict[str, Any]:
+    """:func:`flows`, before the check."""
     count = draw(st.integers(1, 7))
     ids = [f"s{index}" for index in range(count)]
     continuing = sorted(name for name, kind in STEP_KINDS.items() if not _ends_the_run(kind))
@@ -305,9 +317,10 @@ def test_both_loops_stop_at_the_same_guard() -> None:
             "a": {"type": "set_variables", "variables": {"a": 1}, "next": "b"},
             "b": {
                 "type": "condition_splitter",
-                "branches": [{"expression": "<<vars.never>>", "next": "a"}],
+                "branches": [{"expression": "<<vars.never>>", "next": "c"}],
                 "otherwise": "a",
             },
+            "c": {"type": "hangup"},  # a way out the run never takes (check needs one)
         },
     }
     for document in (looping,):

@@ -383,8 +383,9 @@ flow: loop
 start: a
 steps:
   a: {type: set_variables, variables: {x: 1}, next: b}
-  b: {type: set_variables, variables: {y: 1}, next: a}
-"""
+  b: {type: condition_splitter, branches: [{expression: "<<vars.never>>", next: c}], otherwise: a}
+  c: {type: hangup}
+"""  # c: a way out the run never takes (check refuses a loop without one)
 
 
 def test_guards_stop_endless_flows() -> None:
@@ -394,7 +395,8 @@ def test_guards_stop_endless_flows() -> None:
     assert result.error == "the run took more than 50 steps"
     assert len(result.trace) == 50
     same = flowlang.load_flow_text(
-        "flow: s\nstart: a\nsteps:\n  a: {type: set_variables, variables: {x: 1}, next: a}\n"
+        "flow: s\nstart: a\nsteps:\n  a: {type: condition_splitter, otherwise: a, "
+        "branches: [{expression: '<<vars.never>>', next: b}]}\n  b: {type: hangup}\n"
     )
     result = run(start(same))
     assert result.status == "failed" and result.error == "step 'a' ran more than 10 times in a row"

@@ -50,8 +50,13 @@ def check_document(
     """Check a flow or a workflow document (a workflow has a top-level ``workflow`` key);
     the file (or ``text``, read from it already) is parsed once."""
     with paused_collector():
-        document = load_document(path) if text is None else load_document(text, filename=str(path))
+        document = (
+            load_document(path, keep_duplicates=True)
+            if text is None
+            else load_document(text, filename=str(path), keep_duplicates=True)
+        )
         if isinstance(document.data, dict) and "workflow" in document.data:
+            document.refuse_duplicates()  # a workflow's reader reports the first one
             return check_workflow(document, engine=engine)
         return check_flow(document, engine=engine)
 
@@ -128,7 +133,12 @@ def _run(arguments: argparse.Namespace, stdout: TextIO, stdin: TextIO) -> int:
     label = _label(arguments.flow)
     text = read_input(arguments.flow, stdin, "flow")
     try:  # the text read, never a path named by it
-        flow = load_flow_text(text, name=label, engine=Engine(syntax=arguments.syntax))
+        flow = load_flow_text(  # plain http to the hosts the run allows passes the check
+            text,
+            name=label,
+            engine=Engine(syntax=arguments.syntax),
+            allow_hosts=arguments.allow_host or (),
+        )
     except FlowDocumentError as error:
         print(printable(f"flowlang: {label} has errors:\n\n{error}"), file=sys.stderr)
         return EXIT_BAD_INPUT

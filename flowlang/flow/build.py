@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["StepBuilder", "TemplateUse", "build_steps"]
+__all__ = ["UNKNOWN_KIND", "StepBuilder", "TemplateUse", "UnknownKind", "build_steps"]
 
 import dataclasses
 import re
@@ -18,7 +18,7 @@ from flowlang.flow.digits import DigitPattern, PatternError
 from flowlang.flow.fields import CONDITION_OPERATORS, Field, field_edges
 from flowlang.flow.model import Branch, Endpoint, FieldTree, Finding, Row, Step, Value
 from flowlang.flow.source import Document, Pointer
-from flowlang.http_rules import header_value_problem, origin_of
+from flowlang.http_rules import header_value_problem, origin_of, url_origin
 from flowlang.kinds.registry import STEP_KINDS
 from flowlang.suggest import HintBudget
 
@@ -81,6 +81,13 @@ class StepBuilder:
         self.warnings: list[Finding] = []
         #: ``did_you_mean`` while this document's budget of hints lasts, then ``""``.
         self.hint = HintBudget(MAX_HINTS)
+        #: The steps that did not build (kept as graph nodes: see :func:`build_steps`).
+        self.broken: set[str] = set()
+        #: Those of them whose edges may not all be known (an unknown type, a wrong edge field).
+        self.open_ended: set[str] = set()
+        #: Hosts an endpoint may reach with plain http (a flow run's ``allow_hosts``; empty:
+        #: https only). None: not checked here (a workflow's run decides).
+        self.http_hosts: frozenset[str] | None = None
 
     # --- reporting ------------------------------------------------------------------------
 
@@ -376,6 +383,23 @@ class StepBuilder:
         except ValueError as error:
             self.endpoint_error(f"invalid endpoint: {error}", pointer, step, template, scheme.end())
             return None
+        hosts = self.http_hosts
+        if hosts is not None and origin.scheme != "https" and origin.host.strip("[]") not in hosts:
+            self.endpoint_error(
+                f"plain http to {origin.host} is not allowed: an endpoint must use https:// "
+                "(the runtime refuses plain http except to hosts it is told to allow)",
+                pointer,
+                step,
+                template,
+                0,
+            )
+            return None
+        problem = _fixed_text_problem(template) or _host_problem(origin.host, scheme.end())
+        if problem is not None:
+            self.endpoint_error(
+                f"invalid endpoint: {problem[0]}", pointer, step, template, problem[1]
+            )
+            return None
         pieces: list[str | Template] = []
         for part in parts:
             if isinstance(part, ast.Hole):
@@ -524,6 +548,23 @@ class StepBuilder:
         ``common`` fields are allowed for every type. Returns the type, the compiled fields and
         where each was written; None when anything was wrong (the findings say what).
         """
+        found = self.partial_fields(owner, raw, pointer, tables, noun, common)
+        if found is None or not found[3]:
+            return None
+        return found[0], found[1], found[2]
+
+    def partial_fields(
+        self,
+        owner: str,
+        raw: Any,
+        pointer: Pointer,
+        tables: Mapping[str, Mapping[str, Field]],
+        noun: str,
+        common: Mapping[str, Field] | None = None,
+    ) -> tuple[str, dict[str, Any], dict[str, SourcePosition], bool] | None:
+        """:meth:`typed_fields` that keeps what did compile: the type, the fields (None where a
+        field was wrong), their positions and whether all was right; None when the type is
+        unknown (or ``raw`` is no map)."""
         if not isinstance(raw, dict):
             self.error(f"a {noun} is key/value fields, found {_kind(raw)}", pointer, owner)
             return None
@@ -555,29 +596,48 @@ class StepBuilder:
                 fields[name] = _default_for(spec, self.engine.backend)
                 continue
             fields[name] = self.field(spec, raw[name], where, owner, name)
-        return (kind, fields, positions) if len(self.findings) == before else None
+        return kind, fields, positions, len(self.findings) == before
 
-    def step(self, step_id: str, raw: Any, pointer: Pointer) -> Step | None:
-        found = self.typed_fields(step_id, raw, pointer, _STEP_FIELDS, "step")
-        if found is None:
-            return None
-        step_type, fields, positions = found
-        kind = STEP_KINDS[step_type]
-        before = len(self.findings)
-        if kind.check is not None:
-            kind.check(self, fields, raw, pointer, step_id)
-        if len(self.findings) > before:
-            return None
+    def step(self, step_id: str, raw: Any, pointer: Pointer) -> tuple[Step, bool]:
+        """The step at ``pointer`` and whether it built. A step with faults is kept as a node
+        of the graph all the same (its kind when known, the edges its fields name), so the
+        checks of the graph still run: see :func:`build_steps`."""
         key_position = self.document.key_position(pointer)
         position = SourcePosition(
             key_position.filename, key_position.line, key_position.column, step_id
         )
-        edges = tuple(
-            edge
-            for name in kind.edge_fields
-            for edge in field_edges(name, kind.fields[name], fields.get(name))
-        )
-        return Step(step_id, kind, fields, position, positions, edges)
+        found = self.partial_fields(step_id, raw, pointer, _STEP_FIELDS, "step")
+        if found is None:  # no kind: its edges are what its fields of edge names name
+            raw_fields = raw if isinstance(raw, dict) else {}
+            edges = _raw_edges(_ANY_EDGE_FIELDS, raw_fields)
+            positions = {
+                name: self.document.position((*pointer, name), step=step_id, field_name=name)
+                for name in _ANY_EDGE_FIELDS
+                if name in raw_fields
+            }
+            self.open_ended.add(step_id)
+            return Step(step_id, UNKNOWN_KIND, {}, position, positions, edges), False
+        step_type, fields, positions, ok = found
+        kind = STEP_KINDS[step_type]
+        if kind.check is not None:  # also beside other faults (None in a wrong field)
+            before = len(self.findings)
+            kind.check(self, fields, raw, pointer, step_id)
+            ok = ok and len(self.findings) == before
+        if ok:
+            edges = tuple(
+                edge
+                for name in kind.edge_fields
+                for edge in field_edges(name, kind.fields[name], fields.get(name))
+            )
+        else:  # the edges that did build, and those a failed field still names plainly
+            table = {name: kind.fields[name] for name in kind.edge_fields}
+            edges = _raw_edges(table, raw)
+            if any(
+                fields.get(name) is None and (name in raw or spec.required)
+                for name, spec in table.items()
+            ):
+                self.open_ended.add(step_id)
+        return Step(step_id, kind, fields, position, positions, edges), ok
 
     def field(self, spec: Field, raw: Any, where: Pointer, step_id: str, name: str) -> Any:
         kind = spec.kind
@@ -743,9 +803,119 @@ def _seconds(value: float) -> str:
     return f"{value * 1000:g}ms" if value < 1 else f"{value:g}s"
 
 
-def build_steps(document: Document, engine: Engine) -> tuple[dict[str, Step], StepBuilder]:
-    """Check and compile the ``steps`` of a flow document (the caller checks the top level)."""
+@dataclass(frozen=True)
+class UnknownKind:
+    """The kind of a step whose type is unknown: a node of the graph that takes no input, keeps
+    no record and makes no facts (its faults are reported; the checks beyond it still run)."""
+
+    name: str = "unknown"
+    fields: Mapping[str, Field] = dataclasses.field(default_factory=dict)
+    takes_input: bool = False
+    keeps_record: bool = False
+    network: bool = False
+    host: None = None
+
+    def edge_facts(self, step: Step) -> Mapping[str, frozenset[str]]:
+        """No facts."""
+        return {}
+
+
+UNKNOWN_KIND = UnknownKind()
+
+
+def _edge_fields_of_every_kind() -> dict[str, Field]:
+    """The edge fields of every kind by name (the first kind's declaration of a name)."""
+    found: dict[str, Field] = {}
+    for table in _STEP_FIELDS.values():
+        for name, spec in table.items():
+            if spec.is_edge:
+                found.setdefault(name, spec)
+    return found
+
+
+#: Where a step of an unknown type may lead: its fields named as any kind's edge fields.
+_ANY_EDGE_FIELDS = _edge_fields_of_every_kind()
+
+
+def _step_id(raw: Any) -> str | None:
+    return None if isinstance(raw, bool) or not isinstance(raw, (str, int)) else str(raw)
+
+
+def _raw_edges(table: Mapping[str, Field], raw: Mapping[Any, Any]) -> tuple[tuple[str, str], ...]:
+    """The edges the edge fields of ``raw`` (a step's document map) name plainly: a step id
+    written as text or a whole number, per branch and per option too."""
+    edges: list[tuple[str, str]] = []
+    for name, spec in table.items():
+        value = raw.get(name)
+        if spec.kind == "step":
+            target = _step_id(value)
+            if target is not None:
+                edges.append((name, target))
+        elif spec.kind == "branches" and isinstance(value, list):
+            for index, item in enumerate(value):
+                target = _step_id(item.get("next")) if isinstance(item, dict) else None
+                if target is not None:
+                    edges.append((f"{name}[{index}]", target))
+        elif spec.kind == "options" and isinstance(value, dict):
+            for key, item in value.items():
+                target = _step_id(item)
+                if target is not None and not isinstance(key, bool):
+                    edges.append((f"{name}[{key}]", target))
+    return tuple(edges)
+
+
+#: A stand-in for each templated value when the fixed text of an endpoint is checked (values
+#: are percent-encoded, so any value reads as plain characters there).
+_HOLE_STAND_IN = "0"
+
+
+def _host_problem(host: str, offset: int) -> tuple[str, int] | None:
+    """Why a host name cannot be looked up (an empty label, a label or name too long, a label
+    starting or ending with '-'), with ``offset`` to point at; None for a good one or an IP."""
+    if host.startswith("[") or ":" in host or not host:
+        return None
+    labels = host[:-1].split(".") if host.endswith(".") else host.split(".")
+    if len(host) > 253:
+        return f"the host name is longer than 253 characters ({len(host)})", offset
+    for label in labels:
+        if not label:
+            return f"the host name {_shorten(host)} has an empty label (two dots)", offset
+        if len(label) > 63:
+            return f"a label of the host name is longer than 63 characters ({len(label)})", offset
+        if label.startswith("-") or label.endswith("-"):
+            return f"the host name label {_shorten(label)} starts or ends with '-'", offset
+    return None
+
+
+def _fixed_text_problem(template: Template) -> tuple[str, int] | None:
+    """Why the sender could not read the endpoint's URL whatever its values are (a control
+    character, a URL too long), and the offset to point at; None when it can."""
+    source = template.source
+    for offset, char in enumerate(source):
+        if ord(char) < 0x20 or ord(char) == 0x7F:
+            return f"the control character {char!r} cannot be sent in a URL", offset
+    sample = "".join(
+        part if isinstance(part, str) else _HOLE_STAND_IN for part in template.tree.parts
+    )
+    try:
+        url_origin(sample)
+    except ValueError as error:
+        return str(error), 0
+    return None
+
+
+def build_steps(
+    document: Document, engine: Engine, http_hosts: frozenset[str] = frozenset()
+) -> tuple[dict[str, Step], StepBuilder]:
+    """Check and compile the ``steps`` of a flow document (the caller checks the top level).
+
+    Every step is a node of the returned graph, also one with faults (like a compiler, so the
+    graph's checks still find the faults beyond it): its id is then in ``builder.broken``, its
+    fields hold None where a field was wrong, and its edges are those of its edge fields that
+    name a step plainly; a step of an unknown type has :data:`UNKNOWN_KIND`.
+    """
     builder = StepBuilder(document, engine)
+    builder.http_hosts = frozenset(host.lower().strip("[]") for host in http_hosts)
     steps: dict[str, Step] = {}
     raw_steps = document.data.get("steps")
     if not isinstance(raw_steps, dict) or not raw_steps:
@@ -761,7 +931,8 @@ def build_steps(document: Document, engine: Engine) -> tuple[dict[str, Step], St
                 key=True,
             )
             continue
-        step = builder.step(step_id, raw, ("steps", key))
-        if step is not None:
-            steps[step_id] = step
+        step, ok = builder.step(step_id, raw, ("steps", key))
+        steps[step_id] = step
+        if not ok:
+            builder.broken.add(step_id)
     return steps, builder

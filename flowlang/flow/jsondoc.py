@@ -15,7 +15,7 @@ plain DocumentError: the text is JSON, and wrong.
 
 from __future__ import annotations
 
-__all__ = ["JsonSyntaxError", "read_json"]
+__all__ = ["DuplicateKeys", "JsonSyntaxError", "first_line", "read_json"]
 
 import re
 from typing import Any
@@ -49,21 +49,77 @@ _CLOSER = {"{": "}", "[": "]"}
 _INFINITY = float("inf")
 
 
-def read_json(text: str, filename: str | None, marks: dict[Pointer, int]) -> Any:
+class DuplicateKeys:
+    """The duplicate keys of one document, in the order they are met (document order).
+
+    Refused at the first one (DocumentError), or, when ``keep``, collected: the reader puts a
+    duplicate's value under a stand-in key (so the first value stays, and the positions kept
+    are the first's) and :meth:`drop` takes the stand-ins out when the document is read.
+    """
+
+    def __init__(self, keep: bool = False) -> None:
+        self.keep = keep
+        #: ``(message, line, column)`` of each duplicate key (1-based).
+        self.found: list[tuple[str, int, int]] = []
+        self._stand_ins: list[tuple[dict[Any, Any], object]] = []
+
+    @staticmethod
+    def message(key: object, first: int | None) -> str:
+        """The message for a duplicate of ``key`` whose first is on line ``first``."""
+        where = f" (first at line {first})" if first is not None else ""
+        return f"duplicate key {key!r}{where}"
+
+    def stand_in(self, mapping: dict[Any, Any], message: str, line: int, column: int) -> object:
+        """Record a duplicate key (``keep`` only); the key to read its value under."""
+        self.found.append((message, line, column))
+        slot = object()
+        self._stand_ins.append((mapping, slot))
+        return slot
+
+    def drop(self) -> None:
+        """Take every duplicate's value out of the data (the first value of each key stays)."""
+        for mapping, slot in self._stand_ins:
+            mapping.pop(slot, None)
+        self._stand_ins.clear()
+
+
+def first_line(marks: dict[Pointer, int], pointer: Pointer, key: str | int) -> int | None:
+    """The line (1-based) where ``key`` of the map at ``pointer`` was first written."""
+    packed = marks.get(("#key", *pointer, key))
+    return None if packed is None else (packed >> 25) + 1
+
+
+def read_json(
+    text: str,
+    filename: str | None,
+    marks: dict[Pointer, int],
+    duplicates: DuplicateKeys | None = None,
+) -> Any:
     """The data of the JSON document ``text``; fills ``marks`` (pointer to packed position).
 
-    Raises DocumentError (JsonSyntaxError for text that is not JSON) naming line and column.
+    Raises DocumentError (JsonSyntaxError for text that is not JSON) naming line and column;
+    a duplicate key is refused too unless ``duplicates`` keeps them.
     """
-    return _Scanner(text, filename, marks).document()
+    found = duplicates if duplicates is not None else DuplicateKeys()
+    data = _Scanner(text, filename, marks, found).document()
+    found.drop()
+    return data
 
 
 class _Scanner:
     """One pass over the text: values, keys and structure, with an explicit stack."""
 
-    def __init__(self, text: str, filename: str | None, marks: dict[Pointer, int]) -> None:
+    def __init__(
+        self,
+        text: str,
+        filename: str | None,
+        marks: dict[Pointer, int],
+        duplicates: DuplicateKeys,
+    ) -> None:
         self.text = text
         self.filename = filename
         self.marks = marks
+        self.duplicates = duplicates
         # Offsets where lines start (and one past the end), for packing positions in order.
         self.starts = [0, *(match.end() for match in _LINE_BREAK.finditer(text)), len(text) + 1]
         self._lines: SourceLines | None = None
@@ -131,11 +187,11 @@ class _Scanner:
                 found = key_match(text, pos)
                 if found is not None:
                     slot = found.group(1)
-                    if slot in container:
-                        raise self.fail(f"duplicate key {slot!r}", pos, syntax=False)
                     value_at = found.end()
                 else:
-                    slot, value_at = self.key(pos, container)
+                    slot, value_at = self.key(pos)
+                if slot in container:
+                    slot = self.duplicate(slot, pointer, container, pos)
                 marks[("#key", *pointer, slot)] = (line << 24 | pos - starts[line]) << 1
                 want_key = False
                 pos = value_at
@@ -208,14 +264,22 @@ class _Scanner:
                     continue
                 raise self.unexpected(pos, f"',' or '{closer}'")
 
-    def key(self, pos: int, mapping: dict[str, Any]) -> tuple[str, int]:
-        """The key at ``pos`` of ``mapping`` (checked unique) and where its value starts."""
+    def duplicate(self, key: str, pointer: Pointer, mapping: dict[Any, Any], pos: int) -> object:
+        """A duplicate ``key`` at ``pos``: refused, or recorded (the key to read its value
+        under: see DuplicateKeys)."""
+        message = DuplicateKeys.message(key, first_line(self.marks, pointer, key))
+        error = self.fail(message, pos, syntax=False)
+        if not self.duplicates.keep:
+            raise error
+        at = error.position
+        return self.duplicates.stand_in(mapping, message, at.line or 1, at.column or 1)
+
+    def key(self, pos: int) -> tuple[str, int]:
+        """The key at ``pos`` and where its value starts."""
         text = self.text
         if pos >= len(text) or text[pos] != '"':
             raise self.unexpected(pos, "a key in double quotes")
         key, end = self.string(pos)
-        if key in mapping:
-            raise self.fail(f"duplicate key {key!r}", pos, syntax=False)
         end = _SPACE.match(text, end).end()  # type: ignore[union-attr]
         if end >= len(text) or text[end] != ":":
             raise self.unexpected(end, "':' after the key")

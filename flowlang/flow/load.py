@@ -7,11 +7,13 @@ __all__ = [
     "FlowDocumentError",
     "check_flow",
     "check_flow_text",
+    "in_document_order",
     "load_flow",
     "load_flow_text",
 ]
 
 import os
+from collections.abc import Iterable
 
 from flowlang.engine import Engine
 from flowlang.flow.build import build_steps
@@ -37,35 +39,57 @@ _TOP_LEVEL = (
 
 
 def check_flow(
-    path: str | os.PathLike[str] | Document, *, engine: Engine | None = None
+    path: str | os.PathLike[str] | Document,
+    *,
+    engine: Engine | None = None,
+    allow_hosts: Iterable[str] = (),
 ) -> tuple[CompiledFlow | None, list[Finding]]:
     """Load and check the flow in file ``path`` (YAML or JSON; a str is always a path); return
-    the flow (None when it has errors) and every finding."""
+    the flow (None when it has errors) and every finding, in document order.
+
+    ``allow_hosts``: hosts an endpoint may reach with plain http (the run's ``allow_hosts``);
+    any other ``http://`` endpoint is an error."""
     with paused_collector():
-        return _check_flow(read_document_file(path), engine or Engine())
+        return _check_flow(
+            read_document_file(path, keep_duplicates=True),
+            engine or Engine(),
+            frozenset(allow_hosts),
+        )
 
 
 def check_flow_text(
-    text: str, *, name: str | None = None, engine: Engine | None = None
+    text: str,
+    *,
+    name: str | None = None,
+    engine: Engine | None = None,
+    allow_hosts: Iterable[str] = (),
 ) -> tuple[CompiledFlow | None, list[Finding]]:
     """:func:`check_flow` for a document given as text; ``name`` labels it in messages (a name
     ending in ``.json`` reads it as JSON only; otherwise JSON or YAML by its first character,
     as for files)."""
     with paused_collector():
-        return _check_flow(read_document_text(text, name), engine or Engine())
+        document = read_document_text(text, name, keep_duplicates=True)
+        return _check_flow(document, engine or Engine(), frozenset(allow_hosts))
 
 
-def _check_flow(document: Document, engine: Engine) -> tuple[CompiledFlow | None, list[Finding]]:
+def _check_flow(
+    document: Document, engine: Engine, http_hosts: frozenset[str] = frozenset()
+) -> tuple[CompiledFlow | None, list[Finding]]:
     data = document.data
+    duplicates = [
+        Finding(message, position).with_caret(document.lines)
+        for message, position in document.duplicates
+    ]
     if not isinstance(data, dict):
         return None, [
+            *duplicates,
             Finding(
                 "a flow document is key/value fields (flow, start, steps)"
                 + text_not_path_hint(data),
                 document.position(()),
-            ).with_caret(document.lines)
+            ).with_caret(document.lines),
         ]
-    steps, builder = build_steps(document, engine)
+    steps, builder = build_steps(document, engine, http_hosts)
     for kind in STEP_KINDS.values():  # sections no step read are checked all the same
         if kind.read_sections is not None and any(section in data for section in kind.sections):
             kind.read_sections(builder)
@@ -80,28 +104,76 @@ def _check_flow(document: Document, engine: Engine) -> tuple[CompiledFlow | None
     if not isinstance(name, str) or not name:
         builder.error("a flow needs a name: flow: <name>", ("flow",) if "flow" in data else ())
     start = data.get("start")
+    start_id: str | None = None
     if start is None or isinstance(start, bool) or not isinstance(start, (str, int)):
         builder.error(
             "a flow needs start: the id of its first step", ("start",) if "start" in data else ()
         )
-    findings = builder.findings
-    if not findings:
-        start_position = document.position(("start",), field_name="start")
-        found = validate_flow(steps, str(start), start_position, builder.templates)
-        findings = [finding.with_caret(document.lines) for finding in found]
-    findings = findings + builder.warnings
-    errors = [finding for finding in findings if finding.severity == "error"]
-    if errors:
+    else:
+        start_id = str(start)
+    start_position = document.position(("start",), field_name="start")
+    found: list[Finding] = []
+    if steps:  # without steps, the fault that says so is all there is to say
+        found = validate_flow(
+            steps,
+            start_id,
+            start_position,
+            builder.templates,
+            broken=builder.broken,
+            open_ended=builder.open_ended,
+            strict=engine.strict,
+        )
+    findings = in_document_order(
+        [
+            *duplicates,
+            *builder.findings,
+            *(finding.with_caret(document.lines) for finding in found),
+            *builder.warnings,
+        ]
+    )
+    if any(finding.severity == "error" for finding in findings):
         return None, findings
-    fingerprint = document.fingerprint
     flow = CompiledFlow(
-        str(name), str(start), steps, document.text, document.filename, fingerprint, tuple(findings)
+        str(name),
+        str(start),
+        steps,
+        document.text,
+        document.filename,
+        document.fingerprint,
+        tuple(findings),
     )
     return flow, findings
 
 
+def in_document_order(findings: list[Finding]) -> list[Finding]:
+    """The findings sorted by line and column (errors first at one place), each once."""
+    seen: set[tuple[int, int, str, str]] = set()
+    out = []
+    for finding in sorted(
+        findings,
+        key=lambda item: (
+            item.position.line or 0,
+            item.position.column or 0,
+            item.severity != "error",
+        ),
+    ):
+        key = (
+            finding.position.line or 0,
+            finding.position.column or 0,
+            finding.severity,
+            finding.message,
+        )
+        if key not in seen:
+            seen.add(key)
+            out.append(finding)
+    return out
+
+
 def load_flow(
-    path: str | os.PathLike[str] | Document, *, engine: Engine | None = None
+    path: str | os.PathLike[str] | Document,
+    *,
+    engine: Engine | None = None,
+    allow_hosts: Iterable[str] = (),
 ) -> CompiledFlow:
     """Parse, validate and compile the flow in file ``path`` (YAML or JSON; a str is always a
     path, as in ``open``; see :func:`load_flow_text` for a document's text). A file named
@@ -111,11 +183,17 @@ def load_flow(
     Raises FlowDocumentError listing every problem, each with file:line:column, step and field;
     a file that cannot be read or parsed raises another FlowError that names it.
     """
-    return compiled_or_raise(check_flow(path, engine=engine))
+    return compiled_or_raise(check_flow(path, engine=engine, allow_hosts=allow_hosts))
 
 
 def load_flow_text(
-    text: str, *, name: str | None = None, engine: Engine | None = None
+    text: str,
+    *,
+    name: str | None = None,
+    engine: Engine | None = None,
+    allow_hosts: Iterable[str] = (),
 ) -> CompiledFlow:
     """:func:`load_flow` for a document given as text; ``name`` labels it in messages."""
-    return compiled_or_raise(check_flow_text(text, name=name, engine=engine))
+    return compiled_or_raise(
+        check_flow_text(text, name=name, engine=engine, allow_hosts=allow_hosts)
+    )

@@ -54,7 +54,7 @@ from yaml.events import (
 from yaml.nodes import ScalarNode
 
 from flowlang.errors import DocumentError, SourceLines, SourcePosition
-from flowlang.flow.jsondoc import JsonSyntaxError, read_json
+from flowlang.flow.jsondoc import DuplicateKeys, JsonSyntaxError, first_line, read_json
 from flowlang.flow.pointers import (
     MAX_DEPTH,
     MAX_INTEGER_DIGITS,
@@ -118,6 +118,16 @@ class Document:
     _scalars: dict[Pointer, tuple[str, ScalarMap]] = field(
         default_factory=dict, repr=False, compare=False
     )
+    #: Each duplicate key (read with ``keep_duplicates``): its message and position, in
+    #: document order; the data holds the first value of each key.
+    duplicates: tuple[tuple[str, SourcePosition], ...] = ()
+
+    def refuse_duplicates(self) -> None:
+        """Raise DocumentError for the first duplicate key, if any (for a reader that reports
+        no more than one error per document)."""
+        if self.duplicates:
+            message, position = self.duplicates[0]
+            raise DocumentError(message, self.text, position)
 
     @property
     def fingerprint(self) -> str:
@@ -216,11 +226,15 @@ def decode_document(raw: bytes, filename: str | None) -> str:
         ) from None
 
 
-def load_document(source: str | Path, *, filename: str | None = None) -> Document:
+def load_document(
+    source: str | Path, *, filename: str | None = None, keep_duplicates: bool = False
+) -> Document:
     """Read a flow or workflow document from a path or from its text.
 
     A path is read up to the size limit only (``/dev/zero`` and FIFOs end with an error).
-    JSON or YAML: see the module's docstring.
+    JSON or YAML: see the module's docstring. A duplicate key is refused (DocumentError), or
+    with ``keep_duplicates`` kept in ``Document.duplicates`` (every one, for a checker that
+    reports all faults; the first value of each key is read).
     """
     if isinstance(source, Path):
         filename = filename or str(source)
@@ -234,27 +248,31 @@ def load_document(source: str | Path, *, filename: str | None = None) -> Documen
     if text.startswith("\ufeff"):  # a byte order mark: no column of the document counts it
         text = text[1:]
     marks: dict[Pointer, int] = {}
+    duplicates = DuplicateKeys(keep_duplicates)
     if filename is not None and filename[-5:].lower() == ".json":
-        data = _read_json(text, filename, marks)
+        data = read_json(text, filename, marks, duplicates)
     elif _JSON_START.match(text):
-        data = _json_else_yaml(text, filename, marks)
+        data = _json_else_yaml(text, filename, marks, duplicates)
     else:
-        data = _Composer(text, filename, marks).document()
-    return Document(data, text, filename, marks)
+        data = _Composer(text, filename, marks, duplicates).document()
+    found = tuple(
+        (message, SourcePosition(filename, line, column))
+        for message, line, column in duplicates.found
+    )
+    return Document(data, text, filename, marks, duplicates=found)
 
 
-def _read_json(text: str, filename: str | None, marks: dict[Pointer, int]) -> Any:
-    return read_json(text, filename, marks)
-
-
-def _json_else_yaml(text: str, filename: str | None, marks: dict[Pointer, int]) -> Any:
+def _json_else_yaml(
+    text: str, filename: str | None, marks: dict[Pointer, int], duplicates: DuplicateKeys
+) -> Any:
     """The data of a text that looks like JSON: JSON's, or YAML's when it is not JSON at all."""
     try:
-        return read_json(text, filename, marks)
+        return read_json(text, filename, marks, duplicates)
     except JsonSyntaxError as json_error:
         marks.clear()
+        duplicates.found.clear()
         try:
-            return _Composer(text, filename, marks).document()
+            return _Composer(text, filename, marks, duplicates).document()
         except DocumentError as yaml_error:
             json_at, yaml_at = json_error.position, yaml_error.position
             if (yaml_at.line, yaml_at.column) > (json_at.line, json_at.column):
@@ -279,10 +297,17 @@ class _Composer:
     duplicate keys and nesting deeper than the limit are refused as they are met.
     """
 
-    def __init__(self, text: str, filename: str | None, marks: dict[Pointer, int]) -> None:
+    def __init__(
+        self,
+        text: str,
+        filename: str | None,
+        marks: dict[Pointer, int],
+        duplicates: DuplicateKeys | None = None,
+    ) -> None:
         self.text = text
         self.filename = filename
         self.marks = marks
+        self.duplicates = duplicates if duplicates is not None else DuplicateKeys()
 
     def fail(self, message: str, mark: Any) -> DocumentError:
         return _error(message, self.text, self.filename, mark.line, mark.column)
@@ -298,6 +323,7 @@ class _Composer:
                     )
                 parser.get_event()  # document start
                 data = self.compose(parser)
+                self.duplicates.drop()
                 parser.get_event()  # document end
                 if not parser.check_event(StreamEndEvent):
                     raise self.fail(
@@ -342,7 +368,12 @@ class _Composer:
                         raise self.fail("a key must be a plain value", mark)
                     key = self.key(event)
                     if key in container:
-                        raise self.fail(f"duplicate key {key!r}", mark)
+                        message = DuplicateKeys.message(key, first_line(marks, pointer, key))
+                        if not self.duplicates.keep:
+                            raise self.fail(message, mark)
+                        key = self.duplicates.stand_in(
+                            container, message, mark.line + 1, mark.column + 1
+                        )
                     marks[("#key", *pointer, key)] = _pack(mark, None)
                     slot = key
                     continue
@@ -440,7 +471,9 @@ def paused_collector() -> Iterator[None]:
         gc.enable()
 
 
-def read_document_file(source: str | os.PathLike[str] | Document) -> Document:
+def read_document_file(
+    source: str | os.PathLike[str] | Document, *, keep_duplicates: bool = False
+) -> Document:
     """The document in file ``source`` (a str is always a path), or ``source`` itself when it
     is a Document already read. A missing file is a DocumentError that names it; a str that
     spans lines is a document's text given by mistake (ValueError)."""
@@ -456,15 +489,15 @@ def read_document_file(source: str | os.PathLike[str] | Document) -> Document:
             "this is a document's text, not a file name: use load_flow_text or "
             "load_workflow_text (or check_flow_text, check_workflow_text) for text"
         )
-    return load_document(Path(name))
+    return load_document(Path(name), keep_duplicates=keep_duplicates)
 
 
-def read_document_text(text: str, name: str | None) -> Document:
+def read_document_text(text: str, name: str | None, *, keep_duplicates: bool = False) -> Document:
     """The document whose text is ``text`` (never taken for a file name), named ``name`` in
     messages."""
     if not isinstance(text, str):
         raise TypeError(f"a document's text is a str, not {type(text).__name__}")
-    return load_document(text, filename=name)
+    return load_document(text, filename=name, keep_duplicates=keep_duplicates)
 
 
 def text_not_path_hint(data: Any) -> str:

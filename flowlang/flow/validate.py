@@ -4,6 +4,13 @@ Data flow is a forward must-analysis over the step graph: a fact holds at a step
 on every path from the start. Facts are ``ran:X`` (step X finished; a step whose kind takes
 input stored ``input.X`` on every outcome) and the facts a step's kind makes true on some of its
 edges (``response:X``: http_request X succeeded, so its response is there: on its ``next`` edge).
+After X's failure edge its response may be there (an HTTP error status keeps it) or not (a
+timeout): a read of it is fine where X ran on every path and the read is guarded (left of
+``??``, piped into ``default``, or a condition row's property with a lenient engine), else a
+warning.
+
+Loops: a strongly connected set of steps that no edge leaves, where no step takes input or can
+end the run, would spin until the step limit (Tarjan's algorithm, without recursion, linear).
 
 A fact that holds on every path to a step is a dominance question, so the analysis is the
 dominator tree of the step graph, not a set of facts per step (which grows with the square of
@@ -15,12 +22,14 @@ each check is then two comparisons of DFS numbers.
 
 from __future__ import annotations
 
-__all__ = ["Dominance", "validate_flow"]
+__all__ = ["Dominance", "strongly_connected", "validate_flow"]
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from collections.abc import Set as AbstractSet
 
 from flowlang.errors import SourcePosition
-from flowlang.flow.build import TemplateUse
+from flowlang.expr import ast
+from flowlang.flow.build import UNKNOWN_KIND, TemplateUse
 from flowlang.flow.model import Finding, Step
 from flowlang.kinds.registry import STEP_KINDS
 from flowlang.suggest import HintBudget
@@ -182,18 +191,156 @@ class _Facts:
         return middle is not None and self.dominance.dominates(middle, self.index[at])
 
 
+def strongly_connected(successors: list[list[int]]) -> list[list[int]]:
+    """The strongly connected components of a graph of nodes 0..n-1, by Tarjan's algorithm
+    without recursion (linear in nodes plus edges); each component's nodes, in no set order."""
+    count = len(successors)
+    index = [-1] * count
+    low = [0] * count
+    on_stack = [False] * count
+    stack: list[int] = []
+    components: list[list[int]] = []
+    clock = 0
+    for root in range(count):
+        if index[root] != -1:
+            continue
+        work = [(root, 0)]
+        index[root] = low[root] = clock
+        clock += 1
+        stack.append(root)
+        on_stack[root] = True
+        while work:
+            node, position = work[-1]
+            targets = successors[node]
+            if position < len(targets):
+                work[-1] = (node, position + 1)
+                target = targets[position]
+                if index[target] == -1:
+                    index[target] = low[target] = clock
+                    clock += 1
+                    stack.append(target)
+                    on_stack[target] = True
+                    work.append((target, 0))
+                elif on_stack[target] and index[target] < low[node]:
+                    low[node] = index[target]
+                continue
+            work.pop()
+            if work:
+                parent = work[-1][0]
+                if low[node] < low[parent]:
+                    low[parent] = low[node]
+            if low[node] == index[node]:
+                component = []
+                while True:
+                    member = stack.pop()
+                    on_stack[member] = False
+                    component.append(member)
+                    if member == node:
+                        break
+                components.append(component)
+    return components
+
+
+def _can_end(step: Step) -> bool:
+    """Whether a run can end or complete at the step (a call-control step that hands the call
+    over; a step whose optional ``next`` is not given)."""
+    kind = step.kind
+    host = getattr(kind, "host", None)
+    if host is not None and host.ends:
+        return True
+    then = kind.fields.get("next")
+    return then is not None and not then.required and not step.fields.get("next")
+
+
+def _names(ids: list[str]) -> str:
+    shown = [repr(step_id) for step_id in ids[:5]]
+    if len(ids) > 5:
+        shown.append(f"{len(ids) - 5} more")
+    return ", ".join(shown[:-1]) + " and " + shown[-1]
+
+
+def _loops(
+    steps: Mapping[str, Step], open_ended: AbstractSet[str], reachable: Callable[[str], bool]
+) -> list[Finding]:
+    """A finding for each set of steps the run could never leave: a strongly connected set of
+    steps (a step leading to itself, or a cycle) that no edge leaves, where no step takes input
+    (the caller could change the path), can end the run, or is ``open_ended`` (a fault in its
+    type or edge fields: its edges are not all known). Only sets the run can reach
+    (``reachable``)."""
+    ids = list(steps)
+    order = {step_id: position for position, step_id in enumerate(ids)}
+    successors = [
+        list(dict.fromkeys(order[target] for target in step.targets().values() if target in order))
+        for step in steps.values()
+    ]
+    findings = []
+    for component in strongly_connected(successors):
+        members = {ids[node] for node in component}
+        first = ids[min(component)]
+        if len(component) == 1 and order[first] not in successors[order[first]]:
+            continue  # one step that does not lead to itself: no loop
+        if not reachable(first):
+            continue  # unreachable: reported as such
+        way_out = False
+        for step_id in members:
+            step = steps[step_id]
+            if (
+                step_id in open_ended
+                or step.kind.takes_input
+                or _can_end(step)
+                or any(target not in members for target in step.targets().values())
+            ):
+                way_out = True
+                break
+        if way_out:
+            continue
+        step = steps[first]
+        if len(component) == 1:
+            edge = next(label for label, target in step.targets().items() if target == first)
+            at = step.field_positions.get(edge, step.position)
+            findings.append(
+                Finding(
+                    f"step {first!r} leads only to itself ({edge}): a loop with no way out, "
+                    "the run would repeat it until the step limit",
+                    SourcePosition(at.filename, at.line, at.column, first, edge),
+                )
+            )
+            continue
+        names = _names(sorted(members, key=order.__getitem__))
+        findings.append(
+            Finding(
+                f"steps {names} form a loop with no way out: no edge leaves them and none takes "
+                "input, so the run would repeat them until the step limit",
+                step.position,
+            )
+        )
+    return findings
+
+
 def validate_flow(
     steps: Mapping[str, Step],
-    start: str,
+    start: str | None,
     start_position: SourcePosition,
     templates: list[TemplateUse],
+    *,
+    broken: AbstractSet[str] = frozenset(),
+    open_ended: AbstractSet[str] = frozenset(),
+    strict: bool = False,
 ) -> list[Finding]:
-    """Every graph and data-flow problem of a flow whose steps compiled."""
+    """Every graph and data-flow problem of a flow, also when some of its steps have faults.
+
+    ``broken``: steps with faults, nodes all the same with the edges that built (their
+    templates that compiled are checked); ``open_ended``: those whose edges may not all be
+    known. Without a known ``start`` (None: missing or not a step id) reachability and data
+    flow cannot be checked; targets and loops still are. ``strict``: the engine's templates
+    fail on a missing path (so a condition row does not guard one)."""
     findings: list[Finding] = []
     hint = HintBudget(_MAX_HINTS)
 
-    if start not in steps:
-        return [Finding(f"start step {start!r} does not exist{hint(start, steps)}", start_position)]
+    if start is not None and start not in steps:
+        findings.append(
+            Finding(f"start step {start!r} does not exist{hint(start, steps)}", start_position)
+        )
     for step in steps.values():
         for edge, target in step.targets().items():
             if target not in steps:
@@ -210,6 +357,8 @@ def validate_flow(
                         ),
                     )
                 )
+    if start is None or start not in steps:
+        return findings + _loops(steps, open_ended, lambda step_id: True)
     facts = _Facts(steps, start)
     for step_id, step in steps.items():
         if not facts.reachable(step_id):
@@ -218,11 +367,16 @@ def validate_flow(
                     f"step {step_id!r} is unreachable from the start step {start!r}", step.position
                 )
             )
+    findings.extend(_loops(steps, open_ended, facts.reachable))
     for use in templates:
         if not facts.reachable(use.step):
             continue
+        guarded: set[tuple[int, int]] | None = _guarded_paths(use.template.tree)
+        if not strict and _is_row_property(use.field):
+            guarded = None  # a row compares a missing value as null
         for reference in use.template.references:
-            problem = _check_reference(reference.path, use, steps, facts)
+            soft = guarded is None or (reference.start, reference.end) in guarded
+            problem = _check_reference(reference.path, use, steps, facts, broken, soft)
             if problem is not None:
                 message, severity = problem
                 at, width = use.place(reference.start, reference.end)
@@ -230,8 +384,43 @@ def validate_flow(
     return findings
 
 
+def _is_row_property(field: str) -> bool:
+    """Whether a template fills the property of a condition row (``branches[0].conditions[1]
+    .property``)."""
+    return ".conditions[" in field and field.endswith(".property")
+
+
+def _guarded_paths(tree: ast.TemplateTree) -> set[tuple[int, int]]:
+    """The spans of the paths that read as null when missing, never failing the template: on
+    the left of ``??``, or piped into ``default`` (the engine lowers them soft)."""
+    found: set[tuple[int, int]] = set()
+    pending: list[tuple[ast.Node, bool]] = [(hole.expr, False) for hole in tree.holes]
+    while pending:
+        node, soft = pending.pop()
+        if isinstance(node, ast.Path):
+            if soft and isinstance(node.base, ast.Root):
+                found.add((node.start, node.end))
+            pending.extend((child, False) for child in node.children())
+        elif isinstance(node, ast.Coalesce):
+            *lefts, last = node.operands
+            pending.extend((left, True) for left in lefts)
+            pending.append((last, soft))
+        elif isinstance(node, ast.Pipe):
+            operand_soft = soft or node.filters[0].name == "default"
+            pending.append((node.operand, operand_soft))
+            pending.extend((call, False) for call in node.filters)
+        else:
+            pending.extend((child, False) for child in node.children())
+    return found
+
+
 def _check_reference(
-    path: tuple[object, ...], use: TemplateUse, steps: Mapping[str, Step], facts: _Facts
+    path: tuple[object, ...],
+    use: TemplateUse,
+    steps: Mapping[str, Step],
+    facts: _Facts,
+    broken: AbstractSet[str],
+    soft: bool,
 ) -> tuple[str, str] | None:
     root = path[0]
     if root == "secrets":
@@ -246,6 +435,8 @@ def _check_reference(
         return ("the step id is computed, so this cannot be checked before the call", "warning")
     target_id = str(target)
     step = steps.get(target_id)
+    if step is not None and step.kind is UNKNOWN_KIND:
+        return None  # its type is unknown (reported): what it stores is too
     if root == "input":
         if step is None:
             return (f"there is no step {target_id!r}", "error")
@@ -272,18 +463,34 @@ def _check_reference(
         if not facts.ran(target_id, use.step):
             return (f"step {target_id!r} may not have run on every path to this step", "error")
         return None
-    if not any("response" in made for made in step.kind.edge_facts(step).values()):
+    if target_id not in broken and not any(
+        "response" in made for made in step.kind.edge_facts(step).values()
+    ):
         return (
             f"step {target_id!r} does not parse a response "
             "(an http_request with parse_response: true "
             "does)",
             "error",
         )
-    if not facts.holds("response", target_id, use.step):
+    if facts.holds("response", target_id, use.step):
+        return None
+    if not facts.ran(target_id, use.step):
         return (
-            f"step {target_id!r} may not have succeeded on every path to this step "
-            "(it is read after "
-            "its failure edge, or before it runs)",
+            f"step {target_id!r} may not have run on every path to this step "
+            "(its response is read before it runs)",
             "error",
         )
-    return None
+    if soft:
+        return None  # read after its failure edge, guarded: null when no response came
+    return (
+        f"step {target_id!r} may have failed on the way here, and then its response may be "
+        "missing (an HTTP error status keeps it; a timeout or connection error does not): "
+        f"guard the read, e.g. <<{_dotted(path)} ?? 0>>",
+        "warning",
+    )
+
+
+def _dotted(path: tuple[object, ...]) -> str:
+    """A reference's path written with dots, for a message (a long one cut short)."""
+    text = ".".join(str(part) for part in path)
+    return text if len(text) <= 80 else text[:77] + "..."

@@ -119,8 +119,9 @@ async def send_request(step: Step, run: RunView) -> Transition:
 def check_request(
     checker: Checker, fields: dict[str, Any], raw: dict[str, Any], pointer: Pointer, step_id: str
 ) -> None:
-    """A step that parses its response needs on_failure; a GET has no body; on_timeout
-    defaults to on_failure."""
+    """A step that parses its response needs on_failure; a GET has no body. (A timeout without
+    on_timeout takes on_failure: the executor and ``request_edge`` say so; no on_timeout edge
+    is made up, so a fault of on_failure is reported once, where it is written.)"""
     if fields.get("parse_response") and "on_failure" not in raw:
         checker.error(
             "an http_request step that parses its response needs on_failure (the failover)",
@@ -137,12 +138,11 @@ def check_request(
             step_id,
             "body",
         )
-    if fields.get("on_timeout") is None:
-        fields["on_timeout"] = fields.get("on_failure")
 
 
 def response_facts(step: Step) -> Mapping[str, frozenset[str]]:
-    """The response is kept only on the success (``next``) edge of a step that parses it."""
+    """The response is certain only on the success (``next``) edge of a step that parses it
+    (after an HTTP error status it is kept too, but ``on_failure`` is also taken with none)."""
     return {"next": frozenset({"response"})} if step.fields.get("parse_response") else {}
 
 
