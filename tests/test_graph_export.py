@@ -312,11 +312,11 @@ def test_dot_parses_and_shows_any_label(labels: list[str], group: str | None) ->
 
 def test_dot_draws_failure_ways_dashed_and_taken_ones_green() -> None:
     picture = flow_picture(flow_graph(load_flow(ROOT / "examples/flows/vip_routing.yaml")))
-    source = to_dot(picture, taken=[0], missed=[2])
+    source = to_dot(picture, taken=[0], missed=[1])
     lines = [line for line in source.split("\n") if "->" in line]
     assert lines[1].endswith('[color="#1e8e3e", penwidth="3"];')  # edge 0: lookup -> route
-    assert 'label="on_failure", style="dashed"' in lines[2]
-    assert 'label="on_timeout", color="#d93025", style="dashed"' in lines[3]
+    assert 'label="on_failure", color="#d93025", style="dashed"' in lines[2]  # edge 1, missed
+    assert 'style="dashed"' not in lines[3]  # edge 2: a branch
     graphviz(source)
 
 
