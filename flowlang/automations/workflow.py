@@ -30,7 +30,7 @@ from flowlang.automations.triggers import TRIGGERS
 from flowlang.engine import Engine, Template
 from flowlang.errors import SourcePosition
 from flowlang.expr.syntax import KEYWORDS, NAME_PATTERN
-from flowlang.flow.build import StepBuilder, TemplateUse
+from flowlang.flow.build import StepBuilder, TemplateUse, duplicate_findings, in_document_order
 from flowlang.flow.conditions import compile_rows
 from flowlang.flow.fields import Field
 from flowlang.flow.model import (
@@ -306,14 +306,14 @@ def check_workflow(
 ) -> tuple[CompiledWorkflow | None, list[Finding]]:
     """Load and check the workflow in file ``path`` (YAML or JSON; a str is always a path);
     return it (None when it has errors) and every finding."""
-    return _check_workflow(read_document_file(path), engine or Engine())
+    return _check_workflow(read_document_file(path, keep_duplicates=True), engine or Engine())
 
 
 def check_workflow_text(
     text: str, *, name: str | None = None, engine: Engine | None = None
 ) -> tuple[CompiledWorkflow | None, list[Finding]]:
     """:func:`check_workflow` for a document given as text; ``name`` labels it in messages."""
-    return _check_workflow(read_document_text(text, name), engine or Engine())
+    return _check_workflow(read_document_text(text, name, keep_duplicates=True), engine or Engine())
 
 
 def _check_workflow(
@@ -328,7 +328,7 @@ def _check_workflow(
             + text_not_path_hint(data),
             (),
         )
-        return None, builder.findings
+        return None, in_document_order([*duplicate_findings(document), *builder.findings])
     for key in data:
         if key not in _TOP_LEVEL:
             builder.error(
@@ -352,11 +352,12 @@ def _check_workflow(
     actions, names, kinds = _actions(builder, data, trigger)
     references = _reference_findings(builder, trigger, names, kinds, builder.templates)
     findings = [
+        *duplicate_findings(document),
         *builder.findings,
         *(finding.with_caret(document.lines) for finding in references),
         *builder.warnings,
     ]
-    findings = _in_document_order(findings)
+    findings = in_document_order(findings)
     if trigger is None or any(finding.severity == "error" for finding in findings):
         return None, findings
     workflow = CompiledWorkflow(
@@ -373,20 +374,6 @@ def _check_workflow(
         template,
     )
     return workflow, findings
-
-
-def _in_document_order(findings: Iterable[Finding]) -> list[Finding]:
-    """Findings sorted by where they are written (stable: one place keeps the order found),
-    each once."""
-    seen: set[tuple[str, str, int, int]] = set()
-    unique = []
-    for finding in findings:
-        at = finding.position
-        identity = (finding.severity, finding.message, at.line, at.column)
-        if identity not in seen:
-            seen.add(identity)
-            unique.append(finding)
-    return sorted(unique, key=lambda finding: (finding.position.line, finding.position.column))
 
 
 def _condition(

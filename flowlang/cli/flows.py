@@ -56,7 +56,6 @@ def check_document(
             else load_document(text, filename=str(path), keep_duplicates=True)
         )
         if isinstance(document.data, dict) and "workflow" in document.data:
-            document.refuse_duplicates()  # a workflow's reader reports the first one
             return check_workflow(document, engine=engine)
         return check_flow(document, engine=engine)
 

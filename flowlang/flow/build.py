@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-__all__ = ["UNKNOWN_KIND", "StepBuilder", "TemplateUse", "UnknownKind", "build_steps"]
+__all__ = [
+    "UNKNOWN_KIND",
+    "StepBuilder",
+    "TemplateUse",
+    "UnknownKind",
+    "build_steps",
+    "duplicate_findings",
+    "in_document_order",
+]
 
 import dataclasses
 import re
@@ -936,3 +944,36 @@ def build_steps(
         if not ok:
             builder.broken.add(step_id)
     return steps, builder
+
+
+def in_document_order(findings: list[Finding]) -> list[Finding]:
+    """The findings sorted by line and column (errors first at one place), each once."""
+    seen: set[tuple[int, int, str, str]] = set()
+    out = []
+    for finding in sorted(
+        findings,
+        key=lambda item: (
+            item.position.line or 0,
+            item.position.column or 0,
+            item.severity != "error",
+        ),
+    ):
+        key = (
+            finding.position.line or 0,
+            finding.position.column or 0,
+            finding.severity,
+            finding.message,
+        )
+        if key not in seen:
+            seen.add(key)
+            out.append(finding)
+    return out
+
+
+def duplicate_findings(document: Document) -> list[Finding]:
+    """Every duplicate key of a document read with ``keep_duplicates`` (the first named), as
+    findings."""
+    return [
+        Finding(message, position).with_caret(document.lines)
+        for message, position in document.duplicates
+    ]

@@ -16,7 +16,7 @@ import os
 from collections.abc import Iterable
 
 from flowlang.engine import Engine
-from flowlang.flow.build import build_steps
+from flowlang.flow.build import build_steps, duplicate_findings, in_document_order
 from flowlang.flow.model import CompiledFlow, Finding, FlowDocumentError, compiled_or_raise
 from flowlang.flow.source import (
     Document,
@@ -76,10 +76,7 @@ def _check_flow(
     document: Document, engine: Engine, http_hosts: frozenset[str] = frozenset()
 ) -> tuple[CompiledFlow | None, list[Finding]]:
     data = document.data
-    duplicates = [
-        Finding(message, position).with_caret(document.lines)
-        for message, position in document.duplicates
-    ]
+    duplicates = duplicate_findings(document)
     if not isinstance(data, dict):
         return None, [
             *duplicates,
@@ -143,30 +140,6 @@ def _check_flow(
         tuple(findings),
     )
     return flow, findings
-
-
-def in_document_order(findings: list[Finding]) -> list[Finding]:
-    """The findings sorted by line and column (errors first at one place), each once."""
-    seen: set[tuple[int, int, str, str]] = set()
-    out = []
-    for finding in sorted(
-        findings,
-        key=lambda item: (
-            item.position.line or 0,
-            item.position.column or 0,
-            item.severity != "error",
-        ),
-    ):
-        key = (
-            finding.position.line or 0,
-            finding.position.column or 0,
-            finding.severity,
-            finding.message,
-        )
-        if key not in seen:
-            seen.add(key)
-            out.append(finding)
-    return out
 
 
 def load_flow(
