@@ -1,4 +1,5 @@
-"""Command line: ``flowlang eval``, ``run``, ``check``, ``automate`` and ``replay``.
+"""Command line: ``flowlang eval``, ``run``, ``check``, ``automate``, ``replay``, ``graph``,
+``test`` and ``schema``.
 
 Every command keeps one exit-status contract (:data:`EXIT_STATUSES`, shown by ``--help``): 0
 on success; 1 when the work found problems (findings, a failed run, dead letters written); 2
