@@ -18,20 +18,30 @@ Sizes come from the text: a monospace font of :data:`FONT_SIZE` pixels, lines wr
 
 from __future__ import annotations
 
-__all__ = ["FONT_SIZE", "WRAP", "EdgeRoute", "GroupBox", "Layout", "NodeBox", "layout"]
+__all__ = [
+    "FONT_SIZE",
+    "WRAP",
+    "text_width",
+    "wrap_lines",
+    "EdgeRoute",
+    "GroupBox",
+    "Layout",
+    "NodeBox",
+    "layout",
+]
 
 from dataclasses import dataclass
 from itertools import pairwise
 
-from flowlang.graph.picture import Picture
+from flowlang.graph.picture import MAX_LINES, Picture, label_lines, text_columns
 
 #: The font size of node text, in pixels; a character is :data:`CHAR_WIDTH` wide.
 FONT_SIZE = 12
 CHAR_WIDTH = 7.2
 LINE_HEIGHT = 15
-#: Node text is wrapped at this many characters a line, and cut after :data:`MAX_LINES`.
+#: Node and edge text is wrapped at this many columns a line, and cut after
+#: :data:`~flowlang.graph.picture.MAX_LINES` lines.
 WRAP = 28
-MAX_LINES = 4
 PAD_X = 14
 PAD_Y = 9
 MIN_WIDTH = 60
@@ -93,21 +103,42 @@ class Layout:
     groups: tuple[GroupBox, ...]
 
 
-def wrap_lines(label: str) -> tuple[str, ...]:
-    """A label's lines as drawn: each of its lines wrapped at :data:`WRAP` characters (at a
-    space when there is one), at most :data:`MAX_LINES` lines, the last cut with an ellipsis."""
+def text_width(line: str) -> float:
+    """How wide ``line`` is drawn, in pixels: its columns (:func:`text_columns`: wide
+    characters two, combining marks none) times :data:`CHAR_WIDTH`. Node and edge text alike."""
+    return text_columns(line) * CHAR_WIDTH
+
+
+def _wrap(text: str) -> list[str]:
+    """One line of text wrapped at :data:`WRAP` columns, at a space when there is one."""
     lines: list[str] = []
-    for raw in label.split("\n"):
-        text = " ".join(raw.split())
-        while len(text) > WRAP:
-            cut = text.rfind(" ", 1, WRAP + 1)
-            cut = cut if cut > 0 else WRAP
-            lines.append(text[:cut])
-            text = text[cut:].lstrip()
-        lines.append(text)
+    while text_columns(text) > WRAP:
+        cut, columns = 0, 0
+        for at, char in enumerate(text):
+            columns += text_columns(char)
+            if columns > WRAP:
+                break
+            cut = at + 1
+        cut = max(cut, 1)
+        space = text.rfind(" ", 1, cut + 1)
+        cut = space if space > 0 else cut
+        lines.append(text[:cut])
+        text = text[cut:].lstrip()
+    lines.append(text)
+    return lines
+
+
+def wrap_lines(label: str) -> tuple[str, ...]:
+    """A label's lines as the picture draws them: the lines of :func:`label_lines` (the text
+    every format draws), each wrapped at :data:`WRAP` columns (at a space when there is one),
+    at most :data:`MAX_LINES` lines, the last cut with an ellipsis."""
+    lines = [part for line in label_lines(label) for part in _wrap(line)]
     if len(lines) > MAX_LINES:
         lines = lines[:MAX_LINES]
-        lines[-1] = lines[-1][: WRAP - 1] + "…"
+        last = lines[-1]
+        while last and text_columns(last) > WRAP - 1:
+            last = last[:-1]
+        lines[-1] = last + "…"
     return tuple(lines)
 
 
@@ -301,7 +332,7 @@ def _sizes(picture: Picture) -> tuple[list[tuple[str, ...]], list[tuple[float, f
     lines = [wrap_lines(node.label) for node in picture.nodes]
     sizes = [
         (
-            max(MIN_WIDTH, max(len(line) for line in text) * CHAR_WIDTH + 2 * PAD_X),
+            max(MIN_WIDTH, max(text_width(line) for line in text) + 2 * PAD_X),
             float(len(text) * LINE_HEIGHT + 2 * PAD_Y),
         )
         for text in lines

@@ -1,7 +1,7 @@
 """A laid-out picture as inline SVG (for an HTML page): one shape per node, a polyline with an
 arrowhead per edge, failure edges dashed. Every text is XML-escaped, with the characters that
-have no place in a page (control characters, bidirectional controls, lone surrogates) shown as
-U+FFFD; nodes and edges carry their number (``data-node``, ``data-edge``, and ``data-flow-edge``
+could hide or reorder text (control and format characters, lone surrogates) shown by visible
+stand-ins; nodes and edges carry their number (``data-node``, ``data-edge``, and ``data-flow-edge``
 for the flow edge an arrow draws) for the page's script.
 """
 
@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from html import escape
 
 from flowlang.graph.layout import FONT_SIZE, LINE_HEIGHT, EdgeRoute, Layout, NodeBox, layout
-from flowlang.graph.picture import SHAPES, Picture, shorten
+from flowlang.graph.picture import SHAPES, Picture, shorten, visible_text
 
 #: Edge classes that have an arrowhead of their own colour.
 MARKED_EDGES = ("taken", "covered", "uncovered")
@@ -22,28 +22,12 @@ MARKED_EDGES = ("taken", "covered", "uncovered")
 #: Longest edge text drawn beside an arrow (all of it is in the arrow's tooltip).
 EDGE_LABEL = 32
 
-_UNSAFE = dict.fromkeys(
-    (
-        *range(0x00, 0x09),
-        *range(0x0B, 0x20),
-        *range(0x7F, 0xA0),
-        *range(0x202A, 0x202F),
-        *range(0x2066, 0x206A),
-        *range(0xD800, 0xE000),
-        0xFFFE,
-        0xFFFF,
-    ),
-    "\ufffd",
-)
-
 
 def clean_text(text: str) -> str:
-    """``text`` with the characters a page must not hold (control characters but tab and
-    newline, bidirectional controls, lone surrogates, non-characters) as U+FFFD."""
-    text = str(text)
-    if text.isascii() and text.isprintable():  # the common case, without a translation
-        return text
-    return text.translate(_UNSAFE)
+    """``text`` as a page shows it: tab and newline kept, every other character that could hide
+    or reorder text shown by a stand-in (:func:`~flowlang.graph.picture.visible_text`: ``␀``,
+    ``\\u200b`` …), as in every picture."""
+    return visible_text(text, "\t\n")
 
 
 def xml_text(text: str) -> str:
