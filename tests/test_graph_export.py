@@ -693,7 +693,12 @@ def test_text_is_measured_in_columns_wide_characters_two_combining_marks_none() 
 
 
 def test_mermaid_shows_icons_and_its_own_stand_ins_as_text() -> None:
-    for text in ("fa:fa-car", "fak:fa-x y", "\ufb02\u00b0\u00b035\u00b6\u00df", "\ufb02\u00b0x\u00b6"):
+    for text in (
+        "fa:fa-car",
+        "fak:fa-x y",
+        "\ufb02\u00b0\u00b035\u00b6\u00df",
+        "\ufb02\u00b0x\u00b6",
+    ):
         picture = hostile_picture([text], None)
         chart = to_mermaid(picture)
         assert "fa:fa-" not in chart and "\ufb02" not in chart and "\u00b6" not in chart

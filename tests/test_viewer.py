@@ -9,7 +9,9 @@ The golden layouts are written anew by ``python tests/test_viewer.py`` (then rea
 from __future__ import annotations
 
 import asyncio
+import base64
 import dataclasses
+import hashlib
 import io
 import json
 import re
@@ -25,7 +27,16 @@ from hypothesis import strategies as st
 import flowlang
 from flowlang.cli import main
 from flowlang.flow.load import load_flow, load_flow_text
-from flowlang.graph.html import CSP, coverage_page, graph_page, json_block, run_page
+from flowlang.graph.html import (
+    CSP,
+    FIRST_ENTRIES,
+    LAST_ENTRIES,
+    MAX_ROWS,
+    coverage_page,
+    graph_page,
+    json_block,
+    run_page,
+)
 from flowlang.graph.layout import Layout, layout
 from flowlang.graph.model import Coverage, flow_graph
 from flowlang.graph.picture import SHAPES, Picture, PictureEdge, PictureNode, flow_picture
@@ -503,6 +514,69 @@ def test_the_viewer_of_a_100_step_flow_is_under_200_kb() -> None:
         len(coverage_page([Coverage(graph)], title="hundred").encode()),
     ]
     assert max(sizes) < 200_000, sizes
+
+
+def test_a_long_run_keeps_its_first_and_last_entries_and_the_page_stays_bounded() -> None:
+    flow = load_flow(EXAMPLES / "account_verification.yaml")
+    graph = flow_graph(flow)
+    headers = {f"h{at}": "v" * 5000 for at in range(60)}
+    trace = [
+        {
+            "step": "verify",
+            "type": "http_request",
+            "outcome": f"outcome {order}",
+            "duration_ms": 1.0,
+            "detail": {
+                "request": {"method": "POST", "url": "https://x/" + "a" * 5000, "headers": headers},
+                "status": 200,
+            },
+        }
+        for order in range(1, 1001)
+    ]
+    instructions = [{"action": "say", "step": "balance_due", "text": "t" * 5000}] * 1000
+    text = run_page(graph, trace, status="completed", instructions=instructions)
+    assert len(text.encode()) < 3_000_000
+    page = Page(text)
+    steps = [data for where, data in page.texts if where == "button"]
+    assert len(steps) == FIRST_ENTRIES + LAST_ENTRIES
+    more = 1000 - FIRST_ENTRIES - LAST_ENTRIES
+    assert f"… {more} more trace entries (not shown)" in page.text()
+    assert f"… {more} more host instructions (not shown)" in page.text()
+    assert "1000 trace entries" in page.text() and "1000 host instructions" in page.text()
+    verify = next(n for n in page.data()["pictures"][0]["nodes"] if n["title"] == "verify")
+    headings = [section["heading"] for section in verify["sections"]][:-1]  # then: ways on
+    assert headings[0].startswith("step 1 of") and headings[-1].startswith("step 1000 of")
+    assert len(headings) == FIRST_ENTRIES + LAST_ENTRIES
+    rows = verify["sections"][0]["rows"]
+    assert len(rows) == MAX_ROWS and rows[-1][0] == "…" and rows[-1][1].endswith("more rows")
+    assert all(len(value) <= 2000 for section in verify["sections"] for _, value in section["rows"])
+
+
+def test_svg_coordinates_are_fixed_point_with_one_decimal() -> None:
+    picture = Picture("t", (PictureNode("a", "a", "step"),), ())
+    laid = layout(picture)
+    far = dataclasses.replace(laid.nodes[0], x=8648150.25, y=0.04, width=-0.04)
+    svg = picture_svg(picture, laid=dataclasses.replace(laid, width=12345678.9, nodes=(far,)))
+    numbers = re.findall(r'="(-?[0-9][^"]*)"', svg)
+    numbers = [part for text in numbers for pair in text.split() for part in pair.split(",")]
+    assert numbers and all(re.fullmatch(r"-?\d+(\.\d)?", number) for number in numbers), numbers
+    assert 'width="12345678.9"' in svg and 'x="8648150.2"' in svg and "e+" not in svg
+
+
+def test_the_page_allows_its_own_script_by_its_hash_and_nothing_inline_else() -> None:
+    page = Page(graph_page([flow_picture(flow_graph(load_flow(FLOWS[0])))], title="t"))
+    script = page.scripts[1][1]
+    digest = base64.b64encode(hashlib.sha256(script.encode("utf-8")).digest()).decode()
+    assert f"script-src 'sha256-{digest}'" in CSP
+    assert "unsafe-inline" not in CSP.split("script-src")[1] and "img-src" not in CSP
+
+
+def test_a_steps_duration_shows_once() -> None:
+    flow, trace, instructions, status = account_call()
+    data = Page(run_page(flow_graph(flow), trace, status=status)).data()
+    verify = next(n for n in data["pictures"][0]["nodes"] if n["title"] == "verify")
+    keys = [key for key, _ in verify["sections"][0]["rows"]]
+    assert keys.count("duration") == 1 and "duration_ms" not in keys
 
 
 def test_a_coverage_page_shows_covered_and_missing_edges_with_counts() -> None:

@@ -21,13 +21,13 @@ from __future__ import annotations
 __all__ = [
     "FONT_SIZE",
     "WRAP",
-    "text_width",
-    "wrap_lines",
     "EdgeRoute",
     "GroupBox",
     "Layout",
     "NodeBox",
     "layout",
+    "text_width",
+    "wrap_lines",
 ]
 
 from dataclasses import dataclass

@@ -46,7 +46,10 @@ class Marks:
 
 
 def _number(value: float) -> str:
-    return f"{value:g}"
+    """A coordinate in fixed point, one decimal at most (never an exponent)."""
+    text = f"{value:.1f}"
+    text = text[:-2] if text.endswith(".0") else text
+    return "0" if text == "-0" else text
 
 
 def _points(points: tuple[tuple[float, float], ...]) -> str:
