@@ -16,6 +16,7 @@ import io
 import json
 import re
 from html.parser import HTMLParser
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -269,6 +270,109 @@ def test_any_picture_lays_out_without_overlaps_and_with_edges_touching_their_nod
         assert len(points) >= 2
         assert _inside(points[0], boxes[index[edge.source]]), (edge, route)
         assert _inside(points[-1], boxes[index[edge.target]]), (edge, route)
+
+
+def _crosses(a: tuple[float, float], b: tuple[float, float], box: Any) -> bool:
+    """Whether the segment a-b passes through the inside of ``box`` (its edge excluded)."""
+    x0, y0 = box.x + 0.5, box.y + 0.5
+    x1, y1 = box.x + box.width - 0.5, box.y + box.height - 0.5
+    t0, t1 = 0.0, 1.0  # Liang-Barsky clipping of the segment to the box
+    dx, dy = b[0] - a[0], b[1] - a[1]
+    for p, q in ((-dx, a[0] - x0), (dx, x1 - a[0]), (-dy, a[1] - y0), (dy, y1 - a[1])):
+        if p == 0:
+            if q < 0:
+                return False
+            continue
+        r = q / p
+        if p < 0:
+            t0 = max(t0, r)
+        else:
+            t1 = min(t1, r)
+        if t0 > t1:
+            return False
+    return t1 - t0 > 1e-9
+
+
+def _collinear_overlap(first: Any, second: Any) -> bool:
+    """Whether two segments lie on one line and share more than a point."""
+    (a, b), (c, d) = first, second
+    cross = (b[0] - a[0]) * (d[1] - c[1]) - (b[1] - a[1]) * (d[0] - c[0])
+    across = (b[0] - a[0]) * (c[1] - a[1]) - (b[1] - a[1]) * (c[0] - a[0])
+    if abs(cross) > 1e-6 or abs(across) > 1e-6:
+        return False
+    axis = 0 if abs(b[0] - a[0]) >= abs(b[1] - a[1]) else 1
+    low, high = sorted((a[axis], b[axis]))
+    other_low, other_high = sorted((c[axis], d[axis]))
+    return min(high, other_high) - max(low, other_low) > 0.5
+
+
+def _apart(first: Any, second: Any) -> bool:
+    ax, ay, aw, ah = first
+    bx, by, bw, bh = second
+    return (
+        ax + aw <= bx + 0.11 or bx + bw <= ax + 0.11 or ay + ah <= by + 0.11 or by + bh <= ay + 0.11
+    )
+
+
+def assert_legible(picture: Picture, laid: Layout) -> None:
+    """No edge through a node other than its ends; no two texts (node or edge) overlapping;
+    everything inside the picture; no two edges that share no node drawn along one line."""
+    boxes = [(box.x, box.y, box.width, box.height) for box in laid.nodes]
+    labels = [route.label_box for route in laid.edges if route.label_box is not None]
+    for box in (*boxes, *labels):
+        x, y, w, h = box
+        assert x >= 0 and y >= 0 and x + w <= laid.width + 0.11 and y + h <= laid.height + 0.11
+    for at, label in enumerate(labels):
+        for other in (*boxes, *labels[at + 1 :]):
+            assert _apart(label, other), (label, other)
+    index = {node.key: at for at, node in enumerate(picture.nodes)}
+    segments = []
+    for number, (edge, route) in enumerate(zip(picture.edges, laid.edges, strict=True)):
+        ends = {edge.source, edge.target}
+        mine = list(pairwise(route.points))
+        for x, y in route.points:
+            assert 0 <= x <= laid.width and 0 <= y <= laid.height, (edge, route)
+        for box in laid.nodes:
+            if box.key not in ends:
+                assert not any(_crosses(a, b, box) for a, b in mine), (edge, box, route)
+        segments.append((number, ends, mine))
+        assert edge.source in index and edge.target in index
+    for at, (number, ends, mine) in enumerate(segments):
+        for other, other_ends, theirs in segments[at + 1 :]:
+            if ends & other_ends:
+                continue  # arrows of one node may meet on their way to it
+            for first in mine:
+                for second in theirs:
+                    assert not _collinear_overlap(first, second), (number, other, first, second)
+
+
+@settings(max_examples=150, deadline=None)
+@given(pictures())
+def test_any_picture_is_legible(picture: Picture) -> None:
+    assert_legible(picture, layout(picture))
+
+
+@pytest.mark.parametrize("path", FLOWS, ids=[path.stem for path in FLOWS])
+def test_the_example_flows_are_legible(path: Path) -> None:
+    picture = flow_picture(flow_graph(load_flow(path)))
+    assert_legible(picture, layout(picture))
+
+
+def test_the_example_workflows_are_legible() -> None:
+    from flowlang.automations.workflow import load_workflow
+    from flowlang.graph.workflows import workflow_picture
+
+    workflows = [
+        load_workflow(path) for path in sorted((ROOT / "examples/workflows").glob("*.yaml"))
+    ]
+    picture = workflow_picture(workflows)
+    assert_legible(picture, layout(picture))
+
+
+def test_labels_with_notes_and_a_long_flow_are_legible() -> None:
+    picture = flow_picture(flow_graph(load_flow_text(chained_flow(120), name="long")))
+    notes = {at: ", ".join(str(n) for n in range(at % 9)) for at in range(len(picture.edges))}
+    assert_legible(picture, layout(picture, notes))
 
 
 @settings(max_examples=100, deadline=None)
@@ -572,7 +676,7 @@ def test_the_page_allows_its_own_script_by_its_hash_and_nothing_inline_else() ->
 
 
 def test_a_steps_duration_shows_once() -> None:
-    flow, trace, instructions, status = account_call()
+    flow, trace, _, status = account_call()
     data = Page(run_page(flow_graph(flow), trace, status=status)).data()
     verify = next(n for n in data["pictures"][0]["nodes"] if n["title"] == "verify")
     keys = [key for key, _ in verify["sections"][0]["rows"]]

@@ -13,14 +13,20 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from html import escape
 
-from flowlang.graph.layout import FONT_SIZE, LINE_HEIGHT, EdgeRoute, Layout, NodeBox, layout
-from flowlang.graph.picture import SHAPES, Picture, shorten, visible_text
+from flowlang.graph.layout import (
+    FONT_SIZE,
+    LABEL_LINE,
+    LABEL_PAD,
+    LINE_HEIGHT,
+    EdgeRoute,
+    Layout,
+    NodeBox,
+    layout,
+)
+from flowlang.graph.picture import SHAPES, Picture, visible_text
 
 #: Edge classes that have an arrowhead of their own colour.
 MARKED_EDGES = ("taken", "covered", "uncovered")
-
-#: Longest edge text drawn beside an arrow (all of it is in the arrow's tooltip).
-EDGE_LABEL = 32
 
 
 def clean_text(text: str) -> str:
@@ -112,15 +118,18 @@ def _edge(
         f'<g class="{css}" data-edge="{number}"{flow}>',
         f'<polyline points="{_points(route.points)}" marker-end="url(#{marker})"/>',
     ]
-    x, y = route.label_at
     if label:
         parts.append(f"<title>{xml_text(label)}</title>")
-    if label or note:
-        spans = f"<tspan>{xml_text(shorten(label, EDGE_LABEL))}</tspan>" if label else ""
-        if note:
-            gap = ' dx="4"' if label else ""
-            spans += f'<tspan class="note"{gap}>{xml_text(note)}</tspan>'
-        parts.append(f'<text x="{_number(x + 4)}" y="{_number(y)}">{spans}</text>')
+    if route.label_box is not None and route.label_lines:
+        x, y = route.label_box[0] + LABEL_PAD, route.label_box[1] + LABEL_PAD
+        noted = len(route.label_lines) - 1 if note else len(route.label_lines)
+        spans = "".join(
+            f'<tspan x="{_number(x)}" y="{_number(y + (at + 0.8) * LABEL_LINE)}"'
+            f"{' class=' + chr(34) + 'note' + chr(34) if at >= noted else ''}>"
+            f"{xml_text(line)}</tspan>"
+            for at, line in enumerate(route.label_lines)
+        )
+        parts.append(f"<text>{spans}</text>")
     parts.append("</g>")
     return "".join(parts)
 
@@ -131,7 +140,7 @@ def picture_svg(
     """``picture`` as an ``<svg>`` element (no XML declaration: for inline use in HTML).
     ``number`` makes its marker ids unique in a page; ``marks`` adds classes and notes."""
     marks = marks or Marks()
-    laid = laid or layout(picture)
+    laid = laid or layout(picture, marks.edge_notes)
     ids = f"fl{number}"
     parts = [
         f'<svg class="flowlang-graph" data-picture="{number}" width="{_number(laid.width)}" '
