@@ -6,14 +6,22 @@ The stages of a layered (Sugiyama-style) layout, per group (a workflow; nodes wi
 form the first one), groups side by side:
 
 1. cycles broken by a depth-first search from the first node: its back edges point up;
-2. longest-path layering: a node sits one layer below its lowest predecessor;
-3. edges over a few layers get a chain of dummy nodes (bends); longer ones run down a lane on
-   the right of the group (one lane per target), so the dummies stay linear in the edges;
+2. longest-path layering: a node sits two layers below its lowest predecessor, so that between
+   two layers of nodes lies a layer of bends, where each edge's text sits beside its edge (an
+   item as wide and high as the text: text meets neither a node nor other text);
+3. edges over a few layers get a chain of dummy nodes (bends); longer ones, and those between
+   groups, leave their source through a bend of their own (with their text), run along a row
+   of their own in the gap below it to a lane on the right of the group (one lane per target),
+   and along a row of their own above their target, so the dummies stay linear in the edges;
+   between groups they cross under every group;
 4. a bounded number of barycentric sweeps order each layer;
-5. coordinates: each node near the mean of its neighbours, never overlapping its layer.
+5. coordinates: each item near the mean of its neighbours, never overlapping its layer.
 
-Sizes come from the text: a monospace font of :data:`FONT_SIZE` pixels, lines wrapped at
-:data:`WRAP` characters.
+No edge passes through a node other than its ends: edges cross the gaps between layers, and
+within a layer run through their own bend. A node's loops go round its right side, nested,
+their text beside them, in room the node keeps in its layer. Sizes come from the text
+(:func:`text_width`: a monospace font of :data:`FONT_SIZE` pixels, wide characters two
+columns), lines wrapped at :data:`WRAP` columns; the picture's size holds every box and text.
 """
 
 from __future__ import annotations
