@@ -24,8 +24,7 @@ from test_viewer import FLOWS, HOSTILE, HOSTILE_FLOW, account_call
 
 from flowlang.flow.load import load_flow, load_flow_text
 from flowlang.graph.html import coverage_page, graph_page, run_page
-from flowlang.graph.model import Coverage
-from flowlang.graph.model import flow_graph
+from flowlang.graph.model import Coverage, flow_graph
 from flowlang.graph.picture import flow_picture
 
 CHROMIUM = Path("/usr/bin/chromium")
