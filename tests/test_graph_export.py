@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import html
 import io
 import os
 import re
@@ -93,6 +94,14 @@ HOSTILE = (
     "😀",
     " ",
     "\ufb02\u00b0\u00b060\u00b6\u00df",  # Mermaid's stand-in for an entity code: &#60;
+    "\ufb02\u00b0\u00b035\u00b6\u00df",  # ... which Mermaid decodes twice: &#35; then #
+    "\ufb02\u00b0amp\u00b6\u00df",
+    "fa:fa-car",  # an icon in Mermaid: the text would be lost
+    "fab:fa-github fas:fa-x far:fa-y fal:fa-z fak:fa-w",
+    "\u200b",
+    "\u2060\u00ad\u200e\u200f\u061c",
+    "漢字",
+    "e\u0301",
 )
 #: Step ids that are words or numbers to Mermaid or DOT.
 HOSTILE_IDS = ("node", "graph", "end", "subgraph", "digraph", "strict", "1", "a b", "default")
@@ -136,16 +145,25 @@ _NODE_OPENINGS = ("((", "([", "[/", "(", "{", "[")
 
 
 def decode(quoted: str) -> str:
-    """The text Mermaid shows for a label's quoted text: entity codes, ``<br/>`` lines."""
+    """The text Mermaid shows for a label's quoted text: entity codes, ``<br/>`` lines; then
+    Mermaid's second pass over the SVG it made, where the label's text (escaped as SVG text)
+    has ``ﬂ°°``, ``ﬂ°`` and ``¶ß`` turned into ``&#``, ``&`` and ``;`` and is read as markup
+    again. No icon (``fa:fa-car``) is left to replace the text."""
     assert "style" not in quoted and "classDef" not in quoted, quoted
     lines = quoted.split("<br/>")
     assert not any(char in line for line in lines for char in '"<>&`|$%\\\ufb02\u00b6'), quoted
+    assert not re.search(r"fa[a-z]?:fa-", quoted), quoted
 
     def one(match: re.Match[str]) -> str:
         name = match.group(1)
         return chr(int(name)) if name.isdigit() else _NAMED[name]
 
-    return "\n".join(_ENTITY.sub(one, line) for line in lines)
+    def again(text: str) -> str:
+        markup = html.escape(text, quote=False)
+        markup = markup.replace("\ufb02\u00b0\u00b0", "&#").replace("\ufb02\u00b0", "&")
+        return html.unescape(markup.replace("\u00b6\u00df", ";"))
+
+    return "\n".join(again(_ENTITY.sub(one, line)) for line in lines)
 
 
 def read_string(line: str, start: int) -> tuple[str, int]:
@@ -640,3 +658,65 @@ def test_the_readme_shows_each_example_flow_as_flowlang_graph_draws_it() -> None
         status, drawn = graph(*[str(ROOT / argv[0]), *argv[1:]])
         assert status == 0
         assert chart == drawn, f"the README's picture of {argv[0]} is not the current output"
+
+
+# --- one cleaning rule, measured text, Mermaid's own readings and limits ---------------------
+
+
+def test_invisible_characters_show_visibly_and_alike_in_every_format() -> None:
+    from flowlang.graph.layout import wrap_lines
+    from flowlang.graph.svg import picture_svg
+
+    for hidden in ("\u200b", "\u2060", "\ufeff", "\u00ad", "\u200e", "\u200f", "\u061c"):
+        plain, marked = label_lines("agent"), label_lines(f"agent{hidden}")
+        assert plain != marked and marked == [f"agent\\u{ord(hidden):04x}"]
+        picture = hostile_picture(["agent", f"agent{hidden}"], None)
+        nodes, _, _ = tokenize(to_mermaid(picture))
+        assert list(nodes.values()) == ["agent", marked[0]]
+        assert f'"{marked[0]}"'.replace("\\", "\\\\") in to_dot(picture)
+        assert wrap_lines(f"agent{hidden}") == tuple(marked)
+        assert marked[0] in picture_svg(picture) and hidden not in picture_svg(picture)
+    nul = hostile_picture(["a\x00b"], None)
+    assert tokenize(to_mermaid(nul))[0] == {"n0": "a␀b"}
+    assert '"a␀b"' in to_dot(nul) and "a␀b" in picture_svg(nul)
+
+
+def test_text_is_measured_in_columns_wide_characters_two_combining_marks_none() -> None:
+    from flowlang.graph.layout import CHAR_WIDTH, text_width, wrap_lines
+
+    assert text_width("漢字") == 4 * CHAR_WIDTH == text_width("abcd")
+    assert text_width("😀") == 2 * CHAR_WIDTH
+    assert text_width("e\u0301") == CHAR_WIDTH
+    assert all(text_width(line) <= 28 * CHAR_WIDTH for line in wrap_lines("漢" * 40))
+    assert len(wrap_lines("漢" * 40)) == 3  # 80 columns, 28 a line
+    assert wrap_lines("e\u0301" * 28) == ("e\u0301" * 28,)
+
+
+def test_mermaid_shows_icons_and_its_own_stand_ins_as_text() -> None:
+    for text in (
+        "fa:fa-car",
+        "fak:fa-x y",
+        "\ufb02\u00b0\u00b035\u00b6\u00df",
+        "\ufb02\u00b0x\u00b6",
+    ):
+        picture = hostile_picture([text], None)
+        chart = to_mermaid(picture)
+        assert "fa:fa-" not in chart and "\ufb02" not in chart and "\u00b6" not in chart
+        assert tokenize(chart)[0] == {"n0": text}
+
+
+def test_a_chart_over_mermaids_limits_is_written_with_a_warning(tmp_path: Path) -> None:
+    path = tmp_path / "big.yaml"
+    path.write_text(big_documents.chained_flow(600), encoding="utf-8")
+    result = flowlang("graph", str(path))
+    assert result.returncode == 0
+    chart = result.stdout.decode("utf-8")
+    arrows = len(tokenize(chart)[1])
+    assert arrows > 500 and len(chart) > 50_000
+    warning = result.stderr.decode("utf-8")
+    assert f"{arrows} arrows" in warning and f"{len(chart)} characters" in warning
+    assert "--format dot" in warning and "--format html" in warning
+    small = flowlang("graph", str(FLOWS[0]))
+    assert small.returncode == 0 and small.stderr == b""
+    dot = flowlang("graph", str(path), "--format", "dot")
+    assert dot.returncode == 0 and dot.stderr == b""

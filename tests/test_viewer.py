@@ -9,11 +9,14 @@ The golden layouts are written anew by ``python tests/test_viewer.py`` (then rea
 from __future__ import annotations
 
 import asyncio
+import base64
 import dataclasses
+import hashlib
 import io
 import json
 import re
 from html.parser import HTMLParser
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +28,16 @@ from hypothesis import strategies as st
 import flowlang
 from flowlang.cli import main
 from flowlang.flow.load import load_flow, load_flow_text
-from flowlang.graph.html import CSP, coverage_page, graph_page, json_block, run_page
+from flowlang.graph.html import (
+    CSP,
+    FIRST_ENTRIES,
+    LAST_ENTRIES,
+    MAX_ROWS,
+    coverage_page,
+    graph_page,
+    json_block,
+    run_page,
+)
 from flowlang.graph.layout import Layout, layout
 from flowlang.graph.model import Coverage, flow_graph
 from flowlang.graph.picture import SHAPES, Picture, PictureEdge, PictureNode, flow_picture
@@ -258,6 +270,109 @@ def test_any_picture_lays_out_without_overlaps_and_with_edges_touching_their_nod
         assert len(points) >= 2
         assert _inside(points[0], boxes[index[edge.source]]), (edge, route)
         assert _inside(points[-1], boxes[index[edge.target]]), (edge, route)
+
+
+def _crosses(a: tuple[float, float], b: tuple[float, float], box: Any) -> bool:
+    """Whether the segment a-b passes through the inside of ``box`` (its edge excluded)."""
+    x0, y0 = box.x + 0.5, box.y + 0.5
+    x1, y1 = box.x + box.width - 0.5, box.y + box.height - 0.5
+    t0, t1 = 0.0, 1.0  # Liang-Barsky clipping of the segment to the box
+    dx, dy = b[0] - a[0], b[1] - a[1]
+    for p, q in ((-dx, a[0] - x0), (dx, x1 - a[0]), (-dy, a[1] - y0), (dy, y1 - a[1])):
+        if p == 0:
+            if q < 0:
+                return False
+            continue
+        r = q / p
+        if p < 0:
+            t0 = max(t0, r)
+        else:
+            t1 = min(t1, r)
+        if t0 > t1:
+            return False
+    return t1 - t0 > 1e-9
+
+
+def _collinear_overlap(first: Any, second: Any) -> bool:
+    """Whether two segments lie on one line and share more than a point."""
+    (a, b), (c, d) = first, second
+    cross = (b[0] - a[0]) * (d[1] - c[1]) - (b[1] - a[1]) * (d[0] - c[0])
+    across = (b[0] - a[0]) * (c[1] - a[1]) - (b[1] - a[1]) * (c[0] - a[0])
+    if abs(cross) > 1e-6 or abs(across) > 1e-6:
+        return False
+    axis = 0 if abs(b[0] - a[0]) >= abs(b[1] - a[1]) else 1
+    low, high = sorted((a[axis], b[axis]))
+    other_low, other_high = sorted((c[axis], d[axis]))
+    return min(high, other_high) - max(low, other_low) > 0.5
+
+
+def _apart(first: Any, second: Any) -> bool:
+    ax, ay, aw, ah = first
+    bx, by, bw, bh = second
+    return (
+        ax + aw <= bx + 0.11 or bx + bw <= ax + 0.11 or ay + ah <= by + 0.11 or by + bh <= ay + 0.11
+    )
+
+
+def assert_legible(picture: Picture, laid: Layout) -> None:
+    """No edge through a node other than its ends; no two texts (node or edge) overlapping;
+    everything inside the picture; no two edges that share no node drawn along one line."""
+    boxes = [(box.x, box.y, box.width, box.height) for box in laid.nodes]
+    labels = [route.label_box for route in laid.edges if route.label_box is not None]
+    for box in (*boxes, *labels):
+        x, y, w, h = box
+        assert x >= 0 and y >= 0 and x + w <= laid.width + 0.11 and y + h <= laid.height + 0.11
+    for at, label in enumerate(labels):
+        for other in (*boxes, *labels[at + 1 :]):
+            assert _apart(label, other), (label, other)
+    index = {node.key: at for at, node in enumerate(picture.nodes)}
+    segments = []
+    for number, (edge, route) in enumerate(zip(picture.edges, laid.edges, strict=True)):
+        ends = {edge.source, edge.target}
+        mine = list(pairwise(route.points))
+        for x, y in route.points:
+            assert 0 <= x <= laid.width and 0 <= y <= laid.height, (edge, route)
+        for box in laid.nodes:
+            if box.key not in ends:
+                assert not any(_crosses(a, b, box) for a, b in mine), (edge, box, route)
+        segments.append((number, ends, mine))
+        assert edge.source in index and edge.target in index
+    for at, (number, ends, mine) in enumerate(segments):
+        for other, other_ends, theirs in segments[at + 1 :]:
+            if ends & other_ends:
+                continue  # arrows of one node may meet on their way to it
+            for first in mine:
+                for second in theirs:
+                    assert not _collinear_overlap(first, second), (number, other, first, second)
+
+
+@settings(max_examples=150, deadline=None)
+@given(pictures())
+def test_any_picture_is_legible(picture: Picture) -> None:
+    assert_legible(picture, layout(picture))
+
+
+@pytest.mark.parametrize("path", FLOWS, ids=[path.stem for path in FLOWS])
+def test_the_example_flows_are_legible(path: Path) -> None:
+    picture = flow_picture(flow_graph(load_flow(path)))
+    assert_legible(picture, layout(picture))
+
+
+def test_the_example_workflows_are_legible() -> None:
+    from flowlang.automations.workflow import load_workflow
+    from flowlang.graph.workflows import workflow_picture
+
+    workflows = [
+        load_workflow(path) for path in sorted((ROOT / "examples/workflows").glob("*.yaml"))
+    ]
+    picture = workflow_picture(workflows)
+    assert_legible(picture, layout(picture))
+
+
+def test_labels_with_notes_and_a_long_flow_are_legible() -> None:
+    picture = flow_picture(flow_graph(load_flow_text(chained_flow(120), name="long")))
+    notes = {at: ", ".join(str(n) for n in range(at % 9)) for at in range(len(picture.edges))}
+    assert_legible(picture, layout(picture, notes))
 
 
 @settings(max_examples=100, deadline=None)
@@ -503,6 +618,69 @@ def test_the_viewer_of_a_100_step_flow_is_under_200_kb() -> None:
         len(coverage_page([Coverage(graph)], title="hundred").encode()),
     ]
     assert max(sizes) < 200_000, sizes
+
+
+def test_a_long_run_keeps_its_first_and_last_entries_and_the_page_stays_bounded() -> None:
+    flow = load_flow(EXAMPLES / "account_verification.yaml")
+    graph = flow_graph(flow)
+    headers = {f"h{at}": "v" * 5000 for at in range(60)}
+    trace = [
+        {
+            "step": "verify",
+            "type": "http_request",
+            "outcome": f"outcome {order}",
+            "duration_ms": 1.0,
+            "detail": {
+                "request": {"method": "POST", "url": "https://x/" + "a" * 5000, "headers": headers},
+                "status": 200,
+            },
+        }
+        for order in range(1, 1001)
+    ]
+    instructions = [{"action": "say", "step": "balance_due", "text": "t" * 5000}] * 1000
+    text = run_page(graph, trace, status="completed", instructions=instructions)
+    assert len(text.encode()) < 3_000_000
+    page = Page(text)
+    steps = [data for where, data in page.texts if where == "button"]
+    assert len(steps) == FIRST_ENTRIES + LAST_ENTRIES
+    more = 1000 - FIRST_ENTRIES - LAST_ENTRIES
+    assert f"… {more} more trace entries (not shown)" in page.text()
+    assert f"… {more} more host instructions (not shown)" in page.text()
+    assert "1000 trace entries" in page.text() and "1000 host instructions" in page.text()
+    verify = next(n for n in page.data()["pictures"][0]["nodes"] if n["title"] == "verify")
+    headings = [section["heading"] for section in verify["sections"]][:-1]  # then: ways on
+    assert headings[0].startswith("step 1 of") and headings[-1].startswith("step 1000 of")
+    assert len(headings) == FIRST_ENTRIES + LAST_ENTRIES
+    rows = verify["sections"][0]["rows"]
+    assert len(rows) == MAX_ROWS and rows[-1][0] == "…" and rows[-1][1].endswith("more rows")
+    assert all(len(value) <= 2000 for section in verify["sections"] for _, value in section["rows"])
+
+
+def test_svg_coordinates_are_fixed_point_with_one_decimal() -> None:
+    picture = Picture("t", (PictureNode("a", "a", "step"),), ())
+    laid = layout(picture)
+    far = dataclasses.replace(laid.nodes[0], x=8648150.25, y=0.04, width=-0.04)
+    svg = picture_svg(picture, laid=dataclasses.replace(laid, width=12345678.9, nodes=(far,)))
+    numbers = re.findall(r'="(-?[0-9][^"]*)"', svg)
+    numbers = [part for text in numbers for pair in text.split() for part in pair.split(",")]
+    assert numbers and all(re.fullmatch(r"-?\d+(\.\d)?", number) for number in numbers), numbers
+    assert 'width="12345678.9"' in svg and 'x="8648150.2"' in svg and "e+" not in svg
+
+
+def test_the_page_allows_its_own_script_by_its_hash_and_nothing_inline_else() -> None:
+    page = Page(graph_page([flow_picture(flow_graph(load_flow(FLOWS[0])))], title="t"))
+    script = page.scripts[1][1]
+    digest = base64.b64encode(hashlib.sha256(script.encode("utf-8")).digest()).decode()
+    assert f"script-src 'sha256-{digest}'" in CSP
+    assert "unsafe-inline" not in CSP.split("script-src")[1] and "img-src" not in CSP
+
+
+def test_a_steps_duration_shows_once() -> None:
+    flow, trace, _, status = account_call()
+    data = Page(run_page(flow_graph(flow), trace, status=status)).data()
+    verify = next(n for n in data["pictures"][0]["nodes"] if n["title"] == "verify")
+    keys = [key for key, _ in verify["sections"][0]["rows"]]
+    assert keys.count("duration") == 1 and "duration_ms" not in keys
 
 
 def test_a_coverage_page_shows_covered_and_missing_edges_with_counts() -> None:

@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_viewer import HOSTILE, HOSTILE_FLOW, account_call
+from test_viewer import FLOWS, HOSTILE, HOSTILE_FLOW, account_call
 
-from flowlang.flow.load import load_flow_text
-from flowlang.graph.html import run_page
-from flowlang.graph.model import flow_graph
+from flowlang.flow.load import load_flow, load_flow_text
+from flowlang.graph.html import coverage_page, graph_page, run_page
+from flowlang.graph.model import Coverage, flow_graph
 from flowlang.graph.picture import flow_picture
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -243,3 +243,70 @@ def test_a_hostile_page_runs_no_injected_script_and_loads_nothing(
         page.wait_for_timeout(300)  # a connection, had one been made, would be waiting by now
         with pytest.raises(BlockingIOError):
             listener.accept()
+
+
+#: Every text of every picture on a page as the browser lays it out: per picture, the SVG's
+#: size and the box (getBBox, in the SVG's units) of each node's and each edge's text and of
+#: each node's shape.
+_BOXES = """() => [...document.querySelectorAll("svg.flowlang-graph")].map((svg) => {
+    const box = (element) => { const b = element.getBBox(); return [b.x, b.y, b.width, b.height]; };
+    const view = svg.viewBox.baseVal;
+    return {
+        size: [view.width, view.height],
+        nodes: [...svg.querySelectorAll("g.node")].map((g) => box(g.firstElementChild)),
+        texts: [...svg.querySelectorAll("g.node > text, g[data-edge] > text")].map(
+            (text) => [text.parentElement.hasAttribute("data-edge") ? "edge" : "node", box(text)]),
+    };
+})"""
+
+
+def _overlap(first: list[float], second: list[float]) -> float:
+    """The area two boxes share."""
+    width = min(first[0] + first[2], second[0] + second[2]) - max(first[0], second[0])
+    height = min(first[1] + first[3], second[1] + second[3]) - max(first[1], second[1])
+    return max(0.0, width) * max(0.0, height)
+
+
+def test_every_text_of_every_picture_is_legible_in_the_browser(
+    browser: Browser, tmp_path: Path
+) -> None:
+    """Legible: as Chromium draws the pages (its fonts, its text metrics), no text of a node or
+    an edge overlaps another, no edge's text lies on a node, and all of it is inside its SVG;
+    the page's own script runs (a click opens a detail) under the policy's hash."""
+    flow, trace, instructions, status = account_call()
+    graph = flow_graph(flow)
+    coverage = Coverage(graph)
+    coverage.add(trace)
+    pages = {
+        "graph.html": graph_page(
+            [flow_picture(flow_graph(load_flow(path))) for path in FLOWS], title="examples"
+        ),
+        "run.html": run_page(graph, trace, status=status, instructions=instructions),
+        "coverage.html": coverage_page([coverage], title="coverage"),
+    }
+    checked = 0
+    for name, text in pages.items():
+        target = tmp_path / name
+        target.write_text(text, encoding="utf-8")
+        page, seen = browser.open(target)
+        pictures = page.evaluate(_BOXES)
+        assert pictures, name
+        for picture in pictures:
+            width, height = picture["size"]
+            texts = picture["texts"]
+            assert texts
+            for at, (kind, box) in enumerate(texts):
+                x, y, w, h = box
+                assert w > 0 and h > 0, (name, box)
+                assert x >= -0.5 and y >= -0.5, (name, kind, box)
+                assert x + w <= width + 0.5 and y + h <= height + 0.5, (name, kind, box, width)
+                for other_kind, other in texts[at + 1 :]:
+                    assert _overlap(box, other) < 1.0, (name, kind, box, other_kind, other)
+                if kind == "edge":
+                    for node in picture["nodes"]:
+                        assert _overlap(box, node) < 1.0, (name, box, node)
+                checked += 1
+        page.locator('svg [data-node="1"]').first.click()
+        page.wait_for_selector('#detail[data-shown="0:1"]', timeout=WAIT_MS)
+        assert seen["errors"] == [] and not [t for t in seen["console"] if "Content" in t]
+    assert checked > 100

@@ -28,7 +28,7 @@ from flowlang.flow.model import CompiledFlow
 from flowlang.flow.source import DocumentError
 from flowlang.graph.dot import to_dot
 from flowlang.graph.html import graph_page
-from flowlang.graph.mermaid import to_mermaid
+from flowlang.graph.mermaid import limits_exceeded, to_mermaid
 from flowlang.graph.model import flow_graph
 from flowlang.graph.picture import Picture, flow_picture
 from flowlang.graph.workflows import workflow_picture
@@ -132,6 +132,12 @@ def _graph(arguments: argparse.Namespace, stdout: TextIO, stdin: TextIO) -> int:
         )
     text = _render(arguments.format, pictures_of(flows, workflows))
     _write(text, arguments.output, stdout)
+    over = limits_exceeded(text) if arguments.format == "mermaid" else []
+    if over:
+        sys.stderr.write(
+            f"warning: the chart has {' and '.join(over)}; GitHub and a default Mermaid show "
+            "an error instead of it: use --format dot or --format html\n"
+        )
     return EXIT_OK
 
 

@@ -14,8 +14,21 @@ A Content-Security-Policy lets the page load nothing; the page's data sits in a 
 
 from __future__ import annotations
 
-__all__ = ["CSP", "coverage_page", "graph_page", "json_block", "run_page"]
+__all__ = [
+    "CSP",
+    "FIRST_ENTRIES",
+    "LAST_ENTRIES",
+    "MAX_DATA",
+    "MAX_ROWS",
+    "SCRIPT_HASH",
+    "coverage_page",
+    "graph_page",
+    "json_block",
+    "run_page",
+]
 
+import base64
+import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -27,10 +40,21 @@ from flowlang.graph.page_assets import SCRIPT, STYLE
 from flowlang.graph.picture import Picture, flow_picture
 from flowlang.graph.svg import Marks, clean_text, picture_svg, xml_text
 
-#: The page may load nothing: inline style and script only, images only as data: URLs.
-CSP = "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src data:"
+#: The page may load nothing: its inline style, and its one script, allowed by its hash (no
+#: other script runs, inline or not).
+SCRIPT_HASH = "sha256-" + base64.b64encode(hashlib.sha256(SCRIPT.encode("utf-8")).digest()).decode()
+CSP = f"default-src 'none'; style-src 'unsafe-inline'; script-src '{SCRIPT_HASH}'"
 #: Longest text of one value shown in a step's detail (the rest is cut, with an ellipsis).
 MAX_VALUE = 2000
+#: The trace entries a run page holds: the first and the last ones (between them, a line
+#: says how many more there were); host instructions likewise.
+FIRST_ENTRIES = 100
+LAST_ENTRIES = 20
+#: Bytes of JSON that the rows of a page's step details may take in all (a row after that shows
+#: its value as ``…``): with the entries and instructions kept, a page stays a few megabytes.
+MAX_DATA = 2_000_000
+#: Rows shown of one trace entry or instruction (headers included); the rest are counted.
+MAX_ROWS = 40
 #: Path numbers written beside one edge (a loop taken more often shows the first ones and …).
 MAX_NUMBERS = 6
 
@@ -74,8 +98,19 @@ class _Section:
     heading: str
     rows: Rows = field(default_factory=list)
 
-    def as_data(self) -> dict[str, Any]:
-        return {"heading": _cut(self.heading), "rows": [[_cut(k), _cut(v)] for k, v in self.rows]}
+    def as_data(self, budget: list[int]) -> dict[str, Any]:
+        """The section as the page's data; ``budget`` (one number: bytes of JSON left for the
+        page's rows) is spent, and once it is gone a value shows as ``…``."""
+        rows = []
+        for key, value in self.rows:
+            pair = [_cut(key), _cut(value)]
+            cost = sum(len(json_block(text)) for text in pair)
+            if cost > budget[0]:
+                pair = [pair[0][:200], "…"]
+                cost = len(json_block(pair[0])) + 3
+            budget[0] = max(0, budget[0] - cost)
+            rows.append(pair)
+        return {"heading": _cut(self.heading), "rows": rows}
 
 
 @dataclass
@@ -109,6 +144,7 @@ def _ways_on(picture: Picture) -> dict[int, _Section]:
 def _page(title: str, summary: Sequence[str], shown: Sequence[_Shown], extra: str = "") -> str:
     """The page: header with the summary, one section per picture, the detail panel."""
     sections, pictures = [], []
+    budget = [MAX_DATA]
     for number, item in enumerate(shown):
         picture = item.picture
         svg = picture_svg(picture, number=number, marks=item.marks)
@@ -125,7 +161,7 @@ def _page(title: str, summary: Sequence[str], shown: Sequence[_Shown], extra: st
             nodes.append(
                 {
                     "title": _cut(_node_title(picture, at)),
-                    "sections": [section.as_data() for section in detail],
+                    "sections": [section.as_data(budget) for section in detail],
                 }
             )
         pictures.append({"title": _cut(picture.title), "nodes": nodes})
@@ -196,7 +232,7 @@ _NAMED = {
     "prompt": "prompt",
     "prompt_url": "plays",
 }
-_SKIPPED = frozenset({"request", "why", "rows", "expression", "value", "step"})
+_SKIPPED = frozenset({"request", "why", "rows", "expression", "value", "step", "duration_ms"})
 
 
 def _entry_rows(entry: Mapping[str, Any]) -> Rows:
@@ -240,17 +276,38 @@ def _entry_rows(entry: Mapping[str, Any]) -> Rows:
             rows.append((_shown(key), _shown(value)))
     if raw is not None and not isinstance(raw, Mapping):
         rows.append(("detail", _shown(raw)))
-    return rows
+    return _capped(rows)
+
+
+def _capped(rows: Rows) -> Rows:
+    """At most :data:`MAX_ROWS` rows, the last one counting those left out."""
+    if len(rows) <= MAX_ROWS:
+        return rows
+    return [*rows[: MAX_ROWS - 1], ("…", f"{len(rows) - MAX_ROWS + 1} more rows")]
+
+
+def _kept(count: int) -> tuple[range, range]:
+    """The positions of a run's first and last items that a page holds (of ``count``)."""
+    if count <= FIRST_ENTRIES + LAST_ENTRIES:
+        return range(count), range(count, count)
+    return range(FIRST_ENTRIES), range(count - LAST_ENTRIES, count)
+
+
+def _more(count: int, noun: str) -> str:
+    shown = count - FIRST_ENTRIES - LAST_ENTRIES
+    return f'<li class="more">… {shown} more {noun} (not shown)</li>'
 
 
 def _instruction_rows(instruction: Any) -> tuple[str, str]:
     if isinstance(instruction, Mapping):
-        rest = ", ".join(
+        parts = [
             f"{_shown(key)}={_shown(value)}"
             for key, value in instruction.items()
             if key not in ("action", "step")
-        )
-        return (_shown(instruction.get("action", "instruction")), rest)
+        ]
+        if len(parts) > MAX_ROWS:
+            parts = [*parts[: MAX_ROWS - 1], f"… {len(parts) - MAX_ROWS + 1} more"]
+        return (_shown(instruction.get("action", "instruction")), _cut(", ".join(parts)))
     return ("instruction", _shown(instruction))
 
 
@@ -286,7 +343,11 @@ def run_page(
     edge_classes = dict.fromkeys(numbers, "taken")
     sections: dict[int, list[_Section]] = {}
     steps: list[str] = []
-    for order, entry in enumerate(trace, start=1):
+    first, last = _kept(len(trace))
+    for position in (*first, *last):
+        entry, order = trace[position], position + 1
+        if position == last.start and first.stop < last.start:
+            steps.append(_more(len(trace), "trace entries"))
         step = str(entry.get("step"))
         at = node_of.get(step)
         if at is not None:
@@ -299,8 +360,10 @@ def run_page(
         )
         outcome = xml_text(_shown(entry.get("outcome")))
         steps.append(f'<li>{button} <span class="outcome">{outcome}</span></li>')
+    said_first, said_last = _kept(len(instructions))
+    kept = [instructions[position] for position in (*said_first, *said_last)]
     by_step: dict[str, list[Any]] = {}
-    for instruction in instructions:
+    for instruction in kept:
         owner = instruction.get("step") if isinstance(instruction, Mapping) else None
         by_step.setdefault(str(owner), []).append(instruction)
     for step, items in by_step.items():
@@ -316,9 +379,9 @@ def run_page(
         if node.step is not None
     }
     if trace and status != "ended" and status != "completed":
-        last = node_of.get(str(trace[-1].get("step")))
-        if last is not None:
-            node_classes[last] = "visited stopped"
+        stopped = node_of.get(str(trace[-1].get("step")))
+        if stopped is not None:
+            node_classes[stopped] = "visited stopped"
     start_edges = [at for at, edge in enumerate(picture.edges) if edge.edge is None]
     if trace:
         edge_classes.update(dict.fromkeys(start_edges, "taken"))
@@ -333,16 +396,13 @@ def run_page(
         '<h2>Steps in order</h2><ol class="steps" data-picture="0">' + "".join(steps) + "</ol>"
     )
     if instructions:
-        listing += (
-            '<h2>Host instructions</h2><ul class="instructions">'
-            + "".join(
-                "<li>"
-                + xml_text(": ".join(part for part in _instruction_rows(item) if part))
-                + "</li>"
-                for item in instructions
-            )
-            + "</ul>"
-        )
+        shown = [
+            "<li>" + xml_text(": ".join(part for part in _instruction_rows(item) if part)) + "</li>"
+            for item in kept
+        ]
+        if said_first.stop < said_last.start:
+            shown.insert(said_first.stop, _more(len(instructions), "host instructions"))
+        listing += '<h2>Host instructions</h2><ul class="instructions">' + "".join(shown) + "</ul>"
     return _page(
         title if title is not None else f"{graph.name}: one call",
         summary,

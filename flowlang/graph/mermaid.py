@@ -6,7 +6,8 @@ and in a label every character that Mermaid, the HTML it renders or its preproce
 read is written as an entity code (``#35;`` for ``#``, ``#quot;`` …): ``"`` would close the
 label, ``<``/``>``/``&`` would be HTML, a backtick starts a Markdown string, ``%`` could start a
 comment or an ``%%{init}%%`` directive (read anywhere in the text), ``$$`` math, ``|`` an edge
-text, ``ﬂ`` and ``¶`` Mermaid's own stand-ins for entity codes; and ``style`` or ``classDef``
+text, ``ﬂ`` and ``¶`` Mermaid's own stand-ins for entity codes (which it decodes twice: see
+``_ENTITIES``), ``:`` before ``fa-`` an icon (``fa:fa-car``); and ``style`` or ``classDef``
 (a line holding them loses its last ``;`` in Mermaid's preprocessing) gets a code for its first
 letter. A label is drawn as :func:`~flowlang.graph.picture.label_lines` gives it (one line per
 line, control characters as stand-ins, shortened), its lines joined by ``<br/>``.
@@ -14,7 +15,15 @@ line, control characters as stand-ins, shortened), its lines joined by ``<br/>``
 
 from __future__ import annotations
 
-__all__ = ["LINK_STYLES", "SHAPE_STYLES", "encode_label", "to_mermaid"]
+__all__ = [
+    "LINK_STYLES",
+    "MAX_EDGES",
+    "MAX_TEXT",
+    "SHAPE_STYLES",
+    "encode_label",
+    "limits_exceeded",
+    "to_mermaid",
+]
 
 from collections.abc import Collection, Mapping
 
@@ -34,13 +43,22 @@ _ENTITIES: Mapping[str, str] = {
     "$": "#36;",
     "\\": "#92;",
     # Mermaid stands its entity codes in for these (``ﬂ°°35¶ß``) and turns them back into
-    # HTML entities afterwards: as text they would become ``&`` and ``;``.
-    "\ufb02": "#64258;",
-    "\u00b6": "#182;",
+    # HTML entities twice: in the label, then in the whole SVG it made (where the label's text
+    # is text again). So each is written as the text that the second pass turns into its
+    # entity code (``ﬂ°°64258¶ß``), spelt with entity codes the first pass decodes.
+    "\ufb02": "#64258;°°64258#182;ß",
+    "\u00b6": "#64258;°°182#182;ß",
 }
+#: Mermaid draws ``fa:fa-car`` (and ``fab:``, ``fas:``, ``far:``, ``fal:``, ``fak:`` …) as an
+#: icon, dropping the text: a ``:`` before ``fa-`` is written as its code.
+_ICON = ":fa-"
 #: Words Mermaid's preprocessing reads in a line holding ``:``, ``#`` and ``;`` (it cuts the
 #: line's last ``;``, which ends an entity code): their first letter is written as a code.
 _PREPROCESSED = ("style", "classDef")
+#: What Mermaid draws by default: at most this many arrows (``maxEdges``) and characters of
+#: chart text (``maxTextSize``); a bigger chart shows an error instead.
+MAX_EDGES = 500
+MAX_TEXT = 50_000
 #: The opening and closing brackets of each shape.
 _BRACKETS: Mapping[str, tuple[str, str]] = {
     "step": ("(", ")"),
@@ -76,6 +94,7 @@ def encode_label(label: str) -> str:
     lines = []
     for line in drawn:
         encoded = "".join(_ENTITIES.get(char, char) for char in line)
+        encoded = encoded.replace(_ICON, "#58;" + _ICON[1:])
         for word in _PREPROCESSED:
             encoded = encoded.replace(word, f"#{ord(word[0])};{word[1:]}")
         lines.append(encoded)
@@ -130,3 +149,15 @@ def to_mermaid(
         if links:
             lines.append(f"    linkStyle {','.join(links)} {LINK_STYLES[name]}")
     return "\n".join(lines) + "\n"
+
+
+def limits_exceeded(chart: str) -> list[str]:
+    """What in ``chart`` (a :func:`to_mermaid` text) is over Mermaid's default limits, each as
+    a sentence with the numbers; empty when Mermaid draws it."""
+    over = []  # labels hold no ">" (it is a code): only an arrow line holds "-->"
+    arrows = sum(1 for line in chart.split("\n") if " -->" in line or " -.->" in line)
+    if arrows > MAX_EDGES:
+        over.append(f"{arrows} arrows (Mermaid draws at most {MAX_EDGES}: maxEdges)")
+    if len(chart) > MAX_TEXT:
+        over.append(f"{len(chart)} characters (Mermaid reads at most {MAX_TEXT}: maxTextSize)")
+    return over

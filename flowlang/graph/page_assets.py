@@ -61,6 +61,7 @@ ol.steps .outcome{color:#57606a}
 .group>rect{fill:none;stroke:#d0d7de;stroke-dasharray:3 3}
 .group>text{fill:#57606a;font-weight:bold}
 ul.instructions{margin:4px 0 0;padding-left:20px}
+li.more{color:#57606a;list-style:none}
 """
 
 SCRIPT = """

@@ -17,6 +17,8 @@ __all__ = [
     "label_lines",
     "shorten",
     "source_text",
+    "text_columns",
+    "visible_text",
 ]
 
 import unicodedata
@@ -38,10 +40,6 @@ MAX_LABEL = 80
 MAX_LINES = 4
 #: Longest test of a branch on an arrow, and detail of an action in its box.
 MAX_DETAIL = 60
-#: Characters that may reorder the text around them when shown (bidirectional controls).
-_BIDI_CONTROLS = frozenset(
-    "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
-)
 
 
 @dataclass(frozen=True)
@@ -85,26 +83,54 @@ def shorten(text: str, limit: int = MAX_LABEL) -> str:
 
 def _visible(char: str) -> str:
     """``char``, or a visible stand-in when drawing it could hide or reorder text: a control
-    character as its Unicode control picture (U+2400 …); a lone surrogate, a bidirectional
-    control or a code point Unicode does not assign (this Python's Unicode version) as
-    U+FFFD."""
+    character as its Unicode control picture (U+2400 …: NUL is ``␀``); an invisible format
+    character (category Cf: zero-width space, soft hyphen, byte order mark, the bidirectional
+    controls …) as its escape (``\\u200b``), so ``agent`` and ``agent\\u200b`` look different;
+    a lone surrogate or a code point Unicode does not assign (this Python's Unicode version)
+    as U+FFFD."""
     code = ord(char)
     if code < 0x20:
         return chr(0x2400 + code)
     if code == 0x7F:
         return "\u2421"
     category = unicodedata.category(char)
-    if category in ("Cc", "Cs", "Cn") or char in _BIDI_CONTROLS:
+    if category == "Cf":
+        return f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
+    if category in ("Cc", "Cs", "Cn"):
         return "\ufffd"
     return char
 
 
+def visible_text(text: str, keep: str = "") -> str:
+    """``text`` with every character that could hide or reorder text shown by a stand-in (see
+    :func:`label_lines`); the characters in ``keep`` (say, tab and newline) are left as they
+    are. The one cleaning rule of every picture and page."""
+    text = str(text)
+    if text.isascii() and text.isprintable():  # the common case
+        return text
+    return "".join(char if char in keep else _visible(char) for char in text)
+
+
+def text_columns(text: str) -> int:
+    """How many columns of a monospace font ``text`` takes: wide and full-width characters
+    (East Asian width W or F: CJK, most emoji) two, combining marks none, the rest one."""
+    if text.isascii():
+        return len(text)
+    columns = 0
+    for char in text:
+        if unicodedata.category(char) in ("Mn", "Me") or unicodedata.combining(char):
+            continue
+        columns += 2 if unicodedata.east_asian_width(char) in ("W", "F") else 1
+    return columns
+
+
 def label_lines(label: str) -> list[str]:
-    """The lines a renderer draws for ``label``: its ``\\n``-separated lines, each on one line
-    (other line breaks and runs of blanks are one space), with control characters, lone
-    surrogates and bidirectional controls shown as stand-ins, each cut to :data:`MAX_LABEL`
-    characters and at most :data:`MAX_LINES` lines. Renderers draw exactly these lines and
-    escape them, so that any text shows as itself."""
+    """The lines every renderer draws for ``label`` (Mermaid, DOT and the HTML viewer alike):
+    its ``\\n``-separated lines, each on one line (other line breaks and runs of blanks are one
+    space), with control characters, format characters, lone surrogates and unassigned code
+    points shown as stand-ins (:func:`visible_text`), each cut to :data:`MAX_LABEL` characters
+    and at most :data:`MAX_LINES` lines. Renderers draw exactly these lines (the HTML viewer
+    wraps them, word by word) and escape them, so that any text shows as itself."""
     lines = [
         shorten("".join(_visible(char) if not char.isspace() else " " for char in line))
         for line in str(label).split("\n")

@@ -1,7 +1,7 @@
 """A laid-out picture as inline SVG (for an HTML page): one shape per node, a polyline with an
 arrowhead per edge, failure edges dashed. Every text is XML-escaped, with the characters that
-have no place in a page (control characters, bidirectional controls, lone surrogates) shown as
-U+FFFD; nodes and edges carry their number (``data-node``, ``data-edge``, and ``data-flow-edge``
+could hide or reorder text (control and format characters, lone surrogates) shown by visible
+stand-ins; nodes and edges carry their number (``data-node``, ``data-edge``, and ``data-flow-edge``
 for the flow edge an arrow draws) for the page's script.
 """
 
@@ -13,37 +13,27 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from html import escape
 
-from flowlang.graph.layout import FONT_SIZE, LINE_HEIGHT, EdgeRoute, Layout, NodeBox, layout
-from flowlang.graph.picture import SHAPES, Picture, shorten
+from flowlang.graph.layout import (
+    FONT_SIZE,
+    LABEL_LINE,
+    LABEL_PAD,
+    LINE_HEIGHT,
+    EdgeRoute,
+    Layout,
+    NodeBox,
+    layout,
+)
+from flowlang.graph.picture import SHAPES, Picture, visible_text
 
 #: Edge classes that have an arrowhead of their own colour.
 MARKED_EDGES = ("taken", "covered", "uncovered")
 
-#: Longest edge text drawn beside an arrow (all of it is in the arrow's tooltip).
-EDGE_LABEL = 32
-
-_UNSAFE = dict.fromkeys(
-    (
-        *range(0x00, 0x09),
-        *range(0x0B, 0x20),
-        *range(0x7F, 0xA0),
-        *range(0x202A, 0x202F),
-        *range(0x2066, 0x206A),
-        *range(0xD800, 0xE000),
-        0xFFFE,
-        0xFFFF,
-    ),
-    "\ufffd",
-)
-
 
 def clean_text(text: str) -> str:
-    """``text`` with the characters a page must not hold (control characters but tab and
-    newline, bidirectional controls, lone surrogates, non-characters) as U+FFFD."""
-    text = str(text)
-    if text.isascii() and text.isprintable():  # the common case, without a translation
-        return text
-    return text.translate(_UNSAFE)
+    """``text`` as a page shows it: tab and newline kept, every other character that could hide
+    or reorder text shown by a stand-in (:func:`~flowlang.graph.picture.visible_text`: ``␀``,
+    ``\\u200b`` …), as in every picture."""
+    return visible_text(text, "\t\n")
 
 
 def xml_text(text: str) -> str:
@@ -62,7 +52,10 @@ class Marks:
 
 
 def _number(value: float) -> str:
-    return f"{value:g}"
+    """A coordinate in fixed point, one decimal at most (never an exponent)."""
+    text = f"{value:.1f}"
+    text = text[:-2] if text.endswith(".0") else text
+    return "0" if text == "-0" else text
 
 
 def _points(points: tuple[tuple[float, float], ...]) -> str:
@@ -125,15 +118,18 @@ def _edge(
         f'<g class="{css}" data-edge="{number}"{flow}>',
         f'<polyline points="{_points(route.points)}" marker-end="url(#{marker})"/>',
     ]
-    x, y = route.label_at
     if label:
         parts.append(f"<title>{xml_text(label)}</title>")
-    if label or note:
-        spans = f"<tspan>{xml_text(shorten(label, EDGE_LABEL))}</tspan>" if label else ""
-        if note:
-            gap = ' dx="4"' if label else ""
-            spans += f'<tspan class="note"{gap}>{xml_text(note)}</tspan>'
-        parts.append(f'<text x="{_number(x + 4)}" y="{_number(y)}">{spans}</text>')
+    if route.label_box is not None and route.label_lines:
+        x, y = route.label_box[0] + LABEL_PAD, route.label_box[1] + LABEL_PAD
+        noted = len(route.label_lines) - 1 if note else len(route.label_lines)
+        spans = "".join(
+            f'<tspan x="{_number(x)}" y="{_number(y + (at + 0.8) * LABEL_LINE)}"'
+            f"{' class=' + chr(34) + 'note' + chr(34) if at >= noted else ''}>"
+            f"{xml_text(line)}</tspan>"
+            for at, line in enumerate(route.label_lines)
+        )
+        parts.append(f"<text>{spans}</text>")
     parts.append("</g>")
     return "".join(parts)
 
@@ -144,7 +140,7 @@ def picture_svg(
     """``picture`` as an ``<svg>`` element (no XML declaration: for inline use in HTML).
     ``number`` makes its marker ids unique in a page; ``marks`` adds classes and notes."""
     marks = marks or Marks()
-    laid = laid or layout(picture)
+    laid = laid or layout(picture, marks.edge_notes)
     ids = f"fl{number}"
     parts = [
         f'<svg class="flowlang-graph" data-picture="{number}" width="{_number(laid.width)}" '
