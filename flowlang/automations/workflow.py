@@ -14,6 +14,7 @@ __all__ = [
     "check_unique_names",
     "check_workflow",
     "check_workflow_text",
+    "is_workflow_document",
     "load_workflow",
     "load_workflow_text",
 ]
@@ -58,6 +59,17 @@ _CONDITIONS = "<conditions>"
 _TABLES: Mapping[str, Mapping[str, Field]] = {
     name: {**COMMON_FIELDS, **kind.fields} for name, kind in ACTION_KINDS.items()
 }
+
+
+def is_workflow_document(data: Any) -> bool:
+    """Whether a parsed document is a workflow rather than a flow: it names a ``workflow``, or
+    it has a workflow's ``trigger`` or ``actions`` and none of a flow's ``steps`` or ``start``
+    (a workflow that forgot its name is still checked as a workflow)."""
+    if not isinstance(data, dict):
+        return False
+    if "workflow" in data:
+        return True
+    return ("trigger" in data or "actions" in data) and not ("steps" in data or "start" in data)
 
 
 @dataclass(frozen=True)
@@ -167,10 +179,12 @@ class WorkflowBuilder(StepBuilder):
             return None
         entries: list[tuple[str, Value | FieldTree, Pointer]] = []
         for where, label, item in items:
+            # The key, the format and the value are each checked: one fault hides no other.
             key = item.get("key")
+            sound = True
             if not isinstance(key, (str, int)) or isinstance(key, bool) or str(key) == "":
                 self.error("a value needs a key (text)", where, owner, label)
-                continue
+                sound = False
             fmt = item.get("format", "auto")
             if fmt not in FORMATS:
                 hint = self.hint(fmt, FORMATS)
@@ -180,15 +194,16 @@ class WorkflowBuilder(StepBuilder):
                     owner,
                     label,
                 )
-                continue
+                sound = False
             if "value" not in item:
                 self.error("a value needs a value", where, owner, label)
                 continue
             compiled = self.value(item["value"], (*where, "value"), owner, f"{label}.value")
             if isinstance(compiled, Value):
-                entries.append(
-                    (str(key), Value(Formatted(str(key), fmt, compiled)), (*where, "key"))
-                )
+                if sound:
+                    entries.append(
+                        (str(key), Value(Formatted(str(key), fmt, compiled)), (*where, "key"))
+                    )
             elif compiled is not None:
                 self.error(
                     "a value is text or a scalar, not key/value entries", where, owner, label
@@ -415,8 +430,11 @@ def _actions(
     items = builder.entries(
         data.get("actions"), ("actions",), "<workflow>", "actions", "action", None
     )
-    for index, (where, _, item) in enumerate(items or []):
-        owner = str(item.get("name", f"actions[{where[-1]}]"))
+    for where, _, item in items or []:
+        # The raw place in the list (a template's pointer holds it), not the place among the
+        # maps: an item that is not a map must not shift the later ones.
+        index = int(where[-1])
+        owner = str(item.get("name", f"actions[{index}]"))
         before = len(builder.findings)
         kind, fields, positions = builder.action_fields(owner, item, where)
         kinds[index] = kind

@@ -31,7 +31,7 @@ def check_recording_origin(
     ``https://host[:port]`` text, required with headers. Kept as an origin."""
     template = fields.get("recording_origin")
     if "recording_origin" not in raw:
-        if fields.get("headers"):
+        if raw.get("headers"):  # as written: a header with a fault of its own still counts
             checker.error(
                 "headers for the recording server need recording_origin (the fixed "
                 "https://host they may be sent to)",
