@@ -317,25 +317,40 @@ def _reference_findings(
 
 
 def check_workflow(
-    path: str | os.PathLike[str] | Document, *, engine: Engine | None = None
+    path: str | os.PathLike[str] | Document,
+    *,
+    engine: Engine | None = None,
+    allow_hosts: Iterable[str] = (),
 ) -> tuple[CompiledWorkflow | None, list[Finding]]:
     """Load and check the workflow in file ``path`` (YAML or JSON; a str is always a path);
-    return it (None when it has errors) and every finding."""
-    return _check_workflow(read_document_file(path, keep_duplicates=True), engine or Engine())
+    return it (None when it has errors) and every finding.
+
+    ``allow_hosts``: hosts an endpoint may reach with plain http (the run's ``allow_hosts``);
+    any other ``http://`` endpoint is an error, as in flows."""
+    return _check_workflow(
+        read_document_file(path, keep_duplicates=True), engine or Engine(), allow_hosts
+    )
 
 
 def check_workflow_text(
-    text: str, *, name: str | None = None, engine: Engine | None = None
+    text: str,
+    *,
+    name: str | None = None,
+    engine: Engine | None = None,
+    allow_hosts: Iterable[str] = (),
 ) -> tuple[CompiledWorkflow | None, list[Finding]]:
     """:func:`check_workflow` for a document given as text; ``name`` labels it in messages."""
-    return _check_workflow(read_document_text(text, name, keep_duplicates=True), engine or Engine())
+    return _check_workflow(
+        read_document_text(text, name, keep_duplicates=True), engine or Engine(), allow_hosts
+    )
 
 
 def _check_workflow(
-    document: Document, engine: Engine
+    document: Document, engine: Engine, allow_hosts: Iterable[str]
 ) -> tuple[CompiledWorkflow | None, list[Finding]]:
     """Every check runs, whatever the others found: one fault never hides another."""
     builder = WorkflowBuilder(document, engine)
+    builder.http_hosts = frozenset(host.lower().strip("[]") for host in allow_hosts)
     data = document.data
     if not isinstance(data, dict):
         builder.error(
@@ -363,6 +378,8 @@ def _check_workflow(
             ("trigger",) if "trigger" in data else (),
         )
         trigger = None
+    elif trigger not in TRIGGERS:
+        _unknown_trigger(builder, trigger)
     condition, rows, template = _condition(builder, data)
     actions, names, kinds = _actions(builder, data, trigger)
     references = _reference_findings(builder, trigger, names, kinds, builder.templates)
@@ -391,6 +408,24 @@ def _check_workflow(
     return workflow, findings
 
 
+def _unknown_trigger(builder: WorkflowBuilder, trigger: str) -> None:
+    """A trigger close to a known one is most likely misspelled: a warning with the known one.
+
+    Events are dispatched by their type exactly and an application may send events of its own
+    types, so a trigger that is not known is not an error; one close to a known trigger would
+    never run where that one was meant, and its ``event.properties`` go unchecked."""
+    hint = builder.hint(trigger, TRIGGERS)
+    if hint:
+        builder.warnings.append(
+            Finding(
+                f"trigger {trigger!r} is not a known event type{hint} (the workflow runs only "
+                "on events of exactly this type; its event.properties are not checked)",
+                builder.document.position(("trigger",)),
+                "warning",
+            ).with_caret(builder.document.lines)
+        )
+
+
 def _condition(
     builder: WorkflowBuilder, data: dict[str, Any]
 ) -> tuple[Callable[[Mapping[str, Any]], Any] | None, tuple[Row, ...] | None, Template | None]:
@@ -405,14 +440,23 @@ def _condition(
     if "conditions" in data:
         rows = builder.rows(data["conditions"], ("conditions",), _CONDITIONS, "conditions")
         if rows is not None:
-            condition = compile_rows(rows, builder.engine)
-            if condition is None:  # pragma: no cover - every row form lowers
-                builder.error("these conditions cannot be compiled", ("conditions",))
+            # As a flow's branch: one compiled evaluator, or (a row the core cannot lower,
+            # such as a list holding a template) each row tested on its own, same semantics.
+            condition = compile_rows(rows, builder.engine) or _each_row(rows)
     if "expression" in data:
         template = builder.template(data["expression"], ("expression",), _CONDITIONS, "expression")
         if template is not None:
             condition = template.render
     return (None if both else condition), rows, template
+
+
+def _each_row(rows: tuple[Row, ...]) -> Callable[[Mapping[str, Any]], bool]:
+    """Whether every row holds, each tested on its own (as a flow's branch without a test)."""
+
+    def every_row_holds(scope: Mapping[str, Any]) -> bool:
+        return all(row.holds(scope)[0] for row in rows)
+
+    return every_row_holds
 
 
 def _actions(
@@ -461,21 +505,31 @@ def _actions(
 
 
 def load_workflow(
-    path: str | os.PathLike[str] | Document, *, engine: Engine | None = None
+    path: str | os.PathLike[str] | Document,
+    *,
+    engine: Engine | None = None,
+    allow_hosts: Iterable[str] = (),
 ) -> CompiledWorkflow:
     """Parse, check and compile the workflow in file ``path`` (YAML or JSON; a str is always a
-    path; see :func:`load_workflow_text` for a document's text).
+    path; see :func:`load_workflow_text` for a document's text; ``allow_hosts`` as for
+    :func:`check_workflow`).
 
     Raises FlowDocumentError listing every problem, each with file:line:column.
     """
-    return compiled_or_raise(check_workflow(path, engine=engine))
+    return compiled_or_raise(check_workflow(path, engine=engine, allow_hosts=allow_hosts))
 
 
 def load_workflow_text(
-    text: str, *, name: str | None = None, engine: Engine | None = None
+    text: str,
+    *,
+    name: str | None = None,
+    engine: Engine | None = None,
+    allow_hosts: Iterable[str] = (),
 ) -> CompiledWorkflow:
     """:func:`load_workflow` for a document given as text; ``name`` labels it in messages."""
-    return compiled_or_raise(check_workflow_text(text, name=name, engine=engine))
+    return compiled_or_raise(
+        check_workflow_text(text, name=name, engine=engine, allow_hosts=allow_hosts)
+    )
 
 
 def _where(position: SourcePosition | None) -> str:
