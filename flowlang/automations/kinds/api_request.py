@@ -99,7 +99,7 @@ KIND = ActionKind(
                 "method": {"enum": [*BODYLESS, *(method.lower() for method in BODYLESS)]}
             },
         },
-        "then": {"properties": {"values": False}},
+        "then": {"properties": {"values": {"not": {}}}},
     },
     prepare=prepare,
     interpret=delivered,
