@@ -21,12 +21,34 @@ from flowlang.automations.triggers import TRIGGERS
 from flowlang.expr.syntax import KEYWORDS, NAME_PATTERN
 from flowlang.flow.fields import CONDITION_OPERATORS, Field
 from flowlang.flow.schema import TEXT, annotated, condition_row, field_schema, schema_text
+from flowlang.http_rules import MAX_HEADER_VALUE
 
 SCHEMA_FILE = Path(__file__).with_name("workflow.schema.json")
-#: A value a template or a condition may hold: anything but key/value entries.
-_SCALAR_OR_LIST = {"type": ["string", "number", "boolean", "null", "array"]}
 #: A dotted key (``call.waited``): no empty part.
 _DOTTED_KEY = r"^[^.]+(\.[^.]+)*$"
+#: What a list in a value may hold: scalars, lists, and maps whose keys are dotted keys (the
+#: loader nests them as it nests the entries of a field); ``$defs/listed`` of the schema.
+_LISTED = {
+    "type": ["string", "number", "boolean", "null", "array", "object"],
+    "items": {"$ref": "#/$defs/listed"},
+    "propertyNames": {"pattern": _DOTTED_KEY},
+    "additionalProperties": {"$ref": "#/$defs/listed"},
+}
+#: A value a template or a condition may hold: anything but key/value entries.
+_SCALAR_OR_LIST = {
+    "type": ["string", "number", "boolean", "null", "array"],
+    "items": {"$ref": "#/$defs/listed"},
+}
+#: A header value written as fixed text (no ``<<``): printable ASCII and tab only, as the
+#: loader checks it (flowlang.http_rules.header_value_problem); a template is checked when sent.
+_HEADER_VALUE = {
+    "type": ["string", "number"],
+    "anyOf": [
+        {"type": "number"},
+        {"pattern": "<<"},
+        {"pattern": "^[\t\x20-\x7e]*$", "maxLength": MAX_HEADER_VALUE},
+    ],
+}
 
 
 def _values_schema() -> dict[str, Any]:
@@ -69,7 +91,10 @@ def _action_field_schema(spec: Field, name: str) -> dict[str, Any]:
             },
             spec,
         )
-    return field_schema(spec, name)
+    schema = field_schema(spec, name)
+    if spec.kind == "headers":
+        schema["additionalProperties"] = dict(_HEADER_VALUE)
+    return schema
 
 
 def _condition_schema() -> dict[str, Any]:
@@ -200,6 +225,7 @@ def workflow_schema() -> dict[str, Any]:
         },
         "not": {"required": ["conditions", "expression"]},
         "allOf": _trigger_rules(),
+        "$defs": {"listed": _LISTED},
     }
 
 
