@@ -12,8 +12,8 @@ from typing import Any
 import jsonschema
 import pytest
 from hypothesis import HealthCheck, given, settings
-from hypothesis_jsonschema import from_schema
 from hypothesis import strategies as st
+from hypothesis_jsonschema import from_schema
 from support import load_yaml
 
 import flowlang

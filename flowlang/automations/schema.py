@@ -19,6 +19,7 @@ from flowlang.automations.kinds.base import COMMON_FIELDS
 from flowlang.automations.kinds.registry import ACTION_KINDS
 from flowlang.automations.triggers import TRIGGERS
 from flowlang.expr.syntax import KEYWORDS, NAME_PATTERN
+from flowlang.flow.build import MAX_FIELD_DEPTH
 from flowlang.flow.fields import CONDITION_OPERATORS, Field
 from flowlang.flow.schema import TEXT, annotated, condition_row, field_schema, schema_text
 from flowlang.http_rules import MAX_HEADER_VALUE
@@ -26,6 +27,10 @@ from flowlang.http_rules import MAX_HEADER_VALUE
 SCHEMA_FILE = Path(__file__).with_name("workflow.schema.json")
 #: A dotted key (``call.waited``): no empty part.
 _DOTTED_KEY = r"^[^.]+(\.[^.]+)*$"
+#: The dotted key of a body entry: no empty part, at most MAX_FIELD_DEPTH parts.
+_ENTRY_KEY = rf"^[^.]+(\.[^.]+){{0,{MAX_FIELD_DEPTH - 1}}}$"
+#: An action's name: NAME_PATTERN, whole (``$`` alone lets Python's re take "a\n").
+_ACTION_NAME = f"^{NAME_PATTERN.pattern}$(?!\n)"
 #: What a list in a value may hold: scalars, lists, and maps whose keys are dotted keys (the
 #: loader nests them as it nests the entries of a field); ``$defs/listed`` of the schema.
 _LISTED = {
@@ -58,7 +63,7 @@ def _values_schema() -> dict[str, Any]:
         "required": ["key", "value"],
         "additionalProperties": False,
         "properties": {
-            "key": {"type": ["string", "integer"], "minLength": 1, "pattern": _DOTTED_KEY},
+            "key": {"type": ["string", "integer"], "minLength": 1, "pattern": _ENTRY_KEY},
             "value": dict(_SCALAR_OR_LIST),
             "format": {"enum": list(FORMATS), "default": "auto"},
         },
@@ -73,7 +78,7 @@ def _action_field_schema(spec: Field, name: str) -> dict[str, Any]:
         return annotated(
             {
                 "type": "string",
-                "pattern": f"^{NAME_PATTERN.pattern}$",
+                "pattern": _ACTION_NAME,
                 "not": {"enum": sorted(KEYWORDS)},
             },
             spec,

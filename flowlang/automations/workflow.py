@@ -126,6 +126,9 @@ class WorkflowBuilder(StepBuilder):
             return self.values(raw, where, step_id)
         if spec.kind == "auth":
             return self.auth(raw, where, step_id)
+        if spec.kind == "int" and isinstance(raw, float) and raw.is_integer():
+            # 16000.0 is the whole number 16000 (JSON, and JSON Schema's integer, agree).
+            raw = int(raw)
         return super().field(spec, raw, where, step_id, name)
 
     def action_fields(
