@@ -266,3 +266,46 @@ def test_a_list_value_holding_a_template_is_tested(tags: Any, name: str, expecte
     assert workflow.matches(event) is expected
     scope = {"event": event}
     assert expected is all(row.holds(scope)[0] for row in workflow.rows)
+
+
+@pytest.mark.parametrize(
+    ("url", "allowed", "refused"),
+    [
+        ("http://rec.example.com/<<event.id>>.wav", (), True),
+        ("http://rec.example.com/<<event.id>>.wav", ("rec.example.com",), False),
+        ("HTTP://[::1]:8080/a.wav", ("::1",), False),
+        ("https://rec.example.com/a.wav", (), False),
+        ("gs://recordings/a.wav", (), False),
+        ("http://<<event.properties.host>>/a.wav", (), False),  # the run's guard decides
+    ],
+)
+def test_a_plain_http_recording_url_reaches_allowed_hosts_only(
+    url: str, allowed: tuple[str, ...], refused: bool
+) -> None:
+    text = (
+        "workflow: w\ntrigger: recording.uploaded\nactions:\n"
+        f"  - {{name: a, type: transcribe_recording, recording_url: '{url}'}}\n"
+    )
+    errors = [
+        f.message
+        for f in check_workflow_text(text, allow_hosts=allowed)[1]
+        if f.severity == "error"
+    ]
+    assert [e.split(":", 1)[0] for e in errors] == (
+        [f"plain http to {url[7:].split('/', 1)[0]} is not allowed"] if refused else []
+    )
+
+
+# --- fields read as the schema reads them -----------------------------------------------------
+
+
+def test_a_whole_number_written_with_a_point_is_a_whole_number() -> None:
+    text = (
+        "workflow: w\ntrigger: recording.uploaded\nactions:\n"
+        "  - {name: a, type: transcribe_recording, sample_rate: %s}\n"
+    )
+    (action,) = load_workflow_text(text % "16000.0").actions
+    assert action.fields["sample_rate"] == 16000 and type(action.fields["sample_rate"]) is int
+    assert load_workflow_text(text % "1.6e4").actions[0].fields["sample_rate"] == 16000
+    errors = _errors_at(text % "16000.5")
+    assert len(errors) == 1 and "whole number" in errors[0][1]

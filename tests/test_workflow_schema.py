@@ -339,3 +339,25 @@ def test_what_the_schema_accepts_the_loader_accepts(document: dict[str, Any]) ->
     ]
     unfair = [error for error in errors if not any(word in error for word in _FAIR)]
     assert not unfair, (unfair, document)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "valid"),
+    [
+        ("name", "a", True),
+        ("name", "a\n", False),  # Python's re lets $ match before a final line break
+        ("values", [{"key": ".".join(["a"] * 64), "value": 1}], True),
+        ("values", [{"key": ".".join(["a"] * 65), "value": 1}], False),
+        ("headers", {"X-A": "a\tb"}, True),
+        ("headers", {"X-A": "a\x1fb"}, False),
+        ("headers", {"X-A": "café"}, False),
+        ("headers", {"X-A": "<<event.properties.name>> café"}, True),  # checked when sent
+        ("headers", {"X-A": 5}, True),
+    ],
+)
+def test_schema_refuses_what_the_loader_refuses(field: str, value: Any, valid: bool) -> None:
+    action = {"name": "a", "type": "api_request", "endpoint": "https://crm.example.com/x"}
+    document = {"workflow": "w", "trigger": "call.ended", "actions": [{**action, field: value}]}
+    assert VALIDATOR.is_valid(document) is valid
+    errors = [f for f in check_workflow_text(json.dumps(document))[1] if f.severity == "error"]
+    assert (not errors) is valid, errors

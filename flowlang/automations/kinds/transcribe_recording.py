@@ -62,6 +62,41 @@ def check_recording_origin(
     fields["recording_origin"] = origin
 
 
+def check_recording_url(
+    checker: Checker, fields: dict[str, Any], raw: dict[str, Any], pointer: Pointer, owner: str
+) -> None:
+    """A recording_url written as plain http (its host fixed text) reaches only hosts the run
+    allows, as an endpoint: the recording is fetched through the same guarded sender."""
+    template = fields.get("recording_url")
+    hosts = checker.http_hosts
+    if template is None or hosts is None:
+        return
+    parts = template.tree.parts
+    prefix = parts[0] if parts and isinstance(parts[0], str) else ""
+    if prefix[:7].lower() != "http://":
+        return
+    try:
+        origin = origin_of(prefix)
+    except ValueError:
+        return  # the host is templated or malformed: the run refuses it
+    if origin.host.strip("[]") not in hosts:
+        checker.error(
+            f"plain http to {origin.host} is not allowed: a recording_url must use https:// or "
+            "gs:// (the runtime refuses plain http except to hosts it is told to allow)",
+            (*pointer, "recording_url"),
+            owner,
+            "recording_url",
+        )
+
+
+def check_transcription(
+    checker: Checker, fields: dict[str, Any], raw: dict[str, Any], pointer: Pointer, owner: str
+) -> None:
+    """recording_origin with headers, and where a plain http recording_url may go."""
+    check_recording_origin(checker, fields, raw, pointer, owner)
+    check_recording_url(checker, fields, raw, pointer, owner)
+
+
 async def perform(
     action: Action, scope: Mapping[str, Any], context: AttemptContext
 ) -> tuple[str, Any, str | None, HttpResult | None]:
@@ -126,7 +161,7 @@ KIND = ActionKind(
         ),
     },
     secret_fields=("headers",),
-    check=check_recording_origin,
+    check=check_transcription,
     schema_rules={
         "if": {"required": ["headers"], "properties": {"headers": {"minProperties": 1}}},
         "then": {"required": ["recording_origin"]},
