@@ -434,7 +434,9 @@ def test_a_second_replay_of_one_file_is_refused_and_appends_go_on(tmp_path: Path
     request is the only one; an append (what automate does) is not held up meanwhile."""
     dead = tmp_path / "dead.jsonl"
     with serve(trustme.CA(), tls=False) as server:
-        workflow = load_workflow_text(SCRIPTED.replace("{port}", str(server.port)))
+        workflow = load_workflow_text(
+            SCRIPTED.replace("{port}", str(server.port)), allow_hosts=["127.0.0.1"]
+        )
 
         class Refusing:
             async def send(self, request: PreparedRequest, **_: Any) -> HttpResult:

@@ -63,6 +63,10 @@ USES: dict[str, tuple[str, ...]] = {
     # and jsonschema with search)
     r"^\s*[0-9]+(\.[0-9]+)?(\s*(ms|s))?\s*$": ("search",),
     r"^[^.]+(\.[^.]+)*$": ("search",),
+    r"^[^.]+(\.[^.]+){0,63}$": ("search",),  # a body entry's key, at most 64 parts
+    "^[A-Za-z_][A-Za-z0-9_-]*$(?!\n)": ("search",),  # an action's name, whole
+    "<<": ("search",),  # a header value holding a template
+    "^[\t\x20-\x7e]*$": ("search",),  # a header value as fixed text
     r"^[0-9*#]?$": ("search",),
     # flowlang/kinds/schedules.py (business_hours intervals and exception dates, schema only)
     r"^([01][0-9]|2[0-3]):[0-5][0-9]-(([01][0-9]|2[0-3]):[0-5][0-9]|24:00)$": ("search",),

@@ -16,6 +16,7 @@ from support import load_yaml
 
 from flowlang.automations import check_workflow, check_workflow_text, load_workflow_text
 from flowlang.automations.providers import Providers
+from flowlang.automations.workflow import is_workflow_document
 from flowlang.cli import main
 
 PLANTED = Path(__file__).parent / "flow_cases" / "planted_workflows"
@@ -180,3 +181,133 @@ def test_thousands_of_faults_are_each_reported_once_in_order() -> None:
     assert [line for line, _ in errors] == [4 + index // 2 for index in range(2 * count)]
     assert all("GET request has no body" in message for message in [m for _, m in errors][::2])
     assert all("unknown field 'timout'" in message for message in [m for _, m in errors][1::2])
+
+
+# --- flows and workflows told apart by their keys ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("data", "workflow"),
+    [
+        ({"workflow": "w"}, True),
+        ({"workflow": None, "steps": {}}, True),
+        ({"trigger": "call.ended"}, True),
+        ({"actions": []}, True),
+        ({"trigger": "call.ended", "steps": {}}, False),
+        ({"actions": [], "start": "a"}, False),
+        ({"flow": "f", "start": "a", "steps": {}}, False),
+        ({}, False),
+        (["workflow"], False),
+        ("workflow: w", False),
+    ],
+)
+def test_workflow_documents_are_told_by_their_keys(data: Any, workflow: bool) -> None:
+    assert is_workflow_document(data) is workflow
+
+
+def test_a_nameless_workflow_is_checked_as_a_workflow() -> None:
+    out = io.StringIO()
+    text = "trigger: call.ended\nactions:\n  - {name: a, type: slack_notification, token: t, channel: c}\n"
+    assert main(["check", "--format", "json", "-"], stdout=out, stdin=io.StringIO(text)) == 1
+    messages = [f["message"] for f in json.loads(out.getvalue())["findings"]]
+    assert messages == [
+        "a workflow needs a name: workflow: <name>",
+        "a slack_notification action needs text",
+    ]
+
+
+# --- plain http endpoints: only to the hosts a run allows -------------------------------------
+
+_HTTP = (
+    "workflow: w\ntrigger: call.ended\nactions:\n"
+    "  - {name: a, type: api_request, endpoint: 'http://127.0.0.1:8080/x/<<event.id>>'}\n"
+)
+
+
+def test_a_plain_http_endpoint_is_an_error_unless_its_host_is_allowed() -> None:
+    workflow, findings = check_workflow_text(_HTTP)
+    assert workflow is None
+    (finding,) = findings
+    assert finding.message.startswith("plain http to 127.0.0.1 is not allowed")
+    assert (finding.position.line, finding.position.column) == (4, 45)
+    allowed, findings = check_workflow_text(_HTTP, allow_hosts=["127.0.0.1"])
+    assert allowed is not None and findings == []
+    assert check_workflow_text(_HTTP, allow_hosts=["crm.example.com"])[0] is None
+
+
+def test_automate_checks_endpoints_against_its_allowed_hosts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "w.yaml").write_text(_HTTP, encoding="utf-8")
+    (tmp_path / "events.jsonl").write_text("", encoding="utf-8")
+    argv = ["automate", str(tmp_path / "w.yaml"), "--events", str(tmp_path / "events.jsonl")]
+    argv += ["--journal", str(tmp_path / "journal.jsonl")]
+    argv += ["--dead-letter", str(tmp_path / "dead.jsonl")]
+    assert main(argv, stdout=io.StringIO()) == 2
+    err = capsys.readouterr().err
+    assert "plain http to 127.0.0.1 is not allowed" in err and "Traceback" not in err
+    assert main([*argv, "--allow-host", "127.0.0.1"], stdout=io.StringIO()) == 0
+
+
+# --- conditions the core cannot lower are tested row by row, as in flows ----------------------
+
+
+@pytest.mark.parametrize(
+    ("tags", "name", "expected"),
+    [(["Bob", "vip"], "Bob", True), (["Bob", "vip"], "Al", False), ([], "Bob", False)],
+)
+def test_a_list_value_holding_a_template_is_tested(tags: Any, name: str, expected: bool) -> None:
+    workflow = load_workflow_text(
+        "workflow: w\ntrigger: call.ended\nconditions:\n"
+        "  - {property: '<<event.properties.tags>>', operator: is_not_empty}\n"
+        "  - {property: '<<event.properties.tags>>', operator: equals, "
+        "value: ['<<event.properties.name>>', vip]}\n"
+        "actions:\n  - {name: a, type: slack_notification, token: t, channel: c, text: hi}\n"
+    )
+    event = {"id": "e", "type": "call.ended", "properties": {"tags": tags, "name": name}}
+    assert workflow.matches(event) is expected
+    scope = {"event": event}
+    assert expected is all(row.holds(scope)[0] for row in workflow.rows)
+
+
+@pytest.mark.parametrize(
+    ("url", "allowed", "refused"),
+    [
+        ("http://rec.example.com/<<event.id>>.wav", (), True),
+        ("http://rec.example.com/<<event.id>>.wav", ("rec.example.com",), False),
+        ("HTTP://[::1]:8080/a.wav", ("::1",), False),
+        ("https://rec.example.com/a.wav", (), False),
+        ("gs://recordings/a.wav", (), False),
+        ("http://<<event.properties.host>>/a.wav", (), False),  # the run's guard decides
+    ],
+)
+def test_a_plain_http_recording_url_reaches_allowed_hosts_only(
+    url: str, allowed: tuple[str, ...], refused: bool
+) -> None:
+    text = (
+        "workflow: w\ntrigger: recording.uploaded\nactions:\n"
+        f"  - {{name: a, type: transcribe_recording, recording_url: '{url}'}}\n"
+    )
+    errors = [
+        f.message
+        for f in check_workflow_text(text, allow_hosts=allowed)[1]
+        if f.severity == "error"
+    ]
+    assert [e.split(":", 1)[0] for e in errors] == (
+        [f"plain http to {url[7:].split('/', 1)[0]} is not allowed"] if refused else []
+    )
+
+
+# --- fields read as the schema reads them -----------------------------------------------------
+
+
+def test_a_whole_number_written_with_a_point_is_a_whole_number() -> None:
+    text = (
+        "workflow: w\ntrigger: recording.uploaded\nactions:\n"
+        "  - {name: a, type: transcribe_recording, sample_rate: %s}\n"
+    )
+    (action,) = load_workflow_text(text % "16000.0").actions
+    assert action.fields["sample_rate"] == 16000 and type(action.fields["sample_rate"]) is int
+    assert load_workflow_text(text % "1.6e4").actions[0].fields["sample_rate"] == 16000
+    errors = _errors_at(text % "16000.5")
+    assert len(errors) == 1 and "whole number" in errors[0][1]

@@ -733,7 +733,8 @@ class Automations:
         if not isinstance(results, dict):
             raise ValueError("its results are not an object")
         event = check_event(record.get("event"), self.settings.max_event_depth, MAX_RECORD_BYTES)
-        workflow = load_workflow_text(source, name=filename)
+        # Plain http endpoints reach the hosts this run allows, as when the workflow loaded.
+        workflow = load_workflow_text(source, name=filename, allow_hosts=self.settings.allow_hosts)
         names = [action.id for action in workflow.actions]
         if action_name not in names:
             raise ValueError(f"its workflow has no action {action_name!r}")

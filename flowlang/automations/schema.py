@@ -19,14 +19,41 @@ from flowlang.automations.kinds.base import COMMON_FIELDS
 from flowlang.automations.kinds.registry import ACTION_KINDS
 from flowlang.automations.triggers import TRIGGERS
 from flowlang.expr.syntax import KEYWORDS, NAME_PATTERN
+from flowlang.flow.build import MAX_FIELD_DEPTH
 from flowlang.flow.fields import CONDITION_OPERATORS, Field
 from flowlang.flow.schema import TEXT, annotated, condition_row, field_schema, schema_text
+from flowlang.http_rules import MAX_HEADER_VALUE
 
 SCHEMA_FILE = Path(__file__).with_name("workflow.schema.json")
-#: A value a template or a condition may hold: anything but key/value entries.
-_SCALAR_OR_LIST = {"type": ["string", "number", "boolean", "null", "array"]}
 #: A dotted key (``call.waited``): no empty part.
 _DOTTED_KEY = r"^[^.]+(\.[^.]+)*$"
+#: The dotted key of a body entry: no empty part, at most MAX_FIELD_DEPTH parts.
+_ENTRY_KEY = rf"^[^.]+(\.[^.]+){{0,{MAX_FIELD_DEPTH - 1}}}$"
+#: An action's name: NAME_PATTERN, whole (``$`` alone lets Python's re take "a\n").
+_ACTION_NAME = f"^{NAME_PATTERN.pattern}$(?!\n)"
+#: What a list in a value may hold: scalars, lists, and maps whose keys are dotted keys (the
+#: loader nests them as it nests the entries of a field); ``$defs/listed`` of the schema.
+_LISTED = {
+    "type": ["string", "number", "boolean", "null", "array", "object"],
+    "items": {"$ref": "#/$defs/listed"},
+    "propertyNames": {"pattern": _DOTTED_KEY},
+    "additionalProperties": {"$ref": "#/$defs/listed"},
+}
+#: A value a template or a condition may hold: anything but key/value entries.
+_SCALAR_OR_LIST = {
+    "type": ["string", "number", "boolean", "null", "array"],
+    "items": {"$ref": "#/$defs/listed"},
+}
+#: A header value written as fixed text (no ``<<``): printable ASCII and tab only, as the
+#: loader checks it (flowlang.http_rules.header_value_problem); a template is checked when sent.
+_HEADER_VALUE = {
+    "type": ["string", "number"],
+    "anyOf": [
+        {"type": "number"},
+        {"pattern": "<<"},
+        {"pattern": "^[\t\x20-\x7e]*$", "maxLength": MAX_HEADER_VALUE},
+    ],
+}
 
 
 def _values_schema() -> dict[str, Any]:
@@ -36,7 +63,7 @@ def _values_schema() -> dict[str, Any]:
         "required": ["key", "value"],
         "additionalProperties": False,
         "properties": {
-            "key": {"type": ["string", "integer"], "minLength": 1, "pattern": _DOTTED_KEY},
+            "key": {"type": ["string", "integer"], "minLength": 1, "pattern": _ENTRY_KEY},
             "value": dict(_SCALAR_OR_LIST),
             "format": {"enum": list(FORMATS), "default": "auto"},
         },
@@ -51,7 +78,7 @@ def _action_field_schema(spec: Field, name: str) -> dict[str, Any]:
         return annotated(
             {
                 "type": "string",
-                "pattern": f"^{NAME_PATTERN.pattern}$",
+                "pattern": _ACTION_NAME,
                 "not": {"enum": sorted(KEYWORDS)},
             },
             spec,
@@ -69,7 +96,10 @@ def _action_field_schema(spec: Field, name: str) -> dict[str, Any]:
             },
             spec,
         )
-    return field_schema(spec, name)
+    schema = field_schema(spec, name)
+    if spec.kind == "headers":
+        schema["additionalProperties"] = dict(_HEADER_VALUE)
+    return schema
 
 
 def _condition_schema() -> dict[str, Any]:
@@ -200,6 +230,7 @@ def workflow_schema() -> dict[str, Any]:
         },
         "not": {"required": ["conditions", "expression"]},
         "allOf": _trigger_rules(),
+        "$defs": {"listed": _LISTED},
     }
 
 

@@ -14,6 +14,7 @@ __all__ = [
     "check_unique_names",
     "check_workflow",
     "check_workflow_text",
+    "is_workflow_document",
     "load_workflow",
     "load_workflow_text",
 ]
@@ -58,6 +59,17 @@ _CONDITIONS = "<conditions>"
 _TABLES: Mapping[str, Mapping[str, Field]] = {
     name: {**COMMON_FIELDS, **kind.fields} for name, kind in ACTION_KINDS.items()
 }
+
+
+def is_workflow_document(data: Any) -> bool:
+    """Whether a parsed document is a workflow rather than a flow: it names a ``workflow``, or
+    it has a workflow's ``trigger`` or ``actions`` and none of a flow's ``steps`` or ``start``
+    (a workflow that forgot its name is still checked as a workflow)."""
+    if not isinstance(data, dict):
+        return False
+    if "workflow" in data:
+        return True
+    return ("trigger" in data or "actions" in data) and not ("steps" in data or "start" in data)
 
 
 @dataclass(frozen=True)
@@ -114,6 +126,9 @@ class WorkflowBuilder(StepBuilder):
             return self.values(raw, where, step_id)
         if spec.kind == "auth":
             return self.auth(raw, where, step_id)
+        if spec.kind == "int" and isinstance(raw, float) and raw.is_integer():
+            # 16000.0 is the whole number 16000 (JSON, and JSON Schema's integer, agree).
+            raw = int(raw)
         return super().field(spec, raw, where, step_id, name)
 
     def action_fields(
@@ -167,10 +182,12 @@ class WorkflowBuilder(StepBuilder):
             return None
         entries: list[tuple[str, Value | FieldTree, Pointer]] = []
         for where, label, item in items:
+            # The key, the format and the value are each checked: one fault hides no other.
             key = item.get("key")
+            sound = True
             if not isinstance(key, (str, int)) or isinstance(key, bool) or str(key) == "":
                 self.error("a value needs a key (text)", where, owner, label)
-                continue
+                sound = False
             fmt = item.get("format", "auto")
             if fmt not in FORMATS:
                 hint = self.hint(fmt, FORMATS)
@@ -180,15 +197,16 @@ class WorkflowBuilder(StepBuilder):
                     owner,
                     label,
                 )
-                continue
+                sound = False
             if "value" not in item:
                 self.error("a value needs a value", where, owner, label)
                 continue
             compiled = self.value(item["value"], (*where, "value"), owner, f"{label}.value")
             if isinstance(compiled, Value):
-                entries.append(
-                    (str(key), Value(Formatted(str(key), fmt, compiled)), (*where, "key"))
-                )
+                if sound:
+                    entries.append(
+                        (str(key), Value(Formatted(str(key), fmt, compiled)), (*where, "key"))
+                    )
             elif compiled is not None:
                 self.error(
                     "a value is text or a scalar, not key/value entries", where, owner, label
@@ -226,6 +244,17 @@ def _secret_problem(kind: ActionKind | None, field: str) -> tuple[str, str] | No
         else "in the fields that go to a provider"
     )
     return f"secrets may only be used where the provider needs them ({where})", "error"
+
+
+def _kind(value: Any) -> str:
+    """``null``, ``a boolean``, ``a number``, ``a list`` or ``key/value entries``."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    return "a list" if isinstance(value, list) else "key/value entries"
 
 
 def _a(*words: str) -> str:
@@ -302,25 +331,40 @@ def _reference_findings(
 
 
 def check_workflow(
-    path: str | os.PathLike[str] | Document, *, engine: Engine | None = None
+    path: str | os.PathLike[str] | Document,
+    *,
+    engine: Engine | None = None,
+    allow_hosts: Iterable[str] = (),
 ) -> tuple[CompiledWorkflow | None, list[Finding]]:
     """Load and check the workflow in file ``path`` (YAML or JSON; a str is always a path);
-    return it (None when it has errors) and every finding."""
-    return _check_workflow(read_document_file(path, keep_duplicates=True), engine or Engine())
+    return it (None when it has errors) and every finding.
+
+    ``allow_hosts``: hosts an endpoint may reach with plain http (the run's ``allow_hosts``);
+    any other ``http://`` endpoint is an error, as in flows."""
+    return _check_workflow(
+        read_document_file(path, keep_duplicates=True), engine or Engine(), allow_hosts
+    )
 
 
 def check_workflow_text(
-    text: str, *, name: str | None = None, engine: Engine | None = None
+    text: str,
+    *,
+    name: str | None = None,
+    engine: Engine | None = None,
+    allow_hosts: Iterable[str] = (),
 ) -> tuple[CompiledWorkflow | None, list[Finding]]:
     """:func:`check_workflow` for a document given as text; ``name`` labels it in messages."""
-    return _check_workflow(read_document_text(text, name, keep_duplicates=True), engine or Engine())
+    return _check_workflow(
+        read_document_text(text, name, keep_duplicates=True), engine or Engine(), allow_hosts
+    )
 
 
 def _check_workflow(
-    document: Document, engine: Engine
+    document: Document, engine: Engine, allow_hosts: Iterable[str]
 ) -> tuple[CompiledWorkflow | None, list[Finding]]:
     """Every check runs, whatever the others found: one fault never hides another."""
     builder = WorkflowBuilder(document, engine)
+    builder.http_hosts = frozenset(host.lower().strip("[]") for host in allow_hosts)
     data = document.data
     if not isinstance(data, dict):
         builder.error(
@@ -341,6 +385,8 @@ def _check_workflow(
         builder.error(
             "a workflow needs a name: workflow: <name>", ("workflow",) if "workflow" in data else ()
         )
+    if "description" in data and not isinstance(data["description"], str):
+        builder.error(f"a description is text, not {_kind(data['description'])}", ("description",))
     trigger = data.get("trigger")
     if not isinstance(trigger, str) or not trigger:
         builder.error(
@@ -348,6 +394,8 @@ def _check_workflow(
             ("trigger",) if "trigger" in data else (),
         )
         trigger = None
+    elif trigger not in TRIGGERS:
+        _unknown_trigger(builder, trigger)
     condition, rows, template = _condition(builder, data)
     actions, names, kinds = _actions(builder, data, trigger)
     references = _reference_findings(builder, trigger, names, kinds, builder.templates)
@@ -376,6 +424,24 @@ def _check_workflow(
     return workflow, findings
 
 
+def _unknown_trigger(builder: WorkflowBuilder, trigger: str) -> None:
+    """A trigger close to a known one is most likely misspelled: a warning with the known one.
+
+    Events are dispatched by their type exactly and an application may send events of its own
+    types, so a trigger that is not known is not an error; one close to a known trigger would
+    never run where that one was meant, and its ``event.properties`` go unchecked."""
+    hint = builder.hint(trigger, TRIGGERS)
+    if hint:
+        builder.warnings.append(
+            Finding(
+                f"trigger {trigger!r} is not a known event type{hint} (the workflow runs only "
+                "on events of exactly this type; its event.properties are not checked)",
+                builder.document.position(("trigger",)),
+                "warning",
+            ).with_caret(builder.document.lines)
+        )
+
+
 def _condition(
     builder: WorkflowBuilder, data: dict[str, Any]
 ) -> tuple[Callable[[Mapping[str, Any]], Any] | None, tuple[Row, ...] | None, Template | None]:
@@ -390,14 +456,23 @@ def _condition(
     if "conditions" in data:
         rows = builder.rows(data["conditions"], ("conditions",), _CONDITIONS, "conditions")
         if rows is not None:
-            condition = compile_rows(rows, builder.engine)
-            if condition is None:  # pragma: no cover - every row form lowers
-                builder.error("these conditions cannot be compiled", ("conditions",))
+            # As a flow's branch: one compiled evaluator, or (a row the core cannot lower,
+            # such as a list holding a template) each row tested on its own, same semantics.
+            condition = compile_rows(rows, builder.engine) or _each_row(rows)
     if "expression" in data:
         template = builder.template(data["expression"], ("expression",), _CONDITIONS, "expression")
         if template is not None:
             condition = template.render
     return (None if both else condition), rows, template
+
+
+def _each_row(rows: tuple[Row, ...]) -> Callable[[Mapping[str, Any]], bool]:
+    """Whether every row holds, each tested on its own (as a flow's branch without a test)."""
+
+    def every_row_holds(scope: Mapping[str, Any]) -> bool:
+        return all(row.holds(scope)[0] for row in rows)
+
+    return every_row_holds
 
 
 def _actions(
@@ -415,8 +490,11 @@ def _actions(
     items = builder.entries(
         data.get("actions"), ("actions",), "<workflow>", "actions", "action", None
     )
-    for index, (where, _, item) in enumerate(items or []):
-        owner = str(item.get("name", f"actions[{where[-1]}]"))
+    for where, _, item in items or []:
+        # The raw place in the list (a template's pointer holds it), not the place among the
+        # maps: an item that is not a map must not shift the later ones.
+        index = int(where[-1])
+        owner = str(item.get("name", f"actions[{index}]"))
         before = len(builder.findings)
         kind, fields, positions = builder.action_fields(owner, item, where)
         kinds[index] = kind
@@ -443,21 +521,31 @@ def _actions(
 
 
 def load_workflow(
-    path: str | os.PathLike[str] | Document, *, engine: Engine | None = None
+    path: str | os.PathLike[str] | Document,
+    *,
+    engine: Engine | None = None,
+    allow_hosts: Iterable[str] = (),
 ) -> CompiledWorkflow:
     """Parse, check and compile the workflow in file ``path`` (YAML or JSON; a str is always a
-    path; see :func:`load_workflow_text` for a document's text).
+    path; see :func:`load_workflow_text` for a document's text; ``allow_hosts`` as for
+    :func:`check_workflow`).
 
     Raises FlowDocumentError listing every problem, each with file:line:column.
     """
-    return compiled_or_raise(check_workflow(path, engine=engine))
+    return compiled_or_raise(check_workflow(path, engine=engine, allow_hosts=allow_hosts))
 
 
 def load_workflow_text(
-    text: str, *, name: str | None = None, engine: Engine | None = None
+    text: str,
+    *,
+    name: str | None = None,
+    engine: Engine | None = None,
+    allow_hosts: Iterable[str] = (),
 ) -> CompiledWorkflow:
     """:func:`load_workflow` for a document given as text; ``name`` labels it in messages."""
-    return compiled_or_raise(check_workflow_text(text, name=name, engine=engine))
+    return compiled_or_raise(
+        check_workflow_text(text, name=name, engine=engine, allow_hosts=allow_hosts)
+    )
 
 
 def _where(position: SourcePosition | None) -> str:

@@ -185,17 +185,17 @@ def _warn_shown(redactor: Redactor, message: str, progress: Progress | None = No
     _warn(printable(str(shown_error(redactor, message)), one_line=True), progress)
 
 
-def _load_workflows(names: list[str]) -> list[Any]:
+def _load_workflows(names: list[str], allow_hosts: list[str]) -> list[Any]:
     """The workflows of the files named (FlowDocumentError when one has errors, or when two
-    share a name)."""
-    workflows = [load_workflow(name) for name in names]
+    share a name); a plain http endpoint is an error unless its host is in ``allow_hosts``."""
+    workflows = [load_workflow(name, allow_hosts=allow_hosts) for name in names]
     check_unique_names(workflows)
     return workflows
 
 
 async def _automate(arguments: argparse.Namespace, out: TextIO, stdin: TextIO) -> int:
     try:
-        workflows = _load_workflows(arguments.workflows)
+        workflows = _load_workflows(arguments.workflows, arguments.allow_host)
     except FlowDocumentError as error:
         _warn(f"the workflows have errors:\n\n{error}")
         return EXIT_BAD_INPUT

@@ -76,7 +76,8 @@ def _add_network_options(parser: argparse.ArgumentParser) -> None:
         default=[],
         metavar="HOST",
         help="let actions reach HOST (a name or IP, exactly) even at a private or loopback "
-        "address, and over plain http (repeatable; for tests and local demos)",
+        "address, and over plain http: the workflows' http:// endpoints are checked against it "
+        "when they load (repeatable; for tests and local demos)",
     )
     parser.add_argument(
         "--ca-file",

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from flowlang.automations import check_workflow
+from flowlang.automations.workflow import is_workflow_document
 from flowlang.cli.inputs import (
     EXIT_BAD_INPUT,
     EXIT_FAILED,
@@ -47,15 +48,15 @@ _INPUT_KINDS = " and ".join(name for name, kind in STEP_KINDS.items() if kind.ta
 def check_document(
     path: Path, text: str | None = None, engine: Engine | None = None
 ) -> tuple[object, list[Finding]]:
-    """Check a flow or a workflow document (a workflow has a top-level ``workflow`` key);
-    the file (or ``text``, read from it already) is parsed once."""
+    """Check a flow or a workflow document (told apart by :func:`is_workflow_document`); the
+    file (or ``text``, read from it already) is parsed once."""
     with paused_collector():
         document = (
             load_document(path, keep_duplicates=True)
             if text is None
             else load_document(text, filename=str(path), keep_duplicates=True)
         )
-        if isinstance(document.data, dict) and "workflow" in document.data:
+        if is_workflow_document(document.data):
             return check_workflow(document, engine=engine)
         return check_flow(document, engine=engine)
 

@@ -75,6 +75,9 @@ class Checker(Protocol):
     @property
     def hint(self) -> HintBudget: ...
 
+    #: Hosts a URL may reach with plain http (None: not checked when the document loads).
+    http_hosts: frozenset[str] | None
+
     def error(
         self,
         message: str,

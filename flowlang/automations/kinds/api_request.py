@@ -90,13 +90,16 @@ KIND = ActionKind(
     },
     secret_fields=("endpoint", "headers", "values"),
     check=check_api_request,
+    # A GET or DELETE refuses its values field itself, so editors mark the values line, as
+    # flowlang check does.
     schema_rules={
-        "not": {
-            "required": ["method", "values"],
+        "if": {
+            "required": ["method"],
             "properties": {
                 "method": {"enum": [*BODYLESS, *(method.lower() for method in BODYLESS)]}
             },
-        }
+        },
+        "then": {"properties": {"values": {"not": {}}}},
     },
     prepare=prepare,
     interpret=delivered,

@@ -31,7 +31,7 @@ def check_recording_origin(
     ``https://host[:port]`` text, required with headers. Kept as an origin."""
     template = fields.get("recording_origin")
     if "recording_origin" not in raw:
-        if fields.get("headers"):
+        if raw.get("headers"):  # as written: a header with a fault of its own still counts
             checker.error(
                 "headers for the recording server need recording_origin (the fixed "
                 "https://host they may be sent to)",
@@ -60,6 +60,41 @@ def check_recording_origin(
         )
         return
     fields["recording_origin"] = origin
+
+
+def check_recording_url(
+    checker: Checker, fields: dict[str, Any], raw: dict[str, Any], pointer: Pointer, owner: str
+) -> None:
+    """A recording_url written as plain http (its host fixed text) reaches only hosts the run
+    allows, as an endpoint: the recording is fetched through the same guarded sender."""
+    template = fields.get("recording_url")
+    hosts = checker.http_hosts
+    if template is None or hosts is None:
+        return
+    parts = template.tree.parts
+    prefix = parts[0] if parts and isinstance(parts[0], str) else ""
+    if prefix[:7].lower() != "http://":
+        return
+    try:
+        origin = origin_of(prefix)
+    except ValueError:
+        return  # the host is templated or malformed: the run refuses it
+    if origin.host.strip("[]") not in hosts:
+        checker.error(
+            f"plain http to {origin.host} is not allowed: a recording_url must use https:// or "
+            "gs:// (the runtime refuses plain http except to hosts it is told to allow)",
+            (*pointer, "recording_url"),
+            owner,
+            "recording_url",
+        )
+
+
+def check_transcription(
+    checker: Checker, fields: dict[str, Any], raw: dict[str, Any], pointer: Pointer, owner: str
+) -> None:
+    """recording_origin with headers, and where a plain http recording_url may go."""
+    check_recording_origin(checker, fields, raw, pointer, owner)
+    check_recording_url(checker, fields, raw, pointer, owner)
 
 
 async def perform(
@@ -126,7 +161,7 @@ KIND = ActionKind(
         ),
     },
     secret_fields=("headers",),
-    check=check_recording_origin,
+    check=check_transcription,
     schema_rules={
         "if": {"required": ["headers"], "properties": {"headers": {"minProperties": 1}}},
         "then": {"required": ["recording_origin"]},
