@@ -1,0 +1,164 @@
+"""What a red-team review of ``flowlang test`` found (issue 11), each pinned by a test: patterns
+that backtrack without bound, expectations that never fail, secrets in warnings and read errors,
+virtual time past the run's deadline, warnings of failed cases, repeated failures, coverage
+of other files' workflows, the wall clock in cases without ``now``, and hostile case names."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from flowlang.cli import main
+from flowlang.testing.patterns import MAX_TEXT, compile_pattern
+from support import run_python
+
+CASES = Path(__file__).resolve().parent / "flow_cases" / "tests"
+
+
+def _test(*arguments: str) -> tuple[int, str]:
+    out = io.StringIO()
+    status = main(["test", *arguments], stdout=out)
+    return status, out.getvalue()
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    shutil.copy(CASES / "hand_counted.yaml", tmp_path / "hand_counted.yaml")
+    return tmp_path
+
+
+def _case(folder: Path, body: str, name: str = "x.test.yaml") -> Path:
+    path = folder / name
+    path.write_text("flow: hand_counted.yaml\ncases:\n" + body, encoding="utf-8")
+    return path
+
+
+# --- 1. patterns admitted are bounded -------------------------------------------------------
+
+_ATOMS = st.sampled_from(["a", "b", "x", "!", ".", "[ab]", r"\w", r"\s", "[^b]"])
+_COUNTS = st.sampled_from(["", "", "?", "*", "+", "{2}", "{0,3}", "{1,}", "*?", "{3,40}"])
+
+
+def _patterns() -> st.SearchStrategy[str]:
+    piece = st.builds(lambda atom, count: atom + count, _ATOMS, _COUNTS)
+    return st.recursive(
+        st.lists(piece, min_size=1, max_size=6).map("".join),
+        lambda inner: st.one_of(
+            st.builds(lambda a, c: f"(?:{a}){c}", inner, _COUNTS),
+            st.builds(lambda a, b: f"(?:{a}|{b})", inner, inner),
+            st.lists(inner, min_size=2, max_size=4).map("".join),
+        ),
+        max_leaves=12,
+    )
+
+
+def _admitted(pattern: str) -> bool:
+    try:
+        compile_pattern(pattern)
+    except ValueError:
+        return False
+    return True
+
+
+_MATCH_ALL = """
+    import sys
+    from flowlang.testing.patterns import compile_pattern
+    texts = {texts!r}
+    for source in {patterns!r}:
+        pattern = compile_pattern(source)
+        for text in texts:
+            pattern.matches(text)
+    print("done")
+"""
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(_patterns(), min_size=4, max_size=12))
+def test_every_admitted_pattern_matches_adversarial_texts_in_bounded_time(
+    patterns: list[str],
+) -> None:
+    admitted = [pattern for pattern in patterns if _admitted(pattern)]
+    if not admitted:
+        return
+    n = MAX_TEXT
+    texts = ["a" * n, "a" * (n - 1) + "!", "ab" * (n // 2), " " * n, ("a" * 63 + "b") * (n // 64)]
+    texts += ["x" * (n - 1) + "\n", "!" * n]
+    done = run_python(_MATCH_ALL.format(texts=texts, patterns=admitted), timeout=60)
+    assert done.returncode == 0 and "done" in done.stdout, (admitted, done.stderr)
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    [".*.*.*x", "(?:.?){40}.{40}!", "(?:a?){30}a{30}", "a{0,1000}a{0,1000}a{0,1000}b", "a?" * 25,
+     r"\w*\s*\w*x", "(?:a{0,1}){2}"],
+)
+def test_patterns_that_the_review_found_slow_are_refused(pattern: str) -> None:
+    with pytest.raises(ValueError, match="repetition inside|too many ways"):
+        compile_pattern(pattern)
+
+
+@pytest.mark.parametrize("pattern", ["https?://.*/api", ".*x", "(?:ab){3}.*", "(a|b).*(c|d)?"])
+def test_usual_patterns_are_still_admitted(pattern: str) -> None:
+    assert _admitted(pattern)
+
+
+def test_a_comparison_past_its_time_fails_the_case(
+    folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("flowlang.testing.expect.COMPARE_SECONDS", -1.0)  # already past
+    path = _case(folder, "  - name: a\n    inputs: {ask: null}\n"
+                 "    expect: {ends_at: {matches: 'b.*'}}\n")
+    status, out = _test(str(path))
+    assert status == 1, out
+    assert "comparing the case's results took longer than -1 s" in out
+
+
+# --- 2. path_excludes with a pattern --------------------------------------------------------
+
+
+def test_path_excludes_with_a_pattern_fails_when_a_step_matches(folder: Path) -> None:
+    path = _case(folder, "  - name: a\n    inputs: {ask: null}\n"
+                 "    expect: {path_excludes: [{matches: 'so.*'}]}\n")
+    status, out = _test(str(path))
+    assert status == 1, out
+    assert "is on the path" in out
+    passing = _case(folder, "  - name: a\n    inputs: {ask: null}\n"
+                    "    expect: {path_excludes: [{matches: 'kn.*'}], path_includes: "
+                    "[{matches: 'so.*'}], ends_at: {matches: 'b.e'}}\n", "y.test.yaml")
+    assert _test(str(passing))[0] == 0
+
+
+# --- 7. one failure per missing recording ---------------------------------------------------
+
+
+WORKFLOWS = Path(__file__).resolve().parent.parent / "examples" / "workflows"
+MISSED_CALL_EVENT = (
+    "    event:\n      type: call.ended\n      properties: {answered: false, direction: inbound, "
+    "name: Ann, external_number: '+442079460958', waiting_time: 42, is_vip: true}\n"
+)
+WORKFLOW_SECRETS = (
+    "defaults:\n  secrets: {crm_basic: test-crm-basic, sms_key_id: test-sms-id, "
+    "sms_key_secret: test-sms-secret, slack_token: test-slack-token}\n"
+)
+
+
+def test_a_missing_recording_asked_on_every_retry_is_one_failure(tmp_path: Path) -> None:
+    shutil.copy(WORKFLOWS / "missed_call.yaml", tmp_path)
+    path = tmp_path / "w.test.yaml"
+    path.write_text(
+        "workflows: [missed_call.yaml]\n" + WORKFLOW_SECRETS + "cases:\n  - name: nothing\n"
+        + MISSED_CALL_EVENT + "    expect: {matched: [missed-call-follow-up]}\n"
+    )
+    status, out = _test(str(path))
+    assert status == 1, out
+    failures = [line for line in out.splitlines() if line.startswith("no recorded response")]
+    assert len(failures) == 1, out  # one per request, not one per attempt (log_in_crm stops)
+    assert "no recorded response for POST https://crm.example.com/api/activities (8 attempts)" in (
+        failures
+    )
