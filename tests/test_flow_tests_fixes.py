@@ -95,8 +95,15 @@ def test_every_admitted_pattern_matches_adversarial_texts_in_bounded_time(
 
 @pytest.mark.parametrize(
     "pattern",
-    [".*.*.*x", "(?:.?){40}.{40}!", "(?:a?){30}a{30}", "a{0,1000}a{0,1000}a{0,1000}b", "a?" * 25,
-     r"\w*\s*\w*x", "(?:a{0,1}){2}"],
+    [
+        ".*.*.*x",
+        "(?:.?){40}.{40}!",
+        "(?:a?){30}a{30}",
+        "a{0,1000}a{0,1000}a{0,1000}b",
+        "a?" * 25,
+        r"\w*\s*\w*x",
+        "(?:a{0,1}){2}",
+    ],
 )
 def test_patterns_that_the_review_found_slow_are_refused(pattern: str) -> None:
     with pytest.raises(ValueError, match="repetition inside|too many ways"):
@@ -112,8 +119,9 @@ def test_a_comparison_past_its_time_fails_the_case(
     folder: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr("flowlang.testing.expect.COMPARE_SECONDS", -1.0)  # already past
-    path = _case(folder, "  - name: a\n    inputs: {ask: null}\n"
-                 "    expect: {ends_at: {matches: 'b.*'}}\n")
+    path = _case(
+        folder, "  - name: a\n    inputs: {ask: null}\n    expect: {ends_at: {matches: 'b.*'}}\n"
+    )
     status, out = _test(str(path))
     assert status == 1, out
     assert "comparing the case's results took longer than -1 s" in out
@@ -123,14 +131,20 @@ def test_a_comparison_past_its_time_fails_the_case(
 
 
 def test_path_excludes_with_a_pattern_fails_when_a_step_matches(folder: Path) -> None:
-    path = _case(folder, "  - name: a\n    inputs: {ask: null}\n"
-                 "    expect: {path_excludes: [{matches: 'so.*'}]}\n")
+    path = _case(
+        folder,
+        "  - name: a\n    inputs: {ask: null}\n    expect: {path_excludes: [{matches: 'so.*'}]}\n",
+    )
     status, out = _test(str(path))
     assert status == 1, out
     assert "is on the path" in out
-    passing = _case(folder, "  - name: a\n    inputs: {ask: null}\n"
-                    "    expect: {path_excludes: [{matches: 'kn.*'}], path_includes: "
-                    "[{matches: 'so.*'}], ends_at: {matches: 'b.e'}}\n", "y.test.yaml")
+    passing = _case(
+        folder,
+        "  - name: a\n    inputs: {ask: null}\n"
+        "    expect: {path_excludes: [{matches: 'kn.*'}], path_includes: "
+        "[{matches: 'so.*'}], ends_at: {matches: 'b.e'}}\n",
+        "y.test.yaml",
+    )
     assert _test(str(passing))[0] == 0
 
 
@@ -152,8 +166,11 @@ def test_a_missing_recording_asked_on_every_retry_is_one_failure(tmp_path: Path)
     shutil.copy(WORKFLOWS / "missed_call.yaml", tmp_path)
     path = tmp_path / "w.test.yaml"
     path.write_text(
-        "workflows: [missed_call.yaml]\n" + WORKFLOW_SECRETS + "cases:\n  - name: nothing\n"
-        + MISSED_CALL_EVENT + "    expect: {matched: [missed-call-follow-up]}\n"
+        "workflows: [missed_call.yaml]\n"
+        + WORKFLOW_SECRETS
+        + "cases:\n  - name: nothing\n"
+        + MISSED_CALL_EVENT
+        + "    expect: {matched: [missed-call-follow-up]}\n"
     )
     status, out = _test(str(path))
     assert status == 1, out
@@ -162,3 +179,139 @@ def test_a_missing_recording_asked_on_every_retry_is_one_failure(tmp_path: Path)
     assert "no recorded response for POST https://crm.example.com/api/activities (8 attempts)" in (
         failures
     )
+
+
+# --- 3. test secrets never printed ----------------------------------------------------------
+
+SECRET = "topsecret-token-xyz"
+#: Places a secret is planted in a test file of hand_counted.yaml: in a recording never used
+#: (a warning, or a failure with --strict), in a recording of a failing case, in a read error
+#: inside a secrets mapping (a value of the wrong type, a duplicate key, a block), and in a read
+#: error on a line that holds the secret outside the mapping.
+PLANTED = {
+    "unused recording": (
+        f"defaults: {{secrets: {{key: {SECRET}}}}}\ncases:\n  - name: a\n    inputs: {{ask: null}}\n"
+        f"    responses: [{{request: 'GET https://api.example.com/x?key={SECRET}'}}]\n"
+        "    expect: {ends_at: bye}\n"
+    ),
+    "failing case": (
+        f"cases:\n  - name: a\n    secrets: {{key: {SECRET}}}\n    inputs: {{ask: null}}\n"
+        f"    responses: [{{request: 'GET https://api.example.com/x?key={SECRET}'}}]\n"
+        f"    expect: {{ends_at: known, vars: {{token: {SECRET}}}}}\n"
+    ),
+    "wrong type beside it": (
+        f"defaults:\n  secrets:\n    key: {SECRET}\n    pin: 98765432\ncases:\n"
+        "  - name: a\n    expect: {ends_at: bye}\n"
+    ),
+    "duplicate key": (
+        f"cases:\n  - name: a\n    secrets: {{key: {SECRET}, key: {SECRET}}}\n"
+        "    expect: {ends_at: bye}\n"
+    ),
+    "duplicate key in a block": (
+        f"defaults:\n  secrets:\n    key: {SECRET}\n    key: {SECRET}-2\ncases:\n"
+        "  - name: a\n    expect: {ends_at: bye}\n"
+    ),
+    "unknown key on its line": (
+        f"defaults: {{secrets: {{key: {SECRET}}}}}\ncases:\n"
+        f"  - {{name: a, expect: {{ends_at: bye}}, bogus: {SECRET}}}\n"
+    ),
+}
+MODES = [(), ("--strict",), ("--coverage",), ("--coverage", "conditions"), ("--backend", "python")]
+
+
+@settings(
+    max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(st.sampled_from(sorted(PLANTED)), st.sampled_from(MODES))
+def test_a_planted_secret_never_appears_in_any_output(
+    folder: Path, place: str, mode: tuple[str, ...]
+) -> None:
+    path = folder / "s.test.yaml"
+    path.write_text("flow: hand_counted.yaml\n" + PLANTED[place], encoding="utf-8")
+    report = folder / "coverage.json"
+    page = folder / "coverage.html"
+    status, out = _test(
+        str(path), *mode, "--coverage-json", str(report), "--coverage-html", str(page)
+    )
+    assert status in (0, 1, 2) and "Traceback" not in out
+    written = [p.read_text() for p in (report, page) if p.exists()]
+    for text in (out, *written):
+        assert SECRET not in text, (place, mode, out)
+    if place != "unused recording" or mode == ("--strict",):
+        assert status != 0, out  # the planted fault is reported (the secret redacted)
+
+
+def test_a_read_error_inside_secrets_names_the_place(folder: Path) -> None:
+    path = folder / "s.test.yaml"
+    path.write_text("flow: hand_counted.yaml\n" + PLANTED["wrong type beside it"])
+    status, out = _test(str(path))
+    assert status == 2
+    assert f"{path}:5:" in out and "secret 'pin' must be a text" in out
+    assert "pin: [redacted]" in out and "98765432" not in out
+
+
+def test_warnings_in_the_pytest_plugin_hold_no_secret(folder: Path) -> None:
+    from test_flow_tests_plugin import _pytest
+
+    (folder / "s.test.yaml").write_text("flow: hand_counted.yaml\n" + PLANTED["unused recording"])
+    for options in ((), ("--flow-strict",)):
+        done = _pytest(folder, "-rA", *options)
+        assert SECRET not in done.stdout + done.stderr
+        assert "recorded response not used: GET https://api.example.com/x?key=[redacted]" in (
+            done.stdout
+        ), done.stdout
+
+
+# --- 5, 6, 10. the pytest plugin: only our files, warnings shown, names escaped -------------
+
+
+def test_the_plugin_leaves_other_tools_test_yaml_alone(folder: Path) -> None:
+    import os
+
+    from test_flow_tests_plugin import _pytest
+
+    (folder / "lint.test.yaml").write_text("rules:\n  - {id: no-tabs, level: error}\n")
+    (folder / "binary.test.yaml").write_bytes(b"\xff\xfe\x00flow: x\n")
+    (folder / "listed.test.yaml").write_text("- flow: x.yaml\n- workflows: []\n")
+    os.mkfifo(folder / "pipe.test.yaml")  # never opened: not a regular file
+    alone = _pytest(folder)
+    assert alone.returncode == 5, alone.stdout + alone.stderr  # no tests collected, no error
+    assert "error" not in alone.stdout.lower()
+    _case(
+        folder,
+        "  - name: a\n    inputs: {ask: null}\n    expect: {ends_at: bye}\n",
+        "ours.test.yaml",
+    )
+    (folder / "json.test.yaml").write_text(
+        '{"flow": "hand_counted.yaml", "cases": [{"name": "j", "inputs": {"ask": null}, '
+        '"expect": {"ends_at": "bye"}}]}'
+    )
+    both = _pytest(folder)
+    assert both.returncode == 0, both.stdout + both.stderr
+    assert "2 passed" in both.stdout
+
+
+def test_case_names_are_escaped_in_pytest_item_names(folder: Path) -> None:
+    from test_flow_tests_plugin import _pytest
+
+    _case(
+        folder,
+        '  - name: "evil\\e[31m::red\\u202e"\n    inputs: {ask: null}\n'
+        "    expect: {ends_at: bye}\n",
+    )
+    listed = _pytest(folder, "--collect-only")
+    assert "x.test.yaml::evil\\x1b[31m:\\:red\\u202e" in listed.stdout, listed.stdout
+    assert "\x1b" not in listed.stdout and "\u202e" not in listed.stdout
+
+
+def test_warnings_of_a_failed_case_are_shown(folder: Path) -> None:
+    path = _case(
+        folder,
+        "  - name: a\n    inputs: {ask: null}\n"
+        "    responses: [{request: GET https://api.example.com/never}]\n"
+        "    expect: {ends_at: known}\n",
+    )
+    status, out = _test(str(path))
+    assert status == 1
+    assert "warnings:\n  recorded response not used: GET https://api.example.com/never" in out
+    assert "1 warning(s)" in out

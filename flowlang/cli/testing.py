@@ -46,6 +46,10 @@ def case_report(outcome: CaseOutcome, colours: Colours | None = None) -> str:
     hidden = len(outcome.failures) - _FAILURES_SHOWN
     if hidden > 0:
         lines.extend([f"… and {hidden} more failure(s)", ""])
+    if outcome.warnings:  # redacted by the session
+        lines.append("warnings:")
+        lines.extend(printable(f"  {warning}", one_line=True) for warning in outcome.warnings)
+        lines.append("")
     if outcome.cases_file.flow is not None:
         trace = io.StringIO()
         for leg in run.legs:

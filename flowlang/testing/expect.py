@@ -10,7 +10,15 @@ found in the order sent, others may come between. A text may be ``{matches: REGE
 
 from __future__ import annotations
 
-__all__ = ["COMPARE_SECONDS", "UNSET", "Failure", "check_flow_case", "check_workflow_case", "run_path", "same"]
+__all__ = [
+    "COMPARE_SECONDS",
+    "UNSET",
+    "Failure",
+    "check_flow_case",
+    "check_workflow_case",
+    "run_path",
+    "same",
+]
 
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -97,9 +105,7 @@ def _list_failure(
         message = f"{noun} {index + 1} was not expected: {len(actual)} instead of {len(expected)}"
         return Failure(name, message, at, expected, actual)
     if index >= len(actual):
-        message = (
-            f"{noun} {index + 1} is missing ({len(actual)} instead of {len(expected)})"
-        )
+        message = f"{noun} {index + 1} is missing ({len(actual)} instead of {len(expected)})"
     else:
         message = f"{noun} {index + 1} differs"
     return Failure(
@@ -251,9 +257,8 @@ def _check_flow_case(done: CaseRun, graph: FlowGraph, strict: bool) -> list[Fail
                 )
                 break
     for number, step in enumerate(expect.get("path_excludes", ())):
-        if (
-            checker.known_step(graph, step, (*at, "path_excludes", number), "path_excludes")
-            and any(same(step, visited) for visited in path)
+        if checker.known_step(graph, step, (*at, "path_excludes", number), "path_excludes") and any(
+            same(step, visited) for visited in path
         ):
             checker.fail(
                 "path_excludes",

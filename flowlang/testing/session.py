@@ -209,6 +209,7 @@ class Session:
             warnings = []
         else:
             warnings = [f"recorded response not used: {item}" for item in done.unused] + warnings
+        warnings = [done.redactor.text(warning) for warning in warnings]  # a URL may hold one
         return CaseOutcome(cases_file, case, done, failures, warnings)
 
     def run_case_now(self, cases_file: CasesFile, case: Case) -> CaseOutcome:
