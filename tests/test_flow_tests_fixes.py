@@ -6,17 +6,16 @@ of other files' workflows, the wall clock in cases without ``now``, and hostile 
 from __future__ import annotations
 
 import io
-import json
 import shutil
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support import run_python
 
 from flowlang.cli import main
 from flowlang.testing.patterns import MAX_TEXT, compile_pattern
-from support import run_python
 
 CASES = Path(__file__).resolve().parent / "flow_cases" / "tests"
 
@@ -106,7 +105,7 @@ def test_every_admitted_pattern_matches_adversarial_texts_in_bounded_time(
     ],
 )
 def test_patterns_that_the_review_found_slow_are_refused(pattern: str) -> None:
-    with pytest.raises(ValueError, match="repetition inside|too many ways"):
+    with pytest.raises(ValueError, match=r"repetition inside|too many ways"):
         compile_pattern(pattern)
 
 

@@ -28,7 +28,7 @@ from typing import Any
 from flowlang.flow.source import Pointer
 from flowlang.graph.model import FlowGraph
 from flowlang.suggest import did_you_mean
-from flowlang.testing.patterns import ComparisonTooSlow, TextPattern, compare_within
+from flowlang.testing.patterns import ComparisonTooSlowError, TextPattern, compare_within
 from flowlang.testing.runner import CaseRun
 
 #: The longest the comparison of one case may take, in seconds of wall time (each pattern match
@@ -210,7 +210,7 @@ def check_flow_case(done: CaseRun, graph: FlowGraph, *, strict: bool = False) ->
     try:
         with compare_within(COMPARE_SECONDS):
             return _check_flow_case(done, graph, strict)
-    except ComparisonTooSlow:
+    except ComparisonTooSlowError:
         return _too_slow(done)
 
 
@@ -357,7 +357,7 @@ def check_workflow_case(done: CaseRun, *, strict: bool = False) -> list[Failure]
     try:
         with compare_within(COMPARE_SECONDS):
             return _check_workflow_case(done, strict)
-    except ComparisonTooSlow:
+    except ComparisonTooSlowError:
         return _too_slow(done)
 
 

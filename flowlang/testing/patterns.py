@@ -18,7 +18,7 @@ __all__ = [
     "MAX_PATTERN",
     "MAX_TEXT",
     "MAX_WAYS",
-    "ComparisonTooSlow",
+    "ComparisonTooSlowError",
     "TextPattern",
     "compare_within",
     "compile_pattern",
@@ -52,13 +52,13 @@ _REFUSED = {
 _DEADLINE: ContextVar[float | None] = ContextVar("flowlang_compare_deadline", default=None)
 
 
-class ComparisonTooSlow(Exception):
+class ComparisonTooSlowError(Exception):
     """Comparing a case's results took longer than :func:`compare_within` allows."""
 
 
 @contextmanager
 def compare_within(seconds: float) -> Iterator[None]:
-    """Patterns matched inside raise ComparisonTooSlow once ``seconds`` have passed (each
+    """Patterns matched inside raise ComparisonTooSlowError once ``seconds`` have passed (each
     match is bounded by the admission rule, so the whole comparison is bounded too)."""
     token = _DEADLINE.set(time.monotonic() + seconds)
     try:
@@ -80,7 +80,7 @@ class TextPattern:
             return False
         deadline = _DEADLINE.get()
         if deadline is not None and time.monotonic() > deadline:
-            raise ComparisonTooSlow
+            raise ComparisonTooSlowError
         return self.compiled.fullmatch(value) is not None
 
     def __repr__(self) -> str:

@@ -33,9 +33,9 @@ from pathlib import Path
 from typing import Any
 
 from flowlang.flow.source import Document, DocumentError, Pointer, load_document
+from flowlang.locations import SourceLines
 from flowlang.runtime.http import RecordedResponse
 from flowlang.runtime.recorded import read_responses
-from flowlang.locations import SourceLines
 from flowlang.runtime.secrets import MIN_SUBSTRING, Redactor
 from flowlang.suggest import did_you_mean
 from flowlang.testing.patterns import compile_pattern
