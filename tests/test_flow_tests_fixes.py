@@ -5,6 +5,7 @@ of other files' workflows, the wall clock in cases without ``now``, and hostile 
 
 from __future__ import annotations
 
+import asyncio
 import io
 import shutil
 from pathlib import Path
@@ -15,7 +16,14 @@ from hypothesis import strategies as st
 from support import run_python
 
 from flowlang.cli import main
+from flowlang.expr.backends import AVAILABLE
+from flowlang.flow.load import load_flow
+from flowlang.runtime.http import RecordedHttp, RecordedResponse
+from flowlang.runtime.results import RunResult
+from flowlang.runtime.runner import Runtime, RuntimeSettings
 from flowlang.testing.patterns import MAX_TEXT, compile_pattern
+from flowlang.testing.runner import run_flow_case
+from flowlang.testing.spec import read_cases_file
 
 CASES = Path(__file__).resolve().parent / "flow_cases" / "tests"
 
@@ -314,3 +322,85 @@ def test_warnings_of_a_failed_case_are_shown(folder: Path) -> None:
     assert status == 1
     assert "warnings:\n  recorded response not used: GET https://api.example.com/never" in out
     assert "1 warning(s)" in out
+
+
+# --- 4. virtual time keeps the run's deadline -----------------------------------------------
+
+SLOW_FLOW = """\
+flow: slow
+start: r0
+steps:
+  r0: {type: http_request, endpoint: "https://x.example.com/0", timeout: 10s, next: r1, on_failure: bye}
+  r1: {type: http_request, endpoint: "https://x.example.com/1", timeout: 10s, next: bye, on_failure: bye}
+  bye: {type: hangup}
+"""
+LOOPS = [
+    pytest.param(
+        name,
+        marks=pytest.mark.skipif(name not in AVAILABLE, reason=f"the {name} loop is not built"),
+    )
+    for name in ("cython", "python")
+]
+
+
+@pytest.mark.parametrize("backend", LOOPS)
+def test_a_case_past_the_run_deadline_fails_as_the_real_run_does(
+    tmp_path: Path, backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    flow_path = tmp_path / "slow.yaml"
+    flow_path.write_text(SLOW_FLOW)
+    flow = load_flow(flow_path)
+    settings_ = RuntimeSettings(run_deadline=1.0)
+    delays = {("GET", f"https://x.example.com/{n}"): 0.7 for n in range(2)}
+
+    async def real() -> RunResult:  # sleeps 1 s: r1 passes the deadline 0.3 s into its 0.7 s
+        responses = {key: RecordedResponse(200, {}, {}, delay) for key, delay in delays.items()}
+        async with Runtime(http=RecordedHttp(responses), settings=settings_, backend=backend) as rt:
+            return await rt.start(flow, {})
+
+    on_network = asyncio.run(real())
+    text = (
+        "flow: slow.yaml\ncases:\n  - name: slow\n    responses:\n"
+        + "".join(
+            f"      - {{request: {m} {url}, status: 200, body: {{}}, delay: {d}}}\n"
+            for (m, url), d in delays.items()
+        )
+        + "    expect: {status: ended}\n"
+    )
+    cases = read_cases_file(tmp_path / "s.test.yaml", text)
+    monkeypatch.setattr("flowlang.testing.runner.RuntimeSettings", lambda: settings_)
+    offline = asyncio.run(run_flow_case(flow, cases.cases[0], backend))
+    assert on_network.status == offline.status == "failed"
+    assert on_network.error == offline.error == "the run took longer than 1s"
+    assert [row["step"] for row in on_network.trace] == [row["step"] for row in offline.trace]
+    assert [row["step"] for row in offline.trace] == ["r0"]
+
+
+@pytest.mark.parametrize("backend", LOOPS)
+def test_seven_answers_of_9_5_s_pass_the_60_s_deadline_in_flowlang_test(
+    tmp_path: Path, backend: str
+) -> None:
+    steps = "".join(
+        f"  r{n}: {{type: http_request, endpoint: 'https://x.example.com/{n}', timeout: 10s, "
+        f"next: {'r' + str(n + 1) if n < 6 else 'bye'}, on_failure: bye}}\n"
+        for n in range(7)
+    )
+    (tmp_path / "dl.yaml").write_text(
+        f"flow: dl\nstart: r0\nsteps:\n{steps}  bye: {{type: hangup}}\n"
+    )
+    responses = "".join(
+        f"      - {{request: GET https://x.example.com/{n}, status: 200, body: {{}}, delay: 9.5}}\n"
+        for n in range(7)
+    )
+    path = tmp_path / "dl.test.yaml"
+    path.write_text(
+        "flow: dl.yaml\ncases:\n  - name: slow\n    responses:\n"
+        + responses
+        + "    expect: {status: ended}\n"
+    )
+    status, out = _test(str(path), "--backend", backend)
+    assert status == 1, out
+    # as flowlang run reports it (within CASE_SECONDS of wall time: no real sleep of 66.5 s)
+    assert "the run failed: the run took longer than 60s" in out, out
+    assert "r5             http_request        success" in out
+    assert "r6             http_request" not in out
