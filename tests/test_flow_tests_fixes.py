@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import shutil
 from pathlib import Path
 
@@ -404,3 +405,48 @@ def test_seven_answers_of_9_5_s_pass_the_60_s_deadline_in_flowlang_test(
     assert "the run failed: the run took longer than 60s" in out, out
     assert "r5             http_request        success" in out
     assert "r6             http_request" not in out
+
+
+# --- 8. workflow coverage counts a file's own workflows -------------------------------------
+
+RECORDINGS = (
+    "  responses:\n"
+    "    - {request: POST https://crm.example.com/api/activities, status: 201, body: {id: 501}}\n"
+    "    - {request: POST https://sms.example.com/v1/messages, status: 201, body: {id: s}}\n"
+    "    - {request: POST https://slack.com/api/chat.postMessage, body: {ok: true}}\n"
+)
+
+
+def test_workflow_coverage_counts_only_the_events_of_its_own_test_files(tmp_path: Path) -> None:
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        shutil.copy(WORKFLOWS / "missed_call.yaml", tmp_path / name)
+    (tmp_path / "a" / "a.test.yaml").write_text(
+        "workflows: [missed_call.yaml]\n" + WORKFLOW_SECRETS + RECORDINGS + "cases:\n"
+        "  - name: all three\n"
+        + MISSED_CALL_EVENT
+        + "    expect: {matched: [missed-call-follow-up]}\n"
+    )
+    (tmp_path / "b" / "b.test.yaml").write_text(
+        "workflows: [./missed_call.yaml]\ncases:\n  - name: answered\n"
+        "    event: {type: call.ended, properties: {answered: true}}\n    expect: {matched: []}\n"
+    )
+    report = tmp_path / "coverage.json"
+    status, out = _test(
+        str(tmp_path / "a"),
+        str(tmp_path / "b"),
+        "--coverage",
+        "conditions",
+        "--coverage-json",
+        str(report),
+    )
+    assert status == 0, out
+    data = json.loads(report.read_text())
+    covered = {row["file"]: row["actions"]["covered"] for row in data["workflows"]}
+    assert covered == {
+        f"{tmp_path / 'a' / 'missed_call.yaml'} (missed-call-follow-up)": 3,
+        f"{tmp_path / 'b' / 'missed_call.yaml'} (missed-call-follow-up)": 0,
+    }
+    assert "./" not in json.dumps(data)  # names normalised
+    seen = {row["file"]: row["conditions"][0]["true"] for row in data["conditions"]}
+    assert list(seen.values()) == [1, 0]  # b's answered call only: "answered equals false" false

@@ -137,6 +137,7 @@ async def run_flow_case(
     def leg_begins() -> None:  # each start and resume has the run's deadline from now on
         http.foreground = asyncio.current_task()
         http.deadline = timer.seconds + settings.run_deadline
+
     if case.now is not None:
         now = case.now
         options["clock"] = lambda: now

@@ -107,7 +107,8 @@ class Session:
         self.workflows: dict[str, WorkflowCoverage] = {}
         self._flows: dict[Path, CompiledFlow | str] = {}
         self._graphs: dict[str, FlowGraph] = {}
-        #: The name coverage is kept under, by resolved path: the path as first written.
+        #: The name coverage is kept under, by resolved path: the path as first written
+        #: (normalised; a workflow's with its name).
         self._names: dict[Path, str] = {}
         self._workflows: dict[Path, CompiledWorkflow | str] = {}
         #: Extra keyword arguments for the runtime of each flow (by file), such as condition
@@ -149,7 +150,7 @@ class Session:
                 self._flows[key] = f"{path} has errors:\n\n{error}"
             else:
                 self._flows[key] = flow
-                name = self._names[key] = str(path)
+                name = self._names[key] = os.path.normpath(path)
                 graph = self._graphs[name] = flow_graph(flow)
                 self.flows[name] = Coverage(graph)
                 if self.conditions:
@@ -166,8 +167,8 @@ class Session:
                 self._workflows[key] = f"{path} has errors:\n\n{error}"
             else:
                 self._workflows[key] = workflow
-                name = f"{path} ({workflow.name})"
-                self.workflows.setdefault(name, WorkflowCoverage(workflow))
+                name = self._names[key] = f"{os.path.normpath(path)} ({workflow.name})"
+                self.workflows[name] = WorkflowCoverage(workflow)
                 if self.conditions:
                     self.workflow_conditions[name] = WorkflowConditionCoverage(workflow)
         return self._workflows[key]
@@ -199,10 +200,13 @@ class Session:
             done = await run_workflow_case(self.workflows_of(cases_file), case)
             failures = check_workflow_case(done, strict=self.strict)
             deliveries = done.dispatch.deliveries if done.dispatch else []
-            for coverage_of in self.workflows.values():
-                coverage_of.add(deliveries)
-            if done.event is not None:
-                for counted in self.workflow_conditions.values():
+            for path in cases_file.workflows:  # this file's workflows only
+                name = self._names.get(path.resolve())
+                if name is None:
+                    continue
+                self.workflows[name].add(deliveries)
+                counted = self.workflow_conditions.get(name)
+                if counted is not None and done.event is not None:
                     counted.add(done.event)
             warnings = []
         if self.strict:  # unused recordings and inputs are failures then, not warnings
