@@ -450,3 +450,38 @@ def test_workflow_coverage_counts_only_the_events_of_its_own_test_files(tmp_path
     assert "./" not in json.dumps(data)  # names normalised
     seen = {row["file"]: row["conditions"][0]["true"] for row in data["conditions"]}
     assert list(seen.values()) == [1, 0]  # b's answered call only: "answered equals false" false
+
+
+# --- 9. a flow that reads the clock needs now -----------------------------------------------
+
+HOURS_FLOW = """\
+flow: hours
+start: hours
+steps:
+  hours:
+    type: business_hours
+    schedule: {time_zone: UTC, weekly: {monday: ["09:00-17:00"]}}
+    open: bye
+    closed: bye
+  bye: {type: hangup}
+"""
+
+
+def test_a_case_without_now_of_a_flow_that_reads_the_clock_is_an_error_at_the_case(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "hours.yaml").write_text(HOURS_FLOW)
+    path = tmp_path / "h.test.yaml"
+    path.write_text(
+        "flow: hours.yaml\ncases:\n  - name: at a time\n    now: 2026-12-07T10:00:00+00:00\n"
+        "    expect: {outcomes: {hours: open}}\n  - name: whenever\n    expect: {ends_at: bye}\n"
+    )
+    status, out = _test(str(path))
+    assert status == 2, out
+    assert "case 'whenever' needs now: (in the case or the defaults): step 'hours' reads" in out
+    assert f"{path}:6:" in out
+    path.write_text(
+        "flow: hours.yaml\ndefaults: {now: 2026-12-07T10:00:00+00:00}\ncases:\n"
+        "  - name: whenever\n    expect: {outcomes: {hours: open}}\n"
+    )
+    assert _test(str(path))[0] == 0

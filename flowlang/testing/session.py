@@ -24,7 +24,7 @@ from flowlang.testing.conditions import ConditionCoverage, WorkflowConditionCove
 from flowlang.testing.coverage import WorkflowCoverage
 from flowlang.testing.expect import Failure, check_flow_case, check_workflow_case
 from flowlang.testing.runner import CaseRun, run_flow_case, run_workflow_case
-from flowlang.testing.spec import Case, CasesFile, read_cases_file
+from flowlang.testing.spec import Case, CasesFile, case_error, read_cases_file
 
 #: The suffix of the test files a folder is searched for.
 SUFFIX = ".test.yaml"
@@ -130,6 +130,8 @@ class Session:
             loaded = self._flow(cases_file.flow)
             if isinstance(loaded, str):
                 outcome.load_error = loaded
+            else:
+                outcome.error = self._without_now(cases_file)
         else:
             problems = [w for w in map(self._workflow, cases_file.workflows) if isinstance(w, str)]
             if problems:
@@ -140,6 +142,21 @@ class Session:
                 except (ValueError, FlowError) as error:
                     outcome.load_error = str(error)
         return outcome
+
+    def _without_now(self, cases_file: CasesFile) -> DocumentError | None:
+        """A case without ``now`` of a flow with a step that reads the clock: its outcome
+        would depend on the day the tests run."""
+        assert cases_file.flow is not None
+        graph = self._graphs[self._names[cases_file.flow.resolve()]]
+        reading = [step_id for step_id, step in graph.steps.items() if step.kind.reads_clock]
+        for case in cases_file.cases:
+            if reading and case.now is None:
+                message = (
+                    f"case {case.name[:80]!r} needs now: (in the case or the defaults): step "
+                    f"{reading[0]!r} reads the time of day"
+                )
+                return case_error(cases_file, case, message)
+        return None
 
     def _flow(self, path: Path) -> CompiledFlow | str:
         key = path.resolve()
@@ -224,7 +241,7 @@ class Session:
         """Read a test file and run its (selected) cases, in order."""
         outcome = self.read(path)
         cases_file = outcome.cases_file
-        if cases_file is None or outcome.load_error is not None:
+        if cases_file is None or outcome.error is not None or outcome.load_error is not None:
             return outcome
 
         async def run_all() -> None:

@@ -24,6 +24,7 @@ __all__ = [
     "WORKFLOW_EXPECT_KEYS",
     "Case",
     "CasesFile",
+    "case_error",
     "read_cases_file",
 ]
 
@@ -333,6 +334,13 @@ def _without_secrets(error: DocumentError, data: Any) -> DocumentError:
         redactor.add(value)
     error.lines = SourceLines(redactor.text("\n".join(shown)))
     return error
+
+
+def case_error(cases_file: CasesFile, case: Case, message: str) -> DocumentError:
+    """An error of the test file at ``case`` (its line shown without secrets)."""
+    document = cases_file.document
+    error = DocumentError(message, document.lines, document.position(case.pointer))
+    return _without_secrets(error, document.data)
 
 
 def _read(path: Path, document: Document) -> CasesFile:
