@@ -485,3 +485,35 @@ def test_a_case_without_now_of_a_flow_that_reads_the_clock_is_an_error_at_the_ca
         "  - name: whenever\n    expect: {outcomes: {hours: open}}\n"
     )
     assert _test(str(path))[0] == 0
+
+
+# --- 11. nits: a FIFO is not searched, -k matching nothing is a usage error -----------------
+
+
+def test_a_fifo_named_like_a_test_file_is_not_opened(folder: Path) -> None:
+    import os
+
+    _case(folder, "  - name: a\n    inputs: {ask: null}\n    expect: {ends_at: bye}\n")
+    os.mkfifo(folder / "pipe.test.yaml")
+    status, out = _test(str(folder))  # would block on open() if the FIFO were read
+    assert status == 0, out
+    assert "pipe.test.yaml" not in out
+    status, out = _test(str(folder / "pipe.test.yaml"))
+    assert status == 2
+
+
+def test_k_matching_no_case_exits_2_with_a_message(
+    folder: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _case(folder, "  - name: a\n    inputs: {ask: null}\n    expect: {ends_at: bye}\n")
+    status, _ = _test(str(path), "-k", "nothing like it")
+    assert status == 2
+    assert "no case name holds -k 'nothing like it' in 1 test file(s)" in capsys.readouterr().err
+
+
+def test_a_missing_step_is_named_once() -> None:
+    from flowlang.testing.expect import _list_failure
+
+    failure = _list_failure("expect.path", ["a", "b"], ["a"], ("x",), "step")
+    assert failure is not None
+    assert failure.message == "step 2 is missing (1 instead of 2)"

@@ -76,16 +76,8 @@ def same(expected: Any, actual: Any) -> bool:
 
 def run_path(graph: FlowGraph, trace: Sequence[Mapping[str, Any]]) -> list[str]:
     """The steps a run visited, in order: a step that waits for input and then resumes (or asks
-    again) is one visit, as coverage counts them."""
-    path: list[str] = []
-    open_visit: str | None = None
-    for entry in trace:
-        step = entry["step"]
-        if step != open_visit:
-            path.append(step)
-        edge = graph.edge_taken(step, entry["outcome"], entry.get("detail"))
-        open_visit = step if edge is None else None
-    return path
+    again) is one visit, as coverage counts them (FlowGraph.visits)."""
+    return [step for step, begins, _ in graph.visits(trace) if begins]
 
 
 def _first_difference(expected: list[Any], actual: list[Any]) -> int | None:

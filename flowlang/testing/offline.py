@@ -23,7 +23,8 @@ from typing import Any
 from flowlang.http_rules import PreparedRequest
 from flowlang.runtime.http import HttpResult, RecordedHttp, RecordedResponse
 
-#: The most requests one case may send before it fails (a loop of requests ends there).
+#: The most requests of one case kept (and compared); more are answered but not kept (the
+#: runtime's step limits end a loop of requests).
 MAX_CASE_REQUESTS = 1000
 
 

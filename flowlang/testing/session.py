@@ -36,7 +36,8 @@ _SKIPPED = frozenset({"node_modules", "__pycache__", "venv"})
 
 def find_test_files(paths: Iterable[str | Path]) -> list[Path]:
     """The test files named, and the ``*.test.yaml`` files in the folders named (sorted, hidden
-    folders skipped); a path that does not exist is a FileNotFoundError."""
+    folders skipped, regular files only); a path that does not exist is a FileNotFoundError,
+    one that is not a regular file or folder a ValueError."""
     found: list[Path] = []
     for name in paths:
         path = Path(name)
@@ -45,11 +46,17 @@ def find_test_files(paths: Iterable[str | Path]) -> list[Path]:
                 folders[:] = sorted(
                     f for f in folders if not f.startswith(".") and f not in _SKIPPED
                 )
-                found.extend(Path(root) / f for f in sorted(files) if f.endswith(SUFFIX))
+                found.extend(  # regular files only: a FIFO is never opened
+                    Path(root) / f
+                    for f in sorted(files)
+                    if f.endswith(SUFFIX) and (Path(root) / f).is_file()
+                )
                 if len(found) > MAX_FILES:
                     raise ValueError(f"more than {MAX_FILES} test files under {path}")
-        elif path.exists():
+        elif path.is_file():
             found.append(path)
+        elif path.exists():
+            raise ValueError(f"not a regular file: {path}")
         else:
             raise FileNotFoundError(str(path))
     return found
