@@ -225,11 +225,11 @@ class Session:
             failures = check_workflow_case(done, strict=self.strict)
             deliveries = done.dispatch.deliveries if done.dispatch else []
             for path in cases_file.workflows:  # this file's workflows only
-                name = self._names.get(path.resolve())
-                if name is None:
+                known = self._names.get(path.resolve())
+                if known is None:
                     continue
-                self.workflows[name].add(deliveries)
-                counted = self.workflow_conditions.get(name)
+                self.workflows[known].add(deliveries)
+                counted = self.workflow_conditions.get(known)
                 if counted is not None and done.event is not None:
                     counted.add(done.event)
             warnings = []
