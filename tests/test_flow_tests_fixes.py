@@ -219,6 +219,10 @@ PLANTED = {
         f"defaults:\n  secrets:\n    key: {SECRET}\n    key: {SECRET}-2\ncases:\n"
         "  - name: a\n    expect: {ends_at: bye}\n"
     ),
+    "not YAML inside secrets": (
+        f"defaults:\n  secrets:\n    key: {SECRET}: x\ncases:\n  - name: a\n"
+        "    expect: {ends_at: bye}\n"
+    ),
     "unknown key on its line": (
         f"defaults: {{secrets: {{key: {SECRET}}}}}\ncases:\n"
         f"  - {{name: a, expect: {{ends_at: bye}}, bogus: {SECRET}}}\n"
