@@ -28,7 +28,7 @@ from typing import Any
 from flowlang.flow.source import Pointer
 from flowlang.graph.model import FlowGraph
 from flowlang.suggest import did_you_mean
-from flowlang.testing.patterns import ComparisonTooSlowError, TextPattern, compare_within
+from flowlang.testing.patterns import TextPattern, compare_within
 from flowlang.testing.runner import CaseRun
 
 #: The longest the comparison of one case may take, in seconds of wall time (each pattern match
@@ -202,7 +202,7 @@ def check_flow_case(done: CaseRun, graph: FlowGraph, *, strict: bool = False) ->
     try:
         with compare_within(COMPARE_SECONDS):
             return _check_flow_case(done, graph, strict)
-    except ComparisonTooSlowError:
+    except TimeoutError:  # compare_within's
         return _too_slow(done)
 
 
@@ -349,7 +349,7 @@ def check_workflow_case(done: CaseRun, *, strict: bool = False) -> list[Failure]
     try:
         with compare_within(COMPARE_SECONDS):
             return _check_workflow_case(done, strict)
-    except ComparisonTooSlowError:
+    except TimeoutError:  # compare_within's
         return _too_slow(done)
 
 

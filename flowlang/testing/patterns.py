@@ -18,7 +18,6 @@ __all__ = [
     "MAX_PATTERN",
     "MAX_TEXT",
     "MAX_WAYS",
-    "ComparisonTooSlowError",
     "TextPattern",
     "compare_within",
     "compile_pattern",
@@ -52,13 +51,9 @@ _REFUSED = {
 _DEADLINE: ContextVar[float | None] = ContextVar("flowlang_compare_deadline", default=None)
 
 
-class ComparisonTooSlowError(Exception):
-    """Comparing a case's results took longer than :func:`compare_within` allows."""
-
-
 @contextmanager
 def compare_within(seconds: float) -> Iterator[None]:
-    """Patterns matched inside raise ComparisonTooSlowError once ``seconds`` have passed (each
+    """Patterns matched inside raise TimeoutError once ``seconds`` have passed (each
     match is bounded by the admission rule, so the whole comparison is bounded too)."""
     token = _DEADLINE.set(time.monotonic() + seconds)
     try:
@@ -80,7 +75,7 @@ class TextPattern:
             return False
         deadline = _DEADLINE.get()
         if deadline is not None and time.monotonic() > deadline:
-            raise ComparisonTooSlowError
+            raise TimeoutError("comparing took too long")
         return self.compiled.fullmatch(value) is not None
 
     def __repr__(self) -> str:

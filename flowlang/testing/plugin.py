@@ -3,8 +3,8 @@
 Only flowlang's own are collected: a regular file, UTF-8, with a top-level ``flow:`` or
 ``workflows:`` key (a cheap look at its lines; another tool's ``lint.test.yaml`` is left alone).
 A passing case's warnings (unused recordings or inputs) are Python warnings of the class
-:class:`FlowTestWarning`, shown in pytest's warnings summary (``-W error::...`` fails them);
-a failing case's report lists them.
+:class:`flowlang.FlowTestWarning`, shown in pytest's warnings summary (``filterwarnings =
+error`` fails them); a failing case's report lists them.
 
 Importing this module imports pytest only: flowlang's loader and runtime are imported when a
 test file is collected. Options: ``--flow-backend`` (the step loop) and ``--flow-strict``
@@ -13,7 +13,7 @@ test file is collected. Options: ``--flow-backend`` (the step loop) and ``--flow
 
 from __future__ import annotations
 
-__all__ = ["FlowCaseItem", "FlowTestFile", "FlowTestWarning", "is_flow_test_file"]
+__all__ = ["FlowCaseItem", "FlowTestFile", "is_flow_test_file"]
 
 import warnings
 from collections.abc import Iterator
@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+
+from flowlang.errors import FlowTestWarning  # a light module (no loader, no runtime)
 
 if TYPE_CHECKING:
     from flowlang.testing.session import Session
@@ -32,10 +34,6 @@ _SESSION = pytest.StashKey["Session"]()
 #: The most bytes of a file read to find its top-level keys.
 _MAX_SCAN = 16 * 1024 * 1024
 _OUR_KEYS = ("flow", "workflows")
-
-
-class FlowTestWarning(UserWarning):
-    """A warning of a flow test case: a recorded response or inputs it did not use."""
 
 
 def is_flow_test_file(path: Path) -> bool:
