@@ -298,9 +298,13 @@ def test_the_plugin_leaves_other_tools_test_yaml_alone(folder: Path) -> None:
         '{"flow": "hand_counted.yaml", "cases": [{"name": "j", "inputs": {"ask": null}, '
         '"expect": {"ends_at": "bye"}}]}'
     )
+    (folder / "bom.test.yaml").write_text(
+        "\ufeffflow: hand_counted.yaml\ncases:\n  - name: b\n    inputs: {ask: null}\n"
+        "    expect: {ends_at: bye}\n"
+    )
     both = _pytest(folder)
     assert both.returncode == 0, both.stdout + both.stderr
-    assert "2 passed" in both.stdout
+    assert "3 passed" in both.stdout
 
 
 def test_case_names_are_escaped_in_pytest_item_names(folder: Path) -> None:

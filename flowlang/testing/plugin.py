@@ -50,7 +50,7 @@ def is_flow_test_file(path: Path) -> bool:
         text = data[:_MAX_SCAN].decode("utf-8", "ignore" if len(data) > _MAX_SCAN else "strict")
     except UnicodeDecodeError:
         return False
-    for line in text.splitlines():
+    for line in text.removeprefix("\ufeff").splitlines():  # a byte order mark aside
         if line[:1] in ("", " ", "\t", "#", "-"):  # not a top-level key
             continue
         if line.partition(":")[0].strip().strip("{'\" ") in _OUR_KEYS:
