@@ -14,7 +14,6 @@ compare everything; flowlang.expr.backends.ACCELERATORS lists the twins.
 """
 
 from cpython.long cimport PyLong_AsLongLongAndOverflow
-from cpython.time cimport monotonic as _monotonic
 from cpython.time cimport perf_counter_ns as _perf_counter_ns
 from cpython.unicode cimport PyUnicode_GET_LENGTH
 from libc.math cimport isfinite
@@ -548,7 +547,8 @@ async def run_loop(runtime, RunFields run, dict plan, step_id):
     cdef list instructions = run.instructions
     host = runtime.host
     secret_values = run.redactor.used
-    began = _monotonic()
+    timer = runtime.timer  # the clock of the run's deadline (time.monotonic by default)
+    began = timer()
     max_steps, max_same, run_deadline = runtime.loop_limits
     steps_run = run.steps_run
     last, count = run.streak
@@ -568,13 +568,13 @@ async def run_loop(runtime, RunFields run, dict plan, step_id):
             if not planned.waits:
                 planned.plain(run, scope, out)
             else:
-                if _monotonic() - began > run_deadline:
+                if timer() - began > run_deadline:
                     raise TimeoutError
                 if planned.http:  # network I/O runs under the run's deadline
                     # asyncio is not imported when the module loads: a process that only
                     # renders templates never pays for it (the runtime has loaded it by now).
                     import asyncio
-                    async with asyncio.timeout(began + run_deadline - _monotonic()):
+                    async with asyncio.timeout(began + run_deadline - timer()):
                         out.take(await planned.execute(planned.step, run))
                 elif type(planned) is HostStep:  # recorded, then the host's own awaitable
                     host_step = <HostStep>planned

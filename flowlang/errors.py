@@ -14,6 +14,7 @@ __all__ = [
     "FlowLimitError",
     "FlowStateError",
     "FlowSyntaxError",
+    "FlowTestWarning",
     "FlowUndefinedError",
     "JournalLockedError",
     "JsonSyntaxError",
@@ -302,6 +303,11 @@ class JournalLockedError(OSError):
 
 
 # --- warnings ----------------------------------------------------------------------------------
+
+
+class FlowTestWarning(UserWarning):
+    """A warning of a flow test case (a recorded response or inputs it did not use), given by
+    the pytest plugin for a case that passed."""
 
 
 class PurePythonWarning(RuntimeWarning):

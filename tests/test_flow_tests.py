@@ -77,6 +77,7 @@ def test_the_coverage_table_names_the_missing_edges_and_fail_under_fails() -> No
     assert _test(str(CASES / "hand_counted.cases.yaml"), "--fail-under", "63")[0] == 0
 
 
+@pytest.mark.skipif(len(AVAILABLE) < 2, reason="only one step loop is built: nothing to compare")
 def test_both_loops_give_the_same_results_and_coverage() -> None:
     results = []
     for backend in AVAILABLE:

@@ -6,8 +6,8 @@ failure as ``check`` shows a finding (the place in the test file with a caret, t
 and actual values) with the trace of that case as ``flowlang run`` prints it, then a summary
 line and, with ``--coverage``, the table. Exit status: 0 when every case passed (and the
 coverage reached ``--fail-under``); 1 when a case failed, a flow or workflow did not load (its
-findings are shown) or coverage fell short; 2 for bad usage, no test file found, or a test
-file that cannot be read.
+findings are shown) or coverage fell short; 2 for bad usage, no test file found, no case
+matching ``-k``, or a test file that cannot be read.
 """
 
 from __future__ import annotations
@@ -46,6 +46,10 @@ def case_report(outcome: CaseOutcome, colours: Colours | None = None) -> str:
     hidden = len(outcome.failures) - _FAILURES_SHOWN
     if hidden > 0:
         lines.extend([f"… and {hidden} more failure(s)", ""])
+    if outcome.warnings:  # redacted by the session
+        lines.append("warnings:")
+        lines.extend(printable(f"  {warning}", one_line=True) for warning in outcome.warnings)
+        lines.append("")
     if outcome.cases_file.flow is not None:
         trace = io.StringIO()
         for leg in run.legs:
@@ -154,6 +158,13 @@ def test_from_command_line(arguments: argparse.Namespace, out: TextIO) -> int:
     for case in failed_cases:
         out.write("\n" + colours.paint(f"FAIL {_label(case)}", "strong") + "\n")
         out.write(case_report(case, colours) + "\n")
+    if (
+        arguments.keyword
+        and not any(file.cases for file in files)
+        and not any(file.error or file.load_error for file in files)
+    ):
+        shown = printable(arguments.keyword, one_line=True)
+        raise UsageError(f"no case name holds -k {shown!r} in {len(files)} test file(s)")
     summary, failed, _ = _summary(files, colours)
     out.write("\n" + summary + "\n")
     status = EXIT_FAILED if failed or any(f.load_error for f in files) else EXIT_OK

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 __all__ = ["END", "Coverage", "FlowEdge", "FlowGraph", "flow_graph"]
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,6 +48,18 @@ class FlowGraph:
     edges: tuple[FlowEdge, ...]
     #: The edges of each step by label.
     by_step: Mapping[str, Mapping[str, FlowEdge]] = field(repr=False)
+
+    def visits(
+        self, trace: Iterable[Mapping[str, Any]]
+    ) -> Iterator[tuple[str, bool, FlowEdge | None]]:
+        """Each trace entry as (step id, whether it begins a visit, the edge it took or None):
+        a step that waits for input and then resumes (or asks again) is one visit."""
+        open_visit: str | None = None
+        for entry in trace:
+            step_id = entry["step"]
+            edge = self.edge_taken(step_id, entry["outcome"], entry.get("detail"))
+            yield step_id, step_id != open_visit, edge
+            open_visit = step_id if edge is None else None
 
     def edge_taken(
         self, step_id: str, outcome: str, detail: Mapping[str, Any] | None = None
@@ -111,15 +123,11 @@ class Coverage:
     def add(self, trace: Iterable[Mapping[str, Any]]) -> None:
         """Count one run's trace entries: each visit of a step once (a step that waits for
         input and then resumes, or asks again, is one visit), each edge taken."""
-        open_visit: str | None = None
-        for entry in trace:
-            step_id = entry["step"]
+        for step_id, begins, edge in self.graph.visits(trace):
             if step_id not in self.graph.steps:
                 continue
-            if step_id != open_visit:
+            if begins:
                 self.step_hits[step_id] = self.step_hits.get(step_id, 0) + 1
-            edge = self.graph.edge_taken(step_id, entry["outcome"], entry.get("detail"))
-            open_visit = step_id if edge is None else None
             if edge is not None:
                 self.edge_hits[edge.index] += 1
 

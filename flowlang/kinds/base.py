@@ -180,6 +180,9 @@ class StepKind(Kind):
     keeps_record: bool = False
     #: Whether the step does network I/O (it runs under the run's deadline).
     network: bool = False
+    #: Whether the step reads the time of day (``run.runtime.clock()``): its outcome depends on
+    #: when the run happens (flow tests then need ``now``).
+    reads_clock: bool = False
     plan: Planner | None = None
     execute: Executor | None = None
     host: HostAction | None = None

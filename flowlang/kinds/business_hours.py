@@ -92,6 +92,7 @@ KIND = StepKind(
         ),
     },
     outcome_edge=hours_edge,
+    reads_clock=True,
     plan=plan_business_hours,
     read_sections=read_schedules,
     sections={

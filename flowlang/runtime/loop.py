@@ -113,8 +113,8 @@ async def run_loop(runtime: Any, run: Run, plan: StepPlan, step_id: str | None) 
     """
     secret_values = run.redactor.used
     trace: list[TraceRow] = run.trace
-    perf_counter_ns, monotonic = time.perf_counter_ns, time.monotonic
-    began = monotonic()
+    perf_counter_ns, timer = time.perf_counter_ns, runtime.timer  # the deadline's clock
+    began = timer()
     max_steps, max_same, run_deadline = runtime.loop_limits
     steps_run = run.steps_run
     last, count = run.streak
@@ -136,10 +136,10 @@ async def run_loop(runtime: Any, run: Run, plan: StepPlan, step_id: str | None) 
                 transition = run_step(run)
             else:
                 assert execute is not None
-                if monotonic() - began > run_deadline:
+                if timer() - began > run_deadline:
                     raise TimeoutError
                 if step.kind.network:  # network I/O runs under the run's deadline
-                    async with asyncio.timeout(began + run_deadline - monotonic()):
+                    async with asyncio.timeout(began + run_deadline - timer()):
                         transition = await execute(step, run)
                 else:  # the host's own awaitable
                     transition = await execute(step, run)

@@ -17,6 +17,7 @@ __all__ = [
 
 import asyncio
 import ssl
+import time
 from collections import deque
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
@@ -130,6 +131,8 @@ class Runtime:
     on are kept by fingerprint, so that a call resumes on the version it started on after the
     flow is edited (None: a state of another version is refused). ``clock``: what time it is
     for the steps that read it (a callable returning an aware datetime; now in UTC when None).
+    ``timer``: the clock of run deadlines, in seconds (``time.monotonic`` when None), read by
+    the step loop when a run starts and before each step that waits; tests give a virtual one.
 
     ``plan_wrapper``: inspection for tools, on the Python loop only (a
     :data:`~flowlang.runtime.plan.PlanWrapper`). It is given each flow's step plan once per
@@ -155,8 +158,11 @@ class Runtime:
         flow_versions: FlowVersions | None = None,
         clock: Callable[[], datetime] | None = None,
         plan_wrapper: PlanWrapper | None = None,
+        timer: Callable[[], float] | None = None,
     ) -> None:
         self.settings = settings or RuntimeSettings()
+        #: The clock of run deadlines (seconds): time.monotonic by default.
+        self.timer: Callable[[], float] = timer or time.monotonic
         #: The time steps read (business_hours): an aware datetime, now in UTC by default.
         self.clock: Callable[[], datetime] = clock or partial(datetime.now, UTC)
         #: Versions of flows kept by fingerprint (every flow a call starts on is added).

@@ -10,8 +10,17 @@ found in the order sent, others may come between. A text may be ``{matches: REGE
 
 from __future__ import annotations
 
-__all__ = ["UNSET", "Failure", "check_flow_case", "check_workflow_case", "run_path", "same"]
+__all__ = [
+    "COMPARE_SECONDS",
+    "UNSET",
+    "Failure",
+    "check_flow_case",
+    "check_workflow_case",
+    "run_path",
+    "same",
+]
 
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -19,9 +28,12 @@ from typing import Any
 from flowlang.flow.source import Pointer
 from flowlang.graph.model import FlowGraph
 from flowlang.suggest import did_you_mean
-from flowlang.testing.patterns import TextPattern
+from flowlang.testing.patterns import TextPattern, compare_within
 from flowlang.testing.runner import CaseRun
 
+#: The longest the comparison of one case may take, in seconds of wall time (each pattern match
+#: is bounded; a case compares many values).
+COMPARE_SECONDS = 10.0
 #: No value (an expected or actual value that is not shown).
 UNSET: Any = object()
 #: The outcome of a step that waits for input (not counted as its outcome).
@@ -64,16 +76,8 @@ def same(expected: Any, actual: Any) -> bool:
 
 def run_path(graph: FlowGraph, trace: Sequence[Mapping[str, Any]]) -> list[str]:
     """The steps a run visited, in order: a step that waits for input and then resumes (or asks
-    again) is one visit, as coverage counts them."""
-    path: list[str] = []
-    open_visit: str | None = None
-    for entry in trace:
-        step = entry["step"]
-        if step != open_visit:
-            path.append(step)
-        edge = graph.edge_taken(step, entry["outcome"], entry.get("detail"))
-        open_visit = step if edge is None else None
-    return path
+    again) is one visit, as coverage counts them (FlowGraph.visits)."""
+    return [step for step, begins, _ in graph.visits(trace) if begins]
 
 
 def _first_difference(expected: list[Any], actual: list[Any]) -> int | None:
@@ -93,9 +97,7 @@ def _list_failure(
         message = f"{noun} {index + 1} was not expected: {len(actual)} instead of {len(expected)}"
         return Failure(name, message, at, expected, actual)
     if index >= len(actual):
-        message = (
-            f"{name}: {noun} {index + 1} is missing ({len(actual)} instead of {len(expected)})"
-        )
+        message = f"{noun} {index + 1} is missing ({len(actual)} instead of {len(expected)})"
     else:
         message = f"{noun} {index + 1} differs"
     return Failure(
@@ -133,9 +135,12 @@ class _Checker:
         done = self.done
         if done.broken is not None:
             self.failures.append(Failure("case", done.broken, self.case.pointer))
-        for request in done.missing:
+        for request, times in Counter(done.missing).items():  # once each, in order
+            attempts = f" ({times} attempts)" if times > 1 else ""
             self.failures.append(
-                Failure("responses", f"no recorded response for {request}", self.case.pointer)
+                Failure(
+                    "responses", f"no recorded response for {request}{attempts}", self.case.pointer
+                )
             )
         if strict:
             for request in done.unused:
@@ -186,8 +191,22 @@ class _Checker:
                 return
 
 
+def _too_slow(done: CaseRun) -> list[Failure]:
+    message = f"comparing the case's results took longer than {COMPARE_SECONDS:g} s"
+    return [Failure("expect", message, (*done.case.pointer, "expect"))]
+
+
 def check_flow_case(done: CaseRun, graph: FlowGraph, *, strict: bool = False) -> list[Failure]:
-    """Every expectation of a flow case that its run did not meet (and missing recordings)."""
+    """Every expectation of a flow case that its run did not meet (and missing recordings),
+    compared within COMPARE_SECONDS."""
+    try:
+        with compare_within(COMPARE_SECONDS):
+            return _check_flow_case(done, graph, strict)
+    except TimeoutError:  # compare_within's
+        return _too_slow(done)
+
+
+def _check_flow_case(done: CaseRun, graph: FlowGraph, strict: bool) -> list[Failure]:
     checker = _Checker(done)
     checker.general(strict)
     expect, at = done.case.expect, checker.at
@@ -230,9 +249,8 @@ def check_flow_case(done: CaseRun, graph: FlowGraph, *, strict: bool = False) ->
                 )
                 break
     for number, step in enumerate(expect.get("path_excludes", ())):
-        if (
-            checker.known_step(graph, step, (*at, "path_excludes", number), "path_excludes")
-            and step in path
+        if checker.known_step(graph, step, (*at, "path_excludes", number), "path_excludes") and any(
+            same(step, visited) for visited in path
         ):
             checker.fail(
                 "path_excludes",
@@ -326,7 +344,16 @@ def delivery_rows(done: CaseRun) -> list[dict[str, Any]]:
 
 
 def check_workflow_case(done: CaseRun, *, strict: bool = False) -> list[Failure]:
-    """Every expectation of a workflow case that its event did not meet."""
+    """Every expectation of a workflow case that its event did not meet (within
+    COMPARE_SECONDS)."""
+    try:
+        with compare_within(COMPARE_SECONDS):
+            return _check_workflow_case(done, strict)
+    except TimeoutError:  # compare_within's
+        return _too_slow(done)
+
+
+def _check_workflow_case(done: CaseRun, strict: bool) -> list[Failure]:
     checker = _Checker(done)
     checker.general(strict)
     expect, at = done.case.expect, checker.at

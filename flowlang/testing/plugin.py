@@ -1,5 +1,10 @@
 """The pytest plugin (entry point ``pytest11``): ``pytest`` collects flow test files
 (``*.test.yaml``) too, each case a test item whose failure reads as ``flowlang test`` shows it.
+Only flowlang's own are collected: a regular file, UTF-8, with a top-level ``flow:`` or
+``workflows:`` key (a cheap look at its lines; another tool's ``lint.test.yaml`` is left alone).
+A passing case's warnings (unused recordings or inputs) are Python warnings of the class
+:class:`flowlang.FlowTestWarning`, shown in pytest's warnings summary (``filterwarnings =
+error`` fails them); a failing case's report lists them.
 
 Importing this module imports pytest only: flowlang's loader and runtime are imported when a
 test file is collected. Options: ``--flow-backend`` (the step loop) and ``--flow-strict``
@@ -8,13 +13,16 @@ test file is collected. Options: ``--flow-backend`` (the step loop) and ``--flow
 
 from __future__ import annotations
 
-__all__ = ["FlowCaseItem", "FlowTestFile"]
+__all__ = ["FlowCaseItem", "FlowTestFile", "is_flow_test_file"]
 
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+
+from flowlang.errors import FlowTestWarning  # a light module (no loader, no runtime)
 
 if TYPE_CHECKING:
     from flowlang.testing.session import Session
@@ -23,6 +31,31 @@ if TYPE_CHECKING:
 #: The suffix of the files collected.
 SUFFIX = ".test.yaml"
 _SESSION = pytest.StashKey["Session"]()
+#: The most bytes of a file read to find its top-level keys.
+_MAX_SCAN = 16 * 1024 * 1024
+_OUR_KEYS = ("flow", "workflows")
+
+
+def is_flow_test_file(path: Path) -> bool:
+    """Whether ``path`` is a flowlang test file: a regular file of UTF-8 text with a
+    top-level ``flow:`` or ``workflows:`` key (its lines are looked at, nothing is loaded)."""
+    try:
+        if not path.is_file():  # never open a FIFO or a device
+            return False
+        with path.open("rb") as stream:
+            data = stream.read(_MAX_SCAN + 1)
+    except OSError:
+        return False
+    try:
+        text = data[:_MAX_SCAN].decode("utf-8", "ignore" if len(data) > _MAX_SCAN else "strict")
+    except UnicodeDecodeError:
+        return False
+    for line in text.removeprefix("\ufeff").splitlines():  # a byte order mark aside
+        if line[:1] in ("", " ", "\t", "#", "-"):  # not a top-level key
+            continue
+        if line.partition(":")[0].strip().strip("{'\" ") in _OUR_KEYS:
+            return True
+    return False
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -42,7 +75,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
-    if file_path.name.endswith(SUFFIX):
+    if file_path.name.endswith(SUFFIX) and is_flow_test_file(file_path):
         collector: pytest.Collector = FlowTestFile.from_parent(parent, path=file_path)
         return collector
     return None
@@ -75,7 +108,9 @@ class FlowTestFile(pytest.File):
         cases_file = outcome.cases_file
         assert cases_file is not None
         for case in cases_file.cases:
-            yield FlowCaseItem.from_parent(self, name=case.name, cases_file=cases_file, case=case)
+            yield FlowCaseItem.from_parent(
+                self, name=_item_name(case.name), cases_file=cases_file, case=case
+            )
 
 
 class FlowCaseItem(pytest.Item):
@@ -92,13 +127,21 @@ class FlowCaseItem(pytest.Item):
         outcome = _session(self.config).run_case_now(self.cases_file, self.case)
         if outcome.failures:
             pytest.fail(case_report(outcome), pytrace=False)  # the report alone, no traceback
+        for warning in outcome.warnings:  # redacted, made printable
+            warnings.warn(FlowTestWarning(_printable(warning)), stacklevel=1)
 
     def reportinfo(self) -> tuple[Path, int | None, str]:
         position = self.cases_file.document.position(self.case.pointer)
         return self.path, position.line - 1, f"case {self.case.name!r}"
 
 
-def _printable(text: str) -> str:
+def _item_name(name: str) -> str:
+    """A case name as a pytest item's: on one line, control characters escaped, and no
+    ``::`` (pytest's separator of node ids)."""
+    return _printable(name, one_line=True).replace("::", ":\\:")
+
+
+def _printable(text: str, *, one_line: bool = False) -> str:
     from flowlang.cli.terminal import printable
 
-    return printable(text)
+    return printable(text, one_line=one_line)

@@ -31,7 +31,7 @@ from flowlang.http_rules import PreparedRequest
 from flowlang.runtime.results import RunResult
 from flowlang.runtime.runner import Runtime, RuntimeSettings
 from flowlang.runtime.secrets import MappingSecrets, Redactor
-from flowlang.testing.offline import VirtualClock, VirtualHttp
+from flowlang.testing.offline import VirtualClock, VirtualHttp, VirtualTimer
 from flowlang.testing.spec import Case
 
 #: The longest a case may run, in seconds of wall time (virtual time makes a case fast: one
@@ -121,15 +121,23 @@ async def run_flow_case(
     """Run ``case`` on ``flow`` with the step loop ``backend`` (None: the default);
     ``runtime_options``: more keyword arguments for the runtime (condition coverage's)."""
     done = CaseRun(case, redactor=_redactor(case))
-    http = VirtualHttp(case.responses)
+    timer = VirtualTimer()
+    http = VirtualHttp(case.responses, timer)
     answers = {step: deque(given) for step, given in case.inputs.items()}
+    settings = RuntimeSettings()
     options: dict[str, Any] = {
         "http": http,
         "secrets": MappingSecrets(case.secrets),
         "backend": backend,
-        "settings": RuntimeSettings(),
+        "settings": settings,
+        "timer": timer,
         **(runtime_options or {}),
     }
+
+    def leg_begins() -> None:  # each start and resume has the run's deadline from now on
+        http.foreground = asyncio.current_task()
+        http.deadline = timer.seconds + settings.run_deadline
+
     if case.now is not None:
         now = case.now
         options["clock"] = lambda: now
@@ -138,6 +146,7 @@ async def run_flow_case(
         runtime = Runtime(**options)
         async with runtime:
             try:
+                leg_begins()
                 result = await runtime.start(flow, case.context)
             except ValueError as error:  # a context the runtime refuses at the door
                 done.broken = f"the context is refused: {error}"
@@ -149,6 +158,7 @@ async def run_flow_case(
                 if not given:
                     break
                 try:
+                    leg_begins()
                     result = await runtime.resume(flow, result.state or {}, given.popleft())
                 except (FlowError, TypeError) as error:
                     done.broken = f"the run could not be resumed: {error}"

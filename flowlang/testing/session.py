@@ -24,7 +24,7 @@ from flowlang.testing.conditions import ConditionCoverage, WorkflowConditionCove
 from flowlang.testing.coverage import WorkflowCoverage
 from flowlang.testing.expect import Failure, check_flow_case, check_workflow_case
 from flowlang.testing.runner import CaseRun, run_flow_case, run_workflow_case
-from flowlang.testing.spec import Case, CasesFile, read_cases_file
+from flowlang.testing.spec import Case, CasesFile, case_error, read_cases_file
 
 #: The suffix of the test files a folder is searched for.
 SUFFIX = ".test.yaml"
@@ -36,7 +36,8 @@ _SKIPPED = frozenset({"node_modules", "__pycache__", "venv"})
 
 def find_test_files(paths: Iterable[str | Path]) -> list[Path]:
     """The test files named, and the ``*.test.yaml`` files in the folders named (sorted, hidden
-    folders skipped); a path that does not exist is a FileNotFoundError."""
+    folders skipped, regular files only); a path that does not exist is a FileNotFoundError,
+    one that is not a regular file or folder a ValueError."""
     found: list[Path] = []
     for name in paths:
         path = Path(name)
@@ -45,11 +46,17 @@ def find_test_files(paths: Iterable[str | Path]) -> list[Path]:
                 folders[:] = sorted(
                     f for f in folders if not f.startswith(".") and f not in _SKIPPED
                 )
-                found.extend(Path(root) / f for f in sorted(files) if f.endswith(SUFFIX))
+                found.extend(  # regular files only: a FIFO is never opened
+                    Path(root) / f
+                    for f in sorted(files)
+                    if f.endswith(SUFFIX) and (Path(root) / f).is_file()
+                )
                 if len(found) > MAX_FILES:
                     raise ValueError(f"more than {MAX_FILES} test files under {path}")
-        elif path.exists():
+        elif path.is_file():
             found.append(path)
+        elif path.exists():
+            raise ValueError(f"not a regular file: {path}")
         else:
             raise FileNotFoundError(str(path))
     return found
@@ -107,7 +114,8 @@ class Session:
         self.workflows: dict[str, WorkflowCoverage] = {}
         self._flows: dict[Path, CompiledFlow | str] = {}
         self._graphs: dict[str, FlowGraph] = {}
-        #: The name coverage is kept under, by resolved path: the path as first written.
+        #: The name coverage is kept under, by resolved path: the path as first written
+        #: (normalised; a workflow's with its name).
         self._names: dict[Path, str] = {}
         self._workflows: dict[Path, CompiledWorkflow | str] = {}
         #: Extra keyword arguments for the runtime of each flow (by file), such as condition
@@ -129,6 +137,8 @@ class Session:
             loaded = self._flow(cases_file.flow)
             if isinstance(loaded, str):
                 outcome.load_error = loaded
+            else:
+                outcome.error = self._without_now(cases_file)
         else:
             problems = [w for w in map(self._workflow, cases_file.workflows) if isinstance(w, str)]
             if problems:
@@ -140,6 +150,21 @@ class Session:
                     outcome.load_error = str(error)
         return outcome
 
+    def _without_now(self, cases_file: CasesFile) -> DocumentError | None:
+        """A case without ``now`` of a flow with a step that reads the clock: its outcome
+        would depend on the day the tests run."""
+        assert cases_file.flow is not None
+        graph = self._graphs[self._names[cases_file.flow.resolve()]]
+        reading = [step_id for step_id, step in graph.steps.items() if step.kind.reads_clock]
+        for case in cases_file.cases:
+            if reading and case.now is None:
+                message = (
+                    f"case {case.name[:80]!r} needs now: (in the case or the defaults): step "
+                    f"{reading[0]!r} reads the time of day"
+                )
+                return case_error(cases_file, case, message)
+        return None
+
     def _flow(self, path: Path) -> CompiledFlow | str:
         key = path.resolve()
         if key not in self._flows:
@@ -149,7 +174,7 @@ class Session:
                 self._flows[key] = f"{path} has errors:\n\n{error}"
             else:
                 self._flows[key] = flow
-                name = self._names[key] = str(path)
+                name = self._names[key] = os.path.normpath(path)
                 graph = self._graphs[name] = flow_graph(flow)
                 self.flows[name] = Coverage(graph)
                 if self.conditions:
@@ -166,8 +191,8 @@ class Session:
                 self._workflows[key] = f"{path} has errors:\n\n{error}"
             else:
                 self._workflows[key] = workflow
-                name = f"{path} ({workflow.name})"
-                self.workflows.setdefault(name, WorkflowCoverage(workflow))
+                name = self._names[key] = f"{os.path.normpath(path)} ({workflow.name})"
+                self.workflows[name] = WorkflowCoverage(workflow)
                 if self.conditions:
                     self.workflow_conditions[name] = WorkflowConditionCoverage(workflow)
         return self._workflows[key]
@@ -199,16 +224,20 @@ class Session:
             done = await run_workflow_case(self.workflows_of(cases_file), case)
             failures = check_workflow_case(done, strict=self.strict)
             deliveries = done.dispatch.deliveries if done.dispatch else []
-            for coverage_of in self.workflows.values():
-                coverage_of.add(deliveries)
-            if done.event is not None:
-                for counted in self.workflow_conditions.values():
+            for path in cases_file.workflows:  # this file's workflows only
+                known = self._names.get(path.resolve())
+                if known is None:
+                    continue
+                self.workflows[known].add(deliveries)
+                counted = self.workflow_conditions.get(known)
+                if counted is not None and done.event is not None:
                     counted.add(done.event)
             warnings = []
         if self.strict:  # unused recordings and inputs are failures then, not warnings
             warnings = []
         else:
             warnings = [f"recorded response not used: {item}" for item in done.unused] + warnings
+        warnings = [done.redactor.text(warning) for warning in warnings]  # a URL may hold one
         return CaseOutcome(cases_file, case, done, failures, warnings)
 
     def run_case_now(self, cases_file: CasesFile, case: Case) -> CaseOutcome:
@@ -219,7 +248,7 @@ class Session:
         """Read a test file and run its (selected) cases, in order."""
         outcome = self.read(path)
         cases_file = outcome.cases_file
-        if cases_file is None or outcome.load_error is not None:
+        if cases_file is None or outcome.error is not None or outcome.load_error is not None:
             return outcome
 
         async def run_all() -> None:

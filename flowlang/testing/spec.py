@@ -24,6 +24,7 @@ __all__ = [
     "WORKFLOW_EXPECT_KEYS",
     "Case",
     "CasesFile",
+    "case_error",
     "read_cases_file",
 ]
 
@@ -33,9 +34,10 @@ from pathlib import Path
 from typing import Any
 
 from flowlang.flow.source import Document, DocumentError, Pointer, load_document
+from flowlang.locations import SourceLines
 from flowlang.runtime.http import RecordedResponse
 from flowlang.runtime.recorded import read_responses
-from flowlang.runtime.secrets import MIN_SUBSTRING
+from flowlang.runtime.secrets import MIN_SUBSTRING, Redactor
 from flowlang.suggest import did_you_mean
 from flowlang.testing.patterns import compile_pattern
 
@@ -261,8 +263,87 @@ def _merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 
 
 def read_cases_file(path: Path, text: str | None = None) -> CasesFile:
-    """Read and check the test file at ``path`` (or its ``text``, already read)."""
-    document = load_document(path) if text is None else load_document(text, filename=str(path))
+    """Read and check the test file at ``path`` (or its ``text``, already read). An error's
+    source line never shows a secret: a line inside a ``secrets`` mapping is shown up to its
+    key, and the test secrets are redacted from any other."""
+    try:
+        document = load_document(path) if text is None else load_document(text, filename=str(path))
+    except DocumentError as error:
+        raise _without_secrets(error, None) from None
+    try:
+        return _read(path, document)
+    except DocumentError as error:
+        raise _without_secrets(error, document.data) from None
+
+
+def _secret_values(data: Any) -> list[str]:
+    """The texts under every ``secrets`` mapping of a test file's data (defaults and cases)."""
+    if not isinstance(data, dict):
+        return []
+    holders = [data.get("defaults")]
+    cases = data.get("cases")
+    holders += cases[:MAX_CASES] if isinstance(cases, list) else []
+    found = []
+    for holder in holders:
+        secrets = holder.get("secrets") if isinstance(holder, dict) else None
+        if isinstance(secrets, dict):
+            found += [str(value) for value in secrets.values() if isinstance(value, (str, int))]
+    return [value for value in found if len(value.strip()) >= MIN_SUBSTRING]
+
+
+def _key_of(line: str) -> str:
+    return line.strip().lstrip("-").strip().split(":", 1)[0].strip().strip("'\"")
+
+
+def _in_secrets(lines: SourceLines, number: int) -> bool:
+    """Whether line ``number`` is inside a ``secrets`` mapping (or holds one): the line and
+    the lines it is nested in (by indentation), walked upwards."""
+    if "secrets" in lines.line(number):
+        return True
+    indent = len(lines.line(number)) - len(lines.line(number).lstrip())
+    for above in range(number - 1, 0, -1):
+        line = lines.line(above)
+        stripped = line.lstrip()
+        if not stripped or stripped.startswith("#") or len(line) - len(stripped) >= indent:
+            continue
+        if _key_of(line) == "secrets":
+            return True
+        indent = len(line) - len(stripped)
+        if indent == 0:
+            break
+    return False
+
+
+def _without_secrets(error: DocumentError, data: Any) -> DocumentError:
+    """``error`` with its source lines safe to show (see :func:`read_cases_file`)."""
+    lines = error.lines
+    if lines is None:
+        return error
+    number = error.position.line
+    shown = [lines.line(n) for n in range(1, len(lines) + 1)]
+    if 0 < number <= len(shown) and _in_secrets(lines, number):
+        line = shown[number - 1]
+        head, colon, _ = line.partition(":")
+        shown[number - 1] = (
+            f"{head}: [redacted]"
+            if colon
+            else " " * (len(line) - len(line.lstrip())) + "[redacted]"
+        )
+    redactor = Redactor()
+    for value in _secret_values(data):
+        redactor.add(value)
+    error.lines = SourceLines(redactor.text("\n".join(shown)))
+    return error
+
+
+def case_error(cases_file: CasesFile, case: Case, message: str) -> DocumentError:
+    """An error of the test file at ``case`` (its line shown without secrets)."""
+    document = cases_file.document
+    error = DocumentError(message, document.lines, document.position(case.pointer))
+    return _without_secrets(error, document.data)
+
+
+def _read(path: Path, document: Document) -> CasesFile:
     reader = _Reader(document)
     data = document.data
     reader.keys(data, (), TOP_KEYS, "test file")
