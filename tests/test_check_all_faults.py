@@ -5,6 +5,7 @@ would refuse, and reads of a response after a failure edge (guarded ones are fin
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import random
 from collections import Counter
@@ -19,6 +20,7 @@ from test_loop_twins import flows
 
 import flowlang
 from flowlang import check_flow, check_flow_text
+from flowlang.cli import main
 from flowlang.engine import Engine
 from flowlang.flow.model import Finding
 from flowlang.flow.source import DocumentError, load_document
@@ -222,6 +224,15 @@ def test_plain_http_is_accepted_for_the_hosts_a_run_allows() -> None:
     text = _request_flow("http://crm.test:8080/x")
     assert check_flow_text(text, allow_hosts=["crm.test"])[0] is not None
     assert check_flow_text(text, allow_hosts=["other.test"])[0] is None
+
+
+def test_flowlang_check_allows_plain_http_to_the_hosts_it_is_given(tmp_path: Path) -> None:
+    path = tmp_path / "f.yaml"
+    path.write_text(_request_flow("http://crm.test:8080/x"), encoding="utf-8")
+    refused, allowed = io.StringIO(), io.StringIO()
+    assert main(["check", str(path)], stdout=refused) == 1
+    assert "plain http to crm.test is not allowed" in refused.getvalue()
+    assert main(["check", "--allow-host", "crm.test", str(path)], stdout=allowed) == 0
 
 
 def test_a_url_the_sender_refuses_at_run_time_takes_on_failure(backend: str) -> None:

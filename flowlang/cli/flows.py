@@ -13,6 +13,7 @@ __all__ = [
 import argparse
 import sys
 from collections import deque
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
@@ -46,10 +47,15 @@ _INPUT_KINDS = " and ".join(name for name, kind in STEP_KINDS.items() if kind.ta
 
 
 def check_document(
-    path: Path, text: str | None = None, engine: Engine | None = None
+    path: Path,
+    text: str | None = None,
+    engine: Engine | None = None,
+    allow_hosts: Iterable[str] = (),
 ) -> tuple[object, list[Finding]]:
     """Check a flow or a workflow document (told apart by :func:`is_workflow_document`); the
-    file (or ``text``, read from it already) is parsed once."""
+    file (or ``text``, read from it already) is parsed once. ``allow_hosts``: hosts its
+    endpoints may reach over plain http (as ``run --allow-host`` and ``automate --allow-host``
+    allow them)."""
     with paused_collector():
         document = (
             load_document(path, keep_duplicates=True)
@@ -57,8 +63,8 @@ def check_document(
             else load_document(text, filename=str(path), keep_duplicates=True)
         )
         if is_workflow_document(document.data):
-            return check_workflow(document, engine=engine)
-        return check_flow(document, engine=engine)
+            return check_workflow(document, engine=engine, allow_hosts=allow_hosts)
+        return check_flow(document, engine=engine, allow_hosts=allow_hosts)
 
 
 def _label(name: str) -> str:
@@ -75,7 +81,7 @@ def _check(arguments: argparse.Namespace, stdout: TextIO, stdin: TextIO) -> int:
         label = _label(name)
         try:
             text = read_input(name, stdin, "document")
-            _, findings = check_document(Path(label), text, engine)
+            _, findings = check_document(Path(label), text, engine, arguments.allow_host)
         except UsageError as error:
             reports.append(Report.unreadable(label, str(error)))
             unreadable = True
@@ -246,14 +252,14 @@ def add_run_command(commands: Any) -> None:
         help="trust the certificate authorities in FILE (PEM) too; repeatable. SSL_CERT_FILE "
         "or SSL_CERT_DIR replace the default bundle",
     )
-    run.add_argument(
-        "--allow-host",
-        action="append",
-        default=[],
-        metavar="HOST",
-        help="let requests reach HOST even on loopback or a private network, and over http",
+    _add_allow_host(
+        run, "let requests reach HOST even on loopback or a private network, and over http"
     )
     run.set_defaults(handler=_run)
+
+
+def _add_allow_host(parser: argparse.ArgumentParser, help_text: str) -> None:
+    parser.add_argument("--allow-host", action="append", default=[], metavar="HOST", help=help_text)
 
 
 def add_check_command(commands: Any) -> None:
@@ -279,4 +285,7 @@ def add_check_command(commands: Any) -> None:
         "sarif: SARIF 2.1.0",
     )
     _add_syntax(check)
+    _add_allow_host(
+        check, "an endpoint may use plain http to HOST (as run and automate --allow-host let it)"
+    )
     check.set_defaults(handler=_check)
