@@ -9,10 +9,12 @@ __all__ = [
     "UnknownKind",
     "build_steps",
     "duplicate_findings",
+    "enum_spellings",
     "in_document_order",
 ]
 
 import dataclasses
+import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -236,7 +238,7 @@ class StepBuilder:
         self, raw: Any, pointer: Pointer, step: str, name: str, spec: Field
     ) -> float | None:
         if isinstance(raw, (int, float)) and not isinstance(raw, bool):
-            seconds = float(raw)
+            seconds = _as_float(raw)
         else:
             match = _DURATION.fullmatch(raw.strip()) if isinstance(raw, str) else None
             if match is None:
@@ -269,16 +271,19 @@ class StepBuilder:
                 return None
             return raw
         if kind == "int":
+            raw = _whole(raw)  # 16000.0 is the whole number 16000, as in JSON Schema
             if not isinstance(raw, int) or isinstance(raw, bool):
-                self.error(f"expected a whole number, found {_kind(raw)}", pointer, step, name)
+                found = f"{raw!r}" if isinstance(raw, float) else _kind(raw)
+                self.error(f"expected a whole number, found {found}", pointer, step, name)
                 return None
             if (
                 spec.minimum is not None
                 and spec.maximum is not None
                 and not spec.minimum <= raw <= spec.maximum
             ):
+                shown = raw if abs(raw) < 10**20 else "a larger number"
                 self.error(
-                    f"{name} must be between {spec.minimum:g} and {spec.maximum:g}, not {raw}",
+                    f"{name} must be between {spec.minimum:g} and {spec.maximum:g}, not {shown}",
                     pointer,
                     step,
                     name,
@@ -286,23 +291,30 @@ class StepBuilder:
                 return None
             return raw
         if kind == "enum":
-            text = str(raw).upper() if name == "method" and isinstance(raw, str) else raw
-            if text not in spec.choices:
+            spellings = enum_spellings(spec, name)
+            chosen = spellings.get(raw) if isinstance(raw, str) else None
+            if chosen is None:
+                also = " (or in lower case)" if len(spellings) > len(spec.choices) else ""
                 self.error(
-                    f"{name} must be one of {', '.join(spec.choices)}, not {_shown(raw)}",
+                    f"{name} must be one of {', '.join(spec.choices)}{also}, not {_shown(raw)}",
                     pointer,
                     step,
                     name,
                 )
-                return None
-            return text
+            return chosen
         if kind == "step":
             if isinstance(raw, bool) or not isinstance(raw, (str, int)):
                 self.error(f"expected a step id, found {_kind(raw)}", pointer, step, name)
                 return None
             return str(raw)
         if kind == "key":
-            text = "" if raw is None else str(raw)
+            raw = _whole(raw)
+            if raw is None:
+                text = ""
+            elif isinstance(raw, str) or (type(raw) is int and 0 <= raw <= 9):
+                text = str(raw)
+            else:  # a boolean, a list, a number that is not one digit (maybe 5000 digits long)
+                text = "??"
             if len(text) > 1 or (text and text not in _KEYS):
                 self.error(
                     f"finish_on_key must be one of 0-9, * or #, or empty, not {_shown(raw)}",
@@ -752,6 +764,15 @@ class StepBuilder:
         return out if len(out) == len(raw) else None
 
 
+def enum_spellings(spec: Field, name: str) -> dict[str, str]:
+    """Every spelling the loader accepts for an ``enum`` field, with the choice it means: the
+    choices as written, and for ``method`` also in lower case (exactly, ASCII: not ``Get``)."""
+    spellings = {choice: choice for choice in spec.choices}
+    if name == "method":
+        spellings.update({choice.lower(): choice for choice in spec.choices})
+    return spellings
+
+
 class _ListTemplate:
     """A list whose items are templates or values, rendered item by item (duck-types Template)."""
 
@@ -863,12 +884,30 @@ def _kind(value: Any) -> str:
     return "key/value entries"
 
 
+def _whole(raw: Any) -> Any:
+    """An integral float as the whole number it is (JSON does not tell 16000.0 from 16000);
+    anything else as it is."""
+    if isinstance(raw, float) and raw.is_integer():
+        return int(raw)
+    return raw
+
+
+def _as_float(raw: float) -> float:
+    """A number as a float; a whole number too large for one is infinite (out of any bounds)."""
+    try:
+        return float(raw)
+    except OverflowError:
+        return float("inf") if raw > 0 else float("-inf")
+
+
 def _article(noun: str) -> str:
     """``a step``, ``an action``."""
     return f"{'an' if noun[:1] in tuple('aeiou') else 'a'} {noun}"
 
 
 def _seconds(value: float) -> str:
+    if not math.isfinite(value):
+        return "a number too large"
     return f"{value * 1000:g}ms" if value < 1 else f"{value:g}s"
 
 
