@@ -550,7 +550,7 @@ class StepBuilder:
             self.error("a condition needs a property", where, step, field)
         ok = ok and prop is not None
         value = None
-        takes_value = CONDITION_OPERATORS[operator] if known else None
+        takes_value = CONDITION_OPERATORS[operator] if isinstance(operator, str) and known else None
         if "value" in item:
             value = self.row_part(item["value"], (*where, "value"), step, f"{field}.value")
             if takes_value is False:
@@ -560,7 +560,7 @@ class StepBuilder:
         elif takes_value:
             self.error(f"operator {operator!r} needs a value", where, step, field)
             ok = False
-        if not ok or not isinstance(prop, Value):
+        if not ok or not isinstance(prop, Value) or not isinstance(operator, str):
             return None
         return Row(prop, operator, value if takes_value else None)
 
