@@ -226,3 +226,67 @@ def test_an_operator_that_is_a_list_or_a_map_is_a_finding(operator: str, check: 
     assert compiled is None
     assert [f.message.split(" (")[0] for f in findings] == ["expected an operator"]
     assert "found a list" in findings[0].message or "found key/value" in findings[0].message
+
+
+# --- the shared builder: faults no longer hidden, names exact, messages plain ---------------
+
+
+def test_every_part_of_a_row_is_checked_whatever_the_others_found() -> None:
+    text = _workflow_with_row(
+        '{property: "<<event.id +>>", operator: equal, value: "<<event.id |>>"}\n  - {operator: equals}'
+    )
+    _, findings = check_workflow_text(text)
+    messages = [f.message for f in findings]
+    assert any("no arithmetic" in m for m in messages)  # in the property
+    assert any(m.startswith("unknown operator 'equal'") for m in messages)
+    assert any("filter name" in m for m in messages)  # in the value
+    assert "a condition needs a property" in messages  # the second row: both of its faults
+    assert "operator 'equals' needs a value" in messages
+
+
+@pytest.mark.parametrize("name", ["X-A\n", "X-A\r\n", "\nX-A"])
+def test_a_header_name_with_a_line_break_is_refused(name: str) -> None:
+    flow = (
+        "flow: f\nstart: a\nsteps:\n  a:\n    type: http_request\n"
+        "    endpoint: https://crm.example.com/x\n"
+        f"    headers: {{{json.dumps(name)}: v}}\n    next: b\n    on_failure: b\n"
+        "  b: {type: hangup}\n"
+    )
+    compiled, findings = check_flow_text(flow)
+    assert compiled is None
+    assert [f.message for f in findings] == [f"{name!r} is not a valid header name"]
+
+
+@pytest.mark.parametrize(
+    ("written", "ok"),
+    [("GET", True), ("get", True), ("Get", False), ("po\u017ft", False), ("P\u039fST", False)],
+)
+def test_a_method_is_one_of_the_exact_ascii_spellings(written: str, ok: bool) -> None:
+    flow = (
+        "flow: f\nstart: a\nsteps:\n  a:\n    type: http_request\n"
+        f"    endpoint: https://crm.example.com/x\n    method: {written}\n"
+        "    next: b\n    on_failure: b\n  b: {type: hangup}\n"
+    )
+    compiled, findings = check_flow_text(flow)
+    assert (compiled is not None) == ok, findings
+    if not ok:
+        assert findings[0].message.startswith("method must be one of GET, POST")
+
+
+def test_a_missing_type_and_a_list_of_actions_read_plainly() -> None:
+    _, findings = check_flow_text("flow: f\nstart: a\nsteps:\n  a: {next: a}\n")
+    assert findings[0].message.startswith("a step needs a type: one of ")
+    _, findings = check_workflow_text("workflow: w\ntrigger: call.ended\nactions: [1]\n")
+    assert findings[0].message.startswith("expected an action, found a number")
+
+
+def test_a_whole_number_written_with_a_point_is_that_number() -> None:
+    flow = (
+        "flow: f\nstart: a\nsteps:\n  a:\n    type: collect_input\n"
+        "    max_digits: 4.0\n    next: b\n    on_no_input: b\n  b: {type: hangup}\n"
+    )
+    compiled, findings = check_flow_text(flow)
+    assert compiled is not None, findings
+    assert compiled.steps["a"].fields["max_digits"] == 4
+    _, findings = check_flow_text(flow.replace("4.0", "4.5"))
+    assert findings[0].message == "expected a whole number, found 4.5"

@@ -182,3 +182,41 @@ def test_what_the_schema_accepts_the_fields_accept(document: dict[str, Any]) -> 
         if not any(word in finding.message for word in (*_BEYOND_FIELDS, *_SCHEMA_GAPS))
     ]
     assert not refused, (refused, document)
+
+
+@pytest.mark.parametrize(
+    ("value", "ok"),
+    [(1, True), ("#", True), ("", True), (None, True), (12, False), (-1, False), ("12", False)],
+)
+def test_finish_on_key_the_schema_and_the_loader_agree(value: Any, ok: bool) -> None:
+    flow = {
+        "flow": "f",
+        "start": "a",
+        "steps": {
+            "a": {"type": "collect_input", "finish_on_key": value, "next": "b", "on_no_input": "b"},
+            "b": {"type": "hangup"},
+        },
+    }
+    compiled, findings = check_flow_text(json.dumps(flow))
+    assert VALIDATOR.is_valid(flow) == ok
+    assert (compiled is not None) == ok, findings
+
+
+@pytest.mark.parametrize("method", ["Get", "po\u017ft", "gET"])
+def test_the_schema_refuses_a_method_the_loader_refuses(method: str) -> None:
+    flow = {
+        "flow": "f",
+        "start": "a",
+        "steps": {
+            "a": {
+                "type": "http_request",
+                "endpoint": "https://a.example.com/",
+                "method": method,
+                "next": "b",
+                "on_failure": "b",
+            },
+            "b": {"type": "hangup"},
+        },
+    }
+    assert not VALIDATOR.is_valid(flow)
+    assert check_flow_text(json.dumps(flow))[0] is None
