@@ -105,9 +105,39 @@ def _caret(text: str, start: int, end: int, line_number: int, column: int, width
     width = max(1, min(width, len(shown) - first))
     number = str(line_number)
     gutter = " " * len(number)
-    indent = _display_width(shown[:first])  # on screen: wide characters take two cells
-    marks = max(1, _display_width(shown[first : first + width]))
-    return f"{gutter} |\n{number} | {shown}\n{gutter} | {' ' * indent}{'^' * marks}"
+    # The line as it is shown (characters a terminal acts on as escapes) and the caret under
+    # it: an escape takes its own width, wide characters two cells.
+    before = _shown_escaped(shown[:first])
+    marked = _shown_escaped(shown[first : first + width])
+    line = before + marked + _shown_escaped(shown[first + width :])
+    indent = _display_width(before)
+    marks = max(1, _display_width(marked))
+    return f"{gutter} |\n{number} | {line}\n{gutter} | {' ' * indent}{'^' * marks}"
+
+
+def _escape(code: int) -> str:
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+#: The characters a terminal acts on (controls but tab, bidirectional controls, lone surrogates)
+#: and the escapes a source line shows them as: the same as ``flowlang.cli.terminal.printable``
+#: writes (a test keeps them equal), so the caret sits under the line as printed.
+_LINE_ESCAPES = {
+    code: _escape(code)
+    for code in (
+        *range(0x00, 0x09),
+        *range(0x0A, 0x20),
+        *range(0x7F, 0xA0),
+        *range(0x202A, 0x202F),
+        *range(0x2066, 0x206A),
+        *range(0xD800, 0xE000),
+    )
+}
+
+
+def _shown_escaped(text: str) -> str:
+    """``text`` with the characters of :data:`_LINE_ESCAPES` written as their escapes."""
+    return text if text.isascii() and text.isprintable() else text.translate(_LINE_ESCAPES)
 
 
 def _display_width(text: str) -> int:

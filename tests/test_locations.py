@@ -155,3 +155,43 @@ def test_the_caret_stands_under_its_character_on_screen(before: str, cells: int)
     text = f"{before}<<x.>>"
     rendered = render_caret(text, 1, len(before) + 1, 2)
     assert rendered.splitlines()[-1] == "  | " + " " * cells + "^^"
+
+
+# --- a line shown with escapes: the caret under the character as shown ---------------------
+
+_SHOWN_ALPHABET = list("ab <>+\t\u202e\u2066\u2069\x9b\x7f\x1b\ud800é☺界\u0301")
+
+
+@settings(max_examples=200)
+@given(st.text(st.sampled_from(_SHOWN_ALPHABET), min_size=1, max_size=60), st.data())
+def test_caret_sits_under_the_character_as_the_terminal_shows_it(
+    line: str, data: st.DataObject
+) -> None:
+    """The source line is shown as the command line prints it (``printable``); the caret's
+    indent is the width of what is shown before the character, its marks the width of the
+    character as shown (an escape is several cells)."""
+    from flowlang.cli.terminal import printable
+    from flowlang.locations import render_caret
+
+    column = data.draw(st.integers(1, len(line)))
+    _, shown_line, caret_line = render_caret(line, 7, column).split("\n")
+    printed = printable(line.replace("\t", " "))
+    assert shown_line == "7 | " + printed
+    before = printable(line[: column - 1].replace("\t", " "))
+    marked = printable(line[column - 1])
+    cells = _cells(before)
+    assert caret_line == "  | " + " " * cells + "^" * max(1, _cells(marked))
+
+
+def _cells(text: str) -> int:
+    """Terminal cells, counted here independently of flowlang: wide two, marks none."""
+    import unicodedata
+
+    return sum(
+        0
+        if unicodedata.category(char) in ("Mn", "Me", "Cf")
+        else 2
+        if unicodedata.east_asian_width(char) in ("W", "F")
+        else 1
+        for char in text
+    )

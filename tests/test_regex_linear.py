@@ -38,10 +38,10 @@ from flowlang.flow.schema import flow_schema
 USES: dict[str, tuple[str, ...]] = {
     # flowlang/flow/source.py: YAML scalars (PyYAML resolvers call match) and surrogates.
     "[\ud800-\udfff]": ("search", "finditer"),
-    r"^(?:true|false)$": ("match",),
-    r"^(?:null|)$": ("match",),
-    r"^-?(?:0|[1-9][0-9]*)$": ("match",),
-    r"^-?(?:0|[1-9][0-9]*)(?:\.[0-9]+(?:[eE][-+]?[0-9]+)?|[eE][-+]?[0-9]+)$": ("match",),
+    r"^(?:true|false)\Z": ("match",),
+    r"^(?:null|)\Z": ("match",),
+    r"^-?(?:0|[1-9][0-9]*)\Z": ("match",),
+    r"^-?(?:0|[1-9][0-9]*)(?:\.[0-9]+(?:[eE][-+]?[0-9]+)?|[eE][-+]?[0-9]+)\Z": ("match",),
     # flowlang/flow/source.py: does a text look like JSON (its first character)
     "\ufeff?[ \t\n\r]*[\\[{]": ("match",),
     # flowlang/flow/jsondoc.py: the JSON scanner matches at one position each time
@@ -57,7 +57,8 @@ USES: dict[str, tuple[str, ...]] = {
     r"\\(?:u([0-9A-Fa-f]{4})|(.))": ("finditer",),
     # flowlang/flow/build.py
     r"([0-9]+(?:\.[0-9]+)?)\s*(ms|s)?": ("fullmatch",),
-    r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$": ("match", "search"),
+    r"[!#$%&'*+.^_`|~0-9A-Za-z-]+": ("fullmatch",),  # a header name
+    r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$": ("search",),  # the same in flowlang/flow/schema.py
     r"https?://": ("match",),
     # flowlang/flow/schema.py and flowlang/automations/schema.py (JSON Schema, checked by editors
     # and jsonschema with search)
@@ -74,7 +75,7 @@ USES: dict[str, tuple[str, ...]] = {
     r"^[0-9*#]$": ("search",),  # the keys of a menu's options (propertyNames)
     # flowlang/runtime/secrets.py
     # (and flowlang/automations/schema.py: an action's name, the expression NAME_PATTERN)
-    r"^[A-Za-z_][A-Za-z0-9_-]*$": ("match", "search"),
+    r"^[A-Za-z_][A-Za-z0-9_-]*$": ("fullmatch", "search"),
     r"%(?:[a-f][0-9A-Fa-f]|[0-9A-F][a-f])": ("finditer",),
     r"[A-Za-z0-9]{4,}": ("finditer",),  # f"...{{{MIN_SUBSTRING},}}", with findall
     # flowlang/http_rules.py

@@ -135,7 +135,7 @@ def test_no_trigger_hides_no_action_fault_and_adds_none() -> None:
 # --- a GET or DELETE request has no body -----------------------------------------------------
 
 
-@pytest.mark.parametrize("method", ["GET", "get", "DELETE", "Delete"])
+@pytest.mark.parametrize("method", ["GET", "get", "DELETE", "delete"])
 def test_bodyless_methods_load_without_values_and_send_no_body(method: str) -> None:
     workflow = load_workflow_text(
         "workflow: w\ntrigger: call.ended\nactions:\n"

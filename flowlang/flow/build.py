@@ -9,10 +9,12 @@ __all__ = [
     "UnknownKind",
     "build_steps",
     "duplicate_findings",
+    "enum_spellings",
     "in_document_order",
 ]
 
 import dataclasses
+import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -33,7 +35,8 @@ from flowlang.suggest import HintBudget
 #: A duration, matched after stripping the text (one run of white space, so no backtracking
 #: between two ``\s*``: that was quadratic in the spaces).
 _DURATION = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*(ms|s)?")
-_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+#: A header name (an RFC 9110 token), used with fullmatch (``$`` would let a final newline by).
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _ENDPOINT_PREFIX = re.compile(r"https?://", re.IGNORECASE)
 _MAX_HEADERS = 50
 #: The keys a caller can press.
@@ -235,7 +238,7 @@ class StepBuilder:
         self, raw: Any, pointer: Pointer, step: str, name: str, spec: Field
     ) -> float | None:
         if isinstance(raw, (int, float)) and not isinstance(raw, bool):
-            seconds = float(raw)
+            seconds = _as_float(raw)
         else:
             match = _DURATION.fullmatch(raw.strip()) if isinstance(raw, str) else None
             if match is None:
@@ -268,16 +271,19 @@ class StepBuilder:
                 return None
             return raw
         if kind == "int":
+            raw = _whole(raw)  # 16000.0 is the whole number 16000, as in JSON Schema
             if not isinstance(raw, int) or isinstance(raw, bool):
-                self.error(f"expected a whole number, found {_kind(raw)}", pointer, step, name)
+                found = f"{raw!r}" if isinstance(raw, float) else _kind(raw)
+                self.error(f"expected a whole number, found {found}", pointer, step, name)
                 return None
             if (
                 spec.minimum is not None
                 and spec.maximum is not None
                 and not spec.minimum <= raw <= spec.maximum
             ):
+                shown = raw if abs(raw) < 10**20 else "a larger number"
                 self.error(
-                    f"{name} must be between {spec.minimum:g} and {spec.maximum:g}, not {raw}",
+                    f"{name} must be between {spec.minimum:g} and {spec.maximum:g}, not {shown}",
                     pointer,
                     step,
                     name,
@@ -285,23 +291,30 @@ class StepBuilder:
                 return None
             return raw
         if kind == "enum":
-            text = str(raw).upper() if name == "method" and isinstance(raw, str) else raw
-            if text not in spec.choices:
+            spellings = enum_spellings(spec, name)
+            chosen = spellings.get(raw) if isinstance(raw, str) else None
+            if chosen is None:
+                also = " (or in lower case)" if len(spellings) > len(spec.choices) else ""
                 self.error(
-                    f"{name} must be one of {', '.join(spec.choices)}, not {_shown(raw)}",
+                    f"{name} must be one of {', '.join(spec.choices)}{also}, not {_shown(raw)}",
                     pointer,
                     step,
                     name,
                 )
-                return None
-            return text
+            return chosen
         if kind == "step":
             if isinstance(raw, bool) or not isinstance(raw, (str, int)):
                 self.error(f"expected a step id, found {_kind(raw)}", pointer, step, name)
                 return None
             return str(raw)
         if kind == "key":
-            text = "" if raw is None else str(raw)
+            raw = _whole(raw)
+            if raw is None:
+                text = ""
+            elif isinstance(raw, str) or (type(raw) is int and 0 <= raw <= 9):
+                text = str(raw)
+            else:  # a boolean, a list, a number that is not one digit (maybe 5000 digits long)
+                text = "??"
             if len(text) > 1 or (text and text not in _KEYS):
                 self.error(
                     f"finish_on_key must be one of 0-9, * or #, or empty, not {_shown(raw)}",
@@ -338,7 +351,7 @@ class StepBuilder:
         out = []
         for name, value in raw.items():
             name_text = str(name)
-            if not _HEADER_NAME.match(name_text):
+            if not _HEADER_NAME.fullmatch(name_text):
                 self.error(
                     f"{_shorten(name_text)} is not a valid header name",
                     (*pointer, name),
@@ -442,7 +455,10 @@ class StepBuilder:
             if not isinstance(item, dict):
                 fields = f" ({', '.join(sorted(known))})" if known else ""
                 self.error(
-                    f"expected a {noun}{fields}, found {_kind(item)}", where, step, item_label
+                    f"expected {_article(noun)}{fields}, found {_kind(item)}",
+                    where,
+                    step,
+                    item_label,
                 )
                 continue
             if known is not None:
@@ -492,39 +508,74 @@ class StepBuilder:
             return None
         rows = []
         for where, field, item in items:
-            operator = item.get("operator")
-            if operator not in CONDITION_OPERATORS:
-                hint = self.hint(operator, CONDITION_OPERATORS)
+            row = self.row(item, where, step, field)
+            if row is not None:
+                rows.append(row)
+        return tuple(rows) if len(rows) == len(raw) else None
+
+    def row(self, item: dict[Any, Any], where: Pointer, step: str, field: str) -> Row | None:
+        """One condition row; every part is checked whatever the others found (an unknown
+        operator does not hide a fault in the property or the value)."""
+        operator = item.get("operator")
+        known = isinstance(operator, str) and operator in CONDITION_OPERATORS
+        ok = known
+        if not known:
+            hint = self.hint(operator, CONDITION_OPERATORS) if isinstance(operator, str) else ""
+            if "operator" not in item:
                 self.error(
-                    f"unknown operator {operator!r}{hint}", (*where, "operator"), step, field
-                )
-                continue
-            if "property" not in item:
-                self.error("a condition needs a property", where, step, field)
-                continue
-            prop = self.value(item["property"], (*where, "property"), step, f"{field}.property")
-            takes_value = CONDITION_OPERATORS[operator]
-            value = None
-            if takes_value:
-                if "value" not in item:
-                    self.error(f"operator {operator!r} needs a value", where, step, field)
-                    continue
-                value = self.value(item["value"], (*where, "value"), step, f"{field}.value")
-                if value is None:
-                    continue
-            elif "value" in item:
-                self.error(f"operator {operator!r} takes no value", (*where, "value"), step, field)
-                continue
-            if isinstance(prop, Value) and (value is None or isinstance(value, Value)):
-                rows.append(Row(prop, operator, value))
-            elif prop is not None:
-                self.error(
-                    "a property or value must be text or a scalar, not key/value entries",
+                    f"a condition needs an operator: one of {', '.join(CONDITION_OPERATORS)}",
                     where,
                     step,
                     field,
                 )
-        return tuple(rows) if len(rows) == len(raw) else None
+            elif not isinstance(operator, str):
+                self.error(
+                    f"expected an operator (one of {', '.join(CONDITION_OPERATORS)}), "
+                    f"found {_kind(operator)}",
+                    (*where, "operator"),
+                    step,
+                    field,
+                )
+            else:
+                self.error(
+                    f"unknown operator {_shorten(operator)}{hint}",
+                    (*where, "operator"),
+                    step,
+                    field,
+                )
+        prop = None
+        if "property" in item:
+            prop = self.row_part(item["property"], (*where, "property"), step, f"{field}.property")
+        else:
+            self.error("a condition needs a property", where, step, field)
+        ok = ok and prop is not None
+        value = None
+        takes_value = CONDITION_OPERATORS[operator] if isinstance(operator, str) and known else None
+        if "value" in item:
+            value = self.row_part(item["value"], (*where, "value"), step, f"{field}.value")
+            if takes_value is False:
+                self.error(f"operator {operator!r} takes no value", (*where, "value"), step, field)
+                ok = False
+            ok = ok and value is not None
+        elif takes_value:
+            self.error(f"operator {operator!r} needs a value", where, step, field)
+            ok = False
+        if not ok or not isinstance(prop, Value) or not isinstance(operator, str):
+            return None
+        return Row(prop, operator, value if takes_value else None)
+
+    def row_part(self, raw: Any, pointer: Pointer, step: str, field: str) -> Value | None:
+        """A condition's property or value: text or a scalar (a list of them too)."""
+        if isinstance(raw, dict):
+            self.error(
+                "a property or value must be text or a scalar, not key/value entries",
+                pointer,
+                step,
+                field,
+            )
+            return None
+        compiled = self.value(raw, pointer, step, field)
+        return compiled if isinstance(compiled, Value) else None
 
     def unknown_fields(
         self, raw: dict[Any, Any], known: set[str], pointer: Pointer, step: str, what: str
@@ -578,9 +629,7 @@ class StepBuilder:
             return None
         kind = raw.get("type")
         if not isinstance(kind, str) or kind not in tables:
-            hint = self.hint(kind, tables) or f"; expected one of {', '.join(tables)}"
-            where = (*pointer, "type") if "type" in raw else pointer
-            self.error(f"unknown {noun} type {kind!r}{hint}", where, owner, "type")
+            self.unknown_type(kind, raw, pointer, owner, tables, noun)
             return None
         table = {**(common or {}), **tables[kind]}
         self.unknown_fields(raw, {"type", *table}, pointer, owner, f"a {kind} {noun}")
@@ -605,6 +654,25 @@ class StepBuilder:
                 continue
             fields[name] = self.field(spec, raw[name], where, owner, name)
         return kind, fields, positions, len(self.findings) == before
+
+    def unknown_type(
+        self,
+        kind: Any,
+        raw: Mapping[Any, Any],
+        pointer: Pointer,
+        owner: str,
+        tables: Mapping[str, Any],
+        noun: str,
+    ) -> None:
+        """Report a missing or unknown ``type`` of a map whose type picks its fields."""
+        choices = ", ".join(tables)
+        if "type" not in raw:
+            self.error(f"{_article(noun)} needs a type: one of {choices}", pointer, owner, "type")
+            return
+        hint = (self.hint(kind, tables) if isinstance(kind, str) else "") or (
+            f"; expected one of {choices}"
+        )
+        self.error(f"unknown {noun} type {_shown(kind)}{hint}", (*pointer, "type"), owner, "type")
 
     def step(self, step_id: str, raw: Any, pointer: Pointer) -> tuple[Step, bool]:
         """The step at ``pointer`` and whether it built. A step with faults is kept as a node
@@ -694,6 +762,15 @@ class StepBuilder:
             if chosen is not None:
                 out[text] = chosen
         return out if len(out) == len(raw) else None
+
+
+def enum_spellings(spec: Field, name: str) -> dict[str, str]:
+    """Every spelling the loader accepts for an ``enum`` field, with the choice it means: the
+    choices as written, and for ``method`` also in lower case (exactly, ASCII: not ``Get``)."""
+    spellings = {choice: choice for choice in spec.choices}
+    if name == "method":
+        spellings.update({choice.lower(): choice for choice in spec.choices})
+    return spellings
 
 
 class _ListTemplate:
@@ -807,7 +884,30 @@ def _kind(value: Any) -> str:
     return "key/value entries"
 
 
+def _whole(raw: Any) -> Any:
+    """An integral float as the whole number it is (JSON does not tell 16000.0 from 16000);
+    anything else as it is."""
+    if isinstance(raw, float) and raw.is_integer():
+        return int(raw)
+    return raw
+
+
+def _as_float(raw: float) -> float:
+    """A number as a float; a whole number too large for one is infinite (out of any bounds)."""
+    try:
+        return float(raw)
+    except OverflowError:
+        return float("inf") if raw > 0 else float("-inf")
+
+
+def _article(noun: str) -> str:
+    """``a step``, ``an action``."""
+    return f"{'an' if noun[:1] in tuple('aeiou') else 'a'} {noun}"
+
+
 def _seconds(value: float) -> str:
+    if not math.isfinite(value):
+        return "a number too large"
     return f"{value * 1000:g}ms" if value < 1 else f"{value:g}s"
 
 

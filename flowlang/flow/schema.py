@@ -23,6 +23,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from flowlang.flow.build import enum_spellings
 from flowlang.flow.digits import MAX_PATTERN
 from flowlang.flow.fields import CONDITION_OPERATORS, Field
 from flowlang.kinds.registry import STEP_KINDS
@@ -77,10 +78,17 @@ def field_schema(spec: Field, name: str = "") -> dict[str, Any]:
     elif kind == "step":
         schema = dict(STEP_ID)
     elif kind == "duration":
+        bounds = f"{_seconds(spec.minimum)} to {_seconds(spec.maximum)}"
         schema = {
             "anyOf": [
                 {"type": "number", "minimum": spec.minimum, "maximum": spec.maximum},
-                {"type": "string", "pattern": r"^\s*[0-9]+(\.[0-9]+)?(\s*(ms|s))?\s*$"},
+                {
+                    "type": "string",
+                    "pattern": r"^\s*[0-9]+(\.[0-9]+)?(\s*(ms|s))?\s*$",
+                    # A pattern cannot bound the number it spells without becoming unreadable.
+                    "description": f"a duration such as 3s or 500ms, from {bounds}: "
+                    "flowlang check enforces the bounds of this text form, this schema does not",
+                },
             ]
         }
     elif kind == "bool":
@@ -88,9 +96,8 @@ def field_schema(spec: Field, name: str = "") -> dict[str, Any]:
     elif kind == "int":
         schema = {"type": "integer", "minimum": spec.minimum, "maximum": spec.maximum}
     elif kind == "enum":
-        # The loader reads a method in any case (flowlang.flow.build), other choices as written.
-        lower = [choice.lower() for choice in spec.choices] if name == "method" else []
-        schema = {"enum": [*spec.choices, *lower]}
+        # Exactly the spellings the loader reads (a method in upper or lower case).
+        schema = {"enum": list(enum_spellings(spec, name))}
     elif kind == "headers":
         schema = {
             "type": "object",
@@ -126,12 +133,25 @@ def field_schema(spec: Field, name: str = "") -> dict[str, Any]:
             },
         }
     elif kind == "key":
-        schema = {"type": ["string", "integer", "null"], "pattern": r"^[0-9*#]?$"}
+        schema = {
+            "anyOf": [
+                {"type": "string", "pattern": r"^[0-9*#]?$"},
+                {"type": "integer", "minimum": 0, "maximum": 9},
+                {"type": "null"},
+            ]
+        }
     elif kind == "pattern":
         schema = {"type": "string", "format": "regex", "maxLength": MAX_PATTERN}
     else:  # pragma: no cover
         raise AssertionError(kind)
     return annotated(schema, spec)
+
+
+def _seconds(value: float | None) -> str:
+    """A bound as a duration is written: ``500ms``, ``10s``."""
+    if value is None:  # pragma: no cover - every duration field has bounds
+        return "any"
+    return f"{value * 1000:g}ms" if value < 1 else f"{value:g}s"
 
 
 def flow_schema() -> dict[str, Any]:

@@ -81,13 +81,15 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 #: A text that may be JSON: its first character other than blanks opens an object or array.
 _JSON_START = re.compile("\ufeff?[ \t\n\r]*[\\[{]")
 
+#: PyYAML's resolvers call ``match``: ``\Z`` ends each (``$`` would also match before a final
+#: newline).
 _JSON_SCALARS = [
-    (_BOOL, re.compile(r"^(?:true|false)$"), list("tf")),
-    (_NULL, re.compile(r"^(?:null|)$"), ["n", ""]),
-    (_INT, re.compile(r"^-?(?:0|[1-9][0-9]*)$"), list("-0123456789")),
+    (_BOOL, re.compile(r"^(?:true|false)\Z"), list("tf")),
+    (_NULL, re.compile(r"^(?:null|)\Z"), ["n", ""]),
+    (_INT, re.compile(r"^-?(?:0|[1-9][0-9]*)\Z"), list("-0123456789")),
     (
         _FLOAT,
-        re.compile(r"^-?(?:0|[1-9][0-9]*)(?:\.[0-9]+(?:[eE][-+]?[0-9]+)?|[eE][-+]?[0-9]+)$"),
+        re.compile(r"^-?(?:0|[1-9][0-9]*)(?:\.[0-9]+(?:[eE][-+]?[0-9]+)?|[eE][-+]?[0-9]+)\Z"),
         list("-0123456789"),
     ),
 ]

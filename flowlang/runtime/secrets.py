@@ -109,7 +109,7 @@ class EnvironmentSecrets:
         self.environ = os.environ if environ is None else environ
 
     def get(self, name: str) -> str | None:
-        if not _NAME.match(name):
+        if not _NAME.fullmatch(name):
             return None
         return self.environ.get(self.variable(name))
 
