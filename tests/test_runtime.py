@@ -15,9 +15,9 @@ from hypothesis import strategies as st
 
 import flowlang
 from flowlang import Runtime, RuntimeSettings
-from flowlang.cli.run_console import describe_why
 from flowlang.kinds.collect_input import apply_digits
 from flowlang.runtime.http import RecordedHttp, RecordedResponse
+from flowlang.runtime.results import describe_why
 from flowlang.runtime.runner import FlowStateError
 
 PIN_FLOW = """

@@ -31,7 +31,13 @@ from flowlang.automations.triggers import TRIGGERS
 from flowlang.engine import Engine, Template
 from flowlang.errors import SourcePosition
 from flowlang.expr.syntax import KEYWORDS, NAME_PATTERN
-from flowlang.flow.build import StepBuilder, TemplateUse, duplicate_findings, in_document_order
+from flowlang.flow.build import (
+    StepBuilder,
+    TemplateUse,
+    duplicate_findings,
+    in_document_order,
+    value_kind,
+)
 from flowlang.flow.conditions import compile_rows
 from flowlang.flow.fields import Field
 from flowlang.flow.model import (
@@ -246,17 +252,6 @@ def _secret_problem(kind: ActionKind | None, field: str) -> tuple[str, str] | No
     return f"secrets may only be used where the provider needs them ({where})", "error"
 
 
-def _kind(value: Any) -> str:
-    """``null``, ``a boolean``, ``a number``, ``a list`` or ``key/value entries``."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, (int, float)):
-        return "a number"
-    return "a list" if isinstance(value, list) else "key/value entries"
-
-
 def _a(*words: str) -> str:
     """``a send_sms action``, ``an api_request action``: the words after the right article."""
     phrase = " ".join(word for word in words if word)
@@ -386,7 +381,9 @@ def _check_workflow(
             "a workflow needs a name: workflow: <name>", ("workflow",) if "workflow" in data else ()
         )
     if "description" in data and not isinstance(data["description"], str):
-        builder.error(f"a description is text, not {_kind(data['description'])}", ("description",))
+        builder.error(
+            f"a description is text, not {value_kind(data['description'])}", ("description",)
+        )
     trigger = data.get("trigger")
     if not isinstance(trigger, str) or not trigger:
         builder.error(

@@ -18,11 +18,12 @@ from typing import Any, TextIO
 
 from flowlang.cli.inputs import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, UsageError
 from flowlang.cli.terminal import Colours, printable
-from flowlang.expr.values import to_json, to_text
+from flowlang.expr.values import to_json
 from flowlang.flow.model import CompiledFlow
 from flowlang.graph.html import run_page
 from flowlang.graph.model import flow_graph
 from flowlang.runtime.recorded import load_recorded_responses
+from flowlang.runtime.results import describe_why
 from flowlang.runtime.runner import RunResult, Runtime, RuntimeSettings
 from flowlang.runtime.secrets import EnvironmentSecrets
 
@@ -63,22 +64,6 @@ def _interruptible() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
-
-
-def describe_why(detail: Mapping[str, Any]) -> str | None:
-    """Why a step went where it went, in words, from the trace's data: a Condition Splitter's
-    compared values, or the ``why`` a step wrote itself (business_hours)."""
-    if isinstance(detail.get("why"), str):
-        return str(detail["why"])
-    if "rows" in detail:
-        parts = []
-        for left, operator, right in detail["rows"]:
-            shown = "" if operator in ("is_empty", "is_not_empty") else f" {to_text(right)!r}"
-            parts.append(f"{to_text(left)!r} {operator}{shown}")
-        return "; ".join(parts)
-    if "expression" in detail:
-        return f"{detail['expression']} is {to_text(detail['value']) or 'null'}"
-    return None
 
 
 def _describe(entry: dict[str, Any]) -> list[str]:

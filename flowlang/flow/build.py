@@ -11,6 +11,7 @@ __all__ = [
     "duplicate_findings",
     "enum_spellings",
     "in_document_order",
+    "value_kind",
 ]
 
 import dataclasses
@@ -119,7 +120,7 @@ class StepBuilder:
 
     def template(self, raw: Any, pointer: Pointer, step: str, field: str) -> Template | None:
         if isinstance(raw, bool) or raw is None or isinstance(raw, (list, dict)):
-            self.error(f"expected text, found {_kind(raw)}", pointer, step, field)
+            self.error(f"expected text, found {value_kind(raw)}", pointer, step, field)
             return None
         text = raw if isinstance(raw, str) else str(raw)
         position = self.document.position(pointer, step=step, field_name=field)
@@ -189,7 +190,7 @@ class StepBuilder:
     def field_tree(self, raw: Any, pointer: Pointer, step: str, field: str) -> FieldTree | None:
         """Key/value entries whose dotted keys nest; ``a`` and ``a.b`` together are an error."""
         if not isinstance(raw, dict):
-            self.error(f"expected key/value entries, found {_kind(raw)}", pointer, step, field)
+            self.error(f"expected key/value entries, found {value_kind(raw)}", pointer, step, field)
             return None
         entries = []
         ok = True
@@ -267,13 +268,13 @@ class StepBuilder:
         kind = spec.kind
         if kind == "bool":
             if not isinstance(raw, bool):
-                self.error(f"expected true or false, found {_kind(raw)}", pointer, step, name)
+                self.error(f"expected true or false, found {value_kind(raw)}", pointer, step, name)
                 return None
             return raw
         if kind == "int":
             raw = _whole(raw)  # 16000.0 is the whole number 16000, as in JSON Schema
             if not isinstance(raw, int) or isinstance(raw, bool):
-                found = f"{raw!r}" if isinstance(raw, float) else _kind(raw)
+                found = f"{raw!r}" if isinstance(raw, float) else value_kind(raw)
                 self.error(f"expected a whole number, found {found}", pointer, step, name)
                 return None
             if (
@@ -304,7 +305,7 @@ class StepBuilder:
             return chosen
         if kind == "step":
             if isinstance(raw, bool) or not isinstance(raw, (str, int)):
-                self.error(f"expected a step id, found {_kind(raw)}", pointer, step, name)
+                self.error(f"expected a step id, found {value_kind(raw)}", pointer, step, name)
                 return None
             return str(raw)
         if kind == "key":
@@ -327,7 +328,7 @@ class StepBuilder:
         if kind == "pattern":
             if not isinstance(raw, str):
                 self.error(
-                    f"expected a regular expression, found {_kind(raw)}", pointer, step, name
+                    f"expected a regular expression, found {value_kind(raw)}", pointer, step, name
                 )
                 return None
             try:
@@ -342,7 +343,10 @@ class StepBuilder:
     ) -> tuple[tuple[str, Template], ...] | None:
         if not isinstance(raw, dict):
             self.error(
-                f"expected header names and values, found {_kind(raw)}", pointer, step, "headers"
+                f"expected header names and values, found {value_kind(raw)}",
+                pointer,
+                step,
+                "headers",
             )
             return None
         if len(raw) > _MAX_HEADERS:
@@ -455,7 +459,7 @@ class StepBuilder:
             if not isinstance(item, dict):
                 fields = f" ({', '.join(sorted(known))})" if known else ""
                 self.error(
-                    f"expected {_article(noun)}{fields}, found {_kind(item)}",
+                    f"expected {_article(noun)}{fields}, found {value_kind(item)}",
                     where,
                     step,
                     item_label,
@@ -531,7 +535,7 @@ class StepBuilder:
             elif not isinstance(operator, str):
                 self.error(
                     f"expected an operator (one of {', '.join(CONDITION_OPERATORS)}), "
-                    f"found {_kind(operator)}",
+                    f"found {value_kind(operator)}",
                     (*where, "operator"),
                     step,
                     field,
@@ -625,7 +629,7 @@ class StepBuilder:
         field was wrong), their positions and whether all was right; None when the type is
         unknown (or ``raw`` is no map)."""
         if not isinstance(raw, dict):
-            self.error(f"a {noun} is key/value fields, found {_kind(raw)}", pointer, owner)
+            self.error(f"a {noun} is key/value fields, found {value_kind(raw)}", pointer, owner)
             return None
         kind = raw.get("type")
         if not isinstance(kind, str) or kind not in tables:
@@ -734,7 +738,7 @@ class StepBuilder:
     def options(self, raw: Any, pointer: Pointer, step: str, name: str) -> dict[str, str] | None:
         """A map from one key the caller presses (0-9, * or #) to the step it leads to."""
         if not isinstance(raw, dict) or not raw:
-            found = "no option" if isinstance(raw, dict) else _kind(raw)
+            found = "no option" if isinstance(raw, dict) else value_kind(raw)
             self.error(
                 f"expected keys (0-9, * or #) and the steps they lead to, found {found}",
                 pointer,
@@ -839,7 +843,7 @@ def _shorten(text: str) -> str:
 def _shown(raw: Any) -> str:
     """A document value as a message shows it: text cut to a readable length, anything else
     by its kind (a whole number may have a thousand digits)."""
-    return _shorten(raw) if isinstance(raw, str) else _kind(raw)
+    return _shorten(raw) if isinstance(raw, str) else value_kind(raw)
 
 
 def _tree_to_dict(tree: FieldTree) -> dict[str, Any]:
@@ -870,7 +874,9 @@ def _default_for(spec: Field, backend: str) -> Any:
     return spec.default
 
 
-def _kind(value: Any) -> str:
+def value_kind(value: Any) -> str:
+    """What a document value is, for messages: ``null``, ``a boolean``, ``a number``, ``text``,
+    ``a list`` or ``key/value entries``."""
     if value is None:
         return "null"
     if isinstance(value, bool):

@@ -34,11 +34,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from flowlang.expr.values import to_text
 from flowlang.graph.model import Coverage, FlowGraph
 from flowlang.graph.page_assets import SCRIPT, STYLE
 from flowlang.graph.picture import Picture, flow_picture
 from flowlang.graph.svg import Marks, clean_text, picture_svg, xml_text
+from flowlang.runtime.results import describe_why
 
 #: The page may load nothing: its inline style, and its one script, allowed by its hash (no
 #: other script runs, inline or not).
@@ -203,24 +203,6 @@ def graph_page(pictures: Sequence[Picture], *, title: str) -> str:
 # --- one run -------------------------------------------------------------------------------
 
 
-def _why(detail: Mapping[str, Any]) -> str | None:
-    """Why a step went where it went: the ``why`` it wrote, or a splitter's compared values."""
-    if isinstance(detail.get("why"), str):
-        return str(detail["why"])
-    rows = detail.get("rows")
-    if isinstance(rows, list):
-        parts = []
-        for row in rows:
-            if isinstance(row, list | tuple) and len(row) == 3:
-                left, operator, right = row
-                shown = "" if operator in ("is_empty", "is_not_empty") else f" {to_text(right)!r}"
-                parts.append(f"{to_text(left)!r} {operator}{shown}")
-        return "; ".join(parts)
-    if "expression" in detail:
-        return f"{detail['expression']} is {to_text(detail.get('value')) or 'null'}"
-    return None
-
-
 #: Detail keys shown by name (the rest are shown as they are, after these).
 _NAMED = {
     "digits": "digits entered",
@@ -256,7 +238,7 @@ def _entry_rows(entry: Mapping[str, Any]) -> Rows:
             for key, value in request.items()
             if key not in ("method", "url", "headers")
         )
-    why = _why(detail)
+    why = describe_why(detail)
     if why is not None:
         rows.append(("why", _cut(why)))
     if "attempt" in detail and "max_attempts" in detail:

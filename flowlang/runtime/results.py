@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-__all__ = ["RunResult", "TraceRow", "trace_entries"]
+__all__ = ["RunResult", "TraceRow", "describe_why", "trace_entries"]
 
+from collections.abc import Mapping
 from typing import Any, TypeAlias
 
+from flowlang.expr.values import to_text
 from flowlang.runtime.host import Instruction
 
 #: One step of a trace as the loop records it: ``(step, type, outcome, duration_ms, detail)``.
@@ -92,3 +94,23 @@ class RunResult:
         detail = f", error={self.error!r}" if self.error else ""
         steps = len(self._rows if self._entries is None else self._entries)
         return f"<RunResult {self.status} after {steps} steps{detail}>"
+
+
+def describe_why(detail: Mapping[str, Any]) -> str | None:
+    """Why a step went where it went, in words, from its trace detail: the ``why`` a step wrote
+    itself (business_hours), a Condition Splitter's compared values or its expression's value
+    (rows not of that shape are skipped: a page may show any trace)."""
+    if isinstance(detail.get("why"), str):
+        return str(detail["why"])
+    rows = detail.get("rows")
+    if isinstance(rows, list):
+        parts = []
+        for row in rows:
+            if isinstance(row, list | tuple) and len(row) == 3:
+                left, operator, right = row
+                shown = "" if operator in ("is_empty", "is_not_empty") else f" {to_text(right)!r}"
+                parts.append(f"{to_text(left)!r} {operator}{shown}")
+        return "; ".join(parts)
+    if "expression" in detail:
+        return f"{detail['expression']} is {to_text(detail.get('value')) or 'null'}"
+    return None
