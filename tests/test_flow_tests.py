@@ -4,7 +4,6 @@ name their place, edge coverage (issue 11, parts 3 and 4)."""
 from __future__ import annotations
 
 import asyncio
-import io
 import json
 import re
 import shutil
@@ -12,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support import cli
 
-from flowlang.cli import main
 from flowlang.expr.backends import AVAILABLE
 from flowlang.testing.session import Session
 from flowlang.testing.spec import read_cases_file
@@ -24,9 +23,7 @@ CASES = Path(__file__).resolve().parent / "flow_cases" / "tests"
 
 
 def _test(*arguments: str) -> tuple[int, str]:
-    out = io.StringIO()
-    status = main(["test", *arguments], stdout=out)
-    return status, out.getvalue()
+    return cli("test", *arguments)
 
 
 def test_every_example_flow_and_workflow_has_a_test_file() -> None:

@@ -6,7 +6,6 @@ of other files' workflows, the wall clock in cases without ``now``, and hostile 
 from __future__ import annotations
 
 import asyncio
-import io
 import json
 import shutil
 from pathlib import Path
@@ -14,9 +13,8 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from support import run_python
+from support import cli, run_python
 
-from flowlang.cli import main
 from flowlang.expr.backends import AVAILABLE
 from flowlang.flow.load import load_flow
 from flowlang.runtime.http import RecordedHttp, RecordedResponse
@@ -30,9 +28,7 @@ CASES = Path(__file__).resolve().parent / "flow_cases" / "tests"
 
 
 def _test(*arguments: str) -> tuple[int, str]:
-    out = io.StringIO()
-    status = main(["test", *arguments], stdout=out)
-    return status, out.getvalue()
+    return cli("test", *arguments)
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ that cannot be read, 1 for failed cases), never a traceback, a hang or a leaked 
 
 from __future__ import annotations
 
-import io
 import json
 import random
 import re
@@ -16,8 +15,8 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support import cli
 
-from flowlang.cli import main
 from flowlang.flow.source import MAX_DOCUMENT
 from flowlang.testing.patterns import MAX_TEXT, compile_pattern
 from flowlang.testing.spec import MAX_CASES
@@ -28,9 +27,7 @@ SECRET = "hunter2-very-secret-token"
 
 
 def _test(*arguments: str) -> tuple[int, str]:
-    out = io.StringIO()
-    status = main(["test", *arguments], stdout=out)
-    return status, out.getvalue()
+    return cli("test", *arguments)
 
 
 @pytest.fixture
