@@ -277,10 +277,10 @@ cdef class Path(Node):
     cdef Node base
     cdef tuple segments  # Key, or Node for a computed key
     cdef bint strict
-    cdef tuple labels
+    cdef object labels  # flowlang.expr.ir.PathLabels
     cdef tuple segment_labels
 
-    def __cinit__(self, object root, Node base, tuple segments, bint strict, tuple labels,
+    def __cinit__(self, object root, Node base, tuple segments, bint strict, object labels,
                   tuple segment_labels):
         self.root = _interned(root)
         self.base = base
