@@ -20,13 +20,15 @@ __all__ = [
     "Not",
     "Or",
     "Path",
+    "PathLabels",
     "Pipe",
     "StaticKey",
 ]
 
-from collections.abc import Callable
+import operator
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, SupportsIndex, overload
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +53,52 @@ class DynamicKey:
     index: Node
 
 
+class PathLabels(Sequence[str]):
+    """The canonical text of a path before each of its segments: ``labels[i]`` is ``base``
+    followed by the first ``i`` segment labels.
+
+    Each prefix is built when asked for (on the error path), so a path of n segments keeps
+    text linear in n rather than n prefixes of up to n segments each.
+    """
+
+    __slots__ = ("base", "segments")
+
+    def __init__(self, base: str, segments: tuple[str, ...]) -> None:
+        self.base = base
+        self.segments = segments
+
+    def __len__(self) -> int:
+        return len(self.segments)
+
+    @overload
+    def __getitem__(self, position: SupportsIndex) -> str: ...
+
+    @overload
+    def __getitem__(self, position: slice) -> tuple[str, ...]: ...
+
+    def __getitem__(self, position: SupportsIndex | slice) -> str | tuple[str, ...]:
+        count = len(self.segments)
+        if isinstance(position, slice):
+            return tuple(self[at] for at in range(*position.indices(count)))
+        at = operator.index(position)
+        if at < 0:
+            at += count
+        if not 0 <= at < count:
+            raise IndexError("path label index out of range")
+        return self.base + "".join(self.segments[:at])
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, PathLabels):
+            return NotImplemented
+        return self.base == other.base and self.segments == other.segments
+
+    def __hash__(self) -> int:
+        return hash((PathLabels, self.base, self.segments))
+
+    def __repr__(self) -> str:
+        return f"PathLabels({self.base!r}, {self.segments!r})"
+
+
 @dataclass(frozen=True, slots=True)
 class Path:
     """Lookups from a context root (``root``) or from a computed value (``base``).
@@ -63,7 +111,7 @@ class Path:
     base: Node | None
     segments: tuple[StaticKey | DynamicKey, ...]
     strict: bool
-    labels: tuple[str, ...]
+    labels: PathLabels
     segment_labels: tuple[str, ...]
 
 

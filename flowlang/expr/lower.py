@@ -55,22 +55,14 @@ class _Lowering:
             root = None
             base = self.expression(node.base)
             label = f"({print_expression(node.base)})"
-        segments: list[ir.StaticKey | ir.DynamicKey] = []
-        labels = []
-        segment_labels = []
-        for segment in node.segments:
-            labels.append(label)
-            segment_text = print_segment(segment)
-            segment_labels.append(segment_text)
-            label += segment_text
-            segments.append(self.segment(segment))
+        segment_labels = tuple(print_segment(segment) for segment in node.segments)
         return ir.Path(
             root,
             base,
-            tuple(segments),
+            tuple(self.segment(segment) for segment in node.segments),
             self.strict and not soft,
-            tuple(labels),
-            tuple(segment_labels),
+            ir.PathLabels(label, segment_labels),
+            segment_labels,
         )
 
     def segment(self, segment: ast.Segment) -> ir.StaticKey | ir.DynamicKey:

@@ -186,19 +186,22 @@ class _BuildAst(Transformer[Token, Any]):
     def keyword(self, children: list[Any]) -> Token:
         return children[0]  # type: ignore[no-any-return]
 
+    def member_segment(self, children: list[Any]) -> ast.Member:
+        dot, member = children
+        return ast.Member(member.name, start=_start(dot), end=member.end)
+
+    def index_segment(self, children: list[Any]) -> ast.Index:
+        return ast.Index(children[1], start=_start(children[0]), end=_end(children[2]))
+
     def postfix(self, children: list[Any]) -> ast.Path:
+        # ``primary segment+``, reduced once for the whole chain: the path is built in one go.
         target = children[0]
-        segment: ast.Segment
-        if len(children) == 3:  # target . member
-            member = children[2]
-            segment = ast.Member(member.name, start=_start(children[1]), end=member.end)
-        else:  # target [ expression ]
-            segment = ast.Index(children[2], start=_start(children[1]), end=_end(children[3]))
-        if isinstance(target, ast.Path):
-            return ast.Path(
-                target.base, (*target.segments, segment), start=target.start, end=segment.end
-            )
-        return ast.Path(target, (segment,), start=target.start, end=segment.end)
+        segments: tuple[ast.Segment, ...] = tuple(children[1:])
+        if isinstance(target, ast.Path):  # ``(a.b).c`` is the path ``a.b.c``
+            base, segments = target.base, (*target.segments, *segments)
+        else:
+            base = target
+        return ast.Path(base, segments, start=target.start, end=segments[-1].end)
 
     def not_expr(self, children: list[Any]) -> ast.Not:
         return ast.Not(children[1], start=_start(children[0]), end=_end(children[1]))

@@ -19,7 +19,7 @@ __all__ = [
     "whole_text",
 ]
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from flowlang.errors import FlowFilterError, FlowLimitError, FlowUndefinedError
@@ -75,7 +75,7 @@ def _length_note(container: list[Any] | tuple[Any, ...]) -> str:
 
 
 def undefined_error(
-    labels: tuple[str, ...],
+    labels: Sequence[str],
     segment_labels: tuple[str, ...],
     position: int,
     container: Any,
