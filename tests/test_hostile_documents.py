@@ -543,6 +543,194 @@ def test_libyaml_and_the_python_parser_give_the_same_data_and_positions(pieces: 
     assert fast == slow
 
 
+# --- libyaml and the pure parser on whole flow documents -----------------------------------
+
+#: Text for scalars: ASCII, accents, CJK, an emoji outside the BMP, quotes, a backslash, '#'.
+_SCALAR_TEXT = st.lists(
+    st.sampled_from([*"abz XY09_-.:,#'\"/\\é中😀€|", "<<vars.v0>>"]),
+    min_size=1,
+    max_size=16,
+).map("".join)
+_COMMENT = st.text(alphabet=st.sampled_from(list("ab #:é😀\"'-")), max_size=16)
+
+
+@st.composite
+def _scalar(draw: st.DrawFn, indent: int) -> str:
+    """A string value after ``key:`` in one of YAML's five styles (the text after the colon)."""
+    text = draw(_SCALAR_TEXT).strip() or "x"
+    style = draw(st.sampled_from(["plain", "single", "double", "literal", "folded"]))
+    pad = " " * (indent + 2)
+    if style == "single":
+        return " '" + text.replace("'", "''") + "'"
+    if style == "double":
+        escaped = text.replace("\\", "\\\\").replace('"', '\\"')
+        return ' "' + escaped + ("\\u00e9\\t" if draw(st.booleans()) else "") + '"'
+    if style in ("literal", "folded"):
+        lines = draw(st.lists(_SCALAR_TEXT, min_size=1, max_size=3))
+        head = " |" if style == "literal" else " >"
+        return head + "".join(f"\n{pad}{line.strip() or 'x'}" for line in lines)
+    if text[0] in "'\"#|>-:,[]{}&*!%@`?<" or ": " in text or " #" in text or text[-1] in ":":
+        return " '" + text.replace("'", "''") + "'"
+    return " " + text
+
+
+@st.composite
+def _flow_document(draw: st.DrawFn) -> str:
+    """A chained flow in the shapes a person writes: comments, nested bodies, every scalar style."""
+    count = draw(st.integers(min_value=1, max_value=8))
+    lines = [
+        "# a generated flow",
+        "flow: generated" + draw(st.sampled_from(["", "  # é"])),
+        "start: s0",
+        "steps:",
+    ]
+
+    def comment(indent: int) -> None:
+        if draw(st.booleans()):
+            lines.append(" " * indent + "# " + draw(_COMMENT))
+
+    for index in range(count):
+        after = f"s{index + 1}" if index + 1 < count else "done"
+        comment(2)
+        lines.append(f"  s{index}:")
+        kind = draw(st.sampled_from(["set", "request", "split", "flowstyle"]))
+        if kind == "set":
+            lines.append("    type: set_variables")
+            lines.append("    variables:")
+            for number in range(draw(st.integers(min_value=1, max_value=3))):
+                comment(6)
+                lines.append(f"      v{number}:" + draw(_scalar(6)))
+        elif kind == "request":
+            lines += ["    type: http_request", "    method: POST"]
+            lines.append("    endpoint: 'https://crm.example.com/api/<<vars.v0>>'")
+            lines.append("    body:")
+            lines.append("      note:" + draw(_scalar(6)))
+            lines.append("      nested:")
+            lines.append("        - item:" + draw(_scalar(10)))
+            lines.append("        - [1, 'two', {three: 3}]")
+            lines.append(f"    on_failure: {after}")
+        elif kind == "split":
+            lines += ["    type: condition_splitter", "    branches:"]
+            lines += ["      - conditions:", "          - property: <<vars.v0>>"]
+            lines.append("            operator: equals")
+            lines.append("            value:" + draw(_scalar(12)))
+            lines.append(f"        next: {after}")
+            lines.append(f"    otherwise: {after}")
+            lines.append(f"  # s{index} ends")
+            continue
+        else:
+            lines[-1] = f"  s{index}: {{type: set_variables, variables: {{a: 'é😀', b: [1, 2]}},"
+            lines.append(f"    next: {after}}}")
+            continue
+        lines.append(f"    next: {after}" + draw(st.sampled_from(["", "  # next"])))
+    lines += ["  done:", "    type: hangup"]
+    return "\n".join(lines) + "\n"
+
+
+#: Edits that break a document: each inserted at a generated offset.
+_BREAKS = [
+    "\x85",
+    "\u2028",
+    "\ufeff",
+    "\t",
+    ": ",
+    "[",
+    "{",
+    '"',
+    "'",
+    "*x",
+    "&a ",
+    "!!set ",
+    "\n  s0:\n",
+    "- ",
+    "%",
+    "@",
+    "\n\t",
+]
+
+
+def _both_parsers(outcome: Any) -> tuple[Any, Any]:
+    """``outcome()`` with libyaml's parser, then with the pure one."""
+    fast = outcome()
+    original = source._CParser
+    try:
+        source._CParser = None
+        slow = outcome()
+    finally:
+        source._CParser = original
+    return fast, slow
+
+
+def _document_outcome(text: str) -> Any:
+    try:
+        document = load_document(text, filename="f.yaml")
+    except DocumentError as error:
+        return _error_outcome(error)
+    return document.data, document._marks
+
+
+def _error_outcome(error: flowlang.errors.FlowError) -> Any:
+    return str(error)
+
+
+def _flow_outcome(text: str) -> Any:
+    try:
+        flow, findings = check_flow_text(text, name="f.yaml")
+    except DocumentError as error:
+        return _error_outcome(error)
+    steps = None if flow is None else (flow.start, tuple(flow.steps), flow.fingerprint)
+    return steps, [(finding.message, finding.position, finding.render()) for finding in findings]
+
+
+@pytest.mark.skipif(source._CParser is None, reason="PyYAML is built without libyaml")
+@settings(max_examples=40, deadline=None)
+@given(_flow_document())
+def test_libyaml_and_the_python_parser_load_whole_flows_alike(text: str) -> None:
+    fast, slow = _both_parsers(lambda: _document_outcome(text))
+    assert fast == slow
+    assert not isinstance(fast, str), fast  # the generated document is valid YAML
+    fast, slow = _both_parsers(lambda: _flow_outcome(text))
+    assert fast == slow
+    steps, findings = fast
+    assert steps is not None, findings
+    assert steps[0] == "s0" and "done" in steps[1]
+
+
+@pytest.mark.skipif(source._CParser is None, reason="PyYAML is built without libyaml")
+@settings(max_examples=50, deadline=None)
+@given(_flow_document(), st.sampled_from(_BREAKS), st.floats(min_value=0, max_value=1))
+def test_libyaml_and_the_python_parser_fail_alike_on_broken_flows(
+    text: str, edit: str, where: float
+) -> None:
+    at = int(where * len(text))
+    for broken in (text[:at], text[:at] + edit + text[at:]):
+        fast, slow = _both_parsers(lambda broken=broken: _document_outcome(broken))
+        assert fast == slow
+        fast, slow = _both_parsers(lambda broken=broken: _flow_outcome(broken))
+        assert fast == slow
+
+
+@pytest.mark.parametrize(
+    ("text", "message", "place"),
+    [
+        ("a: b: c\n", "mapping values are not allowed here", "f.yaml:1:5"),
+        ("a: [1, 2\n", "expected ',' or ']', but got '<stream end>'", "f.yaml:2:1"),
+        ("- a\nb: 1\n", "expected <block end>, but found '?'", "f.yaml:2:1"),
+        ("a:\n  b: 1\n  c", "could not find expected ':'", "f.yaml:3:4"),
+        ("a: b\tc\n", "found character '\\t' that cannot start any token", "f.yaml:1:5"),
+    ],
+)
+def test_a_broken_document_reads_the_same_whichever_parser(
+    text: str, message: str, place: str
+) -> None:
+    """libyaml words syntax problems its own way, places one at the end of a text with no final
+    newline elsewhere, and takes a tab inside a plain scalar: the loader gives PyYAML's error."""
+    fast, slow = _both_parsers(lambda: _document_outcome(text))
+    assert fast == slow
+    assert f"invalid YAML: {message}" in fast
+    assert place in fast
+
+
 def test_positions_point_at_values_keys_and_quoted_text() -> None:
     document = load_document("a:\n  b: 'quoted'\n  c: [1, 2]\n", filename="x.yaml")
     assert document.data == {"a": {"b": "quoted", "c": [1, 2]}}

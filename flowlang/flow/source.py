@@ -287,8 +287,8 @@ def _parser(text: str) -> Any:
 
     Either way events are read one at a time: nothing in the parser recurses.
     """
-    if _CParser is not None and not _SURROGATE.search(text):
-        return _CParser(text)
+    if _CParser is not None and "\t" not in text and not _SURROGATE.search(text):
+        return _CParser(text)  # libyaml takes a tab inside a plain scalar that PyYAML refuses
     return _JsonScalarLoader(text)
 
 
@@ -317,23 +317,19 @@ class _Composer:
     def document(self) -> Any:
         try:
             parser = _parser(self.text)
+            if isinstance(parser, _JsonScalarLoader):
+                return self._read(parser)
             try:
-                parser.get_event()  # stream start
-                if parser.check_event(StreamEndEvent):
-                    raise DocumentError(
-                        "document is empty", self.text, SourcePosition(self.filename)
-                    )
-                parser.get_event()  # document start
-                data = self.compose(parser)
-                self.duplicates.drop()
-                parser.get_event()  # document end
-                if not parser.check_event(StreamEndEvent):
-                    raise self.fail(
-                        "a file holds one document: found a second one (---)",
-                        parser.peek_event().start_mark,
-                    )
-            finally:
-                parser.dispose()
+                return self._read(parser)
+            except yaml.YAMLError as libyaml_error:
+                # libyaml words syntax problems its own way and places a few elsewhere (at the
+                # end of a text with no final newline): PyYAML's parser reads the broken text
+                # again so that the error is the same either way (libyaml's when PyYAML reads
+                # it: a surrogate escape, which only libyaml refuses).
+                self.marks.clear()
+                self.duplicates.found.clear()
+                self._read(_JsonScalarLoader(self.text))
+                raise libyaml_error from None
         except yaml.MarkedYAMLError as error:
             mark = error.problem_mark or error.context_mark
             problem = error.problem or error.context or "invalid YAML"
@@ -345,6 +341,24 @@ class _Composer:
             raise DocumentError(
                 f"invalid YAML: {error}", self.text, SourcePosition(self.filename)
             ) from None
+
+    def _read(self, parser: Any) -> Any:
+        """The document's data from ``parser``'s events (PyYAML's errors pass through)."""
+        try:
+            parser.get_event()  # stream start
+            if parser.check_event(StreamEndEvent):
+                raise DocumentError("document is empty", self.text, SourcePosition(self.filename))
+            parser.get_event()  # document start
+            data = self.compose(parser)
+            self.duplicates.drop()
+            parser.get_event()  # document end
+            if not parser.check_event(StreamEndEvent):
+                raise self.fail(
+                    "a file holds one document: found a second one (---)",
+                    parser.peek_event().start_mark,
+                )
+        finally:
+            parser.dispose()
         return data
 
     def compose(self, parser: Any) -> Any:
