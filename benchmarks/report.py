@@ -7,14 +7,16 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+from workloads import BY_KEY
+
 DEFAULT = Path(__file__).resolve().parent.parent / ".benchmarks" / "latest.json"
-PEERS = ("jinja2", "liquid", "jmespath")
+PEERS = ("jinja2", "liquid", "jmespath", "chevron")
 RENDER_COLUMNS = [
     "workload", "baseline", "flowlang cython", "×baseline", "flowlang python",
-    "jinja2", "liquid", "jmespath", "fastest peer ÷ cython",
+    "jinja2", "liquid", "jmespath", "chevron", "fastest peer ÷ cython",
 ]  # fmt: skip
 COMPILE_COLUMNS = ["compile", "flowlang cold", "flowlang memoized", "jinja2", "liquid",
-                   "jmespath (cache purged)"]  # fmt: skip
+                   "jmespath (cache purged)", "chevron (tokenize)"]  # fmt: skip
 
 
 def _row(cells: list[str]) -> str:
@@ -27,6 +29,10 @@ def _ns(stats: dict[str, float], batch: int) -> float:
 
 def _fmt(ns: float) -> str:
     return f"{ns / 1000:.1f} µs" if ns >= 10_000 else f"{ns:.0f} ns"
+
+
+def _separator(columns: list[str]) -> str:
+    return "|" + "---|" * len(columns)
 
 
 def main(path: Path) -> int:
@@ -42,23 +48,32 @@ def main(path: Path) -> int:
         f"python {data['machine_info']['python_version']}, {data['datetime'][:19]}\n"
     )
     print(_row(RENDER_COLUMNS))
-    print("|---|---|---|---|---|---|---|---|---|")
+    print(_separator(RENDER_COLUMNS))
+    gaps: list[str] = []
     for workload, row in sorted(table.items()):
         if not workload.startswith("W") or workload.startswith("W7"):
             continue
         cython = row["flowlang-cython"]
-        fastest_peer = min(row[peer] for peer in PEERS)
+        fastest_name, fastest_peer = min(
+            ((peer, row[peer]) for peer in PEERS if peer in row), key=lambda item: item[1]
+        )
         cells = [workload, _fmt(row["baseline"]), _fmt(cython), f"{cython / row['baseline']:.2f}×"]
-        cells += [_fmt(row[name]) for name in ("flowlang-python", *PEERS)]
-        print(_row([*cells, f"{fastest_peer / cython:.0f}×"]))
+        cells += [_fmt(row["flowlang-python"])]
+        for peer in PEERS:
+            if peer in row:
+                cells.append(_fmt(row[peer]))
+            else:
+                gaps.append(f"{workload}, {peer}: {BY_KEY[workload].mustache_gap}")
+                cells.append(f"— ({len(gaps)})")
+        print(_row([*cells, f"{fastest_peer / cython:.0f}× ({fastest_name})"]))
+    for number, gap in enumerate(gaps, 1):
+        print(f"({number}) {gap}")
     print("\n" + _row(COMPILE_COLUMNS))
-    print("|---|---|---|---|---|---|")
+    print(_separator(COMPILE_COLUMNS))
     for workload, row in sorted(table.items()):
         if workload.startswith("W7"):
-            print(
-                f"| {workload} | {_fmt(row['flowlang-cold'])} | {_fmt(row['flowlang-memoized'])} | "
-                f"{_fmt(row['jinja2'])} | {_fmt(row['liquid'])} | {_fmt(row['jmespath'])} |"
-            )
+            names = ("flowlang-cold", "flowlang-memoized", *PEERS)
+            print(_row([workload, *(_fmt(row[name]) if name in row else "—" for name in names)]))
     print("\n" + _row(["flow workload", "hand-written", "flowlang", "ratio"]))
     print("|---|---|---|---|")
     for workload, row in sorted(table.items()):

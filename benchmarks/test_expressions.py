@@ -2,6 +2,12 @@
 
 Every contender runs the same batch of 1,000 calls on the same context, after its output was
 checked equal to the baseline's. `make bench` runs this and prints the ratio table.
+
+chevron (Mustache) renders a string template by tokenizing it again on every call (its
+``g_token_cache`` keeps only the text of lambda sections), so its compiled form is the token
+list: render times ``chevron.render(tokens, context)``, compile times ``list(tokenize(source))``.
+Where Mustache cannot express a workload (workloads.Workload.mustache_gap), chevron has no
+benchmark and the report says why.
 """
 
 from __future__ import annotations
@@ -9,10 +15,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import chevron
 import jinja2
 import jmespath
 import liquid
 import pytest
+from chevron.tokenizer import tokenize
 from jmespath.parser import Parser
 from workloads import CONTEXT, WORKLOADS, Workload
 
@@ -20,7 +28,9 @@ import flowlang
 from flowlang.expr.values import to_text
 
 BATCH = 1000
-CONTENDERS = ["baseline", "flowlang-cython", "flowlang-python", "jinja2", "liquid", "jmespath"]
+CONTENDERS = [
+    "baseline", "flowlang-cython", "flowlang-python", "jinja2", "liquid", "jmespath", "chevron",
+]  # fmt: skip
 _jinja = jinja2.Environment(autoescape=False)
 _liquid = liquid.Environment()
 
@@ -46,6 +56,10 @@ def _renderer(workload: Workload, contender: str) -> tuple[Callable[[Any], Any],
     if contender == "liquid":
         template = _liquid.from_string(workload.liquid)
         return lambda ctx: template.render(**ctx), True
+    if contender == "chevron":
+        assert workload.mustache is not None
+        tokens = list(tokenize(workload.mustache))
+        return lambda ctx: chevron.render(tokens, ctx), True
     expression = jmespath.compile(workload.jmespath)
     return expression.search, False
 
@@ -53,6 +67,8 @@ def _renderer(workload: Workload, contender: str) -> tuple[Callable[[Any], Any],
 @pytest.mark.parametrize("contender", CONTENDERS)
 @pytest.mark.parametrize("workload", WORKLOADS, ids=[w.key for w in WORKLOADS])
 def test_render(benchmark: Any, workload: Workload, contender: str) -> None:
+    if contender == "chevron" and workload.mustache is None:
+        pytest.skip(f"Mustache cannot express {workload.key}: {workload.mustache_gap}")
     render, is_text = _renderer(workload, contender)
     expected = workload.baseline(CONTEXT)
     output = render(CONTEXT)
@@ -65,7 +81,9 @@ def test_render(benchmark: Any, workload: Workload, contender: str) -> None:
     benchmark(_batch(render, CONTEXT))
 
 
-COMPILE_CONTENDERS = ["flowlang-cold", "flowlang-memoized", "jinja2", "liquid", "jmespath"]
+COMPILE_CONTENDERS = [
+    "flowlang-cold", "flowlang-memoized", "jinja2", "liquid", "jmespath", "chevron",
+]  # fmt: skip
 
 
 def _compiler(workload: Workload, contender: str) -> Callable[[Any], Any]:
@@ -78,6 +96,10 @@ def _compiler(workload: Workload, contender: str) -> Callable[[Any], Any]:
         return lambda _: _jinja.from_string(workload.jinja2)
     if contender == "liquid":
         return lambda _: _liquid.from_string(workload.liquid)
+    if contender == "chevron":
+        mustache = workload.mustache
+        assert mustache is not None
+        return lambda _: list(tokenize(mustache))
 
     def jmespath_cold(_: Any) -> Any:
         Parser.purge()
@@ -93,6 +115,8 @@ def test_compile(benchmark: Any, workload: Workload, contender: str) -> None:
     compiled = compile_one(workload.flowlang)
     if contender.startswith("flowlang"):
         assert compiled.render(CONTEXT) == workload.baseline(CONTEXT)
+    if contender == "chevron":
+        assert chevron.render(compiled, CONTEXT) == to_text(workload.baseline(CONTEXT))
     benchmark.group = f"W7 compile {workload.key}"
     benchmark.extra_info.update(workload=f"W7 {workload.key}", contender=contender, batch=1)
     benchmark(compile_one, workload.flowlang)

@@ -99,6 +99,10 @@ class Workload:
     jinja2: str
     liquid: str
     jmespath: str
+    #: chevron's Mustache spelling (triple braces: no HTML escaping, as the other peers), or
+    #: None where Mustache cannot express the work; ``mustache_gap`` then says why.
+    mustache: str | None = None
+    mustache_gap: str = ""
 
 
 WORKLOADS = [
@@ -110,6 +114,7 @@ WORKLOADS = [
         '{{ contact.custom_fields["MRR"] }}',
         "{{ contact.custom_fields.MRR }}",
         "contact.custom_fields.MRR",
+        mustache="{{{contact.custom_fields.MRR}}}",
     ),
     Workload(
         "W2",
@@ -119,6 +124,7 @@ WORKLOADS = [
         "{{ contact.emails[0] }}",
         "{{ contact.emails[0] }}",
         "contact.emails[0]",
+        mustache="{{{contact.emails.0}}}",
     ),
     Workload(
         "W3",
@@ -128,6 +134,7 @@ WORKLOADS = [
         '{{ input["123"].value }}',
         '{{ input["123"].value }}',
         'input."123".value',
+        mustache="{{{input.123.value}}}",
     ),
     Workload(
         "W4",
@@ -138,6 +145,8 @@ WORKLOADS = [
         "Hello {{ contact.name }} from {{ contact.company }}, you waited {{ call.waiting_time }}s",
         "join('', ['Hello ', contact.name, ' from ', contact.company, ', you waited ', "
         "to_string(call.waiting_time), 's'])",
+        mustache="Hello {{{contact.name}}} from {{{contact.company}}}, "
+        "you waited {{{call.waiting_time}}}s",
     ),
     Workload(
         "W5",
@@ -147,6 +156,8 @@ WORKLOADS = [
         "{{ (call.waiting_time > 60 and contact.type == 'lead') | lower }}",
         "{% if call.waiting_time > 60 and contact.type == 'lead' %}true{% else %}false{% endif %}",
         "call.waiting_time > `60` && contact.type == 'lead'",
+        mustache_gap="Mustache is logic-less: no comparison or `and`, only sections on a "
+        "value's truthiness, so the data would have to carry the answer",
     ),
     Workload(
         "W6",
@@ -156,6 +167,7 @@ WORKLOADS = [
         '{{ contact.custom_fields["ARR"] }}',
         "{{ contact.custom_fields.ARR }}",
         "contact.custom_fields.ARR",
+        mustache="{{{contact.custom_fields.ARR}}}",
     ),
 ]
 BY_KEY = {workload.key: workload for workload in WORKLOADS}

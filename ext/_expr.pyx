@@ -13,11 +13,27 @@ disagree on a cold path. Recursion depth is bounded by Limits.max_depth (hard ca
 
 from cpython.exc cimport PyErr_Clear, PyErr_ExceptionMatches, PyErr_Occurred
 from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
+from cpython.long cimport PyLong_AsLongLongAndOverflow
 from cpython.object cimport PyObject
+from cpython.ref cimport Py_INCREF, Py_XDECREF
+from cpython.tuple cimport PyTuple_GET_ITEM
+from cpython.unicode cimport (
+    PyUnicode_CopyCharacters,
+    PyUnicode_DATA,
+    PyUnicode_GET_LENGTH,
+    PyUnicode_KIND,
+    PyUnicode_New,
+)
+from libc.string cimport memcpy
 
 cdef extern from "Python.h":
     # No ``except`` clause: NULL is either "missing" or an error that _lookup_failed sorts out.
     PyObject* PyDict_GetItemWithError(object mapping, object key)
+    Py_UCS4 PyUnicode_MAX_CHAR_VALUE(object text)
+
+# Parts of a template that Concat holds in a C array (more go through a list and "".join).
+cdef enum:
+    _HELD = 32
 
 from flowlang.expr import ir as _ir
 from flowlang.expr import values as _values
@@ -134,13 +150,36 @@ cdef str text_of(object value, Py_ssize_t limit=-1):
     if value is False:
         return "false"
     if kind is int:
-        try:
-            return int.__repr__(value)
-        except ValueError:  # beyond Python's int-to-str digit limit
-            return _int_text(value)
+        return _int_decimal(value)
     if limit < 0:
         return _to_text(value)
     return _container_text(value, limit)
+
+
+cdef str _int_decimal(object value):
+    """values.int_text of an exact int: written here in C when it fits 64 bits (the common
+    case: no Python call), else by values.int_text (also beyond the int-to-str digit limit)."""
+    cdef int overflow = 0
+    cdef long long number = PyLong_AsLongLongAndOverflow(value, &overflow)
+    cdef unsigned long long magnitude
+    cdef char digits[24]
+    cdef Py_ssize_t start = 24
+    cdef str text
+    if overflow != 0:
+        return _int_text(value)
+    magnitude = (<unsigned long long>(-(number + 1)) + 1) if number < 0 else <unsigned long long>number
+    while True:
+        start -= 1
+        digits[start] = <char>(48 + magnitude % 10)  # 48: '0'
+        magnitude //= 10
+        if magnitude == 0:
+            break
+    if number < 0:
+        start -= 1
+        digits[start] = 45  # '-'
+    text = PyUnicode_New(24 - start, 127)
+    memcpy(PyUnicode_DATA(text), &digits[start], 24 - start)
+    return text
 
 
 cdef str _container_text(object value, Py_ssize_t limit):
@@ -330,6 +369,42 @@ cdef class Concat(Node):
         self.limit = limit
 
     cdef object eval(self, object context):
+        """The parts' texts in order, each hole rendered as its text; the total is checked
+        against the limit after each part, as in the twin (pyeval's concat). Up to _HELD parts
+        are held in a C array and copied once into a string of the final size."""
+        cdef PyObject* held[_HELD]
+        cdef Py_ssize_t count = len(self.parts)
+        cdef Py_ssize_t filled = 0
+        cdef Py_ssize_t total = 0
+        cdef Py_ssize_t index
+        cdef Py_UCS4 widest = 0
+        cdef Py_UCS4 width
+        cdef object part
+        cdef str text
+        if count > _HELD:
+            return self._eval_many(context)
+        try:
+            for index in range(count):
+                part = <object>PyTuple_GET_ITEM(self.parts, index)
+                if type(part) is str:
+                    text = <str>part
+                else:
+                    text = text_of((<Node>part).eval(context), self.limit)
+                total += PyUnicode_GET_LENGTH(text)
+                if total > self.limit:
+                    raise _output_too_long(self.limit)
+                Py_INCREF(text)
+                held[filled] = <PyObject*>text
+                filled += 1
+                width = PyUnicode_MAX_CHAR_VALUE(text)
+                if width > widest:
+                    widest = width
+            return _joined(held, filled, total, widest)
+        finally:
+            for index in range(filled):
+                Py_XDECREF(held[index])
+
+    cdef object _eval_many(self, object context):
         cdef list pieces = []
         cdef Py_ssize_t total = 0
         cdef str text
@@ -343,6 +418,31 @@ cdef class Concat(Node):
                 raise _output_too_long(self.limit)
             pieces.append(text)
         return "".join(pieces)
+
+
+cdef str _joined(PyObject** pieces, Py_ssize_t count, Py_ssize_t total, Py_UCS4 widest):
+    """``"".join`` of ``count`` strings whose lengths add up to ``total`` and whose widest
+    character is ``widest``: one allocation, one copy per piece."""
+    cdef str result
+    cdef str piece
+    cdef Py_ssize_t index, length
+    cdef Py_ssize_t position = 0
+    cdef unsigned int kind
+    cdef char* data
+    if count == 1:
+        return <str>pieces[0]
+    result = PyUnicode_New(total, widest)
+    kind = PyUnicode_KIND(result)
+    data = <char*>PyUnicode_DATA(result)
+    for index in range(count):
+        piece = <str>pieces[index]
+        length = PyUnicode_GET_LENGTH(piece)
+        if PyUnicode_KIND(piece) == kind:
+            memcpy(data + position * kind, PyUnicode_DATA(piece), length * kind)
+        else:
+            PyUnicode_CopyCharacters(result, position, piece, 0, length)
+        position += length
+    return result
 
 
 cdef class Not(Node):
@@ -644,8 +744,7 @@ def first_non_finite(value):
     return found
 # --- the rendered-size limit: JSON length, measured before the JSON is built ---------------
 
-from cpython.long cimport PyLong_AsLongLongAndOverflow
-from cpython.unicode cimport PyUnicode_Check, PyUnicode_GET_LENGTH
+from cpython.unicode cimport PyUnicode_Check
 
 cdef extern from "Python.h":
     Py_ssize_t PySequence_Fast_GET_SIZE(object sequence)  # a list or a tuple: no check
