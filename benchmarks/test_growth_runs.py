@@ -1,0 +1,157 @@
+"""Growth with live runs (issue 14): time per start and per resume as the number of suspended
+runs held in the process grows from 1,000 to 100,000, under four settings of CPython's cyclic
+collector: its defaults, ``flowlang.tune_collector(threshold=700)`` (frozen after loading and a
+warm-up run, thresholds kept), ``flowlang.tune_collector()`` (frozen, and the first threshold
+raised to RUNTIME_THRESHOLD), and the collector off (the bound). ``make bench-growth``.
+
+The runs are those of benchmarks/test_flows.py::test_concurrent_suspended_runs: N runs started
+at once (``asyncio.gather``), all suspended at collect_input and kept, then all resumed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from growth import measure_curve, print_curve
+
+import flowlang
+from flowlang.runtime.collector import restore_collector, tune_collector
+from flowlang.runtime.http import RecordedHttp
+
+COLLECT = """
+flow: concurrent
+start: ask
+steps:
+  ask: {type: collect_input, prompt: "Account number for <<contact.name>>?", next: done, on_no_input: done}
+  done: {type: say, text: "Thanks <<contact.name>>, <<input.ask.value>>"}
+"""
+SIZES = (1_000, 10_000, 100_000)
+FLOW = flowlang.load_flow_text(COLLECT)
+
+
+def _context(number: int) -> dict[str, Any]:
+    return {"call": {"external_number": f"+1415555{number:04d}"}, "contact": {"name": f"c{number}"}}
+
+
+async def _warm_up(runtime: flowlang.Runtime) -> None:
+    first = await runtime.start(FLOW, _context(0))
+    await runtime.resume(FLOW, first.state or {}, "1")
+
+
+@contextmanager
+def _default() -> Iterator[None]:
+    yield
+
+
+@contextmanager
+def _tuned(threshold: int | None) -> Iterator[None]:
+    previous = tune_collector() if threshold is None else tune_collector(threshold=threshold)
+    try:
+        yield
+    finally:
+        restore_collector(previous)
+
+
+@contextmanager
+def _off() -> Iterator[None]:
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+SETTINGS: dict[str, Callable[[], Any]] = {
+    "default collector": _default,
+    "frozen": lambda: _tuned(700),
+    "frozen, tuned threshold": lambda: _tuned(None),
+    "collector off": _off,
+}
+
+
+def _starts(count: int, setting: Callable[[], Any]) -> list[dict[str, Any]]:
+    """Start ``count`` runs at once under ``setting``; the states of the suspended runs."""
+
+    async def scenario() -> list[dict[str, Any]]:
+        async with flowlang.Runtime(http=RecordedHttp({})) as runtime:
+            await _warm_up(runtime)
+            with setting():
+                waiting = await asyncio.gather(
+                    *(runtime.start(FLOW, _context(n)) for n in range(count))
+                )
+            return [result.state or {} for result in waiting]
+
+    return asyncio.run(scenario())
+
+
+def _resumes(states: list[dict[str, Any]], setting: Callable[[], Any]) -> list[str]:
+    """Resume every run of ``states`` at once (all of them live until then); their statuses."""
+
+    async def scenario() -> list[str]:
+        async with flowlang.Runtime(http=RecordedHttp({})) as runtime:
+            await _warm_up(runtime)
+            with setting():
+                done = await asyncio.gather(
+                    *(runtime.resume(FLOW, state, "1234") for state in states)
+                )
+            return [result.status for result in done]
+
+    return asyncio.run(scenario())
+
+
+def _check_started(size: int, states: list[dict[str, Any]]) -> None:
+    assert len(states) == size and all(state.get("waiting_at") == "ask" for state in states)
+
+
+def _check_resumed(size: int, statuses: list[str]) -> None:
+    assert statuses == ["completed"] * size
+
+
+@pytest.mark.parametrize("name", list(SETTINGS))
+def test_starts_with_live_runs(benchmark: Any, request: pytest.FixtureRequest, name: str) -> None:
+    setting = SETTINGS[name]
+    curve = benchmark.pedantic(
+        lambda: measure_curve(
+            f"start N runs at once, {name}",
+            "runs",
+            SIZES,
+            lambda size: size,
+            lambda size: _starts(size, setting),
+            rounds=2,
+            memory=name == "default collector",
+            check=_check_started,
+        ),
+        rounds=1,
+    )
+    benchmark.group = "growth: live runs"
+    print_curve(request, curve)
+
+
+@pytest.mark.parametrize("name", list(SETTINGS))
+def test_resumes_with_live_runs(
+    benchmark: Any, request: pytest.FixtureRequest, name: str
+) -> None:
+    setting = SETTINGS[name]
+    curve = benchmark.pedantic(
+        lambda: measure_curve(
+            f"resume N runs at once, {name}",
+            "runs",
+            SIZES,
+            lambda size: _starts(size, _default),
+            lambda states: _resumes(states, setting),
+            rounds=2,
+            check=_check_resumed,
+        ),
+        rounds=1,
+    )
+    benchmark.group = "growth: live runs"
+    print_curve(request, curve)
