@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from growth import measure_curve, print_curve
+from growth import Curve, measure_curve, print_curve
 
 import flowlang
 from flowlang.runtime.collector import restore_collector, tune_collector
@@ -116,42 +116,67 @@ def _check_resumed(size: int, statuses: list[str]) -> None:
     assert statuses == ["completed"] * size
 
 
-@pytest.mark.parametrize("name", list(SETTINGS))
-def test_starts_with_live_runs(benchmark: Any, request: pytest.FixtureRequest, name: str) -> None:
-    setting = SETTINGS[name]
-    curve = benchmark.pedantic(
-        lambda: measure_curve(
-            f"start N runs at once, {name}",
-            "runs",
-            SIZES,
-            lambda size: size,
-            lambda size: _starts(size, setting),
-            rounds=2,
-            memory=name == "default collector",
-            check=_check_started,
-        ),
+def _interleaved(
+    operation: str,
+    setup: Callable[[int], Any],
+    run: Callable[[Any, Callable[[], Any]], Any],
+    check: Callable[[int, Any], None],
+    memory: bool,
+) -> list[Curve]:
+    """A curve per setting, the settings measured in turn at each size (so that a noisy
+    moment of the shared machine falls on all of them, not on one curve)."""
+    curves = [Curve(f"{operation} N runs at once, {name}", "runs") for name in SETTINGS]
+    for size in SIZES:
+        for curve, setting in zip(curves, SETTINGS.values(), strict=True):
+            point = measure_curve(
+                curve.name,
+                curve.unit,
+                [size],
+                setup,
+                lambda argument, setting=setting: run(argument, setting),
+                rounds=2,
+                memory=memory,
+                check=check,
+            )
+            curve.points.extend(point.points)
+    return curves
+
+
+def _print_ratios(request: pytest.FixtureRequest, curves: list[Curve]) -> None:
+    """Each setting's time against the default collector's, at every size."""
+    lines = ["| runs | " + " | ".join(SETTINGS) + " |", "|---:|" + "---:|" * len(SETTINGS)]
+    for index, size in enumerate(SIZES):
+        base = curves[0].points[index].seconds
+        cells = [f"{base / curve.points[index].seconds:.2f}x" for curve in curves]
+        lines.append(f"| {size:,} | " + " | ".join(cells) + " |")
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+    with capture.global_and_fixture_disabled():
+        print("\nspeed against the default collector (higher is faster)\n" + "\n".join(lines))
+
+
+def test_starts_with_live_runs(benchmark: Any, request: pytest.FixtureRequest) -> None:
+    curves = benchmark.pedantic(
+        lambda: _interleaved("start", lambda size: size, _starts, _check_started, memory=True),
         rounds=1,
     )
     benchmark.group = "growth: live runs"
-    print_curve(request, curve)
+    for curve in curves:
+        print_curve(request, curve)
+    _print_ratios(request, curves)
 
 
-@pytest.mark.parametrize("name", list(SETTINGS))
-def test_resumes_with_live_runs(
-    benchmark: Any, request: pytest.FixtureRequest, name: str
-) -> None:
-    setting = SETTINGS[name]
-    curve = benchmark.pedantic(
-        lambda: measure_curve(
-            f"resume N runs at once, {name}",
-            "runs",
-            SIZES,
+def test_resumes_with_live_runs(benchmark: Any, request: pytest.FixtureRequest) -> None:
+    curves = benchmark.pedantic(
+        lambda: _interleaved(
+            "resume",
             lambda size: _starts(size, _default),
-            lambda states: _resumes(states, setting),
-            rounds=2,
-            check=_check_resumed,
+            _resumes,
+            _check_resumed,
+            memory=False,
         ),
         rounds=1,
     )
     benchmark.group = "growth: live runs"
-    print_curve(request, curve)
+    for curve in curves:
+        print_curve(request, curve)
+    _print_ratios(request, curves)

@@ -71,7 +71,9 @@ def collector_kept() -> Iterator[CollectorSettings]:
         restore_collector(before)
 
 
-def _cyclic_garbage(backend: str, run_once: Callable[[Any, dict[str, Any]], Awaitable[None]]) -> Counter[str]:
+def _cyclic_garbage(
+    backend: str, run_once: Callable[[Any, dict[str, Any]], Awaitable[None]]
+) -> Counter[str]:
     """The types of the objects left in reference cycles by RUNS calls of ``run_once`` (after
     one warm-up call), with the collector off while they run."""
     engine = flowlang.Engine(backend=backend, strict=True)
@@ -145,7 +147,9 @@ def test_the_cycle_finder_finds_a_cycle(collector_kept: CollectorSettings) -> No
 def test_tuning_freezes_and_raises_the_first_threshold(collector_kept: CollectorSettings) -> None:
     gc.set_threshold(700, 10, 10)
     previous = tune_collector()
-    assert previous == CollectorSettings(collector_kept.enabled, (700, 10, 10), collector_kept.frozen)
+    assert previous == CollectorSettings(
+        collector_kept.enabled, (700, 10, 10), collector_kept.frozen
+    )
     now = collector_settings()
     assert now.thresholds == (RUNTIME_THRESHOLD, 10, 10) and now.enabled == collector_kept.enabled
     assert now.frozen > 0  # the objects alive when it was called
