@@ -285,9 +285,9 @@ actions:
 """
 
 
-def offline_automate(folder: Path, events: int, *, status: int = 200) -> dict[str, Any]:
-    """``flowlang automate --responses --json`` in this process on ``events`` events (each a
-    distinct id, about 200 bytes); the summary line it ends with."""
+def offline_files(folder: Path, events: int, *, status: int = 200) -> Path:
+    """Write the workflow, the recorded response (``status``) and ``events`` events (each a
+    distinct id, about 200 bytes) into ``folder``, without a journal or dead letters yet."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "wf.yaml").write_text(OFFLINE_WORKFLOW)
     (folder / "responses.yaml").write_text(
@@ -300,24 +300,31 @@ def offline_automate(folder: Path, events: int, *, status: int = 200) -> dict[st
             handle.write(json.dumps(record) + "\n")
     for name in ("journal.jsonl", "dead.jsonl"):
         (folder / name).unlink(missing_ok=True)
+    return folder
+
+
+def offline_automate(folder: Path) -> dict[str, Any]:
+    """``flowlang automate --responses --json`` in this process on the files of ``folder``
+    (``offline_files``); the summary line it ends with (checked to follow a line per event)."""
     output = _Lines()
-    status_code = main([*automate_argv(folder), "--json"], stdout=output, stdin=io.StringIO(""))
+    status = main([*automate_argv(folder), "--json"], stdout=output, stdin=io.StringIO(""))
     summary: dict[str, Any] = json.loads(output.last)
-    assert output.count == events + 1 and summary["kind"] == "summary"
-    assert summary["events"] == events and status_code == summary["exit"]
+    assert summary["kind"] == "summary" and output.count == summary["events"] + 1
+    assert status == summary["exit"]
     return summary
 
 
 def offline_peak(folder: Path, events: int) -> int:
     """The peak traced memory of ``offline_automate`` on ``events`` events (bytes)."""
+    offline_files(folder, events)
     gc.collect()
     tracemalloc.start()
     try:
-        summary = offline_automate(folder, events)
+        summary = offline_automate(folder)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    assert summary["delivered"] == events and summary["exit"] == 0
+    assert summary["events"] == summary["delivered"] == events and summary["exit"] == 0
     return peak
 
 
