@@ -2,7 +2,8 @@
 runs held in the process grows from 1,000 to 100,000, under four settings of CPython's cyclic
 collector: its defaults, ``flowlang.tune_collector(threshold=700)`` (frozen after loading and a
 warm-up run, thresholds kept), ``flowlang.tune_collector()`` (frozen, and the first threshold
-raised to RUNTIME_THRESHOLD), and the collector off (the bound). ``make bench-growth``.
+raised to RUNTIME_THRESHOLD), and the collector off (the bound). Each setting is applied before
+the timed call and taken back after it. ``make bench-growth``.
 
 The runs are those of benchmarks/test_flows.py::test_concurrent_suspended_runs: N runs started
 at once (``asyncio.gather``), all suspended at collect_input and kept, then all resumed.
@@ -13,8 +14,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from growth import Curve, measure_curve, print_curve
 
 import flowlang
-from flowlang.runtime.collector import restore_collector, tune_collector
+from flowlang.runtime.collector import RUNTIME_THRESHOLD, restore_collector, tune_collector
 from flowlang.runtime.http import RecordedHttp
 
 COLLECT = """
@@ -47,62 +47,51 @@ async def _warm_up(runtime: flowlang.Runtime) -> None:
     await runtime.resume(FLOW, first.state or {}, "1")
 
 
-@contextmanager
-def _default() -> Iterator[None]:
-    yield
+def _default() -> Callable[[], None]:
+    return lambda: None
 
 
-@contextmanager
-def _tuned(threshold: int | None) -> Iterator[None]:
-    previous = tune_collector() if threshold is None else tune_collector(threshold=threshold)
-    try:
-        yield
-    finally:
-        restore_collector(previous)
+def _tuned(threshold: int) -> Callable[[], None]:
+    previous = tune_collector(threshold=threshold)
+    return lambda: restore_collector(previous)
 
 
-@contextmanager
-def _off() -> Iterator[None]:
+def _off() -> Callable[[], None]:
     gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
+    return gc.enable
 
 
-SETTINGS: dict[str, Callable[[], Any]] = {
+#: Each setting: applies itself (untimed: tune_collector collects the whole process once, which
+#: an application does once after loading its flows) and gives what puts the default back.
+SETTINGS: dict[str, Callable[[], Callable[[], None]]] = {
     "default collector": _default,
     "frozen": lambda: _tuned(700),
-    "frozen, tuned threshold": lambda: _tuned(None),
+    "frozen, tuned threshold": lambda: _tuned(RUNTIME_THRESHOLD),
     "collector off": _off,
 }
 
 
-def _starts(count: int, setting: Callable[[], Any]) -> list[dict[str, Any]]:
-    """Start ``count`` runs at once under ``setting``; the states of the suspended runs."""
+def _starts(count: int) -> list[dict[str, Any]]:
+    """Start ``count`` runs at once; the states of the suspended runs."""
 
     async def scenario() -> list[dict[str, Any]]:
         async with flowlang.Runtime(http=RecordedHttp({})) as runtime:
             await _warm_up(runtime)
-            with setting():
-                waiting = await asyncio.gather(
-                    *(runtime.start(FLOW, _context(n)) for n in range(count))
-                )
+            waiting = await asyncio.gather(
+                *(runtime.start(FLOW, _context(n)) for n in range(count))
+            )
             return [result.state or {} for result in waiting]
 
     return asyncio.run(scenario())
 
 
-def _resumes(states: list[dict[str, Any]], setting: Callable[[], Any]) -> list[str]:
+def _resumes(states: list[dict[str, Any]]) -> list[str]:
     """Resume every run of ``states`` at once (all of them live until then); their statuses."""
 
     async def scenario() -> list[str]:
         async with flowlang.Runtime(http=RecordedHttp({})) as runtime:
             await _warm_up(runtime)
-            with setting():
-                done = await asyncio.gather(
-                    *(runtime.resume(FLOW, state, "1234") for state in states)
-                )
+            done = await asyncio.gather(*(runtime.resume(FLOW, state, "1234") for state in states))
             return [result.status for result in done]
 
     return asyncio.run(scenario())
@@ -116,26 +105,47 @@ def _check_resumed(size: int, statuses: list[str]) -> None:
     assert statuses == ["completed"] * size
 
 
+#: The settings whose peak memory is measured too (tracemalloc is slow at 100,000 runs; a
+#: collector that finds no garbage changes no peak: all four gave 346 MB in one run).
+MEMORY_MEASURED = ("default collector", "frozen, tuned threshold")
+
+
 def _interleaved(
     operation: str,
     setup: Callable[[int], Any],
-    run: Callable[[Any, Callable[[], Any]], Any],
+    run: Callable[[Any], Any],
     check: Callable[[int, Any], None],
     memory: bool,
 ) -> list[Curve]:
     """A curve per setting, the settings measured in turn at each size (so that a noisy
-    moment of the shared machine falls on all of them, not on one curve)."""
+    moment of the shared machine falls on all of them, not on one curve). The setting is
+    applied after ``setup`` and taken back after ``run``."""
+
+    def applied(apply: Callable[[], Callable[[], None]]) -> tuple[Any, Any]:
+        def set_up(size: int) -> tuple[Any, Callable[[], None]]:
+            argument = setup(size)
+            return argument, apply()
+
+        def timed(pair: tuple[Any, Callable[[], None]]) -> Any:
+            try:
+                return run(pair[0])
+            finally:
+                pair[1]()
+
+        return set_up, timed
+
     curves = [Curve(f"{operation} N runs at once, {name}", "runs") for name in SETTINGS]
     for size in SIZES:
-        for curve, setting in zip(curves, SETTINGS.values(), strict=True):
+        for curve, (name, apply) in zip(curves, SETTINGS.items(), strict=True):
+            set_up, timed = applied(apply)
             point = measure_curve(
                 curve.name,
                 curve.unit,
                 [size],
-                setup,
-                lambda argument, setting=setting: run(argument, setting),
+                set_up,
+                timed,
                 rounds=2,
-                memory=memory,
+                memory=memory and name in MEMORY_MEASURED,
                 check=check,
             )
             curve.points.extend(point.points)
@@ -169,7 +179,7 @@ def test_resumes_with_live_runs(benchmark: Any, request: pytest.FixtureRequest) 
     curves = benchmark.pedantic(
         lambda: _interleaved(
             "resume",
-            lambda size: _starts(size, _default),
+            _starts,
             _resumes,
             _check_resumed,
             memory=False,
