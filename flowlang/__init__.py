@@ -14,6 +14,7 @@ __all__ = [
     "BACKEND",
     "ActionError",
     "AudioError",
+    "CollectorSettings",
     "CompiledFlow",
     "DataLimitError",
     "DocumentError",
@@ -57,13 +58,16 @@ __all__ = [
     "ValueFormatError",
     "check_flow",
     "check_flow_text",
+    "collector_tuned",
     "compile",
     "load_flow",
     "load_flow_text",
     "load_workflow",
     "load_workflow_text",
     "render",
+    "restore_collector",
     "run_sync",
+    "tune_collector",
 ]
 
 import importlib
@@ -106,6 +110,12 @@ if TYPE_CHECKING:
     from flowlang.expr.references import Reference
     from flowlang.flow.load import check_flow, check_flow_text, load_flow, load_flow_text
     from flowlang.flow.model import CompiledFlow
+    from flowlang.runtime.collector import (
+        CollectorSettings,
+        collector_tuned,
+        restore_collector,
+        tune_collector,
+    )
     from flowlang.runtime.host import Host, NullHost, RecordingHost
     from flowlang.runtime.runner import RunResult, Runtime, RuntimeSettings, run_sync
     from flowlang.runtime.secrets import EnvironmentSecrets, MappingSecrets
@@ -151,6 +161,7 @@ _LAZY: dict[str, str] = {
     "SourcePosition": "flowlang.errors",
     "UsageError": "flowlang.errors",
     "ValueFormatError": "flowlang.errors",
+    "CollectorSettings": "flowlang.runtime.collector",
     "CompiledFlow": "flowlang.flow.model",
     "Engine": "flowlang.engine",
     "EnvironmentSecrets": "flowlang.runtime.secrets",
@@ -175,6 +186,9 @@ _LAZY: dict[str, str] = {
     "load_workflow": "flowlang.automations",
     "load_workflow_text": "flowlang.automations",
     "run_sync": "flowlang.runtime.runner",
+    "collector_tuned": "flowlang.runtime.collector",
+    "restore_collector": "flowlang.runtime.collector",
+    "tune_collector": "flowlang.runtime.collector",
 }
 
 

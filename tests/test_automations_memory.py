@@ -4,23 +4,27 @@ compaction), not by how many events went by."""
 from __future__ import annotations
 
 import asyncio
+import gc
+import io
 import json
 import subprocess
 import sys
 import tempfile
 import textwrap
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from support import NOW, FakeClock, read_json_lines, write_json_lines
+from support import NOW, FakeClock, automate_argv, read_json_lines, write_json_lines
 from test_cli_automate_stream import GENERATOR, automate, next_line
 
 from flowlang.automations import Automations, DeliverySettings, Journal
 from flowlang.automations.dispatch import MAX_REMEMBERED_EVENTS
 from flowlang.automations.journal import summarize
+from flowlang.cli import main
 
 DAY = 86_400.0
 
@@ -249,3 +253,85 @@ def test_a_file_backed_dead_letter_store_keeps_only_recent_records_in_memory(
     for number in range(total):
         in_memory.add({"event": {"id": f"e{number}"}})
     assert len(in_memory.records) == total  # without a file, memory is the only place
+
+
+class _Lines(io.TextIOBase):
+    """A standard output that keeps only the last line written and counts the lines."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.last = ""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        self.count += text.count("\n")
+        self.last = text
+        return len(text)
+
+
+#: The workflow, recorded responses and events of the in-process offline runs below (and of
+#: benchmarks/test_growth_automate.py): one request per event, delivered or (status 500)
+#: retried in simulated time, then dead-lettered.
+OFFLINE_WORKFLOW = """
+workflow: log
+trigger: call.ended
+actions:
+  - name: log
+    type: api_request
+    endpoint: https://crm.example.com/log
+    values: [{key: id, value: "<<event.id>>"}, {key: note, value: "<<event.properties.note>>"}]
+"""
+
+
+def offline_files(folder: Path, events: int, *, status: int = 200) -> Path:
+    """Write the workflow, the recorded response (``status``) and ``events`` events (each a
+    distinct id, about 200 bytes) into ``folder``, without a journal or dead letters yet."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "wf.yaml").write_text(OFFLINE_WORKFLOW)
+    (folder / "responses.yaml").write_text(
+        f"- {{request: POST https://crm.example.com/log, status: {status}, body: {{ok: true}}}}\n"
+    )
+    note = "n" * 120
+    with (folder / "events.jsonl").open("w", encoding="utf-8") as handle:
+        for number in range(events):
+            record = {"id": f"evt-{number}", "type": "call.ended", "properties": {"note": note}}
+            handle.write(json.dumps(record) + "\n")
+    for name in ("journal.jsonl", "dead.jsonl"):
+        (folder / name).unlink(missing_ok=True)
+    return folder
+
+
+def offline_automate(folder: Path) -> dict[str, Any]:
+    """``flowlang automate --responses --json`` in this process on the files of ``folder``
+    (``offline_files``); the summary line it ends with (checked to follow a line per event)."""
+    output = _Lines()
+    status = main([*automate_argv(folder), "--json"], stdout=output, stdin=io.StringIO(""))
+    summary: dict[str, Any] = json.loads(output.last)
+    assert summary["kind"] == "summary" and output.count == summary["events"] + 1
+    assert status == summary["exit"]
+    return summary
+
+
+def offline_peak(folder: Path, events: int) -> int:
+    """The peak traced memory of ``offline_automate`` on ``events`` events (bytes)."""
+    offline_files(folder, events)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        summary = offline_automate(folder)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert summary["events"] == summary["delivered"] == events and summary["exit"] == 0
+    return peak
+
+
+def test_offline_memory_is_flat_in_the_number_of_events(tmp_path: Path) -> None:
+    """Ten times the events, about the same peak: nothing per event is kept but the ids that
+    duplicates are recognised by (bounded by ``max_remembered_events``; a few hundred bytes
+    each). Keeping each recorded request (a few kilobytes each) broke this."""
+    small = offline_peak(tmp_path / "small", 2_000)
+    large = offline_peak(tmp_path / "large", 20_000)
+    assert large < 2 * small, f"{small / 1e6:.1f} MB, then {large / 1e6:.1f} MB"
