@@ -23,7 +23,7 @@ from test_cli_automate_stream import GENERATOR, automate, next_line
 
 from flowlang.automations import Automations, DeliverySettings, Journal
 from flowlang.automations.dispatch import MAX_REMEMBERED_EVENTS
-from flowlang.automations.journal import summarize
+from flowlang.automations.journal import MIN_TRIM_SLACK, summarize
 from flowlang.cli import main
 
 DAY = 86_400.0
@@ -335,3 +335,28 @@ def test_offline_memory_is_flat_in_the_number_of_events(tmp_path: Path) -> None:
     small = offline_peak(tmp_path / "small", 2_000)
     large = offline_peak(tmp_path / "large", 20_000)
     assert large < 2 * small, f"{small / 1e6:.1f} MB, then {large / 1e6:.1f} MB"
+
+
+def test_a_trim_before_many_acceptances_again_keeps_fewer_never_others() -> None:
+    """The one-pass ledger's documented limit: finished events accepted again after a trim
+    (here outside the window, so they leave it) free places that the trimmed events would have
+    filled; compaction then keeps fewer than the limit, and only events the plain reading keeps."""
+    limit, window = 2, 3 * 3600.0
+    count = limit + MIN_TRIM_SLACK + 10
+    records: list[dict[str, Any]] = [
+        {"kind": "seen", "event_id": f"e{number}", "at": NOW} for number in range(count)
+    ]
+    for number in range(count - MIN_TRIM_SLACK, count):  # the newest, accepted again, stale
+        records += [event(f"e{number}", NOW - window), {"kind": "done", "event_id": f"e{number}"}]
+    finished, _ = reference(records, NOW, window, limit)
+    assert len(finished) == limit
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "journal.jsonl"
+        write_json_lines(path, records)
+        journal = Journal(path)
+        try:
+            journal.compact(NOW, window, limit)
+            kept = [(r["event_id"], r["at"]) for r in read_json_lines(path) if r["kind"] == "seen"]
+        finally:
+            journal.close()
+    assert len(kept) < limit and set(kept) <= set(finished)

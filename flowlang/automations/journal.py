@@ -247,12 +247,23 @@ def _event_id(record: Mapping[str, Any]) -> str:
     return event_id
 
 
+#: Finished events a compaction's first pass may hold beyond its limit before it trims.
+MIN_TRIM_SLACK = 256
+
+
 class _Ledger:
     """What the first pass of a compaction learns: when each event was accepted, in the order
     accepted, and for the unfinished ones the line of their latest ``event`` record. Finished
     events outside the window are dropped as they are read, and the oldest finished ones beyond
-    ``limit`` in batches (a quarter of ``limit`` at a time), so it holds at most about
-    1.25 × ``limit`` finished events besides the unfinished ones (one float each)."""
+    ``limit`` in batches (a quarter of ``limit`` at a time, at least ``MIN_TRIM_SLACK``), so it
+    holds at most about 1.25 × ``limit`` finished events besides the unfinished ones (one float
+    each).
+
+    One pass cannot know which of the events it keeps will be accepted again further on (and so
+    move or leave the window), so a trim may drop an event that the file's end would have kept:
+    when more finished events than the slack are accepted again after a trim, compaction keeps
+    fewer than ``limit`` finished events, never more, and never an event the plain reading would
+    not keep (tests/test_automations_memory.py). Unfinished events are always kept whole."""
 
     def __init__(self, now: float, window: float, limit: int) -> None:
         self.now, self.window, self.limit = now, window, limit
@@ -285,7 +296,7 @@ class _Ledger:
                 del self.accepted[event_id]
 
     def _finished_one(self) -> None:
-        if self.done > self.limit + self.limit // 4:
+        if self.done > self.limit + max(self.limit // 4, MIN_TRIM_SLACK):
             self.trim(self.limit)
 
     def trim(self, limit: int) -> None:
