@@ -2,8 +2,9 @@
 
 ``GuardedHttp`` resolves the host once through an injectable resolver, checks every resolved
 address against the AddressPolicy, connects to exactly a checked address (through
-``GuardedTransport``: the URL, the Host header, TLS SNI and the connection pool keep the name,
-so a certificate is verified for every name a connection carries), bounds the whole exchange by
+``GuardedTransport``: the Host header, TLS SNI and the connection pool keep the name, so a
+certificate is verified for every name a connection carries; HTTP/1.1 with keep-alive over
+flowlang's own pool, see ``connections``), bounds the whole exchange by
 one deadline, and follows redirects only when asked, checking every hop again (across origins
 only a few harmless headers and never a body go along). It asks for ``gzip, deflate`` only,
 reads the raw body and inflates it itself, counting the bytes both before and after inflating
@@ -48,8 +49,9 @@ from flowlang.http_rules import (
     sent_origin_problem,
 )
 from flowlang.runtime.addresses import AddressPolicy, literal_address
+from flowlang.runtime.h1 import ConnectTimeoutError, ExchangeError, LocalProtocolError
 from flowlang.runtime.secrets import holds_secret
-from flowlang.runtime.transport import GuardedTransport
+from flowlang.runtime.transport import Exchange, GuardedTransport
 
 Resolver = Callable[[str, int], Awaitable[list[str]]]
 
@@ -70,6 +72,10 @@ _BODY_HEADERS = frozenset(
 _NOT_CHARSETS = frozenset(
     {"idna", "punycode", "undefined", "unicode-escape", "raw-unicode-escape", "utf-7"}
 )
+#: Statuses that redirect (when a Location comes with them).
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+#: Methods that carry a body: sent with ``Content-Length: 0`` when they have none.
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 #: SSL errors that are an interrupted connection rather than a failed handshake or certificate.
 _TRANSIENT_SSL = (ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLSyscallError)
 
@@ -167,7 +173,7 @@ def decode_body(content: bytes, content_type: str) -> tuple[str, Any]:
 def _tls_failure(error: BaseException) -> bool:
     """Whether ``error`` comes from a certificate or TLS handshake failure (not a reset)."""
     current: BaseException | None = error
-    for _ in range(8):  # the cause chain: httpx error <- httpcore error <- ssl error
+    for _ in range(8):  # the cause chain: our error <- ssl error
         if current is None:
             return False
         if isinstance(current, ssl.SSLError) and not isinstance(current, _TRANSIENT_SSL):
@@ -176,13 +182,9 @@ def _tls_failure(error: BaseException) -> bool:
     return False
 
 
-def _content_coding(response: httpx.Response) -> tuple[str | None, str | None]:
+def _content_coding(headers: Mapping[str, str]) -> tuple[str | None, str | None]:
     """``(coding, None)``: ``gzip``, ``deflate`` or None (identity); or ``(None, refusal)``."""
-    codings = [
-        item.strip().lower()
-        for value in response.headers.get_list("content-encoding")
-        for item in value.split(",")
-    ]
+    codings = [item.strip().lower() for item in headers.get("content-encoding", "").split(",")]
     codings = [item for item in codings if item and item != "identity"]
     if not codings:
         return None, None
@@ -240,11 +242,24 @@ class _Inflater:
         return self.decoder is not None and bool(self.decoder.eof)
 
 
-def _headers(response: httpx.Response) -> dict[str, str]:
+def _headers(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
+    """Response headers by lowercase name (repeated ones joined with ``, ``), decoded as ASCII,
+    else UTF-8, else ISO-8859-1, whichever fits them all (as httpx reads them)."""
+    encoding = "ascii"
+    for candidate in ("ascii", "utf-8", "iso-8859-1"):
+        encoding = candidate
+        try:
+            for name, value in raw:
+                name.decode(candidate)
+                value.decode(candidate)
+        except UnicodeDecodeError:
+            continue
+        break
     out: dict[str, str] = {}
-    for name, value in response.headers.multi_items():
-        key = name.lower()
-        out[key] = f"{out[key]}, {value}" if key in out else value
+    for name, value in raw:
+        key = name.decode(encoding).lower()
+        text = value.decode(encoding)
+        out[key] = f"{out[key]}, {text}" if key in out else text
     return out
 
 
@@ -260,14 +275,14 @@ class GuardedHttp:
         max_redirects: int = 3,
         max_in_flight: int = 100,
     ) -> None:
-        self.transport = GuardedTransport(ssl_context, max_in_flight)
+        context = ssl_context or httpx.create_ssl_context(trust_env=False)
+        self.transport = GuardedTransport(context, max_in_flight)
         self.policy = policy
         self.resolver = resolver
         self.connect_timeout = connect_timeout
         self.max_redirects = max_redirects
-        # Requests beyond this wait here, in a FIFO queue that costs O(1) per request, instead
-        # of in httpcore's pool, whose assignment pass is quadratic in queued requests
-        # (encode/httpcore#1035): thousands of concurrent calls would otherwise stall.
+        # Requests beyond this wait here, in a FIFO queue that costs O(1) per request; the pool
+        # behind it never has a waiting list of its own.
         self._in_flight = asyncio.Semaphore(max_in_flight)
 
     async def aclose(self) -> None:
@@ -307,39 +322,42 @@ class GuardedHttp:
                 return HttpResult("refused", error=refusal)
             assert target is not None
             try:
-                built = self._build(current, url, target)
+                key, method, path, headers = self._build(current, url, target)
             except (UnicodeError, ValueError, TypeError) as error:
                 return HttpResult("invalid_request", error=f"the request cannot be sent: {error}")
             try:
-                response = await self.transport.handle_async_request(built)
-                response.request = built
-            except httpx.TimeoutException:
+                exchange = await self.transport.send(
+                    key, method, path, headers, current.body, self.connect_timeout
+                )
+            except ConnectTimeoutError:
                 return HttpResult("timeout", error=f"timed out connecting to {url.host}")
-            except httpx.LocalProtocolError as error:  # a header h11 will not write: permanent
+            except LocalProtocolError as error:  # a header h11 will not write: permanent
                 return HttpResult("invalid_request", error=f"the request cannot be sent: {error}")
-            except (httpx.TransportError, OSError) as error:
+            except (ExchangeError, OSError) as error:
                 outcome = "tls_error" if _tls_failure(error) else "connection_error"
                 return HttpResult(outcome, error=f"{type(error).__name__}: {error}")
             try:
-                if response.is_redirect:
-                    location = response.headers.get("location", "")
-                    status = response.status_code
+                status = exchange.response.status
+                received = _headers(exchange.response.headers)
+                location = received.get("location")
+                if status in _REDIRECTS and location is not None:
                     if not follow_redirects:
                         return HttpResult(
                             "http_error",
                             status,
-                            _headers(response),
+                            received,
                             None,
                             f"redirect {status} to {location!r} (redirects are off)",
                         )
                     next_request = self._redirect(current, url, location, status)
                     if isinstance(next_request, str):
-                        return HttpResult("refused", status, _headers(response), None, next_request)
+                        return HttpResult("refused", status, received, None, next_request)
                     current, url = next_request
                     continue
-                return await self._read(response, max_body, bool(request.extensions.get(RAW_BODY)))
+                raw = bool(request.extensions.get(RAW_BODY))
+                return await self._read(exchange, status, received, max_body, raw)
             finally:
-                await response.aclose()
+                exchange.close()
         return HttpResult("refused", error=f"more than {self.max_redirects} redirects")
 
     async def _target(self, url: httpx.URL) -> tuple[str | None, str | None]:
@@ -375,22 +393,30 @@ class GuardedHttp:
                 return refusal, None
         return None, str(addresses[0])
 
-    def _build(self, request: PreparedRequest, url: httpx.URL, address: str) -> httpx.Request:
-        """The request to send, its name's connections bound to ``address`` from now on."""
-        port = url.port or DEFAULT_PORTS[url.scheme]
-        self.transport.addresses.vet(url.raw_host.decode("ascii"), port, address)
-        extensions: dict[str, Any] = {
-            "timeout": {"connect": self.connect_timeout, "read": None, "write": None, "pool": None},
-        }
-        headers = [item for item in request.headers if item[0].lower() != "accept-encoding"]
-        headers.append(("Accept-Encoding", ACCEPT_ENCODING))
-        return httpx.Request(
-            request.method,
-            url,
-            headers=headers,
-            content=request.body,
-            extensions=extensions,
-        )
+    def _build(
+        self, request: PreparedRequest, url: httpx.URL, address: str
+    ) -> tuple[tuple[str, str, int, str], bytes, bytes, list[tuple[bytes, bytes]]]:
+        """Pool key (the name and the address vetted for it), method, target and headers (as
+        httpx would write them: Host first, then the request's, a Content-Length)."""
+        scheme = url.scheme
+        key = (scheme, url.raw_host.decode("ascii"), url.port or DEFAULT_PORTS[scheme], address)
+        method = request.method.upper()
+        names = set()
+        headers: list[tuple[bytes, bytes]] = []
+        for name, value in request.headers:
+            lower = name.lower()
+            if lower != "accept-encoding":
+                names.add(lower)
+                headers.append((name.encode("ascii"), value.encode("ascii")))
+        headers.append((b"Accept-Encoding", ACCEPT_ENCODING.encode()))
+        if "content-length" not in names and "transfer-encoding" not in names:
+            if request.body:
+                headers.append((b"Content-Length", str(len(request.body)).encode()))
+            elif method in _BODY_METHODS:
+                headers.append((b"Content-Length", b"0"))
+        if "host" not in names:
+            headers.insert(0, (b"Host", url.netloc))
+        return key, method.encode("ascii"), url.raw_path, headers
 
     def _redirect(
         self, request: PreparedRequest, url: httpx.URL, location: str, status: int
@@ -435,17 +461,16 @@ class GuardedHttp:
                 return refusal
         return str(error)
 
-    async def _read(self, response: httpx.Response, max_body: int, raw: bool) -> HttpResult:
-        headers = _headers(response)
-        status = response.status_code
-
+    async def _read(
+        self, exchange: Exchange, status: int, headers: dict[str, str], max_body: int, raw: bool
+    ) -> HttpResult:
         def failed(outcome: str, error: str) -> HttpResult:
             return HttpResult(outcome, status, headers, None, error)
 
-        coding, refusal = _content_coding(response)
+        coding, refusal = _content_coding(headers)
         if refusal is not None:
             return failed("invalid_response", refusal)
-        declared = response.headers.get("content-length")
+        declared = headers.get("content-length")
         if declared and declared.isascii() and declared.isdigit() and int(declared) > max_body:
             return failed(
                 "too_large",
@@ -456,7 +481,7 @@ class GuardedHttp:
         size = 0
         too_large = f"the response is larger than the limit of {max_body} bytes"
         try:
-            async for chunk in response.aiter_raw():  # as sent: httpx inflates nothing
+            while (chunk := await exchange.next_chunk()) is not None:  # as sent, not inflated
                 size += len(chunk)
                 if size > max_body:
                     return failed("too_large", too_large)
@@ -464,13 +489,11 @@ class GuardedHttp:
                     chunks.append(chunk)
                 else:
                     chunks.extend(inflater.feed(chunk))
-        except httpx.TimeoutException:
-            return failed("timeout", "timed out reading the response")
         except _TooLargeError:
             return failed("too_large", f"{too_large} (inflated)")
         except zlib.error as error:
             return failed("invalid_response", f"the {coding} response body is broken: {error}")
-        except (httpx.TransportError, OSError) as error:
+        except (ExchangeError, OSError) as error:
             outcome = "tls_error" if _tls_failure(error) else "connection_error"
             return failed(outcome, f"{type(error).__name__}: {error}")
         if inflater is not None and size and not inflater.complete:
@@ -478,7 +501,7 @@ class GuardedHttp:
         content = b"".join(chunks)
         if raw and 200 <= status < 300:
             return HttpResult("success", status, headers, content)
-        outcome, body = decode_body(content, response.headers.get("content-type", ""))
+        outcome, body = decode_body(content, headers.get("content-type", ""))
         if outcome != "success":
             return failed(outcome, str(body))
         status_outcome = "success" if 200 <= status < 300 else "http_error"
