@@ -76,6 +76,9 @@ _NOT_CHARSETS = frozenset(
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 #: Methods that carry a body: sent with ``Content-Length: 0`` when they have none.
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+#: Entries kept in each of the sender's caches of pure results (URL readings, address
+#: verdicts); a full cache starts over.
+CACHE_SIZE = 4096
 #: SSL errors that are an interrupted connection rather than a failed handshake or certificate.
 _TRANSIENT_SSL = (ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLSyscallError)
 
@@ -147,7 +150,8 @@ def decode_body(content: bytes, content_type: str) -> tuple[str, Any]:
             if says_json:
                 return "invalid_json", f"the response is not valid JSON: {error}"
         else:
-            if not _json_depth_ok(value):
+            openers = content.count(b"[") + content.count(b"{")  # a bound on the depth
+            if openers > MAX_JSON_DEPTH and not _json_depth_ok(value):
                 return (
                     "invalid_json",
                     f"the response JSON nests deeper than {MAX_JSON_DEPTH} levels",
@@ -245,8 +249,17 @@ class _Inflater:
 def _headers(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
     """Response headers by lowercase name (repeated ones joined with ``, ``), decoded as ASCII,
     else UTF-8, else ISO-8859-1, whichever fits them all (as httpx reads them)."""
-    encoding = "ascii"
-    for candidate in ("ascii", "utf-8", "iso-8859-1"):
+    out: dict[str, str] = {}
+    try:  # the usual case: ASCII throughout
+        for name, value in raw:
+            key = name.decode("ascii").lower()
+            text = value.decode("ascii")
+            out[key] = f"{out[key]}, {text}" if key in out else text
+        return out
+    except UnicodeDecodeError:
+        out.clear()
+    encoding = "utf-8"
+    for candidate in ("utf-8", "iso-8859-1"):
         encoding = candidate
         try:
             for name, value in raw:
@@ -255,7 +268,6 @@ def _headers(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
         except UnicodeDecodeError:
             continue
         break
-    out: dict[str, str] = {}
     for name, value in raw:
         key = name.decode(encoding).lower()
         text = value.decode(encoding)
@@ -284,6 +296,11 @@ class GuardedHttp:
         # Requests beyond this wait here, in a FIFO queue that costs O(1) per request; the pool
         # behind it never has a waiting list of its own.
         self._in_flight = asyncio.Semaphore(max_in_flight)
+        # Pure functions of their keys, cached: httpx's reading of a URL, and the guard's
+        # verdict on a host and the addresses it resolved to (the policy never changes).
+        self._urls: dict[str, httpx.URL] = {}
+        self._verdicts: dict[tuple[str, tuple[str, ...]], tuple[str | None, str | None]] = {}
+        self._names: set[str] = set()
 
     async def aclose(self) -> None:
         """Close every pooled connection."""
@@ -309,10 +326,15 @@ class GuardedHttp:
         self, request: PreparedRequest, max_body: int, follow_redirects: bool
     ) -> HttpResult:
         current = request
-        try:
-            url = httpx.URL(current.url)
-        except (httpx.InvalidURL, UnicodeError, ValueError) as error:
-            return HttpResult("invalid_request", error=f"not a valid URL: {error}")
+        url = self._urls.get(current.url)
+        if url is None:
+            try:
+                url = httpx.URL(current.url)
+            except (httpx.InvalidURL, UnicodeError, ValueError) as error:
+                return HttpResult("invalid_request", error=f"not a valid URL: {error}")
+            if len(self._urls) >= CACHE_SIZE:
+                self._urls.clear()
+            self._urls[current.url] = url
         for _hop in range(self.max_redirects + 1):
             problem = sent_origin_problem(current.url, url)
             if problem is not None:
@@ -371,14 +393,40 @@ class GuardedHttp:
                 f"plain http to {host} is not allowed (https only, except allow-listed hosts)",
                 None,
             )
-        literal = literal_address(host)
-        if literal is not None:
-            addresses = [literal]
-        else:
+        key: tuple[str, tuple[str, ...]] = (host, ())  # () for a literal: nothing resolved
+        verdict = self._verdicts.get(key)
+        if verdict is None and self._is_name(host):
             try:
                 resolved = await self.resolver(host, url.port or DEFAULT_PORTS[scheme])
             except (OSError, UnicodeError, ValueError) as error:
                 return f"cannot resolve {host}: {error}", None
+            key = (host, tuple(resolved))
+            verdict = self._verdicts.get(key)
+        if verdict is None:
+            verdict = self._vet(host, key[1])
+            if len(self._verdicts) >= CACHE_SIZE:
+                self._verdicts.clear()
+            self._verdicts[key] = verdict
+        return verdict
+
+    def _is_name(self, host: str) -> bool:
+        """Whether ``host`` is a name (to resolve) rather than an address in any spelling."""
+        if host in self._names:
+            return True
+        if literal_address(host) is not None:
+            return False
+        if len(self._names) >= CACHE_SIZE:
+            self._names.clear()
+        self._names.add(host)
+        return True
+
+    def _vet(self, host: str, resolved: tuple[str, ...]) -> tuple[str | None, str | None]:
+        """The guard's verdict on ``host`` (resolved to ``resolved``, or () for a literal):
+        (refusal, address to connect to)."""
+        literal = literal_address(host)
+        if literal is not None:
+            addresses = [literal]
+        else:
             addresses = []
             for text in resolved:
                 try:
