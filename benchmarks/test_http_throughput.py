@@ -42,7 +42,9 @@ from flowlang.runtime.http import GuardedHttp
 
 CONCURRENCY = (10, 100, 1_000, 2_000)
 #: Requests per measurement: enough for a second or more of work at every concurrency.
-REQUESTS = 6_000
+REQUESTS = 4_000
+#: Rounds per cell, interleaving the contenders; each contender's best round is kept.
+ROUNDS = 3
 IN_FLIGHT = flowlang.RuntimeSettings().max_requests_in_flight
 HOST = "bench.test"
 BODY = {"tier": "gold", "first_name": "Ann", "balance": 42.5}
@@ -150,7 +152,7 @@ class Minimal:
 
     async def aclose(self) -> None:
         for writer in self.all:
-            writer.close()
+            writer.transport.abort()
         await asyncio.sleep(0)
 
 
@@ -215,10 +217,13 @@ async def _measure(port: int, ca: trustme.CA, concurrency: int) -> dict[str, flo
 
     try:
         assert await minimal.get() == await send() == await run() == BODY  # same output first
-        rates = {}
-        for name, one in (("minimal", minimal.get), ("send", send), ("flow", run)):
+        contenders = (("minimal", minimal.get), ("send", send), ("flow", run))
+        rates = dict.fromkeys((name for name, _ in contenders), 0.0)
+        for name, one in contenders:
             await _rate(concurrency, one)  # warm: every connection open
-            rates[name] = await _rate(concurrency, one)
+        for _ in range(ROUNDS):  # interleaved, the best of each: the machine is shared
+            for name, one in contenders:
+                rates[name] = max(rates[name], await _rate(concurrency, one))
         assert sender.transport.pool.open <= IN_FLIGHT
         return rates
     finally:
@@ -238,7 +243,10 @@ def test_http_throughput(benchmark: Any, https_server: tuple[int, trustme.CA]) -
 
     benchmark.group = "HTTP throughput"
     benchmark.pedantic(measure_all, rounds=1, iterations=1)
-    print(f"\nHTTP throughput to a loopback HTTPS server, {REQUESTS:,} requests per cell (req/s)")
+    print(
+        f"\nHTTP throughput to a loopback HTTPS server (req/s, best of {ROUNDS} rounds of "
+        f"{REQUESTS:,} requests; ratio = against minimal)"
+    )
     print(
         f"{'concurrency':>11}  {'minimal':>8}  {'send':>8}  {'ratio':>5}  {'flow':>8}  {'ratio':>5}"
     )

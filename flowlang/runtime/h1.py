@@ -68,7 +68,7 @@ class LocalProtocolError(ExchangeError):
 
 @dataclass(slots=True)
 class Response:
-    """A response head: status, reason and headers (names lowercased, in order)."""
+    """A response head: status and headers (names as sent, in order)."""
 
     status: int
     headers: list[tuple[bytes, bytes]]
@@ -194,7 +194,7 @@ class Connection:
                     raise StaleConnectionError(str(error)) from error.__cause__
                 raise
             if type(event) is h11.Response:
-                return Response(event.status_code, list(event.headers))
+                return Response(event.status_code, event.headers.raw_items())
             if type(event) is not h11.InformationalResponse:  # 1xx: the final one follows
                 if receiver.total == before:
                     raise StaleConnectionError("the server closed the connection before answering")
