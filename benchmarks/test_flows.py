@@ -405,7 +405,7 @@ def test_concurrent_runs_waiting_on_a_slow_endpoint(benchmark: Any) -> None:
     async def scenario() -> tuple[float, float]:
         server = await _slow_server(delay)
         port = server.sockets[0].getsockname()[1]
-        flow = flowlang.load_flow_text(SLOW.replace("{port}", str(port)))
+        flow = flowlang.load_flow_text(SLOW.replace("{port}", str(port)), allow_hosts=["slow.test"])
 
         async def resolver(host: str, port: int) -> list[str]:
             return ["127.0.0.1"]

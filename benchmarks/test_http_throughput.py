@@ -27,7 +27,6 @@ import sys
 import textwrap
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import h11
@@ -219,7 +218,7 @@ async def _measure(port: int, ca: trustme.CA, concurrency: int) -> dict[str, flo
         assert await minimal.get() == await send() == await run() == BODY  # same output first
         contenders = (("minimal", minimal.get), ("send", send), ("flow", run))
         rates = dict.fromkeys((name for name, _ in contenders), 0.0)
-        for name, one in contenders:
+        for _name, one in contenders:
             await _rate(concurrency, one)  # warm: every connection open
         for _ in range(ROUNDS):  # interleaved, the best of each: the machine is shared
             for name, one in contenders:

@@ -242,7 +242,7 @@ def test_a_response_read_to_the_end_of_the_connection_is_read_whole_and_not_reus
 def test_chunked_bodies_are_read_and_the_connection_reused() -> None:
     chunked = (
         b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
-        b"5\r\n{\"tie\r\n6\r\nr\": \"g\r\n5\r\nold\"}\r\n0\r\n\r\n"
+        b'5\r\n{"tie\r\n6\r\nr": "g\r\n5\r\nold"}\r\n0\r\n\r\n'
     )
 
     async def handle(server: Scripted, reader: Any, writer: asyncio.StreamWriter) -> None:
@@ -430,7 +430,10 @@ def test_the_pool_stays_bounded_under_2000_concurrent_runs() -> None:
     [
         (b"garbage\r\n\r\n", "connection_error"),
         (b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * 300_000 + b"\r\n\r\n", "connection_error"),
-        (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nabcde", "connection_error"),
+        (
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nabcde",
+            "connection_error",
+        ),
         (b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc", "connection_error"),  # cut short
         (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", "connection_error"),
         (b"", "connection_error"),  # closed without a response
