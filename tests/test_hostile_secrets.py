@@ -514,7 +514,7 @@ def test_secrets_echoed_in_headers_are_masked_in_child_logger_records(
     names = {record.name for record in http_records}
     assert "flowlang.http" in names
     headers = [r for r in http_records if r.msg.startswith("response ")]
-    assert headers and "x-echo" in headers[0].getMessage()
+    assert headers and "X-Echo" in headers[0].getMessage()
     requests = [r for r in http_records if r.msg.startswith("request ")]
     assert requests and "X-Key" in requests[0].getMessage()  # a header carrying the secret
     for record in http_records:

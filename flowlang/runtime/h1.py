@@ -21,6 +21,7 @@ __all__ = [
     "Response",
     "StaleConnectionError",
     "open_connection",
+    "request_head",
 ]
 
 import asyncio
@@ -72,6 +73,15 @@ class Response:
 
     status: int
     headers: list[tuple[bytes, bytes]]
+
+
+def request_head(method: bytes, target: bytes, headers: list[tuple[bytes, bytes]]) -> h11.Request:
+    """A request head, checked by h11 (names, values, target); LocalProtocolError when h11
+    will not write it. Immutable: one head may be sent any number of times."""
+    try:
+        return h11.Request(method=method, target=target, headers=headers)
+    except h11.LocalProtocolError as error:
+        raise LocalProtocolError(str(error)) from error
 
 
 class _Receiver(asyncio.Protocol):
@@ -168,13 +178,11 @@ class Connection:
                 return event
             connection.receive_data(await self._receiver.receive())
 
-    async def send(
-        self, method: bytes, target: bytes, headers: list[tuple[bytes, bytes]], body: bytes | None
-    ) -> Response:
+    async def send(self, head: h11.Request, body: bytes | None) -> Response:
         """Send a request and read the head of its final response (1xx ones are skipped)."""
         connection = self._h11
         try:
-            data = connection.send(h11.Request(method=method, target=target, headers=headers))
+            data = connection.send(head)
             if body:
                 data += connection.send(h11.Data(data=body))
             data += connection.send(h11.EndOfMessage())

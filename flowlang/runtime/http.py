@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import urljoin
 
+import h11
 import httpx
 import orjson
 
@@ -49,7 +50,12 @@ from flowlang.http_rules import (
     sent_origin_problem,
 )
 from flowlang.runtime.addresses import AddressPolicy, literal_address
-from flowlang.runtime.h1 import ConnectTimeoutError, ExchangeError, LocalProtocolError
+from flowlang.runtime.h1 import (
+    ConnectTimeoutError,
+    ExchangeError,
+    LocalProtocolError,
+    request_head,
+)
 from flowlang.runtime.secrets import holds_secret
 from flowlang.runtime.transport import Exchange, GuardedTransport
 
@@ -301,6 +307,7 @@ class GuardedHttp:
         self._urls: dict[str, httpx.URL] = {}
         self._verdicts: dict[tuple[str, tuple[str, ...]], tuple[str | None, str | None]] = {}
         self._names: set[str] = set()
+        self._heads: dict[tuple[str, str, tuple[tuple[str, str], ...], int], h11.Request] = {}
 
     async def aclose(self) -> None:
         """Close every pooled connection."""
@@ -343,14 +350,14 @@ class GuardedHttp:
             if refusal is not None:
                 return HttpResult("refused", error=refusal)
             assert target is not None
+            scheme = url.scheme
+            key = (scheme, url.raw_host.decode("ascii"), url.port or DEFAULT_PORTS[scheme], target)
             try:
-                key, method, path, headers = self._build(current, url, target)
-            except (UnicodeError, ValueError, TypeError) as error:
+                head = self._head(current, url)
+            except (UnicodeError, ValueError, TypeError, LocalProtocolError) as error:
                 return HttpResult("invalid_request", error=f"the request cannot be sent: {error}")
             try:
-                exchange = await self.transport.send(
-                    key, method, path, headers, current.body, self.connect_timeout
-                )
+                exchange = await self.transport.send(key, head, current.body, self.connect_timeout)
             except ConnectTimeoutError:
                 return HttpResult("timeout", error=f"timed out connecting to {url.host}")
             except LocalProtocolError as error:  # a header h11 will not write: permanent
@@ -441,13 +448,19 @@ class GuardedHttp:
                 return refusal, None
         return None, str(addresses[0])
 
-    def _build(
-        self, request: PreparedRequest, url: httpx.URL, address: str
-    ) -> tuple[tuple[str, str, int, str], bytes, bytes, list[tuple[bytes, bytes]]]:
-        """Pool key (the name and the address vetted for it), method, target and headers (as
-        httpx would write them: Host first, then the request's, a Content-Length)."""
-        scheme = url.scheme
-        key = (scheme, url.raw_host.decode("ascii"), url.port or DEFAULT_PORTS[scheme], address)
+    def _head(self, request: PreparedRequest, url: httpx.URL) -> h11.Request:
+        """The request head as httpx would write it (Host first, then the request's headers,
+        ours, a Content-Length), checked by h11 once per distinct request (cached)."""
+        cache_key = (request.method, request.url, request.headers, len(request.body or b""))
+        head = self._heads.get(cache_key)
+        if head is None:
+            head = self._build(request, url)
+            if len(self._heads) >= CACHE_SIZE:
+                self._heads.clear()
+            self._heads[cache_key] = head
+        return head
+
+    def _build(self, request: PreparedRequest, url: httpx.URL) -> h11.Request:
         method = request.method.upper()
         names = set()
         headers: list[tuple[bytes, bytes]] = []
@@ -464,7 +477,7 @@ class GuardedHttp:
                 headers.append((b"Content-Length", b"0"))
         if "host" not in names:
             headers.insert(0, (b"Host", url.netloc))
-        return key, method.encode("ascii"), url.raw_path, headers
+        return request_head(method.encode("ascii"), url.raw_path, headers)
 
     def _redirect(
         self, request: PreparedRequest, url: httpx.URL, location: str, status: int

@@ -15,6 +15,8 @@ __all__ = ["IDEMPOTENT_METHODS", "Exchange", "GuardedTransport"]
 import logging
 import ssl
 
+import h11
+
 from flowlang.runtime.connections import ConnectionPool, PoolKey
 from flowlang.runtime.h1 import LOG, Connection, Response, StaleConnectionError
 
@@ -61,9 +63,7 @@ class GuardedTransport:
     async def send(
         self,
         key: PoolKey,
-        method: bytes,
-        target: bytes,
-        headers: list[tuple[bytes, bytes]],
+        head: h11.Request,
         body: bytes | None,
         connect_timeout: float,
     ) -> Exchange:
@@ -77,16 +77,16 @@ class GuardedTransport:
                 if LOG.isEnabledFor(logging.DEBUG):
                     LOG.debug(
                         "request %s %s to %s://%s:%s via %s (reused %s) headers %r",
-                        method.decode(),
-                        target.decode("ascii", "replace"),
+                        head.method.decode(),
+                        head.target.decode("ascii", "replace"),
                         *key,
                         reused,
-                        headers,
+                        head.headers.raw_items(),
                     )
-                response = await connection.send(method, target, headers, body)
+                response = await connection.send(head, body)
             except StaleConnectionError:
                 pool.release(key, connection, False)
-                if reused and attempt == 1 and method in IDEMPOTENT_METHODS:
+                if reused and attempt == 1 and head.method in IDEMPOTENT_METHODS:
                     continue
                 raise
             except BaseException:  # an error or a cancellation: the connection is not reused
