@@ -281,6 +281,39 @@ def _headers(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
     return out
 
 
+class _Deadline:
+    """``asyncio.timeout`` for one exchange, at a third of its cost: one timer that cancels the
+    task, the cancellation turned into TimeoutError on the way out (as asyncio.timeout does,
+    counting the task's cancel requests so a cancellation from outside still propagates)."""
+
+    __slots__ = ("_cancelling", "_delay", "_expired", "_handle", "_task")
+
+    def __init__(self, delay: float) -> None:
+        self._delay = delay
+        self._expired = False
+
+    async def __aenter__(self) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        loop = asyncio.get_running_loop()
+        self._task = task
+        self._cancelling = task.cancelling()
+        self._handle = loop.call_at(loop.time() + self._delay, self._expire)
+
+    def _expire(self) -> None:
+        self._expired = True
+        self._task.cancel()
+
+    async def __aexit__(self, kind: type[BaseException] | None, error: Any, trace: Any) -> None:
+        self._handle.cancel()
+        if (
+            self._expired
+            and self._task.uncancel() <= self._cancelling
+            and kind is asyncio.CancelledError
+        ):
+            raise TimeoutError from error
+
+
 class GuardedHttp:
     """The real network, behind the address guard (see the module docstring). Close it."""
 
@@ -318,7 +351,7 @@ class GuardedHttp:
     ) -> HttpResult:
         started = time.perf_counter()
         try:
-            async with asyncio.timeout(timeout), self._in_flight:
+            async with _Deadline(timeout), self._in_flight:
                 result = await self._exchange(request, max_body, follow_redirects)
         except TimeoutError:
             result = HttpResult("timeout", error=f"no complete response within {timeout:g}s")
