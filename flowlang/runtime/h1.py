@@ -4,22 +4,16 @@ A connection is made to the address the guard vetted, with TLS verified for the 
 (SNI and certificate check use the name, never the address). It carries one request at a time
 and says afterwards whether it may carry another (``reusable``): only when both sides finished
 the message cleanly and the server did not ask to close. Errors are the few classes below, each
-chained to its cause (an ``ssl.SSLError`` stays reachable through ``__cause__``).
+chained to its cause (an ``ssl.SSLError`` stays reachable through ``__cause__``); they are
+private to the runtime's HTTP modules (flowlang's public exceptions live in flowlang.errors).
 """
 
 from __future__ import annotations
 
 __all__ = [
     "MAX_RESPONSE_HEAD",
-    "ConnectError",
-    "ConnectTimeoutError",
     "Connection",
-    "ExchangeError",
-    "LocalProtocolError",
-    "ReadError",
-    "RemoteProtocolError",
     "Response",
-    "StaleConnectionError",
     "open_connection",
     "request_head",
 ]
@@ -38,32 +32,32 @@ MAX_RESPONSE_HEAD = 100 * 1024
 READ_BUFFER_LIMIT = 256 * 1024
 
 
-class ExchangeError(Exception):
+class _ExchangeError(Exception):
     """An exchange failed on the connection (the connection is not reused)."""
 
 
-class ConnectError(ExchangeError):
+class _ConnectError(_ExchangeError):
     """No connection could be made (refused, unreachable, TLS handshake or certificate)."""
 
 
-class ConnectTimeoutError(ExchangeError):
+class _ConnectTimeoutError(_ExchangeError):
     """The connection was not made within the connect timeout."""
 
 
-class ReadError(ExchangeError):
+class _ReadError(_ExchangeError):
     """The connection broke while sending or reading."""
 
 
-class StaleConnectionError(ReadError):
+class _StaleConnectionError(_ReadError):
     """A kept-alive connection was closed by the server before it answered anything: the
     request may be sent again on a new connection (when it is idempotent)."""
 
 
-class RemoteProtocolError(ExchangeError):
+class _RemoteProtocolError(_ExchangeError):
     """The server's bytes are not HTTP/1.1 (or break its framing)."""
 
 
-class LocalProtocolError(ExchangeError):
+class _LocalProtocolError(_ExchangeError):
     """The request cannot be written as HTTP/1.1 (h11 refuses it); nothing was sent."""
 
 
@@ -76,12 +70,12 @@ class Response:
 
 
 def request_head(method: bytes, target: bytes, headers: list[tuple[bytes, bytes]]) -> h11.Request:
-    """A request head, checked by h11 (names, values, target); LocalProtocolError when h11
+    """A request head, checked by h11 (names, values, target); _LocalProtocolError when h11
     will not write it. Immutable: one head may be sent any number of times."""
     try:
         return h11.Request(method=method, target=target, headers=headers)
     except h11.LocalProtocolError as error:
-        raise LocalProtocolError(str(error)) from error
+        raise _LocalProtocolError(str(error)) from error
 
 
 class _Receiver(asyncio.Protocol):
@@ -134,7 +128,7 @@ class _Receiver(asyncio.Protocol):
         while not self.chunks:
             if self.eof:
                 if self.error is not None:
-                    raise ReadError(f"{type(self.error).__name__}: {self.error}") from self.error
+                    raise _ReadError(f"{type(self.error).__name__}: {self.error}") from self.error
                 return b""
             self.waiter = asyncio.get_running_loop().create_future()
             await self.waiter
@@ -173,7 +167,7 @@ class Connection:
             try:
                 event = connection.next_event()
             except h11.RemoteProtocolError as error:
-                raise RemoteProtocolError(str(error) or "malformed response") from error
+                raise _RemoteProtocolError(str(error) or "malformed response") from error
             if event is not h11.NEED_DATA:
                 return event
             connection.receive_data(await self._receiver.receive())
@@ -187,26 +181,26 @@ class Connection:
                 data += connection.send(h11.Data(data=body))
             data += connection.send(h11.EndOfMessage())
         except h11.LocalProtocolError as error:
-            raise LocalProtocolError(str(error)) from error
+            raise _LocalProtocolError(str(error)) from error
         assert data is not None
         if self._receiver.eof or self.transport.is_closing():
-            raise ReadError("the connection was closed before the request was sent")
+            raise _ReadError("the connection was closed before the request was sent")
         receiver = self._receiver
         before = receiver.total
         self.transport.write(data)
         while True:
             try:
                 event = await self._next_event()
-            except (ReadError, RemoteProtocolError) as error:
+            except (_ReadError, _RemoteProtocolError) as error:
                 if receiver.total == before and receiver.eof:
-                    raise StaleConnectionError(str(error)) from error.__cause__
+                    raise _StaleConnectionError(str(error)) from error.__cause__
                 raise
             if type(event) is h11.Response:
                 return Response(event.status_code, event.headers.raw_items())
             if type(event) is not h11.InformationalResponse:  # 1xx: the final one follows
                 if receiver.total == before:
-                    raise StaleConnectionError("the server closed the connection before answering")
-                raise RemoteProtocolError("the server closed the connection without a response")
+                    raise _StaleConnectionError("the server closed the connection before answering")
+                raise _RemoteProtocolError("the server closed the connection without a response")
 
     async def next_chunk(self) -> bytes | None:
         """The next piece of the response body as sent (framing removed, codings kept), or
@@ -218,7 +212,7 @@ class Connection:
             if type(event) is h11.EndOfMessage:
                 return None
             # ConnectionClosed (h11 raises first when a framed body is cut short)
-            raise RemoteProtocolError("the server closed the connection mid-body")
+            raise _RemoteProtocolError("the server closed the connection mid-body")
 
     def finish(self) -> bool:
         """After a whole exchange: ready the connection for the next one; whether it can."""
@@ -253,9 +247,9 @@ async def open_connection(
                 server_hostname=server_name if ssl_context is not None else None,
             )
     except TimeoutError as error:
-        raise ConnectTimeoutError(f"no connection within {timeout:g}s") from error
+        raise _ConnectTimeoutError(f"no connection within {timeout:g}s") from error
     except (OSError, ValueError) as error:  # ssl.SSLError is an OSError
-        raise ConnectError(f"{type(error).__name__}: {error}") from error
+        raise _ConnectError(f"{type(error).__name__}: {error}") from error
     assert isinstance(transport, asyncio.Transport)
     if LOG.isEnabledFor(logging.DEBUG):
         LOG.debug(

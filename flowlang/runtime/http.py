@@ -51,9 +51,9 @@ from flowlang.http_rules import (
 )
 from flowlang.runtime.addresses import AddressPolicy, literal_address
 from flowlang.runtime.h1 import (
-    ConnectTimeoutError,
-    ExchangeError,
-    LocalProtocolError,
+    _ConnectTimeoutError,
+    _ExchangeError,
+    _LocalProtocolError,
     request_head,
 )
 from flowlang.runtime.secrets import holds_secret
@@ -178,6 +178,11 @@ def decode_body(content: bytes, content_type: str) -> tuple[str, Any]:
         return "success", content.decode(codec.name, errors="replace")
     except Exception as error:  # any codec failure is a bad response
         return "invalid_response", f"the response cannot be decoded as {charset!r}: {error}"
+
+
+def _named(error: BaseException) -> str:
+    """``Kind: message`` for an exchange error (the client's own kinds without their ``_``)."""
+    return f"{type(error).__name__.lstrip('_')}: {error}"
 
 
 def _tls_failure(error: BaseException) -> bool:
@@ -387,17 +392,17 @@ class GuardedHttp:
             key = (scheme, url.raw_host.decode("ascii"), url.port or DEFAULT_PORTS[scheme], target)
             try:
                 head = self._head(current, url)
-            except (UnicodeError, ValueError, TypeError, LocalProtocolError) as error:
+            except (UnicodeError, ValueError, TypeError, _LocalProtocolError) as error:
                 return HttpResult("invalid_request", error=f"the request cannot be sent: {error}")
             try:
                 exchange = await self.transport.send(key, head, current.body, self.connect_timeout)
-            except ConnectTimeoutError:
+            except _ConnectTimeoutError:
                 return HttpResult("timeout", error=f"timed out connecting to {url.host}")
-            except LocalProtocolError as error:  # a header h11 will not write: permanent
+            except _LocalProtocolError as error:  # a header h11 will not write: permanent
                 return HttpResult("invalid_request", error=f"the request cannot be sent: {error}")
-            except (ExchangeError, OSError) as error:
+            except (_ExchangeError, OSError) as error:
                 outcome = "tls_error" if _tls_failure(error) else "connection_error"
-                return HttpResult(outcome, error=f"{type(error).__name__}: {error}")
+                return HttpResult(outcome, error=_named(error))
             try:
                 status = exchange.response.status
                 received = _headers(exchange.response.headers)
@@ -587,9 +592,9 @@ class GuardedHttp:
             return failed("too_large", f"{too_large} (inflated)")
         except zlib.error as error:
             return failed("invalid_response", f"the {coding} response body is broken: {error}")
-        except (ExchangeError, OSError) as error:
+        except (_ExchangeError, OSError) as error:
             outcome = "tls_error" if _tls_failure(error) else "connection_error"
-            return failed(outcome, f"{type(error).__name__}: {error}")
+            return failed(outcome, _named(error))
         if inflater is not None and size and not inflater.complete:
             return failed("invalid_response", f"the {coding} response body is truncated")
         content = b"".join(chunks)

@@ -18,7 +18,7 @@ import ssl
 import h11
 
 from flowlang.runtime.connections import ConnectionPool, PoolKey
-from flowlang.runtime.h1 import LOG, Connection, Response, StaleConnectionError
+from flowlang.runtime.h1 import LOG, Connection, Response, _StaleConnectionError
 
 #: Methods sent again on a new connection when a kept-alive one turns out closed (RFC 9110).
 IDEMPOTENT_METHODS = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
@@ -84,7 +84,7 @@ class GuardedTransport:
                         head.headers.raw_items(),
                     )
                 response = await connection.send(head, body)
-            except StaleConnectionError:
+            except _StaleConnectionError:
                 pool.release(key, connection, False)
                 if reused and attempt == 1 and head.method in IDEMPOTENT_METHODS:
                     continue
