@@ -13,7 +13,7 @@ DEMO_SECRETS := FLOWLANG_SECRET_CRM_TOKEN=demo-crm-token FLOWLANG_SECRET_BILLING
 	FLOWLANG_SECRET_SMS_KEY_ID=demo-sms-id FLOWLANG_SECRET_SMS_KEY_SECRET=demo-sms-secret \
 	FLOWLANG_SECRET_SLACK_TOKEN=demo-slack-token FLOWLANG_SECRET_SPEECH_API_KEY=demo-speech-key
 
-.PHONY: schema setup demo demo-expressions demo-automations test test-compiled test-python dist-check bench bench-f2 bench-documents bench-tests bench-growth fuzz lint clean
+.PHONY: schema setup demo demo-expressions demo-automations test test-compiled test-python dist-check bench bench-f2 bench-documents bench-tests bench-growth bench-http fuzz lint clean
 
 setup: $(STAMP)
 
@@ -79,6 +79,7 @@ bench: $(STAMP)
 	$(MAKE) --no-print-directory bench-documents
 	$(MAKE) --no-print-directory bench-tests
 	$(MAKE) --no-print-directory bench-growth
+	$(MAKE) --no-print-directory bench-http
 
 # F2 alone (the 20-step flow on the compiled loop, with its trace read, and all in Python),
 # against the hand-written baseline in one run: the README's F2 rows.
@@ -104,6 +105,12 @@ bench-documents: $(STAMP)
 # with the local exponent (1 is linear), for every cost that could grow faster than the work.
 bench-growth: $(STAMP)
 	FLOWLANG_REQUIRE_EXTENSIONS=1 $(BIN)/python -m pytest benchmarks/test_growth_*.py \
+		--benchmark-only -q -s -p no:cacheprovider
+
+# Requests per second to a loopback HTTPS server (its own process) at 10 to 2,000 concurrent
+# runs: GuardedHttp.send and a flow through Runtime against a minimal asyncio+ssl+h11 client.
+bench-http: $(STAMP)
+	FLOWLANG_REQUIRE_EXTENSIONS=1 $(BIN)/python -m pytest benchmarks/test_http_throughput.py \
 		--benchmark-only -q -s -p no:cacheprovider
 
 # `flowlang test` of 1,000 cases on each step loop (cases per second: the README's figures).

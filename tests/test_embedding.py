@@ -22,6 +22,7 @@ RUNTIME_MODULES = (
     "asyncio",
     "httpx",
     "httpcore",
+    "h11",
     "anyio",
     "yaml",
     "ssl",

@@ -10,7 +10,6 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-import httpcore
 import pytest
 import trustme
 from servers import Server, serve
@@ -328,31 +327,29 @@ def test_a_connection_only_carries_requests_for_the_name_its_certificate_was_che
     assert len(server.received.requests) == 1  # the credentials for tenant.test never left
 
 
-def test_the_connection_pool_is_the_guarded_one() -> None:
-    """The transport rebuilds httpx's pool with the vetted-address backend; an httpx upgrade
-    that changed where the pool lives would make this fail rather than silently bypass it."""
-    from flowlang.runtime.http import guarded_sender
-    from flowlang.runtime.transport import VettedAddresses
+def test_connections_are_pooled_by_name_and_vetted_address(server: Server) -> None:
+    """The pool keys a kept-alive connection by scheme, host NAME, port and the address the
+    guard vetted: never by address alone (one certificate check per name)."""
+    from flowlang.http_rules import PreparedRequest
+    from flowlang.runtime.addresses import AddressPolicy
+    from flowlang.runtime.http import GuardedHttp
 
-    sender = guarded_sender(None, frozenset(), None, 3.0, 3, 10)
-    pool = sender.transport._pool
-    assert pool._network_backend is sender.transport.addresses
-    assert isinstance(sender.transport.addresses, VettedAddresses)
-    asyncio.run(sender.aclose())
+    async def resolver(host: str, port: int) -> list[str]:
+        return ["127.0.0.1"]
 
-
-def test_a_name_without_a_vetted_address_is_never_connected() -> None:
-    from flowlang.runtime.transport import VettedAddresses
-
-    async def main() -> str:
-        addresses = VettedAddresses()
+    async def main() -> list[Any]:
+        sender = GuardedHttp(
+            AddressPolicy(frozenset({"crm.test"})), server.client_ssl_context(), resolver
+        )
         try:
-            await addresses.connect_tcp("crm.test", 443)
-        except httpcore.ConnectError as error:
-            return str(error)
-        return "connected"
+            request = PreparedRequest("GET", server.url("crm.test", "/json"), ())
+            result = await sender.send(request, timeout=5, max_body=1000, follow_redirects=False)
+            assert result.outcome == "success"
+            return list(sender.transport.pool._idle)
+        finally:
+            await sender.aclose()
 
-    assert asyncio.run(main()) == "no vetted address for crm.test:443"
+    assert asyncio.run(main()) == [("https", "crm.test", server.port, "127.0.0.1")]
 
 
 @pytest.mark.parametrize("value", ["x\r\nInjected: 1", "line\nbreak", "nul\x00", "café"])
@@ -462,5 +459,5 @@ def test_secrets_in_urls_are_redacted_from_library_logs(
     result, _ = run_flow(server, flow)
     assert result.trace[0]["outcome"] == "success"
     assert server.received.requests[0]["query"] == f"key={SECRET}"
-    assert "httpcore.http11" in caplog.text  # the HTTP library did log the exchange
+    assert "flowlang.http" in caplog.text  # the HTTP client did log the exchange
     assert SECRET not in caplog.text

@@ -2,8 +2,9 @@
 
 ``GuardedHttp`` resolves the host once through an injectable resolver, checks every resolved
 address against the AddressPolicy, connects to exactly a checked address (through
-``GuardedTransport``: the URL, the Host header, TLS SNI and the connection pool keep the name,
-so a certificate is verified for every name a connection carries), bounds the whole exchange by
+``GuardedTransport``: the Host header, TLS SNI and the connection pool keep the name, so a
+certificate is verified for every name a connection carries; HTTP/1.1 with keep-alive over
+flowlang's own pool, see ``connections``), bounds the whole exchange by
 one deadline, and follows redirects only when asked, checking every hop again (across origins
 only a few harmless headers and never a body go along). It asks for ``gzip, deflate`` only,
 reads the raw body and inflates it itself, counting the bytes both before and after inflating
@@ -38,6 +39,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import urljoin
 
+import h11
 import httpx
 import orjson
 
@@ -48,8 +50,14 @@ from flowlang.http_rules import (
     sent_origin_problem,
 )
 from flowlang.runtime.addresses import AddressPolicy, literal_address
+from flowlang.runtime.h1 import (
+    _ConnectTimeoutError,
+    _ExchangeError,
+    _LocalProtocolError,
+    request_head,
+)
 from flowlang.runtime.secrets import holds_secret
-from flowlang.runtime.transport import GuardedTransport
+from flowlang.runtime.transport import Exchange, GuardedTransport
 
 Resolver = Callable[[str, int], Awaitable[list[str]]]
 
@@ -70,6 +78,13 @@ _BODY_HEADERS = frozenset(
 _NOT_CHARSETS = frozenset(
     {"idna", "punycode", "undefined", "unicode-escape", "raw-unicode-escape", "utf-7"}
 )
+#: Statuses that redirect (when a Location comes with them).
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+#: Methods that carry a body: sent with ``Content-Length: 0`` when they have none.
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+#: Entries kept in each of the sender's caches of pure results (URL readings, address
+#: verdicts); a full cache starts over.
+CACHE_SIZE = 4096
 #: SSL errors that are an interrupted connection rather than a failed handshake or certificate.
 _TRANSIENT_SSL = (ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLSyscallError)
 
@@ -141,7 +156,8 @@ def decode_body(content: bytes, content_type: str) -> tuple[str, Any]:
             if says_json:
                 return "invalid_json", f"the response is not valid JSON: {error}"
         else:
-            if not _json_depth_ok(value):
+            openers = content.count(b"[") + content.count(b"{")  # a bound on the depth
+            if openers > MAX_JSON_DEPTH and not _json_depth_ok(value):
                 return (
                     "invalid_json",
                     f"the response JSON nests deeper than {MAX_JSON_DEPTH} levels",
@@ -164,10 +180,15 @@ def decode_body(content: bytes, content_type: str) -> tuple[str, Any]:
         return "invalid_response", f"the response cannot be decoded as {charset!r}: {error}"
 
 
+def _named(error: BaseException) -> str:
+    """``Kind: message`` for an exchange error (the client's own kinds without their ``_``)."""
+    return f"{type(error).__name__.lstrip('_')}: {error}"
+
+
 def _tls_failure(error: BaseException) -> bool:
     """Whether ``error`` comes from a certificate or TLS handshake failure (not a reset)."""
     current: BaseException | None = error
-    for _ in range(8):  # the cause chain: httpx error <- httpcore error <- ssl error
+    for _ in range(8):  # the cause chain: our error <- ssl error
         if current is None:
             return False
         if isinstance(current, ssl.SSLError) and not isinstance(current, _TRANSIENT_SSL):
@@ -176,13 +197,9 @@ def _tls_failure(error: BaseException) -> bool:
     return False
 
 
-def _content_coding(response: httpx.Response) -> tuple[str | None, str | None]:
+def _content_coding(headers: Mapping[str, str]) -> tuple[str | None, str | None]:
     """``(coding, None)``: ``gzip``, ``deflate`` or None (identity); or ``(None, refusal)``."""
-    codings = [
-        item.strip().lower()
-        for value in response.headers.get_list("content-encoding")
-        for item in value.split(",")
-    ]
+    codings = [item.strip().lower() for item in headers.get("content-encoding", "").split(",")]
     codings = [item for item in codings if item and item != "identity"]
     if not codings:
         return None, None
@@ -240,12 +257,66 @@ class _Inflater:
         return self.decoder is not None and bool(self.decoder.eof)
 
 
-def _headers(response: httpx.Response) -> dict[str, str]:
+def _headers(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
+    """Response headers by lowercase name (repeated ones joined with ``, ``), decoded as ASCII,
+    else UTF-8, else ISO-8859-1, whichever fits them all (as httpx reads them)."""
     out: dict[str, str] = {}
-    for name, value in response.headers.multi_items():
-        key = name.lower()
-        out[key] = f"{out[key]}, {value}" if key in out else value
+    try:  # the usual case: ASCII throughout
+        for name, value in raw:
+            key = name.decode("ascii").lower()
+            text = value.decode("ascii")
+            out[key] = f"{out[key]}, {text}" if key in out else text
+        return out
+    except UnicodeDecodeError:
+        out.clear()
+    encoding = "utf-8"
+    for candidate in ("utf-8", "iso-8859-1"):
+        encoding = candidate
+        try:
+            for name, value in raw:
+                name.decode(candidate)
+                value.decode(candidate)
+        except UnicodeDecodeError:
+            continue
+        break
+    for name, value in raw:
+        key = name.decode(encoding).lower()
+        text = value.decode(encoding)
+        out[key] = f"{out[key]}, {text}" if key in out else text
     return out
+
+
+class _Deadline:
+    """``asyncio.timeout`` for one exchange, at a third of its cost: one timer that cancels the
+    task, the cancellation turned into TimeoutError on the way out (as asyncio.timeout does,
+    counting the task's cancel requests so a cancellation from outside still propagates)."""
+
+    __slots__ = ("_cancelling", "_delay", "_expired", "_handle", "_task")
+
+    def __init__(self, delay: float) -> None:
+        self._delay = delay
+        self._expired = False
+
+    async def __aenter__(self) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        loop = asyncio.get_running_loop()
+        self._task = task
+        self._cancelling = task.cancelling()
+        self._handle = loop.call_at(loop.time() + self._delay, self._expire)
+
+    def _expire(self) -> None:
+        self._expired = True
+        self._task.cancel()
+
+    async def __aexit__(self, kind: type[BaseException] | None, error: Any, trace: Any) -> None:
+        self._handle.cancel()
+        if (
+            self._expired
+            and self._task.uncancel() <= self._cancelling
+            and kind is asyncio.CancelledError
+        ):
+            raise TimeoutError from error
 
 
 class GuardedHttp:
@@ -260,15 +331,21 @@ class GuardedHttp:
         max_redirects: int = 3,
         max_in_flight: int = 100,
     ) -> None:
-        self.transport = GuardedTransport(ssl_context, max_in_flight)
+        context = ssl_context or httpx.create_ssl_context(trust_env=False)
+        self.transport = GuardedTransport(context, max_in_flight)
         self.policy = policy
         self.resolver = resolver
         self.connect_timeout = connect_timeout
         self.max_redirects = max_redirects
-        # Requests beyond this wait here, in a FIFO queue that costs O(1) per request, instead
-        # of in httpcore's pool, whose assignment pass is quadratic in queued requests
-        # (encode/httpcore#1035): thousands of concurrent calls would otherwise stall.
+        # Requests beyond this wait here, in a FIFO queue that costs O(1) per request; the pool
+        # behind it never has a waiting list of its own.
         self._in_flight = asyncio.Semaphore(max_in_flight)
+        # Pure functions of their keys, cached: httpx's reading of a URL, and the guard's
+        # verdict on a host and the addresses it resolved to (the policy never changes).
+        self._urls: dict[str, httpx.URL] = {}
+        self._verdicts: dict[tuple[str, tuple[str, ...]], tuple[str | None, str | None]] = {}
+        self._names: set[str] = set()
+        self._heads: dict[tuple[str, str, tuple[tuple[str, str], ...], int], h11.Request] = {}
 
     async def aclose(self) -> None:
         """Close every pooled connection."""
@@ -279,7 +356,7 @@ class GuardedHttp:
     ) -> HttpResult:
         started = time.perf_counter()
         try:
-            async with asyncio.timeout(timeout), self._in_flight:
+            async with _Deadline(timeout), self._in_flight:
                 result = await self._exchange(request, max_body, follow_redirects)
         except TimeoutError:
             result = HttpResult("timeout", error=f"no complete response within {timeout:g}s")
@@ -294,10 +371,15 @@ class GuardedHttp:
         self, request: PreparedRequest, max_body: int, follow_redirects: bool
     ) -> HttpResult:
         current = request
-        try:
-            url = httpx.URL(current.url)
-        except (httpx.InvalidURL, UnicodeError, ValueError) as error:
-            return HttpResult("invalid_request", error=f"not a valid URL: {error}")
+        url = self._urls.get(current.url)
+        if url is None:
+            try:
+                url = httpx.URL(current.url)
+            except (httpx.InvalidURL, UnicodeError, ValueError) as error:
+                return HttpResult("invalid_request", error=f"not a valid URL: {error}")
+            if len(self._urls) >= CACHE_SIZE:
+                self._urls.clear()
+            self._urls[current.url] = url
         for _hop in range(self.max_redirects + 1):
             problem = sent_origin_problem(current.url, url)
             if problem is not None:
@@ -306,40 +388,43 @@ class GuardedHttp:
             if refusal is not None:
                 return HttpResult("refused", error=refusal)
             assert target is not None
+            scheme = url.scheme
+            key = (scheme, url.raw_host.decode("ascii"), url.port or DEFAULT_PORTS[scheme], target)
             try:
-                built = self._build(current, url, target)
-            except (UnicodeError, ValueError, TypeError) as error:
+                head = self._head(current, url)
+            except (UnicodeError, ValueError, TypeError, _LocalProtocolError) as error:
                 return HttpResult("invalid_request", error=f"the request cannot be sent: {error}")
             try:
-                response = await self.transport.handle_async_request(built)
-                response.request = built
-            except httpx.TimeoutException:
+                exchange = await self.transport.send(key, head, current.body, self.connect_timeout)
+            except _ConnectTimeoutError:
                 return HttpResult("timeout", error=f"timed out connecting to {url.host}")
-            except httpx.LocalProtocolError as error:  # a header h11 will not write: permanent
+            except _LocalProtocolError as error:  # a header h11 will not write: permanent
                 return HttpResult("invalid_request", error=f"the request cannot be sent: {error}")
-            except (httpx.TransportError, OSError) as error:
+            except (_ExchangeError, OSError) as error:
                 outcome = "tls_error" if _tls_failure(error) else "connection_error"
-                return HttpResult(outcome, error=f"{type(error).__name__}: {error}")
+                return HttpResult(outcome, error=_named(error))
             try:
-                if response.is_redirect:
-                    location = response.headers.get("location", "")
-                    status = response.status_code
+                status = exchange.response.status
+                received = _headers(exchange.response.headers)
+                location = received.get("location")
+                if status in _REDIRECTS and location is not None:
                     if not follow_redirects:
                         return HttpResult(
                             "http_error",
                             status,
-                            _headers(response),
+                            received,
                             None,
                             f"redirect {status} to {location!r} (redirects are off)",
                         )
                     next_request = self._redirect(current, url, location, status)
                     if isinstance(next_request, str):
-                        return HttpResult("refused", status, _headers(response), None, next_request)
+                        return HttpResult("refused", status, received, None, next_request)
                     current, url = next_request
                     continue
-                return await self._read(response, max_body, bool(request.extensions.get(RAW_BODY)))
+                raw = bool(request.extensions.get(RAW_BODY))
+                return await self._read(exchange, status, received, max_body, raw)
             finally:
-                await response.aclose()
+                exchange.close()
         return HttpResult("refused", error=f"more than {self.max_redirects} redirects")
 
     async def _target(self, url: httpx.URL) -> tuple[str | None, str | None]:
@@ -353,14 +438,40 @@ class GuardedHttp:
                 f"plain http to {host} is not allowed (https only, except allow-listed hosts)",
                 None,
             )
-        literal = literal_address(host)
-        if literal is not None:
-            addresses = [literal]
-        else:
+        key: tuple[str, tuple[str, ...]] = (host, ())  # () for a literal: nothing resolved
+        verdict = self._verdicts.get(key)
+        if verdict is None and self._is_name(host):
             try:
                 resolved = await self.resolver(host, url.port or DEFAULT_PORTS[scheme])
             except (OSError, UnicodeError, ValueError) as error:
                 return f"cannot resolve {host}: {error}", None
+            key = (host, tuple(resolved))
+            verdict = self._verdicts.get(key)
+        if verdict is None:
+            verdict = self._vet(host, key[1])
+            if len(self._verdicts) >= CACHE_SIZE:
+                self._verdicts.clear()
+            self._verdicts[key] = verdict
+        return verdict
+
+    def _is_name(self, host: str) -> bool:
+        """Whether ``host`` is a name (to resolve) rather than an address in any spelling."""
+        if host in self._names:
+            return True
+        if literal_address(host) is not None:
+            return False
+        if len(self._names) >= CACHE_SIZE:
+            self._names.clear()
+        self._names.add(host)
+        return True
+
+    def _vet(self, host: str, resolved: tuple[str, ...]) -> tuple[str | None, str | None]:
+        """The guard's verdict on ``host`` (resolved to ``resolved``, or () for a literal):
+        (refusal, address to connect to)."""
+        literal = literal_address(host)
+        if literal is not None:
+            addresses = [literal]
+        else:
             addresses = []
             for text in resolved:
                 try:
@@ -375,22 +486,36 @@ class GuardedHttp:
                 return refusal, None
         return None, str(addresses[0])
 
-    def _build(self, request: PreparedRequest, url: httpx.URL, address: str) -> httpx.Request:
-        """The request to send, its name's connections bound to ``address`` from now on."""
-        port = url.port or DEFAULT_PORTS[url.scheme]
-        self.transport.addresses.vet(url.raw_host.decode("ascii"), port, address)
-        extensions: dict[str, Any] = {
-            "timeout": {"connect": self.connect_timeout, "read": None, "write": None, "pool": None},
-        }
-        headers = [item for item in request.headers if item[0].lower() != "accept-encoding"]
-        headers.append(("Accept-Encoding", ACCEPT_ENCODING))
-        return httpx.Request(
-            request.method,
-            url,
-            headers=headers,
-            content=request.body,
-            extensions=extensions,
-        )
+    def _head(self, request: PreparedRequest, url: httpx.URL) -> h11.Request:
+        """The request head as httpx would write it (Host first, then the request's headers,
+        ours, a Content-Length), checked by h11 once per distinct request (cached)."""
+        cache_key = (request.method, request.url, request.headers, len(request.body or b""))
+        head = self._heads.get(cache_key)
+        if head is None:
+            head = self._build(request, url)
+            if len(self._heads) >= CACHE_SIZE:
+                self._heads.clear()
+            self._heads[cache_key] = head
+        return head
+
+    def _build(self, request: PreparedRequest, url: httpx.URL) -> h11.Request:
+        method = request.method.upper()
+        names = set()
+        headers: list[tuple[bytes, bytes]] = []
+        for name, value in request.headers:
+            lower = name.lower()
+            if lower != "accept-encoding":
+                names.add(lower)
+                headers.append((name.encode("ascii"), value.encode("ascii")))
+        headers.append((b"Accept-Encoding", ACCEPT_ENCODING.encode()))
+        if "content-length" not in names and "transfer-encoding" not in names:
+            if request.body:
+                headers.append((b"Content-Length", str(len(request.body)).encode()))
+            elif method in _BODY_METHODS:
+                headers.append((b"Content-Length", b"0"))
+        if "host" not in names:
+            headers.insert(0, (b"Host", url.netloc))
+        return request_head(method.encode("ascii"), url.raw_path, headers)
 
     def _redirect(
         self, request: PreparedRequest, url: httpx.URL, location: str, status: int
@@ -435,17 +560,16 @@ class GuardedHttp:
                 return refusal
         return str(error)
 
-    async def _read(self, response: httpx.Response, max_body: int, raw: bool) -> HttpResult:
-        headers = _headers(response)
-        status = response.status_code
-
+    async def _read(
+        self, exchange: Exchange, status: int, headers: dict[str, str], max_body: int, raw: bool
+    ) -> HttpResult:
         def failed(outcome: str, error: str) -> HttpResult:
             return HttpResult(outcome, status, headers, None, error)
 
-        coding, refusal = _content_coding(response)
+        coding, refusal = _content_coding(headers)
         if refusal is not None:
             return failed("invalid_response", refusal)
-        declared = response.headers.get("content-length")
+        declared = headers.get("content-length")
         if declared and declared.isascii() and declared.isdigit() and int(declared) > max_body:
             return failed(
                 "too_large",
@@ -456,7 +580,7 @@ class GuardedHttp:
         size = 0
         too_large = f"the response is larger than the limit of {max_body} bytes"
         try:
-            async for chunk in response.aiter_raw():  # as sent: httpx inflates nothing
+            while (chunk := await exchange.next_chunk()) is not None:  # as sent, not inflated
                 size += len(chunk)
                 if size > max_body:
                     return failed("too_large", too_large)
@@ -464,21 +588,19 @@ class GuardedHttp:
                     chunks.append(chunk)
                 else:
                     chunks.extend(inflater.feed(chunk))
-        except httpx.TimeoutException:
-            return failed("timeout", "timed out reading the response")
         except _TooLargeError:
             return failed("too_large", f"{too_large} (inflated)")
         except zlib.error as error:
             return failed("invalid_response", f"the {coding} response body is broken: {error}")
-        except (httpx.TransportError, OSError) as error:
+        except (_ExchangeError, OSError) as error:
             outcome = "tls_error" if _tls_failure(error) else "connection_error"
-            return failed(outcome, f"{type(error).__name__}: {error}")
+            return failed(outcome, _named(error))
         if inflater is not None and size and not inflater.complete:
             return failed("invalid_response", f"the {coding} response body is truncated")
         content = b"".join(chunks)
         if raw and 200 <= status < 300:
             return HttpResult("success", status, headers, content)
-        outcome, body = decode_body(content, response.headers.get("content-type", ""))
+        outcome, body = decode_body(content, headers.get("content-type", ""))
         if outcome != "success":
             return failed(outcome, str(body))
         status_outcome = "success" if 200 <= status < 300 else "http_error"
