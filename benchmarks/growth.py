@@ -17,6 +17,7 @@ from __future__ import annotations
 __all__ = ["Curve", "CurvePoint", "curve_table", "local_exponents", "measure_curve", "print_curve"]
 
 import gc
+import itertools
 import math
 import time
 import tracemalloc
@@ -58,7 +59,7 @@ class Curve:
 def local_exponents(points: Sequence[CurvePoint]) -> list[float | None]:
     """``log(t2 / t1) / log(n2 / n1)`` between each point and the one before."""
     out: list[float | None] = [None]
-    for before, after in zip(points, points[1:], strict=False):
+    for before, after in itertools.pairwise(points):
         if before.seconds <= 0 or after.seconds <= 0 or after.size == before.size:
             out.append(None)
             continue

@@ -94,15 +94,20 @@ Owned = dict[int, list[Any]]
 
 
 class RunData(Protocol):
-    """What the store functions read and write of a run: its scope, its data size, the maps
-    it owns, and the runtime's ``data_limits`` (value size, state size, nesting depth)."""
+    """What the store functions read and write of a run: its scope, its data size, and the
+    runtime's ``data_limits`` (value size, state size, nesting depth)."""
 
     scope: dict[str, Any]
     data_size: int
-    owned: Owned
 
     @property
     def runtime(self) -> Any: ...
+
+
+class OwningRun(RunData, Protocol):
+    """A run that stores ``vars``: also the maps it owns."""
+
+    owned: Owned
 
 
 def valid_text(text: str) -> str:
@@ -374,7 +379,7 @@ def disown_reads(owned: Owned, variables: Any, paths: tuple[tuple[Any, ...], ...
 
 
 def _plan_merge(
-    run: RunData,
+    run: OwningRun,
     target: dict[str, Any],
     values: dict[str, Any],
     depth: int,
@@ -423,7 +428,7 @@ def _plan_merge(
 
 
 def merge_owned(
-    run: RunData, key: str, target: dict[str, Any], held: list[Any], values: dict[str, Any]
+    run: OwningRun, key: str, target: dict[str, Any], held: list[Any], values: dict[str, Any]
 ) -> int | None:
     """Merge ``values`` in place into ``vars.<key>``, the owned map ``target`` (its entry
     ``held``): the run's new data size, or None (nothing changed) when the copying path must
@@ -448,7 +453,7 @@ def merge_owned(
     return after
 
 
-def store_variables(run: RunData, step_id: str, values: Mapping[str, Any]) -> None:
+def store_variables(run: OwningRun, step_id: str, values: Mapping[str, Any]) -> None:
     """Set ``values`` into ``vars`` (nested maps merge copy-on-write, in place into maps the
     run owns: see the module docstring), each checked against the run's data limits before it
     is stored: DataLimitError names the step and variable."""

@@ -119,9 +119,7 @@ def _variables(draw: Any) -> dict[str, Any]:
 
 
 def _step(draw: Any, following: str, ids: list[str]) -> dict[str, Any]:
-    kind = draw(
-        st.sampled_from(["set"] * 8 + ["condition", "rows", "http", "say", "collect"])
-    )
+    kind = draw(st.sampled_from(["set"] * 8 + ["condition", "rows", "http", "say", "collect"]))
     if kind == "set":
         return {"type": "set_variables", "variables": _variables(draw), "next": following}
     if kind == "condition":
@@ -157,9 +155,7 @@ def _step(draw: Any, following: str, ids: list[str]) -> dict[str, Any]:
 def flows(draw: Any) -> dict[str, Any]:
     count = draw(st.integers(2, 13))
     ids = [f"s{index}" for index in range(count)]
-    steps = {
-        step_id: _step(draw, ids[index + 1], ids) for index, step_id in enumerate(ids[:-1])
-    }
+    steps = {step_id: _step(draw, ids[index + 1], ids) for index, step_id in enumerate(ids[:-1])}
     steps[ids[-1]] = {"type": "hangup"}
     return {"flow": "vars", "start": "s0", "steps": steps}
 
@@ -193,8 +189,7 @@ def _outcome(result: flowlang.RunResult) -> dict[str, Any]:
                 "awaiting": result.awaiting,
                 "instructions": result.instructions,
                 "trace": [
-                    {k: v for k, v in entry.items() if k != "duration_ms"}
-                    for entry in result.trace
+                    {k: v for k, v in entry.items() if k != "duration_ms"} for entry in result.trace
                 ],
                 "state": state,
                 "variables": result.variables,
@@ -258,7 +253,9 @@ def _all_runs(
     outcomes = {}
     for backend in BACKENDS:
         given = copy.deepcopy(context)
-        outcomes[backend] = _run(load_flow_text(json.dumps(document)), given, digits, backend, limits)
+        outcomes[backend] = _run(
+            load_flow_text(json.dumps(document)), given, digits, backend, limits
+        )
         assert given == context, backend
     return reference, outcomes
 
@@ -316,7 +313,10 @@ def _chain(*steps: dict[str, Any]) -> dict[str, Any]:
 
 
 def _set(**variables: Any) -> dict[str, Any]:
-    return {"type": "set_variables", "variables": {k.replace("__", "."): v for k, v in variables.items()}}
+    return {
+        "type": "set_variables",
+        "variables": {k.replace("__", "."): v for k, v in variables.items()},
+    }
 
 
 CASES = {

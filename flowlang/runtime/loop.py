@@ -24,7 +24,8 @@ import asyncio
 import dataclasses
 import time
 from collections.abc import Mapping
-from datetime import date, datetime, time as day_time, timedelta, tzinfo
+from datetime import date, datetime, timedelta, tzinfo
+from datetime import time as day_time
 from typing import Any
 
 from flowlang.engine import Template
@@ -115,7 +116,17 @@ def context_problem(data: dict[str, Any], limits: tuple[int, int, int]) -> str:
 
 #: Field data that holds no template.
 _INERT = (
-    str, int, float, bool, type(None), bytes, date, datetime, day_time, timedelta, tzinfo,
+    str,
+    int,
+    float,
+    bool,
+    type(None),
+    bytes,
+    date,
+    datetime,
+    day_time,
+    timedelta,
+    tzinfo,
     DigitPattern,
 )
 #: The paths of a step that may read all of ``vars`` (the empty path).
