@@ -25,6 +25,8 @@ cdef extern from "Python.h":
 
 from collections.abc import Mapping as _Mapping
 
+import flowlang.rundata as _rundata
+
 from flowlang.kinds.call_control import text_limit as _text_limit
 from flowlang.kinds.condition_splitter import compared_rows as _compared_rows
 from flowlang.kinds.condition_splitter import holding_rows as _holding_rows
@@ -419,7 +421,7 @@ cdef class SetVariablesStep(PlannedStep):
         variables[key] = value
         if owned and type(existing) is dict:
             _disown(owned, existing)  # replaced: nothing refers to it any more
-        if merged:
+        if merged and size >= _rundata.IN_PLACE_FROM:  # read here: tests lower it
             _adopt_merged(owned, value, size)
         return None
 

@@ -19,7 +19,8 @@ The rule (``run.owned``: ``id(map) -> [map, size]``, holding a strong reference 
 is never reused while it is listed; an entry counts only while ``entry[0] is map``):
 
 1. A map becomes owned only when a merge creates it (the copy of a map being merged into),
-   and only if everything in it is plain data (exact ``dict``/``list``/``str``/``int``/
+   of ``IN_PLACE_FROM`` bytes or more as a value of ``vars`` (a smaller one is cheaper to
+   copy again), and only if everything in it is plain data (exact ``dict``/``list``/``str``/``int``/
    ``float``/``bool``/None, text keys): plain data cannot change behind the run's back, so its
    measured size stays true. Nothing else is ever owned: values a step renders, the context,
    a restored state. The copy's direct children are disowned when it is made (they are shared
@@ -53,6 +54,7 @@ __all__ = [
     "BAD_TEXT",
     "INT_MAX",
     "INT_MIN",
+    "IN_PLACE_FROM",
     "MAX_DATA_DEPTH_CAP",
     "TOO_DEEP",
     "TOO_LARGE",
@@ -316,6 +318,9 @@ def variable_problem(step_id: str, key: str, value: Any, limits: tuple[int, int,
 
 
 _PLAIN_LEAVES = frozenset({str, int, float, bool, type(None)})
+#: The size (bytes, as ``measure`` counts) from which a map of ``vars`` made by a merge is owned
+#: and merged in place: copying and measuring a smaller one costs less than the in-place path.
+IN_PLACE_FROM = 1024
 
 
 def is_plain(value: Any) -> bool:
@@ -346,8 +351,9 @@ def _disown(owned: Owned, value: Any) -> None:
 
 def adopt_merged(owned: Owned, merged: dict[str, Any], size: int) -> None:
     """Own ``merged``, a map a merge just made (size ``size``, or -1 under another map), if
-    it is plain data; its direct children, shared with the map it copied, are disowned."""
-    if not is_plain(merged):
+    it is plain data (and, as a value of ``vars``, of ``IN_PLACE_FROM`` bytes or more); its
+    direct children, shared with the map it copied, are disowned."""
+    if 0 <= size < IN_PLACE_FROM or not is_plain(merged):
         return
     for child in merged.values():
         if type(child) is dict:
@@ -502,7 +508,7 @@ def store_variables(run: OwningRun, step_id: str, values: Mapping[str, Any]) -> 
             variables[key] = value
             if owned and type(existing) is dict:
                 _disown(owned, existing)  # replaced: nothing refers to it any more
-            if merged:
+            if merged and size >= IN_PLACE_FROM:
                 adopt_merged(owned, value, size)
     finally:
         run.data_size = total

@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -15,6 +16,7 @@ from hypothesis import strategies as st
 
 import flowlang
 import flowlang.kinds.set_variables as set_variables_kind
+import flowlang.rundata as rundata
 from flowlang.errors import DataLimitError
 from flowlang.expr.backends import AVAILABLE
 from flowlang.expr.values import to_json
@@ -33,6 +35,20 @@ from flowlang.runtime.http import RecordedHttp, RecordedResponse
 from flowlang.runtime.loop import vars_reads
 
 BACKENDS = sorted(AVAILABLE)
+
+
+@contextmanager
+def every_merged_map_owned() -> Iterator[None]:
+    """Maps of any size are owned and merged in place (the runtime waits for 1 KiB: smaller
+    ones are cheaper to copy), so that small flows and limits exercise the in-place path."""
+    kept = rundata.IN_PLACE_FROM
+    rundata.IN_PLACE_FROM = 0
+    try:
+        yield
+    finally:
+        rundata.IN_PLACE_FROM = kept
+
+
 URL = "https://crm.example.com/save"
 _ABSENT: Any = object()
 
@@ -253,9 +269,10 @@ def _all_runs(
     outcomes = {}
     for backend in BACKENDS:
         given = copy.deepcopy(context)
-        outcomes[backend] = _run(
-            load_flow_text(json.dumps(document)), given, digits, backend, limits
-        )
+        with every_merged_map_owned():
+            outcomes[backend] = _run(
+                load_flow_text(json.dumps(document)), given, digits, backend, limits
+            )
         assert given == context, backend
     return reference, outcomes
 
@@ -365,35 +382,38 @@ def test_cases_match_the_reference(name: str) -> None:
 
 
 def test_an_alias_keeps_its_value() -> None:
-    flow = load_flow_text(json.dumps(CASES["alias of the map, then a merge into it"]))
-    for backend in BACKENDS:
-        result = flowlang.run_sync(flow, backend=backend)
-        assert result.variables == {"m": {"a": 1, "b": 2, "c": 3}, "x": {"a": 1, "b": 2}}
+    with every_merged_map_owned():
+        flow = load_flow_text(json.dumps(CASES["alias of the map, then a merge into it"]))
+        for backend in BACKENDS:
+            result = flowlang.run_sync(flow, backend=backend)
+            assert result.variables == {"m": {"a": 1, "b": 2, "c": 3}, "x": {"a": 1, "b": 2}}
 
 
 def test_limit_errors_name_the_step_and_variable() -> None:
-    limits = flowlang.RuntimeSettings(max_value_size=150, max_data_depth=4)
-    for name, message in (
-        ("a merge past the value limit", "vars.m is larger than 150 bytes"),
-        ("a merge past the depth limit", "vars.m.c.d.e: nests deeper than 4 levels"),
-    ):
-        flow = load_flow_text(json.dumps(CASES[name]))
-        for backend in BACKENDS:
-            result = flowlang.run_sync(flow, backend=backend, settings=limits)
-            assert result.status == "failed"
-            assert result.error is not None and "step 's2' cannot set vars.m" in result.error
-            assert message.split(": ")[-1] in result.error, result.error
-            assert result.variables == {"m": {"a": 1, "b": 2}}  # nothing of the failed merge
+    with every_merged_map_owned():
+        limits = flowlang.RuntimeSettings(max_value_size=150, max_data_depth=4)
+        for name, message in (
+            ("a merge past the value limit", "vars.m is larger than 150 bytes"),
+            ("a merge past the depth limit", "vars.m.c.d.e: nests deeper than 4 levels"),
+        ):
+            flow = load_flow_text(json.dumps(CASES[name]))
+            for backend in BACKENDS:
+                result = flowlang.run_sync(flow, backend=backend, settings=limits)
+                assert result.status == "failed"
+                assert result.error is not None and "step 's2' cannot set vars.m" in result.error
+                assert message.split(": ")[-1] in result.error, result.error
+                assert result.variables == {"m": {"a": 1, "b": 2}}  # nothing of the failed merge
 
 
 def test_a_callers_map_is_never_changed() -> None:
-    inner = {"b": 1}
-    context = {"vars": {"m": {"a": inner}}}
-    flow = load_flow_text(json.dumps(_chain(_set(m__a__c=2), _set(m__a__d=3), _set(m__e=4))))
-    for backend in BACKENDS:
-        result = flowlang.run_sync(flow, context, backend=backend)
-        assert result.variables == {"m": {"a": {"b": 1, "c": 2, "d": 3}, "e": 4}}
-        assert context == {"vars": {"m": {"a": {"b": 1}}}} and inner == {"b": 1}
+    with every_merged_map_owned():
+        inner = {"b": 1}
+        context = {"vars": {"m": {"a": inner}}}
+        flow = load_flow_text(json.dumps(_chain(_set(m__a__c=2), _set(m__a__d=3), _set(m__e=4))))
+        for backend in BACKENDS:
+            result = flowlang.run_sync(flow, context, backend=backend)
+            assert result.variables == {"m": {"a": {"b": 1, "c": 2, "d": 3}, "e": 4}}
+            assert context == {"vars": {"m": {"a": {"b": 1}}}} and inner == {"b": 1}
 
 
 class _Shifting(dict[str, Any]):
@@ -409,15 +429,18 @@ class _Shifting(dict[str, Any]):
 def test_data_that_is_not_plain_is_measured_every_time() -> None:
     """A caller's object whose contents change is never owned: each merge measures it again,
     as before, and the value limit still catches it."""
-    flow = load_flow_text(
-        json.dumps(_chain(_set(m__a=1), _set(m__b=2), _set(m__c=3), _set(m__d=4), _set(m__e=5)))
-    )
-    limits = flowlang.RuntimeSettings(max_value_size=250)
-    for backend in BACKENDS:
-        _Shifting.reads = 0
-        context = {"vars": {"m": {"s": _Shifting()}}}
-        result = flowlang.run_sync(flow, context, backend=backend, settings=limits)
-        assert result.status == "failed" and "vars.m is larger than 250 bytes" in str(result.error)
+    with every_merged_map_owned():
+        flow = load_flow_text(
+            json.dumps(_chain(_set(m__a=1), _set(m__b=2), _set(m__c=3), _set(m__d=4), _set(m__e=5)))
+        )
+        limits = flowlang.RuntimeSettings(max_value_size=250)
+        for backend in BACKENDS:
+            _Shifting.reads = 0
+            context = {"vars": {"m": {"s": _Shifting()}}}
+            result = flowlang.run_sync(flow, context, backend=backend, settings=limits)
+            assert result.status == "failed" and "vars.m is larger than 250 bytes" in str(
+                result.error
+            )
 
 
 def test_ownership_helpers() -> None:
@@ -428,15 +451,17 @@ def test_ownership_helpers() -> None:
     owned[id(child)] = [child, -1]
     merged = {"c": child, "n": 1}
     adopt_merged(owned, merged, 20)
-    assert owned == {id(merged): [merged, 20]}  # the shared child is disowned
-    adopt_merged(owned, {"t": (1,)}, 5)
+    assert owned == {id(child): [child, -1]}  # under IN_PLACE_FROM: cheaper to copy again
+    adopt_merged(owned, merged, 2000)
+    assert owned == {id(merged): [merged, 2000]}  # the shared child is disowned
+    adopt_merged(owned, {"t": (1,)}, 5000)
     assert len(owned) == 1  # not plain: never owned
     variables = {"m": merged}
     disown_reads(owned, variables, (("m", "c"),))
     assert id(merged) in owned
     disown_reads(owned, variables, (("m", None, "z"),))
     assert owned == {}
-    owned[id(merged)] = [merged, 20]
+    owned[id(merged)] = [merged, 2000]
     disown_reads(owned, variables, ((),))
     assert owned == {}
 
