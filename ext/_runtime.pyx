@@ -25,18 +25,25 @@ cdef extern from "Python.h":
 
 from collections.abc import Mapping as _Mapping
 
+import flowlang.rundata as _rundata
+
 from flowlang.kinds.call_control import text_limit as _text_limit
 from flowlang.kinds.condition_splitter import compared_rows as _compared_rows
 from flowlang.kinds.condition_splitter import holding_rows as _holding_rows
 from flowlang.kinds.registry import STEP_KINDS as _STEP_KINDS
 from flowlang.rundata import DataLimitError as _DataLimitError
+from flowlang.rundata import _disown
 from flowlang.rundata import _text_size as _py_text_size
+from flowlang.rundata import adopt_merged as _adopt_merged
+from flowlang.rundata import disown_reads as _disown_reads
+from flowlang.rundata import merge_owned as _merge_owned
 from flowlang.rundata import state_full as _state_full
 from flowlang.rundata import store_variables as _store_variables
 from flowlang.rundata import variable_problem as _variable_problem
 from flowlang.runtime.loop import context_problem as _context_problem
 from flowlang.runtime.loop import key_text as _key_text
 from flowlang.runtime.loop import unreadable_context as _unreadable_context
+from flowlang.runtime.loop import vars_reads as _vars_reads
 from flowlang.runtime.results import RunResult as _PythonRunResult
 
 __all__ = ["RunFields", "compile_plan", "measure_data", "new_scope", "run_loop", "trace_entries"]
@@ -244,6 +251,7 @@ cdef class RunFields:
     cdef public object run_id
     cdef public object seq
     cdef public Py_ssize_t data_size
+    cdef public dict owned
     cdef Py_ssize_t max_value, max_state, max_depth
 
     def __init__(self, runtime, flow, dict scope, secrets, steps_run=0, streak=(None, 0),
@@ -259,6 +267,7 @@ cdef class RunFields:
         self.run_id = run_id
         self.seq = seq
         self.data_size = data_size
+        self.owned = {}
         self.max_value, self.max_state, self.max_depth = runtime.data_limits
 
 
@@ -296,9 +305,11 @@ cdef class PlannedStep:
     cdef object execute
     cdef bint waits
     cdef bint http
+    cdef object reads
 
     def __cinit__(self, object step, object run_step, object execute, *args):
         self.step = step
+        self.reads = _vars_reads(step)
         self.kind = step.type
         self.run_step = run_step
         self.execute = execute
@@ -378,6 +389,8 @@ cdef class SetVariablesStep(PlannedStep):
         """Twin of the loop body of flowlang.rundata.store_variables: None when stored,
         else the DataLimitError to raise."""
         cdef Py_ssize_t size, old, total
+        cdef bint merged = False
+        cdef dict owned = run.owned
         existing = _variable(variables, key)
         if existing is _ABSENT:
             size = _measure(value, run.max_depth - 1, run.max_value, False)
@@ -386,9 +399,17 @@ cdef class SetVariablesStep(PlannedStep):
             total = run.data_size + size + (len(key) + 2 if isinstance(key, str) else 8) + 2
         else:
             if isinstance(existing, dict) and isinstance(value, dict):
-                merged = dict(existing)
-                merge_variables(merged, value)
-                value = merged
+                if owned and type(existing) is dict and type(value) is dict:
+                    held = owned.get(id(existing))
+                    if held is not None and held[0] is existing and held[1] >= 0:
+                        after = _merge_owned(run, key, existing, held, value)
+                        if after is not None:
+                            run.data_size = after
+                            return None
+                copied = dict(existing)
+                merge_variables(copied, value)
+                value = copied
+                merged = True
             size = _measure(value, run.max_depth - 1, run.max_value, False)
             if size < 0:
                 return self.refused(run, key, value)
@@ -398,6 +419,10 @@ cdef class SetVariablesStep(PlannedStep):
             return _DataLimitError(_state_full(self.step_id, f"vars.{key}", run.max_state))
         run.data_size = total
         variables[key] = value
+        if owned and type(existing) is dict:
+            _disown(owned, existing)  # replaced: nothing refers to it any more
+        if merged and size >= _rundata.IN_PLACE_FROM:  # read here: tests lower it
+            _adopt_merged(owned, value, size)
         return None
 
     cdef object refused(self, RunFields run, object key, object value):
@@ -545,6 +570,7 @@ async def run_loop(runtime, RunFields run, dict plan, step_id):
     cdef list trace = run.trace
     cdef object scope = run.scope
     cdef list instructions = run.instructions
+    cdef dict owned = run.owned
     host = runtime.host
     secret_values = run.redactor.used
     timer = runtime.timer  # the clock of the run's deadline (time.monotonic by default)
@@ -565,6 +591,8 @@ async def run_loop(runtime, RunFields run, dict plan, step_id):
                 last, count = step_id, 1
             steps_run += 1
             planned = <PlannedStep>plan[step_id]
+            if owned and planned.reads is not None:  # what it may read, the run no longer owns
+                _disown_reads(owned, scope["vars"], planned.reads)
             if not planned.waits:
                 planned.plain(run, scope, out)
             else:

@@ -6,6 +6,42 @@ bits, finite numbers), nested at most ``max_data_depth`` levels under each root,
 it; the store functions keep a run's running total (``run.data_size``) as steps write
 ``vars`` and step records. The compiled twins live in ext/_runtime.pyx;
 the store functions measure with the one of the run's runtime (``runtime.twins.measure_data``).
+
+Merges and ownership (what a ``set_variables`` merge costs)
+-----------------------------------------------------------
+A map in ``vars`` may be shared with something observable: another variable
+(``x: <<vars.y>>``), a step record, the values a trace row compared, a host instruction, an
+HTTP body, the caller's context, a restored state, the RunResult of an earlier segment. A merge
+into such a map copies it first (copy-on-write), so that nothing already handed out changes.
+A merge into a map the run *owns* changes it in place, and costs what the change costs.
+
+The rule (``run.owned``: ``id(map) -> [map, size]``, holding a strong reference so that an id
+is never reused while it is listed; an entry counts only while ``entry[0] is map``):
+
+1. A map becomes owned only when a merge creates it (the copy of a map being merged into),
+   of ``IN_PLACE_FROM`` bytes or more as a value of ``vars`` (a smaller one is cheaper to
+   copy again), and only if everything in it is plain data (exact ``dict``/``list``/``str``/``int``/
+   ``float``/``bool``/None, text keys): plain data cannot change behind the run's back, so its
+   measured size stays true. Nothing else is ever owned: values a step renders, the context,
+   a restored state. The copy's direct children are disowned when it is made (they are shared
+   with the map copied).
+2. A merge changes a map in place only when the map is owned and every map above it, up to
+   ``vars``, is owned too (the walk goes down from ``vars``: a map reached through a copy is
+   shared with the original, so it is copied in its turn).
+3. Before a step runs, every path its templates may read under ``vars`` (``template
+   .references``, static, found once per flow by ``flowlang.runtime.loop.vars_reads``) disowns
+   the map at that path (a computed key stops the path there; reading ``vars`` itself, or a
+   template whose references are unknown, disowns everything). A map handed out is then
+   never changed: a later merge into it, or into anything under it, goes through a copy (2).
+   Only templates read ``vars``, and only set_variables writes it.
+4. A run starts with nothing owned (a new run for every start and resume), so whatever the
+   caller passed in or got back from an earlier segment is never changed.
+
+Sizes follow the change: a merge into an owned map measures only the entries it sets (new,
+and the replaced ones), at their depth, and adds the difference to the map's size kept in its
+entry and to ``run.data_size``. Anything the in-place path cannot decide exactly (a limit
+passed, a key that is not exactly ``str``, a map subclass, data that is not plain) goes the
+copying path, which gives today's results and messages.
 """
 
 from __future__ import annotations
@@ -18,13 +54,18 @@ __all__ = [
     "BAD_TEXT",
     "INT_MAX",
     "INT_MIN",
+    "IN_PLACE_FROM",
     "MAX_DATA_DEPTH_CAP",
     "TOO_DEEP",
     "TOO_LARGE",
     "DataLimitError",
+    "adopt_merged",
     "data_problem",
+    "disown_reads",
+    "is_plain",
     "lookup_variable",
     "measure",
+    "merge_owned",
     "merge_variables",
     "state_full",
     "store_record",
@@ -50,6 +91,10 @@ TOO_DEEP, TOO_LARGE, BAD_INT, BAD_TEXT, BAD_KIND, BAD_KEY, BAD_NUMBER = range(-1
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
+#: A run's owned maps: ``id(map) -> [map, size]`` (see the module docstring; size -1: not kept).
+Owned = dict[int, list[Any]]
+
+
 class RunData(Protocol):
     """What the store functions read and write of a run: its scope, its data size, and the
     runtime's ``data_limits`` (value size, state size, nesting depth)."""
@@ -59,6 +104,12 @@ class RunData(Protocol):
 
     @property
     def runtime(self) -> Any: ...
+
+
+class OwningRun(RunData, Protocol):
+    """A run that stores ``vars``: also the maps it owns."""
+
+    owned: Owned
 
 
 def valid_text(text: str) -> str:
@@ -266,14 +317,158 @@ def variable_problem(step_id: str, key: str, value: Any, limits: tuple[int, int,
     return stored_problem(step_id, f"vars.{key}", value, max_value, "max_value_size", max_depth)
 
 
-def store_variables(run: RunData, step_id: str, values: Mapping[str, Any]) -> None:
-    """Set ``values`` into ``vars`` (nested maps merge copy-on-write), each checked against
-    the run's data limits before it is stored: DataLimitError names the step and variable."""
+_PLAIN_LEAVES = frozenset({str, int, float, bool, type(None)})
+#: The size (bytes, as ``measure`` counts) from which a map of ``vars`` made by a merge is owned
+#: and merged in place: copying and measuring a smaller one costs less than the in-place path.
+IN_PLACE_FROM = 1024
+
+
+def is_plain(value: Any) -> bool:
+    """Whether ``value`` is plain data: exact dicts with ``str`` keys, exact lists, and exact
+    str, int, float, bool or None (no code of the value runs; it was measured first, so it
+    is finite and bounded)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        kind = type(item)
+        if kind is dict:
+            for key, child in item.items():
+                if type(key) is not str:
+                    return False
+                stack.append(child)
+        elif kind is list:
+            stack.extend(item)
+        elif kind not in _PLAIN_LEAVES:
+            return False
+    return True
+
+
+def _disown(owned: Owned, value: Any) -> None:
+    held = owned.get(id(value))
+    if held is not None and held[0] is value:
+        del owned[id(value)]
+
+
+def adopt_merged(owned: Owned, merged: dict[str, Any], size: int) -> None:
+    """Own ``merged``, a map a merge just made (size ``size``, or -1 under another map), if
+    it is plain data (and, as a value of ``vars``, of ``IN_PLACE_FROM`` bytes or more); its
+    direct children, shared with the map it copied, are disowned."""
+    if 0 <= size < IN_PLACE_FROM or not is_plain(merged):
+        return
+    for child in merged.values():
+        if type(child) is dict:
+            _disown(owned, child)
+    owned[id(merged)] = [merged, size]
+
+
+def disown_reads(owned: Owned, variables: Any, paths: tuple[tuple[Any, ...], ...]) -> None:
+    """Disown the maps a step may read: for each path under ``vars`` (its keys after ``vars``;
+    None: a key computed at run time), the map at its end, or where a computed key or a value
+    that is not a map stops it; an empty path (``vars`` itself) disowns everything."""
+    for path in paths:
+        if not path:
+            owned.clear()
+            return
+        node = variables
+        for key in path:
+            if type(node) is not dict:
+                node = None
+                break
+            if type(key) is not str:  # computed, or an index: anything under node
+                break
+            try:
+                node = node.get(key)
+            except Exception:  # a hostile key of the map: anything under it
+                break
+        if type(node) is dict:
+            _disown(owned, node)
+
+
+def _plan_merge(
+    run: OwningRun,
+    target: dict[str, Any],
+    values: dict[str, Any],
+    depth: int,
+    actions: list[tuple[dict[str, Any], str, Any, Any, bool]],
+) -> int | None:
+    """The size change of merging ``values`` into the owned map ``target`` (whose depth for
+    ``measure`` is ``depth``), the writes to make appended to ``actions``; None when the
+    in-place path cannot decide it exactly (the copying path does)."""
+    owned = run.owned
+    measure_data = run.runtime.twins.measure_data
+    max_value, max_state, _ = run.runtime.data_limits
+    delta = 0
+    for key, value in values.items():
+        if type(key) is not str:
+            return None
+        existing = target.get(key, _ABSENT)
+        adopt = False
+        if type(existing) is dict and type(value) is dict:
+            held = owned.get(id(existing))
+            if held is not None and held[0] is existing:
+                inner = _plan_merge(run, existing, value, depth - 1, actions)
+                if inner is None:
+                    return None
+                delta += inner
+                continue
+            merged: Any = dict(existing)
+            merge_variables(merged, value)
+            adopt = True
+        elif isinstance(existing, dict) and isinstance(value, dict):
+            return None  # a subclass: copied as the copying path copies it
+        else:
+            merged = value
+        size = measure_data({key: merged}, depth, max_value + 2, False)
+        if size < 0 or not is_plain(merged):
+            return None
+        if existing is not _ABSENT:
+            old = measure_data({key: existing}, depth + 1, max_state + 2, False)
+            if old < 0:
+                return None
+            size -= old
+        else:
+            size -= 2
+        delta += size
+        actions.append((target, key, merged, existing, adopt))
+    return delta
+
+
+def merge_owned(
+    run: OwningRun, key: str, target: dict[str, Any], held: list[Any], values: dict[str, Any]
+) -> int | None:
+    """Merge ``values`` in place into ``vars.<key>``, the owned map ``target`` (its entry
+    ``held``): the run's new data size, or None (nothing changed) when the copying path must
+    decide (a limit passed, data that is not plain …)."""
+    max_value, max_state, max_depth = run.runtime.data_limits
+    actions: list[tuple[dict[str, Any], str, Any, Any, bool]] = []
+    delta = _plan_merge(run, target, values, max_depth - 1, actions)
+    if delta is None:
+        return None
+    size = held[1] + delta
+    after = run.data_size + delta
+    if size > max_value or after > max_state:
+        return None
+    owned = run.owned
+    for parent, name, value, existing, adopt in actions:
+        parent[name] = value
+        if type(existing) is dict:
+            _disown(owned, existing)  # replaced: nothing refers to it any more
+        if adopt:
+            adopt_merged(owned, value, -1)
+    held[1] = size
+    return after
+
+
+def store_variables(run: OwningRun, step_id: str, values: Mapping[str, Any]) -> None:
+    """Set ``values`` into ``vars`` (nested maps merge copy-on-write, in place into maps the
+    run owns: see the module docstring), each checked against the run's data limits before it
+    is stored: DataLimitError names the step and variable."""
     variables = run.scope["vars"]
     runtime = run.runtime
     limits = runtime.data_limits
     max_value, max_state, max_depth = limits
     measure_data = runtime.twins.measure_data
+    owned = run.owned
     total = run.data_size
     try:
         for key, given in values.items():
@@ -282,9 +477,19 @@ def store_variables(run: RunData, step_id: str, values: Mapping[str, Any]) -> No
                 existing = variables.get(key, _ABSENT)
             except Exception:
                 existing = _ABSENT
+            merged = False
             if isinstance(existing, dict) and isinstance(value, dict):
+                if owned and type(existing) is dict and type(value) is dict:
+                    held = owned.get(id(existing))
+                    if held is not None and held[0] is existing and held[1] >= 0:
+                        run.data_size = total
+                        after = merge_owned(run, key, existing, held, given)
+                        if after is not None:
+                            total = after
+                            continue
                 value = dict(existing)
                 merge_variables(value, given)
+                merged = True
             if type(value) is int and INT_MIN <= value <= INT_MAX:  # the common case, inline
                 size = 8
             else:
@@ -301,6 +506,10 @@ def store_variables(run: RunData, step_id: str, values: Mapping[str, Any]) -> No
                 raise DataLimitError(state_full(step_id, f"vars.{key}", max_state))
             total = after
             variables[key] = value
+            if owned and type(existing) is dict:
+                _disown(owned, existing)  # replaced: nothing refers to it any more
+            if merged and size >= IN_PLACE_FROM:
+                adopt_merged(owned, value, size)
     finally:
         run.data_size = total
 

@@ -47,6 +47,8 @@ class RunView(Protocol):
 
     scope: dict[str, Any]
     data_size: int
+    #: The maps of ``vars`` the run may change in place (flowlang.rundata's docstring).
+    owned: dict[int, list[Any]]
     trace: list[Any]
     instructions: list[Any]
 

@@ -16,15 +16,23 @@ __all__ = [
     "new_scope",
     "run_loop",
     "unreadable_context",
+    "vars_reads",
+    "vars_reads_of",
 ]
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Mapping
+from datetime import date, datetime, timedelta, tzinfo
+from datetime import time as day_time
 from typing import Any
 
+from flowlang.engine import Template
+from flowlang.flow.digits import DigitPattern
+from flowlang.flow.model import Branch, CompiledFlow, Endpoint, FieldTree, Row, Step, Value
 from flowlang.kinds.base import Transition
-from flowlang.rundata import data_problem, measure
+from flowlang.rundata import data_problem, disown_reads, measure
 from flowlang.runtime.plan import StepPlan
 from flowlang.runtime.results import RunResult, TraceRow
 from flowlang.runtime.run import Run
@@ -106,6 +114,80 @@ def context_problem(data: dict[str, Any], limits: tuple[int, int, int]) -> str:
     return f"the context cannot go into a run: {problem}"
 
 
+#: Field data that holds no template.
+_INERT = (
+    str,
+    int,
+    float,
+    bool,
+    type(None),
+    bytes,
+    date,
+    datetime,
+    day_time,
+    timedelta,
+    tzinfo,
+    DigitPattern,
+)
+#: The paths of a step that may read all of ``vars`` (the empty path).
+_EVERYTHING: tuple[tuple[Any, ...], ...] = ((),)
+
+
+def vars_reads(step: Step) -> tuple[tuple[Any, ...], ...] | None:
+    """The paths under ``vars`` that the templates of ``step`` may read (keys after ``vars``,
+    None for a computed one), for the ownership rule of flowlang.rundata; None when it reads
+    none, ``((),)`` when it may read anything (``vars`` itself, or a field this walk does not
+    know: a callable, an object of another kind)."""
+    found: list[tuple[Any, ...]] = []
+    stack: list[Any] = list(step.fields.values())
+    while stack:
+        item = stack.pop()
+        if isinstance(item, _INERT):
+            continue
+        if isinstance(item, Template):
+            references = getattr(item, "references", None)
+            if references is None:
+                return _EVERYTHING
+            for reference in references:
+                if reference.root == "vars":
+                    if len(reference.path) == 1:
+                        return _EVERYTHING
+                    found.append(tuple(reference.path[1:]))
+        elif isinstance(item, Value):
+            stack.append(item.template)
+        elif isinstance(item, FieldTree):
+            stack.extend(value for _, value in item.entries)
+        elif isinstance(item, Branch):
+            stack.extend((item.expression, *item.rows))
+        elif isinstance(item, Row):
+            stack.extend((item.property, item.value))
+        elif isinstance(item, Endpoint):
+            stack.extend(item.parts)
+        elif isinstance(item, (tuple, list, frozenset, set)):
+            stack.extend(item)
+        elif isinstance(item, Mapping):
+            stack.extend(item.values())
+        elif dataclasses.is_dataclass(item) and not isinstance(item, type):
+            for field in dataclasses.fields(item):  # a kind's own data: a callable says all
+                stack.append(getattr(item, field.name))
+        else:
+            return _EVERYTHING
+    return tuple(dict.fromkeys(found)) or None
+
+
+def vars_reads_of(flow: CompiledFlow) -> dict[str, tuple[tuple[Any, ...], ...]]:
+    """``vars_reads`` of every step of ``flow`` that reads ``vars``, made once per flow."""
+    reads: dict[str, tuple[tuple[Any, ...], ...]] | None = flow.prepared.get("vars_reads")
+    if reads is None:
+        reads = {}
+        for step_id, step in flow.steps.items():
+            paths = vars_reads(step)
+            if paths is not None:
+                reads[step_id] = paths
+        reads = flow.prepared.setdefault("vars_reads", reads)
+    return reads
+
+
 async def run_loop(runtime: Any, run: Run, plan: StepPlan, step_id: str | None) -> RunResult:
     """Run steps from ``step_id`` to a result; never raises (an exception fails the run).
 
@@ -118,6 +200,7 @@ async def run_loop(runtime: Any, run: Run, plan: StepPlan, step_id: str | None) 
     max_steps, max_same, run_deadline = runtime.loop_limits
     steps_run = run.steps_run
     last, count = run.streak
+    owned, reads = run.owned, vars_reads_of(run.flow)
     started = perf_counter_ns()
     try:
         while step_id is not None:
@@ -131,6 +214,8 @@ async def run_loop(runtime: Any, run: Run, plan: StepPlan, step_id: str | None) 
                 last, count = step_id, 1
             steps_run += 1
             step, run_step, execute = plan[step_id]
+            if owned and step_id in reads:  # what the step may read, the run no longer owns
+                disown_reads(owned, run.scope["vars"], reads[step_id])
             transition: Transition
             if run_step is not None:
                 transition = run_step(run)

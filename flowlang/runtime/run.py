@@ -26,6 +26,7 @@ class RunFields:
         "data_size",
         "flow",
         "instructions",
+        "owned",
         "redactor",
         "run_id",
         "runtime",
@@ -61,6 +62,8 @@ class RunFields:
         self.seq = seq
         #: About the size of the run's data as JSON (kept up to date as steps write).
         self.data_size = data_size
+        #: The maps of ``vars`` this run may change in place (flowlang.rundata's docstring).
+        self.owned: dict[int, list[Any]] = {}
 
 
 def _described(error: Exception) -> str:
