@@ -849,3 +849,19 @@ def test_messages_show_long_document_values_cut(field: str) -> None:
     assert all(len(finding.message) < 400 for finding in findings), [
         len(finding.message) for finding in findings
     ]
+
+
+@pytest.mark.skipif(source._CParser is None, reason="PyYAML is built without libyaml")
+@pytest.mark.parametrize(
+    "text",
+    [
+        "a: 1\n\ufeff",  # a byte order mark after the start: libyaml took it, PyYAML refuses
+        "a: 1\n\ufeffb: 2\n",  # ... and the other way round
+        "a: {b: [1: , 2]}\n",  # empty values: libyaml placed them at the next token
+        "a: {x: , y: 1}\n",
+        "a: [x:   ]\n",
+    ],
+)
+def test_libyaml_and_the_python_parser_agree_where_they_once_differed(text: str) -> None:
+    fast, slow = _both_parsers(lambda: _document_outcome(text))
+    assert fast == slow

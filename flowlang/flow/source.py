@@ -287,8 +287,15 @@ def _parser(text: str) -> Any:
 
     Either way events are read one at a time: nothing in the parser recurses.
     """
-    if _CParser is not None and "\t" not in text and not _SURROGATE.search(text):
-        return _CParser(text)  # libyaml takes a tab inside a plain scalar that PyYAML refuses
+    # libyaml takes a tab inside a plain scalar that PyYAML refuses, and reads a byte order mark
+    # after the start differently: such texts go to PyYAML's parser, whose reading is the rule.
+    if (
+        _CParser is not None
+        and "\t" not in text
+        and "\ufeff" not in text[1:]
+        and not _SURROGATE.search(text)
+    ):
+        return _CParser(text)
     return _JsonScalarLoader(text)
 
 
@@ -310,6 +317,7 @@ class _Composer:
         self.filename = filename
         self.marks = marks
         self.duplicates = duplicates if duplicates is not None else DuplicateKeys()
+        self.line_texts: list[str] | None = None
 
     def fail(self, message: str, mark: Any) -> DocumentError:
         return _error(message, self.text, self.filename, mark.line, mark.column)
@@ -397,6 +405,8 @@ class _Composer:
                 if len(stack) > MAX_DEPTH:
                     raise self.fail(f"document nests deeper than {MAX_DEPTH} levels", mark)
                 if kind is ScalarEvent:
+                    if not event.value and not event.style:  # an empty plain value: null
+                        mark = self.empty_value_mark(mark)
                     marks[where] = _pack(mark, event.style)
                     value = self.scalar(event)
                 else:
@@ -417,6 +427,17 @@ class _Composer:
             if not stack:
                 return root[0]
             slot = None if type(container) is dict else slot + 1
+
+    def empty_value_mark(self, mark: Any) -> Any:
+        """Where an empty value is: right after its ``:``, before any blanks (libyaml puts it
+        at the next token, PyYAML's parser somewhere between; both agree on this place)."""
+        if self.line_texts is None:
+            self.line_texts = self.text.split("\n")
+        line, column = mark.line, mark.column
+        text = self.line_texts[line] if line < len(self.line_texts) else ""
+        while 0 < column <= len(text) and text[column - 1] == " ":
+            column -= 1
+        return _Place(line, column)
 
     def key(self, event: Any) -> Any:
         """A mapping key: text, or an integer (other scalars keep their text)."""
@@ -458,6 +479,14 @@ class _Composer:
         if tag == _BOOL:
             return value == "true"
         return None
+
+
+@dataclass(frozen=True)
+class _Place:
+    """A line and column (0-based), as a parser's mark gives them."""
+
+    line: int
+    column: int
 
 
 def _pack(mark: Any, style: str | None) -> int:
