@@ -533,13 +533,7 @@ def test_libyaml_and_the_python_parser_give_the_same_data_and_positions(pieces: 
             return str(error).splitlines()[1]  # the place (messages differ in wording)
         return document.data, document._marks
 
-    fast = outcome()
-    original = source._CParser
-    try:
-        source._CParser = None
-        slow = outcome()
-    finally:
-        source._CParser = original
+    fast, slow = _both_parsers(outcome)
     assert fast == slow
 
 
