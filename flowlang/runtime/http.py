@@ -46,6 +46,7 @@ import orjson
 from flowlang.http_rules import (
     DEFAULT_PORTS,
     PreparedRequest,
+    header_name_problem,
     origin_of,
     sent_origin_problem,
 )
@@ -545,8 +546,9 @@ class GuardedHttp:
         headers: list[tuple[bytes, bytes]] = []
         for name, value in request.headers:
             lower = name.lower()
-            if lower == "host":  # the connection is verified for the URL's host: no other
-                raise ValueError("a Host header cannot be set (it is the endpoint's host)")
+            problem = header_name_problem(name)
+            if problem is not None:  # the connection is verified for the URL's host only
+                raise ValueError(problem)
             if lower != "accept-encoding":
                 names.add(lower)
                 headers.append((name.encode("ascii"), value.encode("ascii")))
