@@ -598,6 +598,27 @@ def test_bytes_after_a_response_never_answer_the_next_request(
     assert open_after == 1
 
 
+def test_a_204_that_declares_a_body_closes_its_connection() -> None:
+    async def late_body(server: Scripted, reader: Any, writer: asyncio.StreamWriter) -> None:
+        while await read_head(server, reader) is not None:
+            if len(server.heads) == 1:
+                writer.write(b"HTTP/1.1 204 No Content\r\nContent-Length: 90\r\n\r\n")
+            else:  # the 204's body, sent only once the next request came on the connection
+                writer.write(SMUGGLED + OK if server.connections == 1 else OK)
+
+    async def scenario() -> tuple[HttpResult, HttpResult, int]:
+        client = sender()
+        async with scripted(late_body) as server:
+            first = await get(client, server.port)
+            second = await get(client, server.port)
+            await client.aclose()
+            return first, second, server.connections
+
+    first, second, connections = run(scenario)
+    assert (first.outcome, first.status) == ("success", 204)
+    assert (second.outcome, second.body, connections) == ("success", {"tier": "gold"}, 2)
+
+
 def test_a_connection_is_not_reused_while_the_request_body_is_unsent() -> None:
     async def answer_early(server: Scripted, reader: Any, writer: asyncio.StreamWriter) -> None:
         head = await reader.readuntil(b"\r\n\r\n")  # the head only: the body is never read
