@@ -615,6 +615,7 @@ class GuardedHttp:
     ) -> HttpResult:
         """The response's body read (within ``max_body``) and decoded; ``bodiless``: a response
         that has none whatever its headers say (to a HEAD, a 204 or a 304)."""
+
         def failed(outcome: str, error: str) -> HttpResult:
             return HttpResult(outcome, status, headers, None, error)
 
