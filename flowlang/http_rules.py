@@ -17,6 +17,7 @@ __all__ = [
     "PreparedRequest",
     "RequestError",
     "encode_body",
+    "header_name_problem",
     "header_value_problem",
     "origin_of",
     "render_endpoint",
@@ -61,6 +62,14 @@ class PreparedRequest:
 
 #: Control characters RFC 9110 forbids in a field value (every one but HTAB).
 _CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def header_name_problem(name: str) -> str | None:
+    """Why a request cannot set header ``name``, or None when it can: the Host header is the
+    endpoint's host (a connection verified for that name must not carry a request for another)."""
+    if name.lower() == "host":
+        return f"the {name} header cannot be set: requests carry the endpoint's host"
+    return None
 
 
 def header_value_problem(value: str) -> str | None:

@@ -304,6 +304,27 @@ def test_automation_endpoints_have_the_same_rule() -> None:
     assert "the host and port of an endpoint must be fixed text" in str(caught.value)
 
 
+@pytest.mark.parametrize("name", ["Host", "HOST", "host"])
+def test_a_host_header_is_refused_at_check_time_in_flows_and_workflows(name: str) -> None:
+    flow = (
+        "flow: t\nstart: call\nsteps:\n  call:\n    type: http_request\n"
+        "    endpoint: https://crm.example.com/x\n"
+        f"    headers: {{{name}: internal.example.com}}\n"
+        "    next: end\n    on_failure: end\n  end: {type: hangup}\n"
+    )
+    workflow = (
+        "workflow: w\ntrigger: call.ended\nactions:\n  - name: a\n    type: api_request\n"
+        f"    endpoint: https://crm.example.com/x\n    headers: {{{name}: <<event.id>>}}\n"
+    )
+    for load in (
+        lambda: flowlang.load_flow_text(flow, name="t.yaml"),
+        lambda: load_workflow_text(workflow),
+    ):
+        with pytest.raises(flowlang.FlowDocumentError) as caught:
+            load()
+        assert f"the {name} header cannot be set" in str(caught.value)
+
+
 class _Raw:
     """A template stand-in whose text goes into the URL as it is (a broken encoder)."""
 

@@ -533,3 +533,255 @@ def test_any_bytes_from_the_server_end_in_an_outcome(payload: bytes) -> None:
 
     result = run(scenario)
     assert result.outcome in OUTCOMES, result
+
+
+# --- a connection is reused only when nothing of one exchange can leak into the next ---------
+
+#: A whole response of its own, sent where none was asked for: it must never answer a request.
+SMUGGLED_JSON = b'{"tier": "SMUGGLED!"}'
+SMUGGLED = (
+    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
+    + str(len(SMUGGLED_JSON)).encode()
+    + b"\r\n\r\n"
+    + SMUGGLED_JSON
+)
+
+
+def first_answer(payload: bytes, later: bytes = b"") -> Handler:
+    """A keep-alive handler answering the first request with ``payload`` (then ``later``, in a
+    segment of its own) and every other one with OK."""
+
+    async def handle(server: Scripted, reader: Any, writer: asyncio.StreamWriter) -> None:
+        while await read_head(server, reader) is not None:
+            if len(server.heads) > 1:
+                writer.write(OK)
+                continue
+            writer.write(payload)
+            if later:
+                await writer.drain()
+                await asyncio.sleep(0.05)
+                writer.write(later)
+
+    return handle
+
+
+@pytest.mark.parametrize(
+    ("method", "payload", "later"),
+    [
+        ("GET", OK + SMUGGLED, b""),
+        ("GET", OK, SMUGGLED),  # the extra response comes while the connection is idle
+        ("HEAD", b"HTTP/1.1 200 OK\r\nContent-Length: 90\r\n\r\n" + SMUGGLED, b""),
+        ("HEAD", b"HTTP/1.1 200 OK\r\nContent-Length: 90\r\n\r\n", SMUGGLED),
+        ("GET", b"HTTP/1.1 204 No Content\r\nContent-Length: 90\r\n\r\n" + SMUGGLED, b""),
+        ("GET", b"HTTP/1.1 204 No Content\r\nContent-Length: 90\r\n\r\n", SMUGGLED),
+        ("GET", b"HTTP/1.1 304 Not Modified\r\nContent-Length: 90\r\n\r\n" + SMUGGLED, b""),
+    ],
+    ids=["extra", "extra-later", "head", "head-later", "204", "204-later", "304"],
+)
+def test_bytes_after_a_response_never_answer_the_next_request(
+    method: str, payload: bytes, later: bytes
+) -> None:
+    async def scenario() -> tuple[str, HttpResult, int, int]:
+        client = sender()
+        async with scripted(first_answer(payload, later)) as server:
+            first = await get(client, server.port, method=method)
+            await asyncio.sleep(0.2)  # the late bytes arrive while the connection is idle
+            second = await get(client, server.port)  # another run's request
+            open_after = client.transport.pool.open
+            await client.aclose()
+            return first.outcome, second, server.connections, open_after
+
+    first, second, connections, open_after = run(scenario)
+    assert first in ("success", "http_error")  # the 304
+    assert (second.outcome, second.body) == ("success", {"tier": "gold"}), second
+    assert connections == 2
+    assert open_after == 1
+
+
+def test_a_204_that_declares_a_body_closes_its_connection() -> None:
+    async def late_body(server: Scripted, reader: Any, writer: asyncio.StreamWriter) -> None:
+        while await read_head(server, reader) is not None:
+            if len(server.heads) == 1:
+                writer.write(b"HTTP/1.1 204 No Content\r\nContent-Length: 90\r\n\r\n")
+            else:  # the 204's body, sent only once the next request came on the connection
+                writer.write(SMUGGLED + OK if server.connections == 1 else OK)
+
+    async def scenario() -> tuple[HttpResult, HttpResult, int]:
+        client = sender()
+        async with scripted(late_body) as server:
+            first = await get(client, server.port)
+            second = await get(client, server.port)
+            await client.aclose()
+            return first, second, server.connections
+
+    first, second, connections = run(scenario)
+    assert (first.outcome, first.status) == ("success", 204)
+    assert (second.outcome, second.body, connections) == ("success", {"tier": "gold"}, 2)
+
+
+def test_a_connection_is_not_reused_while_the_request_body_is_unsent() -> None:
+    async def answer_early(server: Scripted, reader: Any, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")  # the head only: the body is never read
+        server.heads.append(head)
+        writer.write(OK)
+        await writer.drain()
+        await asyncio.sleep(5)
+
+    async def scenario() -> tuple[str, int, int, str, int]:
+        client = sender()
+        async with scripted(answer_early) as server:
+            first = await get(client, server.port, method="POST", body=b"x" * (16 << 20))
+            idle = client.transport.pool.idle
+            second = await get(client, server.port)
+            await client.aclose()
+            return first.outcome, idle, server.connections, second.outcome, len(server.heads)
+
+    first, idle, connections, second, heads = run(scenario)
+    assert (first, idle) == ("success", 0)
+    assert (second, connections, heads) == ("success", 2, 2)  # the body's tail is no request
+
+
+def test_a_response_with_both_lengths_is_invalid_and_its_connection_closed() -> None:
+    both = (
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 5\r\n"
+        b'Transfer-Encoding: chunked\r\n\r\n10\r\n{"tier": "gold"}\r\n0\r\n\r\n'
+    )
+
+    async def handle(server: Scripted, reader: Any, writer: asyncio.StreamWriter) -> None:
+        while await read_head(server, reader) is not None:
+            writer.write(both)
+
+    async def scenario() -> tuple[list[HttpResult], int, int]:
+        client = sender()
+        async with scripted(handle) as server:
+            results = [await get(client, server.port) for _ in range(3)]
+            open_after = client.transport.pool.open
+            await client.aclose()
+            return results, server.connections, open_after
+
+    results, connections, open_after = run(scenario)
+    assert [r.outcome for r in results] == ["invalid_response"] * 3
+    assert "Content-Length and Transfer-Encoding" in (results[0].error or "")
+    assert (connections, open_after) == (3, 0)
+
+
+@pytest.mark.parametrize(
+    ("method", "status", "outcome"),
+    [("HEAD", b"200 OK", "success"), ("GET", b"304 Not Modified", "http_error")],
+)
+def test_a_response_without_a_body_may_declare_any_length(
+    method: str, status: bytes, outcome: str
+) -> None:
+    head = b"HTTP/1.1 " + status + b"\r\nContent-Length: 10000000\r\n\r\n"
+
+    async def handle(server: Scripted, reader: Any, writer: asyncio.StreamWriter) -> None:
+        while await read_head(server, reader) is not None:
+            writer.write(head)
+
+    async def scenario() -> tuple[list[tuple[str, Any]], int]:
+        client = sender()
+        async with scripted(handle) as server:
+            results = [await get(client, server.port, method=method) for _ in range(2)]
+            await client.aclose()
+            return [(r.outcome, r.body) for r in results], server.connections
+
+    assert run(scenario) == ([(outcome, "")] * 2, 1)
+
+
+# --- what the request may not say ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["Host", "hOsT"])
+def test_a_request_cannot_set_its_host_header(name: str) -> None:
+    async def scenario() -> tuple[HttpResult, int]:
+        client = sender()
+        async with scripted(keep_alive) as server:
+            url = f"http://{HOST}:{server.port}/x"
+            request = PreparedRequest("GET", url, ((name, "internal.test"),))
+            result = await client.send(request, timeout=5, max_body=1024, follow_redirects=False)
+            await client.aclose()
+            return result, server.connections
+
+    result, connections = run(scenario)
+    assert result.outcome == "invalid_request"
+    assert f"the {name} header cannot be set" in (result.error or "")
+    assert connections == 0
+
+
+# --- the sender's caches ---------------------------------------------------------------------
+
+
+def test_a_name_that_resolved_to_nothing_is_resolved_again() -> None:
+    answers = [[], ["127.0.0.1"]]
+
+    async def resolver(host: str, port: int) -> list[str]:
+        return answers.pop(0)
+
+    async def scenario() -> tuple[HttpResult, HttpResult]:
+        client = GuardedHttp(AddressPolicy(frozenset({HOST})), None, resolver)
+        async with scripted(keep_alive) as server:
+            first = await get(client, server.port)
+            second = await get(client, server.port)
+            await client.aclose()
+            return first, second
+
+    first, second = run(scenario)
+    assert first.outcome == "refused" and "did not resolve" in (first.error or "")
+    assert (second.outcome, second.body) == ("success", {"tier": "gold"})
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (connections to it are refused at once)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+@pytest.mark.parametrize(("url_chars", "header_chars"), [(10_000, 8_000), (900, 900)])
+def test_the_caches_hold_a_few_mb_whatever_the_requests(url_chars: int, header_chars: int) -> None:
+    import gc
+    import tracemalloc
+
+    port = closed_port()
+    count = 1500  # distinct requests: many times what the caches keep (CACHE_CHARS)
+
+    async def scenario() -> tuple[set[str], int]:
+        client = sender()
+        gc.collect()
+        tracemalloc.start()
+        before = tracemalloc.get_traced_memory()[0]
+        outcomes = set()
+        for i in range(count):
+            url = f"http://{HOST}:{port}/q?v={i}{'v' * url_chars}"
+            request = PreparedRequest("GET", url, (("X-Caller", f"{i}{'x' * header_chars}"),))
+            result = await client.send(request, timeout=2, max_body=1024, follow_redirects=False)
+            outcomes.add(result.outcome)
+        gc.collect()
+        retained = tracemalloc.get_traced_memory()[0] - before
+        tracemalloc.stop()
+        await client.aclose()
+        return outcomes, retained
+
+    outcomes, retained = run(scenario)
+    assert outcomes == {"connection_error"}
+    assert retained < 4_000_000, f"the caches hold {retained} bytes"
+
+
+def test_a_head_with_a_secret_is_never_cached() -> None:
+    import httpx
+
+    from flowlang.runtime.secrets import Redactor
+
+    secret = "sk-live-4f9a1c2e7b3d-http-pool-cache"
+    Redactor().add(secret)  # a value some run used as a secret
+    client = sender()
+    plain = PreparedRequest("GET", f"https://{HOST}/a", (("X-Tier", "gold"),))
+    carrying = PreparedRequest("GET", f"https://{HOST}/a", (("Authorization", f"Bearer {secret}"),))
+    in_url = PreparedRequest("GET", f"https://{HOST}/a?key={secret}", ())
+    for request in (plain, carrying, in_url):
+        head = client._head(request, httpx.URL(request.url))
+        assert head.target.startswith(b"/a")
+    assert list(client._heads) == [(plain.method, plain.url, plain.headers, 0)]

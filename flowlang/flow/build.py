@@ -29,7 +29,12 @@ from flowlang.flow.digits import DigitPattern, PatternError
 from flowlang.flow.fields import CONDITION_OPERATORS, Field, field_edges
 from flowlang.flow.model import Branch, Endpoint, FieldTree, Finding, Row, Step, Value
 from flowlang.flow.source import Document, Pointer
-from flowlang.http_rules import header_value_problem, origin_of, url_origin
+from flowlang.http_rules import (
+    header_name_problem,
+    header_value_problem,
+    origin_of,
+    url_origin,
+)
 from flowlang.kinds.registry import STEP_KINDS
 from flowlang.suggest import HintBudget
 
@@ -363,6 +368,10 @@ class StepBuilder:
                     "headers",
                     key=True,
                 )
+                continue
+            problem = header_name_problem(name_text)
+            if problem is not None:
+                self.error(problem, (*pointer, name), step, "headers", key=True)
                 continue
             template = self.template(value, (*pointer, name), step, f"headers.{name_text}")
             if template is None:

@@ -142,10 +142,22 @@ class _Receiver(asyncio.Protocol):
         return data
 
 
+def _no_content_with_body(response: h11.Response) -> bool:
+    """Whether a 204 declares a body (RFC 9110 forbids it): a server that sends it anyway, now
+    or later, would answer the next request with it. (A HEAD or 304 response may declare the
+    representation's length: its connection is kept unless bytes follow it.)"""
+    if response.status_code != 204:
+        return False
+    for name, value in response.headers:  # h11 lower-cases the names
+        if name == b"transfer-encoding" or (name == b"content-length" and value.strip(b" \t0")):
+            return True
+    return False
+
+
 class Connection:
     """One HTTP/1.1 connection; ``exchange`` it once, then ``reusable`` says whether again."""
 
-    __slots__ = ("_h11", "_receiver", "idle_since", "transport")
+    __slots__ = ("_h11", "_receiver", "_reusable", "idle_since", "transport")
 
     def __init__(self, transport: asyncio.Transport, receiver: _Receiver) -> None:
         self.transport = transport
@@ -153,13 +165,20 @@ class Connection:
         self._h11 = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_RESPONSE_HEAD)
         #: When the connection went back to the pool (``loop.time()``).
         self.idle_since = 0.0
+        #: False once the exchange showed the connection must not carry another.
+        self._reusable = True
 
     @property
     def alive(self) -> bool:
         """Whether the idle connection may still carry a request: the server neither closed
-        it nor sent anything unasked."""
+        it nor sent anything unasked (received, or left over after the last response)."""
         receiver = self._receiver
-        return not (receiver.eof or receiver.chunks or self.transport.is_closing())
+        return not (
+            receiver.eof
+            or receiver.chunks
+            or self._h11.trailing_data[0]
+            or self.transport.is_closing()
+        )
 
     async def _next_event(self) -> object:
         connection = self._h11
@@ -196,6 +215,8 @@ class Connection:
                     raise _StaleConnectionError(str(error)) from error.__cause__
                 raise
             if type(event) is h11.Response:
+                if self.transport.get_write_buffer_size() or _no_content_with_body(event):
+                    self._reusable = False
                 return Response(event.status_code, event.headers.raw_items())
             if type(event) is not h11.InformationalResponse:  # 1xx: the final one follows
                 if receiver.total == before:
@@ -215,9 +236,19 @@ class Connection:
             raise _RemoteProtocolError("the server closed the connection mid-body")
 
     def finish(self) -> bool:
-        """After a whole exchange: ready the connection for the next one; whether it can."""
+        """After a whole exchange: ready the connection for the next one; whether it can.
+
+        Never when bytes follow the response (they would answer the next request), when part
+        of our request is still unsent or was when the answer came (the server may take its
+        tail for the next request), or after a 204 that declared a body."""
         connection = self._h11
-        if connection.our_state is h11.DONE and connection.their_state is h11.DONE:
+        if (
+            self._reusable
+            and connection.our_state is h11.DONE
+            and connection.their_state is h11.DONE
+            and not connection.trailing_data[0]
+            and not self.transport.get_write_buffer_size()
+        ):
             connection.start_next_cycle()
             return self.alive
         return False

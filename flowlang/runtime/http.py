@@ -36,7 +36,7 @@ import time
 import zlib
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 from urllib.parse import urljoin
 
 import h11
@@ -46,6 +46,7 @@ import orjson
 from flowlang.http_rules import (
     DEFAULT_PORTS,
     PreparedRequest,
+    header_name_problem,
     origin_of,
     sent_origin_problem,
 )
@@ -60,6 +61,8 @@ from flowlang.runtime.secrets import holds_secret
 from flowlang.runtime.transport import Exchange, GuardedTransport
 
 Resolver = Callable[[str, int], Awaitable[list[str]]]
+_K = TypeVar("_K")
+_V = TypeVar("_V")
 
 #: A PreparedRequest extension: a 2xx body comes back as the bytes received (a recording),
 #: neither parsed nor decoded.
@@ -85,6 +88,13 @@ _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 #: Entries kept in each of the sender's caches of pure results (URL readings, address
 #: verdicts); a full cache starts over.
 CACHE_SIZE = 4096
+#: The longest key (characters of URL, header names and values, host and addresses) a cache
+#: keeps an entry for: longer ones are worked out again each time.
+MAX_CACHED_KEY = 2048
+#: The characters of keys each cache holds at most (then it starts over): with what the entries
+#: cost beside their keys, the four caches hold a few MB at most whatever the requests (about
+#: 7 MB measured at worst: CACHE_SIZE tiny requests; 0.6 MB for keys near MAX_CACHED_KEY).
+CACHE_CHARS = 256 * 1024
 #: SSL errors that are an interrupted connection rather than a failed handshake or certificate.
 _TRANSIENT_SSL = (ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLSyscallError)
 
@@ -178,6 +188,30 @@ def decode_body(content: bytes, content_type: str) -> tuple[str, Any]:
         return "success", content.decode(codec.name, errors="replace")
     except Exception as error:  # any codec failure is a bad response
         return "invalid_response", f"the response cannot be decoded as {charset!r}: {error}"
+
+
+class _Cache(dict[_K, _V]):
+    """A cache of pure results bounded by entries (CACHE_SIZE) and by the characters of their
+    keys (CACHE_CHARS); a full cache starts over. Read it as a dict."""
+
+    __slots__ = ("chars",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        #: Characters of the keys kept now.
+        self.chars = 0
+
+    def keep(self, key: _K, value: _V, chars: int, *texts: str) -> None:
+        """Keep ``value`` for ``key`` (of ``chars`` characters), unless the key is longer
+        than MAX_CACHED_KEY or one of ``texts`` holds a secret some run has used (a secret
+        never outlives its run here)."""
+        if chars > MAX_CACHED_KEY or any(holds_secret(text) for text in texts):
+            return
+        if len(self) >= CACHE_SIZE or self.chars + chars > CACHE_CHARS:
+            self.clear()
+            self.chars = 0
+        self[key] = value
+        self.chars += chars
 
 
 def _named(error: BaseException) -> str:
@@ -342,10 +376,12 @@ class GuardedHttp:
         self._in_flight = asyncio.Semaphore(max_in_flight)
         # Pure functions of their keys, cached: httpx's reading of a URL, and the guard's
         # verdict on a host and the addresses it resolved to (the policy never changes).
-        self._urls: dict[str, httpx.URL] = {}
-        self._verdicts: dict[tuple[str, tuple[str, ...]], tuple[str | None, str | None]] = {}
-        self._names: set[str] = set()
-        self._heads: dict[tuple[str, str, tuple[tuple[str, str], ...], int], h11.Request] = {}
+        self._urls: _Cache[str, httpx.URL] = _Cache()
+        self._verdicts: _Cache[tuple[str, tuple[str, ...]], tuple[str | None, str | None]]
+        self._verdicts = _Cache()
+        self._names: _Cache[str, None] = _Cache()
+        self._heads: _Cache[tuple[str, str, tuple[tuple[str, str], ...], int], h11.Request]
+        self._heads = _Cache()
 
     async def aclose(self) -> None:
         """Close every pooled connection."""
@@ -377,9 +413,7 @@ class GuardedHttp:
                 url = httpx.URL(current.url)
             except (httpx.InvalidURL, UnicodeError, ValueError) as error:
                 return HttpResult("invalid_request", error=f"not a valid URL: {error}")
-            if len(self._urls) >= CACHE_SIZE:
-                self._urls.clear()
-            self._urls[current.url] = url
+            self._urls.keep(current.url, url, len(current.url), current.url)
         for _hop in range(self.max_redirects + 1):
             problem = sent_origin_problem(current.url, url)
             if problem is not None:
@@ -406,6 +440,14 @@ class GuardedHttp:
             try:
                 status = exchange.response.status
                 received = _headers(exchange.response.headers)
+                if "transfer-encoding" in received and "content-length" in received:
+                    return HttpResult(  # RFC 9112 6.3: an error (the connection is not reused)
+                        "invalid_response",
+                        status,
+                        received,
+                        None,
+                        "the response has both Content-Length and Transfer-Encoding",
+                    )
                 location = received.get("location")
                 if status in _REDIRECTS and location is not None:
                     if not follow_redirects:
@@ -422,7 +464,8 @@ class GuardedHttp:
                     current, url = next_request
                     continue
                 raw = bool(request.extensions.get(RAW_BODY))
-                return await self._read(exchange, status, received, max_body, raw)
+                bodiless = current.method == "HEAD" or status in (204, 304)
+                return await self._read(exchange, status, received, max_body, raw, bodiless)
             finally:
                 exchange.close()
         return HttpResult("refused", error=f"more than {self.max_redirects} redirects")
@@ -438,20 +481,20 @@ class GuardedHttp:
                 f"plain http to {host} is not allowed (https only, except allow-listed hosts)",
                 None,
             )
-        key: tuple[str, tuple[str, ...]] = (host, ())  # () for a literal: nothing resolved
+        key: tuple[str, tuple[str, ...]] = (host, ())  # () for a literal only: nothing resolved
         verdict = self._verdicts.get(key)
         if verdict is None and self._is_name(host):
             try:
                 resolved = await self.resolver(host, url.port or DEFAULT_PORTS[scheme])
             except (OSError, UnicodeError, ValueError) as error:
                 return f"cannot resolve {host}: {error}", None
+            if not resolved:  # never cached: the name is resolved again next time
+                return f"{host} did not resolve to any address", None
             key = (host, tuple(resolved))
             verdict = self._verdicts.get(key)
         if verdict is None:
             verdict = self._vet(host, key[1])
-            if len(self._verdicts) >= CACHE_SIZE:
-                self._verdicts.clear()
-            self._verdicts[key] = verdict
+            self._verdicts.keep(key, verdict, len(host) + sum(len(text) for text in key[1]))
         return verdict
 
     def _is_name(self, host: str) -> bool:
@@ -460,9 +503,7 @@ class GuardedHttp:
             return True
         if literal_address(host) is not None:
             return False
-        if len(self._names) >= CACHE_SIZE:
-            self._names.clear()
-        self._names.add(host)
+        self._names.keep(host, None, len(host))
         return True
 
     def _vet(self, host: str, resolved: tuple[str, ...]) -> tuple[str | None, str | None]:
@@ -488,14 +529,16 @@ class GuardedHttp:
 
     def _head(self, request: PreparedRequest, url: httpx.URL) -> h11.Request:
         """The request head as httpx would write it (Host first, then the request's headers,
-        ours, a Content-Length), checked by h11 once per distinct request (cached)."""
+        ours, a Content-Length), checked by h11 once per distinct small request without a
+        secret (cached; a secret never outlives its run in the cache)."""
         cache_key = (request.method, request.url, request.headers, len(request.body or b""))
         head = self._heads.get(cache_key)
         if head is None:
             head = self._build(request, url)
-            if len(self._heads) >= CACHE_SIZE:
-                self._heads.clear()
-            self._heads[cache_key] = head
+            values = [value for _, value in request.headers]
+            chars = len(request.url) + sum(len(name) for name, _ in request.headers)
+            chars += sum(map(len, values))
+            self._heads.keep(cache_key, head, chars, request.url, *values)
         return head
 
     def _build(self, request: PreparedRequest, url: httpx.URL) -> h11.Request:
@@ -504,6 +547,9 @@ class GuardedHttp:
         headers: list[tuple[bytes, bytes]] = []
         for name, value in request.headers:
             lower = name.lower()
+            problem = header_name_problem(name)
+            if problem is not None:  # the connection is verified for the URL's host only
+                raise ValueError(problem)
             if lower != "accept-encoding":
                 names.add(lower)
                 headers.append((name.encode("ascii"), value.encode("ascii")))
@@ -513,8 +559,7 @@ class GuardedHttp:
                 headers.append((b"Content-Length", str(len(request.body)).encode()))
             elif method in _BODY_METHODS:
                 headers.append((b"Content-Length", b"0"))
-        if "host" not in names:
-            headers.insert(0, (b"Host", url.netloc))
+        headers.insert(0, (b"Host", url.netloc))
         return request_head(method.encode("ascii"), url.raw_path, headers)
 
     def _redirect(
@@ -561,15 +606,24 @@ class GuardedHttp:
         return str(error)
 
     async def _read(
-        self, exchange: Exchange, status: int, headers: dict[str, str], max_body: int, raw: bool
+        self,
+        exchange: Exchange,
+        status: int,
+        headers: dict[str, str],
+        max_body: int,
+        raw: bool,
+        bodiless: bool,
     ) -> HttpResult:
+        """The response's body read (within ``max_body``) and decoded; ``bodiless``: a response
+        that has none whatever its headers say (to a HEAD, a 204 or a 304)."""
+
         def failed(outcome: str, error: str) -> HttpResult:
             return HttpResult(outcome, status, headers, None, error)
 
         coding, refusal = _content_coding(headers)
         if refusal is not None:
             return failed("invalid_response", refusal)
-        declared = headers.get("content-length")
+        declared = None if bodiless else headers.get("content-length")  # chunked: refused above
         if declared and declared.isascii() and declared.isdigit() and int(declared) > max_body:
             return failed(
                 "too_large",
