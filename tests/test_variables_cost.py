@@ -28,6 +28,7 @@ from flowlang.rundata import (
     adopt_merged,
     disown_reads,
     disown_within,
+
     is_plain,
     merge_variables,
     state_full,
@@ -131,7 +132,12 @@ TEMPLATES = [
     "<<{'k': vars.m.a ?? 0}>>",
     "<<vars.l ?? 0>>",
 ]
-VALUES = st.sampled_from(LITERALS) | st.sampled_from(LITERALS[:2]) | st.sampled_from(TEMPLATES)
+VALUES = (
+    st.sampled_from(LITERALS)
+    | st.sampled_from(LITERALS[:2])
+    | st.sampled_from(TEMPLATES)
+    | st.sampled_from(TEMPLATES[6:])  # the ways to reach vars that found mismatches
+)
 READS = [
     "<<vars.m ?? 0>>",
     "<<vars.m.a ?? 0>>",
@@ -316,6 +322,50 @@ def _loadable(document: dict[str, Any]) -> bool:
             "s2": {"type": "set_variables", "variables": {"n": "<<vars.m.a ?? 0>>"}, "next": "s3"},
             "s3": {"type": "set_variables", "variables": {"m.a.d": 3, "m.c": 4}, "next": "s4"},
             "s4": {"type": "hangup"},
+        },
+    },
+    {},
+    [],
+    flowlang.RuntimeSettings(),
+)
+@example(  # finding 1: a computed key at the root read the owned vars.m
+    {
+        "flow": "vars",
+        "start": "s0",
+        "steps": {
+            "s0": {"type": "set_variables", "variables": {"m.a": 1}, "next": "s1"},
+            "s1": {"type": "set_variables", "variables": {"m.b": 2}, "next": "s2"},
+            "s2": {
+                "type": "set_variables",
+                "variables": {"x": "<<vars[vars.key ?? 'm'] ?? 0>>"},
+                "next": "s3",
+            },
+            "s3": {"type": "set_variables", "variables": {"m.c": 3}, "next": "s4"},
+            "s4": {"type": "hangup"},
+        },
+    },
+    {},
+    [],
+    flowlang.RuntimeSettings(),
+)
+@example(  # finding 2: an owned map under a read one, reached through an expression base
+    {
+        "flow": "vars",
+        "start": "s0",
+        "steps": {
+            "s0": {"type": "set_variables", "variables": {"m.a.b": 1}, "next": "s1"},
+            "s1": {"type": "set_variables", "variables": {"m.a.c": 2}, "next": "s2"},
+            "s2": {"type": "set_variables", "variables": {"m.a.d": 3}, "next": "s3"},
+            "s3": {"type": "set_variables", "variables": {"x": "<<vars.m ?? 0>>"}, "next": "s4"},
+            "s4": {"type": "set_variables", "variables": {"n.z": 1}, "next": "s5"},
+            "s5": {"type": "set_variables", "variables": {"n.y": 1}, "next": "s6"},
+            "s6": {
+                "type": "set_variables",
+                "variables": {"n.a": "<<(vars.x ?? 0).a ?? 0>>"},
+                "next": "s7",
+            },
+            "s7": {"type": "set_variables", "variables": {"n.a.e": 5}, "next": "s8"},
+            "s8": {"type": "hangup"},
         },
     },
     {},
