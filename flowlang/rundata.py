@@ -28,12 +28,20 @@ is never reused while it is listed; an entry counts only while ``entry[0] is map
 2. A merge changes a map in place only when the map is owned and every map above it, up to
    ``vars``, is owned too (the walk goes down from ``vars``: a map reached through a copy is
    shared with the original, so it is copied in its turn).
-3. Before a step runs, every path its templates may read under ``vars`` (``template
-   .references``, static, found once per flow by ``flowlang.runtime.loop.vars_reads``) disowns
-   the map at that path (a computed key stops the path there; reading ``vars`` itself, or a
-   template whose references are unknown, disowns everything). A map handed out is then
-   never changed: a later merge into it, or into anything under it, goes through a copy (2).
-   Only templates read ``vars``, and only set_variables writes it.
+3. Before a step runs, for every reference of its templates under ``vars`` (``template
+   .references``, static, found once per flow by ``flowlang.runtime.loop.vars_reads``), the
+   *static prefix* of its path (up to its first computed key or index) names a map: that map
+   and every owned map under it are disowned (the walk goes only through owned maps, which
+   by rule 2 are the only ones an owned map can hide under: each map is disowned once). A
+   prefix of ``vars`` itself (``<<vars>>``, ``vars[vars.key]``, ``vars[0]``), or a template
+   whose references are unknown, disowns everything. Every object an expression can obtain
+   from ``vars`` (through ``(vars.x ?? 0).a``, ``[vars.m][0].a``, a filter, a computed key)
+   is under such a prefix, so nothing a step hands out stays owned: a later merge into it,
+   or into anything under it, goes through a copy (2). Only templates read ``vars``, and
+   only set_variables writes it. Defense in depth: a value being stored (in place or as a
+   variable) is walked, and any owned map in it is disowned. A replaced map, or one
+   disowned, leaves ``run.owned`` with its owned subtree, so the run keeps no reference to
+   a map that is no longer in ``vars``.
 4. A run starts with nothing owned (a new run for every start and resume), so whatever the
    caller passed in or got back from an earlier segment is never changed.
 

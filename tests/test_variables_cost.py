@@ -28,7 +28,6 @@ from flowlang.rundata import (
     adopt_merged,
     disown_reads,
     disown_within,
-
     is_plain,
     merge_variables,
     state_full,
@@ -744,7 +743,7 @@ def _retaining_loop() -> flowlang.CompiledFlow:
         },
         "z": {"type": "hangup"},
     }
-    for this, following in zip("bcde", "cdef"):
+    for this, following in zip("bcde", "cdef", strict=True):
         steps[this]["next"] = following
     return load_flow_text(json.dumps({"flow": "retain", "start": "b", "steps": steps}))
 
