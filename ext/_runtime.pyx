@@ -36,6 +36,7 @@ from flowlang.rundata import _disown
 from flowlang.rundata import _text_size as _py_text_size
 from flowlang.rundata import adopt_merged as _adopt_merged
 from flowlang.rundata import disown_reads as _disown_reads
+from flowlang.rundata import disown_within as _disown_within
 from flowlang.rundata import merge_owned as _merge_owned
 from flowlang.rundata import state_full as _state_full
 from flowlang.rundata import store_variables as _store_variables
@@ -419,8 +420,11 @@ cdef class SetVariablesStep(PlannedStep):
             return _DataLimitError(_state_full(self.step_id, f"vars.{key}", run.max_state))
         run.data_size = total
         variables[key] = value
-        if owned and type(existing) is dict:
-            _disown(owned, existing)  # replaced: nothing refers to it any more
+        if owned:
+            if type(existing) is dict:
+                _disown(owned, existing)  # replaced: nothing refers to it any more
+            if isinstance(value, (dict, list, tuple)):
+                _disown_within(owned, value)
         if merged and size >= _rundata.IN_PLACE_FROM:  # read here: tests lower it
             _adopt_merged(owned, value, size)
         return None

@@ -28,12 +28,20 @@ is never reused while it is listed; an entry counts only while ``entry[0] is map
 2. A merge changes a map in place only when the map is owned and every map above it, up to
    ``vars``, is owned too (the walk goes down from ``vars``: a map reached through a copy is
    shared with the original, so it is copied in its turn).
-3. Before a step runs, every path its templates may read under ``vars`` (``template
-   .references``, static, found once per flow by ``flowlang.runtime.loop.vars_reads``) disowns
-   the map at that path (a computed key stops the path there; reading ``vars`` itself, or a
-   template whose references are unknown, disowns everything). A map handed out is then
-   never changed: a later merge into it, or into anything under it, goes through a copy (2).
-   Only templates read ``vars``, and only set_variables writes it.
+3. Before a step runs, for every reference of its templates under ``vars`` (``template
+   .references``, static, found once per flow by ``flowlang.runtime.loop.vars_reads``), the
+   *static prefix* of its path (up to its first computed key or index) names a map: that map
+   and every owned map under it are disowned (the walk goes only through owned maps, which
+   by rule 2 are the only ones an owned map can hide under: each map is disowned once). A
+   prefix of ``vars`` itself (``<<vars>>``, ``vars[vars.key]``, ``vars[0]``), or a template
+   whose references are unknown, disowns everything. Every object an expression can obtain
+   from ``vars`` (through ``(vars.x ?? 0).a``, ``[vars.m][0].a``, a filter, a computed key)
+   is under such a prefix, so nothing a step hands out stays owned: a later merge into it,
+   or into anything under it, goes through a copy (2). Only templates read ``vars``, and
+   only set_variables writes it. Defense in depth: a value being stored (in place or as a
+   variable) is walked, and any owned map in it is disowned. A replaced map, or one
+   disowned, leaves ``run.owned`` with its owned subtree, so the run keeps no reference to
+   a map that is no longer in ``vars``.
 4. A run starts with nothing owned (a new run for every start and resume), so whatever the
    caller passed in or got back from an earlier segment is never changed.
 
@@ -62,6 +70,7 @@ __all__ = [
     "adopt_merged",
     "data_problem",
     "disown_reads",
+    "disown_within",
     "is_plain",
     "lookup_variable",
     "measure",
@@ -344,15 +353,44 @@ def is_plain(value: Any) -> bool:
 
 
 def _disown(owned: Owned, value: Any) -> None:
+    """Disown ``value`` and its owned subtree (walking only through owned maps: a map under
+    an owned one is owned only if reached through owned maps, rule 2; each map is disowned
+    once)."""
     held = owned.get(id(value))
-    if held is not None and held[0] is value:
-        del owned[id(value)]
+    if held is None or held[0] is not value:
+        return
+    del owned[id(value)]
+    stack = [value]
+    while stack:
+        for child in stack.pop().values():
+            if type(child) is dict:
+                held = owned.get(id(child))
+                if held is not None and held[0] is child:
+                    del owned[id(child)]
+                    stack.append(child)
+
+
+def disown_within(owned: Owned, value: Any) -> None:
+    """Disown every owned map inside ``value``, a value being stored (defense in depth: the
+    reads rule already disowned whatever a template could obtain from ``vars``). ``value`` was
+    measured first, so the walk is bounded; only the base types' own methods run."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            if type(item) is dict:
+                _disown(owned, item)
+            stack.extend(dict.values(item))
+        elif isinstance(item, list):
+            stack.extend(list.__iter__(item))
+        elif isinstance(item, tuple):
+            stack.extend(tuple.__iter__(item))
 
 
 def adopt_merged(owned: Owned, merged: dict[str, Any], size: int) -> None:
     """Own ``merged``, a map a merge just made (size ``size``, or -1 under another map), if
     it is plain data (and, as a value of ``vars``, of ``IN_PLACE_FROM`` bytes or more); its
-    direct children, shared with the map it copied, are disowned."""
+    direct children, shared with the map it copied, are disowned (with their owned subtrees)."""
     if 0 <= size < IN_PLACE_FROM or not is_plain(merged):
         return
     for child in merged.values():
@@ -362,26 +400,30 @@ def adopt_merged(owned: Owned, merged: dict[str, Any], size: int) -> None:
 
 
 def disown_reads(owned: Owned, variables: Any, paths: tuple[tuple[Any, ...], ...]) -> None:
-    """Disown the maps a step may read: for each path under ``vars`` (its keys after ``vars``;
-    None: a key computed at run time), the map at its end, or where a computed key or a value
-    that is not a map stops it; an empty path (``vars`` itself) disowns everything."""
+    """Disown what a step may read: for each path under ``vars`` (its static prefix, the keys
+    after ``vars``), the owned subtree of the map at its end, or of the map where a key that
+    is not text, a value that is not a map or a raising key stops it; an empty path (``vars``
+    itself, or a computed first key) disowns everything."""
     for path in paths:
-        if not path:
-            owned.clear()
-            return
         node = variables
         for key in path:
-            if type(node) is not dict:
-                node = None
-                break
             if type(key) is not str:  # computed, or an index: anything under node
                 break
             try:
-                node = node.get(key)
+                child = node.get(key)
             except Exception:  # a hostile key of the map: anything under it
                 break
-        if type(node) is dict:
+            if type(child) is not dict:  # nothing owned below a value that is not a map
+                node = None
+                break
+            node = child
+        if node is variables:
+            owned.clear()
+            return
+        if node is not None:
             _disown(owned, node)
+            if not owned:
+                return
 
 
 def _plan_merge(
@@ -453,6 +495,8 @@ def merge_owned(
         parent[name] = value
         if type(existing) is dict:
             _disown(owned, existing)  # replaced: nothing refers to it any more
+        if type(value) is dict or type(value) is list:
+            disown_within(owned, value)
         if adopt:
             adopt_merged(owned, value, -1)
     held[1] = size
@@ -506,8 +550,11 @@ def store_variables(run: OwningRun, step_id: str, values: Mapping[str, Any]) -> 
                 raise DataLimitError(state_full(step_id, f"vars.{key}", max_state))
             total = after
             variables[key] = value
-            if owned and type(existing) is dict:
-                _disown(owned, existing)  # replaced: nothing refers to it any more
+            if owned:
+                if type(existing) is dict:
+                    _disown(owned, existing)  # replaced: nothing refers to it any more
+                if isinstance(value, (dict, list, tuple)):
+                    disown_within(owned, value)
             if merged and size >= IN_PLACE_FROM:
                 adopt_merged(owned, value, size)
     finally:

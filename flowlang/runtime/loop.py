@@ -15,6 +15,7 @@ __all__ = [
     "key_text",
     "new_scope",
     "run_loop",
+    "static_prefix",
     "unreadable_context",
     "vars_reads",
     "vars_reads_of",
@@ -130,15 +131,26 @@ _INERT = (
     DigitPattern,
 )
 #: The paths of a step that may read all of ``vars`` (the empty path).
-_EVERYTHING: tuple[tuple[Any, ...], ...] = ((),)
+_EVERYTHING: tuple[tuple[str, ...], ...] = ((),)
 
 
-def vars_reads(step: Step) -> tuple[tuple[Any, ...], ...] | None:
-    """The paths under ``vars`` that the templates of ``step`` may read (keys after ``vars``,
-    None for a computed one), for the ownership rule of flowlang.rundata; None when it reads
-    none, ``((),)`` when it may read anything (``vars`` itself, or a field this walk does not
-    know: a callable, an object of another kind)."""
-    found: list[tuple[Any, ...]] = []
+def static_prefix(path: tuple[Any, ...]) -> tuple[str, ...]:
+    """The keys after the root of a reference's ``path`` up to its first computed key or
+    index: every value an expression can obtain through the path is under that prefix."""
+    prefix: list[str] = []
+    for key in path[1:]:
+        if type(key) is not str:
+            break
+        prefix.append(key)
+    return tuple(prefix)
+
+
+def vars_reads(step: Step) -> tuple[tuple[str, ...], ...] | None:
+    """The static prefixes (flowlang.rundata, rule 3) of the paths under ``vars`` that the
+    templates of ``step`` may read, for the ownership rule of flowlang.rundata; None when it
+    reads none, ``((),)`` when it may read anything (``vars`` itself, a computed first key,
+    or a field this walk does not know: a callable, an object of another kind)."""
+    found: list[tuple[str, ...]] = []
     stack: list[Any] = list(step.fields.values())
     while stack:
         item = stack.pop()
@@ -150,9 +162,10 @@ def vars_reads(step: Step) -> tuple[tuple[Any, ...], ...] | None:
                 return _EVERYTHING
             for reference in references:
                 if reference.root == "vars":
-                    if len(reference.path) == 1:
+                    prefix = static_prefix(reference.path)
+                    if not prefix:
                         return _EVERYTHING
-                    found.append(tuple(reference.path[1:]))
+                    found.append(prefix)
         elif isinstance(item, Value):
             stack.append(item.template)
         elif isinstance(item, FieldTree):
