@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,6 +18,13 @@ import flowlang
 from flowlang.expr.backends import AVAILABLE
 
 BACKENDS = ("cython", "python")
+
+# A suite started as a background job of a non-interactive shell inherits SIGINT ignored, and so
+# would every command it starts: the Ctrl-C tests would wait for an interrupt that never lands.
+# A handler of our own is reset to the default in each child, which then sees Ctrl-C as a user's
+# terminal would deliver it.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 # `--hypothesis-profile thorough` runs twenty times more examples (used to check the properties
 # after a change to the evaluators); the default keeps the suite fast.
