@@ -20,7 +20,7 @@ import flowlang
 from flowlang import FlowStateError, MappingSecrets, Runtime, RuntimeSettings, StateKeys
 from flowlang.expr.backends import AVAILABLE
 from flowlang.runtime.http import RecordedHttp, RecordedResponse
-from flowlang.runtime.state import MemoryResumeGuard, canonical_state
+from flowlang.runtime.state import CLOCK_SKEW, MemoryResumeGuard, canonical_state
 
 LOOPS = AVAILABLE  # the compiled loop when built, and the Python one
 KEY_OLD = "k" * 40
@@ -969,9 +969,14 @@ steps:
 
 @pytest.mark.parametrize(
     ("age", "message"),
-    [(3_601, r"the state expired: it was suspended 36\d\ds ago"), (-301, "in the future")],
+    [
+        (3_601, r"the state expired: it was suspended 36\d\ds ago"),
+        (-CLOCK_SKEW - 60, "in the future"),
+    ],
 )
 def test_an_expired_state_is_refused(age: int, message: str) -> None:
+    """Past the state's age limit, or further in the future than the clocks' allowed skew (a
+    minute beyond it: the resume comes a moment after the suspension, however loaded the machine)."""
     flow = flowlang.load_flow_text(VIP_FLOW)
 
     async def main() -> None:
