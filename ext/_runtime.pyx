@@ -32,12 +32,10 @@ from flowlang.kinds.condition_splitter import compared_rows as _compared_rows
 from flowlang.kinds.condition_splitter import holding_rows as _holding_rows
 from flowlang.kinds.registry import STEP_KINDS as _STEP_KINDS
 from flowlang.rundata import DataLimitError as _DataLimitError
-from flowlang.rundata import _disown
 from flowlang.rundata import _text_size as _py_text_size
-from flowlang.rundata import adopt_merged as _adopt_merged
 from flowlang.rundata import disown_reads as _disown_reads
-from flowlang.rundata import disown_within as _disown_within
-from flowlang.rundata import merge_owned as _merge_owned
+from flowlang.rundata import merge_into_owned as _merge_into_owned
+from flowlang.rundata import settle_stored as _settle_stored
 from flowlang.rundata import state_full as _state_full
 from flowlang.rundata import store_variables as _store_variables
 from flowlang.rundata import variable_problem as _variable_problem
@@ -400,13 +398,11 @@ cdef class SetVariablesStep(PlannedStep):
             total = run.data_size + size + (len(key) + 2 if isinstance(key, str) else 8) + 2
         else:
             if isinstance(existing, dict) and isinstance(value, dict):
-                if owned and type(existing) is dict and type(value) is dict:
-                    held = owned.get(id(existing))
-                    if held is not None and held[0] is existing and held[1] >= 0:
-                        after = _merge_owned(run, key, existing, held, value)
-                        if after is not None:
-                            run.data_size = after
-                            return None
+                if owned:
+                    after = _merge_into_owned(run, key, existing, value)
+                    if after is not None:
+                        run.data_size = after
+                        return None
                 copied = dict(existing)
                 merge_variables(copied, value)
                 value = copied
@@ -420,13 +416,8 @@ cdef class SetVariablesStep(PlannedStep):
             return _DataLimitError(_state_full(self.step_id, f"vars.{key}", run.max_state))
         run.data_size = total
         variables[key] = value
-        if owned:
-            if type(existing) is dict:
-                _disown(owned, existing)  # replaced: nothing refers to it any more
-            if isinstance(value, (dict, list, tuple)):
-                _disown_within(owned, value)
-        if merged and size >= _rundata.IN_PLACE_FROM:  # read here: tests lower it
-            _adopt_merged(owned, value, size)
+        if owned or (merged and size >= _rundata.IN_PLACE_FROM):  # read here: tests lower it
+            _settle_stored(owned, existing, value, size if merged else None)
         return None
 
     cdef object refused(self, RunFields run, object key, object value):

@@ -74,8 +74,11 @@ __all__ = [
     "is_plain",
     "lookup_variable",
     "measure",
+    "merge_into_owned",
     "merge_owned",
     "merge_variables",
+    "owned_entry",
+    "settle_stored",
     "state_full",
     "store_record",
     "store_variables",
@@ -352,22 +355,26 @@ def is_plain(value: Any) -> bool:
     return True
 
 
+def owned_entry(owned: Owned, value: Any) -> list[Any] | None:
+    """The entry ``[map, size]`` of ``value`` when the run owns it, else None (an id listed
+    for another object does not count)."""
+    held = owned.get(id(value))
+    return held if held is not None and held[0] is value else None
+
+
 def _disown(owned: Owned, value: Any) -> None:
     """Disown ``value`` and its owned subtree (walking only through owned maps: a map under
     an owned one is owned only if reached through owned maps, rule 2; each map is disowned
     once)."""
-    held = owned.get(id(value))
-    if held is None or held[0] is not value:
+    if owned_entry(owned, value) is None:
         return
     del owned[id(value)]
     stack = [value]
     while stack:
         for child in stack.pop().values():
-            if type(child) is dict:
-                held = owned.get(id(child))
-                if held is not None and held[0] is child:
-                    del owned[id(child)]
-                    stack.append(child)
+            if type(child) is dict and owned_entry(owned, child) is not None:
+                del owned[id(child)]
+                stack.append(child)
 
 
 def disown_within(owned: Owned, value: Any) -> None:
@@ -446,8 +453,7 @@ def _plan_merge(
         existing = target.get(key, _ABSENT)
         adopt = False
         if type(existing) is dict and type(value) is dict:
-            held = owned.get(id(existing))
-            if held is not None and held[0] is existing:
+            if owned_entry(owned, existing) is not None:
                 inner = _plan_merge(run, existing, value, depth - 1, actions)
                 if inner is None:
                     return None
@@ -493,14 +499,35 @@ def merge_owned(
     owned = run.owned
     for parent, name, value, existing, adopt in actions:
         parent[name] = value
-        if type(existing) is dict:
-            _disown(owned, existing)  # replaced: nothing refers to it any more
-        if type(value) is dict or type(value) is list:
-            disown_within(owned, value)
-        if adopt:
-            adopt_merged(owned, value, -1)
+        settle_stored(owned, existing, value, -1 if adopt else None)
     held[1] = size
     return after
+
+
+def merge_into_owned(run: OwningRun, key: str, existing: Any, values: Any) -> int | None:
+    """Merge ``values`` in place into ``vars.<key>`` when ``existing`` (its value) is a map
+    the run owns as a value of ``vars``: the run's new data size; None when the copying path
+    must do it (not owned, or ``merge_owned`` cannot decide)."""
+    if type(existing) is not dict or type(values) is not dict:
+        return None
+    held = owned_entry(run.owned, existing)
+    if held is None or held[1] < 0:
+        return None
+    return merge_owned(run, key, existing, held, values)
+
+
+def settle_stored(owned: Owned, existing: Any, value: Any, adopt_size: int | None) -> None:
+    """Ownership after ``value`` was stored over ``existing``: the replaced map leaves the run
+    with its owned subtree, owned maps inside ``value`` are disowned (rule 3's defense in
+    depth), and with ``adopt_size`` (not None: ``value`` is a map a merge made) it is adopted
+    (``adopt_merged``)."""
+    if owned:
+        if type(existing) is dict:
+            _disown(owned, existing)  # replaced: nothing refers to it any more
+        if isinstance(value, (dict, list, tuple)):
+            disown_within(owned, value)
+    if adopt_size is not None:
+        adopt_merged(owned, value, adopt_size)
 
 
 def store_variables(run: OwningRun, step_id: str, values: Mapping[str, Any]) -> None:
@@ -523,14 +550,12 @@ def store_variables(run: OwningRun, step_id: str, values: Mapping[str, Any]) -> 
                 existing = _ABSENT
             merged = False
             if isinstance(existing, dict) and isinstance(value, dict):
-                if owned and type(existing) is dict and type(value) is dict:
-                    held = owned.get(id(existing))
-                    if held is not None and held[0] is existing and held[1] >= 0:
-                        run.data_size = total
-                        after = merge_owned(run, key, existing, held, given)
-                        if after is not None:
-                            total = after
-                            continue
+                if owned:
+                    run.data_size = total
+                    after = merge_into_owned(run, key, existing, given)
+                    if after is not None:
+                        total = after
+                        continue
                 value = dict(existing)
                 merge_variables(value, given)
                 merged = True
@@ -550,13 +575,8 @@ def store_variables(run: OwningRun, step_id: str, values: Mapping[str, Any]) -> 
                 raise DataLimitError(state_full(step_id, f"vars.{key}", max_state))
             total = after
             variables[key] = value
-            if owned:
-                if type(existing) is dict:
-                    _disown(owned, existing)  # replaced: nothing refers to it any more
-                if isinstance(value, (dict, list, tuple)):
-                    disown_within(owned, value)
-            if merged and size >= IN_PLACE_FROM:
-                adopt_merged(owned, value, size)
+            if owned or (merged and size >= IN_PLACE_FROM):
+                settle_stored(owned, existing, value, size if merged else None)
     finally:
         run.data_size = total
 
