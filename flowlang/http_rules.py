@@ -12,6 +12,7 @@ is not JSON.
 from __future__ import annotations
 
 __all__ = [
+    "BODY_METHODS",
     "DEFAULT_PORTS",
     "Origin",
     "PreparedRequest",
@@ -87,6 +88,8 @@ def header_value_problem(value: str) -> str | None:
 
 # --- origins: scheme, host and port -------------------------------------------------------
 
+#: Methods whose request carries a body even when it has none (``Content-Length: 0``, ``{}``).
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 DEFAULT_PORTS = {"http": 80, "https": 443}
 _AUTHORITY_END = re.compile(r"[/?#]")
 _HOST_NAME = re.compile(r"[\w.-]+")  # letters (IDN too), digits, '_', '-', '.'

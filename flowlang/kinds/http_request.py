@@ -11,6 +11,7 @@ from flowlang.flow.fields import HTTP_METHODS, NEXT, Field
 from flowlang.flow.model import Endpoint, FieldTree, Step
 from flowlang.flow.source import Pointer
 from flowlang.http_rules import (
+    BODY_METHODS,
     PreparedRequest,
     RequestError,
     check_header,
@@ -19,9 +20,6 @@ from flowlang.http_rules import (
 )
 from flowlang.kinds.base import END, Checker, RunView, StepKind, Transition
 from flowlang.rundata import DataLimitError, store_record, valid_text
-
-#: Methods whose request carries a body even when it has no fields (``{}``).
-_BODY_METHODS = ("POST", "PUT", "PATCH")
 
 
 def prepare_request(
@@ -49,7 +47,7 @@ def _build_request(
     ]
     body_tree: FieldTree = step.fields["body"]
     body = None
-    if body_tree or step.fields["method"] in _BODY_METHODS:
+    if body_tree or step.fields["method"] in BODY_METHODS:
         if twins is None:
             body = encode_body(body_tree.build(scope), max_body)
         else:

@@ -246,11 +246,10 @@ class Connection:
             self._reusable
             and connection.our_state is h11.DONE
             and connection.their_state is h11.DONE
-            and not connection.trailing_data[0]
             and not self.transport.get_write_buffer_size()
         ):
             connection.start_next_cycle()
-            return self.alive
+            return self.alive  # no bytes after the response, nothing received, still open
         return False
 
     def close(self) -> None:

@@ -44,6 +44,7 @@ import httpx
 import orjson
 
 from flowlang.http_rules import (
+    BODY_METHODS,
     DEFAULT_PORTS,
     PreparedRequest,
     header_name_problem,
@@ -83,8 +84,6 @@ _NOT_CHARSETS = frozenset(
 )
 #: Statuses that redirect (when a Location comes with them).
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
-#: Methods that carry a body: sent with ``Content-Length: 0`` when they have none.
-_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 #: Entries kept in each of the sender's caches of pure results (URL readings, address
 #: verdicts); a full cache starts over.
 CACHE_SIZE = 4096
@@ -294,25 +293,16 @@ class _Inflater:
 def _headers(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
     """Response headers by lowercase name (repeated ones joined with ``, ``), decoded as ASCII,
     else UTF-8, else ISO-8859-1, whichever fits them all (as httpx reads them)."""
-    out: dict[str, str] = {}
-    try:  # the usual case: ASCII throughout
-        for name, value in raw:
-            key = name.decode("ascii").lower()
-            text = value.decode("ascii")
-            out[key] = f"{out[key]}, {text}" if key in out else text
-        return out
-    except UnicodeDecodeError:
-        out.clear()
-    encoding = "utf-8"
-    for candidate in ("utf-8", "iso-8859-1"):
-        encoding = candidate
+    for encoding in ("ascii", "utf-8"):  # ASCII: the usual case
         try:
-            for name, value in raw:
-                name.decode(candidate)
-                value.decode(candidate)
+            return _decoded_headers(raw, encoding)
         except UnicodeDecodeError:
             continue
-        break
+    return _decoded_headers(raw, "iso-8859-1")  # every byte is a character
+
+
+def _decoded_headers(raw: list[tuple[bytes, bytes]], encoding: str) -> dict[str, str]:
+    out: dict[str, str] = {}
     for name, value in raw:
         key = name.decode(encoding).lower()
         text = value.decode(encoding)
@@ -557,7 +547,7 @@ class GuardedHttp:
         if "content-length" not in names and "transfer-encoding" not in names:
             if request.body:
                 headers.append((b"Content-Length", str(len(request.body)).encode()))
-            elif method in _BODY_METHODS:
+            elif method in BODY_METHODS:
                 headers.append((b"Content-Length", b"0"))
         headers.insert(0, (b"Host", url.netloc))
         return request_head(method.encode("ascii"), url.raw_path, headers)
