@@ -423,6 +423,10 @@ class Automations:
         self._record({"kind": "event", "event": plain, "at": self.clock.now()})
         return plain
 
+    async def run(self, event: Mapping[str, Any]) -> DispatchResult:
+        """Run an event :meth:`accept` returned (journaled already) to its end."""
+        return await self._dispatch(event, str(event["id"]), {})
+
     def _matching(self, event: Mapping[str, Any], result: DispatchResult) -> list[CompiledWorkflow]:
         """:meth:`match`, and if a condition raises, each workflow on its own: one whose
         condition fails is reported in ``result.errors`` and not run."""

@@ -52,8 +52,11 @@ class Journal:
     Lines that cannot be read are skipped and listed in :attr:`problems` (``file:line: why``).
     """
 
-    def __init__(self, path: Path, compact_after: int = COMPACT_AFTER) -> None:
+    def __init__(self, path: Path, compact_after: int = COMPACT_AFTER, sync: bool = False) -> None:
         self.path = path
+        #: Whether each record reaches the disk (fsync) before write returns: an event a server
+        #: answered "accepted" survives a power cut, not only the process's death.
+        self.sync = sync
         self.compact_after = compact_after
         self._appended = 0
         self._kept = 0
@@ -81,7 +84,7 @@ class Journal:
 
     def write(self, record: dict[str, Any]) -> None:
         """Append one record (ASCII JSON: whatever is written reads back)."""
-        append_line(self.path, encode_record(record))
+        append_line(self.path, encode_record(record), sync=self.sync)
         self._appended += 1
 
     def records(self) -> list[dict[str, Any]]:

@@ -99,12 +99,14 @@ def encode_record(record: Mapping[str, Any], limit: int = MAX_RECORD_BYTES) -> s
     return line + "\n"
 
 
-def append_line(path: Path, line: str) -> None:
-    """Append ``line`` (from :func:`encode_record`) to ``path``, flushed; OSError when the file
-    cannot take it."""
+def append_line(path: Path, line: str, sync: bool = False) -> None:
+    """Append ``line`` (from :func:`encode_record`) to ``path``, flushed (and on the disk, with
+    ``sync``); OSError when the file cannot take it."""
     with path.open("a", encoding="ascii") as handle:
         handle.write(line)
         handle.flush()
+        if sync:
+            os.fsync(handle.fileno())
 
 
 def decode_record(raw: bytes, depth: int = MAX_RECORD_DEPTH) -> dict[str, Any]:

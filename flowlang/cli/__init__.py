@@ -32,6 +32,7 @@ from flowlang.cli.inputs import (
     UsageError,
 )
 from flowlang.cli.schemas import add_schema_command
+from flowlang.cli.serve import add_serve_command
 from flowlang.cli.terminal import printable
 from flowlang.cli.testing import add_test_command
 from flowlang.errors import (
@@ -78,6 +79,7 @@ def _parser() -> argparse.ArgumentParser:
     add_graph_command(commands)
     add_schema_command(commands)
     add_test_command(commands)
+    add_serve_command(commands)
     for command in commands.choices.values():
         if command.epilog is None:  # automate and replay: the contract in their help too
             command.epilog = EXIT_STATUSES

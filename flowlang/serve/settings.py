@@ -44,6 +44,10 @@ class ServeSettings:
     call_ttl: float = 4 * 3600.0
     #: The deadline of one run segment (one webhook's work): under Twilio's 15 s.
     segment_deadline: float = 12.0
+    #: Names of the secrets that sign call states, newest first (any verifies). Several
+    #: replicas sharing a store must share them; with none, a process signs with a random key
+    #: of its own (one process, in-process store only).
+    state_keys: tuple[str, ...] = ()
     #: The largest webhook form body Twilio's requests may have, bytes.
     max_form_bytes: int = 64 * 1024
     #: POST /events: the largest body, bytes; Standard Webhooks secrets (names, newest first);
@@ -71,7 +75,7 @@ class ServeSettings:
                 f"(the address Twilio calls), not {self.public_url!r}"
             )
         object.__setattr__(self, "public_url", self.public_url.rstrip("/"))
-        check_names(self, ("twilio_keys", "event_secrets", "event_tokens"))
+        check_names(self, ("twilio_keys", "event_secrets", "event_tokens", "state_keys"))
         check_counts(self, ("voicemail_max_length", "max_form_bytes", "max_event_bytes"))
         check_durations(
             self,

@@ -1,0 +1,310 @@
+"""``flowlang serve``: answer TwiML voice webhooks and signed events in a real server process."""
+
+from __future__ import annotations
+
+__all__ = ["add_serve_command", "served_documents"]
+
+import argparse
+import ipaddress
+import math
+import os
+import socket
+import sys
+from pathlib import Path
+from typing import Any, TextIO
+
+from flowlang.automations.workflow import check_unique_names, is_workflow_document, load_workflow
+from flowlang.cli.inputs import EXIT_BAD_INPUT, EXIT_OK, UsageError
+from flowlang.cli.terminal import printable
+from flowlang.cli.trust import trusted_authorities
+from flowlang.flow.load import load_flow
+from flowlang.flow.model import FlowDocumentError
+from flowlang.flow.source import load_document, paused_collector
+
+#: Document files a folder given to serve contributes (flow tests, ``*.test.yaml``, are not).
+_SUFFIXES = (".yaml", ".yml", ".json")
+
+_EPILOG = """secrets:
+  Every NAME below is a secret name, read from the environment variable
+  FLOWLANG_SECRET_<NAME> (upper case, '-' as '_') on each use.
+
+Point a Twilio number at it:
+  Voice "A call comes in": Webhook, POST, <public-url>/voice/<flow name>
+  "Call status changes":   <public-url>/twilio/status
+"""
+
+
+def add_serve_command(commands: Any) -> None:
+    """Add ``serve`` to the subcommands ``commands`` (argparse's subparsers action)."""
+    serve = commands.add_parser(
+        "serve",
+        help="answer TwiML voice webhooks and signed events (a server process)",
+        description="Serve the flows of FILE... to Twilio (TwiML voice webhooks) and feed the "
+        "workflows from POST /events and from the calls' own events. Stops cleanly on SIGTERM.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    serve.add_argument(
+        "files", nargs="+", metavar="FILE", help="flow and workflow documents, or folders of them"
+    )
+    serve.add_argument(
+        "--public-url", required=True, metavar="URL", help="the https URL Twilio calls"
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8080, help="port to listen on (8080; 0: any)")
+    serve.add_argument(
+        "--twilio-key",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="secret holding a Twilio auth token to verify signatures with (repeat: rotation)",
+    )
+    serve.add_argument(
+        "--no-signatures",
+        action="store_true",
+        help="accept unsigned webhooks (local experiments only: anyone could drive calls)",
+    )
+    serve.add_argument(
+        "--store",
+        default="memory",
+        metavar="URL",
+        help="where waiting calls live: memory (this process, default) or redis://HOST:PORT/DB",
+    )
+    serve.add_argument("--key-prefix", default="fl:", help="Redis key prefix (fl:)")
+    serve.add_argument(
+        "--state-key",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="secret that signs call states (repeat: rotation; required with a Redis store)",
+    )
+    serve.add_argument("--journal", metavar="FILE", help="where events are recorded before 202")
+    serve.add_argument("--dead-letter", metavar="FILE", help="where undeliverable actions go")
+    serve.add_argument(
+        "--event-secret",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="secret of Standard Webhooks signatures on POST /events (repeat: rotation)",
+    )
+    serve.add_argument(
+        "--event-token",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="secret bearer token POST /events accepts from senders that cannot sign",
+    )
+    serve.add_argument("--voice", help="<Say voice=...> (Twilio's default when not given)")
+    serve.add_argument("--language", help="<Say language=...>, such as en-US")
+    serve.add_argument(
+        "--transfer",
+        action="append",
+        default=[],
+        metavar="TARGET=DIAL",
+        help="dial DIAL (+E164, sip:..., queue:NAME, client:NAME) for the flow's TARGET",
+    )
+    serve.add_argument("--apology", help="said when a run fails")
+    serve.add_argument("--fallback", metavar="TARGET", help="transfer here after the apology")
+    serve.add_argument(
+        "--segment-deadline",
+        type=float,
+        default=12.0,
+        metavar="SECONDS",
+        help="deadline of one webhook's run segment (12; under Twilio's 15)",
+    )
+    serve.add_argument("--responses", metavar="FILE", help="recorded HTTP responses: offline")
+    serve.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="HOST",
+        help="let requests reach HOST even on loopback or a private network, and over http",
+    )
+    serve.add_argument(
+        "--ca-file",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="also trust the certificate authorities in FILE (PEM; repeatable)",
+    )
+    serve.add_argument(
+        "--log-format", choices=("json", "text"), default="json", help="log lines (json)"
+    )
+    serve.set_defaults(handler=_serve)
+
+
+def served_documents(names: list[str]) -> list[Path]:
+    """The document files ``names`` give: files as named, and a folder's YAML and JSON files
+    (not its subfolders, not flow tests). UsageError for a name that is neither."""
+    paths: list[Path] = []
+    for name in names:
+        path = Path(name)
+        if path.is_dir():
+            paths.extend(
+                child
+                for child in sorted(path.iterdir())
+                if child.is_file()
+                and child.suffix in _SUFFIXES
+                and not child.name.endswith((".test.yaml", ".test.yml"))
+            )
+        elif path.is_file():
+            paths.append(path)
+        else:
+            raise UsageError(f"{printable(name, one_line=True)}: no such file or folder")
+    if not paths:
+        raise UsageError("no flow or workflow documents to serve")
+    return paths
+
+
+def _targets(items: list[str]) -> dict[str, str]:
+    targets = {}
+    for item in items:
+        target, separator, dial = item.partition("=")
+        if not separator or not target or not dial:
+            raise UsageError(f"--transfer takes TARGET=DIAL, not {printable(repr(item))}")
+        targets[target] = dial
+    return targets
+
+
+def _settings(arguments: argparse.Namespace) -> Any:
+    from flowlang.serve.settings import ServeSettings
+
+    deadline = arguments.segment_deadline
+    if not math.isfinite(deadline) or deadline <= 0:
+        raise UsageError(f"--segment-deadline must be seconds above zero, not {deadline!r}")
+    options: dict[str, Any] = {
+        "public_url": arguments.public_url,
+        "twilio_keys": tuple(arguments.twilio_key),
+        "signatures": not arguments.no_signatures,
+        "voice": arguments.voice,
+        "language": arguments.language,
+        "transfer_targets": _targets(arguments.transfer),
+        "fallback_target": arguments.fallback,
+        "segment_deadline": deadline,
+        "state_keys": tuple(arguments.state_key),
+        "event_secrets": tuple(arguments.event_secret),
+        "event_tokens": tuple(arguments.event_token),
+    }
+    if arguments.apology:
+        options["apology"] = arguments.apology
+    try:
+        return ServeSettings(**options)
+    except ValueError as error:
+        raise UsageError(str(error).replace("ServeSettings.", "--").replace("_", "-")) from None
+
+
+def _documents(arguments: argparse.Namespace) -> tuple[list[Any], list[Any]]:
+    flows, workflows = [], []
+    allow = arguments.allow_host
+    for path in served_documents(arguments.files):
+        with paused_collector():
+            document = load_document(path)
+        if is_workflow_document(document.data):
+            workflows.append(load_workflow(path, allow_hosts=allow))
+        else:
+            flows.append(load_flow(path, allow_hosts=allow))
+    check_unique_names(workflows)
+    names = [flow.name for flow in flows]
+    for name in names:
+        if names.count(name) > 1:
+            raise UsageError(f"two flows are named {name!r}: a served flow's name is its URL")
+    return flows, workflows
+
+
+def _listening_socket(host: str, port: int) -> socket.socket:
+    """A listening TCP socket (made with IPPROTO_TCP, so uvicorn sets TCP_NODELAY on it)."""
+    if not 0 <= port <= 65535:
+        raise UsageError(f"--port must be from 0 to 65535, not {port}")
+    try:
+        family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
+    except ValueError:
+        family = socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as error:
+        sock.close()
+        raise UsageError(f"cannot listen on {host}:{port}: {error.strerror}") from None
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _store(arguments: argparse.Namespace, ttl: float) -> Any:
+    if arguments.store == "memory":
+        return None
+    if not arguments.store.startswith(("redis://", "rediss://", "unix://")):
+        raise UsageError("--store is memory or a redis:// URL")
+    if not arguments.state_key:
+        raise UsageError(
+            "a Redis store is shared: give --state-key NAME (the same on every replica)"
+        )
+    from flowlang.serve.redis_store import RedisCallStore
+
+    return RedisCallStore.from_url(arguments.store, prefix=arguments.key_prefix, ttl=ttl)
+
+
+def _serve(arguments: argparse.Namespace, stdout: TextIO, stdin: TextIO) -> int:
+    try:
+        import uvicorn
+
+        from flowlang.serve.app import build_server, create_app
+    except ImportError as error:
+        raise UsageError(
+            f"flowlang serve needs the serve extra: pip install 'flowlang[serve]' ({error.name} "
+            "is missing)"
+        ) from None
+    from flowlang.observe.logs import configure_json_logging
+    from flowlang.observe.observer import Observability
+    from flowlang.runtime.collector import tune_collector
+    from flowlang.runtime.recorded import load_recorded_responses
+
+    settings = _settings(arguments)
+    try:
+        flows, workflows = _documents(arguments)
+    except FlowDocumentError as error:
+        print(printable(f"flowlang: the documents have errors:\n\n{error}"), file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if not settings.signatures:
+        print(
+            "flowlang: WARNING: --no-signatures: anyone who reaches this server can drive calls",
+            file=sys.stderr,
+        )
+    if arguments.log_format == "json":
+        configure_json_logging(sys.stderr)
+    http = load_recorded_responses(arguments.responses) if arguments.responses else None
+    observer = Observability.create(triggers={workflow.trigger for workflow in workflows})
+    server = build_server(
+        flows,
+        workflows,
+        settings,
+        store=_store(arguments, settings.call_ttl),
+        observer=observer,
+        ssl_context=trusted_authorities(arguments.ca_file),
+        http=http,
+        allow_hosts=arguments.allow_host,
+        journal=Path(arguments.journal) if arguments.journal else None,
+        dead_letters=Path(arguments.dead_letter) if arguments.dead_letter else None,
+    )
+    sock = _listening_socket(arguments.host, arguments.port)
+    host, port = sock.getsockname()[:2]
+    tune_collector()  # after loading: the documents' objects are long-lived
+    config = uvicorn.Config(
+        create_app(server),
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=max(1, math.ceil(settings.drain_timeout)),
+        server_header=False,
+    )
+    names = ", ".join(flow.name for flow in flows) or "none"
+    print(
+        f"flowlang serve: listening on http://{host}:{port} for {settings.public_url} "
+        f"(flows: {names}; workflows: {len(workflows)}; store: "
+        f"{'memory' if arguments.store == 'memory' else 'redis'}; pid {os.getpid()})",
+        file=sys.stderr,
+        flush=True,
+    )
+    uvicorn.Server(config).run(sockets=[sock])
+    return EXIT_OK

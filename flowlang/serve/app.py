@@ -1,0 +1,337 @@
+"""The server: a Starlette application answering Twilio's webhooks and the events endpoint.
+
+Routes (under the path of ``ServeSettings.public_url``): ``POST /voice/{flow}`` (a call's
+first webhook and every Gather action), ``POST /twilio/status`` (status callbacks),
+``POST /twilio/transfer`` (Dial and Enqueue actions), ``POST /twilio/voicemail`` (Record
+actions), ``POST /twilio/recording`` (recording status callbacks), ``POST /events``,
+``GET /healthz`` and ``GET /metrics``. Every Twilio route checks ``X-Twilio-Signature``
+against the public URL (never the request's Host header) and answers 403 otherwise.
+"""
+
+from __future__ import annotations
+
+__all__ = ["Server", "build_server", "create_app"]
+
+import asyncio
+import contextlib
+import logging
+import secrets as random_secrets
+import ssl
+from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import BaseRoute, Mount, Route
+
+from flowlang.automations.dispatch import Automations, DeadLetterStore, DeliverySettings
+from flowlang.automations.journal import Journal
+from flowlang.automations.workflow import CompiledWorkflow
+from flowlang.flow.model import CompiledFlow
+from flowlang.observe import NullObserver, Observer
+from flowlang.runtime.http import GuardedHttp, HttpSender, Resolver
+from flowlang.runtime.runner import Runtime, RuntimeSettings
+from flowlang.runtime.secrets import EnvironmentSecrets, SecretsProvider
+from flowlang.runtime.versions import FlowVersions
+from flowlang.serve.calls import CallStore, MemoryCallStore
+from flowlang.serve.intake import EventIntake, EventRefusedError
+from flowlang.serve.settings import ServeSettings
+from flowlang.serve.signatures import twilio_request_valid
+from flowlang.serve.voice import Reply, VoiceCalls
+
+log = logging.getLogger("flowlang.serve")
+
+#: The secret name under which a process keeps the state key it made itself.
+_OWN_STATE_KEY = "flowlang_serve_state_key"
+#: At most this many form fields in one webhook (Twilio sends about 20).
+MAX_FORM_FIELDS = 200
+_XML = "application/xml; charset=utf-8"
+
+
+class _WithOwnKey:
+    """A secrets provider that also holds a random state key made for this process."""
+
+    def __init__(self, provider: SecretsProvider) -> None:
+        self._provider = provider
+        self._key = random_secrets.token_urlsafe(48)
+
+    def get(self, name: str) -> str | None:
+        return self._key if name == _OWN_STATE_KEY else self._provider.get(name)
+
+    def describe(self, name: str) -> str:
+        return self._provider.describe(name)
+
+
+@dataclass
+class Server:
+    """Everything one serving process runs: the calls, the events, and what they share."""
+
+    settings: ServeSettings
+    runtime: Runtime
+    store: CallStore
+    automations: Automations
+    voice: VoiceCalls
+    intake: EventIntake
+    observer: Observer
+    secrets: SecretsProvider
+    journal: Journal | None = None
+    #: The HTTP client the server made for its runtime (closed after the runtime drains).
+    own_sender: GuardedHttp | None = None
+
+    async def start(self) -> None:
+        """Keep the flows' sources in the store; resume events an earlier process left."""
+        await self.voice.keep_flows()
+        await self.intake.start()
+
+    async def stop(self) -> None:
+        """Drain (bounded by ``drain_timeout``) and close, in order: event dispatches, the
+        runtime's background requests, the store, the automations, the journal."""
+        timeout = self.settings.drain_timeout
+        cancelled = await self.intake.drain(timeout)
+        if cancelled:
+            log.warning(
+                "%d event dispatches did not finish in %g s; they resume at the next start",
+                cancelled,
+                timeout,
+                extra={"event": "serve.drain_cut"},
+            )
+        try:
+            async with asyncio.timeout(timeout):
+                await self.runtime.aclose()
+        except TimeoutError:
+            log.warning(
+                "background requests still in flight after %g s were dropped",
+                timeout,
+                extra={"event": "serve.drain_cut"},
+            )
+        if self.own_sender is not None:
+            await self.own_sender.aclose()
+        await self.store.aclose()
+        await self.automations.aclose()
+        if self.journal is not None:
+            self.journal.close()
+
+
+def build_server(
+    flows: Iterable[CompiledFlow],
+    workflows: Iterable[CompiledWorkflow],
+    settings: ServeSettings,
+    *,
+    store: CallStore | None = None,
+    secrets: SecretsProvider | None = None,
+    observer: Observer | None = None,
+    ssl_context: ssl.SSLContext | None = None,
+    http: HttpSender | None = None,
+    resolver: Resolver | None = None,
+    allow_hosts: Iterable[str] = (),
+    journal: Path | None = None,
+    dead_letters: Path | None = None,
+    delivery: DeliverySettings | None = None,
+) -> Server:
+    """A server for ``flows`` and ``workflows``. ``store``: where waiting calls live (this
+    process when None). ``journal``: the file events are recorded in before they are
+    answered (None: in memory only, so an accepted event dies with the process — for tests
+    and experiments). ``http``: a sender replacing the network (recorded responses)."""
+    provider: SecretsProvider = secrets or EnvironmentSecrets()
+    state_keys = settings.state_keys
+    if not state_keys:
+        provider = _WithOwnKey(provider)
+        state_keys = (_OWN_STATE_KEY,)
+    observer = observer or NullObserver()
+    hosts = frozenset(allow_hosts)
+    runtime_settings = RuntimeSettings(
+        allow_hosts=hosts,
+        run_deadline=settings.segment_deadline,
+        state_keys=state_keys,
+        max_state_age=settings.call_ttl,
+    )
+    own_sender: GuardedHttp | None = None
+    sender: HttpSender
+    if http is None:
+        sender = own_sender = runtime_settings.sender(ssl_context, resolver)
+    else:
+        sender = http
+    runtime = Runtime(
+        settings=runtime_settings,
+        secrets=provider,
+        http=observer.sender(sender),
+        flow_versions=FlowVersions(),
+    )
+    store = store or MemoryCallStore(ttl=settings.call_ttl)
+    book = Journal(journal, sync=True) if journal is not None else None
+    automations = Automations(
+        workflows,
+        settings=delivery or DeliverySettings(allow_hosts=hosts),
+        ssl_context=ssl_context,
+        http=http,
+        resolver=resolver,
+        secrets=provider,
+        dead_letters=DeadLetterStore(dead_letters),
+        journal=book,
+        on_attempt=observer.attempt,
+    )
+    intake = EventIntake(automations, settings, provider, observer)
+    served = {flow.name: flow for flow in flows}
+    voice = VoiceCalls(served, runtime, store, settings, observer, intake)
+    return Server(
+        settings, runtime, store, automations, voice, intake, observer, provider, book, own_sender
+    )
+
+
+# --- requests ---------------------------------------------------------------------------------
+
+
+async def _body(request: Request, limit: int) -> bytes | None:
+    """The request body, or None when it is longer than ``limit`` bytes (read no further)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > limit):
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _signed_url(settings: ServeSettings, request: Request) -> str:
+    """The URL Twilio signed: the public origin, the path as sent, and the query."""
+    public = urlsplit(settings.public_url)
+    path = request.scope.get("raw_path") or request.url.path.encode()
+    query = request.scope.get("query_string", b"")
+    url = f"{public.scheme}://{public.netloc}{path.decode('latin-1')}"
+    return f"{url}?{query.decode('latin-1')}" if query else url
+
+
+class _RefusedError(Exception):
+    def __init__(self, response: Response) -> None:
+        self.response = response
+
+
+async def _twilio_form(server: Server, request: Request, endpoint: str) -> list[tuple[str, str]]:
+    """The webhook's form fields, once its signature is checked (_RefusedError otherwise)."""
+    settings = server.settings
+    body = await _body(request, settings.max_form_bytes)
+    if body is None:
+        raise _RefusedError(PlainTextResponse("the form is too large", 413))
+    try:
+        text = body.decode("utf-8")
+        params = parse_qsl(
+            text, keep_blank_values=True, strict_parsing=False, max_num_fields=MAX_FORM_FIELDS
+        )
+    except (UnicodeDecodeError, ValueError):
+        raise _RefusedError(PlainTextResponse("the form is not UTF-8 form data", 400)) from None
+    if settings.signatures:
+        keys = [value for name in settings.twilio_keys if (value := server.secrets.get(name))]
+        valid = twilio_request_valid(
+            keys,
+            _signed_url(settings, request),
+            params,
+            request.headers.get("x-twilio-signature"),
+            request.headers.get("x-twilio-webhooks-signature-settings"),
+        )
+        if not valid:
+            server.observer.webhook_rejected(endpoint, "bad signature")
+            log.warning(
+                "webhook signature refused",
+                extra={"event": "webhook.rejected", "endpoint": endpoint},
+            )
+            raise _RefusedError(PlainTextResponse("the request signature is not valid", 403))
+    return params
+
+
+def _reply(reply: Reply) -> Response:
+    if reply.status == 204:
+        return Response(status_code=204)
+    if reply.status == 400:
+        return PlainTextResponse(reply.body, 400)
+    return Response(reply.body, reply.status, media_type=_XML)
+
+
+def create_app(server: Server) -> Starlette:
+    """The ASGI application of ``server`` (its lifespan starts and stops it)."""
+
+    def twilio(endpoint: str, answer: Any) -> Any:
+        async def handle(request: Request) -> Response:
+            try:
+                params = await _twilio_form(server, request, endpoint)
+            except _RefusedError as refused:
+                return refused.response
+            reply: Reply = await answer(request, params)
+            return _reply(reply)
+
+        return handle
+
+    async def voice(request: Request, params: Sequence[tuple[str, str]]) -> Reply:
+        return await server.voice.webhook(
+            request.path_params["flow"], params, request.query_params.get("seq")
+        )
+
+    async def status(request: Request, params: Sequence[tuple[str, str]]) -> Reply:
+        try:
+            return await server.voice.status(params)
+        except EventRefusedError as refused:
+            return Reply(503 if refused.status == 503 else 400, refused.reason)
+
+    async def transfer(request: Request, params: Sequence[tuple[str, str]]) -> Reply:
+        return await server.voice.transfer_done(params)
+
+    async def voicemail(request: Request, params: Sequence[tuple[str, str]]) -> Reply:
+        return await server.voice.voicemail_done()
+
+    async def recording(request: Request, params: Sequence[tuple[str, str]]) -> Reply:
+        try:
+            return await server.voice.recording(params, dict(request.query_params))
+        except EventRefusedError as refused:
+            return Reply(503 if refused.status == 503 else 400, refused.reason)
+
+    async def events(request: Request) -> Response:
+        intake = server.intake
+        if not intake.enabled:
+            return PlainTextResponse("events are not taken: no secret or token is configured", 404)
+        body = await _body(request, server.settings.max_event_bytes)
+        try:
+            if body is None:
+                raise EventRefusedError(413, "the event is too large")
+            intake.authenticate(request.headers, body)
+            result = await intake.submit(intake.parse(body))
+        except EventRefusedError as refused:
+            return JSONResponse({"error": refused.reason}, refused.status)
+        return JSONResponse({"result": result}, 200 if result == "duplicate" else 202)
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def metrics(request: Request) -> Response:
+        page, content_type = server.observer.metrics()
+        return Response(page, media_type=content_type)
+
+    routes: list[BaseRoute] = [
+        Route("/voice/{flow}", twilio("voice", voice), methods=["POST"]),
+        Route("/twilio/status", twilio("status", status), methods=["POST"]),
+        Route("/twilio/transfer", twilio("transfer", transfer), methods=["POST"]),
+        Route("/twilio/voicemail", twilio("voicemail", voicemail), methods=["POST"]),
+        Route("/twilio/recording", twilio("recording", recording), methods=["POST"]),
+        Route("/events", events, methods=["POST"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
+    ]
+    prefix = urlsplit(server.settings.public_url).path.rstrip("/")
+    if prefix:
+        routes = [Mount(prefix, routes=routes)]
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await server.start()
+        try:
+            yield
+        finally:
+            await server.stop()
+
+    return Starlette(routes=routes, lifespan=lifespan)

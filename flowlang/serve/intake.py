@@ -1,0 +1,176 @@
+"""Intake: events from the contact center (``POST /events``) and from calls, recorded durably
+before they are answered, then dispatched by the automations in the background.
+
+An event is accepted once its ``event`` record is in the journal (written and, with a
+journal made with ``sync=True``, on the disk): a process that dies right after answering 202
+finishes it when it starts again (:meth:`EventIntake.start` resumes unfinished events).
+"""
+
+from __future__ import annotations
+
+__all__ = ["EventIntake", "EventRefusedError"]
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+from flowlang.automations.dispatch import Automations, DispatchResult
+from flowlang.errors import EventError
+from flowlang.observe import Observer
+from flowlang.runtime.secrets import SecretsProvider
+from flowlang.serve.settings import ServeSettings
+from flowlang.serve.signatures import WebhookAuthError, bearer_valid, verify_standard_webhook
+
+log = logging.getLogger("flowlang.serve")
+
+
+class EventRefusedError(Exception):
+    """An event refused at the door: the HTTP status to answer and why (no secret in it)."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+class EventIntake:
+    """Checks, records and dispatches events with ``automations``.
+
+    ``POST /events`` is authenticated with Standard Webhooks signatures (the secrets named by
+    ``settings.event_secrets``) or a bearer token (``settings.event_tokens``), each looked up
+    in ``secrets`` on every request (a rotated secret takes effect without a restart).
+    """
+
+    def __init__(
+        self,
+        automations: Automations,
+        settings: ServeSettings,
+        secrets: SecretsProvider,
+        observer: Observer,
+        clock: Any = time.time,
+    ) -> None:
+        self.automations = automations
+        self.settings = settings
+        self.secrets = secrets
+        self.observer = observer
+        self._clock = clock
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._triggers = {workflow.trigger for workflow in automations.workflows}
+
+    @property
+    def enabled(self) -> bool:
+        """Whether ``POST /events`` takes events: only with a secret or token to check."""
+        return bool(self.settings.event_secrets or self.settings.event_tokens)
+
+    def _values(self, names: tuple[str, ...]) -> list[str]:
+        return [value for name in names if (value := self.secrets.get(name))]
+
+    def authenticate(self, headers: Mapping[str, str], body: bytes) -> None:
+        """EventRefusedError(401) unless the request is signed or carries a known token."""
+        tokens = self._values(self.settings.event_tokens)
+        if tokens and bearer_valid(tokens, headers.get("authorization")):
+            return
+        keys = self._values(self.settings.event_secrets)
+        if keys:
+            try:
+                verify_standard_webhook(
+                    keys,
+                    headers,
+                    body,
+                    now=self._clock(),
+                    tolerance=self.settings.event_tolerance,
+                )
+                return
+            except WebhookAuthError as error:
+                self.observer.webhook_rejected("events", str(error))
+                raise EventRefusedError(401, f"not authenticated: {error}") from None
+        self.observer.webhook_rejected("events", "no credentials")
+        raise EventRefusedError(401, "not authenticated: no valid signature or token")
+
+    def parse(self, body: bytes) -> dict[str, Any]:
+        """The event in a request body; EventRefusedError(400) saying what is wrong."""
+        if len(body) > self.settings.max_event_bytes:
+            raise EventRefusedError(
+                413, f"an event body is at most {self.settings.max_event_bytes} bytes"
+            )
+        try:
+            value = orjson.loads(body)
+        except orjson.JSONDecodeError as error:
+            raise EventRefusedError(400, f"the body is not JSON: {error}") from None
+        if not isinstance(value, dict):
+            raise EventRefusedError(400, "an event is a JSON object {id, type, properties}")
+        if not isinstance(value.get("type"), str):
+            raise EventRefusedError(400, "an event needs a type (text)")
+        return value
+
+    async def submit(self, event: Mapping[str, Any]) -> str:
+        """Record ``event`` and dispatch it in the background: ``accepted``, ``unmatched``
+        (recorded, no workflow takes it) or ``duplicate``. EventRefusedError(400) for an event
+        refused at the door (no id, too deep or too large); EventRefusedError(503) when it cannot
+        be recorded (the sender should try again)."""
+        kind = event.get("type")
+        trigger = kind if isinstance(kind, str) and kind in self._triggers else "other"
+        try:
+            plain = self.automations.accept(event)
+        except EventError as error:
+            self.observer.event(trigger, "rejected")
+            raise EventRefusedError(400, str(error)) from None
+        except OSError as error:
+            log.error(
+                "the journal cannot record an event: %s", error, extra={"event": "event.unrecorded"}
+            )
+            raise EventRefusedError(503, "the event could not be recorded; send it again") from None
+        if plain is None:
+            self.observer.event(trigger, "duplicate")
+            return "duplicate"
+        try:
+            result = "accepted" if self.automations.match(plain) else "unmatched"
+        except Exception:  # a condition that fails: the dispatch reports it
+            result = "accepted"
+        self.observer.event(trigger, result)
+        self._start(self._dispatch(plain))
+        return result
+
+    def _start(self, work: Any) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _dispatch(self, event: Mapping[str, Any]) -> None:
+        try:
+            result = await self.automations.run(event)
+        except Exception as error:  # never lost: the journal keeps it unfinished
+            log.error("dispatch failed: %s", error, extra={"event": "event.dispatch_failed"})
+            return
+        self.observer.dispatched(result)
+
+    async def start(self) -> None:
+        """Finish, in the background, the events an earlier process accepted and did not
+        finish (the journal's unfinished events)."""
+
+        async def resume() -> None:
+            results: list[DispatchResult] = await self.automations.resume()
+            for result in results:
+                self.observer.dispatched(result)
+
+        self._start(resume())
+
+    async def drain(self, timeout: float) -> int:
+        """Wait up to ``timeout`` seconds for dispatches in flight; cancel the rest (they stay
+        unfinished in the journal and run again at the next start). Returns how many were
+        cancelled."""
+        pending = set(self._tasks)
+        if not pending:
+            return 0
+        _, late = await asyncio.wait(pending, timeout=timeout)
+        for task in late:
+            task.cancel()
+        for task in late:
+            with contextlib.suppress(BaseException):
+                await task
+        return len(late)

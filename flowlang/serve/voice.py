@@ -1,0 +1,439 @@
+"""Voice: one TwiML webhook of a call: start its run, resume it with the caller's digits, or
+note what became of it (transfer, recording, end of call).
+
+Every answer is TwiML. What a caller can make happen never raises here: a webhook for an
+unknown or expired call, a state that cannot resume, a run that fails each get the configured
+apology (then the fallback transfer, or a hang-up) and a log line; only a malformed request
+(no CallSid, a ``seq`` that is not a number) is a 400.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "FINAL_CALL_STATUSES",
+    "EventSink",
+    "Reply",
+    "VoiceCalls",
+    "call_context",
+    "form_value",
+]
+
+import asyncio
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, NamedTuple, Protocol
+from urllib.parse import quote
+
+from flowlang.errors import FlowDocumentError, FlowStateError
+from flowlang.flow.load import load_flow_text
+from flowlang.flow.model import CompiledFlow
+from flowlang.observe import Observer
+from flowlang.runtime.results import RunResult
+from flowlang.runtime.runner import Runtime
+from flowlang.serve.calls import CallRecord, CallStore
+from flowlang.serve.settings import ServeSettings
+from flowlang.serve.twiml import Links, apology_twiml, hangup_twiml, twiml_for
+
+log = logging.getLogger("flowlang.serve")
+
+#: What a call id (Twilio's CallSid, or another provider's) may be made of.
+_CALL_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+#: The statuses of a call that is over (status callbacks).
+FINAL_CALL_STATUSES = frozenset({"completed", "busy", "failed", "no-answer", "canceled"})
+#: The longest form value a call's context or an event takes from a webhook, characters.
+MAX_FIELD = 256
+#: The instruction that ends a flow with each outcome a record keeps.
+_ENDINGS = ("transfer", "voicemail", "hangup")
+
+
+class Reply(NamedTuple):
+    """A webhook's answer: the HTTP status and the TwiML (or an error message, for a 400)."""
+
+    status: int
+    body: str
+
+
+class EventSink(Protocol):
+    """Where the calls' own events go (``call.ended``, ``recording.uploaded``)."""
+
+    async def submit(self, event: dict[str, Any]) -> str:
+        """Record ``event`` durably and dispatch it: ``accepted`` or ``duplicate``."""
+
+
+def form_value(params: Sequence[tuple[str, str]], name: str) -> str | None:
+    """The first value of form field ``name`` (cut to MAX_FIELD characters), or None."""
+    for key, value in params:
+        if key == name:
+            return value[:MAX_FIELD]
+    return None
+
+
+def call_context(params: Sequence[tuple[str, str]]) -> dict[str, Any]:
+    """The ``call`` a run starts with, from the first webhook's form (Twilio's fields):
+    ``id`` and ``uuid`` (CallSid), ``external_number`` (the caller on an inbound call, the one
+    called on an outbound one), ``internal_number`` (the other), ``direction`` (``inbound`` or
+    ``outbound``), ``caller_name`` (CallerName), ``forwarded_from``, ``parent_call_id``,
+    ``account_id``, ``status`` (CallStatus) and ``provider`` (``twilio``). Absent fields are
+    None."""
+
+    def field(name: str) -> str | None:
+        return form_value(params, name) or None
+
+    direction = "inbound" if (field("Direction") or "inbound") == "inbound" else "outbound"
+    caller, called = field("From"), field("To")
+    external, internal = (caller, called) if direction == "inbound" else (called, caller)
+    call_id = field("CallSid")
+    return {
+        "id": call_id,
+        "uuid": call_id,
+        "external_number": external,
+        "internal_number": internal,
+        "direction": direction,
+        "caller_name": field("CallerName"),
+        "forwarded_from": field("ForwardedFrom"),
+        "parent_call_id": field("ParentCallSid"),
+        "account_id": field("AccountSid"),
+        "status": field("CallStatus"),
+        "provider": "twilio",
+    }
+
+
+def _whole_number(text: str | None) -> int:
+    """A callback's count of seconds (``CallDuration``, ``QueueTime``); 0 when not a number."""
+    if text is None or not text.isascii() or not text.isdigit() or len(text) > 9:
+        return 0
+    return int(text)
+
+
+class VoiceCalls:
+    """Answers the voice webhooks of ``flows`` (by name) with ``runtime``, keeping each waiting
+    call in ``store``. ``events`` receives ``call.ended`` and ``recording.uploaded``;
+    ``observer`` is told of every segment. ``load_version`` compiles a flow version's source
+    (kept in the store) that this process never loaded: after a redeploy, a call started on
+    another replica's older version finishes on it."""
+
+    def __init__(
+        self,
+        flows: Mapping[str, CompiledFlow],
+        runtime: Runtime,
+        store: CallStore,
+        settings: ServeSettings,
+        observer: Observer,
+        events: EventSink,
+        load_version: Callable[[str], CompiledFlow] | None = None,
+    ) -> None:
+        for name in flows:
+            if "/" in name:
+                raise ValueError(f"flow {name!r}: a served flow's name cannot hold '/'")
+        self.flows = dict(flows)
+        self.runtime = runtime
+        self.store = store
+        self.settings = settings
+        self.observer = observer
+        self.events = events
+        self._load_version = load_version or (lambda source: load_flow_text(source))
+        base = settings.public_url
+        self._transfer = f"{base}/twilio/transfer"
+        self._voicemail = f"{base}/twilio/voicemail"
+        self._recording = f"{base}/twilio/recording"
+
+    def links(self, flow: str, seq: int, direction: str = "inbound") -> Links:
+        """The URLs a call's TwiML points Twilio at: the Gather action carries ``seq``, the
+        recording callback the call's direction (what ``recording.uploaded`` tells)."""
+        return Links(
+            gather=f"{self.settings.public_url}/voice/{quote(flow, safe='')}?seq={seq}",
+            transfer=self._transfer,
+            voicemail=self._voicemail,
+            recording=f"{self._recording}?direction={quote(direction, safe='')}",
+        )
+
+    async def keep_flows(self) -> None:
+        """Keep the source of every served flow in the store (other replicas may need it)."""
+        for flow in self.flows.values():
+            await self.store.keep_flow(flow.fingerprint, flow.source)
+
+    # --- the voice webhook ----------------------------------------------------------------
+
+    async def webhook(
+        self, flow_name: str, params: Sequence[tuple[str, str]], seq_text: str | None
+    ) -> Reply:
+        """Answer ``POST /voice/{flow}``: the first webhook of a call (no ``seq``) starts a run;
+        a Gather action (``seq`` = the suspension it answers) resumes it with ``Digits``."""
+        call_id = form_value(params, "CallSid")
+        if call_id is None or not _CALL_ID.fullmatch(call_id):
+            return Reply(400, "a voice webhook needs a CallSid of letters, digits, '_' or '-'")
+        flow = self.flows.get(flow_name)
+        if flow is None:
+            log.warning("unknown flow", extra={"event": "webhook.unknown_flow"})
+            return Reply(404, apology_twiml(self.settings, None))
+        if seq_text is None:
+            return await self._first(flow, call_id, params)
+        if not seq_text.isascii() or not seq_text.isdigit() or len(seq_text) > 9:
+            return Reply(400, "seq must be a whole number")
+        return await self._resume(flow, call_id, int(seq_text), form_value(params, "Digits"))
+
+    async def _first(
+        self, flow: CompiledFlow, call_id: str, params: Sequence[tuple[str, str]]
+    ) -> Reply:
+        """A call's first webhook; a copy of it delivered again gets the first answer."""
+        earlier = await self._record(call_id)
+        if earlier is not None:
+            return Reply(200, earlier.twiml)
+        if not await self.store.claim(call_id, 0):
+            return await self._answer_of(call_id, 0)
+        call = call_context(params)
+        record = CallRecord(
+            seq=0,
+            flow=flow.name,
+            fingerprint=flow.fingerprint,
+            twiml="",
+            call=call,
+            started_at=time.time(),
+        )
+        result = await self._segment(
+            flow, call_id, False, lambda: self.runtime.start(flow, {"call": call})
+        )
+        record = self._next(record, flow, result)
+        if not await self.store.create(call_id, record):
+            return await self._answer_of(call_id, 0)
+        self._waiting_changed(flow.name, False, record.state is not None)
+        return Reply(200, record.twiml)
+
+    async def _resume(
+        self, flow: CompiledFlow, call_id: str, seq: int, digits: str | None
+    ) -> Reply:
+        """A Gather action: resume the waiting run once; a copy gets the same answer."""
+        record = await self._record(call_id)
+        if record is None:
+            log.info("webhook for an unknown call", extra={"event": "webhook.unknown_call"})
+            return Reply(200, apology_twiml(self.settings, self.links(flow.name, 0)))
+        if record.seq > seq:  # delivered again after it was answered
+            return Reply(200, record.twiml)
+        if record.seq < seq or record.state is None:
+            return Reply(409, apology_twiml(self.settings, self.links(record.flow, 0)))
+        if not await self.store.claim(call_id, seq):
+            return await self._answer_of(call_id, seq)
+        state = record.state
+        try:
+            version = await self._version(record.fingerprint, flow)
+            running = self.runtime.resume(version, state, digits or None)
+        except (FlowStateError, FlowDocumentError) as error:
+            log.warning(
+                "a call's state cannot resume: %s",
+                error,
+                extra={"event": "run.unresumable", "flow": flow.name},
+            )
+            result = RunResult("failed", [], [], error=str(error))
+        else:
+            result = await self._segment(version, call_id, True, lambda: running)
+        following = self._next(record, flow, result)
+        if not await self.store.replace(call_id, seq, following):
+            return await self._answer_of(call_id, seq)
+        self._waiting_changed(record.flow, True, following.state is not None)
+        return Reply(200, following.twiml)
+
+    async def _version(self, fingerprint: str, flow: CompiledFlow) -> CompiledFlow:
+        """The flow version a call runs on: ``flow`` itself, one this runtime keeps, or one
+        compiled from the source the store keeps (FlowStateError when none is found)."""
+        if fingerprint == flow.fingerprint:
+            return flow
+        versions = self.runtime.flow_versions
+        if versions is not None and fingerprint in versions:
+            return flow
+        source = await self.store.flow_source(fingerprint)
+        if source is None:
+            raise FlowStateError(f"flow version {fingerprint[:16]} of {flow.name!r} is not kept")
+        version = self._load_version(source)
+        if version.fingerprint != fingerprint or version.name != flow.name:
+            raise FlowStateError(f"the kept source of flow version {fingerprint[:16]} differs")
+        if versions is not None:
+            versions.add(version)
+        return version
+
+    async def _segment(
+        self,
+        flow: CompiledFlow,
+        call_id: str,
+        resumed: bool,
+        run: Callable[[], Awaitable[RunResult]],
+    ) -> RunResult:
+        """Run one segment, observed; a context the runtime refuses is a failed run."""
+        began = time.perf_counter()
+        with self.observer.segment(flow.name, call_id, resumed):
+            try:
+                result = await run()
+            except ValueError as error:  # the first webhook's fields, refused by the runtime
+                result = RunResult("failed", [], [], error=str(error))
+        self.observer.segment_finished(
+            flow, result, time.perf_counter() - began, call_id=call_id, resumed=resumed
+        )
+        return result
+
+    def _next(self, record: CallRecord, flow: CompiledFlow, result: RunResult) -> CallRecord:
+        """The call's record after a segment came to ``result``, with its TwiML."""
+        waiting = result.status == "waiting_for_input" and result.state is not None
+        seq = int(result.state["seq"]) if waiting and result.state else record.seq + 1
+        outcome, target = self._outcome(result)
+        links = self.links(flow.name, seq, str(record.call.get("direction") or "inbound"))
+        try:
+            twiml = twiml_for(result, links, self.settings)
+        except ValueError as error:  # a transfer target Twilio cannot dial
+            log.warning(
+                "the run's answer cannot be TwiML: %s",
+                error,
+                extra={"event": "run.untranslatable", "flow": flow.name},
+            )
+            twiml, outcome = apology_twiml(self.settings, links), "failed"
+        if result.status == "failed":
+            log.warning(
+                "run failed: %s",
+                result.error,
+                extra={"event": "run.failed", "flow": flow.name},
+            )
+        return record.but(
+            seq=seq,
+            state=result.state if waiting else None,
+            twiml=twiml,
+            outcome=outcome,
+            target=target,
+        )
+
+    @staticmethod
+    def _outcome(result: RunResult) -> tuple[str, str | None]:
+        if result.status == "waiting_for_input":
+            return "waiting", None
+        if result.status in ("completed", "failed"):
+            return result.status, None
+        for instruction in reversed(result.instructions):
+            action = instruction.get("action")
+            if action in _ENDINGS:
+                return str(action), instruction.get("target") or instruction.get("mailbox")
+        return result.status, None
+
+    def _waiting_changed(self, flow: str, before: bool, after: bool) -> None:
+        """Tell the observer when a call starts or stops waiting for the caller."""
+        if before != after:
+            self.observer.calls_waiting(flow, 1 if after else -1)
+
+    async def _record(self, call_id: str) -> CallRecord | None:
+        """The call's record; an unreadable one is logged and treated as absent."""
+        try:
+            return await self.store.get(call_id)
+        except ValueError as error:
+            log.error("%s", error, extra={"event": "call.unreadable"})
+            return None
+
+    async def _answer_of(self, call_id: str, seq: int) -> Reply:
+        """The answer another copy of this webhook is giving: wait (bounded) until the record
+        has moved past ``seq``, then answer as it did."""
+        deadline = time.monotonic() + self.settings.duplicate_wait
+        pause = 0.01
+        while time.monotonic() < deadline:
+            record = await self._record(call_id)
+            if record is not None and (record.seq > seq or (seq == 0 and record.twiml)):
+                return Reply(200, record.twiml)
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.25)
+        return Reply(409, apology_twiml(self.settings, None))
+
+    # --- callbacks ----------------------------------------------------------------------------
+
+    async def status(self, params: Sequence[tuple[str, str]]) -> Reply:
+        """A status callback: a call that is over loses its record and becomes ``call.ended``."""
+        call_id = form_value(params, "CallSid")
+        if call_id is None or not _CALL_ID.fullmatch(call_id):
+            return Reply(400, "a status callback needs a CallSid")
+        status = form_value(params, "CallStatus")
+        if status not in FINAL_CALL_STATUSES:
+            return Reply(204, "")
+        try:
+            record = await self.store.delete(call_id)
+        except ValueError as error:
+            log.error("%s", error, extra={"event": "call.unreadable"})
+            record = None
+        if record is not None and record.state is not None:
+            self.observer.calls_waiting(record.flow, -1)
+        await self.events.submit(call_ended(params, record))
+        return Reply(204, "")
+
+    async def transfer_done(self, params: Sequence[tuple[str, str]]) -> Reply:
+        """The action of a Dial or Enqueue: note whether an agent took the call and how long
+        the caller waited in the queue; then the call is over."""
+        call_id = form_value(params, "CallSid")
+        if call_id is not None and _CALL_ID.fullmatch(call_id):
+            answered = form_value(params, "DialCallStatus") == "completed" or (
+                form_value(params, "QueueResult") == "bridged"
+            )
+            waited = _whole_number(form_value(params, "QueueTime"))
+            for _ in range(3):  # compare-and-set against a concurrent callback
+                record = await self._record(call_id)
+                if record is None:
+                    break
+                changed = record.but(answered=answered or record.answered, waiting_time=waited)
+                if await self.store.replace(call_id, record.seq, changed):
+                    break
+        return Reply(200, hangup_twiml())
+
+    async def voicemail_done(self) -> Reply:
+        """The action of a Record (voicemail left): the call is over."""
+        return Reply(200, hangup_twiml())
+
+    async def recording(self, params: Sequence[tuple[str, str]], query: Mapping[str, str]) -> Reply:
+        """A recording status callback: a completed recording becomes ``recording.uploaded``."""
+        recording_id = form_value(params, "RecordingSid")
+        if recording_id is None or not _CALL_ID.fullmatch(recording_id):
+            return Reply(400, "a recording callback needs a RecordingSid")
+        if form_value(params, "RecordingStatus") not in (None, "completed"):
+            return Reply(204, "")
+        await self.events.submit(recording_uploaded(params, query))
+        return Reply(204, "")
+
+
+def call_ended(params: Sequence[tuple[str, str]], record: CallRecord | None) -> dict[str, Any]:
+    """The ``call.ended`` event of a status callback (and the call's record, when kept):
+    ``call_id``, the numbers, ``direction``, ``name`` (caller name), ``status`` (CallStatus),
+    ``duration`` (seconds), ``answered`` (an agent took the call), ``waiting_time`` (seconds
+    in the queue), ``flow`` and ``ended_by`` (waiting, completed, transfer, voicemail, hangup,
+    failed) with ``target``. The id is ``call.ended:<CallSid>``: a callback delivered twice is
+    one event."""
+    call = dict(record.call) if record is not None else call_context(params)
+    call_id = form_value(params, "CallSid")
+    properties: dict[str, Any] = {
+        "call_id": call_id,
+        "external_number": call.get("external_number"),
+        "internal_number": call.get("internal_number"),
+        "direction": call.get("direction"),
+        "name": call.get("caller_name"),
+        "status": form_value(params, "CallStatus"),
+        "duration": _whole_number(form_value(params, "CallDuration")),
+        "answered": record.answered if record is not None else False,
+        "waiting_time": record.waiting_time if record is not None else 0,
+        "flow": record.flow if record is not None else None,
+        "ended_by": record.outcome if record is not None else None,
+        "target": record.target if record is not None else None,
+    }
+    return {"id": f"call.ended:{call_id}", "type": "call.ended", "properties": properties}
+
+
+def recording_uploaded(
+    params: Sequence[tuple[str, str]], query: Mapping[str, str]
+) -> dict[str, Any]:
+    """The ``recording.uploaded`` event of a recording callback: ``call_id``,
+    ``recording_id``, ``recording_url``, ``duration`` (seconds), ``mailbox`` and
+    ``direction`` (from the callback URL the voicemail's TwiML gave)."""
+    recording_id = form_value(params, "RecordingSid")
+    properties = {
+        "call_id": form_value(params, "CallSid"),
+        "recording_id": recording_id,
+        "recording_url": form_value(params, "RecordingUrl"),
+        "duration": _whole_number(form_value(params, "RecordingDuration")),
+        "mailbox": query.get("mailbox", "")[:MAX_FIELD] or None,
+        "direction": "outbound" if query.get("direction") == "outbound" else "inbound",
+    }
+    return {
+        "id": f"recording.uploaded:{recording_id}",
+        "type": "recording.uploaded",
+        "properties": properties,
+    }
