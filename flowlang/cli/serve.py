@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from flowlang.automations.workflow import check_unique_names, is_workflow_document, load_workflow
-from flowlang.cli.inputs import EXIT_BAD_INPUT, EXIT_OK, UsageError
+from flowlang.cli.inputs import EXIT_BAD_INPUT, EXIT_OK, UsageError, read_context
 from flowlang.cli.terminal import printable
 from flowlang.cli.trust import trusted_authorities
 from flowlang.flow.load import load_flow
@@ -111,6 +111,12 @@ def add_serve_command(commands: Any) -> None:
         default=12.0,
         metavar="SECONDS",
         help="deadline of one webhook's run segment (12; under Twilio's 15)",
+    )
+    serve.add_argument(
+        "--context",
+        metavar="FILE",
+        help="JSON object every call's context starts from (call.office, say); the webhook's "
+        "call fields are laid over its call",
     )
     serve.add_argument("--responses", metavar="FILE", help="recorded HTTP responses: offline")
     serve.add_argument(
@@ -286,6 +292,7 @@ def _serve(arguments: argparse.Namespace, stdout: TextIO, stdin: TextIO) -> int:
         allow_hosts=arguments.allow_host,
         journal=Path(arguments.journal) if arguments.journal else None,
         dead_letters=Path(arguments.dead_letter) if arguments.dead_letter else None,
+        context=read_context(arguments.context, stdin) if arguments.context else None,
     )
     sock = _listening_socket(arguments.host, arguments.port)
     host, port = sock.getsockname()[:2]

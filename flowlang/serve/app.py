@@ -17,8 +17,9 @@ import contextlib
 import logging
 import secrets as random_secrets
 import ssl
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -131,11 +132,15 @@ def build_server(
     journal: Path | None = None,
     dead_letters: Path | None = None,
     delivery: DeliverySettings | None = None,
+    context: Mapping[str, Any] | None = None,
+    clock: Callable[[], datetime] | None = None,
 ) -> Server:
     """A server for ``flows`` and ``workflows``. ``store``: where waiting calls live (this
     process when None). ``journal``: the file events are recorded in before they are
     answered (None: in memory only, so an accepted event dies with the process — for tests
-    and experiments). ``http``: a sender replacing the network (recorded responses)."""
+    and experiments). ``http``: a sender replacing the network (recorded responses).
+    ``context``: what every call's context starts from. ``clock``: the time steps read
+    (business_hours; now by default)."""
     provider: SecretsProvider = secrets or EnvironmentSecrets()
     state_keys = settings.state_keys
     if not state_keys:
@@ -160,6 +165,7 @@ def build_server(
         secrets=provider,
         http=observer.sender(sender),
         flow_versions=FlowVersions(),
+        clock=clock,
     )
     store = store or MemoryCallStore(ttl=settings.call_ttl)
     book = Journal(journal, sync=True) if journal is not None else None
@@ -176,7 +182,7 @@ def build_server(
     )
     intake = EventIntake(automations, settings, provider, observer)
     served = {flow.name: flow for flow in flows}
-    voice = VoiceCalls(served, runtime, store, settings, observer, intake)
+    voice = VoiceCalls(served, runtime, store, settings, observer, intake, context=context)
     return Server(
         settings, runtime, store, automations, voice, intake, observer, provider, book, own_sender
     )

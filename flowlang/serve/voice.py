@@ -112,7 +112,8 @@ class VoiceCalls:
     call in ``store``. ``events`` receives ``call.ended`` and ``recording.uploaded``;
     ``observer`` is told of every segment. ``load_version`` compiles a flow version's source
     (kept in the store) that this process never loaded: after a redeploy, a call started on
-    another replica's older version finishes on it."""
+    another replica's older version finishes on it. ``context``: the context every run starts
+    from (the webhook's call fields laid over its ``call``)."""
 
     def __init__(
         self,
@@ -123,6 +124,7 @@ class VoiceCalls:
         observer: Observer,
         events: EventSink,
         load_version: Callable[[str], CompiledFlow] | None = None,
+        context: Mapping[str, Any] | None = None,
     ) -> None:
         for name in flows:
             if "/" in name:
@@ -134,6 +136,9 @@ class VoiceCalls:
         self.observer = observer
         self.events = events
         self._load_version = load_version or (lambda source: load_flow_text(source))
+        #: What every call's context starts from (``call.office``, say); the webhook's call
+        #: fields are laid over its ``call``.
+        self.context = dict(context or {})
         base = settings.public_url
         self._transfer = f"{base}/twilio/transfer"
         self._voicemail = f"{base}/twilio/voicemail"
@@ -192,8 +197,12 @@ class VoiceCalls:
             call=call,
             started_at=time.time(),
         )
+        context = dict(self.context)
+        given = {name: value for name, value in call.items() if value is not None}
+        base_call = context.get("call")
+        context["call"] = {**base_call, **given} if isinstance(base_call, Mapping) else given
         result = await self._segment(
-            flow, call_id, False, lambda: self.runtime.start(flow, {"call": call})
+            flow, call_id, False, lambda: self.runtime.start(flow, context)
         )
         record = self._next(record, flow, result)
         if not await self.store.create(call_id, record):
