@@ -1,0 +1,551 @@
+"""flowlang serve in this process (httpx.ASGITransport): the example flows driven to their end by
+a simulated Twilio, duplicates, callbacks into automations, signatures, and hostile requests."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Any
+from xml.etree import ElementTree
+
+import pytest
+from flowlang.serve.signatures import standard_webhook_signature
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
+
+from flowlang import load_flow_text
+from flowlang.serve.calls import MemoryCallStore
+from tests.serve_support import (
+    EVENT_SECRET,
+    EVENT_TOKEN,
+    PUBLIC_URL,
+    TWILIO_TOKEN,
+    example_workflows,
+    recorded,
+    serving,
+    settings,
+)
+from tests.twilio_sim import SimulatedTwilio, said_text
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+def run(coroutine: Any) -> Any:
+    return asyncio.run(coroutine)
+
+
+def requests_to(http: Any, fragment: str) -> int:
+    return sum(1 for request in http.requests if fragment in request.url)
+
+
+# --- the example flows, end to end -----------------------------------------------------------
+
+
+def test_account_verification_runs_to_its_end() -> None:
+    async def main() -> None:
+        async with serving() as served:
+            call = await served.twilio.call("account-verification", ["12345678#"])
+            assert call.gathers[0]["numDigits"] == "8"
+            assert call.gathers[0]["finishOnKey"] == "#"
+            assert call.gathers[0]["timeout"] == "5"
+            assert "Please enter your eight digit account number" in said_text(call)
+            assert "Your balance is 42.5 dollars" in said_text(call)
+            assert call.ended_by == "Hangup"
+            assert set(call.statuses) <= {200, 204}, call.statuses
+            assert requests_to(served.http, "/verify") == 1
+            assert await served.server.store.get(call.sid) is None  # the status callback
+
+    run(main())
+
+
+def test_invalid_digits_go_to_the_billing_queue() -> None:
+    async def main() -> None:
+        async with serving() as served:
+            call = await served.twilio.call("account-verification", ["12ab#"])
+            assert "That is not a valid account number." in said_text(call)
+            assert (call.ended_by, call.target) == ("Enqueue", "billing")
+
+    run(main())
+
+
+def test_no_input_takes_the_no_input_edge() -> None:
+    async def main() -> None:
+        async with serving() as served:
+            call = await served.twilio.call("account-verification", [None])
+            assert (call.ended_by, call.target) == ("Enqueue", "billing")
+
+    run(main())
+
+
+def test_support_menu_retries_then_the_ticket_status() -> None:
+    async def main() -> None:
+        async with serving() as served:
+            call = await served.twilio.call("support-menu", ["7", "*", "3", "0"])
+            text = said_text(call)
+            assert "Sorry, that is not one of the options." in text
+            assert len(call.gathers) == 4
+            assert all(gather["numDigits"] == "1" for gather in call.gathers)
+            assert (call.ended_by, call.target) == ("Enqueue", "operator")
+
+    run(main())
+
+
+def test_support_menu_plays_the_tech_menu() -> None:
+    async def main() -> None:
+        async with serving() as served:
+            call = await served.twilio.call("support-menu", ["2", "1"])
+            assert call.played == ["https://media.example.com/acme/tech-menu.mp3"]
+            assert (call.ended_by, call.target) == ("Enqueue", "internet")
+
+    run(main())
+
+
+def test_vip_routing_transfers_by_the_crm() -> None:
+    async def main() -> None:
+        async with serving() as served:
+            call = await served.twilio.call("vip-routing", [], caller="+14155550100")
+            assert call.ended_by == "Enqueue"
+            assert call.target in ("vip", "main")
+
+    run(main())
+
+
+def test_after_hours_records_a_voicemail_that_becomes_an_event(tmp_path: Path) -> None:
+    async def main() -> None:
+        journal = tmp_path / "journal.jsonl"
+        async with serving(workflows=example_workflows(), journal=journal) as served:
+            call = await served.twilio.call("after-hours", [])
+            assert "Our office is closed." in said_text(call)
+            assert call.ended_by == "Record"
+            assert call.target == "brno-after-hours"
+        events = [json.loads(line) for line in journal.read_text().splitlines()]
+        kinds = {e["event"]["type"] for e in events if e.get("kind") == "event"}
+        assert kinds == {"recording.uploaded", "call.ended"}
+        uploaded = next(
+            e["event"]
+            for e in events
+            if e.get("kind") == "event" and e["event"]["type"] == "recording.uploaded"
+        )
+        assert uploaded["properties"]["mailbox"] == "brno-after-hours"
+        assert uploaded["properties"]["duration"] == 31
+        assert uploaded["properties"]["direction"] == "inbound"
+        assert uploaded["properties"]["call_id"] == call.sid
+
+    run(main())
+
+
+# --- duplicates and concurrency ------------------------------------------------------------
+
+
+def test_every_webhook_sent_twice_gets_the_same_answer_and_runs_once() -> None:
+    async def main() -> None:
+        async with serving() as served:
+            call = await served.twilio.call("account-verification", ["12345678#"], twice=True)
+            assert call.differing_duplicates == []
+            assert "Your balance is 42.5 dollars" in said_text(call)
+            assert requests_to(served.http, "/verify") == 1
+
+    run(main())
+
+
+def test_concurrent_copies_of_a_gather_action_advance_the_run_once() -> None:
+    async def main() -> None:
+        async with serving() as served:
+            twilio = served.twilio
+            sid = "CA" + "1" * 32
+            first = await twilio.post(
+                f"{PUBLIC_URL}/voice/account-verification", twilio.fields(_call(sid))
+            )
+            action = ElementTree.fromstring(first.content).find("Gather").get("action")  # type: ignore[union-attr]
+            params = twilio.fields(_call(sid), Digits="12345678")
+            answers = await asyncio.gather(*(twilio.post(action, params) for _ in range(8)))
+            assert {answer.status_code for answer in answers} == {200}
+            assert len({answer.text for answer in answers}) == 1
+            assert requests_to(served.http, "/verify") == 1
+
+    run(main())
+
+
+def _call(sid: str) -> Any:
+    from tests.twilio_sim import Call
+
+    return Call(sid)
+
+
+# --- callbacks into automations ------------------------------------------------------------
+
+
+def test_a_missed_call_runs_the_missed_call_workflow(tmp_path: Path) -> None:
+    async def main() -> None:
+        journal = tmp_path / "journal.jsonl"
+        async with serving(workflows=example_workflows(), journal=journal) as served:
+            call = await served.twilio.call("account-verification", [None], agent_answers=False)
+            await asyncio.wait_for(_settled(served.server), 10)
+            assert requests_to(served.http, "sms.example.com") == 1
+            ended = [e for e in _events(journal) if e["type"] == "call.ended"]
+            assert len(ended) == 1
+            properties = ended[0]["properties"]
+            assert properties["call_id"] == call.sid
+            assert properties["answered"] is False
+            assert properties["direction"] == "inbound"
+            assert properties["external_number"] == "+14155550123"
+            assert properties["ended_by"] == "transfer"
+            assert properties["target"] == "queue:billing"
+            assert properties["duration"] == 42
+
+    run(main())
+
+
+def test_an_answered_call_carries_its_queue_time(tmp_path: Path) -> None:
+    async def main() -> None:
+        journal = tmp_path / "journal.jsonl"
+        async with serving(workflows=example_workflows(), journal=journal) as served:
+            await served.twilio.call("account-verification", [None], agent_answers=True)
+            await asyncio.wait_for(_settled(served.server), 10)
+            (ended,) = [e for e in _events(journal) if e["type"] == "call.ended"]
+            assert ended["properties"]["answered"] is True
+            assert ended["properties"]["waiting_time"] == 7
+            assert requests_to(served.http, "sms.example.com") == 0  # not a missed call
+
+    run(main())
+
+
+def test_a_status_callback_delivered_twice_is_one_event(tmp_path: Path) -> None:
+    async def main() -> None:
+        journal = tmp_path / "journal.jsonl"
+        async with serving(workflows=example_workflows(), journal=journal) as served:
+            call = await served.twilio.call("account-verification", [None], agent_answers=False)
+            await served.twilio.status(call, "completed", duration="42")
+            await asyncio.wait_for(_settled(served.server), 10)
+            assert len([e for e in _events(journal) if e["type"] == "call.ended"]) == 1
+            assert requests_to(served.http, "sms.example.com") == 1
+
+    run(main())
+
+
+async def _settled(server: Any) -> None:
+    while server.intake._tasks:
+        await asyncio.sleep(0.01)
+
+
+def _events(journal: Path) -> list[dict[str, Any]]:
+    records = [json.loads(line) for line in journal.read_text().splitlines()]
+    return [record["event"] for record in records if record.get("kind") == "event"]
+
+
+# --- signatures ------------------------------------------------------------------------------
+
+
+def test_unsigned_forged_and_tampered_webhooks_are_refused() -> None:
+    async def main() -> None:
+        async with serving() as served:
+            twilio, client = served.twilio, served.client
+            url = f"{PUBLIC_URL}/voice/account-verification"
+            fields = twilio.fields(_call("CA" + "2" * 32))
+            forged = SimulatedTwilio(client, PUBLIC_URL, "not-the-token")
+            assert (await forged.post(url, fields)).status_code == 403
+            other_host = SimulatedTwilio(client, "https://attacker.example.net", TWILIO_TOKEN)
+            assert (
+                await other_host.post(
+                    url.replace(PUBLIC_URL, "https://attacker.example.net"), fields
+                )
+            ).status_code == 403
+            unsigned = await client.post("/voice/account-verification", data=dict(fields))
+            assert unsigned.status_code == 403
+            ok = await twilio.post(url, fields)
+            assert ok.status_code == 200
+            # the digits changed after signing: the signature no longer matches
+            action = ElementTree.fromstring(ok.content).find("Gather").get("action")  # type: ignore[union-attr]
+            signed = twilio.fields(_call("CA" + "2" * 32), Digits="11111111")
+            from tests.twilio_sim import twilio_signature
+
+            signature = twilio_signature(TWILIO_TOKEN, action, signed)
+            tampered = dict(signed) | {"Digits": "22222222"}
+            path = action.replace(PUBLIC_URL, "")
+            answer = await client.post(
+                path, data=tampered, headers={"X-Twilio-Signature": signature}
+            )
+            assert answer.status_code == 403
+            # the seq in the signed URL cannot be changed either
+            answer = await client.post(
+                path.replace("seq=1", "seq=2"),
+                data=dict(signed),
+                headers={"X-Twilio-Signature": signature},
+            )
+            assert answer.status_code == 403
+            metrics = await client.get("/metrics")
+            assert metrics.status_code == 200
+
+    run(main())
+
+
+def test_a_rotated_token_still_verifies() -> None:
+    async def main() -> None:
+        secrets = {"twilio_new": "new-token-000000", "twilio_token": TWILIO_TOKEN}
+        async with serving(
+            settings=settings(twilio_keys=("twilio_new", "twilio_token")), secrets=secrets | _rest()
+        ) as served:
+            old = await served.twilio.post(
+                f"{PUBLIC_URL}/voice/vip-routing", served.twilio.fields(_call("CA" + "3" * 32))
+            )
+            assert old.status_code == 200
+            new = SimulatedTwilio(served.client, PUBLIC_URL, "new-token-000000")
+            fresh = await new.post(
+                f"{PUBLIC_URL}/voice/vip-routing", new.fields(_call("CA" + "4" * 32))
+            )
+            assert fresh.status_code == 200
+
+    run(main())
+
+
+def _rest() -> dict[str, str]:
+    from tests.serve_support import SECRETS
+
+    return {k: v for k, v in SECRETS.items() if k != "twilio_token"}
+
+
+# --- hostile requests --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status"),
+    [
+        ("/voice/account-verification", b"From=%2B1", 400),  # no CallSid
+        ("/voice/account-verification", b"CallSid=CA%0Abad", 400),
+        ("/voice/account-verification?seq=abc", b"CallSid=CA1", 400),
+        ("/voice/account-verification?seq=99999999999", b"CallSid=CA1", 400),
+        ("/voice/no-such-flow", b"CallSid=CA1", 404),
+        ("/voice/account-verification", b"CallSid=CA1&x=\xff\xfe", 400),  # not UTF-8
+        ("/voice/account-verification", b"a=" + b"x" * 70_000, 413),
+        ("/voice/account-verification", b"&".join(b"f%d=1" % i for i in range(500)), 400),
+    ],
+)
+def test_malformed_webhooks_get_a_clear_4xx(path: str, body: bytes, status: int) -> None:
+    async def main() -> None:
+        async with serving(settings=settings(signatures=False)) as served:
+            answer = await served.client.post(
+                path, content=body, headers={"Content-Type": "application/x-www-form-urlencoded"}
+            )
+            assert answer.status_code == status, answer.text
+            assert "Traceback" not in answer.text
+
+    run(main())
+
+
+def test_a_gather_action_for_an_unknown_call_gets_the_apology() -> None:
+    async def main() -> None:
+        async with serving() as served:
+            twilio = served.twilio
+            answer = await twilio.post(
+                f"{PUBLIC_URL}/voice/account-verification?seq=1",
+                twilio.fields(_call("CA" + "5" * 32), Digits="1"),
+            )
+            assert answer.status_code == 200
+            document = ElementTree.fromstring(answer.content)
+            assert document.find("Say").text == settings().apology  # type: ignore[union-attr]
+            assert document.find("Enqueue").text == "operator"  # type: ignore[union-attr]
+
+    run(main())
+
+
+@hypothesis_settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    st.lists(
+        st.one_of(st.none(), st.text(alphabet="0123456789*#", max_size=300), st.text(max_size=40)),
+        max_size=6,
+    )
+)
+def test_random_digits_never_give_a_server_error(digits: list[str | None]) -> None:
+    async def main() -> None:
+        async with serving() as served:
+            for flow in ("account-verification", "support-menu"):
+                call = await served.twilio.call(flow, digits, status_callback=True)
+                assert all(status < 500 for status in call.statuses), call.statuses
+
+    run(main())
+
+
+def test_hostile_contact_data_cannot_inject_markup() -> None:
+    text = 'flow: inject\nstart: hello\nsteps:\n  hello: {type: say, text: "<<call.caller_name>>", next: ask}\n  ask: {type: collect_input, prompt: "<<call.caller_name>>", next: bye}\n  bye: {type: hangup}\n'
+    flow = load_flow_text(text)
+
+    async def main() -> None:
+        async with serving([flow]) as served:
+            twilio = served.twilio
+            hostile = "</Say><Dial><Number>+19005550000</Number></Dial><Say>]]>&amp;\x07"
+            answer = await twilio.post(
+                f"{PUBLIC_URL}/voice/inject",
+                twilio.fields(_call("CA" + "6" * 32), CallerName=hostile),
+            )
+            document = ElementTree.fromstring(answer.content)
+            assert [child.tag for child in document] == ["Say", "Gather"]
+            assert document.find("Dial") is None and document.find(".//Dial") is None
+            assert "</Say><Dial>" in document.find("Say").text  # type: ignore[operator, union-attr]
+
+    run(main())
+
+
+# --- flow versions -----------------------------------------------------------------------------
+
+
+def test_a_call_finishes_on_the_version_it_started_on_after_a_redeploy() -> None:
+    old = "flow: versions\nstart: ask\nsteps:\n  ask: {type: collect_input, prompt: Enter a digit., max_digits: 1, next: done}\n  done: {type: say, text: Old version., next: bye}\n  bye: {type: hangup}\n"
+    new = old.replace("Old version.", "New version.")
+
+    async def main() -> None:
+        shared = settings(state_keys=("state_key",))
+        store = MemoryCallStore()
+        async with serving([load_flow_text(old)], store=store, settings=shared) as served:
+            twilio = served.twilio
+            first = await twilio.post(
+                f"{PUBLIC_URL}/voice/versions", twilio.fields(_call("CA" + "8" * 32))
+            )
+            action = ElementTree.fromstring(first.content).find("Gather").get("action")  # type: ignore[union-attr]
+        async with serving([load_flow_text(new)], store=store, settings=shared) as served:
+            twilio = served.twilio
+            answer = await twilio.post(action, twilio.fields(_call("CA" + "8" * 32), Digits="1"))
+            assert ElementTree.fromstring(answer.content).find("Say").text == "Old version."  # type: ignore[union-attr]
+            fresh = await twilio.call("versions", ["1"])
+            assert "New version." in said_text(fresh)
+
+    run(main())
+
+
+# --- events ------------------------------------------------------------------------------------
+
+
+def _event(event_id: str = "evt-1") -> bytes:
+    return json.dumps(
+        {"id": event_id, "type": "contact.updated", "properties": {"name": "Ann", "tags": ["Vip"]}}
+    ).encode()
+
+
+def test_events_need_a_token_or_a_signature(tmp_path: Path) -> None:
+    async def main() -> None:
+        journal = tmp_path / "journal.jsonl"
+        async with serving(workflows=example_workflows(), journal=journal) as served:
+            client = served.client
+            assert (await client.post("/events", content=_event())).status_code == 401
+            wrong = await client.post(
+                "/events", content=_event(), headers={"Authorization": "Bearer nope"}
+            )
+            assert wrong.status_code == 401
+            ok = await client.post(
+                "/events", content=_event(), headers={"Authorization": f"Bearer {EVENT_TOKEN}"}
+            )
+            assert ok.status_code == 202, ok.text
+            # recorded before the answer: the journal has it now
+            assert [e["id"] for e in _events(journal)] == ["evt-1"]
+            again = await client.post(
+                "/events", content=_event(), headers={"Authorization": f"Bearer {EVENT_TOKEN}"}
+            )
+            assert (again.status_code, again.json()) == (200, {"result": "duplicate"})
+            body = _event("evt-2")
+            stamp = int(time.time())
+            signature = standard_webhook_signature(EVENT_SECRET, "msg-2", stamp, body)
+            headers = {
+                "webhook-id": "msg-2",
+                "webhook-timestamp": str(stamp),
+                "webhook-signature": signature,
+            }
+            assert (await client.post("/events", content=body, headers=headers)).status_code == 202
+            stale = {**headers, "webhook-timestamp": str(stamp - 3600)}
+            assert (await client.post("/events", content=body, headers=stale)).status_code == 401
+            tampered = await client.post("/events", content=body + b" ", headers=headers)
+            assert tampered.status_code == 401
+            assert EVENT_TOKEN not in tampered.text and EVENT_SECRET not in tampered.text
+
+    run(main())
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        (b"not json", 400),
+        (b"[1, 2]", 400),
+        (b'{"type": "contact.updated"}', 400),  # no id
+        (b'{"id": "x"}', 400),  # no type
+        (b'{"id": "deep", "type": "t", "properties": ' + b"[" * 5000 + b"]" * 5000 + b"}", 400),
+        (b'{"id": "big", "type": "t", "p": "' + b"x" * 300_000 + b'"}', 413),
+        (b"\xff\xfe{}", 400),
+    ],
+)
+def test_hostile_events_are_refused_with_a_reason(body: bytes, status: int) -> None:
+    async def main() -> None:
+        async with serving(workflows=example_workflows()) as served:
+            answer = await served.client.post(
+                "/events", content=body, headers={"Authorization": f"Bearer {EVENT_TOKEN}"}
+            )
+            assert answer.status_code == status, answer.text
+            assert "error" in answer.json()
+
+    run(main())
+
+
+def test_events_are_not_taken_without_credentials_configured() -> None:
+    async def main() -> None:
+        async with serving(settings=settings(event_tokens=(), event_secrets=())) as served:
+            answer = await served.client.post("/events", content=_event())
+            assert answer.status_code == 404
+
+    run(main())
+
+
+def test_an_accepted_event_survives_the_process(tmp_path: Path) -> None:
+    """An event answered 202 and not yet delivered is delivered by the next process."""
+    journal = tmp_path / "journal.jsonl"
+    slow = recorded()
+    for key, response in list(slow.responses.items()):
+        slow.responses[key] = dataclasses.replace(response, delay=30.0)
+
+    async def first() -> None:
+        async with serving(
+            workflows=example_workflows(),
+            journal=journal,
+            http=slow,
+            settings=settings(drain_timeout=0.2),
+        ) as served:
+            ok = await served.client.post(
+                "/events",
+                content=_missed("evt-survives"),
+                headers={"Authorization": f"Bearer {EVENT_TOKEN}"},
+            )
+            assert ok.status_code == 202
+
+    async def second() -> None:
+        async with serving(workflows=example_workflows(), journal=journal) as served:
+            await asyncio.sleep(0)
+            await asyncio.wait_for(_settled(served.server), 10)
+            assert requests_to(served.http, "sms.example.com") == 1
+
+    run(first())
+    run(second())
+
+
+def _missed(event_id: str) -> bytes:
+    return json.dumps(
+        {
+            "id": event_id,
+            "type": "call.ended",
+            "properties": {
+                "answered": False,
+                "direction": "inbound",
+                "external_number": "+14155550123",
+                "name": "Ann",
+                "waiting_time": 3,
+            },
+        }
+    ).encode()
+
+
+def test_healthz() -> None:
+    async def main() -> None:
+        async with serving() as served:
+            answer = await served.client.get("/healthz")
+            assert (answer.status_code, answer.json()) == (200, {"status": "ok"})
+
+    run(main())
