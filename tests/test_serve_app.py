@@ -370,7 +370,7 @@ def test_random_digits_never_give_a_server_error(digits: list[str | None]) -> No
 
 
 def test_hostile_contact_data_cannot_inject_markup() -> None:
-    text = 'flow: inject\nstart: hello\nsteps:\n  hello: {type: say, text: "<<call.caller_name>>", next: ask}\n  ask: {type: collect_input, prompt: "<<call.caller_name>>", next: bye}\n  bye: {type: hangup}\n'
+    text = 'flow: inject\nstart: hello\nsteps:\n  hello: {type: say, text: "<<call.caller_name>>", next: ask}\n  ask: {type: collect_input, prompt: "<<call.caller_name>>", next: bye, on_no_input: bye}\n  bye: {type: hangup}\n'
     flow = load_flow_text(text)
 
     async def main() -> None:
@@ -393,7 +393,7 @@ def test_hostile_contact_data_cannot_inject_markup() -> None:
 
 
 def test_a_call_finishes_on_the_version_it_started_on_after_a_redeploy() -> None:
-    old = "flow: versions\nstart: ask\nsteps:\n  ask: {type: collect_input, prompt: Enter a digit., max_digits: 1, next: done}\n  done: {type: say, text: Old version., next: bye}\n  bye: {type: hangup}\n"
+    old = "flow: versions\nstart: ask\nsteps:\n  ask: {type: collect_input, prompt: Enter a digit., max_digits: 1, next: done, on_no_input: done}\n  done: {type: say, text: Old version., next: bye}\n  bye: {type: hangup}\n"
     new = old.replace("Old version.", "New version.")
 
     async def main() -> None:
