@@ -1,0 +1,426 @@
+"""Call store in Redis: several `flowlang serve` replicas share the waiting calls.
+
+Keys (all under ``prefix``, ``fl:`` by default):
+
+==============================  ===========================================  ==============
+key                             value                                        time to live
+==============================  ===========================================  ==============
+``{prefix}call:{call_id}``      the call's record (JSON, :class:`CallRecord`)  ``ttl``
+``{prefix}claim:{call_id}:{n}`` ``1``: webhook ``n`` of the call was claimed  ``ttl``
+``{prefix}flow:{fingerprint}``  a flow version's source text                 ``flow_ttl``
+``{prefix}waiting``             sorted set: waiting call ids by expiry (ms)  longest member
+==============================  ===========================================  ==============
+
+Every write that touches two keys is one Lua script (registered, run by EVALSHA), so a record
+and its place in ``waiting`` never disagree, and :meth:`RedisCallStore.replace` is a true
+compare-and-set on ``seq``. Expiry times come from the Redis server's clock, never a replica's.
+
+Requirements and limits: Redis 6.2 or later (GETDEL) on a single primary (or Sentinel); Redis
+Cluster is not supported (the scripts touch a call's key and the shared ``waiting`` set).
+**Production Redis must persist** (``appendonly yes`` with ``appendfsync everysec``): a Redis
+that restarts without its data forgets every waiting call, and those callers hear the apology.
+The Redis the tests start keeps nothing on disk; that is fine for tests only.
+
+Call ids and fingerprints become parts of keys, so they are checked first (1 to 128 characters
+of ``A-Z a-z 0-9 _ . : -``; ValueError otherwise). Failures to reach Redis raise
+:class:`CallStoreError`, whose message names the server with any password masked.
+"""
+
+from __future__ import annotations
+
+__all__ = ["CallStoreError", "RedisCallStore", "check_key_part", "mask_url"]
+
+import string
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+from urllib.parse import unquote
+
+import orjson
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import RedisError, ResponseError
+
+from flowlang.serve.calls import CallRecord
+
+#: Characters allowed in a call id or a fingerprint (they become parts of Redis keys).
+KEY_PART_CHARS = frozenset(string.ascii_letters + string.digits + "_.:-")
+KEY_PART_MAX = 128
+#: The largest ``seq``: Lua compares numbers as doubles.
+SEQ_MAX = 2**53
+
+#: Defaults of :meth:`RedisCallStore.from_url`: seconds to connect and to wait for an answer,
+#: and one quick retry on a new connection (a restarted server or a dropped pooled connection).
+CONNECT_TIMEOUT = 2.0
+SOCKET_TIMEOUT = 2.0
+RETRIES = 1
+
+#: The longest error text from Redis repeated in a CallStoreError.
+MESSAGE_MAX = 300
+
+
+class CallStoreError(RuntimeError):
+    """The call store could not be reached or answered with an error (the message never holds
+    a password; the Redis exception is the ``__cause__``)."""
+
+
+def check_key_part(what: str, value: object) -> str:
+    """``value`` when it may be part of a key (1 to 128 of ``A-Z a-z 0-9 _ . : -``), else
+    ValueError naming ``what``."""
+    if (
+        isinstance(value, str)
+        and 0 < len(value) <= KEY_PART_MAX
+        and KEY_PART_CHARS.issuperset(value)
+    ):
+        return value
+    if isinstance(value, str):
+        shown = repr(value[:40]) + ("..." if len(value) > 40 else "")
+        got = f"{shown} ({len(value)} characters)"
+    else:
+        got = f"a {type(value).__name__}"
+    raise ValueError(
+        f"{what} must be 1 to {KEY_PART_MAX} characters of A-Z a-z 0-9 _ . : - (got {got})"
+    )
+
+
+def _check_seq(what: str, value: object) -> int:
+    if type(value) is not int or not 0 <= value <= SEQ_MAX:
+        raise ValueError(f"{what} must be an integer from 0 to 2**53 (got {value!r:.40})")
+    return value
+
+
+def mask_url(url: str) -> str:
+    """``url`` with its password (user info and any ``password=`` query value) as ``***``."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return "<not a URL>"
+    ends = [i for i in (rest.find("/"), rest.find("?"), rest.find("#")) if i >= 0]
+    end = min(ends, default=len(rest))
+    netloc, tail = rest[:end], rest[end:]
+    userinfo, at, host = netloc.rpartition("@")
+    if at:
+        user, colon, _ = userinfo.partition(":")
+        netloc = f"{user}:***@{host}" if colon else f"***@{host}"
+    path, question, query = tail.partition("?")
+    if question:
+        query, hash_mark, fragment = query.partition("#")
+        fields = [
+            "password=***" if field.lower().startswith("password=") else field
+            for field in query.split("&")
+        ]
+        tail = f"{path}?{'&'.join(fields)}{hash_mark}{fragment}"
+    return f"{scheme}://{netloc}{tail}"
+
+
+# The waiting set: drop members whose time is past (by the server's clock), then add or remove
+# the call. A member's score is when its record expires, in milliseconds; the set lives as long
+# as its longest member.
+_WAITING = """
+local function waiting_set(set, call_id, waits, ttl)
+  local time = redis.call('TIME')
+  local now = time[1] * 1000 + math.floor(time[2] / 1000)
+  redis.call('ZREMRANGEBYSCORE', set, '-inf', now)
+  if waits == '1' then
+    redis.call('ZADD', set, now + ttl, call_id)
+    if redis.call('PTTL', set) < ttl then redis.call('PEXPIRE', set, ttl) end
+  else
+    redis.call('ZREM', set, call_id)
+  end
+end
+"""
+
+# KEYS: record, waiting set. ARGV: record JSON, ttl ms, "1" when it waits, call id.
+_CREATE = (
+    _WAITING
+    + """
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 0 end
+waiting_set(KEYS[2], ARGV[4], ARGV[3], tonumber(ARGV[2]))
+return 1
+"""
+)
+
+# KEYS: record, waiting set. ARGV: expected seq, record JSON, ttl ms, "1" when it waits, call id.
+# Returns 1 (stored), 0 (no record, or another seq) or -1 (the stored record is unreadable).
+# The stored JSON starts with "seq" when this module wrote it; anything else is decoded.
+_REPLACE = (
+    _WAITING
+    + """
+local current = redis.call('GET', KEYS[1])
+if not current then return 0 end
+local seq = string.match(current, '^{"seq":(%d+),')
+if seq then
+  seq = tonumber(seq)
+else
+  local ok, value = pcall(cjson.decode, current)
+  if not ok or type(value) ~= 'table' or type(value['seq']) ~= 'number' then return -1 end
+  seq = value['seq']
+end
+if seq ~= tonumber(ARGV[1]) then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+waiting_set(KEYS[2], ARGV[5], ARGV[4], tonumber(ARGV[3]))
+return 1
+"""
+)
+
+# KEYS: record, waiting set. ARGV: call id. Returns the record removed, or nil.
+_DELETE = """
+local record = redis.call('GETDEL', KEYS[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+return record
+"""
+
+# KEYS: waiting set. Returns how many members have not expired.
+_COUNT = """
+local time = redis.call('TIME')
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', time[1] * 1000 + math.floor(time[2] / 1000))
+return redis.call('ZCARD', KEYS[1])
+"""
+
+_STORE_OPTIONS = ("prefix", "ttl", "flow_ttl")
+
+
+class RedisCallStore:
+    """:class:`~flowlang.serve.calls.CallStore` in Redis (``redis.asyncio``): any replica
+    resumes any call. Records and claims live ``ttl`` seconds (renewed by every write), flow
+    sources ``flow_ttl`` seconds (renewed when kept again).
+
+    A store made by :meth:`from_url` closes its client in :meth:`aclose`; a client passed in
+    stays open (its owner closes it).
+    """
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        *,
+        prefix: str = "fl:",
+        ttl: float = 4 * 3600,
+        flow_ttl: float = 7 * 24 * 3600,
+    ) -> None:
+        if not isinstance(prefix, str) or len(prefix) > 64 or not KEY_PART_CHARS.issuperset(prefix):
+            raise ValueError("prefix must be at most 64 characters of A-Z a-z 0-9 _ . : -")
+        for name, value in (("ttl", ttl), ("flow_ttl", flow_ttl)):
+            if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0.001:
+                raise ValueError(f"{name} must be a number of seconds, at least 0.001")
+            if value > 10 * 365 * 86400:
+                raise ValueError(f"{name} must be at most ten years")
+        self.prefix = prefix
+        self.ttl = float(ttl)
+        self.flow_ttl = float(flow_ttl)
+        self._client = client
+        self._owns_client = False
+        self._ttl_ms = str(max(1, round(self.ttl * 1000)))
+        self._flow_ttl_ms = max(1, round(self.flow_ttl * 1000))
+        kwargs = client.connection_pool.connection_kwargs
+        self._where = _location(kwargs)
+        self._secrets = [str(kwargs["password"])] if kwargs.get("password") else []
+        self._waiting_key = f"{prefix}waiting"
+        self._create = client.register_script(_CREATE)
+        self._replace = client.register_script(_REPLACE)
+        self._delete = client.register_script(_DELETE)
+        self._count = client.register_script(_COUNT)
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> RedisCallStore:
+        """A store on a new client for ``url`` (``redis://``, ``rediss://`` or ``unix://``).
+
+        ``prefix``, ``ttl`` and ``flow_ttl`` go to the store, every other option to
+        ``redis.asyncio.from_url``; by default 2 s to connect, 2 s per answer and one retry.
+        """
+        masked = mask_url(url) if isinstance(url, str) else "<not a URL>"
+        if not isinstance(url, str) or not url.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(
+                f"a Redis URL starts with redis://, rediss:// or unix:// (got {masked})"
+            )
+        store_options = {name: options.pop(name) for name in _STORE_OPTIONS if name in options}
+        options.setdefault("socket_connect_timeout", CONNECT_TIMEOUT)
+        options.setdefault("socket_timeout", SOCKET_TIMEOUT)
+        options.setdefault("retry", Retry(ExponentialBackoff(cap=0.25, base=0.05), RETRIES))
+        try:
+            client = aioredis.from_url(url, **options)
+        except (ValueError, TypeError) as error:
+            text = _scrub(str(error), _url_secrets(url))
+            raise ValueError(f"bad Redis URL {masked}: {text}") from None
+        store = cls(client, **store_options)
+        store._where = masked
+        store._secrets.extend(_url_secrets(url))
+        store._owns_client = True
+        return store
+
+    def __repr__(self) -> str:
+        return f"RedisCallStore({self._where!r}, prefix={self.prefix!r})"
+
+    def _key(self, kind: str, part: str) -> str:
+        return f"{self.prefix}{kind}:{part}"
+
+    @asynccontextmanager
+    async def _guard(self, operation: str, call_id: str = "") -> AsyncIterator[None]:
+        """Turn Redis failures into CallStoreError (or ValueError for a key of another type)."""
+        try:
+            yield
+        except ResponseError as error:
+            if str(error).startswith("WRONGTYPE") and call_id:
+                raise ValueError(
+                    f"call record {call_id!r} unreadable: its key holds another Redis type"
+                ) from None
+            raise self._error(operation, error) from error
+        except (RedisError, OSError) as error:
+            raise self._error(operation, error) from error
+
+    def _error(self, operation: str, error: BaseException) -> CallStoreError:
+        text = _scrub(str(error), self._secrets)[:MESSAGE_MAX]
+        return CallStoreError(
+            f"call store {self._where}: {operation} failed: {type(error).__name__}: {text}"
+        )
+
+    def _record_bytes(self, call_id: str, record: CallRecord) -> bytes:
+        if not isinstance(record, CallRecord):
+            raise TypeError(f"a CallRecord is stored, not a {type(record).__name__}")
+        _check_seq("a record's seq", record.seq)
+        try:
+            return record.to_json()
+        except orjson.JSONEncodeError as error:
+            raise ValueError(f"call record {call_id!r} cannot be stored: {error}") from None
+
+    async def get(self, call_id: str) -> CallRecord | None:
+        key = self._key("call", check_key_part("call id", call_id))
+        async with self._guard("get", call_id):
+            data = await self._client.get(key)
+        return None if data is None else _decoded(call_id, data)
+
+    async def create(self, call_id: str, record: CallRecord) -> bool:
+        key = self._key("call", check_key_part("call id", call_id))
+        data = self._record_bytes(call_id, record)
+        waits = "1" if record.state is not None else "0"
+        async with self._guard("create", call_id):
+            done = await self._create(
+                keys=[key, self._waiting_key], args=[data, self._ttl_ms, waits, call_id]
+            )
+        return bool(done == 1)
+
+    async def replace(self, call_id: str, expected_seq: int, record: CallRecord) -> bool:
+        key = self._key("call", check_key_part("call id", call_id))
+        expected = _check_seq("expected_seq", expected_seq)
+        data = self._record_bytes(call_id, record)
+        waits = "1" if record.state is not None else "0"
+        async with self._guard("replace", call_id):
+            done = await self._replace(
+                keys=[key, self._waiting_key],
+                args=[str(expected), data, self._ttl_ms, waits, call_id],
+            )
+        if done == -1:
+            raise ValueError(f"call record {call_id!r} unreadable: its seq cannot be read")
+        return bool(done == 1)
+
+    async def claim(self, call_id: str, seq: int) -> bool:
+        number = _check_seq("seq", seq)
+        key = self._key("claim", f"{check_key_part('call id', call_id)}:{number}")
+        async with self._guard("claim"):
+            done = await self._client.set(key, b"1", nx=True, px=int(self._ttl_ms))
+        return bool(done)
+
+    async def delete(self, call_id: str) -> CallRecord | None:
+        """Remove the call's record and return it; a record removed that cannot be read
+        raises ValueError (it is gone all the same)."""
+        key = self._key("call", check_key_part("call id", call_id))
+        async with self._guard("delete", call_id):
+            data = await self._delete(keys=[key, self._waiting_key], args=[call_id])
+        return None if data is None else _decoded(call_id, data)
+
+    async def keep_flow(self, fingerprint: str, source: str) -> None:
+        key = self._key("flow", check_key_part("fingerprint", fingerprint))
+        if not isinstance(source, str):
+            raise TypeError(f"a flow source is text, not a {type(source).__name__}")
+        try:
+            data = source.encode("utf-8")
+        except UnicodeEncodeError as error:
+            raise ValueError(f"flow source {fingerprint!r} is not valid text: {error}") from None
+        async with self._guard("keep_flow"):
+            await self._client.set(key, data, px=self._flow_ttl_ms)
+
+    async def flow_source(self, fingerprint: str) -> str | None:
+        key = self._key("flow", check_key_part("fingerprint", fingerprint))
+        async with self._guard("flow_source"):
+            data = await self._client.get(key)
+        if data is None or isinstance(data, str):
+            return data
+        try:
+            return bytes(data).decode("utf-8")
+        except UnicodeDecodeError:
+            raise ValueError(f"flow source {fingerprint!r} unreadable: not UTF-8") from None
+
+    async def waiting(self) -> int:
+        async with self._guard("waiting"):
+            count = await self._count(keys=[self._waiting_key], args=[])
+        return int(count)
+
+    async def aclose(self) -> None:
+        """Close the client when this store made it (:meth:`from_url`)."""
+        if self._owns_client:
+            async with self._guard("aclose"):
+                await self._client.aclose()
+
+
+def _decoded(call_id: str, data: bytes | str) -> CallRecord:
+    """The record stored for ``call_id``; ValueError when it is not one."""
+    try:
+        record = CallRecord.from_json(data)
+    except ValueError as error:
+        raise ValueError(f"call record {call_id!r} unreadable: {error}") from None
+    wrong = [name for name, kinds in _FIELD_TYPES if not _is(getattr(record, name), kinds)]
+    if wrong:
+        raise ValueError(f"call record {call_id!r} unreadable: wrong type of {', '.join(wrong)}")
+    return record
+
+
+def _is(value: object, kinds: tuple[type, ...]) -> bool:
+    """``isinstance`` where a bool is no number."""
+    return isinstance(value, kinds) and (bool in kinds or not isinstance(value, bool))
+
+
+_FIELD_TYPES: tuple[tuple[str, tuple[type, ...]], ...] = (
+    ("seq", (int,)),
+    ("flow", (str,)),
+    ("fingerprint", (str,)),
+    ("twiml", (str,)),
+    ("state", (dict, type(None))),
+    ("call", (dict,)),
+    ("outcome", (str,)),
+    ("target", (str, type(None))),
+    ("answered", (bool,)),
+    ("waiting_time", (int, float)),
+    ("started_at", (int, float)),
+)
+
+
+def _location(kwargs: dict[str, Any]) -> str:
+    """Where a client connects, without credentials."""
+    db = kwargs.get("db", 0)
+    if kwargs.get("path"):
+        return f"unix://{kwargs['path']}?db={db}"
+    return f"redis://{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}/{db}"
+
+
+def _url_secrets(url: str) -> list[str]:
+    """The password of ``url`` (user info: all of it without a colon) and any ``password=``
+    query value, as written and percent-decoded: what messages must never show."""
+    secrets: list[str] = []
+    rest = url.partition("://")[2]
+    ends = [i for i in (rest.find("/"), rest.find("?"), rest.find("#")) if i >= 0]
+    userinfo, at, _ = rest[: min(ends, default=len(rest))].rpartition("@")
+    if at:
+        user, colon, password = userinfo.partition(":")
+        secrets.append(password if colon else user)
+    for field in rest.partition("?")[2].partition("#")[0].split("&"):
+        name, _, value = field.partition("=")
+        if name.lower() == "password":
+            secrets.append(value)
+    return [form for secret in secrets if secret for form in (secret, unquote(secret))]
+
+
+def _scrub(text: str, secrets: list[str]) -> str:
+    """``text`` with every secret replaced by ``***``, longest first."""
+    for secret in sorted(set(secrets), key=len, reverse=True):
+        if secret:
+            text = text.replace(secret, "***")
+    return text
