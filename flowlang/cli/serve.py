@@ -5,16 +5,25 @@ from __future__ import annotations
 __all__ = ["add_serve_command", "served_documents"]
 
 import argparse
+import contextlib
 import ipaddress
 import math
 import os
+import signal
 import socket
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
 from flowlang.automations.workflow import check_unique_names, is_workflow_document, load_workflow
-from flowlang.cli.inputs import EXIT_BAD_INPUT, EXIT_OK, UsageError, read_context
+from flowlang.cli.inputs import (
+    EXIT_BAD_INPUT,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    UsageError,
+    read_context,
+)
 from flowlang.cli.terminal import printable
 from flowlang.cli.trust import trusted_authorities
 from flowlang.flow.load import load_flow
@@ -280,7 +289,7 @@ def _serve(arguments: argparse.Namespace, stdout: TextIO, stdin: TextIO) -> int:
     if arguments.log_format == "json":
         configure_json_logging(sys.stderr)
     http = load_recorded_responses(arguments.responses) if arguments.responses else None
-    observer = Observability.create(triggers={workflow.trigger for workflow in workflows})
+    observer = Observability.create(known_triggers={workflow.trigger for workflow in workflows})
     server = build_server(
         flows,
         workflows,
@@ -313,5 +322,26 @@ def _serve(arguments: argparse.Namespace, stdout: TextIO, stdin: TextIO) -> int:
         file=sys.stderr,
         flush=True,
     )
-    uvicorn.Server(config).run(sockets=[sock])
-    return EXIT_OK
+    server_process = _stopping_server_class()(config)
+    server_process.run(sockets=[sock])
+    print("flowlang serve: stopped", file=sys.stderr, flush=True)
+    return EXIT_INTERRUPTED if signal.SIGINT in server_process.stopped_by else EXIT_OK
+
+
+def _stopping_server_class() -> Any:
+    import uvicorn
+
+    class StoppingServer(uvicorn.Server):
+        """uvicorn's server, except that a stop asked by a signal ends ``run`` normally (uvicorn
+        raises the signal again after its graceful shutdown, which would kill the process)."""
+
+        stopped_by: tuple[int, ...] = ()
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            with super().capture_signals():
+                yield
+                self.stopped_by = tuple(self._captured_signals)
+                self._captured_signals.clear()
+
+    return StoppingServer

@@ -1,0 +1,157 @@
+"""flowlang serve end to end: real uvicorn processes on loopback, driven by the simulated Twilio;
+one process with the in-process store, two sharing Redis (one killed between two webhooks),
+and a clean stop on SIGTERM with a webhook in flight."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from xml.etree import ElementTree
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.serve_process import ServeProcess, serve_arguments
+from tests.serve_support import EVENT_TOKEN, PUBLIC_URL, SECRETS, TWILIO_TOKEN
+from tests.services import RedisServer
+from tests.twilio_sim import Call, SimulatedTwilio, said_text
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+@pytest.fixture
+def one_server(tmp_path: Path) -> Iterator[ServeProcess]:
+    server = ServeProcess(serve_arguments(tmp_path, "--journal", str(tmp_path / "journal.jsonl")))
+    try:
+        yield server.start()
+    finally:
+        server.kill()
+
+
+def _client(server: ServeProcess) -> httpx.AsyncClient:
+    return httpx.AsyncClient(base_url=server.url, timeout=20, trust_env=False)
+
+
+def test_one_process_serves_the_example_flows_and_stops_cleanly(
+    one_server: ServeProcess, tmp_path: Path
+) -> None:
+    async def main() -> dict[str, Any]:
+        async with _client(one_server) as client:
+            twilio = SimulatedTwilio(client, PUBLIC_URL, TWILIO_TOKEN)
+            verified = await twilio.call("account-verification", ["12345678#"], twice=True)
+            assert "Your balance is 42.5 dollars" in said_text(verified)
+            assert verified.differing_duplicates == []
+            menu = await twilio.call("support-menu", ["3", "0"])
+            assert (menu.ended_by, menu.target) == ("Enqueue", "operator")
+            vip = await twilio.call("vip-routing", [], caller="+14155550100")
+            assert vip.ended_by == "Enqueue"
+            after = await twilio.call("after-hours", [])
+            assert after.ended_by in ("Enqueue", "Record", "Dial")
+            for call in (verified, menu, vip, after):
+                assert all(status < 500 for status in call.statuses), call.statuses
+            event = {"id": "evt-e2e", "type": "contact.updated", "properties": {"name": "Ann"}}
+            accepted = await client.post(
+                "/events", json=event, headers={"Authorization": f"Bearer {EVENT_TOKEN}"}
+            )
+            assert accepted.status_code == 202, accepted.text
+            assert (await client.get("/healthz")).json() == {"status": "ok"}
+            page = (await client.get("/metrics")).text
+            return {f.name: f for f in text_string_to_metric_families(page)}
+
+    families = asyncio.run(main())
+    started = families["flowlang_runs_started"]
+    flows = {sample.labels.get("flow") for sample in started.samples}
+    assert {"account-verification", "support-menu", "vip-routing", "after-hours"} <= flows
+    assert one_server.terminate() == 0
+    log = one_server.output()
+    for secret in SECRETS.values():
+        assert secret not in log
+    records = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
+    assert records, log
+    assert all("level" in record and "event" in record for record in records)
+    journal = [json.loads(line) for line in (tmp_path / "journal.jsonl").read_text().splitlines()]
+    ended = [r for r in journal if r.get("kind") == "event" and r["event"]["type"] == "call.ended"]
+    assert len(ended) == 4
+
+
+def test_sigterm_lets_a_webhook_in_flight_finish(tmp_path: Path) -> None:
+    slow = tmp_path / "slow.yaml"
+    slow.write_text(
+        "flow: slow\nstart: look\nsteps:\n"
+        "  look: {type: http_request, endpoint: 'https://crm.example.com/slow', method: GET,"
+        " timeout: 5s, next: bye, on_failure: bye}\n"
+        "  bye: {type: hangup}\n"
+    )
+    responses = tmp_path / "responses.yaml"
+    responses.write_text(
+        "- {request: GET https://crm.example.com/slow, status: 200, body: {}, delay: 1.5}\n"
+    )
+    server = ServeProcess(serve_arguments(tmp_path, files=[str(slow)]))
+    server.arguments[server.arguments.index("--responses") + 1] = str(responses)
+    server.start()
+    try:
+
+        async def main() -> httpx.Response:
+            async with _client(server) as client:
+                twilio = SimulatedTwilio(client, PUBLIC_URL, TWILIO_TOKEN)
+                call = Call("CA" + secrets.token_hex(16))
+                answer = asyncio.create_task(
+                    twilio.post(f"{PUBLIC_URL}/voice/slow", twilio.fields(call))
+                )
+                await asyncio.sleep(0.5)
+                stopping = asyncio.get_running_loop().run_in_executor(None, server.terminate)
+                response = await answer
+                assert await stopping == 0
+                return response
+
+        began = time.monotonic()
+        response = asyncio.run(main())
+        assert response.status_code == 200
+        assert ElementTree.fromstring(response.content).find("Hangup") is not None
+        assert time.monotonic() - began < 20
+    finally:
+        server.kill()
+
+
+def test_two_processes_share_redis_and_a_call_outlives_one(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    prefix = f"fl-test-{secrets.token_hex(4)}:"
+    common = ("--store", redis_server.url, "--key-prefix", prefix, "--state-key", "state_key")
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first = ServeProcess(serve_arguments(tmp_path / "a", *common)).start()
+    second = ServeProcess(serve_arguments(tmp_path / "b", *common)).start()
+    try:
+
+        async def main() -> None:
+            async with _client(first) as a, _client(second) as b:
+                both = SimulatedTwilio([a, b], PUBLIC_URL, TWILIO_TOKEN)
+                # a call whose webhooks alternate between the two replicas
+                moving = await both.call("support-menu", ["7", "*", "3", "0"], twice=True)
+                assert (moving.ended_by, moving.target) == ("Enqueue", "operator")
+                assert moving.differing_duplicates == []
+                # replica A answers the first webhook, then dies; B finishes the call
+                call = Call("CA" + secrets.token_hex(16))
+                opening = await both.post(
+                    f"{PUBLIC_URL}/voice/account-verification", both.fields(call), client=a
+                )
+                action = ElementTree.fromstring(opening.content).find("Gather").get("action")  # type: ignore[union-attr]
+                first.kill()
+                finish = await both.post(action, both.fields(call, Digits="12345678"), client=b)
+                assert finish.status_code == 200
+                assert "Your balance is 42.5 dollars" in finish.text
+                # the same action again, now a duplicate: the same answer
+                again = await both.post(action, both.fields(call, Digits="12345678"), client=b)
+                assert again.text == finish.text
+
+        asyncio.run(main())
+    finally:
+        first.kill()
+        second.kill()
