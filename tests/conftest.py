@@ -14,6 +14,9 @@ from hypothesis import HealthCheck, settings
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+# Real services for the tests that ask for them by name (tests/services.py): one per session.
+from services import redis_server  # noqa: F401
+
 import flowlang
 from flowlang.expr.backends import AVAILABLE
 
