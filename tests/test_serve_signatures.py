@@ -233,6 +233,11 @@ def test_twilio_json_body_hash() -> None:
     )
 
 
+def test_twilio_parameters_that_are_not_pairs_of_text_are_false() -> None:
+    for params in ([("a",)], [("a", 1)], [None], ["ab"]):
+        assert not twilio_request_valid(["k"], VECTOR_URL, params, VECTOR_SIGNATURE)  # type: ignore[arg-type]
+
+
 _TEXT = st.text(max_size=40)
 
 

@@ -345,9 +345,19 @@ def test_results_without_twiml_are_value_errors(result: RunResult, message: str)
         twiml_for(result, LINKS, _settings())
 
 
-def test_empty_play_is_left_out() -> None:
-    result = RunResult("completed", [], [{"action": "play", "step": "p", "url": " \x00 "}])
+def test_empty_play_and_say_are_left_out() -> None:
+    """Twilio refuses an empty Say or Play: nothing left to say or play is no verb."""
+    result = RunResult(
+        "completed",
+        [],
+        [
+            {"action": "play", "step": "p", "url": " \x00 "},
+            {"action": "say", "step": "s", "text": ""},
+            {"action": "say", "step": "s", "text": " \x00\ud800\n "},
+        ],
+    )
     assert _tags(twiml_for(result, LINKS, _settings())) == ["Response", "Hangup"]
+    assert _tags(apology_twiml(_settings(apology=""), LINKS)) == ["Response", "Hangup"]
 
 
 # --- hostile text ------------------------------------------------------------------------------
@@ -460,10 +470,11 @@ def test_any_text_gives_one_response_with_the_expected_children(
     document = twiml_for(result, LINKS, _settings(voice=voice))
     root = ET.fromstring(document.encode("utf-8"))
     assert root.tag == "Response"
-    assert [child.tag for child in root] == ["Say", "Gather"]
-    assert (root.findtext("Say") or "") == _expected_text(say)
-    gather = root[1]
-    expected_children = ["Say"] if xml_text(prompt) else []
-    assert [child.tag for child in gather] == expected_children
-    assert (gather.findtext("Say") or "") == _expected_text(prompt)
+    said = ["Say"] if xml_text(say).strip() else []
+    assert [child.tag for child in root] == [*said, "Gather"]
+    assert (root.findtext("Say") or "") == (_expected_text(say) if said else "")
+    gather = root[-1]
+    prompted = ["Say"] if xml_text(prompt).strip() else []
+    assert [child.tag for child in gather] == prompted
+    assert (gather.findtext("Say") or "") == (_expected_text(prompt) if prompted else "")
     assert gather.get("timeout") == "2"

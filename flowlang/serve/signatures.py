@@ -193,12 +193,15 @@ def twilio_request_valid(
     signed = () if body_valid else params
     given = signature.strip().encode("ascii")
     found = False
-    for key in keys:
-        if not key:
-            continue
-        for form in forms:
-            expected = twilio_signature(key, form, signed, algorithm).encode("ascii")
-            found |= _same(expected, given)  # no early exit: every key costs the same
+    try:
+        for key in keys:
+            if not key:
+                continue
+            for form in forms:
+                expected = twilio_signature(key, form, signed, algorithm).encode("ascii")
+                found |= _same(expected, given)  # no early exit: every key costs the same
+    except (TypeError, ValueError, AttributeError):  # parameters that are not pairs of text
+        return False
     return found
 
 
