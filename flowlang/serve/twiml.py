@@ -4,7 +4,9 @@ Every document is built with :mod:`xml.etree.ElementTree`, so text from contact 
 step's text, a prompt) is escaped and can never add an element. Characters XML 1.0 cannot
 carry (C0 controls other than tab, newline and carriage return; lone surrogates; U+FFFE and
 U+FFFF) are removed, so the document always parses, and a ``<Say>`` is cut at
-:data:`MAX_SAY` characters (Twilio's own limit for one Say).
+:data:`MAX_SAY` characters (Twilio's own limit for one Say). A Say or Play left with nothing
+in it is left out (Twilio refuses an empty one). A failed run keeps what it said before it
+failed, then apologises.
 
 ==========================================  ==================================================
 instruction or status                       TwiML
