@@ -66,6 +66,10 @@ def test_twilio_repeated_names_sort_by_value() -> None:
     assert twilio_request_valid(["k"], url, params, expected)
     # one repeat fewer is another request
     assert not twilio_request_valid(["k"], url, params[:3], expected)
+    # twilio-python's validator signs an identical repeated pair once: that verifies too
+    once = _by_hand("k", url + "A1" + "Toa" + "Tob")
+    assert twilio_request_valid(["k"], url, params, once)
+    assert not twilio_request_valid(["k"], url, [*params, ("To", "c")], once)
 
 
 @pytest.mark.parametrize(
@@ -231,6 +235,11 @@ def test_twilio_json_body_hash() -> None:
     assert twilio_request_valid(
         [VECTOR_TOKEN], VECTOR_URL, VECTOR_PARAMS, VECTOR_SIGNATURE, body=b"anything"
     )
+
+
+def test_twilio_parameters_that_are_not_pairs_of_text_are_false() -> None:
+    for params in ([("a",)], [("a", 1)], [None], ["ab"]):
+        assert not twilio_request_valid(["k"], VECTOR_URL, params, VECTOR_SIGNATURE)  # type: ignore[arg-type]
 
 
 _TEXT = st.text(max_size=40)

@@ -12,7 +12,9 @@ port added (``:443``, ``:80``) and with it removed, as Twilio's own validators d
 with ``X-Twilio-Webhooks-Signature-Settings: key=...,algorithm=HMAC_SHA256`` (a Webhooks
 SharedKey) is signed with HMAC-SHA256 instead. A JSON body is signed differently: the URL's
 query carries ``bodySHA256`` (hex SHA-256 of the raw body), the signature covers the URL
-alone (no parameters), and the body must hash to that value: pass it as ``body``.
+alone (no parameters), and the body must hash to that value: pass it as ``body``. The same
+name and value posted twice is signed with both copies (the documented rule) or with one
+(twilio-python's validator collapses such repeats): either verifies.
 
 Standard Webhooks (``webhook-id``, ``webhook-timestamp``, ``webhook-signature``):
 ``v1,`` + base64(HMAC-SHA256(key, "{id}.{timestamp}.{body}")), where the key is the base64 text
@@ -190,15 +192,21 @@ def twilio_request_valid(
         return False
     if body_valid is False:
         return False
-    signed = () if body_valid else params
     given = signature.strip().encode("ascii")
     found = False
-    for key in keys:
-        if not key:
-            continue
-        for form in forms:
-            expected = twilio_signature(key, form, signed, algorithm).encode("ascii")
-            found |= _same(expected, given)  # no early exit: every key costs the same
+    try:
+        signed: list[Sequence[tuple[str, str]]] = [() if body_valid else params]
+        if not body_valid and len(set(params)) < len(params):
+            signed.append(list(set(params)))  # the same pair twice: also signed once
+        for key in keys:
+            if not key:
+                continue
+            for form in forms:
+                for pairs in signed:
+                    expected = twilio_signature(key, form, pairs, algorithm).encode("ascii")
+                    found |= _same(expected, given)  # no early exit: each key costs the same
+    except (TypeError, ValueError, AttributeError):  # parameters that are not pairs of text
+        return False
     return found
 
 

@@ -4,7 +4,9 @@ Every document is built with :mod:`xml.etree.ElementTree`, so text from contact 
 step's text, a prompt) is escaped and can never add an element. Characters XML 1.0 cannot
 carry (C0 controls other than tab, newline and carriage return; lone surrogates; U+FFFE and
 U+FFFF) are removed, so the document always parses, and a ``<Say>`` is cut at
-:data:`MAX_SAY` characters (Twilio's own limit for one Say).
+:data:`MAX_SAY` characters (Twilio's own limit for one Say). A Say or Play left with nothing
+in it is left out (Twilio refuses an empty one). A failed run keeps what it said before it
+failed, then apologises.
 
 ==========================================  ==================================================
 instruction or status                       TwiML
@@ -89,14 +91,19 @@ def xml_text(value: Any, limit: int = MAX_SAY) -> str:
     return text[:limit].translate(_NOT_XML)
 
 
-def _say(text: str, settings: ServeSettings) -> ET.Element:
+def _say(text: Any, settings: ServeSettings) -> list[ET.Element]:
+    """``[<Say>]`` of the text XML can carry; ``[]`` when nothing is left to say (Twilio
+    refuses an empty Say)."""
+    said = xml_text(text)
+    if not said.strip():
+        return []
     element = ET.Element("Say")
     if settings.voice:
         element.set("voice", xml_text(settings.voice, MAX_NAME))
     if settings.language:
         element.set("language", xml_text(settings.language, MAX_NAME))
-    element.text = xml_text(text)
-    return element
+    element.text = said
+    return [element]
 
 
 def _play(url: Any) -> ET.Element | None:
@@ -234,9 +241,7 @@ def _gather(awaiting: Any, settings: ServeSettings, links: Links) -> ET.Element:
             "actionOnEmptyResult": "true",
         },
     )
-    prompt = xml_text(awaiting.get("prompt") or "")
-    if prompt:
-        gather.append(_say(prompt, settings))
+    gather.extend(_say(awaiting.get("prompt") or "", settings))
     url = awaiting.get("prompt_url")
     if url:
         play = _play(url)
@@ -252,10 +257,10 @@ def _document(children: list[ET.Element]) -> str:
 
 
 def _apology_elements(settings: ServeSettings, links: Links | None) -> list[ET.Element]:
-    verbs = [_say(settings.apology, settings)]
+    verbs = _say(settings.apology, settings)
     if settings.fallback_target is not None:
         try:
-            return verbs + transfer_elements(settings.fallback_target, settings, links)
+            return [*verbs, *transfer_elements(settings.fallback_target, settings, links)]
         except ValueError:
             pass  # a fallback that cannot be dialled: the apology still ends the call cleanly
     return [*verbs, ET.Element("Hangup")]
@@ -286,7 +291,7 @@ def twiml_for(result: RunResult, links: Links, settings: ServeSettings) -> str:
     for instruction in result.instructions:
         action = instruction.get("action")
         if action == "say":
-            verbs.append(_say(instruction.get("text", ""), settings))
+            verbs += _say(instruction.get("text", ""), settings)
         elif action == "play":
             play = _play(instruction.get("url", ""))
             if play is not None:
