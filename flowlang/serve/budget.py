@@ -196,10 +196,14 @@ class _Segments:
             path.extend(self.inside(node, inner))
             node = after
 
+    def first_waiting(self, number: int) -> int:
+        """The first step (in document order) of a loop that waits on HTTP that waits."""
+        return min(node for node in self.components[number] if self.cost[node])
+
     def cycle(self, number: int) -> list[int]:
-        """A loop through the first step of a waiting loop that waits (document order)."""
+        """A loop through the loop's first step that waits, back to it (not repeated)."""
         members = self.components[number]
-        first = min(node for node in members if self.cost[node])
+        first = self.first_waiting(number)
         if first in self.successors[first]:
             return [first]
         back = next(node for node in self.successors[first] if self.component[node] == number)
@@ -217,10 +221,10 @@ def slow_segments(
     http_timeout_cap: float | None = None,
     limit: int = MAX_FINDINGS,
 ) -> tuple[list[SlowSegment], int]:
-    """The segments of ``flow`` a run can reach whose worst case is over ``budget`` seconds,
-    and the loops that wait on HTTP without taking input (the start's segment first, then
-    those resumed from steps that take input, in document order, then the loops); at most
-    ``limit`` of them, with how many more there are.
+    """The loops of ``flow`` that wait on HTTP without taking input, then the segments a run
+    can reach whose worst case is over ``budget`` seconds (the start's first, then those
+    resumed from steps that take input, in document order); at most ``limit`` in all, with
+    how many more there are. A segment that can reach such a loop is reported as the loop.
 
     ``http_timeout_cap``: the longest an HTTP request may wait (RuntimeSettings'
     ``http_timeout_cap`` by default). ValueError for a budget or cap that is not a positive,
@@ -238,6 +242,17 @@ def slow_segments(
     names, cost = graph.names, graph.cost
     found: list[SlowSegment] = []
     more = 0
+    for number in sorted(graph.loops, key=graph.first_waiting):
+        if graph.components[number][0] not in reached:
+            continue
+        if len(found) >= limit:
+            more += 1
+            continue
+        path = graph.cycle(number)
+        total = sum(cost[node] for node in path)
+        found.append(
+            SlowSegment(names[path[0]], tuple(names[node] for node in path), total / _MICRO, True)
+        )
     for source in sources:
         worst = graph.worst[graph.component[source]]
         if worst is None or worst <= budget_micro:
@@ -249,17 +264,6 @@ def slow_segments(
         total = sum(cost[node] for node in path)
         found.append(
             SlowSegment(names[source], tuple(names[node] for node in path), total / _MICRO)
-        )
-    for number in graph.loops:
-        if graph.components[number][0] not in reached:
-            continue
-        if len(found) >= limit:
-            more += 1
-            continue
-        path = graph.cycle(number)
-        total = sum(cost[node] for node in path)
-        found.append(
-            SlowSegment(names[path[0]], tuple(names[node] for node in path), total / _MICRO, True)
         )
     return found, more
 
@@ -310,7 +314,13 @@ def budget_findings(
         shown = _shown(segment.path, flow.steps, cap, segment.unbounded)
         total = _seconds(round(segment.total * _MICRO))
         if segment.unbounded:
-            kinds = sorted({flow.steps[step_id].type for step_id in segment.path})
+            kinds = sorted(
+                {
+                    flow.steps[step_id].type
+                    for step_id in segment.path
+                    if _wait(flow.steps[step_id], cap)
+                }
+            )
             message = (
                 f"step {segment.start!r} can loop through {' and '.join(kinds)} steps without "
                 f"waiting for the caller: one pass {shown} can wait {total}, and one webhook "
@@ -330,8 +340,8 @@ def budget_findings(
     if more:
         findings.append(
             Finding(
-                f"{more} more segment{'s' if more > 1 else ''} of this flow can wait longer than "
-                f"{limit} (only the first {MAX_FINDINGS} are shown)",
+                f"{len(segments) + more} segments or loops of this flow can wait longer than "
+                f"{limit}; the first {len(segments)} are warned about, {more} more are not",
                 flow.steps[flow.start].position,
                 "warning",
             )
