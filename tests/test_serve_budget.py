@@ -534,7 +534,23 @@ def test_check_serve_on_the_examples_warns_about_nothing() -> None:
 
 
 @pytest.mark.parametrize(
-    "value", ["0", "-1", "nan", "abc", "1e309", "inf", "", "1_0", "\uff11\uff12", "-0", "9" * 400]
+    "value",
+    [
+        "0",
+        "-1",
+        "nan",
+        "abc",
+        "1e309",
+        "inf",
+        "",
+        "1_0",
+        "\uff11\uff12",
+        "-0",
+        "1e",
+        "+-1",
+        ".",
+        "9" * 400,
+    ],
 )
 def test_a_bad_serve_budget_is_a_usage_error(
     value: str, slow_file: Path, capsys: pytest.CaptureFixture[str]

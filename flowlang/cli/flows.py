@@ -12,6 +12,7 @@ __all__ = [
 ]
 
 import argparse
+import contextlib
 import math
 import sys
 from collections import deque
@@ -36,6 +37,7 @@ from flowlang.cli.terminal import Colours, printable
 from flowlang.cli.trust import trusted_authorities
 from flowlang.engine import Engine
 from flowlang.expr.syntax import SYNTAXES
+from flowlang.flow.build import in_document_order
 from flowlang.flow.load import check_flow, load_flow_text
 from flowlang.flow.model import CompiledFlow, Finding, FlowDocumentError
 from flowlang.flow.source import DocumentError, load_document, paused_collector
@@ -89,7 +91,6 @@ def _check(arguments: argparse.Namespace, stdout: TextIO, stdin: TextIO) -> int:
             text = read_input(name, stdin, "document")
             checked, findings = check_document(Path(label), text, engine, arguments.allow_host)
             if budget is not None and isinstance(checked, CompiledFlow):
-                from flowlang.flow.build import in_document_order
                 from flowlang.serve.budget import budget_findings
 
                 findings = in_document_order([*findings, *budget_findings(checked, budget)])
@@ -123,10 +124,8 @@ def parse_serve_budget(text: str | None, serve: bool) -> float | None:
         return DEFAULT_SERVE_BUDGET if serve else None
     number = math.nan
     if 0 < len(text) <= 32 and set(text) <= _NUMBER_CHARACTERS:
-        try:
+        with contextlib.suppress(ValueError):  # "1e", "+-1", "."
             number = float(text)
-        except ValueError:
-            pass
     if not math.isfinite(number) or number <= 0:
         shown = printable(text[:64], one_line=True)
         raise UsageError(

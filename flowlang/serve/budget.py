@@ -202,7 +202,6 @@ class _Segments:
 
     def cycle(self, number: int) -> list[int]:
         """A loop through the loop's first step that waits, back to it (not repeated)."""
-        members = self.components[number]
         first = self.first_waiting(number)
         if first in self.successors[first]:
             return [first]
