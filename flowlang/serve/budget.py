@@ -100,7 +100,9 @@ class _Segments:
             targets[index[edge.source]][target] = None
         self.successors = [list(nodes) for nodes in targets]
         self.index = index
-        self.components = strongly_connected(self.successors)  # successors come first
+        #: Tarjan's algorithm emits a component after every component it leads to (reverse
+        #: topological order): each is settled after its successors (else ``worst`` raises).
+        self.components = strongly_connected(self.successors)
         self.component = [0] * count
         for number, members in enumerate(self.components):
             for node in members:
