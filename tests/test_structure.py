@@ -92,6 +92,9 @@ LAZY_ALLOWED: dict[tuple[str, str], str] = {
     ("flowlang.cli.flows", "flowlang.cli.run_console"): (
         "a command loads only its own console (the runtime, httpx) when it runs"
     ),
+    ("flowlang.cli.flows", "flowlang.serve.budget"): (
+        "check --serve: the serve package is loaded only when the option is given"
+    ),
     ("flowlang.expr.filters", "phonenumbers"): "optional heavy import: only when e164 runs",
     ("flowlang.testing.plugin", "flowlang.testing.session"): (
         "pytest loads its plugins at start-up: flowlang's loader and runtime only once a flow "

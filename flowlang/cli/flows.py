@@ -8,9 +8,12 @@ __all__ = [
     "check_document",
     "parse_inputs",
     "parse_now",
+    "parse_serve_budget",
 ]
 
 import argparse
+import contextlib
+import math
 import sys
 from collections import deque
 from collections.abc import Iterable
@@ -34,6 +37,7 @@ from flowlang.cli.terminal import Colours, printable
 from flowlang.cli.trust import trusted_authorities
 from flowlang.engine import Engine
 from flowlang.expr.syntax import SYNTAXES
+from flowlang.flow.build import in_document_order
 from flowlang.flow.load import check_flow, load_flow_text
 from flowlang.flow.model import CompiledFlow, Finding, FlowDocumentError
 from flowlang.flow.source import DocumentError, load_document, paused_collector
@@ -44,6 +48,9 @@ from flowlang.kinds.registry import STEP_KINDS
 _CHUNK = 16384
 #: The kinds of step that take input (``--input`` answers them), for messages.
 _INPUT_KINDS = " and ".join(name for name, kind in STEP_KINDS.items() if kind.takes_input)
+#: ``check --serve``'s budget, seconds: ServeSettings.segment_deadline's default (the
+#: serve package is imported only when the option is given).
+DEFAULT_SERVE_BUDGET = 12.0
 
 
 def check_document(
@@ -75,13 +82,18 @@ def _check(arguments: argparse.Namespace, stdout: TextIO, stdin: TextIO) -> int:
     if arguments.files.count("-") > 1:
         raise UsageError("standard input ('-') can be read once only")
     engine = Engine(syntax=arguments.syntax)
+    budget = parse_serve_budget(arguments.serve_budget, arguments.serve)
     reports: list[Report] = []
     unreadable = False
     for name in arguments.files:
         label = _label(name)
         try:
             text = read_input(name, stdin, "document")
-            _, findings = check_document(Path(label), text, engine, arguments.allow_host)
+            checked, findings = check_document(Path(label), text, engine, arguments.allow_host)
+            if budget is not None and isinstance(checked, CompiledFlow):
+                from flowlang.serve.budget import budget_findings
+
+                findings = in_document_order([*findings, *budget_findings(checked, budget)])
         except UsageError as error:
             reports.append(Report.unreadable(label, str(error)))
             unreadable = True
@@ -97,6 +109,29 @@ def _check(arguments: argparse.Namespace, stdout: TextIO, stdin: TextIO) -> int:
     if unreadable:
         return EXIT_BAD_INPUT
     return EXIT_FAILED if any(report.severity == "error" for report in reports) else EXIT_OK
+
+
+#: The characters a ``--serve-budget`` may hold (ASCII digits and a decimal number's signs:
+#: no ``nan``, ``inf``, ``1_0`` or digits of other scripts).
+_NUMBER_CHARACTERS = frozenset("0123456789.eE+-")
+
+
+def parse_serve_budget(text: str | None, serve: bool) -> float | None:
+    """The seconds ``check --serve`` allows one webhook (``--serve-budget``, which implies
+    ``--serve``; 12 by default), or None without either option; a value that is not a
+    positive, finite number of seconds is a usage error."""
+    if text is None:
+        return DEFAULT_SERVE_BUDGET if serve else None
+    number = math.nan
+    if 0 < len(text) <= 32 and set(text) <= _NUMBER_CHARACTERS:
+        with contextlib.suppress(ValueError):  # "1e", "+-1", "."
+            number = float(text)
+    if not math.isfinite(number) or number <= 0:
+        shown = printable(text[:64], one_line=True)
+        raise UsageError(
+            f"--serve-budget takes seconds, more than zero, such as 12 or 9.5, not {shown!r}"
+        )
+    return number
 
 
 def parse_inputs(items: list[str], flow: CompiledFlow) -> dict[str, deque[str | None]]:
@@ -287,5 +322,18 @@ def add_check_command(commands: Any) -> None:
     _add_syntax(check)
     _add_allow_host(
         check, "an endpoint may use plain http to HOST (as run and automate --allow-host let it)"
+    )
+    check.add_argument(
+        "--serve",
+        action="store_true",
+        help="also warn where one webhook of a flow (from the start or a step that takes "
+        "input, to the next) can wait longer than the serve budget on HTTP requests, "
+        "and where HTTP requests can loop without input (Twilio gives up at 15 s)",
+    )
+    check.add_argument(
+        "--serve-budget",
+        metavar="SECONDS",
+        help=f"the budget of --serve, seconds (default {DEFAULT_SERVE_BUDGET:g}, as flowlang "
+        "serve's segment deadline); implies --serve",
     )
     check.set_defaults(handler=_check)
