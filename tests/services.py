@@ -63,11 +63,12 @@ def wait_until(ready: Callable[[], bool], seconds: float, what: str) -> None:
 
 
 def redis_ping(port: int, timeout: float = 0.5) -> bool:
-    """True when a Redis on 127.0.0.1:``port`` answers PING (raw protocol, no client)."""
+    """True when a Redis on 127.0.0.1:``port`` answers PING (raw protocol, no client), or
+    asks for a password first (``--requirepass``)."""
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=timeout) as connection:
             connection.sendall(b"*1\r\n$4\r\nPING\r\n")
-            return connection.recv(64).startswith(b"+PONG")
+            return connection.recv(64).startswith((b"+PONG", b"-NOAUTH"))
     except OSError:
         return False
 
@@ -75,13 +76,17 @@ def redis_ping(port: int, timeout: float = 0.5) -> bool:
 class RedisServer:
     """A ``redis-server`` on 127.0.0.1 that keeps nothing on disk, in its own process group.
 
-    ``url`` is its ``redis://`` address (database 0). :meth:`kill` stops it like a crash,
+    ``url`` is its ``redis://`` address (database 0); ``extra`` arguments are added to the
+    command line (``("--requirepass", "pw")``). :meth:`kill` stops it like a crash,
     :meth:`start` starts it again on the same port (empty: nothing was persisted),
     :meth:`restart` does both.
     """
 
-    def __init__(self, binary: str = REDIS_SERVER, port: int | None = None) -> None:
+    def __init__(
+        self, binary: str = REDIS_SERVER, port: int | None = None, extra: tuple[str, ...] = ()
+    ) -> None:
         self.binary = binary
+        self.extra = extra
         self.port = port or free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.folder = Path(tempfile.mkdtemp(prefix="flowlang-redis-"))
@@ -99,6 +104,7 @@ class RedisServer:
             "--appendonly", "no",
             "--dir", str(self.folder),
             "--logfile", str(self.folder / "redis.log"),
+            *self.extra,
         ]  # fmt: skip
         self.process = subprocess.Popen(
             command,
@@ -140,12 +146,12 @@ class RedisServer:
 
 
 @contextmanager
-def running_redis(binary: str = REDIS_SERVER) -> Iterator[RedisServer]:
-    """A started :class:`RedisServer`, closed on exit; skips (or fails, when services are
-    required) when the binary is missing."""
+def running_redis(*extra: str, binary: str = REDIS_SERVER) -> Iterator[RedisServer]:
+    """A started :class:`RedisServer` (``extra`` arguments on its command line), closed on
+    exit; skips (or fails, when services are required) when the binary is missing."""
     if not os.access(binary, os.X_OK):
         missing_service(f"{binary} is not installed")
-    server = RedisServer(binary)
+    server = RedisServer(binary, extra=extra)
     try:
         server.start()
         yield server
