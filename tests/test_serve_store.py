@@ -9,6 +9,7 @@ own key prefix, whose keys are deleted afterwards.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 import traceback
 import uuid
@@ -20,7 +21,7 @@ import pytest
 import redis
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from services import RedisServer, free_port, running_redis
+from services import RedisServer, free_port, redis_ping, running_redis
 from support import FakeClock
 
 from flowlang.serve.calls import CallRecord, CallStore, MemoryCallStore
@@ -797,3 +798,45 @@ def test_a_flow_source_that_is_not_utf8_is_a_clear_error(redis_kit: Kit) -> None
             await store.keep_flow("fp-2", "lone \udc80")
 
     redis_kit.run(body)
+
+
+def test_more_concurrent_calls_than_connections_wait_for_one(redis_kit: Kit) -> None:
+    async def body() -> list[bool]:
+        store = RedisCallStore.from_url(
+            str(redis_kit.url), prefix=redis_kit.prefix, max_connections=2
+        )
+        try:
+            return list(
+                await asyncio.gather(*(store.create(f"CA{n}", record()) for n in range(200)))
+            )
+        finally:
+            await store.aclose()
+
+    assert run(body()) == [True] * 200
+
+
+def start_missing_redis() -> None:
+    with running_redis(binary="/nonexistent/redis-server"):
+        pytest.fail("a server without a binary started")
+
+
+def test_a_missing_service_skips_or_fails_when_services_are_required(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("FLOWLANG_REQUIRE_SERVICES", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="/nonexistent/redis-server is not installed"):
+        start_missing_redis()
+    monkeypatch.setenv("FLOWLANG_REQUIRE_SERVICES", "1")
+    with pytest.raises(pytest.fail.Exception, match=r"installed \(FLOWLANG_REQUIRE_SERVICES=1\)"):
+        start_missing_redis()
+
+
+def test_a_service_is_killed_with_its_group_and_leaves_no_folder() -> None:
+    with running_redis() as server:
+        process = server.process
+        assert process is not None
+        assert os.getpgid(process.pid) == process.pid  # a group of its own
+        assert redis_ping(server.port)
+    assert process.poll() is not None
+    assert not redis_ping(server.port)
+    assert not server.folder.exists()

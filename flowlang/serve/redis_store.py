@@ -55,6 +55,10 @@ SEQ_MAX = 2**53
 CONNECT_TIMEOUT = 2.0
 SOCKET_TIMEOUT = 2.0
 RETRIES = 1
+#: Defaults of :meth:`RedisCallStore.from_url`: connections in the pool, and seconds a command
+#: waits for a free one.
+MAX_CONNECTIONS = 64
+POOL_TIMEOUT = 2.0
 
 #: The longest error text from Redis repeated in a CallStoreError.
 MESSAGE_MAX = 300
@@ -224,8 +228,10 @@ class RedisCallStore:
     def from_url(cls, url: str, **options: Any) -> RedisCallStore:
         """A store on a new client for ``url`` (``redis://``, ``rediss://`` or ``unix://``).
 
-        ``prefix``, ``ttl`` and ``flow_ttl`` go to the store, every other option to
-        ``redis.asyncio.from_url``; by default 2 s to connect, 2 s per answer and one retry.
+        ``prefix``, ``ttl`` and ``flow_ttl`` go to the store, every other option to the
+        connection pool (``redis.asyncio.BlockingConnectionPool.from_url``). By default: 2 s to
+        connect, 2 s per answer, one retry on a new connection, at most 64 connections and 2 s
+        (``timeout``) to wait for a free one (redis-py's default pool fails at once beyond 100).
         """
         masked = mask_url(url) if isinstance(url, str) else "<not a URL>"
         if not isinstance(url, str) or not url.startswith(("redis://", "rediss://", "unix://")):
@@ -236,11 +242,15 @@ class RedisCallStore:
         options.setdefault("socket_connect_timeout", CONNECT_TIMEOUT)
         options.setdefault("socket_timeout", SOCKET_TIMEOUT)
         options.setdefault("retry", Retry(ExponentialBackoff(cap=0.25, base=0.05), RETRIES))
+        options.setdefault("max_connections", MAX_CONNECTIONS)
+        options.setdefault("timeout", POOL_TIMEOUT)
         try:
-            client = aioredis.from_url(url, **options)
+            pool = aioredis.BlockingConnectionPool.from_url(url, **options)
         except (ValueError, TypeError) as error:
             text = _scrub(str(error), _url_secrets(url))
             raise ValueError(f"bad Redis URL {masked}: {text}") from None
+        client = aioredis.Redis(connection_pool=pool)
+        client.auto_close_connection_pool = True  # aclose closes the pool: this store made it
         store = cls(client, **store_options)
         store._where = masked
         store._secrets.extend(_url_secrets(url))
