@@ -686,6 +686,9 @@ def test_a_password_in_the_query_is_masked_too() -> None:
         f"redis://:{SECRET}@127.0.0.1:6379/0?max_connections=-1",
         f"redis://:{SECRET}@[::1/0",
         f"redis://127.0.0.1:6379/0?password={SECRET}&socket_timeout=abc",
+        f"redis://:{SECRET}/more@127.0.0.1:6379/0",
+        f"redis://:{SECRET}#more@127.0.0.1:6379/0",
+        f"redis://:{SECRET}?more@127.0.0.1:6379/0",
     ],
 )
 def test_bad_urls_are_value_errors_without_the_password(url: str) -> None:
@@ -704,12 +707,42 @@ def test_bad_urls_are_value_errors_without_the_password(url: str) -> None:
         ("rediss://u:p@w@host:6380", "rediss://u:***@host:6380"),
         ("unix://:pw@/run/redis.sock?db=1", "unix://:***@/run/redis.sock?db=1"),
         ("unix:///run/redis.sock?db=1&password=pw#x", "unix:///run/redis.sock?db=1&password=***#x"),
-        ("redis://host/0?PASSWORD=pw&password=pw2", "redis://host/0?password=***&password=***"),
+        ("redis://host/0?PASSWORD=pw&password=pw2", "redis://host/0?PASSWORD=***&password=***"),
         ("not a url :pw@", "<not a URL>"),
+        ("redis://:pa/ss@host/0", "redis://:***@host/0"),
+        ("redis://:pa#ss@host/0", "redis://:***@host/0"),
+        ("redis://:pa?ss@host/0", "redis://:***@host/0"),
+        ("redis://us/er:pw@host/0", "redis://***@host/0"),
+        ("redis://host/0?client_name=a@b", "redis://***@b"),
+        ("redis://h:1/0?password=ab@cd", "redis://h:***"),  # unsure: masked
+        ("redis://:pa?password=x@host/0", "redis://:***"),
+        (
+            "redis://h/0?db=1&Password=&password=x#password=y",
+            "redis://h/0?db=1&Password=***&password=***#password=y",
+        ),
     ],
 )
 def test_mask_url(url: str, masked: str) -> None:
     assert mask_url(url) == masked
+
+
+passwords = st.text(min_size=4, max_size=30).filter(
+    lambda text: text not in "redis://127.0.0.1:6379/0"
+)
+
+
+@given(user=st.sampled_from(["", "user", "us:er"]), password=passwords)
+def test_mask_url_hides_any_password_in_the_user_info(user: str, password: str) -> None:
+    for url in (
+        f"redis://{user}:{password}@127.0.0.1:6379/0",
+        f"unix://{user}:{password}@/run/r.sock",
+    ):
+        assert password not in mask_url(url)
+
+
+@given(password=passwords.filter(lambda text: "&" not in text and "#" not in text))
+def test_mask_url_hides_any_password_in_the_query(password: str) -> None:
+    assert password not in mask_url(f"redis://127.0.0.1:6379/0?db=1&password={password}&x=1")
 
 
 @pytest.mark.parametrize(

@@ -47,6 +47,8 @@ from flowlang.serve.calls import CallRecord
 #: Characters allowed in a call id or a fingerprint (they become parts of Redis keys).
 KEY_PART_CHARS = frozenset(string.ascii_letters + string.digits + "_.:-")
 KEY_PART_MAX = 128
+#: The characters of a user name that :func:`mask_url` shows.
+USER_CHARS = frozenset(string.ascii_letters + string.digits + "_.-")
 #: The largest ``seq``: Lua compares numbers as doubles.
 SEQ_MAX = 2**53
 
@@ -95,26 +97,43 @@ def _check_seq(what: str, value: object) -> int:
 
 
 def mask_url(url: str) -> str:
-    """``url`` with its password (user info and any ``password=`` query value) as ``***``."""
-    scheme, sep, rest = url.partition("://")
-    if not sep:
+    """``url`` with its password as ``***``: all user info up to the last ``@`` (only a plain
+    user name is shown) and every ``password=`` query value. What is unsure is masked (a
+    password holding ``/``, ``?``, ``#`` or ``@`` unencoded)."""
+    if "://" not in url:
         return "<not a URL>"
-    ends = [i for i in (rest.find("/"), rest.find("?"), rest.find("#")) if i >= 0]
-    end = min(ends, default=len(rest))
-    netloc, tail = rest[:end], rest[end:]
-    userinfo, at, host = netloc.rpartition("@")
-    if at:
-        user, colon, _ = userinfo.partition(":")
-        netloc = f"{user}:***@{host}" if colon else f"***@{host}"
-    path, question, query = tail.partition("?")
-    if question:
-        query, hash_mark, fragment = query.partition("#")
-        fields = [
-            "password=***" if field.lower().startswith("password=") else field
-            for field in query.split("&")
-        ]
-        tail = f"{path}?{'&'.join(fields)}{hash_mark}{fragment}"
-    return f"{scheme}://{netloc}{tail}"
+    merged: list[list[int]] = []
+    for start, end in sorted(_hidden(url)):
+        if merged and start <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], end)
+        else:
+            merged.append([start, end])
+    shown, last = [], 0
+    for start, end in merged:
+        shown.append(url[last:start] + "***")
+        last = end
+    return "".join(shown) + url[last:]
+
+
+def _hidden(url: str) -> list[tuple[int, int]]:
+    """Where ``url`` holds a password: the user info after any plain user name, and the value
+    of every ``password=`` query field (start and end offsets)."""
+    start = url.index("://") + 3
+    hidden = []
+    at = url.rfind("@")
+    if at >= start:
+        user, colon, _ = url[start:at].partition(":")
+        keep = len(user) + 1 if colon and USER_CHARS.issuperset(user) else 0
+        hidden.append((start + keep, at))
+    question = url.find("?", start)
+    if question >= 0:
+        end = url.find("#", question)
+        position = question + 1
+        for field in url[position : len(url) if end < 0 else end].split("&"):
+            if field[:9].lower() == "password=":
+                hidden.append((position + 9, position + len(field)))
+            position += len(field) + 1
+    return hidden
 
 
 # The waiting set: drop members whose time is past (by the server's clock), then add or remove
@@ -234,6 +253,7 @@ class RedisCallStore:
         (``timeout``) to wait for a free one (redis-py's default pool fails at once beyond 100).
         """
         masked = mask_url(url) if isinstance(url, str) else "<not a URL>"
+        # (a text without "://" is shown as "<not a URL>": it may be a password pasted alone)
         if not isinstance(url, str) or not url.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError(
                 f"a Redis URL starts with redis://, rediss:// or unix:// (got {masked})"
@@ -412,19 +432,18 @@ def _location(kwargs: dict[str, Any]) -> str:
 
 
 def _url_secrets(url: str) -> list[str]:
-    """The password of ``url`` (user info: all of it without a colon) and any ``password=``
-    query value, as written and percent-decoded: what messages must never show."""
+    """What messages must never show of ``url``: what :func:`mask_url` hides, and its pieces
+    (a URL parser splits user info holding ``/``, ``?``, ``#`` or ``:`` elsewhere), as written
+    and percent-decoded."""
+    if "://" not in url:
+        return [url]
     secrets: list[str] = []
-    rest = url.partition("://")[2]
-    ends = [i for i in (rest.find("/"), rest.find("?"), rest.find("#")) if i >= 0]
-    userinfo, at, _ = rest[: min(ends, default=len(rest))].rpartition("@")
-    if at:
-        user, colon, password = userinfo.partition(":")
-        secrets.append(password if colon else user)
-    for field in rest.partition("?")[2].partition("#")[0].split("&"):
-        name, _, value = field.partition("=")
-        if name.lower() == "password":
-            secrets.append(value)
+    for start, end in _hidden(url):
+        text = url[start:end]
+        pieces = text
+        for separator in "/?#@":
+            pieces = pieces.replace(separator, ":")
+        secrets.extend((text, *pieces.split(":")))
     return [form for secret in secrets if secret for form in (secret, unquote(secret))]
 
 
