@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import time
 import traceback
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 import redis
 from hypothesis import given, settings
@@ -873,3 +876,62 @@ def test_a_service_is_killed_with_its_group_and_leaves_no_folder() -> None:
     assert process.poll() is not None
     assert not redis_ping(server.port)
     assert not server.folder.exists()
+
+
+def test_a_record_written_in_another_key_order_is_compared_by_its_seq(redis_kit: Kit) -> None:
+    fields = orjson.loads(record(seq=7).to_json())
+    reordered = {name: fields[name] for name in reversed(fields)}
+    with redis.Redis.from_url(str(redis_kit.url)) as client:
+        client.set(
+            f"{redis_kit.prefix}call:CA1", orjson.dumps(reordered, option=orjson.OPT_INDENT_2)
+        )
+
+    async def body(store: CallStore) -> None:
+        assert await store.get("CA1") == record(seq=7)
+        assert await store.replace("CA1", 6, record(seq=8)) is False
+        assert await store.replace("CA1", 7, record(seq=8)) is True
+        assert await store.get("CA1") == record(seq=8)
+
+    redis_kit.run(body)
+
+
+def test_a_unix_socket_url_works(tmp_path: Path) -> None:
+    socket_path = tmp_path / "redis.sock"
+    with running_redis("--unixsocket", str(socket_path), "--unixsocketperm", "700"):
+        store = RedisCallStore.from_url(f"unix://{socket_path}?db=0")
+        assert repr(store) == f"RedisCallStore('unix://{socket_path}?db=0', prefix='fl:')"
+
+        async def body() -> CallRecord | None:
+            try:
+                assert await store.create("CA1", record())
+                return await store.get("CA1")
+            finally:
+                await store.aclose()
+
+        assert run(body()) == record()
+
+
+def test_a_server_that_never_answers_times_out() -> None:
+    store = RedisCallStore.from_url("redis://127.0.0.1:6379/0")
+    defaults = store._client.connection_pool.connection_kwargs
+    assert (defaults["socket_connect_timeout"], defaults["socket_timeout"]) == (2.0, 2.0)
+    assert store._client.connection_pool.max_connections == 64
+    run(store.aclose())
+    with socket.socket() as silent:  # accepts connections (the kernel's backlog), never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        port = silent.getsockname()[1]
+        store = RedisCallStore.from_url(f"redis://127.0.0.1:{port}/0", socket_timeout=0.3)
+
+        async def body() -> tuple[CallStoreError, float]:
+            started = time.monotonic()
+            try:
+                with pytest.raises(CallStoreError) as caught:
+                    await store.get("CA1")
+                return caught.value, time.monotonic() - started
+            finally:
+                await store.aclose()
+
+        error, seconds = run(body())
+    assert seconds < 3
+    assert "get failed: TimeoutError" in str(error)
