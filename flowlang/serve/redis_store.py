@@ -2,14 +2,12 @@
 
 Keys (all under ``prefix``, ``fl:`` by default):
 
-==============================  ===========================================  ==============
-key                             value                                        time to live
-==============================  ===========================================  ==============
-``{prefix}call:{call_id}``      the call's record (JSON, :class:`CallRecord`)  ``ttl``
-``{prefix}claim:{call_id}:{n}`` ``1``: webhook ``n`` of the call was claimed  ``ttl``
-``{prefix}flow:{fingerprint}``  a flow version's source text                 ``flow_ttl``
-``{prefix}waiting``             sorted set: waiting call ids by expiry (ms)  longest member
-==============================  ===========================================  ==============
+| key | value | time to live |
+|---|---|---|
+| ``{prefix}call:{call_id}`` | the call's record (:class:`CallRecord` JSON) | ``ttl`` (each write) |
+| ``{prefix}claim:{call_id}:{seq}`` | ``1``: webhook ``seq`` of the call was claimed | ``ttl`` |
+| ``{prefix}flow:{fingerprint}`` | a flow version's source text | ``flow_ttl`` (each keep) |
+| ``{prefix}waiting`` | sorted set: waiting call ids, scored by expiry (ms) | its longest member's |
 
 Every write that touches two keys is one Lua script (registered, run by EVALSHA), so a record
 and its place in ``waiting`` never disagree, and :meth:`RedisCallStore.replace` is a true
@@ -22,7 +20,8 @@ that restarts without its data forgets every waiting call, and those callers hea
 The Redis the tests start keeps nothing on disk; that is fine for tests only.
 
 Call ids and fingerprints become parts of keys, so they are checked first (1 to 128 characters
-of ``A-Z a-z 0-9 _ . : -``; ValueError otherwise). Failures to reach Redis raise
+of ``A-Z a-z 0-9 _ . : -``; ValueError otherwise). A stored record that is not one (written by
+something else) raises ValueError ("call record ... unreadable"). Failures to reach Redis raise
 :class:`CallStoreError`, whose message names the server with any password masked.
 """
 
