@@ -250,6 +250,7 @@ class RedisCallStore:
         connection pool (``redis.asyncio.BlockingConnectionPool.from_url``). By default: 2 s to
         connect, 2 s per answer, one retry on a new connection, at most 64 connections and 2 s
         (``timeout``) to wait for a free one (redis-py's default pool fails at once beyond 100).
+        The client connects on first use and belongs to that event loop.
         """
         masked = mask_url(url) if isinstance(url, str) else "<not a URL>"
         # (a text without "://" is shown as "<not a URL>": it may be a password pasted alone)
