@@ -14,7 +14,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
@@ -45,29 +45,21 @@ def missing_service(reason: str) -> None:
 
 
 def kill_group(process: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
-    """SIGKILL ``process``'s whole group (it leads one) and reap it, bounded."""
-    if process.poll() is None:
-        with suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
+    """SIGKILL ``process``'s whole group (it leads one; members outlive a leader that exited,
+    as a wrapper script's children do) and reap it, bounded."""
+    with suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)
     with suppress(subprocess.TimeoutExpired):
         process.wait(timeout)
 
 
-def wait_until(ready: Callable[[], bool], seconds: float, what: str) -> None:
-    """Poll ``ready`` every 20 ms for at most ``seconds``; fail the test naming ``what``."""
-    deadline = time.monotonic() + seconds
-    while not ready():
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what} not ready after {seconds} s")
-        time.sleep(0.02)
-
-
 def redis_ping(port: int, timeout: float = 0.5) -> bool:
-    """True when a Redis on 127.0.0.1:``port`` answers PING (raw protocol, no client)."""
+    """True when a Redis on 127.0.0.1:``port`` answers PING (raw protocol, no client), or
+    asks for a password first (``--requirepass``)."""
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=timeout) as connection:
             connection.sendall(b"*1\r\n$4\r\nPING\r\n")
-            return connection.recv(64).startswith(b"+PONG")
+            return connection.recv(64).startswith((b"+PONG", b"-NOAUTH"))
     except OSError:
         return False
 
@@ -75,13 +67,17 @@ def redis_ping(port: int, timeout: float = 0.5) -> bool:
 class RedisServer:
     """A ``redis-server`` on 127.0.0.1 that keeps nothing on disk, in its own process group.
 
-    ``url`` is its ``redis://`` address (database 0). :meth:`kill` stops it like a crash,
+    ``url`` is its ``redis://`` address (database 0); ``extra`` arguments are added to the
+    command line (``("--requirepass", "pw")``). :meth:`kill` stops it like a crash,
     :meth:`start` starts it again on the same port (empty: nothing was persisted),
     :meth:`restart` does both.
     """
 
-    def __init__(self, binary: str = REDIS_SERVER, port: int | None = None) -> None:
+    def __init__(
+        self, binary: str = REDIS_SERVER, port: int | None = None, extra: tuple[str, ...] = ()
+    ) -> None:
         self.binary = binary
+        self.extra = extra
         self.port = port or free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.folder = Path(tempfile.mkdtemp(prefix="flowlang-redis-"))
@@ -99,6 +95,7 @@ class RedisServer:
             "--appendonly", "no",
             "--dir", str(self.folder),
             "--logfile", str(self.folder / "redis.log"),
+            *self.extra,
         ]  # fmt: skip
         self.process = subprocess.Popen(
             command,
@@ -140,12 +137,12 @@ class RedisServer:
 
 
 @contextmanager
-def running_redis(binary: str = REDIS_SERVER) -> Iterator[RedisServer]:
-    """A started :class:`RedisServer`, closed on exit; skips (or fails, when services are
-    required) when the binary is missing."""
+def running_redis(*extra: str, binary: str = REDIS_SERVER) -> Iterator[RedisServer]:
+    """A started :class:`RedisServer` (``extra`` arguments on its command line), closed on
+    exit; skips (or fails, when services are required) when the binary is missing."""
     if not os.access(binary, os.X_OK):
         missing_service(f"{binary} is not installed")
-    server = RedisServer(binary)
+    server = RedisServer(binary, extra=extra)
     try:
         server.start()
         yield server

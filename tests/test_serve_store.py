@@ -9,18 +9,22 @@ own key prefix, whose keys are deleted afterwards.
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 import time
 import traceback
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 import redis
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from services import RedisServer, free_port, running_redis
+from services import RedisServer, free_port, redis_ping, running_redis
 from support import FakeClock
 
 from flowlang.serve.calls import CallRecord, CallStore, MemoryCallStore
@@ -357,5 +361,577 @@ def test_any_json_state_round_trips_in_memory(state: dict[str, Any]) -> None:
 
 @settings(max_examples=40)
 @given(state=json_states)
-def test_any_json_state_round_trips_in_redis(redis_server: RedisServer, state: dict[str, Any]) -> None:
+def test_any_json_state_round_trips_in_redis(
+    redis_server: RedisServer, state: dict[str, Any]
+) -> None:
     same_state_back(Kit("redis", url=redis_server.url), state)
+
+
+# ---------------------------------------------------------------------------------------------
+# Redis only: the keys, two connections, hostile keys and data, a server down or restarted
+
+
+def test_keys_have_the_documented_names_and_times_to_live(redis_kit: Kit) -> None:
+    async def body(store: CallStore) -> None:
+        await store.create("CA1", record(seq=1))
+        await store.claim("CA1", 1)
+        await store.keep_flow("fp-1", "source")
+
+    redis_kit.run(body, ttl=600.0, flow_ttl=7200.0)
+    prefix = redis_kit.prefix
+    with redis.Redis.from_url(str(redis_kit.url)) as client:
+        keys = sorted(key.decode() for key in client.scan_iter(match=f"{prefix}*"))
+        assert keys == [
+            f"{prefix}{name}" for name in ("call:CA1", "claim:CA1:1", "flow:fp-1", "waiting")
+        ]
+        lives = {key.removeprefix(prefix): client.pttl(key) for key in keys}
+        assert client.type(f"{prefix}waiting") == b"zset"
+        assert client.zrange(f"{prefix}waiting", 0, -1) == [b"CA1"]
+        assert client.get(f"{prefix}call:CA1") == record(seq=1).to_json()
+    assert 590_000 < lives["call:CA1"] <= 600_000
+    assert 590_000 < lives["claim:CA1:1"] <= 600_000
+    assert 590_000 < lives["waiting"] <= 600_000
+    assert 7_190_000 < lives["flow:fp-1"] <= 7_200_000
+
+
+def test_keeping_a_flow_again_renews_its_time_to_live(redis_kit: Kit) -> None:
+    key = f"{redis_kit.prefix}flow:fp-1"
+
+    async def keep(store: CallStore) -> None:
+        await store.keep_flow("fp-1", "source")
+
+    redis_kit.run(keep, flow_ttl=7200.0)
+    with redis.Redis.from_url(str(redis_kit.url)) as client:
+        client.pexpire(key, 1000)
+        redis_kit.run(keep, flow_ttl=7200.0)
+        assert client.pttl(key) > 7_100_000
+
+
+def test_two_connections_fifty_claims_and_replaces_one_wins(redis_kit: Kit) -> None:
+    async def body() -> tuple[list[bool], list[bool]]:
+        first, second = redis_kit.store(), redis_kit.store()
+        try:
+            await first.create("CA1", record(seq=1))
+            claims = await asyncio.gather(
+                *((first, second)[n % 2].claim("CA1", 1) for n in range(50))
+            )
+            replaces = await asyncio.gather(
+                *((first, second)[n % 2].replace("CA1", 1, record(seq=2)) for n in range(50))
+            )
+            return list(claims), list(replaces)
+        finally:
+            await first.aclose()
+            await second.aclose()
+
+    claims, replaces = run(body())
+    assert sorted(claims) == [False] * 49 + [True]
+    assert sorted(replaces) == [False] * 49 + [True]
+
+
+GARBAGE = {
+    "not UTF-8": b"\xff\xfe\x00garbage",
+    "empty": b"",
+    "not JSON": b"<Response/>",
+    "a JSON list": b"[1, 2]",
+    "JSON null": b"null",
+    "missing fields": b'{"seq": 1}',
+    "unknown field": b'{"seq": 1, "flow": "f", "fingerprint": "x", "twiml": "", "evil": 1}',
+    "seq as text": b'{"seq": "1", "flow": "f", "fingerprint": "x", "twiml": ""}',
+    "seq as bool": b'{"seq": true, "flow": "f", "fingerprint": "x", "twiml": ""}',
+    "state as list": b'{"seq": 1, "flow": "f", "fingerprint": "x", "twiml": "", "state": []}',
+    "flow as number": b'{"seq": 1, "flow": 7, "fingerprint": "x", "twiml": ""}',
+    "deep": b"[" * 5000 + b"]" * 5000,
+    "huge number": b'{"seq": 1' + b"0" * 400 + b', "flow": "f", "fingerprint": "x", "twiml": ""}',
+    "truncated": record(seq=1).to_json()[:-5],
+}
+
+
+#: Garbage whose ``seq`` can still be read: replace compares it (and may overwrite the garbage
+#: with a good record); the others cannot be compared, so replace refuses them with ValueError.
+SEQ_READABLE = {
+    "missing fields",
+    "unknown field",
+    "state as list",
+    "flow as number",
+    "huge number",
+    "truncated",
+}
+
+
+@pytest.mark.parametrize("case", list(GARBAGE))
+def test_garbage_in_a_record_key_is_a_clear_error(redis_kit: Kit, case: str) -> None:
+    key = f"{redis_kit.prefix}call:CA1"
+    with redis.Redis.from_url(str(redis_kit.url)) as client:
+        client.set(key, GARBAGE[case])
+    unreadable = r"^call record 'CA1' unreadable: "
+
+    async def body(store: CallStore) -> list[str]:
+        messages = []
+        with pytest.raises(ValueError, match=unreadable) as caught:
+            await store.get("CA1")
+        messages.append(str(caught.value))
+        if case in SEQ_READABLE:
+            assert await store.replace("CA1", 9, record(seq=10)) is False
+        else:
+            with pytest.raises(ValueError, match=unreadable + "its seq cannot be read"):
+                await store.replace("CA1", 9, record(seq=10))
+        with pytest.raises(ValueError, match=unreadable) as caught:
+            await store.delete("CA1")
+        messages.append(str(caught.value))
+        assert await store.get("CA1") is None  # delete removed it all the same
+        assert await store.create("CA1", record(seq=1))
+        return messages
+
+    messages = redis_kit.run(body)
+    assert all(len(message) < 300 for message in messages)
+
+
+def test_a_record_key_of_another_redis_type_is_a_clear_error(redis_kit: Kit) -> None:
+    with redis.Redis.from_url(str(redis_kit.url)) as client:
+        client.rpush(f"{redis_kit.prefix}call:CA1", b"x")
+
+    async def body(store: CallStore) -> None:
+        assert await store.create("CA1", record(seq=1)) is False  # the key is taken
+        for attempt in (
+            lambda: store.get("CA1"),
+            lambda: store.replace("CA1", 1, record(seq=2)),
+            lambda: store.delete("CA1"),
+        ):
+            with pytest.raises(
+                ValueError, match="call record 'CA1' unreadable: its key holds another"
+            ):
+                await attempt()
+
+    redis_kit.run(body)
+
+
+def test_a_record_json_cannot_hold_is_refused_before_storing(redis_kit: Kit) -> None:
+    async def body(store: CallStore) -> None:
+        with pytest.raises(ValueError, match="call record 'CA1' cannot be stored"):
+            await store.create("CA1", record(state={"text": "lone \ud800 surrogate"}))
+        with pytest.raises(ValueError, match="call record 'CA1' cannot be stored"):
+            await store.create("CA1", record(state={"n": 2**64}))
+        with pytest.raises(ValueError, match="seq must be an integer"):
+            await store.create("CA1", record(seq=-1))
+        assert await store.get("CA1") is None
+
+    redis_kit.run(body)
+
+
+HOSTILE_IDS = {
+    "empty": "",
+    "space": "CA 1",
+    "newline": "CA1\nFLUSHALL",
+    "carriage return": "CA1\r\n",
+    "star": "*",
+    "glob": "CA[1]?",
+    "NUL": "CA\x001",
+    "hash tag": "{CA1}",
+    "slash": "../CA1",
+    "129 characters": "C" * 129,
+    "10 KB": "C" * 10_240,
+    "non-ASCII": "CÄ1",
+    "full-width digits": "CA１",
+    "emoji": "CA🎧",
+    "bytes": b"CA1",
+    "number": 17,
+    "None": None,
+}
+
+
+@pytest.mark.parametrize("case", list(HOSTILE_IDS))
+def test_hostile_call_ids_are_refused_before_any_redis_command(case: str) -> None:
+    call_id: Any = HOSTILE_IDS[case]
+    # Nothing listens on this port: a command sent would fail with CallStoreError instead.
+    store = RedisCallStore.from_url(f"redis://127.0.0.1:{free_port()}/0")
+
+    async def body() -> None:
+        try:
+            for attempt in (
+                lambda: store.get(call_id),
+                lambda: store.create(call_id, record()),
+                lambda: store.replace(call_id, 1, record()),
+                lambda: store.claim(call_id, 1),
+                lambda: store.delete(call_id),
+                lambda: store.keep_flow(call_id, "source"),
+                lambda: store.flow_source(call_id),
+            ):
+                with pytest.raises(ValueError, match=r"must be 1 to 128 characters") as caught:
+                    await attempt()
+                assert len(str(caught.value)) < 200
+        finally:
+            await store.aclose()
+
+    run(body())
+
+
+@pytest.mark.parametrize("seq", [-1, 2**53 + 1, True, "1", 1.0, None])
+def test_hostile_seqs_are_refused_before_any_redis_command(seq: Any) -> None:
+    store = RedisCallStore.from_url(f"redis://127.0.0.1:{free_port()}/0")
+
+    async def body() -> None:
+        try:
+            with pytest.raises(ValueError, match="seq must be an integer from 0"):
+                await store.claim("CA1", seq)
+            with pytest.raises(ValueError, match="expected_seq must be an integer from 0"):
+                await store.replace("CA1", seq, record())
+        finally:
+            await store.aclose()
+
+    run(body())
+
+
+@settings(max_examples=200)
+@given(call_id=st.text(max_size=140) | st.text("AZaz09_.:-", min_size=1, max_size=130))
+def test_any_text_is_a_call_id_or_a_value_error(call_id: str) -> None:
+    allowed = 0 < len(call_id) <= 128 and all(
+        c in "_.:-" or (c.isascii() and c.isalnum()) for c in call_id
+    )
+    if allowed:
+        assert check_key_part("call id", call_id) == call_id
+    else:
+        with pytest.raises(ValueError, match="call id must be 1 to 128 characters"):
+            check_key_part("call id", call_id)
+
+
+SECRET = "s3cret-Pa55word"
+
+
+def secret_free(error: BaseException) -> None:
+    """Neither the error, its cause nor its formatted traceback shows the password."""
+    shown = "".join(traceback.format_exception(error))
+    assert SECRET not in shown
+    assert SECRET not in repr(error.__cause__)
+
+
+def test_a_redis_that_is_down_fails_quickly_without_the_password() -> None:
+    url = f"redis://:{SECRET}@127.0.0.1:{free_port()}/0"
+    store = RedisCallStore.from_url(url)
+    assert SECRET not in repr(store)
+    assert "***" in repr(store)
+
+    async def body() -> list[tuple[CallStoreError, float]]:
+        failures = []
+        try:
+            for attempt in (
+                lambda: store.get("CA1"),
+                lambda: store.create("CA1", record()),
+                lambda: store.replace("CA1", 1, record()),
+                lambda: store.claim("CA1", 1),
+                lambda: store.delete("CA1"),
+                lambda: store.keep_flow("fp-1", "source"),
+                lambda: store.flow_source("fp-1"),
+                lambda: store.waiting(),
+            ):
+                started = time.monotonic()
+                with pytest.raises(CallStoreError) as caught:
+                    await attempt()
+                failures.append((caught.value, time.monotonic() - started))
+        finally:
+            await store.aclose()
+        return failures
+
+    failures = run(body())
+    assert len(failures) == 8
+    for error, seconds in failures:
+        assert seconds < 5
+        assert isinstance(error, RuntimeError)
+        assert isinstance(error.__cause__, redis.ConnectionError)
+        assert str(error).startswith("call store redis://:***@127.0.0.1:")
+        secret_free(error)
+
+
+def test_a_wrong_password_is_a_store_error_without_the_password(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with running_redis("--requirepass", "the-right-one") as server:
+        wrong = RedisCallStore.from_url(server.url.replace("redis://", f"redis://:{SECRET}@"))
+        right = RedisCallStore.from_url(server.url.replace("redis://", "redis://:the-right-one@"))
+
+        async def body() -> CallStoreError:
+            try:
+                assert await right.create("CA1", record())
+                with pytest.raises(CallStoreError) as caught:
+                    await wrong.get("CA1")
+                return caught.value
+            finally:
+                await wrong.aclose()
+                await right.aclose()
+
+        error = run(body())
+    assert "get failed" in str(error)
+    assert isinstance(error.__cause__, redis.AuthenticationError)
+    secret_free(error)
+    assert SECRET not in caplog.text
+
+
+def test_a_password_in_the_query_is_masked_too() -> None:
+    store = RedisCallStore.from_url(f"redis://127.0.0.1:{free_port()}/0?password={SECRET}")
+    assert SECRET not in repr(store)
+
+    async def body() -> CallStoreError:
+        try:
+            with pytest.raises(CallStoreError) as caught:
+                await store.waiting()
+            return caught.value
+        finally:
+            await store.aclose()
+
+    secret_free(run(body()))
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"http://:{SECRET}@127.0.0.1:6379/0",
+        f"{SECRET}",
+        f"redis://:{SECRET}@127.0.0.1:notaport/0",
+        f"redis://:{SECRET}@127.0.0.1:6379/0?max_connections=-1",
+        f"redis://:{SECRET}@[::1/0",
+        f"redis://127.0.0.1:6379/0?password={SECRET}&socket_timeout=abc",
+        f"redis://:{SECRET}/more@127.0.0.1:6379/0",
+        f"redis://:{SECRET}#more@127.0.0.1:6379/0",
+        f"redis://:{SECRET}?more@127.0.0.1:6379/0",
+    ],
+)
+def test_bad_urls_are_value_errors_without_the_password(url: str) -> None:
+    with pytest.raises(ValueError) as caught:
+        RedisCallStore.from_url(url)
+    assert SECRET not in "".join(traceback.format_exception(caught.value))
+
+
+@pytest.mark.parametrize(
+    ("url", "masked"),
+    [
+        ("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"),
+        ("redis://:pw@host:6379/0", "redis://:***@host:6379/0"),
+        ("redis://user:pw@host/0", "redis://user:***@host/0"),
+        ("redis://lonetoken@host/0", "redis://***@host/0"),
+        ("rediss://u:p@w@host:6380", "rediss://u:***@host:6380"),
+        ("unix://:pw@/run/redis.sock?db=1", "unix://:***@/run/redis.sock?db=1"),
+        ("unix:///run/redis.sock?db=1&password=pw#x", "unix:///run/redis.sock?db=1&password=***#x"),
+        ("redis://host/0?PASSWORD=pw&password=pw2", "redis://host/0?PASSWORD=***&password=***"),
+        ("not a url :pw@", "<not a URL>"),
+        ("redis://:pa/ss@host/0", "redis://:***@host/0"),
+        ("redis://:pa#ss@host/0", "redis://:***@host/0"),
+        ("redis://:pa?ss@host/0", "redis://:***@host/0"),
+        ("redis://us/er:pw@host/0", "redis://***@host/0"),
+        ("redis://host/0?client_name=a@b", "redis://***@b"),
+        ("redis://h:1/0?password=ab@cd", "redis://h:***"),  # unsure: masked
+        ("redis://:pa?password=x@host/0", "redis://:***"),
+        (
+            "redis://h/0?db=1&Password=&password=x#password=y",
+            "redis://h/0?db=1&Password=***&password=***#password=y",
+        ),
+    ],
+)
+def test_mask_url(url: str, masked: str) -> None:
+    assert mask_url(url) == masked
+
+
+passwords = st.text(min_size=4, max_size=30).filter(
+    lambda text: text not in "redis://127.0.0.1:6379/0"
+)
+
+
+@given(user=st.sampled_from(["", "user", "us:er"]), password=passwords)
+def test_mask_url_hides_any_password_in_the_user_info(user: str, password: str) -> None:
+    for url in (
+        f"redis://{user}:{password}@127.0.0.1:6379/0",
+        f"unix://{user}:{password}@/run/r.sock",
+    ):
+        assert password not in mask_url(url)
+
+
+@given(password=passwords.filter(lambda text: "&" not in text and "#" not in text))
+def test_mask_url_hides_any_password_in_the_query(password: str) -> None:
+    assert password not in mask_url(f"redis://127.0.0.1:6379/0?db=1&password={password}&x=1")
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"ttl": 0},
+        {"ttl": -1},
+        {"ttl": float("nan")},
+        {"ttl": True},
+        {"flow_ttl": "1"},
+        {"ttl": 1e12},
+        {"prefix": "fl :"},
+        {"prefix": "fl\n"},
+        {"prefix": "x" * 65},
+    ],
+)
+def test_bad_store_options_are_value_errors(options: dict[str, Any]) -> None:
+    with pytest.raises(ValueError):
+        RedisCallStore.from_url("redis://127.0.0.1:6379/0", **options)
+
+
+def test_a_killed_and_restarted_server_serves_again_on_the_same_store() -> None:
+    with running_redis() as server:
+        store = RedisCallStore.from_url(server.url, prefix="crash:")
+
+        async def body() -> None:
+            try:
+                assert await store.create("CA1", record(seq=1))
+                await asyncio.gather(
+                    *(store.get("CA1") for _ in range(5))
+                )  # a few pooled connections
+                await asyncio.to_thread(server.kill)
+                started = time.monotonic()
+                with pytest.raises(CallStoreError):
+                    await store.get("CA1")
+                assert time.monotonic() - started < 5
+                await asyncio.to_thread(server.start)
+                # The stale pooled connections are replaced; the server kept nothing (no AOF).
+                assert await asyncio.gather(*(store.get("CA1") for _ in range(5))) == [None] * 5
+                assert await store.create("CA1", record(seq=1))
+                assert await store.replace("CA1", 1, record(seq=2))  # scripts loaded again
+                assert await store.waiting() == 1
+            finally:
+                await store.aclose()
+
+        run(body())
+
+
+def test_a_store_given_a_client_leaves_it_open(redis_kit: Kit) -> None:
+    async def body() -> bool:
+        client = redis.asyncio.Redis.from_url(str(redis_kit.url))
+        try:
+            store = RedisCallStore(client, prefix=redis_kit.prefix)
+            assert "redis://127.0.0.1:" in repr(store)
+            await store.create("CA1", record())
+            await store.aclose()
+            return bool(await client.exists(f"{redis_kit.prefix}call:CA1"))
+        finally:
+            await client.aclose()
+
+    assert run(body()) is True
+
+
+def test_a_client_that_decodes_responses_still_reads_records(redis_kit: Kit) -> None:
+    async def body() -> tuple[CallRecord | None, str | None]:
+        client = redis.asyncio.Redis.from_url(str(redis_kit.url), decode_responses=True)
+        try:
+            store = RedisCallStore(client, prefix=redis_kit.prefix)
+            await store.create("CA1", ROUND_TRIPS["unicode"])
+            await store.keep_flow("fp-1", "Grüße")
+            return await store.get("CA1"), await store.flow_source("fp-1")
+        finally:
+            await client.aclose()
+
+    assert run(body()) == (ROUND_TRIPS["unicode"], "Grüße")
+
+
+def test_a_flow_source_that_is_not_utf8_is_a_clear_error(redis_kit: Kit) -> None:
+    with redis.Redis.from_url(str(redis_kit.url)) as client:
+        client.set(f"{redis_kit.prefix}flow:fp-1", b"\xff\xfe")
+
+    async def body(store: CallStore) -> None:
+        with pytest.raises(ValueError, match="flow source 'fp-1' unreadable: not UTF-8"):
+            await store.flow_source("fp-1")
+        with pytest.raises(ValueError, match="flow source 'fp-2' is not valid text"):
+            await store.keep_flow("fp-2", "lone \udc80")
+
+    redis_kit.run(body)
+
+
+def test_more_concurrent_calls_than_connections_wait_for_one(redis_kit: Kit) -> None:
+    async def body() -> list[bool]:
+        store = RedisCallStore.from_url(
+            str(redis_kit.url), prefix=redis_kit.prefix, max_connections=2
+        )
+        try:
+            return list(
+                await asyncio.gather(*(store.create(f"CA{n}", record()) for n in range(200)))
+            )
+        finally:
+            await store.aclose()
+
+    assert run(body()) == [True] * 200
+
+
+def start_missing_redis() -> None:
+    with running_redis(binary="/nonexistent/redis-server"):
+        pytest.fail("a server without a binary started")
+
+
+def test_a_missing_service_skips_or_fails_when_services_are_required(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("FLOWLANG_REQUIRE_SERVICES", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="/nonexistent/redis-server is not installed"):
+        start_missing_redis()
+    monkeypatch.setenv("FLOWLANG_REQUIRE_SERVICES", "1")
+    with pytest.raises(pytest.fail.Exception, match=r"installed \(FLOWLANG_REQUIRE_SERVICES=1\)"):
+        start_missing_redis()
+
+
+def test_a_service_is_killed_with_its_group_and_leaves_no_folder() -> None:
+    with running_redis() as server:
+        process = server.process
+        assert process is not None
+        assert os.getpgid(process.pid) == process.pid  # a group of its own
+        assert redis_ping(server.port)
+    assert process.poll() is not None
+    assert not redis_ping(server.port)
+    assert not server.folder.exists()
+
+
+def test_a_record_written_in_another_key_order_is_compared_by_its_seq(redis_kit: Kit) -> None:
+    fields = orjson.loads(record(seq=7).to_json())
+    reordered = {name: fields[name] for name in reversed(fields)}
+    with redis.Redis.from_url(str(redis_kit.url)) as client:
+        client.set(
+            f"{redis_kit.prefix}call:CA1", orjson.dumps(reordered, option=orjson.OPT_INDENT_2)
+        )
+
+    async def body(store: CallStore) -> None:
+        assert await store.get("CA1") == record(seq=7)
+        assert await store.replace("CA1", 6, record(seq=8)) is False
+        assert await store.replace("CA1", 7, record(seq=8)) is True
+        assert await store.get("CA1") == record(seq=8)
+
+    redis_kit.run(body)
+
+
+def test_a_unix_socket_url_works(tmp_path: Path) -> None:
+    socket_path = tmp_path / "redis.sock"
+    with running_redis("--unixsocket", str(socket_path), "--unixsocketperm", "700"):
+        store = RedisCallStore.from_url(f"unix://{socket_path}?db=0")
+        assert repr(store) == f"RedisCallStore('unix://{socket_path}?db=0', prefix='fl:')"
+
+        async def body() -> CallRecord | None:
+            try:
+                assert await store.create("CA1", record())
+                return await store.get("CA1")
+            finally:
+                await store.aclose()
+
+        assert run(body()) == record()
+
+
+def test_a_server_that_never_answers_times_out() -> None:
+    store = RedisCallStore.from_url("redis://127.0.0.1:6379/0")
+    defaults = store._client.connection_pool.connection_kwargs
+    assert (defaults["socket_connect_timeout"], defaults["socket_timeout"]) == (2.0, 2.0)
+    assert store._client.connection_pool.max_connections == 64
+    run(store.aclose())
+    with socket.socket() as silent:  # accepts connections (the kernel's backlog), never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        port = silent.getsockname()[1]
+        store = RedisCallStore.from_url(f"redis://127.0.0.1:{port}/0", socket_timeout=0.3)
+
+        async def body() -> tuple[CallStoreError, float]:
+            started = time.monotonic()
+            try:
+                with pytest.raises(CallStoreError) as caught:
+                    await store.get("CA1")
+                return caught.value, time.monotonic() - started
+            finally:
+                await store.aclose()
+
+        error, seconds = run(body())
+    assert seconds < 3
+    assert "get failed: TimeoutError" in str(error)

@@ -2,14 +2,12 @@
 
 Keys (all under ``prefix``, ``fl:`` by default):
 
-==============================  ===========================================  ==============
-key                             value                                        time to live
-==============================  ===========================================  ==============
-``{prefix}call:{call_id}``      the call's record (JSON, :class:`CallRecord`)  ``ttl``
-``{prefix}claim:{call_id}:{n}`` ``1``: webhook ``n`` of the call was claimed  ``ttl``
-``{prefix}flow:{fingerprint}``  a flow version's source text                 ``flow_ttl``
-``{prefix}waiting``             sorted set: waiting call ids by expiry (ms)  longest member
-==============================  ===========================================  ==============
+| key | value | time to live |
+|---|---|---|
+| ``{prefix}call:{call_id}`` | the call's record (:class:`CallRecord` JSON) | ``ttl`` (each write) |
+| ``{prefix}claim:{call_id}:{seq}`` | ``1``: webhook ``seq`` of the call was claimed | ``ttl`` |
+| ``{prefix}flow:{fingerprint}`` | a flow version's source text | ``flow_ttl`` (each keep) |
+| ``{prefix}waiting`` | sorted set: waiting call ids, scored by expiry (ms) | its longest member's |
 
 Every write that touches two keys is one Lua script (registered, run by EVALSHA), so a record
 and its place in ``waiting`` never disagree, and :meth:`RedisCallStore.replace` is a true
@@ -22,7 +20,8 @@ that restarts without its data forgets every waiting call, and those callers hea
 The Redis the tests start keeps nothing on disk; that is fine for tests only.
 
 Call ids and fingerprints become parts of keys, so they are checked first (1 to 128 characters
-of ``A-Z a-z 0-9 _ . : -``; ValueError otherwise). Failures to reach Redis raise
+of ``A-Z a-z 0-9 _ . : -``; ValueError otherwise). A stored record that is not one (written by
+something else) raises ValueError ("call record ... unreadable"). Failures to reach Redis raise
 :class:`CallStoreError`, whose message names the server with any password masked.
 """
 
@@ -47,6 +46,8 @@ from flowlang.serve.calls import CallRecord
 #: Characters allowed in a call id or a fingerprint (they become parts of Redis keys).
 KEY_PART_CHARS = frozenset(string.ascii_letters + string.digits + "_.:-")
 KEY_PART_MAX = 128
+#: The characters of a user name that :func:`mask_url` shows.
+USER_CHARS = frozenset(string.ascii_letters + string.digits + "_.-")
 #: The largest ``seq``: Lua compares numbers as doubles.
 SEQ_MAX = 2**53
 
@@ -55,6 +56,10 @@ SEQ_MAX = 2**53
 CONNECT_TIMEOUT = 2.0
 SOCKET_TIMEOUT = 2.0
 RETRIES = 1
+#: Defaults of :meth:`RedisCallStore.from_url`: connections in the pool, and seconds a command
+#: waits for a free one.
+MAX_CONNECTIONS = 64
+POOL_TIMEOUT = 2.0
 
 #: The longest error text from Redis repeated in a CallStoreError.
 MESSAGE_MAX = 300
@@ -91,26 +96,43 @@ def _check_seq(what: str, value: object) -> int:
 
 
 def mask_url(url: str) -> str:
-    """``url`` with its password (user info and any ``password=`` query value) as ``***``."""
-    scheme, sep, rest = url.partition("://")
-    if not sep:
+    """``url`` with its password as ``***``: all user info up to the last ``@`` (only a plain
+    user name is shown) and every ``password=`` query value. What is unsure is masked (a
+    password holding ``/``, ``?``, ``#`` or ``@`` unencoded)."""
+    if "://" not in url:
         return "<not a URL>"
-    ends = [i for i in (rest.find("/"), rest.find("?"), rest.find("#")) if i >= 0]
-    end = min(ends, default=len(rest))
-    netloc, tail = rest[:end], rest[end:]
-    userinfo, at, host = netloc.rpartition("@")
-    if at:
-        user, colon, _ = userinfo.partition(":")
-        netloc = f"{user}:***@{host}" if colon else f"***@{host}"
-    path, question, query = tail.partition("?")
-    if question:
-        query, hash_mark, fragment = query.partition("#")
-        fields = [
-            "password=***" if field.lower().startswith("password=") else field
-            for field in query.split("&")
-        ]
-        tail = f"{path}?{'&'.join(fields)}{hash_mark}{fragment}"
-    return f"{scheme}://{netloc}{tail}"
+    merged: list[list[int]] = []
+    for start, end in sorted(_hidden(url)):
+        if merged and start <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], end)
+        else:
+            merged.append([start, end])
+    shown, last = [], 0
+    for start, end in merged:
+        shown.append(url[last:start] + "***")
+        last = end
+    return "".join(shown) + url[last:]
+
+
+def _hidden(url: str) -> list[tuple[int, int]]:
+    """Where ``url`` holds a password: the user info after any plain user name, and the value
+    of every ``password=`` query field (start and end offsets)."""
+    start = url.index("://") + 3
+    hidden = []
+    at = url.rfind("@")
+    if at >= start:
+        user, colon, _ = url[start:at].partition(":")
+        keep = len(user) + 1 if colon and USER_CHARS.issuperset(user) else 0
+        hidden.append((start + keep, at))
+    question = url.find("?", start)
+    if question >= 0:
+        end = url.find("#", question)
+        position = question + 1
+        for field in url[position : len(url) if end < 0 else end].split("&"):
+            if field[:9].lower() == "password=":
+                hidden.append((position + 9, position + len(field)))
+            position += len(field) + 1
+    return hidden
 
 
 # The waiting set: drop members whose time is past (by the server's clock), then add or remove
@@ -224,10 +246,14 @@ class RedisCallStore:
     def from_url(cls, url: str, **options: Any) -> RedisCallStore:
         """A store on a new client for ``url`` (``redis://``, ``rediss://`` or ``unix://``).
 
-        ``prefix``, ``ttl`` and ``flow_ttl`` go to the store, every other option to
-        ``redis.asyncio.from_url``; by default 2 s to connect, 2 s per answer and one retry.
+        ``prefix``, ``ttl`` and ``flow_ttl`` go to the store, every other option to the
+        connection pool (``redis.asyncio.BlockingConnectionPool.from_url``). By default: 2 s to
+        connect, 2 s per answer, one retry on a new connection, at most 64 connections and 2 s
+        (``timeout``) to wait for a free one (redis-py's default pool fails at once beyond 100).
+        The client connects on first use and belongs to that event loop.
         """
         masked = mask_url(url) if isinstance(url, str) else "<not a URL>"
+        # (a text without "://" is shown as "<not a URL>": it may be a password pasted alone)
         if not isinstance(url, str) or not url.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError(
                 f"a Redis URL starts with redis://, rediss:// or unix:// (got {masked})"
@@ -236,11 +262,15 @@ class RedisCallStore:
         options.setdefault("socket_connect_timeout", CONNECT_TIMEOUT)
         options.setdefault("socket_timeout", SOCKET_TIMEOUT)
         options.setdefault("retry", Retry(ExponentialBackoff(cap=0.25, base=0.05), RETRIES))
+        options.setdefault("max_connections", MAX_CONNECTIONS)
+        options.setdefault("timeout", POOL_TIMEOUT)
         try:
-            client = aioredis.from_url(url, **options)
+            pool = aioredis.BlockingConnectionPool.from_url(url, **options)
         except (ValueError, TypeError) as error:
             text = _scrub(str(error), _url_secrets(url))
             raise ValueError(f"bad Redis URL {masked}: {text}") from None
+        client = aioredis.Redis(connection_pool=pool)
+        client.auto_close_connection_pool = True  # aclose closes the pool: this store made it
         store = cls(client, **store_options)
         store._where = masked
         store._secrets.extend(_url_secrets(url))
@@ -402,19 +432,18 @@ def _location(kwargs: dict[str, Any]) -> str:
 
 
 def _url_secrets(url: str) -> list[str]:
-    """The password of ``url`` (user info: all of it without a colon) and any ``password=``
-    query value, as written and percent-decoded: what messages must never show."""
+    """What messages must never show of ``url``: what :func:`mask_url` hides, and its pieces
+    (a URL parser splits user info holding ``/``, ``?``, ``#`` or ``:`` elsewhere), as written
+    and percent-decoded."""
+    if "://" not in url:
+        return [url]
     secrets: list[str] = []
-    rest = url.partition("://")[2]
-    ends = [i for i in (rest.find("/"), rest.find("?"), rest.find("#")) if i >= 0]
-    userinfo, at, _ = rest[: min(ends, default=len(rest))].rpartition("@")
-    if at:
-        user, colon, password = userinfo.partition(":")
-        secrets.append(password if colon else user)
-    for field in rest.partition("?")[2].partition("#")[0].split("&"):
-        name, _, value = field.partition("=")
-        if name.lower() == "password":
-            secrets.append(value)
+    for start, end in _hidden(url):
+        text = url[start:end]
+        pieces = text
+        for separator in "/?#@":
+            pieces = pieces.replace(separator, ":")
+        secrets.extend((text, *pieces.split(":")))
     return [form for secret in secrets if secret for form in (secret, unquote(secret))]
 
 
