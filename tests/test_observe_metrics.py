@@ -114,8 +114,12 @@ def test_counts_of_runs_segments_steps_transfers_and_requests(backend: str) -> N
         assert value(obs, "flowlang_transfers_total", flow=flow, target=target) == 1
     http = {"flow": flow, "step": "lookup", "method": "POST", "outcome": "success"}
     assert value(obs, "flowlang_http_client_request_duration_seconds_count", **http) == 4
-    assert value(obs, "flowlang_http_client_request_duration_seconds_bucket", **http, le="0.025") == 4
-    assert value(obs, "flowlang_http_client_request_duration_seconds_bucket", **http, le="0.01") == 0
+    assert (
+        value(obs, "flowlang_http_client_request_duration_seconds_bucket", **http, le="0.025") == 4
+    )
+    assert (
+        value(obs, "flowlang_http_client_request_duration_seconds_bucket", **http, le="0.01") == 0
+    )
 
 
 def test_a_waiting_call_is_counted_until_it_resumes() -> None:
@@ -132,7 +136,9 @@ def test_a_waiting_call_is_counted_until_it_resumes() -> None:
     [("timeout", None, "timeout"), ("http_error", 503, "http_error"), ("made-up", None, OTHER)],
     ids=["timeout", "http-error", "unknown-outcome-is-other"],
 )
-def test_request_failures_are_counted_by_outcome(outcome: str, status: int | None, label: str) -> None:
+def test_request_failures_are_counted_by_outcome(
+    outcome: str, status: int | None, label: str
+) -> None:
     obs = observer()
     run_calls(obs, [("CA1", "+15550000001", [])], sender=RecordedSender(outcome, status))
     http = {"flow": "billing", "step": "lookup", "method": "POST", "outcome": label}
@@ -283,13 +289,24 @@ def test_events_deliveries_attempts_dead_letters_and_auth_failures() -> None:
     assert value(obs, "flowlang_events_total", trigger="call.ended", result="duplicate") == 1
     assert value(obs, "flowlang_events_total", trigger=OTHER, result="rejected") == 1
     assert value(obs, "flowlang_events_total", trigger="call.ended", result=OTHER) == 1
-    assert value(obs, "flowlang_events_total", trigger="recording.uploaded", result="unmatched") == 1
+    assert (
+        value(obs, "flowlang_events_total", trigger="recording.uploaded", result="unmatched") == 1
+    )
     attempts = {"workflow": "crm-sync", "action": "post"}
     assert value(obs, "flowlang_delivery_attempts_total", **attempts, result="retry") == 2
     assert value(obs, "flowlang_delivery_attempts_total", **attempts, result="failed") == 1
     assert value(obs, "flowlang_delivery_attempts_total", **attempts, result="delivered") == 1
     assert value(obs, "flowlang_deliveries_total", **attempts, outcome="dead_lettered") == 1
-    assert value(obs, "flowlang_deliveries_total", workflow="crm-sync", action="notify", outcome="skipped") == 1
+    assert (
+        value(
+            obs,
+            "flowlang_deliveries_total",
+            workflow="crm-sync",
+            action="notify",
+            outcome="skipped",
+        )
+        == 1
+    )
     assert value(obs, "flowlang_dead_letters_total", workflow="crm-sync") == 1
     assert value(obs, "flowlang_webhook_auth_failures_total", endpoint="voice") == 1
     assert value(obs, "flowlang_webhook_auth_failures_total", endpoint="events") == 1

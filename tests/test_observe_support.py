@@ -21,7 +21,9 @@ from flowlang.runtime.runner import Runtime
 SECRET = "tok3n-Secret/value+42"
 
 
-def billing_flow(origin: str, name: str = "billing") -> flowlang.CompiledFlow:
+def billing_flow(
+    origin: str, name: str = "billing", path: str = "/json", timeout: str = "2s"
+) -> flowlang.CompiledFlow:
     """A request (caller number in the query and body, a secret in a header and the query),
     a prompt, a branch, and transfers to a queue, a number, a SIP URI and a queue from data."""
     return flowlang.load_flow_text(f"""
@@ -31,10 +33,10 @@ steps:
   lookup:
     type: http_request
     method: POST
-    endpoint: "{origin}/json?caller=<<call.external_number>>&key=<<secrets.token>>"
+    endpoint: "{origin}{path}?caller=<<call.external_number>>&key=<<secrets.token>>"
     headers: {{Authorization: "Bearer <<secrets.token>>"}}
     body: {{caller: "<<call.external_number>>"}}
-    timeout: 2s
+    timeout: {timeout}
     next: ask
     on_failure: ask
   ask:
