@@ -173,9 +173,9 @@ def _step_outcome(outcome: object) -> str:
 def failure_reason(error: str | None, trace: list[dict[str, Any]]) -> str:
     """Why a failed run failed: ``step_limit``, ``same_step``, ``deadline`` or ``error`` (a
     step that failed leaves a ``failed`` row last; the loop's own limits leave none)."""
-    if trace and trace[-1].get("outcome") == "failed":
+    if trace and isinstance(trace[-1], Mapping) and trace[-1].get("outcome") == "failed":
         return "error"
-    text = error or ""
+    text = error if isinstance(error, str) else ""
     if text.startswith("the run took more than ") and text.rstrip().endswith(" steps"):
         return "step_limit"
     if text.startswith("step ") and " times in a row" in text:
@@ -357,6 +357,8 @@ class FlowMetrics:
         self.segment_duration.labels(name).observe(max(0.0, float(seconds)))
         steps: Mapping[str, Any] = getattr(flow, "steps", {}) or {}
         for row in trace:
+            if not isinstance(row, Mapping):
+                continue
             step_id, kind, outcome = row.get("step"), row.get("type"), row.get("outcome")
             step = self.label("step", step_id)
             kind_label = self.label("type", kind)
