@@ -156,3 +156,22 @@ def test_failures_log_no_message(caplog: pytest.LogCaptureFixture) -> None:
     [record] = [r for r in caplog.records if r.getMessage() == "observe.failed"]
     assert record.__dict__["method"] == "calls_waiting"
     assert record.__dict__["error_type"] == "RuntimeError"
+
+
+def test_rows_of_any_shape_still_end_the_segment_span() -> None:
+    spans = span_capture()
+    obs = observer(spans)
+    rows = [7, {"step": "a", "duration_ms": "slow"}, {"step": "b", "outcome": "said"}]
+    with obs.segment("flow", "CA1", False):
+        pass
+    obs.segment_finished(
+        SimpleNamespace(name="flow", fingerprint="f"),  # type: ignore[arg-type]
+        SimpleNamespace(status="completed", error=None, trace=rows),  # type: ignore[arg-type]
+        0.1,
+        call_id="CA1",
+        resumed=False,
+    )
+    [span] = spans.all()
+    assert [event.attributes["flowlang.step.id"] for event in span.events] == ["a", "b"]
+    assert span.events[0].attributes["duration_ms"] == 0.0
+    assert span.attributes["flowlang.run.status"] == "completed"

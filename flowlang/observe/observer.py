@@ -53,6 +53,12 @@ def _text(value: object) -> str:
     return value[:MAX_LABEL] if isinstance(value, str) else ""
 
 
+def _step_of(trace: list[dict[str, Any]], index: int) -> str | None:
+    """The step of row ``index`` of a trace, None when there is none."""
+    row = trace[index] if trace else None
+    return _text(row.get("step")) if isinstance(row, dict) else None
+
+
 class _SegmentScope:
     """The ``with`` block of one segment: its span is current inside it."""
 
@@ -158,7 +164,7 @@ class Observability:
             self.prometheus.segment(flow, status, trace, seconds, resumed=resumed, reason=reason)
         except Exception as error:
             _failed("segment_finished", error)
-        last = _text(trace[-1].get("step")) if trace else None
+        last = _step_of(trace, -1)
         span = None
         try:
             if self.tracing.enabled:
@@ -200,11 +206,11 @@ class Observability:
         if ids is not None:
             fields["trace_id"], fields["span_id"] = ids
         if resumed:
-            first = _text(trace[0].get("step")) if trace else None
+            first = _step_of(trace, 0)
             log.info("run.resumed", extra={**fields, "step": first})
         else:
             log.info("run.started", extra=fields)
-        fields["step"] = _text(trace[-1].get("step")) if trace else None
+        fields["step"] = _step_of(trace, -1)
         fields["steps"] = len(trace)
         fields["duration_ms"] = round(float(seconds) * 1000, 1)
         if status == "waiting_for_input":

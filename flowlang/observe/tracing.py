@@ -97,6 +97,17 @@ def _cut(text: object) -> str:
     return str(text)[:MAX_ATTRIBUTE]
 
 
+def _step_event(row: Mapping[str, Any]) -> dict[str, Any]:
+    """The attributes of a step's span event, from its trace row."""
+    duration = row.get("duration_ms")
+    return {
+        "flowlang.step.id": _cut(row.get("step")),
+        "flowlang.step.type": _cut(row.get("type")),
+        "flowlang.step.outcome": _cut(row.get("outcome")),
+        "duration_ms": float(duration) if isinstance(duration, int | float) else 0.0,
+    }
+
+
 class SegmentSpan:
     """The span of one segment and what the observer knows of it."""
 
@@ -193,24 +204,19 @@ class Tracing:
         if segment is None or segment.closed:
             return None
         span = segment.span
-        span.set_attributes({key: value for key, value in attributes.items() if value is not None})
-        if attributes.get("flowlang.run.status") == "failed":
-            trace = self._trace
-            span.set_status(trace.Status(trace.StatusCode.ERROR))
-        for row in trace_rows:
-            span.add_event(
-                "flowlang.step",
-                {
-                    "flowlang.step.id": _cut(row.get("step")),
-                    "flowlang.step.type": _cut(row.get("type")),
-                    "flowlang.step.outcome": _cut(row.get("outcome")),
-                    "duration_ms": float(row.get("duration_ms") or 0.0),
-                },
-            )
         segment.finished = True
-        if segment is not current or current is None:
-            segment.closed = True
-            span.end()
+        try:
+            span.set_attributes({key: val for key, val in attributes.items() if val is not None})
+            if attributes.get("flowlang.run.status") == "failed":
+                trace = self._trace
+                span.set_status(trace.Status(trace.StatusCode.ERROR))
+            for row in trace_rows:
+                if isinstance(row, Mapping):
+                    span.add_event("flowlang.step", _step_event(row))
+        finally:  # whatever the rows hold, a span whose block is over is ended
+            if segment is not current:
+                segment.closed = True
+                span.end()
         return span
 
     def ids(self, span: Any = None) -> tuple[str, str] | None:
