@@ -9,8 +9,7 @@ from typing import Any
 from urllib.parse import quote
 
 from servers import Server
-from test_observe_support import SECRET, captured, observer, span_capture
-from test_observe_tracing import call_through
+from test_observe_support import SECRET, call_through, captured, observer, span_capture
 
 import flowlang
 from flowlang.runtime.secrets import holds_secret, secret_forms

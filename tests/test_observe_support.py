@@ -3,6 +3,7 @@ capture, and a call driven through the observer the way `flowlang serve` drives 
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,7 +17,8 @@ import flowlang
 from flowlang.http_rules import PreparedRequest
 from flowlang.observe.observer import Observability
 from flowlang.runtime.http import HttpResult
-from flowlang.runtime.runner import Runtime
+from flowlang.runtime.runner import Runtime, RuntimeSettings
+from flowlang.runtime.secrets import MappingSecrets
 
 SECRET = "tok3n-Secret/value+42"
 
@@ -190,3 +192,42 @@ def captured(logger_name: str = "flowlang") -> Iterator[list[str]]:
         logger.setLevel(level)
         logger.propagate = propagate
         lines.extend(line for line in stream.getvalue().splitlines() if line)
+
+
+CALLER = "+14155550123"
+
+
+def call_through(
+    server: Any,
+    obs: Observability,
+    flow: flowlang.CompiledFlow,
+    digits: list[str | None],
+    *,
+    backend: str | None = None,
+    finished_inside: bool = False,
+    call_id: str = "CA0001",
+) -> list[flowlang.RunResult]:
+    """One call of ``flow`` through the observer, its requests to the loopback server."""
+
+    async def resolver(host: str, port: int) -> list[str]:
+        return ["127.0.0.1"]
+
+    async def main() -> list[flowlang.RunResult]:
+        settings = RuntimeSettings(allow_hosts=frozenset({"crm.test"}))
+        sender = obs.sender(settings.sender(server.client_ssl_context(), resolver))
+        runtime = Runtime(
+            http=sender,
+            secrets=MappingSecrets({"token": SECRET}),
+            settings=settings,
+            backend=backend,
+        )
+        context = {"call": {"id": call_id, "external_number": CALLER}, "contact": {}}
+        try:
+            async with runtime:
+                return await drive_call(
+                    obs, runtime, flow, call_id, context, digits, finished_inside=finished_inside
+                )
+        finally:
+            await sender.aclose()  # type: ignore[attr-defined]
+
+    return asyncio.run(main())

@@ -12,53 +12,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 from opentelemetry.trace import SpanKind, StatusCode
 from servers import Server
-from test_observe_support import SECRET, billing_flow, drive_call, observer, span_capture
+from test_observe_support import billing_flow, call_through, observer, span_capture
 
-import flowlang
 from flowlang.http_rules import PreparedRequest
 from flowlang.observe import tracing
 from flowlang.observe.observer import Observability
 from flowlang.observe.tracing import REDACTED_URL_PART, TracedSender, redact_url
-from flowlang.runtime.runner import Runtime, RuntimeSettings
-from flowlang.runtime.secrets import MappingSecrets, Redactor
-
-CALLER = "+14155550123"
-
-
-def call_through(
-    server: Server,
-    obs: Observability,
-    flow: flowlang.CompiledFlow,
-    digits: list[str | None],
-    *,
-    backend: str | None = None,
-    finished_inside: bool = False,
-    call_id: str = "CA0001",
-) -> list[flowlang.RunResult]:
-    """One call of ``flow`` through the observer, its requests to the loopback server."""
-
-    async def resolver(host: str, port: int) -> list[str]:
-        return ["127.0.0.1"]
-
-    async def main() -> list[flowlang.RunResult]:
-        settings = RuntimeSettings(allow_hosts=frozenset({"crm.test"}))
-        sender = obs.sender(settings.sender(server.client_ssl_context(), resolver))
-        runtime = Runtime(
-            http=sender,
-            secrets=MappingSecrets({"token": SECRET}),
-            settings=settings,
-            backend=backend,
-        )
-        context = {"call": {"id": call_id, "external_number": CALLER}, "contact": {}}
-        try:
-            async with runtime:
-                return await drive_call(
-                    obs, runtime, flow, call_id, context, digits, finished_inside=finished_inside
-                )
-        finally:
-            await sender.aclose()  # type: ignore[attr-defined]
-
-    return asyncio.run(main())
+from flowlang.runtime.secrets import Redactor
 
 
 @pytest.mark.parametrize(
