@@ -241,3 +241,41 @@ def test_log_lines_carry_the_segment_span_ids(server: Server) -> None:
     for record in records:
         assert record["trace_id"] == f"{segment.context.trace_id:032x}"
         assert record["span_id"] == f"{segment.context.span_id:016x}"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://crm.test/" + "a/" * 500_000 + "?q=" + "v" * 100_000,
+        "https://" + "h" * 100_000 + ".test/",
+        "https://crm.test/\ud800/caf\u00e9?x=\udcff",
+        "https://crm.test:99999999/x",
+        "not a url at all \x00\r\n",
+        "",
+    ],
+    ids=["huge-path-and-query", "huge-host", "surrogates", "bad-port", "garbage", "empty"],
+)
+def test_hostile_urls_make_bounded_attributes(url: str) -> None:
+    spans = span_capture()
+    obs = observer(spans)
+
+    class Answer:
+        async def send(self, request: PreparedRequest, **options: Any) -> Any:
+            from flowlang.runtime.http import HttpResult
+
+            return HttpResult("invalid_request", None, error="refused")
+
+    sender = obs.sender(Answer())
+    request = PreparedRequest("GET", url, ())
+    result = asyncio.run(sender.send(request, timeout=1, max_body=10, follow_redirects=False))
+    assert result.outcome == "invalid_request"
+    [span] = spans.all()
+    for value in span.attributes.values():
+        assert len(str(value)) <= 2048
+    assert span.attributes["error.type"] == "invalid_request"
+    assert "v" * 100 not in span.attributes["url.full"]
+
+
+def test_an_oversized_url_shows_its_origin_only() -> None:
+    url = "https://u:p@crm.test:8443/" + "a" * 10_000 + "?k=v"
+    assert redact_url(url) == "https://REDACTED:REDACTED@crm.test:8443/REDACTED"

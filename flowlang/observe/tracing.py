@@ -43,6 +43,8 @@ KNOWN_METHODS = frozenset(
 MAX_PENDING = 4096
 #: The longest attribute text set (longer is cut).
 MAX_ATTRIBUTE = 2048
+#: A longer URL shows only its origin in ``url.full`` (then ``/REDACTED``).
+MAX_URL = 8192
 
 _LOG = logging.getLogger("flowlang.observe")
 
@@ -67,6 +69,9 @@ def redact_url(url: str) -> str:
     netloc = parts.netloc
     if "@" in netloc:
         netloc = f"{REDACTED_URL_PART}:{REDACTED_URL_PART}@" + netloc.rsplit("@", 1)[1]
+    if len(url) > MAX_URL:  # never shown whole: the origin only, at a bounded cost
+        shown = urlunsplit(SplitResult(parts.scheme, netloc, "/" + REDACTED_URL_PART, "", ""))
+        return REDACTED_URL_PART if holds_secret(shown) else shown[:MAX_ATTRIBUTE]
     path = "/".join(
         REDACTED_URL_PART if segment and holds_secret(segment) else segment
         for segment in parts.path.split("/")
