@@ -185,6 +185,12 @@ def failure_reason(error: str | None, trace: list[dict[str, Any]]) -> str:
     return "error"
 
 
+def _seconds(value: Any) -> float:
+    """A duration as a histogram may take it: not negative, finite (NaN is 0)."""
+    seconds = float(value)
+    return min(max(seconds, 0.0), 1e9) if seconds == seconds else 0.0
+
+
 def _phone_like(text: str) -> bool:
     digits = sum(char.isdigit() for char in text)
     return digits >= 3 and all(char in _PHONE_CHARACTERS for char in text)
@@ -354,7 +360,7 @@ class FlowMetrics:
             self.runs_finished.labels(name, status if status in RUN_STATUSES else OTHER).inc()
         if status == "failed":
             self.run_failures.labels(name, reason if reason in FAILURE_REASONS else OTHER).inc()
-        self.segment_duration.labels(name).observe(max(0.0, float(seconds)))
+        self.segment_duration.labels(name).observe(_seconds(seconds))
         steps: Mapping[str, Any] = getattr(flow, "steps", {}) or {}
         for row in trace:
             if not isinstance(row, Mapping):
@@ -377,7 +383,7 @@ class FlowMetrics:
                     step,
                     method if method in HTTP_METHODS else OTHER,
                     outcome if outcome in HTTP_OUTCOMES else OTHER,
-                ).observe(max(0.0, float(detail["duration_ms"]) / 1000))
+                ).observe(_seconds(detail["duration_ms"] / 1000))
 
     def _transfer(self, flow: Any, name: str, step: Any, value: object) -> None:
         written = step is not None and _template_is_fixed(step.fields.get("target"))
