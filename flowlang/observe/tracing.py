@@ -1,6 +1,7 @@
 """Tracing: OpenTelemetry spans of run segments and of HTTP requests, through the API only.
 
-``opentelemetry-api`` is imported lazily; without it every span is a no-op (and the SDK, the
+``opentelemetry-api`` is optional (imported with this module, which only the server imports);
+without it every span is a no-op (and the SDK, the
 exporter and sampling are the embedder's choice: with the API alone nothing is recorded).
 
 - ``flowlang.run {flow}`` (INTERNAL): one per run segment (a start or a resume up to the next
@@ -48,14 +49,16 @@ MAX_URL = 8192
 
 _LOG = logging.getLogger("flowlang.observe")
 
+try:  # the otel extra is optional
+    from opentelemetry import context as otel_context
+    from opentelemetry import trace as otel_trace
+except ImportError:  # pragma: no cover - the test environment has the API
+    otel_context = otel_trace = None  # type: ignore[assignment]
+
 
 def _otel() -> Any:
     """``opentelemetry.trace``, or None when the API is not installed."""
-    try:
-        from opentelemetry import trace
-    except ImportError:  # the otel extra is optional
-        return None
-    return trace
+    return otel_trace
 
 
 def redact_url(url: str) -> str:
@@ -147,8 +150,6 @@ class Tracing:
         """Start a segment's span and make it the current one (in this context)."""
         if self.tracer is None:
             return None
-        from opentelemetry import context
-
         trace = self._trace
         span = self.tracer.start_span(
             _cut(f"flowlang.run {flow}")[:120],
@@ -159,7 +160,7 @@ class Tracing:
                 "flowlang.run.resumed": bool(resumed),
             },
         )
-        token = context.attach(trace.set_span_in_context(span))
+        token = otel_context.attach(trace.set_span_in_context(span))
         return SegmentSpan(span, token)
 
     def close_segment(
@@ -167,10 +168,8 @@ class Tracing:
     ) -> None:
         """The ``with`` block ended: detach the span; end it when its result is in (or the
         block raised), else keep it for ``segment_finished`` (it ends the span then)."""
-        from opentelemetry import context
-
         try:
-            context.detach(segment.token)
+            otel_context.detach(segment.token)
         finally:
             if error is not None:
                 trace = self._trace
