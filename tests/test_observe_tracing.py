@@ -5,6 +5,7 @@ the stable HTTP conventions, redacted URLs, no propagation headers."""
 from __future__ import annotations
 
 import asyncio
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -279,3 +280,15 @@ def test_hostile_urls_make_bounded_attributes(url: str) -> None:
 def test_an_oversized_url_shows_its_origin_only() -> None:
     url = "https://u:p@crm.test:8443/" + "a" * 10_000 + "?k=v"
     assert redact_url(url) == "https://REDACTED:REDACTED@crm.test:8443/REDACTED"
+
+
+def test_with_the_api_alone_segments_and_requests_work_and_record_nothing() -> None:
+    from opentelemetry.trace import NoOpTracerProvider
+
+    obs = Observability.create(tracer_provider=NoOpTracerProvider())
+    flow = billing_flow("https://crm.test")
+    with obs.segment("billing", "CA1", False):
+        pass
+    result = SimpleNamespace(status="completed", error=None, trace=[{"step": "lookup"}])
+    obs.segment_finished(flow, result, 0.1, call_id="CA1", resumed=False)  # type: ignore[arg-type]
+    assert obs.tracing._pending == {}

@@ -210,6 +210,8 @@ class Tracing:
         span = segment.span
         segment.finished = True
         try:
+            if not span.is_recording():  # no SDK (or not sampled): nothing to build
+                return span
             span.set_attributes({key: val for key, val in attributes.items() if val is not None})
             if attributes.get("flowlang.run.status") == "failed":
                 trace = self._trace
