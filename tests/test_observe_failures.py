@@ -100,6 +100,10 @@ def test_garbage_arguments_never_raise() -> None:
     )
 
     obs.segment_finished(object(), odd, float("nan"), call_id="x" * 10_000, resumed=False)  # type: ignore[arg-type]
+    for trace in (7, "rows", None, {"step": "a"}):
+        weird = SimpleNamespace(status="waiting_for_input", error=None, trace=trace)
+        with obs.segment("flow", "CA2", False):
+            obs.segment_finished(object(), weird, 1, call_id="CA2", resumed=True)  # type: ignore[arg-type]
     obs.calls_waiting(None, "many")  # type: ignore[arg-type]
     obs.event(None, None)  # type: ignore[arg-type]
     obs.attempt(None)  # type: ignore[arg-type]

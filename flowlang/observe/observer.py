@@ -24,6 +24,7 @@ from flowlang.observe.metrics import (
     multiprocess_dir,
 )
 from flowlang.observe.tracing import SegmentSpan, Tracing
+from flowlang.runtime.secrets import install_log_redaction
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -55,7 +56,7 @@ def _text(value: object) -> str:
 
 def _step_of(trace: list[dict[str, Any]], index: int) -> str | None:
     """The step of row ``index`` of a trace, None when there is none."""
-    row = trace[index] if trace else None
+    row = trace[index] if isinstance(trace, list) and trace else None
     return _text(row.get("step")) if isinstance(row, dict) else None
 
 
@@ -121,6 +122,7 @@ class Observability:
         other is counted as ``other``). ``multiprocess_path``: multiprocess mode's folder
         (``PROMETHEUS_MULTIPROC_DIR`` when None; ValueError when that is set after
         prometheus_client was imported or is not a folder)."""
+        install_log_redaction()  # the records of flowlang.serve are masked as they are made
         folder = multiprocess_path or multiprocess_dir()
         metrics = FlowMetrics(
             registry=registry, known_triggers=known_triggers, multiprocess_path=folder
@@ -164,10 +166,10 @@ class Observability:
             self.prometheus.segment(flow, status, trace, seconds, resumed=resumed, reason=reason)
         except Exception as error:
             _failed("segment_finished", error)
-        last = _step_of(trace, -1)
         span = None
         try:
             if self.tracing.enabled:
+                last = _step_of(trace, -1)
                 attributes = {
                     "flowlang.flow.fingerprint": _text(getattr(flow, "fingerprint", "")),
                     "flowlang.run.status": status,
