@@ -5,6 +5,21 @@ does nothing (an embedder that wants none pays nothing). The full one lives in
 :mod:`flowlang.observe.observer`: Prometheus metrics (labels only from flow definitions and
 fixed enums), OpenTelemetry spans through the API package, JSON log lines through the
 existing secret redaction.
+
+``Observability.create(registry=None, tracer_provider=None, logger=None, known_triggers=())``
+makes it: its own CollectorRegistry (:mod:`flowlang.observe.metrics`; multiprocess mode when
+``PROMETHEUS_MULTIPROC_DIR`` is set before the process starts), spans from the tracer
+provider (:mod:`flowlang.observe.tracing`; no-ops without ``opentelemetry-api``), records to
+the ``flowlang.serve`` logger (:func:`flowlang.observe.logs.configure_json_logging` writes
+them as JSON lines). The server calls it so::
+
+    with obs.segment(flow.name, call_id, resumed):
+        result = await runtime.start(flow, context)   # Runtime(http=obs.sender(sender))
+    obs.segment_finished(flow, result, seconds, call_id=call_id, resumed=resumed)
+
+``segment_finished`` may also be called inside the block; the span ends once both happened.
+No trace context is ever sent to a third party: ``sender`` adds no ``traceparent`` (or any
+other) header to a request.
 """
 
 from __future__ import annotations

@@ -173,9 +173,9 @@ def _step_outcome(outcome: object) -> str:
 def failure_reason(error: str | None, trace: list[dict[str, Any]]) -> str:
     """Why a failed run failed: ``step_limit``, ``same_step``, ``deadline`` or ``error`` (a
     step that failed leaves a ``failed`` row last; the loop's own limits leave none)."""
-    if trace and trace[-1].get("outcome") == "failed":
+    if trace and isinstance(trace[-1], Mapping) and trace[-1].get("outcome") == "failed":
         return "error"
-    text = error or ""
+    text = error if isinstance(error, str) else ""
     if text.startswith("the run took more than ") and text.rstrip().endswith(" steps"):
         return "step_limit"
     if text.startswith("step ") and " times in a row" in text:
@@ -183,6 +183,12 @@ def failure_reason(error: str | None, trace: list[dict[str, Any]]) -> str:
     if text.startswith("the run took longer than "):
         return "deadline"
     return "error"
+
+
+def _seconds(value: Any) -> float:
+    """A duration as a histogram may take it: not negative, finite (NaN is 0)."""
+    seconds = float(value)
+    return min(max(seconds, 0.0), 1e9) if seconds == seconds else 0.0
 
 
 def _phone_like(text: str) -> bool:
@@ -354,9 +360,11 @@ class FlowMetrics:
             self.runs_finished.labels(name, status if status in RUN_STATUSES else OTHER).inc()
         if status == "failed":
             self.run_failures.labels(name, reason if reason in FAILURE_REASONS else OTHER).inc()
-        self.segment_duration.labels(name).observe(max(0.0, float(seconds)))
+        self.segment_duration.labels(name).observe(_seconds(seconds))
         steps: Mapping[str, Any] = getattr(flow, "steps", {}) or {}
         for row in trace:
+            if not isinstance(row, Mapping):
+                continue
             step_id, kind, outcome = row.get("step"), row.get("type"), row.get("outcome")
             step = self.label("step", step_id)
             kind_label = self.label("type", kind)
@@ -375,7 +383,7 @@ class FlowMetrics:
                     step,
                     method if method in HTTP_METHODS else OTHER,
                     outcome if outcome in HTTP_OUTCOMES else OTHER,
-                ).observe(max(0.0, float(detail["duration_ms"]) / 1000))
+                ).observe(_seconds(detail["duration_ms"] / 1000))
 
     def _transfer(self, flow: Any, name: str, step: Any, value: object) -> None:
         written = step is not None and _template_is_fixed(step.fields.get("target"))

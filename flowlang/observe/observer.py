@@ -24,6 +24,7 @@ from flowlang.observe.metrics import (
     multiprocess_dir,
 )
 from flowlang.observe.tracing import SegmentSpan, Tracing
+from flowlang.runtime.secrets import install_log_redaction
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -51,6 +52,12 @@ def _failed(method: str, error: BaseException) -> None:
 
 def _text(value: object) -> str:
     return value[:MAX_LABEL] if isinstance(value, str) else ""
+
+
+def _step_of(trace: list[dict[str, Any]], index: int) -> str | None:
+    """The step of row ``index`` of a trace, None when there is none."""
+    row = trace[index] if isinstance(trace, list) and trace else None
+    return _text(row.get("step")) if isinstance(row, dict) else None
 
 
 class _SegmentScope:
@@ -115,6 +122,7 @@ class Observability:
         other is counted as ``other``). ``multiprocess_path``: multiprocess mode's folder
         (``PROMETHEUS_MULTIPROC_DIR`` when None; ValueError when that is set after
         prometheus_client was imported or is not a folder)."""
+        install_log_redaction()  # the records of flowlang.serve are masked as they are made
         folder = multiprocess_path or multiprocess_dir()
         metrics = FlowMetrics(
             registry=registry, known_triggers=known_triggers, multiprocess_path=folder
@@ -158,10 +166,10 @@ class Observability:
             self.prometheus.segment(flow, status, trace, seconds, resumed=resumed, reason=reason)
         except Exception as error:
             _failed("segment_finished", error)
-        last = _text(trace[-1].get("step")) if trace else None
         span = None
         try:
             if self.tracing.enabled:
+                last = _step_of(trace, -1)
                 attributes = {
                     "flowlang.flow.fingerprint": _text(getattr(flow, "fingerprint", "")),
                     "flowlang.run.status": status,
@@ -200,11 +208,11 @@ class Observability:
         if ids is not None:
             fields["trace_id"], fields["span_id"] = ids
         if resumed:
-            first = _text(trace[0].get("step")) if trace else None
+            first = _step_of(trace, 0)
             log.info("run.resumed", extra={**fields, "step": first})
         else:
             log.info("run.started", extra=fields)
-        fields["step"] = _text(trace[-1].get("step")) if trace else None
+        fields["step"] = _step_of(trace, -1)
         fields["steps"] = len(trace)
         fields["duration_ms"] = round(float(seconds) * 1000, 1)
         if status == "waiting_for_input":

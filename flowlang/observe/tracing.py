@@ -1,6 +1,7 @@
 """Tracing: OpenTelemetry spans of run segments and of HTTP requests, through the API only.
 
-``opentelemetry-api`` is imported lazily; without it every span is a no-op (and the SDK, the
+``opentelemetry-api`` is optional (imported with this module, which only the server imports);
+without it every span is a no-op (and the SDK, the
 exporter and sampling are the embedder's choice: with the API alone nothing is recorded).
 
 - ``flowlang.run {flow}`` (INTERNAL): one per run segment (a start or a resume up to the next
@@ -43,17 +44,21 @@ KNOWN_METHODS = frozenset(
 MAX_PENDING = 4096
 #: The longest attribute text set (longer is cut).
 MAX_ATTRIBUTE = 2048
+#: A longer URL shows only its origin in ``url.full`` (then ``/REDACTED``).
+MAX_URL = 8192
 
 _LOG = logging.getLogger("flowlang.observe")
+
+try:  # the otel extra is optional
+    from opentelemetry import context as otel_context
+    from opentelemetry import trace as otel_trace
+except ImportError:  # pragma: no cover - the test environment has the API
+    otel_context = otel_trace = None  # type: ignore[assignment]
 
 
 def _otel() -> Any:
     """``opentelemetry.trace``, or None when the API is not installed."""
-    try:
-        from opentelemetry import trace
-    except ImportError:  # the otel extra is optional
-        return None
-    return trace
+    return otel_trace
 
 
 def redact_url(url: str) -> str:
@@ -67,6 +72,9 @@ def redact_url(url: str) -> str:
     netloc = parts.netloc
     if "@" in netloc:
         netloc = f"{REDACTED_URL_PART}:{REDACTED_URL_PART}@" + netloc.rsplit("@", 1)[1]
+    if len(url) > MAX_URL:  # never shown whole: the origin only, at a bounded cost
+        shown = urlunsplit(SplitResult(parts.scheme, netloc, "/" + REDACTED_URL_PART, "", ""))
+        return REDACTED_URL_PART if holds_secret(shown) else shown[:MAX_ATTRIBUTE]
     path = "/".join(
         REDACTED_URL_PART if segment and holds_secret(segment) else segment
         for segment in parts.path.split("/")
@@ -95,6 +103,17 @@ def _server(url: str) -> tuple[str, int]:
 
 def _cut(text: object) -> str:
     return str(text)[:MAX_ATTRIBUTE]
+
+
+def _step_event(row: Mapping[str, Any]) -> dict[str, Any]:
+    """The attributes of a step's span event, from its trace row."""
+    duration = row.get("duration_ms")
+    return {
+        "flowlang.step.id": _cut(row.get("step")),
+        "flowlang.step.type": _cut(row.get("type")),
+        "flowlang.step.outcome": _cut(row.get("outcome")),
+        "duration_ms": float(duration) if isinstance(duration, int | float) else 0.0,
+    }
 
 
 class SegmentSpan:
@@ -131,8 +150,6 @@ class Tracing:
         """Start a segment's span and make it the current one (in this context)."""
         if self.tracer is None:
             return None
-        from opentelemetry import context
-
         trace = self._trace
         span = self.tracer.start_span(
             _cut(f"flowlang.run {flow}")[:120],
@@ -143,7 +160,7 @@ class Tracing:
                 "flowlang.run.resumed": bool(resumed),
             },
         )
-        token = context.attach(trace.set_span_in_context(span))
+        token = otel_context.attach(trace.set_span_in_context(span))
         return SegmentSpan(span, token)
 
     def close_segment(
@@ -151,10 +168,8 @@ class Tracing:
     ) -> None:
         """The ``with`` block ended: detach the span; end it when its result is in (or the
         block raised), else keep it for ``segment_finished`` (it ends the span then)."""
-        from opentelemetry import context
-
         try:
-            context.detach(segment.token)
+            otel_context.detach(segment.token)
         finally:
             if error is not None:
                 trace = self._trace
@@ -193,24 +208,21 @@ class Tracing:
         if segment is None or segment.closed:
             return None
         span = segment.span
-        span.set_attributes({key: value for key, value in attributes.items() if value is not None})
-        if attributes.get("flowlang.run.status") == "failed":
-            trace = self._trace
-            span.set_status(trace.Status(trace.StatusCode.ERROR))
-        for row in trace_rows:
-            span.add_event(
-                "flowlang.step",
-                {
-                    "flowlang.step.id": _cut(row.get("step")),
-                    "flowlang.step.type": _cut(row.get("type")),
-                    "flowlang.step.outcome": _cut(row.get("outcome")),
-                    "duration_ms": float(row.get("duration_ms") or 0.0),
-                },
-            )
         segment.finished = True
-        if segment is not current or current is None:
-            segment.closed = True
-            span.end()
+        try:
+            if not span.is_recording():  # no SDK (or not sampled): nothing to build
+                return span
+            span.set_attributes({key: val for key, val in attributes.items() if val is not None})
+            if attributes.get("flowlang.run.status") == "failed":
+                trace = self._trace
+                span.set_status(trace.Status(trace.StatusCode.ERROR))
+            for row in trace_rows:
+                if isinstance(row, Mapping):
+                    span.add_event("flowlang.step", _step_event(row))
+        finally:  # whatever the rows hold, a span whose block is over is ended
+            if segment is not current:
+                segment.closed = True
+                span.end()
         return span
 
     def ids(self, span: Any = None) -> tuple[str, str] | None:
