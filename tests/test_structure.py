@@ -63,6 +63,9 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     # Pictures of flows and workflows, and flow tests with coverage: they read documents, runs
     # and automations, and only the command line reads them.
     ("tools", ("flowlang.graph.*", "flowlang.testing.*")),
+    # flowlang serve and what it reports: it runs flows and automations in a server, and its
+    # check of Twilio's budget reads the flow graph.
+    ("serve", ("flowlang.observe.*", "flowlang.serve.*")),
     # The pytest plugin is a front end like the command line: it shows failures as it does.
     ("cli", ("flowlang.cli.*", "flowlang.__main__", "flowlang.testing.plugin")),
 )
@@ -75,7 +78,8 @@ RANKS = {
     "kinds": 2,
     "automations": 4,
     "tools": 5,
-    "cli": 6,
+    "serve": 6,
+    "cli": 7,
     **SIBLINGS,
 }
 
@@ -94,6 +98,9 @@ LAZY_ALLOWED: dict[tuple[str, str], str] = {
     ),
     ("flowlang.cli.flows", "flowlang.serve.budget"): (
         "check --serve: the serve package is loaded only when the option is given"
+    ),
+    ("flowlang.cli.serve", "flowlang.cli.serve_console"): (
+        "a command loads only its own console (uvicorn, Starlette: the serve extra) when it runs"
     ),
     ("flowlang.expr.filters", "phonenumbers"): "optional heavy import: only when e164 runs",
     ("flowlang.testing.plugin", "flowlang.testing.session"): (

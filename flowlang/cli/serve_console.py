@@ -1,0 +1,225 @@
+"""``flowlang serve``'s work: load the documents, build the server, run uvicorn until a signal.
+
+Imported only when the command runs (it needs the ``serve`` extra: Starlette and uvicorn).
+"""
+
+from __future__ import annotations
+
+__all__ = ["serve_from_command_line", "served_documents"]
+
+import argparse
+import contextlib
+import ipaddress
+import math
+import os
+import signal
+import socket
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, TextIO
+
+import uvicorn
+
+from flowlang.automations.workflow import check_unique_names, is_workflow_document, load_workflow
+from flowlang.cli.inputs import (
+    EXIT_BAD_INPUT,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    UsageError,
+    read_context,
+)
+from flowlang.cli.terminal import printable
+from flowlang.cli.trust import trusted_authorities
+from flowlang.flow.load import load_flow
+from flowlang.flow.model import FlowDocumentError
+from flowlang.flow.source import load_document, paused_collector
+from flowlang.observe.logs import configure_json_logging
+from flowlang.observe.observer import Observability
+from flowlang.runtime.collector import tune_collector
+from flowlang.runtime.recorded import load_recorded_responses
+from flowlang.serve.app import build_server, create_app
+from flowlang.serve.calls import CallStore
+from flowlang.serve.redis_store import RedisCallStore
+from flowlang.serve.settings import ServeSettings
+
+#: Document files a folder given to serve contributes (flow tests, ``*.test.yaml``, are not).
+_SUFFIXES = (".yaml", ".yml", ".json")
+
+
+def served_documents(names: list[str]) -> list[Path]:
+    """The document files ``names`` give: files as named, and a folder's YAML and JSON files
+    (not its subfolders, not flow tests). UsageError for a name that is neither."""
+    paths: list[Path] = []
+    for name in names:
+        path = Path(name)
+        if path.is_dir():
+            paths.extend(
+                child
+                for child in sorted(path.iterdir())
+                if child.is_file()
+                and child.suffix in _SUFFIXES
+                and not child.name.endswith((".test.yaml", ".test.yml"))
+            )
+        elif path.is_file():
+            paths.append(path)
+        else:
+            raise UsageError(f"{printable(name, one_line=True)}: no such file or folder")
+    if not paths:
+        raise UsageError("no flow or workflow documents to serve")
+    return paths
+
+
+def _targets(items: list[str]) -> dict[str, str]:
+    targets = {}
+    for item in items:
+        target, separator, dial = item.partition("=")
+        if not separator or not target or not dial:
+            raise UsageError(f"--transfer takes TARGET=DIAL, not {printable(repr(item))}")
+        targets[target] = dial
+    return targets
+
+
+def _settings(arguments: argparse.Namespace) -> ServeSettings:
+    deadline = arguments.segment_deadline
+    if not math.isfinite(deadline) or deadline <= 0:
+        raise UsageError(f"--segment-deadline must be seconds above zero, not {deadline!r}")
+    options: dict[str, Any] = {
+        "public_url": arguments.public_url,
+        "twilio_keys": tuple(arguments.twilio_key),
+        "signatures": not arguments.no_signatures,
+        "voice": arguments.voice,
+        "language": arguments.language,
+        "transfer_targets": _targets(arguments.transfer),
+        "fallback_target": arguments.fallback,
+        "segment_deadline": deadline,
+        "state_keys": tuple(arguments.state_key),
+        "event_secrets": tuple(arguments.event_secret),
+        "event_tokens": tuple(arguments.event_token),
+    }
+    if arguments.apology:
+        options["apology"] = arguments.apology
+    try:
+        return ServeSettings(**options)
+    except ValueError as error:
+        raise UsageError(str(error).replace("ServeSettings.", "--").replace("_", "-")) from None
+
+
+def _documents(arguments: argparse.Namespace) -> tuple[list[Any], list[Any]]:
+    flows, workflows = [], []
+    allow = arguments.allow_host
+    for path in served_documents(arguments.files):
+        with paused_collector():
+            document = load_document(path)
+        if is_workflow_document(document.data):
+            workflows.append(load_workflow(path, allow_hosts=allow))
+        else:
+            flows.append(load_flow(path, allow_hosts=allow))
+    check_unique_names(workflows)
+    names = [flow.name for flow in flows]
+    for name in names:
+        if names.count(name) > 1:
+            raise UsageError(f"two flows are named {name!r}: a served flow's name is its URL")
+    return flows, workflows
+
+
+def _listening_socket(host: str, port: int) -> socket.socket:
+    """A listening TCP socket (made with IPPROTO_TCP, so uvicorn sets TCP_NODELAY on it)."""
+    if not 0 <= port <= 65535:
+        raise UsageError(f"--port must be from 0 to 65535, not {port}")
+    try:
+        family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
+    except ValueError:
+        family = socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as error:
+        sock.close()
+        raise UsageError(f"cannot listen on {host}:{port}: {error.strerror}") from None
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _store(arguments: argparse.Namespace, ttl: float) -> CallStore | None:
+    if arguments.store == "memory":
+        return None
+    if not arguments.store.startswith(("redis://", "rediss://", "unix://")):
+        raise UsageError("--store is memory or a redis:// URL")
+    if not arguments.state_key:
+        raise UsageError(
+            "a Redis store is shared: give --state-key NAME (the same on every replica)"
+        )
+    return RedisCallStore.from_url(arguments.store, prefix=arguments.key_prefix, ttl=ttl)
+
+
+def serve_from_command_line(arguments: argparse.Namespace, stdin: TextIO) -> int:
+    """Serve until SIGTERM or SIGINT (status 0, or 130 for SIGINT); 2 for documents with
+    errors."""
+    settings = _settings(arguments)
+    try:
+        flows, workflows = _documents(arguments)
+    except FlowDocumentError as error:
+        print(printable(f"flowlang: the documents have errors:\n\n{error}"), file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if not settings.signatures:
+        print(
+            "flowlang: WARNING: --no-signatures: anyone who reaches this server can drive calls",
+            file=sys.stderr,
+        )
+    if arguments.log_format == "json":
+        configure_json_logging(sys.stderr)
+    http = load_recorded_responses(arguments.responses) if arguments.responses else None
+    observer = Observability.create(known_triggers={workflow.trigger for workflow in workflows})
+    server = build_server(
+        flows,
+        workflows,
+        settings,
+        store=_store(arguments, settings.call_ttl),
+        observer=observer,
+        ssl_context=trusted_authorities(arguments.ca_file),
+        http=http,
+        allow_hosts=arguments.allow_host,
+        journal=Path(arguments.journal) if arguments.journal else None,
+        dead_letters=Path(arguments.dead_letter) if arguments.dead_letter else None,
+        context=read_context(arguments.context, stdin) if arguments.context else None,
+    )
+    sock = _listening_socket(arguments.host, arguments.port)
+    host, port = sock.getsockname()[:2]
+    tune_collector()  # after loading: the documents' objects are long-lived
+    config = uvicorn.Config(
+        create_app(server),
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=max(1, math.ceil(settings.drain_timeout)),
+        server_header=False,
+    )
+    names = ", ".join(flow.name for flow in flows) or "none"
+    print(
+        f"flowlang serve: listening on http://{host}:{port} for {settings.public_url} "
+        f"(flows: {names}; workflows: {len(workflows)}; store: "
+        f"{'memory' if arguments.store == 'memory' else 'redis'}; pid {os.getpid()})",
+        file=sys.stderr,
+        flush=True,
+    )
+    server_process = _StoppingServer(config)
+    server_process.run(sockets=[sock])
+    print("flowlang serve: stopped", file=sys.stderr, flush=True)
+    return EXIT_INTERRUPTED if signal.SIGINT in server_process.stopped_by else EXIT_OK
+
+
+class _StoppingServer(uvicorn.Server):
+    """uvicorn's server, except that a stop asked by a signal ends ``run`` normally (uvicorn
+    raises the signal again after its graceful shutdown, which would kill the process)."""
+
+    stopped_by: tuple[int, ...] = ()
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        with super().capture_signals():
+            yield
+            self.stopped_by = tuple(self._captured_signals)
+            self._captured_signals.clear()
