@@ -13,7 +13,7 @@ replica that never loaded that version (after a redeploy) can still finish the c
 
 from __future__ import annotations
 
-__all__ = ["CallRecord", "CallStore", "MemoryCallStore"]
+__all__ = ["CallRecord", "CallStore", "CallStoreError", "MemoryCallStore"]
 
 import time
 from collections.abc import Callable
@@ -21,6 +21,11 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Protocol
 
 import orjson
+
+
+class CallStoreError(RuntimeError):
+    """The call store could not be reached or answered with an error (the message never holds
+    a password; the store's own exception is the ``__cause__``)."""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -41,7 +41,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import RedisError, ResponseError
 
-from flowlang.serve.calls import CallRecord
+from flowlang.serve.calls import CallRecord, CallStoreError
 
 #: Characters allowed in a call id or a fingerprint (they become parts of Redis keys).
 KEY_PART_CHARS = frozenset(string.ascii_letters + string.digits + "_.:-")
@@ -63,11 +63,6 @@ POOL_TIMEOUT = 2.0
 
 #: The longest error text from Redis repeated in a CallStoreError.
 MESSAGE_MAX = 300
-
-
-class CallStoreError(RuntimeError):
-    """The call store could not be reached or answered with an error (the message never holds
-    a password; the Redis exception is the ``__cause__``)."""
 
 
 def check_key_part(what: str, value: object) -> str:

@@ -32,7 +32,7 @@ from flowlang.flow.model import CompiledFlow
 from flowlang.observe import Observer
 from flowlang.runtime.results import RunResult
 from flowlang.runtime.runner import Runtime
-from flowlang.serve.calls import CallRecord, CallStore
+from flowlang.serve.calls import CallRecord, CallStore, CallStoreError
 from flowlang.serve.settings import ServeSettings
 from flowlang.serve.twiml import Links, apology_twiml, hangup_twiml, twiml_for
 
@@ -173,11 +173,17 @@ class VoiceCalls:
         if flow is None:
             log.warning("unknown flow", extra={"event": "webhook.unknown_flow"})
             return Reply(404, apology_twiml(self.settings, None))
-        if seq_text is None:
-            return await self._first(flow, call_id, params)
-        if not seq_text.isascii() or not seq_text.isdigit() or len(seq_text) > 9:
+        if seq_text is not None and (
+            not seq_text.isascii() or not seq_text.isdigit() or len(seq_text) > 9
+        ):
             return Reply(400, "seq must be a whole number")
-        return await self._resume(flow, call_id, int(seq_text), form_value(params, "Digits"))
+        try:
+            if seq_text is None:
+                return await self._first(flow, call_id, params)
+            return await self._resume(flow, call_id, int(seq_text), form_value(params, "Digits"))
+        except CallStoreError as error:  # the caller hears the apology, then the fallback
+            log.error("%s", error, extra={"event": "call.store_failed", "flow": flow.name})
+            return Reply(200, apology_twiml(self.settings, self.links(flow.name, 0)))
 
     async def _first(
         self, flow: CompiledFlow, call_id: str, params: Sequence[tuple[str, str]]
@@ -359,7 +365,7 @@ class VoiceCalls:
             return Reply(204, "")
         try:
             record = await self.store.delete(call_id)
-        except ValueError as error:
+        except (ValueError, CallStoreError) as error:  # the event goes out all the same
             log.error("%s", error, extra={"event": "call.unreadable"})
             record = None
         if record is not None and record.state is not None:
@@ -376,14 +382,20 @@ class VoiceCalls:
                 form_value(params, "QueueResult") == "bridged"
             )
             waited = _whole_number(form_value(params, "QueueTime"))
-            for _ in range(3):  # compare-and-set against a concurrent callback
-                record = await self._record(call_id)
-                if record is None:
-                    break
-                changed = record.but(answered=answered or record.answered, waiting_time=waited)
-                if await self.store.replace(call_id, record.seq, changed):
-                    break
+            try:
+                await self._note_transfer(call_id, answered, waited)
+            except CallStoreError as error:  # call.ended then says not answered
+                log.error("%s", error, extra={"event": "call.store_failed"})
         return Reply(200, hangup_twiml())
+
+    async def _note_transfer(self, call_id: str, answered: bool, waited: int) -> None:
+        for _ in range(3):  # compare-and-set against a concurrent callback
+            record = await self._record(call_id)
+            if record is None:
+                return
+            changed = record.but(answered=answered or record.answered, waiting_time=waited)
+            if await self.store.replace(call_id, record.seq, changed):
+                return
 
     async def voicemail_done(self) -> Reply:
         """The action of a Record (voicemail left): the call is over."""
