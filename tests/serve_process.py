@@ -111,14 +111,24 @@ class ServeProcess:
         with suppress(ProcessLookupError):
             os.killpg(self.process.pid, signal.SIGTERM)
         try:
-            return self.process.wait(timeout)
+            status = self.process.wait(timeout)
         except subprocess.TimeoutExpired:
             self.kill()
             raise AssertionError(
                 f"flowlang serve did not stop on SIGTERM:\n{self.output()}"
             ) from None
+        self._close()
+        return status
 
     def kill(self) -> None:
         """SIGKILL the server's group (a crash) and reap it."""
         if self.process is not None:
             kill_group(self.process)
+            self._close()
+
+    def _close(self) -> None:
+        """Read what is left of standard error (bounded), then close the pipe."""
+        assert self.process is not None
+        self._reader.join(5)
+        if self.process.stderr is not None:
+            self.process.stderr.close()

@@ -24,6 +24,7 @@ import uvicorn
 from flowlang.automations.workflow import check_unique_names, is_workflow_document, load_workflow
 from flowlang.cli.inputs import (
     EXIT_BAD_INPUT,
+    EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_OK,
     UsageError,
@@ -189,24 +190,30 @@ def serve_from_command_line(arguments: argparse.Namespace, stdin: TextIO) -> int
     sock = _listening_socket(arguments.host, arguments.port)
     host, port = sock.getsockname()[:2]
     tune_collector()  # after loading: the documents' objects are long-lived
+    names = ", ".join(flow.name for flow in flows) or "none"
+    store = "memory" if arguments.store == "memory" else "redis"
+
+    def started() -> None:  # said once uvicorn handles signals: a SIGTERM after it stops cleanly
+        print(
+            f"flowlang serve: listening on http://{host}:{port} for {settings.public_url} "
+            f"(flows: {names}; workflows: {len(workflows)}; store: {store}; pid {os.getpid()})",
+            file=sys.stderr,
+            flush=True,
+        )
+
     config = uvicorn.Config(
-        create_app(server),
+        create_app(server, started),
         log_config=None,
         access_log=False,
         lifespan="on",
         timeout_graceful_shutdown=max(1, math.ceil(settings.drain_timeout)),
         server_header=False,
     )
-    names = ", ".join(flow.name for flow in flows) or "none"
-    print(
-        f"flowlang serve: listening on http://{host}:{port} for {settings.public_url} "
-        f"(flows: {names}; workflows: {len(workflows)}; store: "
-        f"{'memory' if arguments.store == 'memory' else 'redis'}; pid {os.getpid()})",
-        file=sys.stderr,
-        flush=True,
-    )
     server_process = _StoppingServer(config)
     server_process.run(sockets=[sock])
+    if not server_process.started:
+        print("flowlang serve: the server could not start (see the log above)", file=sys.stderr)
+        return EXIT_FAILED
     print("flowlang serve: stopped", file=sys.stderr, flush=True)
     return EXIT_INTERRUPTED if signal.SIGINT in server_process.stopped_by else EXIT_OK
 

@@ -260,8 +260,9 @@ def _reply(reply: Reply) -> Response:
     return Response(reply.body, reply.status, media_type=_XML)
 
 
-def create_app(server: Server) -> Starlette:
-    """The ASGI application of ``server`` (its lifespan starts and stops it)."""
+def create_app(server: Server, on_started: Callable[[], None] | None = None) -> Starlette:
+    """The ASGI application of ``server`` (its lifespan starts and stops it; ``on_started`` is
+    called once it has started)."""
 
     def twilio(endpoint: str, answer: Any) -> Any:
         async def handle(request: Request) -> Response:
@@ -334,7 +335,15 @@ def create_app(server: Server) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await server.start()
+        try:
+            await server.start()
+        except Exception as error:
+            log.critical(
+                "the server cannot start: %s", error, extra={"event": "serve.start_failed"}
+            )
+            raise
+        if on_started is not None:
+            on_started()
         try:
             yield
         finally:
