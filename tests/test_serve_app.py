@@ -549,3 +549,24 @@ def test_healthz() -> None:
             assert (answer.status_code, answer.json()) == (200, {"status": "ok"})
 
     run(main())
+
+
+def test_a_body_that_arrives_too_slowly_is_refused() -> None:
+    async def slowly() -> Any:
+        yield b"CallSid=CA1"
+        await asyncio.sleep(5)
+        yield b"&From=%2B1"
+
+    async def main() -> None:
+        async with serving(settings=settings(body_timeout=0.3)) as served:
+            began = time.monotonic()
+            for path in ("/voice/account-verification", "/events"):
+                answer = await served.client.post(
+                    path,
+                    content=slowly(),
+                    headers={"Content-Type": "application/x-www-form-urlencoded"},
+                )
+                assert answer.status_code == 408, answer.text
+            assert time.monotonic() - began < 4
+
+    run(main())

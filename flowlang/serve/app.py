@@ -191,18 +191,27 @@ def build_server(
 # --- requests ---------------------------------------------------------------------------------
 
 
-async def _body(request: Request, limit: int) -> bytes | None:
-    """The request body, or None when it is longer than ``limit`` bytes (read no further)."""
+class _SlowBodyError(Exception):
+    """The body did not arrive within the settings' ``body_timeout``."""
+
+
+async def _body(request: Request, limit: int, seconds: float) -> bytes | None:
+    """The request body, or None when it is longer than ``limit`` bytes (read no further);
+    _SlowBodyError when it takes longer than ``seconds`` to arrive."""
     declared = request.headers.get("content-length")
     if declared is not None and (not declared.isdigit() or int(declared) > limit):
         return None
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(seconds):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    return None
+                chunks.append(chunk)
+    except TimeoutError:
+        raise _SlowBodyError from None
     return b"".join(chunks)
 
 
@@ -223,7 +232,10 @@ class _RefusedError(Exception):
 async def _twilio_form(server: Server, request: Request, endpoint: str) -> list[tuple[str, str]]:
     """The webhook's form fields, once its signature is checked (_RefusedError otherwise)."""
     settings = server.settings
-    body = await _body(request, settings.max_form_bytes)
+    try:
+        body = await _body(request, settings.max_form_bytes, settings.body_timeout)
+    except _SlowBodyError:
+        raise _RefusedError(PlainTextResponse("the form took too long to arrive", 408)) from None
     if body is None:
         raise _RefusedError(PlainTextResponse("the form is too large", 413))
     try:
@@ -302,8 +314,13 @@ def create_app(server: Server, on_started: Callable[[], None] | None = None) -> 
         intake = server.intake
         if not intake.enabled:
             return PlainTextResponse("events are not taken: no secret or token is configured", 404)
-        body = await _body(request, server.settings.max_event_bytes)
         try:
+            try:
+                body = await _body(
+                    request, server.settings.max_event_bytes, server.settings.body_timeout
+                )
+            except _SlowBodyError:
+                raise EventRefusedError(408, "the event took too long to arrive") from None
             if body is None:
                 raise EventRefusedError(413, "the event is too large")
             intake.authenticate(request.headers, body)

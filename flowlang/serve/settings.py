@@ -56,6 +56,8 @@ class ServeSettings:
     event_secrets: tuple[str, ...] = ()
     event_tokens: tuple[str, ...] = ()
     event_tolerance: float = 300.0
+    #: Seconds a request's body may take to arrive (a slow sender holds a connection no longer).
+    body_timeout: float = 10.0
     #: Seconds a duplicate webhook waits for the first copy's answer before it is refused.
     duplicate_wait: float = 14.0
     #: On shutdown: seconds given to event dispatches and background requests to finish.
@@ -79,7 +81,14 @@ class ServeSettings:
         check_counts(self, ("voicemail_max_length", "max_form_bytes", "max_event_bytes"))
         check_durations(
             self,
-            ("call_ttl", "segment_deadline", "event_tolerance", "duplicate_wait", "drain_timeout"),
+            (
+                "call_ttl",
+                "segment_deadline",
+                "event_tolerance",
+                "duplicate_wait",
+                "drain_timeout",
+                "body_timeout",
+            ),
         )
         if self.segment_deadline >= TWILIO_BUDGET:
             raise ValueError(
