@@ -155,3 +155,57 @@ def test_two_processes_share_redis_and_a_call_outlives_one(
     finally:
         first.kill()
         second.kill()
+
+
+def test_an_event_answered_202_survives_a_sigkill(tmp_path: Path) -> None:
+    """The event is in the journal before the 202: a process killed right after it answered
+    delivers nothing, and the next process on the same journal delivers it."""
+    journal = tmp_path / "journal.jsonl"
+    slow = tmp_path / "slow"
+    slow.mkdir()
+    arguments = serve_arguments(slow, "--journal", str(journal))
+    responses = Path(arguments[arguments.index("--responses") + 1])
+    responses.write_text(responses.read_text().replace("status: 201", "status: 201\n  delay: 20"))
+    first = ServeProcess(arguments).start()
+    event = {
+        "id": "evt-kill",
+        "type": "call.ended",
+        "properties": {"answered": False, "direction": "inbound", "name": "Ann",
+                       "external_number": "+14155550123", "waiting_time": 3},
+    }  # fmt: skip
+    try:
+
+        async def send() -> int:
+            async with _client(first) as client:
+                answer = await client.post(
+                    "/events", json=event, headers={"Authorization": f"Bearer {EVENT_TOKEN}"}
+                )
+                return answer.status_code
+
+        assert asyncio.run(send()) == 202
+        first.kill()
+    finally:
+        first.kill()
+    records = [json.loads(line) for line in journal.read_text().splitlines()]
+    assert [r["event"]["id"] for r in records if r["kind"] == "event"] == ["evt-kill"]
+    assert not any(r["kind"] == "done" for r in records)
+    fast = tmp_path / "fast"
+    fast.mkdir()
+    second = ServeProcess(serve_arguments(fast, "--journal", str(journal))).start()
+    try:
+        deadline = time.monotonic() + 30
+        done = False
+        while time.monotonic() < deadline and not done:
+            lines = journal.read_text().splitlines()
+            done = any(json.loads(line).get("kind") == "done" for line in lines if line)
+            time.sleep(0.1)
+        assert done, second.output()
+        settled = [json.loads(line) for line in journal.read_text().splitlines()]
+        outcomes = {r["action"]: r["outcome"] for r in settled if r.get("kind") == "settled"}
+        assert outcomes == {
+            "log_in_crm": "delivered",
+            "text_back": "delivered",
+            "tell_team": "delivered",
+        }
+    finally:
+        second.kill()
