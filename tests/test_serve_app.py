@@ -12,13 +12,13 @@ from typing import Any
 from xml.etree import ElementTree
 
 import pytest
-from flowlang.serve.signatures import standard_webhook_signature
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from flowlang import load_flow_text
 from flowlang.serve.calls import MemoryCallStore
+from flowlang.serve.signatures import standard_webhook_signature
 from tests.serve_support import (
     EVENT_SECRET,
     EVENT_TOKEN,
