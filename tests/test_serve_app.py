@@ -570,3 +570,22 @@ def test_a_body_that_arrives_too_slowly_is_refused() -> None:
             assert time.monotonic() - began < 4
 
     run(main())
+
+
+def test_events_beyond_the_pending_bound_are_refused_for_now() -> None:
+    slow = recorded()
+    for key, response in list(slow.responses.items()):
+        slow.responses[key] = dataclasses.replace(response, delay=30.0)
+
+    async def main() -> None:
+        bounded = settings(max_pending_events=2, dispatch_concurrency=1, drain_timeout=0.2)
+        async with serving(workflows=example_workflows(), http=slow, settings=bounded) as served:
+            auth = {"Authorization": f"Bearer {EVENT_TOKEN}"}
+            answers = [
+                await served.client.post("/events", content=_missed(f"evt-{n}"), headers=auth)
+                for n in range(3)
+            ]
+            assert [a.status_code for a in answers] == [202, 202, 503]
+            assert "send it again" in answers[2].json()["error"]
+
+    run(main())

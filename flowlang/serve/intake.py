@@ -60,6 +60,7 @@ class EventIntake:
         self.observer = observer
         self._clock = clock
         self._tasks: set[asyncio.Task[None]] = set()
+        self._turns = asyncio.Semaphore(settings.dispatch_concurrency)
         self._triggers = {workflow.trigger for workflow in automations.workflows}
 
     @property
@@ -112,9 +113,15 @@ class EventIntake:
         """Record ``event`` and dispatch it in the background: ``accepted``, ``unmatched``
         (recorded, no workflow takes it) or ``duplicate``. EventRefusedError(400) for an event
         refused at the door (no id, too deep or too large); EventRefusedError(503) when it cannot
-        be recorded (the sender should try again)."""
+        be recorded, or when ``max_pending_events`` wait already (the sender should try
+        again)."""
         kind = event.get("type")
         trigger = kind if isinstance(kind, str) and kind in self._triggers else "other"
+        if len(self._tasks) >= self.settings.max_pending_events:
+            self.observer.event(trigger, "rejected")
+            raise EventRefusedError(
+                503, "too many events are waiting to be dispatched; send it again later"
+            )
         try:
             plain = self.automations.accept(event)
         except EventError as error:
@@ -143,7 +150,8 @@ class EventIntake:
 
     async def _dispatch(self, event: Mapping[str, Any]) -> None:
         try:
-            result = await self.automations.run(event)
+            async with self._turns:
+                result = await self.automations.run(event)
         except Exception as error:  # never lost: the journal keeps it unfinished
             log.error("dispatch failed: %s", error, extra={"event": "event.dispatch_failed"})
             return

@@ -56,6 +56,11 @@ class ServeSettings:
     event_secrets: tuple[str, ...] = ()
     event_tokens: tuple[str, ...] = ()
     event_tolerance: float = 300.0
+    #: Events dispatched at once; accepted events beyond this wait their turn (recorded).
+    dispatch_concurrency: int = 64
+    #: Accepted events not yet dispatched at most; beyond, POST /events answers 503 (send
+    #: again later) instead of holding more in memory.
+    max_pending_events: int = 10_000
     #: Seconds a request's body may take to arrive (a slow sender holds a connection no longer).
     body_timeout: float = 10.0
     #: Seconds a duplicate webhook waits for the first copy's answer before it is refused.
@@ -78,7 +83,16 @@ class ServeSettings:
             )
         object.__setattr__(self, "public_url", self.public_url.rstrip("/"))
         check_names(self, ("twilio_keys", "event_secrets", "event_tokens", "state_keys"))
-        check_counts(self, ("voicemail_max_length", "max_form_bytes", "max_event_bytes"))
+        check_counts(
+            self,
+            (
+                "voicemail_max_length",
+                "max_form_bytes",
+                "max_event_bytes",
+                "dispatch_concurrency",
+                "max_pending_events",
+            ),
+        )
         check_durations(
             self,
             (

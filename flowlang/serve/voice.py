@@ -364,13 +364,19 @@ class VoiceCalls:
         if status not in FINAL_CALL_STATUSES:
             return Reply(204, "")
         try:
-            record = await self.store.delete(call_id)
+            record = await self.store.get(call_id)
         except (ValueError, CallStoreError) as error:  # the event goes out all the same
             log.error("%s", error, extra={"event": "call.unreadable"})
             record = None
-        if record is not None and record.state is not None:
-            self.observer.calls_waiting(record.flow, -1)
+        # recorded first: should that fail (503), the call's record is still there
         await self.events.submit(call_ended(params, record))
+        try:
+            deleted = await self.store.delete(call_id)
+        except (ValueError, CallStoreError) as error:  # it expires with its time to live
+            log.error("%s", error, extra={"event": "call.unreadable"})
+            deleted = None
+        if deleted is not None and deleted.state is not None:
+            self.observer.calls_waiting(deleted.flow, -1)
         return Reply(204, "")
 
     async def transfer_done(self, params: Sequence[tuple[str, str]]) -> Reply:
