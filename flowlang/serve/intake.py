@@ -61,6 +61,8 @@ class EventIntake:
         self._clock = clock
         self._tasks: set[asyncio.Task[None]] = set()
         self._turns = asyncio.Semaphore(settings.dispatch_concurrency)
+        #: Accepted events whose dispatch has not finished.
+        self._pending = 0
         self._triggers = {workflow.trigger for workflow in automations.workflows}
 
     @property
@@ -117,7 +119,7 @@ class EventIntake:
         again)."""
         kind = event.get("type")
         trigger = kind if isinstance(kind, str) and kind in self._triggers else "other"
-        if len(self._tasks) >= self.settings.max_pending_events:
+        if self._pending >= self.settings.max_pending_events:
             self.observer.event(trigger, "rejected")
             raise EventRefusedError(
                 503, "too many events are waiting to be dispatched; send it again later"
@@ -140,6 +142,7 @@ class EventIntake:
         except Exception:  # a condition that fails: the dispatch reports it
             result = "accepted"
         self.observer.event(trigger, result)
+        self._pending += 1  # counted now: its task starts at the loop's next turn
         self._start(self._dispatch(plain))
         return result
 
@@ -155,6 +158,8 @@ class EventIntake:
         except Exception as error:  # never lost: the journal keeps it unfinished
             log.error("dispatch failed: %s", error, extra={"event": "event.dispatch_failed"})
             return
+        finally:
+            self._pending -= 1
         self.observer.dispatched(result)
 
     async def start(self) -> None:
