@@ -318,7 +318,7 @@ def _rest() -> dict[str, str]:
         ("/voice/account-verification", b"CallSid=CA%0Abad", 400),
         ("/voice/account-verification?seq=abc", b"CallSid=CA1", 400),
         ("/voice/account-verification?seq=99999999999", b"CallSid=CA1", 400),
-        ("/voice/no-such-flow", b"CallSid=CA1", 404),
+        ("/voice/no-such-flow", b"CallSid=CA1", 200),  # the apology: Twilio plays no 4xx TwiML
         ("/voice/account-verification", b"CallSid=CA1&x=\xff\xfe", 400),  # not UTF-8
         ("/voice/account-verification", b"a=" + b"x" * 70_000, 413),
         ("/voice/account-verification", b"&".join(b"f%d=1" % i for i in range(500)), 400),
@@ -587,5 +587,149 @@ def test_events_beyond_the_pending_bound_are_refused_for_now() -> None:
             ]
             assert [a.status_code for a in answers] == [202, 202, 503]
             assert "send it again" in answers[2].json()["error"]
+
+    run(main())
+
+
+# --- regressions from the red-team review ------------------------------------------------------
+
+
+def test_an_event_that_could_not_be_recorded_is_no_duplicate_when_sent_again(
+    tmp_path: Path,
+) -> None:
+    async def main() -> None:
+        journal = tmp_path / "journal.jsonl"
+        async with serving(workflows=example_workflows(), journal=journal) as served:
+            book = served.server.automations.journal
+            real_write = book.write
+            failures = iter([OSError(28, "No space left on device")])
+
+            def write(record: dict[str, Any]) -> None:
+                failure = next(failures, None)
+                if failure is not None:
+                    raise failure
+                real_write(record)
+
+            book.write = write  # type: ignore[method-assign]
+            auth = {"Authorization": f"Bearer {EVENT_TOKEN}"}
+            first = await served.client.post("/events", content=_missed("evt-disk"), headers=auth)
+            assert first.status_code == 503
+            again = await served.client.post("/events", content=_missed("evt-disk"), headers=auth)
+            assert (again.status_code, again.json()) == (202, {"result": "accepted"})
+            assert [e["id"] for e in _events(journal)] == ["evt-disk"]
+
+    run(main())
+
+
+def test_a_claim_left_by_a_dead_replica_lapses_and_the_call_goes_on() -> None:
+    async def main() -> None:
+        async with serving(settings=settings(duplicate_wait=5.0)) as served:
+            twilio, voice = served.twilio, served.server.voice
+            sid = "CA" + "a" * 32
+            first = await twilio.post(
+                f"{PUBLIC_URL}/voice/account-verification", twilio.fields(_call(sid))
+            )
+            action = ElementTree.fromstring(first.content).find("Gather").get("action")  # type: ignore[union-attr]
+            voice._claim_seconds = 0.5
+            assert await served.server.store.claim(sid, 1, 0.5)  # a replica took it, then died
+            began = time.monotonic()
+            answer = await twilio.post(action, twilio.fields(_call(sid), Digits="12345678"))
+            assert answer.status_code == 200
+            assert "Your balance is 42.5 dollars" in answer.text
+            assert time.monotonic() - began < 4
+
+    run(main())
+
+
+def test_a_call_over_before_its_first_webhook_stored_anything_keeps_no_state() -> None:
+    async def main() -> None:
+        async with serving() as served:
+            twilio = served.twilio
+            call = _call("CA" + "b" * 32)
+            await twilio.status(call, "canceled")
+            answer = await twilio.post(
+                f"{PUBLIC_URL}/voice/account-verification", twilio.fields(call)
+            )
+            assert ElementTree.fromstring(answer.content).find("Hangup") is not None
+            assert await served.server.store.waiting() == 0
+
+    run(main())
+
+
+def test_post_events_cannot_use_the_calls_own_event_ids() -> None:
+    async def main() -> None:
+        async with serving(workflows=example_workflows()) as served:
+            body = json.dumps({"id": "twilio:call.ended:CA1", "type": "call.ended"}).encode()
+            answer = await served.client.post(
+                "/events", content=body, headers={"Authorization": f"Bearer {EVENT_TOKEN}"}
+            )
+            assert answer.status_code == 400
+            assert "calls' own events" in answer.json()["error"]
+
+    run(main())
+
+
+def test_an_untranslatable_target_logs_no_caller_number(caplog: pytest.LogCaptureFixture) -> None:
+    text = "flow: tel\nstart: go\nsteps:\n  go: {type: transfer, target: 'tel:<<call.external_number>>'}\n"
+
+    async def main() -> None:
+        async with serving([load_flow_text(text)]) as served:
+            call = await served.twilio.call("tel", [], caller="+14155550199")
+            assert settings().apology in said_text(call)
+
+    with caplog.at_level("DEBUG"):
+        run(main())
+    assert "4155550199" not in caplog.text
+
+
+def test_a_call_redirected_to_another_flow_starts_that_flow() -> None:
+    second = "flow: second\nstart: hello\nsteps:\n  hello: {type: say, text: Second flow., next: bye}\n  bye: {type: hangup}\n"
+
+    async def main() -> None:
+        flows = [*_examples(), load_flow_text(second)]
+        async with serving(flows) as served:
+            twilio = served.twilio
+            call = _call("CA" + "c" * 32)
+            await twilio.post(f"{PUBLIC_URL}/voice/account-verification", twilio.fields(call))
+            assert await served.server.store.waiting() == 1
+            answer = await twilio.post(f"{PUBLIC_URL}/voice/second", twilio.fields(call))
+            assert ElementTree.fromstring(answer.content).find("Say").text == "Second flow."  # type: ignore[union-attr]
+            assert await served.server.store.waiting() == 0
+            again = await twilio.post(f"{PUBLIC_URL}/voice/second", twilio.fields(call))
+            assert again.text == answer.text
+
+    run(main())
+
+
+def _examples() -> list[Any]:
+    from tests.serve_support import example_flows
+
+    return example_flows()
+
+
+def test_an_event_secret_that_is_no_standard_webhooks_secret_is_refused_at_start() -> None:
+    from tests.serve_support import SECRETS
+
+    with pytest.raises(ValueError, match="not a Standard Webhooks secret") as caught:
+        run(_start_with({**SECRETS, "event_secret": "not base64 at all!"}))
+    assert "not base64 at all" not in str(caught.value)
+
+
+async def _start_with(secrets: dict[str, str]) -> None:
+    async with serving(secrets=secrets):
+        pass
+
+
+def test_flow_sources_are_kept_again_while_calls_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    import flowlang.serve.voice as voice_module
+
+    async def main() -> None:
+        store = MemoryCallStore()
+        async with serving(store=store) as served:
+            store._flows.clear()  # as if they had expired in a shared store
+            monkeypatch.setattr(voice_module, "KEEP_SOURCE_EVERY", 0.0)
+            await served.twilio.call("vip-routing", [], caller="+14155550100")
+            flow = served.server.voice.flows["vip-routing"]
+            assert await store.flow_source(flow.fingerprint) == flow.source
 
     run(main())

@@ -172,19 +172,19 @@ def test_replace_never_after_delete(kit: Kit) -> None:
 
 def test_claim_once_per_call_and_seq(kit: Kit) -> None:
     async def body(store: CallStore) -> None:
-        assert await store.claim("CA1", 1) is True
-        assert await store.claim("CA1", 1) is False
-        assert await store.claim("CA1", 2) is True
-        assert await store.claim("CA2", 1) is True
-        assert await store.claim("CA1", 0) is True
-        assert [await store.claim("CA1", seq) for seq in (0, 1, 2)] == [False] * 3
+        assert await store.claim("CA1", 1, 60) is True
+        assert await store.claim("CA1", 1, 60) is False
+        assert await store.claim("CA1", 2, 60) is True
+        assert await store.claim("CA2", 1, 60) is True
+        assert await store.claim("CA1", 0, 60) is True
+        assert [await store.claim("CA1", seq, 60) for seq in (0, 1, 2)] == [False] * 3
 
     kit.run(body)
 
 
 def test_fifty_concurrent_claims_one_wins(kit: Kit) -> None:
     async def body(store: CallStore) -> list[bool]:
-        return list(await asyncio.gather(*(store.claim("CA1", 3) for _ in range(50))))
+        return list(await asyncio.gather(*(store.claim("CA1", 3, 60) for _ in range(50))))
 
     assert sorted(kit.run(body)) == [False] * 49 + [True]
 
@@ -214,17 +214,28 @@ def test_delete_returns_the_record_once(kit: Kit) -> None:
     kit.run(body)
 
 
+def test_a_claim_lapses_after_its_seconds_so_a_dead_holder_blocks_no_one_for_long(kit: Kit) -> None:
+    async def body(store: CallStore) -> None:
+        assert await store.claim("CA9", 1, 0.3)
+        assert await store.claim("CA9", 1, 0.3) is False
+        await kit.pass_time(0.5)
+        assert await store.claim("CA9", 1, 0.3) is True  # the holder died: another may run it
+        assert await store.claim("CA9", 1, 0.3) is False
+
+    kit.run(body, ttl=5.0)
+
+
 def test_records_and_claims_expire_and_every_write_renews(kit: Kit) -> None:
     async def body(store: CallStore) -> None:
         assert await store.create("CA1", record(seq=1))
-        assert await store.claim("CA1", 1)
+        assert await store.claim("CA1", 1, 60)
         await kit.pass_time(0.6)
         assert await store.replace("CA1", 1, record(seq=2))  # lives 1 s from now
-        assert await store.claim("CA1", 2)
+        assert await store.claim("CA1", 2, 60)
         await kit.pass_time(0.6)  # past the first write's time to live
         assert await store.get("CA1") == record(seq=2)
         assert await store.waiting() == 1
-        assert await store.claim("CA1", 2) is False
+        assert await store.claim("CA1", 2, 60) is False
         await kit.pass_time(0.5)
         deadline = time.monotonic() + 3
         while await store.get("CA1") is not None and time.monotonic() < deadline:
@@ -232,7 +243,7 @@ def test_records_and_claims_expire_and_every_write_renews(kit: Kit) -> None:
         assert await store.get("CA1") is None
         assert await store.waiting() == 0
         assert await store.replace("CA1", 2, record(seq=3)) is False
-        assert await store.claim("CA1", 2) is True  # the claim expired with the call
+        assert await store.claim("CA1", 2, 60) is True  # the claim expired with the call
         assert await store.create("CA1", record(seq=1)) is True
 
     kit.run(body, ttl=1.0)
@@ -374,7 +385,7 @@ def test_any_json_state_round_trips_in_redis(
 def test_keys_have_the_documented_names_and_times_to_live(redis_kit: Kit) -> None:
     async def body(store: CallStore) -> None:
         await store.create("CA1", record(seq=1))
-        await store.claim("CA1", 1)
+        await store.claim("CA1", 1, 60)
         await store.keep_flow("fp-1", "source")
 
     redis_kit.run(body, ttl=600.0, flow_ttl=7200.0)
@@ -389,7 +400,7 @@ def test_keys_have_the_documented_names_and_times_to_live(redis_kit: Kit) -> Non
         assert client.zrange(f"{prefix}waiting", 0, -1) == [b"CA1"]
         assert client.get(f"{prefix}call:CA1") == record(seq=1).to_json()
     assert 590_000 < lives["call:CA1"] <= 600_000
-    assert 590_000 < lives["claim:CA1:1"] <= 600_000
+    assert 50_000 < lives["claim:CA1:1"] <= 60_000  # the seconds the claim asked for
     assert 590_000 < lives["waiting"] <= 600_000
     assert 7_190_000 < lives["flow:fp-1"] <= 7_200_000
 
@@ -413,7 +424,7 @@ def test_two_connections_fifty_claims_and_replaces_one_wins(redis_kit: Kit) -> N
         try:
             await first.create("CA1", record(seq=1))
             claims = await asyncio.gather(
-                *((first, second)[n % 2].claim("CA1", 1) for n in range(50))
+                *((first, second)[n % 2].claim("CA1", 1, 60) for n in range(50))
             )
             replaces = await asyncio.gather(
                 *((first, second)[n % 2].replace("CA1", 1, record(seq=2)) for n in range(50))
@@ -551,7 +562,7 @@ def test_hostile_call_ids_are_refused_before_any_redis_command(case: str) -> Non
                 lambda: store.get(call_id),
                 lambda: store.create(call_id, record()),
                 lambda: store.replace(call_id, 1, record()),
-                lambda: store.claim(call_id, 1),
+                lambda: store.claim(call_id, 1, 60),
                 lambda: store.delete(call_id),
                 lambda: store.keep_flow(call_id, "source"),
                 lambda: store.flow_source(call_id),
@@ -572,7 +583,7 @@ def test_hostile_seqs_are_refused_before_any_redis_command(seq: Any) -> None:
     async def body() -> None:
         try:
             with pytest.raises(ValueError, match="seq must be an integer from 0"):
-                await store.claim("CA1", seq)
+                await store.claim("CA1", seq, 60)
             with pytest.raises(ValueError, match="expected_seq must be an integer from 0"):
                 await store.replace("CA1", seq, record())
         finally:
@@ -617,7 +628,7 @@ def test_a_redis_that_is_down_fails_quickly_without_the_password() -> None:
                 lambda: store.get("CA1"),
                 lambda: store.create("CA1", record()),
                 lambda: store.replace("CA1", 1, record()),
-                lambda: store.claim("CA1", 1),
+                lambda: store.claim("CA1", 1, 60),
                 lambda: store.delete("CA1"),
                 lambda: store.keep_flow("fp-1", "source"),
                 lambda: store.flow_source("fp-1"),

@@ -418,9 +418,14 @@ class Automations:
         plain JSON, or None for a duplicate. EventError as for :meth:`dispatch`."""
         settings = self.settings
         plain = check_event(event, settings.max_event_depth, settings.max_event_bytes)
-        if self._is_duplicate(plain["id"]):
+        event_id = plain["id"]
+        if self._is_duplicate(event_id):
             return None
-        self._record({"kind": "event", "event": plain, "at": self.clock.now()})
+        try:
+            self._record({"kind": "event", "event": plain, "at": self.clock.now()})
+        except BaseException:  # not recorded, so not accepted: the sender's retry is no duplicate
+            self._seen.pop(event_id, None)
+            raise
         return plain
 
     async def run(self, event: Mapping[str, Any]) -> DispatchResult:

@@ -181,6 +181,7 @@ def build_server(
         on_attempt=observer.attempt,
     )
     intake = EventIntake(automations, settings, provider, observer)
+    intake.check_secrets()
     served = {flow.name: flow for flow in flows}
     voice = VoiceCalls(served, runtime, store, settings, observer, intake, context=context)
     return Server(

@@ -88,9 +88,10 @@ class CallStore(Protocol):
         """Store ``record`` if the call's record still has ``seq == expected_seq`` (else
         False: another webhook moved the call on, or it ended)."""
 
-    async def claim(self, call_id: str, seq: int) -> bool:
-        """True for the first claim of ``(call_id, seq)`` within the call's time to live:
-        the webhook that may run that segment; False for every later one."""
+    async def claim(self, call_id: str, seq: int, seconds: float) -> bool:
+        """True for the first claim of ``(call_id, seq)`` within ``seconds``: the webhook that
+        may run that segment; False for every later one until the claim lapses (a claim
+        outlives the longest segment, so it only lapses when its holder died)."""
 
     async def delete(self, call_id: str) -> CallRecord | None:
         """Remove the call's record and return it (None when there was none)."""
@@ -170,12 +171,13 @@ class MemoryCallStore:
         self._put(call_id, record)
         return True
 
-    async def claim(self, call_id: str, seq: int) -> bool:
+    async def claim(self, call_id: str, seq: int, seconds: float) -> bool:
         key = (call_id, seq)
         until = self._claims.get(key)
         if until is not None and until > self._clock():
             return False
-        self._claims[key] = self._clock() + self.ttl
+        self._claims.pop(key, None)  # re-inserted last: the oldest claims stay first
+        self._claims[key] = self._clock() + min(seconds, self.ttl)
         self._expire()
         return True
 

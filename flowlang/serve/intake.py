@@ -24,7 +24,13 @@ from flowlang.errors import EventError
 from flowlang.observe import Observer
 from flowlang.runtime.secrets import SecretsProvider
 from flowlang.serve.settings import ServeSettings
-from flowlang.serve.signatures import WebhookAuthError, bearer_valid, verify_standard_webhook
+from flowlang.serve.signatures import (
+    WebhookAuthError,
+    bearer_valid,
+    standard_webhook_key,
+    verify_standard_webhook,
+)
+from flowlang.serve.voice import INTERNAL_ID
 
 log = logging.getLogger("flowlang.serve")
 
@@ -65,6 +71,20 @@ class EventIntake:
         self._pending = 0
         self._triggers = {workflow.trigger for workflow in automations.workflows}
 
+    def check_secrets(self) -> None:
+        """ValueError naming the first configured event secret that is unset or not a Standard
+        Webhooks secret (checked when the server starts; never shows the value)."""
+        for name in self.settings.event_secrets + self.settings.event_tokens:
+            if not self.secrets.get(name):
+                raise ValueError(f"secret {name!r} is not set ({self.secrets.describe(name)})")
+        for name in self.settings.event_secrets:
+            try:
+                standard_webhook_key(self.secrets.get(name) or "")
+            except ValueError:
+                raise ValueError(
+                    f"secret {name!r} is not a Standard Webhooks secret (whsec_ and base64)"
+                ) from None
+
     @property
     def enabled(self) -> bool:
         """Whether ``POST /events`` takes events: only with a secret or token to check."""
@@ -92,6 +112,13 @@ class EventIntake:
             except WebhookAuthError as error:
                 self.observer.webhook_rejected("events", str(error))
                 raise EventRefusedError(401, f"not authenticated: {error}") from None
+            except ValueError:  # a configured secret that is no Standard Webhooks secret
+                log.error(
+                    "an event secret is not a Standard Webhooks secret (whsec_ and base64)",
+                    extra={"event": "serve.misconfigured"},
+                )
+                self.observer.webhook_rejected("events", "misconfigured")
+                raise EventRefusedError(401, "not authenticated") from None
         self.observer.webhook_rejected("events", "no credentials")
         raise EventRefusedError(401, "not authenticated: no valid signature or token")
 
@@ -109,6 +136,11 @@ class EventIntake:
             raise EventRefusedError(400, "an event is a JSON object {id, type, properties}")
         if not isinstance(value.get("type"), str):
             raise EventRefusedError(400, "an event needs a type (text)")
+        event_id = value.get("id")
+        if isinstance(event_id, str) and event_id.startswith(INTERNAL_ID):
+            raise EventRefusedError(
+                400, f"event ids starting with {INTERNAL_ID!r} are the calls' own events"
+            )
         return value
 
     async def submit(self, event: Mapping[str, Any]) -> str:

@@ -337,11 +337,12 @@ class RedisCallStore:
             raise ValueError(f"call record {call_id!r} unreadable: its seq cannot be read")
         return bool(done == 1)
 
-    async def claim(self, call_id: str, seq: int) -> bool:
+    async def claim(self, call_id: str, seq: int, seconds: float) -> bool:
         number = _check_seq("seq", seq)
         key = self._key("claim", f"{check_key_part('call id', call_id)}:{number}")
+        lapse = max(1, min(int(seconds * 1000), int(self._ttl_ms)))
         async with self._guard("claim"):
-            done = await self._client.set(key, b"1", nx=True, px=int(self._ttl_ms))
+            done = await self._client.set(key, b"1", nx=True, px=lapse)
         return bool(done)
 
     async def delete(self, call_id: str) -> CallRecord | None:

@@ -44,6 +44,14 @@ _CALL_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 FINAL_CALL_STATUSES = frozenset({"completed", "busy", "failed", "no-answer", "canceled"})
 #: The longest form value a call's context or an event takes from a webhook, characters.
 MAX_FIELD = 256
+#: Seconds a segment's claim outlives the segment deadline (then a copy may run it).
+CLAIM_MARGIN = 8.0
+#: Seconds between two writes of a flow version's source to the store.
+KEEP_SOURCE_EVERY = 3600.0
+#: The namespace of the ids of the calls' own events (POST /events may not use it).
+INTERNAL_ID = "twilio:"
+#: The outcome of a call whose status callback said it is over.
+CALL_OVER = "call_over"
 #: The instruction that ends a flow with each outcome a record keeps.
 _ENDINGS = ("transfer", "voicemail", "hangup")
 
@@ -139,6 +147,9 @@ class VoiceCalls:
         #: What every call's context starts from (``call.office``, say); the webhook's call
         #: fields are laid over its ``call``.
         self.context = dict(context or {})
+        #: When each flow version's source was last kept in the store (monotonic seconds).
+        self._kept: dict[str, float] = {}
+        self._claim_seconds = settings.segment_deadline + CLAIM_MARGIN
         base = settings.public_url
         self._transfer = f"{base}/twilio/transfer"
         self._voicemail = f"{base}/twilio/voicemail"
@@ -157,7 +168,7 @@ class VoiceCalls:
     async def keep_flows(self) -> None:
         """Keep the source of every served flow in the store (other replicas may need it)."""
         for flow in self.flows.values():
-            await self.store.keep_flow(flow.fingerprint, flow.source)
+            await self._keep_source(flow)
 
     # --- the voice webhook ----------------------------------------------------------------
 
@@ -165,43 +176,57 @@ class VoiceCalls:
         self, flow_name: str, params: Sequence[tuple[str, str]], seq_text: str | None
     ) -> Reply:
         """Answer ``POST /voice/{flow}``: the first webhook of a call (no ``seq``) starts a run;
-        a Gather action (``seq`` = the suspension it answers) resumes it with ``Digits``."""
+        a Gather action (``seq`` = the suspension it answers) resumes it with ``Digits``.
+
+        Whatever goes wrong after the request was read (an unknown flow or call, a store that
+        cannot be reached) is answered 200 with the apology: Twilio plays no TwiML of a 4xx
+        or 5xx answer, it would say "an application error has occurred" instead.
+        """
         call_id = form_value(params, "CallSid")
         if call_id is None or not _CALL_ID.fullmatch(call_id):
             return Reply(400, "a voice webhook needs a CallSid of letters, digits, '_' or '-'")
-        flow = self.flows.get(flow_name)
-        if flow is None:
-            log.warning("unknown flow", extra={"event": "webhook.unknown_flow"})
-            return Reply(404, apology_twiml(self.settings, None))
         if seq_text is not None and (
             not seq_text.isascii() or not seq_text.isdigit() or len(seq_text) > 9
         ):
             return Reply(400, "seq must be a whole number")
+        flow = self.flows.get(flow_name)
+        if flow is None:
+            log.warning("webhook for a flow not served", extra={"event": "webhook.unknown_flow"})
+            return Reply(200, apology_twiml(self.settings, None))
         try:
             if seq_text is None:
                 return await self._first(flow, call_id, params)
             return await self._resume(flow, call_id, int(seq_text), form_value(params, "Digits"))
         except CallStoreError as error:  # the caller hears the apology, then the fallback
             log.error("%s", error, extra={"event": "call.store_failed", "flow": flow.name})
-            return Reply(200, apology_twiml(self.settings, self.links(flow.name, 0)))
+            return self._apology(flow.name)
+
+    def _apology(self, flow: str) -> Reply:
+        return Reply(200, apology_twiml(self.settings, self.links(flow, 0)))
 
     async def _first(
         self, flow: CompiledFlow, call_id: str, params: Sequence[tuple[str, str]]
     ) -> Reply:
-        """A call's first webhook; a copy of it delivered again gets the first answer."""
+        """A call's first webhook of ``flow``: start a run. A copy delivered again gets the
+        call's answer; a call redirected from another flow starts this one."""
         earlier = await self._record(call_id)
+        base = 0
         if earlier is not None:
-            return Reply(200, earlier.twiml)
-        if not await self.store.claim(call_id, 0):
-            return await self._answer_of(call_id, 0)
-        call = call_context(params)
+            if earlier.flow == flow.name or earlier.outcome == CALL_OVER:
+                return Reply(200, earlier.twiml)
+            base = earlier.seq  # sent here by a <Redirect>: this flow takes the call over
+        claimed, answered = await self._turn(call_id, base)
+        if not claimed:
+            return Reply(200, answered.twiml) if answered else self._apology(flow.name)
+        await self._keep_source(flow)
+        call = dict(earlier.call) if earlier is not None else call_context(params)
         record = CallRecord(
-            seq=0,
+            seq=base,
             flow=flow.name,
             fingerprint=flow.fingerprint,
             twiml="",
             call=call,
-            started_at=time.time(),
+            started_at=earlier.started_at if earlier is not None else time.time(),
         )
         context = dict(self.context)
         given = {name: value for name, value in call.items() if value is not None}
@@ -211,9 +236,16 @@ class VoiceCalls:
             flow, call_id, False, lambda: self.runtime.start(flow, context)
         )
         record = self._next(record, flow, result)
-        if not await self.store.create(call_id, record):
-            return await self._answer_of(call_id, 0)
-        self._waiting_changed(flow.name, False, record.state is not None)
+        if earlier is None:
+            stored = await self.store.create(call_id, record)
+        else:
+            stored = await self.store.replace(call_id, base, record)
+        if not stored:  # the call ended meanwhile (its status callback came first)
+            current = await self._record(call_id)
+            return Reply(200, current.twiml if current is not None else record.twiml)
+        self._waiting_changed(
+            flow.name, earlier is not None and earlier.state is not None, record.state is not None
+        )
         return Reply(200, record.twiml)
 
     async def _resume(
@@ -223,17 +255,18 @@ class VoiceCalls:
         record = await self._record(call_id)
         if record is None:
             log.info("webhook for an unknown call", extra={"event": "webhook.unknown_call"})
-            return Reply(200, apology_twiml(self.settings, self.links(flow.name, 0)))
+            return self._apology(flow.name)
         if record.seq > seq:  # delivered again after it was answered
             return Reply(200, record.twiml)
         if record.seq < seq or record.state is None:
-            return Reply(409, apology_twiml(self.settings, self.links(record.flow, 0)))
-        if not await self.store.claim(call_id, seq):
-            return await self._answer_of(call_id, seq)
-        state = record.state
+            log.warning("a webhook out of turn", extra={"event": "webhook.out_of_turn"})
+            return self._apology(record.flow)
+        claimed, answered = await self._turn(call_id, seq)
+        if not claimed:
+            return Reply(200, answered.twiml) if answered else self._apology(record.flow)
         try:
             version = await self._version(record.fingerprint, flow)
-            running = self.runtime.resume(version, state, digits or None)
+            running = self.runtime.resume(version, record.state, digits or None)
         except (FlowStateError, FlowDocumentError) as error:
             log.warning(
                 "a call's state cannot resume: %s",
@@ -245,9 +278,39 @@ class VoiceCalls:
             result = await self._segment(version, call_id, True, lambda: running)
         following = self._next(record, flow, result)
         if not await self.store.replace(call_id, seq, following):
-            return await self._answer_of(call_id, seq)
+            current = await self._record(call_id)
+            return Reply(200, current.twiml) if current is not None else self._apology(flow.name)
         self._waiting_changed(record.flow, True, following.state is not None)
         return Reply(200, following.twiml)
+
+    async def _turn(self, call_id: str, seq: int) -> tuple[bool, CallRecord | None]:
+        """Take the turn to run the segment of ``(call_id, seq)``: ``(True, None)`` once this
+        webhook holds the claim; ``(False, record)`` when another copy answered meanwhile;
+        ``(False, None)`` when neither happened within ``duplicate_wait`` seconds. A claim
+        lapses ``segment_deadline`` + CLAIM_MARGIN seconds after it was taken, so a copy
+        whose holder died runs the segment itself."""
+        deadline = time.monotonic() + self.settings.duplicate_wait
+        pause = 0.01
+        while True:
+            if await self.store.claim(call_id, seq, self._claim_seconds):
+                return True, None
+            record = await self._record(call_id)
+            if record is not None and record.seq > seq:
+                return False, record
+            if time.monotonic() >= deadline:
+                log.warning("a duplicate webhook waited in vain", extra={"event": "webhook.stuck"})
+                return False, None
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.25)
+
+    async def _keep_source(self, flow: CompiledFlow) -> None:
+        """Keep ``flow``'s source in the store, again every KEEP_SOURCE_EVERY seconds (the
+        store keeps it 7 days after the last time: calls on it must outlive the replica)."""
+        now = time.monotonic()
+        kept = self._kept.get(flow.fingerprint)
+        if kept is None or now - kept >= KEEP_SOURCE_EVERY:
+            await self.store.keep_flow(flow.fingerprint, flow.source)
+            self._kept[flow.fingerprint] = now
 
     async def _version(self, fingerprint: str, flow: CompiledFlow) -> CompiledFlow:
         """The flow version a call runs on: ``flow`` itself, one this runtime keeps, or one
@@ -294,19 +357,12 @@ class VoiceCalls:
         links = self.links(flow.name, seq, str(record.call.get("direction") or "inbound"))
         try:
             twiml = twiml_for(result, links, self.settings)
-        except ValueError as error:  # a transfer target Twilio cannot dial
+        except ValueError:  # a transfer target no rule takes (its text may be a caller's number)
             log.warning(
-                "the run's answer cannot be TwiML: %s",
-                error,
+                "the run's answer cannot be TwiML (a transfer target Twilio cannot dial)",
                 extra={"event": "run.untranslatable", "flow": flow.name},
             )
             twiml, outcome = apology_twiml(self.settings, links), "failed"
-        if result.status == "failed":
-            log.warning(
-                "run failed: %s",
-                result.error,
-                extra={"event": "run.failed", "flow": flow.name},
-            )
         return record.but(
             seq=seq,
             state=result.state if waiting else None,
@@ -340,19 +396,6 @@ class VoiceCalls:
             log.error("%s", error, extra={"event": "call.unreadable"})
             return None
 
-    async def _answer_of(self, call_id: str, seq: int) -> Reply:
-        """The answer another copy of this webhook is giving: wait (bounded) until the record
-        has moved past ``seq``, then answer as it did."""
-        deadline = time.monotonic() + self.settings.duplicate_wait
-        pause = 0.01
-        while time.monotonic() < deadline:
-            record = await self._record(call_id)
-            if record is not None and (record.seq > seq or (seq == 0 and record.twiml)):
-                return Reply(200, record.twiml)
-            await asyncio.sleep(pause)
-            pause = min(pause * 2, 0.25)
-        return Reply(409, apology_twiml(self.settings, None))
-
     # --- callbacks ----------------------------------------------------------------------------
 
     async def status(self, params: Sequence[tuple[str, str]]) -> Reply:
@@ -372,6 +415,8 @@ class VoiceCalls:
         await self.events.submit(call_ended(params, record))
         try:
             deleted = await self.store.delete(call_id)
+            if deleted is None:  # over before its first webhook stored anything: say so
+                await self.store.create(call_id, _call_over(params))
         except (ValueError, CallStoreError) as error:  # it expires with its time to live
             log.error("%s", error, extra={"event": "call.unreadable"})
             deleted = None
@@ -418,13 +463,26 @@ class VoiceCalls:
         return Reply(204, "")
 
 
+def _call_over(params: Sequence[tuple[str, str]]) -> CallRecord:
+    """The record of a call that ended before its first webhook stored one (the caller hung
+    up during it): a first webhook finishing later answers ``<Hangup/>`` and keeps no state."""
+    return CallRecord(
+        seq=1,
+        flow="",
+        fingerprint="",
+        twiml=hangup_twiml(),
+        call=call_context(params),
+        outcome=CALL_OVER,
+    )
+
+
 def call_ended(params: Sequence[tuple[str, str]], record: CallRecord | None) -> dict[str, Any]:
     """The ``call.ended`` event of a status callback (and the call's record, when kept):
     ``call_id``, the numbers, ``direction``, ``name`` (caller name), ``status`` (CallStatus),
     ``duration`` (seconds), ``answered`` (an agent took the call), ``waiting_time`` (seconds
     in the queue), ``flow`` and ``ended_by`` (waiting, completed, transfer, voicemail, hangup,
-    failed) with ``target``. The id is ``call.ended:<CallSid>``: a callback delivered twice is
-    one event."""
+    failed) with ``target``. The id is ``twilio:call.ended:<CallSid>``: a callback delivered
+    twice is one event (POST /events takes no id in the ``twilio:`` namespace)."""
     call = dict(record.call) if record is not None else call_context(params)
     call_id = form_value(params, "CallSid")
     properties: dict[str, Any] = {
@@ -441,7 +499,11 @@ def call_ended(params: Sequence[tuple[str, str]], record: CallRecord | None) -> 
         "ended_by": record.outcome if record is not None else None,
         "target": record.target if record is not None else None,
     }
-    return {"id": f"call.ended:{call_id}", "type": "call.ended", "properties": properties}
+    return {
+        "id": f"{INTERNAL_ID}call.ended:{call_id}",
+        "type": "call.ended",
+        "properties": properties,
+    }
 
 
 def recording_uploaded(
@@ -460,7 +522,7 @@ def recording_uploaded(
         "direction": "outbound" if query.get("direction") == "outbound" else "inbound",
     }
     return {
-        "id": f"recording.uploaded:{recording_id}",
+        "id": f"{INTERNAL_ID}recording.uploaded:{recording_id}",
         "type": "recording.uploaded",
         "properties": properties,
     }
