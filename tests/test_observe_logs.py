@@ -62,8 +62,12 @@ def test_one_line_per_state_change_with_its_fields(backend: str) -> None:
         assert record["fingerprint"] == flow.fingerprint
         assert "trace_id" not in record  # no tracer provider: no span
     started, suspended, resumed, finished = records
-    assert started["level"] == "info"
+    # one INFO line per webhook: where the segment ended; its start only at DEBUG
+    assert (started["level"], resumed["level"]) == ("debug", "debug")
+    assert (suspended["level"], finished["level"]) == ("info", "info")
     assert suspended["step"] == "ask" and suspended["steps"] == 2
+    assert suspended["resumed"] is False and finished["resumed"] is True
+    assert finished["from_step"] == "ask"
     assert isinstance(suspended["duration_ms"], float)
     assert resumed["step"] == "ask"
     assert finished["status"] == "ended" and finished["step"] == "sales"

@@ -207,11 +207,13 @@ class Observability:
         ids = self.tracing.ids(span) if span is not None else None
         if ids is not None:
             fields["trace_id"], fields["span_id"] = ids
-        if resumed:
-            first = _step_of(trace, 0)
-            log.info("run.resumed", extra={**fields, "step": first})
-        else:
-            log.info("run.started", extra=fields)
+        # One INFO line per webhook (the state the segment ended in, with where it began);
+        # the start itself at DEBUG: at INFO it doubled the server's logging cost.
+        first = _step_of(trace, 0)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("run.resumed" if resumed else "run.started", extra={**fields, "step": first})
+        fields["resumed"] = bool(resumed)
+        fields["from_step"] = first
         fields["step"] = _step_of(trace, -1)
         fields["steps"] = len(trace)
         fields["duration_ms"] = round(float(seconds) * 1000, 1)

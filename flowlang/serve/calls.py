@@ -17,7 +17,7 @@ __all__ = ["CallRecord", "CallStore", "CallStoreError", "MemoryCallStore"]
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import orjson
@@ -55,7 +55,7 @@ class CallRecord:
 
     def to_json(self) -> bytes:
         """The record as compact JSON."""
-        return orjson.dumps(asdict(self))
+        return orjson.dumps(self)  # orjson writes a dataclass's fields without copying them
 
     @classmethod
     def from_json(cls, data: bytes | str) -> CallRecord:

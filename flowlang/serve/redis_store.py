@@ -58,8 +58,8 @@ SOCKET_TIMEOUT = 2.0
 RETRIES = 1
 #: Defaults of :meth:`RedisCallStore.from_url`: connections in the pool, and seconds a command
 #: waits for a free one.
-MAX_CONNECTIONS = 64
-POOL_TIMEOUT = 2.0
+MAX_CONNECTIONS = 256
+POOL_TIMEOUT = 5.0
 
 #: The longest error text from Redis repeated in a CallStoreError.
 MESSAGE_MAX = 300
