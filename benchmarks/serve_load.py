@@ -90,10 +90,8 @@ class ServerProcess:
             return
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, signal.SIGTERM)
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             self.process.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            pass
         self.kill()
 
     def kill(self) -> None:
@@ -224,9 +222,13 @@ class SimulatedCall:
     def request(self, seq: int | None) -> bytes:
         """The signed request of the first webhook (``seq`` None) or of the Gather ``seq``."""
         query = "" if seq is None else f"?seq={seq}"
-        body, signed = (self.first_body, self.first_signed) if seq is None else (
-            self.gather_body,
-            self.gather_signed,
+        body, signed = (
+            (self.first_body, self.first_signed)
+            if seq is None
+            else (
+                self.gather_body,
+                self.gather_signed,
+            )
         )
         mac = self.mac.copy()
         mac.update((self.target.url + query).encode())

@@ -29,12 +29,12 @@ from flowlang.cli import main
 #: What the baseline answers: the shape and size (412 bytes) of flowlang's answer to a Gather
 #: of examples/flows/support_menu.yaml's main menu.
 BARE_TWIML = (
-    '<?xml version="1.0" encoding="UTF-8"?><Response><Gather input="dtmf" '
-    'action="https://ivr.example.com/bare?seq=2" method="POST" numDigits="1" '
-    'finishOnKey="" timeout="6" actionOnEmptyResult="true"><Say>For billing press 1. For '
-    "technical support press 2. To hear the status of your open ticket press 3. To speak to "
-    "an operator press 0. To hear these options again press star.</Say></Gather></Response>"
-).encode()
+    b'<?xml version="1.0" encoding="UTF-8"?><Response><Gather input="dtmf" '
+    b'action="https://ivr.example.com/bare?seq=2" method="POST" numDigits="1" '
+    b'finishOnKey="" timeout="6" actionOnEmptyResult="true"><Say>For billing press 1. For '
+    b"technical support press 2. To hear the status of your open ticket press 3. To speak to "
+    b"an operator press 0. To hear these options again press star.</Say></Gather></Response>"
+)
 
 
 async def bare(request: Request) -> Response:
