@@ -5,13 +5,18 @@ fixed TwiML document the size of flowlang's Gather answer.
 
     python benchmarks/serve_server.py serve FILE... --public-url ... [flowlang serve options]
 
-With ``FLOWLANG_BENCH_PROFILE=FILE`` the whole process runs under cProfile and the statistics
-are written to FILE when it stops (SIGTERM).
+Experiments (never set by ``make bench-serve``): ``FLOWLANG_BENCH_PROFILE=FILE`` runs the
+whole process under cProfile and writes the statistics to FILE when it stops (SIGTERM);
+``FLOWLANG_BENCH_SERVE_LOG_LEVEL=WARNING`` drops the ``flowlang.serve`` logger's per-segment
+info lines; ``FLOWLANG_BENCH_RECORD_JSON=orjson`` writes call records with ``orjson.dumps`` of
+the dataclass itself instead of ``orjson.dumps(dataclasses.asdict(record))`` (same bytes,
+no deep copy).
 """
 
 from __future__ import annotations
 
 import cProfile
+import logging
 import os
 import sys
 from collections.abc import Callable
@@ -54,8 +59,24 @@ def create_app(server: Any, on_started: Callable[[], None] | None = None) -> Sta
     return app
 
 
+def _experiments() -> None:
+    level = os.environ.get("FLOWLANG_BENCH_SERVE_LOG_LEVEL")
+    if level:
+        logging.getLogger("flowlang.serve").setLevel(level)
+    if os.environ.get("FLOWLANG_BENCH_RECORD_JSON") == "orjson":
+        import orjson
+
+        from flowlang.serve.calls import CallRecord
+
+        def to_json(record: CallRecord) -> bytes:
+            return orjson.dumps(record)
+
+        CallRecord.to_json = to_json  # type: ignore[method-assign]
+
+
 def run() -> int:
     console.create_app = create_app  # type: ignore[assignment]
+    _experiments()
     profile_to = os.environ.get("FLOWLANG_BENCH_PROFILE")
     if not profile_to:
         return main(sys.argv[1:])
