@@ -13,7 +13,7 @@ DEMO_SECRETS := FLOWLANG_SECRET_CRM_TOKEN=demo-crm-token FLOWLANG_SECRET_BILLING
 	FLOWLANG_SECRET_SMS_KEY_ID=demo-sms-id FLOWLANG_SECRET_SMS_KEY_SECRET=demo-sms-secret \
 	FLOWLANG_SECRET_SLACK_TOKEN=demo-slack-token FLOWLANG_SECRET_SPEECH_API_KEY=demo-speech-key
 
-.PHONY: schema setup demo demo-expressions demo-automations test test-compiled test-python dist-check bench bench-f2 bench-documents bench-tests bench-growth bench-http fuzz lint clean
+.PHONY: schema setup demo demo-expressions demo-automations test test-compiled test-python dist-check bench bench-f2 bench-documents bench-tests bench-growth bench-http bench-serve fuzz lint clean
 
 setup: $(STAMP)
 
@@ -80,6 +80,7 @@ bench: $(STAMP)
 	$(MAKE) --no-print-directory bench-tests
 	$(MAKE) --no-print-directory bench-growth
 	$(MAKE) --no-print-directory bench-http
+	$(MAKE) --no-print-directory bench-serve
 
 # F2 alone (the 20-step flow on the compiled loop, with its trace read, and all in Python),
 # against the hand-written baseline in one run: the README's F2 rows.
@@ -112,6 +113,13 @@ bench-growth: $(STAMP)
 bench-http: $(STAMP)
 	FLOWLANG_REQUIRE_EXTENSIONS=1 $(BIN)/python -m pytest benchmarks/test_http_throughput.py \
 		--benchmark-only -q -s -p no:cacheprovider
+
+# flowlang serve (its own process, as the command runs it) against a bare Starlette route on the
+# same uvicorn: Gather round trips per second, p50/p99 at 200 concurrent calls, in-process store
+# and Redis (a redis-server started on a free port), and Redis memory per waiting call.
+bench-serve: $(STAMP)
+	FLOWLANG_REQUIRE_EXTENSIONS=1 FLOWLANG_REQUIRE_SERVICES=1 $(BIN)/python -m pytest \
+		benchmarks/test_serve.py --benchmark-only -q -s -p no:cacheprovider
 
 # `flowlang test` of 1,000 cases on each step loop (cases per second: the README's figures).
 bench-tests: $(STAMP)
