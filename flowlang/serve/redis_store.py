@@ -243,7 +243,7 @@ class RedisCallStore:
 
         ``prefix``, ``ttl`` and ``flow_ttl`` go to the store, every other option to the
         connection pool (``redis.asyncio.BlockingConnectionPool.from_url``). By default: 2 s to
-        connect, 2 s per answer, one retry on a new connection, at most 64 connections and 2 s
+        connect, 2 s per answer, one retry on a new connection, at most 256 connections and 5 s
         (``timeout``) to wait for a free one (redis-py's default pool fails at once beyond 100).
         The client connects on first use and belongs to that event loop.
         """
