@@ -267,7 +267,9 @@ async def _memory(servers: dict[str, Any]) -> dict[str, float]:
         claim = client.memory_usage(f"{PREFIX}claim:{one}:0", samples=0) or 0
         length = client.strlen(f"{PREFIX}call:{one}")
         assert count >= 0.99 * MEMORY_CALLS, count
-        assert client.dbsize() - before_keys == 2 * count  # a record and a claim each
+        assert (
+            count <= client.dbsize() - before_keys <= 2 * count
+        )  # records, and claims not yet lapsed
         assert client.zscore(waiting, one) is not None
         return {
             "calls": float(count),
