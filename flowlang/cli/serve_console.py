@@ -5,7 +5,15 @@ Imported only when the command runs (it needs the ``serve`` extra: Starlette and
 
 from __future__ import annotations
 
-__all__ = ["serve_from_command_line", "served_documents"]
+__all__ = [
+    "check_store",
+    "describe",
+    "listening_socket",
+    "load_served",
+    "run_server",
+    "serve_from_command_line",
+    "served_documents",
+]
 
 import argparse
 import contextlib
@@ -15,7 +23,7 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -124,7 +132,7 @@ def _documents(arguments: argparse.Namespace) -> tuple[list[Any], list[Any]]:
     return flows, workflows
 
 
-def _listening_socket(host: str, port: int) -> socket.socket:
+def listening_socket(host: str, port: int) -> socket.socket:
     """A listening TCP socket (made with IPPROTO_TCP, so uvicorn sets TCP_NODELAY on it)."""
     if not 0 <= port <= 65535:
         raise UsageError(f"--port must be from 0 to 65535, not {port}")
@@ -144,32 +152,64 @@ def _listening_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _store(arguments: argparse.Namespace, ttl: float) -> CallStore | None:
+def check_store(arguments: argparse.Namespace) -> None:
+    """UsageError when ``--store`` (and the options it needs) is wrong; no connection yet."""
     if arguments.store == "memory":
-        return None
+        return
     if not arguments.store.startswith(("redis://", "rediss://", "unix://")):
         raise UsageError("--store is memory or a redis:// URL")
     if not arguments.state_key:
         raise UsageError(
             "a Redis store is shared: give --state-key NAME (the same on every replica)"
         )
+
+
+def _store(arguments: argparse.Namespace, ttl: float) -> CallStore | None:
+    check_store(arguments)
+    if arguments.store == "memory":
+        return None
     return RedisCallStore.from_url(arguments.store, prefix=arguments.key_prefix, ttl=ttl)
 
 
-def serve_from_command_line(arguments: argparse.Namespace, stdin: TextIO) -> int:
-    """Serve until SIGTERM or SIGINT (status 0, or 130 for SIGINT); 2 for documents with
-    errors."""
+def load_served(
+    arguments: argparse.Namespace, *, warn: bool = True
+) -> tuple[ServeSettings, list[Any], list[Any]] | int:
+    """The settings, flows and workflows ``arguments`` name, or EXIT_BAD_INPUT (said on
+    standard error) for documents with errors; ``warn``: say that signatures are off."""
     settings = _settings(arguments)
     try:
         flows, workflows = _documents(arguments)
     except FlowDocumentError as error:
         print(printable(f"flowlang: the documents have errors:\n\n{error}"), file=sys.stderr)
         return EXIT_BAD_INPUT
-    if not settings.signatures:
+    if warn and not settings.signatures:
         print(
             "flowlang: WARNING: --no-signatures: anyone who reaches this server can drive calls",
             file=sys.stderr,
         )
+    return settings, flows, workflows
+
+
+def describe(arguments: argparse.Namespace, flows: list[Any], workflows: list[Any]) -> str:
+    """What the "listening on" line says about the documents and the store."""
+    names = ", ".join(flow.name for flow in flows) or "none"
+    store = "memory" if arguments.store == "memory" else "redis"
+    return f"flows: {names}; workflows: {len(workflows)}; store: {store}"
+
+
+def run_server(
+    arguments: argparse.Namespace,
+    loaded: tuple[ServeSettings, list[Any], list[Any]],
+    bind: Callable[[], socket.socket],
+    started: Callable[[socket.socket], None],
+    *,
+    context: Callable[[], Any],
+    journal: Path | None,
+    dead_letters: Path | None,
+) -> _StoppingServer:
+    """Build the server of ``loaded``, get its socket from ``bind`` and run it with uvicorn
+    until a signal; ``started`` is given the socket once uvicorn handles signals."""
+    settings, flows, workflows = loaded
     if arguments.log_format == "json":
         configure_json_logging(sys.stderr)
     http = load_recorded_responses(arguments.responses) if arguments.responses else None
@@ -183,26 +223,14 @@ def serve_from_command_line(arguments: argparse.Namespace, stdin: TextIO) -> int
         ssl_context=trusted_authorities(arguments.ca_file),
         http=http,
         allow_hosts=arguments.allow_host,
-        journal=Path(arguments.journal) if arguments.journal else None,
-        dead_letters=Path(arguments.dead_letter) if arguments.dead_letter else None,
-        context=read_context(arguments.context, stdin) if arguments.context else None,
+        journal=journal,
+        dead_letters=dead_letters,
+        context=context(),
     )
-    sock = _listening_socket(arguments.host, arguments.port)
-    host, port = sock.getsockname()[:2]
+    sock = bind()
     tune_collector()  # after loading: the documents' objects are long-lived
-    names = ", ".join(flow.name for flow in flows) or "none"
-    store = "memory" if arguments.store == "memory" else "redis"
-
-    def started() -> None:  # said once uvicorn handles signals: a SIGTERM after it stops cleanly
-        print(
-            f"flowlang serve: listening on http://{host}:{port} for {settings.public_url} "
-            f"(flows: {names}; workflows: {len(workflows)}; store: {store}; pid {os.getpid()})",
-            file=sys.stderr,
-            flush=True,
-        )
-
     config = uvicorn.Config(
-        create_app(server, started),
+        create_app(server, lambda: started(sock)),
         log_config=None,
         access_log=False,
         lifespan="on",
@@ -211,6 +239,41 @@ def serve_from_command_line(arguments: argparse.Namespace, stdin: TextIO) -> int
     )
     server_process = _StoppingServer(config)
     server_process.run(sockets=[sock])
+    return server_process
+
+
+def serve_from_command_line(arguments: argparse.Namespace, stdin: TextIO) -> int:
+    """Serve until SIGTERM or SIGINT (status 0, or 130 for SIGINT); 2 for documents with
+    errors. ``--workers`` above 1: :func:`flowlang.cli.serve_workers.serve_with_workers`."""
+    if getattr(arguments, "workers", 1) > 1:
+        from flowlang.cli.serve_workers import serve_with_workers
+
+        return serve_with_workers(arguments, stdin)
+    if getattr(arguments, "metrics_dir", None):
+        raise UsageError("--metrics-dir is for --workers above 1 (one process keeps its own)")
+    loaded = load_served(arguments)
+    if isinstance(loaded, int):
+        return loaded
+    settings, flows, workflows = loaded
+
+    def started(sock: socket.socket) -> None:  # once uvicorn handles signals: see the class
+        host, port = sock.getsockname()[:2]
+        print(
+            f"flowlang serve: listening on http://{host}:{port} for {settings.public_url} "
+            f"({describe(arguments, flows, workflows)}; pid {os.getpid()})",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    server_process = run_server(
+        arguments,
+        loaded,
+        lambda: listening_socket(arguments.host, arguments.port),
+        started,
+        context=lambda: read_context(arguments.context, stdin) if arguments.context else None,
+        journal=Path(arguments.journal) if arguments.journal else None,
+        dead_letters=Path(arguments.dead_letter) if arguments.dead_letter else None,
+    )
     if not server_process.started:
         print("flowlang serve: the server could not start (see the log above)", file=sys.stderr)
         return EXIT_FAILED
