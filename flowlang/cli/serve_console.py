@@ -18,6 +18,7 @@ __all__ = [
 import argparse
 import contextlib
 import ipaddress
+import logging
 import math
 import os
 import signal
@@ -214,20 +215,24 @@ def run_server(
         configure_json_logging(sys.stderr)
     http = load_recorded_responses(arguments.responses) if arguments.responses else None
     observer = Observability.create(known_triggers={workflow.trigger for workflow in workflows})
-    server = build_server(
-        flows,
-        workflows,
-        settings,
-        store=_store(arguments, settings.call_ttl),
-        observer=observer,
-        ssl_context=trusted_authorities(arguments.ca_file),
-        http=http,
-        allow_hosts=arguments.allow_host,
-        journal=journal,
-        dead_letters=dead_letters,
-        context=context(),
-    )
+    try:
+        server = build_server(
+            flows,
+            workflows,
+            settings,
+            store=_store(arguments, settings.call_ttl),
+            observer=observer,
+            ssl_context=trusted_authorities(arguments.ca_file),
+            http=http,
+            allow_hosts=arguments.allow_host,
+            journal=journal,
+            dead_letters=dead_letters,
+            context=context(),
+        )
+    except ValueError as error:  # a setting the server refuses, such as a secret not set
+        raise UsageError(str(error)) from None
     sock = bind()
+    logging.getLogger("uvicorn.error").addFilter(_without_lifespan_traceback)
     tune_collector()  # after loading: the documents' objects are long-lived
     config = uvicorn.Config(
         create_app(server, lambda: started(sock)),
@@ -238,7 +243,11 @@ def run_server(
         server_header=False,
     )
     server_process = _StoppingServer(config)
-    server_process.run(sockets=[sock])
+    try:
+        server_process.run(sockets=[sock])
+    except SystemExit:  # uvicorn's exit when the application cannot start
+        if server_process.started:
+            raise
     return server_process
 
 
@@ -279,6 +288,19 @@ def serve_from_command_line(arguments: argparse.Namespace, stdin: TextIO) -> int
         return EXIT_FAILED
     print("flowlang serve: stopped", file=sys.stderr, flush=True)
     return EXIT_INTERRUPTED if signal.SIGINT in server_process.stopped_by else EXIT_OK
+
+
+def _without_lifespan_traceback(record: logging.LogRecord) -> bool:
+    """uvicorn logs a failed start with the exception's traceback (Starlette's
+    ``lifespan.startup.failed`` message is one); the server already logged why it cannot
+    start (``serve.start_failed``), so the line says only that."""
+    text = str(record.msg)
+    if text.startswith(("Traceback (most recent call last)", "Exception in 'lifespan'")):
+        record.msg = "the server could not start"
+        record.args = ()
+        record.exc_info = None
+        record.exc_text = None
+    return True
 
 
 class _StoppingServer(uvicorn.Server):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 __all__ = [
     "MAX_RESTARTS",
+    "MAX_SPEC",
     "RESTART_WINDOW",
     "START_TIMEOUT",
     "Supervisor",
@@ -40,7 +41,7 @@ from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import IO, Any, TextIO
+from typing import Any, TextIO
 
 from flowlang.cli.inputs import (
     EXIT_BAD_INPUT,
@@ -65,6 +66,8 @@ STOP_MARGIN = 10.0
 _TICK = 0.1
 #: The worker's readiness message on its pipe.
 _READY = b"ready\n"
+#: The longest spec line a worker reads (bytes; the context is in it).
+MAX_SPEC = 64 * 1024 * 1024
 #: Argument values a worker gets (the rest, such as the command's handler, stay behind).
 _PLAIN = (str, int, float, bool, list, type(None))
 
@@ -363,11 +366,12 @@ def serve_with_workers(arguments: argparse.Namespace, stdin: TextIO) -> int:
 # -- the worker ------------------------------------------------------------------------------
 
 
-def _lifeline(stream: IO[bytes]) -> None:
+def _lifeline(fd: int) -> None:
     """Wait for the end of standard input (the parent is gone or done), then stop as on
-    SIGTERM."""
-    with suppress(OSError, ValueError):
-        while stream.read(4096):
+    SIGTERM. Reads the descriptor itself: a thread blocked in a buffered read would stop the
+    interpreter's shutdown."""
+    with suppress(OSError):
+        while os.read(fd, 4096):
             pass
     os.kill(os.getpid(), signal.SIGTERM)
 
@@ -378,14 +382,19 @@ def worker_main(index_text: str) -> int:
     not start, 2 for a usage error."""
     from flowlang.cli.serve_console import load_served, run_server
 
-    spec = json.loads(sys.stdin.buffer.readline() or b"null")
-    if not isinstance(spec, dict) or str(spec.get("index")) != index_text:
-        print("flowlang serve: a worker is started by flowlang serve --workers", file=sys.stderr)
+    try:
+        spec = json.loads(sys.stdin.buffer.readline(MAX_SPEC) or b"null")
+        if not isinstance(spec, dict) or str(spec.get("index")) != index_text:
+            raise ValueError("not a worker's spec")
+        index: int = spec["index"]
+        ready = os.fdopen(spec["ready"], "wb", buffering=0)
+        sock = socket.socket(fileno=spec["socket"])
+        if not isinstance(spec["arguments"], dict):
+            raise ValueError("not a worker's spec")
+    except (ValueError, KeyError, TypeError, OSError, RecursionError):
+        _say("a worker is started by flowlang serve --workers (its spec was not readable)")
         return EXIT_BAD_INPUT
-    index: int = spec["index"]
-    threading.Thread(target=_lifeline, args=(sys.stdin.buffer,), daemon=True).start()
-    ready = os.fdopen(spec["ready"], "wb", buffering=0)
-    sock = socket.socket(fileno=spec["socket"])
+    threading.Thread(target=_lifeline, args=(sys.stdin.fileno(),), daemon=True).start()
     arguments = argparse.Namespace(**spec["arguments"])
 
     def started(_sock: socket.socket) -> None:
@@ -407,6 +416,9 @@ def worker_main(index_text: str) -> int:
     except UsageError as error:
         _say(f"worker {index}: {error}")
         return EXIT_BAD_INPUT
+    except (ValueError, OSError, AttributeError) as error:  # such as a secret not set
+        _say(f"worker {index}: the server cannot start: {error}")
+        return EXIT_FAILED
     finally:
         with suppress(OSError):
             ready.close()

@@ -1,0 +1,343 @@
+"""flowlang serve --workers N: one socket bound by a supervising parent, N worker processes
+sharing Redis; calls spread over the workers, metrics summed across them, a killed worker
+started again, a clean stop on SIGTERM with nothing left in the process group, a worker that
+cannot start stopping the server, and the usage errors."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from prometheus_client.parser import text_string_to_metric_families
+
+from flowlang.cli import main
+from flowlang.cli.serve import MAX_WORKERS, worker_count
+from flowlang.cli.serve_workers import indexed_path
+from tests.serve_process import ServeProcess, secret_environment, serve_arguments
+from tests.serve_support import PUBLIC_URL, SECRETS, TWILIO_TOKEN
+from tests.services import RedisServer, free_port
+from tests.twilio_sim import SimulatedTwilio
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+#: Seconds a bounded wait in these tests lasts at most.
+WAIT = 30.0
+#: Calls placed at once in one round.
+ROUND = 10
+#: Rounds placed at most until both workers have answered some calls.
+MAX_ROUNDS = 6
+
+
+def _pids(server: ServeProcess) -> list[int]:
+    """The worker pids the "listening on" line names, by index."""
+    for line in server.lines:
+        found = re.search(r"workers: \d+, pids ([\d, ]+);", line)
+        if found:
+            return [int(pid) for pid in found.group(1).split(", ")]
+    raise AssertionError(f"no worker pids in:\n{server.output()}")
+
+
+def _wait_for_line(server: ServeProcess, text: str) -> None:
+    deadline = time.monotonic() + WAIT
+    while time.monotonic() < deadline:
+        if any(text in line for line in server.lines):
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{text!r} never said:\n{server.output()}")
+
+
+def _ended(journal: Path) -> int:
+    """How many call.ended events the journal ``journal`` recorded."""
+    if not journal.exists():
+        return 0
+    records = [json.loads(line) for line in journal.read_text().splitlines() if line]
+    return sum(
+        1 for r in records if r.get("kind") == "event" and r["event"]["type"] == "call.ended"
+    )
+
+
+def _event_ids(journal: Path) -> set[str]:
+    """The ids of the events the journal ``journal`` holds: recorded ones, and finished ones
+    that a compaction (when a restarted worker reopens it) kept as ``seen`` lines."""
+    if not journal.exists():
+        return set()
+    records = [json.loads(line) for line in journal.read_text().splitlines() if line]
+    ids = {r["event"]["id"] for r in records if r.get("kind") == "event"}
+    return ids | {r["event_id"] for r in records if r.get("kind") == "seen"}
+
+
+def _group_is_empty(pgid: int) -> bool:
+    """True once no process is left in group ``pgid`` (bounded wait)."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _client(server: ServeProcess) -> httpx.AsyncClient:
+    # no kept-alive connections: every request is a new connection, accepted by any worker
+    limits = httpx.Limits(max_keepalive_connections=0)
+    return httpx.AsyncClient(base_url=server.url, timeout=20, trust_env=False, limits=limits)
+
+
+async def _place(server: ServeProcess, count: int) -> None:
+    """``count`` calls at once through one client; every one reaches the operator queue."""
+    async with _client(server) as client:
+        twilio = SimulatedTwilio(client, PUBLIC_URL, TWILIO_TOKEN)
+        calls = await asyncio.gather(
+            *(twilio.call("support-menu", ["3", "0"]) for _ in range(count))
+        )
+    for call in calls:
+        assert (call.ended_by, call.target) == ("Enqueue", "operator"), call
+        assert all(status < 500 for status in call.statuses), call.statuses
+
+
+async def _runs_started(server: ServeProcess) -> list[float]:
+    """flowlang_runs_started_total summed over flows, read from /metrics three times (each
+    read answered by whichever worker accepts it)."""
+    totals = []
+    async with _client(server) as client:
+        for _ in range(3):
+            page = (await client.get("/metrics")).text
+            total = 0.0
+            for family in text_string_to_metric_families(page):
+                if family.name == "flowlang_runs_started":
+                    total += sum(s.value for s in family.samples if s.name.endswith("_total"))
+            totals.append(total)
+    return totals
+
+
+@pytest.fixture
+def workers(tmp_path: Path, redis_server: RedisServer) -> Iterator[ServeProcess]:
+    prefix = f"fl-workers-{secrets.token_hex(4)}:"
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    env = {**secret_environment(), "TMPDIR": str(temporary)}
+    arguments = serve_arguments(
+        tmp_path,
+        "--workers", "2",
+        "--store", redis_server.url,
+        "--key-prefix", prefix,
+        "--state-key", "state_key",
+        "--journal", str(tmp_path / "events.jsonl"),
+    )  # fmt: skip
+    server = ServeProcess(arguments, env)
+    try:
+        yield server.start()
+    finally:
+        server.kill()
+
+
+def test_two_workers_share_calls_metrics_restart_and_stop(
+    workers: ServeProcess, tmp_path: Path
+) -> None:
+    assert workers.process is not None
+    first, second = _pids(workers)
+    journals = [tmp_path / "events.1.jsonl", tmp_path / "events.2.jsonl"]
+    # calls through one client to the shared port, until both workers answered some
+    placed = 0
+    for _ in range(MAX_ROUNDS):
+        asyncio.run(_place(workers, ROUND))
+        placed += ROUND
+        if placed >= 20 and all(_ended(journal) for journal in journals):
+            break
+    ended = [_ended(journal) for journal in journals]
+    assert all(ended), f"one worker answered nothing: {ended}"
+    assert sum(ended) == placed
+    assert len(_event_ids(journals[0]) | _event_ids(journals[1])) == placed  # only call.ended
+    assert not (tmp_path / "events.jsonl").exists()
+    # every worker's /metrics page counts every worker's runs
+    assert asyncio.run(_runs_started(workers)) == [placed] * 3
+    metrics = [path for path in (tmp_path / "tmp").iterdir() if path.name.startswith("flowlang")]
+    assert len(metrics) == 1 and any(metrics[0].glob(f"*_{first}.db")), metrics
+
+    # a worker killed like a crash is started again with its index; calls go on meanwhile
+    os.kill(first, signal.SIGKILL)
+    asyncio.run(_place(workers, ROUND))
+    _wait_for_line(workers, "worker 1 is ready again")
+    assert "worker 1 (pid %d) was killed by SIGKILL; starting it again" % first in (
+        workers.output()
+    )
+    asyncio.run(_place(workers, ROUND))
+    placed += 2 * ROUND
+    assert asyncio.run(_runs_started(workers)) == [placed] * 3
+    assert len(_event_ids(journals[0]) | _event_ids(journals[1])) == placed
+
+    # SIGTERM to the parent alone: it stops every worker, says so once and exits 0
+    os.kill(workers.process.pid, signal.SIGTERM)
+    assert workers.process.wait(WAIT + 30) == 0
+    workers._reader.join(5)
+    assert workers.output().count("flowlang serve: stopped") == 1
+    assert _group_is_empty(workers.process.pid)
+    for pid in (first, second):
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    assert list((tmp_path / "tmp").iterdir()) == []  # the metrics folder is removed
+    log = workers.output()
+    assert "Traceback" not in log
+    for secret in SECRETS.values():
+        assert secret not in log
+
+
+def test_sigint_stops_the_workers_with_130(tmp_path: Path, redis_server: RedisServer) -> None:
+    metrics = tmp_path / "metrics"
+    metrics.mkdir()
+    (metrics / "counter_1.db").write_bytes(b"stale")
+    (metrics / "keep.txt").write_text("not a metrics file")
+    server = ServeProcess(
+        serve_arguments(
+            tmp_path,
+            "--workers",
+            "2",
+            "--store",
+            redis_server.url,
+            "--state-key",
+            "state_key",
+            "--metrics-dir",
+            str(metrics),
+        )  # fmt: skip
+    ).start()
+    try:
+        assert server.process is not None
+        assert not (metrics / "counter_1.db").exists()  # emptied of metrics files at start
+        os.kill(server.process.pid, signal.SIGINT)
+        assert server.process.wait(WAIT) == 130
+        assert _group_is_empty(server.process.pid)
+        assert (metrics / "keep.txt").exists()  # a given folder stays, with other files
+        assert "flowlang serve: stopped" in server.output()
+    finally:
+        server.kill()
+
+
+def test_a_worker_that_cannot_start_stops_the_server(tmp_path: Path) -> None:
+    unreachable = f"redis://127.0.0.1:{free_port()}/0"
+    arguments = serve_arguments(
+        tmp_path, "--workers", "3", "--store", unreachable, "--state-key", "state_key"
+    )
+    server = ServeProcess(arguments)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "flowlang", "serve", *server.arguments],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=server.env,
+        start_new_session=True,
+    )
+    try:
+        began = time.monotonic()
+        _, errors = process.communicate(timeout=WAIT + 30)
+        assert process.returncode == 1
+        assert time.monotonic() - began < WAIT + 30
+        text = errors.decode()
+        assert "before it was ready" in text
+        assert "listening on" not in text
+        assert "Traceback" not in text
+        assert _group_is_empty(process.pid)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(10)
+
+
+@pytest.mark.parametrize(
+    "count", ["0", "-1", "1000", "65", "abc", "", "1.5", "٣", "1_0", " 2", "2\x1b[31m"]
+)
+def test_a_bad_worker_count_is_a_usage_error(
+    count: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        main(["serve", "x.yaml", "--public-url", PUBLIC_URL, "--workers", count])
+    assert stopped.value.code == 2
+    error = capsys.readouterr().err
+    assert f"from 1 to {MAX_WORKERS}" in error
+    assert "\x1b" not in error
+
+
+@given(st.text(max_size=8))
+def test_a_worker_count_is_one_to_the_cap_or_refused(text: str) -> None:
+    try:
+        number = worker_count(text)
+    except Exception as error:  # noqa: BLE001 - the kind is the assertion
+        assert type(error).__name__ == "ArgumentTypeError"
+    else:
+        assert 1 <= number <= MAX_WORKERS and str(number) == text.lstrip("0")
+
+
+def test_several_workers_need_a_shared_store(capsys: pytest.CaptureFixture[str]) -> None:
+    status = main(["serve", "x.yaml", "--public-url", PUBLIC_URL, "--workers", "2"])
+    assert status == 2
+    assert "in-process store cannot be shared" in capsys.readouterr().err
+
+
+def test_a_metrics_folder_needs_several_workers(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    arguments = ["serve", "x.yaml", "--public-url", PUBLIC_URL, "--metrics-dir", str(tmp_path)]
+    assert main(arguments) == 2
+    assert "--metrics-dir is for --workers above 1" in capsys.readouterr().err
+
+
+def test_a_metrics_folder_that_is_a_file_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    file = tmp_path / "metrics"
+    file.write_text("x")
+    arguments = serve_arguments(
+        tmp_path, "--workers", "2", "--store", "redis://127.0.0.1:1/0", "--state-key", "k"
+    )
+    assert main(["serve", *arguments, "--metrics-dir", str(file)]) == 2
+    assert "--metrics-dir" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("given", "index", "expected"),
+    [
+        ("events.jsonl", 1, "events.1.jsonl"),
+        ("/var/log/fl/events.jsonl", 12, "/var/log/fl/events.12.jsonl"),
+        ("events", 2, "events.2"),
+        ("events.tar.jsonl", 3, "events.tar.3.jsonl"),
+        (".journal", 2, ".journal.2"),
+    ],
+)
+def test_a_worker_journal_has_the_index_before_the_suffix(
+    given: str, index: int, expected: str
+) -> None:
+    assert indexed_path(given, index) == Path(expected)
+    assert indexed_path(None, index) is None
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [b"", b"not json\n", b"\xff\xfe\n", b'{"index": 2}\n', b"[" * 100_000 + b"\n", b"{}\n"],
+    ids=["empty", "malformed", "non-utf8", "other-index", "deep", "no-fields"],
+)
+def test_a_worker_started_by_hand_says_how_it_is_started(spec: bytes) -> None:
+    process = subprocess.run(
+        [sys.executable, "-m", "flowlang.cli.serve_workers", "1"],
+        input=spec,
+        capture_output=True,
+        timeout=WAIT,
+        start_new_session=True,
+        env={**os.environ, "FLOWLANG_SECRET_STATE_KEY": "s" * 40},
+    )
+    assert process.returncode == 2
+    assert b"started by flowlang serve --workers" in process.stderr
+    assert b"Traceback" not in process.stderr
+    assert b"s" * 40 not in process.stderr
