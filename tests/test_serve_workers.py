@@ -341,3 +341,98 @@ def test_a_worker_started_by_hand_says_how_it_is_started(spec: bytes) -> None:
     assert b"started by flowlang serve --workers" in process.stderr
     assert b"Traceback" not in process.stderr
     assert b"s" * 40 not in process.stderr
+
+
+#: A stand-in worker for the supervisor's own tests: reads its spec, then behaves as told.
+FAKE_WORKER = """
+import json, os, signal, sys, time
+spec = json.loads(sys.stdin.readline())
+mode = sys.argv[1]
+if mode == "fails-at-start":
+    sys.exit(3)
+if mode == "deaf":
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+if mode != "silent":
+    os.write(spec["ready"], b"ready\\n")
+if mode == "dies":
+    time.sleep(0.2)
+    sys.exit(1)
+time.sleep(60)
+"""
+
+#: Runs a Supervisor of fake workers in its own process (group), as the parent would.
+SUPERVISE = """
+import os, signal, socket, sys
+from pathlib import Path
+from flowlang.cli.serve_workers import Supervisor
+mode, metrics = sys.argv[1], Path(sys.argv[2])
+sock = socket.socket()
+sock.bind(("127.0.0.1", 0))
+sock.listen()
+
+def ready(pids):
+    print("all ready", pids, file=sys.stderr, flush=True)
+    if mode == "deaf":
+        os.kill(os.getpid(), signal.SIGTERM)
+
+supervisor = Supervisor(
+    count=2, sock=sock, spec={}, env=dict(os.environ), stop_wait=1.0, metrics=metrics,
+    on_ready=ready, command=lambda index: [sys.executable, "-c", sys.argv[3], mode],
+    start_timeout=1.0, max_restarts=3, backoff=0.0,
+)
+sys.exit(supervisor.run())
+"""
+
+
+@pytest.mark.parametrize(
+    ("mode", "status", "said"),
+    [
+        ("dies", 1, "workers died 4 times within 60 s; stopping"),
+        ("fails-at-start", 1, "exited with status 3 before it was ready"),
+        ("silent", 1, "did not start within 1 s before it was ready"),
+        ("deaf", 0, "did not stop in time; killed"),
+    ],
+)
+def test_the_supervisor_bounds_deaths_starts_and_stops(
+    mode: str, status: int, said: str, tmp_path: Path
+) -> None:
+    began = time.monotonic()
+    process = subprocess.Popen(
+        [sys.executable, "-c", SUPERVISE, mode, str(tmp_path), FAKE_WORKER],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        _, errors = process.communicate(timeout=WAIT)
+        text = errors.decode()
+        assert process.returncode == status, text
+        assert said in text
+        assert ("flowlang serve: stopped" in text) == (status == 0)
+        assert "Traceback" not in text
+        assert _group_is_empty(process.pid)
+        assert time.monotonic() - began < 15
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(10)
+
+
+def test_workers_stop_when_the_parent_is_killed_alone(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    env = {**secret_environment(), "TMPDIR": str(tmp_path)}
+    server = ServeProcess(
+        serve_arguments(
+            tmp_path, "--workers", "2", "--store", redis_server.url, "--state-key", "state_key"
+        ),
+        env,
+    ).start()
+    try:
+        assert server.process is not None
+        os.kill(server.process.pid, signal.SIGKILL)
+        server.process.wait(WAIT)
+        assert _group_is_empty(server.process.pid)  # the workers saw their lifeline end
+    finally:
+        server.kill()

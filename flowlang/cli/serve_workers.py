@@ -149,6 +149,15 @@ class Supervisor:
     stop_signal: int | None = None
     #: Whether every worker was ready once (the "listening on" line was said).
     announced: bool = False
+    #: The worker's command, given its index (a test can give another).
+    command: Callable[[int], list[str]] = field(
+        default=lambda index: [sys.executable, "-m", "flowlang.cli.serve_workers", str(index)]
+    )
+    start_timeout: float = START_TIMEOUT
+    max_restarts: int = MAX_RESTARTS
+    restart_window: float = RESTART_WINDOW
+    #: Seconds a restart waits per death within the window beyond the first.
+    backoff: float = 0.5
     _selector: selectors.DefaultSelector = field(default_factory=selectors.DefaultSelector)
 
     def _start(self, index: int) -> None:
@@ -156,7 +165,7 @@ class Supervisor:
         spec = {**self.spec, "index": index, "socket": self.sock.fileno(), "ready": ready_write}
         try:
             process = subprocess.Popen(
-                [sys.executable, "-m", "flowlang.cli.serve_workers", str(index)],
+                self.command(index),
                 stdin=subprocess.PIPE,
                 env=self.env,
                 pass_fds=(self.sock.fileno(), ready_write),
@@ -213,7 +222,8 @@ class Supervisor:
         for index in range(1, self.count + 1):
             if self.stop_signal is not None:
                 return None
-            self._start(index)
+            if not self._started(index):
+                return EXIT_FAILED
         while self.stop_signal is None:
             self._read_pipes()
             failure = self._reap()
@@ -230,8 +240,17 @@ class Supervisor:
             for index, due in list(self.pending.items()):
                 if now >= due and self.stop_signal is None:
                     del self.pending[index]
-                    self._start(index)
+                    if not self._started(index):
+                        return EXIT_FAILED
         return None
+
+    def _started(self, index: int) -> bool:
+        try:
+            self._start(index)
+        except OSError as error:  # out of processes or file descriptors
+            _say(f"cannot start worker {index}: {error.strerror or error}; stopping")
+            return False
+        return True
 
     def _read_pipes(self) -> None:
         for key, _ in self._selector.select(_TICK):
@@ -252,13 +271,13 @@ class Supervisor:
         now = time.monotonic()
         for worker in list(self.workers.values()):
             status = worker.process.poll()
-            if status is None and not worker.ready and now - worker.began > START_TIMEOUT:
+            if status is None and not worker.ready and now - worker.began > self.start_timeout:
                 with suppress(ProcessLookupError):
                     worker.process.kill()
                 with suppress(subprocess.TimeoutExpired):
                     worker.process.wait(5)
                 status = worker.process.poll()
-                reason = f"did not start within {START_TIMEOUT:g} s"
+                reason = f"did not start within {self.start_timeout:g} s"
             elif status is None:
                 continue
             else:
@@ -271,15 +290,15 @@ class Supervisor:
                 _say(f"{what} before it was ready (see its log above); stopping")
                 return EXIT_FAILED
             self.deaths.append(now)
-            while self.deaths and now - self.deaths[0] > RESTART_WINDOW:
+            while self.deaths and now - self.deaths[0] > self.restart_window:
                 self.deaths.popleft()
-            if len(self.deaths) > MAX_RESTARTS:
+            if len(self.deaths) > self.max_restarts:
                 _say(
                     f"{what}; workers died {len(self.deaths)} times within "
-                    f"{RESTART_WINDOW:g} s; stopping"
+                    f"{self.restart_window:g} s; stopping"
                 )
                 return EXIT_FAILED
-            delay = 0.5 * (len(self.deaths) - 1)
+            delay = self.backoff * (len(self.deaths) - 1)
             _say(f"{what}; starting it again" + (f" in {delay:g} s" if delay else ""))
             self.pending[worker.index] = now + delay
         return None
@@ -380,8 +399,6 @@ def worker_main(index_text: str) -> int:
     """One worker: read the spec line on standard input, serve on the inherited socket, say
     ``ready`` on the inherited pipe once started. 0 after a stop by signal, 1 when it could
     not start, 2 for a usage error."""
-    from flowlang.cli.serve_console import load_served, run_server
-
     try:
         spec = json.loads(sys.stdin.buffer.readline(MAX_SPEC) or b"null")
         if not isinstance(spec, dict) or str(spec.get("index")) != index_text:
@@ -395,6 +412,8 @@ def worker_main(index_text: str) -> int:
         _say("a worker is started by flowlang serve --workers (its spec was not readable)")
         return EXIT_BAD_INPUT
     threading.Thread(target=_lifeline, args=(sys.stdin.fileno(),), daemon=True).start()
+    from flowlang.cli.serve_console import load_served, run_server
+
     arguments = argparse.Namespace(**spec["arguments"])
 
     def started(_sock: socket.socket) -> None:
