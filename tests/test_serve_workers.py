@@ -5,6 +5,7 @@ cannot start stopping the server, and the usage errors."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import os
@@ -91,6 +92,17 @@ def _group_is_empty(pgid: int) -> bool:
     return False
 
 
+def _redis(redis: RedisServer) -> tuple[str, ...]:
+    return (
+        "--store",
+        redis.url,
+        "--key-prefix",
+        f"fl-w-{secrets.token_hex(4)}:",
+        "--state-key",
+        "state_key",
+    )
+
+
 def _client(server: ServeProcess) -> httpx.AsyncClient:
     # no kept-alive connections: every request is a new connection, accepted by any worker
     limits = httpx.Limits(max_keepalive_connections=0)
@@ -172,9 +184,8 @@ def test_two_workers_share_calls_metrics_restart_and_stop(
     os.kill(first, signal.SIGKILL)
     asyncio.run(_place(workers, ROUND))
     _wait_for_line(workers, "worker 1 is ready again")
-    assert "worker 1 (pid %d) was killed by SIGKILL; starting it again" % first in (
-        workers.output()
-    )
+    restarted = f"worker 1 (pid {first}) was killed by SIGKILL; starting it again"
+    assert restarted in workers.output()
     asyncio.run(_place(workers, ROUND))
     placed += 2 * ROUND
     assert asyncio.run(_runs_started(workers)) == [placed] * 3
@@ -203,16 +214,8 @@ def test_sigint_stops_the_workers_with_130(tmp_path: Path, redis_server: RedisSe
     (metrics / "keep.txt").write_text("not a metrics file")
     server = ServeProcess(
         serve_arguments(
-            tmp_path,
-            "--workers",
-            "2",
-            "--store",
-            redis_server.url,
-            "--state-key",
-            "state_key",
-            "--metrics-dir",
-            str(metrics),
-        )  # fmt: skip
+            tmp_path, "--workers", "2", *_redis(redis_server), "--metrics-dir", str(metrics)
+        )
     ).start()
     try:
         assert server.process is not None
@@ -274,8 +277,8 @@ def test_a_bad_worker_count_is_a_usage_error(
 def test_a_worker_count_is_one_to_the_cap_or_refused(text: str) -> None:
     try:
         number = worker_count(text)
-    except Exception as error:  # noqa: BLE001 - the kind is the assertion
-        assert type(error).__name__ == "ArgumentTypeError"
+    except argparse.ArgumentTypeError:
+        pass
     else:
         assert 1 <= number <= MAX_WORKERS and str(number) == text.lstrip("0")
 
@@ -330,7 +333,7 @@ def test_a_worker_journal_has_the_index_before_the_suffix(
 )
 def test_a_worker_started_by_hand_says_how_it_is_started(spec: bytes) -> None:
     process = subprocess.run(
-        [sys.executable, "-m", "flowlang.cli.serve_workers", "1"],
+        [sys.executable, "-m", "flowlang.cli.serve_console", "1"],
         input=spec,
         capture_output=True,
         timeout=WAIT,

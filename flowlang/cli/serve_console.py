@@ -12,7 +12,9 @@ __all__ = [
     "load_served",
     "run_server",
     "serve_from_command_line",
+    "serve_with_workers",
     "served_documents",
+    "worker_main",
 ]
 
 import argparse
@@ -21,6 +23,7 @@ import ipaddress
 import logging
 import math
 import os
+import shutil
 import signal
 import socket
 import sys
@@ -38,6 +41,15 @@ from flowlang.cli.inputs import (
     EXIT_OK,
     UsageError,
     read_context,
+)
+from flowlang.cli.serve_workers import (
+    STOP_MARGIN,
+    Supervisor,
+    indexed_path,
+    metrics_folder,
+    read_worker_start,
+    say,
+    worker_spec,
 )
 from flowlang.cli.terminal import printable
 from flowlang.cli.trust import trusted_authorities
@@ -255,8 +267,6 @@ def serve_from_command_line(arguments: argparse.Namespace, stdin: TextIO) -> int
     """Serve until SIGTERM or SIGINT (status 0, or 130 for SIGINT); 2 for documents with
     errors. ``--workers`` above 1: :func:`flowlang.cli.serve_workers.serve_with_workers`."""
     if getattr(arguments, "workers", 1) > 1:
-        from flowlang.cli.serve_workers import serve_with_workers
-
         return serve_with_workers(arguments, stdin)
     if getattr(arguments, "metrics_dir", None):
         raise UsageError("--metrics-dir is for --workers above 1 (one process keeps its own)")
@@ -315,3 +325,91 @@ class _StoppingServer(uvicorn.Server):
             yield
             self.stopped_by = tuple(self._captured_signals)
             self._captured_signals.clear()
+
+
+def serve_with_workers(arguments: argparse.Namespace, stdin: TextIO) -> int:
+    """``flowlang serve --workers N`` (N > 1): check everything once, bind the socket, make
+    the metrics folder, and supervise N workers until SIGTERM (0) or SIGINT (130); 1 when a
+    worker fails to start or workers die too often; 2 for documents with errors."""
+    if arguments.store == "memory":
+        raise UsageError(
+            f"--workers {arguments.workers} needs a shared store (--store redis://HOST:PORT/DB): "
+            "the in-process store cannot be shared between processes"
+        )
+    check_store(arguments)
+    loaded = load_served(arguments)
+    if isinstance(loaded, int):
+        return loaded
+    settings, flows, workflows = loaded
+    context = read_context(arguments.context, stdin) if arguments.context else None
+    folder, temporary = metrics_folder(arguments.metrics_dir)
+    try:
+        sock = listening_socket(arguments.host, arguments.port)
+        host, port = sock.getsockname()[:2]
+
+        def announce(pids: list[int]) -> None:
+            say(
+                f"listening on http://{host}:{port} for {settings.public_url} "
+                f"({describe(arguments, flows, workflows)}; workers: {len(pids)}, pids "
+                f"{', '.join(map(str, pids))}; pid {os.getpid()})"
+            )
+
+        env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(folder)}
+        supervisor = Supervisor(
+            count=arguments.workers,
+            sock=sock,
+            spec=worker_spec(arguments, context),
+            env=env,
+            stop_wait=3 * max(1, math.ceil(settings.drain_timeout)) + STOP_MARGIN,
+            metrics=folder,
+            on_ready=announce,
+        )
+        try:
+            return supervisor.run()
+        finally:
+            sock.close()
+    finally:
+        if temporary:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def worker_main(index_text: str) -> int:
+    """One worker: read the spec line on standard input, serve on the inherited socket, say
+    ``ready`` on the inherited pipe once started. 0 after a stop by signal, 1 when it could
+    not start, 2 for a usage error."""
+    start = read_worker_start(index_text)
+    if start is None:
+        return EXIT_BAD_INPUT
+    index, spec = start.index, start.spec
+    arguments = argparse.Namespace(**spec["arguments"])
+
+    def started(_sock: socket.socket) -> None:
+        start.say_ready()
+
+    try:
+        loaded = load_served(arguments, warn=False)
+        if isinstance(loaded, int):
+            return loaded
+        server_process = run_server(
+            arguments,
+            loaded,
+            lambda: start.sock,
+            started,
+            context=lambda: spec["context"],
+            journal=indexed_path(arguments.journal, index),
+            dead_letters=indexed_path(arguments.dead_letter, index),
+        )
+    except UsageError as error:
+        say(f"worker {index}: {error}")
+        return EXIT_BAD_INPUT
+    except (ValueError, OSError, AttributeError) as error:  # such as a secret not set
+        say(f"worker {index}: the server cannot start: {error}")
+        return EXIT_FAILED
+    finally:
+        with contextlib.suppress(OSError):
+            start.ready.close()
+    return EXIT_OK if server_process.started else EXIT_FAILED
+
+
+if __name__ == "__main__":  # a worker of flowlang serve --workers
+    sys.exit(worker_main(sys.argv[1] if len(sys.argv) > 1 else ""))

@@ -1,12 +1,13 @@
-"""``flowlang serve --workers N``: a parent that binds the socket and supervises N worker
-processes, and the worker's own entry point (``python -m flowlang.cli.serve_workers INDEX``).
+"""``flowlang serve --workers N``: the supervisor of N worker processes on one socket, and
+what passes between the parent and a worker (``python -m flowlang.cli.serve_console INDEX``).
 
-The parent checks the arguments and the documents once, binds the listening socket, makes the
-metrics folder (Prometheus multiprocess mode), then starts each worker with
-:mod:`subprocess`: the socket and a readiness pipe are inherited file descriptors, and the
-worker reads what to serve as one JSON line on standard input. Standard input stays open as
-the worker's lifeline: when the parent is gone (even killed), the worker stops itself as on
-SIGTERM. The workers stay in the parent's process group, so a signal to the group reaches all.
+The parent (:func:`flowlang.cli.serve_console.serve_with_workers`) checks the arguments
+and the documents once, binds the listening socket, makes the metrics folder (Prometheus
+multiprocess mode), then starts each worker with :mod:`subprocess`: the socket and a
+readiness pipe are inherited file descriptors, and the worker reads what to serve as one
+JSON line on standard input. Standard input stays open as the worker's lifeline: when the
+parent is gone (even killed), the worker stops itself as on SIGTERM. The workers stay in the
+parent's process group, so a signal to the group reaches all.
 """
 
 from __future__ import annotations
@@ -14,20 +15,23 @@ from __future__ import annotations
 __all__ = [
     "MAX_RESTARTS",
     "MAX_SPEC",
+    "READY",
     "RESTART_WINDOW",
     "START_TIMEOUT",
+    "STOP_MARGIN",
     "Supervisor",
+    "WorkerStart",
     "indexed_path",
-    "serve_with_workers",
-    "worker_main",
+    "metrics_folder",
+    "read_worker_start",
+    "say",
+    "worker_spec",
 ]
 
 import argparse
 import json
-import math
 import os
 import selectors
-import shutil
 import signal
 import socket
 import subprocess
@@ -41,17 +45,11 @@ from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Any, TextIO
+from typing import IO, Any
 
-from flowlang.cli.inputs import (
-    EXIT_BAD_INPUT,
-    EXIT_FAILED,
-    EXIT_INTERRUPTED,
-    EXIT_OK,
-    UsageError,
-    read_context,
-)
+from flowlang.cli.inputs import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, UsageError
 from flowlang.cli.terminal import printable
+from flowlang.observe.metrics import mark_process_dead
 
 #: Seconds a worker has to say it is ready (load the documents, reach the store, start).
 START_TIMEOUT = 60.0
@@ -65,14 +63,15 @@ STOP_MARGIN = 10.0
 #: How often (seconds) the parent looks at its workers when nothing else wakes it.
 _TICK = 0.1
 #: The worker's readiness message on its pipe.
-_READY = b"ready\n"
+READY = b"ready\n"
 #: The longest spec line a worker reads (bytes; the context is in it).
 MAX_SPEC = 64 * 1024 * 1024
 #: Argument values a worker gets (the rest, such as the command's handler, stay behind).
 _PLAIN = (str, int, float, bool, list, type(None))
 
 
-def _say(message: str) -> None:
+def say(message: str) -> None:
+    """Write ``flowlang serve: message`` on standard error (made safe for a terminal)."""
     print(printable(f"flowlang serve: {message}"), file=sys.stderr, flush=True)
 
 
@@ -97,7 +96,7 @@ def _exit_reason(status: int) -> str:
     return f"exited with status {status}"
 
 
-def _metrics_folder(given: str | None) -> tuple[Path, bool]:
+def metrics_folder(given: str | None) -> tuple[Path, bool]:
     """The multiprocess metrics folder (``given``, its ``*.db`` files removed, made when
     missing; or a new temporary folder) and whether it is temporary (removed at exit)."""
     if given is None:
@@ -151,7 +150,7 @@ class Supervisor:
     announced: bool = False
     #: The worker's command, given its index (a test can give another).
     command: Callable[[int], list[str]] = field(
-        default=lambda index: [sys.executable, "-m", "flowlang.cli.serve_workers", str(index)]
+        default=lambda index: [sys.executable, "-m", "flowlang.cli.serve_console", str(index)]
     )
     start_timeout: float = START_TIMEOUT
     max_restarts: int = MAX_RESTARTS
@@ -192,8 +191,6 @@ class Supervisor:
         if worker.process.stdin is not None:
             with suppress(OSError):
                 worker.process.stdin.close()
-        from flowlang.observe.metrics import mark_process_dead
-
         mark_process_dead(worker.pid, str(self.metrics))
 
     def _signalled(self, signum: int, frame: FrameType | None) -> None:
@@ -214,7 +211,7 @@ class Supervisor:
                 signal.signal(number, handler)
             self._selector.close()
         if status is None:
-            _say("stopped")
+            say("stopped")
             return EXIT_INTERRUPTED if self.stop_signal == signal.SIGINT else EXIT_OK
         return status
 
@@ -248,7 +245,7 @@ class Supervisor:
         try:
             self._start(index)
         except OSError as error:  # out of processes or file descriptors
-            _say(f"cannot start worker {index}: {error.strerror or error}; stopping")
+            say(f"cannot start worker {index}: {error.strerror or error}; stopping")
             return False
         return True
 
@@ -259,10 +256,10 @@ class Supervisor:
                 data = os.read(worker.ready_pipe, 64)
             except OSError:
                 data = b""
-            if data.startswith(_READY) and not worker.ready:
+            if data.startswith(READY) and not worker.ready:
                 worker.ready = True
                 if self.announced:
-                    _say(f"worker {worker.index} is ready again (pid {worker.pid})")
+                    say(f"worker {worker.index} is ready again (pid {worker.pid})")
             elif not data:  # the worker closed it: it exits (reaped below)
                 with suppress(KeyError, ValueError):
                     self._selector.unregister(worker.ready_pipe)
@@ -287,19 +284,19 @@ class Supervisor:
             self._forget(worker)
             what = f"worker {worker.index} (pid {worker.pid}) {reason}"
             if not self.announced:
-                _say(f"{what} before it was ready (see its log above); stopping")
+                say(f"{what} before it was ready (see its log above); stopping")
                 return EXIT_FAILED
             self.deaths.append(now)
             while self.deaths and now - self.deaths[0] > self.restart_window:
                 self.deaths.popleft()
             if len(self.deaths) > self.max_restarts:
-                _say(
+                say(
                     f"{what}; workers died {len(self.deaths)} times within "
                     f"{self.restart_window:g} s; stopping"
                 )
                 return EXIT_FAILED
             delay = self.backoff * (len(self.deaths) - 1)
-            _say(f"{what}; starting it again" + (f" in {delay:g} s" if delay else ""))
+            say(f"{what}; starting it again" + (f" in {delay:g} s" if delay else ""))
             self.pending[worker.index] = now + delay
         return None
 
@@ -316,7 +313,7 @@ class Supervisor:
             time.sleep(0.05)
         for worker in list(self.workers.values()):
             if worker.process.poll() is None:
-                _say(f"worker {worker.index} (pid {worker.pid}) did not stop in time; killed")
+                say(f"worker {worker.index} (pid {worker.pid}) did not stop in time; killed")
                 with suppress(ProcessLookupError):
                     worker.process.kill()
                 with suppress(subprocess.TimeoutExpired):
@@ -324,62 +321,10 @@ class Supervisor:
             self._forget(worker)
 
 
-def _worker_spec(arguments: argparse.Namespace, context: Any) -> dict[str, Any]:
+def worker_spec(arguments: argparse.Namespace, context: Any) -> dict[str, Any]:
+    """What every worker is told: the command's plain arguments and the parsed context."""
     plain = {name: value for name, value in vars(arguments).items() if isinstance(value, _PLAIN)}
     return {"arguments": plain, "context": context}
-
-
-def serve_with_workers(arguments: argparse.Namespace, stdin: TextIO) -> int:
-    """``flowlang serve --workers N`` (N > 1): check everything once, bind the socket, make
-    the metrics folder, and supervise N workers until SIGTERM (0) or SIGINT (130); 1 when a
-    worker fails to start or workers die too often; 2 for documents with errors."""
-    from flowlang.cli.serve_console import (
-        check_store,
-        describe,
-        listening_socket,
-        load_served,
-    )
-
-    if arguments.store == "memory":
-        raise UsageError(
-            f"--workers {arguments.workers} needs a shared store (--store redis://HOST:PORT/DB): "
-            "the in-process store cannot be shared between processes"
-        )
-    check_store(arguments)
-    loaded = load_served(arguments)
-    if isinstance(loaded, int):
-        return loaded
-    settings, flows, workflows = loaded
-    context = read_context(arguments.context, stdin) if arguments.context else None
-    folder, temporary = _metrics_folder(arguments.metrics_dir)
-    try:
-        sock = listening_socket(arguments.host, arguments.port)
-        host, port = sock.getsockname()[:2]
-
-        def announce(pids: list[int]) -> None:
-            _say(
-                f"listening on http://{host}:{port} for {settings.public_url} "
-                f"({describe(arguments, flows, workflows)}; workers: {len(pids)}, pids "
-                f"{', '.join(map(str, pids))}; pid {os.getpid()})"
-            )
-
-        env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(folder)}
-        supervisor = Supervisor(
-            count=arguments.workers,
-            sock=sock,
-            spec=_worker_spec(arguments, context),
-            env=env,
-            stop_wait=3 * max(1.0, math.ceil(settings.drain_timeout)) + STOP_MARGIN,
-            metrics=folder,
-            on_ready=announce,
-        )
-        try:
-            return supervisor.run()
-        finally:
-            sock.close()
-    finally:
-        if temporary:
-            shutil.rmtree(folder, ignore_errors=True)
 
 
 # -- the worker ------------------------------------------------------------------------------
@@ -395,54 +340,33 @@ def _lifeline(fd: int) -> None:
     os.kill(os.getpid(), signal.SIGTERM)
 
 
-def worker_main(index_text: str) -> int:
-    """One worker: read the spec line on standard input, serve on the inherited socket, say
-    ``ready`` on the inherited pipe once started. 0 after a stop by signal, 1 when it could
-    not start, 2 for a usage error."""
+@dataclass
+class WorkerStart:
+    """What a worker process was given: its index, the spec, the readiness pipe, the socket."""
+
+    index: int
+    spec: dict[str, Any]
+    ready: IO[bytes]
+    sock: socket.socket
+
+    def say_ready(self) -> None:
+        """Tell the parent that this worker serves."""
+        self.ready.write(READY)
+
+
+def read_worker_start(index_text: str) -> WorkerStart | None:
+    """Read the spec line on standard input (None, said on standard error, when it is not
+    one the parent wrote for worker ``index_text``) and start watching the lifeline."""
     try:
         spec = json.loads(sys.stdin.buffer.readline(MAX_SPEC) or b"null")
         if not isinstance(spec, dict) or str(spec.get("index")) != index_text:
             raise ValueError("not a worker's spec")
-        index: int = spec["index"]
-        ready = os.fdopen(spec["ready"], "wb", buffering=0)
-        sock = socket.socket(fileno=spec["socket"])
         if not isinstance(spec["arguments"], dict):
             raise ValueError("not a worker's spec")
+        ready = os.fdopen(spec["ready"], "wb", buffering=0)
+        sock = socket.socket(fileno=spec["socket"])
     except (ValueError, KeyError, TypeError, OSError, RecursionError):
-        _say("a worker is started by flowlang serve --workers (its spec was not readable)")
-        return EXIT_BAD_INPUT
+        say("a worker is started by flowlang serve --workers (its spec was not readable)")
+        return None
     threading.Thread(target=_lifeline, args=(sys.stdin.fileno(),), daemon=True).start()
-    from flowlang.cli.serve_console import load_served, run_server
-
-    arguments = argparse.Namespace(**spec["arguments"])
-
-    def started(_sock: socket.socket) -> None:
-        ready.write(_READY)
-
-    try:
-        loaded = load_served(arguments, warn=False)
-        if isinstance(loaded, int):
-            return loaded
-        server_process = run_server(
-            arguments,
-            loaded,
-            lambda: sock,
-            started,
-            context=lambda: spec["context"],
-            journal=indexed_path(arguments.journal, index),
-            dead_letters=indexed_path(arguments.dead_letter, index),
-        )
-    except UsageError as error:
-        _say(f"worker {index}: {error}")
-        return EXIT_BAD_INPUT
-    except (ValueError, OSError, AttributeError) as error:  # such as a secret not set
-        _say(f"worker {index}: the server cannot start: {error}")
-        return EXIT_FAILED
-    finally:
-        with suppress(OSError):
-            ready.close()
-    return EXIT_OK if server_process.started else EXIT_FAILED
-
-
-if __name__ == "__main__":
-    sys.exit(worker_main(sys.argv[1] if len(sys.argv) > 1 else ""))
+    return WorkerStart(spec["index"], spec, ready, sock)
