@@ -28,7 +28,7 @@ from flowlang.cli import main
 from flowlang.cli.serve import MAX_WORKERS, worker_count
 from flowlang.cli.serve_workers import indexed_path
 from tests.serve_process import ServeProcess, secret_environment, serve_arguments
-from tests.serve_support import PUBLIC_URL, SECRETS, TWILIO_TOKEN
+from tests.serve_support import EVENT_TOKEN, PUBLIC_URL, SECRETS, TWILIO_TOKEN
 from tests.services import RedisServer, free_port
 from tests.twilio_sim import SimulatedTwilio
 
@@ -450,5 +450,72 @@ def test_workers_stop_when_the_parent_is_killed_alone(
         os.kill(server.process.pid, signal.SIGKILL)
         server.process.wait(WAIT)
         assert _group_is_empty(server.process.pid)  # the workers saw their lifeline end
+    finally:
+        server.kill()
+
+
+SLOW_WORKFLOW = """\
+workflow: slow-note
+trigger: test.slow
+actions:
+  - name: note
+    type: api_request
+    endpoint: https://crm.example.com/api/slow
+    method: POST
+    values:
+      - {key: note, value: "<<event.properties.note>>", format: string}
+"""
+
+
+def _journal_has(journal: Path, event_id: str, kinds: set[str]) -> bool:
+    if not journal.exists():
+        return False
+    for line in journal.read_text().splitlines():
+        record = json.loads(line) if line else {}
+        found = record.get("event_id") or record.get("event", {}).get("id")
+        if found == event_id and record.get("kind") in kinds:
+            return True
+    return False
+
+
+def test_a_restarted_worker_finishes_the_events_of_its_journal(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    workflow = tmp_path / "slow.yaml"
+    workflow.write_text(SLOW_WORKFLOW)
+    responses = tmp_path / "slow.responses.yaml"
+    responses.write_text(
+        "- {request: POST https://crm.example.com/api/slow, status: 200, body: {}, delay: 2}\n"
+    )
+    arguments = serve_arguments(
+        tmp_path,
+        "--workers", "2",
+        *_redis(redis_server),
+        "--journal", str(tmp_path / "events.jsonl"),
+        files=[str(workflow)],
+    )  # fmt: skip
+    arguments[arguments.index("--responses") + 1] = str(responses)
+    server = ServeProcess(arguments, {**secret_environment(), "TMPDIR": str(tmp_path)}).start()
+    try:
+        pids = _pids(server)
+        event = {"id": "evt-slow-1", "type": "test.slow", "properties": {"note": "hi"}}
+
+        async def post() -> httpx.Response:
+            async with _client(server) as client:
+                headers = {"Authorization": f"Bearer {EVENT_TOKEN}"}
+                return await client.post("/events", json=event, headers=headers)
+
+        assert asyncio.run(post()).status_code == 202
+        journals = {index: tmp_path / f"events.{index}.jsonl" for index in (1, 2)}
+        (index,) = [
+            i for i, path in journals.items() if _journal_has(path, "evt-slow-1", {"event"})
+        ]
+        os.kill(pids[index - 1], signal.SIGKILL)  # while its delivery waits on the CRM
+        assert not _journal_has(journals[index], "evt-slow-1", {"done", "seen"})
+        _wait_for_line(server, f"worker {index} is ready again")
+        deadline = time.monotonic() + WAIT
+        while not _journal_has(journals[index], "evt-slow-1", {"done"}):
+            assert time.monotonic() < deadline, journals[index].read_text()
+            time.sleep(0.1)
     finally:
         server.kill()
