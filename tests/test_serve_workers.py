@@ -196,6 +196,7 @@ def test_two_workers_share_calls_metrics_restart_and_stop(
     assert workers.process.wait(WAIT + 30) == 0
     workers._reader.join(5)
     assert workers.output().count("flowlang serve: stopped") == 1
+    assert workers.output().count("listening on") == 1  # by the parent, once all were ready
     assert _group_is_empty(workers.process.pid)
     for pid in (first, second):
         with pytest.raises(ProcessLookupError):
