@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["add_serve_command"]
+__all__ = ["MAX_WORKERS", "add_serve_command", "worker_count"]
 
 import argparse
 from typing import Any, TextIO
@@ -10,9 +10,12 @@ from typing import Any, TextIO
 from flowlang.cli.inputs import (
     UsageError,
 )
+from flowlang.cli.terminal import printable
 
 #: Document files a folder given to serve contributes (flow tests, ``*.test.yaml``, are not).
 _SUFFIXES = (".yaml", ".yml", ".json")
+#: The most worker processes ``--workers`` starts.
+MAX_WORKERS = 64
 
 _EPILOG = """secrets:
   Every NAME below is a secret name, read from the environment variable
@@ -21,7 +24,25 @@ _EPILOG = """secrets:
 Point a Twilio number at it:
   Voice "A call comes in": Webhook, POST, <public-url>/voice/<flow name>
   "Call status changes":   <public-url>/twilio/status
+
+workers (--workers N, N > 1):
+  N processes share one listening socket and a Redis store. Worker I (1..N) writes
+  its own journal and dead letters: --journal events.jsonl becomes events.1.jsonl,
+  events.2.jsonl ... (the index goes before the last suffix). A worker that dies is
+  started again with its index (it finishes its journal's unfinished events); more
+  than 5 deaths within 60 s stop the server (status 1). /metrics on any worker sums
+  every worker (Prometheus multiprocess mode, in --metrics-dir or a temporary folder).
 """
+
+
+def worker_count(text: str) -> int:
+    """``--workers``: a whole number from 1 to :data:`MAX_WORKERS` in ASCII digits."""
+    if not (text.isascii() and text.isdigit() and len(text) <= 3) or not (
+        1 <= int(text) <= MAX_WORKERS
+    ):
+        shown = printable(repr(text[:40]), one_line=True)
+        raise argparse.ArgumentTypeError(f"a whole number from 1 to {MAX_WORKERS}, not {shown}")
+    return int(text)
 
 
 def add_serve_command(commands: Any) -> None:
@@ -122,6 +143,20 @@ def add_serve_command(commands: Any) -> None:
         default=[],
         metavar="FILE",
         help="also trust the certificate authorities in FILE (PEM; repeatable)",
+    )
+    serve.add_argument(
+        "--workers",
+        type=worker_count,
+        default=1,
+        metavar="N",
+        help=f"worker processes sharing the socket (1: this process; up to {MAX_WORKERS}; "
+        "more than 1 needs a Redis --store)",
+    )
+    serve.add_argument(
+        "--metrics-dir",
+        metavar="DIR",
+        help="with --workers above 1: the workers' metrics files (its *.db files are removed "
+        "at start; default: a temporary folder removed at exit)",
     )
     serve.add_argument(
         "--log-format", choices=("json", "text"), default="json", help="log lines (json)"

@@ -5,17 +5,29 @@ Imported only when the command runs (it needs the ``serve`` extra: Starlette and
 
 from __future__ import annotations
 
-__all__ = ["serve_from_command_line", "served_documents"]
+__all__ = [
+    "check_store",
+    "describe",
+    "listening_socket",
+    "load_served",
+    "run_server",
+    "serve_from_command_line",
+    "serve_with_workers",
+    "served_documents",
+    "worker_main",
+]
 
 import argparse
 import contextlib
 import ipaddress
+import logging
 import math
 import os
+import shutil
 import signal
 import socket
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -29,6 +41,15 @@ from flowlang.cli.inputs import (
     EXIT_OK,
     UsageError,
     read_context,
+)
+from flowlang.cli.serve_workers import (
+    STOP_MARGIN,
+    Supervisor,
+    indexed_path,
+    metrics_folder,
+    read_worker_start,
+    say,
+    worker_spec,
 )
 from flowlang.cli.terminal import printable
 from flowlang.cli.trust import trusted_authorities
@@ -124,7 +145,7 @@ def _documents(arguments: argparse.Namespace) -> tuple[list[Any], list[Any]]:
     return flows, workflows
 
 
-def _listening_socket(host: str, port: int) -> socket.socket:
+def listening_socket(host: str, port: int) -> socket.socket:
     """A listening TCP socket (made with IPPROTO_TCP, so uvicorn sets TCP_NODELAY on it)."""
     if not 0 <= port <= 65535:
         raise UsageError(f"--port must be from 0 to 65535, not {port}")
@@ -144,65 +165,89 @@ def _listening_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _store(arguments: argparse.Namespace, ttl: float) -> CallStore | None:
+def check_store(arguments: argparse.Namespace) -> None:
+    """UsageError when ``--store`` (and the options it needs) is wrong; no connection yet."""
     if arguments.store == "memory":
-        return None
+        return
     if not arguments.store.startswith(("redis://", "rediss://", "unix://")):
         raise UsageError("--store is memory or a redis:// URL")
     if not arguments.state_key:
         raise UsageError(
             "a Redis store is shared: give --state-key NAME (the same on every replica)"
         )
+
+
+def _store(arguments: argparse.Namespace, ttl: float) -> CallStore | None:
+    check_store(arguments)
+    if arguments.store == "memory":
+        return None
     return RedisCallStore.from_url(arguments.store, prefix=arguments.key_prefix, ttl=ttl)
 
 
-def serve_from_command_line(arguments: argparse.Namespace, stdin: TextIO) -> int:
-    """Serve until SIGTERM or SIGINT (status 0, or 130 for SIGINT); 2 for documents with
-    errors."""
+def load_served(
+    arguments: argparse.Namespace, *, warn: bool = True
+) -> tuple[ServeSettings, list[Any], list[Any]] | int:
+    """The settings, flows and workflows ``arguments`` name, or EXIT_BAD_INPUT (said on
+    standard error) for documents with errors; ``warn``: say that signatures are off."""
     settings = _settings(arguments)
     try:
         flows, workflows = _documents(arguments)
     except FlowDocumentError as error:
         print(printable(f"flowlang: the documents have errors:\n\n{error}"), file=sys.stderr)
         return EXIT_BAD_INPUT
-    if not settings.signatures:
+    if warn and not settings.signatures:
         print(
             "flowlang: WARNING: --no-signatures: anyone who reaches this server can drive calls",
             file=sys.stderr,
         )
+    return settings, flows, workflows
+
+
+def describe(arguments: argparse.Namespace, flows: list[Any], workflows: list[Any]) -> str:
+    """What the "listening on" line says about the documents and the store."""
+    names = ", ".join(flow.name for flow in flows) or "none"
+    store = "memory" if arguments.store == "memory" else "redis"
+    return f"flows: {names}; workflows: {len(workflows)}; store: {store}"
+
+
+def run_server(
+    arguments: argparse.Namespace,
+    loaded: tuple[ServeSettings, list[Any], list[Any]],
+    bind: Callable[[], socket.socket],
+    started: Callable[[socket.socket], None],
+    *,
+    context: Callable[[], Any],
+    journal: Path | None,
+    dead_letters: Path | None,
+) -> _StoppingServer:
+    """Build the server of ``loaded``, get its socket from ``bind`` and run it with uvicorn
+    until a signal; ``started`` is given the socket once uvicorn handles signals."""
+    settings, flows, workflows = loaded
     if arguments.log_format == "json":
         configure_json_logging(sys.stderr)
     http = load_recorded_responses(arguments.responses) if arguments.responses else None
     observer = Observability.create(known_triggers={workflow.trigger for workflow in workflows})
-    server = build_server(
-        flows,
-        workflows,
-        settings,
-        store=_store(arguments, settings.call_ttl),
-        observer=observer,
-        ssl_context=trusted_authorities(arguments.ca_file),
-        http=http,
-        allow_hosts=arguments.allow_host,
-        journal=Path(arguments.journal) if arguments.journal else None,
-        dead_letters=Path(arguments.dead_letter) if arguments.dead_letter else None,
-        context=read_context(arguments.context, stdin) if arguments.context else None,
-    )
-    sock = _listening_socket(arguments.host, arguments.port)
-    host, port = sock.getsockname()[:2]
-    tune_collector()  # after loading: the documents' objects are long-lived
-    names = ", ".join(flow.name for flow in flows) or "none"
-    store = "memory" if arguments.store == "memory" else "redis"
-
-    def started() -> None:  # said once uvicorn handles signals: a SIGTERM after it stops cleanly
-        print(
-            f"flowlang serve: listening on http://{host}:{port} for {settings.public_url} "
-            f"(flows: {names}; workflows: {len(workflows)}; store: {store}; pid {os.getpid()})",
-            file=sys.stderr,
-            flush=True,
+    try:
+        server = build_server(
+            flows,
+            workflows,
+            settings,
+            store=_store(arguments, settings.call_ttl),
+            observer=observer,
+            ssl_context=trusted_authorities(arguments.ca_file),
+            http=http,
+            allow_hosts=arguments.allow_host,
+            journal=journal,
+            dead_letters=dead_letters,
+            context=context(),
         )
-
+    except ValueError as error:  # a setting the server refuses, such as a secret not set
+        raise UsageError(str(error)) from None
+    sock = bind()
+    logging.getLogger("uvicorn.error").addFilter(_without_lifespan_traceback)
+    tune_collector()  # after loading: the documents' objects are long-lived
     config = uvicorn.Config(
-        create_app(server, started),
+        create_app(server, lambda: started(sock)),
         log_config=None,
         access_log=False,
         lifespan="on",
@@ -210,12 +255,62 @@ def serve_from_command_line(arguments: argparse.Namespace, stdin: TextIO) -> int
         server_header=False,
     )
     server_process = _StoppingServer(config)
-    server_process.run(sockets=[sock])
+    try:
+        server_process.run(sockets=[sock])
+    except SystemExit:  # uvicorn's exit when the application cannot start
+        if server_process.started:
+            raise
+    return server_process
+
+
+def serve_from_command_line(arguments: argparse.Namespace, stdin: TextIO) -> int:
+    """Serve until SIGTERM or SIGINT (status 0, or 130 for SIGINT); 2 for documents with
+    errors. ``--workers`` above 1: :func:`flowlang.cli.serve_workers.serve_with_workers`."""
+    if getattr(arguments, "workers", 1) > 1:
+        return serve_with_workers(arguments, stdin)
+    if getattr(arguments, "metrics_dir", None):
+        raise UsageError("--metrics-dir is for --workers above 1 (one process keeps its own)")
+    loaded = load_served(arguments)
+    if isinstance(loaded, int):
+        return loaded
+    settings, flows, workflows = loaded
+
+    def started(sock: socket.socket) -> None:  # once uvicorn handles signals: see the class
+        host, port = sock.getsockname()[:2]
+        print(
+            f"flowlang serve: listening on http://{host}:{port} for {settings.public_url} "
+            f"({describe(arguments, flows, workflows)}; pid {os.getpid()})",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    server_process = run_server(
+        arguments,
+        loaded,
+        lambda: listening_socket(arguments.host, arguments.port),
+        started,
+        context=lambda: read_context(arguments.context, stdin) if arguments.context else None,
+        journal=Path(arguments.journal) if arguments.journal else None,
+        dead_letters=Path(arguments.dead_letter) if arguments.dead_letter else None,
+    )
     if not server_process.started:
         print("flowlang serve: the server could not start (see the log above)", file=sys.stderr)
         return EXIT_FAILED
     print("flowlang serve: stopped", file=sys.stderr, flush=True)
     return EXIT_INTERRUPTED if signal.SIGINT in server_process.stopped_by else EXIT_OK
+
+
+def _without_lifespan_traceback(record: logging.LogRecord) -> bool:
+    """uvicorn logs a failed start with the exception's traceback (Starlette's
+    ``lifespan.startup.failed`` message is one); the server already logged why it cannot
+    start (``serve.start_failed``), so the line says only that."""
+    text = str(record.msg)
+    if text.startswith(("Traceback (most recent call last)", "Exception in 'lifespan'")):
+        record.msg = "the server could not start"
+        record.args = ()
+        record.exc_info = None
+        record.exc_text = None
+    return True
 
 
 class _StoppingServer(uvicorn.Server):
@@ -230,3 +325,91 @@ class _StoppingServer(uvicorn.Server):
             yield
             self.stopped_by = tuple(self._captured_signals)
             self._captured_signals.clear()
+
+
+def serve_with_workers(arguments: argparse.Namespace, stdin: TextIO) -> int:
+    """``flowlang serve --workers N`` (N > 1): check everything once, bind the socket, make
+    the metrics folder, and supervise N workers until SIGTERM (0) or SIGINT (130); 1 when a
+    worker fails to start or workers die too often; 2 for documents with errors."""
+    if arguments.store == "memory":
+        raise UsageError(
+            f"--workers {arguments.workers} needs a shared store (--store redis://HOST:PORT/DB): "
+            "the in-process store cannot be shared between processes"
+        )
+    check_store(arguments)
+    loaded = load_served(arguments)
+    if isinstance(loaded, int):
+        return loaded
+    settings, flows, workflows = loaded
+    context = read_context(arguments.context, stdin) if arguments.context else None
+    folder, temporary = metrics_folder(arguments.metrics_dir)
+    try:
+        sock = listening_socket(arguments.host, arguments.port)
+        host, port = sock.getsockname()[:2]
+
+        def announce(pids: list[int]) -> None:
+            say(
+                f"listening on http://{host}:{port} for {settings.public_url} "
+                f"({describe(arguments, flows, workflows)}; workers: {len(pids)}, pids "
+                f"{', '.join(map(str, pids))}; pid {os.getpid()})"
+            )
+
+        env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(folder)}
+        supervisor = Supervisor(
+            count=arguments.workers,
+            sock=sock,
+            spec=worker_spec(arguments, context),
+            env=env,
+            stop_wait=3 * max(1, math.ceil(settings.drain_timeout)) + STOP_MARGIN,
+            metrics=folder,
+            on_ready=announce,
+        )
+        try:
+            return supervisor.run()
+        finally:
+            sock.close()
+    finally:
+        if temporary:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def worker_main(index_text: str) -> int:
+    """One worker: read the spec line on standard input, serve on the inherited socket, say
+    ``ready`` on the inherited pipe once started. 0 after a stop by signal, 1 when it could
+    not start, 2 for a usage error."""
+    start = read_worker_start(index_text)
+    if start is None:
+        return EXIT_BAD_INPUT
+    index, spec = start.index, start.spec
+    arguments = argparse.Namespace(**spec["arguments"])
+
+    def started(_sock: socket.socket) -> None:
+        start.say_ready()
+
+    try:
+        loaded = load_served(arguments, warn=False)
+        if isinstance(loaded, int):
+            return loaded
+        server_process = run_server(
+            arguments,
+            loaded,
+            lambda: start.sock,
+            started,
+            context=lambda: spec["context"],
+            journal=indexed_path(arguments.journal, index),
+            dead_letters=indexed_path(arguments.dead_letter, index),
+        )
+    except UsageError as error:
+        say(f"worker {index}: {error}")
+        return EXIT_BAD_INPUT
+    except (ValueError, OSError, AttributeError) as error:  # such as a secret not set
+        say(f"worker {index}: the server cannot start: {error}")
+        return EXIT_FAILED
+    finally:
+        with contextlib.suppress(OSError):
+            start.ready.close()
+    return EXIT_OK if server_process.started else EXIT_FAILED
+
+
+if __name__ == "__main__":  # a worker of flowlang serve --workers
+    sys.exit(worker_main(sys.argv[1] if len(sys.argv) > 1 else ""))
