@@ -52,6 +52,7 @@ def serve_arguments(tmp: Path, *extra: str, files: Sequence[str] = ()) -> list[s
         "--responses", str(responses),
         "--context", str(context),
         "--host", "127.0.0.1",
+        *(() if "--journal" in extra else ("--no-journal",)),
         *extra,
     ]  # fmt: skip
 

@@ -28,7 +28,13 @@ from services import RedisServer, free_port, redis_ping, running_redis
 from support import FakeClock
 
 from flowlang.serve.calls import CallRecord, CallStore, MemoryCallStore
-from flowlang.serve.redis_store import CallStoreError, RedisCallStore, check_key_part, mask_url
+from flowlang.serve.redis_store import (
+    MAX_CONNECTIONS,
+    CallStoreError,
+    RedisCallStore,
+    check_key_part,
+    mask_url,
+)
 
 #: The longest any one test's async body may run.
 TEST_SECONDS = 20.0
@@ -926,7 +932,7 @@ def test_a_server_that_never_answers_times_out() -> None:
     store = RedisCallStore.from_url("redis://127.0.0.1:6379/0")
     defaults = store._client.connection_pool.connection_kwargs
     assert (defaults["socket_connect_timeout"], defaults["socket_timeout"]) == (2.0, 2.0)
-    assert store._client.connection_pool.max_connections == 64
+    assert store._client.connection_pool.max_connections == MAX_CONNECTIONS
     run(store.aclose())
     with socket.socket() as silent:  # accepts connections (the kernel's backlog), never answers
         silent.bind(("127.0.0.1", 0))

@@ -89,7 +89,24 @@ def add_serve_command(commands: Any) -> None:
         metavar="NAME",
         help="secret that signs call states (repeat: rotation; required with a Redis store)",
     )
-    serve.add_argument("--journal", metavar="FILE", help="where events are recorded before 202")
+    serve.add_argument(
+        "--journal",
+        metavar="FILE",
+        help="where events are recorded before they are answered (required with workflows or "
+        "an events secret, unless --no-journal)",
+    )
+    serve.add_argument(
+        "--no-journal",
+        action="store_true",
+        help="keep accepted events in memory only: they die with the process (experiments)",
+    )
+    serve.add_argument(
+        "--max-connections",
+        type=int,
+        default=1000,
+        metavar="N",
+        help="connections and requests at once before new ones get 503 (1000)",
+    )
     serve.add_argument("--dead-letter", metavar="FILE", help="where undeliverable actions go")
     serve.add_argument(
         "--event-secret",

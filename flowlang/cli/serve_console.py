@@ -60,8 +60,10 @@ from flowlang.observe.logs import configure_json_logging
 from flowlang.observe.observer import Observability
 from flowlang.runtime.collector import tune_collector
 from flowlang.runtime.recorded import load_recorded_responses
+from flowlang.runtime.secrets import install_log_redaction
 from flowlang.serve.app import build_server, create_app
 from flowlang.serve.calls import CallStore
+from flowlang.serve.protocol import HeaderDeadlineProtocol
 from flowlang.serve.redis_store import RedisCallStore
 from flowlang.serve.settings import ServeSettings
 
@@ -195,6 +197,16 @@ def load_served(
     except FlowDocumentError as error:
         print(printable(f"flowlang: the documents have errors:\n\n{error}"), file=sys.stderr)
         return EXIT_BAD_INPUT
+    takes_events = bool(workflows or settings.event_secrets or settings.event_tokens)
+    if takes_events and not arguments.journal and not getattr(arguments, "no_journal", False):
+        raise UsageError(
+            "give --journal FILE: events are recorded there before they are answered, so that "
+            "none is lost when the process stops (or --no-journal to keep them in memory only)"
+        )
+    if arguments.journal and getattr(arguments, "no_journal", False):
+        raise UsageError("--journal and --no-journal cannot both be given")
+    if not 1 <= getattr(arguments, "max_connections", 1000) <= 1_000_000:
+        raise UsageError("--max-connections must be from 1 to 1000000")
     if warn and not settings.signatures:
         print(
             "flowlang: WARNING: --no-signatures: anyone who reaches this server can drive calls",
@@ -208,6 +220,22 @@ def describe(arguments: argparse.Namespace, flows: list[Any], workflows: list[An
     names = ", ".join(flow.name for flow in flows) or "none"
     store = "memory" if arguments.store == "memory" else "redis"
     return f"flows: {names}; workflows: {len(workflows)}; store: {store}"
+
+
+#: Seconds beyond the segment deadline that a stop waits for webhooks in flight.
+GRACE_MARGIN = 3.0
+
+
+def _plain_logging() -> None:
+    """``--log-format text``: the flowlang loggers' records as plain lines on standard error
+    (masked like every record: install_log_redaction)."""
+    install_log_redaction()
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logger = logging.getLogger("flowlang")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
 
 
 def run_server(
@@ -225,6 +253,8 @@ def run_server(
     settings, flows, workflows = loaded
     if arguments.log_format == "json":
         configure_json_logging(sys.stderr)
+    else:
+        _plain_logging()
     http = load_recorded_responses(arguments.responses) if arguments.responses else None
     observer = Observability.create(known_triggers={workflow.trigger for workflow in workflows})
     try:
@@ -248,10 +278,14 @@ def run_server(
     tune_collector()  # after loading: the documents' objects are long-lived
     config = uvicorn.Config(
         create_app(server, lambda: started(sock)),
+        http=HeaderDeadlineProtocol,
         log_config=None,
         access_log=False,
         lifespan="on",
-        timeout_graceful_shutdown=max(1, math.ceil(settings.drain_timeout)),
+        limit_concurrency=getattr(arguments, "max_connections", 1000),
+        # webhooks in flight finish (each within the segment deadline); then the application's
+        # shutdown drains event dispatches and background requests (drain_timeout)
+        timeout_graceful_shutdown=math.ceil(settings.segment_deadline + GRACE_MARGIN),
         server_header=False,
     )
     server_process = _StoppingServer(config)
