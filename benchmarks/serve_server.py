@@ -63,15 +63,6 @@ def _experiments() -> None:
     level = os.environ.get("FLOWLANG_BENCH_SERVE_LOG_LEVEL")
     if level:
         logging.getLogger("flowlang.serve").setLevel(level)
-    if os.environ.get("FLOWLANG_BENCH_RECORD_JSON") == "orjson":
-        import orjson
-
-        from flowlang.serve.calls import CallRecord
-
-        def to_json(record: CallRecord) -> bytes:
-            return orjson.dumps(record)
-
-        CallRecord.to_json = to_json  # type: ignore[method-assign]
 
 
 def run() -> int:

@@ -96,6 +96,8 @@ USES: dict[str, tuple[str, ...]] = {
     r"[A-Za-z_][A-Za-z0-9_-]*": ("fullmatch", "match"),
     # flowlang/automations
     r"^\+[1-9][0-9]{6,14}$": ("match",),
+    # flowlang/serve/voice.py: call ids (CallSid) from webhooks
+    r"[A-Za-z0-9_-]{1,64}": ("fullmatch",),
 }
 #: Sources too long to key by hand: the fast-path segment of expressions.
 _LONG_USES = {"(\\.)\\s*([A-Za-z_][A-Za-z0-9_-]*)": ("match",)}
