@@ -510,12 +510,7 @@ class Automations:
         letter is written before the journal marks it settled; when it cannot be written the
         action (and what follows) stays unsettled, to run again on the next run.
         """
-        redactor = SecretsView(self.secrets)
-        scope: dict[str, Any] = {
-            "event": event,
-            "actions": {name: {"result": value} for name, value in results.items()},
-            "secrets": redactor,
-        }
+        scope, redactor = self.attempt_scope(event, results)
         deliveries = []
         actions = workflow.actions
         event_id = str(event["id"])
@@ -565,6 +560,15 @@ class Automations:
                 ]
                 break
         return deliveries, True
+
+    def attempt_scope(
+        self, event: Mapping[str, Any], results: Mapping[str, Any]
+    ) -> tuple[dict[str, Any], SecretsView]:
+        """What the actions of a workflow see for ``event`` after ``results`` (the earlier
+        actions' results by name), and the secrets' view that masks what they used."""
+        redactor = SecretsView(self.secrets)
+        actions = {name: {"result": value} for name, value in results.items()}
+        return {"event": event, "actions": actions, "secrets": redactor}, redactor
 
     def _settle(self, event_id: str, workflow: str, action: str, outcome: str, result: Any) -> None:
         """Journal an action as settled (its result only if the line stays readable)."""
