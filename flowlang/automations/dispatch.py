@@ -18,6 +18,10 @@ preparing, sending or reading an action is a failed attempt, retried and then de
 Workflow names are unique in a set (they make the idempotency keys). A transcription is one
 attempt of several requests (fetch, recognize, polls: flowlang.automations.speech) with the
 same outcomes and retries.
+
+Each attempt is one call of :meth:`Automations.attempt_once`, whose outcome is data
+(flowlang.automations.executor: delivered, retry at a time, dead); the executor decides when a
+retry runs (:class:`LocalExecutor`, the default, sleeps on the clock in this process).
 """
 
 from __future__ import annotations
@@ -40,18 +44,26 @@ import asyncio
 import contextlib
 import dataclasses
 import hashlib
-import math
 import random
 import ssl
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Mapping, MutableSequence
 from dataclasses import dataclass, field
-from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any, Protocol
 
 from flowlang.automations.actions import ActionError, Providers, interpret, prepare_action
+from flowlang.automations.executor import (
+    AttemptOutcome,
+    AttemptTask,
+    Dead,
+    Delivered,
+    Executor,
+    LocalExecutor,
+    RetryAt,
+    retry_after_seconds,
+)
 from flowlang.automations.formats import ValueFormatError
 from flowlang.automations.journal import Journal, JournalState
 from flowlang.automations.kinds.base import Action, AttemptContext
@@ -157,7 +169,8 @@ class Delivery:
     workflow: str
     action: str
     #: delivered | dead_lettered | skipped, or unsaved: failed, and its dead letter could not be
-    #: written, so it stays unsettled in the journal and runs again on the next run
+    #: written, so it stays unsettled in the journal and runs again on the next run; or
+    #: scheduled: its retry was handed to another process by the executor (unsettled here)
     outcome: str
     attempts: int = 0
     error: str | None = None
@@ -237,22 +250,6 @@ def idempotency_key(event_id: str, workflow: str, action: str) -> str:
     return digest.hexdigest()[:32]
 
 
-def retry_after_seconds(value: Any, now: float) -> float | None:
-    """A Retry-After header (seconds or an HTTP date) as seconds from now, or None when it is
-    absent or absurd (never raises: the value comes from a server)."""
-    if not value or not isinstance(value, str) or len(value) > 64:
-        return None
-    text = value.strip()
-    try:
-        if text.isascii() and text.isdigit():
-            seconds = float(text)
-        else:
-            seconds = parsedate_to_datetime(text).timestamp() - now
-    except Exception:
-        return None
-    return max(0.0, seconds) if math.isfinite(seconds) else None
-
-
 def describe_error(problem: BaseException) -> str:
     """``Type: message`` of an unexpected exception, even if its ``str`` fails. Whole (see
     carried_text): outputs mask it first, then shorten it (:func:`shown_error`)."""
@@ -274,7 +271,8 @@ class Automations:
     ``ssl_context``/``http``/``resolver`` as for :class:`flowlang.Runtime` (one HTTP layer, one set
     of safety rules); ``secrets`` provides ``<<secrets.NAME>>``; ``clock`` times retries;
     ``dead_letters`` keeps what could not be delivered; ``on_attempt`` is told of every
-    delivery attempt (:class:`Attempt`; what it raises is ignored).
+    delivery attempt (:class:`Attempt`; what it raises is ignored); ``executor`` decides when a
+    retry runs (by default a :class:`LocalExecutor` sleeping on ``clock``).
     """
 
     def __init__(
@@ -291,6 +289,7 @@ class Automations:
         rng: random.Random | None = None,
         journal: Journal | None = None,
         on_attempt: Callable[[Attempt], None] | None = None,
+        executor: Executor | None = None,
     ) -> None:
         self.workflows = tuple(workflows)
         check_unique_names(self.workflows)
@@ -300,6 +299,7 @@ class Automations:
         self.settings = settings or DeliverySettings()
         self.secrets: SecretsProvider = secrets or EnvironmentSecrets()
         self.clock: Clock = clock or SystemClock()
+        self.executor: Executor = executor or LocalExecutor(self.clock)
         self.dead_letters = dead_letters or DeadLetterStore()
         self.rng = rng or random.Random()
         #: Every secret value any action used: what the caller's output must be passed through.
@@ -515,12 +515,7 @@ class Automations:
         letter is written before the journal marks it settled; when it cannot be written the
         action (and what follows) stays unsettled, to run again on the next run.
         """
-        redactor = SecretsView(self.secrets)
-        scope: dict[str, Any] = {
-            "event": event,
-            "actions": {name: {"result": value} for name, value in results.items()},
-            "secrets": redactor,
-        }
+        scope, redactor = self.attempt_scope(event, results)
         deliveries = []
         actions = workflow.actions
         event_id = str(event["id"])
@@ -540,6 +535,8 @@ class Automations:
             deliveries.append(delivery)
             value = delivery.result  # plain JSON (see _attempt)
             delivery.result = shown = redactor.data(value)
+            if delivery.outcome == "scheduled":  # its retry runs elsewhere: left unsettled
+                return deliveries, False
             if delivery.outcome == "delivered":
                 self._settle(event_id, workflow.name, action.id, "delivered", shown)
                 results[action.id] = value
@@ -568,6 +565,15 @@ class Automations:
                 ]
                 break
         return deliveries, True
+
+    def attempt_scope(
+        self, event: Mapping[str, Any], results: Mapping[str, Any]
+    ) -> tuple[dict[str, Any], SecretsView]:
+        """What the actions of a workflow see for ``event`` after ``results`` (the earlier
+        actions' results by name), and the secrets' view that masks what they used."""
+        redactor = SecretsView(self.secrets)
+        actions = {name: {"result": value} for name, value in results.items()}
+        return {"event": event, "actions": actions, "secrets": redactor}, redactor
 
     def _settle(self, event_id: str, workflow: str, action: str, outcome: str, result: Any) -> None:
         """Journal an action as settled (its result only if the line stays readable)."""
@@ -659,44 +665,64 @@ class Automations:
         redactor: Redactor,
         event_id: str,
     ) -> Delivery:
-        """Attempt ``action`` on the schedule; any unexpected exception is a failed attempt."""
+        """Attempt ``action`` until it is delivered or dead, each retry when the executor runs
+        it (or ``scheduled`` when the executor hands it to another process)."""
+        name = workflow.name
+        key = idempotency_key(event_id, name, action.id)
+        task = AttemptTask(event_id, name, action.id, 1, self.clock.now(), key)
+        while True:
+            outcome = await self.attempt_once(workflow, action, scope, task.number, redactor)
+            if isinstance(outcome, Delivered):
+                return Delivery(name, action.id, "delivered", task.number, None, outcome.result)
+            if isinstance(outcome, Dead):
+                return Delivery(name, action.id, "dead_lettered", task.number, outcome.error)
+            task = task.retry(outcome)
+            if not await self.executor.schedule(task):
+                return Delivery(name, action.id, "scheduled", task.number - 1, outcome.error)
+
+    async def attempt_once(
+        self,
+        workflow: CompiledWorkflow,
+        action: Action,
+        scope: dict[str, Any],
+        number: int,
+        redactor: Redactor,
+    ) -> AttemptOutcome:
+        """Make attempt ``number`` (from 1) of ``action`` of ``workflow``, and only that one,
+        reported to ``on_attempt``: :class:`Delivered`, :class:`RetryAt` (a retryable failure
+        with attempts left on the schedule; when the next is due by the schedule, 429,
+        Retry-After and timeout rules) or :class:`Dead`. ``scope`` is what its templates see
+        (``event``, earlier ``actions``, ``secrets`` read through ``redactor``, which masks the
+        error). Nothing raises: an unexpected exception is a retryable failure."""
         settings = self.settings
+        event_id = str(scope["event"]["id"])
         key = idempotency_key(event_id, workflow.name, action.id)
-        error: str | None = None
-        attempts = 0
-        wait = 0.0
-        for attempt in range(len(settings.schedule)):
-            if attempt:
-                await self.clock.sleep(wait)
-            attempts += 1
-            sent: HttpResult | None = None
-            try:
-                timeout = min(action.fields.get("timeout", settings.timeout), settings.timeout_cap)
-                outcome, value, error, sent = await self._attempt(action, scope, key, timeout)
-            except Exception as problem:
-                outcome, value = "retry", None
-                error = f"{action.id}: unexpected error: {describe_error(problem)}"
-            if outcome == "delivered":
-                self._tell(Attempt(event_id, workflow.name, action.id, attempts, outcome))
-                return Delivery(workflow.name, action.id, "delivered", attempts, None, value)
-            error = redactor.text(str(error))
-            if outcome != "retry" or attempt + 1 >= len(settings.schedule):
-                failed = Attempt(event_id, workflow.name, action.id, attempts, "failed", error)
-                self._tell(failed)
-                break
-            planned = settings.schedule[attempt + 1]
-            try:
-                wait = self._next_wait(
-                    planned,
-                    sent.status if sent is not None else None,
-                    sent.outcome if sent is not None else "error",
-                    sent.headers.get("retry-after") if sent is not None else None,
-                )
-            except Exception:
-                wait = planned
-            retry = Attempt(event_id, workflow.name, action.id, attempts, outcome, error, wait)
-            self._tell(retry)
-        return Delivery(workflow.name, action.id, "dead_lettered", attempts, error)
+        sent: HttpResult | None = None
+        try:
+            timeout = min(action.fields.get("timeout", settings.timeout), settings.timeout_cap)
+            outcome, value, error, sent = await self._attempt(action, scope, key, timeout)
+        except Exception as problem:
+            outcome, value = "retry", None
+            error = f"{action.id}: unexpected error: {describe_error(problem)}"
+        if outcome == "delivered":
+            self._tell(Attempt(event_id, workflow.name, action.id, number, outcome))
+            return Delivered(value)
+        error = redactor.text(str(error))
+        if outcome != "retry" or number >= len(settings.schedule):
+            self._tell(Attempt(event_id, workflow.name, action.id, number, "failed", error))
+            return Dead("failed" if outcome != "retry" else "exhausted", error)
+        planned = settings.schedule[max(number, 1)]
+        try:
+            wait = self._next_wait(
+                planned,
+                sent.status if sent is not None else None,
+                sent.outcome if sent is not None else "error",
+                sent.headers.get("retry-after") if sent is not None else None,
+            )
+        except Exception:
+            wait = planned
+        self._tell(Attempt(event_id, workflow.name, action.id, number, outcome, error, wait))
+        return RetryAt(self.clock.now() + wait, error, wait)
 
     def _tell(self, attempt: Attempt) -> None:
         """Report ``attempt`` to ``on_attempt``; nothing it does ends a delivery."""
