@@ -14,6 +14,7 @@ __all__ = [
     "BACKEND",
     "ActionError",
     "AudioError",
+    "CallStoreError",
     "CollectorSettings",
     "CompiledFlow",
     "DataLimitError",
@@ -21,6 +22,7 @@ __all__ = [
     "Engine",
     "EnvironmentSecrets",
     "EventError",
+    "EventRefusedError",
     "FlowDocumentError",
     "FlowError",
     "FlowFilterError",
@@ -56,6 +58,7 @@ __all__ = [
     "Template",
     "UsageError",
     "ValueFormatError",
+    "WebhookAuthError",
     "check_flow",
     "check_flow_text",
     "collector_tuned",
@@ -81,9 +84,11 @@ if TYPE_CHECKING:
     from flowlang.errors import (
         ActionError,
         AudioError,
+        CallStoreError,
         DataLimitError,
         DocumentError,
         EventError,
+        EventRefusedError,
         FlowDocumentError,
         FlowError,
         FlowFilterError,
@@ -105,6 +110,7 @@ if TYPE_CHECKING:
         SourcePosition,
         UsageError,
         ValueFormatError,
+        WebhookAuthError,
     )
     from flowlang.expr.limits import Limits
     from flowlang.expr.references import Reference
@@ -137,6 +143,9 @@ if "FLOWLANG_REQUIRE_EXTENSIONS" in os.environ:
 _LAZY: dict[str, str] = {
     "ActionError": "flowlang.errors",
     "AudioError": "flowlang.errors",
+    "CallStoreError": "flowlang.errors",
+    "EventRefusedError": "flowlang.errors",
+    "WebhookAuthError": "flowlang.errors",
     "DataLimitError": "flowlang.errors",
     "DocumentError": "flowlang.errors",
     "EventError": "flowlang.errors",

@@ -5,9 +5,11 @@ from __future__ import annotations
 __all__ = [
     "ActionError",
     "AudioError",
+    "CallStoreError",
     "DataLimitError",
     "DocumentError",
     "EventError",
+    "EventRefusedError",
     "FlowDocumentError",
     "FlowError",
     "FlowFilterError",
@@ -30,6 +32,7 @@ __all__ = [
     "SourcePosition",
     "UsageError",
     "ValueFormatError",
+    "WebhookAuthError",
     "render_caret",
 ]
 
@@ -303,6 +306,31 @@ class JournalLockedError(OSError):
 
 
 # --- warnings ----------------------------------------------------------------------------------
+
+
+class CallStoreError(RuntimeError):
+    """flowlang serve's call store could not be reached or answered with an error (the message
+    never holds a password; the store's own exception is the ``__cause__``)."""
+
+
+class WebhookAuthError(ValueError):
+    """A request that does not prove its sender; ``reason`` is a short fixed phrase
+    (``missing headers``, ``bad headers``, ``bad timestamp``, ``stale timestamp``,
+    ``bad signature``) that never holds a secret nor a header's value."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class EventRefusedError(Exception):
+    """An event flowlang serve refused at the door: the HTTP ``status`` to answer and the
+    ``reason`` (no secret in it)."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
 
 
 class FlowTestWarning(UserWarning):

@@ -189,7 +189,7 @@ def test_configure_json_logging_replaces_its_handler_and_writes_to_the_stream() 
         assert [h for h in logger.handlers if h not in before] == [handler]
         assert logger.propagate is False
         logging.getLogger("flowlang.serve").info("quiet")
-        logging.getLogger("flowlang.serve").warning("loud", extra={"flow": "x"})
+        logging.getLogger("flowlang.serve").warning("loud", extra={"flow": "billing"})
     finally:
         for added in [h for h in logger.handlers if h not in before]:
             logger.removeHandler(added)
@@ -197,4 +197,4 @@ def test_configure_json_logging_replaces_its_handler_and_writes_to_the_stream() 
         logger.propagate = propagate
     assert first.getvalue() == ""
     [line] = second.getvalue().splitlines()
-    assert json.loads(line)["event"] == "loud" and json.loads(line)["flow"] == "x"
+    assert json.loads(line)["event"] == "loud" and json.loads(line)["flow"] == "billing"

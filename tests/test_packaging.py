@@ -185,8 +185,12 @@ def test_sdist_metadata_has_license_classifiers_and_urls(sdist: Path) -> None:
     urls = dict(url.split(", ", 1) for url in metadata.get_all("Project-URL") or [])
     assert urls["Issues"] == "https://github.com/flowlang/flowlang/issues"
     assert {"Homepage", "Documentation"} <= set(urls)
-    # Developer tools are dependency groups: no user-facing extra pulls them in.
-    assert metadata.get_all("Provides-Extra") is None
+    # Developer tools are dependency groups: the extras are the product's optional parts only
+    # (flowlang serve, its Redis store, traces), never test or lint tools.
+    assert sorted(metadata.get_all("Provides-Extra") or []) == ["otel", "redis", "serve"]
+    requires = " ".join(metadata.get_all("Requires-Dist") or [])
+    for tool in ("pytest", "hypothesis", "mypy", "ruff", "opentelemetry-sdk"):
+        assert tool not in requires
 
 
 def test_without_a_compiler_the_build_warns_and_makes_a_pure_wheel(

@@ -22,10 +22,7 @@ from typing import Any, Protocol
 
 import orjson
 
-
-class CallStoreError(RuntimeError):
-    """The call store could not be reached or answered with an error (the message never holds
-    a password; the store's own exception is the ``__cause__``)."""
+from flowlang.errors import CallStoreError
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 
 from flowlang.automations.dispatch import Automations, DispatchResult
-from flowlang.errors import EventError
+from flowlang.errors import EventError, EventRefusedError
 from flowlang.observe import Observer
 from flowlang.runtime.secrets import SecretsProvider
 from flowlang.serve.settings import ServeSettings
@@ -33,15 +33,6 @@ from flowlang.serve.signatures import (
 from flowlang.serve.voice import INTERNAL_ID
 
 log = logging.getLogger("flowlang.serve")
-
-
-class EventRefusedError(Exception):
-    """An event refused at the door: the HTTP status to answer and why (no secret in it)."""
-
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
 
 
 class EventIntake:

@@ -46,6 +46,8 @@ import hmac
 from collections.abc import Mapping, Sequence
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
+from flowlang.errors import WebhookAuthError
+
 #: The longest ``X-Twilio-Signature`` looked at (a SHA-256 one is 44 characters).
 MAX_SIGNATURE = 256
 #: The longest settings header, URL (characters) and Twilio body hash looked at.
@@ -64,16 +66,6 @@ MAX_AUTHORIZATION = 4096
 _DIGESTS = {"sha1": hashlib.sha1, "sha256": hashlib.sha256}
 _DEFAULT_PORTS = {"https": 443, "http": 80}
 _SECRET_PREFIX = "whsec_"
-
-
-class WebhookAuthError(ValueError):
-    """A request that does not prove its sender; ``reason`` is a short fixed phrase
-    (``missing headers``, ``bad headers``, ``bad timestamp``, ``stale timestamp``,
-    ``bad signature``) that never holds a secret nor a header's value."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 def _utf8(text: str) -> bytes:
