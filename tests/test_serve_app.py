@@ -733,3 +733,77 @@ def test_flow_sources_are_kept_again_while_calls_start(monkeypatch: pytest.Monke
             assert await store.flow_source(flow.fingerprint) == flow.source
 
     run(main())
+
+
+# --- regressions from the second review ----------------------------------------------------------
+
+
+def test_a_redirected_call_answers_its_new_flows_menu() -> None:
+    menu = (
+        "flow: menu\nstart: pick\nsteps:\n"
+        "  pick: {type: menu, say: Press 1., options: {'1': one}, fallback: bye}\n"
+        "  one: {type: say, text: You pressed one., next: bye}\n"
+        "  bye: {type: hangup}\n"
+    )
+
+    async def main() -> None:
+        async with serving([*_examples(), load_flow_text(menu)]) as served:
+            twilio = served.twilio
+            call = _call("CA" + "d" * 32)
+            await twilio.post(f"{PUBLIC_URL}/voice/account-verification", twilio.fields(call))
+            redirected = await twilio.post(f"{PUBLIC_URL}/voice/menu", twilio.fields(call))
+            action = ElementTree.fromstring(redirected.content).find("Gather").get("action")  # type: ignore[union-attr]
+            began = time.monotonic()
+            pressed = await twilio.post(action, twilio.fields(call, Digits="1"))
+            assert time.monotonic() - began < 2
+            assert "You pressed one." in pressed.text
+
+    run(main())
+
+
+def test_a_status_callback_sent_twice_still_ends_a_call_whose_first_webhook_is_late() -> None:
+    async def main() -> None:
+        async with serving() as served:
+            twilio = served.twilio
+            call = _call("CA" + "e" * 32)
+            await twilio.status(call, "canceled")
+            await twilio.status(call, "canceled")
+            late = await twilio.post(f"{PUBLIC_URL}/voice/vip-routing", twilio.fields(call))
+            assert ElementTree.fromstring(late.content).find("Hangup") is not None
+            assert requests_to(served.http, "crm.example.com") == 0  # the flow never ran
+
+    run(main())
+
+
+def test_an_unset_twilio_key_is_refused_at_start() -> None:
+    from tests.serve_support import SECRETS
+
+    secrets = {name: value for name, value in SECRETS.items() if name != "twilio_token"}
+    with pytest.raises(ValueError, match="a Twilio key") as caught:
+        run(_start_with(secrets))
+    assert "twilio_token" in str(caught.value)
+
+
+def test_an_event_whose_journal_compaction_fails_is_accepted_all_the_same(tmp_path: Path) -> None:
+    async def main() -> None:
+        journal = tmp_path / "journal.jsonl"
+        async with serving(workflows=example_workflows(), journal=journal) as served:
+            automations = served.server.automations
+
+            def fail(*_: Any, **__: Any) -> Any:
+                raise OSError(28, "No space left on device")
+
+            automations._compact_journal = fail  # type: ignore[method-assign]
+            automations.journal.due = lambda: True  # type: ignore[method-assign, union-attr]
+            auth = {"Authorization": f"Bearer {EVENT_TOKEN}"}
+            answer = await served.client.post(
+                "/events", content=_missed("evt-compact"), headers=auth
+            )
+            assert (answer.status_code, answer.json()) == (202, {"result": "accepted"})
+            again = await served.client.post(
+                "/events", content=_missed("evt-compact"), headers=auth
+            )
+            assert again.json() == {"result": "duplicate"}
+            assert [e["id"] for e in _events(journal)] == ["evt-compact"]
+
+    run(main())

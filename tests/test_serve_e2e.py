@@ -137,6 +137,13 @@ def test_two_processes_share_redis_and_a_call_outlives_one(
                 moving = await both.call("support-menu", ["7", "*", "3", "0"], twice=True)
                 assert (moving.ended_by, moving.target) == ("Enqueue", "operator")
                 assert moving.differing_duplicates == []
+                # an event sent to both replicas is taken once (its id is claimed in Redis)
+                event = {"id": f"evt-{secrets.token_hex(4)}", "type": "contact.updated"}
+                auth = {"Authorization": f"Bearer {EVENT_TOKEN}"}
+                answers = [
+                    await client.post("/events", json=event, headers=auth) for client in (a, b)
+                ]
+                assert [answer.status_code for answer in answers] == [202, 200]
                 # replica A answers the first webhook, then dies; B finishes the call
                 call = Call("CA" + secrets.token_hex(16))
                 opening = await both.post(

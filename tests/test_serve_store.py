@@ -952,3 +952,26 @@ def test_a_server_that_never_answers_times_out() -> None:
         error, seconds = run(body())
     assert seconds < 3
     assert "get failed: TimeoutError" in str(error)
+
+
+def test_an_event_id_is_claimed_once_across_connections_and_can_be_released(
+    redis_kit: Kit,
+) -> None:
+    async def body(store: CallStore) -> None:
+        assert isinstance(store, RedisCallStore)
+        other = RedisCallStore.from_url(redis_kit.url or "", prefix=store.prefix)
+        try:
+            hostile = "evt\n*" + "é" * 500 + "\ud800"  # any text: the key is its hash
+            claims = await asyncio.gather(
+                *((store, other)[n % 2].claim_event(hostile, 60) for n in range(20))
+            )
+            assert claims.count(True) == 1
+            await store.release_event(hostile)  # it could not be recorded
+            assert await other.claim_event(hostile, 60) is True
+            assert await store.claim_event("evt-short", 0.3)
+            await asyncio.sleep(0.5)
+            assert await store.claim_event("evt-short", 0.3) is True  # the window passed
+        finally:
+            await other.aclose()
+
+    redis_kit.run(body)

@@ -44,6 +44,7 @@ import asyncio
 import contextlib
 import dataclasses
 import hashlib
+import logging
 import random
 import ssl
 import time
@@ -490,7 +491,13 @@ class Automations:
         if self.journal is not None:
             self.journal.write(record)
             if self.journal.due():
-                self._compact_journal(self.journal)
+                try:
+                    self._compact_journal(self.journal)
+                except (OSError, RecordError) as error:  # the record is written: only the
+                    # compaction waits for the next record (the file grows meanwhile)
+                    logging.getLogger("flowlang.automations").warning(
+                        "the journal could not be compacted: %s", describe_error(error)
+                    )
 
     async def resume(self) -> list[DispatchResult]:
         """Finish the events the journal shows unfinished (an interrupted run), in order."""

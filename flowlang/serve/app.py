@@ -180,8 +180,15 @@ def build_server(
         journal=book,
         on_attempt=observer.attempt,
     )
-    intake = EventIntake(automations, settings, provider, observer)
+    intake = EventIntake(automations, settings, provider, observer, store)
     intake.check_secrets()
+    if settings.signatures:
+        for name in settings.twilio_keys:
+            if not provider.get(name):
+                raise ValueError(
+                    f"secret {name!r} (a Twilio key) is not set ({provider.describe(name)}): "
+                    "every webhook would be refused"
+                )
     served = {flow.name: flow for flow in flows}
     voice = VoiceCalls(served, runtime, store, settings, observer, intake, context=context)
     return Server(

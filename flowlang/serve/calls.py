@@ -13,8 +13,9 @@ replica that never loaded that version (after a redeploy) can still finish the c
 
 from __future__ import annotations
 
-__all__ = ["CallRecord", "CallStore", "CallStoreError", "MemoryCallStore"]
+__all__ = ["CallRecord", "CallStore", "CallStoreError", "MemoryCallStore", "event_key"]
 
+import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -72,6 +73,11 @@ def _not_a_record() -> CallRecord:
     raise ValueError("not a call record: not a JSON object")
 
 
+def event_key(event_id: str) -> str:
+    """An event id as a store key part: its SHA-256 (ids are any text, keys are not)."""
+    return hashlib.sha256(event_id.encode("utf-8", "surrogatepass")).hexdigest()[:40]
+
+
 class CallStore(Protocol):
     """Where call records live between webhooks. Every method is atomic on its own."""
 
@@ -92,6 +98,13 @@ class CallStore(Protocol):
 
     async def delete(self, call_id: str) -> CallRecord | None:
         """Remove the call's record and return it (None when there was none)."""
+
+    async def claim_event(self, event_id: str, seconds: float) -> bool:
+        """True for the first claim of an event id within ``seconds`` (the duplicate window),
+        across every process sharing the store; False for a duplicate."""
+
+    async def release_event(self, event_id: str) -> None:
+        """Forget a claimed event id (it could not be recorded: its retry is no duplicate)."""
 
     async def keep_flow(self, fingerprint: str, source: str) -> None:
         """Keep the source text of a flow version calls run on."""
@@ -182,6 +195,12 @@ class MemoryCallStore:
         record = self._live(call_id)
         self._calls.pop(call_id, None)
         return record
+
+    async def claim_event(self, event_id: str, seconds: float) -> bool:
+        return True  # one process: the automations' own duplicate window decides
+
+    async def release_event(self, event_id: str) -> None:
+        pass
 
     async def keep_flow(self, fingerprint: str, source: str) -> None:
         self._flows[fingerprint] = source

@@ -20,9 +20,10 @@ from typing import Any
 import orjson
 
 from flowlang.automations.dispatch import Automations, DispatchResult
-from flowlang.errors import EventError, EventRefusedError
+from flowlang.errors import CallStoreError, EventError, EventRefusedError
 from flowlang.observe import Observer
 from flowlang.runtime.secrets import SecretsProvider
+from flowlang.serve.calls import CallStore
 from flowlang.serve.settings import ServeSettings
 from flowlang.serve.signatures import (
     WebhookAuthError,
@@ -49,9 +50,13 @@ class EventIntake:
         settings: ServeSettings,
         secrets: SecretsProvider,
         observer: Observer,
+        store: CallStore,
         clock: Any = time.time,
     ) -> None:
         self.automations = automations
+        #: Where event ids are claimed across the processes sharing it (Redis), so that an
+        #: event sent to two replicas or workers is dispatched once.
+        self.store = store
         self.settings = settings
         self.secrets = secrets
         self.observer = observer
@@ -147,16 +152,36 @@ class EventIntake:
             raise EventRefusedError(
                 503, "too many events are waiting to be dispatched; send it again later"
             )
+        event_id = event.get("id")
+        shared = isinstance(event_id, str) and event_id != ""
+        if shared and not await self._claim(str(event_id)):
+            self.observer.event(trigger, "duplicate")
+            return "duplicate"
         try:
-            plain = self.automations.accept(event)
-        except EventError as error:
-            self.observer.event(trigger, "rejected")
-            raise EventRefusedError(400, str(error)) from None
-        except OSError as error:
-            log.error(
-                "the journal cannot record an event: %s", error, extra={"event": "event.unrecorded"}
-            )
-            raise EventRefusedError(503, "the event could not be recorded; send it again") from None
+            plain = self._accept(event, trigger)
+        except BaseException:
+            if shared:  # not recorded here: not taken, so that its retry is no duplicate
+                await self._release(str(event_id))
+            raise
+        return self._accepted(plain, trigger)
+
+    async def _claim(self, event_id: str) -> bool:
+        """The event's first sighting across the processes sharing the store (always, with
+        the in-process store); EventRefusedError(503) when the store cannot say."""
+        try:
+            return await self.store.claim_event(event_id, self.automations.settings.dedup_window)
+        except CallStoreError as error:
+            log.error("%s", error, extra={"event": "event.store_failed"})
+            raise EventRefusedError(
+                503, "the event store cannot be reached; send it again"
+            ) from None
+
+    async def _release(self, event_id: str) -> None:
+        with contextlib.suppress(CallStoreError):
+            await self.store.release_event(event_id)
+
+    def _accepted(self, plain: dict[str, Any] | None, trigger: str) -> str:
+        """Count, log and dispatch an event :meth:`Automations.accept` returned."""
         if plain is None:
             self.observer.event(trigger, "duplicate")
             return "duplicate"
@@ -168,6 +193,19 @@ class EventIntake:
         self._pending += 1  # counted now: its task starts at the loop's next turn
         self._start(self._dispatch(plain))
         return result
+
+    def _accept(self, event: Mapping[str, Any], trigger: str) -> dict[str, Any] | None:
+        """:meth:`Automations.accept`, its errors as the answers they are."""
+        try:
+            return self.automations.accept(event)
+        except EventError as error:
+            self.observer.event(trigger, "rejected")
+            raise EventRefusedError(400, str(error)) from None
+        except OSError as error:
+            log.error(
+                "the journal cannot record an event: %s", error, extra={"event": "event.unrecorded"}
+            )
+            raise EventRefusedError(503, "the event could not be recorded; send it again") from None
 
     def _start(self, work: Any) -> None:
         task = asyncio.get_running_loop().create_task(work)

@@ -41,7 +41,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import RedisError, ResponseError
 
-from flowlang.serve.calls import CallRecord, CallStoreError
+from flowlang.serve.calls import CallRecord, CallStoreError, event_key
 
 #: Characters allowed in a call id or a fingerprint (they become parts of Redis keys).
 KEY_PART_CHARS = frozenset(string.ascii_letters + string.digits + "_.:-")
@@ -352,6 +352,18 @@ class RedisCallStore:
         async with self._guard("delete", call_id):
             data = await self._delete(keys=[key, self._waiting_key], args=[call_id])
         return None if data is None else _decoded(call_id, data)
+
+    async def claim_event(self, event_id: str, seconds: float) -> bool:
+        key = self._key("event", event_key(event_id))
+        lapse = max(1, int(seconds * 1000))
+        async with self._guard("claim_event"):
+            done = await self._client.set(key, b"1", nx=True, px=lapse)
+        return bool(done)
+
+    async def release_event(self, event_id: str) -> None:
+        key = self._key("event", event_key(event_id))
+        async with self._guard("release_event"):
+            await self._client.delete(key)
 
     async def keep_flow(self, fingerprint: str, source: str) -> None:
         key = self._key("flow", check_key_part("fingerprint", fingerprint))

@@ -44,8 +44,10 @@ _CALL_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 FINAL_CALL_STATUSES = frozenset({"completed", "busy", "failed", "no-answer", "canceled"})
 #: The longest form value a call's context or an event takes from a webhook, characters.
 MAX_FIELD = 256
-#: Seconds a segment's claim outlives the segment deadline (then a copy may run it).
-CLAIM_MARGIN = 8.0
+#: Seconds a segment's claim outlives the segment deadline (then a copy may run it): more
+#: than the store's own worst case around a segment (a few commands, each with its timeout,
+#: pool wait and one retry), so a live segment is never run twice.
+CLAIM_MARGIN = 30.0
 #: Seconds between two writes of a flow version's source to the store.
 KEEP_SOURCE_EVERY = 3600.0
 #: The namespace of the ids of the calls' own events (POST /events may not use it).
@@ -352,7 +354,9 @@ class VoiceCalls:
     def _next(self, record: CallRecord, flow: CompiledFlow, result: RunResult) -> CallRecord:
         """The call's record after a segment came to ``result``, with its TwiML."""
         waiting = result.status == "waiting_for_input" and result.state is not None
-        seq = int(result.state["seq"]) if waiting and result.state else record.seq + 1
+        # one more per webhook of the call, whichever flow runs it: a flow that takes the call
+        # over (a <Redirect>) numbers its waits on from the call's, never again from 1
+        seq = record.seq + 1
         outcome, target = self._outcome(result)
         links = self.links(flow.name, seq, str(record.call.get("direction") or "inbound"))
         try:
@@ -415,7 +419,9 @@ class VoiceCalls:
         await self.events.submit(call_ended(params, record))
         try:
             deleted = await self.store.delete(call_id)
-            if deleted is None:  # over before its first webhook stored anything: say so
+            if deleted is None or deleted.outcome == CALL_OVER:
+                # over before its first webhook stored anything (or a callback sent again):
+                # a first webhook finishing later must find the call over
                 await self.store.create(call_id, _call_over(params))
         except (ValueError, CallStoreError) as error:  # it expires with its time to live
             log.error("%s", error, extra={"event": "call.unreadable"})
