@@ -25,8 +25,8 @@ from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
 from flowlang.cli import main
-from flowlang.cli.serve import MAX_WORKERS, worker_count
 from flowlang.cli.inputs import UsageError
+from flowlang.cli.serve import MAX_WORKERS, worker_count
 from flowlang.cli.serve_workers import (
     check_other_journals,
     indexed_path,

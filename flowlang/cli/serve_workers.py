@@ -196,9 +196,11 @@ def check_other_journals(journal: str | None, workers: int) -> None:
     them with one process) and that hold unfinished events: they would never be resumed."""
     if journal is None:
         return
-    used = {indexed_path(journal, index) for index in range(1, workers + 1)} if workers > 1 else {
-        Path(journal)
-    }
+    used = (
+        {indexed_path(journal, index) for index in range(1, workers + 1)}
+        if workers > 1
+        else {Path(journal)}
+    )
     others = [Path(journal)] + [indexed_path(journal, i) for i in range(1, MAX_WORKERS + 1)]
     found: list[str] = []
     for other in others:
