@@ -300,7 +300,7 @@ def run_server(
 
 
 def serve_from_command_line(arguments: argparse.Namespace, stdin: TextIO) -> int:
-    """Serve until SIGTERM or SIGINT (status 0, or 130 for SIGINT); 2 for documents with
+    """Serve until SIGTERM, SIGHUP or SIGINT (0, or 130 for SIGINT); 2 for documents with
     errors. ``--workers`` above 1: :func:`flowlang.cli.serve_workers.serve_with_workers`."""
     if getattr(arguments, "workers", 1) > 1:
         return serve_with_workers(arguments, stdin)
