@@ -25,10 +25,16 @@ from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
 from flowlang.cli import main
+from flowlang.cli.inputs import UsageError
 from flowlang.cli.serve import MAX_WORKERS, worker_count
-from flowlang.cli.serve_workers import indexed_path
+from flowlang.cli.serve_workers import (
+    check_other_journals,
+    indexed_path,
+    metric_file,
+    metrics_folder,
+)
 from tests.serve_process import ServeProcess, secret_environment, serve_arguments
-from tests.serve_support import EVENT_TOKEN, PUBLIC_URL, SECRETS, TWILIO_TOKEN
+from tests.serve_support import EVENT_TOKEN, PUBLIC_URL, SECRETS, TWILIO_TOKEN, WORKFLOWS
 from tests.services import RedisServer, free_port
 from tests.twilio_sim import SimulatedTwilio
 
@@ -210,7 +216,7 @@ def test_two_workers_share_calls_metrics_restart_and_stop(
 
 def test_sigint_stops_the_workers_with_130(tmp_path: Path, redis_server: RedisServer) -> None:
     metrics = tmp_path / "metrics"
-    metrics.mkdir()
+    metrics.mkdir(mode=0o700)
     (metrics / "counter_1.db").write_bytes(b"stale")
     (metrics / "keep.txt").write_text("not a metrics file")
     server = ServeProcess(
@@ -518,5 +524,255 @@ def test_a_restarted_worker_finishes_the_events_of_its_journal(
         while not _journal_has(journals[index], "evt-slow-1", {"done"}):
             assert time.monotonic() < deadline, journals[index].read_text()
             time.sleep(0.1)
+    finally:
+        server.kill()
+
+
+# -- the metrics folder: only a private real directory, only prometheus_client's files --------
+
+
+def _metrics_refused(folder: Path, said: str) -> None:
+    with pytest.raises(UsageError) as refused:
+        metrics_folder(str(folder))
+    assert said in str(refused.value)
+    assert "--metrics-dir" in str(refused.value)
+
+
+def test_a_metrics_folder_holding_a_link_is_refused_and_nothing_is_written_through_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "metrics"
+    folder.mkdir(mode=0o700)
+    victim = tmp_path / "victim.conf"
+    victim.write_text("important = yes\n")
+    elsewhere = tmp_path / "elsewhere.bin"
+    (folder / "histogram_4242.db").symlink_to(victim)
+    (folder / "counter_4243.db").symlink_to(elsewhere)  # dangling: a worker would create it
+    (folder / "counter_1.db").write_bytes(b"stale")
+    _metrics_refused(folder, "holds symbolic links (counter_4243.db, histogram_4242.db)")
+    assert victim.read_text() == "important = yes\n"
+    assert not elsewhere.exists()
+    assert (folder / "histogram_4242.db").is_symlink()  # nothing removed from a refused folder
+    assert (folder / "counter_1.db").exists()
+    arguments = serve_arguments(
+        tmp_path, "--workers", "2", "--store", "redis://127.0.0.1:1/0", "--state-key", "k"
+    )
+    assert main(["serve", *arguments, "--metrics-dir", str(folder)]) == 2
+    error = capsys.readouterr().err
+    assert "holds symbolic links" in error and "Traceback" not in error
+
+
+def test_a_metrics_folder_with_many_links_names_a_few(tmp_path: Path) -> None:
+    folder = tmp_path / "metrics"
+    folder.mkdir(mode=0o700)
+    for pid in range(1000):
+        (folder / f"counter_{pid}.db").symlink_to(tmp_path / "nowhere")
+    _metrics_refused(folder, "and 997 more): refused")
+
+
+def test_a_metrics_folder_that_is_a_link_is_refused(tmp_path: Path) -> None:
+    real = tmp_path / "real"
+    real.mkdir(mode=0o700)
+    link = tmp_path / "metrics"
+    link.symlink_to(real)
+    _metrics_refused(link, "not a directory (a symbolic link or a file)")
+
+
+@pytest.mark.parametrize("mode", [0o770, 0o707, 0o777, 0o1777])
+def test_a_metrics_folder_others_may_write_is_refused(tmp_path: Path, mode: int) -> None:
+    folder = tmp_path / "metrics"
+    folder.mkdir()
+    folder.chmod(mode)
+    (folder / "counter_1.db").write_bytes(b"stale")
+    _metrics_refused(folder, f"writable by group or others (mode {mode:o})")
+    assert (folder / "counter_1.db").exists()
+
+
+def test_a_metrics_folder_of_another_user_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "metrics"
+    folder.mkdir(mode=0o700)
+    monkeypatch.setattr(os, "geteuid", lambda: folder.stat().st_uid + 1)
+    _metrics_refused(folder, "owned by another user")
+
+
+def test_a_metrics_folder_loses_only_the_files_prometheus_client_writes(tmp_path: Path) -> None:
+    folder = tmp_path / "metrics"
+    folder.mkdir(mode=0o755)
+    removed = [
+        "counter_1.db", "histogram_22.db", "summary_333.db", "gauge_livesum_4.db",
+        "gauge_all_5.db", "gauge_mostrecent_6.db",
+    ]  # fmt: skip
+    kept = [
+        "keep.txt", "other.db", "counter_x.db", "counter_.db", "gauge_7.db", "counter_1.db.bak",
+        "info_8.db", "gauge_LIVE_9.db", "counter_١.db", "notes_counter_1.db",
+    ]  # fmt: skip
+    for name in removed + kept:
+        (folder / name).write_bytes(b"x")
+    (folder / "summary_10.db").mkdir()  # not a regular file: kept
+    assert metrics_folder(str(folder)) == (folder, False)
+    assert sorted(path.name for path in folder.iterdir()) == sorted([*kept, "summary_10.db"])
+
+
+def test_a_missing_metrics_folder_is_made_private(tmp_path: Path) -> None:
+    folder = tmp_path / "a" / "metrics"
+    assert metrics_folder(str(folder)) == (folder, False)
+    assert folder.is_dir() and folder.stat().st_mode & 0o077 == 0
+
+
+@given(st.text(max_size=30))
+def test_metric_file_names_match_prometheus_client_naming(name: str) -> None:
+    if metric_file(name):
+        prefix, _, pid = name.removesuffix(".db").rpartition("_")
+        assert pid.isascii() and pid.isdigit()
+        assert prefix in ("counter", "histogram", "summary") or (
+            prefix.startswith("gauge_") and prefix[6:].isascii() and prefix[6:].isalpha()
+        )
+
+
+# -- journals this run would never resume ------------------------------------------------------
+
+
+def _event_line(event_id: str, secret: str = "") -> str:
+    event = {"id": event_id, "type": "contact.updated", "properties": {"note": secret}}
+    return json.dumps({"kind": "event", "at": time.time(), "event": event}) + "\n"
+
+
+def _done_line(event_id: str) -> str:
+    return json.dumps({"kind": "done", "event_id": event_id}) + "\n"
+
+
+def test_journals_of_other_worker_counts_with_unfinished_events_are_refused(
+    tmp_path: Path,
+) -> None:
+    journal = tmp_path / "events.jsonl"
+    secret = SECRETS["event_token"]
+    journal.write_text(_event_line("left-by-one-process", secret))
+    (tmp_path / "events.3.jsonl").write_text(_event_line("a") + _event_line("b"))
+    (tmp_path / "events.1.jsonl").write_text(_event_line("read-by-worker-1"))  # this run's own
+    (tmp_path / "events.4.jsonl").write_text(_event_line("c") + _done_line("c"))  # finished
+    (tmp_path / "events.5.jsonl").write_text(json.dumps({"kind": "seen", "event_id": "d"}))
+    (tmp_path / "events.6.jsonl").write_text("")
+    with pytest.raises(UsageError) as refused:
+        check_other_journals(str(journal), 2)
+    said = str(refused.value)
+    assert f"{journal} (1 unfinished event);" in said
+    assert f"{tmp_path / 'events.3.jsonl'} (2 unfinished events)" in said
+    for other in ("events.1.", "events.2.", "events.4.", "events.5.", "events.6."):
+        assert other not in said
+    assert "events.jsonl: without --workers; events.K.jsonl: --workers K or more" in said
+    assert "flowlang automate WORKFLOWS --events /dev/null --journal THAT_FILE" in said
+    assert secret not in said
+    journal.write_text(_event_line("e") + _done_line("e"))  # finished now
+    check_other_journals(str(journal), 3)  # events.3.jsonl is read by this run's worker 3
+    with pytest.raises(UsageError):
+        check_other_journals(str(journal), 2)
+
+
+def test_one_process_refuses_unfinished_worker_journals(tmp_path: Path) -> None:
+    journal = tmp_path / "events"
+    journal.write_text(_event_line("its-own"))
+    check_other_journals(str(journal), 1)
+    (tmp_path / f"events.{MAX_WORKERS}").write_text(_event_line("left-by-the-last-worker"))
+    with pytest.raises(UsageError) as refused:
+        check_other_journals(str(journal), 1)
+    assert f"events.{MAX_WORKERS} (1 unfinished event)" in str(refused.value)
+    assert "events: without --workers; events.K: --workers K or more" in str(refused.value)
+    check_other_journals(None, 1)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"\xff\xfe not utf-8\n",
+        b"{" * 100_000 + b"\n",
+        b'{"kind": "event", "event": {"id": 5}}\n',
+        b'{"kind": "event", "event": {"id": "torn"',
+        b"[]\n" * 10_000,
+    ],
+)
+def test_unreadable_journal_lines_are_skipped_as_the_journal_skips_them(
+    tmp_path: Path, content: bytes
+) -> None:
+    (tmp_path / "events.3.jsonl").write_bytes(content)
+    check_other_journals(str(tmp_path / "events.jsonl"), 2)
+
+
+def test_a_journal_that_is_not_a_file_is_named_without_blocking(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "events.3.jsonl")  # reading a FIFO would block
+    (tmp_path / "events.jsonl").mkdir()
+    with pytest.raises(UsageError) as refused:
+        check_other_journals(str(tmp_path / "events.jsonl"), 2)
+    said = str(refused.value)
+    assert f"{tmp_path / 'events.3.jsonl'} (cannot be read:" in said
+    assert f"{tmp_path / 'events.jsonl'} (cannot be read:" in said
+
+
+def test_many_events_are_counted_a_line_at_a_time(tmp_path: Path) -> None:
+    lines = [_event_line(f"e{i}") + (_done_line(f"e{i}") if i % 2 else "") for i in range(5000)]
+    (tmp_path / "events.2.jsonl").write_text("".join(lines))
+    with pytest.raises(UsageError) as refused:
+        check_other_journals(str(tmp_path / "events.jsonl"), 1)
+    assert "(2500 unfinished events)" in str(refused.value)
+
+
+def test_serve_refuses_and_the_advised_automate_finishes_the_journal(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    journal = tmp_path / "events.jsonl"
+    orphan = tmp_path / "events.3.jsonl"
+    orphan.write_text(_event_line("left-by-worker-3"))
+    arguments = serve_arguments(tmp_path, "--journal", str(journal))
+    store = ("--store", "redis://127.0.0.1:1/0", "--state-key", "state_key")
+    assert main(["serve", *arguments, "--workers", "2", *store]) == 2
+    assert main(["serve", *arguments]) == 2  # one process: the same refusal
+    error = capsys.readouterr().err
+    assert error.count(f"{orphan} (1 unfinished event)") == 2
+    assert "Traceback" not in error and not journal.exists()
+    responses = arguments[arguments.index("--responses") + 1]
+    status = main(
+        [
+            "automate", *(str(path) for path in WORKFLOWS.glob("*.yaml")),
+            "--events", "/dev/null", "--journal", str(orphan),
+            "--dead-letter", str(tmp_path / "dead.3.jsonl"), "--responses", responses,
+        ]
+    )  # fmt: skip
+    assert status == 0
+    assert "resumed 1 unfinished event" in capsys.readouterr().out
+    check_other_journals(str(journal), 2)  # finished: serve starts now
+
+
+# -- SIGHUP (a closed terminal) stops gracefully -------------------------------------------------
+
+
+def test_sighup_stops_the_supervisor_and_its_workers_cleanly(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    env = {**secret_environment(), "TMPDIR": str(temporary)}
+    arguments = serve_arguments(tmp_path, "--workers", "2", *_redis(redis_server))
+    server = ServeProcess(arguments, env).start()
+    try:
+        assert server.process is not None
+        assert len(list(temporary.iterdir())) == 1  # the temporary metrics folder
+        os.kill(server.process.pid, signal.SIGHUP)  # the parent alone, as a terminal's hangup
+        assert server.process.wait(WAIT) == 0
+        assert _group_is_empty(server.process.pid)
+        assert list(temporary.iterdir()) == []
+        assert "flowlang serve: stopped" in server.output()
+    finally:
+        server.kill()
+
+
+def test_sighup_stops_one_process_cleanly(tmp_path: Path) -> None:
+    server = ServeProcess(serve_arguments(tmp_path)).start()
+    try:
+        assert server.process is not None
+        os.kill(server.process.pid, signal.SIGHUP)
+        assert server.process.wait(WAIT) == 0
+        assert "flowlang serve: stopped" in server.output()
+        assert "Traceback" not in server.output()
     finally:
         server.kill()

@@ -29,9 +29,13 @@ workers (--workers N, N > 1):
   N processes share one listening socket and a Redis store. Worker I (1..N) writes
   its own journal and dead letters: --journal events.jsonl becomes events.1.jsonl,
   events.2.jsonl ... (the index goes before the last suffix). A worker that dies is
-  started again with its index (it finishes its journal's unfinished events); more
-  than 5 deaths within 60 s stop the server (status 1). /metrics on any worker sums
-  every worker (Prometheus multiprocess mode, in --metrics-dir or a temporary folder).
+  started again with its index (it finishes its journal's unfinished events). A start
+  that would leave unfinished events unread (in events.jsonl, or in events.K.jsonl with
+  K above N) is refused, naming the journals: finish them first (start with the worker
+  count that wrote them, or flowlang automate WORKFLOWS --events /dev/null --journal
+  FILE). More than 5 deaths within 60 s stop the server (status 1). /metrics on any
+  worker sums every worker (Prometheus multiprocess mode, in --metrics-dir or a
+  temporary folder). SIGHUP stops the server as SIGTERM does.
 """
 
 
@@ -51,7 +55,8 @@ def add_serve_command(commands: Any) -> None:
         "serve",
         help="answer TwiML voice webhooks and signed events (a server process)",
         description="Serve the flows of FILE... to Twilio (TwiML voice webhooks) and feed the "
-        "workflows from POST /events and from the calls' own events. Stops cleanly on SIGTERM.",
+        "workflows from POST /events and from the calls' own events. Stops cleanly on SIGTERM "
+        "(or SIGHUP).",
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -172,8 +177,10 @@ def add_serve_command(commands: Any) -> None:
     serve.add_argument(
         "--metrics-dir",
         metavar="DIR",
-        help="with --workers above 1: the workers' metrics files (its *.db files are removed "
-        "at start; default: a temporary folder removed at exit)",
+        help="with --workers above 1: the workers' metrics files, in a directory of this user "
+        "that group and others cannot write and that holds no symbolic link (its "
+        "prometheus_client files, counter_PID.db, gauge_MODE_PID.db, histogram_PID.db and "
+        "summary_PID.db, are removed at start; default: a temporary folder removed at exit)",
     )
     serve.add_argument(
         "--log-format", choices=("json", "text"), default="json", help="log lines (json)"

@@ -27,6 +27,7 @@ import shutil
 import signal
 import socket
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TextIO
@@ -45,6 +46,7 @@ from flowlang.cli.inputs import (
 from flowlang.cli.serve_workers import (
     STOP_MARGIN,
     Supervisor,
+    check_other_journals,
     indexed_path,
     metrics_folder,
     read_worker_start,
@@ -298,7 +300,7 @@ def run_server(
 
 
 def serve_from_command_line(arguments: argparse.Namespace, stdin: TextIO) -> int:
-    """Serve until SIGTERM or SIGINT (status 0, or 130 for SIGINT); 2 for documents with
+    """Serve until SIGTERM, SIGHUP or SIGINT (0, or 130 for SIGINT); 2 for documents with
     errors. ``--workers`` above 1: :func:`flowlang.cli.serve_workers.serve_with_workers`."""
     if getattr(arguments, "workers", 1) > 1:
         return serve_with_workers(arguments, stdin)
@@ -308,6 +310,7 @@ def serve_from_command_line(arguments: argparse.Namespace, stdin: TextIO) -> int
     if isinstance(loaded, int):
         return loaded
     settings, flows, workflows = loaded
+    check_other_journals(arguments.journal, 1)
 
     def started(sock: socket.socket) -> None:  # once uvicorn handles signals: see the class
         host, port = sock.getsockname()[:2]
@@ -349,14 +352,23 @@ def _without_lifespan_traceback(record: logging.LogRecord) -> bool:
 
 class _StoppingServer(uvicorn.Server):
     """uvicorn's server, except that a stop asked by a signal ends ``run`` normally (uvicorn
-    raises the signal again after its graceful shutdown, which would kill the process)."""
+    raises the signal again after its graceful shutdown, which would kill the process), and
+    SIGHUP stops it gracefully as SIGTERM does."""
 
     stopped_by: tuple[int, ...] = ()
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         with super().capture_signals():
-            yield
+            # SIGHUP (a closed terminal or ssh session) stops gracefully, as SIGTERM does;
+            # uvicorn handles only SIGINT and SIGTERM.
+            main = threading.current_thread() is threading.main_thread()
+            previous = signal.signal(signal.SIGHUP, self.handle_exit) if main else None
+            try:
+                yield
+            finally:
+                if previous is not None:
+                    signal.signal(signal.SIGHUP, previous)
             self.stopped_by = tuple(self._captured_signals)
             self._captured_signals.clear()
 
@@ -375,6 +387,7 @@ def serve_with_workers(arguments: argparse.Namespace, stdin: TextIO) -> int:
     if isinstance(loaded, int):
         return loaded
     settings, flows, workflows = loaded
+    check_other_journals(arguments.journal, arguments.workers)
     context = read_context(arguments.context, stdin) if arguments.context else None
     folder, temporary = metrics_folder(arguments.metrics_dir)
     try:

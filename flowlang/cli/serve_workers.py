@@ -21,7 +21,9 @@ __all__ = [
     "STOP_MARGIN",
     "Supervisor",
     "WorkerStart",
+    "check_other_journals",
     "indexed_path",
+    "metric_file",
     "metrics_folder",
     "read_worker_start",
     "say",
@@ -34,6 +36,7 @@ import os
 import selectors
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -47,7 +50,15 @@ from pathlib import Path
 from types import FrameType
 from typing import IO, Any
 
+from flowlang.automations.journal import record_problem
+from flowlang.automations.records import (
+    MAX_RECORD_BYTES,
+    MAX_RECORD_SKIP,
+    check_record_file,
+    decoded_lines,
+)
 from flowlang.cli.inputs import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, UsageError
+from flowlang.cli.serve import MAX_WORKERS
 from flowlang.cli.terminal import printable
 from flowlang.observe.metrics import mark_process_dead
 
@@ -96,21 +107,126 @@ def _exit_reason(status: int) -> str:
     return f"exited with status {status}"
 
 
+#: The kinds of file prometheus_client's multiprocess mode writes: ``<kind>_<pid>.db``, and
+#: for gauges ``gauge_<mode>_<pid>.db`` (prometheus_client.values.MultiProcessValue).
+_METRIC_KINDS = ("counter", "histogram", "summary")
+
+
+def metric_file(name: str) -> bool:
+    """Whether ``name`` is one prometheus_client's multiprocess mode writes: ``counter_PID.db``,
+    ``histogram_PID.db``, ``summary_PID.db`` or ``gauge_MODE_PID.db`` (MODE in lower-case
+    letters)."""
+    if not (name.isascii() and name.endswith(".db")):
+        return False
+    prefix, _, pid = name[: -len(".db")].rpartition("_")
+    if not (pid.isdigit() and prefix):
+        return False
+    if prefix in _METRIC_KINDS:
+        return True
+    kind, _, mode = prefix.partition("_")
+    return kind == "gauge" and mode.isalpha() and mode.islower()
+
+
+def _checked_folder(folder: Path) -> None:
+    """Check that ``folder`` is safe to hand to the workers (UsageError naming it
+    otherwise): a real directory (not a link), owned by this user, not writable by group or
+    others, holding no symbolic link; then the metric files of an earlier run are removed."""
+    shown = printable(str(folder), one_line=True)
+    info = os.lstat(folder)
+    if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode):
+        raise UsageError(f"--metrics-dir {shown}: not a directory (a symbolic link or a file)")
+    if info.st_uid != os.geteuid():
+        raise UsageError(f"--metrics-dir {shown}: owned by another user (uid {info.st_uid})")
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise UsageError(
+            f"--metrics-dir {shown}: writable by group or others "
+            f"(mode {stat.S_IMODE(info.st_mode):o}); chmod go-w it"
+        )
+    with os.scandir(folder) as entries:
+        listed = list(entries)
+    links = sorted(entry.name for entry in listed if entry.is_symlink())
+    if links:
+        named = printable(", ".join(links[:3]), one_line=True)
+        more = f" and {len(links) - 3} more" if len(links) > 3 else ""
+        raise UsageError(f"--metrics-dir {shown}: holds symbolic links ({named}{more}): refused")
+    for entry in listed:
+        if metric_file(entry.name) and entry.is_file(follow_symlinks=False):
+            os.unlink(entry.path)
+
+
 def metrics_folder(given: str | None) -> tuple[Path, bool]:
-    """The multiprocess metrics folder (``given``, its ``*.db`` files removed, made when
-    missing; or a new temporary folder) and whether it is temporary (removed at exit)."""
+    """The multiprocess metrics folder and whether it is temporary (removed at exit): a new
+    temporary folder (mode 0700) when ``given`` is None; else ``given``, made (mode 0700) when
+    missing, refused (UsageError) unless it is a real directory owned by this user, not
+    writable by group or others and holding no symbolic link, and cleared of the files
+    prometheus_client names (:func:`metric_file`: regular files only, links never followed)."""
     if given is None:
         return Path(tempfile.mkdtemp(prefix="flowlang-metrics-")), True
     folder = Path(given)
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        for stale in folder.glob("*.db"):
-            if stale.is_file() and not stale.is_symlink():
-                stale.unlink()
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        _checked_folder(folder)
     except OSError as error:
         shown = printable(given, one_line=True)
         raise UsageError(f"--metrics-dir {shown}: {error.strerror or error}") from None
     return folder, False
+
+
+def _unfinished_events(path: Path) -> int:
+    """How many events the journal ``path`` accepted and did not finish (read a bounded line
+    at a time; unreadable lines are skipped as a journal skips them). RecordFileError for a
+    path that is not a regular file, LineTooLongError for one that is not JSON lines,
+    OSError when it cannot be read."""
+    check_record_file(path, "journal")
+    unfinished: set[str] = set()
+    with path.open("rb") as handle:
+        for _, _, record in decoded_lines(handle, MAX_RECORD_BYTES, MAX_RECORD_SKIP, str(path)):
+            if not isinstance(record, dict) or record_problem(record) is not None:
+                continue
+            if record["kind"] == "event":
+                unfinished.add(record["event"]["id"])
+            elif record["kind"] in ("done", "seen"):
+                unfinished.discard(record["event_id"])
+    return len(unfinished)
+
+
+def check_other_journals(journal: str | None, workers: int) -> None:
+    """UsageError naming the journals next to ``journal`` that this run does not read (the
+    unindexed one when ``workers`` > 1, each ``indexed_path`` beyond ``workers`` or all of
+    them with one process) and that hold unfinished events: they would never be resumed."""
+    if journal is None:
+        return
+    used = (
+        {indexed_path(journal, index) for index in range(1, workers + 1)}
+        if workers > 1
+        else {Path(journal)}
+    )
+    others = [Path(journal)] + [indexed_path(journal, i) for i in range(1, MAX_WORKERS + 1)]
+    found: list[str] = []
+    for other in others:
+        if other is None or other in used or not os.path.lexists(other):
+            continue
+        try:
+            count = _unfinished_events(other)
+        except (OSError, ValueError) as error:
+            found.append(f"{other} (cannot be read: {getattr(error, 'strerror', None) or error})")
+            continue
+        if count:
+            found.append(f"{other} ({count} unfinished event{'s' if count != 1 else ''})")
+    if not found:
+        return
+    name = Path(journal).name
+    suffix = Path(journal).suffix
+    indexed = f"{name[: len(name) - len(suffix)]}.K{suffix}"
+    raise UsageError(
+        "these journals hold events this run would never resume: "
+        + "; ".join(found)
+        + ". Finish each first: start flowlang serve again with the worker count that wrote it "
+        f"({name}: without --workers; {indexed}: --workers K or more), or run "
+        "flowlang automate WORKFLOWS --events /dev/null --journal THAT_FILE "
+        "--dead-letter ITS_DEAD_LETTER_FILE (it resumes the journal's unfinished events, then "
+        "ends)"
+    )
 
 
 @dataclass
@@ -131,9 +247,9 @@ class _Worker:
 @dataclass
 class Supervisor:
     """Start ``count`` workers on ``sock``, restart those that die (bounded), stop them all on
-    SIGTERM or SIGINT. ``spec`` is what every worker is told (its index added); ``env`` is
-    their environment; ``stop_wait``: seconds stopping workers get before SIGKILL;
-    ``metrics``: the multiprocess folder (files of dead workers are marked dead)."""
+    SIGTERM, SIGINT or SIGHUP (a closed terminal). ``spec`` is what every worker is told (its
+    index added); ``env`` is their environment; ``stop_wait``: seconds stopping workers get
+    before SIGKILL; ``metrics``: the multiprocess folder (files of dead workers are marked dead)."""
 
     count: int
     sock: socket.socket
@@ -201,7 +317,7 @@ class Supervisor:
         """Supervise until a stop signal (0, or 130 for SIGINT) or a failure (1)."""
         previous = {
             number: signal.signal(number, self._signalled)
-            for number in (signal.SIGTERM, signal.SIGINT)
+            for number in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
         }
         try:
             status = self._supervise()
