@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlencode
 
+from tests.twilio_sim import call_fields
+
 HERE = Path(__file__).resolve().parent
 PUBLIC_URL = "https://ivr.example.com"
 HOST = b"ivr.example.com"
@@ -162,21 +164,6 @@ class Connection(asyncio.Protocol):
             self.transport.close()
 
 
-#: The form fields Twilio sends on every voice webhook (tests/twilio_sim.py's).
-def call_fields(call_id: str, **extra: str) -> list[tuple[str, str]]:
-    fields = {
-        "AccountSid": "AC" + "0" * 32,
-        "ApiVersion": "2010-04-01",
-        "CallSid": call_id,
-        "CallStatus": "in-progress",
-        "Direction": "inbound",
-        "From": "+14155550123",
-        "To": "+18005550100",
-        "Caller": "+14155550123",
-        "Called": "+18005550100",
-    }
-    fields.update(extra)
-    return list(fields.items())
 
 
 def signed_fields(params: Sequence[tuple[str, str]]) -> bytes:

@@ -28,6 +28,24 @@ import httpx
 MAX_TURNS = 50
 
 
+def call_fields(call_id: str, **extra: str) -> list[tuple[str, str]]:
+    """The form fields Twilio sends on every voice webhook of call ``call_id``, with ``extra``
+    laid over them."""
+    fields = {
+        "AccountSid": "AC" + "0" * 32,
+        "ApiVersion": "2010-04-01",
+        "CallSid": call_id,
+        "CallStatus": "in-progress",
+        "Direction": "inbound",
+        "From": "+14155550123",
+        "To": "+18005550100",
+        "Caller": "+14155550123",
+        "Called": "+18005550100",
+    }
+    fields.update(extra)
+    return list(fields.items())
+
+
 def twilio_signature(token: str, url: str, params: Sequence[tuple[str, str]]) -> str:
     """Twilio's X-Twilio-Signature: base64 HMAC-SHA1 over the URL and the sorted fields."""
     data = url + "".join(name + value for name, value in sorted(params))
@@ -95,19 +113,7 @@ class SimulatedTwilio:
 
     def fields(self, call: Call, **extra: str) -> list[tuple[str, str]]:
         """The form fields Twilio sends on every voice webhook of ``call``."""
-        base = {
-            "AccountSid": "AC" + "0" * 32,
-            "ApiVersion": "2010-04-01",
-            "CallSid": call.sid,
-            "CallStatus": "in-progress",
-            "Direction": "inbound",
-            "From": "+14155550123",
-            "To": "+18005550100",
-            "Caller": "+14155550123",
-            "Called": "+18005550100",
-        }
-        base.update(extra)
-        return list(base.items())
+        return call_fields(call.sid, **extra)
 
     async def call(
         self,
