@@ -3,9 +3,10 @@
 A call's record holds its run's state while it waits for the caller, the TwiML last answered
 (a webhook delivered twice gets the same answer) and ``seq``: the number the next webhook must
 carry. The first webhook of a call carries none (``seq`` 0); a Gather action URL carries the
-waiting state's suspension number. Exactly one webhook per ``seq`` runs (:meth:`CallStore.claim`),
-and the record moves from one ``seq`` to the next by compare-and-set (:meth:`CallStore.replace`),
-so a run advances once however often Twilio retries and whichever replica answers.
+waiting state's suspension number. Exactly one webhook per ``seq`` runs (:meth:`CallStore.claim`;
+:meth:`CallStore.claim_and_get` reads the record in the same step), and the record moves from one
+``seq`` to the next by compare-and-set (:meth:`CallStore.replace`), so a run advances once
+however often Twilio retries and whichever replica answers.
 
 Stores keep the source of every flow version a call started on, by fingerprint, so that a
 replica that never loaded that version (after a redeploy) can still finish the call on it.
@@ -95,6 +96,15 @@ class CallStore(Protocol):
         """True for the first claim of ``(call_id, seq)`` within ``seconds``: the webhook that
         may run that segment; False for every later one until the claim lapses (a claim
         outlives the longest segment, so it only lapses when its holder died)."""
+
+    async def claim_and_get(
+        self, call_id: str, seq: int, seconds: float, *, first: bool = False
+    ) -> tuple[bool, CallRecord | None]:
+        """The call's record, and in the same atomic step :meth:`claim` of ``(call_id, seq)``
+        taken only when it is that ``seq``'s turn: the record has ``seq == seq`` (or, with
+        ``first``, the call has no record yet). ``(claimed, record)``; a record already past
+        ``seq`` (answered) or before it (out of turn) is returned unclaimed. A record that
+        cannot be read raises ValueError (any claim taken lapses)."""
 
     async def delete(self, call_id: str) -> CallRecord | None:
         """Remove the call's record and return it (None when there was none)."""
@@ -190,6 +200,13 @@ class MemoryCallStore:
         self._claims[key] = self._clock() + min(seconds, self.ttl)
         self._expire()
         return True
+
+    async def claim_and_get(
+        self, call_id: str, seq: int, seconds: float, *, first: bool = False
+    ) -> tuple[bool, CallRecord | None]:
+        record = self._live(call_id)
+        turn = record.seq == seq if record is not None else first
+        return turn and await self.claim(call_id, seq, seconds), record
 
     async def delete(self, call_id: str) -> CallRecord | None:
         record = self._live(call_id)

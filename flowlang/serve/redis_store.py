@@ -180,6 +180,28 @@ return 1
 """
 )
 
+# KEYS: record, claim. ARGV: seq, claim lapse ms, "1" when the call may have no record yet.
+# Returns {1 when claimed else 0, the record or false}. The claim is taken only on the record's
+# own seq (or on no record, with ARGV[3]): an answered or out-of-turn webhook claims nothing.
+_CLAIM_AND_GET = """
+local current = redis.call('GET', KEYS[1])
+local turn = ARGV[3] == '1'
+if current then
+  local seq = string.match(current, '^{"seq":(%d+),')
+  if seq then
+    seq = tonumber(seq)
+  else
+    local ok, value = pcall(cjson.decode, current)
+    if ok and type(value) == 'table' and type(value['seq']) == 'number' then seq = value['seq'] end
+  end
+  turn = seq == tonumber(ARGV[1])
+end
+if turn and redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[2]) then
+  return {1, current or false}
+end
+return {0, current or false}
+"""
+
 # KEYS: record, waiting set. ARGV: call id. Returns the record removed, or nil.
 _DELETE = """
 local record = redis.call('GETDEL', KEYS[1])
@@ -235,6 +257,7 @@ class RedisCallStore:
         self._create = client.register_script(_CREATE)
         self._replace = client.register_script(_REPLACE)
         self._delete = client.register_script(_DELETE)
+        self._claim_and_get = client.register_script(_CLAIM_AND_GET)
         self._count = client.register_script(_COUNT)
 
     @classmethod
@@ -344,6 +367,21 @@ class RedisCallStore:
         async with self._guard("claim"):
             done = await self._client.set(key, b"1", nx=True, px=lapse)
         return bool(done)
+
+    async def claim_and_get(
+        self, call_id: str, seq: int, seconds: float, *, first: bool = False
+    ) -> tuple[bool, CallRecord | None]:
+        """The call's record and, in the same script, its claim on ``seq``'s turn (one round
+        trip); a record that cannot be read raises ValueError."""
+        number = _check_seq("seq", seq)
+        part = check_key_part("call id", call_id)
+        lapse = max(1, min(int(seconds * 1000), int(self._ttl_ms)))
+        async with self._guard("claim_and_get", call_id):
+            claimed, data = await self._claim_and_get(
+                keys=[self._key("call", part), self._key("claim", f"{part}:{number}")],
+                args=[str(number), str(lapse), "1" if first else "0"],
+            )
+        return claimed == 1, None if data is None else _decoded(call_id, data)
 
     async def delete(self, call_id: str) -> CallRecord | None:
         """Remove the call's record and return it; a record removed that cannot be read

@@ -211,15 +211,22 @@ class VoiceCalls:
     ) -> Reply:
         """A call's first webhook of ``flow``: start a run. A copy delivered again gets the
         call's answer; a call redirected from another flow starts this one."""
-        earlier = await self._record(call_id)
+        try:  # one round trip: the record, and the turn of a call that has none yet
+            claimed, earlier = await self.store.claim_and_get(
+                call_id, 0, self._claim_seconds, first=True
+            )
+        except ValueError as error:  # unreadable: nothing could be stored over it either
+            log.error("%s", error, extra={"event": "call.unreadable"})
+            return self._apology(flow.name)
         base = 0
         if earlier is not None:
             if earlier.flow == flow.name or earlier.outcome == CALL_OVER:
                 return Reply(200, earlier.twiml)
             base = earlier.seq  # sent here by a <Redirect>: this flow takes the call over
-        claimed, answered = await self._turn(call_id, base)
         if not claimed:
-            return Reply(200, answered.twiml) if answered else self._apology(flow.name)
+            claimed, answered = await self._turn(call_id, base, first=earlier is None)
+            if not claimed:
+                return Reply(200, answered.twiml) if answered else self._apology(flow.name)
         await self._keep_source(flow)
         call = dict(earlier.call) if earlier is not None else call_context(params)
         record = CallRecord(
@@ -254,18 +261,21 @@ class VoiceCalls:
         self, flow: CompiledFlow, call_id: str, seq: int, digits: str | None
     ) -> Reply:
         """A Gather action: resume the waiting run once; a copy gets the same answer."""
-        record = await self._record(call_id)
+        claimed, record = await self._claim(call_id, seq)  # one round trip: claim and record
+        if not claimed and record is not None and record.seq == seq and record.state is not None:
+            # a copy runs it (or ran it and died): wait for its answer, or for the turn
+            waited_on = record.flow
+            claimed, record = await self._turn(call_id, seq)
+            if not claimed:
+                return Reply(200, record.twiml) if record else self._apology(waited_on)
         if record is None:
             log.info("webhook for an unknown call", extra={"event": "webhook.unknown_call"})
             return self._apology(flow.name)
         if record.seq > seq:  # delivered again after it was answered
             return Reply(200, record.twiml)
-        if record.seq < seq or record.state is None:
+        if record.seq < seq or record.state is None or not claimed:
             log.warning("a webhook out of turn", extra={"event": "webhook.out_of_turn"})
             return self._apology(record.flow)
-        claimed, answered = await self._turn(call_id, seq)
-        if not claimed:
-            return Reply(200, answered.twiml) if answered else self._apology(record.flow)
         try:
             version = await self._version(record.fingerprint, flow)
             running = self.runtime.resume(version, record.state, digits or None)
@@ -285,25 +295,42 @@ class VoiceCalls:
         self._waiting_changed(record.flow, True, following.state is not None)
         return Reply(200, following.twiml)
 
-    async def _turn(self, call_id: str, seq: int) -> tuple[bool, CallRecord | None]:
-        """Take the turn to run the segment of ``(call_id, seq)``: ``(True, None)`` once this
-        webhook holds the claim; ``(False, record)`` when another copy answered meanwhile;
-        ``(False, None)`` when neither happened within ``duplicate_wait`` seconds. A claim
-        lapses ``segment_deadline`` + CLAIM_MARGIN seconds after it was taken, so a copy
-        whose holder died runs the segment itself."""
+    async def _turn(
+        self, call_id: str, seq: int, first: bool = False
+    ) -> tuple[bool, CallRecord | None]:
+        """Wait for the turn to run the segment of ``(call_id, seq)`` that another copy of the
+        webhook claimed: ``(True, record)`` once this webhook holds the claim (``record``: the
+        call's record then, None for a new call, with ``first``); ``(False, record)`` when
+        another copy answered meanwhile; ``(False, None)`` when neither happened within
+        ``duplicate_wait`` seconds, or the call's record is gone. A claim lapses
+        ``segment_deadline`` + CLAIM_MARGIN seconds after it was taken, so a copy whose holder
+        died runs the segment itself. Each attempt is one store round trip."""
         deadline = time.monotonic() + self.settings.duplicate_wait
         pause = 0.01
         while True:
-            if await self.store.claim(call_id, seq, self._claim_seconds):
-                return True, None
-            record = await self._record(call_id)
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.25)
+            claimed, record = await self._claim(call_id, seq, first)
+            if claimed:
+                return True, record
             if record is not None and record.seq > seq:
                 return False, record
+            if record is None and not first:
+                return False, None
             if time.monotonic() >= deadline:
                 log.warning("a duplicate webhook waited in vain", extra={"event": "webhook.stuck"})
                 return False, None
-            await asyncio.sleep(pause)
-            pause = min(pause * 2, 0.25)
+
+    async def _claim(
+        self, call_id: str, seq: int, first: bool = False
+    ) -> tuple[bool, CallRecord | None]:
+        """:meth:`CallStore.claim_and_get` with this server's claim time; an unreadable record
+        is logged and treated as absent (and unclaimed)."""
+        try:
+            return await self.store.claim_and_get(call_id, seq, self._claim_seconds, first=first)
+        except ValueError as error:
+            log.error("%s", error, extra={"event": "call.unreadable"})
+            return False, None
 
     async def _keep_source(self, flow: CompiledFlow) -> None:
         """Keep ``flow``'s source in the store, again every KEEP_SOURCE_EVERY seconds (the
