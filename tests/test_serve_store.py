@@ -195,6 +195,65 @@ def test_fifty_concurrent_claims_one_wins(kit: Kit) -> None:
     assert sorted(kit.run(body)) == [False] * 49 + [True]
 
 
+def test_claim_and_get_claims_only_the_records_own_turn_and_returns_the_record(
+    kit: Kit,
+) -> None:
+    async def body(store: CallStore) -> None:
+        assert await store.claim_and_get("CA1", 1, 60) == (False, None)  # no record, no claim
+        assert await store.claim_and_get("CA1", 0, 60, first=True) == (True, None)
+        assert await store.claim_and_get("CA1", 0, 60, first=True) == (False, None)
+        await store.create("CA1", record(seq=2))
+        assert await store.claim_and_get("CA1", 2, 60) == (True, record(seq=2))
+        assert await store.claim_and_get("CA1", 2, 60) == (False, record(seq=2))
+        assert await store.claim("CA1", 2, 60) is False  # the same claim as claim's
+        # answered (1) or out of turn (3, 4), with or without first: returned, never claimed
+        for seq in (1, 3, 4):
+            for first in (False, True):
+                assert await store.claim_and_get("CA1", seq, 60, first=first) == (
+                    False,
+                    record(seq=2),
+                )
+        assert await store.replace("CA1", 2, record(seq=3))
+        # the early webhook for 3 claimed nothing: the genuine one has its turn
+        assert await store.claim_and_get("CA1", 3, 60) == (True, record(seq=3))
+        assert await store.claim("CA1", 4, 60) is True  # claim alone asks for no record
+
+    kit.run(body)
+
+
+def test_claim_and_get_respects_claim_and_lapses_like_it(kit: Kit) -> None:
+    async def body(store: CallStore) -> None:
+        await store.create("CA9", record(seq=1))
+        assert await store.claim("CA9", 1, 0.3) is True  # another webhook holds the turn
+        assert await store.claim_and_get("CA9", 1, 0.3) == (False, record(seq=1))
+        await kit.pass_time(0.5)
+        assert await store.claim_and_get("CA9", 1, 0.3) == (True, record(seq=1))
+        assert await store.claim("CA9", 1, 0.3) is False
+
+    kit.run(body, ttl=5.0)
+
+
+def test_fifty_concurrent_claim_and_gets_one_wins_and_all_see_the_record(kit: Kit) -> None:
+    async def body(store: CallStore) -> list[tuple[bool, CallRecord | None]]:
+        await store.create("CA1", record(seq=3))
+        return list(await asyncio.gather(*(store.claim_and_get("CA1", 3, 60) for _ in range(50))))
+
+    results = kit.run(body)
+    assert sorted(claimed for claimed, _ in results) == [False] * 49 + [True]
+    assert all(got == record(seq=3) for _, got in results)
+
+
+def test_fifty_concurrent_first_claims_of_a_new_call_one_wins(kit: Kit) -> None:
+    async def body(store: CallStore) -> list[tuple[bool, CallRecord | None]]:
+        return list(
+            await asyncio.gather(
+                *(store.claim_and_get("CA1", 0, 60, first=True) for _ in range(50))
+            )
+        )
+
+    assert sorted(kit.run(body)) == [(False, None)] * 49 + [(True, None)]
+
+
 def test_fifty_concurrent_replaces_one_wins(kit: Kit) -> None:
     async def body(store: CallStore) -> tuple[list[bool], CallRecord | None]:
         await store.create("CA1", record(seq=1))
@@ -445,6 +504,53 @@ def test_two_connections_fifty_claims_and_replaces_one_wins(redis_kit: Kit) -> N
     assert sorted(replaces) == [False] * 49 + [True]
 
 
+def test_two_connections_fifty_claim_and_gets_one_wins(redis_kit: Kit) -> None:
+    async def body() -> list[tuple[bool, CallRecord | None]]:
+        first, second = redis_kit.store(), redis_kit.store()
+        try:
+            await first.create("CA1", record(seq=1))
+            claims = [(first, second)[n % 2].claim_and_get("CA1", 1, 60) for n in range(50)] + [
+                first.claim("CA1", 1, 60),
+                second.claim("CA1", 1, 60),
+            ]
+            results = await asyncio.gather(*claims)
+            return [(r, record(seq=1)) if isinstance(r, bool) else r for r in results]
+        finally:
+            await first.aclose()
+            await second.aclose()
+
+    results = run(body())
+    assert sorted(claimed for claimed, _ in results) == [False] * 51 + [True]
+    assert all(got == record(seq=1) for _, got in results)
+
+
+def test_claim_and_get_is_one_round_trip_with_a_claim_that_lapses(redis_kit: Kit) -> None:
+    async def body(store: CallStore) -> None:
+        await store.create("CA1", record(seq=5))
+        with redis.Redis.from_url(str(redis_kit.url)) as client:
+            before = client.info("commandstats")
+            assert await store.claim_and_get("CA1", 5, 60) == (True, record(seq=5))
+            after = client.info("commandstats")
+            assert 50_000 < client.pttl(f"{redis_kit.prefix}claim:CA1:5") <= 60_000
+            assert await store.claim_and_get("CA1", 5, 7200) == (False, record(seq=5))
+            assert await store.claim_and_get("CA1", 6, 60) == (False, record(seq=5))
+            assert client.exists(f"{redis_kit.prefix}claim:CA1:6") == 0
+
+        def calls(stats: dict[str, Any]) -> int:
+            return sum(int(value["calls"]) for value in stats.values())
+
+        def delta(name: str) -> int:
+            return int(after.get(name, {"calls": 0})["calls"]) - int(
+                before.get(name, {"calls": 0})["calls"]
+            )
+
+        # one EVALSHA (its GET and SET count too), the INFO itself, SCRIPT LOAD the first time
+        assert (delta("cmdstat_evalsha"), delta("cmdstat_get"), delta("cmdstat_set")) == (1, 1, 1)
+        assert calls(after) - calls(before) - delta("cmdstat_script|load") == 4
+
+    redis_kit.run(body, ttl=3600.0)
+
+
 GARBAGE = {
     "not UTF-8": b"\xff\xfe\x00garbage",
     "empty": b"",
@@ -487,6 +593,10 @@ def test_garbage_in_a_record_key_is_a_clear_error(redis_kit: Kit, case: str) -> 
         with pytest.raises(ValueError, match=unreadable) as caught:
             await store.get("CA1")
         messages.append(str(caught.value))
+        for first in (False, True):
+            with pytest.raises(ValueError, match=unreadable) as caught:
+                await store.claim_and_get("CA1", 9, 60, first=first)
+            messages.append(str(caught.value))
         if case in SEQ_READABLE:
             assert await store.replace("CA1", 9, record(seq=10)) is False
         else:
@@ -511,6 +621,7 @@ def test_a_record_key_of_another_redis_type_is_a_clear_error(redis_kit: Kit) -> 
         assert await store.create("CA1", record(seq=1)) is False  # the key is taken
         for attempt in (
             lambda: store.get("CA1"),
+            lambda: store.claim_and_get("CA1", 1, 60),
             lambda: store.replace("CA1", 1, record(seq=2)),
             lambda: store.delete("CA1"),
         ):
@@ -569,6 +680,8 @@ def test_hostile_call_ids_are_refused_before_any_redis_command(case: str) -> Non
                 lambda: store.create(call_id, record()),
                 lambda: store.replace(call_id, 1, record()),
                 lambda: store.claim(call_id, 1, 60),
+                lambda: store.claim_and_get(call_id, 1, 60),
+                lambda: store.claim_and_get(call_id, 0, 60, first=True),
                 lambda: store.delete(call_id),
                 lambda: store.keep_flow(call_id, "source"),
                 lambda: store.flow_source(call_id),
@@ -590,6 +703,8 @@ def test_hostile_seqs_are_refused_before_any_redis_command(seq: Any) -> None:
         try:
             with pytest.raises(ValueError, match="seq must be an integer from 0"):
                 await store.claim("CA1", seq, 60)
+            with pytest.raises(ValueError, match="seq must be an integer from 0"):
+                await store.claim_and_get("CA1", seq, 60)
             with pytest.raises(ValueError, match="expected_seq must be an integer from 0"):
                 await store.replace("CA1", seq, record())
         finally:
@@ -635,6 +750,7 @@ def test_a_redis_that_is_down_fails_quickly_without_the_password() -> None:
                 lambda: store.create("CA1", record()),
                 lambda: store.replace("CA1", 1, record()),
                 lambda: store.claim("CA1", 1, 60),
+                lambda: store.claim_and_get("CA1", 1, 60),
                 lambda: store.delete("CA1"),
                 lambda: store.keep_flow("fp-1", "source"),
                 lambda: store.flow_source("fp-1"),
@@ -649,7 +765,7 @@ def test_a_redis_that_is_down_fails_quickly_without_the_password() -> None:
         return failures
 
     failures = run(body())
-    assert len(failures) == 8
+    assert len(failures) == 9
     for error, seconds in failures:
         assert seconds < 5
         assert isinstance(error, RuntimeError)
