@@ -300,11 +300,11 @@ class VoiceCalls:
     ) -> tuple[bool, CallRecord | None]:
         """Wait for the turn to run the segment of ``(call_id, seq)`` that another copy of the
         webhook claimed: ``(True, record)`` once this webhook holds the claim (``record``: the
-        call's record then, None for a new call, with ``first``); ``(False, record)`` when
+        call's record then; None for a new call, with ``first``); ``(False, record)`` when
         another copy answered meanwhile; ``(False, None)`` when neither happened within
-        ``duplicate_wait`` seconds, or the call's record is gone. A claim lapses
-        ``segment_deadline`` + CLAIM_MARGIN seconds after it was taken, so a copy whose holder
-        died runs the segment itself. Each attempt is one store round trip."""
+        ``duplicate_wait`` seconds, or the call's record is gone or behind ``seq``. A claim
+        lapses ``segment_deadline`` + CLAIM_MARGIN seconds after it was taken, so a copy whose
+        holder died runs the segment itself. Each attempt is one store round trip."""
         deadline = time.monotonic() + self.settings.duplicate_wait
         pause = 0.01
         while True:
@@ -315,8 +315,8 @@ class VoiceCalls:
                 return True, record
             if record is not None and record.seq > seq:
                 return False, record
-            if record is None and not first:
-                return False, None
+            if not first and (record is None or record.seq < seq):
+                return False, None  # the call ended or moved elsewhere: nothing to wait for
             if time.monotonic() >= deadline:
                 log.warning("a duplicate webhook waited in vain", extra={"event": "webhook.stuck"})
                 return False, None
