@@ -40,7 +40,7 @@ __all__ = [
 
 import math
 import xml.etree.ElementTree as ET
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
@@ -250,10 +250,54 @@ def _gather(awaiting: Any, settings: ServeSettings, links: Links) -> ET.Element:
     return gather
 
 
+#: ElementTree's own escaping of text and of attribute values (what ``ET.tostring`` writes
+#: with); without them (another Python), documents are written by ``ET.tostring`` itself.
+_ESCAPE_TEXT: Callable[[str], str] | None = getattr(ET, "_escape_cdata", None)
+_ESCAPE_ATTRIBUTE: Callable[[str], str] | None = getattr(ET, "_escape_attrib", None)
+
+
+def _write(
+    element: ET.Element, out: list[str], text: Callable[[str], str], attribute: Callable[[str], str]
+) -> None:
+    """``element`` as ``ET.tostring(element, encoding="unicode")`` writes it, for the
+    elements this module makes (fixed tags and attribute names, text values, no namespaces,
+    no tails), through ElementTree's escaping."""
+    tag = element.tag
+    out.append("<" + tag)
+    for name, value in element.items():
+        out.append(f' {name}="{attribute(value)}"')
+    if element.text or len(element):
+        out.append(">")
+        if element.text:
+            out.append(text(element.text))
+        for child in element:
+            _write(child, out, text, attribute)
+        out.append(f"</{tag}>")
+    else:
+        out.append(" />")
+
+
+def _plain(element: ET.Element) -> bool:
+    """Whether ``element`` and its children are what :func:`_write` writes as ElementTree does."""
+    return (
+        type(element.tag) is str
+        and "{" not in element.tag
+        and not element.tail
+        and all(type(k) is str and "{" not in k and type(v) is str for k, v in element.items())
+        and (element.text is None or type(element.text) is str)
+        and all(_plain(child) for child in element)
+    )
+
+
 def _document(children: list[ET.Element]) -> str:
     response = ET.Element("Response")
     response.extend(children)
-    return _DECLARATION + ET.tostring(response, encoding="unicode")
+    text, attribute = _ESCAPE_TEXT, _ESCAPE_ATTRIBUTE
+    if text is None or attribute is None or not _plain(response):
+        return _DECLARATION + ET.tostring(response, encoding="unicode")
+    out = [_DECLARATION]
+    _write(response, out, text, attribute)
+    return "".join(out)
 
 
 def _apology_elements(settings: ServeSettings, links: Links | None) -> list[ET.Element]:
