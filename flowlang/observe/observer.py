@@ -55,7 +55,7 @@ def _emit(log: logging.Logger, level: int, event: str, fields: dict[str, Any]) -
     line of a state change names no source line): the same record factory (which masks
     secrets), filters and handlers."""
     if log.isEnabledFor(level):
-        log.handle(log.makeRecord(log.name, level, "", 0, event, None, None, extra=fields))
+        log.handle(log.makeRecord(log.name, level, "", 0, event, (), None, extra=fields))
 
 
 def _text(value: object) -> str:
