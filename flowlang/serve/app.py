@@ -239,10 +239,6 @@ def _signed_url(settings: ServeSettings, request: Request) -> str:
     return f"{url}?{query.decode('latin-1')}" if query else url
 
 
-def _unquoted(text: str) -> str:
-    return unquote(text.replace("+", " ")) if "%" in text or "+" in text else text
-
-
 def form_fields(text: str, max_fields: int = MAX_FORM_FIELDS) -> list[tuple[str, str]]:
     """The fields of a form body: exactly ``parse_qsl(text, keep_blank_values=True,
     max_num_fields=max_fields)`` (ValueError beyond ``max_fields``), without decoding the
@@ -255,7 +251,11 @@ def form_fields(text: str, max_fields: int = MAX_FORM_FIELDS) -> list[tuple[str,
     for field in text.split("&"):
         if field:
             name, _, value = field.partition("=")
-            pairs.append((_unquoted(name), _unquoted(value)))
+            if "%" in name or "+" in name:
+                name = unquote(name.replace("+", " "))
+            if "%" in value or "+" in value:
+                value = unquote(value.replace("+", " "))
+            pairs.append((name, value))
     return pairs
 
 

@@ -142,6 +142,8 @@ def _algorithm(settings_header: str | None) -> str | None:
 def _body_hash_valid(url: str, body: bytes | None) -> bool | None:
     """None when the URL's query has no ``bodySHA256`` (a form request); else whether ``body``
     is there and hashes to the one value it names."""
+    if "bodySHA256" not in url:  # not in the query either: no need to split the URL
+        return None
     query = urlsplit(url).query
     if "bodySHA256" not in query:
         return None
