@@ -96,16 +96,21 @@ class JsonLogFormatter(logging.Formatter):
             "event": _plain(message),
         }
         fields = 0
-        for key, value in record.__dict__.items():
-            if key not in _STANDARD and key not in line and not key.startswith("_"):
-                kind = type(value)
-                if kind is int or kind is bool or value is None:  # nothing to mask or cut
-                    line[key[:100]] = value
-                else:
-                    line[key[:100]] = _plain(value)
-                fields += 1
-                if fields == MAX_FIELDS:
-                    break
+        attributes = record.__dict__
+        for key in [key for key in attributes if key not in _STANDARD]:
+            if key in line or key.startswith("_"):
+                continue
+            value = attributes[key]
+            kind = type(value)
+            if kind is str:
+                line[key[:100]] = redact_text(value[:MAX_FIELD])
+            elif kind is int or kind is bool or value is None:  # nothing to mask or cut
+                line[key[:100]] = value
+            else:
+                line[key[:100]] = _plain(value)
+            fields += 1
+            if fields == MAX_FIELDS:
+                break
         if "trace_id" not in line:
             ids = current_ids()
             if ids is not None:
