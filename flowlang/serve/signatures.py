@@ -41,6 +41,7 @@ __all__ = [
 
 import base64
 import binascii
+import functools
 import hashlib
 import hmac
 from collections.abc import Mapping, Sequence
@@ -99,6 +100,28 @@ def _signed_params(params: Sequence[tuple[str, str]]) -> bytes:
 def _twilio_mac(key: bytes, url: bytes, signed: bytes, algorithm: str) -> bytes:
     """base64(HMAC(key, url + signed)), one call into the hash library."""
     return base64.b64encode(hmac.digest(key, url + signed, algorithm))
+
+
+#: URLs up to this long have their signed forms kept (at most _KEPT_URLS of them, the ones
+#: seen last: a flow's webhooks differ only by their ``seq``, so a few URLs serve every call;
+#: a few MB at most, whatever requests arrive).
+_KEPT_URL_LENGTH = 512
+_KEPT_URLS = 1024
+
+
+def _signed_urls(url: str) -> tuple[bytes, ...] | None:
+    """:func:`_url_forms` as the bytes signed (None: not a URL that can be signed)."""
+    if len(url) <= _KEPT_URL_LENGTH:
+        return _kept_signed_urls(url)
+    return _url_bytes(url)
+
+
+def _url_bytes(url: str) -> tuple[bytes, ...] | None:
+    forms = _url_forms(url)
+    return None if forms is None else tuple(_utf8(form) for form in forms)
+
+
+_kept_signed_urls = functools.lru_cache(maxsize=_KEPT_URLS)(_url_bytes)
 
 
 def _url_forms(url: str) -> list[str] | None:
@@ -183,8 +206,8 @@ def twilio_request_valid(
     ):
         return False
     algorithm = _algorithm(settings_header)
-    forms = _url_forms(url)
-    if algorithm is None or forms is None:
+    urls = _signed_urls(url)
+    if algorithm is None or urls is None:
         return False
     try:
         body_valid = _body_hash_valid(url, body)
@@ -198,7 +221,6 @@ def twilio_request_valid(
         signed = [b"" if body_valid else _signed_params(params)]
         if not body_valid and len(set(params)) < len(params):
             signed.append(_signed_params(list(set(params))))  # a pair twice: also signed once
-        urls = [_utf8(form) for form in forms]
         for key in keys:
             if not key:
                 continue
