@@ -536,3 +536,12 @@ def test_documents_of_other_elements_are_still_elementtrees() -> None:
     numbered = ET.Element("Pause", {"length": 2})  # type: ignore[dict-item]
     with pytest.raises(TypeError):
         _document([numbered])
+
+
+@hypothesis_settings(max_examples=500, deadline=None)
+@given(_HOSTILE | st.text(alphabet=st.characters(), max_size=50))
+def test_xml_text_removes_exactly_what_xml_cannot_carry(text: str) -> None:
+    from flowlang.serve.twiml import _NOT_XML
+
+    assert xml_text(text) == text.translate(_NOT_XML)
+    assert not any(ord(char) in _NOT_XML for char in xml_text(text))

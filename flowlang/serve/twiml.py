@@ -87,8 +87,9 @@ class Links:
 def xml_text(value: Any, limit: int = MAX_SAY) -> str:
     """``value`` as text XML 1.0 can carry: its first ``limit`` characters without the code
     points XML forbids (a non-str is shown with str())."""
-    text = value if type(value) is str else str(value)
-    return text[:limit].translate(_NOT_XML)
+    text = (value if type(value) is str else str(value))[:limit]
+    # printable text holds none of them (they are all controls, surrogates or unassigned)
+    return text if text.isprintable() else text.translate(_NOT_XML)
 
 
 def _say(text: Any, settings: ServeSettings) -> list[ET.Element]:
@@ -256,20 +257,34 @@ _ESCAPE_TEXT: Callable[[str], str] | None = getattr(ET, "_escape_cdata", None)
 _ESCAPE_ATTRIBUTE: Callable[[str], str] | None = getattr(ET, "_escape_attrib", None)
 
 
+class _NotPlainError(Exception):
+    """An element :func:`_write` does not write (ElementTree writes it instead)."""
+
+
 def _write(
-    element: ET.Element, out: list[str], text: Callable[[str], str], attribute: Callable[[str], str]
+    element: ET.Element,
+    out: list[str],
+    text: Callable[[str], str],
+    attribute: Callable[[str], str],
 ) -> None:
-    """``element`` as ``ET.tostring(element, encoding="unicode")`` writes it, for the
-    elements this module makes (fixed tags and attribute names, text values, no namespaces,
-    no tails), through ElementTree's escaping."""
+    """``element`` as ``ET.tostring(element, encoding="unicode")`` writes it, through
+    ElementTree's escaping, for the elements this module makes: text tags and attribute
+    names without namespaces, text values, no tails (_NotPlainError for anything else)."""
     tag = element.tag
+    if type(tag) is not str or "{" in tag or element.tail:
+        raise _NotPlainError
     out.append("<" + tag)
     for name, value in element.items():
+        if type(name) is not str or "{" in name or type(value) is not str:
+            raise _NotPlainError
         out.append(f' {name}="{attribute(value)}"')
-    if element.text or len(element):
+    body = element.text
+    if body is not None and type(body) is not str:
+        raise _NotPlainError
+    if body or len(element):
         out.append(">")
-        if element.text:
-            out.append(text(element.text))
+        if body:
+            out.append(text(body))
         for child in element:
             _write(child, out, text, attribute)
         out.append(f"</{tag}>")
@@ -277,27 +292,18 @@ def _write(
         out.append(" />")
 
 
-def _plain(element: ET.Element) -> bool:
-    """Whether ``element`` and its children are what :func:`_write` writes as ElementTree does."""
-    return (
-        type(element.tag) is str
-        and "{" not in element.tag
-        and not element.tail
-        and all(type(k) is str and "{" not in k and type(v) is str for k, v in element.items())
-        and (element.text is None or type(element.text) is str)
-        and all(_plain(child) for child in element)
-    )
-
-
 def _document(children: list[ET.Element]) -> str:
     response = ET.Element("Response")
     response.extend(children)
     text, attribute = _ESCAPE_TEXT, _ESCAPE_ATTRIBUTE
-    if text is None or attribute is None or not _plain(response):
-        return _DECLARATION + ET.tostring(response, encoding="unicode")
-    out = [_DECLARATION]
-    _write(response, out, text, attribute)
-    return "".join(out)
+    if text is not None and attribute is not None:
+        out = [_DECLARATION]
+        try:
+            _write(response, out, text, attribute)
+            return "".join(out)
+        except _NotPlainError:
+            pass
+    return _DECLARATION + ET.tostring(response, encoding="unicode")
 
 
 def _apology_elements(settings: ServeSettings, links: Links | None) -> list[ET.Element]:
