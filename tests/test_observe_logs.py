@@ -225,3 +225,22 @@ def test_timestamps_are_datetimes_text(created: float) -> None:
     expected = moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
     assert _iso(created) == expected
     assert _iso(created) == expected  # from the cached second too
+
+
+def test_a_segment_logs_nothing_below_the_loggers_level_but_a_failure_still() -> None:
+    """With flowlang.serve at WARNING a suspended or finished segment writes no line (none is
+    built); a failed one still writes run.failed."""
+    obs = observer()
+    flow = SimpleNamespace(name="billing", fingerprint="f6c29d98", steps={}, source="")
+    rows = [{"step": "ask", "type": "collect_input", "outcome": "waiting"}]
+    serve = logging.getLogger("flowlang.serve")
+    before = serve.level
+    with captured() as lines:
+        serve.setLevel(logging.WARNING)
+        try:
+            for status in ("waiting_for_input", "completed", "failed"):
+                result = SimpleNamespace(trace=rows, status=status, error="boom")
+                obs.segment_finished(flow, result, 0.001, call_id="CA1", resumed=True)  # type: ignore[arg-type]
+        finally:
+            serve.setLevel(before)
+    assert [record["event"] for record in parsed(lines)] == ["run.failed"]

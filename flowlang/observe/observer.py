@@ -207,6 +207,9 @@ class Observability:
         span: Any,
     ) -> None:
         log = self.log
+        level = logging.WARNING if status == "failed" else logging.INFO
+        if not log.isEnabledFor(level):  # nor DEBUG: no line would be written, build none
+            return
         fields: dict[str, Any] = {
             "flow": _text(getattr(flow, "name", "")),
             "fingerprint": _text(getattr(flow, "fingerprint", "")),
