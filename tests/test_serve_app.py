@@ -856,7 +856,13 @@ def test_form_fields_are_parse_qsl_exactly(text: str) -> None:
 
 
 def test_form_fields_refuse_too_many_fields() -> None:
+    from urllib.parse import parse_qsl
+
     from flowlang.serve.app import MAX_FORM_FIELDS, form_fields
+
+    for text in ("a=%41+b", "a=" + "%41+%e9" * 30, "%2B1415=" + "%2B1415" * 40):
+        for _ in range(2):  # decoded afresh, then (the short ones) from the kept texts
+            assert form_fields(text) == parse_qsl(text, keep_blank_values=True)
 
     assert len(form_fields("&".join(["a=1"] * MAX_FORM_FIELDS))) == MAX_FORM_FIELDS
     with pytest.raises(ValueError):

@@ -239,6 +239,26 @@ def _signed_url(settings: ServeSettings, request: Request) -> str:
     return f"{url}?{query.decode('latin-1')}" if query else url
 
 
+#: Encoded texts up to this long have their decoded text kept (the last _KEPT_TEXTS of
+#: them: a call sends the same numbers and names in every webhook).
+_KEPT_TEXT_LENGTH = 64
+_KEPT_TEXTS = 4096
+
+
+def _unquote_plus(text: str) -> str:
+    return unquote(text.replace("+", " "))
+
+
+_kept_unquote_plus = functools.lru_cache(maxsize=_KEPT_TEXTS)(_unquote_plus)
+
+
+def _decoded(text: str) -> str:
+    """A form name or value decoded as parse_qsl decodes it (``+`` is a space)."""
+    if len(text) <= _KEPT_TEXT_LENGTH:
+        return _kept_unquote_plus(text)
+    return _unquote_plus(text)
+
+
 def form_fields(text: str, max_fields: int = MAX_FORM_FIELDS) -> list[tuple[str, str]]:
     """The fields of a form body: exactly ``parse_qsl(text, keep_blank_values=True,
     max_num_fields=max_fields)`` (ValueError beyond ``max_fields``), without decoding the
@@ -252,9 +272,9 @@ def form_fields(text: str, max_fields: int = MAX_FORM_FIELDS) -> list[tuple[str,
         if field:
             name, _, value = field.partition("=")
             if "%" in name or "+" in name:
-                name = unquote(name.replace("+", " "))
+                name = _decoded(name)
             if "%" in value or "+" in value:
-                value = unquote(value.replace("+", " "))
+                value = _decoded(value)
             pairs.append((name, value))
     return pairs
 
