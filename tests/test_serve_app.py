@@ -873,3 +873,16 @@ def test_form_fields_refuse_too_many_fields() -> None:
         ("", ""),
         ("d", "\ufffd"),
     ]
+
+
+@hypothesis_settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(_FORM_PIECES, st.sampled_from(["seq", "seq=", "seq=4"])), max_size=30))
+def test_query_value_is_starlettes(pieces: list[str]) -> None:
+    """The Gather's ``seq`` is read as Starlette's query_params.get reads it (the last one)."""
+    from starlette.requests import Request
+
+    from flowlang.serve.app import query_value
+
+    raw = "".join(pieces).encode("utf-8", "surrogatepass")
+    scope = {"type": "http", "query_string": raw, "headers": []}
+    assert query_value(scope, "seq") == Request(scope).query_params.get("seq")

@@ -10,7 +10,7 @@ against the public URL (never the request's Host header) and answers 403 otherwi
 
 from __future__ import annotations
 
-__all__ = ["Server", "build_server", "create_app", "form_fields"]
+__all__ = ["Server", "build_server", "create_app", "form_fields", "query_value"]
 
 import asyncio
 import contextlib
@@ -316,6 +316,18 @@ async def _twilio_form(server: Server, request: Request, endpoint: str) -> list[
     return params
 
 
+def query_value(scope: Mapping[str, Any], name: str) -> str | None:
+    """``Request(scope).query_params.get(name)`` (the last value of ``name``), read with
+    the form parser: the same pairs, without Starlette's multi-dict."""
+    raw = scope.get("query_string", b"")
+    query = raw.decode("latin-1") if isinstance(raw, bytes) else ""
+    found = None
+    for key, value in form_fields(query, len(query) + 1):  # the bound is never reached
+        if key == name:
+            found = value
+    return found
+
+
 def _reply(reply: Reply) -> Response:
     if reply.status == 204:
         return Response(status_code=204)
@@ -341,7 +353,7 @@ def create_app(server: Server, on_started: Callable[[], None] | None = None) -> 
 
     async def voice(request: Request, params: Sequence[tuple[str, str]]) -> Reply:
         return await server.voice.webhook(
-            request.path_params["flow"], params, request.query_params.get("seq")
+            request.path_params["flow"], params, query_value(request.scope, "seq")
         )
 
     async def status(request: Request, params: Sequence[tuple[str, str]]) -> Reply:
