@@ -1,7 +1,8 @@
 """TwiML: a run segment's result as the markup Twilio (or a TwiML-compatible provider) runs.
 
-Every document is built with :mod:`xml.etree.ElementTree`, so text from contact data (a say
-step's text, a prompt) is escaped and can never add an element. Characters XML 1.0 cannot
+Every document is built with :mod:`xml.etree.ElementTree` and written through its own
+escaping (in one pass, byte for byte what ``ET.tostring`` writes), so text from contact data
+(a say step's text, a prompt) is escaped and can never add an element. Characters XML 1.0 cannot
 carry (C0 controls other than tab, newline and carriage return; lone surrogates; U+FFFE and
 U+FFFF) are removed, so the document always parses, and a ``<Say>`` is cut at
 :data:`MAX_SAY` characters (Twilio's own limit for one Say). A Say or Play left with nothing
