@@ -11,6 +11,9 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 from test_observe_support import (
     SECRET,
     RecordedSender,
@@ -198,3 +201,46 @@ def test_configure_json_logging_replaces_its_handler_and_writes_to_the_stream() 
     assert first.getvalue() == ""
     [line] = second.getvalue().splitlines()
     assert json.loads(line)["event"] == "loud" and json.loads(line)["flow"] == "billing"
+
+
+@hypothesis_settings(max_examples=500, deadline=None)
+@given(
+    st.one_of(
+        st.floats(min_value=-1e10, max_value=2.5e11, allow_nan=False),
+        st.integers(min_value=0, max_value=4_000_000_000).map(float),
+        st.tuples(
+            st.integers(min_value=0, max_value=4_000_000_000),
+            st.sampled_from([0.0009999, 0.9999995, 0.9999999, 0.0005, 0.0000005, 0.5]),
+        ).map(sum),
+    )
+)
+def test_timestamps_are_datetimes_text(created: float) -> None:
+    """The line's time (the date formatted once per second) is datetime's own, rounding
+    included, at every instant."""
+    from datetime import UTC, datetime
+
+    from flowlang.observe.logs import _iso
+
+    moment = datetime.fromtimestamp(created, UTC)
+    expected = moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    assert _iso(created) == expected
+    assert _iso(created) == expected  # from the cached second too
+
+
+def test_a_segment_logs_nothing_below_the_loggers_level_but_a_failure_still() -> None:
+    """With flowlang.serve at WARNING a suspended or finished segment writes no line (none is
+    built); a failed one still writes run.failed."""
+    obs = observer()
+    flow = SimpleNamespace(name="billing", fingerprint="f6c29d98", steps={}, source="")
+    rows = [{"step": "ask", "type": "collect_input", "outcome": "waiting"}]
+    serve = logging.getLogger("flowlang.serve")
+    before = serve.level
+    with captured() as lines:
+        serve.setLevel(logging.WARNING)
+        try:
+            for status in ("waiting_for_input", "completed", "failed"):
+                result = SimpleNamespace(trace=rows, status=status, error="boom")
+                obs.segment_finished(flow, result, 0.001, call_id="CA1", resumed=True)  # type: ignore[arg-type]
+        finally:
+            serve.setLevel(before)
+    assert [record["event"] for record in parsed(lines)] == ["run.failed"]

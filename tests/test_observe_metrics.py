@@ -453,3 +453,22 @@ def test_own_registry_is_used_when_given() -> None:
     obs = Observability.create(registry=registry)
     obs.calls_waiting("x", 1)
     assert registry.get_sample_value("flowlang_runs_waiting", {"flow": "x"}) == 1
+
+
+def test_kept_series_count_like_fresh_ones_and_stay_bounded() -> None:
+    """The labelled series the metrics keep between calls count exactly as labels() would,
+    and past a label's budget new values still land on ``other`` (one kept series)."""
+    obs = observer()
+    for _ in range(3):
+        obs.webhook_rejected("voice", "bad")
+    for index in range(200):
+        obs.webhook_rejected(f"endpoint-{index}", "bad")
+    counts = {
+        dict(labels)["endpoint"]: value
+        for (name, labels), value in samples(obs).items()
+        if name == "flowlang_webhook_auth_failures_total"
+    }
+    assert counts["voice"] == 3
+    assert counts[OTHER] == 200 - 49
+    assert len(counts) == 51
+    assert len(obs.prometheus._children) == 51

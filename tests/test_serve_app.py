@@ -807,3 +807,82 @@ def test_an_event_whose_journal_compaction_fails_is_accepted_all_the_same(tmp_pa
             assert [e["id"] for e in _events(journal)] == ["evt-compact"]
 
     run(main())
+
+
+# --- the form parser ------------------------------------------------------------------------
+
+
+_FORM_PIECES = st.sampled_from(
+    [
+        "a",
+        "Digits",
+        "%",
+        "%2",
+        "%41",
+        "%e9",
+        "%C3%A9",
+        "+",
+        "=",
+        "&",
+        "&&",
+        " ",
+        "é",
+        "\ud800",
+        "%ZZ",
+        ";",
+    ]
+)
+
+
+@hypothesis_settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(_FORM_PIECES, st.text(max_size=8)), max_size=40).map("".join))
+def test_form_fields_are_parse_qsl_exactly(text: str) -> None:
+    """form_fields (the webhooks' parser, which skips decoding plain fields) gives the very
+    pairs parse_qsl gives, and refuses the same too-many-fields forms."""
+    from urllib.parse import parse_qsl
+
+    from flowlang.serve.app import form_fields
+
+    for limit in (3, 200):
+        try:
+            expected: Any = parse_qsl(text, keep_blank_values=True, max_num_fields=limit)
+        except ValueError:
+            expected = ValueError
+        try:
+            got: Any = form_fields(text, limit)
+        except ValueError:
+            got = ValueError
+        assert got == expected
+
+
+def test_form_fields_refuse_too_many_fields() -> None:
+    from urllib.parse import parse_qsl
+
+    from flowlang.serve.app import MAX_FORM_FIELDS, form_fields
+
+    for text in ("a=%41+b", "a=" + "%41+%e9" * 30, "%2B1415=" + "%2B1415" * 40):
+        for _ in range(2):  # decoded afresh, then (the short ones) from the kept texts
+            assert form_fields(text) == parse_qsl(text, keep_blank_values=True)
+
+    assert len(form_fields("&".join(["a=1"] * MAX_FORM_FIELDS))) == MAX_FORM_FIELDS
+    with pytest.raises(ValueError):
+        form_fields("&".join(["a=1"] * (MAX_FORM_FIELDS + 1)))
+    assert form_fields("a+b=%41%2&c&=&d=%e9") == [
+        ("a b", "A%2"),
+        ("c", ""),
+        ("", ""),
+        ("d", "\ufffd"),
+    ]
+
+
+@hypothesis_settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(_FORM_PIECES, st.sampled_from(["seq", "seq=", "seq=4"])), max_size=30))
+def test_query_value_is_starlettes(pieces: list[str]) -> None:
+    """The Gather's ``seq`` is read as Starlette's query_params.get reads it (the last one)."""
+    from starlette.requests import Request
+
+    from flowlang.serve.app import query_value
+
+    raw = "".join(pieces).encode("utf-8", "surrogatepass")
+    scope = {"type": "http", "query_string": raw, "headers": []}
+    assert query_value(scope, "seq") == Request(scope).query_params.get("seq")

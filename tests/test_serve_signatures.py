@@ -502,3 +502,24 @@ def test_bearer_hostile_never_raises(authorization: str | None) -> None:
         assert authorization is not None
         scheme, token = authorization.split(" ", 1)
         assert scheme.lower() == "bearer" and token.strip(" ") == "tok"
+
+
+def test_signed_url_forms_are_the_same_kept_or_not_and_the_kept_ones_are_bounded() -> None:
+    """A URL's forms (as given, with and without the default port) verify the same whether
+    they were kept from an earlier request, computed afresh, or too long to keep; at most
+    _KEPT_URLS of them are kept whatever URLs arrive."""
+    from flowlang.serve import signatures
+
+    params = [("CallSid", "CA1"), ("Digits", "1")]
+    for path in ("/voice/menu?seq=3", "/voice/" + "m" * 600 + "?seq=3"):
+        signed = twilio_signature("tok", "https://ivr.example.com:443" + path, params)
+        for _ in range(2):  # the second time from the kept forms (when short)
+            assert twilio_request_valid(["tok"], "https://ivr.example.com" + path, params, signed)
+            assert not twilio_request_valid(
+                ["tok"], "https://ivr.example.com" + path + "4", params, signed
+            )
+    for index in range(signatures._KEPT_URLS + 200):
+        twilio_request_valid(
+            ["tok"], f"https://ivr.example.com/voice/menu?seq={index}", params, "x"
+        )
+    assert signatures._kept_signed_urls.cache_info().currsize <= signatures._KEPT_URLS

@@ -18,6 +18,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 from hypothesis import given
+from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from flowlang import load_flow_text, run_sync
@@ -478,3 +479,69 @@ def test_any_text_gives_one_response_with_the_expected_children(
     assert [child.tag for child in gather] == prompted
     assert (gather.findtext("Say") or "") == (_expected_text(prompt) if prompted else "")
     assert gather.get("timeout") == "2"
+
+
+_HOSTILE = st.text(
+    alphabet=st.sampled_from(list("<>&\"'\r\n\t ]]>a\u00e9\u2028\U0001f600\x00\x1b\ud800")),
+    max_size=30,
+) | st.text(max_size=30)
+
+
+@hypothesis_settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["Say", "Play", "Hangup", "Gather", "Dial"]),
+            st.dictionaries(
+                st.sampled_from(["action", "voice", "timeout", "finishOnKey"]), _HOSTILE, max_size=3
+            ),
+            st.one_of(st.none(), _HOSTILE),
+            st.lists(st.one_of(st.none(), _HOSTILE), max_size=2),
+        ),
+        max_size=4,
+    )
+)
+def test_documents_are_elementtrees_bytes(shapes: list[Any]) -> None:
+    """The documents are written exactly as ET.tostring writes them, hostile text included
+    (the writer uses ElementTree's own escaping)."""
+    from flowlang.serve.twiml import _DECLARATION, _document
+
+    def build() -> list[ET.Element]:
+        elements = []
+        for tag, attributes, text, children in shapes:
+            element = ET.Element(tag, attributes)
+            element.text = text
+            for child_text in children:
+                ET.SubElement(element, "Number").text = child_text
+            elements.append(element)
+        return elements
+
+    response = ET.Element("Response")
+    response.extend(build())
+    assert _document(build()) == _DECLARATION + ET.tostring(response, encoding="unicode")
+
+
+def test_documents_of_other_elements_are_still_elementtrees() -> None:
+    """An element the fast writer does not take (a namespace, a tail, a non-text value) is
+    written by ElementTree itself."""
+    from flowlang.serve.twiml import _DECLARATION, _document
+
+    odd = ET.Element("{urn:x}Say")
+    tailed = ET.Element("Play")
+    tailed.tail = "after <"
+    for element in (odd, tailed):
+        response = ET.Element("Response")
+        response.append(element)
+        assert _document([element]) == _DECLARATION + ET.tostring(response, encoding="unicode")
+    numbered = ET.Element("Pause", {"length": 2})  # type: ignore[dict-item]
+    with pytest.raises(TypeError):
+        _document([numbered])
+
+
+@hypothesis_settings(max_examples=500, deadline=None)
+@given(_HOSTILE | st.text(alphabet=st.characters(), max_size=50))
+def test_xml_text_removes_exactly_what_xml_cannot_carry(text: str) -> None:
+    from flowlang.serve.twiml import _NOT_XML
+
+    assert xml_text(text) == text.translate(_NOT_XML)
+    assert not any(ord(char) in _NOT_XML for char in xml_text(text))

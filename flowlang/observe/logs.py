@@ -61,9 +61,24 @@ def _plain(value: Any) -> Any:
     return redact_text(text[:MAX_FIELD])
 
 
+#: The last whole second formatted, and its text up to the milliseconds (records come in
+#: bursts within one second: the date is formatted once per second, not once per line).
+_last_second: tuple[int, str] = (-1, "")
+
+
 def _iso(created: float) -> str:
-    moment = datetime.fromtimestamp(created, UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    global _last_second
+    second = int(created) if 0 <= created < 1e11 else -1
+    # datetime's own rounding: the fraction to whole microseconds, half to even
+    micros = round((created - second) * 1e6) if second >= 0 else -1
+    if not 0 <= micros <= 999_999:  # out of range, or rounded up to the next second
+        moment = datetime.fromtimestamp(created, UTC)
+        return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    cached, prefix = _last_second
+    if cached != second:
+        prefix = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S.")
+        _last_second = (second, prefix)
+    return f"{prefix}{micros // 1000:03d}Z"
 
 
 class JsonLogFormatter(logging.Formatter):
@@ -81,12 +96,21 @@ class JsonLogFormatter(logging.Formatter):
             "event": _plain(message),
         }
         fields = 0
-        for key, value in record.__dict__.items():
-            if key not in _STANDARD and key not in line and not key.startswith("_"):
+        attributes = record.__dict__
+        for key in [key for key in attributes if key not in _STANDARD]:
+            if key in line or key.startswith("_"):
+                continue
+            value = attributes[key]
+            kind = type(value)
+            if kind is str:
+                line[key[:100]] = redact_text(value[:MAX_FIELD])
+            elif kind is int or kind is bool or value is None:  # nothing to mask or cut
+                line[key[:100]] = value
+            else:
                 line[key[:100]] = _plain(value)
-                fields += 1
-                if fields == MAX_FIELDS:
-                    break
+            fields += 1
+            if fields == MAX_FIELDS:
+                break
         if "trace_id" not in line:
             ids = current_ids()
             if ids is not None:

@@ -250,6 +250,7 @@ class FlowMetrics:
         self._labels = {name: LabelGuard(budget) for name, budget in BUDGETS.items()}
         self._triggers = set(known_triggers)
         self._dynamic_targets: dict[str, set[str]] = {}
+        self._children: dict[tuple[Any, tuple[str, ...]], Any] = {}
         self.runs_started = Counter(
             "flowlang_runs_started", "Runs started (calls answered).", ["flow"], registry=where
         )
@@ -332,6 +333,16 @@ class FlowMetrics:
 
     # --- labels -------------------------------------------------------------------------------
 
+    def _child(self, metric: Any, *values: str) -> Any:
+        """``metric.labels(*values)``, kept: prometheus_client's labels() checks and locks on
+        every call. ``values`` have passed the label guards, so the cache holds at most one
+        entry per series the registry holds anyway."""
+        key = (metric, values)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*values)
+        return child
+
     def label(self, name: str, value: object) -> str:
         """``value`` as label ``name`` may carry it (cut, budgeted)."""
         return self._labels[name](value)
@@ -355,12 +366,14 @@ class FlowMetrics:
         """One segment of a run of ``flow`` (a CompiledFlow) came to ``status``."""
         name = self.label("flow", getattr(flow, "name", None))
         if not resumed:
-            self.runs_started.labels(name).inc()
+            self._child(self.runs_started, name).inc()
         if status != "waiting_for_input":
-            self.runs_finished.labels(name, status if status in RUN_STATUSES else OTHER).inc()
+            self._child(self.runs_finished, name, status if status in RUN_STATUSES else OTHER).inc()
         if status == "failed":
-            self.run_failures.labels(name, reason if reason in FAILURE_REASONS else OTHER).inc()
-        self.segment_duration.labels(name).observe(_seconds(seconds))
+            self._child(
+                self.run_failures, name, reason if reason in FAILURE_REASONS else OTHER
+            ).inc()
+        self._child(self.segment_duration, name).observe(_seconds(seconds))
         steps: Mapping[str, Any] = getattr(flow, "steps", {}) or {}
         for row in trace:
             if not isinstance(row, Mapping):
@@ -368,7 +381,7 @@ class FlowMetrics:
             step_id, kind, outcome = row.get("step"), row.get("type"), row.get("outcome")
             step = self.label("step", step_id)
             kind_label = self.label("type", kind)
-            self.step_outcomes.labels(name, step, kind_label, _step_outcome(outcome)).inc()
+            self._child(self.step_outcomes, name, step, kind_label, _step_outcome(outcome)).inc()
             detail = row.get("detail")
             if not isinstance(detail, Mapping):
                 continue
@@ -378,7 +391,8 @@ class FlowMetrics:
             elif kind == "http_request" and isinstance(detail.get("duration_ms"), int | float):
                 request = detail.get("request")
                 method = request.get("method") if isinstance(request, Mapping) else None
-                self.http_duration.labels(
+                self._child(
+                    self.http_duration,
                     name,
                     step,
                     method if method in HTTP_METHODS else OTHER,
@@ -395,11 +409,11 @@ class FlowMetrics:
                     target = OTHER
                 else:
                     kept.add(target)
-        self.transfers.labels(name, self.label("target", target)).inc()
+        self._child(self.transfers, name, self.label("target", target)).inc()
 
     def waiting(self, flow: str, change: int) -> None:
         """``change`` more calls of ``flow`` wait for the caller."""
-        self.runs_waiting.labels(self.label("flow", flow)).inc(int(change))
+        self._child(self.runs_waiting, self.label("flow", flow)).inc(int(change))
 
     def trigger(self, trigger: object) -> str:
         """The label of ``trigger``: itself when a loaded workflow has it, else ``other``."""
@@ -408,13 +422,14 @@ class FlowMetrics:
 
     def event(self, trigger: str, result: str) -> None:
         """An event of ``trigger`` came to ``result``."""
-        self.events.labels(
-            self.trigger(trigger), result if result in EVENT_RESULTS else OTHER
+        self._child(
+            self.events, self.trigger(trigger), result if result in EVENT_RESULTS else OTHER
         ).inc()
 
     def attempt(self, workflow: str, action: str, outcome: str) -> None:
         """One delivery attempt."""
-        self.delivery_attempts.labels(
+        self._child(
+            self.delivery_attempts,
             self.label("workflow", workflow),
             self.label("action", action),
             outcome if outcome in ATTEMPT_RESULTS else OTHER,
@@ -423,17 +438,18 @@ class FlowMetrics:
     def delivery(self, workflow: str, action: str, outcome: str) -> None:
         """One action settled for one event."""
         workflow_label = self.label("workflow", workflow)
-        self.deliveries.labels(
+        self._child(
+            self.deliveries,
             workflow_label,
             self.label("action", action),
             outcome if outcome in DELIVERY_OUTCOMES else OTHER,
         ).inc()
         if outcome == "dead_lettered":
-            self.dead_letters.labels(workflow_label).inc()
+            self._child(self.dead_letters, workflow_label).inc()
 
     def webhook_rejected(self, endpoint: str) -> None:
         """A webhook to route ``endpoint`` failed authentication."""
-        self.webhook_auth_failures.labels(self.label("endpoint", endpoint)).inc()
+        self._child(self.webhook_auth_failures, self.label("endpoint", endpoint)).inc()
 
     def page(self) -> tuple[bytes, str]:
         """The metrics page (Prometheus text format) and its content type."""

@@ -50,6 +50,14 @@ def _failed(method: str, error: BaseException) -> None:
         )
 
 
+def _emit(log: logging.Logger, level: int, event: str, fields: dict[str, Any]) -> None:
+    """``log.log(level, event, extra=fields)`` without looking up the caller's frame (the
+    line of a state change names no source line): the same record factory (which masks
+    secrets), filters and handlers."""
+    if log.isEnabledFor(level):
+        log.handle(log.makeRecord(log.name, level, "", 0, event, (), None, extra=fields))
+
+
 def _text(value: object) -> str:
     return value[:MAX_LABEL] if isinstance(value, str) else ""
 
@@ -199,6 +207,9 @@ class Observability:
         span: Any,
     ) -> None:
         log = self.log
+        level = logging.WARNING if status == "failed" else logging.INFO
+        if not log.isEnabledFor(level):  # nor DEBUG: no line would be written, build none
+            return
         fields: dict[str, Any] = {
             "flow": _text(getattr(flow, "name", "")),
             "fingerprint": _text(getattr(flow, "fingerprint", "")),
@@ -218,11 +229,11 @@ class Observability:
         fields["steps"] = len(trace)
         fields["duration_ms"] = round(float(seconds) * 1000, 1)
         if status == "waiting_for_input":
-            log.info("run.suspended", extra=fields)
+            _emit(log, logging.INFO, "run.suspended", fields)
         elif status == "failed":
-            log.warning("run.failed", extra={**fields, "reason": reason})
+            _emit(log, logging.WARNING, "run.failed", {**fields, "reason": reason})
         else:
-            log.info("run.finished", extra={**fields, "status": _text(status)})
+            _emit(log, logging.INFO, "run.finished", {**fields, "status": _text(status)})
 
     def calls_waiting(self, flow: str, change: int) -> None:
         """``change`` more (or fewer) calls of ``flow`` wait for the caller."""

@@ -10,10 +10,11 @@ against the public URL (never the request's Host header) and answers 403 otherwi
 
 from __future__ import annotations
 
-__all__ = ["Server", "build_server", "create_app"]
+__all__ = ["Server", "build_server", "create_app", "form_fields", "query_value"]
 
 import asyncio
 import contextlib
+import functools
 import logging
 import secrets as random_secrets
 import ssl
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import unquote, urlsplit
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -223,13 +224,59 @@ async def _body(request: Request, limit: int, seconds: float) -> bytes | None:
     return b"".join(chunks)
 
 
+@functools.lru_cache(maxsize=16)
+def _origin(public_url: str) -> str:
+    """``scheme://netloc`` of the public URL (split once per URL, not per request)."""
+    public = urlsplit(public_url)
+    return f"{public.scheme}://{public.netloc}"
+
+
 def _signed_url(settings: ServeSettings, request: Request) -> str:
     """The URL Twilio signed: the public origin, the path as sent, and the query."""
-    public = urlsplit(settings.public_url)
     path = request.scope.get("raw_path") or request.url.path.encode()
     query = request.scope.get("query_string", b"")
-    url = f"{public.scheme}://{public.netloc}{path.decode('latin-1')}"
+    url = _origin(settings.public_url) + path.decode("latin-1")
     return f"{url}?{query.decode('latin-1')}" if query else url
+
+
+#: Encoded texts up to this long have their decoded text kept (the last _KEPT_TEXTS of
+#: them: a call sends the same numbers and names in every webhook).
+_KEPT_TEXT_LENGTH = 64
+_KEPT_TEXTS = 4096
+
+
+def _unquote_plus(text: str) -> str:
+    return unquote(text.replace("+", " "))
+
+
+_kept_unquote_plus = functools.lru_cache(maxsize=_KEPT_TEXTS)(_unquote_plus)
+
+
+def _decoded(text: str) -> str:
+    """A form name or value decoded as parse_qsl decodes it (``+`` is a space)."""
+    if len(text) <= _KEPT_TEXT_LENGTH:
+        return _kept_unquote_plus(text)
+    return _unquote_plus(text)
+
+
+def form_fields(text: str, max_fields: int = MAX_FORM_FIELDS) -> list[tuple[str, str]]:
+    """The fields of a form body: exactly ``parse_qsl(text, keep_blank_values=True,
+    max_num_fields=max_fields)`` (ValueError beyond ``max_fields``), without decoding the
+    names and values that hold no ``%`` or ``+``."""
+    if not text:
+        return []
+    if text.count("&") + 1 > max_fields:
+        raise ValueError("Max number of fields exceeded")
+    pairs: list[tuple[str, str]] = []
+    for field in text.split("&"):
+        if field:
+            name, _, value = field.partition("=")
+            if "%" in name or "+" in name:
+                name = _decoded(name)
+            if "%" in value or "+" in value:
+                value = _decoded(value)
+            pairs.append((name, value))
+    return pairs
 
 
 class _RefusedError(Exception):
@@ -247,10 +294,7 @@ async def _twilio_form(server: Server, request: Request, endpoint: str) -> list[
     if body is None:
         raise _RefusedError(PlainTextResponse("the form is too large", 413))
     try:
-        text = body.decode("utf-8")
-        params = parse_qsl(
-            text, keep_blank_values=True, strict_parsing=False, max_num_fields=MAX_FORM_FIELDS
-        )
+        params = form_fields(body.decode("utf-8"))
     except (UnicodeDecodeError, ValueError):
         raise _RefusedError(PlainTextResponse("the form is not UTF-8 form data", 400)) from None
     if settings.signatures:
@@ -270,6 +314,18 @@ async def _twilio_form(server: Server, request: Request, endpoint: str) -> list[
             )
             raise _RefusedError(PlainTextResponse("the request signature is not valid", 403))
     return params
+
+
+def query_value(scope: Mapping[str, Any], name: str) -> str | None:
+    """``Request(scope).query_params.get(name)`` (the last value of ``name``), read with
+    the form parser: the same pairs, without Starlette's multi-dict."""
+    raw = scope.get("query_string", b"")
+    query = raw.decode("latin-1") if isinstance(raw, bytes) else ""
+    found = None
+    for key, value in form_fields(query, len(query) + 1):  # the bound is never reached
+        if key == name:
+            found = value
+    return found
 
 
 def _reply(reply: Reply) -> Response:
@@ -297,7 +353,7 @@ def create_app(server: Server, on_started: Callable[[], None] | None = None) -> 
 
     async def voice(request: Request, params: Sequence[tuple[str, str]]) -> Reply:
         return await server.voice.webhook(
-            request.path_params["flow"], params, request.query_params.get("seq")
+            request.path_params["flow"], params, query_value(request.scope, "seq")
         )
 
     async def status(request: Request, params: Sequence[tuple[str, str]]) -> Reply:

@@ -41,6 +41,7 @@ __all__ = [
 
 import base64
 import binascii
+import functools
 import hashlib
 import hmac
 from collections.abc import Mapping, Sequence
@@ -85,14 +86,42 @@ def twilio_signature(
 ) -> str:
     """The ``X-Twilio-Signature`` of a request: base64(HMAC(key, url + name + value for each
     parameter sorted by name, then value)); ``algorithm`` is ``sha1`` or ``sha256``."""
-    digest = _DIGESTS.get(algorithm)
-    if digest is None:
+    if algorithm not in _DIGESTS:
         raise ValueError(f"a Twilio signature is sha1 or sha256, not {algorithm!r}")
-    mac = hmac.new(_utf8(key), _utf8(url), digest)
-    for name, value in sorted(params):
-        mac.update(_utf8(name))
-        mac.update(_utf8(value))
-    return base64.b64encode(mac.digest()).decode("ascii")
+    return _twilio_mac(_utf8(key), _utf8(url), _signed_params(params), algorithm).decode("ascii")
+
+
+def _signed_params(params: Sequence[tuple[str, str]]) -> bytes:
+    """What a Twilio signature covers after the URL: each parameter, sorted by name and then
+    value, as name + value (UTF-8; encoding the joined text once gives the same bytes)."""
+    return _utf8("".join([name + value for name, value in sorted(params)]))
+
+
+def _twilio_mac(key: bytes, url: bytes, signed: bytes, algorithm: str) -> bytes:
+    """base64(HMAC(key, url + signed)), one call into the hash library."""
+    return base64.b64encode(hmac.digest(key, url + signed, algorithm))
+
+
+#: URLs up to this long have their signed forms kept (at most _KEPT_URLS of them, the ones
+#: seen last: a flow's webhooks differ only by their ``seq``, so a few URLs serve every call;
+#: a few MB at most, whatever requests arrive).
+_KEPT_URL_LENGTH = 512
+_KEPT_URLS = 1024
+
+
+def _signed_urls(url: str) -> tuple[bytes, ...] | None:
+    """:func:`_url_forms` as the bytes signed (None: not a URL that can be signed)."""
+    if len(url) <= _KEPT_URL_LENGTH:
+        return _kept_signed_urls(url)
+    return _url_bytes(url)
+
+
+def _url_bytes(url: str) -> tuple[bytes, ...] | None:
+    forms = _url_forms(url)
+    return None if forms is None else tuple(_utf8(form) for form in forms)
+
+
+_kept_signed_urls = functools.lru_cache(maxsize=_KEPT_URLS)(_url_bytes)
 
 
 def _url_forms(url: str) -> list[str] | None:
@@ -136,6 +165,8 @@ def _algorithm(settings_header: str | None) -> str | None:
 def _body_hash_valid(url: str, body: bytes | None) -> bool | None:
     """None when the URL's query has no ``bodySHA256`` (a form request); else whether ``body``
     is there and hashes to the one value it names."""
+    if "bodySHA256" not in url:  # not in the query either: no need to split the URL
+        return None
     query = urlsplit(url).query
     if "bodySHA256" not in query:
         return None
@@ -175,8 +206,8 @@ def twilio_request_valid(
     ):
         return False
     algorithm = _algorithm(settings_header)
-    forms = _url_forms(url)
-    if algorithm is None or forms is None:
+    urls = _signed_urls(url)
+    if algorithm is None or urls is None:
         return False
     try:
         body_valid = _body_hash_valid(url, body)
@@ -187,15 +218,16 @@ def twilio_request_valid(
     given = signature.strip().encode("ascii")
     found = False
     try:
-        signed: list[Sequence[tuple[str, str]]] = [() if body_valid else params]
+        signed = [b"" if body_valid else _signed_params(params)]
         if not body_valid and len(set(params)) < len(params):
-            signed.append(list(set(params)))  # the same pair twice: also signed once
+            signed.append(_signed_params(list(set(params))))  # a pair twice: also signed once
         for key in keys:
             if not key:
                 continue
-            for form in forms:
-                for pairs in signed:
-                    expected = twilio_signature(key, form, pairs, algorithm).encode("ascii")
+            secret = _utf8(key)
+            for url_bytes in urls:
+                for data in signed:
+                    expected = _twilio_mac(secret, url_bytes, data, algorithm)
                     found |= _same(expected, given)  # no early exit: each key costs the same
     except (TypeError, ValueError, AttributeError):  # parameters that are not pairs of text
         return False

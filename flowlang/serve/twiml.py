@@ -1,7 +1,8 @@
 """TwiML: a run segment's result as the markup Twilio (or a TwiML-compatible provider) runs.
 
-Every document is built with :mod:`xml.etree.ElementTree`, so text from contact data (a say
-step's text, a prompt) is escaped and can never add an element. Characters XML 1.0 cannot
+Every document is built with :mod:`xml.etree.ElementTree` and written through its own
+escaping (in one pass, byte for byte what ``ET.tostring`` writes), so text from contact data
+(a say step's text, a prompt) is escaped and can never add an element. Characters XML 1.0 cannot
 carry (C0 controls other than tab, newline and carriage return; lone surrogates; U+FFFE and
 U+FFFF) are removed, so the document always parses, and a ``<Say>`` is cut at
 :data:`MAX_SAY` characters (Twilio's own limit for one Say). A Say or Play left with nothing
@@ -40,7 +41,7 @@ __all__ = [
 
 import math
 import xml.etree.ElementTree as ET
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
@@ -87,8 +88,9 @@ class Links:
 def xml_text(value: Any, limit: int = MAX_SAY) -> str:
     """``value`` as text XML 1.0 can carry: its first ``limit`` characters without the code
     points XML forbids (a non-str is shown with str())."""
-    text = value if type(value) is str else str(value)
-    return text[:limit].translate(_NOT_XML)
+    text = (value if type(value) is str else str(value))[:limit]
+    # printable text holds none of them (they are all controls, surrogates or unassigned)
+    return text if text.isprintable() else text.translate(_NOT_XML)
 
 
 def _say(text: Any, settings: ServeSettings) -> list[ET.Element]:
@@ -250,9 +252,58 @@ def _gather(awaiting: Any, settings: ServeSettings, links: Links) -> ET.Element:
     return gather
 
 
+#: ElementTree's own escaping of text and of attribute values (what ``ET.tostring`` writes
+#: with); without them (another Python), documents are written by ``ET.tostring`` itself.
+_ESCAPE_TEXT: Callable[[str], str] | None = getattr(ET, "_escape_cdata", None)
+_ESCAPE_ATTRIBUTE: Callable[[str], str] | None = getattr(ET, "_escape_attrib", None)
+
+
+class _NotPlainError(Exception):
+    """An element :func:`_write` does not write (ElementTree writes it instead)."""
+
+
+def _write(
+    element: ET.Element,
+    out: list[str],
+    text: Callable[[str], str],
+    attribute: Callable[[str], str],
+) -> None:
+    """``element`` as ``ET.tostring(element, encoding="unicode")`` writes it, through
+    ElementTree's escaping, for the elements this module makes: text tags and attribute
+    names without namespaces, text values, no tails (_NotPlainError for anything else)."""
+    tag = element.tag
+    if type(tag) is not str or "{" in tag or element.tail:
+        raise _NotPlainError
+    out.append("<" + tag)
+    for name, value in element.items():
+        if type(name) is not str or "{" in name or type(value) is not str:
+            raise _NotPlainError
+        out.append(f' {name}="{attribute(value)}"')
+    body = element.text
+    if body is not None and type(body) is not str:
+        raise _NotPlainError
+    if body or len(element):
+        out.append(">")
+        if body:
+            out.append(text(body))
+        for child in element:
+            _write(child, out, text, attribute)
+        out.append(f"</{tag}>")
+    else:
+        out.append(" />")
+
+
 def _document(children: list[ET.Element]) -> str:
     response = ET.Element("Response")
     response.extend(children)
+    text, attribute = _ESCAPE_TEXT, _ESCAPE_ATTRIBUTE
+    if text is not None and attribute is not None:
+        out = [_DECLARATION]
+        try:
+            _write(response, out, text, attribute)
+            return "".join(out)
+        except _NotPlainError:
+            pass
     return _DECLARATION + ET.tostring(response, encoding="unicode")
 
 
