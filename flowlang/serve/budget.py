@@ -22,8 +22,9 @@ __all__ = ["DEFAULT_BUDGET", "SlowSegment", "budget_findings", "slow_segments"]
 
 import math
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 from flowlang.errors import SourceLines
 from flowlang.flow.build import in_document_order
@@ -241,32 +242,24 @@ def slow_segments(
     graph = _Segments(flow, cap)
     sources, reached = graph.sources(flow.start)
     names, cost = graph.names, graph.cost
-    found: list[SlowSegment] = []
-    more = 0
-    for number in sorted(graph.loops, key=graph.first_waiting):
-        if graph.components[number][0] not in reached:
-            continue
-        if len(found) >= limit:
-            more += 1
-            continue
-        path = graph.cycle(number)
-        total = sum(cost[node] for node in path)
-        found.append(
-            SlowSegment(names[path[0]], tuple(names[node] for node in path), total / _MICRO, True)
-        )
+    # each candidate's path is made only when it is shown (at most ``limit`` of them)
+    candidates: list[tuple[Callable[[], list[int]], bool]] = [
+        (partial(graph.cycle, number), True)
+        for number in sorted(graph.loops, key=graph.first_waiting)
+        if graph.components[number][0] in reached
+    ]
     for source in sources:
         worst = graph.worst[graph.component[source]]
-        if worst is None or worst <= budget_micro:
-            continue
-        if len(found) >= limit:
-            more += 1
-            continue
-        path = graph.longest(source)
-        total = sum(cost[node] for node in path)
+        if worst is not None and worst > budget_micro:
+            candidates.append((partial(graph.longest, source), False))
+    found = []
+    for make_path, unbounded in candidates[:limit]:
+        path = make_path()
+        total = sum(cost[node] for node in path) / _MICRO
         found.append(
-            SlowSegment(names[source], tuple(names[node] for node in path), total / _MICRO)
+            SlowSegment(names[path[0]], tuple(names[node] for node in path), total, unbounded)
         )
-    return found, more
+    return found, max(0, len(candidates) - limit)
 
 
 def _shown(path: Sequence[str], steps: Mapping[str, Step], cap: int, back: bool) -> str:
