@@ -41,7 +41,7 @@ from flowlang.runtime.secrets import EnvironmentSecrets, SecretsProvider
 from flowlang.runtime.versions import FlowVersions
 from flowlang.serve.calls import CallStore, MemoryCallStore
 from flowlang.serve.intake import EventIntake, EventRefusedError
-from flowlang.serve.settings import ServeSettings
+from flowlang.serve.settings import ServeSettings, require_secrets, secret_values
 from flowlang.serve.signatures import twilio_request_valid
 from flowlang.serve.voice import Reply, VoiceCalls
 
@@ -184,12 +184,9 @@ def build_server(
     intake = EventIntake(automations, settings, provider, observer, store)
     intake.check_secrets()
     if settings.signatures:
-        for name in settings.twilio_keys:
-            if not provider.get(name):
-                raise ValueError(
-                    f"secret {name!r} (a Twilio key) is not set ({provider.describe(name)}): "
-                    "every webhook would be refused"
-                )
+        require_secrets(
+            provider, settings.twilio_keys, " (a Twilio key)", ": every webhook would be refused"
+        )
     served = {flow.name: flow for flow in flows}
     voice = VoiceCalls(served, runtime, store, settings, observer, intake, context=context)
     return Server(
@@ -298,9 +295,8 @@ async def _twilio_form(server: Server, request: Request, endpoint: str) -> list[
     except (UnicodeDecodeError, ValueError):
         raise _RefusedError(PlainTextResponse("the form is not UTF-8 form data", 400)) from None
     if settings.signatures:
-        keys = [value for name in settings.twilio_keys if (value := server.secrets.get(name))]
         valid = twilio_request_valid(
-            keys,
+            secret_values(server.secrets, settings.twilio_keys),
             _signed_url(settings, request),
             params,
             request.headers.get("x-twilio-signature"),
@@ -346,7 +342,10 @@ def create_app(server: Server, on_started: Callable[[], None] | None = None) -> 
                 params = await _twilio_form(server, request, endpoint)
             except _RefusedError as refused:
                 return refused.response
-            reply: Reply = await answer(request, params)
+            try:
+                reply: Reply = await answer(request, params)
+            except EventRefusedError as refused:  # a callback's event could not be recorded
+                reply = Reply(503 if refused.status == 503 else 400, refused.reason)
             return _reply(reply)
 
         return handle
@@ -357,10 +356,7 @@ def create_app(server: Server, on_started: Callable[[], None] | None = None) -> 
         )
 
     async def status(request: Request, params: Sequence[tuple[str, str]]) -> Reply:
-        try:
-            return await server.voice.status(params)
-        except EventRefusedError as refused:
-            return Reply(503 if refused.status == 503 else 400, refused.reason)
+        return await server.voice.status(params)
 
     async def transfer(request: Request, params: Sequence[tuple[str, str]]) -> Reply:
         return await server.voice.transfer_done(params)
@@ -369,10 +365,7 @@ def create_app(server: Server, on_started: Callable[[], None] | None = None) -> 
         return await server.voice.voicemail_done()
 
     async def recording(request: Request, params: Sequence[tuple[str, str]]) -> Reply:
-        try:
-            return await server.voice.recording(params, dict(request.query_params))
-        except EventRefusedError as refused:
-            return Reply(503 if refused.status == 503 else 400, refused.reason)
+        return await server.voice.recording(params, dict(request.query_params))
 
     async def events(request: Request) -> Response:
         intake = server.intake

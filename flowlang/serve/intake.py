@@ -24,7 +24,7 @@ from flowlang.errors import CallStoreError, EventError, EventRefusedError
 from flowlang.observe import Observer
 from flowlang.runtime.secrets import SecretsProvider
 from flowlang.serve.calls import CallStore
-from flowlang.serve.settings import ServeSettings
+from flowlang.serve.settings import ServeSettings, require_secrets, secret_values
 from flowlang.serve.signatures import (
     WebhookAuthError,
     bearer_valid,
@@ -70,9 +70,7 @@ class EventIntake:
     def check_secrets(self) -> None:
         """ValueError naming the first configured event secret that is unset or not a Standard
         Webhooks secret (checked when the server starts; never shows the value)."""
-        for name in self.settings.event_secrets + self.settings.event_tokens:
-            if not self.secrets.get(name):
-                raise ValueError(f"secret {name!r} is not set ({self.secrets.describe(name)})")
+        require_secrets(self.secrets, self.settings.event_secrets + self.settings.event_tokens)
         for name in self.settings.event_secrets:
             try:
                 standard_webhook_key(self.secrets.get(name) or "")
@@ -86,15 +84,12 @@ class EventIntake:
         """Whether ``POST /events`` takes events: only with a secret or token to check."""
         return bool(self.settings.event_secrets or self.settings.event_tokens)
 
-    def _values(self, names: tuple[str, ...]) -> list[str]:
-        return [value for name in names if (value := self.secrets.get(name))]
-
     def authenticate(self, headers: Mapping[str, str], body: bytes) -> None:
         """EventRefusedError(401) unless the request is signed or carries a known token."""
-        tokens = self._values(self.settings.event_tokens)
+        tokens = secret_values(self.secrets, self.settings.event_tokens)
         if tokens and bearer_valid(tokens, headers.get("authorization")):
             return
-        keys = self._values(self.settings.event_secrets)
+        keys = secret_values(self.secrets, self.settings.event_secrets)
         if keys:
             try:
                 verify_standard_webhook(

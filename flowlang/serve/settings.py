@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-__all__ = ["TWILIO_BUDGET", "ServeSettings"]
+__all__ = ["TWILIO_BUDGET", "ServeSettings", "require_secrets", "secret_values"]
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from flowlang.settings import check_counts, check_durations, check_names
+
+if TYPE_CHECKING:
+    from flowlang.runtime.secrets import SecretsProvider
 
 #: Seconds Twilio waits for a webhook's answer before it gives up (error 11205).
 TWILIO_BUDGET = 15.0
@@ -114,3 +119,19 @@ class ServeSettings:
                 "ServeSettings.twilio_keys must name at least one Twilio auth token "
                 "(or set signatures=False for a local experiment)"
             )
+
+
+def secret_values(provider: SecretsProvider, names: Iterable[str]) -> list[str]:
+    """The values of the secrets ``names`` that are set (looked up now: a rotated secret takes
+    effect without a restart)."""
+    return [value for name in names if (value := provider.get(name))]
+
+
+def require_secrets(
+    provider: SecretsProvider, names: Iterable[str], what: str = "", why: str = ""
+) -> None:
+    """ValueError naming the first of ``names`` that is not set (never a value): ``what`` says
+    what the secret is, ``why`` what would happen without it."""
+    for name in names:
+        if not provider.get(name):
+            raise ValueError(f"secret {name!r}{what} is not set ({provider.describe(name)}){why}")

@@ -110,6 +110,12 @@ def call_context(params: Sequence[tuple[str, str]]) -> dict[str, Any]:
     }
 
 
+def _sid(params: Sequence[tuple[str, str]], name: str = "CallSid") -> str | None:
+    """Form field ``name`` when it is an id Twilio could have sent (``_CALL_ID``), else None."""
+    value = form_value(params, name)
+    return value if value is not None and _CALL_ID.fullmatch(value) else None
+
+
 def _whole_number(text: str | None) -> int:
     """A callback's count of seconds (``CallDuration``, ``QueueTime``); 0 when not a number."""
     if text is None or not text.isascii() or not text.isdigit() or len(text) > 9:
@@ -184,8 +190,8 @@ class VoiceCalls:
         cannot be reached) is answered 200 with the apology: Twilio plays no TwiML of a 4xx
         or 5xx answer, it would say "an application error has occurred" instead.
         """
-        call_id = form_value(params, "CallSid")
-        if call_id is None or not _CALL_ID.fullmatch(call_id):
+        call_id = _sid(params)
+        if call_id is None:
             return Reply(400, "a voice webhook needs a CallSid of letters, digits, '_' or '-'")
         if seq_text is not None and (
             not seq_text.isascii() or not seq_text.isdigit() or len(seq_text) > 9
@@ -431,8 +437,8 @@ class VoiceCalls:
 
     async def status(self, params: Sequence[tuple[str, str]]) -> Reply:
         """A status callback: a call that is over loses its record and becomes ``call.ended``."""
-        call_id = form_value(params, "CallSid")
-        if call_id is None or not _CALL_ID.fullmatch(call_id):
+        call_id = _sid(params)
+        if call_id is None:
             return Reply(400, "a status callback needs a CallSid")
         status = form_value(params, "CallStatus")
         if status not in FINAL_CALL_STATUSES:
@@ -460,8 +466,8 @@ class VoiceCalls:
     async def transfer_done(self, params: Sequence[tuple[str, str]]) -> Reply:
         """The action of a Dial or Enqueue: note whether an agent took the call and how long
         the caller waited in the queue; then the call is over."""
-        call_id = form_value(params, "CallSid")
-        if call_id is not None and _CALL_ID.fullmatch(call_id):
+        call_id = _sid(params)
+        if call_id is not None:
             answered = form_value(params, "DialCallStatus") == "completed" or (
                 form_value(params, "QueueResult") == "bridged"
             )
@@ -487,8 +493,7 @@ class VoiceCalls:
 
     async def recording(self, params: Sequence[tuple[str, str]], query: Mapping[str, str]) -> Reply:
         """A recording status callback: a completed recording becomes ``recording.uploaded``."""
-        recording_id = form_value(params, "RecordingSid")
-        if recording_id is None or not _CALL_ID.fullmatch(recording_id):
+        if _sid(params, "RecordingSid") is None:
             return Reply(400, "a recording callback needs a RecordingSid")
         if form_value(params, "RecordingStatus") not in (None, "completed"):
             return Reply(204, "")
