@@ -187,7 +187,7 @@ def test_sdist_metadata_has_license_classifiers_and_urls(sdist: Path) -> None:
     assert {"Homepage", "Documentation"} <= set(urls)
     # Developer tools are dependency groups: the extras are the product's optional parts only
     # (flowlang serve, its Redis store, traces), never test or lint tools.
-    assert sorted(metadata.get_all("Provides-Extra") or []) == ["otel", "redis", "serve"]
+    assert sorted(metadata.get_all("Provides-Extra") or []) == ["celery", "otel", "redis", "serve"]
     requires = " ".join(metadata.get_all("Requires-Dist") or [])
     for tool in ("pytest", "hypothesis", "mypy", "ruff", "opentelemetry-sdk"):
         assert tool not in requires

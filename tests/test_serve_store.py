@@ -27,14 +27,9 @@ from hypothesis import strategies as st
 from services import RedisServer, free_port, redis_ping, running_redis
 from support import FakeClock
 
+from flowlang.distributed.connection import MAX_CONNECTIONS, check_key_part, mask_url
 from flowlang.serve.calls import CallRecord, CallStore, MemoryCallStore
-from flowlang.serve.redis_store import (
-    MAX_CONNECTIONS,
-    CallStoreError,
-    RedisCallStore,
-    check_key_part,
-    mask_url,
-)
+from flowlang.serve.redis_store import CallStoreError, RedisCallStore
 
 #: The longest any one test's async body may run.
 TEST_SECONDS = 20.0

@@ -63,6 +63,8 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     # Pictures of flows and workflows, and flow tests with coverage: they read documents, runs
     # and automations, and only the command line reads them.
     ("tools", ("flowlang.graph.*", "flowlang.testing.*")),
+    # Automations on many processes: shared Redis, worker messages, Celery (flowlang[celery]).
+    ("distributed", ("flowlang.distributed.*",)),
     # flowlang serve and what it reports: it runs flows and automations in a server, and its
     # check of Twilio's budget reads the flow graph.
     ("serve", ("flowlang.observe.*", "flowlang.serve.*")),
@@ -78,6 +80,7 @@ RANKS = {
     "kinds": 2,
     "automations": 4,
     "tools": 5,
+    "distributed": 5,
     "serve": 6,
     "cli": 7,
     **SIBLINGS,

@@ -553,7 +553,7 @@ class Automations:
             remaining = [later.id for later in actions[index + 1 :]] if stop else []
             try:
                 self.dead_letters.add(
-                    self._dead_letter(workflow, action, event, results, redactor, delivery)
+                    self.dead_letter_record(workflow, action, event, results, redactor, delivery)
                     | {"then": remaining}
                 )
             except (OSError, RecordError) as error:
@@ -597,7 +597,7 @@ class Automations:
         except RecordError:
             self._record(record | {"result": None, "result_dropped": "too large to journal"})
 
-    def _dead_letter(
+    def dead_letter_record(
         self,
         workflow: CompiledWorkflow,
         action: Action,

@@ -29,105 +29,35 @@ from __future__ import annotations
 
 __all__ = ["CallStoreError", "RedisCallStore", "check_key_part", "mask_url"]
 
-import string
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
-from urllib.parse import unquote
 
 import orjson
 import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
 from redis.exceptions import RedisError, ResponseError
 
+from flowlang.distributed.connection import (
+    DEFAULT_PREFIX,
+    RedisConnection,
+    check_key_part,
+    check_prefix,
+    connect,
+    mask_url,
+)
 from flowlang.serve.calls import CallRecord, CallStoreError, event_key
 
-#: Characters allowed in a call id or a fingerprint (they become parts of Redis keys).
-KEY_PART_CHARS = frozenset(string.ascii_letters + string.digits + "_.:-")
-KEY_PART_MAX = 128
-#: The characters of a user name that :func:`mask_url` shows.
-USER_CHARS = frozenset(string.ascii_letters + string.digits + "_.-")
 #: The largest ``seq``: Lua compares numbers as doubles.
 SEQ_MAX = 2**53
 
-#: Defaults of :meth:`RedisCallStore.from_url`: seconds to connect and to wait for an answer,
-#: and one quick retry on a new connection (a restarted server or a dropped pooled connection).
-CONNECT_TIMEOUT = 2.0
-SOCKET_TIMEOUT = 2.0
-RETRIES = 1
-#: Defaults of :meth:`RedisCallStore.from_url`: connections in the pool, and seconds a command
-#: waits for a free one.
-MAX_CONNECTIONS = 256
-POOL_TIMEOUT = 5.0
-
 #: The longest error text from Redis repeated in a CallStoreError.
 MESSAGE_MAX = 300
-
-
-def check_key_part(what: str, value: object) -> str:
-    """``value`` when it may be part of a key (1 to 128 of ``A-Z a-z 0-9 _ . : -``), else
-    ValueError naming ``what``."""
-    if (
-        isinstance(value, str)
-        and 0 < len(value) <= KEY_PART_MAX
-        and KEY_PART_CHARS.issuperset(value)
-    ):
-        return value
-    if isinstance(value, str):
-        shown = repr(value[:40]) + ("..." if len(value) > 40 else "")
-        got = f"{shown} ({len(value)} characters)"
-    else:
-        got = f"a {type(value).__name__}"
-    raise ValueError(
-        f"{what} must be 1 to {KEY_PART_MAX} characters of A-Z a-z 0-9 _ . : - (got {got})"
-    )
 
 
 def _check_seq(what: str, value: object) -> int:
     if type(value) is not int or not 0 <= value <= SEQ_MAX:
         raise ValueError(f"{what} must be an integer from 0 to 2**53 (got {value!r:.40})")
     return value
-
-
-def mask_url(url: str) -> str:
-    """``url`` with its password as ``***``: all user info up to the last ``@`` (only a plain
-    user name is shown) and every ``password=`` query value. What is unsure is masked (a
-    password holding ``/``, ``?``, ``#`` or ``@`` unencoded)."""
-    if "://" not in url:
-        return "<not a URL>"
-    merged: list[list[int]] = []
-    for start, end in sorted(_hidden(url)):
-        if merged and start <= merged[-1][1]:
-            merged[-1][1] = max(merged[-1][1], end)
-        else:
-            merged.append([start, end])
-    shown, last = [], 0
-    for start, end in merged:
-        shown.append(url[last:start] + "***")
-        last = end
-    return "".join(shown) + url[last:]
-
-
-def _hidden(url: str) -> list[tuple[int, int]]:
-    """Where ``url`` holds a password: the user info after any plain user name, and the value
-    of every ``password=`` query field (start and end offsets)."""
-    start = url.index("://") + 3
-    hidden = []
-    at = url.rfind("@")
-    if at >= start:
-        user, colon, _ = url[start:at].partition(":")
-        keep = len(user) + 1 if colon and USER_CHARS.issuperset(user) else 0
-        hidden.append((start + keep, at))
-    question = url.find("?", start)
-    if question >= 0:
-        end = url.find("#", question)
-        position = question + 1
-        for field in url[position : len(url) if end < 0 else end].split("&"):
-            if field[:9].lower() == "password=":
-                hidden.append((position + 9, position + len(field)))
-            position += len(field) + 1
-    return hidden
 
 
 # The waiting set: drop members whose time is past (by the server's clock), then add or remove
@@ -232,12 +162,11 @@ class RedisCallStore:
         self,
         client: aioredis.Redis,
         *,
-        prefix: str = "fl:",
+        prefix: str = DEFAULT_PREFIX,
         ttl: float = 4 * 3600,
         flow_ttl: float = 7 * 24 * 3600,
     ) -> None:
-        if not isinstance(prefix, str) or len(prefix) > 64 or not KEY_PART_CHARS.issuperset(prefix):
-            raise ValueError("prefix must be at most 64 characters of A-Z a-z 0-9 _ . : -")
+        check_prefix(prefix)
         for name, value in (("ttl", ttl), ("flow_ttl", flow_ttl)):
             if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0.001:
                 raise ValueError(f"{name} must be a number of seconds, at least 0.001")
@@ -247,12 +176,9 @@ class RedisCallStore:
         self.ttl = float(ttl)
         self.flow_ttl = float(flow_ttl)
         self._client = client
-        self._owns_client = False
+        self._connection = RedisConnection.of_client(client)
         self._ttl_ms = str(max(1, round(self.ttl * 1000)))
         self._flow_ttl_ms = max(1, round(self.flow_ttl * 1000))
-        kwargs = client.connection_pool.connection_kwargs
-        self._where = _location(kwargs)
-        self._secrets = [str(kwargs["password"])] if kwargs.get("password") else []
         self._waiting_key = f"{prefix}waiting"
         self._create = client.register_script(_CREATE)
         self._replace = client.register_script(_REPLACE)
@@ -264,39 +190,18 @@ class RedisCallStore:
     def from_url(cls, url: str, **options: Any) -> RedisCallStore:
         """A store on a new client for ``url`` (``redis://``, ``rediss://`` or ``unix://``).
 
-        ``prefix``, ``ttl`` and ``flow_ttl`` go to the store, every other option to the
-        connection pool (``redis.asyncio.BlockingConnectionPool.from_url``). By default: 2 s to
-        connect, 2 s per answer, one retry on a new connection, at most 256 connections and 5 s
-        (``timeout``) to wait for a free one (redis-py's default pool fails at once beyond 100).
-        The client connects on first use and belongs to that event loop.
+        ``prefix``, ``ttl`` and ``flow_ttl`` go to the store, every other option to
+        :func:`flowlang.distributed.connection.connect` (the one connection setup, with its
+        defaults, that the automations' shared store uses too).
         """
-        masked = mask_url(url) if isinstance(url, str) else "<not a URL>"
-        # (a text without "://" is shown as "<not a URL>": it may be a password pasted alone)
-        if not isinstance(url, str) or not url.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError(
-                f"a Redis URL starts with redis://, rediss:// or unix:// (got {masked})"
-            )
         store_options = {name: options.pop(name) for name in _STORE_OPTIONS if name in options}
-        options.setdefault("socket_connect_timeout", CONNECT_TIMEOUT)
-        options.setdefault("socket_timeout", SOCKET_TIMEOUT)
-        options.setdefault("retry", Retry(ExponentialBackoff(cap=0.25, base=0.05), RETRIES))
-        options.setdefault("max_connections", MAX_CONNECTIONS)
-        options.setdefault("timeout", POOL_TIMEOUT)
-        try:
-            pool = aioredis.BlockingConnectionPool.from_url(url, **options)
-        except (ValueError, TypeError) as error:
-            text = _scrub(str(error), _url_secrets(url))
-            raise ValueError(f"bad Redis URL {masked}: {text}") from None
-        client = aioredis.Redis(connection_pool=pool)
-        client.auto_close_connection_pool = True  # aclose closes the pool: this store made it
-        store = cls(client, **store_options)
-        store._where = masked
-        store._secrets.extend(_url_secrets(url))
-        store._owns_client = True
+        connection = connect(url, **options)
+        store = cls(connection.client, **store_options)
+        store._connection = connection
         return store
 
     def __repr__(self) -> str:
-        return f"RedisCallStore({self._where!r}, prefix={self.prefix!r})"
+        return f"RedisCallStore({self._connection.where!r}, prefix={self.prefix!r})"
 
     def _key(self, kind: str, part: str) -> str:
         return f"{self.prefix}{kind}:{part}"
@@ -316,9 +221,10 @@ class RedisCallStore:
             raise self._error(operation, error) from error
 
     def _error(self, operation: str, error: BaseException) -> CallStoreError:
-        text = _scrub(str(error), self._secrets)[:MESSAGE_MAX]
+        text = self._connection.scrub(str(error))[:MESSAGE_MAX]
+        where = self._connection.where
         return CallStoreError(
-            f"call store {self._where}: {operation} failed: {type(error).__name__}: {text}"
+            f"call store {where}: {operation} failed: {type(error).__name__}: {text}"
         )
 
     def _record_bytes(self, call_id: str, record: CallRecord) -> bytes:
@@ -432,9 +338,8 @@ class RedisCallStore:
 
     async def aclose(self) -> None:
         """Close the client when this store made it (:meth:`from_url`)."""
-        if self._owns_client:
-            async with self._guard("aclose"):
-                await self._client.aclose()
+        async with self._guard("aclose"):
+            await self._connection.aclose()
 
 
 def _decoded(call_id: str, data: bytes | str) -> CallRecord:
@@ -467,35 +372,3 @@ _FIELD_TYPES: tuple[tuple[str, tuple[type, ...]], ...] = (
     ("waiting_time", (int, float)),
     ("started_at", (int, float)),
 )
-
-
-def _location(kwargs: dict[str, Any]) -> str:
-    """Where a client connects, without credentials."""
-    db = kwargs.get("db", 0)
-    if kwargs.get("path"):
-        return f"unix://{kwargs['path']}?db={db}"
-    return f"redis://{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}/{db}"
-
-
-def _url_secrets(url: str) -> list[str]:
-    """What messages must never show of ``url``: what :func:`mask_url` hides, and its pieces
-    (a URL parser splits user info holding ``/``, ``?``, ``#`` or ``:`` elsewhere), as written
-    and percent-decoded."""
-    if "://" not in url:
-        return [url]
-    secrets: list[str] = []
-    for start, end in _hidden(url):
-        text = url[start:end]
-        pieces = text
-        for separator in "/?#@":
-            pieces = pieces.replace(separator, ":")
-        secrets.extend((text, *pieces.split(":")))
-    return [form for secret in secrets if secret for form in (secret, unquote(secret))]
-
-
-def _scrub(text: str, secrets: list[str]) -> str:
-    """``text`` with every secret replaced by ``***``, longest first."""
-    for secret in sorted(set(secrets), key=len, reverse=True):
-        if secret:
-            text = text.replace(secret, "***")
-    return text
