@@ -405,6 +405,22 @@ def test_keys_of_another_type_are_moved_aside_and_the_step_goes_on(
         assert [body for _, _, body in taken] == [{"n": 1}]
 
 
+def test_a_dead_letter_stream_or_bad_list_of_another_type_is_moved_aside(kit: Kit) -> None:
+    kit.raw.set(f"{kit.prefix}dead", "a string")
+    kit.raw.hset(f"{kit.prefix}bad", "a", "hash")
+    kit.raw.zadd(f"{kit.prefix}due", {b"junk": 1.0})
+
+    async def work(store: SharedStore) -> list[Any]:
+        entry = await store.add_dead(record(1))
+        return [entry, await store.dead_letters(), await store.take_due(2.0, 10)]
+
+    entry, dead, taken = kit.run(work)
+    assert dead == [(entry, record(1))] and taken == []
+    assert kit.raw.get(f"{kit.prefix}bad:dead") == b"a string"
+    assert kit.raw.hgetall(f"{kit.prefix}bad:bad") == {b"a": b"hash"}
+    assert kit.raw.lrange(f"{kit.prefix}bad", 0, -1) == [b"junk"]
+
+
 @pytest.mark.parametrize(
     "spoil",
     [
