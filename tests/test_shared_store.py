@@ -157,6 +157,18 @@ def test_settle_and_read_back_with_its_time_to_live(kit: Kit) -> None:
     assert 119_000 < kit.raw.pttl(f"{kit.prefix}act:{KEY}") <= 120_000
 
 
+def test_unsettle_forgets_the_entry(kit: Kit) -> None:
+    async def work(store: SharedStore) -> list[Any]:
+        await store.settle(KEY, "dead_lettered", None, 2)
+        before = await store.settled(KEY)
+        await store.unsettle(KEY)
+        return [before, await store.settled(KEY)]
+
+    before, after = kit.run(work)
+    assert before is not None and before["outcome"] == "dead_lettered" and after is None
+    assert kit.stored() == []
+
+
 def test_a_result_json_cannot_hold_is_refused_before_writing(kit: Kit) -> None:
     with pytest.raises(ValueError, match="cannot be kept as JSON"):
         kit.run(lambda store: store.settle(KEY, "delivered", {"n": float("nan")}, 1))

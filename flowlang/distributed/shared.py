@@ -34,7 +34,8 @@ in the stream). Failures to reach Redis raise :class:`~flowlang.errors.SharedSto
 whose message names the server without its password.
 
 Beyond Interface A (additions, compatible): ``settle(..., at=None)`` takes the caller's time
-for ``at``; ``stale_pumping(..., limit=1000)``; ``release_pump(owner)``; ``bad_count()``.
+for ``at``; ``stale_pumping(..., limit=1000)``; ``release_pump(owner)``; ``bad_count()``;
+``unsettle(key)``; the module function ``event_part(event_id)``.
 """
 
 from __future__ import annotations
@@ -483,6 +484,13 @@ class SharedStore:
                 args=[outcome, data, attempts, repr(when), self._ledger_ms],
             )
         self._moved(moved, name)
+
+    async def unsettle(self, key: str) -> None:
+        """Forget the ledger entry of ``key`` (before a dead letter's replay: the action is
+        then attempted again)."""
+        name = self._key("act", check_key_part("idempotency key", key))
+        async with self._guard("unsettle"):
+            await self._client.delete(name)
 
     # --- leases -----------------------------------------------------------------------------
 
