@@ -20,8 +20,10 @@ count (``min(concurrency, max_requests_in_flight)``):
   (``DeliverySettings(allow_hosts={"127.0.0.1"})``, an ``ssl_context`` trusting the CA);
   ``concurrency`` coroutines share the events, each dispatch checked delivered. A fresh
   ``Automations`` per pass (its duplicate window would refuse the events again) on one sender
-  made once, so both contestants keep their connections warm between passes, as a long-running
-  process does.
+  made once, so the contestants keep their connections warm between passes, as a long-running
+  process does;
+- minimal, for reference only (a floor, not the issue's baseline): the same POSTs on
+  ``test_http_throughput``'s minimal client (asyncio streams + ssl + h11, keep-alive).
 
 Before any timing, each contestant runs every event once and the receiver's records are
 compared: the same set of keys, each seen once, with the same body (parsed JSON). Every timed
