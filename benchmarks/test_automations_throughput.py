@@ -553,12 +553,14 @@ class Processes:
         return self.log(self.names.get(process.pid, "?"))
 
     def stop(self, processes: list[subprocess.Popen[bytes]]) -> None:
+        """Kill each one's process group (once) and reap it, bounded."""
         for process in processes:
-            kill_group(process)
+            if process in self.started:
+                kill_group(process)
+                self.started.remove(process)
 
     def close(self) -> None:
-        self.stop(self.started)
-        self.started.clear()
+        self.stop(list(self.started))
 
 
 @dataclass
@@ -679,7 +681,14 @@ def celery_rate(
         publisher = run.publish(events, "events")
         stats = receiver.wait_for(len(events), CELERY_PASS_TIMEOUT)
         run.finish(publisher, "events", 60.0)
-        assert stats["distinct"] == len(events), (f"{workers} worker(s)", stats)
+        if stats["distinct"] < len(events):
+            logs = "\n".join(
+                f"--- worker {p.pid} ({p.poll()}):\n{processes.log_of(p)}" for p in started_workers
+            )
+            pytest.fail(
+                f"{workers} worker(s) delivered {stats['distinct']} of {len(events)} events "
+                f"within {CELERY_PASS_TIMEOUT:.0f} s\n{logs}"
+            )
         assert stats["mismatched"] == stats["unkeyed"] == stats["refused"] == 0, stats
         seen = receiver.seen()
         assert {key: body for key, (_, body) in seen.items()} == {
