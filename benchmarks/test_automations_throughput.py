@@ -40,6 +40,8 @@ Outside ``make test``:
     make bench-automations
 
 ``FLOWLANG_BENCH_EVENTS=N`` changes the events per pass (default 3,000);
+``FLOWLANG_BENCH_WORKER_OPTIONS="..."`` adds options to every ``flowlang worker`` started;
+``FLOWLANG_BENCH_REDELIVERY_TIMEOUT=S`` bounds the wait for a killed worker's task (420 s);
 ``FLOWLANG_BENCH_PROFILE=FILE`` runs one local pass at 100 at once under cProfile after the
 table and writes the statistics to FILE (``python -m pstats FILE``).
 """
@@ -53,6 +55,7 @@ import importlib.util
 import json
 import os
 import secrets
+import shlex
 import socket
 import ssl
 import subprocess
@@ -433,6 +436,9 @@ CELERY_PASS_TIMEOUT = max(300.0, EVENTS / 10)
 #: back only after its visibility timeout (300 s in the design notes), and the dead worker's
 #: lease (60 s) may defer a redelivery that comes sooner.
 REDELIVERY_TIMEOUT = float(os.environ.get("FLOWLANG_BENCH_REDELIVERY_TIMEOUT", "420"))
+#: More worker options for every worker started here (``FLOWLANG_BENCH_WORKER_OPTIONS``, split
+#: like a shell line), e.g. ``--visibility-timeout 10 --restore-interval 2 --lease 5``.
+WORKER_OPTIONS = tuple(shlex.split(os.environ.get("FLOWLANG_BENCH_WORKER_OPTIONS", "")))
 RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672//"
 RABBITMQ_PORT = 5672
 BROKERS = ("redis", "rabbitmq")
@@ -458,6 +464,7 @@ def worker_command(
         "--concurrency", str(concurrency),
         "--allow-host", HOST,
         "--ca-file", str(ca_file),
+        *WORKER_OPTIONS,
     ]  # fmt: skip
 
 
