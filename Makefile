@@ -13,7 +13,7 @@ DEMO_SECRETS := FLOWLANG_SECRET_CRM_TOKEN=demo-crm-token FLOWLANG_SECRET_BILLING
 	FLOWLANG_SECRET_SMS_KEY_ID=demo-sms-id FLOWLANG_SECRET_SMS_KEY_SECRET=demo-sms-secret \
 	FLOWLANG_SECRET_SLACK_TOKEN=demo-slack-token FLOWLANG_SECRET_SPEECH_API_KEY=demo-speech-key
 
-.PHONY: schema setup demo demo-expressions demo-automations test test-compiled test-python dist-check bench bench-f2 bench-documents bench-tests bench-growth bench-http bench-serve fuzz lint clean
+.PHONY: schema setup demo demo-expressions demo-automations test test-compiled test-python dist-check bench bench-f2 bench-documents bench-tests bench-growth bench-http bench-serve bench-automations fuzz lint clean
 
 setup: $(STAMP)
 
@@ -81,6 +81,7 @@ bench: $(STAMP)
 	$(MAKE) --no-print-directory bench-growth
 	$(MAKE) --no-print-directory bench-http
 	$(MAKE) --no-print-directory bench-serve
+	$(MAKE) --no-print-directory bench-automations
 
 # F2 alone (the 20-step flow on the compiled loop, with its trace read, and all in Python),
 # against the hand-written baseline in one run: the README's F2 rows.
@@ -120,6 +121,14 @@ bench-http: $(STAMP)
 bench-serve: $(STAMP)
 	FLOWLANG_REQUIRE_EXTENSIONS=1 FLOWLANG_REQUIRE_SERVICES=1 $(BIN)/python -m pytest \
 		benchmarks/test_serve.py --benchmark-only -q -s -p no:cacheprovider
+
+# Automations' deliveries per second to a loopback HTTPS receiver (its own process, counting
+# Idempotency-Keys): the local executor against a plain asyncio + httpx script at 10 and 100
+# events at once; one and two `flowlang worker` processes and a killed worker's redelivery on
+# Redis and RabbitMQ (skipped while the worker command does not exist).
+bench-automations: $(STAMP)
+	FLOWLANG_REQUIRE_EXTENSIONS=1 FLOWLANG_REQUIRE_SERVICES=1 $(BIN)/python -m pytest \
+		benchmarks/test_automations_throughput.py --benchmark-only -q -s -p no:cacheprovider
 
 # `flowlang test` of 1,000 cases on each step loop (cases per second: the README's figures).
 bench-tests: $(STAMP)

@@ -116,8 +116,10 @@ def client_context(ca: trustme.CA) -> ssl.SSLContext:
 class Minimal:
     """The baseline: asyncio streams + ssl + h11, keep-alive, connections from a queue."""
 
-    def __init__(self, port: int, context: ssl.SSLContext, connections: int) -> None:
-        self.port, self.context, self.to_open = port, context, connections
+    def __init__(
+        self, port: int, context: ssl.SSLContext, connections: int, host: str = HOST
+    ) -> None:
+        self.port, self.context, self.to_open, self.host = port, context, connections, host
         self.idle: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter, Any]] = (
             asyncio.Queue()
         )
@@ -125,30 +127,41 @@ class Minimal:
 
     async def get(self) -> Any:
         """GET /json and return the parsed body."""
+        return await self.request(h11.Request(method="GET", target="/json", headers=[("Host", HOST)]))
+
+    async def request(self, request: h11.Request, body: bytes = b"") -> Any:
+        """Send ``request`` (and ``body``) and return the parsed body of a 2xx answer."""
         if self.idle.empty() and self.to_open:
             self.to_open -= 1
             reader, writer = await asyncio.open_connection(
-                "127.0.0.1", self.port, ssl=self.context, server_hostname=HOST
+                "127.0.0.1", self.port, ssl=self.context, server_hostname=self.host
             )
             self.all.append(writer)
             held = (reader, writer, h11.Connection(h11.CLIENT))
         else:
             held = await self.idle.get()
         reader, writer, connection = held
-        request = h11.Request(method="GET", target="/json", headers=[("Host", HOST)])
-        writer.write(connection.send(request) + connection.send(h11.EndOfMessage()))
-        body = b""
+        sent = connection.send(request)
+        if body:
+            sent += connection.send(h11.Data(data=body))
+        writer.write(sent + connection.send(h11.EndOfMessage()))
+        answer = b""
+        status = 0
         while True:
             event = connection.next_event()
             if event is h11.NEED_DATA:
                 connection.receive_data(await reader.read(65536))
+            elif type(event) is h11.Response:
+                status = event.status_code
             elif type(event) is h11.Data:
-                body += event.data
+                answer += event.data
             elif type(event) is h11.EndOfMessage:
                 break
         connection.start_next_cycle()
         self.idle.put_nowait(held)
-        return orjson.loads(body)
+        if not 200 <= status < 300:
+            raise RuntimeError(f"{request.method!r} {request.target!r}: status {status}")
+        return orjson.loads(answer)
 
     async def aclose(self) -> None:
         for writer in self.all:
