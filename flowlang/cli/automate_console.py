@@ -372,6 +372,7 @@ class _AutomateRun:
     async def process(self, stream: IO[Any], label: str) -> int:
         """Process the events of ``stream`` as they are read, then write the summary."""
         arguments = self.arguments
+        _providers(arguments, frozenset(arguments.allow_host))  # a bad URL: before the store
         store = LocalStore(Path(arguments.store))
         try:
             dead_letters = DeadLetterStore(store=store)
