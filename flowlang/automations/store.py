@@ -26,6 +26,7 @@ __all__ = ["SCHEMA_VERSION", "LocalStore", "OpenEvent", "is_store_file"]
 
 import contextlib
 import hashlib
+import itertools
 import json
 import os
 import re
@@ -324,7 +325,9 @@ class LocalStore:
         final = self.owners / f"{self.owner}.lock"
         making = self.owners / f"{self.owner}.making"
         try:
-            fd = os.open(making, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            fd = os.open(
+                making, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
+            )
             try:
                 if fcntl is not None:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -357,7 +360,8 @@ class LocalStore:
     def sweep_owner_files(self) -> None:
         """Remove a few lock files of owners that are gone and own nothing (bounded)."""
         try:
-            names = [entry.name for _, entry in zip(range(STALE_OWNER_SWEEP), os.scandir(self.owners))]
+            with os.scandir(self.owners) as entries:
+                names = [entry.name for entry in itertools.islice(entries, STALE_OWNER_SWEEP)]
         except OSError:
             return
         for name in names:
@@ -377,7 +381,9 @@ class LocalStore:
         with self._translated("cannot be read"):
             row = (
                 self._connection()
-                .execute("SELECT 1 FROM events WHERE done_no IS NULL AND owner = ? LIMIT 1", (owner,))
+                .execute(
+                    "SELECT 1 FROM events WHERE done_no IS NULL AND owner = ? LIMIT 1", (owner,)
+                )
                 .fetchone()
             )
         return row is not None
@@ -538,7 +544,14 @@ class LocalStore:
             db = self._connection()
             counts = {
                 table: db.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
-                for table in ("events", "settled", "operations", "workflows_done", "retries", "dead")
+                for table in (
+                    "events",
+                    "settled",
+                    "operations",
+                    "workflows_done",
+                    "retries",
+                    "dead",
+                )
             }
             counts["open"] = db.execute(
                 "SELECT count(*) FROM events WHERE done_no IS NULL"
@@ -586,7 +599,9 @@ class LocalStore:
             except (RecordError, UnicodeEncodeError) as error:
                 yield last, f"{self.path}: dead letter {last}: {error}"
 
-    def replace_dead(self, consumed: list[int], added: list[dict[str, Any]], now: float = 0.0) -> None:
+    def replace_dead(
+        self, consumed: list[int], added: list[dict[str, Any]], now: float = 0.0
+    ) -> None:
         """In one transaction: remove the dead letters ``consumed``, keep ``added``."""
         lines = [encode_record(record)[:-1] for record in added]
         with self._write("cannot update its dead letters") as db:

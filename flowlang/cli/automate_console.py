@@ -58,7 +58,6 @@ from flowlang.automations.dispatch import (
     shown_error,
 )
 from flowlang.automations.locks import FileLock
-from flowlang.automations.store import LocalStore, is_store_file
 from flowlang.automations.records import (
     MAX_RECORD_BYTES,
     MAX_RECORD_SKIP,
@@ -69,6 +68,7 @@ from flowlang.automations.records import (
     decoded_lines,
     encode_record,
 )
+from flowlang.automations.store import LocalStore, is_store_file
 from flowlang.automations.workflow import check_unique_names, load_workflow
 from flowlang.cli.automate_progress import Progress
 from flowlang.cli.automations import PROVIDER_OPTIONS
@@ -79,7 +79,6 @@ from flowlang.cli.event_stream import (
     read_events,
     readable_lines,
 )
-from flowlang.cli.store_console import deadletters_from_command_line, replay_store
 from flowlang.cli.inputs import (
     EXIT_BAD_INPUT,
     EXIT_FAILED,
@@ -87,6 +86,7 @@ from flowlang.cli.inputs import (
     EXIT_OK,
     UsageError,
 )
+from flowlang.cli.store_console import deadletters_from_command_line, replay_store
 from flowlang.cli.terminal import Colours, printable
 from flowlang.cli.trust import trusted_authorities
 from flowlang.errors import ReplayInProgressError
@@ -400,7 +400,9 @@ class _AutomateRun:
         automations.problems.clear()
         if results:
             plural = "s" if len(results) != 1 else ""
-            self.note(f"resumed {len(results)} unfinished event{plural} from {self.arguments.store}")
+            self.note(
+                f"resumed {len(results)} unfinished event{plural} from {self.arguments.store}"
+            )
         self.progress.read += len(results)
         for result in results:
             self.report(result)

@@ -140,12 +140,12 @@ def _import(store_path: Path, source: Path) -> int:
 
 def _recorded_at(record: dict[str, Any]) -> float:
     at = record.get("recorded_at")
-    return float(at) if type(at) in (int, float) and abs(at) < 2**53 else 0.0
+    if isinstance(at, (int, float)) and not isinstance(at, bool) and abs(at) < 2**53:
+        return float(at)
+    return 0.0
 
 
-def deadletters_from_command_line(
-    arguments: argparse.Namespace, out: TextIO, stdin: TextIO
-) -> int:
+def deadletters_from_command_line(arguments: argparse.Namespace, out: TextIO, stdin: TextIO) -> int:
     """``flowlang deadletters export|import``: the exit status."""
     store = Path(arguments.store)
     if arguments.deadletters_action == "export":
