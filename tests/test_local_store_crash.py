@@ -14,7 +14,9 @@ from pathlib import Path
 
 import trustme
 from servers import Received, serve
-from support import clean_env, kill_group, stored_dead_letters
+from support import clean_env, kill_group, stored_dead_letters, wait_for
+
+from flowlang.cli.automate_console import TAKEOVER_INTERVAL
 
 WORKFLOW = """
 workflow: two
@@ -116,3 +118,58 @@ def test_sigkill_at_random_points_and_a_rerun_lose_nothing(tmp_path: Path) -> No
     assert figures["delivered"] == figures["expected"] == 2 * events and figures["lost"] == 0
     assert stored_dead_letters(tmp_path / "store.db") == []
     assert figures["repeats"] <= 4 * len(points)  # at most the actions in flight at each kill
+
+
+def test_a_running_automate_takes_over_the_events_of_one_that_died(tmp_path: Path) -> None:
+    """A holds evt-0 in flight and is killed; B, already running on the same store (its
+    events from a pipe that stays open), takes evt-0 over within TAKEOVER_INTERVAL and
+    finishes it with the same key."""
+    with serve(trustme.CA(), tls=False) as server:
+        _files(tmp_path, server.port, 1)
+        server.received.script("evt-0-first", (0, {}, {}))  # A's attempt never ends
+        first = _start(tmp_path)
+        wait_for(lambda: any(r["path"] == "/script/evt-0-first" for r in server.received.requests))
+        command = _command(tmp_path)
+        command[command.index("--events") + 1] = "-"
+        second = subprocess.Popen(
+            [*command[:-1]],  # not -q: its notes say what it resumed
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=clean_env(),
+            start_new_session=True,
+        )
+        try:
+            wait_for(
+                lambda: any(r["path"] == "/script/evt-0-first" for r in server.received.requests)
+            )
+            assert second.stdin is not None
+            second.stdin.write(b'{"id": "evt-1", "type": "call.ended", "properties": {}}\n')
+            second.stdin.flush()  # B runs (its start's look for orphans is behind it)
+            wait_for(
+                lambda: any(r["path"] == "/script/evt-1-second" for r in server.received.requests)
+            )
+            kill_group(first)
+            started = time.monotonic()
+            wait_for(
+                lambda: any(r["path"] == "/script/evt-0-second" for r in server.received.requests),
+                seconds=TAKEOVER_INTERVAL + 20,
+                why="B never took evt-0 over",
+            )
+            took = time.monotonic() - started
+            second.stdin.close()  # the end of B's stream
+            second.wait(timeout=60)
+            assert second.stdout is not None and second.stderr is not None
+            out, err = second.stdout.read(), second.stderr.read()
+        finally:
+            for process in (first, second):
+                if process.poll() is None:
+                    kill_group(process)
+            for stream in (first.stderr, second.stdout, second.stderr):
+                if stream is not None:
+                    stream.close()
+        figures = _tally(server.received, 2)
+    assert second.returncode == 0, err
+    assert b"resumed 1 unfinished event" in out, (out, err)
+    assert took <= TAKEOVER_INTERVAL + 15
+    assert figures == {"events": 2, "expected": 4, "delivered": 4, "repeats": 1, "lost": 0}
