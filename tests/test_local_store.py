@@ -21,6 +21,7 @@ from flowlang.automations import Automations, DeliverySettings, load_workflow_te
 from flowlang.automations.dispatch import DeadLetterStore, idempotency_key
 from flowlang.automations.records import MAX_EVENT_BYTES, MAX_EVENT_DEPTH
 from flowlang.automations.store import LocalStore, is_store_file
+from flowlang.cli.automate_console import replay_lock
 from flowlang.http_rules import PreparedRequest
 from flowlang.runtime.http import HttpResult
 
@@ -365,3 +366,36 @@ def test_automate_and_replay_on_an_unusable_store_exit_2_naming_it(
         err = capsys.readouterr().err
         assert status == 2, (argv, err)
         assert str(path) in err and "Traceback" not in err, err
+
+
+def test_one_replay_at_a_time_per_store(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "s.db"
+    with LocalStore(path) as store:
+        store.add_dead({"format": "flowlang.deadletter/1"})
+    with replay_lock(path):
+        assert cli("replay", str(path))[0] == 2
+    assert "being replayed by another flowlang replay" in capsys.readouterr().err
+    status, out = cli("replay", str(path))  # a record that cannot be replayed stays
+    assert status == 1 and "replayed 1 records" in out
+    assert "cannot replay" in capsys.readouterr().err
+    status, out = cli("deadletters", "export", str(path))
+    assert (status, json.loads(out)) == (0, {"format": "flowlang.deadletter/1"})
+
+
+@pytest.mark.parametrize("what", ["missing", "directory", "dev-zero"])
+def test_deadletters_on_unusable_files_exit_2(
+    tmp_path: Path, what: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    target = {"missing": tmp_path / "none", "directory": tmp_path, "dev-zero": Path("/dev/zero")}
+    path = target[what]
+    for argv in (
+        ["deadletters", "export", str(path)],
+        ["deadletters", "import", str(tmp_path / "s.db"), str(path)],
+        ["deadletters", "export", str(tmp_path / "s.db"), "-o", str(path)]
+        if what != "missing"
+        else ["deadletters", "import", str(path), str(tmp_path / "none.jsonl")],
+    ):
+        LocalStore(tmp_path / "s.db").close()
+        assert cli(*argv)[0] == 2, argv
+        err = capsys.readouterr().err
+        assert "Traceback" not in err and err, argv
