@@ -250,6 +250,8 @@ class _AutomateRun:
         self.request_log: Any = None
         #: What ended the run from inside an event's task (output that cannot be written).
         self.failure: BaseException | None = None
+        #: Whether events taken over from a process that died are being finished.
+        self.resuming = False
 
     # --- output ------------------------------------------------------------------------------
 
@@ -418,7 +420,11 @@ class _AutomateRun:
                 self.warn(f"looking for unfinished events: {error}")
                 continue
             if taken:
-                self._resumed(await automations.resume(), automations)
+                self.resuming = True
+                try:
+                    self._resumed(await automations.resume(), automations)
+                finally:
+                    self.resuming = False
 
     async def _run(self, automations: Automations, stream: IO[Any], label: str) -> str | None:
         """Resume what the store has unfinished (events of processes that died), then
@@ -428,7 +434,10 @@ class _AutomateRun:
         self._resumed(await automations.resume(), automations)
         takeover = asyncio.create_task(self._take_over_from_time_to_time(automations))
         try:
-            return await self._dispatch_stream(automations, stream, label)
+            fatal = await self._dispatch_stream(automations, stream, label)
+            while self.resuming:  # events taken over are finished before the summary
+                await asyncio.sleep(0.05)
+            return fatal
         finally:
             takeover.cancel()
             with contextlib.suppress(asyncio.CancelledError):
