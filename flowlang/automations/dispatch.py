@@ -336,6 +336,9 @@ class Automations:
         self._speech_operations: dict[str, str] = {}
         #: Problems met reading the store's open events (each a sentence).
         self.problems: list[str] = []
+        #: Ids of the open events taken over from the store, until they finish: only they
+        #: may have a recorded retry to wait for.
+        self._taken: set[str] = set()
         if journal is not None:
             self._load_journal(journal)
         if store is not None:
@@ -362,6 +365,7 @@ class Automations:
             self.problems.append(f"unfinished event {found.event_id!r}: {error}")
             return
         self._speech_operations.update(found.operations)
+        self._taken.add(found.event_id)
         settled = {key: value for key, value in found.settled.items()}
         self._unfinished[found.event_id] = {"event": event, "settled": settled, "done": found.done}
 
@@ -555,9 +559,11 @@ class Automations:
             )
         elif kind == "operation":
             store.operation(event_id, record["key"], record["name"])
-        elif kind == "workflow_done":
-            store.workflow_done(event_id, record["workflow"])
+        elif kind == "workflow_done":  # resuming without it only skips its settled actions
+            if len(self.workflows) > 1:
+                store.workflow_done(event_id, record["workflow"])
         elif kind == "done":
+            self._taken.discard(event_id)
             settings = self.settings
             store.finish(
                 event_id, self.clock.now(), settings.dedup_window, settings.max_remembered_events
@@ -742,7 +748,8 @@ class Automations:
         key = idempotency_key(event_id, name, action.id)
         task = AttemptTask(event_id, name, action.id, 1, self.clock.now(), key)
         store = self.store
-        recorded = store.retry_of(event_id, key) if store is not None else None
+        taken = store is not None and event_id in self._taken
+        recorded = store.retry_of(event_id, key) if store is not None and taken else None
         if recorded is not None:  # an earlier run's retry: wait only what remains of it
             task = AttemptTask(event_id, name, action.id, recorded[0], recorded[1], key)
             if not await self.executor.schedule(task):

@@ -52,9 +52,13 @@ except ImportError:  # pragma: no cover - not POSIX: no owner locks (one process
 SCHEMA_VERSION = 1
 #: The first bytes of every SQLite database file.
 SQLITE_MAGIC = b"SQLite format 3\x00"
-#: Finished events pruned at most per finish, by age and by count (amortized: more than one
-#: per finish, so the store catches up after the limit is lowered).
-PRUNE_BATCH = 4
+#: Every PRUNE_EVERY finishes, at most PRUNE_BATCH finished events are pruned by age and as
+#: many by count (amortized: more than one per finish, so the store catches up after the
+#: limit is lowered).
+PRUNE_EVERY = 8
+PRUNE_BATCH = 32
+#: The tables besides ``settled`` that hold rows of an open event.
+_SIDE_TABLES = frozenset({"operations", "workflows_done", "retries"})
 #: Stale owner lock files removed at most when a store opens.
 STALE_OWNER_SWEEP = 64
 _OWNER = re.compile(r"[0-9a-f]{32}")
@@ -139,6 +143,10 @@ class LocalStore:
         self._connections: list[sqlite3.Connection] = []
         self._guard = threading.Lock()
         self._owner_fd: int | None = None
+        #: The side tables written for each open event this store accepted (a finish deletes
+        #: only from those; an event taken over may have rows in any).
+        self._written: dict[bytes, set[str]] = {}
+        self._finished = 0
         self._check_path()
         self.owners = Path(f"{self.path}.owners")
         try:
@@ -465,7 +473,16 @@ class LocalStore:
                 " WHERE events.done_no IS NOT NULL AND events.at <= ?",
                 (event_key(event_id), now, self.owner, text, now - window),
             )
-        return cursor.rowcount == 1
+        if cursor.rowcount != 1:
+            return False
+        self._written[event_key(event_id)] = set()
+        return True
+
+    def _writes(self, key: bytes, table: str) -> bytes:
+        written = self._written.get(key)
+        if written is not None:
+            written.add(table)
+        return key
 
     def settle(self, event_id: str, workflow: str, action: str, outcome: str, result: Any) -> None:
         """Record an action as settled (RecordError when ``result`` is not JSON)."""
@@ -480,7 +497,7 @@ class LocalStore:
         with self._translated("cannot record a speech operation"):
             self._connection().execute(
                 "INSERT OR REPLACE INTO operations VALUES (?, ?, ?)",
-                (event_key(event_id), key, _text(name)),
+                (self._writes(event_key(event_id), "operations"), key, _text(name)),
             )
 
     def workflow_done(self, event_id: str, workflow: str) -> None:
@@ -488,7 +505,7 @@ class LocalStore:
         with self._translated("cannot record a finished workflow"):
             self._connection().execute(
                 "INSERT OR REPLACE INTO workflows_done VALUES (?, ?)",
-                (event_key(event_id), _text(workflow)),
+                (self._writes(event_key(event_id), "workflows_done"), _text(workflow)),
             )
 
     def schedule_retry(self, event_id: str, key: str, number: int, due: float) -> None:
@@ -496,7 +513,7 @@ class LocalStore:
         with self._translated("cannot record a retry"):
             self._connection().execute(
                 "INSERT OR REPLACE INTO retries VALUES (?, ?, ?, ?)",
-                (event_key(event_id), key, number, due),
+                (self._writes(event_key(event_id), "retries"), key, number, due),
             )
 
     def retry_of(self, event_id: str, key: str) -> tuple[int, float] | None:
@@ -516,6 +533,9 @@ class LocalStore:
         """The event is done: keep only (its id's digest, when accepted), forget its ledger,
         and prune a few finished events out of ``window`` or beyond the last ``limit``."""
         key = event_key(event_id)
+        side = self._written.pop(key, _SIDE_TABLES)
+        self._finished += 1
+        prune = self._finished % PRUNE_EVERY == 0
         with self._write("cannot record a finished event") as db:
             (number,) = db.execute(
                 "UPDATE flowlang_store SET value = value + 1 WHERE name = 'finished'"
@@ -525,8 +545,10 @@ class LocalStore:
                 "UPDATE events SET event = NULL, owner = NULL, done_no = ? WHERE key = ?",
                 (number, key),
             )
-            for table in ("settled", "operations", "workflows_done", "retries"):
+            for table in ("settled", *sorted(side)):
                 db.execute(f"DELETE FROM {table} WHERE event_key = ?", (key,))
+            if not prune:
+                return
             db.execute(
                 "DELETE FROM events WHERE key IN (SELECT key FROM events WHERE done_no IS NOT NULL"
                 " AND at <= ? ORDER BY at LIMIT ?)",
