@@ -6,11 +6,14 @@ and timeouts wait at least a minute. Every attempt carries the same Idempotency-
 (event id, workflow, action), so retries and replays never act twice on a receiver that honours
 it. An action that fails for good or exhausts its retries goes to the dead-letter store with what
 replay needs (the workflow's text, the event, earlier results; secrets only as references), and
-is never dropped: its dead letter is written before the journal marks it settled. An event id
-seen again within the window is not run twice; of the events finished, the last
-``max_remembered_events`` are remembered (memory and journal are bounded by it, not by how long
-the stream runs): an event id older than that may run again, which at-least-once delivery with
-idempotency keys already allows.
+is never dropped: its dead letter is written before the store (or journal) marks it settled.
+An event id seen again within the window is not run twice; of the events finished, the last
+``max_remembered_events`` are remembered (the store, or memory and journal, are bounded by it,
+not by how long the stream runs): an event id older than that may run again, which
+at-least-once delivery with idempotency keys already allows. With a
+:class:`flowlang.automations.store.LocalStore`, the duplicate check is the store's (shared by
+every process on it) and nothing per event stays in memory; a retry's due time is recorded, so
+a process that takes the event over waits only what remains.
 
 Nothing an event or a server does ends a dispatch: an event is checked at the door (an id, at
 most 64 levels deep and 1 MiB as JSON; EventError otherwise), and any unexpected exception while
