@@ -164,6 +164,8 @@ class Connection(asyncio.Protocol):
             self.transport.close()
 
 
+
+
 def signed_fields(params: Sequence[tuple[str, str]]) -> bytes:
     """What Twilio's signature covers after the URL: every field's name and value, sorted."""
     return "".join(name + value for name, value in sorted(params)).encode()

@@ -171,10 +171,7 @@ def _flow(port: int) -> flowlang.CompiledFlow:
                 "next": "done",
                 "on_failure": "failed",
             },
-            "done": {
-                "type": "set_variables",
-                "variables": {"body": "<<steps.call.response.body>>"},
-            },
+            "done": {"type": "set_variables", "variables": {"body": "<<steps.call.response.body>>"}},
             "failed": {"type": "say", "text": "failed <<steps.call.error>>"},
         },
     }
