@@ -31,6 +31,7 @@ __all__ = [
     "SharedStoreError",
     "SourceLines",
     "SourcePosition",
+    "StoreError",
     "UsageError",
     "ValueFormatError",
     "WebhookAuthError",
@@ -304,6 +305,12 @@ class ValueFormatError(FlowError):
 
 class JournalLockedError(OSError):
     """Another process (or another Journal in this one) writes this journal."""
+
+
+class StoreError(OSError):
+    """The local store (an SQLite file) cannot be used: not a store, damaged, read-only, of
+    another schema version, locked too long, or the disk is full; the message names the file
+    and says what to do."""
 
 
 # --- warnings ----------------------------------------------------------------------------------

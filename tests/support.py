@@ -4,11 +4,13 @@ run in this process or in a child (its own session, killed as a group), and wait
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -20,6 +22,7 @@ from typing import Any
 import pytest
 import yaml
 
+from flowlang.automations.store import LocalStore, event_key
 from flowlang.cli import main
 
 
@@ -85,6 +88,28 @@ def read_json_lines(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
 
 
+def stored_dead_letters(path: Path) -> list[dict[str, Any]]:
+    """The dead letters of the store ``path`` (none when it does not exist)."""
+    if not path.exists():
+        return []
+    with LocalStore(path) as store:
+        return [record for _, record in store.dead_letters() if isinstance(record, dict)]
+
+
+def store_accepted(path: Path, event_id: str) -> bool:
+    """Whether the store ``path`` has ``event_id`` accepted (open, or finished in the window)."""
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        row = db.execute("SELECT 1 FROM events WHERE key = ?", (event_key(event_id),)).fetchone()
+    return row is not None
+
+
+def store_text(path: Path) -> str:
+    """Every byte of the store ``path`` and its write-ahead log, as text (latin-1): to look
+    for what must never be written."""
+    sides = [path, Path(f"{path}-wal")]
+    return "".join(p.read_bytes().decode("latin-1") for p in sides if p.is_file())
+
+
 def write_json_lines(path: Path, records: list[dict[str, Any]]) -> None:
     """Write ``records`` as JSON lines."""
     path.write_text("".join(json.dumps(record) + "\n" for record in records), encoding="utf-8")
@@ -101,22 +126,19 @@ def automate_argv(
     *,
     workflows: Sequence[Path] = (),
     responses: bool = True,
-    journal: str | Path = "journal.jsonl",
-    dead_letter: str | Path = "dead.jsonl",
+    store: str | Path = "store.db",
 ) -> list[str]:
     """``automate`` on the files of the folder ``tmp``: the workflows (``wf.yaml`` when none are
-    given), ``events.jsonl``, ``responses.yaml`` (when ``responses``), the journal and the
-    dead-letter file (names in ``tmp``, or paths)."""
+    given), ``events.jsonl``, ``responses.yaml`` (when ``responses``), the store (a name in
+    ``tmp``, or a path)."""
     return [
         "automate",
         *(str(path) for path in workflows or [tmp / "wf.yaml"]),
         "--events",
         str(tmp / "events.jsonl"),
         *(["--responses", str(tmp / "responses.yaml")] if responses else []),
-        "--journal",
-        str(tmp / journal),
-        "--dead-letter",
-        str(tmp / dead_letter),
+        "--store",
+        str(tmp / store),
     ]
 
 

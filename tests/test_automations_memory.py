@@ -24,6 +24,7 @@ from test_cli_automate_stream import GENERATOR, automate, next_line
 from flowlang.automations import Automations, DeliverySettings, Journal
 from flowlang.automations.dispatch import MAX_REMEMBERED_EVENTS
 from flowlang.automations.journal import MIN_TRIM_SLACK, summarize
+from flowlang.automations.store import LocalStore
 from flowlang.cli import main
 
 DAY = 86_400.0
@@ -227,8 +228,10 @@ def test_memory_stays_bounded_on_a_long_stream(tmp_path: Path) -> None:
             assert process.wait(timeout=60) == 0
         assert summary["events"] == STREAM_EVENTS and summary["exit"] == 0
         assert peak < PEAK_BOUND, f"peak memory {peak / 2**20:.0f} MiB"
-        journal = read_json_lines(tmp_path / "journal.jsonl")
-        assert len(journal) <= 2 * STREAM_EVENTS + 1  # compacted as it grew
+        with LocalStore(tmp_path / "store.db") as store:  # finished events: only their ids
+            counts = store.counts()
+        assert counts["events"] == STREAM_EVENTS and counts["open"] == 0
+        assert counts["settled"] == counts["workflows_done"] == counts["retries"] == 0
     finally:
         if generator.poll() is None:
             generator.kill()

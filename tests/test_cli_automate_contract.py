@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import sqlite3
 from pathlib import Path
 from typing import Any
 
 import pytest
-from support import automate_argv, cli
+from support import automate_argv, cli, stored_dead_letters
 
+from flowlang.automations.store import LocalStore
 from flowlang.automations.workflow import CompiledWorkflow
 from flowlang.cli import _parser, main
 
@@ -58,7 +61,7 @@ def test_exit_1_when_a_dead_letter_is_written(tmp_path: Path) -> None:
     status, out = run(tmp_path)
     assert status == 1
     assert "dead-lettered 2" in out and "evt-1 two/first: dead_lettered (HTTP 404)" in out
-    assert len((tmp_path / "dead.jsonl").read_text().splitlines()) == 2
+    assert len(stored_dead_letters(tmp_path / "store.db")) == 2
 
 
 def test_exit_1_when_an_event_fails(
@@ -75,9 +78,24 @@ def test_exit_1_when_an_event_fails(
 
 
 def test_exit_1_when_a_dead_letter_cannot_be_written(tmp_path: Path) -> None:
+    """The store refuses dead letters (a trigger stands in for a full disk): the action stays
+    unsettled, and the next run, with the store fixed, dead-letters it."""
     setup(tmp_path, responses=FIRST_FAILS, events=call(1))
-    status, out = cli(*automate_argv(tmp_path, dead_letter=tmp_path / "no" / "dead.jsonl"))
+    store = tmp_path / "store.db"
+    LocalStore(store).close()
+    with contextlib.closing(sqlite3.connect(store)) as db:
+        db.execute(
+            "CREATE TRIGGER full BEFORE INSERT ON dead BEGIN SELECT RAISE(ABORT, 'disk full'); END"
+        )
+        db.commit()
+    status, out = cli(*automate_argv(tmp_path))
     assert status == 1 and "unsaved" in out
+    with contextlib.closing(sqlite3.connect(store)) as db:
+        db.execute("DROP TRIGGER full")
+        db.commit()
+    status, out = cli(*automate_argv(tmp_path))
+    assert status == 1 and "resumed 1 unfinished event" in out
+    assert len(stored_dead_letters(store)) == 1
 
 
 @pytest.mark.parametrize(
@@ -129,12 +147,12 @@ def test_exit_2_for_unreadable_files(
         for part in argv
     ]
     if filled[0] == "automate":
-        filled += ["--journal", str(tmp_path / "j.jsonl"), "--dead-letter", str(tmp_path / "d")]
+        filled += ["--store", str(tmp_path / "s.db")]
     status, _ = cli(*filled)
     err = capsys.readouterr().err
     assert status == 2 and message in err, err
     assert "Traceback" not in err
-    assert not (tmp_path / "j.jsonl").exists()  # refused before any work
+    assert not (tmp_path / "s.db").exists()  # refused before any work
 
 
 @pytest.mark.parametrize(
@@ -168,13 +186,13 @@ def test_exit_2_for_bad_usage(argv: list[str], capsys: pytest.CaptureFixture[str
 def test_replay_exit_0_then_1_while_records_remain(tmp_path: Path) -> None:
     setup(tmp_path, responses=FIRST_FAILS)
     assert run(tmp_path)[0] == 1
-    dead = tmp_path / "dead.jsonl"
+    dead = tmp_path / "store.db"
     status, out = cli("replay", str(dead), "--responses", str(tmp_path / "responses.yaml"))
-    assert status == 1 and "dead-lettered again 2" in out  # they stay in the file
-    assert len(dead.read_text().splitlines()) == 2
+    assert status == 1 and "dead-lettered again 2" in out  # they stay in the store
+    assert len(stored_dead_letters(dead)) == 2
     (tmp_path / "responses.yaml").write_text(OK)
     status, out = cli("replay", str(dead), "--responses", str(tmp_path / "responses.yaml"))
-    assert (status, dead.read_text()) == (0, "")
+    assert (status, stored_dead_letters(dead)) == (0, [])
 
 
 def test_replay_exit_1_when_a_line_is_not_a_record(
@@ -223,7 +241,7 @@ def test_json_output_is_only_json_lines_with_failures_dead_letters_and_bad_lines
         "failed": 1,
         "refused": 2,
         "simulated_wait": 0.0,
-        "dead_letter_file": str(tmp_path / "dead.jsonl"),
+        "dead_letter_file": str(tmp_path / "store.db"),
         "exit": 2,
     }
     assert status == 2  # bad lines: unusable input outranks the problems found
@@ -250,7 +268,7 @@ def test_quiet_prints_only_errors(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert out == "  evt-1 two/first: dead_lettered (HTTP 404)\n"  # no summary, no notes
     assert err == ""
     setup(tmp_path)
-    status, out = cli(*automate_argv(tmp_path, journal="j2.jsonl"), "-q")
+    status, out = cli(*automate_argv(tmp_path, store="s2.db"), "-q")
     assert (status, out) == (0, "")
 
 

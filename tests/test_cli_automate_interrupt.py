@@ -4,10 +4,13 @@ idempotency key as before (real processes, SIGINT, a loopback server)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
+import sqlite3
 import subprocess
 import sys
+import time
 from collections import Counter
 from contextlib import suppress
 from pathlib import Path
@@ -16,7 +19,7 @@ from typing import Any
 import pytest
 import trustme
 from servers import Received, serve
-from support import automate_argv, clean_env, wait_for
+from support import automate_argv, clean_env, stored_dead_letters, wait_for
 
 WORKFLOW = """
 workflow: two
@@ -76,12 +79,12 @@ def _interrupt(process: subprocess.Popen[bytes]) -> tuple[int, str, str]:
 
 
 @pytest.mark.parametrize("source", ["file", "open-pipe"])
-def test_ctrl_c_keeps_the_journal_and_the_same_command_resumes_it(
+def test_ctrl_c_keeps_the_store_and_the_same_command_resumes_it(
     tmp_path: Path, source: str
 ) -> None:
-    """Three events at once: evt-1 waits for a retry (Retry-After: 120), evt-2 and evt-4 hang
-    in flight, evt-3 is delivered, evt-5 and evt-6 are read but wait for a slot. After Ctrl-C,
-    the same command delivers every action; each action that reached the server is sent again
+    """Three events at once: evt-1 waits for a retry (Retry-After: 120, recorded in the store),
+    evt-2 and evt-4 hang in flight, evt-3 is delivered, evt-5 and evt-6 are read but wait for a
+    slot. After Ctrl-C (and the retry's wait), the same command delivers every action; each action that reached the server is sent again
     only when its attempt had not finished, and always with its key."""
     with serve(trustme.CA(), tls=False) as server:
         (tmp_path / "wf.yaml").write_text(WORKFLOW.replace("{port}", str(server.port)))
@@ -112,13 +115,19 @@ def test_ctrl_c_keeps_the_journal_and_the_same_command_resumes_it(
             status, _, err = _interrupt(first)
         finally:
             _reap(first)
-        journal = tmp_path / "journal.jsonl"
+        store = tmp_path / "store.db"
         assert status == 130, err
         assert err.endswith(
-            f"flowlang: interrupted; journal kept at {journal}: rerun the same command to resume\n"
+            f"flowlang: interrupted; store kept at {store}: rerun the same command to resume\n"
         ), err
         assert "Traceback" not in err
         assert "evt-1 two/first: attempt 1 retry (HTTP 503); next attempt in 120s" in err
+        # Waiting is data: the rerun would wait what remains of the 120 s; time passes here.
+        with contextlib.closing(sqlite3.connect(store)) as db:
+            [(number, due)] = db.execute("SELECT number, due FROM retries").fetchall()
+            assert number == 2 and due > time.time() + 100
+            db.execute("UPDATE retries SET due = 0")
+            db.commit()
 
         second = subprocess.run(
             [sys.executable, "-m", "flowlang.cli", *argv],
@@ -130,7 +139,9 @@ def test_ctrl_c_keeps_the_journal_and_the_same_command_resumes_it(
         out = second.stdout.decode()
         assert second.returncode == 0, second.stderr.decode()
         assert "resumed 5 unfinished events" in out
-        assert "events 11, duplicates 6, matched 5; actions delivered 10 (retried 0)" in out
+        assert (
+            "events 11, duplicates 6, matched 5; actions delivered 10 (retried 1)" in out
+        )  # attempt 2
 
         sent = _requests(server.received)
         assert sent == {
@@ -167,12 +178,12 @@ def test_ctrl_c_during_replay_keeps_the_dead_letters(tmp_path: Path) -> None:
             env=clean_env(),
         )
         assert made.returncode == 1, made.stderr.decode()
-        dead = tmp_path / "dead.jsonl"
-        assert len(dead.read_text().splitlines()) == 3
+        dead = tmp_path / "store.db"
+        assert len(stored_dead_letters(dead)) == 3
 
         # Dead letters are written as events finish (concurrently): replay takes them in the
-        # file's order and hangs on the second record, whichever event it is.
-        order = [json.loads(line)["event"]["id"] for line in dead.read_text().splitlines()]
+        # store's order and hangs on the second record, whichever event it is.
+        order = [record["event"]["id"] for record in stored_dead_letters(dead)]
         assert sorted(order) == ["evt-1", "evt-2", "evt-3"]
         hung = order[1]
         server.received.script(f"{hung}-first", (0, {}, {}))
@@ -188,8 +199,8 @@ def test_ctrl_c_during_replay_keeps_the_dead_letters(tmp_path: Path) -> None:
             f"flowlang: interrupted; dead letters kept in {dead}: rerun the same command to "
             "resume\n"
         )
-        left = [json.loads(line)["event"]["id"] for line in dead.read_text().splitlines()]
-        assert left == order[1:]  # the first record was replayed and left the file
+        left = [record["event"]["id"] for record in stored_dead_letters(dead)]
+        assert left == order[1:]  # the first record was replayed and left the store
 
         second = subprocess.run(
             [sys.executable, "-m", "flowlang.cli", *replay],
@@ -198,7 +209,7 @@ def test_ctrl_c_during_replay_keeps_the_dead_letters(tmp_path: Path) -> None:
             env=clean_env(),
         )
         assert second.returncode == 0, second.stderr.decode()
-        assert dead.read_text() == ""
+        assert stored_dead_letters(dead) == []
         sent = _requests(server.received)
         expected = {f"{event}-{action}": 1 for event in order for action in ("first", "second")}
         for event in order:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import pytest
-from support import automate_argv, clean_env
+from support import automate_argv, clean_env, store_accepted
 
 WORKFLOW = """
 workflow: log
@@ -157,9 +157,9 @@ def test_a_long_stream_that_stays_open_keeps_memory_bounded(
         generator.wait(timeout=30)
 
 
-def test_a_closed_output_pipe_ends_the_run_quietly_and_keeps_the_journal(tmp_path: Path) -> None:
+def test_a_closed_output_pipe_ends_the_run_quietly_and_keeps_the_store(tmp_path: Path) -> None:
     """`| head -2` on a stream that never ends: automate stops (141) instead of processing on
-    into a closed pipe, without a traceback; what it accepted is in the journal."""
+    into a closed pipe, without a traceback; what it accepted is in the store."""
     (tmp_path / "wf.yaml").write_text(WORKFLOW)
     (tmp_path / "responses.yaml").write_text(RESPONSES)
     argv = automate_argv(tmp_path)
@@ -199,5 +199,5 @@ def test_a_closed_output_pipe_ends_the_run_quietly_and_keeps_the_journal(tmp_pat
                     stream.close()
     assert status == 141, err
     assert "Traceback" not in err
-    journal = (tmp_path / "journal.jsonl").read_text()
-    assert '"evt-1"' in journal and '"evt-2"' in journal
+    store = tmp_path / "store.db"
+    assert store_accepted(store, "evt-1") and store_accepted(store, "evt-2")

@@ -130,7 +130,7 @@ def test_on_a_terminal_progress_shows_events_deliveries_and_waiting_retries(
     )
     assert "\x1b[1;33mwaiting for 1 retry" in shown  # colour on a terminal
     # the message starts on a clean line: the status line is erased first
-    assert "\r\x1b[Kflowlang: interrupted; journal kept at" in shown
+    assert "\r\x1b[Kflowlang: interrupted; store kept at" in shown
     assert "Traceback" not in shown
 
 
@@ -175,7 +175,7 @@ def test_no_progress_into_a_pipe_or_with_quiet(tmp_path: Path, how: str) -> None
                 os.close(slave)
     assert status == 130
     assert shown.replace("\r\n", "\n") == (
-        f"flowlang: interrupted; journal kept at {tmp_path / 'journal.jsonl'}: "
+        f"flowlang: interrupted; store kept at {tmp_path / 'store.db'}: "
         "rerun the same command to resume\n"
     )
 

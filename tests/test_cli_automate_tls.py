@@ -55,13 +55,13 @@ def test_with_the_ca_file_it_is_delivered_and_replay_takes_it_too(
     other = tmp_path / "other.pem"
     trustme.CA().cert_pem.write_to_path(str(other))
     status, out = cli(
-        "replay", str(tmp_path / "dead.jsonl"), "--allow-host", "127.0.0.1", "--ca-file", str(pem)
+        "replay", str(tmp_path / "store.db"), "--allow-host", "127.0.0.1", "--ca-file", str(pem)
     )
     assert (status, out) == (
         0,
         "replayed 1 records: delivered 1, dead-lettered again 0, skipped 0\n",
     )
-    (tmp_path / "journal.jsonl").unlink()
+    (tmp_path / "store.db").unlink()
     status, line = _automate(tmp_path, server, "--ca-file", str(other), "--ca-file", str(pem))
     assert status == 0
     assert [d["outcome"] for d in line["deliveries"]] == ["delivered"]  # type: ignore[attr-defined]
@@ -95,4 +95,4 @@ def test_an_unusable_ca_file_exits_2_before_any_work(
     assert (status, out) == (2, "")
     assert f"certificate authority file {pem}" in err and message in err
     assert "Traceback" not in err
-    assert server.received.requests == [] and not (tmp_path / "journal.jsonl").exists()
+    assert server.received.requests == [] and not (tmp_path / "store.db").exists()

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from support import cli
+from support import cli, stored_dead_letters
 
 EXAMPLES = Path(__file__).parent.parent / "examples" / "workflows"
 WORKFLOWS = [str(path) for path in sorted(EXAMPLES.glob("*.yaml"))]
@@ -31,7 +31,7 @@ def _secrets(monkeypatch: pytest.MonkeyPatch) -> None:
 def automate(
     tmp: Path, *workflows: str, events: str = EVENTS, responses: str = RESPONSES, stdin: str = ""
 ) -> tuple[int, str]:
-    """Run `flowlang automate` with the journal and dead letters kept in ``tmp``."""
+    """Run `flowlang automate` with its store in ``tmp``."""
     return cli(
         "automate",
         *workflows,
@@ -39,10 +39,8 @@ def automate(
         events,
         "--responses",
         responses,
-        "--dead-letter",
-        str(tmp / "dead.jsonl"),
-        "--journal",
-        str(tmp / "journal.jsonl"),
+        "--store",
+        str(tmp / "store.db"),
         stdin=stdin,
     )
 
@@ -55,8 +53,8 @@ def test_automate_examples_offline(tmp_path: Path) -> None:
         in out
     )
     assert "value of 'call.waited' is not a number: 'n/a'" in out
-    dead = (tmp_path / "dead.jsonl").read_text()
-    [record] = [json.loads(line) for line in dead.splitlines()]
+    [record] = stored_dead_letters(tmp_path / "store.db")
+    dead = json.dumps(record)
     assert record["action"] == "log_in_crm" and record["then"] == ["text_back", "tell_team"]
     assert not any(value in out + dead for value in SECRETS.values())
 
@@ -89,25 +87,33 @@ def test_retries_run_in_simulated_time_offline(tmp_path: Path) -> None:
 
 
 def test_replay_delivers_and_empties_the_file(tmp_path: Path) -> None:
+    """Exported as JSON lines, fixed, replayed from the file; imported into a store and
+    replayed from it: both delivered, both left empty."""
     automate(tmp_path, *WORKFLOWS)
-    dead = tmp_path / "dead.jsonl"
+    dead, store = tmp_path / "dead.jsonl", tmp_path / "store.db"
+    assert cli("deadletters", "export", str(store), "-o", str(dead)) == (0, "")
     record = json.loads(dead.read_text())
     record["event"]["properties"]["waiting_time"] = 61  # the data was fixed upstream
     dead.write_text(json.dumps(record) + "\n")
-    status, out = cli("replay", str(dead), "--responses", RESPONSES)
-    assert (status, out) == (
-        0,
-        "replayed 1 records: delivered 3, dead-lettered again 0, skipped 0\n",
-    )
-    assert dead.read_text() == ""
+    fixed = tmp_path / "fixed.db"
+    assert cli("deadletters", "import", str(fixed), str(dead))[0] == 0
+    for replayed in (dead, fixed):
+        status, out = cli("replay", str(replayed), "--responses", RESPONSES)
+        assert (status, out) == (
+            0,
+            "replayed 1 records: delivered 3, dead-lettered again 0, skipped 0\n",
+        )
+    assert dead.read_text() == "" and stored_dead_letters(fixed) == []
 
 
 def test_replay_keeps_what_fails_again(tmp_path: Path) -> None:
     automate(tmp_path, *WORKFLOWS)
-    dead = tmp_path / "dead.jsonl"
-    status, out = cli("replay", str(dead), "--responses", RESPONSES)
+    store = tmp_path / "store.db"
+    [before] = stored_dead_letters(store)
+    status, out = cli("replay", str(store), "--responses", RESPONSES)
     assert status == 1 and "dead-lettered again 1" in out
-    assert len(dead.read_text().splitlines()) == 1
+    [after] = stored_dead_letters(store)
+    assert after["idempotency_key"] == before["idempotency_key"]
 
 
 @pytest.mark.parametrize(

@@ -52,10 +52,8 @@ def argv_with_file(command: str, path: str, tmp: Path) -> list[str]:
             path,
             "--events",
             str(tmp / "events.jsonl"),
-            "--journal",
-            str(tmp / "journal.jsonl"),
-            "--dead-letter",
-            str(tmp / "dead.jsonl"),
+            "--store",
+            str(tmp / "store.db"),
         ],
         "replay": ["replay", path],
     }[command]

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
-from support import automate_argv, cli
+from support import automate_argv, cli, stored_dead_letters
 
 WORKFLOW = """\
 workflow: text-and-tell
@@ -78,7 +78,7 @@ def test_the_environment_is_used_and_an_option_wins_over_it(
     status, outcomes = _sent_to(tmp_path)
     assert status == 1 and outcomes[0] == "delivered" and outcomes[1] != "delivered"
     # ...and the option replaces it.
-    (tmp_path / "journal.jsonl").unlink()
+    (tmp_path / "store.db").unlink()
     assert _sent_to(tmp_path, "--slack-url", REGIONAL_SLACK) == (0, ["delivered", "delivered"])
 
 
@@ -116,10 +116,7 @@ def test_a_bad_url_is_a_usage_error_naming_the_option(
     assert status == 2 and out == ""
     assert option in err and said in err
     assert "\x1b" not in err and "Traceback" not in err
-    assert (
-        not (tmp_path / "journal.jsonl").exists()
-        or "e1" not in (tmp_path / "journal.jsonl").read_text()
-    )
+    assert not (tmp_path / "store.db").exists()
 
 
 def test_a_bad_environment_value_is_a_usage_error_naming_the_variable(
@@ -149,7 +146,7 @@ def test_replay_takes_the_options_too(tmp_path: Path) -> None:
     (tmp_path / "responses.yaml").write_text(json.dumps(RESPONSES))
     status, out = cli(
         "replay",
-        str(tmp_path / "dead.jsonl"),
+        str(tmp_path / "store.db"),
         "--responses",
         str(tmp_path / "responses.yaml"),
         "--sms-url",
@@ -158,4 +155,4 @@ def test_replay_takes_the_options_too(tmp_path: Path) -> None:
         REGIONAL_SLACK,
     )
     assert status == 0, out
-    assert (tmp_path / "dead.jsonl").read_text() == ""
+    assert stored_dead_letters(tmp_path / "store.db") == []

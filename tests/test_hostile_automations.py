@@ -4,13 +4,10 @@ process does may end the run, lose an action, or leak a secret (issue 8, items 6
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import io
 import json
-import os
 import subprocess
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -29,6 +26,8 @@ from support import (
     kill_group,
     run_automate,
     start_automate,
+    store_accepted,
+    stored_dead_letters,
     wait_for,
 )
 
@@ -50,6 +49,7 @@ from flowlang.automations.records import (
     decode_record,
     encode_record,
 )
+from flowlang.automations.store import LocalStore
 from flowlang.cli import automate_console as automations_console
 from flowlang.flow.model import FlowDocumentError
 from flowlang.flow.source import DocumentError
@@ -112,6 +112,7 @@ def automations(
     *,
     journal: Journal | None = None,
     dead_letters: DeadLetterStore | None = None,
+    store: LocalStore | None = None,
 ) -> tuple[Automations, FakeHttp]:
     http = FakeHttp(answer)
     return (
@@ -123,6 +124,7 @@ def automations(
             clock=FakeClock(),
             journal=journal,
             dead_letters=dead_letters,
+            store=store,
         ),
         http,
     )
@@ -487,48 +489,43 @@ def test_a_kill_while_the_action_after_a_non_stopping_failure_is_in_flight_loses
 
 
 def test_a_kill_at_the_dead_letter_write_loses_nothing(tmp_path: Path) -> None:
-    with serve(trustme.CA(), tls=False) as server:
-        (tmp_path / "wf.yaml").write_text(SCRIPTED.replace("{port}", str(server.port)))
-        (tmp_path / "events.jsonl").write_text(json.dumps(call(1)) + "\n")
-        server.received.script("first", (404, {}, {}), (404, {}, {}))
-        # the append lock is held here: the process stops at the dead-letter write, waiting
-        held = os.open(tmp_path / "dead.jsonl.lock", os.O_RDWR | os.O_CREAT, 0o600)
-        fcntl.flock(held, fcntl.LOCK_EX)
-        try:
-            first = start_automate(tmp_path)
-            try:
-                wait_for(lambda: "/script/first" in _paths(server.received.requests))
-                time.sleep(0.5)  # it is now waiting to write the dead letter
-            finally:
-                kill_group(first)
-        finally:
-            os.close(held)
-        assert not (tmp_path / "dead.jsonl").exists()
-        second = run_automate(tmp_path)
-    assert second.returncode == 1, second.stderr  # 1: a dead letter was written
-    [record] = DeadLetterStore.read(tmp_path / "dead.jsonl")
-    assert record["action"] == "first"
-    assert _paths(server.received.requests).count("/script/second") == 1
+    """The process dies as it writes the dead letter (a SystemExit there, its store closed as
+    death closes it): the next process on the store takes the event over, dead-letters the
+    action and delivers the next one once."""
+    answers = {"first": HttpResult("http_error", 404, {}, {}, "HTTP 404")}
 
+    def answer(request: PreparedRequest) -> HttpResult:
+        return answers.get(request.url.rsplit("/", 1)[1], ok(request))
 
-def test_an_unwritable_dead_letter_file_keeps_the_action_for_the_next_run(tmp_path: Path) -> None:
-    (tmp_path / "wf.yaml").write_text(TWO)
-    (tmp_path / "responses.yaml").write_text(
-        "- {request: POST https://crm.example.com/first, status: 404, body: {}}\n"
-        "- {request: POST https://crm.example.com/second, status: 200, body: {}}\n"
+    class Killed(BaseException):
+        pass
+
+    def killed(record: dict[str, Any], now: float = 0.0) -> int:
+        raise Killed
+
+    path = tmp_path / "store.db"
+    store = LocalStore(path)
+    engine, http = automations(
+        [TWO], answer, store=store, dead_letters=DeadLetterStore(store=store)
     )
-    (tmp_path / "events.jsonl").write_text(json.dumps(call(1)) + "\n")
-
-    def automate(dead: Path) -> tuple[int, str]:
-        return cli(*automate_argv(tmp_path, dead_letter=dead))
-
-    status, out = automate(tmp_path / "missing" / "dead.jsonl")  # no such folder: not written
-    assert status == 1
-    assert "its dead letter could not be written" in out and "unsaved" in out
-    status, out = automate(tmp_path / "dead.jsonl")
-    assert status == 1 and "resumed 1 unfinished event" in out  # 1: dead-lettered
-    [record] = DeadLetterStore.read(tmp_path / "dead.jsonl")
+    store.add_dead = killed  # type: ignore[method-assign]
+    with pytest.raises(Killed):
+        asyncio.run(engine.dispatch(call(1)))
+    store.close()  # what the process's death does
+    assert stored_dead_letters(path) == []
+    again_store = LocalStore(path)
+    again, again_http = automations(
+        [TWO], answer, store=again_store, dead_letters=DeadLetterStore(store=again_store)
+    )
+    [result] = asyncio.run(again.resume())
+    again_store.close()
+    assert [(d.action, d.outcome) for d in result.deliveries] == [
+        ("first", "dead_lettered"),
+        ("second", "delivered"),
+    ]
+    [record] = stored_dead_letters(path)
     assert record["action"] == "first"
+    assert [r.url.rsplit("/", 1)[1] for r in http.sent + again_http.sent].count("second") == 1
 
 
 # --- item 11: replay never erases what automate appends meanwhile ----------------------------
@@ -653,7 +650,9 @@ def test_a_journal_has_one_writer(tmp_path: Path) -> None:
     Journal(tmp_path / "journal.jsonl").close()
 
 
-def test_a_second_automate_on_the_same_journal_exits_2(tmp_path: Path) -> None:
+def test_a_second_automate_on_the_same_store_sends_nothing_twice(tmp_path: Path) -> None:
+    """While the first process holds its event in flight, a second on the same store and
+    events finds it a duplicate (owned by the first, which is alive)."""
     with serve(trustme.CA(), tls=False) as server:
         (tmp_path / "wf.yaml").write_text(SCRIPTED.replace("{port}", str(server.port)))
         (tmp_path / "events.jsonl").write_text(json.dumps(call(1)) + "\n")
@@ -664,8 +663,8 @@ def test_a_second_automate_on_the_same_journal_exits_2(tmp_path: Path) -> None:
             second = run_automate(tmp_path)
         finally:
             kill_group(first)
-    assert second.returncode == 2
-    assert "is in use by another flowlang automate" in second.stderr
+    assert second.returncode == 0, second.stderr
+    assert "events 1, duplicates 1" in second.stdout
     assert _paths(server.received.requests).count("/script/first") == 1
 
 
@@ -750,9 +749,9 @@ def test_bad_event_lines_are_reported_and_the_stream_goes_on(
     for line in (1, 3, 4, 5, 6):
         assert f"events.jsonl:{line}" in err, (line, err)
     assert "Traceback" not in err
-    journal = Journal(tmp_path / "journal.jsonl")
-    accepted = {r["event"]["id"] for r in journal.records() if r["kind"] == "event"}
-    assert accepted == {"evt-2", "evt-7"} and journal.problems == []
+    store = tmp_path / "store.db"
+    accepted = {f"evt-{n}" for n in range(1, 8) if store_accepted(store, f"evt-{n}")}
+    assert accepted == {"evt-2", "evt-7"}
 
 
 # --- item 26: automate --json and dead letters never carry a secret a server echoed ---------
@@ -776,9 +775,11 @@ def test_a_secret_echoed_by_a_server_stays_out_of_json_output_and_dead_letters(
     assert status == 1, out  # 1: dead-lettered
     [line] = [json.loads(text) for text in out.splitlines() if '"kind": "event"' in text]
     assert [d["outcome"] for d in line["deliveries"]] == ["delivered", "dead_lettered"]
-    dead = (tmp_path / "dead.jsonl").read_text()
-    journal = (tmp_path / "journal.jsonl").read_text()
-    assert TOKEN not in out + dead + journal
+    dead = json.dumps(stored_dead_letters(tmp_path / "store.db"))
+    assert TOKEN not in out + dead
+    assert TOKEN.encode() not in b"".join(
+        p.read_bytes() for p in tmp_path.glob("store.db*") if p.is_file()
+    )
     assert "[redacted]" in json.dumps(line["deliveries"][0]["result"])
 
 

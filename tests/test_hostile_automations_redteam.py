@@ -24,7 +24,7 @@ import trustme
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from servers import serve
-from support import automate_argv, clean_env, cli
+from support import automate_argv, clean_env, cli, store_text, stored_dead_letters
 
 import flowlang
 from flowlang import Engine, MappingSecrets, Runtime, RuntimeSettings
@@ -172,12 +172,12 @@ def test_a_long_secret_in_a_value_format_error_is_masked_everywhere(
         "- {request: POST https://crm.example.com/api/activities, status: 200, body: {}}\n"
     )
     status, out = cli(
-        *automate_argv(tmp_path, journal="j.jsonl", dead_letter="d.jsonl"),
+        *automate_argv(tmp_path, store="s.db"),
         *(["--json"] if as_json else []),
     )
     assert status == 1  # 1: dead-lettered
     written = out + capsys.readouterr().err
-    written += (tmp_path / "d.jsonl").read_text() + (tmp_path / "j.jsonl").read_text()
+    written += json.dumps(stored_dead_letters(tmp_path / "s.db")) + store_text(tmp_path / "s.db")
     assert "[redacted]" in written and "not a number" in written
     assert leaked(JWT, written) == []
 
@@ -270,23 +270,6 @@ def test_a_hostile_journal_record_is_reported_and_skipped(tmp_path: Path, bad: A
     journal.close()
 
 
-def test_automate_on_a_journal_with_a_400_digit_time_goes_on(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """The red-team reproducer: every later automate crashed with OverflowError."""
-    journal = tmp_path / "j.jsonl"
-    journal.write_text(HOSTILE_RECORDS[0] + "\n")
-    (tmp_path / "wf.yaml").write_text(SCORE.replace("<<secrets.crm_token>>", "1"))
-    (tmp_path / "events.jsonl").write_text('{"id": "e1", "type": "call.missed"}\n')
-    (tmp_path / "responses.yaml").write_text(
-        "- {request: POST https://crm.example.com/api/activities, status: 200, body: {}}\n"
-    )
-    for _ in range(2):  # and the run after it
-        status, out = cli(*automate_argv(tmp_path, journal=journal, dead_letter="d.jsonl"))
-        assert status == 0, out
-    assert "its at is not a time" in capsys.readouterr().err
-
-
 JSONS = st.recursive(
     st.none()
     | st.booleans()
@@ -371,28 +354,27 @@ def test_replay_of_dev_zero_is_refused_at_once(tmp_path: Path) -> None:
     assert existed or not Path("/dev/zero.replay.lock").exists()
 
 
-@pytest.mark.parametrize("kind", ["fifo", "directory"])
-@pytest.mark.parametrize("option", ["--journal", "--dead-letter"])
-def test_automate_refuses_a_journal_or_dead_letter_path_that_is_not_a_file(
-    tmp_path: Path, kind: str, option: str
-) -> None:
+@pytest.mark.parametrize("kind", ["fifo", "directory", "dev-zero", "dangling-link"])
+def test_automate_refuses_a_store_path_that_is_not_a_file(tmp_path: Path, kind: str) -> None:
     """A FIFO blocked the run forever (and a lock was made next to it)."""
     target = tmp_path / "target"
     if kind == "fifo":
         os.mkfifo(target)
-    else:
+    elif kind == "directory":
         target.mkdir()
+    elif kind == "dev-zero":
+        target = Path("/dev/zero")
+    else:
+        target.symlink_to(tmp_path / "nowhere.db")
     (tmp_path / "wf.yaml").write_text(SCORE.replace("<<secrets.crm_token>>", "1"))
     (tmp_path / "events.jsonl").write_text('{"id": "e1", "type": "call.missed"}\n')
-    paths = {"--journal": str(tmp_path / "j.jsonl"), "--dead-letter": str(tmp_path / "d.jsonl")}
-    paths[option] = str(target)
     argv = ["automate", str(tmp_path / "wf.yaml"), "--events", str(tmp_path / "events.jsonl")]
-    for name, value in paths.items():
-        argv += [name, value]
+    argv += ["--store", str(target)]
     process = _run(flowlang_command(*argv, "--responses", no_responses(tmp_path)), tmp_path)
     assert process.returncode == 2
-    assert "is not a regular file" in process.stderr
-    assert not Path(f"{target}.lock").exists()
+    assert f"store {target} " in process.stderr and "Traceback" not in process.stderr
+    assert "not a regular file" in process.stderr or "symbolic link" in process.stderr
+    assert not Path(f"{target}.owners").exists() and not (tmp_path / "nowhere.db").exists()
 
 
 def test_a_line_that_never_ends_refuses_the_file(tmp_path: Path) -> None:

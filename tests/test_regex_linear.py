@@ -55,6 +55,8 @@ USES: dict[str, tuple[str, ...]] = {
     r'"([^"\\\x00-\x1f]*+)"[ \t\n\r]*+:[ \t\n\r]*+': ("match",),
     r'"([^"\\\x00-\x1f]*+)"[ \t\n\r]*+(?:(?P<comma>,)[ \t\n\r]*+)?+': ("match",),
     r"\\(?:u([0-9A-Fa-f]{4})|(.))": ("finditer",),
+    # flowlang/automations/store.py: an owner's name (a uuid4 hex)
+    r"[0-9a-f]{32}": ("fullmatch",),
     # flowlang/flow/build.py
     r"([0-9]+(?:\.[0-9]+)?)\s*(ms|s)?": ("fullmatch",),
     r"[!#$%&'*+.^_`|~0-9A-Za-z-]+": ("fullmatch",),  # a header name

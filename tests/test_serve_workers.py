@@ -34,7 +34,7 @@ from flowlang.cli.serve_workers import (
     metrics_folder,
 )
 from tests.serve_process import ServeProcess, secret_environment, serve_arguments
-from tests.serve_support import EVENT_TOKEN, PUBLIC_URL, SECRETS, TWILIO_TOKEN, WORKFLOWS
+from tests.serve_support import EVENT_TOKEN, PUBLIC_URL, SECRETS, TWILIO_TOKEN
 from tests.services import RedisServer, free_port
 from tests.twilio_sim import SimulatedTwilio
 
@@ -663,7 +663,7 @@ def test_journals_of_other_worker_counts_with_unfinished_events_are_refused(
     for other in ("events.1.", "events.2.", "events.4.", "events.5.", "events.6."):
         assert other not in said
     assert "events.jsonl: without --workers; events.K.jsonl: --workers K or more" in said
-    assert "flowlang automate WORKFLOWS --events /dev/null --journal THAT_FILE" in said
+    assert "it resumes the journal's unfinished events" in said
     assert secret not in said
     journal.write_text(_event_line("e") + _done_line("e"))  # finished now
     check_other_journals(str(journal), 3)  # events.3.jsonl is read by this run's worker 3
@@ -718,7 +718,7 @@ def test_many_events_are_counted_a_line_at_a_time(tmp_path: Path) -> None:
     assert "(2500 unfinished events)" in str(refused.value)
 
 
-def test_serve_refuses_and_the_advised_automate_finishes_the_journal(
+def test_serve_refuses_a_start_that_would_leave_a_journal_unread(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     journal = tmp_path / "events.jsonl"
@@ -730,18 +730,10 @@ def test_serve_refuses_and_the_advised_automate_finishes_the_journal(
     assert main(["serve", *arguments]) == 2  # one process: the same refusal
     error = capsys.readouterr().err
     assert error.count(f"{orphan} (1 unfinished event)") == 2
+    assert "--workers K or more" in error
     assert "Traceback" not in error and not journal.exists()
-    responses = arguments[arguments.index("--responses") + 1]
-    status = main(
-        [
-            "automate", *(str(path) for path in WORKFLOWS.glob("*.yaml")),
-            "--events", "/dev/null", "--journal", str(orphan),
-            "--dead-letter", str(tmp_path / "dead.3.jsonl"), "--responses", responses,
-        ]
-    )  # fmt: skip
-    assert status == 0
-    assert "resumed 1 unfinished event" in capsys.readouterr().out
-    check_other_journals(str(journal), 2)  # finished: serve starts now
+    orphan.write_text(_event_line("left-by-worker-3") + _done_line("left-by-worker-3"))
+    check_other_journals(str(journal), 2)  # finished (by serve --workers 3): serve starts now
 
 
 # -- SIGHUP (a closed terminal) stops gracefully -------------------------------------------------

@@ -241,8 +241,7 @@ def test_automate_checks_endpoints_against_its_allowed_hosts(
     (tmp_path / "w.yaml").write_text(_HTTP, encoding="utf-8")
     (tmp_path / "events.jsonl").write_text("", encoding="utf-8")
     argv = ["automate", str(tmp_path / "w.yaml"), "--events", str(tmp_path / "events.jsonl")]
-    argv += ["--journal", str(tmp_path / "journal.jsonl")]
-    argv += ["--dead-letter", str(tmp_path / "dead.jsonl")]
+    argv += ["--store", str(tmp_path / "store.db")]
     assert main(argv, stdout=io.StringIO()) == 2
     err = capsys.readouterr().err
     assert "plain http to 127.0.0.1 is not allowed" in err and "Traceback" not in err

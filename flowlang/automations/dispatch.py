@@ -6,11 +6,14 @@ and timeouts wait at least a minute. Every attempt carries the same Idempotency-
 (event id, workflow, action), so retries and replays never act twice on a receiver that honours
 it. An action that fails for good or exhausts its retries goes to the dead-letter store with what
 replay needs (the workflow's text, the event, earlier results; secrets only as references), and
-is never dropped: its dead letter is written before the journal marks it settled. An event id
-seen again within the window is not run twice; of the events finished, the last
-``max_remembered_events`` are remembered (memory and journal are bounded by it, not by how long
-the stream runs): an event id older than that may run again, which at-least-once delivery with
-idempotency keys already allows.
+is never dropped: its dead letter is written before the store (or journal) marks it settled.
+An event id seen again within the window is not run twice; of the events finished, the last
+``max_remembered_events`` are remembered (the store, or memory and journal, are bounded by it,
+not by how long the stream runs): an event id older than that may run again, which
+at-least-once delivery with idempotency keys already allows. With a
+:class:`flowlang.automations.store.LocalStore`, the duplicate check is the store's (shared by
+every process on it) and nothing per event stays in memory; a retry's due time is recorded, so
+a process that takes the event over waits only what remains.
 
 Nothing an event or a server does ends a dispatch: an event is checked at the door (an id, at
 most 64 levels deep and 1 MiB as JSON; EventError otherwise), and any unexpected exception while
@@ -82,6 +85,7 @@ from flowlang.automations.records import (
     read_records,
 )
 from flowlang.automations.speech import SpeechSettings
+from flowlang.automations.store import LocalStore, OpenEvent
 from flowlang.automations.workflow import (
     CompiledWorkflow,
     check_unique_names,
@@ -216,22 +220,26 @@ RECENT_DEAD_LETTERS = 100
 
 
 class DeadLetterStore:
-    """Actions kept for replay, one ASCII JSON object per line (appended under ``<path>.lock``,
-    so a concurrent ``flowlang replay`` never erases one)."""
+    """Actions kept for replay: in a local store (``store``), or one ASCII JSON object per line
+    of ``path`` (appended under ``<path>.lock``, so a concurrent ``flowlang replay`` never
+    erases one), or only in memory."""
 
-    def __init__(self, path: Path | None = None) -> None:
+    def __init__(self, path: Path | None = None, *, store: LocalStore | None = None) -> None:
         if path is not None:
             check_record_file(path, "dead-letter file")  # before a lock is made next to it
         self.path = path
+        self.store = store
         #: Every record of a store in memory; of a file-backed store, only the most recent
         #: RECENT_DEAD_LETTERS (the file has them all), so an endless stream stays bounded.
         self.records: MutableSequence[dict[str, Any]] = (
-            [] if path is None else deque(maxlen=RECENT_DEAD_LETTERS)
+            [] if path is None and store is None else deque(maxlen=RECENT_DEAD_LETTERS)
         )
 
     def add(self, record: dict[str, Any]) -> None:
         """Keep ``record``; OSError or RecordError when the file cannot take it."""
-        if self.path is not None:
+        if self.store is not None:
+            self.store.add_dead(record, float(record.get("recorded_at") or 0.0))
+        elif self.path is not None:
             line = encode_record(record)
             with file_lock(self.path):
                 append_line(self.path, line)
@@ -274,6 +282,11 @@ class Automations:
     ``dead_letters`` keeps what could not be delivered; ``on_attempt`` is told of every
     delivery attempt (:class:`Attempt`; what it raises is ignored); ``executor`` decides when a
     retry runs (by default a :class:`LocalExecutor` sleeping on ``clock``).
+
+    What was done is kept in ``store`` (a :class:`LocalStore`, shared with other processes:
+    the duplicate check is the store's, nothing is remembered in memory; orphaned events are
+    taken over by :meth:`take_over`) or in ``journal`` (a JSON-lines file, one process), or
+    nowhere (duplicates remembered in memory).
     """
 
     def __init__(
@@ -291,7 +304,10 @@ class Automations:
         journal: Journal | None = None,
         on_attempt: Callable[[Attempt], None] | None = None,
         executor: Executor | None = None,
+        store: LocalStore | None = None,
     ) -> None:
+        if store is not None and journal is not None:
+            raise ValueError("give a store or a journal, not both")
         self.workflows = tuple(workflows)
         check_unique_names(self.workflows)
         self._by_trigger: dict[str, list[CompiledWorkflow]] = {}
@@ -315,14 +331,46 @@ class Automations:
         self._idle = asyncio.Event()
         self._idle.set()
         self.journal = journal
+        self.store = store
         self.on_attempt = on_attempt
         self._unfinished: dict[str, dict[str, Any]] = {}
         #: Long-running speech operations by idempotency key, so a retry (or, through the
         #: journal, the next run) polls the same one.
         self._speech_operations: dict[str, str] = {}
+        #: Problems met reading the store's open events (each a sentence).
+        self.problems: list[str] = []
+        #: Ids of the open events taken over from the store, until they finish: only they
+        #: may have a recorded retry to wait for.
+        self._taken: set[str] = set()
         if journal is not None:
             self._load_journal(journal)
+        if store is not None:
+            self.take_over()
         install_log_redaction()
+
+    def take_over(self) -> int:
+        """Take over the store's open events whose process is gone (at start, and again from
+        time to time): :meth:`resume` finishes them. How many were taken."""
+        if self.store is None:
+            return 0
+        taken = self.store.take_over()
+        for found in taken:
+            self.problems += found.problems
+            if found.problems:
+                continue
+            self._resume_later(found)
+        return len(taken)
+
+    def _resume_later(self, found: OpenEvent) -> None:
+        try:
+            event = check_event(found.event, self.settings.max_event_depth, 2**62)
+        except EventError as error:
+            self.problems.append(f"unfinished event {found.event_id!r}: {error}")
+            return
+        self._speech_operations.update(found.operations)
+        self._taken.add(found.event_id)
+        settled = {key: value for key, value in found.settled.items()}
+        self._unfinished[found.event_id] = {"event": event, "settled": settled, "done": found.done}
 
     def _load_journal(self, journal: Journal) -> None:
         """Remember the journaled events still inside the duplicate window (so they are not run
@@ -420,6 +468,10 @@ class Automations:
         settings = self.settings
         plain = check_event(event, settings.max_event_depth, settings.max_event_bytes)
         event_id = plain["id"]
+        if self.store is not None:  # one atomic check-and-insert, shared with other processes
+            now = self.clock.now()
+            accepted = self.store.accept(event_id, plain, now, settings.dedup_window)
+            return plain if accepted else None
         if self._is_duplicate(event_id):
             return None
         try:
@@ -488,7 +540,9 @@ class Automations:
         return result
 
     def _record(self, record: dict[str, Any]) -> None:
-        if self.journal is not None:
+        if self.store is not None:
+            self._store_record(self.store, record)
+        elif self.journal is not None:
             self.journal.write(record)
             if self.journal.due():
                 try:
@@ -498,6 +552,25 @@ class Automations:
                     logging.getLogger("flowlang.automations").warning(
                         "the journal could not be compacted: %s", describe_error(error)
                     )
+
+    def _store_record(self, store: LocalStore, record: dict[str, Any]) -> None:
+        """What :meth:`_record` writes to a journal, in the store's tables."""
+        kind, event_id = record["kind"], record["event_id"]
+        if kind == "settled":
+            store.settle(
+                event_id, record["workflow"], record["action"], record["outcome"], record["result"]
+            )
+        elif kind == "operation":
+            store.operation(event_id, record["key"], record["name"])
+        elif kind == "workflow_done":  # resuming without it only skips its settled actions
+            if len(self.workflows) > 1:
+                store.workflow_done(event_id, record["workflow"])
+        elif kind == "done":
+            self._taken.discard(event_id)
+            settings = self.settings
+            store.finish(
+                event_id, self.clock.now(), settings.dedup_window, settings.max_remembered_events
+            )
 
     async def resume(self) -> list[DispatchResult]:
         """Finish the events the journal shows unfinished (an interrupted run), in order."""
@@ -677,6 +750,13 @@ class Automations:
         name = workflow.name
         key = idempotency_key(event_id, name, action.id)
         task = AttemptTask(event_id, name, action.id, 1, self.clock.now(), key)
+        store = self.store
+        taken = store is not None and event_id in self._taken
+        recorded = store.retry_of(event_id, key) if store is not None and taken else None
+        if recorded is not None:  # an earlier run's retry: wait only what remains of it
+            task = AttemptTask(event_id, name, action.id, recorded[0], recorded[1], key)
+            if not await self.executor.schedule(task):
+                return Delivery(name, action.id, "scheduled", task.number - 1)
         while True:
             outcome = await self.attempt_once(workflow, action, scope, task.number, redactor)
             if isinstance(outcome, Delivered):
@@ -684,6 +764,8 @@ class Automations:
             if isinstance(outcome, Dead):
                 return Delivery(name, action.id, "dead_lettered", task.number, outcome.error)
             task = task.retry(outcome)
+            if store is not None:  # waiting is data: a rerun waits only what remains
+                store.schedule_retry(event_id, key, task.number, task.due)
             if not await self.executor.schedule(task):
                 return Delivery(name, action.id, "scheduled", task.number - 1, outcome.error)
 
@@ -787,7 +869,8 @@ class Automations:
         return deliveries
 
     def close_journal(self) -> None:
-        """Release the journal's lock (after this, nothing more is journaled)."""
+        """Release the journal's lock (after this, nothing more is journaled). A store is
+        closed by whoever opened it."""
         if self.journal is not None:
             self.journal.close()
 

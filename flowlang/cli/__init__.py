@@ -19,7 +19,11 @@ from collections.abc import Sequence
 from typing import TextIO
 
 from flowlang import __version__
-from flowlang.cli.automations import add_automate_command, add_replay_command
+from flowlang.cli.automations import (
+    add_automate_command,
+    add_deadletters_command,
+    add_replay_command,
+)
 from flowlang.cli.expressions import add_eval_command
 from flowlang.cli.flows import add_check_command, add_run_command
 from flowlang.cli.graph import add_graph_command
@@ -76,6 +80,7 @@ def _parser() -> argparse.ArgumentParser:
     add_check_command(commands)
     add_automate_command(commands)
     add_replay_command(commands)
+    add_deadletters_command(commands)
     add_graph_command(commands)
     add_schema_command(commands)
     add_test_command(commands)

@@ -2,27 +2,35 @@
 
 ``automate`` reads events as JSON lines as they arrive (:mod:`flowlang.cli.event_stream`; a line
 that is not an event is reported with file:line and skipped; one that never ends, such as
-``/dev/zero``, ends the stream), and holds the journal's lock for the run. Results go to
+``/dev/zero``, ends the stream), and keeps what it does in the store (``--store``, an SQLite
+file several processes may share: :mod:`flowlang.automations.store`); it takes over the open
+events of processes that died, at start and every TAKEOVER_INTERVAL seconds. Results go to
 standard output (text, or JSON lines with ``--json``: one per event and a summary line last);
 warnings, notes, ``-v``'s attempts and the progress line go to standard error.
 
 Exit status (both commands): 0 success; 1 the work found problems (an action dead-lettered,
-an event failed, a dead letter that could not be written; for ``replay``, records that remain
-in the file); 2 bad usage or unusable input (workflow errors, two workflows with one name, a
-journal in use, bad event lines, an unusable ``--ca-file``); 130 interrupted (Ctrl-C): the
-journal or dead-letter file keeps everything not finished, and the same command resumes.
+an event failed, a dead letter that could not be written; for ``replay``, records that remain);
+2 bad usage or unusable input (workflow errors, two workflows with one name, an unusable
+store, bad event lines, an unusable ``--ca-file``); 130 interrupted (Ctrl-C): the store keeps
+everything not finished, and the same command resumes.
 
-``replay`` removes from the dead-letter file only the records it replayed, under the lock
-appends take, so records appended meanwhile stay; one replay at a time per file
-(``<file>.replay.lock``, held for the whole replay; a second one exits 2). A journal or
-dead-letter path that is not a regular file is refused (exit 2) before a lock is made next to
-it, and every line is read with a bound: a line that goes on past MAX_RECORD_SKIP bytes ends
-the reading (exit 2). Errors are masked, then shortened (MAX_SHOWN_ERROR characters).
+``replay`` of a store is in :mod:`flowlang.cli.store_console`. ``replay`` of a JSON-lines file
+removes from it only the records it replayed, under the lock appends take, so records appended
+meanwhile stay; one replay at a time per file (``<file>.replay.lock``, held for the whole
+replay; a second one exits 2). A dead-letter path that is not a regular file is refused
+(exit 2) before a lock is made next to it, and every line is read with a bound: a line that
+goes on past MAX_RECORD_SKIP bytes ends the reading (exit 2). Errors are masked, then
+shortened (MAX_SHOWN_ERROR characters).
 """
 
 from __future__ import annotations
 
-__all__ = ["automate_from_command_line", "replay_from_command_line"]
+__all__ = [
+    "TAKEOVER_INTERVAL",
+    "automate_from_command_line",
+    "deadletters_from_command_line",
+    "replay_from_command_line",
+]
 
 import argparse
 import asyncio
@@ -45,7 +53,6 @@ from flowlang.automations.dispatch import (
     Delivery,
     DeliverySettings,
     DispatchResult,
-    Journal,
     describe_error,
     file_lock,
     shown_error,
@@ -61,6 +68,7 @@ from flowlang.automations.records import (
     decoded_lines,
     encode_record,
 )
+from flowlang.automations.store import LocalStore, is_store_file
 from flowlang.automations.workflow import check_unique_names, load_workflow
 from flowlang.cli.automate_progress import Progress
 from flowlang.cli.automations import PROVIDER_OPTIONS
@@ -78,6 +86,7 @@ from flowlang.cli.inputs import (
     EXIT_OK,
     UsageError,
 )
+from flowlang.cli.store_console import deadletters_from_command_line, replay_store
 from flowlang.cli.terminal import Colours, printable
 from flowlang.cli.trust import trusted_authorities
 from flowlang.errors import ReplayInProgressError
@@ -102,17 +111,26 @@ class SimulatedClock:
         self.waited += seconds
 
 
+#: Seconds between two looks for open events of processes that died (the look is one indexed
+#: query; taking over is rare).
+TAKEOVER_INTERVAL = 10.0
+
+
 def _automations(
     arguments: argparse.Namespace,
     workflows: list[Any],
-    store: DeadLetterStore,
-    journal: Journal | None = None,
+    dead_letters: DeadLetterStore,
+    store: LocalStore | None = None,
     on_attempt: Any = None,
 ) -> tuple[Automations, SimulatedClock | None]:
     """The automations of a run: recorded responses and simulated time with ``--responses``,
     else the network with the certificate authorities of ``--ca-file``."""
     ssl_context: ssl.SSLContext | None = trusted_authorities(arguments.ca_file)
-    options: dict[str, Any] = {"dead_letters": store, "journal": journal, "on_attempt": on_attempt}
+    options: dict[str, Any] = {
+        "dead_letters": dead_letters,
+        "store": store,
+        "on_attempt": on_attempt,
+    }
     clock: SimulatedClock | None = None
     if arguments.responses:
         options["http"] = load_recorded_responses(arguments.responses)
@@ -232,6 +250,8 @@ class _AutomateRun:
         self.request_log: Any = None
         #: What ended the run from inside an event's task (output that cannot be written).
         self.failure: BaseException | None = None
+        #: Whether events taken over from a process that died are being finished.
+        self.resuming = False
 
     # --- output ------------------------------------------------------------------------------
 
@@ -330,9 +350,9 @@ class _AutomateRun:
         if counts["unsaved"] or counts["failed"]:
             _warn(
                 f"{counts['unsaved']} action(s) could not be dead-lettered and {counts['failed']} "
-                "event(s) failed: they stay unfinished in the journal and run again on the next run"
+                "event(s) failed: they stay unfinished in the store and run again on the next run"
             )
-        dead_letters = arguments.dead_letter if counts["dead_lettered"] else None
+        dead_letters = arguments.store if counts["dead_lettered"] else None
         if arguments.json:
             line: dict[str, Any] = {"kind": "summary"}
             line |= {name: counts[name] for name in SUMMARY_COUNTS}
@@ -354,42 +374,79 @@ class _AutomateRun:
     async def process(self, stream: IO[Any], label: str) -> int:
         """Process the events of ``stream`` as they are read, then write the summary."""
         arguments = self.arguments
-        store = DeadLetterStore(Path(arguments.dead_letter))
-        journal = Journal(Path(arguments.journal))
+        _providers(arguments, frozenset(arguments.allow_host))  # a bad URL: before the store
+        store = LocalStore(Path(arguments.store))
         try:
+            dead_letters = DeadLetterStore(store=store)
             automations, clock = _automations(
-                arguments, self.workflows, store, journal, self.attempt
+                arguments, self.workflows, dead_letters, store, self.attempt
             )
-        except BaseException:
-            journal.close()
-            raise
-        self.redactor = automations.redactor
-        self.progress.now = automations.clock.now
-        if arguments.responses:  # the recorded sender's log of requests: not kept by a run
-            self.request_log = getattr(automations.http, "requests", None)
-        async with automations:
-            for problem in journal.problems:
-                _warn(problem)
-            self.progress.start()
-            try:
-                fatal = await self._run(automations, stream, label)
-            finally:
-                await self.progress.stop()
+            self.redactor = automations.redactor
+            self.progress.now = automations.clock.now
+            if arguments.responses:  # the recorded sender's log of requests: not kept by a run
+                self.request_log = getattr(automations.http, "requests", None)
+            async with automations:
+                self.progress.start()
+                try:
+                    fatal = await self._run(automations, stream, label)
+                finally:
+                    await self.progress.stop()
+        finally:
+            store.close()
         return self.finish(clock, fatal)
 
-    async def _run(self, automations: Automations, stream: IO[Any], label: str) -> str | None:
-        """Resume what the journal left unfinished, then dispatch the events of ``stream``;
-        ``file:line: why`` when a line that never ends stopped the reading. Interrupted, it
-        journals every event read and not started, so that the next run resumes it."""
-        resumed = await automations.resume()
-        if resumed:
-            plural = "s" if len(resumed) != 1 else ""
+    def _resumed(self, results: list[DispatchResult], automations: Automations) -> None:
+        """Report events taken over from the store and finished here."""
+        for problem in automations.problems:
+            _warn(problem)
+        automations.problems.clear()
+        if results:
+            plural = "s" if len(results) != 1 else ""
             self.note(
-                f"resumed {len(resumed)} unfinished event{plural} from {self.arguments.journal}"
+                f"resumed {len(results)} unfinished event{plural} from {self.arguments.store}"
             )
-        self.progress.read += len(resumed)
-        for result in resumed:
+        self.progress.read += len(results)
+        for result in results:
             self.report(result)
+
+    async def _take_over_from_time_to_time(self, automations: Automations) -> None:
+        """Every TAKEOVER_INTERVAL seconds (real time), finish the open events of processes on
+        the store that died meanwhile."""
+        while True:
+            await asyncio.sleep(TAKEOVER_INTERVAL)
+            try:
+                taken = automations.take_over()
+            except OSError as error:
+                self.warn(f"looking for unfinished events: {error}")
+                continue
+            if taken:
+                self.resuming = True
+                try:
+                    self._resumed(await automations.resume(), automations)
+                finally:
+                    self.resuming = False
+
+    async def _run(self, automations: Automations, stream: IO[Any], label: str) -> str | None:
+        """Resume what the store has unfinished (events of processes that died), then
+        dispatch the events of ``stream``; ``file:line: why`` when a line that never ends
+        stopped the reading. Interrupted, it records every event read and not started as
+        accepted, so that the next run resumes it."""
+        self._resumed(await automations.resume(), automations)
+        takeover = asyncio.create_task(self._take_over_from_time_to_time(automations))
+        try:
+            fatal = await self._dispatch_stream(automations, stream, label)
+            while self.resuming:  # events taken over are finished before the summary
+                await asyncio.sleep(0.05)
+            return fatal
+        finally:
+            takeover.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await takeover
+
+    async def _dispatch_stream(
+        self, automations: Automations, stream: IO[Any], label: str
+    ) -> str | None:
+        """Dispatch the events of ``stream``, ``concurrency`` at a time (see :meth:`_run`)."""
         slots = asyncio.Semaphore(max(1, self.arguments.concurrency))
         #: Each task in flight, with its event and whether its dispatch began.
         tasks: dict[asyncio.Task[None], tuple[dict[str, Any], list[bool]]] = {}
@@ -535,8 +592,12 @@ async def _replay(arguments: argparse.Namespace, out: TextIO) -> int:
     path = Path(arguments.dead_letter)
     check_record_file(path, "dead-letter file")  # before a lock is made next to it
     if not path.exists():
-        raise FileNotFoundError(f"dead-letter file {path} does not exist")
+        raise FileNotFoundError(f"{path} does not exist (a store or a dead-letter file)")
     with replay_lock(path):
+        if is_store_file(path):
+            again = DeadLetterStore()
+            automations, _ = _automations(arguments, [], again)
+            return await replay_store(automations, again, path, out)
         return await _replay_locked(arguments, path, out)
 
 
@@ -590,16 +651,16 @@ async def _replay_locked(arguments: argparse.Namespace, path: Path, out: TextIO)
 
 def automate_from_command_line(arguments: argparse.Namespace, out: TextIO, stdin: TextIO) -> int:
     """``flowlang automate``: returns the exit status (EXIT_INTERRUPTED after Ctrl-C, saying
-    that the journal keeps what was not finished)."""
+    that the store keeps what was not finished)."""
     try:
         return asyncio.run(_automate(arguments, out, stdin))
     except KeyboardInterrupt:
-        _warn(f"interrupted; journal kept at {arguments.journal}: rerun the same command to resume")
+        _warn(f"interrupted; store kept at {arguments.store}: rerun the same command to resume")
         return EXIT_INTERRUPTED
 
 
 def replay_from_command_line(arguments: argparse.Namespace, out: TextIO, stdin: TextIO) -> int:
-    """``flowlang replay``: retry the dead letters of a file; 1 when some remain in it."""
+    """``flowlang replay``: retry the dead letters of a store or file; 1 when some remain."""
     try:
         return asyncio.run(_replay(arguments, out))
     except KeyboardInterrupt:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["add_automate_command", "add_replay_command"]
+__all__ = ["DEFAULT_STORE", "add_automate_command", "add_deadletters_command", "add_replay_command"]
 
 import argparse
 from collections.abc import Callable
@@ -17,10 +17,18 @@ AUTOMATE_EPILOG = (
 
 for automate:
   1    an action was dead-lettered, an event failed, or a dead letter could not be
-       written (it stays unfinished in the journal)
-  2    workflow errors, bad event lines, a journal in use, an unreadable file, an
-       unusable --ca-file (bad input outranks problems found)
-  130  the journal keeps what was not finished: rerun the same command to resume
+       written (it stays unfinished in the store)
+  2    workflow errors, bad event lines, an unusable store (not a store, damaged,
+       read-only, newer, locked too long), an unreadable file, an unusable --ca-file
+       (bad input outranks problems found)
+  130  the store keeps what was not finished: rerun the same command to resume
+
+store:
+  one SQLite file (default flowlang.db) with the events of the duplicate window, what
+  unfinished events have done, scheduled retries and dead letters. Several flowlang
+  automate may share it: an event is run by one of them; the events of one that died
+  are taken over by the next. Replay its dead letters with flowlang replay STORE;
+  flowlang deadletters export STORE writes them as JSON lines.
 
 output:
   text: a line per action not delivered, then a summary; -q leaves out the summary and
@@ -32,7 +40,8 @@ output:
   and a last one
     {"kind": "summary", "events", "duplicates", "matched", "delivered", "retried",
      "dead_lettered", "skipped", "unsaved", "failed", "refused": COUNT,
-     "simulated_wait": SECONDS|null, "dead_letter_file": PATH|null, "exit": STATUS}
+     "simulated_wait": SECONDS|null, "dead_letter_file": STORE|null, "exit": STATUS}
+  (dead_letter_file: the store, when this run dead-lettered an action)
   Warnings, notes, -v's attempts and progress (on a terminal) go to stderr.
 """
 )
@@ -42,15 +51,28 @@ REPLAY_EPILOG = (
     + """
 
 for replay:
-  0    every record was replayed and delivered; the file is left without them
-  1    records remain in the file: they failed again, or cannot be replayed
-  2    no such file, another replay in progress, a line that never ends, an unusable
-       --ca-file
-  130  what was not replayed stays in the file: rerun the same command to resume
+  0    every record was replayed and delivered; the store (or file) is left without them
+  1    records remain: they failed again, or cannot be replayed
+  2    no such file, an unusable store, another replay in progress, a line that never
+       ends, an unusable --ca-file
+  130  what was not replayed stays: rerun the same command to resume
 """
 )
 
 
+DEADLETTERS_EPILOG = (
+    EXIT_STATUSES
+    + """
+
+for deadletters:
+  0    every dead letter was exported, or every line imported
+  1    import: lines that are not dead-letter records were skipped (each reported)
+  2    an unusable store or file
+"""
+)
+
+#: The store ``automate`` and ``replay`` use unless told otherwise.
+DEFAULT_STORE = "flowlang.db"
 #: The most events ``automate`` processes at once.
 MAX_CONCURRENCY = 1000
 
@@ -146,17 +168,11 @@ def add_automate_command(commands: Any) -> None:
         help="recorded HTTP responses: run offline, retries in simulated time",
     )
     automate.add_argument(
-        "--dead-letter",
-        default="flowlang-deadletter.jsonl",
+        "--store",
+        default=DEFAULT_STORE,
         metavar="FILE",
-        help="where undeliverable actions are kept (default: %(default)s)",
-    )
-    automate.add_argument(
-        "--journal",
-        default="flowlang-journal.jsonl",
-        metavar="FILE",
-        help="what was done, to resume an interrupted run and skip events seen "
-        "before (default: %(default)s)",
+        help="the store (an SQLite file, shared by every flowlang automate on it): events "
+        "seen, what is unfinished, scheduled retries and dead letters (default: %(default)s)",
     )
     automate.add_argument(
         "--concurrency",
@@ -185,15 +201,40 @@ def add_replay_command(commands: Any) -> None:
     """Add ``replay`` to the subcommands ``commands`` (argparse's subparsers action)."""
     replay = commands.add_parser(
         "replay",
-        help="retry the actions kept in a dead-letter file",
-        description="Retry each record of DEADLETTER with its idempotency key;\n"
-        "what fails again stays in the file.",
+        help="retry the dead letters of a store (or of a JSON-lines file)",
+        description="Retry each dead letter of STORE (or of a JSON-lines file of them)\n"
+        "with its idempotency key; what fails again stays.",
         epilog=REPLAY_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     replay.add_argument(
-        "dead_letter", metavar="DEADLETTER", help="a dead-letter file written by flowlang automate"
+        "dead_letter",
+        metavar="STORE",
+        help="a store written by flowlang automate, or a JSON-lines file of dead letters "
+        "(flowlang deadletters export)",
     )
     replay.add_argument("--responses", metavar="FILE", help="recorded HTTP responses: run offline")
     _add_network_options(replay)
     replay.set_defaults(handler=_automations_command("replay_from_command_line"))
+
+
+def add_deadletters_command(commands: Any) -> None:
+    """Add ``deadletters`` (export and import) to the subcommands ``commands``."""
+    deadletters = commands.add_parser(
+        "deadletters",
+        help="export or import the dead letters of a store as JSON lines",
+        description="Dead letters as JSON lines (flowlang.deadletter/1 records), for grep\n"
+        "and for flowlang replay FILE.",
+        epilog=DEADLETTERS_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    actions = deadletters.add_subparsers(dest="deadletters_action", required=True, metavar="ACTION")
+    export = actions.add_parser("export", help="write the store's dead letters as JSON lines")
+    export.add_argument("store", metavar="STORE", help="a store written by flowlang automate")
+    export.add_argument(
+        "-o", "--output", metavar="FILE", help="write to FILE (default: standard output)"
+    )
+    imported = actions.add_parser("import", help="add the dead letters of a JSON-lines file")
+    imported.add_argument("store", metavar="STORE", help="the store (made when missing)")
+    imported.add_argument("file", metavar="FILE", help="JSON lines of flowlang.deadletter/1")
+    deadletters.set_defaults(handler=_automations_command("deadletters_from_command_line"))

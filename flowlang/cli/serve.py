@@ -32,8 +32,7 @@ workers (--workers N, N > 1):
   started again with its index (it finishes its journal's unfinished events). A start
   that would leave unfinished events unread (in events.jsonl, or in events.K.jsonl with
   K above N) is refused, naming the journals: finish them first (start with the worker
-  count that wrote them, or flowlang automate WORKFLOWS --events /dev/null --journal
-  FILE). More than 5 deaths within 60 s stop the server (status 1). /metrics on any
+  count that wrote them). More than 5 deaths within 60 s stop the server (status 1). /metrics on any
   worker sums every worker (Prometheus multiprocess mode, in --metrics-dir or a
   temporary folder). SIGHUP stops the server as SIGTERM does.
 """

@@ -222,10 +222,8 @@ def check_other_journals(journal: str | None, workers: int) -> None:
         "these journals hold events this run would never resume: "
         + "; ".join(found)
         + ". Finish each first: start flowlang serve again with the worker count that wrote it "
-        f"({name}: without --workers; {indexed}: --workers K or more), or run "
-        "flowlang automate WORKFLOWS --events /dev/null --journal THAT_FILE "
-        "--dead-letter ITS_DEAD_LETTER_FILE (it resumes the journal's unfinished events, then "
-        "ends)"
+        f"({name}: without --workers; {indexed}: --workers K or more): it resumes the "
+        "journal's unfinished events"
     )
 
 

@@ -1,0 +1,654 @@
+"""The local store: one SQLite file (WAL) holding what automations have done, for every process.
+
+Tables: ``events`` (one row per event id inside the duplicate window: when it was accepted, the
+process that owns it while it is open, its JSON while open), ``settled`` (the ledger: each
+action delivered, dead-lettered or skipped, with its result), ``operations`` (long-running
+speech operations by idempotency key), ``workflows_done``, ``retries`` (the attempt number and
+due time of each unsettled action's next attempt: waiting is data), ``dead`` (dead letters,
+each a ``flowlang.deadletter/1`` record) and ``flowlang_store`` (the schema version).
+
+Several processes may use one store: the duplicate check is one atomic upsert; an event
+accepted by a process is owned by it (``events.owner``), and each open :class:`LocalStore`
+holds an ``flock`` on ``<store>.owners/<owner>.lock``. An open event whose owner's lock can
+be taken is orphaned (its process died: the lock went with it, whatever pid came next), and
+:meth:`LocalStore.take_over` makes it ours atomically (``UPDATE ... WHERE owner = old``).
+
+A finished event keeps only its id's digest and when it was accepted, inside the window and for
+at most ``limit`` finished events; each finish prunes a few of the oldest (bounded work per
+event), so the file follows the window, not the history. Text is stored as ASCII JSON
+(:func:`flowlang.automations.records.encode_record`): lone surrogates and any other text read
+back exactly. Every SQLite failure is a :class:`StoreError` naming the file.
+"""
+
+from __future__ import annotations
+
+__all__ = ["SCHEMA_VERSION", "LocalStore", "OpenEvent", "is_store_file"]
+
+import contextlib
+import hashlib
+import itertools
+import json
+import os
+import re
+import sqlite3
+import stat
+import threading
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from flowlang.automations.locks import FileLock
+from flowlang.automations.records import RecordError, decode_record, encode_record
+from flowlang.errors import StoreError
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX: no owner locks (one process per store)
+    fcntl = None  # type: ignore[assignment]
+
+#: The schema this flowlang writes and reads.
+SCHEMA_VERSION = 1
+#: The first bytes of every SQLite database file.
+SQLITE_MAGIC = b"SQLite format 3\x00"
+#: Every PRUNE_EVERY finishes, at most PRUNE_BATCH finished events are pruned by age and as
+#: many by count (amortized: more than one per finish, so the store catches up after the
+#: limit is lowered).
+PRUNE_EVERY = 8
+PRUNE_BATCH = 32
+#: The tables besides ``settled`` that hold rows of an open event.
+_SIDE_TABLES = frozenset({"operations", "workflows_done", "retries"})
+#: Stale owner lock files removed at most when a store opens.
+STALE_OWNER_SWEEP = 64
+_OWNER = re.compile(r"[0-9a-f]{32}")
+
+_SCHEMA = (
+    "CREATE TABLE flowlang_store (name TEXT PRIMARY KEY, value INTEGER NOT NULL)",
+    "CREATE TABLE events (key BLOB PRIMARY KEY, at REAL NOT NULL, owner TEXT, event TEXT,"
+    " done_no INTEGER) WITHOUT ROWID",
+    "CREATE INDEX events_open ON events(owner) WHERE done_no IS NULL",
+    "CREATE INDEX events_done_no ON events(done_no) WHERE done_no IS NOT NULL",
+    "CREATE INDEX events_done_at ON events(at) WHERE done_no IS NOT NULL",
+    "CREATE TABLE settled (event_key BLOB NOT NULL, workflow TEXT NOT NULL, action TEXT NOT NULL,"
+    " outcome TEXT NOT NULL, result TEXT, PRIMARY KEY (event_key, workflow, action))"
+    " WITHOUT ROWID",
+    "CREATE TABLE operations (event_key BLOB NOT NULL, key TEXT NOT NULL, name TEXT NOT NULL,"
+    " PRIMARY KEY (event_key, key)) WITHOUT ROWID",
+    "CREATE TABLE workflows_done (event_key BLOB NOT NULL, workflow TEXT NOT NULL,"
+    " PRIMARY KEY (event_key, workflow)) WITHOUT ROWID",
+    "CREATE TABLE retries (event_key BLOB NOT NULL, key TEXT NOT NULL, number INTEGER NOT NULL,"
+    " due REAL NOT NULL, PRIMARY KEY (event_key, key)) WITHOUT ROWID",
+    "CREATE TABLE dead (id INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL,"
+    " record TEXT NOT NULL)",
+    f"INSERT INTO flowlang_store VALUES ('schema', {SCHEMA_VERSION}), ('finished', 0)",
+)
+
+
+def is_store_file(path: Path) -> bool:
+    """Whether ``path`` is a regular file that begins as an SQLite database does."""
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return False
+        with path.open("rb") as handle:
+            return handle.read(len(SQLITE_MAGIC)) == SQLITE_MAGIC
+    except OSError:
+        return False
+
+
+def event_key(event_id: str) -> bytes:
+    """The digest an event id is stored under (any text, of any length: 16 bytes)."""
+    return hashlib.sha256(event_id.encode("utf-8", "surrogatepass")).digest()[:16]
+
+
+def _text(value: Any) -> str:
+    """``value`` as ASCII JSON text (RecordError when it cannot be written as JSON)."""
+    return encode_record({"v": value})[5:-2]
+
+
+def _value(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+@dataclass
+class OpenEvent:
+    """An accepted event not finished: what its resumption needs."""
+
+    event_id: str
+    event: dict[str, Any]
+    #: (workflow, action) → (outcome, result)
+    settled: dict[tuple[str, str], tuple[str, Any]] = field(default_factory=dict)
+    done: set[str] = field(default_factory=set)
+    #: Long-running speech operations it started, by idempotency key.
+    operations: dict[str, str] = field(default_factory=dict)
+    #: Problems reading it (a record that does not decode), each a sentence.
+    problems: list[str] = field(default_factory=list)
+
+
+class LocalStore:
+    """One store file, opened by this process (see the module docstring).
+
+    ``sync``: every commit reaches the disk (``synchronous=FULL``) before it returns, for a
+    server that answers "accepted"; otherwise a commit survives the process's death
+    (``synchronous=NORMAL`` in WAL mode). ``busy_timeout``: how long a write waits for another
+    process's transaction before StoreError. Each thread that uses it gets its own connection.
+    """
+
+    def __init__(self, path: Path, *, sync: bool = False, busy_timeout: float = 5.0) -> None:
+        self.path = Path(path)
+        self.sync = sync
+        self.busy_timeout = busy_timeout
+        self.owner = uuid.uuid4().hex
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._guard = threading.Lock()
+        self._owner_fd: int | None = None
+        #: The side tables written for each open event this store accepted (a finish deletes
+        #: only from those; an event taken over may have rows in any).
+        self._written: dict[bytes, set[str]] = {}
+        self._finished = 0
+        self._check_path()
+        self.owners = Path(f"{self.path}.owners")
+        try:
+            self._prepare()
+            self._hold_owner_lock()
+        except BaseException:
+            self.close()
+            raise
+        self.sweep_owner_files()
+
+    # --- opening ----------------------------------------------------------------------------
+
+    def _error(self, what: str) -> StoreError:
+        return StoreError(f"store {self.path} {what}")
+
+    def _check_path(self) -> None:
+        """StoreError unless the path is a regular file (or missing) that begins as SQLite,
+        and its sidecars are not links or devices."""
+        path = self.path
+        try:
+            mode = os.stat(path).st_mode
+        except FileNotFoundError:
+            if os.path.islink(path):
+                raise self._error("is a symbolic link to nothing: refused") from None
+            mode = None
+        except OSError as error:
+            raise self._error(f"cannot be used: {error.strerror}") from None
+        if mode is not None and not stat.S_ISREG(mode):
+            raise self._error("is not a regular file (a device, FIFO or directory): refused")
+        for suffix in ("-wal", "-shm", "-journal", ".owners"):
+            side = Path(f"{path}{suffix}")
+            if os.path.islink(side):
+                raise self._error(f"has a symbolic link {side} next to it: refused")
+            if suffix != ".owners" and side.exists() and not side.is_file():
+                raise self._error(f"has {side} next to it, which is not a regular file: refused")
+        if mode is None:
+            return
+        try:
+            with path.open("rb") as handle:
+                head = handle.read(len(SQLITE_MAGIC))
+        except OSError as error:
+            raise self._error(f"cannot be read: {error.strerror}") from None
+        if head and head != SQLITE_MAGIC:
+            hint = ""
+            if head.lstrip()[:1] == b"{":
+                hint = (
+                    " (it looks like JSON lines: a store is made by flowlang automate --store; "
+                    "dead letters in JSON lines are imported with flowlang deadletters import)"
+                )
+            raise self._error(f"is not a flowlang store (not an SQLite database){hint}")
+        if not os.access(path, os.W_OK):
+            raise self._error("is read-only: flowlang writes to its store")
+
+    def _prepare(self) -> None:
+        """Open this thread's connection, set WAL, make or check the schema."""
+        connection = self._connection()
+        with self._translated("cannot be opened"):
+            mode = connection.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise self._error(f"cannot use write-ahead logging (journal mode {mode})")
+            with self._transaction() as db:
+                tables = {
+                    row[0]
+                    for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+                }
+                if not tables:
+                    for statement in _SCHEMA:
+                        db.execute(statement)
+                    return
+                if "flowlang_store" not in tables:
+                    raise self._error(
+                        "is an SQLite database that is not a flowlang store: give another file"
+                    )
+                row = db.execute(
+                    "SELECT value FROM flowlang_store WHERE name = 'schema'"
+                ).fetchone()
+                version = row[0] if row else None
+                if version != SCHEMA_VERSION:
+                    raise self._error(self._version_problem(version))
+
+    @staticmethod
+    def _version_problem(version: Any) -> str:
+        if isinstance(version, int) and version > SCHEMA_VERSION:
+            return (
+                f"was written by a newer flowlang (store schema {version}; this flowlang reads "
+                f"{SCHEMA_VERSION}): use that newer flowlang, or a new store file"
+            )
+        if isinstance(version, int):
+            return (
+                f"has an older store schema ({version}; this flowlang reads {SCHEMA_VERSION}): "
+                "export its dead letters with the flowlang that wrote it (flowlang deadletters "
+                "export), then start a new store and import them"
+            )
+        return "has no usable schema version: it is not a flowlang store (or it is damaged)"
+
+    def _connection(self) -> sqlite3.Connection:
+        """This thread's connection (made on first use: sqlite3 wants one per thread)."""
+        connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
+        if connection is not None:
+            return connection
+        with self._translated("cannot be opened"):
+            connection = sqlite3.connect(
+                self.path,
+                timeout=self.busy_timeout,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+        try:
+            with self._translated("cannot be opened"):
+                connection.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+                connection.execute(f"PRAGMA synchronous = {'FULL' if self.sync else 'NORMAL'}")
+        except BaseException:
+            connection.close()
+            raise
+        self._local.connection = connection
+        with self._guard:
+            self._connections.append(connection)
+        return connection
+
+    @contextlib.contextmanager
+    def _translated(self, doing: str) -> Iterator[None]:
+        """sqlite3's errors (and OSErrors) as StoreError naming the file and what to do."""
+        try:
+            yield
+        except StoreError:
+            raise
+        except sqlite3.Error as error:
+            raise self._error(f"{doing}: {self._explain(error)}") from None
+        except OSError as error:
+            raise self._error(f"{doing}: {error.strerror or error}") from None
+
+    def _explain(self, error: sqlite3.Error) -> str:
+        text = str(error)
+        if "locked" in text or "busy" in text:
+            return (
+                f"it is locked by another process for more than {self.busy_timeout:g} s "
+                "(a long transaction): try again when it ends"
+            )
+        if "not a database" in text:
+            return "it is not an SQLite database (or its header is damaged)"
+        if "malformed" in text or "corrupt" in text:
+            return (
+                "it is damaged (database disk image is malformed): restore it from a backup, "
+                "or move it away to start a new one"
+            )
+        if "readonly" in text or "read-only" in text:
+            return "it cannot be written (read-only file or folder)"
+        if "full" in text:
+            return "the disk is full"
+        if "unable to open" in text:
+            return "it cannot be opened (a missing or unwritable folder?)"
+        return text
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """``BEGIN IMMEDIATE`` ... ``COMMIT`` (rolled back on an exception)."""
+        connection = self._connection()
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            yield connection
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                connection.execute("ROLLBACK")
+            raise
+        connection.execute("COMMIT")
+
+    @contextlib.contextmanager
+    def _write(self, doing: str) -> Iterator[sqlite3.Connection]:
+        """A write transaction whose errors are StoreErrors saying what was being done."""
+        with self._translated(doing), self._transaction() as connection:
+            yield connection
+
+    # --- owners -----------------------------------------------------------------------------
+
+    def _hold_owner_lock(self) -> None:
+        try:
+            self.owners.mkdir(mode=0o700, exist_ok=True)
+        except OSError as error:
+            raise self._error(f"cannot make {self.owners}: {error.strerror}") from None
+        if os.path.islink(self.owners) or not self.owners.is_dir():
+            raise self._error(f"has {self.owners} next to it, which is not a folder: refused")
+        # Locked under a name no sweep or takeover looks at, then renamed: an owner's lock file
+        # is never seen unlocked while its process lives.
+        final = self.owners / f"{self.owner}.lock"
+        making = self.owners / f"{self.owner}.making"
+        try:
+            fd = os.open(
+                making, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
+            )
+            try:
+                if fcntl is not None:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                os.rename(making, final)
+            except BaseException:
+                os.close(fd)
+                raise
+        except OSError as error:
+            raise self._error(f"cannot lock {final}: {error.strerror}") from None
+        self._owner_fd = fd
+
+    def _orphaned(self, owner: str | None) -> FileLock | bool:
+        """Whether ``owner`` is gone: its lock held now (to be released after the takeover),
+        True when it has no lock file, False when its process still holds it."""
+        if owner is None or not _OWNER.fullmatch(owner):
+            return True
+        name = str(self.owners / f"{owner}.lock")
+        try:
+            fd = os.open(name, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return True
+        except OSError:
+            return False
+        os.close(fd)
+        try:
+            return FileLock(name, wait=False)
+        except OSError:
+            return False
+
+    def sweep_owner_files(self) -> None:
+        """Remove a few lock files of owners that are gone and own nothing (bounded)."""
+        try:
+            with os.scandir(self.owners) as entries:
+                names = [entry.name for entry in itertools.islice(entries, STALE_OWNER_SWEEP)]
+        except OSError:
+            return
+        for name in names:
+            owner = name.removesuffix(".lock")
+            if owner == self.owner or not _OWNER.fullmatch(owner):
+                continue
+            with contextlib.suppress(StoreError):
+                if self._owns_open(owner):
+                    continue
+            lock = self._orphaned(owner)
+            if isinstance(lock, FileLock):
+                with contextlib.suppress(OSError):
+                    os.unlink(lock.lock_path)
+                lock.close()
+
+    def _owns_open(self, owner: str) -> bool:
+        with self._translated("cannot be read"):
+            row = (
+                self._connection()
+                .execute(
+                    "SELECT 1 FROM events WHERE done_no IS NULL AND owner = ? LIMIT 1", (owner,)
+                )
+                .fetchone()
+            )
+        return row is not None
+
+    def take_over(self) -> list[OpenEvent]:
+        """The open events of owners that are gone, now ours (atomically: another process
+        taking over at the same time gets none of them), in the order they were accepted."""
+        with self._translated("cannot be read"):
+            owners = [
+                row[0]
+                for row in self._connection().execute(
+                    "SELECT DISTINCT owner FROM events WHERE done_no IS NULL"
+                )
+                if row[0] != self.owner
+            ]
+        taken: list[tuple[bytes, str]] = []
+        for owner in owners:
+            lock = self._orphaned(owner)
+            if lock is False:
+                continue
+            try:
+                with self._write("cannot take over open events") as db:
+                    rows = db.execute(
+                        "SELECT key, event FROM events WHERE done_no IS NULL AND owner IS ?"
+                        " ORDER BY at",
+                        (owner,),
+                    ).fetchall()
+                    db.execute(
+                        "UPDATE events SET owner = ? WHERE done_no IS NULL AND owner IS ?",
+                        (self.owner, owner),
+                    )
+                taken += rows
+            finally:
+                if isinstance(lock, FileLock):
+                    with contextlib.suppress(OSError):
+                        os.unlink(lock.lock_path)
+                    lock.close()
+        return [self._open_event(key, text) for key, text in taken]
+
+    def _open_event(self, key: bytes, text: str | None) -> OpenEvent:
+        problems: list[str] = []
+        try:
+            event = decode_record(str(text).encode("ascii"))
+            event_id = event["id"]
+            if not isinstance(event_id, str):
+                raise RecordError("its id is not text")
+        except (RecordError, KeyError, UnicodeEncodeError) as error:
+            problems.append(f"{self.path}: an open event cannot be read back: {error}")
+            return OpenEvent("", {}, problems=problems)
+        found = OpenEvent(event_id, event, problems=problems)
+        with self._translated("cannot be read"):
+            db = self._connection()
+            for workflow, action, outcome, result in db.execute(
+                "SELECT workflow, action, outcome, result FROM settled WHERE event_key = ?", (key,)
+            ):
+                found.settled[(_value(workflow), _value(action))] = (outcome, _value(result))
+            for (workflow,) in db.execute(
+                "SELECT workflow FROM workflows_done WHERE event_key = ?", (key,)
+            ):
+                found.done.add(_value(workflow))
+            for op_key, name in db.execute(
+                "SELECT key, name FROM operations WHERE event_key = ?", (key,)
+            ):
+                found.operations[op_key] = _value(name)
+        return found
+
+    # --- events -----------------------------------------------------------------------------
+
+    def accept(self, event_id: str, event: dict[str, Any], now: float, window: float) -> bool:
+        """Record ``event`` as accepted and ours, unless its id was accepted less than
+        ``window`` seconds before ``now`` or is still open: False then (a duplicate). One
+        atomic statement, so of several processes accepting one id, one gets True."""
+        text = encode_record(event)[:-1]
+        with self._translated("cannot record an event"):
+            cursor = self._connection().execute(
+                "INSERT INTO events (key, at, owner, event, done_no) VALUES (?, ?, ?, ?, NULL)"
+                " ON CONFLICT (key) DO UPDATE SET at = excluded.at, owner = excluded.owner,"
+                " event = excluded.event, done_no = NULL"
+                " WHERE events.done_no IS NOT NULL AND events.at <= ?",
+                (event_key(event_id), now, self.owner, text, now - window),
+            )
+        if cursor.rowcount != 1:
+            return False
+        self._written[event_key(event_id)] = set()
+        return True
+
+    def _writes(self, key: bytes, table: str) -> bytes:
+        written = self._written.get(key)
+        if written is not None:
+            written.add(table)
+        return key
+
+    def settle(self, event_id: str, workflow: str, action: str, outcome: str, result: Any) -> None:
+        """Record an action as settled (RecordError when ``result`` is not JSON)."""
+        values = (event_key(event_id), _text(workflow), _text(action), outcome, _text(result))
+        with self._translated("cannot record a settled action"):
+            self._connection().execute(
+                "INSERT OR REPLACE INTO settled VALUES (?, ?, ?, ?, ?)", values
+            )
+
+    def operation(self, event_id: str, key: str, name: str) -> None:
+        """Record a long-running speech operation started for the action of ``key``."""
+        with self._translated("cannot record a speech operation"):
+            self._connection().execute(
+                "INSERT OR REPLACE INTO operations VALUES (?, ?, ?)",
+                (self._writes(event_key(event_id), "operations"), key, _text(name)),
+            )
+
+    def workflow_done(self, event_id: str, workflow: str) -> None:
+        """Record that every action of ``workflow`` settled for the event."""
+        with self._translated("cannot record a finished workflow"):
+            self._connection().execute(
+                "INSERT OR REPLACE INTO workflows_done VALUES (?, ?)",
+                (self._writes(event_key(event_id), "workflows_done"), _text(workflow)),
+            )
+
+    def schedule_retry(self, event_id: str, key: str, number: int, due: float) -> None:
+        """Record that attempt ``number`` of the action of ``key`` is due at ``due``."""
+        with self._translated("cannot record a retry"):
+            self._connection().execute(
+                "INSERT OR REPLACE INTO retries VALUES (?, ?, ?, ?)",
+                (self._writes(event_key(event_id), "retries"), key, number, due),
+            )
+
+    def retry_of(self, event_id: str, key: str) -> tuple[int, float] | None:
+        """``(attempt number, due)`` of the recorded next attempt of the action of ``key``."""
+        with self._translated("cannot be read"):
+            row = (
+                self._connection()
+                .execute(
+                    "SELECT number, due FROM retries WHERE event_key = ? AND key = ?",
+                    (event_key(event_id), key),
+                )
+                .fetchone()
+            )
+        return None if row is None else (int(row[0]), float(row[1]))
+
+    def finish(self, event_id: str, now: float, window: float, limit: int) -> None:
+        """The event is done: keep only (its id's digest, when accepted), forget its ledger,
+        and prune a few finished events out of ``window`` or beyond the last ``limit``."""
+        key = event_key(event_id)
+        side = self._written.pop(key, _SIDE_TABLES)
+        self._finished += 1
+        prune = self._finished % PRUNE_EVERY == 0
+        with self._write("cannot record a finished event") as db:
+            (number,) = db.execute(
+                "UPDATE flowlang_store SET value = value + 1 WHERE name = 'finished'"
+                " RETURNING value"
+            ).fetchone()
+            db.execute(
+                "UPDATE events SET event = NULL, owner = NULL, done_no = ? WHERE key = ?",
+                (number, key),
+            )
+            for table in ("settled", *sorted(side)):
+                db.execute(f"DELETE FROM {table} WHERE event_key = ?", (key,))
+            if not prune:
+                return
+            db.execute(
+                "DELETE FROM events WHERE key IN (SELECT key FROM events WHERE done_no IS NOT NULL"
+                " AND at <= ? ORDER BY at LIMIT ?)",
+                (now - window, PRUNE_BATCH),
+            )
+            db.execute(
+                "DELETE FROM events WHERE key IN (SELECT key FROM events WHERE done_no IS NOT NULL"
+                " AND done_no <= ? ORDER BY done_no LIMIT ?)",
+                (number - limit, PRUNE_BATCH),
+            )
+
+    def counts(self) -> dict[str, int]:
+        """Rows per table (for tests and inspection)."""
+        with self._translated("cannot be read"):
+            db = self._connection()
+            counts = {
+                table: db.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+                for table in (
+                    "events",
+                    "settled",
+                    "operations",
+                    "workflows_done",
+                    "retries",
+                    "dead",
+                )
+            }
+            counts["open"] = db.execute(
+                "SELECT count(*) FROM events WHERE done_no IS NULL"
+            ).fetchone()[0]
+        return counts
+
+    # --- dead letters -----------------------------------------------------------------------
+
+    def add_dead(self, record: dict[str, Any], now: float = 0.0) -> int:
+        """Keep a dead-letter record; its id (RecordError when it is not JSON)."""
+        text = encode_record(record)[:-1]
+        with self._translated("cannot keep a dead letter"):
+            cursor = self._connection().execute(
+                "INSERT INTO dead (at, record) VALUES (?, ?)", (now, text)
+            )
+        return int(cursor.lastrowid or 0)
+
+    def last_dead(self) -> int:
+        """The id of the newest dead letter (0 when none)."""
+        with self._translated("cannot be read"):
+            row = self._connection().execute("SELECT max(id) FROM dead").fetchone()
+        return int(row[0] or 0)
+
+    def dead_letters(
+        self, after: int = 0, upto: int | None = None
+    ) -> Iterator[tuple[int, dict[str, Any] | str]]:
+        """``(id, record or why it cannot be read)`` of each dead letter after ``after`` (and up
+        to ``upto``), one read at a time (memory holds one)."""
+        last = after
+        while True:
+            with self._translated("cannot be read"):
+                row = (
+                    self._connection()
+                    .execute(
+                        "SELECT id, record FROM dead WHERE id > ? AND id <= ? ORDER BY id LIMIT 1",
+                        (last, upto if upto is not None else 2**62),
+                    )
+                    .fetchone()
+                )
+            if row is None:
+                return
+            last = int(row[0])
+            try:
+                yield last, decode_record(str(row[1]).encode("ascii"))
+            except (RecordError, UnicodeEncodeError) as error:
+                yield last, f"{self.path}: dead letter {last}: {error}"
+
+    def replace_dead(
+        self, consumed: list[int], added: list[dict[str, Any]], now: float = 0.0
+    ) -> None:
+        """In one transaction: remove the dead letters ``consumed``, keep ``added``."""
+        lines = [encode_record(record)[:-1] for record in added]
+        with self._write("cannot update its dead letters") as db:
+            db.executemany("DELETE FROM dead WHERE id = ?", [(number,) for number in consumed])
+            db.executemany("INSERT INTO dead (at, record) VALUES (?, ?)", [(now, x) for x in lines])
+
+    # --- closing ----------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close every connection and give up ownership (open events become orphans that the
+        next process takes over). Again: nothing."""
+        with self._guard:
+            connections, self._connections = self._connections, []
+        for connection in connections:
+            with contextlib.suppress(sqlite3.Error):
+                connection.close()
+        self._local = threading.local()
+        if self._owner_fd is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self.owners / f"{self.owner}.lock")
+            os.close(self._owner_fd)
+            self._owner_fd = None
+
+    def __enter__(self) -> LocalStore:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()

@@ -1,0 +1,401 @@
+"""The local store (flowlang.automations.store): exact round trips, the duplicate window, owners
+and takeover, recorded retries, and hostile files and conditions ending in a clear StoreError."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from support import NOW, FakeClock, cli
+
+from flowlang import MappingSecrets, StoreError
+from flowlang.automations import Automations, DeliverySettings, load_workflow_text
+from flowlang.automations.dispatch import DeadLetterStore, idempotency_key
+from flowlang.automations.records import MAX_EVENT_BYTES, MAX_EVENT_DEPTH
+from flowlang.automations.store import PRUNE_EVERY, LocalStore, is_store_file
+from flowlang.cli.automate_console import replay_lock
+from flowlang.http_rules import PreparedRequest
+from flowlang.runtime.http import HttpResult
+
+TWO = """
+workflow: two
+trigger: call.ended
+actions:
+  - {name: first, type: api_request, endpoint: https://crm.example.com/first}
+  - {name: second, type: api_request, endpoint: https://crm.example.com/second}
+"""
+WINDOW = 3600.0
+
+
+class Http:
+    """Answers each request with ``answer`` and counts them by URL."""
+
+    def __init__(self, status: int = 200) -> None:
+        self.status = status
+        self.sent: list[str] = []
+
+    async def send(
+        self, request: PreparedRequest, *, timeout: float, max_body: int, follow_redirects: bool
+    ) -> HttpResult:
+        self.sent.append(request.url)
+        if self.status == 200:
+            return HttpResult("success", 200, {}, {"ok": "\udcff"})
+        return HttpResult("http_error", self.status, {}, {}, f"HTTP {self.status}")
+
+
+def engine(store: LocalStore, http: Http, clock: FakeClock | None = None) -> Automations:
+    return Automations(
+        [load_workflow_text(TWO)],
+        settings=DeliverySettings(schedule=(0, 30, 300)),
+        http=http,
+        secrets=MappingSecrets({}),
+        clock=clock or FakeClock(),
+        store=store,
+        dead_letters=DeadLetterStore(store=store),
+    )
+
+
+def call(event_id: str, **properties: Any) -> dict[str, Any]:
+    return {"id": event_id, "type": "call.ended", "properties": properties}
+
+
+# --- round trips ---------------------------------------------------------------------------
+
+
+def _deep(levels: int) -> Any:
+    value: Any = "bottom"
+    for _ in range(levels):
+        value = {"d": value}
+    return value
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        call("\ud800lone-\udcff", text="caf\xe9 \U0001f600 \ud800", nul="\x00"),
+        call("i" * 100_000),
+        call("big", pad="p" * (MAX_EVENT_BYTES - 200)),
+        call("deep", deep=_deep(MAX_EVENT_DEPTH - 3)),
+    ],
+    ids=["lone-surrogates", "id-of-100k", "at-1MiB", "deep"],
+)
+def test_an_open_event_reads_back_exactly_in_the_next_process(tmp_path: Path, event: Any) -> None:
+    path = tmp_path / "s.db"
+    first = LocalStore(path)
+    assert first.accept(event["id"], event, NOW, WINDOW)
+    first.settle(event["id"], "two", "first", "delivered", {"r": "\udcff\ud800", "n": 10**30})
+    first.operation(event["id"], "key-1", "operations/\ud800")
+    first.close()  # the process dies: its events are orphans
+    second = LocalStore(path)
+    [found] = second.take_over()
+    assert found.event == event and found.event_id == event["id"]
+    assert found.settled == {("two", "first"): ("delivered", {"r": "\udcff\ud800", "n": 10**30})}
+    assert found.operations == {"key-1": "operations/\ud800"}
+    assert not second.accept(event["id"], event, NOW + 1, WINDOW)  # still open: a duplicate
+    second.close()
+
+
+def test_dead_letters_read_back_exactly_and_export_import_round_trip(tmp_path: Path) -> None:
+    record = {"format": "flowlang.deadletter/1", "event": call("\ud800"), "error": "\udcff\x1b"}
+    path = tmp_path / "s.db"
+    with LocalStore(path) as store:
+        store.add_dead(record)
+    exported = tmp_path / "dead.jsonl"
+    assert cli("deadletters", "export", str(path), "-o", str(exported)) == (0, "")
+    assert exported.read_bytes().isascii()
+    assert json.loads(exported.read_text()) == record
+    other = tmp_path / "other.db"
+    exported.write_text(exported.read_text() + '{"not": "a record"}\nnot json\n')
+    assert cli("deadletters", "import", str(other), str(exported))[0] == 1  # 2 lines skipped
+    with LocalStore(other) as store:
+        assert [r for _, r in store.dead_letters()] == [record]
+
+
+# --- duplicates, window, size ----------------------------------------------------------------
+
+
+def test_many_duplicates_are_accepted_once(tmp_path: Path) -> None:
+    with LocalStore(tmp_path / "s.db") as store:
+        event = call("same")
+        assert [store.accept("same", event, NOW + n, WINDOW) for n in range(500)].count(True) == 1
+        store.finish("same", NOW, WINDOW, 100)
+        assert not store.accept("same", event, NOW + WINDOW - 1, WINDOW)  # inside the window
+        assert store.accept("same", event, NOW + WINDOW, WINDOW)  # out of it: accepted again
+
+
+def test_the_store_follows_the_window_and_the_limit_not_the_history(tmp_path: Path) -> None:
+    limit = 50
+    with LocalStore(tmp_path / "s.db") as store:
+        for number in range(2000):
+            event_id = f"e{number}"
+            assert store.accept(event_id, call(event_id), NOW, WINDOW)
+            store.settle(event_id, "two", "first", "delivered", {"x": 1})
+            store.workflow_done(event_id, "two")
+            store.finish(event_id, NOW, WINDOW, limit)
+        counts = store.counts()
+        assert limit <= counts["events"] < limit + PRUNE_EVERY and counts["open"] == 0
+        assert counts["settled"] == counts["workflows_done"] == 0
+        # later, the window passes: each finish prunes a few of the old ones
+        for number in range(20):
+            event_id = f"late{number}"
+            store.accept(event_id, call(event_id), NOW + 2 * WINDOW, WINDOW)
+            store.finish(event_id, NOW + 2 * WINDOW, WINDOW, limit)
+        assert store.counts()["events"] == 20
+    assert (tmp_path / "s.db").stat().st_size < 1024 * 1024
+
+
+def test_processes_accepting_the_same_ids_at_once_accept_each_once(tmp_path: Path) -> None:
+    """Eight stores (each an owner, as eight processes would be), eight threads, one file."""
+    path = tmp_path / "s.db"
+    LocalStore(path).close()
+    ids = [f"evt-{n}" for n in range(200)]
+    won: list[str] = []
+    guard = threading.Lock()
+
+    def worker() -> None:
+        with LocalStore(path, busy_timeout=30) as store:
+            for event_id in ids:
+                if store.accept(event_id, call(event_id), NOW, WINDOW):
+                    with guard:
+                        won.append(event_id)
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert sorted(won) == sorted(ids)
+
+
+# --- owners and takeover ---------------------------------------------------------------------
+
+
+def test_only_the_events_of_a_gone_owner_are_taken_over_and_only_once(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    alive, gone = LocalStore(path), LocalStore(path)
+    assert alive.accept("a", call("a"), NOW, WINDOW) and gone.accept("g", call("g"), NOW, WINDOW)
+    gone.close()
+    taker, other = LocalStore(path), LocalStore(path)
+    assert [found.event_id for found in taker.take_over()] == ["g"]
+    assert other.take_over() == []  # the alive owner's event, and g is taken
+    assert not any(name.startswith(gone.owner) for name in os.listdir(f"{path}.owners"))
+    for store in (alive, taker, other):
+        store.close()
+
+
+def test_a_recorded_retry_is_waited_for_only_what_remains(tmp_path: Path) -> None:
+    """Attempt 1 failed and attempt 2 is due 30 s later; the process dies 10 s into the wait.
+    The next one waits the remaining 20 s and makes attempt 2 (the same key)."""
+    path = tmp_path / "s.db"
+    first = LocalStore(path)
+    assert first.accept("r", call("r"), NOW, WINDOW)
+    first.schedule_retry("r", idempotency_key("r", "two", "first"), 2, NOW + 30)
+    first.close()
+    store = LocalStore(path)
+    clock = FakeClock()
+    clock.current = NOW + 10
+    automations = engine(store, Http(), clock)  # takes the event over
+    [result] = asyncio.run(automations.resume())
+    store.close()
+    assert clock.waits == [20.0]
+    assert [(d.action, d.outcome, d.attempts) for d in result.deliveries] == [
+        ("first", "delivered", 2),
+        ("second", "delivered", 1),
+    ]
+
+
+def test_two_automations_on_one_store_run_an_event_once(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    first_store, second_store = LocalStore(path), LocalStore(path)
+    first_http, second_http = Http(), Http()
+    first, second = engine(first_store, first_http), engine(second_store, second_http)
+
+    async def both() -> list[Any]:
+        events = [call(f"e{n}") for n in range(30)]
+        return await asyncio.gather(
+            *(first.dispatch(event) for event in events),
+            *(second.dispatch(event) for event in events),
+        )
+
+    results = asyncio.run(both())
+    first_store.close()
+    second_store.close()
+    assert sum(not result.duplicate for result in results) == 30
+    assert len(first_http.sent) + len(second_http.sent) == 60  # two actions per event, once
+
+
+# --- hostile files and conditions --------------------------------------------------------------
+
+
+def _error(path: Path, **options: Any) -> str:
+    with pytest.raises(StoreError) as caught:
+        LocalStore(path, **options).close()
+    message = str(caught.value)
+    assert f"store {path} " in message
+    return message
+
+
+def test_not_a_store(tmp_path: Path) -> None:
+    journal = tmp_path / "journal.jsonl"
+    journal.write_text('{"kind": "event"}\n')
+    assert "not an SQLite database" in _error(journal) and "deadletters import" in _error(journal)
+    other = tmp_path / "other.db"
+    with contextlib.closing(sqlite3.connect(other)) as db:
+        db.execute("CREATE TABLE t (x)")
+    assert "not a flowlang store" in _error(other)
+    assert not is_store_file(journal) and is_store_file(other)
+
+
+def test_a_damaged_store(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    with LocalStore(path) as store:
+        for number in range(300):
+            store.accept(f"e{number}", call(f"e{number}", pad="x" * 500), NOW, WINDOW)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 3])  # truncated
+    with pytest.raises(StoreError, match=r"damaged|not an SQLite"), LocalStore(path) as store:
+        store.counts()
+        store.take_over()
+    path.write_bytes(data[:100] + os.urandom(len(data) - 100))  # garbage after the header
+    with pytest.raises(StoreError), LocalStore(path) as store:
+        store.counts()
+
+
+@pytest.mark.parametrize("version", [99, 0])
+def test_a_store_of_another_schema_version_says_what_to_do(tmp_path: Path, version: int) -> None:
+    path = tmp_path / "s.db"
+    LocalStore(path).close()
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.execute("UPDATE flowlang_store SET value = ? WHERE name = 'schema'", (version,))
+        db.commit()
+    message = _error(path)
+    assert ("newer flowlang" if version == 99 else "older store schema") in message
+
+
+def test_a_symlinked_write_ahead_log_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    LocalStore(path).close()
+    Path(f"{path}-wal").symlink_to(tmp_path / "elsewhere")
+    assert "symbolic link" in _error(path)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes read-only files")
+def test_a_read_only_store(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    LocalStore(path).close()
+    path.chmod(0o400)
+    assert "read-only" in _error(path)
+
+
+def test_a_store_locked_by_a_long_transaction_is_a_clear_error_not_a_hang(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    store = LocalStore(path, busy_timeout=0.3)
+    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as other:
+        other.execute("BEGIN EXCLUSIVE")
+        started = time.monotonic()
+        with pytest.raises(StoreError, match=r"locked by another process for more than 0\.3 s"):
+            store.accept("e", call("e"), NOW, WINDOW)
+        assert time.monotonic() - started < 5
+        other.execute("ROLLBACK")
+    assert store.accept("e", call("e"), NOW, WINDOW)  # not accepted before: accepted now
+    store.close()
+
+
+def test_a_write_that_fails_accepts_nothing_and_loses_nothing(tmp_path: Path) -> None:
+    """A full disk, as the store sees it (a trigger raises what SQLite would): the event is
+    not accepted (its sender may send it again), and it is accepted once the disk has room."""
+    path = tmp_path / "s.db"
+    store = LocalStore(path)
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.execute(
+            "CREATE TRIGGER full BEFORE INSERT ON events "
+            "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"
+        )
+        db.commit()
+    http = Http()
+    automations = engine(store, http)
+    with pytest.raises(StoreError, match="the disk is full"):
+        asyncio.run(automations.dispatch(call("e1")))
+    assert http.sent == []
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.execute("DROP TRIGGER full")
+        db.commit()
+    result = asyncio.run(automations.dispatch(call("e1")))
+    assert not result.duplicate and [d.outcome for d in result.deliveries] == ["delivered"] * 2
+    store.close()
+
+
+@pytest.mark.parametrize("kind", ["garbage", "truncated", "newer", "json-lines"])
+def test_automate_and_replay_on_an_unusable_store_exit_2_naming_it(
+    tmp_path: Path, kind: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "s.db"
+    if kind == "json-lines":
+        path.write_text('{"format": "flowlang.deadletter/1"}\n')
+    else:
+        with LocalStore(path) as store:
+            for number in range(200):
+                store.add_dead({"format": "flowlang.deadletter/1", "n": number, "pad": "x" * 300})
+        data = path.read_bytes()
+        if kind == "garbage":
+            path.write_bytes(b"SQLite format 3\x00" + os.urandom(len(data) - 16))
+        elif kind == "truncated":
+            path.write_bytes(data[: len(data) // 2])
+        else:
+            with contextlib.closing(sqlite3.connect(path)) as db:
+                db.execute("UPDATE flowlang_store SET value = 7 WHERE name = 'schema'")
+                db.commit()
+    (tmp_path / "wf.yaml").write_text(TWO)
+    (tmp_path / "events.jsonl").write_text(json.dumps(call("e1")) + "\n")
+    (tmp_path / "r.yaml").write_text("[]\n")
+    automate = ["automate", str(tmp_path / "wf.yaml"), "--events", str(tmp_path / "events.jsonl")]
+    automate += ["--responses", str(tmp_path / "r.yaml"), "--store", str(path)]
+    commands = [automate, ["deadletters", "export", str(path)]]
+    if kind != "json-lines":  # a JSON-lines file is replayed as one (tests/test_cli_automations)
+        commands.append(["replay", str(path), "--responses", str(tmp_path / "r.yaml")])
+    for argv in commands:
+        status, _ = cli(*argv)
+        err = capsys.readouterr().err
+        assert status == 2, (argv, err)
+        assert str(path) in err and "Traceback" not in err, err
+
+
+def test_one_replay_at_a_time_per_store(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "s.db"
+    with LocalStore(path) as store:
+        store.add_dead({"format": "flowlang.deadletter/1"})
+    with replay_lock(path):
+        assert cli("replay", str(path))[0] == 2
+    assert "being replayed by another flowlang replay" in capsys.readouterr().err
+    status, out = cli("replay", str(path))  # a record that cannot be replayed stays
+    assert status == 1 and "replayed 1 records" in out
+    assert "cannot replay" in capsys.readouterr().err
+    status, out = cli("deadletters", "export", str(path))
+    assert (status, json.loads(out)) == (0, {"format": "flowlang.deadletter/1"})
+
+
+@pytest.mark.parametrize("what", ["missing", "directory", "dev-zero"])
+def test_deadletters_on_unusable_files_exit_2(
+    tmp_path: Path, what: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    target = {"missing": tmp_path / "none", "directory": tmp_path, "dev-zero": Path("/dev/zero")}
+    path = target[what]
+    for argv in (
+        ["deadletters", "export", str(path)],
+        ["deadletters", "import", str(tmp_path / "s.db"), str(path)],
+        ["deadletters", "export", str(tmp_path / "s.db"), "-o", str(path)]
+        if what != "missing"
+        else ["deadletters", "import", str(path), str(tmp_path / "none.jsonl")],
+    ):
+        LocalStore(tmp_path / "s.db").close()
+        assert cli(*argv)[0] == 2, argv
+        err = capsys.readouterr().err
+        assert "Traceback" not in err and err, argv
