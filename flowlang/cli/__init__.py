@@ -1,5 +1,5 @@
 """Command line: ``flowlang eval``, ``run``, ``check``, ``automate``, ``replay``, ``graph``,
-``test`` and ``schema``.
+``test``, ``schema``, ``serve`` and ``worker``.
 
 Every command keeps one exit-status contract (:data:`EXIT_STATUSES`, shown by ``--help``): 0
 on success; 1 when the work found problems (findings, a failed run, dead letters written); 2
@@ -19,7 +19,11 @@ from collections.abc import Sequence
 from typing import TextIO
 
 from flowlang import __version__
-from flowlang.cli.automations import add_automate_command, add_replay_command
+from flowlang.cli.automations import (
+    _add_network_options,
+    add_automate_command,
+    add_replay_command,
+)
 from flowlang.cli.expressions import add_eval_command
 from flowlang.cli.flows import add_check_command, add_run_command
 from flowlang.cli.graph import add_graph_command
@@ -35,6 +39,7 @@ from flowlang.cli.schemas import add_schema_command
 from flowlang.cli.serve import add_serve_command
 from flowlang.cli.terminal import printable
 from flowlang.cli.testing import add_test_command
+from flowlang.cli.worker import add_worker_command
 from flowlang.errors import (
     FlowError,
     FlowFilterError,
@@ -80,6 +85,7 @@ def _parser() -> argparse.ArgumentParser:
     add_schema_command(commands)
     add_test_command(commands)
     add_serve_command(commands)
+    add_worker_command(commands, _add_network_options)
     for command in commands.choices.values():
         if command.epilog is None:  # automate and replay: the contract in their help too
             command.epilog = EXIT_STATUSES
