@@ -28,6 +28,7 @@ __all__ = [
     "RecordFileError",
     "ReplayInProgressError",
     "RequestError",
+    "SharedStoreError",
     "SourceLines",
     "SourcePosition",
     "UsageError",
@@ -311,6 +312,12 @@ class JournalLockedError(OSError):
 class CallStoreError(RuntimeError):
     """flowlang serve's call store could not be reached or answered with an error (the message
     never holds a password; the store's own exception is the ``__cause__``)."""
+
+
+class SharedStoreError(RuntimeError):
+    """The automations' shared store (Redis) could not be reached or answered with an error
+    (the message names the server with its password masked, and never holds a password in
+    any form; the client's own exception is the ``__cause__``)."""
 
 
 class WebhookAuthError(ValueError):

@@ -1,0 +1,636 @@
+"""The automations' shared delivery store in Redis: what every worker and pump agrees on.
+
+Keys (all under ``prefix``, ``fl:`` by default; see flowlang.distributed.connection):
+
+- ``{prefix}ev:{sha256(event id)[:32]}``: string ``accepting:<owner>`` (for the accept lease)
+  or ``fanned_out`` (for ``dedup_window``): duplicate events.
+- ``{prefix}act:{idempotency key}``: hash ``outcome, result, attempts, at`` (for
+  ``ledger_ttl``): the settled ledger.
+- ``{prefix}lease:{idempotency key}``: string, the owner (for the lease): one attempt in
+  flight per action.
+- ``{prefix}due``: sorted set of scheduled messages, member JSON ``{"task", "body", "id"}``,
+  score the due time.
+- ``{prefix}pumping``: hash member -> time taken: taken from ``due``, not yet published.
+- ``{prefix}pump:lock``: string, the owner (for ``hold``): the one active pump.
+- ``{prefix}dead``: stream, field ``record`` = a ``flowlang.deadletter/1`` record as JSON,
+  never trimmed: the shared dead letters.
+- ``{prefix}bad``: list of what was found in ``due`` or ``pumping`` that this module did not
+  write; ``{prefix}bad:{key}``: a key of ours that held another Redis type, moved aside.
+
+Every step that touches more than one key, or reads then writes, is one Lua script
+(registered once, run by EVALSHA). Times for due scores and the pumping hash come from the
+caller's clock (seconds as a float); times to live are the server's.
+
+Event ids are hashed into their key (any text is safe); idempotency keys and owners are checked
+key parts (flowlang.distributed.connection.check_key_part).
+
+Hostile data: something in Redis this module did not write (another program, a truncated
+write, another Redis type) never ends a call with a traceback. A due or pumping member that is
+not one of ours is logged (warning, logger ``flowlang.distributed``) and moved to
+``{prefix}bad``; a key of ours holding another type is renamed to ``{prefix}bad:{key}`` and the
+step goes on; a ledger entry that cannot be read counts as not settled (the action is sent
+again, with the same Idempotency-Key); a dead letter that cannot be read is skipped (and left
+in the stream). Failures to reach Redis raise :class:`~flowlang.errors.SharedStoreError`,
+whose message names the server without its password.
+
+Beyond Interface A (additions, compatible): ``settle(..., at=None)`` takes the caller's time
+for ``at``; ``stale_pumping(..., limit=1000)``; ``release_pump(owner)``; ``bad_count()``.
+"""
+
+from __future__ import annotations
+
+__all__ = ["SharedStore"]
+
+import hashlib
+import json
+import logging
+import math
+import time
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+from redis.exceptions import RedisError
+
+from flowlang.automations.records import RecordError, decode_record, encode_record
+from flowlang.distributed.connection import (
+    DEFAULT_PREFIX,
+    RedisConnection,
+    check_key_part,
+    check_prefix,
+    connect,
+)
+from flowlang.errors import SharedStoreError
+
+log = logging.getLogger("flowlang.distributed")
+
+#: The longest error text from Redis repeated in a SharedStoreError.
+MESSAGE_MAX = 300
+#: The most of a foreign member a warning shows.
+SHOWN_MAX = 80
+#: The longest time a store keeps anything (ten years), and the longest lease or due time.
+MAX_SECONDS = 10 * 365 * 86400.0
+MAX_TIME = float(2**53)
+#: A stream entry id: ``<ms>-<seq>``, both whole numbers.
+STREAM_ID_MAX = 41
+
+# Shared by the scripts: a key of ours that holds another Redis type is renamed aside
+# (``{prefix}bad:{key}``, given as the next key) so the step can go on; returns 1 if moved.
+_ASIDE = """
+local function aside(key, bad, expected)
+  local kind = redis.call('TYPE', key).ok
+  if kind == 'none' or kind == expected then return 0 end
+  redis.call('RENAME', key, bad)
+  return 1
+end
+"""
+
+# KEYS: event key, its aside. ARGV: 'accepting:<owner>', lease ms.
+# Returns {state, ms until the claim lapses, 1 if something foreign was moved aside}.
+_CLAIM_EVENT = (
+    _ASIDE
+    + """
+local moved = aside(KEYS[1], KEYS[2], 'string')
+local current = redis.call('GET', KEYS[1])
+if current == 'fanned_out' then return {'fanned_out', 0, moved} end
+if current and string.sub(current, 1, 10) == 'accepting:' then
+  local left = redis.call('PTTL', KEYS[1])
+  if left < 0 then
+    redis.call('PEXPIRE', KEYS[1], ARGV[2])
+    left = tonumber(ARGV[2])
+  end
+  return {'accepting', left, moved}
+end
+if current then
+  redis.call('RENAME', KEYS[1], KEYS[2])
+  moved = 1
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return {'new', 0, moved}
+"""
+)
+
+# KEYS: event key, its aside. ARGV: window ms.
+_FANNED_OUT = (
+    _ASIDE
+    + """
+local moved = aside(KEYS[1], KEYS[2], 'string')
+redis.call('SET', KEYS[1], 'fanned_out', 'PX', ARGV[1])
+return moved
+"""
+)
+
+# KEYS: ledger key, its aside. ARGV: outcome, result JSON, attempts, at, ttl ms.
+_SETTLE = (
+    _ASIDE
+    + """
+local moved = aside(KEYS[1], KEYS[2], 'hash')
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'outcome', ARGV[1], 'result', ARGV[2], 'attempts', ARGV[3],
+           'at', ARGV[4])
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
+return moved
+"""
+)
+
+# KEYS: lease (or lock) key, its aside. ARGV: owner, ms, '1' to renew one's own.
+# Returns -1 when taken (or renewed), else ms until the holder's lapses; and 1 if moved aside.
+_TAKE = (
+    _ASIDE
+    + """
+local moved = aside(KEYS[1], KEYS[2], 'string')
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return {-1, moved} end
+if ARGV[3] == '1' and redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return {-1, moved}
+end
+local left = redis.call('PTTL', KEYS[1])
+if left < 0 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  left = tonumber(ARGV[2])
+end
+return {left, moved}
+"""
+)
+
+# KEYS: lease (or lock) key. ARGV: owner. Deletes it when it is still the owner's.
+_RELEASE = """
+if redis.call('TYPE', KEYS[1]).ok ~= 'string' then return 0 end
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+# KEYS: due, pumping, due's aside, pumping's aside. ARGV: now, limit.
+# Moves up to limit members due by now into pumping (member -> now); returns them.
+_TAKE_DUE = (
+    _ASIDE
+    + """
+aside(KEYS[1], KEYS[3], 'zset')
+aside(KEYS[2], KEYS[4], 'hash')
+local members = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
+for _, member in ipairs(members) do
+  redis.call('ZREM', KEYS[1], member)
+  redis.call('HSET', KEYS[2], member, ARGV[1])
+end
+return members
+"""
+)
+
+# KEYS: pumping, its aside. ARGV: now, cutoff, limit.
+# Members taken before cutoff (or with a time that is no number) are stamped now and returned.
+_STALE = (
+    _ASIDE
+    + """
+aside(KEYS[1], KEYS[2], 'hash')
+local found = {}
+local cursor = '0'
+repeat
+  local page = redis.call('HSCAN', KEYS[1], cursor, 'COUNT', 200)
+  cursor = page[1]
+  local entries = page[2]
+  for i = 1, #entries, 2 do
+    local taken = tonumber(entries[i + 1])
+    if #found < tonumber(ARGV[3]) and (taken == nil or taken < tonumber(ARGV[2])) then
+      found[#found + 1] = entries[i]
+    end
+  end
+until cursor == '0' or #found >= tonumber(ARGV[3])
+for _, member in ipairs(found) do redis.call('HSET', KEYS[1], member, ARGV[1]) end
+return found
+"""
+)
+
+# KEYS: pumping, bad. ARGV: member. Moves a member that is not ours from pumping to bad.
+_BAD_MEMBER = """
+redis.call('RPUSH', KEYS[2], ARGV[1])
+if redis.call('TYPE', KEYS[1]).ok == 'hash' then redis.call('HDEL', KEYS[1], ARGV[1]) end
+return 1
+"""
+
+
+def event_part(event_id: str) -> str:
+    """The key part of an event id: the first 32 hex digits of its SHA-256 (any text is safe)."""
+    if not isinstance(event_id, str) or not event_id:
+        raise ValueError("an event id is non-empty text")
+    return hashlib.sha256(event_id.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+def _milliseconds(what: str, seconds: object, low: float = 0.001) -> int:
+    if (
+        isinstance(seconds, bool)
+        or not isinstance(seconds, int | float)
+        or not low <= seconds <= MAX_SECONDS
+    ):
+        raise ValueError(f"{what} must be a number of seconds from {low} to {MAX_SECONDS:.0f}")
+    return max(1, round(seconds * 1000))
+
+
+def _time(what: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{what} must be a time (a finite number of seconds)")
+    value = float(value)
+    if not math.isfinite(value) or abs(value) > MAX_TIME:
+        raise ValueError(f"{what} must be a time (a finite number of seconds)")
+    return value
+
+
+def _text(data: bytes | str) -> str:
+    return data.decode("utf-8") if isinstance(data, bytes) else data
+
+
+def _shown(data: bytes | str) -> str:
+    """Some of a foreign value, printable, for a warning."""
+    text = data if isinstance(data, str) else data.decode("utf-8", "backslashreplace")
+    return ascii(text[:SHOWN_MAX]) + ("..." if len(text) > SHOWN_MAX else "")
+
+
+def _check_stream_id(what: str, value: object, extra: tuple[str, ...] = ()) -> str:
+    if isinstance(value, str) and value in extra:
+        return value
+    if isinstance(value, str) and len(value) <= STREAM_ID_MAX:
+        first, dash, second = value.partition("-")
+        if dash and first.isascii() and first.isdigit() and second.isascii() and second.isdigit():
+            return value
+    raise ValueError(f"{what} must be a stream entry id such as 1700000000000-0")
+
+
+def parse_member(member: bytes | str) -> tuple[str, str, dict[str, Any]]:
+    """``(member, task, body)`` of a due-set member :meth:`SharedStore.schedule` wrote;
+    ValueError saying why otherwise."""
+    raw = member if isinstance(member, bytes) else member.encode("utf-8", "surrogatepass")
+    try:
+        data = decode_record(raw)
+    except RecordError as error:
+        raise ValueError(f"not a scheduled message: {error}") from None
+    task, body, ident = data.get("task"), data.get("body"), data.get("id")
+    if not isinstance(task, str) or not task or not isinstance(body, dict):
+        raise ValueError("not a scheduled message: it needs a task (text) and a body (object)")
+    if not isinstance(ident, str):
+        raise ValueError("not a scheduled message: it has no id")
+    return raw.decode("utf-8"), task, body
+
+
+class SharedStore:
+    """Automations' shared state in Redis (keys under ``prefix``, default ``fl:``): duplicate
+    events, the settled ledger, leases, scheduled messages and their pump, dead letters.
+
+    Events are remembered ``dedup_window`` seconds after their fan-out; ledger entries
+    ``ledger_ttl`` seconds. A store made by :meth:`from_url` closes its client in
+    :meth:`aclose`; a connection passed in is closed only if it says it owns its client.
+    """
+
+    def __init__(
+        self,
+        connection: RedisConnection,
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        dedup_window: float = 86400.0,
+        ledger_ttl: float = 7 * 86400.0,
+    ) -> None:
+        self.prefix = check_prefix(prefix)
+        self._window_ms = _milliseconds("dedup_window", dedup_window)
+        self._ledger_ms = _milliseconds("ledger_ttl", ledger_ttl)
+        self.dedup_window = float(dedup_window)
+        self.ledger_ttl = float(ledger_ttl)
+        self.connection = connection
+        client = connection.client
+        self._client = client
+        self._due = f"{prefix}due"
+        self._pumping = f"{prefix}pumping"
+        self._lock = f"{prefix}pump:lock"
+        self._dead = f"{prefix}dead"
+        self._bad = f"{prefix}bad"
+        self._claim_event = client.register_script(_CLAIM_EVENT)
+        self._fanned_out = client.register_script(_FANNED_OUT)
+        self._settle = client.register_script(_SETTLE)
+        self._take = client.register_script(_TAKE)
+        self._release = client.register_script(_RELEASE)
+        self._take_due = client.register_script(_TAKE_DUE)
+        self._stale = client.register_script(_STALE)
+        self._bad_member = client.register_script(_BAD_MEMBER)
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        dedup_window: float = 86400.0,
+        ledger_ttl: float = 7 * 86400.0,
+        **pool_options: Any,
+    ) -> SharedStore:
+        """A store on a new client for ``url`` (``redis://``, ``rediss://`` or ``unix://``;
+        ValueError, password masked, otherwise); ``pool_options`` go to
+        :func:`flowlang.distributed.connection.connect`."""
+        connection = connect(url, **pool_options)
+        return cls(connection, prefix=prefix, dedup_window=dedup_window, ledger_ttl=ledger_ttl)
+
+    def __repr__(self) -> str:
+        return f"SharedStore({self.connection.where!r}, prefix={self.prefix!r})"
+
+    async def aclose(self) -> None:
+        """Close the client when this store's connection made it."""
+        async with self._guard("aclose"):
+            await self.connection.aclose()
+
+    # --- plumbing ---------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def _guard(self, operation: str) -> AsyncIterator[None]:
+        """Turn Redis failures into SharedStoreError (the password never shown)."""
+        try:
+            yield
+        except (RedisError, OSError) as error:
+            text = self.connection.scrub(str(error))[:MESSAGE_MAX]
+            raise SharedStoreError(
+                f"shared store {self.connection.where}: {operation} failed: "
+                f"{type(error).__name__}: {text}"
+            ) from error
+
+    def _key(self, kind: str, part: str) -> str:
+        return f"{self.prefix}{kind}:{part}"
+
+    def _aside(self, key: str) -> str:
+        return f"{self.prefix}bad:{key[len(self.prefix) :]}"
+
+    def _moved(self, moved: object, key: str) -> None:
+        if moved == 1:
+            log.warning(
+                "shared store: %s held something this store did not write; moved to %s",
+                key,
+                self._aside(key),
+            )
+
+    # --- events -----------------------------------------------------------------------------
+
+    async def claim_event(self, event_id: str, owner: str, lease: float) -> tuple[str, float]:
+        """Claim the event for its fan-out: ``("new", 0)`` claimed now (for ``lease``
+        seconds), ``("accepting", seconds until that claim lapses)`` or ``("fanned_out", 0)``."""
+        key = self._key("ev", event_part(event_id))
+        owner = check_key_part("owner", owner)
+        ms = _milliseconds("lease", lease)
+        async with self._guard("claim_event"):
+            state, left, moved = await self._claim_event(
+                keys=[key, self._aside(key)], args=[f"accepting:{owner}", ms]
+            )
+        self._moved(moved, key)
+        return _text(state), int(left) / 1000
+
+    async def mark_fanned_out(self, event_id: str) -> None:
+        """Remember the event as fanned out for ``dedup_window`` seconds."""
+        key = self._key("ev", event_part(event_id))
+        async with self._guard("mark_fanned_out"):
+            moved = await self._fanned_out(keys=[key, self._aside(key)], args=[self._window_ms])
+        self._moved(moved, key)
+
+    # --- the settled ledger -----------------------------------------------------------------
+
+    async def settled(self, key: str) -> dict[str, Any] | None:
+        """The ledger entry of idempotency key ``key`` (``outcome``, ``result``, ``attempts``,
+        ``at``), or None when it is not settled (or its entry cannot be read: logged)."""
+        name = self._key("act", check_key_part("idempotency key", key))
+        async with self._guard("settled"):
+            kind = await self._client.type(name)
+            if _text(kind) not in ("hash", "none"):
+                log.warning("shared store: %s is not a ledger entry; counted as unsettled", name)
+                return None
+            data = await self._client.hgetall(name)
+        if not data:
+            return None
+        try:
+            fields = {_text(field): _text(value) for field, value in data.items()}
+            entry = {
+                "outcome": fields["outcome"],
+                "result": json.loads(fields["result"]),
+                "attempts": int(fields["attempts"]),
+                "at": float(fields["at"]),
+            }
+        except (KeyError, ValueError, RecursionError) as error:
+            log.warning(
+                "shared store: the ledger entry %s cannot be read (%s); counted as unsettled",
+                name,
+                type(error).__name__,
+            )
+            return None
+        if not entry["outcome"]:
+            return None
+        return entry
+
+    async def settle(
+        self, key: str, outcome: str, result: Any, attempts: int, *, at: float | None = None
+    ) -> None:
+        """Write the ledger entry of ``key``: settled with ``outcome`` after ``attempts``, at
+        ``at`` (the caller's clock; this machine's when None). ``result`` is plain JSON (a
+        value JSON cannot hold is ValueError)."""
+        name = self._key("act", check_key_part("idempotency key", key))
+        if not isinstance(outcome, str) or not outcome:
+            raise ValueError("an outcome is non-empty text")
+        if type(attempts) is not int or attempts < 0:
+            raise ValueError("attempts is a whole number")
+        when = time.time() if at is None else _time("at", at)
+        try:
+            data = json.dumps(result, ensure_ascii=True, separators=(",", ":"), allow_nan=False)
+        except (TypeError, ValueError, RecursionError) as error:
+            raise ValueError(f"the result of {key} cannot be kept as JSON: {error}") from None
+        async with self._guard("settle"):
+            moved = await self._settle(
+                keys=[name, self._aside(name)],
+                args=[outcome, data, attempts, repr(when), self._ledger_ms],
+            )
+        self._moved(moved, name)
+
+    # --- leases -----------------------------------------------------------------------------
+
+    async def take_lease(self, key: str, owner: str, seconds: float) -> float | None:
+        """Take the lease of ``key`` for ``seconds``: None when taken, else the seconds until
+        the holder's lease lapses (even when the holder is ``owner``: one attempt at a time)."""
+        name = self._key("lease", check_key_part("idempotency key", key))
+        owner = check_key_part("owner", owner)
+        ms = _milliseconds("lease", seconds)
+        async with self._guard("take_lease"):
+            left, moved = await self._take(keys=[name, self._aside(name)], args=[owner, ms, "0"])
+        self._moved(moved, name)
+        return None if left == -1 else int(left) / 1000
+
+    async def release_lease(self, key: str, owner: str) -> None:
+        """Give the lease of ``key`` back, if it is still ``owner``'s."""
+        name = self._key("lease", check_key_part("idempotency key", key))
+        owner = check_key_part("owner", owner)
+        async with self._guard("release_lease"):
+            await self._release(keys=[name], args=[owner])
+
+    # --- scheduled messages and the pump ----------------------------------------------------
+
+    async def schedule(self, task: str, body: dict[str, Any], due: float) -> None:
+        """Keep ``(task, body)`` to publish at ``due`` (seconds on the caller's clock); body
+        must be a JSON object (ValueError otherwise)."""
+        if not isinstance(task, str) or not task or len(task) > 200:
+            raise ValueError("a task name is text of 1 to 200 characters")
+        if not isinstance(body, Mapping):
+            raise ValueError(f"a message body is a JSON object, not {type(body).__name__}")
+        score = _time("due", due)
+        member = {"task": task, "body": body, "id": uuid.uuid4().hex}
+        try:
+            text = encode_record(member).rstrip("\n")
+        except RecordError as error:
+            raise ValueError(f"a {task} message {error}") from None
+        async with self._guard("schedule"):
+            await self._client.zadd(self._due, {text: score})
+
+    async def take_due(self, now: float, limit: int) -> list[tuple[str, str, dict[str, Any]]]:
+        """Move up to ``limit`` members due by ``now`` into the pumping hash (one step) and
+        return ``(member, task, body)`` of each; a member that is not one of ours is logged
+        and moved to ``{prefix}bad``."""
+        at = _time("now", now)
+        if type(limit) is not int or not 1 <= limit <= 100_000:
+            raise ValueError("limit is a whole number from 1 to 100000")
+        keys = [self._due, self._pumping, self._aside(self._due), self._aside(self._pumping)]
+        async with self._guard("take_due"):
+            members = await self._take_due(keys=keys, args=[repr(at), limit])
+        return await self._readable(members, "due")
+
+    async def _readable(
+        self, members: list[Any], where: str
+    ) -> list[tuple[str, str, dict[str, Any]]]:
+        """The members that are ours, parsed; the others moved to ``{prefix}bad``."""
+        found = []
+        for member in members:
+            try:
+                found.append(parse_member(member))
+            except (ValueError, UnicodeError) as error:
+                log.warning(
+                    "shared store: a %s member this store did not write (%s): %s; moved to %s",
+                    where,
+                    error,
+                    _shown(member),
+                    self._bad,
+                )
+                async with self._guard("take_due"):
+                    await self._bad_member(keys=[self._pumping, self._bad], args=[member])
+        return found
+
+    async def published(self, member: str) -> None:
+        """Forget a member taken by :meth:`take_due` (or :meth:`stale_pumping`): it is out."""
+        async with self._guard("published"):
+            if _text(await self._client.type(self._pumping)) == "hash":
+                await self._client.hdel(self._pumping, member)
+
+    async def stale_pumping(
+        self, now: float, older_than: float, *, limit: int = 1000
+    ) -> list[tuple[str, str, dict[str, Any]]]:
+        """Members taken more than ``older_than`` seconds before ``now`` and not published (a
+        pump that stopped between taking and publishing), stamped as taken ``now``; at most
+        ``limit``."""
+        at = _time("now", now)
+        cutoff = at - _time("older_than", older_than)
+        if type(limit) is not int or not 1 <= limit <= 100_000:
+            raise ValueError("limit is a whole number from 1 to 100000")
+        keys = [self._pumping, self._aside(self._pumping)]
+        async with self._guard("stale_pumping"):
+            members = await self._stale(keys=keys, args=[repr(at), repr(cutoff), limit])
+        return await self._readable(members, "pumping")
+
+    async def hold_pump(self, owner: str, seconds: float) -> bool:
+        """Take or renew the pump's lock for ``seconds``: True when ``owner`` holds it."""
+        owner = check_key_part("owner", owner)
+        ms = _milliseconds("hold", seconds)
+        async with self._guard("hold_pump"):
+            left, moved = await self._take(
+                keys=[self._lock, self._aside(self._lock)], args=[owner, ms, "1"]
+            )
+        self._moved(moved, self._lock)
+        return bool(left == -1)
+
+    async def release_pump(self, owner: str) -> None:
+        """Give the pump's lock back, if ``owner`` holds it."""
+        owner = check_key_part("owner", owner)
+        async with self._guard("release_pump"):
+            await self._release(keys=[self._lock], args=[owner])
+
+    async def due_count(self) -> int:
+        """How many messages are scheduled."""
+        async with self._guard("due_count"):
+            if _text(await self._client.type(self._due)) != "zset":
+                return 0
+            return int(await self._client.zcard(self._due))
+
+    async def bad_count(self) -> int:
+        """How many foreign members were moved to ``{prefix}bad``."""
+        async with self._guard("bad_count"):
+            if _text(await self._client.type(self._bad)) != "list":
+                return 0
+            return int(await self._client.llen(self._bad))
+
+    # --- dead letters -----------------------------------------------------------------------
+
+    async def add_dead(self, record: dict[str, Any]) -> str:
+        """Append a ``flowlang.deadletter/1`` record to the dead letters; its stream id.
+        ValueError when the record cannot be written as JSON."""
+        if not isinstance(record, Mapping):
+            raise ValueError(f"a dead letter is a JSON object, not {type(record).__name__}")
+        try:
+            text = encode_record(record).rstrip("\n")
+        except RecordError as error:
+            raise ValueError(f"a dead letter {error}") from None
+        async with self._guard("add_dead"):
+            entry = await self._client.xadd(self._dead, {"record": text})
+        return _text(entry)
+
+    async def dead_letters(
+        self, after: str = "-", count: int = 100
+    ) -> list[tuple[str, dict[str, Any]]]:
+        """Up to ``count`` dead letters after entry ``after`` (``-``: from the first), oldest
+        first, as ``(entry id, record)``; an entry that is not a record is logged and skipped
+        (it stays in the stream)."""
+        start = _check_stream_id("after", after, ("-",))
+        if type(count) is not int or not 1 <= count <= 10_000:
+            raise ValueError("count is a whole number from 1 to 10000")
+        found: list[tuple[str, dict[str, Any]]] = []
+        async with self._guard("dead_letters"):
+            if _text(await self._client.type(self._dead)) != "stream":
+                return []
+            while len(found) < count:
+                page: list[Any] = (
+                    await self._client.xrange(
+                        self._dead, min=start if start == "-" else f"({start}", count=count
+                    )
+                    or []
+                )
+                for entry, fields in page:
+                    start = _text(entry)
+                    record = self._dead_record(start, fields)
+                    if record is not None and len(found) < count:
+                        found.append((start, record))
+                if len(page) < count:
+                    break
+        return found
+
+    def _dead_record(self, entry: str, fields: Mapping[Any, Any]) -> dict[str, Any] | None:
+        raw = fields.get(b"record", fields.get("record"))
+        try:
+            if raw is None:
+                raise RecordError("it has no record field")
+            return decode_record(raw if isinstance(raw, bytes) else raw.encode())
+        except (RecordError, UnicodeError) as error:
+            log.warning(
+                "shared store: dead letter %s in %s is not a record (%s); skipped",
+                entry,
+                self._dead,
+                error,
+            )
+            return None
+
+    async def remove_dead(self, entry_id: str) -> None:
+        """Remove a dead letter (after its replay)."""
+        entry = _check_stream_id("entry_id", entry_id)
+        async with self._guard("remove_dead"):
+            if _text(await self._client.type(self._dead)) == "stream":
+                await self._client.xdel(self._dead, entry)
+
+    async def dead_count(self) -> int:
+        """How many dead letters are kept."""
+        async with self._guard("dead_count"):
+            if _text(await self._client.type(self._dead)) != "stream":
+                return 0
+            return int(await self._client.xlen(self._dead))

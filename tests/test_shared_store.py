@@ -1,0 +1,560 @@
+"""The automations' shared store (flowlang.distributed.shared) on a real Redis: event claims and
+their times to live, the settled ledger, leases, the due set and its pump hand-off, dead
+letters, hostile data left by other programs, and an unreachable server.
+
+Every test uses its own random key prefix on the session's Redis (tests/services.py), removed
+afterwards, and runs with a deadline."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import socket
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any, TypeVar
+
+import pytest
+import redis
+from services import RedisServer
+
+from flowlang import SharedStoreError
+from flowlang.distributed.connection import connect
+from flowlang.distributed.shared import SharedStore, event_part
+
+T = TypeVar("T")
+DEADLINE = 20.0
+
+
+class Kit:
+    """A prefix of its own on the session's Redis, a plain client to look at (and spoil) keys,
+    and a way to run a coroutine on a fresh store."""
+
+    def __init__(self, server: RedisServer) -> None:
+        self.url = server.url
+        self.prefix = f"fltest-{uuid.uuid4().hex[:12]}:"
+        self.raw = redis.Redis.from_url(server.url)
+
+    def run(self, work: Callable[[SharedStore], Awaitable[T]], **options: Any) -> T:
+        async def bounded() -> T:
+            store = SharedStore.from_url(self.url, prefix=self.prefix, **options)
+            try:
+                return await asyncio.wait_for(work(store), DEADLINE)
+            finally:
+                await store.aclose()
+
+        return asyncio.run(bounded())
+
+    def stored(self) -> list[str]:
+        return sorted(key.decode() for key in self.raw.scan_iter(f"{self.prefix}*"))
+
+    def clean(self) -> None:
+        for key in self.raw.scan_iter(f"{self.prefix}*"):
+            self.raw.delete(key)
+        self.raw.close()
+
+
+@pytest.fixture
+def kit(redis_server: RedisServer) -> Iterator[Kit]:
+    made = Kit(redis_server)
+    try:
+        yield made
+    finally:
+        made.clean()
+
+
+# --- events -----------------------------------------------------------------------------------
+
+
+def test_claim_event_new_then_accepting_then_fanned_out_with_their_times_to_live(kit: Kit) -> None:
+    async def work(store: SharedStore) -> list[tuple[str, float]]:
+        first = await store.claim_event("evt-1", "worker-a", 30.0)
+        second = await store.claim_event("evt-1", "worker-b", 30.0)
+        await store.mark_fanned_out("evt-1")
+        third = await store.claim_event("evt-1", "worker-b", 30.0)
+        return [first, second, third]
+
+    key = f"{kit.prefix}ev:{event_part('evt-1')}"
+    first, second, third = kit.run(work, dedup_window=600.0)
+    assert first == ("new", 0)
+    assert second[0] == "accepting" and 29.0 < second[1] <= 30.0
+    assert third == ("fanned_out", 0)
+    assert kit.raw.get(key) == b"fanned_out"
+    assert 599_000 < kit.raw.pttl(key) <= 600_000
+
+
+def test_an_accepting_claim_holds_its_owner_and_lease(kit: Kit) -> None:
+    key = f"{kit.prefix}ev:{event_part('evt-2')}"
+    assert kit.run(lambda store: store.claim_event("evt-2", "worker-a", 5.0)) == ("new", 0)
+    assert kit.raw.get(key) == b"accepting:worker-a"
+    assert 4000 < kit.raw.pttl(key) <= 5000
+
+
+def test_a_claim_that_lapses_can_be_taken_again(kit: Kit) -> None:
+    async def work(store: SharedStore) -> list[tuple[str, float]]:
+        first = await store.claim_event("evt-3", "worker-a", 0.1)
+        await asyncio.sleep(0.2)
+        return [first, await store.claim_event("evt-3", "worker-b", 0.1)]
+
+    assert kit.run(work) == [("new", 0), ("new", 0)]
+
+
+def test_fifty_concurrent_claims_of_one_event_one_is_new(kit: Kit) -> None:
+    async def work(store: SharedStore) -> list[tuple[str, float]]:
+        return list(
+            await asyncio.gather(
+                *(store.claim_event("evt-many", f"worker-{n}", 30.0) for n in range(50))
+            )
+        )
+
+    states = [state for state, _ in kit.run(work)]
+    assert states.count("new") == 1 and states.count("accepting") == 49
+
+
+@pytest.mark.parametrize(
+    "event_id",
+    ["plain", "caf\u00e9 \u2603", "\ud800 lone surrogate", "*" * 10_000, "a:b {x} \x00 \n"],
+    ids=["plain", "unicode", "surrogate", "long", "separators"],
+)
+def test_any_event_id_is_hashed_into_a_safe_key(kit: Kit, event_id: str) -> None:
+    assert kit.run(lambda store: store.claim_event(event_id, "worker-a", 5.0)) == ("new", 0)
+    [key] = kit.stored()
+    part = key.removeprefix(f"{kit.prefix}ev:")
+    assert len(part) == 32 and set(part) <= set("0123456789abcdef")
+
+
+def test_an_event_id_must_be_text_and_an_owner_a_key_part(kit: Kit) -> None:
+    with pytest.raises(ValueError, match="event id"):
+        kit.run(lambda store: store.claim_event("", "worker-a", 5.0))
+    with pytest.raises(ValueError, match="owner"):
+        kit.run(lambda store: store.claim_event("evt", "a worker", 5.0))
+    with pytest.raises(ValueError, match="lease"):
+        kit.run(lambda store: store.claim_event("evt", "worker", float("nan")))
+
+
+# --- the settled ledger ---------------------------------------------------------------------
+
+KEY = "0123456789abcdef0123456789abcdef"
+
+
+def test_settle_and_read_back_with_its_time_to_live(kit: Kit) -> None:
+    result = {"id": 42, "name": "caf\u00e9", "nested": [1, 2.5, None, True]}
+
+    async def work(store: SharedStore) -> list[Any]:
+        before = await store.settled(KEY)
+        await store.settle(KEY, "delivered", result, 3, at=1_800_000_000.5)
+        return [before, await store.settled(KEY)]
+
+    before, after = kit.run(work, ledger_ttl=120.0)
+    assert before is None
+    assert after == {
+        "outcome": "delivered",
+        "result": result,
+        "attempts": 3,
+        "at": 1_800_000_000.5,
+    }
+    assert 119_000 < kit.raw.pttl(f"{kit.prefix}act:{KEY}") <= 120_000
+
+
+def test_a_result_json_cannot_hold_is_refused_before_writing(kit: Kit) -> None:
+    with pytest.raises(ValueError, match="cannot be kept as JSON"):
+        kit.run(lambda store: store.settle(KEY, "delivered", {"n": float("nan")}, 1))
+    assert kit.stored() == []
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"outcome": "delivered", "result": "{truncated", "attempts": "1", "at": "1"},
+        {"outcome": "delivered", "result": "null", "attempts": "one", "at": "1"},
+        {"outcome": "delivered"},
+        {"something": "else"},
+        {"outcome": b"\xff\xfe", "result": "null", "attempts": "1", "at": "1"},
+    ],
+    ids=["truncated-json", "attempts-no-number", "missing-fields", "foreign-hash", "non-utf8"],
+)
+def test_a_ledger_entry_that_cannot_be_read_counts_as_unsettled(
+    kit: Kit, fields: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    kit.raw.hset(f"{kit.prefix}act:{KEY}", mapping=fields)
+    assert kit.run(lambda store: store.settled(KEY)) is None
+    assert "cannot be read" in caplog.text
+
+
+def test_a_ledger_key_of_another_type_is_unsettled_and_moved_aside_when_settled(
+    kit: Kit, caplog: pytest.LogCaptureFixture
+) -> None:
+    name = f"{kit.prefix}act:{KEY}"
+    kit.raw.rpush(name, "foreign")
+
+    async def work(store: SharedStore) -> list[Any]:
+        before = await store.settled(KEY)
+        await store.settle(KEY, "delivered", None, 1)
+        return [before, await store.settled(KEY)]
+
+    before, after = kit.run(work)
+    assert before is None and after is not None and after["outcome"] == "delivered"
+    assert kit.raw.lrange(f"{kit.prefix}bad:act:{KEY}", 0, -1) == [b"foreign"]
+    assert "did not write" in caplog.text
+
+
+# --- leases -----------------------------------------------------------------------------------
+
+
+def test_a_lease_is_held_until_released_by_its_owner_or_it_lapses(kit: Kit) -> None:
+    async def work(store: SharedStore) -> list[Any]:
+        seen = [await store.take_lease(KEY, "worker-a", 10.0)]
+        seen.append(await store.take_lease(KEY, "worker-b", 10.0))
+        seen.append(await store.take_lease(KEY, "worker-a", 10.0))  # one attempt at a time
+        await store.release_lease(KEY, "worker-b")  # not theirs: nothing happens
+        seen.append(await store.take_lease(KEY, "worker-b", 10.0))
+        await store.release_lease(KEY, "worker-a")
+        seen.append(await store.take_lease(KEY, "worker-b", 0.1))
+        await asyncio.sleep(0.2)
+        seen.append(await store.take_lease(KEY, "worker-c", 10.0))
+        return seen
+
+    taken, other, same, still, released, lapsed = kit.run(work)
+    assert taken is None and released is None and lapsed is None
+    for left in (other, same, still):
+        assert left is not None and 9.0 < left <= 10.0
+    assert kit.raw.get(f"{kit.prefix}lease:{KEY}") == b"worker-c"
+
+
+def test_fifty_concurrent_lease_takers_one_wins(kit: Kit) -> None:
+    async def work(store: SharedStore) -> list[float | None]:
+        return list(
+            await asyncio.gather(*(store.take_lease(KEY, f"worker-{n}", 10.0) for n in range(50)))
+        )
+
+    assert kit.run(work).count(None) == 1
+
+
+def test_a_lease_without_a_time_to_live_gets_one(kit: Kit) -> None:
+    kit.raw.set(f"{kit.prefix}lease:{KEY}", "someone-forever")
+    left = kit.run(lambda store: store.take_lease(KEY, "worker-a", 3.0))
+    assert left == 3.0
+    assert 0 < kit.raw.pttl(f"{kit.prefix}lease:{KEY}") <= 3000
+
+
+# --- scheduled messages and the pump hand-off -------------------------------------------------
+
+
+def test_take_due_moves_what_is_due_in_order_and_at_most_the_limit(kit: Kit) -> None:
+    async def work(store: SharedStore) -> list[Any]:
+        for n, due in enumerate((30.0, 10.0, 20.0, 99.0)):
+            await store.schedule("flowlang.deliver", {"n": n}, due)
+        first = await store.take_due(50.0, 2)
+        second = await store.take_due(50.0, 10)
+        return [first, second, await store.due_count()]
+
+    first, second, left = kit.run(work)
+    assert [(task, body) for _, task, body in first] == [
+        ("flowlang.deliver", {"n": 1}),
+        ("flowlang.deliver", {"n": 2}),
+    ]
+    assert [body for _, _, body in second] == [{"n": 0}]
+    assert left == 1
+    pumping = kit.raw.hgetall(f"{kit.prefix}pumping")
+    assert {member.decode() for member in pumping} == {m for m, _, _ in first + second}
+    assert set(pumping.values()) == {b"50.0"}
+
+
+def test_the_same_body_twice_is_two_messages(kit: Kit) -> None:
+    async def work(store: SharedStore) -> int:
+        await store.schedule("flowlang.accept", {"same": True}, 1.0)
+        await store.schedule("flowlang.accept", {"same": True}, 1.0)
+        return await store.due_count()
+
+    assert kit.run(work) == 2
+
+
+def test_published_forgets_and_stale_pumping_returns_what_was_not(kit: Kit) -> None:
+    async def work(store: SharedStore) -> list[Any]:
+        await store.schedule("t", {"n": 1}, 1.0)
+        await store.schedule("t", {"n": 2}, 2.0)
+        taken = await store.take_due(100.0, 10)
+        await store.published(taken[0][0])
+        fresh = await store.stale_pumping(110.0, 30.0)
+        stale = await store.stale_pumping(131.0, 30.0)
+        again = await store.stale_pumping(140.0, 30.0)  # stamped at 131: not stale yet
+        return [fresh, stale, again]
+
+    fresh, stale, again = kit.run(work)
+    assert fresh == [] and again == []
+    assert [body for _, _, body in stale] == [{"n": 2}]
+    assert list(kit.raw.hgetall(f"{kit.prefix}pumping").values()) == [b"131.0"]
+
+
+def test_concurrent_takers_never_get_the_same_member(kit: Kit) -> None:
+    async def work(store: SharedStore) -> list[Any]:
+        for n in range(40):
+            await store.schedule("t", {"n": n}, float(n))
+        pages = await asyncio.gather(*(store.take_due(100.0, 3) for _ in range(20)))
+        return [body["n"] for page in pages for _, _, body in page]
+
+    taken = kit.run(work)
+    assert sorted(taken) == list(range(40))
+
+
+def test_one_pump_holds_the_lock_renews_it_and_others_wait(kit: Kit) -> None:
+    async def work(store: SharedStore) -> list[bool]:
+        seen = [await store.hold_pump("pump-a", 0.3), await store.hold_pump("pump-b", 0.3)]
+        await asyncio.sleep(0.2)
+        seen.append(await store.hold_pump("pump-a", 0.3))  # renewed
+        await asyncio.sleep(0.2)
+        seen.append(await store.hold_pump("pump-b", 0.3))  # still a's
+        await store.release_pump("pump-b")
+        await store.release_pump("pump-a")
+        seen.append(await store.hold_pump("pump-b", 0.3))
+        return seen
+
+    assert kit.run(work) == [True, False, True, False, True]
+
+
+def test_a_message_json_cannot_hold_is_refused(kit: Kit) -> None:
+    deep: Any = []
+    for _ in range(100_000):
+        deep = [deep]
+    with pytest.raises(ValueError, match=r"flowlang\.deliver"):
+        kit.run(lambda store: store.schedule("flowlang.deliver", {"deep": deep}, 1.0))
+    with pytest.raises(ValueError, match="due"):
+        kit.run(lambda store: store.schedule("flowlang.deliver", {}, float("inf")))
+    assert kit.stored() == []
+
+
+def test_a_large_body_round_trips(kit: Kit) -> None:
+    body = {"text": "\u2603" * 500_000, "list": list(range(10_000))}
+
+    async def work(store: SharedStore) -> Any:
+        await store.schedule("t", body, 1.0)
+        return await store.take_due(2.0, 1)
+
+    [(_, _, back)] = kit.run(work)
+    assert back == body
+
+
+# --- hostile data in the due set and keys of another type -------------------------------------
+
+FOREIGN = [
+    b"not json at all",
+    b'{"task": "t", "body": {"n": 1}, "id": "trunc',
+    b"\xff\xfe\x00 binary",
+    b'["a", "list"]',
+    b'{"task": 7, "body": {}, "id": "x1"}',
+    b'{"task": "t", "body": "text", "id": "x2"}',
+    b'{"task": "t", "body": {}}',
+    b"[" * 5000 + b"]" * 5000,
+]
+
+
+def test_foreign_due_members_are_moved_to_bad_and_ours_still_pumped(
+    kit: Kit, caplog: pytest.LogCaptureFixture
+) -> None:
+    kit.raw.zadd(f"{kit.prefix}due", {member: 1.0 for member in FOREIGN})
+
+    async def work(store: SharedStore) -> list[Any]:
+        await store.schedule("t", {"ours": True}, 1.0)
+        taken = await store.take_due(10.0, 100)
+        return [taken, await store.bad_count(), await store.due_count()]
+
+    taken, bad, due = kit.run(work)
+    assert [body for _, _, body in taken] == [{"ours": True}]
+    assert bad == len(FOREIGN) and due == 0
+    assert set(kit.raw.lrange(f"{kit.prefix}bad", 0, -1)) == set(FOREIGN)
+    assert list(kit.raw.hkeys(f"{kit.prefix}pumping")) == [taken[0][0].encode()]
+    assert caplog.text.count("did not write") == len(FOREIGN)
+
+
+def test_foreign_pumping_members_and_times_are_handled(kit: Kit) -> None:
+    pumping = f"{kit.prefix}pumping"
+    ours = json.dumps({"task": "t", "body": {"n": 1}, "id": "abc"})
+    kit.raw.hset(pumping, mapping={ours: "not a time", b"\xff garbage": "1"})
+    stale = kit.run(lambda store: store.stale_pumping(100.0, 30.0))
+    assert [body for _, _, body in stale] == [{"n": 1}]  # a time that is no number is stale
+    assert kit.raw.lrange(f"{kit.prefix}bad", 0, -1) == [b"\xff garbage"]
+    assert kit.raw.hkeys(pumping) == [ours.encode()]
+
+
+@pytest.mark.parametrize(
+    ("kind", "spoil"),
+    [
+        ("due", lambda raw, key: raw.set(key, "a string")),
+        ("pumping", lambda raw, key: raw.rpush(key, "a list")),
+        ("pump:lock", lambda raw, key: raw.hset(key, "a", "hash")),
+    ],
+)
+def test_keys_of_another_type_are_moved_aside_and_the_step_goes_on(
+    kit: Kit, kind: str, spoil: Callable[[redis.Redis, str], Any]
+) -> None:
+    spoil(kit.raw, f"{kit.prefix}{kind}")
+
+    async def work(store: SharedStore) -> list[Any]:
+        await store.published("whatever")
+        counted = await store.due_count()
+        held = await store.hold_pump("pump-a", 5.0)
+        if kind != "due":
+            await store.schedule("t", {"n": 1}, 1.0)
+        return [counted, held, await store.take_due(2.0, 10), await store.stale_pumping(99, 1)]
+
+    counted, held, taken, _ = kit.run(work)
+    assert counted == 0 and held is True
+    assert f"{kit.prefix}bad:{kind}" in kit.stored()
+    if kind != "due":
+        assert [body for _, _, body in taken] == [{"n": 1}]
+
+
+@pytest.mark.parametrize(
+    "spoil",
+    [
+        lambda raw, key: raw.set(key, "garbage"),
+        lambda raw, key: raw.rpush(key, "a list"),
+        lambda raw, key: raw.set(key, b"\xff\xfe"),
+    ],
+    ids=["garbage-string", "list", "non-utf8"],
+)
+def test_a_foreign_event_key_is_moved_aside_and_the_event_claimed(
+    kit: Kit, spoil: Callable[[redis.Redis, str], Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    key = f"{kit.prefix}ev:{event_part('evt-x')}"
+    spoil(kit.raw, key)
+    assert kit.run(lambda store: store.claim_event("evt-x", "worker-a", 5.0)) == ("new", 0)
+    assert kit.raw.get(key) == b"accepting:worker-a"
+    assert f"{kit.prefix}bad:ev:{event_part('evt-x')}" in kit.stored()
+    assert "did not write" in caplog.text
+
+
+# --- dead letters -----------------------------------------------------------------------------
+
+
+def record(n: int) -> dict[str, Any]:
+    return {"format": "flowlang.deadletter/1", "action": f"a{n}", "event": {"id": f"e{n}"}}
+
+
+def test_dead_letters_are_added_listed_in_pages_and_removed(kit: Kit) -> None:
+    async def work(store: SharedStore) -> list[Any]:
+        ids = [await store.add_dead(record(n)) for n in range(5)]
+        first = await store.dead_letters(count=2)
+        rest = await store.dead_letters(after=first[-1][0], count=10)
+        await store.remove_dead(ids[0])
+        return [ids, first, rest, await store.dead_count(), await store.dead_letters()]
+
+    ids, first, rest, count, left = kit.run(work)
+    assert [entry for entry, _ in first + rest] == ids
+    assert [r for _, r in first + rest] == [record(n) for n in range(5)]
+    assert count == 4 and [entry for entry, _ in left] == ids[1:]
+
+
+def test_dead_letters_that_are_not_records_are_skipped_and_kept(
+    kit: Kit, caplog: pytest.LogCaptureFixture
+) -> None:
+    stream = f"{kit.prefix}dead"
+    for fields in (
+        {"other": "field"},
+        {"record": "{truncated"},
+        {"record": b"\xff\xfe"},
+        {"record": "[1, 2]"},
+    ):
+        kit.raw.xadd(stream, fields)
+
+    async def work(store: SharedStore) -> list[Any]:
+        await store.add_dead(record(1))
+        return [await store.dead_letters(count=1), await store.dead_count()]
+
+    found, count = kit.run(work)
+    assert [r for _, r in found] == [record(1)]
+    assert count == 5
+    assert caplog.text.count("is not a record") == 4
+
+
+def test_dead_letter_arguments_are_checked(kit: Kit) -> None:
+    with pytest.raises(ValueError, match="after"):
+        kit.run(lambda store: store.dead_letters(after="0-0; FLUSHALL"))
+    with pytest.raises(ValueError, match="entry_id"):
+        kit.run(lambda store: store.remove_dead("1-x"))
+    with pytest.raises(ValueError, match="JSON"):
+        kit.run(lambda store: store.add_dead({"n": float("inf")}))
+
+
+# --- an unreachable or wrong server -----------------------------------------------------------
+
+PASSWORD = "sh4red-store-pw/secret"
+
+
+def closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+def test_an_unreachable_server_is_a_clear_error_without_the_password() -> None:
+    url = f"redis://admin:{PASSWORD.replace('/', '%2F')}@127.0.0.1:{closed_port()}/0"
+
+    async def work() -> None:
+        store = SharedStore.from_url(url, prefix="fltest-x:")
+        try:
+            await store.claim_event("evt", "worker-a", 1.0)
+        finally:
+            await store.aclose()
+
+    with pytest.raises(SharedStoreError) as caught:
+        asyncio.run(asyncio.wait_for(work(), DEADLINE))
+    text = str(caught.value)
+    assert "claim_event failed" in text and "127.0.0.1" in text and "admin:***@" in text
+    for form in (PASSWORD, "sh4red", "%2Fsecret", "secret"):
+        assert form not in text
+
+
+def test_a_wrong_password_is_a_clear_error_without_it() -> None:
+    from services import running_redis
+
+    with running_redis("--requirepass", "the-right-one") as server:
+        url = f"redis://:{PASSWORD.replace('/', '%2F')}@127.0.0.1:{server.port}/0"
+
+        async def work() -> None:
+            store = SharedStore.from_url(url, prefix="fltest-x:")
+            try:
+                await store.due_count()
+            finally:
+                await store.aclose()
+
+        with pytest.raises(SharedStoreError) as caught:
+            asyncio.run(asyncio.wait_for(work(), DEADLINE))
+    assert "due_count failed" in str(caught.value)
+    assert "sh4red" not in str(caught.value) and "secret" not in str(caught.value)
+
+
+def test_a_bad_url_or_prefix_is_a_value_error() -> None:
+    with pytest.raises(ValueError, match="redis://") as caught:
+        SharedStore.from_url(f"http://user:{PASSWORD}@host/")
+    assert "sh4red" not in str(caught.value)
+    with pytest.raises(ValueError, match="prefix"):
+        SharedStore(connect("redis://127.0.0.1:1/0"), prefix="has space:")
+    with pytest.raises(ValueError, match="dedup_window"):
+        SharedStore(connect("redis://127.0.0.1:1/0"), dedup_window=0)
+
+
+def test_a_store_on_a_connection_made_elsewhere_leaves_it_open(kit: Kit) -> None:
+    async def work() -> int:
+        connection = connect(kit.url)
+        store = SharedStore(connection, prefix=kit.prefix)
+        connection.owned = False
+        await store.schedule("t", {}, 1.0)
+        await store.aclose()
+        count = await store.due_count()  # the client still works
+        await connection.client.aclose()
+        return count
+
+    assert asyncio.run(asyncio.wait_for(work(), DEADLINE)) == 1
+
+
+def test_logged_warnings_stay_on_the_flowlang_distributed_logger(
+    kit: Kit, caplog: pytest.LogCaptureFixture
+) -> None:
+    kit.raw.zadd(f"{kit.prefix}due", {b"junk": 1.0})
+    kit.run(lambda store: store.take_due(2.0, 10))
+    assert [r.name for r in caplog.records if r.levelno == logging.WARNING] == [
+        "flowlang.distributed"
+    ]
