@@ -74,6 +74,19 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _schedule(text: str) -> tuple[float, ...]:
+    parts = text.split(",")
+    try:
+        values = tuple(float(part) for part in parts)
+    except ValueError:
+        values = ()
+    if not 1 <= len(values) <= 100 or not all(0 <= value <= 86400 for value in values):
+        raise argparse.ArgumentTypeError(
+            "1 to 100 comma-separated numbers of seconds from 0 to 86400"
+        )
+    return values
+
+
 def _add_shared_options(parser: argparse.ArgumentParser, *, store_required: bool) -> None:
     parser.add_argument(
         "--broker",
@@ -146,6 +159,27 @@ def add_worker_command(commands: Any, network_options: Callable[[Any], None]) ->
         choices=("classic", "quorum"),
         default="classic",
         help="RabbitMQ queues: classic durable (default) or quorum (RabbitMQ 3.8+, clusters)",
+    )
+    worker.add_argument(
+        "--lease",
+        type=_seconds,
+        default=60.0,
+        metavar="SECONDS",
+        help="how long one attempt (or one event's fan-out) is reserved for the worker making "
+        "it: a redelivery within it waits for it to lapse (%(default)s)",
+    )
+    worker.add_argument(
+        "--retry-schedule",
+        type=_schedule,
+        metavar="SECONDS,...",
+        help="delay before each attempt, comma-separated (default: 0,5,300,1800,7200,18000,"
+        "36000,36000)",
+    )
+    worker.add_argument(
+        "--throttled-minimum",
+        type=_seconds,
+        metavar="SECONDS",
+        help="the least wait after a 429 or a timeout (60)",
     )
     worker.add_argument("--hostname", help="the worker's name in Flower (flowlang@HOST)")
     network_options(worker)

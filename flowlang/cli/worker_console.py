@@ -153,7 +153,14 @@ def _load_workflows(names: list[str], allow_hosts: list[str]) -> list[Any] | Non
 
 def _delivery_settings(arguments: argparse.Namespace) -> DeliverySettings:
     allow_hosts = frozenset(arguments.allow_host)
-    return DeliverySettings(allow_hosts=allow_hosts, providers=_providers(arguments, allow_hosts))
+    options: dict[str, Any] = {}
+    if getattr(arguments, "retry_schedule", None):
+        options["schedule"] = arguments.retry_schedule
+    if getattr(arguments, "throttled_minimum", None):
+        options["throttled_minimum"] = arguments.throttled_minimum
+    return DeliverySettings(
+        allow_hosts=allow_hosts, providers=_providers(arguments, allow_hosts), **options
+    )
 
 
 # --- flowlang worker -------------------------------------------------------------------------
@@ -183,6 +190,12 @@ def worker_from_command_line(arguments: argparse.Namespace, out: TextIO) -> int:
     app = _app(arguments)
     _reach_broker(app, arguments.broker)
     _reach_store(arguments.store)
+    if broker_kind(arguments.broker) == "redis" and arguments.visibility_timeout <= 90:
+        _warn(
+            f"--visibility-timeout {arguments.visibility_timeout:g} is not above a task's time "
+            "limit (90 s): Redis may redeliver a task still running (the lease keeps it from "
+            "being sent twice)"
+        )
     install_log_redaction()
     logging.basicConfig(
         level=logging.INFO if arguments.verbose else logging.WARNING,
@@ -206,6 +219,8 @@ def worker_from_command_line(arguments: argparse.Namespace, out: TextIO) -> int:
             store=store,
             publish=publisher(app, arguments.queue_prefix),
             pool=arguments.pool,
+            lease=arguments.lease,
+            deliverer_options={"accept_lease": arguments.lease},
         )
     )
     queues = list(queue_names(arguments.queue_prefix))

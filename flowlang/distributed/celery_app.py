@@ -81,6 +81,13 @@ class WorkerSettings:
     #: Send task events (Flower shows tasks by name from them).
     task_events: bool = True
 
+    @property
+    def redelivers_running_tasks(self) -> bool:
+        """Whether a Redis broker may redeliver a task still running (a visibility timeout
+        not above the hard time limit): the lease then keeps it from being sent twice, but the
+        redelivered copy waits for the lease."""
+        return self.visibility_timeout <= self.time_limit
+
     def __post_init__(self) -> None:
         for name in ("visibility_timeout", "restore_interval", "soft_time_limit", "time_limit"):
             value = getattr(self, name)
@@ -88,11 +95,8 @@ class WorkerSettings:
                 raise ValueError(f"{name} must be a positive number of seconds")
         if self.time_limit <= self.soft_time_limit:
             raise ValueError("time_limit must be above soft_time_limit")
-        if self.visibility_timeout <= self.time_limit:
-            raise ValueError(
-                "visibility_timeout must be above time_limit: Redis would redeliver a task "
-                "still running"
-            )
+        if not isinstance(self.restore_throttle, int) or self.restore_throttle < 1:
+            raise ValueError("restore_throttle must be a whole number from 1")
         if self.queue_type not in QUEUE_TYPES:
             raise ValueError(f"queue_type is one of {', '.join(QUEUE_TYPES)}")
 

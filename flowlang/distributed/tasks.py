@@ -90,6 +90,8 @@ def run_step(
             raise _requeue(task, "the confirmation", problem) from None
     if step.error:
         log.warning("%s: %s: %s", task, step.outcome, step.error)
+    else:
+        log.info("%s: %s", task, step.outcome)
     return step.outcome
 
 
