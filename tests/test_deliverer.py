@@ -1,0 +1,529 @@
+"""The Celery-independent worker logic (flowlang.distributed.deliverer) on a real Redis and the
+loopback HTTPS server: accepting an event once however often it arrives (also from two
+processes), results chained from action to action, redelivery after the ledger write, leases,
+retries into the due set, dead letters, bodies that are not messages, secrets kept out of
+Redis and messages, and a workflow version that is not loaded (a rolling deploy)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from distributed_support import (
+    SECRET,
+    WORKFLOW,
+    Broker,
+    Kit,
+    accept_body,
+    automations,
+    event,
+    run,
+)
+from servers import Server
+from services import RedisServer
+from support import NOW, FakeClock
+
+from flowlang.automations import load_workflow_text
+from flowlang.automations.dispatch import idempotency_key
+from flowlang.distributed.deliverer import Deliverer, Step
+from flowlang.distributed.messages import DELIVER_TASK, DeliverMessage
+
+OWNER = "worker-1"
+
+
+@pytest.fixture
+def kit(redis_server: RedisServer) -> Iterator[Kit]:
+    made = Kit(redis_server)
+    try:
+        yield made
+    finally:
+        made.clean()
+
+
+def deliver_body(server: Server, action: int = 0, attempt: int = 1, **extra: Any) -> dict[str, Any]:
+    workflow = load_workflow_text(WORKFLOW.replace("{port}", str(server.port)))
+    results = extra.pop("results", {})
+    return (
+        DeliverMessage(
+            event(), workflow.name, workflow.fingerprint, action, attempt, results
+        ).to_json()
+        | extra
+    )
+
+
+async def one(kit: Kit, server: Server, method: str, body: Any, **options: Any) -> Step:
+    """One call of the deliverer on a fresh store and automations."""
+    clock = options.pop("clock", None) or FakeClock()
+    store = kit.store()
+    try:
+        async with automations(server, clock=clock, **options.pop("settings", {})) as auto:
+            deliverer = Deliverer(auto, store, OWNER, **options)
+            step: Step = await getattr(deliverer, method)(body)
+            return step
+    finally:
+        await store.aclose()
+
+
+KEY0 = idempotency_key("evt-1", "sync", "post")
+KEY1 = idempotency_key("evt-1", "sync", "after")
+
+
+# --- accept -------------------------------------------------------------------------------------
+
+
+def test_accept_fans_out_one_deliver_per_matching_workflow_then_is_a_duplicate(
+    kit: Kit, server: Server
+) -> None:
+    async def work() -> list[Step]:
+        store = kit.store()
+        try:
+            async with automations(server) as auto:
+                deliverer = Deliverer(auto, store, OWNER)
+                first = await deliverer.accept(accept_body())
+                assert first.confirm is not None
+                before = await deliverer.accept(accept_body())
+                await first.confirm()
+                return [first, before, await deliverer.accept(accept_body())]
+        finally:
+            await store.aclose()
+
+    first, before, after = run(work)
+    assert first.outcome == "fanned_out" and first.error is None
+    [(task, body)] = first.publish
+    assert task == DELIVER_TASK
+    assert DeliverMessage.from_json(body) == DeliverMessage.from_json(deliver_body(server))
+    assert before.outcome == "deferred" and before.publish == []
+    assert after.outcome == "duplicate" and after.publish == []
+    # the deferred accept waits in the due set until the first claim lapses (60 s)
+    [(member, score)] = kit.due()
+    assert member["task"] == "flowlang.accept" and member["body"]["event"]["id"] == "evt-1"
+    assert NOW + 59 < score <= NOW + 60
+
+
+def test_a_failing_condition_is_reported_and_the_other_workflows_run(
+    kit: Kit, server: Server
+) -> None:
+    other = WORKFLOW.replace("workflow: sync", "workflow: other")
+
+    async def work() -> Step:
+        store = kit.store()
+        try:
+            async with automations(server) as auto:
+                from flowlang.automations import Automations
+
+                second = load_workflow_text(other.replace("{port}", str(server.port)))
+
+                def broken(scope: Any) -> bool:
+                    raise RecursionError("too deep")
+
+                object.__setattr__(second, "condition", broken)
+                both = Automations(
+                    [*auto.workflows, second],
+                    settings=auto.settings,
+                    secrets=auto.secrets,
+                    clock=auto.clock,
+                )
+                return await Deliverer(both, store, OWNER).accept(accept_body())
+        finally:
+            await store.aclose()
+
+    step = run(work)
+    assert step.outcome == "fanned_out" and len(step.publish) == 1
+    assert step.error and "workflow 'other': its conditions failed: RecursionError" in step.error
+
+
+def test_an_event_no_workflow_matches_fans_out_nothing(kit: Kit, server: Server) -> None:
+    body = accept_body() | {"event": {"id": "evt-9", "type": "sms.received"}}
+    step = run(lambda: one(kit, server, "accept", body))
+    assert step.outcome == "fanned_out" and step.publish == []
+
+
+def test_five_concurrent_accepts_of_one_event_give_one_fan_out(kit: Kit, server: Server) -> None:
+    async def work() -> list[Step]:
+        store = kit.store()
+        try:
+            async with automations(server) as auto:
+                deliverers = [Deliverer(auto, store, f"worker-{n}") for n in range(5)]
+                steps = await asyncio.gather(*(d.accept(accept_body()) for d in deliverers))
+                for step in steps:
+                    if step.confirm is not None:
+                        await step.confirm()
+                # the deferred ones come back when their wait is over: duplicates then
+                due = await store.take_due(NOW + 3600, 10)
+                later = [await deliverers[0].accept(body) for _, _, body in due]
+                return [*steps, *later]
+        finally:
+            await store.aclose()
+
+    steps = run(work)
+    outcomes = [step.outcome for step in steps]
+    assert outcomes.count("fanned_out") == 1
+    assert sorted(outcomes[:5]) == ["deferred"] * 4 + ["fanned_out"]
+    assert outcomes[5:] == ["duplicate"] * 4
+    assert sum(len(step.publish) for step in steps) == 1
+
+
+TWO_PROCESSES = """
+import asyncio, json, sys, time
+sys.path.insert(0, {tests!r})
+from distributed_support import accept_body
+from flowlang.automations import Automations, load_workflow_text
+from flowlang.distributed.deliverer import Deliverer
+from flowlang.distributed.shared import SharedStore
+
+async def main():
+    workflow = load_workflow_text({workflow!r})
+    store = SharedStore.from_url({url!r}, prefix={prefix!r})
+    auto = Automations([workflow])
+    deliverers = [Deliverer(auto, store, "proc{name}-" + str(n)) for n in range(5)]
+    await store.due_count()  # connected before the start
+    time.sleep(max(0.0, {start!r} - time.time()))
+    steps = await asyncio.gather(*(d.accept(accept_body()) for d in deliverers))
+    for step in steps:
+        if step.confirm is not None:
+            await step.confirm()
+    print(json.dumps([[s.outcome, len(s.publish)] for s in steps]))
+    await store.aclose()
+
+asyncio.run(asyncio.wait_for(main(), 30))
+"""
+
+
+def test_five_accepts_from_each_of_two_processes_give_one_fan_out(kit: Kit, server: Server) -> None:
+    start = time.time() + 3.0
+    tests = str(Path(__file__).parent)
+    children = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                textwrap.dedent(
+                    TWO_PROCESSES.format(
+                        tests=tests,
+                        workflow=WORKFLOW.replace("{port}", str(server.port)),
+                        url=kit.url,
+                        prefix=kit.prefix,
+                        name=name,
+                        start=start,
+                    )
+                ),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=dict(os.environ),
+            start_new_session=True,
+        )
+        for name in "ab"
+    ]
+    outputs = []
+    for child in children:
+        try:
+            out, err = child.communicate(timeout=60)
+        finally:
+            if child.poll() is None:
+                os.killpg(child.pid, 9)
+                child.wait(10)
+        assert child.returncode == 0, err
+        outputs += json.loads(out)
+    outcomes = [outcome for outcome, _ in outputs]
+    assert len(outcomes) == 10 and outcomes.count("fanned_out") == 1
+    assert set(outcomes) <= {"fanned_out", "deferred", "duplicate"}
+    assert sum(published for _, published in outputs) == 1
+
+
+def test_a_claim_held_elsewhere_defers_the_accept_to_its_lapse(kit: Kit, server: Server) -> None:
+    async def work() -> Step:
+        store = kit.store()
+        try:
+            assert await store.claim_event("evt-1", "someone-else", 12.5) == ("new", 0)
+        finally:
+            await store.aclose()
+        return await one(kit, server, "accept", accept_body())
+
+    assert run(work).outcome == "deferred"
+    [(member, score)] = kit.due()
+    assert member["body"] == accept_body() and NOW + 12 < score <= NOW + 12.5
+
+
+# --- deliver: the happy path and redelivery -----------------------------------------------------
+
+
+def test_actions_are_delivered_in_order_with_results_chained_and_masked(
+    kit: Kit, server: Server
+) -> None:
+    server.received.script("crm", (201, {}, {"id": 42, "echo": f"token {SECRET}"}))
+
+    async def work() -> list[Step]:
+        first = await one(kit, server, "deliver", deliver_body(server))
+        [(_, following)] = first.publish
+        return [first, await one(kit, server, "deliver", following)]
+
+    first, second = run(work)
+    assert first.outcome == "delivered" and second.outcome == "delivered"
+    following = first.publish[0][1]
+    assert (following["action"], following["attempt"]) == (1, 1)
+    assert following["results"] == {"post": {"id": 42, "echo": "token [redacted]"}}
+    assert second.publish == []
+    [post] = server.received.to("crm")
+    [after] = server.received.to("after")
+    assert post["headers"]["idempotency-key"] == KEY0
+    assert after["headers"]["idempotency-key"] == KEY1
+    assert json.loads(after["body"]) == {"id": "42"}
+    stored = kit.everything()
+    assert SECRET not in stored and SECRET not in json.dumps(first.publish)
+    assert f"{kit.prefix}lease:{KEY0}".encode() not in list(kit.raw.scan_iter(f"{kit.prefix}*"))
+    assert kit.raw.hget(f"{kit.prefix}act:{KEY0}", "outcome") == b"delivered"
+
+
+def test_a_redelivered_deliver_after_the_ledger_write_republishes_without_sending(
+    kit: Kit, server: Server
+) -> None:
+    server.received.script("crm", (200, {}, {"id": 7}))
+
+    async def work() -> list[Step]:
+        body = deliver_body(server)
+        first = await one(kit, server, "deliver", body)
+        return [first, await one(kit, server, "deliver", body)]
+
+    first, again = run(work)
+    assert first.outcome == "delivered" and again.outcome == "settled_before"
+    assert again.publish == first.publish
+    assert len(server.received.to("crm")) == 1
+
+
+def test_the_last_action_settled_before_publishes_nothing(kit: Kit, server: Server) -> None:
+    body = deliver_body(server, action=1, results={"post": {"id": 1}})
+
+    async def work() -> list[Step]:
+        return [await one(kit, server, "deliver", body), await one(kit, server, "deliver", body)]
+
+    first, again = run(work)
+    assert (first.outcome, again.outcome) == ("delivered", "settled_before")
+    assert first.publish == again.publish == []
+    assert len(server.received.to("after")) == 1
+
+
+def test_a_lease_held_elsewhere_defers_the_attempt_to_its_lapse(kit: Kit, server: Server) -> None:
+    async def work() -> Step:
+        store = kit.store()
+        try:
+            assert await store.take_lease(KEY0, "worker-2", 20.0) is None
+        finally:
+            await store.aclose()
+        return await one(kit, server, "deliver", deliver_body(server))
+
+    step = run(work)
+    assert step.outcome == "deferred" and step.publish == []
+    assert server.received.to("crm") == []
+    [(member, score)] = kit.due()
+    assert member == {"task": DELIVER_TASK, "body": deliver_body(server), "id": member["id"]}
+    assert NOW + 19 < score <= NOW + 20
+
+
+# --- deliver: retries and dead letters ----------------------------------------------------------
+
+
+def test_a_503_schedules_the_next_attempt_on_the_schedule_and_gives_the_lease_back(
+    kit: Kit, server: Server
+) -> None:
+    server.received.script("crm", (503, {}, {"error": f"down {SECRET}"}))
+    step = run(lambda: one(kit, server, "deliver", deliver_body(server)))
+    assert step.outcome == "retry" and step.publish == []
+    assert step.error and "503" in step.error and SECRET not in step.error
+    [(member, score)] = kit.due()
+    assert member["body"] == deliver_body(server, attempt=2) and score == NOW + 5
+    assert kit.raw.exists(f"{kit.prefix}lease:{KEY0}") == 0
+    assert kit.raw.exists(f"{kit.prefix}act:{KEY0}") == 0
+    assert SECRET not in kit.everything()
+
+
+def test_a_permanent_400_is_one_dead_letter_and_no_retry(kit: Kit, server: Server) -> None:
+    server.received.script("crm", (400, {}, {"error": f"bad token {SECRET}"}))
+
+    async def work() -> list[Any]:
+        step = await one(kit, server, "deliver", deliver_body(server))
+        store = kit.store()
+        try:
+            return [step, await store.dead_letters(), await store.settled(KEY0)]
+        finally:
+            await store.aclose()
+
+    step, dead, settled = run(work)
+    assert step.outcome == "dead" and step.publish == []
+    assert step.error and "400" in step.error and "(stopped after)" in step.error
+    [(_, record)] = dead
+    assert record["format"] == "flowlang.deadletter/1"
+    assert (record["workflow"], record["action"], record["then"]) == ("sync", "post", ["after"])
+    assert record["idempotency_key"] == KEY0 and record["attempts"] == 1
+    assert record["event"] == event() and record["workflow_source"].startswith("\nworkflow: sync")
+    assert settled is not None and settled["outcome"] == "dead_lettered"
+    assert kit.due() == [] and len(server.received.to("crm")) == 1
+    assert SECRET not in kit.everything() and SECRET not in json.dumps(record)
+
+
+def test_a_dead_action_without_stop_on_failure_goes_on_with_the_next(
+    kit: Kit, server: Server
+) -> None:
+    text = WORKFLOW.replace(
+        "    headers: {Authorization", "    stop_on_failure: false\n    headers: {Authorization"
+    )
+    server.received.script("crm", (404, {}, {}))
+
+    async def work() -> Step:
+        store = kit.store()
+        try:
+            async with automations(server, text=text) as auto:
+                workflow = auto.workflows[0]
+                body = DeliverMessage(event(), "sync", workflow.fingerprint, 0).to_json()
+                return await Deliverer(auto, store, OWNER).deliver(body)
+        finally:
+            await store.aclose()
+
+    step = run(work)
+    assert step.outcome == "dead"
+    [(task, following)] = step.publish
+    assert task == DELIVER_TASK and following["action"] == 1 and following["results"] == {}
+    [(_, _, record)] = [
+        (0, 0, json.loads(r[1][b"record"])) for r in kit.raw.xrange(f"{kit.prefix}dead")
+    ]
+    assert record["then"] == []
+
+
+def test_a_retryable_failure_on_the_last_attempt_is_dead_as_exhausted(
+    kit: Kit, server: Server
+) -> None:
+    server.received.script("crm", (503, {}, {}))
+    step = run(lambda: one(kit, server, "deliver", deliver_body(server, attempt=3)))
+    assert step.outcome == "dead" and kit.due() == []
+    [entry] = kit.raw.xrange(f"{kit.prefix}dead")
+    assert json.loads(entry[1][b"record"])["attempts"] == 3
+
+
+# --- hostile bodies and a rolling deploy --------------------------------------------------------
+
+
+def deep(levels: int) -> Any:
+    value: Any = "bottom"
+    for _ in range(levels):
+        value = {"a": value}
+    return value
+
+
+HOSTILE: dict[str, Any] = {
+    "none": None,
+    "text": "flowlang.deliver",
+    "list": [1, 2],
+    "empty": {},
+    "version-2": {"v": 2},
+    "no-event": {"v": 1, "workflow": "sync"},
+    "event-without-id": {"v": 1, "event": {"type": "call.ended"}, "received_at": 1.0},
+    "deep-event": {"v": 1, "event": {"id": "e", "deep": deep(500)}, "received_at": 1.0},
+    "huge-event": {"v": 1, "event": {"id": "e", "x": "y" * 2_000_000}, "received_at": 1.0},
+    "nan-time": {"v": 1, "event": {"id": "e"}, "received_at": float("nan"), "source": "s"},
+    "surrogates": {"v": 1, "event": {"id": "\ud800"}, "workflow": "\udfff", "received_at": 1},
+    "bad-attempt": {
+        "v": 1,
+        "event": {"id": "e"},
+        "workflow": "sync",
+        "fingerprint": "f",
+        "action": 0,
+        "attempt": 0,
+        "results": {},
+    },
+    "results-not-object": {
+        "v": 1,
+        "event": {"id": "e"},
+        "workflow": "sync",
+        "fingerprint": "f",
+        "action": 0,
+        "results": [],
+    },
+}
+
+
+@pytest.mark.parametrize("method", ["accept", "deliver"])
+@pytest.mark.parametrize("name", list(HOSTILE))
+def test_a_body_that_is_not_a_message_is_refused_without_raising(
+    kit: Kit, server: Server, method: str, name: str
+) -> None:
+    step = run(lambda: one(kit, server, method, HOSTILE[name]))
+    assert step.outcome == "refused" and step.publish == [] and step.confirm is None
+    assert step.error and len(step.error) < 2000
+    assert kit.due() == [] and server.received.requests == []
+
+
+def test_an_action_number_beyond_the_workflow_is_refused(kit: Kit, server: Server) -> None:
+    step = run(lambda: one(kit, server, "deliver", deliver_body(server, action=5)))
+    assert step.outcome == "refused" and step.error and "no action number 5" in step.error
+
+
+def test_an_unknown_workflow_version_is_tried_again_then_dead_as_workflow_changed(
+    kit: Kit, server: Server
+) -> None:
+    clock = FakeClock()
+    body = deliver_body(server) | {"fingerprint": "f" * 64}
+
+    async def work() -> list[Step]:
+        first = await one(kit, server, "deliver", body, clock=clock)
+        [(member, score)] = kit.due()
+        assert score == NOW + 60 and member["body"]["unknown_since"] == NOW
+        kit.raw.delete(f"{kit.prefix}due")
+        clock.current += 1800
+        second = await one(kit, server, "deliver", member["body"], clock=clock)
+        [(member, score)] = kit.due()
+        assert score == NOW + 1860 and member["body"]["unknown_since"] == NOW
+        kit.raw.delete(f"{kit.prefix}due")
+        clock.current += 1800
+        third = await one(kit, server, "deliver", member["body"], clock=clock)
+        return [first, second, third]
+
+    first, second, third = run(work)
+    assert (first.outcome, second.outcome, third.outcome) == ("deferred", "deferred", "dead")
+    assert first.error and "is not loaded (this worker has version" in first.error
+    assert third.error and third.error.startswith("workflow changed:")
+    [entry] = kit.raw.xrange(f"{kit.prefix}dead")
+    record = json.loads(entry[1][b"record"])
+    assert record["format"] == "flowlang.deadletter/1" and record["workflow_source"] is None
+    assert record["workflow_fingerprint"] == "f" * 64 and record["event"] == event()
+    assert kit.due() == [] and server.received.requests == []
+
+
+def test_an_unknown_since_that_is_not_a_time_counts_from_now(kit: Kit, server: Server) -> None:
+    body = deliver_body(server) | {"fingerprint": "f" * 64, "unknown_since": -1e300}
+    step = run(lambda: one(kit, server, "deliver", body))
+    assert step.outcome == "dead"  # long ago is long ago
+    body = deliver_body(server) | {"fingerprint": "f" * 64, "unknown_since": "yesterday"}
+    assert run(lambda: one(kit, server, "deliver", body)).outcome == "deferred"
+
+
+# --- the whole path, in one process ---------------------------------------------------------
+
+
+def test_an_event_through_accept_and_both_actions(kit: Kit, server: Server) -> None:
+    server.received.script("crm", (200, {}, {"id": 5}))
+
+    async def work() -> Broker:
+        store = kit.store()
+        try:
+            async with automations(server) as auto:
+                broker = Broker(Deliverer(auto, store, OWNER))
+                await broker.publish("flowlang.accept", accept_body())
+                await broker.publish("flowlang.accept", accept_body())  # a duplicate
+                await broker.work(lambda: broker.queue.empty() and len(broker.steps) >= 4)
+                return broker
+        finally:
+            await store.aclose()
+
+    broker = run(work)
+    assert broker.outcomes() == ["fanned_out", "duplicate", "delivered", "delivered"]
+    assert len(server.received.to("crm")) == 1 and len(server.received.to("after")) == 1
