@@ -36,7 +36,7 @@ from celery_support import (
     write_workflow,
 )
 from services import RedisServer, rabbitmq  # noqa: F401
-from support import cli, clean_env
+from support import clean_env, cli
 
 from flowlang.automations.dispatch import idempotency_key
 
@@ -110,9 +110,7 @@ def test_200_events_with_duplicates_through_two_workers(
             )
         began = time.monotonic()
         _published(publish(events, broker, url, prefix, [flow]), 200)
-        wait_until(
-            lambda: len(ledger.settled()) >= len(expected), 60, "not every action settled"
-        )
+        wait_until(lambda: len(ledger.settled()) >= len(expected), 60, "not every action settled")
         took = time.monotonic() - began
     settled = ledger.settled()
     seen = receiver.keys()
@@ -248,8 +246,9 @@ def test_the_same_event_five_times_from_two_processes_fans_out_once(
             _, error = process.communicate(timeout=60)
             assert process.returncode == 0, error
         wait_until(
-            lambda: sum(_accept_outcomes(started).get(k, 0) for k in ("fanned_out", "duplicate"))
-            >= 5,
+            lambda: (
+                sum(_accept_outcomes(started).get(k, 0) for k in ("fanned_out", "duplicate")) >= 5
+            ),
             30,
             f"not every copy was checked: {_accept_outcomes(started)}",
         )
@@ -313,4 +312,3 @@ def test_a_permanent_400_is_one_shared_dead_letter_that_replay_delivers(
     assert receiver.keys() == {first: 2, second: 1}
     status, out = cli("replay", url, "--prefix", prefix, "--allow-host", "127.0.0.1")
     assert (status, "replayed 0 records" in out) == (0, True)
-

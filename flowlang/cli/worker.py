@@ -47,8 +47,7 @@ def _console() -> Any:
         from flowlang.cli import worker_console
     except ImportError as error:
         raise UsageError(
-            f"this needs the celery extra: pip install 'flowlang[celery]' ({error.name} is "
-            "missing)"
+            f"this needs the celery extra: pip install 'flowlang[celery]' ({error.name} is missing)"
         ) from None
     return worker_console
 

@@ -4,18 +4,23 @@ One task is one delivery attempt; nothing waits in the broker (no ETA, no countd
 wait in the shared store's due-set and the pump publishes them when due). The settings, and
 why (measured facts in the project's design notes):
 
-| setting | value | why |
-|---|---|---|
-| ``task_acks_late`` | True | a message is acknowledged after its attempt, so a worker that dies mid-attempt leaves it to be redelivered |
-| ``task_reject_on_worker_lost`` | True | the default (False) acknowledges, and so loses, the task of a killed pool child |
-| ``worker_prefetch_multiplier`` | 1 | a worker reserves one message per process, not four |
-| ``task_serializer`` / ``accept_content`` | json / [json] | nothing but JSON crosses the broker (never pickle) |
-| ``task_ignore_result`` | True | outcomes live in the shared ledger, not in a result backend |
-| ``task_soft_time_limit`` / ``task_time_limit`` | 60 / 90 s | above one attempt's cap (30 s) plus the store's round trips (prefork only) |
-| ``worker_cancel_long_running_tasks_on_connection_loss`` | True | a task running when the broker connection drops is cancelled, as its message will be redelivered |
-| Redis ``visibility_timeout`` | 300 s | an unacknowledged message of a dead worker is redelivered after it; above the longest task (90 s) so a live one is never run twice |
-| Redis ``unacked_restore_interval`` / ``_throttle`` | 10 s / 1 | the sweep that redelivers runs every 10 s (kombu's default throttle of 10 makes it 100 s) |
-| RabbitMQ ``confirm_publish`` | True | each publish waits for the broker's ack, so a refused or lost publish raises |
+- ``task_acks_late``: a message is acknowledged after its attempt, so a worker that dies
+  mid-attempt leaves it to be redelivered.
+- ``task_reject_on_worker_lost``: the default (False) acknowledges, and so loses, the task of
+  a killed pool child (measured).
+- ``worker_prefetch_multiplier=1``: a worker reserves one message per process, not four.
+- ``task_serializer="json"``, ``accept_content=["json"]``: nothing but JSON crosses the broker.
+- ``task_ignore_result``: outcomes live in the shared ledger, not in a result backend.
+- ``task_soft_time_limit=60``, ``task_time_limit=90``: above one attempt's cap (30 s) plus the
+  store's round trips (prefork only; a task gives up at 50 s by itself and is requeued).
+- ``worker_cancel_long_running_tasks_on_connection_loss``: a task running when the broker
+  connection drops is cancelled, as its message will be redelivered.
+- Redis ``visibility_timeout=300``: an unacknowledged message of a dead worker is redelivered
+  after it; above the longest task (90 s), so a live one is not redelivered while it runs.
+- Redis ``unacked_restore_interval=10``, ``unacked_restore_throttle=1``: the sweep that
+  redelivers runs every 10 s (kombu's default throttle of 10 makes it every 100 s).
+- RabbitMQ ``confirm_publish``: each publish waits for the broker's ack, so a refused or lost
+  publish raises instead of vanishing.
 
 Queues ``{queue_prefix}events`` (``flowlang.accept``) and ``{queue_prefix}actions``
 (``flowlang.deliver``, ``flowlang.replay``) are classic durable queues by default: they work
@@ -107,8 +112,8 @@ def broker_kind(url: str) -> str:
         for kind, schemes in BROKER_SCHEMES.items():
             if url.startswith(schemes):
                 return kind
-    schemes = ", ".join(s for group in BROKER_SCHEMES.values() for s in group)
-    raise ValueError(f"a broker URL starts with one of {schemes} (got {mask_url(str(url))})")
+    known = ", ".join(s for group in BROKER_SCHEMES.values() for s in group)
+    raise ValueError(f"a broker URL starts with one of {known} (got {mask_url(str(url))})")
 
 
 def check_queue_prefix(prefix: object) -> str:

@@ -139,7 +139,7 @@ class WorkerLoop:
         if self._pump_task is not None:
             try:
                 await asyncio.wait_for(self._pump_task, 5.0)
-            except (asyncio.TimeoutError, Exception):
+            except (TimeoutError, Exception):
                 self._pump_task.cancel()
         if self.automations is not None:
             await self.automations.aclose()
