@@ -56,6 +56,7 @@ from flowlang.distributed.messages import ACCEPT_TASK, AcceptMessage, queue_name
 from flowlang.distributed.replay import replay_all
 from flowlang.distributed.shared import SharedStore
 from flowlang.distributed.tasks import publisher, register
+from flowlang.errors import SharedStoreError
 from flowlang.flow.model import FlowDocumentError
 from flowlang.runtime.secrets import install_log_redaction
 
@@ -330,7 +331,11 @@ def replay_from_command_line(arguments: argparse.Namespace, out: TextIO) -> int:
         settings = _delivery_settings(arguments)
     except ValueError as error:
         raise UsageError(str(error)) from None
-    return asyncio.run(_replay(url, arguments.prefix, settings, ssl_context, out))
+    try:
+        return asyncio.run(_replay(url, arguments.prefix, settings, ssl_context, out))
+    except SharedStoreError as error:  # the store went away during the replay
+        _warn(f"{error}; what was not replayed stays in the store: run the replay again")
+        return EXIT_BAD_INPUT
 
 
 async def _replay(
