@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -139,6 +140,8 @@ class Broker:
     queue: asyncio.Queue[tuple[str, dict[str, Any]]] = field(default_factory=asyncio.Queue)
     steps: list[tuple[str, Step]] = field(default_factory=list)
     published: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    #: When each step was handled (time.time()), in the order of ``steps``.
+    times: list[float] = field(default_factory=list)
 
     async def publish(self, task: str, body: dict[str, Any]) -> None:
         body = json.loads(json.dumps(body))  # as through a broker: JSON only
@@ -146,6 +149,7 @@ class Broker:
         await self.queue.put((task, body))
 
     async def handle(self, task: str, body: dict[str, Any]) -> Step:
+        self.times.append(time.time())
         if task == ACCEPT_TASK:
             step = await self.deliverer.accept(body)
         elif task == DELIVER_TASK:

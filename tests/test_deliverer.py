@@ -527,3 +527,35 @@ def test_an_event_through_accept_and_both_actions(kit: Kit, server: Server) -> N
     broker = run(work)
     assert broker.outcomes() == ["fanned_out", "duplicate", "delivered", "delivered"]
     assert len(server.received.to("crm")) == 1 and len(server.received.to("after")) == 1
+
+
+def test_an_unreachable_store_is_a_clear_error_and_nothing_is_sent(server: Server) -> None:
+    import socket
+
+    from flowlang import SharedStoreError
+    from flowlang.distributed.shared import SharedStore
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    password = "deliverer-store-pw-19ad"
+
+    async def work(method: str, body: Any) -> Step:
+        store = SharedStore.from_url(f"redis://:{password}@127.0.0.1:{port}/0")
+        try:
+            async with automations(server) as auto:
+                step: Step = await getattr(Deliverer(auto, store, OWNER), method)(body)
+                return step
+        finally:
+            await store.aclose()
+
+    for method, body in (("accept", accept_body()), ("deliver", deliver_body(server))):
+        with pytest.raises(SharedStoreError) as caught:
+            run(lambda: work(method, body))  # noqa: B023 (run at once)
+        assert "127.0.0.1" in str(caught.value) and password not in str(caught.value)
+    assert server.received.requests == []
+
+
+def test_an_owner_must_be_a_key_part(kit: Kit, server: Server) -> None:
+    with pytest.raises(ValueError, match="owner"):
+        Deliverer(automations(server), kit.store(), "two words")

@@ -56,6 +56,7 @@ from flowlang.automations.dispatch import (
 )
 from flowlang.automations.executor import Dead, Delivered
 from flowlang.automations.workflow import CompiledWorkflow
+from flowlang.distributed.connection import check_key_part
 from flowlang.distributed.messages import (
     ACCEPT_TASK,
     DELIVER_TASK,
@@ -118,7 +119,7 @@ class Deliverer:
                 raise ValueError(f"{name} must be a positive number of seconds")
         self.automations = automations
         self.store = store
-        self.owner = owner
+        self.owner = check_key_part("owner", owner)
         self.lease = float(lease)
         self.accept_lease = float(accept_lease)
         self.unknown_workflow_limit = float(unknown_workflow_limit)
