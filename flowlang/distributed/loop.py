@@ -34,6 +34,7 @@ from typing import Any, TypeVar
 from celery import signals
 
 from flowlang.automations.dispatch import Automations
+from flowlang.distributed.connection import KEY_PART_CHARS
 from flowlang.distributed.deliverer import Deliverer
 from flowlang.distributed.pump import Pump
 from flowlang.distributed.shared import SharedStore
@@ -68,7 +69,9 @@ class WorkerLoop:
 
     def __init__(self, config: LoopConfig) -> None:
         self.config = config
-        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        host = "".join(c for c in socket.gethostname() if c in KEY_PART_CHARS)[:64] or "host"
+        #: This process in claims and leases (a key part: host, pid and a random part).
+        self.owner = f"{host}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.loop = asyncio.new_event_loop()
         self.automations: Automations | None = None
         self.store: SharedStore | None = None
@@ -112,7 +115,13 @@ class WorkerLoop:
             lease=config.lease,
             **config.deliverer_options,
         )
-        pump = Pump(self.store, self.publish, self.owner, interval=config.pump_interval)
+        pump = Pump(
+            self.store,
+            self.publish,
+            self.owner,
+            clock=self.automations.clock,
+            interval=config.pump_interval,
+        )
         self._pump_stop = asyncio.Event()
         self._pump_task = asyncio.create_task(pump.run(self._pump_stop))
 
