@@ -32,6 +32,7 @@ import os
 import socket
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from typing import IO, Any, TextIO
 
 from celery import Celery, signals
@@ -313,6 +314,30 @@ def _publish_stream(
     if fatal is not None or counts["refused"]:
         return EXIT_BAD_INPUT
     return EXIT_FAILED if counts["failed"] else EXIT_OK
+
+
+def event_publisher(
+    broker_url: str, queue_prefix: str
+) -> Callable[[dict[str, Any]], Awaitable[None]]:
+    """``flowlang serve --broker``: a coroutine function publishing one accept message body
+    (UsageError, password masked, for a broker URL of another kind or one that does not
+    answer)."""
+    arguments = argparse.Namespace(
+        broker=broker_url, queue_prefix=queue_prefix, store=None, prefix="fl:"
+    )
+    try:
+        broker_kind(broker_url)
+        check_queue_prefix(queue_prefix)
+    except ValueError as error:
+        raise UsageError(f"--broker: {error}") from None
+    app = _app(arguments)
+    _reach_broker(app, broker_url)
+    publish = publisher(app, queue_prefix)
+
+    async def publish_event(body: dict[str, Any]) -> None:
+        await asyncio.to_thread(publish, ACCEPT_TASK, body)
+
+    return publish_event
 
 
 # --- flowlang replay redis://... ---------------------------------------------------------------
