@@ -334,3 +334,29 @@ def test_a_permanent_400_is_one_shared_dead_letter_that_replay_delivers(
     assert receiver.keys() == {first: 2, second: 1}
     status, out = cli("replay", url, "--prefix", prefix, "--allow-host", "127.0.0.1")
     assert (status, "replayed 0 records" in out) == (0, True)
+
+
+def test_replay_hands_the_shared_dead_letters_to_the_workers(
+    tmp_path: Path, broker: Broker, store: tuple[str, str, Ledger], receiver: Receiver
+) -> None:
+    url, prefix, ledger = store
+    flow = write_workflow(tmp_path, receiver)
+    item = event(6)
+    first, second = keys_of(item["id"])
+    receiver.script(first, (400, {}), (400, {}))
+    events = write_events(tmp_path / "events.jsonl", [item])
+    replay = ["replay", url, "--prefix", prefix, "--broker", broker.url]
+    replay += ["--queue-prefix", broker.queue_prefix]
+    with workers() as started:
+        started.append(start_worker(tmp_path, [flow], broker, url, prefix))
+        _published(publish(events, broker, url, prefix, [flow]), 1)
+        wait_until(lambda: len(ledger.dead()) == 1, 30, "no dead letter")
+        # still failing: the worker's replay (one try, no waiting) makes it a dead letter again
+        assert cli(*replay) == (0, "handed 1 dead letters to the workers; 0 not published\n")
+        wait_until(lambda: receiver.count(first) == 2 and len(ledger.dead()) == 1, 30, "kept")
+        # fixed: handed over again, it is delivered, then the action it stopped
+        assert cli(*replay)[0] == 0
+        wait_until(lambda: ledger.settled().get(second) == "delivered", 30, "not replayed")
+        wait_until(lambda: ledger.dead() == [], 10, "the dead letter stayed")
+    assert ledger.settled() == {first: "delivered", second: "delivered"}
+    assert receiver.keys() == {first: 3, second: 1}

@@ -217,10 +217,24 @@ def add_shared_replay(replay: argparse.ArgumentParser) -> None:
         default=DEFAULT_PREFIX,
         help="with a redis:// DEADLETTER: the shared store's key prefix (%(default)s)",
     )
+    replay.add_argument(
+        "--broker",
+        metavar="URL",
+        help="with a redis:// DEADLETTER: hand each dead letter to the workers of this broker "
+        "(a flowlang.replay message each, removed from the store once the broker has it) "
+        "instead of replaying here",
+    )
+    replay.add_argument(
+        "--queue-prefix",
+        default=DEFAULT_QUEUE_PREFIX,
+        help="with --broker: the workers' queue prefix (%(default)s)",
+    )
     from_file: Handler = replay.get_default("handler")
 
     def handler(arguments: argparse.Namespace, out: TextIO, stdin: TextIO) -> int:
         if not str(arguments.dead_letter).startswith(STORE_SCHEMES):
+            if arguments.broker:
+                raise UsageError("--broker replays a shared store (redis://...), not a file")
             return from_file(arguments, out, stdin)
         return int(_console().replay_from_command_line(arguments, out))
 

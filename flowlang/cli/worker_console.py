@@ -53,7 +53,7 @@ from flowlang.distributed.celery_app import (
     make_app,
 )
 from flowlang.distributed.connection import check_prefix, connect, mask_url
-from flowlang.distributed.messages import ACCEPT_TASK, AcceptMessage, queue_names
+from flowlang.distributed.messages import ACCEPT_TASK, REPLAY_TASK, AcceptMessage, queue_names
 from flowlang.distributed.replay import replay_all
 from flowlang.distributed.shared import SharedStore
 from flowlang.distributed.tasks import publisher, register
@@ -351,6 +351,16 @@ def replay_from_command_line(arguments: argparse.Namespace, out: TextIO) -> int:
     if arguments.responses:
         raise UsageError("--responses is for a dead-letter file, not a shared store")
     _reach_store(url)
+    if arguments.broker:
+        _check_urls(arguments)
+        app = _app(arguments)
+        _reach_broker(app, arguments.broker)
+        publish = publisher(app, arguments.queue_prefix)
+        try:
+            return asyncio.run(_hand_over(url, arguments.prefix, publish, arguments.broker, out))
+        except SharedStoreError as error:
+            _warn(f"{error}; what was not handed over stays in the store: run it again")
+            return EXIT_BAD_INPUT
     ssl_context = trusted_authorities(arguments.ca_file)
     try:
         settings = _delivery_settings(arguments)
@@ -361,6 +371,40 @@ def replay_from_command_line(arguments: argparse.Namespace, out: TextIO) -> int:
     except SharedStoreError as error:  # the store went away during the replay
         _warn(f"{error}; what was not replayed stays in the store: run the replay again")
         return EXIT_BAD_INPUT
+
+
+async def _hand_over(
+    url: str,
+    prefix: str,
+    publish: Callable[[str, dict[str, Any]], None],
+    broker: str,
+    out: TextIO,
+) -> int:
+    """Publish each dead letter the store holds now as a ``flowlang.replay`` message, and
+    remove it once the broker has it (what fails again comes back as a new dead letter)."""
+    store = SharedStore.from_url(url, prefix=prefix)
+    handed = failed = 0
+    try:
+        total = await store.dead_count()
+        after = "-"
+        while handed + failed < total:
+            batch = await store.dead_letters(after, 100)
+            if not batch:
+                break
+            for entry, record in batch:
+                after = entry
+                try:
+                    await asyncio.to_thread(publish, REPLAY_TASK, record)
+                except Exception as error:
+                    failed += 1
+                    _warn(f"dead letter {entry}: not published: {_scrubbed(error, broker)}")
+                    continue
+                await store.remove_dead(entry)
+                handed += 1
+    finally:
+        await store.aclose()
+    out.write(f"handed {handed} dead letters to the workers; {failed} not published\n")
+    return EXIT_FAILED if failed else EXIT_OK
 
 
 async def _replay(
