@@ -559,3 +559,68 @@ def test_an_unreachable_store_is_a_clear_error_and_nothing_is_sent(server: Serve
 def test_an_owner_must_be_a_key_part(kit: Kit, server: Server) -> None:
     with pytest.raises(ValueError, match="owner"):
         Deliverer(automations(server), kit.store(), "two words")
+
+
+# --- replay through the workers -----------------------------------------------------------------
+
+
+def test_a_dead_letter_replayed_through_the_workers_is_delivered_and_its_chain_goes_on(
+    kit: Kit, server: Server
+) -> None:
+    server.received.script("crm", (400, {}, {"error": "bad"}), (200, {}, {"id": 3}))
+
+    async def work() -> Broker:
+        store = kit.store()
+        try:
+            async with automations(server) as auto:
+                broker = Broker(Deliverer(auto, store, OWNER))
+                await broker.handle(DELIVER_TASK, deliver_body(server))
+                [(entry, record)] = await store.dead_letters()
+                step = await broker.deliverer.replay(record)
+                assert step.outcome == "replayed" and step.error is None
+                await store.remove_dead(entry)
+                for task, body in step.publish:
+                    await broker.publish(task, body)
+                await broker.work(lambda: len(broker.steps) >= 3)
+                assert await store.dead_count() == 0
+                return broker
+        finally:
+            await store.aclose()
+
+    broker = run(work)
+    assert broker.outcomes() == ["dead", "delivered", "delivered"]
+    assert len(server.received.to("crm")) == 2 and len(server.received.to("after")) == 1
+    assert kit.raw.hget(f"{kit.prefix}act:{KEY0}", "outcome") == b"delivered"
+
+
+@pytest.mark.parametrize(
+    ("change", "error"),
+    [
+        ({"format": "other"}, "not a flowlang dead-letter record"),
+        ({"workflow_fingerprint": "f" * 64}, "is not loaded here"),
+        ({"workflow": "another"}, "is not loaded here"),
+        ({"action": "nope"}, "has no action 'nope'"),
+        ({"event": {"no": "id"}}, "needs an id"),
+        ({"results": [1]}, "results are not an object"),
+    ],
+)
+def test_a_record_that_cannot_be_replayed_here_is_refused(
+    kit: Kit, server: Server, change: dict[str, Any], error: str
+) -> None:
+    workflow = load_workflow_text(WORKFLOW.replace("{port}", str(server.port)))
+    record = {
+        "format": "flowlang.deadletter/1",
+        "workflow": "sync",
+        "workflow_fingerprint": workflow.fingerprint,
+        "action": "post",
+        "event": event(),
+        "results": {},
+    } | change
+    step = run(lambda: one(kit, server, "replay", record))
+    assert step.outcome == "refused" and step.error and error in step.error
+    assert step.publish == []
+
+
+def test_replay_refuses_what_is_not_a_record(kit: Kit, server: Server) -> None:
+    for record in (None, [], "text", {"format": "flowlang.deadletter/1"}):
+        assert run(lambda: one(kit, server, "replay", record)).outcome == "refused"  # noqa: B023

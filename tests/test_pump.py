@@ -163,6 +163,42 @@ def test_a_pump_that_stopped_between_taking_and_publishing_loses_nothing(kit: Ki
     assert kit.raw.hlen(f"{kit.prefix}pumping") == 0
 
 
+def test_a_pump_killed_while_publishing_loses_nothing_and_another_takes_over(kit: Kit) -> None:
+    started = asyncio.Event()
+    outbox = Outbox("pump-b")
+
+    async def hangs(task: str, body: dict[str, Any]) -> None:
+        started.set()
+        await asyncio.sleep(3600)
+
+    async def work() -> float:
+        store = kit.store()
+        stop = asyncio.Event()
+        try:
+            await store.schedule("flowlang.deliver", {"n": 1}, time.time() - 1)
+            first = Pump(store, hangs, "pump-a", hold=0.2, stale=0.3)
+            killed = asyncio.create_task(first.run_once())
+            await asyncio.wait_for(started.wait(), 5)
+            killed.cancel()  # gone between taking and publishing, holding the lock
+            assert await store.due_count() == 0
+            assert kit.raw.hlen(f"{kit.prefix}pumping") == 1
+            begun = time.monotonic()
+            second = Pump(store, outbox, "pump-b", interval=0.02, hold=0.2, stale=0.3)
+            running = asyncio.create_task(second.run(stop))
+            while not outbox.sent and time.monotonic() - begun < 10:
+                await asyncio.sleep(0.02)
+            stop.set()
+            await running
+            return time.monotonic() - begun
+        finally:
+            await store.aclose()
+
+    waited = run(work)
+    assert [body for _, _, body in outbox.sent] == [{"n": 1}]
+    assert 0.25 <= waited < 5  # after the lock lapsed and the member went stale
+    assert kit.raw.hlen(f"{kit.prefix}pumping") == 0
+
+
 def test_a_failed_publish_stays_in_pumping_and_is_published_again_later(
     kit: Kit, caplog: pytest.LogCaptureFixture
 ) -> None:

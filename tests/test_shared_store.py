@@ -157,6 +157,18 @@ def test_settle_and_read_back_with_its_time_to_live(kit: Kit) -> None:
     assert 119_000 < kit.raw.pttl(f"{kit.prefix}act:{KEY}") <= 120_000
 
 
+def test_unsettle_forgets_the_entry(kit: Kit) -> None:
+    async def work(store: SharedStore) -> list[Any]:
+        await store.settle(KEY, "dead_lettered", None, 2)
+        before = await store.settled(KEY)
+        await store.unsettle(KEY)
+        return [before, await store.settled(KEY)]
+
+    before, after = kit.run(work)
+    assert before is not None and before["outcome"] == "dead_lettered" and after is None
+    assert kit.stored() == []
+
+
 def test_a_result_json_cannot_hold_is_refused_before_writing(kit: Kit) -> None:
     with pytest.raises(ValueError, match="cannot be kept as JSON"):
         kit.run(lambda store: store.settle(KEY, "delivered", {"n": float("nan")}, 1))
@@ -403,6 +415,22 @@ def test_keys_of_another_type_are_moved_aside_and_the_step_goes_on(
     assert f"{kit.prefix}bad:{kind}" in kit.stored()
     if kind != "due":
         assert [body for _, _, body in taken] == [{"n": 1}]
+
+
+def test_a_dead_letter_stream_or_bad_list_of_another_type_is_moved_aside(kit: Kit) -> None:
+    kit.raw.set(f"{kit.prefix}dead", "a string")
+    kit.raw.hset(f"{kit.prefix}bad", "a", "hash")
+    kit.raw.zadd(f"{kit.prefix}due", {b"junk": 1.0})
+
+    async def work(store: SharedStore) -> list[Any]:
+        entry = await store.add_dead(record(1))
+        return [entry, await store.dead_letters(), await store.take_due(2.0, 10)]
+
+    entry, dead, taken = kit.run(work)
+    assert dead == [(entry, record(1))] and taken == []
+    assert kit.raw.get(f"{kit.prefix}bad:dead") == b"a string"
+    assert kit.raw.hgetall(f"{kit.prefix}bad:bad") == {b"a": b"hash"}
+    assert kit.raw.lrange(f"{kit.prefix}bad", 0, -1) == [b"junk"]
 
 
 @pytest.mark.parametrize(

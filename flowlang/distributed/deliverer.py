@@ -31,7 +31,11 @@ workflow used (as the local journal keeps them). A body that is not a message ne
 is ``Step("refused", error=...)``. :class:`~flowlang.errors.SharedStoreError` (the store cannot
 be reached) propagates: nothing was decided, and the message should be delivered again.
 
-Beyond Interface B (compatible): the keyword ``unknown_workflow_retry`` (60 s); a deliver body
+replay (``flowlang.replay``, beyond Interface B): a dead letter whose workflow version is loaded
+here becomes a deliver message for its action again (its ledger entry forgotten first).
+
+Beyond Interface B (compatible): :meth:`Deliverer.replay` (outcome ``replayed`` or
+``refused``); the keyword ``unknown_workflow_retry`` (60 s); a deliver body
 scheduled again for an unknown workflow carries ``"unknown_since"`` (when it was first found
 unknown: the limit counts from there; DeliverMessage ignores other fields).
 """
@@ -60,6 +64,7 @@ from flowlang.distributed.connection import check_key_part
 from flowlang.distributed.messages import (
     ACCEPT_TASK,
     DELIVER_TASK,
+    MESSAGE_VERSION,
     AcceptMessage,
     DeliverMessage,
 )
@@ -78,9 +83,9 @@ UNKNOWN_SINCE = "unknown_since"
 @dataclass
 class Step:
     """What one message came to: ``outcome`` is ``fanned_out``, ``duplicate``, ``deferred``,
-    ``delivered``, ``retry``, ``dead``, ``skipped``, ``refused``, ``settled_before`` or
-    ``done``; ``publish`` the (task name, body) messages to publish now, in order; ``confirm``
-    what to await once they are all published; ``error`` masked."""
+    ``delivered``, ``retry``, ``dead``, ``skipped``, ``refused``, ``settled_before``,
+    ``done`` or ``replayed``; ``publish`` the (task name, body) messages to publish now, in
+    order; ``confirm`` what to await once they are all published; ``error`` masked."""
 
     outcome: str
     publish: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
@@ -280,6 +285,51 @@ class Deliverer:
         else:
             publish = self._next(workflow, message, {})
         return Step("settled_before", publish)
+
+    # --- flowlang.replay --------------------------------------------------------------------
+
+    async def replay(self, record: Any) -> Step:
+        """Replay a dead letter through the workers: its action's ledger entry is forgotten and
+        a deliver message for it (attempt 1, with the record's results) is published; the
+        actions after it follow as usual (those already settled are not sent again). Refused
+        when ``record`` is not a dead letter or its workflow version is not loaded here
+        (``flowlang replay`` from the dead letter's own text can run it)."""
+        settings = self.automations.settings
+        try:
+            message = self._replayed(record, settings.max_event_depth)
+        except Exception as problem:
+            return self._refused("dead letter", problem)
+        workflow = self._by_fingerprint[message.fingerprint]
+        action = workflow.actions[message.action]
+        await self.store.unsettle(idempotency_key(message.event_id, workflow.name, action.id))
+        return Step("replayed", [(DELIVER_TASK, message.to_json())])
+
+    def _replayed(self, record: Any, depth: int) -> DeliverMessage:
+        """The deliver message that replays ``record``; ValueError saying why there is none."""
+        if not isinstance(record, Mapping) or record.get("format") != DEAD_LETTER_FORMAT:
+            raise ValueError("this is not a flowlang dead-letter record")
+        name, fingerprint = record.get("workflow"), record.get("workflow_fingerprint")
+        workflow = self._by_fingerprint.get(fingerprint) if isinstance(fingerprint, str) else None
+        if workflow is None or workflow.name != name:
+            raise ValueError(
+                f"its workflow {str(name)[:100]!r} version {str(fingerprint)[:64]} is not loaded "
+                "here (replay it from its own text with flowlang replay)"
+            )
+        names = [action.id for action in workflow.actions]
+        if record.get("action") not in names:
+            raise ValueError(f"its workflow has no action {str(record.get('action'))[:100]!r}")
+        body = {
+            "v": MESSAGE_VERSION,
+            "event": record.get("event"),
+            "workflow": workflow.name,
+            "fingerprint": workflow.fingerprint,
+            "action": names.index(record["action"]),
+            "attempt": 1,
+            "results": record.get("results") or {},
+        }
+        return DeliverMessage.from_json(
+            body, max_depth=depth, max_bytes=self.automations.settings.max_event_bytes
+        )
 
     def _next(
         self, workflow: CompiledWorkflow, message: DeliverMessage, result: dict[str, Any]

@@ -34,7 +34,8 @@ in the stream). Failures to reach Redis raise :class:`~flowlang.errors.SharedSto
 whose message names the server without its password.
 
 Beyond Interface A (additions, compatible): ``settle(..., at=None)`` takes the caller's time
-for ``at``; ``stale_pumping(..., limit=1000)``; ``release_pump(owner)``; ``bad_count()``.
+for ``at``; ``stale_pumping(..., limit=1000)``; ``release_pump(owner)``; ``bad_count()``;
+``unsettle(key)``; the module function ``event_part(event_id)``.
 """
 
 from __future__ import annotations
@@ -202,10 +203,49 @@ return found
 )
 
 # KEYS: pumping, bad. ARGV: member. Moves a member that is not ours from pumping to bad.
-_BAD_MEMBER = """
+# KEYS: pumping, bad, bad's aside. ARGV: member. Moves a member that is not ours from pumping
+# to bad.
+_BAD_MEMBER = (
+    _ASIDE
+    + """
+aside(KEYS[2], KEYS[3], 'list')
 redis.call('RPUSH', KEYS[2], ARGV[1])
 if redis.call('TYPE', KEYS[1]).ok == 'hash' then redis.call('HDEL', KEYS[1], ARGV[1]) end
 return 1
+"""
+)
+
+# KEYS: pumping. ARGV: member.
+_PUBLISHED = """
+if redis.call('TYPE', KEYS[1]).ok ~= 'hash' then return 0 end
+return redis.call('HDEL', KEYS[1], ARGV[1])
+"""
+
+# KEYS: due, its aside. ARGV: score, member.
+_SCHEDULE = (
+    _ASIDE
+    + """
+local moved = aside(KEYS[1], KEYS[2], 'zset')
+redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])
+return moved
+"""
+)
+
+# KEYS: dead, its aside. ARGV: record JSON. Returns {entry id, 1 if moved aside}.
+_ADD_DEAD = (
+    _ASIDE
+    + """
+local moved = aside(KEYS[1], KEYS[2], 'stream')
+return {redis.call('XADD', KEYS[1], '*', 'record', ARGV[1]), moved}
+"""
+)
+
+# KEYS: ledger key. Returns {its type} and, for a hash, its fields and values.
+_SETTLED = """
+local kind = redis.call('TYPE', KEYS[1]).ok
+if kind == 'none' then return {'none'} end
+if kind ~= 'hash' then return {kind} end
+return {'hash', redis.call('HGETALL', KEYS[1])}
 """
 
 
@@ -309,6 +349,10 @@ class SharedStore:
         self._take_due = client.register_script(_TAKE_DUE)
         self._stale = client.register_script(_STALE)
         self._bad_member = client.register_script(_BAD_MEMBER)
+        self._published = client.register_script(_PUBLISHED)
+        self._schedule = client.register_script(_SCHEDULE)
+        self._add_dead = client.register_script(_ADD_DEAD)
+        self._settled = client.register_script(_SETTLED)
 
     @classmethod
     def from_url(
@@ -391,11 +435,12 @@ class SharedStore:
         ``at``), or None when it is not settled (or its entry cannot be read: logged)."""
         name = self._key("act", check_key_part("idempotency key", key))
         async with self._guard("settled"):
-            kind = await self._client.type(name)
-            if _text(kind) not in ("hash", "none"):
-                log.warning("shared store: %s is not a ledger entry; counted as unsettled", name)
-                return None
-            data = await self._client.hgetall(name)
+            found = await self._settled(keys=[name])
+        if _text(found[0]) not in ("hash", "none"):
+            log.warning("shared store: %s is not a ledger entry; counted as unsettled", name)
+            return None
+        pairs = found[1] if len(found) > 1 else []
+        data = dict(zip(pairs[::2], pairs[1::2], strict=True))
         if not data:
             return None
         try:
@@ -440,6 +485,13 @@ class SharedStore:
             )
         self._moved(moved, name)
 
+    async def unsettle(self, key: str) -> None:
+        """Forget the ledger entry of ``key`` (before a dead letter's replay: the action is
+        then attempted again)."""
+        name = self._key("act", check_key_part("idempotency key", key))
+        async with self._guard("unsettle"):
+            await self._client.delete(name)
+
     # --- leases -----------------------------------------------------------------------------
 
     async def take_lease(self, key: str, owner: str, seconds: float) -> float | None:
@@ -476,7 +528,10 @@ class SharedStore:
         except RecordError as error:
             raise ValueError(f"a {task} message {error}") from None
         async with self._guard("schedule"):
-            await self._client.zadd(self._due, {text: score})
+            moved = await self._schedule(
+                keys=[self._due, self._aside(self._due)], args=[repr(score), text]
+            )
+        self._moved(moved, self._due)
 
     async def take_due(self, now: float, limit: int) -> list[tuple[str, str, dict[str, Any]]]:
         """Move up to ``limit`` members due by ``now`` into the pumping hash (one step) and
@@ -507,14 +562,15 @@ class SharedStore:
                     self._bad,
                 )
                 async with self._guard("take_due"):
-                    await self._bad_member(keys=[self._pumping, self._bad], args=[member])
+                    await self._bad_member(
+                        keys=[self._pumping, self._bad, self._aside(self._bad)], args=[member]
+                    )
         return found
 
     async def published(self, member: str) -> None:
         """Forget a member taken by :meth:`take_due` (or :meth:`stale_pumping`): it is out."""
         async with self._guard("published"):
-            if _text(await self._client.type(self._pumping)) == "hash":
-                await self._client.hdel(self._pumping, member)
+            await self._published(keys=[self._pumping], args=[member])
 
     async def stale_pumping(
         self, now: float, older_than: float, *, limit: int = 1000
@@ -574,7 +630,10 @@ class SharedStore:
         except RecordError as error:
             raise ValueError(f"a dead letter {error}") from None
         async with self._guard("add_dead"):
-            entry = await self._client.xadd(self._dead, {"record": text})
+            entry, moved = await self._add_dead(
+                keys=[self._dead, self._aside(self._dead)], args=[text]
+            )
+        self._moved(moved, self._dead)
         return _text(entry)
 
     async def dead_letters(
