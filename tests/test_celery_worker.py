@@ -363,3 +363,31 @@ def test_sigterm_is_a_warm_shutdown_the_attempt_in_progress_finishes(
         assert worker.process.wait(30) == 0, worker.text()
     assert ledger.settled().get(first) == "delivered"
     assert receiver.count(first) == 1
+
+
+def test_a_dead_letter_of_a_workflow_version_not_loaded_is_replayed_from_its_own_text(
+    tmp_path: Path, redis_broker: Broker, store: tuple[str, str, Ledger], receiver: Receiver
+) -> None:
+    url, prefix, ledger = store
+    flow = write_workflow(tmp_path, receiver)
+    item = event(9)
+    first, second = (idempotency_key(item["id"], "notify", name) for name in ("first", "second"))
+    receiver.script(first, (400, {}))
+    events = write_events(tmp_path / "events.jsonl", [item])
+    app = make_app(redis_broker.url, queue_prefix=redis_broker.queue_prefix)
+    with workers() as started:
+        worker = start_worker(tmp_path, [flow], redis_broker, url, prefix)
+        started.append(worker)
+        assert cli(
+            "automate", str(flow), "--events", str(events), "--executor", "celery",
+            "--broker", redis_broker.url, "--store", url,
+            "--queue-prefix", redis_broker.queue_prefix,
+        )[0] == 0  # fmt: skip
+        wait_until(lambda: len(ledger.dead()) == 1, 30, "no dead letter")
+        [record] = ledger.dead()
+        ledger.client.delete(f"{prefix}dead")
+        # an older version of the workflow: not loaded by this worker, replayed from its text
+        app.send_task(REPLAY_TASK, kwargs=record | {"workflow_fingerprint": "0" * 16})
+        wait_until(lambda: ledger.settled().get(second) == "delivered", 30, worker.text())
+    assert ledger.dead() == []
+    assert receiver.keys() == {first: 2, second: 1}

@@ -107,9 +107,12 @@ def _body(task: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str,
 
 
 async def _replay(runner: worker_loop.WorkerLoop, record: dict[str, Any]) -> Step:
-    """One try of a dead-letter record (no waiting: what fails again is a dead letter again)."""
-    if runner.automations is None or runner.store is None:
-        raise RuntimeError("the worker loop has no automations")
+    """A dead letter through the workers (Deliverer.replay: a deliver message for its action,
+    its ledger entry forgotten); when its workflow version is not loaded here, one try of it
+    from the record's own text (what fails again is a dead letter again)."""
+    step: Step = await _deliverer(runner).replay(record)
+    if step.outcome != "refused" or runner.automations is None or runner.store is None:
+        return step
     try:
         deliveries, added = await replay_record(
             runner.automations, runner.store, record, wait=False
