@@ -281,7 +281,7 @@ def workers() -> Iterator[list[Worker]]:
 
 
 def publish(
-    events: Path, broker: Broker, store: str, prefix: str, workflows: list[Path]
+    events: Path, broker: Broker, store: str, prefix: str, workflows: list[Path], *extra: str
 ) -> subprocess.CompletedProcess[str]:
     """``flowlang automate --executor celery`` in a child process (bounded)."""
     command = [
@@ -302,6 +302,7 @@ def publish(
         prefix,
         "--queue-prefix",
         broker.queue_prefix,
+        *extra,
     ]
     return subprocess.run(
         command, capture_output=True, text=True, timeout=60, env=clean_env(), check=False

@@ -38,7 +38,7 @@ from celery_support import (
     write_events,
     write_workflow,
 )
-from services import RedisServer, rabbitmq  # noqa: F401
+from services import RabbitMQ, RedisServer, rabbitmq  # noqa: F401
 from support import clean_env, cli
 
 from flowlang.automations.dispatch import idempotency_key
@@ -360,3 +360,26 @@ def test_replay_hands_the_shared_dead_letters_to_the_workers(
         wait_until(lambda: ledger.dead() == [], 10, "the dead letter stayed")
     assert ledger.settled() == {first: "delivered", second: "delivered"}
     assert receiver.keys() == {first: 3, second: 1}
+
+
+def test_quorum_queues_on_rabbitmq(
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+    store: tuple[str, str, Ledger],
+    receiver: Receiver,
+) -> None:
+    url, prefix, ledger = store
+    rabbitmq: RabbitMQ = request.getfixturevalue("rabbitmq")
+    broker = Broker("rabbitmq", rabbitmq.url, rabbitmq.queue_prefix)
+    flow = write_workflow(tmp_path, receiver)
+    item = event(2)
+    events = write_events(tmp_path / "events.jsonl", [item])
+    quorum = ("--queue-type", "quorum")
+    with workers() as started:
+        started.append(start_worker(tmp_path, [flow], broker, url, prefix, *quorum))
+        # a publisher that declares the queues otherwise is told so, and publishes nothing
+        refused = publish(events, broker, url, prefix, [flow])
+        assert refused.returncode == 1 and "PRECONDITION_FAILED" in refused.stderr
+        _published(publish(events, broker, url, prefix, [flow], *quorum), 1)
+        wait_until(lambda: len(ledger.settled()) == 2, 30, "not delivered")
+    assert receiver.keys() == dict.fromkeys(keys_of(item["id"]), 1)

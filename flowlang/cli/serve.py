@@ -126,6 +126,12 @@ def add_serve_command(commands: Any) -> None:
         help="with --broker: the workers' queue prefix (%(default)s)",
     )
     serve.add_argument(
+        "--queue-type",
+        choices=("classic", "quorum"),
+        default="classic",
+        help="with --broker: the workers' RabbitMQ queue type (classic)",
+    )
+    serve.add_argument(
         "--event-secret",
         action="append",
         default=[],

@@ -254,7 +254,9 @@ def _event_publisher(arguments: argparse.Namespace) -> Any:
             f"--broker needs the celery extra: pip install 'flowlang[celery]' ({error.name} is "
             "missing)"
         ) from None
-    return event_publisher(arguments.broker, arguments.queue_prefix)
+    return event_publisher(
+        arguments.broker, arguments.queue_prefix, getattr(arguments, "queue_type", "classic")
+    )
 
 
 def run_server(

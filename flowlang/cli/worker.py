@@ -7,7 +7,7 @@ when a command runs (it needs the ``celery`` extra).
 
 from __future__ import annotations
 
-__all__ = ["add_executor_options", "add_shared_replay", "add_worker_command"]
+__all__ = ["add_executor_options", "add_queue_type", "add_shared_replay", "add_worker_command"]
 
 import argparse
 from collections.abc import Callable
@@ -108,6 +108,19 @@ def _add_shared_options(parser: argparse.ArgumentParser, *, store_required: bool
         default=DEFAULT_QUEUE_PREFIX,
         help="queues are PREFIXevents and PREFIXactions (%(default)s)",
     )
+    add_queue_type(parser)
+
+
+def add_queue_type(parser: Any) -> None:
+    """``--queue-type``: the same for workers and for whatever publishes to them (RabbitMQ
+    refuses to declare an existing queue with another type)."""
+    parser.add_argument(
+        "--queue-type",
+        choices=("classic", "quorum"),
+        default="classic",
+        help="RabbitMQ queues: classic durable (default) or quorum (RabbitMQ 3.8+, clusters); "
+        "the same for the workers and for what publishes to them",
+    )
 
 
 def add_worker_command(commands: Any, network_options: Callable[[Any], None]) -> None:
@@ -152,12 +165,6 @@ def add_worker_command(commands: Any, network_options: Callable[[Any], None]) ->
         default=10.0,
         metavar="SECONDS",
         help="Redis broker: seconds between sweeps for such tasks (%(default)s)",
-    )
-    worker.add_argument(
-        "--queue-type",
-        choices=("classic", "quorum"),
-        default="classic",
-        help="RabbitMQ queues: classic durable (default) or quorum (RabbitMQ 3.8+, clusters)",
     )
     worker.add_argument(
         "--lease",
@@ -229,6 +236,7 @@ def add_shared_replay(replay: argparse.ArgumentParser) -> None:
         default=DEFAULT_QUEUE_PREFIX,
         help="with --broker: the workers' queue prefix (%(default)s)",
     )
+    add_queue_type(replay)
     from_file: Handler = replay.get_default("handler")
 
     def handler(arguments: argparse.Namespace, out: TextIO, stdin: TextIO) -> int:

@@ -317,13 +317,13 @@ def _publish_stream(
 
 
 def event_publisher(
-    broker_url: str, queue_prefix: str
+    broker_url: str, queue_prefix: str, queue_type: str = "classic"
 ) -> Callable[[dict[str, Any]], Awaitable[None]]:
     """``flowlang serve --broker``: a coroutine function publishing one accept message body
     (UsageError, password masked, for a broker URL of another kind or one that does not
     answer)."""
     arguments = argparse.Namespace(
-        broker=broker_url, queue_prefix=queue_prefix, store=None, prefix="fl:"
+        broker=broker_url, queue_prefix=queue_prefix, queue_type=queue_type
     )
     try:
         broker_kind(broker_url)
