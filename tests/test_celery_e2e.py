@@ -369,8 +369,8 @@ def test_quorum_queues_on_rabbitmq(
     receiver: Receiver,
 ) -> None:
     url, prefix, ledger = store
-    rabbitmq: RabbitMQ = request.getfixturevalue("rabbitmq")
-    broker = Broker("rabbitmq", rabbitmq.url, rabbitmq.queue_prefix)
+    rabbit: RabbitMQ = request.getfixturevalue("rabbitmq")
+    broker = Broker("rabbitmq", rabbit.url, rabbit.queue_prefix)
     flow = write_workflow(tmp_path, receiver)
     item = event(2)
     events = write_events(tmp_path / "events.jsonl", [item])
