@@ -52,7 +52,7 @@ from flowlang.distributed.celery_app import (
     check_queue_prefix,
     make_app,
 )
-from flowlang.distributed.connection import check_prefix, connect, mask_url
+from flowlang.distributed.connection import check_prefix, connect, mask_url, scrub, url_secrets
 from flowlang.distributed.messages import ACCEPT_TASK, REPLAY_TASK, AcceptMessage, queue_names
 from flowlang.distributed.replay import replay_all
 from flowlang.distributed.shared import SharedStore
@@ -105,12 +105,8 @@ def _reach_broker(app: Celery, url: str) -> None:
 
 
 def _scrubbed(error: BaseException, url: str) -> str:
-    text = f"{type(error).__name__}: {error}"
-    connection = connect(url) if url.startswith(("redis://", "rediss://", "unix://")) else None
-    if connection is not None:
-        return connection.scrub(text)
-    masked = mask_url(url)
-    return text.replace(url, masked)
+    """``Type: message`` of ``error`` without the password of ``url`` in any form."""
+    return scrub(f"{type(error).__name__}: {error}", url_secrets(url))
 
 
 def _reach_store(url: str) -> None:

@@ -18,7 +18,7 @@ build before the worker starts.
 
 from __future__ import annotations
 
-__all__ = ["LoopConfig", "WorkerLoop", "configure", "current", "start", "stop"]
+__all__ = ["LoopConfig", "WorkerLoop", "configure", "current", "running", "start", "stop"]
 
 import asyncio
 import concurrent.futures
@@ -180,6 +180,11 @@ def configure(config: LoopConfig | None) -> None:
     """What the worker processes of this program build when they start (None: nothing)."""
     global _config
     _config = config
+
+
+def running() -> WorkerLoop | None:
+    """This process's loop, or None."""
+    return _current
 
 
 def current() -> WorkerLoop:

@@ -55,7 +55,7 @@ def publisher(app: Celery, queue_prefix: str) -> Callable[[str, dict[str, Any]],
 def _requeue(task: str, what: str, problem: BaseException) -> Reject:
     """Log ``problem`` and the Reject that puts the message back on its queue (after a
     pause, so that a store or broker that is down is not hammered)."""
-    runner = worker_loop._current
+    runner = worker_loop.running()
     text = describe_error(problem)
     if runner is not None and runner.automations is not None:
         text = runner.automations.redactor.text(text)
