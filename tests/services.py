@@ -1,5 +1,7 @@
-"""Test services: real servers (Redis now; RabbitMQ can follow the same shape) started on a free
-loopback port in their own process group, waited for (bounded), killed by group at teardown.
+"""Test services: real servers. Redis is started on a free loopback port in its own process
+group, waited for (bounded), killed by group at teardown. RabbitMQ is the machine's (127.0.0.1:5672,
+guest/guest; it cannot be started per test), each test with a queue prefix of its own whose
+queues and exchanges are deleted at teardown (the ``rabbitmq`` fixture).
 
 A missing binary skips the test with the reason, unless ``FLOWLANG_REQUIRE_SERVICES=1`` (CI),
 which makes it a failure.
