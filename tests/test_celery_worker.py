@@ -391,3 +391,35 @@ def test_a_dead_letter_of_a_workflow_version_not_loaded_is_replayed_from_its_own
         wait_until(lambda: ledger.settled().get(second) == "delivered", 30, worker.text())
     assert ledger.dead() == []
     assert receiver.keys() == {first: 2, second: 1}
+
+
+def test_a_pickled_message_is_never_unpickled_and_the_worker_goes_on(
+    tmp_path: Path, redis_broker: Broker, store: tuple[str, str, Ledger], receiver: Receiver
+) -> None:
+    url, prefix, ledger = store
+    flow = write_workflow(tmp_path, receiver)
+    app = make_app(redis_broker.url, queue_prefix=redis_broker.queue_prefix)
+    marker = tmp_path / "unpickled"
+    with workers() as started:
+        worker = start_worker(tmp_path, [flow], redis_broker, url, prefix)
+        started.append(worker)
+        app.send_task(ACCEPT_TASK, args=[_Unpickle(str(marker))], serializer="pickle")
+        app.send_task(ACCEPT_TASK, kwargs={"v": 1, "event": event(11), "received_at": 1.0,
+                                           "source": "test"})  # fmt: skip
+        wait_until(lambda: len(ledger.settled()) == 2, 30, worker.text())
+        text = worker.text()
+    assert not marker.exists()
+    assert "pickle" in text  # Celery says it refused the content type
+    assert receiver.keys() == {
+        idempotency_key("evt-00011", "notify", name): 1 for name in ("first", "second")
+    }
+
+
+class _Unpickle:
+    """Unpickling this creates a file: it must never happen in a worker."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[object, tuple[str, str]]:
+        return (open, (self.path, "w"))
