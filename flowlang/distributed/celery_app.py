@@ -63,6 +63,11 @@ BROKER_SCHEMES = {
     "rabbitmq": ("amqp://", "amqps://", "pyamqp://"),
 }
 QUEUE_TYPES = ("classic", "quorum")
+#: The arguments each queue type is declared with.
+QUEUE_ARGUMENTS: dict[str, dict[str, str] | None] = {
+    "classic": None,
+    "quorum": {"x-queue-type": "quorum"},
+}
 #: Characters of a queue prefix.
 QUEUE_PREFIX_CHARS = frozenset(string.ascii_letters + string.digits + "_.:-")
 QUEUE_PREFIX_MAX = 64
@@ -136,7 +141,7 @@ def queue_for(task: str, queue_prefix: str) -> str:
 
 
 def _queue(name: str, queue_type: str) -> Queue:
-    arguments = {"x-queue-type": "quorum"} if queue_type == "quorum" else None
+    arguments = QUEUE_ARGUMENTS[queue_type]
     return Queue(
         name,
         Exchange(name, type="direct", durable=True),
