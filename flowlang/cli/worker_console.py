@@ -194,6 +194,12 @@ def worker_from_command_line(arguments: argparse.Namespace, out: TextIO) -> int:
             "limit (90 s): Redis may redeliver a task still running (the lease keeps it from "
             "being sent twice)"
         )
+    if arguments.lease <= settings.timeout_cap:
+        _warn(
+            f"--lease {arguments.lease:g} is not above an attempt's longest time "
+            f"({settings.timeout_cap:g} s): a redelivered message may be attempted while the "
+            "first attempt still runs (the same Idempotency-Key, but two requests at once)"
+        )
     install_log_redaction()
     logging.basicConfig(
         level=logging.INFO if arguments.verbose else logging.WARNING,
