@@ -311,3 +311,197 @@ def test_a_deliver_message_accepted_as_valid_is_not_lost_when_its_retry_is_sched
     assert bad == 0 and len(outbox.sent) == 1, (
         f"the scheduled retry was moved to bad ({bad}); published {len(outbox.sent)}"
     )
+
+
+# --- 6. a lease shorter than an attempt: two attempts at once, no process dead ----------------
+
+
+def test_an_attempt_longer_than_its_lease_is_never_made_twice_at_once(
+    kit: Kit, server: Server
+) -> None:
+    """The lease is taken once for a fixed time and never renewed, and nothing relates it to
+    how long an attempt may take (here 2 s against a 0.5 s lease; by default a speech action
+    polls up to operation_deadline 600 s against the 60 s lease, and a Redis broker redelivers
+    an unacked task after visibility_timeout 300 s). A second copy of the message takes the
+    lapsed lease and sends while the first attempt is still in flight; the first then
+    schedules a retry of an action the second already settled."""
+    server.received.script("crm", (0, {}, {}))  # the first request hangs until the timeout
+
+    async def work() -> list[str]:
+        store = kit.store()
+        try:
+            async with automations(server, timeout=2.0) as auto:
+                deliverer = Deliverer(auto, store, OWNER, lease=0.5)
+                body = deliver_body(server)
+                first = asyncio.create_task(deliverer.deliver(body))
+                await asyncio.sleep(0.8)
+                second = await deliverer.deliver(body)  # a redelivered copy
+                return [(await first).outcome, second.outcome]
+        except ValueError:
+            return ["refused at construction"]  # also acceptable: a lease too short is refused
+        finally:
+            await store.aclose()
+
+    outcomes = run(work)
+    sent = len(server.received.to("crm"))
+    assert sent <= 1, f"two attempts in flight at once ({outcomes}); the receiver saw {sent}"
+
+
+# --- 7. an accept claim lapses while its fan-out is still being published ---------------------
+
+
+def test_one_fan_out_per_event_even_when_publishing_the_fan_out_is_slow(
+    kit: Kit, server: Server
+) -> None:
+    """The accept claim (accept_lease, 60 s by default) is never renewed and confirm does not
+    check it is still ours: a duplicate of the event that arrives after the claim lapsed, while
+    the first worker is still publishing (a blocked broker connection), fans out again."""
+
+    async def work() -> list[Step]:
+        store = kit.store()
+        try:
+            async with automations(server) as auto:
+                deliverer = Deliverer(auto, store, OWNER, accept_lease=0.3)
+                first = await deliverer.accept(accept_body())
+                await asyncio.sleep(0.4)  # publishing first.publish takes a while
+                second = await Deliverer(auto, store, "worker-2", accept_lease=0.3).accept(
+                    accept_body()
+                )
+                assert first.confirm is not None
+                await first.confirm()
+                if second.confirm is not None:
+                    await second.confirm()
+                return [first, second]
+        finally:
+            await store.aclose()
+
+    steps = run(work)
+    fan_outs = [step.outcome for step in steps].count("fanned_out")
+    assert fan_outs == 1, f"{fan_outs} fan-outs of one event: {[s.outcome for s in steps]}"
+
+
+# --- 8. the pump: a slow publish races the stale re-publish, and stop waits for it ------------
+
+
+def test_a_slow_publish_is_not_published_again_by_another_pump_meanwhile(kit: Kit) -> None:
+    """Pump A takes a due member and its publish blocks (no timeout; hold 0.2 s, stale 0.5 s
+    here, 5 s and 30 s by default: a broker connection blocked by a memory alarm blocks for
+    longer). A's lock lapses, pump B takes over and publishes the same member again as stale
+    while A's publish is still going: the message goes out twice without any process dying."""
+
+    async def work() -> list[tuple[str, str, dict[str, Any]]]:
+        store = kit.store()
+        try:
+            await store.schedule(DELIVER_TASK, {"n": 1}, time.time() - 1)
+            slow, quick = Outbox("pump-a", delay=1.0), Outbox("pump-b")
+            a = Pump(store, slow, "pump-a", hold=0.2, stale=0.5)
+            b = Pump(store, quick, "pump-b", hold=0.2, stale=0.5)
+            first = asyncio.create_task(a.run_once())
+            await asyncio.sleep(0.7)
+            await b.run_once()
+            await first
+            return slow.sent + quick.sent
+        finally:
+            await store.aclose()
+
+    sent = run(work)
+    assert len(sent) == 1, f"published {len(sent)} times: {[name for name, _, _ in sent]}"
+
+
+def test_run_returns_soon_after_stop_even_when_a_publish_hangs(kit: Kit) -> None:
+    """run(stop) is how a worker stops its pump; a publish that never returns (no timeout)
+    keeps run() from ever returning, so the worker's shutdown hangs."""
+    started = asyncio.Event()
+
+    async def hangs(task: str, body: dict[str, Any]) -> None:
+        started.set()
+        await asyncio.sleep(3600)
+
+    async def work() -> bool:
+        store = kit.store()
+        stop = asyncio.Event()
+        try:
+            await store.schedule(DELIVER_TASK, {"n": 1}, time.time() - 1)
+            running = asyncio.create_task(Pump(store, hangs, "pump-a").run(stop))
+            await asyncio.wait_for(started.wait(), 5)
+            stop.set()
+            done, _ = await asyncio.wait({running}, timeout=3.0)
+            if not done:
+                running.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await running
+            return bool(done)
+        finally:
+            await store.aclose()
+
+    assert run(work), "run() did not return within 3 s of stop"
+
+
+# --- 9. the pump drains the due set into the pumping hash while the broker is down ------------
+
+
+def test_a_pump_that_cannot_publish_does_not_move_the_whole_due_set_into_pumping(
+    kit: Kit,
+) -> None:
+    """Every round takes ``batch`` more due members into the pumping hash even though the
+    previous round's publish failed; during a broker outage the whole backlog moves there
+    (due_count() says 0), and every later round's stale scan walks all of it in one Lua
+    script (Redis blocked meanwhile)."""
+    clock = FakeClock()
+
+    async def down(task: str, body: dict[str, Any]) -> None:
+        raise ConnectionError("broker unreachable")
+
+    async def work() -> tuple[int, int]:
+        store = kit.store()
+        try:
+            for n in range(30):
+                await store.schedule(DELIVER_TASK, {"n": n}, NOW - 1)
+            pump = Pump(store, down, "pump-1", clock=clock, batch=5, stale=30.0)
+            for _ in range(6):  # three seconds of rounds at the default interval
+                await pump.run_once()
+                clock.current += 0.5
+            return await store.due_count(), int(kit.raw.hlen(f"{kit.prefix}pumping"))
+        finally:
+            await store.aclose()
+
+    due, pumping = run(work)
+    assert pumping <= 5, f"{pumping} members in pumping, {due} left due, none published"
+
+
+# --- 10. settings the store refuses are accepted, then drop or raise on every message ---------
+
+
+def test_a_pump_owner_that_is_not_a_key_part_is_refused_at_once(kit: Kit) -> None:
+    """Deliverer checks its owner at construction; Pump does not, and its run() then fails
+    every round (logged) and never pumps."""
+    store = kit.store()
+    try:
+        with pytest.raises(ValueError, match="owner"):
+            Pump(store, Outbox("x-pump"), "two words")
+    finally:
+        run(store.aclose)
+
+
+@pytest.mark.parametrize("lease", [0.0005, 4e8])
+def test_a_lease_the_store_cannot_hold_is_refused_at_construction(
+    kit: Kit, server: Server, lease: float
+) -> None:
+    """Deliverer accepts any positive lease; the store takes 0.001 s to ten years. Outside
+    that, every deliver becomes "refused" (the message is dropped: nothing sent, no dead
+    letter) and every accept raises ValueError (accept "never raises")."""
+
+    async def work() -> str:
+        store = kit.store()
+        try:
+            async with automations(server) as auto:
+                try:
+                    deliverer = Deliverer(auto, store, OWNER, lease=lease, accept_lease=lease)
+                except ValueError:
+                    return "refused at construction"
+                step = await deliverer.deliver(deliver_body(server))
+                return f"deliver {step.outcome}: {step.error}"
+        finally:
+            await store.aclose()
+
+    assert run(work) == "refused at construction"
