@@ -505,3 +505,90 @@ def test_a_lease_the_store_cannot_hold_is_refused_at_construction(
             await store.aclose()
 
     assert run(work) == "refused at construction"
+
+
+def test_a_redelivered_attempt_is_not_sent_before_the_retry_after_the_receiver_asked(
+    kit: Kit, server: Server
+) -> None:
+    """The same fork as above, seen from the receiver: it answers 429 with Retry-After: 3600;
+    the worker schedules attempt 2 an hour later, then Redis fails on the lease release. The
+    redelivered attempt 1 is sent as soon as the lease lapses (0.5 s here, 60 s by default),
+    long before the hour the receiver asked for."""
+    server.received.script("crm", (429, {"Retry-After": "3600"}, {}), (429, {}, {}))
+    body = deliver_body(server)
+
+    async def work() -> float:
+        store = kit.store()
+        try:
+            async with automations(server) as auto:
+                deliverer = Deliverer(auto, store, OWNER, lease=0.5)
+                release = store.release_lease
+                failures = [SharedStoreError("shared store: release_lease failed: reset")]
+
+                async def flaky(key: str, owner: str) -> None:
+                    if failures:
+                        raise failures.pop()
+                    await release(key, owner)
+
+                store.release_lease = flaky  # type: ignore[method-assign]
+                with pytest.raises(SharedStoreError):
+                    await deliverer.deliver(body)
+                [(_, due)] = kit.due()
+                if (await deliverer.deliver(body)).outcome == "deferred":
+                    await asyncio.sleep(0.6)
+                    await deliverer.deliver(body)  # the deferred copy, republished
+                return due
+        finally:
+            await store.aclose()
+
+    due = run(work)
+    assert due >= NOW + 3600
+    sent = len(server.received.to("crm"))
+    assert sent == 1, f"{sent} requests within a second of a Retry-After of 3600 s"
+
+
+# --- 11. replay after the ledger expired sends the later, delivered actions again -------------
+
+
+def test_replaying_an_old_dead_letter_sends_only_its_action_and_those_it_stopped(
+    kit: Kit, server: Server
+) -> None:
+    """Action "post" (stop_on_failure: false) is dead with a 404, action "after" is delivered.
+    The dead letter stays in the stream (never trimmed); the ledger entries expire after
+    ledger_ttl (7 days; 1 s here). Replaying it then sends "after" again, though its record
+    says then=[] (Automations.replay runs only the action and its "then")."""
+    text = WORKFLOW.replace(
+        "    headers: {Authorization", "    stop_on_failure: false\n    headers: {Authorization"
+    )
+    server.received.script("crm", (404, {}, {}), (200, {}, {"id": 5}))
+
+    async def work() -> list[str]:
+        store = kit.store(ledger_ttl=1.0)
+        try:
+            async with automations(server, text=text) as auto:
+                deliverer = Deliverer(auto, store, OWNER)
+                fingerprint = auto.workflows[0].fingerprint
+                body = DeliverMessage(event(), "sync", fingerprint, 0).to_json()
+                pending = [(DELIVER_TASK, body)]
+                outcomes = []
+                while pending:
+                    _, message = pending.pop(0)
+                    step = await deliverer.deliver(message)
+                    outcomes.append(step.outcome)
+                    pending += step.publish
+                [(_, record)] = await store.dead_letters()
+                assert record["then"] == []
+                await asyncio.sleep(1.2)  # a week later
+                pending = list((await deliverer.replay(record)).publish)
+                while pending:
+                    _, message = pending.pop(0)
+                    step = await deliverer.deliver(message)
+                    outcomes.append(step.outcome)
+                    pending += step.publish
+                return outcomes
+        finally:
+            await store.aclose()
+
+    outcomes = run(work)
+    after = len(server.received.to("after"))
+    assert after == 1, f'"after" was sent {after} times ({outcomes})'
