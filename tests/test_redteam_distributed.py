@@ -592,3 +592,28 @@ def test_replaying_an_old_dead_letter_sends_only_its_action_and_those_it_stopped
     outcomes = run(work)
     after = len(server.received.to("after"))
     assert after == 1, f'"after" was sent {after} times ({outcomes})'
+
+
+# --- 12. a foreign due member names any task, and the pump publishes it -----------------------
+
+
+def test_a_due_member_naming_a_task_that_is_not_flowlangs_is_set_aside(kit: Kit) -> None:
+    """parse_member only checks that the task is text: a member written by someone else that
+    names another Celery task (here celery.backend_cleanup) is published by the pump, so write
+    access to the due set becomes "run any registered task on the workers"."""
+    clock = FakeClock()
+    foreign = {"task": "celery.backend_cleanup", "body": {"anything": 1}, "id": "x1"}
+    kit.raw.zadd(f"{kit.prefix}due", {json.dumps(foreign): NOW - 1})
+    outbox = Outbox("pump")
+
+    async def work() -> int:
+        store = kit.store()
+        try:
+            await Pump(store, outbox, "pump-1", clock=clock).run_once()
+            return await store.bad_count()
+        finally:
+            await store.aclose()
+
+    bad = run(work)
+    tasks = [task for _, task, _ in outbox.sent]
+    assert tasks == [] and bad == 1, f"published {tasks}; set aside {bad}"
