@@ -251,7 +251,10 @@ def test_a_workflow_changed_dead_letter_can_be_replayed_where_that_version_is_lo
     Deliverer.replay nor Automations.replay can: the action is lost."""
     old = automations(server)  # the version the event was fanned out for
     fingerprint = old.workflows[0].fingerprint
-    newer = WORKFLOW.replace('format: string}\n  - name: after', 'format: string}\n      - {key: v, value: "2", format: string}\n  - name: after')  # noqa: E501
+    newer = WORKFLOW.replace(
+        "format: string}\n  - name: after",
+        'format: string}\n      - {key: v, value: "2", format: string}\n  - name: after',
+    )
     clock = FakeClock()
 
     async def work() -> tuple[Step, Step]:
@@ -330,9 +333,13 @@ def test_an_attempt_longer_than_its_lease_is_never_made_twice_at_once(
     async def work() -> list[str]:
         store = kit.store()
         try:
-            async with automations(server, timeout=2.0) as auto:
+            text = WORKFLOW.replace(
+                "    headers: {Authorization", "    timeout: 2\n    headers: {Authorization"
+            )
+            async with automations(server, text=text) as auto:
                 deliverer = Deliverer(auto, store, OWNER, lease=0.5)
-                body = deliver_body(server)
+                fingerprint = auto.workflows[0].fingerprint
+                body = DeliverMessage(event(), "sync", fingerprint, 0).to_json()
                 first = asyncio.create_task(deliverer.deliver(body))
                 await asyncio.sleep(0.8)
                 second = await deliverer.deliver(body)  # a redelivered copy
