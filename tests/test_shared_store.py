@@ -284,8 +284,8 @@ def test_the_same_body_twice_is_two_messages(kit: Kit) -> None:
 
 def test_published_forgets_and_stale_pumping_returns_what_was_not(kit: Kit) -> None:
     async def work(store: SharedStore) -> list[Any]:
-        await store.schedule("t", {"n": 1}, 1.0)
-        await store.schedule("t", {"n": 2}, 2.0)
+        await store.schedule("flowlang.deliver", {"n": 1}, 1.0)
+        await store.schedule("flowlang.deliver", {"n": 2}, 2.0)
         taken = await store.take_due(100.0, 10)
         await store.published(taken[0][0])
         fresh = await store.stale_pumping(110.0, 30.0)
@@ -302,7 +302,7 @@ def test_published_forgets_and_stale_pumping_returns_what_was_not(kit: Kit) -> N
 def test_concurrent_takers_never_get_the_same_member(kit: Kit) -> None:
     async def work(store: SharedStore) -> list[Any]:
         for n in range(40):
-            await store.schedule("t", {"n": n}, float(n))
+            await store.schedule("flowlang.deliver", {"n": n}, float(n))
         pages = await asyncio.gather(*(store.take_due(100.0, 3) for _ in range(20)))
         return [body["n"] for page in pages for _, _, body in page]
 
@@ -340,7 +340,7 @@ def test_a_large_body_round_trips(kit: Kit) -> None:
     body = {"text": "\u2603" * 500_000, "list": list(range(10_000))}
 
     async def work(store: SharedStore) -> Any:
-        await store.schedule("t", body, 1.0)
+        await store.schedule("flowlang.deliver", body, 1.0)
         return await store.take_due(2.0, 1)
 
     [(_, _, back)] = kit.run(work)
@@ -367,7 +367,7 @@ def test_foreign_due_members_are_moved_to_bad_and_ours_still_pumped(
     kit.raw.zadd(f"{kit.prefix}due", {member: 1.0 for member in FOREIGN})
 
     async def work(store: SharedStore) -> list[Any]:
-        await store.schedule("t", {"ours": True}, 1.0)
+        await store.schedule("flowlang.deliver", {"ours": True}, 1.0)
         taken = await store.take_due(10.0, 100)
         return [taken, await store.bad_count(), await store.due_count()]
 
@@ -381,7 +381,7 @@ def test_foreign_due_members_are_moved_to_bad_and_ours_still_pumped(
 
 def test_foreign_pumping_members_and_times_are_handled(kit: Kit) -> None:
     pumping = f"{kit.prefix}pumping"
-    ours = json.dumps({"task": "t", "body": {"n": 1}, "id": "abc"})
+    ours = json.dumps({"task": "flowlang.deliver", "body": {"n": 1}, "id": "abc"})
     kit.raw.hset(pumping, mapping={ours: "not a time", b"\xff garbage": "1"})
     stale = kit.run(lambda store: store.stale_pumping(100.0, 30.0))
     assert [body for _, _, body in stale] == [{"n": 1}]  # a time that is no number is stale
@@ -407,7 +407,7 @@ def test_keys_of_another_type_are_moved_aside_and_the_step_goes_on(
         counted = await store.due_count()
         held = await store.hold_pump("pump-a", 5.0)
         if kind != "due":
-            await store.schedule("t", {"n": 1}, 1.0)
+            await store.schedule("flowlang.deliver", {"n": 1}, 1.0)
         return [counted, held, await store.take_due(2.0, 10), await store.stale_pumping(99, 1)]
 
     counted, held, taken, _ = kit.run(work)
@@ -569,7 +569,7 @@ def test_a_store_on_a_connection_made_elsewhere_leaves_it_open(kit: Kit) -> None
         connection = connect(kit.url)
         store = SharedStore(connection, prefix=kit.prefix)
         connection.owned = False
-        await store.schedule("t", {}, 1.0)
+        await store.schedule("flowlang.deliver", {}, 1.0)
         await store.aclose()
         count = await store.due_count()  # the client still works
         await connection.client.aclose()
