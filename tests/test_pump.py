@@ -66,13 +66,13 @@ def test_503_then_429_with_retry_after_then_200_is_delivered_on_attempt_3_after_
 
     async def work() -> Broker:
         store = kit.store()
-        original = store.schedule
+        original = store.record_retry
 
-        async def spy(task: str, body: dict[str, Any], due: float) -> None:
+        async def spy(key: str, attempt: int, task: str, body: dict[str, Any], due: float) -> str:
             scheduled.append((body["attempt"], due, time.time()))
-            await original(task, body, due)
+            return await original(key, attempt, task, body, due)
 
-        store.schedule = spy  # type: ignore[method-assign]
+        store.record_retry = spy  # type: ignore[method-assign]
         stop = asyncio.Event()
         try:
             async with automations(
