@@ -509,15 +509,18 @@ class Deliverer:
         here = [w.fingerprint for w in self.automations.workflows if w.name == message.workflow]
         loaded = f" (this worker has version {here[0]})" if here else " (not loaded here)"
         what = f"workflow {message.workflow!r} version {message.fingerprint}"
-        if now - since < self.unknown_workflow_limit:
-            again = message.to_json() | {UNKNOWN_SINCE: since}
-            await self.store.schedule(DELIVER_TASK, again, now + self.unknown_workflow_retry)
-            return Step("deferred", error=self._shown(f"{what} is not loaded{loaded}"))
         error = self._shown(
             f"workflow changed: {what} was not loaded for {now - since:.0f} s{loaded}"
         )
+        if now - since < self.unknown_workflow_limit:
+            again = message.to_json() | {UNKNOWN_SINCE: since}
+            try:
+                await self.store.schedule(DELIVER_TASK, again, now + self.unknown_workflow_retry)
+                return Step("deferred", error=self._shown(f"{what} is not loaded{loaded}"))
+            except ValueError as problem:  # kept as a dead letter, not dropped
+                error = self._shown(f"workflow changed: {what} is not loaded{loaded}; {problem}")
         redactor = self.automations.redactor
-        await self.store.add_dead(
+        await self._add_dead(
             {
                 "format": DEAD_LETTER_FORMAT,
                 "recorded_at": now,
@@ -526,7 +529,7 @@ class Deliverer:
                 "workflow_file": None,
                 "workflow_source": None,
                 "event": redactor.data(message.event),
-                "action": None,
+                "action": None,  # unknown here: replay goes by action_index
                 "action_index": message.action,
                 "then": [],
                 "results": redactor.data(message.results),
