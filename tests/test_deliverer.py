@@ -1116,3 +1116,28 @@ def test_an_abandoned_fan_out_stops_renewing_its_claim(kit: Kit, server: Server)
             await store.aclose()
 
     assert run(work) == ["fanned_out", "fanned_out"]
+
+
+def test_a_copy_of_an_attempt_that_crashed_before_its_outcome_is_attempted_again(
+    kit: Kit, server: Server
+) -> None:
+    """A worker took the lease and died mid-attempt (no outcome recorded): once its lease
+    lapses, the redelivered copy of the same attempt is made (the crash matrix's allowed
+    duplicate, with the same Idempotency-Key)."""
+    server.received.script("crm", (200, {}, {"id": 3}))
+    kit.raw.set(f"{kit.prefix}lease:{KEY0}", "worker-0:crashed", px=300)
+    body = deliver_body(server)
+
+    async def work() -> list[str]:
+        store = kit.store()
+        try:
+            async with automations(server) as auto:
+                deliverer = Deliverer(auto, store, OWNER)
+                first = await deliverer.deliver(body)
+                await asyncio.sleep(0.4)
+                return [first.outcome, (await deliverer.deliver(body)).outcome]
+        finally:
+            await store.aclose()
+
+    assert run(work) == ["deferred", "delivered"]
+    assert len(server.received.to("crm")) == 1

@@ -9,22 +9,37 @@ accept (``flowlang.accept``): the body is checked (refused otherwise); the event
 the store: ``fanned_out`` is a duplicate; ``accepting`` (another worker holds the claim) is
 scheduled again for when that claim lapses (re-checked, never dropped); a new claim matches the
 workflows (one whose condition fails is reported in ``error`` and not run) and publishes one
-deliver message (action 0, attempt 1) per workflow; ``confirm`` marks the event fanned out.
+deliver message (action 0, attempt 1) per workflow. The claim is renewed every third of
+``accept_lease`` while the glue publishes (at most PUBLISH_LIMIT seconds); ``confirm`` stops
+that and marks the event fanned out only while the claim is still ours (a lost claim is
+logged as an error); ``abandon`` (publishing failed) stops it and lets the claim lapse.
 
 deliver (``flowlang.deliver``): the body is checked; its workflow is found by fingerprint among
 those loaded (an unknown one, during a rolling deploy, is scheduled again in
 ``unknown_workflow_retry`` seconds, and after ``unknown_workflow_limit`` seconds is dead-lettered
 as "workflow changed"); an action the ledger shows settled is not sent again, and its next action
-is published with the recorded result; else the action's lease is taken (or the message
-scheduled again when the lease lapses) and one attempt made (:meth:`Automations.attempt_once`):
+is published with the recorded result; a copy of an attempt whose outcome is recorded already
+(the ledger keeps the highest such attempt: a broker redelivery, the pump publishing twice)
+is ``stale`` and dropped, so a retry chain never forks and nothing is sent before a
+Retry-After; an attempt that crashed before its outcome was recorded is made again. Else the
+action's lease is taken with a token of this attempt's own (or the message scheduled again
+when the lease lapses), renewed every third of ``lease`` while the attempt runs, and one
+attempt made (:meth:`Automations.attempt_once`); its outcome is recorded with the attempt's
+mark in one step (:meth:`SharedStore.record_delivered`, ``record_retry``, ``record_dead``):
 
 - delivered: the ledger is written, the lease given back, the next action published (with this
   result, masked) — ledger first, so a redelivered message after a crash re-publishes the next
   action without sending this one again;
 - retry: the next attempt is scheduled at the time the outcome says, the lease given back;
 - dead: the dead letter (``flowlang.deadletter/1``, with ``then`` the actions a
-  ``stop_on_failure`` stopped) is added, then the ledger settles the action as
-  ``dead_lettered``; the next action is published unless ``stop_on_failure``.
+  ``stop_on_failure`` stopped, and ``action_index``) is added and the ledger settles the
+  action as ``dead_lettered`` in the same step (a later dead letter of the same action
+  replaces it); the next action is published unless ``stop_on_failure``. A dead letter too
+  large to keep is kept trimmed (event and results replaced by a note, field ``trimmed``).
+
+A deliver message carries ``last`` (optional) when its chain stops before the workflow's end
+(a replay). A message the store refuses (ValueError: too large or deep for the due set) is
+dead-lettered, never dropped.
 
 Secrets never reach a message or the store: results and errors are masked with the secrets the
 workflow used (as the local journal keeps them). A body that is not a message never raises: it
@@ -32,10 +47,15 @@ is ``Step("refused", error=...)``. :class:`~flowlang.errors.SharedStoreError` (t
 be reached) propagates: nothing was decided, and the message should be delivered again.
 
 replay (``flowlang.replay``, beyond Interface B): a dead letter whose workflow version is loaded
-here becomes a deliver message for its action again (its ledger entry forgotten first).
+here becomes a deliver message for its action again, and its ``then`` only (``last``); its
+ledger entry is forgotten first, only while it says ``dead_lettered`` (else
+``settled_before``, nothing sent). A "workflow changed" letter (action None) is replayed from
+its ``action_index`` to the workflow's end.
 
-Beyond Interface B (compatible): :meth:`Deliverer.replay` (outcome ``replayed`` or
-``refused``); the keyword ``unknown_workflow_retry`` (60 s); a deliver body
+Beyond Interface B (compatible): :meth:`Deliverer.replay` (outcome ``replayed``,
+``settled_before`` or ``refused``); the outcome ``stale``; ``Step.abandon``; leases outside
+0.003 s to ten years are refused at construction (ValueError); the keyword
+``unknown_workflow_retry`` (60 s); a deliver body
 scheduled again for an unknown workflow carries ``"unknown_since"`` (when it was first found
 unknown: the limit counts from there; DeliverMessage ignores other fields).
 """
