@@ -538,17 +538,27 @@ class SharedStore:
     async def settled(self, key: str) -> dict[str, Any] | None:
         """The ledger entry of idempotency key ``key`` (``outcome``, ``result``, ``attempts``,
         ``at``), or None when it is not settled (or its entry cannot be read: logged)."""
+        return (await self.progress(key))[0]
+
+    async def progress(self, key: str) -> tuple[dict[str, Any] | None, int]:
+        """The ledger entry of ``key`` as :meth:`settled` gives it, and the highest attempt
+        whose outcome was recorded (0 when none): a deliver message at or below it is stale.
+        One round trip."""
         name = self._key("act", check_key_part("idempotency key", key))
         async with self._guard("settled"):
             found = await self._settled(keys=[name])
         if _text(found[0]) not in ("hash", "none"):
             log.warning("shared store: %s is not a ledger entry; counted as unsettled", name)
-            return None
+            return None, 0
         pairs = found[1] if len(found) > 1 else []
         data = dict(zip(pairs[::2], pairs[1::2], strict=True))
-        names = {_shown(field) for field in data}
-        if not names - {"'tried'", "'dead'"}:
-            return None  # no outcome yet (only the attempts tried, or nothing)
+        tried = data.get(b"tried", data.get("tried"))
+        try:
+            attempted = max(0, int(tried)) if tried is not None else 0
+        except ValueError:
+            attempted = 0
+        if not {_shown(field) for field in data} - {"'tried'", "'dead'"}:
+            return None, attempted  # no outcome yet (only the attempts tried, or nothing)
         try:
             fields = {_text(field): _text(value) for field, value in data.items()}
             entry = {
@@ -563,24 +573,10 @@ class SharedStore:
                 name,
                 type(error).__name__,
             )
-            return None
+            return None, attempted
         if not entry["outcome"]:
-            return None
-        return entry
-
-    async def progress(self, key: str) -> tuple[dict[str, Any] | None, int]:
-        """The ledger entry of ``key`` as :meth:`settled` gives it, and the highest attempt
-        whose outcome was recorded (0 when none): a deliver message at or below it is stale."""
-        name = self._key("act", check_key_part("idempotency key", key))
-        entry = await self.settled(key)
-        async with self._guard("progress"):
-            tried = await self._client.hget(name, "tried") if entry is None else None
-        if entry is not None:
-            return entry, int(entry["attempts"])
-        try:
-            return None, max(0, int(tried)) if tried is not None else 0
-        except ValueError:
-            return None, 0
+            return None, attempted
+        return entry, max(attempted, entry["attempts"])
 
     async def settle(
         self, key: str, outcome: str, result: Any, attempts: int, *, at: float | None = None
