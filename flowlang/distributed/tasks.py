@@ -18,6 +18,7 @@ from __future__ import annotations
 
 __all__ = ["BRIDGE_TIMEOUT", "publisher", "register"]
 
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -82,6 +83,9 @@ def run_step(
         for name, body in step.publish:
             publish(name, body)
     except Exception as problem:
+        if step.abandon is not None:  # the fan-out's claim is let go: it lapses
+            with contextlib.suppress(Exception):
+                runner.call(step.abandon(), BRIDGE_TIMEOUT)
         raise _requeue(task, "publishing", problem) from None
     if step.confirm is not None:
         try:
