@@ -1,5 +1,7 @@
-"""Test services: real servers (Redis now; RabbitMQ can follow the same shape) started on a free
-loopback port in their own process group, waited for (bounded), killed by group at teardown.
+"""Test services: real servers. Redis is started on a free loopback port in its own process
+group, waited for (bounded), killed by group at teardown. RabbitMQ is the machine's (127.0.0.1:5672,
+guest/guest; it cannot be started per test), each test with a queue prefix of its own whose
+queues and exchanges are deleted at teardown (the ``rabbitmq`` fixture).
 
 A missing binary skips the test with the reason, unless ``FLOWLANG_REQUIRE_SERVICES=1`` (CI),
 which makes it a failure.
@@ -156,3 +158,72 @@ def redis_server() -> Iterator[RedisServer]:
     must start it again; a crash test is better served by its own :func:`running_redis`."""
     with running_redis() as server:
         yield server
+
+
+# --- RabbitMQ ----------------------------------------------------------------------------------
+
+#: The machine's RabbitMQ (tests use it when it answers; a queue prefix of their own each).
+RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672//"
+
+
+def rabbitmq_answers(url: str = RABBITMQ_URL, timeout: float = 2.0) -> bool:
+    """True when the RabbitMQ at ``url`` accepts an AMQP connection."""
+    try:
+        with socket.create_connection(("127.0.0.1", 5672), timeout=timeout):
+            pass
+    except OSError:
+        return False
+    from kombu import Connection
+
+    try:
+        with Connection(url, connect_timeout=timeout) as connection:
+            connection.ensure_connection(max_retries=1, timeout=timeout)
+        return True
+    except Exception:
+        return False
+
+
+def random_queue_prefix() -> str:
+    """A queue prefix of one test: ``flowlang-test-<hex>.``."""
+    return f"flowlang-test-{os.urandom(6).hex()}."
+
+
+def delete_queues(url: str, prefix: str, timeout: float = 5.0) -> None:
+    """Delete the queues and exchanges ``{prefix}events`` and ``{prefix}actions`` (bounded;
+    what is missing is ignored)."""
+    from kombu import Connection
+
+    with Connection(url, connect_timeout=timeout) as connection:
+        connection.ensure_connection(max_retries=1, timeout=timeout)
+        for name in (f"{prefix}events", f"{prefix}actions"):
+            for delete in ("queue_delete", "exchange_delete"):
+                channel = connection.channel()
+                with suppress(Exception):
+                    getattr(channel, delete)(name)
+                with suppress(Exception):
+                    channel.close()
+
+
+class RabbitMQ:
+    """The machine's RabbitMQ with a queue prefix for one test (queues deleted afterwards)."""
+
+    def __init__(self, url: str = RABBITMQ_URL) -> None:
+        self.url = url
+        self.queue_prefix = random_queue_prefix()
+
+    def close(self) -> None:
+        delete_queues(self.url, self.queue_prefix)
+
+
+@pytest.fixture
+def rabbitmq() -> Iterator[RabbitMQ]:
+    """The machine's RabbitMQ (127.0.0.1:5672, guest/guest) with a random queue prefix, its
+    queues deleted at teardown; skipped when it does not answer (a failure when services are
+    required)."""
+    if not rabbitmq_answers():
+        missing_service("RabbitMQ does not answer on 127.0.0.1:5672 (guest/guest)")
+    broker = RabbitMQ()
+    try:
+        yield broker
+    finally:
+        broker.close()

@@ -36,6 +36,8 @@ from flowlang.automations import load_workflow_text
 from flowlang.automations.dispatch import idempotency_key
 from flowlang.distributed.deliverer import Deliverer, Step
 from flowlang.distributed.messages import DELIVER_TASK, DeliverMessage
+from flowlang.distributed.pump import Pump
+from flowlang.errors import SharedStoreError
 
 OWNER = "worker-1"
 
@@ -343,7 +345,7 @@ def test_a_503_schedules_the_next_attempt_on_the_schedule_and_gives_the_lease_ba
     [(member, score)] = kit.due()
     assert member["body"] == deliver_body(server, attempt=2) and score == NOW + 5
     assert kit.raw.exists(f"{kit.prefix}lease:{KEY0}") == 0
-    assert kit.raw.exists(f"{kit.prefix}act:{KEY0}") == 0
+    assert kit.raw.hgetall(f"{kit.prefix}act:{KEY0}") == {b"tried": b"1"}  # not settled
     assert SECRET not in kit.everything()
 
 
@@ -624,3 +626,518 @@ def test_a_record_that_cannot_be_replayed_here_is_refused(
 def test_replay_refuses_what_is_not_a_record(kit: Kit, server: Server) -> None:
     for record in (None, [], "text", {"format": "flowlang.deadletter/1"}):
         assert run(lambda: one(kit, server, "replay", record)).outcome == "refused"  # noqa: B023
+
+
+# --- copies, leases, dead letters and replays (from the red-team review) --------------------
+
+
+def due_deliveries(kit: Kit) -> list[tuple[int, int]]:
+    """(action, attempt) of every deliver message waiting in the due set."""
+    return sorted(
+        (member["body"]["action"], member["body"]["attempt"])
+        for member, _ in kit.due()
+        if member["task"] == DELIVER_TASK
+    )
+
+
+class Outbox:
+    """A publish function that records what it published."""
+
+    def __init__(self, name: str, delay: float = 0.0) -> None:
+        self.name = name
+        self.delay = delay
+        self.sent: list[tuple[str, str, dict[str, Any]]] = []
+
+    async def __call__(self, task: str, body: dict[str, Any]) -> None:
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        self.sent.append((self.name, task, body))
+
+
+def test_a_redelivered_copy_of_an_attempt_whose_retry_is_scheduled_is_stale_and_not_sent(
+    kit: Kit, server: Server
+) -> None:
+    """Attempt 1 answers 503: attempt 2 is scheduled (and attempt 1 marked tried in the same
+    step), then Redis fails on the lease release (the task is not acked and the broker delivers
+    it again). The redelivered attempt 1 is stale: not sent again, no second attempt 2."""
+    server.received.script("crm", (503, {}, {}), (503, {}, {}))
+    body = deliver_body(server)
+
+    async def work() -> list[Step]:
+        store = kit.store()
+        try:
+            async with automations(server) as auto:
+                deliverer = Deliverer(auto, store, OWNER, lease=0.5)
+                release = store.release_lease
+                failures = [SharedStoreError("shared store: release_lease failed: reset")]
+
+                async def flaky(key: str, owner: str) -> None:
+                    if failures:
+                        raise failures.pop()
+                    await release(key, owner)
+
+                store.release_lease = flaky  # type: ignore[method-assign]
+                with pytest.raises(SharedStoreError):
+                    await deliverer.deliver(body)  # attempt 1 made, attempt 2 scheduled
+                again = await deliverer.deliver(body)  # the broker's redelivery
+                steps = [again]
+                if again.outcome == "deferred":  # our own lease: tried when it lapses
+                    await asyncio.sleep(0.6)
+                    steps.append(await deliverer.deliver(body))  # as the pump republishes it
+                return steps
+        finally:
+            await store.aclose()
+
+    steps = run(work)
+    outcomes = [step.outcome for step in steps]
+    sent = len(server.received.to("crm"))
+    assert sent == 1, f"attempt 1 reached the receiver {sent} times (steps {outcomes})"
+    assert due_deliveries(kit) == [(0, 2)], f"pending attempts {due_deliveries(kit)}"
+
+
+def test_a_retry_published_twice_by_the_pump_is_sent_once_and_scheduled_once(
+    kit: Kit, server: Server
+) -> None:
+    """The pump publishes a due retry, Redis fails on ``published`` and the next round
+    publishes it again once stale: two copies of attempt 2 reach the workers. The first makes
+    attempt 2 (503) and schedules attempt 3; the second is stale."""
+    server.received.script("crm", (503, {}, {}), (503, {}, {}), (503, {}, {}))
+    clock = FakeClock()
+
+    async def work() -> None:
+        store = kit.store()
+        try:
+            async with automations(server, clock=clock) as auto:
+                deliverer = Deliverer(auto, store, OWNER)
+                outbox = Outbox("pump")
+                first = await deliverer.deliver(deliver_body(server))  # 503: attempt 2 in 5 s
+                assert first.outcome == "retry"
+                pump = Pump(store, outbox, "pump-1", clock=clock, stale=30.0)
+                published = store.published
+                failures = [SharedStoreError("shared store: published failed: reset")]
+
+                async def flaky(member: str) -> None:
+                    if failures:
+                        raise failures.pop()
+                    await published(member)
+
+                store.published = flaky  # type: ignore[method-assign]
+                clock.current += 5
+                with pytest.raises(SharedStoreError):
+                    await pump.run_once()  # published to the broker, then the blip
+                clock.current += 31
+                await pump.run_once()  # stale: published again
+                for _, task, body in outbox.sent:
+                    assert task == DELIVER_TASK
+                    await deliverer.deliver(body)
+        finally:
+            await store.aclose()
+
+    run(work)
+    sent = len(server.received.to("crm"))
+    assert sent == 2, f"attempts 1 and 2 should be 2 requests; the receiver saw {sent}"
+    assert due_deliveries(kit) == [(0, 3)], f"pending attempts {due_deliveries(kit)}"
+
+
+def test_a_store_failure_after_the_dead_letter_gives_one_dead_letter_per_action(
+    kit: Kit, server: Server
+) -> None:
+    """A 400: the dead letter and the ledger entry are written in one step, then the reply is
+    lost (SharedStoreError: the broker delivers the message again). The redelivered copy
+    sends nothing and adds no dead letter; a replay that fails again replaces the dead letter
+    rather than adding a second."""
+    server.received.script("crm", (400, {}, {}), (400, {}, {}))
+
+    async def work() -> list[Step]:
+        store = kit.store()
+        try:
+            async with automations(server) as auto:
+                deliverer = Deliverer(auto, store, OWNER, lease=0.3)
+                record_dead = store.record_dead
+                failures = [SharedStoreError("shared store: record_dead failed: reset")]
+
+                async def flaky(*args: Any, **kwargs: Any) -> tuple[str, str]:
+                    written = await record_dead(*args, **kwargs)
+                    if failures:
+                        raise failures.pop()
+                    return written
+
+                store.record_dead = flaky  # type: ignore[method-assign]
+                body = deliver_body(server)
+                with pytest.raises(SharedStoreError):
+                    await deliverer.deliver(body)
+                await asyncio.sleep(0.4)  # our lease lapses (60 s by default)
+                steps = [await deliverer.deliver(body)]  # the broker's redelivery
+                for _, record in await store.dead_letters():
+                    steps.append(await deliverer.replay(record))
+                for step in steps[1:]:
+                    for _, message in step.publish:
+                        steps.append(await deliverer.deliver(message))
+                return steps
+        finally:
+            await store.aclose()
+
+    steps = run(work)
+    dead = kit.raw.xlen(f"{kit.prefix}dead")
+    sent = len(server.received.to("crm"))
+    outcomes = [step.outcome for step in steps]
+    assert dead == 1, f"{dead} dead letters for one action ({outcomes})"
+    assert outcomes == ["settled_before", "replayed", "dead"]
+    assert sent == 2, f"the receiver saw {sent} requests for one action ({outcomes})"
+
+
+def test_replaying_a_dead_letter_whose_action_was_since_delivered_is_settled_before(
+    kit: Kit, server: Server
+) -> None:
+    """A dead letter is replayed and delivered; replaying the same record again (an operator
+    running replay twice, or the replay task redelivered) answers settled_before: the ledger
+    entry is forgotten only while it says dead_lettered."""
+    server.received.script("crm", (400, {}, {}), (200, {}, {"id": 1}))
+
+    async def work() -> list[str]:
+        store = kit.store()
+        try:
+            async with automations(server) as auto:
+                deliverer = Deliverer(auto, store, OWNER)
+                outcomes = [(await deliverer.deliver(deliver_body(server))).outcome]
+                [(_, record)] = await store.dead_letters()
+                for _ in range(2):
+                    step = await deliverer.replay(record)
+                    outcomes.append(step.outcome)
+                    for _, message in step.publish:
+                        outcomes.append((await deliverer.deliver(message)).outcome)
+                return outcomes
+        finally:
+            await store.aclose()
+
+    outcomes = run(work)
+    sent = len(server.received.to("crm"))
+    assert sent == 2, f"the receiver saw {sent} requests: {outcomes}"
+
+
+def test_a_workflow_changed_dead_letter_is_replayed_where_that_version_is_loaded(
+    kit: Kit, server: Server
+) -> None:
+    """A worker without the message's workflow version dead-letters it after the limit
+    (action None, action_index kept); a worker with that version loaded replays it from the
+    index."""
+    old = automations(server)  # the version the event was fanned out for
+    fingerprint = old.workflows[0].fingerprint
+    newer = WORKFLOW.replace(
+        "format: string}\n  - name: after",
+        'format: string}\n      - {key: v, value: "2", format: string}\n  - name: after',
+    )
+    clock = FakeClock()
+
+    async def work() -> tuple[Step, Step]:
+        store = kit.store()
+        try:
+            async with automations(server, text=newer, clock=clock) as auto:
+                assert auto.workflows[0].fingerprint != fingerprint
+                body = deliver_body(server) | {"unknown_since": NOW - 7200}
+                dead = await Deliverer(auto, store, OWNER).deliver(body)
+            [(_, record)] = await store.dead_letters()
+            async with old:
+                replayed = await Deliverer(old, store, OWNER).replay(record)
+            return dead, replayed
+        finally:
+            await store.aclose()
+
+    dead, replayed = run(work)
+    assert dead.outcome == "dead" and dead.error and dead.error.startswith("workflow changed")
+    assert replayed.outcome == "replayed", f"refused: {replayed.error}"
+
+
+def test_a_deliver_message_accepted_as_valid_survives_its_retry_in_the_due_set(
+    kit: Kit, server: Server
+) -> None:
+    """DeliverMessage.from_json accepts results nested up to MAX_RECORD_DEPTH (136); its
+    retry waits in the due set (two levels deeper) and the pump publishes it, not sets it
+    aside."""
+    server.received.script("crm", (503, {}, {}))
+    clock = FakeClock()
+    body = deliver_body(server, results={"earlier": deep(134)})
+    DeliverMessage.from_json(body)  # a valid message
+
+    async def work() -> tuple[Step, Outbox, int]:
+        store = kit.store()
+        try:
+            async with automations(server, clock=clock) as auto:
+                step = await Deliverer(auto, store, OWNER).deliver(body)
+            outbox = Outbox("pump")
+            clock.current += 3600
+            await Pump(store, outbox, "pump-1", clock=clock).run_once()
+            return step, outbox, await store.bad_count()
+        finally:
+            await store.aclose()
+
+    step, outbox, bad = run(work)
+    assert step.outcome == "retry"
+    assert bad == 0 and len(outbox.sent) == 1, (
+        f"the scheduled retry was moved to bad ({bad}); published {len(outbox.sent)}"
+    )
+
+
+def test_an_attempt_longer_than_its_lease_renews_it_and_is_never_made_twice_at_once(
+    kit: Kit, server: Server
+) -> None:
+    """An attempt (2 s here) longer than its lease (0.5 s) renews the lease every third of
+    it: a second copy of the message arriving meanwhile is deferred, not sent."""
+    server.received.script("crm", (0, {}, {}))  # the first request hangs until the timeout
+
+    async def work() -> list[str]:
+        store = kit.store()
+        try:
+            text = WORKFLOW.replace(
+                "    headers: {Authorization", "    timeout: 2\n    headers: {Authorization"
+            )
+            async with automations(server, text=text) as auto:
+                deliverer = Deliverer(auto, store, OWNER, lease=0.5)
+                fingerprint = auto.workflows[0].fingerprint
+                body = DeliverMessage(event(), "sync", fingerprint, 0).to_json()
+                first = asyncio.create_task(deliverer.deliver(body))
+                await asyncio.sleep(0.8)
+                second = await deliverer.deliver(body)  # a redelivered copy
+                return [(await first).outcome, second.outcome]
+        except ValueError:
+            return ["refused at construction"]  # also acceptable: a lease too short is refused
+        finally:
+            await store.aclose()
+
+    outcomes = run(work)
+    sent = len(server.received.to("crm"))
+    assert sent <= 1, f"two attempts in flight at once ({outcomes}); the receiver saw {sent}"
+
+
+def test_the_accept_claim_is_renewed_while_a_slow_fan_out_is_published(
+    kit: Kit, server: Server
+) -> None:
+    """The accept claim (0.3 s here) is renewed while the fan-out is being published (until
+    confirm): a duplicate of the event arriving meanwhile is deferred, not fanned out again."""
+
+    async def work() -> list[Step]:
+        store = kit.store()
+        try:
+            async with automations(server) as auto:
+                deliverer = Deliverer(auto, store, OWNER, accept_lease=0.3)
+                first = await deliverer.accept(accept_body())
+                await asyncio.sleep(0.4)  # publishing first.publish takes a while
+                second = await Deliverer(auto, store, "worker-2", accept_lease=0.3).accept(
+                    accept_body()
+                )
+                assert first.confirm is not None
+                await first.confirm()
+                if second.confirm is not None:
+                    await second.confirm()
+                return [first, second]
+        finally:
+            await store.aclose()
+
+    steps = run(work)
+    fan_outs = [step.outcome for step in steps].count("fanned_out")
+    assert fan_outs == 1, f"{fan_outs} fan-outs of one event: {[s.outcome for s in steps]}"
+
+
+@pytest.mark.parametrize("lease", [0.0005, 4e8])
+def test_a_lease_the_store_cannot_hold_is_refused_at_construction(
+    kit: Kit, server: Server, lease: float
+) -> None:
+    """The store holds leases of 0.001 s to ten years (renewed every third): outside that a
+    Deliverer is refused at once, not every message later."""
+
+    async def work() -> str:
+        store = kit.store()
+        try:
+            async with automations(server) as auto:
+                try:
+                    deliverer = Deliverer(auto, store, OWNER, lease=lease, accept_lease=lease)
+                except ValueError:
+                    return "refused at construction"
+                step = await deliverer.deliver(deliver_body(server))
+                return f"deliver {step.outcome}: {step.error}"
+        finally:
+            await store.aclose()
+
+    assert run(work) == "refused at construction"
+
+
+def test_a_redelivered_attempt_is_not_sent_before_the_retry_after_the_receiver_asked(
+    kit: Kit, server: Server
+) -> None:
+    """The receiver answers 429 with Retry-After: 3600; attempt 2 is scheduled an hour later,
+    then Redis fails on the lease release. The redelivered attempt 1 is stale: nothing is sent
+    before the hour the receiver asked for."""
+    server.received.script("crm", (429, {"Retry-After": "3600"}, {}), (429, {}, {}))
+    body = deliver_body(server)
+
+    async def work() -> float:
+        store = kit.store()
+        try:
+            async with automations(server) as auto:
+                deliverer = Deliverer(auto, store, OWNER, lease=0.5)
+                release = store.release_lease
+                failures = [SharedStoreError("shared store: release_lease failed: reset")]
+
+                async def flaky(key: str, owner: str) -> None:
+                    if failures:
+                        raise failures.pop()
+                    await release(key, owner)
+
+                store.release_lease = flaky  # type: ignore[method-assign]
+                with pytest.raises(SharedStoreError):
+                    await deliverer.deliver(body)
+                [(_, due)] = kit.due()
+                if (await deliverer.deliver(body)).outcome == "deferred":
+                    await asyncio.sleep(0.6)
+                    await deliverer.deliver(body)  # the deferred copy, republished
+                return due
+        finally:
+            await store.aclose()
+
+    due = run(work)
+    assert due >= NOW + 3600
+    sent = len(server.received.to("crm"))
+    assert sent == 1, f"{sent} requests within a second of a Retry-After of 3600 s"
+
+
+def test_replaying_an_old_dead_letter_sends_only_its_action_and_those_it_stopped(
+    kit: Kit, server: Server
+) -> None:
+    """Action "post" (stop_on_failure: false) is dead with a 404, action "after" is
+    delivered. Once the ledger entries expired (ledger_ttl; 1 s here), replaying the dead
+    letter sends "post" only: its then is [] (the deliver message carries ``last``)."""
+    text = WORKFLOW.replace(
+        "    headers: {Authorization", "    stop_on_failure: false\n    headers: {Authorization"
+    )
+    server.received.script("crm", (404, {}, {}), (200, {}, {"id": 5}))
+
+    async def work() -> list[str]:
+        store = kit.store(ledger_ttl=1.0)
+        try:
+            async with automations(server, text=text) as auto:
+                deliverer = Deliverer(auto, store, OWNER)
+                fingerprint = auto.workflows[0].fingerprint
+                body = DeliverMessage(event(), "sync", fingerprint, 0).to_json()
+                pending = [(DELIVER_TASK, body)]
+                outcomes = []
+                while pending:
+                    _, message = pending.pop(0)
+                    step = await deliverer.deliver(message)
+                    outcomes.append(step.outcome)
+                    pending += step.publish
+                [(_, record)] = await store.dead_letters()
+                assert record["then"] == []
+                await asyncio.sleep(1.2)  # a week later
+                pending = list((await deliverer.replay(record)).publish)
+                while pending:
+                    _, message = pending.pop(0)
+                    step = await deliverer.deliver(message)
+                    outcomes.append(step.outcome)
+                    pending += step.publish
+                return outcomes
+        finally:
+            await store.aclose()
+
+    outcomes = run(work)
+    after = len(server.received.to("after"))
+    assert after == 1, f'"after" was sent {after} times ({outcomes})'
+
+
+def test_a_dead_letter_too_large_to_keep_is_written_trimmed_not_lost(
+    kit: Kit, server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 400 for a message whose results make the dead letter larger than the store keeps:
+    the dead letter is written without its event and results (a note says so), the ledger
+    settles the action; nothing is dropped."""
+    monkeypatch.setattr("flowlang.distributed.shared.MAX_MEMBER_BYTES", 8000)
+    server.received.script("crm", (400, {}, {}))
+    body = deliver_body(server, results={"earlier": "long result " * 1000})
+    step = run(lambda: one(kit, server, "deliver", body))
+    assert step.outcome == "dead"
+    [(_, record)] = run(lambda: dead_records(kit))
+    assert record["event"] == {"id": "evt-1"} and record["results"] == {}
+    assert "too large" in record["trimmed"] and record["action"] == "post"
+    assert kit.raw.hget(f"{kit.prefix}act:{KEY0}", "outcome") == b"dead_lettered"
+
+
+def test_a_retry_the_store_refuses_becomes_a_dead_letter_not_a_silent_drop(
+    kit: Kit, server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 503 whose next attempt the due set cannot take (too large here): the message is
+    dead-lettered (trimmed), never refused and dropped."""
+    monkeypatch.setattr("flowlang.distributed.shared.MAX_MEMBER_BYTES", 8000)
+    server.received.script("crm", (503, {}, {}))
+    body = deliver_body(server, results={"earlier": "long result " * 1000})
+    step = run(lambda: one(kit, server, "deliver", body))
+    assert step.outcome == "dead" and step.error and "larger than" in step.error
+    [(_, record)] = run(lambda: dead_records(kit))
+    assert record["trimmed"] and record["action"] == "post"
+    assert kit.due() == []
+
+
+async def dead_records(kit: Kit) -> list[tuple[str, dict[str, Any]]]:
+    store = kit.store()
+    try:
+        return await store.dead_letters()
+    finally:
+        await store.aclose()
+
+
+def test_a_deliver_message_carries_its_last_action_and_checks_it() -> None:
+    message = DeliverMessage(event(), "sync", "f" * 64, 0, 1, {}, last=0)
+    body = message.to_json()
+    assert body["last"] == 0 and DeliverMessage.from_json(body) == message
+    assert message.next_attempt().last == 0 and message.ends_here()
+    assert "last" not in DeliverMessage(event(), "sync", "f" * 64, 0).to_json()
+    with pytest.raises(ValueError, match="last"):
+        DeliverMessage.from_json(body | {"action": 1})  # last before the action
+    with pytest.raises(ValueError, match="last"):
+        DeliverMessage.from_json(body | {"last": "0"})
+
+
+def test_an_abandoned_fan_out_stops_renewing_its_claim(kit: Kit, server: Server) -> None:
+    """Publishing the fan-out failed: abandon stops the renewal and the claim lapses, so the
+    redelivered accept fans the event out."""
+
+    async def work() -> list[str]:
+        store = kit.store()
+        try:
+            async with automations(server) as auto:
+                deliverer = Deliverer(auto, store, OWNER, accept_lease=0.3)
+                first = await deliverer.accept(accept_body())
+                assert first.abandon is not None
+                await first.abandon()
+                await asyncio.sleep(0.4)
+                second = await deliverer.accept(accept_body())
+                if second.abandon is not None:
+                    await second.abandon()
+                return [first.outcome, second.outcome]
+        finally:
+            await store.aclose()
+
+    assert run(work) == ["fanned_out", "fanned_out"]
+
+
+def test_a_copy_of_an_attempt_that_crashed_before_its_outcome_is_attempted_again(
+    kit: Kit, server: Server
+) -> None:
+    """A worker took the lease and died mid-attempt (no outcome recorded): once its lease
+    lapses, the redelivered copy of the same attempt is made (the crash matrix's allowed
+    duplicate, with the same Idempotency-Key)."""
+    server.received.script("crm", (200, {}, {"id": 3}))
+    kit.raw.set(f"{kit.prefix}lease:{KEY0}", "worker-0:crashed", px=300)
+    body = deliver_body(server)
+
+    async def work() -> list[str]:
+        store = kit.store()
+        try:
+            async with automations(server) as auto:
+                deliverer = Deliverer(auto, store, OWNER)
+                first = await deliverer.deliver(body)
+                await asyncio.sleep(0.4)
+                return [first.outcome, (await deliverer.deliver(body)).outcome]
+        finally:
+            await store.aclose()
+
+    assert run(work) == ["deferred", "delivered"]
+    assert len(server.received.to("crm")) == 1

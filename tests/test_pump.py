@@ -21,6 +21,7 @@ from support import NOW, FakeClock
 
 from flowlang.automations.dispatch import SystemClock, idempotency_key
 from flowlang.distributed.deliverer import Deliverer
+from flowlang.distributed.messages import DELIVER_TASK
 from flowlang.distributed.pump import Pump
 from flowlang.distributed.shared import SharedStore
 
@@ -37,12 +38,15 @@ def kit(redis_server: RedisServer) -> Iterator[Kit]:
 class Outbox:
     """A publish function that records (task, body) and can be told to fail."""
 
-    def __init__(self, name: str = "pump") -> None:
+    def __init__(self, name: str = "pump", delay: float = 0.0) -> None:
         self.name = name
+        self.delay = delay
         self.sent: list[tuple[str, str, dict[str, Any]]] = []
         self.failures = 0
 
     async def __call__(self, task: str, body: dict[str, Any]) -> None:
+        if self.delay:
+            await asyncio.sleep(self.delay)
         if self.failures:
             self.failures -= 1
             raise ConnectionError("broker unreachable")
@@ -62,13 +66,13 @@ def test_503_then_429_with_retry_after_then_200_is_delivered_on_attempt_3_after_
 
     async def work() -> Broker:
         store = kit.store()
-        original = store.schedule
+        original = store.record_retry
 
-        async def spy(task: str, body: dict[str, Any], due: float) -> None:
+        async def spy(key: str, attempt: int, task: str, body: dict[str, Any], due: float) -> str:
             scheduled.append((body["attempt"], due, time.time()))
-            await original(task, body, due)
+            return await original(key, attempt, task, body, due)
 
-        store.schedule = spy  # type: ignore[method-assign]
+        store.record_retry = spy  # type: ignore[method-assign]
         stop = asyncio.Event()
         try:
             async with automations(
@@ -199,7 +203,7 @@ def test_a_pump_killed_while_publishing_loses_nothing_and_another_takes_over(kit
     assert kit.raw.hlen(f"{kit.prefix}pumping") == 0
 
 
-def test_a_failed_publish_stays_in_pumping_and_is_published_again_later(
+def test_a_failed_publish_stays_in_pumping_and_is_tried_again_first_next_round(
     kit: Kit, caplog: pytest.LogCaptureFixture
 ) -> None:
     clock = FakeClock()
@@ -213,14 +217,14 @@ def test_a_failed_publish_stays_in_pumping_and_is_published_again_later(
                 await store.schedule("flowlang.deliver", {"n": n}, NOW - 3 + n)
             pump = Pump(store, outbox, "pump-1", clock=clock, stale=10.0)
             counts = [await pump.run_once()]  # the first publish fails: the round stops
-            counts.append(await pump.run_once())  # nothing due, nothing stale yet
+            counts.append(await pump.run_once())  # the failed ones first, then the rest
             clock.current += 11
-            counts.append(await pump.run_once())
+            counts.append(await pump.run_once())  # nothing left
             return counts
         finally:
             await store.aclose()
 
-    assert run(work) == [0, 0, 3]
+    assert run(work) == [0, 3, 0]
     assert sorted(body["n"] for _, _, body in outbox.sent) == [0, 1, 2]
     assert "publishing a flowlang.deliver message failed" in caplog.text
     assert "ConnectionError: broker unreachable" in caplog.text
@@ -235,8 +239,8 @@ def test_only_due_messages_go_out_and_a_full_batch_is_followed_at_once(kit: Kit)
         store = kit.store()
         try:
             for n in range(25):
-                await store.schedule("t", {"n": n}, NOW - 100 + n)
-            await store.schedule("t", {"later": True}, NOW + 60)
+                await store.schedule("flowlang.deliver", {"n": n}, NOW - 100 + n)
+            await store.schedule("flowlang.deliver", {"later": True}, NOW + 60)
             pump = Pump(store, outbox, "pump-1", clock=clock, batch=10)
             return [await pump.run_once() for _ in range(4)]
         finally:
@@ -260,7 +264,7 @@ def test_two_pumps_only_one_publishes_and_each_message_once(kit: Kit) -> None:
             ]
             running = [asyncio.create_task(pump.run(stop)) for pump in pumps]
             for n in range(30):
-                await store_a.schedule("t", {"n": n}, time.time() + 0.01 * n)
+                await store_a.schedule("flowlang.deliver", {"n": n}, time.time() + 0.01 * n)
             loop = asyncio.get_running_loop()
             deadline = loop.time() + 10
             while len(first.sent) + len(second.sent) < 30 and loop.time() < deadline:
@@ -288,7 +292,7 @@ def test_when_the_holder_stops_another_pump_takes_over(kit: Kit) -> None:
             pump_b = Pump(store, second, "pump-b", interval=0.02, hold=5.0)
             stop.set()
             await pump_a.run(stop)  # one round, then gives the lock back
-            await store.schedule("t", {"n": 1}, time.time() - 1)
+            await store.schedule("flowlang.deliver", {"n": 1}, time.time() - 1)
             return [await pump_b.run_once()]
         finally:
             await store.aclose()
@@ -310,7 +314,7 @@ def test_foreign_members_are_set_aside_and_the_pump_goes_on(
         {
             b"garbage": NOW - 5,
             b"\xff\xfe\xfd": NOW - 4,
-            b'{"task": "t", "body": {"n": 1}, "id": "cut': NOW - 3,
+            b'{"task": "flowlang.deliver", "body": {"n": 1}, "id": "cut': NOW - 3,
             b"[" * 10_000 + b"]" * 10_000: NOW - 2,
         },
     )
@@ -319,7 +323,7 @@ def test_foreign_members_are_set_aside_and_the_pump_goes_on(
     async def work() -> int:
         store = kit.store()
         try:
-            await store.schedule("t", huge, NOW - 1)
+            await store.schedule("flowlang.deliver", huge, NOW - 1)
             return await Pump(store, outbox, "pump-1", clock=clock).run_once()
         finally:
             await store.aclose()
@@ -371,7 +375,7 @@ def test_run_never_raises_when_every_publish_fails(kit: Kit) -> None:
         store = kit.store()
         stop = asyncio.Event()
         try:
-            await store.schedule("t", {"n": 1}, time.time() - 1)
+            await store.schedule("flowlang.deliver", {"n": 1}, time.time() - 1)
             running = asyncio.create_task(
                 Pump(store, outbox, "pump-1", interval=0.02, stale=0.05).run(stop)
             )
@@ -395,3 +399,167 @@ def test_pump_settings_are_checked(kit: Kit, name: str, value: Any) -> None:
     store = SharedStore.from_url(kit.url, prefix=kit.prefix)
     with pytest.raises(ValueError, match=name):
         Pump(store, Outbox(), "pump-1", **{name: value})
+
+
+# --- bounds: publish timeout, the lock between publishes, stop, backlog, foreign tasks ----------
+
+
+def test_a_slow_publish_times_out_and_is_not_published_again_by_another_pump_meanwhile(
+    kit: Kit,
+) -> None:
+    """Pump A's publish hangs (longer than its publish timeout): it counts as failed and A's
+    round ends; pump B takes over only once A's lock lapsed and publishes the member once."""
+
+    async def work() -> list[tuple[str, str, dict[str, Any]]]:
+        store = kit.store()
+        try:
+            await store.schedule(DELIVER_TASK, {"n": 1}, time.time() - 1)
+            slow, quick = Outbox("pump-a", delay=1.0), Outbox("pump-b")
+            a = Pump(store, slow, "pump-a", hold=0.2, stale=0.5)
+            b = Pump(store, quick, "pump-b", hold=0.2, stale=0.5)
+            first = asyncio.create_task(a.run_once())
+            await asyncio.sleep(0.7)
+            await b.run_once()
+            await first
+            return slow.sent + quick.sent
+        finally:
+            await store.aclose()
+
+    sent = run(work)
+    assert [name for name, _, _ in sent] == ["pump-b"]
+
+
+def test_a_round_ends_when_the_lock_is_lost_between_publishes(kit: Kit) -> None:
+    """Another pump takes the lock while this one is publishing: nothing more is published."""
+
+    async def work() -> tuple[int, list[tuple[str, str, dict[str, Any]]]]:
+        store = kit.store()
+        try:
+            for n in range(3):
+                await store.schedule(DELIVER_TASK, {"n": n}, time.time() - 1)
+            outbox = Outbox("pump-a")
+            pump = Pump(store, outbox, "pump-a", hold=5.0, stale=30.0)
+
+            async def steal(task: str, body: dict[str, Any]) -> None:
+                await outbox(task, body)
+                kit.raw.set(f"{kit.prefix}pump:lock", "pump-b", px=5000)
+
+            pump.publish = steal
+            return await pump.run_once(), outbox.sent
+        finally:
+            await store.aclose()
+
+    count, sent = run(work)
+    assert count == 1 and len(sent) == 1
+    assert kit.raw.hlen(f"{kit.prefix}pumping") == 2  # left for the pump holding the lock
+
+
+def test_run_returns_soon_after_stop_even_when_a_publish_hangs(kit: Kit) -> None:
+    started = asyncio.Event()
+
+    async def hangs(task: str, body: dict[str, Any]) -> None:
+        started.set()
+        await asyncio.sleep(3600)
+
+    async def work() -> tuple[bool, int]:
+        store = kit.store()
+        stop = asyncio.Event()
+        try:
+            await store.schedule(DELIVER_TASK, {"n": 1}, time.time() - 1)
+            running = asyncio.create_task(Pump(store, hangs, "pump-a").run(stop))
+            await asyncio.wait_for(started.wait(), 5)
+            stop.set()
+            done, _ = await asyncio.wait({running}, timeout=3.0)
+            if not done:
+                running.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await running
+            return bool(done), await store.pumping_count()
+        finally:
+            await store.aclose()
+
+    stopped, pumping = run(work)
+    assert stopped, "run() did not return within 3 s of stop"
+    assert pumping == 1  # left for later, not lost
+    assert not kit.raw.exists(f"{kit.prefix}pump:lock")
+
+
+def test_a_pump_that_cannot_publish_does_not_move_the_due_set_into_pumping(kit: Kit) -> None:
+    """A broker outage: after a failed publish nothing more is taken from the due set, and
+    never while the pumping hash holds a batch."""
+    clock = FakeClock()
+
+    async def down(task: str, body: dict[str, Any]) -> None:
+        raise ConnectionError("broker unreachable")
+
+    async def work() -> tuple[int, int]:
+        store = kit.store()
+        try:
+            for n in range(30):
+                await store.schedule(DELIVER_TASK, {"n": n}, NOW - 1)
+            pump = Pump(store, down, "pump-1", clock=clock, batch=5, stale=30.0)
+            for _ in range(6):
+                await pump.run_once()
+                clock.current += 0.5
+            pump.publish = Outbox()
+            pump._failed = []  # a new pump: only the batch size holds it back
+            clock.current += 60
+            return await store.due_count(), int(kit.raw.hlen(f"{kit.prefix}pumping"))
+        finally:
+            await store.aclose()
+
+    due, pumping = run(work)
+    assert pumping <= 5 and due >= 25
+
+
+def test_a_stale_scan_looks_at_a_bounded_number_of_entries_per_call(kit: Kit) -> None:
+    """A huge pumping hash is covered over several calls, each bounded."""
+    pumping = f"{kit.prefix}pumping"
+    members = {
+        json.dumps({"task": DELIVER_TASK, "body": {"n": n}, "id": f"i{n}"}): "1"
+        for n in range(2500)
+    }
+    kit.raw.hset(pumping, mapping=members)
+
+    async def work() -> list[int]:
+        store = kit.store()
+        try:
+            return [len(await store.stale_pumping(NOW, 30.0, limit=2000)) for _ in range(10)]
+        finally:
+            await store.aclose()
+
+    counts = run(work)
+    assert max(counts) <= 2000 and sum(counts) == 2500
+
+
+def test_a_pump_owner_that_is_not_a_key_part_is_refused_at_once(kit: Kit) -> None:
+    store = kit.store()
+    try:
+        with pytest.raises(ValueError, match="owner"):
+            Pump(store, Outbox("pump-x"), "two words")
+        with pytest.raises(ValueError, match="publish_timeout"):
+            Pump(store, Outbox("pump-x"), "pump-x", stale=1.0, publish_timeout=0.9)
+    finally:
+        run(store.aclose)
+
+
+def test_a_due_member_naming_a_task_that_is_not_flowlangs_is_set_aside(kit: Kit) -> None:
+    """Write access to the due set must not become "run any registered task on the
+    workers": only flowlang.accept, deliver and replay are published."""
+    clock = FakeClock()
+    foreign = {"task": "celery.backend_cleanup", "body": {"anything": 1}, "id": "x1"}
+    kit.raw.zadd(f"{kit.prefix}due", {json.dumps(foreign): NOW - 1})
+    outbox = Outbox("pump")
+
+    async def work() -> int:
+        store = kit.store()
+        try:
+            await Pump(store, outbox, "pump-1", clock=clock).run_once()
+            with pytest.raises(ValueError, match="flowlang's tasks"):
+                await store.schedule("celery.backend_cleanup", {}, NOW)
+            return await store.bad_count()
+        finally:
+            await store.aclose()
+
+    assert run(work) == 1
+    assert outbox.sent == []

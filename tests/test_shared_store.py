@@ -284,8 +284,8 @@ def test_the_same_body_twice_is_two_messages(kit: Kit) -> None:
 
 def test_published_forgets_and_stale_pumping_returns_what_was_not(kit: Kit) -> None:
     async def work(store: SharedStore) -> list[Any]:
-        await store.schedule("t", {"n": 1}, 1.0)
-        await store.schedule("t", {"n": 2}, 2.0)
+        await store.schedule("flowlang.deliver", {"n": 1}, 1.0)
+        await store.schedule("flowlang.deliver", {"n": 2}, 2.0)
         taken = await store.take_due(100.0, 10)
         await store.published(taken[0][0])
         fresh = await store.stale_pumping(110.0, 30.0)
@@ -302,7 +302,7 @@ def test_published_forgets_and_stale_pumping_returns_what_was_not(kit: Kit) -> N
 def test_concurrent_takers_never_get_the_same_member(kit: Kit) -> None:
     async def work(store: SharedStore) -> list[Any]:
         for n in range(40):
-            await store.schedule("t", {"n": n}, float(n))
+            await store.schedule("flowlang.deliver", {"n": n}, float(n))
         pages = await asyncio.gather(*(store.take_due(100.0, 3) for _ in range(20)))
         return [body["n"] for page in pages for _, _, body in page]
 
@@ -340,7 +340,7 @@ def test_a_large_body_round_trips(kit: Kit) -> None:
     body = {"text": "\u2603" * 500_000, "list": list(range(10_000))}
 
     async def work(store: SharedStore) -> Any:
-        await store.schedule("t", body, 1.0)
+        await store.schedule("flowlang.deliver", body, 1.0)
         return await store.take_due(2.0, 1)
 
     [(_, _, back)] = kit.run(work)
@@ -367,7 +367,7 @@ def test_foreign_due_members_are_moved_to_bad_and_ours_still_pumped(
     kit.raw.zadd(f"{kit.prefix}due", {member: 1.0 for member in FOREIGN})
 
     async def work(store: SharedStore) -> list[Any]:
-        await store.schedule("t", {"ours": True}, 1.0)
+        await store.schedule("flowlang.deliver", {"ours": True}, 1.0)
         taken = await store.take_due(10.0, 100)
         return [taken, await store.bad_count(), await store.due_count()]
 
@@ -381,7 +381,7 @@ def test_foreign_due_members_are_moved_to_bad_and_ours_still_pumped(
 
 def test_foreign_pumping_members_and_times_are_handled(kit: Kit) -> None:
     pumping = f"{kit.prefix}pumping"
-    ours = json.dumps({"task": "t", "body": {"n": 1}, "id": "abc"})
+    ours = json.dumps({"task": "flowlang.deliver", "body": {"n": 1}, "id": "abc"})
     kit.raw.hset(pumping, mapping={ours: "not a time", b"\xff garbage": "1"})
     stale = kit.run(lambda store: store.stale_pumping(100.0, 30.0))
     assert [body for _, _, body in stale] == [{"n": 1}]  # a time that is no number is stale
@@ -407,7 +407,7 @@ def test_keys_of_another_type_are_moved_aside_and_the_step_goes_on(
         counted = await store.due_count()
         held = await store.hold_pump("pump-a", 5.0)
         if kind != "due":
-            await store.schedule("t", {"n": 1}, 1.0)
+            await store.schedule("flowlang.deliver", {"n": 1}, 1.0)
         return [counted, held, await store.take_due(2.0, 10), await store.stale_pumping(99, 1)]
 
     counted, held, taken, _ = kit.run(work)
@@ -569,7 +569,7 @@ def test_a_store_on_a_connection_made_elsewhere_leaves_it_open(kit: Kit) -> None
         connection = connect(kit.url)
         store = SharedStore(connection, prefix=kit.prefix)
         connection.owned = False
-        await store.schedule("t", {}, 1.0)
+        await store.schedule("flowlang.deliver", {}, 1.0)
         await store.aclose()
         count = await store.due_count()  # the client still works
         await connection.client.aclose()
@@ -586,3 +586,90 @@ def test_logged_warnings_stay_on_the_flowlang_distributed_logger(
     assert [r.name for r in caplog.records if r.levelno == logging.WARNING] == [
         "flowlang.distributed"
     ]
+
+
+# --- outcomes recorded with the attempt's mark, in one step ---------------------------------
+
+
+def test_a_retry_is_scheduled_once_per_attempt_and_a_second_copy_is_stale(kit: Kit) -> None:
+    async def work(store: SharedStore) -> list[Any]:
+        body = {"attempt": 2}
+        first = await store.record_retry(KEY, 1, "flowlang.deliver", body, 5.0)
+        again = await store.record_retry(KEY, 1, "flowlang.deliver", body, 5.0)
+        return [first, again, await store.due_count(), await store.progress(KEY)]
+
+    assert kit.run(work) == ["ok", "stale", 1, (None, 1)]
+
+
+def test_a_delivered_entry_is_never_overwritten(kit: Kit) -> None:
+    async def work(store: SharedStore) -> list[Any]:
+        await store.settle(KEY, "delivered", {"id": 1}, 1)
+        await store.settle(KEY, "dead_lettered", None, 2)
+        retry = await store.record_retry(KEY, 3, "flowlang.deliver", {}, 5.0)
+        dead = await store.record_dead(KEY, {"format": "flowlang.deadletter/1"}, 4)
+        again = await store.record_delivered(KEY, {"id": 2}, 5)
+        entry = await store.settled(KEY)
+        return [retry, dead, again, entry and entry["result"], await store.dead_count()]
+
+    assert kit.run(work) == ["settled", ("settled", ""), "settled", {"id": 1}, 0]
+    assert kit.raw.zcard(f"{kit.prefix}due") == 0
+
+
+def test_a_dead_letter_and_its_ledger_entry_are_one_step_and_a_later_one_replaces_it(
+    kit: Kit,
+) -> None:
+    async def work(store: SharedStore) -> list[Any]:
+        status, first = await store.record_dead(KEY, {"n": 1}, 1)
+        stale = await store.record_dead(KEY, {"n": 2}, 1)
+        entry = await store.settled(KEY)
+        forgotten = await store.forget_dead(KEY)  # a replay
+        _, second = await store.record_dead(KEY, {"n": 3}, 1)
+        letters = await store.dead_letters()
+        return [status, stale, entry and entry["outcome"], forgotten, letters, first, second]
+
+    status, stale, outcome, forgotten, letters, first, second = kit.run(work)
+    assert (status, stale, outcome, forgotten) == (
+        "ok",
+        ("settled", ""),
+        "dead_lettered",
+        "forgotten",
+    )
+    assert letters == [(second, {"n": 3})] and first != second
+
+
+def test_forget_dead_forgets_only_a_dead_lettered_entry(kit: Kit) -> None:
+    async def work(store: SharedStore) -> list[Any]:
+        absent = await store.forget_dead(KEY)
+        await store.settle(KEY, "delivered", None, 1)
+        delivered = await store.forget_dead(KEY)
+        return [absent, delivered, await store.settled(KEY) is not None]
+
+    assert kit.run(work) == ["none", "delivered", True]
+
+
+def test_leases_and_claims_are_renewed_only_by_their_holder(kit: Kit) -> None:
+    async def work(store: SharedStore) -> list[Any]:
+        await store.take_lease(KEY, "worker-1:a", 5.0)
+        await store.claim_event("evt-9", "worker-1:a", 5.0)
+        renewals = [
+            await store.renew_lease(KEY, "worker-1:a", 5.0),
+            await store.renew_lease(KEY, "worker-1:b", 5.0),
+            await store.renew_claim("evt-9", "worker-1:a", 5.0),
+            await store.renew_claim("evt-9", "worker-2:c", 5.0),
+        ]
+        await store.release_lease(KEY, "worker-1:b")  # another attempt's token: kept
+        return [*renewals, await store.take_lease(KEY, "worker-1:b", 5.0) is not None]
+
+    assert kit.run(work) == [True, False, True, False, True]
+
+
+def test_mark_fanned_out_with_an_owner_reports_a_lost_claim(kit: Kit) -> None:
+    async def work(store: SharedStore) -> list[Any]:
+        await store.claim_event("evt-1", "worker-2", 5.0)
+        other = await store.mark_fanned_out("evt-1", "worker-1")
+        state = (await store.claim_event("evt-1", "worker-3", 5.0))[0]
+        ours = await store.mark_fanned_out("evt-1", "worker-2")
+        lapsed = await store.mark_fanned_out("evt-2", "worker-1")  # no claim: marked, reported
+        return [other, state, ours, lapsed, (await store.claim_event("evt-2", "w", 5.0))[0]]
+
+    assert kit.run(work) == [False, "accepting", True, False, "fanned_out"]

@@ -105,6 +105,14 @@ LAZY_ALLOWED: dict[tuple[str, str], str] = {
     ("flowlang.cli.serve", "flowlang.cli.serve_console"): (
         "a command loads only its own console (uvicorn, Starlette: the serve extra) when it runs"
     ),
+    ("flowlang.cli.worker", "flowlang.cli.worker_console"): (
+        "worker, automate --executor celery, replay redis://: Celery (the celery extra) is "
+        "loaded only when one of them runs"
+    ),
+    ("flowlang.cli.worker", "flowlang.cli"): "the same import (`from flowlang.cli import`)",
+    ("flowlang.cli.serve_console", "flowlang.cli.worker_console"): (
+        "serve --broker: Celery (the celery extra) is loaded only when the option is given"
+    ),
     ("flowlang.expr.filters", "phonenumbers"): "optional heavy import: only when e164 runs",
     ("flowlang.testing.plugin", "flowlang.testing.session"): (
         "pytest loads its plugins at start-up: flowlang's loader and runtime only once a flow "

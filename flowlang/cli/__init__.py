@@ -1,5 +1,5 @@
 """Command line: ``flowlang eval``, ``run``, ``check``, ``automate``, ``replay``, ``graph``,
-``test`` and ``schema``.
+``test``, ``schema``, ``serve`` and ``worker``.
 
 Every command keeps one exit-status contract (:data:`EXIT_STATUSES`, shown by ``--help``): 0
 on success; 1 when the work found problems (findings, a failed run, dead letters written); 2
@@ -20,6 +20,7 @@ from typing import TextIO
 
 from flowlang import __version__
 from flowlang.cli.automations import (
+    _add_network_options,
     add_automate_command,
     add_deadletters_command,
     add_replay_command,
@@ -39,6 +40,7 @@ from flowlang.cli.schemas import add_schema_command
 from flowlang.cli.serve import add_serve_command
 from flowlang.cli.terminal import printable
 from flowlang.cli.testing import add_test_command
+from flowlang.cli.worker import add_worker_command
 from flowlang.errors import (
     FlowError,
     FlowFilterError,
@@ -85,6 +87,7 @@ def _parser() -> argparse.ArgumentParser:
     add_schema_command(commands)
     add_test_command(commands)
     add_serve_command(commands)
+    add_worker_command(commands, _add_network_options)
     for command in commands.choices.values():
         if command.epilog is None:  # automate and replay: the contract in their help too
             command.epilog = EXIT_STATUSES

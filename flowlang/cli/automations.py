@@ -10,6 +10,7 @@ from typing import Any, TextIO
 
 from flowlang.automations.actions import PROVIDER_VARIABLES
 from flowlang.cli.inputs import EXIT_STATUSES, UsageError
+from flowlang.cli.worker import add_executor_options, add_shared_replay
 
 AUTOMATE_EPILOG = (
     EXIT_STATUSES
@@ -195,6 +196,7 @@ def add_automate_command(commands: Any) -> None:
         "-v", "--verbose", action="store_true", help="show each delivery attempt on stderr"
     )
     automate.set_defaults(handler=_automations_command("automate_from_command_line"))
+    add_executor_options(automate)
 
 
 def add_replay_command(commands: Any) -> None:
@@ -216,6 +218,7 @@ def add_replay_command(commands: Any) -> None:
     replay.add_argument("--responses", metavar="FILE", help="recorded HTTP responses: run offline")
     _add_network_options(replay)
     replay.set_defaults(handler=_automations_command("replay_from_command_line"))
+    add_shared_replay(replay)
 
 
 def add_deadletters_command(commands: Any) -> None:

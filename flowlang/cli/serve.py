@@ -113,6 +113,24 @@ def add_serve_command(commands: Any) -> None:
     )
     serve.add_argument("--dead-letter", metavar="FILE", help="where undeliverable actions go")
     serve.add_argument(
+        "--broker",
+        metavar="URL",
+        help="publish events to flowlang worker processes through this Celery broker "
+        "(amqp://... or redis://...) instead of delivering them here (needs the celery extra; "
+        "no --journal then: the broker keeps them)",
+    )
+    serve.add_argument(
+        "--queue-prefix",
+        default="flowlang.",
+        help="with --broker: the workers' queue prefix (%(default)s)",
+    )
+    serve.add_argument(
+        "--queue-type",
+        choices=("classic", "quorum"),
+        default="classic",
+        help="with --broker: the workers' RabbitMQ queue type (classic)",
+    )
+    serve.add_argument(
         "--event-secret",
         action="append",
         default=[],

@@ -200,6 +200,8 @@ def load_served(
         print(printable(f"flowlang: the documents have errors:\n\n{error}"), file=sys.stderr)
         return EXIT_BAD_INPUT
     takes_events = bool(workflows or settings.event_secrets or settings.event_tokens)
+    if getattr(arguments, "broker", None):  # the workers record and deliver the events
+        takes_events = False
     if takes_events and not arguments.journal and not getattr(arguments, "no_journal", False):
         raise UsageError(
             "give --journal FILE: events are recorded there before they are answered, so that "
@@ -240,6 +242,23 @@ def _plain_logging() -> None:
     logger.propagate = False
 
 
+def _event_publisher(arguments: argparse.Namespace) -> Any:
+    """With ``--broker``: what publishes each event to the workers (Celery is loaded only
+    then); else None."""
+    if not getattr(arguments, "broker", None):
+        return None
+    try:
+        from flowlang.cli.worker_console import event_publisher
+    except ImportError as error:
+        raise UsageError(
+            f"--broker needs the celery extra: pip install 'flowlang[celery]' ({error.name} is "
+            "missing)"
+        ) from None
+    return event_publisher(
+        arguments.broker, arguments.queue_prefix, getattr(arguments, "queue_type", "classic")
+    )
+
+
 def run_server(
     arguments: argparse.Namespace,
     loaded: tuple[ServeSettings, list[Any], list[Any]],
@@ -272,6 +291,7 @@ def run_server(
             journal=journal,
             dead_letters=dead_letters,
             context=context(),
+            publish_events=_event_publisher(arguments),
         )
     except ValueError as error:  # a setting the server refuses, such as a secret not set
         raise UsageError(str(error)) from None

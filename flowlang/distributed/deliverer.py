@@ -9,22 +9,37 @@ accept (``flowlang.accept``): the body is checked (refused otherwise); the event
 the store: ``fanned_out`` is a duplicate; ``accepting`` (another worker holds the claim) is
 scheduled again for when that claim lapses (re-checked, never dropped); a new claim matches the
 workflows (one whose condition fails is reported in ``error`` and not run) and publishes one
-deliver message (action 0, attempt 1) per workflow; ``confirm`` marks the event fanned out.
+deliver message (action 0, attempt 1) per workflow. The claim is renewed every third of
+``accept_lease`` while the glue publishes (at most PUBLISH_LIMIT seconds); ``confirm`` stops
+that and marks the event fanned out only while the claim is still ours (a lost claim is
+logged as an error); ``abandon`` (publishing failed) stops it and lets the claim lapse.
 
 deliver (``flowlang.deliver``): the body is checked; its workflow is found by fingerprint among
 those loaded (an unknown one, during a rolling deploy, is scheduled again in
 ``unknown_workflow_retry`` seconds, and after ``unknown_workflow_limit`` seconds is dead-lettered
 as "workflow changed"); an action the ledger shows settled is not sent again, and its next action
-is published with the recorded result; else the action's lease is taken (or the message
-scheduled again when the lease lapses) and one attempt made (:meth:`Automations.attempt_once`):
+is published with the recorded result; a copy of an attempt whose outcome is recorded already
+(the ledger keeps the highest such attempt: a broker redelivery, the pump publishing twice)
+is ``stale`` and dropped, so a retry chain never forks and nothing is sent before a
+Retry-After; an attempt that crashed before its outcome was recorded is made again. Else the
+action's lease is taken with a token of this attempt's own (or the message scheduled again
+when the lease lapses), renewed every third of ``lease`` while the attempt runs, and one
+attempt made (:meth:`Automations.attempt_once`); its outcome is recorded with the attempt's
+mark in one step (:meth:`SharedStore.record_delivered`, ``record_retry``, ``record_dead``):
 
 - delivered: the ledger is written, the lease given back, the next action published (with this
   result, masked) — ledger first, so a redelivered message after a crash re-publishes the next
   action without sending this one again;
 - retry: the next attempt is scheduled at the time the outcome says, the lease given back;
 - dead: the dead letter (``flowlang.deadletter/1``, with ``then`` the actions a
-  ``stop_on_failure`` stopped) is added, then the ledger settles the action as
-  ``dead_lettered``; the next action is published unless ``stop_on_failure``.
+  ``stop_on_failure`` stopped, and ``action_index``) is added and the ledger settles the
+  action as ``dead_lettered`` in the same step (a later dead letter of the same action
+  replaces it); the next action is published unless ``stop_on_failure``. A dead letter too
+  large to keep is kept trimmed (event and results replaced by a note, field ``trimmed``).
+
+A deliver message carries ``last`` (optional) when its chain stops before the workflow's end
+(a replay). A message the store refuses (ValueError: too large or deep for the due set) is
+dead-lettered, never dropped.
 
 Secrets never reach a message or the store: results and errors are masked with the secrets the
 workflow used (as the local journal keeps them). A body that is not a message never raises: it
@@ -32,10 +47,15 @@ is ``Step("refused", error=...)``. :class:`~flowlang.errors.SharedStoreError` (t
 be reached) propagates: nothing was decided, and the message should be delivered again.
 
 replay (``flowlang.replay``, beyond Interface B): a dead letter whose workflow version is loaded
-here becomes a deliver message for its action again (its ledger entry forgotten first).
+here becomes a deliver message for its action again, and its ``then`` only (``last``); its
+ledger entry is forgotten first, only while it says ``dead_lettered`` (else
+``settled_before``, nothing sent). A "workflow changed" letter (action None) is replayed from
+its ``action_index`` to the workflow's end.
 
-Beyond Interface B (compatible): :meth:`Deliverer.replay` (outcome ``replayed`` or
-``refused``); the keyword ``unknown_workflow_retry`` (60 s); a deliver body
+Beyond Interface B (compatible): :meth:`Deliverer.replay` (outcome ``replayed``,
+``settled_before`` or ``refused``); the outcome ``stale``; ``Step.abandon``; leases outside
+0.003 s to ten years are refused at construction (ValueError); the keyword
+``unknown_workflow_retry`` (60 s); a deliver body
 scheduled again for an unknown workflow carries ``"unknown_since"`` (when it was first found
 unknown: the limit counts from there; DeliverMessage ignores other fields).
 """
@@ -44,8 +64,11 @@ from __future__ import annotations
 
 __all__ = ["UNKNOWN_WORKFLOW_RETRY", "Deliverer", "Step"]
 
+import asyncio
+import contextlib
 import logging
 import math
+import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -68,29 +91,46 @@ from flowlang.distributed.messages import (
     AcceptMessage,
     DeliverMessage,
 )
-from flowlang.distributed.shared import SharedStore
+from flowlang.distributed.shared import MAX_SECONDS, SharedStore
 from flowlang.errors import SharedStoreError
 from flowlang.expr.values import plain_json
 
 log = logging.getLogger("flowlang.distributed")
 
+
+async def _stopped(task: asyncio.Task[None]) -> None:
+    """Cancel a background renewal and wait for it."""
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task
+
+
 #: Seconds before a deliver message for a workflow version not loaded here is tried again.
 UNKNOWN_WORKFLOW_RETRY = 60.0
 #: The body field that says since when a deliver message's workflow was unknown.
 UNKNOWN_SINCE = "unknown_since"
+#: The longest an accept's claim is renewed while its fan-out is published (confirm not yet
+#: awaited): a glue that never confirms does not hold the event for ever.
+PUBLISH_LIMIT = 600.0
+#: What a dead letter too large to keep holds instead of its event and results.
+TRIMMED = "too large to keep in the shared store; removed from this dead letter"
 
 
 @dataclass
 class Step:
     """What one message came to: ``outcome`` is ``fanned_out``, ``duplicate``, ``deferred``,
     ``delivered``, ``retry``, ``dead``, ``skipped``, ``refused``, ``settled_before``,
-    ``done`` or ``replayed``; ``publish`` the (task name, body) messages to publish now, in
-    order; ``confirm`` what to await once they are all published; ``error`` masked."""
+    ``done``, ``replayed`` or ``stale`` (a copy of an attempt whose outcome is recorded
+    already: dropped, nothing sent); ``publish`` the (task name, body) messages to publish
+    now, in order; ``confirm`` what to await once they are all published; ``error`` masked.
+    ``abandon`` (an accept's fan-out only): what to await instead of ``confirm`` when
+    publishing failed (the claim is then no longer renewed and lapses)."""
 
     outcome: str
     publish: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     confirm: Callable[[], Awaitable[None]] | None = None
     error: str | None = None
+    abandon: Callable[[], Awaitable[None]] | None = None
 
 
 class Deliverer:
@@ -122,6 +162,11 @@ class Deliverer:
                 raise ValueError(f"{name} must be a number of seconds")
             if not (math.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be a positive number of seconds")
+            if name.endswith("lease") and not 0.003 <= value <= MAX_SECONDS:
+                raise ValueError(
+                    f"{name} must be from 0.003 to {MAX_SECONDS:.0f} seconds (what the shared "
+                    "store can hold, renewed every third of it)"
+                )
         self.automations = automations
         self.store = store
         self.owner = check_key_part("owner", owner)
@@ -158,7 +203,8 @@ class Deliverer:
             return self._refused("accept message", problem)
         event = message.event
         event_id = str(event["id"])
-        state, lapse = await self.store.claim_event(event_id, self.owner, self.accept_lease)
+        claimant = self._token()
+        state, lapse = await self.store.claim_event(event_id, claimant, self.accept_lease)
         if state == "fanned_out":
             return Step("duplicate")
         if state == "accepting":
@@ -170,12 +216,50 @@ class Deliverer:
             for w in workflows
             if w.actions
         ]
+        renewal = asyncio.create_task(self._renew_claim(event_id, claimant))
 
         async def confirm() -> None:
-            await self.store.mark_fanned_out(event_id)
+            await _stopped(renewal)
+            if not await self.store.mark_fanned_out(event_id, claimant):
+                log.error(
+                    "the claim of event %s lapsed while its fan-out was published; another "
+                    "worker may have fanned it out too",
+                    self._shown(event_id[:100]),
+                )
+
+        async def abandon() -> None:
+            await _stopped(renewal)
 
         error = self._shown("; ".join(errors)) if errors else None
-        return Step("fanned_out", publish, confirm, error)
+        return Step("fanned_out", publish, confirm, error, abandon)
+
+    def _token(self) -> str:
+        """This worker's owner with a token of its own: one claim or lease, one holder."""
+        return f"{self.owner}:{uuid.uuid4().hex[:16]}"
+
+    async def _renew_claim(self, event_id: str, claimant: str) -> None:
+        """Renew the accept claim every third of its lease until stopped (confirm or abandon),
+        lost, or PUBLISH_LIMIT seconds have passed."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + PUBLISH_LIMIT
+        while loop.time() < deadline:
+            await asyncio.sleep(self.accept_lease / 3)
+            try:
+                if not await self.store.renew_claim(event_id, claimant, self.accept_lease):
+                    return
+            except SharedStoreError as error:
+                log.warning("renewing an accept claim failed: %s", error)
+
+    async def _renew_lease(self, key: str, holder: str) -> None:
+        """Renew an attempt's lease every third of it until stopped or lost."""
+        while True:
+            await asyncio.sleep(self.lease / 3)
+            try:
+                if not await self.store.renew_lease(key, holder, self.lease):
+                    log.warning("the lease of %s lapsed during its attempt", key)
+                    return
+            except SharedStoreError as error:
+                log.warning("renewing a lease failed: %s", error)
 
     def _matching(self, event: Mapping[str, Any]) -> tuple[list[CompiledWorkflow], list[str]]:
         """The workflows of the event's trigger whose conditions hold; and, for each whose
@@ -217,27 +301,93 @@ class Deliverer:
             return await self._deliver(workflow, message)
         except SharedStoreError:
             raise
-        except Exception as problem:  # a bug here must not lose the message silently
+        except Exception as problem:  # a message kept nowhere else must not be dropped
             error = self._shown(describe_error(problem))
             log.error("deliver of %s failed unexpectedly: %s", workflow.name, error)
-            return Step("refused", error=error)
+            return await self._bury(workflow, message, error)
+
+    async def _bury(self, workflow: CompiledWorkflow, message: DeliverMessage, error: str) -> Step:
+        """Dead-letter a message that could not be handled (a store refusing what it was
+        given, say) rather than drop it."""
+        action = workflow.actions[message.action]
+        automations = self.automations
+        delivery = Delivery(workflow.name, action.id, "dead_lettered", message.attempt, error)
+        record = automations.dead_letter_record(
+            workflow, action, message.event, message.results, automations.redactor, delivery
+        ) | {"then": [], "error": error, "action_index": message.action}
+        key = idempotency_key(message.event_id, workflow.name, action.id)
+        status = await self._add_dead(record, key)
+        if status != "ok":
+            return Step(status if status == "stale" else "settled_before", error=error)
+        return Step("dead", error=error)
+
+    async def _add_dead(self, record: dict[str, Any], key: str | None = None) -> str:
+        """Add a dead letter (with the ledger entry of ``key``, in one step, when given): the
+        step's status (``ok``, ``settled``, ``stale``). A record too large (or deep) to keep
+        is kept trimmed: its event and results replaced by a note."""
+        try:
+            if key is None:
+                await self.store.add_dead(record)
+                return "ok"
+            status, _ = await self.store.record_dead(key, record, record["attempts"])
+            return status
+        except ValueError as problem:
+            log.error("a dead letter was trimmed to be kept: %s", self._shown(str(problem)))
+            event = record.get("event")
+            event_id = event.get("id") if isinstance(event, Mapping) else None
+            trimmed = record | {
+                "event": {"id": event_id if isinstance(event_id, str) else None},
+                "results": {},
+                "trimmed": TRIMMED,
+            }
+            if key is None:
+                await self.store.add_dead(trimmed)
+                return "ok"
+            status, _ = await self.store.record_dead(key, trimmed, record["attempts"])
+            return status
 
     async def _deliver(self, workflow: CompiledWorkflow, message: DeliverMessage) -> Step:
-        automations, store = self.automations, self.store
+        store = self.store
         action = workflow.actions[message.action]
-        event_id = message.event_id
-        key = idempotency_key(event_id, workflow.name, action.id)
-        earlier = await store.settled(key)
-        if earlier is None:
-            lapse = await store.take_lease(key, self.owner, self.lease)
-            if lapse is not None:
-                await store.schedule(DELIVER_TASK, message.to_json(), self._now() + lapse)
-                return Step("deferred")
-            earlier = await store.settled(key)  # settled while we took the lease
-            if earlier is not None:
-                await store.release_lease(key, self.owner)
+        key = idempotency_key(message.event_id, workflow.name, action.id)
+        earlier, tried = await store.progress(key)
         if earlier is not None:
             return self._after_settled(workflow, message, earlier)
+        if message.attempt <= tried:
+            return self._stale(workflow, message, tried)
+        holder = self._token()
+        lapse = await store.take_lease(key, holder, self.lease)
+        if lapse is not None:
+            await store.schedule(DELIVER_TASK, message.to_json(), self._now() + lapse)
+            return Step("deferred")
+        try:
+            earlier, tried = await store.progress(key)  # settled while we took the lease?
+            if earlier is not None:
+                return self._after_settled(workflow, message, earlier)
+            if message.attempt <= tried:
+                return self._stale(workflow, message, tried)
+            renewal = asyncio.create_task(self._renew_lease(key, holder))
+            try:
+                return await self._attempt(workflow, message, key)
+            finally:
+                await _stopped(renewal)
+        finally:
+            await store.release_lease(key, holder)
+
+    def _stale(self, workflow: CompiledWorkflow, message: DeliverMessage, tried: int) -> Step:
+        log.info(
+            "dropped a copy of attempt %d of %s action %d: attempt %d's outcome is recorded",
+            message.attempt,
+            workflow.name,
+            message.action,
+            tried,
+        )
+        return Step("stale")
+
+    async def _attempt(self, workflow: CompiledWorkflow, message: DeliverMessage, key: str) -> Step:
+        """One attempt under the lease, and its outcome recorded."""
+        automations, store = self.automations, self.store
+        action = workflow.actions[message.action]
         scope, redactor = automations.attempt_scope(message.event, message.results)
         try:
             outcome = await automations.attempt_once(
@@ -248,29 +398,38 @@ class Deliverer:
                 automations.redactor.add(used)
         if isinstance(outcome, Delivered):
             shown = redactor.data(plain_json(outcome.result))
-            await store.settle(key, "delivered", shown, message.attempt, at=self._now())
-            await store.release_lease(key, self.owner)
+            status = await store.record_delivered(key, shown, message.attempt, at=self._now())
+            if status != "ok":
+                return Step("settled_before")  # another copy delivered it and went on
             return Step("delivered", self._next(workflow, message, {action.id: shown}))
         if isinstance(outcome, Dead):
             delivery = Delivery(
                 workflow.name, action.id, "dead_lettered", message.attempt, outcome.error
             )
             stop = bool(action.fields["stop_on_failure"])
-            remaining = [later.id for later in workflow.actions[message.action + 1 :]]
+            remaining = [later.id for later in self._chain(workflow, message)]
             record = automations.dead_letter_record(
                 workflow, action, message.event, message.results, redactor, delivery
-            ) | {"then": remaining if stop else []}
-            await store.add_dead(record)
-            await store.settle(key, "dead_lettered", None, message.attempt, at=self._now())
-            await store.release_lease(key, self.owner)
+            ) | {"then": remaining if stop else [], "action_index": message.action}
+            status = await self._add_dead(record, key)
+            if status != "ok":
+                return Step(status if status == "stale" else "settled_before")
             error = self._shown(outcome.error)
             if stop and remaining:
                 error += f" (stopped {', '.join(remaining)})"
             publish = [] if stop else self._next(workflow, message, {})
             return Step("dead", publish, error=error)
-        await store.schedule(DELIVER_TASK, message.next_attempt().to_json(), outcome.at)
-        await store.release_lease(key, self.owner)
+        status = await store.record_retry(
+            key, message.attempt, DELIVER_TASK, message.next_attempt().to_json(), outcome.at
+        )
+        if status != "ok":
+            return Step(status if status == "stale" else "settled_before")
         return Step("retry", error=self._shown(outcome.error))
+
+    def _chain(self, workflow: CompiledWorkflow, message: DeliverMessage) -> list[Any]:
+        """The actions this message's chain runs after its own."""
+        last = len(workflow.actions) - 1 if message.last is None else message.last
+        return list(workflow.actions[message.action + 1 : last + 1])
 
     def _after_settled(
         self, workflow: CompiledWorkflow, message: DeliverMessage, earlier: Mapping[str, Any]
@@ -289,10 +448,13 @@ class Deliverer:
     # --- flowlang.replay --------------------------------------------------------------------
 
     async def replay(self, record: Any) -> Step:
-        """Replay a dead letter through the workers: its action's ledger entry is forgotten and
-        a deliver message for it (attempt 1, with the record's results) is published; the
-        actions after it follow as usual (those already settled are not sent again). Refused
-        when ``record`` is not a dead letter or its workflow version is not loaded here
+        """Replay a dead letter through the workers: a deliver message for its action (attempt
+        1, with the record's results) is published, and after it only the actions its ``then``
+        names (those a stop_on_failure stopped; the rest of the workflow for a "workflow
+        changed" letter, whose ``action`` is None and ``action_index`` says where it stopped).
+        Its ledger entry is forgotten first, only while it says ``dead_lettered`` (one step);
+        when it says ``delivered`` (replayed before), ``settled_before``: nothing is sent.
+        Refused when ``record`` is not a dead letter or its workflow version is not loaded here
         (``flowlang replay`` from the dead letter's own text can run it)."""
         settings = self.automations.settings
         try:
@@ -301,7 +463,10 @@ class Deliverer:
             return self._refused("dead letter", problem)
         workflow = self._by_fingerprint[message.fingerprint]
         action = workflow.actions[message.action]
-        await self.store.unsettle(idempotency_key(message.event_id, workflow.name, action.id))
+        key = idempotency_key(message.event_id, workflow.name, action.id)
+        state = await self.store.forget_dead(key)
+        if state not in ("forgotten", "none"):
+            return Step("settled_before", error=f"its action is {state} already: not sent again")
         return Step("replayed", [(DELIVER_TASK, message.to_json())])
 
     def _replayed(self, record: Any, depth: int) -> DeliverMessage:
@@ -316,16 +481,26 @@ class Deliverer:
                 "here (replay it from its own text with flowlang replay)"
             )
         names = [action.id for action in workflow.actions]
-        if record.get("action") not in names:
-            raise ValueError(f"its workflow has no action {str(record.get('action'))[:100]!r}")
+        named, index = record.get("action"), record.get("action_index")
+        if named is None and type(index) is int and 0 <= index < len(names):
+            start, last = index, None  # workflow changed: the action and the rest
+        elif named in names:
+            then = record.get("then") or []
+            if not isinstance(then, list) or not all(name in names for name in then):
+                raise ValueError("its then names actions its workflow does not have")
+            start = names.index(named)
+            last = max([start, *(names.index(name) for name in then)])
+        else:
+            raise ValueError(f"its workflow has no action {str(named)[:100]!r}")
         body = {
             "v": MESSAGE_VERSION,
             "event": record.get("event"),
             "workflow": workflow.name,
             "fingerprint": workflow.fingerprint,
-            "action": names.index(record["action"]),
+            "action": start,
             "attempt": 1,
             "results": record.get("results") or {},
+            "last": last,
         }
         return DeliverMessage.from_json(
             body, max_depth=depth, max_bytes=self.automations.settings.max_event_bytes
@@ -335,7 +510,7 @@ class Deliverer:
         self, workflow: CompiledWorkflow, message: DeliverMessage, result: dict[str, Any]
     ) -> list[tuple[str, dict[str, Any]]]:
         """The next action's message (none after the last)."""
-        if message.action + 1 >= len(workflow.actions):
+        if message.action + 1 >= len(workflow.actions) or message.ends_here():
             return []
         following = message.next_action({**message.results, **result})
         return [(DELIVER_TASK, following.to_json())]
@@ -354,15 +529,18 @@ class Deliverer:
         here = [w.fingerprint for w in self.automations.workflows if w.name == message.workflow]
         loaded = f" (this worker has version {here[0]})" if here else " (not loaded here)"
         what = f"workflow {message.workflow!r} version {message.fingerprint}"
-        if now - since < self.unknown_workflow_limit:
-            again = message.to_json() | {UNKNOWN_SINCE: since}
-            await self.store.schedule(DELIVER_TASK, again, now + self.unknown_workflow_retry)
-            return Step("deferred", error=self._shown(f"{what} is not loaded{loaded}"))
         error = self._shown(
             f"workflow changed: {what} was not loaded for {now - since:.0f} s{loaded}"
         )
+        if now - since < self.unknown_workflow_limit:
+            again = message.to_json() | {UNKNOWN_SINCE: since}
+            try:
+                await self.store.schedule(DELIVER_TASK, again, now + self.unknown_workflow_retry)
+                return Step("deferred", error=self._shown(f"{what} is not loaded{loaded}"))
+            except ValueError as problem:  # kept as a dead letter, not dropped
+                error = self._shown(f"workflow changed: {what} is not loaded{loaded}; {problem}")
         redactor = self.automations.redactor
-        await self.store.add_dead(
+        await self._add_dead(
             {
                 "format": DEAD_LETTER_FORMAT,
                 "recorded_at": now,
@@ -371,7 +549,7 @@ class Deliverer:
                 "workflow_file": None,
                 "workflow_source": None,
                 "event": redactor.data(message.event),
-                "action": None,
+                "action": None,  # unknown here: replay goes by action_index
                 "action_index": message.action,
                 "then": [],
                 "results": redactor.data(message.results),

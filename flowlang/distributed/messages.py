@@ -133,7 +133,9 @@ class AcceptMessage:
 class DeliverMessage:
     """Attempt ``attempt`` (from 1) of action number ``action`` (from 0) of ``workflow`` (the
     version with ``fingerprint``) for ``event``; ``results`` are the earlier actions' results
-    by action id, masked."""
+    by action id, masked. ``last`` (optional; the body field ``"last"``) is the index of the
+    last action this chain runs: a replayed dead letter runs only its action and those it
+    stopped; None runs to the workflow's end."""
 
     event: dict[str, Any]
     workflow: str
@@ -141,6 +143,7 @@ class DeliverMessage:
     action: int
     attempt: int = 1
     results: dict[str, Any] = field(default_factory=dict)
+    last: int | None = None
 
     @property
     def event_id(self) -> str:
@@ -157,19 +160,29 @@ class DeliverMessage:
             "action": self.action,
             "attempt": self.attempt,
             "results": self.results,
-        }
+        } | ({} if self.last is None else {"last": self.last})
 
     def next_attempt(self) -> DeliverMessage:
         """The same action's next attempt."""
         return DeliverMessage(
-            self.event, self.workflow, self.fingerprint, self.action, self.attempt + 1, self.results
+            self.event,
+            self.workflow,
+            self.fingerprint,
+            self.action,
+            self.attempt + 1,
+            self.results,
+            self.last,
         )
 
     def next_action(self, results: dict[str, Any]) -> DeliverMessage:
         """The workflow's next action, first attempt, after ``results``."""
         return DeliverMessage(
-            self.event, self.workflow, self.fingerprint, self.action + 1, 1, results
+            self.event, self.workflow, self.fingerprint, self.action + 1, 1, results, self.last
         )
+
+    def ends_here(self) -> bool:
+        """Whether this chain runs no action after this one (``last`` says so)."""
+        return self.last is not None and self.action >= self.last
 
     @classmethod
     def from_json(
@@ -187,11 +200,14 @@ class DeliverMessage:
         plain = plain_json(results)
         if len(json.dumps(plain, ensure_ascii=True, separators=(",", ":"))) > MAX_RECORD_BYTES:
             raise ValueError(f"its results are larger than {MAX_RECORD_BYTES} bytes")
+        action = _whole(data, "action", 0, MAX_ACTION_INDEX)
+        last = None if data.get("last") is None else _whole(data, "last", action, MAX_ACTION_INDEX)
         return cls(
             event,
             _text(data, "workflow"),
             _text(data, "fingerprint"),
-            _whole(data, "action", 0, MAX_ACTION_INDEX),
+            action,
             _whole(data, "attempt", 1, MAX_ATTEMPTS),
             plain,
+            last,
         )

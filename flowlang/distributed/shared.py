@@ -35,7 +35,13 @@ whose message names the server without its password.
 
 Beyond Interface A (additions, compatible): ``settle(..., at=None)`` takes the caller's time
 for ``at``; ``stale_pumping(..., limit=1000)``; ``release_pump(owner)``; ``bad_count()``;
-``unsettle(key)``; the module function ``event_part(event_id)``.
+``unsettle(key)``; the module function ``event_part(event_id)``; ``progress(key)``,
+``record_delivered``, ``record_retry``, ``record_dead`` (an outcome, its retry or dead letter
+and the attempt's mark in one step: a second copy of an attempt whose outcome is recorded is
+``stale``), ``forget_dead(key)`` (compare-and-forget before a replay), ``renew_lease``,
+``renew_claim``, ``mark_fanned_out(event_id, owner)`` -> bool, ``pumping_count()``.
+Only ``flowlang.accept``, ``flowlang.deliver`` and ``flowlang.replay`` are scheduled; a due
+member naming another task is set aside in ``{prefix}bad``.
 """
 
 from __future__ import annotations
@@ -54,7 +60,14 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from flowlang.automations.records import RecordError, decode_record, encode_record
+from flowlang.automations.records import (
+    MAX_RECORD_BYTES,
+    MAX_RECORD_DEPTH,
+    RecordError,
+    decode_record,
+    encode_record,
+    nests_deeper_than,
+)
 from flowlang.distributed.connection import (
     DEFAULT_PREFIX,
     RedisConnection,
@@ -62,6 +75,7 @@ from flowlang.distributed.connection import (
     check_prefix,
     connect,
 )
+from flowlang.distributed.messages import ACCEPT_TASK, DELIVER_TASK, REPLAY_TASK
 from flowlang.errors import SharedStoreError
 
 log = logging.getLogger("flowlang.distributed")
@@ -75,6 +89,15 @@ MAX_SECONDS = 10 * 365 * 86400.0
 MAX_TIME = float(2**53)
 #: A stream entry id: ``<ms>-<seq>``, both whole numbers.
 STREAM_ID_MAX = 41
+#: The only tasks the due set holds (anything else found there is set aside, never published).
+TASKS = frozenset({ACCEPT_TASK, DELIVER_TASK, REPLAY_TASK})
+#: How much deeper than a message body a due member nests (the member and its body), and
+#: than a record a dead letter's results may nest (a deliver message's results, kept whole).
+WRAPPING = 2
+#: The largest due member: a deliver message's event and results, each at its limit.
+MAX_MEMBER_BYTES = 2 * MAX_RECORD_BYTES
+#: The most pumping entries one stale_pumping call looks at.
+STALE_SCAN = 1000
 
 # Shared by the scripts: a key of ours that holds another Redis type is renamed aside
 # (``{prefix}bad:{key}``, given as the next key) so the step can go on; returns 1 if moved.
@@ -112,28 +135,86 @@ return {'new', 0, moved}
 """
 )
 
-# KEYS: event key, its aside. ARGV: window ms.
+# KEYS: event key, its aside. ARGV: window ms, the claim ('accepting:<owner>') or ''.
+# Marks the event fanned out unless another owner holds its claim (or it is fanned out
+# already). Returns {1 if the claim was still ours (or none was given), 1 if moved aside}.
 _FANNED_OUT = (
     _ASIDE
     + """
 local moved = aside(KEYS[1], KEYS[2], 'string')
+if ARGV[2] ~= '' then
+  local current = redis.call('GET', KEYS[1])
+  if current and current ~= ARGV[2] then return {0, moved} end
+  redis.call('SET', KEYS[1], 'fanned_out', 'PX', ARGV[1])
+  if current then return {1, moved} end
+  return {0, moved}
+end
 redis.call('SET', KEYS[1], 'fanned_out', 'PX', ARGV[1])
-return moved
+return {1, moved}
 """
 )
 
-# KEYS: ledger key, its aside. ARGV: outcome, result JSON, attempts, at, ttl ms.
-_SETTLE = (
+# The ledger hash also keeps ``tried`` (the highest attempt whose outcome was recorded: a
+# copy of a message at or below it is stale) and ``dead`` (the stream id of its dead letter).
+# KEYS: ledger key, its aside, due, due's aside, dead, dead's aside.
+# ARGV: mode ('settle' | 'retry' | 'dead'), outcome, result JSON, attempt, at, ttl ms,
+#       due score, due member, dead-letter record JSON.
+# Returns {status, dead-letter id or '', 1 if something was moved aside}; status 'ok',
+# 'settled' (an outcome is recorded already: never overwritten by a retry or a dead letter,
+# and a delivered one never overwritten at all) or 'stale' (this attempt's outcome is
+# recorded already).
+_RECORD = (
     _ASIDE
     + """
 local moved = aside(KEYS[1], KEYS[2], 'hash')
-redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], 'outcome', ARGV[1], 'result', ARGV[2], 'attempts', ARGV[3],
-           'at', ARGV[4])
-redis.call('PEXPIRE', KEYS[1], ARGV[5])
-return moved
+local mode, attempt = ARGV[1], tonumber(ARGV[4])
+local outcome = redis.call('HGET', KEYS[1], 'outcome')
+local tried = tonumber(redis.call('HGET', KEYS[1], 'tried')) or 0
+if outcome == 'delivered' then return {'settled', '', moved} end
+if mode ~= 'settle' then
+  if outcome then return {'settled', '', moved} end
+  if tried >= attempt then return {'stale', '', moved} end
+end
+if attempt > tried then tried = attempt end
+local entry = ''
+if mode == 'retry' then
+  moved = moved + aside(KEYS[3], KEYS[4], 'zset')
+  redis.call('ZADD', KEYS[3], ARGV[7], ARGV[8])
+  redis.call('HSET', KEYS[1], 'tried', tried)
+else
+  if mode == 'dead' then
+    moved = moved + aside(KEYS[5], KEYS[6], 'stream')
+    local old = redis.call('HGET', KEYS[1], 'dead')
+    if old then redis.call('XDEL', KEYS[5], old) end
+    entry = redis.call('XADD', KEYS[5], '*', 'record', ARGV[9])
+    redis.call('HSET', KEYS[1], 'dead', entry)
+  end
+  redis.call('HSET', KEYS[1], 'outcome', ARGV[2], 'result', ARGV[3], 'attempts', ARGV[4],
+             'at', ARGV[5], 'tried', tried)
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[6])
+return {'ok', entry, moved}
 """
 )
+
+# KEYS: ledger key. Forgets its outcome while it is dead_lettered (before a replay).
+# Returns 'forgotten', 'none' (no outcome recorded) or the outcome recorded.
+_FORGET_DEAD = """
+if redis.call('TYPE', KEYS[1]).ok ~= 'hash' then return 'none' end
+local outcome = redis.call('HGET', KEYS[1], 'outcome')
+if not outcome then return 'none' end
+if outcome ~= 'dead_lettered' then return outcome end
+redis.call('HDEL', KEYS[1], 'outcome', 'result', 'attempts', 'at', 'tried')
+return 'forgotten'
+"""
+
+# KEYS: key. ARGV: value, ms. Renews the key's time to live while it still holds value.
+_RENEW = """
+if redis.call('TYPE', KEYS[1]).ok ~= 'string' then return 0 end
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
+"""
 
 # KEYS: lease (or lock) key, its aside. ARGV: owner, ms, '1' to renew one's own.
 # Returns -1 when taken (or renewed), else ms until the holder's lapses; and 1 if moved aside.
@@ -178,31 +259,35 @@ return members
 """
 )
 
-# KEYS: pumping, its aside. ARGV: now, cutoff, limit.
-# Members taken before cutoff (or with a time that is no number) are stamped now and returned.
+# KEYS: pumping, its aside. ARGV: now, cutoff, limit, cursor, most entries to look at.
+# Members taken before cutoff (or with a time that is no number) are stamped now and returned
+# after the cursor to go on from ('0': the scan is complete); at most ARGV[5] entries are
+# looked at per call (the script's work is bounded).
 _STALE = (
     _ASIDE
     + """
 aside(KEYS[1], KEYS[2], 'hash')
 local found = {}
-local cursor = '0'
+local cursor = ARGV[4]
+local seen = 0
+local limit, most = tonumber(ARGV[3]), tonumber(ARGV[5])
 repeat
-  local page = redis.call('HSCAN', KEYS[1], cursor, 'COUNT', 200)
+  local page = redis.call('HSCAN', KEYS[1], cursor, 'COUNT', 100)
   cursor = page[1]
   local entries = page[2]
   for i = 1, #entries, 2 do
+    seen = seen + 1
     local taken = tonumber(entries[i + 1])
-    if #found < tonumber(ARGV[3]) and (taken == nil or taken < tonumber(ARGV[2])) then
+    if #found < limit and (taken == nil or taken < tonumber(ARGV[2])) then
       found[#found + 1] = entries[i]
     end
   end
-until cursor == '0' or #found >= tonumber(ARGV[3])
+until cursor == '0' or #found >= limit or seen >= most
 for _, member in ipairs(found) do redis.call('HSET', KEYS[1], member, ARGV[1]) end
-return found
+return {cursor, found}
 """
 )
 
-# KEYS: pumping, bad. ARGV: member. Moves a member that is not ours from pumping to bad.
 # KEYS: pumping, bad, bad's aside. ARGV: member. Moves a member that is not ours from pumping
 # to bad.
 _BAD_MEMBER = (
@@ -296,16 +381,18 @@ def _check_stream_id(what: str, value: object, extra: tuple[str, ...] = ()) -> s
 
 
 def parse_member(member: bytes | str) -> tuple[str, str, dict[str, Any]]:
-    """``(member, task, body)`` of a due-set member :meth:`SharedStore.schedule` wrote;
-    ValueError saying why otherwise."""
+    """``(member, task, body)`` of a due-set member :meth:`SharedStore.schedule` wrote (its
+    task one of flowlang's: accept, deliver, replay); ValueError saying why otherwise."""
     raw = member if isinstance(member, bytes) else member.encode("utf-8", "surrogatepass")
     try:
-        data = decode_record(raw)
+        data = decode_record(raw, MAX_RECORD_DEPTH + WRAPPING)
     except RecordError as error:
         raise ValueError(f"not a scheduled message: {error}") from None
     task, body, ident = data.get("task"), data.get("body"), data.get("id")
     if not isinstance(task, str) or not task or not isinstance(body, dict):
         raise ValueError("not a scheduled message: it needs a task (text) and a body (object)")
+    if task not in TASKS:
+        raise ValueError(f"not a scheduled message: {_shown(task)} is not a flowlang task")
     if not isinstance(ident, str):
         raise ValueError("not a scheduled message: it has no id")
     return raw.decode("utf-8"), task, body
@@ -343,7 +430,10 @@ class SharedStore:
         self._bad = f"{prefix}bad"
         self._claim_event = client.register_script(_CLAIM_EVENT)
         self._fanned_out = client.register_script(_FANNED_OUT)
-        self._settle = client.register_script(_SETTLE)
+        self._record = client.register_script(_RECORD)
+        self._forget_dead = client.register_script(_FORGET_DEAD)
+        self._renew = client.register_script(_RENEW)
+        self._stale_cursor = "0"
         self._take = client.register_script(_TAKE)
         self._release = client.register_script(_RELEASE)
         self._take_due = client.register_script(_TAKE_DUE)
@@ -421,28 +511,54 @@ class SharedStore:
         self._moved(moved, key)
         return _text(state), int(left) / 1000
 
-    async def mark_fanned_out(self, event_id: str) -> None:
-        """Remember the event as fanned out for ``dedup_window`` seconds."""
+    async def renew_claim(self, event_id: str, owner: str, lease: float) -> bool:
+        """Renew ``owner``'s claim of the event for ``lease`` seconds: False when it is no
+        longer ``owner``'s."""
         key = self._key("ev", event_part(event_id))
+        owner = check_key_part("owner", owner)
+        ms = _milliseconds("lease", lease)
+        async with self._guard("renew_claim"):
+            return bool(await self._renew(keys=[key], args=[f"accepting:{owner}", ms]) == 1)
+
+    async def mark_fanned_out(self, event_id: str, owner: str | None = None) -> bool:
+        """Remember the event as fanned out for ``dedup_window`` seconds. With ``owner``: only
+        while no other owner claims it, and True only when the claim was still ``owner``'s
+        (False: it lapsed meanwhile; another worker may have fanned the event out too)."""
+        key = self._key("ev", event_part(event_id))
+        claim = "" if owner is None else f"accepting:{check_key_part('owner', owner)}"
         async with self._guard("mark_fanned_out"):
-            moved = await self._fanned_out(keys=[key, self._aside(key)], args=[self._window_ms])
+            ours, moved = await self._fanned_out(
+                keys=[key, self._aside(key)], args=[self._window_ms, claim]
+            )
         self._moved(moved, key)
+        return bool(ours == 1)
 
     # --- the settled ledger -----------------------------------------------------------------
 
     async def settled(self, key: str) -> dict[str, Any] | None:
         """The ledger entry of idempotency key ``key`` (``outcome``, ``result``, ``attempts``,
         ``at``), or None when it is not settled (or its entry cannot be read: logged)."""
+        return (await self.progress(key))[0]
+
+    async def progress(self, key: str) -> tuple[dict[str, Any] | None, int]:
+        """The ledger entry of ``key`` as :meth:`settled` gives it, and the highest attempt
+        whose outcome was recorded (0 when none): a deliver message at or below it is stale.
+        One round trip."""
         name = self._key("act", check_key_part("idempotency key", key))
         async with self._guard("settled"):
             found = await self._settled(keys=[name])
         if _text(found[0]) not in ("hash", "none"):
             log.warning("shared store: %s is not a ledger entry; counted as unsettled", name)
-            return None
+            return None, 0
         pairs = found[1] if len(found) > 1 else []
         data = dict(zip(pairs[::2], pairs[1::2], strict=True))
-        if not data:
-            return None
+        tried = data.get(b"tried", data.get("tried"))
+        try:
+            attempted = max(0, int(tried)) if tried is not None else 0
+        except ValueError:
+            attempted = 0
+        if not {_shown(field) for field in data} - {"'tried'", "'dead'"}:
+            return None, attempted  # no outcome yet (only the attempts tried, or nothing)
         try:
             fields = {_text(field): _text(value) for field, value in data.items()}
             entry = {
@@ -457,33 +573,92 @@ class SharedStore:
                 name,
                 type(error).__name__,
             )
-            return None
+            return None, attempted
         if not entry["outcome"]:
-            return None
-        return entry
+            return None, attempted
+        return entry, max(attempted, entry["attempts"])
 
     async def settle(
         self, key: str, outcome: str, result: Any, attempts: int, *, at: float | None = None
     ) -> None:
         """Write the ledger entry of ``key``: settled with ``outcome`` after ``attempts``, at
         ``at`` (the caller's clock; this machine's when None). ``result`` is plain JSON (a
-        value JSON cannot hold is ValueError)."""
-        name = self._key("act", check_key_part("idempotency key", key))
+        value JSON cannot hold is ValueError). A ``delivered`` entry is never overwritten."""
         if not isinstance(outcome, str) or not outcome:
             raise ValueError("an outcome is non-empty text")
-        if type(attempts) is not int or attempts < 0:
+        await self._write("settle", key, attempts, outcome=outcome, result=result, at=at)
+
+    async def record_delivered(
+        self, key: str, result: Any, attempt: int, *, at: float | None = None
+    ) -> str:
+        """Settle ``key`` as delivered by ``attempt`` (unless it is delivered already): ``ok``
+        or ``settled``."""
+        status, _ = await self._write("settle", key, attempt, "delivered", result, at)
+        return status
+
+    async def record_retry(
+        self, key: str, attempt: int, task: str, body: dict[str, Any], due: float
+    ) -> str:
+        """In one step: mark ``attempt`` of ``key`` as tried and schedule ``(task, body)`` at
+        ``due``. ``ok``; ``settled`` (an outcome is recorded: nothing scheduled) or ``stale``
+        (this attempt's outcome was recorded already: nothing scheduled)."""
+        member = self._member(task, body)
+        score = _time("due", due)
+        status, _ = await self._write("retry", key, attempt, due=(repr(score), member))
+        return status
+
+    async def record_dead(
+        self, key: str, record: dict[str, Any], attempt: int, *, at: float | None = None
+    ) -> tuple[str, str]:
+        """In one step: add the dead letter ``record`` (replacing the earlier dead letter of
+        ``key``, if any) and settle ``key`` as ``dead_lettered`` after ``attempt``.
+        ``("ok", stream id)``; ``("settled", "")`` or ``("stale", "")`` as for
+        :meth:`record_retry` (nothing written). ValueError when the record cannot be
+        written as JSON."""
+        text = self._dead_text(record)
+        return await self._write("dead", key, attempt, "dead_lettered", None, at, dead=text)
+
+    async def _write(
+        self,
+        mode: str,
+        key: str,
+        attempt: int,
+        outcome: str = "",
+        result: Any = None,
+        at: float | None = None,
+        due: tuple[str, str] = ("0", ""),
+        dead: str = "",
+    ) -> tuple[str, str]:
+        name = self._key("act", check_key_part("idempotency key", key))
+        if type(attempt) is not int or attempt < 0:
             raise ValueError("attempts is a whole number")
         when = time.time() if at is None else _time("at", at)
         try:
             data = json.dumps(result, ensure_ascii=True, separators=(",", ":"), allow_nan=False)
         except (TypeError, ValueError, RecursionError) as error:
             raise ValueError(f"the result of {key} cannot be kept as JSON: {error}") from None
-        async with self._guard("settle"):
-            moved = await self._settle(
-                keys=[name, self._aside(name)],
-                args=[outcome, data, attempts, repr(when), self._ledger_ms],
+        keys = [name, self._aside(name), self._due, self._aside(self._due)]
+        keys += [self._dead, self._aside(self._dead)]
+        args: list[str | int] = [mode, outcome, data, attempt, repr(when), self._ledger_ms]
+        args += [*due, dead]
+        async with self._guard(mode if mode == "settle" else f"record_{mode}"):
+            status, entry, moved = await self._record(keys=keys, args=args)
+        if moved:
+            log.warning(
+                "shared store: a key of %s's held something this store did not write; moved "
+                "aside under %sbad:",
+                name,
+                self.prefix,
             )
-        self._moved(moved, name)
+        return _text(status), _text(entry)
+
+    async def forget_dead(self, key: str) -> str:
+        """Forget the ledger entry of ``key`` while it is ``dead_lettered`` (one step, before
+        its replay): ``forgotten``; ``none`` when no outcome is recorded (nothing to forget);
+        else the outcome recorded (``delivered``: the entry is kept)."""
+        name = self._key("act", check_key_part("idempotency key", key))
+        async with self._guard("forget_dead"):
+            return _text(await self._forget_dead(keys=[name]))
 
     async def unsettle(self, key: str) -> None:
         """Forget the ledger entry of ``key`` (before a dead letter's replay: the action is
@@ -505,6 +680,15 @@ class SharedStore:
         self._moved(moved, name)
         return None if left == -1 else int(left) / 1000
 
+    async def renew_lease(self, key: str, owner: str, seconds: float) -> bool:
+        """Renew the lease of ``key`` for ``seconds`` while it is still ``owner``'s: True; False
+        when it lapsed (or another holds it)."""
+        name = self._key("lease", check_key_part("idempotency key", key))
+        owner = check_key_part("owner", owner)
+        ms = _milliseconds("lease", seconds)
+        async with self._guard("renew_lease"):
+            return bool(await self._renew(keys=[name], args=[owner, ms]) == 1)
+
     async def release_lease(self, key: str, owner: str) -> None:
         """Give the lease of ``key`` back, if it is still ``owner``'s."""
         name = self._key("lease", check_key_part("idempotency key", key))
@@ -515,23 +699,30 @@ class SharedStore:
     # --- scheduled messages and the pump ----------------------------------------------------
 
     async def schedule(self, task: str, body: dict[str, Any], due: float) -> None:
-        """Keep ``(task, body)`` to publish at ``due`` (seconds on the caller's clock); body
-        must be a JSON object (ValueError otherwise)."""
-        if not isinstance(task, str) or not task or len(task) > 200:
-            raise ValueError("a task name is text of 1 to 200 characters")
-        if not isinstance(body, Mapping):
-            raise ValueError(f"a message body is a JSON object, not {type(body).__name__}")
+        """Keep ``(task, body)`` to publish at ``due`` (seconds on the caller's clock); task is
+        one of flowlang's (accept, deliver, replay) and body a JSON object (ValueError
+        otherwise)."""
+        text = self._member(task, body)
         score = _time("due", due)
-        member = {"task": task, "body": body, "id": uuid.uuid4().hex}
-        try:
-            text = encode_record(member).rstrip("\n")
-        except RecordError as error:
-            raise ValueError(f"a {task} message {error}") from None
         async with self._guard("schedule"):
             moved = await self._schedule(
                 keys=[self._due, self._aside(self._due)], args=[repr(score), text]
             )
         self._moved(moved, self._due)
+
+    def _member(self, task: str, body: Mapping[str, Any]) -> str:
+        """The due member of ``(task, body)``; ValueError when it is not one to keep."""
+        if task not in TASKS:
+            raise ValueError(f"only flowlang's tasks are scheduled, not {_shown(str(task))}")
+        if not isinstance(body, Mapping):
+            raise ValueError(f"a message body is a JSON object, not {type(body).__name__}")
+        member = {"task": task, "body": body, "id": uuid.uuid4().hex}
+        if nests_deeper_than(member, MAX_RECORD_DEPTH + WRAPPING):
+            raise ValueError(f"a {task} message nests deeper than {MAX_RECORD_DEPTH} levels")
+        try:
+            return encode_record(member, MAX_MEMBER_BYTES).rstrip("\n")
+        except RecordError as error:
+            raise ValueError(f"a {task} message {error}") from None
 
     async def take_due(self, now: float, limit: int) -> list[tuple[str, str, dict[str, Any]]]:
         """Move up to ``limit`` members due by ``now`` into the pumping hash (one step) and
@@ -577,15 +768,26 @@ class SharedStore:
     ) -> list[tuple[str, str, dict[str, Any]]]:
         """Members taken more than ``older_than`` seconds before ``now`` and not published (a
         pump that stopped between taking and publishing), stamped as taken ``now``; at most
-        ``limit``."""
+        ``limit``. One call looks at no more than ``max(limit, STALE_SCAN)`` entries and the
+        next goes on from there (a long hash is covered over several calls)."""
         at = _time("now", now)
         cutoff = at - _time("older_than", older_than)
         if type(limit) is not int or not 1 <= limit <= 100_000:
             raise ValueError("limit is a whole number from 1 to 100000")
         keys = [self._pumping, self._aside(self._pumping)]
+        args: list[str | int] = [repr(at), repr(cutoff), limit, self._stale_cursor]
+        args.append(max(limit, STALE_SCAN))
         async with self._guard("stale_pumping"):
-            members = await self._stale(keys=keys, args=[repr(at), repr(cutoff), limit])
+            cursor, members = await self._stale(keys=keys, args=args)
+        self._stale_cursor = _text(cursor)
         return await self._readable(members, "pumping")
+
+    async def pumping_count(self) -> int:
+        """How many messages were taken by a pump and not yet marked published."""
+        async with self._guard("pumping_count"):
+            if _text(await self._client.type(self._pumping)) != "hash":
+                return 0
+            return int(await self._client.hlen(self._pumping))
 
     async def hold_pump(self, owner: str, seconds: float) -> bool:
         """Take or renew the pump's lock for ``seconds``: True when ``owner`` holds it."""
@@ -623,18 +825,24 @@ class SharedStore:
     async def add_dead(self, record: dict[str, Any]) -> str:
         """Append a ``flowlang.deadletter/1`` record to the dead letters; its stream id.
         ValueError when the record cannot be written as JSON."""
-        if not isinstance(record, Mapping):
-            raise ValueError(f"a dead letter is a JSON object, not {type(record).__name__}")
-        try:
-            text = encode_record(record).rstrip("\n")
-        except RecordError as error:
-            raise ValueError(f"a dead letter {error}") from None
+        text = self._dead_text(record)
         async with self._guard("add_dead"):
             entry, moved = await self._add_dead(
                 keys=[self._dead, self._aside(self._dead)], args=[text]
             )
         self._moved(moved, self._dead)
         return _text(entry)
+
+    @staticmethod
+    def _dead_text(record: Mapping[str, Any]) -> str:
+        if not isinstance(record, Mapping):
+            raise ValueError(f"a dead letter is a JSON object, not {type(record).__name__}")
+        if nests_deeper_than(record, MAX_RECORD_DEPTH + WRAPPING):
+            raise ValueError(f"a dead letter nests deeper than {MAX_RECORD_DEPTH} levels")
+        try:
+            return encode_record(record, MAX_MEMBER_BYTES).rstrip("\n")
+        except RecordError as error:
+            raise ValueError(f"a dead letter {error}") from None
 
     async def dead_letters(
         self, after: str = "-", count: int = 100
@@ -670,7 +878,8 @@ class SharedStore:
         try:
             if raw is None:
                 raise RecordError("it has no record field")
-            return decode_record(raw if isinstance(raw, bytes) else raw.encode())
+            data = raw if isinstance(raw, bytes) else raw.encode()
+            return decode_record(data, MAX_RECORD_DEPTH + WRAPPING)
         except (RecordError, UnicodeError) as error:
             log.warning(
                 "shared store: dead letter %s in %s is not a record (%s); skipped",

@@ -18,7 +18,7 @@ import functools
 import logging
 import secrets as random_secrets
 import ssl
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -135,13 +135,15 @@ def build_server(
     delivery: DeliverySettings | None = None,
     context: Mapping[str, Any] | None = None,
     clock: Callable[[], datetime] | None = None,
+    publish_events: Callable[[dict[str, Any]], Awaitable[None]] | None = None,
 ) -> Server:
     """A server for ``flows`` and ``workflows``. ``store``: where waiting calls live (this
     process when None). ``journal``: the file events are recorded in before they are
     answered (None: in memory only, so an accepted event dies with the process — for tests
     and experiments). ``http``: a sender replacing the network (recorded responses).
     ``context``: what every call's context starts from. ``clock``: the time steps read
-    (business_hours; now by default)."""
+    (business_hours; now by default). ``publish_events``: publish each event's accept
+    message to the Celery workers instead of dispatching it here (``serve --broker``)."""
     provider: SecretsProvider = secrets or EnvironmentSecrets()
     state_keys = settings.state_keys
     if not state_keys:
@@ -181,7 +183,7 @@ def build_server(
         journal=book,
         on_attempt=observer.attempt,
     )
-    intake = EventIntake(automations, settings, provider, observer, store)
+    intake = EventIntake(automations, settings, provider, observer, store, publish=publish_events)
     intake.check_secrets()
     if settings.signatures:
         require_secrets(

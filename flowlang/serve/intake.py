@@ -1,5 +1,8 @@
 """Intake: events from the contact center (``POST /events``) and from calls, recorded durably
-before they are answered, then dispatched by the automations in the background.
+before they are answered, then dispatched by the automations in the background; or, with
+``publish`` (``flowlang serve --broker``), checked at the door and published as a
+``flowlang.accept`` message to the Celery workers, which deduplicate and deliver them (the
+answer comes once the broker has the message).
 
 An event is accepted once its ``event`` record is in the journal (written and, with a
 journal made with ``sync=True``, on the disk): a process that dies right after answering 202
@@ -14,12 +17,14 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import orjson
 
-from flowlang.automations.dispatch import Automations, DispatchResult
+from flowlang.automations.dispatch import Automations, DispatchResult, describe_error
+from flowlang.automations.records import check_event
+from flowlang.distributed.messages import AcceptMessage
 from flowlang.errors import CallStoreError, EventError, EventRefusedError
 from flowlang.observe import Observer
 from flowlang.runtime.secrets import SecretsProvider
@@ -52,8 +57,12 @@ class EventIntake:
         observer: Observer,
         store: CallStore,
         clock: Any = time.time,
+        publish: Callable[[dict[str, Any]], Awaitable[None]] | None = None,
     ) -> None:
         self.automations = automations
+        #: When set, events are published to the workers (an accept message body each)
+        #: instead of being recorded and dispatched here.
+        self.publish = publish
         #: Where event ids are claimed across the processes sharing it (Redis), so that an
         #: event sent to two replicas or workers is dispatched once.
         self.store = store
@@ -142,6 +151,8 @@ class EventIntake:
         again)."""
         kind = event.get("type")
         trigger = kind if isinstance(kind, str) and kind in self._triggers else "other"
+        if self.publish is not None:
+            return await self._publish(self.publish, event, trigger)
         if self._pending >= self.settings.max_pending_events:
             self.observer.event(trigger, "rejected")
             raise EventRefusedError(
@@ -159,6 +170,33 @@ class EventIntake:
                 await self._release(str(event_id))
             raise
         return self._accepted(plain, trigger)
+
+    async def _publish(
+        self,
+        publish: Callable[[dict[str, Any]], Awaitable[None]],
+        event: Mapping[str, Any],
+        trigger: str,
+    ) -> str:
+        """Check ``event`` at the door and publish its accept message: ``accepted`` (the
+        workers tell duplicates apart). EventRefusedError(400) for an event refused at the
+        door, (503) when the broker does not take it (the sender should try again)."""
+        settings = self.automations.settings
+        try:
+            plain = check_event(event, settings.max_event_depth, settings.max_event_bytes)
+        except EventError as error:
+            self.observer.event(trigger, "rejected")
+            raise EventRefusedError(400, str(error)) from None
+        try:
+            await publish(AcceptMessage(plain, self._clock(), "serve").to_json())
+        except Exception as error:
+            log.error(
+                "an event could not be published: %s",
+                self.automations.redactor.text(describe_error(error)),
+                extra={"event": "event.unpublished"},
+            )
+            raise EventRefusedError(503, "the event could not be queued; send it again") from None
+        self.observer.event(trigger, "accepted")
+        return "accepted"
 
     async def _claim(self, event_id: str) -> bool:
         """The event's first sighting across the processes sharing the store (always, with

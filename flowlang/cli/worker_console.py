@@ -1,0 +1,434 @@
+"""Console: ``flowlang worker``, ``flowlang automate --executor celery`` and ``flowlang replay
+redis://...`` (the ``celery`` extra).
+
+``worker`` checks everything it can before it consumes (the workflows, the broker and store
+URLs, that both answer: exit 2 with the URL's password masked otherwise), then runs a Celery
+worker in this process with flowlang's settings (flowlang.distributed.celery_app). SIGTERM
+and Ctrl-C stop it warmly: the tasks in progress finish, the others stay on the broker;
+exit 0. It writes ``flowlang worker: consuming QUEUES`` on standard error once it consumes.
+
+``automate --executor celery`` checks each event line at the door (a line that is not an
+event is reported with file:line, as ``automate`` does, and not published) and publishes one
+``flowlang.accept`` message per event; the summary says how many were published and
+refused. Exit 0, 1 when a publish failed, 2 for refused lines or an unusable broker.
+
+``replay redis://HOST/DB`` replays the shared dead letters in this process, removing each one
+once replayed; what fails again is a dead letter again (exit 1).
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "publish_from_command_line",
+    "replay_from_command_line",
+    "worker_from_command_line",
+]
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import socket
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from typing import IO, Any, TextIO
+
+from celery import Celery, signals
+
+from flowlang.automations.dispatch import Automations, DeadLetterStore, DeliverySettings
+from flowlang.automations.records import EventError, check_event
+from flowlang.automations.workflow import check_unique_names, load_workflow
+from flowlang.cli.automate_console import _providers
+from flowlang.cli.event_stream import read_events, readable_lines
+from flowlang.cli.inputs import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, UsageError
+from flowlang.cli.terminal import printable
+from flowlang.cli.trust import trusted_authorities
+from flowlang.distributed import loop as worker_loop
+from flowlang.distributed.celery_app import (
+    WorkerSettings,
+    broker_kind,
+    check_queue_prefix,
+    make_app,
+)
+from flowlang.distributed.connection import check_prefix, connect, mask_url, scrub, url_secrets
+from flowlang.distributed.messages import ACCEPT_TASK, REPLAY_TASK, AcceptMessage, queue_names
+from flowlang.distributed.replay import replay_all
+from flowlang.distributed.shared import SharedStore
+from flowlang.distributed.tasks import publisher, register
+from flowlang.errors import SharedStoreError
+from flowlang.flow.model import FlowDocumentError
+from flowlang.runtime.secrets import install_log_redaction
+
+log = logging.getLogger("flowlang.worker")
+
+#: Seconds to reach the broker or the store before saying it cannot be reached.
+REACH_TIMEOUT = 5.0
+
+
+def _warn(message: str) -> None:
+    print(f"flowlang: {printable(message)}", file=sys.stderr, flush=True)
+
+
+def _check_urls(
+    arguments: argparse.Namespace, *, broker: bool = True, store: bool = True
+) -> None:
+    """UsageError for a broker or store URL of the wrong kind, or a bad prefix (the store's
+    only with ``store``: what only publishes needs no store)."""
+    if broker:
+        if not arguments.broker:
+            raise UsageError("give the broker: --broker amqp://... or redis://...")
+        try:
+            broker_kind(arguments.broker)
+        except ValueError as error:
+            raise UsageError(f"--broker: {error}") from None
+        try:
+            check_queue_prefix(arguments.queue_prefix)
+        except ValueError as error:
+            raise UsageError(f"--queue-prefix: {error}") from None
+    if not store:
+        return
+    if not arguments.store:
+        raise UsageError("give the shared store: --store redis://HOST:6379/DB")
+    try:
+        check_prefix(arguments.prefix)
+        connect(arguments.store)  # checks the URL; connects on first use only
+    except ValueError as error:
+        raise UsageError(f"--store: {error}") from None
+
+
+def _reach_broker(app: Celery, url: str) -> None:
+    """UsageError when the broker does not answer."""
+    try:
+        with app.connection_for_write() as connection:
+            connection.ensure_connection(max_retries=1, interval_start=0.2, timeout=REACH_TIMEOUT)
+    except Exception as error:
+        raise UsageError(
+            f"cannot reach the broker at {mask_url(url)}: {_scrubbed(error, url)}"
+        ) from None
+
+
+def _scrubbed(error: BaseException, url: str) -> str:
+    """``Type: message`` of ``error`` without the password of ``url`` in any form."""
+    return scrub(f"{type(error).__name__}: {error}", url_secrets(url))
+
+
+def _reach_store(url: str) -> None:
+    """UsageError when the Redis store does not answer."""
+
+    async def ping() -> None:
+        connection = connect(url)
+        try:
+            await asyncio.wait_for(connection.client.ping(), REACH_TIMEOUT)
+        finally:
+            await connection.aclose()
+
+    try:
+        asyncio.run(ping())
+    except Exception as error:
+        raise UsageError(
+            f"cannot reach the store at {mask_url(url)}: {_scrubbed(error, url)}"
+        ) from None
+
+
+def _app(arguments: argparse.Namespace) -> Celery:
+    settings = WorkerSettings(
+        visibility_timeout=getattr(arguments, "visibility_timeout", 300.0),
+        restore_interval=getattr(arguments, "restore_interval", 10.0),
+        queue_type=getattr(arguments, "queue_type", "classic"),
+    )
+    try:
+        return make_app(arguments.broker, queue_prefix=arguments.queue_prefix, settings=settings)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+
+
+def _load_workflows(names: list[str], allow_hosts: list[str]) -> list[Any] | None:
+    try:
+        workflows = [load_workflow(name, allow_hosts=allow_hosts) for name in names]
+        check_unique_names(workflows)
+    except FlowDocumentError as error:
+        _warn(f"the workflows have errors:\n\n{error}")
+        return None
+    return workflows
+
+
+def _delivery_settings(arguments: argparse.Namespace) -> DeliverySettings:
+    allow_hosts = frozenset(arguments.allow_host)
+    options: dict[str, Any] = {}
+    if getattr(arguments, "retry_schedule", None):
+        options["schedule"] = arguments.retry_schedule
+    if getattr(arguments, "throttled_minimum", None):
+        options["throttled_minimum"] = arguments.throttled_minimum
+    return DeliverySettings(
+        allow_hosts=allow_hosts, providers=_providers(arguments, allow_hosts), **options
+    )
+
+
+# --- flowlang worker -------------------------------------------------------------------------
+
+
+def on_worker_ready(sender: Any = None, **_: Any) -> None:
+    """Say that the worker consumes (module level: Celery holds receivers weakly)."""
+    queues = ", ".join(sorted(_consuming)) if _consuming else "its queues"
+    print(f"flowlang worker: consuming {queues}", file=sys.stderr, flush=True)
+
+
+_consuming: list[str] = []
+signals.worker_ready.connect(on_worker_ready, dispatch_uid="flowlang.worker_console.ready")
+
+
+def worker_from_command_line(arguments: argparse.Namespace, out: TextIO) -> int:
+    """``flowlang worker``: runs until SIGTERM or Ctrl-C; the exit status."""
+    _check_urls(arguments)
+    workflows = _load_workflows(arguments.workflows, arguments.allow_host)
+    if workflows is None:
+        return EXIT_BAD_INPUT
+    ssl_context = trusted_authorities(arguments.ca_file)
+    try:
+        settings = _delivery_settings(arguments)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    app = _app(arguments)
+    _reach_broker(app, arguments.broker)
+    _reach_store(arguments.store)
+    if broker_kind(arguments.broker) == "redis" and arguments.visibility_timeout <= 90:
+        _warn(
+            f"--visibility-timeout {arguments.visibility_timeout:g} is not above a task's time "
+            "limit (90 s): Redis may redeliver a task still running (the lease keeps it from "
+            "being sent twice)"
+        )
+    if arguments.lease <= settings.timeout_cap:
+        _warn(
+            f"--lease {arguments.lease:g} is not above an attempt's longest time "
+            f"({settings.timeout_cap:g} s): a redelivered message may be attempted while the "
+            "first attempt still runs (the same Idempotency-Key, but two requests at once)"
+        )
+    install_log_redaction()
+    logging.basicConfig(
+        level=logging.INFO if arguments.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    register(app, arguments.queue_prefix)
+    store_url, prefix = arguments.store, arguments.prefix
+
+    def automations() -> Automations:
+        return Automations(
+            workflows, settings=settings, ssl_context=ssl_context, dead_letters=DeadLetterStore()
+        )
+
+    def store() -> SharedStore:
+        return SharedStore.from_url(store_url, prefix=prefix)
+
+    worker_loop.configure(
+        worker_loop.LoopConfig(
+            automations=automations,
+            store=store,
+            publish=publisher(app, arguments.queue_prefix),
+            pool=arguments.pool,
+            lease=arguments.lease,
+            deliverer_options={"accept_lease": arguments.lease},
+        )
+    )
+    queues = list(queue_names(arguments.queue_prefix))
+    _consuming[:] = queues
+    hostname = arguments.hostname or f"flowlang-{os.getpid()}@{socket.gethostname()}"
+    worker = app.Worker(
+        pool_cls=arguments.pool,
+        concurrency=arguments.concurrency,
+        queues=queues,
+        hostname=hostname,
+        loglevel="INFO" if arguments.verbose else "WARNING",
+        without_mingle=True,
+        without_gossip=True,
+        quiet=True,
+        redirect_stdouts=False,
+    )
+    try:
+        worker.start()
+    finally:
+        worker_loop.stop()
+        worker_loop.configure(None)
+    code = worker.exitcode
+    return EXIT_OK if not code else int(code)
+
+
+# --- flowlang automate --executor celery -------------------------------------------------------
+
+
+def publish_from_command_line(arguments: argparse.Namespace, out: TextIO, stdin: TextIO) -> int:
+    """Publish one ``flowlang.accept`` message per event line; the exit status."""
+    _check_urls(arguments, broker=True, store=False)
+    app = _app(arguments)
+    _reach_broker(app, arguments.broker)
+    settings = DeliverySettings()
+    publish = publisher(app, arguments.queue_prefix)
+    if arguments.events == "-":
+        return _publish_stream(arguments, publish, settings, getattr(stdin, "buffer", stdin), out)
+    try:
+        stream = open(arguments.events, "rb")  # noqa: SIM115 (closed below)
+    except OSError as error:
+        raise UsageError(
+            f"cannot read events file {arguments.events}: {error.strerror or error}"
+        ) from None
+    with stream:
+        return _publish_stream(arguments, publish, settings, stream, out)
+
+
+def _publish_stream(
+    arguments: argparse.Namespace,
+    publish: Any,
+    settings: DeliverySettings,
+    stream: IO[Any],
+    out: TextIO,
+) -> int:
+    label = "<stdin>" if arguments.events == "-" else arguments.events
+    counts = {"published": 0, "refused": 0, "failed": 0}
+    fatal: str | None = None
+    try:
+        for event, where, _ in read_events(readable_lines(stream), label):
+            if event is None:
+                counts["refused"] += 1
+                _warn(where)
+                continue
+            try:
+                plain = check_event(event, settings.max_event_depth, settings.max_event_bytes)
+            except EventError as error:
+                counts["refused"] += 1
+                _warn(f"{where}: {error}")
+                continue
+            body = AcceptMessage(plain, time.time(), "automate").to_json()
+            try:
+                publish(ACCEPT_TASK, body)
+            except Exception as error:
+                counts["failed"] += 1
+                _warn(f"{where}: not published: {_scrubbed(error, arguments.broker)}")
+                continue
+            counts["published"] += 1
+    except ValueError as error:  # a line that never ends
+        fatal = f"{label}: {error}"
+    if fatal is not None:
+        _warn(fatal)
+    if arguments.json:
+        out.write(json.dumps({"kind": "summary", **counts}) + "\n")
+    elif not arguments.quiet:
+        out.write(
+            f"published {counts['published']} events to {mask_url(arguments.broker)}, "
+            f"refused {counts['refused']}, not published {counts['failed']}\n"
+        )
+    if fatal is not None or counts["refused"]:
+        return EXIT_BAD_INPUT
+    return EXIT_FAILED if counts["failed"] else EXIT_OK
+
+
+def event_publisher(
+    broker_url: str, queue_prefix: str, queue_type: str = "classic"
+) -> Callable[[dict[str, Any]], Awaitable[None]]:
+    """``flowlang serve --broker``: a coroutine function publishing one accept message body
+    (UsageError, password masked, for a broker URL of another kind or one that does not
+    answer)."""
+    arguments = argparse.Namespace(
+        broker=broker_url, queue_prefix=queue_prefix, queue_type=queue_type
+    )
+    try:
+        broker_kind(broker_url)
+        check_queue_prefix(queue_prefix)
+    except ValueError as error:
+        raise UsageError(f"--broker: {error}") from None
+    app = _app(arguments)
+    _reach_broker(app, broker_url)
+    publish = publisher(app, queue_prefix)
+
+    async def publish_event(body: dict[str, Any]) -> None:
+        await asyncio.to_thread(publish, ACCEPT_TASK, body)
+
+    return publish_event
+
+
+# --- flowlang replay redis://... ---------------------------------------------------------------
+
+
+def replay_from_command_line(arguments: argparse.Namespace, out: TextIO) -> int:
+    """Replay the shared dead letters of ``arguments.dead_letter`` (a Redis URL)."""
+    url = arguments.dead_letter
+    arguments.store = url
+    _check_urls(arguments, broker=False)
+    if arguments.responses:
+        raise UsageError("--responses is for a dead-letter file, not a shared store")
+    _reach_store(url)
+    if arguments.broker:
+        _check_urls(arguments)
+        app = _app(arguments)
+        _reach_broker(app, arguments.broker)
+        publish = publisher(app, arguments.queue_prefix)
+        try:
+            return asyncio.run(_hand_over(url, arguments.prefix, publish, arguments.broker, out))
+        except SharedStoreError as error:
+            _warn(f"{error}; what was not handed over stays in the store: run it again")
+            return EXIT_BAD_INPUT
+    ssl_context = trusted_authorities(arguments.ca_file)
+    try:
+        settings = _delivery_settings(arguments)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    try:
+        return asyncio.run(_replay(url, arguments.prefix, settings, ssl_context, out))
+    except SharedStoreError as error:  # the store went away during the replay
+        _warn(f"{error}; what was not replayed stays in the store: run the replay again")
+        return EXIT_BAD_INPUT
+
+
+async def _hand_over(
+    url: str,
+    prefix: str,
+    publish: Callable[[str, dict[str, Any]], None],
+    broker: str,
+    out: TextIO,
+) -> int:
+    """Publish each dead letter the store holds now as a ``flowlang.replay`` message, and
+    remove it once the broker has it (what fails again comes back as a new dead letter)."""
+    store = SharedStore.from_url(url, prefix=prefix)
+    handed = failed = 0
+    try:
+        total = await store.dead_count()
+        after = "-"
+        while handed + failed < total:
+            batch = await store.dead_letters(after, 100)
+            if not batch:
+                break
+            for entry, record in batch:
+                after = entry
+                try:
+                    await asyncio.to_thread(publish, REPLAY_TASK, record)
+                except Exception as error:
+                    failed += 1
+                    _warn(f"dead letter {entry}: not published: {_scrubbed(error, broker)}")
+                    continue
+                await store.remove_dead(entry)
+                handed += 1
+    finally:
+        await store.aclose()
+    out.write(f"handed {handed} dead letters to the workers; {failed} not published\n")
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+async def _replay(
+    url: str, prefix: str, settings: DeliverySettings, ssl_context: Any, out: TextIO
+) -> int:
+    store = SharedStore.from_url(url, prefix=prefix)
+    try:
+        async with Automations([], settings=settings, ssl_context=ssl_context) as automations:
+            counts = await replay_all(automations, store)
+            left = await store.dead_count()
+    finally:
+        await store.aclose()
+    out.write(
+        automations.redactor.text(
+            f"replayed {counts.records} records: delivered {counts.delivered}, "
+            f"dead-lettered again {counts.dead_lettered}, skipped {counts.skipped}; "
+            f"{left} left in {mask_url(url)}\n"
+        )
+    )
+    return EXIT_FAILED if counts.dead_lettered or counts.problems else EXIT_OK

@@ -1,0 +1,162 @@
+"""The three Celery tasks: ``flowlang.accept``, ``flowlang.deliver``, ``flowlang.replay``.
+
+Each message's kwargs are its JSON body (flowlang.distributed.messages), so Flower shows the
+tasks by name with their event. A task runs the Deliverer's coroutine on this process's loop
+thread (flowlang.distributed.loop), publishes every message of the resulting Step, in order,
+to its queue (on RabbitMQ each publish waits for the broker's confirm), then awaits the Step's
+confirmation (marking an event fanned out, say). Only then does Celery acknowledge the message
+(``task_acks_late``), so a worker that dies anywhere before leaves it to be redelivered, and
+the shared ledger and leases make that redelivery safe.
+
+- A body that is refused (not a message of that task) is logged, masked, and acknowledged:
+  it would be refused again on every redelivery.
+- When the shared store or the broker cannot be reached (or the work does not finish in
+  time), the message is rejected and requeued after a short pause: it is retried, never lost.
+"""
+
+from __future__ import annotations
+
+__all__ = ["BRIDGE_TIMEOUT", "publisher", "register"]
+
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from celery import Celery, Task
+from celery.exceptions import Reject
+
+from flowlang.automations.dispatch import describe_error
+from flowlang.distributed import loop as worker_loop
+from flowlang.distributed.celery_app import queue_for
+from flowlang.distributed.deliverer import Step
+from flowlang.distributed.messages import ACCEPT_TASK, DELIVER_TASK, REPLAY_TASK
+from flowlang.distributed.replay import replay_record
+
+log = logging.getLogger("flowlang.worker")
+
+#: Seconds a task waits for its coroutine (below the soft time limit, so that the task, not
+#: Celery's limit, decides: a task over it is requeued, never acknowledged as failed).
+BRIDGE_TIMEOUT = 50.0
+#: Seconds a task pauses before requeueing its message when the store or broker failed.
+REQUEUE_PAUSE = 1.0
+
+
+def publisher(app: Celery, queue_prefix: str) -> Callable[[str, dict[str, Any]], None]:
+    """A blocking ``publish(task, body)`` sending one message (body as kwargs) to the task's
+    queue; on RabbitMQ it returns once the broker confirmed it."""
+
+    def publish(task: str, body: dict[str, Any]) -> None:
+        app.send_task(task, kwargs=body, queue=queue_for(task, queue_prefix))
+
+    return publish
+
+
+def _requeue(task: str, what: str, problem: BaseException) -> Reject:
+    """Log ``problem`` and the Reject that puts the message back on its queue (after a
+    pause, so that a store or broker that is down is not hammered)."""
+    runner = worker_loop.running()
+    text = describe_error(problem)
+    if runner is not None and runner.automations is not None:
+        text = runner.automations.redactor.text(text)
+    log.error("%s: %s failed, the message is requeued: %s", task, what, text)
+    time.sleep(REQUEUE_PAUSE)
+    return Reject(text, requeue=True)
+
+
+def run_step(
+    task: str,
+    work: Callable[[worker_loop.WorkerLoop], Awaitable[Step]],
+    publish: Callable[[str, dict[str, Any]], None],
+) -> str:
+    """Run one task's Step: the coroutine, its publishes, its confirmation; its outcome."""
+    runner = worker_loop.current()
+    try:
+        step = runner.call(work(runner), BRIDGE_TIMEOUT)
+    except Exception as problem:
+        raise _requeue(task, "the work", problem) from None
+    if step.outcome == "refused":
+        log.warning("%s: a message was refused (acknowledged, not retried): %s", task, step.error)
+        return step.outcome
+    try:
+        for name, body in step.publish:
+            publish(name, body)
+    except Exception as problem:
+        if step.abandon is not None:  # the fan-out's claim is let go: it lapses
+            with contextlib.suppress(Exception):
+                runner.call(step.abandon(), BRIDGE_TIMEOUT)
+        raise _requeue(task, "publishing", problem) from None
+    if step.confirm is not None:
+        try:
+            runner.call(step.confirm(), BRIDGE_TIMEOUT)
+        except Exception as problem:
+            raise _requeue(task, "the confirmation", problem) from None
+    if step.error:
+        log.warning("%s: %s: %s", task, step.outcome, step.error)
+    else:
+        log.info("%s: %s", task, step.outcome)
+    return step.outcome
+
+
+def _body(task: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any] | None:
+    """The message body (the kwargs); None (logged) for positional arguments."""
+    if args:
+        log.warning(
+            "%s: a message with positional arguments was refused (acknowledged, not retried)",
+            task,
+        )
+        return None
+    return kwargs
+
+
+async def _replay(runner: worker_loop.WorkerLoop, record: dict[str, Any]) -> Step:
+    """A dead letter through the workers (Deliverer.replay: a deliver message for its action,
+    its ledger entry forgotten); when its workflow version is not loaded here, one try of it
+    from the record's own text (what fails again is a dead letter again)."""
+    step: Step = await _deliverer(runner).replay(record)
+    if step.outcome != "refused" or runner.automations is None or runner.store is None:
+        return step
+    try:
+        deliveries, added = await replay_record(
+            runner.automations, runner.store, record, wait=False
+        )
+    except Exception as error:  # not a record, a workflow that does not load: refused
+        return Step("refused", error=runner.automations.redactor.text(describe_error(error)))
+    outcome = "dead" if added else "delivered"
+    return Step(outcome if deliveries else "done")
+
+
+def register(app: Celery, queue_prefix: str) -> dict[str, Task]:
+    """Add the three tasks to ``app`` (names exactly ``flowlang.accept``, ``flowlang.deliver``
+    and ``flowlang.replay``); returns them by name."""
+    publish = publisher(app, queue_prefix)
+
+    @app.task(name=ACCEPT_TASK, typing=False, ignore_result=True)  # type: ignore[untyped-decorator]
+    def accept(*args: Any, **kwargs: Any) -> str:
+        body = _body(ACCEPT_TASK, args, kwargs)
+        if body is None:
+            return "refused"
+        return run_step(ACCEPT_TASK, lambda runner: _deliverer(runner).accept(body), publish)
+
+    @app.task(name=DELIVER_TASK, typing=False, ignore_result=True)  # type: ignore[untyped-decorator]
+    def deliver(*args: Any, **kwargs: Any) -> str:
+        body = _body(DELIVER_TASK, args, kwargs)
+        if body is None:
+            return "refused"
+        return run_step(DELIVER_TASK, lambda runner: _deliverer(runner).deliver(body), publish)
+
+    @app.task(name=REPLAY_TASK, typing=False, ignore_result=True)  # type: ignore[untyped-decorator]
+    def replay(*args: Any, **kwargs: Any) -> str:
+        body = _body(REPLAY_TASK, args, kwargs)
+        if body is None:
+            return "refused"
+        return run_step(REPLAY_TASK, lambda runner: _replay(runner, body), publish)
+
+    return {ACCEPT_TASK: accept, DELIVER_TASK: deliver, REPLAY_TASK: replay}
+
+
+def _deliverer(runner: worker_loop.WorkerLoop) -> Any:
+    if runner.deliverer is None:
+        raise RuntimeError("the worker loop has no deliverer")
+    return runner.deliverer

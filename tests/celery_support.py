@@ -1,0 +1,350 @@
+"""Celery worker tests: a loopback receiver counting requests by Idempotency-Key, a harness that
+starts ``flowlang worker`` processes in their own process group, and readers of the shared
+store in Redis.
+
+The receiver is plain HTTP on 127.0.0.1 (workers get ``--allow-host 127.0.0.1``): TLS is
+covered by the automations' own tests, these test the delivery guarantees. Each key's answers
+can be scripted: a status with headers, or ``HOLD`` (the request is held until released or
+the server stops: a worker can be killed while it waits).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import redis
+from support import clean_env
+
+#: A scripted answer that holds the request until :meth:`Receiver.release`.
+HOLD = "hold"
+#: Seconds a held request waits at most.
+HOLD_LIMIT = 30.0
+#: Seconds a worker has to say it consumes.
+WORKER_START = 30.0
+
+
+@dataclass
+class Receiver:
+    """What the loopback receiver saw, and how it answers each key."""
+
+    port: int = 0
+    #: Idempotency-Key -> times each request with it arrived (monotonic)
+    seen: dict[str, list[float]] = field(default_factory=dict)
+    #: requests without an Idempotency-Key
+    unkeyed: int = 0
+    scripts: dict[str, list[Any]] = field(default_factory=dict)
+    held: threading.Event = field(default_factory=threading.Event)
+    released: threading.Event = field(default_factory=threading.Event)
+    stop: threading.Event = field(default_factory=threading.Event)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def script(self, key: str, *answers: Any) -> None:
+        """Answer the next requests with ``key`` with these: ``(status, headers)`` or HOLD."""
+        with self.lock:
+            self.scripts.setdefault(key, []).extend(answers)
+
+    def release(self) -> None:
+        self.released.set()
+
+    def count(self, key: str) -> int:
+        with self.lock:
+            return len(self.seen.get(key, []))
+
+    def keys(self) -> dict[str, int]:
+        with self.lock:
+            return {key: len(times) for key, times in self.seen.items()}
+
+    def url(self, path: str = "/hook") -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def answer(self, key: str | None) -> Any:
+        with self.lock:
+            if key is None:
+                self.unkeyed += 1
+                return (200, {})
+            self.seen.setdefault(key, []).append(time.monotonic())
+            queue = self.scripts.get(key)
+            return queue.pop(0) if queue else (200, {})
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+    receiver: Receiver
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        if length:
+            self.rfile.read(length)
+        answer = self.receiver.answer(self.headers.get("Idempotency-Key"))
+        if answer == HOLD:
+            self.receiver.held.set()
+            deadline = time.monotonic() + HOLD_LIMIT
+            while not self.receiver.released.is_set() and time.monotonic() < deadline:
+                if self.receiver.stop.wait(0.05):
+                    return
+            answer = (200, {})
+        status, headers = answer
+        body = b'{"ok": true}' if status < 300 else b'{"error": "scripted"}'
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            for name, value in headers.items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(body)
+        except OSError:  # the worker died while the request was held
+            pass
+
+    do_PUT = do_POST
+
+
+@contextmanager
+def receiving() -> Iterator[Receiver]:
+    """A loopback HTTP receiver for the block (its threads stopped afterwards)."""
+    receiver = Receiver()
+    handler = type("Handler", (_Handler,), {"receiver": receiver})
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    httpd.daemon_threads = True
+    receiver.port = int(httpd.server_address[1])
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.daemon = True
+    thread.start()
+    try:
+        yield receiver
+    finally:
+        receiver.stop.set()
+        httpd.shutdown()
+        httpd.server_close()
+
+
+WORKFLOW = """
+workflow: {name}
+trigger: call.ended
+actions:
+  - name: first
+    type: api_request
+    endpoint: "{url}"
+    values:
+      - {{key: caller, value: "<<event.properties.caller>>", format: string}}
+  - name: second
+    type: api_request
+    endpoint: "{url}"
+"""
+
+
+def write_workflow(folder: Path, receiver: Receiver, name: str = "notify") -> Path:
+    """A workflow of two actions posting to ``receiver``."""
+    path = folder / f"{name}.yaml"
+    path.write_text(WORKFLOW.format(name=name, url=receiver.url()), encoding="utf-8")
+    return path
+
+
+def event(number: int) -> dict[str, Any]:
+    return {"id": f"evt-{number:05d}", "type": "call.ended", "properties": {"caller": "+15550100"}}
+
+
+def write_events(path: Path, events: list[dict[str, Any]]) -> Path:
+    path.write_text("".join(json.dumps(item) + "\n" for item in events), encoding="utf-8")
+    return path
+
+
+@dataclass
+class Broker:
+    """A broker of one test: its kind, URL and queue prefix."""
+
+    kind: str
+    url: str
+    queue_prefix: str
+
+
+@dataclass
+class Worker:
+    """A ``flowlang worker`` process (leading its own process group) and its log file."""
+
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def text(self) -> str:
+        try:
+            return self.log.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def kill(self) -> None:
+        """SIGKILL the whole group (the worker and its pool children) and reap it."""
+        with suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        with suppress(subprocess.TimeoutExpired):
+            self.process.wait(10)
+
+    def children(self) -> list[int]:
+        """The pids of the worker's child processes (prefork pool)."""
+        found = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == self.process.pid:
+                found.append(int(entry.name))
+        return found
+
+
+def worker_command(
+    workflows: list[Path], broker: Broker, store: str, prefix: str, *extra: str
+) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "flowlang",
+        "worker",
+        *(str(path) for path in workflows),
+        "--broker",
+        broker.url,
+        "--store",
+        store,
+        "--prefix",
+        prefix,
+        "--queue-prefix",
+        broker.queue_prefix,
+        "--allow-host",
+        "127.0.0.1",
+        "--lease",
+        "4",
+        "-v",
+        *extra,
+    ]
+
+
+def start_worker(
+    folder: Path,
+    workflows: list[Path],
+    broker: Broker,
+    store: str,
+    prefix: str,
+    *extra: str,
+    name: str = "worker",
+) -> Worker:
+    """Start a worker in its own session and wait (bounded) until it consumes."""
+    log = folder / f"{name}-{time.monotonic_ns()}.log"
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            worker_command(workflows, broker, store, prefix, *extra),
+            stdin=subprocess.DEVNULL,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            env=clean_env(),
+            start_new_session=True,
+        )
+    worker = Worker(process, log)
+    deadline = time.monotonic() + WORKER_START
+    while "flowlang worker: consuming" not in worker.text():
+        if process.poll() is not None or time.monotonic() > deadline:
+            worker.kill()
+            raise AssertionError(f"the worker did not start:\n{worker.text()[-3000:]}")
+        time.sleep(0.05)
+    return worker
+
+
+@contextmanager
+def workers() -> Iterator[list[Worker]]:
+    """A list to put started workers in; each is killed by group at the end."""
+    started: list[Worker] = []
+    try:
+        yield started
+    except BaseException:
+        for worker in started:  # what the workers said, for the failure's report
+            print(f"--- worker {worker.process.pid} log ---\n{worker.text()[-4000:]}")
+        raise
+    finally:
+        for worker in started:
+            worker.kill()
+
+
+def publish(
+    events: Path, broker: Broker, store: str, prefix: str, workflows: list[Path], *extra: str
+) -> subprocess.CompletedProcess[str]:
+    """``flowlang automate --executor celery`` in a child process (bounded)."""
+    command = [
+        sys.executable,
+        "-m",
+        "flowlang",
+        "automate",
+        *(str(path) for path in workflows),
+        "--events",
+        str(events),
+        "--executor",
+        "celery",
+        "--broker",
+        broker.url,
+        "--store",
+        store,
+        "--prefix",
+        prefix,
+        "--queue-prefix",
+        broker.queue_prefix,
+        *extra,
+    ]
+    return subprocess.run(
+        command, capture_output=True, text=True, timeout=60, env=clean_env(), check=False
+    )
+
+
+class Ledger:
+    """Reads the shared store of one prefix (a synchronous redis-py client)."""
+
+    def __init__(self, url: str, prefix: str) -> None:
+        self.client = redis.Redis.from_url(url, socket_timeout=5)
+        self.prefix = prefix
+
+    def settled(self) -> dict[str, str]:
+        """Idempotency key -> outcome of every settled action."""
+        found = {}
+        start = len(f"{self.prefix}act:")
+        for key in self.client.scan_iter(match=f"{self.prefix}act:*", count=1000):
+            outcome = self.client.hget(key, "outcome")
+            found[key.decode()[start:]] = (outcome or b"").decode()
+        return found
+
+    def dead(self) -> list[dict[str, Any]]:
+        entries = self.client.xrange(f"{self.prefix}dead") if self.exists("dead") else []
+        return [json.loads(fields[b"record"]) for _, fields in entries]
+
+    def exists(self, kind: str) -> bool:
+        return bool(self.client.exists(f"{self.prefix}{kind}"))
+
+    def clear(self) -> None:
+        keys = list(self.client.scan_iter(match=f"{self.prefix}*", count=1000))
+        if keys:
+            self.client.delete(*keys)
+        self.client.close()
+
+
+def wait_until(condition: Any, seconds: float, why: str) -> float:
+    """Poll ``condition`` until it holds; the seconds it took (AssertionError after
+    ``seconds``)."""
+    began = time.monotonic()
+    while not condition():
+        if time.monotonic() - began > seconds:
+            raise AssertionError(f"{why} (after {seconds:g}s)")
+        time.sleep(0.05)
+    return time.monotonic() - began

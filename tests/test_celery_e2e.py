@@ -1,0 +1,385 @@
+"""Celery workers end to end (issue 13), on Redis and on RabbitMQ: real brokers, real worker
+processes (``flowlang worker``, each in its own process group, killed by group), a loopback
+receiver counting requests by Idempotency-Key, and the shared store read back from Redis.
+
+Each crash test prints a line ``crash-stats`` (run with ``pytest -s`` to see them): events,
+deliveries expected, delivered, repeats (requests beyond the first with a key), lost, and the
+seconds from the kill to the redelivered message (message_back_after) and to the request sent
+again (resent_after, which waits for the dead attempt's lease: 4 s here).
+FLOWLANG_SHOW_WORKER_LOGS=1 prints the workers' logs of each crash test.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+import redis
+from celery_support import (
+    HOLD,
+    Broker,
+    Ledger,
+    Receiver,
+    Worker,
+    event,
+    publish,
+    receiving,
+    start_worker,
+    wait_until,
+    workers,
+    write_events,
+    write_workflow,
+)
+from services import RabbitMQ, RedisServer, rabbitmq  # noqa: F401
+from support import clean_env, cli
+
+from flowlang.automations.dispatch import idempotency_key
+
+ACTIONS = ("first", "second")
+#: Redis broker options of the crash tests: a dead worker's task comes back after 10 s.
+REDIS_FAST = ("--visibility-timeout", "10", "--restore-interval", "2")
+
+
+def keys_of(event_id: str, workflow: str = "notify") -> list[str]:
+    return [idempotency_key(event_id, workflow, action) for action in ACTIONS]
+
+
+@pytest.fixture(params=["redis", "rabbitmq"])
+def broker(request: pytest.FixtureRequest, redis_server: RedisServer) -> Iterator[Broker]:
+    """Each broker with a queue prefix of this test (its queues removed afterwards)."""
+    if request.param == "rabbitmq":
+        rabbit = request.getfixturevalue("rabbitmq")
+        yield Broker("rabbitmq", rabbit.url, rabbit.queue_prefix)
+        return
+    url = f"redis://127.0.0.1:{redis_server.port}/1"
+    yield Broker("redis", url, f"flowlang-test-{os.urandom(6).hex()}.")
+    client = redis.Redis.from_url(url, socket_timeout=5)
+    client.flushdb()  # the broker's database of this session: queues, bindings, unacked
+    client.close()
+
+
+@pytest.fixture
+def store(redis_server: RedisServer) -> Iterator[tuple[str, str, Ledger]]:
+    """The shared store's URL, a prefix of this test, and a reader (keys removed after)."""
+    prefix = f"flt{os.urandom(5).hex()}:"
+    ledger = Ledger(redis_server.url, prefix)
+    yield redis_server.url, prefix, ledger
+    ledger.clear()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    with receiving() as server:
+        yield server
+
+
+def _stats(name: str, broker: Broker, **figures: object) -> None:
+    shown = ", ".join(f"{key} {value}" for key, value in figures.items())
+    print(f"\ncrash-stats {name} [{broker.kind}]: {shown}")
+
+
+def _fast(broker: Broker) -> tuple[str, ...]:
+    return REDIS_FAST if broker.kind == "redis" else ()
+
+
+def _published(result: subprocess.CompletedProcess[str], count: int) -> None:
+    assert result.returncode == 0, result.stderr
+    assert f"published {count} events" in result.stdout, result.stdout
+
+
+def test_200_events_with_duplicates_through_two_workers(
+    tmp_path: Path, broker: Broker, store: tuple[str, str, Ledger], receiver: Receiver
+) -> None:
+    url, prefix, ledger = store
+    flow = write_workflow(tmp_path, receiver)
+    rng = random.Random(13)
+    unique = [event(number) for number in range(180)]
+    lines = unique + [rng.choice(unique) for _ in range(20)]
+    rng.shuffle(lines)
+    events = write_events(tmp_path / "events.jsonl", lines)
+    expected = {key for item in unique for key in keys_of(item["id"])}
+    with workers() as started:
+        for name in ("one", "two"):
+            started.append(
+                start_worker(tmp_path, [flow], broker, url, prefix, "--concurrency", "8", name=name)
+            )
+        began = time.monotonic()
+        _published(publish(events, broker, url, prefix, [flow]), 200)
+        wait_until(lambda: len(ledger.settled()) >= len(expected), 60, "not every action settled")
+        took = time.monotonic() - began
+    settled = ledger.settled()
+    seen = receiver.keys()
+    assert set(settled) == expected
+    assert set(settled.values()) == {"delivered"}
+    assert set(seen) == expected  # every key reached the receiver, and no other key
+    repeats = sum(count - 1 for count in seen.values())
+    lost = len(expected - set(seen))
+    assert lost == 0 and receiver.unkeyed == 0
+    assert ledger.dead() == []
+    _stats(
+        "200-events",
+        broker,
+        events=len(lines),
+        deliveries_expected=len(expected),
+        delivered=len(settled),
+        repeats=repeats,
+        lost=lost,
+        seconds=f"{took:.1f}",
+    )
+
+
+def _crash_run(
+    tmp_path: Path,
+    broker: Broker,
+    store: tuple[str, str, Ledger],
+    receiver: Receiver,
+    *,
+    prefork: bool,
+) -> None:
+    url, prefix, ledger = store
+    flow = write_workflow(tmp_path, receiver)
+    item = event(1)
+    first, second = keys_of(item["id"])
+    receiver.script(first, HOLD)
+    events = write_events(tmp_path / "events.jsonl", [item])
+    pool = ("--pool", "prefork", "--concurrency", "1") if prefork else ("--concurrency", "2")
+    options = (*pool, *_fast(broker))
+    with workers() as started:
+        worker = start_worker(tmp_path, [flow], broker, url, prefix, *options, name="doomed")
+        started.append(worker)
+        _published(publish(events, broker, url, prefix, [flow]), 1)
+        wait_until(receiver.held.is_set, 30, "the first request never arrived")
+        if prefork:
+            children = worker.children()
+            assert len(children) == 1, children
+            os.kill(children[0], signal.SIGKILL)
+        else:
+            worker.kill()
+        killed, killed_at = time.monotonic(), time.time()
+        receiver.release()  # the held request is answered to a dead worker
+        if not prefork:
+            started.append(start_worker(tmp_path, [flow], broker, url, prefix, *options))
+        wait_until(
+            lambda: ledger.settled().get(second) == "delivered",
+            60,
+            f"not redelivered:\n{started[-1].text()[-3000:]}",
+        )
+        with receiver.lock:
+            arrivals = list(receiver.seen[first])
+    settled = ledger.settled()
+    assert settled == {first: "delivered", second: "delivered"}
+    assert 1 <= receiver.count(first) <= 2  # at most one repeat, with the same key
+    assert receiver.count(second) == 1
+    assert ledger.dead() == []
+    redelivered = arrivals[1] - killed if len(arrivals) > 1 else None
+    consumed = _first_deliver_after(started, killed_at)
+    if os.environ.get("FLOWLANG_SHOW_WORKER_LOGS"):
+        for worker in started:
+            print(worker.text()[-5000:])
+        print("killed at", killed_at)
+    _stats(
+        "prefork-child" if prefork else "worker-group",
+        broker,
+        events=1,
+        deliveries_expected=2,
+        delivered=len(settled),
+        repeats=receiver.count(first) - 1,
+        lost=2 - len(settled),
+        message_back_after=f"{consumed:.1f}s" if consumed is not None else "n/a",
+        resent_after=f"{redelivered:.1f}s" if redelivered is not None else "n/a",
+    )
+
+
+def _first_deliver_after(started: list[Worker], moment: float) -> float | None:
+    """Seconds from ``moment`` (epoch) to the first flowlang.deliver a worker received after
+    it (the redelivered message; its request waits further for the dead attempt's lease)."""
+    times = []
+    for worker in started:
+        for line in worker.text().splitlines():
+            if "Task flowlang.deliver[" in line and line.endswith("received"):
+                stamp = datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+                if stamp > moment:
+                    times.append(stamp - moment)
+    return min(times) if times else None
+
+
+def test_sigkill_of_the_worker_group_mid_attempt_is_redelivered(
+    tmp_path: Path, broker: Broker, store: tuple[str, str, Ledger], receiver: Receiver
+) -> None:
+    _crash_run(tmp_path, broker, store, receiver, prefork=False)
+
+
+def test_sigkill_of_the_prefork_child_mid_attempt_is_redelivered(
+    tmp_path: Path, broker: Broker, store: tuple[str, str, Ledger], receiver: Receiver
+) -> None:
+    _crash_run(tmp_path, broker, store, receiver, prefork=True)
+
+
+def _accept_outcomes(started: list[Worker]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for worker in started:
+        for line in worker.text().splitlines():
+            if "flowlang.accept: " in line:
+                outcome = line.rsplit("flowlang.accept: ", 1)[1].split(":")[0].strip()
+                counts[outcome] = counts.get(outcome, 0) + 1
+    return counts
+
+
+def test_the_same_event_five_times_from_two_processes_fans_out_once(
+    tmp_path: Path, broker: Broker, store: tuple[str, str, Ledger], receiver: Receiver
+) -> None:
+    url, prefix, ledger = store
+    flow = write_workflow(tmp_path, receiver)
+    item = event(5)
+    three = write_events(tmp_path / "three.jsonl", [item] * 3)
+    two = write_events(tmp_path / "two.jsonl", [item] * 2)
+    with workers() as started:
+        for name in ("one", "two"):
+            started.append(
+                start_worker(tmp_path, [flow], broker, url, prefix, "--concurrency", "4", name=name)
+            )
+        commands = [
+            [
+                sys.executable, "-m", "flowlang", "automate", str(flow), "--events", str(path),
+                "--executor", "celery", "--broker", broker.url, "--store", url,
+                "--prefix", prefix, "--queue-prefix", broker.queue_prefix,
+            ]
+            for path in (three, two)
+        ]  # fmt: skip
+        publishers = [
+            subprocess.Popen(
+                command,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=clean_env(),
+                start_new_session=True,
+            )
+            for command in commands
+        ]
+        for process in publishers:
+            _, error = process.communicate(timeout=60)
+            assert process.returncode == 0, error
+        wait_until(
+            lambda: (
+                sum(_accept_outcomes(started).get(k, 0) for k in ("fanned_out", "duplicate")) >= 5
+            ),
+            30,
+            f"not every copy was checked: {_accept_outcomes(started)}",
+        )
+        wait_until(lambda: len(ledger.settled()) == 2, 30, "the actions did not settle")
+        outcomes = _accept_outcomes(started)
+    assert outcomes.get("fanned_out") == 1, outcomes
+    assert outcomes.get("duplicate") == 4, outcomes
+    assert receiver.keys() == {key: 1 for key in keys_of(item["id"])}
+
+
+def test_503_then_429_with_retry_after_then_200_is_delivered_on_the_third_attempt(
+    tmp_path: Path, broker: Broker, store: tuple[str, str, Ledger], receiver: Receiver
+) -> None:
+    url, prefix, ledger = store
+    flow = write_workflow(tmp_path, receiver)
+    item = event(3)
+    first, second = keys_of(item["id"])
+    receiver.script(first, (503, {}), (429, {"Retry-After": "2"}))
+    events = write_events(tmp_path / "events.jsonl", [item])
+    schedule = ("--retry-schedule", "0,0.5,0.5,0.5", "--throttled-minimum", "1")
+    with workers() as started:
+        started.append(start_worker(tmp_path, [flow], broker, url, prefix, *schedule))
+        _published(publish(events, broker, url, prefix, [flow]), 1)
+        wait_until(lambda: ledger.settled().get(second) == "delivered", 30, "not delivered")
+    attempts = int(ledger.client.hget(f"{prefix}act:{first}", "attempts") or 0)
+    assert attempts == 3
+    with receiver.lock:
+        times = receiver.seen[first]
+    assert len(times) == 3
+    assert times[1] - times[0] >= 0.45  # the schedule's 0.5 s, less its 10 % jitter
+    assert times[2] - times[1] >= 2.0  # Retry-After: 2 (above the schedule and the minimum)
+    assert ledger.dead() == []
+
+
+def test_a_permanent_400_is_one_shared_dead_letter_that_replay_delivers(
+    tmp_path: Path, broker: Broker, store: tuple[str, str, Ledger], receiver: Receiver
+) -> None:
+    url, prefix, ledger = store
+    flow = write_workflow(tmp_path, receiver)
+    item = event(4)
+    first, second = keys_of(item["id"])
+    receiver.script(first, (400, {}))
+    events = write_events(tmp_path / "events.jsonl", [item])
+    with workers() as started:
+        started.append(start_worker(tmp_path, [flow], broker, url, prefix))
+        _published(publish(events, broker, url, prefix, [flow]), 1)
+        wait_until(lambda: ledger.settled() == {first: "dead_lettered"}, 30, "not settled")
+        wait_until(lambda: len(ledger.dead()) == 1, 10, "no dead letter")
+    [record] = ledger.dead()
+    assert record["format"] == "flowlang.deadletter/1"
+    assert (record["action"], record["idempotency_key"]) == ("first", first)
+    assert record["then"] == ["second"]  # stop_on_failure (the default) stopped it
+    assert receiver.keys() == {first: 1}
+    # The receiver is fixed (it answers 200 from now on): replay delivers it with its key,
+    # then the action it stopped.
+    status, out = cli("replay", url, "--prefix", prefix, "--allow-host", "127.0.0.1")
+    assert status == 0, out
+    assert "delivered 2" in out
+    assert ledger.dead() == []
+    assert ledger.settled() == {first: "delivered", second: "delivered"}
+    assert receiver.keys() == {first: 2, second: 1}
+    status, out = cli("replay", url, "--prefix", prefix, "--allow-host", "127.0.0.1")
+    assert (status, "replayed 0 records" in out) == (0, True)
+
+
+def test_replay_hands_the_shared_dead_letters_to_the_workers(
+    tmp_path: Path, broker: Broker, store: tuple[str, str, Ledger], receiver: Receiver
+) -> None:
+    url, prefix, ledger = store
+    flow = write_workflow(tmp_path, receiver)
+    item = event(6)
+    first, second = keys_of(item["id"])
+    receiver.script(first, (400, {}), (400, {}))
+    events = write_events(tmp_path / "events.jsonl", [item])
+    replay = ["replay", url, "--prefix", prefix, "--broker", broker.url]
+    replay += ["--queue-prefix", broker.queue_prefix]
+    with workers() as started:
+        started.append(start_worker(tmp_path, [flow], broker, url, prefix))
+        _published(publish(events, broker, url, prefix, [flow]), 1)
+        wait_until(lambda: len(ledger.dead()) == 1, 30, "no dead letter")
+        # still failing: the worker's replay (one try, no waiting) makes it a dead letter again
+        assert cli(*replay) == (0, "handed 1 dead letters to the workers; 0 not published\n")
+        wait_until(lambda: receiver.count(first) == 2 and len(ledger.dead()) == 1, 30, "kept")
+        # fixed: handed over again, it is delivered, then the action it stopped
+        assert cli(*replay)[0] == 0
+        wait_until(lambda: ledger.settled().get(second) == "delivered", 30, "not replayed")
+        wait_until(lambda: ledger.dead() == [], 10, "the dead letter stayed")
+    assert ledger.settled() == {first: "delivered", second: "delivered"}
+    assert receiver.keys() == {first: 3, second: 1}
+
+
+def test_quorum_queues_on_rabbitmq(
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+    store: tuple[str, str, Ledger],
+    receiver: Receiver,
+) -> None:
+    url, prefix, ledger = store
+    rabbit: RabbitMQ = request.getfixturevalue("rabbitmq")
+    broker = Broker("rabbitmq", rabbit.url, rabbit.queue_prefix)
+    flow = write_workflow(tmp_path, receiver)
+    item = event(2)
+    events = write_events(tmp_path / "events.jsonl", [item])
+    quorum = ("--queue-type", "quorum")
+    with workers() as started:
+        started.append(start_worker(tmp_path, [flow], broker, url, prefix, *quorum))
+        # a publisher that declares the queues otherwise is told so, and publishes nothing
+        refused = publish(events, broker, url, prefix, [flow])
+        assert refused.returncode == 1 and "PRECONDITION_FAILED" in refused.stderr
+        _published(publish(events, broker, url, prefix, [flow], *quorum), 1)
+        wait_until(lambda: len(ledger.settled()) == 2, 30, "not delivered")
+    assert receiver.keys() == dict.fromkeys(keys_of(item["id"]), 1)

@@ -1,0 +1,137 @@
+"""``flowlang serve --broker``: events (POST /events and the calls' own) are checked at the door
+and published as ``flowlang.accept`` messages instead of being dispatched in the server; the
+workers deduplicate and deliver them. In process (a publisher that records, or fails), and
+end to end through a real Redis broker to a ``flowlang worker``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from celery_support import Broker, Ledger, receiving, start_worker, wait_until, workers
+from celery_support import write_workflow as receiver_workflow
+
+from flowlang import load_workflow
+from flowlang.automations.dispatch import idempotency_key
+from flowlang.cli.worker_console import event_publisher
+from flowlang.distributed.messages import AcceptMessage
+from tests.serve_support import EVENT_TOKEN, example_workflows, serving
+from tests.services import RedisServer
+
+AUTH = {"Authorization": f"Bearer {EVENT_TOKEN}"}
+BROKER_PASSWORD = "broker-password-5b7e1c"
+
+
+def _event(event_id: str = "evt-1", kind: str = "contact.updated") -> bytes:
+    return json.dumps(
+        {"id": event_id, "type": kind, "properties": {"name": "Ann", "tags": ["Vip"]}}
+    ).encode()
+
+
+def test_events_are_published_instead_of_dispatched() -> None:
+    published: list[dict[str, Any]] = []
+
+    async def publish(body: dict[str, Any]) -> None:
+        published.append(body)
+
+    async def main() -> None:
+        async with serving(workflows=example_workflows(), publish_events=publish) as served:
+            client = served.client
+            for _ in range(2):  # a duplicate too: the workers tell it apart
+                answer = await client.post("/events", content=_event(), headers=AUTH)
+                assert (answer.status_code, answer.json()) == (202, {"result": "accepted"})
+            assert served.server.automations.journal is None
+            await asyncio.sleep(0.05)
+            assert served.http.requests == []  # nothing delivered here
+
+    asyncio.run(main())
+    assert len(published) == 2
+    message = AcceptMessage.from_json(published[0])
+    assert (message.event["id"], message.source) == ("evt-1", "serve")
+
+
+def test_an_event_refused_at_the_door_is_not_published() -> None:
+    published: list[dict[str, Any]] = []
+
+    async def publish(body: dict[str, Any]) -> None:
+        published.append(body)
+
+    async def main() -> None:
+        async with serving(workflows=example_workflows(), publish_events=publish) as served:
+            no_id = json.dumps({"type": "contact.updated"}).encode()
+            answer = await served.client.post("/events", content=no_id, headers=AUTH)
+            assert answer.status_code == 400, answer.text
+
+    asyncio.run(main())
+    assert published == []
+
+
+def test_a_broker_that_fails_is_a_503_without_its_password(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def publish(body: dict[str, Any]) -> None:
+        raise ConnectionError(f"amqp://guest:{BROKER_PASSWORD}@10.0.0.1// refused")
+
+    async def main() -> None:
+        async with serving(workflows=example_workflows(), publish_events=publish) as served:
+            answer = await served.client.post("/events", content=_event(), headers=AUTH)
+            assert answer.status_code == 503
+            assert "send it again" in answer.json()["error"]
+            assert BROKER_PASSWORD not in answer.text
+
+    with caplog.at_level(logging.ERROR):
+        asyncio.run(main())
+    assert "could not be published" in caplog.text
+
+
+@pytest.fixture
+def redis_broker(redis_server: RedisServer) -> Iterator[Broker]:
+    url = f"redis://127.0.0.1:{redis_server.port}/3"
+    yield Broker("redis", url, f"flowlang-test-{os.urandom(6).hex()}.")
+    client = redis.Redis.from_url(url, socket_timeout=5)
+    client.flushdb()
+    client.close()
+
+
+def test_serve_publishes_to_a_worker_that_delivers(
+    tmp_path: Path, redis_broker: Broker, redis_server: RedisServer
+) -> None:
+    prefix = f"flt{os.urandom(5).hex()}:"
+    ledger = Ledger(redis_server.url, prefix)
+    with receiving() as receiver, workers() as started:
+        flow = receiver_workflow(tmp_path, receiver)
+        started.append(start_worker(tmp_path, [flow], redis_broker, redis_server.url, prefix))
+        publish = event_publisher(redis_broker.url, redis_broker.queue_prefix)
+        workflow = load_workflow(flow, allow_hosts=["127.0.0.1"])
+
+        async def main() -> None:
+            async with serving(
+                workflows=[workflow], publish_events=publish, allow_hosts=["127.0.0.1"]
+            ) as served:
+                for _ in range(3):
+                    answer = await served.client.post(
+                        "/events", content=_event("evt-9", "call.ended"), headers=AUTH
+                    )
+                    assert answer.status_code == 202, answer.text
+
+        asyncio.run(main())
+        wait_until(lambda: len(ledger.settled()) == 2, 30, "not delivered")
+    keys = [idempotency_key("evt-9", "notify", action) for action in ("first", "second")]
+    assert receiver.keys() == dict.fromkeys(keys, 1)
+    ledger.clear()
+
+
+def test_serve_with_a_broker_that_does_not_answer_is_a_usage_error() -> None:
+    from flowlang.cli.inputs import UsageError
+    from tests.services import free_port
+
+    with pytest.raises(UsageError, match="cannot reach the broker") as caught:
+        event_publisher(f"redis://:{BROKER_PASSWORD}@127.0.0.1:{free_port()}/0", "flowlang.")
+    assert BROKER_PASSWORD not in str(caught.value)
