@@ -473,8 +473,6 @@ def publish_command(
     *,
     events_file: Path,
     broker: str,
-    store: str,
-    prefix: str,
     queue_prefix: str,
 ) -> list[str]:
     """HOOK: the command line that publishes the events of ``events_file`` to the workers."""
@@ -483,8 +481,6 @@ def publish_command(
         "--events", str(events_file),
         "--executor", "celery",
         "--broker", broker,
-        "--store", store,
-        "--prefix", prefix,
         "--queue-prefix", queue_prefix,
     ]  # fmt: skip
 
@@ -611,8 +607,6 @@ class CeleryRun:
             [self.scene.workflow_file],
             events_file=events_file,
             broker=self.broker,
-            store=self.store,
-            prefix=self.prefix,
             queue_prefix=self.queue_prefix,
         )
         return self.processes.start(command, f"publish-{name}-{self.token}")

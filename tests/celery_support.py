@@ -281,7 +281,7 @@ def workers() -> Iterator[list[Worker]]:
 
 
 def publish(
-    events: Path, broker: Broker, store: str, prefix: str, workflows: list[Path], *extra: str
+    events: Path, broker: Broker, workflows: list[Path], *extra: str
 ) -> subprocess.CompletedProcess[str]:
     """``flowlang automate --executor celery`` in a child process (bounded)."""
     command = [
@@ -296,10 +296,6 @@ def publish(
         "celery",
         "--broker",
         broker.url,
-        "--store",
-        store,
-        "--prefix",
-        prefix,
         "--queue-prefix",
         broker.queue_prefix,
         *extra,

@@ -112,7 +112,7 @@ def test_200_events_with_duplicates_through_two_workers(
                 start_worker(tmp_path, [flow], broker, url, prefix, "--concurrency", "8", name=name)
             )
         began = time.monotonic()
-        _published(publish(events, broker, url, prefix, [flow]), 200)
+        _published(publish(events, broker, [flow]), 200)
         wait_until(lambda: len(ledger.settled()) >= len(expected), 60, "not every action settled")
         took = time.monotonic() - began
     settled = ledger.settled()
@@ -155,7 +155,7 @@ def _crash_run(
     with workers() as started:
         worker = start_worker(tmp_path, [flow], broker, url, prefix, *options, name="doomed")
         started.append(worker)
-        _published(publish(events, broker, url, prefix, [flow]), 1)
+        _published(publish(events, broker, [flow]), 1)
         wait_until(receiver.held.is_set, 30, "the first request never arrived")
         if prefork:
             children = worker.children()
@@ -249,8 +249,8 @@ def test_the_same_event_five_times_from_two_processes_fans_out_once(
         commands = [
             [
                 sys.executable, "-m", "flowlang", "automate", str(flow), "--events", str(path),
-                "--executor", "celery", "--broker", broker.url, "--store", url,
-                "--prefix", prefix, "--queue-prefix", broker.queue_prefix,
+                "--executor", "celery", "--broker", broker.url,
+                "--queue-prefix", broker.queue_prefix,
             ]
             for path in (three, two)
         ]  # fmt: skip
@@ -293,7 +293,7 @@ def test_503_then_429_with_retry_after_then_200_is_delivered_on_the_third_attemp
     schedule = ("--retry-schedule", "0,0.5,0.5,0.5", "--throttled-minimum", "1")
     with workers() as started:
         started.append(start_worker(tmp_path, [flow], broker, url, prefix, *schedule))
-        _published(publish(events, broker, url, prefix, [flow]), 1)
+        _published(publish(events, broker, [flow]), 1)
         wait_until(lambda: ledger.settled().get(second) == "delivered", 30, "not delivered")
     attempts = int(ledger.client.hget(f"{prefix}act:{first}", "attempts") or 0)
     assert attempts == 3
@@ -316,7 +316,7 @@ def test_a_permanent_400_is_one_shared_dead_letter_that_replay_delivers(
     events = write_events(tmp_path / "events.jsonl", [item])
     with workers() as started:
         started.append(start_worker(tmp_path, [flow], broker, url, prefix))
-        _published(publish(events, broker, url, prefix, [flow]), 1)
+        _published(publish(events, broker, [flow]), 1)
         wait_until(lambda: ledger.settled() == {first: "dead_lettered"}, 30, "not settled")
         wait_until(lambda: len(ledger.dead()) == 1, 10, "no dead letter")
     [record] = ledger.dead()
@@ -349,7 +349,7 @@ def test_replay_hands_the_shared_dead_letters_to_the_workers(
     replay += ["--queue-prefix", broker.queue_prefix]
     with workers() as started:
         started.append(start_worker(tmp_path, [flow], broker, url, prefix))
-        _published(publish(events, broker, url, prefix, [flow]), 1)
+        _published(publish(events, broker, [flow]), 1)
         wait_until(lambda: len(ledger.dead()) == 1, 30, "no dead letter")
         # still failing: the worker's replay (one try, no waiting) makes it a dead letter again
         assert cli(*replay) == (0, "handed 1 dead letters to the workers; 0 not published\n")
@@ -378,8 +378,8 @@ def test_quorum_queues_on_rabbitmq(
     with workers() as started:
         started.append(start_worker(tmp_path, [flow], broker, url, prefix, *quorum))
         # a publisher that declares the queues otherwise is told so, and publishes nothing
-        refused = publish(events, broker, url, prefix, [flow])
+        refused = publish(events, broker, [flow])
         assert refused.returncode == 1 and "PRECONDITION_FAILED" in refused.stderr
-        _published(publish(events, broker, url, prefix, [flow], *quorum), 1)
+        _published(publish(events, broker, [flow], *quorum), 1)
         wait_until(lambda: len(ledger.settled()) == 2, 30, "not delivered")
     assert receiver.keys() == dict.fromkeys(keys_of(item["id"]), 1)

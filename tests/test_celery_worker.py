@@ -245,7 +245,7 @@ def test_automate_publishes_each_event_checked_at_the_door(
     events.write_bytes(("\n".join(lines) + "\n").encode() + b"\xff\xfe\n")
     status, out = cli(
         "automate", _workflow(tmp_path), "--events", str(events), "--executor", "celery",
-        "--broker", redis_broker.url, "--store", "redis://127.0.0.1:1/0",
+        "--broker", redis_broker.url,
         "--queue-prefix", redis_broker.queue_prefix, "--json",
     )  # fmt: skip
     error = capsys.readouterr().err
@@ -264,7 +264,6 @@ def test_automate_without_a_broker_is_a_usage_error(
     events = write_events(tmp_path / "events.jsonl", [event(1)])
     status, _ = cli(
         "automate", _workflow(tmp_path), "--events", str(events), "--executor", "celery",
-        "--store", "redis://h:1/0",
     )  # fmt: skip
     assert status == 2 and "give the broker" in capsys.readouterr().err
 
@@ -320,7 +319,7 @@ def test_a_store_that_is_down_requeues_the_message_until_it_is_back(
         own.kill()
         status, _ = cli(
             "automate", str(flow), "--events", str(events), "--executor", "celery",
-            "--broker", redis_broker.url, "--store", own.url,
+            "--broker", redis_broker.url,
             "--queue-prefix", redis_broker.queue_prefix,
         )  # fmt: skip
         assert status == 0
@@ -351,7 +350,7 @@ def test_sigterm_is_a_warm_shutdown_the_attempt_in_progress_finishes(
         started.append(worker)
         status, _ = cli(
             "automate", str(flow), "--events", str(events), "--executor", "celery",
-            "--broker", redis_broker.url, "--store", url,
+            "--broker", redis_broker.url,
             "--queue-prefix", redis_broker.queue_prefix,
         )  # fmt: skip
         assert status == 0
@@ -380,7 +379,7 @@ def test_a_dead_letter_of_a_workflow_version_not_loaded_is_replayed_from_its_own
         started.append(worker)
         assert cli(
             "automate", str(flow), "--events", str(events), "--executor", "celery",
-            "--broker", redis_broker.url, "--store", url,
+            "--broker", redis_broker.url,
             "--queue-prefix", redis_broker.queue_prefix,
         )[0] == 0  # fmt: skip
         wait_until(lambda: len(ledger.dead()) == 1, 30, "no dead letter")
