@@ -5,12 +5,18 @@ from __future__ import annotations
 __all__ = [
     "Automations",
     "CompiledWorkflow",
+    "Dead",
     "DeadLetterStore",
+    "Delivered",
     "Delivery",
     "DeliverySettings",
     "DispatchResult",
+    "Executor",
     "Journal",
+    "LocalExecutor",
+    "LocalStore",
     "Providers",
+    "RetryAt",
     "SpeechSettings",
     "check_provider_url",
     "check_workflow",
@@ -28,7 +34,9 @@ from flowlang.automations.dispatch import (
     DispatchResult,
     Journal,
 )
+from flowlang.automations.executor import Dead, Delivered, Executor, LocalExecutor, RetryAt
 from flowlang.automations.speech import SpeechSettings
+from flowlang.automations.store import LocalStore
 from flowlang.automations.workflow import (
     CompiledWorkflow,
     check_workflow,

@@ -317,7 +317,9 @@ class Automations:
         self.secrets: SecretsProvider = secrets or EnvironmentSecrets()
         self.clock: Clock = clock or SystemClock()
         self.executor: Executor = executor or LocalExecutor(self.clock)
-        self.dead_letters = dead_letters or DeadLetterStore()
+        if dead_letters is None:  # with a store, its dead letters are kept there
+            dead_letters = DeadLetterStore(store=store) if store is not None else DeadLetterStore()
+        self.dead_letters = dead_letters
         self.rng = rng or random.Random()
         #: Every secret value any action used: what the caller's output must be passed through.
         self.redactor = Redactor()
