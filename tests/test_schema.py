@@ -102,7 +102,7 @@ _BEYOND_FIELDS = (
 #: What this property found the schema does not say yet (left for the schema's next change;
 #: each is a finding with its place, never a crash): a row's value that its operator needs,
 #: a map as a row's property or value, an empty key part inside a nested map of ``body`` or
-#: ``variables``, and header values with control or non-ASCII characters.
+#: ``variables``, and header values with control or non-ASCII characters, a line break or NUL.
 _SCHEMA_GAPS = (
     "needs a value",
     "takes no value",
@@ -110,6 +110,7 @@ _SCHEMA_GAPS = (
     "has an empty part",
     "contains non-ASCII characters",
     "contains a control character",
+    "contains a line break or NUL character",
 )
 
 
