@@ -113,7 +113,8 @@ def retry_after_seconds(value: Any, now: float) -> float | None:
     return max(0.0, seconds) if math.isfinite(seconds) else None
 
 
-def _time(data: Mapping[str, Any], name: str) -> float:
+def field_time(data: Mapping[str, Any], name: str) -> float:
+    """``data[name]`` as a time: a finite number of at most MAX_TIME; ValueError otherwise."""
     value = data.get(name)
     if type(value) is int and abs(value) <= MAX_TIME:
         return float(value)
@@ -122,12 +123,22 @@ def _time(data: Mapping[str, Any], name: str) -> float:
     raise ValueError(f"its {name} is not a time (a finite number of at most {MAX_TIME})")
 
 
-def _text(data: Mapping[str, Any], name: str, limit: int, empty: bool = False) -> str:
+def field_text(data: Mapping[str, Any], name: str, limit: int, empty: bool = False) -> str:
+    """``data[name]`` as text of at most ``limit`` characters (empty only with ``empty``);
+    ValueError otherwise."""
     value = data.get(name)
     if not isinstance(value, str) or (not value and not empty):
         raise ValueError(f"its {name} is not text ({type(value).__name__})")
     if len(value) > limit:
         raise ValueError(f"its {name} is longer than {limit} characters")
+    return value
+
+
+def field_whole(data: Mapping[str, Any], name: str, low: int, high: int) -> int:
+    """``data[name]`` as a whole number from ``low`` to ``high``; ValueError otherwise."""
+    value = data.get(name)
+    if type(value) is not int or not low <= value <= high:
+        raise ValueError(f"its {name} is not a whole number from {low} to {high}")
     return value
 
 
@@ -145,15 +156,17 @@ def outcome_from_json(data: Any) -> AttemptOutcome:
     if kind == "delivered":
         return Delivered(data.get("result"))
     if kind == "retry_at":
-        wait = _time(data, "wait")
+        wait = field_time(data, "wait")
         if wait < 0:
             raise ValueError("its wait is negative")
-        return RetryAt(_time(data, "at"), _text(data, "error", MAX_ERROR, empty=True), wait)
+        return RetryAt(
+            field_time(data, "at"), field_text(data, "error", MAX_ERROR, empty=True), wait
+        )
     if kind == "dead":
         outcome = data.get("outcome")
         if outcome not in ("failed", "exhausted"):
             raise ValueError("its outcome is not failed or exhausted")
-        return Dead(outcome, _text(data, "error", MAX_ERROR, empty=True))
+        return Dead(outcome, field_text(data, "error", MAX_ERROR, empty=True))
     raise ValueError("its kind is not delivered, retry_at or dead")
 
 
@@ -192,16 +205,14 @@ class AttemptTask:
     def from_json(cls, data: Any) -> AttemptTask:
         """The task :meth:`to_json` wrote; ValueError naming what is wrong otherwise."""
         data = _object(data, "an attempt task")
-        number = data.get("number")
-        if type(number) is not int or not 1 <= number <= MAX_ATTEMPTS:
-            raise ValueError(f"its number is not a whole number from 1 to {MAX_ATTEMPTS}")
+        number = field_whole(data, "number", 1, MAX_ATTEMPTS)
         return cls(
-            _text(data, "event_id", MAX_NAME),
-            _text(data, "workflow", MAX_NAME),
-            _text(data, "action", MAX_NAME),
+            field_text(data, "event_id", MAX_NAME),
+            field_text(data, "workflow", MAX_NAME),
+            field_text(data, "action", MAX_NAME),
             number,
-            _time(data, "due"),
-            _text(data, "key", MAX_NAME),
+            field_time(data, "due"),
+            field_text(data, "key", MAX_NAME),
         )
 
 

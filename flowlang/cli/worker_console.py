@@ -71,9 +71,7 @@ def _warn(message: str) -> None:
     print(f"flowlang: {printable(message)}", file=sys.stderr, flush=True)
 
 
-def _check_urls(
-    arguments: argparse.Namespace, *, broker: bool = True, store: bool = True
-) -> None:
+def _check_urls(arguments: argparse.Namespace, *, broker: bool = True, store: bool = True) -> None:
     """UsageError for a broker or store URL of the wrong kind, or a bad prefix (the store's
     only with ``store``: what only publishes needs no store)."""
     if broker:

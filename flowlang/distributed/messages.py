@@ -31,12 +31,17 @@ __all__ = [
 ]
 
 import json
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from flowlang.automations.executor import MAX_ATTEMPTS, MAX_NAME, MAX_TIME
+from flowlang.automations.executor import (
+    MAX_ATTEMPTS,
+    MAX_NAME,
+    field_text,
+    field_time,
+    field_whole,
+)
 from flowlang.automations.records import (
     MAX_EVENT_BYTES,
     MAX_EVENT_DEPTH,
@@ -75,31 +80,6 @@ def _object(data: Any, what: str) -> Mapping[str, Any]:
     return data
 
 
-def _text(data: Mapping[str, Any], name: str, limit: int = MAX_NAME) -> str:
-    value = data.get(name)
-    if not isinstance(value, str) or not value:
-        raise ValueError(f"its {name} is not text ({type(value).__name__})")
-    if len(value) > limit:
-        raise ValueError(f"its {name} is longer than {limit} characters")
-    return value
-
-
-def _whole(data: Mapping[str, Any], name: str, low: int, high: int) -> int:
-    value = data.get(name)
-    if type(value) is not int or not low <= value <= high:
-        raise ValueError(f"its {name} is not a whole number from {low} to {high}")
-    return value
-
-
-def _time(data: Mapping[str, Any], name: str) -> float:
-    value = data.get(name)
-    if type(value) is int and abs(value) <= MAX_TIME:
-        return float(value)
-    if type(value) is float and math.isfinite(value) and abs(value) <= MAX_TIME:
-        return value
-    raise ValueError(f"its {name} is not a time (a finite number of at most {MAX_TIME})")
-
-
 @dataclass(frozen=True)
 class AcceptMessage:
     """An event as received (``source``: ``automate``, ``serve``, ...), to check for
@@ -126,7 +106,7 @@ class AcceptMessage:
         what is wrong otherwise."""
         data = _object(data, "an accept message")
         event = check_event(data.get("event"), max_depth, max_bytes)
-        return cls(event, _time(data, "received_at"), _text(data, "source", MAX_SOURCE))
+        return cls(event, field_time(data, "received_at"), field_text(data, "source", MAX_SOURCE))
 
 
 @dataclass(frozen=True)
@@ -200,14 +180,18 @@ class DeliverMessage:
         plain = plain_json(results)
         if len(json.dumps(plain, ensure_ascii=True, separators=(",", ":"))) > MAX_RECORD_BYTES:
             raise ValueError(f"its results are larger than {MAX_RECORD_BYTES} bytes")
-        action = _whole(data, "action", 0, MAX_ACTION_INDEX)
-        last = None if data.get("last") is None else _whole(data, "last", action, MAX_ACTION_INDEX)
+        action = field_whole(data, "action", 0, MAX_ACTION_INDEX)
+        last = (
+            None
+            if data.get("last") is None
+            else field_whole(data, "last", action, MAX_ACTION_INDEX)
+        )
         return cls(
             event,
-            _text(data, "workflow"),
-            _text(data, "fingerprint"),
+            field_text(data, "workflow", MAX_NAME),
+            field_text(data, "fingerprint", MAX_NAME),
             action,
-            _whole(data, "attempt", 1, MAX_ATTEMPTS),
+            field_whole(data, "attempt", 1, MAX_ATTEMPTS),
             plain,
             last,
         )
