@@ -137,6 +137,7 @@ def _app(arguments: argparse.Namespace) -> Celery:
         visibility_timeout=getattr(arguments, "visibility_timeout", 300.0),
         restore_interval=getattr(arguments, "restore_interval", 10.0),
         queue_type=getattr(arguments, "queue_type", "classic"),
+        task_events=bool(getattr(arguments, "task_events", False)),
     )
     try:
         return make_app(arguments.broker, queue_prefix=arguments.queue_prefix, settings=settings)
