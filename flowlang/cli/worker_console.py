@@ -212,7 +212,7 @@ def worker_from_command_line(arguments: argparse.Namespace, out: TextIO) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    register(app, arguments.queue_prefix)
+    register(app, arguments.queue_prefix, inline=not arguments.no_inline)
     store_url, prefix = arguments.store, arguments.prefix
 
     def automations() -> Automations:
