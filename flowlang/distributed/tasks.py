@@ -8,6 +8,12 @@ confirmation (marking an event fanned out, say). Only then does Celery acknowled
 (``task_acks_late``), so a worker that dies anywhere before leaves it to be redelivered, and
 the shared ledger and leases make that redelivery safe.
 
+- An accept delivers its fan-out's first action itself (``inline``, the default of
+  :func:`register`) instead of publishing it: one Celery task per delivery instead of two
+  (a worker's throughput about 1.5x, measured); the accept is acknowledged only after that
+  delivery and what it publishes, so a worker dying there leaves the accept to be redelivered
+  (its claim lapses, the fan-out is made again, the ledger and the lease keep the action from
+  being sent twice). Later actions, retries and other workflows' actions are published.
 - A body that is refused (not a message of that task) is logged, masked, and acknowledged:
   it would be refused again on every redelivery.
 - When the shared store or the broker cannot be reached (or the work does not finish in
