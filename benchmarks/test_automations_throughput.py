@@ -40,7 +40,9 @@ Outside ``make test``:
     make bench-automations
 
 ``FLOWLANG_BENCH_EVENTS=N`` changes the events per pass (default 3,000);
-``FLOWLANG_BENCH_WORKER_OPTIONS="..."`` adds options to every ``flowlang worker`` started;
+``FLOWLANG_BENCH_WORKER_OPTIONS="..."`` adds options to every ``flowlang worker`` started
+(``--task-events --no-inline`` measures the workers as they were before issue 13's tuning:
+task events sent, every delivery two tasks);
 ``FLOWLANG_BENCH_REDELIVERY_TIMEOUT=S`` bounds the wait for a killed worker's task (420 s);
 ``FLOWLANG_BENCH_PROFILE=FILE`` runs one local pass at 100 at once under cProfile after the
 table and writes the statistics to FILE (``python -m pstats FILE``).

@@ -6,12 +6,14 @@ delivered), and SIGTERM as a warm shutdown (the attempt in progress finishes, ex
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -35,8 +37,10 @@ from support import cli
 from flowlang.automations.dispatch import idempotency_key
 from flowlang.distributed import loop as worker_loop
 from flowlang.distributed.celery_app import WorkerSettings, broker_kind, make_app
+from flowlang.distributed.deliverer import Step
 from flowlang.distributed.messages import ACCEPT_TASK, DELIVER_TASK, REPLAY_TASK
-from flowlang.distributed.tasks import register
+from flowlang.distributed.tasks import register, run_step
+from flowlang.errors import SharedStoreError
 
 PASSWORD = "hunter2-broker-secret"
 
@@ -422,3 +426,101 @@ class _Unpickle:
 
     def __reduce__(self) -> tuple[object, tuple[str, str]]:
         return (open, (self.path, "w"))
+
+
+# --- run_step: the fan-out's first action delivered inline -------------------------------------
+
+
+class _Deliverer:
+    """Deliver steps by body: a Step, or an exception to raise."""
+
+    def __init__(self, outcomes: dict[str, object]) -> None:
+        self.outcomes = outcomes
+        self.delivered: list[str] = []
+
+    async def deliver(self, body: dict[str, object]) -> Step:
+        name = str(body["name"])
+        self.delivered.append(name)
+        outcome = self.outcomes[name]
+        if isinstance(outcome, BaseException):
+            raise outcome
+        assert isinstance(outcome, Step)
+        return outcome
+
+
+class _Runner:
+    """A worker loop that runs each coroutine to its end on a loop of its own."""
+
+    def __init__(self, deliverer: _Deliverer) -> None:
+        self.deliverer = deliverer
+        self.automations = None
+        self.store = None
+
+    def call(self, work: Any, timeout: float) -> Any:
+        async def awaited() -> Any:
+            return await work
+
+        return asyncio.run(awaited())
+
+
+def _fan_out(journal: list[str]) -> Step:
+    async def confirm() -> None:
+        journal.append("confirm")
+
+    async def abandon() -> None:
+        journal.append("abandon")
+
+    publish = [(DELIVER_TASK, {"name": "one"}), (DELIVER_TASK, {"name": "two"})]
+    return Step("fanned_out", publish, confirm, None, abandon)
+
+
+def _run_accept(
+    monkeypatch: pytest.MonkeyPatch, outcomes: dict[str, object], *, inline: bool
+) -> tuple[list[str], _Deliverer]:
+    journal: list[str] = []
+    deliverer = _Deliverer(outcomes)
+    monkeypatch.setattr(worker_loop, "_current", _Runner(deliverer))
+
+    async def work(_: Any) -> Step:
+        return _fan_out(journal)
+
+    def publish(task: str, body: dict[str, Any]) -> None:
+        journal.append(f"publish {task} {body['name']}")
+
+    assert run_step(ACCEPT_TASK, work, publish, inline=inline) == "fanned_out"
+    return journal, deliverer
+
+
+def test_an_accept_delivers_its_first_action_inline_before_it_is_confirmed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    outcomes: dict[str, object] = {"one": Step("delivered", [(DELIVER_TASK, {"name": "next"})])}
+    journal, deliverer = _run_accept(monkeypatch, outcomes, inline=True)
+    assert deliverer.delivered == ["one"]
+    assert journal == [
+        f"publish {DELIVER_TASK} two",
+        f"publish {DELIVER_TASK} next",  # what the inline delivery publishes, before the ack
+        "confirm",
+    ]
+
+
+def test_an_inline_delivery_that_fails_is_published_instead(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    outcomes: dict[str, object] = {"one": SharedStoreError("the store is down")}
+    journal, _ = _run_accept(monkeypatch, outcomes, inline=True)
+    assert journal == [f"publish {DELIVER_TASK} two", f"publish {DELIVER_TASK} one", "confirm"]
+
+
+def test_without_inline_every_fan_out_message_is_published(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    journal, deliverer = _run_accept(monkeypatch, {}, inline=False)
+    assert deliverer.delivered == []
+    assert journal == [f"publish {DELIVER_TASK} one", f"publish {DELIVER_TASK} two", "confirm"]
+
+
+def test_task_events_are_off_unless_asked_for() -> None:
+    assert not make_app("redis://127.0.0.1:6379/0").conf.worker_send_task_events
+    app = make_app("redis://127.0.0.1:6379/0", settings=WorkerSettings(task_events=True))
+    assert app.conf.worker_send_task_events and app.conf.task_send_sent_event

@@ -192,6 +192,19 @@ def add_worker_command(commands: Any, network_options: Callable[[Any], None]) ->
         metavar="SECONDS",
         help="the least wait after a 429 or a timeout (60)",
     )
+    worker.add_argument(
+        "--no-inline",
+        action="store_true",
+        help="publish an event's first action as a flowlang.deliver message of its own "
+        "instead of delivering it in the flowlang.accept task (twice the Celery work per "
+        "delivery, measured)",
+    )
+    worker.add_argument(
+        "--task-events",
+        action="store_true",
+        help="send Celery's task events from the start (Flower turns them on by itself while it "
+        "watches; each costs a broker publish per task, about a third of a worker's throughput)",
+    )
     worker.add_argument("--hostname", help="the worker's name in Flower (flowlang@HOST)")
     network_options(worker)
     worker.add_argument(

@@ -135,6 +135,7 @@ def _app(arguments: argparse.Namespace) -> Celery:
         visibility_timeout=getattr(arguments, "visibility_timeout", 300.0),
         restore_interval=getattr(arguments, "restore_interval", 10.0),
         queue_type=getattr(arguments, "queue_type", "classic"),
+        task_events=bool(getattr(arguments, "task_events", False)),
     )
     try:
         return make_app(arguments.broker, queue_prefix=arguments.queue_prefix, settings=settings)
@@ -209,7 +210,7 @@ def worker_from_command_line(arguments: argparse.Namespace, out: TextIO) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    register(app, arguments.queue_prefix)
+    register(app, arguments.queue_prefix, inline=not arguments.no_inline)
     store_url, prefix = arguments.store, arguments.prefix
 
     def automations() -> Automations:
