@@ -8,10 +8,11 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+import pytest
 import redis
 from servers import Server
 from services import RedisServer
@@ -66,6 +67,22 @@ class Kit:
     def store(self, **options: Any) -> SharedStore:
         return SharedStore.from_url(self.url, prefix=self.prefix, **options)
 
+    def run(self, work: Callable[[SharedStore], Awaitable[T]], **options: Any) -> T:
+        """``work`` on a fresh store (``options`` go to it), with a deadline; the store closed."""
+
+        async def bounded() -> T:
+            store = self.store(**options)
+            try:
+                return await asyncio.wait_for(work(store), DEADLINE)
+            finally:
+                await store.aclose()
+
+        return asyncio.run(bounded())
+
+    def stored(self) -> list[str]:
+        """The keys under the prefix, sorted."""
+        return sorted(key.decode() for key in self.raw.scan_iter(f"{self.prefix}*"))
+
     def everything(self) -> str:
         """Every value under the prefix, as text (to look for secrets)."""
         parts = []
@@ -94,6 +111,16 @@ class Kit:
         for key in self.raw.scan_iter(f"{self.prefix}*"):
             self.raw.delete(key)
         self.raw.close()
+
+
+@pytest.fixture
+def kit(redis_server: RedisServer) -> Iterator[Kit]:
+    """A :class:`Kit` on the session's Redis, its keys removed afterwards."""
+    made = Kit(redis_server)
+    try:
+        yield made
+    finally:
+        made.clean()
 
 
 def automations(

@@ -13,7 +13,6 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +28,6 @@ from distributed_support import (
     run,
 )
 from servers import Server
-from services import RedisServer
 from support import NOW, FakeClock
 
 from flowlang.automations import load_workflow_text
@@ -40,15 +38,6 @@ from flowlang.distributed.pump import Pump
 from flowlang.errors import SharedStoreError
 
 OWNER = "worker-1"
-
-
-@pytest.fixture
-def kit(redis_server: RedisServer) -> Iterator[Kit]:
-    made = Kit(redis_server)
-    try:
-        yield made
-    finally:
-        made.clean()
 
 
 def deliver_body(server: Server, action: int = 0, attempt: int = 1, **extra: Any) -> dict[str, Any]:

@@ -10,13 +10,11 @@ import json
 import logging
 import socket
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from distributed_support import Broker, Kit, accept_body, automations, run
 from servers import Server
-from services import RedisServer
 from support import NOW, FakeClock
 
 from flowlang.automations.dispatch import SystemClock, idempotency_key
@@ -24,15 +22,6 @@ from flowlang.distributed.deliverer import Deliverer
 from flowlang.distributed.messages import DELIVER_TASK
 from flowlang.distributed.pump import Pump
 from flowlang.distributed.shared import SharedStore
-
-
-@pytest.fixture
-def kit(redis_server: RedisServer) -> Iterator[Kit]:
-    made = Kit(redis_server)
-    try:
-        yield made
-    finally:
-        made.clean()
 
 
 class Outbox:
