@@ -24,6 +24,7 @@ from flowlang.automations.dispatch import Clock
 from flowlang.distributed.deliverer import Deliverer, Step
 from flowlang.distributed.messages import ACCEPT_TASK, DELIVER_TASK, AcceptMessage
 from flowlang.distributed.shared import SharedStore
+from flowlang.errors import SharedStoreError
 
 T = TypeVar("T")
 DEADLINE = 30.0
@@ -156,6 +157,23 @@ def run(work: Callable[[], Awaitable[T]], seconds: float = DEADLINE) -> T:
         return await asyncio.wait_for(work(), seconds)
 
     return asyncio.run(bounded())
+
+
+def fail_once(store: SharedStore, name: str, *, after: bool = False) -> None:
+    """Make the store's method ``name`` raise SharedStoreError on its next call only: before
+    it reaches Redis or, with ``after``, once it has run (the reply lost)."""
+    method = getattr(store, name)
+    failures = [SharedStoreError(f"shared store: {name} failed: reset")]
+
+    async def flaky(*args: Any, **kwargs: Any) -> Any:
+        if failures and not after:
+            raise failures.pop()
+        result = await method(*args, **kwargs)
+        if failures:
+            raise failures.pop()
+        return result
+
+    setattr(store, name, flaky)
 
 
 @dataclass

@@ -25,6 +25,7 @@ from distributed_support import (
     accept_body,
     automations,
     event,
+    fail_once,
     run,
 )
 from servers import Server
@@ -657,15 +658,7 @@ def test_a_redelivered_copy_of_an_attempt_whose_retry_is_scheduled_is_stale_and_
         try:
             async with automations(server) as auto:
                 deliverer = Deliverer(auto, store, OWNER, lease=0.5)
-                release = store.release_lease
-                failures = [SharedStoreError("shared store: release_lease failed: reset")]
-
-                async def flaky(key: str, owner: str) -> None:
-                    if failures:
-                        raise failures.pop()
-                    await release(key, owner)
-
-                store.release_lease = flaky  # type: ignore[method-assign]
+                fail_once(store, "release_lease")
                 with pytest.raises(SharedStoreError):
                     await deliverer.deliver(body)  # attempt 1 made, attempt 2 scheduled
                 again = await deliverer.deliver(body)  # the broker's redelivery
@@ -702,15 +695,7 @@ def test_a_retry_published_twice_by_the_pump_is_sent_once_and_scheduled_once(
                 first = await deliverer.deliver(deliver_body(server))  # 503: attempt 2 in 5 s
                 assert first.outcome == "retry"
                 pump = Pump(store, outbox, "pump-1", clock=clock, stale=30.0)
-                published = store.published
-                failures = [SharedStoreError("shared store: published failed: reset")]
-
-                async def flaky(member: str) -> None:
-                    if failures:
-                        raise failures.pop()
-                    await published(member)
-
-                store.published = flaky  # type: ignore[method-assign]
+                fail_once(store, "published")
                 clock.current += 5
                 with pytest.raises(SharedStoreError):
                     await pump.run_once()  # published to the broker, then the blip
@@ -742,16 +727,7 @@ def test_a_store_failure_after_the_dead_letter_gives_one_dead_letter_per_action(
         try:
             async with automations(server) as auto:
                 deliverer = Deliverer(auto, store, OWNER, lease=0.3)
-                record_dead = store.record_dead
-                failures = [SharedStoreError("shared store: record_dead failed: reset")]
-
-                async def flaky(*args: Any, **kwargs: Any) -> tuple[str, str]:
-                    written = await record_dead(*args, **kwargs)
-                    if failures:
-                        raise failures.pop()
-                    return written
-
-                store.record_dead = flaky  # type: ignore[method-assign]
+                fail_once(store, "record_dead", after=True)
                 body = deliver_body(server)
                 with pytest.raises(SharedStoreError):
                     await deliverer.deliver(body)
@@ -964,15 +940,7 @@ def test_a_redelivered_attempt_is_not_sent_before_the_retry_after_the_receiver_a
         try:
             async with automations(server) as auto:
                 deliverer = Deliverer(auto, store, OWNER, lease=0.5)
-                release = store.release_lease
-                failures = [SharedStoreError("shared store: release_lease failed: reset")]
-
-                async def flaky(key: str, owner: str) -> None:
-                    if failures:
-                        raise failures.pop()
-                    await release(key, owner)
-
-                store.release_lease = flaky  # type: ignore[method-assign]
+                fail_once(store, "release_lease")
                 with pytest.raises(SharedStoreError):
                     await deliverer.deliver(body)
                 [(_, due)] = kit.due()
