@@ -1,6 +1,7 @@
-"""Helpers of the distributed automations' tests (shared store, deliverer, pump, executor seam): a random key
-prefix on the session's Redis, automations against the loopback HTTPS server, and a small
-in-process stand-in for the broker and its workers (what the Celery glue does, without Celery)."""
+"""Helpers of the distributed automations' tests (shared store, deliverer, pump, executor
+seam): a random key prefix on the session's Redis, automations against the loopback HTTPS
+server, and a small in-process stand-in for the broker and its workers (what the Celery glue
+does, without Celery)."""
 
 from __future__ import annotations
 
