@@ -142,9 +142,9 @@ def automate_argv(
     ]
 
 
-def automate_command(tmp: Path, *extra: str) -> list[str]:
+def automate_command(tmp: Path, *extra: str, concurrency: int = 1) -> list[str]:
     """``flowlang automate`` as a child process on the files of ``tmp`` (no recorded responses:
-    it talks to a loopback server), one event at a time."""
+    it talks to a loopback server), ``concurrency`` events at a time (one by default)."""
     return [
         sys.executable,
         "-m",
@@ -153,7 +153,7 @@ def automate_command(tmp: Path, *extra: str) -> list[str]:
         "--allow-host",
         "127.0.0.1",
         "--concurrency",
-        "1",
+        str(concurrency),
         *extra,
     ]
 
@@ -163,12 +163,15 @@ def clean_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("FLOWLANG_SECRET_")}
 
 
-def start_automate(tmp: Path) -> subprocess.Popen[bytes]:
-    """Start :func:`automate_command` in its own session (stop it with :func:`kill_group`)."""
+def start_automate(
+    tmp: Path, *extra: str, concurrency: int = 1, stderr: int = subprocess.DEVNULL
+) -> subprocess.Popen[bytes]:
+    """Start :func:`automate_command` in its own session (stop it with :func:`kill_group`);
+    its standard error goes to ``stderr`` (``subprocess.PIPE`` to read it)."""
     return subprocess.Popen(
-        automate_command(tmp),
+        automate_command(tmp, *extra, concurrency=concurrency),
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=stderr,
         env=clean_env(),
         start_new_session=True,
     )
