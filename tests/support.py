@@ -121,6 +121,26 @@ def cli(*argv: str, stdin: str = "") -> tuple[int, str]:
     return main(list(argv), stdout=out, stdin=io.StringIO(stdin)), out.getvalue()
 
 
+#: A workflow of one request per event, and its recorded response: ``flowlang automate``
+#: offline on a long stream (tests/test_cli_automate_stream.py, benchmarks/automate_memory.py).
+LOG_WORKFLOW = """
+workflow: log
+trigger: call.ended
+actions:
+  - name: log
+    type: api_request
+    endpoint: https://crm.example.com/log
+    values: [{key: id, value: "<<event.id>>"}]
+"""
+LOG_RESPONSES = "- {request: POST https://crm.example.com/log, status: 200, body: {ok: true}}\n"
+
+
+def write_log_workflow(folder: Path) -> None:
+    """:data:`LOG_WORKFLOW` and :data:`LOG_RESPONSES` as ``wf.yaml`` and ``responses.yaml``."""
+    (folder / "wf.yaml").write_text(LOG_WORKFLOW)
+    (folder / "responses.yaml").write_text(LOG_RESPONSES)
+
+
 def automate_argv(
     tmp: Path,
     *,
