@@ -9,7 +9,8 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -24,6 +25,7 @@ from flowlang.automations import Automations, DeliverySettings, load_workflow_te
 from flowlang.automations.dispatch import Clock
 from flowlang.distributed.deliverer import Deliverer, Step
 from flowlang.distributed.messages import ACCEPT_TASK, DELIVER_TASK, AcceptMessage
+from flowlang.distributed.pump import Pump
 from flowlang.distributed.shared import SharedStore
 from flowlang.errors import SharedStoreError
 
@@ -158,6 +160,18 @@ def run(work: Callable[[], Awaitable[T]], seconds: float = DEADLINE) -> T:
         return await asyncio.wait_for(work(), seconds)
 
     return asyncio.run(bounded())
+
+
+@asynccontextmanager
+async def pumping(pump: Pump) -> AsyncIterator[Pump]:
+    """``pump.run`` in a task for the block; told to stop and awaited at its end."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(pump.run(stop))
+    try:
+        yield pump
+    finally:
+        stop.set()
+        await task
 
 
 def fail_once(store: SharedStore, name: str, *, after: bool = False) -> None:

@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 import pytest
-from distributed_support import Broker, Kit, accept_body, automations, run
+from distributed_support import Broker, Kit, accept_body, automations, pumping, run
 from servers import Server
 from support import NOW, FakeClock
 
@@ -53,8 +53,7 @@ def test_503_then_429_with_retry_after_then_200_is_delivered_on_attempt_3_after_
     )
     scheduled: list[tuple[int, float, float]] = []
 
-    async def work() -> Broker:
-        store = kit.store()
+    async def work(store: SharedStore) -> Broker:
         original = store.record_retry
 
         async def spy(key: str, attempt: int, task: str, body: dict[str, Any], due: float) -> str:
@@ -62,23 +61,16 @@ def test_503_then_429_with_retry_after_then_200_is_delivered_on_attempt_3_after_
             return await original(key, attempt, task, body, due)
 
         store.record_retry = spy  # type: ignore[method-assign]
-        stop = asyncio.Event()
-        try:
-            async with automations(
-                server, clock=SystemClock(), schedule=(0, 0.2, 0.2), throttled_minimum=0.3
-            ) as auto:
-                broker = Broker(Deliverer(auto, store, "worker-1"))
-                pump = Pump(store, broker.publish, "pump-1", interval=0.02)
-                pumping = asyncio.create_task(pump.run(stop))
+        async with automations(
+            server, clock=SystemClock(), schedule=(0, 0.2, 0.2), throttled_minimum=0.3
+        ) as auto:
+            broker = Broker(Deliverer(auto, store, "worker-1"))
+            async with pumping(Pump(store, broker.publish, "pump-1", interval=0.02)):
                 await broker.publish("flowlang.accept", accept_body())
                 await broker.work(lambda: len(broker.steps) >= 5, seconds=15)
-                stop.set()
-                await pumping
-                return broker
-        finally:
-            await store.aclose()
+            return broker
 
-    broker = run(work)
+    broker = kit.run(work)
     assert broker.outcomes() == ["fanned_out", "retry", "retry", "delivered", "delivered"]
     attempts = server.received.to("crm")
     assert len(attempts) == 3
@@ -102,25 +94,16 @@ def test_a_permanent_400_through_the_pump_is_one_dead_letter_and_no_retry(
 ) -> None:
     server.received.script("crm", (400, {}, {"error": "nope"}))
 
-    async def work() -> Broker:
-        store = kit.store()
-        stop = asyncio.Event()
-        try:
-            async with automations(server, clock=SystemClock(), schedule=(0, 0.1)) as auto:
-                broker = Broker(Deliverer(auto, store, "worker-1"))
-                pumping = asyncio.create_task(
-                    Pump(store, broker.publish, "p", interval=0.02).run(stop)
-                )
+    async def work(store: SharedStore) -> Broker:
+        async with automations(server, clock=SystemClock(), schedule=(0, 0.1)) as auto:
+            broker = Broker(Deliverer(auto, store, "worker-1"))
+            async with pumping(Pump(store, broker.publish, "p", interval=0.02)):
                 await broker.publish("flowlang.accept", accept_body())
                 await broker.work(lambda: len(broker.steps) >= 2)
                 await asyncio.sleep(0.3)  # nothing more comes
-                stop.set()
-                await pumping
-                return broker
-        finally:
-            await store.aclose()
+            return broker
 
-    broker = run(work)
+    broker = kit.run(work)
     assert broker.outcomes() == ["fanned_out", "dead"] and broker.queue.empty()
     [entry] = kit.raw.xrange(f"{kit.prefix}dead")
     record = json.loads(entry[1][b"record"])
@@ -324,12 +307,9 @@ def test_run_never_raises_when_the_store_cannot_be_reached(
         store = SharedStore.from_url(
             f"redis://:{password}@127.0.0.1:{closed_port()}/0", prefix="fltest-pump:"
         )
-        stop = asyncio.Event()
         try:
-            running = asyncio.create_task(Pump(store, outbox, "pump-1", interval=0.05).run(stop))
-            await asyncio.sleep(0.4)
-            stop.set()
-            await running
+            async with pumping(Pump(store, outbox, "pump-1", interval=0.05)):
+                await asyncio.sleep(0.4)
         finally:
             await store.aclose()
 
@@ -344,22 +324,13 @@ def test_run_never_raises_when_every_publish_fails(kit: Kit) -> None:
     outbox = Outbox()
     outbox.failures = 10**6
 
-    async def work() -> int:
-        store = kit.store()
-        stop = asyncio.Event()
-        try:
-            await store.schedule("flowlang.deliver", {"n": 1}, time.time() - 1)
-            running = asyncio.create_task(
-                Pump(store, outbox, "pump-1", interval=0.02, stale=0.05).run(stop)
-            )
+    async def work(store: SharedStore) -> int:
+        await store.schedule("flowlang.deliver", {"n": 1}, time.time() - 1)
+        async with pumping(Pump(store, outbox, "pump-1", interval=0.02, stale=0.05)):
             await asyncio.sleep(0.5)
-            stop.set()
-            await running
-            return await store.due_count()
-        finally:
-            await store.aclose()
+        return await store.due_count()
 
-    assert run(work) == 0
+    assert kit.run(work) == 0
     assert outbox.failures < 10**6 - 2  # tried again and again
     assert kit.raw.hlen(f"{kit.prefix}pumping") == 1  # still there for a later pump
 
