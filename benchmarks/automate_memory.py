@@ -21,16 +21,9 @@ import time
 from pathlib import Path
 from typing import IO
 
-WORKFLOW = """
-workflow: log
-trigger: call.ended
-actions:
-  - name: log
-    type: api_request
-    endpoint: https://crm.example.com/log
-    values: [{key: id, value: "<<event.id>>"}]
-"""
-RESPONSES = "- {request: POST https://crm.example.com/log, status: 200, body: {ok: true}}\n"
+sys.path.insert(0, str(Path(__file__).parent.parent / "tests"))
+from support import write_log_workflow
+
 #: Every DUPLICATE_EVERY-th event repeats the one before it.
 DUPLICATE_EVERY = 50
 
@@ -70,8 +63,7 @@ def main() -> int:
     checkpoints = sorted(int(c) for c in options.checkpoints.split(",") if int(c) <= options.events)
     with tempfile.TemporaryDirectory() as folder:
         tmp = Path(folder)
-        (tmp / "wf.yaml").write_text(WORKFLOW)
-        (tmp / "responses.yaml").write_text(RESPONSES)
+        write_log_workflow(tmp)
         store = tmp / "store.db"
         command = [
             sys.executable, "-m", "flowlang.cli", "automate", str(tmp / "wf.yaml"),

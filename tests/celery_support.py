@@ -1,6 +1,7 @@
 """Celery worker tests: a loopback receiver counting requests by Idempotency-Key, a harness that
 starts ``flowlang worker`` processes in their own process group, and readers of the shared
-store in Redis.
+store in Redis; the fixtures ``store`` and ``receiver`` (import ``store_fixture`` and
+``receiver_fixture``).
 
 The receiver is plain HTTP on 127.0.0.1 (workers get ``--allow-host 127.0.0.1``): TLS is
 covered by the automations' own tests, these test the delivery guarantees. Each key's answers
@@ -24,8 +25,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import pytest
 import redis
+from services import RedisServer
 from support import clean_env
+
+from flowlang.automations.dispatch import idempotency_key
 
 #: A scripted answer that holds the request until :meth:`Receiver.release`.
 HOLD = "hold"
@@ -165,6 +170,23 @@ def write_events(path: Path, events: list[dict[str, Any]]) -> Path:
     return path
 
 
+def keys_of(event_id: str, workflow: str = "notify") -> list[str]:
+    """The Idempotency-Keys of the event's two actions (``first``, ``second``)."""
+    return [idempotency_key(event_id, workflow, action) for action in ("first", "second")]
+
+
+def one_event(
+    folder: Path, receiver: Receiver, number: int, *answers: Any
+) -> tuple[Path, Path, str, str]:
+    """The workflow posting to ``receiver`` and an events file of :func:`event` ``number``, its
+    first action answered with ``answers`` first: (workflow, events, first key, second key)."""
+    flow = write_workflow(folder, receiver)
+    item = event(number)
+    first, second = keys_of(item["id"])
+    receiver.script(first, *answers)
+    return flow, write_events(folder / "events.jsonl", [item]), first, second
+
+
 @dataclass
 class Broker:
     """A broker of one test: its kind, URL and queue prefix."""
@@ -280,6 +302,16 @@ def workers() -> Iterator[list[Worker]]:
             worker.kill()
 
 
+@contextmanager
+def one_worker(
+    folder: Path, workflows: list[Path], broker: Broker, store: str, prefix: str, *extra: str
+) -> Iterator[Worker]:
+    """One started worker (:func:`start_worker`) for the block, killed by group at the end."""
+    with workers() as started:
+        started.append(start_worker(folder, workflows, broker, store, prefix, *extra))
+        yield started[0]
+
+
 def publish(
     events: Path, broker: Broker, workflows: list[Path], *extra: str
 ) -> subprocess.CompletedProcess[str]:
@@ -333,6 +365,37 @@ class Ledger:
         if keys:
             self.client.delete(*keys)
         self.client.close()
+
+
+@contextmanager
+def redis_broker_on(server: RedisServer, db: int) -> Iterator[Broker]:
+    """A Redis broker on database ``db`` of ``server`` with a queue prefix of its own; the
+    database (queues, bindings, unacked) flushed afterwards."""
+    url = f"redis://127.0.0.1:{server.port}/{db}"
+    try:
+        yield Broker("redis", url, f"flowlang-test-{os.urandom(6).hex()}.")
+    finally:
+        client = redis.Redis.from_url(url, socket_timeout=5)
+        client.flushdb()
+        client.close()
+
+
+@pytest.fixture(name="store")
+def store_fixture(redis_server: RedisServer) -> Iterator[tuple[str, str, Ledger]]:
+    """The shared store's URL, a prefix of this test, and a reader (keys removed after)."""
+    prefix = f"flt{os.urandom(5).hex()}:"
+    ledger = Ledger(redis_server.url, prefix)
+    try:
+        yield redis_server.url, prefix, ledger
+    finally:
+        ledger.clear()
+
+
+@pytest.fixture(name="receiver")
+def receiver_fixture() -> Iterator[Receiver]:
+    """A loopback receiver (see :func:`receiving`)."""
+    with receiving() as server:
+        yield server
 
 
 def wait_until(condition: Any, seconds: float, why: str) -> float:

@@ -15,6 +15,8 @@ from hypothesis import HealthCheck, settings
 sys.path.insert(0, str(Path(__file__).parent))
 
 # Real services for the tests that ask for them by name (tests/services.py): one per session.
+# A random key prefix on that Redis for the distributed automations' tests, removed afterwards.
+from distributed_support import kit  # noqa: F401
 from services import redis_server  # noqa: F401
 
 import flowlang

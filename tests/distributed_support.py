@@ -1,6 +1,7 @@
-"""Helpers of the distributed automations' tests (shared store, deliverer, pump): a random key
-prefix on the session's Redis, automations against the loopback HTTPS server, and a small
-in-process stand-in for the broker and its workers (what the Celery glue does, without Celery)."""
+"""Helpers of the distributed automations' tests (shared store, deliverer, pump, executor
+seam): a random key prefix on the session's Redis, automations against the loopback HTTPS
+server, and a small in-process stand-in for the broker and its workers (what the Celery glue
+does, without Celery)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,12 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+import pytest
 import redis
 from servers import Server
 from services import RedisServer
@@ -22,7 +25,9 @@ from flowlang.automations import Automations, DeliverySettings, load_workflow_te
 from flowlang.automations.dispatch import Clock
 from flowlang.distributed.deliverer import Deliverer, Step
 from flowlang.distributed.messages import ACCEPT_TASK, DELIVER_TASK, AcceptMessage
+from flowlang.distributed.pump import Pump
 from flowlang.distributed.shared import SharedStore
+from flowlang.errors import SharedStoreError
 
 T = TypeVar("T")
 DEADLINE = 30.0
@@ -66,6 +71,22 @@ class Kit:
     def store(self, **options: Any) -> SharedStore:
         return SharedStore.from_url(self.url, prefix=self.prefix, **options)
 
+    def run(self, work: Callable[[SharedStore], Awaitable[T]], **options: Any) -> T:
+        """``work`` on a fresh store (``options`` go to it), with a deadline; the store closed."""
+
+        async def bounded() -> T:
+            store = self.store(**options)
+            try:
+                return await asyncio.wait_for(work(store), DEADLINE)
+            finally:
+                await store.aclose()
+
+        return asyncio.run(bounded())
+
+    def stored(self) -> list[str]:
+        """The keys under the prefix, sorted."""
+        return sorted(key.decode() for key in self.raw.scan_iter(f"{self.prefix}*"))
+
     def everything(self) -> str:
         """Every value under the prefix, as text (to look for secrets)."""
         parts = []
@@ -94,6 +115,16 @@ class Kit:
         for key in self.raw.scan_iter(f"{self.prefix}*"):
             self.raw.delete(key)
         self.raw.close()
+
+
+@pytest.fixture
+def kit(redis_server: RedisServer) -> Iterator[Kit]:
+    """A :class:`Kit` on the session's Redis, its keys removed afterwards."""
+    made = Kit(redis_server)
+    try:
+        yield made
+    finally:
+        made.clean()
 
 
 def automations(
@@ -129,6 +160,35 @@ def run(work: Callable[[], Awaitable[T]], seconds: float = DEADLINE) -> T:
         return await asyncio.wait_for(work(), seconds)
 
     return asyncio.run(bounded())
+
+
+@asynccontextmanager
+async def pumping(pump: Pump) -> AsyncIterator[Pump]:
+    """``pump.run`` in a task for the block; told to stop and awaited at its end."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(pump.run(stop))
+    try:
+        yield pump
+    finally:
+        stop.set()
+        await task
+
+
+def fail_once(store: SharedStore, name: str, *, after: bool = False) -> None:
+    """Make the store's method ``name`` raise SharedStoreError on its next call only: before
+    it reaches Redis or, with ``after``, once it has run (the reply lost)."""
+    method = getattr(store, name)
+    failures = [SharedStoreError(f"shared store: {name} failed: reset")]
+
+    async def flaky(*args: Any, **kwargs: Any) -> Any:
+        if failures and not after:
+            raise failures.pop()
+        result = await method(*args, **kwargs)
+        if failures:
+            raise failures.pop()
+        return result
+
+    setattr(store, name, flaky)
 
 
 @dataclass

@@ -121,6 +121,26 @@ def cli(*argv: str, stdin: str = "") -> tuple[int, str]:
     return main(list(argv), stdout=out, stdin=io.StringIO(stdin)), out.getvalue()
 
 
+#: A workflow of one request per event, and its recorded response: ``flowlang automate``
+#: offline on a long stream (tests/test_cli_automate_stream.py, benchmarks/automate_memory.py).
+LOG_WORKFLOW = """
+workflow: log
+trigger: call.ended
+actions:
+  - name: log
+    type: api_request
+    endpoint: https://crm.example.com/log
+    values: [{key: id, value: "<<event.id>>"}]
+"""
+LOG_RESPONSES = "- {request: POST https://crm.example.com/log, status: 200, body: {ok: true}}\n"
+
+
+def write_log_workflow(folder: Path) -> None:
+    """:data:`LOG_WORKFLOW` and :data:`LOG_RESPONSES` as ``wf.yaml`` and ``responses.yaml``."""
+    (folder / "wf.yaml").write_text(LOG_WORKFLOW)
+    (folder / "responses.yaml").write_text(LOG_RESPONSES)
+
+
 def automate_argv(
     tmp: Path,
     *,
@@ -142,9 +162,9 @@ def automate_argv(
     ]
 
 
-def automate_command(tmp: Path, *extra: str) -> list[str]:
+def automate_command(tmp: Path, *extra: str, concurrency: int = 1) -> list[str]:
     """``flowlang automate`` as a child process on the files of ``tmp`` (no recorded responses:
-    it talks to a loopback server), one event at a time."""
+    it talks to a loopback server), ``concurrency`` events at a time (one by default)."""
     return [
         sys.executable,
         "-m",
@@ -153,7 +173,7 @@ def automate_command(tmp: Path, *extra: str) -> list[str]:
         "--allow-host",
         "127.0.0.1",
         "--concurrency",
-        "1",
+        str(concurrency),
         *extra,
     ]
 
@@ -163,12 +183,15 @@ def clean_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("FLOWLANG_SECRET_")}
 
 
-def start_automate(tmp: Path) -> subprocess.Popen[bytes]:
-    """Start :func:`automate_command` in its own session (stop it with :func:`kill_group`)."""
+def start_automate(
+    tmp: Path, *extra: str, concurrency: int = 1, stderr: int = subprocess.DEVNULL
+) -> subprocess.Popen[bytes]:
+    """Start :func:`automate_command` in its own session (stop it with :func:`kill_group`);
+    its standard error goes to ``stderr`` (``subprocess.PIPE`` to read it)."""
     return subprocess.Popen(
-        automate_command(tmp),
+        automate_command(tmp, *extra, concurrency=concurrency),
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=stderr,
         env=clean_env(),
         start_new_session=True,
     )

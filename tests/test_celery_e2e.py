@@ -22,7 +22,6 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-import redis
 from celery_support import (
     HOLD,
     Broker,
@@ -30,9 +29,13 @@ from celery_support import (
     Receiver,
     Worker,
     event,
+    keys_of,
+    one_event,
     publish,
-    receiving,
+    receiver_fixture,  # noqa: F401 (the fixture receiver)
+    redis_broker_on,
     start_worker,
+    store_fixture,  # noqa: F401 (the fixture store)
     wait_until,
     workers,
     write_events,
@@ -41,15 +44,8 @@ from celery_support import (
 from services import RabbitMQ, RedisServer, rabbitmq  # noqa: F401
 from support import clean_env, cli
 
-from flowlang.automations.dispatch import idempotency_key
-
-ACTIONS = ("first", "second")
 #: Redis broker options of the crash tests: a dead worker's task comes back after 10 s.
 REDIS_FAST = ("--visibility-timeout", "10", "--restore-interval", "2")
-
-
-def keys_of(event_id: str, workflow: str = "notify") -> list[str]:
-    return [idempotency_key(event_id, workflow, action) for action in ACTIONS]
 
 
 @pytest.fixture(params=["redis", "rabbitmq"])
@@ -59,26 +55,8 @@ def broker(request: pytest.FixtureRequest, redis_server: RedisServer) -> Iterato
         rabbit = request.getfixturevalue("rabbitmq")
         yield Broker("rabbitmq", rabbit.url, rabbit.queue_prefix)
         return
-    url = f"redis://127.0.0.1:{redis_server.port}/1"
-    yield Broker("redis", url, f"flowlang-test-{os.urandom(6).hex()}.")
-    client = redis.Redis.from_url(url, socket_timeout=5)
-    client.flushdb()  # the broker's database of this session: queues, bindings, unacked
-    client.close()
-
-
-@pytest.fixture
-def store(redis_server: RedisServer) -> Iterator[tuple[str, str, Ledger]]:
-    """The shared store's URL, a prefix of this test, and a reader (keys removed after)."""
-    prefix = f"flt{os.urandom(5).hex()}:"
-    ledger = Ledger(redis_server.url, prefix)
-    yield redis_server.url, prefix, ledger
-    ledger.clear()
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    with receiving() as server:
-        yield server
+    with redis_broker_on(redis_server, 1) as made:
+        yield made
 
 
 def _stats(name: str, broker: Broker, **figures: object) -> None:
@@ -145,11 +123,7 @@ def _crash_run(
     prefork: bool,
 ) -> None:
     url, prefix, ledger = store
-    flow = write_workflow(tmp_path, receiver)
-    item = event(1)
-    first, second = keys_of(item["id"])
-    receiver.script(first, HOLD)
-    events = write_events(tmp_path / "events.jsonl", [item])
+    flow, events, first, second = one_event(tmp_path, receiver, 1, HOLD)
     pool = ("--pool", "prefork", "--concurrency", "1") if prefork else ("--concurrency", "2")
     options = (*pool, *_fast(broker))
     with workers() as started:
@@ -285,11 +259,9 @@ def test_503_then_429_with_retry_after_then_200_is_delivered_on_the_third_attemp
     tmp_path: Path, broker: Broker, store: tuple[str, str, Ledger], receiver: Receiver
 ) -> None:
     url, prefix, ledger = store
-    flow = write_workflow(tmp_path, receiver)
-    item = event(3)
-    first, second = keys_of(item["id"])
-    receiver.script(first, (503, {}), (429, {"Retry-After": "2"}))
-    events = write_events(tmp_path / "events.jsonl", [item])
+    flow, events, first, second = one_event(
+        tmp_path, receiver, 3, (503, {}), (429, {"Retry-After": "2"})
+    )
     schedule = ("--retry-schedule", "0,0.5,0.5,0.5", "--throttled-minimum", "1")
     with workers() as started:
         started.append(start_worker(tmp_path, [flow], broker, url, prefix, *schedule))
@@ -309,11 +281,7 @@ def test_a_permanent_400_is_one_shared_dead_letter_that_replay_delivers(
     tmp_path: Path, broker: Broker, store: tuple[str, str, Ledger], receiver: Receiver
 ) -> None:
     url, prefix, ledger = store
-    flow = write_workflow(tmp_path, receiver)
-    item = event(4)
-    first, second = keys_of(item["id"])
-    receiver.script(first, (400, {}))
-    events = write_events(tmp_path / "events.jsonl", [item])
+    flow, events, first, second = one_event(tmp_path, receiver, 4, (400, {}))
     with workers() as started:
         started.append(start_worker(tmp_path, [flow], broker, url, prefix))
         _published(publish(events, broker, [flow]), 1)
@@ -340,11 +308,7 @@ def test_replay_hands_the_shared_dead_letters_to_the_workers(
     tmp_path: Path, broker: Broker, store: tuple[str, str, Ledger], receiver: Receiver
 ) -> None:
     url, prefix, ledger = store
-    flow = write_workflow(tmp_path, receiver)
-    item = event(6)
-    first, second = keys_of(item["id"])
-    receiver.script(first, (400, {}), (400, {}))
-    events = write_events(tmp_path / "events.jsonl", [item])
+    flow, events, first, second = one_event(tmp_path, receiver, 6, (400, {}), (400, {}))
     replay = ["replay", url, "--prefix", prefix, "--broker", broker.url]
     replay += ["--queue-prefix", broker.queue_prefix]
     with workers() as started:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import time
 from collections.abc import Iterator
@@ -24,8 +23,12 @@ from celery_support import (
     Ledger,
     Receiver,
     event,
-    receiving,
+    one_event,
+    one_worker,
+    receiver_fixture,  # noqa: F401 (the fixture receiver)
+    redis_broker_on,
     start_worker,
+    store_fixture,  # noqa: F401 (the fixture store)
     wait_until,
     workers,
     write_events,
@@ -48,25 +51,8 @@ PASSWORD = "hunter2-broker-secret"
 @pytest.fixture
 def redis_broker(redis_server: RedisServer) -> Iterator[Broker]:
     """A Redis broker (database 2 of the session's server) with a queue prefix of this test."""
-    url = f"redis://127.0.0.1:{redis_server.port}/2"
-    yield Broker("redis", url, f"flowlang-test-{os.urandom(6).hex()}.")
-    client = redis.Redis.from_url(url, socket_timeout=5)
-    client.flushdb()
-    client.close()
-
-
-@pytest.fixture
-def store(redis_server: RedisServer) -> Iterator[tuple[str, str, Ledger]]:
-    prefix = f"flt{os.urandom(5).hex()}:"
-    ledger = Ledger(redis_server.url, prefix)
-    yield redis_server.url, prefix, ledger
-    ledger.clear()
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    with receiving() as server:
-        yield server
+    with redis_broker_on(redis_server, 2) as made:
+        yield made
 
 
 # --- the app ---------------------------------------------------------------------------------
@@ -290,9 +276,7 @@ def test_a_refused_message_is_acknowledged_once_and_logged(
     url, prefix, ledger = store
     flow = write_workflow(tmp_path, receiver)
     app = make_app(redis_broker.url, queue_prefix=redis_broker.queue_prefix)
-    with workers() as started:
-        worker = start_worker(tmp_path, [flow], redis_broker, url, prefix)
-        started.append(worker)
+    with one_worker(tmp_path, [flow], redis_broker, url, prefix) as worker:
         app.send_task(DELIVER_TASK, kwargs={"v": 1, "event": "not an event"})
         app.send_task(ACCEPT_TASK, args=["positional"])
         app.send_task(ACCEPT_TASK, kwargs={"v": 2, "secret": PASSWORD})
@@ -344,14 +328,8 @@ def test_sigterm_is_a_warm_shutdown_the_attempt_in_progress_finishes(
     tmp_path: Path, redis_broker: Broker, store: tuple[str, str, Ledger], receiver: Receiver
 ) -> None:
     url, prefix, ledger = store
-    flow = write_workflow(tmp_path, receiver)
-    item = event(8)
-    first = idempotency_key(item["id"], "notify", "first")
-    receiver.script(first, HOLD)
-    events = write_events(tmp_path / "events.jsonl", [item])
-    with workers() as started:
-        worker = start_worker(tmp_path, [flow], redis_broker, url, prefix)
-        started.append(worker)
+    flow, events, first, _ = one_event(tmp_path, receiver, 8, HOLD)
+    with one_worker(tmp_path, [flow], redis_broker, url, prefix) as worker:
         status, _ = cli(
             "automate", str(flow), "--events", str(events), "--executor", "celery",
             "--broker", redis_broker.url,
@@ -372,15 +350,9 @@ def test_a_dead_letter_of_a_workflow_version_not_loaded_is_replayed_from_its_own
     tmp_path: Path, redis_broker: Broker, store: tuple[str, str, Ledger], receiver: Receiver
 ) -> None:
     url, prefix, ledger = store
-    flow = write_workflow(tmp_path, receiver)
-    item = event(9)
-    first, second = (idempotency_key(item["id"], "notify", name) for name in ("first", "second"))
-    receiver.script(first, (400, {}))
-    events = write_events(tmp_path / "events.jsonl", [item])
+    flow, events, first, second = one_event(tmp_path, receiver, 9, (400, {}))
     app = make_app(redis_broker.url, queue_prefix=redis_broker.queue_prefix)
-    with workers() as started:
-        worker = start_worker(tmp_path, [flow], redis_broker, url, prefix)
-        started.append(worker)
+    with one_worker(tmp_path, [flow], redis_broker, url, prefix) as worker:
         assert cli(
             "automate", str(flow), "--events", str(events), "--executor", "celery",
             "--broker", redis_broker.url,
@@ -403,9 +375,7 @@ def test_a_pickled_message_is_never_unpickled_and_the_worker_goes_on(
     flow = write_workflow(tmp_path, receiver)
     app = make_app(redis_broker.url, queue_prefix=redis_broker.queue_prefix)
     marker = tmp_path / "unpickled"
-    with workers() as started:
-        worker = start_worker(tmp_path, [flow], redis_broker, url, prefix)
-        started.append(worker)
+    with one_worker(tmp_path, [flow], redis_broker, url, prefix) as worker:
         app.send_task(ACCEPT_TASK, args=[_Unpickle(str(marker))], serializer="pickle")
         app.send_task(ACCEPT_TASK, kwargs={"v": 1, "event": event(11), "received_at": 1.0,
                                            "source": "test"})  # fmt: skip

@@ -15,18 +15,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import pytest
-from support import automate_argv, clean_env, store_accepted
-
-WORKFLOW = """
-workflow: log
-trigger: call.ended
-actions:
-  - name: log
-    type: api_request
-    endpoint: https://crm.example.com/log
-    values: [{key: id, value: "<<event.id>>"}]
-"""
-RESPONSES = "- {request: POST https://crm.example.com/log, status: 200, body: {ok: true}}\n"
+from support import automate_argv, clean_env, store_accepted, write_log_workflow
 
 
 def call(number: int, padding: int = 0) -> bytes:
@@ -46,8 +35,7 @@ def automate(
 ) -> Iterator[tuple[subprocess.Popen[bytes], queue.Queue[bytes | None]]]:
     """``flowlang automate --events - --json`` offline, reading ``stdin``; its stdout lines
     arrive in the queue (None at the end). The process is killed if still running at the end."""
-    (tmp / "wf.yaml").write_text(WORKFLOW)
-    (tmp / "responses.yaml").write_text(RESPONSES)
+    write_log_workflow(tmp)
     argv = automate_argv(tmp)
     argv[argv.index("--events") + 1] = "-"
     process = subprocess.Popen(
@@ -160,8 +148,7 @@ def test_a_long_stream_that_stays_open_keeps_memory_bounded(
 def test_a_closed_output_pipe_ends_the_run_quietly_and_keeps_the_store(tmp_path: Path) -> None:
     """`| head -2` on a stream that never ends: automate stops (141) instead of processing on
     into a closed pipe, without a traceback; what it accepted is in the store."""
-    (tmp_path / "wf.yaml").write_text(WORKFLOW)
-    (tmp_path / "responses.yaml").write_text(RESPONSES)
+    write_log_workflow(tmp_path)
     argv = automate_argv(tmp_path)
     argv[argv.index("--events") + 1] = "-"
     process = subprocess.Popen(

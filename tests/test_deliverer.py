@@ -13,7 +13,6 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +25,10 @@ from distributed_support import (
     accept_body,
     automations,
     event,
+    fail_once,
     run,
 )
 from servers import Server
-from services import RedisServer
 from support import NOW, FakeClock
 
 from flowlang.automations import load_workflow_text
@@ -37,18 +36,10 @@ from flowlang.automations.dispatch import idempotency_key
 from flowlang.distributed.deliverer import Deliverer, Step
 from flowlang.distributed.messages import DELIVER_TASK, DeliverMessage
 from flowlang.distributed.pump import Pump
+from flowlang.distributed.shared import SharedStore
 from flowlang.errors import SharedStoreError
 
 OWNER = "worker-1"
-
-
-@pytest.fixture
-def kit(redis_server: RedisServer) -> Iterator[Kit]:
-    made = Kit(redis_server)
-    try:
-        yield made
-    finally:
-        made.clean()
 
 
 def deliver_body(server: Server, action: int = 0, attempt: int = 1, **extra: Any) -> dict[str, Any]:
@@ -85,20 +76,16 @@ KEY1 = idempotency_key("evt-1", "sync", "after")
 def test_accept_fans_out_one_deliver_per_matching_workflow_then_is_a_duplicate(
     kit: Kit, server: Server
 ) -> None:
-    async def work() -> list[Step]:
-        store = kit.store()
-        try:
-            async with automations(server) as auto:
-                deliverer = Deliverer(auto, store, OWNER)
-                first = await deliverer.accept(accept_body())
-                assert first.confirm is not None
-                before = await deliverer.accept(accept_body())
-                await first.confirm()
-                return [first, before, await deliverer.accept(accept_body())]
-        finally:
-            await store.aclose()
+    async def work(store: SharedStore) -> list[Step]:
+        async with automations(server) as auto:
+            deliverer = Deliverer(auto, store, OWNER)
+            first = await deliverer.accept(accept_body())
+            assert first.confirm is not None
+            before = await deliverer.accept(accept_body())
+            await first.confirm()
+            return [first, before, await deliverer.accept(accept_body())]
 
-    first, before, after = run(work)
+    first, before, after = kit.run(work)
     assert first.outcome == "fanned_out" and first.error is None
     [(task, body)] = first.publish
     assert task == DELIVER_TASK
@@ -116,29 +103,25 @@ def test_a_failing_condition_is_reported_and_the_other_workflows_run(
 ) -> None:
     other = WORKFLOW.replace("workflow: sync", "workflow: other")
 
-    async def work() -> Step:
-        store = kit.store()
-        try:
-            async with automations(server) as auto:
-                from flowlang.automations import Automations
+    async def work(store: SharedStore) -> Step:
+        async with automations(server) as auto:
+            from flowlang.automations import Automations
 
-                second = load_workflow_text(other.replace("{port}", str(server.port)))
+            second = load_workflow_text(other.replace("{port}", str(server.port)))
 
-                def broken(scope: Any) -> bool:
-                    raise RecursionError("too deep")
+            def broken(scope: Any) -> bool:
+                raise RecursionError("too deep")
 
-                object.__setattr__(second, "condition", broken)
-                both = Automations(
-                    [*auto.workflows, second],
-                    settings=auto.settings,
-                    secrets=auto.secrets,
-                    clock=auto.clock,
-                )
-                return await Deliverer(both, store, OWNER).accept(accept_body())
-        finally:
-            await store.aclose()
+            object.__setattr__(second, "condition", broken)
+            both = Automations(
+                [*auto.workflows, second],
+                settings=auto.settings,
+                secrets=auto.secrets,
+                clock=auto.clock,
+            )
+            return await Deliverer(both, store, OWNER).accept(accept_body())
 
-    step = run(work)
+    step = kit.run(work)
     assert step.outcome == "fanned_out" and len(step.publish) == 1
     assert step.error and "workflow 'other': its conditions failed: RecursionError" in step.error
 
@@ -150,23 +133,19 @@ def test_an_event_no_workflow_matches_fans_out_nothing(kit: Kit, server: Server)
 
 
 def test_five_concurrent_accepts_of_one_event_give_one_fan_out(kit: Kit, server: Server) -> None:
-    async def work() -> list[Step]:
-        store = kit.store()
-        try:
-            async with automations(server) as auto:
-                deliverers = [Deliverer(auto, store, f"worker-{n}") for n in range(5)]
-                steps = await asyncio.gather(*(d.accept(accept_body()) for d in deliverers))
-                for step in steps:
-                    if step.confirm is not None:
-                        await step.confirm()
-                # the deferred ones come back when their wait is over: duplicates then
-                due = await store.take_due(NOW + 3600, 10)
-                later = [await deliverers[0].accept(body) for _, _, body in due]
-                return [*steps, *later]
-        finally:
-            await store.aclose()
+    async def work(store: SharedStore) -> list[Step]:
+        async with automations(server) as auto:
+            deliverers = [Deliverer(auto, store, f"worker-{n}") for n in range(5)]
+            steps = await asyncio.gather(*(d.accept(accept_body()) for d in deliverers))
+            for step in steps:
+                if step.confirm is not None:
+                    await step.confirm()
+            # the deferred ones come back when their wait is over: duplicates then
+            due = await store.take_due(NOW + 3600, 10)
+            later = [await deliverers[0].accept(body) for _, _, body in due]
+            return [*steps, *later]
 
-    steps = run(work)
+    steps = kit.run(work)
     outcomes = [step.outcome for step in steps]
     assert outcomes.count("fanned_out") == 1
     assert sorted(outcomes[:5]) == ["deferred"] * 4 + ["fanned_out"]
@@ -244,15 +223,11 @@ def test_five_accepts_from_each_of_two_processes_give_one_fan_out(kit: Kit, serv
 
 
 def test_a_claim_held_elsewhere_defers_the_accept_to_its_lapse(kit: Kit, server: Server) -> None:
-    async def work() -> Step:
-        store = kit.store()
-        try:
-            assert await store.claim_event("evt-1", "someone-else", 12.5) == ("new", 0)
-        finally:
-            await store.aclose()
+    async def work(store: SharedStore) -> Step:
+        assert await store.claim_event("evt-1", "someone-else", 12.5) == ("new", 0)
         return await one(kit, server, "accept", accept_body())
 
-    assert run(work).outcome == "deferred"
+    assert kit.run(work).outcome == "deferred"
     [(member, score)] = kit.due()
     assert member["body"] == accept_body() and NOW + 12 < score <= NOW + 12.5
 
@@ -316,15 +291,11 @@ def test_the_last_action_settled_before_publishes_nothing(kit: Kit, server: Serv
 
 
 def test_a_lease_held_elsewhere_defers_the_attempt_to_its_lapse(kit: Kit, server: Server) -> None:
-    async def work() -> Step:
-        store = kit.store()
-        try:
-            assert await store.take_lease(KEY0, "worker-2", 20.0) is None
-        finally:
-            await store.aclose()
+    async def work(store: SharedStore) -> Step:
+        assert await store.take_lease(KEY0, "worker-2", 20.0) is None
         return await one(kit, server, "deliver", deliver_body(server))
 
-    step = run(work)
+    step = kit.run(work)
     assert step.outcome == "deferred" and step.publish == []
     assert server.received.to("crm") == []
     [(member, score)] = kit.due()
@@ -381,17 +352,13 @@ def test_a_dead_action_without_stop_on_failure_goes_on_with_the_next(
     )
     server.received.script("crm", (404, {}, {}))
 
-    async def work() -> Step:
-        store = kit.store()
-        try:
-            async with automations(server, text=text) as auto:
-                workflow = auto.workflows[0]
-                body = DeliverMessage(event(), "sync", workflow.fingerprint, 0).to_json()
-                return await Deliverer(auto, store, OWNER).deliver(body)
-        finally:
-            await store.aclose()
+    async def work(store: SharedStore) -> Step:
+        async with automations(server, text=text) as auto:
+            workflow = auto.workflows[0]
+            body = DeliverMessage(event(), "sync", workflow.fingerprint, 0).to_json()
+            return await Deliverer(auto, store, OWNER).deliver(body)
 
-    step = run(work)
+    step = kit.run(work)
     assert step.outcome == "dead"
     [(task, following)] = step.publish
     assert task == DELIVER_TASK and following["action"] == 1 and following["results"] == {}
@@ -514,19 +481,15 @@ def test_an_unknown_since_that_is_not_a_time_counts_from_now(kit: Kit, server: S
 def test_an_event_through_accept_and_both_actions(kit: Kit, server: Server) -> None:
     server.received.script("crm", (200, {}, {"id": 5}))
 
-    async def work() -> Broker:
-        store = kit.store()
-        try:
-            async with automations(server) as auto:
-                broker = Broker(Deliverer(auto, store, OWNER))
-                await broker.publish("flowlang.accept", accept_body())
-                await broker.publish("flowlang.accept", accept_body())  # a duplicate
-                await broker.work(lambda: broker.queue.empty() and len(broker.steps) >= 4)
-                return broker
-        finally:
-            await store.aclose()
+    async def work(store: SharedStore) -> Broker:
+        async with automations(server) as auto:
+            broker = Broker(Deliverer(auto, store, OWNER))
+            await broker.publish("flowlang.accept", accept_body())
+            await broker.publish("flowlang.accept", accept_body())  # a duplicate
+            await broker.work(lambda: broker.queue.empty() and len(broker.steps) >= 4)
+            return broker
 
-    broker = run(work)
+    broker = kit.run(work)
     assert broker.outcomes() == ["fanned_out", "duplicate", "delivered", "delivered"]
     assert len(server.received.to("crm")) == 1 and len(server.received.to("after")) == 1
 
@@ -571,25 +534,21 @@ def test_a_dead_letter_replayed_through_the_workers_is_delivered_and_its_chain_g
 ) -> None:
     server.received.script("crm", (400, {}, {"error": "bad"}), (200, {}, {"id": 3}))
 
-    async def work() -> Broker:
-        store = kit.store()
-        try:
-            async with automations(server) as auto:
-                broker = Broker(Deliverer(auto, store, OWNER))
-                await broker.handle(DELIVER_TASK, deliver_body(server))
-                [(entry, record)] = await store.dead_letters()
-                step = await broker.deliverer.replay(record)
-                assert step.outcome == "replayed" and step.error is None
-                await store.remove_dead(entry)
-                for task, body in step.publish:
-                    await broker.publish(task, body)
-                await broker.work(lambda: len(broker.steps) >= 3)
-                assert await store.dead_count() == 0
-                return broker
-        finally:
-            await store.aclose()
+    async def work(store: SharedStore) -> Broker:
+        async with automations(server) as auto:
+            broker = Broker(Deliverer(auto, store, OWNER))
+            await broker.handle(DELIVER_TASK, deliver_body(server))
+            [(entry, record)] = await store.dead_letters()
+            step = await broker.deliverer.replay(record)
+            assert step.outcome == "replayed" and step.error is None
+            await store.remove_dead(entry)
+            for task, body in step.publish:
+                await broker.publish(task, body)
+            await broker.work(lambda: len(broker.steps) >= 3)
+            assert await store.dead_count() == 0
+            return broker
 
-    broker = run(work)
+    broker = kit.run(work)
     assert broker.outcomes() == ["dead", "delivered", "delivered"]
     assert len(server.received.to("crm")) == 2 and len(server.received.to("after")) == 1
     assert kit.raw.hget(f"{kit.prefix}act:{KEY0}", "outcome") == b"delivered"
@@ -663,32 +622,20 @@ def test_a_redelivered_copy_of_an_attempt_whose_retry_is_scheduled_is_stale_and_
     server.received.script("crm", (503, {}, {}), (503, {}, {}))
     body = deliver_body(server)
 
-    async def work() -> list[Step]:
-        store = kit.store()
-        try:
-            async with automations(server) as auto:
-                deliverer = Deliverer(auto, store, OWNER, lease=0.5)
-                release = store.release_lease
-                failures = [SharedStoreError("shared store: release_lease failed: reset")]
+    async def work(store: SharedStore) -> list[Step]:
+        async with automations(server) as auto:
+            deliverer = Deliverer(auto, store, OWNER, lease=0.5)
+            fail_once(store, "release_lease")
+            with pytest.raises(SharedStoreError):
+                await deliverer.deliver(body)  # attempt 1 made, attempt 2 scheduled
+            again = await deliverer.deliver(body)  # the broker's redelivery
+            steps = [again]
+            if again.outcome == "deferred":  # our own lease: tried when it lapses
+                await asyncio.sleep(0.6)
+                steps.append(await deliverer.deliver(body))  # as the pump republishes it
+            return steps
 
-                async def flaky(key: str, owner: str) -> None:
-                    if failures:
-                        raise failures.pop()
-                    await release(key, owner)
-
-                store.release_lease = flaky  # type: ignore[method-assign]
-                with pytest.raises(SharedStoreError):
-                    await deliverer.deliver(body)  # attempt 1 made, attempt 2 scheduled
-                again = await deliverer.deliver(body)  # the broker's redelivery
-                steps = [again]
-                if again.outcome == "deferred":  # our own lease: tried when it lapses
-                    await asyncio.sleep(0.6)
-                    steps.append(await deliverer.deliver(body))  # as the pump republishes it
-                return steps
-        finally:
-            await store.aclose()
-
-    steps = run(work)
+    steps = kit.run(work)
     outcomes = [step.outcome for step in steps]
     sent = len(server.received.to("crm"))
     assert sent == 1, f"attempt 1 reached the receiver {sent} times (steps {outcomes})"
@@ -704,36 +651,24 @@ def test_a_retry_published_twice_by_the_pump_is_sent_once_and_scheduled_once(
     server.received.script("crm", (503, {}, {}), (503, {}, {}), (503, {}, {}))
     clock = FakeClock()
 
-    async def work() -> None:
-        store = kit.store()
-        try:
-            async with automations(server, clock=clock) as auto:
-                deliverer = Deliverer(auto, store, OWNER)
-                outbox = Outbox("pump")
-                first = await deliverer.deliver(deliver_body(server))  # 503: attempt 2 in 5 s
-                assert first.outcome == "retry"
-                pump = Pump(store, outbox, "pump-1", clock=clock, stale=30.0)
-                published = store.published
-                failures = [SharedStoreError("shared store: published failed: reset")]
+    async def work(store: SharedStore) -> None:
+        async with automations(server, clock=clock) as auto:
+            deliverer = Deliverer(auto, store, OWNER)
+            outbox = Outbox("pump")
+            first = await deliverer.deliver(deliver_body(server))  # 503: attempt 2 in 5 s
+            assert first.outcome == "retry"
+            pump = Pump(store, outbox, "pump-1", clock=clock, stale=30.0)
+            fail_once(store, "published")
+            clock.current += 5
+            with pytest.raises(SharedStoreError):
+                await pump.run_once()  # published to the broker, then the blip
+            clock.current += 31
+            await pump.run_once()  # stale: published again
+            for _, task, body in outbox.sent:
+                assert task == DELIVER_TASK
+                await deliverer.deliver(body)
 
-                async def flaky(member: str) -> None:
-                    if failures:
-                        raise failures.pop()
-                    await published(member)
-
-                store.published = flaky  # type: ignore[method-assign]
-                clock.current += 5
-                with pytest.raises(SharedStoreError):
-                    await pump.run_once()  # published to the broker, then the blip
-                clock.current += 31
-                await pump.run_once()  # stale: published again
-                for _, task, body in outbox.sent:
-                    assert task == DELIVER_TASK
-                    await deliverer.deliver(body)
-        finally:
-            await store.aclose()
-
-    run(work)
+    kit.run(work)
     sent = len(server.received.to("crm"))
     assert sent == 2, f"attempts 1 and 2 should be 2 requests; the receiver saw {sent}"
     assert due_deliveries(kit) == [(0, 3)], f"pending attempts {due_deliveries(kit)}"
@@ -748,36 +683,23 @@ def test_a_store_failure_after_the_dead_letter_gives_one_dead_letter_per_action(
     rather than adding a second."""
     server.received.script("crm", (400, {}, {}), (400, {}, {}))
 
-    async def work() -> list[Step]:
-        store = kit.store()
-        try:
-            async with automations(server) as auto:
-                deliverer = Deliverer(auto, store, OWNER, lease=0.3)
-                record_dead = store.record_dead
-                failures = [SharedStoreError("shared store: record_dead failed: reset")]
+    async def work(store: SharedStore) -> list[Step]:
+        async with automations(server) as auto:
+            deliverer = Deliverer(auto, store, OWNER, lease=0.3)
+            fail_once(store, "record_dead", after=True)
+            body = deliver_body(server)
+            with pytest.raises(SharedStoreError):
+                await deliverer.deliver(body)
+            await asyncio.sleep(0.4)  # our lease lapses (60 s by default)
+            steps = [await deliverer.deliver(body)]  # the broker's redelivery
+            for _, record in await store.dead_letters():
+                steps.append(await deliverer.replay(record))
+            for step in steps[1:]:
+                for _, message in step.publish:
+                    steps.append(await deliverer.deliver(message))
+            return steps
 
-                async def flaky(*args: Any, **kwargs: Any) -> tuple[str, str]:
-                    written = await record_dead(*args, **kwargs)
-                    if failures:
-                        raise failures.pop()
-                    return written
-
-                store.record_dead = flaky  # type: ignore[method-assign]
-                body = deliver_body(server)
-                with pytest.raises(SharedStoreError):
-                    await deliverer.deliver(body)
-                await asyncio.sleep(0.4)  # our lease lapses (60 s by default)
-                steps = [await deliverer.deliver(body)]  # the broker's redelivery
-                for _, record in await store.dead_letters():
-                    steps.append(await deliverer.replay(record))
-                for step in steps[1:]:
-                    for _, message in step.publish:
-                        steps.append(await deliverer.deliver(message))
-                return steps
-        finally:
-            await store.aclose()
-
-    steps = run(work)
+    steps = kit.run(work)
     dead = kit.raw.xlen(f"{kit.prefix}dead")
     sent = len(server.received.to("crm"))
     outcomes = [step.outcome for step in steps]
@@ -794,23 +716,19 @@ def test_replaying_a_dead_letter_whose_action_was_since_delivered_is_settled_bef
     entry is forgotten only while it says dead_lettered."""
     server.received.script("crm", (400, {}, {}), (200, {}, {"id": 1}))
 
-    async def work() -> list[str]:
-        store = kit.store()
-        try:
-            async with automations(server) as auto:
-                deliverer = Deliverer(auto, store, OWNER)
-                outcomes = [(await deliverer.deliver(deliver_body(server))).outcome]
-                [(_, record)] = await store.dead_letters()
-                for _ in range(2):
-                    step = await deliverer.replay(record)
-                    outcomes.append(step.outcome)
-                    for _, message in step.publish:
-                        outcomes.append((await deliverer.deliver(message)).outcome)
-                return outcomes
-        finally:
-            await store.aclose()
+    async def work(store: SharedStore) -> list[str]:
+        async with automations(server) as auto:
+            deliverer = Deliverer(auto, store, OWNER)
+            outcomes = [(await deliverer.deliver(deliver_body(server))).outcome]
+            [(_, record)] = await store.dead_letters()
+            for _ in range(2):
+                step = await deliverer.replay(record)
+                outcomes.append(step.outcome)
+                for _, message in step.publish:
+                    outcomes.append((await deliverer.deliver(message)).outcome)
+            return outcomes
 
-    outcomes = run(work)
+    outcomes = kit.run(work)
     sent = len(server.received.to("crm"))
     assert sent == 2, f"the receiver saw {sent} requests: {outcomes}"
 
@@ -829,21 +747,17 @@ def test_a_workflow_changed_dead_letter_is_replayed_where_that_version_is_loaded
     )
     clock = FakeClock()
 
-    async def work() -> tuple[Step, Step]:
-        store = kit.store()
-        try:
-            async with automations(server, text=newer, clock=clock) as auto:
-                assert auto.workflows[0].fingerprint != fingerprint
-                body = deliver_body(server) | {"unknown_since": NOW - 7200}
-                dead = await Deliverer(auto, store, OWNER).deliver(body)
-            [(_, record)] = await store.dead_letters()
-            async with old:
-                replayed = await Deliverer(old, store, OWNER).replay(record)
-            return dead, replayed
-        finally:
-            await store.aclose()
+    async def work(store: SharedStore) -> tuple[Step, Step]:
+        async with automations(server, text=newer, clock=clock) as auto:
+            assert auto.workflows[0].fingerprint != fingerprint
+            body = deliver_body(server) | {"unknown_since": NOW - 7200}
+            dead = await Deliverer(auto, store, OWNER).deliver(body)
+        [(_, record)] = await store.dead_letters()
+        async with old:
+            replayed = await Deliverer(old, store, OWNER).replay(record)
+        return dead, replayed
 
-    dead, replayed = run(work)
+    dead, replayed = kit.run(work)
     assert dead.outcome == "dead" and dead.error and dead.error.startswith("workflow changed")
     assert replayed.outcome == "replayed", f"refused: {replayed.error}"
 
@@ -859,19 +773,15 @@ def test_a_deliver_message_accepted_as_valid_survives_its_retry_in_the_due_set(
     body = deliver_body(server, results={"earlier": deep(134)})
     DeliverMessage.from_json(body)  # a valid message
 
-    async def work() -> tuple[Step, Outbox, int]:
-        store = kit.store()
-        try:
-            async with automations(server, clock=clock) as auto:
-                step = await Deliverer(auto, store, OWNER).deliver(body)
-            outbox = Outbox("pump")
-            clock.current += 3600
-            await Pump(store, outbox, "pump-1", clock=clock).run_once()
-            return step, outbox, await store.bad_count()
-        finally:
-            await store.aclose()
+    async def work(store: SharedStore) -> tuple[Step, Outbox, int]:
+        async with automations(server, clock=clock) as auto:
+            step = await Deliverer(auto, store, OWNER).deliver(body)
+        outbox = Outbox("pump")
+        clock.current += 3600
+        await Pump(store, outbox, "pump-1", clock=clock).run_once()
+        return step, outbox, await store.bad_count()
 
-    step, outbox, bad = run(work)
+    step, outbox, bad = kit.run(work)
     assert step.outcome == "retry"
     assert bad == 0 and len(outbox.sent) == 1, (
         f"the scheduled retry was moved to bad ({bad}); published {len(outbox.sent)}"
@@ -915,25 +825,21 @@ def test_the_accept_claim_is_renewed_while_a_slow_fan_out_is_published(
     """The accept claim (0.3 s here) is renewed while the fan-out is being published (until
     confirm): a duplicate of the event arriving meanwhile is deferred, not fanned out again."""
 
-    async def work() -> list[Step]:
-        store = kit.store()
-        try:
-            async with automations(server) as auto:
-                deliverer = Deliverer(auto, store, OWNER, accept_lease=0.3)
-                first = await deliverer.accept(accept_body())
-                await asyncio.sleep(0.4)  # publishing first.publish takes a while
-                second = await Deliverer(auto, store, "worker-2", accept_lease=0.3).accept(
-                    accept_body()
-                )
-                assert first.confirm is not None
-                await first.confirm()
-                if second.confirm is not None:
-                    await second.confirm()
-                return [first, second]
-        finally:
-            await store.aclose()
+    async def work(store: SharedStore) -> list[Step]:
+        async with automations(server) as auto:
+            deliverer = Deliverer(auto, store, OWNER, accept_lease=0.3)
+            first = await deliverer.accept(accept_body())
+            await asyncio.sleep(0.4)  # publishing first.publish takes a while
+            second = await Deliverer(auto, store, "worker-2", accept_lease=0.3).accept(
+                accept_body()
+            )
+            assert first.confirm is not None
+            await first.confirm()
+            if second.confirm is not None:
+                await second.confirm()
+            return [first, second]
 
-    steps = run(work)
+    steps = kit.run(work)
     fan_outs = [step.outcome for step in steps].count("fanned_out")
     assert fan_outs == 1, f"{fan_outs} fan-outs of one event: {[s.outcome for s in steps]}"
 
@@ -945,20 +851,16 @@ def test_a_lease_the_store_cannot_hold_is_refused_at_construction(
     """The store holds leases of 0.001 s to ten years (renewed every third): outside that a
     Deliverer is refused at once, not every message later."""
 
-    async def work() -> str:
-        store = kit.store()
-        try:
-            async with automations(server) as auto:
-                try:
-                    deliverer = Deliverer(auto, store, OWNER, lease=lease, accept_lease=lease)
-                except ValueError:
-                    return "refused at construction"
-                step = await deliverer.deliver(deliver_body(server))
-                return f"deliver {step.outcome}: {step.error}"
-        finally:
-            await store.aclose()
+    async def work(store: SharedStore) -> str:
+        async with automations(server) as auto:
+            try:
+                deliverer = Deliverer(auto, store, OWNER, lease=lease, accept_lease=lease)
+            except ValueError:
+                return "refused at construction"
+            step = await deliverer.deliver(deliver_body(server))
+            return f"deliver {step.outcome}: {step.error}"
 
-    assert run(work) == "refused at construction"
+    assert kit.run(work) == "refused at construction"
 
 
 def test_a_redelivered_attempt_is_not_sent_before_the_retry_after_the_receiver_asked(
@@ -970,31 +872,19 @@ def test_a_redelivered_attempt_is_not_sent_before_the_retry_after_the_receiver_a
     server.received.script("crm", (429, {"Retry-After": "3600"}, {}), (429, {}, {}))
     body = deliver_body(server)
 
-    async def work() -> float:
-        store = kit.store()
-        try:
-            async with automations(server) as auto:
-                deliverer = Deliverer(auto, store, OWNER, lease=0.5)
-                release = store.release_lease
-                failures = [SharedStoreError("shared store: release_lease failed: reset")]
+    async def work(store: SharedStore) -> float:
+        async with automations(server) as auto:
+            deliverer = Deliverer(auto, store, OWNER, lease=0.5)
+            fail_once(store, "release_lease")
+            with pytest.raises(SharedStoreError):
+                await deliverer.deliver(body)
+            [(_, due)] = kit.due()
+            if (await deliverer.deliver(body)).outcome == "deferred":
+                await asyncio.sleep(0.6)
+                await deliverer.deliver(body)  # the deferred copy, republished
+            return due
 
-                async def flaky(key: str, owner: str) -> None:
-                    if failures:
-                        raise failures.pop()
-                    await release(key, owner)
-
-                store.release_lease = flaky  # type: ignore[method-assign]
-                with pytest.raises(SharedStoreError):
-                    await deliverer.deliver(body)
-                [(_, due)] = kit.due()
-                if (await deliverer.deliver(body)).outcome == "deferred":
-                    await asyncio.sleep(0.6)
-                    await deliverer.deliver(body)  # the deferred copy, republished
-                return due
-        finally:
-            await store.aclose()
-
-    due = run(work)
+    due = kit.run(work)
     assert due >= NOW + 3600
     sent = len(server.received.to("crm"))
     assert sent == 1, f"{sent} requests within a second of a Retry-After of 3600 s"
@@ -1099,23 +989,19 @@ def test_an_abandoned_fan_out_stops_renewing_its_claim(kit: Kit, server: Server)
     """Publishing the fan-out failed: abandon stops the renewal and the claim lapses, so the
     redelivered accept fans the event out."""
 
-    async def work() -> list[str]:
-        store = kit.store()
-        try:
-            async with automations(server) as auto:
-                deliverer = Deliverer(auto, store, OWNER, accept_lease=0.3)
-                first = await deliverer.accept(accept_body())
-                assert first.abandon is not None
-                await first.abandon()
-                await asyncio.sleep(0.4)
-                second = await deliverer.accept(accept_body())
-                if second.abandon is not None:
-                    await second.abandon()
-                return [first.outcome, second.outcome]
-        finally:
-            await store.aclose()
+    async def work(store: SharedStore) -> list[str]:
+        async with automations(server) as auto:
+            deliverer = Deliverer(auto, store, OWNER, accept_lease=0.3)
+            first = await deliverer.accept(accept_body())
+            assert first.abandon is not None
+            await first.abandon()
+            await asyncio.sleep(0.4)
+            second = await deliverer.accept(accept_body())
+            if second.abandon is not None:
+                await second.abandon()
+            return [first.outcome, second.outcome]
 
-    assert run(work) == ["fanned_out", "fanned_out"]
+    assert kit.run(work) == ["fanned_out", "fanned_out"]
 
 
 def test_a_copy_of_an_attempt_that_crashed_before_its_outcome_is_attempted_again(
@@ -1128,16 +1014,12 @@ def test_a_copy_of_an_attempt_that_crashed_before_its_outcome_is_attempted_again
     kit.raw.set(f"{kit.prefix}lease:{KEY0}", "worker-0:crashed", px=300)
     body = deliver_body(server)
 
-    async def work() -> list[str]:
-        store = kit.store()
-        try:
-            async with automations(server) as auto:
-                deliverer = Deliverer(auto, store, OWNER)
-                first = await deliverer.deliver(body)
-                await asyncio.sleep(0.4)
-                return [first.outcome, (await deliverer.deliver(body)).outcome]
-        finally:
-            await store.aclose()
+    async def work(store: SharedStore) -> list[str]:
+        async with automations(server) as auto:
+            deliverer = Deliverer(auto, store, OWNER)
+            first = await deliverer.deliver(body)
+            await asyncio.sleep(0.4)
+            return [first.outcome, (await deliverer.deliver(body)).outcome]
 
-    assert run(work) == ["deferred", "delivered"]
+    assert kit.run(work) == ["deferred", "delivered"]
     assert len(server.received.to("crm")) == 1

@@ -4,16 +4,15 @@ retry runs (the local one sleeping on the clock as before; one that hands a retr
 
 from __future__ import annotations
 
-import asyncio
 import json
 import math
 import re
 import socket
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
+from distributed_support import WORKFLOW, run
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from servers import Server
@@ -42,33 +41,7 @@ from flowlang.automations.executor import (
 SECRET = "crm-token-9f2e-secret"
 SCHEDULE = (0, 5, 300, 1800)
 
-WORKFLOW = """
-workflow: sync
-trigger: call.ended
-actions:
-  - name: post
-    type: api_request
-    endpoint: "https://crm.test:{port}/script/crm/activities?token=<<secrets.crm_token>>"
-    headers: {Authorization: "Bearer <<secrets.crm_token>>"}
-    values:
-      - {key: name, value: "<<event.properties.name>>", format: string}
-  - name: after
-    type: api_request
-    endpoint: "https://crm.test:{port}/script/after/x"
-"""
-
 EVENT = {"id": "evt-7", "type": "call.ended", "properties": {"name": "Ann"}}
-
-T = TypeVar("T")
-
-
-def run(coroutine: Callable[[], Awaitable[T]]) -> T:
-    """Run ``coroutine()`` with a deadline (every test is bounded in time)."""
-
-    async def bounded() -> T:
-        return await asyncio.wait_for(coroutine(), 20)
-
-    return asyncio.run(bounded())
 
 
 def closed_port() -> int:

@@ -7,14 +7,20 @@ from __future__ import annotations
 import json
 import random
 import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
 
 import trustme
 from servers import Received, serve
-from support import clean_env, kill_group, stored_dead_letters, wait_for
+from support import (
+    automate_command,
+    clean_env,
+    kill_group,
+    start_automate,
+    stored_dead_letters,
+    wait_for,
+)
 
 from flowlang.cli.automate_console import TAKEOVER_INTERVAL
 
@@ -34,21 +40,11 @@ def _files(tmp: Path, port: int, events: int) -> None:
 
 
 def _command(tmp: Path) -> list[str]:
-    return [
-        sys.executable, "-m", "flowlang.cli", "automate", str(tmp / "wf.yaml"),
-        "--events", str(tmp / "events.jsonl"), "--store", str(tmp / "store.db"),
-        "--allow-host", "127.0.0.1", "--concurrency", "4", "-q",
-    ]  # fmt: skip
+    return automate_command(tmp, "-q", concurrency=4)
 
 
 def _start(tmp: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        _command(tmp),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        env=clean_env(),
-        start_new_session=True,
-    )
+    return start_automate(tmp, "-q", concurrency=4, stderr=subprocess.PIPE)
 
 
 def _tally(received: Received, events: int) -> dict[str, int]:

@@ -10,13 +10,11 @@ import json
 import logging
 import socket
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from distributed_support import Broker, Kit, accept_body, automations, run
+from distributed_support import Broker, Kit, accept_body, automations, pumping, run
 from servers import Server
-from services import RedisServer
 from support import NOW, FakeClock
 
 from flowlang.automations.dispatch import SystemClock, idempotency_key
@@ -24,15 +22,6 @@ from flowlang.distributed.deliverer import Deliverer
 from flowlang.distributed.messages import DELIVER_TASK
 from flowlang.distributed.pump import Pump
 from flowlang.distributed.shared import SharedStore
-
-
-@pytest.fixture
-def kit(redis_server: RedisServer) -> Iterator[Kit]:
-    made = Kit(redis_server)
-    try:
-        yield made
-    finally:
-        made.clean()
 
 
 class Outbox:
@@ -64,8 +53,7 @@ def test_503_then_429_with_retry_after_then_200_is_delivered_on_attempt_3_after_
     )
     scheduled: list[tuple[int, float, float]] = []
 
-    async def work() -> Broker:
-        store = kit.store()
+    async def work(store: SharedStore) -> Broker:
         original = store.record_retry
 
         async def spy(key: str, attempt: int, task: str, body: dict[str, Any], due: float) -> str:
@@ -73,23 +61,16 @@ def test_503_then_429_with_retry_after_then_200_is_delivered_on_attempt_3_after_
             return await original(key, attempt, task, body, due)
 
         store.record_retry = spy  # type: ignore[method-assign]
-        stop = asyncio.Event()
-        try:
-            async with automations(
-                server, clock=SystemClock(), schedule=(0, 0.2, 0.2), throttled_minimum=0.3
-            ) as auto:
-                broker = Broker(Deliverer(auto, store, "worker-1"))
-                pump = Pump(store, broker.publish, "pump-1", interval=0.02)
-                pumping = asyncio.create_task(pump.run(stop))
+        async with automations(
+            server, clock=SystemClock(), schedule=(0, 0.2, 0.2), throttled_minimum=0.3
+        ) as auto:
+            broker = Broker(Deliverer(auto, store, "worker-1"))
+            async with pumping(Pump(store, broker.publish, "pump-1", interval=0.02)):
                 await broker.publish("flowlang.accept", accept_body())
                 await broker.work(lambda: len(broker.steps) >= 5, seconds=15)
-                stop.set()
-                await pumping
-                return broker
-        finally:
-            await store.aclose()
+            return broker
 
-    broker = run(work)
+    broker = kit.run(work)
     assert broker.outcomes() == ["fanned_out", "retry", "retry", "delivered", "delivered"]
     attempts = server.received.to("crm")
     assert len(attempts) == 3
@@ -113,25 +94,16 @@ def test_a_permanent_400_through_the_pump_is_one_dead_letter_and_no_retry(
 ) -> None:
     server.received.script("crm", (400, {}, {"error": "nope"}))
 
-    async def work() -> Broker:
-        store = kit.store()
-        stop = asyncio.Event()
-        try:
-            async with automations(server, clock=SystemClock(), schedule=(0, 0.1)) as auto:
-                broker = Broker(Deliverer(auto, store, "worker-1"))
-                pumping = asyncio.create_task(
-                    Pump(store, broker.publish, "p", interval=0.02).run(stop)
-                )
+    async def work(store: SharedStore) -> Broker:
+        async with automations(server, clock=SystemClock(), schedule=(0, 0.1)) as auto:
+            broker = Broker(Deliverer(auto, store, "worker-1"))
+            async with pumping(Pump(store, broker.publish, "p", interval=0.02)):
                 await broker.publish("flowlang.accept", accept_body())
                 await broker.work(lambda: len(broker.steps) >= 2)
                 await asyncio.sleep(0.3)  # nothing more comes
-                stop.set()
-                await pumping
-                return broker
-        finally:
-            await store.aclose()
+            return broker
 
-    broker = run(work)
+    broker = kit.run(work)
     assert broker.outcomes() == ["fanned_out", "dead"] and broker.queue.empty()
     [entry] = kit.raw.xrange(f"{kit.prefix}dead")
     record = json.loads(entry[1][b"record"])
@@ -146,23 +118,19 @@ def test_a_pump_that_stopped_between_taking_and_publishing_loses_nothing(kit: Ki
     clock = FakeClock()
     outbox = Outbox()
 
-    async def work() -> list[int]:
-        store = kit.store()
-        try:
-            for n in range(3):
-                await store.schedule("flowlang.deliver", {"n": n}, NOW - 1)
-            taken = await store.take_due(clock.now(), 10)  # then this pump is gone
-            assert len(taken) == 3
-            pump = Pump(store, outbox, "pump-2", clock=clock, stale=30.0)
-            counts = [await pump.run_once()]  # taken just now: not stale yet
-            clock.current += 31
-            counts.append(await pump.run_once())
-            counts.append(await pump.run_once())  # published: nothing more
-            return counts
-        finally:
-            await store.aclose()
+    async def work(store: SharedStore) -> list[int]:
+        for n in range(3):
+            await store.schedule("flowlang.deliver", {"n": n}, NOW - 1)
+        taken = await store.take_due(clock.now(), 10)  # then this pump is gone
+        assert len(taken) == 3
+        pump = Pump(store, outbox, "pump-2", clock=clock, stale=30.0)
+        counts = [await pump.run_once()]  # taken just now: not stale yet
+        clock.current += 31
+        counts.append(await pump.run_once())
+        counts.append(await pump.run_once())  # published: nothing more
+        return counts
 
-    assert run(work) == [0, 3, 0]
+    assert kit.run(work) == [0, 3, 0]
     assert sorted(body["n"] for _, _, body in outbox.sent) == [0, 1, 2]
     assert kit.raw.hlen(f"{kit.prefix}pumping") == 0
 
@@ -210,21 +178,17 @@ def test_a_failed_publish_stays_in_pumping_and_is_tried_again_first_next_round(
     outbox = Outbox()
     outbox.failures = 1
 
-    async def work() -> list[int]:
-        store = kit.store()
-        try:
-            for n in range(3):
-                await store.schedule("flowlang.deliver", {"n": n}, NOW - 3 + n)
-            pump = Pump(store, outbox, "pump-1", clock=clock, stale=10.0)
-            counts = [await pump.run_once()]  # the first publish fails: the round stops
-            counts.append(await pump.run_once())  # the failed ones first, then the rest
-            clock.current += 11
-            counts.append(await pump.run_once())  # nothing left
-            return counts
-        finally:
-            await store.aclose()
+    async def work(store: SharedStore) -> list[int]:
+        for n in range(3):
+            await store.schedule("flowlang.deliver", {"n": n}, NOW - 3 + n)
+        pump = Pump(store, outbox, "pump-1", clock=clock, stale=10.0)
+        counts = [await pump.run_once()]  # the first publish fails: the round stops
+        counts.append(await pump.run_once())  # the failed ones first, then the rest
+        clock.current += 11
+        counts.append(await pump.run_once())  # nothing left
+        return counts
 
-    assert run(work) == [0, 3, 0]
+    assert kit.run(work) == [0, 3, 0]
     assert sorted(body["n"] for _, _, body in outbox.sent) == [0, 1, 2]
     assert "publishing a flowlang.deliver message failed" in caplog.text
     assert "ConnectionError: broker unreachable" in caplog.text
@@ -235,18 +199,14 @@ def test_only_due_messages_go_out_and_a_full_batch_is_followed_at_once(kit: Kit)
     clock = FakeClock()
     outbox = Outbox()
 
-    async def work() -> list[int]:
-        store = kit.store()
-        try:
-            for n in range(25):
-                await store.schedule("flowlang.deliver", {"n": n}, NOW - 100 + n)
-            await store.schedule("flowlang.deliver", {"later": True}, NOW + 60)
-            pump = Pump(store, outbox, "pump-1", clock=clock, batch=10)
-            return [await pump.run_once() for _ in range(4)]
-        finally:
-            await store.aclose()
+    async def work(store: SharedStore) -> list[int]:
+        for n in range(25):
+            await store.schedule("flowlang.deliver", {"n": n}, NOW - 100 + n)
+        await store.schedule("flowlang.deliver", {"later": True}, NOW + 60)
+        pump = Pump(store, outbox, "pump-1", clock=clock, batch=10)
+        return [await pump.run_once() for _ in range(4)]
 
-    assert run(work) == [10, 10, 5, 0]
+    assert kit.run(work) == [10, 10, 5, 0]
     assert [body["n"] for _, _, body in outbox.sent] == list(range(25))
     assert [member["body"] for member, _ in kit.due()] == [{"later": True}]
 
@@ -320,15 +280,11 @@ def test_foreign_members_are_set_aside_and_the_pump_goes_on(
     )
     huge = {"text": "\u2603" * 300_000}
 
-    async def work() -> int:
-        store = kit.store()
-        try:
-            await store.schedule("flowlang.deliver", huge, NOW - 1)
-            return await Pump(store, outbox, "pump-1", clock=clock).run_once()
-        finally:
-            await store.aclose()
+    async def work(store: SharedStore) -> int:
+        await store.schedule("flowlang.deliver", huge, NOW - 1)
+        return await Pump(store, outbox, "pump-1", clock=clock).run_once()
 
-    assert run(work) == 1
+    assert kit.run(work) == 1
     assert [body for _, _, body in outbox.sent] == [huge]
     assert kit.raw.llen(f"{kit.prefix}bad") == 4
     assert kit.due() == [] and kit.raw.hlen(f"{kit.prefix}pumping") == 0
@@ -351,12 +307,9 @@ def test_run_never_raises_when_the_store_cannot_be_reached(
         store = SharedStore.from_url(
             f"redis://:{password}@127.0.0.1:{closed_port()}/0", prefix="fltest-pump:"
         )
-        stop = asyncio.Event()
         try:
-            running = asyncio.create_task(Pump(store, outbox, "pump-1", interval=0.05).run(stop))
-            await asyncio.sleep(0.4)
-            stop.set()
-            await running
+            async with pumping(Pump(store, outbox, "pump-1", interval=0.05)):
+                await asyncio.sleep(0.4)
         finally:
             await store.aclose()
 
@@ -371,22 +324,13 @@ def test_run_never_raises_when_every_publish_fails(kit: Kit) -> None:
     outbox = Outbox()
     outbox.failures = 10**6
 
-    async def work() -> int:
-        store = kit.store()
-        stop = asyncio.Event()
-        try:
-            await store.schedule("flowlang.deliver", {"n": 1}, time.time() - 1)
-            running = asyncio.create_task(
-                Pump(store, outbox, "pump-1", interval=0.02, stale=0.05).run(stop)
-            )
+    async def work(store: SharedStore) -> int:
+        await store.schedule("flowlang.deliver", {"n": 1}, time.time() - 1)
+        async with pumping(Pump(store, outbox, "pump-1", interval=0.02, stale=0.05)):
             await asyncio.sleep(0.5)
-            stop.set()
-            await running
-            return await store.due_count()
-        finally:
-            await store.aclose()
+        return await store.due_count()
 
-    assert run(work) == 0
+    assert kit.run(work) == 0
     assert outbox.failures < 10**6 - 2  # tried again and again
     assert kit.raw.hlen(f"{kit.prefix}pumping") == 1  # still there for a later pump
 
@@ -410,46 +354,38 @@ def test_a_slow_publish_times_out_and_is_not_published_again_by_another_pump_mea
     """Pump A's publish hangs (longer than its publish timeout): it counts as failed and A's
     round ends; pump B takes over only once A's lock lapsed and publishes the member once."""
 
-    async def work() -> list[tuple[str, str, dict[str, Any]]]:
-        store = kit.store()
-        try:
-            await store.schedule(DELIVER_TASK, {"n": 1}, time.time() - 1)
-            slow, quick = Outbox("pump-a", delay=1.0), Outbox("pump-b")
-            a = Pump(store, slow, "pump-a", hold=0.2, stale=0.5)
-            b = Pump(store, quick, "pump-b", hold=0.2, stale=0.5)
-            first = asyncio.create_task(a.run_once())
-            await asyncio.sleep(0.7)
-            await b.run_once()
-            await first
-            return slow.sent + quick.sent
-        finally:
-            await store.aclose()
+    async def work(store: SharedStore) -> list[tuple[str, str, dict[str, Any]]]:
+        await store.schedule(DELIVER_TASK, {"n": 1}, time.time() - 1)
+        slow, quick = Outbox("pump-a", delay=1.0), Outbox("pump-b")
+        a = Pump(store, slow, "pump-a", hold=0.2, stale=0.5)
+        b = Pump(store, quick, "pump-b", hold=0.2, stale=0.5)
+        first = asyncio.create_task(a.run_once())
+        await asyncio.sleep(0.7)
+        await b.run_once()
+        await first
+        return slow.sent + quick.sent
 
-    sent = run(work)
+    sent = kit.run(work)
     assert [name for name, _, _ in sent] == ["pump-b"]
 
 
 def test_a_round_ends_when_the_lock_is_lost_between_publishes(kit: Kit) -> None:
     """Another pump takes the lock while this one is publishing: nothing more is published."""
 
-    async def work() -> tuple[int, list[tuple[str, str, dict[str, Any]]]]:
-        store = kit.store()
-        try:
-            for n in range(3):
-                await store.schedule(DELIVER_TASK, {"n": n}, time.time() - 1)
-            outbox = Outbox("pump-a")
-            pump = Pump(store, outbox, "pump-a", hold=5.0, stale=30.0)
+    async def work(store: SharedStore) -> tuple[int, list[tuple[str, str, dict[str, Any]]]]:
+        for n in range(3):
+            await store.schedule(DELIVER_TASK, {"n": n}, time.time() - 1)
+        outbox = Outbox("pump-a")
+        pump = Pump(store, outbox, "pump-a", hold=5.0, stale=30.0)
 
-            async def steal(task: str, body: dict[str, Any]) -> None:
-                await outbox(task, body)
-                kit.raw.set(f"{kit.prefix}pump:lock", "pump-b", px=5000)
+        async def steal(task: str, body: dict[str, Any]) -> None:
+            await outbox(task, body)
+            kit.raw.set(f"{kit.prefix}pump:lock", "pump-b", px=5000)
 
-            pump.publish = steal
-            return await pump.run_once(), outbox.sent
-        finally:
-            await store.aclose()
+        pump.publish = steal
+        return await pump.run_once(), outbox.sent
 
-    count, sent = run(work)
+    count, sent = kit.run(work)
     assert count == 1 and len(sent) == 1
     assert kit.raw.hlen(f"{kit.prefix}pumping") == 2  # left for the pump holding the lock
 
@@ -492,23 +428,19 @@ def test_a_pump_that_cannot_publish_does_not_move_the_due_set_into_pumping(kit: 
     async def down(task: str, body: dict[str, Any]) -> None:
         raise ConnectionError("broker unreachable")
 
-    async def work() -> tuple[int, int]:
-        store = kit.store()
-        try:
-            for n in range(30):
-                await store.schedule(DELIVER_TASK, {"n": n}, NOW - 1)
-            pump = Pump(store, down, "pump-1", clock=clock, batch=5, stale=30.0)
-            for _ in range(6):
-                await pump.run_once()
-                clock.current += 0.5
-            pump.publish = Outbox()
-            pump._failed = []  # a new pump: only the batch size holds it back
-            clock.current += 60
-            return await store.due_count(), int(kit.raw.hlen(f"{kit.prefix}pumping"))
-        finally:
-            await store.aclose()
+    async def work(store: SharedStore) -> tuple[int, int]:
+        for n in range(30):
+            await store.schedule(DELIVER_TASK, {"n": n}, NOW - 1)
+        pump = Pump(store, down, "pump-1", clock=clock, batch=5, stale=30.0)
+        for _ in range(6):
+            await pump.run_once()
+            clock.current += 0.5
+        pump.publish = Outbox()
+        pump._failed = []  # a new pump: only the batch size holds it back
+        clock.current += 60
+        return await store.due_count(), int(kit.raw.hlen(f"{kit.prefix}pumping"))
 
-    due, pumping = run(work)
+    due, pumping = kit.run(work)
     assert pumping <= 5 and due >= 25
 
 
@@ -521,14 +453,10 @@ def test_a_stale_scan_looks_at_a_bounded_number_of_entries_per_call(kit: Kit) ->
     }
     kit.raw.hset(pumping, mapping=members)
 
-    async def work() -> list[int]:
-        store = kit.store()
-        try:
-            return [len(await store.stale_pumping(NOW, 30.0, limit=2000)) for _ in range(10)]
-        finally:
-            await store.aclose()
+    async def work(store: SharedStore) -> list[int]:
+        return [len(await store.stale_pumping(NOW, 30.0, limit=2000)) for _ in range(10)]
 
-    counts = run(work)
+    counts = kit.run(work)
     assert max(counts) <= 2000 and sum(counts) == 2500
 
 
@@ -551,15 +479,11 @@ def test_a_due_member_naming_a_task_that_is_not_flowlangs_is_set_aside(kit: Kit)
     kit.raw.zadd(f"{kit.prefix}due", {json.dumps(foreign): NOW - 1})
     outbox = Outbox("pump")
 
-    async def work() -> int:
-        store = kit.store()
-        try:
-            await Pump(store, outbox, "pump-1", clock=clock).run_once()
-            with pytest.raises(ValueError, match="flowlang's tasks"):
-                await store.schedule("celery.backend_cleanup", {}, NOW)
-            return await store.bad_count()
-        finally:
-            await store.aclose()
+    async def work(store: SharedStore) -> int:
+        await Pump(store, outbox, "pump-1", clock=clock).run_once()
+        with pytest.raises(ValueError, match="flowlang's tasks"):
+            await store.schedule("celery.backend_cleanup", {}, NOW)
+        return await store.bad_count()
 
-    assert run(work) == 1
+    assert kit.run(work) == 1
     assert outbox.sent == []

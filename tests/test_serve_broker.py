@@ -8,14 +8,21 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
-from celery_support import Broker, Ledger, receiving, start_worker, wait_until, workers
+from celery_support import (
+    Broker,
+    Ledger,
+    receiving,
+    redis_broker_on,
+    start_worker,
+    store_fixture,  # noqa: F401 (the fixture store)
+    wait_until,
+    workers,
+)
 from celery_support import write_workflow as receiver_workflow
 
 from flowlang import load_workflow
@@ -93,21 +100,17 @@ def test_a_broker_that_fails_is_a_503_without_its_password(
 
 @pytest.fixture
 def redis_broker(redis_server: RedisServer) -> Iterator[Broker]:
-    url = f"redis://127.0.0.1:{redis_server.port}/3"
-    yield Broker("redis", url, f"flowlang-test-{os.urandom(6).hex()}.")
-    client = redis.Redis.from_url(url, socket_timeout=5)
-    client.flushdb()
-    client.close()
+    with redis_broker_on(redis_server, 3) as made:
+        yield made
 
 
 def test_serve_publishes_to_a_worker_that_delivers(
-    tmp_path: Path, redis_broker: Broker, redis_server: RedisServer
+    tmp_path: Path, redis_broker: Broker, store: tuple[str, str, Ledger]
 ) -> None:
-    prefix = f"flt{os.urandom(5).hex()}:"
-    ledger = Ledger(redis_server.url, prefix)
+    url, prefix, ledger = store
     with receiving() as receiver, workers() as started:
         flow = receiver_workflow(tmp_path, receiver)
-        started.append(start_worker(tmp_path, [flow], redis_broker, redis_server.url, prefix))
+        started.append(start_worker(tmp_path, [flow], redis_broker, url, prefix))
         publish = event_publisher(redis_broker.url, redis_broker.queue_prefix)
         workflow = load_workflow(flow, allow_hosts=["127.0.0.1"])
 
@@ -125,7 +128,6 @@ def test_serve_publishes_to_a_worker_that_delivers(
         wait_until(lambda: len(ledger.settled()) == 2, 30, "not delivered")
     keys = [idempotency_key("evt-9", "notify", action) for action in ("first", "second")]
     assert receiver.keys() == dict.fromkeys(keys, 1)
-    ledger.clear()
 
 
 def test_serve_with_a_broker_that_does_not_answer_is_a_usage_error() -> None:

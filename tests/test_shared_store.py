@@ -11,57 +11,18 @@ import asyncio
 import json
 import logging
 import socket
-import uuid
-from collections.abc import Awaitable, Callable, Iterator
-from typing import Any, TypeVar
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 import redis
-from services import RedisServer
+from distributed_support import Kit
 
 from flowlang import SharedStoreError
 from flowlang.distributed.connection import connect
 from flowlang.distributed.shared import SharedStore, event_part
 
-T = TypeVar("T")
 DEADLINE = 20.0
-
-
-class Kit:
-    """A prefix of its own on the session's Redis, a plain client to look at (and spoil) keys,
-    and a way to run a coroutine on a fresh store."""
-
-    def __init__(self, server: RedisServer) -> None:
-        self.url = server.url
-        self.prefix = f"fltest-{uuid.uuid4().hex[:12]}:"
-        self.raw = redis.Redis.from_url(server.url)
-
-    def run(self, work: Callable[[SharedStore], Awaitable[T]], **options: Any) -> T:
-        async def bounded() -> T:
-            store = SharedStore.from_url(self.url, prefix=self.prefix, **options)
-            try:
-                return await asyncio.wait_for(work(store), DEADLINE)
-            finally:
-                await store.aclose()
-
-        return asyncio.run(bounded())
-
-    def stored(self) -> list[str]:
-        return sorted(key.decode() for key in self.raw.scan_iter(f"{self.prefix}*"))
-
-    def clean(self) -> None:
-        for key in self.raw.scan_iter(f"{self.prefix}*"):
-            self.raw.delete(key)
-        self.raw.close()
-
-
-@pytest.fixture
-def kit(redis_server: RedisServer) -> Iterator[Kit]:
-    made = Kit(redis_server)
-    try:
-        yield made
-    finally:
-        made.clean()
 
 
 # --- events -----------------------------------------------------------------------------------

@@ -22,6 +22,8 @@ __all__ = [
 ]
 
 import string
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote
@@ -29,6 +31,7 @@ from urllib.parse import unquote
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
+from redis.exceptions import RedisError
 
 #: The key prefix when none is given.
 DEFAULT_PREFIX = "fl:"
@@ -49,6 +52,8 @@ MAX_CONNECTIONS = 256
 POOL_TIMEOUT = 5.0
 #: The schemes of a Redis URL.
 SCHEMES = ("redis://", "rediss://", "unix://")
+#: Characters of a client error's text that a store's error message keeps.
+MESSAGE_MAX = 300
 
 
 def check_key_part(what: str, value: object) -> str:
@@ -170,6 +175,21 @@ class RedisConnection:
     def scrub(self, text: str) -> str:
         """``text`` without this connection's password in any form."""
         return scrub(text, self.secrets)
+
+    @asynccontextmanager
+    async def guard(
+        self, store: str, operation: str, error_class: type[Exception]
+    ) -> AsyncIterator[None]:
+        """Turn a failure to reach Redis in the block (RedisError, OSError) into
+        ``error_class("{store} {where}: {operation} failed: {type}: {text}")``, the text
+        scrubbed of the password and cut to :data:`MESSAGE_MAX` characters."""
+        try:
+            yield
+        except (RedisError, OSError) as error:
+            text = self.scrub(str(error))[:MESSAGE_MAX]
+            raise error_class(
+                f"{store} {self.where}: {operation} failed: {type(error).__name__}: {text}"
+            ) from error
 
     def key(self, prefix: str, kind: str, part: str) -> str:
         """The key ``{prefix}{kind}:{part}`` (``part`` checked by the caller)."""

@@ -185,6 +185,11 @@ class Deliverer:
         """An error as steps carry it: masked with every secret used so far, shortened."""
         return shown_error(self.automations.redactor, text) or ""
 
+    def _limits(self) -> dict[str, int]:
+        """The limits a message's event is read under: the automations' settings."""
+        settings = self.automations.settings
+        return {"max_depth": settings.max_event_depth, "max_bytes": settings.max_event_bytes}
+
     def _refused(self, what: str, problem: BaseException) -> Step:
         error = self._shown(f"{what}: {problem}")
         log.warning("refused a %s: %s", what, error)
@@ -194,11 +199,8 @@ class Deliverer:
 
     async def accept(self, body: Any) -> Step:
         """Check an accept message, claim its event and fan it out (see the module docstring)."""
-        settings = self.automations.settings
         try:
-            message = AcceptMessage.from_json(
-                body, max_depth=settings.max_event_depth, max_bytes=settings.max_event_bytes
-            )
+            message = AcceptMessage.from_json(body, **self._limits())
         except Exception as problem:
             return self._refused("accept message", problem)
         event = message.event
@@ -282,11 +284,8 @@ class Deliverer:
 
     async def deliver(self, body: Any) -> Step:
         """Check a deliver message and make its attempt, once (see the module docstring)."""
-        settings = self.automations.settings
         try:
-            message = DeliverMessage.from_json(
-                body, max_depth=settings.max_event_depth, max_bytes=settings.max_event_bytes
-            )
+            message = DeliverMessage.from_json(body, **self._limits())
         except Exception as problem:
             return self._refused("deliver message", problem)
         workflow = self._by_fingerprint.get(message.fingerprint)
@@ -456,9 +455,8 @@ class Deliverer:
         when it says ``delivered`` (replayed before), ``settled_before``: nothing is sent.
         Refused when ``record`` is not a dead letter or its workflow version is not loaded here
         (``flowlang replay`` from the dead letter's own text can run it)."""
-        settings = self.automations.settings
         try:
-            message = self._replayed(record, settings.max_event_depth)
+            message = self._replayed(record)
         except Exception as problem:
             return self._refused("dead letter", problem)
         workflow = self._by_fingerprint[message.fingerprint]
@@ -469,7 +467,7 @@ class Deliverer:
             return Step("settled_before", error=f"its action is {state} already: not sent again")
         return Step("replayed", [(DELIVER_TASK, message.to_json())])
 
-    def _replayed(self, record: Any, depth: int) -> DeliverMessage:
+    def _replayed(self, record: Any) -> DeliverMessage:
         """The deliver message that replays ``record``; ValueError saying why there is none."""
         if not isinstance(record, Mapping) or record.get("format") != DEAD_LETTER_FORMAT:
             raise ValueError("this is not a flowlang dead-letter record")
@@ -502,9 +500,7 @@ class Deliverer:
             "results": record.get("results") or {},
             "last": last,
         }
-        return DeliverMessage.from_json(
-            body, max_depth=depth, max_bytes=self.automations.settings.max_event_bytes
-        )
+        return DeliverMessage.from_json(body, **self._limits())
 
     def _next(
         self, workflow: CompiledWorkflow, message: DeliverMessage, result: dict[str, Any]

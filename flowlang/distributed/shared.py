@@ -58,8 +58,6 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
-from redis.exceptions import RedisError
-
 from flowlang.automations.records import (
     MAX_RECORD_BYTES,
     MAX_RECORD_DEPTH,
@@ -80,8 +78,6 @@ from flowlang.errors import SharedStoreError
 
 log = logging.getLogger("flowlang.distributed")
 
-#: The longest error text from Redis repeated in a SharedStoreError.
-MESSAGE_MAX = 300
 #: The most of a foreign member a warning shows.
 SHOWN_MAX = 80
 #: The longest time a store keeps anything (ten years), and the longest lease or due time.
@@ -473,14 +469,8 @@ class SharedStore:
     @asynccontextmanager
     async def _guard(self, operation: str) -> AsyncIterator[None]:
         """Turn Redis failures into SharedStoreError (the password never shown)."""
-        try:
+        async with self.connection.guard("shared store", operation, SharedStoreError):
             yield
-        except (RedisError, OSError) as error:
-            text = self.connection.scrub(str(error))[:MESSAGE_MAX]
-            raise SharedStoreError(
-                f"shared store {self.connection.where}: {operation} failed: "
-                f"{type(error).__name__}: {text}"
-            ) from error
 
     def _key(self, kind: str, part: str) -> str:
         return f"{self.prefix}{kind}:{part}"

@@ -35,7 +35,7 @@ from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import ResponseError
 
 from flowlang.distributed.connection import (
     DEFAULT_PREFIX,
@@ -49,9 +49,6 @@ from flowlang.serve.calls import CallRecord, CallStoreError, event_key
 
 #: The largest ``seq``: Lua compares numbers as doubles.
 SEQ_MAX = 2**53
-
-#: The longest error text from Redis repeated in a CallStoreError.
-MESSAGE_MAX = 300
 
 
 def _check_seq(what: str, value: object) -> int:
@@ -209,23 +206,15 @@ class RedisCallStore:
     @asynccontextmanager
     async def _guard(self, operation: str, call_id: str = "") -> AsyncIterator[None]:
         """Turn Redis failures into CallStoreError (or ValueError for a key of another type)."""
-        try:
-            yield
-        except ResponseError as error:
-            if str(error).startswith("WRONGTYPE") and call_id:
-                raise ValueError(
-                    f"call record {call_id!r} unreadable: its key holds another Redis type"
-                ) from None
-            raise self._error(operation, error) from error
-        except (RedisError, OSError) as error:
-            raise self._error(operation, error) from error
-
-    def _error(self, operation: str, error: BaseException) -> CallStoreError:
-        text = self._connection.scrub(str(error))[:MESSAGE_MAX]
-        where = self._connection.where
-        return CallStoreError(
-            f"call store {where}: {operation} failed: {type(error).__name__}: {text}"
-        )
+        async with self._connection.guard("call store", operation, CallStoreError):
+            try:
+                yield
+            except ResponseError as error:
+                if str(error).startswith("WRONGTYPE") and call_id:
+                    raise ValueError(
+                        f"call record {call_id!r} unreadable: its key holds another Redis type"
+                    ) from None
+                raise
 
     def _record_bytes(self, call_id: str, record: CallRecord) -> bytes:
         if not isinstance(record, CallRecord):
