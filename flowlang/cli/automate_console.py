@@ -76,6 +76,7 @@ from flowlang.cli.event_stream import (
     DescriptorLines,
     EventItem,
     EventReader,
+    opened_events,
     read_events,
     readable_lines,
 )
@@ -84,7 +85,6 @@ from flowlang.cli.inputs import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_OK,
-    UsageError,
 )
 from flowlang.cli.store_console import deadletters_from_command_line, replay_store
 from flowlang.cli.terminal import Colours, printable
@@ -218,17 +218,8 @@ async def _automate(arguments: argparse.Namespace, out: TextIO, stdin: TextIO) -
         _warn(f"the workflows have errors:\n\n{error}")
         return EXIT_BAD_INPUT
     trusted_authorities(arguments.ca_file)  # an unusable file is a usage error before any work
-    if arguments.events == "-":
-        run = _AutomateRun(arguments, workflows, out)
-        return await run.process(getattr(stdin, "buffer", stdin), "<stdin>")
-    try:
-        stream = open(arguments.events, "rb")  # noqa: SIM115 (closed below)
-    except OSError as error:
-        raise UsageError(
-            f"cannot read events file {arguments.events}: {error.strerror or error}"
-        ) from None
-    with stream:
-        return await _AutomateRun(arguments, workflows, out).process(stream, arguments.events)
+    with opened_events(arguments.events, stdin) as (stream, label):
+        return await _AutomateRun(arguments, workflows, out).process(stream, label)
 
 
 class _AutomateRun:

@@ -11,7 +11,7 @@ whose lock a daemon thread blocked in a read would hold when the interpreter shu
 
 from __future__ import annotations
 
-__all__ = ["DescriptorLines", "EventReader", "read_events", "readable_lines"]
+__all__ = ["DescriptorLines", "EventReader", "opened_events", "read_events", "readable_lines"]
 
 import asyncio
 import contextlib
@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from typing import IO, Any
 
 from flowlang.automations.records import MAX_EVENT_BYTES, RecordError, decoded_lines
+from flowlang.cli.inputs import UsageError
 
 #: An events line is at most this long (an event of MAX_EVENT_BYTES, written with spaces).
 MAX_EVENT_LINE = 2 * MAX_EVENT_BYTES
@@ -185,3 +186,18 @@ class EventReader:
             self._buffer.clear()
             self._lock.notify()
         return items
+
+
+@contextlib.contextmanager
+def opened_events(name: str, stdin: Any) -> Iterator[tuple[IO[Any], str]]:
+    """The events ``--events NAME`` names (``-``: standard input, bytes) and the label its
+    messages use; UsageError when the file cannot be opened. A file is closed afterwards."""
+    if name == "-":
+        yield getattr(stdin, "buffer", stdin), "<stdin>"
+        return
+    try:
+        stream = open(name, "rb")  # noqa: SIM115 (closed below)
+    except OSError as error:
+        raise UsageError(f"cannot read events file {name}: {error.strerror or error}") from None
+    with stream:
+        yield stream, name

@@ -41,7 +41,7 @@ from flowlang.automations.dispatch import Automations, DeadLetterStore, Delivery
 from flowlang.automations.records import EventError, check_event
 from flowlang.automations.workflow import check_unique_names, load_workflow
 from flowlang.cli.automate_console import _providers
-from flowlang.cli.event_stream import read_events, readable_lines
+from flowlang.cli.event_stream import opened_events, read_events, readable_lines
 from flowlang.cli.inputs import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, UsageError
 from flowlang.cli.terminal import printable
 from flowlang.cli.trust import trusted_authorities
@@ -264,16 +264,8 @@ def publish_from_command_line(arguments: argparse.Namespace, out: TextIO, stdin:
     _reach_broker(app, arguments.broker)
     settings = DeliverySettings()
     publish = publisher(app, arguments.queue_prefix)
-    if arguments.events == "-":
-        return _publish_stream(arguments, publish, settings, getattr(stdin, "buffer", stdin), out)
-    try:
-        stream = open(arguments.events, "rb")  # noqa: SIM115 (closed below)
-    except OSError as error:
-        raise UsageError(
-            f"cannot read events file {arguments.events}: {error.strerror or error}"
-        ) from None
-    with stream:
-        return _publish_stream(arguments, publish, settings, stream, out)
+    with opened_events(arguments.events, stdin) as (stream, label):
+        return _publish_stream(arguments, publish, settings, stream, label, out)
 
 
 def _publish_stream(
@@ -281,9 +273,9 @@ def _publish_stream(
     publish: Any,
     settings: DeliverySettings,
     stream: IO[Any],
+    label: str,
     out: TextIO,
 ) -> int:
-    label = "<stdin>" if arguments.events == "-" else arguments.events
     counts = {"published": 0, "refused": 0, "failed": 0}
     fatal: str | None = None
     try:
