@@ -7,8 +7,10 @@ delivered), and SIGTERM as a warm shutdown (the attempt in progress finishes, ex
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +19,7 @@ from typing import Any
 import pytest
 import redis
 from celery import signals
+from celery.exceptions import Reject
 from celery_support import (
     HOLD,
     Broker,
@@ -34,16 +37,27 @@ from celery_support import (
     write_events,
     write_workflow,
 )
+from distributed_support import Kit
 from services import RedisServer, running_redis
-from support import cli
+from support import FakeClock, cli
 
-from flowlang.automations.dispatch import idempotency_key
+from flowlang import MappingSecrets
+from flowlang.automations import Automations, DeliverySettings, load_workflow_text
+from flowlang.automations.dispatch import DeadLetterStore, idempotency_key
 from flowlang.distributed import loop as worker_loop
-from flowlang.distributed.celery_app import WorkerSettings, broker_kind, make_app
-from flowlang.distributed.deliverer import Step
+from flowlang.distributed import tasks
+from flowlang.distributed.celery_app import (
+    WorkerSettings,
+    broker_kind,
+    make_app,
+    publish_options,
+)
+from flowlang.distributed.deliverer import Deliverer, Step
 from flowlang.distributed.messages import ACCEPT_TASK, DELIVER_TASK, REPLAY_TASK
 from flowlang.distributed.tasks import register, run_step
 from flowlang.errors import SharedStoreError
+from flowlang.http_rules import PreparedRequest
+from flowlang.runtime.http import HttpResult
 
 PASSWORD = "hunter2-broker-secret"
 
@@ -71,6 +85,8 @@ def test_the_app_has_the_settings_that_lose_nothing() -> None:
         "visibility_timeout": 300.0,
         "unacked_restore_interval": 10.0,
         "unacked_restore_throttle": 1,
+        "socket_timeout": 10.0,
+        "socket_connect_timeout": 10.0,
     }
     assert [queue.name for queue in conf.task_queues] == ["fl-a.events", "fl-a.actions"]
     assert all(queue.durable and not queue.queue_arguments for queue in conf.task_queues)
@@ -83,6 +99,7 @@ def test_rabbitmq_confirms_publishes_and_quorum_queues_are_a_choice() -> None:
     settings = WorkerSettings(queue_type="quorum", visibility_timeout=10, restore_interval=2)
     app = make_app("amqp://guest:guest@127.0.0.1:5672//", settings=settings)
     assert app.conf.broker_transport_options == {"confirm_publish": True}
+    assert publish_options(app) == {"timeout": 10.0, "confirm_timeout": 10.0}
     arguments = [queue.queue_arguments for queue in app.conf.task_queues]
     assert arguments == [{"x-queue-type": "quorum"}] * 2
     assert settings.redelivers_running_tasks  # 10 s is below the 90 s limit: said at start
@@ -494,3 +511,177 @@ def test_task_events_are_off_unless_asked_for() -> None:
     assert not make_app("redis://127.0.0.1:6379/0").conf.worker_send_task_events
     app = make_app("redis://127.0.0.1:6379/0", settings=WorkerSettings(task_events=True))
     assert app.conf.worker_send_task_events and app.conf.task_send_sent_event
+
+
+# --- defects of issue 13 found by the red-team review, fixed ------------------------------------
+
+
+def test_a_task_without_a_running_loop_requeues_its_message(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Celery swallows a worker_init / worker_process_init handler's exception, so a worker
+    whose loop did not start keeps consuming: its tasks reject their messages with requeue,
+    and a task that raises anyway is not acknowledged (task_acks_on_failure_or_timeout off)."""
+    app = make_app("redis://127.0.0.1:1/0")
+    assert app.conf.task_acks_late and not app.conf.task_acks_on_failure_or_timeout
+    registered = register(app, "fltest-redteam")
+    monkeypatch.setattr(worker_loop, "_current", None)
+    monkeypatch.setattr(tasks, "REQUEUE_PAUSE", 0.0)
+    with pytest.raises(Reject) as raised:
+        registered[ACCEPT_TASK].run(v=1, event={"id": "evt-1", "type": "call.ended"})
+    assert raised.value.requeue
+
+
+class _ThreadLoop:
+    """A loop on its own thread with WorkerLoop.call (a timeout cancels the coroutine)."""
+
+    call = worker_loop.WorkerLoop.call
+
+    def __init__(self, deliverer: Any) -> None:
+        self.deliverer = deliverer
+        self.automations = None
+        self.store = None
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        time.sleep(0.1)  # let a cancelled coroutine end
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+        self.loop.close()
+
+
+class _SlowReceiver:
+    """Deliver: the request reaches the receiver at once, its answer takes ``answer`` s."""
+
+    def __init__(self, answer: float) -> None:
+        self.answer = answer
+        self.received: list[str] = []
+
+    async def deliver(self, body: dict[str, Any]) -> Step:
+        self.received.append(str(body["name"]))
+        await asyncio.sleep(self.answer)
+        return Step("delivered")
+
+
+@pytest.mark.parametrize(("accept_takes", "inlined"), [(2.0, False), (0.0, True)])
+def test_an_inline_delivery_starts_only_with_an_attempts_whole_time_left(
+    monkeypatch: pytest.MonkeyPatch, accept_takes: float, inlined: bool
+) -> None:
+    """Scaled down: a task budget (BRIDGE_TIMEOUT) of 3.6 s, an attempt cap of 2.5 s (the
+    timeout_cap; 30 s in production against 50 s) and a margin (INLINE_MINIMUM) of 0.5 s.
+    An accept that took 2 s leaves too little for a whole attempt: its first action is
+    published, not started inline and cut short mid-request (then sent twice). A quick one
+    delivers it inline, the request ends within the budget, and nothing is published."""
+    monkeypatch.setattr(tasks, "BRIDGE_TIMEOUT", 3.6)
+    monkeypatch.setattr(tasks, "INLINE_MINIMUM", 0.5)
+    monkeypatch.setattr(tasks, "_attempt_cap", lambda runner: 2.5)
+    receiver = _SlowReceiver(answer=2.0)
+    runner = _ThreadLoop(receiver)
+    monkeypatch.setattr(worker_loop, "_current", runner)
+    published: list[str] = []
+
+    async def accept(_: Any) -> Step:
+        await asyncio.sleep(accept_takes)  # a slow shared store during the claim
+        return Step("fanned_out", [(DELIVER_TASK, {"name": "one"})])
+
+    def publish(task: str, body: dict[str, Any]) -> None:
+        published.append(str(body["name"]))
+
+    try:
+        started = time.monotonic()
+        tasks.run_step(ACCEPT_TASK, accept, publish, inline=True)
+        assert time.monotonic() - started < 10
+    finally:
+        runner.close()
+    if inlined:
+        assert (receiver.received, published) == (["one"], [])
+    else:
+        assert (receiver.received, published) == ([], ["one"])
+
+
+class _ReplayRunner:
+    """A worker loop's objects for tasks._replay: automations, a store, a deliverer."""
+
+    def __init__(self, automations: Automations, store: Any) -> None:
+        self.automations = automations
+        self.store = store
+        self.deliverer = Deliverer(automations, store, "redteam:1:abcd")
+
+
+class _Http:
+    def __init__(self, status: int) -> None:
+        self.status = status
+        self.sent: list[str] = []
+
+    async def send(
+        self, request: PreparedRequest, *, timeout: float, max_body: int, follow_redirects: bool
+    ) -> HttpResult:
+        self.sent.append(request.url)
+        if self.status == 200:
+            return HttpResult("success", 200, {}, {"ok": True})
+        return HttpResult("http_error", self.status, {}, {}, f"HTTP {self.status}")
+
+
+ONE = """\
+workflow: redteam_one
+trigger: call.ended
+actions:
+  - {name: first, type: api_request, endpoint: https://crm.example.com/first}
+"""
+
+
+def _automations(http: _Http) -> Automations:
+    return Automations(
+        [load_workflow_text(ONE)],
+        settings=DeliverySettings(schedule=(0,)),
+        http=http,
+        secrets=MappingSecrets({}),
+        clock=FakeClock(),
+        dead_letters=DeadLetterStore(),
+    )
+
+
+def test_a_handed_over_dead_letter_that_cannot_be_replayed_is_kept(kit: Kit) -> None:
+    """``flowlang replay --broker`` removes each record once published; a worker that cannot
+    replay it (its workflow text does not load here: another flowlang version, allow_hosts)
+    puts it back in the shared dead letters before refusing (acknowledging) the message.
+    A body that is not a dead letter at all is refused and not kept."""
+    from flowlang.cli.worker_console import _hand_over
+
+    async def work() -> tuple[str, int, list[dict[str, Any]], str, int]:
+        failing = _automations(_Http(400))
+        async with failing:
+            await failing.dispatch({"id": "evt-rt-2", "type": "call.ended", "properties": {}})
+        (record,) = failing.dead_letters.records
+        record = dict(record) | {
+            "workflow_fingerprint": "0" * 64,
+            "workflow_source": "workflow: redteam_one\ntrigger: call.ended\nactions: 7\n",
+        }
+        store = kit.store()
+        handed: list[dict[str, Any]] = []
+        try:
+            await store.add_dead(record)
+            await _hand_over(
+                kit.url,
+                kit.prefix,
+                lambda _task, body: handed.append(body),
+                "redis://x",
+                io.StringIO(),
+            )
+            assert await store.dead_count() == 0  # handed over
+            worker = _automations(_Http(200))
+            async with worker:
+                runner = _ReplayRunner(worker, store)
+                step = await tasks._replay(runner, handed[0])  # type: ignore[arg-type]
+                left = [r for _, r in await store.dead_letters("-", 10)]
+                junk = await tasks._replay(runner, {"not": "a dead letter"})  # type: ignore[arg-type]
+            return step.outcome, len(left), left, junk.outcome, await store.dead_count()
+        finally:
+            await store.aclose()
+
+    outcome, count, left, junk, after_junk = asyncio.run(asyncio.wait_for(work(), 20))
+    assert outcome == "refused" and count == 1
+    assert left[0]["workflow_fingerprint"] == "0" * 64  # the record as it was
+    assert (junk, after_junk) == ("refused", 1)

@@ -33,9 +33,9 @@ from typing import Any
 from celery import Celery, Task
 from celery.exceptions import Reject
 
-from flowlang.automations.dispatch import describe_error
+from flowlang.automations.dispatch import DEAD_LETTER_FORMAT, DeliverySettings, describe_error
 from flowlang.distributed import loop as worker_loop
-from flowlang.distributed.celery_app import queue_for
+from flowlang.distributed.celery_app import publish_options, queue_for
 from flowlang.distributed.deliverer import Step
 from flowlang.distributed.messages import ACCEPT_TASK, DELIVER_TASK, REPLAY_TASK
 from flowlang.distributed.replay import replay_record
@@ -45,7 +45,9 @@ log = logging.getLogger("flowlang.worker")
 #: Seconds a task waits for its coroutine (below the soft time limit, so that the task, not
 #: Celery's limit, decides: a task over it is requeued, never acknowledged as failed).
 BRIDGE_TIMEOUT = 50.0
-#: Seconds an inline delivery needs at least (else its message is published instead).
+#: Seconds beyond an attempt's longest time (DeliverySettings.timeout_cap) an inline delivery
+#: needs left in the task's budget (the store's round trips); else its message is published
+#: instead, so an inline attempt is never cut short mid-request and handed to another worker.
 INLINE_MINIMUM = 5.0
 #: Seconds a task pauses before requeueing its message when the store or broker failed.
 REQUEUE_PAUSE = 1.0
@@ -53,10 +55,13 @@ REQUEUE_PAUSE = 1.0
 
 def publisher(app: Celery, queue_prefix: str) -> Callable[[str, dict[str, Any]], None]:
     """A blocking ``publish(task, body)`` sending one message (body as kwargs) to the task's
-    queue; on RabbitMQ it returns once the broker confirmed it."""
+    queue; on RabbitMQ it returns once the broker confirmed it. Bounded: each try within the
+    app's ``publish_timeout`` (write and confirm), a few tries (``task_publish_retry_policy``),
+    then it raises."""
+    options = publish_options(app)
 
     def publish(task: str, body: dict[str, Any]) -> None:
-        app.send_task(task, kwargs=body, queue=queue_for(task, queue_prefix))
+        app.send_task(task, kwargs=body, queue=queue_for(task, queue_prefix), **options)
 
     return publish
 
@@ -84,9 +89,9 @@ def run_step(
 
     ``inline`` (accept): the fan-out's first deliver message is not published but delivered
     here, at once, before the accept is confirmed and acknowledged (see :func:`_inline`)."""
-    runner = worker_loop.current()
     started = time.monotonic()
-    try:
+    try:  # no loop (it failed to start: Celery swallows that) is requeued, never acknowledged
+        runner = worker_loop.current()
         step = runner.call(work(runner), BRIDGE_TIMEOUT)
     except Exception as problem:
         raise _requeue(task, "the work", problem) from None
@@ -128,11 +133,17 @@ def _inline(
     step publishes. The accept is acknowledged only after this: a worker that dies here leaves
     the accept to be redelivered; its claim lapses, the fan-out is made again, and the ledger
     and the action's lease keep the action from being sent twice (as for a redelivered deliver
-    message). When the inline work fails or runs out of time the message is published as
-    usual instead (the lease and ledger make that safe too); an error publishing raises."""
+    message). It starts only when the task's ``budget`` holds a whole attempt (the timeout
+    cap) plus INLINE_MINIMUM, so it is not cut short mid-request and handed to another worker
+    while its request may still be in flight; otherwise, or when the inline work fails, the
+    message is published as usual (the lease and ledger make that safe); an error publishing
+    raises."""
     try:
-        if budget < INLINE_MINIMUM:
-            raise TimeoutError("no time left for an inline delivery")
+        needed = _attempt_cap(runner) + INLINE_MINIMUM
+        if budget < needed:
+            raise TimeoutError(
+                f"{budget:.0f} s left, an inline delivery needs {needed:.0f} s: not started"
+            )
         step = runner.call(_deliverer(runner).deliver(body), budget)
     except Exception as problem:
         log.warning(
@@ -148,6 +159,14 @@ def _inline(
         log.warning("%s (inline): %s: %s", DELIVER_TASK, step.outcome, step.error)
     else:
         log.info("%s (inline): %s", DELIVER_TASK, step.outcome)
+
+
+def _attempt_cap(runner: worker_loop.WorkerLoop) -> float:
+    """The longest one attempt's request may take (the automations' ``timeout_cap``)."""
+    automations = runner.automations
+    if automations is not None:
+        return float(automations.settings.timeout_cap)
+    return float(DeliverySettings().timeout_cap)
 
 
 def _masked(runner: worker_loop.WorkerLoop, text: str) -> str:
@@ -170,18 +189,42 @@ def _body(task: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str,
 async def _replay(runner: worker_loop.WorkerLoop, record: dict[str, Any]) -> Step:
     """A dead letter through the workers (Deliverer.replay: a deliver message for its action,
     its ledger entry forgotten); when its workflow version is not loaded here, one try of it
-    from the record's own text (what fails again is a dead letter again)."""
+    from the record's own text (what fails again is a dead letter again). A dead letter that
+    cannot be replayed here is put back in the shared dead letters before it is refused
+    (``flowlang replay --broker`` removed it once published): it is kept, never lost."""
     step: Step = await _deliverer(runner).replay(record)
     if step.outcome != "refused" or runner.automations is None or runner.store is None:
-        return step
+        return await _kept(runner, record, step)
     try:
         deliveries, added = await replay_record(
             runner.automations, runner.store, record, wait=False
         )
     except Exception as error:  # not a record, a workflow that does not load: refused
-        return Step("refused", error=runner.automations.redactor.text(describe_error(error)))
+        refused = Step("refused", error=runner.automations.redactor.text(describe_error(error)))
+        return await _kept(runner, record, refused)
     outcome = "dead" if added else "delivered"
     return Step(outcome if deliveries else "done")
+
+
+async def _kept(runner: worker_loop.WorkerLoop, record: Any, step: Step) -> Step:
+    """``step``; when it refuses a dead-letter record, the record is first added back to the
+    shared dead letters (as it was; a store error propagates: the message is requeued). What
+    is not a dead letter at all (no ``format`` of one) is refused and not kept."""
+    if (
+        step.outcome != "refused"
+        or runner.store is None
+        or not isinstance(record, dict)
+        or record.get("format") != DEAD_LETTER_FORMAT
+    ):
+        return step
+    try:
+        await runner.store.add_dead(record)
+    except ValueError as problem:  # too large or deep for the store: said, and refused
+        log.error(
+            "%s: a dead letter could not be kept: %s", REPLAY_TASK, _masked(runner, str(problem))
+        )
+        return step
+    return Step("refused", error=f"{step.error} (kept in the shared dead letters)")
 
 
 def register(app: Celery, queue_prefix: str, *, inline: bool = True) -> dict[str, Task]:
