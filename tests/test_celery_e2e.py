@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -37,6 +40,7 @@ from celery_support import (
     start_worker,
     store_fixture,  # noqa: F401 (the fixture store)
     wait_until,
+    worker_command,
     workers,
     write_events,
     write_workflow,
@@ -347,3 +351,118 @@ def test_quorum_queues_on_rabbitmq(
         _published(publish(events, broker, [flow], *quorum), 1)
         wait_until(lambda: len(ledger.settled()) == 2, 30, "not delivered")
     assert receiver.keys() == dict.fromkeys(keys_of(item["id"]), 1)
+
+
+# --- flowlang worker --metrics-port ----------------------------------------------------------
+
+
+def _scrape(url: str) -> tuple[dict[str, float], str]:
+    """The metrics page at ``url``: series (name with labels) -> value, and its text."""
+    with urllib.request.urlopen(url, timeout=5) as answer:
+        text = answer.read().decode()
+    found: dict[str, float] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            series, _, value = line.rpartition(" ")
+            found[series] = float(value)
+    return found, text
+
+
+@pytest.mark.parametrize("pool", ["threads", "prefork"])
+def test_worker_metrics_count_attempts_duplicates_and_pump_publishes(
+    tmp_path: Path,
+    redis_server: RedisServer,
+    store: tuple[str, str, Ledger],
+    receiver: Receiver,
+    pool: str,
+) -> None:
+    """A real worker (Redis broker) with --metrics-port 0: four deliveries (one event's first
+    action after a 503: its retry goes through the pump), one dead letter (a 400), one
+    duplicate event; the scrape counts them, with label values from fixed sets only (no event
+    id, URL or caller). With prefork the pool children are summed and the private metrics
+    folder is removed at exit."""
+    url, prefix, ledger = store
+    flow = write_workflow(tmp_path, receiver)
+    items = [event(number) for number in (21, 22, 23)]
+    keys = {item["id"]: keys_of(item["id"]) for item in items}
+    receiver.script(keys["evt-00022"][0], (503, {}))
+    receiver.script(keys["evt-00023"][0], (400, {}))
+    events = write_events(tmp_path / "events.jsonl", [*items, items[0]])
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    options = ("--pool", pool, "--concurrency", "2", "--metrics-port", "0")
+    options += ("--retry-schedule", "0,0.3")
+    with redis_broker_on(redis_server, 4) as broker, workers() as started:
+        worker = start_worker(
+            tmp_path, [flow], broker, url, prefix, *options, env={"TMPDIR": str(temporary)}
+        )
+        started.append(worker)
+        found = re.search(r"metrics on (http://127\.0\.0\.1:\d+/metrics)", worker.text())
+        assert found, worker.text()
+        folders = [p.name for p in temporary.glob("flowlang-worker-metrics-*")]
+        assert len(folders) == (1 if pool == "prefork" else 0)  # threads: one process
+        _published(publish(events, broker, [flow]), 4)
+        wait_until(lambda: len(ledger.settled()) == 5, 30, "not settled")
+        expected = {
+            'flowlang_worker_attempts_total{outcome="delivered"}': 4.0,
+            'flowlang_worker_attempts_total{outcome="retry"}': 1.0,
+            'flowlang_worker_attempts_total{outcome="dead"}': 1.0,
+            "flowlang_worker_attempt_duration_seconds_count": 6.0,
+            'flowlang_worker_duplicates_total{of="event"}': 1.0,
+        }
+
+        last = [""]
+
+        def counted() -> bool:
+            page, last[0] = _scrape(found.group(1))
+            histogram = sum(
+                value
+                for series, value in page.items()
+                if series.startswith("flowlang_worker_attempt_duration_seconds_count")
+            )
+            page["flowlang_worker_attempt_duration_seconds_count"] = histogram
+            return all(page.get(series) == value for series, value in expected.items())
+
+        try:
+            wait_until(counted, 15, "not counted")
+        except AssertionError:
+            print(last[0])
+            raise
+        page, text = _scrape(found.group(1))
+        assert page.get('flowlang_worker_pump_published_total{kind="due"}', 0) >= 1
+        assert page.get('flowlang_worker_steps_total{outcome="fanned_out",task="accept"}') == 3
+        for secret in ("evt-", "127.0.0.1", "+1555", receiver.url(), prefix):
+            assert secret not in text
+        worker.process.send_signal(signal.SIGTERM)
+        assert worker.process.wait(30) == 0, worker.text()
+    assert "Traceback" not in worker.text()
+    assert list(temporary.glob("flowlang-worker-metrics-*")) == []  # removed at exit
+
+
+def test_worker_metrics_port_in_use_or_not_here_is_a_clear_error(
+    tmp_path: Path, redis_server: RedisServer, store: tuple[str, str, Ledger], receiver: Receiver
+) -> None:
+    url, prefix, _ = store
+    flow = write_workflow(tmp_path, receiver)
+    taken = socket.create_server(("127.0.0.1", 0))
+    port = taken.getsockname()[1]
+    try:
+        with redis_broker_on(redis_server, 4) as broker:
+            for extra in (
+                ("--metrics-port", str(port)),
+                ("--metrics-port", "0", "--metrics-host", "203.0.113.7"),  # not this machine's
+                ("--metrics-port", "0", "--pool", "prefork", "--metrics-host", "203.0.113.7"),
+            ):
+                command = worker_command([flow], broker, url, prefix, *extra)
+                began = time.monotonic()
+                done = subprocess.run(
+                    command, capture_output=True, text=True, timeout=60, env=clean_env()
+                )
+                assert done.returncode == 2, done.stderr
+                assert "--metrics-port: cannot serve metrics on" in done.stderr
+                assert "Traceback" not in done.stderr and "consuming" not in done.stderr
+                if extra[1] == str(port):
+                    assert "in use" in done.stderr, done.stderr
+                assert time.monotonic() - began < 30
+    finally:
+        taken.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import os
 import signal
 import threading
 import time
@@ -26,6 +27,7 @@ from celery_support import (
     Ledger,
     Receiver,
     event,
+    muting_proxy,
     one_event,
     one_worker,
     receiver_fixture,  # noqa: F401 (the fixture receiver)
@@ -38,7 +40,7 @@ from celery_support import (
     write_workflow,
 )
 from distributed_support import Kit
-from services import RedisServer, running_redis
+from services import RedisServer, rabbitmq, running_redis  # noqa: F401 (the fixture rabbitmq)
 from support import FakeClock, cli
 
 from flowlang import MappingSecrets
@@ -54,7 +56,7 @@ from flowlang.distributed.celery_app import (
 )
 from flowlang.distributed.deliverer import Deliverer, Step
 from flowlang.distributed.messages import ACCEPT_TASK, DELIVER_TASK, REPLAY_TASK
-from flowlang.distributed.tasks import register, run_step
+from flowlang.distributed.tasks import publisher, register, run_step
 from flowlang.errors import SharedStoreError
 from flowlang.http_rules import PreparedRequest
 from flowlang.runtime.http import HttpResult
@@ -685,3 +687,72 @@ def test_a_handed_over_dead_letter_that_cannot_be_replayed_is_kept(kit: Kit) -> 
     assert outcome == "refused" and count == 1
     assert left[0]["workflow_fingerprint"] == "0" * 64  # the record as it was
     assert (junk, after_junk) == ("refused", 1)
+
+
+@pytest.mark.parametrize("kind", ["rabbitmq", "redis"])
+def test_a_publish_the_broker_never_answers_ends_in_bounded_time_and_is_requeued(
+    request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
+    redis_server: RedisServer,
+    kind: str,
+) -> None:
+    """The threads pool has no time limits and py-amqp waits for a confirm with no limit:
+    a broker that takes a publish and never confirms it held the task thread for ever. Now
+    each publish is bounded (publish_timeout, a few tries): it raises, and the task requeues
+    the message it came from. The first publish, made before the broker fell silent, is kept
+    on the broker."""
+    if kind == "rabbitmq":
+        rabbit = request.getfixturevalue("rabbitmq")
+        upstream, queue_prefix, db = 5672, rabbit.queue_prefix, ""
+    else:
+        upstream, queue_prefix, db = redis_server.port, f"fltest-{os.urandom(4).hex()}.", "/3"
+    with muting_proxy(upstream) as proxy:
+        scheme = "amqp://guest:guest@" if kind == "rabbitmq" else "redis://"
+        url = f"{scheme}127.0.0.1:{proxy.port}{'//' if kind == 'rabbitmq' else db}"
+        app = make_app(url, queue_prefix=queue_prefix, settings=WorkerSettings(publish_timeout=1))
+        app.conf.broker_connection_timeout = 1
+        publish = publisher(app, queue_prefix)
+        publish(DELIVER_TASK, {"n": 1})  # connected, queues declared, confirms on
+        proxy.mute()  # from now on, nothing the broker says reaches the publisher
+        monkeypatch.setattr(tasks, "REQUEUE_PAUSE", 0.0)
+        monkeypatch.setattr(worker_loop, "_current", _Runner(_Deliverer({})))
+        outcome: list[BaseException | str] = []
+
+        async def work(_: Any) -> Step:
+            return Step("delivered", [(DELIVER_TASK, {"n": 2})])
+
+        def task() -> None:
+            try:
+                outcome.append(run_step(DELIVER_TASK, work, publish))
+            except BaseException as error:
+                outcome.append(error)
+
+        began = time.monotonic()
+        thread = threading.Thread(target=task, daemon=True)
+        thread.start()
+        thread.join(60)
+        took = time.monotonic() - began
+        assert not thread.is_alive(), "the publish still waits for the broker after 60 s"
+    [raised] = outcome
+    assert isinstance(raised, Reject) and raised.requeue, raised
+    assert took < 45
+    url_direct = url.replace(f":{proxy.port}", f":{upstream}")
+    kept = _queued(url_direct, f"{queue_prefix}actions", kind)
+    assert kept >= 1  # the first publish (the second may be there too: harmless, a copy)
+
+
+def _queued(url: str, queue: str, kind: str) -> int:
+    """How many messages ``queue`` holds on the broker at ``url``; the queue is emptied."""
+    if kind == "redis":
+        client = redis.Redis.from_url(url, socket_timeout=5)
+        try:
+            return int(client.llen(queue))
+        finally:
+            client.delete(queue)
+            client.close()
+    from kombu import Connection
+
+    with Connection(url, connect_timeout=5) as connection:
+        channel = connection.channel()
+        _, count, _ = channel.queue_declare(queue, passive=True)
+        return int(count)

@@ -35,6 +35,7 @@ from celery.exceptions import Reject
 
 from flowlang.automations.dispatch import DEAD_LETTER_FORMAT, DeliverySettings, describe_error
 from flowlang.distributed import loop as worker_loop
+from flowlang.distributed import watch
 from flowlang.distributed.celery_app import publish_options, queue_for
 from flowlang.distributed.deliverer import Step
 from flowlang.distributed.messages import ACCEPT_TASK, DELIVER_TASK, REPLAY_TASK
@@ -74,6 +75,7 @@ def _requeue(task: str, what: str, problem: BaseException) -> Reject:
     if runner is not None:
         text = _masked(runner, text)
     log.error("%s: %s failed, the message is requeued: %s", task, what, text)
+    watch.task(task, "requeued")
     time.sleep(REQUEUE_PAUSE)
     return Reject(text, requeue=True)
 
@@ -95,6 +97,7 @@ def run_step(
         step = runner.call(work(runner), BRIDGE_TIMEOUT)
     except Exception as problem:
         raise _requeue(task, "the work", problem) from None
+    _count(task, step.outcome, time.monotonic() - started)
     if step.outcome == "refused":
         log.warning("%s: a message was refused (acknowledged, not retried): %s", task, step.error)
         return step.outcome
@@ -107,6 +110,7 @@ def run_step(
             _inline(runner, first[1], publish, BRIDGE_TIMEOUT - (time.monotonic() - started))
     except Exception as problem:
         if step.abandon is not None:  # the fan-out's claim is let go: it lapses
+            watch.task(task, "abandoned")
             with contextlib.suppress(Exception):
                 runner.call(step.abandon(), BRIDGE_TIMEOUT)
         raise _requeue(task, "publishing", problem) from None
@@ -144,7 +148,9 @@ def _inline(
             raise TimeoutError(
                 f"{budget:.0f} s left, an inline delivery needs {needed:.0f} s: not started"
             )
+        began = time.monotonic()
         step = runner.call(_deliverer(runner).deliver(body), budget)
+        _count(DELIVER_TASK, step.outcome, time.monotonic() - began)
     except Exception as problem:
         log.warning(
             "%s (inline): %s; the message is published instead",
@@ -159,6 +165,17 @@ def _inline(
         log.warning("%s (inline): %s: %s", DELIVER_TASK, step.outcome, step.error)
     else:
         log.info("%s (inline): %s", DELIVER_TASK, step.outcome)
+
+
+#: The outcomes of a deliver step that made an attempt (counted with its duration).
+ATTEMPT_OUTCOMES = frozenset({"delivered", "retry", "dead"})
+
+
+def _count(task: str, outcome: str, seconds: float) -> None:
+    """Report one step (and, for a deliver that made an attempt, the attempt)."""
+    watch.task(task, outcome)
+    if task == DELIVER_TASK and outcome in ATTEMPT_OUTCOMES:
+        watch.attempt(outcome, seconds)
 
 
 def _attempt_cap(runner: worker_loop.WorkerLoop) -> float:
