@@ -417,16 +417,21 @@ def wait_until(condition: Any, seconds: float, why: str) -> float:
 class MutingProxy:
     """A loopback TCP proxy to ``upstream`` (a port on 127.0.0.1) that can be muted: then
     whatever the broker says (its confirms, its replies) is dropped, on every connection, the
-    ones made later too; the client's bytes still reach the broker."""
+    ones made later too; the client's bytes still reach the broker. Made a black hole, it
+    drops both ways (nothing a client sends reaches the broker: a publish never arrives)."""
 
     upstream: int
     port: int = 0
     muted: threading.Event = field(default_factory=threading.Event)
+    hole: threading.Event = field(default_factory=threading.Event)
     stop: threading.Event = field(default_factory=threading.Event)
     sockets: list[socket.socket] = field(default_factory=list)
 
     def mute(self) -> None:
         self.muted.set()
+
+    def black_hole(self) -> None:
+        self.hole.set()
 
     def _pipe(self, source: socket.socket, sink: socket.socket, answers: bool) -> None:
         try:
@@ -437,7 +442,7 @@ class MutingProxy:
                 data = source.recv(65536)
                 if not data:
                     return
-                if not (answers and self.muted.is_set()):
+                if not (self.hole.is_set() or (answers and self.muted.is_set())):
                     sink.sendall(data)
         except OSError:
             return

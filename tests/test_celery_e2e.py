@@ -25,6 +25,7 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
+import redis
 from celery_support import (
     HOLD,
     Broker,
@@ -33,6 +34,7 @@ from celery_support import (
     Worker,
     event,
     keys_of,
+    muting_proxy,
     one_event,
     publish,
     receiver_fixture,  # noqa: F401 (the fixture receiver)
@@ -466,3 +468,71 @@ def test_worker_metrics_port_in_use_or_not_here_is_a_clear_error(
                 assert time.monotonic() - began < 30
     finally:
         taken.close()
+
+
+# --- the pump killed between taking a due retry and publishing it ------------------------------
+
+
+def test_the_worker_holding_the_pump_killed_between_take_and_publish_loses_nothing(
+    tmp_path: Path, redis_server: RedisServer, store: tuple[str, str, Ledger], receiver: Receiver
+) -> None:
+    """A worker whose broker falls silent (a proxy that becomes a black hole: its publishes
+    never arrive) holds the pump when a retry falls due: the pump takes it from the due set
+    into the pumping hash and cannot publish it. The worker's whole process group is killed
+    there. Another worker (broker reachable) takes the pump lock once it lapses, publishes the
+    stale member again, and the retry is delivered: nothing lost, the action's requests all
+    carry its one Idempotency-Key, the next action sent once."""
+    url, prefix, ledger = store
+    flow, events, first, second = one_event(tmp_path, receiver, 31, (503, {}))
+    client = ledger.client
+    with redis_broker_on(redis_server, 5) as broker, muting_proxy(redis_server.port) as proxy:
+        db = broker.url.rsplit("/", 1)[1]
+        silent = Broker("redis", f"redis://127.0.0.1:{proxy.port}/{db}", broker.queue_prefix)
+        broker_client = redis.Redis.from_url(broker.url, socket_timeout=5)
+        with workers() as started:
+            doomed = start_worker(
+                tmp_path, [flow], silent, url, prefix, "--retry-schedule", "0,3", name="doomed"
+            )
+            started.append(doomed)
+            _published(publish(events, broker, [flow]), 1)
+            wait_until(
+                lambda: (
+                    client.zcard(f"{prefix}due") == 1
+                    and receiver.count(first) == 1
+                    and broker_client.hlen("unacked") == 0
+                ),
+                30,
+                "the first attempt's retry was not scheduled",
+            )
+            proxy.black_hole()  # from now on nothing this worker publishes reaches the broker
+            wait_until(lambda: client.hlen(f"{prefix}pumping") == 1, 15, "the pump did not take it")
+            holder = (client.get(f"{prefix}pump:lock") or b"").decode()
+            doomed.kill()  # SIGKILL, the whole group: between take and publish
+            killed = time.monotonic()
+            assert f":{doomed.process.pid}:" in holder  # the killed worker held the pump
+            assert client.zcard(f"{prefix}due") == 0 and client.hlen(f"{prefix}pumping") == 1
+            queue = f"{broker.queue_prefix}actions"
+            assert broker_client.llen(queue) == 0  # never published
+            started.append(start_worker(tmp_path, [flow], broker, url, prefix, name="heir"))
+            wait_until(
+                lambda: ledger.settled().get(second) == "delivered",
+                60,
+                f"the taken retry was lost:\n{started[-1].text()[-3000:]}",
+            )
+            took = time.monotonic() - killed
+        broker_client.close()
+    assert ledger.settled() == {first: "delivered", second: "delivered"}
+    assert receiver.keys() == {first: 2, second: 1}  # the 503, then the retry: one key
+    assert receiver.unkeyed == 0
+    assert ledger.dead() == []
+    assert client.hlen(f"{prefix}pumping") == 0 and client.zcard(f"{prefix}due") == 0
+    _stats(
+        "pump-take-publish",
+        broker,
+        events=1,
+        deliveries_expected=2,
+        delivered=2,
+        repeats=0,
+        lost=0,
+        delivered_after=f"{took:.1f}s",
+    )
