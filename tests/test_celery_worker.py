@@ -7,12 +7,15 @@ delivered), and SIGTERM as a warm shutdown (the attempt in progress finishes, ex
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import os
 import signal
+import socket
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -47,7 +50,7 @@ from flowlang import MappingSecrets
 from flowlang.automations import Automations, DeliverySettings, load_workflow_text
 from flowlang.automations.dispatch import DeadLetterStore, idempotency_key
 from flowlang.distributed import loop as worker_loop
-from flowlang.distributed import tasks
+from flowlang.distributed import tasks, watch
 from flowlang.distributed.celery_app import (
     WorkerSettings,
     broker_kind,
@@ -756,3 +759,102 @@ def _queued(url: str, queue: str, kind: str) -> int:
         channel = connection.channel()
         _, count, _ = channel.queue_declare(queue, passive=True)
         return int(count)
+
+
+# --- flowlang worker --metrics-port: the endpoint's hostile inputs -------------------------------
+
+
+def _metrics_arguments(port: int, host: str = "127.0.0.1") -> Any:
+    import argparse
+
+    return argparse.Namespace(metrics_port=port, metrics_host=host, pool="threads")
+
+
+@pytest.mark.parametrize(
+    ("host", "said"),
+    [
+        ("h" * 300, "not a host name or address"),
+        ("bad\x00host", "cannot serve metrics on"),
+        ("caf\udcff.example", "cannot serve metrics on"),  # not UTF-8 on the command line
+        ("203.0.113.7", "cannot serve metrics on"),  # an address of another machine
+    ],
+    ids=["huge", "nul", "non-utf8", "not-here"],
+)
+def test_a_metrics_host_that_cannot_be_served_is_a_usage_error(host: str, said: str) -> None:
+    from flowlang.cli.inputs import UsageError
+    from flowlang.cli.worker_console import _start_metrics
+
+    with pytest.raises(UsageError, match=said) as caught:
+        _start_metrics(_metrics_arguments(0, host))
+    assert "\x00" not in str(caught.value) and "\udcff" not in str(caught.value)
+    assert watch.installed() is None
+
+
+def test_a_metrics_port_in_use_is_a_usage_error() -> None:
+    from flowlang.cli.inputs import UsageError
+    from flowlang.cli.worker_console import _start_metrics
+
+    taken = socket.create_server(("127.0.0.1", 0))
+    try:
+        with pytest.raises(UsageError, match="in use"):
+            _start_metrics(_metrics_arguments(taken.getsockname()[1]))
+    finally:
+        taken.close()
+
+
+def test_the_metrics_endpoint_survives_garbage_and_counts_only_fixed_words(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Garbage, a huge request line and a filter query do not stop the endpoint; values
+    outside the fixed sets (an event id as an outcome, say) are counted as ``other``."""
+    from flowlang.cli.worker_console import _start_metrics
+
+    metrics = _start_metrics(_metrics_arguments(0))
+    try:
+        port = metrics.server.server_address[1]
+        assert f"metrics on http://127.0.0.1:{port}/metrics" in capsys.readouterr().err
+        watch.task(DELIVER_TASK, "evt-secret-123")
+        watch.task("not.a.task", "delivered")
+        watch.attempt("delivered", float("nan"))
+        watch.attempt("https://crm.example.com/x", -5.0)
+        watch.pump_published("due")
+        for garbage in (
+            b"\xff\xfe\x00garbage\r\n\r\n",
+            b"GET /" + b"a" * 70_000 + b" HTTP/1.1\r\n\r\n",
+        ):
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+                raw.sendall(garbage)
+                raw.settimeout(5)
+                with contextlib.suppress(OSError):
+                    raw.recv(1024)
+        url = f"http://127.0.0.1:{port}/metrics?name[]=flowlang_worker_attempts_total"
+        with urllib.request.urlopen(url, timeout=5) as answer:
+            filtered = answer.read().decode()
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
+            page = answer.read().decode()
+    finally:
+        metrics.close()
+    assert watch.installed() is None
+    assert 'flowlang_worker_attempts_total{outcome="delivered"} 1.0' in filtered
+    assert "flowlang_worker_steps" not in filtered
+    assert 'flowlang_worker_steps_total{outcome="other",task="deliver"} 1.0' in page
+    assert 'flowlang_worker_steps_total{outcome="delivered",task="other"} 1.0' in page
+    assert 'flowlang_worker_attempts_total{outcome="other"} 1.0' in page
+    assert 'flowlang_worker_pump_published_total{kind="due"} 1.0' in page
+    assert "evt-secret" not in page and "crm.example" not in page
+
+
+@pytest.mark.parametrize("port", ["65536", "-1", "abc", "9" * 50, "١٢٣"])
+def test_a_metrics_port_that_is_not_a_port_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], port: str
+) -> None:
+    try:
+        status, _ = cli(
+            "worker", _workflow(tmp_path), "--broker", "redis://h:1/0", "--store",
+            "redis://h:1/0", "--metrics-port", port,
+        )  # fmt: skip
+    except SystemExit as stop:
+        status = int(stop.code or 0)
+    error = capsys.readouterr().err
+    assert status == 2 and "--metrics-port" in error and "a whole number from 0 to 65535" in error
+    assert "Traceback" not in error

@@ -6,6 +6,10 @@ URLs, that both answer: exit 2 with the URL's password masked otherwise), then r
 worker in this process with flowlang's settings (flowlang.distributed.celery_app). SIGTERM
 and Ctrl-C stop it warmly: the tasks in progress finish, the others stay on the broker;
 exit 0. It writes ``flowlang worker: consuming QUEUES`` on standard error once it consumes.
+With ``--metrics-port`` it first serves Prometheus metrics (flowlang.observe.worker_metrics)
+on ``--metrics-host`` (loopback by default) and says where; a port in use is exit 2. With
+the prefork pool, the pool children write prometheus_client's multiprocess files in a
+private temporary folder (mode 0700) the worker removes when it stops.
 
 ``automate --executor celery`` checks each event line at the door (a line that is not an
 event is reported with file:line, as ``automate`` does, and not published) and publishes one

@@ -17,7 +17,11 @@ the shared ledger and leases make that redelivery safe.
 - A body that is refused (not a message of that task) is logged, masked, and acknowledged:
   it would be refused again on every redelivery.
 - When the shared store or the broker cannot be reached (or the work does not finish in
-  time), the message is rejected and requeued after a short pause: it is retried, never lost.
+  time, or this process has no loop), the message is rejected and requeued after a short
+  pause: it is retried, never lost. Each publish is bounded (the app's ``publish_timeout``).
+- A dead letter ``flowlang.replay`` cannot replay here is put back in the shared dead letters
+  before its message is refused.
+- Each step is reported to :mod:`flowlang.distributed.watch` (metrics, when installed).
 """
 
 from __future__ import annotations
