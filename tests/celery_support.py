@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -265,8 +267,10 @@ def start_worker(
     prefix: str,
     *extra: str,
     name: str = "worker",
+    env: dict[str, str] | None = None,
 ) -> Worker:
-    """Start a worker in its own session and wait (bounded) until it consumes."""
+    """Start a worker in its own session and wait (bounded) until it consumes; ``env``: more
+    environment variables."""
     log = folder / f"{name}-{time.monotonic_ns()}.log"
     with log.open("wb") as sink:
         process = subprocess.Popen(
@@ -274,7 +278,7 @@ def start_worker(
             stdin=subprocess.DEVNULL,
             stdout=sink,
             stderr=subprocess.STDOUT,
-            env=clean_env(),
+            env={**clean_env(), **(env or {})},
             start_new_session=True,
         )
     worker = Worker(process, log)
@@ -407,3 +411,75 @@ def wait_until(condition: Any, seconds: float, why: str) -> float:
             raise AssertionError(f"{why} (after {seconds:g}s)")
         time.sleep(0.05)
     return time.monotonic() - began
+
+
+@dataclass
+class MutingProxy:
+    """A loopback TCP proxy to ``upstream`` (a port on 127.0.0.1) that can be muted: then
+    whatever the broker says (its confirms, its replies) is dropped, on every connection, the
+    ones made later too; the client's bytes still reach the broker. Made a black hole, it
+    drops both ways (nothing a client sends reaches the broker: a publish never arrives)."""
+
+    upstream: int
+    port: int = 0
+    muted: threading.Event = field(default_factory=threading.Event)
+    hole: threading.Event = field(default_factory=threading.Event)
+    stop: threading.Event = field(default_factory=threading.Event)
+    sockets: list[socket.socket] = field(default_factory=list)
+
+    def mute(self) -> None:
+        self.muted.set()
+
+    def black_hole(self) -> None:
+        self.hole.set()
+
+    def _pipe(self, source: socket.socket, sink: socket.socket, answers: bool) -> None:
+        try:
+            while not self.stop.is_set():
+                readable, _, _ = select.select([source], [], [], 0.05)
+                if not readable:
+                    continue
+                data = source.recv(65536)
+                if not data:
+                    return
+                if not (self.hole.is_set() or (answers and self.muted.is_set())):
+                    sink.sendall(data)
+        except OSError:
+            return
+
+    def _serve(self, listener: socket.socket) -> None:
+        while not self.stop.is_set():
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                continue
+            try:
+                broker = socket.create_connection(("127.0.0.1", self.upstream), timeout=5)
+            except OSError:
+                client.close()
+                continue
+            self.sockets += [client, broker]
+            for source, sink, answers in ((client, broker, False), (broker, client, True)):
+                threading.Thread(
+                    target=self._pipe, args=(source, sink, answers), daemon=True
+                ).start()
+
+
+@contextmanager
+def muting_proxy(upstream: int) -> Iterator[MutingProxy]:
+    """A :class:`MutingProxy` to ``upstream`` for the block (its sockets closed after)."""
+    proxy = MutingProxy(upstream)
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.05)
+    proxy.port = int(listener.getsockname()[1])
+    thread = threading.Thread(target=proxy._serve, args=(listener,), daemon=True)
+    thread.start()
+    try:
+        yield proxy
+    finally:
+        proxy.stop.set()
+        thread.join(5)
+        listener.close()
+        for opened in proxy.sockets:
+            with suppress(OSError):
+                opened.close()

@@ -13,15 +13,19 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
 import pytest
+import redis
 from celery_support import (
     HOLD,
     Broker,
@@ -30,6 +34,7 @@ from celery_support import (
     Worker,
     event,
     keys_of,
+    muting_proxy,
     one_event,
     publish,
     receiver_fixture,  # noqa: F401 (the fixture receiver)
@@ -37,6 +42,7 @@ from celery_support import (
     start_worker,
     store_fixture,  # noqa: F401 (the fixture store)
     wait_until,
+    worker_command,
     workers,
     write_events,
     write_workflow,
@@ -347,3 +353,186 @@ def test_quorum_queues_on_rabbitmq(
         _published(publish(events, broker, [flow], *quorum), 1)
         wait_until(lambda: len(ledger.settled()) == 2, 30, "not delivered")
     assert receiver.keys() == dict.fromkeys(keys_of(item["id"]), 1)
+
+
+# --- flowlang worker --metrics-port ----------------------------------------------------------
+
+
+def _scrape(url: str) -> tuple[dict[str, float], str]:
+    """The metrics page at ``url``: series (name with labels) -> value, and its text."""
+    with urllib.request.urlopen(url, timeout=5) as answer:
+        text = answer.read().decode()
+    found: dict[str, float] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            series, _, value = line.rpartition(" ")
+            found[series] = float(value)
+    return found, text
+
+
+@pytest.mark.parametrize("pool", ["threads", "prefork"])
+def test_worker_metrics_count_attempts_duplicates_and_pump_publishes(
+    tmp_path: Path,
+    redis_server: RedisServer,
+    store: tuple[str, str, Ledger],
+    receiver: Receiver,
+    pool: str,
+) -> None:
+    """A real worker (Redis broker) with --metrics-port 0: four deliveries (one event's first
+    action after a 503: its retry goes through the pump), one dead letter (a 400), one
+    duplicate event; the scrape counts them, with label values from fixed sets only (no event
+    id, URL or caller). With prefork the pool children are summed and the private metrics
+    folder is removed at exit."""
+    url, prefix, ledger = store
+    flow = write_workflow(tmp_path, receiver)
+    items = [event(number) for number in (21, 22, 23)]
+    keys = {item["id"]: keys_of(item["id"]) for item in items}
+    receiver.script(keys["evt-00022"][0], (503, {}))
+    receiver.script(keys["evt-00023"][0], (400, {}))
+    events = write_events(tmp_path / "events.jsonl", [*items, items[0]])
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    options = ("--pool", pool, "--concurrency", "2", "--metrics-port", "0")
+    options += ("--retry-schedule", "0,0.3")
+    with redis_broker_on(redis_server, 4) as broker, workers() as started:
+        worker = start_worker(
+            tmp_path, [flow], broker, url, prefix, *options, env={"TMPDIR": str(temporary)}
+        )
+        started.append(worker)
+        found = re.search(r"metrics on (http://127\.0\.0\.1:\d+/metrics)", worker.text())
+        assert found, worker.text()
+        folders = [p.name for p in temporary.glob("flowlang-worker-metrics-*")]
+        assert len(folders) == (1 if pool == "prefork" else 0)  # threads: one process
+        _published(publish(events, broker, [flow]), 4)
+        wait_until(lambda: len(ledger.settled()) == 5, 30, "not settled")
+        expected = {
+            'flowlang_worker_attempts_total{outcome="delivered"}': 4.0,
+            'flowlang_worker_attempts_total{outcome="retry"}': 1.0,
+            'flowlang_worker_attempts_total{outcome="dead"}': 1.0,
+            "flowlang_worker_attempt_duration_seconds_count": 6.0,
+            'flowlang_worker_duplicates_total{of="event"}': 1.0,
+        }
+
+        last = [""]
+
+        def counted() -> bool:
+            page, last[0] = _scrape(found.group(1))
+            histogram = sum(
+                value
+                for series, value in page.items()
+                if series.startswith("flowlang_worker_attempt_duration_seconds_count")
+            )
+            page["flowlang_worker_attempt_duration_seconds_count"] = histogram
+            return all(page.get(series) == value for series, value in expected.items())
+
+        try:
+            wait_until(counted, 15, "not counted")
+        except AssertionError:
+            print(last[0])
+            raise
+        page, text = _scrape(found.group(1))
+        assert page.get('flowlang_worker_pump_published_total{kind="due"}', 0) >= 1
+        assert page.get('flowlang_worker_steps_total{outcome="fanned_out",task="accept"}') == 3
+        for secret in ("evt-", "127.0.0.1", "+1555", receiver.url(), prefix):
+            assert secret not in text
+        worker.process.send_signal(signal.SIGTERM)
+        assert worker.process.wait(30) == 0, worker.text()
+    assert "Traceback" not in worker.text()
+    assert list(temporary.glob("flowlang-worker-metrics-*")) == []  # removed at exit
+
+
+def test_worker_metrics_port_in_use_or_not_here_is_a_clear_error(
+    tmp_path: Path, redis_server: RedisServer, store: tuple[str, str, Ledger], receiver: Receiver
+) -> None:
+    url, prefix, _ = store
+    flow = write_workflow(tmp_path, receiver)
+    taken = socket.create_server(("127.0.0.1", 0))
+    port = taken.getsockname()[1]
+    try:
+        with redis_broker_on(redis_server, 4) as broker:
+            for extra in (
+                ("--metrics-port", str(port)),
+                ("--metrics-port", "0", "--metrics-host", "203.0.113.7"),  # not this machine's
+                ("--metrics-port", "0", "--pool", "prefork", "--metrics-host", "203.0.113.7"),
+            ):
+                command = worker_command([flow], broker, url, prefix, *extra)
+                began = time.monotonic()
+                done = subprocess.run(
+                    command, capture_output=True, text=True, timeout=60, env=clean_env()
+                )
+                assert done.returncode == 2, done.stderr
+                assert "--metrics-port: cannot serve metrics on" in done.stderr
+                assert "Traceback" not in done.stderr and "consuming" not in done.stderr
+                if extra[1] == str(port):
+                    assert "in use" in done.stderr, done.stderr
+                assert time.monotonic() - began < 30
+    finally:
+        taken.close()
+
+
+# --- the pump killed between taking a due retry and publishing it ------------------------------
+
+
+def test_the_worker_holding_the_pump_killed_between_take_and_publish_loses_nothing(
+    tmp_path: Path, redis_server: RedisServer, store: tuple[str, str, Ledger], receiver: Receiver
+) -> None:
+    """A worker whose broker falls silent (a proxy that becomes a black hole: its publishes
+    never arrive) holds the pump when a retry falls due: the pump takes it from the due set
+    into the pumping hash and cannot publish it. The worker's whole process group is killed
+    there. Another worker (broker reachable) takes the pump lock once it lapses, publishes the
+    stale member again, and the retry is delivered: nothing lost, the action's requests all
+    carry its one Idempotency-Key, the next action sent once."""
+    url, prefix, ledger = store
+    flow, events, first, second = one_event(tmp_path, receiver, 31, (503, {}))
+    client = ledger.client
+    with redis_broker_on(redis_server, 5) as broker, muting_proxy(redis_server.port) as proxy:
+        db = broker.url.rsplit("/", 1)[1]
+        silent = Broker("redis", f"redis://127.0.0.1:{proxy.port}/{db}", broker.queue_prefix)
+        broker_client = redis.Redis.from_url(broker.url, socket_timeout=5)
+        with workers() as started:
+            doomed = start_worker(
+                tmp_path, [flow], silent, url, prefix, "--retry-schedule", "0,3", name="doomed"
+            )
+            started.append(doomed)
+            _published(publish(events, broker, [flow]), 1)
+            wait_until(
+                lambda: (
+                    client.zcard(f"{prefix}due") == 1
+                    and receiver.count(first) == 1
+                    and broker_client.hlen("unacked") == 0
+                ),
+                30,
+                "the first attempt's retry was not scheduled",
+            )
+            proxy.black_hole()  # from now on nothing this worker publishes reaches the broker
+            wait_until(lambda: client.hlen(f"{prefix}pumping") == 1, 15, "the pump did not take it")
+            holder = (client.get(f"{prefix}pump:lock") or b"").decode()
+            doomed.kill()  # SIGKILL, the whole group: between take and publish
+            killed = time.monotonic()
+            assert f":{doomed.process.pid}:" in holder  # the killed worker held the pump
+            assert client.zcard(f"{prefix}due") == 0 and client.hlen(f"{prefix}pumping") == 1
+            queue = f"{broker.queue_prefix}actions"
+            assert broker_client.llen(queue) == 0  # never published
+            started.append(start_worker(tmp_path, [flow], broker, url, prefix, name="heir"))
+            wait_until(
+                lambda: ledger.settled().get(second) == "delivered",
+                60,
+                f"the taken retry was lost:\n{started[-1].text()[-3000:]}",
+            )
+            took = time.monotonic() - killed
+        broker_client.close()
+    assert ledger.settled() == {first: "delivered", second: "delivered"}
+    assert receiver.keys() == {first: 2, second: 1}  # the 503, then the retry: one key
+    assert receiver.unkeyed == 0
+    assert ledger.dead() == []
+    assert client.hlen(f"{prefix}pumping") == 0 and client.zcard(f"{prefix}due") == 0
+    _stats(
+        "pump-take-publish",
+        broker,
+        events=1,
+        deliveries_expected=2,
+        delivered=2,
+        repeats=0,
+        lost=0,
+        delivered_after=f"{took:.1f}s",
+    )

@@ -7,9 +7,15 @@ delivered), and SIGTERM as a warm shutdown (the attempt in progress finishes, ex
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import io
 import json
+import os
 import signal
+import socket
+import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,12 +23,14 @@ from typing import Any
 import pytest
 import redis
 from celery import signals
+from celery.exceptions import Reject
 from celery_support import (
     HOLD,
     Broker,
     Ledger,
     Receiver,
     event,
+    muting_proxy,
     one_event,
     one_worker,
     receiver_fixture,  # noqa: F401 (the fixture receiver)
@@ -34,16 +42,27 @@ from celery_support import (
     write_events,
     write_workflow,
 )
-from services import RedisServer, running_redis
-from support import cli
+from distributed_support import Kit
+from services import RedisServer, rabbitmq, running_redis  # noqa: F401 (the fixture rabbitmq)
+from support import FakeClock, cli
 
-from flowlang.automations.dispatch import idempotency_key
+from flowlang import MappingSecrets
+from flowlang.automations import Automations, DeliverySettings, load_workflow_text
+from flowlang.automations.dispatch import DeadLetterStore, idempotency_key
 from flowlang.distributed import loop as worker_loop
-from flowlang.distributed.celery_app import WorkerSettings, broker_kind, make_app
-from flowlang.distributed.deliverer import Step
+from flowlang.distributed import tasks, watch
+from flowlang.distributed.celery_app import (
+    WorkerSettings,
+    broker_kind,
+    make_app,
+    publish_options,
+)
+from flowlang.distributed.deliverer import Deliverer, Step
 from flowlang.distributed.messages import ACCEPT_TASK, DELIVER_TASK, REPLAY_TASK
-from flowlang.distributed.tasks import register, run_step
+from flowlang.distributed.tasks import publisher, register, run_step
 from flowlang.errors import SharedStoreError
+from flowlang.http_rules import PreparedRequest
+from flowlang.runtime.http import HttpResult
 
 PASSWORD = "hunter2-broker-secret"
 
@@ -71,6 +90,8 @@ def test_the_app_has_the_settings_that_lose_nothing() -> None:
         "visibility_timeout": 300.0,
         "unacked_restore_interval": 10.0,
         "unacked_restore_throttle": 1,
+        "socket_timeout": 10.0,
+        "socket_connect_timeout": 10.0,
     }
     assert [queue.name for queue in conf.task_queues] == ["fl-a.events", "fl-a.actions"]
     assert all(queue.durable and not queue.queue_arguments for queue in conf.task_queues)
@@ -83,6 +104,7 @@ def test_rabbitmq_confirms_publishes_and_quorum_queues_are_a_choice() -> None:
     settings = WorkerSettings(queue_type="quorum", visibility_timeout=10, restore_interval=2)
     app = make_app("amqp://guest:guest@127.0.0.1:5672//", settings=settings)
     assert app.conf.broker_transport_options == {"confirm_publish": True}
+    assert publish_options(app) == {"timeout": 10.0, "confirm_timeout": 10.0}
     arguments = [queue.queue_arguments for queue in app.conf.task_queues]
     assert arguments == [{"x-queue-type": "quorum"}] * 2
     assert settings.redelivers_running_tasks  # 10 s is below the 90 s limit: said at start
@@ -494,3 +516,345 @@ def test_task_events_are_off_unless_asked_for() -> None:
     assert not make_app("redis://127.0.0.1:6379/0").conf.worker_send_task_events
     app = make_app("redis://127.0.0.1:6379/0", settings=WorkerSettings(task_events=True))
     assert app.conf.worker_send_task_events and app.conf.task_send_sent_event
+
+
+# --- defects of issue 13 found by the red-team review, fixed ------------------------------------
+
+
+def test_a_task_without_a_running_loop_requeues_its_message(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Celery swallows a worker_init / worker_process_init handler's exception, so a worker
+    whose loop did not start keeps consuming: its tasks reject their messages with requeue,
+    and a task that raises anyway is not acknowledged (task_acks_on_failure_or_timeout off)."""
+    app = make_app("redis://127.0.0.1:1/0")
+    assert app.conf.task_acks_late and not app.conf.task_acks_on_failure_or_timeout
+    registered = register(app, "fltest-redteam")
+    monkeypatch.setattr(worker_loop, "_current", None)
+    monkeypatch.setattr(tasks, "REQUEUE_PAUSE", 0.0)
+    with pytest.raises(Reject) as raised:
+        registered[ACCEPT_TASK].run(v=1, event={"id": "evt-1", "type": "call.ended"})
+    assert raised.value.requeue
+
+
+class _ThreadLoop:
+    """A loop on its own thread with WorkerLoop.call (a timeout cancels the coroutine)."""
+
+    call = worker_loop.WorkerLoop.call
+
+    def __init__(self, deliverer: Any) -> None:
+        self.deliverer = deliverer
+        self.automations = None
+        self.store = None
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        time.sleep(0.1)  # let a cancelled coroutine end
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+        self.loop.close()
+
+
+class _SlowReceiver:
+    """Deliver: the request reaches the receiver at once, its answer takes ``answer`` s."""
+
+    def __init__(self, answer: float) -> None:
+        self.answer = answer
+        self.received: list[str] = []
+
+    async def deliver(self, body: dict[str, Any]) -> Step:
+        self.received.append(str(body["name"]))
+        await asyncio.sleep(self.answer)
+        return Step("delivered")
+
+
+@pytest.mark.parametrize(("accept_takes", "inlined"), [(2.0, False), (0.0, True)])
+def test_an_inline_delivery_starts_only_with_an_attempts_whole_time_left(
+    monkeypatch: pytest.MonkeyPatch, accept_takes: float, inlined: bool
+) -> None:
+    """Scaled down: a task budget (BRIDGE_TIMEOUT) of 3.6 s, an attempt cap of 2.5 s (the
+    timeout_cap; 30 s in production against 50 s) and a margin (INLINE_MINIMUM) of 0.5 s.
+    An accept that took 2 s leaves too little for a whole attempt: its first action is
+    published, not started inline and cut short mid-request (then sent twice). A quick one
+    delivers it inline, the request ends within the budget, and nothing is published."""
+    monkeypatch.setattr(tasks, "BRIDGE_TIMEOUT", 3.6)
+    monkeypatch.setattr(tasks, "INLINE_MINIMUM", 0.5)
+    monkeypatch.setattr(tasks, "_attempt_cap", lambda runner: 2.5)
+    receiver = _SlowReceiver(answer=2.0)
+    runner = _ThreadLoop(receiver)
+    monkeypatch.setattr(worker_loop, "_current", runner)
+    published: list[str] = []
+
+    async def accept(_: Any) -> Step:
+        await asyncio.sleep(accept_takes)  # a slow shared store during the claim
+        return Step("fanned_out", [(DELIVER_TASK, {"name": "one"})])
+
+    def publish(task: str, body: dict[str, Any]) -> None:
+        published.append(str(body["name"]))
+
+    try:
+        started = time.monotonic()
+        tasks.run_step(ACCEPT_TASK, accept, publish, inline=True)
+        assert time.monotonic() - started < 10
+    finally:
+        runner.close()
+    if inlined:
+        assert (receiver.received, published) == (["one"], [])
+    else:
+        assert (receiver.received, published) == ([], ["one"])
+
+
+class _ReplayRunner:
+    """A worker loop's objects for tasks._replay: automations, a store, a deliverer."""
+
+    def __init__(self, automations: Automations, store: Any) -> None:
+        self.automations = automations
+        self.store = store
+        self.deliverer = Deliverer(automations, store, "redteam:1:abcd")
+
+
+class _Http:
+    def __init__(self, status: int) -> None:
+        self.status = status
+        self.sent: list[str] = []
+
+    async def send(
+        self, request: PreparedRequest, *, timeout: float, max_body: int, follow_redirects: bool
+    ) -> HttpResult:
+        self.sent.append(request.url)
+        if self.status == 200:
+            return HttpResult("success", 200, {}, {"ok": True})
+        return HttpResult("http_error", self.status, {}, {}, f"HTTP {self.status}")
+
+
+ONE = """\
+workflow: redteam_one
+trigger: call.ended
+actions:
+  - {name: first, type: api_request, endpoint: https://crm.example.com/first}
+"""
+
+
+def _automations(http: _Http) -> Automations:
+    return Automations(
+        [load_workflow_text(ONE)],
+        settings=DeliverySettings(schedule=(0,)),
+        http=http,
+        secrets=MappingSecrets({}),
+        clock=FakeClock(),
+        dead_letters=DeadLetterStore(),
+    )
+
+
+def test_a_handed_over_dead_letter_that_cannot_be_replayed_is_kept(kit: Kit) -> None:
+    """``flowlang replay --broker`` removes each record once published; a worker that cannot
+    replay it (its workflow text does not load here: another flowlang version, allow_hosts)
+    puts it back in the shared dead letters before refusing (acknowledging) the message.
+    A body that is not a dead letter at all is refused and not kept."""
+    from flowlang.cli.worker_console import _hand_over
+
+    async def work() -> tuple[str, int, list[dict[str, Any]], str, int]:
+        failing = _automations(_Http(400))
+        async with failing:
+            await failing.dispatch({"id": "evt-rt-2", "type": "call.ended", "properties": {}})
+        (record,) = failing.dead_letters.records
+        record = dict(record) | {
+            "workflow_fingerprint": "0" * 64,
+            "workflow_source": "workflow: redteam_one\ntrigger: call.ended\nactions: 7\n",
+        }
+        store = kit.store()
+        handed: list[dict[str, Any]] = []
+        try:
+            await store.add_dead(record)
+            await _hand_over(
+                kit.url,
+                kit.prefix,
+                lambda _task, body: handed.append(body),
+                "redis://x",
+                io.StringIO(),
+            )
+            assert await store.dead_count() == 0  # handed over
+            worker = _automations(_Http(200))
+            async with worker:
+                runner = _ReplayRunner(worker, store)
+                step = await tasks._replay(runner, handed[0])  # type: ignore[arg-type]
+                left = [r for _, r in await store.dead_letters("-", 10)]
+                junk = await tasks._replay(runner, {"not": "a dead letter"})  # type: ignore[arg-type]
+            return step.outcome, len(left), left, junk.outcome, await store.dead_count()
+        finally:
+            await store.aclose()
+
+    outcome, count, left, junk, after_junk = asyncio.run(asyncio.wait_for(work(), 20))
+    assert outcome == "refused" and count == 1
+    assert left[0]["workflow_fingerprint"] == "0" * 64  # the record as it was
+    assert (junk, after_junk) == ("refused", 1)
+
+
+@pytest.mark.parametrize("kind", ["rabbitmq", "redis"])
+def test_a_publish_the_broker_never_answers_ends_in_bounded_time_and_is_requeued(
+    request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
+    redis_server: RedisServer,
+    kind: str,
+) -> None:
+    """The threads pool has no time limits and py-amqp waits for a confirm with no limit:
+    a broker that takes a publish and never confirms it held the task thread for ever. Now
+    each publish is bounded (publish_timeout, a few tries): it raises, and the task requeues
+    the message it came from. The first publish, made before the broker fell silent, is kept
+    on the broker."""
+    if kind == "rabbitmq":
+        rabbit = request.getfixturevalue("rabbitmq")
+        upstream, queue_prefix, db = 5672, rabbit.queue_prefix, ""
+    else:
+        upstream, queue_prefix, db = redis_server.port, f"fltest-{os.urandom(4).hex()}.", "/3"
+    with muting_proxy(upstream) as proxy:
+        scheme = "amqp://guest:guest@" if kind == "rabbitmq" else "redis://"
+        url = f"{scheme}127.0.0.1:{proxy.port}{'//' if kind == 'rabbitmq' else db}"
+        app = make_app(url, queue_prefix=queue_prefix, settings=WorkerSettings(publish_timeout=1))
+        app.conf.broker_connection_timeout = 1
+        publish = publisher(app, queue_prefix)
+        publish(DELIVER_TASK, {"n": 1})  # connected, queues declared, confirms on
+        proxy.mute()  # from now on, nothing the broker says reaches the publisher
+        monkeypatch.setattr(tasks, "REQUEUE_PAUSE", 0.0)
+        monkeypatch.setattr(worker_loop, "_current", _Runner(_Deliverer({})))
+        outcome: list[BaseException | str] = []
+
+        async def work(_: Any) -> Step:
+            return Step("delivered", [(DELIVER_TASK, {"n": 2})])
+
+        def task() -> None:
+            try:
+                outcome.append(run_step(DELIVER_TASK, work, publish))
+            except BaseException as error:
+                outcome.append(error)
+
+        began = time.monotonic()
+        thread = threading.Thread(target=task, daemon=True)
+        thread.start()
+        thread.join(60)
+        took = time.monotonic() - began
+        assert not thread.is_alive(), "the publish still waits for the broker after 60 s"
+    [raised] = outcome
+    assert isinstance(raised, Reject) and raised.requeue, raised
+    assert took < 45
+    url_direct = url.replace(f":{proxy.port}", f":{upstream}")
+    kept = _queued(url_direct, f"{queue_prefix}actions", kind)
+    assert kept >= 1  # the first publish (the second may be there too: harmless, a copy)
+
+
+def _queued(url: str, queue: str, kind: str) -> int:
+    """How many messages ``queue`` holds on the broker at ``url``; the queue is emptied."""
+    if kind == "redis":
+        client = redis.Redis.from_url(url, socket_timeout=5)
+        try:
+            return int(client.llen(queue))
+        finally:
+            client.delete(queue)
+            client.close()
+    from kombu import Connection
+
+    with Connection(url, connect_timeout=5) as connection:
+        channel = connection.channel()
+        _, count, _ = channel.queue_declare(queue, passive=True)
+        return int(count)
+
+
+# --- flowlang worker --metrics-port: the endpoint's hostile inputs -------------------------------
+
+
+def _metrics_arguments(port: int, host: str = "127.0.0.1") -> Any:
+    import argparse
+
+    return argparse.Namespace(metrics_port=port, metrics_host=host, pool="threads")
+
+
+@pytest.mark.parametrize(
+    ("host", "said"),
+    [
+        ("h" * 300, "not a host name or address"),
+        ("bad\x00host", "cannot serve metrics on"),
+        ("caf\udcff.example", "cannot serve metrics on"),  # not UTF-8 on the command line
+        ("203.0.113.7", "cannot serve metrics on"),  # an address of another machine
+    ],
+    ids=["huge", "nul", "non-utf8", "not-here"],
+)
+def test_a_metrics_host_that_cannot_be_served_is_a_usage_error(host: str, said: str) -> None:
+    from flowlang.cli.inputs import UsageError
+    from flowlang.cli.worker_console import _start_metrics
+
+    with pytest.raises(UsageError, match=said) as caught:
+        _start_metrics(_metrics_arguments(0, host))
+    assert "\x00" not in str(caught.value) and "\udcff" not in str(caught.value)
+    assert watch.installed() is None
+
+
+def test_a_metrics_port_in_use_is_a_usage_error() -> None:
+    from flowlang.cli.inputs import UsageError
+    from flowlang.cli.worker_console import _start_metrics
+
+    taken = socket.create_server(("127.0.0.1", 0))
+    try:
+        with pytest.raises(UsageError, match="in use"):
+            _start_metrics(_metrics_arguments(taken.getsockname()[1]))
+    finally:
+        taken.close()
+
+
+def test_the_metrics_endpoint_survives_garbage_and_counts_only_fixed_words(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Garbage, a huge request line and a filter query do not stop the endpoint; values
+    outside the fixed sets (an event id as an outcome, say) are counted as ``other``."""
+    from flowlang.cli.worker_console import _start_metrics
+
+    metrics = _start_metrics(_metrics_arguments(0))
+    try:
+        port = metrics.server.server_address[1]
+        assert f"metrics on http://127.0.0.1:{port}/metrics" in capsys.readouterr().err
+        watch.task(DELIVER_TASK, "evt-secret-123")
+        watch.task("not.a.task", "delivered")
+        watch.attempt("delivered", float("nan"))
+        watch.attempt("https://crm.example.com/x", -5.0)
+        watch.pump_published("due")
+        for garbage in (
+            b"\xff\xfe\x00garbage\r\n\r\n",
+            b"GET /" + b"a" * 70_000 + b" HTTP/1.1\r\n\r\n",
+        ):
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+                raw.sendall(garbage)
+                raw.settimeout(5)
+                with contextlib.suppress(OSError):
+                    raw.recv(1024)
+        url = f"http://127.0.0.1:{port}/metrics?name[]=flowlang_worker_attempts_total"
+        with urllib.request.urlopen(url, timeout=5) as answer:
+            filtered = answer.read().decode()
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
+            page = answer.read().decode()
+    finally:
+        metrics.close()
+    assert watch.installed() is None
+    assert 'flowlang_worker_attempts_total{outcome="delivered"} 1.0' in filtered
+    assert "flowlang_worker_steps" not in filtered
+    assert 'flowlang_worker_steps_total{outcome="other",task="deliver"} 1.0' in page
+    assert 'flowlang_worker_steps_total{outcome="delivered",task="other"} 1.0' in page
+    assert 'flowlang_worker_attempts_total{outcome="other"} 1.0' in page
+    assert 'flowlang_worker_pump_published_total{kind="due"} 1.0' in page
+    assert "evt-secret" not in page and "crm.example" not in page
+
+
+@pytest.mark.parametrize("port", ["65536", "-1", "abc", "9" * 50, "١٢٣"])
+def test_a_metrics_port_that_is_not_a_port_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], port: str
+) -> None:
+    try:
+        status, _ = cli(
+            "worker", _workflow(tmp_path), "--broker", "redis://h:1/0", "--store",
+            "redis://h:1/0", "--metrics-port", port,
+        )  # fmt: skip
+    except SystemExit as stop:
+        status = int(stop.code or 0)
+    error = capsys.readouterr().err
+    assert status == 2 and "--metrics-port" in error and "a whole number from 0 to 65535" in error
+    assert "Traceback" not in error

@@ -32,7 +32,8 @@ WORKER_EPILOG = (
 
 for worker:
   0    stopped by SIGTERM or Ctrl-C after the tasks in progress finished (warm shutdown)
-  2    workflow errors, a bad broker or store URL, a broker or Redis that cannot be reached
+  2    workflow errors, a bad broker or store URL, a broker or Redis that cannot be reached,
+       a --metrics-port that is in use
 
 The worker consumes {queue-prefix}events (flowlang.accept) and {queue-prefix}actions
 (flowlang.deliver, flowlang.replay). Every worker must load the same workflow files: a
@@ -204,6 +205,21 @@ def add_worker_command(commands: Any, network_options: Callable[[Any], None]) ->
         action="store_true",
         help="send Celery's task events from the start (Flower turns them on by itself while it "
         "watches; each costs a broker publish per task, about a third of a worker's throughput)",
+    )
+    worker.add_argument(
+        "--metrics-port",
+        type=_whole(0, 65535),
+        metavar="PORT",
+        help="serve Prometheus metrics (flowlang_worker_*) on this port, at /metrics "
+        "(0: a free port, said on standard error); with --pool prefork the pool's processes "
+        "are summed (multiprocess mode, in a private temporary folder)",
+    )
+    worker.add_argument(
+        "--metrics-host",
+        default="127.0.0.1",
+        metavar="HOST",
+        help="the address the metrics are served on (%(default)s; they are not authenticated: "
+        "keep them off public addresses)",
     )
     worker.add_argument("--hostname", help="the worker's name in Flower (flowlang@HOST)")
     network_options(worker)

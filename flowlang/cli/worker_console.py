@@ -6,6 +6,10 @@ URLs, that both answer: exit 2 with the URL's password masked otherwise), then r
 worker in this process with flowlang's settings (flowlang.distributed.celery_app). SIGTERM
 and Ctrl-C stop it warmly: the tasks in progress finish, the others stay on the broker;
 exit 0. It writes ``flowlang worker: consuming QUEUES`` on standard error once it consumes.
+With ``--metrics-port`` it first serves Prometheus metrics (flowlang.observe.worker_metrics)
+on ``--metrics-host`` (loopback by default) and says where; a port in use is exit 2. With
+the prefork pool, the pool children write prometheus_client's multiprocess files in a
+private temporary folder (mode 0700) the worker removes when it stops.
 
 ``automate --executor celery`` checks each event line at the door (a line that is not an
 event is reported with file:line, as ``automate`` does, and not published) and publishes one
@@ -26,13 +30,18 @@ __all__ = [
 
 import argparse
 import asyncio
+import contextlib
+import ipaddress
 import json
 import logging
 import os
+import shutil
 import socket
 import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import IO, Any, TextIO
 
 from celery import Celery, signals
@@ -46,6 +55,7 @@ from flowlang.cli.inputs import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, UsageError
 from flowlang.cli.terminal import printable
 from flowlang.cli.trust import trusted_authorities
 from flowlang.distributed import loop as worker_loop
+from flowlang.distributed import watch
 from flowlang.distributed.celery_app import (
     WorkerSettings,
     broker_kind,
@@ -212,6 +222,23 @@ def worker_from_command_line(arguments: argparse.Namespace, out: TextIO) -> int:
     )
     register(app, arguments.queue_prefix, inline=not arguments.no_inline)
     store_url, prefix = arguments.store, arguments.prefix
+    metrics = _start_metrics(arguments)
+    try:
+        return _run_worker(arguments, app, workflows, settings, ssl_context, store_url, prefix)
+    finally:
+        metrics.close()
+
+
+def _run_worker(
+    arguments: argparse.Namespace,
+    app: Celery,
+    workflows: list[Any],
+    settings: DeliverySettings,
+    ssl_context: Any,
+    store_url: str,
+    prefix: str,
+) -> int:
+    """Run the Celery worker until it stops; its exit status."""
 
     def automations() -> Automations:
         return Automations(
@@ -252,6 +279,108 @@ def worker_from_command_line(arguments: argparse.Namespace, out: TextIO) -> int:
         worker_loop.configure(None)
     code = worker.exitcode
     return EXIT_OK if not code else int(code)
+
+
+# --- flowlang worker --metrics-port ----------------------------------------------------------
+
+
+class _Metrics:
+    """The metrics endpoint of a worker (nothing without --metrics-port): its server and, with
+    the prefork pool, the private multiprocess folder; :meth:`close` stops and removes both."""
+
+    def __init__(self, server: Any = None, folder: Path | None = None) -> None:
+        self.server = server
+        self.folder = folder
+
+    def close(self) -> None:
+        global _metrics_server
+        watch.install(None)
+        _metrics_server = None
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+        if self.folder is not None:
+            shutil.rmtree(self.folder, ignore_errors=True)
+            os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+
+
+#: The metrics server of this worker (closed in each prefork child: it serves in the parent).
+_metrics_server: Any = None
+
+
+def _start_metrics(arguments: argparse.Namespace) -> _Metrics:
+    """Serve the worker's metrics when ``--metrics-port`` is given (UsageError, exit 2, when
+    the address cannot be bound: a port in use, a host that is not this machine's)."""
+    global _metrics_server
+    port = getattr(arguments, "metrics_port", None)
+    if port is None:
+        return _Metrics()
+    host = arguments.metrics_host
+    shown = printable(f"{host}:{port}", one_line=True)
+    if not isinstance(host, str) or not host or len(host) > 255:
+        raise UsageError(f"--metrics-host {shown}: not a host name or address")
+    folder: Path | None = None
+    if arguments.pool == "prefork":
+        if "prometheus_client" in sys.modules:  # pragma: no cover (nothing imports it earlier)
+            raise UsageError("--metrics-port with --pool prefork: prometheus_client is loaded")
+        folder = Path(tempfile.mkdtemp(prefix="flowlang-worker-metrics-"))
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
+    metrics = _Metrics(folder=folder)
+    try:
+        from prometheus_client import start_wsgi_server
+
+        from flowlang.observe.worker_metrics import WorkerMetrics
+    except ImportError as error:
+        metrics.close()
+        raise UsageError(
+            f"--metrics-port needs prometheus-client: pip install 'flowlang[celery]' "
+            f"({error.name} is missing)"
+        ) from None
+    recorder = WorkerMetrics(multiprocess_path=str(folder) if folder is not None else None)
+    try:
+        server, _ = start_wsgi_server(port, host, recorder.registry())
+    except (OSError, UnicodeError, ValueError) as error:
+        metrics.close()
+        reason = getattr(error, "strerror", None) or str(error) or type(error).__name__
+        raise UsageError(
+            f"--metrics-port: cannot serve metrics on {shown}: {printable(reason, one_line=True)}"
+        ) from None
+    metrics.server = _metrics_server = server
+    watch.install(recorder)
+    address = server.server_address
+    bound_host, bound_port = str(address[0]), int(address[1])
+    where = f"[{bound_host}]" if ":" in bound_host else bound_host
+    print(
+        f"flowlang worker: metrics on http://{where}:{bound_port}/metrics",
+        file=sys.stderr,
+        flush=True,
+    )
+    if not ipaddress.ip_address(_loopback_of(bound_host)).is_loopback:
+        _warn(
+            f"the metrics on {where}:{bound_port} are not authenticated: anyone who can reach "
+            "that address can read them"
+        )
+    return metrics
+
+
+def _loopback_of(host: str) -> str:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return "0.0.0.0"
+    return host
+
+
+def on_worker_process_init(**_: Any) -> None:
+    """A prefork child: close its copy of the metrics socket (the parent serves it)."""
+    if _metrics_server is not None:
+        with contextlib.suppress(OSError):
+            _metrics_server.socket.close()
+
+
+signals.worker_process_init.connect(
+    on_worker_process_init, dispatch_uid="flowlang.worker_console.process_init"
+)
 
 
 # --- flowlang automate --executor celery -------------------------------------------------------

@@ -6,6 +6,8 @@ why (measured facts in the project's design notes):
 
 - ``task_acks_late``: a message is acknowledged after its attempt, so a worker that dies
   mid-attempt leaves it to be redelivered.
+- ``task_acks_on_failure_or_timeout=False``: a task that raises is never acknowledged (the
+  tasks turn every failure into a requeue themselves; a hard time limit is requeued too).
 - ``task_reject_on_worker_lost``: the default (False) acknowledges, and so loses, the task of
   a killed pool child (measured).
 - ``worker_prefetch_multiplier=1``: a worker reserves one message per process, not four.
@@ -21,6 +23,12 @@ why (measured facts in the project's design notes):
   redelivers runs every 10 s (kombu's default throttle of 10 makes it every 100 s).
 - RabbitMQ ``confirm_publish``: each publish waits for the broker's ack, so a refused or lost
   publish raises instead of vanishing.
+- Bounded publishes (``publish_timeout``, 10 s): each publish passes ``timeout`` and
+  ``confirm_timeout`` (py-amqp waits for a confirm with no limit otherwise, and the threads
+  pool has no time limits: a broker that never confirms held a task thread for ever); on
+  Redis ``socket_timeout`` bounds each command. A publish that times out raises (the message
+  it came from is requeued); one that did reach the broker may then be there twice, which the
+  ledger makes harmless.
 - Task events off (Celery's default; ``task_events=True``, ``flowlang worker --task-events``,
   turns them on): each one is a broker publish (task-sent, -received, -started, -succeeded:
   seven per delivery), about a third of a worker's CPU on Redis (measured), and on RabbitMQ
@@ -40,10 +48,12 @@ from __future__ import annotations
 
 __all__ = [
     "BROKER_SCHEMES",
+    "PUBLISH_TIMEOUT",
     "QUEUE_TYPES",
     "WorkerSettings",
     "broker_kind",
     "make_app",
+    "publish_options",
     "queue_for",
 ]
 
@@ -77,6 +87,10 @@ QUEUE_ARGUMENTS: dict[str, dict[str, str] | None] = {
 #: Characters of a queue prefix.
 QUEUE_PREFIX_CHARS = frozenset(string.ascii_letters + string.digits + "_.:-")
 QUEUE_PREFIX_MAX = 64
+#: Seconds one publish, and its confirm on RabbitMQ, may take by default.
+PUBLISH_TIMEOUT = 10.0
+#: The app's setting that carries ``publish_timeout`` to :func:`publish_options`.
+PUBLISH_TIMEOUT_SETTING = "flowlang_publish_timeout"
 
 
 @dataclass(frozen=True)
@@ -96,6 +110,8 @@ class WorkerSettings:
     queue_type: str = "classic"
     #: Send task events from the start (off: Flower turns them on remotely while it watches).
     task_events: bool = False
+    #: Seconds one publish (and on RabbitMQ its confirm) may take before it raises.
+    publish_timeout: float = PUBLISH_TIMEOUT
 
     @property
     def redelivers_running_tasks(self) -> bool:
@@ -105,7 +121,13 @@ class WorkerSettings:
         return self.visibility_timeout <= self.time_limit
 
     def __post_init__(self) -> None:
-        for name in ("visibility_timeout", "restore_interval", "soft_time_limit", "time_limit"):
+        for name in (
+            "visibility_timeout",
+            "restore_interval",
+            "soft_time_limit",
+            "time_limit",
+            "publish_timeout",
+        ):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not 0 < value < 86400 * 7:
                 raise ValueError(f"{name} must be a positive number of seconds")
@@ -177,6 +199,8 @@ def make_app(
             "visibility_timeout": settings.visibility_timeout,
             "unacked_restore_interval": settings.restore_interval,
             "unacked_restore_throttle": settings.restore_throttle,
+            "socket_timeout": settings.publish_timeout,
+            "socket_connect_timeout": settings.publish_timeout,
         }
     else:
         transport = {"confirm_publish": True}
@@ -184,7 +208,7 @@ def make_app(
     app.conf.update(
         task_acks_late=True,
         task_reject_on_worker_lost=True,
-        task_acks_on_failure_or_timeout=True,
+        task_acks_on_failure_or_timeout=False,
         worker_prefetch_multiplier=1,
         worker_cancel_long_running_tasks_on_connection_loss=True,
         worker_soft_shutdown_timeout=settings.soft_shutdown_timeout,
@@ -224,4 +248,12 @@ def make_app(
         broker_heartbeat=30 if kind == "rabbitmq" else None,
         enable_utc=True,
     )
+    app.conf[PUBLISH_TIMEOUT_SETTING] = settings.publish_timeout
     return app
+
+
+def publish_options(app: Celery) -> dict[str, float]:
+    """The options that bound one ``send_task`` of ``app``: ``timeout`` (the write) and
+    ``confirm_timeout`` (RabbitMQ's confirm), both the app's ``publish_timeout``."""
+    seconds = float(app.conf.get(PUBLISH_TIMEOUT_SETTING) or PUBLISH_TIMEOUT)
+    return {"timeout": seconds, "confirm_timeout": seconds}

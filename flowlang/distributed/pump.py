@@ -35,6 +35,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from flowlang.automations.dispatch import SystemClock, describe_error
+from flowlang.distributed import watch
 from flowlang.distributed.connection import check_key_part
 from flowlang.distributed.shared import MAX_SECONDS, SharedStore
 from flowlang.expr.shared import shorten
@@ -129,6 +130,7 @@ class Pump:
                 if outcome == "failed":
                     self._failed = again[index:]
                 return count
+            watch.pump_published("again")
             count += 1
         if await store.pumping_count() >= self.batch:
             log.warning(
@@ -144,6 +146,7 @@ class Pump:
                 if outcome == "failed":
                     self._failed = taken[index:]
                 break
+            watch.pump_published("due")
             count += 1
         return count
 

@@ -17,7 +17,11 @@ the shared ledger and leases make that redelivery safe.
 - A body that is refused (not a message of that task) is logged, masked, and acknowledged:
   it would be refused again on every redelivery.
 - When the shared store or the broker cannot be reached (or the work does not finish in
-  time), the message is rejected and requeued after a short pause: it is retried, never lost.
+  time, or this process has no loop), the message is rejected and requeued after a short
+  pause: it is retried, never lost. Each publish is bounded (the app's ``publish_timeout``).
+- A dead letter ``flowlang.replay`` cannot replay here is put back in the shared dead letters
+  before its message is refused.
+- Each step is reported to :mod:`flowlang.distributed.watch` (metrics, when installed).
 """
 
 from __future__ import annotations
@@ -33,9 +37,10 @@ from typing import Any
 from celery import Celery, Task
 from celery.exceptions import Reject
 
-from flowlang.automations.dispatch import describe_error
+from flowlang.automations.dispatch import DEAD_LETTER_FORMAT, DeliverySettings, describe_error
 from flowlang.distributed import loop as worker_loop
-from flowlang.distributed.celery_app import queue_for
+from flowlang.distributed import watch
+from flowlang.distributed.celery_app import publish_options, queue_for
 from flowlang.distributed.deliverer import Step
 from flowlang.distributed.messages import ACCEPT_TASK, DELIVER_TASK, REPLAY_TASK
 from flowlang.distributed.replay import replay_record
@@ -45,7 +50,9 @@ log = logging.getLogger("flowlang.worker")
 #: Seconds a task waits for its coroutine (below the soft time limit, so that the task, not
 #: Celery's limit, decides: a task over it is requeued, never acknowledged as failed).
 BRIDGE_TIMEOUT = 50.0
-#: Seconds an inline delivery needs at least (else its message is published instead).
+#: Seconds beyond an attempt's longest time (DeliverySettings.timeout_cap) an inline delivery
+#: needs left in the task's budget (the store's round trips); else its message is published
+#: instead, so an inline attempt is never cut short mid-request and handed to another worker.
 INLINE_MINIMUM = 5.0
 #: Seconds a task pauses before requeueing its message when the store or broker failed.
 REQUEUE_PAUSE = 1.0
@@ -53,10 +60,13 @@ REQUEUE_PAUSE = 1.0
 
 def publisher(app: Celery, queue_prefix: str) -> Callable[[str, dict[str, Any]], None]:
     """A blocking ``publish(task, body)`` sending one message (body as kwargs) to the task's
-    queue; on RabbitMQ it returns once the broker confirmed it."""
+    queue; on RabbitMQ it returns once the broker confirmed it. Bounded: each try within the
+    app's ``publish_timeout`` (write and confirm), a few tries (``task_publish_retry_policy``),
+    then it raises."""
+    options = publish_options(app)
 
     def publish(task: str, body: dict[str, Any]) -> None:
-        app.send_task(task, kwargs=body, queue=queue_for(task, queue_prefix))
+        app.send_task(task, kwargs=body, queue=queue_for(task, queue_prefix), **options)
 
     return publish
 
@@ -69,6 +79,7 @@ def _requeue(task: str, what: str, problem: BaseException) -> Reject:
     if runner is not None:
         text = _masked(runner, text)
     log.error("%s: %s failed, the message is requeued: %s", task, what, text)
+    watch.task(task, "requeued")
     time.sleep(REQUEUE_PAUSE)
     return Reject(text, requeue=True)
 
@@ -84,12 +95,13 @@ def run_step(
 
     ``inline`` (accept): the fan-out's first deliver message is not published but delivered
     here, at once, before the accept is confirmed and acknowledged (see :func:`_inline`)."""
-    runner = worker_loop.current()
     started = time.monotonic()
-    try:
+    try:  # no loop (it failed to start: Celery swallows that) is requeued, never acknowledged
+        runner = worker_loop.current()
         step = runner.call(work(runner), BRIDGE_TIMEOUT)
     except Exception as problem:
         raise _requeue(task, "the work", problem) from None
+    _count(task, step.outcome, time.monotonic() - started)
     if step.outcome == "refused":
         log.warning("%s: a message was refused (acknowledged, not retried): %s", task, step.error)
         return step.outcome
@@ -102,6 +114,7 @@ def run_step(
             _inline(runner, first[1], publish, BRIDGE_TIMEOUT - (time.monotonic() - started))
     except Exception as problem:
         if step.abandon is not None:  # the fan-out's claim is let go: it lapses
+            watch.task(task, "abandoned")
             with contextlib.suppress(Exception):
                 runner.call(step.abandon(), BRIDGE_TIMEOUT)
         raise _requeue(task, "publishing", problem) from None
@@ -128,12 +141,20 @@ def _inline(
     step publishes. The accept is acknowledged only after this: a worker that dies here leaves
     the accept to be redelivered; its claim lapses, the fan-out is made again, and the ledger
     and the action's lease keep the action from being sent twice (as for a redelivered deliver
-    message). When the inline work fails or runs out of time the message is published as
-    usual instead (the lease and ledger make that safe too); an error publishing raises."""
+    message). It starts only when the task's ``budget`` holds a whole attempt (the timeout
+    cap) plus INLINE_MINIMUM, so it is not cut short mid-request and handed to another worker
+    while its request may still be in flight; otherwise, or when the inline work fails, the
+    message is published as usual (the lease and ledger make that safe); an error publishing
+    raises."""
     try:
-        if budget < INLINE_MINIMUM:
-            raise TimeoutError("no time left for an inline delivery")
+        needed = _attempt_cap(runner) + INLINE_MINIMUM
+        if budget < needed:
+            raise TimeoutError(
+                f"{budget:.0f} s left, an inline delivery needs {needed:.0f} s: not started"
+            )
+        began = time.monotonic()
         step = runner.call(_deliverer(runner).deliver(body), budget)
+        _count(DELIVER_TASK, step.outcome, time.monotonic() - began)
     except Exception as problem:
         log.warning(
             "%s (inline): %s; the message is published instead",
@@ -148,6 +169,25 @@ def _inline(
         log.warning("%s (inline): %s: %s", DELIVER_TASK, step.outcome, step.error)
     else:
         log.info("%s (inline): %s", DELIVER_TASK, step.outcome)
+
+
+#: The outcomes of a deliver step that made an attempt (counted with its duration).
+ATTEMPT_OUTCOMES = frozenset({"delivered", "retry", "dead"})
+
+
+def _count(task: str, outcome: str, seconds: float) -> None:
+    """Report one step (and, for a deliver that made an attempt, the attempt)."""
+    watch.task(task, outcome)
+    if task == DELIVER_TASK and outcome in ATTEMPT_OUTCOMES:
+        watch.attempt(outcome, seconds)
+
+
+def _attempt_cap(runner: worker_loop.WorkerLoop) -> float:
+    """The longest one attempt's request may take (the automations' ``timeout_cap``)."""
+    automations = runner.automations
+    if automations is not None:
+        return float(automations.settings.timeout_cap)
+    return float(DeliverySettings().timeout_cap)
 
 
 def _masked(runner: worker_loop.WorkerLoop, text: str) -> str:
@@ -170,18 +210,42 @@ def _body(task: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str,
 async def _replay(runner: worker_loop.WorkerLoop, record: dict[str, Any]) -> Step:
     """A dead letter through the workers (Deliverer.replay: a deliver message for its action,
     its ledger entry forgotten); when its workflow version is not loaded here, one try of it
-    from the record's own text (what fails again is a dead letter again)."""
+    from the record's own text (what fails again is a dead letter again). A dead letter that
+    cannot be replayed here is put back in the shared dead letters before it is refused
+    (``flowlang replay --broker`` removed it once published): it is kept, never lost."""
     step: Step = await _deliverer(runner).replay(record)
     if step.outcome != "refused" or runner.automations is None or runner.store is None:
-        return step
+        return await _kept(runner, record, step)
     try:
         deliveries, added = await replay_record(
             runner.automations, runner.store, record, wait=False
         )
     except Exception as error:  # not a record, a workflow that does not load: refused
-        return Step("refused", error=runner.automations.redactor.text(describe_error(error)))
+        refused = Step("refused", error=runner.automations.redactor.text(describe_error(error)))
+        return await _kept(runner, record, refused)
     outcome = "dead" if added else "delivered"
     return Step(outcome if deliveries else "done")
+
+
+async def _kept(runner: worker_loop.WorkerLoop, record: Any, step: Step) -> Step:
+    """``step``; when it refuses a dead-letter record, the record is first added back to the
+    shared dead letters (as it was; a store error propagates: the message is requeued). What
+    is not a dead letter at all (no ``format`` of one) is refused and not kept."""
+    if (
+        step.outcome != "refused"
+        or runner.store is None
+        or not isinstance(record, dict)
+        or record.get("format") != DEAD_LETTER_FORMAT
+    ):
+        return step
+    try:
+        await runner.store.add_dead(record)
+    except ValueError as problem:  # too large or deep for the store: said, and refused
+        log.error(
+            "%s: a dead letter could not be kept: %s", REPLAY_TASK, _masked(runner, str(problem))
+        )
+        return step
+    return Step("refused", error=f"{step.error} (kept in the shared dead letters)")
 
 
 def register(app: Celery, queue_prefix: str, *, inline: bool = True) -> dict[str, Task]:
