@@ -489,8 +489,8 @@ def test_a_kill_while_the_action_after_a_non_stopping_failure_is_in_flight_loses
 
 
 def test_a_kill_at_the_dead_letter_write_loses_nothing(tmp_path: Path) -> None:
-    """The process dies as it writes the dead letter (a SystemExit there, its store closed as
-    death closes it): the next process on the store takes the event over, dead-letters the
+    """The process dies as it writes the dead letter and settles its action (one transaction;
+    a SystemExit there, its store closed as death closes it): the next process on the store takes the event over, dead-letters the
     action and delivers the next one once."""
     answers = {"first": HttpResult("http_error", 404, {}, {}, "HTTP 404")}
 
@@ -500,7 +500,7 @@ def test_a_kill_at_the_dead_letter_write_loses_nothing(tmp_path: Path) -> None:
     class Killed(BaseException):
         pass
 
-    def killed(record: dict[str, Any], now: float = 0.0) -> int:
+    def killed(*_: Any) -> int:
         raise Killed
 
     path = tmp_path / "store.db"
@@ -508,7 +508,7 @@ def test_a_kill_at_the_dead_letter_write_loses_nothing(tmp_path: Path) -> None:
     engine, http = automations(
         [TWO], answer, store=store, dead_letters=DeadLetterStore(store=store)
     )
-    store.add_dead = killed  # type: ignore[method-assign]
+    store.settle_dead = killed  # type: ignore[method-assign]
     with pytest.raises(Killed):
         asyncio.run(engine.dispatch(call(1)))
     store.close()  # what the process's death does

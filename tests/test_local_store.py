@@ -232,6 +232,123 @@ def test_two_automations_on_one_store_run_an_event_once(tmp_path: Path) -> None:
     assert len(first_http.sent) + len(second_http.sent) == 60  # two actions per event, once
 
 
+def test_a_death_between_the_dead_letter_and_its_settlement_keeps_one_dead_letter(
+    tmp_path: Path,
+) -> None:
+    """The dead letter and the settlement of its action are one transaction: a process
+    killed after the dead letter's row, before the commit (here, an exception from inside the
+    transaction: its rollback is what SIGKILL leaves), keeps neither; the process that takes
+    the event over makes the attempt again and keeps one dead letter, so `flowlang replay
+    STORE` sends it once (defect 5 of issue 13)."""
+    path = tmp_path / "s.db"
+    first = LocalStore(path)
+
+    def dies(db: sqlite3.Connection, values: tuple[Any, ...]) -> None:
+        if values[3] != "delivered":  # the dead letter's row is written: die before COMMIT
+            raise KeyboardInterrupt
+        LocalStore._settled_row(db, values)
+
+    first._settled_row = dies  # type: ignore[assignment,method-assign]
+    http = Http(400)
+    with pytest.raises(KeyboardInterrupt):
+        asyncio.run(engine(first, http).dispatch(call("evt-dead")))
+    assert first.counts()["dead"] == 0 and first.counts()["settled"] == 0
+    first.close()  # the process is gone: its owner lock with it
+    second = LocalStore(path)
+    try:
+        [result] = asyncio.run(asyncio.wait_for(engine(second, http).resume(), 20))
+        assert [(d.action, d.outcome) for d in result.deliveries] == [
+            ("first", "dead_lettered"),
+            ("second", "skipped"),  # stop_on_failure: the dead letter names it
+        ]
+        counts = second.counts()
+        dead = [record for _, record in second.dead_letters()]
+    finally:
+        second.close()
+    assert counts["dead"] == 1 and counts["open"] == 0, counts
+    assert isinstance(dead[0], dict) and dead[0]["action"] == "first"
+    assert http.sent.count("https://crm.example.com/first") == 2  # the same key both times
+
+
+def test_a_dead_letter_that_cannot_be_kept_leaves_its_action_unsettled(tmp_path: Path) -> None:
+    """When the one transaction fails (the disk is full), neither is written: the action is
+    unsaved, stays open and is dead-lettered once by the next run."""
+    path = tmp_path / "s.db"
+    store = LocalStore(path)
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.execute(
+            "CREATE TRIGGER full BEFORE INSERT ON dead "
+            "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"
+        )
+        db.commit()
+    result = asyncio.run(engine(store, Http(400)).dispatch(call("evt-full")))
+    assert [d.outcome for d in result.deliveries] == ["unsaved"]
+    assert "disk is full" in str(result.deliveries[0].error)
+    counts = store.counts()
+    assert counts["dead"] == 0 and counts["settled"] == 0 and counts["open"] == 1
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.execute("DROP TRIGGER full")
+        db.commit()
+    store.close()
+    with LocalStore(path) as again:
+        asyncio.run(engine(again, Http(400)).resume())
+        assert again.counts()["dead"] == 1 and again.counts()["open"] == 0
+
+
+@pytest.mark.parametrize(
+    ("statement", "table"),
+    [
+        ("UPDATE settled SET workflow = '{not json'", "settled"),
+        ("UPDATE settled SET action = '[1]'", "settled"),
+        ("UPDATE settled SET result = x'ff00'", "settled"),
+        ("UPDATE settled SET outcome = 7", "settled"),
+        ("UPDATE operations SET name = 'nope['", "operations"),
+        ("UPDATE operations SET key = x'ff'", "operations"),
+        ("UPDATE workflows_done SET workflow = '\"' || char(55296) || '\"'", "workflows_done"),
+        ("UPDATE workflows_done SET workflow = 'null'", "workflows_done"),
+    ],
+)
+def test_a_damaged_ledger_row_is_reported_and_its_event_still_resumed(
+    tmp_path: Path, statement: str, table: str
+) -> None:
+    """A settled, operations or workflows_done row that does not read back (damaged, edited
+    by hand) is a problem naming the store and the event, never a traceback from take_over
+    (whose new owner is already committed); the event is still resumed (nothing lost), the
+    damaged row skipped: its action runs again with the same idempotency key (defect 6)."""
+    path = tmp_path / "s.db"
+    gone = LocalStore(path)
+    assert gone.accept("evt-4", call("evt-4"), NOW, WINDOW)
+    gone.settle("evt-4", "two", "first", "delivered", {"ok": True})
+    gone.operation("evt-4", "op-key", "op-name")
+    gone.workflow_done("evt-4", "other")
+    gone.close()
+    with contextlib.closing(sqlite3.connect(path)) as raw:
+        raw.execute(statement)
+        raw.commit()
+    taker = LocalStore(path)
+    try:
+        [found] = taker.take_over()
+        assert found.event_id == "evt-4" and found.event == call("evt-4")
+        assert len(found.problems) == 1, found.problems
+        assert str(path) in found.problems[0] and "'evt-4'" in found.problems[0]
+        http = Http()
+        automations = engine(taker, http)  # nothing left to take over: taken above
+        assert automations.problems == []
+        taker.close()
+        again = LocalStore(path)
+        automations = engine(again, http)  # what the next process sees
+        assert len(automations.problems) == 1
+        [result] = asyncio.run(automations.resume())
+        assert again.counts()["open"] == 0
+        again.close()
+    finally:
+        taker.close()
+    outcomes = [(d.action, d.outcome) for d in result.deliveries]
+    assert ("second", "delivered") in outcomes
+    if table == "settled":
+        assert http.sent.count("https://crm.example.com/first") == 1  # ran again: same key
+
+
 # --- hostile files and conditions --------------------------------------------------------------
 
 

@@ -235,15 +235,23 @@ class DeadLetterStore:
             [] if path is None and store is None else deque(maxlen=RECENT_DEAD_LETTERS)
         )
 
-    def add(self, record: dict[str, Any]) -> None:
-        """Keep ``record``; OSError or RecordError when the file cannot take it."""
+    def add(self, record: dict[str, Any], settles: tuple[str, str, str, str] | None = None) -> bool:
+        """Keep ``record``; OSError or RecordError when the file cannot take it. With
+        ``settles`` (event id, workflow, action, outcome) and a store, the action is settled in
+        the same transaction: True then (otherwise the caller settles it)."""
         if self.store is not None:
-            self.store.add_dead(record, float(record.get("recorded_at") or 0.0))
+            at = float(record.get("recorded_at") or 0.0)
+            if settles is not None:
+                self.store.settle_dead(*settles, record, at)
+                self.records.append(record)
+                return True
+            self.store.add_dead(record, at)
         elif self.path is not None:
             line = encode_record(record)
             with file_lock(self.path):
                 append_line(self.path, line)
         self.records.append(record)
+        return False
 
     @staticmethod
     def read(path: Path) -> list[dict[str, Any]]:
@@ -358,7 +366,7 @@ class Automations:
         taken = self.store.take_over()
         for found in taken:
             self.problems += found.problems
-            if found.problems:
+            if not found.event_id:  # the event itself cannot be read back: reported only
                 continue
             self._resume_later(found)
         return len(taken)
@@ -626,10 +634,17 @@ class Automations:
                 continue
             stop = bool(action.fields["stop_on_failure"])
             remaining = [later.id for later in actions[index + 1 :]] if stop else []
+            record = self.dead_letter_record(
+                workflow, action, event, results, redactor, delivery
+            ) | {"then": remaining}
+            # Dead letter and settlement in one transaction when both are in the store.
+            settles = (event_id, workflow.name, action.id, delivery.outcome)
             try:
-                self.dead_letters.add(
-                    self.dead_letter_record(workflow, action, event, results, redactor, delivery)
-                    | {"then": remaining}
+                together = self.dead_letters.add(
+                    record,
+                    settles
+                    if self.store is not None and self.dead_letters.store is self.store
+                    else None,
                 )
             except (OSError, RecordError) as error:
                 delivery.outcome = "unsaved"
@@ -639,7 +654,8 @@ class Automations:
                     "on the next run"
                 )
                 return deliveries, False
-            self._settle(event_id, workflow.name, action.id, delivery.outcome, None)
+            if not together:
+                self._settle(event_id, workflow.name, action.id, delivery.outcome, None)
             if stop:
                 deliveries += [
                     Delivery(workflow.name, name, "skipped", error=f"after {action.id} failed")

@@ -42,6 +42,7 @@ from typing import Any
 from flowlang.automations.locks import FileLock
 from flowlang.automations.records import RecordError, decode_record, encode_record
 from flowlang.errors import StoreError
+from flowlang.expr.shared import shorten
 
 try:
     import fcntl
@@ -62,6 +63,8 @@ _SIDE_TABLES = frozenset({"operations", "workflows_done", "retries"})
 #: Stale owner lock files removed at most when a store opens.
 STALE_OWNER_SWEEP = 64
 _OWNER = re.compile(r"[0-9a-f]{32}")
+#: The outcomes a settled action is recorded with.
+_OUTCOMES = frozenset({"delivered", "dead_lettered", "skipped"})
 
 _SCHEMA = (
     "CREATE TABLE flowlang_store (name TEXT PRIMARY KEY, value INTEGER NOT NULL)",
@@ -106,8 +109,37 @@ def _text(value: Any) -> str:
     return encode_record({"v": value})[5:-2]
 
 
-def _value(text: str | None) -> Any:
-    return None if text is None else json.loads(text)
+def _raw(column: Any) -> bytes:
+    """A column read as a BLOB (text is read so: a damaged row may not be UTF-8)."""
+    return column if isinstance(column, bytes) else str(column).encode("utf-8", "replace")
+
+
+def _decoded(column: Any) -> str:
+    """A column read as a BLOB, as text; ValueError when it is not UTF-8."""
+    try:
+        return _raw(column).decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ValueError(f"not UTF-8 text ({error.reason} at byte {error.start})") from None
+
+
+def _value(column: Any) -> Any:
+    """What :func:`_text` wrote (read as a BLOB); ValueError when a column holds something
+    else (a damaged or hand-edited row)."""
+    if column is None:
+        return None
+    text = _decoded(column)
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError) as error:
+        raise ValueError(f"not JSON: {error}") from None
+
+
+def _name(text: Any, raw: bool = False) -> str:
+    """A name column (JSON text, or plain text when ``raw``); ValueError when it is not text."""
+    value = _decoded(text) if raw else _value(text)
+    if not isinstance(value, str):
+        raise ValueError(f"a {type(value).__name__} where a name was written")
+    return value
 
 
 @dataclass
@@ -407,7 +439,7 @@ class LocalStore:
                 )
                 if row[0] != self.owner
             ]
-        taken: list[tuple[bytes, str]] = []
+        taken: list[tuple[bytes, bytes]] = []
         for owner in owners:
             lock = self._orphaned(owner)
             if lock is False:
@@ -415,8 +447,8 @@ class LocalStore:
             try:
                 with self._write("cannot take over open events") as db:
                     rows = db.execute(
-                        "SELECT key, event FROM events WHERE done_no IS NULL AND owner IS ?"
-                        " ORDER BY at",
+                        "SELECT key, CAST(event AS BLOB) FROM events"
+                        " WHERE done_no IS NULL AND owner IS ? ORDER BY at",
                         (owner,),
                     ).fetchall()
                     db.execute(
@@ -431,10 +463,10 @@ class LocalStore:
                     lock.close()
         return [self._open_event(key, text) for key, text in taken]
 
-    def _open_event(self, key: bytes, text: str | None) -> OpenEvent:
+    def _open_event(self, key: bytes, text: bytes | None) -> OpenEvent:
         problems: list[str] = []
         try:
-            event = decode_record(str(text).encode("ascii"))
+            event = decode_record(_raw(text))
             event_id = event["id"]
             if not isinstance(event_id, str):
                 raise RecordError("its id is not text")
@@ -444,19 +476,45 @@ class LocalStore:
         found = OpenEvent(event_id, event, problems=problems)
         with self._translated("cannot be read"):
             db = self._connection()
-            for workflow, action, outcome, result in db.execute(
-                "SELECT workflow, action, outcome, result FROM settled WHERE event_key = ?", (key,)
+            for row in db.execute(
+                "SELECT CAST(workflow AS BLOB), CAST(action AS BLOB), CAST(outcome AS BLOB),"
+                " CAST(result AS BLOB) FROM settled WHERE event_key = ?",
+                (key,),
             ):
-                found.settled[(_value(workflow), _value(action))] = (outcome, _value(result))
+                try:
+                    workflow, action = _name(row[0]), _name(row[1])
+                    outcome = _name(row[2], raw=True)
+                    if outcome not in _OUTCOMES:
+                        raise ValueError(f"{shorten(outcome, 40)!r} is not an outcome")
+                    found.settled[(workflow, action)] = (outcome, _value(row[3]))
+                except ValueError as error:
+                    problems.append(
+                        self._damaged(event_id, "a settled action", error, "runs again")
+                    )
             for (workflow,) in db.execute(
-                "SELECT workflow FROM workflows_done WHERE event_key = ?", (key,)
+                "SELECT CAST(workflow AS BLOB) FROM workflows_done WHERE event_key = ?", (key,)
             ):
-                found.done.add(_value(workflow))
+                try:
+                    found.done.add(_name(workflow))
+                except ValueError as error:
+                    problems.append(self._damaged(event_id, "a finished workflow", error, "runs"))
             for op_key, name in db.execute(
-                "SELECT key, name FROM operations WHERE event_key = ?", (key,)
+                "SELECT CAST(key AS BLOB), CAST(name AS BLOB) FROM operations WHERE event_key = ?",
+                (key,),
             ):
-                found.operations[op_key] = _value(name)
+                try:
+                    found.operations[_name(op_key, raw=True)] = _name(name)
+                except ValueError as error:
+                    problems.append(
+                        self._damaged(event_id, "a speech operation", error, "starts anew")
+                    )
         return found
+
+    def _damaged(self, event_id: str, what: str, error: ValueError, then: str) -> str:
+        return (
+            f"{self.path}: open event {event_id!r}: {what} cannot be read back ({error}): "
+            f"skipped, so its action {then} (with the same idempotency key)"
+        )
 
     # --- events -----------------------------------------------------------------------------
 
@@ -488,9 +546,32 @@ class LocalStore:
         """Record an action as settled (RecordError when ``result`` is not JSON)."""
         values = (event_key(event_id), _text(workflow), _text(action), outcome, _text(result))
         with self._translated("cannot record a settled action"):
-            self._connection().execute(
-                "INSERT OR REPLACE INTO settled VALUES (?, ?, ?, ?, ?)", values
-            )
+            self._settled_row(self._connection(), values)
+
+    @staticmethod
+    def _settled_row(db: sqlite3.Connection, values: tuple[bytes, str, str, str, str]) -> None:
+        db.execute("INSERT OR REPLACE INTO settled VALUES (?, ?, ?, ?, ?)", values)
+
+    def settle_dead(
+        self,
+        event_id: str,
+        workflow: str,
+        action: str,
+        outcome: str,
+        record: dict[str, Any],
+        now: float = 0.0,
+    ) -> int:
+        """Keep the dead letter ``record`` and settle its action as ``outcome``, in one
+        transaction: a process that dies part-way leaves neither (the action runs again and
+        is dead-lettered once), never a dead letter and an unsettled action (which the next
+        run would dead-letter a second time). The dead letter's id; RecordError when the
+        record is not JSON."""
+        text = encode_record(record)[:-1]
+        values = (event_key(event_id), _text(workflow), _text(action), outcome, _text(None))
+        with self._write("cannot keep a dead letter") as db:
+            cursor = db.execute("INSERT INTO dead (at, record) VALUES (?, ?)", (now, text))
+            self._settled_row(db, values)
+        return int(cursor.lastrowid or 0)
 
     def operation(self, event_id: str, key: str, name: str) -> None:
         """Record a long-running speech operation started for the action of ``key``."""
@@ -608,7 +689,8 @@ class LocalStore:
                 row = (
                     self._connection()
                     .execute(
-                        "SELECT id, record FROM dead WHERE id > ? AND id <= ? ORDER BY id LIMIT 1",
+                        "SELECT id, CAST(record AS BLOB) FROM dead WHERE id > ? AND id <= ?"
+                        " ORDER BY id LIMIT 1",
                         (last, upto if upto is not None else 2**62),
                     )
                     .fetchone()
@@ -617,7 +699,7 @@ class LocalStore:
                 return
             last = int(row[0])
             try:
-                yield last, decode_record(str(row[1]).encode("ascii"))
+                yield last, decode_record(_raw(row[1]))
             except (RecordError, UnicodeEncodeError) as error:
                 yield last, f"{self.path}: dead letter {last}: {error}"
 
