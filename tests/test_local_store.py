@@ -516,3 +516,44 @@ def test_deadletters_on_unusable_files_exit_2(
         assert cli(*argv)[0] == 2, argv
         err = capsys.readouterr().err
         assert "Traceback" not in err and err, argv
+
+
+def test_deadletters_import_is_all_or_none_and_a_rerun_adds_each_record_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`flowlang deadletters import` is one transaction: killed part-way (an exception as
+    the fourth record is read: the rollback is what SIGKILL leaves) it added none; the rerun
+    adds each record once, and a third run adds none again (defect 8 of issue 13). Lines that
+    are not records (non-UTF-8, huge, not JSON, not a dead letter) are skipped and reported."""
+    from flowlang.cli import store_console
+
+    path, source = tmp_path / "s.db", tmp_path / "dead.jsonl"
+    records = [
+        {"format": "flowlang.deadletter/1", "event": call(f"e{n}\ud800"), "recorded_at": n}
+        for n in range(6)
+    ]
+    lines = [json.dumps(record).encode() + b"\n" for record in records]
+    hostile = [b"\xff\xfe not utf-8\n", b"x" * (2 * 1024 * 1024) + b"\n", b"{torn\n", b"{}\n"]
+    source.write_bytes(b"".join(lines[:3] + hostile + lines[3:] + lines[:1]))  # e0 twice
+    real = store_console.decoded_lines
+
+    def dies_on_the_fourth(*args: Any) -> Any:
+        for seen, line in enumerate(real(*args)):
+            if seen == 7:  # three records and four hostile lines read: the process dies
+                raise KeyboardInterrupt
+            yield line
+
+    monkeypatch.setattr(store_console, "decoded_lines", dies_on_the_fourth)
+    assert cli("deadletters", "import", str(path), str(source))[0] == 130  # interrupted
+    with LocalStore(path) as store:
+        assert store.counts()["dead"] == 0
+    monkeypatch.setattr(store_console, "decoded_lines", real)
+    capsys.readouterr()
+    assert cli("deadletters", "import", str(path), str(source))[0] == 1  # 4 lines skipped
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.count("(skipped)") == 4
+    assert "imported 6 dead letters" in err and "1 already in it" in err
+    assert cli("deadletters", "import", str(path), str(source))[0] == 1
+    assert "imported 0 dead letters" in capsys.readouterr().err
+    with LocalStore(path) as store:
+        assert sorted((r for _, r in store.dead_letters()), key=str) == sorted(records, key=str)

@@ -34,7 +34,7 @@ import sqlite3
 import stat
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -702,6 +702,31 @@ class LocalStore:
                 yield last, decode_record(_raw(row[1]))
             except (RecordError, UnicodeEncodeError) as error:
                 yield last, f"{self.path}: dead letter {last}: {error}"
+
+    def import_dead(self, records: Iterable[tuple[dict[str, Any], float]]) -> tuple[int, int]:
+        """Add the dead letters ``records`` (each with when it was recorded) in one
+        transaction, except those the store already holds (the same record): ``(added,
+        already held)``. Interrupted part-way (an exception, the process's death), it adds
+        none, so running it again adds each once. RecordError when one is not JSON.
+
+        It holds the store's write lock while ``records`` is read: other processes on the
+        store wait (up to their busy timeout) for it to end."""
+        added = held = 0
+        with self._write("cannot import dead letters") as db:
+            known = {
+                hashlib.sha256(_raw(row[0])).digest()[:16]
+                for row in db.execute("SELECT CAST(record AS BLOB) FROM dead")
+            }
+            for record, at in records:
+                text = encode_record(record)[:-1]
+                digest = hashlib.sha256(text.encode("ascii")).digest()[:16]
+                if digest in known:
+                    held += 1
+                    continue
+                known.add(digest)
+                db.execute("INSERT INTO dead (at, record) VALUES (?, ?)", (at, text))
+                added += 1
+        return added, held
 
     def replace_dead(
         self, consumed: list[int], added: list[dict[str, Any]], now: float = 0.0
