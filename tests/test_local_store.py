@@ -349,6 +349,88 @@ def test_a_damaged_ledger_row_is_reported_and_its_event_still_resumed(
         assert http.sent.count("https://crm.example.com/first") == 1  # ran again: same key
 
 
+DAY = 86_400.0
+
+
+def test_a_restart_keeps_open_events_and_the_window_and_forgets_the_rest(tmp_path: Path) -> None:
+    """After a restart: an event finished two days ago runs again, one finished an hour ago is
+    a duplicate, an open one (accepted three days ago, its first action settled) is a
+    duplicate and is resumed from its second action; a new one runs."""
+    path = tmp_path / "s.db"
+    with LocalStore(path) as before:
+        for event_id, at in (
+            ("old", NOW - 2 * DAY),
+            ("open", NOW - 3 * DAY),
+            ("recent", NOW - 3600),
+        ):
+            assert before.accept(event_id, call(event_id), at, DAY)
+        before.finish("old", NOW - 2 * DAY, DAY, 100)
+        before.settle("open", "two", "first", "delivered", {"id": 1})
+        before.finish("recent", NOW - 3600, DAY, 100)
+    # closed: its process is gone, and "open" is an orphan the next one takes over
+    store = LocalStore(path)
+    http = Http()
+    automations = Automations(
+        [load_workflow_text(TWO)],
+        settings=DeliverySettings(dedup_window=DAY),
+        http=http,
+        secrets=MappingSecrets({}),
+        clock=FakeClock(),
+        store=store,
+    )
+
+    async def feed() -> list[bool]:
+        ids = ["old", "open", "recent", "new"]
+        return [(await automations.dispatch(call(i))).duplicate for i in ids]
+
+    try:
+        assert asyncio.run(feed()) == [False, True, True, False]
+        [resumed] = asyncio.run(automations.resume())
+    finally:
+        store.close()
+    assert resumed.event_id == "open"
+    assert [(d.action, d.outcome) for d in resumed.deliveries] == [("second", "delivered")]
+
+
+def test_the_store_stays_bounded_while_duplicates_inside_the_window_are_caught(
+    tmp_path: Path,
+) -> None:
+    """One event an hour for 600 hours with a day's window: the store holds about a day of
+    finished events (pruned a few at a time), duplicates inside the window are caught, and
+    still after a restart."""
+    path = tmp_path / "s.db"
+    clock = FakeClock()
+    settings = DeliverySettings(dedup_window=DAY)
+    store = LocalStore(path)
+    automations = Automations([], settings=settings, store=store, clock=clock)
+
+    async def run() -> list[int]:
+        sizes = []
+        for number in range(600):
+            clock.current += 3600  # one event an hour: 24 inside the window at any time
+            result = await automations.dispatch({"id": f"e{number}", "type": "x"})
+            assert not result.duplicate
+            sizes.append(store.counts()["events"])
+        again = [
+            (await automations.dispatch({"id": f"e{n}", "type": "x"})).duplicate
+            for n in (599, 577, 500)
+        ]
+        assert again == [True, True, False]  # 0 h, 22 h and 99 h ago
+        return sizes
+
+    sizes = asyncio.run(run())
+    store.close()
+    assert max(sizes) <= 25 + PRUNE_EVERY  # the window, and the finishes since the last prune
+    with LocalStore(path) as again:
+        later = Automations([], settings=settings, store=again, clock=clock)
+
+        async def after_restart() -> list[bool]:
+            ids = ["e599", "e580", "e560"]
+            return [(await later.dispatch({"id": i, "type": "x"})).duplicate for i in ids]
+
+        assert asyncio.run(after_restart()) == [True, True, False]
+
+
 # --- hostile files and conditions --------------------------------------------------------------
 
 
