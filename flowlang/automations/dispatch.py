@@ -714,7 +714,9 @@ class Automations:
         taken = store is not None and event_id in self._taken
         recorded = store.retry_of(event_id, key) if store is not None and taken else None
         if recorded is not None:  # an earlier run's retry: wait only what remains of it
-            task = AttemptTask(event_id, name, action.id, recorded[0], recorded[1], key)
+            number = min(recorded[0], len(self.settings.schedule))
+            due = min(recorded[1], self.clock.now() + self._longest_wait())  # not a damaged one
+            task = AttemptTask(event_id, name, action.id, number, due, key)
             if not await self.executor.schedule(task):
                 return Delivery(name, action.id, "scheduled", task.number - 1)
         while True:
@@ -778,6 +780,13 @@ class Automations:
         if self.on_attempt is not None:
             with contextlib.suppress(Exception):
                 self.on_attempt(attempt)
+
+    def _longest_wait(self) -> float:
+        """The longest wait :meth:`_next_wait` can give (a recorded due time later than this
+        from now was not written by it: it is waited for only this long)."""
+        settings = self.settings
+        planned = max(settings.schedule) * (1 + settings.jitter)
+        return max(planned, settings.throttled_minimum, settings.max_retry_after)
 
     def _next_wait(
         self, planned: float, status: int | None, outcome: str, retry_after: str | None

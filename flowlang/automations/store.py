@@ -28,6 +28,7 @@ import contextlib
 import hashlib
 import itertools
 import json
+import math
 import os
 import re
 import sqlite3
@@ -379,11 +380,11 @@ class LocalStore:
             raise self._error(f"cannot lock {final}: {error.strerror}") from None
         self._owner_fd = fd
 
-    def _orphaned(self, owner: str | None) -> FileLock | bool:
+    def _orphaned(self, owner: object) -> FileLock | bool:
         """Whether ``owner`` is gone: its lock held now (to be released after the takeover),
         True when it has no lock file, False when its process still holds it."""
-        if owner is None or not _OWNER.fullmatch(owner):
-            return True
+        if not isinstance(owner, str) or not _OWNER.fullmatch(owner):
+            return True  # none, or not one a store writes (a damaged row): gone
         name = str(self.owners / f"{owner}.lock")
         try:
             fd = os.open(name, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
@@ -431,28 +432,31 @@ class LocalStore:
     def take_over(self) -> list[OpenEvent]:
         """The open events of owners that are gone, now ours (atomically: another process
         taking over at the same time gets none of them), in the order they were accepted."""
+        # Owners read as BLOBs (a damaged one need not be UTF-8 text) and matched so.
+        mine = self.owner.encode("ascii")
         with self._translated("cannot be read"):
-            owners = [
+            owners: list[bytes | None] = [
                 row[0]
                 for row in self._connection().execute(
-                    "SELECT DISTINCT owner FROM events WHERE done_no IS NULL"
+                    "SELECT DISTINCT CAST(owner AS BLOB) FROM events WHERE done_no IS NULL"
                 )
-                if row[0] != self.owner
+                if row[0] != mine
             ]
         taken: list[tuple[bytes, bytes]] = []
         for owner in owners:
-            lock = self._orphaned(owner)
+            lock = self._orphaned(owner.decode("ascii", "replace") if owner is not None else None)
             if lock is False:
                 continue
             try:
                 with self._write("cannot take over open events") as db:
                     rows = db.execute(
                         "SELECT key, CAST(event AS BLOB) FROM events"
-                        " WHERE done_no IS NULL AND owner IS ? ORDER BY at",
+                        " WHERE done_no IS NULL AND CAST(owner AS BLOB) IS ? ORDER BY at",
                         (owner,),
                     ).fetchall()
                     db.execute(
-                        "UPDATE events SET owner = ? WHERE done_no IS NULL AND owner IS ?",
+                        "UPDATE events SET owner = ?"
+                        " WHERE done_no IS NULL AND CAST(owner AS BLOB) IS ?",
                         (self.owner, owner),
                     )
                 taken += rows
@@ -598,7 +602,8 @@ class LocalStore:
             )
 
     def retry_of(self, event_id: str, key: str) -> tuple[int, float] | None:
-        """``(attempt number, due)`` of the recorded next attempt of the action of ``key``."""
+        """``(attempt number, due)`` of the recorded next attempt of the action of ``key``
+        (None when there is none, or its row is damaged: not a count and a finite time)."""
         with self._translated("cannot be read"):
             row = (
                 self._connection()
@@ -608,7 +613,14 @@ class LocalStore:
                 )
                 .fetchone()
             )
-        return None if row is None else (int(row[0]), float(row[1]))
+        if row is None:
+            return None
+        number, due = row
+        if type(number) is not int or not 1 <= number <= 2**31:
+            return None  # a damaged row: the attempt is made now
+        if type(due) not in (int, float) or not math.isfinite(due):
+            return None
+        return number, float(due)
 
     def finish(self, event_id: str, now: float, window: float, limit: int) -> None:
         """The event is done: keep only (its id's digest, when accepted), forget its ledger,
