@@ -600,42 +600,68 @@ def test_deadletters_on_unusable_files_exit_2(
         assert "Traceback" not in err and err, argv
 
 
-def test_deadletters_import_is_all_or_none_and_a_rerun_adds_each_record_once(
+def test_deadletters_import_interrupted_then_rerun_adds_each_record_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """`flowlang deadletters import` is one transaction: killed part-way (an exception as
-    the fourth record is read: the rollback is what SIGKILL leaves) it added none; the rerun
-    adds each record once, and a third run adds none again (defect 8 of issue 13). Lines that
-    are not records (non-UTF-8, huge, not JSON, not a dead letter) are skipped and reported."""
+    """`flowlang deadletters import` commits a batch per transaction and leaves out records
+    the store holds: killed part-way (an exception as the third record is read, batches of
+    two: the open batch's rollback is what SIGKILL leaves) it kept the first batch; the rerun
+    adds the rest once, and a third run adds none (defect 8 of issue 13). Lines that are not
+    records (non-UTF-8, not JSON, not a dead letter) are skipped and reported."""
+    from flowlang.automations import store as store_module
     from flowlang.cli import store_console
 
+    monkeypatch.setattr(store_module, "IMPORT_BATCH", 2)
     path, source = tmp_path / "s.db", tmp_path / "dead.jsonl"
     records = [
         {"format": "flowlang.deadletter/1", "event": call(f"e{n}\ud800"), "recorded_at": n}
         for n in range(6)
     ]
     lines = [json.dumps(record).encode() + b"\n" for record in records]
-    hostile = [b"\xff\xfe not utf-8\n", b"x" * (2 * 1024 * 1024) + b"\n", b"{torn\n", b"{}\n"]
+    hostile = [b"\xff\xfe not utf-8\n", b"{torn\n", b"[1]\n", b"{}\n"]
     source.write_bytes(b"".join(lines[:3] + hostile + lines[3:] + lines[:1]))  # e0 twice
     real = store_console.decoded_lines
 
-    def dies_on_the_fourth(*args: Any) -> Any:
+    def dies_at_the_third(*args: Any) -> Any:
         for seen, line in enumerate(real(*args)):
-            if seen == 7:  # three records and four hostile lines read: the process dies
+            if seen == 2:  # two records read and committed: the process dies
                 raise KeyboardInterrupt
             yield line
 
-    monkeypatch.setattr(store_console, "decoded_lines", dies_on_the_fourth)
+    monkeypatch.setattr(store_console, "decoded_lines", dies_at_the_third)
     assert cli("deadletters", "import", str(path), str(source))[0] == 130  # interrupted
     with LocalStore(path) as store:
-        assert store.counts()["dead"] == 0
+        assert [r for _, r in store.dead_letters()] == records[:2]
     monkeypatch.setattr(store_console, "decoded_lines", real)
     capsys.readouterr()
     assert cli("deadletters", "import", str(path), str(source))[0] == 1  # 4 lines skipped
     err = capsys.readouterr().err
     assert "Traceback" not in err and err.count("(skipped)") == 4
-    assert "imported 6 dead letters" in err and "1 already in it" in err
+    assert "imported 4 dead letters" in err and "3 already in it" in err
     assert cli("deadletters", "import", str(path), str(source))[0] == 1
     assert "imported 0 dead letters" in capsys.readouterr().err
     with LocalStore(path) as store:
-        assert sorted((r for _, r in store.dead_letters()), key=str) == sorted(records, key=str)
+        assert [r for _, r in store.dead_letters()] == records
+
+
+def test_two_imports_of_one_file_at_once_add_each_record_once(tmp_path: Path) -> None:
+    """Each batch learns what was committed since the last one, so two imports of one file
+    running together (threads, each its own store connection) add each record once."""
+    path, source = tmp_path / "s.db", tmp_path / "dead.jsonl"
+    records = [{"format": "flowlang.deadletter/1", "event": call(f"e{n}")} for n in range(300)]
+    source.write_text("".join(json.dumps(record) + "\n" for record in records))
+    LocalStore(path).close()
+
+    def one() -> None:
+        with LocalStore(path, busy_timeout=30) as store:
+            store.import_dead(((record, 0.0) for record in records), batch=7)
+
+    threads = [threading.Thread(target=one) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    with LocalStore(path) as store:
+        assert sorted(json.dumps(r) for _, r in store.dead_letters()) == sorted(
+            json.dumps(r) for r in records
+        )

@@ -61,6 +61,8 @@ PRUNE_EVERY = 8
 PRUNE_BATCH = 32
 #: The tables besides ``settled`` that hold rows of an open event.
 _SIDE_TABLES = frozenset({"operations", "workflows_done", "retries"})
+#: Dead letters an import adds per transaction (about 0.1 s of the store's write lock).
+IMPORT_BATCH = 1000
 #: Stale owner lock files removed at most when a store opens.
 STALE_OWNER_SWEEP = 64
 _OWNER = re.compile(r"[0-9a-f]{32}")
@@ -715,30 +717,55 @@ class LocalStore:
             except (RecordError, UnicodeEncodeError) as error:
                 yield last, f"{self.path}: dead letter {last}: {error}"
 
-    def import_dead(self, records: Iterable[tuple[dict[str, Any], float]]) -> tuple[int, int]:
-        """Add the dead letters ``records`` (each with when it was recorded) in one
-        transaction, except those the store already holds (the same record): ``(added,
-        already held)``. Interrupted part-way (an exception, the process's death), it adds
-        none, so running it again adds each once. RecordError when one is not JSON.
+    def import_dead(
+        self, records: Iterable[tuple[dict[str, Any], float]], batch: int | None = None
+    ) -> tuple[int, int]:
+        """Add the dead letters ``records`` (each with when it was recorded), except those the
+        store already holds (the same record, byte for byte as stored): ``(added, already
+        held)``. RecordError when one is not JSON.
 
-        It holds the store's write lock while ``records`` is read: other processes on the
-        store wait (up to their busy timeout) for it to end."""
+        Records are added ``batch`` (by default IMPORT_BATCH) at a time, each batch one
+        transaction that first learns the dead letters committed since the last one: a run
+        interrupted part-way (an exception, the process's death) keeps whole batches, and
+        running it again adds each record once, as does another import of the same file at the
+        same time. The store's write lock is
+        held for one batch at a time, so processes on the store wait a moment, not the whole
+        import."""
+        size = batch or IMPORT_BATCH
         added = held = 0
-        with self._write("cannot import dead letters") as db:
-            known = {
-                hashlib.sha256(_raw(row[0])).digest()[:16]
-                for row in db.execute("SELECT CAST(record AS BLOB) FROM dead")
-            }
-            for record, at in records:
-                text = encode_record(record)[:-1]
-                digest = hashlib.sha256(text.encode("ascii")).digest()[:16]
-                if digest in known:
-                    held += 1
-                    continue
-                known.add(digest)
-                db.execute("INSERT INTO dead (at, record) VALUES (?, ?)", (at, text))
-                added += 1
+        known: set[bytes] = set()
+        last = 0
+        pending: list[tuple[str, float]] = []
+
+        def commit() -> None:
+            nonlocal added, held, last
+            with self._write("cannot import dead letters") as db:
+                for number, raw in db.execute(
+                    "SELECT id, CAST(record AS BLOB) FROM dead WHERE id > ? ORDER BY id", (last,)
+                ):
+                    known.add(hashlib.sha256(_raw(raw)).digest()[:16])
+                    last = int(number)
+                for text, at in pending:
+                    digest = hashlib.sha256(text.encode("ascii")).digest()[:16]
+                    if digest in known:
+                        held += 1
+                        continue
+                    known.add(digest)
+                    last = max(last, self._insert_dead(db, text, at))
+                    added += 1
+            pending.clear()
+
+        for record, at in records:
+            pending.append((encode_record(record)[:-1], at))
+            if len(pending) >= size:
+                commit()
+        commit()
         return added, held
+
+    @staticmethod
+    def _insert_dead(db: sqlite3.Connection, text: str, at: float) -> int:
+        cursor = db.execute("INSERT INTO dead (at, record) VALUES (?, ?)", (at, text))
+        return int(cursor.lastrowid or 0)
 
     def replace_dead(
         self, consumed: list[int], added: list[dict[str, Any]], now: float = 0.0

@@ -239,8 +239,8 @@ def add_deadletters_command(commands: Any) -> None:
     )
     imported = actions.add_parser(
         "import",
-        help="add the dead letters of a JSON-lines file (all or none; those already in the "
-        "store are not added again)",
+        help="add the dead letters of a JSON-lines file (those already in the store are not "
+        "added again: a rerun after a crash adds each once)",
     )
     imported.add_argument("store", metavar="STORE", help="the store (made when missing)")
     imported.add_argument("file", metavar="FILE", help="JSON lines of flowlang.deadletter/1")

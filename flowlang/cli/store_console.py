@@ -5,8 +5,8 @@ Replay takes the dead letters the store had when it began, one at a time; each r
 leaves the store in the same transaction that adds what failed again (a crash keeps it whole).
 Export writes each record as one ASCII JSON line (today's ``flowlang.deadletter/1``, so
 ``flowlang replay FILE.jsonl`` works on it); import adds the records of such a file in one
-transaction (all or none; records the store already holds are not added again, so a rerun
-after a crash adds each once), reporting each line that is not one (file:line).
+transaction per thousand records, leaving out records the store already holds (so a rerun
+after a crash part-way adds each record once), reporting each line that is not one (file:line).
 """
 
 from __future__ import annotations
@@ -115,8 +115,8 @@ def _write_records(store: LocalStore, handle: TextIO) -> int:
 
 
 def _import(store_path: Path, source: Path) -> int:
-    """Import the records of ``source`` in one transaction (all or none), leaving out those
-    the store already holds: a rerun after a crash part-way adds each record once."""
+    """Import the records of ``source`` a batch per transaction, leaving out those the store
+    already holds: a rerun after a crash part-way adds each record once."""
     check_record_file(source, "dead-letter file")
     if not source.exists():
         raise FileNotFoundError(f"dead-letter file {source} does not exist")
