@@ -18,7 +18,6 @@ __all__ = [
     "FlowSyntaxError",
     "FlowTestWarning",
     "FlowUndefinedError",
-    "JournalLockedError",
     "JsonSyntaxError",
     "LineTooLongError",
     "OutputTooLong",
@@ -273,7 +272,8 @@ class LineTooLongError(ValueError):
 
 
 class RecordFileError(ValueError):
-    """A journal or dead-letter path that is not a regular file (a device, FIFO, directory)."""
+    """A dead-letter (or other JSON-lines) path that is not a regular file (a device, FIFO,
+    directory)."""
 
 
 class AudioError(FlowError):
@@ -301,10 +301,6 @@ class ValueFormatError(FlowError):
         super().__init__(message)
         self.key = key
         self.format = fmt
-
-
-class JournalLockedError(OSError):
-    """Another process (or another Journal in this one) writes this journal."""
 
 
 class StoreError(OSError):

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
-import json
 import os
 import re
 import signal
@@ -83,11 +82,6 @@ class FakeClock:
         await asyncio.sleep(0)
 
 
-def read_json_lines(path: Path) -> list[dict[str, Any]]:
-    """The records of a JSON-lines file (a journal, a dead-letter file)."""
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
-
-
 def stored_dead_letters(path: Path) -> list[dict[str, Any]]:
     """The dead letters of the store ``path`` (none when it does not exist)."""
     if not path.exists():
@@ -108,11 +102,6 @@ def store_text(path: Path) -> str:
     for what must never be written."""
     sides = [path, Path(f"{path}-wal")]
     return "".join(p.read_bytes().decode("latin-1") for p in sides if p.is_file())
-
-
-def write_json_lines(path: Path, records: list[dict[str, Any]]) -> None:
-    """Write ``records`` as JSON lines."""
-    path.write_text("".join(json.dumps(record) + "\n" for record in records), encoding="utf-8")
 
 
 def cli(*argv: str, stdin: str = "") -> tuple[int, str]:

@@ -1,5 +1,5 @@
-"""Memory on long streams: bounded by configuration (``max_remembered_events``, the journal's
-compaction), not by how many events went by."""
+"""Memory on long streams: bounded by configuration (``max_remembered_events``, the store's
+pruning of finished events), not by how many events went by."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import io
 import json
 import subprocess
 import sys
-import tempfile
 import textwrap
 import tracemalloc
 from pathlib import Path
@@ -18,20 +17,15 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from support import NOW, FakeClock, automate_argv, read_json_lines, write_json_lines
+from support import NOW, FakeClock, automate_argv
 from test_cli_automate_stream import GENERATOR, automate, next_line
 
-from flowlang.automations import Automations, DeliverySettings, Journal
+from flowlang.automations import Automations, DeliverySettings
 from flowlang.automations.dispatch import MAX_REMEMBERED_EVENTS
-from flowlang.automations.journal import MIN_TRIM_SLACK, summarize
-from flowlang.automations.store import LocalStore
+from flowlang.automations.store import PRUNE_BATCH, PRUNE_EVERY, LocalStore
 from flowlang.cli import main
 
 DAY = 86_400.0
-
-
-def event(event_id: str, at: float) -> dict[str, Any]:
-    return {"kind": "event", "event": {"id": event_id, "type": "call.ended"}, "at": at}
 
 
 def duplicates(automations: Automations, ids: list[str]) -> list[bool]:
@@ -62,51 +56,116 @@ def test_the_window_still_forgets_before_the_cap() -> None:
     assert duplicates(automations, ["a", "b"]) == [False, False]
 
 
-def test_the_journal_keeps_at_most_the_cap_after_compaction(tmp_path: Path) -> None:
-    path = tmp_path / "journal.jsonl"
+def test_the_store_keeps_about_the_cap_and_a_restart_still_finds_the_newest(
+    tmp_path: Path,
+) -> None:
+    """Finished events beyond ``max_remembered_events`` are pruned a few at a time (at most
+    PRUNE_EVERY finishes late); the newest are still duplicates after a restart."""
+    path = tmp_path / "store.db"
     clock = FakeClock()
     settings = DeliverySettings(max_remembered_events=5)
-    automations = Automations(
-        [], settings=settings, journal=Journal(path, compact_after=10), clock=clock
-    )
+    store = LocalStore(path)
+    automations = Automations([], settings=settings, store=store, clock=clock)
     for number in range(60):
         clock.current += 1
         assert duplicates(automations, [f"e{number}"]) == [False]
-        assert (
-            len(read_json_lines(path)) <= 10 + 1 + 2 * 5
-        )  # appended since compaction + what it kept
-    automations.close_journal()
-    later = Automations([], settings=settings, journal=Journal(path), clock=clock)
-    assert read_json_lines(path) == [
-        {"kind": "seen", "event_id": f"e{n}", "at": NOW + n + 1} for n in range(55, 60)
-    ]
-    assert duplicates(later, ["e59", "e55", "e54"]) == [True, True, False]
-    later.close_journal()
+        assert store.counts()["events"] <= 5 + PRUNE_EVERY
+    store.close()
+    with LocalStore(path) as again:
+        later = Automations([], settings=settings, store=again, clock=clock)
+        assert duplicates(later, ["e59", "e55", "e40"]) == [True, True, False]
 
 
-def test_a_journal_from_before_the_cap_is_cut_to_it_with_unfinished_events_kept(
+def test_a_store_from_before_a_lower_cap_is_cut_to_it_with_open_events_kept(
     tmp_path: Path,
 ) -> None:
-    """An old journal with many seen lines, a bad line and an unfinished event written by hand
-    (non-ASCII UTF-8): compaction keeps the newest seen lines and copies the rest whole."""
-    path = tmp_path / "journal.jsonl"
-    records = [{"kind": "seen", "event_id": f"s{n}", "at": NOW - 5000 + n} for n in range(5000)]
-    write_json_lines(path, records[:2500])
-    unfinished = '{"kind": "event", "event": {"id": "open", "type": "x", "name": "Zoë"}, "at": 1}'
-    with path.open("a", encoding="utf-8") as handle:
-        handle.write(unfinished + "\n")
-        handle.write("\xff not json\n")
-        handle.write("".join(json.dumps(record) + "\n" for record in records[2500:]))
-    settings = DeliverySettings(max_remembered_events=100)
-    journal = Journal(path)
-    automations = Automations([], settings=settings, journal=journal, clock=FakeClock())
-    kept = read_json_lines(path)
-    assert kept[0] == json.loads(unfinished)
-    assert kept[1:] == records[-99:]  # the cap counts the unfinished event too
-    assert len(journal.problems) == 1 and ":2502:" in journal.problems[0]
-    assert "open" in automations._unfinished
-    assert duplicates(automations, ["open", "s4999", "s4901", "s4900"]) == [True, True, True, False]
-    automations.close_journal()
+    """A store written with a cap of 100,000 (3,000 finished events, one open event with
+    non-ASCII text) is run with a cap of 100: each prune removes up to PRUNE_BATCH of the
+    oldest, so it reaches the cap within 3,000 / (PRUNE_BATCH - PRUNE_EVERY) prunes, well
+    before 3,000 new events;
+    the open event is kept and resumed."""
+    path = tmp_path / "store.db"
+    with LocalStore(path) as old:
+        for number in range(3000):
+            old.accept(f"s{number}", {"id": f"s{number}", "type": "x"}, NOW - 5000 + number, DAY)
+            old.finish(f"s{number}", NOW, DAY, 100_000)
+        assert old.accept("open", {"id": "open", "type": "x", "name": "Zoë"}, NOW, DAY)
+    store = LocalStore(path)
+    clock = FakeClock()
+    settings = DeliverySettings(max_remembered_events=100, dedup_window=DAY)
+    automations = Automations([], settings=settings, store=store, clock=clock)
+    [result] = asyncio.run(automations.resume())  # the open event: taken over and finished
+    assert result.event_id == "open" and store.counts()["open"] == 0
+    finishes = PRUNE_EVERY * (3000 // (PRUNE_BATCH - PRUNE_EVERY) + 2)  # net removed per prune
+    for number in range(finishes):
+        assert duplicates(automations, [f"n{number}"]) == [False]
+    counts = store.counts()
+    store.close()
+    assert counts["events"] <= 100 + PRUNE_EVERY, counts
+    assert finishes < 3000
+
+
+#: Operations on a store: accept an id (at an hour), or finish an open one.
+OPERATIONS = st.lists(
+    st.tuples(
+        st.sampled_from(["accept", "finish"]),
+        st.sampled_from(["a", "b", "c", "d", "e", "f"]),
+        st.integers(min_value=0, max_value=5),
+    ),
+    max_size=40,
+)
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(OPERATIONS, st.integers(min_value=1, max_value=6))
+def test_the_stores_duplicate_check_agrees_with_the_plain_reading(
+    operations: list[tuple[str, str, int]], limit: int
+) -> None:
+    """Against a plain model: an open id is a duplicate; an id accepted outside the window is
+    not; one finished inside the window among the last ``limit`` finished is; one beyond the
+    limit may be either (forgotten a few finishes late: pruning is amortized)."""
+    window = 3 * 3600.0
+    accepted: dict[str, float] = {}  # id -> when accepted
+    open_ids: set[str] = set()
+    finished: list[str] = []  # finish order, newest last
+    with tempfile_store() as store:
+        for action, event_id, hours in operations:
+            now = NOW + hours * 3600.0
+            if action == "finish":
+                if event_id in open_ids:
+                    open_ids.discard(event_id)
+                    if event_id in finished:
+                        finished.remove(event_id)
+                    finished.append(event_id)
+                    store.finish(event_id, now, window, limit)
+                continue
+            got = store.accept(event_id, {"id": event_id}, now, window)
+            if event_id in open_ids:
+                assert not got, "an open event was accepted again"
+            elif event_id not in accepted or accepted[event_id] <= now - window:
+                assert got, "an event outside the window was refused"
+            elif event_id in finished[-limit:]:
+                assert not got, "a recent finished event inside the window was accepted"
+            if got:
+                accepted[event_id] = now
+                open_ids.add(event_id)
+                if event_id in finished:
+                    finished.remove(event_id)
+
+
+class tempfile_store:  # noqa: N801 - used as a context manager, as tempfile's are
+    """A LocalStore in a temporary folder, closed and removed afterwards."""
+
+    def __enter__(self) -> LocalStore:
+        import tempfile
+
+        self._folder = tempfile.TemporaryDirectory()
+        self._store = LocalStore(Path(self._folder.name) / "s.db")
+        return self._store
+
+    def __exit__(self, *_: object) -> None:
+        self._store.close()
+        self._folder.cleanup()
 
 
 def test_a_cap_that_is_not_a_positive_count_is_refused() -> None:
@@ -114,80 +173,6 @@ def test_a_cap_that_is_not_a_positive_count_is_refused() -> None:
         with pytest.raises(ValueError, match="max_remembered_events"):
             DeliverySettings(max_remembered_events=bad)  # type: ignore[arg-type]
     assert DeliverySettings().max_remembered_events == MAX_REMEMBERED_EVENTS == 100_000
-
-
-def reference(
-    records: list[dict[str, Any]], now: float, window: float, limit: int
-) -> tuple[list[tuple[str, float]], dict[str, list[dict[str, Any]]]]:
-    """What compaction keeps, the plain way (every record in memory): the finished events as
-    ``(id, at)``, oldest accepted first, and each unfinished event's records."""
-    events: dict[str, tuple[float, list[dict[str, Any]], bool]] = {}
-    for record in records:
-        kind = record["kind"]
-        event_id = record["event"]["id"] if kind == "event" else record["event_id"]
-        if kind in ("event", "seen"):
-            events.pop(event_id, None)
-            events[event_id] = (record["at"], [record] if kind == "event" else [], kind == "seen")
-            continue
-        entry = events.get(event_id)
-        if entry is None or entry[2]:
-            continue
-        if kind == "done":
-            events[event_id] = (entry[0], [], True)
-        else:
-            entry[1].append(record)
-    finished = [(i, e[0]) for i, e in events.items() if e[2] and now - e[0] < window]
-    unfinished = {i: e[1] for i, e in events.items() if not e[2]}
-    room = max(limit - len(unfinished), 0)  # the cap counts unfinished events too
-    return finished[max(len(finished) - room, 0) :] if room else [], unfinished
-
-
-IDS = st.sampled_from(["a", "b", "c", "d", "e", "f"])
-TIMES = st.integers(min_value=0, max_value=5).map(lambda hours: NOW - hours * 3600.0)
-RECORDS = st.one_of(
-    st.builds(event, IDS, TIMES),
-    st.builds(lambda i, at: {"kind": "seen", "event_id": i, "at": at}, IDS, TIMES),
-    st.builds(lambda i: {"kind": "done", "event_id": i}, IDS),
-    st.builds(
-        lambda i, w: {"kind": "workflow_done", "event_id": i, "workflow": w},
-        IDS,
-        st.sampled_from(["w1", "w2"]),
-    ),
-)
-
-
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(RECORDS, max_size=40), st.integers(min_value=1, max_value=6))
-def test_streaming_compaction_keeps_what_the_plain_reading_keeps(
-    records: list[dict[str, Any]], limit: int
-) -> None:
-    window = 3 * 3600.0
-    finished, unfinished = reference(records, NOW, window, limit)
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "journal.jsonl"
-        write_json_lines(path, records)
-        journal = Journal(path)
-        try:
-            state = journal.compact(NOW, window, limit, remember=True)
-            kept = read_json_lines(path)
-            again = journal.compact(NOW, window, limit, remember=True)  # idempotent
-            assert read_json_lines(path) == kept and again.seen == state.seen
-        finally:
-            journal.close()
-    seen_lines = [(r["event_id"], r["at"]) for r in kept if r["kind"] == "seen"]
-    assert seen_lines == finished
-    assert state.unfinished == unfinished
-    copied: dict[str, list[dict[str, Any]]] = {}
-    for record in kept:
-        if record["kind"] != "seen":
-            event_id = record["event"]["id"] if record["kind"] == "event" else record["event_id"]
-            copied.setdefault(event_id, []).append(record)
-    assert copied == unfinished
-    assert state.kept == len(kept)
-    assert state.seen == dict([*finished, *((i, NOW) for i in unfinished)])
-    assert list(state.seen.values()) == sorted(state.seen.values())  # oldest first
-    memory = summarize(records, NOW, window, limit)
-    assert memory.unfinished == unfinished and memory.seen == state.seen
 
 
 def _peak_memory(pid: int) -> int:
@@ -199,7 +184,7 @@ def _peak_memory(pid: int) -> int:
 
 #: Events in the long-stream test, and the peak memory it allows: before the cap and the
 #: streaming compaction, automate peaked at about 105 MiB on this stream (every offline request
-#: kept, the whole journal read to compact it); now about 50 MiB (both backends).
+#: kept, the whole JSON-lines journal read to compact it); now about 50 MiB (both backends).
 STREAM_EVENTS = 40_000
 PEAK_BOUND = 80 * 1024 * 1024
 
@@ -290,7 +275,7 @@ actions:
 
 def offline_files(folder: Path, events: int, *, status: int = 200) -> Path:
     """Write the workflow, the recorded response (``status``) and ``events`` events (each a
-    distinct id, about 200 bytes) into ``folder``, without a journal or dead letters yet."""
+    distinct id, about 200 bytes) into ``folder``, without a store or dead letters yet."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "wf.yaml").write_text(OFFLINE_WORKFLOW)
     (folder / "responses.yaml").write_text(
@@ -301,7 +286,7 @@ def offline_files(folder: Path, events: int, *, status: int = 200) -> Path:
         for number in range(events):
             record = {"id": f"evt-{number}", "type": "call.ended", "properties": {"note": note}}
             handle.write(json.dumps(record) + "\n")
-    for name in ("journal.jsonl", "dead.jsonl"):
+    for name in ("store.db", "store.db-wal", "store.db-shm", "dead.jsonl"):
         (folder / name).unlink(missing_ok=True)
     return folder
 
@@ -338,28 +323,3 @@ def test_offline_memory_is_flat_in_the_number_of_events(tmp_path: Path) -> None:
     small = offline_peak(tmp_path / "small", 2_000)
     large = offline_peak(tmp_path / "large", 20_000)
     assert large < 2 * small, f"{small / 1e6:.1f} MB, then {large / 1e6:.1f} MB"
-
-
-def test_a_trim_before_many_acceptances_again_keeps_fewer_never_others() -> None:
-    """The one-pass ledger's documented limit: finished events accepted again after a trim
-    (here outside the window, so they leave it) free places that the trimmed events would have
-    filled; compaction then keeps fewer than the limit, and only events the plain reading keeps."""
-    limit, window = 2, 3 * 3600.0
-    count = limit + MIN_TRIM_SLACK + 10
-    records: list[dict[str, Any]] = [
-        {"kind": "seen", "event_id": f"e{number}", "at": NOW} for number in range(count)
-    ]
-    for number in range(count - MIN_TRIM_SLACK, count):  # the newest, accepted again, stale
-        records += [event(f"e{number}", NOW - window), {"kind": "done", "event_id": f"e{number}"}]
-    finished, _ = reference(records, NOW, window, limit)
-    assert len(finished) == limit
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "journal.jsonl"
-        write_json_lines(path, records)
-        journal = Journal(path)
-        try:
-            journal.compact(NOW, window, limit)
-            kept = [(r["event_id"], r["at"]) for r in read_json_lines(path) if r["kind"] == "seen"]
-        finally:
-            journal.close()
-    assert len(kept) < limit and set(kept) <= set(finished)

@@ -455,12 +455,12 @@ class _Runner:
         return asyncio.run(awaited())
 
 
-def _fan_out(journal: list[str]) -> Step:
+def _fan_out(calls: list[str]) -> Step:
     async def confirm() -> None:
-        journal.append("confirm")
+        calls.append("confirm")
 
     async def abandon() -> None:
-        journal.append("abandon")
+        calls.append("abandon")
 
     publish = [(DELIVER_TASK, {"name": "one"}), (DELIVER_TASK, {"name": "two"})]
     return Step("fanned_out", publish, confirm, None, abandon)
@@ -469,27 +469,27 @@ def _fan_out(journal: list[str]) -> Step:
 def _run_accept(
     monkeypatch: pytest.MonkeyPatch, outcomes: dict[str, object], *, inline: bool
 ) -> tuple[list[str], _Deliverer]:
-    journal: list[str] = []
+    calls: list[str] = []
     deliverer = _Deliverer(outcomes)
     monkeypatch.setattr(worker_loop, "_current", _Runner(deliverer))
 
     async def work(_: Any) -> Step:
-        return _fan_out(journal)
+        return _fan_out(calls)
 
     def publish(task: str, body: dict[str, Any]) -> None:
-        journal.append(f"publish {task} {body['name']}")
+        calls.append(f"publish {task} {body['name']}")
 
     assert run_step(ACCEPT_TASK, work, publish, inline=inline) == "fanned_out"
-    return journal, deliverer
+    return calls, deliverer
 
 
 def test_an_accept_delivers_its_first_action_inline_before_it_is_confirmed(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     outcomes: dict[str, object] = {"one": Step("delivered", [(DELIVER_TASK, {"name": "next"})])}
-    journal, deliverer = _run_accept(monkeypatch, outcomes, inline=True)
+    calls, deliverer = _run_accept(monkeypatch, outcomes, inline=True)
     assert deliverer.delivered == ["one"]
-    assert journal == [
+    assert calls == [
         f"publish {DELIVER_TASK} two",
         f"publish {DELIVER_TASK} next",  # what the inline delivery publishes, before the ack
         "confirm",
@@ -500,16 +500,16 @@ def test_an_inline_delivery_that_fails_is_published_instead(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     outcomes: dict[str, object] = {"one": SharedStoreError("the store is down")}
-    journal, _ = _run_accept(monkeypatch, outcomes, inline=True)
-    assert journal == [f"publish {DELIVER_TASK} two", f"publish {DELIVER_TASK} one", "confirm"]
+    calls, _ = _run_accept(monkeypatch, outcomes, inline=True)
+    assert calls == [f"publish {DELIVER_TASK} two", f"publish {DELIVER_TASK} one", "confirm"]
 
 
 def test_without_inline_every_fan_out_message_is_published(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    journal, deliverer = _run_accept(monkeypatch, {}, inline=False)
+    calls, deliverer = _run_accept(monkeypatch, {}, inline=False)
     assert deliverer.delivered == []
-    assert journal == [f"publish {DELIVER_TASK} one", f"publish {DELIVER_TASK} two", "confirm"]
+    assert calls == [f"publish {DELIVER_TASK} one", f"publish {DELIVER_TASK} two", "confirm"]
 
 
 def test_task_events_are_off_unless_asked_for() -> None:

@@ -1,4 +1,4 @@
-"""Nothing lost: a killed `flowlang automate` is resumed from its journal by the next run."""
+"""Nothing lost: a killed `flowlang automate` is resumed from its store by the next run."""
 
 from __future__ import annotations
 

@@ -23,7 +23,7 @@ from flowlang.automations import (
     Automations,
     DeadLetterStore,
     DeliverySettings,
-    Journal,
+    LocalStore,
     load_workflow_text,
 )
 from flowlang.automations.dispatch import Attempt, Delivery, idempotency_key
@@ -57,7 +57,7 @@ def make(
     *,
     port: int | None = None,
     clock: FakeClock | None = None,
-    journal: Journal | None = None,
+    store: LocalStore | None = None,
     executor: Any = None,
     told: list[Attempt] | None = None,
     dead_letters: DeadLetterStore | None = None,
@@ -78,7 +78,7 @@ def make(
         resolver=resolver,
         secrets=MappingSecrets({"crm_token": SECRET}),
         clock=clock or FakeClock(),
-        journal=journal,
+        store=store,
         executor=executor,
         on_attempt=told.append if told is not None else None,
         dead_letters=dead_letters,
@@ -332,13 +332,22 @@ def test_the_local_executor_sleeps_on_the_clock_until_the_task_is_due() -> None:
 
 def test_local_delivery_of_503_429_200_is_as_before(server: Server, tmp_path: Path) -> None:
     """The default executor: three attempts, waits of 5 s and Retry-After's 600 s on the fake
-    clock, one idempotency key, and the same journal, deliveries and reports as before."""
+    clock, one idempotency key, and the same store records, deliveries and reports as before."""
     server.received.script(
         "crm", (503, {}, {}), (429, {"Retry-After": "600"}, {}), (201, {}, {"id": 9})
     )
     clock, told = FakeClock(), []
-    path = tmp_path / "journal.jsonl"
-    automations = make(server, clock=clock, journal=Journal(path), told=told)
+    path = tmp_path / "store.db"
+    store = LocalStore(path)
+    settled: list[tuple[Any, ...]] = []
+    real_settle = store.settle
+
+    def settle(*args: Any) -> None:
+        settled.append(args)
+        real_settle(*args)
+
+    store.settle = settle  # type: ignore[method-assign]
+    automations = make(server, clock=clock, store=store, told=told)
     assert isinstance(automations.executor, LocalExecutor)
 
     async def main() -> Any:
@@ -358,15 +367,15 @@ def test_local_delivery_of_503_429_200_is_as_before(server: Server, tmp_path: Pa
         ("after", 1, "delivered", None),
     ]
     assert len({r["headers"]["idempotency-key"] for r in server.received.to("crm")}) == 1
-    records = [json.loads(line) for line in path.read_text().splitlines()]
-    assert [(r["kind"], r.get("action"), r.get("outcome")) for r in records] == [
-        ("event", None, None),
-        ("settled", "post", "delivered"),
-        ("settled", "after", "delivered"),
-        ("workflow_done", None, None),
-        ("done", None, None),
+    assert settled == [
+        ("evt-7", "sync", "post", "delivered", {"id": 9}),
+        ("evt-7", "sync", "after", "delivered", {}),
     ]
-    assert records[1]["result"] == {"id": 9} and SECRET not in path.read_text()
+    counts = store.counts()
+    store.close()
+    assert counts["events"] == 1 and counts["open"] == counts["settled"] == counts["retries"] == 0
+    written = b"".join(f.read_bytes() for f in tmp_path.iterdir() if f.is_file())
+    assert SECRET.encode() not in written
 
 
 class HandingOff:
@@ -385,9 +394,10 @@ def test_a_retry_handed_away_is_data_and_stays_unsettled_for_the_next_run(
 ) -> None:
     server.received.script("crm", (503, {}, {}), (201, {}, {"id": 3}))
     clock, executor = FakeClock(), HandingOff()
-    path = tmp_path / "journal.jsonl"
+    path = tmp_path / "store.db"
+    local = LocalStore(path)
     store = DeadLetterStore()
-    first = make(server, clock=clock, journal=Journal(path), executor=executor, dead_letters=store)
+    first = make(server, clock=clock, store=local, executor=executor, dead_letters=store)
 
     async def dispatch() -> Any:
         async with first:
@@ -410,18 +420,24 @@ def test_a_retry_handed_away_is_data_and_stays_unsettled_for_the_next_run(
         }
     ]
     assert clock.waits == [] and store.records == [] and server.received.to("after") == []
-    kinds = [json.loads(line)["kind"] for line in path.read_text().splitlines()]
-    assert kinds == ["event"]  # nothing settled, not done: the next run resumes it
+    counts = local.counts()  # nothing settled, not done: the next run resumes it
+    assert counts["open"] == 1 and counts["settled"] == 0
+    assert counts["retries"] == 1 and local.retry_of("evt-7", key) == (2, NOW + 5)
+    local.close()  # the process ends: the next one takes the event over
 
-    again = make(server, clock=clock, journal=Journal(path))
+    again_store = LocalStore(path)
+    again = make(server, clock=clock, store=again_store)
 
     async def resume() -> Any:
         async with again:
             return await again.resume()
 
     [resumed] = run(resume)
-    assert [(d.action, d.outcome) for d in resumed.deliveries] == [
-        ("post", "delivered"),
-        ("after", "delivered"),
+    assert again_store.counts()["open"] == 0
+    again_store.close()
+    assert [(d.action, d.outcome, d.attempts) for d in resumed.deliveries] == [
+        ("post", "delivered", 2),  # the recorded attempt, waited for: it was due in 5 s
+        ("after", "delivered", 1),
     ]
+    assert clock.waits == [5.0]
     assert {r["headers"]["idempotency-key"] for r in server.received.to("crm")} == {key}

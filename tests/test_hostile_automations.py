@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import sqlite3
 import subprocess
 import tempfile
 from collections.abc import Callable
@@ -36,13 +37,11 @@ from flowlang.automations import (
     Automations,
     DeadLetterStore,
     DeliverySettings,
-    Journal,
     load_workflow,
     load_workflow_text,
 )
 from flowlang.automations import dispatch as dispatch_module
 from flowlang.automations.dispatch import EventError, retry_after_seconds
-from flowlang.automations.journal import JournalLockedError
 from flowlang.automations.records import (
     LineTooLongError,
     bounded_lines,
@@ -110,7 +109,6 @@ def automations(
     workflows: list[str],
     answer: Answer = ok,
     *,
-    journal: Journal | None = None,
     dead_letters: DeadLetterStore | None = None,
     store: LocalStore | None = None,
 ) -> tuple[Automations, FakeHttp]:
@@ -122,7 +120,6 @@ def automations(
             http=http,
             secrets=MappingSecrets({"crm_token": TOKEN}),
             clock=FakeClock(),
-            journal=journal,
             dead_letters=dead_letters,
             store=store,
         ),
@@ -269,7 +266,7 @@ def test_cli_an_exception_in_one_event_ends_neither_this_run_nor_the_next(
     assert status == 0 and "events 3, duplicates 3" in out
 
 
-# --- item 8: events at the door; journal and dead letters always read back -------------------
+# --- item 8: events at the door; the store and dead letters always read back ----------------
 
 
 def deep(levels: int) -> Any:
@@ -282,8 +279,9 @@ def deep(levels: int) -> Any:
 def test_events_too_deep_or_too_large_are_refused_at_the_door_and_the_rest_goes_on(
     tmp_path: Path,
 ) -> None:
-    path = tmp_path / "journal.jsonl"
-    engine, _ = automations([TWO], journal=Journal(path))
+    path = tmp_path / "store.db"
+    store = LocalStore(path)
+    engine, _ = automations([TWO], store=store)
 
     async def feed() -> list[str]:
         outcomes = []
@@ -306,52 +304,64 @@ def test_events_too_deep_or_too_large_are_refused_at_the_door_and_the_rest_goes_
         "an event needs an id (text) so that it is delivered once",
         "['two']",
     ]
-    engine.close_journal()
-    again, _ = automations([TWO], journal=Journal(path))  # the journal reads back
-    assert again.journal is not None and again.journal.problems == []
-    assert asyncio.run(again.dispatch(call(3))).duplicate
+    store.close()
+    with LocalStore(path) as again_store:
+        again, _ = automations([TWO], store=again_store)  # the store reads back
+        assert again.problems == [] and again_store.counts()["open"] == 0
+        assert asyncio.run(again.dispatch(call(3))).duplicate
 
 
-def test_an_event_with_a_lone_surrogate_is_journaled_and_read_back(tmp_path: Path) -> None:
-    path = tmp_path / "journal.jsonl"
-    engine, _ = automations([TWO], journal=Journal(path))
+def test_an_event_with_a_lone_surrogate_is_stored_and_read_back(tmp_path: Path) -> None:
+    """Accepted (not run) by a process that then dies: the next one reads the event back
+    exactly, runs it, and finds it a duplicate afterwards."""
+    path = tmp_path / "store.db"
+    store = LocalStore(path)
+    engine, _ = automations([TWO], store=store)
     event = json.loads(
         '{"id": "evt-\\ud800", "type": "call.ended", "properties": {"n": "\\udfff"}}'
     )
-    result = asyncio.run(engine.dispatch(event))
-    assert [d.outcome for d in result.deliveries] == ["delivered", "delivered"]
-    engine.close_journal()
-    path.read_bytes().decode("ascii")  # written as escapes: every byte reads back
-    journal = Journal(path)
-    assert journal.records()[0]["event"] == event and journal.problems == []
-    again, _ = automations([TWO], journal=journal)
-    assert asyncio.run(again.dispatch(event)).duplicate
+    assert engine.accept(event) == event
+    store.close()
+    with LocalStore(path) as again_store:
+        again, _ = automations([TWO], store=again_store)
+        assert again.problems == []
+        [result] = asyncio.run(again.resume())
+        assert result.event_id == event["id"]
+        assert [d.outcome for d in result.deliveries] == ["delivered", "delivered"]
+        assert asyncio.run(again.dispatch(event)).duplicate
 
 
-def test_bad_journal_lines_are_reported_and_skipped(tmp_path: Path) -> None:
-    path = tmp_path / "journal.jsonl"
-    good = {"kind": "event", "event": call("open"), "at": 1_800_000_000.0}
-    path.write_bytes(
-        b"not json\n"
-        + b"[1, 2]\n"
-        + b'{"kind": "event", "event": {"id": "\xff\xfe"}}\n'
-        + b"[" * 5000
-        + b"]" * 5000
-        + b"\n"
-        + json.dumps({"kind": "event", "event": deep(300)}).encode()
-        + b"\n"
-        + b'{"kind": "event", "event": {"type": "call.ended", "id": ["x"]}}\n'
-        + b'{"kind": "settled", "event_id": "open", "workflow": ["w"], "action": {}}\n'
-        + json.dumps(good).encode()
-        + b"\n"
-        + b'{"kind": "done", "event_'  # torn
-    )
-    engine, _ = automations([TWO], journal=Journal(path))
-    assert engine.journal is not None
-    problems = engine.journal.problems
-    for line in (1, 2, 3, 4, 5, 9):
-        assert any(f"journal.jsonl:{line}" in problem for problem in problems), (line, problems)
-    [result] = asyncio.run(engine.resume())  # the good unfinished event is still resumed
+def test_bad_open_events_in_the_store_are_reported_and_skipped(tmp_path: Path) -> None:
+    """Open events written into the store by hand (not JSON, not UTF-8, nested 5,000 deep, not
+    an object, an id that is not text, nested deeper than an event may be): each is a problem
+    naming the store, never a traceback; the good open event is still resumed."""
+    path = tmp_path / "store.db"
+    with LocalStore(path) as store:
+        assert store.accept("evt-open", call("open"), 1_800_000_000.0, 86400.0)
+    bad = [
+        "not json",
+        "[1, 2]",
+        b'{"id": "\xff\xfe", "type": "call.ended"}',
+        "[" * 5000 + "]" * 5000,
+        json.dumps({"id": "deep", "type": "call.ended", "nested": deep(300)}),
+        '{"type": "call.ended", "id": ["x"]}',
+        None,
+    ]
+    with sqlite3.connect(path) as db:
+        for number, text in enumerate(bad):
+            db.execute(
+                "INSERT INTO events (key, at, owner, event) VALUES (?, 1, NULL, ?)",
+                (bytes([number]) * 16, text),
+            )
+    store = LocalStore(path)
+    try:
+        engine, _ = automations([TWO], store=store)
+        problems = engine.problems
+        assert len(problems) == len(bad), problems
+        assert all(str(path) in problem for problem in problems), problems
+        [result] = asyncio.run(engine.resume())  # the good open event is still resumed
+    finally:
+        store.close()
     assert result.event_id == "evt-open" and [d.outcome for d in result.deliveries] == [
         "delivered",
         "delivered",
@@ -401,22 +411,25 @@ def test_any_json_written_as_a_record_reads_back_the_same(value: Any) -> None:
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(value=JSON)
-def test_any_json_in_an_event_goes_through_the_journal_and_dead_letters_unchanged(
+def test_any_json_in_an_event_goes_through_the_store_and_dead_letters_unchanged(
     value: Any,
 ) -> None:
     event = {"id": "evt-\ud800", "type": "call.ended", "properties": {"v": value}}
+    record = {"format": "flowlang.deadletter/1", "event": event}
     with tempfile.TemporaryDirectory() as directory:
         folder = Path(directory)
-        journal = Journal(folder / "journal.jsonl")
-        journal.write({"kind": "event", "event": event, "at": 1.0})
-        store = DeadLetterStore(folder / "dead.jsonl")
-        store.add({"format": "flowlang.deadletter/1", "event": event})
-        journal.close()
-        reread = Journal(folder / "journal.jsonl")
-        assert reread.records() == [{"kind": "event", "event": event, "at": 1.0}]
-        assert reread.problems == []
-        reread.close()
-        assert DeadLetterStore.read(folder / "dead.jsonl") == [store.records[0]]
+        with LocalStore(folder / "s.db") as store:
+            assert store.accept(event["id"], event, 1.0, 60.0)
+            store.settle(event["id"], "w", "\udfff", "delivered", value)
+            store.add_dead(record)
+        with LocalStore(folder / "s.db") as reread:
+            [found] = reread.take_over()
+            assert found.event == event and found.problems == []
+            assert found.settled == {("w", "\udfff"): ("delivered", value)}
+            assert [r for _, r in reread.dead_letters()] == [record]
+        file_store = DeadLetterStore(folder / "dead.jsonl")
+        file_store.add(record)
+        assert DeadLetterStore.read(folder / "dead.jsonl") == [record]
 
 
 def test_the_strategy_makes_lone_surrogates() -> None:
@@ -428,26 +441,16 @@ def test_the_strategy_makes_lone_surrogates() -> None:
 
 
 def test_resume_runs_the_action_after_a_failure_that_does_not_stop(tmp_path: Path) -> None:
-    path = tmp_path / "journal.jsonl"
-    path.write_text(
-        "\n".join(
-            json.dumps(record)
-            for record in (
-                {"kind": "event", "event": call(1), "at": 1_800_000_000.0},
-                {
-                    "kind": "settled",
-                    "event_id": "evt-1",
-                    "workflow": "two",
-                    "action": "first",
-                    "outcome": "dead_lettered",
-                    "result": None,
-                },
-            )
-        )
-        + "\n"
-    )
-    engine, http = automations([TWO], journal=Journal(path))
-    [result] = asyncio.run(engine.resume())
+    path = tmp_path / "store.db"
+    with LocalStore(path) as gone:
+        assert gone.accept("evt-1", call(1), 1_800_000_000.0, 86400.0)
+        gone.settle("evt-1", "two", "first", "dead_lettered", None)
+    store = LocalStore(path)
+    try:
+        engine, http = automations([TWO], store=store)
+        [result] = asyncio.run(engine.resume())
+    finally:
+        store.close()
     assert [(d.action, d.outcome) for d in result.deliveries] == [("second", "delivered")]
     assert [request.url for request in http.sent] == ["https://crm.example.com/second"]
 
@@ -485,12 +488,12 @@ def test_a_kill_while_the_action_after_a_non_stopping_failure_is_in_flight_loses
     assert "resumed 1 unfinished event" in second.stdout
 
 
-# --- item 10: the dead letter is written before the action is settled -----------------------
+# --- item 10: the dead letter is written with (never after) the action's settlement ----------
 
 
 def test_a_kill_at_the_dead_letter_write_loses_nothing(tmp_path: Path) -> None:
-    """The process dies as it writes the dead letter (a SystemExit there, its store closed as
-    death closes it): the next process on the store takes the event over, dead-letters the
+    """The process dies as it writes the dead letter and settles its action (one transaction;
+    a SystemExit there, its store closed as death closes it): the next process on the store takes the event over, dead-letters the
     action and delivers the next one once."""
     answers = {"first": HttpResult("http_error", 404, {}, {}, "HTTP 404")}
 
@@ -500,7 +503,7 @@ def test_a_kill_at_the_dead_letter_write_loses_nothing(tmp_path: Path) -> None:
     class Killed(BaseException):
         pass
 
-    def killed(record: dict[str, Any], now: float = 0.0) -> int:
+    def killed(*_: Any) -> int:
         raise Killed
 
     path = tmp_path / "store.db"
@@ -508,7 +511,7 @@ def test_a_kill_at_the_dead_letter_write_loses_nothing(tmp_path: Path) -> None:
     engine, http = automations(
         [TWO], answer, store=store, dead_letters=DeadLetterStore(store=store)
     )
-    store.add_dead = killed  # type: ignore[method-assign]
+    store.settle_dead = killed  # type: ignore[method-assign]
     with pytest.raises(Killed):
         asyncio.run(engine.dispatch(call(1)))
     store.close()  # what the process's death does
@@ -639,15 +642,7 @@ def test_replay_reports_malformed_records_and_never_reads_a_path(
     assert dead.read_text() == "\n".join(lines) + "\n"  # nothing replayed: all left in the file
 
 
-# --- item 15: one writer per journal ---------------------------------------------------------
-
-
-def test_a_journal_has_one_writer(tmp_path: Path) -> None:
-    journal = Journal(tmp_path / "journal.jsonl")
-    with pytest.raises(JournalLockedError, match="in use"):
-        Journal(tmp_path / "journal.jsonl")
-    journal.close()
-    Journal(tmp_path / "journal.jsonl").close()
+# --- item 15: processes sharing one store send nothing twice --------------------------------
 
 
 def test_a_second_automate_on_the_same_store_sends_nothing_twice(tmp_path: Path) -> None:

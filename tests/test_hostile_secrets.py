@@ -626,7 +626,7 @@ def test_automate_json_masks_a_secret_echoed_as_a_body_key(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Items 23/26: the CRM echoes the bearer token as a JSON key: not in ``automate --json``,
-    nor in the journal."""
+    nor in the store (its file and write-ahead log) or any file the run wrote."""
     examples = Path(__file__).parent.parent / "examples" / "workflows"
     token = "tok_3f9a8b7c6d"
     monkeypatch.setenv("FLOWLANG_SECRET_CRM_TOKEN", token)
@@ -645,7 +645,10 @@ def test_automate_json_masks_a_secret_echoed_as_a_body_key(
     )
     assert status == 0, text
     assert f'{{"{REDACTED}": "unknown token"}}' in text
-    written = "".join(path.read_text() for path in tmp_path.glob("*.jsonl"))
+    inputs = {"responses.yaml", "events.jsonl"}  # the token is in the recorded response
+    files = [path for path in tmp_path.rglob("*") if path.is_file() and path.name not in inputs]
+    assert any(path.name == "store.db" for path in files)
+    written = "".join(path.read_bytes().decode("latin-1") for path in files)
     assert not leaked(text + written, token)
 
 

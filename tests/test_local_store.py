@@ -232,6 +232,205 @@ def test_two_automations_on_one_store_run_an_event_once(tmp_path: Path) -> None:
     assert len(first_http.sent) + len(second_http.sent) == 60  # two actions per event, once
 
 
+def test_a_death_between_the_dead_letter_and_its_settlement_keeps_one_dead_letter(
+    tmp_path: Path,
+) -> None:
+    """The dead letter and the settlement of its action are one transaction: a process
+    killed after the dead letter's row, before the commit (here, an exception from inside the
+    transaction: its rollback is what SIGKILL leaves), keeps neither; the process that takes
+    the event over makes the attempt again and keeps one dead letter, so `flowlang replay
+    STORE` sends it once (defect 5 of issue 13)."""
+    path = tmp_path / "s.db"
+    first = LocalStore(path)
+
+    def dies(db: sqlite3.Connection, values: tuple[Any, ...]) -> None:
+        if values[3] != "delivered":  # the dead letter's row is written: die before COMMIT
+            raise KeyboardInterrupt
+        LocalStore._settled_row(db, values)
+
+    first._settled_row = dies  # type: ignore[assignment,method-assign]
+    http = Http(400)
+    with pytest.raises(KeyboardInterrupt):
+        asyncio.run(engine(first, http).dispatch(call("evt-dead")))
+    assert first.counts()["dead"] == 0 and first.counts()["settled"] == 0
+    first.close()  # the process is gone: its owner lock with it
+    second = LocalStore(path)
+    try:
+        [result] = asyncio.run(asyncio.wait_for(engine(second, http).resume(), 20))
+        assert [(d.action, d.outcome) for d in result.deliveries] == [
+            ("first", "dead_lettered"),
+            ("second", "skipped"),  # stop_on_failure: the dead letter names it
+        ]
+        counts = second.counts()
+        dead = [record for _, record in second.dead_letters()]
+    finally:
+        second.close()
+    assert counts["dead"] == 1 and counts["open"] == 0, counts
+    assert isinstance(dead[0], dict) and dead[0]["action"] == "first"
+    assert http.sent.count("https://crm.example.com/first") == 2  # the same key both times
+
+
+def test_a_dead_letter_that_cannot_be_kept_leaves_its_action_unsettled(tmp_path: Path) -> None:
+    """When the one transaction fails (the disk is full), neither is written: the action is
+    unsaved, stays open and is dead-lettered once by the next run."""
+    path = tmp_path / "s.db"
+    store = LocalStore(path)
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.execute(
+            "CREATE TRIGGER full BEFORE INSERT ON dead "
+            "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"
+        )
+        db.commit()
+    result = asyncio.run(engine(store, Http(400)).dispatch(call("evt-full")))
+    assert [d.outcome for d in result.deliveries] == ["unsaved"]
+    assert "disk is full" in str(result.deliveries[0].error)
+    counts = store.counts()
+    assert counts["dead"] == 0 and counts["settled"] == 0 and counts["open"] == 1
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.execute("DROP TRIGGER full")
+        db.commit()
+    store.close()
+    with LocalStore(path) as again:
+        asyncio.run(engine(again, Http(400)).resume())
+        assert again.counts()["dead"] == 1 and again.counts()["open"] == 0
+
+
+@pytest.mark.parametrize(
+    ("statement", "table"),
+    [
+        ("UPDATE settled SET workflow = '{not json'", "settled"),
+        ("UPDATE settled SET action = '[1]'", "settled"),
+        ("UPDATE settled SET result = x'ff00'", "settled"),
+        ("UPDATE settled SET outcome = 7", "settled"),
+        ("UPDATE operations SET name = 'nope['", "operations"),
+        ("UPDATE operations SET key = x'ff'", "operations"),
+        ("UPDATE workflows_done SET workflow = '\"' || char(55296) || '\"'", "workflows_done"),
+        ("UPDATE workflows_done SET workflow = 'null'", "workflows_done"),
+    ],
+)
+def test_a_damaged_ledger_row_is_reported_and_its_event_still_resumed(
+    tmp_path: Path, statement: str, table: str
+) -> None:
+    """A settled, operations or workflows_done row that does not read back (damaged, edited
+    by hand) is a problem naming the store and the event, never a traceback from take_over
+    (whose new owner is already committed); the event is still resumed (nothing lost), the
+    damaged row skipped: its action runs again with the same idempotency key (defect 6)."""
+    path = tmp_path / "s.db"
+    gone = LocalStore(path)
+    assert gone.accept("evt-4", call("evt-4"), NOW, WINDOW)
+    gone.settle("evt-4", "two", "first", "delivered", {"ok": True})
+    gone.operation("evt-4", "op-key", "op-name")
+    gone.workflow_done("evt-4", "other")
+    gone.close()
+    with contextlib.closing(sqlite3.connect(path)) as raw:
+        raw.execute(statement)
+        raw.commit()
+    taker = LocalStore(path)
+    try:
+        [found] = taker.take_over()
+        assert found.event_id == "evt-4" and found.event == call("evt-4")
+        assert len(found.problems) == 1, found.problems
+        assert str(path) in found.problems[0] and "'evt-4'" in found.problems[0]
+        http = Http()
+        automations = engine(taker, http)  # nothing left to take over: taken above
+        assert automations.problems == []
+        taker.close()
+        again = LocalStore(path)
+        automations = engine(again, http)  # what the next process sees
+        assert len(automations.problems) == 1
+        [result] = asyncio.run(automations.resume())
+        assert again.counts()["open"] == 0
+        again.close()
+    finally:
+        taker.close()
+    outcomes = [(d.action, d.outcome) for d in result.deliveries]
+    assert ("second", "delivered") in outcomes
+    if table == "settled":
+        assert http.sent.count("https://crm.example.com/first") == 1  # ran again: same key
+
+
+DAY = 86_400.0
+
+
+def test_a_restart_keeps_open_events_and_the_window_and_forgets_the_rest(tmp_path: Path) -> None:
+    """After a restart: an event finished two days ago runs again, one finished an hour ago is
+    a duplicate, an open one (accepted three days ago, its first action settled) is a
+    duplicate and is resumed from its second action; a new one runs."""
+    path = tmp_path / "s.db"
+    with LocalStore(path) as before:
+        for event_id, at in (
+            ("old", NOW - 2 * DAY),
+            ("open", NOW - 3 * DAY),
+            ("recent", NOW - 3600),
+        ):
+            assert before.accept(event_id, call(event_id), at, DAY)
+        before.finish("old", NOW - 2 * DAY, DAY, 100)
+        before.settle("open", "two", "first", "delivered", {"id": 1})
+        before.finish("recent", NOW - 3600, DAY, 100)
+    # closed: its process is gone, and "open" is an orphan the next one takes over
+    store = LocalStore(path)
+    http = Http()
+    automations = Automations(
+        [load_workflow_text(TWO)],
+        settings=DeliverySettings(dedup_window=DAY),
+        http=http,
+        secrets=MappingSecrets({}),
+        clock=FakeClock(),
+        store=store,
+    )
+
+    async def feed() -> list[bool]:
+        ids = ["old", "open", "recent", "new"]
+        return [(await automations.dispatch(call(i))).duplicate for i in ids]
+
+    try:
+        assert asyncio.run(feed()) == [False, True, True, False]
+        [resumed] = asyncio.run(automations.resume())
+    finally:
+        store.close()
+    assert resumed.event_id == "open"
+    assert [(d.action, d.outcome) for d in resumed.deliveries] == [("second", "delivered")]
+
+
+def test_the_store_stays_bounded_while_duplicates_inside_the_window_are_caught(
+    tmp_path: Path,
+) -> None:
+    """One event an hour for 600 hours with a day's window: the store holds about a day of
+    finished events (pruned a few at a time), duplicates inside the window are caught, and
+    still after a restart."""
+    path = tmp_path / "s.db"
+    clock = FakeClock()
+    settings = DeliverySettings(dedup_window=DAY)
+    store = LocalStore(path)
+    automations = Automations([], settings=settings, store=store, clock=clock)
+
+    async def run() -> list[int]:
+        sizes = []
+        for number in range(600):
+            clock.current += 3600  # one event an hour: 24 inside the window at any time
+            result = await automations.dispatch({"id": f"e{number}", "type": "x"})
+            assert not result.duplicate
+            sizes.append(store.counts()["events"])
+        again = [
+            (await automations.dispatch({"id": f"e{n}", "type": "x"})).duplicate
+            for n in (599, 577, 500)
+        ]
+        assert again == [True, True, False]  # 0 h, 22 h and 99 h ago
+        return sizes
+
+    sizes = asyncio.run(run())
+    store.close()
+    assert max(sizes) <= 25 + PRUNE_EVERY  # the window, and the finishes since the last prune
+    with LocalStore(path) as again:
+        later = Automations([], settings=settings, store=again, clock=clock)
+
+        async def after_restart() -> list[bool]:
+            ids = ["e599", "e580", "e560"]
+            return [(await later.dispatch({"id": i, "type": "x"})).duplicate for i in ids]
+
+        assert asyncio.run(after_restart()) == [True, True, False]
+
+
 # --- hostile files and conditions --------------------------------------------------------------
 
 
@@ -399,3 +598,70 @@ def test_deadletters_on_unusable_files_exit_2(
         assert cli(*argv)[0] == 2, argv
         err = capsys.readouterr().err
         assert "Traceback" not in err and err, argv
+
+
+def test_deadletters_import_interrupted_then_rerun_adds_each_record_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`flowlang deadletters import` commits a batch per transaction and leaves out records
+    the store holds: killed part-way (an exception as the third record is read, batches of
+    two: the open batch's rollback is what SIGKILL leaves) it kept the first batch; the rerun
+    adds the rest once, and a third run adds none (defect 8 of issue 13). Lines that are not
+    records (non-UTF-8, not JSON, not a dead letter) are skipped and reported."""
+    from flowlang.automations import store as store_module
+    from flowlang.cli import store_console
+
+    monkeypatch.setattr(store_module, "IMPORT_BATCH", 2)
+    path, source = tmp_path / "s.db", tmp_path / "dead.jsonl"
+    records = [
+        {"format": "flowlang.deadletter/1", "event": call(f"e{n}\ud800"), "recorded_at": n}
+        for n in range(6)
+    ]
+    lines = [json.dumps(record).encode() + b"\n" for record in records]
+    hostile = [b"\xff\xfe not utf-8\n", b"{torn\n", b"[1]\n", b"{}\n"]
+    source.write_bytes(b"".join(lines[:3] + hostile + lines[3:] + lines[:1]))  # e0 twice
+    real = store_console.decoded_lines
+
+    def dies_at_the_third(*args: Any) -> Any:
+        for seen, line in enumerate(real(*args)):
+            if seen == 2:  # two records read and committed: the process dies
+                raise KeyboardInterrupt
+            yield line
+
+    monkeypatch.setattr(store_console, "decoded_lines", dies_at_the_third)
+    assert cli("deadletters", "import", str(path), str(source))[0] == 130  # interrupted
+    with LocalStore(path) as store:
+        assert [r for _, r in store.dead_letters()] == records[:2]
+    monkeypatch.setattr(store_console, "decoded_lines", real)
+    capsys.readouterr()
+    assert cli("deadletters", "import", str(path), str(source))[0] == 1  # 4 lines skipped
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.count("(skipped)") == 4
+    assert "imported 4 dead letters" in err and "3 already in it" in err
+    assert cli("deadletters", "import", str(path), str(source))[0] == 1
+    assert "imported 0 dead letters" in capsys.readouterr().err
+    with LocalStore(path) as store:
+        assert [r for _, r in store.dead_letters()] == records
+
+
+def test_two_imports_of_one_file_at_once_add_each_record_once(tmp_path: Path) -> None:
+    """Each batch learns what was committed since the last one, so two imports of one file
+    running together (threads, each its own store connection) add each record once."""
+    path, source = tmp_path / "s.db", tmp_path / "dead.jsonl"
+    records = [{"format": "flowlang.deadletter/1", "event": call(f"e{n}")} for n in range(300)]
+    source.write_text("".join(json.dumps(record) + "\n" for record in records))
+    LocalStore(path).close()
+
+    def one() -> None:
+        with LocalStore(path, busy_timeout=30) as store:
+            store.import_dead(((record, 0.0) for record in records), batch=7)
+
+    threads = [threading.Thread(target=one) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    with LocalStore(path) as store:
+        assert sorted(json.dumps(r) for _, r in store.dead_letters()) == sorted(
+            json.dumps(r) for r in records
+        )

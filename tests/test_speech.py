@@ -516,22 +516,22 @@ def test_a_recording_url_to_a_refused_address_is_refused_by_the_guard(speech: Sp
 def test_a_resumed_run_polls_the_operation_the_interrupted_run_started(
     speech: Speech, tmp_path: Any
 ) -> None:
-    """A run stopped while polling leaves the operation in the journal; the next run polls it
-    and does not start (and pay for) another."""
+    """A run stopped while polling leaves the operation in the store; the next process takes
+    the event over and polls it, and does not start (and pay for) another."""
     from pathlib import Path
 
-    from flowlang.automations import Journal
+    from flowlang.automations import LocalStore
 
     speech.google.objects["gs://calls/c-77.wav"] = 95
     speech.google.mode = "never"
-    path = Path(tmp_path) / "journal.jsonl"
+    path = Path(tmp_path) / "store.db"
     event = recording("gs://calls/c-77.wav", duration=95)
     base = f"https://speech.test:{speech.gport}/v1"
 
     async def resolver(host: str, port: int) -> list[str]:
         return ["127.0.0.1"]
 
-    def automations(journal: Journal) -> Automations:
+    def automations(store: LocalStore) -> Automations:
         context = ssl.create_default_context()
         speech.ca.configure_trust(context)
         settings = DeliverySettings(
@@ -546,26 +546,34 @@ def test_a_resumed_run_polls_the_operation_the_interrupted_run_started(
             resolver=resolver,
             secrets=MappingSecrets(SECRETS),
             clock=FakeClock(),
-            journal=journal,
+            store=store,
         )
 
     async def interrupted() -> None:
-        async with automations(Journal(path)) as first:
+        async with automations(first_store) as first:
             with pytest.raises(TimeoutError):
                 await asyncio.wait_for(first.dispatch(event), 1.0)  # stopped mid-polling
 
+    first_store = LocalStore(path)
     asyncio.run(interrupted())
-    records = [json.loads(line) for line in path.read_text().splitlines()]
-    [operation] = [r for r in records if r["kind"] == "operation"]
-    assert not any(r["kind"] == "settled" for r in records)
+    counts = first_store.counts()
+    first_store.close()  # the process is gone: its event is an orphan
+    assert counts["operations"] == 1 and counts["settled"] == 0 and counts["open"] == 1
+    with LocalStore(path) as peek:
+        [found] = peek.take_over()
+    [name] = found.operations.values()
     speech.google.mode = "normal"
-    speech.google.operations[operation["name"]]["polls"] = 10**6  # finished meanwhile
+    speech.google.operations[name]["polls"] = 10**6  # finished meanwhile
 
     async def resumed() -> list[Any]:
-        async with automations(Journal(path)) as second:
+        async with automations(second_store) as second:
             return await second.resume()
 
-    [result] = asyncio.run(resumed())
+    second_store = LocalStore(path)
+    try:
+        [result] = asyncio.run(resumed())
+    finally:
+        second_store.close()
     assert only([result]).outcome == "delivered", only([result]).error
     assert len(google_bodies(speech.google, ":longrunningrecognize")) == 1
 

@@ -12,7 +12,6 @@ __all__ = [
     "DeliverySettings",
     "DispatchResult",
     "Executor",
-    "Journal",
     "LocalExecutor",
     "LocalStore",
     "Providers",
@@ -32,7 +31,6 @@ from flowlang.automations.dispatch import (
     Delivery,
     DeliverySettings,
     DispatchResult,
-    Journal,
 )
 from flowlang.automations.executor import Dead, Delivered, Executor, LocalExecutor, RetryAt
 from flowlang.automations.speech import SpeechSettings

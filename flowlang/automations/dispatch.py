@@ -6,14 +6,15 @@ and timeouts wait at least a minute. Every attempt carries the same Idempotency-
 (event id, workflow, action), so retries and replays never act twice on a receiver that honours
 it. An action that fails for good or exhausts its retries goes to the dead-letter store with what
 replay needs (the workflow's text, the event, earlier results; secrets only as references), and
-is never dropped: its dead letter is written before the store (or journal) marks it settled.
-An event id seen again within the window is not run twice; of the events finished, the last
-``max_remembered_events`` are remembered (the store, or memory and journal, are bounded by it,
-not by how long the stream runs): an event id older than that may run again, which
+is never dropped: with a store, its dead letter and the action's settlement are one
+transaction. An event id seen again within the window is not run twice; of the events finished,
+the last ``max_remembered_events`` are remembered (the store, or memory without one, is bounded
+by it, not by how long the stream runs): an event id older than that may run again, which
 at-least-once delivery with idempotency keys already allows. With a
 :class:`flowlang.automations.store.LocalStore`, the duplicate check is the store's (shared by
 every process on it) and nothing per event stays in memory; a retry's due time is recorded, so
-a process that takes the event over waits only what remains.
+a process that takes the event over waits only what remains. Without a store, nothing outlives
+the process.
 
 Nothing an event or a server does ends a dispatch: an event is checked at the door (an id, at
 most 64 levels deep and 1 MiB as JSON; EventError otherwise), and any unexpected exception while
@@ -37,7 +38,6 @@ __all__ = [
     "DeliverySettings",
     "DispatchResult",
     "EventError",
-    "Journal",
     "SystemClock",
     "describe_error",
     "shown_error",
@@ -47,7 +47,6 @@ import asyncio
 import contextlib
 import dataclasses
 import hashlib
-import logging
 import random
 import ssl
 import time
@@ -69,7 +68,6 @@ from flowlang.automations.executor import (
     retry_after_seconds,
 )
 from flowlang.automations.formats import ValueFormatError
-from flowlang.automations.journal import Journal, JournalState
 from flowlang.automations.kinds.base import Action, AttemptContext
 from flowlang.automations.locks import FileLock
 from flowlang.automations.records import (
@@ -106,8 +104,8 @@ from flowlang.runtime.secrets import (
 from flowlang.settings import check_counts, check_durations
 
 DEAD_LETTER_FORMAT = "flowlang.deadletter/1"
-#: Event ids remembered for duplicate detection, by default: about 13 MB in memory and 5 MB of
-#: journal (short ids), a day's window at more than one event a second, hours at 10 a second.
+#: Event ids remembered for duplicate detection, by default: about 13 MB in memory without a
+#: store (short ids), a day's window at more than one event a second, hours at 10 a second.
 MAX_REMEMBERED_EVENTS = 100_000
 
 
@@ -174,7 +172,7 @@ class Delivery:
     workflow: str
     action: str
     #: delivered | dead_lettered | skipped, or unsaved: failed, and its dead letter could not be
-    #: written, so it stays unsettled in the journal and runs again on the next run; or
+    #: written, so it stays unsettled in the store and runs again on the next run; or
     #: scheduled: its retry was handed to another process by the executor (unsettled here)
     outcome: str
     attempts: int = 0
@@ -235,15 +233,23 @@ class DeadLetterStore:
             [] if path is None and store is None else deque(maxlen=RECENT_DEAD_LETTERS)
         )
 
-    def add(self, record: dict[str, Any]) -> None:
-        """Keep ``record``; OSError or RecordError when the file cannot take it."""
+    def add(self, record: dict[str, Any], settles: tuple[str, str, str, str] | None = None) -> bool:
+        """Keep ``record``; OSError or RecordError when the file cannot take it. With
+        ``settles`` (event id, workflow, action, outcome) and a store, the action is settled in
+        the same transaction: True then (otherwise the caller settles it)."""
         if self.store is not None:
-            self.store.add_dead(record, float(record.get("recorded_at") or 0.0))
+            at = float(record.get("recorded_at") or 0.0)
+            if settles is not None:
+                self.store.settle_dead(*settles, record, at)
+                self.records.append(record)
+                return True
+            self.store.add_dead(record, at)
         elif self.path is not None:
             line = encode_record(record)
             with file_lock(self.path):
                 append_line(self.path, line)
         self.records.append(record)
+        return False
 
     @staticmethod
     def read(path: Path) -> list[dict[str, Any]]:
@@ -285,8 +291,8 @@ class Automations:
 
     What was done is kept in ``store`` (a :class:`LocalStore`, shared with other processes:
     the duplicate check is the store's, nothing is remembered in memory; orphaned events are
-    taken over by :meth:`take_over`) or in ``journal`` (a JSON-lines file, one process), or
-    nowhere (duplicates remembered in memory).
+    taken over by :meth:`take_over`), or nowhere (duplicates remembered in memory, bounded by
+    ``max_remembered_events``; nothing outlives the process).
     """
 
     def __init__(
@@ -301,13 +307,10 @@ class Automations:
         clock: Clock | None = None,
         dead_letters: DeadLetterStore | None = None,
         rng: random.Random | None = None,
-        journal: Journal | None = None,
         on_attempt: Callable[[Attempt], None] | None = None,
         executor: Executor | None = None,
         store: LocalStore | None = None,
     ) -> None:
-        if store is not None and journal is not None:
-            raise ValueError("give a store or a journal, not both")
         self.workflows = tuple(workflows)
         check_unique_names(self.workflows)
         self._by_trigger: dict[str, list[CompiledWorkflow]] = {}
@@ -332,20 +335,17 @@ class Automations:
         self._in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
-        self.journal = journal
         self.store = store
         self.on_attempt = on_attempt
         self._unfinished: dict[str, dict[str, Any]] = {}
         #: Long-running speech operations by idempotency key, so a retry (or, through the
-        #: journal, the next run) polls the same one.
+        #: store, the next run) polls the same one.
         self._speech_operations: dict[str, str] = {}
         #: Problems met reading the store's open events (each a sentence).
         self.problems: list[str] = []
         #: Ids of the open events taken over from the store, until they finish: only they
         #: may have a recorded retry to wait for.
         self._taken: set[str] = set()
-        if journal is not None:
-            self._load_journal(journal)
         if store is not None:
             self.take_over()
         install_log_redaction()
@@ -358,7 +358,7 @@ class Automations:
         taken = self.store.take_over()
         for found in taken:
             self.problems += found.problems
-            if found.problems:
+            if not found.event_id:  # the event itself cannot be read back: reported only
                 continue
             self._resume_later(found)
         return len(taken)
@@ -373,41 +373,6 @@ class Automations:
         self._taken.add(found.event_id)
         settled = {key: value for key, value in found.settled.items()}
         self._unfinished[found.event_id] = {"event": event, "settled": settled, "done": found.done}
-
-    def _load_journal(self, journal: Journal) -> None:
-        """Remember the journaled events still inside the duplicate window (so they are not run
-        twice) and what is unfinished; then compact the journal to just that."""
-        state = self._compact_journal(journal, remember=True)
-        self._seen.update(state.seen)  # oldest first
-        self._forget_beyond(self.settings.max_remembered_events)
-        for event_id, records in state.unfinished.items():
-            # summarize keys each unfinished event by its id and lists its event record
-            # first, then only settled and workflow_done records, all checked by record_problem
-            try:
-                event = check_event(records[0]["event"], self.settings.max_event_depth, 2**62)
-            except EventError as error:
-                journal.problems.append(f"{journal.path}: unfinished event {event_id!r}: {error}")
-                continue
-            progress: dict[str, Any] = {"event": event, "settled": {}, "done": set()}
-            for record in records[1:]:
-                if record["kind"] == "settled":
-                    key = (record["workflow"], record["action"])
-                    progress["settled"][key] = (record["outcome"], record.get("result"))
-                elif record["kind"] == "operation":  # resumed: poll it, do not start another
-                    self._speech_operations[record["key"]] = record["name"]
-                else:
-                    progress["done"].add(record["workflow"])
-            self._unfinished[event_id] = progress
-
-    def _compact_journal(self, journal: Journal, remember: bool = False) -> JournalState:
-        """Rewrite the journal with what still matters (synchronous: no dispatch interleaves)."""
-        settings = self.settings
-        return journal.compact(
-            self.clock.now(),
-            settings.dedup_window,
-            settings.max_remembered_events,
-            remember=remember,
-        )
 
     @property
     def http(self) -> HttpSender:
@@ -464,9 +429,10 @@ class Automations:
         return await self._dispatch(plain, plain["id"], {})
 
     def accept(self, event: Mapping[str, Any]) -> dict[str, Any] | None:
-        """Check ``event`` and journal it as accepted, without running it (:meth:`dispatch`
-        runs it; an accepted event not run to its end is resumed by the next run): the event as
-        plain JSON, or None for a duplicate. EventError as for :meth:`dispatch`."""
+        """Check ``event`` and record it as accepted (in the store, or in memory), without
+        running it (:meth:`dispatch` runs it; with a store, an accepted event not run to its end
+        is resumed by the next run): the event as plain JSON, or None for a duplicate.
+        EventError as for :meth:`dispatch`."""
         settings = self.settings
         plain = check_event(event, settings.max_event_depth, settings.max_event_bytes)
         event_id = plain["id"]
@@ -474,17 +440,10 @@ class Automations:
             now = self.clock.now()
             accepted = self.store.accept(event_id, plain, now, settings.dedup_window)
             return plain if accepted else None
-        if self._is_duplicate(event_id):
-            return None
-        try:
-            self._record({"kind": "event", "event": plain, "at": self.clock.now()})
-        except BaseException:  # not recorded, so not accepted: the sender's retry is no duplicate
-            self._seen.pop(event_id, None)
-            raise
-        return plain
+        return None if self._is_duplicate(event_id) else plain
 
     async def run(self, event: Mapping[str, Any]) -> DispatchResult:
-        """Run an event :meth:`accept` returned (journaled already) to its end."""
+        """Run an event :meth:`accept` returned (recorded already) to its end."""
         return await self._dispatch(event, str(event["id"]), {})
 
     def _matching(self, event: Mapping[str, Any], result: DispatchResult) -> list[CompiledWorkflow]:
@@ -509,7 +468,7 @@ class Automations:
     async def _dispatch(
         self, event: Mapping[str, Any], event_id: str, progress: Mapping[str, Any]
     ) -> DispatchResult:
-        """Run the matching workflows, skipping what ``progress`` (from the journal) settled."""
+        """Run the matching workflows, skipping what ``progress`` (from the store) settled."""
         result = DispatchResult(event_id)
         workflows = self._matching(event, result)
         result.matched = [w.name for w in workflows]
@@ -542,21 +501,11 @@ class Automations:
         return result
 
     def _record(self, record: dict[str, Any]) -> None:
-        if self.store is not None:
-            self._store_record(self.store, record)
-        elif self.journal is not None:
-            self.journal.write(record)
-            if self.journal.due():
-                try:
-                    self._compact_journal(self.journal)
-                except (OSError, RecordError) as error:  # the record is written: only the
-                    # compaction waits for the next record (the file grows meanwhile)
-                    logging.getLogger("flowlang.automations").warning(
-                        "the journal could not be compacted: %s", describe_error(error)
-                    )
-
-    def _store_record(self, store: LocalStore, record: dict[str, Any]) -> None:
-        """What :meth:`_record` writes to a journal, in the store's tables."""
+        """Record progress (``kind``: settled, operation, workflow_done, done) in the store's
+        tables; without a store, nothing."""
+        store = self.store
+        if store is None:
+            return
         kind, event_id = record["kind"], record["event_id"]
         if kind == "settled":
             store.settle(
@@ -575,7 +524,7 @@ class Automations:
             )
 
     async def resume(self) -> list[DispatchResult]:
-        """Finish the events the journal shows unfinished (an interrupted run), in order."""
+        """Finish the open events taken over from the store (an interrupted run), in order."""
         pending, self._unfinished = self._unfinished, {}
         return [
             await self._dispatch(state["event"], event_id, state)
@@ -591,11 +540,12 @@ class Automations:
         settled: Mapping[str, tuple[Any, Any]] | None = None,
     ) -> tuple[list[Delivery], bool]:
         """Deliver the actions from ``start`` on, in order, except those ``settled`` (from the
-        journal); returns the deliveries and whether every action settled.
+        store); returns the deliveries and whether every action settled.
 
         Only a failed action with ``stop_on_failure`` stops the rest. A failed action's dead
-        letter is written before the journal marks it settled; when it cannot be written the
-        action (and what follows) stays unsettled, to run again on the next run.
+        letter is kept in the same store transaction that settles it (or, when the dead letters
+        are elsewhere, before it is settled); when it cannot be kept the action (and what
+        follows) stays unsettled, to run again on the next run.
         """
         scope, redactor = self.attempt_scope(event, results)
         deliveries = []
@@ -626,10 +576,17 @@ class Automations:
                 continue
             stop = bool(action.fields["stop_on_failure"])
             remaining = [later.id for later in actions[index + 1 :]] if stop else []
+            record = self.dead_letter_record(
+                workflow, action, event, results, redactor, delivery
+            ) | {"then": remaining}
+            # Dead letter and settlement in one transaction when both are in the store.
+            settles = (event_id, workflow.name, action.id, delivery.outcome)
             try:
-                self.dead_letters.add(
-                    self.dead_letter_record(workflow, action, event, results, redactor, delivery)
-                    | {"then": remaining}
+                together = self.dead_letters.add(
+                    record,
+                    settles
+                    if self.store is not None and self.dead_letters.store is self.store
+                    else None,
                 )
             except (OSError, RecordError) as error:
                 delivery.outcome = "unsaved"
@@ -639,7 +596,8 @@ class Automations:
                     "on the next run"
                 )
                 return deliveries, False
-            self._settle(event_id, workflow.name, action.id, delivery.outcome, None)
+            if not together:
+                self._settle(event_id, workflow.name, action.id, delivery.outcome, None)
             if stop:
                 deliveries += [
                     Delivery(workflow.name, name, "skipped", error=f"after {action.id} failed")
@@ -658,7 +616,7 @@ class Automations:
         return {"event": event, "actions": actions, "secrets": redactor}, redactor
 
     def _settle(self, event_id: str, workflow: str, action: str, outcome: str, result: Any) -> None:
-        """Journal an action as settled (its result only if the line stays readable)."""
+        """Record an action as settled (its result only if it can be written as JSON)."""
         record = {
             "kind": "settled",
             "event_id": event_id,
@@ -670,7 +628,7 @@ class Automations:
         try:
             self._record(record)
         except RecordError:
-            self._record(record | {"result": None, "result_dropped": "too large to journal"})
+            self._record(record | {"result": None})
 
     def dead_letter_record(
         self,
@@ -756,7 +714,9 @@ class Automations:
         taken = store is not None and event_id in self._taken
         recorded = store.retry_of(event_id, key) if store is not None and taken else None
         if recorded is not None:  # an earlier run's retry: wait only what remains of it
-            task = AttemptTask(event_id, name, action.id, recorded[0], recorded[1], key)
+            number = min(recorded[0], len(self.settings.schedule))
+            due = min(recorded[1], self.clock.now() + self._longest_wait())  # not a damaged one
+            task = AttemptTask(event_id, name, action.id, number, due, key)
             if not await self.executor.schedule(task):
                 return Delivery(name, action.id, "scheduled", task.number - 1)
         while True:
@@ -821,6 +781,13 @@ class Automations:
             with contextlib.suppress(Exception):
                 self.on_attempt(attempt)
 
+    def _longest_wait(self) -> float:
+        """The longest wait :meth:`_next_wait` can give (a recorded due time later than this
+        from now was not written by it: it is waited for only this long)."""
+        settings = self.settings
+        planned = max(settings.schedule) * (1 + settings.jitter)
+        return max(planned, settings.throttled_minimum, settings.max_retry_after)
+
     def _next_wait(
         self, planned: float, status: int | None, outcome: str, retry_after: str | None
     ) -> float:
@@ -870,16 +837,10 @@ class Automations:
         deliveries, _ = await self._run_workflow(trimmed, event, dict(results), start)
         return deliveries
 
-    def close_journal(self) -> None:
-        """Release the journal's lock (after this, nothing more is journaled). A store is
-        closed by whoever opened it."""
-        if self.journal is not None:
-            self.journal.close()
-
     async def aclose(self) -> None:
-        """Wait for every dispatch in flight, then close the connections if they were made here."""
+        """Wait for every dispatch in flight, then close the connections if they were made here
+        (a store is closed by whoever opened it)."""
         await self._idle.wait()
-        self.close_journal()
         if self._own_http is not None:
             await self._own_http.aclose()
 

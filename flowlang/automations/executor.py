@@ -175,7 +175,7 @@ class AttemptTask:
     """What to attempt, and when: attempt ``number`` (from 1) of ``action`` of ``workflow`` for
     the event ``event_id``, due at ``due`` (clock seconds), with the idempotency ``key`` every
     attempt of it carries. The event and the earlier actions' results are kept by whoever
-    holds the task (the dispatch in this process; the journal, or a message, elsewhere)."""
+    holds the task (the dispatch in this process; the store, or a message, elsewhere)."""
 
     event_id: str
     workflow: str

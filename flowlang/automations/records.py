@@ -1,11 +1,13 @@
 """Records: JSON lines that always read back, read with bounded memory, and events at the door.
 
-Journal and dead-letter lines are written with ``json.dumps(..., ensure_ascii=True)``: pure ASCII,
-so any text (a lone surrogate such as ``"\\ud800"`` included) is written as an escape that
-``json.loads`` turns back into the same text. Reading takes one line at a time, at most
-``limit`` bytes of it (a longer line is skipped without being held in memory); a line that is not
-UTF-8, not JSON, nests too deeply or is not an object is reported with its file and line number
-and skipped, never fatal.
+Dead-letter lines and the store's values are written with ``json.dumps(...,
+ensure_ascii=True)``: pure ASCII, so any text (a lone surrogate such as ``"\\ud800"`` included)
+is written as an escape that ``json.loads`` turns back into the same text. Reading takes one
+line at a time, at most ``limit`` bytes of it (a longer line is skipped without being held in
+memory); a line that is not UTF-8, not JSON, nests too deeply or is not an object is reported
+with its file and line number and skipped, never fatal. :func:`record_problem` checks a record
+of the JSON-lines journal that flowlang wrote before the local store replaced it (for readers
+of such files during the move).
 """
 
 from __future__ import annotations
@@ -29,9 +31,11 @@ __all__ = [
     "encode_record",
     "nests_deeper_than",
     "read_records",
+    "record_problem",
 ]
 
 import json
+import math
 import os
 import stat
 from collections.abc import Iterator, Mapping
@@ -44,14 +48,14 @@ from flowlang.expr.values import plain_json
 
 #: An event nests at most this deep (the depth of JSON the HTTP layer accepts).
 MAX_EVENT_DEPTH = 64
-#: An event, written as a journal line (ASCII JSON), is at most this many bytes.
+#: An event, written as ASCII JSON, is at most this many bytes.
 MAX_EVENT_BYTES = 1024 * 1024
-#: A journal or dead-letter line is at most this many bytes (written and read).
+#: A dead-letter line (or a record in the store) is at most this many bytes (written and read).
 MAX_RECORD_BYTES = 64 * 1024 * 1024
-#: A journal or dead-letter line longer than MAX_RECORD_BYTES is skipped up to this many bytes;
+#: A dead-letter line longer than MAX_RECORD_BYTES is skipped up to this many bytes;
 #: past it (a file of zeros, say) the file is refused: it is not JSON lines.
 MAX_RECORD_SKIP = 2 * MAX_RECORD_BYTES
-#: A journal or dead-letter record nests at most this deep (an event or result plus wrappers).
+#: A dead-letter record nests at most this deep (an event or result plus wrappers).
 MAX_RECORD_DEPTH = 2 * MAX_EVENT_DEPTH + 8
 _CHUNK = 1024 * 1024
 
@@ -166,7 +170,7 @@ def decoded_lines(
 ) -> Iterator[tuple[int, bytes | None, dict[str, Any] | RecordError | None]]:
     """``(line number, line, its object or why it is not one)`` for each line that is not
     blank, read as :func:`bounded_lines` reads them; ``(number, None, None)`` for a line longer
-    than ``limit`` bytes (skipped). The one reader of journal, dead-letter and event lines."""
+    than ``limit`` bytes (skipped). The one reader of dead-letter and event lines."""
     for number, raw in bounded_lines(stream, limit, max_skip, label):
         if raw is None:
             yield number, None, None
@@ -218,3 +222,49 @@ def check_event(
     if len(json.dumps(plain, ensure_ascii=True, separators=(",", ":"))) > size:
         raise EventError(f"event {shown} is larger than {size} bytes as JSON")
     return plain
+
+
+#: A journal record's time is a number of at most this magnitude (seconds; exact as a float).
+MAX_TIME = 2**53
+#: The outcomes a journal's ``settled`` record may have.
+SETTLED_OUTCOMES = frozenset({"delivered", "dead_lettered", "skipped"})
+#: The fields of each kind of journal record that must be non-empty text.
+_TEXT_FIELDS = {
+    "event": (),
+    "seen": ("event_id",),
+    "settled": ("event_id", "workflow", "action", "outcome"),
+    "operation": ("event_id", "key", "name"),
+    "workflow_done": ("event_id", "workflow"),
+    "done": ("event_id",),
+}
+
+
+def _is_time(value: Any) -> bool:
+    """Whether ``value`` is a usable time: an int or float (not a bool), finite, in range.
+    (No conversion: ``math.isfinite`` of a 400-digit int raises OverflowError.)"""
+    if type(value) is int:
+        return -MAX_TIME <= value <= MAX_TIME
+    return type(value) is float and math.isfinite(value) and -MAX_TIME <= value <= MAX_TIME
+
+
+def record_problem(record: Mapping[str, Any]) -> str | None:
+    """Why a record of the JSON-lines journal (what flowlang kept before the local store)
+    cannot be used (a kind, field type or range that flowlang never wrote), or None when it
+    can. A missing ``at`` is allowed (older journals)."""
+    kind = record.get("kind")
+    fields = _TEXT_FIELDS.get(kind) if isinstance(kind, str) else None
+    if fields is None:
+        return f"not a journal record (its kind, {type(kind).__name__}, is not one flowlang writes)"
+    for name in fields:
+        value = record.get(name)
+        if not isinstance(value, str) or not value:
+            return f"its {name} is not text ({type(value).__name__})"
+    if kind == "event":
+        event = record.get("event")
+        if not isinstance(event, Mapping) or not isinstance(event.get("id"), str):
+            return "its event is not an object with an id (text)"
+    if kind == "settled" and record["outcome"] not in SETTLED_OUTCOMES:
+        return "its outcome is not one of " + ", ".join(sorted(SETTLED_OUTCOMES))
+    if "at" in record and not _is_time(record["at"]):
+        return f"its at is not a time (a number of at most {MAX_TIME} in size)"
+    return None

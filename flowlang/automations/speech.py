@@ -18,9 +18,9 @@ So:
   that says to store such recordings in Cloud Storage.
 
 An operation that outlives its deadline is a retryable timeout: the operation's name is kept
-by idempotency key, so the retry polls it again instead of starting another, and journaled (an
-``operation`` record), so a run that resumes an interrupted event polls it too. Without a
-journal, a process that stops forgets it and the rerun starts a new operation.
+by idempotency key, so the retry polls it again instead of starting another, and recorded in
+the store (its ``operations`` table), so a run that resumes an interrupted event polls it too.
+Without a store, a process that stops forgets it and the rerun starts a new operation.
 """
 
 from __future__ import annotations
@@ -315,7 +315,7 @@ class _Transcription:
     async def long_running(self, body: dict[str, Any]) -> tuple[dict[str, Any], HttpResult]:
         name = self.operations.get(self.key)
         if name is not None and (not name or set(name) - _NAME_CHARACTERS):
-            name = None  # not one Google gave (a journal edited by hand): start anew
+            name = None  # not one Google gave (a store edited by hand): start anew
         last: HttpResult | None = None
         if name is None:
             last = await self.post("longrunningrecognize", body)
@@ -420,7 +420,7 @@ async def transcribe(
     """One attempt: ``(outcome, result, error, last response)`` as dispatch's attempts are;
     the result is ``{"transcript", "confidence"}``. ``operations`` holds long-running
     operation names by idempotency key (polled again instead of started anew); ``started``
-    hears each new one (the dispatcher journals it)."""
+    hears each new one (the dispatcher records it in the store)."""
     try:
         attempt = _Transcription(
             action,

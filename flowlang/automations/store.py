@@ -28,13 +28,14 @@ import contextlib
 import hashlib
 import itertools
 import json
+import math
 import os
 import re
 import sqlite3
 import stat
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,7 @@ from typing import Any
 from flowlang.automations.locks import FileLock
 from flowlang.automations.records import RecordError, decode_record, encode_record
 from flowlang.errors import StoreError
+from flowlang.expr.shared import shorten
 
 try:
     import fcntl
@@ -59,9 +61,13 @@ PRUNE_EVERY = 8
 PRUNE_BATCH = 32
 #: The tables besides ``settled`` that hold rows of an open event.
 _SIDE_TABLES = frozenset({"operations", "workflows_done", "retries"})
+#: Dead letters an import adds per transaction (about 0.1 s of the store's write lock).
+IMPORT_BATCH = 1000
 #: Stale owner lock files removed at most when a store opens.
 STALE_OWNER_SWEEP = 64
 _OWNER = re.compile(r"[0-9a-f]{32}")
+#: The outcomes a settled action is recorded with.
+_OUTCOMES = frozenset({"delivered", "dead_lettered", "skipped"})
 
 _SCHEMA = (
     "CREATE TABLE flowlang_store (name TEXT PRIMARY KEY, value INTEGER NOT NULL)",
@@ -106,8 +112,37 @@ def _text(value: Any) -> str:
     return encode_record({"v": value})[5:-2]
 
 
-def _value(text: str | None) -> Any:
-    return None if text is None else json.loads(text)
+def _raw(column: Any) -> bytes:
+    """A column read as a BLOB (text is read so: a damaged row may not be UTF-8)."""
+    return column if isinstance(column, bytes) else str(column).encode("utf-8", "replace")
+
+
+def _decoded(column: Any) -> str:
+    """A column read as a BLOB, as text; ValueError when it is not UTF-8."""
+    try:
+        return _raw(column).decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ValueError(f"not UTF-8 text ({error.reason} at byte {error.start})") from None
+
+
+def _value(column: Any) -> Any:
+    """What :func:`_text` wrote (read as a BLOB); ValueError when a column holds something
+    else (a damaged or hand-edited row)."""
+    if column is None:
+        return None
+    text = _decoded(column)
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError) as error:
+        raise ValueError(f"not JSON: {error}") from None
+
+
+def _name(text: Any, raw: bool = False) -> str:
+    """A name column (JSON text, or plain text when ``raw``); ValueError when it is not text."""
+    value = _decoded(text) if raw else _value(text)
+    if not isinstance(value, str):
+        raise ValueError(f"a {type(value).__name__} where a name was written")
+    return value
 
 
 @dataclass
@@ -347,11 +382,11 @@ class LocalStore:
             raise self._error(f"cannot lock {final}: {error.strerror}") from None
         self._owner_fd = fd
 
-    def _orphaned(self, owner: str | None) -> FileLock | bool:
+    def _orphaned(self, owner: object) -> FileLock | bool:
         """Whether ``owner`` is gone: its lock held now (to be released after the takeover),
         True when it has no lock file, False when its process still holds it."""
-        if owner is None or not _OWNER.fullmatch(owner):
-            return True
+        if not isinstance(owner, str) or not _OWNER.fullmatch(owner):
+            return True  # none, or not one a store writes (a damaged row): gone
         name = str(self.owners / f"{owner}.lock")
         try:
             fd = os.open(name, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
@@ -399,28 +434,31 @@ class LocalStore:
     def take_over(self) -> list[OpenEvent]:
         """The open events of owners that are gone, now ours (atomically: another process
         taking over at the same time gets none of them), in the order they were accepted."""
+        # Owners read as BLOBs (a damaged one need not be UTF-8 text) and matched so.
+        mine = self.owner.encode("ascii")
         with self._translated("cannot be read"):
-            owners = [
+            owners: list[bytes | None] = [
                 row[0]
                 for row in self._connection().execute(
-                    "SELECT DISTINCT owner FROM events WHERE done_no IS NULL"
+                    "SELECT DISTINCT CAST(owner AS BLOB) FROM events WHERE done_no IS NULL"
                 )
-                if row[0] != self.owner
+                if row[0] != mine
             ]
-        taken: list[tuple[bytes, str]] = []
+        taken: list[tuple[bytes, bytes]] = []
         for owner in owners:
-            lock = self._orphaned(owner)
+            lock = self._orphaned(owner.decode("ascii", "replace") if owner is not None else None)
             if lock is False:
                 continue
             try:
                 with self._write("cannot take over open events") as db:
                     rows = db.execute(
-                        "SELECT key, event FROM events WHERE done_no IS NULL AND owner IS ?"
-                        " ORDER BY at",
+                        "SELECT key, CAST(event AS BLOB) FROM events"
+                        " WHERE done_no IS NULL AND CAST(owner AS BLOB) IS ? ORDER BY at",
                         (owner,),
                     ).fetchall()
                     db.execute(
-                        "UPDATE events SET owner = ? WHERE done_no IS NULL AND owner IS ?",
+                        "UPDATE events SET owner = ?"
+                        " WHERE done_no IS NULL AND CAST(owner AS BLOB) IS ?",
                         (self.owner, owner),
                     )
                 taken += rows
@@ -431,10 +469,10 @@ class LocalStore:
                     lock.close()
         return [self._open_event(key, text) for key, text in taken]
 
-    def _open_event(self, key: bytes, text: str | None) -> OpenEvent:
+    def _open_event(self, key: bytes, text: bytes | None) -> OpenEvent:
         problems: list[str] = []
         try:
-            event = decode_record(str(text).encode("ascii"))
+            event = decode_record(_raw(text))
             event_id = event["id"]
             if not isinstance(event_id, str):
                 raise RecordError("its id is not text")
@@ -444,19 +482,45 @@ class LocalStore:
         found = OpenEvent(event_id, event, problems=problems)
         with self._translated("cannot be read"):
             db = self._connection()
-            for workflow, action, outcome, result in db.execute(
-                "SELECT workflow, action, outcome, result FROM settled WHERE event_key = ?", (key,)
+            for row in db.execute(
+                "SELECT CAST(workflow AS BLOB), CAST(action AS BLOB), CAST(outcome AS BLOB),"
+                " CAST(result AS BLOB) FROM settled WHERE event_key = ?",
+                (key,),
             ):
-                found.settled[(_value(workflow), _value(action))] = (outcome, _value(result))
+                try:
+                    workflow, action = _name(row[0]), _name(row[1])
+                    outcome = _name(row[2], raw=True)
+                    if outcome not in _OUTCOMES:
+                        raise ValueError(f"{shorten(outcome, 40)!r} is not an outcome")
+                    found.settled[(workflow, action)] = (outcome, _value(row[3]))
+                except ValueError as error:
+                    problems.append(
+                        self._damaged(event_id, "a settled action", error, "runs again")
+                    )
             for (workflow,) in db.execute(
-                "SELECT workflow FROM workflows_done WHERE event_key = ?", (key,)
+                "SELECT CAST(workflow AS BLOB) FROM workflows_done WHERE event_key = ?", (key,)
             ):
-                found.done.add(_value(workflow))
+                try:
+                    found.done.add(_name(workflow))
+                except ValueError as error:
+                    problems.append(self._damaged(event_id, "a finished workflow", error, "runs"))
             for op_key, name in db.execute(
-                "SELECT key, name FROM operations WHERE event_key = ?", (key,)
+                "SELECT CAST(key AS BLOB), CAST(name AS BLOB) FROM operations WHERE event_key = ?",
+                (key,),
             ):
-                found.operations[op_key] = _value(name)
+                try:
+                    found.operations[_name(op_key, raw=True)] = _name(name)
+                except ValueError as error:
+                    problems.append(
+                        self._damaged(event_id, "a speech operation", error, "starts anew")
+                    )
         return found
+
+    def _damaged(self, event_id: str, what: str, error: ValueError, then: str) -> str:
+        return (
+            f"{self.path}: open event {event_id!r}: {what} cannot be read back ({error}): "
+            f"skipped, so its action {then} (with the same idempotency key)"
+        )
 
     # --- events -----------------------------------------------------------------------------
 
@@ -488,9 +552,32 @@ class LocalStore:
         """Record an action as settled (RecordError when ``result`` is not JSON)."""
         values = (event_key(event_id), _text(workflow), _text(action), outcome, _text(result))
         with self._translated("cannot record a settled action"):
-            self._connection().execute(
-                "INSERT OR REPLACE INTO settled VALUES (?, ?, ?, ?, ?)", values
-            )
+            self._settled_row(self._connection(), values)
+
+    @staticmethod
+    def _settled_row(db: sqlite3.Connection, values: tuple[bytes, str, str, str, str]) -> None:
+        db.execute("INSERT OR REPLACE INTO settled VALUES (?, ?, ?, ?, ?)", values)
+
+    def settle_dead(
+        self,
+        event_id: str,
+        workflow: str,
+        action: str,
+        outcome: str,
+        record: dict[str, Any],
+        now: float = 0.0,
+    ) -> int:
+        """Keep the dead letter ``record`` and settle its action as ``outcome``, in one
+        transaction: a process that dies part-way leaves neither (the action runs again and
+        is dead-lettered once), never a dead letter and an unsettled action (which the next
+        run would dead-letter a second time). The dead letter's id; RecordError when the
+        record is not JSON."""
+        text = encode_record(record)[:-1]
+        values = (event_key(event_id), _text(workflow), _text(action), outcome, _text(None))
+        with self._write("cannot keep a dead letter") as db:
+            cursor = db.execute("INSERT INTO dead (at, record) VALUES (?, ?)", (now, text))
+            self._settled_row(db, values)
+        return int(cursor.lastrowid or 0)
 
     def operation(self, event_id: str, key: str, name: str) -> None:
         """Record a long-running speech operation started for the action of ``key``."""
@@ -517,7 +604,8 @@ class LocalStore:
             )
 
     def retry_of(self, event_id: str, key: str) -> tuple[int, float] | None:
-        """``(attempt number, due)`` of the recorded next attempt of the action of ``key``."""
+        """``(attempt number, due)`` of the recorded next attempt of the action of ``key``
+        (None when there is none, or its row is damaged: not a count and a finite time)."""
         with self._translated("cannot be read"):
             row = (
                 self._connection()
@@ -527,7 +615,14 @@ class LocalStore:
                 )
                 .fetchone()
             )
-        return None if row is None else (int(row[0]), float(row[1]))
+        if row is None:
+            return None
+        number, due = row
+        if type(number) is not int or not 1 <= number <= 2**31:
+            return None  # a damaged row: the attempt is made now
+        if type(due) not in (int, float) or not math.isfinite(due):
+            return None
+        return number, float(due)
 
     def finish(self, event_id: str, now: float, window: float, limit: int) -> None:
         """The event is done: keep only (its id's digest, when accepted), forget its ledger,
@@ -608,7 +703,8 @@ class LocalStore:
                 row = (
                     self._connection()
                     .execute(
-                        "SELECT id, record FROM dead WHERE id > ? AND id <= ? ORDER BY id LIMIT 1",
+                        "SELECT id, CAST(record AS BLOB) FROM dead WHERE id > ? AND id <= ?"
+                        " ORDER BY id LIMIT 1",
                         (last, upto if upto is not None else 2**62),
                     )
                     .fetchone()
@@ -617,9 +713,59 @@ class LocalStore:
                 return
             last = int(row[0])
             try:
-                yield last, decode_record(str(row[1]).encode("ascii"))
+                yield last, decode_record(_raw(row[1]))
             except (RecordError, UnicodeEncodeError) as error:
                 yield last, f"{self.path}: dead letter {last}: {error}"
+
+    def import_dead(
+        self, records: Iterable[tuple[dict[str, Any], float]], batch: int | None = None
+    ) -> tuple[int, int]:
+        """Add the dead letters ``records`` (each with when it was recorded), except those the
+        store already holds (the same record, byte for byte as stored): ``(added, already
+        held)``. RecordError when one is not JSON.
+
+        Records are added ``batch`` (by default IMPORT_BATCH) at a time, each batch one
+        transaction that first learns the dead letters committed since the last one: a run
+        interrupted part-way (an exception, the process's death) keeps whole batches, and
+        running it again adds each record once, as does another import of the same file at the
+        same time. The store's write lock is
+        held for one batch at a time, so processes on the store wait a moment, not the whole
+        import."""
+        size = batch or IMPORT_BATCH
+        added = held = 0
+        known: set[bytes] = set()
+        last = 0
+        pending: list[tuple[str, float]] = []
+
+        def commit() -> None:
+            nonlocal added, held, last
+            with self._write("cannot import dead letters") as db:
+                for number, raw in db.execute(
+                    "SELECT id, CAST(record AS BLOB) FROM dead WHERE id > ? ORDER BY id", (last,)
+                ):
+                    known.add(hashlib.sha256(_raw(raw)).digest()[:16])
+                    last = int(number)
+                for text, at in pending:
+                    digest = hashlib.sha256(text.encode("ascii")).digest()[:16]
+                    if digest in known:
+                        held += 1
+                        continue
+                    known.add(digest)
+                    last = max(last, self._insert_dead(db, text, at))
+                    added += 1
+            pending.clear()
+
+        for record, at in records:
+            pending.append((encode_record(record)[:-1], at))
+            if len(pending) >= size:
+                commit()
+        commit()
+        return added, held
+
+    @staticmethod
+    def _insert_dead(db: sqlite3.Connection, text: str, at: float) -> int:
+        cursor = db.execute("INSERT INTO dead (at, record) VALUES (?, ?)", (at, text))
+        return int(cursor.lastrowid or 0)
 
     def replace_dead(
         self, consumed: list[int], added: list[dict[str, Any]], now: float = 0.0

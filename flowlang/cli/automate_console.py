@@ -447,7 +447,7 @@ class _AutomateRun:
         reader = EventReader(read_events(lines, label), source=source)
 
         async def one(event: dict[str, Any], where: str, began: list[bool]) -> None:
-            began[0] = True  # dispatch journals the event before its first wait
+            began[0] = True  # dispatch records the event before its first wait
             try:
                 result = await automations.dispatch(event)
             except EventError as error:

@@ -237,7 +237,11 @@ def add_deadletters_command(commands: Any) -> None:
     export.add_argument(
         "-o", "--output", metavar="FILE", help="write to FILE (default: standard output)"
     )
-    imported = actions.add_parser("import", help="add the dead letters of a JSON-lines file")
+    imported = actions.add_parser(
+        "import",
+        help="add the dead letters of a JSON-lines file (those already in the store are not "
+        "added again: a rerun after a crash adds each once)",
+    )
     imported.add_argument("store", metavar="STORE", help="the store (made when missing)")
     imported.add_argument("file", metavar="FILE", help="JSON lines of flowlang.deadletter/1")
     deadletters.set_defaults(handler=_automations_command("deadletters_from_command_line"))

@@ -50,12 +50,12 @@ from pathlib import Path
 from types import FrameType
 from typing import IO, Any
 
-from flowlang.automations.journal import record_problem
 from flowlang.automations.records import (
     MAX_RECORD_BYTES,
     MAX_RECORD_SKIP,
     check_record_file,
     decoded_lines,
+    record_problem,
 )
 from flowlang.cli.inputs import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, UsageError
 from flowlang.cli.serve import MAX_WORKERS

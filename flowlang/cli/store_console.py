@@ -4,8 +4,9 @@ deadletters export|import``.
 Replay takes the dead letters the store had when it began, one at a time; each replayed record
 leaves the store in the same transaction that adds what failed again (a crash keeps it whole).
 Export writes each record as one ASCII JSON line (today's ``flowlang.deadletter/1``, so
-``flowlang replay FILE.jsonl`` works on it); import adds the records of such a file, reporting
-each line that is not one (file:line).
+``flowlang replay FILE.jsonl`` works on it); import adds the records of such a file in one
+transaction per thousand records, leaving out records the store already holds (so a rerun
+after a crash part-way adds each record once), reporting each line that is not one (file:line).
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ import argparse
 import os
 import sys
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, BinaryIO, TextIO
 
 from flowlang.automations.dispatch import DEAD_LETTER_FORMAT, Automations, DeadLetterStore
 from flowlang.automations.records import (
@@ -113,11 +115,15 @@ def _write_records(store: LocalStore, handle: TextIO) -> int:
 
 
 def _import(store_path: Path, source: Path) -> int:
+    """Import the records of ``source`` a batch per transaction, leaving out those the store
+    already holds: a rerun after a crash part-way adds each record once."""
     check_record_file(source, "dead-letter file")
     if not source.exists():
         raise FileNotFoundError(f"dead-letter file {source} does not exist")
-    imported = skipped = 0
-    with LocalStore(store_path) as store, source.open("rb") as handle:
+    skipped = 0
+
+    def records(handle: BinaryIO) -> Iterator[tuple[dict[str, Any], float]]:
+        nonlocal skipped
         label = str(source)
         for number, raw, record in decoded_lines(handle, MAX_RECORD_BYTES, MAX_RECORD_SKIP, label):
             why: str | None = None
@@ -132,9 +138,14 @@ def _import(store_path: Path, source: Path) -> int:
                 _warn(f"{why} (skipped)")
                 continue
             assert isinstance(record, dict)
-            store.add_dead(record, _recorded_at(record))
-            imported += 1
-    print(f"imported {imported} dead letters into {store_path}", file=sys.stderr, flush=True)
+            yield record, _recorded_at(record)
+
+    with LocalStore(store_path) as store, source.open("rb") as handle:
+        imported, held = store.import_dead(records(handle))
+    already = f" ({held} already in it, not added again)" if held else ""
+    print(
+        f"imported {imported} dead letters into {store_path}{already}", file=sys.stderr, flush=True
+    )
     return EXIT_FAILED if skipped else EXIT_OK
 
 

@@ -78,7 +78,7 @@ class AttemptContext:
     clock: Clock
     #: Long-running operations by idempotency key (polled again by a retry).
     operations: MutableMapping[str, str]
-    #: Told the name of a long-running operation once it is started (to journal it).
+    #: Told the name of a long-running operation once it is started (to record it in the store).
     started: Callable[[str], None]
 
 
