@@ -14,6 +14,8 @@ Keys (all under ``prefix``, ``fl:`` by default; see flowlang.distributed.connect
 - ``{prefix}pump:lock``: string, the owner (for ``hold``): the one active pump.
 - ``{prefix}dead``: stream, field ``record`` = a ``flowlang.deadletter/1`` record as JSON,
   never trimmed: the shared dead letters.
+- ``{prefix}replaying:{stream id}``: string, the holder (for the claim): one replay of a dead
+  letter at a time.
 - ``{prefix}bad``: list of what was found in ``due`` or ``pumping`` that this module did not
   write; ``{prefix}bad:{key}``: a key of ours that held another Redis type, moved aside.
 
@@ -39,7 +41,10 @@ for ``at``; ``stale_pumping(..., limit=1000)``; ``release_pump(owner)``; ``bad_c
 ``record_delivered``, ``record_retry``, ``record_dead`` (an outcome, its retry or dead letter
 and the attempt's mark in one step: a second copy of an attempt whose outcome is recorded is
 ``stale``), ``forget_dead(key)`` (compare-and-forget before a replay), ``renew_lease``,
-``renew_claim``, ``mark_fanned_out(event_id, owner)`` -> bool, ``pumping_count()``.
+``renew_claim``, ``mark_fanned_out(event_id, owner)`` -> bool, ``pumping_count()``;
+``last_dead()``, ``claim_dead``, ``renew_dead_claim``, ``release_dead_claim`` and
+``finish_replay`` (a replay's settlements, new dead letters and the removal of its record in
+one step, only while its claim holds).
 Only ``flowlang.accept``, ``flowlang.deliver`` and ``flowlang.replay`` are scheduled; a due
 member naming another task is set aside in ``{prefix}bad``.
 """
@@ -321,6 +326,66 @@ return {redis.call('XADD', KEYS[1], '*', 'record', ARGV[1]), moved}
 """
 )
 
+# KEYS: dead, the claim key, its aside. ARGV: entry id, holder, ms.
+# Claims a dead letter for its replay (one replay at a time): 'claimed'; 'held' (another
+# replay holds it; a claim without a time to live gets one); 'gone' (no longer in the stream:
+# replayed meanwhile). Returns {state, 1 if something was moved aside}.
+_CLAIM_DEAD = (
+    _ASIDE
+    + """
+if redis.call('TYPE', KEYS[1]).ok ~= 'stream' then return {'gone', 0} end
+if #redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1]) == 0 then return {'gone', 0} end
+local moved = aside(KEYS[2], KEYS[3], 'string')
+if redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[3]) then return {'claimed', moved} end
+if redis.call('PTTL', KEYS[2]) < 0 then redis.call('PEXPIRE', KEYS[2], ARGV[3]) end
+return {'held', moved}
+"""
+)
+
+# KEYS: dead, its aside, the claim key, then a ledger key and its aside per settlement.
+# ARGV: entry id ('' for none), holder, ledger ttl ms, n (records to add), the n records,
+#       then per settlement: result JSON, attempts, at.
+# The end of a replay, in one step: the actions delivered are settled (never a delivered
+# entry overwritten); unless the claim was lost (the entry gone from the stream, or another
+# holder's claim), the new dead letters are added, the replayed entry removed and its claim
+# given back. Returns {'ok' or 'lost', 1 if something was moved aside}.
+_FINISH_REPLAY = (
+    _ASIDE
+    + """
+local entry, holder = ARGV[1], ARGV[2]
+local n = tonumber(ARGV[4])
+local moved, ours, claim = 0, 1, false
+if entry ~= '' then
+  if redis.call('TYPE', KEYS[3]).ok == 'string' then claim = redis.call('GET', KEYS[3]) end
+  if redis.call('TYPE', KEYS[1]).ok ~= 'stream'
+     or #redis.call('XRANGE', KEYS[1], entry, entry) == 0
+     or (claim and claim ~= holder) then
+    ours = 0
+  end
+end
+local k = 4
+for i = 5 + n, #ARGV, 3 do
+  moved = moved + aside(KEYS[k], KEYS[k + 1], 'hash')
+  if redis.call('HGET', KEYS[k], 'outcome') ~= 'delivered' then
+    local tried = tonumber(redis.call('HGET', KEYS[k], 'tried')) or 0
+    if tonumber(ARGV[i + 1]) > tried then tried = tonumber(ARGV[i + 1]) end
+    redis.call('HSET', KEYS[k], 'outcome', 'delivered', 'result', ARGV[i],
+               'attempts', ARGV[i + 1], 'at', ARGV[i + 2], 'tried', tried)
+  end
+  redis.call('PEXPIRE', KEYS[k], ARGV[3])
+  k = k + 2
+end
+if ours == 0 then return {'lost', moved} end
+if n > 0 then moved = moved + aside(KEYS[1], KEYS[2], 'stream') end
+for i = 5, 4 + n do redis.call('XADD', KEYS[1], '*', 'record', ARGV[i]) end
+if entry ~= '' then
+  redis.call('XDEL', KEYS[1], entry)
+  if claim == holder then redis.call('DEL', KEYS[3]) end
+end
+return {'ok', moved}
+"""
+)
+
 # KEYS: ledger key. Returns {its type} and, for a hash, its fields and values.
 _SETTLED = """
 local kind = redis.call('TYPE', KEYS[1]).ok
@@ -439,6 +504,8 @@ class SharedStore:
         self._schedule = client.register_script(_SCHEDULE)
         self._add_dead = client.register_script(_ADD_DEAD)
         self._settled = client.register_script(_SETTLED)
+        self._claim_dead = client.register_script(_CLAIM_DEAD)
+        self._finish_replay = client.register_script(_FINISH_REPLAY)
 
     @classmethod
     def from_url(
@@ -878,6 +945,94 @@ class SharedStore:
                 error,
             )
             return None
+
+    async def last_dead(self) -> str | None:
+        """The id of the newest dead letter (None when there is none): where a replay of what
+        the stream holds now stops."""
+        async with self._guard("last_dead"):
+            if _text(await self._client.type(self._dead)) != "stream":
+                return None
+            newest: list[Any] = await self._client.xrevrange(self._dead, count=1) or []
+        return _text(newest[0][0]) if newest else None
+
+    async def claim_dead(self, entry_id: str, holder: str, seconds: float) -> str:
+        """Claim dead letter ``entry_id`` for ``seconds`` to replay it (one replay at a time):
+        ``claimed``; ``held`` (another replay holds it); ``gone`` (it is no longer in the
+        stream). ``holder`` is a key part, a token of the one replay."""
+        entry = _check_stream_id("entry_id", entry_id)
+        holder = check_key_part("holder", holder)
+        ms = _milliseconds("claim", seconds)
+        name = self._key("replaying", entry)
+        async with self._guard("claim_dead"):
+            state, moved = await self._claim_dead(
+                keys=[self._dead, name, self._aside(name)], args=[entry, holder, ms]
+            )
+        self._moved(moved, name)
+        return _text(state)
+
+    async def renew_dead_claim(self, entry_id: str, holder: str, seconds: float) -> bool:
+        """Renew ``holder``'s claim of a dead letter for ``seconds``: False when it is no
+        longer ``holder``'s."""
+        name = self._key("replaying", _check_stream_id("entry_id", entry_id))
+        holder = check_key_part("holder", holder)
+        ms = _milliseconds("claim", seconds)
+        async with self._guard("renew_dead_claim"):
+            return bool(await self._renew(keys=[name], args=[holder, ms]) == 1)
+
+    async def release_dead_claim(self, entry_id: str, holder: str) -> None:
+        """Give a dead letter's claim back (its replay ended without an outcome written)."""
+        name = self._key("replaying", _check_stream_id("entry_id", entry_id))
+        holder = check_key_part("holder", holder)
+        async with self._guard("release_dead_claim"):
+            await self._release(keys=[name], args=[holder])
+
+    async def finish_replay(
+        self,
+        added: list[dict[str, Any]],
+        delivered: list[tuple[str, Any, int]],
+        *,
+        entry_id: str | None = None,
+        holder: str | None = None,
+        at: float | None = None,
+    ) -> str:
+        """Write a replay's outcome in one step: settle each ``(key, result, attempts)`` of
+        ``delivered`` as delivered (at ``at``; never overwriting a delivered entry), add the
+        dead letters ``added`` and, with ``entry_id`` (claimed by ``holder``), remove that
+        entry and give its claim back. ``ok``; ``lost`` when the claim was lost (the entry is
+        gone or another replay holds it): then only the settlements are written. ValueError
+        (nothing written) when a record or result cannot be kept as JSON."""
+        texts = [self._dead_text(record) for record in added]
+        when = repr(time.time() if at is None else _time("at", at))
+        name = ""
+        if entry_id is not None:
+            entry = _check_stream_id("entry_id", entry_id)
+            name = self._key("replaying", entry)
+            if holder is None:
+                raise ValueError("a claimed entry needs its holder")
+            holder = check_key_part("holder", holder)
+        keys = [self._dead, self._aside(self._dead), name or self._key("replaying", "-")]
+        settlements: list[str | int] = []
+        for key, result, attempts in delivered:
+            ledger = self._key("act", check_key_part("idempotency key", key))
+            if type(attempts) is not int or attempts < 0:
+                raise ValueError("attempts is a whole number")
+            try:
+                data = json.dumps(result, ensure_ascii=True, separators=(",", ":"), allow_nan=False)
+            except (TypeError, ValueError, RecursionError) as error:
+                raise ValueError(f"the result of {key} cannot be kept as JSON: {error}") from None
+            keys += [ledger, self._aside(ledger)]
+            settlements += [data, attempts, when]
+        args: list[str | int] = [entry_id or "", holder or "", self._ledger_ms, len(texts)]
+        args += [*texts, *settlements]
+        async with self._guard("finish_replay"):
+            status, moved = await self._finish_replay(keys=keys, args=args)
+        if moved:
+            log.warning(
+                "shared store: a key of a replay's held something this store did not write; "
+                "moved aside under %sbad:",
+                self.prefix,
+            )
+        return _text(status)
 
     async def remove_dead(self, entry_id: str) -> None:
         """Remove a dead letter (after its replay)."""
