@@ -31,8 +31,8 @@ recorded with the attempt's mark, and the lease given back, in one more
 two round trips per attempt, four per event with the accept's claim and confirmation.
 
 - delivered: the ledger is written and the lease given back, the next action published (with
-  this result, masked) — ledger first, so a redelivered message after a crash re-publishes the next
-  action without sending this one again;
+  this result, masked) — ledger first, so a redelivered message after a crash re-publishes the
+  next action without sending this one again;
 - retry: the next attempt is scheduled at the time the outcome says, the lease given back;
 - dead: the dead letter (``flowlang.deadletter/1``, with ``then`` the actions a
   ``stop_on_failure`` stopped, and ``action_index``) is added and the ledger settles the
