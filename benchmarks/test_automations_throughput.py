@@ -32,6 +32,8 @@ interleaved passes (the machine is shared); CPU is this process's CPU time per d
 
 Celery contestants (``flowlang worker``): one worker process against the local executor, two
 against one, and the time for a killed worker's task to be delivered, on Redis and on RabbitMQ.
+The workers' CPU per delivery (their process groups' user + system time over the pass, from
+/proc) is shown too: on a shared machine the rates move with the load, the CPU much less.
 The harness is below (``celery_*``, ``worker_command``, ``publish_command``); those tests skip
 while ``python -m flowlang worker --help`` fails (the command does not exist yet).
 
@@ -668,6 +670,26 @@ def delete_queues(broker: str, queue_prefix: str) -> None:
                 channel.close()
 
 
+def group_cpu(leaders: list[subprocess.Popen[bytes]]) -> float:
+    """CPU seconds (user + system) used so far by every live process in the process groups
+    these processes lead (a worker and any pool children), from /proc; 0.0 where /proc is
+    not there."""
+    groups = {process.pid for process in leaders}
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    total = 0
+    for entry in Path("/proc").iterdir() if Path("/proc/self/stat").exists() else ():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2 :].split()  # after the command's name
+        if int(fields[2]) in groups:  # pgrp
+            total += int(fields[11]) + int(fields[12])  # utime + stime
+    return total / tick
+
+
 def celery_rate(
     scene: Scene, processes: Processes, broker: str, store: str, workers: int, concurrency: int
 ) -> dict[str, Any]:
@@ -680,9 +702,11 @@ def celery_rate(
         run.warm_up(WARM_EVENTS * workers, started_workers)
         receiver, events = scene.receiver, scene.events
         receiver.reset()
+        cpu = group_cpu(started_workers)
         started = time.monotonic()
         publisher = run.publish(events, "events")
         stats = receiver.wait_for(len(events), CELERY_PASS_TIMEOUT)
+        cpu = group_cpu(started_workers) - cpu
         run.finish(publisher, "events", 60.0)
         if stats["distinct"] < len(events):
             logs = "\n".join(
@@ -704,6 +728,9 @@ def celery_rate(
             # end to end: from the publisher's start (a Python process starting) to the last
             "end_to_end": len(events) / (stats["last_new"] - started),
             "repeats": stats["repeats"],
+            # the workers' CPU per delivery (all of them, over the pass): the rate under load
+            # moves with the machine; this moves much less
+            "cpu_ms": cpu / len(events) * 1000,
         }
     finally:
         processes.stop(started_workers)
@@ -809,13 +836,14 @@ def test_celery_workers_throughput(
     print(
         f"\n\nCelery workers on {broker}: deliveries per second of {EVENTS:,} events, from the "
         "first request to the last new key at the receiver (end to end: from the publisher's "
-        "start); targets: one worker >= 0.5 x local, two workers >= 1.6 x one\n"
+        "start); targets: one worker >= 0.5 x local, two workers >= 1.6 x one; worker CPU: "
+        f"all workers' CPU over the pass per delivery; load average {os.getloadavg()[0]:.1f}\n"
     )
     print(
         "| broker | at once (per worker) | local | 1 worker | / local | 2 workers | / 1 worker "
-        "| end to end 1 / 2 | repeats 1 / 2 |"
+        "| end to end 1 / 2 | repeats 1 / 2 | worker CPU ms per delivery 1 / 2 |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for concurrency, one, two in rows:
         local = _local_rate(scene, concurrency)
         print(
@@ -823,7 +851,8 @@ def test_celery_workers_throughput(
             f"{one['per_second'] / local:.2f} | {two['per_second']:,.0f} | "
             f"{two['per_second'] / one['per_second']:.2f} | "
             f"{one['end_to_end']:,.0f} / {two['end_to_end']:,.0f} | "
-            f"{one['repeats']} / {two['repeats']} |"
+            f"{one['repeats']} / {two['repeats']} | "
+            f"{one['cpu_ms']:.2f} / {two['cpu_ms']:.2f} |"
         )
     benchmark.extra_info.update({str(c): {"one": one, "two": two} for c, one, two in rows})
 

@@ -616,16 +616,17 @@ class Outbox:
 def test_a_redelivered_copy_of_an_attempt_whose_retry_is_scheduled_is_stale_and_not_sent(
     kit: Kit, server: Server
 ) -> None:
-    """Attempt 1 answers 503: attempt 2 is scheduled (and attempt 1 marked tried in the same
-    step), then Redis fails on the lease release (the task is not acked and the broker delivers
-    it again). The redelivered attempt 1 is stale: not sent again, no second attempt 2."""
+    """Attempt 1 answers 503: attempt 2 is scheduled (and attempt 1 marked tried and the
+    lease given back in the same step), then that step's reply is lost (the task is not acked
+    and the broker delivers it again). The redelivered attempt 1 is stale: not sent again, no
+    second attempt 2."""
     server.received.script("crm", (503, {}, {}), (503, {}, {}))
     body = deliver_body(server)
 
     async def work(store: SharedStore) -> list[Step]:
         async with automations(server) as auto:
             deliverer = Deliverer(auto, store, OWNER, lease=0.5)
-            fail_once(store, "release_lease")
+            fail_once(store, "record_retry", after=True)
             with pytest.raises(SharedStoreError):
                 await deliverer.deliver(body)  # attempt 1 made, attempt 2 scheduled
             again = await deliverer.deliver(body)  # the broker's redelivery
@@ -867,15 +868,15 @@ def test_a_redelivered_attempt_is_not_sent_before_the_retry_after_the_receiver_a
     kit: Kit, server: Server
 ) -> None:
     """The receiver answers 429 with Retry-After: 3600; attempt 2 is scheduled an hour later,
-    then Redis fails on the lease release. The redelivered attempt 1 is stale: nothing is sent
-    before the hour the receiver asked for."""
+    then the reply of that step (which also gives the lease back) is lost. The redelivered
+    attempt 1 is stale: nothing is sent before the hour the receiver asked for."""
     server.received.script("crm", (429, {"Retry-After": "3600"}, {}), (429, {}, {}))
     body = deliver_body(server)
 
     async def work(store: SharedStore) -> float:
         async with automations(server) as auto:
             deliverer = Deliverer(auto, store, OWNER, lease=0.5)
-            fail_once(store, "release_lease")
+            fail_once(store, "record_retry", after=True)
             with pytest.raises(SharedStoreError):
                 await deliverer.deliver(body)
             [(_, due)] = kit.due()
@@ -1020,6 +1021,98 @@ def test_a_copy_of_an_attempt_that_crashed_before_its_outcome_is_attempted_again
             first = await deliverer.deliver(body)
             await asyncio.sleep(0.4)
             return [first.outcome, (await deliverer.deliver(body)).outcome]
+
+    assert kit.run(work) == ["deferred", "delivered"]
+    assert len(server.received.to("crm")) == 1
+
+
+# --- Redis round trips per delivery ------------------------------------------------------------
+
+
+def count_round_trips(store: SharedStore) -> dict[str, int]:
+    """Count the commands the store's client sends (each one a round trip), by name."""
+    counts: dict[str, int] = {}
+    send = store._client.execute_command
+
+    async def counted(*args: Any, **options: Any) -> Any:
+        counts[str(args[0])] = counts.get(str(args[0]), 0) + 1
+        return await send(*args, **options)
+
+    store._client.execute_command = counted  # type: ignore[method-assign]
+    return counts
+
+
+def test_a_delivery_is_four_round_trips_to_redis(kit: Kit, server: Server) -> None:
+    """Accept (claim), the attempt's start (ledger, copy check and lease in one step), its
+    outcome (ledger and the lease given back in one step), the fan-out's confirmation: four
+    round trips for an event's first action; two for a later action or a retry."""
+    server.received.script("after", (200, {}, {}), (503, {}, {}))
+
+    async def work(store: SharedStore) -> list[dict[str, int]]:
+        async with automations(server) as auto:
+            deliverer = Deliverer(auto, store, OWNER)
+            warm = await deliverer.accept(accept_body("evt-warm"))  # each script loaded once
+            [(_, message)] = warm.publish
+            [(_, message)] = (await deliverer.deliver(message)).publish
+            await deliverer.deliver(message)  # "after": 200
+            assert warm.confirm is not None
+            await warm.confirm()
+            counts = count_round_trips(store)
+            seen = []
+            accepted = await deliverer.accept(accept_body())
+            [(_, first)] = accepted.publish
+            delivered = await deliverer.deliver(first)
+            assert accepted.confirm is not None
+            await accepted.confirm()
+            seen.append(dict(counts))
+            counts.clear()
+            [(_, second)] = delivered.publish
+            assert (await deliverer.deliver(second)).outcome == "retry"
+            seen.append(dict(counts))
+            return seen
+
+    first, retry = kit.run(work)
+    assert first == {"EVALSHA": 4}, first
+    assert retry == {"EVALSHA": 2}, retry
+    assert not [key for key in kit.stored() if ":lease:" in key]
+
+
+def test_an_attempt_that_fails_unexpectedly_gives_its_lease_back_and_is_dead_lettered(
+    kit: Kit, server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def work(store: SharedStore) -> Step:
+        async with automations(server) as auto:
+
+            async def broken(*_: Any, **__: Any) -> Any:
+                raise RuntimeError("a bug in the attempt")
+
+            monkeypatch.setattr(auto, "attempt_once", broken)
+            return await Deliverer(auto, store, OWNER).deliver(deliver_body(server))
+
+    step = kit.run(work)
+    assert step.outcome == "dead" and step.error and "a bug in the attempt" in step.error
+    assert kit.raw.exists(f"{kit.prefix}lease:{KEY0}") == 0
+    assert kit.raw.hget(f"{kit.prefix}act:{KEY0}", "outcome") == b"dead_lettered"
+
+
+def test_a_lost_reply_of_the_start_leaves_a_lease_that_lapses_and_the_copy_is_made(
+    kit: Kit, server: Server
+) -> None:
+    """The start's reply is lost (the lease may be taken: SharedStoreError, the message is
+    delivered again). The redelivered copy waits for that lease to lapse, then is made once."""
+    server.received.script("crm", (200, {}, {"id": 3}))
+    body = deliver_body(server)
+
+    async def work(store: SharedStore) -> list[str]:
+        async with automations(server) as auto:
+            deliverer = Deliverer(auto, store, OWNER, lease=0.3)
+            fail_once(store, "start_attempt", after=True)
+            with pytest.raises(SharedStoreError):
+                await deliverer.deliver(body)
+            outcomes = [(await deliverer.deliver(body)).outcome]
+            await asyncio.sleep(0.4)
+            outcomes.append((await deliverer.deliver(body)).outcome)
+            return outcomes
 
     assert kit.run(work) == ["deferred", "delivered"]
     assert len(server.received.to("crm")) == 1

@@ -56,9 +56,11 @@ def test_503_then_429_with_retry_after_then_200_is_delivered_on_attempt_3_after_
     async def work(store: SharedStore) -> Broker:
         original = store.record_retry
 
-        async def spy(key: str, attempt: int, task: str, body: dict[str, Any], due: float) -> str:
+        async def spy(
+            key: str, attempt: int, task: str, body: dict[str, Any], due: float, **options: Any
+        ) -> str:
             scheduled.append((body["attempt"], due, time.time()))
-            return await original(key, attempt, task, body, due)
+            return await original(key, attempt, task, body, due, **options)
 
         store.record_retry = spy  # type: ignore[method-assign]
         async with automations(

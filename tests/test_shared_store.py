@@ -634,3 +634,149 @@ def test_mark_fanned_out_with_an_owner_reports_a_lost_claim(kit: Kit) -> None:
         return [other, state, ours, lapsed, (await store.claim_event("evt-2", "w", 5.0))[0]]
 
     assert kit.run(work) == [False, "accepting", True, False, "fanned_out"]
+
+
+# --- the start of an attempt and its outcome: one round trip each ------------------------------
+
+
+def test_start_attempt_is_leased_held_stale_or_settled_in_one_step(kit: Kit) -> None:
+    lease = f"{kit.prefix}lease:{KEY}"
+
+    async def work(store: SharedStore) -> list[Any]:
+        seen: list[Any] = [await store.start_attempt(KEY, 1, "worker-1:a", 5.0)]
+        seen.append(await store.start_attempt(KEY, 1, "worker-2:b", 5.0))  # a copy, at once
+        seen.append(kit.raw.get(lease))
+        seen.append(
+            await store.record_retry(KEY, 1, "flowlang.deliver", {}, 5.0, holder="worker-1:a")
+        )
+        seen.append(kit.raw.exists(lease))  # given back in the same step
+        seen.append(await store.start_attempt(KEY, 1, "worker-2:b", 5.0))  # the copy, later
+        seen.append(await store.start_attempt(KEY, 2, "worker-2:b", 5.0))
+        seen.append(await store.record_delivered(KEY, {"id": 7}, 2, at=9.0, holder="worker-2:b"))
+        seen.append(kit.raw.exists(lease))
+        seen.append(await store.start_attempt(KEY, 3, "worker-3:c", 5.0))
+        seen.append(kit.raw.exists(lease))  # nothing taken for a settled action
+        return seen
+
+    seen = kit.run(work)
+    assert seen[0] == ("leased", None, 0)
+    assert seen[1][0] == "held" and 4.0 < seen[1][2] <= 5.0
+    assert seen[2:5] == [b"worker-1:a", "ok", 0]
+    assert seen[5] == ("stale", None, 1)
+    assert seen[6] == ("leased", None, 1)
+    assert seen[7:9] == ["ok", 0]
+    assert seen[9] == (
+        "settled",
+        {"outcome": "delivered", "result": {"id": 7}, "attempts": 2, "at": 9.0},
+        2,
+    )
+    assert seen[10] == 0
+
+
+def test_an_outcome_gives_back_only_its_own_lease_whatever_its_status(kit: Kit) -> None:
+    lease = f"{kit.prefix}lease:{KEY}"
+
+    async def work(store: SharedStore) -> list[Any]:
+        seen: list[Any] = [await store.start_attempt(KEY, 1, "worker-1:a", 5.0)]
+        seen.append(await store.record_delivered(KEY, {}, 1, holder="worker-1:other"))
+        seen.append(kit.raw.get(lease))  # another attempt's token: kept
+        kit.raw.set(lease, "worker-1:a", px=5000)
+        seen.append(await store.record_dead(KEY, {"n": 1}, 1, holder="worker-1:a"))  # settled
+        seen.append(kit.raw.exists(lease))  # given back all the same
+        kit.raw.set(lease, "worker-1:b", px=5000)
+        seen.append(
+            await store.record_retry(KEY, 1, "flowlang.deliver", {}, 1.0, holder="worker-1:b")
+        )
+        seen.append(kit.raw.exists(lease))
+        return seen
+
+    assert kit.run(work) == [
+        ("leased", None, 0),
+        "ok",
+        b"worker-1:a",
+        ("settled", ""),
+        0,
+        "settled",
+        0,
+    ]
+
+
+def test_start_attempt_gives_a_lease_without_a_time_to_live_one_and_moves_a_foreign_one_aside(
+    kit: Kit, caplog: pytest.LogCaptureFixture
+) -> None:
+    lease = f"{kit.prefix}lease:{KEY}"
+
+    async def work(store: SharedStore) -> list[Any]:
+        kit.raw.set(lease, "someone")
+        seen: list[Any] = [await store.start_attempt(KEY, 1, "worker-1:a", 3.0)]
+        seen.append(0 < kit.raw.pttl(lease) <= 3000)
+        kit.raw.delete(lease)
+        kit.raw.rpush(lease, "not a lease")
+        seen.append(await store.start_attempt(KEY, 1, "worker-1:a", 3.0))
+        seen.append(kit.raw.type(f"{kit.prefix}bad:lease:{KEY}"))
+        return seen
+
+    with caplog.at_level(logging.WARNING, "flowlang.distributed"):
+        seen = kit.run(work)
+    assert seen == [("held", None, 3.0), True, ("leased", None, 0), b"list"]
+    assert "moved to" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"outcome": "delivered", "result": "{not json", "attempts": "1", "at": "1"},
+        {"outcome": "delivered", "attempts": "x"},
+        {"outcome": b"\xff\xfe", "result": "1", "attempts": "1", "at": "1"},
+        {"outcome": "delivered", "result": "[" * 100_000, "attempts": "1", "at": "1"},
+    ],
+)
+def test_start_attempt_counts_an_unreadable_outcome_as_not_settled_and_takes_the_lease(
+    kit: Kit, caplog: pytest.LogCaptureFixture, fields: dict[str, Any]
+) -> None:
+    kit.raw.hset(f"{kit.prefix}act:{KEY}", mapping=fields)
+    with caplog.at_level(logging.WARNING, "flowlang.distributed"):
+        state = kit.run(lambda store: store.start_attempt(KEY, 1, "worker-1:a", 3.0))
+    assert state == ("leased", None, 0)
+    assert kit.raw.get(f"{kit.prefix}lease:{KEY}") == b"worker-1:a"
+    assert "cannot be read" in caplog.text
+
+
+@pytest.mark.parametrize("tried", [b"2", b"2.5", b"-3", b"nan", b"1e400", b"\xff"])
+def test_start_attempt_reads_a_tried_mark_or_counts_a_foreign_one_as_none(
+    kit: Kit, tried: bytes
+) -> None:
+    kit.raw.hset(f"{kit.prefix}act:{KEY}", "tried", tried)
+    state = kit.run(lambda store: store.start_attempt(KEY, 2, "worker-1:a", 3.0))
+    assert state == (("stale", None, 2) if tried == b"2" else ("leased", None, 0))
+
+
+def test_start_attempt_on_a_ledger_key_of_another_type_is_not_settled(
+    kit: Kit, caplog: pytest.LogCaptureFixture
+) -> None:
+    kit.raw.rpush(f"{kit.prefix}act:{KEY}", "not a ledger entry")
+    with caplog.at_level(logging.WARNING, "flowlang.distributed"):
+        state = kit.run(lambda store: store.start_attempt(KEY, 1, "worker-1:a", 3.0))
+    assert state == ("leased", None, 0)
+    assert "not a ledger entry" in caplog.text
+
+
+def test_start_attempt_arguments_are_checked(kit: Kit) -> None:
+    async def work(store: SharedStore) -> None:
+        for key, attempt, holder, seconds in (
+            ("bad key\n", 1, "worker-1:a", 1.0),
+            (KEY, 0, "worker-1:a", 1.0),
+            (KEY, True, "worker-1:a", 1.0),
+            (KEY, 1.5, "worker-1:a", 1.0),
+            (KEY, 1, "", 1.0),
+            (KEY, 1, "x" * 200, 1.0),
+            (KEY, 1, "worker-1:a", float("nan")),
+            (KEY, 1, "worker-1:a", 0.0),
+        ):
+            with pytest.raises(ValueError):
+                await store.start_attempt(key, attempt, holder, seconds)  # type: ignore[arg-type]
+        with pytest.raises(ValueError):
+            await store.record_delivered(KEY, {}, 1, holder="not a key part")
+
+    kit.run(work)
+    assert kit.stored() == []

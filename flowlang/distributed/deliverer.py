@@ -24,12 +24,15 @@ is ``stale`` and dropped, so a retry chain never forks and nothing is sent befor
 Retry-After; an attempt that crashed before its outcome was recorded is made again. Else the
 action's lease is taken with a token of this attempt's own (or the message scheduled again
 when the lease lapses), renewed every third of ``lease`` while the attempt runs, and one
-attempt made (:meth:`Automations.attempt_once`); its outcome is recorded with the attempt's
-mark in one step (:meth:`SharedStore.record_delivered`, ``record_retry``, ``record_dead``):
+attempt made (:meth:`Automations.attempt_once`). The ledger read, the copy check and the
+lease are one round trip to Redis (:meth:`SharedStore.start_attempt`); the outcome is
+recorded with the attempt's mark, and the lease given back, in one more
+(:meth:`SharedStore.record_delivered`, ``record_retry``, ``record_dead`` with ``holder``):
+two round trips per attempt, four per event with the accept's claim and confirmation.
 
-- delivered: the ledger is written, the lease given back, the next action published (with this
-  result, masked) — ledger first, so a redelivered message after a crash re-publishes the next
-  action without sending this one again;
+- delivered: the ledger is written and the lease given back, the next action published (with
+  this result, masked) — ledger first, so a redelivered message after a crash re-publishes the
+  next action without sending this one again;
 - retry: the next attempt is scheduled at the time the outcome says, the lease given back;
 - dead: the dead letter (``flowlang.deadletter/1``, with ``then`` the actions a
   ``stop_on_failure`` stopped, and ``action_index``) is added and the ledger settles the
@@ -69,7 +72,7 @@ import contextlib
 import logging
 import math
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -103,6 +106,26 @@ async def _stopped(task: asyncio.Task[None]) -> None:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError, Exception):
         await task
+
+
+class _Later:
+    """A background renewal started ``delay`` seconds from now unless stopped before: most
+    attempts and fan-outs end sooner, and then no task is made at all (a timer costs less)."""
+
+    def __init__(self, delay: float, start: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._start = start
+        self._task: asyncio.Task[None] | None = None
+        self._timer = self._loop.call_later(delay, self._begin)
+
+    def _begin(self) -> None:
+        self._task = self._loop.create_task(self._start())
+
+    async def stop(self) -> None:
+        """Stop it (the timer, or the renewal once started) and wait for it."""
+        self._timer.cancel()
+        if self._task is not None:
+            await _stopped(self._task)
 
 
 #: Seconds before a deliver message for a workflow version not loaded here is tried again.
@@ -218,10 +241,13 @@ class Deliverer:
             for w in workflows
             if w.actions
         ]
-        renewal = asyncio.create_task(self._renew_claim(event_id, claimant))
+        deadline = asyncio.get_running_loop().time() + PUBLISH_LIMIT
+        renewal = _Later(
+            self.accept_lease / 3, lambda: self._renew_claim(event_id, claimant, deadline)
+        )
 
         async def confirm() -> None:
-            await _stopped(renewal)
+            await renewal.stop()
             if not await self.store.mark_fanned_out(event_id, claimant):
                 log.error(
                     "the claim of event %s lapsed while its fan-out was published; another "
@@ -230,7 +256,7 @@ class Deliverer:
                 )
 
         async def abandon() -> None:
-            await _stopped(renewal)
+            await renewal.stop()
 
         error = self._shown("; ".join(errors)) if errors else None
         return Step("fanned_out", publish, confirm, error, abandon)
@@ -239,29 +265,29 @@ class Deliverer:
         """This worker's owner with a token of its own: one claim or lease, one holder."""
         return f"{self.owner}:{uuid.uuid4().hex[:16]}"
 
-    async def _renew_claim(self, event_id: str, claimant: str) -> None:
-        """Renew the accept claim every third of its lease until stopped (confirm or abandon),
-        lost, or PUBLISH_LIMIT seconds have passed."""
+    async def _renew_claim(self, event_id: str, claimant: str, deadline: float) -> None:
+        """Renew the accept claim now and every third of its lease until stopped (confirm or
+        abandon), lost, or the loop's time ``deadline`` (PUBLISH_LIMIT seconds after the
+        claim) has passed."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + PUBLISH_LIMIT
         while loop.time() < deadline:
-            await asyncio.sleep(self.accept_lease / 3)
             try:
                 if not await self.store.renew_claim(event_id, claimant, self.accept_lease):
                     return
             except SharedStoreError as error:
                 log.warning("renewing an accept claim failed: %s", error)
+            await asyncio.sleep(self.accept_lease / 3)
 
     async def _renew_lease(self, key: str, holder: str) -> None:
-        """Renew an attempt's lease every third of it until stopped or lost."""
+        """Renew an attempt's lease now and every third of it until stopped or lost."""
         while True:
-            await asyncio.sleep(self.lease / 3)
             try:
                 if not await self.store.renew_lease(key, holder, self.lease):
                     log.warning("the lease of %s lapsed during its attempt", key)
                     return
             except SharedStoreError as error:
                 log.warning("renewing a lease failed: %s", error)
+            await asyncio.sleep(self.lease / 3)
 
     def _matching(self, event: Mapping[str, Any]) -> tuple[list[CompiledWorkflow], list[str]]:
         """The workflows of the event's trigger whose conditions hold; and, for each whose
@@ -320,15 +346,18 @@ class Deliverer:
             return Step(status if status == "stale" else "settled_before", error=error)
         return Step("dead", error=error)
 
-    async def _add_dead(self, record: dict[str, Any], key: str | None = None) -> str:
-        """Add a dead letter (with the ledger entry of ``key``, in one step, when given): the
-        step's status (``ok``, ``settled``, ``stale``). A record too large (or deep) to keep
-        is kept trimmed: its event and results replaced by a note."""
+    async def _add_dead(
+        self, record: dict[str, Any], key: str | None = None, holder: str | None = None
+    ) -> str:
+        """Add a dead letter (with the ledger entry of ``key``, in one step, when given; and
+        the action's lease given back when ``holder`` is): the step's status (``ok``,
+        ``settled``, ``stale``). A record too large (or deep) to keep is kept trimmed: its
+        event and results replaced by a note."""
         try:
             if key is None:
                 await self.store.add_dead(record)
                 return "ok"
-            status, _ = await self.store.record_dead(key, record, record["attempts"])
+            status, _ = await self.store.record_dead(key, record, record["attempts"], holder=holder)
             return status
         except ValueError as problem:
             log.error("a dead letter was trimmed to be kept: %s", self._shown(str(problem)))
@@ -342,36 +371,36 @@ class Deliverer:
             if key is None:
                 await self.store.add_dead(trimmed)
                 return "ok"
-            status, _ = await self.store.record_dead(key, trimmed, record["attempts"])
+            status, _ = await self.store.record_dead(
+                key, trimmed, record["attempts"], holder=holder
+            )
             return status
 
     async def _deliver(self, workflow: CompiledWorkflow, message: DeliverMessage) -> Step:
+        """Start the attempt (ledger, copy and lease in one round trip), make it and record
+        its outcome (the lease given back in the same round trip)."""
         store = self.store
         action = workflow.actions[message.action]
         key = idempotency_key(message.event_id, workflow.name, action.id)
-        earlier, tried = await store.progress(key)
-        if earlier is not None:
-            return self._after_settled(workflow, message, earlier)
-        if message.attempt <= tried:
-            return self._stale(workflow, message, tried)
         holder = self._token()
-        lapse = await store.take_lease(key, holder, self.lease)
-        if lapse is not None:
-            await store.schedule(DELIVER_TASK, message.to_json(), self._now() + lapse)
+        state, earlier, number = await store.start_attempt(key, message.attempt, holder, self.lease)
+        if earlier is not None:  # settled
+            return self._after_settled(workflow, message, earlier)
+        if state == "stale":
+            return self._stale(workflow, message, int(number))
+        if state != "leased":  # held: tried again when that lease lapses
+            await store.schedule(DELIVER_TASK, message.to_json(), self._now() + number)
             return Step("deferred")
+        renewal = _Later(self.lease / 3, lambda: self._renew_lease(key, holder))
+        recorded = False
         try:
-            earlier, tried = await store.progress(key)  # settled while we took the lease?
-            if earlier is not None:
-                return self._after_settled(workflow, message, earlier)
-            if message.attempt <= tried:
-                return self._stale(workflow, message, tried)
-            renewal = asyncio.create_task(self._renew_lease(key, holder))
-            try:
-                return await self._attempt(workflow, message, key)
-            finally:
-                await _stopped(renewal)
+            step = await self._attempt(workflow, message, key, holder)
+            recorded = True  # its outcome's step gave the lease back
+            return step
         finally:
-            await store.release_lease(key, holder)
+            await renewal.stop()
+            if not recorded:
+                await store.release_lease(key, holder)
 
     def _stale(self, workflow: CompiledWorkflow, message: DeliverMessage, tried: int) -> Step:
         log.info(
@@ -383,8 +412,11 @@ class Deliverer:
         )
         return Step("stale")
 
-    async def _attempt(self, workflow: CompiledWorkflow, message: DeliverMessage, key: str) -> Step:
-        """One attempt under the lease, and its outcome recorded."""
+    async def _attempt(
+        self, workflow: CompiledWorkflow, message: DeliverMessage, key: str, holder: str
+    ) -> Step:
+        """One attempt under ``holder``'s lease, and its outcome recorded (the lease given
+        back in the same step)."""
         automations, store = self.automations, self.store
         action = workflow.actions[message.action]
         scope, redactor = automations.attempt_scope(message.event, message.results)
@@ -397,7 +429,9 @@ class Deliverer:
                 automations.redactor.add(used)
         if isinstance(outcome, Delivered):
             shown = redactor.data(plain_json(outcome.result))
-            status = await store.record_delivered(key, shown, message.attempt, at=self._now())
+            status = await store.record_delivered(
+                key, shown, message.attempt, at=self._now(), holder=holder
+            )
             if status != "ok":
                 return Step("settled_before")  # another copy delivered it and went on
             return Step("delivered", self._next(workflow, message, {action.id: shown}))
@@ -410,7 +444,7 @@ class Deliverer:
             record = automations.dead_letter_record(
                 workflow, action, message.event, message.results, redactor, delivery
             ) | {"then": remaining if stop else [], "action_index": message.action}
-            status = await self._add_dead(record, key)
+            status = await self._add_dead(record, key, holder)
             if status != "ok":
                 return Step(status if status == "stale" else "settled_before")
             error = self._shown(outcome.error)
@@ -419,7 +453,12 @@ class Deliverer:
             publish = [] if stop else self._next(workflow, message, {})
             return Step("dead", publish, error=error)
         status = await store.record_retry(
-            key, message.attempt, DELIVER_TASK, message.next_attempt().to_json(), outcome.at
+            key,
+            message.attempt,
+            DELIVER_TASK,
+            message.next_attempt().to_json(),
+            outcome.at,
+            holder=holder,
         )
         if status != "ok":
             return Step(status if status == "stale" else "settled_before")

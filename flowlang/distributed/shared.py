@@ -14,6 +14,8 @@ Keys (all under ``prefix``, ``fl:`` by default; see flowlang.distributed.connect
 - ``{prefix}pump:lock``: string, the owner (for ``hold``): the one active pump.
 - ``{prefix}dead``: stream, field ``record`` = a ``flowlang.deadletter/1`` record as JSON,
   never trimmed: the shared dead letters.
+- ``{prefix}replaying:{stream id}``: string, the holder (for the claim): one replay of a dead
+  letter at a time.
 - ``{prefix}bad``: list of what was found in ``due`` or ``pumping`` that this module did not
   write; ``{prefix}bad:{key}``: a key of ours that held another Redis type, moved aside.
 
@@ -39,7 +41,12 @@ for ``at``; ``stale_pumping(..., limit=1000)``; ``release_pump(owner)``; ``bad_c
 ``record_delivered``, ``record_retry``, ``record_dead`` (an outcome, its retry or dead letter
 and the attempt's mark in one step: a second copy of an attempt whose outcome is recorded is
 ``stale``), ``forget_dead(key)`` (compare-and-forget before a replay), ``renew_lease``,
-``renew_claim``, ``mark_fanned_out(event_id, owner)`` -> bool, ``pumping_count()``.
+``renew_claim``, ``mark_fanned_out(event_id, owner)`` -> bool, ``pumping_count()``;
+``start_attempt(key, attempt, holder, seconds)`` (the ledger read, the copy check and the
+lease in one step) and ``holder=`` on ``record_*`` (the lease given back in the outcome's
+step); ``last_dead()``, ``claim_dead``, ``renew_dead_claim``, ``release_dead_claim`` and
+``finish_replay`` (a replay's settlements, new dead letters and the removal of its record in
+one step, only while its claim holds).
 Only ``flowlang.accept``, ``flowlang.deliver`` and ``flowlang.replay`` are scheduled; a due
 member naming another task is set aside in ``{prefix}bad``.
 """
@@ -152,16 +159,21 @@ return {1, moved}
 
 # The ledger hash also keeps ``tried`` (the highest attempt whose outcome was recorded: a
 # copy of a message at or below it is stale) and ``dead`` (the stream id of its dead letter).
-# KEYS: ledger key, its aside, due, due's aside, dead, dead's aside.
+# KEYS: ledger key, its aside, due, due's aside, dead, dead's aside, the action's lease.
 # ARGV: mode ('settle' | 'retry' | 'dead'), outcome, result JSON, attempt, at, ttl ms,
-#       due score, due member, dead-letter record JSON.
+#       due score, due member, dead-letter record JSON, the lease's holder ('' for none).
 # Returns {status, dead-letter id or '', 1 if something was moved aside}; status 'ok',
 # 'settled' (an outcome is recorded already: never overwritten by a retry or a dead letter,
 # and a delivered one never overwritten at all) or 'stale' (this attempt's outcome is
-# recorded already).
+# recorded already). Whatever the status, the lease is given back while it is the holder's:
+# the attempt is over.
 _RECORD = (
     _ASIDE
     + """
+if ARGV[10] ~= '' and redis.call('TYPE', KEYS[7]).ok == 'string'
+   and redis.call('GET', KEYS[7]) == ARGV[10] then
+  redis.call('DEL', KEYS[7])
+end
 local moved = aside(KEYS[1], KEYS[2], 'hash')
 local mode, attempt = ARGV[1], tonumber(ARGV[4])
 local outcome = redis.call('HGET', KEYS[1], 'outcome')
@@ -190,6 +202,41 @@ else
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[6])
 return {'ok', entry, moved}
+"""
+)
+
+# KEYS: ledger key, the action's lease, the lease's aside. ARGV: attempt, holder, lease ms.
+# The start of an attempt, in one step: the ledger read and, only when the action is not
+# settled and the attempt not stale, its lease taken. Returns {state, number, moved, kind,
+# fields}: 'settled' (an outcome is recorded; fields the ledger hash's, to read), 'stale'
+# (number: the highest attempt tried), 'held' (number: ms until the holder's lease lapses;
+# a lease without a time to live gets one) or 'leased' (taken; number: the highest attempt
+# tried); kind is the ledger key's
+# type ('hash', 'none' or another: counted as unsettled).
+_START = (
+    _ASIDE
+    + """
+local kind = redis.call('TYPE', KEYS[1]).ok
+local tried = 0
+if kind == 'hash' then
+  local outcome = redis.call('HGET', KEYS[1], 'outcome')
+  if outcome and outcome ~= '' then
+    return {'settled', 0, 0, kind, redis.call('HGETALL', KEYS[1])}
+  end
+  tried = tonumber(redis.call('HGET', KEYS[1], 'tried')) or 0
+  if tried ~= math.floor(tried) or tried < 0 or tried > 1e15 then tried = 0 end
+end
+if tonumber(ARGV[1]) <= tried then return {'stale', tried, 0, kind, {}} end
+local moved = aside(KEYS[2], KEYS[3], 'string')
+if redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[3]) then
+  return {'leased', tried, moved, kind, {}}
+end
+local left = redis.call('PTTL', KEYS[2])
+if left < 0 then
+  redis.call('PEXPIRE', KEYS[2], ARGV[3])
+  left = tonumber(ARGV[3])
+end
+return {'held', left, moved, kind, {}}
 """
 )
 
@@ -321,6 +368,66 @@ return {redis.call('XADD', KEYS[1], '*', 'record', ARGV[1]), moved}
 """
 )
 
+# KEYS: dead, the claim key, its aside. ARGV: entry id, holder, ms.
+# Claims a dead letter for its replay (one replay at a time): 'claimed'; 'held' (another
+# replay holds it; a claim without a time to live gets one); 'gone' (no longer in the stream:
+# replayed meanwhile). Returns {state, 1 if something was moved aside}.
+_CLAIM_DEAD = (
+    _ASIDE
+    + """
+if redis.call('TYPE', KEYS[1]).ok ~= 'stream' then return {'gone', 0} end
+if #redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1]) == 0 then return {'gone', 0} end
+local moved = aside(KEYS[2], KEYS[3], 'string')
+if redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[3]) then return {'claimed', moved} end
+if redis.call('PTTL', KEYS[2]) < 0 then redis.call('PEXPIRE', KEYS[2], ARGV[3]) end
+return {'held', moved}
+"""
+)
+
+# KEYS: dead, its aside, the claim key, then a ledger key and its aside per settlement.
+# ARGV: entry id ('' for none), holder, ledger ttl ms, n (records to add), the n records,
+#       then per settlement: result JSON, attempts, at.
+# The end of a replay, in one step: the actions delivered are settled (never a delivered
+# entry overwritten); unless the claim was lost (the entry gone from the stream, or another
+# holder's claim), the new dead letters are added, the replayed entry removed and its claim
+# given back. Returns {'ok' or 'lost', 1 if something was moved aside}.
+_FINISH_REPLAY = (
+    _ASIDE
+    + """
+local entry, holder = ARGV[1], ARGV[2]
+local n = tonumber(ARGV[4])
+local moved, ours, claim = 0, 1, false
+if entry ~= '' then
+  if redis.call('TYPE', KEYS[3]).ok == 'string' then claim = redis.call('GET', KEYS[3]) end
+  if redis.call('TYPE', KEYS[1]).ok ~= 'stream'
+     or #redis.call('XRANGE', KEYS[1], entry, entry) == 0
+     or (claim and claim ~= holder) then
+    ours = 0
+  end
+end
+local k = 4
+for i = 5 + n, #ARGV, 3 do
+  moved = moved + aside(KEYS[k], KEYS[k + 1], 'hash')
+  if redis.call('HGET', KEYS[k], 'outcome') ~= 'delivered' then
+    local tried = tonumber(redis.call('HGET', KEYS[k], 'tried')) or 0
+    if tonumber(ARGV[i + 1]) > tried then tried = tonumber(ARGV[i + 1]) end
+    redis.call('HSET', KEYS[k], 'outcome', 'delivered', 'result', ARGV[i],
+               'attempts', ARGV[i + 1], 'at', ARGV[i + 2], 'tried', tried)
+  end
+  redis.call('PEXPIRE', KEYS[k], ARGV[3])
+  k = k + 2
+end
+if ours == 0 then return {'lost', moved} end
+if n > 0 then moved = moved + aside(KEYS[1], KEYS[2], 'stream') end
+for i = 5, 4 + n do redis.call('XADD', KEYS[1], '*', 'record', ARGV[i]) end
+if entry ~= '' then
+  redis.call('XDEL', KEYS[1], entry)
+  if claim == holder then redis.call('DEL', KEYS[3]) end
+end
+return {'ok', moved}
+"""
+)
+
 # KEYS: ledger key. Returns {its type} and, for a hash, its fields and values.
 _SETTLED = """
 local kind = redis.call('TYPE', KEYS[1]).ok
@@ -427,6 +534,7 @@ class SharedStore:
         self._claim_event = client.register_script(_CLAIM_EVENT)
         self._fanned_out = client.register_script(_FANNED_OUT)
         self._record = client.register_script(_RECORD)
+        self._start = client.register_script(_START)
         self._forget_dead = client.register_script(_FORGET_DEAD)
         self._renew = client.register_script(_RENEW)
         self._stale_cursor = "0"
@@ -439,6 +547,8 @@ class SharedStore:
         self._schedule = client.register_script(_SCHEDULE)
         self._add_dead = client.register_script(_ADD_DEAD)
         self._settled = client.register_script(_SETTLED)
+        self._claim_dead = client.register_script(_CLAIM_DEAD)
+        self._finish_replay = client.register_script(_FINISH_REPLAY)
 
     @classmethod
     def from_url(
@@ -537,10 +647,13 @@ class SharedStore:
         name = self._key("act", check_key_part("idempotency key", key))
         async with self._guard("settled"):
             found = await self._settled(keys=[name])
-        if _text(found[0]) not in ("hash", "none"):
+        return self._ledger(name, found[0], found[1] if len(found) > 1 else [])
+
+    def _ledger(self, name: str, kind: Any, pairs: list[Any]) -> tuple[dict[str, Any] | None, int]:
+        """A ledger entry read from its key's type and fields (see :meth:`progress`)."""
+        if _text(kind) not in ("hash", "none"):
             log.warning("shared store: %s is not a ledger entry; counted as unsettled", name)
             return None, 0
-        pairs = found[1] if len(found) > 1 else []
         data = dict(zip(pairs[::2], pairs[1::2], strict=True))
         tried = data.get(b"tried", data.get("tried"))
         try:
@@ -568,6 +681,43 @@ class SharedStore:
             return None, attempted
         return entry, max(attempted, entry["attempts"])
 
+    async def start_attempt(
+        self, key: str, attempt: int, holder: str, seconds: float
+    ) -> tuple[str, dict[str, Any] | None, float]:
+        """Start ``attempt`` of the action ``key`` in one round trip: the ledger read and,
+        when the action is not settled and the attempt not stale, its lease taken by
+        ``holder`` for ``seconds``. ``("settled", entry, tried)`` (the entry as
+        :meth:`settled` gives it: nothing taken), ``("stale", None, tried)`` (an outcome of
+        this attempt or a later one is recorded: nothing taken), ``("held", None, seconds
+        until the holder's lease lapses)`` or ``("leased", None, tried)`` (the lease is
+        ``holder``'s: give it back with the outcome, ``record_*(..., holder=)``, or
+        :meth:`release_lease`). A ledger entry that cannot be read counts as not settled, as
+        for :meth:`progress`."""
+        name = self._key("act", check_key_part("idempotency key", key))
+        lease = self._key("lease", key)
+        holder = check_key_part("owner", holder)
+        if type(attempt) is not int or attempt < 1:
+            raise ValueError("an attempt is a whole number from 1")
+        ms = _milliseconds("lease", seconds)
+        async with self._guard("start_attempt"):
+            state, number, moved, kind, pairs = await self._start(
+                keys=[name, lease, self._aside(lease)], args=[attempt, holder, ms]
+            )
+        self._moved(moved, lease)
+        state = _text(state)
+        if state == "held":
+            return state, None, int(number) / 1000
+        entry, tried = self._ledger(name, kind, pairs)
+        if state != "settled":
+            return state, None, max(tried, int(number))
+        if entry is not None:
+            return state, entry, tried
+        # an outcome that cannot be read (logged): not settled, so the lease is taken now
+        if attempt <= tried:
+            return "stale", None, tried
+        left = await self.take_lease(key, holder, seconds)
+        return ("leased", None, tried) if left is None else ("held", None, left)
+
     async def settle(
         self, key: str, outcome: str, result: Any, attempts: int, *, at: float | None = None
     ) -> None:
@@ -579,34 +729,62 @@ class SharedStore:
         await self._write("settle", key, attempts, outcome=outcome, result=result, at=at)
 
     async def record_delivered(
-        self, key: str, result: Any, attempt: int, *, at: float | None = None
+        self,
+        key: str,
+        result: Any,
+        attempt: int,
+        *,
+        at: float | None = None,
+        holder: str | None = None,
     ) -> str:
         """Settle ``key`` as delivered by ``attempt`` (unless it is delivered already): ``ok``
-        or ``settled``."""
-        status, _ = await self._write("settle", key, attempt, "delivered", result, at)
+        or ``settled``. With ``holder``, the action's lease is given back in the same step
+        (while it is ``holder``'s), whatever the status."""
+        status, _ = await self._write(
+            "settle", key, attempt, "delivered", result, at, holder=holder
+        )
         return status
 
     async def record_retry(
-        self, key: str, attempt: int, task: str, body: dict[str, Any], due: float
+        self,
+        key: str,
+        attempt: int,
+        task: str,
+        body: dict[str, Any],
+        due: float,
+        *,
+        holder: str | None = None,
     ) -> str:
         """In one step: mark ``attempt`` of ``key`` as tried and schedule ``(task, body)`` at
         ``due``. ``ok``; ``settled`` (an outcome is recorded: nothing scheduled) or ``stale``
-        (this attempt's outcome was recorded already: nothing scheduled)."""
+        (this attempt's outcome was recorded already: nothing scheduled). With ``holder``, the
+        action's lease is given back in the same step (while it is ``holder``'s)."""
         member = self._member(task, body)
         score = _time("due", due)
-        status, _ = await self._write("retry", key, attempt, due=(repr(score), member))
+        status, _ = await self._write(
+            "retry", key, attempt, due=(repr(score), member), holder=holder
+        )
         return status
 
     async def record_dead(
-        self, key: str, record: dict[str, Any], attempt: int, *, at: float | None = None
+        self,
+        key: str,
+        record: dict[str, Any],
+        attempt: int,
+        *,
+        at: float | None = None,
+        holder: str | None = None,
     ) -> tuple[str, str]:
         """In one step: add the dead letter ``record`` (replacing the earlier dead letter of
         ``key``, if any) and settle ``key`` as ``dead_lettered`` after ``attempt``.
         ``("ok", stream id)``; ``("settled", "")`` or ``("stale", "")`` as for
         :meth:`record_retry` (nothing written). ValueError when the record cannot be
-        written as JSON."""
+        written as JSON (nothing written, the lease kept). With ``holder``, the action's lease
+        is given back in the same step (while it is ``holder``'s)."""
         text = self._dead_text(record)
-        return await self._write("dead", key, attempt, "dead_lettered", None, at, dead=text)
+        return await self._write(
+            "dead", key, attempt, "dead_lettered", None, at, dead=text, holder=holder
+        )
 
     async def _write(
         self,
@@ -618,8 +796,10 @@ class SharedStore:
         at: float | None = None,
         due: tuple[str, str] = ("0", ""),
         dead: str = "",
+        holder: str | None = None,
     ) -> tuple[str, str]:
         name = self._key("act", check_key_part("idempotency key", key))
+        owner = "" if holder is None else check_key_part("owner", holder)
         if type(attempt) is not int or attempt < 0:
             raise ValueError("attempts is a whole number")
         when = time.time() if at is None else _time("at", at)
@@ -628,9 +808,9 @@ class SharedStore:
         except (TypeError, ValueError, RecursionError) as error:
             raise ValueError(f"the result of {key} cannot be kept as JSON: {error}") from None
         keys = [name, self._aside(name), self._due, self._aside(self._due)]
-        keys += [self._dead, self._aside(self._dead)]
+        keys += [self._dead, self._aside(self._dead), self._key("lease", key)]
         args: list[str | int] = [mode, outcome, data, attempt, repr(when), self._ledger_ms]
-        args += [*due, dead]
+        args += [*due, dead, owner]
         async with self._guard(mode if mode == "settle" else f"record_{mode}"):
             status, entry, moved = await self._record(keys=keys, args=args)
         if moved:
@@ -878,6 +1058,94 @@ class SharedStore:
                 error,
             )
             return None
+
+    async def last_dead(self) -> str | None:
+        """The id of the newest dead letter (None when there is none): where a replay of what
+        the stream holds now stops."""
+        async with self._guard("last_dead"):
+            if _text(await self._client.type(self._dead)) != "stream":
+                return None
+            newest: list[Any] = await self._client.xrevrange(self._dead, count=1) or []
+        return _text(newest[0][0]) if newest else None
+
+    async def claim_dead(self, entry_id: str, holder: str, seconds: float) -> str:
+        """Claim dead letter ``entry_id`` for ``seconds`` to replay it (one replay at a time):
+        ``claimed``; ``held`` (another replay holds it); ``gone`` (it is no longer in the
+        stream). ``holder`` is a key part, a token of the one replay."""
+        entry = _check_stream_id("entry_id", entry_id)
+        holder = check_key_part("holder", holder)
+        ms = _milliseconds("claim", seconds)
+        name = self._key("replaying", entry)
+        async with self._guard("claim_dead"):
+            state, moved = await self._claim_dead(
+                keys=[self._dead, name, self._aside(name)], args=[entry, holder, ms]
+            )
+        self._moved(moved, name)
+        return _text(state)
+
+    async def renew_dead_claim(self, entry_id: str, holder: str, seconds: float) -> bool:
+        """Renew ``holder``'s claim of a dead letter for ``seconds``: False when it is no
+        longer ``holder``'s."""
+        name = self._key("replaying", _check_stream_id("entry_id", entry_id))
+        holder = check_key_part("holder", holder)
+        ms = _milliseconds("claim", seconds)
+        async with self._guard("renew_dead_claim"):
+            return bool(await self._renew(keys=[name], args=[holder, ms]) == 1)
+
+    async def release_dead_claim(self, entry_id: str, holder: str) -> None:
+        """Give a dead letter's claim back (its replay ended without an outcome written)."""
+        name = self._key("replaying", _check_stream_id("entry_id", entry_id))
+        holder = check_key_part("holder", holder)
+        async with self._guard("release_dead_claim"):
+            await self._release(keys=[name], args=[holder])
+
+    async def finish_replay(
+        self,
+        added: list[dict[str, Any]],
+        delivered: list[tuple[str, Any, int]],
+        *,
+        entry_id: str | None = None,
+        holder: str | None = None,
+        at: float | None = None,
+    ) -> str:
+        """Write a replay's outcome in one step: settle each ``(key, result, attempts)`` of
+        ``delivered`` as delivered (at ``at``; never overwriting a delivered entry), add the
+        dead letters ``added`` and, with ``entry_id`` (claimed by ``holder``), remove that
+        entry and give its claim back. ``ok``; ``lost`` when the claim was lost (the entry is
+        gone or another replay holds it): then only the settlements are written. ValueError
+        (nothing written) when a record or result cannot be kept as JSON."""
+        texts = [self._dead_text(record) for record in added]
+        when = repr(time.time() if at is None else _time("at", at))
+        name = ""
+        if entry_id is not None:
+            entry = _check_stream_id("entry_id", entry_id)
+            name = self._key("replaying", entry)
+            if holder is None:
+                raise ValueError("a claimed entry needs its holder")
+            holder = check_key_part("holder", holder)
+        keys = [self._dead, self._aside(self._dead), name or self._key("replaying", "-")]
+        settlements: list[str | int] = []
+        for key, result, attempts in delivered:
+            ledger = self._key("act", check_key_part("idempotency key", key))
+            if type(attempts) is not int or attempts < 0:
+                raise ValueError("attempts is a whole number")
+            try:
+                data = json.dumps(result, ensure_ascii=True, separators=(",", ":"), allow_nan=False)
+            except (TypeError, ValueError, RecursionError) as error:
+                raise ValueError(f"the result of {key} cannot be kept as JSON: {error}") from None
+            keys += [ledger, self._aside(ledger)]
+            settlements += [data, attempts, when]
+        args: list[str | int] = [entry_id or "", holder or "", self._ledger_ms, len(texts)]
+        args += [*texts, *settlements]
+        async with self._guard("finish_replay"):
+            status, moved = await self._finish_replay(keys=keys, args=args)
+        if moved:
+            log.warning(
+                "shared store: a key of a replay's held something this store did not write; "
+                "moved aside under %sbad:",
+                self.prefix,
+            )
+        return _text(status)
 
     async def remove_dead(self, entry_id: str) -> None:
         """Remove a dead letter (after its replay)."""

@@ -1,0 +1,402 @@
+"""Replay of the shared dead letters (flowlang.distributed.replay, ``flowlang replay redis://``)
+on a real Redis: each record claimed by one replay at a time, its outcome (settlements, new
+dead letters, the record's removal) written in one step, claims that lapse or are lost, and
+hostile claim keys and arguments.
+
+Every test uses its own random key prefix on the session's Redis, removed afterwards, and runs
+with a deadline."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import pytest
+from distributed_support import Kit
+from support import FakeClock
+
+from flowlang import MappingSecrets
+from flowlang.automations import Automations, DeliverySettings, load_workflow_text
+from flowlang.automations.dispatch import DeadLetterStore, idempotency_key
+from flowlang.distributed import shared
+from flowlang.distributed.replay import replay_all, replay_record
+from flowlang.distributed.shared import SharedStore
+from flowlang.http_rules import PreparedRequest
+from flowlang.runtime.http import HttpResult
+
+ONE = """\
+workflow: redteam_one
+trigger: call.ended
+actions:
+  - {name: first, type: api_request, endpoint: https://crm.example.com/first}
+"""
+KEY = idempotency_key("evt-rt-1", "redteam_one", "first")
+
+
+class _Http:
+    """An HTTP stand-in answering ``status`` after ``delay`` seconds; what it was sent."""
+
+    def __init__(self, status: int, delay: float = 0.0) -> None:
+        self.status = status
+        self.delay = delay
+        self.sent: list[str] = []
+
+    async def send(
+        self, request: PreparedRequest, *, timeout: float, max_body: int, follow_redirects: bool
+    ) -> HttpResult:
+        self.sent.append(request.url)
+        await asyncio.sleep(self.delay)
+        if self.status == 200:
+            return HttpResult("success", 200, {}, {"ok": True})
+        return HttpResult("http_error", self.status, {}, {}, f"HTTP {self.status}")
+
+
+def _automations(http: _Http) -> Automations:
+    return Automations(
+        [load_workflow_text(ONE)],
+        settings=DeliverySettings(schedule=(0,)),
+        http=http,
+        secrets=MappingSecrets({}),
+        clock=FakeClock(),
+        dead_letters=DeadLetterStore(),
+    )
+
+
+async def _dead_letter(event_id: str = "evt-rt-1") -> dict[str, Any]:
+    """A real dead letter of ONE (a permanent 400)."""
+    failing = _automations(_Http(400))
+    async with failing:
+        await failing.dispatch({"id": event_id, "type": "call.ended", "properties": {}})
+    (record,) = failing.dead_letters.records
+    return dict(record)
+
+
+def _run(kit: Kit, work: Any, seconds: float = 20.0) -> Any:
+    return asyncio.run(asyncio.wait_for(work(), seconds))
+
+
+# --- two replays at once (issue 13, known defect 2) -------------------------------------------
+
+
+def test_two_shared_replays_at_once_send_a_dead_letter_once(kit: Kit) -> None:
+    """Two ``flowlang replay redis://`` started together: the record is claimed by one, the
+    other leaves it (held); it is sent once and removed."""
+
+    async def work() -> tuple[int, list[str], list[Any]]:
+        record = await _dead_letter()
+        first_store, second_store = kit.store(), kit.store()
+        http = _Http(200, delay=0.3)
+        try:
+            await first_store.add_dead(record)
+            one, two = _automations(http), _automations(http)
+            async with one, two:
+                counts = await asyncio.gather(
+                    replay_all(one, first_store), replay_all(two, second_store)
+                )
+            return await first_store.dead_count(), http.sent, counts
+        finally:
+            await first_store.aclose()
+            await second_store.aclose()
+
+    left, sent, counts = _run(kit, work)
+    assert left == 0
+    assert len(sent) == 1, f"the dead letter was delivered {len(sent)} times by two replays"
+    assert sorted((c.records, c.delivered, c.removed, c.held) for c in counts) == [
+        (0, 0, 0, 1),
+        (1, 1, 1, 0),
+    ]
+    assert kit.raw.hget(f"{kit.prefix}act:{KEY}", "outcome") == b"delivered"
+    assert not [key for key in kit.stored() if ":replaying:" in key]  # the claim given back
+
+
+def test_five_replays_of_ten_records_send_each_once(kit: Kit) -> None:
+    async def work() -> tuple[int, list[str]]:
+        stores = [kit.store() for _ in range(5)]
+        http = _Http(200, delay=0.02)
+        try:
+            for n in range(10):
+                await stores[0].add_dead(await _dead_letter(f"evt-many-{n}"))
+            engines = [_automations(http) for _ in stores]
+            await asyncio.gather(*(replay_all(a, s) for a, s in zip(engines, stores, strict=True)))
+            for engine in engines:
+                await engine.aclose()
+            return await stores[0].dead_count(), http.sent
+        finally:
+            for store in stores:
+                await store.aclose()
+
+    left, sent = _run(kit, work)
+    assert left == 0 and len(sent) == 10
+
+
+def test_a_replay_that_fails_again_replaces_the_record_in_one_step(kit: Kit) -> None:
+    """The new dead letter is added and the old one removed together; the new one waits for
+    the next replay (a replay stops at the newest record it found when it started)."""
+
+    async def work() -> tuple[Any, list[tuple[str, dict[str, Any]]], list[str]]:
+        store = kit.store()
+        http = _Http(400)
+        try:
+            first = await store.add_dead(await _dead_letter())
+            async with _automations(http) as engine:
+                counts = await replay_all(engine, store)
+            return counts, await store.dead_letters(), [first, *http.sent]
+        finally:
+            await store.aclose()
+
+    counts, letters, (first, *sent) = _run(kit, work)
+    assert (counts.records, counts.dead_lettered, counts.removed) == (1, 1, 1)
+    assert len(sent) == 1  # not replayed again in the same run
+    assert len(letters) == 1 and letters[0][0] != first
+    assert "400" in letters[0][1]["error"]
+
+
+def test_a_replay_that_crashes_keeps_the_record_and_gives_its_claim_back(
+    kit: Kit, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def work() -> tuple[int, int, list[str]]:
+        store = kit.store()
+        http = _Http(200)
+        try:
+            await store.add_dead(await _dead_letter())
+
+            async def crash(*_: Any, **__: Any) -> None:
+                raise RuntimeError("the process died here")
+
+            with monkeypatch.context() as patch:
+                patch.setattr(store, "finish_replay", crash)
+                async with _automations(http) as engine:
+                    with pytest.raises(RuntimeError):
+                        await replay_all(engine, store)
+            kept = await store.dead_count()
+            async with _automations(http) as engine:
+                counts = await replay_all(engine, store)  # at once: the claim was given back
+            return kept, counts.removed, http.sent
+        finally:
+            await store.aclose()
+
+    kept, removed, sent = _run(kit, work)
+    assert kept == 1 and removed == 1
+    assert len(sent) == 2  # at least once, with the same Idempotency-Key
+
+
+def test_a_lapsed_claim_taken_by_another_replay_writes_only_the_settlement(
+    kit: Kit, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A replay whose claim lapsed (a long pause) and was taken by another: its delivery is
+    settled, but it neither removes the record nor adds dead letters: the holder does."""
+
+    async def work() -> tuple[str, str, int, bytes | None]:
+        store = kit.store()
+        try:
+            entry = await store.add_dead(await _dead_letter())
+            assert await store.claim_dead(entry, "replay:a", 0.05) == "claimed"
+            await asyncio.sleep(0.1)
+            assert await store.claim_dead(entry, "replay:b", 10.0) == "claimed"
+            lost = await store.finish_replay(
+                [{"n": 1}], [(KEY, {"ok": True}, 1)], entry_id=entry, holder="replay:a"
+            )
+            ours = await store.finish_replay([], [], entry_id=entry, holder="replay:b")
+            return (
+                lost,
+                ours,
+                await store.dead_count(),
+                kit.raw.hget(f"{kit.prefix}act:{KEY}", "outcome"),
+            )
+        finally:
+            await store.aclose()
+
+    lost, ours, left, outcome = _run(kit, work)
+    assert (lost, ours, left, outcome) == ("lost", "ok", 0, b"delivered")
+    assert not [key for key in kit.stored() if ":replaying:" in key]
+
+
+def test_a_claim_lost_during_replay_all_is_logged_and_the_record_left(
+    kit: Kit, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def work() -> tuple[Any, int]:
+        store = kit.store()
+        try:
+            entry = await store.add_dead(await _dead_letter())
+            taken = store.claim_dead
+
+            async def claimed_then_stolen(entry_id: str, holder: str, seconds: float) -> str:
+                state = await taken(entry_id, holder, seconds)
+                kit.raw.set(f"{kit.prefix}replaying:{entry}", "replay:other", px=10_000)
+                return state
+
+            monkeypatch.setattr(store, "claim_dead", claimed_then_stolen)
+            async with _automations(_Http(200)) as engine:
+                counts = await replay_all(engine, store)
+            return counts, await store.dead_count()
+        finally:
+            await store.aclose()
+
+    with caplog.at_level(logging.WARNING, "flowlang.replay"):
+        counts, left = _run(kit, work)
+    assert (counts.records, counts.delivered, counts.removed, left) == (1, 1, 0, 1)
+    assert "was lost during its replay" in caplog.text
+
+
+def test_claim_dead_claimed_held_gone_and_renewed_only_by_its_holder(kit: Kit) -> None:
+    async def work(store: SharedStore) -> list[Any]:
+        entry = await store.add_dead({"format": "flowlang.deadletter/1"})
+        seen: list[Any] = [await store.claim_dead(entry, "replay:a", 5.0)]
+        seen.append(await store.claim_dead(entry, "replay:b", 5.0))
+        seen.append(await store.renew_dead_claim(entry, "replay:a", 5.0))
+        seen.append(await store.renew_dead_claim(entry, "replay:b", 5.0))
+        await store.release_dead_claim(entry, "replay:b")  # not theirs: kept
+        seen.append(await store.claim_dead(entry, "replay:b", 5.0))
+        await store.release_dead_claim(entry, "replay:a")
+        seen.append(await store.claim_dead(entry, "replay:b", 5.0))
+        await store.remove_dead(entry)
+        seen.append(await store.claim_dead(entry, "replay:c", 5.0))
+        seen.append(await store.claim_dead("1-0", "replay:c", 5.0))  # never there
+        return seen
+
+    assert kit.run(work) == ["claimed", "held", True, False, "held", "claimed", "gone", "gone"]
+
+
+def test_a_foreign_claim_without_a_time_to_live_gets_one(kit: Kit) -> None:
+    async def work(store: SharedStore) -> tuple[str, str]:
+        entry = await store.add_dead({"format": "flowlang.deadletter/1"})
+        kit.raw.set(f"{kit.prefix}replaying:{entry}", "someone else")
+        return entry, await store.claim_dead(entry, "replay:a", 3.0)
+
+    entry, state = kit.run(work)
+    assert state == "held"
+    assert 0 < kit.raw.pttl(f"{kit.prefix}replaying:{entry}") <= 3000
+
+
+def test_claim_keys_and_ledger_keys_of_another_type_are_moved_aside(
+    kit: Kit, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def work(store: SharedStore) -> tuple[str, str, str]:
+        entry = await store.add_dead({"format": "flowlang.deadletter/1"})
+        kit.raw.rpush(f"{kit.prefix}replaying:{entry}", "x")
+        kit.raw.rpush(f"{kit.prefix}act:{KEY}", "y")
+        claimed = await store.claim_dead(entry, "replay:a", 5.0)
+        done = await store.finish_replay(
+            [], [(KEY, {"id": 1}, 2)], entry_id=entry, holder="replay:a"
+        )
+        return entry, claimed, done
+
+    with caplog.at_level(logging.WARNING, "flowlang.distributed"):
+        entry, claimed, done = kit.run(work)
+    assert (claimed, done) == ("claimed", "ok")
+    assert kit.raw.type(f"{kit.prefix}bad:replaying:{entry}") == b"list"
+    assert kit.raw.type(f"{kit.prefix}bad:act:{KEY}") == b"list"
+    assert kit.raw.hget(f"{kit.prefix}act:{KEY}", "outcome") == b"delivered"
+    assert kit.raw.xlen(f"{kit.prefix}dead") == 0
+    assert "moved" in caplog.text
+
+
+def test_finish_replay_never_overwrites_a_delivered_entry(kit: Kit) -> None:
+    async def work(store: SharedStore) -> Any:
+        await store.settle(KEY, "delivered", {"id": 1}, 3)
+        await store.finish_replay([], [(KEY, {"id": 2}, 1)])
+        return await store.settled(KEY)
+
+    entry = kit.run(work)
+    assert entry is not None and entry["result"] == {"id": 1} and entry["attempts"] == 3
+
+
+def test_finish_replay_refuses_what_it_cannot_keep_and_writes_nothing(
+    kit: Kit, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(shared, "MAX_MEMBER_BYTES", 1024 * 1024)  # 128 MiB in production
+    huge = {"format": "flowlang.deadletter/1", "blob": "x" * (3 * 1024 * 1024)}
+    deep: Any = {}
+    for _ in range(200):
+        deep = {"a": deep}
+
+    async def work(store: SharedStore) -> int:
+        entry = await store.add_dead({"format": "flowlang.deadletter/1"})
+        for bad in (
+            lambda: store.finish_replay([huge], []),
+            lambda: store.finish_replay([deep], []),
+            lambda: store.finish_replay([], [(KEY, float("nan"), 1)]),
+            lambda: store.finish_replay([], [(KEY, object(), 1)]),
+            lambda: store.finish_replay([], [(KEY, {}, -1)]),
+            lambda: store.finish_replay([], [("bad key\n", {}, 1)]),
+            lambda: store.finish_replay([], [], entry_id=entry),  # no holder
+            lambda: store.finish_replay([], [], entry_id="1-x", holder="replay:a"),
+            lambda: store.finish_replay([], [], entry_id=entry, holder="not a key part"),
+            lambda: store.claim_dead("../x", "replay:a", 1.0),
+            lambda: store.claim_dead(entry, "replay:a", float("inf")),
+            lambda: store.claim_dead(entry, "\udcff", 1.0),
+            lambda: store.renew_dead_claim(entry, "replay:a", 0.0),
+            lambda: store.release_dead_claim("9" * 100, "replay:a"),
+        ):
+            with pytest.raises(ValueError):
+                await bad()
+        return await store.dead_count()
+
+    assert kit.run(work) == 1
+    assert not [key for key in kit.stored() if ":act:" in key or ":replaying:" in key]
+
+
+def test_replay_record_writes_its_outcome_in_one_step(
+    kit: Kit, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The path the workers' replay task takes (no stream entry): the settlement and the new
+    dead letters are one call to the store."""
+    calls: list[str] = []
+
+    async def work() -> tuple[int, Any]:
+        store = kit.store()
+        finish = store.finish_replay
+
+        async def counted(*args: Any, **kwargs: Any) -> str:
+            calls.append("finish_replay")
+            return await finish(*args, **kwargs)
+
+        monkeypatch.setattr(store, "finish_replay", counted)
+        try:
+            record = await _dead_letter()
+            async with _automations(_Http(200)) as engine:
+                deliveries, added = await replay_record(engine, store, record)
+            assert [d.outcome for d in deliveries] == ["delivered"] and added == []
+            return await store.dead_count(), await store.settled(KEY)
+        finally:
+            await store.aclose()
+
+    left, entry = _run(kit, work)
+    assert calls == ["finish_replay"] and left == 0
+    assert entry is not None and entry["outcome"] == "delivered"
+
+
+def test_a_long_replay_keeps_its_claim_renewed(kit: Kit, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A record whose replay takes longer than the claim's lease: the claim is renewed every
+    third of it, so a second replay leaves the record alone."""
+
+    async def work() -> tuple[list[str], list[Any]]:
+        first_store, second_store = kit.store(), kit.store()
+        http = _Http(200, delay=0.6)
+        try:
+            await first_store.add_dead(await _dead_letter())
+            one, two = _automations(http), _automations(http)
+            async with one, two:
+                slow = asyncio.create_task(replay_all(one, first_store, lease=0.15))
+                await asyncio.sleep(0.4)  # well past one lease
+                late = await replay_all(two, second_store, lease=0.15)
+                return http.sent, [await slow, late]
+        finally:
+            await first_store.aclose()
+            await second_store.aclose()
+
+    sent, (slow, late) = _run(kit, work)
+    assert len(sent) == 1
+    assert (slow.removed, late.held) == (1, 1)
+
+
+def test_replay_all_on_an_empty_or_foreign_stream_replays_nothing(kit: Kit) -> None:
+    async def work(store: SharedStore) -> list[int]:
+        async with _automations(_Http(200)) as engine:
+            empty = await replay_all(engine, store)
+            kit.raw.set(f"{kit.prefix}dead", "not a stream")
+            foreign = await replay_all(engine, store)
+        return [empty.records, foreign.records, foreign.held]
+
+    assert kit.run(work) == [0, 0, 0]
