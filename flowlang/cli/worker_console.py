@@ -547,8 +547,9 @@ async def _replay(
     out.write(
         automations.redactor.text(
             f"replayed {counts.records} records: delivered {counts.delivered}, "
-            f"dead-lettered again {counts.dead_lettered}, skipped {counts.skipped}; "
-            f"{left} left in {mask_url(url)}\n"
+            f"dead-lettered again {counts.dead_lettered}, skipped {counts.skipped}"
+            + (f", {counts.held} left to another replay" if counts.held else "")
+            + f"; {left} left in {mask_url(url)}\n"
         )
     )
     return EXIT_FAILED if counts.dead_lettered or counts.problems else EXIT_OK

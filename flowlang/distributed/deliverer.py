@@ -45,7 +45,7 @@ A deliver message carries ``last`` (optional) when its chain stops before the wo
 dead-lettered, never dropped.
 
 Secrets never reach a message or the store: results and errors are masked with the secrets the
-workflow used (as the local journal keeps them). A body that is not a message never raises: it
+workflow used (as the local store keeps them). A body that is not a message never raises: it
 is ``Step("refused", error=...)``. :class:`~flowlang.errors.SharedStoreError` (the store cannot
 be reached) propagates: nothing was decided, and the message should be delivered again.
 

@@ -11,7 +11,7 @@ wrong), never trusted.
 | ``flowlang.deliver`` | ``{queue_prefix}actions`` | :class:`DeliverMessage`: one attempt |
 | ``flowlang.replay`` | ``{queue_prefix}actions`` | a ``flowlang.deadletter/1`` record |
 
-A deliver message carries the earlier actions' results as the journal keeps them (masked with
+A deliver message carries the earlier actions' results as the local store keeps them (masked with
 the workflow's secrets), so no secret value ever sits in a broker or in Redis.
 """
 
