@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import io
 import json
 import time
 from pathlib import Path
@@ -17,6 +18,7 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from flowlang import load_flow_text
+from flowlang.cli import main as cli_main
 from flowlang.errors import StoreError
 from flowlang.serve.calls import MemoryCallStore
 from flowlang.serve.signatures import standard_webhook_signature
@@ -24,6 +26,8 @@ from tests.serve_support import (
     EVENT_SECRET,
     EVENT_TOKEN,
     PUBLIC_URL,
+    ROOT,
+    SECRETS,
     TWILIO_TOKEN,
     example_workflows,
     open_events,
@@ -942,3 +946,46 @@ def test_query_value_is_starlettes(pieces: list[str]) -> None:
     raw = "".join(pieces).encode("utf-8", "surrogatepass")
     scope = {"type": "http", "query_string": raw, "headers": []}
     assert query_value(scope, "seq") == Request(scope).query_params.get("seq")
+
+
+# --- dead letters go to the events store ------------------------------------------------------
+
+
+def test_dead_letters_are_kept_in_the_events_store_for_replay_and_export(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A permanent 400 from the SMS provider: the dead letter is in the store (nowhere else);
+    flowlang deadletters export writes it, flowlang replay STORE delivers it once fixed."""
+    store = tmp_path / "events.db"
+    failing = recorded()
+    for key, response in list(failing.responses.items()):
+        if "sms.example.com" in str(key):
+            failing.responses[key] = dataclasses.replace(response, status=400)
+
+    async def main() -> None:
+        async with serving(workflows=example_workflows(), events_store=store, http=failing) as s:
+            auth = {"Authorization": f"Bearer {EVENT_TOKEN}"}
+            answer = await s.client.post("/events", content=_missed("evt-dead"), headers=auth)
+            assert answer.status_code == 202
+            await asyncio.wait_for(_settled(s.server), 10)
+            assert s.server.automations.dead_letters.store is s.server.events_store
+
+    run(main())
+    assert store_event(store, "evt-dead") == "done"
+    assert store_rows(store, "dead") == 1
+    assert sorted(path.name for path in tmp_path.iterdir() if "dead" in path.name) == []
+    exported = io.StringIO()
+    assert cli_main(["deadletters", "export", str(store)], exported) == 0
+    (line,) = exported.getvalue().splitlines()
+    record = json.loads(line)
+    assert (record["format"], record["action"]) == ("flowlang.deadletter/1", "text_back")
+    for secret in SECRETS.values():
+        assert secret not in line
+    for name, value in SECRETS.items():
+        monkeypatch.setenv(f"FLOWLANG_SECRET_{name.upper()}", value)
+    responses = ROOT / "examples" / "workflows" / "data" / "responses.yaml"
+    replayed = io.StringIO()
+    assert cli_main(["replay", str(store), "--responses", str(responses)], replayed) == 0
+    assert "replayed 1 records: delivered 1" in replayed.getvalue()
+    assert store_rows(store, "dead") == 0
+    assert "Traceback" not in capsys.readouterr().err

@@ -238,3 +238,52 @@ def test_an_event_answered_202_survives_a_sigkill(tmp_path: Path) -> None:
         }
     finally:
         second.kill()
+
+
+def test_two_servers_share_one_store_and_the_live_one_takes_over(tmp_path: Path) -> None:
+    """Two `flowlang serve` processes on one events store (each its own in-process call
+    store): an event sent to both is accepted once; the one holding an event is SIGKILLed
+    while its delivery waits, and the other, still running, takes the event over and finishes
+    it (its owner's lock went with the process) within its take-over interval."""
+    store = tmp_path / "events.db"
+    (tmp_path / "slow").mkdir()
+    (tmp_path / "fast").mkdir()
+    arguments = serve_arguments(tmp_path / "slow", "--events-store", str(store))
+    responses = Path(arguments[arguments.index("--responses") + 1])
+    responses.write_text(responses.read_text().replace("status: 201", "status: 201\n  delay: 20"))
+    slow = ServeProcess(arguments).start()
+    fast = ServeProcess(serve_arguments(tmp_path / "fast", "--events-store", str(store))).start()
+    auth = {"Authorization": f"Bearer {EVENT_TOKEN}"}
+    event = {
+        "id": "evt-shared",
+        "type": "call.ended",
+        "properties": {"answered": False, "direction": "inbound", "name": "Ann",
+                       "external_number": "+14155550123", "waiting_time": 3},
+    }  # fmt: skip
+    try:
+
+        async def send() -> list[int]:
+            async with _client(slow) as a, _client(fast) as b:
+                first = await a.post("/events", json=event, headers=auth)
+                second = await b.post("/events", json=event, headers=auth)
+                return [first.status_code, second.status_code]
+
+        assert asyncio.run(send()) == [202, 200]  # one store: the second server knows it
+        time.sleep(0.5)
+        assert store_event(store, "evt-shared") == "open"  # the slow server is on it
+        slow.kill()
+        began = time.monotonic()
+        while store_event(store, "evt-shared") != "done":
+            assert time.monotonic() - began < 30, fast.output()
+            time.sleep(0.1)
+        assert "resumed 1 unfinished events" in fast.output()
+        assert _outcomes(fast) == {
+            "log_in_crm": "delivered",
+            "text_back": "delivered",
+            "tell_team": "delivered",
+        }
+        assert fast.terminate() == 0
+        assert "Traceback" not in fast.output()
+    finally:
+        slow.kill()
+        fast.kill()
