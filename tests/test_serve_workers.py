@@ -16,7 +16,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import closing, suppress
 from pathlib import Path
 
@@ -688,7 +688,30 @@ def test_metric_file_names_match_prometheus_client_naming(name: str) -> None:
 # -- the events store: one file for every worker; a hostile one is a clear usage error --------
 
 
-def _hostile_store(tmp_path: Path, kind: str) -> tuple[Path, str]:
+@pytest.fixture
+def read_only() -> Iterator[Callable[[Path], None]]:
+    """Make a file or folder read-only, even for root (``chattr +i``: immutable; skipped where
+    it cannot be), and writable again at the end."""
+    made: list[Path] = []
+
+    def make(path: Path) -> None:
+        path.chmod(0o500 if path.is_dir() else 0o444)
+        if os.geteuid() != 0:
+            return
+        done = subprocess.run(["chattr", "+i", str(path)], capture_output=True, check=False)
+        if done.returncode != 0:
+            pytest.skip("root writes through read-only permissions, and chattr +i fails here")
+        made.append(path)
+
+    yield make
+    for path in made:
+        subprocess.run(["chattr", "-i", str(path)], capture_output=True, check=False)
+        path.chmod(0o700)
+
+
+def _hostile_store(
+    tmp_path: Path, kind: str, read_only: Callable[[Path], None]
+) -> tuple[Path, str]:
     """A store path of the hostile ``kind`` and what the refusal says of it."""
     path = tmp_path / "events.db"
     if kind == "dangling-link":
@@ -719,13 +742,12 @@ def _hostile_store(tmp_path: Path, kind: str) -> tuple[Path, str]:
         return tmp_path / "file" / "events.db", "cannot be"
     if kind == "read-only-folder":
         folder = tmp_path / "ro"
-        folder.mkdir(mode=0o500)
-        return folder / "events.db", "cannot be opened"
+        folder.mkdir()
+        read_only(folder)
+        return folder / "events.db", "cannot be"
     if kind == "read-only-file":
-        with closing(sqlite3.connect(path)):
-            pass
         path.write_bytes(b"")
-        path.chmod(0o444)
+        read_only(path)
         return path, "is read-only"
     raise AssertionError(kind)
 
@@ -744,18 +766,15 @@ HOSTILE_STORES = [
 ]
 
 
-def _skip_unless_permissions_bite(kind: str) -> None:
-    if kind.startswith("read-only") and os.geteuid() == 0:
-        pytest.skip("root writes through read-only permissions")
-
-
 @pytest.mark.parametrize("kind", HOSTILE_STORES)
 def test_a_hostile_events_store_stops_workers_before_they_start(
-    kind: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    kind: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    read_only: Callable[[Path], None],
 ) -> None:
     """Checked once by the parent of --workers: exit 2 naming the file, nothing started."""
-    _skip_unless_permissions_bite(kind)
-    path, said = _hostile_store(tmp_path, kind)
+    path, said = _hostile_store(tmp_path, kind, read_only)
     arguments = serve_arguments(tmp_path, "--events-store", str(path))
     calls = ("--store", "redis://127.0.0.1:1/0", "--state-key", "state_key")
     assert main(["serve", *arguments, "--workers", "2", *calls]) == 2
@@ -766,10 +785,9 @@ def test_a_hostile_events_store_stops_workers_before_they_start(
 
 @pytest.mark.parametrize("kind", ["dangling-link", "fifo", "json-lines", "read-only-folder"])
 def test_a_hostile_events_store_stops_one_process_before_it_listens(
-    kind: str, tmp_path: Path
+    kind: str, tmp_path: Path, read_only: Callable[[Path], None]
 ) -> None:
-    _skip_unless_permissions_bite(kind)
-    path, said = _hostile_store(tmp_path, kind)
+    path, said = _hostile_store(tmp_path, kind, read_only)
     server = ServeProcess(serve_arguments(tmp_path, "--events-store", str(path)))
     process = subprocess.run(
         [sys.executable, "-m", "flowlang", "serve", *server.arguments],

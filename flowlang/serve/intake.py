@@ -294,7 +294,7 @@ class EventIntake:
             await asyncio.sleep(self.settings.takeover_interval)
             try:
                 taken = self.automations.take_over()
-            except OSError as error:
+            except Exception as error:  # the store unusable for a while: try again later
                 log.error(
                     "looking for unfinished events: %s", error, extra={"event": "event.takeover"}
                 )
