@@ -7,6 +7,7 @@ import asyncio
 import dataclasses
 import io
 import json
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -989,3 +990,37 @@ def test_dead_letters_are_kept_in_the_events_store_for_replay_and_export(
     assert "replayed 1 records: delivered 1" in replayed.getvalue()
     assert store_rows(store, "dead") == 0
     assert "Traceback" not in capsys.readouterr().err
+
+
+def test_a_failing_look_for_unfinished_events_is_logged_and_tried_again(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = tmp_path / "events.db"
+    looks: list[int] = []
+
+    async def main() -> None:
+        async with serving(
+            workflows=example_workflows(),
+            events_store=store,
+            settings=settings(takeover_interval=0.05),
+        ) as served:
+
+            def take_over() -> int:
+                looks.append(1)
+                if len(looks) <= 2:
+                    raise StoreError(f"store {store} cannot be read: the disk is full")
+                return 0
+
+            served.server.automations.take_over = take_over  # type: ignore[method-assign]
+            deadline = time.monotonic() + 10
+            while len(looks) < 4:
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.02)
+            auth = {"Authorization": f"Bearer {EVENT_TOKEN}"}
+            answer = await served.client.post("/events", content=_missed("evt-ok"), headers=auth)
+            assert answer.status_code == 202
+
+    with caplog.at_level(logging.ERROR, logger="flowlang.serve"):
+        run(main())
+    said = [r.getMessage() for r in caplog.records if "looking for unfinished" in r.getMessage()]
+    assert len(said) == 2 and str(store) in said[0]
