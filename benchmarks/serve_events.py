@@ -79,8 +79,9 @@ def _measure(extra: list[str], label: str, count: int) -> None:
 
 def main() -> None:
     count = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
-    _measure(["--no-events-store"], "1 process, --no-events-store", count)
-    _measure(["--events-store", "FOLDER/events.db"], "1 process, --events-store", count)
+    if not os.environ.get("ONLY_WORKERS"):
+        _measure(["--no-events-store"], "1 process, --no-events-store", count)
+        _measure(["--events-store", "FOLDER/events.db"], "1 process, --events-store", count)
     if shutil.which("redis-server") is None:
         print("no redis-server: --workers 2 not measured")
         return

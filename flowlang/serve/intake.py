@@ -152,7 +152,8 @@ class EventIntake:
         (recorded, no workflow takes it) or ``duplicate``. EventRefusedError(400) for an event
         refused at the door (no id, too deep or too large); EventRefusedError(503) when it cannot
         be recorded, or when ``max_pending_events`` wait already (the sender should try
-        again)."""
+        again; events being recorded at that moment, at most one per connection, may pass
+        it)."""
         kind = event.get("type")
         trigger = kind if isinstance(kind, str) and kind in self._triggers else "other"
         if self.publish is not None:
@@ -168,7 +169,7 @@ class EventIntake:
             self.observer.event(trigger, "duplicate")
             return "duplicate"
         try:
-            plain = self._accept(event, trigger)
+            plain = await self._accept(event, trigger)
         except BaseException:
             if shared:  # not recorded here: not taken, so that its retry is no duplicate
                 await self._release(str(event_id))
@@ -231,10 +232,14 @@ class EventIntake:
         self._start(self._dispatch(plain))
         return result
 
-    def _accept(self, event: Mapping[str, Any], trigger: str) -> dict[str, Any] | None:
-        """:meth:`Automations.accept`, its errors as the answers they are."""
+    async def _accept(self, event: Mapping[str, Any], trigger: str) -> dict[str, Any] | None:
+        """:meth:`Automations.accept`, its errors as the answers they are. With a store, in a
+        thread: a commit synced to the disk, or one waiting for another process's, does not
+        hold up the other requests."""
         try:
-            return self.automations.accept(event)
+            if self.automations.store is None:
+                return self.automations.accept(event)
+            return await asyncio.to_thread(self.automations.accept, event)
         except EventError as error:
             self.observer.event(trigger, "rejected")
             raise EventRefusedError(400, str(error)) from None
