@@ -5,7 +5,8 @@ dispatched to nothing and finished: two synced commits) in four ways: one proces
 ``--no-events-store``, one with ``--events-store FILE``, and ``--workers 2`` (a ``redis-server``
 started here on a free port for the calls) with each; then posts N events (default 1,000; 100
 more to warm up), 32 at once over kept-alive connections, and prints events per second. Run:
-``python benchmarks/serve_events.py [N]`` (needs ``redis-server`` for the workers' lines).
+``python benchmarks/serve_events.py [N]`` (needs ``redis-server`` for the workers' lines;
+``ONLY_WORKERS=1``: those alone).
 """
 
 from __future__ import annotations
