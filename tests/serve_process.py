@@ -34,7 +34,7 @@ def secret_environment(secrets: dict[str, str] | None = None) -> dict[str, str]:
 
 def serve_arguments(tmp: Path, *extra: str, files: Sequence[str] = ()) -> list[str]:
     """The example flows and workflows served offline (recorded responses), signed webhooks,
-    events by bearer token, a journal in ``tmp``."""
+    events by bearer token; events in memory unless ``extra`` gives ``--events-store``."""
     responses = tmp / "responses.yaml"
     if not responses.exists():
         parts = [path.read_text() for path in sorted((FLOWS / "data").glob("*.responses.yaml"))]
@@ -52,7 +52,7 @@ def serve_arguments(tmp: Path, *extra: str, files: Sequence[str] = ()) -> list[s
         "--responses", str(responses),
         "--context", str(context),
         "--host", "127.0.0.1",
-        *(() if "--journal" in extra else ("--no-journal",)),
+        *(() if "--events-store" in extra else ("--no-events-store",)),
         *extra,
     ]  # fmt: skip
 

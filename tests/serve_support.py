@@ -4,9 +4,11 @@ secrets of a test deployment, and a server driven in this process through httpx.
 from __future__ import annotations
 
 import base64
+import json
+import sqlite3
 from collections.abc import AsyncIterator, Iterable
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from contextlib import asynccontextmanager, closing
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -14,6 +16,7 @@ from typing import Any
 import httpx
 
 from flowlang import MappingSecrets, load_flow, load_workflow
+from flowlang.automations.store import event_key
 from flowlang.flow.source import load_document
 from flowlang.runtime.http import RecordedHttp
 from flowlang.runtime.recorded import read_responses
@@ -86,6 +89,8 @@ class Served:
     client: httpx.AsyncClient
     twilio: SimulatedTwilio
     http: Any
+    #: Every event the automations accepted (recorded), as they returned it.
+    accepted: list[dict[str, Any]] = field(default_factory=list)
 
 
 @asynccontextmanager
@@ -111,9 +116,60 @@ async def serving(
         **options,
     )
     transport = httpx.ASGITransport(app=create_app(server))
+    accepted: list[dict[str, Any]] = []
+    accept = server.automations.accept
+
+    def spied(event: Any) -> Any:
+        plain = accept(event)
+        if plain is not None:
+            accepted.append(plain)
+        return plain
+
+    server.automations.accept = spied  # type: ignore[method-assign]
     await server.start()
     try:
         async with httpx.AsyncClient(transport=transport, base_url="http://ivr.internal") as client:
-            yield Served(server, client, SimulatedTwilio(client, PUBLIC_URL, TWILIO_TOKEN), sender)
+            twilio = SimulatedTwilio(client, PUBLIC_URL, TWILIO_TOKEN)
+            yield Served(server, client, twilio, sender, accepted)
     finally:
         await server.stop()
+
+
+def _read_only(path: Path) -> sqlite3.Connection:
+    return sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+
+
+def store_event(path: Path, event_id: str) -> str | None:
+    """What the events store ``path`` holds of ``event_id``: ``open`` (accepted, not
+    finished), ``done``, or None (never accepted, or pruned). Read on a read-only connection
+    of its own, as another process would."""
+    with closing(_read_only(path)) as db:
+        row = db.execute(
+            "SELECT done_no FROM events WHERE key = ?", (event_key(event_id),)
+        ).fetchone()
+    if row is None:
+        return None
+    return "open" if row[0] is None else "done"
+
+
+def open_events(path: Path) -> list[dict[str, Any]]:
+    """The events the store ``path`` holds open (accepted, not finished), oldest first."""
+    with closing(_read_only(path)) as db:
+        rows = db.execute("SELECT event FROM events WHERE done_no IS NULL ORDER BY at").fetchall()
+    return [json.loads(text) for (text,) in rows]
+
+
+def store_rows(path: Path, table: str) -> int:
+    """How many rows the store ``path`` has in ``table`` (events, settled, dead...)."""
+    assert table.isidentifier()
+    with closing(_read_only(path)) as db:
+        return int(db.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+
+
+def settled_actions(path: Path, event_id: str) -> dict[str, str]:
+    """The outcome of each action settled for the open event ``event_id``, by action name."""
+    with closing(_read_only(path)) as db:
+        rows = db.execute(
+            "SELECT action, outcome FROM settled WHERE event_key = ?", (event_key(event_id),)
+        ).fetchall()
+    return {json.loads(action): outcome for action, outcome in rows}

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import io
 import json
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -17,17 +19,24 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from flowlang import load_flow_text
+from flowlang.cli import main as cli_main
+from flowlang.errors import StoreError
 from flowlang.serve.calls import MemoryCallStore
 from flowlang.serve.signatures import standard_webhook_signature
 from tests.serve_support import (
     EVENT_SECRET,
     EVENT_TOKEN,
     PUBLIC_URL,
+    ROOT,
+    SECRETS,
     TWILIO_TOKEN,
     example_workflows,
+    open_events,
     recorded,
     serving,
     settings,
+    store_event,
+    store_rows,
 )
 from tests.twilio_sim import SimulatedTwilio, said_text
 
@@ -116,20 +125,17 @@ def test_vip_routing_transfers_by_the_crm() -> None:
 
 def test_after_hours_records_a_voicemail_that_becomes_an_event(tmp_path: Path) -> None:
     async def main() -> None:
-        journal = tmp_path / "journal.jsonl"
-        async with serving(workflows=example_workflows(), journal=journal) as served:
+        store = tmp_path / "events.db"
+        async with serving(workflows=example_workflows(), events_store=store) as served:
             call = await served.twilio.call("after-hours", [])
             assert "Our office is closed." in said_text(call)
             assert call.ended_by == "Record"
             assert call.target == "brno-after-hours"
-        events = [json.loads(line) for line in journal.read_text().splitlines()]
-        kinds = {e["event"]["type"] for e in events if e.get("kind") == "event"}
-        assert kinds == {"recording.uploaded", "call.ended"}
-        uploaded = next(
-            e["event"]
-            for e in events
-            if e.get("kind") == "event" and e["event"]["type"] == "recording.uploaded"
-        )
+        events = served.accepted
+        assert {e["type"] for e in events} == {"recording.uploaded", "call.ended"}
+        for event in events:  # each recorded in the store, and finished
+            assert store_event(store, event["id"]) == "done"
+        uploaded = next(e for e in events if e["type"] == "recording.uploaded")
         assert uploaded["properties"]["mailbox"] == "brno-after-hours"
         assert uploaded["properties"]["duration"] == 31
         assert uploaded["properties"]["direction"] == "inbound"
@@ -181,12 +187,13 @@ def _call(sid: str) -> Any:
 
 def test_a_missed_call_runs_the_missed_call_workflow(tmp_path: Path) -> None:
     async def main() -> None:
-        journal = tmp_path / "journal.jsonl"
-        async with serving(workflows=example_workflows(), journal=journal) as served:
+        store = tmp_path / "events.db"
+        async with serving(workflows=example_workflows(), events_store=store) as served:
             call = await served.twilio.call("account-verification", [None], agent_answers=False)
             await asyncio.wait_for(_settled(served.server), 10)
             assert requests_to(served.http, "sms.example.com") == 1
-            ended = [e for e in _events(journal) if e["type"] == "call.ended"]
+            ended = [e for e in served.accepted if e["type"] == "call.ended"]
+            assert store_event(store, ended[0]["id"]) == "done"
             assert len(ended) == 1
             properties = ended[0]["properties"]
             assert properties["call_id"] == call.sid
@@ -202,11 +209,11 @@ def test_a_missed_call_runs_the_missed_call_workflow(tmp_path: Path) -> None:
 
 def test_an_answered_call_carries_its_queue_time(tmp_path: Path) -> None:
     async def main() -> None:
-        journal = tmp_path / "journal.jsonl"
-        async with serving(workflows=example_workflows(), journal=journal) as served:
+        store = tmp_path / "events.db"
+        async with serving(workflows=example_workflows(), events_store=store) as served:
             await served.twilio.call("account-verification", [None], agent_answers=True)
             await asyncio.wait_for(_settled(served.server), 10)
-            (ended,) = [e for e in _events(journal) if e["type"] == "call.ended"]
+            (ended,) = [e for e in served.accepted if e["type"] == "call.ended"]
             assert ended["properties"]["answered"] is True
             assert ended["properties"]["waiting_time"] == 7
             assert requests_to(served.http, "sms.example.com") == 0  # not a missed call
@@ -216,12 +223,13 @@ def test_an_answered_call_carries_its_queue_time(tmp_path: Path) -> None:
 
 def test_a_status_callback_delivered_twice_is_one_event(tmp_path: Path) -> None:
     async def main() -> None:
-        journal = tmp_path / "journal.jsonl"
-        async with serving(workflows=example_workflows(), journal=journal) as served:
+        store = tmp_path / "events.db"
+        async with serving(workflows=example_workflows(), events_store=store) as served:
             call = await served.twilio.call("account-verification", [None], agent_answers=False)
             await served.twilio.status(call, "completed", duration="42")
             await asyncio.wait_for(_settled(served.server), 10)
-            assert len([e for e in _events(journal) if e["type"] == "call.ended"]) == 1
+            assert len([e for e in served.accepted if e["type"] == "call.ended"]) == 1
+            assert store_rows(store, "events") == 1
             assert requests_to(served.http, "sms.example.com") == 1
 
     run(main())
@@ -230,11 +238,6 @@ def test_a_status_callback_delivered_twice_is_one_event(tmp_path: Path) -> None:
 async def _settled(server: Any) -> None:
     while server.intake._tasks:
         await asyncio.sleep(0.01)
-
-
-def _events(journal: Path) -> list[dict[str, Any]]:
-    records = [json.loads(line) for line in journal.read_text().splitlines()]
-    return [record["event"] for record in records if record.get("kind") == "event"]
 
 
 # --- signatures ------------------------------------------------------------------------------
@@ -426,8 +429,8 @@ def _event(event_id: str = "evt-1") -> bytes:
 
 def test_events_need_a_token_or_a_signature(tmp_path: Path) -> None:
     async def main() -> None:
-        journal = tmp_path / "journal.jsonl"
-        async with serving(workflows=example_workflows(), journal=journal) as served:
+        store = tmp_path / "events.db"
+        async with serving(workflows=example_workflows(), events_store=store) as served:
             client = served.client
             assert (await client.post("/events", content=_event())).status_code == 401
             wrong = await client.post(
@@ -438,8 +441,9 @@ def test_events_need_a_token_or_a_signature(tmp_path: Path) -> None:
                 "/events", content=_event(), headers={"Authorization": f"Bearer {EVENT_TOKEN}"}
             )
             assert ok.status_code == 202, ok.text
-            # recorded before the answer: the journal has it now
-            assert [e["id"] for e in _events(journal)] == ["evt-1"]
+            # recorded before the answer: the store has it now (another connection sees it)
+            assert store_event(store, "evt-1") in ("open", "done")
+            assert store_rows(store, "events") == 1
             again = await client.post(
                 "/events", content=_event(), headers={"Authorization": f"Bearer {EVENT_TOKEN}"}
             )
@@ -497,7 +501,7 @@ def test_events_are_not_taken_without_credentials_configured() -> None:
 
 def test_an_accepted_event_survives_the_process(tmp_path: Path) -> None:
     """An event answered 202 and not yet delivered is delivered by the next process."""
-    journal = tmp_path / "journal.jsonl"
+    store = tmp_path / "events.db"
     slow = recorded()
     for key, response in list(slow.responses.items()):
         slow.responses[key] = dataclasses.replace(response, delay=30.0)
@@ -505,7 +509,7 @@ def test_an_accepted_event_survives_the_process(tmp_path: Path) -> None:
     async def first() -> None:
         async with serving(
             workflows=example_workflows(),
-            journal=journal,
+            events_store=store,
             http=slow,
             settings=settings(drain_timeout=0.2),
         ) as served:
@@ -517,13 +521,55 @@ def test_an_accepted_event_survives_the_process(tmp_path: Path) -> None:
             assert ok.status_code == 202
 
     async def second() -> None:
-        async with serving(workflows=example_workflows(), journal=journal) as served:
+        async with serving(workflows=example_workflows(), events_store=store) as served:
             await asyncio.sleep(0)
             await asyncio.wait_for(_settled(served.server), 10)
             assert requests_to(served.http, "sms.example.com") == 1
 
     run(first())
+    assert [event["id"] for event in open_events(store)] == ["evt-survives"]
     run(second())
+    assert store_event(store, "evt-survives") == "done"
+
+
+def test_a_running_server_takes_over_the_events_a_stopped_one_left(tmp_path: Path) -> None:
+    """Two servers on one store: the events the first accepted and did not finish are taken
+    over by the second, which was running already (within takeover_interval), once."""
+    store = tmp_path / "events.db"
+    slow = recorded()
+    for key, response in list(slow.responses.items()):
+        slow.responses[key] = dataclasses.replace(response, delay=30.0)
+    auth = {"Authorization": f"Bearer {EVENT_TOKEN}"}
+
+    async def main() -> None:
+        async with serving(
+            workflows=example_workflows(),
+            events_store=store,
+            settings=settings(takeover_interval=0.1),
+        ) as running:
+            async with serving(
+                workflows=example_workflows(),
+                events_store=store,
+                http=slow,
+                settings=settings(drain_timeout=0.1),
+            ) as leaving:
+                answer = await leaving.client.post(
+                    "/events", content=_missed("evt-left"), headers=auth
+                )
+                assert answer.status_code == 202
+                again = await running.client.post(
+                    "/events", content=_missed("evt-left"), headers=auth
+                )  # one store: the other server knows it
+                assert again.json() == {"result": "duplicate"}
+                await asyncio.sleep(0.3)  # the leaving server is alive: not taken over
+                assert requests_to(running.http, "sms.example.com") == 0
+            deadline = time.monotonic() + 10
+            while store_event(store, "evt-left") != "done":
+                assert time.monotonic() < deadline, open_events(store)
+                await asyncio.sleep(0.05)
+            assert requests_to(running.http, "sms.example.com") == 1
+
+    run(main())
 
 
 def _missed(event_id: str) -> bytes:
@@ -598,25 +644,27 @@ def test_an_event_that_could_not_be_recorded_is_no_duplicate_when_sent_again(
     tmp_path: Path,
 ) -> None:
     async def main() -> None:
-        journal = tmp_path / "journal.jsonl"
-        async with serving(workflows=example_workflows(), journal=journal) as served:
-            book = served.server.automations.journal
-            real_write = book.write
-            failures = iter([OSError(28, "No space left on device")])
+        store = tmp_path / "events.db"
+        async with serving(workflows=example_workflows(), events_store=store) as served:
+            book = served.server.events_store
+            assert book is not None
+            real_accept = book.accept
+            failures = iter([StoreError(f"store {store} cannot record an event: the disk is full")])
 
-            def write(record: dict[str, Any]) -> None:
+            def accept(*arguments: Any) -> bool:
                 failure = next(failures, None)
                 if failure is not None:
                     raise failure
-                real_write(record)
+                return real_accept(*arguments)
 
-            book.write = write  # type: ignore[method-assign]
+            book.accept = accept  # type: ignore[method-assign]
             auth = {"Authorization": f"Bearer {EVENT_TOKEN}"}
             first = await served.client.post("/events", content=_missed("evt-disk"), headers=auth)
             assert first.status_code == 503
+            assert "send it again" in first.json()["error"]
             again = await served.client.post("/events", content=_missed("evt-disk"), headers=auth)
             assert (again.status_code, again.json()) == (202, {"result": "accepted"})
-            assert [e["id"] for e in _events(journal)] == ["evt-disk"]
+            assert store_event(store, "evt-disk") in ("open", "done")
 
     run(main())
 
@@ -784,29 +832,42 @@ def test_an_unset_twilio_key_is_refused_at_start() -> None:
     assert "twilio_token" in str(caught.value)
 
 
-def test_an_event_whose_journal_compaction_fails_is_accepted_all_the_same(tmp_path: Path) -> None:
-    async def main() -> None:
-        journal = tmp_path / "journal.jsonl"
-        async with serving(workflows=example_workflows(), journal=journal) as served:
-            automations = served.server.automations
+def test_an_event_whose_finish_cannot_be_recorded_stays_open_and_is_not_sent_twice(
+    tmp_path: Path,
+) -> None:
+    """The store fails when the event's end is recorded (disk full): the 202 stands, a resend
+    is a duplicate, and the next process finishes it without sending its actions again."""
+    store = tmp_path / "events.db"
+    auth = {"Authorization": f"Bearer {EVENT_TOKEN}"}
 
-            def fail(*_: Any, **__: Any) -> Any:
-                raise OSError(28, "No space left on device")
+    async def first() -> None:
+        async with serving(workflows=example_workflows(), events_store=store) as served:
+            book = served.server.events_store
+            assert book is not None
 
-            automations._compact_journal = fail  # type: ignore[method-assign]
-            automations.journal.due = lambda: True  # type: ignore[method-assign, union-attr]
-            auth = {"Authorization": f"Bearer {EVENT_TOKEN}"}
+            def fail(*_: Any, **__: Any) -> None:
+                raise StoreError(f"store {store} cannot record a finished event: the disk is full")
+
+            book.finish = fail  # type: ignore[method-assign]
             answer = await served.client.post(
-                "/events", content=_missed("evt-compact"), headers=auth
+                "/events", content=_missed("evt-finish"), headers=auth
             )
             assert (answer.status_code, answer.json()) == (202, {"result": "accepted"})
-            again = await served.client.post(
-                "/events", content=_missed("evt-compact"), headers=auth
-            )
+            await asyncio.wait_for(_settled(served.server), 10)
+            assert requests_to(served.http, "sms.example.com") == 1
+            again = await served.client.post("/events", content=_missed("evt-finish"), headers=auth)
             assert again.json() == {"result": "duplicate"}
-            assert [e["id"] for e in _events(journal)] == ["evt-compact"]
+        assert store_event(store, "evt-finish") == "open"
 
-    run(main())
+    async def second() -> None:
+        async with serving(workflows=example_workflows(), events_store=store) as served:
+            await asyncio.sleep(0)
+            await asyncio.wait_for(_settled(served.server), 10)
+            assert requests_to(served.http, "sms.example.com") == 0  # settled already
+        assert store_event(store, "evt-finish") == "done"
+
+    run(first())
+    run(second())
 
 
 # --- the form parser ------------------------------------------------------------------------
@@ -886,3 +947,80 @@ def test_query_value_is_starlettes(pieces: list[str]) -> None:
     raw = "".join(pieces).encode("utf-8", "surrogatepass")
     scope = {"type": "http", "query_string": raw, "headers": []}
     assert query_value(scope, "seq") == Request(scope).query_params.get("seq")
+
+
+# --- dead letters go to the events store ------------------------------------------------------
+
+
+def test_dead_letters_are_kept_in_the_events_store_for_replay_and_export(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A permanent 400 from the SMS provider: the dead letter is in the store (nowhere else);
+    flowlang deadletters export writes it, flowlang replay STORE delivers it once fixed."""
+    store = tmp_path / "events.db"
+    failing = recorded()
+    for key, response in list(failing.responses.items()):
+        if "sms.example.com" in str(key):
+            failing.responses[key] = dataclasses.replace(response, status=400)
+
+    async def main() -> None:
+        async with serving(workflows=example_workflows(), events_store=store, http=failing) as s:
+            auth = {"Authorization": f"Bearer {EVENT_TOKEN}"}
+            answer = await s.client.post("/events", content=_missed("evt-dead"), headers=auth)
+            assert answer.status_code == 202
+            await asyncio.wait_for(_settled(s.server), 10)
+            assert s.server.automations.dead_letters.store is s.server.events_store
+
+    run(main())
+    assert store_event(store, "evt-dead") == "done"
+    assert store_rows(store, "dead") == 1
+    assert sorted(path.name for path in tmp_path.iterdir() if "dead" in path.name) == []
+    exported = io.StringIO()
+    assert cli_main(["deadletters", "export", str(store)], exported) == 0
+    (line,) = exported.getvalue().splitlines()
+    record = json.loads(line)
+    assert (record["format"], record["action"]) == ("flowlang.deadletter/1", "text_back")
+    for secret in SECRETS.values():
+        assert secret not in line
+    for name, value in SECRETS.items():
+        monkeypatch.setenv(f"FLOWLANG_SECRET_{name.upper()}", value)
+    responses = ROOT / "examples" / "workflows" / "data" / "responses.yaml"
+    replayed = io.StringIO()
+    assert cli_main(["replay", str(store), "--responses", str(responses)], replayed) == 0
+    assert "replayed 1 records: delivered 1" in replayed.getvalue()
+    assert store_rows(store, "dead") == 0
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_a_failing_look_for_unfinished_events_is_logged_and_tried_again(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = tmp_path / "events.db"
+    looks: list[int] = []
+
+    async def main() -> None:
+        async with serving(
+            workflows=example_workflows(),
+            events_store=store,
+            settings=settings(takeover_interval=0.05),
+        ) as served:
+
+            def take_over() -> int:
+                looks.append(1)
+                if len(looks) <= 2:
+                    raise StoreError(f"store {store} cannot be read: the disk is full")
+                return 0
+
+            served.server.automations.take_over = take_over  # type: ignore[method-assign]
+            deadline = time.monotonic() + 10
+            while len(looks) < 4:
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.02)
+            auth = {"Authorization": f"Bearer {EVENT_TOKEN}"}
+            answer = await served.client.post("/events", content=_missed("evt-ok"), headers=auth)
+            assert answer.status_code == 202
+
+    with caplog.at_level(logging.ERROR, logger="flowlang.serve"):
+        run(main())
+    said = [r.getMessage() for r in caplog.records if "looking for unfinished" in r.getMessage()]
+    assert len(said) == 2 and str(store) in said[0]

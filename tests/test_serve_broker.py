@@ -54,7 +54,7 @@ def test_events_are_published_instead_of_dispatched() -> None:
             for _ in range(2):  # a duplicate too: the workers tell it apart
                 answer = await client.post("/events", content=_event(), headers=AUTH)
                 assert (answer.status_code, answer.json()) == (202, {"result": "accepted"})
-            assert served.server.automations.journal is None
+            assert served.server.events_store is None and served.server.automations.store is None
             await asyncio.sleep(0.05)
             assert served.http.requests == []  # nothing delivered here
 

@@ -18,7 +18,16 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.serve_process import ServeProcess, serve_arguments
-from tests.serve_support import EVENT_TOKEN, PUBLIC_URL, SECRETS, TWILIO_TOKEN
+from tests.serve_support import (
+    EVENT_TOKEN,
+    PUBLIC_URL,
+    SECRETS,
+    TWILIO_TOKEN,
+    open_events,
+    settled_actions,
+    store_event,
+    store_rows,
+)
 from tests.services import RedisServer
 from tests.twilio_sim import Call, SimulatedTwilio, said_text
 
@@ -27,11 +36,23 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 @pytest.fixture
 def one_server(tmp_path: Path) -> Iterator[ServeProcess]:
-    server = ServeProcess(serve_arguments(tmp_path, "--journal", str(tmp_path / "journal.jsonl")))
+    server = ServeProcess(serve_arguments(tmp_path, "--events-store", str(tmp_path / "events.db")))
     try:
         yield server.start()
     finally:
         server.kill()
+
+
+def _outcomes(server: ServeProcess) -> dict[str, str]:
+    """Each action's outcome, by action name, as the server's /metrics counts them."""
+    page = httpx.get(f"{server.url}/metrics", timeout=10, trust_env=False).text
+    return {
+        sample.labels["action"]: sample.labels["outcome"]
+        for family in text_string_to_metric_families(page)
+        if family.name == "flowlang_deliveries"
+        for sample in family.samples
+        if sample.name.endswith("_total") and sample.value
+    }
 
 
 def _client(server: ServeProcess) -> httpx.AsyncClient:
@@ -41,6 +62,8 @@ def _client(server: ServeProcess) -> httpx.AsyncClient:
 def test_one_process_serves_the_example_flows_and_stops_cleanly(
     one_server: ServeProcess, tmp_path: Path
 ) -> None:
+    called: list[str] = []
+
     async def main() -> dict[str, Any]:
         async with _client(one_server) as client:
             twilio = SimulatedTwilio(client, PUBLIC_URL, TWILIO_TOKEN)
@@ -55,6 +78,7 @@ def test_one_process_serves_the_example_flows_and_stops_cleanly(
             assert after.ended_by in ("Enqueue", "Record", "Dial")
             for call in (verified, menu, vip, after):
                 assert all(status < 500 for status in call.statuses), call.statuses
+                called.append(call.sid)
             event = {"id": "evt-e2e", "type": "contact.updated", "properties": {"name": "Ann"}}
             accepted = await client.post(
                 "/events", json=event, headers={"Authorization": f"Bearer {EVENT_TOKEN}"}
@@ -75,9 +99,11 @@ def test_one_process_serves_the_example_flows_and_stops_cleanly(
     records = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
     assert records, log
     assert all("level" in record and "event" in record for record in records)
-    journal = [json.loads(line) for line in (tmp_path / "journal.jsonl").read_text().splitlines()]
-    ended = [r for r in journal if r.get("kind") == "event" and r["event"]["type"] == "call.ended"]
-    assert len(ended) == 4
+    store = tmp_path / "events.db"
+    for call in called:  # each call's end recorded once, and finished
+        assert store_event(store, f"twilio:call.ended:{call}") == "done"
+    assert store_event(store, "evt-e2e") == "done"
+    assert open_events(store) == []
 
 
 def test_sigterm_lets_a_webhook_in_flight_finish(tmp_path: Path) -> None:
@@ -165,12 +191,12 @@ def test_two_processes_share_redis_and_a_call_outlives_one(
 
 
 def test_an_event_answered_202_survives_a_sigkill(tmp_path: Path) -> None:
-    """The event is in the journal before the 202: a process killed right after it answered
-    delivers nothing, and the next process on the same journal delivers it."""
-    journal = tmp_path / "journal.jsonl"
+    """The event is in the store before the 202: a process killed right after it answered
+    delivers nothing, and the next process on the same store takes it over and delivers it."""
+    store = tmp_path / "events.db"
     slow = tmp_path / "slow"
     slow.mkdir()
-    arguments = serve_arguments(slow, "--journal", str(journal))
+    arguments = serve_arguments(slow, "--events-store", str(store))
     responses = Path(arguments[arguments.index("--responses") + 1])
     responses.write_text(responses.read_text().replace("status: 201", "status: 201\n  delay: 20"))
     first = ServeProcess(arguments).start()
@@ -193,26 +219,71 @@ def test_an_event_answered_202_survives_a_sigkill(tmp_path: Path) -> None:
         first.kill()
     finally:
         first.kill()
-    records = [json.loads(line) for line in journal.read_text().splitlines()]
-    assert [r["event"]["id"] for r in records if r["kind"] == "event"] == ["evt-kill"]
-    assert not any(r["kind"] == "done" for r in records)
+    assert [opened["id"] for opened in open_events(store)] == ["evt-kill"]
+    assert set(settled_actions(store, "evt-kill").values()) <= {"delivered"}
     fast = tmp_path / "fast"
     fast.mkdir()
-    second = ServeProcess(serve_arguments(fast, "--journal", str(journal))).start()
+    second = ServeProcess(serve_arguments(fast, "--events-store", str(store))).start()
     try:
         deadline = time.monotonic() + 30
-        done = False
-        while time.monotonic() < deadline and not done:
-            lines = journal.read_text().splitlines()
-            done = any(json.loads(line).get("kind") == "done" for line in lines if line)
-            time.sleep(0.1)
-        assert done, second.output()
-        settled = [json.loads(line) for line in journal.read_text().splitlines()]
-        outcomes = {r["action"]: r["outcome"] for r in settled if r.get("kind") == "settled"}
-        assert outcomes == {
+        while time.monotonic() < deadline and store_event(store, "evt-kill") != "done":
+            time.sleep(0.05)
+        assert store_event(store, "evt-kill") == "done", second.output()
+        assert "resumed 1 unfinished events" in second.output()
+        assert store_rows(store, "dead") == 0
+        assert _outcomes(second) == {
             "log_in_crm": "delivered",
             "text_back": "delivered",
             "tell_team": "delivered",
         }
     finally:
         second.kill()
+
+
+def test_two_servers_share_one_store_and_the_live_one_takes_over(tmp_path: Path) -> None:
+    """Two `flowlang serve` processes on one events store (each its own in-process call
+    store): an event sent to both is accepted once; the one holding an event is SIGKILLed
+    while its delivery waits, and the other, still running, takes the event over and finishes
+    it (its owner's lock went with the process) within its take-over interval."""
+    store = tmp_path / "events.db"
+    (tmp_path / "slow").mkdir()
+    (tmp_path / "fast").mkdir()
+    arguments = serve_arguments(tmp_path / "slow", "--events-store", str(store))
+    responses = Path(arguments[arguments.index("--responses") + 1])
+    responses.write_text(responses.read_text().replace("status: 201", "status: 201\n  delay: 20"))
+    slow = ServeProcess(arguments).start()
+    fast = ServeProcess(serve_arguments(tmp_path / "fast", "--events-store", str(store))).start()
+    auth = {"Authorization": f"Bearer {EVENT_TOKEN}"}
+    event = {
+        "id": "evt-shared",
+        "type": "call.ended",
+        "properties": {"answered": False, "direction": "inbound", "name": "Ann",
+                       "external_number": "+14155550123", "waiting_time": 3},
+    }  # fmt: skip
+    try:
+
+        async def send() -> list[int]:
+            async with _client(slow) as a, _client(fast) as b:
+                first = await a.post("/events", json=event, headers=auth)
+                second = await b.post("/events", json=event, headers=auth)
+                return [first.status_code, second.status_code]
+
+        assert asyncio.run(send()) == [202, 200]  # one store: the second server knows it
+        time.sleep(0.5)
+        assert store_event(store, "evt-shared") == "open"  # the slow server is on it
+        slow.kill()
+        began = time.monotonic()
+        while store_event(store, "evt-shared") != "done":
+            assert time.monotonic() - began < 30, fast.output()
+            time.sleep(0.1)
+        assert "resumed 1 unfinished events" in fast.output()
+        assert _outcomes(fast) == {
+            "log_in_crm": "delivered",
+            "text_back": "delivered",
+            "tell_team": "delivered",
+        }
+        assert fast.terminate() == 0
+        assert "Traceback" not in fast.output()
+    finally:
+        slow.kill()
+        fast.kill()

@@ -12,29 +12,36 @@ import os
 import re
 import secrets
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import closing, suppress
 from pathlib import Path
 
 import httpx
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from prometheus_client.mmap_dict import MmapedDict
 from prometheus_client.parser import text_string_to_metric_families
 
+from flowlang.automations.store import event_key
 from flowlang.cli import main
 from flowlang.cli.inputs import UsageError
 from flowlang.cli.serve import MAX_WORKERS, worker_count
-from flowlang.cli.serve_workers import (
-    check_other_journals,
-    indexed_path,
-    metric_file,
-    metrics_folder,
-)
+from flowlang.cli.serve_workers import metric_file, metrics_folder
 from tests.serve_process import ServeProcess, secret_environment, serve_arguments
-from tests.serve_support import EVENT_TOKEN, PUBLIC_URL, SECRETS, TWILIO_TOKEN
+from tests.serve_support import (
+    EVENT_TOKEN,
+    PUBLIC_URL,
+    SECRETS,
+    TWILIO_TOKEN,
+    open_events,
+    store_event,
+    store_rows,
+)
 from tests.services import RedisServer, free_port
 from tests.twilio_sim import SimulatedTwilio
 
@@ -66,24 +73,25 @@ def _wait_for_line(server: ServeProcess, text: str) -> None:
     raise AssertionError(f"{text!r} never said:\n{server.output()}")
 
 
-def _ended(journal: Path) -> int:
-    """How many call.ended events the journal ``journal`` recorded."""
-    if not journal.exists():
-        return 0
-    records = [json.loads(line) for line in journal.read_text().splitlines() if line]
-    return sum(
-        1 for r in records if r.get("kind") == "event" and r["event"]["type"] == "call.ended"
-    )
+def _runs_of(folder: Path, pid: int) -> float:
+    """The runs the worker ``pid`` started, read from its own prometheus_client counter file
+    in the multiprocess folder ``folder``."""
+    path = folder / f"counter_{pid}.db"
+    if not path.exists():
+        return 0.0
+    total = 0.0
+    for key, value, *_ in MmapedDict.read_all_values_from_file(str(path)):
+        if json.loads(key)[1] == "flowlang_runs_started_total":
+            total += value
+    return total
 
 
-def _event_ids(journal: Path) -> set[str]:
-    """The ids of the events the journal ``journal`` holds: recorded ones, and finished ones
-    that a compaction (when a restarted worker reopens it) kept as ``seen`` lines."""
-    if not journal.exists():
-        return set()
-    records = [json.loads(line) for line in journal.read_text().splitlines() if line]
-    ids = {r["event"]["id"] for r in records if r.get("kind") == "event"}
-    return ids | {r["event_id"] for r in records if r.get("kind") == "seen"}
+def _all_finished(store: Path) -> None:
+    """Wait (bounded) until the store ``store`` holds no open event."""
+    deadline = time.monotonic() + WAIT
+    while open_events(store):
+        assert time.monotonic() < deadline, open_events(store)
+        time.sleep(0.05)
 
 
 def _group_is_empty(pgid: int) -> bool:
@@ -154,7 +162,7 @@ def workers(tmp_path: Path, redis_server: RedisServer) -> Iterator[ServeProcess]
         "--store", redis_server.url,
         "--key-prefix", prefix,
         "--state-key", "state_key",
-        "--journal", str(tmp_path / "events.jsonl"),
+        "--events-store", str(tmp_path / "events.db"),
     )  # fmt: skip
     server = ServeProcess(arguments, env)
     try:
@@ -168,25 +176,27 @@ def test_two_workers_share_calls_metrics_restart_and_stop(
 ) -> None:
     assert workers.process is not None
     first, second = _pids(workers)
-    journals = [tmp_path / "events.1.jsonl", tmp_path / "events.2.jsonl"]
+    store = tmp_path / "events.db"
+    (folder,) = [path for path in (tmp_path / "tmp").iterdir() if path.name.startswith("flowlang")]
     # calls through one client to the shared port, until both workers answered some
     placed = 0
     for _ in range(MAX_ROUNDS):
         asyncio.run(_place(workers, ROUND))
         placed += ROUND
-        if placed >= 20 and all(_ended(journal) for journal in journals):
+        if placed >= 20 and all(_runs_of(folder, pid) for pid in (first, second)):
             break
-    ended = [_ended(journal) for journal in journals]
-    assert all(ended), f"one worker answered nothing: {ended}"
-    assert sum(ended) == placed
-    assert len(_event_ids(journals[0]) | _event_ids(journals[1])) == placed  # only call.ended
-    assert not (tmp_path / "events.jsonl").exists()
+    runs = [_runs_of(folder, pid) for pid in (first, second)]
+    assert all(runs), f"one worker answered nothing: {runs}"
+    assert sum(runs) == placed
+    # one store for both: every call's end recorded once in it (only call.ended), finished
+    _all_finished(store)
+    assert store_rows(store, "events") == placed
+    assert not list(tmp_path.glob("events.[0-9]*"))  # no file per worker
     # every worker's /metrics page counts every worker's runs
     assert asyncio.run(_runs_started(workers)) == [placed] * 3
-    metrics = [path for path in (tmp_path / "tmp").iterdir() if path.name.startswith("flowlang")]
-    assert len(metrics) == 1 and any(metrics[0].glob(f"*_{first}.db")), metrics
+    assert any(folder.glob(f"*_{first}.db"))
 
-    # a worker killed like a crash is started again with its index; calls go on meanwhile
+    # a worker killed like a crash is started again; calls go on meanwhile
     os.kill(first, signal.SIGKILL)
     asyncio.run(_place(workers, ROUND))
     _wait_for_line(workers, "worker 1 is ready again")
@@ -195,7 +205,8 @@ def test_two_workers_share_calls_metrics_restart_and_stop(
     asyncio.run(_place(workers, ROUND))
     placed += 2 * ROUND
     assert asyncio.run(_runs_started(workers)) == [placed] * 3
-    assert len(_event_ids(journals[0]) | _event_ids(journals[1])) == placed
+    _all_finished(store)
+    assert store_rows(store, "events") == placed
 
     # SIGTERM to the parent alone: it stops every worker, says so once and exits 0
     os.kill(workers.process.pid, signal.SIGTERM)
@@ -331,23 +342,6 @@ def test_a_metrics_folder_that_is_a_file_is_a_usage_error(
 
 
 @pytest.mark.parametrize(
-    ("given", "index", "expected"),
-    [
-        ("events.jsonl", 1, "events.1.jsonl"),
-        ("/var/log/fl/events.jsonl", 12, "/var/log/fl/events.12.jsonl"),
-        ("events", 2, "events.2"),
-        ("events.tar.jsonl", 3, "events.tar.3.jsonl"),
-        (".journal", 2, ".journal.2"),
-    ],
-)
-def test_a_worker_journal_has_the_index_before_the_suffix(
-    given: str, index: int, expected: str
-) -> None:
-    assert indexed_path(given, index) == Path(expected)
-    assert indexed_path(None, index) is None
-
-
-@pytest.mark.parametrize(
     "spec",
     [b"", b"not json\n", b"\xff\xfe\n", b'{"index": 2}\n', b"[" * 100_000 + b"\n", b"{}\n"],
     ids=["empty", "malformed", "non-utf8", "other-index", "deep", "no-fields"],
@@ -475,56 +469,115 @@ actions:
 """
 
 
-def _journal_has(journal: Path, event_id: str, kinds: set[str]) -> bool:
-    if not journal.exists():
-        return False
-    for line in journal.read_text().splitlines():
-        record = json.loads(line) if line else {}
-        found = record.get("event_id") or record.get("event", {}).get("id")
-        if found == event_id and record.get("kind") in kinds:
-            return True
-    return False
+def _owner_pid(store: Path, event_id: str, pids: list[int]) -> int:
+    """The pid of the worker that owns the open event ``event_id`` of ``store``: the one
+    holding its owner's lock file open."""
+    with closing(sqlite3.connect(f"file:{store}?mode=ro", uri=True, timeout=10)) as db:
+        (owner,) = db.execute(
+            "SELECT owner FROM events WHERE key = ? AND done_no IS NULL", (event_key(event_id),)
+        ).fetchone()
+    lock = f"{store}.owners/{owner}.lock"
+    for pid in pids:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            with suppress(OSError):
+                if os.readlink(f"/proc/{pid}/fd/{fd}") == lock:
+                    return pid
+    raise AssertionError(f"no worker holds {lock}")
 
 
-def test_a_restarted_worker_finishes_the_events_of_its_journal(
-    tmp_path: Path, redis_server: RedisServer
-) -> None:
+def _post_events(server: ServeProcess, events: list[dict[str, object]]) -> list[int]:
+    async def post() -> list[int]:
+        async with _client(server) as client:
+            headers = {"Authorization": f"Bearer {EVENT_TOKEN}"}
+            answers = await asyncio.gather(
+                *(client.post("/events", json=event, headers=headers) for event in events)
+            )
+        return [answer.status_code for answer in answers]
+
+    return asyncio.run(post())
+
+
+def _slow_workers(tmp_path: Path, redis_server: RedisServer, delay: float) -> ServeProcess:
     workflow = tmp_path / "slow.yaml"
     workflow.write_text(SLOW_WORKFLOW)
     responses = tmp_path / "slow.responses.yaml"
     responses.write_text(
-        "- {request: POST https://crm.example.com/api/slow, status: 200, body: {}, delay: 2}\n"
+        "- {request: POST https://crm.example.com/api/slow, status: 200, body: {},"
+        f" delay: {delay}}}\n"
     )
     arguments = serve_arguments(
         tmp_path,
         "--workers", "2",
         *_redis(redis_server),
-        "--journal", str(tmp_path / "events.jsonl"),
+        "--events-store", str(tmp_path / "events.db"),
         files=[str(workflow)],
     )  # fmt: skip
     arguments[arguments.index("--responses") + 1] = str(responses)
-    server = ServeProcess(arguments, {**secret_environment(), "TMPDIR": str(tmp_path)}).start()
+    return ServeProcess(arguments, {**secret_environment(), "TMPDIR": str(tmp_path)})
+
+
+def _deliveries(server: ServeProcess) -> float:
+    """Actions delivered, summed over every worker (its /metrics)."""
+    page = httpx.get(f"{server.url}/metrics", timeout=10, trust_env=False).text
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(page)
+        if family.name == "flowlang_deliveries"
+        for sample in family.samples
+        if sample.name.endswith("_total") and sample.labels.get("outcome") == "delivered"
+    )
+
+
+def test_a_killed_workers_events_are_taken_over_once_it_is_restarted(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """One store for both workers: the worker holding an event is SIGKILLed while its delivery
+    waits; the worker started again takes the event over (its owner's lock went with the
+    process) and finishes it; nothing is dead-lettered."""
+    server = _slow_workers(tmp_path, redis_server, 2).start()
+    store = tmp_path / "events.db"
     try:
         pids = _pids(server)
         event = {"id": "evt-slow-1", "type": "test.slow", "properties": {"note": "hi"}}
-
-        async def post() -> httpx.Response:
-            async with _client(server) as client:
-                headers = {"Authorization": f"Bearer {EVENT_TOKEN}"}
-                return await client.post("/events", json=event, headers=headers)
-
-        assert asyncio.run(post()).status_code == 202
-        journals = {index: tmp_path / f"events.{index}.jsonl" for index in (1, 2)}
-        (index,) = [
-            i for i, path in journals.items() if _journal_has(path, "evt-slow-1", {"event"})
-        ]
-        os.kill(pids[index - 1], signal.SIGKILL)  # while its delivery waits on the CRM
-        assert not _journal_has(journals[index], "evt-slow-1", {"done", "seen"})
+        assert _post_events(server, [event]) == [202]
+        owner = _owner_pid(store, "evt-slow-1", pids)
+        os.kill(owner, signal.SIGKILL)  # while its delivery waits on the CRM
+        assert store_event(store, "evt-slow-1") == "open"
+        index = pids.index(owner) + 1
         _wait_for_line(server, f"worker {index} is ready again")
         deadline = time.monotonic() + WAIT
-        while not _journal_has(journals[index], "evt-slow-1", {"done"}):
-            assert time.monotonic() < deadline, journals[index].read_text()
+        while store_event(store, "evt-slow-1") != "done":
+            assert time.monotonic() < deadline, server.output()
             time.sleep(0.1)
+        assert store_rows(store, "dead") == 0
+        assert "resumed 1 unfinished events" in server.output()
+        assert "Traceback" not in server.output()
+    finally:
+        server.kill()
+
+
+def test_two_workers_on_one_store_run_each_event_once(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """Each of 20 events sent three times at once, on new connections spread over both
+    workers: each accepted once (202, then 200 duplicate), delivered once."""
+    server = _slow_workers(tmp_path, redis_server, 0).start()
+    store = tmp_path / "events.db"
+    try:
+        events = [
+            {"id": f"evt-{number}", "type": "test.slow", "properties": {"note": str(number)}}
+            for number in range(20)
+        ]
+        statuses = _post_events(server, [event for event in events for _ in range(3)])
+        assert statuses.count(202) == 20 and statuses.count(200) == 40, statuses
+        _all_finished(store)
+        assert store_rows(store, "events") == 20
+        deadline = time.monotonic() + WAIT
+        while _deliveries(server) < 20:
+            assert time.monotonic() < deadline, server.output()
+            time.sleep(0.1)
+        time.sleep(0.3)
+        assert _deliveries(server) == 20
     finally:
         server.kill()
 
@@ -632,108 +685,167 @@ def test_metric_file_names_match_prometheus_client_naming(name: str) -> None:
         )
 
 
-# -- journals this run would never resume ------------------------------------------------------
+# -- the events store: one file for every worker; a hostile one is a clear usage error --------
 
 
-def _event_line(event_id: str, secret: str = "") -> str:
-    event = {"id": event_id, "type": "contact.updated", "properties": {"note": secret}}
-    return json.dumps({"kind": "event", "at": time.time(), "event": event}) + "\n"
+@pytest.fixture
+def read_only() -> Iterator[Callable[[Path], None]]:
+    """Make a file or folder read-only, even for root (``chattr +i``: immutable; skipped where
+    it cannot be), and writable again at the end."""
+    made: list[Path] = []
+
+    def make(path: Path) -> None:
+        path.chmod(0o500 if path.is_dir() else 0o444)
+        if os.geteuid() != 0:
+            return
+        done = subprocess.run(["chattr", "+i", str(path)], capture_output=True, check=False)
+        if done.returncode != 0:
+            pytest.skip("root writes through read-only permissions, and chattr +i fails here")
+        made.append(path)
+
+    yield make
+    for path in made:
+        subprocess.run(["chattr", "-i", str(path)], capture_output=True, check=False)
+        path.chmod(0o700)
 
 
-def _done_line(event_id: str) -> str:
-    return json.dumps({"kind": "done", "event_id": event_id}) + "\n"
+def _hostile_store(
+    tmp_path: Path, kind: str, read_only: Callable[[Path], None]
+) -> tuple[Path, str]:
+    """A store path of the hostile ``kind`` and what the refusal says of it."""
+    path = tmp_path / "events.db"
+    if kind == "dangling-link":
+        path.symlink_to(tmp_path / "nowhere.db")
+        return path, "is a symbolic link to nothing: refused"
+    if kind == "link-to-device":
+        path.symlink_to("/dev/zero")
+        return path, "is not a regular file (a device, FIFO or directory): refused"
+    if kind == "fifo":
+        os.mkfifo(path)  # reading it would block
+        return path, "is not a regular file (a device, FIFO or directory): refused"
+    if kind == "directory":
+        path.mkdir()
+        return path, "is not a regular file (a device, FIFO or directory): refused"
+    if kind == "json-lines":  # an old journal given as the store
+        path.write_text('{"kind": "event", "event": {"id": "e", "type": "t"}}\n')
+        return path, "is not a flowlang store (not an SQLite database)"
+    if kind == "binary":
+        path.write_bytes(b"\xff\xfe\x00" * 1000)
+        return path, "is not a flowlang store (not an SQLite database)"
+    if kind == "other-sqlite":
+        with closing(sqlite3.connect(path)) as db:
+            db.execute("CREATE TABLE customers (name TEXT)")
+            db.commit()
+        return path, "is an SQLite database that is not a flowlang store"
+    if kind == "folder-is-a-file":
+        (tmp_path / "file").write_text("x")
+        return tmp_path / "file" / "events.db", "cannot be"
+    if kind == "read-only-folder":
+        folder = tmp_path / "ro"
+        folder.mkdir()
+        read_only(folder)
+        return folder / "events.db", "cannot be"
+    if kind == "read-only-file":
+        path.write_bytes(b"")
+        read_only(path)
+        return path, "is read-only"
+    raise AssertionError(kind)
 
 
-def test_journals_of_other_worker_counts_with_unfinished_events_are_refused(
+HOSTILE_STORES = [
+    "dangling-link",
+    "link-to-device",
+    "fifo",
+    "directory",
+    "json-lines",
+    "binary",
+    "other-sqlite",
+    "folder-is-a-file",
+    "read-only-folder",
+    "read-only-file",
+]
+
+
+@pytest.mark.parametrize("kind", HOSTILE_STORES)
+def test_a_hostile_events_store_stops_workers_before_they_start(
+    kind: str,
     tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    read_only: Callable[[Path], None],
 ) -> None:
-    journal = tmp_path / "events.jsonl"
-    secret = SECRETS["event_token"]
-    journal.write_text(_event_line("left-by-one-process", secret))
-    (tmp_path / "events.3.jsonl").write_text(_event_line("a") + _event_line("b"))
-    (tmp_path / "events.1.jsonl").write_text(_event_line("read-by-worker-1"))  # this run's own
-    (tmp_path / "events.4.jsonl").write_text(_event_line("c") + _done_line("c"))  # finished
-    (tmp_path / "events.5.jsonl").write_text(json.dumps({"kind": "seen", "event_id": "d"}))
-    (tmp_path / "events.6.jsonl").write_text("")
-    with pytest.raises(UsageError) as refused:
-        check_other_journals(str(journal), 2)
-    said = str(refused.value)
-    assert f"{journal} (1 unfinished event);" in said
-    assert f"{tmp_path / 'events.3.jsonl'} (2 unfinished events)" in said
-    for other in ("events.1.", "events.2.", "events.4.", "events.5.", "events.6."):
-        assert other not in said
-    assert "events.jsonl: without --workers; events.K.jsonl: --workers K or more" in said
-    assert "it resumes the journal's unfinished events" in said
-    assert secret not in said
-    journal.write_text(_event_line("e") + _done_line("e"))  # finished now
-    check_other_journals(str(journal), 3)  # events.3.jsonl is read by this run's worker 3
-    with pytest.raises(UsageError):
-        check_other_journals(str(journal), 2)
+    """Checked once by the parent of --workers: exit 2 naming the file, nothing started."""
+    path, said = _hostile_store(tmp_path, kind, read_only)
+    arguments = serve_arguments(tmp_path, "--events-store", str(path))
+    calls = ("--store", "redis://127.0.0.1:1/0", "--state-key", "state_key")
+    assert main(["serve", *arguments, "--workers", "2", *calls]) == 2
+    error = capsys.readouterr().err
+    assert f"flowlang: store {path} " in error and said in error, error
+    assert "Traceback" not in error
 
 
-def test_one_process_refuses_unfinished_worker_journals(tmp_path: Path) -> None:
-    journal = tmp_path / "events"
-    journal.write_text(_event_line("its-own"))
-    check_other_journals(str(journal), 1)
-    (tmp_path / f"events.{MAX_WORKERS}").write_text(_event_line("left-by-the-last-worker"))
-    with pytest.raises(UsageError) as refused:
-        check_other_journals(str(journal), 1)
-    assert f"events.{MAX_WORKERS} (1 unfinished event)" in str(refused.value)
-    assert "events: without --workers; events.K: --workers K or more" in str(refused.value)
-    check_other_journals(None, 1)
+@pytest.mark.parametrize("kind", ["dangling-link", "fifo", "json-lines", "read-only-folder"])
+def test_a_hostile_events_store_stops_one_process_before_it_listens(
+    kind: str, tmp_path: Path, read_only: Callable[[Path], None]
+) -> None:
+    path, said = _hostile_store(tmp_path, kind, read_only)
+    server = ServeProcess(serve_arguments(tmp_path, "--events-store", str(path)))
+    process = subprocess.run(
+        [sys.executable, "-m", "flowlang", "serve", *server.arguments],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        timeout=WAIT,
+        env=server.env,
+        start_new_session=True,
+    )
+    error = process.stderr.decode()
+    assert process.returncode == 2, error
+    assert f"store {path} " in error and said in error, error
+    assert "Traceback" not in error and "listening on" not in error
+    for secret in SECRETS.values():
+        assert secret not in error
+
+
+def test_a_store_locked_by_a_long_transaction_is_refused_after_the_wait(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "events.db"
+    arguments = serve_arguments(tmp_path, "--events-store", str(path))
+    calls = ("--store", "redis://127.0.0.1:1/0", "--state-key", "state_key")
+    with closing(sqlite3.connect(path, isolation_level=None)) as holder:
+        holder.execute("CREATE TABLE held (x)")
+        holder.execute("BEGIN EXCLUSIVE")
+        began = time.monotonic()
+        assert main(["serve", *arguments, "--workers", "2", *calls]) == 2
+        assert time.monotonic() - began < WAIT
+        holder.execute("ROLLBACK")
+    error = capsys.readouterr().err
+    assert f"store {path} " in error and "locked by another process" in error, error
+    assert "Traceback" not in error
 
 
 @pytest.mark.parametrize(
-    "content",
+    ("extra", "said"),
     [
-        b"\xff\xfe not utf-8\n",
-        b"{" * 100_000 + b"\n",
-        b'{"kind": "event", "event": {"id": 5}}\n',
-        b'{"kind": "event", "event": {"id": "torn"',
-        b"[]\n" * 10_000,
+        ((), "give --events-store FILE"),
+        (("--events-store", "e.db", "--no-events-store"), "cannot both be given"),
+        (("--events-store", "e.db", "--broker", "redis://127.0.0.1:1/0"), "not used with --broker"),
     ],
 )
-def test_unreadable_journal_lines_are_skipped_as_the_journal_skips_them(
-    tmp_path: Path, content: bytes
+def test_the_events_store_options_are_checked(
+    extra: tuple[str, ...], said: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    (tmp_path / "events.3.jsonl").write_bytes(content)
-    check_other_journals(str(tmp_path / "events.jsonl"), 2)
+    arguments = [a for a in serve_arguments(tmp_path) if a != "--no-events-store"]
+    assert main(["serve", *arguments, *extra]) == 2
+    assert said in capsys.readouterr().err
+    assert not (tmp_path / "e.db").exists()
 
 
-def test_a_journal_that_is_not_a_file_is_named_without_blocking(tmp_path: Path) -> None:
-    os.mkfifo(tmp_path / "events.3.jsonl")  # reading a FIFO would block
-    (tmp_path / "events.jsonl").mkdir()
-    with pytest.raises(UsageError) as refused:
-        check_other_journals(str(tmp_path / "events.jsonl"), 2)
-    said = str(refused.value)
-    assert f"{tmp_path / 'events.3.jsonl'} (cannot be read:" in said
-    assert f"{tmp_path / 'events.jsonl'} (cannot be read:" in said
-
-
-def test_many_events_are_counted_a_line_at_a_time(tmp_path: Path) -> None:
-    lines = [_event_line(f"e{i}") + (_done_line(f"e{i}") if i % 2 else "") for i in range(5000)]
-    (tmp_path / "events.2.jsonl").write_text("".join(lines))
-    with pytest.raises(UsageError) as refused:
-        check_other_journals(str(tmp_path / "events.jsonl"), 1)
-    assert "(2500 unfinished events)" in str(refused.value)
-
-
-def test_serve_refuses_a_start_that_would_leave_a_journal_unread(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    journal = tmp_path / "events.jsonl"
-    orphan = tmp_path / "events.3.jsonl"
-    orphan.write_text(_event_line("left-by-worker-3"))
-    arguments = serve_arguments(tmp_path, "--journal", str(journal))
-    store = ("--store", "redis://127.0.0.1:1/0", "--state-key", "state_key")
-    assert main(["serve", *arguments, "--workers", "2", *store]) == 2
-    assert main(["serve", *arguments]) == 2  # one process: the same refusal
-    error = capsys.readouterr().err
-    assert error.count(f"{orphan} (1 unfinished event)") == 2
-    assert "--workers K or more" in error
-    assert "Traceback" not in error and not journal.exists()
-    orphan.write_text(_event_line("left-by-worker-3") + _done_line("left-by-worker-3"))
-    check_other_journals(str(journal), 2)  # finished (by serve --workers 3): serve starts now
+def test_journal_options_are_gone(capsys: pytest.CaptureFixture[str]) -> None:
+    for option in ("--journal", "--no-journal", "--dead-letter"):
+        with pytest.raises(SystemExit) as stopped:
+            main(["serve", "x.yaml", "--public-url", PUBLIC_URL, option, "f"])
+        assert stopped.value.code == 2
+        assert "unrecognized arguments" in capsys.readouterr().err
 
 
 # -- SIGHUP (a closed terminal) stops gracefully -------------------------------------------------

@@ -212,7 +212,8 @@ def add_replay_command(commands: Any) -> None:
     replay.add_argument(
         "dead_letter",
         metavar="STORE",
-        help="a store written by flowlang automate, or a JSON-lines file of dead letters "
+        help="a store written by flowlang automate --store or flowlang serve --events-store, or "
+        "a JSON-lines file of dead letters "
         "(flowlang deadletters export)",
     )
     replay.add_argument("--responses", metavar="FILE", help="recorded HTTP responses: run offline")
@@ -233,7 +234,11 @@ def add_deadletters_command(commands: Any) -> None:
     )
     actions = deadletters.add_subparsers(dest="deadletters_action", required=True, metavar="ACTION")
     export = actions.add_parser("export", help="write the store's dead letters as JSON lines")
-    export.add_argument("store", metavar="STORE", help="a store written by flowlang automate")
+    export.add_argument(
+        "store",
+        metavar="STORE",
+        help="a store written by flowlang automate --store or flowlang serve --events-store",
+    )
     export.add_argument(
         "-o", "--output", metavar="FILE", help="write to FILE (default: standard output)"
     )

@@ -25,14 +25,19 @@ Point a Twilio number at it:
   Voice "A call comes in": Webhook, POST, <public-url>/voice/<flow name>
   "Call status changes":   <public-url>/twilio/status
 
+events (workflows, or an --event-secret or --event-token):
+  An event is recorded in --events-store FILE (an SQLite file, as flowlang automate
+  --store; synced to the disk) before it is answered 202, and its dead letters are kept
+  there (flowlang replay FILE; flowlang deadletters export FILE). The processes on one
+  store file (workers, other serve processes on this machine) share it: an event is
+  accepted once, and the events a process accepted and did not finish when it died are
+  taken over by the next process that starts on the file, or within 10 s by one that
+  runs, with its own workflows: give them all the same workflows.
+
 workers (--workers N, N > 1):
-  N processes share one listening socket and a Redis store. Worker I (1..N) writes
-  its own journal and dead letters: --journal events.jsonl becomes events.1.jsonl,
-  events.2.jsonl ... (the index goes before the last suffix). A worker that dies is
-  started again with its index (it finishes its journal's unfinished events). A start
-  that would leave unfinished events unread (in events.jsonl, or in events.K.jsonl with
-  K above N) is refused, naming the journals: finish them first (start with the worker
-  count that wrote them). More than 5 deaths within 60 s stop the server (status 1). /metrics on any
+  N processes share one listening socket, a Redis store and the one --events-store file.
+  A worker that dies is started again; its unfinished events are taken over (by it or by
+  another worker). More than 5 deaths within 60 s stop the server (status 1). /metrics on any
   worker sums every worker (Prometheus multiprocess mode, in --metrics-dir or a
   temporary folder). SIGHUP stops the server as SIGTERM does.
 """
@@ -94,15 +99,17 @@ def add_serve_command(commands: Any) -> None:
         help="secret that signs call states (repeat: rotation; required with a Redis store)",
     )
     serve.add_argument(
-        "--journal",
+        "--events-store",
         metavar="FILE",
-        help="where events are recorded before they are answered (required with workflows or "
-        "an events secret, unless --no-journal)",
+        help="the store (an SQLite file, as flowlang automate --store) where events are recorded "
+        "before they are answered and dead letters are kept, shared by every worker (required "
+        "with workflows or an events secret or token, unless --no-events-store)",
     )
     serve.add_argument(
-        "--no-journal",
+        "--no-events-store",
         action="store_true",
-        help="keep accepted events in memory only: they die with the process (experiments)",
+        help="keep accepted events and dead letters in memory only: they die with the process "
+        "(experiments)",
     )
     serve.add_argument(
         "--max-connections",
@@ -111,13 +118,12 @@ def add_serve_command(commands: Any) -> None:
         metavar="N",
         help="connections and requests at once before new ones get 503 (1000)",
     )
-    serve.add_argument("--dead-letter", metavar="FILE", help="where undeliverable actions go")
     serve.add_argument(
         "--broker",
         metavar="URL",
         help="publish events to flowlang worker processes through this Celery broker "
         "(amqp://... or redis://...) instead of delivering them here (needs the celery extra; "
-        "no --journal then: the broker keeps them)",
+        "no --events-store then: the broker and the workers keep them)",
     )
     serve.add_argument(
         "--queue-prefix",

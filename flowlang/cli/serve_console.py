@@ -6,6 +6,7 @@ Imported only when the command runs (it needs the ``serve`` extra: Starlette and
 from __future__ import annotations
 
 __all__ = [
+    "check_events_store",
     "check_store",
     "describe",
     "listening_socket",
@@ -34,6 +35,7 @@ from typing import Any, TextIO
 
 import uvicorn
 
+from flowlang.automations.store import LocalStore
 from flowlang.automations.workflow import check_unique_names, is_workflow_document, load_workflow
 from flowlang.cli.inputs import (
     EXIT_BAD_INPUT,
@@ -46,8 +48,6 @@ from flowlang.cli.inputs import (
 from flowlang.cli.serve_workers import (
     STOP_MARGIN,
     Supervisor,
-    check_other_journals,
-    indexed_path,
     metrics_folder,
     read_worker_start,
     say,
@@ -55,6 +55,7 @@ from flowlang.cli.serve_workers import (
 )
 from flowlang.cli.terminal import printable
 from flowlang.cli.trust import trusted_authorities
+from flowlang.errors import StoreError
 from flowlang.flow.load import load_flow
 from flowlang.flow.model import FlowDocumentError
 from flowlang.flow.source import load_document, paused_collector
@@ -202,13 +203,21 @@ def load_served(
     takes_events = bool(workflows or settings.event_secrets or settings.event_tokens)
     if getattr(arguments, "broker", None):  # the workers record and deliver the events
         takes_events = False
-    if takes_events and not arguments.journal and not getattr(arguments, "no_journal", False):
+    events_store = getattr(arguments, "events_store", None)
+    no_events_store = getattr(arguments, "no_events_store", False)
+    if events_store and no_events_store:
+        raise UsageError("--events-store and --no-events-store cannot both be given")
+    if events_store and getattr(arguments, "broker", None):
         raise UsageError(
-            "give --journal FILE: events are recorded there before they are answered, so that "
-            "none is lost when the process stops (or --no-journal to keep them in memory only)"
+            "--events-store is not used with --broker: the broker keeps the events and the "
+            "workers record them (flowlang worker --store)"
         )
-    if arguments.journal and getattr(arguments, "no_journal", False):
-        raise UsageError("--journal and --no-journal cannot both be given")
+    if takes_events and not events_store and not no_events_store:
+        raise UsageError(
+            "give --events-store FILE: events are recorded there before they are answered, so "
+            "that none is lost when a process stops (or --no-events-store to keep them in "
+            "memory only)"
+        )
     if not 1 <= getattr(arguments, "max_connections", 1000) <= 1_000_000:
         raise UsageError("--max-connections must be from 1 to 1000000")
     if warn and not settings.signatures:
@@ -217,6 +226,25 @@ def load_served(
             file=sys.stderr,
         )
     return settings, flows, workflows
+
+
+def _events_store_path(arguments: argparse.Namespace) -> Path | None:
+    """The ``--events-store`` file (None with --no-events-store, or with nothing to record)."""
+    given = getattr(arguments, "events_store", None)
+    return Path(given) if given else None
+
+
+def check_events_store(arguments: argparse.Namespace) -> None:
+    """UsageError naming the ``--events-store`` file when it cannot be a store (a link, a
+    FIFO, not SQLite, read-only, locked too long...): opened once and closed (made when
+    missing), before any worker starts."""
+    path = _events_store_path(arguments)
+    if path is None:
+        return
+    try:
+        LocalStore(path, sync=True).close()
+    except StoreError as error:
+        raise UsageError(str(error)) from None
 
 
 def describe(arguments: argparse.Namespace, flows: list[Any], workflows: list[Any]) -> str:
@@ -266,8 +294,6 @@ def run_server(
     started: Callable[[socket.socket], None],
     *,
     context: Callable[[], Any],
-    journal: Path | None,
-    dead_letters: Path | None,
 ) -> _StoppingServer:
     """Build the server of ``loaded``, get its socket from ``bind`` and run it with uvicorn
     until a signal; ``started`` is given the socket once uvicorn handles signals."""
@@ -288,12 +314,11 @@ def run_server(
             ssl_context=trusted_authorities(arguments.ca_file),
             http=http,
             allow_hosts=arguments.allow_host,
-            journal=journal,
-            dead_letters=dead_letters,
+            events_store=_events_store_path(arguments),
             context=context(),
             publish_events=_event_publisher(arguments),
         )
-    except ValueError as error:  # a setting the server refuses, such as a secret not set
+    except (ValueError, StoreError) as error:  # a secret not set, an unusable events store
         raise UsageError(str(error)) from None
     sock = bind()
     logging.getLogger("uvicorn.error").addFilter(_without_lifespan_traceback)
@@ -330,7 +355,6 @@ def serve_from_command_line(arguments: argparse.Namespace, stdin: TextIO) -> int
     if isinstance(loaded, int):
         return loaded
     settings, flows, workflows = loaded
-    check_other_journals(arguments.journal, 1)
 
     def started(sock: socket.socket) -> None:  # once uvicorn handles signals: see the class
         host, port = sock.getsockname()[:2]
@@ -347,8 +371,6 @@ def serve_from_command_line(arguments: argparse.Namespace, stdin: TextIO) -> int
         lambda: listening_socket(arguments.host, arguments.port),
         started,
         context=lambda: read_context(arguments.context, stdin) if arguments.context else None,
-        journal=Path(arguments.journal) if arguments.journal else None,
-        dead_letters=Path(arguments.dead_letter) if arguments.dead_letter else None,
     )
     if not server_process.started:
         print("flowlang serve: the server could not start (see the log above)", file=sys.stderr)
@@ -407,7 +429,7 @@ def serve_with_workers(arguments: argparse.Namespace, stdin: TextIO) -> int:
     if isinstance(loaded, int):
         return loaded
     settings, flows, workflows = loaded
-    check_other_journals(arguments.journal, arguments.workers)
+    check_events_store(arguments)
     context = read_context(arguments.context, stdin) if arguments.context else None
     folder, temporary = metrics_folder(arguments.metrics_dir)
     try:
@@ -463,8 +485,6 @@ def worker_main(index_text: str) -> int:
             lambda: start.sock,
             started,
             context=lambda: spec["context"],
-            journal=indexed_path(arguments.journal, index),
-            dead_letters=indexed_path(arguments.dead_letter, index),
         )
     except UsageError as error:
         say(f"worker {index}: {error}")

@@ -21,8 +21,6 @@ __all__ = [
     "STOP_MARGIN",
     "Supervisor",
     "WorkerStart",
-    "check_other_journals",
-    "indexed_path",
     "metric_file",
     "metrics_folder",
     "read_worker_start",
@@ -50,15 +48,7 @@ from pathlib import Path
 from types import FrameType
 from typing import IO, Any
 
-from flowlang.automations.records import (
-    MAX_RECORD_BYTES,
-    MAX_RECORD_SKIP,
-    check_record_file,
-    decoded_lines,
-    record_problem,
-)
 from flowlang.cli.inputs import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, UsageError
-from flowlang.cli.serve import MAX_WORKERS
 from flowlang.cli.terminal import printable
 from flowlang.observe.metrics import mark_process_dead
 
@@ -84,17 +74,6 @@ _PLAIN = (str, int, float, bool, list, type(None))
 def say(message: str) -> None:
     """Write ``flowlang serve: message`` on standard error (made safe for a terminal)."""
     print(printable(f"flowlang serve: {message}"), file=sys.stderr, flush=True)
-
-
-def indexed_path(path: str | None, index: int) -> Path | None:
-    """``path`` with the worker ``index`` before its last suffix (``events.jsonl`` ->
-    ``events.2.jsonl``; ``events`` -> ``events.2``); None stays None."""
-    if path is None:
-        return None
-    original = Path(path)
-    suffix = original.suffix
-    stem = original.name[: len(original.name) - len(suffix)] if suffix else original.name
-    return original.with_name(f"{stem}.{index}{suffix}")
 
 
 def _exit_reason(status: int) -> str:
@@ -170,61 +149,6 @@ def metrics_folder(given: str | None) -> tuple[Path, bool]:
         shown = printable(given, one_line=True)
         raise UsageError(f"--metrics-dir {shown}: {error.strerror or error}") from None
     return folder, False
-
-
-def _unfinished_events(path: Path) -> int:
-    """How many events the journal ``path`` accepted and did not finish (read a bounded line
-    at a time; unreadable lines are skipped as a journal skips them). RecordFileError for a
-    path that is not a regular file, LineTooLongError for one that is not JSON lines,
-    OSError when it cannot be read."""
-    check_record_file(path, "journal")
-    unfinished: set[str] = set()
-    with path.open("rb") as handle:
-        for _, _, record in decoded_lines(handle, MAX_RECORD_BYTES, MAX_RECORD_SKIP, str(path)):
-            if not isinstance(record, dict) or record_problem(record) is not None:
-                continue
-            if record["kind"] == "event":
-                unfinished.add(record["event"]["id"])
-            elif record["kind"] in ("done", "seen"):
-                unfinished.discard(record["event_id"])
-    return len(unfinished)
-
-
-def check_other_journals(journal: str | None, workers: int) -> None:
-    """UsageError naming the journals next to ``journal`` that this run does not read (the
-    unindexed one when ``workers`` > 1, each ``indexed_path`` beyond ``workers`` or all of
-    them with one process) and that hold unfinished events: they would never be resumed."""
-    if journal is None:
-        return
-    used = (
-        {indexed_path(journal, index) for index in range(1, workers + 1)}
-        if workers > 1
-        else {Path(journal)}
-    )
-    others = [Path(journal)] + [indexed_path(journal, i) for i in range(1, MAX_WORKERS + 1)]
-    found: list[str] = []
-    for other in others:
-        if other is None or other in used or not os.path.lexists(other):
-            continue
-        try:
-            count = _unfinished_events(other)
-        except (OSError, ValueError) as error:
-            found.append(f"{other} (cannot be read: {getattr(error, 'strerror', None) or error})")
-            continue
-        if count:
-            found.append(f"{other} ({count} unfinished event{'s' if count != 1 else ''})")
-    if not found:
-        return
-    name = Path(journal).name
-    suffix = Path(journal).suffix
-    indexed = f"{name[: len(name) - len(suffix)]}.K{suffix}"
-    raise UsageError(
-        "these journals hold events this run would never resume: "
-        + "; ".join(found)
-        + ". Finish each first: start flowlang serve again with the worker count that wrote it "
-        f"({name}: without --workers; {indexed}: --workers K or more): it resumes the "
-        "journal's unfinished events"
-    )
 
 
 @dataclass

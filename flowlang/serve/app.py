@@ -30,8 +30,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 
-from flowlang.automations.dispatch import Automations, DeadLetterStore, DeliverySettings
-from flowlang.automations.journal import Journal
+from flowlang.automations.dispatch import Automations, DeliverySettings
+from flowlang.automations.store import LocalStore
 from flowlang.automations.workflow import CompiledWorkflow
 from flowlang.flow.model import CompiledFlow
 from flowlang.observe import NullObserver, Observer
@@ -80,7 +80,9 @@ class Server:
     intake: EventIntake
     observer: Observer
     secrets: SecretsProvider
-    journal: Journal | None = None
+    #: The local store events are recorded in before they are answered (shared by every
+    #: process on it; None: in memory only).
+    events_store: LocalStore | None = None
     #: The HTTP client the server made for its runtime (closed after the runtime drains).
     own_sender: GuardedHttp | None = None
 
@@ -91,7 +93,8 @@ class Server:
 
     async def stop(self) -> None:
         """Drain (bounded by ``drain_timeout``) and close, in order: event dispatches, the
-        runtime's background requests, the store, the automations, the journal."""
+        runtime's background requests, the call store, the automations, the events store (its
+        unfinished events are then taken over by the next process on it)."""
         timeout = self.settings.drain_timeout
         cancelled = await self.intake.drain(timeout)
         if cancelled:
@@ -114,8 +117,8 @@ class Server:
             await self.own_sender.aclose()
         await self.store.aclose()
         await self.automations.aclose()
-        if self.journal is not None:
-            self.journal.close()
+        if self.events_store is not None:
+            self.events_store.close()
 
 
 def build_server(
@@ -130,20 +133,22 @@ def build_server(
     http: HttpSender | None = None,
     resolver: Resolver | None = None,
     allow_hosts: Iterable[str] = (),
-    journal: Path | None = None,
-    dead_letters: Path | None = None,
+    events_store: Path | None = None,
     delivery: DeliverySettings | None = None,
     context: Mapping[str, Any] | None = None,
     clock: Callable[[], datetime] | None = None,
     publish_events: Callable[[dict[str, Any]], Awaitable[None]] | None = None,
 ) -> Server:
     """A server for ``flows`` and ``workflows``. ``store``: where waiting calls live (this
-    process when None). ``journal``: the file events are recorded in before they are
-    answered (None: in memory only, so an accepted event dies with the process — for tests
-    and experiments). ``http``: a sender replacing the network (recorded responses).
-    ``context``: what every call's context starts from. ``clock``: the time steps read
-    (business_hours; now by default). ``publish_events``: publish each event's accept
-    message to the Celery workers instead of dispatching it here (``serve --broker``)."""
+    process when None). ``events_store``: the local store (an SQLite file, as for
+    ``flowlang automate --store``, which several processes may share) where events are
+    recorded before they are answered, and where dead letters go; the open events of
+    processes on it that died are taken over here (None: in memory only, so an accepted event
+    and a dead letter die with the process — for tests and experiments). ``http``: a sender
+    replacing the network (recorded responses). ``context``: what every call's context starts
+    from. ``clock``: the time steps read (business_hours; now by default).
+    ``publish_events``: publish each event's accept message to the Celery workers instead of
+    dispatching it here (``serve --broker``)."""
     provider: SecretsProvider = secrets or EnvironmentSecrets()
     state_keys = settings.state_keys
     if not state_keys:
@@ -171,24 +176,33 @@ def build_server(
         clock=clock,
     )
     store = store or MemoryCallStore(ttl=settings.call_ttl)
-    book = Journal(journal, sync=True) if journal is not None else None
-    automations = Automations(
-        workflows,
-        settings=delivery or DeliverySettings(allow_hosts=hosts),
-        ssl_context=ssl_context,
-        http=http,
-        resolver=resolver,
-        secrets=provider,
-        dead_letters=DeadLetterStore(dead_letters),
-        journal=book,
-        on_attempt=observer.attempt,
-    )
-    intake = EventIntake(automations, settings, provider, observer, store, publish=publish_events)
-    intake.check_secrets()
-    if settings.signatures:
-        require_secrets(
-            provider, settings.twilio_keys, " (a Twilio key)", ": every webhook would be refused"
+    book = LocalStore(events_store, sync=True) if events_store is not None else None
+    try:
+        automations = Automations(
+            workflows,
+            settings=delivery or DeliverySettings(allow_hosts=hosts),
+            ssl_context=ssl_context,
+            http=http,
+            resolver=resolver,
+            secrets=provider,
+            store=book,
+            on_attempt=observer.attempt,
         )
+        intake = EventIntake(
+            automations, settings, provider, observer, store, publish=publish_events
+        )
+        intake.check_secrets()
+        if settings.signatures:
+            require_secrets(
+                provider,
+                settings.twilio_keys,
+                " (a Twilio key)",
+                ": every webhook would be refused",
+            )
+    except BaseException:  # what it took over becomes an orphan again, for the next process
+        if book is not None:
+            book.close()
+        raise
     served = {flow.name: flow for flow in flows}
     voice = VoiceCalls(served, runtime, store, settings, observer, intake, context=context)
     return Server(

@@ -4,9 +4,11 @@ before they are answered, then dispatched by the automations in the background; 
 ``flowlang.accept`` message to the Celery workers, which deduplicate and deliver them (the
 answer comes once the broker has the message).
 
-An event is accepted once its ``event`` record is in the journal (written and, with a
-journal made with ``sync=True``, on the disk): a process that dies right after answering 202
-finishes it when it starts again (:meth:`EventIntake.start` resumes unfinished events).
+An event is accepted once it is in the local store (committed, and with a store opened with
+``sync=True``, on the disk): a process that dies right after answering 202 leaves it open,
+owned by a process that is gone; the next process on the store takes it over and finishes it
+(:meth:`EventIntake.start` at its start, and every ``takeover_interval`` seconds any live
+process on the store: a worker that died is covered by the others).
 """
 
 from __future__ import annotations
@@ -71,6 +73,8 @@ class EventIntake:
         self.observer = observer
         self._clock = clock
         self._tasks: set[asyncio.Task[None]] = set()
+        #: The periodic take-over (see :meth:`start`).
+        self._watch: asyncio.Task[None] | None = None
         self._turns = asyncio.Semaphore(settings.dispatch_concurrency)
         #: Accepted events whose dispatch has not finished.
         self._pending = 0
@@ -148,7 +152,8 @@ class EventIntake:
         (recorded, no workflow takes it) or ``duplicate``. EventRefusedError(400) for an event
         refused at the door (no id, too deep or too large); EventRefusedError(503) when it cannot
         be recorded, or when ``max_pending_events`` wait already (the sender should try
-        again)."""
+        again; events being recorded at that moment, at most one per connection, may pass
+        it)."""
         kind = event.get("type")
         trigger = kind if isinstance(kind, str) and kind in self._triggers else "other"
         if self.publish is not None:
@@ -164,7 +169,7 @@ class EventIntake:
             self.observer.event(trigger, "duplicate")
             return "duplicate"
         try:
-            plain = self._accept(event, trigger)
+            plain = await self._accept(event, trigger)
         except BaseException:
             if shared:  # not recorded here: not taken, so that its retry is no duplicate
                 await self._release(str(event_id))
@@ -227,16 +232,22 @@ class EventIntake:
         self._start(self._dispatch(plain))
         return result
 
-    def _accept(self, event: Mapping[str, Any], trigger: str) -> dict[str, Any] | None:
-        """:meth:`Automations.accept`, its errors as the answers they are."""
+    async def _accept(self, event: Mapping[str, Any], trigger: str) -> dict[str, Any] | None:
+        """:meth:`Automations.accept`, its errors as the answers they are. With a store, in a
+        thread: a commit synced to the disk, or one waiting for another process's, does not
+        hold up the other requests."""
         try:
-            return self.automations.accept(event)
+            if self.automations.store is None:
+                return self.automations.accept(event)
+            return await asyncio.to_thread(self.automations.accept, event)
         except EventError as error:
             self.observer.event(trigger, "rejected")
             raise EventRefusedError(400, str(error)) from None
         except OSError as error:
             log.error(
-                "the journal cannot record an event: %s", error, extra={"event": "event.unrecorded"}
+                "the events store cannot record an event: %s",
+                error,
+                extra={"event": "event.unrecorded"},
             )
             raise EventRefusedError(503, "the event could not be recorded; send it again") from None
 
@@ -249,7 +260,7 @@ class EventIntake:
         try:
             async with self._turns:
                 result = await self.automations.run(event)
-        except Exception as error:  # never lost: the journal keeps it unfinished
+        except Exception as error:  # never lost: the store keeps it open
             log.error("dispatch failed: %s", error, extra={"event": "event.dispatch_failed"})
             return
         finally:
@@ -257,20 +268,54 @@ class EventIntake:
         self.observer.dispatched(result)
 
     async def start(self) -> None:
-        """Finish, in the background, the events an earlier process accepted and did not
-        finish (the journal's unfinished events)."""
+        """Finish, in the background, the events that processes on the store which are gone
+        accepted and did not finish (taken over when the automations were made), and keep
+        taking over such events every ``settings.takeover_interval`` seconds."""
+        self._start(self._resume())
+        if self.automations.store is not None and self.publish is None:
+            self._watch = asyncio.get_running_loop().create_task(
+                self._take_over_from_time_to_time()
+            )
 
-        async def resume() -> None:
-            results: list[DispatchResult] = await self.automations.resume()
-            for result in results:
-                self.observer.dispatched(result)
+    async def _resume(self) -> None:
+        for problem in self.automations.problems:
+            log.error("%s", problem, extra={"event": "event.unreadable"})
+        self.automations.problems.clear()
+        results: list[DispatchResult] = await self.automations.resume()
+        if results:
+            log.info(
+                "resumed %d unfinished events left by processes that stopped",
+                len(results),
+                extra={"event": "event.resumed"},
+            )
+        for result in results:
+            self.observer.dispatched(result)
 
-        self._start(resume())
+    async def _take_over_from_time_to_time(self) -> None:
+        """Every ``takeover_interval`` seconds, take over the open events of processes on the
+        store that died meanwhile (a worker killed, another server stopped by SIGKILL) and
+        finish them."""
+        while True:
+            await asyncio.sleep(self.settings.takeover_interval)
+            try:
+                taken = self.automations.take_over()
+            except Exception as error:  # the store unusable for a while: try again later
+                log.error(
+                    "looking for unfinished events: %s", error, extra={"event": "event.takeover"}
+                )
+                continue
+            if taken:
+                self._start(self._resume())
 
     async def drain(self, timeout: float) -> int:
-        """Wait up to ``timeout`` seconds for dispatches in flight; cancel the rest (they stay
-        unfinished in the journal and run again at the next start). Returns how many were
-        cancelled."""
+        """Stop taking over; wait up to ``timeout`` seconds for dispatches in flight; cancel
+        the rest (they stay open in the store: the next process on it takes them over).
+        Returns how many were cancelled."""
+        if self._watch is not None:
+            self._watch.cancel()
+            with contextlib.suppress(BaseException):
+                await self._watch
+            self._watch = None
         pending = set(self._tasks)
         if not pending:
             return 0

@@ -72,6 +72,9 @@ class ServeSettings:
     duplicate_wait: float = 14.0
     #: On shutdown: seconds given to event dispatches and background requests to finish.
     drain_timeout: float = 10.0
+    #: Seconds between two looks for open events of processes on the events store that died
+    #: (taken over and finished here; a starting process also looks once).
+    takeover_interval: float = 10.0
 
     def __post_init__(self) -> None:
         parts = urlsplit(self.public_url) if isinstance(self.public_url, str) else None
@@ -107,6 +110,7 @@ class ServeSettings:
                 "duplicate_wait",
                 "drain_timeout",
                 "body_timeout",
+                "takeover_interval",
             ),
         )
         if self.segment_deadline >= TWILIO_BUDGET:
