@@ -5,9 +5,7 @@ ensure_ascii=True)``: pure ASCII, so any text (a lone surrogate such as ``"\\ud8
 is written as an escape that ``json.loads`` turns back into the same text. Reading takes one
 line at a time, at most ``limit`` bytes of it (a longer line is skipped without being held in
 memory); a line that is not UTF-8, not JSON, nests too deeply or is not an object is reported
-with its file and line number and skipped, never fatal. :func:`record_problem` checks a record
-of the JSON-lines journal that flowlang wrote before the local store replaced it (for readers
-of such files during the move).
+with its file and line number and skipped, never fatal.
 """
 
 from __future__ import annotations
@@ -31,11 +29,9 @@ __all__ = [
     "encode_record",
     "nests_deeper_than",
     "read_records",
-    "record_problem",
 ]
 
 import json
-import math
 import os
 import stat
 from collections.abc import Iterator, Mapping
@@ -222,49 +218,3 @@ def check_event(
     if len(json.dumps(plain, ensure_ascii=True, separators=(",", ":"))) > size:
         raise EventError(f"event {shown} is larger than {size} bytes as JSON")
     return plain
-
-
-#: A journal record's time is a number of at most this magnitude (seconds; exact as a float).
-MAX_TIME = 2**53
-#: The outcomes a journal's ``settled`` record may have.
-SETTLED_OUTCOMES = frozenset({"delivered", "dead_lettered", "skipped"})
-#: The fields of each kind of journal record that must be non-empty text.
-_TEXT_FIELDS = {
-    "event": (),
-    "seen": ("event_id",),
-    "settled": ("event_id", "workflow", "action", "outcome"),
-    "operation": ("event_id", "key", "name"),
-    "workflow_done": ("event_id", "workflow"),
-    "done": ("event_id",),
-}
-
-
-def _is_time(value: Any) -> bool:
-    """Whether ``value`` is a usable time: an int or float (not a bool), finite, in range.
-    (No conversion: ``math.isfinite`` of a 400-digit int raises OverflowError.)"""
-    if type(value) is int:
-        return -MAX_TIME <= value <= MAX_TIME
-    return type(value) is float and math.isfinite(value) and -MAX_TIME <= value <= MAX_TIME
-
-
-def record_problem(record: Mapping[str, Any]) -> str | None:
-    """Why a record of the JSON-lines journal (what flowlang kept before the local store)
-    cannot be used (a kind, field type or range that flowlang never wrote), or None when it
-    can. A missing ``at`` is allowed (older journals)."""
-    kind = record.get("kind")
-    fields = _TEXT_FIELDS.get(kind) if isinstance(kind, str) else None
-    if fields is None:
-        return f"not a journal record (its kind, {type(kind).__name__}, is not one flowlang writes)"
-    for name in fields:
-        value = record.get(name)
-        if not isinstance(value, str) or not value:
-            return f"its {name} is not text ({type(value).__name__})"
-    if kind == "event":
-        event = record.get("event")
-        if not isinstance(event, Mapping) or not isinstance(event.get("id"), str):
-            return "its event is not an object with an id (text)"
-    if kind == "settled" and record["outcome"] not in SETTLED_OUTCOMES:
-        return "its outcome is not one of " + ", ".join(sorted(SETTLED_OUTCOMES))
-    if "at" in record and not _is_time(record["at"]):
-        return f"its at is not a time (a number of at most {MAX_TIME} in size)"
-    return None
