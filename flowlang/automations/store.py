@@ -228,7 +228,8 @@ class LocalStore:
             hint = ""
             if head.lstrip()[:1] == b"{":
                 hint = (
-                    " (it looks like JSON lines: a store is made by flowlang automate --store; "
+                    " (it looks like JSON lines: a store is made by flowlang automate --store or "
+                    "flowlang serve --events-store; "
                     "dead letters in JSON lines are imported with flowlang deadletters import)"
                 )
             raise self._error(f"is not a flowlang store (not an SQLite database){hint}")
@@ -332,7 +333,7 @@ class LocalStore:
         if "full" in text:
             return "the disk is full"
         if "unable to open" in text:
-            return "it cannot be opened (a missing or unwritable folder?)"
+            return "a missing or unwritable folder?"
         return text
 
     @contextlib.contextmanager
