@@ -13,7 +13,7 @@ DEMO_SECRETS := FLOWLANG_SECRET_CRM_TOKEN=demo-crm-token FLOWLANG_SECRET_BILLING
 	FLOWLANG_SECRET_SMS_KEY_ID=demo-sms-id FLOWLANG_SECRET_SMS_KEY_SECRET=demo-sms-secret \
 	FLOWLANG_SECRET_SLACK_TOKEN=demo-slack-token FLOWLANG_SECRET_SPEECH_API_KEY=demo-speech-key
 
-.PHONY: schema setup demo demo-expressions demo-automations test test-compiled test-python dist-check bench bench-f2 bench-documents bench-tests bench-growth bench-http bench-serve bench-automations bench-automate-memory fuzz lint clean
+.PHONY: schema setup demo demo-expressions demo-automations test test-compiled test-python dist-check bench bench-f2 bench-documents bench-tests bench-growth bench-http bench-serve bench-serve-events bench-automations bench-automate-memory fuzz lint clean
 
 setup: $(STAMP)
 
@@ -121,6 +121,11 @@ bench-http: $(STAMP)
 bench-serve: $(STAMP)
 	FLOWLANG_REQUIRE_EXTENSIONS=1 FLOWLANG_REQUIRE_SERVICES=1 $(BIN)/python -m pytest \
 		benchmarks/test_serve.py --benchmark-only -q -s -p no:cacheprovider
+
+# flowlang serve's POST /events accepted per second, with its events store and without, one
+# process and --workers 2 (a redis-server started on a free port for the workers' calls).
+bench-serve-events: $(STAMP)
+	FLOWLANG_REQUIRE_EXTENSIONS=1 $(BIN)/python benchmarks/serve_events.py
 
 # Automations' deliveries per second to a loopback HTTPS receiver (its own process, counting
 # Idempotency-Keys): the local executor against a plain asyncio + httpx script at 10 and 100
