@@ -77,6 +77,7 @@ import orjson
 import pytest
 import redis
 import trustme
+from celery_floor import NOOP_TASK, POST_TASK, floor_app, publish
 from https_receiver import Receiver
 from test_http_throughput import Minimal
 
@@ -443,6 +444,13 @@ REDELIVERY_TIMEOUT = float(os.environ.get("FLOWLANG_BENCH_REDELIVERY_TIMEOUT", "
 #: More worker options for every worker started here (``FLOWLANG_BENCH_WORKER_OPTIONS``, split
 #: like a shell line), e.g. ``--visibility-timeout 10 --restore-interval 2 --lease 5``.
 WORKER_OPTIONS = tuple(shlex.split(os.environ.get("FLOWLANG_BENCH_WORKER_OPTIONS", "")))
+#: The Celery floor's tasks (``FLOWLANG_BENCH_FLOOR``: ``noop``, ``post``, both by default,
+#: ``none`` for neither).
+FLOOR_TASKS = tuple(
+    {"noop": NOOP_TASK, "post": POST_TASK}[name]
+    for name in os.environ.get("FLOWLANG_BENCH_FLOOR", "noop,post").split(",")
+    if name != "none"
+)
 RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672//"
 RABBITMQ_PORT = 5672
 BROKERS = ("redis", "rabbitmq")
@@ -775,6 +783,103 @@ def killed_worker_delivery(
         run.close()
 
 
+FLOOR_SCRIPT = ROOT / "benchmarks" / "celery_floor.py"
+
+
+def celery_floor(
+    scene: Scene, processes: Processes, broker: str, store: str, concurrency: int, task: str
+) -> dict[str, Any]:
+    """The Celery floor (``benchmarks/celery_floor.py``): one worker process with flowlang's
+    app and worker options (threads pool, ``concurrency`` threads) running EVENTS ``task``s
+    (NOOP_TASK: one Redis round trip; POST_TASK: one HTTPS POST to the receiver with a sync
+    httpx client per thread), published from this process one at a time as ``flowlang
+    automate --executor celery`` does. Tasks per second from the first publish to the last
+    task done; the worker's CPU per task (``group_cpu``); each task checked run exactly once."""
+    token = secrets.token_hex(4)
+    queue_prefix = f"flfloor-{token}."
+    counts = f"flfloor-{token}:"
+    command = [
+        sys.executable, str(FLOOR_SCRIPT),
+        "--broker", broker,
+        "--queue-prefix", queue_prefix,
+        "--concurrency", str(concurrency),
+        "--store", store,
+        "--url", scene.url,
+        "--ca-file", str(scene.ca_file),
+    ]  # fmt: skip
+    name = f"floor-{token}"
+    worker = processes.start(command, name)
+    app = floor_app(broker, queue_prefix)
+    client = redis.Redis.from_url(store, socket_timeout=10)
+    receiver = scene.receiver
+
+    def send(hash_key: str, count: int) -> None:
+        for n in range(count):
+            if task == NOOP_TASK:
+                publish(app, NOOP_TASK, [hash_key, n, count])
+            else:
+                publish(app, POST_TASK, [hash_key, n])
+
+    def wait(hash_key: str, count: int, timeout: float) -> tuple[float | None, dict[str, int]]:
+        """(when the last of ``count`` tasks was done or None, {n: runs})."""
+        if task == POST_TASK:
+            stats = receiver.wait_for(count, timeout, poll=0.01)
+            seen = {key.removeprefix(hash_key): runs for key, (runs, _) in receiver.seen().items()}
+            done = stats["last_new"] if stats["distinct"] >= count else None
+            return done, seen
+        deadline = time.monotonic() + timeout
+        while (end := client.get(f"{hash_key}:end")) is None and time.monotonic() < deadline:
+            if worker.poll() is not None:
+                break
+            time.sleep(0.01)
+        runs = {k.decode(): int(v) for k, v in client.hgetall(hash_key).items()}
+        return (None if end is None else float(end)), runs
+
+    def check(hash_key: str, count: int, timeout: float, what: str) -> tuple[float, float]:
+        """(when the last task was done, the worker's CPU seconds then), once every task is
+        seen to have run exactly once."""
+        done, runs = wait(hash_key, count, timeout)
+        cpu = group_cpu([worker])
+        if done is None:
+            pytest.fail(
+                f"the floor worker ran {len(runs)} of {count} {what} tasks within {timeout:.0f} s"
+                f" ({worker.poll()}): {processes.log(name)}"
+            )
+        time.sleep(0.2)  # a repeat arriving late is counted too
+        _, runs = wait(hash_key, count, 1.0)
+        assert runs == {str(n): 1 for n in range(count)}, f"{what}: not every task ran once"
+        if task == POST_TASK:
+            stats = receiver.stats()
+            assert stats["repeats"] == stats["unkeyed"] == stats["refused"] == 0, stats
+        return done, cpu
+
+    try:
+        receiver.reset()
+        send(f"{counts}warm:", WARM_EVENTS)
+        check(f"{counts}warm:", WARM_EVENTS, READY_TIMEOUT, "warm-up")
+        receiver.reset()
+        cpu = group_cpu([worker])
+        started = time.monotonic()
+        send(f"{counts}run:", EVENTS)
+        published = time.monotonic() - started
+        done, cpu_after = check(f"{counts}run:", EVENTS, CELERY_PASS_TIMEOUT, "timed")
+        cpu = cpu_after - cpu
+        return {
+            "per_second": EVENTS / (done - started),
+            "publish_per_second": EVENTS / published,
+            "cpu_ms": cpu / EVENTS * 1000,
+        }
+    finally:
+        processes.stop([worker])
+        with contextlib.suppress(Exception):
+            client.delete(
+                *(f"{counts}{part}" for part in ("warm:", "warm::end", "run:", "run::end"))
+            )
+        client.close()
+        app.close()
+        delete_queues(broker, queue_prefix)
+
+
 @pytest.fixture(scope="module")
 def celery_ready() -> None:
     reason = worker_missing()
@@ -820,13 +925,19 @@ def test_celery_workers_throughput(
     url = broker_url(broker, store_server)
     processes = Processes(scene.folder)
     rows: list[tuple[int, dict[str, Any], dict[str, Any]]] = []
+    floors: dict[int, dict[str, dict[str, Any]]] = {}
 
     def measure_all() -> None:
         rows.clear()
+        floors.clear()
         for concurrency in CELERY_CONCURRENCY:
             one = celery_rate(scene, processes, url, store_server.url, 1, concurrency)
             two = celery_rate(scene, processes, url, store_server.url, 2, concurrency)
             rows.append((concurrency, one, two))
+            floors[concurrency] = {
+                task: celery_floor(scene, processes, url, store_server.url, concurrency, task)
+                for task in FLOOR_TASKS
+            }
 
     try:
         benchmark.group = "automations throughput: celery"
@@ -854,7 +965,52 @@ def test_celery_workers_throughput(
             f"{one['repeats']} / {two['repeats']} | "
             f"{one['cpu_ms']:.2f} / {two['cpu_ms']:.2f} |"
         )
-    benchmark.extra_info.update({str(c): {"one": one, "two": two} for c, one, two in rows})
+    _print_floor(broker, rows, floors)
+    benchmark.extra_info.update(
+        {str(c): {"one": one, "two": two, "floor": floors.get(c, {})} for c, one, two in rows}
+    )
+
+
+def _print_floor(
+    broker: str,
+    rows: list[tuple[int, dict[str, Any], dict[str, Any]]],
+    floors: dict[int, dict[str, dict[str, Any]]],
+) -> None:
+    """The Celery floor's table: one flowlang worker against Celery running no-op tasks (and
+    tasks making one HTTPS POST) with the same app, pool and concurrency."""
+    if not floors:
+        return
+    print(
+        f"\nCelery floor on {broker}: one worker process with flowlang's Celery app and worker "
+        f"options (threads pool, acks late, prefetch 1, JSON), {EVENTS:,} tasks published one "
+        "at a time from the benchmark's process; tasks per second from the first publish to the "
+        "last task done (every task checked run once); no-op = one Redis round trip (the "
+        "count), + POST = one HTTPS POST to the receiver on a sync httpx client per thread; "
+        f"CPU = the worker's CPU per task; load average {os.getloadavg()[0]:.1f}\n"
+    )
+    print(
+        "| broker | at once | flowlang 1 worker | Celery no-op | flowlang / no-op "
+        "| Celery + POST | flowlang / + POST | publishes/s | CPU ms flowlang / no-op / + POST |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for concurrency, one, _ in rows:
+        floor = floors[concurrency]
+        noop, post = floor.get(NOOP_TASK), floor.get(POST_TASK)
+        rate = one["per_second"]
+        cells = [
+            "- | -"
+            if found is None
+            else f"{found['per_second']:,.0f} | {rate / found['per_second']:.2f}"
+            for found in (noop, post)
+        ]
+        cpu = " / ".join(
+            "-" if found is None else f"{found['cpu_ms']:.2f}" for found in (noop, post)
+        )
+        publishes = max(found["publish_per_second"] for found in floor.values())
+        print(
+            f"| {broker} | {concurrency} | {rate:,.0f} | {cells[0]} | {cells[1]} | "
+            f"{publishes:,.0f} | {one['cpu_ms']:.2f} / {cpu} |"
+        )
 
 
 @pytest.mark.parametrize("broker", BROKERS)
