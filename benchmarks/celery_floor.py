@@ -8,9 +8,10 @@ itself runs per second on the same broker with the same settings, is the limit m
 Two tasks (both on the actions queue, where ``flowlang.deliver`` goes):
 
 - ``flowlang.floor.noop(counts, n, total)``: one Redis round trip on the store (a pipeline:
-  ``HINCRBY counts n 1``, ``HLEN counts``), so the benchmark can check that every task ran
-  exactly once without a result backend; the task that brings the hash to ``total`` fields
-  writes ``{counts}:end`` (``time.monotonic()``, the machine-wide clock) once;
+  ``HINCRBY counts n 1``, ``HLEN counts``, ``SET {counts}:first NOW NX``), so the benchmark
+  can check that every task ran exactly once without a result backend; the task that brings
+  the hash to ``total`` fields writes ``{counts}:end`` once (times are ``time.monotonic()``,
+  the machine-wide clock);
 - ``flowlang.floor.post(key, n)``: one HTTPS POST of ``{"n": n}`` with ``Idempotency-Key:
   {key}{n}`` on an ``httpx.Client`` (sync, one per worker thread, keep-alive, trusting
   ``--ca-file``) to ``--url``, the benchmark's receiver, which counts the keys.
@@ -63,7 +64,8 @@ def register(app: Celery, store: str, url: str | None, ca_file: str | None) -> N
         pipe = client.pipeline(transaction=False)
         pipe.hincrby(counts, str(n), 1)
         pipe.hlen(counts)
-        _, distinct = pipe.execute()
+        pipe.set(f"{counts}:first", repr(time.monotonic()), nx=True)
+        _, distinct, _ = pipe.execute()
         if distinct == total:
             client.set(f"{counts}:end", repr(time.monotonic()), nx=True)
 

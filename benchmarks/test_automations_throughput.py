@@ -53,6 +53,7 @@ table and writes the statistics to FILE (``python -m pstats FILE``).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import cProfile
 import importlib.util
@@ -444,13 +445,17 @@ REDELIVERY_TIMEOUT = float(os.environ.get("FLOWLANG_BENCH_REDELIVERY_TIMEOUT", "
 #: More worker options for every worker started here (``FLOWLANG_BENCH_WORKER_OPTIONS``, split
 #: like a shell line), e.g. ``--visibility-timeout 10 --restore-interval 2 --lease 5``.
 WORKER_OPTIONS = tuple(shlex.split(os.environ.get("FLOWLANG_BENCH_WORKER_OPTIONS", "")))
-#: The Celery floor's tasks (``FLOWLANG_BENCH_FLOOR``: ``noop``, ``post``, both by default,
-#: ``none`` for neither).
-FLOOR_TASKS = tuple(
-    {"noop": NOOP_TASK, "post": POST_TASK}[name]
-    for name in os.environ.get("FLOWLANG_BENCH_FLOOR", "noop,post").split(",")
-    if name != "none"
+#: The Celery floor's variants, (label, task, backlog), chosen by ``FLOWLANG_BENCH_FLOOR``
+#: (``noop``, ``post``, both by default; ``none`` for neither): each task published while the
+#: worker consumes, then as a backlog the worker drains.
+FLOOR_VARIANTS = tuple(
+    (f"{label}{', backlog' if backlog else ''}", task, backlog)
+    for name, label, task in (("noop", "no-op", NOOP_TASK), ("post", "+ POST", POST_TASK))
+    if name in os.environ.get("FLOWLANG_BENCH_FLOOR", "noop,post").split(",")
+    for backlog in (False, True)
 )
+#: Threads publishing the floor's tasks (one at a time each, as flowlang's publisher does).
+FLOOR_PUBLISHERS = 4
 RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672//"
 RABBITMQ_PORT = 5672
 BROKERS = ("redis", "rabbitmq")
@@ -787,14 +792,27 @@ FLOOR_SCRIPT = ROOT / "benchmarks" / "celery_floor.py"
 
 
 def celery_floor(
-    scene: Scene, processes: Processes, broker: str, store: str, concurrency: int, task: str
+    scene: Scene,
+    processes: Processes,
+    broker: str,
+    store: str,
+    concurrency: int,
+    task: str,
+    *,
+    backlog: bool = False,
 ) -> dict[str, Any]:
     """The Celery floor (``benchmarks/celery_floor.py``): one worker process with flowlang's
     app and worker options (threads pool, ``concurrency`` threads) running EVENTS ``task``s
     (NOOP_TASK: one Redis round trip; POST_TASK: one HTTPS POST to the receiver with a sync
-    httpx client per thread), published from this process one at a time as ``flowlang
-    automate --executor celery`` does. Tasks per second from the first publish to the last
-    task done; the worker's CPU per task (``group_cpu``); each task checked run exactly once."""
+    httpx client per thread), published from this process (FLOOR_PUBLISHERS threads, each
+    one at a time as ``flowlang automate --executor celery`` does); every task checked run
+    exactly once.
+
+    Without ``backlog``: after an untimed warm-up, tasks per second from the first publish to
+    the last task done. With ``backlog``: the tasks are all published first, then the worker
+    starts; tasks per second from the first task done to the last (what the worker drains,
+    without the publisher on the machine). Both with the worker's CPU per task
+    (``group_cpu``)."""
     token = secrets.token_hex(4)
     queue_prefix = f"flfloor-{token}."
     counts = f"flfloor-{token}:"
@@ -808,17 +826,44 @@ def celery_floor(
         "--ca-file", str(scene.ca_file),
     ]  # fmt: skip
     name = f"floor-{token}"
-    worker = processes.start(command, name)
+    workers: list[subprocess.Popen[bytes]] = []
     app = floor_app(broker, queue_prefix)
     client = redis.Redis.from_url(store, socket_timeout=10)
     receiver = scene.receiver
 
-    def send(hash_key: str, count: int) -> None:
-        for n in range(count):
-            if task == NOOP_TASK:
-                publish(app, NOOP_TASK, [hash_key, n, count])
+    def send(hash_key: str, count: int) -> float:
+        """Publish ``count`` tasks from FLOOR_PUBLISHERS threads (each its own connection from
+        the app's pool); the seconds it took."""
+
+        def part(first: int) -> None:
+            for n in range(first, count, FLOOR_PUBLISHERS):
+                if task == NOOP_TASK:
+                    publish(app, NOOP_TASK, [hash_key, n, count])
+                else:
+                    publish(app, POST_TASK, [hash_key, n])
+
+        started = time.monotonic()
+        with concurrent.futures.ThreadPoolExecutor(FLOOR_PUBLISHERS) as threads:
+            for running in [threads.submit(part, first) for first in range(FLOOR_PUBLISHERS)]:
+                running.result(PASS_TIMEOUT)
+        return time.monotonic() - started
+
+    def alive() -> bool:
+        return all(worker.poll() is None for worker in workers)
+
+    def first_done(hash_key: str, timeout: float) -> float | None:
+        """When the first task was done (polled, bounded), or None."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and alive():
+            if task == POST_TASK:
+                first = receiver.stats()["first"]
             else:
-                publish(app, POST_TASK, [hash_key, n])
+                text = client.get(f"{hash_key}:first")
+                first = None if text is None else float(text)
+            if first is not None:
+                return float(first)
+            time.sleep(0.005)
+        return None
 
     def wait(hash_key: str, count: int, timeout: float) -> tuple[float | None, dict[str, int]]:
         """(when the last of ``count`` tasks was done or None, {n: runs})."""
@@ -829,7 +874,7 @@ def celery_floor(
             return done, seen
         deadline = time.monotonic() + timeout
         while (end := client.get(f"{hash_key}:end")) is None and time.monotonic() < deadline:
-            if worker.poll() is not None:
+            if not alive():
                 break
             time.sleep(0.01)
         runs = {k.decode(): int(v) for k, v in client.hgetall(hash_key).items()}
@@ -839,11 +884,11 @@ def celery_floor(
         """(when the last task was done, the worker's CPU seconds then), once every task is
         seen to have run exactly once."""
         done, runs = wait(hash_key, count, timeout)
-        cpu = group_cpu([worker])
+        cpu = group_cpu(workers)
         if done is None:
             pytest.fail(
                 f"the floor worker ran {len(runs)} of {count} {what} tasks within {timeout:.0f} s"
-                f" ({worker.poll()}): {processes.log(name)}"
+                f" ({[w.poll() for w in workers]}): {processes.log(name)}"
             )
         time.sleep(0.2)  # a repeat arriving late is counted too
         _, runs = wait(hash_key, count, 1.0)
@@ -853,27 +898,38 @@ def celery_floor(
             assert stats["repeats"] == stats["unkeyed"] == stats["refused"] == 0, stats
         return done, cpu
 
+    run = f"{counts}run:"
     try:
         receiver.reset()
-        send(f"{counts}warm:", WARM_EVENTS)
-        check(f"{counts}warm:", WARM_EVENTS, READY_TIMEOUT, "warm-up")
-        receiver.reset()
-        cpu = group_cpu([worker])
-        started = time.monotonic()
-        send(f"{counts}run:", EVENTS)
-        published = time.monotonic() - started
-        done, cpu_after = check(f"{counts}run:", EVENTS, CELERY_PASS_TIMEOUT, "timed")
-        cpu = cpu_after - cpu
+        if backlog:
+            published = send(run, EVENTS)
+            workers.append(processes.start(command, name))
+            first = first_done(run, READY_TIMEOUT)
+            if first is None:
+                pytest.fail(f"the floor worker ran no task ({alive()}): {processes.log(name)}")
+            cpu = group_cpu(workers)
+            done, cpu_after = check(run, EVENTS, CELERY_PASS_TIMEOUT, "backlog")
+            per_second = (EVENTS - 1) / (done - first)
+        else:
+            workers.append(processes.start(command, name))
+            send(f"{counts}warm:", WARM_EVENTS)
+            check(f"{counts}warm:", WARM_EVENTS, READY_TIMEOUT, "warm-up")
+            receiver.reset()
+            cpu = group_cpu(workers)
+            started = time.monotonic()
+            published = send(run, EVENTS)
+            done, cpu_after = check(run, EVENTS, CELERY_PASS_TIMEOUT, "timed")
+            per_second = EVENTS / (done - started)
         return {
-            "per_second": EVENTS / (done - started),
+            "per_second": per_second,
             "publish_per_second": EVENTS / published,
-            "cpu_ms": cpu / EVENTS * 1000,
+            "cpu_ms": (cpu_after - cpu) / EVENTS * 1000,
         }
     finally:
-        processes.stop([worker])
+        processes.stop(workers)
         with contextlib.suppress(Exception):
             client.delete(
-                *(f"{counts}{part}" for part in ("warm:", "warm::end", "run:", "run::end"))
+                *(f"{counts}{a}{b}" for a in ("warm:", "run:") for b in ("", ":end", ":first"))
             )
         client.close()
         app.close()
@@ -935,8 +991,10 @@ def test_celery_workers_throughput(
             two = celery_rate(scene, processes, url, store_server.url, 2, concurrency)
             rows.append((concurrency, one, two))
             floors[concurrency] = {
-                task: celery_floor(scene, processes, url, store_server.url, concurrency, task)
-                for task in FLOOR_TASKS
+                label: celery_floor(
+                    scene, processes, url, store_server.url, concurrency, task, backlog=backlog
+                )
+                for label, task, backlog in FLOOR_VARIANTS
             }
 
     try:
@@ -978,39 +1036,32 @@ def _print_floor(
 ) -> None:
     """The Celery floor's table: one flowlang worker against Celery running no-op tasks (and
     tasks making one HTTPS POST) with the same app, pool and concurrency."""
-    if not floors:
+    if not any(floors.values()):
         return
     print(
         f"\nCelery floor on {broker}: one worker process with flowlang's Celery app and worker "
-        f"options (threads pool, acks late, prefetch 1, JSON), {EVENTS:,} tasks published one "
-        "at a time from the benchmark's process; tasks per second from the first publish to the "
-        "last task done (every task checked run once); no-op = one Redis round trip (the "
-        "count), + POST = one HTTPS POST to the receiver on a sync httpx client per thread; "
-        f"CPU = the worker's CPU per task; load average {os.getloadavg()[0]:.1f}\n"
+        f"options (threads pool, acks late, prefetch 1, JSON), {EVENTS:,} tasks published by "
+        f"{FLOOR_PUBLISHERS} threads of the benchmark's process, every task checked run once. "
+        "no-op = one Redis round trip (the count); + POST = one HTTPS POST to the receiver "
+        "(sync httpx client per thread). Tasks/s from the first publish to the last task "
+        "done; backlog: all published before the worker starts, from the first task done to "
+        "the last. CPU ms = the worker's CPU per task (flowlang: per delivery, 1 worker); "
+        f"load average {os.getloadavg()[0]:.1f}\n"
     )
     print(
-        "| broker | at once | flowlang 1 worker | Celery no-op | flowlang / no-op "
-        "| Celery + POST | flowlang / + POST | publishes/s | CPU ms flowlang / no-op / + POST |"
+        "| broker | at once | floor | floor tasks/s | flowlang 1 worker | flowlang / floor "
+        "| publishes/s | floor CPU ms per task | flowlang CPU ms per delivery |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---|---:|---:|---:|---:|---:|---:|")
     for concurrency, one, _ in rows:
-        floor = floors[concurrency]
-        noop, post = floor.get(NOOP_TASK), floor.get(POST_TASK)
         rate = one["per_second"]
-        cells = [
-            "- | -"
-            if found is None
-            else f"{found['per_second']:,.0f} | {rate / found['per_second']:.2f}"
-            for found in (noop, post)
-        ]
-        cpu = " / ".join(
-            "-" if found is None else f"{found['cpu_ms']:.2f}" for found in (noop, post)
-        )
-        publishes = max(found["publish_per_second"] for found in floor.values())
-        print(
-            f"| {broker} | {concurrency} | {rate:,.0f} | {cells[0]} | {cells[1]} | "
-            f"{publishes:,.0f} | {one['cpu_ms']:.2f} / {cpu} |"
-        )
+        for label, found in floors.get(concurrency, {}).items():
+            print(
+                f"| {broker} | {concurrency} | {label} | {found['per_second']:,.0f} | "
+                f"{rate:,.0f} | {rate / found['per_second']:.2f} | "
+                f"{found['publish_per_second']:,.0f} | {found['cpu_ms']:.2f} | "
+                f"{one['cpu_ms']:.2f} |"
+            )
 
 
 @pytest.mark.parametrize("broker", BROKERS)
