@@ -59,7 +59,7 @@ def register(app: Celery, store: str, url: str | None, ca_file: str | None) -> N
     client = redis.Redis.from_url(store, socket_timeout=10)
     local = threading.local()
 
-    @app.task(name=NOOP_TASK)  # type: ignore[untyped-decorator]
+    @app.task(name=NOOP_TASK)
     def noop(counts: str, n: int, total: int) -> None:
         pipe = client.pipeline(transaction=False)
         pipe.hincrby(counts, str(n), 1)
@@ -69,7 +69,7 @@ def register(app: Celery, store: str, url: str | None, ca_file: str | None) -> N
         if distinct == total:
             client.set(f"{counts}:end", repr(time.monotonic()), nx=True)
 
-    @app.task(name=POST_TASK)  # type: ignore[untyped-decorator]
+    @app.task(name=POST_TASK)
     def post(key: str, n: int) -> None:
         http = getattr(local, "client", None)
         if http is None:

@@ -37,6 +37,15 @@ The workers' CPU per delivery (their process groups' user + system time over the
 The harness is below (``celery_*``, ``worker_command``, ``publish_command``); those tests skip
 while ``python -m flowlang worker --help`` fails (the command does not exist yet).
 
+The Celery floor, in the same run and per broker: one worker process of
+``benchmarks/celery_floor.py`` (flowlang's Celery app from ``make_app`` and ``flowlang
+worker``'s options: threads pool, the same concurrency, acks late, prefetch 1, JSON; its own
+process group, random queue names) running EVENTS tasks that do nothing but one Redis round
+trip (their count: every task checked run exactly once, no result backend), and tasks making
+one HTTPS POST to the receiver on a sync httpx client per thread; each published while the
+worker consumes, and as a backlog published before it starts. One flowlang worker against
+it, in deliveries per second and in CPU per delivery: what flowlang adds to Celery itself.
+
 Outside ``make test``:
 
     make bench-automations
@@ -45,6 +54,7 @@ Outside ``make test``:
 ``FLOWLANG_BENCH_WORKER_OPTIONS="..."`` adds options to every ``flowlang worker`` started
 (``--task-events --no-inline`` measures the workers as they were before issue 13's tuning:
 task events sent, every delivery two tasks);
+``FLOWLANG_BENCH_FLOOR=noop|post|noop,post|none`` chooses the floor's tasks (both by default);
 ``FLOWLANG_BENCH_REDELIVERY_TIMEOUT=S`` bounds the wait for a killed worker's task (420 s);
 ``FLOWLANG_BENCH_PROFILE=FILE`` runs one local pass at 100 at once under cProfile after the
 table and writes the statistics to FILE (``python -m pstats FILE``).
