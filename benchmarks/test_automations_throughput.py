@@ -37,6 +37,15 @@ The workers' CPU per delivery (their process groups' user + system time over the
 The harness is below (``celery_*``, ``worker_command``, ``publish_command``); those tests skip
 while ``python -m flowlang worker --help`` fails (the command does not exist yet).
 
+The Celery floor, in the same run and per broker: one worker process of
+``benchmarks/celery_floor.py`` (flowlang's Celery app from ``make_app`` and ``flowlang
+worker``'s options: threads pool, the same concurrency, acks late, prefetch 1, JSON; its own
+process group, random queue names) running EVENTS tasks that do nothing but one Redis round
+trip (their count: every task checked run exactly once, no result backend), and tasks making
+one HTTPS POST to the receiver on a sync httpx client per thread; each published while the
+worker consumes, and as a backlog published before it starts. One flowlang worker against
+it, in deliveries per second and in CPU per delivery: what flowlang adds to Celery itself.
+
 Outside ``make test``:
 
     make bench-automations
@@ -45,6 +54,7 @@ Outside ``make test``:
 ``FLOWLANG_BENCH_WORKER_OPTIONS="..."`` adds options to every ``flowlang worker`` started
 (``--task-events --no-inline`` measures the workers as they were before issue 13's tuning:
 task events sent, every delivery two tasks);
+``FLOWLANG_BENCH_FLOOR=noop|post|noop,post|none`` chooses the floor's tasks (both by default);
 ``FLOWLANG_BENCH_REDELIVERY_TIMEOUT=S`` bounds the wait for a killed worker's task (420 s);
 ``FLOWLANG_BENCH_PROFILE=FILE`` runs one local pass at 100 at once under cProfile after the
 table and writes the statistics to FILE (``python -m pstats FILE``).
@@ -53,6 +63,7 @@ table and writes the statistics to FILE (``python -m pstats FILE``).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import cProfile
 import importlib.util
@@ -77,6 +88,7 @@ import orjson
 import pytest
 import redis
 import trustme
+from celery_floor import NOOP_TASK, POST_TASK, floor_app, publish
 from https_receiver import Receiver
 from test_http_throughput import Minimal
 
@@ -443,6 +455,17 @@ REDELIVERY_TIMEOUT = float(os.environ.get("FLOWLANG_BENCH_REDELIVERY_TIMEOUT", "
 #: More worker options for every worker started here (``FLOWLANG_BENCH_WORKER_OPTIONS``, split
 #: like a shell line), e.g. ``--visibility-timeout 10 --restore-interval 2 --lease 5``.
 WORKER_OPTIONS = tuple(shlex.split(os.environ.get("FLOWLANG_BENCH_WORKER_OPTIONS", "")))
+#: The Celery floor's variants, (label, task, backlog), chosen by ``FLOWLANG_BENCH_FLOOR``
+#: (``noop``, ``post``, both by default; ``none`` for neither): each task published while the
+#: worker consumes, then as a backlog the worker drains.
+FLOOR_VARIANTS = tuple(
+    (f"{label}{', backlog' if backlog else ''}", task, backlog)
+    for name, label, task in (("noop", "no-op", NOOP_TASK), ("post", "+ POST", POST_TASK))
+    if name in os.environ.get("FLOWLANG_BENCH_FLOOR", "noop,post").split(",")
+    for backlog in (False, True)
+)
+#: Threads publishing the floor's tasks (one at a time each, as flowlang's publisher does).
+FLOOR_PUBLISHERS = 4
 RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672//"
 RABBITMQ_PORT = 5672
 BROKERS = ("redis", "rabbitmq")
@@ -775,6 +798,154 @@ def killed_worker_delivery(
         run.close()
 
 
+FLOOR_SCRIPT = ROOT / "benchmarks" / "celery_floor.py"
+
+
+def celery_floor(
+    scene: Scene,
+    processes: Processes,
+    broker: str,
+    store: str,
+    concurrency: int,
+    task: str,
+    *,
+    backlog: bool = False,
+) -> dict[str, Any]:
+    """The Celery floor (``benchmarks/celery_floor.py``): one worker process with flowlang's
+    app and worker options (threads pool, ``concurrency`` threads) running EVENTS ``task``s
+    (NOOP_TASK: one Redis round trip; POST_TASK: one HTTPS POST to the receiver with a sync
+    httpx client per thread), published from this process (FLOOR_PUBLISHERS threads, each
+    one at a time as ``flowlang automate --executor celery`` does); every task checked run
+    exactly once.
+
+    Without ``backlog``: after an untimed warm-up, tasks per second from the first publish to
+    the last task done. With ``backlog``: the tasks are all published first, then the worker
+    starts; tasks per second from the first task done to the last (what the worker drains,
+    without the publisher on the machine). Both with the worker's CPU per task
+    (``group_cpu``)."""
+    token = secrets.token_hex(4)
+    queue_prefix = f"flfloor-{token}."
+    counts = f"flfloor-{token}:"
+    command = [
+        sys.executable, str(FLOOR_SCRIPT),
+        "--broker", broker,
+        "--queue-prefix", queue_prefix,
+        "--concurrency", str(concurrency),
+        "--store", store,
+        "--url", scene.url,
+        "--ca-file", str(scene.ca_file),
+    ]  # fmt: skip
+    name = f"floor-{token}"
+    workers: list[subprocess.Popen[bytes]] = []
+    app = floor_app(broker, queue_prefix)
+    client = redis.Redis.from_url(store, socket_timeout=10)
+    receiver = scene.receiver
+
+    def send(hash_key: str, count: int) -> float:
+        """Publish ``count`` tasks from FLOOR_PUBLISHERS threads (each its own connection from
+        the app's pool); the seconds it took."""
+
+        def part(first: int) -> None:
+            for n in range(first, count, FLOOR_PUBLISHERS):
+                if task == NOOP_TASK:
+                    publish(app, NOOP_TASK, [hash_key, n, count])
+                else:
+                    publish(app, POST_TASK, [hash_key, n])
+
+        started = time.monotonic()
+        with concurrent.futures.ThreadPoolExecutor(FLOOR_PUBLISHERS) as threads:
+            for running in [threads.submit(part, first) for first in range(FLOOR_PUBLISHERS)]:
+                running.result(PASS_TIMEOUT)
+        return time.monotonic() - started
+
+    def alive() -> bool:
+        return all(worker.poll() is None for worker in workers)
+
+    def first_done(hash_key: str, timeout: float) -> float | None:
+        """When the first task was done (polled, bounded), or None."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and alive():
+            if task == POST_TASK:
+                first = receiver.stats()["first"]
+            else:
+                text = client.get(f"{hash_key}:first")
+                first = None if text is None else float(text)
+            if first is not None:
+                return float(first)
+            time.sleep(0.005)
+        return None
+
+    def wait(hash_key: str, count: int, timeout: float) -> tuple[float | None, dict[str, int]]:
+        """(when the last of ``count`` tasks was done or None, {n: runs})."""
+        if task == POST_TASK:
+            stats = receiver.wait_for(count, timeout, poll=0.01)
+            seen = {key.removeprefix(hash_key): runs for key, (runs, _) in receiver.seen().items()}
+            done = stats["last_new"] if stats["distinct"] >= count else None
+            return done, seen
+        deadline = time.monotonic() + timeout
+        while (end := client.get(f"{hash_key}:end")) is None and time.monotonic() < deadline:
+            if not alive():
+                break
+            time.sleep(0.01)
+        runs = {k.decode(): int(v) for k, v in client.hgetall(hash_key).items()}
+        return (None if end is None else float(end)), runs
+
+    def check(hash_key: str, count: int, timeout: float, what: str) -> tuple[float, float]:
+        """(when the last task was done, the worker's CPU seconds then), once every task is
+        seen to have run exactly once."""
+        done, runs = wait(hash_key, count, timeout)
+        cpu = group_cpu(workers)
+        if done is None:
+            pytest.fail(
+                f"the floor worker ran {len(runs)} of {count} {what} tasks within {timeout:.0f} s"
+                f" ({[w.poll() for w in workers]}): {processes.log(name)}"
+            )
+        time.sleep(0.2)  # a repeat arriving late is counted too
+        _, runs = wait(hash_key, count, 1.0)
+        assert runs == {str(n): 1 for n in range(count)}, f"{what}: not every task ran once"
+        if task == POST_TASK:
+            stats = receiver.stats()
+            assert stats["repeats"] == stats["unkeyed"] == stats["refused"] == 0, stats
+        return done, cpu
+
+    run = f"{counts}run:"
+    try:
+        receiver.reset()
+        if backlog:
+            published = send(run, EVENTS)
+            workers.append(processes.start(command, name))
+            first = first_done(run, READY_TIMEOUT)
+            if first is None:
+                pytest.fail(f"the floor worker ran no task ({alive()}): {processes.log(name)}")
+            cpu = group_cpu(workers)
+            done, cpu_after = check(run, EVENTS, CELERY_PASS_TIMEOUT, "backlog")
+            per_second = (EVENTS - 1) / (done - first)
+        else:
+            workers.append(processes.start(command, name))
+            send(f"{counts}warm:", WARM_EVENTS)
+            check(f"{counts}warm:", WARM_EVENTS, READY_TIMEOUT, "warm-up")
+            receiver.reset()
+            cpu = group_cpu(workers)
+            started = time.monotonic()
+            published = send(run, EVENTS)
+            done, cpu_after = check(run, EVENTS, CELERY_PASS_TIMEOUT, "timed")
+            per_second = EVENTS / (done - started)
+        return {
+            "per_second": per_second,
+            "publish_per_second": EVENTS / published,
+            "cpu_ms": (cpu_after - cpu) / EVENTS * 1000,
+        }
+    finally:
+        processes.stop(workers)
+        with contextlib.suppress(Exception):
+            client.delete(
+                *(f"{counts}{a}{b}" for a in ("warm:", "run:") for b in ("", ":end", ":first"))
+            )
+        client.close()
+        app.close()
+        delete_queues(broker, queue_prefix)
+
+
 @pytest.fixture(scope="module")
 def celery_ready() -> None:
     reason = worker_missing()
@@ -820,13 +991,21 @@ def test_celery_workers_throughput(
     url = broker_url(broker, store_server)
     processes = Processes(scene.folder)
     rows: list[tuple[int, dict[str, Any], dict[str, Any]]] = []
+    floors: dict[int, dict[str, dict[str, Any]]] = {}
 
     def measure_all() -> None:
         rows.clear()
+        floors.clear()
         for concurrency in CELERY_CONCURRENCY:
             one = celery_rate(scene, processes, url, store_server.url, 1, concurrency)
             two = celery_rate(scene, processes, url, store_server.url, 2, concurrency)
             rows.append((concurrency, one, two))
+            floors[concurrency] = {
+                label: celery_floor(
+                    scene, processes, url, store_server.url, concurrency, task, backlog=backlog
+                )
+                for label, task, backlog in FLOOR_VARIANTS
+            }
 
     try:
         benchmark.group = "automations throughput: celery"
@@ -854,7 +1033,45 @@ def test_celery_workers_throughput(
             f"{one['repeats']} / {two['repeats']} | "
             f"{one['cpu_ms']:.2f} / {two['cpu_ms']:.2f} |"
         )
-    benchmark.extra_info.update({str(c): {"one": one, "two": two} for c, one, two in rows})
+    _print_floor(broker, rows, floors)
+    benchmark.extra_info.update(
+        {str(c): {"one": one, "two": two, "floor": floors.get(c, {})} for c, one, two in rows}
+    )
+
+
+def _print_floor(
+    broker: str,
+    rows: list[tuple[int, dict[str, Any], dict[str, Any]]],
+    floors: dict[int, dict[str, dict[str, Any]]],
+) -> None:
+    """The Celery floor's table: one flowlang worker against Celery running no-op tasks (and
+    tasks making one HTTPS POST) with the same app, pool and concurrency."""
+    if not any(floors.values()):
+        return
+    print(
+        f"\nCelery floor on {broker}: one worker process with flowlang's Celery app and worker "
+        f"options (threads pool, acks late, prefetch 1, JSON), {EVENTS:,} tasks published by "
+        f"{FLOOR_PUBLISHERS} threads of the benchmark's process, every task checked run once. "
+        "no-op = one Redis round trip (the count); + POST = one HTTPS POST to the receiver "
+        "(sync httpx client per thread). Tasks/s from the first publish to the last task "
+        "done; backlog: all published before the worker starts, from the first task done to "
+        "the last. CPU ms = the worker's CPU per task (flowlang: per delivery, 1 worker); "
+        f"load average {os.getloadavg()[0]:.1f}\n"
+    )
+    print(
+        "| broker | at once | floor | floor tasks/s | flowlang 1 worker | flowlang / floor "
+        "| publishes/s | floor CPU ms per task | flowlang CPU ms per delivery |"
+    )
+    print("|---|---:|---|---:|---:|---:|---:|---:|---:|")
+    for concurrency, one, _ in rows:
+        rate = one["per_second"]
+        for label, found in floors.get(concurrency, {}).items():
+            print(
+                f"| {broker} | {concurrency} | {label} | {found['per_second']:,.0f} | "
+                f"{rate:,.0f} | {rate / found['per_second']:.2f} | "
+                f"{found['publish_per_second']:,.0f} | {found['cpu_ms']:.2f} | "
+                f"{one['cpu_ms']:.2f} |"
+            )
 
 
 @pytest.mark.parametrize("broker", BROKERS)
