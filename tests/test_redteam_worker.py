@@ -4,10 +4,18 @@ fails against that code and states the invariant it breaks (see each docstring).
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 from typing import Any
 
+from celery_support import Receiver, receiver_fixture, write_workflow  # noqa: F401
 from distributed_support import Kit, fail_once
-from support import FakeClock
+from services import RedisServer
+from support import FakeClock, clean_env
 
 from flowlang import MappingSecrets
 from flowlang.automations import Automations, DeliverySettings, load_workflow_text
@@ -112,3 +120,80 @@ def test_a_replay_whose_ledger_write_fails_after_the_send_is_not_sent_again(kit:
     sent, outcomes = asyncio.run(asyncio.wait_for(work(), 30))
     assert len(sent) == 1, f"the action was sent {len(sent)} times; outcomes {outcomes}"
     _ = idempotency_key  # the key the ledger keeps it under (evt-rt-9, redteam_replay, first)
+
+
+# --- flowlang worker --metrics-port with PROMETHEUS_MULTIPROC_DIR in the environment -----------
+
+
+def _run_worker(
+    tmp_path: Path, flow: Path, url: str, env: dict[str, str], *extra: str
+) -> tuple[int | None, str]:
+    """``flowlang worker`` until it consumes or exits (bounded), then SIGTERM (its group)."""
+    log = tmp_path / f"worker-{time.monotonic_ns()}.log"
+    command = [
+        sys.executable, "-m", "flowlang", "worker", str(flow), "--broker", url, "--store", url,
+        "--queue-prefix", f"flrt{os.getpid()}.", "--allow-host", "127.0.0.1", *extra,
+    ]  # fmt: skip
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            env={**clean_env(), **env},
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while process.poll() is None and time.monotonic() < deadline:
+            if "flowlang worker: consuming" in log.read_text(errors="replace"):
+                break
+            time.sleep(0.05)
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+        code = process.wait(30)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(10)
+    return code, log.read_text(errors="replace")
+
+
+def test_metrics_with_an_inherited_multiprocess_dir_that_is_missing_is_no_traceback(
+    tmp_path: Path, redis_server: RedisServer, receiver: Receiver
+) -> None:
+    """FINDING (traceback on hostile input). With ``--pool threads`` (the default)
+    _start_metrics leaves PROMETHEUS_MULTIPROC_DIR as the environment has it (a shell that
+    also runs a multiprocess exporter, a stale value): prometheus_client then writes every
+    counter to mmap files in that folder, and when it does not exist WorkerMetrics() dies
+    with FileNotFoundError, a traceback (worker_console.py:339, outside any try). Invariant:
+    a clear error (exit 2) or a worker that serves its metrics; never a traceback."""
+    flow = write_workflow(tmp_path, receiver)
+    missing = tmp_path / "no-such-folder"
+    code, text = _run_worker(
+        tmp_path, flow, f"{redis_server.url[:-2]}/6", {"PROMETHEUS_MULTIPROC_DIR": str(missing)},
+        "--pool", "threads", "--metrics-port", "0",
+    )  # fmt: skip
+    assert "Traceback" not in text, text[-3000:]
+    assert code in (0, 2), text[-3000:]
+
+
+def test_metrics_of_a_threads_worker_leave_no_files_in_an_inherited_multiprocess_dir(
+    tmp_path: Path, redis_server: RedisServer, receiver: Receiver
+) -> None:
+    """FINDING (metrics files leak into someone else's folder). An inherited
+    PROMETHEUS_MULTIPROC_DIR that exists (say, the folder of a gunicorn-served exporter on the
+    same host) gets the threads worker's counter_PID.db / histogram_PID.db files, never removed
+    at exit (only the prefork pool's private folder is): they pile up per worker pid, and the
+    other exporter's MultiProcessCollector then serves flowlang_worker_* series it does not
+    own. Invariant: a worker writes metrics files only in a folder of its own, removed at
+    exit."""
+    flow = write_workflow(tmp_path, receiver)
+    shared = tmp_path / "someone-elses-multiproc"
+    shared.mkdir()
+    code, text = _run_worker(
+        tmp_path, flow, f"{redis_server.url[:-2]}/6", {"PROMETHEUS_MULTIPROC_DIR": str(shared)},
+        "--pool", "threads", "--metrics-port", "0",
+    )  # fmt: skip
+    assert "flowlang worker: consuming" in text and code == 0, text[-3000:]
+    assert sorted(p.name for p in shared.iterdir()) == []
