@@ -12,7 +12,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from celery_support import Receiver, receiver_fixture, write_workflow  # noqa: F401
+import json
+
+from celery_support import (  # noqa: F401 (the fixture receiver)
+    Receiver,
+    muting_proxy,
+    receiver_fixture,
+    write_workflow,
+)
 from distributed_support import Kit, fail_once
 from services import RedisServer
 from support import FakeClock, clean_env
@@ -197,3 +204,69 @@ def test_metrics_of_a_threads_worker_leave_no_files_in_an_inherited_multiprocess
     )  # fmt: skip
     assert "flowlang worker: consuming" in text and code == 0, text[-3000:]
     assert sorted(p.name for p in shared.iterdir()) == []
+
+
+# --- serve --broker when the broker stalls ---------------------------------------------------
+
+
+def test_serve_broker_answers_503_in_bounded_time_to_concurrent_senders_when_the_broker_stalls(
+    redis_server: RedisServer,
+) -> None:
+    """FINDING (hang / starvation). ``serve --broker`` publishes each event with
+    ``asyncio.to_thread`` (worker_console.py:465) through a publisher whose bound is
+    publish_timeout (10 s) per Redis command, redis-py's own retries and kombu's
+    task_publish_retry_policy (4 tries): measured 52 s for ONE 503 on a black-holed Redis
+    broker (28 s on RabbitMQ). Worse, each stalled publish holds a thread of the loop's
+    default executor (min(32, cpus + 4): 6 on 2 cores), so a few concurrent senders queue
+    behind each other (the 7th waits two whole stalls) and so does everything else on that
+    executor: loop.getaddrinfo (DNS for the calls' own HTTP requests). Invariant: every
+    sender gets its 503 within a webhook sender's patience (15 s, Twilio's), and the server's
+    loop keeps resolving names meanwhile."""
+    from flowlang.cli.worker_console import event_publisher
+    from tests.serve_support import EVENT_TOKEN, example_workflows, serving
+
+    auth = {"Authorization": f"Bearer {EVENT_TOKEN}"}
+    senders = 8
+
+    def body(number: int) -> bytes:
+        return json.dumps({"id": f"evt-st-{number}", "type": "contact.updated"}).encode()
+
+    answers: dict[int, tuple[int, float]] = {}
+    lookup: list[float] = []
+    with muting_proxy(redis_server.port) as proxy:
+        url = f"redis://127.0.0.1:{proxy.port}/7"
+        publish = event_publisher(url, f"flrt{os.getpid()}.")
+
+        async def main() -> None:
+            async with serving(workflows=example_workflows(), publish_events=publish) as served:
+                first = await served.client.post("/events", content=body(0), headers=auth)
+                assert first.status_code == 202, first.text  # connected
+                proxy.black_hole()
+
+                async def send(number: int) -> None:
+                    began = time.monotonic()
+                    answer = await served.client.post(
+                        "/events", content=body(number), headers=auth, timeout=200
+                    )
+                    answers[number] = (answer.status_code, time.monotonic() - began)
+
+                async def resolve() -> None:
+                    await asyncio.sleep(1.0)
+                    began = time.monotonic()
+                    await asyncio.get_running_loop().getaddrinfo("localhost", 80)
+                    lookup.append(time.monotonic() - began)
+
+                jobs = [asyncio.ensure_future(send(n)) for n in range(1, senders + 1)]
+                jobs.append(asyncio.ensure_future(resolve()))
+                await asyncio.wait(jobs, timeout=20)
+                proxy.stop.set()  # the stalled publishes end (connection lost) for the cleanup
+                for sock in proxy.sockets:
+                    sock.close()
+                await asyncio.wait(jobs, timeout=120)
+
+        asyncio.run(main())
+    late = {n: a for n, a in answers.items() if a[1] > 15}
+    assert len(answers) == senders
+    assert all(code == 503 for code, _ in answers.values()), answers
+    assert not late, f"503s after more than 15 s: {late}; all {answers}; getaddrinfo {lookup}"
+    assert lookup and lookup[0] < 2, f"getaddrinfo waited {lookup} s behind stalled publishes"
