@@ -4,6 +4,7 @@ fails against that code and states the invariant it breaks (see each docstring).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -15,15 +16,21 @@ from typing import Any
 
 import pytest
 import redis
-from celery_support import (  # noqa: F401 (the fixture receiver)
+from celery_support import (  # noqa: F401 (the fixtures receiver, store)
+    Ledger,
     Receiver,
     muting_proxy,
+    one_event,
     receiver_fixture,
+    redis_broker_on,
+    store_fixture,
+    wait_until,
+    worker_command,
     write_workflow,
 )
 from distributed_support import Kit, fail_once
 from services import RedisServer
-from support import FakeClock, clean_env
+from support import FakeClock, clean_env, cli
 
 from flowlang import MappingSecrets
 from flowlang.automations import Automations, DeliverySettings, load_workflow_text
@@ -361,3 +368,81 @@ def test_a_task_that_raises_leaves_its_message_on_the_broker(redis_server: Redis
         client.close()
     assert ran, "the task never ran"
     assert left >= 1, "the message of a task that raised is gone from the broker (lost)"
+
+
+# --- idle connections to the metrics endpoint ------------------------------------------------
+
+
+def test_idle_connections_to_the_metrics_port_do_not_stop_deliveries(
+    tmp_path: Path, redis_server: RedisServer, store: tuple[str, str, Ledger], receiver: Receiver
+) -> None:
+    """FINDING (denial of service through --metrics-port). prometheus_client's
+    start_wsgi_server (worker_console.py:333) is a ThreadingWSGIServer with no timeout and no
+    connection limit: each connection that sends nothing holds a thread and a file descriptor
+    of the worker process for ever. Whoever reaches the port (``--metrics-host 0.0.0.0`` for a
+    Prometheus in the cluster: the exact setup the option is for) opens connections until
+    the worker's descriptors run out; then the worker cannot open a connection to the
+    receiver, the store or the broker, and nothing is delivered. Scaled down: the worker's
+    RLIMIT_NOFILE is 256 and 300 idle connections are opened. Invariant: a metrics client,
+    however many connections it holds open, does not stop the worker's deliveries."""
+    import resource
+    import socket
+    import subprocess as sp
+
+    url, prefix, ledger = store
+    flow, events, first, _ = one_event(tmp_path, receiver, 41)
+    log = tmp_path / "worker.log"
+
+    def limited() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
+
+    idle: list[socket.socket] = []
+    with redis_broker_on(redis_server, 9) as broker:
+        command = worker_command([flow], broker, url, prefix, "--metrics-port", "0")
+        with log.open("wb") as sink:
+            process = sp.Popen(
+                command,
+                stdin=sp.DEVNULL,
+                stdout=sink,
+                stderr=sp.STDOUT,
+                env=clean_env(),
+                start_new_session=True,
+                preexec_fn=limited,
+            )
+        try:
+            wait_until(
+                lambda: (
+                    "flowlang worker: consuming" in log.read_text(errors="replace")
+                    or process.poll() is not None
+                ),
+                30,
+                "the worker did not start",
+            )
+            text = log.read_text(errors="replace")
+            port = int(text.split("metrics on http://127.0.0.1:", 1)[1].split("/", 1)[0])
+            for _ in range(300):  # bounded: each an open connection that says nothing
+                try:
+                    idle.append(socket.create_connection(("127.0.0.1", port), timeout=2))
+                except OSError:
+                    break
+            time.sleep(1.0)
+            status, _ = cli(
+                "automate", str(flow), "--events", str(events), "--executor", "celery",
+                "--broker", broker.url, "--queue-prefix", broker.queue_prefix,
+            )  # fmt: skip
+            assert status == 0
+            try:
+                wait_until(lambda: ledger.settled().get(first) == "delivered", 30, "")
+                delivered = True
+            except AssertionError:
+                delivered = False
+        finally:
+            for connection in idle:
+                connection.close()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(10)
+    text = log.read_text(errors="replace")
+    assert delivered, (
+        f"nothing delivered with {len(idle)} idle metrics connections:\n{text[-2500:]}"
+    )
