@@ -34,7 +34,7 @@ from support import FakeClock, clean_env, cli
 
 from flowlang import MappingSecrets
 from flowlang.automations import Automations, DeliverySettings, load_workflow_text
-from flowlang.automations.dispatch import DeadLetterStore, idempotency_key
+from flowlang.automations.dispatch import DeadLetterStore
 from flowlang.distributed import loop as worker_loop
 from flowlang.distributed import tasks
 from flowlang.distributed.deliverer import Deliverer
@@ -135,7 +135,39 @@ def test_a_replay_whose_ledger_write_fails_after_the_send_is_not_sent_again(kit:
 
     sent, outcomes = asyncio.run(asyncio.wait_for(work(), 30))
     assert len(sent) == 1, f"the action was sent {len(sent)} times; outcomes {outcomes}"
-    _ = idempotency_key  # the key the ledger keeps it under (evt-rt-9, redteam_replay, first)
+
+
+def test_a_redelivered_replay_from_a_dead_letters_own_text_is_not_sent_again(kit: Kit) -> None:
+    """FINDING (double send on redelivery). The same path as above without any store
+    failure: a flowlang.replay message is acknowledged only after its work (acks_late), so
+    a worker that dies after replay_record sent and settled the action, before the ack,
+    leaves the message to be redelivered; the next worker runs replay_record again, which
+    never looks at the ledger (replay.py:88, unlike Deliverer.replay's forget_dead), and
+    sends the action a second time although the ledger says delivered. Simulated by
+    running the same message's task body twice. Invariant: a redelivered message sends
+    nothing the ledger has settled."""
+
+    async def work() -> tuple[list[str], list[str]]:
+        failing = _automations(V1, _Http(400))
+        async with failing:
+            await failing.dispatch({"id": "evt-rt-10", "type": "call.ended", "properties": {}})
+        (record,) = failing.dead_letters.records
+        http = _Http(200)
+        worker = _automations(V2, http)
+        store = kit.store()
+        outcomes: list[str] = []
+        try:
+            async with worker:
+                runner = _Runner(worker, store)
+                for _ in range(2):  # the message, then its redelivery
+                    step = await tasks._replay(runner, dict(record))  # type: ignore[arg-type]
+                    outcomes.append(step.outcome)
+        finally:
+            await store.aclose()
+        return http.sent, outcomes
+
+    sent, outcomes = asyncio.run(asyncio.wait_for(work(), 30))
+    assert len(sent) == 1, f"the action was sent {len(sent)} times; outcomes {outcomes}"
 
 
 # --- flowlang worker --metrics-port with PROMETHEUS_MULTIPROC_DIR in the environment -----------
