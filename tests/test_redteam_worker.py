@@ -494,8 +494,12 @@ def test_sigterm_during_a_publish_the_broker_never_confirms_ends_and_loses_nothi
 ) -> None:
     """RabbitMQ through a proxy that stops passing the broker's replies while the worker's
     inline delivery is in flight: its next publish (the second action) waits for a confirm
-    that never comes. SIGTERM then. Invariant: the worker exits in bounded time, and a worker
-    started afterwards delivers both actions, each sent once."""
+    that never comes. SIGTERM then. FINDING (hang): the publish now ends (bounded, the
+    accept requeued) but the warm shutdown then never ends: the worker still runs 90 s after
+    SIGTERM (an idle worker whose RabbitMQ fell silent behaves the same: closing the AMQP
+    connection waits for the broker with no limit). Nothing is lost or sent twice (a worker
+    started afterwards delivers both actions once). Invariant: the worker exits in bounded
+    time, and a worker started afterwards delivers both actions, each sent once."""
     rabbit: RabbitMQ = request.getfixturevalue("rabbitmq")
     url, prefix, ledger = store
     flow, events, first, second = one_event(tmp_path, receiver, 51, HOLD)
