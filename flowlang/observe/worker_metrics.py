@@ -347,3 +347,13 @@ class MetricsServer:
             connection.settimeout(left)
             sent = connection.send(data[:65536])
             data = data[sent:]
+        # A close with unread request bytes would reset the connection and lose the answer:
+        # end the writing side and read what is left for a moment (bounded) first.
+        connection.shutdown(socket.SHUT_WR)
+        drained, deadline = 0, time.monotonic() + min(self._timeout, 1.0)
+        while drained < 1 << 20 and (left := deadline - time.monotonic()) > 0:
+            connection.settimeout(left)
+            chunk = connection.recv(65536)
+            if not chunk:
+                break
+            drained += len(chunk)
