@@ -230,9 +230,18 @@ def test_serve_broker_answers_503_at_once_when_every_publish_thread_waits_for_th
                 answers = [(second.status_code, time.monotonic() - began)]
                 answer = await asyncio.wait_for(stalled, 40)
                 answers.append((answer.status_code, 0.0))
+                proxy.hole.clear()  # the broker answers again
+                again = 0
+                for attempt in range(3):  # bounded: the sender's own retries
+                    sent = _event(f"evt-p3-{attempt}")
+                    again = (await client.post("/events", content=sent, headers=AUTH)).status_code
+                    if again == 202:
+                        break
+                answers.append((again, 0.0))
             return answers
 
         answers = asyncio.run(main())
-    (busy, waited), (stalled_code, _) = answers
+    (busy, waited), (stalled_code, _), (recovered, _) = answers
     assert busy == 503 and waited < 1.0, answers
     assert stalled_code == 503, answers
+    assert recovered == 202, answers
