@@ -7,9 +7,17 @@ worker in this process with flowlang's settings (flowlang.distributed.celery_app
 and Ctrl-C stop it warmly: the tasks in progress finish, the others stay on the broker;
 exit 0. It writes ``flowlang worker: consuming QUEUES`` on standard error once it consumes.
 With ``--metrics-port`` it first serves Prometheus metrics (flowlang.observe.worker_metrics)
-on ``--metrics-host`` (loopback by default) and says where; a port in use is exit 2. With
-the prefork pool, the pool children write prometheus_client's multiprocess files in a
-private temporary folder (mode 0700) the worker removes when it stops.
+on ``--metrics-host`` (loopback by default) and says where; a port in use is exit 2. The
+endpoint is bounded (MetricsServer: 8 connections at once, 5 s and 8 KiB per request), so
+idle clients cannot take the descriptors deliveries need. An inherited
+``PROMETHEUS_MULTIPROC_DIR`` is never used (removed at start): with the prefork pool, the
+pool children write prometheus_client's multiprocess files in a private temporary folder
+(mode 0700) the worker removes when it stops (one that cannot be made is exit 2); the
+threads pool writes none.
+
+``serve --broker`` (:func:`event_publisher`) publishes each event in one try of at most 3 s,
+on a pool of 8 threads of its own: its sender gets 503 within 5 s when the broker stalls,
+at once when all 8 wait already.
 
 ``automate --executor celery`` checks each event line at the door (a line that is not an
 event is reported with file:line, as ``automate`` does, and not published) and publishes one

@@ -20,7 +20,8 @@ Series (every label value is a word of a fixed set; anything else is ``other``):
 One process (the threads pool) registers them in a registry of its own; with
 ``multiprocess_path`` (the prefork pool: ``PROMETHEUS_MULTIPROC_DIR`` set before
 prometheus_client is imported) each pool child writes its own files there and
-:meth:`WorkerMetrics.registry` sums them for a scrape.
+:meth:`WorkerMetrics.registry` sums them for a scrape. :class:`MetricsServer` serves the
+registry, bounded (connections at once, seconds and bytes per request).
 """
 
 from __future__ import annotations
