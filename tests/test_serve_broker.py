@@ -33,7 +33,7 @@ from flowlang.automations.dispatch import idempotency_key
 from flowlang.cli.worker_console import event_publisher
 from flowlang.distributed.messages import AcceptMessage
 from tests.serve_support import EVENT_TOKEN, example_workflows, serving
-from tests.services import RedisServer
+from tests.services import RabbitMQ, RedisServer, rabbitmq  # noqa: F401 (the fixture)
 
 AUTH = {"Authorization": f"Bearer {EVENT_TOKEN}"}
 BROKER_PASSWORD = "broker-password-5b7e1c"
@@ -145,8 +145,9 @@ def test_serve_with_a_broker_that_does_not_answer_is_a_usage_error() -> None:
 # --- serve --broker when the broker stalls (red team, issue 13) ------------------------------
 
 
+@pytest.mark.parametrize("kind", ["redis", "rabbitmq"])
 def test_serve_broker_answers_503_in_bounded_time_to_concurrent_senders_when_the_broker_stalls(
-    redis_server: RedisServer,
+    kind: str, request: pytest.FixtureRequest
 ) -> None:
     """Red team, issue 13 (was a hang / starvation). ``serve --broker`` published each event
     with ``asyncio.to_thread`` through a publisher whose bound is
@@ -166,9 +167,19 @@ def test_serve_broker_answers_503_in_bounded_time_to_concurrent_senders_when_the
 
     answers: dict[int, tuple[int, float]] = {}
     lookup: list[float] = []
-    with muting_proxy(redis_server.port) as proxy:
-        url = f"redis://127.0.0.1:{proxy.port}/7"
-        publish = event_publisher(url, f"flrt{os.getpid()}.")
+    if kind == "redis":
+        redis_server: RedisServer = request.getfixturevalue("redis_server")
+        upstream, prefix = redis_server.port, f"flrt{os.getpid()}."
+    else:
+        rabbit: RabbitMQ = request.getfixturevalue("rabbitmq")
+        upstream, prefix = 5672, rabbit.queue_prefix
+    with muting_proxy(upstream) as proxy:
+        url = (
+            f"redis://127.0.0.1:{proxy.port}/7"
+            if kind == "redis"
+            else f"amqp://guest:guest@127.0.0.1:{proxy.port}//"
+        )
+        publish = event_publisher(url, prefix)
 
         async def main() -> None:
             async with serving(workflows=example_workflows(), publish_events=publish) as served:
