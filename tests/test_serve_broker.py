@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,7 @@ import pytest
 from celery_support import (
     Broker,
     Ledger,
+    muting_proxy,
     receiving,
     redis_broker_on,
     start_worker,
@@ -30,7 +33,7 @@ from flowlang.automations.dispatch import idempotency_key
 from flowlang.cli.worker_console import event_publisher
 from flowlang.distributed.messages import AcceptMessage
 from tests.serve_support import EVENT_TOKEN, example_workflows, serving
-from tests.services import RedisServer
+from tests.services import RabbitMQ, RedisServer, rabbitmq  # noqa: F401 (the fixture)
 
 AUTH = {"Authorization": f"Bearer {EVENT_TOKEN}"}
 BROKER_PASSWORD = "broker-password-5b7e1c"
@@ -137,3 +140,119 @@ def test_serve_with_a_broker_that_does_not_answer_is_a_usage_error() -> None:
     with pytest.raises(UsageError, match="cannot reach the broker") as caught:
         event_publisher(f"redis://:{BROKER_PASSWORD}@127.0.0.1:{free_port()}/0", "flowlang.")
     assert BROKER_PASSWORD not in str(caught.value)
+
+
+# --- serve --broker when the broker stalls (red team, issue 13) ------------------------------
+
+
+@pytest.mark.parametrize("kind", ["redis", "rabbitmq"])
+def test_serve_broker_answers_503_in_bounded_time_to_concurrent_senders_when_the_broker_stalls(
+    kind: str, request: pytest.FixtureRequest
+) -> None:
+    """Red team, issue 13 (was a hang / starvation). ``serve --broker`` published each event
+    with ``asyncio.to_thread`` through a publisher whose bound is
+    publish_timeout (10 s) per Redis command, redis-py's own retries and kombu's
+    task_publish_retry_policy (4 tries): measured 52 s for ONE 503 on a black-holed Redis
+    broker (28 s on RabbitMQ). Worse, each stalled publish holds a thread of the loop's
+    default executor (min(32, cpus + 4): 6 on 2 cores), so a few concurrent senders queue
+    behind each other (the 7th waits two whole stalls) and so does everything else on that
+    executor: loop.getaddrinfo (DNS for the calls' own HTTP requests). Invariant: every
+    sender gets its 503 within a webhook sender's patience (15 s, Twilio's), and the server's
+    loop keeps resolving names meanwhile."""
+    auth = AUTH
+    senders = 8
+
+    def body(number: int) -> bytes:
+        return json.dumps({"id": f"evt-st-{number}", "type": "contact.updated"}).encode()
+
+    answers: dict[int, tuple[int, float]] = {}
+    lookup: list[float] = []
+    if kind == "redis":
+        redis_server: RedisServer = request.getfixturevalue("redis_server")
+        upstream, prefix = redis_server.port, f"flrt{os.getpid()}."
+    else:
+        rabbit: RabbitMQ = request.getfixturevalue("rabbitmq")
+        upstream, prefix = 5672, rabbit.queue_prefix
+    with muting_proxy(upstream) as proxy:
+        url = (
+            f"redis://127.0.0.1:{proxy.port}/7"
+            if kind == "redis"
+            else f"amqp://guest:guest@127.0.0.1:{proxy.port}//"
+        )
+        publish = event_publisher(url, prefix)
+
+        async def main() -> None:
+            async with serving(workflows=example_workflows(), publish_events=publish) as served:
+                first = await served.client.post("/events", content=body(0), headers=auth)
+                assert first.status_code == 202, first.text  # connected
+                proxy.black_hole()
+
+                async def send(number: int) -> None:
+                    began = time.monotonic()
+                    answer = await served.client.post(
+                        "/events", content=body(number), headers=auth, timeout=200
+                    )
+                    answers[number] = (answer.status_code, time.monotonic() - began)
+
+                async def resolve() -> None:
+                    await asyncio.sleep(1.0)
+                    began = time.monotonic()
+                    await asyncio.get_running_loop().getaddrinfo("localhost", 80)
+                    lookup.append(time.monotonic() - began)
+
+                jobs = [asyncio.ensure_future(send(n)) for n in range(1, senders + 1)]
+                jobs.append(asyncio.ensure_future(resolve()))
+                await asyncio.wait(jobs, timeout=20)
+                proxy.stop.set()  # the stalled publishes end (connection lost) for the cleanup
+                for sock in proxy.sockets:
+                    sock.close()
+                await asyncio.wait(jobs, timeout=120)
+
+        asyncio.run(main())
+    late = {n: a for n, a in answers.items() if a[1] > 15}
+    assert len(answers) == senders
+    assert all(code == 503 for code, _ in answers.values()), answers
+    assert not late, f"503s after more than 15 s: {late}; all {answers}; getaddrinfo {lookup}"
+    assert lookup and lookup[0] < 2, f"getaddrinfo waited {lookup} s behind stalled publishes"
+
+
+def test_serve_broker_answers_503_at_once_when_every_publish_thread_waits_for_the_broker(
+    redis_server: RedisServer,
+) -> None:
+    """The publish pool is bounded: with its one thread held by a stalled publish, the next
+    sender gets its 503 at once, not after the stall; once the broker answers again (and the
+    stalled publish gave up) events are published again."""
+    with muting_proxy(redis_server.port) as proxy:
+        url = f"redis://127.0.0.1:{proxy.port}/7"
+        publish = event_publisher(url, f"flpool{os.getpid()}.", threads=1, timeout=1.0, wait=30)
+
+        async def main() -> list[tuple[int, float]]:
+            async with serving(workflows=example_workflows(), publish_events=publish) as served:
+                client = served.client
+                first = await client.post("/events", content=_event("evt-p0"), headers=AUTH)
+                assert first.status_code == 202, first.text
+                proxy.black_hole()
+                stalled = asyncio.ensure_future(
+                    client.post("/events", content=_event("evt-p1"), headers=AUTH, timeout=60)
+                )
+                await asyncio.sleep(0.3)
+                began = time.monotonic()
+                second = await client.post("/events", content=_event("evt-p2"), headers=AUTH)
+                answers = [(second.status_code, time.monotonic() - began)]
+                answer = await asyncio.wait_for(stalled, 40)
+                answers.append((answer.status_code, 0.0))
+                proxy.hole.clear()  # the broker answers again
+                again = 0
+                for attempt in range(3):  # bounded: the sender's own retries
+                    sent = _event(f"evt-p3-{attempt}")
+                    again = (await client.post("/events", content=sent, headers=AUTH)).status_code
+                    if again == 202:
+                        break
+                answers.append((again, 0.0))
+            return answers
+
+        answers = asyncio.run(main())
+    (busy, waited), (stalled_code, _), (recovered, _) = answers
+    assert busy == 503 and waited < 1.0, answers
+    assert stalled_code == 503, answers
+    assert recovered == 202, answers

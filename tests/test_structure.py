@@ -110,12 +110,9 @@ LAZY_ALLOWED: dict[tuple[str, str], str] = {
         "loaded only when one of them runs"
     ),
     ("flowlang.cli.worker", "flowlang.cli"): "the same import (`from flowlang.cli import`)",
-    ("flowlang.cli.worker_console", "prometheus_client"): (
-        "worker --metrics-port: loaded only with the option, after PROMETHEUS_MULTIPROC_DIR is "
-        "set (multiprocess mode reads it when prometheus_client is imported)"
-    ),
     ("flowlang.cli.worker_console", "flowlang.observe.worker_metrics"): (
-        "the same: the worker's metrics import prometheus_client"
+        "worker --metrics-port: prometheus_client is loaded only with the option, after "
+        "PROMETHEUS_MULTIPROC_DIR is set or removed (multiprocess mode reads it at import)"
     ),
     ("flowlang.cli.serve_console", "flowlang.cli.worker_console"): (
         "serve --broker: Celery (the celery extra) is loaded only when the option is given"

@@ -212,7 +212,8 @@ def add_worker_command(commands: Any, network_options: Callable[[Any], None]) ->
         metavar="PORT",
         help="serve Prometheus metrics (flowlang_worker_*) on this port, at /metrics "
         "(0: a free port, said on standard error); with --pool prefork the pool's processes "
-        "are summed (multiprocess mode, in a private temporary folder)",
+        "are summed (multiprocess mode, in a private temporary folder; an inherited "
+        "PROMETHEUS_MULTIPROC_DIR is ignored); at most 8 connections at once, 5 s each",
     )
     worker.add_argument(
         "--metrics-host",

@@ -7,9 +7,17 @@ worker in this process with flowlang's settings (flowlang.distributed.celery_app
 and Ctrl-C stop it warmly: the tasks in progress finish, the others stay on the broker;
 exit 0. It writes ``flowlang worker: consuming QUEUES`` on standard error once it consumes.
 With ``--metrics-port`` it first serves Prometheus metrics (flowlang.observe.worker_metrics)
-on ``--metrics-host`` (loopback by default) and says where; a port in use is exit 2. With
-the prefork pool, the pool children write prometheus_client's multiprocess files in a
-private temporary folder (mode 0700) the worker removes when it stops.
+on ``--metrics-host`` (loopback by default) and says where; a port in use is exit 2. The
+endpoint is bounded (MetricsServer: 8 connections at once, 5 s and 8 KiB per request), so
+idle clients cannot take the descriptors deliveries need. An inherited
+``PROMETHEUS_MULTIPROC_DIR`` is never used (removed at start): with the prefork pool, the
+pool children write prometheus_client's multiprocess files in a private temporary folder
+(mode 0700) the worker removes when it stops (one that cannot be made is exit 2); the
+threads pool writes none.
+
+``serve --broker`` (:func:`event_publisher`) publishes each event in one try of at most 3 s,
+on a pool of 8 threads of its own: its sender gets 503 within 5 s when the broker stalls,
+at once when all 8 wait already.
 
 ``automate --executor celery`` checks each event line at the door (a line that is not an
 event is reported with file:line, as ``automate`` does, and not published) and publishes one
@@ -30,6 +38,7 @@ __all__ = [
 
 import argparse
 import asyncio
+import concurrent.futures
 import contextlib
 import ipaddress
 import json
@@ -39,6 +48,7 @@ import shutil
 import socket
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -57,6 +67,7 @@ from flowlang.cli.trust import trusted_authorities
 from flowlang.distributed import loop as worker_loop
 from flowlang.distributed import watch
 from flowlang.distributed.celery_app import (
+    PUBLISH_TIMEOUT,
     WorkerSettings,
     broker_kind,
     check_queue_prefix,
@@ -142,6 +153,7 @@ def _reach_store(url: str) -> None:
 
 def _app(arguments: argparse.Namespace) -> Celery:
     settings = WorkerSettings(
+        publish_timeout=getattr(arguments, "publish_timeout", PUBLISH_TIMEOUT),
         visibility_timeout=getattr(arguments, "visibility_timeout", 300.0),
         restore_interval=getattr(arguments, "restore_interval", 10.0),
         queue_type=getattr(arguments, "queue_type", "classic"),
@@ -190,6 +202,9 @@ signals.worker_ready.connect(on_worker_ready, dispatch_uid="flowlang.worker_cons
 
 def worker_from_command_line(arguments: argparse.Namespace, out: TextIO) -> int:
     """``flowlang worker``: runs until SIGTERM or Ctrl-C; the exit status."""
+    # Never an inherited multiprocess folder (before anything imports prometheus_client):
+    # --metrics-port with the prefork pool makes a private one.
+    os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
     _check_urls(arguments)
     workflows = _load_workflows(arguments.workflows, arguments.allow_host)
     if workflows is None:
@@ -297,8 +312,7 @@ class _Metrics:
         watch.install(None)
         _metrics_server = None
         if self.server is not None:
-            self.server.shutdown()
-            self.server.server_close()
+            self.server.close()
         if self.folder is not None:
             shutil.rmtree(self.folder, ignore_errors=True)
             os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
@@ -319,26 +333,39 @@ def _start_metrics(arguments: argparse.Namespace) -> _Metrics:
     shown = printable(f"{host}:{port}", one_line=True)
     if not isinstance(host, str) or not host or len(host) > 255:
         raise UsageError(f"--metrics-host {shown}: not a host name or address")
+    # An inherited PROMETHEUS_MULTIPROC_DIR is never used: a missing folder was a traceback,
+    # an existing one (another exporter's) got this worker's files, never removed.
+    os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
     folder: Path | None = None
     if arguments.pool == "prefork":
         if "prometheus_client" in sys.modules:  # pragma: no cover (nothing imports it earlier)
             raise UsageError("--metrics-port with --pool prefork: prometheus_client is loaded")
-        folder = Path(tempfile.mkdtemp(prefix="flowlang-worker-metrics-"))
+        try:
+            folder = Path(tempfile.mkdtemp(prefix="flowlang-worker-metrics-"))
+        except OSError as error:
+            reason = error.strerror or type(error).__name__
+            raise UsageError(
+                f"--metrics-port with --pool prefork: cannot make a private folder for the "
+                f"pool's metrics in {printable(tempfile.gettempdir(), one_line=True)}: "
+                f"{printable(reason, one_line=True)} (set TMPDIR to a writable folder)"
+            ) from None
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
     metrics = _Metrics(folder=folder)
     try:
-        from prometheus_client import start_wsgi_server
-
-        from flowlang.observe.worker_metrics import WorkerMetrics
+        from flowlang.observe.worker_metrics import MetricsServer, WorkerMetrics
     except ImportError as error:
         metrics.close()
         raise UsageError(
             f"--metrics-port needs prometheus-client: pip install 'flowlang[celery]' "
             f"({error.name} is missing)"
         ) from None
-    recorder = WorkerMetrics(multiprocess_path=str(folder) if folder is not None else None)
     try:
-        server, _ = start_wsgi_server(port, host, recorder.registry())
+        recorder = WorkerMetrics(multiprocess_path=str(folder) if folder is not None else None)
+    except (OSError, ValueError) as error:
+        metrics.close()
+        raise UsageError(f"--metrics-port: {printable(str(error), one_line=True)}") from None
+    try:
+        server = MetricsServer(host, port, recorder.registry())
     except (OSError, UnicodeError, ValueError) as error:
         metrics.close()
         reason = getattr(error, "strerror", None) or str(error) or type(error).__name__
@@ -443,26 +470,67 @@ def _publish_stream(
     return EXIT_FAILED if counts["failed"] else EXIT_OK
 
 
+#: ``serve --broker``: seconds one publish may take on the broker (one try: no retries),
+#: seconds its sender waits in all before a 503, and publishes in flight at once (the next
+#: sender gets its 503 at once). A publish that timed out may still have reached the broker:
+#: its event then runs, and the sender's retry is a duplicate the workers drop (the duplicate
+#: window of the shared store).
+SERVE_PUBLISH_TIMEOUT = 3.0
+SERVE_PUBLISH_WAIT = 5.0
+SERVE_PUBLISH_THREADS = 8
+
+
 def event_publisher(
-    broker_url: str, queue_prefix: str, queue_type: str = "classic"
+    broker_url: str,
+    queue_prefix: str,
+    queue_type: str = "classic",
+    *,
+    timeout: float = SERVE_PUBLISH_TIMEOUT,
+    wait: float = SERVE_PUBLISH_WAIT,
+    threads: int = SERVE_PUBLISH_THREADS,
 ) -> Callable[[dict[str, Any]], Awaitable[None]]:
     """``flowlang serve --broker``: a coroutine function publishing one accept message body
     (UsageError, password masked, for a broker URL of another kind or one that does not
-    answer)."""
+    answer). Bounded for a webhook's sender: each publish is one try within ``timeout`` on
+    a pool of ``threads`` of its own (never the loop's default executor, which resolves
+    names); it raises TimeoutError after ``wait`` seconds in all, or at once when every
+    thread is held by a publish the broker has not taken (the server answers 503)."""
     arguments = argparse.Namespace(
-        broker=broker_url, queue_prefix=queue_prefix, queue_type=queue_type
-    )
+        broker=broker_url, queue_prefix=queue_prefix, queue_type=queue_type,
+        publish_timeout=timeout,
+    )  # fmt: skip
     try:
         broker_kind(broker_url)
         check_queue_prefix(queue_prefix)
     except ValueError as error:
         raise UsageError(f"--broker: {error}") from None
     app = _app(arguments)
+    app.conf.task_publish_retry = False  # the sender retries; a stalled broker is one timeout
     _reach_broker(app, broker_url)
     publish = publisher(app, queue_prefix)
+    pool = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="flowlang-publish")
+    slots = threading.BoundedSemaphore(threads)
+
+    def publish_one(body: dict[str, Any]) -> None:
+        try:
+            publish(ACCEPT_TASK, body)
+        finally:
+            slots.release()  # when the broker answered or gave up, not when the sender did
 
     async def publish_event(body: dict[str, Any]) -> None:
-        await asyncio.to_thread(publish, ACCEPT_TASK, body)
+        if not slots.acquire(blocking=False):
+            raise TimeoutError(
+                f"{threads} publishes are waiting for the broker already: not queued"
+            )
+        try:
+            work = asyncio.get_running_loop().run_in_executor(pool, publish_one, body)
+        except RuntimeError:  # the pool is shut down (the interpreter is stopping)
+            slots.release()
+            raise
+        try:
+            await asyncio.wait_for(work, wait)
+        except TimeoutError:
+            raise TimeoutError(f"the broker did not take the event within {wait:g} s") from None
 
     return publish_event
 

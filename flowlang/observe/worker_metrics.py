@@ -20,18 +20,31 @@ Series (every label value is a word of a fixed set; anything else is ``other``):
 One process (the threads pool) registers them in a registry of its own; with
 ``multiprocess_path`` (the prefork pool: ``PROMETHEUS_MULTIPROC_DIR`` set before
 prometheus_client is imported) each pool child writes its own files there and
-:meth:`WorkerMetrics.registry` sums them for a scrape.
+:meth:`WorkerMetrics.registry` sums them for a scrape. :class:`MetricsServer` serves the
+registry, bounded (connections at once, seconds and bytes per request).
 """
 
 from __future__ import annotations
 
-__all__ = ["ATTEMPT_BUCKETS", "STEP_OUTCOMES", "TASKS", "WorkerMetrics"]
+__all__ = ["ATTEMPT_BUCKETS", "STEP_OUTCOMES", "TASKS", "MetricsServer", "WorkerMetrics"]
 
+import contextlib
+import logging
 import os
+import socket
 import threading
+import time
+from collections.abc import Iterable
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, multiprocess, values
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    make_wsgi_app,
+    multiprocess,
+    values,
+)
 
 from flowlang.distributed.messages import ACCEPT_TASK, DELIVER_TASK, REPLAY_TASK
 from flowlang.observe.metrics import OTHER
@@ -63,6 +76,15 @@ PUMP_KINDS = frozenset({"due", "again"})
 ATTEMPT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 
+#: The endpoint's bounds: connections served at once (any more is closed at once), seconds a
+#: client has to send its request (and, again, to read the answer), bytes of a request head.
+MAX_CONNECTIONS = 8
+CONNECTION_TIMEOUT = 5.0
+MAX_REQUEST_BYTES = 8192
+
+log = logging.getLogger("flowlang.worker")
+
+
 def _word(value: str, known: frozenset[str]) -> str:
     return value if value in known else OTHER
 
@@ -70,7 +92,8 @@ def _word(value: str, known: frozenset[str]) -> str:
 class WorkerMetrics:
     """A worker's counters (see the module docstring); ``multiprocess_path``: multiprocess
     mode's folder (ValueError when it is not a folder or prometheus_client was imported
-    before ``PROMETHEUS_MULTIPROC_DIR`` named it)."""
+    before ``PROMETHEUS_MULTIPROC_DIR`` named it; without it, ValueError when
+    prometheus_client was imported in multiprocess mode)."""
 
     def __init__(self, *, multiprocess_path: str | None = None) -> None:
         self.multiprocess_path = multiprocess_path
@@ -81,6 +104,11 @@ class WorkerMetrics:
                 raise ValueError(
                     "PROMETHEUS_MULTIPROC_DIR must be set before prometheus_client is imported"
                 )
+        elif values.ValueClass is not values.MutexValue:
+            raise ValueError(
+                "prometheus_client was imported with PROMETHEUS_MULTIPROC_DIR set: one process "
+                "must not write multiprocess files"
+            )
         self._own = CollectorRegistry(auto_describe=True)
         where = None if multiprocess_path is not None else self._own
         self._summed: CollectorRegistry | None = None
@@ -170,3 +198,163 @@ class WorkerMetrics:
         """The registry a scrape reads: this process's, or (multiprocess mode) one that sums
         every process's files at each scrape."""
         return self._summed if self._summed is not None else self._own
+
+
+class MetricsServer:
+    """The worker's ``/metrics`` endpoint: prometheus_client's WSGI app (the text or
+    OpenMetrics format, gzip, ``name[]`` filters) behind a small bounded HTTP/1.0 front.
+
+    prometheus_client's own ``start_wsgi_server`` has no timeout and no connection limit: each
+    connection that says nothing holds a thread and a descriptor for ever, and enough of them
+    exhaust the worker's descriptors (no delivery can open a connection any more). Here at
+    most :data:`MAX_CONNECTIONS` are served at once (any more is closed as soon as accepted),
+    each has :data:`CONNECTION_TIMEOUT` seconds to send a request head of at most
+    :data:`MAX_REQUEST_BYTES` bytes and as long again to read the answer, then is closed.
+    OSError (or UnicodeError, ValueError for a host that is not one) when the address cannot
+    be bound."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        registry: CollectorRegistry,
+        *,
+        max_connections: int = MAX_CONNECTIONS,
+        timeout: float = CONNECTION_TIMEOUT,
+        max_request: int = MAX_REQUEST_BYTES,
+    ) -> None:
+        self._app = make_wsgi_app(registry)
+        self._timeout = timeout
+        self._max_request = max_request
+        self._slots = threading.BoundedSemaphore(max_connections)
+        self._stopping = threading.Event()
+        family, _, _, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        #: The listening socket (a prefork child closes its copy).
+        self.socket = socket.create_server(address[:2], family=family, backlog=64)
+        self.socket.settimeout(0.25)  # the accept loop looks at _stopping this often
+        self.server_address: tuple[Any, ...] = self.socket.getsockname()
+        self._thread = threading.Thread(
+            target=self._accept_loop, name="flowlang-metrics", daemon=True
+        )
+        self._thread.start()
+
+    def close(self) -> None:
+        """Stop accepting and close the listening socket (idempotent; connections being
+        served end within their timeout)."""
+        self._stopping.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(5)
+        with contextlib.suppress(OSError):
+            self.socket.close()
+
+    def _accept_loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                connection, _ = self.socket.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                if self._stopping.is_set() or self.socket.fileno() < 0:
+                    return
+                time.sleep(0.1)  # out of descriptors, say: try again shortly
+                continue
+            if not self._slots.acquire(blocking=False):
+                connection.close()  # too many at once: no thread, no descriptor held
+                continue
+            try:
+                threading.Thread(
+                    target=self._serve,
+                    args=(connection,),
+                    name="flowlang-metrics-conn",
+                    daemon=True,
+                ).start()
+            except RuntimeError:  # no thread can be started now
+                connection.close()
+                self._slots.release()
+
+    def _serve(self, connection: socket.socket) -> None:
+        try:
+            with connection:
+                head = self._read_head(connection)
+                status, headers, body = self._answer(head)
+                self._write(connection, status, headers, body)
+        except Exception as error:  # a client that went away, or timed out: nothing to say
+            log.debug("metrics connection closed: %s", type(error).__name__)
+        finally:
+            self._slots.release()
+
+    def _read_head(self, connection: socket.socket) -> bytes | None:
+        """The request head (None when it is too big); TimeoutError past the deadline."""
+        deadline = time.monotonic() + self._timeout
+        data = b""
+        while b"\r\n\r\n" not in data and b"\n\n" not in data:
+            if len(data) > self._max_request:
+                return None
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("the request did not come in time")
+            connection.settimeout(left)
+            chunk = connection.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+        head = data.split(b"\n\n", 1)[0].split(b"\r\n\r\n", 1)[0]
+        return None if len(head) > self._max_request else head
+
+    def _answer(self, head: bytes | None) -> tuple[str, list[tuple[str, str]], bytes]:
+        if head is None:
+            return "431 Request Header Fields Too Large", [], b"request too large\n"
+        lines = head.decode("latin-1").replace("\r\n", "\n").split("\n")
+        parts = lines[0].split(" ")
+        if len(parts) != 3 or not parts[2].startswith("HTTP/") or not parts[1].startswith("/"):
+            return "400 Bad Request", [], b"bad request\n"
+        method, target, _ = parts
+        path, _, query = target.partition("?")
+        environ: dict[str, Any] = {
+            "REQUEST_METHOD": method,
+            "PATH_INFO": path,
+            "QUERY_STRING": query,
+        }
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            key = name.strip().lower()
+            if key in ("accept", "accept-encoding"):
+                environ["HTTP_" + key.upper().replace("-", "_")] = value.strip()
+        answer: dict[str, Any] = {}
+
+        def start_response(status: str, headers: list[tuple[str, str]]) -> None:
+            answer["status"], answer["headers"] = status, headers
+
+        chunks: Iterable[bytes] = self._app(environ, start_response)
+        return answer["status"], list(answer["headers"]), b"".join(chunks)
+
+    def _write(
+        self,
+        connection: socket.socket,
+        status: str,
+        headers: list[tuple[str, str]],
+        body: bytes,
+    ) -> None:
+        lines = [f"HTTP/1.0 {status}", *(f"{k}: {v}" for k, v in headers)]
+        lines += [f"Content-Length: {len(body)}", "Connection: close", "", ""]
+        data = memoryview("\r\n".join(lines).encode("latin-1") + body)
+        deadline = time.monotonic() + self._timeout
+        while data:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("the answer was not read in time")
+            connection.settimeout(left)
+            sent = connection.send(data[:65536])
+            data = data[sent:]
+        # A close with unread request bytes would reset the connection and lose the answer:
+        # end the writing side and read what is left for a moment (bounded) first.
+        connection.shutdown(socket.SHUT_WR)
+        drained, deadline = 0, time.monotonic() + min(self._timeout, 1.0)
+        while drained < 1 << 20 and (left := deadline - time.monotonic()) > 0:
+            connection.settimeout(left)
+            chunk = connection.recv(65536)
+            if not chunk:
+                break
+            drained += len(chunk)
