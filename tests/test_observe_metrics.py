@@ -471,4 +471,4 @@ def test_kept_series_count_like_fresh_ones_and_stay_bounded() -> None:
     assert counts["voice"] == 3
     assert counts[OTHER] == 200 - 49
     assert len(counts) == 51
-    assert len(obs.prometheus._children) == 51
+    assert len(obs.prometheus._child) == 51

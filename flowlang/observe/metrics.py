@@ -224,6 +224,31 @@ def _template_is_fixed(field: Any) -> bool:
     return references is not None and len(references) == 0
 
 
+class SeriesCache:
+    """``metric.labels(*values)``, kept: prometheus_client's labels() checks and locks on every
+    call. Callers pass values that have passed their label guards (or come from fixed sets), so
+    the cache holds at most one entry per series the registry holds anyway. Thread-safe."""
+
+    __slots__ = ("_children", "_lock")
+
+    def __init__(self) -> None:
+        self._children: dict[tuple[Any, tuple[str, ...]], Any] = {}
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._children)
+
+    def __call__(self, metric: Any, *values: str) -> Any:
+        key = (metric, values)
+        child = self._children.get(key)
+        if child is None:
+            with self._lock:
+                child = self._children.get(key)
+                if child is None:
+                    child = self._children[key] = metric.labels(*values)
+        return child
+
+
 class FlowMetrics:
     """The Prometheus side of :class:`~flowlang.observe.observer.Observability`."""
 
@@ -250,7 +275,7 @@ class FlowMetrics:
         self._labels = {name: LabelGuard(budget) for name, budget in BUDGETS.items()}
         self._triggers = set(known_triggers)
         self._dynamic_targets: dict[str, set[str]] = {}
-        self._children: dict[tuple[Any, tuple[str, ...]], Any] = {}
+        self._child = SeriesCache()
         self.runs_started = Counter(
             "flowlang_runs_started", "Runs started (calls answered).", ["flow"], registry=where
         )
@@ -332,16 +357,6 @@ class FlowMetrics:
         )
 
     # --- labels -------------------------------------------------------------------------------
-
-    def _child(self, metric: Any, *values: str) -> Any:
-        """``metric.labels(*values)``, kept: prometheus_client's labels() checks and locks on
-        every call. ``values`` have passed the label guards, so the cache holds at most one
-        entry per series the registry holds anyway."""
-        key = (metric, values)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = metric.labels(*values)
-        return child
 
     def label(self, name: str, value: object) -> str:
         """``value`` as label ``name`` may carry it (cut, budgeted)."""

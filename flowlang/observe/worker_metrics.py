@@ -47,7 +47,7 @@ from prometheus_client import (
 )
 
 from flowlang.distributed.messages import ACCEPT_TASK, DELIVER_TASK, REPLAY_TASK
-from flowlang.observe.metrics import OTHER
+from flowlang.observe.metrics import OTHER, SeriesCache
 
 #: Task names as labels.
 TASKS = {ACCEPT_TASK: "accept", DELIVER_TASK: "deliver", REPLAY_TASK: "replay"}
@@ -115,8 +115,7 @@ class WorkerMetrics:
         if multiprocess_path is not None:
             self._summed = CollectorRegistry()
             multiprocess.MultiProcessCollector(self._summed, path=multiprocess_path)  # type: ignore[no-untyped-call]
-        self._children: dict[tuple[Any, tuple[str, ...]], Any] = {}
-        self._lock = threading.Lock()
+        self._child = SeriesCache()
         self.steps = Counter(
             "flowlang_worker_steps",
             "Messages handled (Celery tasks, and first actions delivered inline), by task and "
@@ -159,14 +158,6 @@ class WorkerMetrics:
             ["kind"],
             registry=where,
         )
-
-    def _child(self, metric: Any, *labels: str) -> Any:
-        key = (metric, labels)
-        child = self._children.get(key)
-        if child is None:
-            with self._lock:
-                child = self._children[key] = metric.labels(*labels)
-        return child
 
     def task(self, task: str, outcome: str) -> None:
         """One message of ``task`` came to ``outcome``."""
