@@ -1,0 +1,540 @@
+"""Red-team reproductions for issue 13's worker changes (6b546d8..1e8a6c1): each test here
+fails against that code and states the invariant it breaks (see each docstring)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from celery_support import (  # noqa: F401 (the fixtures receiver, store)
+    HOLD,
+    Broker,
+    Ledger,
+    Receiver,
+    muting_proxy,
+    one_event,
+    receiver_fixture,
+    redis_broker_on,
+    start_worker,
+    store_fixture,
+    wait_until,
+    worker_command,
+    write_workflow,
+)
+from distributed_support import Kit, fail_once
+from services import RabbitMQ, RedisServer, rabbitmq  # noqa: F401 (the fixture rabbitmq)
+from support import FakeClock, clean_env, cli
+
+from flowlang import MappingSecrets
+from flowlang.automations import Automations, DeliverySettings, load_workflow_text
+from flowlang.automations.dispatch import DeadLetterStore
+from flowlang.distributed import loop as worker_loop
+from flowlang.distributed import tasks
+from flowlang.distributed.deliverer import Deliverer
+from flowlang.http_rules import PreparedRequest
+from flowlang.runtime.http import HttpResult
+
+# --- a refused replay puts back a dead letter whose action was delivered ----------------------
+
+V1 = """\
+workflow: redteam_replay
+trigger: call.ended
+actions:
+  - {name: first, type: api_request, endpoint: https://crm.example.com/v1}
+"""
+#: The same workflow, a newer version: the worker does not have V1's fingerprint loaded.
+V2 = V1.replace("/v1", "/v2")
+
+
+class _Http:
+    """Answers ``status`` to every request; counts them."""
+
+    def __init__(self, status: int) -> None:
+        self.status = status
+        self.sent: list[str] = []
+
+    async def send(
+        self, request: PreparedRequest, *, timeout: float, max_body: int, follow_redirects: bool
+    ) -> HttpResult:
+        self.sent.append(request.url)
+        if self.status == 200:
+            return HttpResult("success", 200, {}, {"ok": True})
+        return HttpResult("http_error", self.status, {}, {}, f"HTTP {self.status}")
+
+
+def _automations(text: str, http: _Http) -> Automations:
+    return Automations(
+        [load_workflow_text(text)],
+        settings=DeliverySettings(schedule=(0,)),
+        http=http,
+        secrets=MappingSecrets({}),
+        clock=FakeClock(),
+        dead_letters=DeadLetterStore(),
+    )
+
+
+class _Runner:
+    """A worker loop's objects for tasks._replay: automations, a store, a deliverer."""
+
+    def __init__(self, automations: Automations, store: Any) -> None:
+        self.automations = automations
+        self.store = store
+        self.deliverer = Deliverer(automations, store, "redteam:1:abcd")
+
+
+def test_a_replay_whose_ledger_write_fails_after_the_send_is_not_sent_again(kit: Kit) -> None:
+    """FINDING (double send). A dead letter of a workflow version this worker does not load is
+    replayed from its own text (tasks._replay -> replay_record): the action is SENT, then the
+    shared store fails once writing the ledger (settle). tasks._replay catches that store
+    error as if the record could not be replayed ("refused") and _kept puts the record back
+    in the shared dead letters, then the message is acknowledged. The next replay (the
+    operator's ``flowlang replay --broker``, or a redelivery) sends the action again.
+
+    Invariant: across the replay and whatever it leaves to replay (kept dead letters,
+    requeued messages), the action is sent at most once."""
+
+    async def work() -> tuple[list[str], list[str]]:
+        failing = _automations(V1, _Http(400))
+        async with failing:
+            await failing.dispatch({"id": "evt-rt-9", "type": "call.ended", "properties": {}})
+        (record,) = failing.dead_letters.records
+        http = _Http(200)
+        worker = _automations(V2, http)
+        store = kit.store()
+        outcomes: list[str] = []
+        try:
+            async with worker:
+                runner = _Runner(worker, store)
+                fail_once(store, "settle")  # the store blips once, after the request went out
+                pending = [dict(record)]
+                for _ in range(3):  # bounded: this replay, then what it left to replay
+                    later: list[dict[str, Any]] = []
+                    for body in pending:
+                        try:
+                            step = await tasks._replay(runner, body)  # type: ignore[arg-type]
+                            outcomes.append(step.outcome)
+                        except Exception as problem:  # requeued: redelivered next round
+                            outcomes.append(f"requeued: {type(problem).__name__}")
+                            later.append(body)
+                    for entry, kept in await store.dead_letters("-", 10):  # replay --broker
+                        await store.remove_dead(entry)
+                        later.append(kept)
+                    pending = later
+                    if not pending:
+                        break
+        finally:
+            await store.aclose()
+        return http.sent, outcomes
+
+    sent, outcomes = asyncio.run(asyncio.wait_for(work(), 30))
+    assert len(sent) == 1, f"the action was sent {len(sent)} times; outcomes {outcomes}"
+
+
+def test_a_redelivered_replay_from_a_dead_letters_own_text_is_not_sent_again(kit: Kit) -> None:
+    """FINDING (double send on redelivery). The same path as above without any store
+    failure: a flowlang.replay message is acknowledged only after its work (acks_late), so
+    a worker that dies after replay_record sent and settled the action, before the ack,
+    leaves the message to be redelivered; the next worker runs replay_record again, which
+    never looks at the ledger (replay.py:88, unlike Deliverer.replay's forget_dead), and
+    sends the action a second time although the ledger says delivered. Simulated by
+    running the same message's task body twice. Invariant: a redelivered message sends
+    nothing the ledger has settled."""
+
+    async def work() -> tuple[list[str], list[str]]:
+        failing = _automations(V1, _Http(400))
+        async with failing:
+            await failing.dispatch({"id": "evt-rt-10", "type": "call.ended", "properties": {}})
+        (record,) = failing.dead_letters.records
+        http = _Http(200)
+        worker = _automations(V2, http)
+        store = kit.store()
+        outcomes: list[str] = []
+        try:
+            async with worker:
+                runner = _Runner(worker, store)
+                for _ in range(2):  # the message, then its redelivery
+                    step = await tasks._replay(runner, dict(record))  # type: ignore[arg-type]
+                    outcomes.append(step.outcome)
+        finally:
+            await store.aclose()
+        return http.sent, outcomes
+
+    sent, outcomes = asyncio.run(asyncio.wait_for(work(), 30))
+    assert len(sent) == 1, f"the action was sent {len(sent)} times; outcomes {outcomes}"
+
+
+# --- flowlang worker --metrics-port with PROMETHEUS_MULTIPROC_DIR in the environment -----------
+
+
+def _run_worker(
+    tmp_path: Path, flow: Path, url: str, env: dict[str, str], *extra: str
+) -> tuple[int | None, str]:
+    """``flowlang worker`` until it consumes or exits (bounded), then SIGTERM (its group)."""
+    log = tmp_path / f"worker-{time.monotonic_ns()}.log"
+    command = [
+        sys.executable, "-m", "flowlang", "worker", str(flow), "--broker", url, "--store", url,
+        "--queue-prefix", f"flrt{os.getpid()}.", "--allow-host", "127.0.0.1", *extra,
+    ]  # fmt: skip
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            env={**clean_env(), **env},
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while process.poll() is None and time.monotonic() < deadline:
+            if "flowlang worker: consuming" in log.read_text(errors="replace"):
+                break
+            time.sleep(0.05)
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+        code = process.wait(30)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(10)
+    return code, log.read_text(errors="replace")
+
+
+def test_metrics_with_an_inherited_multiprocess_dir_that_is_missing_is_no_traceback(
+    tmp_path: Path, redis_server: RedisServer, receiver: Receiver
+) -> None:
+    """FINDING (traceback on hostile input). With ``--pool threads`` (the default)
+    _start_metrics leaves PROMETHEUS_MULTIPROC_DIR as the environment has it (a shell that
+    also runs a multiprocess exporter, a stale value): prometheus_client then writes every
+    counter to mmap files in that folder, and when it does not exist WorkerMetrics() dies
+    with FileNotFoundError, a traceback (worker_console.py:339, outside any try). Invariant:
+    a clear error (exit 2) or a worker that serves its metrics; never a traceback."""
+    flow = write_workflow(tmp_path, receiver)
+    missing = tmp_path / "no-such-folder"
+    code, text = _run_worker(
+        tmp_path, flow, f"{redis_server.url[:-2]}/6", {"PROMETHEUS_MULTIPROC_DIR": str(missing)},
+        "--pool", "threads", "--metrics-port", "0",
+    )  # fmt: skip
+    assert "Traceback" not in text, text[-3000:]
+    assert code in (0, 2), text[-3000:]
+
+
+def test_metrics_of_a_threads_worker_leave_no_files_in_an_inherited_multiprocess_dir(
+    tmp_path: Path, redis_server: RedisServer, receiver: Receiver
+) -> None:
+    """FINDING (metrics files leak into someone else's folder). An inherited
+    PROMETHEUS_MULTIPROC_DIR that exists (say, the folder of a gunicorn-served exporter on the
+    same host) gets the threads worker's counter_PID.db / histogram_PID.db files, never removed
+    at exit (only the prefork pool's private folder is): they pile up per worker pid, and the
+    other exporter's MultiProcessCollector then serves flowlang_worker_* series it does not
+    own. Invariant: a worker writes metrics files only in a folder of its own, removed at
+    exit."""
+    flow = write_workflow(tmp_path, receiver)
+    shared = tmp_path / "someone-elses-multiproc"
+    shared.mkdir()
+    code, text = _run_worker(
+        tmp_path, flow, f"{redis_server.url[:-2]}/6", {"PROMETHEUS_MULTIPROC_DIR": str(shared)},
+        "--pool", "threads", "--metrics-port", "0",
+    )  # fmt: skip
+    assert "flowlang worker: consuming" in text and code == 0, text[-3000:]
+    assert sorted(p.name for p in shared.iterdir()) == []
+
+
+# --- serve --broker when the broker stalls ---------------------------------------------------
+
+
+def test_serve_broker_answers_503_in_bounded_time_to_concurrent_senders_when_the_broker_stalls(
+    redis_server: RedisServer,
+) -> None:
+    """FINDING (hang / starvation). ``serve --broker`` publishes each event with
+    ``asyncio.to_thread`` (worker_console.py:465) through a publisher whose bound is
+    publish_timeout (10 s) per Redis command, redis-py's own retries and kombu's
+    task_publish_retry_policy (4 tries): measured 52 s for ONE 503 on a black-holed Redis
+    broker (28 s on RabbitMQ). Worse, each stalled publish holds a thread of the loop's
+    default executor (min(32, cpus + 4): 6 on 2 cores), so a few concurrent senders queue
+    behind each other (the 7th waits two whole stalls) and so does everything else on that
+    executor: loop.getaddrinfo (DNS for the calls' own HTTP requests). Invariant: every
+    sender gets its 503 within a webhook sender's patience (15 s, Twilio's), and the server's
+    loop keeps resolving names meanwhile."""
+    from flowlang.cli.worker_console import event_publisher
+    from tests.serve_support import EVENT_TOKEN, example_workflows, serving
+
+    auth = {"Authorization": f"Bearer {EVENT_TOKEN}"}
+    senders = 8
+
+    def body(number: int) -> bytes:
+        return json.dumps({"id": f"evt-st-{number}", "type": "contact.updated"}).encode()
+
+    answers: dict[int, tuple[int, float]] = {}
+    lookup: list[float] = []
+    with muting_proxy(redis_server.port) as proxy:
+        url = f"redis://127.0.0.1:{proxy.port}/7"
+        publish = event_publisher(url, f"flrt{os.getpid()}.")
+
+        async def main() -> None:
+            async with serving(workflows=example_workflows(), publish_events=publish) as served:
+                first = await served.client.post("/events", content=body(0), headers=auth)
+                assert first.status_code == 202, first.text  # connected
+                proxy.black_hole()
+
+                async def send(number: int) -> None:
+                    began = time.monotonic()
+                    answer = await served.client.post(
+                        "/events", content=body(number), headers=auth, timeout=200
+                    )
+                    answers[number] = (answer.status_code, time.monotonic() - began)
+
+                async def resolve() -> None:
+                    await asyncio.sleep(1.0)
+                    began = time.monotonic()
+                    await asyncio.get_running_loop().getaddrinfo("localhost", 80)
+                    lookup.append(time.monotonic() - began)
+
+                jobs = [asyncio.ensure_future(send(n)) for n in range(1, senders + 1)]
+                jobs.append(asyncio.ensure_future(resolve()))
+                await asyncio.wait(jobs, timeout=20)
+                proxy.stop.set()  # the stalled publishes end (connection lost) for the cleanup
+                for sock in proxy.sockets:
+                    sock.close()
+                await asyncio.wait(jobs, timeout=120)
+
+        asyncio.run(main())
+    late = {n: a for n, a in answers.items() if a[1] > 15}
+    assert len(answers) == senders
+    assert all(code == 503 for code, _ in answers.values()), answers
+    assert not late, f"503s after more than 15 s: {late}; all {answers}; getaddrinfo {lookup}"
+    assert lookup and lookup[0] < 2, f"getaddrinfo waited {lookup} s behind stalled publishes"
+
+
+# --- the soft time limit landing in the requeue pause ----------------------------------------
+
+
+class _LoopOfItsOwn:
+    """A worker loop running each coroutine on a loop of its own."""
+
+    deliverer = None
+    automations = None
+    store = None
+
+    def call(self, work: Any, timeout: float) -> Any:
+        return asyncio.run(asyncio.wait_for(work, timeout))
+
+
+def test_a_soft_time_limit_in_the_requeue_pause_still_requeues_the_message(
+    monkeypatch: Any,
+) -> None:
+    """FINDING (lost message, prefork). With task_acks_on_failure_or_timeout=False, Celery
+    does not leave a raising task's message unacknowledged: Request.on_failure calls
+    ``reject(requeue=False)`` (celery/worker/request.py, "need to be removed from prefetched
+    local queue"): the message is dropped, on Redis and RabbitMQ alike. Only a Reject with
+    requeue keeps it. run_step turns its own failures into Reject(requeue=True), but
+    _requeue sleeps REQUEUE_PAUSE (1 s) before returning the Reject (tasks.py:83), outside
+    any handler: the prefork pool's soft time limit (60 s, billiard raises
+    SoftTimeLimitExceeded from a signal handler) landing in that second escapes as a plain
+    exception, and the message is lost. E.g. a deliver whose attempt took 9.5 s and whose
+    confirmation then stalls for BRIDGE_TIMEOUT (50 s) fails at 59.5 s: the soft limit fires
+    in the pause. Reproduced here with the same signal mechanism, scaled down (the limit
+    0.3 s after a work that fails at once). Invariant: whatever happens inside run_step,
+    its message ends acknowledged-as-done or rejected with requeue."""
+    import signal as signals
+
+    from celery.exceptions import Reject, SoftTimeLimitExceeded
+
+    monkeypatch.setattr(worker_loop, "_current", _LoopOfItsOwn())
+
+    async def work(_: Any) -> Any:
+        raise ConnectionError("the shared store stalled")
+
+    def soft_limit(signum: int, frame: Any) -> None:  # billiard's soft_timeout_sighandler
+        raise SoftTimeLimitExceeded()
+
+    previous = signals.signal(signals.SIGALRM, soft_limit)
+    signals.setitimer(signals.ITIMER_REAL, 0.3)
+    try:
+        with pytest.raises(BaseException) as raised:
+            tasks.run_step("flowlang.deliver", work, lambda task, body: None)
+    finally:
+        signals.setitimer(signals.ITIMER_REAL, 0)
+        signals.signal(signals.SIGALRM, previous)
+    assert isinstance(raised.value, Reject) and raised.value.requeue, repr(raised.value)
+
+
+def test_a_task_that_raises_leaves_its_message_on_the_broker(redis_server: RedisServer) -> None:
+    """The premise of the finding above, on a real worker and Redis broker: the app's
+    docstring says task_acks_on_failure_or_timeout=False means "a task that raises is never
+    acknowledged" (celery_app.py:9); Celery instead rejects it without requeue, which removes
+    it from the queue and from the unacked set: the message is gone. Invariant (the one the
+    docstring states): a task of this app that raises leaves its message to be redelivered."""
+    from celery.contrib.testing.worker import start_worker
+
+    from flowlang.distributed.celery_app import make_app
+
+    queue_prefix = f"flrt{os.getpid()}x."
+    url = f"{redis_server.url[:-2]}/8"
+    app = make_app(url, queue_prefix=queue_prefix)
+    ran: list[int] = []
+
+    @app.task(name="flowlang.deliver", ignore_result=True)  # type: ignore[untyped-decorator]
+    def deliver(**_: Any) -> None:
+        ran.append(1)
+        raise RuntimeError("an exception run_step did not turn into a Reject")
+
+    client = redis.Redis.from_url(url)
+    try:
+        with start_worker(app, pool="threads", concurrency=1, perform_ping_check=False):
+            app.send_task("flowlang.deliver", kwargs={"n": 1}, queue=f"{queue_prefix}actions")
+            deadline = time.monotonic() + 20
+            while not ran and time.monotonic() < deadline:
+                time.sleep(0.05)
+            time.sleep(1.0)
+        left = client.llen(f"{queue_prefix}actions") + client.hlen("unacked")
+    finally:
+        client.delete(f"{queue_prefix}actions")
+        client.close()
+    assert ran, "the task never ran"
+    assert left >= 1, "the message of a task that raised is gone from the broker (lost)"
+
+
+# --- idle connections to the metrics endpoint ------------------------------------------------
+
+
+def test_idle_connections_to_the_metrics_port_do_not_stop_deliveries(
+    tmp_path: Path, redis_server: RedisServer, store: tuple[str, str, Ledger], receiver: Receiver
+) -> None:
+    """FINDING (denial of service through --metrics-port). prometheus_client's
+    start_wsgi_server (worker_console.py:333) is a ThreadingWSGIServer with no timeout and no
+    connection limit: each connection that sends nothing holds a thread and a file descriptor
+    of the worker process for ever. Whoever reaches the port (``--metrics-host 0.0.0.0`` for a
+    Prometheus in the cluster: the exact setup the option is for) opens connections until
+    the worker's descriptors run out; then the worker cannot open a connection to the
+    receiver, the store or the broker, and nothing is delivered. Scaled down: the worker's
+    RLIMIT_NOFILE is 256 and 300 idle connections are opened. Invariant: a metrics client,
+    however many connections it holds open, does not stop the worker's deliveries."""
+    import resource
+    import socket
+    import subprocess as sp
+
+    url, prefix, ledger = store
+    flow, events, first, _ = one_event(tmp_path, receiver, 41)
+    log = tmp_path / "worker.log"
+
+    def limited() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
+
+    idle: list[socket.socket] = []
+    with redis_broker_on(redis_server, 9) as broker:
+        command = worker_command([flow], broker, url, prefix, "--metrics-port", "0")
+        with log.open("wb") as sink:
+            process = sp.Popen(
+                command,
+                stdin=sp.DEVNULL,
+                stdout=sink,
+                stderr=sp.STDOUT,
+                env=clean_env(),
+                start_new_session=True,
+                preexec_fn=limited,
+            )
+        try:
+            wait_until(
+                lambda: (
+                    "flowlang worker: consuming" in log.read_text(errors="replace")
+                    or process.poll() is not None
+                ),
+                30,
+                "the worker did not start",
+            )
+            text = log.read_text(errors="replace")
+            port = int(text.split("metrics on http://127.0.0.1:", 1)[1].split("/", 1)[0])
+            for _ in range(300):  # bounded: each an open connection that says nothing
+                try:
+                    idle.append(socket.create_connection(("127.0.0.1", port), timeout=2))
+                except OSError:
+                    break
+            time.sleep(1.0)
+            status, _ = cli(
+                "automate", str(flow), "--events", str(events), "--executor", "celery",
+                "--broker", broker.url, "--queue-prefix", broker.queue_prefix,
+            )  # fmt: skip
+            assert status == 0
+            try:
+                wait_until(lambda: ledger.settled().get(first) == "delivered", 30, "")
+                delivered = True
+            except AssertionError:
+                delivered = False
+        finally:
+            for connection in idle:
+                connection.close()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(10)
+    text = log.read_text(errors="replace")
+    assert delivered, (
+        f"nothing delivered with {len(idle)} idle metrics connections:\n{text[-2500:]}"
+    )
+
+
+# --- SIGTERM while a publish waits for a broker that fell silent -----------------------------
+
+
+def test_sigterm_during_a_publish_the_broker_never_confirms_ends_and_loses_nothing(
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+    store: tuple[str, str, Ledger],
+    receiver: Receiver,
+) -> None:
+    """RabbitMQ through a proxy that stops passing the broker's replies while the worker's
+    inline delivery is in flight: its next publish (the second action) waits for a confirm
+    that never comes. SIGTERM then. FINDING (hang): the publish now ends (bounded, the
+    accept requeued) but the warm shutdown then never ends: the worker still runs 90 s after
+    SIGTERM (an idle worker whose RabbitMQ fell silent behaves the same: closing the AMQP
+    connection waits for the broker with no limit). Nothing is lost or sent twice (a worker
+    started afterwards delivers both actions once). Invariant: the worker exits in bounded
+    time, and a worker started afterwards delivers both actions, each sent once."""
+    rabbit: RabbitMQ = request.getfixturevalue("rabbitmq")
+    url, prefix, ledger = store
+    flow, events, first, second = one_event(tmp_path, receiver, 51, HOLD)
+    with muting_proxy(5672) as proxy:
+        silent = Broker(
+            "rabbitmq", f"amqp://guest:guest@127.0.0.1:{proxy.port}//", rabbit.queue_prefix
+        )
+        direct = Broker("rabbitmq", rabbit.url, rabbit.queue_prefix)
+        doomed = start_worker(tmp_path, [flow], silent, url, prefix, name="doomed")
+        try:
+            status, _ = cli(
+                "automate", str(flow), "--events", str(events), "--executor", "celery",
+                "--broker", direct.url, "--queue-prefix", direct.queue_prefix,
+            )  # fmt: skip
+            assert status == 0
+            wait_until(receiver.held.is_set, 20, "the request never arrived")
+            proxy.mute()
+            receiver.release()
+            time.sleep(1.0)  # the second action's publish waits for its confirm
+            os.killpg(doomed.process.pid, signal.SIGTERM)
+            began = time.monotonic()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                doomed.process.wait(90)
+            took = time.monotonic() - began
+            exited = doomed.process.poll() is not None
+        finally:
+            doomed.kill()
+    heir = start_worker(tmp_path, [flow], direct, url, prefix, name="heir")
+    try:
+        wait_until(lambda: ledger.settled().get(second) == "delivered", 60, heir.text()[-2000:])
+    finally:
+        heir.kill()
+    sent = (receiver.count(first), receiver.count(second))
+    assert exited, (
+        f"the worker still runs {took:.0f} s after SIGTERM (sent {sent}):\n"
+        + (doomed.text()[-1500:])
+    )
+    assert sent == (1, 1), receiver.keys()
