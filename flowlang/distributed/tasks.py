@@ -18,7 +18,10 @@ the shared ledger and leases make that redelivery safe.
   it would be refused again on every redelivery.
 - When the shared store or the broker cannot be reached (or the work does not finish in
   time, or this process has no loop), the message is rejected and requeued after a short
-  pause: it is retried, never lost. Each publish is bounded (the app's ``publish_timeout``).
+  pause: it is retried, never lost. Whatever else escapes :func:`run_step` (the prefork
+  pool's SoftTimeLimitExceeded, landing anywhere, the pause included) is turned into the
+  same requeue: Celery deletes the message of a task that raises anything but a Reject.
+  Each publish is bounded (the app's ``publish_timeout``).
 - A dead letter ``flowlang.replay`` cannot replay here is put back in the shared dead letters
   before its message is refused.
 - Each step is reported to :mod:`flowlang.distributed.watch` (metrics, when installed).
@@ -35,7 +38,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from celery import Celery, Task
-from celery.exceptions import Reject
+from celery.exceptions import Reject, SoftTimeLimitExceeded
 
 from flowlang.automations.dispatch import DEAD_LETTER_FORMAT, DeliverySettings, describe_error
 from flowlang.distributed import loop as worker_loop
@@ -73,14 +76,19 @@ def publisher(app: Celery, queue_prefix: str) -> Callable[[str, dict[str, Any]],
 
 def _requeue(task: str, what: str, problem: BaseException) -> Reject:
     """Log ``problem`` and the Reject that puts the message back on its queue (after a
-    pause, so that a store or broker that is down is not hammered)."""
-    runner = worker_loop.running()
-    text = describe_error(problem)
-    if runner is not None:
-        text = _masked(runner, text)
-    log.error("%s: %s failed, the message is requeued: %s", task, what, text)
-    watch.task(task, "requeued")
-    time.sleep(REQUEUE_PAUSE)
+    pause, so that a store or broker that is down is not hammered). The soft time limit
+    landing here cuts the pause short: the Reject is still returned."""
+    text = type(problem).__name__
+    try:
+        text = describe_error(problem)
+        runner = worker_loop.running()
+        if runner is not None:
+            text = _masked(runner, text)
+        log.error("%s: %s failed, the message is requeued: %s", task, what, text)
+        watch.task(task, "requeued")
+        time.sleep(REQUEUE_PAUSE)
+    except SoftTimeLimitExceeded:
+        pass
     return Reject(text, requeue=True)
 
 
@@ -92,6 +100,26 @@ def run_step(
     inline: bool = False,
 ) -> str:
     """Run one task's Step: the coroutine, its publishes, its confirmation; its outcome.
+    Anything it raises is a ``Reject(requeue=True)`` (a message is never lost by raising).
+
+    ``inline`` (accept): the fan-out's first deliver message is not published but delivered
+    here, at once, before the accept is confirmed and acknowledged (see :func:`_inline`)."""
+    try:
+        return _run_step(task, work, publish, inline=inline)
+    except Reject:
+        raise
+    except BaseException as problem:  # SoftTimeLimitExceeded, anything else
+        raise _requeue(task, "the task", problem) from None
+
+
+def _run_step(
+    task: str,
+    work: Callable[[worker_loop.WorkerLoop], Awaitable[Step]],
+    publish: Callable[[str, dict[str, Any]], None],
+    *,
+    inline: bool = False,
+) -> str:
+    """:func:`run_step`'s work (its own failures already Rejects with requeue).
 
     ``inline`` (accept): the fan-out's first deliver message is not published but delivered
     here, at once, before the accept is confirmed and acknowledged (see :func:`_inline`)."""
@@ -254,7 +282,7 @@ def register(app: Celery, queue_prefix: str, *, inline: bool = True) -> dict[str
     fan-out's first action itself instead of publishing it (:func:`run_step`)."""
     publish = publisher(app, queue_prefix)
 
-    @app.task(name=ACCEPT_TASK, typing=False, ignore_result=True)  # type: ignore[untyped-decorator]
+    @app.task(name=ACCEPT_TASK, typing=False, ignore_result=True, shared=False)  # type: ignore[untyped-decorator]
     def accept(*args: Any, **kwargs: Any) -> str:
         body = _body(ACCEPT_TASK, args, kwargs)
         if body is None:
@@ -263,14 +291,14 @@ def register(app: Celery, queue_prefix: str, *, inline: bool = True) -> dict[str
             ACCEPT_TASK, lambda runner: _deliverer(runner).accept(body), publish, inline=inline
         )
 
-    @app.task(name=DELIVER_TASK, typing=False, ignore_result=True)  # type: ignore[untyped-decorator]
+    @app.task(name=DELIVER_TASK, typing=False, ignore_result=True, shared=False)  # type: ignore[untyped-decorator]
     def deliver(*args: Any, **kwargs: Any) -> str:
         body = _body(DELIVER_TASK, args, kwargs)
         if body is None:
             return "refused"
         return run_step(DELIVER_TASK, lambda runner: _deliverer(runner).deliver(body), publish)
 
-    @app.task(name=REPLAY_TASK, typing=False, ignore_result=True)  # type: ignore[untyped-decorator]
+    @app.task(name=REPLAY_TASK, typing=False, ignore_result=True, shared=False)  # type: ignore[untyped-decorator]
     def replay(*args: Any, **kwargs: Any) -> str:
         body = _body(REPLAY_TASK, args, kwargs)
         if body is None:
