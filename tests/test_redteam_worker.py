@@ -12,7 +12,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 from celery_support import (  # noqa: F401 (the fixtures receiver, store)
@@ -30,146 +29,8 @@ from celery_support import (  # noqa: F401 (the fixtures receiver, store)
     worker_command,
     write_workflow,
 )
-from distributed_support import Kit, fail_once
 from services import RabbitMQ, RedisServer, rabbitmq  # noqa: F401 (the fixture rabbitmq)
-from support import FakeClock, clean_env, cli
-
-from flowlang import MappingSecrets
-from flowlang.automations import Automations, DeliverySettings, load_workflow_text
-from flowlang.automations.dispatch import DeadLetterStore
-from flowlang.distributed import tasks
-from flowlang.distributed.deliverer import Deliverer
-from flowlang.http_rules import PreparedRequest
-from flowlang.runtime.http import HttpResult
-
-# --- a refused replay puts back a dead letter whose action was delivered ----------------------
-
-V1 = """\
-workflow: redteam_replay
-trigger: call.ended
-actions:
-  - {name: first, type: api_request, endpoint: https://crm.example.com/v1}
-"""
-#: The same workflow, a newer version: the worker does not have V1's fingerprint loaded.
-V2 = V1.replace("/v1", "/v2")
-
-
-class _Http:
-    """Answers ``status`` to every request; counts them."""
-
-    def __init__(self, status: int) -> None:
-        self.status = status
-        self.sent: list[str] = []
-
-    async def send(
-        self, request: PreparedRequest, *, timeout: float, max_body: int, follow_redirects: bool
-    ) -> HttpResult:
-        self.sent.append(request.url)
-        if self.status == 200:
-            return HttpResult("success", 200, {}, {"ok": True})
-        return HttpResult("http_error", self.status, {}, {}, f"HTTP {self.status}")
-
-
-def _automations(text: str, http: _Http) -> Automations:
-    return Automations(
-        [load_workflow_text(text)],
-        settings=DeliverySettings(schedule=(0,)),
-        http=http,
-        secrets=MappingSecrets({}),
-        clock=FakeClock(),
-        dead_letters=DeadLetterStore(),
-    )
-
-
-class _Runner:
-    """A worker loop's objects for tasks._replay: automations, a store, a deliverer."""
-
-    def __init__(self, automations: Automations, store: Any) -> None:
-        self.automations = automations
-        self.store = store
-        self.deliverer = Deliverer(automations, store, "redteam:1:abcd")
-
-
-def test_a_replay_whose_ledger_write_fails_after_the_send_is_not_sent_again(kit: Kit) -> None:
-    """FINDING (double send). A dead letter of a workflow version this worker does not load is
-    replayed from its own text (tasks._replay -> replay_record): the action is SENT, then the
-    shared store fails once writing the ledger (settle). tasks._replay catches that store
-    error as if the record could not be replayed ("refused") and _kept puts the record back
-    in the shared dead letters, then the message is acknowledged. The next replay (the
-    operator's ``flowlang replay --broker``, or a redelivery) sends the action again.
-
-    Invariant: across the replay and whatever it leaves to replay (kept dead letters,
-    requeued messages), the action is sent at most once."""
-
-    async def work() -> tuple[list[str], list[str]]:
-        failing = _automations(V1, _Http(400))
-        async with failing:
-            await failing.dispatch({"id": "evt-rt-9", "type": "call.ended", "properties": {}})
-        (record,) = failing.dead_letters.records
-        http = _Http(200)
-        worker = _automations(V2, http)
-        store = kit.store()
-        outcomes: list[str] = []
-        try:
-            async with worker:
-                runner = _Runner(worker, store)
-                fail_once(store, "settle")  # the store blips once, after the request went out
-                pending = [dict(record)]
-                for _ in range(3):  # bounded: this replay, then what it left to replay
-                    later: list[dict[str, Any]] = []
-                    for body in pending:
-                        try:
-                            step = await tasks._replay(runner, body)  # type: ignore[arg-type]
-                            outcomes.append(step.outcome)
-                        except Exception as problem:  # requeued: redelivered next round
-                            outcomes.append(f"requeued: {type(problem).__name__}")
-                            later.append(body)
-                    for entry, kept in await store.dead_letters("-", 10):  # replay --broker
-                        await store.remove_dead(entry)
-                        later.append(kept)
-                    pending = later
-                    if not pending:
-                        break
-        finally:
-            await store.aclose()
-        return http.sent, outcomes
-
-    sent, outcomes = asyncio.run(asyncio.wait_for(work(), 30))
-    assert len(sent) == 1, f"the action was sent {len(sent)} times; outcomes {outcomes}"
-
-
-def test_a_redelivered_replay_from_a_dead_letters_own_text_is_not_sent_again(kit: Kit) -> None:
-    """FINDING (double send on redelivery). The same path as above without any store
-    failure: a flowlang.replay message is acknowledged only after its work (acks_late), so
-    a worker that dies after replay_record sent and settled the action, before the ack,
-    leaves the message to be redelivered; the next worker runs replay_record again, which
-    never looks at the ledger (replay.py:88, unlike Deliverer.replay's forget_dead), and
-    sends the action a second time although the ledger says delivered. Simulated by
-    running the same message's task body twice. Invariant: a redelivered message sends
-    nothing the ledger has settled."""
-
-    async def work() -> tuple[list[str], list[str]]:
-        failing = _automations(V1, _Http(400))
-        async with failing:
-            await failing.dispatch({"id": "evt-rt-10", "type": "call.ended", "properties": {}})
-        (record,) = failing.dead_letters.records
-        http = _Http(200)
-        worker = _automations(V2, http)
-        store = kit.store()
-        outcomes: list[str] = []
-        try:
-            async with worker:
-                runner = _Runner(worker, store)
-                for _ in range(2):  # the message, then its redelivery
-                    step = await tasks._replay(runner, dict(record))  # type: ignore[arg-type]
-                    outcomes.append(step.outcome)
-        finally:
-            await store.aclose()
-        return http.sent, outcomes
-
-    sent, outcomes = asyncio.run(asyncio.wait_for(work(), 30))
-    assert len(sent) == 1, f"the action was sent {len(sent)} times; outcomes {outcomes}"
-
+from support import clean_env, cli
 
 # --- flowlang worker --metrics-port with PROMETHEUS_MULTIPROC_DIR in the environment -----------
 

@@ -46,7 +46,8 @@ from flowlang.distributed import watch
 from flowlang.distributed.celery_app import publish_options, queue_for
 from flowlang.distributed.deliverer import Step
 from flowlang.distributed.messages import ACCEPT_TASK, DELIVER_TASK, REPLAY_TASK
-from flowlang.distributed.replay import replay_record
+from flowlang.distributed.replay import replay_leased
+from flowlang.errors import FlowError
 
 log = logging.getLogger("flowlang.worker")
 
@@ -238,21 +239,37 @@ def _body(task: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str,
 async def _replay(runner: worker_loop.WorkerLoop, record: dict[str, Any]) -> Step:
     """A dead letter through the workers (Deliverer.replay: a deliver message for its action,
     its ledger entry forgotten); when its workflow version is not loaded here, one try of it
-    from the record's own text (what fails again is a dead letter again). A dead letter that
-    cannot be replayed here is put back in the shared dead letters before it is refused
-    (``flowlang replay --broker`` removed it once published): it is kept, never lost."""
-    step: Step = await _deliverer(runner).replay(record)
+    from the record's own text (what fails again is a dead letter again), under its action's
+    lease and only while the ledger does not say it is delivered (:func:`replay_leased`: a
+    redelivered message sends nothing twice). A dead letter that cannot be replayed here
+    (ValueError, FlowError: nothing sent) is put back in the shared dead letters before
+    it is refused (``flowlang replay --broker`` removed it once published): it is kept, never
+    lost. A store error propagates (the message is requeued), never "refused": the action may
+    have been sent, and a kept record would send it again."""
+    deliverer = _deliverer(runner)
+    step: Step = await deliverer.replay(record)
     if step.outcome != "refused" or runner.automations is None or runner.store is None:
         return await _kept(runner, record, step)
     try:
-        deliveries, added = await replay_record(
-            runner.automations, runner.store, record, wait=False
+        done = await replay_leased(
+            runner.automations,
+            runner.store,
+            record,
+            holder=deliverer._token(),
+            lease=deliverer.lease,
         )
-    except Exception as error:  # not a record, a workflow that does not load: refused
+    except (ValueError, FlowError) as error:  # not a record, a workflow that does not load
         refused = Step("refused", error=runner.automations.redactor.text(describe_error(error)))
         return await _kept(runner, record, refused)
-    outcome = "dead" if added else "delivered"
-    return Step(outcome if deliveries else "done")
+    if done.state == "held":  # tried again once that lease lapses (nothing sent)
+        await runner.store.schedule(
+            REPLAY_TASK, dict(record), runner.automations.clock.now() + done.seconds
+        )
+        return Step("deferred")
+    if done.state == "settled_before":
+        return Step("settled_before", error=f"its action is {done.outcome} already: not sent again")
+    outcome = "dead" if done.added else "delivered"
+    return Step(outcome if done.deliveries else "done", error=done.error or None)
 
 
 async def _kept(runner: worker_loop.WorkerLoop, record: Any, step: Step) -> Step:
