@@ -943,3 +943,54 @@ def test_a_task_that_raises_leaves_its_message_on_the_broker(redis_server: Redis
         client.close()
     assert ran, "the task never ran"
     assert left >= 1, "the message of a task that raised is gone from the broker (lost)"
+
+
+def test_the_shutdown_watchdog_waits_for_the_tasks_then_ends_the_process(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue 13 red team (SIGTERM on a silent broker never ended; finding 6): the watchdog
+    started at worker_shutting_down ends the process only once no task has run for the whole
+    grace (a task running resets it), and not before."""
+    running = [2]
+    ended: list[float] = []
+    monkeypatch.setattr(worker_loop, "WATCH_INTERVAL", 0.01)
+    monkeypatch.setattr(worker_loop, "_tasks_running", lambda: running[0])
+    began = time.monotonic()
+
+    def finish_tasks() -> None:
+        time.sleep(0.3)
+        running[0] = 0
+
+    helper = threading.Thread(target=finish_tasks, daemon=True)
+    helper.start()
+    watcher = threading.Thread(
+        target=worker_loop._watch_shutdown,
+        args=(0.3,),
+        kwargs={"end": lambda: ended.append(time.monotonic() - began)},
+        daemon=True,
+    )
+    watcher.start()
+    watcher.join(10)
+    helper.join(10)
+    assert not watcher.is_alive()
+    assert len(ended) == 1 and 0.55 <= ended[0] < 5, ended
+
+
+def test_the_shutdown_watchdog_starts_once_and_only_for_a_flowlang_worker(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """No configured loop (a plain Celery worker in this process): no watchdog; configured:
+    one, however many times the signal comes."""
+    started: list[float] = []
+    monkeypatch.setattr(worker_loop, "_watch_shutdown", lambda grace: started.append(grace))
+    monkeypatch.setattr(worker_loop, "_watchdog", None)
+    monkeypatch.setattr(worker_loop, "_config", None)
+    worker_loop.on_worker_shutting_down()
+    assert started == []
+    monkeypatch.setattr(worker_loop, "_config", object())
+    worker_loop.on_worker_shutting_down()
+    worker_loop.on_worker_shutting_down()
+    watchdog = worker_loop._watchdog
+    assert watchdog is not None
+    watchdog.join(5)
+    assert started == [worker_loop.SHUTDOWN_GRACE]
