@@ -994,3 +994,47 @@ def test_the_shutdown_watchdog_starts_once_and_only_for_a_flowlang_worker(
     assert watchdog is not None
     watchdog.join(5)
     assert started == [worker_loop.SHUTDOWN_GRACE]
+
+
+def test_the_apps_tasks_turn_what_they_raise_into_a_requeue_and_leave_celerys_own_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """RequeueingTask (finding 2's net): an exception, SoftTimeLimitExceeded or SystemExit
+    leaving a task of the app is Reject(requeue=True); Celery's own Reject, Ignore and Retry
+    pass unchanged; a task that returns returns."""
+    from celery.exceptions import Ignore, SoftTimeLimitExceeded
+
+    from flowlang.distributed import celery_app
+
+    monkeypatch.setattr(celery_app, "REQUEUE_PAUSE", 0.0)
+    app = make_app("redis://127.0.0.1:1/0", queue_prefix="fltest-requeueing.")
+    raised: list[BaseException] = [
+        ValueError("x"),
+        SoftTimeLimitExceeded(),
+        SystemExit(3),
+        Ignore(),
+        Reject("kept as is", requeue=False),
+    ]
+
+    @app.task(name="fltest.raising", shared=False)  # type: ignore[untyped-decorator]
+    def raising(number: int) -> int:
+        if number < len(raised):
+            raise raised[number]
+        return number
+
+    outcomes: list[str] = []
+    for number in range(len(raised)):
+        try:
+            raising(number)
+        except Reject as rejected:
+            outcomes.append(f"Reject requeue={rejected.requeue}")
+        except Ignore:
+            outcomes.append("Ignore")
+    assert outcomes == [
+        "Reject requeue=True",
+        "Reject requeue=True",
+        "Reject requeue=True",
+        "Ignore",
+        "Reject requeue=False",
+    ]
+    assert raising(len(raised)) == len(raised)

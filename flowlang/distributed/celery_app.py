@@ -62,12 +62,15 @@ __all__ = [
     "queue_for",
 ]
 
+import contextlib
+import logging
 import string
+import time
 from dataclasses import dataclass
 from typing import Any
 
 from celery import Celery, Task
-from celery.exceptions import Reject
+from celery.exceptions import Reject, TaskPredicate
 from kombu import Exchange, Queue
 
 from flowlang.distributed.connection import mask_url
@@ -93,6 +96,10 @@ QUEUE_ARGUMENTS: dict[str, dict[str, str] | None] = {
 #: Characters of a queue prefix.
 QUEUE_PREFIX_CHARS = frozenset(string.ascii_letters + string.digits + "_.:-")
 QUEUE_PREFIX_MAX = 64
+log = logging.getLogger("flowlang.worker")
+
+#: Seconds a task that raised pauses before its message is requeued (RequeueingTask).
+REQUEUE_PAUSE = 1.0
 #: Seconds one publish, and its confirm on RabbitMQ, may take by default.
 PUBLISH_TIMEOUT = 10.0
 #: The app's setting that carries ``publish_timeout`` to :func:`publish_options`.
@@ -100,17 +107,23 @@ PUBLISH_TIMEOUT_SETTING = "flowlang_publish_timeout"
 
 
 class RequeueingTask(Task):  # type: ignore[misc]
-    """A task whose message is never lost by raising: anything it raises but a Reject (an
-    exception, SoftTimeLimitExceeded, SystemExit) is turned into ``Reject(requeue=True)``, so
-    Celery puts the message back on its queue instead of deleting it."""
+    """A task whose message is never lost by raising: anything it raises but Celery's own
+    predicates (Reject, Retry, Ignore) — an exception, SoftTimeLimitExceeded, SystemExit — is
+    logged and turned into ``Reject(requeue=True)`` after REQUEUE_PAUSE seconds (a message
+    that always fails is not spun on), so Celery puts the message back on its queue instead of
+    deleting it. flowlang's tasks do this themselves (tasks.run_step); this is the net."""
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         try:
             return super().__call__(*args, **kwargs)
-        except Reject:
+        except TaskPredicate:
             raise
-        except BaseException as problem:  # every escape is a requeue
-            raise Reject(f"{type(problem).__name__}: requeued", requeue=True) from None
+        except BaseException as problem:  # every other escape is a requeue
+            text = f"{type(problem).__name__}: requeued"
+            with contextlib.suppress(BaseException):  # the soft time limit cuts the pause
+                log.error("%s raised %s, its message is requeued", self.name, text)
+                time.sleep(REQUEUE_PAUSE)
+            raise Reject(text, requeue=True) from None
 
 
 @dataclass(frozen=True)
