@@ -597,3 +597,35 @@ def test_sigterm_during_a_publish_the_broker_never_confirms_ends_and_loses_nothi
     )
     assert took < 75, f"the worker took {took:.0f} s to exit after SIGTERM"
     assert sent == (1, 1), receiver.keys()
+
+
+def test_sigterm_on_an_idle_worker_whose_rabbitmq_fell_silent_ends_in_bounded_time(
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+    store: tuple[str, str, Ledger],
+    receiver: Receiver,
+) -> None:
+    """Finding 6's other half: an idle worker whose RabbitMQ stops answering (a proxy that
+    swallows the broker's replies) used to hang in the connection's close after SIGTERM; the
+    shutdown watchdog ends it SHUTDOWN_GRACE s later (no task runs: nothing to lose)."""
+    rabbit: RabbitMQ = request.getfixturevalue("rabbitmq")
+    url, prefix, _ = store
+    flow = write_workflow(tmp_path, receiver)
+    with muting_proxy(5672) as proxy:
+        silent = Broker(
+            "rabbitmq", f"amqp://guest:guest@127.0.0.1:{proxy.port}//", rabbit.queue_prefix
+        )
+        idle = start_worker(tmp_path, [flow], silent, url, prefix, name="idle")
+        try:
+            proxy.mute()
+            time.sleep(0.5)
+            os.killpg(idle.process.pid, signal.SIGTERM)
+            began = time.monotonic()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                idle.process.wait(75)
+            took = time.monotonic() - began
+            exited = idle.process.poll() is not None
+        finally:
+            idle.kill()
+    assert exited, f"the idle worker still runs {took:.0f} s after SIGTERM:\n{idle.text()[-1500:]}"
+    assert "Traceback" not in idle.text(), idle.text()[-3000:]
