@@ -607,3 +607,24 @@ def test_a_hostile_record_replayed_from_its_own_text_is_refused_kept_and_sends_n
     sent, outcome, kept, keys = asyncio.run(asyncio.wait_for(work(), 30))
     assert sent == [] and outcome == "refused" and kept == 1
     assert not [key for key in keys if ":lease:" in key]
+
+
+def test_replay_all_keeps_a_record_whose_workflow_text_is_no_document(kit: Kit) -> None:
+    """A record whose workflow text is not YAML (DocumentError, not FlowDocumentError) is a
+    problem counted and kept, not a traceback out of replay_all."""
+
+    async def work() -> tuple[int, int, int, list[str]]:
+        record = await _dead_letter("evt-rt-13") | {"workflow_source": "\udcff: not yaml ["}
+        http = _Http(200)
+        store = kit.store()
+        try:
+            await store.add_dead(record)
+            async with _automations(http) as automations:
+                counts = await replay_all(automations, store)
+            kept = await store.dead_letters("-", 10)
+        finally:
+            await store.aclose()
+        return counts.records, counts.problems, len(kept), http.sent
+
+    records, problems, kept, sent = asyncio.run(asyncio.wait_for(work(), 30))
+    assert (records, problems, kept, sent) == (1, 1, 1, [])
