@@ -11,6 +11,7 @@ FLOWLANG_SHOW_WORKER_LOGS=1 prints the workers' logs of each crash test.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import re
@@ -536,3 +537,95 @@ def test_the_worker_holding_the_pump_killed_between_take_and_publish_loses_nothi
         lost=0,
         delivered_after=f"{took:.1f}s",
     )
+
+
+# --- SIGTERM while a publish waits for a broker that fell silent -----------------------------
+
+
+def test_sigterm_during_a_publish_the_broker_never_confirms_ends_and_loses_nothing(
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+    store: tuple[str, str, Ledger],
+    receiver: Receiver,
+) -> None:
+    """RabbitMQ through a proxy that stops passing the broker's replies while the worker's
+    inline delivery is in flight: its next publish (the second action) waits for a confirm
+    that never comes. SIGTERM then. Issue 13 red team (hang; finding 6): the publish ends
+    (bounded, the accept requeued) but the warm shutdown then never ended: the worker still
+    ran 90 s after SIGTERM (an idle worker whose RabbitMQ fell silent behaved the same:
+    closing the AMQP connection waits for the broker with no limit). The shutdown watchdog
+    (flowlang.distributed.loop) now ends it SHUTDOWN_GRACE s after its last task. Nothing is
+    lost or sent twice (a worker started afterwards delivers both actions once). Invariant:
+    the worker exits in bounded time, and a worker started afterwards delivers both actions,
+    each sent once."""
+    rabbit: RabbitMQ = request.getfixturevalue("rabbitmq")
+    url, prefix, ledger = store
+    flow, events, first, second = one_event(tmp_path, receiver, 51, HOLD)
+    with muting_proxy(5672) as proxy:
+        silent = Broker(
+            "rabbitmq", f"amqp://guest:guest@127.0.0.1:{proxy.port}//", rabbit.queue_prefix
+        )
+        direct = Broker("rabbitmq", rabbit.url, rabbit.queue_prefix)
+        doomed = start_worker(tmp_path, [flow], silent, url, prefix, name="doomed")
+        try:
+            status, _ = cli(
+                "automate", str(flow), "--events", str(events), "--executor", "celery",
+                "--broker", direct.url, "--queue-prefix", direct.queue_prefix,
+            )  # fmt: skip
+            assert status == 0
+            wait_until(receiver.held.is_set, 20, "the request never arrived")
+            proxy.mute()
+            receiver.release()
+            time.sleep(1.0)  # the second action's publish waits for its confirm
+            os.killpg(doomed.process.pid, signal.SIGTERM)
+            began = time.monotonic()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                doomed.process.wait(90)
+            took = time.monotonic() - began
+            exited = doomed.process.poll() is not None
+        finally:
+            doomed.kill()
+    heir = start_worker(tmp_path, [flow], direct, url, prefix, name="heir")
+    try:
+        wait_until(lambda: ledger.settled().get(second) == "delivered", 60, heir.text()[-2000:])
+    finally:
+        heir.kill()
+    sent = (receiver.count(first), receiver.count(second))
+    assert exited, (
+        f"the worker still runs {took:.0f} s after SIGTERM (sent {sent}):\n"
+        + (doomed.text()[-1500:])
+    )
+    assert took < 75, f"the worker took {took:.0f} s to exit after SIGTERM"
+    assert sent == (1, 1), receiver.keys()
+
+
+def test_sigterm_on_an_idle_worker_whose_rabbitmq_fell_silent_ends_in_bounded_time(
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+    store: tuple[str, str, Ledger],
+    receiver: Receiver,
+) -> None:
+    """Finding 6's other half: an idle worker whose RabbitMQ stops answering (a proxy that
+    swallows the broker's replies) used to hang in the connection's close after SIGTERM; the
+    shutdown watchdog ends it SHUTDOWN_GRACE s later (no task runs: nothing to lose)."""
+    rabbit: RabbitMQ = request.getfixturevalue("rabbitmq")
+    url, prefix, _ = store
+    flow = write_workflow(tmp_path, receiver)
+    with muting_proxy(5672) as proxy:
+        silent = Broker(
+            "rabbitmq", f"amqp://guest:guest@127.0.0.1:{proxy.port}//", rabbit.queue_prefix
+        )
+        idle = start_worker(tmp_path, [flow], silent, url, prefix, name="idle")
+        try:
+            proxy.mute()
+            time.sleep(0.5)
+            os.killpg(idle.process.pid, signal.SIGTERM)
+            began = time.monotonic()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                idle.process.wait(75)
+            took = time.monotonic() - began
+            exited = idle.process.poll() is not None
+        finally:
+            idle.kill()
+    assert exited, f"the idle worker still runs {took:.0f} s after SIGTERM:\n{idle.text()[-1500:]}"
+    assert "Traceback" not in idle.text(), idle.text()[-3000:]

@@ -858,3 +858,183 @@ def test_a_metrics_port_that_is_not_a_port_is_refused(
     error = capsys.readouterr().err
     assert status == 2 and "--metrics-port" in error and "a whole number from 0 to 65535" in error
     assert "Traceback" not in error
+
+
+# --- the soft time limit landing in the requeue pause ----------------------------------------
+
+
+class _LoopOfItsOwn:
+    """A worker loop running each coroutine on a loop of its own."""
+
+    deliverer = None
+    automations = None
+    store = None
+
+    def call(self, work: Any, timeout: float) -> Any:
+        return asyncio.run(asyncio.wait_for(work, timeout))
+
+
+def test_a_soft_time_limit_in_the_requeue_pause_still_requeues_the_message(
+    monkeypatch: Any,
+) -> None:
+    """Issue 13 red team (lost message, prefork). With task_acks_on_failure_or_timeout=False, Celery
+    does not leave a raising task's message unacknowledged: Request.on_failure calls
+    ``reject(requeue=False)`` (celery/worker/request.py, "need to be removed from prefetched
+    local queue"): the message is dropped, on Redis and RabbitMQ alike. Only a Reject with
+    requeue keeps it. run_step turns its own failures into Reject(requeue=True), but
+    _requeue sleeps REQUEUE_PAUSE (1 s) before returning the Reject (tasks.py:83), outside
+    any handler: the prefork pool's soft time limit (60 s, billiard raises
+    SoftTimeLimitExceeded from a signal handler) landing in that second escapes as a plain
+    exception, and the message is lost. E.g. a deliver whose attempt took 9.5 s and whose
+    confirmation then stalls for BRIDGE_TIMEOUT (50 s) fails at 59.5 s: the soft limit fires
+    in the pause. Reproduced here with the same signal mechanism, scaled down (the limit
+    0.3 s after a work that fails at once). Invariant: whatever happens inside run_step,
+    its message ends acknowledged-as-done or rejected with requeue."""
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    monkeypatch.setattr(worker_loop, "_current", _LoopOfItsOwn())
+
+    async def work(_: Any) -> Any:
+        raise ConnectionError("the shared store stalled")
+
+    def soft_limit(signum: int, frame: Any) -> None:  # billiard's soft_timeout_sighandler
+        raise SoftTimeLimitExceeded()
+
+    previous = signal.signal(signal.SIGALRM, soft_limit)
+    signal.setitimer(signal.ITIMER_REAL, 0.3)
+    try:
+        with pytest.raises(BaseException) as raised:
+            tasks.run_step("flowlang.deliver", work, lambda task, body: None)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert isinstance(raised.value, Reject) and raised.value.requeue, repr(raised.value)
+
+
+def test_a_task_that_raises_leaves_its_message_on_the_broker(redis_server: RedisServer) -> None:
+    """The premise of the test above (fixed by RequeueingTask, the app's task class), on a real worker and Redis broker: the app's
+    docstring says task_acks_on_failure_or_timeout=False means "a task that raises is never
+    acknowledged" (celery_app.py:9); Celery instead rejects it without requeue, which removes
+    it from the queue and from the unacked set: the message is gone. Invariant (the one the
+    docstring states): a task of this app that raises leaves its message to be redelivered."""
+    from celery.contrib.testing.worker import start_worker as celery_worker
+
+    queue_prefix = f"flrt{os.getpid()}x."
+    url = f"{redis_server.url[:-2]}/8"
+    app = make_app(url, queue_prefix=queue_prefix)
+    ran: list[int] = []
+
+    @app.task(name="flowlang.deliver", ignore_result=True, shared=False)  # type: ignore[untyped-decorator]
+    def deliver(**_: Any) -> None:
+        ran.append(1)
+        raise RuntimeError("an exception run_step did not turn into a Reject")
+
+    client = redis.Redis.from_url(url)
+    try:
+        with celery_worker(app, pool="threads", concurrency=1, perform_ping_check=False):
+            app.send_task("flowlang.deliver", kwargs={"n": 1}, queue=f"{queue_prefix}actions")
+            deadline = time.monotonic() + 20
+            while not ran and time.monotonic() < deadline:
+                time.sleep(0.05)
+            time.sleep(1.0)
+        left = client.llen(f"{queue_prefix}actions") + client.hlen("unacked")
+    finally:
+        client.delete(f"{queue_prefix}actions")
+        client.close()
+    assert ran, "the task never ran"
+    assert left >= 1, "the message of a task that raised is gone from the broker (lost)"
+
+
+def test_the_shutdown_watchdog_waits_for_the_tasks_then_ends_the_process(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue 13 red team (SIGTERM on a silent broker never ended; finding 6): the watchdog
+    started at worker_shutting_down ends the process only once no task has run for the whole
+    grace (a task running resets it), and not before."""
+    running = [2]
+    ended: list[float] = []
+    monkeypatch.setattr(worker_loop, "WATCH_INTERVAL", 0.01)
+    monkeypatch.setattr(worker_loop, "_tasks_running", lambda: running[0])
+    began = time.monotonic()
+
+    def finish_tasks() -> None:
+        time.sleep(0.3)
+        running[0] = 0
+
+    helper = threading.Thread(target=finish_tasks, daemon=True)
+    helper.start()
+    watcher = threading.Thread(
+        target=worker_loop._watch_shutdown,
+        args=(0.3,),
+        kwargs={"end": lambda: ended.append(time.monotonic() - began)},
+        daemon=True,
+    )
+    watcher.start()
+    watcher.join(10)
+    helper.join(10)
+    assert not watcher.is_alive()
+    assert len(ended) == 1 and 0.55 <= ended[0] < 5, ended
+
+
+def test_the_shutdown_watchdog_starts_once_and_only_for_a_flowlang_worker(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """No configured loop (a plain Celery worker in this process): no watchdog; configured:
+    one, however many times the signal comes."""
+    started: list[float] = []
+    monkeypatch.setattr(worker_loop, "_watch_shutdown", lambda grace: started.append(grace))
+    monkeypatch.setattr(worker_loop, "_watchdog", None)
+    monkeypatch.setattr(worker_loop, "_config", None)
+    worker_loop.on_worker_shutting_down()
+    assert started == []
+    monkeypatch.setattr(worker_loop, "_config", object())
+    worker_loop.on_worker_shutting_down()
+    worker_loop.on_worker_shutting_down()
+    watchdog = worker_loop._watchdog
+    assert watchdog is not None
+    watchdog.join(5)
+    assert started == [worker_loop.SHUTDOWN_GRACE]
+
+
+def test_the_apps_tasks_turn_what_they_raise_into_a_requeue_and_leave_celerys_own_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """RequeueingTask (finding 2's net): an exception, SoftTimeLimitExceeded or SystemExit
+    leaving a task of the app is Reject(requeue=True); Celery's own Reject, Ignore and Retry
+    pass unchanged; a task that returns returns."""
+    from celery.exceptions import Ignore, SoftTimeLimitExceeded
+
+    from flowlang.distributed import celery_app
+
+    monkeypatch.setattr(celery_app, "REQUEUE_PAUSE", 0.0)
+    app = make_app("redis://127.0.0.1:1/0", queue_prefix="fltest-requeueing.")
+    raised: list[BaseException] = [
+        ValueError("x"),
+        SoftTimeLimitExceeded(),
+        SystemExit(3),
+        Ignore(),
+        Reject("kept as is", requeue=False),
+    ]
+
+    @app.task(name="fltest.raising", shared=False)  # type: ignore[untyped-decorator]
+    def raising(number: int) -> int:
+        if number < len(raised):
+            raise raised[number]
+        return number
+
+    outcomes: list[str] = []
+    for number in range(len(raised)):
+        try:
+            raising(number)
+        except Reject as rejected:
+            outcomes.append(f"Reject requeue={rejected.requeue}")
+        except Ignore:
+            outcomes.append("Ignore")
+    assert outcomes == [
+        "Reject requeue=True",
+        "Reject requeue=True",
+        "Reject requeue=True",
+        "Ignore",
+        "Reject requeue=False",
+    ]
+    assert raising(len(raised)) == len(raised)

@@ -13,13 +13,14 @@ import logging
 from typing import Any
 
 import pytest
-from distributed_support import Kit
+from distributed_support import Kit, fail_once
 from support import FakeClock
 
 from flowlang import MappingSecrets
 from flowlang.automations import Automations, DeliverySettings, load_workflow_text
 from flowlang.automations.dispatch import DeadLetterStore, idempotency_key
-from flowlang.distributed import shared
+from flowlang.distributed import shared, tasks
+from flowlang.distributed.deliverer import Deliverer
 from flowlang.distributed.replay import replay_all, replay_record
 from flowlang.distributed.shared import SharedStore
 from flowlang.http_rules import PreparedRequest
@@ -400,3 +401,230 @@ def test_replay_all_on_an_empty_or_foreign_stream_replays_nothing(kit: Kit) -> N
         return [empty.records, foreign.records, foreign.held]
 
     assert kit.run(work) == [0, 0, 0]
+
+
+# --- a worker's replay from a dead letter's own text (issue 13 red team, findings 1 and 4) ---
+
+V1 = """\
+workflow: redteam_replay
+trigger: call.ended
+actions:
+  - {name: first, type: api_request, endpoint: https://crm.example.com/v1}
+"""
+#: The same workflow, a newer version: the worker does not have V1's fingerprint loaded.
+V2 = V1.replace("/v1", "/v2")
+
+
+def _automations_of(text: str, http: _Http) -> Automations:
+    return Automations(
+        [load_workflow_text(text)],
+        settings=DeliverySettings(schedule=(0,)),
+        http=http,
+        secrets=MappingSecrets({}),
+        clock=FakeClock(),
+        dead_letters=DeadLetterStore(),
+    )
+
+
+class _Runner:
+    """A worker loop's objects for tasks._replay: automations, a store, a deliverer."""
+
+    def __init__(self, automations: Automations, store: Any) -> None:
+        self.automations = automations
+        self.store = store
+        self.deliverer = Deliverer(automations, store, "redteam:1:abcd")
+
+
+@pytest.mark.parametrize(
+    ("blip", "after"),
+    [("finish_replay", False), ("finish_replay", True), ("forget_dead", False),
+     ("take_lease", False), ("settle", False)],
+)  # fmt: skip
+def test_a_replay_whose_ledger_write_fails_after_the_send_is_not_sent_again(
+    kit: Kit, blip: str, after: bool
+) -> None:
+    """Issue 13 red team (double send; finding 1). A dead letter of a workflow version this worker does not load is
+    replayed from its own text (tasks._replay -> replay_record): the action is SENT, then the
+    shared store fails once writing the ledger (settle). tasks._replay catches that store
+    error as if the record could not be replayed ("refused") and _kept puts the record back
+    in the shared dead letters, then the message is acknowledged. The next replay (the
+    operator's ``flowlang replay --broker``, or a redelivery) sends the action again.
+
+    The outcome is now written by finish_replay (tried again on a store error: the action was
+    sent); a store error before the send requeues the message (nothing sent). Each store call
+    of the path fails once here, before Redis or (``after``) with its reply lost.
+
+    Invariant: across the replay and whatever it leaves to replay (kept dead letters,
+    requeued messages), the action is sent at most once."""
+
+    async def work() -> tuple[list[str], list[str]]:
+        failing = _automations_of(V1, _Http(400))
+        async with failing:
+            await failing.dispatch({"id": "evt-rt-9", "type": "call.ended", "properties": {}})
+        (record,) = failing.dead_letters.records
+        http = _Http(200)
+        worker = _automations_of(V2, http)
+        store = kit.store()
+        outcomes: list[str] = []
+        try:
+            async with worker:
+                runner = _Runner(worker, store)
+                fail_once(store, blip, after=after)  # the store blips once
+                pending = [dict(record)]
+                for _ in range(3):  # bounded: this replay, then what it left to replay
+                    later: list[dict[str, Any]] = []
+                    for body in pending:
+                        try:
+                            step = await tasks._replay(runner, body)  # type: ignore[arg-type]
+                            outcomes.append(step.outcome)
+                        except Exception as problem:  # requeued: redelivered next round
+                            outcomes.append(f"requeued: {type(problem).__name__}")
+                            later.append(body)
+                    for entry, kept in await store.dead_letters("-", 10):  # replay --broker
+                        await store.remove_dead(entry)
+                        later.append(kept)
+                    pending = later
+                    if not pending:
+                        break
+        finally:
+            await store.aclose()
+        return http.sent, outcomes
+
+    sent, outcomes = asyncio.run(asyncio.wait_for(work(), 30))
+    assert len(sent) == 1, f"the action was sent {len(sent)} times; outcomes {outcomes}"
+
+
+def test_a_redelivered_replay_from_a_dead_letters_own_text_is_not_sent_again(kit: Kit) -> None:
+    """Issue 13 red team (double send on redelivery; finding 4). The same path as above without any store
+    failure: a flowlang.replay message is acknowledged only after its work (acks_late), so
+    a worker that dies after replay_record sent and settled the action, before the ack,
+    leaves the message to be redelivered; the next worker runs replay_record again, which
+    never looks at the ledger (replay.py:88, unlike Deliverer.replay's forget_dead), and
+    sends the action a second time although the ledger says delivered. Simulated by
+    running the same message's task body twice. Invariant: a redelivered message sends
+    nothing the ledger has settled."""
+
+    async def work() -> tuple[list[str], list[str]]:
+        failing = _automations_of(V1, _Http(400))
+        async with failing:
+            await failing.dispatch({"id": "evt-rt-10", "type": "call.ended", "properties": {}})
+        (record,) = failing.dead_letters.records
+        http = _Http(200)
+        worker = _automations_of(V2, http)
+        store = kit.store()
+        outcomes: list[str] = []
+        try:
+            async with worker:
+                runner = _Runner(worker, store)
+                for _ in range(2):  # the message, then its redelivery
+                    step = await tasks._replay(runner, dict(record))  # type: ignore[arg-type]
+                    outcomes.append(step.outcome)
+        finally:
+            await store.aclose()
+        return http.sent, outcomes
+
+    sent, outcomes = asyncio.run(asyncio.wait_for(work(), 30))
+    assert len(sent) == 1, f"the action was sent {len(sent)} times; outcomes {outcomes}"
+
+
+def test_a_replay_whose_outcome_cannot_be_written_keeps_the_lease_and_sends_nothing_more(
+    kit: Kit, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store stays down after the send (every finish_replay try fails): the message is
+    requeued (the error propagates) and the action's lease is kept, so its redelivery is
+    deferred until the lease lapses (scheduled, nothing sent) instead of sending at once."""
+    from flowlang.distributed import replay as replay_module
+    from flowlang.errors import SharedStoreError
+
+    monkeypatch.setattr(replay_module, "FINISH_PAUSE", 0.01)
+
+    async def work() -> tuple[list[str], list[str]]:
+        failing = _automations_of(V1, _Http(400))
+        async with failing:
+            await failing.dispatch({"id": "evt-rt-11", "type": "call.ended", "properties": {}})
+        (record,) = failing.dead_letters.records
+        http = _Http(200)
+        worker = _automations_of(V2, http)
+        store = kit.store()
+        outcomes: list[str] = []
+        try:
+            async with worker:
+                runner = _Runner(worker, store)
+
+                async def down(*_: Any, **__: Any) -> str:
+                    raise SharedStoreError("shared store: finish_replay failed: down")
+
+                store.finish_replay = down  # type: ignore[method-assign]
+                with pytest.raises(SharedStoreError):
+                    await tasks._replay(runner, dict(record))  # type: ignore[arg-type]
+                for _ in range(2):  # redeliveries while the lease is held
+                    step = await tasks._replay(runner, dict(record))  # type: ignore[arg-type]
+                    outcomes.append(step.outcome)
+        finally:
+            await store.aclose()
+        return http.sent, outcomes
+
+    sent, outcomes = asyncio.run(asyncio.wait_for(work(), 30))
+    assert len(sent) == 1
+    assert outcomes == ["deferred", "deferred"]
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"event": "not an event"},
+        {"event": {"type": "call.ended"}},
+        {"workflow": ["x"]},
+        {"action": None},
+        {"action": "x" * 100_000},
+        {"workflow_source": "\udcff: not yaml ["},
+    ],
+)
+def test_a_hostile_record_replayed_from_its_own_text_is_refused_kept_and_sends_nothing(
+    kit: Kit, change: dict[str, Any]
+) -> None:
+    """A record that cannot be replayed (no event id, a workflow or action that is not a
+    name, a huge name, a workflow text that does not load) is refused before anything is
+    sent, its lease given back, and kept in the shared dead letters."""
+
+    async def work() -> tuple[list[str], str, int, list[str]]:
+        failing = _automations_of(V1, _Http(400))
+        async with failing:
+            await failing.dispatch({"id": "evt-rt-12", "type": "call.ended", "properties": {}})
+        (record,) = failing.dead_letters.records
+        http = _Http(200)
+        worker = _automations_of(V2, http)
+        store = kit.store()
+        try:
+            async with worker:
+                runner = _Runner(worker, store)
+                step = await tasks._replay(runner, dict(record) | change)  # type: ignore[arg-type]
+                kept = await store.dead_letters("-", 10)
+        finally:
+            await store.aclose()
+        return http.sent, step.outcome, len(kept), kit.stored()
+
+    sent, outcome, kept, keys = asyncio.run(asyncio.wait_for(work(), 30))
+    assert sent == [] and outcome == "refused" and kept == 1
+    assert not [key for key in keys if ":lease:" in key]
+
+
+def test_replay_all_keeps_a_record_whose_workflow_text_is_no_document(kit: Kit) -> None:
+    """A record whose workflow text is not YAML (DocumentError, not FlowDocumentError) is a
+    problem counted and kept, not a traceback out of replay_all."""
+
+    async def work() -> tuple[int, int, int, list[str]]:
+        record = await _dead_letter("evt-rt-13") | {"workflow_source": "\udcff: not yaml ["}
+        http = _Http(200)
+        store = kit.store()
+        try:
+            await store.add_dead(record)
+            async with _automations(http) as automations:
+                counts = await replay_all(automations, store)
+            kept = await store.dead_letters("-", 10)
+        finally:
+            await store.aclose()
+        return counts.records, counts.problems, len(kept), http.sent
+
+    records, problems, kept, sent = asyncio.run(asyncio.wait_for(work(), 30))
+    assert (records, problems, kept, sent) == (1, 1, 1, [])

@@ -6,8 +6,12 @@ why (measured facts in the project's design notes):
 
 - ``task_acks_late``: a message is acknowledged after its attempt, so a worker that dies
   mid-attempt leaves it to be redelivered.
-- ``task_acks_on_failure_or_timeout=False``: a task that raises is never acknowledged (the
-  tasks turn every failure into a requeue themselves; a hard time limit is requeued too).
+- Every task of the app is a :class:`RequeueingTask`: whatever it raises (an exception, the
+  soft time limit's SoftTimeLimitExceeded) becomes ``Reject(requeue=True)``, so its message
+  goes back to its queue. ``task_acks_on_failure_or_timeout=False`` alone does not do that:
+  Celery 5.7 then *rejects a raising task's message without requeue* (Request.on_failure),
+  which deletes it, on Redis and RabbitMQ alike (measured); only a Reject with requeue keeps
+  it. A hard time limit (the pool child killed) is requeued by ``task_reject_on_worker_lost``.
 - ``task_reject_on_worker_lost``: the default (False) acknowledges, and so loses, the task of
   a killed pool child (measured).
 - ``worker_prefetch_multiplier=1``: a worker reserves one message per process, not four.
@@ -50,6 +54,7 @@ __all__ = [
     "BROKER_SCHEMES",
     "PUBLISH_TIMEOUT",
     "QUEUE_TYPES",
+    "RequeueingTask",
     "WorkerSettings",
     "broker_kind",
     "make_app",
@@ -57,11 +62,15 @@ __all__ = [
     "queue_for",
 ]
 
+import contextlib
+import logging
 import string
+import time
 from dataclasses import dataclass
 from typing import Any
 
-from celery import Celery
+from celery import Celery, Task
+from celery.exceptions import Reject, TaskPredicate
 from kombu import Exchange, Queue
 
 from flowlang.distributed.connection import mask_url
@@ -87,10 +96,34 @@ QUEUE_ARGUMENTS: dict[str, dict[str, str] | None] = {
 #: Characters of a queue prefix.
 QUEUE_PREFIX_CHARS = frozenset(string.ascii_letters + string.digits + "_.:-")
 QUEUE_PREFIX_MAX = 64
+log = logging.getLogger("flowlang.worker")
+
+#: Seconds a task that raised pauses before its message is requeued (RequeueingTask).
+REQUEUE_PAUSE = 1.0
 #: Seconds one publish, and its confirm on RabbitMQ, may take by default.
 PUBLISH_TIMEOUT = 10.0
 #: The app's setting that carries ``publish_timeout`` to :func:`publish_options`.
 PUBLISH_TIMEOUT_SETTING = "flowlang_publish_timeout"
+
+
+class RequeueingTask(Task):  # type: ignore[misc]
+    """A task whose message is never lost by raising: anything it raises but Celery's own
+    predicates (Reject, Retry, Ignore) — an exception, SoftTimeLimitExceeded, SystemExit — is
+    logged and turned into ``Reject(requeue=True)`` after REQUEUE_PAUSE seconds (a message
+    that always fails is not spun on), so Celery puts the message back on its queue instead of
+    deleting it. flowlang's tasks do this themselves (tasks.run_step); this is the net."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().__call__(*args, **kwargs)
+        except TaskPredicate:
+            raise
+        except BaseException as problem:  # every other escape is a requeue
+            text = f"{type(problem).__name__}: requeued"
+            with contextlib.suppress(BaseException):  # the soft time limit cuts the pause
+                log.error("%s raised %s, its message is requeued", self.name, text)
+                time.sleep(REQUEUE_PAUSE)
+            raise Reject(text, requeue=True) from None
 
 
 @dataclass(frozen=True)
@@ -204,7 +237,7 @@ def make_app(
         }
     else:
         transport = {"confirm_publish": True}
-    app = Celery(name, broker=broker_url, set_as_current=False)
+    app = Celery(name, broker=broker_url, set_as_current=False, task_cls=RequeueingTask)
     app.conf.update(
         task_acks_late=True,
         task_reject_on_worker_lost=True,

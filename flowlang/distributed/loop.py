@@ -14,6 +14,14 @@ lambda is a weak reference that is collected at once and silently never runs): o
 with prefork (each child after the fork; never in the parent, which forks after it). It is
 stopped on ``worker_shutdown`` / ``worker_process_shutdown``. :func:`configure` says what to
 build before the worker starts.
+
+A warm shutdown is bounded (``worker_shutting_down``, in the consuming process): Celery and
+py-amqp close the broker connection with no time limit, so a worker whose RabbitMQ fell
+silent never exited after SIGTERM (measured: still running 90 s later, idle or not). A
+watchdog thread then waits until no task runs, then SHUTDOWN_GRACE seconds more, and ends
+the process (exit code 0, its pool children first). Nothing is lost: no task runs, and a
+message delivered but not acknowledged goes back to its queue when the connection drops
+(Redis: after the visibility timeout); the ledger makes a redelivery harmless.
 """
 
 from __future__ import annotations
@@ -22,16 +30,20 @@ __all__ = ["LoopConfig", "WorkerLoop", "configure", "current", "running", "start
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 import os
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from billiard import process as billiard_process  # type: ignore[import-untyped]
 from celery import signals
+from celery.worker import state as celery_state
 
 from flowlang.automations.dispatch import Automations
 from flowlang.distributed.connection import KEY_PART_CHARS
@@ -46,6 +58,11 @@ T = TypeVar("T")
 #: Seconds the loop thread has to build its objects, and to close them at shutdown.
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 15.0
+#: Seconds a warm shutdown may take once no task runs (the loop's stop, STOP_TIMEOUT, and
+#: the broker connection's close) before the process ends itself.
+SHUTDOWN_GRACE = STOP_TIMEOUT + 10.0
+#: Seconds between the watchdog's looks at the running tasks.
+WATCH_INTERVAL = 0.25
 
 
 @dataclass(frozen=True)
@@ -237,7 +254,65 @@ def on_worker_shutdown(**_: Any) -> None:
     stop()
 
 
+def on_worker_shutting_down(**_: Any) -> None:
+    """A warm (or cold) shutdown began in the consuming process: start the watchdog that
+    ends the process if the shutdown outlasts its tasks by SHUTDOWN_GRACE seconds."""
+    global _watchdog
+    if _config is None or _watchdog is not None:
+        return
+    _watchdog = threading.Thread(
+        target=_watch_shutdown, args=(SHUTDOWN_GRACE,), name="flowlang-shutdown", daemon=True
+    )
+    _watchdog.start()
+
+
+_watchdog: threading.Thread | None = None
+
+
+def _tasks_running() -> int:
+    """The tasks this worker process runs (or handed to its pool) now."""
+    return len(celery_state.active_requests)
+
+
+def _watch_shutdown(grace: float, *, end: Callable[[], None] | None = None) -> None:
+    """Wait until no task runs for ``grace`` seconds in a row, then ``end`` the process
+    (by default: pool children terminated, then ``os._exit(0)``); returns only if ``end``
+    does."""
+    quiet_since: float | None = None
+    while True:
+        time.sleep(WATCH_INTERVAL)
+        if _tasks_running():
+            quiet_since = None
+            continue
+        now = time.monotonic()
+        if quiet_since is None:
+            quiet_since = now
+        elif now - quiet_since >= grace:
+            break
+    log.warning(
+        "flowlang worker: the shutdown did not end %.0f s after the last task (the broker does "
+        "not answer?); exiting now (no task runs; unacknowledged messages go back to their "
+        "queue)",
+        grace,
+    )
+    (end or _end_process)()
+
+
+def _end_process() -> None:
+    """End this process now: its pool children first (prefork), then itself (exit 0)."""
+    with contextlib.suppress(Exception):  # ending anyway
+        for child in billiard_process.active_children():
+            child.terminate()
+    for handler in logging.getLogger().handlers + log.handlers:
+        with contextlib.suppress(Exception):  # ending anyway
+            handler.flush()
+    os._exit(0)
+
+
 signals.worker_init.connect(on_worker_init, dispatch_uid="flowlang.loop.worker_init")
+signals.worker_shutting_down.connect(
+    on_worker_shutting_down, dispatch_uid="flowlang.loop.worker_shutting_down"
+)
 signals.worker_process_init.connect(
     on_worker_process_init, dispatch_uid="flowlang.loop.worker_process_init"
 )

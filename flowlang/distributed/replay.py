@@ -8,11 +8,18 @@ when it starts: each record is first claimed (``{prefix}replaying:{entry id}``, 
 this replay, a lease renewed while it runs), so two replays at once never send a record
 twice; the new dead letters, the settlements and the removal of the record are one step
 (:meth:`SharedStore.finish_replay`), so a crash before it keeps the record and a crash after
-it leaves nothing to replay again."""
+it leaves nothing to replay again.
+
+:func:`replay_leased` is a worker's replay of one record (a ``flowlang.replay`` message whose
+workflow version the worker does not load): under the lease of its action's idempotency key,
+after the ledger says the action is not delivered yet, so a redelivered message (a worker
+that died before its ack) or a record kept twice never sends a delivered action again; the
+outcome is written with a few tries (a store blip after the send does not make it a
+candidate for another replay)."""
 
 from __future__ import annotations
 
-__all__ = ["ReplayCounts", "replay_all", "replay_record"]
+__all__ = ["ReplayCounts", "replay_all", "replay_leased", "replay_record"]
 
 import asyncio
 import contextlib
@@ -23,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from flowlang.automations.dispatch import (
+    DEAD_LETTER_FORMAT,
     Automations,
     DeadLetterStore,
     Delivery,
@@ -30,14 +38,19 @@ from flowlang.automations.dispatch import (
     idempotency_key,
 )
 from flowlang.automations.executor import AttemptTask
+from flowlang.automations.records import MAX_RECORD_BYTES, check_event
+from flowlang.automations.workflow import load_workflow_text
 from flowlang.distributed.shared import SharedStore
-from flowlang.errors import SharedStoreError
-from flowlang.flow.model import FlowDocumentError
+from flowlang.errors import FlowError, SharedStoreError
 
 log = logging.getLogger("flowlang.replay")
 
 #: Seconds a replay holds its claim of a dead letter (renewed every third while it runs).
 CLAIM_LEASE = 60.0
+#: Tries of the write of a worker's replay outcome (the action was sent: worth insisting),
+#: and the seconds between them.
+FINISH_TRIES = 3
+FINISH_PAUSE = 0.5
 
 
 class NoWaiting:
@@ -124,6 +137,123 @@ async def replay_record(
     return deliveries, added
 
 
+def first_key(automations: Automations, record: Mapping[str, Any]) -> str:
+    """The idempotency key of the action a dead-letter record replays first, once the record
+    passes the checks :meth:`Automations.replay` makes before any request (its event, its
+    workflow text loading, its action in it); ValueError or FlowError (nothing is sent)."""
+    if not isinstance(record, Mapping) or record.get("format") != DEAD_LETTER_FORMAT:
+        raise ValueError("this is not a flowlang dead-letter record")
+    event = record.get("event")
+    workflow, action = record.get("workflow"), record.get("action")
+    if not isinstance(event, Mapping) or not isinstance(event.get("id"), (str, int)):
+        raise ValueError("its event has no id")
+    if not isinstance(workflow, str) or not isinstance(action, str):
+        raise ValueError("its workflow or action is not a name")
+    source, filename = record.get("workflow_source"), record.get("workflow_file")
+    if not isinstance(source, str) or (filename is not None and not isinstance(filename, str)):
+        raise ValueError("its workflow_source or workflow_file is not text")
+    settings = automations.settings
+    check_event(event, settings.max_event_depth, MAX_RECORD_BYTES)
+    loaded = load_workflow_text(source, name=filename, allow_hosts=settings.allow_hosts)
+    if loaded.name != workflow or action not in [step.id for step in loaded.actions]:
+        raise ValueError("its workflow text does not hold its workflow and action")
+    return idempotency_key(str(event["id"]), workflow, action)
+
+
+@dataclass
+class Leased:
+    """What :func:`replay_leased` came to: ``state`` ``replayed`` (``deliveries`` made,
+    ``added`` dead letters), ``settled_before`` (the ledger says the action is settled:
+    nothing sent; ``outcome`` says how) or ``held`` (another replay or attempt holds the
+    action's lease for ``seconds`` more: nothing sent)."""
+
+    state: str
+    deliveries: list[Delivery]
+    added: list[dict[str, Any]]
+    outcome: str = ""
+    seconds: float = 0.0
+    #: the outcome could not be written (said; the action is not sent again by this record)
+    error: str = ""
+
+
+async def replay_leased(
+    automations: Automations,
+    store: SharedStore,
+    record: Mapping[str, Any],
+    *,
+    holder: str,
+    lease: float,
+) -> Leased:
+    """One try of ``record`` (nothing waited for) under the lease of its first action's
+    idempotency key, taken by ``holder`` for ``lease`` seconds (renewed every third while it
+    runs, given back at the end): only when the ledger's entry is absent or
+    ``dead_lettered`` (forgotten then, as :meth:`Deliverer.replay` does). The outcome is
+    written as :func:`replay_record` does, up to FINISH_TRIES times on a store error (the
+    action was sent); when that still fails the lease is kept until it lapses and the error
+    raised (the message is requeued, and its redelivery waits for the lease). ValueError or
+    FlowError when the record cannot be replayed (:func:`first_key`, before the lease: nothing
+    sent); SharedStoreError before the send (nothing sent, the lease given back). Whatever
+    is raised once the replay started keeps the lease (it lapses)."""
+    key = first_key(automations, record)
+    left = await store.take_lease(key, holder, lease)
+    if left is not None:
+        return Leased("held", [], [], seconds=left)
+    sent = False
+    try:
+        state = await store.forget_dead(key)
+        if state not in ("forgotten", "none"):
+            return Leased("settled_before", [], [], outcome=state)
+        renewal = asyncio.create_task(_renew_lease(store, key, holder, lease))
+        try:
+            sent = True
+            deliveries, added, delivered = await _replayed(automations, record, False)
+        finally:
+            renewal.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await renewal
+        error = await _finish(store, added, delivered)
+        with contextlib.suppress(SharedStoreError):  # else it lapses: the ledger is written
+            await store.release_lease(key, holder)
+        return Leased("replayed", deliveries, added, error=error)
+    finally:
+        if not sent:
+            with contextlib.suppress(SharedStoreError):
+                await store.release_lease(key, holder)
+
+
+async def _finish(
+    store: SharedStore, added: list[dict[str, Any]], delivered: list[tuple[str, Any, int]]
+) -> str:
+    """Write a replay's outcome (after its send): a store error is tried again, up to
+    FINISH_TRIES times, then raised; ValueError (nothing can be written) is returned as the
+    error, said, instead of raised: the action was sent, the record must not be kept."""
+    for tried in range(1, FINISH_TRIES + 1):
+        try:
+            await store.finish_replay(added, delivered)
+            return ""
+        except SharedStoreError as error:
+            if tried == FINISH_TRIES:
+                raise
+            log.warning("writing a replay's outcome failed (tried again): %s", error)
+            await asyncio.sleep(FINISH_PAUSE)
+        except ValueError as error:
+            log.error("a replay's outcome cannot be written (its action was sent): %s", error)
+            return f"its outcome cannot be written: {error}"
+    return ""  # not reached
+
+
+async def _renew_lease(store: SharedStore, key: str, holder: str, lease: float) -> None:
+    """Renew an action's lease every third of ``lease`` until stopped or lost."""
+    while True:
+        await asyncio.sleep(lease / 3)
+        try:
+            if not await store.renew_lease(key, holder, lease):
+                log.warning("the lease of a replayed action lapsed during its replay")
+                return
+        except SharedStoreError as error:
+            log.warning("renewing a replayed action's lease failed: %s", error)
+
+
 async def _renew_claim(store: SharedStore, entry: str, holder: str, lease: float) -> None:
     """Renew a dead letter's claim every third of ``lease`` until stopped or lost."""
     while True:
@@ -201,7 +331,7 @@ async def replay_all(
                 return counts
             try:
                 state, deliveries = await _replay_claimed(automations, store, entry, record, lease)
-            except (ValueError, FlowDocumentError) as error:
+            except (ValueError, FlowError) as error:
                 counts.records += 1
                 counts.problems += 1
                 log.warning(

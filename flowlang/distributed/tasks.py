@@ -18,7 +18,10 @@ the shared ledger and leases make that redelivery safe.
   it would be refused again on every redelivery.
 - When the shared store or the broker cannot be reached (or the work does not finish in
   time, or this process has no loop), the message is rejected and requeued after a short
-  pause: it is retried, never lost. Each publish is bounded (the app's ``publish_timeout``).
+  pause: it is retried, never lost. Whatever else escapes :func:`run_step` (the prefork
+  pool's SoftTimeLimitExceeded, landing anywhere, the pause included) is turned into the
+  same requeue: Celery deletes the message of a task that raises anything but a Reject.
+  Each publish is bounded (the app's ``publish_timeout``).
 - A dead letter ``flowlang.replay`` cannot replay here is put back in the shared dead letters
   before its message is refused.
 - Each step is reported to :mod:`flowlang.distributed.watch` (metrics, when installed).
@@ -35,7 +38,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from celery import Celery, Task
-from celery.exceptions import Reject
+from celery.exceptions import Reject, SoftTimeLimitExceeded
 
 from flowlang.automations.dispatch import DEAD_LETTER_FORMAT, DeliverySettings, describe_error
 from flowlang.distributed import loop as worker_loop
@@ -43,7 +46,8 @@ from flowlang.distributed import watch
 from flowlang.distributed.celery_app import publish_options, queue_for
 from flowlang.distributed.deliverer import Step
 from flowlang.distributed.messages import ACCEPT_TASK, DELIVER_TASK, REPLAY_TASK
-from flowlang.distributed.replay import replay_record
+from flowlang.distributed.replay import replay_leased
+from flowlang.errors import FlowError
 
 log = logging.getLogger("flowlang.worker")
 
@@ -73,14 +77,19 @@ def publisher(app: Celery, queue_prefix: str) -> Callable[[str, dict[str, Any]],
 
 def _requeue(task: str, what: str, problem: BaseException) -> Reject:
     """Log ``problem`` and the Reject that puts the message back on its queue (after a
-    pause, so that a store or broker that is down is not hammered)."""
-    runner = worker_loop.running()
-    text = describe_error(problem)
-    if runner is not None:
-        text = _masked(runner, text)
-    log.error("%s: %s failed, the message is requeued: %s", task, what, text)
-    watch.task(task, "requeued")
-    time.sleep(REQUEUE_PAUSE)
+    pause, so that a store or broker that is down is not hammered). The soft time limit
+    landing here cuts the pause short: the Reject is still returned."""
+    text = type(problem).__name__
+    try:
+        text = describe_error(problem)
+        runner = worker_loop.running()
+        if runner is not None:
+            text = _masked(runner, text)
+        log.error("%s: %s failed, the message is requeued: %s", task, what, text)
+        watch.task(task, "requeued")
+        time.sleep(REQUEUE_PAUSE)
+    except SoftTimeLimitExceeded:
+        pass
     return Reject(text, requeue=True)
 
 
@@ -92,6 +101,26 @@ def run_step(
     inline: bool = False,
 ) -> str:
     """Run one task's Step: the coroutine, its publishes, its confirmation; its outcome.
+    Anything it raises is a ``Reject(requeue=True)`` (a message is never lost by raising).
+
+    ``inline`` (accept): the fan-out's first deliver message is not published but delivered
+    here, at once, before the accept is confirmed and acknowledged (see :func:`_inline`)."""
+    try:
+        return _run_step(task, work, publish, inline=inline)
+    except Reject:
+        raise
+    except BaseException as problem:  # SoftTimeLimitExceeded, anything else
+        raise _requeue(task, "the task", problem) from None
+
+
+def _run_step(
+    task: str,
+    work: Callable[[worker_loop.WorkerLoop], Awaitable[Step]],
+    publish: Callable[[str, dict[str, Any]], None],
+    *,
+    inline: bool = False,
+) -> str:
+    """:func:`run_step`'s work (its own failures already Rejects with requeue).
 
     ``inline`` (accept): the fan-out's first deliver message is not published but delivered
     here, at once, before the accept is confirmed and acknowledged (see :func:`_inline`)."""
@@ -210,21 +239,37 @@ def _body(task: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str,
 async def _replay(runner: worker_loop.WorkerLoop, record: dict[str, Any]) -> Step:
     """A dead letter through the workers (Deliverer.replay: a deliver message for its action,
     its ledger entry forgotten); when its workflow version is not loaded here, one try of it
-    from the record's own text (what fails again is a dead letter again). A dead letter that
-    cannot be replayed here is put back in the shared dead letters before it is refused
-    (``flowlang replay --broker`` removed it once published): it is kept, never lost."""
-    step: Step = await _deliverer(runner).replay(record)
+    from the record's own text (what fails again is a dead letter again), under its action's
+    lease and only while the ledger does not say it is delivered (:func:`replay_leased`: a
+    redelivered message sends nothing twice). A dead letter that cannot be replayed here
+    (ValueError, FlowError: nothing sent) is put back in the shared dead letters before
+    it is refused (``flowlang replay --broker`` removed it once published): it is kept, never
+    lost. A store error propagates (the message is requeued), never "refused": the action may
+    have been sent, and a kept record would send it again."""
+    deliverer = _deliverer(runner)
+    step: Step = await deliverer.replay(record)
     if step.outcome != "refused" or runner.automations is None or runner.store is None:
         return await _kept(runner, record, step)
     try:
-        deliveries, added = await replay_record(
-            runner.automations, runner.store, record, wait=False
+        done = await replay_leased(
+            runner.automations,
+            runner.store,
+            record,
+            holder=deliverer._token(),
+            lease=deliverer.lease,
         )
-    except Exception as error:  # not a record, a workflow that does not load: refused
+    except (ValueError, FlowError) as error:  # not a record, a workflow that does not load
         refused = Step("refused", error=runner.automations.redactor.text(describe_error(error)))
         return await _kept(runner, record, refused)
-    outcome = "dead" if added else "delivered"
-    return Step(outcome if deliveries else "done")
+    if done.state == "held":  # tried again once that lease lapses (nothing sent)
+        await runner.store.schedule(
+            REPLAY_TASK, dict(record), runner.automations.clock.now() + done.seconds
+        )
+        return Step("deferred")
+    if done.state == "settled_before":
+        return Step("settled_before", error=f"its action is {done.outcome} already: not sent again")
+    outcome = "dead" if done.added else "delivered"
+    return Step(outcome if done.deliveries else "done", error=done.error or None)
 
 
 async def _kept(runner: worker_loop.WorkerLoop, record: Any, step: Step) -> Step:
@@ -254,7 +299,7 @@ def register(app: Celery, queue_prefix: str, *, inline: bool = True) -> dict[str
     fan-out's first action itself instead of publishing it (:func:`run_step`)."""
     publish = publisher(app, queue_prefix)
 
-    @app.task(name=ACCEPT_TASK, typing=False, ignore_result=True)  # type: ignore[untyped-decorator]
+    @app.task(name=ACCEPT_TASK, typing=False, ignore_result=True, shared=False)  # type: ignore[untyped-decorator]
     def accept(*args: Any, **kwargs: Any) -> str:
         body = _body(ACCEPT_TASK, args, kwargs)
         if body is None:
@@ -263,14 +308,14 @@ def register(app: Celery, queue_prefix: str, *, inline: bool = True) -> dict[str
             ACCEPT_TASK, lambda runner: _deliverer(runner).accept(body), publish, inline=inline
         )
 
-    @app.task(name=DELIVER_TASK, typing=False, ignore_result=True)  # type: ignore[untyped-decorator]
+    @app.task(name=DELIVER_TASK, typing=False, ignore_result=True, shared=False)  # type: ignore[untyped-decorator]
     def deliver(*args: Any, **kwargs: Any) -> str:
         body = _body(DELIVER_TASK, args, kwargs)
         if body is None:
             return "refused"
         return run_step(DELIVER_TASK, lambda runner: _deliverer(runner).deliver(body), publish)
 
-    @app.task(name=REPLAY_TASK, typing=False, ignore_result=True)  # type: ignore[untyped-decorator]
+    @app.task(name=REPLAY_TASK, typing=False, ignore_result=True, shared=False)  # type: ignore[untyped-decorator]
     def replay(*args: Any, **kwargs: Any) -> str:
         body = _body(REPLAY_TASK, args, kwargs)
         if body is None:
