@@ -23,6 +23,8 @@ import yaml
 
 from flowlang.automations.store import LocalStore, event_key
 from flowlang.cli import main
+from flowlang.http_rules import PreparedRequest
+from flowlang.runtime.http import HttpResult
 
 
 class JsonScalarLoader(yaml.SafeLoader):
@@ -64,6 +66,27 @@ def same(actual: Any, expected: Any) -> bool:
 
 #: Where FakeClock's time starts.
 NOW = 1_800_000_000.0
+
+
+class StatusHttp:
+    """An HTTP stand-in answering ``status`` (with ``body`` when it is 200) after ``delay``
+    seconds; ``sent``: the URLs it was sent, in order."""
+
+    def __init__(self, status: int = 200, delay: float = 0.0, body: Any = None) -> None:
+        self.status = status
+        self.delay = delay
+        self.body = {"ok": True} if body is None else body
+        self.sent: list[str] = []
+
+    async def send(
+        self, request: PreparedRequest, *, timeout: float, max_body: int, follow_redirects: bool
+    ) -> HttpResult:
+        self.sent.append(request.url)
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        if self.status == 200:
+            return HttpResult("success", 200, {}, self.body)
+        return HttpResult("http_error", self.status, {}, {}, f"HTTP {self.status}")
 
 
 class FakeClock:

@@ -42,13 +42,12 @@ from celery_support import (
     write_events,
     write_workflow,
 )
-from distributed_support import Kit
+from distributed_support import Kit, one_action_automations
 from services import RedisServer, rabbitmq, running_redis  # noqa: F401 (the fixture rabbitmq)
-from support import FakeClock, cli
+from support import StatusHttp, cli
 
-from flowlang import MappingSecrets
-from flowlang.automations import Automations, DeliverySettings, load_workflow_text
-from flowlang.automations.dispatch import DeadLetterStore, idempotency_key
+from flowlang.automations import Automations
+from flowlang.automations.dispatch import idempotency_key
 from flowlang.distributed import loop as worker_loop
 from flowlang.distributed import tasks, watch
 from flowlang.distributed.celery_app import (
@@ -61,8 +60,6 @@ from flowlang.distributed.deliverer import Deliverer, Step
 from flowlang.distributed.messages import ACCEPT_TASK, DELIVER_TASK, REPLAY_TASK
 from flowlang.distributed.tasks import publisher, register, run_step
 from flowlang.errors import SharedStoreError
-from flowlang.http_rules import PreparedRequest
-from flowlang.runtime.http import HttpResult
 
 PASSWORD = "hunter2-broker-secret"
 
@@ -615,39 +612,6 @@ class _ReplayRunner:
         self.deliverer = Deliverer(automations, store, "redteam:1:abcd")
 
 
-class _Http:
-    def __init__(self, status: int) -> None:
-        self.status = status
-        self.sent: list[str] = []
-
-    async def send(
-        self, request: PreparedRequest, *, timeout: float, max_body: int, follow_redirects: bool
-    ) -> HttpResult:
-        self.sent.append(request.url)
-        if self.status == 200:
-            return HttpResult("success", 200, {}, {"ok": True})
-        return HttpResult("http_error", self.status, {}, {}, f"HTTP {self.status}")
-
-
-ONE = """\
-workflow: redteam_one
-trigger: call.ended
-actions:
-  - {name: first, type: api_request, endpoint: https://crm.example.com/first}
-"""
-
-
-def _automations(http: _Http) -> Automations:
-    return Automations(
-        [load_workflow_text(ONE)],
-        settings=DeliverySettings(schedule=(0,)),
-        http=http,
-        secrets=MappingSecrets({}),
-        clock=FakeClock(),
-        dead_letters=DeadLetterStore(),
-    )
-
-
 def test_a_handed_over_dead_letter_that_cannot_be_replayed_is_kept(kit: Kit) -> None:
     """``flowlang replay --broker`` removes each record once published; a worker that cannot
     replay it (its workflow text does not load here: another flowlang version, allow_hosts)
@@ -656,7 +620,7 @@ def test_a_handed_over_dead_letter_that_cannot_be_replayed_is_kept(kit: Kit) -> 
     from flowlang.cli.worker_console import _hand_over
 
     async def work() -> tuple[str, int, list[dict[str, Any]], str, int]:
-        failing = _automations(_Http(400))
+        failing = one_action_automations(StatusHttp(400))
         async with failing:
             await failing.dispatch({"id": "evt-rt-2", "type": "call.ended", "properties": {}})
         (record,) = failing.dead_letters.records
@@ -676,7 +640,7 @@ def test_a_handed_over_dead_letter_that_cannot_be_replayed_is_kept(kit: Kit) -> 
                 io.StringIO(),
             )
             assert await store.dead_count() == 0  # handed over
-            worker = _automations(_Http(200))
+            worker = one_action_automations(StatusHttp(200))
             async with worker:
                 runner = _ReplayRunner(worker, store)
                 step = await tasks._replay(runner, handed[0])  # type: ignore[arg-type]

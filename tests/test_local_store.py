@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import NOW, FakeClock, cli
+from support import NOW, FakeClock, StatusHttp, cli
 
 from flowlang import MappingSecrets, StoreError
 from flowlang.automations import Automations, DeliverySettings, load_workflow_text
@@ -22,8 +22,9 @@ from flowlang.automations.dispatch import DeadLetterStore, idempotency_key
 from flowlang.automations.records import MAX_EVENT_BYTES, MAX_EVENT_DEPTH
 from flowlang.automations.store import PRUNE_EVERY, LocalStore, is_store_file
 from flowlang.cli.automate_console import replay_lock
-from flowlang.http_rules import PreparedRequest
-from flowlang.runtime.http import HttpResult
+
+#: What the stand-in receiver answers: text with a lone surrogate, which the store must keep.
+ODD_TEXT = {"ok": "\udcff"}
 
 TWO = """
 workflow: two
@@ -35,23 +36,7 @@ actions:
 WINDOW = 3600.0
 
 
-class Http:
-    """Answers each request with ``answer`` and counts them by URL."""
-
-    def __init__(self, status: int = 200) -> None:
-        self.status = status
-        self.sent: list[str] = []
-
-    async def send(
-        self, request: PreparedRequest, *, timeout: float, max_body: int, follow_redirects: bool
-    ) -> HttpResult:
-        self.sent.append(request.url)
-        if self.status == 200:
-            return HttpResult("success", 200, {}, {"ok": "\udcff"})
-        return HttpResult("http_error", self.status, {}, {}, f"HTTP {self.status}")
-
-
-def engine(store: LocalStore, http: Http, clock: FakeClock | None = None) -> Automations:
+def engine(store: LocalStore, http: StatusHttp, clock: FakeClock | None = None) -> Automations:
     return Automations(
         [load_workflow_text(TWO)],
         settings=DeliverySettings(schedule=(0, 30, 300)),
@@ -202,7 +187,7 @@ def test_a_recorded_retry_is_waited_for_only_what_remains(tmp_path: Path) -> Non
     store = LocalStore(path)
     clock = FakeClock()
     clock.current = NOW + 10
-    automations = engine(store, Http(), clock)  # takes the event over
+    automations = engine(store, StatusHttp(body=ODD_TEXT), clock)  # takes the event over
     [result] = asyncio.run(automations.resume())
     store.close()
     assert clock.waits == [20.0]
@@ -215,7 +200,7 @@ def test_a_recorded_retry_is_waited_for_only_what_remains(tmp_path: Path) -> Non
 def test_two_automations_on_one_store_run_an_event_once(tmp_path: Path) -> None:
     path = tmp_path / "s.db"
     first_store, second_store = LocalStore(path), LocalStore(path)
-    first_http, second_http = Http(), Http()
+    first_http, second_http = StatusHttp(body=ODD_TEXT), StatusHttp(body=ODD_TEXT)
     first, second = engine(first_store, first_http), engine(second_store, second_http)
 
     async def both() -> list[Any]:
@@ -249,7 +234,7 @@ def test_a_death_between_the_dead_letter_and_its_settlement_keeps_one_dead_lette
         LocalStore._settled_row(db, values)
 
     first._settled_row = dies  # type: ignore[assignment,method-assign]
-    http = Http(400)
+    http = StatusHttp(400)
     with pytest.raises(KeyboardInterrupt):
         asyncio.run(engine(first, http).dispatch(call("evt-dead")))
     assert first.counts()["dead"] == 0 and first.counts()["settled"] == 0
@@ -281,7 +266,7 @@ def test_a_dead_letter_that_cannot_be_kept_leaves_its_action_unsettled(tmp_path:
             "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"
         )
         db.commit()
-    result = asyncio.run(engine(store, Http(400)).dispatch(call("evt-full")))
+    result = asyncio.run(engine(store, StatusHttp(400)).dispatch(call("evt-full")))
     assert [d.outcome for d in result.deliveries] == ["unsaved"]
     assert "disk is full" in str(result.deliveries[0].error)
     counts = store.counts()
@@ -291,7 +276,7 @@ def test_a_dead_letter_that_cannot_be_kept_leaves_its_action_unsettled(tmp_path:
         db.commit()
     store.close()
     with LocalStore(path) as again:
-        asyncio.run(engine(again, Http(400)).resume())
+        asyncio.run(engine(again, StatusHttp(400)).resume())
         assert again.counts()["dead"] == 1 and again.counts()["open"] == 0
 
 
@@ -331,7 +316,7 @@ def test_a_damaged_ledger_row_is_reported_and_its_event_still_resumed(
         assert found.event_id == "evt-4" and found.event == call("evt-4")
         assert len(found.problems) == 1, found.problems
         assert str(path) in found.problems[0] and "'evt-4'" in found.problems[0]
-        http = Http()
+        http = StatusHttp(body=ODD_TEXT)
         automations = engine(taker, http)  # nothing left to take over: taken above
         assert automations.problems == []
         taker.close()
@@ -369,7 +354,7 @@ def test_a_restart_keeps_open_events_and_the_window_and_forgets_the_rest(tmp_pat
         before.finish("recent", NOW - 3600, DAY, 100)
     # closed: its process is gone, and "open" is an orphan the next one takes over
     store = LocalStore(path)
-    http = Http()
+    http = StatusHttp(body=ODD_TEXT)
     automations = Automations(
         [load_workflow_text(TWO)],
         settings=DeliverySettings(dedup_window=DAY),
@@ -519,7 +504,7 @@ def test_a_write_that_fails_accepts_nothing_and_loses_nothing(tmp_path: Path) ->
             "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"
         )
         db.commit()
-    http = Http()
+    http = StatusHttp(body=ODD_TEXT)
     automations = engine(store, http)
     with pytest.raises(StoreError, match="the disk is full"):
         asyncio.run(automations.dispatch(call("e1")))

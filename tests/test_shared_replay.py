@@ -13,60 +13,22 @@ import logging
 from typing import Any
 
 import pytest
-from distributed_support import Kit, fail_once
-from support import FakeClock
+from distributed_support import Kit, fail_once, one_action_automations
+from support import StatusHttp
 
-from flowlang import MappingSecrets
-from flowlang.automations import Automations, DeliverySettings, load_workflow_text
-from flowlang.automations.dispatch import DeadLetterStore, idempotency_key
+from flowlang.automations import Automations
+from flowlang.automations.dispatch import idempotency_key
 from flowlang.distributed import shared, tasks
 from flowlang.distributed.deliverer import Deliverer
 from flowlang.distributed.replay import replay_all, replay_record
 from flowlang.distributed.shared import SharedStore
-from flowlang.http_rules import PreparedRequest
-from flowlang.runtime.http import HttpResult
 
-ONE = """\
-workflow: redteam_one
-trigger: call.ended
-actions:
-  - {name: first, type: api_request, endpoint: https://crm.example.com/first}
-"""
-KEY = idempotency_key("evt-rt-1", "redteam_one", "first")
-
-
-class _Http:
-    """An HTTP stand-in answering ``status`` after ``delay`` seconds; what it was sent."""
-
-    def __init__(self, status: int, delay: float = 0.0) -> None:
-        self.status = status
-        self.delay = delay
-        self.sent: list[str] = []
-
-    async def send(
-        self, request: PreparedRequest, *, timeout: float, max_body: int, follow_redirects: bool
-    ) -> HttpResult:
-        self.sent.append(request.url)
-        await asyncio.sleep(self.delay)
-        if self.status == 200:
-            return HttpResult("success", 200, {}, {"ok": True})
-        return HttpResult("http_error", self.status, {}, {}, f"HTTP {self.status}")
-
-
-def _automations(http: _Http) -> Automations:
-    return Automations(
-        [load_workflow_text(ONE)],
-        settings=DeliverySettings(schedule=(0,)),
-        http=http,
-        secrets=MappingSecrets({}),
-        clock=FakeClock(),
-        dead_letters=DeadLetterStore(),
-    )
+KEY = idempotency_key("evt-rt-1", "one_action", "first")
 
 
 async def _dead_letter(event_id: str = "evt-rt-1") -> dict[str, Any]:
     """A real dead letter of ONE (a permanent 400)."""
-    failing = _automations(_Http(400))
+    failing = one_action_automations(StatusHttp(400))
     async with failing:
         await failing.dispatch({"id": event_id, "type": "call.ended", "properties": {}})
     (record,) = failing.dead_letters.records
@@ -87,10 +49,10 @@ def test_two_shared_replays_at_once_send_a_dead_letter_once(kit: Kit) -> None:
     async def work() -> tuple[int, list[str], list[Any]]:
         record = await _dead_letter()
         first_store, second_store = kit.store(), kit.store()
-        http = _Http(200, delay=0.3)
+        http = StatusHttp(200, delay=0.3)
         try:
             await first_store.add_dead(record)
-            one, two = _automations(http), _automations(http)
+            one, two = one_action_automations(http), one_action_automations(http)
             async with one, two:
                 counts = await asyncio.gather(
                     replay_all(one, first_store), replay_all(two, second_store)
@@ -114,11 +76,11 @@ def test_two_shared_replays_at_once_send_a_dead_letter_once(kit: Kit) -> None:
 def test_five_replays_of_ten_records_send_each_once(kit: Kit) -> None:
     async def work() -> tuple[int, list[str]]:
         stores = [kit.store() for _ in range(5)]
-        http = _Http(200, delay=0.02)
+        http = StatusHttp(200, delay=0.02)
         try:
             for n in range(10):
                 await stores[0].add_dead(await _dead_letter(f"evt-many-{n}"))
-            engines = [_automations(http) for _ in stores]
+            engines = [one_action_automations(http) for _ in stores]
             await asyncio.gather(*(replay_all(a, s) for a, s in zip(engines, stores, strict=True)))
             for engine in engines:
                 await engine.aclose()
@@ -137,10 +99,10 @@ def test_a_replay_that_fails_again_replaces_the_record_in_one_step(kit: Kit) -> 
 
     async def work() -> tuple[Any, list[tuple[str, dict[str, Any]]], list[str]]:
         store = kit.store()
-        http = _Http(400)
+        http = StatusHttp(400)
         try:
             first = await store.add_dead(await _dead_letter())
-            async with _automations(http) as engine:
+            async with one_action_automations(http) as engine:
                 counts = await replay_all(engine, store)
             return counts, await store.dead_letters(), [first, *http.sent]
         finally:
@@ -158,7 +120,7 @@ def test_a_replay_that_crashes_keeps_the_record_and_gives_its_claim_back(
 ) -> None:
     async def work() -> tuple[int, int, list[str]]:
         store = kit.store()
-        http = _Http(200)
+        http = StatusHttp(200)
         try:
             await store.add_dead(await _dead_letter())
 
@@ -167,11 +129,11 @@ def test_a_replay_that_crashes_keeps_the_record_and_gives_its_claim_back(
 
             with monkeypatch.context() as patch:
                 patch.setattr(store, "finish_replay", crash)
-                async with _automations(http) as engine:
+                async with one_action_automations(http) as engine:
                     with pytest.raises(RuntimeError):
                         await replay_all(engine, store)
             kept = await store.dead_count()
-            async with _automations(http) as engine:
+            async with one_action_automations(http) as engine:
                 counts = await replay_all(engine, store)  # at once: the claim was given back
             return kept, counts.removed, http.sent
         finally:
@@ -228,7 +190,7 @@ def test_a_claim_lost_during_replay_all_is_logged_and_the_record_left(
                 return state
 
             monkeypatch.setattr(store, "claim_dead", claimed_then_stolen)
-            async with _automations(_Http(200)) as engine:
+            async with one_action_automations(StatusHttp(200)) as engine:
                 counts = await replay_all(engine, store)
             return counts, await store.dead_count()
         finally:
@@ -356,7 +318,7 @@ def test_replay_record_writes_its_outcome_in_one_step(
         monkeypatch.setattr(store, "finish_replay", counted)
         try:
             record = await _dead_letter()
-            async with _automations(_Http(200)) as engine:
+            async with one_action_automations(StatusHttp(200)) as engine:
                 deliveries, added = await replay_record(engine, store, record)
             assert [d.outcome for d in deliveries] == ["delivered"] and added == []
             return await store.dead_count(), await store.settled(KEY)
@@ -374,10 +336,10 @@ def test_a_long_replay_keeps_its_claim_renewed(kit: Kit, monkeypatch: pytest.Mon
 
     async def work() -> tuple[list[str], list[Any]]:
         first_store, second_store = kit.store(), kit.store()
-        http = _Http(200, delay=0.6)
+        http = StatusHttp(200, delay=0.6)
         try:
             await first_store.add_dead(await _dead_letter())
-            one, two = _automations(http), _automations(http)
+            one, two = one_action_automations(http), one_action_automations(http)
             async with one, two:
                 slow = asyncio.create_task(replay_all(one, first_store, lease=0.15))
                 await asyncio.sleep(0.4)  # well past one lease
@@ -394,7 +356,7 @@ def test_a_long_replay_keeps_its_claim_renewed(kit: Kit, monkeypatch: pytest.Mon
 
 def test_replay_all_on_an_empty_or_foreign_stream_replays_nothing(kit: Kit) -> None:
     async def work(store: SharedStore) -> list[int]:
-        async with _automations(_Http(200)) as engine:
+        async with one_action_automations(StatusHttp(200)) as engine:
             empty = await replay_all(engine, store)
             kit.raw.set(f"{kit.prefix}dead", "not a stream")
             foreign = await replay_all(engine, store)
@@ -413,17 +375,6 @@ actions:
 """
 #: The same workflow, a newer version: the worker does not have V1's fingerprint loaded.
 V2 = V1.replace("/v1", "/v2")
-
-
-def _automations_of(text: str, http: _Http) -> Automations:
-    return Automations(
-        [load_workflow_text(text)],
-        settings=DeliverySettings(schedule=(0,)),
-        http=http,
-        secrets=MappingSecrets({}),
-        clock=FakeClock(),
-        dead_letters=DeadLetterStore(),
-    )
 
 
 class _Runner:
@@ -458,12 +409,12 @@ def test_a_replay_whose_ledger_write_fails_after_the_send_is_not_sent_again(
     requeued messages), the action is sent at most once."""
 
     async def work() -> tuple[list[str], list[str]]:
-        failing = _automations_of(V1, _Http(400))
+        failing = one_action_automations(StatusHttp(400), V1)
         async with failing:
             await failing.dispatch({"id": "evt-rt-9", "type": "call.ended", "properties": {}})
         (record,) = failing.dead_letters.records
-        http = _Http(200)
-        worker = _automations_of(V2, http)
+        http = StatusHttp(200)
+        worker = one_action_automations(http, V2)
         store = kit.store()
         outcomes: list[str] = []
         try:
@@ -505,12 +456,12 @@ def test_a_redelivered_replay_from_a_dead_letters_own_text_is_not_sent_again(kit
     nothing the ledger has settled."""
 
     async def work() -> tuple[list[str], list[str]]:
-        failing = _automations_of(V1, _Http(400))
+        failing = one_action_automations(StatusHttp(400), V1)
         async with failing:
             await failing.dispatch({"id": "evt-rt-10", "type": "call.ended", "properties": {}})
         (record,) = failing.dead_letters.records
-        http = _Http(200)
-        worker = _automations_of(V2, http)
+        http = StatusHttp(200)
+        worker = one_action_automations(http, V2)
         store = kit.store()
         outcomes: list[str] = []
         try:
@@ -539,12 +490,12 @@ def test_a_replay_whose_outcome_cannot_be_written_keeps_the_lease_and_sends_noth
     monkeypatch.setattr(replay_module, "FINISH_PAUSE", 0.01)
 
     async def work() -> tuple[list[str], list[str]]:
-        failing = _automations_of(V1, _Http(400))
+        failing = one_action_automations(StatusHttp(400), V1)
         async with failing:
             await failing.dispatch({"id": "evt-rt-11", "type": "call.ended", "properties": {}})
         (record,) = failing.dead_letters.records
-        http = _Http(200)
-        worker = _automations_of(V2, http)
+        http = StatusHttp(200)
+        worker = one_action_automations(http, V2)
         store = kit.store()
         outcomes: list[str] = []
         try:
@@ -588,12 +539,12 @@ def test_a_hostile_record_replayed_from_its_own_text_is_refused_kept_and_sends_n
     sent, its lease given back, and kept in the shared dead letters."""
 
     async def work() -> tuple[list[str], str, int, list[str]]:
-        failing = _automations_of(V1, _Http(400))
+        failing = one_action_automations(StatusHttp(400), V1)
         async with failing:
             await failing.dispatch({"id": "evt-rt-12", "type": "call.ended", "properties": {}})
         (record,) = failing.dead_letters.records
-        http = _Http(200)
-        worker = _automations_of(V2, http)
+        http = StatusHttp(200)
+        worker = one_action_automations(http, V2)
         store = kit.store()
         try:
             async with worker:
@@ -615,11 +566,11 @@ def test_replay_all_keeps_a_record_whose_workflow_text_is_no_document(kit: Kit) 
 
     async def work() -> tuple[int, int, int, list[str]]:
         record = await _dead_letter("evt-rt-13") | {"workflow_source": "\udcff: not yaml ["}
-        http = _Http(200)
+        http = StatusHttp(200)
         store = kit.store()
         try:
             await store.add_dead(record)
-            async with _automations(http) as automations:
+            async with one_action_automations(http) as automations:
                 counts = await replay_all(automations, store)
             kept = await store.dead_letters("-", 10)
         finally:
