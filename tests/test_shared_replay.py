@@ -13,7 +13,7 @@ import logging
 from typing import Any
 
 import pytest
-from distributed_support import Kit, fail_once, one_action_automations
+from distributed_support import ONE_ACTION, Kit, fail_once, one_action_automations
 from support import StatusHttp
 
 from flowlang.automations import Automations
@@ -26,9 +26,9 @@ from flowlang.distributed.shared import SharedStore
 KEY = idempotency_key("evt-rt-1", "one_action", "first")
 
 
-async def _dead_letter(event_id: str = "evt-rt-1") -> dict[str, Any]:
-    """A real dead letter of ONE (a permanent 400)."""
-    failing = one_action_automations(StatusHttp(400))
+async def _dead_letter(event_id: str = "evt-rt-1", text: str = ONE_ACTION) -> dict[str, Any]:
+    """A real dead letter of the one-action workflow ``text`` (a permanent 400)."""
+    failing = one_action_automations(StatusHttp(400), text)
     async with failing:
         await failing.dispatch({"id": event_id, "type": "call.ended", "properties": {}})
     (record,) = failing.dead_letters.records
@@ -409,10 +409,7 @@ def test_a_replay_whose_ledger_write_fails_after_the_send_is_not_sent_again(
     requeued messages), the action is sent at most once."""
 
     async def work() -> tuple[list[str], list[str]]:
-        failing = one_action_automations(StatusHttp(400), V1)
-        async with failing:
-            await failing.dispatch({"id": "evt-rt-9", "type": "call.ended", "properties": {}})
-        (record,) = failing.dead_letters.records
+        record = await _dead_letter("evt-rt-9", V1)
         http = StatusHttp(200)
         worker = one_action_automations(http, V2)
         store = kit.store()
@@ -456,10 +453,7 @@ def test_a_redelivered_replay_from_a_dead_letters_own_text_is_not_sent_again(kit
     nothing the ledger has settled."""
 
     async def work() -> tuple[list[str], list[str]]:
-        failing = one_action_automations(StatusHttp(400), V1)
-        async with failing:
-            await failing.dispatch({"id": "evt-rt-10", "type": "call.ended", "properties": {}})
-        (record,) = failing.dead_letters.records
+        record = await _dead_letter("evt-rt-10", V1)
         http = StatusHttp(200)
         worker = one_action_automations(http, V2)
         store = kit.store()
@@ -490,10 +484,7 @@ def test_a_replay_whose_outcome_cannot_be_written_keeps_the_lease_and_sends_noth
     monkeypatch.setattr(replay_module, "FINISH_PAUSE", 0.01)
 
     async def work() -> tuple[list[str], list[str]]:
-        failing = one_action_automations(StatusHttp(400), V1)
-        async with failing:
-            await failing.dispatch({"id": "evt-rt-11", "type": "call.ended", "properties": {}})
-        (record,) = failing.dead_letters.records
+        record = await _dead_letter("evt-rt-11", V1)
         http = StatusHttp(200)
         worker = one_action_automations(http, V2)
         store = kit.store()
@@ -539,10 +530,7 @@ def test_a_hostile_record_replayed_from_its_own_text_is_refused_kept_and_sends_n
     sent, its lease given back, and kept in the shared dead letters."""
 
     async def work() -> tuple[list[str], str, int, list[str]]:
-        failing = one_action_automations(StatusHttp(400), V1)
-        async with failing:
-            await failing.dispatch({"id": "evt-rt-12", "type": "call.ended", "properties": {}})
-        (record,) = failing.dead_letters.records
+        record = await _dead_letter("evt-rt-12", V1)
         http = StatusHttp(200)
         worker = one_action_automations(http, V2)
         store = kit.store()
