@@ -235,3 +235,44 @@ def test_an_event_is_not_accepted_into_a_store_file_that_was_deleted(tmp_path: P
         )
     finally:
         store.close()
+
+
+# --- a real serve process held up by the periodic take-over ---------------------------------
+
+
+def test_a_serving_process_answers_health_checks_while_another_holds_the_store(
+    tmp_path: Path,
+) -> None:
+    """`flowlang serve --events-store`: a process on the store died with an open event, and
+    another process (a sqlite3 shell, a deadletters import batch, a worker's long commit) holds
+    the write lock. The periodic take-over (every 10 s) writes to the store on the event loop:
+    the whole server stops answering, /healthz included, for busy_timeout (5 s)."""
+    import httpx
+
+    from tests.serve_process import ServeProcess, serve_arguments
+
+    path = tmp_path / "events.db"
+    server = ServeProcess(serve_arguments(tmp_path, "--events-store", str(path))).start()
+    blocker: sqlite3.Connection | None = None
+    try:
+        gone = LocalStore(path)
+        orphan = {"id": "orphan-1", "type": "contact.updated", "properties": {"name": "Ann"}}
+        assert gone.accept("orphan-1", orphan, time.time(), WINDOW)
+        gone.close()  # its process died: the next take-over looks at it
+        blocker = hold_write_lock(path)
+        worst = 0.0
+        deadline = time.monotonic() + 14.0  # more than one takeover_interval (10 s)
+        with httpx.Client(base_url=server.url, timeout=20, trust_env=False) as client:
+            for _ in range(200):  # bounded: 200 checks or 14 s
+                if time.monotonic() > deadline:
+                    break
+                before = time.monotonic()
+                assert client.get("/healthz").status_code == 200
+                worst = max(worst, time.monotonic() - before)
+                time.sleep(0.05)
+        assert worst < 2.0, f"/healthz waited {worst:.1f} s: the event loop stood still"
+    finally:
+        if blocker is not None:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+        server.kill()
