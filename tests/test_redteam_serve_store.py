@@ -213,17 +213,25 @@ def test_a_store_locked_by_another_process_does_not_stop_the_event_loop(tmp_path
 # --- the store file deleted while serving ---------------------------------------------------
 
 
-def test_an_event_is_not_accepted_into_a_store_file_that_was_deleted(tmp_path: Path) -> None:
-    """The store file removed while the server runs (an operator, a cleanup job): the open
-    connection writes on into the unlinked inode and accept says True (202), but the event is
-    in no file any process can open; a worker restarted makes a new empty store at the path
-    (a split brain: the same id accepted again, the old events never taken over)."""
+@pytest.mark.parametrize("change", ["deleted", "replaced"])
+def test_an_event_is_not_accepted_into_a_store_file_that_was_deleted(
+    tmp_path: Path, change: str
+) -> None:
+    """The store file removed (or replaced by another store: a restore from a backup, a
+    ``mv new.db events.db``) while the server runs: the open connection writes on into the
+    unlinked inode and accept says True (202), but the event is in no file any process can
+    open; a worker restarted uses the file now at the path (a split brain: the same id
+    accepted again, the old events never taken over)."""
     path = tmp_path / "s.db"
     store = LocalStore(path, sync=True)
     try:
         assert store.accept("before", call("before"), NOW, WINDOW)
         for suffix in ("", "-wal", "-shm"):
             Path(f"{path}{suffix}").unlink(missing_ok=True)
+        if change == "replaced":
+            other = tmp_path / "other.db"
+            LocalStore(other).close()
+            os.replace(other, path)
         try:
             accepted = store.accept("after", call("after"), NOW, WINDOW)
         except StoreError:
