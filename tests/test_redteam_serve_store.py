@@ -284,3 +284,47 @@ def test_a_serving_process_answers_health_checks_while_another_holds_the_store(
             blocker.execute("ROLLBACK")
             blocker.close()
         server.kill()
+
+
+def test_events_sent_while_the_store_is_locked_get_503_in_bounded_time(tmp_path: Path) -> None:
+    """Each event is recorded in asyncio's default thread pool (min(32, CPUs + 4) threads:
+    6 on 2 CPUs). With the store locked by another process, each recording holds a thread for
+    busy_timeout (5 s): the 24 events sent at once are answered 503 one pool-full at a time,
+    the last after about 24 / 6 x 5 = 20 s instead of 5 s (with max_connections 1000, many
+    minutes); DNS look-ups of the deliveries share that pool and wait as long."""
+    import httpx
+
+    from tests.serve_process import ServeProcess, serve_arguments
+    from tests.serve_support import EVENT_TOKEN
+
+    path = tmp_path / "events.db"
+    server = ServeProcess(serve_arguments(tmp_path, "--events-store", str(path))).start()
+    blocker: sqlite3.Connection | None = None
+    try:
+        blocker = hold_write_lock(path)
+
+        async def send_all() -> tuple[list[int], float]:
+            limits = httpx.Limits(max_connections=64)
+            async with httpx.AsyncClient(
+                base_url=server.url, timeout=60, trust_env=False, limits=limits
+            ) as client:
+
+                async def one(number: int) -> int:
+                    event = {"id": f"locked-{number}", "type": "contact.updated", "properties": {}}
+                    answer = await client.post(
+                        "/events", json=event, headers={"Authorization": f"Bearer {EVENT_TOKEN}"}
+                    )
+                    return answer.status_code
+
+                before = time.monotonic()
+                statuses = await asyncio.gather(*(one(number) for number in range(24)))
+                return list(statuses), time.monotonic() - before
+
+        statuses, seconds = asyncio.run(asyncio.wait_for(send_all(), 90))
+        assert set(statuses) == {503}, statuses
+        assert seconds < 10.0, f"the last 503 came after {seconds:.1f} s (busy_timeout is 5 s)"
+    finally:
+        if blocker is not None:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+        server.kill()
