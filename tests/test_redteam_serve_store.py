@@ -328,3 +328,41 @@ def test_events_sent_while_the_store_is_locked_get_503_in_bounded_time(tmp_path:
             blocker.execute("ROLLBACK")
             blocker.close()
         server.kill()
+
+
+def test_the_periodic_take_over_of_many_orphaned_events_does_not_stop_the_event_loop(
+    tmp_path: Path,
+) -> None:
+    """A worker that died with many accepted events (max_pending_events is 10 000, each up to
+    256 KiB): the next periodic take-over reads every one of them at once (fetchall, then
+    three queries each, then decoded into memory) on the event loop, with no batch: the
+    server stops answering for as long (1 500 events of 100 KB: over a second; the 10 000 x
+    256 KiB it allows: gigabytes of memory and minutes)."""
+    import httpx
+
+    from tests.serve_process import ServeProcess, serve_arguments
+
+    path = tmp_path / "events.db"
+    server = ServeProcess(serve_arguments(tmp_path, "--events-store", str(path))).start()
+    try:
+        gone = LocalStore(path)
+        pad = "x" * 100_000
+        now = time.time()
+        for number in range(1500):
+            event_id = f"orphan-{number}"
+            event = {"id": event_id, "type": "other.kind", "properties": {"pad": pad}}
+            assert gone.accept(event_id, event, now, WINDOW)
+        gone.close()  # the worker died: the next take-over (within 10 s) takes them all
+        worst = 0.0
+        deadline = time.monotonic() + 14.0
+        with httpx.Client(base_url=server.url, timeout=60, trust_env=False) as client:
+            for _ in range(300):  # bounded: 300 checks or 14 s
+                if time.monotonic() > deadline:
+                    break
+                before = time.monotonic()
+                assert client.get("/healthz").status_code == 200
+                worst = max(worst, time.monotonic() - before)
+                time.sleep(0.05)
+        assert worst < 0.5, f"/healthz waited {worst:.2f} s while the take-over read the store"
+    finally:
+        server.kill()
