@@ -366,3 +366,28 @@ def test_the_periodic_take_over_of_many_orphaned_events_does_not_stop_the_event_
         assert worst < 0.5, f"/healthz waited {worst:.2f} s while the take-over read the store"
     finally:
         server.kill()
+
+
+def test_a_store_reached_through_a_symbolic_link_shares_the_owners_of_its_file(
+    tmp_path: Path,
+) -> None:
+    """A symbolic link to an existing store is accepted (``_check_path`` stats through it)
+    and SQLite resolves it (one database, one WAL), but the owners folder is named after the
+    path as given: ``current.db.owners`` beside ``events.db.owners``. A process on
+    ``current.db -> events.db`` sees no lock file for the owners of the processes on
+    ``events.db`` and takes over the event a live one is running: it runs twice."""
+    real = tmp_path / "events.db"
+    link = tmp_path / "current.db"
+    alive = LocalStore(real, sync=True)
+    try:
+        assert alive.accept("a", call("a"), NOW, WINDOW)
+        link.symlink_to(real.name)
+        try:
+            other = LocalStore(link, sync=True)
+        except StoreError:
+            return  # refused: a clear error, no second owners folder
+        with other:
+            stolen = [found.event_id for found in other.take_over()]
+        assert stolen == [], "a live process's event was taken over through a link: runs twice"
+    finally:
+        alive.close()
