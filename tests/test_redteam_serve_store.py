@@ -8,17 +8,14 @@ store locked by another process, events accepted into a file that is gone.
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
 import sqlite3
 import time
 from pathlib import Path
 from typing import Any
 
-import pytest
-from support import NOW, FakeClock, StatusHttp
+from support import FakeClock, StatusHttp
 
-from flowlang import MappingSecrets, StoreError
+from flowlang import MappingSecrets
 from flowlang.automations import Automations, DeliverySettings, load_workflow_text
 from flowlang.automations.dispatch import DeadLetterStore
 from flowlang.automations.store import LocalStore
@@ -53,116 +50,6 @@ def hold_write_lock(path: Path) -> sqlite3.Connection:
     blocker = sqlite3.connect(path, isolation_level=None, timeout=5)
     blocker.execute("BEGIN IMMEDIATE")
     return blocker
-
-
-# --- owners folder tampered with ------------------------------------------------------------
-
-
-@pytest.mark.parametrize("tamper", ["lock-file-deleted", "owners-folder-deleted"])
-def test_a_live_owners_event_is_not_taken_over_when_its_lock_file_goes(
-    tmp_path: Path, tamper: str
-) -> None:
-    """A worker's lock file removed while it runs (a tmp cleaner, an operator's rm -r of
-    ``*.owners``) makes it look dead: another worker's take-over takes the event it is running
-    right now, and both run it (actions delivered twice)."""
-    path = tmp_path / "s.db"
-    alive = LocalStore(path, sync=True)
-    try:
-        assert alive.accept("a", call("a"), NOW, WINDOW)
-        if tamper == "lock-file-deleted":
-            os.unlink(f"{path}.owners/{alive.owner}.lock")
-        else:
-            shutil.rmtree(f"{path}.owners")
-        with LocalStore(path, sync=True) as taker:
-            stolen = [found.event_id for found in taker.take_over()]
-        assert stolen == [], "a live worker's open event was taken over: it runs twice"
-    finally:
-        alive.close()
-
-
-# --- a take-over that fails part-way --------------------------------------------------------
-
-
-def test_a_take_over_that_fails_part_way_loses_no_event(tmp_path: Path) -> None:
-    """Two gone owners; the take-over commits the first owner's events to us, then the store
-    is locked by another process for longer than busy_timeout when it takes the second: the
-    StoreError drops the first owner's events, now ours, from what is returned, and no later
-    take-over (ours skips our own events, the others see us alive) ever resumes them."""
-    path = tmp_path / "s.db"
-    for name in ("g1", "g2"):
-        gone = LocalStore(path)
-        assert gone.accept(name, call(name), NOW, WINDOW)
-        gone.close()  # the process died: its events are orphans
-    taker = LocalStore(path, busy_timeout=0.2)
-    blockers: list[sqlite3.Connection] = []
-    orphaned = taker._orphaned
-    calls = {"n": 0}
-
-    def orphaned_then_locked(owner: object) -> Any:
-        calls["n"] += 1
-        if calls["n"] == 2:  # between the two owners' transactions, another process writes
-            blockers.append(hold_write_lock(path))
-        return orphaned(owner)
-
-    taker._orphaned = orphaned_then_locked  # type: ignore[method-assign]
-    try:
-        with pytest.raises(StoreError):
-            taker.take_over()
-        for blocker in blockers:
-            blocker.execute("ROLLBACK")
-            blocker.close()
-        taker._orphaned = orphaned  # type: ignore[method-assign]
-        again = [found.event_id for found in taker.take_over()]
-        with LocalStore(path) as other:
-            again += [found.event_id for found in other.take_over()]
-        assert sorted(again) == ["g1", "g2"], (
-            f"only {again} are resumed: the other event stays open, owned by a live process, "
-            "never run"
-        )
-    finally:
-        taker.close()
-
-
-# --- a live process's own event left open ---------------------------------------------------
-
-
-def test_an_event_whose_dead_letter_could_not_be_kept_is_run_again_while_the_process_lives(
-    tmp_path: Path,
-) -> None:
-    """The store locked by another process for longer than busy_timeout while an action is
-    dead-lettered: the delivery is "unsaved", the event "stays unsettled and runs again on the
-    next run". But the event is owned by this live process: its own periodic take-over skips
-    its own events and the other workers see it alive, so the event is never run again for as
-    long as this server lives (days), although the lock went away a moment later."""
-    path = tmp_path / "s.db"
-    store = LocalStore(path, sync=True, busy_timeout=0.2)
-    http = StatusHttp(status=400)
-    automations = engine(store, http)
-
-    async def scenario() -> None:
-        plain = automations.accept(call("e1"))
-        assert plain is not None
-        blocker = hold_write_lock(path)
-        try:
-            result = await automations.run(plain)
-        finally:
-            blocker.execute("ROLLBACK")
-            blocker.close()
-        outcomes = [d.outcome for d in result.deliveries]
-        assert outcomes == ["unsaved"], outcomes
-        # The lock is gone. What serve does every takeover_interval:
-        automations.take_over()
-        await automations.resume()
-
-    try:
-        asyncio.run(asyncio.wait_for(scenario(), 20))
-        assert store.counts()["open"] == 0, (
-            "the event stays open, owned by this live process, and is never run again "
-            f"(dead letters: {store.counts()['dead']}, attempts: {len(http.sent)})"
-        )
-    finally:
-        asyncio.run(automations.aclose())
-        store.close()
 
 
 # --- the event loop held up by a locked store -----------------------------------------------
@@ -207,41 +94,6 @@ def test_a_store_locked_by_another_process_does_not_stop_the_event_loop(tmp_path
         assert worst < 0.5, f"the event loop stood still for {worst:.2f} s"
     finally:
         asyncio.run(automations.aclose())
-        store.close()
-
-
-# --- the store file deleted while serving ---------------------------------------------------
-
-
-@pytest.mark.parametrize("change", ["deleted", "replaced"])
-def test_an_event_is_not_accepted_into_a_store_file_that_was_deleted(
-    tmp_path: Path, change: str
-) -> None:
-    """The store file removed (or replaced by another store: a restore from a backup, a
-    ``mv new.db events.db``) while the server runs: the open connection writes on into the
-    unlinked inode and accept says True (202), but the event is in no file any process can
-    open; a worker restarted uses the file now at the path (a split brain: the same id
-    accepted again, the old events never taken over)."""
-    path = tmp_path / "s.db"
-    store = LocalStore(path, sync=True)
-    try:
-        assert store.accept("before", call("before"), NOW, WINDOW)
-        for suffix in ("", "-wal", "-shm"):
-            Path(f"{path}{suffix}").unlink(missing_ok=True)
-        if change == "replaced":
-            other = tmp_path / "other.db"
-            LocalStore(other).close()
-            os.replace(other, path)
-        try:
-            accepted = store.accept("after", call("after"), NOW, WINDOW)
-        except StoreError:
-            return  # refused (503): the sender sends it again
-        with LocalStore(path) as restarted:
-            kept = [found.event_id for found in restarted.take_over()]
-        assert not accepted or "after" in kept, (
-            "accept answered True for an event written into a deleted file: it is lost"
-        )
-    finally:
         store.close()
 
 
@@ -366,28 +218,3 @@ def test_the_periodic_take_over_of_many_orphaned_events_does_not_stop_the_event_
         assert worst < 0.5, f"/healthz waited {worst:.2f} s while the take-over read the store"
     finally:
         server.kill()
-
-
-def test_a_store_reached_through_a_symbolic_link_shares_the_owners_of_its_file(
-    tmp_path: Path,
-) -> None:
-    """A symbolic link to an existing store is accepted (``_check_path`` stats through it)
-    and SQLite resolves it (one database, one WAL), but the owners folder is named after the
-    path as given: ``current.db.owners`` beside ``events.db.owners``. A process on
-    ``current.db -> events.db`` sees no lock file for the owners of the processes on
-    ``events.db`` and takes over the event a live one is running: it runs twice."""
-    real = tmp_path / "events.db"
-    link = tmp_path / "current.db"
-    alive = LocalStore(real, sync=True)
-    try:
-        assert alive.accept("a", call("a"), NOW, WINDOW)
-        link.symlink_to(real.name)
-        try:
-            other = LocalStore(link, sync=True)
-        except StoreError:
-            return  # refused: a clear error, no second owners folder
-        with other:
-            stolen = [found.event_id for found in other.take_over()]
-        assert stolen == [], "a live process's event was taken over through a link: runs twice"
-    finally:
-        alive.close()

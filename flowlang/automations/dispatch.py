@@ -89,6 +89,7 @@ from flowlang.automations.workflow import (
     check_unique_names,
     load_workflow_text,
 )
+from flowlang.errors import StoreError
 from flowlang.expr.shared import MAX_SHOWN_ERROR, carried_text, shorten, whole_text
 from flowlang.expr.values import plain_json
 from flowlang.http_rules import RequestError
@@ -494,11 +495,23 @@ class Automations:
                 finished = finished and done
             if finished:
                 self._record({"kind": "done", "event_id": event_id})
+            elif any(d.outcome == "unsaved" for d in result.deliveries):
+                self._run_again(event_id)
+        except StoreError:
+            self._run_again(event_id)
+            raise
         finally:
             self._in_flight -= 1
             if self._in_flight == 0:
                 self._idle.set()
         return result
+
+    def _run_again(self, event_id: str) -> None:
+        """The event's run ended unfinished because the store could not be written: this
+        process's next :meth:`take_over` returns it (with a backoff), since no other
+        process takes over the events of a live one."""
+        if self.store is not None:
+            self.store.run_again(event_id)
 
     def _record(self, record: dict[str, Any]) -> None:
         """Record progress (``kind``: settled, operation, workflow_done, done) in the store's
