@@ -840,3 +840,92 @@ def test_a_store_reached_through_a_symbolic_link_shares_the_owners_of_its_file(
         assert stolen == [], "a live process's event was taken over through a link: runs twice"
     finally:
         alive.close()
+
+
+def test_a_missing_lock_file_counts_as_gone_only_after_the_grace(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An owner whose lock file is missing is gone only when one process saw it missing
+    MISSING_LOCK_GRACE apart: a live owner re-creates its file before then (at its take-over
+    or finish), a dead one does not and its events are then taken over, once."""
+    from flowlang.automations import store as store_module
+
+    path = tmp_path / "s.db"
+    clock = {"now": 1000.0}
+    monkeypatch.setattr(LocalStore, "_clock", staticmethod(lambda: clock["now"]))
+    alive = LocalStore(path, sync=True)
+    dead = LocalStore(path, sync=True)
+    taker = LocalStore(path, sync=True)
+    try:
+        assert alive.accept("live", call("live"), NOW, WINDOW)
+        assert dead.accept("dead", call("dead"), NOW, WINDOW)
+        shutil.rmtree(f"{path}.owners")
+        assert taker.take_over() == []  # first seen missing: not yet
+        alive.take_over()  # the live owner's periodic take-over re-creates its lock file
+        assert os.path.exists(f"{path}.owners/{alive.owner}.lock")
+        clock["now"] += store_module.MISSING_LOCK_GRACE
+        assert [found.event_id for found in taker.take_over()] == ["dead"]
+        with LocalStore(path) as other:
+            assert other.take_over() == []  # taken over once
+    finally:
+        for store in (alive, dead, taker):
+            store.close()
+
+
+def test_a_store_closed_with_open_events_is_taken_over_at_once(tmp_path: Path) -> None:
+    """Closing keeps the lock file (unlocked) of a process that owns open events, as a
+    SIGKILL does: the next process takes them over at once, not after a grace."""
+    path = tmp_path / "s.db"
+    first = LocalStore(path)
+    assert first.accept("a", call("a"), NOW, WINDOW)
+    assert first.accept("b", call("b"), NOW, WINDOW)
+    first.finish("b", NOW, WINDOW, 100)
+    owner = first.owner
+    first.close()
+    assert os.path.exists(f"{path}.owners/{owner}.lock")
+    with LocalStore(path) as second:
+        assert [found.event_id for found in second.take_over()] == ["a"]
+    assert not os.path.exists(f"{path}.owners/{owner}.lock")
+    empty = LocalStore(path)
+    gone = empty.owner
+    empty.close()  # owns nothing: its lock file goes
+    assert not os.path.exists(f"{path}.owners/{gone}.lock")
+
+
+def test_an_event_run_again_in_its_own_process_backs_off(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """run_again: returned by the next take-over at once, then after 10 s, 20 s... (at most
+    RUN_AGAIN_MAX_DELAY); forgotten once finished."""
+    from flowlang.automations import store as store_module
+
+    clock = {"now": 0.0}
+    monkeypatch.setattr(LocalStore, "_clock", staticmethod(lambda: clock["now"]))
+    with LocalStore(tmp_path / "s.db") as store:
+        assert store.accept("e", call("e"), NOW, WINDOW)
+        assert store.take_over() == []
+        store.run_again("e")
+        assert [found.event_id for found in store.take_over()] == ["e"]
+        store.run_again("e")
+        assert store.take_over() == []
+        clock["now"] += store_module.RUN_AGAIN_DELAY
+        assert [found.event_id for found in store.take_over()] == ["e"]
+        for _ in range(20):  # bounded: the delay stops doubling
+            store.run_again("e")
+        clock["now"] += store_module.RUN_AGAIN_MAX_DELAY
+        assert [found.event_id for found in store.take_over()] == ["e"]
+        store.finish("e", NOW, WINDOW, 100)
+        assert store.take_over() == []
+        assert store._again == {}
+
+
+def test_an_event_is_accepted_through_a_store_path_renamed_back(tmp_path: Path) -> None:
+    """The identity check compares the file, not its name's history: the file moved away and
+    back is still the file opened."""
+    path = tmp_path / "s.db"
+    with LocalStore(path) as store:
+        os.replace(path, tmp_path / "away.db")
+        with pytest.raises(StoreError, match="deleted while open"):
+            store.accept("x", call("x"), NOW, WINDOW)
+        os.replace(tmp_path / "away.db", path)
+        assert store.accept("x", call("x"), NOW, WINDOW)
