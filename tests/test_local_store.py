@@ -929,3 +929,24 @@ def test_an_event_is_accepted_through_a_store_path_renamed_back(tmp_path: Path) 
             store.accept("x", call("x"), NOW, WINDOW)
         os.replace(tmp_path / "away.db", path)
         assert store.accept("x", call("x"), NOW, WINDOW)
+
+
+def test_a_take_over_is_made_in_bounded_batches_losing_nothing(tmp_path: Path) -> None:
+    """take_over(limit): at most ``limit`` events per call, oldest first; the gone owner's
+    rest is taken by the next calls at once (its lock file stays unlocked until then), by
+    this process or another, each event by exactly one."""
+    path = tmp_path / "s.db"
+    gone = LocalStore(path)
+    for number in range(7):
+        assert gone.accept(f"e{number}", call(f"e{number}"), NOW + number, WINDOW)
+    owner = gone.owner
+    gone.close()
+    with LocalStore(path) as taker, LocalStore(path) as other:
+        first = [found.event_id for found in taker.take_over(limit=3)]
+        second = [found.event_id for found in other.take_over(limit=1)]
+        rest = [found.event_id for found in taker.take_over(limit=100)]
+        assert (first, second, rest) == (["e0", "e1", "e2"], ["e3"], ["e4", "e5", "e6"])
+        assert taker.take_over() == [] and other.take_over() == []
+        assert taker.counts()["open"] == 7
+        # the gone owner's file went with its last event
+        assert not os.path.exists(f"{path}.owners/{owner}.lock")

@@ -351,12 +351,14 @@ class Automations:
             self.take_over()
         install_log_redaction()
 
-    def take_over(self) -> int:
+    def take_over(self, limit: int | None = None) -> int:
         """Take over the store's open events whose process is gone (at start, and again from
-        time to time): :meth:`resume` finishes them. How many were taken."""
+        time to time), at most ``limit`` (a bounded batch: call again for the rest), and this
+        process's own events whose run ended unfinished: :meth:`resume` finishes them. How
+        many were taken."""
         if self.store is None:
             return 0
-        taken = self.store.take_over()
+        taken = self.store.take_over(limit)
         for found in taken:
             self.problems += found.problems
             if not found.event_id:  # the event itself cannot be read back: reported only

@@ -437,10 +437,8 @@ class LocalStore:
         except FileNotFoundError:
             now = self._clock()
             first = self._missing.setdefault(owner, now)
-            if now - first >= MISSING_LOCK_GRACE:
-                self._missing.pop(owner, None)
-                return True
-            return False
+            # Gone once missing for the grace (forgotten once all its events are ours).
+            return now - first >= MISSING_LOCK_GRACE
         except OSError:
             return False
         self._missing.pop(owner, None)
@@ -501,13 +499,16 @@ class LocalStore:
             )
         return row is not None
 
-    def take_over(self) -> list[OpenEvent]:
+    def take_over(self, limit: int | None = None) -> list[OpenEvent]:
         """The open events of owners that are gone, now ours (atomically: another process
         taking over at the same time gets none of them), in the order they were accepted;
         then this process's own open events whose run ended unfinished (:meth:`run_again`) and
-        whose backoff has passed. A StoreError part-way loses nothing: the events already
-        made ours are returned by the next call."""
+        whose backoff has passed. At most ``limit`` (a bounded batch: memory and store time
+        follow it; the rest stay as they are for the next call, a gone owner's still taken at
+        once). A StoreError part-way loses nothing: the events already made ours are
+        returned by the next call."""
         clock = self._clock()
+        room = limit if limit is not None else 2**62
         self._keep_owner_lock()
         # Owners read as BLOBs (a damaged one need not be UTF-8 text) and matched so.
         mine = self.owner.encode("ascii")
@@ -522,38 +523,45 @@ class LocalStore:
         taken: list[tuple[bytes, bytes]] = []
         try:
             for owner in owners:
-                taken += self._take_from(owner)
+                if len(taken) >= room:
+                    break
+                taken += self._take_from(owner, room - len(taken))
+            seen = {key for key, _ in taken}
+            again = [row for row in self._own_again(clock) if row[0] not in seen]
+            taken += again[: max(0, room - len(taken))]
+            return [self._open_event(key, text) for key, text in taken]
         except BaseException:
             for key, _ in taken:  # ours now: the next take-over returns them
                 self._again.setdefault(key, (0, 0.0))
             raise
-        seen = {key for key, _ in taken}
-        taken += [row for row in self._own_again(clock) if row[0] not in seen]
-        return [self._open_event(key, text) for key, text in taken]
 
-    def _take_from(self, owner: bytes | None) -> list[tuple[bytes, bytes]]:
-        """The open events of ``owner`` made ours, if it is gone (else none)."""
-        lock = self._orphaned(owner.decode("ascii", "replace") if owner is not None else None)
+    def _take_from(self, owner: bytes | None, room: int) -> list[tuple[bytes, bytes]]:
+        """At most ``room`` of the open events of ``owner`` made ours, oldest first, if it is
+        gone (else none)."""
+        name = owner.decode("ascii", "replace") if owner is not None else None
+        lock = self._orphaned(name)
         if lock is False:
             return []
         try:
             with self._write("cannot take over open events") as db:
                 rows: list[tuple[bytes, bytes]] = db.execute(
                     "SELECT key, CAST(event AS BLOB) FROM events"
-                    " WHERE done_no IS NULL AND CAST(owner AS BLOB) IS ? ORDER BY at",
-                    (owner,),
+                    " WHERE done_no IS NULL AND CAST(owner AS BLOB) IS ? ORDER BY at LIMIT ?",
+                    (owner, room),
                 ).fetchall()
-                db.execute(
-                    "UPDATE events SET owner = ?"
-                    " WHERE done_no IS NULL AND CAST(owner AS BLOB) IS ?",
-                    (self.owner, owner),
+                db.executemany(
+                    "UPDATE events SET owner = ? WHERE key = ?",
+                    [(self.owner, key) for key, _ in rows],
                 )
-            if isinstance(lock, FileLock):  # its events are ours: its lock file is not needed
-                with contextlib.suppress(OSError):
-                    os.unlink(lock.lock_path)
+            if len(rows) < room:  # all its events are ours: its lock file is not needed
+                if name is not None:
+                    self._missing.pop(name, None)
+                if isinstance(lock, FileLock):
+                    with contextlib.suppress(OSError):
+                        os.unlink(lock.lock_path)
             return rows
         finally:
-            # On a failure the file stays, unlocked: the next take-over takes them at once.
+            # Otherwise the file stays, unlocked: the next take-over takes the rest at once.
             if isinstance(lock, FileLock):
                 lock.close()
 
