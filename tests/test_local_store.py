@@ -950,3 +950,35 @@ def test_a_take_over_is_made_in_bounded_batches_losing_nothing(tmp_path: Path) -
         assert taker.counts()["open"] == 7
         # the gone owner's file went with its last event
         assert not os.path.exists(f"{path}.owners/{owner}.lock")
+
+
+def test_a_resume_stopped_by_a_locked_store_keeps_the_rest_for_the_next(tmp_path: Path) -> None:
+    """The store locked by another process while resuming taken-over events: the StoreError
+    stops this resume, and both the event it was running and those after it are resumed by
+    the next take-over and resume (none left open by this live process)."""
+    path = tmp_path / "s.db"
+    gone = LocalStore(path)
+    for name in ("r1", "r2", "r3"):
+        assert gone.accept(name, call(name), NOW, WINDOW)
+    gone.close()
+    store = LocalStore(path, sync=True, busy_timeout=0.2)
+    http = StatusHttp()
+    automations = engine_one(store, http)
+
+    async def scenario() -> None:
+        blocker = hold_write_lock(path)
+        try:
+            with pytest.raises(StoreError):
+                await automations.resume()
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+        automations.take_over()
+        await automations.resume()
+
+    try:
+        asyncio.run(asyncio.wait_for(scenario(), 20))
+        assert store.counts()["open"] == 0
+    finally:
+        asyncio.run(automations.aclose())
+        store.close()

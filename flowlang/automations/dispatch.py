@@ -541,10 +541,17 @@ class Automations:
     async def resume(self) -> list[DispatchResult]:
         """Finish the open events taken over from the store (an interrupted run), in order."""
         pending, self._unfinished = self._unfinished, {}
-        return [
-            await self._dispatch(state["event"], event_id, state)
-            for event_id, state in pending.items()
-        ]
+        results = []
+        items = list(pending.items())
+        for number, (event_id, state) in enumerate(items):
+            try:
+                results.append(await self._dispatch(state["event"], event_id, state))
+            except BaseException:
+                # The rest are kept for the next resume (this one runs again: _dispatch).
+                for later, later_state in items[number + 1 :]:
+                    self._unfinished.setdefault(later, later_state)
+                raise
+        return results
 
     async def _run_workflow(
         self,

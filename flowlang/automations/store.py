@@ -910,7 +910,7 @@ class LocalStore:
         """Close every connection and give up ownership (open events become orphans that the
         next process takes over). Again: nothing."""
         owns = True  # our lock file is kept (unlocked) while we own open events: taken at once
-        if self._owner_fd is not None:
+        if self._owner_fd is not None and self._file_identity() == self._identity:
             with contextlib.suppress(StoreError):
                 owns = self._owns_open(self.owner)
         with self._guard:
