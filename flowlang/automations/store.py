@@ -571,13 +571,17 @@ class LocalStore:
         doubles each time (none the first time; at most RUN_AGAIN_MAX_DELAY)."""
         clock = self._clock()
         key = event_key(event_id)
-        tries, _ = self._again.get(key, (0, 0.0))
-        delay = 0.0 if tries == 0 else min(RUN_AGAIN_MAX_DELAY, RUN_AGAIN_DELAY * 2 ** (tries - 1))
-        self._again[key] = (tries + 1, clock + delay)
+        with self._guard:  # dispatch (the loop) and a take-over (a store thread) may race
+            tries, _ = self._again.get(key, (0, 0.0))
+            delay = (
+                0.0 if tries == 0 else min(RUN_AGAIN_MAX_DELAY, RUN_AGAIN_DELAY * 2 ** (tries - 1))
+            )
+            self._again[key] = (tries + 1, clock + delay)
 
     def _own_again(self, clock: float) -> list[tuple[bytes, bytes]]:
         """This process's events to run again whose time has come (still open and ours)."""
-        due = [key for key, (_, at) in self._again.items() if at <= clock]
+        with self._guard:
+            due = [key for key, (_, at) in self._again.items() if at <= clock]
         if not due:
             return []
         rows: list[tuple[bytes, bytes]] = []
