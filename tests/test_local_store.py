@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import sqlite3
 import threading
 import time
@@ -46,6 +47,34 @@ def engine(store: LocalStore, http: StatusHttp, clock: FakeClock | None = None) 
         store=store,
         dead_letters=DeadLetterStore(store=store),
     )
+
+
+ONE = """\
+workflow: one
+trigger: call.ended
+actions:
+  - {name: first, type: api_request, endpoint: https://crm.example.com/first}
+"""
+
+
+def engine_one(store: LocalStore, http: StatusHttp) -> Automations:
+    """One action, no retry: a failure is dead-lettered at once."""
+    return Automations(
+        [load_workflow_text(ONE)],
+        settings=DeliverySettings(schedule=(0,)),
+        http=http,
+        secrets=MappingSecrets({}),
+        clock=FakeClock(),
+        store=store,
+        dead_letters=DeadLetterStore(store=store),
+    )
+
+
+def hold_write_lock(path: Path) -> sqlite3.Connection:
+    """Another process's long write transaction (a sqlite3 shell, an import batch...)."""
+    blocker = sqlite3.connect(path, isolation_level=None, timeout=5)
+    blocker.execute("BEGIN IMMEDIATE")
+    return blocker
 
 
 def call(event_id: str, **properties: Any) -> dict[str, Any]:
@@ -650,3 +679,306 @@ def test_two_imports_of_one_file_at_once_add_each_record_once(tmp_path: Path) ->
         assert sorted(json.dumps(r) for _, r in store.dead_letters()) == sorted(
             json.dumps(r) for r in records
         )
+
+
+# --- red-team findings: owners, take-over, run again, the file itself -------------------
+
+
+@pytest.mark.parametrize("tamper", ["lock-file-deleted", "owners-folder-deleted"])
+def test_a_live_owners_event_is_not_taken_over_when_its_lock_file_goes(
+    tmp_path: Path, tamper: str
+) -> None:
+    """A worker's lock file removed while it runs (a tmp cleaner, an operator's rm -r of
+    ``*.owners``) makes it look dead: another worker's take-over takes the event it is running
+    right now, and both run it (actions delivered twice)."""
+    path = tmp_path / "s.db"
+    alive = LocalStore(path, sync=True)
+    try:
+        assert alive.accept("a", call("a"), NOW, WINDOW)
+        if tamper == "lock-file-deleted":
+            os.unlink(f"{path}.owners/{alive.owner}.lock")
+        else:
+            shutil.rmtree(f"{path}.owners")
+        with LocalStore(path, sync=True) as taker:
+            stolen = [found.event_id for found in taker.take_over()]
+        assert stolen == [], "a live worker's open event was taken over: it runs twice"
+    finally:
+        alive.close()
+
+
+def test_a_take_over_that_fails_part_way_loses_no_event(tmp_path: Path) -> None:
+    """Two gone owners; the take-over commits the first owner's events to us, then the store
+    is locked by another process for longer than busy_timeout when it takes the second: the
+    StoreError drops the first owner's events, now ours, from what is returned, and no later
+    take-over (ours skips our own events, the others see us alive) ever resumes them."""
+    path = tmp_path / "s.db"
+    for name in ("g1", "g2"):
+        gone = LocalStore(path)
+        assert gone.accept(name, call(name), NOW, WINDOW)
+        gone.close()  # the process died: its events are orphans
+    taker = LocalStore(path, busy_timeout=0.2)
+    blockers: list[sqlite3.Connection] = []
+    orphaned = taker._orphaned
+    calls = {"n": 0}
+
+    def orphaned_then_locked(owner: object) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 2:  # between the two owners' transactions, another process writes
+            blockers.append(hold_write_lock(path))
+        return orphaned(owner)
+
+    taker._orphaned = orphaned_then_locked  # type: ignore[method-assign]
+    try:
+        with pytest.raises(StoreError):
+            taker.take_over()
+        for blocker in blockers:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+        taker._orphaned = orphaned  # type: ignore[method-assign]
+        again = [found.event_id for found in taker.take_over()]
+        with LocalStore(path) as other:
+            again += [found.event_id for found in other.take_over()]
+        assert sorted(again) == ["g1", "g2"], (
+            f"only {again} are resumed: the other event stays open, owned by a live process, "
+            "never run"
+        )
+    finally:
+        taker.close()
+
+
+def test_an_event_whose_dead_letter_could_not_be_kept_is_run_again_while_the_process_lives(
+    tmp_path: Path,
+) -> None:
+    """The store locked by another process for longer than busy_timeout while an action is
+    dead-lettered: the delivery is "unsaved", the event "stays unsettled and runs again on the
+    next run". But the event is owned by this live process: its own periodic take-over skips
+    its own events and the other workers see it alive, so the event is never run again for as
+    long as this server lives (days), although the lock went away a moment later."""
+    path = tmp_path / "s.db"
+    store = LocalStore(path, sync=True, busy_timeout=0.2)
+    http = StatusHttp(status=400)
+    automations = engine_one(store, http)
+
+    async def scenario() -> None:
+        plain = automations.accept(call("e1"))
+        assert plain is not None
+        blocker = hold_write_lock(path)
+        try:
+            result = await automations.run(plain)
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+        outcomes = [d.outcome for d in result.deliveries]
+        assert outcomes == ["unsaved"], outcomes
+        # The lock is gone. What serve does every takeover_interval:
+        automations.take_over()
+        await automations.resume()
+
+    try:
+        asyncio.run(asyncio.wait_for(scenario(), 20))
+        assert store.counts()["open"] == 0, (
+            "the event stays open, owned by this live process, and is never run again "
+            f"(dead letters: {store.counts()['dead']}, attempts: {len(http.sent)})"
+        )
+    finally:
+        asyncio.run(automations.aclose())
+        store.close()
+
+
+@pytest.mark.parametrize("change", ["deleted", "replaced"])
+def test_an_event_is_not_accepted_into_a_store_file_that_was_deleted(
+    tmp_path: Path, change: str
+) -> None:
+    """The store file removed (or replaced by another store: a restore from a backup, a
+    ``mv new.db events.db``) while the server runs: the open connection writes on into the
+    unlinked inode and accept says True (202), but the event is in no file any process can
+    open; a worker restarted uses the file now at the path (a split brain: the same id
+    accepted again, the old events never taken over)."""
+    path = tmp_path / "s.db"
+    store = LocalStore(path, sync=True)
+    try:
+        assert store.accept("before", call("before"), NOW, WINDOW)
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+        if change == "replaced":
+            other = tmp_path / "other.db"
+            LocalStore(other).close()
+            os.replace(other, path)
+        try:
+            accepted = store.accept("after", call("after"), NOW, WINDOW)
+        except StoreError:
+            return  # refused (503): the sender sends it again
+        with LocalStore(path) as restarted:
+            kept = [found.event_id for found in restarted.take_over()]
+        assert not accepted or "after" in kept, (
+            "accept answered True for an event written into a deleted file: it is lost"
+        )
+    finally:
+        store.close()
+
+
+def test_a_store_reached_through_a_symbolic_link_shares_the_owners_of_its_file(
+    tmp_path: Path,
+) -> None:
+    """A symbolic link to an existing store is accepted (``_check_path`` stats through it)
+    and SQLite resolves it (one database, one WAL), but the owners folder is named after the
+    path as given: ``current.db.owners`` beside ``events.db.owners``. A process on
+    ``current.db -> events.db`` sees no lock file for the owners of the processes on
+    ``events.db`` and takes over the event a live one is running: it runs twice."""
+    real = tmp_path / "events.db"
+    link = tmp_path / "current.db"
+    alive = LocalStore(real, sync=True)
+    try:
+        assert alive.accept("a", call("a"), NOW, WINDOW)
+        link.symlink_to(real.name)
+        try:
+            other = LocalStore(link, sync=True)
+        except StoreError:
+            return  # refused: a clear error, no second owners folder
+        with other:
+            stolen = [found.event_id for found in other.take_over()]
+        assert stolen == [], "a live process's event was taken over through a link: runs twice"
+    finally:
+        alive.close()
+
+
+def test_a_missing_lock_file_counts_as_gone_only_after_the_grace(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An owner whose lock file is missing is gone only when one process saw it missing
+    MISSING_LOCK_GRACE apart: a live owner re-creates its file before then (at its take-over
+    or finish), a dead one does not and its events are then taken over, once."""
+    from flowlang.automations import store as store_module
+
+    path = tmp_path / "s.db"
+    clock = {"now": 1000.0}
+    monkeypatch.setattr(LocalStore, "_clock", staticmethod(lambda: clock["now"]))
+    alive = LocalStore(path, sync=True)
+    dead = LocalStore(path, sync=True)
+    taker = LocalStore(path, sync=True)
+    try:
+        assert alive.accept("live", call("live"), NOW, WINDOW)
+        assert dead.accept("dead", call("dead"), NOW, WINDOW)
+        shutil.rmtree(f"{path}.owners")
+        assert taker.take_over() == []  # first seen missing: not yet
+        alive.take_over()  # the live owner's periodic take-over re-creates its lock file
+        assert os.path.exists(f"{path}.owners/{alive.owner}.lock")
+        clock["now"] += store_module.MISSING_LOCK_GRACE
+        assert [found.event_id for found in taker.take_over()] == ["dead"]
+        with LocalStore(path) as other:
+            assert other.take_over() == []  # taken over once
+    finally:
+        for store in (alive, dead, taker):
+            store.close()
+
+
+def test_a_store_closed_with_open_events_is_taken_over_at_once(tmp_path: Path) -> None:
+    """Closing keeps the lock file (unlocked) of a process that owns open events, as a
+    SIGKILL does: the next process takes them over at once, not after a grace."""
+    path = tmp_path / "s.db"
+    first = LocalStore(path)
+    assert first.accept("a", call("a"), NOW, WINDOW)
+    assert first.accept("b", call("b"), NOW, WINDOW)
+    first.finish("b", NOW, WINDOW, 100)
+    owner = first.owner
+    first.close()
+    assert os.path.exists(f"{path}.owners/{owner}.lock")
+    with LocalStore(path) as second:
+        assert [found.event_id for found in second.take_over()] == ["a"]
+    assert not os.path.exists(f"{path}.owners/{owner}.lock")
+    empty = LocalStore(path)
+    gone = empty.owner
+    empty.close()  # owns nothing: its lock file goes
+    assert not os.path.exists(f"{path}.owners/{gone}.lock")
+
+
+def test_an_event_run_again_in_its_own_process_backs_off(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """run_again: returned by the next take-over at once, then after 10 s, 20 s... (at most
+    RUN_AGAIN_MAX_DELAY); forgotten once finished."""
+    from flowlang.automations import store as store_module
+
+    clock = {"now": 0.0}
+    monkeypatch.setattr(LocalStore, "_clock", staticmethod(lambda: clock["now"]))
+    with LocalStore(tmp_path / "s.db") as store:
+        assert store.accept("e", call("e"), NOW, WINDOW)
+        assert store.take_over() == []
+        store.run_again("e")
+        assert [found.event_id for found in store.take_over()] == ["e"]
+        store.run_again("e")
+        assert store.take_over() == []
+        clock["now"] += store_module.RUN_AGAIN_DELAY
+        assert [found.event_id for found in store.take_over()] == ["e"]
+        for _ in range(20):  # bounded: the delay stops doubling
+            store.run_again("e")
+        clock["now"] += store_module.RUN_AGAIN_MAX_DELAY
+        assert [found.event_id for found in store.take_over()] == ["e"]
+        store.finish("e", NOW, WINDOW, 100)
+        assert store.take_over() == []
+        assert store._again == {}
+
+
+def test_an_event_is_accepted_through_a_store_path_renamed_back(tmp_path: Path) -> None:
+    """The identity check compares the file, not its name's history: the file moved away and
+    back is still the file opened."""
+    path = tmp_path / "s.db"
+    with LocalStore(path) as store:
+        os.replace(path, tmp_path / "away.db")
+        with pytest.raises(StoreError, match="deleted while open"):
+            store.accept("x", call("x"), NOW, WINDOW)
+        os.replace(tmp_path / "away.db", path)
+        assert store.accept("x", call("x"), NOW, WINDOW)
+
+
+def test_a_take_over_is_made_in_bounded_batches_losing_nothing(tmp_path: Path) -> None:
+    """take_over(limit): at most ``limit`` events per call, oldest first; the gone owner's
+    rest is taken by the next calls at once (its lock file stays unlocked until then), by
+    this process or another, each event by exactly one."""
+    path = tmp_path / "s.db"
+    gone = LocalStore(path)
+    for number in range(7):
+        assert gone.accept(f"e{number}", call(f"e{number}"), NOW + number, WINDOW)
+    owner = gone.owner
+    gone.close()
+    with LocalStore(path) as taker, LocalStore(path) as other:
+        first = [found.event_id for found in taker.take_over(limit=3)]
+        second = [found.event_id for found in other.take_over(limit=1)]
+        rest = [found.event_id for found in taker.take_over(limit=100)]
+        assert (first, second, rest) == (["e0", "e1", "e2"], ["e3"], ["e4", "e5", "e6"])
+        assert taker.take_over() == [] and other.take_over() == []
+        assert taker.counts()["open"] == 7
+        # the gone owner's file went with its last event
+        assert not os.path.exists(f"{path}.owners/{owner}.lock")
+
+
+def test_a_resume_stopped_by_a_locked_store_keeps_the_rest_for_the_next(tmp_path: Path) -> None:
+    """The store locked by another process while resuming taken-over events: the StoreError
+    stops this resume, and both the event it was running and those after it are resumed by
+    the next take-over and resume (none left open by this live process)."""
+    path = tmp_path / "s.db"
+    gone = LocalStore(path)
+    for name in ("r1", "r2", "r3"):
+        assert gone.accept(name, call(name), NOW, WINDOW)
+    gone.close()
+    store = LocalStore(path, sync=True, busy_timeout=0.2)
+    http = StatusHttp()
+    automations = engine_one(store, http)
+
+    async def scenario() -> None:
+        blocker = hold_write_lock(path)
+        try:
+            with pytest.raises(StoreError):
+                await automations.resume()
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+        automations.take_over()
+        await automations.resume()
+
+    try:
+        asyncio.run(asyncio.wait_for(scenario(), 20))
+        assert store.counts()["open"] == 0
+    finally:
+        asyncio.run(automations.aclose())
+        store.close()

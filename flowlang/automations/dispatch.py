@@ -89,6 +89,7 @@ from flowlang.automations.workflow import (
     check_unique_names,
     load_workflow_text,
 )
+from flowlang.errors import StoreError
 from flowlang.expr.shared import MAX_SHOWN_ERROR, carried_text, shorten, whole_text
 from flowlang.expr.values import plain_json
 from flowlang.http_rules import RequestError
@@ -350,12 +351,14 @@ class Automations:
             self.take_over()
         install_log_redaction()
 
-    def take_over(self) -> int:
+    def take_over(self, limit: int | None = None) -> int:
         """Take over the store's open events whose process is gone (at start, and again from
-        time to time): :meth:`resume` finishes them. How many were taken."""
+        time to time), at most ``limit`` (a bounded batch: call again for the rest), and this
+        process's own events whose run ended unfinished: :meth:`resume` finishes them. How
+        many were taken."""
         if self.store is None:
             return 0
-        taken = self.store.take_over()
+        taken = self.store.take_over(limit)
         for found in taken:
             self.problems += found.problems
             if not found.event_id:  # the event itself cannot be read back: reported only
@@ -494,11 +497,23 @@ class Automations:
                 finished = finished and done
             if finished:
                 self._record({"kind": "done", "event_id": event_id})
+            elif any(d.outcome == "unsaved" for d in result.deliveries):
+                self._run_again(event_id)
+        except StoreError:
+            self._run_again(event_id)
+            raise
         finally:
             self._in_flight -= 1
             if self._in_flight == 0:
                 self._idle.set()
         return result
+
+    def _run_again(self, event_id: str) -> None:
+        """The event's run ended unfinished because the store could not be written: this
+        process's next :meth:`take_over` returns it (with a backoff), since no other
+        process takes over the events of a live one."""
+        if self.store is not None:
+            self.store.run_again(event_id)
 
     def _record(self, record: dict[str, Any]) -> None:
         """Record progress (``kind``: settled, operation, workflow_done, done) in the store's
@@ -526,10 +541,17 @@ class Automations:
     async def resume(self) -> list[DispatchResult]:
         """Finish the open events taken over from the store (an interrupted run), in order."""
         pending, self._unfinished = self._unfinished, {}
-        return [
-            await self._dispatch(state["event"], event_id, state)
-            for event_id, state in pending.items()
-        ]
+        results = []
+        items = list(pending.items())
+        for number, (event_id, state) in enumerate(items):
+            try:
+                results.append(await self._dispatch(state["event"], event_id, state))
+            except BaseException:
+                # The rest are kept for the next resume (this one runs again: _dispatch).
+                for later, later_state in items[number + 1 :]:
+                    self._unfinished.setdefault(later, later_state)
+                raise
+        return results
 
     async def _run_workflow(
         self,

@@ -34,6 +34,7 @@ import re
 import sqlite3
 import stat
 import threading
+import time
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -65,6 +66,12 @@ _SIDE_TABLES = frozenset({"operations", "workflows_done", "retries"})
 IMPORT_BATCH = 1000
 #: Stale owner lock files removed at most when a store opens.
 STALE_OWNER_SWEEP = 64
+#: The backoff of an event run again in the process that owns it (doubling, at most the max).
+RUN_AGAIN_DELAY = 10.0
+RUN_AGAIN_MAX_DELAY = 600.0
+#: How long an owner's lock file must stay missing (seen so by one process twice, this far
+#: apart) before its owner counts as gone: a live owner re-creates it before then.
+MISSING_LOCK_GRACE = 30.0
 _OWNER = re.compile(r"[0-9a-f]{32}")
 #: The outcomes a settled action is recorded with.
 _OUTCOMES = frozenset({"delivered", "dead_lettered", "skipped"})
@@ -182,10 +189,22 @@ class LocalStore:
         #: only from those; an event taken over may have rows in any).
         self._written: dict[bytes, set[str]] = {}
         self._finished = 0
+        #: This process's open events to return again from take_over: key → (times, due).
+        self._again: dict[bytes, tuple[int, float]] = {}
+        #: Owners whose lock file this process found missing, and when first.
+        self._missing: dict[str, float] = {}
+        self._check_path()
+        # Named after the file itself, not the link it was reached through: every process on
+        # one file shares its owners folder (and its WAL) whatever path it was given.
+        self.path = Path(os.path.realpath(self.path))
         self._check_path()
         self.owners = Path(f"{self.path}.owners")
+        #: (st_dev, st_ino) of the file opened: an event is accepted only while the path
+        #: still names it (not deleted, not replaced by another file).
+        self._identity: tuple[int, int] | None = None
         try:
             self._prepare()
+            self._identity = self._file_identity()
             self._hold_owner_lock()
         except BaseException:
             self.close()
@@ -355,6 +374,23 @@ class LocalStore:
         with self._translated(doing), self._transaction() as connection:
             yield connection
 
+    def _file_identity(self) -> tuple[int, int] | None:
+        """(st_dev, st_ino) of the file at the path now; None when there is none."""
+        try:
+            found = os.stat(self.path)
+        except OSError:
+            return None
+        return found.st_dev, found.st_ino
+
+    def _check_same_file(self) -> None:
+        """StoreError when the path no longer names the file opened (deleted or replaced
+        while open): what is written now would be in a file no process can open."""
+        now = self._file_identity()
+        if now is None:
+            raise self._error("was deleted while open: restore it, or restart on a new one")
+        if now != self._identity:
+            raise self._error("was replaced by another file while open: restart to use the new one")
+
     # --- owners -----------------------------------------------------------------------------
 
     def _hold_owner_lock(self) -> None:
@@ -383,23 +419,54 @@ class LocalStore:
             raise self._error(f"cannot lock {final}: {error.strerror}") from None
         self._owner_fd = fd
 
+    @staticmethod
+    def _clock() -> float:
+        """Seconds on a monotonic clock (for the backoffs and grace periods)."""
+        return time.monotonic()
+
     def _orphaned(self, owner: object) -> FileLock | bool:
         """Whether ``owner`` is gone: its lock held now (to be released after the takeover),
-        True when it has no lock file, False when its process still holds it."""
+        True when it has no lock file and had none at a look by this process at least
+        MISSING_LOCK_GRACE before (a live owner whose file was deleted re-creates it by
+        then), False when its process still holds it (or it may)."""
         if not isinstance(owner, str) or not _OWNER.fullmatch(owner):
             return True  # none, or not one a store writes (a damaged row): gone
         name = str(self.owners / f"{owner}.lock")
         try:
             fd = os.open(name, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
         except FileNotFoundError:
-            return True
+            now = self._clock()
+            first = self._missing.setdefault(owner, now)
+            # Gone once missing for the grace (forgotten once all its events are ours).
+            return now - first >= MISSING_LOCK_GRACE
         except OSError:
             return False
+        self._missing.pop(owner, None)
         os.close(fd)
         try:
             return FileLock(name, wait=False)
         except OSError:
             return False
+
+    def _keep_owner_lock(self) -> None:
+        """Re-create this process's lock file if it was deleted or replaced (a tmp cleaner, an
+        ``rm -r`` of the owners folder): other processes would take our events otherwise."""
+        if self._owner_fd is None or fcntl is None:
+            return
+        try:
+            held = os.fstat(self._owner_fd)
+            found = os.stat(self.owners / f"{self.owner}.lock", follow_symlinks=False)
+            if (found.st_dev, found.st_ino) == (held.st_dev, held.st_ino):
+                return
+        except OSError:
+            pass
+        old, self._owner_fd = self._owner_fd, None
+        try:
+            self._hold_owner_lock()
+        except StoreError:
+            self._owner_fd = old  # tried again at the next take-over or finish
+            return
+        os.close(old)
 
     def sweep_owner_files(self) -> None:
         """Remove a few lock files of owners that are gone and own nothing (bounded)."""
@@ -432,9 +499,17 @@ class LocalStore:
             )
         return row is not None
 
-    def take_over(self) -> list[OpenEvent]:
+    def take_over(self, limit: int | None = None) -> list[OpenEvent]:
         """The open events of owners that are gone, now ours (atomically: another process
-        taking over at the same time gets none of them), in the order they were accepted."""
+        taking over at the same time gets none of them), in the order they were accepted;
+        then this process's own open events whose run ended unfinished (:meth:`run_again`) and
+        whose backoff has passed. At most ``limit`` (a bounded batch: memory and store time
+        follow it; the rest stay as they are for the next call, a gone owner's still taken at
+        once). A StoreError part-way loses nothing: the events already made ours are
+        returned by the next call."""
+        clock = self._clock()
+        room = limit if limit is not None else 2**62
+        self._keep_owner_lock()
         # Owners read as BLOBs (a damaged one need not be UTF-8 text) and matched so.
         mine = self.owner.encode("ascii")
         with self._translated("cannot be read"):
@@ -446,29 +521,83 @@ class LocalStore:
                 if row[0] != mine
             ]
         taken: list[tuple[bytes, bytes]] = []
-        for owner in owners:
-            lock = self._orphaned(owner.decode("ascii", "replace") if owner is not None else None)
-            if lock is False:
-                continue
-            try:
-                with self._write("cannot take over open events") as db:
-                    rows = db.execute(
-                        "SELECT key, CAST(event AS BLOB) FROM events"
-                        " WHERE done_no IS NULL AND CAST(owner AS BLOB) IS ? ORDER BY at",
-                        (owner,),
-                    ).fetchall()
-                    db.execute(
-                        "UPDATE events SET owner = ?"
-                        " WHERE done_no IS NULL AND CAST(owner AS BLOB) IS ?",
-                        (self.owner, owner),
-                    )
-                taken += rows
-            finally:
+        try:
+            for owner in owners:
+                if len(taken) >= room:
+                    break
+                taken += self._take_from(owner, room - len(taken))
+            seen = {key for key, _ in taken}
+            again = [row for row in self._own_again(clock) if row[0] not in seen]
+            taken += again[: max(0, room - len(taken))]
+            return [self._open_event(key, text) for key, text in taken]
+        except BaseException:
+            for key, _ in taken:  # ours now: the next take-over returns them
+                self._again.setdefault(key, (0, 0.0))
+            raise
+
+    def _take_from(self, owner: bytes | None, room: int) -> list[tuple[bytes, bytes]]:
+        """At most ``room`` of the open events of ``owner`` made ours, oldest first, if it is
+        gone (else none)."""
+        name = owner.decode("ascii", "replace") if owner is not None else None
+        lock = self._orphaned(name)
+        if lock is False:
+            return []
+        try:
+            with self._write("cannot take over open events") as db:
+                rows: list[tuple[bytes, bytes]] = db.execute(
+                    "SELECT key, CAST(event AS BLOB) FROM events"
+                    " WHERE done_no IS NULL AND CAST(owner AS BLOB) IS ? ORDER BY at LIMIT ?",
+                    (owner, room),
+                ).fetchall()
+                db.executemany(
+                    "UPDATE events SET owner = ? WHERE key = ?",
+                    [(self.owner, key) for key, _ in rows],
+                )
+            if len(rows) < room:  # all its events are ours: its lock file is not needed
+                if name is not None:
+                    self._missing.pop(name, None)
                 if isinstance(lock, FileLock):
                     with contextlib.suppress(OSError):
                         os.unlink(lock.lock_path)
-                    lock.close()
-        return [self._open_event(key, text) for key, text in taken]
+            return rows
+        finally:
+            # Otherwise the file stays, unlocked: the next take-over takes the rest at once.
+            if isinstance(lock, FileLock):
+                lock.close()
+
+    def run_again(self, event_id: str) -> None:
+        """This process's open event ``event_id`` ended its run unfinished (its progress could
+        not be written): a later :meth:`take_over` returns it again, after a backoff that
+        doubles each time (none the first time; at most RUN_AGAIN_MAX_DELAY)."""
+        clock = self._clock()
+        key = event_key(event_id)
+        with self._guard:  # dispatch (the loop) and a take-over (a store thread) may race
+            tries, _ = self._again.get(key, (0, 0.0))
+            delay = (
+                0.0 if tries == 0 else min(RUN_AGAIN_MAX_DELAY, RUN_AGAIN_DELAY * 2 ** (tries - 1))
+            )
+            self._again[key] = (tries + 1, clock + delay)
+
+    def _own_again(self, clock: float) -> list[tuple[bytes, bytes]]:
+        """This process's events to run again whose time has come (still open and ours)."""
+        with self._guard:
+            due = [key for key, (_, at) in self._again.items() if at <= clock]
+        if not due:
+            return []
+        rows: list[tuple[bytes, bytes]] = []
+        with self._translated("cannot be read"):
+            db = self._connection()
+            for key in due:
+                row = db.execute(
+                    "SELECT key, CAST(event AS BLOB) FROM events"
+                    " WHERE key = ? AND done_no IS NULL AND owner = ?",
+                    (key, self.owner),
+                ).fetchone()
+                if row is None:  # finished since, or no longer ours
+                    self._again.pop(key, None)
+                else:
+                    rows.append((row[0], row[1]))
+        return rows
 
     def _open_event(self, key: bytes, text: bytes | None) -> OpenEvent:
         problems: list[str] = []
@@ -530,6 +659,7 @@ class LocalStore:
         ``window`` seconds before ``now`` or is still open: False then (a duplicate). One
         atomic statement, so of several processes accepting one id, one gets True."""
         text = encode_record(event)[:-1]
+        self._check_same_file()
         with self._translated("cannot record an event"):
             cursor = self._connection().execute(
                 "INSERT INTO events (key, at, owner, event, done_no) VALUES (?, ?, ?, ?, NULL)"
@@ -630,6 +760,7 @@ class LocalStore:
         and prune a few finished events out of ``window`` or beyond the last ``limit``."""
         key = event_key(event_id)
         side = self._written.pop(key, _SIDE_TABLES)
+        self._keep_owner_lock()
         self._finished += 1
         prune = self._finished % PRUNE_EVERY == 0
         with self._write("cannot record a finished event") as db:
@@ -643,18 +774,18 @@ class LocalStore:
             )
             for table in ("settled", *sorted(side)):
                 db.execute(f"DELETE FROM {table} WHERE event_key = ?", (key,))
-            if not prune:
-                return
-            db.execute(
-                "DELETE FROM events WHERE key IN (SELECT key FROM events WHERE done_no IS NOT NULL"
-                " AND at <= ? ORDER BY at LIMIT ?)",
-                (now - window, PRUNE_BATCH),
-            )
-            db.execute(
-                "DELETE FROM events WHERE key IN (SELECT key FROM events WHERE done_no IS NOT NULL"
-                " AND done_no <= ? ORDER BY done_no LIMIT ?)",
-                (number - limit, PRUNE_BATCH),
-            )
+            if prune:
+                db.execute(
+                    "DELETE FROM events WHERE key IN (SELECT key FROM events WHERE done_no IS NOT"
+                    " NULL AND at <= ? ORDER BY at LIMIT ?)",
+                    (now - window, PRUNE_BATCH),
+                )
+                db.execute(
+                    "DELETE FROM events WHERE key IN (SELECT key FROM events WHERE done_no IS NOT"
+                    " NULL AND done_no <= ? ORDER BY done_no LIMIT ?)",
+                    (number - limit, PRUNE_BATCH),
+                )
+        self._again.pop(key, None)
 
     def counts(self) -> dict[str, int]:
         """Rows per table (for tests and inspection)."""
@@ -782,6 +913,10 @@ class LocalStore:
     def close(self) -> None:
         """Close every connection and give up ownership (open events become orphans that the
         next process takes over). Again: nothing."""
+        owns = True  # our lock file is kept (unlocked) while we own open events: taken at once
+        if self._owner_fd is not None and self._file_identity() == self._identity:
+            with contextlib.suppress(StoreError):
+                owns = self._owns_open(self.owner)
         with self._guard:
             connections, self._connections = self._connections, []
         for connection in connections:
@@ -789,8 +924,10 @@ class LocalStore:
                 connection.close()
         self._local = threading.local()
         if self._owner_fd is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(self.owners / f"{self.owner}.lock")
+            if not owns:
+                with contextlib.suppress(OSError):
+                    os.unlink(self.owners / f"{self.owner}.lock")
+            # else kept, unlocked: the next process takes our open events over at once
             os.close(self._owner_fd)
             self._owner_fd = None
 

@@ -1,0 +1,220 @@
+"""Red team: serve's shared events store (LocalStore(sync=True) shared by every worker).
+
+Each test here reproduces a defect found by review and fails until it is fixed: events run
+twice or left unresumed across processes sharing one store, the event loop held up by a
+store locked by another process, events accepted into a file that is gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+from support import FakeClock, StatusHttp
+
+from flowlang import MappingSecrets
+from flowlang.automations import Automations, DeliverySettings, load_workflow_text
+from flowlang.automations.dispatch import DeadLetterStore
+from flowlang.automations.store import LocalStore
+
+WINDOW = 3600.0
+ONE = """\
+workflow: one
+trigger: call.ended
+actions:
+  - {name: first, type: api_request, endpoint: https://crm.example.com/first}
+"""
+
+
+def call(event_id: str) -> dict[str, Any]:
+    return {"id": event_id, "type": "call.ended", "properties": {}}
+
+
+def engine(store: LocalStore, http: StatusHttp) -> Automations:
+    return Automations(
+        [load_workflow_text(ONE)],
+        settings=DeliverySettings(schedule=(0,)),
+        http=http,
+        secrets=MappingSecrets({}),
+        clock=FakeClock(),
+        store=store,
+        dead_letters=DeadLetterStore(store=store),
+    )
+
+
+def hold_write_lock(path: Path) -> sqlite3.Connection:
+    """Another process's long write transaction (a sqlite3 shell, an import batch...)."""
+    blocker = sqlite3.connect(path, isolation_level=None, timeout=5)
+    blocker.execute("BEGIN IMMEDIATE")
+    return blocker
+
+
+# --- the event loop held up by a locked store -----------------------------------------------
+
+
+def test_a_store_locked_by_another_process_does_not_stop_the_event_loop(tmp_path: Path) -> None:
+    """Only accept runs in a thread: a dispatch's settle / finish / dead letter (and the
+    periodic take-over) write to the store on the event loop itself. With another process
+    holding the write lock, every request of the server (health checks, voice webhooks,
+    events) waits busy_timeout (5 s by default) per write."""
+    path = tmp_path / "s.db"
+    store = LocalStore(path, sync=True, busy_timeout=1.5)
+    automations = engine(store, StatusHttp())
+
+    async def scenario() -> float:
+        plain = automations.accept(call("e1"))
+        assert plain is not None
+        blocker = hold_write_lock(path)
+        worst = 0.0
+
+        async def ticker() -> None:
+            nonlocal worst
+            for _ in range(60):  # bounded: 60 ticks of 50 ms
+                before = time.monotonic()
+                await asyncio.sleep(0.05)
+                worst = max(worst, time.monotonic() - before - 0.05)
+
+        ticks = asyncio.create_task(ticker())
+        await asyncio.sleep(0.1)
+        try:
+            await automations.run(plain)
+        except Exception:  # what it does with the StoreError is not the point here
+            pass
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+        await ticks
+        return worst
+
+    try:
+        worst = asyncio.run(asyncio.wait_for(scenario(), 30))
+        assert worst < 0.5, f"the event loop stood still for {worst:.2f} s"
+    finally:
+        asyncio.run(automations.aclose())
+        store.close()
+
+
+# --- a real serve process held up by the periodic take-over ---------------------------------
+
+
+def test_a_serving_process_answers_health_checks_while_another_holds_the_store(
+    tmp_path: Path,
+) -> None:
+    """`flowlang serve --events-store`: a process on the store died with an open event, and
+    another process (a sqlite3 shell, a deadletters import batch, a worker's long commit) holds
+    the write lock. The periodic take-over (every 10 s) writes to the store on the event loop:
+    the whole server stops answering, /healthz included, for busy_timeout (5 s)."""
+    import httpx
+
+    from tests.serve_process import ServeProcess, serve_arguments
+
+    path = tmp_path / "events.db"
+    server = ServeProcess(serve_arguments(tmp_path, "--events-store", str(path))).start()
+    blocker: sqlite3.Connection | None = None
+    try:
+        gone = LocalStore(path)
+        orphan = {"id": "orphan-1", "type": "contact.updated", "properties": {"name": "Ann"}}
+        assert gone.accept("orphan-1", orphan, time.time(), WINDOW)
+        gone.close()  # its process died: the next take-over looks at it
+        blocker = hold_write_lock(path)
+        worst = 0.0
+        deadline = time.monotonic() + 14.0  # more than one takeover_interval (10 s)
+        with httpx.Client(base_url=server.url, timeout=20, trust_env=False) as client:
+            for _ in range(200):  # bounded: 200 checks or 14 s
+                if time.monotonic() > deadline:
+                    break
+                before = time.monotonic()
+                assert client.get("/healthz").status_code == 200
+                worst = max(worst, time.monotonic() - before)
+                time.sleep(0.05)
+        assert worst < 2.0, f"/healthz waited {worst:.1f} s: the event loop stood still"
+    finally:
+        if blocker is not None:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+        server.kill()
+
+
+def test_events_sent_while_the_store_is_locked_get_503_in_bounded_time(tmp_path: Path) -> None:
+    """Each event is recorded in asyncio's default thread pool (min(32, CPUs + 4) threads:
+    6 on 2 CPUs). With the store locked by another process, each recording holds a thread for
+    busy_timeout (5 s): the 24 events sent at once are answered 503 one pool-full at a time,
+    the last after about 24 / 6 x 5 = 20 s instead of 5 s (with max_connections 1000, many
+    minutes); DNS look-ups of the deliveries share that pool and wait as long."""
+    import httpx
+
+    from tests.serve_process import ServeProcess, serve_arguments
+    from tests.serve_support import EVENT_TOKEN
+
+    path = tmp_path / "events.db"
+    server = ServeProcess(serve_arguments(tmp_path, "--events-store", str(path))).start()
+    blocker: sqlite3.Connection | None = None
+    try:
+        blocker = hold_write_lock(path)
+
+        async def send_all() -> tuple[list[int], float]:
+            limits = httpx.Limits(max_connections=64)
+            async with httpx.AsyncClient(
+                base_url=server.url, timeout=60, trust_env=False, limits=limits
+            ) as client:
+
+                async def one(number: int) -> int:
+                    event = {"id": f"locked-{number}", "type": "contact.updated", "properties": {}}
+                    answer = await client.post(
+                        "/events", json=event, headers={"Authorization": f"Bearer {EVENT_TOKEN}"}
+                    )
+                    return answer.status_code
+
+                before = time.monotonic()
+                statuses = await asyncio.gather(*(one(number) for number in range(24)))
+                return list(statuses), time.monotonic() - before
+
+        statuses, seconds = asyncio.run(asyncio.wait_for(send_all(), 90))
+        assert set(statuses) == {503}, statuses
+        assert seconds < 10.0, f"the last 503 came after {seconds:.1f} s (busy_timeout is 5 s)"
+    finally:
+        if blocker is not None:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+        server.kill()
+
+
+def test_the_periodic_take_over_of_many_orphaned_events_does_not_stop_the_event_loop(
+    tmp_path: Path,
+) -> None:
+    """A worker that died with many accepted events (max_pending_events is 10 000, each up to
+    256 KiB): the next periodic take-over reads every one of them at once (fetchall, then
+    three queries each, then decoded into memory) on the event loop, with no batch: the
+    server stops answering for as long (1 500 events of 100 KB: over a second; the 10 000 x
+    256 KiB it allows: gigabytes of memory and minutes)."""
+    import httpx
+
+    from tests.serve_process import ServeProcess, serve_arguments
+
+    path = tmp_path / "events.db"
+    server = ServeProcess(serve_arguments(tmp_path, "--events-store", str(path))).start()
+    try:
+        gone = LocalStore(path)
+        pad = "x" * 100_000
+        now = time.time()
+        for number in range(1500):
+            event_id = f"orphan-{number}"
+            event = {"id": event_id, "type": "other.kind", "properties": {"pad": pad}}
+            assert gone.accept(event_id, event, now, WINDOW)
+        gone.close()  # the worker died: the next take-over (within 10 s) takes them all
+        worst = 0.0
+        deadline = time.monotonic() + 14.0
+        with httpx.Client(base_url=server.url, timeout=60, trust_env=False) as client:
+            for _ in range(300):  # bounded: 300 checks or 14 s
+                if time.monotonic() > deadline:
+                    break
+                before = time.monotonic()
+                assert client.get("/healthz").status_code == 200
+                worst = max(worst, time.monotonic() - before)
+                time.sleep(0.05)
+        assert worst < 0.5, f"/healthz waited {worst:.2f} s while the take-over read the store"
+    finally:
+        server.kill()
