@@ -18,9 +18,11 @@ __all__ = ["EventIntake", "EventRefusedError"]
 import asyncio
 import contextlib
 import logging
+import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 import orjson
 
@@ -41,6 +43,8 @@ from flowlang.serve.signatures import (
 from flowlang.serve.voice import INTERNAL_ID
 
 log = logging.getLogger("flowlang.serve")
+
+T = TypeVar("T")
 
 
 class EventIntake:
@@ -79,6 +83,20 @@ class EventIntake:
         #: Accepted events whose dispatch has not finished.
         self._pending = 0
         self._triggers = {workflow.trigger for workflow in automations.workflows}
+        #: The events store's own threads (made on first use): ``store_threads`` that record
+        #: events, one more for the periodic take-over. Not asyncio's default pool, which
+        #: getaddrinfo shares: a store locked by another process holds up no DNS look-up.
+        self._store_pool: ThreadPoolExecutor | None = None
+        #: Free recording threads; an event that finds none is answered 503 at once.
+        self._recorders = threading.BoundedSemaphore(settings.store_threads)
+
+    def _in_store_thread(self, work: Callable[[], T]) -> asyncio.Future[T]:
+        """``work`` on one of the events store's threads."""
+        if self._store_pool is None:
+            self._store_pool = ThreadPoolExecutor(
+                self.settings.store_threads + 1, thread_name_prefix="flowlang-store"
+            )
+        return asyncio.get_running_loop().run_in_executor(self._store_pool, work)
 
     def check_secrets(self) -> None:
         """ValueError naming the first configured event secret that is unset or not a Standard
@@ -233,13 +251,14 @@ class EventIntake:
         return result
 
     async def _accept(self, event: Mapping[str, Any], trigger: str) -> dict[str, Any] | None:
-        """:meth:`Automations.accept`, its errors as the answers they are. With a store, in a
-        thread: a commit synced to the disk, or one waiting for another process's, does not
-        hold up the other requests."""
+        """:meth:`Automations.accept`, its errors as the answers they are. With a store, on one
+        of its threads: a commit synced to the disk, or one waiting for another process's, does
+        not hold up the other requests; with every one of them busy (another process holds the
+        store, say), EventRefusedError(503) at once rather than a turn in a queue."""
         try:
             if self.automations.store is None:
                 return self.automations.accept(event)
-            return await asyncio.to_thread(self.automations.accept, event)
+            return await self._record(event, trigger)
         except EventError as error:
             self.observer.event(trigger, "rejected")
             raise EventRefusedError(400, str(error)) from None
@@ -250,6 +269,31 @@ class EventIntake:
                 extra={"event": "event.unrecorded"},
             )
             raise EventRefusedError(503, "the event could not be recorded; send it again") from None
+
+    async def _record(self, event: Mapping[str, Any], trigger: str) -> dict[str, Any] | None:
+        """:meth:`Automations.accept` on a free recording thread of the store, or
+        EventRefusedError(503) at once when there is none."""
+        recorders = self._recorders
+        if not recorders.acquire(blocking=False):
+            self.observer.event(trigger, "rejected")
+            log.warning(
+                "every events store thread is busy recording: an event is refused (503)",
+                extra={"event": "event.store_busy"},
+            )
+            raise EventRefusedError(503, "the event store is busy; send the event again")
+
+        def record() -> dict[str, Any] | None:
+            try:
+                return self.automations.accept(event)
+            finally:  # released by the thread: a cancelled request does not free it early
+                recorders.release()
+
+        try:
+            future = self._in_store_thread(record)
+        except BaseException:
+            recorders.release()
+            raise
+        return await future
 
     def _start(self, work: Any) -> None:
         task = asyncio.get_running_loop().create_task(work)
@@ -298,7 +342,9 @@ class EventIntake:
         while True:
             await asyncio.sleep(self.settings.takeover_interval)
             try:
-                taken = self.automations.take_over()
+                # On a store thread: the take-over waits for a store another process holds
+                # (busy_timeout), then reads and decodes every orphaned event.
+                taken = await self._in_store_thread(self.automations.take_over)
             except Exception as error:  # the store unusable for a while: try again later
                 log.error(
                     "looking for unfinished events: %s", error, extra={"event": "event.takeover"}
@@ -306,6 +352,16 @@ class EventIntake:
                 continue
             if taken:
                 self._start(self._resume())
+
+    async def _close_store_pool(self, timeout: float) -> None:
+        """No more work for the store's threads; wait up to ``timeout`` seconds for those
+        running (a take-over: within the store's busy_timeout) before the store is closed."""
+        pool, self._store_pool = self._store_pool, None
+        if pool is None:
+            return
+        pool.shutdown(wait=False, cancel_futures=True)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.to_thread(pool.shutdown, True), timeout)
 
     async def drain(self, timeout: float) -> int:
         """Stop taking over; wait up to ``timeout`` seconds for dispatches in flight; cancel
@@ -316,6 +372,7 @@ class EventIntake:
             with contextlib.suppress(BaseException):
                 await self._watch
             self._watch = None
+        await self._close_store_pool(timeout)
         pending = set(self._tasks)
         if not pending:
             return 0
