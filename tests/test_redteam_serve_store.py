@@ -168,6 +168,11 @@ def test_an_event_whose_dead_letter_could_not_be_kept_is_run_again_while_the_pro
 # --- the event loop held up by a locked store -----------------------------------------------
 
 
+# Still failing after branch fixi (serve's half of finding 5 is fixed: the periodic take-over
+# and the recording of events run on the store's own threads, see test_serve_e2e): here the
+# stall is the dispatch's own write, Automations.run -> _dispatch -> _run_workflow -> _settle
+# -> _record (dispatch.py:511) -> LocalStore.settle (store.py:555), on the event loop: the
+# loop stands still for busy_timeout (1.51 s of 1.5 s), then StoreError. Left for a decision.
 def test_a_store_locked_by_another_process_does_not_stop_the_event_loop(tmp_path: Path) -> None:
     """Only accept runs in a thread: a dispatch's settle / finish / dead letter (and the
     periodic take-over) write to the store on the event loop itself. With another process
@@ -245,6 +250,13 @@ def test_an_event_is_not_accepted_into_a_store_file_that_was_deleted(
         store.close()
 
 
+# Still failing after branch fixi: the take-over itself now reads the 1 500 events on the
+# store's own thread (the loop lags at most ~15 ms during its 2-3 s), but Automations.resume
+# (dispatch.py:526) then dispatches them one after another, each ending in _record
+# (dispatch.py:503) -> LocalStore.finish (store.py:628), a synced commit on the event loop,
+# with no await between them that yields: ~1.2 s in-process, /healthz waited 3.5 s in this
+# test. Also left: the take-over reads every orphan at once (memory; store.py). Left for a
+# decision.
 def test_the_periodic_take_over_of_many_orphaned_events_does_not_stop_the_event_loop(
     tmp_path: Path,
 ) -> None:
