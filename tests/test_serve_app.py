@@ -8,6 +8,7 @@ import dataclasses
 import io
 import json
 import logging
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -667,6 +668,93 @@ def test_an_event_that_could_not_be_recorded_is_no_duplicate_when_sent_again(
             assert store_event(store, "evt-disk") in ("open", "done")
 
     run(main())
+
+
+def test_an_event_that_finds_every_store_thread_busy_is_refused_at_once(tmp_path: Path) -> None:
+    """Events are recorded on the events store's own threads (store_threads), never in
+    asyncio's default pool; with each of them held (the store locked by another process), an
+    event is answered 503 at once, and is no duplicate when it is sent again later."""
+    store = tmp_path / "events.db"
+    auth = {"Authorization": f"Bearer {EVENT_TOKEN}"}
+
+    async def main() -> None:
+        async with serving(
+            workflows=example_workflows(), events_store=store, settings=settings(store_threads=1)
+        ) as served:
+            book = served.server.events_store
+            assert book is not None
+            real_accept = book.accept
+            entered, leave = threading.Event(), threading.Event()
+            threads: list[str] = []
+
+            def accept(*arguments: Any) -> bool:
+                threads.append(threading.current_thread().name)
+                if not entered.is_set():
+                    entered.set()
+                    leave.wait(10)  # bounded: a store locked by another process
+                return real_accept(*arguments)
+
+            book.accept = accept  # type: ignore[method-assign]
+            first = asyncio.create_task(
+                served.client.post("/events", content=_missed("evt-held"), headers=auth)
+            )
+            assert await asyncio.to_thread(entered.wait, 5)
+            began = time.monotonic()
+            refused = await served.client.post("/events", content=_missed("evt-next"), headers=auth)
+            assert time.monotonic() - began < 1.0
+            assert refused.status_code == 503
+            assert "send the event again" in refused.json()["error"]
+            leave.set()
+            assert (await first).status_code == 202
+            again = await served.client.post("/events", content=_missed("evt-next"), headers=auth)
+            assert (again.status_code, again.json()) == (202, {"result": "accepted"})
+            assert threads and all(name.startswith("flowlang-store") for name in threads)
+
+    run(main())
+
+
+def test_the_periodic_take_over_runs_off_the_event_loop(tmp_path: Path) -> None:
+    """The periodic take-over (which waits for a store another process holds, then reads every
+    orphaned event) runs on a store thread: /healthz answers at once meanwhile."""
+    store = tmp_path / "events.db"
+
+    async def main() -> None:
+        async with serving(
+            workflows=example_workflows(),
+            events_store=store,
+            settings=settings(takeover_interval=0.05),
+        ) as served:
+            book = served.server.events_store
+            assert book is not None
+            real_take_over = book.take_over
+            threads: list[str] = []
+
+            def take_over() -> Any:
+                threads.append(threading.current_thread().name)
+                time.sleep(0.3)  # a store locked by another process, or many events to read
+                return real_take_over()
+
+            book.take_over = take_over  # type: ignore[method-assign]
+            worst = 0.0
+            deadline = time.monotonic() + 1.5
+            for _ in range(100):  # bounded: 100 checks or 1.5 s
+                if time.monotonic() > deadline:
+                    break
+                began = time.monotonic()
+                assert (await served.client.get("/healthz")).status_code == 200
+                worst = max(worst, time.monotonic() - began)
+                await asyncio.sleep(0.02)
+            assert len(threads) >= 2, threads
+            assert all(name.startswith("flowlang-store") for name in threads)
+            assert worst < 0.2, f"/healthz waited {worst:.2f} s"
+
+    run(main())
+
+
+@pytest.mark.parametrize("threads", [0, -1, 65, True, 2.0, "4", None])
+def test_store_threads_must_be_a_small_positive_count(threads: Any) -> None:
+    with pytest.raises(ValueError, match="store_threads"):
+        settings(store_threads=threads)
 
 
 def test_a_claim_left_by_a_dead_replica_lapses_and_the_call_goes_on() -> None:
