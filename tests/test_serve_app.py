@@ -670,10 +670,14 @@ def test_an_event_that_could_not_be_recorded_is_no_duplicate_when_sent_again(
     run(main())
 
 
-def test_an_event_that_finds_every_store_thread_busy_is_refused_at_once(tmp_path: Path) -> None:
+def test_events_waiting_for_a_store_thread_are_bounded_and_refused_when_the_store_fails(
+    tmp_path: Path,
+) -> None:
     """Events are recorded on the events store's own threads (store_threads), never in
-    asyncio's default pool; with each of them held (the store locked by another process), an
-    event is answered 503 at once, and is no duplicate when it is sent again later."""
+    asyncio's default pool. While the one thread is held (the store locked by another
+    process), 16 events may wait for it and the next is answered 503 at once; when the held
+    recording fails, those waiting are answered 503 then (not busy_timeout each in turn), and
+    each is no duplicate when it is sent again."""
     store = tmp_path / "events.db"
     auth = {"Authorization": f"Bearer {EVENT_TOKEN}"}
 
@@ -692,23 +696,38 @@ def test_an_event_that_finds_every_store_thread_busy_is_refused_at_once(tmp_path
                 if not entered.is_set():
                     entered.set()
                     leave.wait(10)  # bounded: a store locked by another process
+                    raise StoreError(f"store {store} cannot record an event: it is locked")
                 return real_accept(*arguments)
 
             book.accept = accept  # type: ignore[method-assign]
-            first = asyncio.create_task(
-                served.client.post("/events", content=_missed("evt-held"), headers=auth)
-            )
+
+            def post(number: int) -> Any:
+                return served.client.post("/events", content=_missed(f"evt-{number}"), headers=auth)
+
+            held = asyncio.create_task(post(0))
             assert await asyncio.to_thread(entered.wait, 5)
+            waiting = [asyncio.create_task(post(number)) for number in range(1, 16)]
+            for _ in range(100):  # bounded: until the 15 wait for the thread (or 1 s)
+                if served.server.intake._recorders._value == 0:  # type: ignore[attr-defined]
+                    break
+                await asyncio.sleep(0.01)
             began = time.monotonic()
-            refused = await served.client.post("/events", content=_missed("evt-next"), headers=auth)
+            refused = await post(16)
             assert time.monotonic() - began < 1.0
             assert refused.status_code == 503
             assert "send the event again" in refused.json()["error"]
             leave.set()
-            assert (await first).status_code == 202
-            again = await served.client.post("/events", content=_missed("evt-next"), headers=auth)
-            assert (again.status_code, again.json()) == (202, {"result": "accepted"})
-            assert threads and all(name.startswith("flowlang-store") for name in threads)
+            began = time.monotonic()
+            answers = [await task for task in [held, *waiting]]
+            assert time.monotonic() - began < 2.0
+            assert [answer.status_code for answer in answers] == [503] * 16
+            assert threads == [
+                "flowlang-store-record_0"
+            ]  # the waiting ones never touched the store
+            for number in range(17):
+                again = await post(number)
+                assert (again.status_code, again.json()) == (202, {"result": "accepted"})
+            assert all(name.startswith("flowlang-store-record") for name in threads)
 
     run(main())
 
@@ -745,7 +764,7 @@ def test_the_periodic_take_over_runs_off_the_event_loop(tmp_path: Path) -> None:
                 worst = max(worst, time.monotonic() - began)
                 await asyncio.sleep(0.02)
             assert len(threads) >= 2, threads
-            assert all(name.startswith("flowlang-store") for name in threads)
+            assert all(name.startswith("flowlang-store-takeover") for name in threads)
             assert worst < 0.2, f"/healthz waited {worst:.2f} s"
 
     run(main())

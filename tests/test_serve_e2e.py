@@ -338,10 +338,10 @@ def test_a_serving_process_answers_health_checks_while_another_holds_the_store(
 
 def test_events_sent_while_the_store_is_locked_get_503_in_bounded_time(tmp_path: Path) -> None:
     """The store locked by another process: each recording holds one of the store's own
-    threads (store_threads, 4) for busy_timeout (5 s), and an event that finds them all busy
-    is answered 503 at once, so the 24 events sent at once all have their 503 within about
-    busy_timeout (red team: they queued in asyncio's default pool, which DNS look-ups share,
-    the last after 20 s)."""
+    threads (store_threads, 4) for busy_timeout (5 s); the events waiting for a thread when
+    those fail are answered 503 then, so the 24 events sent at once all have their 503 within
+    about busy_timeout (red team: they queued in asyncio's default pool, which DNS look-ups
+    share, each pool-full waiting busy_timeout in turn: the last after 20 s)."""
 
     path = tmp_path / "events.db"
     server = ServeProcess(serve_arguments(tmp_path, "--events-store", str(path))).start()

@@ -29,7 +29,7 @@ import orjson
 from flowlang.automations.dispatch import Automations, DispatchResult, describe_error
 from flowlang.automations.records import check_event
 from flowlang.distributed.messages import AcceptMessage
-from flowlang.errors import CallStoreError, EventError, EventRefusedError
+from flowlang.errors import CallStoreError, EventError, EventRefusedError, StoreError
 from flowlang.observe import Observer
 from flowlang.runtime.secrets import SecretsProvider
 from flowlang.serve.calls import CallStore
@@ -45,6 +45,9 @@ from flowlang.serve.voice import INTERNAL_ID
 log = logging.getLogger("flowlang.serve")
 
 T = TypeVar("T")
+
+#: Events that may wait for each of the events store's recording threads (beyond, 503 at once).
+QUEUED_PER_THREAD = 16
 
 
 class EventIntake:
@@ -84,19 +87,26 @@ class EventIntake:
         self._pending = 0
         self._triggers = {workflow.trigger for workflow in automations.workflows}
         #: The events store's own threads (made on first use): ``store_threads`` that record
-        #: events, one more for the periodic take-over. Not asyncio's default pool, which
+        #: events, and one for the periodic take-over. Not asyncio's default pool, which
         #: getaddrinfo shares: a store locked by another process holds up no DNS look-up.
-        self._store_pool: ThreadPoolExecutor | None = None
-        #: Free recording threads; an event that finds none is answered 503 at once.
-        self._recorders = threading.BoundedSemaphore(settings.store_threads)
+        self._pools: dict[str, ThreadPoolExecutor] = {}
+        #: Room for events being recorded or waiting for a recording thread; an event that
+        #: finds none is answered 503 at once.
+        self._recorders = threading.BoundedSemaphore(settings.store_threads * QUEUED_PER_THREAD)
+        #: When a recording last failed (the store locked by another process beyond its
+        #: busy_timeout, say), time.monotonic(): the events that were waiting for a thread
+        #: then are refused without waiting busy_timeout each in turn.
+        self._store_failed = -1.0
 
-    def _in_store_thread(self, work: Callable[[], T]) -> asyncio.Future[T]:
-        """``work`` on one of the events store's threads."""
-        if self._store_pool is None:
-            self._store_pool = ThreadPoolExecutor(
-                self.settings.store_threads + 1, thread_name_prefix="flowlang-store"
-            )
-        return asyncio.get_running_loop().run_in_executor(self._store_pool, work)
+    def _in_store_thread(self, work: Callable[[], T], kind: str = "record") -> asyncio.Future[T]:
+        """``work`` on one of the events store's threads of ``kind``: ``record`` (events) or
+        ``takeover``."""
+        pool = self._pools.get(kind)
+        if pool is None:
+            threads = self.settings.store_threads if kind == "record" else 1
+            pool = ThreadPoolExecutor(threads, thread_name_prefix=f"flowlang-store-{kind}")
+            self._pools[kind] = pool
+        return asyncio.get_running_loop().run_in_executor(pool, work)
 
     def check_secrets(self) -> None:
         """ValueError naming the first configured event secret that is unset or not a Standard
@@ -271,20 +281,31 @@ class EventIntake:
             raise EventRefusedError(503, "the event could not be recorded; send it again") from None
 
     async def _record(self, event: Mapping[str, Any], trigger: str) -> dict[str, Any] | None:
-        """:meth:`Automations.accept` on a free recording thread of the store, or
-        EventRefusedError(503) at once when there is none."""
+        """:meth:`Automations.accept` on a recording thread of the store; EventRefusedError(503)
+        at once when ``store_threads`` x QUEUED_PER_THREAD events are being recorded or wait
+        for a thread already, and as soon as it has a thread when a recording failed while it
+        waited (each waiting in turn for a locked store would answer the last after many
+        busy_timeouts)."""
         recorders = self._recorders
         if not recorders.acquire(blocking=False):
             self.observer.event(trigger, "rejected")
             log.warning(
-                "every events store thread is busy recording: an event is refused (503)",
+                "too many events wait to be recorded in the events store: one is refused (503)",
                 extra={"event": "event.store_busy"},
             )
             raise EventRefusedError(503, "the event store is busy; send the event again")
 
+        queued = time.monotonic()
+
         def record() -> dict[str, Any] | None:
             try:
-                return self.automations.accept(event)
+                if self._store_failed >= queued:
+                    raise StoreError("the store failed while the event waited to be recorded")
+                try:
+                    return self.automations.accept(event)
+                except OSError:
+                    self._store_failed = time.monotonic()
+                    raise
             finally:  # released by the thread: a cancelled request does not free it early
                 recorders.release()
 
@@ -344,7 +365,7 @@ class EventIntake:
             try:
                 # On a store thread: the take-over waits for a store another process holds
                 # (busy_timeout), then reads and decodes every orphaned event.
-                taken = await self._in_store_thread(self.automations.take_over)
+                taken = await self._in_store_thread(self.automations.take_over, "takeover")
             except Exception as error:  # the store unusable for a while: try again later
                 log.error(
                     "looking for unfinished events: %s", error, extra={"event": "event.takeover"}
@@ -356,12 +377,12 @@ class EventIntake:
     async def _close_store_pool(self, timeout: float) -> None:
         """No more work for the store's threads; wait up to ``timeout`` seconds for those
         running (a take-over: within the store's busy_timeout) before the store is closed."""
-        pool, self._store_pool = self._store_pool, None
-        if pool is None:
-            return
-        pool.shutdown(wait=False, cancel_futures=True)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.to_thread(pool.shutdown, True), timeout)
+        pools, self._pools = list(self._pools.values()), {}
+        for pool in pools:
+            pool.shutdown(wait=False, cancel_futures=True)
+        for pool in pools:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.to_thread(pool.shutdown, True), timeout)
 
     async def drain(self, timeout: float) -> int:
         """Stop taking over; wait up to ``timeout`` seconds for dispatches in flight; cancel

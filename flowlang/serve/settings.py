@@ -70,8 +70,9 @@ class ServeSettings:
     #: again later) instead of holding more in memory.
     max_pending_events: int = 10_000
     #: Threads that record events in the events store (and one more for the periodic
-    #: take-over); an event that finds them all busy (the store locked by another process,
-    #: say) is answered 503 at once instead of waiting for a turn.
+    #: take-over). At most 16 events per thread wait for one; beyond, POST /events answers
+    #: 503 at once (and those waiting when a recording fails, the store locked by another
+    #: process say, are answered 503 then, rather than each waiting busy_timeout in turn).
     store_threads: int = 4
     #: Seconds a request's body may take to arrive (a slow sender holds a connection no longer).
     body_timeout: float = 10.0
