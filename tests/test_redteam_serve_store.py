@@ -52,7 +52,7 @@ def hold_write_lock(path: Path) -> sqlite3.Connection:
     return blocker
 
 
-# --- the event loop held up by a locked store -----------------------------------------------
+# --- owners folder tampered with ------------------------------------------------------------
 
 
 def test_a_store_locked_by_another_process_does_not_stop_the_event_loop(tmp_path: Path) -> None:
@@ -97,89 +97,7 @@ def test_a_store_locked_by_another_process_does_not_stop_the_event_loop(tmp_path
         store.close()
 
 
-# --- a real serve process held up by the periodic take-over ---------------------------------
-
-
-def test_a_serving_process_answers_health_checks_while_another_holds_the_store(
-    tmp_path: Path,
-) -> None:
-    """`flowlang serve --events-store`: a process on the store died with an open event, and
-    another process (a sqlite3 shell, a deadletters import batch, a worker's long commit) holds
-    the write lock. The periodic take-over (every 10 s) writes to the store on the event loop:
-    the whole server stops answering, /healthz included, for busy_timeout (5 s)."""
-    import httpx
-
-    from tests.serve_process import ServeProcess, serve_arguments
-
-    path = tmp_path / "events.db"
-    server = ServeProcess(serve_arguments(tmp_path, "--events-store", str(path))).start()
-    blocker: sqlite3.Connection | None = None
-    try:
-        gone = LocalStore(path)
-        orphan = {"id": "orphan-1", "type": "contact.updated", "properties": {"name": "Ann"}}
-        assert gone.accept("orphan-1", orphan, time.time(), WINDOW)
-        gone.close()  # its process died: the next take-over looks at it
-        blocker = hold_write_lock(path)
-        worst = 0.0
-        deadline = time.monotonic() + 14.0  # more than one takeover_interval (10 s)
-        with httpx.Client(base_url=server.url, timeout=20, trust_env=False) as client:
-            for _ in range(200):  # bounded: 200 checks or 14 s
-                if time.monotonic() > deadline:
-                    break
-                before = time.monotonic()
-                assert client.get("/healthz").status_code == 200
-                worst = max(worst, time.monotonic() - before)
-                time.sleep(0.05)
-        assert worst < 2.0, f"/healthz waited {worst:.1f} s: the event loop stood still"
-    finally:
-        if blocker is not None:
-            blocker.execute("ROLLBACK")
-            blocker.close()
-        server.kill()
-
-
-def test_events_sent_while_the_store_is_locked_get_503_in_bounded_time(tmp_path: Path) -> None:
-    """Each event is recorded in asyncio's default thread pool (min(32, CPUs + 4) threads:
-    6 on 2 CPUs). With the store locked by another process, each recording holds a thread for
-    busy_timeout (5 s): the 24 events sent at once are answered 503 one pool-full at a time,
-    the last after about 24 / 6 x 5 = 20 s instead of 5 s (with max_connections 1000, many
-    minutes); DNS look-ups of the deliveries share that pool and wait as long."""
-    import httpx
-
-    from tests.serve_process import ServeProcess, serve_arguments
-    from tests.serve_support import EVENT_TOKEN
-
-    path = tmp_path / "events.db"
-    server = ServeProcess(serve_arguments(tmp_path, "--events-store", str(path))).start()
-    blocker: sqlite3.Connection | None = None
-    try:
-        blocker = hold_write_lock(path)
-
-        async def send_all() -> tuple[list[int], float]:
-            limits = httpx.Limits(max_connections=64)
-            async with httpx.AsyncClient(
-                base_url=server.url, timeout=60, trust_env=False, limits=limits
-            ) as client:
-
-                async def one(number: int) -> int:
-                    event = {"id": f"locked-{number}", "type": "contact.updated", "properties": {}}
-                    answer = await client.post(
-                        "/events", json=event, headers={"Authorization": f"Bearer {EVENT_TOKEN}"}
-                    )
-                    return answer.status_code
-
-                before = time.monotonic()
-                statuses = await asyncio.gather(*(one(number) for number in range(24)))
-                return list(statuses), time.monotonic() - before
-
-        statuses, seconds = asyncio.run(asyncio.wait_for(send_all(), 90))
-        assert set(statuses) == {503}, statuses
-        assert seconds < 10.0, f"the last 503 came after {seconds:.1f} s (busy_timeout is 5 s)"
-    finally:
-        if blocker is not None:
-            blocker.execute("ROLLBACK")
-            blocker.close()
-        server.kill()
+# --- the store file deleted while serving ---------------------------------------------------
 
 
 def test_the_periodic_take_over_of_many_orphaned_events_does_not_stop_the_event_loop(

@@ -8,6 +8,7 @@ import dataclasses
 import io
 import json
 import logging
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -667,6 +668,112 @@ def test_an_event_that_could_not_be_recorded_is_no_duplicate_when_sent_again(
             assert store_event(store, "evt-disk") in ("open", "done")
 
     run(main())
+
+
+def test_events_waiting_for_a_store_thread_are_bounded_and_refused_when_the_store_fails(
+    tmp_path: Path,
+) -> None:
+    """Events are recorded on the events store's own threads (store_threads), never in
+    asyncio's default pool. While the one thread is held (the store locked by another
+    process), 16 events may wait for it and the next is answered 503 at once; when the held
+    recording fails, those waiting are answered 503 then (not busy_timeout each in turn), and
+    each is no duplicate when it is sent again."""
+    store = tmp_path / "events.db"
+    auth = {"Authorization": f"Bearer {EVENT_TOKEN}"}
+
+    async def main() -> None:
+        async with serving(
+            workflows=example_workflows(), events_store=store, settings=settings(store_threads=1)
+        ) as served:
+            book = served.server.events_store
+            assert book is not None
+            real_accept = book.accept
+            entered, leave = threading.Event(), threading.Event()
+            threads: list[str] = []
+
+            def accept(*arguments: Any) -> bool:
+                threads.append(threading.current_thread().name)
+                if not entered.is_set():
+                    entered.set()
+                    leave.wait(10)  # bounded: a store locked by another process
+                    raise StoreError(f"store {store} cannot record an event: it is locked")
+                return real_accept(*arguments)
+
+            book.accept = accept  # type: ignore[method-assign]
+
+            def post(number: int) -> Any:
+                return served.client.post("/events", content=_missed(f"evt-{number}"), headers=auth)
+
+            held = asyncio.create_task(post(0))
+            assert await asyncio.to_thread(entered.wait, 5)
+            waiting = [asyncio.create_task(post(number)) for number in range(1, 16)]
+            for _ in range(100):  # bounded: until the 15 wait for the thread (or 1 s)
+                if served.server.intake._recorders._value == 0:  # type: ignore[attr-defined]
+                    break
+                await asyncio.sleep(0.01)
+            began = time.monotonic()
+            refused = await post(16)
+            assert time.monotonic() - began < 1.0
+            assert refused.status_code == 503
+            assert "send the event again" in refused.json()["error"]
+            leave.set()
+            began = time.monotonic()
+            answers = [await task for task in [held, *waiting]]
+            assert time.monotonic() - began < 2.0
+            assert [answer.status_code for answer in answers] == [503] * 16
+            assert threads == [
+                "flowlang-store-record_0"
+            ]  # the waiting ones never touched the store
+            for number in range(17):
+                again = await post(number)
+                assert (again.status_code, again.json()) == (202, {"result": "accepted"})
+            assert all(name.startswith("flowlang-store-record") for name in threads)
+
+    run(main())
+
+
+def test_the_periodic_take_over_runs_off_the_event_loop(tmp_path: Path) -> None:
+    """The periodic take-over (which waits for a store another process holds, then reads every
+    orphaned event) runs on a store thread: /healthz answers at once meanwhile."""
+    store = tmp_path / "events.db"
+
+    async def main() -> None:
+        async with serving(
+            workflows=example_workflows(),
+            events_store=store,
+            settings=settings(takeover_interval=0.05),
+        ) as served:
+            book = served.server.events_store
+            assert book is not None
+            real_take_over = book.take_over
+            threads: list[str] = []
+
+            def take_over() -> Any:
+                threads.append(threading.current_thread().name)
+                time.sleep(0.3)  # a store locked by another process, or many events to read
+                return real_take_over()
+
+            book.take_over = take_over  # type: ignore[method-assign]
+            worst = 0.0
+            deadline = time.monotonic() + 1.5
+            for _ in range(100):  # bounded: 100 checks or 1.5 s
+                if time.monotonic() > deadline:
+                    break
+                began = time.monotonic()
+                assert (await served.client.get("/healthz")).status_code == 200
+                worst = max(worst, time.monotonic() - began)
+                await asyncio.sleep(0.02)
+            assert len(threads) >= 2, threads
+            assert all(name.startswith("flowlang-store-takeover") for name in threads)
+            assert worst < 0.2, f"/healthz waited {worst:.2f} s"
+
+    run(main())
+
+
+@pytest.mark.parametrize("threads", [0, -1, 65, True, 2.0, "4", None])
+def test_store_threads_must_be_a_small_positive_count(threads: Any) -> None:
+    with pytest.raises(ValueError, match="store_threads"):
+        settings(store_threads=threads)
 
 
 def test_a_claim_left_by_a_dead_replica_lapses_and_the_call_goes_on() -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
+import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +18,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from flowlang.automations.store import LocalStore
 from tests.serve_process import ServeProcess, serve_arguments
 from tests.serve_support import (
     EVENT_TOKEN,
@@ -287,3 +289,88 @@ def test_two_servers_share_one_store_and_the_live_one_takes_over(tmp_path: Path)
     finally:
         slow.kill()
         fast.kill()
+
+
+# --- the events store locked by another process ---------------------------------------------
+
+
+def hold_write_lock(path: Path) -> sqlite3.Connection:
+    """Another process's long write transaction (a sqlite3 shell, an import batch...)."""
+    blocker = sqlite3.connect(path, isolation_level=None, timeout=5)
+    blocker.execute("BEGIN IMMEDIATE")
+    return blocker
+
+
+def test_a_serving_process_answers_health_checks_while_another_holds_the_store(
+    tmp_path: Path,
+) -> None:
+    """`flowlang serve --events-store`: a process on the store died with an open event, and
+    another process (a sqlite3 shell, a deadletters import batch, a worker's long commit) holds
+    the write lock. The periodic take-over (every 10 s) waits busy_timeout (5 s) for the store
+    on the store's own thread, not on the event loop: /healthz answers throughout (red team:
+    it waited 5 s when the take-over ran on the loop)."""
+    path = tmp_path / "events.db"
+    server = ServeProcess(serve_arguments(tmp_path, "--events-store", str(path))).start()
+    blocker: sqlite3.Connection | None = None
+    try:
+        gone = LocalStore(path)
+        orphan = {"id": "orphan-1", "type": "contact.updated", "properties": {"name": "Ann"}}
+        assert gone.accept("orphan-1", orphan, time.time(), 3600.0)
+        gone.close()  # its process died: the next take-over looks at it
+        blocker = hold_write_lock(path)
+        worst = 0.0
+        deadline = time.monotonic() + 14.0  # more than one takeover_interval (10 s)
+        with httpx.Client(base_url=server.url, timeout=20, trust_env=False) as client:
+            for _ in range(200):  # bounded: 200 checks or 14 s
+                if time.monotonic() > deadline:
+                    break
+                before = time.monotonic()
+                assert client.get("/healthz").status_code == 200
+                worst = max(worst, time.monotonic() - before)
+                time.sleep(0.05)
+        assert worst < 2.0, f"/healthz waited {worst:.1f} s: the event loop stood still"
+    finally:
+        if blocker is not None:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+        server.kill()
+
+
+def test_events_sent_while_the_store_is_locked_get_503_in_bounded_time(tmp_path: Path) -> None:
+    """The store locked by another process: each recording holds one of the store's own
+    threads (store_threads, 4) for busy_timeout (5 s); the events waiting for a thread when
+    those fail are answered 503 then, so the 24 events sent at once all have their 503 within
+    about busy_timeout (red team: they queued in asyncio's default pool, which DNS look-ups
+    share, each pool-full waiting busy_timeout in turn: the last after 20 s)."""
+
+    path = tmp_path / "events.db"
+    server = ServeProcess(serve_arguments(tmp_path, "--events-store", str(path))).start()
+    blocker: sqlite3.Connection | None = None
+    try:
+        blocker = hold_write_lock(path)
+
+        async def send_all() -> tuple[list[int], float]:
+            limits = httpx.Limits(max_connections=64)
+            async with httpx.AsyncClient(
+                base_url=server.url, timeout=60, trust_env=False, limits=limits
+            ) as client:
+
+                async def one(number: int) -> int:
+                    event = {"id": f"locked-{number}", "type": "contact.updated", "properties": {}}
+                    answer = await client.post(
+                        "/events", json=event, headers={"Authorization": f"Bearer {EVENT_TOKEN}"}
+                    )
+                    return answer.status_code
+
+                before = time.monotonic()
+                statuses = await asyncio.gather(*(one(number) for number in range(24)))
+                return list(statuses), time.monotonic() - before
+
+        statuses, seconds = asyncio.run(asyncio.wait_for(send_all(), 90))
+        assert set(statuses) == {503}, statuses
+        assert seconds < 10.0, f"the last 503 came after {seconds:.1f} s (busy_timeout is 5 s)"
+    finally:
+        if blocker is not None:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+        server.kill()

@@ -18,16 +18,18 @@ __all__ = ["EventIntake", "EventRefusedError"]
 import asyncio
 import contextlib
 import logging
+import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 import orjson
 
 from flowlang.automations.dispatch import Automations, DispatchResult, describe_error
 from flowlang.automations.records import check_event
 from flowlang.distributed.messages import AcceptMessage
-from flowlang.errors import CallStoreError, EventError, EventRefusedError
+from flowlang.errors import CallStoreError, EventError, EventRefusedError, StoreError
 from flowlang.observe import Observer
 from flowlang.runtime.secrets import SecretsProvider
 from flowlang.serve.calls import CallStore
@@ -41,6 +43,11 @@ from flowlang.serve.signatures import (
 from flowlang.serve.voice import INTERNAL_ID
 
 log = logging.getLogger("flowlang.serve")
+
+T = TypeVar("T")
+
+#: Events that may wait for each of the events store's recording threads (beyond, 503 at once).
+QUEUED_PER_THREAD = 16
 
 
 class EventIntake:
@@ -79,6 +86,27 @@ class EventIntake:
         #: Accepted events whose dispatch has not finished.
         self._pending = 0
         self._triggers = {workflow.trigger for workflow in automations.workflows}
+        #: The events store's own threads (made on first use): ``store_threads`` that record
+        #: events, and one for the periodic take-over. Not asyncio's default pool, which
+        #: getaddrinfo shares: a store locked by another process holds up no DNS look-up.
+        self._pools: dict[str, ThreadPoolExecutor] = {}
+        #: Room for events being recorded or waiting for a recording thread; an event that
+        #: finds none is answered 503 at once.
+        self._recorders = threading.BoundedSemaphore(settings.store_threads * QUEUED_PER_THREAD)
+        #: When a recording last failed (the store locked by another process beyond its
+        #: busy_timeout, say), time.monotonic(): the events that were waiting for a thread
+        #: then are refused without waiting busy_timeout each in turn.
+        self._store_failed = -1.0
+
+    def _in_store_thread(self, work: Callable[[], T], kind: str = "record") -> asyncio.Future[T]:
+        """``work`` on one of the events store's threads of ``kind``: ``record`` (events) or
+        ``takeover``."""
+        pool = self._pools.get(kind)
+        if pool is None:
+            threads = self.settings.store_threads if kind == "record" else 1
+            pool = ThreadPoolExecutor(threads, thread_name_prefix=f"flowlang-store-{kind}")
+            self._pools[kind] = pool
+        return asyncio.get_running_loop().run_in_executor(pool, work)
 
     def check_secrets(self) -> None:
         """ValueError naming the first configured event secret that is unset or not a Standard
@@ -233,13 +261,14 @@ class EventIntake:
         return result
 
     async def _accept(self, event: Mapping[str, Any], trigger: str) -> dict[str, Any] | None:
-        """:meth:`Automations.accept`, its errors as the answers they are. With a store, in a
-        thread: a commit synced to the disk, or one waiting for another process's, does not
-        hold up the other requests."""
+        """:meth:`Automations.accept`, its errors as the answers they are. With a store, on one
+        of its threads: a commit synced to the disk, or one waiting for another process's, does
+        not hold up the other requests; with every one of them busy (another process holds the
+        store, say), EventRefusedError(503) at once rather than a turn in a queue."""
         try:
             if self.automations.store is None:
                 return self.automations.accept(event)
-            return await asyncio.to_thread(self.automations.accept, event)
+            return await self._record(event, trigger)
         except EventError as error:
             self.observer.event(trigger, "rejected")
             raise EventRefusedError(400, str(error)) from None
@@ -250,6 +279,42 @@ class EventIntake:
                 extra={"event": "event.unrecorded"},
             )
             raise EventRefusedError(503, "the event could not be recorded; send it again") from None
+
+    async def _record(self, event: Mapping[str, Any], trigger: str) -> dict[str, Any] | None:
+        """:meth:`Automations.accept` on a recording thread of the store; EventRefusedError(503)
+        at once when ``store_threads`` x QUEUED_PER_THREAD events are being recorded or wait
+        for a thread already, and as soon as it has a thread when a recording failed while it
+        waited (each waiting in turn for a locked store would answer the last after many
+        busy_timeouts)."""
+        recorders = self._recorders
+        if not recorders.acquire(blocking=False):
+            self.observer.event(trigger, "rejected")
+            log.warning(
+                "too many events wait to be recorded in the events store: one is refused (503)",
+                extra={"event": "event.store_busy"},
+            )
+            raise EventRefusedError(503, "the event store is busy; send the event again")
+
+        queued = time.monotonic()
+
+        def record() -> dict[str, Any] | None:
+            try:
+                if self._store_failed >= queued:
+                    raise StoreError("the store failed while the event waited to be recorded")
+                try:
+                    return self.automations.accept(event)
+                except OSError:
+                    self._store_failed = time.monotonic()
+                    raise
+            finally:  # released by the thread: a cancelled request does not free it early
+                recorders.release()
+
+        try:
+            future = self._in_store_thread(record)
+        except BaseException:
+            recorders.release()
+            raise
+        return await future
 
     def _start(self, work: Any) -> None:
         task = asyncio.get_running_loop().create_task(work)
@@ -298,7 +363,9 @@ class EventIntake:
         while True:
             await asyncio.sleep(self.settings.takeover_interval)
             try:
-                taken = self.automations.take_over()
+                # On a store thread: the take-over waits for a store another process holds
+                # (busy_timeout), then reads and decodes every orphaned event.
+                taken = await self._in_store_thread(self.automations.take_over, "takeover")
             except Exception as error:  # the store unusable for a while: try again later
                 log.error(
                     "looking for unfinished events: %s", error, extra={"event": "event.takeover"}
@@ -306,6 +373,16 @@ class EventIntake:
                 continue
             if taken:
                 self._start(self._resume())
+
+    async def _close_store_pool(self, timeout: float) -> None:
+        """No more work for the store's threads; wait up to ``timeout`` seconds for those
+        running (a take-over: within the store's busy_timeout) before the store is closed."""
+        pools, self._pools = list(self._pools.values()), {}
+        for pool in pools:
+            pool.shutdown(wait=False, cancel_futures=True)
+        for pool in pools:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.to_thread(pool.shutdown, True), timeout)
 
     async def drain(self, timeout: float) -> int:
         """Stop taking over; wait up to ``timeout`` seconds for dispatches in flight; cancel
@@ -316,6 +393,7 @@ class EventIntake:
             with contextlib.suppress(BaseException):
                 await self._watch
             self._watch = None
+        await self._close_store_pool(timeout)
         pending = set(self._tasks)
         if not pending:
             return 0

@@ -17,6 +17,9 @@ if TYPE_CHECKING:
 #: Seconds Twilio waits for a webhook's answer before it gives up (error 11205).
 TWILIO_BUDGET = 15.0
 
+#: The most threads ServeSettings.store_threads may ask for.
+MAX_STORE_THREADS = 64
+
 
 @dataclass(frozen=True, kw_only=True)
 class ServeSettings:
@@ -66,6 +69,11 @@ class ServeSettings:
     #: Accepted events not yet dispatched at most; beyond, POST /events answers 503 (send
     #: again later) instead of holding more in memory.
     max_pending_events: int = 10_000
+    #: Threads that record events in the events store (and one more for the periodic
+    #: take-over). At most 16 events per thread wait for one; beyond, POST /events answers
+    #: 503 at once (and those waiting when a recording fails, the store locked by another
+    #: process say, are answered 503 then, rather than each waiting busy_timeout in turn).
+    store_threads: int = 4
     #: Seconds a request's body may take to arrive (a slow sender holds a connection no longer).
     body_timeout: float = 10.0
     #: Seconds a duplicate webhook waits for the first copy's answer before it is refused.
@@ -99,6 +107,7 @@ class ServeSettings:
                 "max_event_bytes",
                 "dispatch_concurrency",
                 "max_pending_events",
+                "store_threads",
             ),
         )
         check_durations(
@@ -113,6 +122,11 @@ class ServeSettings:
                 "takeover_interval",
             ),
         )
+        if self.store_threads > MAX_STORE_THREADS:
+            raise ValueError(
+                f"ServeSettings.store_threads must be at most {MAX_STORE_THREADS} (each holds a "
+                f"connection to the events store), not {self.store_threads!r}"
+            )
         if self.segment_deadline >= TWILIO_BUDGET:
             raise ValueError(
                 f"ServeSettings.segment_deadline must be under Twilio's {TWILIO_BUDGET:g} s, "
