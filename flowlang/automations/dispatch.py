@@ -545,6 +545,8 @@ class Automations:
         items = list(pending.items())
         for number, (event_id, state) in enumerate(items):
             try:
+                if number:
+                    await asyncio.sleep(0)  # other work runs between events (a serving loop)
                 results.append(await self._dispatch(state["event"], event_id, state))
             except BaseException:
                 # The rest are kept for the next resume (this one runs again: _dispatch).

@@ -17,6 +17,7 @@ __all__ = ["EventIntake", "EventRefusedError"]
 
 import asyncio
 import contextlib
+import functools
 import logging
 import threading
 import time
@@ -43,6 +44,11 @@ from flowlang.serve.signatures import (
 from flowlang.serve.voice import INTERNAL_ID
 
 log = logging.getLogger("flowlang.serve")
+
+#: Open events taken over from dead processes per store call (each is read and decoded in
+#: memory until it is resumed), and batches taken one after another before the next interval.
+TAKEOVER_BATCH = 256
+MAX_BATCHES_AT_ONCE = 64
 
 T = TypeVar("T")
 
@@ -316,10 +322,11 @@ class EventIntake:
             raise
         return await future
 
-    def _start(self, work: Any) -> None:
+    def _start(self, work: Any) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     async def _dispatch(self, event: Mapping[str, Any]) -> None:
         try:
@@ -360,19 +367,29 @@ class EventIntake:
         """Every ``takeover_interval`` seconds, take over the open events of processes on the
         store that died meanwhile (a worker killed, another server stopped by SIGKILL) and
         finish them."""
+        take_a_batch = functools.partial(self.automations.take_over, TAKEOVER_BATCH)
         while True:
             await asyncio.sleep(self.settings.takeover_interval)
-            try:
-                # On a store thread: the take-over waits for a store another process holds
-                # (busy_timeout), then reads and decodes every orphaned event.
-                taken = await self._in_store_thread(self.automations.take_over, "takeover")
-            except Exception as error:  # the store unusable for a while: try again later
-                log.error(
-                    "looking for unfinished events: %s", error, extra={"event": "event.takeover"}
-                )
-                continue
-            if taken:
-                self._start(self._resume())
+            for _ in range(MAX_BATCHES_AT_ONCE):  # a dead process's many events, batch by batch
+                try:
+                    # On a store thread: the take-over waits for a store another process
+                    # holds (busy_timeout), then reads and decodes at most a batch of events.
+                    taken = await self._in_store_thread(take_a_batch, "takeover")
+                except Exception as error:  # the store unusable for a while: try again later
+                    log.error(
+                        "looking for unfinished events: %s",
+                        error,
+                        extra={"event": "event.takeover"},
+                    )
+                    break
+                if not taken:
+                    break
+                # Finished before the next batch is read (shielded: a drain waits for it as
+                # for any dispatch, rather than cutting it short with this loop).
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self._start(self._resume()))
+                if taken < TAKEOVER_BATCH:
+                    break
 
     async def _close_store_pool(self, timeout: float) -> None:
         """No more work for the store's threads; wait up to ``timeout`` seconds for those
