@@ -748,10 +748,10 @@ def test_the_periodic_take_over_runs_off_the_event_loop(tmp_path: Path) -> None:
             real_take_over = book.take_over
             threads: list[str] = []
 
-            def take_over() -> Any:
+            def take_over(*args: Any) -> Any:
                 threads.append(threading.current_thread().name)
                 time.sleep(0.3)  # a store locked by another process, or many events to read
-                return real_take_over()
+                return real_take_over(*args)
 
             book.take_over = take_over  # type: ignore[method-assign]
             worst = 0.0
@@ -1112,7 +1112,7 @@ def test_a_failing_look_for_unfinished_events_is_logged_and_tried_again(
             settings=settings(takeover_interval=0.05),
         ) as served:
 
-            def take_over() -> int:
+            def take_over(limit: int | None = None) -> int:
                 looks.append(1)
                 if len(looks) <= 2:
                     raise StoreError(f"store {store} cannot be read: the disk is full")

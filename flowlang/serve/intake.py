@@ -17,7 +17,6 @@ __all__ = ["EventIntake", "EventRefusedError"]
 
 import asyncio
 import contextlib
-import functools
 import logging
 import threading
 import time
@@ -363,18 +362,21 @@ class EventIntake:
         for result in results:
             self.observer.dispatched(result)
 
+    def _take_a_batch(self) -> int:
+        """At most TAKEOVER_BATCH open events of dead processes taken over (a store thread)."""
+        return self.automations.take_over(TAKEOVER_BATCH)
+
     async def _take_over_from_time_to_time(self) -> None:
         """Every ``takeover_interval`` seconds, take over the open events of processes on the
         store that died meanwhile (a worker killed, another server stopped by SIGKILL) and
         finish them."""
-        take_a_batch = functools.partial(self.automations.take_over, TAKEOVER_BATCH)
         while True:
             await asyncio.sleep(self.settings.takeover_interval)
             for _ in range(MAX_BATCHES_AT_ONCE):  # a dead process's many events, batch by batch
                 try:
                     # On a store thread: the take-over waits for a store another process
                     # holds (busy_timeout), then reads and decodes at most a batch of events.
-                    taken = await self._in_store_thread(take_a_batch, "takeover")
+                    taken = await self._in_store_thread(self._take_a_batch, "takeover")
                 except Exception as error:  # the store unusable for a while: try again later
                     log.error(
                         "looking for unfinished events: %s",
