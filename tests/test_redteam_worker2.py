@@ -112,16 +112,18 @@ def _event_body(event_id: str) -> bytes:
 def test_serve_broker_on_rabbitmq_publishes_again_once_a_stalled_broker_answers(
     rabbitmq: RabbitMQ,  # noqa: F811
 ) -> None:
-    """Finding R2-3: ``serve --broker`` on RabbitMQ. The docstring of event_publisher (and
-    README) say each publish is one try within ``timeout`` (3 s by default) and its thread is
-    given back "when the broker answered or gave up". Measured: with RabbitMQ's answers lost
-    for a moment (a muted broker: the publish's confirm never comes back), the publish thread
-    is still held long after ``timeout`` (here 1 s) and after the broker answers again, so
-    every later event is a 503 ("N publishes are waiting for the broker already") and the
-    server's event intake stays down until it is restarted. With the default 8 threads,
-    8 events sent during a stall take the intake down the same way. Invariant: once the
-    broker answers again, events are published again (202) within ``timeout`` plus a few
-    seconds (here: within 20 s)."""
+    """Finding R2-3: ``serve --broker`` on RabbitMQ. event_publisher's docstring says each
+    publish is one try within ``timeout`` and its thread is given back "when the broker
+    answered or gave up". The confirm's wait is bounded, but once it times out kombu's
+    producer pool (task_publish_retry is off here) throws the connection away with a graceful
+    close (Producer.__exit__ -> resource.replace -> amqp Channel.close), which waits for the
+    broker's Close-Ok with no timeout: with the broker's answers lost for a moment that
+    thread is held for good, even after the broker answers again. Measured with the defaults
+    (8 threads): each stall of a few seconds leaves one more publish thread stuck for good
+    (1, 2, 3 after three stalls), so after 8 stalls every event is a 503 ("8 publishes are
+    waiting for the broker already") until the server is restarted. Here one thread makes
+    one stall enough. Invariant: once the broker answers again, events are published again
+    (202) within ``timeout`` plus a few seconds (here: within 20 s)."""
     with muting_proxy(5672) as proxy:
         url = f"amqp://guest:guest@127.0.0.1:{proxy.port}//"
         publish = event_publisher(url, rabbitmq.queue_prefix, threads=1, timeout=1.0, wait=5.0)
