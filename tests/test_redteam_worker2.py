@@ -17,11 +17,14 @@ from typing import Any
 import pytest
 import redis
 from celery_support import muting_proxy
+from distributed_support import Kit, kit, one_action_automations  # noqa: F401 (kit)
 from services import RedisServer
-from support import clean_env
+from support import StatusHttp, clean_env
 
 from flowlang.cli.worker_console import event_publisher
+from flowlang.distributed import tasks
 from flowlang.distributed.celery_app import make_app
+from flowlang.distributed.deliverer import Deliverer
 from tests.serve_support import EVENT_TOKEN, example_workflows, serving
 from tests.services import RabbitMQ, rabbitmq  # noqa: F401 (the fixture)
 
@@ -29,6 +32,22 @@ pytest.importorskip("celery")
 
 ROOT = Path(__file__).resolve().parents[1]
 AUTH = {"Authorization": f"Bearer {EVENT_TOKEN}"}
+#: A one-action workflow; the worker loads a newer version (the replay is from the record's text).
+REPLAY_V1 = """\
+workflow: redteam_replay2
+trigger: call.ended
+actions:
+  - {name: first, type: api_request, endpoint: https://crm.example.com/v1}
+"""
+
+
+class _Runner:
+    """A worker loop's objects for tasks._replay: automations, a store, a deliverer."""
+
+    def __init__(self, automations: Any, store: Any, *, lease: float) -> None:
+        self.automations = automations
+        self.store = store
+        self.deliverer = Deliverer(automations, store, "redteam2:1:abcd", lease=lease)
 
 
 def test_the_watchdogs_exit_removes_the_prefork_metrics_folder(tmp_path: Path) -> None:
@@ -156,3 +175,56 @@ def test_serve_broker_on_rabbitmq_publishes_again_once_a_stalled_broker_answers(
         f"still 503 {answers[-1][1]:.0f} s after the broker answered again "
         f"({len(answers) - 1} tries): the stalled publish still holds its thread; {answers[:3]}"
     )
+
+
+def test_a_replay_whose_outcome_write_outlasts_its_tries_is_not_sent_again_after_the_lease(
+    kit: Kit,  # noqa: F811 (the fixture)
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Finding R2-6: tasks._replay says a replay from a dead letter's own text is "under its
+    action's lease and only while the ledger does not say it is delivered (replay_leased: a
+    redelivered message sends nothing twice)". replay_leased first *forgets* the ledger's
+    dead_lettered entry (forget_dead), sends, then writes the outcome (FINISH_TRIES tries).
+    When the store is down for those few tries (FINISH_TRIES x FINISH_PAUSE, about a second
+    by default) the message is requeued with the lease kept, but the ledger now holds nothing:
+    once the lease lapses, the redelivered message takes the lease, finds no outcome
+    ("none") and sends the action again. Invariant (the docstring's, and that of
+    test_shared_replay's finding-1 test): across the replay and its redeliveries, the action
+    is sent at most once."""
+    from flowlang.distributed import replay as replay_module
+    from flowlang.errors import SharedStoreError
+
+    monkeypatch.setattr(replay_module, "FINISH_PAUSE", 0.01)
+
+    async def work() -> tuple[list[str], list[str]]:
+        failing = one_action_automations(StatusHttp(400), REPLAY_V1)
+        async with failing:
+            await failing.dispatch({"id": "evt-r2-6", "type": "call.ended", "properties": {}})
+        (record,) = failing.dead_letters.records
+        http = StatusHttp(200)
+        worker = one_action_automations(http, REPLAY_V1.replace("/v1", "/v2"))
+        store = kit.store()
+        outcomes: list[str] = []
+        try:
+            async with worker:
+                runner = _Runner(worker, store, lease=1.0)
+
+                async def down(*_: Any, **__: Any) -> str:
+                    raise SharedStoreError("shared store: finish_replay failed: down")
+
+                store.finish_replay = down  # type: ignore[method-assign]
+                try:
+                    step = await tasks._replay(runner, dict(record))  # type: ignore[arg-type]
+                    outcomes.append(step.outcome)
+                except SharedStoreError:
+                    outcomes.append("requeued")
+                del store.finish_replay  # the store answers again
+                await asyncio.sleep(1.5)  # the lease kept by the first try lapses
+                step = await tasks._replay(runner, dict(record))  # type: ignore[arg-type]
+                outcomes.append(step.outcome)
+        finally:
+            await store.aclose()
+        return http.sent, outcomes
+
+    sent, outcomes = asyncio.run(asyncio.wait_for(work(), 30))
+    assert len(sent) == 1, f"the action was sent {len(sent)} times; outcomes {outcomes}"
