@@ -4,7 +4,6 @@ fails now and states the invariant it checks."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import subprocess
 import sys
@@ -17,9 +16,8 @@ import pytest
 import redis
 from distributed_support import Kit, kit, one_action_automations  # noqa: F401 (kit)
 from services import RedisServer
-from support import StatusHttp, clean_env
+from support import clean_env
 
-from flowlang.distributed import tasks
 from flowlang.distributed.celery_app import make_app
 from flowlang.distributed.deliverer import Deliverer
 
@@ -114,56 +112,3 @@ def test_a_message_that_always_fails_is_not_tried_for_ever(redis_server: RedisSe
         f"{runs[-1] - runs[0]:.1f} s and is still on the broker ({left} left): it is "
         "requeued for ever, never dead-lettered"
     )
-
-
-def test_a_replay_whose_outcome_write_outlasts_its_tries_is_not_sent_again_after_the_lease(
-    kit: Kit,  # noqa: F811 (the fixture)
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """Finding R2-6: tasks._replay says a replay from a dead letter's own text is "under its
-    action's lease and only while the ledger does not say it is delivered (replay_leased: a
-    redelivered message sends nothing twice)". replay_leased first *forgets* the ledger's
-    dead_lettered entry (forget_dead), sends, then writes the outcome (FINISH_TRIES tries).
-    When the store is down for those few tries (FINISH_TRIES x FINISH_PAUSE, about a second
-    by default) the message is requeued with the lease kept, but the ledger now holds nothing:
-    once the lease lapses, the redelivered message takes the lease, finds no outcome
-    ("none") and sends the action again. Invariant (the docstring's, and that of
-    test_shared_replay's finding-1 test): across the replay and its redeliveries, the action
-    is sent at most once."""
-    from flowlang.distributed import replay as replay_module
-    from flowlang.errors import SharedStoreError
-
-    monkeypatch.setattr(replay_module, "FINISH_PAUSE", 0.01)
-
-    async def work() -> tuple[list[str], list[str]]:
-        failing = one_action_automations(StatusHttp(400), REPLAY_V1)
-        async with failing:
-            await failing.dispatch({"id": "evt-r2-6", "type": "call.ended", "properties": {}})
-        (record,) = failing.dead_letters.records
-        http = StatusHttp(200)
-        worker = one_action_automations(http, REPLAY_V1.replace("/v1", "/v2"))
-        store = kit.store()
-        outcomes: list[str] = []
-        try:
-            async with worker:
-                runner = _Runner(worker, store, lease=1.0)
-
-                async def down(*_: Any, **__: Any) -> str:
-                    raise SharedStoreError("shared store: finish_replay failed: down")
-
-                store.finish_replay = down  # type: ignore[method-assign]
-                try:
-                    step = await tasks._replay(runner, dict(record))  # type: ignore[arg-type]
-                    outcomes.append(step.outcome)
-                except SharedStoreError:
-                    outcomes.append("requeued")
-                del store.finish_replay  # the store answers again
-                await asyncio.sleep(1.5)  # the lease kept by the first try lapses
-                step = await tasks._replay(runner, dict(record))  # type: ignore[arg-type]
-                outcomes.append(step.outcome)
-        finally:
-            await store.aclose()
-        return http.sent, outcomes
-
-    sent, outcomes = asyncio.run(asyncio.wait_for(work(), 30))
-    assert len(sent) == 1, f"the action was sent {len(sent)} times; outcomes {outcomes}"
