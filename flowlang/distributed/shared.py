@@ -18,7 +18,8 @@ Keys (all under ``prefix``, ``fl:`` by default; see flowlang.distributed.connect
 - ``{prefix}replaying:{stream id}``: string, the holder (for the claim): one replay of a dead
   letter at a time.
 - ``{prefix}bad``: list of what was found in ``due`` or ``pumping`` that this module did not
-  write; ``{prefix}bad:{key}``: a key of ours that held another Redis type, moved aside.
+  write, and of the messages a worker set aside (``set_aside``: failed on every try);
+  ``{prefix}bad:{key}``: a key of ours that held another Redis type, moved aside.
 
 Every step that touches more than one key, or reads then writes, is one Lua script
 (registered once, run by EVALSHA). Times for due scores and the pumping hash come from the
@@ -371,6 +372,16 @@ return 1
 """
 )
 
+# KEYS: bad, its aside. ARGV: text. Sets a message aside (appended to bad).
+_SET_ASIDE = (
+    _ASIDE
+    + """
+local moved = aside(KEYS[1], KEYS[2], 'list')
+redis.call('RPUSH', KEYS[1], ARGV[1])
+return moved
+"""
+)
+
 # KEYS: pumping. ARGV: member.
 _PUBLISHED = """
 if redis.call('TYPE', KEYS[1]).ok ~= 'hash' then return 0 end
@@ -595,6 +606,7 @@ class SharedStore:
         self._stale = client.register_script(_STALE)
         self._bad_member = client.register_script(_BAD_MEMBER)
         self._published = client.register_script(_PUBLISHED)
+        self._set_aside = client.register_script(_SET_ASIDE)
         self._schedule = client.register_script(_SCHEDULE)
         self._add_dead = client.register_script(_ADD_DEAD)
         self._settled = client.register_script(_SETTLED)
@@ -1062,6 +1074,25 @@ class SharedStore:
             if _text(await self._client.type(self._bad)) != "list":
                 return 0
             return int(await self._client.llen(self._bad))
+
+    async def set_aside(self, task: str, body: Any, reason: str) -> None:
+        """Append a message that cannot be handled (``task``, its ``body``, ``reason``) to
+        ``{prefix}bad`` as JSON (a body JSON cannot hold is kept as its repr), for an
+        operator to look at."""
+        try:
+            text = json.dumps(
+                {"task": str(task), "body": body, "reason": str(reason)},
+                ensure_ascii=True,
+                separators=(",", ":"),
+                allow_nan=False,
+            )
+        except (TypeError, ValueError, RecursionError):
+            text = json.dumps(
+                {"task": str(task), "body": repr(body)[:MAX_MEMBER_BYTES], "reason": str(reason)}
+            )
+        async with self._guard("set_aside"):
+            moved = await self._set_aside(keys=[self._bad, self._aside(self._bad)], args=[text])
+        self._moved(moved, self._bad)
 
     # --- dead letters -----------------------------------------------------------------------
 

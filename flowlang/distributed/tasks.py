@@ -245,8 +245,8 @@ async def _replay(runner: worker_loop.WorkerLoop, record: dict[str, Any]) -> Ste
     replay started and never finished keeps the record as a dead letter, "dead"). A dead
     letter that cannot be replayed here (ValueError, FlowError: nothing sent) is put back in
     the shared dead letters before it is refused (``flowlang replay --broker`` removed it once
-    published): it is kept, never lost. A store error propagates (the message is requeued), never "refused": the action may
-    have been sent, and a kept record would send it again."""
+    published): it is kept, never lost. A store error propagates (the message is requeued),
+    never "refused": the action may have been sent, and a kept record would send it again."""
     deliverer = _deliverer(runner)
     step: Step = await deliverer.replay(record)
     if step.outcome != "refused" or runner.automations is None or runner.store is None:
