@@ -315,6 +315,12 @@ class _Metrics:
         _metrics_server = None
         if self.server is not None:
             self.server.close()
+        self.remove_folder()
+
+    def remove_folder(self) -> None:
+        """Remove the private folder, if any (also run by the shutdown watchdog's exit, which
+        skips every ``finally``: :func:`flowlang.distributed.loop.on_exit`)."""
+        worker_loop.on_exit(self.remove_folder, add=False)
         if self.folder is not None:
             shutil.rmtree(self.folder, ignore_errors=True)
             os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
@@ -353,6 +359,8 @@ def _start_metrics(arguments: argparse.Namespace) -> _Metrics:
             ) from None
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
     metrics = _Metrics(folder=folder)
+    if folder is not None:
+        worker_loop.on_exit(metrics.remove_folder)  # the watchdog's os._exit skips finally
     try:
         from flowlang.observe.worker_metrics import MetricsServer, WorkerMetrics
     except ImportError as error:
