@@ -21,8 +21,9 @@ silent never exited after SIGTERM (measured: still running 90 s later, idle or n
 watchdog thread then waits until no task runs, then SHUTDOWN_GRACE seconds more, and ends
 the process (exit code 0, its pool children first, then the cleanups given to
 :func:`on_exit`, such as the removal of the prefork metrics folder). Nothing is lost: no
-task runs, and a message delivered but not acknowledged goes back to its queue when the connection drops
-(Redis: after the visibility timeout); the ledger makes a redelivery harmless.
+task runs, and a message delivered but not acknowledged goes back to its queue when the
+connection drops (Redis: after the visibility timeout); the ledger makes a redelivery
+harmless.
 """
 
 from __future__ import annotations
