@@ -1002,3 +1002,64 @@ def test_the_apps_tasks_turn_what_they_raise_into_a_requeue_and_leave_celerys_ow
         "Reject requeue=False",
     ]
     assert raising(len(raised)) == len(raised)
+
+
+def test_a_message_that_always_fails_is_not_tried_for_ever(redis_server: RedisServer) -> None:
+    """Red team round 2, R2-1: RequeueingTask (celery_app.py) turns whatever a task raises into
+    Reject(requeue=True) after a 1 s pause, with no count of tries, no delivery limit and no
+    dead letter: a message whose task fails every time is taken again about once a second for
+    as long as the worker runs, holding a pool slot each time, and is never set aside where an
+    operator would see it (flowlang's dead letters are only written by the Deliverer).
+    Invariant: a message that fails on every try is set aside (dead-lettered, or at least
+    off its queue) after a bounded number of tries (MAX_TRIES, 5): now counted per message
+    (its task id) and set aside in ``{prefix}bad`` (here no worker loop: logged, dropped)."""
+    from celery.contrib.testing.worker import start_worker as celery_worker
+
+    queue_prefix = f"flrt2{os.getpid()}x."
+    url = f"{redis_server.url[:-2]}/9"
+    app = make_app(url, queue_prefix=queue_prefix)
+    runs: list[float] = []
+
+    @app.task(name="flowlang.deliver", ignore_result=True, shared=False)  # type: ignore[untyped-decorator]
+    def deliver(**_: Any) -> None:
+        runs.append(time.monotonic())
+        raise RuntimeError("this message fails every time (a poison message)")
+
+    client = redis.Redis.from_url(url)
+    try:
+        with celery_worker(app, pool="threads", concurrency=1, perform_ping_check=False):
+            app.send_task("flowlang.deliver", kwargs={"n": 1}, queue=f"{queue_prefix}actions")
+            deadline = time.monotonic() + 12
+            while len(runs) <= 5 and time.monotonic() < deadline:
+                time.sleep(0.05)
+        left = client.llen(f"{queue_prefix}actions") + client.hlen("unacked")
+    finally:
+        client.delete(f"{queue_prefix}actions")
+        client.close()
+    assert runs, "the task never ran"
+    assert len(runs) <= 5, (
+        f"a message that always fails was tried {len(runs)} times in "
+        f"{runs[-1] - runs[0]:.1f} s and is still on the broker ({left} left): it is "
+        "requeued for ever, never dead-lettered"
+    )
+
+
+@pytest.mark.parametrize(
+    "body", [{"n": 1}, {"odd": float("nan")}, {"x": "\udcff" * 10}, {"deep": [[[[]]]] * 3}]
+)
+def test_a_message_set_aside_is_kept_as_json_in_the_bad_list(kit: Kit, body: Any) -> None:
+    """SharedStore.set_aside (RequeueingTask's MAX_TRIES): the task, its body (its repr when
+    JSON cannot hold it) and the reason, appended to ``{prefix}bad`` as JSON."""
+
+    async def work() -> int:
+        store = kit.store()
+        try:
+            await store.set_aside("flowlang.deliver", body, "raised RuntimeError on each of 5")
+            return await store.bad_count()
+        finally:
+            await store.aclose()
+
+    assert asyncio.run(asyncio.wait_for(work(), 20)) == 1
+    (raw,) = kit.raw.lrange(f"{kit.prefix}bad", 0, -1)
+    kept = json.loads(raw)
+    assert kept["task"] == "flowlang.deliver" and kept["reason"].startswith("raised")

@@ -256,3 +256,48 @@ def test_serve_broker_answers_503_at_once_when_every_publish_thread_waits_for_th
     assert busy == 503 and waited < 1.0, answers
     assert stalled_code == 503, answers
     assert recovered == 202, answers
+
+
+def test_serve_broker_on_rabbitmq_publishes_again_once_a_stalled_broker_answers(
+    rabbitmq: RabbitMQ,  # noqa: F811
+) -> None:
+    """Red team round 2, R2-3: after a confirm's timeout kombu throws the connection away
+    with a graceful close (Producer.__exit__ -> resource.replace -> amqp Channel.close, then
+    Connection.close), each waiting for the broker's Close-Ok; with no limit on that wait, a
+    lost answer held the publish thread for good (one more per stall: after 8 stalls every
+    event was a 503 until a restart). Now every read and write on serve's broker socket is
+    bounded (py-amqp read_timeout / write_timeout = ``timeout``). Here one thread makes one
+    stall enough. Invariant: once the broker answers again, events are published again (202)
+    within ``timeout`` plus a few seconds (here: within 20 s)."""
+    with muting_proxy(5672) as proxy:
+        url = f"amqp://guest:guest@127.0.0.1:{proxy.port}//"
+        publish = event_publisher(url, rabbitmq.queue_prefix, threads=1, timeout=1.0, wait=5.0)
+
+        async def main() -> list[tuple[int, float]]:
+            async with serving(workflows=example_workflows(), publish_events=publish) as served:
+                client = served.client
+                first = await client.post("/events", content=_event("e0"), headers=AUTH)
+                assert first.status_code == 202, first.text
+                proxy.mute()  # the broker's answers (the confirm) are lost
+                began = time.monotonic()
+                stalled = await client.post(
+                    "/events", content=_event("e1"), headers=AUTH, timeout=60
+                )
+                answers = [(stalled.status_code, time.monotonic() - began)]
+                proxy.muted.clear()  # the broker answers again
+                began = time.monotonic()
+                for attempt in range(40):  # bounded: at most 40 tries in about 20 s
+                    sent = _event(f"e2-{attempt}")
+                    answer = await client.post("/events", content=sent, headers=AUTH, timeout=30)
+                    answers.append((answer.status_code, time.monotonic() - began))
+                    if answer.status_code == 202 or time.monotonic() - began > 20:
+                        break
+                    await asyncio.sleep(0.5)
+            return answers
+
+        answers = asyncio.run(main())
+    assert answers[0][0] == 503, answers
+    assert answers[-1][0] == 202, (
+        f"still 503 {answers[-1][1]:.0f} s after the broker answered again "
+        f"({len(answers) - 1} tries): the stalled publish still holds its thread; {answers[:3]}"
+    )

@@ -380,16 +380,16 @@ V2 = V1.replace("/v1", "/v2")
 class _Runner:
     """A worker loop's objects for tasks._replay: automations, a store, a deliverer."""
 
-    def __init__(self, automations: Automations, store: Any) -> None:
+    def __init__(self, automations: Automations, store: Any, lease: float = 60.0) -> None:
         self.automations = automations
         self.store = store
-        self.deliverer = Deliverer(automations, store, "redteam:1:abcd")
+        self.deliverer = Deliverer(automations, store, "redteam:1:abcd", lease=lease)
 
 
 @pytest.mark.parametrize(
     ("blip", "after"),
-    [("finish_replay", False), ("finish_replay", True), ("forget_dead", False),
-     ("take_lease", False), ("settle", False)],
+    [("finish_replay", False), ("finish_replay", True), ("start_replay", False),
+     ("start_replay", True), ("take_lease", False), ("settle", False)],
 )  # fmt: skip
 def test_a_replay_whose_ledger_write_fails_after_the_send_is_not_sent_again(
     kit: Kit, blip: str, after: bool
@@ -509,6 +509,177 @@ def test_a_replay_whose_outcome_cannot_be_written_keeps_the_lease_and_sends_noth
     sent, outcomes = asyncio.run(asyncio.wait_for(work(), 30))
     assert len(sent) == 1
     assert outcomes == ["deferred", "deferred"]
+
+
+def test_a_replay_whose_outcome_write_outlasts_its_tries_is_not_sent_again_after_the_lease(
+    kit: Kit, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Red team round 2, R2-6: replay_leased forgot the ledger's dead_lettered entry before
+    the send; when the store was down for every try of the outcome's write, the message was
+    requeued with the lease kept and an empty ledger, so once the lease lapsed its
+    redelivery found nothing and sent the action again. Now the entry is marked
+    ``replaying`` before the send (start_replay) and the mark outlives the lease: the
+    redelivery sends nothing and keeps the record as a dead letter saying its outcome is
+    unknown (its ledger entry dead_lettered again); the operator's replay of that dead letter
+    sends it again, on purpose. Invariant: across the replay and its redeliveries, the action
+    is sent at most once. (A copy of the message after that keep, which only a worker dying
+    between the keep and its ack makes, replays it again: at least once, the same key.)"""
+    from flowlang.distributed import replay as replay_module
+    from flowlang.errors import SharedStoreError
+
+    monkeypatch.setattr(replay_module, "FINISH_PAUSE", 0.01)
+
+    async def work() -> tuple[list[str], list[str], list[dict[str, Any]], Any, list[str]]:
+        record = await _dead_letter("evt-r2-6", V1)
+        key = idempotency_key("evt-r2-6", "redteam_replay", "first")
+        http = StatusHttp(200)
+        worker = one_action_automations(http, V2)
+        store = kit.store()
+        outcomes: list[str] = []
+        try:
+            async with worker:
+                runner = _Runner(worker, store, lease=1.0)
+
+                async def down(*_: Any, **__: Any) -> str:
+                    raise SharedStoreError("shared store: finish_replay failed: down")
+
+                store.finish_replay = down  # type: ignore[method-assign]
+                try:
+                    step = await tasks._replay(runner, dict(record))  # type: ignore[arg-type]
+                    outcomes.append(step.outcome)
+                except SharedStoreError:
+                    outcomes.append("requeued")
+                del store.finish_replay  # the store answers again
+                await asyncio.sleep(1.5)  # the lease kept by the first try lapses
+                step = await tasks._replay(runner, dict(record))  # type: ignore[arg-type]
+                outcomes.append(step.outcome)  # the redelivery, once the lease lapsed
+                kept = [kept for _, kept in await store.dead_letters("-", 10)]
+                ledger = await store.settled(key)
+                sent_before = list(http.sent)
+                for entry, again in await store.dead_letters("-", 10):  # the operator's replay
+                    await store.remove_dead(entry)
+                    outcomes.append((await tasks._replay(runner, again)).outcome)  # type: ignore[arg-type]
+        finally:
+            await store.aclose()
+        return sent_before, outcomes, kept, ledger, http.sent
+
+    sent, outcomes, kept, ledger, after = asyncio.run(asyncio.wait_for(work(), 30))
+    assert len(sent) == 1, f"the action was sent {len(sent)} times; outcomes {outcomes}"
+    assert outcomes[:2] == ["requeued", "dead"], outcomes
+    assert len(kept) == 1 and kept[0]["error"] == replay_module.UNKNOWN_OUTCOME
+    assert ledger is not None and ledger["outcome"] == "dead_lettered"
+    assert outcomes[2:] == ["delivered"] and len(after) == 2  # sent again only on purpose
+
+
+def test_a_replay_that_fails_again_whose_outcome_reply_is_lost_adds_its_dead_letter_once(
+    kit: Kit,
+) -> None:
+    """The outcome of a replay that failed again is written (the new dead letter, the mark
+    replaced by dead_lettered) but the reply is lost: the write's next try finds its mark gone
+    (``lost``) and adds nothing twice."""
+
+    async def work() -> tuple[list[str], int, Any, str]:
+        record = await _dead_letter("evt-r2-6b", V1)
+        key = idempotency_key("evt-r2-6b", "redteam_replay", "first")
+        http = StatusHttp(400)
+        worker = one_action_automations(http, V2)
+        store = kit.store()
+        try:
+            async with worker:
+                runner = _Runner(worker, store)
+                fail_once(store, "finish_replay", after=True)
+                step = await tasks._replay(runner, dict(record))  # type: ignore[arg-type]
+                return http.sent, await store.dead_count(), await store.settled(key), step.outcome
+        finally:
+            await store.aclose()
+
+    sent, dead, ledger, outcome = asyncio.run(asyncio.wait_for(work(), 30))
+    assert len(sent) == 1 and outcome == "dead" and dead == 1
+    assert ledger is not None and ledger["outcome"] == "dead_lettered"
+
+
+def test_a_replay_mark_left_by_a_dead_worker_is_kept_by_a_worker_that_loads_the_version(
+    kit: Kit,
+) -> None:
+    """A replay from a record's own text marked its action and its worker died; the message
+    is redelivered to a worker that loads that workflow version (Deliverer.replay): it is
+    not dropped as settled, but left to the leased replay, which keeps it as a dead letter
+    whose outcome is unknown; nothing is sent."""
+
+    async def work() -> tuple[list[str], str, list[dict[str, Any]]]:
+        record = await _dead_letter("evt-r2-6c", V1)
+        key = idempotency_key("evt-r2-6c", "redteam_replay", "first")
+        http = StatusHttp(200)
+        worker = one_action_automations(http, V1)
+        store = kit.store()
+        try:
+            await store.start_replay(key, "gone:1:dead")
+            async with worker:
+                step = await tasks._replay(_Runner(worker, store), dict(record))  # type: ignore[arg-type]
+            return http.sent, step.outcome, [kept for _, kept in await store.dead_letters()]
+        finally:
+            await store.aclose()
+
+    from flowlang.distributed.replay import UNKNOWN_OUTCOME
+
+    sent, outcome, kept = asyncio.run(asyncio.wait_for(work(), 30))
+    assert sent == [] and outcome == "dead"
+    assert [k["error"] for k in kept] == [UNKNOWN_OUTCOME]
+
+
+def test_start_replay_marks_only_an_absent_or_dead_lettered_entry(kit: Kit) -> None:
+    """start_replay: an absent or dead_lettered entry is marked ``replaying`` (a settled
+    outcome to a deliver message meanwhile); a delivered one is left; a marked one names its
+    holder; finish_replay replaces only its own mark (another holder's write is ``lost``);
+    a successful replay leaves it delivered, one with nothing to keep forgets it."""
+
+    async def work() -> list[Any]:
+        store = kit.store()
+        seen: list[Any] = []
+        try:
+            seen.append(await store.start_replay(KEY, "w:1"))
+            seen.append(await store.start_replay(KEY, "w:2"))
+            seen.append((await store.settled(KEY) or {}).get("outcome"))
+            seen.append(await store.start_attempt(KEY, 1, "w:3", 5.0))
+            seen.append(await store.finish_replay([], [], replayed=(KEY, "w:2")))
+            seen.append(await store.finish_replay([], [], replayed=(KEY, "w:1")))
+            seen.append(await store.settled(KEY))
+            record = await _dead_letter()
+            await store.record_dead(KEY, record, 1)
+            seen.append(await store.start_replay(KEY, "w:4"))
+            seen.append(await store.finish_replay([], [(KEY, {"ok": 1}, 1)], replayed=(KEY, "w:4")))
+            seen.append((await store.settled(KEY) or {}).get("outcome"))
+            seen.append(await store.start_replay(KEY, "w:5"))
+        finally:
+            await store.aclose()
+        return seen
+
+    seen = _run(kit, work)
+    assert seen[0] == ("started", "") and seen[1] == ("replaying", "w:1")
+    assert seen[2] == "replaying" and seen[3][0] == "settled"
+    assert seen[4:7] == ["lost", "ok", None]
+    assert seen[7] == ("started", "") and seen[8] == "ok" and seen[9] == "delivered"
+    assert seen[10] == ("delivered", "")
+
+
+@pytest.mark.parametrize("holder", ["", "a b", "x" * 300, "\udcff"])
+def test_start_replay_and_finish_replay_refuse_a_holder_that_is_no_key_part(
+    kit: Kit, holder: str
+) -> None:
+    """A mark's holder is a checked key part: ValueError, nothing written."""
+
+    async def work() -> list[str]:
+        store = kit.store()
+        try:
+            with pytest.raises(ValueError):
+                await store.start_replay(KEY, holder)
+            with pytest.raises(ValueError):
+                await store.finish_replay([], [], replayed=(KEY, holder))
+        finally:
+            await store.aclose()
+        return kit.stored()
+
+    assert _run(kit, work) == []
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -308,3 +309,37 @@ def test_idle_connections_to_the_metrics_port_do_not_stop_deliveries(
     assert delivered, (
         f"nothing delivered with {len(idle)} idle metrics connections:\n{text[-2500:]}"
     )
+
+
+def test_the_watchdogs_exit_removes_the_prefork_metrics_folder(tmp_path: Path) -> None:
+    """Red team round 2, R2-2: `flowlang worker --pool prefork --metrics-port` makes a private
+    multiprocess folder (flowlang-worker-metrics-*) that only _Metrics.close removes, in the
+    `finally` of worker_from_command_line. The shutdown watchdog ends the process with
+    os._exit(0) (loop._end_process), which skips that `finally`: every worker the watchdog
+    ends leaves its folder (and its processes' .db files) behind in TMPDIR. Invariant: the
+    folder is removed however the worker ends, the watchdog's exit included (now a cleanup
+    given to loop.on_exit, run by _end_process before os._exit)."""
+    script = textwrap.dedent(
+        """
+        import argparse
+        from flowlang.cli import worker_console
+        from flowlang.distributed import loop
+        arguments = argparse.Namespace(metrics_port=0, metrics_host="127.0.0.1", pool="prefork")
+        metrics = worker_console._start_metrics(arguments)
+        assert metrics.folder is not None and metrics.folder.is_dir()
+        loop._end_process()  # what the watchdog calls SHUTDOWN_GRACE after the last task
+        """
+    )
+    env = {**clean_env(), "TMPDIR": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=Path(__file__).resolve().parents[1],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    left = sorted(p.name for p in tmp_path.glob("flowlang-worker-metrics-*"))
+    assert left == [], f"the watchdog's os._exit left the metrics folder behind: {left}"

@@ -17,7 +17,9 @@ threads pool writes none.
 
 ``serve --broker`` (:func:`event_publisher`) publishes each event in one try of at most 3 s,
 on a pool of 8 threads of its own: its sender gets 503 within 5 s when the broker stalls,
-at once when all 8 wait already.
+at once when all 8 wait already. On RabbitMQ every read and write of its socket is bounded
+too (3 s each), so a publish that gave up also gives its thread back within a few of them
+(kombu's close of the connection waits for the broker's answers).
 
 ``automate --executor celery`` checks each event line at the door (a line that is not an
 event is reported with file:line, as ``automate`` does, and not published) and publishes one
@@ -313,6 +315,12 @@ class _Metrics:
         _metrics_server = None
         if self.server is not None:
             self.server.close()
+        self.remove_folder()
+
+    def remove_folder(self) -> None:
+        """Remove the private folder, if any (also run by the shutdown watchdog's exit, which
+        skips every ``finally``: :func:`flowlang.distributed.loop.on_exit`)."""
+        worker_loop.on_exit(self.remove_folder, add=False)
         if self.folder is not None:
             shutil.rmtree(self.folder, ignore_errors=True)
             os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
@@ -351,6 +359,8 @@ def _start_metrics(arguments: argparse.Namespace) -> _Metrics:
             ) from None
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
     metrics = _Metrics(folder=folder)
+    if folder is not None:
+        worker_loop.on_exit(metrics.remove_folder)  # the watchdog's os._exit skips finally
     try:
         from flowlang.observe.worker_metrics import MetricsServer, WorkerMetrics
     except ImportError as error:
@@ -494,7 +504,12 @@ def event_publisher(
     answer). Bounded for a webhook's sender: each publish is one try within ``timeout`` on
     a pool of ``threads`` of its own (never the loop's default executor, which resolves
     names); it raises TimeoutError after ``wait`` seconds in all, or at once when every
-    thread is held by a publish the broker has not taken (the server answers 503)."""
+    thread is held by a publish the broker has not taken (the server answers 503). On
+    RabbitMQ each read and write of the socket waits at most ``timeout`` too (py-amqp's
+    ``read_timeout``, ``write_timeout``): a publish that timed out is followed by kombu's
+    graceful close of its connection (two waits for the broker's Close-Ok), so its thread
+    is given back within about 3 x ``timeout`` (measured: 3.0 s with ``timeout=1``), never
+    held for good by a broker whose answers were lost."""
     arguments = argparse.Namespace(
         broker=broker_url, queue_prefix=queue_prefix, queue_type=queue_type,
         publish_timeout=timeout,
@@ -506,6 +521,17 @@ def event_publisher(
         raise UsageError(f"--broker: {error}") from None
     app = _app(arguments)
     app.conf.task_publish_retry = False  # the sender retries; a stalled broker is one timeout
+    if broker_kind(broker_url) == "rabbitmq":
+        # Every wait on the socket bounded, not only the publish and its confirm: after a
+        # confirm's timeout kombu closes the connection politely (Channel.Close, then
+        # Connection.Close, each waiting for the broker's Close-Ok with no limit), which held
+        # the publish thread for good when the broker's answer was lost. py-amqp sets these
+        # as the socket's SO_RCVTIMEO / SO_SNDTIMEO; this app only publishes (no consumer).
+        app.conf.broker_transport_options = {
+            **app.conf.broker_transport_options,
+            "read_timeout": timeout,
+            "write_timeout": timeout,
+        }
     _reach_broker(app, broker_url)
     publish = publisher(app, queue_prefix)
     pool = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="flowlang-publish")

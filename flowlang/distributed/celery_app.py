@@ -73,6 +73,7 @@ from celery import Celery, Task
 from celery.exceptions import Reject, TaskPredicate
 from kombu import Exchange, Queue
 
+from flowlang.distributed import loop as worker_loop
 from flowlang.distributed.connection import mask_url
 from flowlang.distributed.messages import (
     ACCEPT_TASK,
@@ -106,12 +107,24 @@ PUBLISH_TIMEOUT = 10.0
 PUBLISH_TIMEOUT_SETTING = "flowlang_publish_timeout"
 
 
+#: Tries of one message (by its task id) that raised before it is set aside (RequeueingTask),
+#: and how many messages' counts a process remembers.
+MAX_TRIES = 5
+TRIES_REMEMBERED = 10_000
+
+
 class RequeueingTask(Task):  # type: ignore[misc]
     """A task whose message is never lost by raising: anything it raises but Celery's own
     predicates (Reject, Retry, Ignore) — an exception, SoftTimeLimitExceeded, SystemExit — is
     logged and turned into ``Reject(requeue=True)`` after REQUEUE_PAUSE seconds (a message
     that always fails is not spun on), so Celery puts the message back on its queue instead of
-    deleting it. flowlang's tasks do this themselves (tasks.run_step); this is the net."""
+    deleting it. flowlang's tasks do this themselves (tasks.run_step); this is the net.
+
+    A message that raised MAX_TRIES times in a row (counted per process, by its task id; a
+    store or broker outage is a Reject of tasks.run_step, not counted) is not tried for ever:
+    it is set aside in the shared store's ``{prefix}bad`` list with the reason (when this
+    process runs a worker loop with a store), logged as an error, and acknowledged. When it
+    cannot be set aside it is requeued (tried again later, never lost)."""
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         try:
@@ -121,9 +134,47 @@ class RequeueingTask(Task):  # type: ignore[misc]
         except BaseException as problem:  # every other escape is a requeue
             text = f"{type(problem).__name__}: requeued"
             with contextlib.suppress(BaseException):  # the soft time limit cuts the pause
+                if self._set_aside(problem, args, kwargs):
+                    return "set_aside"
                 log.error("%s raised %s, its message is requeued", self.name, text)
                 time.sleep(REQUEUE_PAUSE)
             raise Reject(text, requeue=True) from None
+
+    def _set_aside(self, problem: BaseException, args: Any, kwargs: Any) -> bool:
+        """Count one more failed try of this message; True when it reached MAX_TRIES and was
+        set aside (it is then acknowledged)."""
+        request = getattr(self, "request", None)
+        task_id = getattr(request, "id", None)
+        if not isinstance(task_id, str):
+            return False
+        tries = _tries.pop(task_id, 0) + 1
+        if tries < MAX_TRIES:
+            _tries[task_id] = tries
+            while len(_tries) > TRIES_REMEMBERED:
+                _tries.pop(next(iter(_tries)))
+            return False
+        reason = f"raised {type(problem).__name__} on each of {tries} tries"
+        runner = worker_loop.running()
+        store = runner.store if runner is not None else None
+        if store is not None:
+            try:
+                runner.call(  # type: ignore[union-attr]
+                    store.set_aside(self.name, {"args": list(args), "kwargs": kwargs}, reason),
+                    10.0,
+                )
+            except Exception as error:
+                log.error("%s: a message could not be set aside (%s): requeued", self.name, error)
+                _tries[task_id] = tries
+                return False
+            where = f"set aside in {store.prefix}bad"
+        else:
+            where = "dropped (no shared store in this process)"
+        log.error("%s: message %s %s; %s, acknowledged", self.name, task_id, reason, where)
+        return True
+
+
+#: Failed tries per message task id, in this process (oldest first; bounded).
+_tries: dict[str, int] = {}
 
 
 @dataclass(frozen=True)

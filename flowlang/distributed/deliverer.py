@@ -491,7 +491,10 @@ class Deliverer:
         names (those a stop_on_failure stopped; the rest of the workflow for a "workflow
         changed" letter, whose ``action`` is None and ``action_index`` says where it stopped).
         Its ledger entry is forgotten first, only while it says ``dead_lettered`` (one step);
-        when it says ``delivered`` (replayed before), ``settled_before``: nothing is sent.
+        when it says ``delivered`` (replayed before), ``settled_before``: nothing is sent;
+        when it says ``replaying`` (a replay from the record's own text started and did not
+        finish), ``refused``: left to that kind of replay, which decides under the action's
+        lease (:func:`flowlang.distributed.replay.replay_leased`).
         Refused when ``record`` is not a dead letter or its workflow version is not loaded here
         (``flowlang replay`` from the dead letter's own text can run it)."""
         try:
@@ -502,6 +505,11 @@ class Deliverer:
         action = workflow.actions[message.action]
         key = idempotency_key(message.event_id, workflow.name, action.id)
         state = await self.store.forget_dead(key)
+        if state == "replaying":  # a replay from its own text started: its lease decides
+            return Step(
+                "refused",
+                error="a replay of its action from its own text started and did not finish",
+            )
         if state not in ("forgotten", "none"):
             return Step("settled_before", error=f"its action is {state} already: not sent again")
         return Step("replayed", [(DELIVER_TASK, message.to_json())])

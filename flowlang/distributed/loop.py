@@ -19,14 +19,25 @@ A warm shutdown is bounded (``worker_shutting_down``, in the consuming process):
 py-amqp close the broker connection with no time limit, so a worker whose RabbitMQ fell
 silent never exited after SIGTERM (measured: still running 90 s later, idle or not). A
 watchdog thread then waits until no task runs, then SHUTDOWN_GRACE seconds more, and ends
-the process (exit code 0, its pool children first). Nothing is lost: no task runs, and a
-message delivered but not acknowledged goes back to its queue when the connection drops
-(Redis: after the visibility timeout); the ledger makes a redelivery harmless.
+the process (exit code 0, its pool children first, then the cleanups given to
+:func:`on_exit`, such as the removal of the prefork metrics folder). Nothing is lost: no
+task runs, and a message delivered but not acknowledged goes back to its queue when the
+connection drops (Redis: after the visibility timeout); the ledger makes a redelivery
+harmless.
 """
 
 from __future__ import annotations
 
-__all__ = ["LoopConfig", "WorkerLoop", "configure", "current", "running", "start", "stop"]
+__all__ = [
+    "LoopConfig",
+    "WorkerLoop",
+    "configure",
+    "current",
+    "on_exit",
+    "running",
+    "start",
+    "stop",
+]
 
 import asyncio
 import concurrent.futures
@@ -298,11 +309,29 @@ def _watch_shutdown(grace: float, *, end: Callable[[], None] | None = None) -> N
     (end or _end_process)()
 
 
+#: What _end_process runs before os._exit skips every ``finally`` (on_exit).
+_exit_cleanups: list[Callable[[], None]] = []
+
+
+def on_exit(cleanup: Callable[[], None], *, add: bool = True) -> None:
+    """Run ``cleanup`` (quick, no arguments) if the shutdown watchdog ends this process: its
+    ``os._exit`` skips every ``finally``. ``add=False`` takes it back (the normal end ran it)."""
+    if add:
+        _exit_cleanups.append(cleanup)
+    else:
+        with contextlib.suppress(ValueError):
+            _exit_cleanups.remove(cleanup)
+
+
 def _end_process() -> None:
-    """End this process now: its pool children first (prefork), then itself (exit 0)."""
+    """End this process now: its pool children first (prefork), then the cleanups given to
+    :func:`on_exit`, then itself (exit 0)."""
     with contextlib.suppress(Exception):  # ending anyway
         for child in billiard_process.active_children():
             child.terminate()
+    for cleanup in list(_exit_cleanups):
+        with contextlib.suppress(Exception):  # ending anyway
+            cleanup()
     for handler in logging.getLogger().handlers + log.handlers:
         with contextlib.suppress(Exception):  # ending anyway
             handler.flush()

@@ -15,7 +15,10 @@ workflow version the worker does not load): under the lease of its action's idem
 after the ledger says the action is not delivered yet, so a redelivered message (a worker
 that died before its ack) or a record kept twice never sends a delivered action again; the
 outcome is written with a few tries (a store blip after the send does not make it a
-candidate for another replay)."""
+candidate for another replay). The ledger entry is marked ``replaying`` before the send
+(:meth:`SharedStore.start_replay`) and the mark outlives the lease: a replay whose outcome
+was never written (the store down for every try, the worker dead) is not sent again by a
+redelivery, which keeps the record as a dead letter saying its outcome is unknown."""
 
 from __future__ import annotations
 
@@ -51,6 +54,14 @@ CLAIM_LEASE = 60.0
 #: and the seconds between them.
 FINISH_TRIES = 3
 FINISH_PAUSE = 0.5
+#: The error of a dead letter kept because a replay of its action started and never wrote
+#: its outcome (replay_leased).
+UNKNOWN_OUTCOME = (
+    "a replay of this action started and its outcome was never written (the shared store "
+    "failed after the send, or the worker stopped): it may have been delivered, so it was "
+    "not sent again; check with the receiver, then replay this dead letter to send it again "
+    "(the same Idempotency-Key)"
+)
 
 
 class NoWaiting:
@@ -164,8 +175,10 @@ def first_key(automations: Automations, record: Mapping[str, Any]) -> str:
 class Leased:
     """What :func:`replay_leased` came to: ``state`` ``replayed`` (``deliveries`` made,
     ``added`` dead letters), ``settled_before`` (the ledger says the action is settled:
-    nothing sent; ``outcome`` says how) or ``held`` (another replay or attempt holds the
-    action's lease for ``seconds`` more: nothing sent)."""
+    nothing sent; ``outcome`` says how), ``held`` (another replay or attempt holds the
+    action's lease for ``seconds`` more: nothing sent) or ``unknown`` (a replay of it started
+    earlier and never wrote its outcome: nothing sent, the record kept as a dead letter saying
+    so, in ``added``)."""
 
     state: str
     deliveries: list[Delivery]
@@ -187,21 +200,38 @@ async def replay_leased(
     """One try of ``record`` (nothing waited for) under the lease of its first action's
     idempotency key, taken by ``holder`` for ``lease`` seconds (renewed every third while it
     runs, given back at the end): only when the ledger's entry is absent or
-    ``dead_lettered`` (forgotten then, as :meth:`Deliverer.replay` does). The outcome is
-    written as :func:`replay_record` does, up to FINISH_TRIES times on a store error (the
-    action was sent); when that still fails the lease is kept until it lapses and the error
-    raised (the message is requeued, and its redelivery waits for the lease). ValueError or
-    FlowError when the record cannot be replayed (:func:`first_key`, before the lease: nothing
-    sent); SharedStoreError before the send (nothing sent, the lease given back). Whatever
-    is raised once the replay started keeps the lease (it lapses)."""
+    ``dead_lettered``, which is then marked ``replaying`` by ``holder`` in the same step
+    (:meth:`SharedStore.start_replay`). The outcome is written as :func:`replay_record`
+    does, replacing the mark, up to FINISH_TRIES times on a store error (the action was
+    sent); when that still fails the lease is kept until it lapses and the error raised (the
+    message is requeued, and its redelivery waits for the lease).
+
+    The choice when the mark is found (a replay of this action started and did not finish:
+    the worker stopped, or its outcome could not be written): nothing is sent, and the
+    record is kept as a dead letter again, its error saying the outcome is unknown
+    (UNKNOWN_OUTCOME), its ledger entry ``dead_lettered`` again (in one step, only while the
+    mark is still there). The action may well have been delivered; sending it again on a
+    redelivery would rely on the receiver honouring the Idempotency-Key, and a store that
+    keeps failing would send it once per redelivery. Never sending it a second time on our
+    own, and leaving the decision to the operator's next replay (which sends it again with
+    the same key), keeps the promise that a redelivered message sends nothing twice, at the
+    cost of a dead letter to look at after a crash or a long store outage mid-replay. (A copy
+    of the message after that keep, which only a worker dying between the keep and its ack
+    makes, finds the entry ``dead_lettered`` and replays it: at least once, the same key.)
+
+    ValueError or FlowError when the record cannot be replayed (:func:`first_key`, before the
+    lease: nothing sent); SharedStoreError before the send (nothing sent, the lease given
+    back). Whatever is raised once the replay started keeps the lease (it lapses)."""
     key = first_key(automations, record)
     left = await store.take_lease(key, holder, lease)
     if left is not None:
         return Leased("held", [], [], seconds=left)
     sent = False
     try:
-        state = await store.forget_dead(key)
-        if state not in ("forgotten", "none"):
+        state, marker = await store.start_replay(key, holder)
+        if state == "replaying":
+            return await _unknown(store, record, key, marker)
+        if state != "started":
             return Leased("settled_before", [], [], outcome=state)
         renewal = asyncio.create_task(_renew_lease(store, key, holder, lease))
         try:
@@ -211,7 +241,7 @@ async def replay_leased(
             renewal.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await renewal
-        error = await _finish(store, added, delivered)
+        error = await _finish(store, added, delivered, (key, holder))
         with contextlib.suppress(SharedStoreError):  # else it lapses: the ledger is written
             await store.release_lease(key, holder)
         return Leased("replayed", deliveries, added, error=error)
@@ -221,15 +251,36 @@ async def replay_leased(
                 await store.release_lease(key, holder)
 
 
+async def _unknown(store: SharedStore, record: Mapping[str, Any], key: str, marker: str) -> Leased:
+    """A replay of ``key`` by ``marker`` started and never wrote its outcome: keep ``record``
+    as a dead letter saying so, in place of the mark (nothing sent). When the mark went
+    meanwhile (that replay wrote its outcome after all), nothing is kept: ``settled_before``.
+    A mark that is no holder (not ours) is ValueError: the record is refused and kept."""
+    kept = dict(record) | {"error": UNKNOWN_OUTCOME}
+    log.error(
+        "a replay of %s started earlier and never wrote its outcome: not sent again, kept as "
+        "a dead letter",
+        key,
+    )
+    if await store.finish_replay([kept], [], replayed=(key, marker)) != "ok":
+        return Leased("settled_before", [], [], outcome="replayed meanwhile")
+    return Leased("unknown", [], [kept], outcome="replaying")
+
+
 async def _finish(
-    store: SharedStore, added: list[dict[str, Any]], delivered: list[tuple[str, Any, int]]
+    store: SharedStore,
+    added: list[dict[str, Any]],
+    delivered: list[tuple[str, Any, int]],
+    replayed: tuple[str, str],
 ) -> str:
-    """Write a replay's outcome (after its send): a store error is tried again, up to
-    FINISH_TRIES times, then raised; ValueError (nothing can be written) is returned as the
-    error, said, instead of raised: the action was sent, the record must not be kept."""
+    """Write a replay's outcome (after its send) in place of its ``replaying`` mark: a store
+    error is tried again, up to FINISH_TRIES times, then raised (a try whose reply was lost
+    leaves the next one ``lost``: nothing added twice); ValueError (nothing can be written)
+    is returned as the error, said, instead of raised: the action was sent, the record must
+    not be kept (the mark stays: the action is not sent again)."""
     for tried in range(1, FINISH_TRIES + 1):
         try:
-            await store.finish_replay(added, delivered)
+            await store.finish_replay(added, delivered, replayed=replayed)
             return ""
         except SharedStoreError as error:
             if tried == FINISH_TRIES:

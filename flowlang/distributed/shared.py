@@ -5,7 +5,8 @@ Keys (all under ``prefix``, ``fl:`` by default; see flowlang.distributed.connect
 - ``{prefix}ev:{sha256(event id)[:32]}``: string ``accepting:<owner>`` (for the accept lease)
   or ``fanned_out`` (for ``dedup_window``): duplicate events.
 - ``{prefix}act:{idempotency key}``: hash ``outcome, result, attempts, at`` (for
-  ``ledger_ttl``): the settled ledger.
+  ``ledger_ttl``): the settled ledger. Outcome ``replaying`` (with field ``replay``, the
+  holder) marks a worker's replay of the action that started and has not written its outcome.
 - ``{prefix}lease:{idempotency key}``: string, the owner (for the lease): one attempt in
   flight per action.
 - ``{prefix}due``: sorted set of scheduled messages, member JSON ``{"task", "body", "id"}``,
@@ -17,7 +18,8 @@ Keys (all under ``prefix``, ``fl:`` by default; see flowlang.distributed.connect
 - ``{prefix}replaying:{stream id}``: string, the holder (for the claim): one replay of a dead
   letter at a time.
 - ``{prefix}bad``: list of what was found in ``due`` or ``pumping`` that this module did not
-  write; ``{prefix}bad:{key}``: a key of ours that held another Redis type, moved aside.
+  write, and of the messages a worker set aside (``set_aside``: failed on every try);
+  ``{prefix}bad:{key}``: a key of ours that held another Redis type, moved aside.
 
 Every step that touches more than one key, or reads then writes, is one Lua script
 (registered once, run by EVALSHA). Times for due scores and the pumping hash come from the
@@ -46,7 +48,9 @@ and the attempt's mark in one step: a second copy of an attempt whose outcome is
 lease in one step) and ``holder=`` on ``record_*`` (the lease given back in the outcome's
 step); ``last_dead()``, ``claim_dead``, ``renew_dead_claim``, ``release_dead_claim`` and
 ``finish_replay`` (a replay's settlements, new dead letters and the removal of its record in
-one step, only while its claim holds).
+one step, only while its claim holds); ``start_replay(key, holder)`` (a worker's replay of an
+action marked ``replaying`` in its ledger entry until ``finish_replay(...,
+replayed=(key, holder))`` writes the outcome).
 Only ``flowlang.accept``, ``flowlang.deliver`` and ``flowlang.replay`` are scheduled; a due
 member naming another task is set aside in ``{prefix}bad``.
 """
@@ -251,6 +255,31 @@ redis.call('HDEL', KEYS[1], 'outcome', 'result', 'attempts', 'at', 'tried')
 return 'forgotten'
 """
 
+# KEYS: ledger key, its aside. ARGV: holder (the replay's mark), at, ledger ttl ms.
+# The start of a worker's replay of an action, in one step: only while its ledger entry is
+# absent or dead_lettered, the entry becomes outcome 'replaying' with field 'replay' = holder
+# (a mark that outlives the lease: finish_replay replaces it with the outcome). Returns
+# {'started', ''}, {'replaying', the mark's holder} (a replay started and did not finish) or
+# {the outcome recorded, ''}; and 1 if something was moved aside.
+_START_REPLAY = (
+    _ASIDE
+    + """
+local moved = aside(KEYS[1], KEYS[2], 'hash')
+local outcome = redis.call('HGET', KEYS[1], 'outcome')
+if outcome == 'replaying' then
+  return {'replaying', redis.call('HGET', KEYS[1], 'replay') or '', moved}
+end
+if outcome and outcome ~= '' and outcome ~= 'dead_lettered' then return {outcome, '', moved} end
+if not redis.call('HGET', KEYS[1], 'result') then redis.call('HSET', KEYS[1], 'result', 'null') end
+if not redis.call('HGET', KEYS[1], 'attempts') then
+  redis.call('HSET', KEYS[1], 'attempts', '0')
+end
+redis.call('HSET', KEYS[1], 'outcome', 'replaying', 'replay', ARGV[1], 'at', ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return {'started', '', moved}
+"""
+)
+
 # KEYS: key. ARGV: value, ms. Renews the key's time to live while it still holds value.
 _RENEW = """
 if redis.call('TYPE', KEYS[1]).ok ~= 'string' then return 0 end
@@ -343,6 +372,16 @@ return 1
 """
 )
 
+# KEYS: bad, its aside. ARGV: text. Sets a message aside (appended to bad).
+_SET_ASIDE = (
+    _ASIDE
+    + """
+local moved = aside(KEYS[1], KEYS[2], 'list')
+redis.call('RPUSH', KEYS[1], ARGV[1])
+return moved
+"""
+)
+
 # KEYS: pumping. ARGV: member.
 _PUBLISHED = """
 if redis.call('TYPE', KEYS[1]).ok ~= 'hash' then return 0 end
@@ -384,17 +423,21 @@ return {'held', moved}
 """
 )
 
-# KEYS: dead, its aside, the claim key, then a ledger key and its aside per settlement.
-# ARGV: entry id ('' for none), holder, ledger ttl ms, n (records to add), the n records,
-#       then per settlement: result JSON, attempts, at.
+# KEYS: dead, its aside, the claim key, the marked ledger key and its aside, then a ledger
+# key and its aside per settlement.
+# ARGV: entry id ('' for none), holder, ledger ttl ms, n (records to add), the mark's holder
+#       ('' for none), the n records, then per settlement: result JSON, attempts, at.
 # The end of a replay, in one step: the actions delivered are settled (never a delivered
 # entry overwritten); unless the claim was lost (the entry gone from the stream, or another
-# holder's claim), the new dead letters are added, the replayed entry removed and its claim
-# given back. Returns {'ok' or 'lost', 1 if something was moved aside}.
+# holder's claim) or the replay's mark (start_replay) is no longer the holder's (this
+# outcome written already, its reply lost, or the mark taken over), the new dead letters are
+# added, the replayed entry removed and its claim given back, and the mark replaced by the
+# outcome (dead_lettered when records are added, else nothing: the entry forgotten, unless
+# settled delivered). Returns {'ok' or 'lost', 1 if something was moved aside}.
 _FINISH_REPLAY = (
     _ASIDE
     + """
-local entry, holder = ARGV[1], ARGV[2]
+local entry, holder, marker = ARGV[1], ARGV[2], ARGV[5]
 local n = tonumber(ARGV[4])
 local moved, ours, claim = 0, 1, false
 if entry ~= '' then
@@ -405,24 +448,42 @@ if entry ~= '' then
     ours = 0
   end
 end
-local k = 4
-for i = 5 + n, #ARGV, 3 do
+if marker ~= '' then
+  moved = moved + aside(KEYS[4], KEYS[5], 'hash')
+  if redis.call('HGET', KEYS[4], 'outcome') ~= 'replaying'
+     or redis.call('HGET', KEYS[4], 'replay') ~= marker then
+    ours = 0
+  end
+end
+local k = 6
+for i = 6 + n, #ARGV, 3 do
   moved = moved + aside(KEYS[k], KEYS[k + 1], 'hash')
   if redis.call('HGET', KEYS[k], 'outcome') ~= 'delivered' then
     local tried = tonumber(redis.call('HGET', KEYS[k], 'tried')) or 0
     if tonumber(ARGV[i + 1]) > tried then tried = tonumber(ARGV[i + 1]) end
     redis.call('HSET', KEYS[k], 'outcome', 'delivered', 'result', ARGV[i],
                'attempts', ARGV[i + 1], 'at', ARGV[i + 2], 'tried', tried)
+    redis.call('HDEL', KEYS[k], 'replay')
   end
   redis.call('PEXPIRE', KEYS[k], ARGV[3])
   k = k + 2
 end
 if ours == 0 then return {'lost', moved} end
 if n > 0 then moved = moved + aside(KEYS[1], KEYS[2], 'stream') end
-for i = 5, 4 + n do redis.call('XADD', KEYS[1], '*', 'record', ARGV[i]) end
+for i = 6, 5 + n do redis.call('XADD', KEYS[1], '*', 'record', ARGV[i]) end
 if entry ~= '' then
   redis.call('XDEL', KEYS[1], entry)
   if claim == holder then redis.call('DEL', KEYS[3]) end
+end
+if marker ~= '' then
+  if redis.call('HGET', KEYS[4], 'outcome') == 'replaying' then
+    if n > 0 then
+      redis.call('HSET', KEYS[4], 'outcome', 'dead_lettered')
+    else
+      redis.call('HDEL', KEYS[4], 'outcome', 'result', 'attempts', 'at')
+    end
+  end
+  redis.call('HDEL', KEYS[4], 'replay')
 end
 return {'ok', moved}
 """
@@ -536,6 +597,7 @@ class SharedStore:
         self._record = client.register_script(_RECORD)
         self._start = client.register_script(_START)
         self._forget_dead = client.register_script(_FORGET_DEAD)
+        self._start_replay = client.register_script(_START_REPLAY)
         self._renew = client.register_script(_RENEW)
         self._stale_cursor = "0"
         self._take = client.register_script(_TAKE)
@@ -544,6 +606,7 @@ class SharedStore:
         self._stale = client.register_script(_STALE)
         self._bad_member = client.register_script(_BAD_MEMBER)
         self._published = client.register_script(_PUBLISHED)
+        self._set_aside = client.register_script(_SET_ASIDE)
         self._schedule = client.register_script(_SCHEDULE)
         self._add_dead = client.register_script(_ADD_DEAD)
         self._settled = client.register_script(_SETTLED)
@@ -660,7 +723,7 @@ class SharedStore:
             attempted = max(0, int(tried)) if tried is not None else 0
         except ValueError:
             attempted = 0
-        if not {_shown(field) for field in data} - {"'tried'", "'dead'"}:
+        if not {_shown(field) for field in data} - {"'tried'", "'dead'", "'replay'"}:
             return None, attempted  # no outcome yet (only the attempts tried, or nothing)
         try:
             fields = {_text(field): _text(value) for field, value in data.items()}
@@ -830,6 +893,28 @@ class SharedStore:
         async with self._guard("forget_dead"):
             return _text(await self._forget_dead(keys=[name]))
 
+    async def start_replay(
+        self, key: str, holder: str, *, at: float | None = None
+    ) -> tuple[str, str]:
+        """Mark the start of a replay of action ``key`` by ``holder`` (a worker's replay, under
+        the action's lease), in one step and only while its ledger entry is absent or
+        ``dead_lettered``: the entry becomes outcome ``replaying`` (a settled outcome to every
+        other reader: no deliver message sends the action meanwhile) until
+        :meth:`finish_replay` with ``replayed=(key, holder)`` writes the outcome. Unlike
+        :meth:`forget_dead`, the mark outlives the lease: a replay that sent and could not
+        write its outcome is not taken for one that never started. ``("started", "")``;
+        ``("replaying", its holder)`` when a replay of it started and did not finish (nothing
+        marked); else ``(the outcome recorded, "")`` (nothing marked)."""
+        name = self._key("act", check_key_part("idempotency key", key))
+        holder = check_key_part("holder", holder)
+        when = repr(time.time() if at is None else _time("at", at))
+        async with self._guard("start_replay"):
+            state, marker, moved = await self._start_replay(
+                keys=[name, self._aside(name)], args=[holder, when, self._ledger_ms]
+            )
+        self._moved(moved, name)
+        return _text(state), _text(marker)
+
     async def unsettle(self, key: str) -> None:
         """Forget the ledger entry of ``key`` (before a dead letter's replay: the action is
         then attempted again)."""
@@ -990,6 +1075,25 @@ class SharedStore:
                 return 0
             return int(await self._client.llen(self._bad))
 
+    async def set_aside(self, task: str, body: Any, reason: str) -> None:
+        """Append a message that cannot be handled (``task``, its ``body``, ``reason``) to
+        ``{prefix}bad`` as JSON (a body JSON cannot hold is kept as its repr), for an
+        operator to look at."""
+        try:
+            text = json.dumps(
+                {"task": str(task), "body": body, "reason": str(reason)},
+                ensure_ascii=True,
+                separators=(",", ":"),
+                allow_nan=False,
+            )
+        except (TypeError, ValueError, RecursionError):
+            text = json.dumps(
+                {"task": str(task), "body": repr(body)[:MAX_MEMBER_BYTES], "reason": str(reason)}
+            )
+        async with self._guard("set_aside"):
+            moved = await self._set_aside(keys=[self._bad, self._aside(self._bad)], args=[text])
+        self._moved(moved, self._bad)
+
     # --- dead letters -----------------------------------------------------------------------
 
     async def add_dead(self, record: dict[str, Any]) -> str:
@@ -1107,13 +1211,18 @@ class SharedStore:
         entry_id: str | None = None,
         holder: str | None = None,
         at: float | None = None,
+        replayed: tuple[str, str] | None = None,
     ) -> str:
         """Write a replay's outcome in one step: settle each ``(key, result, attempts)`` of
         ``delivered`` as delivered (at ``at``; never overwriting a delivered entry), add the
         dead letters ``added`` and, with ``entry_id`` (claimed by ``holder``), remove that
-        entry and give its claim back. ``ok``; ``lost`` when the claim was lost (the entry is
-        gone or another replay holds it): then only the settlements are written. ValueError
-        (nothing written) when a record or result cannot be kept as JSON."""
+        entry and give its claim back; with ``replayed=(key, mark holder)``
+        (:meth:`start_replay`), replace that mark by the outcome (``dead_lettered`` when
+        records are added, delivered when settled so, else forgotten). ``ok``; ``lost`` when
+        the claim or the mark was lost (the entry is gone or another replay holds it; the mark
+        replaced already, by this very write whose reply was lost or by a replay that took it
+        over): then only the settlements are written, so a write tried again adds nothing
+        twice. ValueError (nothing written) when a record or result cannot be kept as JSON."""
         texts = [self._dead_text(record) for record in added]
         when = repr(time.time() if at is None else _time("at", at))
         name = ""
@@ -1124,6 +1233,13 @@ class SharedStore:
                 raise ValueError("a claimed entry needs its holder")
             holder = check_key_part("holder", holder)
         keys = [self._dead, self._aside(self._dead), name or self._key("replaying", "-")]
+        marker = ""
+        if replayed is not None:
+            marked = self._key("act", check_key_part("idempotency key", replayed[0]))
+            marker = check_key_part("holder", replayed[1])
+            keys += [marked, self._aside(marked)]
+        else:
+            keys += [self._key("act", "-"), self._aside(self._key("act", "-"))]
         settlements: list[str | int] = []
         for key, result, attempts in delivered:
             ledger = self._key("act", check_key_part("idempotency key", key))
@@ -1136,7 +1252,7 @@ class SharedStore:
             keys += [ledger, self._aside(ledger)]
             settlements += [data, attempts, when]
         args: list[str | int] = [entry_id or "", holder or "", self._ledger_ms, len(texts)]
-        args += [*texts, *settlements]
+        args += [marker, *texts, *settlements]
         async with self._guard("finish_replay"):
             status, moved = await self._finish_replay(keys=keys, args=args)
         if moved:

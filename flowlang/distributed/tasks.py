@@ -46,7 +46,7 @@ from flowlang.distributed import watch
 from flowlang.distributed.celery_app import publish_options, queue_for
 from flowlang.distributed.deliverer import Step
 from flowlang.distributed.messages import ACCEPT_TASK, DELIVER_TASK, REPLAY_TASK
-from flowlang.distributed.replay import replay_leased
+from flowlang.distributed.replay import UNKNOWN_OUTCOME, replay_leased
 from flowlang.errors import FlowError
 
 log = logging.getLogger("flowlang.worker")
@@ -240,12 +240,13 @@ async def _replay(runner: worker_loop.WorkerLoop, record: dict[str, Any]) -> Ste
     """A dead letter through the workers (Deliverer.replay: a deliver message for its action,
     its ledger entry forgotten); when its workflow version is not loaded here, one try of it
     from the record's own text (what fails again is a dead letter again), under its action's
-    lease and only while the ledger does not say it is delivered (:func:`replay_leased`: a
-    redelivered message sends nothing twice). A dead letter that cannot be replayed here
-    (ValueError, FlowError: nothing sent) is put back in the shared dead letters before
-    it is refused (``flowlang replay --broker`` removed it once published): it is kept, never
-    lost. A store error propagates (the message is requeued), never "refused": the action may
-    have been sent, and a kept record would send it again."""
+    lease and only while the ledger does not say it is delivered or being replayed
+    (:func:`replay_leased`: a redelivered message sends nothing twice; one that finds a
+    replay started and never finished keeps the record as a dead letter, "dead"). A dead
+    letter that cannot be replayed here (ValueError, FlowError: nothing sent) is put back in
+    the shared dead letters before it is refused (``flowlang replay --broker`` removed it once
+    published): it is kept, never lost. A store error propagates (the message is requeued),
+    never "refused": the action may have been sent, and a kept record would send it again."""
     deliverer = _deliverer(runner)
     step: Step = await deliverer.replay(record)
     if step.outcome != "refused" or runner.automations is None or runner.store is None:
@@ -268,6 +269,8 @@ async def _replay(runner: worker_loop.WorkerLoop, record: dict[str, Any]) -> Ste
         return Step("deferred")
     if done.state == "settled_before":
         return Step("settled_before", error=f"its action is {done.outcome} already: not sent again")
+    if done.state == "unknown":  # a replay of it started and never finished: kept, not sent
+        return Step("dead", error=UNKNOWN_OUTCOME)
     outcome = "dead" if done.added else "delivered"
     return Step(outcome if done.deliveries else "done", error=done.error or None)
 
