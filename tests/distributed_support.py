@@ -18,11 +18,11 @@ import pytest
 import redis
 from servers import Server
 from services import RedisServer
-from support import FakeClock, StatusHttp
+from support import FakeClock
 
 from flowlang import MappingSecrets
 from flowlang.automations import Automations, DeliverySettings, load_workflow_text
-from flowlang.automations.dispatch import Clock, DeadLetterStore
+from flowlang.automations.dispatch import Clock
 from flowlang.distributed.deliverer import Deliverer, Step
 from flowlang.distributed.messages import ACCEPT_TASK, DELIVER_TASK, AcceptMessage
 from flowlang.distributed.pump import Pump
@@ -239,25 +239,3 @@ class Broker:
 
     def outcomes(self) -> list[str]:
         return [step.outcome for _, step in self.steps]
-
-
-#: A workflow of one api_request action (a permanent 400 makes one dead letter of it).
-ONE_ACTION = """\
-workflow: one_action
-trigger: call.ended
-actions:
-  - {name: first, type: api_request, endpoint: https://crm.example.com/first}
-"""
-
-
-def one_action_automations(http: StatusHttp, text: str = ONE_ACTION) -> Automations:
-    """Automations of the workflow ``text`` sending through ``http``: no retry wait (a fake
-    clock), dead letters kept in memory."""
-    return Automations(
-        [load_workflow_text(text)],
-        settings=DeliverySettings(schedule=(0,)),
-        http=http,
-        secrets=MappingSecrets({}),
-        clock=FakeClock(),
-        dead_letters=DeadLetterStore(),
-    )

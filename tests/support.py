@@ -21,6 +21,9 @@ from typing import Any
 import pytest
 import yaml
 
+from flowlang import MappingSecrets
+from flowlang.automations import Automations, DeliverySettings, load_workflow_text
+from flowlang.automations.dispatch import DeadLetterStore
 from flowlang.automations.store import LocalStore, event_key
 from flowlang.cli import main
 from flowlang.http_rules import PreparedRequest
@@ -279,3 +282,37 @@ def registered_without_cases(folder: Path, registry: Any) -> tuple[list[str], li
     return [name for name in registry if name not in files], [
         stem for stem in files if stem not in registry
     ]
+
+
+#: A workflow of one api_request action (a permanent 400 makes one dead letter of it).
+ONE_ACTION = """\
+workflow: one_action
+trigger: call.ended
+actions:
+  - {name: first, type: api_request, endpoint: https://crm.example.com/first}
+"""
+
+
+def one_action_automations(
+    http: StatusHttp, text: str = ONE_ACTION, store: LocalStore | None = None
+) -> Automations:
+    """Automations of the workflow ``text`` sending through ``http``: no retry wait (a fake
+    clock); dead letters in ``store`` when one is given (everything kept there), else in
+    memory."""
+    return Automations(
+        [load_workflow_text(text)],
+        settings=DeliverySettings(schedule=(0,)),
+        http=http,
+        secrets=MappingSecrets({}),
+        clock=FakeClock(),
+        store=store,
+        dead_letters=DeadLetterStore(store=store),
+    )
+
+
+def hold_write_lock(path: Path) -> sqlite3.Connection:
+    """Another process's long write transaction on the store ``path`` (a sqlite3 shell, an
+    import batch...): the caller rolls it back and closes it."""
+    blocker = sqlite3.connect(path, isolation_level=None, timeout=5)
+    blocker.execute("BEGIN IMMEDIATE")
+    return blocker

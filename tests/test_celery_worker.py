@@ -42,9 +42,9 @@ from celery_support import (
     write_events,
     write_workflow,
 )
-from distributed_support import Kit, one_action_automations
+from distributed_support import Kit
 from services import RedisServer, rabbitmq, running_redis  # noqa: F401 (the fixture rabbitmq)
-from support import StatusHttp, cli
+from support import StatusHttp, cli, one_action_automations
 
 from flowlang.automations import Automations
 from flowlang.automations.dispatch import idempotency_key

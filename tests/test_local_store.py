@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import NOW, FakeClock, StatusHttp, cli
+from support import NOW, FakeClock, StatusHttp, cli, hold_write_lock, one_action_automations
 
 from flowlang import MappingSecrets, StoreError
 from flowlang.automations import Automations, DeliverySettings, load_workflow_text
@@ -59,22 +59,7 @@ actions:
 
 def engine_one(store: LocalStore, http: StatusHttp) -> Automations:
     """One action, no retry: a failure is dead-lettered at once."""
-    return Automations(
-        [load_workflow_text(ONE)],
-        settings=DeliverySettings(schedule=(0,)),
-        http=http,
-        secrets=MappingSecrets({}),
-        clock=FakeClock(),
-        store=store,
-        dead_letters=DeadLetterStore(store=store),
-    )
-
-
-def hold_write_lock(path: Path) -> sqlite3.Connection:
-    """Another process's long write transaction (a sqlite3 shell, an import batch...)."""
-    blocker = sqlite3.connect(path, isolation_level=None, timeout=5)
-    blocker.execute("BEGIN IMMEDIATE")
-    return blocker
+    return one_action_automations(http, ONE, store)
 
 
 def call(event_id: str, **properties: Any) -> dict[str, Any]:

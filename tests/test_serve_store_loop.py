@@ -7,49 +7,20 @@ and wait for a store another process holds (a known limit, marked xfail until it
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from support import FakeClock, StatusHttp
+from support import StatusHttp, hold_write_lock, one_action_automations
 
-from flowlang import MappingSecrets
-from flowlang.automations import Automations, DeliverySettings, load_workflow_text
-from flowlang.automations.dispatch import DeadLetterStore
 from flowlang.automations.store import LocalStore
 
 WINDOW = 3600.0
-ONE = """\
-workflow: one
-trigger: call.ended
-actions:
-  - {name: first, type: api_request, endpoint: https://crm.example.com/first}
-"""
 
 
 def call(event_id: str) -> dict[str, Any]:
     return {"id": event_id, "type": "call.ended", "properties": {}}
-
-
-def engine(store: LocalStore, http: StatusHttp) -> Automations:
-    return Automations(
-        [load_workflow_text(ONE)],
-        settings=DeliverySettings(schedule=(0,)),
-        http=http,
-        secrets=MappingSecrets({}),
-        clock=FakeClock(),
-        store=store,
-        dead_letters=DeadLetterStore(store=store),
-    )
-
-
-def hold_write_lock(path: Path) -> sqlite3.Connection:
-    """Another process's long write transaction (a sqlite3 shell, an import batch...)."""
-    blocker = sqlite3.connect(path, isolation_level=None, timeout=5)
-    blocker.execute("BEGIN IMMEDIATE")
-    return blocker
 
 
 # --- owners folder tampered with ------------------------------------------------------------
@@ -67,7 +38,7 @@ def test_a_store_locked_by_another_process_does_not_stop_the_event_loop(tmp_path
     events) waits busy_timeout (5 s by default) per write."""
     path = tmp_path / "s.db"
     store = LocalStore(path, sync=True, busy_timeout=1.5)
-    automations = engine(store, StatusHttp())
+    automations = one_action_automations(StatusHttp(), store=store)
 
     async def scenario() -> float:
         plain = automations.accept(call("e1"))

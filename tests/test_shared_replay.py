@@ -13,8 +13,8 @@ import logging
 from typing import Any
 
 import pytest
-from distributed_support import ONE_ACTION, Kit, fail_once, one_action_automations
-from support import StatusHttp
+from distributed_support import Kit, fail_once
+from support import ONE_ACTION, StatusHttp, one_action_automations
 
 from flowlang.automations import Automations
 from flowlang.automations.dispatch import idempotency_key
