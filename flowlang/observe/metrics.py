@@ -224,6 +224,18 @@ def _template_is_fixed(field: Any) -> bool:
     return references is not None and len(references) == 0
 
 
+def check_multiprocess_folder(path: str) -> None:
+    """ValueError unless ``path`` is a folder and prometheus_client runs in multiprocess mode
+    (``PROMETHEUS_MULTIPROC_DIR`` set before it was imported)."""
+    if not os.path.isdir(path):
+        raise ValueError(f"PROMETHEUS_MULTIPROC_DIR {path!r} is not a folder")
+    if values.ValueClass is values.MutexValue:
+        raise ValueError(
+            "PROMETHEUS_MULTIPROC_DIR must be set before prometheus_client is imported "
+            "(set it in the environment the process starts with)"
+        )
+
+
 class SeriesCache:
     """``metric.labels(*values)``, kept: prometheus_client's labels() checks and locks on every
     call. Callers pass values that have passed their label guards (or come from fixed sets), so
@@ -262,13 +274,7 @@ class FlowMetrics:
         #: Multiprocess mode's folder, or None (one process).
         self.multiprocess_path = multiprocess_path
         if multiprocess_path is not None:
-            if not os.path.isdir(multiprocess_path):
-                raise ValueError(f"PROMETHEUS_MULTIPROC_DIR {multiprocess_path!r} is not a folder")
-            if values.ValueClass is values.MutexValue:
-                raise ValueError(
-                    "PROMETHEUS_MULTIPROC_DIR must be set before prometheus_client is imported "
-                    "(set it in the environment the process starts with)"
-                )
+            check_multiprocess_folder(multiprocess_path)
         #: Where the series are registered (one process) or collected from (multiprocess).
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
         where = None if multiprocess_path is not None else self.registry

@@ -30,7 +30,6 @@ __all__ = ["ATTEMPT_BUCKETS", "STEP_OUTCOMES", "TASKS", "MetricsServer", "Worker
 
 import contextlib
 import logging
-import os
 import socket
 import threading
 import time
@@ -47,7 +46,7 @@ from prometheus_client import (
 )
 
 from flowlang.distributed.messages import ACCEPT_TASK, DELIVER_TASK, REPLAY_TASK
-from flowlang.observe.metrics import OTHER, SeriesCache
+from flowlang.observe.metrics import OTHER, SeriesCache, check_multiprocess_folder
 
 #: Task names as labels.
 TASKS = {ACCEPT_TASK: "accept", DELIVER_TASK: "deliver", REPLAY_TASK: "replay"}
@@ -98,12 +97,7 @@ class WorkerMetrics:
     def __init__(self, *, multiprocess_path: str | None = None) -> None:
         self.multiprocess_path = multiprocess_path
         if multiprocess_path is not None:
-            if not os.path.isdir(multiprocess_path):
-                raise ValueError(f"PROMETHEUS_MULTIPROC_DIR {multiprocess_path!r} is not a folder")
-            if values.ValueClass is values.MutexValue:
-                raise ValueError(
-                    "PROMETHEUS_MULTIPROC_DIR must be set before prometheus_client is imported"
-                )
+            check_multiprocess_folder(multiprocess_path)
         elif values.ValueClass is not values.MutexValue:
             raise ValueError(
                 "prometheus_client was imported with PROMETHEUS_MULTIPROC_DIR set: one process "
