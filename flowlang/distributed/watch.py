@@ -12,7 +12,7 @@ from __future__ import annotations
 __all__ = ["Recorder", "attempt", "install", "installed", "pump_published", "task"]
 
 import logging
-from typing import Protocol
+from typing import Any, Protocol
 
 log = logging.getLogger("flowlang.worker")
 
@@ -54,28 +54,26 @@ def _broken(problem: Exception) -> None:
         log.error("the worker's metrics could not be recorded: %s", type(problem).__name__)
 
 
-def task(name: str, outcome: str) -> None:
-    """Count one message of task ``name`` that came to ``outcome``."""
+def _count(what: str, *values: Any) -> None:
+    """``what`` of the installed recorder with ``values``; a failing recorder is reported once
+    and never fails the work it counts."""
     if _recorder is not None:
         try:
-            _recorder.task(name, outcome)
+            getattr(_recorder, what)(*values)
         except Exception as problem:
             _broken(problem)
+
+
+def task(name: str, outcome: str) -> None:
+    """Count one message of task ``name`` that came to ``outcome``."""
+    _count("task", name, outcome)
 
 
 def attempt(outcome: str, seconds: float) -> None:
     """Count one delivery attempt and its duration."""
-    if _recorder is not None:
-        try:
-            _recorder.attempt(outcome, seconds)
-        except Exception as problem:
-            _broken(problem)
+    _count("attempt", outcome, seconds)
 
 
 def pump_published(kind: str) -> None:
     """Count one message the pump published."""
-    if _recorder is not None:
-        try:
-            _recorder.pump_published(kind)
-        except Exception as problem:
-            _broken(problem)
+    _count("pump_published", kind)
