@@ -108,7 +108,7 @@ async def _stopped(task: asyncio.Task[None]) -> None:
         await task
 
 
-class _Later:
+class Later:
     """A background renewal started ``delay`` seconds from now unless stopped before: most
     attempts and fan-outs end sooner, and then no task is made at all (a timer costs less)."""
 
@@ -126,6 +126,29 @@ class _Later:
         self._timer.cancel()
         if self._task is not None:
             await _stopped(self._task)
+
+
+async def renew_every(
+    renew: Callable[[], Awaitable[bool]],
+    every: float,
+    lapsed: str | None,
+    failed: str,
+    deadline: float | None = None,
+) -> None:
+    """Call ``renew`` now and every ``every`` seconds until stopped, until it returns False
+    (the claim or lease was lost: ``lapsed`` is logged, when given), or until the loop's time
+    passes ``deadline``. A store error is logged (``failed``, with the error) and tried again
+    at the next turn. Started through :class:`Later`, whose delay is the first ``every``."""
+    loop = asyncio.get_running_loop()
+    while deadline is None or loop.time() < deadline:
+        try:
+            if not await renew():
+                if lapsed is not None:
+                    log.warning("%s", lapsed)
+                return
+        except SharedStoreError as error:
+            log.warning("%s: %s", failed, error)
+        await asyncio.sleep(every)
 
 
 #: Seconds before a deliver message for a workflow version not loaded here is tried again.
@@ -242,8 +265,16 @@ class Deliverer:
             if w.actions
         ]
         deadline = asyncio.get_running_loop().time() + PUBLISH_LIMIT
-        renewal = _Later(
-            self.accept_lease / 3, lambda: self._renew_claim(event_id, claimant, deadline)
+        every = self.accept_lease / 3
+        renewal = Later(
+            every,
+            lambda: renew_every(
+                lambda: self.store.renew_claim(event_id, claimant, self.accept_lease),
+                every,
+                None,  # confirm says it, if the fan-out is confirmed after all
+                "renewing an accept claim failed",
+                deadline,
+            ),
         )
 
         async def confirm() -> None:
@@ -264,30 +295,6 @@ class Deliverer:
     def _token(self) -> str:
         """This worker's owner with a token of its own: one claim or lease, one holder."""
         return f"{self.owner}:{uuid.uuid4().hex[:16]}"
-
-    async def _renew_claim(self, event_id: str, claimant: str, deadline: float) -> None:
-        """Renew the accept claim now and every third of its lease until stopped (confirm or
-        abandon), lost, or the loop's time ``deadline`` (PUBLISH_LIMIT seconds after the
-        claim) has passed."""
-        loop = asyncio.get_running_loop()
-        while loop.time() < deadline:
-            try:
-                if not await self.store.renew_claim(event_id, claimant, self.accept_lease):
-                    return
-            except SharedStoreError as error:
-                log.warning("renewing an accept claim failed: %s", error)
-            await asyncio.sleep(self.accept_lease / 3)
-
-    async def _renew_lease(self, key: str, holder: str) -> None:
-        """Renew an attempt's lease now and every third of it until stopped or lost."""
-        while True:
-            try:
-                if not await self.store.renew_lease(key, holder, self.lease):
-                    log.warning("the lease of %s lapsed during its attempt", key)
-                    return
-            except SharedStoreError as error:
-                log.warning("renewing a lease failed: %s", error)
-            await asyncio.sleep(self.lease / 3)
 
     def _matching(self, event: Mapping[str, Any]) -> tuple[list[CompiledWorkflow], list[str]]:
         """The workflows of the event's trigger whose conditions hold; and, for each whose
@@ -391,7 +398,16 @@ class Deliverer:
         if state != "leased":  # held: tried again when that lease lapses
             await store.schedule(DELIVER_TASK, message.to_json(), self._now() + number)
             return Step("deferred")
-        renewal = _Later(self.lease / 3, lambda: self._renew_lease(key, holder))
+        every = self.lease / 3
+        renewal = Later(
+            every,
+            lambda: renew_every(
+                lambda: self.store.renew_lease(key, holder, self.lease),
+                every,
+                f"the lease of {key} lapsed during its attempt",
+                "renewing a lease failed",
+            ),
+        )
         recorded = False
         try:
             step = await self._attempt(workflow, message, key, holder)

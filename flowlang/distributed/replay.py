@@ -43,6 +43,7 @@ from flowlang.automations.dispatch import (
 from flowlang.automations.executor import AttemptTask
 from flowlang.automations.records import MAX_RECORD_BYTES, check_event
 from flowlang.automations.workflow import load_workflow_text
+from flowlang.distributed.deliverer import Later, renew_every
 from flowlang.distributed.shared import SharedStore
 from flowlang.errors import FlowError, SharedStoreError
 
@@ -233,14 +234,20 @@ async def replay_leased(
             return await _unknown(store, record, key, marker)
         if state != "started":
             return Leased("settled_before", [], [], outcome=state)
-        renewal = asyncio.create_task(_renew_lease(store, key, holder, lease))
+        renewal = Later(
+            lease / 3,
+            lambda: renew_every(
+                lambda: store.renew_lease(key, holder, lease),
+                lease / 3,
+                "the lease of a replayed action lapsed during its replay",
+                "renewing a replayed action's lease failed",
+            ),
+        )
         try:
             sent = True
             deliveries, added, delivered = await _replayed(automations, record, False)
         finally:
-            renewal.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await renewal
+            await renewal.stop()
         error = await _finish(store, added, delivered, (key, holder))
         with contextlib.suppress(SharedStoreError):  # else it lapses: the ledger is written
             await store.release_lease(key, holder)
@@ -293,30 +300,6 @@ async def _finish(
     return ""  # not reached
 
 
-async def _renew_lease(store: SharedStore, key: str, holder: str, lease: float) -> None:
-    """Renew an action's lease every third of ``lease`` until stopped or lost."""
-    while True:
-        await asyncio.sleep(lease / 3)
-        try:
-            if not await store.renew_lease(key, holder, lease):
-                log.warning("the lease of a replayed action lapsed during its replay")
-                return
-        except SharedStoreError as error:
-            log.warning("renewing a replayed action's lease failed: %s", error)
-
-
-async def _renew_claim(store: SharedStore, entry: str, holder: str, lease: float) -> None:
-    """Renew a dead letter's claim every third of ``lease`` until stopped or lost."""
-    while True:
-        await asyncio.sleep(lease / 3)
-        try:
-            if not await store.renew_dead_claim(entry, holder, lease):
-                log.warning("the claim of dead letter %s lapsed during its replay", entry)
-                return
-        except SharedStoreError as error:
-            log.warning("renewing a dead letter's claim failed: %s", error)
-
-
 async def _replay_claimed(
     automations: Automations,
     store: SharedStore,
@@ -332,14 +315,20 @@ async def _replay_claimed(
     state = await store.claim_dead(entry, holder, lease)
     if state != "claimed":
         return state, []
-    renewal = asyncio.create_task(_renew_claim(store, entry, holder, lease))
+    renewal = Later(
+        lease / 3,
+        lambda: renew_every(
+            lambda: store.renew_dead_claim(entry, holder, lease),
+            lease / 3,
+            f"the claim of dead letter {entry} lapsed during its replay",
+            "renewing a dead letter's claim failed",
+        ),
+    )
     try:
         try:
             deliveries, added, delivered = await _replayed(automations, record, True)
         finally:
-            renewal.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await renewal
+            await renewal.stop()
         state = await store.finish_replay(added, delivered, entry_id=entry, holder=holder)
     except BaseException:
         with contextlib.suppress(SharedStoreError):
